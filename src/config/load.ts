@@ -1,0 +1,97 @@
+// load(): config/default.yaml ← config/local.yaml ← $BLIP3O_CONFIG ← a few env vars ← `overrides` (tests),
+// validated by ConfigSchema and frozen. The only module that reads process.env.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { AppError } from '../errors.ts';
+import { ConfigSchema, SecretsSchema, type Config, type Secrets } from './schema.ts';
+
+export type { Config, Secrets };
+
+/** Repository root (…/src/config → …). */
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+type Tree = Record<string, unknown>;
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
+
+const isTree = (v: unknown): v is Tree => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Objects merge key by key; arrays and scalars replace. */
+export function deepMerge(base: Tree, over: Tree): Tree {
+  const out: Tree = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = isTree(v) && isTree(out[k]) ? deepMerge(out[k] as Tree, v) : v;
+  return out;
+}
+
+function readYaml(path: string): Tree {
+  try {
+    const parsed: unknown = parseYaml(readFileSync(path, 'utf8'));
+    if (parsed === null || parsed === undefined) return {};
+    if (!isTree(parsed)) throw new Error('top level must be a mapping');
+    return parsed;
+  } catch (e) {
+    throw new AppError('config', `cannot read ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Environment variables that override one YAML setting each (documented next to the setting). */
+const ENV_OVERRIDES: Record<string, string[]> = {
+  LOG_LEVEL: ['logLevel'],
+  HF_ENDPOINT: ['model', 'hubUrl'],
+  DISCORD_API_BASE_URL: ['discord', 'apiBaseUrl'],
+  SLACK_API_URL: ['slack', 'apiUrl'],
+};
+
+function envLayer(env: NodeJS.ProcessEnv): Tree {
+  let layer: Tree = {};
+  for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    const patch = path.reduceRight<unknown>((acc, key) => ({ [key]: acc }), value) as Tree;
+    layer = deepMerge(layer, patch);
+  }
+  return layer;
+}
+
+/** "✖ message → at path" lines, one per issue, naming the key. */
+export function formatIssues(error: z.ZodError): string {
+  return error.issues.map((i) => `✖ ${i.message} → at ${i.path.join('.') || '(root)'}`).join('\n');
+}
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Layered last; what tests use instead of files. */
+  overrides?: DeepPartial<Config>;
+  root?: string;
+}
+
+export function loadConfig(options: LoadOptions = {}): Readonly<Config> {
+  const env = options.env ?? process.env;
+  const root = options.root ?? repoRoot;
+  let tree = readYaml(resolve(root, 'config/default.yaml'));
+  const local = resolve(root, 'config/local.yaml');
+  if (existsSync(local)) tree = deepMerge(tree, readYaml(local));
+  if (env.BLIP3O_CONFIG) tree = deepMerge(tree, readYaml(resolve(root, env.BLIP3O_CONFIG)));
+  tree = deepMerge(tree, envLayer(env));
+  if (options.overrides) tree = deepMerge(tree, options.overrides as Tree);
+  const parsed = ConfigSchema.safeParse(tree);
+  if (!parsed.success) throw new AppError('config', `invalid configuration:\n${formatIssues(parsed.error)}`);
+  return deepFreeze(parsed.data);
+}
+
+export function loadSecrets(env: NodeJS.ProcessEnv = process.env): Readonly<Secrets> {
+  const picked = Object.fromEntries(Object.keys(SecretsSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
+  const parsed = SecretsSchema.safeParse(picked);
+  if (!parsed.success) throw new AppError('config', `invalid environment:\n${formatIssues(parsed.error)}`);
+  return Object.freeze(parsed.data);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,232 @@
+// The one runtime thing bots and workers share. Redis is a trust boundary: both sides parse with these
+// schemas, and a payload whose `v` differs from CONTRACT_VERSION is refused rather than guessed at.
+// Images never travel in job data: they live in the blob store (src/blobs/) and jobs carry keys.
+import { z } from 'zod';
+import { AspectRatio } from '../config/schema.ts';
+import { AppError } from '../errors.ts';
+
+export const CONTRACT_VERSION = 1 as const;
+const version = z.literal(CONTRACT_VERSION);
+
+export const Platform = z.enum(['discord', 'slack', 'cli']);
+export type Platform = z.infer<typeof Platform>;
+
+/** Queue names, under config.queue.prefix. One shared job queue; one delivery queue per platform. */
+export const QueueNames = {
+  jobs: 'jobs',
+  delivery: (platform: Platform) => `delivery-${platform}`,
+} as const;
+
+const id = z.string().min(1).max(200);
+const blobKey = z.string().min(1).max(300);
+
+// ---- where an answer must go ------------------------------------------------------------------------
+// Enough for *any* bot instance of that platform to deliver, so no state lives in one bot process.
+
+export const DiscordDestination = z.strictObject({
+  platform: z.literal('discord'),
+  guildId: id.nullable(), // null in DMs
+  channelId: id,
+  userId: id,
+  applicationId: id,
+  /** Interaction webhook token (slash commands, buttons, modals); absent for mention-replies. */
+  interactionToken: z.string().min(1).max(500).optional(),
+  /** When the interaction arrived (ms since epoch): tokens expire after 15 minutes. */
+  interactionAt: z.number().int().nonnegative().optional(),
+  /** The user's message to reply to (mention-replies). */
+  replyToMessageId: id.optional(),
+  /** A status message the bot posted and keeps editing (mention-replies, expired tokens). */
+  statusMessageId: id.optional(),
+});
+
+export const SlackDestination = z.strictObject({
+  platform: z.literal('slack'),
+  teamId: id,
+  channelId: id,
+  userId: id,
+  /** Thread to answer in (the parent's ts). */
+  threadTs: z.string().min(1).max(50).optional(),
+  /** The Block Kit status message the bot keeps updating. */
+  statusMessageTs: z.string().min(1).max(50).optional(),
+  /** For ephemeral errors to the invoking user. */
+  responseUrl: z.url().optional(),
+});
+
+export const CliDestination = z.strictObject({
+  platform: z.literal('cli'),
+  /** One id per CLI invocation; the CLI waits on its own delivery. */
+  clientId: id,
+  channelId: id,
+  userId: id,
+});
+
+export const Destination = z.discriminatedUnion('platform', [DiscordDestination, SlackDestination, CliDestination]);
+export type Destination = z.infer<typeof Destination>;
+export type DiscordDestination = z.infer<typeof DiscordDestination>;
+export type SlackDestination = z.infer<typeof SlackDestination>;
+export type CliDestination = z.infer<typeof CliDestination>;
+
+/** The workspace (guild / team) a destination belongs to, '' for DMs and the CLI. */
+export function workspaceOf(d: Destination): string {
+  if (d.platform === 'discord') return d.guildId ?? 'dm';
+  if (d.platform === 'slack') return d.teamId;
+  return 'local';
+}
+
+/** "platform:workspace:channel": the key for limits, fair scheduling and admin commands. */
+export function channelKey(d: Destination): string {
+  return `${d.platform}:${workspaceOf(d)}:${d.channelId}`;
+}
+
+// ---- commands -----------------------------------------------------------------------------------------
+// Hard bounds live here (what any worker will accept); config may set tighter ones at the adapter.
+
+export const MAX_PROMPT_CHARS = 4000;
+export const MAX_QUESTION_CHARS = 8000;
+
+export const ImagineOptions = z.strictObject({
+  seed: z.number().int().min(0).max(2 ** 32 - 1),
+  ditSteps: z.number().int().min(1).max(200),
+  decoderSteps: z.number().int().min(1).max(500),
+  guidance: z.number().min(0).max(50),
+  aspect: AspectRatio,
+});
+export type ImagineOptions = z.infer<typeof ImagineOptions>;
+
+export const AskOptions = z.strictObject({
+  maxNewTokens: z.number().int().min(1).max(8192),
+  temperature: z.number().min(0).max(5),
+  topP: z.number().gt(0).lte(1),
+  topK: z.number().int().min(0),
+  repetitionPenalty: z.number().positive().max(5),
+  seed: z.number().int().min(0).max(2 ** 32 - 1),
+});
+export type AskOptions = z.infer<typeof AskOptions>;
+
+export const Turn = z.strictObject({ role: z.enum(['user', 'assistant']), text: z.string().max(MAX_QUESTION_CHARS) });
+export type Turn = z.infer<typeof Turn>;
+
+const common = {
+  v: version,
+  /** Job id; derived from the platform's interaction/message id so duplicate submissions collapse to one job. */
+  id,
+  destination: Destination,
+  submittedAt: z.number().int().nonnegative(),
+};
+
+export const ImagineRequest = z.strictObject({
+  ...common,
+  kind: z.literal('imagine'),
+  prompt: z.string().trim().min(1).max(MAX_PROMPT_CHARS),
+  options: ImagineOptions,
+});
+
+/** Image → image: BLIP3-o's reconstruction prompt over an input image (spec §3.7). */
+export const VaryRequest = z.strictObject({
+  ...common,
+  kind: z.literal('vary'),
+  imageKey: blobKey,
+  prompt: z.string().max(MAX_PROMPT_CHARS),
+  options: ImagineOptions,
+});
+
+export const AskRequest = z.strictObject({
+  ...common,
+  kind: z.literal('ask'),
+  imageKey: blobKey,
+  question: z.string().trim().min(1).max(MAX_QUESTION_CHARS),
+  /** Previous turns about the same image, oldest first. */
+  history: z.array(Turn).max(64),
+  options: AskOptions,
+});
+
+export const JobRequest = z.discriminatedUnion('kind', [ImagineRequest, VaryRequest, AskRequest]);
+export type JobRequest = z.infer<typeof JobRequest>;
+export type ImagineRequest = z.infer<typeof ImagineRequest>;
+export type VaryRequest = z.infer<typeof VaryRequest>;
+export type AskRequest = z.infer<typeof AskRequest>;
+export type JobKind = JobRequest['kind'];
+
+// ---- progress -------------------------------------------------------------------------------------------
+
+export const Stage = z.enum([
+  'queued',
+  'loading', // model sessions being opened
+  'conditioning', // LLM over prompt + latent queries
+  'features', // DiT flow matching → 64×1792 CLIP features
+  'decoding', // UNet + VAE → pixels
+  'encoding', // vision encoder over the input image
+  'answering', // LLM generating text
+]);
+export type Stage = z.infer<typeof Stage>;
+
+export const JobProgress = z.strictObject({
+  v: version,
+  jobId: id,
+  stage: Stage,
+  step: z.number().int().nonnegative(),
+  total: z.number().int().nonnegative(),
+  /** 1-based position in the queue while stage = queued. */
+  queuePosition: z.number().int().positive().optional(),
+  /** Answer text so far (ask). */
+  partialText: z.string().optional(),
+});
+export type JobProgress = z.infer<typeof JobProgress>;
+
+// ---- results --------------------------------------------------------------------------------------------
+
+export const ImageResult = z.strictObject({
+  blobKey,
+  mime: z.literal('image/png'),
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+  /** Alt text for the attachment: the prompt. */
+  altText: z.string().max(MAX_PROMPT_CHARS + 100),
+  /** What was actually used (defaults filled in), to show and to re-roll from. */
+  prompt: z.string().max(MAX_PROMPT_CHARS),
+  options: ImagineOptions,
+});
+export type ImageResult = z.infer<typeof ImageResult>;
+
+export const AnswerResult = z.strictObject({
+  text: z.string(),
+  tokenCount: z.number().int().nonnegative(),
+});
+export type AnswerResult = z.infer<typeof AnswerResult>;
+
+export const ResultError = z.strictObject({
+  code: z.string(),
+  /** Safe to show in chat when userFacing; otherwise the adapter shows "failed, ref <jobId>". */
+  message: z.string(),
+  userFacing: z.boolean(),
+});
+
+export const JobResult = z.strictObject({
+  v: version,
+  jobId: id,
+  kind: z.enum(['imagine', 'vary', 'ask']),
+  destination: Destination,
+  status: z.enum(['succeeded', 'failed', 'cancelled']),
+  image: ImageResult.optional(),
+  answer: AnswerResult.optional(),
+  error: ResultError.optional(),
+  /** Seconds per stage, for metrics and the footer. */
+  timingsMs: z.record(z.string(), z.number().nonnegative()),
+  finishedAt: z.number().int().nonnegative(),
+});
+export type JobResult = z.infer<typeof JobResult>;
+
+/** Parse a payload read from Redis; a failure names the fields (a contract error, never retried). */
+export function parseContract<T extends z.ZodType>(schema: T, data: unknown, what: string): z.infer<T> {
+  const parsed = schema.safeParse(data);
+  if (parsed.success) return parsed.data;
+  const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+  throw new ContractError(`${what} does not match contract v${CONTRACT_VERSION}: ${issues}`);
+}
+
+export class ContractError extends AppError {
+  constructor(message: string) {
+    super('contract', message);
+    this.name = 'ContractError';
+  }
+}

@@ -1,0 +1,41 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, loadSecrets, repoRoot } from '../../../src/config/load.ts';
+import { ConfigSchema } from '../../../src/config/schema.ts';
+
+describe('config', () => {
+  it('default.yaml satisfies the schema and is frozen', () => {
+    const config = loadConfig({ env: {} });
+    expect(config.generation.defaultDitSteps).toBe(30);
+    expect(config.generation.defaultDecoderSteps).toBe(50);
+    expect(Object.isFrozen(config.limits.channel)).toBe(true);
+  });
+
+  it('names the key in a validation error', () => {
+    expect(() => loadConfig({ env: {}, overrides: { queue: { attempts: 0 } } })).toThrow(/queue\.attempts/);
+    expect(() => loadConfig({ env: {}, overrides: { slack: { mode: 'carrier-pigeon' as 'socket' } } })).toThrow(/slack\.mode/);
+  });
+
+  it('rejects unknown keys (typos do not pass silently)', () => {
+    expect(() => loadConfig({ env: {}, overrides: { queue: { atempts: 3 } as never } })).toThrow(/atempts|queue/);
+  });
+
+  it('takes the documented env overrides', () => {
+    const config = loadConfig({ env: { DISCORD_API_BASE_URL: 'http://127.0.0.1:9/api', SLACK_API_URL: 'http://127.0.0.1:9/api/' } });
+    expect(config.discord.apiBaseUrl).toBe('http://127.0.0.1:9/api');
+    expect(config.slack.apiUrl).toBe('http://127.0.0.1:9/api/');
+  });
+
+  it('reads secrets only from the environment, and lists each in .env.example', () => {
+    const secrets = loadSecrets({ DISCORD_TOKEN: 'abc', SLACK_BOT_TOKEN: '' });
+    expect(secrets.DISCORD_TOKEN).toBe('abc');
+    expect(secrets.SLACK_BOT_TOKEN).toBeUndefined();
+    const example = readFileSync(`${repoRoot}/config/.env.example`, 'utf8');
+    for (const name of ['REDIS_URL', 'DISCORD_TOKEN', 'DISCORD_APPLICATION_ID', 'SLACK_BOT_TOKEN', 'SLACK_APP_TOKEN', 'SLACK_SIGNING_SECRET', 'HF_TOKEN']) {
+      expect(example).toMatch(new RegExp(`^${name}=`, 'm'));
+    }
+    const yaml = readFileSync(`${repoRoot}/config/default.yaml`, 'utf8');
+    expect(yaml).not.toMatch(/xox[bap]-|token:\s*\S/i);
+    expect(Object.keys(ConfigSchema.shape)).not.toContain('secrets');
+  });
+});

@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+// Plain *.test.ts run on CPU in seconds; *.redis.test.ts need Redis (127.0.0.1:6379 or REDIS_URL);
+// *.gpu.test.ts are opt-in (CUDA + real weights) and excluded unless GPU_TESTS=1.
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    exclude: process.env.GPU_TESTS === '1' ? [] : ['test/**/*.gpu.test.ts'],
+    pool: 'forks',
+    maxWorkers: 2,
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+  },
+});

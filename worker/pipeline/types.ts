@@ -1,0 +1,62 @@
+// The port between the job processor and the model. worker/processor.ts calls it inside a worker thread
+// (inference computes synchronously, so it must stay off the main thread where BullMQ renews locks).
+// Implemented by worker/pipeline/blip3o.ts; tests use test/doubles/pipeline.ts.
+import type { AskOptions, ImagineOptions, Stage, Turn } from '../../src/jobs/contract.ts';
+
+export interface ProgressReport {
+  stage: Exclude<Stage, 'queued'>;
+  step: number;
+  total: number;
+  /** Answer text so far (understand). */
+  partialText?: string;
+}
+
+export interface RunContext {
+  /** Aborted on cancel or timeout; implementations check it between model steps and throw `cancelledError()`. */
+  signal: AbortSignal;
+  onProgress(report: ProgressReport): void;
+}
+
+export interface GenerateRequest {
+  prompt: string;
+  options: ImagineOptions;
+  /** Image → image (vary): encoded input image bytes (PNG/JPEG/WebP/GIF). */
+  image?: Uint8Array;
+}
+
+export interface GeneratedImage {
+  png: Uint8Array;
+  width: number;
+  height: number;
+}
+
+export interface UnderstandRequest {
+  /** Encoded image bytes as uploaded (PNG/JPEG/WebP/GIF). */
+  image: Uint8Array;
+  question: string;
+  history: Turn[];
+  options: AskOptions;
+}
+
+export interface Answer {
+  text: string;
+  tokenIds: number[];
+}
+
+export interface Pipeline {
+  generate(request: GenerateRequest, ctx: RunContext): Promise<GeneratedImage>;
+  understand(request: UnderstandRequest, ctx: RunContext): Promise<Answer>;
+  close(): Promise<void>;
+}
+
+/** What a pipeline module exports; `worker.pipelineModule` in config names the module. */
+export interface PipelineOptions {
+  modelDir: string;
+  dtype: 'fp32' | 'fp16';
+  executionProvider: 'auto' | 'cuda' | 'cpu';
+  intraOpThreads: number;
+  understanding: { minPixels: number; maxPixels: number; maxInputPixels: number; maxAspectRatio: number };
+  /** Free-form options for test doubles (delays, failure injection); ignored by the real pipeline. */
+  extra?: Record<string, unknown>;
+}
+export type CreatePipeline = (options: PipelineOptions) => Promise<Pipeline>;
