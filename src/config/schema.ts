@@ -51,6 +51,10 @@ export const ConfigSchema = z.strictObject({
     /** Hub repo id (BLIP3o/BLIP3o-Model-4B) or '' to use `snapshotDir` as is. */
     hubId: z.string(),
     hubUrl: z.url(),
+    /** Branch, tag or commit of `hubId` to download. */
+    hubRevision: z.string().min(1),
+    /** Tries per file after a dropped connection; each try resumes where the last stopped. */
+    downloadRetries: nonNegativeInt,
     snapshotDir: z.string().min(1),
     onnxDir: z.string().min(1),
     dtype: z.enum(['fp32', 'fp16']),
@@ -119,6 +123,8 @@ export const ConfigSchema = z.strictObject({
   http: z.strictObject({
     /** Port for /healthz, /readyz and /metrics on bots (workers use worker.healthPort). 0 disables. */
     botPort: nonNegativeInt,
+    /** Address the health/metrics server binds: 0.0.0.0 in containers, 127.0.0.1 on a shared host. */
+    host: z.string().min(1),
   }),
 });
 export type Config = z.infer<typeof ConfigSchema>;
