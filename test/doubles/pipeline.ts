@@ -1,0 +1,149 @@
+// The test double for worker/pipeline/types.ts `Pipeline`: used by every end-to-end test until (and besides)
+// the real BLIP3-o pipeline. It does real work where it is cheap (sharp encodes a PNG whose pixels depend on
+// prompt + seed + aspect; sharp decodes the question's image), walks the same stages as the real model with
+// progress per step, and checks ctx.signal between steps exactly as the real pipeline must.
+//
+// Behaviour is steered through PipelineOptions.extra (config `worker.pipelineExtra`), all optional:
+//   stepDelayMs    number   sleep per model step (default 0)
+//   maxSteps       number   cap on steps per stage, so default step counts stay fast (default 4)
+//   runLogFile     string   append one JSON line {kind, prompt|question, pid, at} per run (tests count runs)
+//   failures       { [substring]: Failure }  a prompt/question containing the substring triggers the failure:
+//       'user'           throws UserError('bad_request', …): never retried
+//       'transient'      throws AppError('internal', …) on every try
+//       'transient-once' throws on the first try seen by this thread, then succeeds
+//       'ignore-abort'   keeps stepping without looking at ctx.signal (a stuck native call), for timeout tests
+//       'crash'          process.exit(1) from inside the thread
+import { appendFileSync } from 'node:fs';
+import sharp from 'sharp';
+import { AppError, UserError } from '../../src/errors.ts';
+import type {
+  Answer,
+  CreatePipeline,
+  GeneratedImage,
+  GenerateRequest,
+  Pipeline,
+  PipelineOptions,
+  RunContext,
+  UnderstandRequest,
+} from '../../worker/pipeline/types.ts';
+
+type Failure = 'user' | 'transient' | 'transient-once' | 'ignore-abort' | 'crash';
+
+interface DoubleOptions {
+  stepDelayMs: number;
+  maxSteps: number;
+  runLogFile?: string;
+  failures: Record<string, Failure>;
+}
+
+function readExtra(extra: Record<string, unknown> | undefined): DoubleOptions {
+  const e = extra ?? {};
+  return {
+    stepDelayMs: typeof e.stepDelayMs === 'number' ? e.stepDelayMs : 0,
+    maxSteps: typeof e.maxSteps === 'number' ? e.maxSteps : 4,
+    runLogFile: typeof e.runLogFile === 'string' ? e.runLogFile : undefined,
+    failures: (typeof e.failures === 'object' && e.failures !== null ? e.failures : {}) as Record<string, Failure>,
+  };
+}
+
+/** Side length in pixels for each aspect (tiny: this is a double; the real model makes ~1 MP). */
+const SIZES: Record<string, [number, number]> = {
+  '1:1': [64, 64], '4:3': [64, 48], '3:4': [48, 64], '3:2': [72, 48], '2:3': [48, 72],
+  '16:9': [96, 54], '9:16': [54, 96], '21:9': [112, 48], '9:21': [48, 112],
+};
+
+/** FNV-1a 32-bit: a stable hash so pixels and answers are deterministic. */
+export function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h >>> 0;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function cancelled(): AppError {
+  return new AppError('cancelled', 'the job was aborted');
+}
+
+export const createPipeline: CreatePipeline = async (options: PipelineOptions): Promise<Pipeline> => {
+  const opts = readExtra(options.extra);
+  const seenOnce = new Set<string>();
+
+  function failureFor(text: string): Failure | undefined {
+    for (const [needle, failure] of Object.entries(opts.failures)) if (text.includes(needle)) return failure;
+    return undefined;
+  }
+
+  /** Run `total` steps of one stage, reporting each and honouring the abort signal between steps. */
+  async function stage(ctx: RunContext, name: 'conditioning' | 'features' | 'decoding' | 'encoding', total: number, ignoreAbort: boolean) {
+    const steps = Math.max(1, Math.min(total, opts.maxSteps));
+    for (let step = 1; step <= steps; step++) {
+      if (!ignoreAbort && ctx.signal.aborted) throw cancelled();
+      if (opts.stepDelayMs > 0) await sleep(opts.stepDelayMs);
+      else await new Promise<void>((r) => setImmediate(r));
+      ctx.onProgress({ stage: name, step, total: steps });
+    }
+  }
+
+  function inject(text: string): boolean {
+    const failure = failureFor(text);
+    if (failure === 'user') throw new UserError('bad_request', `the test pipeline refuses this input: ${text.slice(0, 40)}`);
+    if (failure === 'transient') throw new AppError('internal', 'injected transient failure');
+    if (failure === 'transient-once' && !seenOnce.has(text)) {
+      seenOnce.add(text);
+      throw new AppError('internal', 'injected transient failure (once)');
+    }
+    if (failure === 'crash') process.exit(1);
+    return failure === 'ignore-abort';
+  }
+
+  function logRun(entry: Record<string, unknown>) {
+    if (opts.runLogFile) appendFileSync(opts.runLogFile, JSON.stringify({ ...entry, pid: process.pid, at: Date.now() }) + '\n');
+  }
+
+  return {
+    async generate(request: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
+      logRun({ kind: 'generate', prompt: request.prompt, seed: request.options.seed });
+      const ignoreAbort = inject(request.prompt);
+      const [width, height] = SIZES[request.options.aspect] ?? [64, 64];
+      await stage(ctx, 'conditioning', 1, ignoreAbort);
+      await stage(ctx, 'features', request.options.ditSteps, ignoreAbort);
+      await stage(ctx, 'decoding', request.options.decoderSteps, ignoreAbort);
+      // Pixels: a gradient tinted by hash(prompt, seed, aspect, input image size), so any change shows.
+      let salt = `${request.prompt}\u0000${request.options.seed}\u0000${request.options.aspect}`;
+      if (request.image) salt += `\u0000${request.image.byteLength}`;
+      const h = fnv1a(salt);
+      const raw = Buffer.alloc(width * height * 3);
+      for (let y = 0; y < height; y++)
+        for (let x = 0; x < width; x++) {
+          const i = (y * width + x) * 3;
+          raw[i] = ((h & 0xff) + x * 3) & 0xff;
+          raw[i + 1] = (((h >>> 8) & 0xff) + y * 3) & 0xff;
+          raw[i + 2] = ((h >>> 16) & 0xff) ^ ((x * y) & 0xff);
+        }
+      const png = await sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
+      return { png: new Uint8Array(png), width, height };
+    },
+
+    async understand(request: UnderstandRequest, ctx: RunContext): Promise<Answer> {
+      logRun({ kind: 'understand', question: request.question });
+      const ignoreAbort = inject(request.question);
+      const meta = await sharp(request.image).metadata().catch((e: unknown) => {
+        throw new UserError('bad_image', 'That file is not an image I can read.', { cause: e });
+      });
+      await stage(ctx, 'encoding', 1, ignoreAbort);
+      const words = `I see a ${meta.width}×${meta.height} ${meta.format} image. You asked: ${request.question}`.split(' ');
+      const steps = Math.min(words.length, request.options.maxNewTokens);
+      let text = '';
+      for (let step = 1; step <= steps; step++) {
+        if (!ignoreAbort && ctx.signal.aborted) throw cancelled();
+        if (opts.stepDelayMs > 0) await sleep(opts.stepDelayMs);
+        text += (step > 1 ? ' ' : '') + words[step - 1];
+        ctx.onProgress({ stage: 'answering', step, total: steps, partialText: text });
+      }
+      return { text, tokenIds: words.slice(0, steps).map((w) => fnv1a(w) % 151_643) };
+    },
+
+    async close() {},
+  };
+};
