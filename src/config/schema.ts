@@ -44,6 +44,10 @@ export const ConfigSchema = z.strictObject({
     concurrency: positiveInt,
     /** Module exporting `createPipeline(options)`; relative to the repo root. */
     pipelineModule: z.string().min(1),
+    /** Passed to the pipeline module as PipelineOptions.extra (test doubles read it; the real pipeline ignores it). */
+    pipelineExtra: z.record(z.string(), z.unknown()),
+    /** After abort (cancel/timeout), how long a model thread may take to stop before it is terminated and recreated. */
+    abortGraceMs: positiveInt,
     healthPort: nonNegativeInt,
   }),
 
