@@ -1,0 +1,327 @@
+// Image preprocessing for the Qwen2.5-VL vision tower (spec ../shared/docs/blip3o.md §2.1), done with sharp.
+// Reference: transformers image_processing_qwen2_vl.py (`smart_resize`, `_preprocess`) and qwen_vl_utils
+// `fetch_image`. Pipeline: header checks (before any pixel is decoded) → decode the first frame → EXIF orientation
+// → alpha flattened on white → sRGB 8-bit → bicubic resize to multiples of 28 → ×1/255 → CLIP mean/std → patch rows.
+//
+// Also here, because they are "patch order" too: the window permutation and the 2-D rotary position table that the
+// vision graph takes as inputs (transformers Qwen2_5_VisionTransformerPretrainedModel.get_window_index / rot_pos_emb).
+import sharp from 'sharp';
+import { UserError } from '../../src/errors.ts';
+
+// ---- geometry -----------------------------------------------------------------------------------------------
+
+/** The vision config fields that fix the patch layout (HF `vision_config` keys, camelCased). */
+export interface PatchGeometry {
+  /** `patch_size`: pixels per patch side. @defaultValue 14 */
+  patchSize: number;
+  /** `temporal_patch_size`: frames per patch; a still image is repeated this many times. @defaultValue 2 */
+  temporalPatchSize: number;
+  /** `spatial_merge_size`: patches per merged-token side. @defaultValue 2 */
+  mergeSize: number;
+}
+
+/** Pixel budgets and input guards (config `understanding`). */
+export interface ImageLimits {
+  /** smart_resize lower bound on h̄·w̄ (pixels). */
+  minPixels: number;
+  /** smart_resize upper bound on h̄·w̄ (pixels). */
+  maxPixels: number;
+  /** Decompression-bomb guard: width×height from the header, checked before decoding (pixels). */
+  maxInputPixels: number;
+  /** Longest side / shortest side must stay below this (Qwen's MAX_RATIO is 200). */
+  maxAspectRatio: number;
+}
+
+/** grid_thw: (frames / temporal patch, patch rows, patch columns). */
+export interface Grid {
+  t: number;
+  h: number;
+  w: number;
+}
+
+export interface PreprocessedImage {
+  /** [N, 3·tp·p·p] patch rows (N = t·h·w), row order merge-block-major, columns (channel, frame, py, px). */
+  pixelValues: Float32Array;
+  grid: Grid;
+  /** Size after smart_resize, in pixels. */
+  width: number;
+  height: number;
+}
+
+// CLIP normalisation (OPENAI_CLIP_MEAN / OPENAI_CLIP_STD in transformers image_utils.py).
+const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
+const CLIP_STD = [0.26862954, 0.26130258, 0.27577711] as const;
+const ACCEPTED_FORMATS = new Set(['png', 'jpeg', 'webp', 'gif']);
+
+/** Python's round(): halves go to the even neighbour (round(2.5) = 2), which smart_resize inherits. */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * transformers smart_resize: both sides become multiples of `factor` (patch·merge = 28), the area stays within
+ * [minPixels, maxPixels] and the aspect ratio is kept as closely as the rounding allows.
+ */
+export function smartResize(height: number, width: number, factor: number, limits: ImageLimits): { height: number; width: number } {
+  checkShape(width, height, limits);
+  let h = roundHalfEven(height / factor) * factor;
+  let w = roundHalfEven(width / factor) * factor;
+  if (h * w > limits.maxPixels) {
+    const beta = Math.sqrt((height * width) / limits.maxPixels);
+    h = Math.max(factor, Math.floor(height / beta / factor) * factor);
+    w = Math.max(factor, Math.floor(width / beta / factor) * factor);
+  } else if (h * w < limits.minPixels) {
+    const beta = Math.sqrt(limits.minPixels / (height * width));
+    h = Math.ceil((height * beta) / factor) * factor;
+    w = Math.ceil((width * beta) / factor) * factor;
+  }
+  return { height: h, width: w };
+}
+
+function checkShape(width: number, height: number, limits: ImageLimits): void {
+  if (!(width > 0 && height > 0)) throw new UserError('bad_image', `That image has no pixels (${width}×${height}).`);
+  const ratio = Math.max(width, height) / Math.min(width, height);
+  if (ratio >= limits.maxAspectRatio) {
+    throw new UserError(
+      'bad_image',
+      `That image is ${width}×${height} pixels, an aspect ratio of ${Math.round(ratio)}:1; images must be less than ${limits.maxAspectRatio}:1. Crop it and try again.`,
+      { context: { width, height } },
+    );
+  }
+}
+
+// ---- decode ---------------------------------------------------------------------------------------------------
+
+interface Header {
+  width: number;
+  height: number;
+}
+
+/**
+ * Reads only the header: the format must be one we accept and width×height must fit `maxInputPixels`,
+ * so a 30000×30000 PNG is refused before a single pixel is inflated. Sizes are after EXIF orientation.
+ */
+export async function readHeader(bytes: Uint8Array, limits: ImageLimits): Promise<Header> {
+  if (bytes.byteLength === 0) throw new UserError('bad_image', 'That file is empty.');
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw new UserError('bad_image', "I couldn't read that file as an image. Send a PNG, JPEG, WebP or GIF.", { cause: e });
+  }
+  if (!ACCEPTED_FORMATS.has(meta.format)) {
+    throw new UserError('bad_image', `${meta.format.toUpperCase()} images are not supported. Send a PNG, JPEG, WebP or GIF.`);
+  }
+  // Animated GIF/WebP: only the first frame is decoded; its height is pageHeight.
+  const width = meta.autoOrient.width;
+  const height = (meta.pages ?? 1) > 1 && meta.pageHeight ? swapIfRotated(meta, meta.pageHeight) : meta.autoOrient.height;
+  if (width * height > limits.maxInputPixels) {
+    const mp = (n: number) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} megapixels`;
+    throw new UserError(
+      'bad_image',
+      `That image is ${width}×${height} pixels (${mp(width * height)}); the limit is ${mp(limits.maxInputPixels)}. Send a smaller image.`,
+      { context: { width, height } },
+    );
+  }
+  checkShape(width, height, limits);
+  return { width, height };
+}
+
+function swapIfRotated(meta: sharp.Metadata, pageHeight: number): number {
+  // Orientations 5–8 swap the axes; frames of animated images carry no EXIF orientation in practice.
+  return (meta.orientation ?? 1) >= 5 ? meta.width : pageHeight;
+}
+
+/** Decodes the first frame, applies EXIF orientation, flattens alpha on white and resizes (bicubic) to width×height. */
+async function decodeResized(bytes: Uint8Array, header: Header, width: number, height: number, limits: ImageLimits): Promise<Buffer> {
+  try {
+    const { data, info } = await sharp(bytes, { limitInputPixels: limits.maxInputPixels, failOn: 'error', pages: 1 })
+      .autoOrient()
+      .flatten({ background: '#ffffff' })
+      .toColourspace('srgb')
+      // PIL BICUBIC (a = −0.5, support widened on downscale) ≈ libvips cubic with the same antialiasing;
+      // fastShrinkOnLoad off so JPEG DCT shrinking does not replace the filter.
+      .resize(width, height, { fit: 'fill', kernel: 'cubic', fastShrinkOnLoad: false })
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 || info.width !== width || info.height !== height) {
+      throw new Error(`decoder returned ${info.width}×${info.height}×${info.channels}, expected ${width}×${height}×3`);
+    }
+    return data;
+  } catch (e) {
+    throw new UserError(
+      'bad_image',
+      `That ${header.width}×${header.height} image is damaged or truncated and could not be decoded. Send it again or try another file.`,
+      { cause: e },
+    );
+  }
+}
+
+// ---- normalise and patchify -----------------------------------------------------------------------------------
+
+/** uint8 HWC RGB → float32 CHW with ×1/255 and CLIP mean/std (transformers rescale + normalize). */
+export function normalize(rgb: Uint8Array, width: number, height: number): Float32Array {
+  const plane = width * height;
+  const out = new Float32Array(3 * plane);
+  for (let i = 0; i < plane; i++) {
+    for (let c = 0; c < 3; c++) out[c * plane + i] = ((rgb[i * 3 + c] as number) / 255 - CLIP_MEAN[c]) / CLIP_STD[c];
+  }
+  return out;
+}
+
+/**
+ * CHW image → patch rows, exactly transformers' view/permute (§2.1 step 6):
+ *   (tp, c, gh/m, m, p, gw/m, m, p) → (gh/m, gw/m, m(row), m(col), c, tp, p, p) → [gh·gw, c·tp·p·p]
+ * The still image is repeated over the tp frames.
+ */
+export function patchify(chw: Float32Array, width: number, height: number, g: PatchGeometry): { pixelValues: Float32Array; grid: Grid } {
+  const { patchSize: p, temporalPatchSize: tp, mergeSize: m } = g;
+  const gh = height / p;
+  const gw = width / p;
+  if (!Number.isInteger(gh / m) || !Number.isInteger(gw / m)) throw new Error(`patchify: ${width}×${height} is not a multiple of ${p * m}`);
+  const cols = 3 * tp * p * p;
+  const out = new Float32Array(gh * gw * cols);
+  const plane = width * height;
+  let row = 0;
+  for (let bh = 0; bh < gh / m; bh++) {
+    for (let bw = 0; bw < gw / m; bw++) {
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < m; j++) {
+          const y0 = (bh * m + i) * p;
+          const x0 = (bw * m + j) * p;
+          let o = row * cols;
+          for (let c = 0; c < 3; c++) {
+            for (let f = 0; f < tp; f++) {
+              for (let py = 0; py < p; py++) {
+                const src = c * plane + (y0 + py) * width + x0;
+                for (let px = 0; px < p; px++) out[o++] = chw[src + px] as number;
+              }
+            }
+          }
+          row++;
+        }
+      }
+    }
+  }
+  return { pixelValues: out, grid: { t: 1, h: gh, w: gw } };
+}
+
+/** The whole §2.1 path: bytes as uploaded → patch rows and grid_thw. Throws UserError('bad_image') on bad input. */
+export async function preprocessImage(bytes: Uint8Array, limits: ImageLimits, g: PatchGeometry): Promise<PreprocessedImage> {
+  const header = await readHeader(bytes, limits);
+  const size = smartResize(header.height, header.width, g.patchSize * g.mergeSize, limits);
+  const rgb = await decodeResized(bytes, header, size.width, size.height, limits);
+  return { ...patchify(normalize(rgb, size.width, size.height), size.width, size.height, g), width: size.width, height: size.height };
+}
+
+/**
+ * Image → image input (spec §3.7): squash-resize to side×side (aspect ratio not kept, as PIL's resize((448, 448))),
+ * then the same normalisation and patch order. 448 px gives grid (1, 32, 32) → 256 merged tokens.
+ */
+export async function preprocessSquare(bytes: Uint8Array, side: number, limits: ImageLimits, g: PatchGeometry): Promise<PreprocessedImage> {
+  if (side % (g.patchSize * g.mergeSize) !== 0) throw new Error(`preprocessSquare: ${side} is not a multiple of ${g.patchSize * g.mergeSize}`);
+  const header = await readHeader(bytes, limits);
+  const rgb = await decodeResized(bytes, header, side, side, limits);
+  return { ...patchify(normalize(rgb, side, side), side, side, g), width: side, height: side };
+}
+
+// ---- patch order inside the vision tower ---------------------------------------------------------------------
+
+export interface WindowOrder {
+  /** Merged-token permutation: windowIndex[k] = the raster merged token placed at window-order slot k. */
+  windowIndex: Int32Array;
+  /** Its inverse (argsort), applied after the merger to restore raster order. */
+  reverseIndex: Int32Array;
+  /** Patch-level cumulative window lengths [0, …, N] (transformers cu_window_seqlens after unique_consecutive). */
+  cuWindowSeqlens: number[];
+}
+
+/**
+ * transformers get_window_index for one image: the merged grid (gh/m × gw/m) is padded up to a multiple of the
+ * window side (window_size / m / p merged tokens, 4 for Qwen2.5-VL), windows are enumerated row-major and, inside each,
+ * merged tokens row-major; padded slots are dropped, so edge windows are smaller.
+ */
+export function windowOrder(grid: Grid, g: PatchGeometry, windowSize: number): WindowOrder {
+  const mh = grid.h / g.mergeSize;
+  const mw = grid.w / g.mergeSize;
+  const side = Math.floor(windowSize / g.mergeSize / g.patchSize);
+  const unit = g.mergeSize * g.mergeSize;
+  const index: number[] = [];
+  const cu = [0];
+  for (let t = 0; t < grid.t; t++) {
+    for (let wy = 0; wy < Math.ceil(mh / side); wy++) {
+      for (let wx = 0; wx < Math.ceil(mw / side); wx++) {
+        let count = 0;
+        for (let y = wy * side; y < Math.min(mh, (wy + 1) * side); y++) {
+          for (let x = wx * side; x < Math.min(mw, (wx + 1) * side); x++, count++) index.push(t * mh * mw + y * mw + x);
+        }
+        cu.push((cu[cu.length - 1] as number) + count * unit);
+      }
+    }
+  }
+  const windowIndex = Int32Array.from(index);
+  const reverseIndex = new Int32Array(windowIndex.length);
+  windowIndex.forEach((src, k) => (reverseIndex[src] = k));
+  return { windowIndex, reverseIndex, cuWindowSeqlens: cu };
+}
+
+/** Patch-level permutation: each merged token moves as its `unit` consecutive patches. */
+export function patchPermutation(windowIndex: Int32Array, unit: number): Int32Array {
+  const out = new Int32Array(windowIndex.length * unit);
+  windowIndex.forEach((src, k) => {
+    for (let u = 0; u < unit; u++) out[k * unit + u] = src * unit + u;
+  });
+  return out;
+}
+
+/**
+ * transformers rot_pos_emb: (row, col) of each patch in merge-block order (the row order of `patchify`).
+ * Returns [N, 2] int positions (row, col).
+ */
+export function patchPositions(grid: Grid, g: PatchGeometry): Int32Array {
+  const m = g.mergeSize;
+  const out = new Int32Array(grid.t * grid.h * grid.w * 2);
+  let k = 0;
+  for (let t = 0; t < grid.t; t++) {
+    for (let bh = 0; bh < grid.h / m; bh++) {
+      for (let bw = 0; bw < grid.w / m; bw++) {
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < m; j++) {
+            out[k++] = bh * m + i;
+            out[k++] = bw * m + j;
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Qwen2_5_VisionRotaryEmbedding(headDim/2): inv_freq_j = θ^(−2j/(headDim/2)), angles concat(row·inv, col·inv) duplicated
+ * to headDim as [a, a] (rotate_half layout). Computed in float32 like torch. Returns cos and sin, [N, headDim] each, in the
+ * order of `positions` (pass window-ordered positions to get the table the blocks use).
+ */
+export function visionRotaryTable(positions: Int32Array, headDim: number, theta = 10000): { cos: Float32Array; sin: Float32Array } {
+  const quarter = headDim / 4;
+  const invFreq = new Float32Array(quarter);
+  for (let j = 0; j < quarter; j++) invFreq[j] = 1 / Math.fround(theta ** Math.fround((2 * j) / (headDim / 2)));
+  const n = positions.length / 2;
+  const cos = new Float32Array(n * headDim);
+  const sin = new Float32Array(n * headDim);
+  for (let i = 0; i < n; i++) {
+    for (let axis = 0; axis < 2; axis++) {
+      const pos = positions[i * 2 + axis] as number;
+      for (let j = 0; j < quarter; j++) {
+        const angle = Math.fround(pos * (invFreq[j] as number));
+        const d = axis * quarter + j;
+        for (const half of [0, headDim / 2]) {
+          cos[i * headDim + half + d] = Math.cos(angle);
+          sin[i * headDim + half + d] = Math.sin(angle);
+        }
+      }
+    }
+  }
+  return { cos, sin };
+}
