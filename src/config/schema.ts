@@ -100,6 +100,10 @@ export const ConfigSchema = z.strictObject({
     workspace: LimitSpec,
     /** Per-channel overrides keyed "platform:workspaceId:channelId"; admins can also set these at runtime. */
     channelOverrides: z.record(z.string(), LimitSpec),
+    /** A concurrency slot whose job is not in the queue yet is kept this long before a sweep frees it (admit → enqueue window). */
+    admitGraceMs: positiveInt,
+    /** How often each bot sweeps for slots and scheduling turns whose release was lost (a process died mid-way). */
+    repairIntervalMs: positiveInt,
   }),
 
   discord: z.strictObject({
