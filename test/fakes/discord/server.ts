@@ -1,0 +1,907 @@
+// A fake Discord for tests: REST under /api/v10 and the gateway WebSocket on one loopback port, so the
+// unmodified discord.js client runs against it (`rest: { api: fake.apiBase }`). It records every request and
+// injects faults (429 + Retry-After, 5xx, expired interaction tokens, dropped gateway with resume).
+// Protocol facts and the checklist this follows: ../shared/docs/platform-fakes.md Part A.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { snowflake } from './snowflake.ts';
+import {
+  type FakeAttachment,
+  type FakeMessage,
+  type FakeUser,
+  blankWithoutContentIntent,
+  messageJson,
+} from './messages.ts';
+
+export type { FakeAttachment, FakeMessage, FakeUser };
+
+const MESSAGE_CONTENT = 1 << 15;
+const EPHEMERAL = 1 << 6;
+
+export interface FakeDiscordOptions {
+  token?: string;
+  /** Sent in HELLO; short intervals exercise heartbeats. @defaultValue 41250 */
+  heartbeatIntervalMs?: number;
+  /** The developer-portal switch: when false, IDENTIFY with MessageContent is closed with 4014. @defaultValue true */
+  messageContentAllowed?: boolean;
+  /** Interaction callbacks must arrive within this window (10062 otherwise). @defaultValue 3000 */
+  callbackWindowMs?: number;
+  /** Interaction tokens stop working for webhooks after this long (401 50027). @defaultValue 900000 */
+  tokenTtlMs?: number;
+  /** On RESUME: replay missed dispatches (true) or answer op 9 invalid session (false). @defaultValue true */
+  resumable?: boolean;
+}
+
+export interface RecordedFile {
+  field: string;
+  filename: string;
+  contentType: string;
+  bytes: Uint8Array;
+}
+
+export interface RecordedRequest {
+  at: number;
+  method: string;
+  /** Decoded path without the query (`/api/v10/webhooks/…/messages/@original`). */
+  path: string;
+  query: URLSearchParams;
+  authorization: string | undefined;
+  /** JSON body, or multipart's payload_json. */
+  body: unknown;
+  files: RecordedFile[];
+  status: number;
+}
+
+export interface Fault {
+  method?: string;
+  path: RegExp;
+  status: number;
+  /** Seconds, sent as Retry-After (429). */
+  retryAfterS?: number;
+  code?: number;
+  message?: string;
+  /** How many matching requests get this fault. @defaultValue 1 */
+  times?: number;
+}
+
+export interface FakeInteraction {
+  id: string;
+  token: string;
+  createdAt: number;
+  userId: string;
+  channelId: string;
+  guildId: string | null;
+  /** Callback types received, in order (5 = defer, 4 = reply, 9 = modal, 6/7 = component update). */
+  callbacks: { type: number; data: Record<string, unknown> | undefined }[];
+  /** The message that is this interaction's original response, once created. */
+  originalId?: string;
+  /** The message a component interaction was attached to. */
+  sourceMessageId?: string;
+  expired: boolean;
+  followupIds: string[];
+}
+
+interface Session {
+  id: string;
+  seq: number;
+  intents: number;
+  buffer: { s: number; t: string; d: unknown }[];
+  socket: WebSocket | undefined;
+}
+
+type Json = Record<string, unknown>;
+
+export class FakeDiscord {
+  readonly token: string;
+  readonly appId = snowflake();
+  readonly guildId = snowflake();
+  readonly channelId = snowflake();
+  readonly bot: FakeUser;
+  /** A regular member; tests may add more with `user()`. */
+  readonly alice: FakeUser;
+  readonly requests: RecordedRequest[] = [];
+  readonly messages = new Map<string, FakeMessage>();
+  readonly interactions = new Map<string, FakeInteraction>();
+  readonly commands: { global: Json[]; guild: Map<string, Json[]> } = { global: [], guild: new Map() };
+  /** Every gateway frame the client sent ({op, d}), in order. */
+  readonly gatewayFrames: { op: number; d: unknown }[] = [];
+  /** CDN downloads that carried an Authorization header (a bot leaking its token would show up here). */
+  readonly cdnAuthLeaks: string[] = [];
+
+  private readonly options: Required<FakeDiscordOptions>;
+  private readonly http: Server;
+  private readonly wss: WebSocketServer;
+  private readonly faults: (Fault & { left: number })[] = [];
+  private readonly blobs = new Map<string, { bytes: Uint8Array; contentType: string }>();
+  private readonly waiters = new Set<() => void>();
+  private readonly dmChannels = new Map<string, string>();
+  private session: Session | undefined;
+  private port = 0;
+
+  private constructor(options: FakeDiscordOptions) {
+    this.options = {
+      token: options.token ?? 'fake-bot-token',
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 41_250,
+      messageContentAllowed: options.messageContentAllowed ?? true,
+      callbackWindowMs: options.callbackWindowMs ?? 3_000,
+      tokenTtlMs: options.tokenTtlMs ?? 15 * 60_000,
+      resumable: options.resumable ?? true,
+    };
+    this.token = this.options.token;
+    this.bot = { id: this.appId, username: 'blip3o', bot: true };
+    this.alice = { id: snowflake(), username: 'alice' };
+    this.http = createServer((req, res) => void this.onHttp(req, res));
+    this.wss = new WebSocketServer({ server: this.http, path: '/gateway' });
+    this.wss.on('connection', (socket) => this.onSocket(socket));
+  }
+
+  static async start(options: FakeDiscordOptions = {}): Promise<FakeDiscord> {
+    const fake = new FakeDiscord(options);
+    await new Promise<void>((resolve) => fake.http.listen(0, '127.0.0.1', resolve));
+    fake.port = (fake.http.address() as AddressInfo).port;
+    return fake;
+  }
+
+  get origin(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+  /** What the bot passes as discord.apiBaseUrl / discord.js `rest.api`. */
+  get apiBase(): string {
+    return `${this.origin}/api`;
+  }
+
+  async close(): Promise<void> {
+    for (const client of this.wss.clients) client.terminate();
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+    this.http.closeAllConnections();
+    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+  }
+
+  // ---- test hooks -------------------------------------------------------------------------------------
+
+  user(username: string): FakeUser {
+    return { id: snowflake(), username };
+  }
+
+  injectFault(fault: Fault): void {
+    this.faults.push({ ...fault, left: fault.times ?? 1 });
+  }
+
+  /** Make an interaction's token stop working now (as if 15 minutes had passed). */
+  expireToken(token: string): void {
+    const interaction = [...this.interactions.values()].find((i) => i.token === token);
+    if (interaction) interaction.expired = true;
+  }
+
+  /** Close the gateway socket (the client resumes; dispatches sent meanwhile are replayed on RESUME). */
+  dropGateway(code = 4000): void {
+    this.session?.socket?.close(code, 'dropped by test');
+  }
+
+  /** Bytes served from the fake CDN; returns the attachment as it appears in payloads. */
+  addAttachment(input: {
+    bytes: Uint8Array;
+    filename: string;
+    contentType: string;
+    /** Declared size; defaults to the real length (tests lie here to check the bot re-checks). */
+    size?: number;
+    channelId?: string;
+    /** Serve from this origin instead of the fake's own (for disallowed-host tests; still loopback). */
+    origin?: string;
+  }): FakeAttachment {
+    const id = snowflake();
+    const path = `/attachments/${input.channelId ?? this.channelId}/${id}/${encodeURIComponent(input.filename)}`;
+    this.blobs.set(path, { bytes: input.bytes, contentType: input.contentType });
+    const url = `${input.origin ?? this.origin}${path}?ex=0&is=0&hm=fake`;
+    return {
+      id,
+      filename: input.filename,
+      size: input.size ?? input.bytes.byteLength,
+      url,
+      proxy_url: url,
+      content_type: input.contentType,
+    };
+  }
+
+  /** A user posts a message (stored, then dispatched as MESSAGE_CREATE). */
+  postUserMessage(input: {
+    content: string;
+    author?: FakeUser;
+    channelId?: string;
+    guildId?: string | null;
+    attachments?: FakeAttachment[];
+    mentionBot?: boolean;
+    replyTo?: string;
+    /** Leave `referenced_message` out, so the client must fetch it. @defaultValue false */
+    omitReferenced?: boolean;
+    /** Store without dispatching (posted before the bot connected; not in its cache). @defaultValue false */
+    silent?: boolean;
+  }): FakeMessage {
+    const author = input.author ?? this.alice;
+    const guildId = input.guildId === undefined ? this.guildId : input.guildId;
+    const message: FakeMessage = {
+      id: snowflake(),
+      channelId: input.channelId ?? this.channelId,
+      guildId,
+      author,
+      content: input.mentionBot ? `<@${this.appId}> ${input.content}` : input.content,
+      attachments: input.attachments ?? [],
+      embeds: [],
+      components: [],
+      flags: 0,
+      type: input.replyTo ? 19 : 0,
+      mentions: input.mentionBot ? [this.bot] : [],
+      referenceId: input.replyTo,
+      createdAt: Date.now(),
+      editedAt: null,
+    };
+    this.messages.set(message.id, message);
+    if (!input.silent) this.dispatchMessageCreate(message, input.omitReferenced ?? false);
+    return message;
+  }
+
+  /** A slash command (type 2, command type 1) or message context menu (command type 3) invocation. */
+  slashCommand(input: {
+    name: string;
+    options?: Json[];
+    user?: FakeUser;
+    dm?: boolean;
+    channelId?: string;
+    /** Attachments referenced by type-11 options. */
+    attachments?: FakeAttachment[];
+    memberPermissions?: string;
+  }): FakeInteraction {
+    const resolved = input.attachments?.length
+      ? { attachments: Object.fromEntries(input.attachments.map((a) => [a.id, a])) }
+      : undefined;
+    return this.interact(input, 2, { id: snowflake(), name: input.name, type: 1, options: input.options ?? [], resolved });
+  }
+
+  contextMenu(input: { name: string; target: FakeMessage; user?: FakeUser }): FakeInteraction {
+    const target = messageJson(this.visible(input.target, true), this.messages);
+    return this.interact(input, 2, {
+      id: snowflake(),
+      name: input.name,
+      type: 3,
+      target_id: input.target.id,
+      resolved: { messages: { [input.target.id]: target } },
+    });
+  }
+
+  /** A button press on a message the bot posted. */
+  pressButton(message: FakeMessage, customId: string, user?: FakeUser): FakeInteraction {
+    const interaction = this.interact(
+      { user, channelId: message.channelId, dm: message.guildId === null },
+      3,
+      { custom_id: customId, component_type: 2 },
+      messageJson(message, this.messages),
+    );
+    interaction.sourceMessageId = message.id;
+    return interaction;
+  }
+
+  /** Submit a modal the bot opened (fields: custom_id → value). */
+  submitModal(opened: FakeInteraction, fields: Record<string, string>): FakeInteraction {
+    const modal = opened.callbacks.find((c) => c.type === 9)?.data;
+    if (!modal) throw new Error('that interaction did not open a modal');
+    const components = Object.entries(fields).map(([custom_id, value]) => ({
+      type: 1,
+      components: [{ type: 4, custom_id, value }],
+    }));
+    return this.interact(
+      { user: this.userById(opened.userId), channelId: opened.channelId, dm: opened.guildId === null },
+      5,
+      { custom_id: modal.custom_id, components },
+    );
+  }
+
+  /** Send any dispatch on the gateway (buffered for replay while the socket is down). */
+  dispatch(t: string, d: unknown): void {
+    const session = this.session;
+    if (!session) throw new Error('no gateway session: has the client logged in?');
+    const frame = { s: ++session.seq, t, d };
+    session.buffer.push(frame);
+    if (session.buffer.length > 500) session.buffer.shift();
+    if (session.socket?.readyState === 1) session.socket.send(JSON.stringify({ op: 0, ...frame }));
+  }
+
+  get connected(): boolean {
+    return this.session?.socket?.readyState === 1;
+  }
+
+  /** Messages in a channel, oldest first (including ephemeral ones, which carry flag 64). */
+  channelMessages(channelId = this.channelId): FakeMessage[] {
+    return [...this.messages.values()].filter((m) => m.channelId === channelId);
+  }
+
+  /** The original response message of an interaction, if created. */
+  original(interaction: FakeInteraction): FakeMessage | undefined {
+    return interaction.originalId ? this.messages.get(interaction.originalId) : undefined;
+  }
+
+  /** Resolve when `check` returns a value other than undefined/false; re-checked after every request/frame. */
+  async waitFor<T>(check: () => T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+    const first = check();
+    if (first !== undefined && first !== false) return first;
+    return new Promise<T>((resolve, reject) => {
+      const wake = (): void => {
+        const value = check();
+        if (value === undefined || value === false) return;
+        cleanup();
+        resolve(value);
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`fake discord: timed out after ${timeoutMs} ms waiting for ${what}`));
+      }, timeoutMs);
+      const poll = setInterval(wake, 100);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        clearInterval(poll);
+        this.waiters.delete(wake);
+      };
+      this.waiters.add(wake);
+    });
+  }
+
+  requestsTo(method: string, path: RegExp): RecordedRequest[] {
+    return this.requests.filter((r) => r.method === method && path.test(r.path));
+  }
+
+  // ---- gateway ----------------------------------------------------------------------------------------
+
+  private onSocket(socket: WebSocket): void {
+    socket.send(JSON.stringify({ op: 10, d: { heartbeat_interval: this.options.heartbeatIntervalMs } }));
+    socket.on('message', (raw) => {
+      let frame: { op: number; d: Json };
+      try {
+        frame = JSON.parse(String(raw)) as { op: number; d: Json };
+      } catch {
+        socket.close(4002, 'Decode error');
+        return;
+      }
+      this.gatewayFrames.push(frame);
+      this.onFrame(socket, frame);
+      this.wake();
+    });
+    socket.on('close', () => {
+      if (this.session?.socket === socket) this.session.socket = undefined;
+    });
+  }
+
+  private onFrame(socket: WebSocket, frame: { op: number; d: Json }): void {
+    switch (frame.op) {
+      case 1:
+        socket.send(JSON.stringify({ op: 11 }));
+        return;
+      case 2:
+        return this.onIdentify(socket, frame.d);
+      case 6:
+        return this.onResume(socket, frame.d);
+      default:
+        return; // presence updates, voice state, request guild members: ignored
+    }
+  }
+
+  private onIdentify(socket: WebSocket, d: Json): void {
+    if (d.token !== this.token) return socket.close(4004, 'Authentication failed.');
+    const intents = Number(d.intents);
+    if (intents & MESSAGE_CONTENT && !this.options.messageContentAllowed) {
+      return socket.close(4014, 'Disallowed intent(s).');
+    }
+    if (this.session?.socket && this.session.socket !== socket) this.session.socket.terminate();
+    this.session = { id: snowflake(), seq: 0, intents, buffer: [], socket };
+    this.dispatch('READY', {
+      v: 10,
+      user: { ...this.userJson(this.bot), bot: true },
+      guilds: [{ id: this.guildId, unavailable: true }],
+      session_id: this.session.id,
+      resume_gateway_url: `ws://127.0.0.1:${this.port}/gateway`,
+      application: { id: this.appId, flags: 0 },
+      shard: [0, 1],
+    });
+    this.dispatch('GUILD_CREATE', this.guildJson());
+  }
+
+  private onResume(socket: WebSocket, d: Json): void {
+    const session = this.session;
+    if (!this.options.resumable || !session || d.session_id !== session.id || d.token !== this.token) {
+      socket.send(JSON.stringify({ op: 9, d: false }));
+      return;
+    }
+    session.socket = socket;
+    const after = Number(d.seq ?? 0);
+    for (const frame of session.buffer) if (frame.s > after) socket.send(JSON.stringify({ op: 0, ...frame }));
+    this.dispatch('RESUMED', {});
+  }
+
+  private guildJson(): Json {
+    const now = new Date().toISOString();
+    return {
+      id: this.guildId,
+      name: 'Fake Guild',
+      icon: null,
+      owner_id: this.alice.id,
+      features: [],
+      unavailable: false,
+      member_count: 2,
+      large: false,
+      joined_at: now,
+      roles: [
+        {
+          id: this.guildId,
+          name: '@everyone',
+          permissions: String((1n << 10n) | (1n << 11n) | (1n << 15n) | (1n << 16n) | (1n << 31n)),
+          position: 0,
+          color: 0,
+          hoist: false,
+          managed: false,
+          mentionable: false,
+          flags: 0,
+        },
+      ],
+      channels: [
+        { id: this.channelId, type: 0, name: 'general', position: 0, permission_overwrites: [], parent_id: null, nsfw: false },
+      ],
+      members: [{ user: this.userJson(this.bot), roles: [], joined_at: now, deaf: false, mute: false, flags: 0 }],
+      threads: [],
+      emojis: [],
+      stickers: [],
+    };
+  }
+
+  private userJson(user: FakeUser): Json {
+    return { id: user.id, username: user.username, discriminator: '0', global_name: user.username, avatar: null, bot: user.bot ?? false };
+  }
+
+  private userById(id: string): FakeUser {
+    if (id === this.alice.id) return this.alice;
+    return { id, username: `user${id.slice(-4)}` };
+  }
+
+  private dmChannelFor(user: FakeUser): string {
+    let id = this.dmChannels.get(user.id);
+    if (!id) {
+      id = snowflake();
+      this.dmChannels.set(user.id, id);
+    }
+    return id;
+  }
+
+  private interact(
+    input: { user?: FakeUser; dm?: boolean; channelId?: string; memberPermissions?: string },
+    type: number,
+    data: Json,
+    message?: Json,
+  ): FakeInteraction {
+    const user = input.user ?? this.alice;
+    const dm = input.dm ?? false;
+    const channelId = dm ? this.dmChannelFor(user) : (input.channelId ?? this.channelId);
+    const interaction: FakeInteraction = {
+      id: snowflake(),
+      token: `tok-${snowflake()}-${Math.random().toString(36).slice(2)}`,
+      createdAt: Date.now(),
+      userId: user.id,
+      channelId,
+      guildId: dm ? null : this.guildId,
+      callbacks: [],
+      expired: false,
+      followupIds: [],
+    };
+    this.interactions.set(interaction.id, interaction);
+    const permissions = input.memberPermissions ?? String((1n << 11n) | (1n << 10n));
+    const d: Json = {
+      id: interaction.id,
+      application_id: this.appId,
+      type,
+      token: interaction.token,
+      version: 1,
+      channel_id: channelId,
+      channel: dm ? { id: channelId, type: 1 } : { id: channelId, type: 0, guild_id: this.guildId, name: 'general' },
+      app_permissions: String((1n << 11n) | (1n << 15n)),
+      locale: 'en-US',
+      entitlements: [],
+      authorizing_integration_owners: dm ? { '1': user.id } : { '0': this.guildId },
+      context: dm ? 1 : 0,
+      attachment_size_limit: 10 * 1024 * 1024,
+      data,
+    };
+    if (dm) d.user = this.userJson(user);
+    else {
+      d.guild_id = this.guildId;
+      d.guild_locale = 'en-US';
+      d.member = { user: this.userJson(user), roles: [], permissions, joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
+    }
+    if (message) d.message = message;
+    this.dispatch('INTERACTION_CREATE', d);
+    return interaction;
+  }
+
+  private dispatchMessageCreate(message: FakeMessage, omitReferenced: boolean): void {
+    const json = messageJson(this.visible(message, false), this.messages, omitReferenced ? undefined : (m) => this.visible(m, false));
+    if (message.guildId) json.member = { roles: [], joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
+    this.dispatch('MESSAGE_CREATE', json);
+  }
+
+  /** What the connected client may see of a message, given its intents (MessageContent blanking). */
+  private visible(message: FakeMessage, contextMenuTarget: boolean): FakeMessage {
+    const intents = this.session?.intents ?? 0;
+    if (intents & MESSAGE_CONTENT || contextMenuTarget) return message;
+    return blankWithoutContentIntent(message, this.appId);
+  }
+
+  // ---- REST -------------------------------------------------------------------------------------------
+
+  private async onHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.origin);
+    const path = decodeURIComponent(url.pathname);
+    const raw = await readBody(req);
+    const record: RecordedRequest = {
+      at: Date.now(),
+      method: req.method ?? 'GET',
+      path,
+      query: url.searchParams,
+      authorization: req.headers.authorization,
+      body: undefined,
+      files: [],
+      status: 0,
+    };
+    try {
+      await parseInto(record, String(req.headers['content-type'] ?? ''), raw);
+    } catch (e) {
+      record.body = { unparsable: String(e) };
+    }
+    this.requests.push(record);
+    const reply = (status: number, body?: unknown, headers: Record<string, string> = {}): void => {
+      record.status = status;
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      res.writeHead(status, {
+        ...(payload === undefined ? {} : { 'content-type': 'application/json' }),
+        ...headers,
+      });
+      res.end(payload);
+      this.wake();
+    };
+    try {
+      const fault = this.takeFault(record);
+      if (fault) return this.replyFault(fault, reply);
+      if (path.startsWith('/attachments/')) return this.serveCdn(req, path, res, record);
+      if (!path.startsWith('/api/v10/')) return reply(404, { code: 0, message: '404: Not Found' });
+      this.route(record, path.slice('/api/v10'.length), reply);
+    } catch (e) {
+      reply(500, { code: 0, message: `fake discord error: ${(e as Error).message}` });
+    }
+  }
+
+  private takeFault(record: RecordedRequest): Fault | undefined {
+    const index = this.faults.findIndex((f) => (!f.method || f.method === record.method) && f.path.test(record.path));
+    if (index < 0) return undefined;
+    const fault = this.faults[index]!;
+    if (--fault.left <= 0) this.faults.splice(index, 1);
+    return fault;
+  }
+
+  private replyFault(fault: Fault, reply: (status: number, body?: unknown, headers?: Record<string, string>) => void): void {
+    if (fault.status === 429) {
+      const retryAfter = fault.retryAfterS ?? 0.2;
+      return reply(
+        429,
+        { message: 'You are being rate limited.', retry_after: retryAfter, global: false },
+        {
+          'retry-after': String(retryAfter),
+          'x-ratelimit-limit': '5',
+          'x-ratelimit-remaining': '0',
+          'x-ratelimit-reset-after': String(retryAfter),
+          'x-ratelimit-bucket': 'fake-bucket',
+          'x-ratelimit-scope': 'user',
+        },
+      );
+    }
+    reply(fault.status, { code: fault.code ?? 0, message: fault.message ?? `injected ${fault.status}` });
+  }
+
+  private serveCdn(req: IncomingMessage, path: string, res: ServerResponse, record: RecordedRequest): void {
+    if (req.headers.authorization) this.cdnAuthLeaks.push(path);
+    const blob = this.blobs.get(path);
+    record.status = blob ? 200 : 404;
+    if (!blob) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    } else {
+      res.writeHead(200, { 'content-type': blob.contentType, 'content-length': String(blob.bytes.byteLength) });
+      res.end(Buffer.from(blob.bytes));
+    }
+    this.wake();
+  }
+
+  private route(
+    record: RecordedRequest,
+    route: string,
+    reply: (status: number, body?: unknown, headers?: Record<string, string>) => void,
+  ): void {
+    const botAuth = record.authorization === `Bot ${this.token}`;
+    const m = (re: RegExp): RegExpMatchArray | null => route.match(re);
+    const method = record.method;
+    let match: RegExpMatchArray | null;
+
+    if (route === '/gateway/bot' && method === 'GET') {
+      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
+      return reply(200, {
+        url: `ws://127.0.0.1:${this.port}/gateway`,
+        shards: 1,
+        session_start_limit: { total: 1000, remaining: 1000, reset_after: 0, max_concurrency: 1 },
+      });
+    }
+
+    if ((match = m(/^\/applications\/(\d+)\/(?:guilds\/(\d+)\/)?commands$/))) {
+      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
+      const guildId = match[2];
+      if (method === 'PUT') {
+        const echoed = (record.body as Json[]).map((c) => ({
+          id: snowflake(),
+          application_id: this.appId,
+          version: snowflake(),
+          type: 1,
+          default_member_permissions: null,
+          ...c,
+          ...(guildId ? { guild_id: guildId } : {}),
+        }));
+        if (guildId) this.commands.guild.set(guildId, echoed);
+        else this.commands.global = echoed;
+        return reply(200, echoed);
+      }
+      return reply(200, guildId ? (this.commands.guild.get(guildId) ?? []) : this.commands.global);
+    }
+
+    if ((match = m(/^\/interactions\/(\d+)\/([^/]+)\/callback$/)) && method === 'POST') {
+      return this.onCallback(record, match[1]!, match[2]!, reply);
+    }
+
+    if ((match = m(/^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/([^/]+))?$/))) {
+      return this.onWebhook(record, match[2]!, match[3], reply);
+    }
+
+    if ((match = m(/^\/channels\/(\d+)\/typing$/)) && method === 'POST') {
+      return botAuth ? reply(204) : reply(401, { code: 0, message: '401: Unauthorized' });
+    }
+
+    if ((match = m(/^\/channels\/(\d+)\/messages(?:\/(\d+))?$/))) {
+      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
+      const channelId = match[1]!;
+      const messageId = match[2];
+      if (method === 'POST' && !messageId) return this.onChannelPost(record, channelId, reply);
+      if (method === 'GET' && messageId) {
+        const message = this.messages.get(messageId);
+        if (!message || message.channelId !== channelId) return reply(404, { code: 10008, message: 'Unknown Message' });
+        return reply(200, messageJson(this.visible(message, false), this.messages));
+      }
+      if (method === 'GET') {
+        const limit = Math.min(Number(record.query.get('limit') ?? 50), 100);
+        const list = this.channelMessages(channelId)
+          .filter((x) => !(x.flags & EPHEMERAL))
+          .reverse()
+          .slice(0, limit);
+        return reply(200, list.map((x) => messageJson(this.visible(x, false), this.messages)));
+      }
+      if (method === 'PATCH' && messageId) {
+        const message = this.messages.get(messageId);
+        if (!message) return reply(404, { code: 10008, message: 'Unknown Message' });
+        if (message.author.id !== this.appId) return reply(403, { code: 50005, message: 'Cannot edit a message authored by another user' });
+        this.applyEdit(message, record);
+        return reply(200, messageJson(message, this.messages));
+      }
+    }
+
+    if (route === '/users/@me/channels' && method === 'POST') {
+      const recipient = String((record.body as Json).recipient_id);
+      const id = this.dmChannelFor(this.userById(recipient));
+      return reply(200, { id, type: 1, recipients: [this.userJson(this.userById(recipient))] });
+    }
+
+    if ((match = m(/^\/channels\/(\d+)$/)) && method === 'GET') {
+      const id = match[1]!;
+      if (id === this.channelId) return reply(200, { id, type: 0, guild_id: this.guildId, name: 'general', position: 0, permission_overwrites: [] });
+      if ([...this.dmChannels.values()].includes(id)) return reply(200, { id, type: 1, recipients: [] });
+      return reply(404, { code: 10003, message: 'Unknown Channel' });
+    }
+
+    reply(404, { code: 0, message: `404: Not Found (${method} ${route} is not in the fake)` });
+  }
+
+  private onCallback(
+    record: RecordedRequest,
+    id: string,
+    token: string,
+    reply: (status: number, body?: unknown) => void,
+  ): void {
+    const interaction = this.interactions.get(id);
+    if (!interaction || interaction.token !== token) return reply(404, { code: 10062, message: 'Unknown interaction' });
+    if (Date.now() - interaction.createdAt > this.options.callbackWindowMs) {
+      return reply(404, { code: 10062, message: 'Unknown interaction' });
+    }
+    if (interaction.callbacks.length > 0) {
+      return reply(400, { code: 40060, message: 'Interaction has already been acknowledged.' });
+    }
+    const body = record.body as { type: number; data?: Json };
+    interaction.callbacks.push({ type: body.type, data: body.data });
+    if (body.type === 4 || body.type === 5) {
+      const data = body.data ?? {};
+      const message = this.createMessage({
+        channelId: interaction.channelId,
+        guildId: interaction.guildId,
+        data: body.type === 5 ? { flags: (Number(data.flags ?? 0) & EPHEMERAL) | 128 } : data,
+        files: record.files,
+        interaction,
+      });
+      interaction.originalId = message.id;
+    } else if (body.type === 7 && interaction.sourceMessageId) {
+      const source = this.messages.get(interaction.sourceMessageId);
+      if (source) this.applyEdit(source, { ...record, body: body.data ?? {} });
+    }
+    reply(204);
+  }
+
+  private onWebhook(
+    record: RecordedRequest,
+    token: string,
+    messageId: string | undefined,
+    reply: (status: number, body?: unknown) => void,
+  ): void {
+    const interaction = [...this.interactions.values()].find((i) => i.token === token);
+    if (!interaction) return reply(404, { code: 10015, message: 'Unknown Webhook' });
+    if (interaction.expired || Date.now() - interaction.createdAt > this.options.tokenTtlMs) {
+      return reply(401, { code: 50027, message: 'Invalid Webhook Token' });
+    }
+    const method = record.method;
+    if (!messageId) {
+      if (method !== 'POST') return reply(405, { code: 0, message: '405: Method Not Allowed' });
+      const message = this.createMessage({
+        channelId: interaction.channelId,
+        guildId: interaction.guildId,
+        data: record.body as Json,
+        files: record.files,
+        interaction,
+      });
+      interaction.followupIds.push(message.id);
+      return reply(200, messageJson(message, this.messages));
+    }
+    const id = messageId === '@original' ? interaction.originalId : messageId;
+    const message = id ? this.messages.get(id) : undefined;
+    if (!message) return reply(404, { code: 10008, message: 'Unknown Message' });
+    if (method === 'GET') return reply(200, messageJson(message, this.messages));
+    if (method === 'DELETE') {
+      this.messages.delete(message.id);
+      return reply(204);
+    }
+    if (method === 'PATCH') {
+      this.applyEdit(message, record);
+      return reply(200, messageJson(message, this.messages));
+    }
+    reply(405, { code: 0, message: '405: Method Not Allowed' });
+  }
+
+  private onChannelPost(record: RecordedRequest, channelId: string, reply: (status: number, body?: unknown) => void): void {
+    const body = (record.body ?? {}) as Json;
+    if (body.enforce_nonce && body.nonce !== undefined) {
+      const existing = [...this.messages.values()].find(
+        (x) => x.author.id === this.appId && x.nonce === String(body.nonce) && Date.now() - x.createdAt < 5 * 60_000,
+      );
+      if (existing) return reply(200, messageJson(existing, this.messages));
+    }
+    const reference = body.message_reference as { message_id?: string; fail_if_not_exists?: boolean } | undefined;
+    if (reference?.message_id && !this.messages.has(reference.message_id) && reference.fail_if_not_exists !== false) {
+      return reply(400, {
+        code: 50035,
+        message: 'Invalid Form Body',
+        errors: { message_reference: { _errors: [{ code: 'REPLIES_UNKNOWN_MESSAGE', message: 'Unknown message' }] } },
+      });
+    }
+    const guildId = channelId === this.channelId ? this.guildId : null;
+    const message = this.createMessage({ channelId, guildId, data: body, files: record.files });
+    reply(200, messageJson(message, this.messages));
+  }
+
+  private createMessage(input: {
+    channelId: string;
+    guildId: string | null;
+    data: Json;
+    files: RecordedFile[];
+    interaction?: FakeInteraction;
+  }): FakeMessage {
+    const reference = input.data.message_reference as { message_id?: string } | undefined;
+    const referenceId = reference?.message_id && this.messages.has(reference.message_id) ? reference.message_id : undefined;
+    const message: FakeMessage = {
+      id: snowflake(),
+      channelId: input.channelId,
+      guildId: input.guildId,
+      author: this.bot,
+      content: typeof input.data.content === 'string' ? input.data.content : '',
+      attachments: [],
+      embeds: (input.data.embeds as Json[] | undefined) ?? [],
+      components: (input.data.components as Json[] | undefined) ?? [],
+      flags: Number(input.data.flags ?? 0),
+      type: input.interaction ? 20 : referenceId ? 19 : 0,
+      mentions: [],
+      referenceId,
+      nonce: input.data.nonce === undefined ? undefined : String(input.data.nonce),
+      interactionId: input.interaction?.id,
+      createdAt: Date.now(),
+      editedAt: null,
+    };
+    message.attachments = this.storeFiles(message, input.data, input.files);
+    this.messages.set(message.id, message);
+    if (!(message.flags & EPHEMERAL)) this.dispatchMessageCreate(message, false);
+    return message;
+  }
+
+  /** PATCH semantics: given keys replace; `attachments` lists what survives (old by id, new by file index). */
+  private applyEdit(message: FakeMessage, record: RecordedRequest): void {
+    const data = (record.body ?? {}) as Json;
+    if ('content' in data) message.content = typeof data.content === 'string' ? data.content : '';
+    if ('embeds' in data) message.embeds = (data.embeds as Json[] | null) ?? [];
+    if ('components' in data) message.components = (data.components as Json[] | null) ?? [];
+    if ('flags' in data) message.flags = Number(data.flags ?? 0) | (message.flags & EPHEMERAL);
+    else message.flags &= ~128; // an edit ends the "thinking…" (loading) state
+    if ('attachments' in data || record.files.length > 0) message.attachments = this.storeFiles(message, data, record.files);
+    message.editedAt = Date.now();
+    if (!(message.flags & EPHEMERAL)) this.dispatch('MESSAGE_UPDATE', messageJson(message, this.messages));
+  }
+
+  private storeFiles(message: FakeMessage, data: Json, files: RecordedFile[]): FakeAttachment[] {
+    const listed = (data.attachments as { id: string | number; description?: string }[] | undefined) ?? undefined;
+    const byField = new Map(files.map((f) => [f.field.match(/^files\[(\d+)\]$/)?.[1] ?? f.field, f]));
+    const out: FakeAttachment[] = [];
+    const entries: { id: string | number; description?: string }[] = listed ?? files.map((_, i) => ({ id: String(i) }));
+    for (const entry of entries) {
+      const file = byField.get(String(entry.id));
+      if (file) {
+        const attachment = this.addAttachment({
+          bytes: file.bytes,
+          filename: file.filename,
+          contentType: file.contentType,
+          channelId: message.channelId,
+        });
+        if (entry.description) attachment.description = entry.description;
+        out.push(attachment);
+        continue;
+      }
+      const old = message.attachments.find((a) => a.id === String(entry.id));
+      if (old) out.push(old);
+    }
+    return out;
+  }
+
+  private wake(): void {
+    for (const waiter of [...this.waiters]) waiter();
+  }
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function parseInto(record: RecordedRequest, contentType: string, raw: Buffer): Promise<void> {
+  if (raw.byteLength === 0) return;
+  if (contentType.startsWith('application/json')) {
+    record.body = JSON.parse(raw.toString('utf8'));
+    return;
+  }
+  if (contentType.startsWith('multipart/form-data')) {
+    // WHATWG Request parses multipart with no dependency (platform-fakes.md A3).
+    const form = await new Request('http://fake.invalid/', { method: 'POST', headers: { 'content-type': contentType }, body: raw }).formData();
+    for (const [field, value] of form.entries()) {
+      if (typeof value === 'string') {
+        if (field === 'payload_json') record.body = JSON.parse(value);
+        continue;
+      }
+      record.files.push({
+        field,
+        filename: value.name,
+        contentType: value.type,
+        bytes: new Uint8Array(await value.arrayBuffer()),
+      });
+    }
+  }
+}
