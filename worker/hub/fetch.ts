@@ -1,0 +1,256 @@
+// Download a model snapshot from the Hugging Face hub with the maintained client (@huggingface/hub):
+// list → read the safetensors indexes → drop what inference does not use (select.ts) → check free disk →
+// download each remaining file into `<path>.incomplete`, resuming from its length with a Range request,
+// hashing as it streams → compare with the hub's oid (sha256 for LFS files, git blob sha1 otherwise) → rename.
+// Verified files are recorded in the manifest (snapshot.ts) as they finish, so a re-run skips them.
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import { mkdir, readFile, rename, statfs, unlink } from 'node:fs/promises';
+import { once } from 'node:events';
+import { dirname, join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { downloadFile, HubApiError, listFiles } from '@huggingface/hub';
+import { AppError } from '../../src/errors.ts';
+import { indexFiles, selectFiles, type HubFile, type SafetensorsIndex, type Skipped } from './select.ts';
+import { readManifest, writeManifest, type SnapshotManifest } from './snapshot.ts';
+
+export interface FetchProgress {
+  /** Called once the plan is known: bytes to transfer in total, of which `doneBytes` are already on disk. */
+  start(totalBytes: number, doneBytes: number, fileCount: number): void;
+  file(path: string): void;
+  bytes(n: number): void;
+  stop(): void;
+}
+
+export interface FetchOptions {
+  repo: string;
+  revision: string;
+  hubUrl: string;
+  dir: string;
+  /** HF_TOKEN: sent as a Bearer token, for gated repos and higher rate limits. */
+  token?: string;
+  /** Tries per file after a transfer error; each resumes from the bytes already written. @defaultValue 3 */
+  retries?: number;
+  progress?: FetchProgress;
+  /** Free bytes at `dir`; default statfs. Tests pass their own to exercise the disk check. */
+  freeBytes?: (dir: string) => Promise<number>;
+}
+
+export interface FetchResult {
+  files: HubFile[];
+  skipped: Skipped[];
+  /** Bytes transferred by this run. */
+  downloadedBytes: number;
+  /** Files already verified by an earlier run and not requested again. */
+  reused: string[];
+}
+
+/** Keep 1 GiB spare beyond what the download needs: conversion writes next to it and logs need room. */
+const DISK_MARGIN_BYTES = 1 << 30;
+
+export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
+  await mkdir(o.dir, { recursive: true });
+  const credentials = o.token ? { accessToken: o.token } : {};
+  const hub = { repo: { type: 'model' as const, name: o.repo }, revision: o.revision, hubUrl: o.hubUrl, ...credentials };
+
+  const listed = await hubCall(o, 'list the files of', async () => {
+    const out: HubFile[] = [];
+    for await (const e of listFiles({ ...hub, recursive: true })) {
+      if (e.type !== 'file') continue;
+      if (e.lfs) out.push({ path: e.path, size: e.lfs.size, oid: e.lfs.oid, hash: 'sha256' });
+      else if (e.oid) out.push({ path: e.path, size: e.size, oid: e.oid, hash: 'git-sha1' });
+      else throw new AppError('model', `the hub listed ${e.path} without a hash; cannot verify it`);
+    }
+    return out;
+  });
+
+  const previous = readManifest(o.dir);
+  const sameSource = previous?.repo === o.repo && previous.revision === o.revision;
+  const manifest: SnapshotManifest = {
+    version: 1,
+    repo: o.repo,
+    revision: o.revision,
+    hubUrl: o.hubUrl,
+    complete: false,
+    files: sameSource ? { ...previous.files } : {},
+    skipped: [],
+  };
+  /** Verified by an earlier run with the same hash the hub lists now, and still the right size on disk. */
+  const isDone = (f: HubFile): boolean => {
+    const rec = manifest.files[f.path];
+    const full = join(o.dir, f.path);
+    return rec?.oid === f.oid && rec.size === f.size && existsSync(full) && statSync(full).size === f.size;
+  };
+  let downloadedBytes = 0;
+  const reused: string[] = [];
+  const handled = new Set<string>();
+  const get = async (f: HubFile): Promise<void> => {
+    if (handled.has(f.path)) return;
+    handled.add(f.path);
+    if (isDone(f)) {
+      reused.push(f.path);
+      return;
+    }
+    downloadedBytes += await downloadVerified(o, hub, f);
+    manifest.files[f.path] = { size: f.size, oid: f.oid, hash: f.hash };
+    await writeManifest(o.dir, manifest);
+  };
+
+  // The shard indexes decide which shards are EVA-CLIP only, so they come first (a few KB each).
+  const indexes = new Map<string, SafetensorsIndex>();
+  for (const f of indexFiles(listed)) {
+    await get(f);
+    indexes.set(f.path, parseIndex(f.path, await readFile(join(o.dir, f.path), 'utf8')));
+  }
+  const { download, skipped } = selectFiles(listed, indexes);
+  manifest.skipped = skipped;
+  for (const f of Object.keys(manifest.files)) if (!download.some((d) => d.path === f)) delete manifest.files[f];
+
+  const onDisk = (f: HubFile): number => {
+    if (isDone(f)) return f.size;
+    const partial = join(o.dir, `${f.path}.incomplete`);
+    return existsSync(partial) ? Math.min(statSync(partial).size, f.size) : 0;
+  };
+  const total = download.reduce((s, f) => s + f.size, 0);
+  const done = download.reduce((s, f) => s + onDisk(f), 0);
+  const free = await (o.freeBytes ?? freeBytesAt)(o.dir);
+  if (total - done + DISK_MARGIN_BYTES > free) {
+    throw new AppError(
+      'model',
+      `not enough disk space in ${o.dir} for ${o.repo}: need ${gib(total - done)} more (+${gib(DISK_MARGIN_BYTES)} spare), ${gib(free)} free`,
+      { context: { needBytes: total - done, freeBytes: free } },
+    );
+  }
+
+  o.progress?.start(total, done, download.length);
+  try {
+    // Small files first: configs and tokenizers are ready early, and the large shards stream last.
+    for (const f of [...download].sort((a, b) => a.size - b.size)) {
+      o.progress?.file(f.path);
+      await get(f);
+    }
+  } finally {
+    o.progress?.stop();
+  }
+  manifest.complete = true;
+  await writeManifest(o.dir, manifest);
+  return { files: download, skipped, downloadedBytes, reused };
+}
+
+type HubTarget = { repo: { type: 'model'; name: string }; revision: string; hubUrl: string; accessToken?: string };
+
+/** One file, resumed from `<path>.incomplete` and retried on transfer errors; returns the bytes transferred. */
+async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Promise<number> {
+  const final = join(o.dir, f.path);
+  const partial = `${final}.incomplete`;
+  await mkdir(dirname(final), { recursive: true });
+  const tries = 1 + (o.retries ?? 3);
+  let transferred = 0;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      transferred += await transferRest(o, hub, f, partial);
+      break;
+    } catch (e) {
+      const refused = e instanceof HubApiError && e.statusCode < 500; // auth, not found: retrying will not help
+      if (e instanceof AppError || refused || attempt >= tries) throw asFetchError(o, f.path, e);
+      // A dropped connection: the next try resumes from what reached the disk.
+    }
+  }
+  const actual = await hashFile(partial, f);
+  if (actual !== f.oid) {
+    await unlink(partial);
+    throw new AppError(
+      'model',
+      `${o.repo}/${f.path} failed verification: expected ${f.hash} ${f.oid}, got ${actual}; the file was deleted, run the fetch again`,
+      { context: { path: f.path } },
+    );
+  }
+  await rename(partial, final);
+  return transferred;
+}
+
+/** Appends the missing tail of `f` to `partial` with one ranged request; returns the bytes written. */
+async function transferRest(o: FetchOptions, hub: HubTarget, f: HubFile, partial: string): Promise<number> {
+  let offset = existsSync(partial) ? statSync(partial).size : 0;
+  if (offset > f.size) {
+    await unlink(partial); // longer than the file: not ours to resume
+    offset = 0;
+  }
+  if (offset === f.size) return 0;
+  const blob = await downloadFile({ ...hub, path: f.path });
+  if (!blob) throw new AppError('model', `${o.repo}/${f.path} was listed but the hub has no such file at ${hub.revision}`);
+  if (blob.size !== f.size) {
+    throw new AppError('model', `${o.repo}/${f.path}: the hub listed ${f.size} bytes but serves ${blob.size}`);
+  }
+  let written = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      written += chunk.byteLength;
+      o.progress?.bytes(chunk.byteLength);
+      cb(null, chunk);
+    },
+  });
+  const body = Readable.fromWeb(blob.slice(offset).stream() as WebReadableStream<Uint8Array>);
+  const out = createWriteStream(partial, { flags: 'a' });
+  try {
+    await pipeline(body, count, out);
+  } catch (e) {
+    // Let the bytes that did arrive reach the disk before the caller measures the partial file to resume.
+    if (!out.closed) await once(out, 'close');
+    throw e;
+  }
+  if (offset + written !== f.size) throw new Error(`transfer ended after ${offset + written} of ${f.size} bytes`);
+  return written;
+}
+
+async function hashFile(path: string, f: HubFile): Promise<string> {
+  const h: Hash = createHash(f.hash === 'sha256' ? 'sha256' : 'sha1');
+  if (f.hash === 'git-sha1') h.update(`blob ${f.size}\0`);
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+function parseIndex(path: string, text: string): SafetensorsIndex {
+  try {
+    const parsed = JSON.parse(text) as { weight_map?: unknown };
+    if (typeof parsed.weight_map !== 'object' || parsed.weight_map === null) throw new Error('no weight_map');
+    return { weight_map: parsed.weight_map as Record<string, string> };
+  } catch (e) {
+    throw new AppError('model', `${path} is not a safetensors index: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+async function hubCall<T>(o: FetchOptions, what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    throw asFetchError(o, `${what} ${o.repo}`, e);
+  }
+}
+
+/** Hub errors in operator terms: which repo, what status, and what to do about it. */
+function asFetchError(o: FetchOptions, subject: string, e: unknown): AppError {
+  if (e instanceof AppError) return e;
+  if (e instanceof HubApiError) {
+    const hint =
+      e.statusCode === 401 || e.statusCode === 403
+        ? o.token
+          ? 'HF_TOKEN was refused: check that it is valid and that you accepted the model licence'
+          : 'the repository needs authentication: set HF_TOKEN'
+        : e.statusCode === 404
+          ? `check model.hubId (${o.repo}) and model.hubRevision (${o.revision})`
+          : `check model.hubUrl (${o.hubUrl})`;
+    return new AppError('model', `hub error for ${subject}: HTTP ${e.statusCode}; ${hint}`, { cause: e });
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  return new AppError('model', `download of ${subject} from ${o.hubUrl} failed: ${message}; run again to resume`, { cause: e });
+}
+
+async function freeBytesAt(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
+const gib = (n: number): string => `${(n / 2 ** 30).toFixed(2)} GiB`;
