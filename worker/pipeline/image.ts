@@ -5,7 +5,7 @@
 //
 // Also here, because they are "patch order" too: the window permutation and the 2-D rotary position table that the
 // vision graph takes as inputs (transformers Qwen2_5_VisionTransformerPretrainedModel.get_window_index / rot_pos_emb).
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { UserError } from '../../src/errors.ts';
 
 // ---- geometry -----------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ interface Header {
  */
 export async function readHeader(bytes: Uint8Array, limits: ImageLimits): Promise<Header> {
   if (bytes.byteLength === 0) throw new UserError('bad_image', 'That file is empty.');
-  let meta: sharp.Metadata;
+  let meta: Metadata;
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (e) {
@@ -128,7 +128,7 @@ export async function readHeader(bytes: Uint8Array, limits: ImageLimits): Promis
   return { width, height };
 }
 
-function swapIfRotated(meta: sharp.Metadata, pageHeight: number): number {
+function swapIfRotated(meta: Metadata, pageHeight: number): number {
   // Orientations 5–8 swap the axes; frames of animated images carry no EXIF orientation in practice.
   return (meta.orientation ?? 1) >= 5 ? meta.width : pageHeight;
 }
@@ -165,7 +165,7 @@ export function normalize(rgb: Uint8Array, width: number, height: number): Float
   const plane = width * height;
   const out = new Float32Array(3 * plane);
   for (let i = 0; i < plane; i++) {
-    for (let c = 0; c < 3; c++) out[c * plane + i] = ((rgb[i * 3 + c] as number) / 255 - CLIP_MEAN[c]) / CLIP_STD[c];
+    for (let c = 0; c < 3; c++) out[c * plane + i] = ((rgb[i * 3 + c] as number) / 255 - (CLIP_MEAN[c] as number)) / (CLIP_STD[c] as number);
   }
   return out;
 }

@@ -1,7 +1,7 @@
 // Preprocessing (spec §2.1) on real sharp decoding: grid, patch count, first/last values, patch order, the error
 // cases (corrupt, 1×10000, a 30000×30000 PNG header, empty), EXIF orientation, alpha on white, GIF first frame.
 import { crc32 } from 'node:zlib';
-import sharp from 'sharp';
+import sharp, { type SharpOptions } from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../../../../src/errors.ts';
 import {
@@ -149,7 +149,7 @@ describe('preprocessImage', () => {
   it('uses the first frame of an animated GIF', async () => {
     const frames = Buffer.alloc(56 * 112 * 3);
     for (let i = 0; i < 56 * 112; i++) frames.set(i < 56 * 56 ? [0, 200, 0] : [200, 0, 0], i * 3); // green, then red
-    const gif = await sharp(frames, { raw: { width: 56, height: 112, channels: 3, pageHeight: 56 } } as sharp.SharpOptions).gif().toBuffer();
+    const gif = await sharp(frames, { raw: { width: 56, height: 112, channels: 3, pageHeight: 56 } } as SharpOptions).gif().toBuffer();
     expect((await sharp(gif).metadata()).pages).toBe(2);
     const out = await preprocessImage(gif, limits, geometry);
     expect(out.grid).toEqual({ t: 1, h: 4, w: 4 });
