@@ -1,0 +1,105 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../../../src/config/load.ts';
+import type { LimitSpec } from '../../../../src/config/schema.ts';
+import type { Destination } from '../../../../src/jobs/contract.ts';
+import { createLimiter } from '../../../../src/limits/limiter.ts';
+import { isUserError } from '../../../../src/errors.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `t-${randomUUID().slice(0, 8)}`;
+const open: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
+let redis: Redis;
+
+const dest = (channelId: string, userId: string, guildId = 'g1'): Destination => ({
+  platform: 'discord', guildId, channelId, userId, applicationId: 'app',
+});
+const limiterWith = (limits: Record<string, unknown>) =>
+  createLimiter(redis, loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, user: open, workspace: open, ...limits } } }));
+const jobKey = (id: string) => `${prefix}:jobs:${id}`;
+
+beforeAll(() => {
+  redis = new Redis(url);
+});
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}:*`);
+  if (keys.length) await redis.del(...keys);
+  await redis.quit();
+});
+
+describe('limiter (real Redis)', () => {
+  it('is all-or-nothing across scopes: a denial consumes nothing', async () => {
+    const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 5, burst: 5 }, user: { ...open, requestsPerWindow: 1, burst: 1 } });
+    expect(await limiter.admit('a1', dest('c1', 'u1'))).toEqual({ admitted: true, duplicate: false });
+    const denied = await limiter.admit('a2', dest('c1', 'u1'));
+    expect(denied).toMatchObject({ admitted: false, scope: 'user', kind: 'rate' });
+    if (!denied.admitted) expect(denied.retryAfterMs).toBeGreaterThan(55_000);
+    const usage = await limiter.usage('channel', 'discord:g1:c1', { ...open, requestsPerWindow: 5, burst: 5 });
+    expect(usage.tokens).toBe(4); // the denied request took no channel token
+    expect(await limiter.admit('a3', dest('c1', 'u2'))).toMatchObject({ admitted: true });
+  });
+
+  it('admits the same job id once (duplicate submissions)', async () => {
+    const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 1, burst: 1 } });
+    expect(await limiter.admit('d1', dest('c2', 'u1'))).toEqual({ admitted: true, duplicate: false });
+    expect(await limiter.admit('d1', dest('c2', 'u1'))).toEqual({ admitted: true, duplicate: true });
+    expect(await limiter.admit('d2', dest('c2', 'u1'))).toMatchObject({ admitted: false, scope: 'channel' });
+  });
+
+  it('refills the bucket over time and says when to retry', async () => {
+    const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 4, windowSeconds: 1, burst: 2 } });
+    expect((await limiter.admit('r1', dest('c3', 'u1'))).admitted).toBe(true);
+    expect((await limiter.admit('r2', dest('c3', 'u1'))).admitted).toBe(true);
+    const denied = await limiter.admit('r3', dest('c3', 'u1'));
+    expect(denied.admitted).toBe(false);
+    if (denied.admitted) return;
+    expect(denied.retryAfterMs).toBeGreaterThan(0);
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(250);
+    await new Promise((r) => setTimeout(r, denied.retryAfterMs + 20));
+    expect((await limiter.admit('r3', dest('c3', 'u1'))).admitted).toBe(true);
+  });
+
+  it('caps jobs queued or running; release frees a slot exactly once', async () => {
+    const limiter = limiterWith({ user: { ...open, maxConcurrent: 2 } });
+    expect((await limiter.admit('k1', dest('c4', 'u9'))).admitted).toBe(true);
+    expect((await limiter.admit('k2', dest('c5', 'u9'))).admitted).toBe(true);
+    const denied = await limiter.admit('k3', dest('c4', 'u9'));
+    expect(denied).toMatchObject({ admitted: false, scope: 'user', kind: 'concurrency' });
+    await expect(limiter.admitOrThrow('k3', dest('c4', 'u9'))).rejects.toSatisfy(
+      (e) => isUserError(e) && e.code === 'rate_limited' && /You already have 2 jobs queued or running/.test(e.message),
+    );
+    expect(await Promise.all([limiter.release('k1'), limiter.release('k1'), limiter.release('k1')])).toEqual([true, false, false]);
+    expect((await limiter.admit('k3', dest('c4', 'u9'))).admitted).toBe(true);
+  });
+
+  it('heals: slots of finished or vanished jobs are freed without a release', async () => {
+    const limiter = limiterWith({ channel: { ...open, maxConcurrent: 2 }, admitGraceMs: 300 });
+    await limiter.admit('h1', dest('c6', 'u1'));
+    await limiter.admit('h2', dest('c6', 'u1'));
+    await redis.hset(jobKey('h1'), { timestamp: Date.now(), finishedOn: Date.now() }); // BullMQ finished it; the release was lost
+    await redis.hset(jobKey('h2'), { timestamp: Date.now() }); // still queued
+    expect(await limiter.admit('h3', dest('c6', 'u1'))).toMatchObject({ admitted: true });
+    expect(await limiter.admit('h4', dest('c6', 'u1'))).toMatchObject({ admitted: false, kind: 'concurrency' });
+    // h3 was admitted but its bot died before enqueueing: after the grace period a sweep frees it
+    await new Promise((r) => setTimeout(r, 350));
+    expect(await limiter.sweep()).toBeGreaterThanOrEqual(1);
+    expect(await limiter.admit('h4', dest('c6', 'u1'))).toMatchObject({ admitted: true });
+    expect((await limiter.usage('channel', 'discord:g1:c6', { ...open, maxConcurrent: 2 })).held).toBe(2);
+  });
+
+  it('takes per-channel limits from config, then from Redis (Redis wins), and resets', async () => {
+    const ck = 'discord:g1:c7';
+    const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 100, burst: 100 }, channelOverrides: { [ck]: { ...open, requestsPerWindow: 2, burst: 2 } } });
+    expect(await limiter.channelLimit(ck)).toMatchObject({ source: 'config', limit: { requestsPerWindow: 2 } });
+    expect(await limiter.channelLimit('discord:g1:other')).toMatchObject({ source: 'default', limit: { requestsPerWindow: 100 } });
+    await limiter.setChannelLimit(ck, { ...open, requestsPerWindow: 1, burst: 1 });
+    expect(await limiter.channelLimit(ck)).toMatchObject({ source: 'redis', limit: { requestsPerWindow: 1 } });
+    expect(await limiter.overriddenChannels()).toEqual([ck]);
+    expect((await limiter.admit('o1', dest('c7', 'u1'))).admitted).toBe(true);
+    expect(await limiter.admit('o2', dest('c7', 'u1'))).toMatchObject({ admitted: false, limit: { requestsPerWindow: 1 } });
+    await limiter.resetChannelLimit(ck);
+    expect(await limiter.channelLimit(ck)).toMatchObject({ source: 'config' });
+    expect((await limiter.admit('o2', dest('c7', 'u1'))).admitted).toBe(true); // config allows 2
+  });
+});
