@@ -1,0 +1,77 @@
+// Tiny random weights for the DiT (`model.dit.model.*` in the root shards), with the real key names and layouts
+// (spec §1.3) at toy sizes, so graphs, references and end-to-end generation run in seconds on CPU.
+// Deterministic: the same seed gives the same bytes.
+import { GaussianRng } from '../../pipeline/rng.ts';
+import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
+
+export interface TinyDitSizes {
+  dim: number;
+  heads: number;
+  layers: number;
+  /** gen_hidden_size: the CLIP-feature width the DiT denoises (1792 real); also the UNet's cross_attention_dim. */
+  latentChannels: number;
+  /** The LLM hidden size H. */
+  captionDim: number;
+  /** A width no formula would give, so a builder that derives it from the config instead of the shapes fails. */
+  ffnDim: number;
+  freqDim: number;
+}
+
+export const TINY_DIT: Omit<TinyDitSizes, 'captionDim'> = { dim: 32, heads: 2, layers: 2, latentChannels: 24, ffnDim: 96, freqDim: 256 };
+
+/** Random tensors: N(0, 1/fan_in) matrices, norm weights near 1, small biases, and non-zero gates (zeros at
+ *  init upstream, but a zero gate would hide a wrong cross-attention from the agreement test). */
+export function tinyDitTensors(s: TinyDitSizes, seed = 5, prefix = 'model.dit.model.', dtype: 'F32' | 'F16' | 'BF16' = 'F32'): TensorToWrite[] {
+  const rng = new GaussianRng(seed, 11);
+  const out: TensorToWrite[] = [];
+  const put = (key: string, shape: number[], kind: 'matrix' | 'norm' | 'bias' | 'gate') => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    const fanIn = shape[shape.length - 1] ?? 1;
+    for (let i = 0; i < n; i++) {
+      const z = rng.nextGaussian();
+      v[i] = kind === 'matrix' ? z / Math.sqrt(fanIn) : kind === 'norm' ? 1 + 0.1 * z : kind === 'bias' ? 0.05 * z : 0.8 * z;
+    }
+    out.push({ key: prefix + key, dtype, shape, data: fromFloat32(dtype, v) });
+  };
+  const temb = Math.min(s.dim, 1024);
+  const D = s.dim;
+  put('caption_projection.linear_1.weight', [D, s.captionDim], 'matrix');
+  put('caption_projection.linear_1.bias', [D], 'bias');
+  put('caption_projection.linear_2.weight', [D, D], 'matrix');
+  put('caption_projection.linear_2.bias', [D], 'bias');
+  put('patch_embedder.proj.weight', [D, s.latentChannels], 'matrix');
+  put('patch_embedder.proj.bias', [D], 'bias');
+  put('time_caption_embed.timestep_embedder.linear_1.weight', [temb, s.freqDim], 'matrix');
+  put('time_caption_embed.timestep_embedder.linear_1.bias', [temb], 'bias');
+  put('time_caption_embed.timestep_embedder.linear_2.weight', [temb, temb], 'matrix');
+  put('time_caption_embed.timestep_embedder.linear_2.bias', [temb], 'bias');
+  put('time_caption_embed.caption_embedder.0.weight', [D], 'norm');
+  put('time_caption_embed.caption_embedder.0.bias', [D], 'bias');
+  put('time_caption_embed.caption_embedder.1.weight', [temb, D], 'matrix');
+  put('time_caption_embed.caption_embedder.1.bias', [temb], 'bias');
+  for (let l = 0; l < s.layers; l++) {
+    const p = `layers.${l}.`;
+    put(`${p}gate`, [s.heads], 'gate');
+    for (const a of ['attn1', 'attn2']) {
+      for (const m of ['to_q', 'to_k', 'to_v']) put(`${p}${a}.${m}.weight`, [D, D], 'matrix');
+      for (const n of ['norm_q', 'norm_k']) {
+        put(`${p}${a}.${n}.weight`, [D], 'norm');
+        put(`${p}${a}.${n}.bias`, [D], 'bias');
+      }
+    }
+    put(`${p}attn2.to_out.0.weight`, [D, D], 'matrix');
+    put(`${p}feed_forward.linear_1.weight`, [s.ffnDim, D], 'matrix');
+    put(`${p}feed_forward.linear_3.weight`, [s.ffnDim, D], 'matrix');
+    put(`${p}feed_forward.linear_2.weight`, [D, s.ffnDim], 'matrix');
+    put(`${p}norm1.linear.weight`, [4 * D, temb], 'matrix');
+    put(`${p}norm1.linear.bias`, [4 * D], 'bias');
+    put(`${p}norm1.norm.weight`, [D], 'norm');
+    for (const n of ['ffn_norm1', 'norm2', 'ffn_norm2', 'norm1_context']) put(`${p}${n}.weight`, [D], 'norm');
+  }
+  put('norm_out.linear_1.weight', [D, temb], 'matrix');
+  put('norm_out.linear_1.bias', [D], 'bias');
+  put('norm_out.linear_2.weight', [s.latentChannels, D], 'matrix');
+  put('norm_out.linear_2.bias', [s.latentChannels], 'bias');
+  return out;
+}
