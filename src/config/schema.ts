@@ -116,6 +116,12 @@ export const ConfigSchema = z.strictObject({
     progressEditIntervalMs: positiveInt,
     /** Interaction tokens live 15 minutes; after this we post a channel message instead. */
     interactionTokenTtlMs: positiveInt,
+    /** Ask for the privileged Message Content intent (falls back to without it if the portal refuses). */
+    messageContentIntent: z.boolean(),
+    allowDirectMessages: z.boolean(),
+    /** Gateway/REST timeouts and retries for discord.js's REST client. */
+    restTimeoutMs: positiveInt,
+    restRetries: nonNegativeInt,
   }),
 
   slack: z.strictObject({
