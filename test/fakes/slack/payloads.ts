@@ -1,0 +1,101 @@
+// Builders for what Slack sends a bot: slash commands, event_callback bodies (app_mention), interactive
+// payloads (block_actions, message_action shortcuts, view_submission). Shapes: platform-fakes.md B2 and
+// @slack/bolt's types (SlashCommand, EnvelopedEvent, AppMentionEvent, BlockAction, MessageShortcut).
+import { randomUUID } from 'node:crypto';
+import type { FakeSlack } from './server.ts';
+import { fileJson, messageJson, type FakeFile, type FakeMessage } from './store.ts';
+
+export function slashCommand(fake: FakeSlack, f: { command?: string; text: string; channel: string; user: string }): Record<string, string> {
+  return {
+    token: 'legacy-verification-token',
+    team_id: fake.teamId,
+    team_domain: 'fake',
+    channel_id: f.channel,
+    channel_name: 'general',
+    user_id: f.user,
+    user_name: f.user.toLowerCase(),
+    command: f.command ?? '/imagine',
+    text: f.text,
+    api_app_id: fake.appId,
+    is_enterprise_install: 'false',
+    response_url: `${fake.origin}/response/${randomUUID()}`,
+    trigger_id: `trig-${randomUUID()}`,
+  };
+}
+
+export function eventCallback(fake: FakeSlack, event: Record<string, unknown>, eventId = `Ev${randomUUID().slice(0, 10)}`): Record<string, unknown> {
+  return {
+    token: 'legacy-verification-token',
+    team_id: fake.teamId,
+    api_app_id: fake.appId,
+    type: 'event_callback',
+    event_id: eventId,
+    event_time: Math.floor(Date.now() / 1000),
+    authorizations: [{ enterprise_id: null, team_id: fake.teamId, user_id: fake.botUserId, is_bot: true, is_enterprise_install: false }],
+    is_ext_shared_channel: false,
+    event,
+  };
+}
+
+/** The app_mention event for a message already stored in the fake (so conversations.replies sees it too). */
+export function appMention(fake: FakeSlack, m: FakeMessage): Record<string, unknown> {
+  return {
+    type: 'app_mention',
+    user: m.user,
+    text: m.text,
+    ts: m.ts,
+    channel: m.channel,
+    event_ts: m.ts,
+    team: fake.teamId,
+    client_msg_id: randomUUID(),
+    ...(m.thread_ts ? { thread_ts: m.thread_ts } : {}),
+    ...(m.files ? { files: m.files.map(fileJson) } : {}),
+  };
+}
+
+export function blockAction(fake: FakeSlack, f: { user: string; message: FakeMessage; actionId: string; value: string }): Record<string, unknown> {
+  return {
+    type: 'block_actions',
+    user: { id: f.user, username: f.user.toLowerCase(), team_id: fake.teamId },
+    api_app_id: fake.appId,
+    token: 'legacy-verification-token',
+    container: { type: 'message', message_ts: f.message.ts, channel_id: f.message.channel, is_ephemeral: false, thread_ts: f.message.thread_ts },
+    trigger_id: `trig-${randomUUID()}`,
+    team: { id: fake.teamId, domain: 'fake' },
+    channel: { id: f.message.channel, name: 'general' },
+    message: messageJson(f.message, false),
+    response_url: `${fake.origin}/response/${randomUUID()}`,
+    actions: [{ type: 'button', action_id: f.actionId, block_id: 'result', value: f.value, action_ts: `${Date.now() / 1000}` }],
+  };
+}
+
+export function messageShortcut(fake: FakeSlack, f: { user: string; message: FakeMessage; callbackId: string }): Record<string, unknown> {
+  return {
+    type: 'message_action',
+    callback_id: f.callbackId,
+    trigger_id: `trig-${randomUUID()}`,
+    message_ts: f.message.ts,
+    response_url: `${fake.origin}/response/${randomUUID()}`,
+    team: { id: fake.teamId, domain: 'fake' },
+    channel: { id: f.message.channel, name: 'general' },
+    user: { id: f.user, name: f.user.toLowerCase(), team_id: fake.teamId },
+    message: messageJson(f.message, false),
+    token: 'legacy-verification-token',
+  };
+}
+
+/** A view_submission for a modal the bot opened (views.open), with the user's typed values. */
+export function viewSubmission(fake: FakeSlack, f: { user: string; view: Record<string, unknown>; values: Record<string, Record<string, { type: string; value: string }>> }): Record<string, unknown> {
+  return {
+    type: 'view_submission',
+    team: { id: fake.teamId, domain: 'fake' },
+    user: { id: f.user, username: f.user.toLowerCase(), team_id: fake.teamId },
+    api_app_id: fake.appId,
+    token: 'legacy-verification-token',
+    trigger_id: `trig-${randomUUID()}`,
+    view: { id: `V${randomUUID().slice(0, 8)}`, team_id: fake.teamId, type: 'modal', ...f.view, state: { values: f.values }, hash: 'h', app_id: fake.appId, bot_id: fake.botId },
+    response_urls: [],
+  };
+}
+
+export type { FakeFile, FakeMessage };

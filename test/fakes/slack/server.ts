@@ -1,0 +1,387 @@
+// A fake Slack on 127.0.0.1 that the real @slack/bolt (web-api 8, socket-mode 3) talks to unmodified:
+// Web API under /api/, the Socket Mode link, the upload endpoint, url_private downloads and response_url.
+// Every call is recorded; faults (429 + Retry-After, ok:false codes, HTTP 5xx) are injected per method.
+// Protocol: /work/shared/docs/platform-fakes.md Part B and its "Fake Slack" checklist.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SocketModeLink, type EnvelopeType, type SentEnvelope } from './socket-mode.ts';
+import { SlackStore, fileJson, messageJson, type FakeFile, type FakeMessage } from './store.ts';
+
+export interface FakeSlackOptions {
+  botToken?: string;
+  appToken?: string;
+  teamId?: string;
+  botUserId?: string;
+  botId?: string;
+  appId?: string;
+  /** @defaultValue 3000 */
+  ackWindowMs?: number;
+}
+
+export interface RecordedCall {
+  at: number;
+  kind: 'api' | 'upload' | 'download' | 'response_url' | 'other';
+  /** Web API method (`chat.update`) or the request path. */
+  method: string;
+  token?: string;
+  headers: IncomingMessage['headers'];
+  args: Record<string, unknown>;
+  status: number;
+}
+
+export interface Fault {
+  method: string;
+  /** ok:false with this error code. */
+  error?: string;
+  /** 429 with this Retry-After (integer seconds). */
+  retryAfterSec?: number;
+  /** Any other HTTP status (e.g. 500). */
+  httpStatus?: number;
+  /** How many calls it applies to. @defaultValue 1 */
+  times?: number;
+}
+
+type ApiHandler = (args: Record<string, unknown>, token: string | undefined) => Record<string, unknown>;
+
+const LOGIN_PAGE = '<!DOCTYPE html><html><head><title>Slack</title></head><body><form action="/signin">Sign in to Slack</form></body></html>';
+
+export class FakeSlack {
+  readonly store = new SlackStore();
+  readonly calls: RecordedCall[] = [];
+  readonly link: SocketModeLink;
+  readonly botToken: string;
+  readonly appToken: string;
+  readonly teamId: string;
+  readonly botUserId: string;
+  readonly botId: string;
+  readonly appId: string;
+  private readonly server: Server;
+  private readonly faults: Fault[] = [];
+  private readonly handlers: Record<string, ApiHandler>;
+  private port = 0;
+
+  constructor(options: FakeSlackOptions = {}) {
+    this.botToken = options.botToken ?? 'xoxb-fake-bot-token';
+    this.appToken = options.appToken ?? 'xapp-fake-app-token';
+    this.teamId = options.teamId ?? 'T0FAKE';
+    this.botUserId = options.botUserId ?? 'U0BOT';
+    this.botId = options.botId ?? 'B0BOT';
+    this.appId = options.appId ?? 'A0FAKE';
+    this.link = new SocketModeLink({ ackWindowMs: options.ackWindowMs });
+    this.server = createServer((req, res) => void this.route(req, res));
+    this.server.on('upgrade', (req, socket, head) => this.link.handleUpgrade(req, socket, head));
+    this.handlers = this.apiHandlers();
+    this.store.users.set(this.botUserId, { id: this.botUserId, name: 'blip3o', is_admin: false, is_owner: false, is_bot: true });
+  }
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    this.link.close();
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  get origin(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+  /** For `clientOptions.slackApiUrl` / SLACK_API_URL. */
+  get apiUrl(): string {
+    return `${this.origin}/api/`;
+  }
+  /** For the bot's download allow-list. */
+  get host(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  // ---- test hooks --------------------------------------------------------------------------------------
+
+  inject(fault: Fault): void {
+    this.faults.push({ times: 1, ...fault });
+  }
+
+  addUser(id: string, flags: { isAdmin?: boolean; isOwner?: boolean } = {}): void {
+    this.store.users.set(id, { id, name: id.toLowerCase(), is_admin: flags.isAdmin ?? false, is_owner: flags.isOwner ?? false, is_bot: false });
+  }
+
+  /** A file as if a user had uploaded it; its url_private points here. */
+  seedFile(bytes: Uint8Array, name: string, mimetype: string, serve: FakeFile['serve'] = 'bytes', servedContentType?: string): FakeFile {
+    const id = this.store.nextFileId();
+    const file = this.makeFile(id, name, bytes, mimetype);
+    file.serve = serve;
+    file.servedContentType = servedContentType;
+    file.uploaded = true;
+    this.store.files.set(id, file);
+    return file;
+  }
+
+  /** A user's message (optionally with files, optionally in a thread). */
+  postUserMessage(m: { channel: string; user: string; text: string; files?: FakeFile[]; threadTs?: string }): FakeMessage {
+    return this.store.add({ channel: m.channel, user: m.user, text: m.text, files: m.files, thread_ts: m.threadTs });
+  }
+
+  sendEnvelope(type: EnvelopeType, payload: Record<string, unknown>): SentEnvelope {
+    return this.link.send(type, payload);
+  }
+
+  apiCalls(method: string): RecordedCall[] {
+    return this.calls.filter((c) => c.kind === 'api' && c.method === method);
+  }
+
+  /** Messages the bot wrote (posted or uploaded), in order. */
+  botMessages(channel?: string): FakeMessage[] {
+    return this.store.allMessages().filter((m) => m.bot_id === this.botId && (channel === undefined || m.channel === channel));
+  }
+
+  /** Poll the recorded state until `predicate` returns a value. */
+  async waitFor<T>(predicate: () => T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = predicate();
+      if (value !== undefined && value !== false) return value;
+      if (Date.now() > deadline) throw new Error(`fake slack: timed out after ${timeoutMs} ms waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  // ---- HTTP routing ------------------------------------------------------------------------------------
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.origin);
+    const raw = await readBody(req);
+    const token = bearer(req);
+    const record = (kind: RecordedCall['kind'], method: string, args: Record<string, unknown>, status: number) =>
+      this.calls.push({ at: Date.now(), kind, method, token, headers: req.headers, args, status });
+    try {
+      if (req.method === 'POST' && url.pathname.startsWith('/api/')) {
+        const method = url.pathname.slice('/api/'.length);
+        const args = await parseArgs(req, raw, url);
+        const { status, body, headers } = this.callApi(method, args, token);
+        record('api', method, args, status);
+        return send(res, status, JSON.stringify(body), { 'content-type': 'application/json; charset=utf-8', ...headers });
+      }
+      if (req.method === 'POST' && url.pathname.startsWith('/upload/v1/')) {
+        const status = await this.onUpload(url.pathname.slice('/upload/v1/'.length), req, raw, token);
+        record('upload', url.pathname, {}, status);
+        return send(res, status, status === 200 ? `OK - ${raw.length}` : 'failed', { 'content-type': 'text/plain' });
+      }
+      if (req.method === 'GET' && url.pathname.startsWith('/files-pri/')) return this.onDownload(url, token, res, record);
+      if (req.method === 'GET' && url.pathname === '/signin') {
+        record('other', url.pathname, {}, 200);
+        return send(res, 200, LOGIN_PAGE, { 'content-type': 'text/html; charset=utf-8' });
+      }
+      if (req.method === 'POST' && url.pathname.startsWith('/response/')) {
+        const args = JSON.parse(raw.toString('utf8') || '{}') as Record<string, unknown>;
+        record('response_url', url.pathname, args, 200);
+        return send(res, 200, 'ok', { 'content-type': 'text/plain' });
+      }
+      record('other', url.pathname, {}, 404);
+      send(res, 404, 'not found', { 'content-type': 'text/plain' });
+    } catch (e) {
+      record('other', url.pathname, { error: String(e) }, 500);
+      send(res, 500, String(e), { 'content-type': 'text/plain' });
+    }
+  }
+
+  private callApi(method: string, args: Record<string, unknown>, token: string | undefined) {
+    const fault = this.faults.find((f) => f.method === method && (f.times ?? 1) > 0);
+    if (fault) {
+      fault.times = (fault.times ?? 1) - 1;
+      if (fault.retryAfterSec !== undefined) return { status: 429, body: { ok: false, error: 'ratelimited' }, headers: { 'retry-after': String(fault.retryAfterSec) } };
+      if (fault.httpStatus !== undefined) return { status: fault.httpStatus, body: { ok: false, error: 'fatal_error' }, headers: {} };
+      return { status: 200, body: { ok: false, error: fault.error ?? 'fatal_error' }, headers: {} };
+    }
+    const handler = this.handlers[method];
+    if (!handler) return { status: 200, body: { ok: false, error: 'unknown_method' }, headers: {} };
+    const wantsAppToken = method === 'apps.connections.open';
+    if (token !== (wantsAppToken ? this.appToken : this.botToken)) return { status: 200, body: { ok: false, error: token ? 'invalid_auth' : 'not_authed' }, headers: {} };
+    return { status: 200, body: handler(args, token), headers: {} };
+  }
+
+  private async onUpload(fileId: string, req: IncomingMessage, raw: Buffer, token: string | undefined): Promise<number> {
+    const file = this.store.files.get(fileId);
+    if (!file || file.uploaded || token !== this.botToken) return 403;
+    const form = await new Request('http://fake/upload', { method: 'POST', headers: { 'content-type': String(req.headers['content-type']) }, body: raw }).formData();
+    const part = form.get('body');
+    if (!(part instanceof Blob)) return 400;
+    const bytes = new Uint8Array(await part.arrayBuffer());
+    if (file.declaredLength !== undefined && bytes.length !== file.declaredLength) return 400;
+    file.bytes = bytes;
+    file.size = bytes.length;
+    file.uploaded = true;
+    return 200;
+  }
+
+  private onDownload(url: URL, token: string | undefined, res: ServerResponse, record: (k: RecordedCall['kind'], m: string, a: Record<string, unknown>, s: number) => void): void {
+    // /files-pri/<team>-<file id>/<name> or /files-pri/<team>-<file id>/download/<name>
+    const id = url.pathname.split('/')[2]?.split('-')[1] ?? '';
+    const file = this.store.files.get(id);
+    if (!file) {
+      record('download', url.pathname, {}, 404);
+      return send(res, 404, 'file not found', { 'content-type': 'text/plain' });
+    }
+    if (token !== this.botToken) {
+      // Real Slack redirects an unauthenticated download to the sign-in page (status 200 after redirects).
+      record('download', url.pathname, {}, 302);
+      return send(res, 302, '', { location: `${this.origin}/signin?redir=${encodeURIComponent(url.pathname)}` });
+    }
+    if (file.serve === 'html-login') {
+      record('download', url.pathname, {}, 200);
+      return send(res, 200, LOGIN_PAGE, { 'content-type': 'text/html; charset=utf-8' });
+    }
+    record('download', url.pathname, {}, 200);
+    send(res, 200, Buffer.from(file.bytes), { 'content-type': file.servedContentType ?? file.mimetype, 'content-length': String(file.bytes.length) });
+  }
+
+  private makeFile(id: string, name: string, bytes: Uint8Array, mimetype: string): FakeFile {
+    const safe = encodeURIComponent(name);
+    return {
+      id,
+      name,
+      title: name,
+      mimetype,
+      filetype: name.split('.').pop() ?? 'bin',
+      size: bytes.length,
+      bytes,
+      url_private: `${this.origin}/files-pri/${this.teamId}-${id}/${safe}`,
+      url_private_download: `${this.origin}/files-pri/${this.teamId}-${id}/download/${safe}`,
+      serve: 'bytes',
+      uploaded: false,
+    };
+  }
+
+  // ---- Web API methods -----------------------------------------------------------------------------------
+
+  private apiHandlers(): Record<string, ApiHandler> {
+    const s = this.store;
+    const needMessage = (args: Record<string, unknown>): FakeMessage | undefined => s.find(String(args.channel), String(args.ts));
+    return {
+      'auth.test': () => ({ ok: true, url: 'https://fake.slack.com/', team: 'Fake', user: 'blip3o', team_id: this.teamId, user_id: this.botUserId, bot_id: this.botId, is_enterprise_install: false }),
+      'apps.connections.open': () => ({ ok: true, url: `ws://127.0.0.1:${this.port}/link/?ticket=${this.link.issueTicket()}&app_id=${this.appId}` }),
+      'chat.postMessage': (args) => {
+        if (!args.channel) return { ok: false, error: 'channel_not_found' };
+        const m = s.add({
+          channel: String(args.channel),
+          text: String(args.text ?? ''),
+          bot_id: this.botId,
+          user: this.botUserId,
+          thread_ts: args.thread_ts ? String(args.thread_ts) : undefined,
+          blocks: args.blocks as unknown[] | undefined,
+          metadata: args.metadata as FakeMessage['metadata'],
+        });
+        return { ok: true, channel: m.channel, ts: m.ts, message: messageJson(m, false) };
+      },
+      'chat.update': (args) => {
+        const m = needMessage(args);
+        if (!m) return { ok: false, error: 'message_not_found' };
+        if (m.bot_id !== this.botId) return { ok: false, error: 'cant_update_message' };
+        if (args.text !== undefined) m.text = String(args.text);
+        if (args.blocks !== undefined) m.blocks = args.blocks as unknown[];
+        m.edited = { ts: s.nextTs() };
+        return { ok: true, channel: m.channel, ts: m.ts, text: m.text, message: messageJson(m, false) };
+      },
+      'chat.delete': (args) => {
+        const list = s.messages.get(String(args.channel)) ?? [];
+        const i = list.findIndex((m) => m.ts === String(args.ts));
+        if (i < 0) return { ok: false, error: 'message_not_found' };
+        list.splice(i, 1);
+        return { ok: true, channel: args.channel, ts: args.ts };
+      },
+      'chat.postEphemeral': (args) => ({ ok: true, message_ts: s.nextTs(), channel: args.channel, user: args.user }),
+      'conversations.replies': (args) => {
+        const thread = s.thread(String(args.channel), String(args.ts));
+        if (thread.length === 0) return { ok: false, error: 'thread_not_found' };
+        const withMetadata = args.include_all_metadata === true || args.include_all_metadata === 'true';
+        return { ok: true, messages: thread.map((m) => messageJson(m, withMetadata)), has_more: false, response_metadata: { next_cursor: '' } };
+      },
+      'files.info': (args) => {
+        const f = s.files.get(String(args.file));
+        return f ? { ok: true, file: fileJson(f) } : { ok: false, error: 'file_not_found' };
+      },
+      'files.getUploadURLExternal': (args) => {
+        const id = s.nextFileId();
+        const file = this.makeFile(id, String(args.filename ?? 'file.txt'), new Uint8Array(), 'application/octet-stream');
+        file.declaredLength = Number(args.length);
+        if (args.alt_text) file.altText = String(args.alt_text);
+        s.files.set(id, file);
+        return { ok: true, upload_url: `${this.origin}/upload/v1/${id}`, file_id: id };
+      },
+      'files.completeUploadExternal': (args) => {
+        const entries = (args.files ?? []) as { id: string; title?: string }[];
+        const files: FakeFile[] = [];
+        for (const e of entries) {
+          const f = s.files.get(e.id);
+          if (!f || !f.uploaded) return { ok: false, error: 'file_not_found' };
+          if (e.title) f.title = e.title;
+          f.mimetype = sniffMime(f.bytes);
+          files.push(f);
+        }
+        if (args.channel_id) {
+          s.add({
+            channel: String(args.channel_id),
+            text: String(args.initial_comment ?? ''),
+            bot_id: this.botId,
+            user: this.botUserId,
+            thread_ts: args.thread_ts ? String(args.thread_ts) : undefined,
+            blocks: args.blocks as unknown[] | undefined,
+            files,
+          });
+        }
+        return { ok: true, files: files.map((f) => ({ id: f.id, title: f.title })) };
+      },
+      'users.info': (args) => {
+        const u = s.users.get(String(args.user));
+        return u ? { ok: true, user: { ...u, team_id: this.teamId } } : { ok: false, error: 'user_not_found' };
+      },
+      'views.open': (args) => ({ ok: true, view: { id: `V${s.nextTs().replace('.', '')}`, ...(args.view as Record<string, unknown>) } }),
+    };
+  }
+}
+
+// ---- helpers ----------------------------------------------------------------------------------------------
+
+function send(res: ServerResponse, status: number, body: string | Buffer, headers: Record<string, string>): void {
+  res.writeHead(status, headers);
+  res.end(body);
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function bearer(req: IncomingMessage): string | undefined {
+  const h = req.headers.authorization;
+  return h?.startsWith('Bearer ') ? h.slice('Bearer '.length) : undefined;
+}
+
+/** Form bodies carry objects and arrays as JSON strings (web-api serializeBody); decode those back. */
+async function parseArgs(req: IncomingMessage, raw: Buffer, url: URL): Promise<Record<string, unknown>> {
+  const type = String(req.headers['content-type'] ?? '');
+  const args: Record<string, unknown> = Object.fromEntries(url.searchParams);
+  if (type.startsWith('application/json')) return { ...args, ...(JSON.parse(raw.toString('utf8') || '{}') as Record<string, unknown>) };
+  const params = type.startsWith('multipart/form-data')
+    ? [...(await new Request('http://fake/', { method: 'POST', headers: { 'content-type': type }, body: raw }).formData()).entries()].map(([k, v]) => [k, String(v)] as const)
+    : [...new URLSearchParams(raw.toString('utf8'))];
+  for (const [k, v] of params) args[k] = decodeJsonish(v);
+  return args;
+}
+
+function decodeJsonish(v: string): unknown {
+  if (!/^[[{]/.test(v)) return v;
+  try {
+    return JSON.parse(v) as unknown;
+  } catch {
+    return v;
+  }
+}
+
+function sniffMime(bytes: Uint8Array): string {
+  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return 'image/png';
+  if (bytes[0] === 0xff && bytes[1] === 0xd8) return 'image/jpeg';
+  return 'application/octet-stream';
+}

@@ -1,0 +1,122 @@
+// The fake Slack workspace's state: channels of messages (with threads), uploaded/seeded files and users.
+// Shapes follow the Web API answers a bot sees (/work/shared/docs/platform-fakes.md Part B3).
+
+export interface FakeFile {
+  id: string;
+  name: string;
+  title: string;
+  mimetype: string;
+  filetype: string;
+  size: number;
+  bytes: Uint8Array;
+  altText?: string;
+  url_private: string;
+  url_private_download: string;
+  /** How the download route answers: the bytes, or a login page (what Slack serves a token without files:read). */
+  serve: 'bytes' | 'html-login';
+  /** Content-Type header to send with the bytes; defaults to `mimetype`. */
+  servedContentType?: string;
+  /** Upload bookkeeping: the length promised in files.getUploadURLExternal. */
+  declaredLength?: number;
+  uploaded: boolean;
+}
+
+export interface FakeMessage {
+  type: 'message';
+  ts: string;
+  channel: string;
+  text: string;
+  user?: string;
+  bot_id?: string;
+  thread_ts?: string;
+  blocks?: unknown[];
+  files?: FakeFile[];
+  metadata?: { event_type: string; event_payload: Record<string, unknown> };
+  edited?: { ts: string };
+}
+
+export interface FakeUser {
+  id: string;
+  name: string;
+  is_admin: boolean;
+  is_owner: boolean;
+  is_bot: boolean;
+}
+
+export class SlackStore {
+  readonly messages = new Map<string, FakeMessage[]>();
+  readonly files = new Map<string, FakeFile>();
+  readonly users = new Map<string, FakeUser>();
+  private tsCounter = 0;
+  private fileCounter = 0;
+  private readonly baseSeconds = 1_700_000_000;
+
+  nextTs(): string {
+    this.tsCounter += 1;
+    return `${this.baseSeconds + this.tsCounter}.${String(this.tsCounter).padStart(6, '0')}`;
+  }
+
+  nextFileId(): string {
+    this.fileCounter += 1;
+    return `F${String(this.fileCounter).padStart(10, '0')}`;
+  }
+
+  channel(id: string): FakeMessage[] {
+    let list = this.messages.get(id);
+    if (!list) {
+      list = [];
+      this.messages.set(id, list);
+    }
+    return list;
+  }
+
+  add(message: Omit<FakeMessage, 'type' | 'ts'> & { ts?: string }): FakeMessage {
+    const stored: FakeMessage = { type: 'message', ...message, ts: message.ts ?? this.nextTs() };
+    this.channel(stored.channel).push(stored);
+    return stored;
+  }
+
+  find(channel: string, ts: string): FakeMessage | undefined {
+    return this.messages.get(channel)?.find((m) => m.ts === ts);
+  }
+
+  /** Parent first, then replies in order (conversations.replies). */
+  thread(channel: string, ts: string): FakeMessage[] {
+    const list = this.messages.get(channel) ?? [];
+    const parent = list.find((m) => m.ts === ts);
+    if (!parent) return [];
+    const root = parent.thread_ts ?? parent.ts;
+    return list.filter((m) => m.ts === root || m.thread_ts === root);
+  }
+
+  /** Every message in a channel/thread that carries files (used by tests to find delivered images). */
+  allMessages(): FakeMessage[] {
+    return [...this.messages.values()].flat();
+  }
+}
+
+/** The JSON a Web API answer carries for a file (bytes stripped). */
+export function fileJson(f: FakeFile): Record<string, unknown> {
+  return {
+    id: f.id,
+    name: f.name,
+    title: f.title,
+    mimetype: f.mimetype,
+    filetype: f.filetype,
+    size: f.size,
+    url_private: f.url_private,
+    url_private_download: f.url_private_download,
+    permalink: f.url_private,
+    ...(f.altText ? { alt_txt: f.altText } : {}),
+  };
+}
+
+/** The JSON a Web API answer carries for a message. */
+export function messageJson(m: FakeMessage, withMetadata: boolean): Record<string, unknown> {
+  const { files, metadata, ...rest } = m;
+  return {
+    ...rest,
+    ...(files ? { files: files.map(fileJson) } : {}),
+    ...(withMetadata && metadata ? { metadata } : {}),
+  };
+}
