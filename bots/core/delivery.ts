@@ -1,0 +1,57 @@
+// The delivery consumer: a BullMQ Worker on a delivery queue that posts each JobResult through the platform's
+// PlatformPort, exactly once:
+//   1. parse the result (a malformed one fails at once, never retried);
+//   2. skip it if the delivered-ledger already has its jobId (it was posted; only the ack was lost);
+//   3. fetch the PNG from the blob store, call port.deliver (retried with backoff on any throw);
+//   4. record it in the ledger; then BullMQ marks the delivery job completed.
+// A crash between 3 and 4 calls deliver again on the next try; PlatformPort.deliver is idempotent per jobId.
+import { UnrecoverableError, type Job, type Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { BlobStore } from '../../src/blobs/store.ts';
+import type { Config } from '../../src/config/schema.ts';
+import { ContractError, JobResult, parseContract } from '../../src/jobs/contract.ts';
+import { DeliveryLedger } from '../../src/jobs/ledger.ts';
+import { createQueueWorker } from '../../src/jobs/queue.ts';
+import type { Logger } from '../../src/log.ts';
+import type { PlatformPort } from './port.ts';
+
+export interface DeliveryDeps {
+  config: Readonly<Config>;
+  redis: Redis;
+  blobs: BlobStore;
+  ledger: DeliveryLedger;
+  port: PlatformPort;
+  log: Logger;
+}
+
+/** 'delivered', or 'duplicate' when the ledger shows it was already posted. */
+export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'delivered' | 'duplicate'> {
+  let result: JobResult;
+  try {
+    result = parseContract(JobResult, data, 'job result');
+  } catch (e) {
+    throw e instanceof ContractError ? new UnrecoverableError(e.message) : e;
+  }
+  if (await deps.ledger.isDelivered(result.jobId)) return 'duplicate';
+  let image: Uint8Array | undefined;
+  if (result.image) {
+    image = await deps.blobs.get(result.image.blobKey);
+    if (!image) {
+      // The PNG expired before anyone could post it (bots down longer than blobs.ttlSeconds): say so rather than fail silently.
+      result = { ...result, status: 'failed', image: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
+    }
+  }
+  await deps.port.deliver(result, image);
+  await deps.ledger.markDelivered(result.jobId);
+  deps.log.info({ jobId: result.jobId, status: result.status }, 'delivered');
+  return 'delivered';
+}
+
+export function startDeliveryWorker(deps: DeliveryDeps, queueName: string, concurrency = 4): Worker<JobResult, string> {
+  const worker = createQueueWorker<JobResult, string>(deps.config, deps.redis, queueName, (job: Job<JobResult>) => deliverOne(deps, job.data), {
+    concurrency,
+  });
+  worker.on('failed', (job, err) => deps.log.warn({ jobId: job?.id, attempts: job?.attemptsMade, err: err.message }, 'delivery attempt failed'));
+  worker.on('error', (err) => deps.log.error({ err: err.message }, 'delivery worker error'));
+  return worker;
+}

@@ -1,0 +1,124 @@
+// The progress relay: listens to the jobs queue's events and forwards progress to the PlatformPort whose
+// platform (and, for the CLI, clientId) matches the job's destination, throttled per job. While a job this
+// core submitted is still waiting, every job start elsewhere recomputes its queue position ("queued, 3rd").
+import type { QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
+import { queuePosition } from '../../src/jobs/position.ts';
+import type { JobsQueue } from '../../src/jobs/queue.ts';
+import type { Logger } from '../../src/log.ts';
+import type { PlatformPort } from './port.ts';
+
+export interface RelayDeps {
+  queue: JobsQueue;
+  events: QueueEvents;
+  redis: Redis;
+  /** The port for a destination, or undefined when this process does not serve it. */
+  portFor(destination: Destination): PlatformPort | undefined;
+  /** Minimum milliseconds between two progress calls for one job on a platform. */
+  intervalMs(destination: Destination): number;
+  log: Logger;
+}
+
+interface Tracked {
+  destination: Destination;
+  port: PlatformPort;
+  lastAt: number;
+  pending?: JobProgress;
+  timer?: NodeJS.Timeout;
+  lastPosition?: number;
+  started: boolean;
+}
+
+export class ProgressRelay {
+  private readonly jobs = new Map<string, Tracked | null>(); // null: looked up, not ours
+  private readonly listeners: [string, (...args: never[]) => void][] = [];
+
+  constructor(private readonly deps: RelayDeps) {}
+
+  start(): void {
+    const on = <A extends unknown[]>(event: string, fn: (...args: A) => void) => {
+      this.deps.events.on(event as 'progress', fn as never);
+      this.listeners.push([event, fn as never]);
+    };
+    on('progress', ({ jobId, data }: { jobId: string; data: unknown }) => void this.onProgress(jobId, data));
+    on('active', ({ jobId }: { jobId: string }) => void this.onActive(jobId));
+    const done = ({ jobId }: { jobId: string }) => this.forget(jobId);
+    on('completed', done);
+    on('failed', done);
+    on('removed', done);
+  }
+
+  stop(): void {
+    for (const [event, fn] of this.listeners) this.deps.events.off(event as 'progress', fn as never);
+    for (const t of this.jobs.values()) if (t?.timer) clearTimeout(t.timer);
+    this.jobs.clear();
+  }
+
+  /** Called by submit for jobs this process enqueued, so queue positions are pushed while they wait. */
+  track(jobId: string, destination: Destination, position: number | undefined): void {
+    const port = this.deps.portFor(destination);
+    if (!port) return;
+    this.jobs.set(jobId, { destination, port, lastAt: 0, lastPosition: position, started: false });
+  }
+
+  private forget(jobId: string): void {
+    const t = this.jobs.get(jobId);
+    if (t?.timer) clearTimeout(t.timer);
+    this.jobs.delete(jobId);
+  }
+
+  private async lookup(jobId: string): Promise<Tracked | null> {
+    if (this.jobs.has(jobId)) return this.jobs.get(jobId) ?? null;
+    const job = await this.deps.queue.getJob(jobId);
+    const destination = job?.data?.destination as Destination | undefined;
+    const port = destination ? this.deps.portFor(destination) : undefined;
+    const tracked = destination && port ? { destination, port, lastAt: 0, started: true } : null;
+    this.jobs.set(jobId, tracked);
+    return tracked;
+  }
+
+  private async onProgress(jobId: string, data: unknown): Promise<void> {
+    const parsed = JobProgress.safeParse(data);
+    if (!parsed.success) return;
+    try {
+      const t = await this.lookup(jobId);
+      if (!t) return;
+      t.started = true;
+      this.send(t, parsed.data);
+    } catch (e) {
+      this.deps.log.warn({ jobId, err: (e as Error).message }, 'progress relay lookup failed');
+    }
+  }
+
+  private async onActive(activeId: string): Promise<void> {
+    const t = this.jobs.get(activeId);
+    if (t) t.started = true;
+    for (const [jobId, w] of this.jobs) {
+      if (!w || w.started) continue;
+      const position = await queuePosition(this.deps.redis, this.deps.queue, jobId).catch(() => undefined);
+      if (position === undefined || position === w.lastPosition) continue;
+      w.lastPosition = position;
+      this.send(w, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: position });
+    }
+  }
+
+  /** Leading edge now, then at most one call per interval carrying the newest progress (the trailing one is never dropped). */
+  private send(t: Tracked, progress: JobProgress): void {
+    const interval = this.deps.intervalMs(t.destination);
+    const wait = t.lastAt + interval - Date.now();
+    if (wait <= 0 && !t.timer) return this.fire(t, progress);
+    t.pending = progress;
+    t.timer ??= setTimeout(() => {
+      t.timer = undefined;
+      const p = t.pending;
+      t.pending = undefined;
+      if (p) this.fire(t, p);
+    }, Math.max(0, wait));
+  }
+
+  private fire(t: Tracked, progress: JobProgress): void {
+    t.lastAt = Date.now();
+    t.port.showProgress(t.destination, progress).catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'));
+  }
+}

@@ -1,0 +1,114 @@
+// CommandInput → JobRequest: every check a chat user can fix happens here and throws UserError with a
+// sentence they understand. The result is parsed by the contract schema as well (Redis is a trust boundary,
+// and the worker parses it again on its side).
+import { randomInt } from 'node:crypto';
+import sharp, { type Metadata } from 'sharp';
+import type { Config } from '../../src/config/schema.ts';
+import { AspectRatio } from '../../src/config/schema.ts';
+import {
+  CONTRACT_VERSION,
+  JobRequest,
+  parseContract,
+  type AskRequest,
+  type Destination,
+  type ImagineOptions,
+  type ImagineRequest,
+  type VaryRequest,
+} from '../../src/jobs/contract.ts';
+import { UserError } from '../../src/errors.ts';
+import type { CommandInput, ImageRef } from './port.ts';
+
+/** Formats we decode on the worker (spec: PNG/JPEG/WebP/GIF). */
+const IMAGE_FORMATS = new Set(['png', 'jpeg', 'webp', 'gif']);
+
+export const randomSeed = (): number => randomInt(0, 2 ** 32 - 1);
+
+function intOption(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < min || value > max) throw new UserError('bad_request', `${name} must be a whole number from ${min} to ${max}.`);
+  return value;
+}
+
+export function imagineOptions(config: Config, input: { seed?: number; ditSteps?: number; decoderSteps?: number; guidance?: number; aspect?: string }): ImagineOptions {
+  const g = config.generation;
+  const guidance = input.guidance ?? g.defaultGuidance;
+  if (!Number.isFinite(guidance) || guidance < 0 || guidance > g.maxGuidance) throw new UserError('bad_request', `guidance must be between 0 and ${g.maxGuidance}.`);
+  const aspect = AspectRatio.safeParse(input.aspect ?? g.defaultAspect);
+  if (!aspect.success) throw new UserError('bad_request', `aspect must be one of ${AspectRatio.options.join(', ')}.`);
+  return {
+    seed: intOption('seed', input.seed, randomSeed(), 0, 2 ** 32 - 1),
+    ditSteps: intOption('steps', input.ditSteps, g.defaultDitSteps, 1, g.maxDitSteps),
+    decoderSteps: intOption('decoder steps', input.decoderSteps, g.defaultDecoderSteps, 1, g.maxDecoderSteps),
+    guidance,
+    aspect: aspect.data,
+  };
+}
+
+function checkPrompt(config: Config, prompt: string, required: boolean): string {
+  const text = prompt.trim();
+  if (required && text.length === 0) throw new UserError('bad_request', 'Please describe the image you want.');
+  if (text.length > config.generation.maxPromptChars)
+    throw new UserError('bad_request', `Your prompt is ${text.length} characters; the limit is ${config.generation.maxPromptChars}.`);
+  return text;
+}
+
+/** Size, format and dimension checks from the header only (decompression-bomb guard), before anything is stored. */
+export async function checkImage(config: Config, bytes: Uint8Array): Promise<void> {
+  const u = config.understanding;
+  if (bytes.byteLength > u.maxInputImageBytes)
+    throw new UserError('bad_image', `That image is ${(bytes.byteLength / 2 ** 20).toFixed(1)} MiB; the limit is ${(u.maxInputImageBytes / 2 ** 20).toFixed(0)} MiB.`);
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw new UserError('bad_image', 'That file is not an image I can read (PNG, JPEG, WebP or GIF).', { cause: e });
+  }
+  if (!meta.format || !IMAGE_FORMATS.has(meta.format)) throw new UserError('bad_image', `${meta.format ?? 'That'} images are not supported; use PNG, JPEG, WebP or GIF.`);
+  const w = meta.width ?? 0;
+  const h = meta.height ?? 0;
+  if (w === 0 || h === 0) throw new UserError('bad_image', 'That image has no pixels.');
+  if (w * h > u.maxInputPixels) throw new UserError('bad_image', `That image is ${w}×${h}; the limit is ${u.maxInputPixels.toLocaleString('en')} pixels.`);
+  if (Math.max(w, h) / Math.min(w, h) > u.maxAspectRatio) throw new UserError('bad_image', `That image is too long and thin (${w}×${h}).`);
+}
+
+export interface RequestBase {
+  id: string;
+  destination: Destination;
+  submittedAt: number;
+}
+
+export function imagineRequest(config: Config, base: RequestBase, input: Extract<CommandInput, { command: 'imagine' }>): ImagineRequest {
+  const request = { v: CONTRACT_VERSION, ...base, kind: 'imagine', prompt: checkPrompt(config, input.prompt, true), options: imagineOptions(config, input) };
+  return parseContract(JobRequest, request, 'imagine request') as ImagineRequest;
+}
+
+export function varyRequest(config: Config, base: RequestBase, imageKey: string, input: Extract<CommandInput, { command: 'vary' }>): VaryRequest {
+  const request = { v: CONTRACT_VERSION, ...base, kind: 'vary', imageKey, prompt: checkPrompt(config, input.prompt ?? '', false), options: imagineOptions(config, { seed: input.seed }) };
+  return parseContract(JobRequest, request, 'vary request') as VaryRequest;
+}
+
+export function checkQuestion(config: Config, question: string): string {
+  const text = question.trim();
+  if (text.length === 0) throw new UserError('bad_request', 'Please ask a question about the image.');
+  if (text.length > config.understanding.maxQuestionChars)
+    throw new UserError('bad_request', `Your question is ${text.length} characters; the limit is ${config.understanding.maxQuestionChars}.`);
+  return text;
+}
+
+export function askRequest(config: Config, base: RequestBase, imageKey: string, input: Extract<CommandInput, { command: 'ask' }>): AskRequest {
+  const u = config.understanding;
+  const history = (input.history ?? []).slice(-u.maxHistoryTurns).map((t) => ({ role: t.role, text: t.text.slice(0, u.maxQuestionChars) }));
+  const request = {
+    v: CONTRACT_VERSION,
+    ...base,
+    kind: 'ask',
+    imageKey,
+    question: checkQuestion(config, input.question),
+    history,
+    options: { maxNewTokens: u.maxNewTokens, temperature: u.temperature, topP: u.topP, topK: u.topK, repetitionPenalty: u.repetitionPenalty, seed: randomSeed() },
+  };
+  return parseContract(JobRequest, request, 'ask request') as AskRequest;
+}
+
+/** An image reference must carry bytes, or a URL the adapter's fetcher can download. */
+export type FetchImage = (ref: ImageRef, destination: Destination) => Promise<Uint8Array>;

@@ -1,0 +1,29 @@
+// BlobStore on Redis: one string key per blob, `<prefix>:blob:<input|output>:<uuid>`, SET … EX ttlSeconds.
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { BlobStore } from './store.ts';
+
+export class RedisBlobStore implements BlobStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    /** Seconds a blob lives. @defaultValue config.blobs.ttlSeconds */
+    private readonly ttlSeconds: number,
+  ) {}
+
+  async put(bytes: Uint8Array, hint: 'input' | 'output'): Promise<string> {
+    const key = `${this.prefix}:blob:${hint}:${randomUUID()}`;
+    await this.redis.set(key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'EX', this.ttlSeconds);
+    return key;
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    if (!key.startsWith(`${this.prefix}:blob:`)) return undefined; // keys come from Redis job data: never read outside our space
+    const buf = await this.redis.getBuffer(key);
+    return buf ? new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength) : undefined;
+  }
+
+  async delete(key: string): Promise<void> {
+    if (key.startsWith(`${this.prefix}:blob:`)) await this.redis.del(key);
+  }
+}

@@ -1,0 +1,19 @@
+// Queue position, in one place: the limits helper's fair scheduling uses BullMQ priorities, so this counts
+// both lists BullMQ takes work from. A worker takes from `wait` (FIFO: LPUSH at the head, taken from the
+// tail) before `prioritized` (a sorted set, lowest score first).
+import type { Redis } from 'ioredis';
+import type { JobsQueue } from './queue.ts';
+
+/** 1-based position among jobs not yet started, or undefined if the job is running, finished or unknown. */
+export async function queuePosition(redis: Redis, queue: JobsQueue, jobId: string): Promise<number | undefined> {
+  const [waitLen, waitIdx, prioRank] = await redis
+    .multi()
+    .llen(queue.keys.wait!)
+    .lpos(queue.keys.wait!, jobId)
+    .zrank(queue.keys.prioritized!, jobId)
+    .exec()
+    .then((rows) => (rows ?? []).map(([, v]) => v as number | null));
+  if (typeof waitIdx === 'number') return (waitLen ?? 0) - waitIdx;
+  if (typeof prioRank === 'number') return (waitLen ?? 0) + prioRank + 1;
+  return undefined;
+}

@@ -1,0 +1,85 @@
+// Typed BullMQ factories: every Queue/Worker/QueueEvents of the bot is made here, so job ids, retention,
+// retries and lock timing come from config in one place. Bots and workers both import this (src/ is shared).
+//
+//   bots ──add(JobRequest, jobId = jobIdFor(dedupeKey))──▶ <prefix>:jobs ──Worker (worker/main.ts)──┐
+//   bots ◀──Worker (bots/core/delivery.ts)── <prefix>:delivery-<platform> ◀──add(JobResult, same jobId)┘
+import { createHash } from 'node:crypto';
+import { Queue, QueueEvents, Worker, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config/schema.ts';
+import { QueueNames, type Destination, type JobRequest, type JobResult, type Platform } from './contract.ts';
+
+type QueueConfig = Pick<Config, 'queue'>;
+
+/**
+ * The job id for a submission: a hash of platform + the platform's interaction/message id, so a platform
+ * that delivers the same interaction twice (or a user double-clicking) makes one job. BullMQ ignores
+ * `add` for an id that already exists. BullMQ ids may not contain ':' nor be all digits, hence hex with a letter.
+ */
+export function jobIdFor(platform: Platform, dedupeKey: string): string {
+  return 'j' + createHash('sha256').update(`${platform}\u0000${dedupeKey}`).digest('hex').slice(0, 24);
+}
+
+/**
+ * The delivery queue a result goes to. Discord and Slack: one per platform, consumed by every bot instance of
+ * that platform. CLI: one per CLI invocation (`clientId`), so a result reaches only the process that asked.
+ */
+export function deliveryQueueName(destination: Destination): string {
+  return destination.platform === 'cli' ? `${QueueNames.delivery('cli')}-${destination.clientId}` : QueueNames.delivery(destination.platform);
+}
+
+/** Retries with exponential backoff for transient faults; finished jobs kept a while for dedupe and /status. */
+export function jobOptions(config: QueueConfig): JobsOptions {
+  const q = config.queue;
+  return {
+    attempts: q.attempts,
+    backoff: { type: 'exponential', delay: q.backoffMs },
+    removeOnComplete: { age: q.keepCompletedSeconds },
+    removeOnFail: { age: q.keepFailedSeconds },
+  };
+}
+
+export function deliveryJobOptions(config: QueueConfig): JobsOptions {
+  const q = config.queue;
+  return {
+    attempts: q.deliveryAttempts,
+    backoff: { type: 'exponential', delay: q.deliveryBackoffMs },
+    removeOnComplete: { age: q.keepCompletedSeconds },
+    removeOnFail: { age: q.keepFailedSeconds },
+  };
+}
+
+/** Lock and stall timing shared by every worker (jobs and delivery). */
+export function lockOptions(config: QueueConfig): Pick<WorkerOptions, 'lockDuration' | 'stalledInterval' | 'maxStalledCount'> {
+  return {
+    lockDuration: config.queue.lockDurationMs,
+    stalledInterval: config.queue.stalledIntervalMs,
+    maxStalledCount: config.queue.maxStalledCount,
+  };
+}
+
+export type JobsQueue = Queue<JobRequest>;
+export type DeliveryQueue = Queue<JobResult>;
+
+export function createJobsQueue(config: QueueConfig, connection: Redis): JobsQueue {
+  return new Queue<JobRequest>(QueueNames.jobs, { connection, prefix: config.queue.prefix, defaultJobOptions: jobOptions(config) });
+}
+
+export function createDeliveryQueue(config: QueueConfig, connection: Redis, name: string): DeliveryQueue {
+  return new Queue<JobResult>(name, { connection, prefix: config.queue.prefix, defaultJobOptions: deliveryJobOptions(config) });
+}
+
+export function createJobsEvents(config: QueueConfig, connection: Redis): QueueEvents {
+  return new QueueEvents(QueueNames.jobs, { connection: connection.duplicate(), prefix: config.queue.prefix });
+}
+
+/** A BullMQ Worker with our lock timing. `connection` is duplicated for the blocking connection by BullMQ. */
+export function createQueueWorker<D, R>(
+  config: QueueConfig,
+  connection: Redis,
+  name: string,
+  processor: Processor<D, R>,
+  options: Partial<WorkerOptions> = {},
+): Worker<D, R> {
+  return new Worker<D, R>(name, processor, { connection, prefix: config.queue.prefix, ...lockOptions(config), ...options });
+}
