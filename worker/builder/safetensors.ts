@@ -1,0 +1,312 @@
+// Safetensors reader and writer (format: https://github.com/huggingface/safetensors#format).
+//
+//   [u64 little-endian N][N bytes of JSON header, space padded][data]
+//   header: { "<key>": { dtype, shape, data_offsets: [begin, end] }, "__metadata__"?: {str: str} }
+//   offsets are relative to the first byte after the header.
+//
+// Reading is lazy and per tensor (fs.readSync at the tensor's offset), so converting an 8B checkpoint holds at
+// most one tensor (plus its converted copy) in memory at a time. Sharded checkpoints are joined through
+// model.safetensors.index.json (`weight_map`: key → shard file name).
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { AppError } from '../../src/errors.ts';
+
+export type SafeDType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+const BYTES: Record<SafeDType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+
+export interface TensorInfo {
+  key: string;
+  dtype: SafeDType;
+  shape: number[];
+  /** Absolute byte range in `file`. */
+  begin: number;
+  end: number;
+  file: string;
+}
+
+const MAX_HEADER_BYTES = 100 * 1024 * 1024; // the reference implementation's own limit
+
+const corrupt = (file: string, why: string, cause?: unknown) =>
+  new AppError('model', `${basename(file)} is not a valid safetensors file: ${why}`, { cause, context: { file } });
+
+/** One .safetensors file: the header is parsed and validated on open; tensor bytes are read on demand. */
+export class SafetensorsFile {
+  readonly tensors = new Map<string, TensorInfo>();
+  readonly metadata: Record<string, string>;
+  private fd: number | undefined;
+
+  constructor(readonly path: string) {
+    if (!existsSync(path)) throw new AppError('model', `missing checkpoint file ${path}`, { context: { file: path } });
+    const fd = openSync(path, 'r');
+    this.fd = fd;
+    try {
+      const size = fstatSync(fd).size;
+      if (size < 8) throw corrupt(path, `only ${size} bytes (truncated)`);
+      const lenBuf = Buffer.alloc(8);
+      readSync(fd, lenBuf, 0, 8, 0);
+      const headerLen = Number(lenBuf.readBigUInt64LE(0));
+      if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > size)
+        throw corrupt(path, `header length ${headerLen} does not fit in the ${size}-byte file (truncated or not safetensors)`);
+      const headerBuf = Buffer.alloc(headerLen);
+      readSync(fd, headerBuf, 0, headerLen, 8);
+      let header: Record<string, unknown>;
+      try {
+        header = JSON.parse(headerBuf.toString('utf8')) as Record<string, unknown>;
+      } catch (e) {
+        throw corrupt(path, 'header is not JSON', e);
+      }
+      const dataStart = 8 + headerLen;
+      this.metadata = (header.__metadata__ as Record<string, string> | undefined) ?? {};
+      for (const [key, raw] of Object.entries(header)) {
+        if (key === '__metadata__') continue;
+        const entry = raw as { dtype?: string; shape?: number[]; data_offsets?: number[] };
+        const dtype = entry.dtype as SafeDType;
+        if (!(dtype in BYTES)) throw corrupt(path, `${key} has unsupported dtype ${entry.dtype}`);
+        const [b, e] = entry.data_offsets ?? [];
+        const shape = entry.shape;
+        if (!Array.isArray(shape) || b === undefined || e === undefined) throw corrupt(path, `${key} lacks shape or data_offsets`);
+        const want = shape.reduce((a, d) => a * d, 1) * BYTES[dtype];
+        if (e - b !== want) throw corrupt(path, `${key} ${dtype}[${shape}] needs ${want} bytes, offsets give ${e - b}`);
+        if (dataStart + e > size)
+          throw corrupt(path, `${key} ends at byte ${dataStart + e} but the file has ${size} bytes (truncated)`);
+        this.tensors.set(key, { key, dtype, shape, begin: dataStart + b, end: dataStart + e, file: path });
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  read(info: TensorInfo): Buffer {
+    if (this.fd === undefined) this.fd = openSync(this.path, 'r');
+    const buf = Buffer.alloc(info.end - info.begin);
+    let done = 0;
+    while (done < buf.length) {
+      const n = readSync(this.fd, buf, done, buf.length - done, info.begin + done);
+      if (n === 0) throw corrupt(this.path, `unexpected end of file while reading ${info.key}`);
+      done += n;
+    }
+    return buf;
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/** A whole checkpoint folder: one model.safetensors, or shards joined by model.safetensors.index.json. */
+export class Checkpoint {
+  private readonly files: SafetensorsFile[] = [];
+  private readonly index = new Map<string, { file: SafetensorsFile; info: TensorInfo }>();
+
+  /** `dir` holds `<prefix>.safetensors` or `<prefix>.safetensors.index.json` (prefix `model`, or e.g. `diffusion_pytorch_model.bf16`). */
+  static open(dir: string, prefix = 'model'): Checkpoint {
+    const indexPath = join(dir, `${prefix}.safetensors.index.json`);
+    const single = join(dir, `${prefix}.safetensors`);
+    if (existsSync(indexPath)) {
+      let weightMap: Record<string, string>;
+      try {
+        weightMap = (JSON.parse(readFileSync(indexPath, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+      } catch (e) {
+        throw new AppError('model', `${indexPath} is not a valid safetensors index`, { cause: e });
+      }
+      const shards = [...new Set(Object.values(weightMap))].sort();
+      const ckpt = new Checkpoint(shards.map((s) => join(dir, s)));
+      for (const [key, shard] of Object.entries(weightMap)) {
+        const hit = ckpt.index.get(key);
+        if (!hit || basename(hit.file.path) !== shard)
+          throw new AppError('model', `index says ${key} is in ${shard}, but that shard does not hold it`, { context: { key, shard } });
+      }
+      return ckpt;
+    }
+    if (existsSync(single)) return new Checkpoint([single]);
+    throw new AppError('model', `no ${prefix}.safetensors or ${prefix}.safetensors.index.json in ${dir}`, { context: { dir } });
+  }
+
+  constructor(paths: string[]) {
+    for (const p of paths) {
+      const f = new SafetensorsFile(p);
+      this.files.push(f);
+      for (const info of f.tensors.values()) {
+        if (this.index.has(info.key)) throw new AppError('model', `${info.key} appears in two shards`, { context: { key: info.key } });
+        this.index.set(info.key, { file: f, info });
+      }
+    }
+  }
+
+  keys(): string[] {
+    return [...this.index.keys()];
+  }
+  info(key: string): TensorInfo | undefined {
+    return this.index.get(key)?.info;
+  }
+  /** Raw little-endian bytes in the stored dtype. */
+  readRaw(key: string): { info: TensorInfo; bytes: Buffer } {
+    const hit = this.index.get(key);
+    if (!hit) throw new AppError('model', `checkpoint has no tensor ${key}`, { context: { key } });
+    return { info: hit.info, bytes: hit.file.read(hit.info) };
+  }
+  /** Any float dtype, widened to fp32. */
+  readFloat32(key: string): Float32Array {
+    const { info, bytes } = this.readRaw(key);
+    return toFloat32(info.dtype, bytes);
+  }
+  close(): void {
+    for (const f of this.files) f.close();
+  }
+}
+
+// --- dtype conversion ------------------------------------------------------------------------------------------
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** bf16 is the top half of an fp32. */
+export function bf16ToF32(h: number): number {
+  u32[0] = h << 16;
+  return f32[0]!;
+}
+/** Round-to-nearest-even, as torch does; NaN stays NaN. */
+export function f32ToBf16(x: number): number {
+  f32[0] = x;
+  const u = u32[0]!;
+  if ((u & 0x7fffffff) > 0x7f800000) return 0x7fc0;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+export function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+/** IEEE half, round-to-nearest-even, overflow → ±inf. */
+export function f32ToF16(x: number): number {
+  f32[0] = x;
+  const u = u32[0]!;
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  let mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && half & 1)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
+  return sign | half; // a carry out of the mantissa bumps the exponent: still the correct rounding (up to inf)
+}
+
+export function toFloat32(dtype: SafeDType, bytes: Uint8Array): Float32Array {
+  const n = bytes.byteLength / BYTES[dtype];
+  const out = new Float32Array(n);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  switch (dtype) {
+    case 'F32':
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+      return out;
+    case 'F16':
+      for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(i * 2, true));
+      return out;
+    case 'BF16':
+      for (let i = 0; i < n; i++) out[i] = bf16ToF32(dv.getUint16(i * 2, true));
+      return out;
+    case 'F64':
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true);
+      return out;
+    default:
+      throw new AppError('model', `cannot read ${dtype} as float`);
+  }
+}
+
+export function fromFloat32(dtype: 'F32' | 'F16' | 'BF16', values: Float32Array): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+  const out = new Uint16Array(values.length);
+  const conv = dtype === 'F16' ? f32ToF16 : f32ToBf16;
+  for (let i = 0; i < values.length; i++) out[i] = conv(values[i]!);
+  return new Uint8Array(out.buffer);
+}
+
+// --- writer ----------------------------------------------------------------------------------------------------
+
+export interface TensorToWrite {
+  key: string;
+  dtype: SafeDType;
+  shape: number[];
+  data: Uint8Array;
+}
+
+/** Writes one safetensors file; keys are sorted so the same tensors always give the same bytes. */
+export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata: Record<string, string> = { format: 'pt' }): void {
+  const sorted = [...tensors].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const t of sorted) {
+    const want = t.shape.reduce((a, d) => a * d, 1) * BYTES[t.dtype];
+    if (want !== t.data.byteLength) throw new AppError('internal', `${t.key}: ${t.data.byteLength} bytes for ${t.dtype}[${t.shape}]`);
+    header[t.key] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + want] };
+    offset += want;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const headerBytes = Buffer.from(json, 'utf8');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(headerBytes.length));
+  const fd = openSync(path, 'w');
+  try {
+    writeSync(fd, len);
+    writeSync(fd, headerBytes);
+    for (const t of sorted) writeSync(fd, t.data);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes `model-0000k-of-0000n.safetensors` shards of at most `maxShardBytes` plus the index, like HF `save_pretrained`. */
+export function writeShardedSafetensors(dir: string, tensors: TensorToWrite[], maxShardBytes: number, prefix = 'model'): void {
+  const sorted = [...tensors].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const shards: TensorToWrite[][] = [[]];
+  let size = 0;
+  for (const t of sorted) {
+    if (size > 0 && size + t.data.byteLength > maxShardBytes) {
+      shards.push([]);
+      size = 0;
+    }
+    shards[shards.length - 1]!.push(t);
+    size += t.data.byteLength;
+  }
+  const n = shards.length;
+  const pad = (i: number) => String(i).padStart(5, '0');
+  const weightMap: Record<string, string> = {};
+  let total = 0;
+  shards.forEach((shard, i) => {
+    const name = `${prefix}-${pad(i + 1)}-of-${pad(n)}.safetensors`;
+    writeSafetensors(join(dir, name), shard);
+    for (const t of shard) {
+      weightMap[t.key] = name;
+      total += t.data.byteLength;
+    }
+  });
+  const index = { metadata: { total_size: total }, weight_map: weightMap };
+  writeFileSyncText(join(dir, `${prefix}.safetensors.index.json`), JSON.stringify(index, null, 2) + '\n');
+}
+
+function writeFileSyncText(path: string, text: string): void {
+  const fd = openSync(path, 'w');
+  try {
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+}
