@@ -325,3 +325,49 @@ export function visionRotaryTable(positions: Int32Array, headDim: number, theta 
   }
   return { cos, sin };
 }
+
+/** A typed array with its dims: what the vision graph takes for each input. */
+export interface Feed<T> {
+  data: T;
+  dims: number[];
+}
+export interface VisionFeeds {
+  pixel_values: Feed<Float32Array>;
+  window_index: Feed<BigInt64Array>;
+  window_id: Feed<BigInt64Array>;
+  cos: Feed<Float32Array>;
+  sin: Feed<Float32Array>;
+  reverse_index: Feed<BigInt64Array>;
+}
+
+/**
+ * The inputs of worker/builder/architectures/qwen2_5_vl_vision.ts for one preprocessed image: the patch rows, the
+ * patch-level window permutation, each patch's window id in window order (the mask the windowed blocks use), the
+ * rotary table in window order and the inverse merged-token permutation.
+ */
+export function visionFeeds(image: PreprocessedImage, g: PatchGeometry, windowSize: number, headDim: number): VisionFeeds {
+  const unit = g.mergeSize * g.mergeSize;
+  const n = image.grid.t * image.grid.h * image.grid.w;
+  const order = windowOrder(image.grid, g, windowSize);
+  const perm = patchPermutation(order.windowIndex, unit);
+  const windowId = new BigInt64Array(n);
+  for (let w = 0; w + 1 < order.cuWindowSeqlens.length; w++) {
+    windowId.fill(BigInt(w), order.cuWindowSeqlens[w] as number, order.cuWindowSeqlens[w + 1] as number);
+  }
+  const positions = patchPositions(image.grid, g);
+  const permuted = new Int32Array(n * 2);
+  perm.forEach((src, k) => {
+    permuted[2 * k] = positions[2 * src] as number;
+    permuted[2 * k + 1] = positions[2 * src + 1] as number;
+  });
+  const { cos, sin } = visionRotaryTable(permuted, headDim);
+  const i64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
+  return {
+    pixel_values: { data: image.pixelValues, dims: [n, image.pixelValues.length / n] },
+    window_index: { data: i64(perm), dims: [n] },
+    window_id: { data: windowId, dims: [n] },
+    cos: { data: cos, dims: [n, headDim] },
+    sin: { data: sin, dims: [n, headDim] },
+    reverse_index: { data: i64(order.reverseIndex), dims: [order.reverseIndex.length] },
+  };
+}
