@@ -186,7 +186,7 @@ export class FakeSlack {
     }
   }
 
-  private callApi(method: string, args: Record<string, unknown>, token: string | undefined) {
+  private callApi(method: string, args: Record<string, unknown>, token: string | undefined): { status: number; body: Record<string, unknown>; headers: Record<string, string> } {
     const fault = this.faults.find((f) => f.method === method && (f.times ?? 1) > 0);
     if (fault) {
       fault.times = (fault.times ?? 1) - 1;

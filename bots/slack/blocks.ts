@@ -1,0 +1,134 @@
+// Block Kit for the one status message a job keeps updating (queue position → stage and step → done) and for
+// the result posted in its thread (image with Re-roll / Vary, or an answer). Every message also carries a plain
+// `text`, which Slack shows in notifications and screen readers read; tests read it too.
+import type { JobProgress, JobResult, Stage } from '../../src/jobs/contract.ts';
+
+/** action_id of each button; `value` is always the job id. */
+export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel' } as const;
+/** callback_id of the message shortcut and of the modal it opens. */
+export const SHORTCUT_ASK = 'blip3o_ask_about_image';
+export const VIEW_ASK = 'blip3o_ask_view';
+
+export interface SlackMessage {
+  text: string;
+  blocks: Record<string, unknown>[];
+}
+
+const STAGE_LABEL: Record<Stage, string> = {
+  queued: 'Queued',
+  loading: 'Loading the model',
+  conditioning: 'Reading the prompt',
+  features: 'Drawing',
+  decoding: 'Decoding pixels',
+  encoding: 'Looking at the image',
+  answering: 'Writing the answer',
+};
+
+/** Slack mrkdwn treats &, < and > as control characters. */
+export function escapeMrkdwn(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function clip(s: string, max: number): string {
+  return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
+}
+
+function bar(step: number, total: number): string {
+  const cells = 12;
+  const filled = total > 0 ? Math.min(cells, Math.round((step / total) * cells)) : 0;
+  return `${'▓'.repeat(filled)}${'░'.repeat(cells - filled)}`;
+}
+
+function button(text: string, actionId: string, jobId: string, style?: 'primary' | 'danger'): Record<string, unknown> {
+  return { type: 'button', text: { type: 'plain_text', text }, action_id: actionId, value: jobId, ...(style ? { style } : {}) };
+}
+
+function section(text: string): Record<string, unknown> {
+  return { type: 'section', text: { type: 'mrkdwn', text: clip(text, 3000) } };
+}
+
+/** One line saying what the job is: the prompt or the question. */
+export function headline(kind: 'imagine' | 'vary' | 'ask', subject: string): string {
+  const icon = kind === 'ask' ? ':speech_balloon:' : ':art:';
+  return `${icon} ${escapeMrkdwn(clip(subject, 200))}`;
+}
+
+/** Plain text of a progress state, e.g. "Queued: position 2" or "Drawing 12/30". */
+export function progressText(p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition'>): string {
+  if (p.stage === 'queued') return p.queuePosition ? `Queued: position ${p.queuePosition}` : 'Queued';
+  return p.total > 0 ? `${STAGE_LABEL[p.stage]} ${p.step}/${p.total}` : STAGE_LABEL[p.stage];
+}
+
+/** The status message while a job waits or runs; Cancel stays available until it finishes. */
+export function statusMessage(jobId: string, title: string, p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'partialText'>): SlackMessage {
+  const line = progressText(p);
+  const detail = p.stage === 'queued' || p.total === 0 ? `*${line}*` : `*${line}*  \`${bar(p.step, p.total)}\``;
+  const blocks = [section(`${title}\n${detail}`)];
+  if (p.partialText) blocks.push(section(escapeMrkdwn(p.partialText)));
+  blocks.push({ type: 'actions', block_id: 'status', elements: [button('Cancel', ACTION.cancel, jobId, 'danger')] });
+  return { text: line, blocks };
+}
+
+/** The status message once the job is over: no Cancel; the result itself is in the thread. */
+export function finalStatusMessage(title: string, result: JobResult): SlackMessage {
+  const line =
+    result.status === 'succeeded'
+      ? result.kind === 'ask'
+        ? 'Answered in the thread'
+        : 'Done: the image is in the thread'
+      : result.status === 'cancelled'
+        ? 'Cancelled'
+        : failureText(result);
+  return { text: line, blocks: [section(`${title}\n*${escapeMrkdwn(line)}*`)] };
+}
+
+/** What a failed job tells the user: its own message when safe to show, else a reference for the operator. */
+export function failureText(result: JobResult): string {
+  if (result.error?.userFacing) return result.error.message;
+  return `Something went wrong on our side (ref ${result.jobId}).`;
+}
+
+/** Blocks that go with the uploaded image: what was drawn, with which settings, and the buttons. */
+export function imageResultMessage(result: JobResult): SlackMessage {
+  const image = result.image;
+  const prompt = image?.prompt ?? '';
+  const settings = image ? `seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}` : '';
+  return {
+    text: `Here is “${clip(prompt, 200)}”`,
+    blocks: [
+      section(`${headline(result.kind, prompt)}\n${settings}`),
+      {
+        type: 'actions',
+        block_id: 'result',
+        elements: [button('Re-roll', ACTION.reroll, result.jobId, 'primary'), button('Vary', ACTION.vary, result.jobId)],
+      },
+    ],
+  };
+}
+
+/** Slack's limit for one section's text is 3000 characters; answers longer than that go as several sections. */
+export function answerMessage(text: string): SlackMessage {
+  const chunks: string[] = [];
+  for (let i = 0; i < text.length; i += 2900) chunks.push(text.slice(i, i + 2900));
+  return { text: clip(text, 3900), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };
+}
+
+/** The modal the "Ask about this image" shortcut opens; private_metadata carries where the image is. */
+export function askModal(privateMetadata: string): Record<string, unknown> {
+  return {
+    type: 'modal',
+    callback_id: VIEW_ASK,
+    private_metadata: privateMetadata,
+    title: { type: 'plain_text', text: 'Ask about this image' },
+    submit: { type: 'plain_text', text: 'Ask' },
+    close: { type: 'plain_text', text: 'Cancel' },
+    blocks: [
+      {
+        type: 'input',
+        block_id: 'question',
+        label: { type: 'plain_text', text: 'Your question' },
+        element: { type: 'plain_text_input', action_id: 'value', multiline: true, max_length: 2000 },
+      },
+    ],
+  };
+}

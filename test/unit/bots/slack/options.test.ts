@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { UserError } from '../../../../src/errors.ts';
+import { IMAGINE_USAGE, normalizeSlackText, parseImagine } from '../../../../bots/slack/options.ts';
+
+const limits = { maxPromptChars: 100, maxDitSteps: 100, maxDecoderSteps: 150, maxGuidance: 20 };
+
+function userError(text: string): UserError {
+  try {
+    parseImagine(text, limits);
+  } catch (e) {
+    expect(e).toBeInstanceOf(UserError);
+    return e as UserError;
+  }
+  throw new Error(`expected "${text}" to be refused`);
+}
+
+describe('parseImagine', () => {
+  it('reads the prompt and every option, in any order', () => {
+    expect(parseImagine('a fox --seed 7 --ar 16:9 in snow --steps 20 --decoder-steps 40 --guidance 4.5', limits)).toEqual({
+      command: 'imagine',
+      prompt: 'a fox in snow',
+      seed: 7,
+      aspect: '16:9',
+      ditSteps: 20,
+      decoderSteps: 40,
+      guidance: 4.5,
+    });
+    expect(parseImagine('a fox --aspect=9:16 --cfg=3', limits)).toEqual({ command: 'imagine', prompt: 'a fox', aspect: '9:16', guidance: 3 });
+    expect(parseImagine('  just a prompt  ', limits)).toEqual({ command: 'imagine', prompt: 'just a prompt' });
+  });
+
+  it("undoes Slack's smart dashes and quotes", () => {
+    expect(normalizeSlackText('a \u201cfox\u201d \u2014seed 7 \u2013ar 1:1')).toBe('a "fox" --seed 7 --ar 1:1');
+    expect(parseImagine('a fox \u2014seed 7', limits)).toMatchObject({ prompt: 'a fox', seed: 7 });
+    expect(parseImagine('red\u2014blue fox', limits).prompt).toBe('red\u2014blue fox');
+  });
+
+  it('refuses bad options with a message naming the problem and the usage', () => {
+    expect(userError('a fox --sede 7').message).toMatch(/Unknown option `--sede`[\s\S]*Usage: `\/imagine/);
+    expect(userError('a fox --seed seven').message).toMatch(/`--seed` needs a whole number, not `seven`/);
+    expect(userError('a fox --seed -1').message).toMatch(/`--seed` needs a whole number, not `-1`/);
+    expect(userError('a fox --ar 5:4').message).toMatch(/`--ar 5:4` is not a supported aspect ratio/);
+    expect(userError('a fox --steps 500').message).toMatch(/between 1 and 100; you gave 500/);
+    expect(userError('a fox --guidance 99').message).toMatch(/at most 20/);
+    expect(userError('a fox --seed 1 --seed 2').message).toMatch(/given twice/);
+    expect(userError('a fox --seed').message).toMatch(/needs a value/);
+    expect(userError('--seed 3').message).toMatch(/Tell me what to draw/);
+    expect(userError('x'.repeat(101)).message).toBe('Your prompt is 101 characters; the limit is 100.');
+    expect(userError('--help').message).toBe(IMAGINE_USAGE);
+    expect(userError('').code).toBe('bad_request');
+  });
+});
