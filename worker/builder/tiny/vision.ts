@@ -1,0 +1,65 @@
+// Tiny random weights for the Qwen2.5-VL vision tower (`visual.*` in the root shards) with the real key names and
+// layouts (spec §1.3) at toy sizes, plus the matching `vision_config`. The patch geometry (14 px, 2 frames, 2×2
+// merge, 112 px windows) is the real one, so preprocessing, window order and M-RoPE run exactly as on the real
+// model; only the widths and depth shrink. Deterministic: the same seed gives the same bytes.
+import { GaussianRng } from '../../pipeline/rng.ts';
+import type { VisionConfig } from '../architectures/qwen2_5_vl_vision.ts';
+import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
+
+/** vision_config for the tiny checkpoint; `out_hidden_size` must be the LLM hidden size. */
+export function tinyVisionConfig(outHiddenSize: number): VisionConfig {
+  return {
+    depth: 4,
+    hidden_size: 32,
+    num_heads: 2, // head_dim 16: the 2-D rotary needs head_dim divisible by 4
+    intermediate_size: 44, // a width no ratio of 32 gives, so a builder that guesses it fails
+    out_hidden_size: outHiddenSize,
+    in_chans: 3,
+    patch_size: 14,
+    temporal_patch_size: 2,
+    spatial_merge_size: 2,
+    window_size: 112,
+    fullatt_block_indexes: [1, 3], // windowed, full, windowed, full (the real tower: every 8th block)
+    hidden_act: 'silu',
+  };
+}
+
+/** Random tensors: N(0, 1/fan_in) matrices, norm weights near 1, small biases. */
+export function tinyVisionTensors(cfg: VisionConfig, seed = 4, dtype: 'F32' | 'F16' | 'BF16' = 'BF16'): TensorToWrite[] {
+  const rng = new GaussianRng(seed, 21);
+  const out: TensorToWrite[] = [];
+  const put = (key: string, shape: number[], kind: 'matrix' | 'norm' | 'bias', fanIn = shape.slice(1).reduce((a, b) => a * b, 1)) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const z = rng.nextGaussian();
+      v[i] = kind === 'matrix' ? z / Math.sqrt(fanIn) : kind === 'norm' ? 1 + 0.1 * z : 0.05 * z;
+    }
+    out.push({ key: `visual.${key}`, dtype, shape, data: fromFloat32(dtype, v) });
+  };
+  const D = cfg.hidden_size;
+  const I = cfg.intermediate_size;
+  const wide = D * cfg.spatial_merge_size ** 2;
+  put('patch_embed.proj.weight', [D, cfg.in_chans, cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size], 'matrix');
+  for (let l = 0; l < cfg.depth; l++) {
+    const p = `blocks.${l}.`;
+    put(`${p}norm1.weight`, [D], 'norm');
+    put(`${p}norm2.weight`, [D], 'norm');
+    put(`${p}attn.qkv.weight`, [3 * D, D], 'matrix');
+    put(`${p}attn.qkv.bias`, [3 * D], 'bias');
+    put(`${p}attn.proj.weight`, [D, D], 'matrix');
+    put(`${p}attn.proj.bias`, [D], 'bias');
+    put(`${p}mlp.gate_proj.weight`, [I, D], 'matrix');
+    put(`${p}mlp.gate_proj.bias`, [I], 'bias');
+    put(`${p}mlp.up_proj.weight`, [I, D], 'matrix');
+    put(`${p}mlp.up_proj.bias`, [I], 'bias');
+    put(`${p}mlp.down_proj.weight`, [D, I], 'matrix');
+    put(`${p}mlp.down_proj.bias`, [D], 'bias');
+  }
+  put('merger.ln_q.weight', [D], 'norm');
+  put('merger.mlp.0.weight', [wide, wide], 'matrix');
+  put('merger.mlp.0.bias', [wide], 'bias');
+  put('merger.mlp.2.weight', [cfg.out_hidden_size, wide], 'matrix');
+  put('merger.mlp.2.bias', [cfg.out_hidden_size], 'bias');
+  return out;
+}
