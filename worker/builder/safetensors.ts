@@ -233,8 +233,14 @@ export function toFloat32(dtype: SafeDType, bytes: Uint8Array): Float32Array {
 export function fromFloat32(dtype: 'F32' | 'F16' | 'BF16', values: Float32Array): Uint8Array {
   if (dtype === 'F32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
   const out = new Uint16Array(values.length);
-  const conv = dtype === 'F16' ? f32ToF16 : f32ToBf16;
-  for (let i = 0; i < values.length; i++) out[i] = conv(values[i]!);
+  if (dtype === 'BF16') {
+    // inlined f32ToBf16 over the bit patterns (this runs over every weight of a checkpoint)
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < bits.length; i++) {
+      const u = bits[i]!;
+      out[i] = (u & 0x7fffffff) > 0x7f800000 ? 0x7fc0 : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+  } else for (let i = 0; i < values.length; i++) out[i] = f32ToF16(values[i]!);
   return new Uint8Array(out.buffer);
 }
 

@@ -1,0 +1,69 @@
+// `npm run model -- make-tiny <dir>`: a complete BLIP3-o-shaped snapshot at toy sizes, with the real key names,
+// the real vocabulary (151668 ids) and real tokenizer files, so every graph, the tokenizer and the end-to-end
+// pipeline can be tested on CPU in seconds. Deterministic: the same bytes every run (no clocks, no unseeded
+// randomness, sorted keys). Each component is one entry of the explicit table below; a component adds tensors
+// to the root shards, sections to config.json, and/or files of its own (diffusion-decoder/…).
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { writeShardedSafetensors, type TensorToWrite } from '../safetensors.ts';
+import { evaClipComponent } from './eva_clip.ts';
+import { llmComponent, TINY_TEXT } from './llm.ts';
+import { tokenizerComponent } from './tokenizer.ts';
+
+export interface TinyContext {
+  readonly dir: string;
+  /** The text-model sizes every other component conditions on (hidden_size = H, …). */
+  readonly text: typeof TINY_TEXT;
+  /** Root config.json, written after every component ran; components add their fields and sections. */
+  readonly config: Record<string, unknown>;
+  /** Tensors for the root `model-0000k-of-0000n.safetensors` shards (sharded and indexed at the end). */
+  addRootTensors(tensors: TensorToWrite[]): void;
+  /** Writes a file under the snapshot dir (parent folders created). */
+  writeFile(relPath: string, data: string | Uint8Array): void;
+  writeJson(relPath: string, value: unknown): void;
+}
+
+export interface TinyComponent {
+  name: string;
+  write(ctx: TinyContext): void;
+}
+
+/** The components, in order. Vision tower (helper V), DiT and diffusion-decoder/ (helper G) add one line each. */
+export const TINY_COMPONENTS: readonly TinyComponent[] = [llmComponent, tokenizerComponent, evaClipComponent];
+
+/** Root shards are capped at this size so the tiny snapshot is sharded and indexed like a real one. */
+const SHARD_BYTES = 16 * 1024 * 1024;
+
+export function makeTiny(dir: string, components: readonly TinyComponent[] = TINY_COMPONENTS): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const root: TensorToWrite[] = [];
+  const config: Record<string, unknown> = {};
+  const writeFile = (rel: string, data: string | Uint8Array) => {
+    const p = join(dir, rel);
+    mkdirSync(dirname(p), { recursive: true });
+    writeFileSync(p, data);
+  };
+  const ctx: TinyContext = {
+    dir,
+    text: TINY_TEXT,
+    config,
+    addRootTensors: (t) => root.push(...t),
+    writeFile,
+    writeJson: (rel, v) => writeFile(rel, JSON.stringify(v, null, 2) + '\n'),
+  };
+  for (const c of components) c.write(ctx);
+  const seen = new Set<string>();
+  for (const t of root) {
+    if (seen.has(t.key)) throw new Error(`tiny checkpoint: ${t.key} written twice`);
+    seen.add(t.key);
+  }
+  writeShardedSafetensors(dir, root, SHARD_BYTES);
+  ctx.writeJson('config.json', sortKeys(config));
+}
+
+function sortKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]));
+  return v;
+}
