@@ -1,0 +1,195 @@
+// Fair dispatch on top of BullMQ OSS (no groups): start-time fair queueing, realised with BullMQ priorities.
+// See docs/limits.md for the whole design; in short:
+//
+//   submit ──add(parked: delayed 30 days, priority MAX)──▶ BullMQ        (nothing a worker can take yet)
+//          ──enqueue(jobId, channel, user)──▶ sched Lua: line up in the channel (users round-robin);
+//                                             if the channel has no job released, release its first one:
+//   release = changePriority(tag) + promote  where tag = V + 1          (V = tag of the last job started)
+//   worker takes the lowest tag ──started(jobId)──▶ V = its tag; release the channel's next job at V + 1
+//
+// At any moment each channel has at most one job released, so BullMQ's own priority order (lowest first,
+// FIFO among equals) becomes round-robin across channels: a channel with 100 jobs waiting has one in the
+// running for the next slot, like every other channel. Within a channel, jobs are lined up by per-user
+// rounds (a user's n-th waiting job goes in round n), so users in one channel also take turns.
+import { DelayedError, Job, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config/schema.ts';
+import { channelKey, QueueNames, type Destination } from '../jobs/contract.ts';
+import { enqueueLua, forgetLua, pauseLua, positionLua, repairLua, resumeLua, startedLua } from './scripts.ts';
+
+/** BullMQ's largest priority; parked jobs carry it, released ones carry a smaller tag. */
+export const MAX_PRIORITY = 2_097_151; // BullMQ 6 validates 0 ≤ priority ≤ 2^21 - 1
+/**
+ * Parked jobs sit in BullMQ's delayed set this long. Only a safety net: the scheduler releases them; should all of
+ * its bookkeeping be lost, BullMQ itself releases them after this (in arrival order, no longer fair).
+ */
+export const PARK_MS = 30 * 24 * 3600 * 1000;
+
+export interface Promotion {
+  jobId: string;
+  priority: number;
+}
+
+export type QueuePlace =
+  | { state: 'queued'; position: number }
+  /** The channel is paused; `position` is the place in that channel's own line. */
+  | { state: 'held'; position: number }
+  /** Not waiting with the scheduler: running, finished, removed or unknown. */
+  | { state: 'none' };
+
+export interface ChannelQueue {
+  channelKey: string;
+  queued: number;
+  paused: boolean;
+  /** The job released to BullMQ for this channel and its priority, if any. */
+  head?: { jobId: string; priority: number };
+}
+
+export interface FairScheduler {
+  /** Job options for `queue.add`: the job starts parked, so nothing runs before `enqueue` lines it up. */
+  parkedOptions(): { priority: number; delay: number };
+  /** Line the job up (after `queue.add` with parkedOptions). Duplicate calls are harmless. */
+  enqueue(jobId: string, destination: Destination): Promise<void>;
+  /**
+   * A worker took the job: advance the clock and release the channel's next job. `held`: the channel is paused, and
+   * the worker must park the job again (job.moveToDelayed(Date.now() + PARK_MS, token) then throw DelayedError).
+   */
+  started(jobId: string): Promise<{ held: boolean }>;
+  /** The job was removed before it started (cancel, purge): give its turn to the next job of its channel. */
+  forget(jobId: string): Promise<void>;
+  pause(channelKey: string): Promise<void>;
+  resume(channelKey: string): Promise<void>;
+  position(jobId: string): Promise<QueuePlace>;
+  /** Heal what a process dying mid-way left behind; safe to run at any time from any process. */
+  repair(): Promise<void>;
+  /** Waiting jobs per channel, and whether each is paused. */
+  channels(): Promise<ChannelQueue[]>;
+  /** Jobs still waiting (not started), with their channel and user keys. */
+  waitingJobs(): Promise<{ jobId: string; channelKey: string; userKey: string }[]>;
+  isPaused(channelKey: string): Promise<boolean>;
+}
+
+interface SchedulerCommands {
+  blip3oSchedEnqueue(...args: (string | number)[]): Promise<(string | number)[]>;
+  blip3oSchedStarted(...args: (string | number)[]): Promise<(string | number)[]>;
+  blip3oSchedForget(...args: (string | number)[]): Promise<(string | number)[]>;
+  blip3oSchedPause(...args: (string | number)[]): Promise<number>;
+  blip3oSchedResume(...args: (string | number)[]): Promise<(string | number)[]>;
+  blip3oSchedRepair(...args: (string | number)[]): Promise<(string | number)[]>;
+  blip3oSchedPosition(...args: (string | number)[]): Promise<number[]>;
+}
+
+function defineCommands(redis: Redis): Redis & SchedulerCommands {
+  const r = redis as Redis & Partial<SchedulerCommands>;
+  if (typeof r.blip3oSchedEnqueue !== 'function') {
+    const scripts = { Enqueue: enqueueLua, Started: startedLua, Forget: forgetLua, Pause: pauseLua, Resume: resumeLua, Repair: repairLua, Position: positionLua };
+    for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(`blip3oSched${name}`, { numberOfKeys: 0, lua });
+  }
+  return r as Redis & SchedulerCommands;
+}
+
+/** The user a job is scheduled under inside its channel (the same id the limiter uses). */
+export const userKeyOf = (d: Destination) => `${d.platform}:${d.userId}`;
+
+export interface SchedulerOptions {
+  /** Largest priority handed out before tags are rebased (tests lower it). @defaultValue MAX_PRIORITY */
+  maxPriority?: number;
+}
+
+/**
+ * `redis`: a command connection (no blocking). `queue`: the jobs queue, used to release jobs (changePriority +
+ * promote); its keys name the BullMQ job hashes the scripts read.
+ */
+export function createFairScheduler(redis: Redis, config: Pick<Config, 'queue'>, queue: Queue, options: SchedulerOptions = {}): FairScheduler {
+  const r = defineCommands(redis);
+  const B = `${config.queue.prefix}:sched:`;
+  const jobPrefix = `${config.queue.prefix}:${QueueNames.jobs}:`;
+  const maxTag = Math.min(options.maxPriority ?? MAX_PRIORITY, MAX_PRIORITY);
+
+  const pairs = (flat: (string | number)[], from = 0): Promotion[] => {
+    const out: Promotion[] = [];
+    for (let i = from; i + 1 < flat.length; i += 2) out.push({ jobId: String(flat[i]), priority: Number(flat[i + 1]) });
+    return out;
+  };
+
+  /** Release jobs to BullMQ. A job that vanished meanwhile (cancelled, removed) hands its turn on. */
+  async function apply(promotions: Promotion[]): Promise<void> {
+    for (const p of promotions) {
+      const job = await Job.fromId(queue, p.jobId);
+      if (!job) {
+        await apply(pairs(await r.blip3oSchedForget(B, p.jobId, maxTag)));
+        continue;
+      }
+      await job.changePriority({ priority: p.priority }).catch(() => undefined); // raced with a removal: repair() heals
+      if ((await job.getState()) === 'delayed') await job.promote().catch(() => undefined); // promoted meanwhile: fine
+    }
+  }
+
+  return {
+    parkedOptions: () => ({ priority: MAX_PRIORITY, delay: PARK_MS }),
+    async enqueue(jobId, d) {
+      await apply(pairs(await r.blip3oSchedEnqueue(B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag)));
+    },
+    async started(jobId) {
+      const res = await r.blip3oSchedStarted(B, jobId, maxTag);
+      await apply(pairs(res, 1));
+      return { held: Number(res[0]) === 1 };
+    },
+    async forget(jobId) {
+      await apply(pairs(await r.blip3oSchedForget(B, jobId, maxTag)));
+    },
+    async pause(ck) {
+      await r.blip3oSchedPause(B, ck);
+    },
+    async resume(ck) {
+      await apply(pairs(await r.blip3oSchedResume(B, ck, maxTag)));
+    },
+    async position(jobId) {
+      const [state, position] = await r.blip3oSchedPosition(B, jobId, `${jobPrefix}wait`);
+      if (state === 1) return { state: 'queued', position: position! };
+      if (state === 2) return { state: 'held', position: position! };
+      return { state: 'none' };
+    },
+    async repair() {
+      await apply(pairs(await r.blip3oSchedRepair(B, jobPrefix, maxTag)));
+    },
+    async channels() {
+      const [backlog, paused, heads, tags] = await Promise.all([
+        redis.smembers(`${B}backlog`),
+        redis.smembers(`${B}paused`),
+        redis.hgetall(`${B}heads`),
+        redis.zrange(`${B}tags`, '0', '-1', 'WITHSCORES'),
+      ]);
+      const tagOf = new Map<string, number>();
+      for (let i = 0; i + 1 < tags.length; i += 2) tagOf.set(tags[i]!, Math.floor(Number(tags[i + 1]) / 2 ** 20));
+      const keys = [...new Set([...backlog, ...paused])].sort();
+      const counts = await Promise.all(keys.map((ck) => redis.zcard(`${B}q:${ck}`)));
+      return keys.map((ck, i) => {
+        const head = heads[ck];
+        return { channelKey: ck, queued: counts[i]!, paused: paused.includes(ck), ...(head ? { head: { jobId: head, priority: tagOf.get(ck) ?? 0 } } : {}) };
+      });
+    },
+    async waitingJobs() {
+      const all = await redis.hgetall(`${B}jobs`);
+      return Object.entries(all).map(([jobId, v]) => {
+        const [channelKey = '', userKey = ''] = v.split('\n');
+        return { jobId, channelKey, userKey };
+      });
+    },
+    async isPaused(ck) {
+      return (await redis.sismember(`${B}paused`, ck)) === 1;
+    },
+  };
+}
+
+/**
+ * The worker's hook, first thing in its processor: tells the scheduler the job started (which releases the
+ * channel's next job). If the job's channel is paused, parks the job again and throws BullMQ's DelayedError,
+ * which the processor must let through: BullMQ then leaves the job waiting, not failed.
+ */
+export async function startOrHold(scheduler: FairScheduler, job: Job, token: string | undefined): Promise<void> {
+  const { held } = await scheduler.started(job.id!);
+  if (!held) return;
+  await job.moveToDelayed(Date.now() + PARK_MS, token);
+  throw new DelayedError();
+}

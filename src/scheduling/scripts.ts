@@ -1,0 +1,231 @@
+// Fair scheduling's Lua: every change to the bookkeeping is one atomic script, so bots enqueueing and workers
+// starting jobs at the same moment never see half a decision. Each script returns the "promotions" to apply to
+// BullMQ afterwards as a flat list {jobId, priority, jobId, priority, …}; applying one twice is harmless.
+//
+// Keys (B = "<queue.prefix>:sched:"):
+//   B.vclock        string  virtual clock V: the priority (tag) of the last tagged job a worker started
+//   B.seq           string  arrival counter (FIFO inside a round; tie order of heads)
+//   B.jobs          hash    jobId → "<channelKey>\n<userKey>"         every job we still have to dispatch
+//   B.q:<ck>        zset    jobId → round·1e9 + seq                     the channel's own line, users round-robin
+//   B.ur:<ck>       hash    userKey → last round given to that user     per-user tags inside a channel
+//   B.cr            hash    channelKey → round of its last started job  the channel's own virtual clock
+//   B.heads         hash    channelKey → jobId                          the one job per channel released to BullMQ
+//   B.tags          zset    channelKey → tag·2^20 + seq mod 2^20        the head's BullMQ priority (+ tie order)
+//   B.backlog       set     channelKeys with jobs waiting
+//   B.paused        set     channelKeys an admin paused
+
+const helpers = `
+local B = ARGV[1]
+local TWO20 = 1048576
+local E9 = 1000000000
+local function k(name) return B .. name end
+local function vclock() return tonumber(redis.call('GET', k('vclock'))) or 0 end
+
+-- Priorities must stay ≤ maxTag - 1 (maxTag, BullMQ's largest, marks parked jobs). When V + 1 would pass it,
+-- shift every head down so the lowest is 1; the returned promotions re-prioritise them in BullMQ.
+local function rebaseIfNeeded(maxTag, out)
+  local V = vclock()
+  if V + 1 < maxTag then return V end
+  local low = redis.call('ZRANGE', k('tags'), 0, 0, 'WITHSCORES')
+  local shift = V
+  if low[2] then shift = math.min(V, math.floor(tonumber(low[2]) / TWO20) - 1) end
+  local heads = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
+  for i = 1, #heads, 2 do
+    local score = tonumber(heads[i + 1])
+    local tag = math.floor(score / TWO20) - shift
+    redis.call('ZADD', k('tags'), tag * TWO20 + score % TWO20, heads[i])
+    table.insert(out, redis.call('HGET', k('heads'), heads[i])); table.insert(out, tag)
+  end
+  V = V - shift
+  redis.call('SET', k('vclock'), V)
+  return V
+end
+
+-- Release the first job of a channel's line to BullMQ with priority tag (unless paused or already released).
+local function promoteNext(ck, tag, out)
+  if redis.call('SISMEMBER', k('paused'), ck) == 1 then return end
+  if redis.call('HEXISTS', k('heads'), ck) == 1 then return end
+  local first = redis.call('ZRANGE', k('q:') .. ck, 0, 0)[1]
+  if not first then return end
+  local seq = redis.call('INCR', k('seq'))
+  redis.call('HSET', k('heads'), ck, first)
+  redis.call('ZADD', k('tags'), tag * TWO20 + seq % TWO20, ck)
+  table.insert(out, first); table.insert(out, tag)
+end
+
+-- Take a job out of the bookkeeping. Returns its channel and, if it was the channel's head, the head's tag.
+local function drop(jobId, advanceRound)
+  local entry = redis.call('HGET', k('jobs'), jobId)
+  if not entry then return nil, nil end
+  local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
+  redis.call('HDEL', k('jobs'), jobId)
+  local q = k('q:') .. ck
+  local score = tonumber(redis.call('ZSCORE', q, jobId))
+  redis.call('ZREM', q, jobId)
+  if advanceRound and score then
+    local round = math.floor(score / E9)
+    if round > (tonumber(redis.call('HGET', k('cr'), ck)) or 0) then redis.call('HSET', k('cr'), ck, round) end
+  end
+  local tag = nil
+  if redis.call('HGET', k('heads'), ck) == jobId then
+    tag = math.floor(tonumber(redis.call('ZSCORE', k('tags'), ck)) / TWO20)
+    redis.call('HDEL', k('heads'), ck)
+    redis.call('ZREM', k('tags'), ck)
+  end
+  if redis.call('ZCARD', q) == 0 then
+    redis.call('DEL', q, k('ur:') .. ck)
+    redis.call('HDEL', k('cr'), ck)
+    redis.call('SREM', k('backlog'), ck)
+  end
+  return ck, tag
+end
+
+-- Nothing left to dispatch: restart the clocks (this is where priorities are rebased in the common case).
+local function resetIfDrained()
+  if redis.call('HLEN', k('jobs')) == 0 then redis.call('DEL', k('vclock'), k('seq')) end
+end
+
+local function started(jobId, maxTag, out)
+  local ck, tag = drop(jobId, true)
+  if tag then
+    local V = math.max(vclock(), tag)
+    redis.call('SET', k('vclock'), V)
+  end
+  if ck then promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out) end
+end
+
+local function forget(jobId, maxTag, out)
+  local ck, tag = drop(jobId, false)
+  -- a removed head hands its turn (its tag) to the next job of the same channel
+  if ck then promoteNext(ck, tag or (rebaseIfNeeded(maxTag, out) + 1), out) end
+end
+`;
+
+/**
+ * enqueue: ARGV B · jobId · channelKey · userKey · BullMQ job key · maxTag → promotions.
+ * Call after the job was added to BullMQ parked; a job already started or gone is not tracked.
+ */
+export const enqueueLua = `${helpers}
+local jobId, ck, user, jobKey, maxTag = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local out = {}
+if redis.call('HEXISTS', k('jobs'), jobId) == 1 then return out end
+local j = redis.call('HMGET', jobKey, 'timestamp', 'processedOn', 'finishedOn')
+if (not j[1]) or j[2] or j[3] then return out end
+local R = tonumber(redis.call('HGET', k('cr'), ck)) or 0
+local Fu = tonumber(redis.call('HGET', k('ur:') .. ck, user)) or 0
+local round = math.max(R, Fu) + 1
+redis.call('HSET', k('ur:') .. ck, user, round)
+local seq = redis.call('INCR', k('seq'))
+redis.call('ZADD', k('q:') .. ck, round * E9 + seq % E9, jobId)
+redis.call('HSET', k('jobs'), jobId, ck .. '\\n' .. user)
+redis.call('SADD', k('backlog'), ck)
+promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
+return out
+`;
+
+/**
+ * started: ARGV B · jobId · maxTag → {held 0|1, promotions…}. A worker calls it when it takes a job.
+ * held = 1: the job's channel is paused; it stays first in its channel's line and the worker must park it again.
+ */
+export const startedLua = `${helpers}
+local jobId, maxTag = ARGV[2], tonumber(ARGV[3])
+local out = {0}
+local entry = redis.call('HGET', k('jobs'), jobId)
+if not entry then return out end
+local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
+if redis.call('SISMEMBER', k('paused'), ck) == 1 then
+  if redis.call('HGET', k('heads'), ck) == jobId then
+    redis.call('HDEL', k('heads'), ck)
+    redis.call('ZREM', k('tags'), ck)
+  end
+  return {1}
+end
+started(jobId, maxTag, out)
+resetIfDrained()
+return out
+`;
+
+/** forget: ARGV B · jobId · maxTag → promotions. For jobs removed before they started (cancel, purge). */
+export const forgetLua = `${helpers}
+local out = {}
+forget(ARGV[2], tonumber(ARGV[3]), out)
+resetIfDrained()
+return out
+`;
+
+/** pause: ARGV B · channelKey. resume: ARGV B · channelKey · maxTag → promotions. */
+export const pauseLua = `${helpers}
+return redis.call('SADD', k('paused'), ARGV[2])
+`;
+
+export const resumeLua = `${helpers}
+local out = {}
+redis.call('SREM', k('paused'), ARGV[2])
+promoteNext(ARGV[2], rebaseIfNeeded(tonumber(ARGV[3]), out) + 1, out)
+return out
+`;
+
+/**
+ * repair: ARGV B · BullMQ key prefix ("<prefix>:jobs:") · maxTag → promotions.
+ * Heals what a process dying mid-way leaves behind: jobs started without the hook, jobs removed without a
+ * forget, channels left without a head, and heads whose release to BullMQ never happened (still delayed).
+ */
+export const repairLua = `${helpers}
+local jobPrefix, maxTag = ARGV[2], tonumber(ARGV[3])
+local out = {}
+for _, ck in ipairs(redis.call('SMEMBERS', k('backlog'))) do
+  for _, jobId in ipairs(redis.call('ZRANGE', k('q:') .. ck, 0, -1)) do
+    local j = redis.call('HMGET', jobPrefix .. jobId, 'timestamp', 'processedOn', 'finishedOn')
+    if (not j[1]) or j[3] then forget(jobId, maxTag, out)
+    elseif j[2] then started(jobId, maxTag, out) end
+  end
+end
+for _, ck in ipairs(redis.call('SMEMBERS', k('backlog'))) do
+  local head = redis.call('HGET', k('heads'), ck)
+  if head then
+    if redis.call('ZSCORE', jobPrefix .. 'delayed', head) then
+      table.insert(out, head); table.insert(out, math.floor(tonumber(redis.call('ZSCORE', k('tags'), ck)) / TWO20))
+    end
+  else
+    promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
+  end
+end
+resetIfDrained()
+return out
+`;
+
+/**
+ * position: ARGV B · BullMQ wait list key → {0} not waiting with us · {1, position} · {2, place in its channel} (paused).
+ * The order BullMQ will dispatch in: a channel whose head has tag t releases its (i+1)-th job at tag t+i;
+ * a job with predicted tag T waits behind every job of every channel predicted below T (ties: earlier head first).
+ */
+export const positionLua = `${helpers}
+local jobId = ARGV[2]
+local entry = redis.call('HGET', k('jobs'), jobId)
+if not entry then return {0} end
+local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
+local q = k('q:') .. ck
+local rank = redis.call('ZRANK', q, jobId) or 0
+if redis.call('SISMEMBER', k('paused'), ck) == 1 then return {2, rank + 1} end
+local head = redis.call('HGET', k('heads'), ck)
+local myTag, myTie = vclock() + 1, TWO20
+if head then
+  local hs = tonumber(redis.call('ZSCORE', k('tags'), ck))
+  local hr = redis.call('ZRANK', q, head) or 0
+  myTag, myTie = math.floor(hs / TWO20) + math.max(0, rank - hr), hs % TWO20
+end
+local ahead = rank + redis.call('LLEN', ARGV[3])
+local heads = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
+for i = 1, #heads, 2 do
+  local other = heads[i]
+  if other ~= ck and redis.call('SISMEMBER', k('paused'), other) == 0 then
+    local score = tonumber(heads[i + 1])
+    local t, tie = math.floor(score / TWO20), score % TWO20
+    local n = redis.call('ZCARD', k('q:') .. other)
+    local before = myTag - t
+    if tie < myTie then before = before + 1 end
+    ahead = ahead + math.max(0, math.min(n, before))
+  end
+end
+return {1, ahead + 1}
+`;
