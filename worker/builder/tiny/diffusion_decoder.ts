@@ -7,6 +7,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, writeSafetensors, type TensorToWrite } from '../safetensors.ts';
+import { TINY_DIT } from './dit.ts';
+import type { TinyComponent } from './index.ts';
 
 export function tinyUNetConfig(crossAttentionDim: number): Record<string, unknown> {
   return {
@@ -250,3 +252,11 @@ export function writeTinyDiffusionDecoder(snapshotDir: string, crossAttentionDim
   writeSafetensors(join(root, 'unet', 'diffusion_pytorch_model.bf16.safetensors'), tinyUNetTensors(unet, seed, 'BF16'));
   writeSafetensors(join(root, 'vae', 'diffusion_pytorch_model.bf16.safetensors'), tinyVaeTensors(TINY_VAE_CONFIG, seed + 1, 'BF16'));
 }
+
+/** make-tiny component: `diffusion-decoder/` conditioned on the tiny DiT's feature width. */
+export const diffusionDecoderComponent: TinyComponent = {
+  name: 'diffusion-decoder',
+  write(ctx) {
+    writeTinyDiffusionDecoder(ctx.dir, TINY_DIT.latentChannels);
+  },
+};

@@ -3,6 +3,7 @@
 // Deterministic: the same seed gives the same bytes.
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
+import type { TinyComponent } from './index.ts';
 
 export interface TinyDitSizes {
   dim: number;
@@ -75,3 +76,13 @@ export function tinyDitTensors(s: TinyDitSizes, seed = 5, prefix = 'model.dit.mo
   put('norm_out.linear_2.bias', [s.latentChannels], 'bias');
   return out;
 }
+
+/** make-tiny component: the DiT under `model.dit.model.*`, conditioned on the tiny LLM's hidden size. The DiT's
+ *  latent width is the checkpoint's gen_hidden_size (the CLIP-feature width; 1792 real), so it is set here. */
+export const ditComponent: TinyComponent = {
+  name: 'dit',
+  write(ctx) {
+    ctx.config.gen_hidden_size = TINY_DIT.latentChannels;
+    ctx.addRootTensors(tinyDitTensors({ ...TINY_DIT, captionDim: ctx.text.hidden_size }, 5, 'model.dit.model.', 'BF16'));
+  },
+};
