@@ -28,4 +28,4 @@ if [ -n "$missing" ]; then
 fi
 # Only this platform's adapter: docker/config/<platform>.yaml switches the other one off.
 export BLIP3O_CONFIG="${BLIP3O_CONFIG:-docker/config/$platform.yaml}"
-exec node --import tsx bots/main.ts
+exec node --import "${TSX_LOADER:-tsx}" bots/main.ts

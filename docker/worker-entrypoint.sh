@@ -1,4 +1,4 @@
 #!/bin/sh
 # The worker: fetches and converts the model on first start (model.hubId, model.convertOnStart), then serves jobs.
 set -eu
-exec node --import tsx worker/main.ts "$@"
+exec node --import "${TSX_LOADER:-tsx}" worker/main.ts "$@"

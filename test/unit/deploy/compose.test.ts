@@ -158,6 +158,9 @@ describe('images', () => {
       }
       expect(args.NODE_IMAGE).toMatch(/^node:20\./);
       expect(args.TSX_VERSION).toBe(lockedTsx);
+      // the entrypoints import tsx's loader by path (it lives outside node_modules); same file in the locked version here
+      for (const m of text.matchAll(/^ENV TSX_LOADER=\/opt\/tsx\/(\S+)$/gm)) expect(existsSync(join(repoRoot, m[1]!)), m[1]).toBe(true);
+      expect(text).toMatch(/^ENV TSX_LOADER=/m);
       // every stage that runs the app drops root
       const finals = text.split(/^FROM /m).filter((s) => /ENTRYPOINT/.test(s));
       expect(finals.length).toBeGreaterThan(0);
