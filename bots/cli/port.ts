@@ -1,0 +1,67 @@
+// The CLI's PlatformPort: progress goes to a terminal bar, the result to a file (imagine/vary) or stdout (ask).
+// deliver() is idempotent per jobId: writing the same PNG to the same path again changes nothing, and the
+// waiting promise settles only once.
+import { writeFile } from 'node:fs/promises';
+import cliProgress from 'cli-progress';
+import type { Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
+import type { PlatformPort } from '../core/port.ts';
+
+export interface CliOutcome {
+  result: JobResult;
+  /** Where the PNG was written (imagine/vary). */
+  path?: string;
+}
+
+export class CliPort implements PlatformPort {
+  readonly platform = 'cli' as const;
+  private readonly bar: cliProgress.SingleBar;
+  private barStarted = false;
+  private readonly waiting = new Map<string, { resolve: (o: CliOutcome) => void; outPath: string | undefined }>();
+  private readonly finished = new Map<string, CliOutcome>();
+
+  constructor(private readonly stream: NodeJS.WriteStream = process.stderr) {
+    this.bar = new cliProgress.SingleBar(
+      { format: '{label} |{bar}| {value}/{total}', stream: this.stream, hideCursor: true, clearOnComplete: true },
+      cliProgress.Presets.shades_classic,
+    );
+  }
+
+  /** Resolves when the result for jobId has been delivered (PNG written, or answer ready). */
+  waitFor(jobId: string, outPath: string | undefined): Promise<CliOutcome> {
+    const done = this.finished.get(jobId);
+    if (done) return Promise.resolve(done);
+    return new Promise((resolve) => this.waiting.set(jobId, { resolve, outPath }));
+  }
+
+  async showProgress(_destination: Destination, progress: JobProgress): Promise<void> {
+    if (this.finished.has(progress.jobId)) return;
+    const label = progress.stage === 'queued' ? `queued: position ${progress.queuePosition ?? '?'}` : progress.stage;
+    const total = Math.max(progress.total, 1);
+    if (!this.barStarted) {
+      this.bar.start(total, progress.step, { label });
+      this.barStarted = true;
+    } else {
+      this.bar.setTotal(total);
+      this.bar.update(progress.step, { label });
+    }
+  }
+
+  async deliver(result: JobResult, image: Uint8Array | undefined): Promise<void> {
+    if (this.finished.has(result.jobId)) return;
+    const waiter = this.waiting.get(result.jobId);
+    const outcome: CliOutcome = { result };
+    if (image && waiter?.outPath) {
+      await writeFile(waiter.outPath, image);
+      outcome.path = waiter.outPath;
+    }
+    if (this.barStarted) this.bar.stop();
+    this.barStarted = false;
+    this.finished.set(result.jobId, outcome);
+    this.waiting.delete(result.jobId);
+    waiter?.resolve(outcome);
+  }
+
+  stop(): void {
+    if (this.barStarted) this.bar.stop();
+  }
+}

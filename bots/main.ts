@@ -1,0 +1,61 @@
+// `npm run bots`: starts every enabled platform adapter around one core (bots/core/submit.ts).
+// To add a platform: one line in ADAPTERS (its module exports an AdapterFactory). Nothing is discovered
+// by scanning folders, so "go to definition" always works.
+import type { Destination } from '../src/jobs/contract.ts';
+import { loadConfig, loadSecrets } from '../src/config/load.ts';
+import { UserError } from '../src/errors.ts';
+import { createLogger } from '../src/log.ts';
+import type { Adapter, AdapterFactory } from './core/adapter.ts';
+import type { ImageRef } from './core/port.ts';
+import { createCore, type CoreOptions } from './core/submit.ts';
+
+/** Platform → how to load its adapter. Each is started when `config.<platform>.enabled` is true. */
+const ADAPTERS: Partial<Record<'discord' | 'slack', () => Promise<AdapterFactory>>> = {
+  // discord: () => import('./discord/adapter.ts').then((m) => m.createDiscordAdapter),
+  // slack: () => import('./slack/adapter.ts').then((m) => m.createSlackAdapter),
+};
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const secrets = loadSecrets();
+  const log = createLogger('bots', config.logLevel);
+
+  const adapters: Adapter[] = [];
+  for (const [platform, load] of Object.entries(ADAPTERS)) {
+    if (!config[platform as 'discord' | 'slack'].enabled || !load) continue;
+    const factory = await load();
+    adapters.push(await factory({ config, secrets, log: log.child({ platform }) }));
+  }
+  if (adapters.length === 0) throw new Error('no platform adapter is enabled (config discord.enabled / slack.enabled)');
+
+  const fetchers = new Map(adapters.flatMap((a) => (a.coreOptions?.fetchImage ? [[a.port.platform, a.coreOptions.fetchImage] as const] : [])));
+  const fetchImage: CoreOptions['fetchImage'] = (ref: ImageRef, destination: Destination) => {
+    const fetcher = fetchers.get(destination.platform);
+    if (!fetcher) throw new UserError('bad_image', 'Please attach the image itself.');
+    return fetcher(ref, destination);
+  };
+  const core = createCore({ config, secrets, ports: adapters.map((a) => a.port), fetchImage, log });
+  await core.start();
+  for (const adapter of adapters) await adapter.start(core);
+
+  // ── hook: /healthz, /readyz and /metrics (src/observability/) start here, on config.http.botPort ──
+
+  log.info({ platforms: adapters.map((a) => a.port.platform) }, 'bots ready');
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));
+    await core.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? `bots failed to start: ${e.message}` : e);
+  process.exit(1);
+});

@@ -1,0 +1,87 @@
+// `npm run worker`: one worker process. Loads config, starts the model threads (pipeline loaded once per
+// thread, kept warm), then consumes the shared jobs queue. Many such processes on many hosts share one Redis.
+import { isAbsolute, resolve } from 'node:path';
+import { loadConfig, loadSecrets, repoRoot } from '../src/config/load.ts';
+import { createBlobStore } from '../src/blobs/index.ts';
+import { onCancel } from '../src/jobs/cancel.ts';
+import { QueueNames, type JobRequest } from '../src/jobs/contract.ts';
+import { createQueueWorker } from '../src/jobs/queue.ts';
+import { createLogger } from '../src/log.ts';
+import { closeRedis, createRedis } from '../src/redis.ts';
+import type { PipelineOptions } from './pipeline/types.ts';
+import { createProcessor, type ProcessOutcome } from './processor.ts';
+import { ThreadHost } from './thread-host.ts';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const secrets = loadSecrets();
+  const log = createLogger('worker', config.logLevel);
+  const fromRoot = (p: string) => (isAbsolute(p) ? p : resolve(repoRoot, p));
+
+  // ── hook: model fetch/convert (self-hosting area) runs here, before the threads load the pipeline ──
+
+  const pipelineOptions: PipelineOptions = {
+    modelDir: fromRoot(config.model.onnxDir),
+    dtype: config.model.dtype,
+    executionProvider: config.model.executionProvider,
+    intraOpThreads: config.model.intraOpThreads,
+    understanding: {
+      minPixels: config.understanding.minPixels,
+      maxPixels: config.understanding.maxPixels,
+      maxInputPixels: config.understanding.maxInputPixels,
+      maxAspectRatio: config.understanding.maxAspectRatio,
+    },
+    extra: { ...config.worker.pipelineExtra },
+  };
+  const host = await ThreadHost.start({
+    size: config.worker.concurrency,
+    pipelineModule: fromRoot(config.worker.pipelineModule),
+    pipelineOptions,
+    abortGraceMs: config.worker.abortGraceMs,
+    log,
+  });
+
+  const redis = createRedis(secrets.REDIS_URL, 'worker');
+  const subscriber = createRedis(secrets.REDIS_URL, 'worker-cancel');
+  const blobs = createBlobStore(config, redis);
+  const processor = createProcessor({ config, redis, blobs, host, log });
+  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, processor.process, {
+    concurrency: config.worker.concurrency,
+  });
+  worker.on('failed', (job, err) => {
+    if (!job) return;
+    void job.getState().then(async (state) => {
+      if (state === 'failed') await processor.onFinallyFailed(job, err);
+    }).catch((e: unknown) => log.error({ jobId: job.id, err: (e as Error).message }, 'could not hand over a failure'));
+  });
+  worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
+  worker.on('stalled', (jobId) => log.warn({ jobId }, 'job stalled (its worker died); requeued'));
+  const unsubscribe = await onCancel(subscriber, config, (jobId) => {
+    if (worker.cancelJob(jobId, 'cancelled')) log.info({ jobId }, 'cancelling');
+  });
+  await worker.waitUntilReady();
+
+  // ── hook: /healthz, /readyz and /metrics (src/observability/) start here, on config.worker.healthPort ──
+
+  log.info({ concurrency: config.worker.concurrency, pipeline: config.worker.pipelineModule, pid: process.pid }, 'worker ready');
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: finishing running jobs');
+    await worker.close();
+    await unsubscribe();
+    await processor.close();
+    await host.close();
+    await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? `worker failed to start: ${e.message}` : e);
+  process.exit(1);
+});

@@ -1,0 +1,213 @@
+// The pool of model threads one worker process runs (one per `worker.concurrency` slot). Each thread loads
+// the pipeline once and stays warm. `run()` borrows an idle thread and enforces the job's end conditions:
+//   - cancel:  the caller's AbortSignal fires → the thread is told to abort → AppError('cancelled')
+//   - timeout: jobTimeoutMs passes             → the thread is told to abort → AppError('timeout')
+//   - a thread that has not stopped abortGraceMs after an abort is terminated and a fresh one is started,
+//     so a stuck native call cannot hold a slot forever;
+//   - a thread that exits on its own (crash) fails the run with a retryable AppError('internal').
+import { Worker } from 'node:worker_threads';
+import { AppError, UserError } from '../src/errors.ts';
+import type { Logger } from '../src/log.ts';
+import type { Answer, GeneratedImage, GenerateRequest, PipelineOptions, ProgressReport, UnderstandRequest } from './pipeline/types.ts';
+import type { FromThread, ThreadData, ToThread, WireError } from './thread.ts';
+
+export interface ThreadHostOptions {
+  /** Number of threads (= jobs run at once). */
+  size: number;
+  /** Absolute path of the pipeline module. */
+  pipelineModule: string;
+  pipelineOptions: PipelineOptions;
+  /** Milliseconds an aborted thread gets to stop before it is terminated. */
+  abortGraceMs: number;
+  log: Logger;
+}
+
+export interface RunOptions {
+  signal: AbortSignal;
+  timeoutMs: number;
+  onProgress(report: ProgressReport): void;
+}
+
+interface Slot {
+  thread: Worker;
+  busy: boolean;
+}
+
+// Node 20 does not hand tsx's module hooks to worker threads, so each thread registers tsx itself before
+// importing its TypeScript entry. Both specifiers are resolved here, absolute, so the thread needs no lookup.
+const THREAD_BOOTSTRAP = `
+  import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})
+    .then(({ register }) => { register(); return import(${JSON.stringify(new URL('./thread.ts', import.meta.url).href)}); });
+`;
+
+const formatDuration = (ms: number) => (ms >= 120_000 ? `${Math.round(ms / 60_000)} minutes` : `${Math.max(1, Math.round(ms / 1000))} seconds`);
+
+function fromWire(e: WireError): AppError {
+  const Ctor = e.userFacing ? UserError : AppError;
+  return new Ctor(e.code as AppError['code'], e.message);
+}
+
+export class ThreadHost {
+  private readonly slots: Slot[] = [];
+  private readonly waiters: ((slot: Slot) => void)[] = [];
+  private nextRunId = 1;
+  private closed = false;
+
+  private constructor(private readonly options: ThreadHostOptions) {}
+
+  /** Start every thread and wait until each has loaded the pipeline (fails if any cannot). */
+  static async start(options: ThreadHostOptions): Promise<ThreadHost> {
+    const host = new ThreadHost(options);
+    try {
+      for (let i = 0; i < options.size; i++) host.slots.push({ thread: await host.spawn(), busy: false });
+    } catch (e) {
+      await host.close();
+      throw e;
+    }
+    return host;
+  }
+
+  private spawn(): Promise<Worker> {
+    const data: ThreadData = { pipelineModule: this.options.pipelineModule, options: this.options.pipelineOptions };
+    const thread = new Worker(THREAD_BOOTSTRAP, { eval: true, workerData: data });
+    return new Promise((resolve, reject) => {
+      const onMessage = (msg: FromThread) => {
+        if (msg.type === 'ready') {
+          cleanup();
+          resolve(thread);
+        } else if (msg.type === 'fatal') {
+          cleanup();
+          void thread.terminate();
+          reject(new AppError('model', `the pipeline failed to load: ${msg.error.message}`));
+        }
+      };
+      const onError = (e: Error) => {
+        cleanup();
+        reject(new AppError('model', `the model thread failed to start: ${e.message}`, { cause: e }));
+      };
+      const onExit = (code: number) => {
+        cleanup();
+        reject(new AppError('model', `the model thread exited with code ${code} while loading`));
+      };
+      const cleanup = () => {
+        thread.off('message', onMessage);
+        thread.off('error', onError);
+        thread.off('exit', onExit);
+      };
+      thread.on('message', onMessage);
+      thread.on('error', onError);
+      thread.on('exit', onExit);
+    });
+  }
+
+  private acquire(): Promise<Slot> {
+    const idle = this.slots.find((s) => !s.busy);
+    if (idle) {
+      idle.busy = true;
+      return Promise.resolve(idle);
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private release(slot: Slot): void {
+    const next = this.waiters.shift();
+    if (next) next(slot);
+    else slot.busy = false;
+  }
+
+  /** Replace a slot's thread (terminated or crashed) with a fresh one; the slot stays busy until it is ready. */
+  private async respawn(slot: Slot): Promise<void> {
+    const old = slot.thread;
+    await old.terminate().catch(() => undefined);
+    if (this.closed) return;
+    try {
+      slot.thread = await this.spawn();
+    } catch (e) {
+      this.options.log.error({ err: (e as Error).message }, 'could not restart a model thread');
+      throw e;
+    }
+  }
+
+  generate(request: GenerateRequest, run: RunOptions): Promise<GeneratedImage> {
+    return this.run('generate', request, run) as Promise<GeneratedImage>;
+  }
+
+  understand(request: UnderstandRequest, run: RunOptions): Promise<Answer> {
+    return this.run('understand', request, run) as Promise<Answer>;
+  }
+
+  private async run(kind: 'generate' | 'understand', request: GenerateRequest | UnderstandRequest, run: RunOptions): Promise<unknown> {
+    if (this.closed) throw new AppError('internal', 'the worker is shutting down');
+    const slot = await this.acquire();
+    const runId = this.nextRunId++;
+    const thread = slot.thread;
+    let needsRespawn = false;
+    try {
+      return await new Promise<unknown>((resolve, reject) => {
+        let stopReason: AppError | undefined;
+        let graceTimer: NodeJS.Timeout | undefined;
+        const stop = (reason: AppError) => {
+          if (stopReason) return;
+          stopReason = reason;
+          thread.postMessage({ type: 'abort', runId } satisfies ToThread);
+          graceTimer = setTimeout(() => {
+            this.options.log.warn({ runId, abortGraceMs: this.options.abortGraceMs }, 'model thread ignored abort; terminating it');
+            needsRespawn = true;
+            finish(() => reject(reason));
+          }, this.options.abortGraceMs);
+        };
+        const onAbort = () => stop(new AppError('cancelled', 'Cancelled.'));
+        const timeout = setTimeout(
+          () => stop(new AppError('timeout', `This took longer than ${formatDuration(run.timeoutMs)} and was stopped.`)),
+          run.timeoutMs,
+        );
+        const onMessage = (msg: FromThread) => {
+          if (!('runId' in msg) || msg.runId !== runId) return;
+          if (msg.type === 'progress') {
+            if (!stopReason) run.onProgress(msg.report);
+          } else if (msg.type === 'done') finish(() => (stopReason ? reject(stopReason) : resolve(msg.value)));
+          else if (msg.type === 'error') finish(() => reject(stopReason ?? fromWire(msg.error)));
+        };
+        const onExit = (code: number) => {
+          needsRespawn = true;
+          finish(() => reject(stopReason ?? new AppError('internal', `the model thread exited (code ${code}) during the job`)));
+        };
+        const onError = (e: Error) => {
+          needsRespawn = true;
+          finish(() => reject(stopReason ?? new AppError('internal', `the model thread crashed: ${e.message}`, { cause: e })));
+        };
+        let done = false;
+        const finish = (settle: () => void) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timeout);
+          if (graceTimer) clearTimeout(graceTimer);
+          run.signal.removeEventListener('abort', onAbort);
+          thread.off('message', onMessage);
+          thread.off('exit', onExit);
+          thread.off('error', onError);
+          settle();
+        };
+        thread.on('message', onMessage);
+        thread.on('exit', onExit);
+        thread.on('error', onError);
+        if (run.signal.aborted) onAbort();
+        else run.signal.addEventListener('abort', onAbort, { once: true });
+        thread.postMessage({ type: 'run', runId, kind, request } as ToThread);
+      });
+    } finally {
+      if (needsRespawn) {
+        // Off the job's critical path: the job's outcome is already decided; the slot frees once a new thread is warm.
+        this.respawn(slot).then(
+          () => this.release(slot),
+          () => undefined,
+        );
+      } else this.release(slot);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.thread.terminate().catch(() => undefined)));
+  }
+}
