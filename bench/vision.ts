@@ -1,0 +1,194 @@
+// npm run bench -- vision [--blocks N] [--full K] [--size PX] [--threads T] [--runs R]
+//
+// The Qwen2.5-VL vision tower at the REAL config (hidden 1280, 16 heads, MLP 3420, merger 5120 → 3584) with random
+// weights on one image (448×448 by default: 1024 patches, 16 windows, 256 tokens), built by the same builder the
+// worker uses and run on onnxruntime (CPU here). Only `--blocks` of the 32 blocks are materialised (default 2: one
+// windowed, one full-attention), so 2.7 GB of fp32 weights never exist; per-block numbers are reported and
+// extrapolated to 32 blocks (28 windowed + 4 full).
+//
+// In the same run it times onnxruntime's own MatMul at the tower's GEMM sizes, and prints
+//   vision GFLOP/s ÷ MatMul GFLOP/s
+// (FLOPs = 2 × multiply-adds, counted analytically from the shapes below).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildVisionGraph, VISION_OUTPUT, type VisionConfig } from '../worker/builder/architectures/qwen2_5_vl_vision.ts';
+import { Graph } from '../worker/builder/onnx/graph.ts';
+import { Checkpoint, fromFloat32, writeSafetensors, type TensorToWrite } from '../worker/builder/safetensors.ts';
+import { WeightStore } from '../worker/builder/weights.ts';
+import { patchify, visionFeeds } from '../worker/pipeline/image.ts';
+import { openSession, type TensorInput } from '../worker/runtime/session.ts';
+
+/** Qwen2.5-VL-7B vision_config (spec §1.2). */
+const REAL: VisionConfig = {
+  depth: 32,
+  hidden_size: 1280,
+  num_heads: 16,
+  intermediate_size: 3420,
+  out_hidden_size: 3584,
+  in_chans: 3,
+  patch_size: 14,
+  temporal_patch_size: 2,
+  spatial_merge_size: 2,
+  window_size: 112,
+  fullatt_block_indexes: [7, 15, 23, 31],
+  hidden_act: 'silu',
+};
+
+function arg(args: string[], name: string, dflt: number): number {
+  const i = args.indexOf(`--${name}`);
+  if (i < 0) return dflt;
+  const v = Number(args[i + 1]);
+  if (!Number.isFinite(v)) throw new Error(`--${name} needs a number`);
+  return v;
+}
+
+/** Fast deterministic uniform fill with variance `variance` (xorshift32; the values only need to be plausible). */
+function uniform(n: number, variance: number, seed: number): Float32Array {
+  const a = Math.sqrt(3 * variance);
+  const v = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    v[i] = ((s >>> 0) / 4294967296 - 0.5) * 2 * a;
+  }
+  return v;
+}
+
+function randomVisionWeights(cfg: VisionConfig): TensorToWrite[] {
+  const out: TensorToWrite[] = [];
+  let seed = 1;
+  const put = (key: string, shape: number[], kind: 'matrix' | 'norm' | 'bias') => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
+    const v = kind === 'norm' ? new Float32Array(n).fill(1) : uniform(n, kind === 'matrix' ? 1 / fanIn : 1e-4, seed++);
+    out.push({ key: `visual.${key}`, dtype: 'F16', shape, data: fromFloat32('F16', v) });
+  };
+  const D = cfg.hidden_size;
+  const I = cfg.intermediate_size;
+  const wide = D * 4;
+  put('patch_embed.proj.weight', [D, 3, 2, 14, 14], 'matrix');
+  for (let l = 0; l < cfg.depth; l++) {
+    const p = `blocks.${l}.`;
+    put(`${p}norm1.weight`, [D], 'norm');
+    put(`${p}norm2.weight`, [D], 'norm');
+    put(`${p}attn.qkv.weight`, [3 * D, D], 'matrix');
+    put(`${p}attn.qkv.bias`, [3 * D], 'bias');
+    put(`${p}attn.proj.weight`, [D, D], 'matrix');
+    put(`${p}attn.proj.bias`, [D], 'bias');
+    for (const m of ['gate_proj', 'up_proj']) {
+      put(`${p}mlp.${m}.weight`, [I, D], 'matrix');
+      put(`${p}mlp.${m}.bias`, [I], 'bias');
+    }
+    put(`${p}mlp.down_proj.weight`, [D, I], 'matrix');
+    put(`${p}mlp.down_proj.bias`, [D], 'bias');
+  }
+  put('merger.ln_q.weight', [D], 'norm');
+  put('merger.mlp.0.weight', [wide, wide], 'matrix');
+  put('merger.mlp.0.bias', [wide], 'bias');
+  put('merger.mlp.2.weight', [cfg.out_hidden_size, wide], 'matrix');
+  put('merger.mlp.2.bias', [cfg.out_hidden_size], 'bias');
+  return out;
+}
+
+/** Analytic FLOPs (2 × MACs) of the tower on N patches with `windowTokens` patches per window. */
+function visionFlops(cfg: VisionConfig, N: number, windowTokens: number): { embed: number; windowed: number; full: number; merger: number } {
+  const D = cfg.hidden_size;
+  const I = cfg.intermediate_size;
+  const M = N / 4;
+  const dense = 2 * N * D * (3 * D) + 2 * N * D * D + 3 * 2 * N * D * I; // qkv, proj, gate/up/down
+  return {
+    embed: 2 * N * 1176 * D,
+    windowed: dense + 2 * 2 * N * windowTokens * D, // q·kᵀ and p·v inside 64-patch windows
+    full: dense + 2 * 2 * N * N * D,
+    merger: 2 * M * 4 * D * 4 * D + 2 * M * 4 * D * cfg.out_hidden_size,
+  };
+}
+
+async function timeRuns(run: () => Promise<unknown>, runs: number): Promise<number> {
+  await run(); // warm-up (allocations, first-run kernel selection)
+  const t0 = performance.now();
+  for (let i = 0; i < runs; i++) await run();
+  return (performance.now() - t0) / 1000 / runs;
+}
+
+/** onnxruntime's MatMul alone at [m, k] × [k, n] (weights as initializer, like the tower): seconds per run. */
+async function matmulSeconds(m: number, k: number, n: number, threads: number, runs: number): Promise<number> {
+  const g = new Graph('matmul');
+  const x = g.input('x', 'float32', [m, k]);
+  const w = g.initializer('w', 'float32', [k, n], fromFloat32('F32', uniform(k * n, 1 / k, 7)));
+  g.output(x.matmul(w), 'y');
+  const s = await openSession(g.toBytes(), { executionProvider: 'cpu', intraOpThreads: threads });
+  const feeds = { x: { data: uniform(m * k, 1, 3), dims: [m, k] } };
+  try {
+    return await timeRuns(() => s.run(feeds), runs);
+  } finally {
+    await s.release();
+  }
+}
+
+export async function run(args: string[]): Promise<void> {
+  const blocks = arg(args, 'blocks', 2);
+  const fullCount = arg(args, 'full', Math.min(1, blocks));
+  const size = arg(args, 'size', 448);
+  const threads = arg(args, 'threads', 0);
+  const runs = arg(args, 'runs', 2);
+  if (fullCount > blocks) throw new Error('--full cannot exceed --blocks');
+  // the last `fullCount` blocks use full attention
+  const cfg: VisionConfig = { ...REAL, depth: blocks, fullatt_block_indexes: Array.from({ length: fullCount }, (_, i) => blocks - 1 - i) };
+
+  const dir = mkdtempSync(join(tmpdir(), 'bench-vision-'));
+  try {
+    console.log(`vision bench: real Qwen2.5-VL vision config, ${blocks} of 32 blocks materialised (${blocks - fullCount} windowed, ${fullCount} full), ${size}×${size} image, intraOpThreads ${threads || 'default'}`);
+    writeSafetensors(join(dir, 'model.safetensors'), randomVisionWeights(cfg));
+    const ckpt = Checkpoint.open(dir);
+    const graph = buildVisionGraph(new WeightStore(ckpt), cfg);
+    graph.save(join(dir, 'vision.onnx')); // external data past 512 MiB (more than ~8 blocks)
+    ckpt.close();
+    const session = await openSession(join(dir, 'vision.onnx'), { executionProvider: 'cpu', intraOpThreads: threads });
+
+    const grid = { t: 1, h: size / 14, w: size / 14 };
+    const N = grid.h * grid.w;
+    const chw = uniform(3 * size * size, 1, 11);
+    const image = { ...patchify(chw, size, size, { patchSize: 14, temporalPatchSize: 2, mergeSize: 2 }), width: size, height: size };
+    const feeds = visionFeeds(image, { patchSize: 14, temporalPatchSize: 2, mergeSize: 2 }, REAL.window_size, REAL.hidden_size / REAL.num_heads);
+    const seconds = await timeRuns(() => session.run(feeds as unknown as Record<string, TensorInput>, [VISION_OUTPUT]), runs);
+    await session.release();
+
+    const f = visionFlops(cfg, N, 64);
+    const flops = f.embed + (blocks - fullCount) * f.windowed + fullCount * f.full + f.merger;
+    const visionGflops = flops / seconds / 1e9;
+
+    // MatMul alone at the tower's GEMM shapes, weighted by how many FLOPs each shape contributes per block.
+    const D = REAL.hidden_size;
+    const I = REAL.intermediate_size;
+    const shapes: [number, number, number, number][] = [
+      [N, D, 3 * D, 1], // qkv
+      [N, D, D, 1], // proj
+      [N, D, I, 2], // gate, up
+      [N, I, D, 1], // down
+    ];
+    let mmFlops = 0;
+    let mmSeconds = 0;
+    for (const [m, k, n, count] of shapes) {
+      const s = await matmulSeconds(m, k, n, threads, Math.max(runs, 3));
+      mmFlops += 2 * m * k * n * count;
+      mmSeconds += s * count;
+      console.log(`  onnxruntime MatMul [${m}×${k}]·[${k}×${n}]: ${((2 * m * k * n) / s / 1e9).toFixed(1)} GFLOP/s`);
+    }
+    const matmulGflops = mmFlops / mmSeconds / 1e9;
+
+    const perBlockWindowed = f.windowed / (visionGflops * 1e9);
+    const perBlockFull = f.full / (visionGflops * 1e9);
+    console.log(`  vision forward: ${seconds.toFixed(2)} s for ${(flops / 1e12).toFixed(3)} TFLOP → ${visionGflops.toFixed(1)} GFLOP/s`);
+    console.log(`  per block at that rate: windowed ${(f.windowed / 1e9).toFixed(1)} GFLOP ≈ ${perBlockWindowed.toFixed(2)} s, full ${(f.full / 1e9).toFixed(1)} GFLOP ≈ ${perBlockFull.toFixed(2)} s`);
+    const full32 = f.embed + 28 * f.windowed + 4 * f.full + f.merger;
+    console.log(`  all 32 blocks: ${(full32 / 1e12).toFixed(2)} TFLOP ≈ ${(full32 / (visionGflops * 1e9)).toFixed(1)} s at this rate`);
+    console.log(`  MatMul-only at the same sizes: ${matmulGflops.toFixed(1)} GFLOP/s`);
+    console.log(`vision / MatMul throughput ratio: ${(visionGflops / matmulGflops).toFixed(3)}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
