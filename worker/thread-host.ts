@@ -5,6 +5,8 @@
 //   - a thread that has not stopped abortGraceMs after an abort is terminated and a fresh one is started,
 //     so a stuck native call cannot hold a slot forever;
 //   - a thread that exits on its own (crash) fails the run with a retryable AppError('internal').
+import { isAbsolute } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { AppError, UserError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
@@ -33,10 +35,24 @@ interface Slot {
   busy: boolean;
 }
 
-// Node 20 does not hand tsx's module hooks to worker threads, so each thread registers tsx itself before
-// importing its TypeScript entry. Both specifiers are resolved here, absolute, so the thread needs no lookup.
+// Node 20 does not hand --import module hooks to worker threads, so each thread first imports the same
+// TypeScript loader (tsx) its process was started with (`npx tsx`, `node --import tsx`, or the Docker images'
+// TSX_LOADER path), then its TypeScript entry. Specifiers are resolved here, absolute.
+function loaderUrl(): string {
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = arg === '--import' ? argv[i + 1] : arg.startsWith('--import=') ? arg.slice('--import='.length) : undefined;
+    if (!value || !value.includes('tsx')) continue;
+    if (value.startsWith('file:')) return value;
+    if (isAbsolute(value)) return pathToFileURL(value).href;
+    return import.meta.resolve(value);
+  }
+  return import.meta.resolve('tsx'); // started some other way (vitest): the repo's own tsx
+}
+// tsx's loader skips registration off the main thread, so the thread calls the same installation's esm API.
 const THREAD_BOOTSTRAP = `
-  import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})
+  import(${JSON.stringify(new URL('./esm/api/index.mjs', loaderUrl()).href)})
     .then(({ register }) => { register(); return import(${JSON.stringify(new URL('./thread.ts', import.meta.url).href)}); });
 `;
 
