@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, writeSafetensors, type TensorToWrite } from '../safetensors.ts';
-import { TINY_DIT } from './dit.ts';
+import { tinyGenHiddenSize } from './dit.ts';
 import type { TinyComponent } from './index.ts';
 
 export function tinyUNetConfig(crossAttentionDim: number): Record<string, unknown> {
@@ -257,6 +257,6 @@ export function writeTinyDiffusionDecoder(snapshotDir: string, crossAttentionDim
 export const diffusionDecoderComponent: TinyComponent = {
   name: 'diffusion-decoder',
   write(ctx) {
-    writeTinyDiffusionDecoder(ctx.dir, TINY_DIT.latentChannels);
+    writeTinyDiffusionDecoder(ctx.dir, tinyGenHiddenSize(ctx.config));
   },
 };

@@ -77,12 +77,15 @@ export function tinyDitTensors(s: TinyDitSizes, seed = 5, prefix = 'model.dit.mo
   return out;
 }
 
-/** make-tiny component: the DiT under `model.dit.model.*`, conditioned on the tiny LLM's hidden size. The DiT's
- *  latent width is the checkpoint's gen_hidden_size (the CLIP-feature width; 1792 real), so it is set here. */
+/** make-tiny component: the DiT under `model.dit.model.*`, conditioned on the tiny LLM's hidden size. Its latent width
+ *  is config.json's gen_hidden_size (the CLIP-feature width, written by the LLM component: 1792 as in the real model). */
 export const ditComponent: TinyComponent = {
   name: 'dit',
   write(ctx) {
-    ctx.config.gen_hidden_size = TINY_DIT.latentChannels;
-    ctx.addRootTensors(tinyDitTensors({ ...TINY_DIT, captionDim: ctx.text.hidden_size }, 5, 'model.dit.model.', 'BF16'));
+    const latentChannels = tinyGenHiddenSize(ctx.config);
+    ctx.addRootTensors(tinyDitTensors({ ...TINY_DIT, latentChannels, captionDim: ctx.text.hidden_size }, 5, 'model.dit.model.', 'BF16'));
   },
 };
+
+export const tinyGenHiddenSize = (config: Record<string, unknown>): number =>
+  typeof config.gen_hidden_size === 'number' ? config.gen_hidden_size : TINY_DIT.latentChannels;

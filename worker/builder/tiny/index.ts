@@ -6,6 +6,8 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { writeShardedSafetensors, type TensorToWrite } from '../safetensors.ts';
+import { diffusionDecoderComponent } from './diffusion_decoder.ts';
+import { ditComponent } from './dit.ts';
 import { evaClipComponent } from './eva_clip.ts';
 import { llmComponent, TINY_TEXT } from './llm.ts';
 import { tokenizerComponent } from './tokenizer.ts';
@@ -29,7 +31,7 @@ export interface TinyComponent {
 }
 
 /** The components, in order. Vision tower (helper V), DiT and diffusion-decoder/ (helper G) add one line each. */
-export const TINY_COMPONENTS: readonly TinyComponent[] = [llmComponent, tokenizerComponent, evaClipComponent];
+export const TINY_COMPONENTS: readonly TinyComponent[] = [llmComponent, tokenizerComponent, evaClipComponent, ditComponent, diffusionDecoderComponent];
 
 /** Root shards are capped at this size so the tiny snapshot is sharded and indexed like a real one. */
 const SHARD_BYTES = 16 * 1024 * 1024;
