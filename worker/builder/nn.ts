@@ -93,7 +93,7 @@ export function conv2d(w: Scope, x: Tensor, outChannels: number, o: Conv2dOption
 }
 
 export interface SdpaOptions {
-  /** Added to the scores before softmax, broadcastable to (B, H, T, S): 0 = keep, -inf (or a large negative) = drop. */
+  /** Added (in fp32) to the scores before softmax, broadcastable to (B, H, T, S): 0 = keep, a large negative = drop. */
   mask?: Tensor;
   /** @defaultValue 1/√D */
   scale?: number;
@@ -101,16 +101,16 @@ export interface SdpaOptions {
 /** Scaled dot-product attention: softmax(q·kᵀ·scale + mask)·v with q (…, T, D), k and v (…, S, D).
  *  q is scaled before the product (keeps fp16 scores in range); softmax runs in fp32.
  *
- *   q ─Mul(scale)─MatMul(kᵀ)─[Add(mask)]─Cast(f32)─Softmax─Cast─MatMul(v)─▶ (…, T, D)
+ *   q ─Mul(scale)─MatMul(kᵀ)─Cast(f32)─[Add(mask)]─Softmax─Cast─MatMul(v)─▶ (…, T, D)
  */
 export function sdpa(q: Tensor, k: Tensor, v: Tensor, opts: SdpaOptions = {}): Tensor {
   const D = q.size(-1);
   const r = k.rank!;
   const perm = [...Array(r).keys()];
   [perm[r - 2], perm[r - 1]] = [perm[r - 1]!, perm[r - 2]!];
-  let scores = q.mul(opts.scale ?? 1 / Math.sqrt(D)).matmul(k.transpose(...perm)); // (…, T, S)
-  if (opts.mask) scores = scores.add(opts.mask.cast(scores.dtype));
-  const p = scores.cast('float32').softmax(-1).cast(q.dtype);
+  let scores = q.mul(opts.scale ?? 1 / Math.sqrt(D)).matmul(k.transpose(...perm)).cast('float32'); // (…, T, S)
+  if (opts.mask) scores = scores.add(opts.mask.cast('float32'));
+  const p = scores.softmax(-1).cast(q.dtype);
   return p.matmul(v); // (…, T, D)
 }
 

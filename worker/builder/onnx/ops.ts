@@ -74,7 +74,8 @@ export class Tensor {
   matmul(b: Tensor) { return matMul(this, b); }
   cast(to: DType) { return cast(this, to); }
   // layout
-  /** Each argument is one dim: a number (0 = copy, -1 = infer), a symbolic name, or an int64 [1] tensor. */
+  /** Each argument is one dim: a number (0 = copy, -1 = infer), a symbolic name, or an int64 [1] tensor;
+   *  or a single int64 [n] shape tensor (e.g. `y.shapeOf()`). */
   reshape(...dims: (Dim | Tensor)[]) { return reshape(this, dims); }
   reshapeAs(like: Tensor) { return reshapeAs(this, like); }
   transpose(...perm: number[]) { return transpose(this, perm); }
@@ -186,6 +187,13 @@ export function matMul(a: Tensor, b: Tensor): Tensor {
  *  where possible), or int64 [1] tensors for sizes known only at run time. */
 export function reshape(x: Tensor, dims: (Dim | Tensor)[]): Tensor {
   const sink = x.sink;
+  const only = dims[0];
+  if (dims.length === 1 && only instanceof Tensor && only.shape?.[0] !== 1) {
+    // a whole shape tensor (e.g. y.shapeOf()): Reshape(x, shape)
+    const n = only.shape?.[0];
+    const shape: Shape | undefined = only.constValue ? [...only.constValue] : typeof n === 'number' ? Array<Dim>(n).fill('?') : undefined;
+    return out(x, 'Reshape', [x, only], {}, x.dtype, shape);
+  }
   const allStatic = dims.every((d) => typeof d === 'number');
   let shapeT: Tensor;
   if (allStatic) shapeT = i64(sink, dims as number[]);

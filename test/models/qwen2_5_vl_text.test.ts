@@ -1,0 +1,117 @@
+// The Qwen2.5-VL text decoder graph on the tiny checkpoint against the plain-TS reference (fp32, ≤ 1e-4):
+// prefill logits + last_hidden_state, KV-cached decoding = full recompute, M-RoPE with identical rows = 1-D RoPE,
+// and distinct (t, h, w) rows = HF's M-RoPE.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTextDecoder, buildTokenEmbedding, TextConfig } from '../../worker/builder/architectures/qwen2_5_vl_text.ts';
+import { Checkpoint } from '../../worker/builder/safetensors.ts';
+import { makeTiny } from '../../worker/builder/tiny/index.ts';
+import { WeightStore } from '../../worker/builder/weights.ts';
+import { openSession, type ModelSession, type TensorInput } from '../../worker/runtime/session.ts';
+import { maxAbsDiff, randomArray } from '../reference/ops.ts';
+import { mropeCosSin, referenceEmbed, referenceTextForward, ropeCosSin1d } from '../reference/qwen2_5_vl_text.ts';
+
+const TOL = 1e-4;
+const dir = mkdtempSync(join(tmpdir(), 'qwen-text-'));
+let ckpt: Checkpoint;
+let cfg: TextConfig;
+let decoder: ModelSession;
+let embedder: ModelSession;
+
+beforeAll(async () => {
+  makeTiny(dir);
+  cfg = TextConfig.parse(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
+  ckpt = Checkpoint.open(dir);
+  const store = new WeightStore(ckpt);
+  decoder = await openSession(buildTextDecoder(store, cfg, { dtype: 'float32' }).toBytes(), { executionProvider: 'cpu' });
+  embedder = await openSession(buildTokenEmbedding(store, cfg, { dtype: 'float32' }).toBytes(), { executionProvider: 'cpu' });
+  // every LLM key is declared; the rest of the snapshot belongs to other components
+  expect(store.unused(['model.gen_vision_tower.', 'model.latent_queries', 'visual.', 'model.dit.']).unused).toEqual([]);
+}, 120_000);
+afterAll(async () => {
+  await decoder?.release();
+  await embedder?.release();
+  ckpt?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const hd = () => cfg.hidden_size / cfg.num_attention_heads;
+function feeds(embeds: Float32Array, S: number, pos: number[][], past?: Record<string, TensorInput>, P = 0): Record<string, TensorInput> {
+  const f: Record<string, TensorInput> = {
+    inputs_embeds: { data: embeds, dims: [1, S, cfg.hidden_size] },
+    attention_mask: { data: new BigInt64Array(P + S).fill(1n), dims: [1, P + S] },
+    position_ids: { data: BigInt64Array.from(pos.flat().map(BigInt)), dims: [3, 1, S] },
+  };
+  for (let i = 0; i < cfg.num_hidden_layers; i++)
+    for (const kv of ['key', 'value'])
+      f[`past_key_values.${i}.${kv}`] = past?.[`present.${i}.${kv}`] ?? { data: new Float32Array(0), dims: [1, cfg.num_key_value_heads, 0, hd()] };
+  return f;
+}
+const f32 = (x: { data: unknown } | undefined) => x!.data as Float32Array;
+
+describe('qwen2_5_vl_text decoder on the tiny checkpoint', () => {
+  const ids = [9707, 1879, 11, 151644, 872, 198, 151665]; // "Hello world," <|im_start|>user\n [IMG]
+  const S = ids.length;
+  const pos1d = ids.map((_, i) => i);
+
+  it('embeds token ids like the table rows, and prefill matches the reference (logits and last_hidden_state)', async () => {
+    const emb = await embedder.run({ input_ids: { data: BigInt64Array.from(ids.map(BigInt)), dims: [1, S] } });
+    const embeds = f32(emb.inputs_embeds);
+    expect(maxAbsDiff(embeds, referenceEmbed(ckpt, cfg.hidden_size, ids))).toBe(0);
+    const out = await decoder.run(feeds(embeds, S, [pos1d, pos1d, pos1d]));
+    expect(out.logits!.dims).toEqual([1, S, 151668]);
+    const ref = referenceTextForward(ckpt, cfg, embeds, ropeCosSin1d(cfg, pos1d));
+    expect(maxAbsDiff(f32(out.last_hidden_state), ref.hidden)).toBeLessThan(TOL);
+    expect(maxAbsDiff(f32(out.logits), ref.logits)).toBeLessThan(TOL);
+  });
+
+  it('decoding token by token with the KV cache equals recomputing the full sequence', async () => {
+    const embeds = randomArray(S * cfg.hidden_size, 7);
+    const full = await decoder.run(feeds(embeds, S, [pos1d, pos1d, pos1d]));
+    const H = cfg.hidden_size;
+    const V = 151668;
+    const prefill = 3;
+    const first = pos1d.slice(0, prefill);
+    let step = await decoder.run(feeds(embeds.slice(0, prefill * H), prefill, [first, first, first]));
+    for (let t = prefill; t < S; t++) {
+      const past = Object.fromEntries(Object.entries(step).map(([k, v]) => [k, { data: v.data as Float32Array, dims: v.dims }]));
+      step = await decoder.run(feeds(embeds.slice(t * H, (t + 1) * H), 1, [[t], [t], [t]], past, t));
+      expect(step['present.0.key']!.dims).toEqual([1, cfg.num_key_value_heads, t + 1, hd()]);
+      expect(maxAbsDiff(f32(step.logits), f32(full.logits).subarray(t * V, (t + 1) * V))).toBeLessThan(TOL);
+      expect(maxAbsDiff(f32(step.last_hidden_state), f32(full.last_hidden_state).subarray(t * H, (t + 1) * H))).toBeLessThan(TOL);
+    }
+  });
+
+  it('M-RoPE with identical (t, h, w) rows is 1-D RoPE; distinct rows follow HF apply_multimodal_rotary_pos_emb', async () => {
+    const embeds = randomArray(S * cfg.hidden_size, 8);
+    const offset = pos1d.map((p) => p + 5);
+    const same = await decoder.run(feeds(embeds, S, [offset, offset, offset]));
+    const oneD = referenceTextForward(ckpt, cfg, embeds, ropeCosSin1d(cfg, offset));
+    expect(maxAbsDiff(f32(same.last_hidden_state), oneD.hidden)).toBeLessThan(TOL);
+    // an image-like grid: t constant, h and w walking a 2×3 grid after 1 text token
+    const t = [0, 1, 1, 1, 1, 1, 1];
+    const h = [0, 1, 1, 1, 2, 2, 2];
+    const w = [0, 1, 2, 3, 1, 2, 3];
+    const mm = await decoder.run(feeds(embeds, S, [t, h, w]));
+    const ref = referenceTextForward(ckpt, cfg, embeds, mropeCosSin(cfg, [t, h, w]));
+    expect(maxAbsDiff(f32(mm.last_hidden_state), ref.hidden)).toBeLessThan(TOL);
+    expect(maxAbsDiff(f32(mm.logits), ref.logits)).toBeLessThan(TOL);
+    expect(maxAbsDiff(f32(mm.last_hidden_state), oneD.hidden)).toBeGreaterThan(1e-3); // the rows matter
+  });
+
+  it('left padding: masked keys do not change the outputs of real tokens', async () => {
+    const embeds = randomArray(S * cfg.hidden_size, 9);
+    const H = cfg.hidden_size;
+    const pad = 2;
+    const padded = new Float32Array((S + pad) * H);
+    padded.set(randomArray(pad * H, 10), 0);
+    padded.set(embeds, pad * H);
+    const f = feeds(padded, S + pad, [0, 0, 0].map(() => [0, 0, ...pos1d]));
+    f.attention_mask = { data: BigInt64Array.from([0n, 0n, ...ids.map(() => 1n)]), dims: [1, S + pad] };
+    const out = await decoder.run(f);
+    const ref = await decoder.run(feeds(embeds, S, [pos1d, pos1d, pos1d]));
+    expect(maxAbsDiff(f32(out.last_hidden_state).subarray(pad * H), f32(ref.last_hidden_state))).toBeLessThan(TOL);
+  });
+});
