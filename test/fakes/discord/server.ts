@@ -633,6 +633,11 @@ export class FakeDiscord {
       });
     }
 
+    if (route === '/applications/@me' && method === 'GET') {
+      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
+      return reply(200, { id: this.appId, name: this.bot.username, description: '', bot_public: true, bot_require_code_grant: false, flags: 0 });
+    }
+
     if ((match = m(/^\/applications\/(\d+)\/(?:guilds\/(\d+)\/)?commands$/))) {
       if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
       const guildId = match[2];

@@ -1,0 +1,450 @@
+// The Discord adapter: discord.js events → the core's CommandInput/Invocation, and the core's Replies back.
+// Thin on purpose: validation, limits, queues and delivery live in bots/core; results and progress go out
+// through DiscordDelivery (./delivery.ts). Errors are caught here and only here: a UserError's text is shown
+// privately (ephemeral), anything else as "Something went wrong (ref …)" with the cause logged.
+//
+//   /imagine, /ask, buttons, modal ──► defer (within Discord's 3 s) ──► core.handle ──► edit "Queued: 2nd"
+//   @mention with/replying to an image ──► reply "Looking…" (the status message) ──► core.handle ──► edit it
+import { randomUUID } from 'node:crypto';
+import {
+
+  Client,
+  Events,
+  GatewayIntentBits,
+  MessageFlags,
+  Partials,
+  PermissionFlagsBits,
+  REST,
+  Routes,
+  TextInputStyle,
+  ComponentType,
+  type APIMessage,
+  type ButtonInteraction,
+  type ChatInputCommandInteraction,
+  type Interaction,
+  type Message,
+  type MessageContextMenuCommandInteraction,
+  type ModalSubmitInteraction,
+  type RepliableInteraction,
+} from 'discord.js';
+import type { Config, Secrets } from '../../src/config/schema.ts';
+import { AppError, UserError, isUserError } from '../../src/errors.ts';
+import type { DiscordDestination } from '../../src/jobs/contract.ts';
+import { channelKey } from '../../src/jobs/contract.ts';
+import { createLogger, type Logger } from '../../src/log.ts';
+import type { CommandInput, Invocation, Reply } from '../core/port.ts';
+import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
+import { COMMAND } from './commands.ts';
+import { walkChain, firstImage } from './conversation.ts';
+import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId } from './custom-ids.ts';
+import { DiscordDelivery } from './delivery.ts';
+import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
+
+export type Handle = (invocation: Invocation) => Promise<Reply>;
+
+export interface DiscordAdapterOptions {
+  config: Readonly<Config>;
+  secrets: Readonly<Secrets>;
+  log?: Logger;
+}
+
+/** Without the Message Content intent, a mention-reply can't see the image it replies to: say what to do. */
+export const MESSAGE_CONTENT_HELP =
+  "I can't see images in other messages: this bot runs without the Message Content intent. " +
+  'Attach the image to the message that mentions me, use `/ask`, or right-click the image message → Apps → "Ask about this image". ' +
+  '(Server admins: enable "Message Content Intent" under Bot → Privileged Gateway Intents in the Discord Developer Portal.)';
+
+const NO_IMAGE_HELP =
+  'Mention me in a reply to a message with an image (or attach one) and ask your question, or use `/ask`.';
+
+/** Ids of interactions/messages seen recently: a replayed gateway dispatch is handled once. */
+const SEEN_LIMIT = 5_000;
+
+export class DiscordAdapter {
+  readonly port: DiscordDelivery;
+  private readonly config: Readonly<Config>;
+  private readonly token: string;
+  private readonly log: Logger;
+  private readonly policy: DownloadPolicy;
+  private client: Client | undefined;
+  private handle: Handle | undefined;
+  private messageContent = false;
+  private readonly seen = new Set<string>();
+  /** Context-menu targets waiting for their modal (the modal submit does not carry the message). */
+  private readonly modalTargets = new Map<string, { image: AttachmentMeta; at: number }>();
+
+  constructor(options: DiscordAdapterOptions) {
+    this.config = options.config;
+    this.log = options.log ?? createLogger('discord', options.config.logLevel);
+    if (!options.secrets.DISCORD_TOKEN) throw new AppError('config', 'DISCORD_TOKEN is not set (config/.env.example).');
+    this.token = options.secrets.DISCORD_TOKEN;
+    const d = this.config.discord;
+    this.policy = {
+      allowedHosts: d.downloadHosts,
+      maxBytes: Math.min(d.maxAttachmentBytes, this.config.understanding.maxInputImageBytes),
+    };
+    const rest = new REST({ api: d.apiBaseUrl, timeout: d.restTimeoutMs, retries: d.restRetries }).setToken(this.token);
+    this.port = new DiscordDelivery(rest, this.config, this.log);
+  }
+
+  /** Whether the gateway connection has the Message Content intent (false after the portal refused it). */
+  get hasMessageContent(): boolean {
+    return this.messageContent;
+  }
+
+  get discordClient(): Client | undefined {
+    return this.client;
+  }
+
+  /** Log in and start handling events. `handle` is the core's (createCore(...).handle). */
+  async start(handle: Handle): Promise<void> {
+    this.handle = handle;
+    const wantContent = this.config.discord.messageContentIntent;
+    try {
+      await this.login(wantContent);
+    } catch (e) {
+      if (!wantContent || !/disallowed intents/i.test((e as Error).message)) throw e;
+      this.log.warn(
+        'the Developer Portal does not allow the Message Content intent; continuing without it (mention-replies will explain /ask)',
+      );
+      await this.client?.destroy();
+      await this.login(false);
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.client?.destroy();
+    this.client = undefined;
+  }
+
+  private async login(withContent: boolean): Promise<void> {
+    const d = this.config.discord;
+    const intents = [GatewayIntentBits.Guilds, GatewayIntentBits.GuildMessages, GatewayIntentBits.DirectMessages];
+    if (withContent) intents.push(GatewayIntentBits.MessageContent);
+    const client = new Client({
+      intents,
+      // DM channels and uncached messages arrive as partials; without these, DMs and old reply targets are dropped.
+      partials: [Partials.Channel, Partials.Message],
+      rest: { api: d.apiBaseUrl, timeout: d.restTimeoutMs, retries: d.restRetries },
+    });
+    this.client = client;
+    this.messageContent = withContent;
+    client.on(Events.InteractionCreate, (i) => void this.onInteraction(i));
+    client.on(Events.MessageCreate, (m) => void this.onMessage(m));
+    client.on(Events.ShardResume, (_id, replayed) => this.log.info({ replayed }, 'gateway resumed'));
+    client.on(Events.ShardDisconnect, (event) => this.log.warn({ code: event.code }, 'gateway disconnected'));
+    client.rest.on('rateLimited', (info) => this.log.info({ route: info.route, retryAfterMs: info.retryAfter }, 'rate limited by Discord; waiting'));
+    const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
+    await client.login(this.token);
+    await ready;
+    this.log.info({ user: client.user?.tag, messageContent: withContent }, 'discord ready');
+  }
+
+  // ---- interactions -----------------------------------------------------------------------------------
+
+  private async onInteraction(interaction: Interaction): Promise<void> {
+    if (this.firstTime(interaction.id) === false) return;
+    try {
+      if (interaction.isChatInputCommand()) {
+        if (interaction.commandName === COMMAND.imagine) return await this.onImagine(interaction);
+        if (interaction.commandName === COMMAND.ask) return await this.onAsk(interaction);
+        if (interaction.commandName === COMMAND.admin) return await this.onAdmin(interaction);
+      } else if (interaction.isMessageContextMenuCommand() && interaction.commandName === COMMAND.askAboutImage) {
+        return await this.onAskMenu(interaction);
+      } else if (interaction.isModalSubmit()) {
+        return await this.onAskModal(interaction);
+      } else if (interaction.isButton()) {
+        return await this.onButton(interaction);
+      }
+    } catch (e) {
+      await this.failInteraction(interaction, e);
+    }
+  }
+
+  private async onImagine(interaction: ChatInputCommandInteraction): Promise<void> {
+    await this.runJob(interaction, () => imagineInput(interaction.options));
+  }
+
+  private async onAsk(interaction: ChatInputCommandInteraction): Promise<void> {
+    const attachment = interaction.options.getAttachment('image', true);
+    const image: AttachmentMeta = { url: attachment.url, filename: attachment.name, size: attachment.size, contentType: attachment.contentType };
+    await this.runJob(
+      interaction,
+      () => {
+        const question = requireQuestion(interaction.options.getString('question'));
+        checkBeforeDownload(image, this.policy);
+        return question;
+      },
+      async (question) => ({ command: 'ask', question, image: await this.download(image) }),
+    );
+  }
+
+  private async onAskMenu(interaction: MessageContextMenuCommandInteraction): Promise<void> {
+    if (!(await this.allowed(interaction))) return;
+    const image = firstImage(interaction.targetMessage);
+    if (!image) return void (await this.replyPrivately(interaction, 'That message has no image I can read.'));
+    try {
+      checkBeforeDownload(image, this.policy);
+    } catch (e) {
+      return void (await this.replyPrivately(interaction, userText(e)));
+    }
+    this.modalTargets.set(interaction.targetMessage.id, { image, at: Date.now() });
+    for (const [id, t] of this.modalTargets) if (Date.now() - t.at > 15 * 60_000) this.modalTargets.delete(id);
+    await interaction.showModal({
+      custom_id: askModalId(interaction.channelId, interaction.targetMessage.id),
+      title: 'Ask about this image',
+      components: [
+        {
+          type: ComponentType.ActionRow,
+          components: [
+            {
+              type: ComponentType.TextInput,
+              custom_id: QUESTION_INPUT_ID,
+              label: 'Your question',
+              style: TextInputStyle.Paragraph,
+              required: true,
+              max_length: Math.min(4000, this.config.understanding.maxQuestionChars),
+            },
+          ],
+        },
+      ],
+    });
+  }
+
+  private async onAskModal(interaction: ModalSubmitInteraction): Promise<void> {
+    const { channelId, messageId } = parseAskModalId(interaction.customId);
+    await this.runJob(
+      interaction,
+      () => requireQuestion(interaction.fields.getTextInputValue(QUESTION_INPUT_ID)),
+      async (question) => {
+        const image = this.modalTargets.get(messageId)?.image ?? (await this.fetchImageOf(channelId, messageId));
+        this.modalTargets.delete(messageId);
+        return { command: 'ask', question, image: await this.download(image) };
+      },
+    );
+  }
+
+  private async onButton(interaction: ButtonInteraction): Promise<void> {
+    const parsed = parseButtonId(interaction.customId);
+    if (!parsed) return;
+    if (parsed.action === 'cancel') {
+      if (!(await this.allowed(interaction))) return;
+      const reply = await this.call(this.invocation(interaction, { command: 'cancel', jobId: parsed.jobId }));
+      return void (await this.replyPrivately(interaction, reply.text));
+    }
+    if (parsed.action === 'reroll') return this.runJob(interaction, () => ({ command: 'reroll', jobId: parsed.jobId }) as const);
+    const source = firstImage(interaction.message);
+    await this.runJob(
+      interaction,
+      () => {
+        if (!source) throw new UserError('bad_request', 'That message has no image to vary any more.');
+        checkBeforeDownload(source, this.policy);
+        return source;
+      },
+      async (image) => ({ command: 'vary', image: await this.download(image) }),
+    );
+  }
+
+  private async onAdmin(interaction: ChatInputCommandInteraction): Promise<void> {
+    if (!interaction.inGuild()) return void (await this.replyPrivately(interaction, 'Admin commands work in servers only.'));
+    if (!interaction.memberPermissions?.has(PermissionFlagsBits.ManageGuild)) {
+      return void (await this.replyPrivately(interaction, 'You need the Manage Server permission for this.'));
+    }
+    const group = interaction.options.getSubcommandGroup(true);
+    const sub = interaction.options.getSubcommand(true);
+    const destination = this.destination(interaction);
+    let input: CommandInput;
+    if (group === 'queue') {
+      const target = sub === 'purge-user' ? interaction.options.getUser('user', true).id : undefined;
+      input = { command: 'queue', action: sub as 'status' | 'pause' | 'resume' | 'purge-user', ...(target ? { targetUserId: target } : {}) };
+    } else {
+      const perMinute = interaction.options.getInteger('per-minute');
+      const concurrent = interaction.options.getInteger('concurrent');
+      const spec: Record<string, number> = {};
+      if (perMinute !== null) Object.assign(spec, { requestsPerWindow: perMinute, windowSeconds: 60, burst: perMinute });
+      if (concurrent !== null) spec.maxConcurrent = concurrent;
+      input = { command: 'limits', action: sub as 'show' | 'set' | 'reset', channelKey: channelKey(destination), ...(sub === 'set' ? { spec } : {}) };
+    }
+    await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+    const reply = await this.call({ input, destination, dedupeKey: interaction.id, isAdmin: true });
+    await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } });
+  }
+
+  /**
+   * The common path of every job-starting interaction. `check` runs before deferring (cheap checks: its UserError
+   * is a plain ephemeral reply); `finish` runs after (downloads), then the core decides.
+   */
+  private async runJob<T>(
+    interaction: RepliableInteraction,
+    check: () => T,
+    finish: (checked: T) => Promise<CommandInput> = async (checked) => checked as unknown as CommandInput,
+  ): Promise<void> {
+    if (!(await this.allowed(interaction))) return;
+    let checked: T;
+    try {
+      checked = check();
+    } catch (e) {
+      if (!isUserError(e)) throw e;
+      return void (await this.replyPrivately(interaction, e.message));
+    }
+    const destination = this.destination(interaction);
+    await interaction.deferReply();
+    let reply: Reply;
+    try {
+      const input = await finish(checked);
+      reply = await this.call(this.invocation(interaction, input, destination));
+    } catch (e) {
+      reply = this.errorReply(e);
+    }
+    if (reply.kind === 'queued') return this.port.showQueued(destination, reply.jobId, reply.text);
+    if (reply.kind === 'text' && !reply.private) return void (await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } }));
+    // A private answer after a public "thinking…": remove the public one, tell the user alone.
+    await interaction.deleteReply().catch(() => undefined);
+    await interaction.followUp({ content: reply.text, flags: MessageFlags.Ephemeral, allowedMentions: { parse: [] } });
+  }
+
+  // ---- mentions ---------------------------------------------------------------------------------------
+
+  private async onMessage(message: Message): Promise<void> {
+    const client = this.client;
+    if (!client?.user || message.author.bot || message.system) return;
+    if (!message.mentions.users.has(client.user.id)) return;
+    if (this.firstTime(message.id) === false) return;
+    if (!this.channelAllowed(message.guildId, message.channelId)) return;
+    try {
+      await this.onMention(message, client.user.id);
+    } catch (e) {
+      const text = this.errorReply(e).text;
+      await message.reply({ content: text, allowedMentions: { parse: [], repliedUser: false } }).catch(() => undefined);
+    }
+  }
+
+  private async onMention(message: Message, botId: string): Promise<void> {
+    const question = questionFromMention(message.content, botId);
+    const chain = await walkChain(message, botId, this.config.understanding.maxHistoryTurns);
+    if (!chain.image) {
+      const replyingToSomething = Boolean(message.reference?.messageId);
+      const help = !this.messageContent && replyingToSomething ? MESSAGE_CONTENT_HELP : NO_IMAGE_HELP;
+      await message.reply({ content: help, allowedMentions: { parse: [], repliedUser: false } });
+      return;
+    }
+    const image = chain.image;
+    requireQuestion(question);
+    checkBeforeDownload(image, this.policy);
+    const status = (await message.reply({ content: '⏳ Looking at the image…', allowedMentions: { parse: [], repliedUser: false } })) as Message;
+    const destination: DiscordDestination = {
+      platform: 'discord',
+      guildId: message.guildId,
+      channelId: message.channelId,
+      userId: message.author.id,
+      applicationId: botId,
+      replyToMessageId: message.id,
+      statusMessageId: status.id,
+    };
+    let reply: Reply;
+    try {
+      const input: CommandInput = { command: 'ask', question, image: await this.download(image), history: chain.history };
+      reply = await this.call({ input, destination, dedupeKey: message.id, isAdmin: this.isAdminMember(message) });
+    } catch (e) {
+      reply = this.errorReply(e);
+    }
+    if (reply.kind === 'queued') return this.port.showQueued(destination, reply.jobId, reply.text);
+    await status.edit({ content: reply.text, allowedMentions: { parse: [] } });
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------------------
+
+  private async call(invocation: Invocation): Promise<Reply> {
+    if (!this.handle) throw new AppError('internal', 'the Discord adapter was not started');
+    return this.handle(invocation);
+  }
+
+  private invocation(interaction: RepliableInteraction, input: CommandInput, destination = this.destination(interaction)): Invocation {
+    return {
+      input,
+      destination,
+      dedupeKey: interaction.id,
+      isAdmin: interaction.memberPermissions?.has(PermissionFlagsBits.ManageGuild) ?? false,
+    };
+  }
+
+  private destination(interaction: RepliableInteraction): DiscordDestination {
+    return {
+      platform: 'discord',
+      guildId: interaction.guildId,
+      channelId: interaction.channelId ?? interaction.user.id,
+      userId: interaction.user.id,
+      applicationId: interaction.applicationId,
+      interactionToken: interaction.token,
+      interactionAt: interaction.createdTimestamp,
+    };
+  }
+
+  private isAdminMember(message: Message): boolean {
+    return message.member?.permissions.has(PermissionFlagsBits.ManageGuild) ?? false;
+  }
+
+  private channelAllowed(guildId: string | null, channelId: string | null): boolean {
+    const d = this.config.discord;
+    if (guildId === null) return d.allowDirectMessages;
+    if (d.allowedGuildIds.length && !d.allowedGuildIds.includes(guildId)) return false;
+    return !(d.allowedChannelIds.length && channelId && !d.allowedChannelIds.includes(channelId));
+  }
+
+  private async allowed(interaction: RepliableInteraction): Promise<boolean> {
+    if (this.channelAllowed(interaction.guildId, interaction.channelId)) return true;
+    const where = interaction.guildId === null ? 'in direct messages' : 'in this server or channel';
+    await this.replyPrivately(interaction, `This bot isn't enabled ${where}.`);
+    return false;
+  }
+
+  private async download(image: AttachmentMeta): Promise<{ bytes: Uint8Array; name: string; contentType: string; sizeBytes: number }> {
+    const got = await downloadImage(image, this.policy);
+    return { bytes: got.bytes, name: image.filename, contentType: got.contentType, sizeBytes: got.bytes.byteLength };
+  }
+
+  private async fetchImageOf(channelId: string, messageId: string): Promise<AttachmentMeta> {
+    const message = (await this.client!.rest.get(Routes.channelMessage(channelId, messageId)).catch(() => undefined)) as APIMessage | undefined;
+    const a = message?.attachments[0];
+    if (!a) throw new UserError('bad_image', 'That message has no image I can read any more.');
+    return { url: a.url, filename: a.filename, size: a.size, contentType: a.content_type ?? null };
+  }
+
+  private errorReply(e: unknown): Reply & { kind: 'error' } {
+    if (isUserError(e)) return { kind: 'error', text: e.message, private: true };
+    const ref = randomUUID().slice(0, 8);
+    this.log.error({ ref, err: (e as Error)?.message, stack: (e as Error)?.stack }, 'discord handler failed');
+    return { kind: 'error', text: `Something went wrong (ref ${ref}).`, private: true };
+  }
+
+  private async replyPrivately(interaction: RepliableInteraction, text: string): Promise<void> {
+    const payload = { content: text, flags: MessageFlags.Ephemeral as const, allowedMentions: { parse: [] } };
+    if (interaction.deferred || interaction.replied) await interaction.followUp(payload);
+    else await interaction.reply(payload);
+  }
+
+  private async failInteraction(interaction: Interaction, e: unknown): Promise<void> {
+    const reply = this.errorReply(e);
+    if (!interaction.isRepliable()) return;
+    await this.replyPrivately(interaction, reply.text).catch((err: Error) => this.log.warn({ err: err.message }, 'could not report an error'));
+  }
+
+  /** False when this id was already handled (a gateway replay); bounded memory. */
+  private firstTime(id: string): boolean {
+    if (this.seen.has(id)) return false;
+    this.seen.add(id);
+    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!);
+    return true;
+  }
+}
+
+function userText(e: unknown): string {
+  if (isUserError(e)) return e.message;
+  throw e;
+}
+
+export function createDiscordAdapter(options: DiscordAdapterOptions): DiscordAdapter {
+  return new DiscordAdapter(options);
+}
+
+

@@ -1,0 +1,117 @@
+// Attachment checks, in the order that costs least: host, declared size and declared type before any byte is
+// fetched; then a capped download (no redirects, no auth header) and a magic-byte sniff of what arrived. Each
+// failure is a UserError with its own sentence, and nothing is enqueued for it.
+import { UserError } from '../../src/errors.ts';
+
+export interface AttachmentMeta {
+  url: string;
+  filename: string;
+  /** As Discord declared it. */
+  size: number;
+  /** As Discord declared it; may be missing or wrong. */
+  contentType?: string | null;
+}
+
+export interface DownloadPolicy {
+  /** Hostnames (or host:port) attachments may come from. */
+  allowedHosts: readonly string[];
+  maxBytes: number;
+  timeoutMs?: number;
+}
+
+export type ImageFormat = 'png' | 'jpeg' | 'gif' | 'webp';
+const MIME: Record<ImageFormat, string> = { png: 'image/png', jpeg: 'image/jpeg', gif: 'image/gif', webp: 'image/webp' };
+const ACCEPTED = new Set(Object.values(MIME));
+const FORMATS_TEXT = 'a PNG, JPEG, WebP or GIF';
+
+const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(bytes < 2 ** 20 ? 2 : 1)} MiB`;
+
+export function isImageAttachment(a: { contentType?: string | null; filename: string }): boolean {
+  if (a.contentType) return ACCEPTED.has(a.contentType.split(';')[0]!.trim().toLowerCase());
+  return /\.(png|jpe?g|gif|webp)$/i.test(a.filename);
+}
+
+/** Host allowed? Entries without a port match the hostname on any port; "host:port" entries match exactly. */
+export function hostAllowed(url: URL, allowedHosts: readonly string[]): boolean {
+  const host = url.hostname.toLowerCase();
+  return allowedHosts.some((entry) => {
+    const e = entry.toLowerCase();
+    return e.includes(':') ? e === url.host.toLowerCase() : e === host;
+  });
+}
+
+/** Everything we can check without downloading. Throws UserError with a specific message. */
+export function checkBeforeDownload(a: AttachmentMeta, policy: DownloadPolicy): URL {
+  let url: URL;
+  try {
+    url = new URL(a.url);
+  } catch {
+    throw new UserError('bad_image', `I couldn't read the link of ${a.filename}.`);
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || !hostAllowed(url, policy.allowedHosts)) {
+    throw new UserError('bad_image', `I only read images uploaded to Discord; ${a.filename} is hosted on ${url.hostname}.`);
+  }
+  if (!isImageAttachment(a)) {
+    const declared = a.contentType ? ` (${a.contentType})` : '';
+    throw new UserError('bad_image', `${a.filename} isn't an image${declared}. Please attach ${FORMATS_TEXT}.`);
+  }
+  if (a.size > policy.maxBytes) {
+    throw new UserError('bad_image', `${a.filename} is ${mib(a.size)}; the limit is ${mib(policy.maxBytes)}.`);
+  }
+  return url;
+}
+
+/** The format from the first bytes, or undefined. */
+export function sniffImage(bytes: Uint8Array): ImageFormat | undefined {
+  const at = (i: number, ...b: number[]) => b.every((v, k) => bytes[i + k] === v);
+  if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return 'png';
+  if (at(0, 0xff, 0xd8, 0xff)) return 'jpeg';
+  if (at(0, 0x47, 0x49, 0x46, 0x38)) return 'gif';
+  if (at(0, 0x52, 0x49, 0x46, 0x46) && at(8, 0x57, 0x45, 0x42, 0x50)) return 'webp';
+  return undefined;
+}
+
+export interface DownloadedImage {
+  bytes: Uint8Array;
+  format: ImageFormat;
+  contentType: string;
+}
+
+/** Check, download (capped) and sniff. Never sends credentials; refuses redirects (they could leave the allow-list). */
+export async function downloadImage(a: AttachmentMeta, policy: DownloadPolicy): Promise<DownloadedImage> {
+  const url = checkBeforeDownload(a, policy);
+  let response: Response;
+  try {
+    response = await fetch(url, { redirect: 'error', signal: AbortSignal.timeout(policy.timeoutMs ?? 30_000) });
+  } catch (e) {
+    throw new UserError('bad_image', `I couldn't download ${a.filename}; please try again.`, { cause: e });
+  }
+  if (!response.ok || !response.body) {
+    await response.body?.cancel();
+    throw new UserError('bad_image', `I couldn't download ${a.filename} (HTTP ${response.status}); it may have expired. Please upload it again.`);
+  }
+  const declared = Number(response.headers.get('content-length') ?? NaN);
+  if (Number.isFinite(declared) && declared > policy.maxBytes) {
+    await response.body.cancel();
+    throw new UserError('bad_image', `${a.filename} is ${mib(declared)}; the limit is ${mib(policy.maxBytes)}.`);
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    total += chunk.byteLength;
+    if (total > policy.maxBytes) {
+      await response.body.cancel().catch(() => undefined);
+      throw new UserError('bad_image', `${a.filename} is larger than the limit of ${mib(policy.maxBytes)}.`);
+    }
+    chunks.push(chunk);
+  }
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  const format = sniffImage(bytes);
+  if (!format) throw new UserError('bad_image', `${a.filename} doesn't look like an image file. Please attach ${FORMATS_TEXT}.`);
+  return { bytes, format, contentType: MIME[format] };
+}

@@ -1,0 +1,99 @@
+// The application commands, as the JSON `npm run discord:register` PUTs to Discord. Option bounds here are
+// what Discord's client enforces while typing; the core checks them again (config may be tighter).
+import {
+  ApplicationCommandOptionType,
+  ApplicationCommandType,
+  InteractionContextType,
+  PermissionFlagsBits,
+  type RESTPutAPIApplicationCommandsJSONBody,
+} from 'discord.js';
+import { AspectRatio } from '../../src/config/schema.ts';
+import type { Config } from '../../src/config/schema.ts';
+
+export const COMMAND = {
+  imagine: 'imagine',
+  ask: 'ask',
+  askAboutImage: 'Ask about this image',
+  admin: 'blip3o-admin',
+} as const;
+
+export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicationCommandsJSONBody {
+  const g = config.generation;
+  const contexts = config.discord.allowDirectMessages
+    ? [InteractionContextType.Guild, InteractionContextType.BotDM]
+    : [InteractionContextType.Guild];
+  return [
+    {
+      name: COMMAND.imagine,
+      type: ApplicationCommandType.ChatInput,
+      description: 'Generate an image from a prompt',
+      contexts,
+      options: [
+        { type: ApplicationCommandOptionType.String, name: 'prompt', description: 'What to draw', required: true, max_length: g.maxPromptChars },
+        { type: ApplicationCommandOptionType.Integer, name: 'seed', description: 'Same seed + prompt = same image', min_value: 0, max_value: 2 ** 32 - 1 },
+        { type: ApplicationCommandOptionType.Integer, name: 'steps', description: `Diffusion steps (default ${g.defaultDitSteps})`, min_value: 1, max_value: g.maxDitSteps },
+        { type: ApplicationCommandOptionType.Number, name: 'guidance', description: `How closely to follow the prompt (default ${g.defaultGuidance})`, min_value: 0, max_value: g.maxGuidance },
+        {
+          type: ApplicationCommandOptionType.String,
+          name: 'aspect',
+          description: `Aspect ratio (default ${g.defaultAspect})`,
+          choices: AspectRatio.options.map((a) => ({ name: a, value: a })),
+        },
+      ],
+    },
+    {
+      name: COMMAND.ask,
+      type: ApplicationCommandType.ChatInput,
+      description: 'Ask a question about an image',
+      contexts,
+      options: [
+        { type: ApplicationCommandOptionType.Attachment, name: 'image', description: 'A PNG, JPEG, WebP or GIF', required: true },
+        { type: ApplicationCommandOptionType.String, name: 'question', description: 'What do you want to know?', required: true, max_length: config.understanding.maxQuestionChars },
+      ],
+    },
+    { name: COMMAND.askAboutImage, type: ApplicationCommandType.Message, contexts },
+    {
+      name: COMMAND.admin,
+      type: ApplicationCommandType.ChatInput,
+      description: 'Queue and rate-limit controls (Manage Server)',
+      contexts: [InteractionContextType.Guild],
+      default_member_permissions: String(PermissionFlagsBits.ManageGuild),
+      options: [
+        {
+          type: ApplicationCommandOptionType.SubcommandGroup,
+          name: 'queue',
+          description: 'The job queue',
+          options: [
+            { type: ApplicationCommandOptionType.Subcommand, name: 'status', description: 'Queue depth and per-channel usage' },
+            { type: ApplicationCommandOptionType.Subcommand, name: 'pause', description: "Hold this channel's queued jobs" },
+            { type: ApplicationCommandOptionType.Subcommand, name: 'resume', description: "Release this channel's held jobs" },
+            {
+              type: ApplicationCommandOptionType.Subcommand,
+              name: 'purge-user',
+              description: "Remove a user's queued jobs",
+              options: [{ type: ApplicationCommandOptionType.User, name: 'user', description: 'Whose jobs', required: true }],
+            },
+          ],
+        },
+        {
+          type: ApplicationCommandOptionType.SubcommandGroup,
+          name: 'limits',
+          description: "This channel's rate limits",
+          options: [
+            { type: ApplicationCommandOptionType.Subcommand, name: 'show', description: 'Show the limits in force here' },
+            {
+              type: ApplicationCommandOptionType.Subcommand,
+              name: 'set',
+              description: 'Override the limits for this channel',
+              options: [
+                { type: ApplicationCommandOptionType.Integer, name: 'per-minute', description: 'Requests per minute', required: true, min_value: 0 },
+                { type: ApplicationCommandOptionType.Integer, name: 'concurrent', description: 'Jobs queued or running at once', min_value: 0 },
+              ],
+            },
+            { type: ApplicationCommandOptionType.Subcommand, name: 'reset', description: 'Back to the configured defaults' },
+          ],
+        },
+      ],
+    },
+  ];
+}

@@ -1,0 +1,62 @@
+// Mention-replies: find the image a question is about and the conversation so far by walking the reply chain
+// upwards: image message ← "@bot what is this?" ← bot's answer ← "@bot and the colour?" (the current message).
+// Bot messages become assistant turns, mentions of the bot become user turns, oldest first.
+import type { Message } from 'discord.js';
+import type { Turn } from '../../src/jobs/contract.ts';
+import { isImageAttachment, type AttachmentMeta } from './attachments.ts';
+import { questionFromMention } from './options.ts';
+
+/** Messages fetched at most while walking one chain (two per turn, plus the image message). */
+const MAX_CHAIN = 24;
+
+export interface ChainResult {
+  image?: AttachmentMeta & { messageId: string };
+  history: Turn[];
+  /** Messages on the chain whose attachments we could not see (no Message Content intent). */
+  blankedMessages: number;
+}
+
+/** The first image attachment of a message, or any attachment if none is declared as an image (to explain why). */
+export function firstImage(message: Pick<Message, 'id' | 'attachments'>): (AttachmentMeta & { messageId: string }) | undefined {
+  const all = [...message.attachments.values()].map((a) => ({
+    url: a.url,
+    filename: a.name,
+    size: a.size,
+    contentType: a.contentType,
+    messageId: message.id,
+  }));
+  return all.find((a) => isImageAttachment(a)) ?? all[0];
+}
+
+function turnText(message: Message): string {
+  return message.content || message.embeds[0]?.description || '';
+}
+
+export async function walkChain(message: Message, botId: string, maxHistoryTurns: number): Promise<ChainResult> {
+  const own = firstImage(message);
+  if (own) return { image: own, history: [], blankedMessages: 0 };
+  const history: Turn[] = [];
+  let blankedMessages = 0;
+  let current = message;
+  for (let depth = 0; depth < Math.min(MAX_CHAIN, 2 * maxHistoryTurns + 2) && current.reference?.messageId; depth++) {
+    let parent: Message;
+    try {
+      parent = await current.fetchReference();
+    } catch {
+      break; // deleted or not visible: ask about what we have
+    }
+    if (parent.author.id === botId) {
+      const text = turnText(parent);
+      if (text && !parent.attachments.size) history.unshift({ role: 'assistant', text });
+    } else if (parent.mentions.users.has(botId)) {
+      const text = questionFromMention(parent.content, botId);
+      if (text) history.unshift({ role: 'user', text });
+    } else if (!parent.content && !parent.attachments.size && !parent.embeds.length) {
+      blankedMessages++;
+    }
+    const image = firstImage(parent);
+    if (image) return { image, history: history.slice(-maxHistoryTurns), blankedMessages };
+    current = parent;
+  }
+  return { history: history.slice(-maxHistoryTurns), blankedMessages };
+}

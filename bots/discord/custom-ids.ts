@@ -1,0 +1,36 @@
+// Button and modal custom_ids: "b3:<action>:<arg>". Discord caps custom_id at 100 characters, and a press may
+// reach any bot process, so everything needed to act on it travels in the id (job ids are short: jobIdFor()).
+import { UserError } from '../../src/errors.ts';
+
+export type ButtonAction = 'reroll' | 'vary' | 'cancel';
+const ACTIONS: ReadonlySet<string> = new Set<ButtonAction>(['reroll', 'vary', 'cancel']);
+const PREFIX = 'b3';
+const MAX_CUSTOM_ID = 100;
+
+export function buttonId(action: ButtonAction, jobId: string): string {
+  const id = `${PREFIX}:${action}:${jobId}`;
+  if (id.length > MAX_CUSTOM_ID) throw new Error(`custom_id over ${MAX_CUSTOM_ID} characters for job ${jobId}`);
+  return id;
+}
+
+/** The action and job id of one of our buttons, or undefined for anything else (another bot's, an old format). */
+export function parseButtonId(customId: string): { action: ButtonAction; jobId: string } | undefined {
+  const [prefix, action, ...rest] = customId.split(':');
+  const jobId = rest.join(':');
+  if (prefix !== PREFIX || !action || !ACTIONS.has(action) || !jobId) return undefined;
+  return { action: action as ButtonAction, jobId };
+}
+
+/** The "Ask about this image" modal remembers which message it is about. */
+export function askModalId(channelId: string, messageId: string): string {
+  return `${PREFIX}:ask:${channelId}:${messageId}`;
+}
+
+export function parseAskModalId(customId: string): { channelId: string; messageId: string } {
+  const [prefix, kind, channelId, messageId] = customId.split(':');
+  if (prefix !== PREFIX || kind !== 'ask' || !channelId || !messageId) throw new UserError('bad_request', 'That form has expired; please try again.');
+  return { channelId, messageId };
+}
+
+/** The text input of the ask modal. */
+export const QUESTION_INPUT_ID = 'question';

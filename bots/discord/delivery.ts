@@ -1,0 +1,170 @@
+// The Discord PlatformPort: progress edits and final results over Discord's REST API (discord.js's REST client,
+// which waits out 429s using Retry-After and retries 5xx). Any bot process can deliver any job: everything
+// needed is in the Destination.
+//
+// Idempotent per job (the core may call deliver again after a crash):
+//   - interaction token still valid → PATCH the interaction's @original message: repeating it changes nothing;
+//   - mention-replies → PATCH the status message the bot posted when it accepted the job: same;
+//   - token expired (or the original was deleted) → a channel message with nonce + enforce_nonce (Discord returns
+//     the earlier message instead of posting twice), after looking for one already posted with this job's buttons.
+import { createHash } from 'node:crypto';
+import { DiscordAPIError, Routes, type REST } from 'discord.js';
+import type { Config } from '../../src/config/schema.ts';
+import type { DiscordDestination, Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
+import type { Logger } from '../../src/log.ts';
+import type { PlatformPort } from '../core/port.ts';
+import { parseButtonId } from './custom-ids.ts';
+import { progressBody, queuedBody, resultMessage, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
+
+/** Discord error codes meaning "this token/message is gone": fall back to a channel message. */
+const GONE_CODES = new Set<number | string>([10008, 10015, 10062, 50027]);
+/** How many recent channel messages to scan for an earlier delivery of the same job. */
+const LOOKBACK_MESSAGES = 50;
+/** Discord caps `nonce` at 25 characters. */
+const NONCE_CHARS = 25;
+
+export const nonceFor = (jobId: string): string => createHash('sha256').update(jobId).digest('hex').slice(0, NONCE_CHARS);
+
+function isGone(e: unknown): boolean {
+  return e instanceof DiscordAPIError && (GONE_CODES.has(e.code) || e.status === 401);
+}
+
+interface ApiMessage {
+  id: string;
+  author?: { id: string };
+  nonce?: string | number;
+  components?: { components?: { custom_id?: string }[] }[];
+}
+
+export class DiscordDelivery implements PlatformPort {
+  readonly platform = 'discord' as const;
+  /** Per job: operations run one after another, so a late progress edit never lands after the result. */
+  private readonly chains = new Map<string, Promise<void>>();
+  /** Jobs delivered by this process (bounded): later progress for them is dropped. */
+  private readonly delivered = new Set<string>();
+  private readonly lastEditAt = new Map<string, number>();
+
+  constructor(
+    private readonly rest: REST,
+    private readonly config: Readonly<Config>,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  showProgress(destination: Destination, progress: JobProgress): Promise<void> {
+    const d = asDiscord(destination);
+    return this.serial(progress.jobId, async () => {
+      if (this.delivered.has(progress.jobId)) return;
+      const last = this.lastEditAt.get(progress.jobId) ?? 0;
+      // The core throttles too; this guards against two relays (several bot processes) editing one message.
+      if (progress.stage !== 'queued' && this.now() - last < this.config.discord.progressEditIntervalMs) return;
+      this.lastEditAt.set(progress.jobId, this.now());
+      await this.editStatus(d, progressBody(progress));
+    });
+  }
+
+  /** The first edit after the core accepted a job ("Queued: 2nd in line."), ordered with progress and delivery. */
+  showQueued(destination: DiscordDestination, jobId: string, text: string): Promise<void> {
+    return this.serial(jobId, async () => {
+      if (this.delivered.has(jobId)) return;
+      await this.editStatus(destination, queuedBody(jobId, text));
+    });
+  }
+
+  deliver(result: JobResult, image: Uint8Array | undefined): Promise<void> {
+    const d = asDiscord(result.destination);
+    return this.serial(result.jobId, async () => {
+      await this.post(d, result, image);
+      this.markDelivered(result.jobId);
+    });
+  }
+
+  tokenUsable(d: DiscordDestination): d is DiscordDestination & { interactionToken: string } {
+    if (!d.interactionToken) return false;
+    const at = d.interactionAt ?? 0;
+    return this.now() - at < this.config.discord.interactionTokenTtlMs;
+  }
+
+  private async post(d: DiscordDestination, result: JobResult, image: Uint8Array | undefined): Promise<void> {
+    if (this.tokenUsable(d)) {
+      try {
+        await this.patchOriginal(d, resultMessage(result, image));
+        return;
+      } catch (e) {
+        if (!isGone(e)) throw e;
+        this.log.info({ jobId: result.jobId, code: (e as DiscordAPIError).code }, 'interaction token gone; posting to the channel');
+      }
+    }
+    if (d.statusMessageId) {
+      try {
+        await this.rest.patch(Routes.channelMessage(d.channelId, d.statusMessageId), withFiles(resultMessage(result, image)));
+        return;
+      } catch (e) {
+        if (!isGone(e)) throw e;
+      }
+    }
+    if (await this.alreadyPosted(d, result.jobId)) return;
+    const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId);
+    const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
+    if (d.replyToMessageId) body.message_reference = { message_id: d.replyToMessageId, fail_if_not_exists: false };
+    await this.rest.post(Routes.channelMessages(d.channelId), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+  }
+
+  /** An earlier delivery of this job in the channel's recent messages (its nonce, or its buttons). */
+  private async alreadyPosted(d: DiscordDestination, jobId: string): Promise<boolean> {
+    const nonce = nonceFor(jobId);
+    const recent = (await this.rest.get(Routes.channelMessages(d.channelId), {
+      query: new URLSearchParams({ limit: String(LOOKBACK_MESSAGES) }),
+    })) as ApiMessage[];
+    return recent.some(
+      (m) =>
+        m.author?.id === d.applicationId &&
+        (String(m.nonce ?? '') === nonce ||
+          (m.components ?? []).some((r) => (r.components ?? []).some((c) => c.custom_id && parseButtonId(c.custom_id)?.jobId === jobId))),
+    );
+  }
+
+  private async editStatus(d: DiscordDestination, body: MessageBody): Promise<void> {
+    try {
+      if (this.tokenUsable(d)) await this.patchOriginal(d, { body, files: [] });
+      else if (d.statusMessageId) await this.rest.patch(Routes.channelMessage(d.channelId, d.statusMessageId), { body });
+      else return;
+    } catch (e) {
+      // Progress is best effort: a failed edit must not fail the job or its delivery.
+      this.log.warn({ err: (e as Error).message, channel: d.channelId }, 'progress edit failed');
+    }
+  }
+
+  private async patchOriginal(d: DiscordDestination & { interactionToken?: string }, rendered: Rendered): Promise<void> {
+    await this.rest.patch(Routes.webhookMessage(d.applicationId, d.interactionToken!, '@original'), { ...withFiles(rendered), auth: false });
+  }
+
+  private markDelivered(jobId: string): void {
+    this.delivered.add(jobId);
+    this.lastEditAt.delete(jobId);
+    if (this.delivered.size > 10_000) this.delivered.delete(this.delivered.values().next().value!);
+  }
+
+  private serial(jobId: string, work: () => Promise<void>): Promise<void> {
+    const before = this.chains.get(jobId) ?? Promise.resolve();
+    const run = before.catch(() => undefined).then(work);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.chains.set(jobId, tail);
+    void tail.then(() => {
+      if (this.chains.get(jobId) === tail) this.chains.delete(jobId);
+    });
+    return run;
+  }
+}
+
+function withFiles(rendered: Rendered): { body: MessageBody; files?: RenderedFile[] } {
+  return rendered.files.length ? { body: rendered.body, files: rendered.files } : { body: rendered.body };
+}
+
+function asDiscord(d: Destination): DiscordDestination {
+  if (d.platform !== 'discord') throw new Error(`the Discord port got a ${d.platform} destination`);
+  return d;
+}
