@@ -1,10 +1,13 @@
 // `npm run model -- fetch` against a fake hub on loopback (test/fakes/hub/server.ts) with the real
 // @huggingface/hub client: full download, resume after a dropped connection, hash mismatch, EVA-CLIP skipping.
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { repoRoot } from '../../src/config/load.ts';
 import { fetchSnapshot, type FetchOptions } from '../../worker/hub/fetch.ts';
 import { snapshotStatus } from '../../worker/hub/snapshot.ts';
 import { startFakeHub, type FakeHub, type FakeHubFile } from '../fakes/hub/server.ts';
@@ -160,6 +163,23 @@ describe('fetchSnapshot against a fake hub', () => {
       await fetchSnapshot(opts({ hubUrl: gated.url, token: 'hf_secret' }));
       expect(gated.requests.at(-1)!.authorization).toBe('Bearer hf_secret');
       expect(readFileSync(join(dir, 'config.json')).equals(bytesOf('config.json'))).toBe(true);
+    } finally {
+      await gated.close();
+    }
+  });
+
+  it('`npm run model -- fetch <repo>` downloads to --dir from HF_ENDPOINT with HF_TOKEN, printing progress and what it skipped', async () => {
+    const gated = await startFakeHub({ repo: REPO, files, requireToken: 'hf_cli' });
+    try {
+      const { stdout, stderr } = await promisify(execFile)(
+        process.execPath,
+        ['--import', 'tsx', 'worker/builder/cli.ts', 'fetch', REPO, '--dir', dir],
+        { cwd: repoRoot, env: { ...process.env, HF_ENDPOINT: gated.url, HF_TOKEN: 'hf_cli', BLIP3O_CONFIG: '' } },
+      );
+      expect(stdout + stderr).toMatch(/100%/); // the progress bar finished (non-TTY mode prints its final line)
+      expect(stdout).toMatch(/6 files in .* 0 already verified/);
+      expect(stdout).toMatch(/model-00003-of-00003\.safetensors .* EVA-CLIP/);
+      expect(snapshotStatus(dir, REPO, 'main').complete).toBe(true);
     } finally {
       await gated.close();
     }

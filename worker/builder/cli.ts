@@ -7,6 +7,7 @@ import { makeTiny } from './tiny/index.ts';
 type Command = { usage: string; run(args: string[]): Promise<void> };
 
 const COMMANDS: Record<string, Command> = {
+  fetch: { usage: 'fetch <repo-id> [--revision r] [--dir d]   download a snapshot from the hub (resumable, verified)', run: (args) => import('../hub/cli.ts').then((m) => m.fetchCommand(args)) },
   'make-tiny': {
     usage: 'make-tiny <dir>            write the tiny synthetic BLIP3-o snapshot (deterministic)',
     async run([dir]) {

@@ -1,0 +1,96 @@
+// Feeds Metrics from BullMQ's local Worker events, so neither the processor nor the delivery code carries
+// metric calls. Local events (not QueueEvents) on purpose: each job is counted once, by the process that ran it,
+// so Prometheus can sum across any number of workers and bots.
+//
+//   worker/main.ts:  observeJobWorker(metrics, worker, () => provider); trackQueue(metrics, jobsQueue)
+//   bots/main.ts:    observeDeliveryWorker(metrics, deliveryWorker);    trackQueue(metrics, deliveryQueue)
+import type { Job, Queue, Worker } from 'bullmq';
+import { channelKey, Destination, JobRequest, JobResult, type Stage } from '../jobs/contract.ts';
+import type { Metrics } from './metrics.ts';
+
+/** Stages that run on the accelerator (everything but waiting in the queue). */
+const COMPUTE_STAGES: ReadonlySet<string> = new Set<Exclude<Stage, 'queued'>>(['loading', 'conditioning', 'features', 'decoding', 'encoding', 'answering']);
+
+const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'failed', 'completed'] as const;
+
+export function trackQueue(metrics: Metrics, queue: Queue): void {
+  metrics.trackQueue(queue.name, () => queue.getJobCounts(...STATES));
+}
+
+/** The ErrorCode of an AppError, else the error's name (UnrecoverableError, Error…), as a bounded label. */
+export function failureReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^[a-z_]{1,32}$/.test(code)) return code;
+  const name = err instanceof Error ? err.name : 'unknown';
+  return /^\w{1,40}$/.test(name) ? name : 'unknown';
+}
+
+/** Whether BullMQ will not try this job again. */
+function isFinalFailure(job: Job, err: unknown): boolean {
+  return (err instanceof Error && err.name === 'UnrecoverableError') || job.attemptsMade >= (job.opts.attempts ?? 1);
+}
+
+const kindOf = (data: unknown): string => {
+  const parsed = JobRequest.safeParse(data);
+  return parsed.success ? parsed.data.kind : 'unknown';
+};
+
+/**
+ * Job lifecycle metrics on a jobs Worker: queue wait when a job starts; stage timings, GPU-seconds per channel
+ * and job duration when it completes (from the JobResult it returns); failures by reason.
+ */
+export function observeJobWorker(metrics: Metrics, worker: Worker, provider: () => string): void {
+  const queue = worker.name;
+  worker.on('active', (job: Job) => {
+    const startedAt = job.processedOn ?? Date.now();
+    metrics.queueWait.observe({ queue, kind: kindOf(job.data) }, Math.max(0, startedAt - job.timestamp) / 1000);
+  });
+  worker.on('completed', (job: Job, returned: unknown) => {
+    const kind = kindOf(job.data);
+    const result = JobResult.safeParse(returned);
+    const ranSeconds = Math.max(0, (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now())) / 1000;
+    const outcome = result.success ? result.data.status : 'succeeded';
+    metrics.jobSeconds.observe({ kind, outcome }, ranSeconds);
+    if (result.success && result.data.error) metrics.failures.inc({ component: 'worker', queue, reason: failureReason(result.data.error) });
+    const request = JobRequest.safeParse(job.data);
+    const destination = result.success ? result.data.destination : request.success ? request.data.destination : undefined;
+    let computeSeconds = 0;
+    if (result.success) {
+      for (const [stage, ms] of Object.entries(result.data.timingsMs)) {
+        if (!COMPUTE_STAGES.has(stage)) continue;
+        metrics.stageSeconds.observe({ kind, stage }, ms / 1000);
+        computeSeconds += ms / 1000;
+      }
+    }
+    if (computeSeconds === 0) computeSeconds = ranSeconds; // no per-stage timings: the whole run used the device
+    if (destination) chargeChannel(metrics, destination, provider(), computeSeconds);
+  });
+  worker.on('failed', (job: Job | undefined, err: Error) => {
+    metrics.failures.inc({ component: 'worker', queue, reason: failureReason(err) });
+    if (!job || !isFinalFailure(job, err)) return;
+    const ranSeconds = Math.max(0, (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now())) / 1000;
+    metrics.jobSeconds.observe({ kind: kindOf(job.data), outcome: 'failed' }, ranSeconds);
+    const request = JobRequest.safeParse(job.data);
+    if (request.success) chargeChannel(metrics, request.data.destination, provider(), ranSeconds);
+  });
+}
+
+function chargeChannel(metrics: Metrics, destination: Destination, provider: string, seconds: number): void {
+  metrics.gpuSeconds.inc({ platform: destination.platform, channel: channelKey(destination), provider }, seconds);
+}
+
+/** Delivery metrics on a delivery Worker (bots/core/delivery.ts returns 'delivered' | 'duplicate'). */
+export function observeDeliveryWorker(metrics: Metrics, worker: Worker): void {
+  const queue = worker.name;
+  const platformOf = (job: Job): string => {
+    const d = Destination.safeParse((job.data as { destination?: unknown } | undefined)?.destination);
+    return d.success ? d.data.platform : 'unknown';
+  };
+  worker.on('completed', (job: Job, returned: unknown) => {
+    metrics.deliveries.inc({ platform: platformOf(job), outcome: returned === 'duplicate' ? 'duplicate' : 'delivered' });
+  });
+  worker.on('failed', (job: Job | undefined, err: Error) => {
+    metrics.failures.inc({ component: 'bot', queue, reason: failureReason(err) });
+    if (job) metrics.deliveries.inc({ platform: platformOf(job), outcome: isFinalFailure(job, err) ? 'failed' : 'retried' });
+  });
+}
