@@ -280,6 +280,7 @@ export class FakeSlack {
         if (m.bot_id !== this.botId) return { ok: false, error: 'cant_update_message' };
         if (args.text !== undefined) m.text = String(args.text);
         if (args.blocks !== undefined) m.blocks = args.blocks as unknown[];
+        if (args.metadata !== undefined) m.metadata = args.metadata as FakeMessage['metadata'];
         m.edited = { ts: s.nextTs() };
         return { ok: true, channel: m.channel, ts: m.ts, text: m.text, message: messageJson(m, false) };
       },

@@ -1,0 +1,126 @@
+// The Slack adapter: a real @slack/bolt App in Socket Mode (default: no public URL needed) or HTTP mode
+// (Bolt's HTTPReceiver verifies X-Slack-Signature and refuses timestamps older than five minutes), pointed at
+// `slack.apiUrl` (env SLACK_API_URL) so the same build runs against test/fakes/slack. Both the Web API client
+// and the Socket Mode client use that URL (an explicit receiver needs its own copy of clientOptions).
+import { App, HTTPReceiver, LogLevel, SocketModeReceiver, type Receiver } from '@slack/bolt';
+import type { Logger as BoltLogger } from '@slack/logger';
+import type { WebClientOptions } from '@slack/web-api';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config, Secrets } from '../../src/config/schema.ts';
+import { AppError } from '../../src/errors.ts';
+import type { JobRequest } from '../../src/jobs/contract.ts';
+import type { Logger } from '../../src/log.ts';
+import type { Adapter } from '../core/adapter.ts';
+import type { Core } from '../core/submit.ts';
+import { downloadSlackFile } from './download.ts';
+import { registerHandlers } from './handlers.ts';
+import { SlackPort } from './port.ts';
+
+/** Knobs that are not settings: tests shorten reconnect and retry waits with them. */
+export interface SlackTuning {
+  /** Socket Mode ping timeout; reconnects wait this × consecutive failures. @defaultValue 5000 (library default) */
+  clientPingTimeoutMs?: number;
+  /** Web API retry policy (p-retry options). @defaultValue the library's ten retries in about thirty minutes */
+  retryConfig?: WebClientOptions['retryConfig'];
+}
+
+export interface SlackAdapter extends Adapter {
+  readonly port: SlackPort;
+  /** HTTP mode: where Bolt listens, once started (http://host:port/slack/events). */
+  readonly eventsUrl: string | undefined;
+}
+
+/** Bolt logs through pino, at the level pino is set to. */
+function boltLogger(log: Logger): BoltLogger {
+  let level = LogLevel.INFO;
+  const text = (msg: unknown[]) => msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' ');
+  return {
+    debug: (...msg: unknown[]) => log.debug(text(msg)),
+    info: (...msg: unknown[]) => log.info(text(msg)),
+    warn: (...msg: unknown[]) => log.warn(text(msg)),
+    error: (...msg: unknown[]) => log.error(text(msg)),
+    setLevel: (l: LogLevel) => void (level = l),
+    getLevel: () => level,
+    setName: () => undefined,
+  };
+}
+
+function required(secrets: Readonly<Secrets>, name: 'SLACK_BOT_TOKEN' | 'SLACK_APP_TOKEN' | 'SLACK_SIGNING_SECRET', why: string): string {
+  const value = secrets[name];
+  if (!value) throw new AppError('config', `${name} is not set; ${why} (see config/.env.example)`);
+  return value;
+}
+
+export async function createSlackAdapter(deps: { config: Readonly<Config>; secrets: Readonly<Secrets>; log: Logger }, tuning: SlackTuning = {}): Promise<SlackAdapter> {
+  const { config, secrets } = deps;
+  const log = deps.log.child({ platform: 'slack' });
+  const s = config.slack;
+  const token = required(secrets, 'SLACK_BOT_TOKEN', 'the Slack bot needs its xoxb- token');
+  const logger = boltLogger(log);
+  const clientOptions: WebClientOptions = { slackApiUrl: s.apiUrl, ...(tuning.retryConfig ? { retryConfig: tuning.retryConfig } : {}) };
+
+  let receiver: Receiver;
+  if (s.mode === 'socket') {
+    const appToken = required(secrets, 'SLACK_APP_TOKEN', 'Socket Mode needs an xapp- token with connections:write');
+    receiver = new SocketModeReceiver({ appToken, logger, clientPingTimeout: tuning.clientPingTimeoutMs, installerOptions: { clientOptions } });
+  } else {
+    const signingSecret = required(secrets, 'SLACK_SIGNING_SECRET', 'HTTP mode verifies every request with the signing secret');
+    receiver = new HTTPReceiver({ signingSecret, logger, endpoints: '/slack/events' });
+  }
+  const app = new App({ token, receiver, clientOptions, logger });
+  const port = new SlackPort(app.client, config, log);
+  const titles = new Map<string, string>();
+  let eventsUrl: string | undefined;
+  let core: Core | undefined;
+
+  /** The prompt or question of a job: from this process's memory, else from the job itself in Redis. */
+  async function titleOf(jobId: string): Promise<string | undefined> {
+    const known = titles.get(jobId);
+    if (known !== undefined) return known;
+    const data = (await core?.queue.getJob(jobId))?.data as JobRequest | undefined;
+    const title = data ? (data.kind === 'ask' ? data.question : data.prompt) : undefined;
+    if (title !== undefined) titles.set(jobId, title);
+    return title;
+  }
+
+  return {
+    port,
+    get eventsUrl() {
+      return eventsUrl;
+    },
+    coreOptions: {
+      fetchImage: async (ref) => {
+        if (!ref.url) throw new AppError('internal', 'fetchImage called without a url');
+        const image = await downloadSlackFile(
+          { url: ref.url, name: ref.name, mimetype: ref.contentType, size: ref.sizeBytes },
+          { token, allowedHosts: s.downloadHosts, maxBytes: s.maxFileBytes },
+        );
+        return image.bytes;
+      },
+    },
+
+    async start(started: Core): Promise<void> {
+      core = started;
+      port.attach({ redis: started.redis, titleOf });
+      const auth = await app.client.auth.test();
+      if (!auth.user_id) throw new AppError('platform', 'auth.test did not return the bot user id');
+      registerHandlers({ app, core: started, port, config, botUserId: auth.user_id, log, titles, titleOf });
+      app.error(async (e) => void log.error({ err: e.message, code: e.code }, 'bolt error'));
+      if (s.mode === 'socket') {
+        await app.start();
+        log.info('connected to Slack (Socket Mode)');
+      } else {
+        const server = (await app.start({ port: s.httpPort, host: config.http.host })) as Server;
+        const address = server.address() as AddressInfo;
+        const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+        eventsUrl = `http://${host}:${address.port}/slack/events`;
+        log.info({ eventsUrl }, 'listening for Slack requests (HTTP mode)');
+      }
+    },
+
+    async stop(): Promise<void> {
+      await app.stop();
+    },
+  };
+}

@@ -1,0 +1,266 @@
+// Bolt listeners → core.handle. Every listener acks first (Slack's 3 s window), then works:
+//   /imagine <text>            parse options (bad ones: ephemeral usage in the ack) → status message → job
+//   @bot <question> (mention)  image from the message or its thread, earlier turns as history → job
+//   "Ask about this image"     message shortcut → modal for the question → job
+//   Re-roll / Vary / Cancel    buttons on the status and result messages (value = job id)
+// A job's status message is posted before the job is submitted, so its ts travels in the Destination and any
+// bot instance can update it. Duplicate deliveries (socket redelivery, HTTP retries) use the same dedupe key,
+// which maps to the same job id: the second one finds the job and does nothing.
+import type { App } from '@slack/bolt';
+import type { WebClient } from '@slack/web-api';
+import type { Config } from '../../src/config/schema.ts';
+import { isUserError } from '../../src/errors.ts';
+import type { SlackDestination } from '../../src/jobs/contract.ts';
+import { jobIdFor } from '../../src/jobs/queue.ts';
+import type { Logger } from '../../src/log.ts';
+import type { CommandInput, Reply } from '../core/port.ts';
+import type { Core } from '../core/submit.ts';
+import { ACTION, SHORTCUT_ASK, VIEW_ASK, askModal, headline, statusMessage } from './blocks.ts';
+import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
+import { parseImagine } from './options.ts';
+import { META_STATUS, resultFileName, type SlackPort, type ThreadFile } from './port.ts';
+
+export interface HandlerDeps {
+  app: App;
+  core: Core;
+  port: SlackPort;
+  config: Readonly<Config>;
+  botUserId: string;
+  log: Logger;
+  /** Titles of jobs this process started (prompt or question), for status messages. */
+  titles: Map<string, string>;
+  /** A job's title from memory or from the job in Redis (buttons pressed on another instance's jobs). */
+  titleOf(jobId: string): Promise<string | undefined>;
+}
+
+/** Where a job was asked for, and how to tell the asker something only they see. */
+interface Origin {
+  client: WebClient;
+  teamId: string;
+  channelId: string;
+  userId: string;
+  /** The thread to work in; undefined = a new top-level status message becomes the thread. */
+  threadTs?: string;
+  responseUrl?: string;
+  tellPrivately(text: string): Promise<void>;
+}
+
+const ADMIN_CACHE_MS = 5 * 60_000;
+
+export function registerHandlers(deps: HandlerDeps): void {
+  const { app, core, config, log } = deps;
+  const inFlight = new Set<string>();
+  const admins = new Map<string, { isAdmin: boolean; at: number }>();
+
+  async function isAdmin(client: WebClient, userId: string): Promise<boolean> {
+    const cached = admins.get(userId);
+    if (cached && Date.now() - cached.at < ADMIN_CACHE_MS) return cached.isAdmin;
+    const res = await client.users.info({ user: userId });
+    const value = Boolean(res.user?.is_admin || res.user?.is_owner);
+    admins.set(userId, { isAdmin: value, at: Date.now() });
+    return value;
+  }
+
+  /** Post the status message, submit, and show the reply: the path every job takes. */
+  async function startJob(origin: Origin, input: CommandInput, dedupeKey: string, title: string): Promise<void> {
+    const jobId = jobIdFor('slack', dedupeKey);
+    if (inFlight.has(dedupeKey) || (await core.queue.getJob(jobId))) {
+      log.info({ jobId, dedupeKey }, 'duplicate delivery ignored');
+      return;
+    }
+    inFlight.add(dedupeKey);
+    try {
+      deps.titles.set(jobId, title);
+      const first = statusMessage(jobId, headline(input.command === 'ask' ? 'ask' : 'imagine', title), { stage: 'queued', step: 0, total: 0 });
+      let statusTs: string;
+      try {
+        const posted = await origin.client.chat.postMessage({
+          channel: origin.channelId,
+          text: first.text,
+          blocks: first.blocks as never,
+          metadata: { event_type: META_STATUS, event_payload: { job_id: jobId } },
+          ...(origin.threadTs ? { thread_ts: origin.threadTs } : {}),
+        });
+        statusTs = String(posted.ts);
+      } catch (e) {
+        const code = (e as { data?: { error?: string } }).data?.error;
+        if (code === 'not_in_channel' || code === 'channel_not_found') {
+          await origin.tellPrivately('I am not in this channel yet: invite me with `/invite @blip3o`, then try again.');
+          return;
+        }
+        throw e;
+      }
+      const destination: SlackDestination = {
+        platform: 'slack',
+        teamId: origin.teamId,
+        channelId: origin.channelId,
+        userId: origin.userId,
+        threadTs: origin.threadTs ?? statusTs,
+        statusMessageTs: statusTs,
+        ...(origin.responseUrl ? { responseUrl: origin.responseUrl } : {}),
+      };
+      const reply = await core.handle({ input, destination, dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
+      await showReply(origin, reply, statusTs, title, input);
+    } finally {
+      inFlight.delete(dedupeKey);
+    }
+  }
+
+  async function showReply(origin: Origin, reply: Reply, statusTs: string, title: string, input: CommandInput): Promise<void> {
+    if (reply.kind === 'queued') {
+      const position = await core.position(reply.jobId); // undefined once a worker has it: progress takes over
+      if (position === undefined) return;
+      const m = statusMessage(reply.jobId, headline(input.command === 'ask' ? 'ask' : 'imagine', title), { stage: 'queued', step: 0, total: 0, queuePosition: position });
+      await origin.client.chat.update({ channel: origin.channelId, ts: statusTs, text: m.text, blocks: m.blocks as never });
+      return;
+    }
+    // Refused (bad input, limits, not allowed): only the asker hears why; the public status message goes away.
+    await origin.client.chat.delete({ channel: origin.channelId, ts: statusTs }).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'status delete failed'));
+    await origin.tellPrivately(reply.text);
+  }
+
+  /** Buttons and cancel: no status message of their own unless they start a job. */
+  async function simpleCommand(origin: Origin, input: CommandInput, dedupeKey: string): Promise<void> {
+    const reply = await core.handle({ input, destination: destinationOf(origin), dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
+    await origin.tellPrivately(reply.text);
+  }
+
+  function destinationOf(origin: Origin): SlackDestination {
+    return { platform: 'slack', teamId: origin.teamId, channelId: origin.channelId, userId: origin.userId, ...(origin.threadTs ? { threadTs: origin.threadTs } : {}) };
+  }
+
+  /** Run a listener body; anything unexpected is logged and the asker gets a reference, never a stack. */
+  async function guarded(origin: Origin, what: string, body: () => Promise<void>): Promise<void> {
+    try {
+      await body();
+    } catch (e) {
+      if (isUserError(e)) return void (await origin.tellPrivately(e.message).catch(() => undefined));
+      const ref = Math.random().toString(36).slice(2, 10);
+      log.error({ ref, what, err: (e as Error).message }, 'slack handler failed');
+      await origin.tellPrivately(`Something went wrong (ref ${ref}).`).catch(() => undefined);
+    }
+  }
+
+  function ephemeralTo(client: WebClient, channel: string, user: string, threadTs?: string): (text: string) => Promise<void> {
+    return async (text) => {
+      await client.chat.postEphemeral({ channel, user, text, ...(threadTs ? { thread_ts: threadTs } : {}) });
+    };
+  }
+
+  // ---- /imagine ---------------------------------------------------------------------------------------
+
+  app.command('/imagine', async ({ command, ack, respond, client }) => {
+    let input: CommandInput;
+    try {
+      input = parseImagine(command.text, config.generation);
+    } catch (e) {
+      if (!isUserError(e)) throw e;
+      await ack({ response_type: 'ephemeral', text: e.message });
+      return;
+    }
+    await ack();
+    const origin: Origin = {
+      client,
+      teamId: command.team_id,
+      channelId: command.channel_id,
+      userId: command.user_id,
+      responseUrl: command.response_url,
+      tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
+    };
+    await guarded(origin, '/imagine', () => startJob(origin, input, `cmd:${command.trigger_id}`, input.command === 'imagine' ? input.prompt : ''));
+  });
+
+  // ---- @mention with a question -----------------------------------------------------------------------
+
+  app.event('app_mention', async ({ event, client, body }) => {
+    const threadTs = event.thread_ts ?? event.ts;
+    const teamId = (body as { team_id?: string }).team_id ?? event.team ?? '';
+    const user = event.user ?? '';
+    const origin: Origin = { client, teamId, channelId: event.channel, userId: user, threadTs, tellPrivately: ephemeralTo(client, event.channel, user, threadTs) };
+    await guarded(origin, 'app_mention', async () => {
+      const question = stripMention(event.text, deps.botUserId);
+      const thread = event.thread_ts ? await deps.port.thread(event.channel, event.thread_ts) : [];
+      const file = imageForQuestion(thread, event.ts, (event as { files?: ThreadFile[] }).files);
+      if (!file) {
+        await origin.tellPrivately('Ask me about an image: mention me in a message with an image attached, or in the thread of a message with one.');
+        return;
+      }
+      if (!question) {
+        await origin.tellPrivately('What would you like to know about the image? Mention me with a question.');
+        return;
+      }
+      const history = historyBefore(thread, event.ts, deps.botUserId, config.understanding.maxHistoryTurns);
+      await startJob(origin, { command: 'ask', question, image: imageRef(file), history }, `msg:${event.channel}:${event.ts}`, question);
+    });
+  });
+
+  // ---- message shortcut: "Ask about this image" ----------------------------------------------------------
+
+  app.shortcut({ callback_id: SHORTCUT_ASK, type: 'message_action' }, async ({ shortcut, ack, client }) => {
+    await ack();
+    const channel = shortcut.channel.id;
+    const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
+    const tell = ephemeralTo(client, channel, shortcut.user.id, message.thread_ts);
+    const file = firstFile(message.files);
+    if (!file) return void (await tell('That message has no image to ask about.'));
+    const meta = JSON.stringify({ c: channel, t: message.thread_ts ?? message.ts, f: file });
+    await client.views.open({ trigger_id: shortcut.trigger_id, view: askModal(meta) as never });
+  });
+
+  app.view(VIEW_ASK, async ({ ack, view, body, client }) => {
+    await ack();
+    const meta = JSON.parse(view.private_metadata) as { c: string; t: string; f: ThreadFile };
+    const question = String(view.state.values.question?.value?.value ?? '').trim();
+    const user = body.user.id;
+    const origin: Origin = { client, teamId: body.team?.id ?? '', channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(client, meta.c, user, meta.t) };
+    await guarded(origin, 'ask shortcut', () => startJob(origin, { command: 'ask', question, image: imageRef(meta.f), history: [] }, `view:${view.id}`, question));
+  });
+
+  // ---- buttons ---------------------------------------------------------------------------------------------
+
+  const buttonOrigin = (body: ButtonBody, client: WebClient, respond: (m: { response_type: 'ephemeral'; replace_original: false; text: string }) => Promise<unknown>): Origin => ({
+    client,
+    teamId: body.team?.id ?? '',
+    channelId: body.container.channel_id,
+    userId: body.user.id,
+    threadTs: body.container.thread_ts ?? body.container.message_ts,
+    responseUrl: body.response_url,
+    tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', replace_original: false, text })),
+  });
+
+  app.action(ACTION.reroll, async ({ ack, body, action, client, respond }) => {
+    await ack();
+    const b = body as unknown as ButtonBody;
+    const origin = buttonOrigin(b, client, respond);
+    const jobId = (action as { value: string }).value;
+    await guarded(origin, 're-roll', async () => startJob(origin, { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId)) ?? 'Re-roll'));
+  });
+
+  app.action(ACTION.vary, async ({ ack, body, action, client, respond }) => {
+    await ack();
+    const b = body as unknown as ButtonBody;
+    const origin = buttonOrigin(b, client, respond);
+    const jobId = (action as { value: string }).value;
+    await guarded(origin, 'vary', async () => {
+      const thread = await deps.port.thread(origin.channelId, origin.threadTs!);
+      const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === resultFileName(jobId));
+      if (!file) return void (await origin.tellPrivately('I cannot find that image any more; run /imagine again.'));
+      await startJob(origin, { command: 'vary', image: imageRef(file) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId)) ?? 'an image'}`);
+    });
+  });
+
+  app.action(ACTION.cancel, async ({ ack, body, action, client, respond }) => {
+    await ack();
+    const b = body as unknown as ButtonBody;
+    const origin = buttonOrigin(b, client, respond);
+    await guarded(origin, 'cancel', () => simpleCommand(origin, { command: 'cancel', jobId: (action as { value: string }).value }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`));
+  });
+}
+
+interface ButtonBody {
+  user: { id: string };
+  team?: { id: string } | null;
+  container: { channel_id: string; message_ts: string; thread_ts?: string };
+  response_url: string;
+  actions: { action_ts?: string }[];
+}

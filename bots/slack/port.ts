@@ -1,0 +1,157 @@
+// Slack's PlatformPort: progress goes into the job's one status message (chat.update), results go into its
+// thread. deliver() may run more than once for a job (a bot died after posting, before the core's ledger
+// recorded it), so every write is either naturally idempotent (chat.update, chat.delete) or preceded by a
+// look-up: an image is uploaded as `blip3o-<jobId>.png` and not again if the thread already holds that file;
+// an answer carries message metadata with the job id and is not posted again if the thread has it.
+import type { WebClient } from '@slack/web-api';
+import type { Redis } from 'ioredis';
+import type { Config } from '../../src/config/schema.ts';
+import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
+import type { Logger } from '../../src/log.ts';
+import type { PlatformPort } from '../core/port.ts';
+import { answerMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage } from './blocks.ts';
+
+/** Message metadata event types: the status message of a job, and an answer to a question. */
+export const META_STATUS = 'blip3o_status';
+export const META_ANSWER = 'blip3o_answer';
+
+export const resultFileName = (jobId: string): string => `blip3o-${jobId}.png`;
+
+/** What the port needs from the running core (known only after start): Redis and a job's title. */
+export interface PortContext {
+  redis: Redis;
+  /** The prompt or question of a job, for the status message's first line. */
+  titleOf(jobId: string): Promise<string | undefined>;
+}
+
+export class SlackPort implements PlatformPort {
+  readonly platform = 'slack' as const;
+  private context?: PortContext;
+
+  constructor(
+    private readonly client: WebClient,
+    private readonly config: Readonly<Config>,
+    private readonly log: Logger,
+  ) {}
+
+  attach(context: PortContext): void {
+    this.context = context;
+  }
+
+  /** `<prefix>:slack:finished:<jobId>`: set when delivery starts, so late progress never overwrites the final state. */
+  private finishedKey(jobId: string): string {
+    return `${this.config.queue.prefix}:slack:finished:${jobId}`;
+  }
+
+  private async title(jobId: string): Promise<string> {
+    return (await this.context?.titleOf(jobId)) ?? '';
+  }
+
+  async showProgress(destination: Destination, progress: JobProgress): Promise<void> {
+    if (destination.platform !== 'slack') return;
+    const d = destination;
+    if (!d.statusMessageTs || !this.context) return;
+    if ((await this.context.redis.exists(this.finishedKey(progress.jobId))) === 1) return;
+    const m = statusMessage(progress.jobId, await this.title(progress.jobId), progress);
+    await this.client.chat.update({ channel: d.channelId, ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
+  }
+
+  async deliver(result: JobResult, image: Uint8Array | undefined): Promise<void> {
+    if (result.destination.platform !== 'slack') return;
+    const d = result.destination;
+    const ttl = Math.max(this.config.queue.keepCompletedSeconds, this.config.queue.keepFailedSeconds);
+    await this.context?.redis.set(this.finishedKey(result.jobId), '1', 'EX', ttl);
+    const subject = result.image?.prompt ?? (await this.title(result.jobId));
+    const title = headline(result.kind, subject);
+
+    if (result.status === 'succeeded' && result.image && image) {
+      await this.deliverImage(d, result, image);
+      await this.updateStatus(d, finalStatusMessage(title, result));
+    } else if (result.status === 'succeeded' && result.answer) {
+      await this.deliverAnswer(d, result);
+    } else if (result.status === 'failed' && result.error?.userFacing) {
+      // Something the user can fix: tell only them, and take the public status message away.
+      await this.client.chat.postEphemeral({ channel: d.channelId, user: d.userId, text: failureText(result), ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+      if (d.statusMessageTs) await this.ignoring('message_not_found', () => this.client.chat.delete({ channel: d.channelId, ts: d.statusMessageTs! }));
+    } else {
+      await this.updateStatus(d, finalStatusMessage(title, result));
+    }
+    this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
+  }
+
+  private async deliverImage(d: SlackDestination, result: JobResult, png: Uint8Array): Promise<void> {
+    const filename = resultFileName(result.jobId);
+    const threadTs = d.threadTs ?? d.statusMessageTs;
+    if (threadTs) {
+      const thread = await this.thread(d.channelId, threadTs);
+      if (thread.some((m) => m.files?.some((f) => f.name === filename))) return; // posted by an earlier attempt
+    }
+    const m = imageResultMessage(result);
+    const upload = {
+      file: Buffer.from(png),
+      filename,
+      title: result.image!.prompt.slice(0, 250) || filename,
+      alt_text: result.image!.altText.slice(0, 1000),
+      blocks: m.blocks as never,
+    };
+    await this.client.filesUploadV2(threadTs ? { ...upload, channel_id: d.channelId, thread_ts: threadTs } : { ...upload, channel_id: d.channelId });
+  }
+
+  private async deliverAnswer(d: SlackDestination, result: JobResult): Promise<void> {
+    const m = answerMessage(result.answer!.text);
+    const metadata = { event_type: META_ANSWER, event_payload: { job_id: result.jobId } };
+    if (d.statusMessageTs) {
+      // The status message becomes the answer: one message in the thread, and chat.update is idempotent.
+      const updated = await this.ignoring('message_not_found', () =>
+        this.client.chat.update({ channel: d.channelId, ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never, metadata }),
+      );
+      if (updated) return;
+    }
+    const threadTs = d.threadTs;
+    if (threadTs && (await this.thread(d.channelId, threadTs)).some((x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId)) return;
+    await this.client.chat.postMessage({ channel: d.channelId, text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
+  }
+
+  private async updateStatus(d: SlackDestination, m: { text: string; blocks: Record<string, unknown>[] }): Promise<void> {
+    if (d.statusMessageTs) {
+      const ok = await this.ignoring('message_not_found', () => this.client.chat.update({ channel: d.channelId, ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never }));
+      if (ok) return;
+    }
+    await this.client.chat.postMessage({ channel: d.channelId, text: m.text, blocks: m.blocks as never, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+  }
+
+  async thread(channel: string, ts: string): Promise<ThreadMessage[]> {
+    const res = await this.client.conversations.replies({ channel, ts, include_all_metadata: true, limit: 200 });
+    return (res.messages ?? []) as ThreadMessage[];
+  }
+
+  /** Run a Web API call; an ok:false with `code` resolves to false instead of throwing. */
+  private async ignoring(code: string, call: () => Promise<unknown>): Promise<boolean> {
+    try {
+      await call();
+      return true;
+    } catch (e) {
+      if ((e as { data?: { error?: string } }).data?.error === code) return false;
+      throw e;
+    }
+  }
+}
+
+export interface ThreadFile {
+  id: string;
+  name?: string;
+  mimetype?: string;
+  size?: number;
+  url_private?: string;
+  url_private_download?: string;
+}
+
+export interface ThreadMessage {
+  ts: string;
+  text?: string;
+  user?: string;
+  bot_id?: string;
+  thread_ts?: string;
+  files?: ThreadFile[];
+  metadata?: { event_type?: string; event_payload?: Record<string, unknown> };
+}

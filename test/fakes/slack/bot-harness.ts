@@ -1,0 +1,129 @@
+// Everything an end-to-end Slack test needs, real except Slack itself: the fake Slack on loopback, the real
+// adapter (real @slack/bolt) and core on real Redis under a unique queue prefix, and a real worker process
+// (`worker/main.ts`) running the test double pipeline. stop() closes every handle and deletes the keys.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { createSlackAdapter, type SlackAdapter } from '../../../bots/slack/adapter.ts';
+import { createCore, type Core } from '../../../bots/core/submit.ts';
+import { loadConfig, repoRoot, type Config, type DeepPartial } from '../../../src/config/load.ts';
+import { createLogger } from '../../../src/log.ts';
+import { closeRedis, createRedis } from '../../../src/redis.ts';
+import { FakeSlack } from './server.ts';
+
+export const SIGNING_SECRET = 'fake-signing-secret';
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export interface HarnessOptions {
+  mode: 'socket' | 'http';
+  /** Test double knobs (test/doubles/pipeline.ts). @defaultValue { stepDelayMs: 40, maxSteps: 4 } */
+  pipelineExtra?: Record<string, unknown>;
+  ackWindowMs?: number;
+  /** Start the worker process. @defaultValue true */
+  worker?: boolean;
+}
+
+export interface SlackHarness {
+  fake: FakeSlack;
+  adapter: SlackAdapter;
+  core: Core;
+  config: Readonly<Config>;
+  prefix: string;
+  /** Start (or restart) the worker process. */
+  startWorker(): Promise<void>;
+  stopWorker(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startSlackHarness(options: HarnessOptions): Promise<SlackHarness> {
+  const prefix = `t-${randomUUID().slice(0, 8)}`;
+  const fake = new FakeSlack({ ackWindowMs: options.ackWindowMs });
+  await fake.start();
+  const overrides: DeepPartial<Config> = {
+    logLevel: 'warn',
+    queue: { prefix, backoffMs: 200, deliveryBackoffMs: 200 },
+    slack: { enabled: true, mode: options.mode, apiUrl: fake.apiUrl, httpPort: 0, downloadHosts: [fake.host], progressUpdateIntervalMs: 50 },
+    http: { botPort: 0, host: '127.0.0.1' },
+    worker: { pipelineModule: 'test/doubles/pipeline.ts', pipelineExtra: options.pipelineExtra ?? { stepDelayMs: 40, maxSteps: 4 }, healthPort: 0 },
+  };
+  const config = loadConfig({ overrides, env: {} });
+  const secrets = { REDIS_URL, SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken, SLACK_SIGNING_SECRET: SIGNING_SECRET };
+  const log = createLogger('test-slack', 'warn');
+  const adapter = await createSlackAdapter(
+    { config, secrets, log },
+    { clientPingTimeoutMs: 300, retryConfig: { retries: 3, factor: 1, minTimeout: 20, maxTimeout: 20 } },
+  );
+  const core = createCore({ config, secrets, ports: [adapter.port], log, ...adapter.coreOptions });
+  await core.start();
+  await adapter.start(core);
+
+  const dir = mkdtempSync(join(tmpdir(), 'slack-harness-'));
+  const configFile = join(dir, 'worker.yaml');
+  writeFileSync(configFile, stringify(overrides));
+  let worker: ChildProcess | undefined;
+
+  async function startWorker(): Promise<void> {
+    // The tsx CLI (not `node --import tsx`: worker/thread-host.ts then cannot load its thread's TypeScript).
+    const child = spawn(join(repoRoot, 'node_modules/.bin/tsx'), ['worker/main.ts'], {
+      cwd: repoRoot,
+      env: { ...process.env, BLIP3O_CONFIG: configFile, REDIS_URL, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    worker = child;
+    let output = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`worker did not start in 30 s:\n${output}`)), 30_000);
+      const onData = (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes('worker ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`worker exited with ${code}:\n${output}`));
+      });
+    });
+    child.removeAllListeners('exit');
+  }
+
+  async function stopWorker(): Promise<void> {
+    const child = worker;
+    worker = undefined;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  if (options.worker !== false) await startWorker();
+
+  return {
+    fake,
+    adapter,
+    core,
+    config,
+    prefix,
+    startWorker,
+    stopWorker,
+    async stop() {
+      await stopWorker();
+      await adapter.stop();
+      await core.stop();
+      await fake.stop();
+      rmSync(dir, { recursive: true, force: true });
+      const redis = createRedis(REDIS_URL, 'test-cleanup');
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      await closeRedis(redis);
+    },
+  };
+}
