@@ -165,6 +165,12 @@ export class Graph implements NodeSink {
     try {
       for (const i of this.initializers.values()) {
         const data = typeof i.data === 'function' ? i.data() : i.data;
+        if (data.byteLength < 1024) {
+          // small constants stay inline: onnxruntime's shape inference cannot read shape tensors (Reshape/Unsqueeze
+          // axes) from external data ("Cannot parse data from external tensors")
+          tensors.push({ name: i.name, dtype: i.dtype, dims: i.dims, data });
+          continue;
+        }
         const aligned = Math.ceil(offset / 64) * 64; // keep tensors aligned for mmap-friendly loading
         if (aligned > offset) writeSync(fd, new Uint8Array(aligned - offset), 0, aligned - offset, offset);
         writeSync(fd, data, 0, data.byteLength, aligned);
