@@ -1,13 +1,41 @@
 // `npm run model -- <subcommand> …`: the model toolchain's command line. An explicit table of subcommands; each
 // entry is a function taking the remaining argv. Errors are caught here (one of the three catch sites).
 import { resolve } from 'node:path';
-import { asAppError } from '../../src/errors.ts';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { AppError, asAppError } from '../../src/errors.ts';
+import { convertSnapshot, describeSkipped } from './convert.ts';
 import { makeTiny } from './tiny/index.ts';
 
 type Command = { usage: string; run(args: string[]): Promise<void> };
 
 const COMMANDS: Record<string, Command> = {
   fetch: { usage: 'fetch <repo-id> [--revision r] [--dir d]   download a snapshot from the hub (resumable, verified)', run: (args) => import('../hub/cli.ts').then((m) => m.fetchCommand(args)) },
+  convert: {
+    usage: 'convert <snapshot-dir> <out-dir> [--dtype fp32|fp16]   build the ONNX graphs + manifest.json',
+    async run(args) {
+      const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { dtype: { type: 'string', default: 'fp32' } } });
+      const [snapshot, out] = positionals;
+      if (!snapshot || !out || (values.dtype !== 'fp32' && values.dtype !== 'fp16'))
+        throw new AppError('config', 'usage: npm run model -- convert <snapshot-dir> <out-dir> [--dtype fp32|fp16]');
+      const bar = new cliProgress.SingleBar({ format: 'convert [{bar}] {percentage}% {value}/{total} MiB  {file}', hideCursor: true }, cliProgress.Presets.shades_classic);
+      let started = false;
+      const manifest = await convertSnapshot(resolve(snapshot), resolve(out), {
+        dtype: values.dtype,
+        onProgress(p) {
+          if (p.phase === 'build') return console.log(`building ${p.file}…`);
+          const mib = (b: number) => Math.round(b / 2 ** 20);
+          if (!started) bar.start(mib(p.bytesTotal), 0, { file: p.file });
+          started = true;
+          bar.update(mib(p.bytesDone), { file: p.file });
+        },
+      });
+      if (started) bar.stop();
+      for (const line of describeSkipped(manifest.architecture, manifest.skipped)) console.log(line);
+      const graphs = Object.values(manifest.components).flatMap((c) => Object.values(c.graphs));
+      console.log(`${manifest.architecture} → ${graphs.length} graphs (${manifest.dtype}) in ${resolve(out)}: ${graphs.map((g) => g.file).join(', ')}`);
+    },
+  },
   'make-tiny': {
     usage: 'make-tiny <dir>            write the tiny synthetic BLIP3-o snapshot (deterministic)',
     async run([dir]) {

@@ -1,0 +1,141 @@
+// convertSnapshot(): a HF BLIP3-o snapshot → ONNX graphs + manifest.json. Called by `npm run model -- convert` and
+// by the worker at start-up when the output is missing or stale (see manifest.ts staleReason).
+//
+//   1. config.json → ARCHITECTURES[architectures[0]] (architectures/index.ts)
+//   2. every component builds its graphs; weights are declared (shape-checked) but not read yet
+//   3. every checkpoint key must be declared by some graph, except prefixes skipped on purpose (reported)
+//   4. graphs are written one initializer at a time (external data above 512 MiB), then manifest.json, last
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { z } from 'zod';
+import { AppError } from '../../src/errors.ts';
+import { ARCHITECTURES, type Architecture, type BuildContext, type ComponentOutput, type OutputDType } from './architectures/index.ts';
+import { BUILDER_VERSION, MANIFEST_FILE, sourceConfigHash, type Manifest } from './manifest.ts';
+import { Checkpoint, fromFloat32, writeSafetensors } from './safetensors.ts';
+import { WeightStore } from './weights.ts';
+
+export interface ConvertProgress {
+  phase: 'build' | 'write';
+  /** The graph or tensor file being written. */
+  file: string;
+  bytesDone: number;
+  bytesTotal: number;
+}
+export interface ConvertOptions {
+  /** fp32 for CPU, fp16 for GPU (norm statistics, softmax and the VAE stay fp32). @defaultValue 'fp32' */
+  dtype?: OutputDType;
+  onProgress?(p: ConvertProgress): void;
+  /** The architecture table (tests convert partial snapshots with a smaller one). @defaultValue ARCHITECTURES */
+  architectures?: Record<string, Architecture>;
+}
+
+const RootConfig = z.looseObject({ architectures: z.array(z.string()).min(1) });
+
+export async function convertSnapshot(snapshotDir: string, outDir: string, opts: ConvertOptions = {}): Promise<Manifest> {
+  const dtype = opts.dtype ?? 'fp32';
+  const configPath = join(snapshotDir, 'config.json');
+  if (!existsSync(configPath)) throw new AppError('model', `${snapshotDir} has no config.json: not a HF snapshot`, { context: { snapshotDir } });
+  const config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+  const parsed = RootConfig.safeParse(config);
+  if (!parsed.success) throw new AppError('model', `${configPath} has no "architectures" list`);
+  const archName = parsed.data.architectures[0]!;
+  const table = opts.architectures ?? ARCHITECTURES;
+  const arch = table[archName];
+  if (!arch)
+    throw new AppError('model', `no builder for architecture ${archName} (known: ${Object.keys(table).join(', ')})`, { context: { archName } });
+
+  const rootCkpt = Checkpoint.open(snapshotDir);
+  const checkpoints = [rootCkpt];
+  const stores: { name: string; store: WeightStore; skip: readonly string[] }[] = [];
+  const store = new WeightStore(rootCkpt);
+  stores.push({ name: 'root', store, skip: arch.skipPrefixes.map((s) => s.prefix) });
+  const ctx: BuildContext = {
+    snapshotDir,
+    config,
+    dtype,
+    store,
+    openStore(subdir, filePrefix, skip = []) {
+      const ckpt = Checkpoint.open(join(snapshotDir, subdir), filePrefix);
+      checkpoints.push(ckpt);
+      const s = new WeightStore(ckpt);
+      stores.push({ name: subdir, store: s, skip });
+      return s;
+    },
+  };
+
+  try {
+    // 1–2. build (weights declared, shapes checked; nothing read yet)
+    const built: { name: string; out: ComponentOutput }[] = [];
+    for (const c of arch.components) {
+      opts.onProgress?.({ phase: 'build', file: c.name, bytesDone: 0, bytesTotal: 0 });
+      built.push({ name: c.name, out: c.build(ctx) });
+    }
+    // 3. every key accounted for
+    const skipped: Record<string, number> = {};
+    for (const s of stores) {
+      const r = s.store.unused(s.skip);
+      if (r.unused.length)
+        throw new AppError('model', `${r.unused.length} ${s.name} checkpoint keys are not used by any graph, e.g. ${r.unused.slice(0, 5).join(', ')}`, {
+          context: { unused: r.unused },
+        });
+      for (const [p, n] of Object.entries(r.skipped)) skipped[s.name === 'root' ? p : `${s.name}:${p}`] = n;
+    }
+
+    // 4. write: the old manifest goes first, so an interrupted conversion is never taken for a current one
+    mkdirSync(outDir, { recursive: true });
+    rmSync(join(outDir, MANIFEST_FILE), { force: true });
+    const bytesTotal = built.reduce((s, b) => s + b.out.graphs.reduce((t, g) => t + g.graph.initializerBytes(), 0), 0);
+    let bytesDone = 0;
+    const manifest: Manifest = {
+      manifestVersion: 1,
+      builderVersion: BUILDER_VERSION,
+      architecture: archName,
+      dtype,
+      sourceConfigHash: sourceConfigHash(snapshotDir),
+      components: {},
+      skipped,
+    };
+    for (const { name, out } of built) {
+      const entry: Manifest['components'][string] = { graphs: {}, tensors: {}, info: out.info ?? {} };
+      for (const g of out.graphs) {
+        const path = join(outDir, g.file);
+        mkdirSync(dirname(path), { recursive: true });
+        rmSync(`${path}.data`, { force: true });
+        const saved = g.graph.save(path, {
+          onTensor(_n, bytes) {
+            bytesDone += bytes;
+            opts.onProgress?.({ phase: 'write', file: g.file, bytesDone, bytesTotal });
+          },
+        });
+        const graphName = g.file.replace(/^.*\//, '').replace(/\.onnx$/, '');
+        entry.graphs[graphName] = {
+          file: g.file,
+          dtype: g.dtype,
+          external: saved.external,
+          bytes: saved.bytes,
+          inputs: g.graph.inputs.map((i) => i.name),
+          outputs: g.graph.outputs.map((o) => o.name),
+        };
+      }
+      for (const t of out.tensors ?? []) {
+        const path = join(outDir, t.file);
+        mkdirSync(dirname(path), { recursive: true });
+        writeSafetensors(path, [{ key: t.key, dtype: 'F32', shape: t.dims, data: fromFloat32('F32', t.data) }]);
+        entry.tensors[t.key] = { file: t.file, key: t.key, dims: t.dims };
+      }
+      manifest.components[name] = entry;
+    }
+    writeFileSync(join(outDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    return manifest;
+  } finally {
+    for (const c of checkpoints) c.close();
+  }
+}
+
+/** Prints what convert skipped on purpose, with the reason (EVA-CLIP is present in real snapshots but unused). */
+export function describeSkipped(archName: string, skipped: Record<string, number>): string[] {
+  const reasons = new Map((ARCHITECTURES[archName]?.skipPrefixes ?? []).map((s) => [s.prefix, s.reason]));
+  return Object.entries(skipped)
+    .filter(([, n]) => n > 0)
+    .map(([p, n]) => `skipped ${n} keys under ${p}${reasons.has(p) ? `: ${reasons.get(p)}` : ''}`);
+}

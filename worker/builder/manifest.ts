@@ -1,0 +1,86 @@
+// manifest.json: what `convert` wrote, so the worker can load it and detect a stale conversion. It is written
+// last, after every graph, so a crash mid-conversion leaves no manifest (and the next start converts again).
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { AppError } from '../../src/errors.ts';
+
+/** Bump when any graph a builder emits changes meaning or I/O: every existing conversion becomes stale. */
+export const BUILDER_VERSION = 1;
+export const MANIFEST_FILE = 'manifest.json';
+
+const GraphEntry = z.object({
+  file: z.string(),
+  dtype: z.enum(['fp32', 'fp16']),
+  external: z.boolean(),
+  bytes: z.number().int().nonnegative(),
+  inputs: z.array(z.string()),
+  outputs: z.array(z.string()),
+});
+export const Manifest = z.object({
+  manifestVersion: z.literal(1),
+  builderVersion: z.number().int(),
+  architecture: z.string(),
+  dtype: z.enum(['fp32', 'fp16']),
+  /** sha256 over the snapshot's config files and safetensors indexes (see sourceConfigHash). */
+  sourceConfigHash: z.string(),
+  components: z.record(
+    z.string(),
+    z.object({
+      graphs: z.record(z.string(), GraphEntry),
+      tensors: z.record(z.string(), z.object({ file: z.string(), key: z.string(), dims: z.array(z.number()) })),
+      info: z.record(z.string(), z.unknown()),
+    }),
+  ),
+  /** Checkpoint key prefixes skipped on purpose → number of keys skipped. */
+  skipped: z.record(z.string(), z.number()),
+});
+export type Manifest = z.infer<typeof Manifest>;
+
+/** sha256 over every config-like JSON of the snapshot (config.json, generation_config.json, safetensors indexes,
+ *  diffusion-decoder/<part>/*.json), in sorted path order. Weights are not hashed (GBs); their layout is in the indexes. */
+export function sourceConfigHash(snapshotDir: string): string {
+  const files: string[] = [];
+  const isConfig = (f: string) => f.endsWith('.json') && !f.startsWith('tokenizer') && f !== 'trainer_state.json' && f !== MANIFEST_FILE;
+  for (const f of readdirSync(snapshotDir).sort()) if (isConfig(f)) files.push(f);
+  const dd = join(snapshotDir, 'diffusion-decoder');
+  if (existsSync(dd))
+    for (const part of readdirSync(dd, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort())
+      for (const f of readdirSync(join(dd, part)).sort()) if (f.endsWith('.json')) files.push(join('diffusion-decoder', part, f));
+  const h = createHash('sha256');
+  for (const f of files) h.update(f).update('\0').update(readFileSync(join(snapshotDir, f))).update('\0');
+  return h.digest('hex');
+}
+
+export function readManifest(outDir: string): Manifest | undefined {
+  const p = join(outDir, MANIFEST_FILE);
+  if (!existsSync(p)) return undefined;
+  try {
+    return Manifest.parse(JSON.parse(readFileSync(p, 'utf8')));
+  } catch (e) {
+    throw new AppError('model', `${p} is not a valid manifest; delete ${outDir} to convert again`, { cause: e });
+  }
+}
+
+/** Why the conversion in `outDir` cannot be used for `snapshotDir` at `dtype` (undefined = it is current). */
+export function staleReason(outDir: string, snapshotDir: string, dtype: 'fp32' | 'fp16'): string | undefined {
+  let m: Manifest | undefined;
+  try {
+    m = readManifest(outDir);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (!m) return `no ${MANIFEST_FILE} in ${outDir}`;
+  if (m.builderVersion !== BUILDER_VERSION) return `built by builder version ${m.builderVersion}, this is ${BUILDER_VERSION}`;
+  if (m.dtype !== dtype) return `built as ${m.dtype}, ${dtype} wanted`;
+  if (m.sourceConfigHash !== sourceConfigHash(snapshotDir)) return 'the snapshot config changed since the conversion';
+  for (const c of Object.values(m.components)) {
+    for (const g of Object.values(c.graphs)) {
+      if (!existsSync(join(outDir, g.file))) return `${g.file} is missing`;
+      if (g.external && !existsSync(join(outDir, `${g.file}.data`))) return `${g.file}.data is missing`;
+    }
+    for (const t of Object.values(c.tensors)) if (!existsSync(join(outDir, t.file))) return `${t.file} is missing`;
+  }
+  return undefined;
+}

@@ -1,0 +1,211 @@
+// Token sampling and the text-generation loop (spec §2.5), plus a KV-cache driver for the decoder graph built by
+// worker/builder/architectures/qwen2_5_vl_text.ts.
+//
+//   const dec = new KvDecoder(decoderSession, dims);
+//   const { tokens } = await generateTokens({
+//     prefill: async () => (await dec.prefill(embeds, positions)).logits,
+//     step: async (id) => dec.step(await embedOne(id)),
+//     promptIds, maxNewTokens: 512, stopIds: [151645, 151643], sampling, signal, onToken,
+//   });
+//
+// Logits processing follows transformers' order: repetition penalty → temperature → top-k → top-p → sample.
+import { AppError, UserError } from '../../src/errors.ts';
+import type { ModelSession, TensorInput } from '../runtime/session.ts';
+
+export interface SamplingOptions {
+  /** 0 = greedy (argmax). @defaultValue 0 */
+  temperature: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability mass reaches topP. 1 = off. */
+  topP: number;
+  /** Keep the topK most likely tokens. 0 = off. */
+  topK: number;
+  /** > 1 discourages tokens already in the prompt or output (CTRL paper; transformers' formula). 1 = off. */
+  repetitionPenalty: number;
+}
+export const GREEDY: SamplingOptions = { temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1 };
+
+/** transformers RepetitionPenaltyLogitsProcessor: logit < 0 ? logit·p : logit/p, once per distinct seen token. */
+export function applyRepetitionPenalty(logits: Float32Array, seen: Iterable<number>, penalty: number): void {
+  if (penalty === 1) return;
+  for (const id of new Set(seen)) {
+    const l = logits[id];
+    if (l === undefined) continue;
+    logits[id] = l < 0 ? l * penalty : l / penalty;
+  }
+}
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  return best;
+}
+
+/** Picks the next token from `logits` (modified in place by the penalty). `random` returns uniforms in [0, 1). */
+export function sampleToken(logits: Float32Array, seen: Iterable<number>, o: SamplingOptions, random: () => number): number {
+  applyRepetitionPenalty(logits, seen, o.repetitionPenalty);
+  if (o.temperature <= 0 || o.topK === 1) return argmax(logits);
+  // candidates sorted by logit, descending; top-k cuts the list
+  let ids = Array.from(logits.keys());
+  ids.sort((a, b) => logits[b]! - logits[a]!);
+  if (o.topK > 0) ids = ids.slice(0, o.topK);
+  const max = logits[ids[0]!]!;
+  const weights = ids.map((i) => Math.exp((logits[i]! - max) / o.temperature));
+  const total = weights.reduce((s, w) => s + w, 0);
+  // top-p: keep the shortest prefix whose mass ≥ topP (at least one token)
+  let keep = ids.length;
+  if (o.topP < 1) {
+    let mass = 0;
+    for (let k = 0; k < ids.length; k++) {
+      mass += weights[k]! / total;
+      if (mass >= o.topP) {
+        keep = k + 1;
+        break;
+      }
+    }
+  }
+  const kept = weights.slice(0, keep);
+  let r = random() * kept.reduce((s, w) => s + w, 0);
+  for (let k = 0; k < keep; k++) {
+    r -= kept[k]!;
+    if (r < 0) return ids[k]!;
+  }
+  return ids[keep - 1]!;
+}
+
+/** mulberry32: a small seeded uniform generator for sampling. */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface GenerateTokensOptions {
+  /** Runs the prompt; returns the logits of its last position. */
+  prefill(): Promise<Float32Array>;
+  /** Feeds one chosen token; returns the logits for the next position. */
+  step(token: number): Promise<Float32Array>;
+  /** Prompt ids (the repetition penalty covers them, as in transformers). */
+  promptIds: readonly number[];
+  maxNewTokens: number;
+  /** Generation ends after emitting one of these (it is not included in `tokens`). Qwen: 151645, 151643. */
+  stopIds: readonly number[];
+  sampling: SamplingOptions;
+  /** Uniform [0, 1) source for sampling. @defaultValue seededRandom(0) */
+  random?: () => number;
+  /** Checked between tokens; when aborted, generation throws a UserError('cancelled'). */
+  signal?: AbortSignal;
+  /** Called with each kept token as soon as it is chosen (stream text from here). */
+  onToken?(id: number, index: number): void;
+}
+
+export interface GeneratedTokens {
+  tokens: number[];
+  stopReason: 'stop' | 'length';
+}
+
+function throwIfCancelled(signal: AbortSignal | undefined): void {
+  if (!signal?.aborted) return;
+  if (signal.reason instanceof AppError) throw signal.reason;
+  throw new UserError('cancelled', 'Cancelled.', { cause: signal.reason });
+}
+
+export async function generateTokens(o: GenerateTokensOptions): Promise<GeneratedTokens> {
+  const random = o.random ?? seededRandom(0);
+  const seen = [...o.promptIds];
+  const tokens: number[] = [];
+  throwIfCancelled(o.signal);
+  let logits = await o.prefill();
+  for (;;) {
+    throwIfCancelled(o.signal);
+    const id = sampleToken(logits, seen, o.sampling, random);
+    if (o.stopIds.includes(id)) return { tokens, stopReason: 'stop' };
+    tokens.push(id);
+    seen.push(id);
+    o.onToken?.(id, tokens.length - 1);
+    if (tokens.length >= o.maxNewTokens) return { tokens, stopReason: 'length' };
+    throwIfCancelled(o.signal);
+    logits = await o.step(id);
+  }
+}
+
+// --- KV-cache driver -------------------------------------------------------------------------------------------
+
+export interface DecoderDims {
+  numLayers: number;
+  numKvHeads: number;
+  headDim: number;
+  hiddenSize: number;
+  vocabSize: number;
+}
+
+/** Drives the decoder graph for one sequence (batch 1): keeps past_key_values, the attention mask length and the
+ *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows). */
+export class KvDecoder {
+  private past: Record<string, TensorInput> = {};
+  private length = 0;
+  private ropeDelta = 0;
+
+  constructor(
+    private readonly session: ModelSession,
+    readonly dims: DecoderDims,
+  ) {
+    this.reset();
+  }
+
+  reset(): void {
+    const { numLayers, numKvHeads, headDim } = this.dims;
+    this.past = {};
+    for (let i = 0; i < numLayers; i++)
+      for (const kv of ['key', 'value']) this.past[`past_key_values.${i}.${kv}`] = { data: new Float32Array(0), dims: [1, numKvHeads, 0, headDim] };
+    this.length = 0;
+    this.ropeDelta = 0;
+  }
+
+  /** Tokens in the cache. */
+  get cacheLength(): number {
+    return this.length;
+  }
+
+  private async run(embeds: Float32Array, positions: readonly (readonly number[])[]) {
+    const S = embeds.length / this.dims.hiddenSize;
+    if (!Number.isInteger(S) || positions.length !== 3 || positions.some((r) => r.length !== S))
+      throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${this.dims.hiddenSize}, positions ${positions.map((r) => r.length)}`);
+    const out = await this.session.run({
+      inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
+      attention_mask: { data: new BigInt64Array(this.length + S).fill(1n), dims: [1, this.length + S] },
+      position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
+      ...this.past,
+    });
+    for (let i = 0; i < this.dims.numLayers; i++)
+      for (const kv of ['key', 'value']) {
+        const p = out[`present.${i}.${kv}`]!;
+        this.past[`past_key_values.${i}.${kv}`] = { data: p.data as Float32Array, dims: p.dims };
+      }
+    this.length += S;
+    const V = this.dims.vocabSize;
+    const logits = out.logits!.data as Float32Array;
+    return { logits: logits.slice((S - 1) * V, S * V), hidden: out.last_hidden_state!.data as Float32Array };
+  }
+
+  /** Runs the prompt. `positions` = the (t, h, w) rows (get_rope_index for images); default 1-D 0…S−1.
+   *  Returns the last position's logits and every position's last_hidden_state (S × H). */
+  async prefill(embeds: Float32Array, positions?: readonly (readonly number[])[]): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+    this.reset();
+    const S = embeds.length / this.dims.hiddenSize;
+    const rows = positions ?? [0, 1, 2].map(() => Array.from({ length: S }, (_, i) => i));
+    const max = Math.max(...rows.flat());
+    this.ropeDelta = max + 1 - S;
+    return this.run(embeds, rows);
+  }
+
+  /** Appends one token's embedding (H values); returns the next logits. */
+  async step(embed: Float32Array): Promise<Float32Array> {
+    const p = this.length + this.ropeDelta;
+    return (await this.run(embed, [[p], [p], [p]])).logits;
+  }
+}
