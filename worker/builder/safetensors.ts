@@ -208,20 +208,39 @@ export function f32ToF16(x: number): number {
   return sign | half; // a carry out of the mantissa bumps the exponent: still the correct rounding (up to inf)
 }
 
+let f16Cache: Float32Array | undefined;
+function f16Table(): Float32Array {
+  if (!f16Cache) {
+    f16Cache = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) f16Cache[h] = f16ToF32(h);
+  }
+  return f16Cache;
+}
+
 export function toFloat32(dtype: SafeDType, bytes: Uint8Array): Float32Array {
   const n = bytes.byteLength / BYTES[dtype];
   const out = new Float32Array(n);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // Fast paths over typed-array views (little-endian hosts; every tensor of a checkpoint passes through here).
+  const aligned = (k: number) => bytes.byteOffset % k === 0;
   switch (dtype) {
     case 'F32':
-      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+      if (aligned(4)) out.set(new Float32Array(bytes.buffer, bytes.byteOffset, n));
+      else for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
       return out;
-    case 'F16':
-      for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(i * 2, true));
+    case 'F16': {
+      const table = f16Table();
+      for (let i = 0; i < n; i++) out[i] = table[dv.getUint16(i * 2, true)]!;
       return out;
-    case 'BF16':
-      for (let i = 0; i < n; i++) out[i] = bf16ToF32(dv.getUint16(i * 2, true));
+    }
+    case 'BF16': {
+      const bits = new Uint32Array(out.buffer);
+      if (aligned(2)) {
+        const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+        for (let i = 0; i < n; i++) bits[i] = h[i]! << 16;
+      } else for (let i = 0; i < n; i++) bits[i] = dv.getUint16(i * 2, true) << 16;
       return out;
+    }
     case 'F64':
       for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true);
       return out;

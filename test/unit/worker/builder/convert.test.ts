@@ -1,0 +1,88 @@
+// convert on a tiny LLM-only snapshot: manifest + loadable graphs, staleness, EVA-CLIP skipped and said so, and
+// clear rejections of a wrong shape, a missing key and an unexpected key.
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { qwen2_5_vl_text, type Architecture } from '../../../../worker/builder/architectures/index.ts';
+import { convertSnapshot, describeSkipped } from '../../../../worker/builder/convert.ts';
+import { readManifest, staleReason } from '../../../../worker/builder/manifest.ts';
+import { fromFloat32, writeShardedSafetensors, type TensorToWrite } from '../../../../worker/builder/safetensors.ts';
+import { tinyEvaClipTensors } from '../../../../worker/builder/tiny/eva_clip.ts';
+import { tinyRootConfig, tinyTextTensors } from '../../../../worker/builder/tiny/llm.ts';
+import { openSession } from '../../../../worker/runtime/session.ts';
+
+// Only the text component: this file tests convert itself, independent of the other architectures' progress.
+const TEXT_ONLY: Record<string, Architecture> = {
+  blip3oQwenForCausalLM: { components: [qwen2_5_vl_text], skipPrefixes: [{ prefix: 'model.gen_vision_tower.', reason: 'EVA-CLIP, training only' }] },
+};
+const root = mkdtempSync(join(tmpdir(), 'convert-'));
+const base = join(root, 'snapshot');
+let tensors: TensorToWrite[];
+
+function snapshot(name: string, edit: (t: TensorToWrite[]) => TensorToWrite[]): string {
+  const dir = join(root, name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(tinyRootConfig()));
+  writeShardedSafetensors(dir, edit(tensors), 16 * 2 ** 20);
+  return dir;
+}
+
+beforeAll(() => {
+  tensors = [...tinyTextTensors(), ...tinyEvaClipTensors()];
+  snapshot('snapshot', (t) => t);
+}, 60_000);
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+describe('convertSnapshot', () => {
+  it('writes loadable graphs and a manifest; reports the skipped EVA-CLIP keys; detects staleness', async () => {
+    const out = join(root, 'out');
+    const progress: number[] = [];
+    const m = await convertSnapshot(base, out, { dtype: 'fp32', architectures: TEXT_ONLY, onProgress: (p) => p.phase === 'write' && progress.push(p.bytesDone) });
+    expect(Object.keys(m.components.text!.graphs)).toEqual(['embedding', 'decoder']);
+    expect(m.components.text!.graphs.decoder!.outputs).toEqual(expect.arrayContaining(['logits', 'last_hidden_state', 'present.0.key', 'present.1.value']));
+    expect(m.skipped['model.gen_vision_tower.']).toBeGreaterThan(0);
+    expect(describeSkipped(m.architecture, m.skipped)[0]).toMatch(/skipped \d+ keys under model\.gen_vision_tower\.: EVA-CLIP/);
+    expect(progress.at(-1)).toBeGreaterThan(progress[0]!);
+    expect(readManifest(out)).toEqual(m);
+    expect(staleReason(out, base, 'fp32')).toBeUndefined();
+    expect(staleReason(out, base, 'fp16')).toMatch(/fp32/);
+
+    const s = await openSession(join(out, 'text/decoder.onnx'), { executionProvider: 'cpu' });
+    expect(s.inputNames).toEqual(expect.arrayContaining(['inputs_embeds', 'attention_mask', 'position_ids', 'past_key_values.0.key']));
+    await s.release();
+
+    const changed = join(root, 'changed');
+    cpSync(base, changed, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(changed, 'config.json'), 'utf8'));
+    writeFileSync(join(changed, 'config.json'), JSON.stringify({ ...cfg, rope_theta: 10000 }));
+    expect(staleReason(out, changed, 'fp32')).toMatch(/config changed/);
+  }, 60_000);
+
+  it('fp16 output stores fp16 weights and still runs', async () => {
+    const out = join(root, 'out16');
+    const m = await convertSnapshot(base, out, { dtype: 'fp16', architectures: TEXT_ONLY });
+    expect(m.components.text!.graphs.decoder!.dtype).toBe('fp16');
+    const s = await openSession(join(out, 'text/embedding.onnx'), { executionProvider: 'cpu' });
+    const r = await s.run({ input_ids: { data: BigInt64Array.from([9707n, 1879n]), dims: [1, 2] } });
+    expect(r.inputs_embeds!.dims).toEqual([1, 2, 64]);
+    await s.release();
+  }, 60_000);
+
+  it('rejects a wrong shape naming the key and both shapes', async () => {
+    const key = 'model.layers.1.self_attn.k_proj.weight';
+    const dir = snapshot('wrong-shape', (t) => t.map((x) => (x.key === key ? { ...x, shape: [16, 64], data: fromFloat32('BF16', new Float32Array(16 * 64)) } : x)));
+    await expect(convertSnapshot(dir, join(root, 'o1'), { architectures: TEXT_ONLY })).rejects.toThrow(
+      'model.layers.1.self_attn.k_proj.weight has shape [16, 64] in the checkpoint, expected [32, 64]',
+    );
+  });
+
+  it('rejects a missing key naming it and its expected shape, and an unexpected key', async () => {
+    const missing = snapshot('missing', (t) => t.filter((x) => x.key !== 'model.layers.0.self_attn.q_proj.bias'));
+    await expect(convertSnapshot(missing, join(root, 'o2'), { architectures: TEXT_ONLY })).rejects.toThrow(
+      'checkpoint is missing model.layers.0.self_attn.q_proj.bias (expected shape [64])',
+    );
+    const extra = snapshot('extra', (t) => [...t, { key: 'model.layers.0.self_attn.o_proj.bias', dtype: 'BF16', shape: [64], data: fromFloat32('BF16', new Float32Array(64)) }]);
+    await expect(convertSnapshot(extra, join(root, 'o3'), { architectures: TEXT_ONLY })).rejects.toThrow(/not used by any graph, e\.g\. model\.layers\.0\.self_attn\.o_proj\.bias/);
+  });
+});
