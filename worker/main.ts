@@ -5,9 +5,10 @@ import { loadConfig, loadSecrets, repoRoot } from '../src/config/load.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { onCancel } from '../src/jobs/cancel.ts';
 import { QueueNames, type JobRequest } from '../src/jobs/contract.ts';
-import { createQueueWorker } from '../src/jobs/queue.ts';
+import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
 import { createLogger } from '../src/log.ts';
 import { closeRedis, createRedis } from '../src/redis.ts';
+import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import type { PipelineOptions } from './pipeline/types.ts';
 import { createProcessor, type ProcessOutcome } from './processor.ts';
 import { ThreadHost } from './thread-host.ts';
@@ -45,7 +46,14 @@ async function main(): Promise<void> {
   const subscriber = createRedis(secrets.REDIS_URL, 'worker-cancel');
   const blobs = createBlobStore(config, redis);
   const processor = createProcessor({ config, redis, blobs, host, log });
-  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, processor.process, {
+  // Fair scheduling (src/scheduling/fair.ts): first tell the scheduler a job started, which releases its channel's
+  // next job; a job of a paused channel is parked again (DelayedError) instead of run.
+  const jobsQueue = createJobsQueue(config, redis);
+  const scheduler = createFairScheduler(redis, config, jobsQueue);
+  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
+    await startOrHold(scheduler, job, token);
+    return processor.process(job, token, signal);
+  }, {
     concurrency: config.worker.concurrency,
   });
   worker.on('failed', (job, err) => {
@@ -73,6 +81,7 @@ async function main(): Promise<void> {
     await worker.close();
     await unsubscribe();
     await processor.close();
+    await jobsQueue.close();
     await host.close();
     await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
     process.exit(0);

@@ -28,6 +28,7 @@ import { randomUUID } from 'node:crypto';
 import type { JobsOptions, QueueEvents, Worker } from 'bullmq';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import { createBlobStore } from '../../src/blobs/index.ts';
+import { createGate, type Gate } from '../../src/limits/gate.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { CONTRACT_VERSION, JobRequest, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
 import { requestCancel } from '../../src/jobs/cancel.ts';
@@ -46,6 +47,8 @@ import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
+import { limitsCommand } from './commands/limits.ts';
+import { queueCommand } from './commands/queue.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { askRequest, checkImage, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
@@ -86,6 +89,8 @@ export interface Core {
   readonly queue: JobsQueue;
   readonly redis: Redis;
   readonly blobs: BlobStore;
+  /** Limits (admission, slots) and fair scheduling (src/limits/gate.ts); the admin commands use it. */
+  readonly gate: Gate;
 }
 
 const ordinal = (n: number) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')}`;
@@ -97,6 +102,7 @@ export function createCore(options: CoreOptions): Core {
   const redis = options.redis ?? createRedis(options.secrets.REDIS_URL, 'bots-core');
   const blobs = createBlobStore(config, redis);
   const queue = createJobsQueue(config, redis);
+  const gate = createGate(redis, config, queue);
   const ledger = new DeliveryLedger(redis, config);
   const ports = new Map(options.ports.map((p) => [p.platform, p]));
   let events: QueueEvents | undefined;
@@ -151,7 +157,8 @@ export function createCore(options: CoreOptions): Core {
 
   async function enqueue(inv: Invocation, request: JobRequest): Promise<number> {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
-    await queue.add(request.kind, request, { ...extra, jobId: request.id });
+    await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), jobId: request.id });
+    await gate.enqueued(request.id, inv.destination);
     return (await queuePosition(redis, queue, request.id)) ?? 0;
   }
 
@@ -166,8 +173,15 @@ export function createCore(options: CoreOptions): Core {
     const base: RequestBase = { id, destination: inv.destination, submittedAt: Date.now() };
     let { request, storeImage } = await validate(inv, base);
     if (options.admit) await options.admit(inv, request);
-    if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input') } as JobRequest;
-    const position = await enqueue(inv, request);
+    await gate.admit(id, inv.destination);
+    let position: number;
+    try {
+      if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input') } as JobRequest;
+      position = await enqueue(inv, request);
+    } catch (e) {
+      await gate.abandon(id);
+      throw e;
+    }
     relay?.track(id, inv.destination, position);
     log.info({ jobId: id, kind: request.kind, channel: inv.destination.channelId, position }, 'queued');
     return queuedReply(id, position);
@@ -189,7 +203,10 @@ export function createCore(options: CoreOptions): Core {
       // Not started: remove it here and tell the destination. If a worker took it meanwhile, remove fails and
       // the worker sees the cancel flag instead.
       const removed = await job.remove().then(() => true, () => false);
-      if (removed) await deliverCancelled(data);
+      if (removed) {
+        await gate.removed(jobId);
+        await deliverCancelled(data);
+      }
     }
     return { kind: 'text', text: 'Cancelling…', private: true };
   }
@@ -212,6 +229,7 @@ export function createCore(options: CoreOptions): Core {
     queue,
     redis,
     blobs,
+    gate,
 
     async handle(inv: Invocation): Promise<Reply> {
       try {
@@ -226,7 +244,7 @@ export function createCore(options: CoreOptions): Core {
             return await cancel(inv, input.jobId);
           case 'limits':
           case 'queue': {
-            const handler = options.commands?.[input.command];
+            const handler = options.commands?.[input.command] ?? { limits: limitsCommand, queue: queueCommand }[input.command];
             if (!handler) throw new UserError('bad_request', `/${input.command} is not enabled on this bot.`);
             return await handler(inv, core);
           }
@@ -241,6 +259,7 @@ export function createCore(options: CoreOptions): Core {
 
     async start(): Promise<void> {
       events = createJobsEvents(config, redis);
+      gate.start(events);
       relay = new ProgressRelay({ queue, events, redis, portFor, intervalMs, log });
       relay.start();
       for (const port of ports.values()) {
@@ -253,6 +272,7 @@ export function createCore(options: CoreOptions): Core {
 
     async stop(): Promise<void> {
       relay?.stop();
+      gate.stop();
       await Promise.all(deliveryWorkers.map((w) => w.close()));
       deliveryWorkers.length = 0;
       await events?.close();

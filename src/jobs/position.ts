@@ -2,10 +2,18 @@
 // both lists BullMQ takes work from. A worker takes from `wait` (FIFO: LPUSH at the head, taken from the
 // tail) before `prioritized` (a sorted set, lowest score first).
 import type { Redis } from 'ioredis';
+import { createFairScheduler } from '../scheduling/fair.ts';
 import type { JobsQueue } from './queue.ts';
 
-/** 1-based position among jobs not yet started, or undefined if the job is running, finished or unknown. */
+/**
+ * 1-based position among jobs not yet started, or undefined if the job is running, finished, unknown or held
+ * (its channel is paused). Jobs the fair scheduler lines up (all submissions) get the position it predicts from
+ * its dispatch order (src/scheduling/fair.ts); anything else is counted in BullMQ's own lists.
+ */
 export async function queuePosition(redis: Redis, queue: JobsQueue, jobId: string): Promise<number | undefined> {
+  const place = await createFairScheduler(redis, { queue: { prefix: queue.opts.prefix ?? 'bull' } }, queue).position(jobId);
+  if (place.state === 'queued') return place.position;
+  if (place.state === 'held') return undefined;
   const [waitLen, waitIdx, prioRank] = await redis
     .multi()
     .llen(queue.keys.wait!)

@@ -12,7 +12,7 @@ import type { Redis } from 'ioredis';
 import type { Config, LimitSpec } from '../config/schema.ts';
 import { channelKey, QueueNames, workspaceOf, type Destination } from '../jobs/contract.ts';
 import { UserError } from '../errors.ts';
-import { admitLua, releaseLua, sweepLua, usageLua } from './scripts.ts';
+import { admitLua, releaseLua, settleLua, sweepLua, usageLua } from './scripts.ts';
 
 export type Scope = 'channel' | 'user' | 'workspace';
 const SCOPES: readonly Scope[] = ['channel', 'user', 'workspace'];
@@ -49,6 +49,8 @@ export interface Limiter {
   admitOrThrow(jobId: string, destination: Destination): Promise<void>;
   /** Free a job's slots; true only for the call that actually freed them. */
   release(jobId: string): Promise<boolean>;
+  /** Free a job's slots if BullMQ finished it or it is gone (completed/failed/removed events; a retry keeps its slot). */
+  settle(jobId: string): Promise<boolean>;
   /** Free slots of jobs that finished or vanished without a release (a process died); returns how many. */
   sweep(): Promise<number>;
   /** The channel's limits in effect and where they come from (Redis override > config override > default). */
@@ -69,6 +71,7 @@ interface LimiterCommands {
   blip3oLimitAdmit(...args: (string | number)[]): Promise<number[]>;
   blip3oLimitRelease(...args: (string | number)[]): Promise<number>;
   blip3oLimitSweep(...args: (string | number)[]): Promise<number>;
+  blip3oLimitSettle(...args: (string | number)[]): Promise<number>;
   blip3oLimitUsage(...args: (string | number)[]): Promise<number[]>;
 }
 
@@ -78,6 +81,7 @@ function defineCommands(redis: Redis): Redis & LimiterCommands {
     redis.defineCommand('blip3oLimitAdmit', { numberOfKeys: 9, lua: admitLua });
     redis.defineCommand('blip3oLimitRelease', { numberOfKeys: 2, lua: releaseLua });
     redis.defineCommand('blip3oLimitSweep', { numberOfKeys: 2, lua: sweepLua });
+    redis.defineCommand('blip3oLimitSettle', { numberOfKeys: 2, lua: settleLua });
     redis.defineCommand('blip3oLimitUsage', { numberOfKeys: 2, lua: usageLua });
   }
   return r as Redis & LimiterCommands;
@@ -139,6 +143,9 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
     },
     async release(jobId) {
       return (await r.blip3oLimitRelease(key.leases, key.leaseKeys, jobId)) === 1;
+    },
+    async settle(jobId) {
+      return (await r.blip3oLimitSettle(key.leases, key.leaseKeys, jobId, jobKeyPrefix)) === 1;
     },
     async sweep() {
       return r.blip3oLimitSweep(key.leases, key.leaseKeys, jobKeyPrefix, L.admitGraceMs, 10_000);

@@ -106,6 +106,13 @@ export const releaseLua = `${helpers}
 return releaseLease(KEYS[1], KEYS[2], ARGV[1])
 `;
 
+/** settle: KEYS leases · lease-keys; ARGV jobId · jobKeyPrefix → 1 if the job is finished or gone and its slots were freed. */
+export const settleLua = `${helpers}
+local f = redis.call('HMGET', ARGV[2] .. ARGV[1], 'finishedOn', 'timestamp')
+if f[1] or not f[2] then return releaseLease(KEYS[1], KEYS[2], ARGV[1]) end
+return 0
+`;
+
 /** sweep: KEYS leases · lease-keys; ARGV jobKeyPrefix · graceMs · max → number of leases freed. */
 export const sweepLua = `${helpers}
 local now = nowMs()

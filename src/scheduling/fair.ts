@@ -100,7 +100,7 @@ export interface SchedulerOptions {
  * `redis`: a command connection (no blocking). `queue`: the jobs queue, used to release jobs (changePriority +
  * promote); its keys name the BullMQ job hashes the scripts read.
  */
-export function createFairScheduler(redis: Redis, config: Pick<Config, 'queue'>, queue: Queue, options: SchedulerOptions = {}): FairScheduler {
+export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['queue'], 'prefix'> }, queue: Queue, options: SchedulerOptions = {}): FairScheduler {
   const r = defineCommands(redis);
   const B = `${config.queue.prefix}:sched:`;
   const jobPrefix = `${config.queue.prefix}:${QueueNames.jobs}:`;

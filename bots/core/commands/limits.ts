@@ -1,0 +1,98 @@
+// /limits (admins): show, set or reset a channel's limits at runtime. Stored in Redis, where they win over
+// config/default.yaml's channelOverrides and defaults; every bot instance reads them on the next request.
+// The adapter decides who is an admin (Invocation.isAdmin); this refuses everyone else.
+import { z } from 'zod';
+import { LimitSpec, type Config } from '../../../src/config/schema.ts';
+import { UserError } from '../../../src/errors.ts';
+import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
+import type { Gate } from '../../../src/limits/gate.ts';
+import { scopeIds, windowPhrase, type ScopeUsage } from '../../../src/limits/limiter.ts';
+import type { Invocation, Reply } from '../port.ts';
+
+/** The part of the core the admin commands use. */
+export interface AdminDeps {
+  readonly config: Readonly<Config>;
+  readonly gate: Gate;
+}
+
+export function requireAdmin(inv: Invocation, what: string): void {
+  if (!inv.isAdmin) throw new UserError('forbidden', `Only admins can ${what}.`);
+}
+
+/** A channel key the invoker may administer: its own channel by default, else one in the same workspace. */
+export function targetChannel(inv: Invocation, requested: string | undefined): string {
+  const own = channelKey(inv.destination);
+  if (!requested || requested === own) return own;
+  const workspace = `${inv.destination.platform}:${workspaceOf(inv.destination)}:`;
+  if (!requested.startsWith(workspace) || requested.length === workspace.length)
+    throw new UserError('forbidden', 'You can only manage channels of this server or workspace.');
+  return requested;
+}
+
+export const channelName = (inv: Invocation, ck: string) => (ck === channelKey(inv.destination) ? 'this channel' : ck);
+
+/** "5 requests per minute (bursts of 5), at most 2 jobs queued or running" */
+export function describeLimit(l: LimitSpec): string {
+  const rate = l.requestsPerWindow > 0 ? `${l.requestsPerWindow} requests ${windowPhrase(l.windowSeconds)} (bursts of ${l.burst > 0 ? l.burst : l.requestsPerWindow})` : 'no rate limit';
+  const cap = l.maxConcurrent > 0 ? `at most ${l.maxConcurrent} jobs queued or running` : 'no cap on jobs queued or running';
+  return `${rate}, ${cap}`;
+}
+
+export function describeUsage(u: ScopeUsage): string {
+  const tokens = u.tokens === null ? '' : `${u.tokens} of ${u.limit.burst > 0 ? u.limit.burst : u.limit.requestsPerWindow} requests available now; `;
+  const held = u.limit.maxConcurrent > 0 ? `${u.held}/${u.limit.maxConcurrent}` : `${u.held}`;
+  return `${tokens}${held} jobs queued or running`;
+}
+
+const SpecPatch = LimitSpec.partial();
+
+async function show(deps: AdminDeps, inv: Invocation, ck: string): Promise<string> {
+  const { limiter } = deps.gate;
+  const { limit, source } = await limiter.channelLimit(ck);
+  const from = { default: 'the default', config: 'the config file', redis: 'set by an admin' }[source];
+  const d: Destination = inv.destination;
+  const ids = scopeIds(d);
+  const L = deps.config.limits;
+  const [channel, user, workspace] = await Promise.all([
+    limiter.usage('channel', ck, limit),
+    limiter.usage('user', ids.user, L.user),
+    limiter.usage('workspace', ids.workspace, L.workspace),
+  ]);
+  const prefix = `${d.platform}:${workspaceOf(d)}:`;
+  const others = (await limiter.overriddenChannels()).filter((c) => c.startsWith(prefix) && c !== ck);
+  return [
+    `Limits for ${channelName(inv, ck)} (${from}): ${describeLimit(limit)}.`,
+    `  now: ${describeUsage(channel)}`,
+    `Per user: ${describeLimit(L.user)}. You: ${describeUsage(user)}.`,
+    `Whole ${d.platform === 'discord' ? 'server' : 'workspace'}: ${describeLimit(L.workspace)}. Now: ${describeUsage(workspace)}.`,
+    ...(others.length ? [`Other channels with limits set by an admin: ${others.join(', ')}`] : []),
+  ].join('\n');
+}
+
+export async function limitsCommand(inv: Invocation, deps: AdminDeps): Promise<Reply> {
+  const input = inv.input;
+  if (input.command !== 'limits') throw new Error(`not a limits command: ${input.command}`);
+  requireAdmin(inv, 'view or change limits');
+  const ck = targetChannel(inv, input.channelKey);
+  const { limiter } = deps.gate;
+  switch (input.action) {
+    case 'show':
+      return { kind: 'text', text: await show(deps, inv, ck), private: true };
+    case 'set': {
+      const patch = SpecPatch.safeParse(input.spec ?? {});
+      if (!patch.success || Object.keys(patch.data).length === 0) {
+        const why = patch.success ? 'give at least one of' : z.prettifyError(patch.error).replace(/\n/g, '; ');
+        throw new UserError('bad_request', `Cannot set those limits (${why}). Use requestsPerWindow, windowSeconds (≥ 1), burst, maxConcurrent; 0 turns one off.`);
+      }
+      const { limit } = await limiter.channelLimit(ck);
+      const next = { ...limit, ...patch.data };
+      await limiter.setChannelLimit(ck, next);
+      return { kind: 'text', text: `Limits for ${channelName(inv, ck)} are now ${describeLimit(next)}.`, private: true };
+    }
+    case 'reset': {
+      await limiter.resetChannelLimit(ck);
+      const { limit, source } = await limiter.channelLimit(ck);
+      return { kind: 'text', text: `Limits for ${channelName(inv, ck)} are back to ${source === 'config' ? 'the config file' : 'the default'}: ${describeLimit(limit)}.`, private: true };
+    }
+  }
+}

@@ -1,0 +1,96 @@
+// /queue (admins): queue depth and per-channel usage, pause/resume this channel, purge a user's jobs.
+// Paused: the channel's jobs stay in line, in order, and wait (a job already released to the workers is parked
+// again when a worker takes it); resume releases them in the same order. Users cancel their own jobs with /cancel
+// (bots/core/submit.ts), which goes through the same gate.removed() step as a purge.
+import type { Redis } from 'ioredis';
+import { requestCancel } from '../../../src/jobs/cancel.ts';
+import { CONTRACT_VERSION, channelKey, workspaceOf, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
+import { createDeliveryQueue, deliveryQueueName, type JobsQueue } from '../../../src/jobs/queue.ts';
+import { UserError } from '../../../src/errors.ts';
+import { userKeyOf } from '../../../src/scheduling/fair.ts';
+import type { Invocation, Reply } from '../port.ts';
+import { channelName, describeUsage, requireAdmin, type AdminDeps } from './limits.ts';
+
+export interface QueueDeps extends AdminDeps {
+  readonly queue: JobsQueue;
+  readonly redis: Redis;
+}
+
+async function status(deps: QueueDeps, inv: Invocation): Promise<string> {
+  const { limiter, scheduler } = deps.gate;
+  const counts = await deps.queue.getJobCounts('active', 'delayed', 'prioritized', 'waiting');
+  const channels = await scheduler.channels();
+  const waiting = channels.reduce((n, c) => n + c.queued, 0);
+  const d = inv.destination;
+  const prefix = `${d.platform}:${workspaceOf(d)}:`;
+  const own = channelKey(d);
+  const mine = channels.filter((c) => c.channelKey.startsWith(prefix));
+  if (!mine.some((c) => c.channelKey === own)) mine.unshift({ channelKey: own, queued: 0, paused: false });
+  const lines = [`Queue: ${counts.active ?? 0} running, ${waiting} waiting in ${channels.filter((c) => c.queued > 0).length} channels.`];
+  for (const c of mine) {
+    const { limit } = await limiter.channelLimit(c.channelKey);
+    const usage = await limiter.usage('channel', c.channelKey, limit);
+    lines.push(`${channelName(inv, c.channelKey)}: ${c.queued} waiting${c.paused ? ' (paused)' : ''}; ${describeUsage(usage)}`);
+  }
+  return lines.join('\n');
+}
+
+function cancelledResult(request: JobRequest, message: string): JobResult {
+  return {
+    v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'cancelled',
+    error: { code: 'cancelled', message, userFacing: true }, timingsMs: {}, finishedAt: Date.now(),
+  };
+}
+
+/** Remove the user's waiting jobs in this workspace (their owners are told) and stop their running ones. */
+async function purgeUser(deps: QueueDeps, inv: Invocation, targetUserId: string): Promise<string> {
+  const d = inv.destination;
+  const userKey = userKeyOf({ ...d, userId: targetUserId });
+  const prefix = `${d.platform}:${workspaceOf(d)}:`;
+  const waiting = (await deps.gate.scheduler.waitingJobs()).filter((j) => j.userKey === userKey && j.channelKey.startsWith(prefix));
+  let removed = 0;
+  let stopping = 0;
+  for (const { jobId } of waiting) {
+    const job = await deps.queue.getJob(jobId);
+    if (!job) {
+      await deps.gate.removed(jobId);
+      continue;
+    }
+    await requestCancel(deps.redis, deps.config, jobId); // if a worker takes it meanwhile, it sees the flag
+    if (await job.remove().then(() => true, () => false)) {
+      removed++;
+      await deps.gate.removed(jobId);
+      const q = createDeliveryQueue(deps.config, deps.redis, deliveryQueueName(job.data.destination));
+      await q.add('result', cancelledResult(job.data, 'Removed from the queue by an admin.'), { jobId }).finally(() => q.close());
+    } else stopping++;
+  }
+  for (const job of await deps.queue.getActive()) {
+    const dest = job.data?.destination;
+    if (dest && dest.platform === d.platform && dest.userId === targetUserId && `${dest.platform}:${workspaceOf(dest)}:` === prefix) {
+      await requestCancel(deps.redis, deps.config, job.id!);
+      stopping++;
+    }
+  }
+  return `Removed ${removed} waiting job${removed === 1 ? '' : 's'} of that user${stopping ? `; stopping ${stopping} running` : ''}.`;
+}
+
+export async function queueCommand(inv: Invocation, deps: QueueDeps): Promise<Reply> {
+  const input = inv.input;
+  if (input.command !== 'queue') throw new Error(`not a queue command: ${input.command}`);
+  requireAdmin(inv, 'manage the queue');
+  const ck = channelKey(inv.destination);
+  const { scheduler } = deps.gate;
+  switch (input.action) {
+    case 'status':
+      return { kind: 'text', text: await status(deps, inv), private: true };
+    case 'pause':
+      await scheduler.pause(ck);
+      return { kind: 'text', text: 'Paused this channel: its jobs keep their place in line and wait; new requests queue behind them. Resume with /queue resume.', private: true };
+    case 'resume':
+      await scheduler.resume(ck);
+      return { kind: 'text', text: 'Resumed this channel: its jobs run again, in order.', private: true };
+    case 'purge-user':
+      if (!input.targetUserId) throw new UserError('bad_request', 'Name the user whose jobs to remove.');
+      return { kind: 'text', text: await purgeUser(deps, inv, input.targetUserId), private: true };
+  }
+}
