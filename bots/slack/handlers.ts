@@ -64,12 +64,10 @@ export function registerHandlers(deps: HandlerDeps): void {
   /** Post the status message, submit, and show the reply: the path every job takes. */
   async function startJob(origin: Origin, input: CommandInput, dedupeKey: string, title: string): Promise<void> {
     const jobId = jobIdFor('slack', dedupeKey);
-    if (inFlight.has(dedupeKey) || (await core.queue.getJob(jobId))) {
-      log.info({ jobId, dedupeKey }, 'duplicate delivery ignored');
-      return;
-    }
-    inFlight.add(dedupeKey);
+    if (inFlight.has(dedupeKey)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (in flight)');
+    inFlight.add(dedupeKey); // before any await: a concurrent duplicate must see it
     try {
+      if (await core.queue.getJob(jobId)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (job exists)');
       deps.titles.set(jobId, title);
       const first = statusMessage(jobId, headline(input.command === 'ask' ? 'ask' : 'imagine', title), { stage: 'queued', step: 0, total: 0 });
       let statusTs: string;

@@ -50,6 +50,7 @@ describe('Slack in Socket Mode, end to end', () => {
     expect(buttonLabels(result)).toEqual(['Re-roll', 'Vary']);
     expect(JSON.stringify(result.blocks)).toContain('seed 7');
 
+    await h.fake.waitFor(() => h.fake.store.find(CHANNEL, status.ts)?.text === 'Done: the image is in the thread', 10_000, 'the final status');
     const updates = h.fake.apiCalls('chat.update').filter((c) => c.args.ts === status.ts).map((c) => String(c.args.text));
     expect(updates.some((t) => /^(Drawing|Decoding pixels|Reading the prompt|Loading the model) \d+\/\d+$|^Queued/.test(t))).toBe(true);
     expect(updates.at(-1)).toBe('Done: the image is in the thread');
