@@ -192,3 +192,29 @@ export function buildDiffusionTransformer(store: WeightStore, opts: DitBuildOpti
   g.output(y.cast('float32'), 'velocity');
   return { graph: g, dims: d };
 }
+
+// ---- convert component ----------------------------------------------------------------------------------------
+// Registered in architectures/index.ts. Typed structurally (BuildContext's members it uses) so this file does not
+// import the table that imports it.
+
+interface RootBuildContext {
+  config: Record<string, unknown>;
+  dtype: 'fp32' | 'fp16';
+  store: WeightStore;
+}
+
+/** The DiT velocity graph from the root shards; the latent grid is √n_query × √n_query (config.json n_query). */
+export const diffusionTransformerComponent = {
+  name: 'dit',
+  build(ctx: RootBuildContext) {
+    const nQuery = typeof ctx.config.n_query === 'number' ? ctx.config.n_query : 64;
+    const grid = Math.round(Math.sqrt(nQuery));
+    if (grid * grid !== nQuery) throw new AppError('model', `config.json n_query ${nQuery} is not a square grid of DiT tokens`);
+    const floatType = ctx.dtype === 'fp16' ? 'float16' : 'float32';
+    const { graph, dims } = buildDiffusionTransformer(ctx.store, { gridH: grid, gridW: grid, floatType });
+    return {
+      graphs: [{ file: 'generation/dit.onnx', graph, dtype: ctx.dtype }],
+      info: { n_query: nQuery, grid, ...dims },
+    };
+  },
+};

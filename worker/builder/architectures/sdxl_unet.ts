@@ -8,6 +8,8 @@
 //
 // Graph: sample [B, 4, h, w] (h, w any multiple of 2^(blocks−1)), timestep [B] (float, e.g. 981.0),
 //        encoder_hidden_states [B, Tc, cross], text_embeds [B, cross], time_ids [B, 6]  →  noise_pred [B, 4, h, w].
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../../src/errors.ts';
 import { Graph } from '../onnx/graph.ts';
@@ -204,3 +206,43 @@ export function buildSdxlUNet(store: WeightStore, raw: unknown, opts: UNetBuildO
   g.output(y.cast('float32'), 'noise_pred');
   return { graph: g, config: c };
 }
+
+// ---- convert component ----------------------------------------------------------------------------------------
+
+interface DecoderBuildContext {
+  snapshotDir: string;
+  dtype: 'fp32' | 'fp16';
+  openStore(subdir: string, filePrefix: string, skipPrefixes?: readonly string[]): WeightStore;
+}
+
+/** diffusers saves `diffusion_pytorch_model[.bf16|.fp16].safetensors`; Emu2-Gen / BLIP3-o ship the bf16 variant. */
+export function diffusersWeightsPrefix(dir: string): string {
+  for (const p of ['diffusion_pytorch_model', 'diffusion_pytorch_model.bf16', 'diffusion_pytorch_model.fp16'])
+    if (existsSync(join(dir, `${p}.safetensors`)) || existsSync(join(dir, `${p}.safetensors.index.json`))) return p;
+  throw new AppError('model', `no diffusion_pytorch_model[.bf16|.fp16].safetensors in ${dir}`);
+}
+
+export const readJson = (path: string): unknown => {
+  if (!existsSync(path)) throw new AppError('model', `missing ${path}`);
+  return JSON.parse(readFileSync(path, 'utf8'));
+};
+
+/** The UNet graph from diffusion-decoder/unet; the scheduler config travels in the manifest info (pipeline reads it there). */
+export const sdxlUNetComponent = {
+  name: 'unet',
+  build(ctx: DecoderBuildContext) {
+    const dir = join(ctx.snapshotDir, 'diffusion-decoder', 'unet');
+    const store = ctx.openStore(join('diffusion-decoder', 'unet'), diffusersWeightsPrefix(dir));
+    const { graph, config } = buildSdxlUNet(store, readJson(join(dir, 'config.json')), { floatType: ctx.dtype === 'fp16' ? 'float16' : 'float32' });
+    return {
+      graphs: [{ file: 'generation/unet.onnx', graph, dtype: ctx.dtype }],
+      info: {
+        in_channels: config.in_channels,
+        sample_size: config.sample_size,
+        cross_attention_dim: config.cross_attention_dim,
+        latent_multiple: unetLatentMultiple(config),
+        scheduler: readJson(join(ctx.snapshotDir, 'diffusion-decoder', 'scheduler', 'scheduler_config.json')),
+      },
+    };
+  },
+};

@@ -7,13 +7,14 @@
 // is not used by text-to-image and is skipped on purpose.
 //
 // Graph: latents [B, 4, h, w]  →  image [B, 3, h·f, w·f] in about [−1, 1], f = 2^(len(block_out_channels)−1).
+import { join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../../src/errors.ts';
 import { Graph } from '../onnx/graph.ts';
 import { conv2d, groupNorm } from '../nn.ts';
 import type { Scope, WeightStore } from '../weights.ts';
-import { attention, fromTokens, resnetBlock2D, toTokens, upsample2D } from './sdxl_unet.ts';
 import type { Tensor } from '../onnx/ops.ts';
+import { attention, diffusersWeightsPrefix, fromTokens, readJson, resnetBlock2D, toTokens, upsample2D } from './sdxl_unet.ts';
 
 /** diffusion-decoder/vae/config.json (HF keys verbatim). */
 export const VaeConfig = z.looseObject({
@@ -78,3 +79,24 @@ export function buildVaeDecoder(store: WeightStore, raw: unknown): { graph: Grap
   g.output(conv2d(d.at('conv_out'), x, c.out_channels, { kernel: 3, padding: 1 }), 'image');
   return { graph: g, config: c };
 }
+
+// ---- convert component ----------------------------------------------------------------------------------------
+
+interface DecoderBuildContext {
+  snapshotDir: string;
+  openStore(subdir: string, filePrefix: string, skipPrefixes?: readonly string[]): WeightStore;
+}
+
+/** The VAE decoder from diffusion-decoder/vae, fp32 whatever model.dtype is (pitfall 11). */
+export const vaeDecoderComponent = {
+  name: 'vae',
+  build(ctx: DecoderBuildContext) {
+    const dir = join(ctx.snapshotDir, 'diffusion-decoder', 'vae');
+    const store = ctx.openStore(join('diffusion-decoder', 'vae'), diffusersWeightsPrefix(dir), VAE_UNUSED_PREFIXES);
+    const { graph, config } = buildVaeDecoder(store, readJson(join(dir, 'config.json')));
+    return {
+      graphs: [{ file: 'generation/vae_decoder.onnx', graph, dtype: 'fp32' as const }],
+      info: { scale_factor: vaeScaleFactor(config), latent_channels: config.latent_channels, scaling_factor: config.scaling_factor },
+    };
+  },
+};

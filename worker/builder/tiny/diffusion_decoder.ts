@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, writeSafetensors, type TensorToWrite } from '../safetensors.ts';
 import { tinyGenHiddenSize } from './dit.ts';
-import type { TinyComponent } from './index.ts';
 
 export function tinyUNetConfig(crossAttentionDim: number): Record<string, unknown> {
   return {
@@ -254,9 +253,9 @@ export function writeTinyDiffusionDecoder(snapshotDir: string, crossAttentionDim
 }
 
 /** make-tiny component: `diffusion-decoder/` conditioned on the tiny DiT's feature width. */
-export const diffusionDecoderComponent: TinyComponent = {
+export const diffusionDecoderComponent = {
   name: 'diffusion-decoder',
-  write(ctx) {
+  write(ctx: { dir: string; config: Record<string, unknown> }) {
     writeTinyDiffusionDecoder(ctx.dir, tinyGenHiddenSize(ctx.config));
   },
 };

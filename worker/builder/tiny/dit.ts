@@ -3,7 +3,6 @@
 // Deterministic: the same seed gives the same bytes.
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
-import type { TinyComponent } from './index.ts';
 
 export interface TinyDitSizes {
   dim: number;
@@ -79,9 +78,9 @@ export function tinyDitTensors(s: TinyDitSizes, seed = 5, prefix = 'model.dit.mo
 
 /** make-tiny component: the DiT under `model.dit.model.*`, conditioned on the tiny LLM's hidden size. Its latent width
  *  is config.json's gen_hidden_size (the CLIP-feature width, written by the LLM component: 1792 as in the real model). */
-export const ditComponent: TinyComponent = {
+export const ditComponent = {
   name: 'dit',
-  write(ctx) {
+  write(ctx: { config: Record<string, unknown>; text: { hidden_size: number }; addRootTensors(t: TensorToWrite[]): void }) {
     const latentChannels = tinyGenHiddenSize(ctx.config);
     ctx.addRootTensors(tinyDitTensors({ ...TINY_DIT, latentChannels, captionDim: ctx.text.hidden_size }, 5, 'model.dit.model.', 'BF16'));
   },
