@@ -6,12 +6,14 @@
 // Behaviour is steered through PipelineOptions.extra (config `worker.pipelineExtra`), all optional:
 //   stepDelayMs    number   sleep per model step (default 0)
 //   maxSteps       number   cap on steps per stage, so default step counts stay fast (default 4)
+//   slowStepMs     number   step delay for inputs marked 'slow' or 'ignore-abort' (default 1000)
 //   runLogFile     string   append one JSON line {kind, prompt|question, pid, at} per run (tests count runs)
 //   failures       { [substring]: Failure }  a prompt/question containing the substring triggers the failure:
 //       'user'           throws UserError('bad_request', …): never retried
 //       'transient'      throws AppError('internal', …) on every try
 //       'transient-once' throws on the first try seen by this thread, then succeeds
-//       'ignore-abort'   keeps stepping without looking at ctx.signal (a stuck native call), for timeout tests
+//       'slow'           steps take slowStepMs (cancel and timeout tests)
+//       'ignore-abort'   slow, and never looks at ctx.signal (a stuck native call): the host must terminate the thread
 //       'crash'          process.exit(1) from inside the thread
 import { appendFileSync } from 'node:fs';
 import sharp from 'sharp';
@@ -27,10 +29,13 @@ import type {
   UnderstandRequest,
 } from '../../worker/pipeline/types.ts';
 
-type Failure = 'user' | 'transient' | 'transient-once' | 'ignore-abort' | 'crash';
+type Failure = 'user' | 'transient' | 'transient-once' | 'slow' | 'ignore-abort' | 'crash';
+
+type Mode = 'normal' | 'slow' | 'ignore-abort';
 
 interface DoubleOptions {
   stepDelayMs: number;
+  slowStepMs: number;
   maxSteps: number;
   runLogFile?: string;
   failures: Record<string, Failure>;
@@ -40,6 +45,7 @@ function readExtra(extra: Record<string, unknown> | undefined): DoubleOptions {
   const e = extra ?? {};
   return {
     stepDelayMs: typeof e.stepDelayMs === 'number' ? e.stepDelayMs : 0,
+    slowStepMs: typeof e.slowStepMs === 'number' ? e.slowStepMs : 1000,
     maxSteps: typeof e.maxSteps === 'number' ? e.maxSteps : 4,
     runLogFile: typeof e.runLogFile === 'string' ? e.runLogFile : undefined,
     failures: (typeof e.failures === 'object' && e.failures !== null ? e.failures : {}) as Record<string, Failure>,
@@ -75,17 +81,22 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
   }
 
   /** Run `total` steps of one stage, reporting each and honouring the abort signal between steps. */
-  async function stage(ctx: RunContext, name: 'conditioning' | 'features' | 'decoding' | 'encoding', total: number, ignoreAbort: boolean) {
+  async function stage(ctx: RunContext, name: 'conditioning' | 'features' | 'decoding' | 'encoding', total: number, mode: Mode) {
     const steps = Math.max(1, Math.min(total, opts.maxSteps));
     for (let step = 1; step <= steps; step++) {
-      if (!ignoreAbort && ctx.signal.aborted) throw cancelled();
-      if (opts.stepDelayMs > 0) await sleep(opts.stepDelayMs);
-      else await new Promise<void>((r) => setImmediate(r));
+      if (mode !== 'ignore-abort' && ctx.signal.aborted) throw cancelled();
+      await pause(mode);
       ctx.onProgress({ stage: name, step, total: steps });
     }
   }
 
-  function inject(text: string): boolean {
+  async function pause(mode: Mode): Promise<void> {
+    const ms = mode === 'normal' ? opts.stepDelayMs : opts.slowStepMs;
+    if (ms > 0) await sleep(ms);
+    else await new Promise<void>((r) => setImmediate(r));
+  }
+
+  function inject(text: string): Mode {
     const failure = failureFor(text);
     if (failure === 'user') throw new UserError('bad_request', `the test pipeline refuses this input: ${text.slice(0, 40)}`);
     if (failure === 'transient') throw new AppError('internal', 'injected transient failure');
@@ -94,7 +105,7 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
       throw new AppError('internal', 'injected transient failure (once)');
     }
     if (failure === 'crash') process.exit(1);
-    return failure === 'ignore-abort';
+    return failure === 'slow' || failure === 'ignore-abort' ? failure : 'normal';
   }
 
   function logRun(entry: Record<string, unknown>) {
@@ -104,11 +115,11 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
   return {
     async generate(request: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
       logRun({ kind: 'generate', prompt: request.prompt, seed: request.options.seed });
-      const ignoreAbort = inject(request.prompt);
+      const mode = inject(request.prompt);
       const [width, height] = SIZES[request.options.aspect] ?? [64, 64];
-      await stage(ctx, 'conditioning', 1, ignoreAbort);
-      await stage(ctx, 'features', request.options.ditSteps, ignoreAbort);
-      await stage(ctx, 'decoding', request.options.decoderSteps, ignoreAbort);
+      await stage(ctx, 'conditioning', 1, mode);
+      await stage(ctx, 'features', request.options.ditSteps, mode);
+      await stage(ctx, 'decoding', request.options.decoderSteps, mode);
       // Pixels: a gradient tinted by hash(prompt, seed, aspect, input image size), so any change shows.
       let salt = `${request.prompt}\u0000${request.options.seed}\u0000${request.options.aspect}`;
       if (request.image) salt += `\u0000${request.image.byteLength}`;
@@ -127,17 +138,17 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
 
     async understand(request: UnderstandRequest, ctx: RunContext): Promise<Answer> {
       logRun({ kind: 'understand', question: request.question });
-      const ignoreAbort = inject(request.question);
+      const mode = inject(request.question);
       const meta = await sharp(request.image).metadata().catch((e: unknown) => {
         throw new UserError('bad_image', 'That file is not an image I can read.', { cause: e });
       });
-      await stage(ctx, 'encoding', 1, ignoreAbort);
+      await stage(ctx, 'encoding', 1, mode);
       const words = `I see a ${meta.width}×${meta.height} ${meta.format} image. You asked: ${request.question}`.split(' ');
       const steps = Math.min(words.length, request.options.maxNewTokens);
       let text = '';
       for (let step = 1; step <= steps; step++) {
-        if (!ignoreAbort && ctx.signal.aborted) throw cancelled();
-        if (opts.stepDelayMs > 0) await sleep(opts.stepDelayMs);
+        if (mode !== 'ignore-abort' && ctx.signal.aborted) throw cancelled();
+        await pause(mode);
         text += (step > 1 ? ' ' : '') + words[step - 1];
         ctx.onProgress({ stage: 'answering', step, total: steps, partialText: text });
       }
