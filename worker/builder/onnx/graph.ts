@@ -111,7 +111,7 @@ export class Graph implements NodeSink {
 
   constant(dtype: DType, dims: number[], values: readonly number[]): Tensor {
     const shown = values.length <= 8 ? `[${values.join(',')}]` : createHash('sha1').update(values.join(',')).digest('hex').slice(0, 12);
-    const name = `/model/constants/${DT_NAME[dtype]}/${dims.length === 1 ? '' : `${JSON.stringify(dims)}`}${dims.length === 0 ? values[0] : shown}`;
+    const name = `/model/constants/${DT_NAME[dtype]}/${dims.length <= 1 ? '' : JSON.stringify(dims)}${dims.length === 0 ? values[0] : shown}`;
     if (!this.initializers.has(name)) this.initializers.set(name, { name, dtype, dims, data: encodeValues(dtype, values) });
     const small = dtype === 'int64' && values.length <= 8 ? values : undefined;
     return new Tensor(this, name, dtype, dims, small);
@@ -169,6 +169,7 @@ export class Graph implements NodeSink {
           // small constants stay inline: onnxruntime's shape inference cannot read shape tensors (Reshape/Unsqueeze
           // axes) from external data ("Cannot parse data from external tensors")
           tensors.push({ name: i.name, dtype: i.dtype, dims: i.dims, data });
+          opts.onTensor?.(i.name, data.byteLength);
           continue;
         }
         const aligned = Math.ceil(offset / 64) * 64; // keep tensors aligned for mmap-friendly loading
