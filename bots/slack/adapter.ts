@@ -54,7 +54,7 @@ function required(secrets: Readonly<Secrets>, name: 'SLACK_BOT_TOKEN' | 'SLACK_A
 
 export async function createSlackAdapter(deps: { config: Readonly<Config>; secrets: Readonly<Secrets>; log: Logger }, tuning: SlackTuning = {}): Promise<SlackAdapter> {
   const { config, secrets } = deps;
-  const log = deps.log.child({ platform: 'slack' });
+  const log = deps.log; // bots/main.ts hands over a child logger with platform: 'slack'
   const s = config.slack;
   const token = required(secrets, 'SLACK_BOT_TOKEN', 'the Slack bot needs its xoxb- token');
   const logger = boltLogger(log);
