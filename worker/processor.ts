@@ -40,6 +40,8 @@ export interface ProcessOutcome {
   status: JobResult['status'];
   /** True when the job had already been handed over by an earlier run and was not run again. */
   alreadyHandedOver?: boolean;
+  /** Milliseconds per pipeline stage (for src/observability/hooks.ts: stage latency and GPU-seconds). */
+  timingsMs?: Record<string, number>;
 }
 
 export interface JobProcessor {
@@ -157,13 +159,13 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const result = await run(job, request, signal ?? new AbortController().signal);
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
-      return { status: 'succeeded' };
+      return { status: 'succeeded', timingsMs: result.timingsMs };
     } catch (e) {
       const failure = classify(e);
       if (failure) {
         await handOverFailure(request, failure);
         log.info({ jobId: request.id, code: failure.code, err: failure.message }, 'job failed (not retried)');
-        throw new UnrecoverableError(failure.message);
+        throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;
       if (job.attemptsMade + 1 >= attempts) {

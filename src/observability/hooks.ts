@@ -1,11 +1,14 @@
 // Feeds Metrics from BullMQ's local Worker events, so neither the processor nor the delivery code carries
 // metric calls. Local events (not QueueEvents) on purpose: each job is counted once, by the process that ran it,
-// so Prometheus can sum across any number of workers and bots.
+// so Prometheus can sum across any number of workers and bots. Stage timings come from the processor's return
+// value (ProcessOutcome.timingsMs); failure reasons from the error's `code` (AppError, or the UnrecoverableError
+// worker/processor.ts tags with the classified code).
 //
 //   worker/main.ts:  observeJobWorker(metrics, worker, () => provider); trackQueue(metrics, jobsQueue)
 //   bots/main.ts:    observeDeliveryWorker(metrics, deliveryWorker);    trackQueue(metrics, deliveryQueue)
 import type { Job, Queue, Worker } from 'bullmq';
-import { channelKey, Destination, JobRequest, JobResult, type Stage } from '../jobs/contract.ts';
+import { z } from 'zod';
+import { channelKey, Destination, JobRequest, type Stage } from '../jobs/contract.ts';
 import type { Metrics } from './metrics.ts';
 
 /** Stages that run on the accelerator (everything but waiting in the queue). */
@@ -30,44 +33,49 @@ function isFinalFailure(job: Job, err: unknown): boolean {
   return (err instanceof Error && err.name === 'UnrecoverableError') || job.attemptsMade >= (job.opts.attempts ?? 1);
 }
 
+/** What a jobs processor returns: worker/processor.ts's ProcessOutcome, or a whole JobResult. */
+const Outcome = z.looseObject({
+  status: z.enum(['succeeded', 'failed', 'cancelled']),
+  timingsMs: z.record(z.string(), z.number()).optional(),
+  error: z.looseObject({ code: z.string() }).optional(),
+});
+
 const kindOf = (data: unknown): string => {
   const parsed = JobRequest.safeParse(data);
   return parsed.success ? parsed.data.kind : 'unknown';
 };
 
 /**
- * Job lifecycle metrics on a jobs Worker: queue wait when a job starts; stage timings, GPU-seconds per channel
- * and job duration when it completes (from the JobResult it returns); failures by reason.
+ * Job lifecycle metrics on a jobs Worker: queue wait, stage timings, GPU-seconds per channel and job duration
+ * when a job ends; every failed attempt by reason.
  */
 export function observeJobWorker(metrics: Metrics, worker: Worker, provider: () => string): void {
   const queue = worker.name;
-  worker.on('active', (job: Job) => {
-    const startedAt = job.processedOn ?? Date.now();
-    metrics.queueWait.observe({ queue, kind: kindOf(job.data) }, Math.max(0, startedAt - job.timestamp) / 1000);
-  });
+  // Queue wait is taken when a job ends, from its last start (processedOn): a job parked again by fair
+  // scheduling or retried after a fault starts more than once, and only the start that ran it counts.
+  const observeWait = (job: Job, kind: string) =>
+    metrics.queueWait.observe({ queue, kind }, Math.max(0, (job.processedOn ?? Date.now()) - job.timestamp) / 1000);
   worker.on('completed', (job: Job, returned: unknown) => {
     const kind = kindOf(job.data);
-    const result = JobResult.safeParse(returned);
+    observeWait(job, kind);
+    const outcome = Outcome.safeParse(returned);
     const ranSeconds = Math.max(0, (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now())) / 1000;
-    const outcome = result.success ? result.data.status : 'succeeded';
-    metrics.jobSeconds.observe({ kind, outcome }, ranSeconds);
-    if (result.success && result.data.error) metrics.failures.inc({ component: 'worker', queue, reason: failureReason(result.data.error) });
-    const request = JobRequest.safeParse(job.data);
-    const destination = result.success ? result.data.destination : request.success ? request.data.destination : undefined;
+    metrics.jobSeconds.observe({ kind, outcome: outcome.success ? outcome.data.status : 'succeeded' }, ranSeconds);
+    if (outcome.success && outcome.data.error) metrics.failures.inc({ component: 'worker', queue, reason: failureReason(outcome.data.error) });
     let computeSeconds = 0;
-    if (result.success) {
-      for (const [stage, ms] of Object.entries(result.data.timingsMs)) {
-        if (!COMPUTE_STAGES.has(stage)) continue;
-        metrics.stageSeconds.observe({ kind, stage }, ms / 1000);
-        computeSeconds += ms / 1000;
-      }
+    for (const [stage, ms] of Object.entries((outcome.success && outcome.data.timingsMs) || {})) {
+      if (!COMPUTE_STAGES.has(stage)) continue;
+      metrics.stageSeconds.observe({ kind, stage }, ms / 1000);
+      computeSeconds += ms / 1000;
     }
     if (computeSeconds === 0) computeSeconds = ranSeconds; // no per-stage timings: the whole run used the device
-    if (destination) chargeChannel(metrics, destination, provider(), computeSeconds);
+    const request = JobRequest.safeParse(job.data);
+    if (request.success) chargeChannel(metrics, request.data.destination, provider(), computeSeconds);
   });
   worker.on('failed', (job: Job | undefined, err: Error) => {
     metrics.failures.inc({ component: 'worker', queue, reason: failureReason(err) });
     if (!job || !isFinalFailure(job, err)) return;
+    observeWait(job, kindOf(job.data));
     const ranSeconds = Math.max(0, (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now())) / 1000;
     metrics.jobSeconds.observe({ kind: kindOf(job.data), outcome: 'failed' }, ranSeconds);
     const request = JobRequest.safeParse(job.data);
