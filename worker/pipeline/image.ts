@@ -334,25 +334,38 @@ export interface Feed<T> {
 export interface VisionFeeds {
   pixel_values: Feed<Float32Array>;
   window_index: Feed<BigInt64Array>;
-  window_id: Feed<BigInt64Array>;
   cos: Feed<Float32Array>;
   sin: Feed<Float32Array>;
+  window_slots: Feed<BigInt64Array>;
+  window_key_mask: Feed<Float32Array>;
+  window_unpad: Feed<BigInt64Array>;
   reverse_index: Feed<BigInt64Array>;
 }
 
 /**
  * The inputs of worker/builder/architectures/qwen2_5_vl_vision.ts for one preprocessed image: the patch rows, the
- * patch-level window permutation, each patch's window id in window order (the mask the windowed blocks use), the
- * rotary table in window order and the inverse merged-token permutation.
+ * patch-level window permutation, the rotary table in window order, the padded-window layout the windowed blocks
+ * use (each window padded to S = (window_size/patch_size)² slots; padding slots repeat row 0 and are masked as keys)
+ * and the inverse merged-token permutation.
  */
 export function visionFeeds(image: PreprocessedImage, g: PatchGeometry, windowSize: number, headDim: number): VisionFeeds {
   const unit = g.mergeSize * g.mergeSize;
   const n = image.grid.t * image.grid.h * image.grid.w;
   const order = windowOrder(image.grid, g, windowSize);
   const perm = patchPermutation(order.windowIndex, unit);
-  const windowId = new BigInt64Array(n);
-  for (let w = 0; w + 1 < order.cuWindowSeqlens.length; w++) {
-    windowId.fill(BigInt(w), order.cuWindowSeqlens[w] as number, order.cuWindowSeqlens[w + 1] as number);
+  const S = (Math.floor(windowSize / g.mergeSize / g.patchSize) * g.mergeSize) ** 2;
+  const W = order.cuWindowSeqlens.length - 1;
+  const slots = new BigInt64Array(W * S); // padding slots point at row 0
+  const keyMask = new Float32Array(W * S).fill(-Infinity);
+  const unpad = new BigInt64Array(n);
+  for (let w = 0; w < W; w++) {
+    const start = order.cuWindowSeqlens[w] as number;
+    const end = order.cuWindowSeqlens[w + 1] as number;
+    for (let r = start; r < end; r++) {
+      slots[w * S + (r - start)] = BigInt(r);
+      keyMask[w * S + (r - start)] = 0;
+      unpad[r] = BigInt(w * S + (r - start));
+    }
   }
   const positions = patchPositions(image.grid, g);
   const permuted = new Int32Array(n * 2);
@@ -365,9 +378,11 @@ export function visionFeeds(image: PreprocessedImage, g: PatchGeometry, windowSi
   return {
     pixel_values: { data: image.pixelValues, dims: [n, image.pixelValues.length / n] },
     window_index: { data: i64(perm), dims: [n] },
-    window_id: { data: windowId, dims: [n] },
     cos: { data: cos, dims: [n, headDim] },
     sin: { data: sin, dims: [n, headDim] },
+    window_slots: { data: slots, dims: [W * S] },
+    window_key_mask: { data: keyMask, dims: [W, S] },
+    window_unpad: { data: unpad, dims: [n] },
     reverse_index: { data: i64(order.reverseIndex), dims: [order.reverseIndex.length] },
   };
 }

@@ -6,17 +6,23 @@
 //
 // Built in float32 whatever model.dtype says: the tower's last down-projection overflows fp16 (pitfall 12).
 //
-// Graph inputs (computed in TypeScript from grid_thw by worker/pipeline/image.ts):
-//   pixel_values  [N, C·tp·p·p] f32  patch rows in merge-block order (the processor's output), N = patches
-//   window_index  [N] i64            patch-level permutation into window order (each merged token moves as its m² patches)
-//   window_id     [N] i64            window of each patch, in window order; windowed blocks attend within equal ids
-//   cos, sin      [N, head_dim] f32  2-D rotary table, in window order
-//   reverse_index [M] i64            inverse merged-token permutation (argsort of the window index), M = N/m²
+// Graph inputs (computed in TypeScript from grid_thw by worker/pipeline/image.ts `visionFeeds`):
+//   pixel_values   [N, C·tp·p·p] f32  patch rows in merge-block order (the processor's output), N = patches
+//   window_index   [N] i64            patch-level permutation into window order (each merged token moves as its m² patches)
+//   cos, sin       [N, head_dim] f32  2-D rotary table, in window order
+//   window_slots   [W·S] i64          windowed blocks: row (in window order) that fills slot s of window w; S = the
+//                                     patches of a whole window (64), slots past an edge window's end repeat row 0
+//   window_key_mask [W, S] f32        0 for real slots, −inf for padding slots (as keys)
+//   window_unpad   [N] i64            slot of each row, to gather the windowed attention output back to [N, …]
+//   reverse_index  [M] i64            inverse merged-token permutation (argsort of the window index), M = N/m²
 // Output:
 //   image_embeds  [M, out_hidden_size] in raster merged-token order, ready to scatter into <|image_pad|> slots.
+//
+// Windowed attention runs on [W, S] padded windows (cost W·S² instead of N²: 16× less at 448², and no N×N scores),
+// which is transformers' cu_window_seqlens varlen attention with the ragged windows padded to one length.
 import { z } from 'zod';
 import { Graph } from '../onnx/graph.ts';
-import { concat, equal, split, where, type Tensor } from '../onnx/ops.ts';
+import { concat, split, type Tensor } from '../onnx/ops.ts';
 import { gelu, linear, rmsNorm, sdpa } from '../nn.ts';
 import type { Scope, WeightStore } from '../weights.ts';
 
@@ -40,37 +46,57 @@ export const VisionConfig = z.object({
 export type VisionConfig = z.infer<typeof VisionConfig>;
 
 const RMS_EPS = 1e-6; // Qwen2RMSNorm(eps=1e-6) in every block and in the merger
-export const VISION_INPUTS = ['pixel_values', 'window_index', 'window_id', 'cos', 'sin', 'reverse_index'] as const;
+export const VISION_INPUTS = ['pixel_values', 'window_index', 'cos', 'sin', 'window_slots', 'window_key_mask', 'window_unpad', 'reverse_index'] as const;
 export const VISION_OUTPUT = 'image_embeds';
+
+/** Patches in one whole window: (window_size / patch_size)², 64 for Qwen2.5-VL (112 px windows of 14 px patches). */
+export const windowPatches = (cfg: VisionConfig) => (Math.floor(cfg.window_size / cfg.spatial_merge_size / cfg.patch_size) * cfg.spatial_merge_size) ** 2;
 
 // ---- blocks, bottom-up ---------------------------------------------------------------------------------------------
 
-/** rotate_half (NeoX) rotary: x·cos + [−x₂, x₁]·sin over the two halves of head_dim, in fp32. x (H, N, hd), cos/sin (N, hd). */
+/** rotate_half (NeoX) rotary: x·cos + [−x₂, x₁]·sin over the two halves of head_dim, in fp32. x (N, H, hd), cos/sin (N, 1, hd). */
 function applyRope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   const half = x.size(-1) / 2;
-  const [x1, x2] = split(x, [half, half], -1) as [Tensor, Tensor]; // (H, N, hd/2) each
+  const [x1, x2] = split(x, [half, half], -1) as [Tensor, Tensor]; // (N, H, hd/2) each
   return x.mul(cos).add(concat([x2.neg(), x1], -1).mul(sin));
 }
 
+/** The padded-window layout of the windowed blocks (see the header). */
+interface Windows {
+  slots: Tensor; // [W·S]
+  keyMask: Tensor; // [W, 1, 1, S] additive
+  unpad: Tensor; // [N]
+  size: number; // S
+}
+
 /**
- * Qwen2_5_VLVisionAttention: one Linear to [q|k|v], 2-D rotary on q and k, softmax(q·kᵀ/√hd + mask)·v, output Linear.
+ * Qwen2_5_VLVisionAttention: one Linear to [q|k|v], 2-D rotary on q and k, softmax(q·kᵀ/√hd)·v, output Linear.
+ * Full-attention blocks attend over all N patches; windowed blocks over the S slots of each padded window.
  *
- *   x ─qkv─Reshape(N,3,H,hd)─Transpose(1,2,0,3)─Split(3)─┬─q─rope─┐
- *                                                         ├─k─rope─┴─sdpa(mask)─Transpose(1,0,2)─Reshape(N,D)─proj─▶
- *                                                         └─v───────┘
+ *   x ─qkv─Reshape(N,3,H,hd)─Split(3)─┬─q─rope─┐ full:     Transpose(H,N,hd) ─sdpa──────────Transpose─┐
+ *                                      ├─k─rope─┤ windowed: Gather(slots)─Reshape(W,S,H,hd)─Transpose   │
+ *                                      └─v──────┘           ─sdpa(key mask)─Transpose─Gather(unpad)───┴─Reshape(N,D)─proj─▶
  */
-function attention(w: Scope, cfg: VisionConfig, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | undefined): Tensor {
+function attention(w: Scope, cfg: VisionConfig, x: Tensor, cos: Tensor, sin: Tensor, windows: Windows | undefined): Tensor {
   const D = cfg.hidden_size;
   const H = cfg.num_heads;
   const hd = D / H;
-  const qkv = w.within(() => linear(w.at('qkv'), x, 3 * D).reshape(-1, 3, H, hd).transpose(1, 2, 0, 3)); // (3, H, N, hd)
+  const qkv = w.within(() => linear(w.at('qkv'), x, 3 * D).reshape(-1, 3, H, hd)); // (N, 3, H, hd)
   const o = w.within(() => {
-    const [q, k, v] = split(qkv, [1, 1, 1], 0).map((t) => t.squeeze(0)) as [Tensor, Tensor, Tensor]; // (H, N, hd)
-    return sdpa(applyRope(q, cos, sin), applyRope(k, cos, sin), v, mask ? { mask } : {}) // (H, N, hd)
-      .transpose(1, 0, 2)
-      .reshape(-1, D); // (N, D)
+    const [q, k, v] = split(qkv, [1, 1, 1], 1).map((t) => t.squeeze(1)) as [Tensor, Tensor, Tensor]; // (N, H, hd)
+    const heads = [applyRope(q, cos, sin), applyRope(k, cos, sin), v];
+    if (!windows) {
+      const [qh, kh, vh] = heads.map((t) => t.transpose(1, 0, 2)) as [Tensor, Tensor, Tensor]; // (H, N, hd)
+      return sdpa(qh, kh, vh).transpose(1, 0, 2); // (N, H, hd)
+    }
+    const S = windows.size;
+    const [qw, kw, vw] = heads.map((t) => t.gather(windows.slots).reshape(-1, S, H, hd).transpose(0, 2, 1, 3)) as [Tensor, Tensor, Tensor]; // (W, H, S, hd)
+    return sdpa(qw, kw, vw, { mask: windows.keyMask }) // (W, H, S, hd)
+      .transpose(0, 2, 1, 3)
+      .reshape(-1, H, hd) // (W·S, H, hd)
+      .gather(windows.unpad); // (N, H, hd)
   });
-  return linear(w.at('proj'), o, D);
+  return linear(w.at('proj'), w.within(() => o.reshape(-1, D)), D); // (N, D)
 }
 
 /** Qwen2_5_VLMLP: down(SiLU(gate(x)) ⊙ up(x)), all three with bias.  (N, D) → (N, I) → (N, D) */
@@ -81,8 +107,8 @@ function mlp(w: Scope, cfg: VisionConfig, x: Tensor): Tensor {
 }
 
 /** Qwen2_5_VLVisionBlock: pre-norm residual, twice. */
-function block(w: Scope, cfg: VisionConfig, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | undefined): Tensor {
-  const h = w.within(() => x.add(attention(w.at('attn'), cfg, rmsNorm(w.at('norm1'), x, RMS_EPS), cos, sin, mask)));
+function block(w: Scope, cfg: VisionConfig, x: Tensor, cos: Tensor, sin: Tensor, windows: Windows | undefined): Tensor {
+  const h = w.within(() => x.add(attention(w.at('attn'), cfg, rmsNorm(w.at('norm1'), x, RMS_EPS), cos, sin, windows)));
   return w.within(() => h.add(mlp(w.at('mlp'), cfg, rmsNorm(w.at('norm2'), h, RMS_EPS))));
 }
 
@@ -115,22 +141,24 @@ export function buildVisionGraph(store: WeightStore, cfg: VisionConfig): Graph {
   const patchDim = cfg.in_chans * cfg.temporal_patch_size * cfg.patch_size ** 2;
   const pixels = g.input('pixel_values', 'float32', ['patches', patchDim]);
   const windowIndex = g.input('window_index', 'int64', ['patches']);
-  const windowId = g.input('window_id', 'int64', ['patches']);
-  const cos = g.input('cos', 'float32', ['patches', hd]);
-  const sin = g.input('sin', 'float32', ['patches', hd]);
+  const cos = g.input('cos', 'float32', ['patches', hd]).unsqueeze(1); // (N, 1, hd): broadcast over heads
+  const sin = g.input('sin', 'float32', ['patches', hd]).unsqueeze(1);
+  const S = windowPatches(cfg);
+  const windows: Windows = {
+    slots: g.input('window_slots', 'int64', ['window_slots']),
+    keyMask: g.input('window_key_mask', 'float32', ['windows', S]).unsqueeze(1, 2), // (W, 1, 1, S)
+    unpad: g.input('window_unpad', 'int64', ['patches']),
+    size: S,
+  };
   const reverseIndex = g.input('reverse_index', 'int64', ['tokens']);
   g.metadata.architecture = 'qwen2_5_vl_vision';
   g.metadata.vision_config = JSON.stringify(cfg);
 
   const visual = store.scope(g, 'float32').at('visual');
   let x = patchEmbed(visual.at('patch_embed').at('proj'), cfg, pixels).gather(windowIndex); // (N, D), window order
-  // Block-diagonal mask over windows (cu_window_seqlens as a mask): 0 inside a window, −inf across.  (N, N)
-  const mask = g.within('/visual/window_mask', () =>
-    where(equal(windowId.unsqueeze(1), windowId.unsqueeze(0)), g.constant('float32', [], [0]), g.constant('float32', [], [-Infinity])),
-  );
   for (let i = 0; i < cfg.depth; i++) {
     const full = cfg.fullatt_block_indexes.includes(i); // one image: full attention needs no mask
-    x = block(visual.at('blocks').at(i), cfg, x, cos, sin, full ? undefined : mask);
+    x = block(visual.at('blocks').at(i), cfg, x, cos, sin, full ? undefined : windows);
   }
   const out = merger(visual.at('merger'), cfg, x).gather(reverseIndex); // (M, out), raster order
   g.output(out, VISION_OUTPUT);

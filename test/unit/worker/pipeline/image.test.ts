@@ -14,6 +14,7 @@ import {
   roundHalfEven,
   smartResize,
   visionRotaryTable,
+  visionFeeds,
   windowOrder,
   type ImageLimits,
 } from '../../../../worker/pipeline/image.ts';
@@ -219,6 +220,22 @@ describe('patch order inside the tower', () => {
     // reverse is the inverse permutation
     order.windowIndex.forEach((src, k) => expect(order.reverseIndex[src]).toBe(k));
     expect(Array.from(patchPermutation(order.windowIndex.slice(16, 17), 4))).toEqual([16, 17, 18, 19]);
+  });
+
+  it('pads ragged windows to 64 slots for the windowed blocks (6×5 merged: windows of 64, 16, 32 and 8 patches)', () => {
+    const image = { pixelValues: new Float32Array(120 * 1176), grid: { t: 1, h: 12, w: 10 }, width: 140, height: 168 };
+    const f = visionFeeds(image, geometry, 112, 16);
+    expect(f.window_key_mask.dims).toEqual([4, 64]);
+    const real = (w: number) => f.window_key_mask.data.slice(w * 64, (w + 1) * 64).filter((v) => v === 0).length;
+    expect([0, 1, 2, 3].map(real)).toEqual([64, 16, 32, 8]);
+    // window 1's first slot holds window-order row 64; row 64 is found again through unpad
+    expect(f.window_slots.data[64]).toBe(64n);
+    expect(f.window_unpad.data[64]).toBe(64n);
+    expect(f.window_unpad.data[80]).toBe(128n); // first row of window 2
+    // padded slots point at row 0 and are masked
+    expect([f.window_slots.data[64 + 16], f.window_key_mask.data[64 + 16]]).toEqual([0n, -Infinity]);
+    // every row sits in exactly one slot
+    expect(new Set(Array.from(f.window_unpad.data)).size).toBe(120);
   });
 
   it('patch positions follow the merge-block row order and feed the rotary table', () => {
