@@ -21,6 +21,7 @@
 // Windowed attention runs on [W, S] padded windows (cost W·S² instead of N²: 16× less at 448², and no N×N scores),
 // which is transformers' cu_window_seqlens varlen attention with the ragged windows padded to one length.
 import { z } from 'zod';
+import { AppError } from '../../../src/errors.ts';
 import { Graph } from '../onnx/graph.ts';
 import { concat, split, type Tensor } from '../onnx/ops.ts';
 import { gelu, linear, rmsNorm, sdpa } from '../nn.ts';
@@ -164,3 +165,25 @@ export function buildVisionGraph(store: WeightStore, cfg: VisionConfig): Graph {
   g.output(out, VISION_OUTPUT);
   return g;
 }
+
+// ---- convert component ----------------------------------------------------------------------------------------
+// Registered in architectures/index.ts; typed structurally (the BuildContext members it uses) so this file does not
+// import the table that imports it.
+
+/** The vision graph from `visual.*` in the root shards, sized by config.json's `vision_config`. Always fp32 (pitfall 12). */
+export const qwen2_5_vl_vision = {
+  name: 'vision',
+  build(ctx: { config: Record<string, unknown>; store: WeightStore }) {
+    const parsed = VisionConfig.safeParse(ctx.config.vision_config);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => `vision_config.${i.path.join('.')}: ${i.message}`).join('; ');
+      throw new AppError('model', `config.json has no usable vision_config: ${issues}`);
+    }
+    const cfg = parsed.data;
+    const imageTokenId = typeof ctx.config.image_token_id === 'number' ? ctx.config.image_token_id : 151655;
+    return {
+      graphs: [{ file: 'vision/vision.onnx', graph: buildVisionGraph(ctx.store, cfg), dtype: 'fp32' as const }],
+      info: { ...cfg, head_dim: cfg.hidden_size / cfg.num_heads, image_token_id: imageTokenId },
+    };
+  },
+};

@@ -11,6 +11,7 @@ import { ditComponent } from './dit.ts';
 import { evaClipComponent } from './eva_clip.ts';
 import { llmComponent, TINY_TEXT } from './llm.ts';
 import { tokenizerComponent } from './tokenizer.ts';
+import { visionComponent } from './vision.ts';
 
 export interface TinyContext {
   readonly dir: string;
@@ -31,7 +32,7 @@ export interface TinyComponent {
 }
 
 /** The components, in order. Vision tower (helper V), DiT and diffusion-decoder/ (helper G) add one line each. */
-export const TINY_COMPONENTS: readonly TinyComponent[] = [llmComponent, tokenizerComponent, evaClipComponent, ditComponent, diffusionDecoderComponent];
+export const TINY_COMPONENTS: readonly TinyComponent[] = [llmComponent, tokenizerComponent, evaClipComponent, ditComponent, diffusionDecoderComponent, visionComponent];
 
 /** Root shards are capped at this size so the tiny snapshot is sharded and indexed like a real one. */
 const SHARD_BYTES = 16 * 1024 * 1024;

@@ -5,7 +5,6 @@
 import { GaussianRng } from '../../pipeline/rng.ts';
 import type { VisionConfig } from '../architectures/qwen2_5_vl_vision.ts';
 import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
-import type { TinyComponent } from './index.ts';
 
 /** vision_config for the tiny checkpoint; `out_hidden_size` must be the LLM hidden size. */
 export function tinyVisionConfig(outHiddenSize: number): VisionConfig {
@@ -66,9 +65,10 @@ export function tinyVisionTensors(cfg: VisionConfig, seed = 4, dtype: 'F32' | 'F
 }
 
 /** `visual.*` in the root shards and `vision_config` in config.json (out_hidden_size = the tiny LLM's hidden size). */
-export const visionComponent: TinyComponent = {
+export const visionComponent = {
   name: 'vision',
-  write(ctx) {
+  // Typed structurally (the TinyContext members it uses) so this file does not import the table that imports it.
+  write(ctx: { config: Record<string, unknown>; text: { hidden_size: number }; addRootTensors(t: TensorToWrite[]): void }) {
     const cfg = tinyVisionConfig(ctx.text.hidden_size);
     ctx.config.vision_config = { ...cfg, model_type: 'qwen2_5_vl', spatial_patch_size: cfg.patch_size, tokens_per_second: 2 };
     ctx.addRootTensors(tinyVisionTensors(cfg));
