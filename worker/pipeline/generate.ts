@@ -15,10 +15,6 @@ import { encodePng, toRgb8 } from './png.ts';
 import { GaussianRng, RngStream } from './rng.ts';
 import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule, sampleFlowMatching, type EulerDiscreteConfig } from './schedulers.ts';
 import type { GeneratedImage, GenerateRequest, RunContext } from './types.ts';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { parseUNetConfig, unetLatentMultiple } from '../builder/architectures/sdxl_unet.ts';
-import { parseVaeConfig, vaeScaleFactor } from '../builder/architectures/vae_decoder.ts';
 import { openSession, type ModelSession, type SessionOptions } from '../runtime/session.ts';
 
 /** Token ids of the added BLIP3-o / Qwen2.5-VL specials (spec §1.5). */
@@ -263,13 +259,15 @@ export interface GenerationGraphs {
   ditOnnx: string;
   unetOnnx: string;
   vaeOnnx: string;
-  /** The snapshot's diffusion-decoder/ folder (unet, vae and scheduler configs). */
-  decoderDir: string;
   /** config.json n_query: the DiT latent is a √n_query × √n_query grid. */
   nQuery: number;
+  /** From diffusion-decoder/unet/config.json (recorded in the manifest by convert). */
+  unet: { sampleSize: number; inChannels: number; crossAttentionDim: number; latentMultiple: number; scheduler: Record<string, unknown> };
+  /** 2^(len(vae.block_out_channels)−1). */
+  vaeScaleFactor: number;
 }
 
-/** Opens the three generation sessions and reads the configs that size the sampler (nothing hard-coded). */
+/** Opens the three generation sessions; every size comes from the configs (nothing hard-coded). */
 export async function loadGeneration(
   g: GenerationGraphs,
   runtime: SessionOptions,
@@ -277,10 +275,6 @@ export async function loadGeneration(
   settings: GenerationSettings,
   vision?: ImageEncoder,
 ): Promise<Generator> {
-  const json = (rel: string): unknown => JSON.parse(readFileSync(join(g.decoderDir, rel), 'utf8'));
-  const unetCfg = parseUNetConfig(json('unet/config.json'));
-  const vaeCfg = parseVaeConfig(json('vae/config.json'));
-  const scheduler = json('scheduler/scheduler_config.json') as Partial<EulerDiscreteConfig>;
   const grid = Math.round(Math.sqrt(g.nQuery));
   if (grid * grid !== g.nQuery) throw new AppError('model', `n_query ${g.nQuery} is not a square number of DiT tokens`);
   const [dit, unet, vae] = await Promise.all([openSession(g.ditOnnx, runtime), openSession(g.unetOnnx, runtime), openSession(g.vaeOnnx, runtime)]);
@@ -290,12 +284,12 @@ export async function loadGeneration(
       unet,
       vae,
       ditGrid: grid,
-      latentChannels: unetCfg.cross_attention_dim,
-      unetSampleSize: unetCfg.sample_size,
-      unetLatentMultiple: unetLatentMultiple(unetCfg),
-      unetInChannels: unetCfg.in_channels,
-      vaeScaleFactor: vaeScaleFactor(vaeCfg),
-      scheduler,
+      latentChannels: g.unet.crossAttentionDim,
+      unetSampleSize: g.unet.sampleSize,
+      unetLatentMultiple: g.unet.latentMultiple,
+      unetInChannels: g.unet.inChannels,
+      vaeScaleFactor: g.vaeScaleFactor,
+      scheduler: g.unet.scheduler as Partial<EulerDiscreteConfig>,
     },
     llm,
     settings,

@@ -3,8 +3,8 @@ import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildDiffusionTransformer } from '../../../../worker/builder/architectures/diffusion_transformer.ts';
-import { buildSdxlUNet } from '../../../../worker/builder/architectures/sdxl_unet.ts';
-import { buildVaeDecoder } from '../../../../worker/builder/architectures/vae_decoder.ts';
+import { buildSdxlUNet, parseUNetConfig, unetLatentMultiple } from '../../../../worker/builder/architectures/sdxl_unet.ts';
+import { buildVaeDecoder, parseVaeConfig, vaeScaleFactor } from '../../../../worker/builder/architectures/vae_decoder.ts';
 import { Checkpoint, writeSafetensors } from '../../../../worker/builder/safetensors.ts';
 import { TINY_DIT, tinyDitTensors } from '../../../../worker/builder/tiny/dit.ts';
 import { writeTinyDiffusionDecoder } from '../../../../worker/builder/tiny/diffusion_decoder.ts';
@@ -36,7 +36,22 @@ export function buildTinyGenerationGraphs(dir = mkdtempSync(join(tmpdir(), 'gen-
   const vaeCfg: unknown = JSON.parse(readFileSync(join(dec, 'vae', 'config.json'), 'utf8'));
   buildVaeDecoder(new WeightStore(vaeCk), vaeCfg).graph.save(join(onnx, 'vae.onnx'));
   vaeCk.close();
-  return { dir, ditOnnx: join(onnx, 'dit.onnx'), unetOnnx: join(onnx, 'unet.onnx'), vaeOnnx: join(onnx, 'vae.onnx'), decoderDir: dec, nQuery: TINY_N_QUERY };
+  const u = parseUNetConfig(unetCfg);
+  return {
+    dir,
+    ditOnnx: join(onnx, 'dit.onnx'),
+    unetOnnx: join(onnx, 'unet.onnx'),
+    vaeOnnx: join(onnx, 'vae.onnx'),
+    nQuery: TINY_N_QUERY,
+    unet: {
+      sampleSize: u.sample_size,
+      inChannels: u.in_channels,
+      crossAttentionDim: u.cross_attention_dim,
+      latentMultiple: unetLatentMultiple(u),
+      scheduler: JSON.parse(readFileSync(join(dec, 'scheduler', 'scheduler_config.json'), 'utf8')) as Record<string, unknown>,
+    },
+    vaeScaleFactor: vaeScaleFactor(parseVaeConfig(vaeCfg)),
+  };
 }
 
 /** A test double for the LLM half: hidden states are a deterministic function of the ids (no model). */

@@ -1,0 +1,57 @@
+// The real createPipeline end to end on the tiny checkpoint: make-tiny → convert → prompt through the real tokenizer and
+// Qwen decoder (latent queries, post-norm hidden states) → DiT → UNet → VAE → PNG.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ARCHITECTURES } from '../../../../worker/builder/architectures/index.ts';
+import { diffusionTransformerComponent } from '../../../../worker/builder/architectures/diffusion_transformer.ts';
+import { sdxlUNetComponent } from '../../../../worker/builder/architectures/sdxl_unet.ts';
+import { vaeDecoderComponent } from '../../../../worker/builder/architectures/vae_decoder.ts';
+import { convertSnapshot } from '../../../../worker/builder/convert.ts';
+import { makeTiny } from '../../../../worker/builder/tiny/index.ts';
+import { createPipeline } from '../../../../worker/pipeline/blip3o.ts';
+import type { Pipeline, ProgressReport } from '../../../../worker/pipeline/types.ts';
+
+let dir: string;
+let pipeline: Pipeline;
+const options = { seed: 11, ditSteps: 12, decoderSteps: 12, guidance: 3, aspect: '1:1' as const };
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'blip3o-gen-'));
+  makeTiny(join(dir, 'snapshot'));
+  // the generation components, whether or not the shared table lists them yet
+  const base = ARCHITECTURES.blip3oQwenForCausalLM!;
+  const mine = [diffusionTransformerComponent, sdxlUNetComponent, vaeDecoderComponent];
+  const components = [...base.components.filter((c) => !mine.some((m) => m.name === c.name)), ...mine];
+  await convertSnapshot(join(dir, 'snapshot'), join(dir, 'onnx'), { dtype: 'fp32', architectures: { blip3oQwenForCausalLM: { ...base, components } } });
+  pipeline = await createPipeline({
+    modelDir: join(dir, 'onnx'),
+    dtype: 'fp32',
+    executionProvider: 'cpu',
+    intraOpThreads: 0,
+    understanding: { minPixels: 3136, maxPixels: 1003520, maxInputPixels: 50_000_000, maxAspectRatio: 200 },
+  });
+}, 180_000);
+afterAll(async () => {
+  await pipeline?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('createPipeline().generate on the tiny checkpoint', () => {
+  it('produces the same PNG bytes for the same prompt and seed, another image for another prompt', async () => {
+    const seen: ProgressReport[] = [];
+    const signal = new AbortController().signal;
+    const a = await pipeline.generate({ prompt: 'a red fox in snow', options }, { signal, onProgress: (p) => seen.push(p) });
+    expect([a.width, a.height]).toEqual([128, 128]);
+    expect([...new Set(seen.map((p) => p.stage))]).toEqual(['conditioning', 'features', 'decoding']);
+    const b = await pipeline.generate({ prompt: 'a red fox in snow', options }, { signal, onProgress: () => {} });
+    expect(Buffer.from(b.png).equals(Buffer.from(a.png))).toBe(true);
+    const c = await pipeline.generate({ prompt: 'a blue whale', options }, { signal, onProgress: () => {} });
+    const [pa, pc] = await Promise.all([sharp(a.png).raw().toBuffer(), sharp(c.png).raw().toBuffer()]);
+    expect(pa.equals(pc)).toBe(false);
+    const meta = await sharp(a.png).metadata();
+    expect(meta.comments?.find((x) => x.keyword === 'prompt')?.text).toBe('a red fox in snow');
+  });
+});
