@@ -17,6 +17,7 @@ import type { CommandInput, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
 import { ACTION, SHORTCUT_ASK, VIEW_ASK, askModal, headline, statusMessage } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
+import { parseAdmin } from './admin.ts';
 import { parseImagine } from './options.ts';
 import { META_STATUS, resultFileName, type SlackPort, type ThreadFile } from './port.ts';
 
@@ -166,6 +167,28 @@ export function registerHandlers(deps: HandlerDeps): void {
       tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
     };
     await guarded(origin, '/imagine', () => startJob(origin, input, `cmd:${command.trigger_id}`, input.command === 'imagine' ? input.prompt : ''));
+  });
+
+  // ---- /blip3o-admin (workspace admins and owners) -----------------------------------------------------------
+
+  app.command('/blip3o-admin', async ({ command, ack, respond, client }) => {
+    let input: CommandInput;
+    try {
+      input = parseAdmin(command.text);
+    } catch (e) {
+      if (!isUserError(e)) throw e;
+      await ack({ response_type: 'ephemeral', text: e.message });
+      return;
+    }
+    await ack();
+    const origin: Origin = {
+      client,
+      teamId: command.team_id,
+      channelId: command.channel_id,
+      userId: command.user_id,
+      tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
+    };
+    await guarded(origin, '/blip3o-admin', () => simpleCommand(origin, input, `cmd:${command.trigger_id}`));
   });
 
   // ---- @mention with a question -----------------------------------------------------------------------

@@ -50,3 +50,20 @@ describe('parseImagine', () => {
     expect(userError('').code).toBe('bad_request');
   });
 });
+
+describe('parseAdmin', async () => {
+  const { parseAdmin, ADMIN_USAGE } = await import('../../../../bots/slack/admin.ts');
+  it('maps the admin sub-commands onto the core commands', () => {
+    expect(parseAdmin('limits')).toEqual({ command: 'limits', action: 'show' });
+    expect(parseAdmin('limits set requests=5 window=60 concurrent=2')).toEqual({ command: 'limits', action: 'set', spec: { requestsPerWindow: 5, windowSeconds: 60, maxConcurrent: 2 } });
+    expect(parseAdmin('limits reset')).toEqual({ command: 'limits', action: 'reset' });
+    expect(parseAdmin('queue')).toEqual({ command: 'queue', action: 'status' });
+    expect(parseAdmin('queue pause')).toEqual({ command: 'queue', action: 'pause' });
+    expect(parseAdmin('queue purge <@U0EVE|eve>')).toEqual({ command: 'queue', action: 'purge-user', targetUserId: 'U0EVE' });
+  });
+  it('answers anything else with the usage', () => {
+    expect(() => parseAdmin('')).toThrow(ADMIN_USAGE);
+    expect(() => parseAdmin('limits set speed=9')).toThrow(/`speed=9` is not one of/);
+    expect(() => parseAdmin('queue purge bob')).toThrow(/Name the user/);
+  });
+});

@@ -1,0 +1,52 @@
+// `/blip3o-admin …` → the core's admin commands (bots/core/commands/limits.ts, queue.ts). Who is an admin is
+// Slack's answer: users.info is_admin or is_owner (checked by the handler, enforced by the core).
+//   /blip3o-admin limits [show]                         this channel's limits and usage
+//   /blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2
+//   /blip3o-admin limits reset
+//   /blip3o-admin queue [status] | pause | resume | purge @user
+import { UserError } from '../../src/errors.ts';
+import type { CommandInput } from '../core/port.ts';
+
+export const ADMIN_USAGE = [
+  'Usage:',
+  '• `/blip3o-admin limits` (or `limits show`): the limits in force in this channel and their use',
+  '• `/blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2`: override them here (0 turns one off)',
+  '• `/blip3o-admin limits reset`: back to the configured defaults',
+  '• `/blip3o-admin queue`: queue depth; `queue pause` / `queue resume` this channel; `queue purge @user`',
+].join('\n');
+
+const SPEC_KEYS: Record<string, string> = {
+  requests: 'requestsPerWindow',
+  window: 'windowSeconds',
+  burst: 'burst',
+  concurrent: 'maxConcurrent',
+};
+
+export function parseAdmin(text: string): CommandInput {
+  const [area, action, ...rest] = text.trim().split(/\s+/).filter(Boolean);
+  if (area === 'limits') {
+    if (!action || action === 'show') return { command: 'limits', action: 'show' };
+    if (action === 'reset') return { command: 'limits', action: 'reset' };
+    if (action === 'set') {
+      const spec: Record<string, number> = {};
+      for (const pair of rest) {
+        const [k, v] = pair.split('=', 2) as [string, string | undefined];
+        const key = SPEC_KEYS[k.toLowerCase()];
+        if (!key || v === undefined || !/^\d+$/.test(v)) throw new UserError('bad_request', `\`${pair}\` is not one of requests=N window=N burst=N concurrent=N.\n${ADMIN_USAGE}`);
+        spec[key] = Number(v);
+      }
+      if (Object.keys(spec).length === 0) throw new UserError('bad_request', `Say which limits to set.\n${ADMIN_USAGE}`);
+      return { command: 'limits', action: 'set', spec };
+    }
+  }
+  if (area === 'queue') {
+    if (!action || action === 'status') return { command: 'queue', action: 'status' };
+    if (action === 'pause' || action === 'resume') return { command: 'queue', action };
+    if (action === 'purge') {
+      const user = /^<@([A-Z0-9]+)(\|[^>]*)?>$/.exec(rest[0] ?? '')?.[1];
+      if (!user) throw new UserError('bad_request', `Name the user to purge: \`/blip3o-admin queue purge @someone\`.\n${ADMIN_USAGE}`);
+      return { command: 'queue', action: 'purge-user', targetUserId: user };
+    }
+  }
+  throw new UserError('bad_request', ADMIN_USAGE);
+}
