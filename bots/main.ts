@@ -11,7 +11,7 @@ import { createCore, type CoreOptions } from './core/submit.ts';
 
 /** Platform → how to load its adapter. Each is started when `config.<platform>.enabled` is true. */
 const ADAPTERS: Partial<Record<'discord' | 'slack', () => Promise<AdapterFactory>>> = {
-  // discord: () => import('./discord/adapter.ts').then((m) => m.createDiscordAdapter),
+  discord: () => import('./discord/adapter.ts').then((m) => m.createDiscordAdapter),
   slack: () => import('./slack/adapter.ts').then((m) => m.createSlackAdapter),
 };
 

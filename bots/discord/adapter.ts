@@ -32,7 +32,9 @@ import { AppError, UserError, isUserError } from '../../src/errors.ts';
 import type { DiscordDestination } from '../../src/jobs/contract.ts';
 import { channelKey } from '../../src/jobs/contract.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
+import type { Adapter } from '../core/adapter.ts';
 import type { CommandInput, Invocation, Reply } from '../core/port.ts';
+import type { Core } from '../core/submit.ts';
 import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
 import { walkChain, firstImage } from './conversation.ts';
@@ -60,7 +62,7 @@ const NO_IMAGE_HELP =
 /** Ids of interactions/messages seen recently: a replayed gateway dispatch is handled once. */
 const SEEN_LIMIT = 5_000;
 
-export class DiscordAdapter {
+export class DiscordAdapter implements Adapter {
   readonly port: DiscordDelivery;
   private readonly config: Readonly<Config>;
   private readonly token: string;
@@ -76,7 +78,9 @@ export class DiscordAdapter {
   constructor(options: DiscordAdapterOptions) {
     this.config = options.config;
     this.log = options.log ?? createLogger('discord', options.config.logLevel);
-    if (!options.secrets.DISCORD_TOKEN) throw new AppError('config', 'DISCORD_TOKEN is not set (config/.env.example).');
+    if (!options.secrets.DISCORD_TOKEN) {
+      throw new AppError('config', 'DISCORD_TOKEN is not set (config/.env.example); set it, or set discord.enabled: false.');
+    }
     this.token = options.secrets.DISCORD_TOKEN;
     const d = this.config.discord;
     this.policy = {
@@ -96,9 +100,9 @@ export class DiscordAdapter {
     return this.client;
   }
 
-  /** Log in and start handling events. `handle` is the core's (createCore(...).handle). */
-  async start(handle: Handle): Promise<void> {
-    this.handle = handle;
+  /** Log in and start handling events with the core's `handle` (the core's delivery consumer is already running). */
+  async start(core: Pick<Core, 'handle'>): Promise<void> {
+    this.handle = (invocation) => core.handle(invocation);
     const wantContent = this.config.discord.messageContentIntent;
     try {
       await this.login(wantContent);
@@ -443,8 +447,7 @@ function userText(e: unknown): string {
   throw e;
 }
 
-export function createDiscordAdapter(options: DiscordAdapterOptions): DiscordAdapter {
-  return new DiscordAdapter(options);
-}
+/** The AdapterFactory bots/main.ts loads (bots/core/adapter.ts). */
+export const createDiscordAdapter = async (options: DiscordAdapterOptions): Promise<DiscordAdapter> => new DiscordAdapter(options);
 
 

@@ -43,6 +43,8 @@ export class DiscordDelivery implements PlatformPort {
   /** Jobs delivered by this process (bounded): later progress for them is dropped. */
   private readonly delivered = new Set<string>();
   private readonly lastEditAt = new Map<string, number>();
+  /** Interaction tokens Discord already refused (expired, deleted original): not tried again. */
+  private readonly deadTokens = new Set<string>();
 
   constructor(
     private readonly rest: REST,
@@ -80,7 +82,7 @@ export class DiscordDelivery implements PlatformPort {
   }
 
   tokenUsable(d: DiscordDestination): d is DiscordDestination & { interactionToken: string } {
-    if (!d.interactionToken) return false;
+    if (!d.interactionToken || this.deadTokens.has(d.interactionToken)) return false;
     const at = d.interactionAt ?? 0;
     return this.now() - at < this.config.discord.interactionTokenTtlMs;
   }
@@ -92,6 +94,7 @@ export class DiscordDelivery implements PlatformPort {
         return;
       } catch (e) {
         if (!isGone(e)) throw e;
+        this.forgetToken(d.interactionToken);
         this.log.info({ jobId: result.jobId, code: (e as DiscordAPIError).code }, 'interaction token gone; posting to the channel');
       }
     }
@@ -110,7 +113,7 @@ export class DiscordDelivery implements PlatformPort {
     await this.rest.post(Routes.channelMessages(d.channelId), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
   }
 
-  /** An earlier delivery of this job in the channel's recent messages (its nonce, or its buttons). */
+  /** An earlier delivery of this job in the channel's recent messages (its nonce, or its Re-roll/Vary buttons). */
   private async alreadyPosted(d: DiscordDestination, jobId: string): Promise<boolean> {
     const nonce = nonceFor(jobId);
     const recent = (await this.rest.get(Routes.channelMessages(d.channelId), {
@@ -120,7 +123,7 @@ export class DiscordDelivery implements PlatformPort {
       (m) =>
         m.author?.id === d.applicationId &&
         (String(m.nonce ?? '') === nonce ||
-          (m.components ?? []).some((r) => (r.components ?? []).some((c) => c.custom_id && parseButtonId(c.custom_id)?.jobId === jobId))),
+          (m.components ?? []).some((r) => (r.components ?? []).some((c) => isResultButtonOf(c.custom_id, jobId)))),
     );
   }
 
@@ -130,6 +133,7 @@ export class DiscordDelivery implements PlatformPort {
       else if (d.statusMessageId) await this.rest.patch(Routes.channelMessage(d.channelId, d.statusMessageId), { body });
       else return;
     } catch (e) {
+      if (isGone(e) && d.interactionToken) this.forgetToken(d.interactionToken);
       // Progress is best effort: a failed edit must not fail the job or its delivery.
       this.log.warn({ err: (e as Error).message, channel: d.channelId }, 'progress edit failed');
     }
@@ -137,6 +141,11 @@ export class DiscordDelivery implements PlatformPort {
 
   private async patchOriginal(d: DiscordDestination & { interactionToken?: string }, rendered: Rendered): Promise<void> {
     await this.rest.patch(Routes.webhookMessage(d.applicationId, d.interactionToken!, '@original'), { ...withFiles(rendered), auth: false });
+  }
+
+  private forgetToken(token: string): void {
+    this.deadTokens.add(token);
+    if (this.deadTokens.size > 10_000) this.deadTokens.delete(this.deadTokens.values().next().value!);
   }
 
   private markDelivered(jobId: string): void {
@@ -158,6 +167,12 @@ export class DiscordDelivery implements PlatformPort {
     });
     return run;
   }
+}
+
+/** Re-roll/Vary buttons exist only on a delivered image (Cancel is on the progress message too). */
+function isResultButtonOf(customId: string | undefined, jobId: string): boolean {
+  const parsed = customId ? parseButtonId(customId) : undefined;
+  return parsed !== undefined && parsed.jobId === jobId && parsed.action !== 'cancel';
 }
 
 function withFiles(rendered: Rendered): { body: MessageBody; files?: RenderedFile[] } {

@@ -63,6 +63,8 @@ export interface Fault {
   message?: string;
   /** How many matching requests get this fault. @defaultValue 1 */
   times?: number;
+  /** Only requests this accepts (e.g. `(r) => r.files.length > 0` for the final edit). */
+  when?: (request: RecordedRequest) => boolean;
 }
 
 export interface FakeInteraction {
@@ -575,7 +577,8 @@ export class FakeDiscord {
   }
 
   private takeFault(record: RecordedRequest): Fault | undefined {
-    const index = this.faults.findIndex((f) => (!f.method || f.method === record.method) && f.path.test(record.path));
+    const index = this.faults.findIndex((f) => (!f.method || f.method === record.method) && f.path.test(record.path) && (!f.when || f.when(record)),
+    );
     if (index < 0) return undefined;
     const fault = this.faults[index]!;
     if (--fault.left <= 0) this.faults.splice(index, 1);
