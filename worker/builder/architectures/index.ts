@@ -5,6 +5,9 @@ import type { Graph } from '../onnx/graph.ts';
 import type { WeightStore } from '../weights.ts';
 import { buildTextDecoder, buildTokenEmbedding, headDim, readLatentQueries, TextConfig } from './qwen2_5_vl_text.ts';
 import { qwen2_5_vl_vision } from './qwen2_5_vl_vision.ts';
+import { diffusionTransformerComponent } from './diffusion_transformer.ts';
+import { sdxlUNetComponent } from './sdxl_unet.ts';
+import { vaeDecoderComponent } from './vae_decoder.ts';
 
 export type OutputDType = 'fp32' | 'fp16';
 export const graphFloat = (d: OutputDType) => (d === 'fp16' ? 'float16' : 'float32');
@@ -81,7 +84,7 @@ export const qwen2_5_vl_text: ComponentBuilder = {
 export const ARCHITECTURES: Record<string, Architecture> = {
   // BLIP3-o 4B/8B (spec §1). Helpers V and G add the vision tower, DiT, UNet and VAE components here.
   blip3oQwenForCausalLM: {
-    components: [qwen2_5_vl_text, qwen2_5_vl_vision],
+    components: [qwen2_5_vl_text, qwen2_5_vl_vision, diffusionTransformerComponent, sdxlUNetComponent, vaeDecoderComponent],
     skipPrefixes: [{ prefix: 'model.gen_vision_tower.', reason: 'EVA-CLIP tower: training targets only, not used at inference (spec §5)' }],
   },
 };
