@@ -1,0 +1,145 @@
+// End to end on the tiny checkpoint (make-tiny → convert → loadUnderstanding): determinism, streaming, max tokens,
+// sampling, multi-turn prompts, and bad images (corrupt, 1×10000, a 30000×30000 PNG header) each failing with its
+// own UserError before any model runs, leaving the pipeline able to answer the next request.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UserError } from '../../../../src/errors.ts';
+import type { AskOptions } from '../../../../src/jobs/contract.ts';
+import { qwen2_5_vl_text, type Architecture } from '../../../../worker/builder/architectures/index.ts';
+import { qwen2_5_vl_vision } from '../../../../worker/builder/architectures/qwen2_5_vl_vision.ts';
+import { convertSnapshot } from '../../../../worker/builder/convert.ts';
+import { makeTiny } from '../../../../worker/builder/tiny/index.ts';
+import { loadTokenizer } from '../../../../worker/pipeline/tokenizer.ts';
+import type { ProgressReport, RunContext } from '../../../../worker/pipeline/types.ts';
+import { conversation, loadUnderstanding, type Understanding } from '../../../../worker/pipeline/understand.ts';
+
+// Only the understanding components: this file must not wait on the generation graphs.
+const UNDERSTANDING_ONLY: Record<string, Architecture> = {
+  blip3oQwenForCausalLM: {
+    components: [qwen2_5_vl_text, qwen2_5_vl_vision],
+    skipPrefixes: [
+      { prefix: 'model.gen_vision_tower.', reason: 'EVA-CLIP, training only' },
+      { prefix: 'model.dit.', reason: 'generation half, not under test here' },
+    ],
+  },
+};
+const limits = { minPixels: 3136, maxPixels: 200_704, maxInputPixels: 50_000_000, maxAspectRatio: 200 };
+const greedy: AskOptions = { maxNewTokens: 6, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1.05, seed: 1 };
+
+const root = mkdtempSync(join(tmpdir(), 'understand-'));
+const snapshot = join(root, 'snapshot');
+let understanding: Understanding;
+let photo: Buffer;
+
+function context(): RunContext & { reports: ProgressReport[] } {
+  const reports: ProgressReport[] = [];
+  return { signal: new AbortController().signal, onProgress: (r) => reports.push(r), reports };
+}
+
+beforeAll(async () => {
+  makeTiny(snapshot);
+  const out = join(root, 'onnx');
+  await convertSnapshot(snapshot, out, { dtype: 'fp32', architectures: UNDERSTANDING_ONLY });
+  understanding = await loadUnderstanding(out, { executionProvider: 'cpu', intraOpThreads: 1 }, limits, { tokenizerDir: snapshot });
+  const raw = Buffer.alloc(150 * 100 * 3);
+  for (let i = 0; i < raw.length; i++) raw[i] = (i * 7 + (i >> 9)) % 256;
+  photo = await sharp(raw, { raw: { width: 150, height: 100, channels: 3 } }).jpeg().toBuffer();
+}, 120_000);
+
+afterAll(async () => {
+  await understanding?.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe('understand on the tiny checkpoint', () => {
+  it('gives the same token ids twice for the same image, question and seed, and streams the text', async () => {
+    const a = context();
+    const first = await understanding.understand({ image: photo, question: 'What is in the picture?', history: [], options: greedy }, a);
+    const second = await understanding.understand({ image: photo, question: 'What is in the picture?', history: [], options: greedy }, context());
+    expect(first.tokenIds.length).toBe(6); // random weights never say <|im_end|>: max tokens ends it
+    expect(second.tokenIds).toEqual(first.tokenIds);
+    // stages in order: encoding, then answering with one report per token; the last partial text is the answer
+    expect(a.reports[0]?.stage).toBe('encoding');
+    const answering = a.reports.filter((r) => r.stage === 'answering');
+    expect(answering.map((r) => r.step)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(answering.every((r) => r.total === 6)).toBe(true);
+    expect(answering.at(-1)!.partialText!.trim()).toBe(first.text);
+  });
+
+  it('samples reproducibly per seed when temperature > 0', async () => {
+    const sampled = (seed: number) =>
+      understanding.understand({ image: photo, question: 'Describe it.', history: [], options: { ...greedy, temperature: 1, topK: 50, seed } }, context());
+    const [a, b, c] = [await sampled(7), await sampled(7), await sampled(8)];
+    expect(b.tokenIds).toEqual(a.tokenIds);
+    expect(c.tokenIds).not.toEqual(a.tokenIds);
+  });
+
+  it('carries previous turns into the prompt (the image stays in the first user turn)', async () => {
+    const tok = loadTokenizer(snapshot);
+    const history = [
+      { role: 'user' as const, text: 'What colour is it?' },
+      { role: 'assistant' as const, text: 'Mostly grey.' },
+    ];
+    expect(tok.applyChatTemplate(conversation('And the shape?', history))).toBe(
+      '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' +
+        '<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What colour is it?<|im_end|>\n' +
+        '<|im_start|>assistant\nMostly grey.<|im_end|>\n' +
+        '<|im_start|>user\nAnd the shape?<|im_end|>\n<|im_start|>assistant\n',
+    );
+    const followUp = await understanding.understand({ image: photo, question: 'And the shape?', history, options: greedy }, context());
+    expect(followUp.tokenIds.length).toBe(6);
+  });
+
+  it('encodes a 448×448 squash for image variations: 256 tokens of the LLM width', async () => {
+    const { features, tokens } = await understanding.encodeImage(photo);
+    expect(tokens).toBe(256);
+    expect(features.length).toBe(256 * 64);
+  });
+});
+
+/** Signature + IHDR (width×height, 8-bit RGB) + an empty zlib stream + IEND: the header of a decompression bomb. */
+function pngHeaderOnly(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  const idat = Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]);
+}
+
+describe('bad images: each its own clear error, before any model runs, and the pipeline keeps serving', () => {
+  const cases: [string, () => Promise<Buffer>, RegExp][] = [
+    ['a corrupt file', async () => Buffer.from('GIF89a but then nothing an image decoder could use'), /couldn't read that file as an image/],
+    ['a 1×10000 image', () => sharp({ create: { width: 1, height: 10000, channels: 3, background: '#000' } }).png().toBuffer(), /aspect ratio of 10000:1/],
+    ['a 30000×30000 PNG header', async () => pngHeaderOnly(30000, 30000), /30000×30000 pixels \(900 megapixels\)/],
+  ];
+  for (const [name, make, message] of cases) {
+    it(name, async () => {
+      const ctx = context();
+      const err = await understanding.understand({ image: await make(), question: 'What is this?', history: [], options: greedy }, ctx).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(UserError);
+      expect((err as UserError).code).toBe('bad_image');
+      expect((err as UserError).message).toMatch(message);
+      expect(ctx.reports).toEqual([]); // refused before the vision graph ran
+      // still healthy: the next request is answered
+      const ok = await understanding.understand({ image: photo, question: 'What is this?', history: [], options: { ...greedy, maxNewTokens: 2 } }, context());
+      expect(ok.tokenIds.length).toBe(2);
+    });
+  }
+});
