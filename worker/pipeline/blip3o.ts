@@ -10,10 +10,10 @@ import { dirname, join } from 'node:path';
 import { AppError } from '../../src/errors.ts';
 import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { Checkpoint } from '../builder/safetensors.ts';
-import { openSession, type ModelSession, type SessionOptions } from '../runtime/session.ts';
-import { IMAGE_PAD, IMG_TOKEN, loadGeneration, type Conditioner, type Generator } from './generate.ts';
-import { KvDecoder } from './sampling.ts';
-import { loadTokenizer, type QwenTokenizer } from './tokenizer.ts';
+import type { SessionOptions } from '../runtime/session.ts';
+import { IMG_TOKEN, loadGeneration, type Conditioner, type Generator, type ImageEncoder } from './generate.ts';
+import { loadTokenizer } from './tokenizer.ts';
+import { loadUnderstanding, openTextModel, scatterImage, type TextModel } from './understand.ts';
 import type { CreatePipeline, Pipeline } from './types.ts';
 
 /** The reference's fixed settings of the one-off " " negative (sample_images defaults; spec §3.4–3.5). */
@@ -44,75 +44,53 @@ export function tokenizerDir(modelDir: string, manifest: Manifest): string {
   return found;
 }
 
-/** The Qwen decoder as the generation half's `Conditioner`. */
+/** The Qwen text model (shared with understanding) as the generation half's `Conditioner`. */
 export class TextConditioner implements Conditioner {
-  private constructor(
-    private readonly tok: QwenTokenizer,
-    private readonly embedding: ModelSession,
-    private readonly decoderSession: ModelSession,
-    private readonly decoder: KvDecoder,
+  constructor(
+    private readonly text: TextModel,
     private readonly latentQueries: Float32Array,
-    readonly hiddenSize: number,
     private readonly nQuery: number,
   ) {}
 
-  static async load(modelDir: string, manifest: Manifest, tok: QwenTokenizer, runtime: SessionOptions): Promise<TextConditioner> {
-    const text = component(manifest, 'text', modelDir);
-    const where = 'components.text';
-    const H = num(text.info, 'hidden_size', where);
-    const nQuery = num(text.info, 'n_query', where);
-    const lq = text.tensors.latent_queries;
+  /** Reads latent_queries [1, n_query, H] written by convert next to the text graphs. */
+  static load(modelDir: string, manifest: Manifest, text: TextModel): TextConditioner {
+    const c = component(manifest, 'text', modelDir);
+    const nQuery = num(c.info, 'n_query', 'components.text');
+    const lq = c.tensors.latent_queries;
     if (!lq) throw new AppError('model', `the converted model in ${modelDir} has no latent_queries tensor`);
     const ck = new Checkpoint([join(modelDir, lq.file)]);
-    const queries = ck.readFloat32(lq.key);
-    ck.close();
-    if (queries.length !== nQuery * H) throw new AppError('model', `latent_queries has ${queries.length} values, expected ${nQuery}×${H}`);
-    const [embedding, decoder] = await Promise.all([openSession(graphPath(text, 'embedding', modelDir), runtime), openSession(graphPath(text, 'decoder', modelDir), runtime)]);
-    const kv = new KvDecoder(decoder, {
-      numLayers: num(text.info, 'num_hidden_layers', where),
-      numKvHeads: num(text.info, 'num_key_value_heads', where),
-      headDim: num(text.info, 'head_dim', where),
-      hiddenSize: H,
-      vocabSize: num(text.info, 'vocab_size', where),
-    });
-    return new TextConditioner(tok, embedding, decoder, kv, queries, H, nQuery);
+    try {
+      const queries = ck.readFloat32(lq.key);
+      if (queries.length !== nQuery * text.hiddenSize) throw new AppError('model', `latent_queries has ${queries.length} values, expected ${nQuery}×${text.hiddenSize}`);
+      return new TextConditioner(text, queries, nQuery);
+    } finally {
+      ck.close();
+    }
+  }
+
+  get hiddenSize(): number {
+    return this.text.hiddenSize;
   }
 
   encode(text: string): number[] {
-    return this.tok.encode(text);
+    return this.text.tokenizer.encode(text);
   }
 
   async latentHiddenStates(ids: number[], imageFeatures?: Float32Array): Promise<Float32Array> {
     const H = this.hiddenSize;
     const all = [...ids, IMG_TOKEN];
-    const out = await this.embedding.run({ input_ids: { data: BigInt64Array.from(all, (i) => BigInt(i)), dims: [1, all.length] } });
-    const embeds = out.inputs_embeds?.data as Float32Array | undefined;
-    if (!embeds) throw new AppError('model', 'the embedding graph has no inputs_embeds output');
-    if (imageFeatures) {
-      // masked_scatter: the IMAGE_PAD positions take the vision tokens in order
-      let k = 0;
-      all.forEach((id, pos) => {
-        if (id !== IMAGE_PAD) return;
-        embeds.set(imageFeatures.subarray(k * H, (k + 1) * H), pos * H);
-        k++;
-      });
-      if (k * H !== imageFeatures.length) throw new AppError('internal', `${k} image placeholders for ${imageFeatures.length / H} vision tokens`);
-    }
+    const embeds = await this.text.embed(all);
+    if (imageFeatures) scatterImage(embeds, all, imageFeatures, H); // masked_scatter into the <|image_pad|> rows
     const seq = new Float32Array(embeds.length + this.latentQueries.length); // prompt ++ [IMG] ++ the raw queries
     seq.set(embeds, 0);
     seq.set(this.latentQueries, embeds.length);
-    const { hidden } = await this.decoder.prefill(seq); // causal, positions 0…L+n_query−1 in all three rows
+    const { hidden } = await this.text.decoder.prefill(seq); // causal, positions 0…L+n_query−1 in all three rows
     return hidden.slice(hidden.length - this.nQuery * H);
-  }
-
-  async close(): Promise<void> {
-    await this.embedding.release();
-    await this.decoderSession.release();
   }
 }
 
 /** The generation half of a converted model folder. */
-export async function loadGenerationHalf(modelDir: string, manifest: Manifest, llm: Conditioner, runtime: SessionOptions): Promise<Generator> {
+export async function loadGenerationHalf(modelDir: string, manifest: Manifest, llm: Conditioner, runtime: SessionOptions, vision?: ImageEncoder): Promise<Generator> {
   const dit = component(manifest, 'dit', modelDir);
   const unet = component(manifest, 'unet', modelDir);
   const vae = component(manifest, 'vae', modelDir);
@@ -134,6 +112,7 @@ export async function loadGenerationHalf(modelDir: string, manifest: Manifest, l
     runtime,
     llm,
     { ...NEGATIVE, software: `blip3o-chat-bot (${manifest.architecture}, ${manifest.dtype})` },
+    vision,
   );
 }
 
@@ -143,16 +122,16 @@ export const createPipeline: CreatePipeline = async (options) => {
   if (!manifest) throw new AppError('model', `no converted model in ${modelDir} (run \`npm run model -- convert\`)`);
   const runtime: SessionOptions = { executionProvider: options.executionProvider, intraOpThreads: options.intraOpThreads };
   const tok = loadTokenizer(tokenizerDir(modelDir, manifest));
-  const llm = await TextConditioner.load(modelDir, manifest, tok, runtime);
-  const gen = await loadGenerationHalf(modelDir, manifest, llm, runtime);
+  const text = await openTextModel(modelDir, manifest, tok, runtime); // one decoder for both halves
+  const understanding = await loadUnderstanding(modelDir, runtime, options.understanding, { text });
+  const gen = await loadGenerationHalf(modelDir, manifest, TextConditioner.load(modelDir, manifest, text), runtime, understanding);
   const pipeline: Pipeline = {
     generate: (req, ctx) => gen.generate(req, ctx),
-    understand: async () => {
-      throw new AppError('model', 'image understanding is not wired into this pipeline yet');
-    },
+    understand: (req, ctx) => understanding.understand(req, ctx),
     close: async () => {
       await gen.close();
-      await llm.close();
+      await understanding.close();
+      await text.close();
     },
   };
   return pipeline;

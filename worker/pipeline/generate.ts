@@ -95,7 +95,8 @@ export class Generator {
     if (!parsed.success) throw new UserError('bad_request', `Invalid image options: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`);
     const o = parsed.data;
     const check = () => {
-      if (ctx.signal.aborted) throw cancelled();
+      if (!ctx.signal.aborted) return;
+      throw ctx.signal.reason instanceof AppError ? ctx.signal.reason : cancelled(); // e.g. a timeout reason
     };
     check();
 

@@ -54,4 +54,19 @@ describe('createPipeline().generate on the tiny checkpoint', () => {
     const meta = await sharp(a.png).metadata();
     expect(meta.comments?.find((x) => x.keyword === 'prompt')?.text).toBe('a red fox in snow');
   });
+
+  it('varies an image (vision tower → reconstruction prompt) and refuses a broken one with a user-facing error', async () => {
+    const signal = new AbortController().signal;
+    const photo = await sharp({ create: { width: 300, height: 200, channels: 3, background: { r: 200, g: 40, b: 40 } } }).png().toBuffer();
+    const v = await pipeline.generate({ prompt: '', options, image: new Uint8Array(photo) }, { signal, onProgress: () => {} });
+    expect([v.width, v.height]).toEqual([128, 128]);
+    const settings = (await sharp(v.png).metadata()).comments?.find((x) => x.keyword === 'settings')?.text;
+    expect(JSON.parse(settings!)).toMatchObject({ mode: 'vary' });
+    const plain = await pipeline.generate({ prompt: '', options }, { signal, onProgress: () => {} });
+    expect(Buffer.from(v.png).equals(Buffer.from(plain.png))).toBe(false);
+    await expect(pipeline.generate({ prompt: '', options, image: new Uint8Array([1, 2, 3, 4]) }, { signal, onProgress: () => {} })).rejects.toMatchObject({
+      name: 'UserError',
+      code: 'bad_image',
+    });
+  });
 });
