@@ -44,7 +44,8 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
   if (!arch)
     throw new AppError('model', `no builder for architecture ${archName} (known: ${Object.keys(table).join(', ')})`, { context: { archName } });
 
-  const rootCkpt = Checkpoint.open(snapshotDir);
+  // Shards holding only skipped keys (EVA-CLIP) may be absent: the hub fetch does not download them.
+  const rootCkpt = Checkpoint.open(snapshotDir, 'model', arch.skipPrefixes.map((s) => s.prefix));
   const checkpoints = [rootCkpt];
   const stores: { name: string; store: WeightStore; skip: readonly string[] }[] = [];
   const store = new WeightStore(rootCkpt);

@@ -101,7 +101,11 @@ export class Checkpoint {
   private readonly index = new Map<string, { file: SafetensorsFile; info: TensorInfo }>();
 
   /** `dir` holds `<prefix>.safetensors` or `<prefix>.safetensors.index.json` (prefix `model`, or e.g. `diffusion_pytorch_model.bf16`). */
-  static open(dir: string, prefix = 'model'): Checkpoint {
+  /**
+   * `absentOkPrefixes`: a shard listed in the index may be missing on disk when every key it holds starts with one of
+   * these (`npm run model -- fetch` does not download EVA-CLIP-only shards); those keys are then simply absent.
+   */
+  static open(dir: string, prefix = 'model', absentOkPrefixes: readonly string[] = []): Checkpoint {
     const indexPath = join(dir, `${prefix}.safetensors.index.json`);
     const single = join(dir, `${prefix}.safetensors`);
     if (existsSync(indexPath)) {
@@ -111,9 +115,14 @@ export class Checkpoint {
       } catch (e) {
         throw new AppError('model', `${indexPath} is not a valid safetensors index`, { cause: e });
       }
-      const shards = [...new Set(Object.values(weightMap))].sort();
+      const skippable = (shard: string) =>
+        !existsSync(join(dir, shard)) &&
+        Object.entries(weightMap).every(([k, s]) => s !== shard || absentOkPrefixes.some((p) => k.startsWith(p)));
+      const absent = new Set([...new Set(Object.values(weightMap))].filter(skippable));
+      const shards = [...new Set(Object.values(weightMap))].filter((s) => !absent.has(s)).sort();
       const ckpt = new Checkpoint(shards.map((s) => join(dir, s)));
       for (const [key, shard] of Object.entries(weightMap)) {
+        if (absent.has(shard)) continue;
         const hit = ckpt.index.get(key);
         if (!hit || basename(hit.file.path) !== shard)
           throw new AppError('model', `index says ${key} is in ${shard}, but that shard does not hold it`, { context: { key, shard } });

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
 
-export const MANIFEST_NAME = '.blip3o-snapshot.json';
+// No .json extension: the converter hashes the snapshot's *.json configs to detect staleness, and this file is ours.
+export const MANIFEST_NAME = '.blip3o-snapshot';
 
 const FileRecord = z.strictObject({
   size: z.number().int().nonnegative(),

@@ -1,0 +1,196 @@
+// Worker start-up, before any job: the model is on disk and converted, and we know which execution provider runs it.
+//
+//   probe execution provider ─▶ [lock] ─▶ snapshot complete? ──no──▶ fetch (worker/hub) ─┐
+//      (seconds; a configured          │        │yes                                      │
+//       GPU that cannot work            │        ▼                                         ▼
+//       fails here, not after           └──▶ ONNX manifest current? ──no──▶ convert (worker/builder/convert.ts)
+//       a 20 GB download)                        │yes                                      │
+//                                                ▼                                         ▼
+//                                              ready ◀─────────────────────────────────────┘
+//
+// A second start finds both current and does neither, offline. Several workers sharing one model volume take
+// turns through a lock directory, so only one downloads and converts while the others wait and then reuse it.
+import { mkdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
+import type { Config, Secrets } from '../src/config/schema.ts';
+import { AppError } from '../src/errors.ts';
+import type { Logger } from '../src/log.ts';
+import { convertSnapshot } from './builder/convert.ts';
+import { staleReason } from './builder/manifest.ts';
+import { Graph } from './builder/onnx/graph.ts';
+import { fetchSnapshot, type FetchProgress } from './hub/fetch.ts';
+import { snapshotStatus } from './hub/snapshot.ts';
+import { openSession } from './runtime/session.ts';
+
+export interface SetupResult {
+  /** The execution provider onnxruntime runs the model on. */
+  provider: 'cuda' | 'cpu';
+  fetched: boolean;
+  converted: boolean;
+  snapshotDir: string;
+  onnxDir: string;
+}
+
+export interface SetupOptions {
+  /** Repository root that relative config paths resolve against. */
+  root: string;
+  /** How often progress is logged while downloading or converting. @defaultValue 10000 */
+  progressLogMs?: number;
+  /** A lock older than this is taken to belong to a dead process. @defaultValue 120000 */
+  staleLockMs?: number;
+}
+
+export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Secrets>, log: Logger, options: SetupOptions): Promise<SetupResult> {
+  const at = (p: string) => (isAbsolute(p) ? p : resolve(options.root, p));
+  const m = config.model;
+  const snapshotDir = at(m.snapshotDir);
+  const onnxDir = at(m.onnxDir);
+  const provider = await probeExecutionProvider(m.executionProvider, m.intraOpThreads);
+  log.info({ provider, configured: m.executionProvider }, `execution provider: ${provider}`);
+
+  return withLock(`${snapshotDir}.setup-lock`, log, options.staleLockMs ?? 120_000, async () => {
+    let fetched = false;
+    if (m.hubId !== '') {
+      const status = snapshotStatus(snapshotDir, m.hubId, m.hubRevision);
+      if (!status.complete) {
+        if (!m.convertOnStart) throw new AppError('model', `model snapshot in ${snapshotDir} is not ready (${status.why}); run \`npm run model -- fetch ${m.hubId}\``);
+        log.info({ repo: m.hubId, revision: m.hubRevision, dir: snapshotDir, why: status.why }, 'downloading the model snapshot');
+        const result = await fetchSnapshot({
+          repo: m.hubId,
+          revision: m.hubRevision,
+          hubUrl: m.hubUrl,
+          dir: snapshotDir,
+          token: secrets.HF_TOKEN,
+          retries: m.downloadRetries,
+          progress: loggedProgress(log, options.progressLogMs ?? 10_000),
+        });
+        log.info({ files: result.files.length, downloadedBytes: result.downloadedBytes, skipped: result.skipped.map((s) => `${s.path} (${s.reason})`) }, 'model snapshot ready');
+        fetched = true;
+      } else {
+        log.info({ repo: m.hubId, dir: snapshotDir }, 'model snapshot already complete; not downloading');
+      }
+    }
+
+    let converted = false;
+    const stale = staleReason(onnxDir, snapshotDir, m.dtype);
+    if (stale !== undefined) {
+      if (!m.convertOnStart) throw new AppError('model', `ONNX graphs in ${onnxDir} are not usable (${stale}); run \`npm run model -- convert\``);
+      log.info({ from: snapshotDir, to: onnxDir, dtype: m.dtype, why: stale }, 'converting the model to ONNX');
+      const throttle = every(options.progressLogMs ?? 10_000);
+      const manifest = await convertSnapshot(snapshotDir, onnxDir, {
+        dtype: m.dtype,
+        onProgress: (p) => throttle() && log.info({ phase: p.phase, file: p.file, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }, 'converting'),
+      });
+      log.info({ architecture: manifest.architecture, components: Object.keys(manifest.components), skipped: manifest.skipped }, 'model converted');
+      converted = true;
+    } else {
+      log.info({ dir: onnxDir }, 'ONNX graphs are current; not converting');
+    }
+    return { provider, fetched, converted, snapshotDir, onnxDir };
+  });
+}
+
+/**
+ * Opens a two-element graph on the configured provider and checks its answer. `auto` takes CUDA when this
+ * onnxruntime build and the machine can run it, else CPU; `cuda` fails fast with what to check.
+ */
+export async function probeExecutionProvider(configured: 'auto' | 'cuda' | 'cpu', intraOpThreads = 0): Promise<'cuda' | 'cpu'> {
+  const g = new Graph('execution-provider-probe');
+  const x = g.input('x', 'float32', [2]);
+  g.output(x.mul(2), 'y');
+  let session;
+  try {
+    session = await openSession(g.toBytes(), { executionProvider: configured, intraOpThreads });
+  } catch (e) {
+    if (configured !== 'cuda') throw e;
+    throw new AppError(
+      'config',
+      'model.executionProvider is cuda but the GPU is unusable: check that the container sees a GPU (nvidia-smi; ' +
+        'compose deploy.resources.reservations.devices), that the NVIDIA driver supports CUDA 12, and that onnxruntime-node ' +
+        'was installed with ONNXRUNTIME_NODE_INSTALL=cuda12; or set model.executionProvider to auto or cpu',
+      { cause: e },
+    );
+  }
+  try {
+    const out = await session.run({ x: { data: Float32Array.from([1.5, -2]), dims: [2] } });
+    const y = Array.from(out.y?.data as Float32Array);
+    if (y[0] !== 3 || y[1] !== -4) throw new AppError('model', `the ${session.provider} execution provider computed 2·[1.5, -2] = [${y.join(', ')}]`);
+    return session.provider;
+  } finally {
+    await session.release();
+  }
+}
+
+function every(ms: number): () => boolean {
+  let last = 0;
+  return () => {
+    const now = Date.now();
+    if (now - last < ms) return false;
+    last = now;
+    return true;
+  };
+}
+
+/** Download progress as log lines (a container has no terminal for a bar). */
+function loggedProgress(log: Logger, ms: number): FetchProgress {
+  const throttle = every(ms);
+  let total = 0;
+  let done = 0;
+  let file = '';
+  const line = () => log.info({ file, doneBytes: done, totalBytes: total, percent: total ? Math.floor((100 * done) / total) : 100 }, 'downloading');
+  return {
+    start(t, d, count) {
+      total = t;
+      done = d;
+      log.info({ files: count, totalBytes: t, alreadyOnDisk: d }, 'download plan');
+    },
+    file(p) {
+      file = p;
+    },
+    bytes(n) {
+      done += n;
+      if (throttle()) line();
+    },
+    stop() {
+      line();
+    },
+  };
+}
+
+/**
+ * Runs `fn` holding a lock directory (mkdir is atomic, also on shared volumes). The holder touches it every few
+ * seconds; a lock untouched for `staleMs` belonged to a process that died and is taken over.
+ */
+async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: () => Promise<T>): Promise<T> {
+  await mkdir(resolve(lockDir, '..'), { recursive: true });
+  let waitingLogged = false;
+  for (;;) {
+    try {
+      await mkdir(lockDir);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const age = await stat(lockDir).then((s) => Date.now() - s.mtimeMs, () => 0);
+      if (age > staleMs) {
+        log.warn({ lockDir, ageMs: age }, 'taking over a stale model setup lock');
+        await rm(lockDir, { recursive: true, force: true });
+        continue;
+      }
+      if (!waitingLogged) log.info({ lockDir }, 'another worker is setting up the model; waiting for it');
+      waitingLogged = true;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  await writeFile(`${lockDir}/owner`, `${hostname()} ${process.pid}\n`);
+  const beat = setInterval(() => {
+    const now = new Date();
+    utimes(lockDir, now, now).catch(() => {});
+  }, Math.max(1000, Math.floor(staleMs / 4)));
+  try {
+    return await fn();
+  } finally {
+    clearInterval(beat);
+    await rm(lockDir, { recursive: true, force: true });
+  }
+}
