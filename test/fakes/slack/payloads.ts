@@ -5,7 +5,9 @@ import { randomUUID } from 'node:crypto';
 import type { FakeSlack } from './server.ts';
 import { fileJson, messageJson, type FakeFile, type FakeMessage } from './store.ts';
 
-export function slashCommand(fake: FakeSlack, f: { command?: string; text: string; channel: string; user: string }): Record<string, string> {
+export type SlashCommandFields = Record<'token' | 'team_id' | 'team_domain' | 'channel_id' | 'channel_name' | 'user_id' | 'user_name' | 'command' | 'text' | 'api_app_id' | 'is_enterprise_install' | 'response_url' | 'trigger_id', string>;
+
+export function slashCommand(fake: FakeSlack, f: { command?: string; text: string; channel: string; user: string }): SlashCommandFields {
   return {
     token: 'legacy-verification-token',
     team_id: fake.teamId,

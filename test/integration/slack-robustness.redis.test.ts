@@ -1,0 +1,162 @@
+// Robustness and the rest of the Slack experience: socket reconnects without losing or repeating work,
+// rate-limit answers honoured, repeated delivery posting once, follow-ups keeping the conversation, the
+// "Ask about this image" shortcut, Cancel, admin gating, and a bot not yet invited to the channel.
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CONTRACT_VERSION, type JobResult } from '../../src/jobs/contract.ts';
+import { jobIdFor } from '../../src/jobs/queue.ts';
+import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
+import { appMention, blockAction, eventCallback, messageShortcut, slashCommand, viewSubmission } from '../fakes/slack/payloads.ts';
+import type { FakeMessage } from '../fakes/slack/store.ts';
+
+const CHANNEL = 'C0ROBUST';
+const USER = 'U0CAROL';
+const ADMIN = 'U0ADMIN';
+let h: SlackHarness;
+let png: Uint8Array;
+
+beforeAll(async () => {
+  h = await startSlackHarness({ mode: 'socket', pipelineExtra: { stepDelayMs: 60, maxSteps: 4 } });
+  h.fake.addUser(USER);
+  h.fake.addUser(ADMIN, { isAdmin: true });
+  png = new Uint8Array(await sharp({ create: { width: 20, height: 10, channels: 3, background: '#888' } }).png().toBuffer());
+}, 60_000);
+afterAll(async () => h?.stop(), 30_000);
+
+const answersIn = (threadTs: string): FakeMessage[] => h.fake.store.thread(CHANNEL, threadTs).filter((m) => m.metadata?.event_type === 'blip3o_answer');
+const imagesOf = (jobId: string): FakeMessage[] => h.fake.store.allMessages().filter((m) => m.files?.some((f) => f.name === `blip3o-${jobId}.png`));
+const statusOf = (jobId: string) => h.fake.botMessages(CHANNEL).find((m) => m.metadata?.event_payload.job_id === jobId);
+const settle = () => new Promise((r) => setTimeout(r, 400));
+
+async function imagine(text: string, user = USER): Promise<string> {
+  const payload = slashCommand(h.fake, { text, channel: CHANNEL, user });
+  await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+  return jobIdFor('slack', `cmd:${payload.trigger_id}`);
+}
+
+describe('Slack robustness', () => {
+  it('an event sent while the socket is down arrives after the reconnect, once; a duplicate delivery makes no second job', async () => {
+    const connections = h.fake.link.connections;
+    h.fake.link.drop();
+    const file = h.fake.seedFile(png, 'grey.png', 'image/png');
+    const m = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${h.fake.botUserId}> what is this?`, files: [file] });
+    const body = eventCallback(h.fake, appMention(h.fake, m));
+    const env = h.fake.sendEnvelope('events_api', body);
+    await h.fake.link.waitForConnections(connections + 1);
+    await h.fake.link.ack(env);
+    expect(env.retryAttempt).toBe(1);
+    const duplicate = h.fake.sendEnvelope('events_api', body); // Slack's retry of the same event
+    await h.fake.link.ack(duplicate);
+
+    await h.fake.waitFor(() => answersIn(m.ts)[0], 20_000, 'the answer');
+    await settle();
+    expect(answersIn(m.ts)).toHaveLength(1);
+    expect(h.fake.link.envelopes.every((e) => e.extraAcks === 0)).toBe(true); // every envelope acked exactly once
+  }, 40_000);
+
+  it('a disconnect request mid-job loses nothing: progress continues and the image arrives once', async () => {
+    const jobId = await imagine('a slow boat --seed 5');
+    await h.fake.waitFor(() => statusOf(jobId), 10_000, 'the status message');
+    const connections = h.fake.link.connections;
+    h.fake.link.disconnect('refresh_requested');
+    await h.fake.link.waitForConnections(connections + 1);
+    await h.fake.waitFor(() => imagesOf(jobId)[0], 20_000, 'the image');
+    await settle();
+    expect(imagesOf(jobId)).toHaveLength(1);
+  }, 40_000);
+
+  it('honours 429 Retry-After from the Web API and still delivers once', async () => {
+    h.fake.inject({ method: 'files.getUploadURLExternal', retryAfterSec: 1 });
+    const jobId = await imagine('a patient heron --seed 9');
+    await h.fake.waitFor(() => imagesOf(jobId)[0], 20_000, 'the image');
+    const calls = h.fake.apiCalls('files.getUploadURLExternal').slice(-2);
+    expect(calls.map((c) => c.status)).toEqual([429, 200]);
+    expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(950);
+    await settle();
+    expect(imagesOf(jobId)).toHaveLength(1);
+  }, 40_000);
+
+  it('deliver() called again for the same job (crash before the ledger) posts nothing new', async () => {
+    const jobId = await imagine('a twice-told tale --seed 1');
+    const [first] = await h.fake.waitFor(() => (imagesOf(jobId).length ? imagesOf(jobId) : undefined), 20_000, 'the image');
+    const status = statusOf(jobId)!;
+    const result: JobResult = {
+      v: CONTRACT_VERSION,
+      jobId,
+      kind: 'imagine',
+      destination: { platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: USER, threadTs: status.ts, statusMessageTs: status.ts },
+      status: 'succeeded',
+      image: { blobKey: 'k', mime: 'image/png', width: 20, height: 10, altText: 'a twice-told tale', prompt: 'a twice-told tale', options: { seed: 1, ditSteps: 4, decoderSteps: 4, guidance: 3, aspect: '1:1' } },
+      timingsMs: {},
+      finishedAt: Date.now(),
+    };
+    await h.adapter.port.deliver(result, png);
+    expect(imagesOf(jobId)).toEqual([first]);
+
+    const answerResult: JobResult = { ...result, jobId: 'jANSWERTWICE', kind: 'ask', image: undefined, answer: { text: 'It is grey.', tokenCount: 3 }, destination: { ...result.destination, statusMessageTs: undefined } as JobResult['destination'] };
+    await h.adapter.port.deliver(answerResult, undefined);
+    await h.adapter.port.deliver(answerResult, undefined);
+    expect(answersIn(status.ts).filter((m) => m.metadata?.event_payload.job_id === 'jANSWERTWICE')).toHaveLength(1);
+  }, 40_000);
+
+  it('a follow-up mention in the thread carries the earlier question and answer', async () => {
+    const file = h.fake.seedFile(png, 'grey.png', 'image/png');
+    const parent = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: 'this one', files: [file] });
+    const q1 = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${h.fake.botUserId}> what is it?`, threadTs: parent.ts });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, q1))));
+    const a1 = await h.fake.waitFor(() => answersIn(parent.ts)[0], 20_000, 'the first answer');
+    const q2 = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${h.fake.botUserId}> and what colour?`, threadTs: parent.ts });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, q2))));
+    await h.fake.waitFor(() => answersIn(parent.ts)[1], 20_000, 'the follow-up answer');
+    const job = await h.core.queue.getJob(jobIdFor('slack', `msg:${CHANNEL}:${q2.ts}`));
+    expect(job?.data).toMatchObject({ kind: 'ask', question: 'and what colour?', history: [{ role: 'user', text: 'what is it?' }, { role: 'assistant', text: a1.text }] });
+  }, 40_000);
+
+  it('the "Ask about this image" shortcut opens a modal; submitting it answers in the thread', async () => {
+    const file = h.fake.seedFile(png, 'grey.png', 'image/png');
+    const message = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: 'a picture', files: [file] });
+    await h.fake.link.ack(h.fake.sendEnvelope('interactive', messageShortcut(h.fake, { user: USER, message, callbackId: 'blip3o_ask_about_image' })));
+    const opened = await h.fake.waitFor(() => h.fake.apiCalls('views.open').at(-1), 10_000, 'views.open');
+    const view = opened.args.view as Record<string, unknown>;
+    expect(view).toMatchObject({ type: 'modal', callback_id: 'blip3o_ask_view' });
+    await h.fake.link.ack(
+      h.fake.sendEnvelope('interactive', viewSubmission(h.fake, { user: USER, view, values: { question: { value: { type: 'plain_text_input', value: 'is it sunny?' } } } })),
+    );
+    const answer = await h.fake.waitFor(() => answersIn(message.ts)[0], 20_000, 'the answer');
+    expect(answer.text).toContain('is it sunny?');
+  }, 40_000);
+
+  it('Cancel on the status message stops the job: no image, the status says so', async () => {
+    const jobId = await imagine('a very long job --steps 4', USER);
+    const status = await h.fake.waitFor(() => statusOf(jobId), 10_000, 'the status message');
+    await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: status, actionId: 'blip3o_cancel', value: jobId })));
+    await h.fake.waitFor(() => h.fake.store.find(CHANNEL, status.ts)?.text === 'Cancelled', 20_000, 'the cancelled status');
+    await settle();
+    expect(imagesOf(jobId)).toHaveLength(0);
+  }, 40_000);
+
+  it('/blip3o-admin answers workspace admins and refuses everyone else, privately', async () => {
+    const asUser = slashCommand(h.fake, { command: '/blip3o-admin', text: 'queue', channel: CHANNEL, user: USER });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', asUser));
+    const refusal = await h.fake.waitFor(() => h.fake.calls.find((c) => c.kind === 'response_url' && asUser.response_url.endsWith(c.method)), 10_000, 'the refusal');
+    expect(refusal.args).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/Only admins/) });
+
+    const asAdmin = slashCommand(h.fake, { command: '/blip3o-admin', text: 'queue', channel: CHANNEL, user: ADMIN });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', asAdmin));
+    const status = await h.fake.waitFor(() => h.fake.calls.find((c) => c.kind === 'response_url' && asAdmin.response_url.endsWith(c.method)), 10_000, 'the queue status');
+    expect(status.args).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/^Queue: \d+ running/) });
+
+    const bad = slashCommand(h.fake, { command: '/blip3o-admin', text: 'reboot', channel: CHANNEL, user: ADMIN });
+    const env = h.fake.sendEnvelope('slash_commands', bad);
+    expect(await h.fake.link.ack(env)).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/^Usage:/) });
+  }, 30_000);
+
+  it('when the bot is not in the channel, the user alone is told to invite it, and no job is made', async () => {
+    h.fake.inject({ method: 'chat.postMessage', error: 'not_in_channel' });
+    const payload = slashCommand(h.fake, { text: 'a fox', channel: 'C0ELSEWHERE', user: USER });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    const told = await h.fake.waitFor(() => h.fake.calls.find((c) => c.kind === 'response_url' && payload.response_url.endsWith(c.method)), 10_000, 'the hint');
+    expect(String(told.args.text)).toMatch(/invite me/);
+    expect(await h.core.queue.getJob(jobIdFor('slack', `cmd:${payload.trigger_id}`))).toBeUndefined();
+  }, 30_000);
+});
