@@ -20,8 +20,8 @@ export interface DiscordHarnessOptions {
   fake?: FakeDiscordOptions;
   /** Test double knobs (test/doubles/pipeline.ts). @defaultValue { stepDelayMs: 40, maxSteps: 4 } */
   pipelineExtra?: Record<string, unknown>;
-  /** Extra config for the bot (and worker). */
-  config?: DeepPartial<Config>;
+  /** Extra config for the bot (and worker); a function gets the started fake (for its ids). */
+  config?: DeepPartial<Config> | ((fake: FakeDiscord) => DeepPartial<Config>);
   /** Start the worker process. @defaultValue true */
   worker?: boolean;
 }
@@ -57,7 +57,10 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
     http: { botPort: 0 },
     worker: { pipelineModule: 'test/doubles/pipeline.ts', pipelineExtra: options.pipelineExtra ?? { stepDelayMs: 40, maxSteps: 4 }, healthPort: 0 },
   };
-  const overrides = deepMerge(base as Record<string, unknown>, (options.config ?? {}) as Record<string, unknown>) as DeepPartial<Config>;
+  const overrides = deepMerge(
+    base as Record<string, unknown>,
+    (typeof options.config === 'function' ? options.config(fake) : (options.config ?? {})) as Record<string, unknown>,
+  ) as DeepPartial<Config>;
   const config = loadConfig({ overrides, env: {} });
   const secrets = { REDIS_URL, DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId };
   const log = createLogger('test-discord', 'warn');

@@ -1,0 +1,105 @@
+// Discord without the Message Content intent (the portal refuses it: the bot falls back), allow-lists, DMs,
+// Cancel while running, and the Manage-Server-gated admin command. Real discord.js ↔ fake Discord, real Redis,
+// real worker process with a slowed-down test double pipeline.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MESSAGE_CONTENT_HELP } from '../../bots/discord/adapter.ts';
+import { samplePng } from '../conformance/platform-adapter.case.ts';
+import { startDiscordHarness, type DiscordHarness } from '../fakes/discord/bot-harness.ts';
+import { snowflake } from '../fakes/discord/snowflake.ts';
+import type { FakeInteraction, FakeMessage } from '../fakes/discord/server.ts';
+
+let h: DiscordHarness;
+let png: Uint8Array;
+
+beforeAll(async () => {
+  h = await startDiscordHarness({
+    fake: { messageContentAllowed: false },
+    pipelineExtra: { stepDelayMs: 150, maxSteps: 4 },
+    config: (fake) => ({ discord: { allowedChannelIds: [fake.channelId], allowDirectMessages: true } }),
+  });
+  png = await samplePng(32);
+}, 60_000);
+afterAll(async () => h?.stop(), 30_000);
+
+const buttons = (m: FakeMessage | undefined) =>
+  (m?.components ?? []).flatMap((r) => ((r as { components?: { label: string; custom_id: string }[] }).components ?? []));
+const replyTo = (id: string) => h.fake.channelMessages().find((m) => m.referenceId === id && m.author.id === h.fake.appId);
+const privateText = (i: FakeInteraction): string | undefined => {
+  const c = i.callbacks[0];
+  return c?.type === 4 && Number(c.data?.flags) & 64 ? String(c.data?.content) : undefined;
+};
+
+describe('Discord without Message Content, allow-lists, DMs, Cancel, admin', () => {
+  it('falls back to no Message Content when the portal refuses it (4014), and says how to fix or use /ask', async () => {
+    expect(h.adapter.hasMessageContent).toBe(false);
+    const closes = h.fake.gatewayFrames.filter((f) => f.op === 2).map((f) => Number((f.d as { intents: number }).intents) & (1 << 15));
+    expect(closes).toEqual([1 << 15, 0]); // first IDENTIFY asked for it, the second did not
+
+    const image = h.fake.postUserMessage({ content: 'look', attachments: [h.fake.addAttachment({ bytes: png, filename: 'p.png', contentType: 'image/png' })] });
+    const question = h.fake.postUserMessage({ content: 'what is this?', mentionBot: true, replyTo: image.id });
+    const help = await h.fake.waitFor(() => replyTo(question.id), 10_000, 'the help reply');
+    expect(help.content).toBe(MESSAGE_CONTENT_HELP);
+    expect(help.content).toMatch(/\/ask/);
+
+    // An image in the mentioning message itself is visible without the intent.
+    const own = h.fake.postUserMessage({ content: 'what is this?', mentionBot: true, attachments: [h.fake.addAttachment({ bytes: png, filename: 'q.png', contentType: 'image/png' })] });
+    const answer = await h.fake.waitFor(() => {
+      const m = replyTo(own.id);
+      return m && !m.content.startsWith('⏳') ? m : undefined;
+    }, 30_000, 'the answer');
+    expect(answer.content.length).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('refuses channels outside the allow-list privately, ignores mentions there, and enqueues nothing', async () => {
+    const before = await h.jobCount();
+    const other = snowflake();
+    const i = h.fake.slashCommand({ name: 'imagine', channelId: other, options: [{ name: 'prompt', type: 3, value: 'a fox' }] });
+    await h.fake.waitFor(() => i.callbacks.length > 0, 10_000, 'the refusal');
+    expect(privateText(i)).toBe("This bot isn't enabled in this server or channel.");
+    const mention = h.fake.postUserMessage({ content: 'hello', mentionBot: true, channelId: other, attachments: [h.fake.addAttachment({ bytes: png, filename: 'x.png', contentType: 'image/png' })] });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(h.fake.messages.size).toBeGreaterThan(0);
+    expect([...h.fake.messages.values()].some((m) => m.referenceId === mention.id)).toBe(false);
+    expect(await h.jobCount()).toBe(before);
+  }, 30_000);
+
+  it('works in DMs, and Cancel stops a running job', async () => {
+    const dm = h.fake.slashCommand({ name: 'imagine', dm: true, options: [{ name: 'prompt', type: 3, value: 'a DM fox' }] });
+    const done = await h.fake.waitFor(() => {
+      const m = h.fake.original(dm);
+      return m && m.attachments.length ? m : undefined;
+    }, 30_000, 'the DM image');
+    expect(done.guildId).toBeNull();
+    expect(buttons(done).map((b) => b.label)).toEqual(['Re-roll', 'Vary']);
+
+    const slow = h.fake.slashCommand({ name: 'imagine', dm: true, options: [{ name: 'prompt', type: 3, value: 'a very slow fox' }] });
+    const running = await h.fake.waitFor(() => {
+      const m = h.fake.original(slow);
+      return m && /Drawing|Reading|Loading|Decoding/.test(m.content) && buttons(m).some((b) => b.label === 'Cancel') ? m : undefined;
+    }, 20_000, 'a running job with Cancel');
+    const press = h.fake.pressButton(running, buttons(running).find((b) => b.label === 'Cancel')!.custom_id);
+    await h.fake.waitFor(() => press.callbacks.length > 0, 10_000, 'the cancel reply');
+    expect(privateText(press)).toMatch(/Cancel/);
+    const cancelled = await h.fake.waitFor(() => {
+      const m = h.fake.original(slow);
+      return m?.content === 'Cancelled.' ? m : undefined;
+    }, 20_000, 'the cancelled message');
+    expect(cancelled.attachments).toHaveLength(0);
+    expect(buttons(cancelled)).toHaveLength(0);
+  }, 60_000);
+
+  it('/blip3o-admin needs Manage Server', async () => {
+    const status = [{ name: 'queue', type: 2, options: [{ name: 'status', type: 1, options: [] }] }];
+    const denied = h.fake.slashCommand({ name: 'blip3o-admin', options: status });
+    await h.fake.waitFor(() => denied.callbacks.length > 0, 10_000, 'the refusal');
+    expect(privateText(denied)).toBe('You need the Manage Server permission for this.');
+
+    const admin = h.fake.slashCommand({ name: 'blip3o-admin', options: status, memberPermissions: String(1n << 5n) });
+    const shown = await h.fake.waitFor(() => {
+      const m = h.fake.original(admin);
+      return m && m.content ? m : undefined;
+    }, 10_000, 'the queue status');
+    expect(admin.callbacks[0]).toMatchObject({ type: 5, data: { flags: 64 } });
+    expect(shown.content).toMatch(/^Queue: \d+ running/);
+  }, 30_000);
+});
