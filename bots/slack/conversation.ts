@@ -34,7 +34,7 @@ export function firstFile(files: ThreadFile[] | undefined): ThreadFile | undefin
 export function imageForQuestion(thread: ThreadMessage[], ts: string, ownFiles: ThreadFile[] | undefined): ThreadFile | undefined {
   const own = firstFile(ownFiles);
   if (own) return own;
-  const earlier = thread.filter((m) => m.ts < ts || m.ts === thread[0]?.ts).reverse();
+  const earlier = thread.filter((m) => m.ts < ts).reverse(); // Slack ts strings compare in time order
   for (const m of earlier) {
     const f = m.files?.find(isImageFile);
     if (f) return f;
