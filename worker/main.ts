@@ -7,11 +7,18 @@ import { onCancel } from '../src/jobs/cancel.ts';
 import { QueueNames, type JobRequest } from '../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
 import { createLogger } from '../src/log.ts';
+import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
+import { serveHealth } from '../src/observability/http.ts';
+import { createMetrics, reportExecutionProvider } from '../src/observability/metrics.ts';
 import { closeRedis, createRedis } from '../src/redis.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import type { PipelineOptions } from './pipeline/types.ts';
 import { createProcessor, type ProcessOutcome } from './processor.ts';
 import { ThreadHost } from './thread-host.ts';
+import { ensureModel } from './setup.ts';
+
+/** The shipped pipeline loads its graphs from model.onnxDir, so the worker sets the model up for it first. */
+const SHIPPED_PIPELINE = 'worker/pipeline/blip3o.ts';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -19,7 +26,16 @@ async function main(): Promise<void> {
   const log = createLogger('worker', config.logLevel);
   const fromRoot = (p: string) => (isAbsolute(p) ? p : resolve(repoRoot, p));
 
-  // ── hook: model fetch/convert (self-hosting area) runs here, before the threads load the pipeline ──
+  // Health first: /healthz answers during a first start's download and conversion; /readyz waits for the jobs worker.
+  const metrics = createMetrics('worker');
+  let acceptingJobs = false;
+  const health = await serveHealth(
+    { host: config.http.host, port: config.worker.healthPort, registry: metrics.registry, readiness: { jobs: () => acceptingJobs || 'starting: model setup or pipeline load in progress' } },
+    log,
+  );
+  // Model fetch/convert (worker/setup.ts); a pipeline module swapped in by config (the tests' double) brings its own.
+  const setup = fromRoot(config.worker.pipelineModule) === fromRoot(SHIPPED_PIPELINE) ? await ensureModel(config, secrets, log, { root: repoRoot }) : undefined;
+  if (setup) reportExecutionProvider(metrics, setup.provider, config.model.executionProvider);
 
   const pipelineOptions: PipelineOptions = {
     modelDir: fromRoot(config.model.onnxDir),
@@ -56,6 +72,8 @@ async function main(): Promise<void> {
   }, {
     concurrency: config.worker.concurrency,
   });
+  observeJobWorker(metrics, worker, () => setup?.provider ?? 'unknown');
+  trackQueue(metrics, jobsQueue);
   worker.on('failed', (job, err) => {
     if (!job) return;
     void job.getState().then(async (state) => {
@@ -69,7 +87,8 @@ async function main(): Promise<void> {
   });
   await worker.waitUntilReady();
 
-  // ── hook: /healthz, /readyz and /metrics (src/observability/) start here, on config.worker.healthPort ──
+  acceptingJobs = true;
+  health?.setCheck('redis', async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING');
 
   log.info({ concurrency: config.worker.concurrency, pipeline: config.worker.pipelineModule, pid: process.pid }, 'worker ready');
 
@@ -83,6 +102,7 @@ async function main(): Promise<void> {
     await processor.close();
     await jobsQueue.close();
     await host.close();
+    await health?.close();
     await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
     process.exit(0);
   };

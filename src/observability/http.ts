@@ -7,6 +7,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import type { Logger } from '../log.ts';
 
 /** Resolves true when ready, or a string saying what is missing. */
 export type ReadinessCheck = () => Promise<true | string> | true | string;
@@ -98,4 +99,21 @@ export async function startHealthServer(o: HealthServerOptions): Promise<HealthS
         server.close((e) => (e ? reject(e) : resolveClose()));
       }),
   };
+}
+
+/**
+ * What bots/main.ts and worker/main.ts call: port 0 in config means "off"; a port already taken (several workers
+ * started by hand on one host with the same worker.healthPort) is logged and the process runs on without it.
+ */
+export async function serveHealth(o: HealthServerOptions, log: Logger): Promise<HealthServer | undefined> {
+  if (o.port === 0) return undefined;
+  try {
+    const server = await startHealthServer(o);
+    log.info({ url: server.url, host: o.host, port: server.port }, 'serving /healthz, /readyz and /metrics');
+    return server;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    log.warn({ host: o.host, port: o.port }, 'health/metrics port already in use: not serving /healthz, /readyz, /metrics from this process (give each process its own port)');
+    return undefined;
+  }
 }

@@ -17,7 +17,8 @@ import { createMetrics, reportExecutionProvider } from '../../src/observability/
 import { closeRedis, createRedis } from '../../src/redis.ts';
 import { createProcessor, type ProcessOutcome } from '../../worker/processor.ts';
 import { createPipeline } from '../doubles/pipeline.ts';
-import { cleanup, REDIS_URL, RecordingPort } from '../doubles/spine-harness.ts';
+import { cleanup, makeHarness, REDIS_URL, RecordingPort, startWorker } from '../doubles/spine-harness.ts';
+import { createServer } from 'node:net';
 
 const prefix = `t-${randomUUID().slice(0, 8)}`;
 const config = loadConfig({ env: {}, overrides: { logLevel: 'warn', queue: { prefix, attempts: 2, backoffMs: 50, deliveryAttempts: 3, deliveryBackoffMs: 50 } } });
@@ -178,5 +179,29 @@ describe('/metrics after a few jobs', () => {
     expect(await notReady.json()).toEqual({ ready: false, checks: { redis: 'ok', model: 'model still downloading' } });
     expect((await fetch(`${workerHttp.url}/healthz`)).status).toBe(200); // alive while not ready
     expect((await fetch(`${workerHttp.url}/nope`)).status).toBe(404);
+  });
+
+  it('the worker process (worker/main.ts) serves them on worker.healthPort: ready once it takes jobs', async () => {
+    const port = await new Promise<number>((r) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const p = (probe.address() as { port: number }).port;
+        probe.close(() => r(p));
+      });
+    });
+    const h = makeHarness({ worker: { healthPort: port }, http: { host: '127.0.0.1', botPort: 0 } });
+    const proc = await startWorker(h);
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      const ready = await fetch(`${base}/readyz`);
+      expect(await ready.json()).toEqual({ ready: true, checks: { jobs: 'ok', redis: 'ok' } });
+      const text = await (await fetch(`${base}/metrics`)).text();
+      expect(value(text, 'blip3o_queue_depth', { queue: 'jobs', state: 'waiting' })).toBe(0);
+      expect(text).toMatch(/^# TYPE blip3o_gpu_seconds_total counter$/m);
+      expect(proc.output()).toMatch(/serving \/healthz, \/readyz and \/metrics/);
+    } finally {
+      await proc.kill('SIGTERM');
+      await cleanup(redis, h.prefix);
+    }
   });
 });
