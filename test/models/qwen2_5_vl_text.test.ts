@@ -115,3 +115,31 @@ describe('qwen2_5_vl_text decoder on the tiny checkpoint', () => {
     expect(maxAbsDiff(f32(out.last_hidden_state).subarray(pad * H), f32(ref.last_hidden_state))).toBeLessThan(TOL);
   });
 });
+
+describe('generation loop on the tiny decoder', () => {
+  it('KvDecoder + generateTokens (greedy) picks the argmax of full recomputation at every step, streaming tokens', async () => {
+    const { KvDecoder, generateTokens, GREEDY } = await import('../../worker/pipeline/sampling.ts');
+    const H = cfg.hidden_size;
+    const V = 151668;
+    const embed = async (ids: number[]) => f32((await embedder.run({ input_ids: { data: BigInt64Array.from(ids.map(BigInt)), dims: [1, ids.length] } })).inputs_embeds);
+    const prompt = [151644, 872, 198, 9707, 1879];
+    const dec = new KvDecoder(decoder, { numLayers: cfg.num_hidden_layers, numKvHeads: cfg.num_key_value_heads, headDim: hd(), hiddenSize: H, vocabSize: V });
+    const streamed: number[] = [];
+    const r = await generateTokens({
+      prefill: async () => (await dec.prefill(await embed(prompt))).logits,
+      step: async (id) => dec.step(await embed([id])),
+      promptIds: prompt, maxNewTokens: 4, stopIds: [151645, 151643], sampling: GREEDY, onToken: (id) => streamed.push(id),
+    });
+    expect(streamed).toEqual(r.tokens);
+    // recompute the whole sequence without a cache: each generated token is the argmax at the previous position
+    const all = [...prompt, ...r.tokens];
+    const pos = all.map((_, i) => i);
+    const full = f32((await decoder.run(feeds(await embed(all), all.length, [pos, pos, pos]))).logits);
+    r.tokens.forEach((tok, k) => {
+      const row = full.subarray((prompt.length - 1 + k) * V, (prompt.length + k) * V);
+      let best = 0;
+      for (let i = 1; i < V; i++) if (row[i]! > row[best]!) best = i;
+      expect(tok).toBe(best);
+    });
+  });
+});

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
 import { ARCHITECTURES, type Architecture, type BuildContext, type ComponentOutput, type OutputDType } from './architectures/index.ts';
-import { BUILDER_VERSION, MANIFEST_FILE, sourceConfigHash, type Manifest } from './manifest.ts';
+import { BUILDER_VERSION, MANIFEST_FILE, readManifest, sourceConfigHash, staleReason, type Manifest } from './manifest.ts';
 import { Checkpoint, fromFloat32, writeSafetensors } from './safetensors.ts';
 import { WeightStore } from './weights.ts';
 
@@ -131,6 +131,15 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
   } finally {
     for (const c of checkpoints) c.close();
   }
+}
+
+/** The worker's start-up: the current manifest of `outDir`, converting first when it is missing or stale
+ *  (`onStale` hears why, e.g. to log it). */
+export async function ensureConverted(snapshotDir: string, outDir: string, opts: ConvertOptions & { onStale?(reason: string): void } = {}): Promise<Manifest> {
+  const reason = staleReason(outDir, snapshotDir, opts.dtype ?? 'fp32');
+  if (reason === undefined) return readManifest(outDir)!;
+  opts.onStale?.(reason);
+  return convertSnapshot(snapshotDir, outDir, opts);
 }
 
 /** Prints what convert skipped on purpose, with the reason (EVA-CLIP is present in real snapshots but unused). */

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { qwen2_5_vl_text, type Architecture } from '../../../../worker/builder/architectures/index.ts';
-import { convertSnapshot, describeSkipped } from '../../../../worker/builder/convert.ts';
+import { convertSnapshot, describeSkipped, ensureConverted } from '../../../../worker/builder/convert.ts';
 import { readManifest, staleReason } from '../../../../worker/builder/manifest.ts';
 import { fromFloat32, writeShardedSafetensors, type TensorToWrite } from '../../../../worker/builder/safetensors.ts';
 import { tinyEvaClipTensors } from '../../../../worker/builder/tiny/eva_clip.ts';
@@ -57,6 +57,9 @@ describe('convertSnapshot', () => {
     const cfg = JSON.parse(readFileSync(join(changed, 'config.json'), 'utf8'));
     writeFileSync(join(changed, 'config.json'), JSON.stringify({ ...cfg, rope_theta: 10000 }));
     expect(staleReason(out, changed, 'fp32')).toMatch(/config changed/);
+    const reasons: string[] = [];
+    expect(await ensureConverted(base, out, { architectures: TEXT_ONLY, onStale: (r) => reasons.push(r) })).toEqual(m);
+    expect(reasons).toEqual([]); // current: nothing rebuilt
   }, 60_000);
 
   it('fp16 output stores fp16 weights and still runs', async () => {

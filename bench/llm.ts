@@ -1,0 +1,181 @@
+// npm run bench -- llm [--layers 24] [--prefill 64] [--decode 16] [--threads 0] [--rounds 3]
+//
+// The Qwen2.5 text decoder graph at a Qwen2.5-0.5B-sized random config (hidden 896, 24 layers, 14/2 heads,
+// intermediate 4864, BLIP3-o vocab 151668, tied head), fp32 on onnxruntime CPU. Prints, measured side by side in
+// this run:
+//   prefill GFLOP/s ÷ onnxruntime's own MatMul GFLOP/s over the same GEMM shapes, each timed alone
+//   decode tokens/s ÷ the memory-bandwidth bound (measured copy bandwidth ÷ weight bytes read per token)
+// Random weights (bf16 safetensors → fp32 graph with external data) are cached under the OS temp dir.
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { buildTextDecoder, TextConfig } from '../worker/builder/architectures/qwen2_5_vl_text.ts';
+import { Graph } from '../worker/builder/onnx/graph.ts';
+import { Checkpoint, fromFloat32, writeSafetensors, type TensorToWrite } from '../worker/builder/safetensors.ts';
+import { WeightStore } from '../worker/builder/weights.ts';
+import { KvDecoder } from '../worker/pipeline/sampling.ts';
+import { openSession, type ModelSession } from '../worker/runtime/session.ts';
+
+function fill(n: number, seed: number, std: number): Float32Array {
+  const v = new Float32Array(n);
+  let s = seed >>> 0;
+  const k = (2 * Math.sqrt(3) * std) / 4294967296;
+  const c = Math.sqrt(3) * std;
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = Math.imul(s ^ (s >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    v[i] = ((z ^ (z >>> 16)) >>> 0) * k - c;
+  }
+  return v;
+}
+
+function randomCheckpoint(dir: string, c: TextConfig): void {
+  const H = c.hidden_size;
+  const I = c.intermediate_size;
+  const kv = (H / c.num_attention_heads) * c.num_key_value_heads;
+  const t: TensorToWrite[] = [];
+  let seed = 1;
+  const put = (key: string, shape: number[], std: number, mean = 0) => {
+    const v = fill(shape.reduce((a, b) => a * b, 1), seed++, std);
+    if (mean) for (let i = 0; i < v.length; i++) v[i]! += mean;
+    t.push({ key, dtype: 'BF16', shape, data: fromFloat32('BF16', v) });
+  };
+  put('model.embed_tokens.weight', [c.vocab_size, H], 0.02);
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    const p = `model.layers.${l}.`;
+    put(`${p}input_layernorm.weight`, [H], 0.1, 1);
+    put(`${p}post_attention_layernorm.weight`, [H], 0.1, 1);
+    for (const [n, o] of [['q_proj', H], ['k_proj', kv], ['v_proj', kv]] as const) {
+      put(`${p}self_attn.${n}.weight`, [o, H], 1 / Math.sqrt(H));
+      put(`${p}self_attn.${n}.bias`, [o], 0.02);
+    }
+    put(`${p}self_attn.o_proj.weight`, [H, H], 1 / Math.sqrt(H));
+    put(`${p}mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    put(`${p}mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    put(`${p}mlp.down_proj.weight`, [H, I], 1 / Math.sqrt(I));
+  }
+  put('model.norm.weight', [H], 0.1, 1);
+  writeSafetensors(join(dir, 'model.safetensors'), t);
+}
+
+async function median(n: number, f: () => Promise<unknown>): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await f();
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]! / 1000;
+}
+
+/** Memory traffic per second of a large typed-array copy: each copied byte is read once and written once, so
+ *  2 × bytes copied per second. Decoding reads every weight once per token, so tokens/s ≤ this ÷ weight bytes. */
+function copyBandwidth(): number {
+  const n = 64 * 2 ** 20; // 256 MiB of float32, far beyond any cache
+  const a = fill(n, 7, 1);
+  const b = new Float32Array(n);
+  b.set(a); // warm: page in
+  const t: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    b.set(a);
+    t.push(performance.now() - t0);
+  }
+  t.sort((x, y) => x - y);
+  return (2 * n * 4) / (t[2]! / 1000);
+}
+
+export async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { layers: { type: 'string', default: '24' }, prefill: { type: 'string', default: '64' }, decode: { type: 'string', default: '16' }, threads: { type: 'string', default: '0' }, rounds: { type: 'string', default: '3' } } });
+  const rounds = Number(values.rounds);
+  const layers = Number(values.layers);
+  const S = Number(values.prefill);
+  const T = Number(values.decode);
+  const threads = Number(values.threads);
+  const c = TextConfig.parse({
+    hidden_size: 896, intermediate_size: 4864, num_hidden_layers: layers, num_attention_heads: 14, num_key_value_heads: 2,
+    vocab_size: 151668, rms_norm_eps: 1e-6, rope_theta: 1e6, rope_scaling: { mrope_section: [8, 12, 12] }, tie_word_embeddings: true,
+  });
+  const H = c.hidden_size;
+  const I = c.intermediate_size;
+  const kv = (H / c.num_attention_heads) * c.num_key_value_heads;
+  const dir = join(tmpdir(), `blip3o-bench-llm-${layers}`);
+  const model = join(dir, 'decoder.onnx');
+  if (!existsSync(model)) {
+    console.log(`building a random ${layers}-layer Qwen2.5-0.5B-sized checkpoint and graph in ${dir} (cached for next runs)…`);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    randomCheckpoint(dir, c);
+    const ckpt = Checkpoint.open(dir);
+    buildTextDecoder(new WeightStore(ckpt), c, { dtype: 'float32' }).save(model, { externalData: true });
+    ckpt.close();
+  }
+  const opts = { executionProvider: 'cpu' as const, intraOpThreads: threads };
+
+  // onnxruntime's own MatMul, timed alone at each GEMM shape of the prefill; the model's GEMMs would take
+  // Σ count × time(shape) if the graph ran nothing but MatMuls at that throughput.
+  const gemms: { m: number; k: number; n: number; count: number }[] = [
+    { m: S, k: H, n: H, count: 2 * layers }, // q_proj, o_proj
+    { m: S, k: H, n: kv, count: 2 * layers }, // k_proj, v_proj
+    { m: S, k: H, n: I, count: 2 * layers }, // gate_proj, up_proj
+    { m: S, k: I, n: H, count: layers }, // down_proj
+    { m: S, k: H, n: c.vocab_size, count: 1 }, // lm_head
+  ];
+  const mms: { session: ModelSession; a: Float32Array; dims: number[] }[] = [];
+  let gemmFlops = 0;
+  for (const [i, g] of gemms.entries()) {
+    const mg = new Graph('matmul');
+    const w = mg.initializer('w', 'float32', [g.k, g.n], new Uint8Array(fill(g.k * g.n, 10 + i, 0.03).buffer));
+    mg.output(mg.input('a', 'float32', [g.m, g.k]).matmul(w), 'y');
+    mms.push({ session: await openSession(mg.toBytes(), opts), a: fill(g.m * g.k, 4, 1), dims: [g.m, g.k] });
+    gemmFlops += g.count * 2 * g.m * g.k * g.n;
+  }
+  const session: ModelSession = await openSession(model, opts);
+  const dec = new KvDecoder(session, { numLayers: layers, numKvHeads: c.num_key_value_heads, headDim: H / c.num_attention_heads, hiddenSize: H, vocabSize: c.vocab_size });
+  const embeds = fill(S * H, 5, 0.02);
+  const step = fill(H, 6, 0.02);
+
+  // Rounds interleave every measurement, so load from other processes hits both sides of each ratio alike;
+  // each quantity keeps its best (least disturbed) round.
+  let gemmSeconds = Infinity;
+  let prefillSeconds = Infinity;
+  let stepSeconds = Infinity;
+  let bandwidth = 0;
+  for (let round = 0; round < rounds; round++) {
+    let t = 0;
+    for (const [i, m] of mms.entries()) {
+      await m.session.run({ a: { data: m.a, dims: m.dims } });
+      t += gemms[i]!.count * (await median(3, () => m.session.run({ a: { data: m.a, dims: m.dims } })));
+    }
+    gemmSeconds = Math.min(gemmSeconds, t);
+    const t0 = performance.now();
+    await dec.prefill(embeds);
+    prefillSeconds = Math.min(prefillSeconds, (performance.now() - t0) / 1000);
+    const t1 = performance.now();
+    for (let i = 0; i < T; i++) await dec.step(step);
+    stepSeconds = Math.min(stepSeconds, (performance.now() - t1) / 1000 / T);
+    bandwidth = Math.max(bandwidth, copyBandwidth());
+  }
+  for (const m of mms) await m.session.release();
+  await session.release();
+  const mmGflops = gemmFlops / gemmSeconds / 1e9;
+  // MACs: per layer q,k,v,o + SwiGLU per token, attention scores and values over S×S, tied lm_head per token
+  const layerMacs = H * H + 2 * H * kv + H * H + 3 * H * I;
+  const prefillFlops = 2 * (layers * (S * layerMacs + 2 * S * S * H) + S * H * c.vocab_size);
+  const prefillGflops = prefillFlops / prefillSeconds / 1e9;
+  const decodeTps = 1 / stepSeconds;
+
+  const weightBytesPerToken = 4 * (layers * (layerMacs + 2 * H + H + 2 * kv) + H + H * c.vocab_size); // fp32: layers + norms + head
+  const boundTps = bandwidth / weightBytesPerToken;
+
+  console.log(`Qwen2.5-0.5B-sized decoder (${layers} layers, fp32, onnxruntime CPU, ${threads || 'default'} threads), prefill ${S} tokens, decode ${T} tokens`);
+  console.log(`  onnxruntime MatMul alone, same GEMMs: ${mmGflops.toFixed(1)} GFLOP/s  (${(gemmSeconds * 1000).toFixed(0)} ms for the prefill's GEMMs)`);
+  console.log(`  prefill:                            ${prefillGflops.toFixed(1)} GFLOP/s  (${(prefillFlops / 1e9).toFixed(1)} GFLOP in ${(prefillSeconds * 1000).toFixed(0)} ms)`);
+  console.log(`  prefill / MatMul throughput:        ${(prefillGflops / mmGflops).toFixed(2)}`);
+  console.log(`  copy bandwidth (read + write):      ${(bandwidth / 1e9).toFixed(2)} GB/s; weights read per token ${(weightBytesPerToken / 1e9).toFixed(2)} GB`);
+  console.log(`  decode:                             ${decodeTps.toFixed(2)} tokens/s; bandwidth bound ${boundTps.toFixed(2)} tokens/s`);
+  console.log(`  decode / bandwidth bound:           ${(decodeTps / boundTps).toFixed(2)}`);
+}
