@@ -1,7 +1,11 @@
 // `npm run bots`: starts every enabled platform adapter around one core (bots/core/submit.ts).
 // To add a platform: one line in ADAPTERS (its module exports an AdapterFactory). Nothing is discovered
 // by scanning folders, so "go to definition" always works.
-import type { Destination } from '../src/jobs/contract.ts';
+import { QueueNames, type Destination } from '../src/jobs/contract.ts';
+import { createDeliveryQueue } from '../src/jobs/queue.ts';
+import { observeDeliveryWorker, trackQueue } from '../src/observability/hooks.ts';
+import { serveHealth } from '../src/observability/http.ts';
+import { createMetrics } from '../src/observability/metrics.ts';
 import { loadConfig, loadSecrets } from '../src/config/load.ts';
 import { UserError } from '../src/errors.ts';
 import { createLogger } from '../src/log.ts';
@@ -38,7 +42,16 @@ async function main(): Promise<void> {
   await core.start();
   for (const adapter of adapters) await adapter.start(core);
 
-  // ── hook: /healthz, /readyz and /metrics (src/observability/) start here, on config.http.botPort ──
+  // /healthz, /readyz, /metrics on http.botPort: deliveries and failures by reason, queue depths.
+  const metrics = createMetrics('bot');
+  for (const w of core.deliveryWorkers) observeDeliveryWorker(metrics, w);
+  trackQueue(metrics, core.queue);
+  const deliveryQueues = adapters.map((a) => createDeliveryQueue(config, core.redis, QueueNames.delivery(a.port.platform)));
+  for (const q of deliveryQueues) trackQueue(metrics, q);
+  const health = await serveHealth(
+    { host: config.http.host, port: config.http.botPort, registry: metrics.registry, readiness: { redis: async () => (await core.redis.ping()) === 'PONG' || 'Redis did not answer PING' } },
+    log,
+  );
 
   log.info({ platforms: adapters.map((a) => a.port.platform) }, 'bots ready');
 
@@ -48,6 +61,8 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));
+    await health?.close();
+    await Promise.all(deliveryQueues.map((q) => q.close()));
     await core.stop();
     process.exit(0);
   };

@@ -91,6 +91,8 @@ export interface Core {
   readonly blobs: BlobStore;
   /** Limits (admission, slots) and fair scheduling (src/limits/gate.ts); the admin commands use it. */
   readonly gate: Gate;
+  /** The delivery consumers, filled by start() (bots/main.ts attaches delivery metrics to them). */
+  readonly deliveryWorkers: readonly Worker[];
 }
 
 const ordinal = (n: number) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')}`;
@@ -230,6 +232,7 @@ export function createCore(options: CoreOptions): Core {
     redis,
     blobs,
     gate,
+    deliveryWorkers,
 
     async handle(inv: Invocation): Promise<Reply> {
       try {
