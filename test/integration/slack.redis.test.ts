@@ -30,9 +30,8 @@ describe('Slack in Socket Mode, end to end', () => {
   it('/imagine → ack in time → queue position and progress in one status message → PNG in its thread with Re-roll and Vary', async () => {
     const before = statusMessages().length;
     const env = h.fake.sendEnvelope('slash_commands', slashCommand(h.fake, { text: 'a red fox in snow --seed 7 --ar 16:9', channel: CHANNEL, user: USER }));
-    await h.fake.link.ack(env);
+    await h.fake.link.ack(env); // rejects if the ack misses the fake's 3 s window, as Slack would
     expect(env.late).toBe(false);
-    expect(env.ackedAt! - env.sentAt).toBeLessThan(3000);
 
     const status = await h.fake.waitFor(() => statusMessages()[before], 10_000, 'the status message');
     const jobId = String(status.metadata!.event_payload.job_id);

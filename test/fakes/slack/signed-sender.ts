@@ -14,10 +14,15 @@ export interface SignedPostOptions {
 }
 
 export interface SignedPostResult {
+  /** 0 when the bot did not answer within Slack's 3 s (Slack then shows the user "operation_timeout"). */
   status: number;
   body: string;
   ms: number;
+  timedOut: boolean;
 }
+
+/** Slack waits this long for the HTTP answer (the ack) before it gives up on the request. */
+export const SLACK_HTTP_TIMEOUT_MS = 3000;
 
 export function sign(secret: string, timestamp: number, body: string): string {
   return `v0=${createHmac('sha256', secret).update(`v0:${timestamp}:${body}`).digest('hex')}`;
@@ -26,17 +31,24 @@ export function sign(secret: string, timestamp: number, body: string): string {
 async function post(url: string, body: string, contentType: string, o: SignedPostOptions): Promise<SignedPostResult> {
   const timestamp = o.timestamp ?? Math.floor(Date.now() / 1000);
   const started = Date.now();
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': contentType,
-      'x-slack-request-timestamp': String(timestamp),
-      'x-slack-signature': o.signature ?? sign(o.signingSecret, timestamp, body),
-      ...(o.retryNum !== undefined ? { 'x-slack-retry-num': String(o.retryNum), 'x-slack-retry-reason': 'http_timeout' } : {}),
-    },
-    body,
-  });
-  return { status: res.status, body: await res.text(), ms: Date.now() - started };
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: {
+        'content-type': contentType,
+        'x-slack-request-timestamp': String(timestamp),
+        'x-slack-signature': o.signature ?? sign(o.signingSecret, timestamp, body),
+        ...(o.retryNum !== undefined ? { 'x-slack-retry-num': String(o.retryNum), 'x-slack-retry-reason': 'http_timeout' } : {}),
+      },
+      body,
+      signal: AbortSignal.timeout(SLACK_HTTP_TIMEOUT_MS),
+    });
+  } catch (e) {
+    if ((e as Error).name !== 'TimeoutError') throw e;
+    return { status: 0, body: '', ms: Date.now() - started, timedOut: true };
+  }
+  return { status: res.status, body: await res.text(), ms: Date.now() - started, timedOut: false };
 }
 
 /** A slash command (form fields) to the bot's /slack/events. */
