@@ -70,7 +70,6 @@ export function messageJson(
     flags: message.flags,
     type: message.type,
   };
-  if (message.nonce !== undefined) json.nonce = message.nonce;
   if (message.interactionId) {
     json.webhook_id = message.author.id;
     json.application_id = message.author.id;

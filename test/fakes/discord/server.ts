@@ -794,7 +794,7 @@ export class FakeDiscord {
       const existing = [...this.messages.values()].find(
         (x) => x.author.id === this.appId && x.nonce === String(body.nonce) && Date.now() - x.createdAt < 5 * 60_000,
       );
-      if (existing) return reply(200, messageJson(existing, this.messages));
+      if (existing) return reply(200, { ...messageJson(existing, this.messages), nonce: existing.nonce });
     }
     const reference = body.message_reference as { message_id?: string; fail_if_not_exists?: boolean } | undefined;
     if (reference?.message_id && !this.messages.has(reference.message_id) && reference.fail_if_not_exists !== false) {
@@ -806,7 +806,8 @@ export class FakeDiscord {
     }
     const guildId = channelId === this.channelId ? this.guildId : null;
     const message = this.createMessage({ channelId, guildId, data: body, files: record.files });
-    reply(200, messageJson(message, this.messages));
+    // Like Discord: the nonce comes back in the create response (and MESSAGE_CREATE), never in later fetches.
+    reply(200, { ...messageJson(message, this.messages), ...(message.nonce === undefined ? {} : { nonce: message.nonce }) });
   }
 
   private createMessage(input: {
