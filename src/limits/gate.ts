@@ -32,7 +32,7 @@ export interface Gate {
 
 export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'>, queue: JobsQueue): Gate {
   const limiter = createLimiter(redis, config);
-  const scheduler = createFairScheduler(redis, config, queue);
+  const scheduler = createFairScheduler(redis, config, queue, { adoptAfterMs: config.limits.admitGraceMs });
   let timer: NodeJS.Timeout | undefined;
   let events: QueueEvents | undefined;
   const settle = ({ jobId }: { jobId: string }) => void limiter.settle(jobId).catch(() => undefined); // the sweep retries

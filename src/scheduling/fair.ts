@@ -94,6 +94,11 @@ export const userKeyOf = (d: Destination) => `${d.platform}:${d.userId}`;
 export interface SchedulerOptions {
   /** Largest priority handed out before tags are rebased (tests lower it). @defaultValue MAX_PRIORITY */
   maxPriority?: number;
+  /**
+   * repair() adopts a parked job that was never lined up (its bot died between queue.add and enqueue) once it
+   * is this old, in milliseconds. @defaultValue 60000
+   */
+  adoptAfterMs?: number;
 }
 
 /**
@@ -125,11 +130,13 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     }
   }
 
+  async function enqueue(jobId: string, d: Destination): Promise<void> {
+    await apply(pairs(await r.blip3oSchedEnqueue(B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag)));
+  }
+
   return {
     parkedOptions: () => ({ priority: MAX_PRIORITY, delay: PARK_MS }),
-    async enqueue(jobId, d) {
-      await apply(pairs(await r.blip3oSchedEnqueue(B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag)));
-    },
+    enqueue,
     async started(jobId) {
       const res = await r.blip3oSchedStarted(B, jobId, maxTag);
       await apply(pairs(res, 1));
@@ -152,6 +159,17 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     },
     async repair() {
       await apply(pairs(await r.blip3oSchedRepair(B, jobPrefix, maxTag)));
+      // Parked jobs nobody lined up: BullMQ has them (delayed, priority MAX) but the scheduler does not.
+      const parked = await redis.zrange(`${jobPrefix}delayed`, '0', '-1');
+      if (parked.length === 0) return;
+      const tracked = await redis.hmget(`${B}jobs`, ...parked);
+      for (const [i, jobId] of parked.entries()) {
+        if (tracked[i] !== null) continue;
+        const job = await Job.fromId(queue, jobId);
+        const d = (job?.data as { destination?: Destination } | undefined)?.destination;
+        if (!job || !d || job.priority !== MAX_PRIORITY || Date.now() - job.timestamp < (options.adoptAfterMs ?? 60_000)) continue;
+        await enqueue(jobId, d);
+      }
     },
     async channels() {
       const [backlog, paused, heads, tags] = await Promise.all([

@@ -24,11 +24,11 @@ interface Rig {
   drained(count: number): Promise<void>;
 }
 
-function rig(maxPriority?: number): Rig {
+function rig(maxPriority?: number, adoptAfterMs = 60_000): Rig {
   const prefix = `t-${randomUUID().slice(0, 8)}`;
   const config = { queue: { prefix } } as Parameters<typeof createFairScheduler>[1];
   const queue = new Queue(QueueNames.jobs, { connection: connection(), prefix });
-  const scheduler = createFairScheduler(redis, config, queue, maxPriority ? { maxPriority } : {});
+  const scheduler = createFairScheduler(redis, config, queue, { adoptAfterMs, ...(maxPriority ? { maxPriority } : {}) });
   const finished: string[] = [];
   cleanup.push(async () => {
     await queue.obliterate({ force: true });
@@ -179,5 +179,18 @@ describe('fair scheduling across channels, then users', () => {
     await t.scheduler.repair();
     expect(await t.queue.getJobState('a1')).toBe('prioritized');
     expect(await t.scheduler.position('a1')).toEqual({ state: 'queued', position: 1 });
+  });
+
+  it('repair adopts a parked job whose bot died between queue.add and enqueue', async () => {
+    const t = rig(undefined, 0);
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'orphan', ...t.scheduler.parkedOptions() });
+    await t.submit('a0', dest('A'));
+    expect(await t.scheduler.position('orphan')).toEqual({ state: 'none' });
+    await t.scheduler.repair();
+    expect(await t.scheduler.position('orphan')).toEqual({ state: 'queued', position: 2 });
+    const w = t.startWorker();
+    await t.drained(2);
+    await w.close();
+    expect(w.order).toEqual(['a0', 'orphan']);
   });
 });
