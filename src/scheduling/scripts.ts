@@ -177,7 +177,8 @@ for _, ck in ipairs(redis.call('SMEMBERS', k('backlog'))) do
   for _, jobId in ipairs(redis.call('ZRANGE', k('q:') .. ck, 0, -1)) do
     local j = redis.call('HMGET', jobPrefix .. jobId, 'timestamp', 'processedOn', 'finishedOn')
     if (not j[1]) or j[3] then forget(jobId, maxTag, out)
-    elseif j[2] then started(jobId, maxTag, out) end
+    -- processedOn alone is not enough: a job held by a pause was active once and sits in delayed again
+    elseif j[2] and redis.call('LPOS', jobPrefix .. 'active', jobId) then started(jobId, maxTag, out) end
   end
 end
 for _, ck in ipairs(redis.call('SMEMBERS', k('backlog'))) do

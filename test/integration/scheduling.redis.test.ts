@@ -149,6 +149,8 @@ describe('fair scheduling across channels, then users', () => {
     expect(w.order).toEqual(['b0', 'b1']); // a0 was released before the pause: the worker parked it again
     expect(await t.queue.getJobState('a0')).toBe('delayed');
     expect((await t.scheduler.channels()).find((c) => c.channelKey === 'discord:g:A')).toMatchObject({ paused: true, queued: 3 });
+    await t.scheduler.repair(); // a held job was active once (processedOn): repair must not take it for started
+    expect((await t.scheduler.channels()).find((c) => c.channelKey === 'discord:g:A')).toMatchObject({ paused: true, queued: 3 });
     await t.scheduler.resume('discord:g:A');
     await t.drained(5);
     await w.close();
