@@ -16,7 +16,7 @@ let h: SlackHarness;
 let png: Uint8Array;
 
 beforeAll(async () => {
-  h = await startSlackHarness({ mode: 'socket', pipelineExtra: { stepDelayMs: 60, maxSteps: 4 } });
+  h = await startSlackHarness({ mode: 'socket', pipelineExtra: { stepDelayMs: 60, maxSteps: 4, slowStepMs: 500, failures: { REFUSEME: 'user', BREAKME: 'transient', SLOWLY: 'slow' } } });
   h.fake.addUser(USER);
   h.fake.addUser(ADMIN, { isAdmin: true });
   png = new Uint8Array(await sharp({ create: { width: 20, height: 10, channels: 3, background: '#888' } }).png().toBuffer());
@@ -127,12 +127,26 @@ describe('Slack robustness', () => {
   }, 40_000);
 
   it('Cancel on the status message stops the job: no image, the status says so', async () => {
-    const jobId = await imagine('a very long job --steps 4', USER);
+    const jobId = await imagine('a SLOWLY drawn job --steps 4', USER);
     const status = await h.fake.waitFor(() => statusOf(jobId), 10_000, 'the status message');
     await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: status, actionId: 'blip3o_cancel', value: jobId })));
     await h.fake.waitFor(() => h.fake.store.find(CHANNEL, status.ts)?.text === 'Cancelled', 20_000, 'the cancelled status');
     await settle();
     expect(imagesOf(jobId)).toHaveLength(0);
+  }, 40_000);
+
+  it('a failure the user can fix is told to them alone; any other failure shows a reference, not the cause', async () => {
+    const refused = await imagine('REFUSEME please --seed 2');
+    const status = await h.fake.waitFor(() => statusOf(refused), 10_000, 'the status message');
+    const told = await h.fake.waitFor(() => h.fake.apiCalls('chat.postEphemeral').find((c) => c.args.thread_ts === status.ts), 20_000, 'the private error');
+    expect(told.args).toMatchObject({ channel: CHANNEL, user: USER, text: expect.stringMatching(/refuses this input/) });
+    await h.fake.waitFor(() => !h.fake.store.find(CHANNEL, status.ts), 5_000, 'the status message to be taken back');
+
+    const broken = await imagine('BREAKME please --seed 2');
+    const brokenStatus = await h.fake.waitFor(() => statusOf(broken), 10_000, 'the status message');
+    await h.fake.waitFor(() => /^Something went wrong on our side \(ref j[0-9a-f]+\)\.$/.test(h.fake.store.find(CHANNEL, brokenStatus.ts)?.text ?? ''), 20_000, 'the reference');
+    expect(JSON.stringify(h.fake.store.find(CHANNEL, brokenStatus.ts)?.blocks)).not.toContain('injected');
+    expect(imagesOf(refused).length + imagesOf(broken).length).toBe(0);
   }, 40_000);
 
   it('/blip3o-admin answers workspace admins and refuses everyone else, privately', async () => {
