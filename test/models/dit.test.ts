@@ -88,3 +88,25 @@ describe('diffusion_transformer graph (tiny)', () => {
     }
   });
 });
+
+describe('diffusion_transformer graph, fp16 (model.dtype fp16 on GPUs)', () => {
+  it('builds type-consistent fp16 weights/activations (RoPE, norms and softmax kept fp32) and stays near fp32', async () => {
+    const rng = new GaussianRng(8, 0);
+    const feeds = {
+      x: { data: rng.gaussian(2 * T * sizes.latentChannels), dims: [2, T, sizes.latentChannels] },
+      timestep: { data: Float32Array.from([1000, 500]), dims: [2] },
+      z: { data: rng.gaussian(2 * Tc * sizes.captionDim), dims: [2, Tc, sizes.captionDim] },
+    };
+    const outs: Float32Array[] = [];
+    for (const floatType of ['float32', 'float16'] as const) {
+      const ckpt = Checkpoint.open(dir);
+      const path = join(dir, `dit-${floatType}.onnx`);
+      buildDiffusionTransformer(new WeightStore(ckpt), { gridH: grid, gridW: grid, floatType }).graph.save(path);
+      ckpt.close();
+      const s = await openSession(path, { executionProvider: 'cpu' });
+      outs.push((await s.run(feeds)).velocity!.data as Float32Array);
+      await s.release();
+    }
+    expect(maxAbsDiff(outs[0]!, outs[1]!)).toBeLessThan(5e-2);
+  });
+});

@@ -91,3 +91,28 @@ describe('sdxl_unet graph (tiny)', () => {
     ckpt.close();
   });
 });
+
+describe('sdxl_unet graph, fp16 (model.dtype fp16 on GPUs)', () => {
+  it('builds a type-consistent fp16 graph (GroupNorm and softmax kept fp32) that stays near fp32', async () => {
+    const rng = new GaussianRng(8, 0);
+    const ids = [64, 64, 0, 0, 64, 64];
+    const feeds = {
+      sample: { data: rng.gaussian(2 * 4 * 8 * 8), dims: [2, 4, 8, 8] },
+      timestep: { data: Float32Array.from([981, 981]), dims: [2] },
+      encoder_hidden_states: { data: rng.gaussian(2 * Tc * cross), dims: [2, Tc, cross] },
+      text_embeds: { data: rng.gaussian(2 * cross), dims: [2, cross] },
+      time_ids: { data: Float32Array.from([...ids, ...ids]), dims: [2, 6] },
+    };
+    const outs: Float32Array[] = [];
+    for (const floatType of ['float32', 'float16'] as const) {
+      const ckpt = Checkpoint.open(dir, 'diffusion_pytorch_model');
+      const path = join(dir, `unet-${floatType}.onnx`);
+      buildSdxlUNet(new WeightStore(ckpt), cfg, { floatType }).graph.save(path);
+      ckpt.close();
+      const s = await openSession(path, { executionProvider: 'cpu' });
+      outs.push((await s.run(feeds)).noise_pred!.data as Float32Array);
+      await s.release();
+    }
+    expect(maxAbsDiff(outs[0]!, outs[1]!)).toBeLessThan(5e-2);
+  });
+});
