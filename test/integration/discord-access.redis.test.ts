@@ -15,7 +15,10 @@ beforeAll(async () => {
   h = await startDiscordHarness({
     fake: { messageContentAllowed: false },
     pipelineExtra: { stepDelayMs: 150, maxSteps: 4 },
-    config: (fake) => ({ discord: { allowedChannelIds: [fake.channelId], allowDirectMessages: true } }),
+    config: (fake) => ({
+      discord: { allowedChannelIds: [fake.channelId], allowDirectMessages: true },
+      limits: { user: { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 1 } },
+    }),
   });
   png = await samplePng(32);
 }, 60_000);
@@ -86,6 +89,21 @@ describe('Discord without Message Content, allow-lists, DMs, Cancel, admin', () 
     }, 20_000, 'the cancelled message');
     expect(cancelled.attachments).toHaveLength(0);
     expect(buttons(cancelled)).toHaveLength(0);
+  }, 60_000);
+
+  it('a refusal after deferring (a limit) removes the public "thinking…" and tells the user privately', async () => {
+    const first = h.fake.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: 'a slow first fox' }] });
+    await h.fake.waitFor(() => h.fake.original(first)?.content.startsWith('⏳'), 10_000, 'the first job queued');
+    const second = h.fake.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: 'one fox too many' }] });
+    const followUp = await h.fake.waitFor(
+      () => second.followupIds.map((id) => h.fake.messages.get(id)).find((m) => m && m.flags & 64),
+      10_000,
+      'the private refusal',
+    );
+    expect(second.callbacks[0]!.type).toBe(5);
+    expect(followUp.content).toMatch(/at a time|at once|running|queued|limit/i);
+    expect(h.fake.original(second)).toBeUndefined(); // the public deferred message was deleted
+    await h.fake.waitFor(() => h.fake.original(first)?.attachments.length, 30_000, 'the first image');
   }, 60_000);
 
   it('/blip3o-admin needs Manage Server', async () => {

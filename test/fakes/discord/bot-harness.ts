@@ -15,6 +15,7 @@ import { closeRedis, createRedis } from '../../../src/redis.ts';
 import { FakeDiscord, type FakeDiscordOptions } from './server.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const OFF = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
 
 export interface DiscordHarnessOptions {
   fake?: FakeDiscordOptions;
@@ -54,6 +55,8 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
       progressEditIntervalMs: 50,
       restRetries: 1,
     },
+    // Rate limits off (0 = off) unless a test sets them: tests fire many commands as one user within a minute.
+    limits: { channel: OFF, user: OFF, workspace: OFF },
     http: { botPort: 0 },
     worker: { pipelineModule: 'test/doubles/pipeline.ts', pipelineExtra: options.pipelineExtra ?? { stepDelayMs: 40, maxSteps: 4 }, healthPort: 0 },
   };
