@@ -3,7 +3,7 @@
 // real key names and layouts.
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
-import type { TinyComponent } from './index.ts';
+import type { TinyComponent } from './component.ts';
 
 const W = 32; // width (real 1792)
 const LAYERS = 2; // real 64

@@ -6,6 +6,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { writeShardedSafetensors, type TensorToWrite } from '../safetensors.ts';
+import type { TinyComponent, TinyContext } from './component.ts';
 import { diffusionDecoderComponent } from './diffusion_decoder.ts';
 import { ditComponent } from './dit.ts';
 import { evaClipComponent } from './eva_clip.ts';
@@ -13,23 +14,7 @@ import { llmComponent, TINY_TEXT } from './llm.ts';
 import { tokenizerComponent } from './tokenizer.ts';
 import { visionComponent } from './vision.ts';
 
-export interface TinyContext {
-  readonly dir: string;
-  /** The text-model sizes every other component conditions on (hidden_size = H, …). */
-  readonly text: typeof TINY_TEXT;
-  /** Root config.json, written after every component ran; components add their fields and sections. */
-  readonly config: Record<string, unknown>;
-  /** Tensors for the root `model-0000k-of-0000n.safetensors` shards (sharded and indexed at the end). */
-  addRootTensors(tensors: TensorToWrite[]): void;
-  /** Writes a file under the snapshot dir (parent folders created). */
-  writeFile(relPath: string, data: string | Uint8Array): void;
-  writeJson(relPath: string, value: unknown): void;
-}
-
-export interface TinyComponent {
-  name: string;
-  write(ctx: TinyContext): void;
-}
+export type { TinyComponent, TinyContext, TinyTextSizes } from './component.ts';
 
 /** The components, in order. Vision tower (helper V), DiT and diffusion-decoder/ (helper G) add one line each. */
 export const TINY_COMPONENTS: readonly TinyComponent[] = [llmComponent, tokenizerComponent, evaClipComponent, ditComponent, diffusionDecoderComponent, visionComponent];

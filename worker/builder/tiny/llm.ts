@@ -4,7 +4,7 @@
 // Storage is bf16, like the released checkpoint.
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
-import type { TinyComponent } from './index.ts';
+import type { TinyComponent, TinyTextSizes } from './component.ts';
 
 export const TINY_TEXT = {
   hidden_size: 64,
@@ -17,7 +17,7 @@ export const TINY_TEXT = {
   rope_theta: 1_000_000,
   mrope_section: [2, 3, 3], // sums to head_dim/2 = 8 (real: [16, 24, 24] for head_dim 128)
   n_query: 64,
-} as const;
+} as const satisfies TinyTextSizes;
 
 export function tinyTextTensors(seed = 3): TensorToWrite[] {
   const t = TINY_TEXT;

