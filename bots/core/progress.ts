@@ -46,7 +46,11 @@ export class ProgressRelay {
     const done = ({ jobId }: { jobId: string }) => this.forget(jobId);
     on('completed', done);
     on('failed', done);
-    on('removed', done);
+    // a removed (cancelled, purged) job moves everyone behind it up: push the new positions now
+    on('removed', ({ jobId }: { jobId: string }) => {
+      this.forget(jobId);
+      void this.onActive(jobId);
+    });
   }
 
   stop(): void {

@@ -174,6 +174,10 @@ describe('limits and fair scheduling, end to end', () => {
       expect((await port.result(queued[0]!)).status).toBe('cancelled');
       expect(await core.queue.getJob(queued[0]!)).toBeUndefined();
       expect(await Promise.all(queued.slice(1).map((id) => core.position(id)))).toEqual([1, 2]);
+      // and the users see it: the progress relay pushes the new positions
+      const shown = (id: string) => port.progress.filter((p) => p.jobId === id && p.stage === 'queued').at(-1)?.queuePosition;
+      for (let i = 0; i < 40 && (shown(queued[1]!) !== 1 || shown(queued[2]!) !== 2); i++) await sleep(50);
+      expect([shown(queued[1]!), shown(queued[2]!)]).toEqual([1, 2]);
       const again = await core.handle(imagine('C', 'carol', 'one more'));
       expect(again.kind).toBe('queued'); // the cancelled job's slot was freed
 
