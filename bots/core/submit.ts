@@ -186,6 +186,8 @@ export function createCore(options: CoreOptions): Core {
     }
     relay?.track(id, inv.destination, position);
     log.info({ jobId: id, kind: request.kind, channel: inv.destination.channelId, position }, 'queued');
+    if (position === 0 && (await gate.scheduler.position(id)).state === 'held')
+      return { kind: 'queued', jobId: id, position: 0, text: 'Queued. An admin paused this channel; your request waits until they resume it.' };
     return queuedReply(id, position);
   }
 

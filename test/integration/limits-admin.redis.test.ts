@@ -71,8 +71,9 @@ describe('/queue', () => {
 
     expect(await run(core, { command: 'queue', action: 'pause' }, 'Q')).toMatchObject({ kind: 'text', text: expect.stringMatching(/^Paused this channel/) });
     expect(await core.position(ids[1]!)).toBeUndefined(); // held: no place in the dispatch order while paused
+    expect(await imagine(core, 'Q', 'dana')).toMatchObject({ kind: 'queued', text: 'Queued. An admin paused this channel; your request waits until they resume it.' });
     const status = await run(other, { command: 'queue', action: 'status' }, 'Q');
-    expect(status.kind === 'text' && status.text).toMatch(/this channel: 3 waiting \(paused\); 17 of 20 requests available now; 3 jobs queued or running/);
+    expect(status.kind === 'text' && status.text).toMatch(/this channel: 4 waiting \(paused\); 16 of 20 requests available now; 4 jobs queued or running/);
     expect(status.kind === 'text' && status.text).toMatch(/^Queue: 0 running, \d+ waiting/);
 
     await run(core, { command: 'queue', action: 'resume' }, 'Q');
@@ -85,6 +86,6 @@ describe('/queue', () => {
     expect(await core.queue.getJob(ids[2]!)).toBeUndefined();
     expect(await core.position(ids[1]!)).toBeLessThan(before[1]!); // bob moved up: alice's removed job was ahead of him
     const after = await run(core, { command: 'queue', action: 'status' }, 'Q');
-    expect(after.kind === 'text' && after.text).toMatch(/this channel: 1 waiting; .*1 jobs queued or running/);
+    expect(after.kind === 'text' && after.text).toMatch(/this channel: 2 waiting; .*2 jobs queued or running/);
   });
 });
