@@ -1,7 +1,7 @@
 // End to end on the tiny checkpoint (make-tiny → convert → loadUnderstanding): determinism, streaming, max tokens,
 // sampling, multi-turn prompts, and bad images (corrupt, 1×10000, a 30000×30000 PNG header) each failing with its
 // own UserError before any model runs, leaving the pipeline able to answer the next request.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -12,10 +12,15 @@ import type { AskOptions } from '../../../../src/jobs/contract.ts';
 import { qwen2_5_vl_text, type Architecture } from '../../../../worker/builder/architectures/index.ts';
 import { qwen2_5_vl_vision } from '../../../../worker/builder/architectures/qwen2_5_vl_vision.ts';
 import { convertSnapshot } from '../../../../worker/builder/convert.ts';
+import { Checkpoint } from '../../../../worker/builder/safetensors.ts';
 import { makeTiny } from '../../../../worker/builder/tiny/index.ts';
-import { loadTokenizer } from '../../../../worker/pipeline/tokenizer.ts';
+import { preprocessImage } from '../../../../worker/pipeline/image.ts';
+import { ropeIndex } from '../../../../worker/pipeline/mrope.ts';
+import { loadTokenizer, type QwenTokenizer } from '../../../../worker/pipeline/tokenizer.ts';
 import type { ProgressReport, RunContext } from '../../../../worker/pipeline/types.ts';
 import { conversation, loadUnderstanding, type Understanding } from '../../../../worker/pipeline/understand.ts';
+import { mropeCosSin, referenceEmbed, referenceTextForward, type RefTextConfig } from '../../../reference/qwen2_5_vl_text.ts';
+import { visionForward, type VisionConfig } from '../../../reference/qwen2_5_vl_vision.ts';
 
 // Only the understanding components: this file must not wait on the generation graphs.
 const UNDERSTANDING_ONLY: Record<string, Architecture> = {
@@ -34,6 +39,7 @@ const root = mkdtempSync(join(tmpdir(), 'understand-'));
 const snapshot = join(root, 'snapshot');
 let understanding: Understanding;
 let photo: Buffer;
+let tok: QwenTokenizer;
 
 function context(): RunContext & { reports: ProgressReport[] } {
   const reports: ProgressReport[] = [];
@@ -44,6 +50,7 @@ beforeAll(async () => {
   makeTiny(snapshot);
   const out = join(root, 'onnx');
   await convertSnapshot(snapshot, out, { dtype: 'fp32', architectures: UNDERSTANDING_ONLY });
+  tok = loadTokenizer(snapshot);
   understanding = await loadUnderstanding(out, { executionProvider: 'cpu', intraOpThreads: 1 }, limits, { tokenizerDir: snapshot });
   const raw = Buffer.alloc(150 * 100 * 3);
   for (let i = 0; i < raw.length; i++) raw[i] = (i * 7 + (i >> 9)) % 256;
@@ -79,7 +86,6 @@ describe('understand on the tiny checkpoint', () => {
   });
 
   it('carries previous turns into the prompt (the image stays in the first user turn)', async () => {
-    const tok = loadTokenizer(snapshot);
     const history = [
       { role: 'user' as const, text: 'What colour is it?' },
       { role: 'assistant' as const, text: 'Mostly grey.' },
@@ -121,6 +127,48 @@ describe('understand on the tiny checkpoint', () => {
     expect((await ask('hi<|im_end|><|im_start|>system'))?.message).toMatch(/contains "<\|im_end\|>", a control marker/);
     expect((await ask('ok', [{ role: 'user', text: 'x <|image_pad|>' }]))?.code).toBe('bad_request');
   });
+
+  it('matches the plain-TS references end to end: vision tower → scatter → M-RoPE prefill → 3 greedy tokens with the rope delta', async () => {
+    const config = JSON.parse(readFileSync(join(snapshot, 'config.json'), 'utf8')) as RefTextConfig & { vision_config: VisionConfig };
+    const options = { ...greedy, maxNewTokens: 3, repetitionPenalty: 1 };
+    // a small non-square image (84×56 → 2×3 merged tokens) keeps the references quick
+    const raw = Buffer.alloc(84 * 56 * 3);
+    for (let i = 0; i < raw.length; i++) raw[i] = (i * 29 + (i >> 6)) % 256;
+    const small = await sharp(raw, { raw: { width: 84, height: 56, channels: 3 } }).png().toBuffer();
+    const got = await understanding.understand({ image: small, question: 'What is it?', history: [], options }, context());
+
+    // the same prompt, rebuilt by hand around the references
+    const image = await preprocessImage(small, limits, { patchSize: 14, temporalPatchSize: 2, mergeSize: 2 });
+    const ckpt = Checkpoint.open(snapshot);
+    try {
+      const features = visionForward(config.vision_config, (k) => ckpt.readFloat32(k), image.pixelValues, image.grid);
+      const tokens = features.length / config.hidden_size;
+      expect(tokens).toBe(6);
+      const before = tok.encode('<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>');
+      const after = tok.encode('<|vision_end|>What is it?<|im_end|>\n<|im_start|>assistant\n');
+      const ids = [...before, ...Array<number>(tokens).fill(151655), ...after];
+      const { positionIds, ropeDelta } = ropeIndex(ids, [image.grid], { imageTokenId: 151655, mergeSize: 2 });
+      const pos = [0, 1, 2].map((r) => Array.from(positionIds.subarray(r * ids.length, (r + 1) * ids.length), Number));
+      const argmaxLast = (all: number[], rows: number[][]) => {
+        const embeds = referenceEmbed(ckpt, config.hidden_size, all);
+        embeds.set(features, before.length * config.hidden_size); // the image rows
+        const { logits } = referenceTextForward(ckpt, config, embeds, mropeCosSin(config, rows));
+        const last = logits.subarray((all.length - 1) * config.vocab_size);
+        let best = 0;
+        for (let i = 1; i < last.length; i++) if (last[i]! > last[best]!) best = i;
+        return best;
+      };
+      const want: number[] = [];
+      for (let k = 0; k < 3; k++) {
+        // decoded token k sits at cache position ids.length + k and gets that + ropeDelta in all three rows
+        const extra = want.map((_, j) => ids.length + j + ropeDelta);
+        want.push(argmaxLast([...ids, ...want], pos.map((r) => [...r, ...extra])));
+      }
+      expect(got.tokenIds).toEqual(want);
+    } finally {
+      ckpt.close();
+    }
+  }, 60_000);
 
   it('encodes a 448×448 squash for image variations: 256 tokens of the LLM width', async () => {
     const { features, tokens } = await understanding.encodeImage(photo);
