@@ -53,6 +53,8 @@ function withoutIds(node: unknown, isPropertyMap = false): unknown {
 }
 
 const compose = parseCompose(read('docker-compose.yml'));
+/** The services that run our code (and read .env). */
+const APPS = ['discord', 'slack', 'worker'];
 const services = compose.services;
 const validate = composeValidator();
 
@@ -71,13 +73,15 @@ describe('docker-compose.yml', () => {
   });
 
   it('gives every service a healthcheck and a restart policy, and starts apps only after Redis is healthy', () => {
-    expect(Object.keys(services).sort()).toEqual(['discord', 'redis', 'slack', 'worker']);
+    expect(Object.keys(services).sort()).toEqual(['discord', 'grafana', 'prometheus', 'redis', 'slack', 'worker']);
     for (const [name, s] of Object.entries(services)) {
       expect(s.healthcheck?.test, name).toBeDefined();
       expect(s.healthcheck.disable, name).not.toBe(true);
       expect(['always', 'unless-stopped', 'on-failure'], name).toContain(s.restart);
-      if (name !== 'redis') expect(s.depends_on?.redis?.condition, name).toBe('service_healthy');
     }
+    for (const name of APPS) expect(services[name]!.depends_on?.redis?.condition, name).toBe('service_healthy');
+    // a plain `docker compose up` starts exactly redis, the bots and the worker; monitoring is opt-in
+    expect(Object.keys(services).filter((n) => !services[n]!.profiles).sort()).toEqual(['discord', 'redis', 'slack', 'worker']);
   });
 
   it('health checks hit the ports the config serves /healthz on', () => {
@@ -124,11 +128,21 @@ describe('docker-compose.yml', () => {
           expect(secretNames, `${file} ${name} sets ${key}`).not.toContain(key);
           expect(key, `${file} ${name}`).not.toMatch(/TOKEN|SECRET|PASSWORD|KEY/);
         }
-        if (file === 'docker-compose.yml' && name !== 'redis') expect(s.env_file, name).toBe('.env');
+        if (file === 'docker-compose.yml' && APPS.includes(name)) expect(s.env_file, name).toBe('.env');
       }
       expect(read(file)).not.toMatch(/xox[abp]-|xapp-|hf_[A-Za-z0-9]{8}|[MN][A-Za-z\d]{23}\.[\w-]{6}\.[\w-]{27}/);
     }
     for (const ignore of ['.gitignore', '.dockerignore']) expect(read(ignore).split('\n')).toContain('.env');
+  });
+
+  it('the monitoring profile scrapes the ports the apps serve and provisions the repo dashboard', () => {
+    const config = loadConfig({ env: {} });
+    const prom = parseYaml(read('docker/monitoring/prometheus.yml')) as { scrape_configs: { dns_sd_configs: { names: string[]; port: number }[] }[] };
+    const targets = prom.scrape_configs.flatMap((c) => c.dns_sd_configs.flatMap((d) => d.names.map((n) => [n, d.port] as const)));
+    expect(Object.fromEntries(targets)).toEqual({ worker: config.worker.healthPort, discord: config.http.botPort, slack: config.http.botPort });
+    expect(services.grafana!.volumes).toContain('./monitoring/grafana-dashboard.json:/etc/dashboards/blip3o.json:ro');
+    expect(read('docker/monitoring/grafana/dashboards/blip3o.yml')).toMatch(/path: \/etc\/dashboards/);
+    for (const s of ['prometheus', 'grafana']) for (const p of services[s]!.ports as string[]) expect(p, `${s} is published on loopback only`).toMatch(/^127\.0\.0\.1:/);
   });
 
   it('the CPU override drops the GPU reservation and runs the CPU image with the CPU config', () => {

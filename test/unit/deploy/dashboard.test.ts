@@ -6,7 +6,11 @@ import { repoRoot } from '../../../src/config/load.ts';
 import { createMetrics } from '../../../src/observability/metrics.ts';
 
 interface Panel { id: number; title: string; targets: { expr: string }[]; gridPos: { x: number; y: number; w: number; h: number } }
-const dashboard = JSON.parse(readFileSync(join(repoRoot, 'monitoring/grafana-dashboard.json'), 'utf8')) as { uid: string; panels: Panel[] };
+const dashboard = JSON.parse(readFileSync(join(repoRoot, 'monitoring/grafana-dashboard.json'), 'utf8')) as {
+  uid: string;
+  panels: Panel[];
+  templating: { list: { name: string; type: string; query: string }[] };
+};
 
 describe('grafana dashboard', () => {
   it('charts only metrics that createMetrics registers, and covers every metric of the issue', async () => {
@@ -19,6 +23,12 @@ describe('grafana dashboard', () => {
     for (const name of used) expect(exported, `${name} is charted but not exported`).toContain(name);
     for (const needed of ['blip3o_queue_depth', 'blip3o_queue_wait_seconds', 'blip3o_job_stage_seconds', 'blip3o_gpu_seconds_total', 'blip3o_deliveries_total', 'blip3o_failures_total', 'blip3o_execution_provider'])
       expect(used, needed).toContain(needed);
+  });
+
+  it('takes its data source from a variable, so it works both imported and provisioned', () => {
+    expect(dashboard.templating.list).toContainEqual(expect.objectContaining({ name: 'DS_PROMETHEUS', type: 'datasource', query: 'prometheus' }));
+    const text = JSON.stringify(dashboard.panels);
+    expect(text).not.toMatch(/"uid":"(?!\$\{DS_PROMETHEUS\})/);
   });
 
   it('has unique panel ids and no overlapping panels', () => {
