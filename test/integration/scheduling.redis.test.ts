@@ -20,7 +20,7 @@ interface Rig {
   scheduler: FairScheduler;
   submit(jobId: string, d: Destination): Promise<void>;
   /** One worker, concurrency 1; records start order. */
-  startWorker(stepMs?: number): { order: string[]; close(): Promise<void> };
+  startWorker(stepMs?: number, concurrency?: number): { order: string[]; close(): Promise<void> };
   drained(count: number): Promise<void>;
 }
 
@@ -45,7 +45,7 @@ function rig(maxPriority?: number, adoptAfterMs = 60_000): Rig {
       await queue.add('imagine', { destination: d }, { jobId, ...scheduler.parkedOptions() });
       await scheduler.enqueue(jobId, d);
     },
-    startWorker(stepMs = 5) {
+    startWorker(stepMs = 5, concurrency = 1) {
       const order: string[] = [];
       const conn = connection();
       const worker = new Worker(
@@ -55,7 +55,7 @@ function rig(maxPriority?: number, adoptAfterMs = 60_000): Rig {
           order.push(job.id!);
           await sleep(stepMs);
         },
-        { connection: conn, prefix, concurrency: 1 },
+        { connection: conn, prefix, concurrency },
       );
       worker.on('completed', (job) => finished.push(job.id!));
       return {
@@ -97,6 +97,17 @@ describe('fair scheduling across channels, then users', () => {
     expect(aRemainingBeforeB).toBeLessThan(3);
     // and A's own jobs still ran in arrival order
     expect(w.order.filter((id) => id !== 'b0')).toEqual(Array.from({ length: 50 }, (_, i) => `a${i}`));
+  });
+
+  it('with 3 worker slots, B waits behind at most about one of A’s jobs per slot', async () => {
+    const t = rig();
+    const w = t.startWorker(30, 3);
+    for (let i = 0; i < 30; i++) await t.submit(`a${i}`, dest('A'));
+    const startedBeforeB = w.order.length;
+    await t.submit('b0', dest('B'));
+    await t.drained(31);
+    await w.close();
+    expect(w.order.indexOf('b0') - startedBeforeB).toBeLessThanOrEqual(3);
   });
 
   it('alternates channels, and users within a channel, in the order the positions predicted', async () => {

@@ -40,6 +40,21 @@ describe('limiter (real Redis)', () => {
     expect(await limiter.admit('a3', dest('c1', 'u2'))).toMatchObject({ admitted: true });
   });
 
+  it('is exact under races: two connections, 40 concurrent requests, a cap of 3 and a burst of 7', async () => {
+    const other = new Redis(url);
+    try {
+      const limits = { channel: { ...open, maxConcurrent: 3 }, user: { ...open, requestsPerWindow: 7, burst: 7 } };
+      const a = limiterWith(limits);
+      const b = createLimiter(other, loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, user: open, workspace: open, ...limits } } }));
+      const capped = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).admit(`race-c${i}`, dest('race', `u${i}`))));
+      expect(capped.filter((x) => x.admitted)).toHaveLength(3);
+      const rated = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).admit(`race-r${i}`, dest(`race-${i}`, 'same-user'))));
+      expect(rated.filter((x) => x.admitted)).toHaveLength(7);
+    } finally {
+      await other.quit();
+    }
+  });
+
   it('admits the same job id once (duplicate submissions)', async () => {
     const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 1, burst: 1 } });
     expect(await limiter.admit('d1', dest('c2', 'u1'))).toEqual({ admitted: true, duplicate: false });
