@@ -3,6 +3,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseButtonId } from '../../bots/discord/custom-ids.ts';
+import { jobIdFor } from '../../src/jobs/queue.ts';
 import { samplePng } from '../conformance/platform-adapter.case.ts';
 import { startDiscordHarness, type DiscordHarness } from '../fakes/discord/bot-harness.ts';
 import type { FakeInteraction, FakeMessage, RecordedRequest } from '../fakes/discord/server.ts';
@@ -87,8 +88,14 @@ describe('Discord end to end', () => {
       return m && !m.content.startsWith('⏳') ? m : undefined;
     }, 30_000, 'the follow-up answer');
     expect(second.content.length).toBeGreaterThan(0);
-    // The follow-up found the image two replies up: downloaded again, from the fake CDN.
+    // The follow-up found the image two replies up (downloaded again, from the fake CDN) and carried the turns so far.
     expect(h.fake.requestsTo('GET', /\/attachments\/.*garden\.png$/)).toHaveLength(2);
+    const job = await h.core.queue.getJob(jobIdFor('discord', followUp.id));
+    expect(job?.data.kind === 'ask' && job.data.history).toEqual([
+      { role: 'user', text: 'what is in this picture?' },
+      { role: 'assistant', text: answer.content },
+    ]);
+    expect(job?.data.kind === 'ask' && job.data.question).toBe('and what colour is it?');
   }, 60_000);
 
   it('the "Ask about this image" context menu → modal → answer', async () => {
@@ -188,5 +195,13 @@ describe('Discord end to end', () => {
     expect(finalEdits(during)).toHaveLength(1);
     expect(during.callbacks).toHaveLength(1);
     expect(h.fake.gatewayFrames.filter((f) => f.op === 6).length).toBeGreaterThanOrEqual(1);
+
+    // The same dispatch arriving again (a faulty replay) is handled once: no second callback, job or result.
+    const jobs = await h.jobCount();
+    h.fake.dispatch('INTERACTION_CREATE', during.payload);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(during.callbacks).toHaveLength(1);
+    expect(finalEdits(during)).toHaveLength(1);
+    expect(await h.jobCount()).toBe(jobs);
   }, 60_000);
 });

@@ -82,6 +82,8 @@ export interface FakeInteraction {
   sourceMessageId?: string;
   expired: boolean;
   followupIds: string[];
+  /** The INTERACTION_CREATE payload as dispatched (tests may dispatch it again, as a faulty replay would). */
+  payload?: Json;
 }
 
 interface Session {
@@ -516,6 +518,7 @@ export class FakeDiscord {
       d.member = { user: this.userJson(user), roles: [], permissions, joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
     }
     if (message) d.message = message;
+    interaction.payload = d;
     this.dispatch('INTERACTION_CREATE', d);
     return interaction;
   }
