@@ -45,7 +45,7 @@ describe('limiter (real Redis)', () => {
     try {
       const limits = { channel: { ...open, maxConcurrent: 3 }, user: { ...open, requestsPerWindow: 7, burst: 7 } };
       const a = limiterWith(limits);
-      const b = createLimiter(other, loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, user: open, workspace: open, ...limits } } }));
+      const b = createLimiter(other, loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { workspace: open, ...limits } } }));
       const capped = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).admit(`race-c${i}`, dest('race', `u${i}`))));
       expect(capped.filter((x) => x.admitted)).toHaveLength(3);
       const rated = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).admit(`race-r${i}`, dest(`race-${i}`, 'same-user'))));
