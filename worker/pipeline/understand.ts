@@ -96,15 +96,15 @@ export async function openTextModel(modelDir: string, manifest: Manifest, tokeni
 // ---- prompt ---------------------------------------------------------------------------------------------------
 
 /**
- * The Qwen2.5-VL conversation (spec §2.3): the image goes in the first user turn, before its text; earlier turns
- * follow in order; the template adds the default system prompt and the open assistant turn.
+ * The Qwen2.5-VL conversation (spec §2.3): the image goes in the first user turn, before its text (history trimmed by
+ * an adapter may start with an assistant turn; then it is the first user turn after it, at worst the question);
+ * earlier turns follow in order; the template adds the default system prompt and the open assistant turn.
  */
 export function conversation(question: string, history: UnderstandRequest['history']): ChatMessage[] {
   const turns = [...history, { role: 'user' as const, text: question }];
+  const withImage = turns.findIndex((t) => t.role === 'user');
   return turns.map((t, i) =>
-    i === 0 && t.role === 'user'
-      ? { role: 'user', content: [{ type: 'image' }, { type: 'text', text: t.text }] }
-      : { role: t.role, content: t.text },
+    i === withImage ? { role: 'user', content: [{ type: 'image' }, { type: 'text', text: t.text }] } : { role: t.role, content: t.text },
   );
 }
 

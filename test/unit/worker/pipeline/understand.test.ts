@@ -96,6 +96,10 @@ describe('understand on the tiny checkpoint', () => {
         '<|im_start|>assistant\nMostly grey.<|im_end|>\n' +
         '<|im_start|>user\nAnd the shape?<|im_end|>\n<|im_start|>assistant\n',
     );
+    // history trimmed to start with an assistant turn: the image moves to the first user turn
+    expect(tok.applyChatTemplate(conversation('Why?', [{ role: 'assistant', text: 'Mostly grey.' }]))).toContain(
+      '<|im_start|>assistant\nMostly grey.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Why?<|im_end|>',
+    );
     const followUp = await understanding.understand({ image: photo, question: 'And the shape?', history, options: greedy }, context());
     expect(followUp.tokenIds.length).toBe(6);
   });
