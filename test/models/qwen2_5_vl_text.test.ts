@@ -143,3 +143,21 @@ describe('generation loop on the tiny decoder', () => {
     });
   });
 });
+
+describe('fp16 decoder (the GPU dtype)', () => {
+  it('stores fp16 weights, keeps fp32 I/O, and stays within 1e-2 of fp32', async () => {
+    const g = buildTextDecoder(new WeightStore(ckpt), cfg, { dtype: 'float16' });
+    expect(g.initializers.get('model.layers.0.mlp.up_proj.weight')!.dtype).toBe('float16');
+    expect(g.initializers.get('model.norm.weight')!.dtype).toBe('float16');
+    const s16 = await openSession(g.toBytes(), { executionProvider: 'cpu' });
+    const S = 5;
+    const pos = [0, 1, 2, 3, 4];
+    const embeds = randomArray(S * cfg.hidden_size, 11);
+    const a = await decoder.run(feeds(embeds, S, [pos, pos, pos]));
+    const b = await s16.run(feeds(embeds, S, [pos, pos, pos]));
+    await s16.release();
+    expect(b.last_hidden_state!.type).toBe('float32');
+    expect(maxAbsDiff(f32(a.last_hidden_state), f32(b.last_hidden_state))).toBeLessThan(1e-2);
+    expect(maxAbsDiff(f32(a.logits), f32(b.logits))).toBeLessThan(5e-2);
+  });
+});
