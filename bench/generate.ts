@@ -19,8 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildSdxlUNet, parseUNetConfig, type UNetConfig } from '../worker/builder/architectures/sdxl_unet.ts';
 import { Graph } from '../worker/builder/onnx/graph.ts';
-import { Checkpoint, fromFloat32, writeSafetensors } from '../worker/builder/safetensors.ts';
-import { tinyUNetTensors } from '../worker/builder/tiny/diffusion_decoder.ts';
+import { fromFloat32, type Checkpoint } from '../worker/builder/safetensors.ts';
+import { unetWeightShapes } from '../worker/builder/tiny/diffusion_decoder.ts';
 import { WeightStore } from '../worker/builder/weights.ts';
 import { GaussianRng } from '../worker/pipeline/rng.ts';
 import { openSession } from '../worker/runtime/session.ts';
@@ -125,6 +125,24 @@ export function unetFlops(c: UNetConfig, h: number, w: number, tokens: number): 
   return 2 * macs;
 }
 
+/** Uniform weights of variance 1/fan_in (matrices) or near 1 (1-D norms): xorshift32, seeded by the key. */
+function fastRandom(shape: number[], key: string): Float32Array {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const fanIn = shape.length > 1 ? shape.slice(1).reduce((a, b) => a * b, 1) : 0;
+  const amp = fanIn ? Math.sqrt(3 / fanIn) : 0.05;
+  let x = 2166136261;
+  for (let i = 0; i < key.length; i++) x = Math.imul(x ^ key.charCodeAt(i), 16777619) >>> 0;
+  x ||= 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = ((x >>> 0) / 4294967296 - 0.5) * 2 * amp + (fanIn ? 0 : key.endsWith('weight') ? 1 : 0);
+  }
+  return out;
+}
+
 async function timeIt(runs: number, fn: () => Promise<unknown>): Promise<number> {
   await fn(); // warm-up (allocations, kernel selection)
   let best = Infinity;
@@ -155,13 +173,18 @@ async function realUNetStep(args: string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-unet-'));
   try {
     const t0 = performance.now();
-    const tensors = tinyUNetTensors(cfg as unknown as Record<string, unknown>, 1, 'BF16');
-    const params = tensors.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
-    writeSafetensors(join(dir, 'unet.safetensors'), tensors);
-    tensors.length = 0;
-    const ck = Checkpoint.open(dir, 'unet');
-    buildSdxlUNet(new WeightStore(ck), cfg, { floatType: 'float32' }).graph.save(join(dir, 'unet.onnx'));
-    ck.close();
+    // Random weights generated lazily, one tensor at a time while the graph is written (never all in memory, no
+    // safetensors round trip): a checkpoint-shaped view over the key/shape list of the real topology.
+    const shapes = unetWeightShapes(cfg as unknown as Record<string, unknown>);
+    const params = shapes.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
+    const byKey = new Map(shapes.map((t) => [t.key, t.shape]));
+    const randomCheckpoint = {
+      keys: () => [...byKey.keys()],
+      info: (key: string) => (byKey.has(key) ? { key, dtype: 'F32', shape: byKey.get(key)!, begin: 0, end: 0, file: 'random' } : undefined),
+      readFloat32: (key: string) => fastRandom(byKey.get(key)!, key),
+      close: () => {},
+    } as unknown as Checkpoint;
+    buildSdxlUNet(new WeightStore(randomCheckpoint), cfg, { floatType: 'float32' }).graph.save(join(dir, 'unet.onnx'));
     const s = await openSession(join(dir, 'unet.onnx'), { executionProvider: 'cpu', intraOpThreads: threads });
     console.log(`UNet at the real config: ${levels} levels, transformer layers ${JSON.stringify(cfg.transformer_layers_per_block)} (real [1, 2, 10]), ` +
       `${(params / 1e6).toFixed(1)} M params, latent ${latent}×${latent} (real 128×128), built and loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -113,10 +113,16 @@ class Maker {
   constructor(
     seed: number,
     private readonly dtype: 'F32' | 'BF16',
+    /** Record keys and shapes only (no values): for benchmarks that fill weights lazily. */
+    private readonly shapesOnly = false,
   ) {
     this.rng = new GaussianRng(seed, 12);
   }
   put(key: string, shape: number[], kind: 'matrix' | 'norm' | 'bias'): void {
+    if (this.shapesOnly) {
+      this.tensors.push({ key, dtype: this.dtype, shape, data: new Uint8Array(0) });
+      return;
+    }
     const n = shape.reduce((a, b) => a * b, 1);
     const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
     const v = new Float32Array(n);
@@ -166,8 +172,8 @@ class Maker {
 }
 
 /** UNet weights for a config of the Emu2 shape (walks the same topology diffusers builds). */
-export function tinyUNetTensors(cfg: ReturnType<typeof tinyUNetConfig>, seed = 21, dtype: 'F32' | 'BF16' = 'F32'): TensorToWrite[] {
-  const m = new Maker(seed, dtype);
+export function tinyUNetTensors(cfg: ReturnType<typeof tinyUNetConfig>, seed = 21, dtype: 'F32' | 'BF16' = 'F32', shapesOnly = false): TensorToWrite[] {
+  const m = new Maker(seed, dtype, shapesOnly);
   const ch = cfg.block_out_channels as number[];
   const tLayers = cfg.transformer_layers_per_block as number[];
   const L = cfg.layers_per_block as number;
@@ -210,6 +216,11 @@ export function tinyUNetTensors(cfg: ReturnType<typeof tinyUNetConfig>, seed = 2
   m.norm('conv_norm_out', cur);
   m.conv('conv_out', cfg.out_channels as number, cur, 3);
   return m.tensors;
+}
+
+/** Every UNet key with its shape, for a config of the Emu2 shape (no values). */
+export function unetWeightShapes(cfg: Record<string, unknown>): { key: string; shape: number[] }[] {
+  return tinyUNetTensors(cfg, 0, 'F32', true).map(({ key, shape }) => ({ key, shape }));
 }
 
 /** VAE decoder weights (plus a 1-tensor stand-in for the unused encoder half, so the skip list is exercised). */
