@@ -69,8 +69,19 @@ export function createDeliveryQueue(config: QueueConfig, connection: Redis, name
   return new Queue<JobResult>(name, { connection, prefix: config.queue.prefix, defaultJobOptions: deliveryJobOptions(config) });
 }
 
+/** QueueEvents blocks on its connection, so it gets its own; BullMQ leaves a passed-in connection open, so close() closes it. */
+class OwnedQueueEvents extends QueueEvents {
+  constructor(name: string, private readonly owned: Redis, prefix: string) {
+    super(name, { connection: owned, prefix });
+  }
+  override async close(): Promise<void> {
+    await super.close();
+    await this.owned.quit().catch(() => this.owned.disconnect());
+  }
+}
+
 export function createJobsEvents(config: QueueConfig, connection: Redis): QueueEvents {
-  return new QueueEvents(QueueNames.jobs, { connection: connection.duplicate(), prefix: config.queue.prefix });
+  return new OwnedQueueEvents(QueueNames.jobs, connection.duplicate(), config.queue.prefix);
 }
 
 /** A BullMQ Worker with our lock timing. `connection` is duplicated for the blocking connection by BullMQ. */

@@ -29,14 +29,20 @@ export function makeHarness(overrides: DeepPartial<Config> & { worker?: { pipeli
   const prefix = `t-${randomUUID().slice(0, 8)}`;
   const dir = mkdtempSync(join(tmpdir(), 'spine-'));
   const runLog = join(dir, 'runs.jsonl');
+  const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // 0 = off
   const tree = {
     logLevel: 'warn',
+    // Rate limits off (these tests are about the queue path; test/ for limits covers them) and no
+    // health servers, so several worker processes can run side by side.
+    limits: { channel: off, user: off, workspace: off, channelOverrides: {} },
+    http: { botPort: 0 },
     ...overrides,
     queue: { prefix, ...overrides.queue },
     // limits off unless a test sets them (the spine tests submit many jobs as one user; issue 8 tests its limits)
     limits: { channel: NO_LIMIT, user: NO_LIMIT, workspace: NO_LIMIT, ...overrides.limits },
     worker: {
       pipelineModule: 'test/doubles/pipeline.ts',
+      healthPort: 0,
       ...overrides.worker,
       pipelineExtra: { runLogFile: runLog, ...overrides.worker?.pipelineExtra },
     },

@@ -1,0 +1,139 @@
+// npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4]
+// Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
+// pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
+// add → process → completed round trip, both measured here, in one run, on the same Redis.
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { Queue, Worker } from 'bullmq';
+import { createCore } from '../bots/core/submit.ts';
+import type { PlatformPort } from '../bots/core/port.ts';
+import { createBlobStore } from '../src/blobs/index.ts';
+import { loadConfig, loadSecrets } from '../src/config/load.ts';
+import { QueueNames, type CliDestination, type JobRequest, type JobResult } from '../src/jobs/contract.ts';
+import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
+import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
+import { createLogger } from '../src/log.ts';
+import { closeRedis, createRedis, type Redis } from '../src/redis.ts';
+import { createProcessor, type ProcessOutcome } from '../worker/processor.ts';
+import { ThreadHost } from '../worker/thread-host.ts';
+
+async function cleanup(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.del(...keys);
+  } while (cursor !== '0');
+}
+
+interface Path {
+  /** Start one job; resolves when it has been delivered/completed. */
+  one(i: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function barePath(redis: Redis, prefix: string, concurrency: number): Promise<Path> {
+  const queue = new Queue('bare', { connection: redis, prefix });
+  const waiters = new Map<string, () => void>();
+  const worker = new Worker('bare', async (job) => ({ echoed: job.data.n }), { connection: redis, prefix, concurrency });
+  worker.on('completed', (job) => waiters.get(job.id!)?.());
+  await worker.waitUntilReady();
+  return {
+    async one(i: number) {
+      const id = `b${i}-${randomUUID().slice(0, 8)}`;
+      const done = new Promise<void>((r) => waiters.set(id, r));
+      await queue.add('bare', { n: i, prompt: 'a red fox in snow' }, { jobId: id, removeOnComplete: true });
+      await done;
+      waiters.delete(id);
+    },
+    async close() {
+      await worker.close();
+      await queue.close();
+    },
+  };
+}
+
+async function ourPath(redis: Redis, prefix: string, concurrency: number): Promise<Path> {
+  const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // rate limits off: this measures the path
+  const config = loadConfig({ overrides: { logLevel: 'error', queue: { prefix }, worker: { concurrency }, limits: { channel: off, user: off, workspace: off } } });
+  const secrets = loadSecrets();
+  const log = createLogger('bench', 'error');
+  const host = await ThreadHost.start({
+    size: concurrency,
+    pipelineModule: fileURLToPath(new URL('./_noop-pipeline.ts', import.meta.url)),
+    pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding: { minPixels: 1, maxPixels: 1, maxInputPixels: 1, maxAspectRatio: 1 } },
+    abortGraceMs: 1000,
+    log,
+  });
+  const processor = createProcessor({ config, redis, blobs: createBlobStore(config, redis), host, log });
+  // Wired as worker/main.ts wires it: the fair scheduler's start hook, then our processor.
+  const schedulerQueue = createJobsQueue(config, redis);
+  const scheduler = createFairScheduler(redis, config, schedulerQueue);
+  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
+    await startOrHold(scheduler, job, token);
+    return processor.process(job, token, signal);
+  }, { concurrency });
+  const waiters = new Map<string, () => void>();
+  const port: PlatformPort = {
+    platform: 'cli',
+    async showProgress() {},
+    async deliver(result: JobResult) {
+      waiters.get(result.jobId)?.();
+    },
+  };
+  const clientId = randomUUID();
+  const core = createCore({ config, secrets, ports: [port], cliClientId: clientId, redis, log, deliveryConcurrency: concurrency });
+  await core.start();
+  await worker.waitUntilReady();
+  return {
+    async one(i: number) {
+      // One channel per job: fair scheduling releases one job per channel at a time, and this measures the path.
+      const destination: CliDestination = { platform: 'cli', clientId, channelId: `bench-${i}`, userId: `bench-${i}` };
+      const reply = await core.handle({ input: { command: 'imagine', prompt: 'a red fox in snow', seed: i }, destination, dedupeKey: `${clientId}-${i}`, isAdmin: false });
+      if (reply.kind !== 'queued') throw new Error(`not queued: ${reply.text}`);
+      await new Promise<void>((r) => waiters.set(reply.jobId, r));
+      waiters.delete(reply.jobId);
+    },
+    async close() {
+      await core.stop();
+      await worker.close();
+      await processor.close();
+      await schedulerQueue.close();
+      await host.close();
+    },
+  };
+}
+
+async function measure(path: Path, sequential: number, burst: number, base: number) {
+  for (let i = 0; i < 5; i++) await path.one(base + i); // warm up
+  let t = performance.now();
+  for (let i = 0; i < sequential; i++) await path.one(base + 10 + i);
+  const msPerJob = (performance.now() - t) / sequential;
+  t = performance.now();
+  await Promise.all(Array.from({ length: burst }, (_, i) => path.one(base + 10_000 + i)));
+  const jobsPerSecond = burst / ((performance.now() - t) / 1000);
+  return { msPerJob, jobsPerSecond };
+}
+
+export async function run(args: string[]): Promise<void> {
+  const [sequential = 50, burst = 200, concurrency = 4] = args.map(Number);
+  const secrets = loadSecrets();
+  const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
+  const prefix = `bench-${randomUUID().slice(0, 8)}`;
+  try {
+    const bare = await barePath(redis, prefix, concurrency);
+    const b = await measure(bare, sequential, burst, 0);
+    await bare.close();
+    const ours = await ourPath(redis, prefix, concurrency);
+    const o = await measure(ours, sequential, burst, 100_000);
+    await ours.close();
+    const f = (n: number) => n.toFixed(2);
+    console.log(`queue bench: ${sequential} sequential round trips, then ${burst} at once, concurrency ${concurrency}, Redis ${secrets.REDIS_URL}`);
+    console.log(`  bare BullMQ add → process → completed:      ${f(b.msPerJob)} ms/job   ${f(b.jobsPerSecond)} jobs/s`);
+    console.log(`  our submit → worker (no-op) → delivery:      ${f(o.msPerJob)} ms/job   ${f(o.jobsPerSecond)} jobs/s`);
+    console.log(`  per-job overhead: +${f(o.msPerJob - b.msPerJob)} ms, latency ratio ${f(o.msPerJob / b.msPerJob)}×, throughput ratio ${f(o.jobsPerSecond / b.jobsPerSecond)}×`);
+  } finally {
+    await cleanup(redis, prefix);
+    await closeRedis(redis);
+  }
+}
