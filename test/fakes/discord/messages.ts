@@ -38,7 +38,7 @@ export interface FakeMessage {
   editedAt: number | null;
 }
 
-function userJson(user: FakeUser): Record<string, unknown> {
+export function userJson(user: FakeUser): Record<string, unknown> {
   return { id: user.id, username: user.username, discriminator: '0', global_name: user.username, avatar: null, bot: user.bot ?? false };
 }
 

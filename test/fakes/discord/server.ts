@@ -4,7 +4,9 @@
 // Protocol facts and the checklist this follows: ../shared/docs/platform-fakes.md Part A.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer } from 'ws';
+import { FakeGateway, MESSAGE_CONTENT } from './gateway.ts';
+import { recordRequest, replyFault, type Fault, type RecordedFile, type RecordedRequest, type Reply } from './http.ts';
 import { snowflake } from './snowflake.ts';
 import {
   type FakeAttachment,
@@ -12,11 +14,12 @@ import {
   type FakeUser,
   blankWithoutContentIntent,
   messageJson,
+  userJson,
 } from './messages.ts';
 
 export type { FakeAttachment, FakeMessage, FakeUser };
+export type { Fault, RecordedFile, RecordedRequest };
 
-const MESSAGE_CONTENT = 1 << 15;
 const EPHEMERAL = 1 << 6;
 
 export interface FakeDiscordOptions {
@@ -31,40 +34,6 @@ export interface FakeDiscordOptions {
   tokenTtlMs?: number;
   /** On RESUME: replay missed dispatches (true) or answer op 9 invalid session (false). @defaultValue true */
   resumable?: boolean;
-}
-
-export interface RecordedFile {
-  field: string;
-  filename: string;
-  contentType: string;
-  bytes: Uint8Array;
-}
-
-export interface RecordedRequest {
-  at: number;
-  method: string;
-  /** Decoded path without the query (`/api/v10/webhooks/…/messages/@original`). */
-  path: string;
-  query: URLSearchParams;
-  authorization: string | undefined;
-  /** JSON body, or multipart's payload_json. */
-  body: unknown;
-  files: RecordedFile[];
-  status: number;
-}
-
-export interface Fault {
-  method?: string;
-  path: RegExp;
-  status: number;
-  /** Seconds, sent as Retry-After (429). */
-  retryAfterS?: number;
-  code?: number;
-  message?: string;
-  /** How many matching requests get this fault. @defaultValue 1 */
-  times?: number;
-  /** Only requests this accepts (e.g. `(r) => r.files.length > 0` for the final edit). */
-  when?: (request: RecordedRequest) => boolean;
 }
 
 export interface FakeInteraction {
@@ -86,14 +55,6 @@ export interface FakeInteraction {
   payload?: Json;
 }
 
-interface Session {
-  id: string;
-  seq: number;
-  intents: number;
-  buffer: { s: number; t: string; d: unknown }[];
-  socket: WebSocket | undefined;
-}
-
 type Json = Record<string, unknown>;
 
 export class FakeDiscord {
@@ -108,19 +69,17 @@ export class FakeDiscord {
   readonly messages = new Map<string, FakeMessage>();
   readonly interactions = new Map<string, FakeInteraction>();
   readonly commands: { global: Json[]; guild: Map<string, Json[]> } = { global: [], guild: new Map() };
-  /** Every gateway frame the client sent ({op, d}), in order. */
-  readonly gatewayFrames: { op: number; d: unknown }[] = [];
   /** CDN downloads that carried an Authorization header (a bot leaking its token would show up here). */
   readonly cdnAuthLeaks: string[] = [];
 
   private readonly options: Required<FakeDiscordOptions>;
   private readonly http: Server;
   private readonly wss: WebSocketServer;
+  private readonly gateway: FakeGateway;
   private readonly faults: (Fault & { left: number })[] = [];
   private readonly blobs = new Map<string, { bytes: Uint8Array; contentType: string }>();
   private readonly waiters = new Set<() => void>();
   private readonly dmChannels = new Map<string, string>();
-  private session: Session | undefined;
   private port = 0;
 
   private constructor(options: FakeDiscordOptions) {
@@ -137,7 +96,19 @@ export class FakeDiscord {
     this.alice = { id: snowflake(), username: 'alice' };
     this.http = createServer((req, res) => void this.onHttp(req, res));
     this.wss = new WebSocketServer({ server: this.http, path: '/gateway' });
-    this.wss.on('connection', (socket) => this.onSocket(socket));
+    this.gateway = new FakeGateway(this.wss, this.options, {
+      ready: (sessionId) => ({
+        v: 10,
+        user: { ...userJson(this.bot), bot: true },
+        guilds: [{ id: this.guildId, unavailable: true }],
+        session_id: sessionId,
+        resume_gateway_url: `ws://127.0.0.1:${this.port}/gateway`,
+        application: { id: this.appId, flags: 0 },
+        shard: [0, 1],
+      }),
+      guild: () => this.guildJson(),
+      activity: () => this.wake(),
+    });
   }
 
   static async start(options: FakeDiscordOptions = {}): Promise<FakeDiscord> {
@@ -180,7 +151,21 @@ export class FakeDiscord {
 
   /** Close the gateway socket (the client resumes; dispatches sent meanwhile are replayed on RESUME). */
   dropGateway(code = 4000): void {
-    this.session?.socket?.close(code, 'dropped by test');
+    this.gateway.drop(code);
+  }
+
+  /** Send any dispatch on the gateway (buffered for replay while the socket is down). */
+  dispatch(t: string, d: unknown): void {
+    this.gateway.dispatch(t, d);
+  }
+
+  get connected(): boolean {
+    return this.gateway.connected;
+  }
+
+  /** Every gateway frame the client sent ({op, d}), in order. */
+  get gatewayFrames(): { op: number; d: unknown }[] {
+    return this.gateway.frames;
   }
 
   /** Bytes served from the fake CDN; returns the attachment as it appears in payloads. */
@@ -300,20 +285,6 @@ export class FakeDiscord {
     );
   }
 
-  /** Send any dispatch on the gateway (buffered for replay while the socket is down). */
-  dispatch(t: string, d: unknown): void {
-    const session = this.session;
-    if (!session) throw new Error('no gateway session: has the client logged in?');
-    const frame = { s: ++session.seq, t, d };
-    session.buffer.push(frame);
-    if (session.buffer.length > 500) session.buffer.shift();
-    if (session.socket?.readyState === 1) session.socket.send(JSON.stringify({ op: 0, ...frame }));
-  }
-
-  get connected(): boolean {
-    return this.session?.socket?.readyState === 1;
-  }
-
   /** Messages in a channel, oldest first (including ephemeral ones, which carry flag 64). */
   channelMessages(channelId = this.channelId): FakeMessage[] {
     return [...this.messages.values()].filter((m) => m.channelId === channelId);
@@ -353,73 +324,6 @@ export class FakeDiscord {
     return this.requests.filter((r) => r.method === method && path.test(r.path));
   }
 
-  // ---- gateway ----------------------------------------------------------------------------------------
-
-  private onSocket(socket: WebSocket): void {
-    socket.send(JSON.stringify({ op: 10, d: { heartbeat_interval: this.options.heartbeatIntervalMs } }));
-    socket.on('message', (raw) => {
-      let frame: { op: number; d: Json };
-      try {
-        frame = JSON.parse(String(raw)) as { op: number; d: Json };
-      } catch {
-        socket.close(4002, 'Decode error');
-        return;
-      }
-      this.gatewayFrames.push(frame);
-      this.onFrame(socket, frame);
-      this.wake();
-    });
-    socket.on('close', () => {
-      if (this.session?.socket === socket) this.session.socket = undefined;
-    });
-  }
-
-  private onFrame(socket: WebSocket, frame: { op: number; d: Json }): void {
-    switch (frame.op) {
-      case 1:
-        socket.send(JSON.stringify({ op: 11 }));
-        return;
-      case 2:
-        return this.onIdentify(socket, frame.d);
-      case 6:
-        return this.onResume(socket, frame.d);
-      default:
-        return; // presence updates, voice state, request guild members: ignored
-    }
-  }
-
-  private onIdentify(socket: WebSocket, d: Json): void {
-    if (d.token !== this.token) return socket.close(4004, 'Authentication failed.');
-    const intents = Number(d.intents);
-    if (intents & MESSAGE_CONTENT && !this.options.messageContentAllowed) {
-      return socket.close(4014, 'Disallowed intent(s).');
-    }
-    if (this.session?.socket && this.session.socket !== socket) this.session.socket.terminate();
-    this.session = { id: snowflake(), seq: 0, intents, buffer: [], socket };
-    this.dispatch('READY', {
-      v: 10,
-      user: { ...this.userJson(this.bot), bot: true },
-      guilds: [{ id: this.guildId, unavailable: true }],
-      session_id: this.session.id,
-      resume_gateway_url: `ws://127.0.0.1:${this.port}/gateway`,
-      application: { id: this.appId, flags: 0 },
-      shard: [0, 1],
-    });
-    this.dispatch('GUILD_CREATE', this.guildJson());
-  }
-
-  private onResume(socket: WebSocket, d: Json): void {
-    const session = this.session;
-    if (!this.options.resumable || !session || d.session_id !== session.id || d.token !== this.token) {
-      socket.send(JSON.stringify({ op: 9, d: false }));
-      return;
-    }
-    session.socket = socket;
-    const after = Number(d.seq ?? 0);
-    for (const frame of session.buffer) if (frame.s > after) socket.send(JSON.stringify({ op: 0, ...frame }));
-    this.dispatch('RESUMED', {});
-  }
-
   private guildJson(): Json {
     const now = new Date().toISOString();
     return {
@@ -448,15 +352,11 @@ export class FakeDiscord {
       channels: [
         { id: this.channelId, type: 0, name: 'general', position: 0, permission_overwrites: [], parent_id: null, nsfw: false },
       ],
-      members: [{ user: this.userJson(this.bot), roles: [], joined_at: now, deaf: false, mute: false, flags: 0 }],
+      members: [{ user: userJson(this.bot), roles: [], joined_at: now, deaf: false, mute: false, flags: 0 }],
       threads: [],
       emojis: [],
       stickers: [],
     };
-  }
-
-  private userJson(user: FakeUser): Json {
-    return { id: user.id, username: user.username, discriminator: '0', global_name: user.username, avatar: null, bot: user.bot ?? false };
   }
 
   private userById(id: string): FakeUser {
@@ -511,11 +411,11 @@ export class FakeDiscord {
       attachment_size_limit: 10 * 1024 * 1024,
       data,
     };
-    if (dm) d.user = this.userJson(user);
+    if (dm) d.user = userJson(user);
     else {
       d.guild_id = this.guildId;
       d.guild_locale = 'en-US';
-      d.member = { user: this.userJson(user), roles: [], permissions, joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
+      d.member = { user: userJson(user), roles: [], permissions, joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
     }
     if (message) d.message = message;
     interaction.payload = d;
@@ -531,32 +431,15 @@ export class FakeDiscord {
 
   /** What the connected client may see of a message, given its intents (MessageContent blanking). */
   private visible(message: FakeMessage, contextMenuTarget: boolean): FakeMessage {
-    const intents = this.session?.intents ?? 0;
-    if (intents & MESSAGE_CONTENT || contextMenuTarget) return message;
+    if (this.gateway.intents & MESSAGE_CONTENT || contextMenuTarget) return message;
     return blankWithoutContentIntent(message, this.appId);
   }
 
   // ---- REST -------------------------------------------------------------------------------------------
 
   private async onHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', this.origin);
-    const path = decodeURIComponent(url.pathname);
-    const raw = await readBody(req);
-    const record: RecordedRequest = {
-      at: Date.now(),
-      method: req.method ?? 'GET',
-      path,
-      query: url.searchParams,
-      authorization: req.headers.authorization,
-      body: undefined,
-      files: [],
-      status: 0,
-    };
-    try {
-      await parseInto(record, String(req.headers['content-type'] ?? ''), raw);
-    } catch (e) {
-      record.body = { unparsable: String(e) };
-    }
+    const record = await recordRequest(req, this.origin);
+    const path = record.path;
     this.requests.push(record);
     const reply = (status: number, body?: unknown, headers: Record<string, string> = {}): void => {
       record.status = status;
@@ -570,7 +453,7 @@ export class FakeDiscord {
     };
     try {
       const fault = this.takeFault(record);
-      if (fault) return this.replyFault(fault, reply);
+      if (fault) return replyFault(fault, reply);
       if (path.startsWith('/attachments/')) return this.serveCdn(req, path, res, record);
       if (!path.startsWith('/api/v10/')) return reply(404, { code: 0, message: '404: Not Found' });
       this.route(record, path.slice('/api/v10'.length), reply);
@@ -586,25 +469,6 @@ export class FakeDiscord {
     const fault = this.faults[index]!;
     if (--fault.left <= 0) this.faults.splice(index, 1);
     return fault;
-  }
-
-  private replyFault(fault: Fault, reply: (status: number, body?: unknown, headers?: Record<string, string>) => void): void {
-    if (fault.status === 429) {
-      const retryAfter = fault.retryAfterS ?? 0.2;
-      return reply(
-        429,
-        { message: 'You are being rate limited.', retry_after: retryAfter, global: false },
-        {
-          'retry-after': String(retryAfter),
-          'x-ratelimit-limit': '5',
-          'x-ratelimit-remaining': '0',
-          'x-ratelimit-reset-after': String(retryAfter),
-          'x-ratelimit-bucket': 'fake-bucket',
-          'x-ratelimit-scope': 'user',
-        },
-      );
-    }
-    reply(fault.status, { code: fault.code ?? 0, message: fault.message ?? `injected ${fault.status}` });
   }
 
   private serveCdn(req: IncomingMessage, path: string, res: ServerResponse, record: RecordedRequest): void {
@@ -623,7 +487,7 @@ export class FakeDiscord {
   private route(
     record: RecordedRequest,
     route: string,
-    reply: (status: number, body?: unknown, headers?: Record<string, string>) => void,
+    reply: Reply,
   ): void {
     const botAuth = record.authorization === `Bot ${this.token}`;
     const m = (re: RegExp): RegExpMatchArray | null => route.match(re);
@@ -706,7 +570,7 @@ export class FakeDiscord {
     if (route === '/users/@me/channels' && method === 'POST') {
       const recipient = String((record.body as Json).recipient_id);
       const id = this.dmChannelFor(this.userById(recipient));
-      return reply(200, { id, type: 1, recipients: [this.userJson(this.userById(recipient))] });
+      return reply(200, { id, type: 1, recipients: [userJson(this.userById(recipient))] });
     }
 
     if ((match = m(/^\/channels\/(\d+)$/)) && method === 'GET') {
@@ -723,7 +587,7 @@ export class FakeDiscord {
     record: RecordedRequest,
     id: string,
     token: string,
-    reply: (status: number, body?: unknown) => void,
+    reply: Reply,
   ): void {
     const interaction = this.interactions.get(id);
     if (!interaction || interaction.token !== token) return reply(404, { code: 10062, message: 'Unknown interaction' });
@@ -756,7 +620,7 @@ export class FakeDiscord {
     record: RecordedRequest,
     token: string,
     messageId: string | undefined,
-    reply: (status: number, body?: unknown) => void,
+    reply: Reply,
   ): void {
     const interaction = [...this.interactions.values()].find((i) => i.token === token);
     if (!interaction) return reply(404, { code: 10015, message: 'Unknown Webhook' });
@@ -791,7 +655,7 @@ export class FakeDiscord {
     reply(405, { code: 0, message: '405: Method Not Allowed' });
   }
 
-  private onChannelPost(record: RecordedRequest, channelId: string, reply: (status: number, body?: unknown) => void): void {
+  private onChannelPost(record: RecordedRequest, channelId: string, reply: Reply): void {
     const body = (record.body ?? {}) as Json;
     if (body.enforce_nonce && body.nonce !== undefined) {
       const existing = [...this.messages.values()].find(
@@ -888,32 +752,3 @@ export class FakeDiscord {
   }
 }
 
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
-
-async function parseInto(record: RecordedRequest, contentType: string, raw: Buffer): Promise<void> {
-  if (raw.byteLength === 0) return;
-  if (contentType.startsWith('application/json')) {
-    record.body = JSON.parse(raw.toString('utf8'));
-    return;
-  }
-  if (contentType.startsWith('multipart/form-data')) {
-    // WHATWG Request parses multipart with no dependency (platform-fakes.md A3).
-    const form = await new Request('http://fake.invalid/', { method: 'POST', headers: { 'content-type': contentType }, body: raw }).formData();
-    for (const [field, value] of form.entries()) {
-      if (typeof value === 'string') {
-        if (field === 'payload_json') record.body = JSON.parse(value);
-        continue;
-      }
-      record.files.push({
-        field,
-        filename: value.name,
-        contentType: value.type,
-        bytes: new Uint8Array(await value.arrayBuffer()),
-      });
-    }
-  }
-}
