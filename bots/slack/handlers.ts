@@ -56,8 +56,12 @@ export function registerHandlers(deps: HandlerDeps): void {
   async function isAdmin(client: WebClient, userId: string): Promise<boolean> {
     const cached = admins.get(userId);
     if (cached && Date.now() - cached.at < ADMIN_CACHE_MS) return cached.isAdmin;
-    const res = await client.users.info({ user: userId });
-    const value = Boolean(res.user?.is_admin || res.user?.is_owner);
+    // Without an answer (missing users:read scope, user gone) nobody is an admin: only admin-only commands suffer.
+    const res = await client.users.info({ user: userId }).catch((e: unknown) => {
+      log.warn({ userId, err: (e as Error).message }, 'users.info failed; treating the user as not an admin');
+      return undefined;
+    });
+    const value = Boolean(res?.user?.is_admin || res?.user?.is_owner);
     admins.set(userId, { isAdmin: value, at: Date.now() });
     return value;
   }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createSlackAdapter, type SlackAdapter } from '../../../bots/slack/adapter.ts';
 import { createCore, type Core } from '../../../bots/core/submit.ts';
-import { loadConfig, repoRoot, type Config, type DeepPartial } from '../../../src/config/load.ts';
+import { deepMerge, loadConfig, repoRoot, type Config, type DeepPartial } from '../../../src/config/load.ts';
 import { createLogger } from '../../../src/log.ts';
 import { closeRedis, createRedis } from '../../../src/redis.ts';
 import { FakeSlack } from './server.ts';
@@ -24,6 +24,8 @@ export interface HarnessOptions {
   ackWindowMs?: number;
   /** Start the worker process. @defaultValue true */
   worker?: boolean;
+  /** More config, layered over the harness's own (e.g. limits). */
+  config?: DeepPartial<Config>;
 }
 
 export interface SlackHarness {
@@ -49,6 +51,7 @@ export async function startSlackHarness(options: HarnessOptions): Promise<SlackH
     http: { botPort: 0, host: '127.0.0.1' },
     worker: { pipelineModule: 'test/doubles/pipeline.ts', pipelineExtra: options.pipelineExtra ?? { stepDelayMs: 40, maxSteps: 4 }, healthPort: 0 },
   };
+  if (options.config) Object.assign(overrides, deepMerge(overrides as Record<string, unknown>, options.config as Record<string, unknown>));
   const config = loadConfig({ overrides, env: {} });
   const secrets = { REDIS_URL, SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken, SLACK_SIGNING_SECRET: SIGNING_SECRET };
   const log = createLogger('test-slack', 'warn');
