@@ -1,18 +1,19 @@
-// Worker start-up with a hub id and an empty cache: fetch (from a fake hub on loopback serving the tiny BLIP3-o
-// snapshot of `npm run model -- make-tiny`) → convert → ready; a second start does neither and never calls the hub.
+// Worker start-up with a hub id and an empty cache: the real worker process (worker/main.ts, shipped pipeline)
+// fetches from a fake hub on loopback serving the tiny BLIP3-o snapshot of `npm run model -- make-tiny` → converts →
+// loads the model → /readyz 200; a second start does neither and never calls the hub.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, loadSecrets } from '../../src/config/load.ts';
 import { readManifest } from '../../worker/builder/manifest.ts';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../worker/builder/safetensors.ts';
 import { makeTiny } from '../../worker/builder/tiny/index.ts';
 import { EVA_CLIP_PREFIX } from '../../worker/hub/select.ts';
 import { snapshotStatus } from '../../worker/hub/snapshot.ts';
-import { ensureModel, probeExecutionProvider } from '../../worker/setup.ts';
+import { probeExecutionProvider } from '../../worker/setup.ts';
 import { startFakeHub, type FakeHub, type FakeHubFile } from '../fakes/hub/server.ts';
+import { makeHarness, spawnTs } from '../doubles/spine-harness.ts';
+import { createServer } from 'node:net';
 
 const REPO = 'BLIP3o/BLIP3o-Model-4B';
 
@@ -71,57 +72,57 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-function startConfig() {
-  return loadConfig({
-    env: {},
-    overrides: {
-      model: {
-        hubId: REPO,
-        hubUrl: hub.url,
-        snapshotDir: join(work, 'models/snapshot'),
-        onnxDir: join(work, 'models/onnx'),
-        dtype: 'fp32',
-        executionProvider: 'auto',
-        convertOnStart: true,
-      },
-    },
-  });
-}
-
 describe('ensureModel (worker start-up)', () => {
-  it('first start with an empty cache fetches, converts and is ready; a second start skips both', async () => {
-    const lines: Record<string, unknown>[] = [];
-    const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
-    const config = startConfig();
-    const secrets = loadSecrets({});
-
-    const first = await ensureModel(config, secrets, log, { root: work });
-    expect(first).toMatchObject({ fetched: true, converted: true, provider: 'cpu' });
-    expect(lines.some((l) => l.msg === 'execution provider: cpu')).toBe(true);
-    expect(snapshotStatus(first.snapshotDir, REPO, 'main').complete).toBe(true);
-    const manifest = readManifest(first.onnxDir);
-    expect(manifest?.architecture).toBeDefined();
-    expect(Object.keys(manifest!.components).length).toBeGreaterThan(0);
-    expect(hub.bodyRequests('trainer_state.json')).toHaveLength(0);
-    // the EVA-CLIP-only shard stays on the hub, and convert does without it
-    expect(hub.bodyRequests(EVA_SHARD)).toHaveLength(0);
-    expect(existsSync(join(first.snapshotDir, EVA_SHARD))).toBe(false);
-    expect(manifest!.skipped['model.gen_vision_tower.'] ?? 0).toBe(0); // absent keys: nothing left to skip
-    const manifestMtime = statSync(join(first.onnxDir, 'manifest.json')).mtimeMs;
-
-    hub.requests.length = 0;
-    lines.length = 0;
-    const second = await ensureModel(config, secrets, log, { root: work });
-    expect(second).toMatchObject({ fetched: false, converted: false, provider: 'cpu' });
-    expect(hub.requests).toHaveLength(0); // offline restart: the hub is not even asked
-    expect(statSync(join(second.onnxDir, 'manifest.json')).mtimeMs).toBe(manifestMtime);
-    expect(lines.map((l) => l.msg)).toEqual(
-      expect.arrayContaining(['model snapshot already complete; not downloading', 'ONNX graphs are current; not converting']),
-    );
-  });
-
   it('fails fast, before any download, when executionProvider is cuda and no GPU is usable', async () => {
     await expect(probeExecutionProvider('cuda')).rejects.toThrow(/executionProvider is cuda but the GPU is unusable/);
     expect(await probeExecutionProvider('cpu')).toBe('cpu');
   });
+
+  it('the worker process with the shipped pipeline: empty cache → fetch → convert → loads the model → /readyz 200; a restart reuses the cache', async () => {
+    const port = await new Promise<number>((r) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const p = (probe.address() as { port: number }).port;
+        probe.close(() => r(p));
+      });
+    });
+    const models = join(work, 'process-models');
+    const h = makeHarness({
+      worker: { pipelineModule: 'worker/pipeline/blip3o.ts', healthPort: port },
+      http: { host: '127.0.0.1', botPort: 0 },
+      model: { hubId: REPO, hubUrl: hub.url, snapshotDir: join(models, 'snapshot'), onnxDir: join(models, 'onnx'), dtype: 'fp32', executionProvider: 'auto', convertOnStart: true },
+    });
+    let manifestMtime = 0;
+    for (const round of ['first', 'second']) {
+      hub.requests.length = 0;
+      const proc = spawnTs('worker/main.ts', h);
+      try {
+        await proc.waitFor('worker ready', 110_000);
+        const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+        expect(ready.status, round).toBe(200);
+        const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        expect(metrics).toMatch(/^blip3o_execution_provider\{provider="cpu",configured="auto",component="worker"\} 1$/m);
+        expect(proc.output()).toMatch(/execution provider: cpu/);
+        const snapshotDir = join(models, 'snapshot');
+        if (round === 'first') {
+          expect(proc.output()).toMatch(/downloading the model snapshot/);
+          expect(proc.output()).toMatch(/model converted/);
+          expect(snapshotStatus(snapshotDir, REPO, 'main').complete).toBe(true);
+          expect(Object.keys(readManifest(join(models, 'onnx'))!.components).length).toBeGreaterThan(0);
+          // the EVA-CLIP-only shard and the training leftovers stay on the hub; convert does without them
+          for (const p of [EVA_SHARD, 'trainer_state.json']) {
+            expect(hub.bodyRequests(p), p).toHaveLength(0);
+            expect(existsSync(join(snapshotDir, p)), p).toBe(false);
+          }
+          manifestMtime = statSync(join(models, 'onnx/manifest.json')).mtimeMs;
+        } else {
+          expect(proc.output()).toMatch(/model snapshot already complete; not downloading/);
+          expect(proc.output()).toMatch(/ONNX graphs are current; not converting/);
+          expect(hub.requests).toHaveLength(0); // offline restart: the hub is not even asked
+          expect(statSync(join(models, 'onnx/manifest.json')).mtimeMs).toBe(manifestMtime);
+        }
+      } finally {
+        await proc.kill('SIGTERM');
+      }
+    }
+  }, 240_000);
 });
