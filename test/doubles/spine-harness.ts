@@ -102,7 +102,7 @@ export function spawnTs(script: string, h: Harness, args: string[] = [], env: Re
 
 export const startWorker = async (h: Harness): Promise<Proc> => {
   const p = spawnTs('worker/main.ts', h);
-  await p.waitFor('worker ready');
+  await p.waitFor('worker ready', 120_000); // tsx compiles the worker and each model thread: slow on a loaded CI box
   return p;
 };
 
