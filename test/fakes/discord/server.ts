@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { FakeGateway, MESSAGE_CONTENT } from './gateway.ts';
 import { recordRequest, replyFault, type Fault, type RecordedFile, type RecordedRequest, type Reply } from './http.ts';
+import { guildPayload, interactionPayload } from './payloads.ts';
 import { snowflake } from './snowflake.ts';
 import {
   type FakeAttachment,
@@ -106,7 +107,7 @@ export class FakeDiscord {
         application: { id: this.appId, flags: 0 },
         shard: [0, 1],
       }),
-      guild: () => this.guildJson(),
+      guild: () => guildPayload({ guildId: this.guildId, channelId: this.channelId, ownerId: this.alice.id, bot: this.bot }),
       activity: () => this.wake(),
     });
   }
@@ -324,41 +325,6 @@ export class FakeDiscord {
     return this.requests.filter((r) => r.method === method && path.test(r.path));
   }
 
-  private guildJson(): Json {
-    const now = new Date().toISOString();
-    return {
-      id: this.guildId,
-      name: 'Fake Guild',
-      icon: null,
-      owner_id: this.alice.id,
-      features: [],
-      unavailable: false,
-      member_count: 2,
-      large: false,
-      joined_at: now,
-      roles: [
-        {
-          id: this.guildId,
-          name: '@everyone',
-          permissions: String((1n << 10n) | (1n << 11n) | (1n << 15n) | (1n << 16n) | (1n << 31n)),
-          position: 0,
-          color: 0,
-          hoist: false,
-          managed: false,
-          mentionable: false,
-          flags: 0,
-        },
-      ],
-      channels: [
-        { id: this.channelId, type: 0, name: 'general', position: 0, permission_overwrites: [], parent_id: null, nsfw: false },
-      ],
-      members: [{ user: userJson(this.bot), roles: [], joined_at: now, deaf: false, mute: false, flags: 0 }],
-      threads: [],
-      emojis: [],
-      stickers: [],
-    };
-  }
-
   private userById(id: string): FakeUser {
     if (id === this.alice.id) return this.alice;
     return { id, username: `user${id.slice(-4)}` };
@@ -394,30 +360,15 @@ export class FakeDiscord {
       followupIds: [],
     };
     this.interactions.set(interaction.id, interaction);
-    const permissions = input.memberPermissions ?? String((1n << 11n) | (1n << 10n));
-    const d: Json = {
-      id: interaction.id,
-      application_id: this.appId,
+    const d = interactionPayload({
+      interaction,
+      appId: this.appId,
+      user,
       type,
-      token: interaction.token,
-      version: 1,
-      channel_id: channelId,
-      channel: dm ? { id: channelId, type: 1 } : { id: channelId, type: 0, guild_id: this.guildId, name: 'general' },
-      app_permissions: String((1n << 11n) | (1n << 15n)),
-      locale: 'en-US',
-      entitlements: [],
-      authorizing_integration_owners: dm ? { '1': user.id } : { '0': this.guildId },
-      context: dm ? 1 : 0,
-      attachment_size_limit: 10 * 1024 * 1024,
       data,
-    };
-    if (dm) d.user = userJson(user);
-    else {
-      d.guild_id = this.guildId;
-      d.guild_locale = 'en-US';
-      d.member = { user: userJson(user), roles: [], permissions, joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
-    }
-    if (message) d.message = message;
+      message,
+      memberPermissions: input.memberPermissions,
+    });
     interaction.payload = d;
     this.dispatch('INTERACTION_CREATE', d);
     return interaction;

@@ -1,0 +1,92 @@
+// Gateway payloads the fake dispatches, with the fields discord.js dereferences unconditionally
+// (platform-fakes.md A2 items 5 and 7: entitlements must be an array, authorizing_integration_owners an object,
+// user or member.user present, channel.id the source of interaction.channelId).
+import { userJson, type FakeUser } from './messages.ts';
+
+type Json = Record<string, unknown>;
+
+/** View Channel | Send Messages: what a plain member has. */
+const MEMBER_PERMISSIONS = String((1n << 10n) | (1n << 11n));
+/** View Channel | Send Messages | Attach Files | Read Message History | Use Application Commands. */
+const EVERYONE_PERMISSIONS = String((1n << 10n) | (1n << 11n) | (1n << 15n) | (1n << 16n) | (1n << 31n));
+
+/** GUILD_CREATE: one text channel, the @everyone role and the bot's own member. */
+export function guildPayload(input: { guildId: string; channelId: string; ownerId: string; bot: FakeUser }): Json {
+  const now = new Date().toISOString();
+  return {
+    id: input.guildId,
+    name: 'Fake Guild',
+    icon: null,
+    owner_id: input.ownerId,
+    features: [],
+    unavailable: false,
+    member_count: 2,
+    large: false,
+    joined_at: now,
+    roles: [
+      {
+        id: input.guildId,
+        name: '@everyone',
+        permissions: EVERYONE_PERMISSIONS,
+        position: 0,
+        color: 0,
+        hoist: false,
+        managed: false,
+        mentionable: false,
+        flags: 0,
+      },
+    ],
+    channels: [{ id: input.channelId, type: 0, name: 'general', position: 0, permission_overwrites: [], parent_id: null, nsfw: false }],
+    members: [{ user: userJson(input.bot), roles: [], joined_at: now, deaf: false, mute: false, flags: 0 }],
+    threads: [],
+    emojis: [],
+    stickers: [],
+  };
+}
+
+/** INTERACTION_CREATE `d` for a guild channel (member) or a DM with the bot (user, context 1). */
+export function interactionPayload(input: {
+  interaction: { id: string; token: string; channelId: string; guildId: string | null };
+  appId: string;
+  user: FakeUser;
+  type: number;
+  data: Json;
+  message?: Json;
+  memberPermissions?: string;
+}): Json {
+  const { interaction, user } = input;
+  const dm = interaction.guildId === null;
+  const channelId = interaction.channelId;
+  const d: Json = {
+    id: interaction.id,
+    application_id: input.appId,
+    type: input.type,
+    token: interaction.token,
+    version: 1,
+    channel_id: channelId,
+    channel: dm ? { id: channelId, type: 1 } : { id: channelId, type: 0, guild_id: interaction.guildId, name: 'general' },
+    app_permissions: String((1n << 11n) | (1n << 15n)),
+    locale: 'en-US',
+    entitlements: [],
+    authorizing_integration_owners: dm ? { '1': user.id } : { '0': interaction.guildId },
+    context: dm ? 1 : 0,
+    attachment_size_limit: 10 * 1024 * 1024,
+    data: input.data,
+  };
+  if (dm) d.user = userJson(user);
+  else {
+    d.guild_id = interaction.guildId;
+    d.guild_locale = 'en-US';
+    d.member = {
+      user: userJson(user),
+      roles: [],
+      permissions: input.memberPermissions ?? MEMBER_PERMISSIONS,
+      joined_at: new Date().toISOString(),
+      deaf: false,
+      mute: false,
+      flags: 0,
+    };
+  }
+  if (input.message) d.message = input.message;
+  return d;
+}
