@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../../../src/config/load.ts';
+import { deliveryJobOptions, deliveryQueueName, jobIdFor, jobOptions } from '../../../../src/jobs/queue.ts';
+
+describe('jobIdFor', () => {
+  it('is stable per platform + dedupe key and valid as a BullMQ custom id', () => {
+    const a = jobIdFor('discord', '1234567890');
+    expect(a).toBe(jobIdFor('discord', '1234567890'));
+    expect(a).not.toBe(jobIdFor('slack', '1234567890'));
+    expect(a).not.toBe(jobIdFor('discord', '1234567891'));
+    expect(a).toMatch(/^j[0-9a-f]{24}$/); // no ':' and not all digits (BullMQ refuses both)
+  });
+});
+
+describe('deliveryQueueName', () => {
+  it('routes CLI results to the invoking process and chat results to the platform queue', () => {
+    expect(deliveryQueueName({ platform: 'cli', clientId: 'abc', channelId: 'local', userId: 'u' })).toBe('delivery-cli-abc');
+    expect(deliveryQueueName({ platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' })).toBe('delivery-slack');
+    expect(deliveryQueueName({ platform: 'discord', guildId: null, channelId: 'C', userId: 'U', applicationId: 'A' })).toBe('delivery-discord');
+  });
+});
+
+describe('job options', () => {
+  it('take attempts, backoff and retention from config', () => {
+    const config = loadConfig({ env: {} });
+    expect(jobOptions(config)).toEqual({
+      attempts: config.queue.attempts,
+      backoff: { type: 'exponential', delay: config.queue.backoffMs },
+      removeOnComplete: { age: config.queue.keepCompletedSeconds },
+      removeOnFail: { age: config.queue.keepFailedSeconds },
+    });
+    expect(deliveryJobOptions(config)).toMatchObject({ attempts: config.queue.deliveryAttempts, backoff: { type: 'exponential', delay: config.queue.deliveryBackoffMs } });
+  });
+});
