@@ -1,6 +1,7 @@
 // The spine end to end over real Redis: in-process cores (CLI-style destinations) → a real worker process
 // (node --import tsx worker/main.ts, test double pipeline in its model threads) → delivery queues → ports.
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { createCore, type Core } from '../../bots/core/submit.ts';
@@ -9,7 +10,7 @@ import { loadSecrets } from '../../src/config/load.ts';
 import { CONTRACT_VERSION, QueueNames, type CliDestination } from '../../src/jobs/contract.ts';
 import { createJobsQueue, type JobsQueue } from '../../src/jobs/queue.ts';
 import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
-import { cleanup, makeHarness, RecordingPort, REDIS_URL, runs, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
+import { cleanup, makeHarness, RecordingPort, REDIS_URL, runs, spawnTs, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
 
 const h = makeHarness({
   queue: { attempts: 3, backoffMs: 100, jobTimeoutMs: 2_000, lockDurationMs: 5_000, stalledIntervalMs: 5_000 },
@@ -81,6 +82,17 @@ describe('spine', () => {
     expect(new Set(first).size).toBe(first.length);
     expect(cs.some((c) => c.port.progress.some((p) => ['conditioning', 'features', 'decoding'].includes(p.stage)))).toBe(true);
     expect(runs(h).filter((r) => r.prompt?.startsWith('a red fox ')).length).toBe(20);
+  });
+
+  it('runs the CLI: npm run imagine writes the PNG, npm run ask prints the answer, through the same queues', async () => {
+    const out = join(h.dir, 'fox.png');
+    const imagineCli = spawnTs('bots/cli/main.ts', h, ['imagine', 'a red fox in snow', '--seed', '7', '--out', out]);
+    await imagineCli.waitFor(`wrote ${out} (64×64, seed 7)`, 90_000);
+    expect(await new Promise((r) => imagineCli.child.once('exit', r))).toBe(0);
+    expect((await sharp(out).metadata()).format).toBe('png');
+    const askCli = spawnTs('bots/cli/main.ts', h, ['ask', out, 'what is this?']);
+    await askCli.waitFor('I see a 64×64 png image. You asked: what is this?', 90_000);
+    expect(await new Promise((r) => askCli.child.once('exit', r))).toBe(0);
   });
 
   it('makes one job from duplicate submissions of the same interaction', async () => {
