@@ -40,7 +40,8 @@ async function main(): Promise<void> {
   const pipelineOptions: PipelineOptions = {
     modelDir: fromRoot(config.model.onnxDir),
     dtype: config.model.dtype,
-    executionProvider: config.model.executionProvider,
+    // The provider the start-up probe settled on, so every session in every thread uses the one reported and logged.
+    executionProvider: setup?.provider ?? config.model.executionProvider,
     intraOpThreads: config.model.intraOpThreads,
     understanding: {
       minPixels: config.understanding.minPixels,
