@@ -312,7 +312,8 @@ export class DiscordAdapter implements Adapter {
   private async onMessage(message: Message): Promise<void> {
     const client = this.client;
     if (!client?.user || message.author.bot || message.system) return;
-    if (!message.mentions.users.has(client.user.id)) return;
+    // In a DM every message is addressed to the bot; elsewhere only messages that mention it.
+    if (message.guildId !== null && !message.mentions.users.has(client.user.id)) return;
     if (this.firstTime(message.id) === false) return;
     if (!this.channelAllowed(message.guildId, message.channelId)) return;
     try {

@@ -75,6 +75,20 @@ describe('Discord without Message Content, allow-lists, DMs, Cancel, admin', () 
     expect(done.guildId).toBeNull();
     expect(buttons(done).map((b) => b.label)).toEqual(['Re-roll', 'Vary']);
 
+    // In a DM, a message with an image needs no mention (and its content is visible without the intent).
+    const dmChannel = h.fake.dmChannel();
+    const dmQuestion = h.fake.postUserMessage({
+      content: 'what is this?',
+      guildId: null,
+      channelId: dmChannel,
+      attachments: [h.fake.addAttachment({ bytes: png, filename: 'dm.png', contentType: 'image/png', channelId: dmChannel })],
+    });
+    const dmAnswer = await h.fake.waitFor(() => {
+      const m = h.fake.channelMessages(dmChannel).find((x) => x.referenceId === dmQuestion.id && x.author.id === h.fake.appId);
+      return m && !m.content.startsWith('⏳') ? m : undefined;
+    }, 30_000, 'the DM answer');
+    expect(dmAnswer.content).toMatch(/what is this\?/);
+
     const slow = h.fake.slashCommand({ name: 'imagine', dm: true, options: [{ name: 'prompt', type: 3, value: 'a very slow fox' }] });
     const running = await h.fake.waitFor(() => {
       const m = h.fake.original(slow);

@@ -330,6 +330,11 @@ export class FakeDiscord {
     return { id, username: `user${id.slice(-4)}` };
   }
 
+  /** The DM channel between the bot and a user (for postUserMessage in DMs). */
+  dmChannel(user: FakeUser = this.alice): string {
+    return this.dmChannelFor(user);
+  }
+
   private dmChannelFor(user: FakeUser): string {
     let id = this.dmChannels.get(user.id);
     if (!id) {
