@@ -259,7 +259,8 @@ export function toFloat32(dtype: SafeDType, bytes: Uint8Array): Float32Array {
 }
 
 export function fromFloat32(dtype: 'F32' | 'F16' | 'BF16', values: Float32Array): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+  // a view, not a copy: converting an 8B checkpoint must not hold a 2 GB tensor twice
+  if (dtype === 'F32') return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const out = new Uint16Array(values.length);
   if (dtype === 'BF16') {
     // inlined f32ToBf16 over the bit patterns (this runs over every weight of a checkpoint)
@@ -301,7 +302,7 @@ export function writeSafetensors(path: string, tensors: TensorToWrite[], metadat
   try {
     writeSync(fd, len);
     writeSync(fd, headerBytes);
-    for (const t of sorted) writeSync(fd, t.data);
+    for (const t of sorted) for (let off = 0; off < t.data.byteLength; ) off += writeSync(fd, t.data, off, Math.min(1 << 30, t.data.byteLength - off));
   } finally {
     closeSync(fd);
   }

@@ -56,7 +56,9 @@ export interface Architecture {
 export const qwen2_5_vl_text: ComponentBuilder = {
   name: 'text',
   build(ctx) {
-    const c = TextConfig.parse(ctx.config);
+    // transformers ≥ 4.52 nests the text fields under text_config; BLIP3-o (4.51) keeps them at the root
+    const nested = ctx.config.text_config;
+    const c = TextConfig.parse(nested && typeof nested === 'object' ? { ...ctx.config, ...nested } : ctx.config);
     const dtype = graphFloat(ctx.dtype);
     const nQuery = typeof ctx.config.n_query === 'number' ? ctx.config.n_query : 64;
     const lq = readLatentQueries(ctx.store, { ...c, n_query: nQuery });

@@ -60,6 +60,15 @@ export function encodeValues(dtype: DType, values: readonly number[]): Uint8Arra
   return new Uint8Array(buf);
 }
 
+/** fs.writeSync takes at most 2 GiB − 1 per call; an 8B lm_head in fp32 is 2.2 GB. */
+function writeAll(fd: number, data: Uint8Array, position: number): void {
+  const CHUNK = 1 << 30;
+  for (let off = 0; off < data.byteLength; ) {
+    const n = writeSync(fd, data, off, Math.min(CHUNK, data.byteLength - off), position + off);
+    off += n;
+  }
+}
+
 export class Graph implements NodeSink {
   readonly inputs: ValueInfoDesc[] = [];
   readonly outputs: ValueInfoDesc[] = [];
@@ -174,7 +183,7 @@ export class Graph implements NodeSink {
         }
         const aligned = Math.ceil(offset / 64) * 64; // keep tensors aligned for mmap-friendly loading
         if (aligned > offset) writeSync(fd, new Uint8Array(aligned - offset), 0, aligned - offset, offset);
-        writeSync(fd, data, 0, data.byteLength, aligned);
+        writeAll(fd, data, aligned);
         tensors.push({ name: i.name, dtype: i.dtype, dims: i.dims, data: { location, offset: aligned, length: data.byteLength } });
         offset = aligned + data.byteLength;
         opts.onTensor?.(i.name, data.byteLength);
