@@ -35,7 +35,7 @@ export class SlackDriver implements PlatformDriver {
   }
 
   async start(): Promise<void> {
-    this.h = await startSlackHarness({ mode: 'socket' });
+    this.h = await startSlackHarness({ mode: 'socket', ackWindowMs: 10_000 }); // ack timing: slack.redis.test.ts
     this.h.fake.addUser(USER);
   }
 
