@@ -29,12 +29,9 @@ export function makeHarness(overrides: DeepPartial<Config> & { worker?: { pipeli
   const prefix = `t-${randomUUID().slice(0, 8)}`;
   const dir = mkdtempSync(join(tmpdir(), 'spine-'));
   const runLog = join(dir, 'runs.jsonl');
-  const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // 0 = off
   const tree = {
     logLevel: 'warn',
-    // Rate limits off (these tests are about the queue path; test/ for limits covers them) and no
-    // health servers, so several worker processes can run side by side.
-    limits: { channel: off, user: off, workspace: off, channelOverrides: {} },
+    // No health servers, so several worker processes can run side by side.
     http: { botPort: 0 },
     ...overrides,
     queue: { prefix, ...overrides.queue },
