@@ -96,10 +96,6 @@ export class DiscordAdapter implements Adapter {
     return this.messageContent;
   }
 
-  get discordClient(): Client | undefined {
-    return this.client;
-  }
-
   /** Log in and start handling events with the core's `handle` (the core's delivery consumer is already running). */
   async start(core: Pick<Core, 'handle'>): Promise<void> {
     this.handle = (invocation) => core.handle(invocation);
@@ -328,8 +324,8 @@ export class DiscordAdapter implements Adapter {
     const question = questionFromMention(message.content, botId);
     const chain = await walkChain(message, botId, this.config.understanding.maxHistoryTurns);
     if (!chain.image) {
-      const replyingToSomething = Boolean(message.reference?.messageId);
-      const help = !this.messageContent && replyingToSomething ? MESSAGE_CONTENT_HELP : NO_IMAGE_HELP;
+      // Without the intent, a message on the chain that arrived empty probably had the image we could not see.
+      const help = !this.messageContent && chain.blankedMessages > 0 ? MESSAGE_CONTENT_HELP : NO_IMAGE_HELP;
       await message.reply({ content: help, allowedMentions: { parse: [], repliedUser: false } });
       return;
     }
