@@ -47,6 +47,11 @@ export const UNetConfig = z.looseObject({
   encoder_hid_dim_type: z.null().nullish(),
   only_cross_attention: z.literal(false).default(false),
   resnet_time_scale_shift: z.literal('default').default('default'),
+  conv_in_kernel: z.literal(3).default(3),
+  conv_out_kernel: z.literal(3).default(3),
+  dual_cross_attention: z.literal(false).default(false),
+  center_input_sample: z.literal(false).default(false),
+  time_cond_proj_dim: z.null().nullish(),
 });
 export type UNetConfig = z.infer<typeof UNetConfig>;
 

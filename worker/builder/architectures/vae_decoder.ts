@@ -29,6 +29,7 @@ export const VaeConfig = z.looseObject({
   scaling_factor: z.number().positive(),
   shift_factor: z.null().nullish(),
   mid_block_add_attention: z.literal(true).default(true),
+  use_post_quant_conv: z.literal(true).default(true),
 });
 export type VaeConfig = z.infer<typeof VaeConfig>;
 
