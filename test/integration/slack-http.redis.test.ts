@@ -4,8 +4,8 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import { SIGNING_SECRET, startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
-import { appMention, eventCallback, slashCommand } from '../fakes/slack/payloads.ts';
-import { postEvent, postSlashCommand } from '../fakes/slack/signed-sender.ts';
+import { appMention, blockAction, eventCallback, slashCommand } from '../fakes/slack/payloads.ts';
+import { postEvent, postInteractive, postSlashCommand } from '../fakes/slack/signed-sender.ts';
 import type { FakeMessage } from '../fakes/slack/store.ts';
 
 const CHANNEL = 'C0HTTP';
@@ -40,6 +40,18 @@ describe('Slack in HTTP mode, end to end', () => {
     expect(texts.filter((t) => /\d+\/\d+$/.test(t)).length).toBeGreaterThanOrEqual(1);
     expect(texts.at(-1)).toBe('Done: the image is in the thread');
   }, 60_000);
+
+  it('a signed Re-roll button press over HTTP makes a new image in the same thread', async () => {
+    const status = statusMessages()[0]!;
+    const jobId = String(status.metadata!.event_payload.job_id);
+    const result = h.fake.store.thread(CHANNEL, status.ts).find((m) => m.files?.[0]?.name === `blip3o-${jobId}.png`)!;
+    const payload = blockAction(h.fake, { user: USER, message: result, actionId: 'blip3o_reroll', value: jobId });
+    const res = await postInteractive(url, payload, { signingSecret: SIGNING_SECRET });
+    expect(res.status).toBe(200);
+    const rerollId = jobIdFor('slack', `btn:${USER}:${(payload.actions as { action_ts: string }[])[0]!.action_ts}`);
+    const again = await h.fake.waitFor(() => h.fake.store.thread(CHANNEL, status.ts).find((m) => m.files?.[0]?.name === `blip3o-${rerollId}.png`), 30_000, 'the re-rolled image');
+    expect(Buffer.from(again.files![0]!.bytes).equals(Buffer.from(result.files![0]!.bytes))).toBe(false); // a new seed
+  }, 40_000);
 
   it('refuses a forged signature and a stale timestamp: 401, no message, no job', async () => {
     const before = { jobs: await jobCount(), posts: h.fake.apiCalls('chat.postMessage').length };
