@@ -17,7 +17,8 @@ import { createMetrics, reportExecutionProvider } from '../../src/observability/
 import { closeRedis, createRedis } from '../../src/redis.ts';
 import { createProcessor, type ProcessOutcome } from '../../worker/processor.ts';
 import { createPipeline } from '../doubles/pipeline.ts';
-import { cleanup, makeHarness, REDIS_URL, RecordingPort, startWorker } from '../doubles/spine-harness.ts';
+import { cleanup, makeHarness, REDIS_URL, RecordingPort, spawnTs, startWorker } from '../doubles/spine-harness.ts';
+import { FakeDiscord } from '../fakes/discord/server.ts';
 import { createServer } from 'node:net';
 
 const prefix = `t-${randomUUID().slice(0, 8)}`;
@@ -182,12 +183,7 @@ describe('/metrics after a few jobs', () => {
   });
 
   it('the worker process (worker/main.ts) serves them on worker.healthPort: ready once it takes jobs', async () => {
-    const port = await new Promise<number>((r) => {
-      const probe = createServer().listen(0, '127.0.0.1', () => {
-        const p = (probe.address() as { port: number }).port;
-        probe.close(() => r(p));
-      });
-    });
+    const port = await freePort();
     const h = makeHarness({ worker: { healthPort: port }, http: { host: '127.0.0.1', botPort: 0 } });
     const proc = await startWorker(h);
     try {
@@ -204,4 +200,38 @@ describe('/metrics after a few jobs', () => {
       await cleanup(redis, h.prefix);
     }
   });
+
+  it('the bots process (bots/main.ts) serves them on http.botPort, with its delivery queue', async () => {
+    const port = await freePort();
+    const fake = await FakeDiscord.start();
+    const h = makeHarness({
+      http: { host: '127.0.0.1', botPort: port },
+      discord: { enabled: true, apiBaseUrl: fake.apiBase, downloadHosts: [new URL(fake.apiBase).host] },
+      slack: { enabled: false },
+    });
+    const proc = spawnTs('bots/main.ts', h, [], { DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId });
+    try {
+      await proc.waitFor('bots ready', 60_000);
+      const base = `http://127.0.0.1:${port}`;
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      expect(await (await fetch(`${base}/readyz`)).json()).toEqual({ ready: true, checks: { redis: 'ok' } });
+      const text = await (await fetch(`${base}/metrics`)).text();
+      expect(value(text, 'blip3o_queue_depth', { queue: 'delivery-discord', state: 'waiting', component: 'bot' })).toBe(0);
+      expect(value(text, 'blip3o_queue_depth', { queue: 'jobs', state: 'waiting', component: 'bot' })).toBe(0);
+      expect(text).toMatch(/^# TYPE blip3o_deliveries_total counter$/m);
+    } finally {
+      await proc.kill('SIGTERM');
+      await fake.close();
+      await cleanup(redis, h.prefix);
+    }
+  });
 });
+
+function freePort(): Promise<number> {
+  return new Promise<number>((r) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const p = (probe.address() as { port: number }).port;
+      probe.close(() => r(p));
+    });
+  });
+}
