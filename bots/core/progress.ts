@@ -95,9 +95,32 @@ export class ProgressRelay {
     }
   }
 
+  private recomputing = false;
+  private recomputeAgain = false;
+
+  /**
+   * A job started (or was removed): positions behind it moved. Recomputing costs one Redis round trip per
+   * waiting job, so bursts of starts are coalesced: while a pass runs, further events only ask for one more pass.
+   */
   private async onActive(activeId: string): Promise<void> {
     const t = this.jobs.get(activeId);
     if (t) t.started = true;
+    if (this.recomputing) {
+      this.recomputeAgain = true;
+      return;
+    }
+    this.recomputing = true;
+    try {
+      do {
+        this.recomputeAgain = false;
+        await this.pushPositions();
+      } while (this.recomputeAgain);
+    } finally {
+      this.recomputing = false;
+    }
+  }
+
+  private async pushPositions(): Promise<void> {
     for (const [jobId, w] of this.jobs) {
       if (!w || w.started) continue;
       const position = await queuePosition(this.deps.redis, this.deps.queue, jobId).catch(() => undefined);
