@@ -1,4 +1,4 @@
-// npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4]
+// npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
 // add → process → completed round trip, both measured here, in one run, on the same Redis.
@@ -115,23 +115,35 @@ async function measure(path: Path, sequential: number, burst: number, base: numb
   return { msPerJob, jobsPerSecond };
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 export async function run(args: string[]): Promise<void> {
-  const [sequential = 50, burst = 200, concurrency = 4] = args.map(Number);
+  const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
   const prefix = `bench-${randomUUID().slice(0, 8)}`;
   try {
+    // Both paths stay up and are measured alternately, `rounds` times, so load on a shared machine hits both alike.
     const bare = await barePath(redis, prefix, concurrency);
-    const b = await measure(bare, sequential, burst, 0);
-    await bare.close();
     const ours = await ourPath(redis, prefix, concurrency);
-    const o = await measure(ours, sequential, burst, 100_000);
+    const b: { msPerJob: number; jobsPerSecond: number }[] = [];
+    const o: { msPerJob: number; jobsPerSecond: number }[] = [];
+    for (let r = 0; r < rounds; r++) {
+      b.push(await measure(bare, sequential, burst, r * 1_000_000));
+      o.push(await measure(ours, sequential, burst, r * 1_000_000 + 500_000));
+    }
     await ours.close();
+    await bare.close();
     const f = (n: number) => n.toFixed(2);
-    console.log(`queue bench: ${sequential} sequential round trips, then ${burst} at once, concurrency ${concurrency}, Redis ${secrets.REDIS_URL}`);
-    console.log(`  bare BullMQ add → process → completed:      ${f(b.msPerJob)} ms/job   ${f(b.jobsPerSecond)} jobs/s`);
-    console.log(`  our submit → worker (no-op) → delivery:      ${f(o.msPerJob)} ms/job   ${f(o.jobsPerSecond)} jobs/s`);
-    console.log(`  per-job overhead: +${f(o.msPerJob - b.msPerJob)} ms, latency ratio ${f(o.msPerJob / b.msPerJob)}×, throughput ratio ${f(o.jobsPerSecond / b.jobsPerSecond)}×`);
+    const bm = median(b.map((x) => x.msPerJob));
+    const om = median(o.map((x) => x.msPerJob));
+    const bt = median(b.map((x) => x.jobsPerSecond));
+    const ot = median(o.map((x) => x.jobsPerSecond));
+    console.log(`queue bench: ${sequential} sequential round trips, then ${burst} at once, concurrency ${concurrency}; median of ${rounds} alternating rounds`);
+    console.log(`  bare BullMQ add → process → completed:   ${f(bm)} ms/job   ${f(bt)} jobs/s`);
+    console.log(`  our submit → worker (no-op) → delivery:  ${f(om)} ms/job   ${f(ot)} jobs/s`);
+    console.log(`  per-job overhead: +${f(om - bm)} ms; latency ratio ${f(om / bm)}×; throughput ratio ${f(ot / bt)}×`);
+    console.log(`  per-round latency ratios: ${o.map((x, i) => f(x.msPerJob / b[i]!.msPerJob)).join(', ')}`);
   } finally {
     await cleanup(redis, prefix);
     await closeRedis(redis);
