@@ -110,3 +110,56 @@ describe('diffusion_transformer graph, fp16 (model.dtype fp16 on GPUs)', () => {
     expect(maxAbsDiff(outs[0]!, outs[1]!)).toBeLessThan(5e-2);
   });
 });
+
+describe('diffusion_transformer at the real BLIP3-o-8B shapes (spec §1.3, headers only)', () => {
+  it('declares exactly the spec key list and sizes itself from it (FFN 4864, 28 heads, 24 layers)', () => {
+    const H = 3584;
+    const shapes = new Map<string, number[]>([
+      ['caption_projection.linear_1.weight', [1792, H]], ['caption_projection.linear_1.bias', [1792]],
+      ['caption_projection.linear_2.weight', [1792, 1792]], ['caption_projection.linear_2.bias', [1792]],
+      ['patch_embedder.proj.weight', [1792, 1792]], ['patch_embedder.proj.bias', [1792]],
+      ['time_caption_embed.timestep_embedder.linear_1.weight', [1024, 256]], ['time_caption_embed.timestep_embedder.linear_1.bias', [1024]],
+      ['time_caption_embed.timestep_embedder.linear_2.weight', [1024, 1024]], ['time_caption_embed.timestep_embedder.linear_2.bias', [1024]],
+      ['time_caption_embed.caption_embedder.0.weight', [1792]], ['time_caption_embed.caption_embedder.0.bias', [1792]],
+      ['time_caption_embed.caption_embedder.1.weight', [1024, 1792]], ['time_caption_embed.caption_embedder.1.bias', [1024]],
+      ['norm_out.linear_1.weight', [1792, 1024]], ['norm_out.linear_1.bias', [1792]],
+      ['norm_out.linear_2.weight', [1792, 1792]], ['norm_out.linear_2.bias', [1792]],
+    ]);
+    for (let l = 0; l < 24; l++) {
+      const p = `layers.${l}.`;
+      shapes.set(`${p}gate`, [28]);
+      for (const a of ['attn1', 'attn2']) {
+        for (const m of ['to_q', 'to_k', 'to_v']) shapes.set(`${p}${a}.${m}.weight`, [1792, 1792]);
+        for (const n of ['norm_q', 'norm_k']) for (const x of ['weight', 'bias']) shapes.set(`${p}${a}.${n}.${x}`, [1792]);
+      }
+      shapes.set(`${p}attn2.to_out.0.weight`, [1792, 1792]);
+      shapes.set(`${p}feed_forward.linear_1.weight`, [4864, 1792]);
+      shapes.set(`${p}feed_forward.linear_3.weight`, [4864, 1792]);
+      shapes.set(`${p}feed_forward.linear_2.weight`, [1792, 4864]);
+      shapes.set(`${p}norm1.linear.weight`, [7168, 1024]);
+      shapes.set(`${p}norm1.linear.bias`, [7168]);
+      for (const n of ['norm1.norm', 'ffn_norm1', 'norm2', 'ffn_norm2', 'norm1_context']) shapes.set(`${p}${n}.weight`, [1792]);
+    }
+    const keys = [...shapes.keys()].map((k) => `model.dit.model.${k}`);
+    const headerOnly = {
+      keys: () => keys,
+      info: (key: string) => {
+        const s = shapes.get(key.replace('model.dit.model.', ''));
+        return s && { key, dtype: 'BF16', shape: s, begin: 0, end: 0, file: 'header-only' };
+      },
+      readFloat32: () => {
+        throw new Error('building must not read weights');
+      },
+      close: () => {},
+    } as unknown as Checkpoint;
+    const store = new WeightStore(headerOnly);
+    const { graph, dims } = buildDiffusionTransformer(store, { gridH: 8, gridW: 8, floatType: 'float16' });
+    expect(dims).toEqual({ dim: 1792, heads: 28, layers: 24, latentChannels: 1792, captionDim: H, tembDim: 1024, freqDim: 256, ffnDim: 4864, outChannels: 1792 });
+    expect(store.unused().unused).toEqual([]);
+    expect(graph.inputs.map((i) => [i.name, i.shape])).toEqual([
+      ['x', ['batch', 64, 1792]],
+      ['timestep', ['batch']],
+      ['z', ['batch', 'caption_tokens', H]],
+    ]);
+  });
+});

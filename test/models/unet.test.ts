@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSdxlUNet } from '../../worker/builder/architectures/sdxl_unet.ts';
 import { Checkpoint, writeSafetensors } from '../../worker/builder/safetensors.ts';
-import { tinyUNetConfig, tinyUNetTensors } from '../../worker/builder/tiny/diffusion_decoder.ts';
+import { tinyUNetConfig, tinyUNetTensors, unetWeightShapes } from '../../worker/builder/tiny/diffusion_decoder.ts';
 import { WeightStore } from '../../worker/builder/weights.ts';
 import { GaussianRng } from '../../worker/pipeline/rng.ts';
 import { openSession } from '../../worker/runtime/session.ts';
@@ -114,5 +114,28 @@ describe('sdxl_unet graph, fp16 (model.dtype fp16 on GPUs)', () => {
       await s.release();
     }
     expect(maxAbsDiff(outs[0]!, outs[1]!)).toBeLessThan(5e-2);
+  });
+});
+
+describe('sdxl_unet at the real Emu2 config (headers only)', () => {
+  it('has the spec parameter count (2,525.5 M) and up-block input channels, and builds without reading a weight', () => {
+    const real = { ...cfg, attention_head_dim: [5, 10, 20], block_out_channels: [320, 640, 1280], cross_attention_dim: 1792, addition_time_embed_dim: 256,
+      norm_num_groups: 32, projection_class_embeddings_input_dim: 3328, sample_size: 128, transformer_layers_per_block: [1, 2, 10] };
+    const shapes = new Map(unetWeightShapes(real).map((s) => [s.key, s.shape]));
+    const params = [...shapes.values()].reduce((a, s) => a + s.reduce((x, y) => x * y, 1), 0);
+    expect(params / 1e6).toBeCloseTo(2525.5, 0); // spec §6
+    const upIn = [0, 1, 2].flatMap((b) => [0, 1, 2].map((r) => shapes.get(`up_blocks.${b}.resnets.${r}.conv1.weight`)![1]));
+    expect(upIn).toEqual([2560, 2560, 1920, 1920, 1280, 960, 960, 640, 640]); // spec §4 "Up path"
+    const headerOnly = {
+      keys: () => [...shapes.keys()],
+      info: (key: string) => shapes.has(key) && { key, dtype: 'BF16', shape: shapes.get(key)!, begin: 0, end: 0, file: 'header-only' },
+      readFloat32: () => {
+        throw new Error('building must not read weights');
+      },
+      close: () => {},
+    } as unknown as Checkpoint;
+    const store = new WeightStore(headerOnly);
+    buildSdxlUNet(store, real, { floatType: 'float16' });
+    expect(store.unused().unused).toEqual([]);
   });
 });

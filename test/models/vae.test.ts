@@ -58,3 +58,24 @@ describe('vae_decoder graph (tiny)', () => {
     }
   });
 });
+
+describe('vae_decoder at the real SDXL-VAE config (headers only)', () => {
+  it('has the spec decoder size (≈ 49.5 M of 83.7 M) and builds without reading a weight', () => {
+    const real = { ...TINY_VAE_CONFIG, block_out_channels: [128, 256, 512, 512], layers_per_block: 2, norm_num_groups: 32, sample_size: 1024 };
+    const shapes = new Map(tinyVaeTensors(real, 0, 'F32', true).map((s) => [s.key, s.shape]));
+    const decoder = [...shapes].filter(([k]) => k.startsWith('decoder.') || k.startsWith('post_quant_conv.'));
+    expect(decoder.reduce((a, [, s]) => a + s.reduce((x, y) => x * y, 1), 0) / 1e6).toBeCloseTo(49.5, 0); // spec §6
+    const headerOnly = {
+      keys: () => [...shapes.keys()],
+      info: (key: string) => shapes.has(key) && { key, dtype: 'BF16', shape: shapes.get(key)!, begin: 0, end: 0, file: 'header-only' },
+      readFloat32: () => {
+        throw new Error('building must not read weights');
+      },
+      close: () => {},
+    } as unknown as Checkpoint;
+    const store = new WeightStore(headerOnly);
+    const { config } = buildVaeDecoder(store, real);
+    expect(vaeScaleFactor(config)).toBe(8);
+    expect(store.unused([...VAE_UNUSED_PREFIXES]).unused).toEqual([]);
+  });
+});

@@ -224,8 +224,8 @@ export function unetWeightShapes(cfg: Record<string, unknown>): { key: string; s
 }
 
 /** VAE decoder weights (plus a 1-tensor stand-in for the unused encoder half, so the skip list is exercised). */
-export function tinyVaeTensors(cfg: typeof TINY_VAE_CONFIG, seed = 22, dtype: 'F32' | 'BF16' = 'F32'): TensorToWrite[] {
-  const m = new Maker(seed, dtype);
+export function tinyVaeTensors(cfg: typeof TINY_VAE_CONFIG, seed = 22, dtype: 'F32' | 'BF16' = 'F32', shapesOnly = false): TensorToWrite[] {
+  const m = new Maker(seed, dtype, shapesOnly);
   const rev = [...cfg.block_out_channels].reverse();
   const lc = cfg.latent_channels;
   m.conv('encoder.conv_in', cfg.block_out_channels[0]!, cfg.in_channels, 3);
