@@ -14,7 +14,7 @@ import { cleanup, makeHarness, RecordingPort, REDIS_URL, runs, spawnTs, startWor
 
 const h = makeHarness({
   queue: { attempts: 3, backoffMs: 100, jobTimeoutMs: 2_000, lockDurationMs: 5_000, stalledIntervalMs: 5_000 },
-  worker: { concurrency: 4, abortGraceMs: 500, pipelineExtra: { stepDelayMs: 5, slowStepMs: 400, failures: { '[user]': 'user', '[once]': 'transient-once', '[always]': 'transient', '[slow]': 'slow', '[stuck]': 'ignore-abort' } } },
+  worker: { concurrency: 4, abortGraceMs: 500, pipelineExtra: { stepDelayMs: 5, slowStepMs: 400, failures: { '[user]': 'user', '[once]': 'transient-once', '[always]': 'transient', '[slow]': 'slow', '[stuck]': 'ignore-abort', '[crash]': 'crash' } } },
 });
 const secrets = loadSecrets({ REDIS_URL });
 
@@ -166,6 +166,17 @@ describe('spine', () => {
     expect(o.status).toBe('succeeded');
     expect(a).toMatchObject({ status: 'failed', error: { userFacing: false, message: `Generation failed (ref ${id(always)}).` } });
     expect(runs(h).filter((r) => r.prompt === 'an [always] fox').length).toBe(3); // queue.attempts
+  });
+
+  it('retries a job whose model thread dies, replacing the thread each time, then reports the failure', async () => {
+    const c = await client();
+    const reply = await c.core.handle(imagine(c, 'a [crash] fox'));
+    const id = (reply as { jobId: string }).jobId;
+    const result = await c.port.waitFor(id, 60_000);
+    expect(result).toMatchObject({ status: 'failed', error: { userFacing: false, message: `Generation failed (ref ${id}).` } });
+    expect(runs(h).filter((r) => r.prompt === 'a [crash] fox').length).toBe(h.config.queue.attempts);
+    const after = await c.core.handle(imagine(c, 'after the crashes'));
+    expect((await c.port.waitFor((after as { jobId: string }).jobId, 30_000)).status).toBe('succeeded');
   });
 
   it('cancels a running job, and stops one that runs past jobTimeoutMs, even if the model ignores the abort', async () => {
