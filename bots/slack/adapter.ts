@@ -15,7 +15,7 @@ import type { Adapter } from '../core/adapter.ts';
 import type { Core } from '../core/submit.ts';
 import { downloadSlackFile } from './download.ts';
 import { registerHandlers } from './handlers.ts';
-import { SlackPort } from './port.ts';
+import { SlackPort, type JobTitle } from './port.ts';
 
 /** Knobs that are not settings: tests shorten reconnect and retry waits with them. */
 export interface SlackTuning {
@@ -70,17 +70,18 @@ export async function createSlackAdapter(deps: { config: Readonly<Config>; secre
   }
   const app = new App({ token, receiver, clientOptions, logger });
   const port = new SlackPort(app.client, config, log);
-  const titles = new Map<string, string>();
+  const titles = new Map<string, JobTitle>();
   let eventsUrl: string | undefined;
   let core: Core | undefined;
 
   /** The prompt or question of a job: from this process's memory, else from the job itself in Redis. */
-  async function titleOf(jobId: string): Promise<string | undefined> {
+  async function titleOf(jobId: string): Promise<JobTitle | undefined> {
     const known = titles.get(jobId);
     if (known !== undefined) return known;
     const data = (await core?.queue.getJob(jobId))?.data as JobRequest | undefined;
-    const title = data ? (data.kind === 'ask' ? data.question : data.prompt) : undefined;
-    if (title !== undefined) titles.set(jobId, title);
+    if (!data) return undefined;
+    const title: JobTitle = data.kind === 'ask' ? { kind: 'ask', text: data.question } : { kind: 'imagine', text: data.prompt };
+    titles.set(jobId, title);
     return title;
   }
 

@@ -10,7 +10,7 @@ import type { App } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import type { Config } from '../../src/config/schema.ts';
 import { isUserError } from '../../src/errors.ts';
-import type { SlackDestination } from '../../src/jobs/contract.ts';
+import { CONTRACT_VERSION, type SlackDestination } from '../../src/jobs/contract.ts';
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { CommandInput, Reply } from '../core/port.ts';
@@ -19,7 +19,7 @@ import { ACTION, SHORTCUT_ASK, VIEW_ASK, askModal, headline, statusMessage } fro
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
 import { parseImagine } from './options.ts';
-import { META_STATUS, resultFileName, type SlackPort, type ThreadFile } from './port.ts';
+import { META_STATUS, resultFileName, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
 
 export interface HandlerDeps {
   app: App;
@@ -29,9 +29,9 @@ export interface HandlerDeps {
   botUserId: string;
   log: Logger;
   /** Titles of jobs this process started (prompt or question), for status messages. */
-  titles: Map<string, string>;
+  titles: Map<string, JobTitle>;
   /** A job's title from memory or from the job in Redis (buttons pressed on another instance's jobs). */
-  titleOf(jobId: string): Promise<string | undefined>;
+  titleOf(jobId: string): Promise<JobTitle | undefined>;
 }
 
 /** Where a job was asked for, and how to tell the asker something only they see. */
@@ -73,8 +73,9 @@ export function registerHandlers(deps: HandlerDeps): void {
     inFlight.add(dedupeKey); // before any await: a concurrent duplicate must see it
     try {
       if (await core.queue.getJob(jobId)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (job exists)');
-      deps.titles.set(jobId, title);
-      const first = statusMessage(jobId, headline(input.command === 'ask' ? 'ask' : 'imagine', title), { stage: 'queued', step: 0, total: 0 });
+      const kind = input.command === 'ask' ? 'ask' : 'imagine';
+      deps.titles.set(jobId, { kind, text: title });
+      const first = statusMessage(jobId, headline(kind, title), { stage: 'queued', step: 0, total: 0 });
       let statusTs: string;
       try {
         const posted = await origin.client.chat.postMessage({
@@ -103,18 +104,19 @@ export function registerHandlers(deps: HandlerDeps): void {
         ...(origin.responseUrl ? { responseUrl: origin.responseUrl } : {}),
       };
       const reply = await core.handle({ input, destination, dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
-      await showReply(origin, reply, statusTs, title, input);
+      await showReply(origin, reply, destination);
     } finally {
       inFlight.delete(dedupeKey);
     }
   }
 
-  async function showReply(origin: Origin, reply: Reply, statusTs: string, title: string, input: CommandInput): Promise<void> {
+  async function showReply(origin: Origin, reply: Reply, destination: SlackDestination): Promise<void> {
+    const statusTs = destination.statusMessageTs!;
     if (reply.kind === 'queued') {
       const position = await core.position(reply.jobId); // undefined once a worker has it: progress takes over
       if (position === undefined) return;
-      const m = statusMessage(reply.jobId, headline(input.command === 'ask' ? 'ask' : 'imagine', title), { stage: 'queued', step: 0, total: 0, queuePosition: position });
-      await origin.client.chat.update({ channel: origin.channelId, ts: statusTs, text: m.text, blocks: m.blocks as never });
+      // Through the port, which does nothing once the result is being delivered (a very fast job).
+      await deps.port.showProgress(destination, { v: CONTRACT_VERSION, jobId: reply.jobId, stage: 'queued', step: 0, total: 0, queuePosition: position });
       return;
     }
     // Refused (bad input, limits, not allowed): only the asker hears why; the public status message goes away.
@@ -258,7 +260,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const b = body as unknown as ButtonBody;
     const origin = buttonOrigin(b, client, respond);
     const jobId = (action as { value: string }).value;
-    await guarded(origin, 're-roll', async () => startJob(origin, { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId)) ?? 'Re-roll'));
+    await guarded(origin, 're-roll', async () => startJob(origin, { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId))?.text ?? 'Re-roll'));
   });
 
   app.action(ACTION.vary, async ({ ack, body, action, client, respond }) => {
@@ -270,7 +272,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       const thread = await deps.port.thread(origin.channelId, origin.threadTs!);
       const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === resultFileName(jobId));
       if (!file) return void (await origin.tellPrivately('I cannot find that image any more; run /imagine again.'));
-      await startJob(origin, { command: 'vary', image: imageRef(file) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId)) ?? 'an image'}`);
+      await startJob(origin, { command: 'vary', image: imageRef(file) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId))?.text ?? 'an image'}`);
     });
   });
 

@@ -17,11 +17,17 @@ export const META_ANSWER = 'blip3o_answer';
 
 export const resultFileName = (jobId: string): string => `blip3o-${jobId}.png`;
 
+/** A job's subject: its prompt (imagine, vary) or its question (ask). */
+export interface JobTitle {
+  kind: 'imagine' | 'ask';
+  text: string;
+}
+
 /** What the port needs from the running core (known only after start): Redis and a job's title. */
 export interface PortContext {
   redis: Redis;
   /** The prompt or question of a job, for the status message's first line. */
-  titleOf(jobId: string): Promise<string | undefined>;
+  titleOf(jobId: string): Promise<JobTitle | undefined>;
 }
 
 export class SlackPort implements PlatformPort {
@@ -43,8 +49,10 @@ export class SlackPort implements PlatformPort {
     return `${this.config.queue.prefix}:slack:finished:${jobId}`;
   }
 
-  private async title(jobId: string): Promise<string> {
-    return (await this.context?.titleOf(jobId)) ?? '';
+  /** The status message's first line: icon and (escaped) prompt or question. */
+  private async headlineOf(jobId: string): Promise<string> {
+    const t = await this.context?.titleOf(jobId);
+    return t ? headline(t.kind, t.text) : '';
   }
 
   async showProgress(destination: Destination, progress: JobProgress): Promise<void> {
@@ -52,7 +60,7 @@ export class SlackPort implements PlatformPort {
     const d = destination;
     if (!d.statusMessageTs || !this.context) return;
     if ((await this.context.redis.exists(this.finishedKey(progress.jobId))) === 1) return;
-    const m = statusMessage(progress.jobId, await this.title(progress.jobId), progress);
+    const m = statusMessage(progress.jobId, await this.headlineOf(progress.jobId), progress);
     await this.client.chat.update({ channel: d.channelId, ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
   }
 
@@ -61,8 +69,7 @@ export class SlackPort implements PlatformPort {
     const d = result.destination;
     const ttl = Math.max(this.config.queue.keepCompletedSeconds, this.config.queue.keepFailedSeconds);
     await this.context?.redis.set(this.finishedKey(result.jobId), '1', 'EX', ttl);
-    const subject = result.image?.prompt ?? (await this.title(result.jobId));
-    const title = headline(result.kind, subject);
+    const title = result.image ? headline(result.kind, result.image.prompt) : await this.headlineOf(result.jobId);
 
     if (result.status === 'succeeded' && result.image && image) {
       await this.deliverImage(d, result, image);

@@ -53,6 +53,7 @@ describe('Slack in Socket Mode, end to end', () => {
     const updates = h.fake.apiCalls('chat.update').filter((c) => c.args.ts === status.ts).map((c) => String(c.args.text));
     expect(updates.some((t) => /^(Drawing|Decoding pixels|Reading the prompt|Loading the model) \d+\/\d+$|^Queued/.test(t))).toBe(true);
     expect(updates.at(-1)).toBe('Done: the image is in the thread');
+    for (const c of h.fake.apiCalls('chat.update').filter((x) => x.args.ts === status.ts)) expect(JSON.stringify(c.args.blocks)).toContain(':art: a red fox in snow');
     expect(h.fake.store.find(CHANNEL, status.ts)?.text).toBe('Done: the image is in the thread');
     // Cancel was offered while it ran, and is gone now.
     expect(h.fake.apiCalls('chat.update').some((c) => c.args.ts === status.ts && JSON.stringify(c.args.blocks).includes('blip3o_cancel'))).toBe(true);
