@@ -115,6 +115,7 @@ export class DiscordAdapter implements Adapter {
   async stop(): Promise<void> {
     await this.client?.destroy();
     this.client = undefined;
+    this.port.close();
   }
 
   private async login(withContent: boolean): Promise<void> {

@@ -81,6 +81,12 @@ export class DiscordDelivery implements PlatformPort {
     });
   }
 
+  /** Stop the REST client's sweep timers (they are unref'd; this just leaves nothing behind). */
+  close(): void {
+    this.rest.clearHashSweeper();
+    this.rest.clearHandlerSweeper();
+  }
+
   tokenUsable(d: DiscordDestination): d is DiscordDestination & { interactionToken: string } {
     if (!d.interactionToken || this.deadTokens.has(d.interactionToken)) return false;
     const at = d.interactionAt ?? 0;
