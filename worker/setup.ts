@@ -3,21 +3,22 @@
 //   probe execution provider ─▶ [lock] ─▶ snapshot complete? ──no──▶ fetch (worker/hub) ─┐
 //      (seconds; a configured          │        │yes                                      │
 //       GPU that cannot work            │        ▼                                         ▼
-//       fails here, not after           └──▶ ONNX manifest current? ──no──▶ convert (worker/builder/convert.ts)
+//       fails here, not after           └──▶ ONNX manifest current? ──no──▶ convert (`model convert`, child process)
 //       a 20 GB download)                        │yes                                      │
 //                                                ▼                                         ▼
 //                                              ready ◀─────────────────────────────────────┘
 //
 // A second start finds both current and does neither, offline. Several workers sharing one model volume take
 // turns through a lock directory, so only one downloads and converts while the others wait and then reuse it.
+import { spawn } from 'node:child_process';
 import { mkdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import type { Config, Secrets } from '../src/config/schema.ts';
 import { AppError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
-import { convertSnapshot } from './builder/convert.ts';
-import { staleReason } from './builder/manifest.ts';
+import { readManifest, staleReason } from './builder/manifest.ts';
 import { Graph } from './builder/onnx/graph.ts';
 import { fetchSnapshot, type FetchProgress } from './hub/fetch.ts';
 import { snapshotStatus } from './hub/snapshot.ts';
@@ -77,11 +78,9 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     if (stale !== undefined) {
       if (!m.convertOnStart) throw new AppError('model', `ONNX graphs in ${onnxDir} are not usable (${stale}); run \`npm run model -- convert\``);
       log.info({ from: snapshotDir, to: onnxDir, dtype: m.dtype, why: stale }, 'converting the model to ONNX');
-      const throttle = every(options.progressLogMs ?? 10_000);
-      const manifest = await convertSnapshot(snapshotDir, onnxDir, {
-        dtype: m.dtype,
-        onProgress: (p) => throttle() && log.info({ phase: p.phase, file: p.file, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal }, 'converting'),
-      });
+      await convertInChildProcess(snapshotDir, onnxDir, m.dtype, log);
+      const manifest = readManifest(onnxDir);
+      if (!manifest || staleReason(onnxDir, snapshotDir, m.dtype) !== undefined) throw new AppError('model', `conversion into ${onnxDir} finished without a current manifest.json`);
       log.info({ architecture: manifest.architecture, components: Object.keys(manifest.components), skipped: manifest.skipped }, 'model converted');
       converted = true;
     } else {
@@ -119,6 +118,38 @@ export async function probeExecutionProvider(configured: 'auto' | 'cuda' | 'cpu'
     return session.provider;
   } finally {
     await session.release();
+  }
+}
+
+/**
+ * `npm run model -- convert` in a child process. Conversion is long, synchronous work (graphs are built and written
+ * tensor by tensor); in its own process it cannot stall this one's event loop, so /healthz keeps answering and the
+ * setup lock keeps its heartbeat (a stalled heartbeat would let another worker take the lock over mid-conversion).
+ */
+async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype: 'fp32' | 'fp16', log: Logger): Promise<void> {
+  const cli = fileURLToPath(new URL('./builder/cli.ts', import.meta.url));
+  // The same TypeScript loader this process runs under (tsx via `--import`, or `tsx`'s own flags); no debugger flags.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--inspect'));
+  const child = spawn(process.execPath, [...execArgv, cli, 'convert', snapshotDir, onnxDir, '--dtype', dtype], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tail: string[] = [];
+  const onLine = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n')) {
+      const text = line.trim();
+      if (!text) continue;
+      tail.push(text);
+      if (tail.length > 20) tail.shift();
+      log.info({ stream }, `convert: ${text}`);
+    }
+  };
+  child.stdout.on('data', onLine('stdout'));
+  child.stderr.on('data', onLine('stderr'));
+  const [code, signal] = (await new Promise((resolveExit, reject) => {
+    child.once('error', reject);
+    child.once('exit', (c, s) => resolveExit([c, s]));
+  })) as [number | null, NodeJS.Signals | null];
+  if (code !== 0) {
+    const why = tail.filter((l) => l.startsWith('error')).at(-1) ?? tail.at(-1) ?? 'no output';
+    throw new AppError('model', `converting ${snapshotDir} to ONNX failed (${signal ?? `exit ${code}`}): ${why}`, { context: { tail } });
   }
 }
 

@@ -105,6 +105,7 @@ describe('ensureModel (worker start-up)', () => {
         const snapshotDir = join(models, 'snapshot');
         if (round === 'first') {
           expect(proc.output()).toMatch(/downloading the model snapshot/);
+          expect(proc.output()).toMatch(/convert: .* graphs \((fp32|fp16)\) in /); // `model convert` ran as a child process
           expect(proc.output()).toMatch(/model converted/);
           expect(snapshotStatus(snapshotDir, REPO, 'main').complete).toBe(true);
           expect(Object.keys(readManifest(join(models, 'onnx'))!.components).length).toBeGreaterThan(0);
