@@ -193,7 +193,7 @@ function loggedProgress(log: Logger, ms: number): FetchProgress {
  * Runs `fn` holding a lock directory (mkdir is atomic, also on shared volumes). The holder touches it every few
  * seconds; a lock untouched for `staleMs` belonged to a process that died and is taken over.
  */
-async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: () => Promise<T>): Promise<T> {
   await mkdir(resolve(lockDir, '..'), { recursive: true });
   let waitingLogged = false;
   for (;;) {
@@ -217,7 +217,7 @@ async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: ()
   const beat = setInterval(() => {
     const now = new Date();
     utimes(lockDir, now, now).catch(() => {});
-  }, Math.max(1000, Math.floor(staleMs / 4)));
+  }, Math.max(250, Math.floor(staleMs / 4)));
   try {
     return await fn();
   } finally {
