@@ -59,7 +59,11 @@ function describeType(mimetype: string): string {
   return `a ${mimetype} file`;
 }
 
-export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPolicy): Promise<DownloadedImage> {
+/**
+ * What can be refused from Slack's own description of the file, before any request: the URL's host and scheme,
+ * the declared type and size. Handlers call it before posting a status message; the download calls it again.
+ */
+export function checkDeclared(file: SlackFileRef, policy: Pick<DownloadPolicy, 'allowedHosts' | 'maxBytes'>): URL {
   const name = file.name ?? 'image';
   let url: URL;
   try {
@@ -78,6 +82,13 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
   if (file.size !== undefined && file.size > policy.maxBytes) {
     throw new UserError('bad_image', `\`${name}\` is ${(file.size / 2 ** 20).toFixed(1)} MiB; the limit is ${limitMiB} MiB.`);
   }
+  return url;
+}
+
+export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPolicy): Promise<DownloadedImage> {
+  const name = file.name ?? 'image';
+  const url = checkDeclared(file, policy);
+  const limitMiB = Math.round(policy.maxBytes / 2 ** 20);
 
   let res: Response;
   try {

@@ -18,6 +18,7 @@ import type { Core } from '../core/submit.ts';
 import { ACTION, SHORTCUT_ASK, VIEW_ASK, askModal, headline, statusMessage } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
+import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
 import { META_STATUS, resultFileName, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
 
@@ -51,6 +52,8 @@ const ADMIN_CACHE_MS = 5 * 60_000;
 export function registerHandlers(deps: HandlerDeps): void {
   const { app, core, config, log } = deps;
   const inFlight = new Set<string>();
+  const downloadPolicy = { allowedHosts: config.slack.downloadHosts, maxBytes: config.slack.maxFileBytes };
+  const slackFileRef = (f: ThreadFile) => ({ url: f.url_private_download ?? f.url_private ?? '', name: f.name, mimetype: f.mimetype, size: f.size });
   const admins = new Map<string, { isAdmin: boolean; at: number }>();
 
   async function isAdmin(client: WebClient, userId: string): Promise<boolean> {
@@ -216,6 +219,7 @@ export function registerHandlers(deps: HandlerDeps): void {
         await origin.tellPrivately('What would you like to know about the image? Mention me with a question.');
         return;
       }
+      checkDeclared(slackFileRef(file), downloadPolicy); // refuse a PDF or a foreign link before posting anything
       const history = historyBefore(thread, event.ts, deps.botUserId, config.understanding.maxHistoryTurns);
       await startJob(origin, { command: 'ask', question, image: imageRef(file), history }, `msg:${event.channel}:${event.ts}`, question);
     });
@@ -230,6 +234,12 @@ export function registerHandlers(deps: HandlerDeps): void {
     const tell = ephemeralTo(client, channel, shortcut.user.id, message.thread_ts);
     const file = firstFile(message.files);
     if (!file) return void (await tell('That message has no image to ask about.'));
+    try {
+      checkDeclared(slackFileRef(file), downloadPolicy);
+    } catch (e) {
+      if (isUserError(e)) return void (await tell(e.message));
+      throw e;
+    }
     const meta = JSON.stringify({ c: channel, t: message.thread_ts ?? message.ts, f: file });
     await client.views.open({ trigger_id: shortcut.trigger_id, view: askModal(meta) as never });
   });

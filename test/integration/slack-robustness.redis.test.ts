@@ -150,6 +150,16 @@ describe('Slack robustness', () => {
     expect(imagesOf(refused).length + imagesOf(broken).length).toBe(0);
   }, 40_000);
 
+  it('a question about a PDF is refused privately before anything is posted or downloaded', async () => {
+    const pdf = h.fake.seedFile(new TextEncoder().encode('%PDF-1.7'), 'report.pdf', 'application/pdf');
+    const m = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${h.fake.botUserId}> summarise this`, files: [pdf] });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, m))));
+    const told = await h.fake.waitFor(() => h.fake.apiCalls('chat.postEphemeral').find((c) => c.args.thread_ts === m.ts), 10_000, 'the private refusal');
+    expect(String(told.args.text)).toBe('`report.pdf` is a PDF, not an image. Try a PNG, JPEG, GIF or WebP.');
+    expect(h.fake.store.thread(CHANNEL, m.ts).filter((x) => x.bot_id)).toEqual([]);
+    expect(h.fake.calls.some((c) => c.kind === 'download' && c.method.includes(pdf.id))).toBe(false);
+  }, 20_000);
+
   it('/blip3o-admin answers workspace admins and refuses everyone else, privately', async () => {
     const asUser = slashCommand(h.fake, { command: '/blip3o-admin', text: 'queue', channel: CHANNEL, user: USER });
     await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', asUser));
