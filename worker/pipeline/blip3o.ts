@@ -84,7 +84,7 @@ export class TextConditioner implements Conditioner {
     const seq = new Float32Array(embeds.length + this.latentQueries.length); // prompt ++ [IMG] ++ the raw queries
     seq.set(embeds, 0);
     seq.set(this.latentQueries, embeds.length);
-    const { hidden } = await this.text.decoder.prefill(seq); // causal, positions 0…L+n_query−1 in all three rows
+    const hidden = await this.text.decoder.hiddenStates(seq); // causal, positions 0…L+n_query−1 in all three rows
     return hidden.slice(hidden.length - this.nQuery * H);
   }
 }

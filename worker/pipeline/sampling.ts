@@ -208,6 +208,26 @@ export class KvDecoder {
     return this.run(embeds, rows);
   }
 
+  /** One causal pass over `embeds` with 1-D positions, returning only last_hidden_state (S × H): onnxruntime then
+   *  skips the lm_head (151668 × S logits) and the KV outputs. Leaves the cache empty. For BLIP3-o's generation
+   *  conditioning (spec §3.2), which needs hidden states only. */
+  async hiddenStates(embeds: Float32Array): Promise<Float32Array> {
+    this.reset();
+    const S = embeds.length / this.dims.hiddenSize;
+    const out = await this.session.run(
+      {
+        inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
+        attention_mask: { data: new BigInt64Array(S).fill(1n), dims: [1, S] },
+        position_ids: { data: BigInt64Array.from({ length: 3 * S }, (_, i) => BigInt(i % S)), dims: [3, 1, S] },
+        ...this.past,
+      },
+      ['last_hidden_state'],
+    );
+    const hidden = out.last_hidden_state?.data;
+    if (!(hidden instanceof Float32Array)) throw new AppError('model', 'the decoder graph has no float last_hidden_state output');
+    return hidden;
+  }
+
   /** Appends one token's embedding (H values); returns the next logits. */
   async step(embed: Float32Array): Promise<Float32Array> {
     const p = this.length + this.ropeDelta;

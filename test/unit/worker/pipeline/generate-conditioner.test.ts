@@ -1,5 +1,5 @@
 // The conditioning sequence (spec §3.1–3.2, pitfalls 1–2): embed(prompt ids ++ [IMG]) ++ the raw latent queries (never
-// looked up in embed_tokens), one causal prefill with default 1-D positions, and the hidden states of the LAST n_query rows.
+// looked up in embed_tokens), one causal pass (KvDecoder.hiddenStates: 1-D positions, hidden states only), and the hidden states of the LAST n_query rows.
 import { describe, expect, it } from 'vitest';
 import { TextConditioner } from '../../../../worker/pipeline/blip3o.ts';
 import { IMAGE_PAD, IMG_TOKEN } from '../../../../worker/pipeline/generate.ts';
@@ -22,9 +22,9 @@ function fakeText(): TextModel & { prefills: { seq: Float32Array; positions: unk
     },
     // a decoder whose "hidden state" at each position is 10 × its input row, so the test can see which rows come back
     decoder: {
-      async prefill(seq: Float32Array, positions?: unknown) {
-        prefills.push({ seq, positions });
-        return { logits: new Float32Array(0), hidden: seq.map((v) => 10 * v) };
+      async hiddenStates(seq: Float32Array) {
+        prefills.push({ seq, positions: undefined });
+        return seq.map((v) => 10 * v);
       },
     } as unknown as KvDecoder,
     async close() {},
@@ -39,7 +39,6 @@ describe('TextConditioner', () => {
     const out = await c.latentHiddenStates([5, 6]);
     expect(text.embedded).toEqual([[5, 6, IMG_TOKEN]]);
     expect([...text.prefills[0]!.seq]).toEqual([5, -5, 6, -6, IMG_TOKEN, -IMG_TOKEN, ...queries]);
-    expect(text.prefills[0]!.positions).toBeUndefined(); // KvDecoder's default: 0…S−1 in all three M-RoPE rows
     expect([...out]).toEqual([...queries].map((v) => 10 * v));
   });
 

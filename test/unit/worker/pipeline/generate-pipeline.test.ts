@@ -11,7 +11,11 @@ import { sdxlUNetComponent } from '../../../../worker/builder/architectures/sdxl
 import { vaeDecoderComponent } from '../../../../worker/builder/architectures/vae_decoder.ts';
 import { convertSnapshot } from '../../../../worker/builder/convert.ts';
 import { makeTiny } from '../../../../worker/builder/tiny/index.ts';
+import { readManifest } from '../../../../worker/builder/manifest.ts';
 import { createPipeline } from '../../../../worker/pipeline/blip3o.ts';
+import { generationPrompt, IMG_TOKEN } from '../../../../worker/pipeline/generate.ts';
+import { loadTokenizer } from '../../../../worker/pipeline/tokenizer.ts';
+import { openTextModel } from '../../../../worker/pipeline/understand.ts';
 import type { Pipeline, ProgressReport } from '../../../../worker/pipeline/types.ts';
 
 let dir: string;
@@ -40,6 +44,24 @@ afterAll(async () => {
 });
 
 describe('createPipeline().generate on the tiny checkpoint', () => {
+  it('conditions on the same hidden states a full prefill computes (hidden-only pass skips logits and KV outputs)', async () => {
+    const onnx = join(dir, 'onnx');
+    const manifest = readManifest(onnx)!;
+    const text = await openTextModel(onnx, manifest, loadTokenizer(join(dir, 'snapshot')), { executionProvider: 'cpu' });
+    try {
+      const ids = text.tokenizer.encode(generationPrompt('a red fox')).concat(IMG_TOKEN);
+      const seq = await text.embed(ids);
+      const full = (await text.decoder.prefill(seq)).hidden;
+      const only = await text.decoder.hiddenStates(seq);
+      expect(only.length).toBe(full.length);
+      let err = 0;
+      for (let i = 0; i < full.length; i++) err = Math.max(err, Math.abs(full[i]! - only[i]!));
+      expect(err).toBeLessThan(1e-5);
+    } finally {
+      await text.close();
+    }
+  });
+
   it('produces the same PNG bytes for the same prompt and seed, another image for another prompt', async () => {
     const seen: ProgressReport[] = [];
     const signal = new AbortController().signal;
