@@ -69,6 +69,13 @@ export function registerHandlers(deps: HandlerDeps): void {
     return value;
   }
 
+  /** Events may carry file stubs (`file_access: "check_file_info"`, no URLs): files.info has the real thing. */
+  async function resolveFile(client: WebClient, f: ThreadFile): Promise<ThreadFile> {
+    if (f.url_private || f.url_private_download || !f.id) return f;
+    const res = await client.files.info({ file: f.id });
+    return (res.file as ThreadFile | undefined) ?? f;
+  }
+
   /** Post the status message, submit, and show the reply: the path every job takes. */
   async function startJob(origin: Origin, input: CommandInput, dedupeKey: string, title: string): Promise<void> {
     const jobId = jobIdFor('slack', dedupeKey);
@@ -210,7 +217,8 @@ export function registerHandlers(deps: HandlerDeps): void {
     await guarded(origin, 'app_mention', async () => {
       const question = stripMention(event.text, deps.botUserId);
       const thread = event.thread_ts ? await deps.port.thread(event.channel, event.thread_ts) : [];
-      const file = imageForQuestion(thread, event.ts, (event as { files?: ThreadFile[] }).files);
+      const own = await Promise.all(((event as { files?: ThreadFile[] }).files ?? []).map((f) => resolveFile(client, f)));
+      const file = imageForQuestion(thread, event.ts, own.length ? own : undefined);
       if (!file) {
         await origin.tellPrivately('Ask me about an image: mention me in a message with an image attached, or in the thread of a message with one.');
         return;

@@ -150,6 +150,15 @@ describe('Slack robustness', () => {
     expect(imagesOf(refused).length + imagesOf(broken).length).toBe(0);
   }, 40_000);
 
+  it('a mention carrying only a file stub (check_file_info) is resolved with files.info and answered', async () => {
+    const file = h.fake.seedFile(png, 'stub.png', 'image/png');
+    const m = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${h.fake.botUserId}> what is this?`, files: [file] });
+    const event = { ...appMention(h.fake, m), files: [{ id: file.id, file_access: 'check_file_info' }] };
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, event)));
+    await h.fake.waitFor(() => answersIn(m.ts)[0], 20_000, 'the answer');
+    expect(h.fake.apiCalls('files.info').some((c) => c.args.file === file.id)).toBe(true);
+  }, 30_000);
+
   it('a question about a PDF is refused privately before anything is posted or downloaded', async () => {
     const pdf = h.fake.seedFile(new TextEncoder().encode('%PDF-1.7'), 'report.pdf', 'application/pdf');
     const m = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${h.fake.botUserId}> summarise this`, files: [pdf] });
