@@ -6,8 +6,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { FakeGateway, MESSAGE_CONTENT } from './gateway.ts';
-import { recordRequest, replyFault, type Fault, type RecordedFile, type RecordedRequest, type Reply } from './http.ts';
+import { recordRequest, replyFault, type Fault, type RecordedFile, type RecordedRequest } from './http.ts';
 import { guildPayload, interactionPayload } from './payloads.ts';
+import { FakeRestApi, type FakeInteraction } from './rest.ts';
 import { snowflake } from './snowflake.ts';
 import {
   type FakeAttachment,
@@ -19,9 +20,8 @@ import {
 } from './messages.ts';
 
 export type { FakeAttachment, FakeMessage, FakeUser };
-export type { Fault, RecordedFile, RecordedRequest };
+export type { Fault, FakeInteraction, RecordedFile, RecordedRequest };
 
-const EPHEMERAL = 1 << 6;
 
 export interface FakeDiscordOptions {
   token?: string;
@@ -35,25 +35,6 @@ export interface FakeDiscordOptions {
   tokenTtlMs?: number;
   /** On RESUME: replay missed dispatches (true) or answer op 9 invalid session (false). @defaultValue true */
   resumable?: boolean;
-}
-
-export interface FakeInteraction {
-  id: string;
-  token: string;
-  createdAt: number;
-  userId: string;
-  channelId: string;
-  guildId: string | null;
-  /** Callback types received, in order (5 = defer, 4 = reply, 9 = modal, 6/7 = component update). */
-  callbacks: { type: number; data: Record<string, unknown> | undefined }[];
-  /** The message that is this interaction's original response, once created. */
-  originalId?: string;
-  /** The message a component interaction was attached to. */
-  sourceMessageId?: string;
-  expired: boolean;
-  followupIds: string[];
-  /** The INTERACTION_CREATE payload as dispatched (tests may dispatch it again, as a faulty replay would). */
-  payload?: Json;
 }
 
 type Json = Record<string, unknown>;
@@ -77,6 +58,7 @@ export class FakeDiscord {
   private readonly http: Server;
   private readonly wss: WebSocketServer;
   private readonly gateway: FakeGateway;
+  private readonly rest: FakeRestApi;
   private readonly faults: (Fault & { left: number })[] = [];
   private readonly blobs = new Map<string, { bytes: Uint8Array; contentType: string }>();
   private readonly waiters = new Set<() => void>();
@@ -109,6 +91,30 @@ export class FakeDiscord {
       }),
       guild: () => guildPayload({ guildId: this.guildId, channelId: this.channelId, ownerId: this.alice.id, bot: this.bot }),
       activity: () => this.wake(),
+    });
+    // The REST handlers get the state and the few internals they need, nothing else.
+    const fake = this;
+    this.rest = new FakeRestApi({
+      token: this.token,
+      appId: this.appId,
+      guildId: this.guildId,
+      channelId: this.channelId,
+      bot: this.bot,
+      get port() {
+        return fake.port;
+      },
+      messages: this.messages,
+      interactions: this.interactions,
+      commands: this.commands,
+      options: this.options,
+      dmChannels: this.dmChannels,
+      visible: (m, target) => this.visible(m, target),
+      userById: (id) => this.userById(id),
+      dmChannelFor: (user) => this.dmChannelFor(user),
+      dispatch: (t, d) => this.dispatch(t, d),
+      dispatchMessageCreate: (m, omit) => this.dispatchMessageCreate(m, omit),
+      channelMessages: (c) => this.channelMessages(c),
+      addAttachment: (input) => this.addAttachment(input),
     });
   }
 
@@ -412,7 +418,7 @@ export class FakeDiscord {
       if (fault) return replyFault(fault, reply);
       if (path.startsWith('/attachments/')) return this.serveCdn(req, path, res, record);
       if (!path.startsWith('/api/v10/')) return reply(404, { code: 0, message: '404: Not Found' });
-      this.route(record, path.slice('/api/v10'.length), reply);
+      this.rest.route(record, path.slice('/api/v10'.length), reply);
     } catch (e) {
       reply(500, { code: 0, message: `fake discord error: ${(e as Error).message}` });
     }
@@ -438,269 +444,6 @@ export class FakeDiscord {
       res.end(Buffer.from(blob.bytes));
     }
     this.wake();
-  }
-
-  private route(
-    record: RecordedRequest,
-    route: string,
-    reply: Reply,
-  ): void {
-    const botAuth = record.authorization === `Bot ${this.token}`;
-    const m = (re: RegExp): RegExpMatchArray | null => route.match(re);
-    const method = record.method;
-    let match: RegExpMatchArray | null;
-
-    if (route === '/gateway/bot' && method === 'GET') {
-      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
-      return reply(200, {
-        url: `ws://127.0.0.1:${this.port}/gateway`,
-        shards: 1,
-        session_start_limit: { total: 1000, remaining: 1000, reset_after: 0, max_concurrency: 1 },
-      });
-    }
-
-    if (route === '/applications/@me' && method === 'GET') {
-      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
-      return reply(200, { id: this.appId, name: this.bot.username, description: '', bot_public: true, bot_require_code_grant: false, flags: 0 });
-    }
-
-    if ((match = m(/^\/applications\/(\d+)\/(?:guilds\/(\d+)\/)?commands$/))) {
-      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
-      const guildId = match[2];
-      if (method === 'PUT') {
-        const echoed = (record.body as Json[]).map((c) => ({
-          id: snowflake(),
-          application_id: this.appId,
-          version: snowflake(),
-          type: 1,
-          default_member_permissions: null,
-          ...c,
-          ...(guildId ? { guild_id: guildId } : {}),
-        }));
-        if (guildId) this.commands.guild.set(guildId, echoed);
-        else this.commands.global = echoed;
-        return reply(200, echoed);
-      }
-      return reply(200, guildId ? (this.commands.guild.get(guildId) ?? []) : this.commands.global);
-    }
-
-    if ((match = m(/^\/interactions\/(\d+)\/([^/]+)\/callback$/)) && method === 'POST') {
-      return this.onCallback(record, match[1]!, match[2]!, reply);
-    }
-
-    if ((match = m(/^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/([^/]+))?$/))) {
-      return this.onWebhook(record, match[2]!, match[3], reply);
-    }
-
-    if ((match = m(/^\/channels\/(\d+)\/typing$/)) && method === 'POST') {
-      return botAuth ? reply(204) : reply(401, { code: 0, message: '401: Unauthorized' });
-    }
-
-    if ((match = m(/^\/channels\/(\d+)\/messages(?:\/(\d+))?$/))) {
-      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
-      const channelId = match[1]!;
-      const messageId = match[2];
-      if (method === 'POST' && !messageId) return this.onChannelPost(record, channelId, reply);
-      if (method === 'GET' && messageId) {
-        const message = this.messages.get(messageId);
-        if (!message || message.channelId !== channelId) return reply(404, { code: 10008, message: 'Unknown Message' });
-        return reply(200, messageJson(this.visible(message, false), this.messages));
-      }
-      if (method === 'GET') {
-        const limit = Math.min(Number(record.query.get('limit') ?? 50), 100);
-        const list = this.channelMessages(channelId)
-          .filter((x) => !(x.flags & EPHEMERAL))
-          .reverse()
-          .slice(0, limit);
-        return reply(200, list.map((x) => messageJson(this.visible(x, false), this.messages)));
-      }
-      if (method === 'PATCH' && messageId) {
-        const message = this.messages.get(messageId);
-        if (!message) return reply(404, { code: 10008, message: 'Unknown Message' });
-        if (message.author.id !== this.appId) return reply(403, { code: 50005, message: 'Cannot edit a message authored by another user' });
-        this.applyEdit(message, record);
-        return reply(200, messageJson(message, this.messages));
-      }
-    }
-
-    if (route === '/users/@me/channels' && method === 'POST') {
-      const recipient = String((record.body as Json).recipient_id);
-      const id = this.dmChannelFor(this.userById(recipient));
-      return reply(200, { id, type: 1, recipients: [userJson(this.userById(recipient))] });
-    }
-
-    if ((match = m(/^\/channels\/(\d+)$/)) && method === 'GET') {
-      const id = match[1]!;
-      if (id === this.channelId) return reply(200, { id, type: 0, guild_id: this.guildId, name: 'general', position: 0, permission_overwrites: [] });
-      if ([...this.dmChannels.values()].includes(id)) return reply(200, { id, type: 1, recipients: [] });
-      return reply(404, { code: 10003, message: 'Unknown Channel' });
-    }
-
-    reply(404, { code: 0, message: `404: Not Found (${method} ${route} is not in the fake)` });
-  }
-
-  private onCallback(
-    record: RecordedRequest,
-    id: string,
-    token: string,
-    reply: Reply,
-  ): void {
-    const interaction = this.interactions.get(id);
-    if (!interaction || interaction.token !== token) return reply(404, { code: 10062, message: 'Unknown interaction' });
-    if (Date.now() - interaction.createdAt > this.options.callbackWindowMs) {
-      return reply(404, { code: 10062, message: 'Unknown interaction' });
-    }
-    if (interaction.callbacks.length > 0) {
-      return reply(400, { code: 40060, message: 'Interaction has already been acknowledged.' });
-    }
-    const body = record.body as { type: number; data?: Json };
-    interaction.callbacks.push({ type: body.type, data: body.data });
-    if (body.type === 4 || body.type === 5) {
-      const data = body.data ?? {};
-      const message = this.createMessage({
-        channelId: interaction.channelId,
-        guildId: interaction.guildId,
-        data: body.type === 5 ? { flags: (Number(data.flags ?? 0) & EPHEMERAL) | 128 } : data,
-        files: record.files,
-        interaction,
-      });
-      interaction.originalId = message.id;
-    } else if (body.type === 7 && interaction.sourceMessageId) {
-      const source = this.messages.get(interaction.sourceMessageId);
-      if (source) this.applyEdit(source, { ...record, body: body.data ?? {} });
-    }
-    reply(204);
-  }
-
-  private onWebhook(
-    record: RecordedRequest,
-    token: string,
-    messageId: string | undefined,
-    reply: Reply,
-  ): void {
-    const interaction = [...this.interactions.values()].find((i) => i.token === token);
-    if (!interaction) return reply(404, { code: 10015, message: 'Unknown Webhook' });
-    if (interaction.expired || Date.now() - interaction.createdAt > this.options.tokenTtlMs) {
-      return reply(401, { code: 50027, message: 'Invalid Webhook Token' });
-    }
-    const method = record.method;
-    if (!messageId) {
-      if (method !== 'POST') return reply(405, { code: 0, message: '405: Method Not Allowed' });
-      const message = this.createMessage({
-        channelId: interaction.channelId,
-        guildId: interaction.guildId,
-        data: record.body as Json,
-        files: record.files,
-        interaction,
-      });
-      interaction.followupIds.push(message.id);
-      return reply(200, messageJson(message, this.messages));
-    }
-    const id = messageId === '@original' ? interaction.originalId : messageId;
-    const message = id ? this.messages.get(id) : undefined;
-    if (!message) return reply(404, { code: 10008, message: 'Unknown Message' });
-    if (method === 'GET') return reply(200, messageJson(message, this.messages));
-    if (method === 'DELETE') {
-      this.messages.delete(message.id);
-      return reply(204);
-    }
-    if (method === 'PATCH') {
-      this.applyEdit(message, record);
-      return reply(200, messageJson(message, this.messages));
-    }
-    reply(405, { code: 0, message: '405: Method Not Allowed' });
-  }
-
-  private onChannelPost(record: RecordedRequest, channelId: string, reply: Reply): void {
-    const body = (record.body ?? {}) as Json;
-    if (body.enforce_nonce && body.nonce !== undefined) {
-      const existing = [...this.messages.values()].find(
-        (x) => x.author.id === this.appId && x.nonce === String(body.nonce) && Date.now() - x.createdAt < 5 * 60_000,
-      );
-      if (existing) return reply(200, { ...messageJson(existing, this.messages), nonce: existing.nonce });
-    }
-    const reference = body.message_reference as { message_id?: string; fail_if_not_exists?: boolean } | undefined;
-    if (reference?.message_id && !this.messages.has(reference.message_id) && reference.fail_if_not_exists !== false) {
-      return reply(400, {
-        code: 50035,
-        message: 'Invalid Form Body',
-        errors: { message_reference: { _errors: [{ code: 'REPLIES_UNKNOWN_MESSAGE', message: 'Unknown message' }] } },
-      });
-    }
-    const guildId = channelId === this.channelId ? this.guildId : null;
-    const message = this.createMessage({ channelId, guildId, data: body, files: record.files });
-    // Like Discord: the nonce comes back in the create response (and MESSAGE_CREATE), never in later fetches.
-    reply(200, { ...messageJson(message, this.messages), ...(message.nonce === undefined ? {} : { nonce: message.nonce }) });
-  }
-
-  private createMessage(input: {
-    channelId: string;
-    guildId: string | null;
-    data: Json;
-    files: RecordedFile[];
-    interaction?: FakeInteraction;
-  }): FakeMessage {
-    const reference = input.data.message_reference as { message_id?: string } | undefined;
-    const referenceId = reference?.message_id && this.messages.has(reference.message_id) ? reference.message_id : undefined;
-    const message: FakeMessage = {
-      id: snowflake(),
-      channelId: input.channelId,
-      guildId: input.guildId,
-      author: this.bot,
-      content: typeof input.data.content === 'string' ? input.data.content : '',
-      attachments: [],
-      embeds: (input.data.embeds as Json[] | undefined) ?? [],
-      components: (input.data.components as Json[] | undefined) ?? [],
-      flags: Number(input.data.flags ?? 0),
-      type: input.interaction ? 20 : referenceId ? 19 : 0,
-      mentions: [],
-      referenceId,
-      nonce: input.data.nonce === undefined ? undefined : String(input.data.nonce),
-      interactionId: input.interaction?.id,
-      createdAt: Date.now(),
-      editedAt: null,
-    };
-    message.attachments = this.storeFiles(message, input.data, input.files);
-    this.messages.set(message.id, message);
-    if (!(message.flags & EPHEMERAL)) this.dispatchMessageCreate(message, false);
-    return message;
-  }
-
-  /** PATCH semantics: given keys replace; `attachments` lists what survives (old by id, new by file index). */
-  private applyEdit(message: FakeMessage, record: RecordedRequest): void {
-    const data = (record.body ?? {}) as Json;
-    if ('content' in data) message.content = typeof data.content === 'string' ? data.content : '';
-    if ('embeds' in data) message.embeds = (data.embeds as Json[] | null) ?? [];
-    if ('components' in data) message.components = (data.components as Json[] | null) ?? [];
-    if ('flags' in data) message.flags = Number(data.flags ?? 0) | (message.flags & EPHEMERAL);
-    else message.flags &= ~128; // an edit ends the "thinking…" (loading) state
-    if ('attachments' in data || record.files.length > 0) message.attachments = this.storeFiles(message, data, record.files);
-    message.editedAt = Date.now();
-    if (!(message.flags & EPHEMERAL)) this.dispatch('MESSAGE_UPDATE', messageJson(message, this.messages));
-  }
-
-  private storeFiles(message: FakeMessage, data: Json, files: RecordedFile[]): FakeAttachment[] {
-    const listed = (data.attachments as { id: string | number; description?: string }[] | undefined) ?? undefined;
-    const byField = new Map(files.map((f) => [f.field.match(/^files\[(\d+)\]$/)?.[1] ?? f.field, f]));
-    const out: FakeAttachment[] = [];
-    const entries: { id: string | number; description?: string }[] = listed ?? files.map((_, i) => ({ id: String(i) }));
-    for (const entry of entries) {
-      const file = byField.get(String(entry.id));
-      if (file) {
-        const attachment = this.addAttachment({
-          bytes: file.bytes,
-          filename: file.filename,
-          contentType: file.contentType,
-          channelId: message.channelId,
-        });
-        if (entry.description) attachment.description = entry.description;
-        out.push(attachment);
-        continue;
-      }
-      const old = message.attachments.find((a) => a.id === String(entry.id));
-      if (old) out.push(old);
-    }
-    return out;
   }
 
   private wake(): void {
