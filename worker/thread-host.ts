@@ -56,7 +56,11 @@ const THREAD_BOOTSTRAP = `
     .then(({ register }) => { register(); return import(${JSON.stringify(new URL('./thread.ts', import.meta.url).href)}); });
 `;
 
-const formatDuration = (ms: number) => (ms >= 120_000 ? `${Math.round(ms / 60_000)} minutes` : `${Math.max(1, Math.round(ms / 1000))} seconds`);
+function formatDuration(ms: number): string {
+  if (ms >= 120_000) return `${Math.round(ms / 60_000)} minutes`;
+  const s = Math.max(1, Math.round(ms / 1000));
+  return s === 1 ? '1 second' : `${s} seconds`;
+}
 
 function fromWire(e: WireError): AppError {
   const Ctor = e.userFacing ? UserError : AppError;
@@ -133,14 +137,16 @@ export class ThreadHost {
 
   /** Replace a slot's thread (terminated or crashed) with a fresh one; the slot stays busy until it is ready. */
   private async respawn(slot: Slot): Promise<void> {
-    const old = slot.thread;
-    await old.terminate().catch(() => undefined);
-    if (this.closed) return;
-    try {
-      slot.thread = await this.spawn();
-    } catch (e) {
-      this.options.log.error({ err: (e as Error).message }, 'could not restart a model thread');
-      throw e;
+    await slot.thread.terminate().catch(() => undefined);
+    // Keep trying (a GPU can be briefly out of memory while the old thread's allocations are released).
+    for (let attempt = 1; !this.closed; attempt++) {
+      try {
+        slot.thread = await this.spawn();
+        return;
+      } catch (e) {
+        this.options.log.error({ err: (e as Error).message, attempt }, 'could not restart a model thread; retrying');
+        await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** attempt)));
+      }
     }
   }
 

@@ -21,6 +21,13 @@ import type { CommandInput, ImageRef } from './port.ts';
 /** Formats we decode on the worker (spec: PNG/JPEG/WebP/GIF). */
 const IMAGE_FORMATS = new Set(['png', 'jpeg', 'webp', 'gif']);
 
+/** "20 MiB", "1.5 MiB", "300 KiB": sizes as a chat user reads them. */
+export function formatBytes(n: number): string {
+  if (n >= 2 ** 20) return `${Number((n / 2 ** 20).toFixed(1))} MiB`;
+  if (n >= 1024) return `${Math.round(n / 1024)} KiB`;
+  return `${n} bytes`;
+}
+
 export const randomSeed = (): number => randomInt(0, 2 ** 32 - 1);
 
 function intOption(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
@@ -56,7 +63,7 @@ function checkPrompt(config: Config, prompt: string, required: boolean): string 
 export async function checkImage(config: Config, bytes: Uint8Array): Promise<void> {
   const u = config.understanding;
   if (bytes.byteLength > u.maxInputImageBytes)
-    throw new UserError('bad_image', `That image is ${(bytes.byteLength / 2 ** 20).toFixed(1)} MiB; the limit is ${(u.maxInputImageBytes / 2 ** 20).toFixed(0)} MiB.`);
+    throw new UserError('bad_image', `That image is ${formatBytes(bytes.byteLength)}; the limit is ${formatBytes(u.maxInputImageBytes)}.`);
   let meta: Metadata;
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();

@@ -51,7 +51,7 @@ import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
-import { askRequest, checkImage, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
+import { askRequest, checkImage, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
 
 /** Step 2: throw UserError('rate_limited' | 'forbidden') to refuse. Resolves to nothing when admitted. */
 export type Admission = (invocation: Invocation, request: JobRequest) => Promise<void>;
@@ -122,7 +122,7 @@ export function createCore(options: CoreOptions): Core {
 
   async function imageBytes(ref: ImageRef, destination: Destination): Promise<Uint8Array> {
     if (ref.sizeBytes !== undefined && ref.sizeBytes > config.understanding.maxInputImageBytes)
-      throw new UserError('bad_image', `That image is too large; the limit is ${(config.understanding.maxInputImageBytes / 2 ** 20).toFixed(0)} MiB.`);
+      throw new UserError('bad_image', `That image is too large; the limit is ${formatBytes(config.understanding.maxInputImageBytes)}.`);
     if (ref.bytes) return ref.bytes;
     if (ref.url && options.fetchImage) return options.fetchImage(ref, destination);
     throw new UserError('bad_image', 'Please attach an image.');

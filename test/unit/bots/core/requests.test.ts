@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { askRequest, checkImage, imagineRequest } from '../../../../bots/core/requests.ts';
+import { askRequest, checkImage, formatBytes, imagineRequest } from '../../../../bots/core/requests.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { UserError } from '../../../../src/errors.ts';
 
@@ -40,7 +40,8 @@ describe('askRequest and checkImage', () => {
     await expect(checkImage(config, png)).resolves.toBeUndefined();
     await expect(checkImage(config, new Uint8Array([1, 2, 3]))).rejects.toThrow('That file is not an image I can read');
     const tiny = { ...config, understanding: { ...config.understanding, maxInputImageBytes: 10 } };
-    await expect(checkImage(tiny, png)).rejects.toThrow(/the limit is 0 MiB/);
+    await expect(checkImage(tiny, png)).rejects.toThrow(`That image is ${png.byteLength} bytes; the limit is 10 bytes.`);
+    expect([formatBytes(20 * 2 ** 20), formatBytes(1.5 * 2 ** 20), formatBytes(300 * 1024)]).toEqual(['20 MiB', '1.5 MiB', '300 KiB']);
     const thin = await sharp({ create: { width: 400, height: 1, channels: 3, background: '#000' } }).png().toBuffer();
     await expect(checkImage(config, thin)).rejects.toThrow('That image is too long and thin (400×1).');
   });
