@@ -14,14 +14,15 @@ import { geometryFor } from './aspect.ts';
 import { encodePng, toRgb8 } from './png.ts';
 import { GaussianRng, RngStream } from './rng.ts';
 import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule, sampleFlowMatching, type EulerDiscreteConfig } from './schedulers.ts';
-import type { GeneratedImage, GenerateRequest, RunContext } from './types.ts';
 import { openSession, type ModelSession, type SessionOptions } from '../runtime/session.ts';
+import { TOKENS } from './tokenizer.ts';
+import type { GeneratedImage, GenerateRequest, RunContext } from './types.ts';
 
-/** Token ids of the added BLIP3-o / Qwen2.5-VL specials (spec §1.5). */
-export const IMG_TOKEN = 151665; // [IMG], appended before the latent queries
-export const VISION_START = 151652;
-export const IMAGE_PAD = 151655;
-export const VISION_END = 151653;
+/** Token ids generation uses by name (spec §1.5; the table lives in tokenizer.ts). */
+export const IMG_TOKEN = TOKENS.img; // 151665 [IMG], appended before the latent queries
+export const VISION_START = TOKENS.visionStart;
+export const IMAGE_PAD = TOKENS.imagePad;
+export const VISION_END = TOKENS.visionEnd;
 
 /** spec §3.1: conv_templates['qwen'] around the generation instruction, ending in the open assistant turn. */
 export const generationPrompt = (caption: string): string =>
