@@ -122,9 +122,16 @@ export class DiscordDelivery implements PlatformPort {
   /** An earlier delivery of this job in the channel's recent messages (its nonce, or its Re-roll/Vary buttons). */
   private async alreadyPosted(d: DiscordDestination, jobId: string): Promise<boolean> {
     const nonce = nonceFor(jobId);
-    const recent = (await this.rest.get(Routes.channelMessages(d.channelId), {
-      query: new URLSearchParams({ limit: String(LOOKBACK_MESSAGES) }),
-    })) as ApiMessage[];
+    let recent: ApiMessage[];
+    try {
+      recent = (await this.rest.get(Routes.channelMessages(d.channelId), {
+        query: new URLSearchParams({ limit: String(LOOKBACK_MESSAGES) }),
+      })) as ApiMessage[];
+    } catch (e) {
+      // Without Read Message History the look-up fails; enforce_nonce still guards the post itself.
+      this.log.warn({ jobId, err: (e as Error).message }, 'could not read recent messages before posting');
+      return false;
+    }
     return recent.some(
       (m) =>
         m.author?.id === d.applicationId &&

@@ -87,6 +87,14 @@ describe('DiscordDelivery', () => {
     expect(fake.channelMessages().filter((m) => m.content.includes('An expired answer.'))).toHaveLength(1);
   });
 
+  it('posts even when the look-up of recent messages is refused (no Read Message History)', async () => {
+    const { interaction, destination } = await deferred();
+    fake.expireToken(interaction.token);
+    fake.injectFault({ method: 'GET', path: /\/channels\/\d+\/messages$/, status: 403, code: 50001, message: 'Missing Access' });
+    await port().deliver(result('j-no-history', destination, 'a private fox'), png);
+    expect(fake.channelMessages().filter((m) => m.content.includes('a private fox'))).toHaveLength(1);
+  });
+
   it('past interactionTokenTtlMs it posts to the channel without trying the token', async () => {
     const { interaction, destination } = await deferred();
     await port().deliver(result('j-old', { ...destination, interactionAt: Date.now() - 20 * 60_000 }, 'an old fox'), png);
