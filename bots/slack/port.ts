@@ -68,14 +68,16 @@ export class SlackPort implements PlatformPort {
     if (result.destination.platform !== 'slack') return;
     const d = result.destination;
     const ttl = Math.max(this.config.queue.keepCompletedSeconds, this.config.queue.keepFailedSeconds);
-    await this.context?.redis.set(this.finishedKey(result.jobId), '1', 'EX', ttl);
+    // The first attempt sets the key. Only a repeat (crash mid-delivery) pays for a conversations.replies look-up,
+    // which non-Marketplace apps may call once a minute.
+    const first = (await this.context?.redis.set(this.finishedKey(result.jobId), '1', 'EX', ttl, 'NX')) === 'OK';
     const title = result.image ? headline(result.kind, result.image.prompt) : await this.headlineOf(result.jobId);
 
     if (result.status === 'succeeded' && result.image && image) {
-      await this.deliverImage(d, result, image);
+      await this.deliverImage(d, result, image, !first);
       await this.updateStatus(d, finalStatusMessage(title, result));
     } else if (result.status === 'succeeded' && result.answer) {
-      await this.deliverAnswer(d, result);
+      await this.deliverAnswer(d, result, !first);
     } else if (result.status === 'failed' && result.error?.userFacing) {
       // Something the user can fix: tell only them, and take the public status message away.
       await this.client.chat.postEphemeral({ channel: d.channelId, user: d.userId, text: failureText(result), ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
@@ -86,10 +88,10 @@ export class SlackPort implements PlatformPort {
     this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
   }
 
-  private async deliverImage(d: SlackDestination, result: JobResult, png: Uint8Array): Promise<void> {
+  private async deliverImage(d: SlackDestination, result: JobResult, png: Uint8Array, repeat: boolean): Promise<void> {
     const filename = resultFileName(result.jobId);
     const threadTs = d.threadTs ?? d.statusMessageTs;
-    if (threadTs) {
+    if (repeat && threadTs) {
       const thread = await this.thread(d.channelId, threadTs);
       if (thread.some((m) => m.files?.some((f) => f.name === filename))) return; // posted by an earlier attempt
     }
@@ -104,7 +106,7 @@ export class SlackPort implements PlatformPort {
     await this.client.filesUploadV2(threadTs ? { ...upload, channel_id: d.channelId, thread_ts: threadTs } : { ...upload, channel_id: d.channelId });
   }
 
-  private async deliverAnswer(d: SlackDestination, result: JobResult): Promise<void> {
+  private async deliverAnswer(d: SlackDestination, result: JobResult, repeat: boolean): Promise<void> {
     const m = answerMessage(result.answer!.text);
     const metadata = { event_type: META_ANSWER, event_payload: { job_id: result.jobId } };
     if (d.statusMessageTs) {
@@ -115,7 +117,7 @@ export class SlackPort implements PlatformPort {
       if (updated) return;
     }
     const threadTs = d.threadTs;
-    if (threadTs && (await this.thread(d.channelId, threadTs)).some((x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId)) return;
+    if (repeat && threadTs && (await this.thread(d.channelId, threadTs)).some((x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId)) return;
     await this.client.chat.postMessage({ channel: d.channelId, text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
   }
 

@@ -91,7 +91,10 @@ describe('Slack robustness', () => {
       timingsMs: {},
       finishedAt: Date.now(),
     };
+    const lookups = () => h.fake.apiCalls('conversations.replies').filter((c) => c.args.ts === status.ts).length;
+    expect(lookups()).toBe(0); // the first delivery uploads without looking
     await h.adapter.port.deliver(result, png);
+    expect(lookups()).toBe(1); // a repeat looks, finds the file, and uploads nothing
     expect(imagesOf(jobId)).toEqual([first]);
 
     const answerResult: JobResult = { ...result, jobId: 'jANSWERTWICE', kind: 'ask', image: undefined, answer: { text: 'It is grey.', tokenCount: 3 }, destination: { ...result.destination, statusMessageTs: undefined } as JobResult['destination'] };
