@@ -35,6 +35,7 @@ import { createLogger, type Logger } from '../../src/log.ts';
 import type { Adapter } from '../core/adapter.ts';
 import type { CommandInput, Invocation, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
+import { adminInput } from './admin.ts';
 import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
 import { walkChain, firstImage } from './conversation.ts';
@@ -251,21 +252,8 @@ export class DiscordAdapter implements Adapter {
     if (!interaction.memberPermissions?.has(PermissionFlagsBits.ManageGuild)) {
       return void (await this.replyPrivately(interaction, 'You need the Manage Server permission for this.'));
     }
-    const group = interaction.options.getSubcommandGroup(true);
-    const sub = interaction.options.getSubcommand(true);
     const destination = this.destination(interaction);
-    let input: CommandInput;
-    if (group === 'queue') {
-      const target = sub === 'purge-user' ? interaction.options.getUser('user', true).id : undefined;
-      input = { command: 'queue', action: sub as 'status' | 'pause' | 'resume' | 'purge-user', ...(target ? { targetUserId: target } : {}) };
-    } else {
-      const perMinute = interaction.options.getInteger('per-minute');
-      const concurrent = interaction.options.getInteger('concurrent');
-      const spec: Record<string, number> = {};
-      if (perMinute !== null) Object.assign(spec, { requestsPerWindow: perMinute, windowSeconds: 60, burst: perMinute });
-      if (concurrent !== null) spec.maxConcurrent = concurrent;
-      input = { command: 'limits', action: sub as 'show' | 'set' | 'reset', channelKey: channelKey(destination), ...(sub === 'set' ? { spec } : {}) };
-    }
+    const input = adminInput(interaction.options, channelKey(destination));
     await interaction.deferReply({ flags: MessageFlags.Ephemeral });
     const reply = await this.call({ input, destination, dedupeKey: interaction.id, isAdmin: true });
     await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } });

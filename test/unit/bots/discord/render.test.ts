@@ -3,6 +3,7 @@ import { parseAskModalId, askModalId, buttonId, parseButtonId } from '../../../.
 import { imagineInput, questionFromMention } from '../../../../bots/discord/options.ts';
 import { ordinal, progressText, resultMessage } from '../../../../bots/discord/render.ts';
 import { commandDefinitions } from '../../../../bots/discord/commands.ts';
+import { adminInput } from '../../../../bots/discord/admin.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { JobResult } from '../../../../src/jobs/contract.ts';
 
@@ -67,5 +68,24 @@ describe('options and ids', () => {
     const defs = commandDefinitions(loadConfig());
     expect(defs.map((d) => d.name)).toEqual(['imagine', 'ask', 'Ask about this image', 'blip3o-admin']);
     expect(defs[3]!.default_member_permissions).toBe(String(1n << 5n));
+  });
+});
+
+describe('admin command options', () => {
+  const reader = (group: string, sub: string, ints: Record<string, number> = {}) => ({
+    getSubcommandGroup: () => group,
+    getSubcommand: () => sub,
+    getInteger: (n: string) => ints[n] ?? null,
+    getUser: () => ({ id: '99' }),
+  });
+  it('maps queue and limits subcommands onto the core commands for this channel', () => {
+    expect(adminInput(reader('queue', 'purge-user'), 'discord:1:2')).toEqual({ command: 'queue', action: 'purge-user', targetUserId: '99' });
+    expect(adminInput(reader('queue', 'pause'), 'discord:1:2')).toEqual({ command: 'queue', action: 'pause' });
+    expect(adminInput(reader('limits', 'set', { 'per-minute': 5, concurrent: 2 }), 'discord:1:2')).toEqual({
+      command: 'limits', action: 'set', channelKey: 'discord:1:2',
+      spec: { requestsPerWindow: 5, windowSeconds: 60, burst: 5, maxConcurrent: 2 },
+    });
+    expect(adminInput(reader('limits', 'reset'), 'discord:1:2')).toEqual({ command: 'limits', action: 'reset', channelKey: 'discord:1:2' });
+    expect(() => adminInput(reader('limits', 'explode'), 'k')).toThrow(/Unknown admin command/);
   });
 });

@@ -1,0 +1,37 @@
+// `/blip3o-admin queue …` and `/blip3o-admin limits …` → the core's admin CommandInputs (bots/core/commands/).
+// Permission is checked by the adapter (Manage Server) before this runs; the core refuses non-admins again.
+import { UserError } from '../../src/errors.ts';
+import type { CommandInput } from '../core/port.ts';
+
+/** The part of discord.js's option resolver the admin command reads. */
+export interface AdminOptionReader {
+  getSubcommandGroup(required: true): string;
+  getSubcommand(required: true): string;
+  getInteger(name: string): number | null;
+  getUser(name: string, required: true): { id: string };
+}
+
+const QUEUE_ACTIONS = new Set(['status', 'pause', 'resume', 'purge-user']);
+const LIMITS_ACTIONS = new Set(['show', 'set', 'reset']);
+
+/** `channelKey` is this channel's ("discord:<guild>:<channel>"): admins act on the channel they type in. */
+export function adminInput(o: AdminOptionReader, channelKey: string): CommandInput {
+  const group = o.getSubcommandGroup(true);
+  const sub = o.getSubcommand(true);
+  if (group === 'queue' && QUEUE_ACTIONS.has(sub)) {
+    const action = sub as 'status' | 'pause' | 'resume' | 'purge-user';
+    return action === 'purge-user' ? { command: 'queue', action, targetUserId: o.getUser('user', true).id } : { command: 'queue', action };
+  }
+  if (group === 'limits' && LIMITS_ACTIONS.has(sub)) {
+    const action = sub as 'show' | 'set' | 'reset';
+    if (action !== 'set') return { command: 'limits', action, channelKey };
+    // "per-minute" is a one-minute window that may burst to the same number; 0 turns a limit off.
+    const spec: Record<string, number> = {};
+    const perMinute = o.getInteger('per-minute');
+    const concurrent = o.getInteger('concurrent');
+    if (perMinute !== null) Object.assign(spec, { requestsPerWindow: perMinute, windowSeconds: 60, burst: perMinute });
+    if (concurrent !== null) spec.maxConcurrent = concurrent;
+    return { command: 'limits', action, channelKey, spec };
+  }
+  throw new UserError('bad_request', `Unknown admin command: ${group} ${sub}. Run the commands registration again (npm run discord:register).`);
+}
