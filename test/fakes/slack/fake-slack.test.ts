@@ -128,6 +128,14 @@ describe('fake Slack signed sender with real Bolt in HTTP mode', () => {
     expect((await postSlashCommand(url, fields, { signingSecret, timestamp: Math.floor(Date.now() / 1000) - 6 * 60 })).status).toBe(401);
   });
 
+  it('respond() reaches response_url without auth, at most five times', async () => {
+    const fields = slashCommand(fake, { text: 'x', channel: 'C1', user: 'U1' });
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) statuses.push((await fetch(fields.response_url, { method: 'POST', body: JSON.stringify({ text: `m${i}` }) })).status);
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 404]);
+    expect(fake.calls.filter((c) => c.kind === 'response_url').every((c) => c.headers.authorization === undefined)).toBe(true);
+  });
+
   it('answers url_verification with the challenge', async () => {
     const res = await postEvent(url, { token: 't', challenge: 'chal123', type: 'url_verification' }, { signingSecret });
     expect(JSON.parse(res.body)).toEqual({ challenge: 'chal123' });

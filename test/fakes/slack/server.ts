@@ -57,6 +57,7 @@ export class FakeSlack {
   readonly appId: string;
   private readonly server: Server;
   private readonly faults: Fault[] = [];
+  private readonly responseUrlUses = new Map<string, number>();
   private readonly handlers: Record<string, ApiHandler>;
   private port = 0;
 
@@ -175,8 +176,12 @@ export class FakeSlack {
       }
       if (req.method === 'POST' && url.pathname.startsWith('/response/')) {
         const args = JSON.parse(raw.toString('utf8') || '{}') as Record<string, unknown>;
-        record('response_url', url.pathname, args, 200);
-        return send(res, 200, 'ok', { 'content-type': 'text/plain' });
+        // Slack: a response_url takes at most five messages (within 30 minutes).
+        const uses = (this.responseUrlUses.get(url.pathname) ?? 0) + 1;
+        this.responseUrlUses.set(url.pathname, uses);
+        const status = uses > 5 ? 404 : 200;
+        record('response_url', url.pathname, args, status);
+        return send(res, status, status === 200 ? 'ok' : 'used_url', { 'content-type': 'text/plain' });
       }
       record('other', url.pathname, {}, 404);
       send(res, 404, 'not found', { 'content-type': 'text/plain' });
