@@ -12,7 +12,7 @@ let h: DiscordHarness;
 let png: Uint8Array;
 
 beforeAll(async () => {
-  h = await startDiscordHarness();
+  h = await startDiscordHarness({ pipelineExtra: { stepDelayMs: 40, maxSteps: 4, failures: { 'please refuse': 'user' } } });
   png = await samplePng(48);
 }, 60_000);
 afterAll(async () => h?.stop(), 30_000);
@@ -182,6 +182,19 @@ describe('Discord end to end', () => {
     expect(refusal.content).toMatch(cases[1]!.expect);
     expect(await h.jobCount()).toBe(jobsBefore);
     expect(h.fake.requestsTo('GET', /\/attachments\/.*(huge\.png|notes\.txt|elsewhere\.png)$/)).toHaveLength(0);
+  }, 60_000);
+
+  it('a failure the model reports for the user replaces the progress with its message, once', async () => {
+    const i = imagine('please refuse this prompt');
+    const failed = await h.fake.waitFor(() => {
+      const m = h.fake.original(i);
+      return m && !m.content.startsWith('⏳') && m.editedAt ? m : undefined;
+    }, 30_000, 'the failure');
+    expect(failed.content).toMatch(/refuses this input/);
+    expect(failed.attachments).toHaveLength(0);
+    expect(buttons(failed)).toHaveLength(0);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edits(i).filter((r) => r.status === 200 && !String((r.body as { content?: string }).content).startsWith('⏳'))).toHaveLength(1);
   }, 60_000);
 
   it('bad options are refused privately and plainly; a gateway drop loses and repeats nothing', async () => {
