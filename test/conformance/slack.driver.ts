@@ -1,8 +1,9 @@
 // The Slack side of the shared conformance suite: drives the real @slack/bolt adapter through the fake Slack
-// (Socket Mode), over real Redis with a real worker process, and reads what a user would have seen from the
+// (Socket Mode, or HTTP mode with signed requests), over real Redis with a real worker process, and reads what a user would have seen from the
 // fake's recorded state. Job ids follow from the adapter's dedupe keys (trigger_id, channel+ts, button press).
 import { jobIdFor } from '../../src/jobs/queue.ts';
-import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
+import { SIGNING_SECRET, startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
+import { postEvent, postInteractive, postSlashCommand } from '../fakes/slack/signed-sender.ts';
 import { appMention, blockAction, eventCallback, slashCommand } from '../fakes/slack/payloads.ts';
 import type { SentEnvelope } from '../fakes/slack/socket-mode.ts';
 import type { FakeMessage } from '../fakes/slack/store.ts';
@@ -12,7 +13,8 @@ const CHANNEL = 'C0CONFORM';
 const USER = 'U0CONFORM';
 
 interface SlackConversation extends Conversation {
-  readonly ref: { jobId: string; envelope: SentEnvelope; responseUrl?: string; threadTs?: string };
+  /** `envelope` in Socket Mode; `httpAck` (the 200 body) in HTTP mode. */
+  readonly ref: { jobId: string; envelope?: SentEnvelope; httpAck?: string; responseUrl?: string; threadTs?: string };
 }
 
 const actionIds = { 'Re-roll': 'blip3o_reroll', Vary: 'blip3o_vary', Cancel: 'blip3o_cancel' } as const;
@@ -29,13 +31,32 @@ export class SlackDriver implements PlatformDriver {
   readonly name = 'slack' as const;
   private h?: SlackHarness;
 
+  constructor(private readonly mode: 'socket' | 'http' = 'socket') {}
+
+  /** Deliver a payload as Slack would in this mode; returns the socket envelope or the HTTP ack body. */
+  private async send(kind: 'command' | 'event' | 'interactive', payload: Record<string, unknown>): Promise<{ envelope?: SentEnvelope; httpAck?: string }> {
+    const { fake, adapter } = this.harness;
+    if (this.mode === 'socket') {
+      const type = kind === 'command' ? 'slash_commands' : kind === 'event' ? 'events_api' : 'interactive';
+      const envelope = fake.sendEnvelope(type, payload);
+      await fake.link.ack(envelope);
+      return { envelope };
+    }
+    const o = { signingSecret: SIGNING_SECRET };
+    const url = adapter.eventsUrl!;
+    const res =
+      kind === 'command' ? await postSlashCommand(url, payload as Record<string, string>, o) : kind === 'event' ? await postEvent(url, payload, o) : await postInteractive(url, payload, o);
+    if (res.status !== 200) throw new Error(`Slack request answered ${res.status} (timed out: ${res.timedOut})`);
+    return { httpAck: res.body };
+  }
+
   private get harness(): SlackHarness {
     if (!this.h) throw new Error('SlackDriver not started');
     return this.h;
   }
 
   async start(): Promise<void> {
-    this.h = await startSlackHarness({ mode: 'socket', ackWindowMs: 10_000 }); // ack timing: slack.redis.test.ts
+    this.h = await startSlackHarness({ mode: this.mode, ackWindowMs: 10_000 }); // ack timing: slack.redis.test.ts
     this.h.fake.addUser(USER);
   }
 
@@ -47,9 +68,8 @@ export class SlackDriver implements PlatformDriver {
     const { fake } = this.harness;
     const flags = [options.seed !== undefined ? `--seed ${options.seed}` : '', options.aspect ? `--ar ${options.aspect}` : ''].filter(Boolean).join(' ');
     const payload = slashCommand(fake, { text: `${prompt} ${flags}`.trim(), channel: CHANNEL, user: USER });
-    const envelope = fake.sendEnvelope('slash_commands', payload);
-    await fake.link.ack(envelope);
-    return { ref: { jobId: jobIdFor('slack', `cmd:${payload.trigger_id}`), envelope, responseUrl: payload.response_url } };
+    const sent = await this.send('command', payload);
+    return { ref: { jobId: jobIdFor('slack', `cmd:${payload.trigger_id}`), ...sent, responseUrl: payload.response_url } };
   }
 
   async askAboutImage(question: string, image: { bytes: Uint8Array; contentType: string; name: string }): Promise<SlackConversation> {
@@ -57,9 +77,8 @@ export class SlackDriver implements PlatformDriver {
     const file = fake.seedFile(image.bytes, image.name, image.contentType);
     const parent = fake.postUserMessage({ channel: CHANNEL, user: USER, text: 'have a look', files: [file] });
     const mention = fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${fake.botUserId}> ${question}`, threadTs: parent.ts });
-    const envelope = fake.sendEnvelope('events_api', eventCallback(fake, appMention(fake, mention)));
-    await fake.link.ack(envelope);
-    return { ref: { jobId: jobIdFor('slack', `msg:${CHANNEL}:${mention.ts}`), envelope, threadTs: parent.ts } };
+    const sent = await this.send('event', eventCallback(fake, appMention(fake, mention)));
+    return { ref: { jobId: jobIdFor('slack', `msg:${CHANNEL}:${mention.ts}`), ...sent, threadTs: parent.ts } };
   }
 
   async pressButton(conversation: Conversation, label: 'Re-roll' | 'Vary' | 'Cancel'): Promise<SlackConversation> {
@@ -68,10 +87,9 @@ export class SlackDriver implements PlatformDriver {
     const message = label === 'Cancel' ? this.statusMessage(jobId) : this.resultMessage(jobId);
     if (!message) throw new Error(`no message with a ${label} button for job ${jobId}`);
     const payload = blockAction(fake, { user: USER, message, actionId: actionIds[label], value: jobId });
-    const envelope = fake.sendEnvelope('interactive', payload);
-    await fake.link.ack(envelope);
+    const sent = await this.send('interactive', payload);
     const actionTs = (payload.actions as { action_ts: string }[])[0]!.action_ts;
-    return { ref: { jobId: jobIdFor('slack', `btn:${USER}:${actionTs}`), envelope, responseUrl: String(payload.response_url) } };
+    return { ref: { jobId: jobIdFor('slack', `btn:${USER}:${actionTs}`), ...sent, responseUrl: String(payload.response_url) } };
   }
 
   async progressTexts(conversation: Conversation): Promise<string[]> {
@@ -96,10 +114,10 @@ export class SlackDriver implements PlatformDriver {
 
   async waitForPrivateError(conversation: Conversation, timeoutMs = 30_000): Promise<string> {
     const { fake } = this.harness;
-    const { envelope, responseUrl, threadTs } = (conversation as SlackConversation).ref;
+    const { envelope, httpAck, responseUrl, threadTs } = (conversation as SlackConversation).ref;
     return fake.waitFor(
       () => {
-        const ack = envelope.ackPayload as { response_type?: string; text?: string } | undefined;
+        const ack = (envelope ? envelope.ackPayload : httpAck ? JSON.parse(httpAck) : undefined) as { response_type?: string; text?: string } | undefined;
         if (ack?.response_type === 'ephemeral' && ack.text) return ack.text;
         const viaUrl = responseUrl ? fake.calls.find((c) => c.kind === 'response_url' && responseUrl.endsWith(c.method) && c.args.response_type === 'ephemeral') : undefined;
         if (viaUrl) return String(viaUrl.args.text);
