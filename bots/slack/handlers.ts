@@ -6,6 +6,7 @@
 // A job's status message is posted before the job is submitted, so its ts travels in the Destination and any
 // bot instance can update it. Duplicate deliveries (socket redelivery, HTTP retries) use the same dedupe key,
 // which maps to the same job id: the second one finds the job and does nothing.
+import { randomUUID } from 'node:crypto';
 import type { App } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import type { Config } from '../../src/config/schema.ts';
@@ -150,7 +151,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       await body();
     } catch (e) {
       if (isUserError(e)) return void (await origin.tellPrivately(e.message).catch(() => undefined));
-      const ref = Math.random().toString(36).slice(2, 10);
+      const ref = randomUUID().slice(0, 8);
       log.error({ ref, what, err: (e as Error).message }, 'slack handler failed');
       await origin.tellPrivately(`Something went wrong (ref ${ref}).`).catch(() => undefined);
     }
