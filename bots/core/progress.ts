@@ -1,9 +1,13 @@
 // The progress relay: listens to the jobs queue's events and forwards progress to the PlatformPort whose
 // platform (and, for the CLI, clientId) matches the job's destination, throttled per job. While a job this
 // core submitted is still waiting, every job start elsewhere recomputes its queue position ("queued, 3rd").
+// Several bot instances of one platform may run: each job's progress is shown by one of them only (a lease in
+// Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it dies),
+// and nothing is shown once the result is in the delivered-ledger, so a late "queued" edit never covers a result.
 import type { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
+import type { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { queuePosition } from '../../src/jobs/position.ts';
 import type { JobsQueue } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
@@ -17,8 +21,23 @@ export interface RelayDeps {
   portFor(destination: Destination): PlatformPort | undefined;
   /** Minimum milliseconds between two progress calls for one job on a platform. */
   intervalMs(destination: Destination): number;
+  ledger: DeliveryLedger;
+  /** This bot process, as the owner written into progress leases. */
+  instanceId: string;
+  /** Key prefix (config.queue.prefix). */
+  prefix: string;
   log: Logger;
 }
+
+/** How long a progress lease outlives its owner's last edit before another instance may take the job over. */
+export const PROGRESS_LEASE_MS = 60_000;
+
+// KEYS[1] lease key; ARGV[1] instance id; ARGV[2] lease ms. Take the lease if free or ours (renewing it); 1 = ours.
+const CLAIM_LUA = `
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+return 1`;
 
 interface Tracked {
   destination: Destination;
@@ -64,6 +83,13 @@ export class ProgressRelay {
     const port = this.deps.portFor(destination);
     if (!port) return;
     this.jobs.set(jobId, { destination, port, lastAt: 0, lastPosition: position, started: false });
+    void this.claim(jobId).catch(() => undefined); // the submitter shows this job's progress while it lives
+  }
+
+  /** Take or renew this job's progress lease; false when another live instance holds it. */
+  private async claim(jobId: string): Promise<boolean> {
+    const key = `${this.deps.prefix}:progress-owner:${jobId}`;
+    return (await this.deps.redis.eval(CLAIM_LUA, 1, key, this.deps.instanceId, PROGRESS_LEASE_MS)) === 1;
   }
 
   private forget(jobId: string): void {
@@ -146,6 +172,11 @@ export class ProgressRelay {
 
   private fire(t: Tracked, progress: JobProgress): void {
     t.lastAt = Date.now();
-    t.port.showProgress(t.destination, progress).catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'));
+    const show = async () => {
+      if (!(await this.claim(progress.jobId))) return; // another instance shows this job
+      if (await this.deps.ledger.isDelivered(progress.jobId)) return; // the result is up: never cover it
+      await t.port.showProgress(t.destination, progress);
+    };
+    show().catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'));
   }
 }

@@ -25,6 +25,7 @@
  * to `PlatformPort.showProgress`, throttled per job (bots/core/progress.ts).
  */
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { JobsOptions, QueueEvents, Worker } from 'bullmq';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import { createBlobStore } from '../../src/blobs/index.ts';
@@ -106,6 +107,7 @@ export function createCore(options: CoreOptions): Core {
   const queue = createJobsQueue(config, redis);
   const gate = createGate(redis, config, queue);
   const ledger = new DeliveryLedger(redis, config);
+  const instanceId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const ports = new Map(options.ports.map((p) => [p.platform, p]));
   let events: QueueEvents | undefined;
   let relay: ProgressRelay | undefined;
@@ -265,7 +267,7 @@ export function createCore(options: CoreOptions): Core {
     async start(): Promise<void> {
       events = createJobsEvents(config, redis);
       gate.start(events);
-      relay = new ProgressRelay({ queue, events, redis, portFor, intervalMs, log });
+      relay = new ProgressRelay({ queue, events, redis, portFor, intervalMs, ledger, instanceId, prefix: config.queue.prefix, log });
       relay.start();
       for (const port of ports.values()) {
         if (port.platform === 'cli' && !options.cliClientId) throw new Error('a CLI port needs cliClientId');
