@@ -5,7 +5,7 @@
 //   2. every component builds its graphs; weights are declared (shape-checked) but not read yet
 //   3. every checkpoint key must be declared by some graph, except prefixes skipped on purpose (reported)
 //   4. graphs are written one initializer at a time (external data above 512 MiB), then manifest.json, last
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
@@ -126,11 +126,25 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
       }
       manifest.components[name] = entry;
     }
+    copyTokenizerFiles(snapshotDir, join(outDir, 'tokenizer'));
     writeFileSync(join(outDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
     return manifest;
   } finally {
     for (const c of checkpoints) c.close();
   }
+}
+
+/** The snapshot's tokenizer and chat-template files, as HF saves them; tokenizer.json is required. */
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'vocab.json', 'merges.txt', 'chat_template.json', 'chat_template.jinja', 'generation_config.json'];
+
+/**
+ * The converted folder carries its tokenizer, so the worker needs the graphs folder alone (snapshotDir may be
+ * pruned or moved). A snapshot without tokenizer.json converts (weights-only tests do); loading then says so.
+ */
+function copyTokenizerFiles(snapshotDir: string, dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const f of TOKENIZER_FILES) if (existsSync(join(snapshotDir, f))) copyFileSync(join(snapshotDir, f), join(dir, f));
 }
 
 /** The worker's start-up: the current manifest of `outDir`, converting first when it is missing or stale

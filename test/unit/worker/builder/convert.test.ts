@@ -35,6 +35,7 @@ beforeAll(() => {
     t.shape[0] === 151668 ? { ...t, shape: [VOCAB, t.shape[1]!], data: t.data.subarray(0, VOCAB * t.shape[1]! * 2) } : t;
   tensors = [...tinyTextTensors().map(small), ...tinyEvaClipTensors()];
   snapshot('snapshot', (t) => t);
+  writeFileSync(join(base, 'tokenizer.json'), '{"model":{"type":"BPE"}}');
 }, 60_000);
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -49,6 +50,8 @@ describe('convertSnapshot', () => {
     expect(describeSkipped(m.architecture, m.skipped)[0]).toMatch(/skipped \d+ keys under model\.gen_vision_tower\.: EVA-CLIP/);
     expect(progress.at(-1)).toBeGreaterThan(progress[0]!);
     expect(readManifest(out)).toEqual(m);
+    // the graphs folder carries the tokenizer: the worker needs nothing from the snapshot
+    expect(readFileSync(join(out, 'tokenizer/tokenizer.json'), 'utf8')).toBe(readFileSync(join(base, 'tokenizer.json'), 'utf8'));
     expect(staleReason(out, base, 'fp32')).toBeUndefined();
     expect(staleReason(out, base, 'fp16')).toMatch(/fp32/);
 
