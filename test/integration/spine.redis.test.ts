@@ -196,6 +196,8 @@ describe('spine', () => {
     // The slot's thread was replaced: the worker still serves jobs.
     const after = await c.core.handle(imagine(c, 'after the stuck one'));
     expect((await c.port.waitFor((after as { jobId: string }).jobId, 20_000)).status).toBe('succeeded');
+    // the result is handed to delivery just before BullMQ records the job completed: wait for that, then nothing is left
+    await until(async () => (await queue.getJobCounts('active')).active === 0, 10_000, 'the last job to complete');
     expect(await queue.getJobCounts('active', 'wait')).toEqual({ active: 0, wait: 0 });
   });
 });
