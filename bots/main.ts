@@ -25,12 +25,22 @@ async function main(): Promise<void> {
   const log = createLogger('bots', config.logLevel);
 
   const adapters: Adapter[] = [];
+  const skipped: string[] = [];
   for (const [platform, load] of Object.entries(ADAPTERS)) {
     if (!config[platform as 'discord' | 'slack'].enabled || !load) continue;
+    // An enabled platform with no token at all is one the operator has not set up (both are enabled by default):
+    // skip it with a warning. A platform that is half set up fails in its factory with the missing secret named.
+    const token = platform === 'discord' ? 'DISCORD_TOKEN' : 'SLACK_BOT_TOKEN';
+    if (!secrets[token]) {
+      log.warn({ platform }, `${platform} is enabled but ${token} is not set: not starting it`);
+      skipped.push(`${platform} (set ${token})`);
+      continue;
+    }
     const factory = await load();
     adapters.push(await factory({ config, secrets, log: log.child({ platform }) }));
   }
-  if (adapters.length === 0) throw new Error('no platform adapter is enabled (config discord.enabled / slack.enabled)');
+  if (adapters.length === 0)
+    throw new Error(`no platform adapter can start: ${skipped.length ? skipped.join(', ') : 'enable discord.enabled or slack.enabled in config'} (see config/.env.example)`);
 
   const fetchers = new Map(adapters.flatMap((a) => (a.coreOptions?.fetchImage ? [[a.port.platform, a.coreOptions.fetchImage] as const] : [])));
   const fetchImage: CoreOptions['fetchImage'] = (ref: ImageRef, destination: Destination) => {
