@@ -2,8 +2,30 @@
 //   const s = await openSession('models/onnx/decoder.onnx', { executionProvider: 'auto', intraOpThreads: 0 });
 //   const out = await s.run({ input_ids: { data: BigInt64Array.from([1n, 2n]), dims: [1, 2] } });
 //   out.logits.data  // Float32Array (fp16 outputs are widened)
+import { readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { AppError } from '../../src/errors.ts';
+
+let cudaInstalled: boolean | undefined;
+/**
+ * Whether this onnxruntime-node install carries the CUDA provider library (ONNXRUNTIME_NODE_INSTALL=cuda12 puts
+ * libonnxruntime_providers_cuda.so next to the binding; CPU installs skip it). 'auto' only tries CUDA then, so
+ * CPU hosts do not log onnxruntime's "failed to load providers_shared" error at every session.
+ */
+function cudaProviderInstalled(): boolean {
+  if (cudaInstalled !== undefined) return cudaInstalled;
+  const walk = (dir: string): boolean =>
+    readdirSync(dir, { withFileTypes: true }).some((e) => (e.isDirectory() ? walk(join(dir, e.name)) : /providers_cuda\.(so|dll)/.test(e.name)));
+  try {
+    const pkg = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    cudaInstalled = walk(join(pkg, 'bin'));
+  } catch {
+    cudaInstalled = true; // cannot tell: let onnxruntime try
+  }
+  return cudaInstalled;
+}
 
 export type ExecutionProvider = 'auto' | 'cuda' | 'cpu';
 
@@ -96,7 +118,7 @@ export async function openSession(model: string | Uint8Array, opts: SessionOptio
   const ep = opts.executionProvider ?? 'auto';
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
   if (opts.intraOpThreads) base.intraOpNumThreads = opts.intraOpThreads;
-  if (ep !== 'cpu') {
+  if (ep === 'cuda' || (ep === 'auto' && cudaProviderInstalled())) {
     try {
       const s = await create({ ...base, executionProviders: ['cuda'] });
       return new ModelSession(s, 'cuda');
