@@ -1,6 +1,7 @@
 // Attachment checks, in the order that costs least: host, declared size and declared type before any byte is
 // fetched; then a capped download (no redirects, no auth header) and a magic-byte sniff of what arrived. Each
 // failure is a UserError with its own sentence, and nothing is enqueued for it.
+import { hostAllowed, readCapped, sniffImageMime } from '../core/image-bytes.ts';
 import { UserError } from '../../src/errors.ts';
 
 export interface AttachmentMeta {
@@ -19,6 +20,8 @@ export interface DownloadPolicy {
   timeoutMs?: number;
 }
 
+export { hostAllowed };
+
 export type ImageFormat = 'png' | 'jpeg' | 'gif' | 'webp';
 const MIME: Record<ImageFormat, string> = { png: 'image/png', jpeg: 'image/jpeg', gif: 'image/gif', webp: 'image/webp' };
 const ACCEPTED = new Set(Object.values(MIME));
@@ -29,15 +32,6 @@ const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(bytes < 2 **
 export function isImageAttachment(a: { contentType?: string | null; filename: string }): boolean {
   if (a.contentType) return ACCEPTED.has(a.contentType.split(';')[0]!.trim().toLowerCase());
   return /\.(png|jpe?g|gif|webp)$/i.test(a.filename);
-}
-
-/** Host allowed? Entries without a port match the hostname on any port; "host:port" entries match exactly. */
-export function hostAllowed(url: URL, allowedHosts: readonly string[]): boolean {
-  const host = url.hostname.toLowerCase();
-  return allowedHosts.some((entry) => {
-    const e = entry.toLowerCase();
-    return e.includes(':') ? e === url.host.toLowerCase() : e === host;
-  });
 }
 
 /** Everything we can check without downloading. Throws UserError with a specific message. */
@@ -63,12 +57,8 @@ export function checkBeforeDownload(a: AttachmentMeta, policy: DownloadPolicy): 
 
 /** The format from the first bytes, or undefined. */
 export function sniffImage(bytes: Uint8Array): ImageFormat | undefined {
-  const at = (i: number, ...b: number[]) => b.every((v, k) => bytes[i + k] === v);
-  if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return 'png';
-  if (at(0, 0xff, 0xd8, 0xff)) return 'jpeg';
-  if (at(0, 0x47, 0x49, 0x46, 0x38)) return 'gif';
-  if (at(0, 0x52, 0x49, 0x46, 0x46) && at(8, 0x57, 0x45, 0x42, 0x50)) return 'webp';
-  return undefined;
+  const mime = sniffImageMime(bytes);
+  return mime && (mime.slice('image/'.length) as ImageFormat);
 }
 
 export interface DownloadedImage {
@@ -95,22 +85,7 @@ export async function downloadImage(a: AttachmentMeta, policy: DownloadPolicy): 
     await response.body.cancel();
     throw new UserError('bad_image', `${a.filename} is ${mib(declared)}; the limit is ${mib(policy.maxBytes)}.`);
   }
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    total += chunk.byteLength;
-    if (total > policy.maxBytes) {
-      await response.body.cancel().catch(() => undefined);
-      throw new UserError('bad_image', `${a.filename} is larger than the limit of ${mib(policy.maxBytes)}.`);
-    }
-    chunks.push(chunk);
-  }
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
+  const bytes = await readCapped(response.body, policy.maxBytes, () => new UserError('bad_image', `${a.filename} is larger than the limit of ${mib(policy.maxBytes)}.`));
   const format = sniffImage(bytes);
   if (!format) throw new UserError('bad_image', `${a.filename} doesn't look like an image file. Please attach ${FORMATS_TEXT}.`);
   return { bytes, format, contentType: MIME[format] };

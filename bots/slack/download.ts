@@ -3,6 +3,7 @@
 // sending us to its sign-in page, and following it would hand the bytes of an HTML page to the model), and the
 // bytes must be an image by their magic numbers, whatever the Content-Type says.
 import { AppError, UserError } from '../../src/errors.ts';
+import { hostAllowed, readCapped, sniffImageMime, type ImageMime } from '../core/image-bytes.ts';
 
 export interface SlackFileRef {
   url: string;
@@ -25,7 +26,7 @@ export interface DownloadPolicy {
 export interface DownloadedImage {
   bytes: Uint8Array;
   /** From the magic bytes, not from the server. */
-  contentType: 'image/png' | 'image/jpeg' | 'image/gif' | 'image/webp';
+  contentType: ImageMime;
   name: string;
 }
 
@@ -35,22 +36,14 @@ const LOGIN_PAGE_HINT =
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 /** Image type from the first bytes, or undefined. */
-export function sniffImage(b: Uint8Array): DownloadedImage['contentType'] | undefined {
-  if (b.length >= 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47 && b[4] === 0x0d && b[5] === 0x0a && b[6] === 0x1a && b[7] === 0x0a) return 'image/png';
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'image/jpeg';
-  if (b.length >= 6 && String.fromCharCode(...b.subarray(0, 6)).match(/^GIF8[79]a$/)) return 'image/gif';
-  if (b.length >= 12 && String.fromCharCode(...b.subarray(0, 4)) === 'RIFF' && String.fromCharCode(...b.subarray(8, 12)) === 'WEBP') return 'image/webp';
-  return undefined;
-}
+export const sniffImage = sniffImageMime;
 
 function looksLikeHtml(b: Uint8Array): boolean {
   const head = new TextDecoder().decode(b.subarray(0, 512)).trimStart().toLowerCase();
   return head.startsWith('<!doctype html') || head.startsWith('<html') || head.startsWith('<head');
 }
 
-export function isAllowedHost(url: URL, allowedHosts: readonly string[]): boolean {
-  return allowedHosts.some((entry) => (entry.includes(':') ? url.host === entry : url.hostname === entry));
-}
+export const isAllowedHost = hostAllowed;
 
 function describeType(mimetype: string): string {
   if (mimetype === 'application/pdf') return 'a PDF';
@@ -117,7 +110,7 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
     await res.body?.cancel();
     throw new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`);
   }
-  const bytes = await readCapped(res, policy.maxBytes, name, limitMiB);
+  const bytes = await readCapped(res.body!, policy.maxBytes, () => new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`));
   const contentType = sniffImage(bytes);
   if (!contentType) {
     if (looksLikeHtml(bytes)) throw new UserError('bad_image', LOGIN_PAGE_HINT);
@@ -126,26 +119,3 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
   return { bytes, contentType, name };
 }
 
-/** Read the body, failing as soon as it passes maxBytes (a lying or missing Content-Length). */
-async function readCapped(res: Response, maxBytes: number, name: string, limitMiB: number): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = res.body!.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > maxBytes) {
-      await reader.cancel();
-      throw new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`);
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.length;
-  }
-  return out;
-}
