@@ -41,6 +41,7 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
       result = { ...result, status: 'failed', image: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
     }
   }
+  await deps.ledger.beginDelivery(result.jobId); // no progress edit may land on top of the result
   await deps.port.deliver(result, image);
   await deps.ledger.markDelivered(result.jobId);
   deps.log.info({ jobId: result.jobId, status: result.status }, 'delivered');

@@ -3,7 +3,7 @@
 // core submitted is still waiting, every job start elsewhere recomputes its queue position ("queued, 3rd").
 // Several bot instances of one platform may run: each job's progress is shown by one of them only (a lease in
 // Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it dies),
-// and nothing is shown once the result is in the delivered-ledger, so a late "queued" edit never covers a result.
+// and edits are ordered before the result through the ledger (src/jobs/ledger.ts), so a late edit never covers it.
 import type { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
@@ -174,8 +174,8 @@ export class ProgressRelay {
     t.lastAt = Date.now();
     const show = async () => {
       if (!(await this.claim(progress.jobId))) return; // another instance shows this job
-      if (await this.deps.ledger.isDelivered(progress.jobId)) return; // the result is up: never cover it
-      await t.port.showProgress(t.destination, progress);
+      // never over the result: skipped once its delivery has begun, and a delivery waits for this edit to end
+      await this.deps.ledger.whileNotDelivered(progress.jobId, () => t.port.showProgress(t.destination, progress));
     };
     show().catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'));
   }

@@ -1,8 +1,15 @@
 // The delivered-ledger: `<prefix>:delivered:<jobId>` is set once a result has been posted, so a delivery
 // job that runs again (bot died after posting but before BullMQ recorded completion, or the worker re-added
 // it) is acknowledged without posting twice. TTL = keepFailedSeconds: longer than any delivery job lives.
+//
+// It also orders progress edits before the result, across bot instances: a progress edit runs inside a short
+// "showing" slot and only while no delivery has begun; a delivery first marks "delivering", then waits for a
+// slot in flight to end. Whichever of the two Redis writes comes first wins, so no edit lands after a result.
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/schema.ts';
+
+/** Longest a progress edit may hold off a delivery (a platform answering 429 to the edit, say). */
+const SHOWING_SLOT_MS = 10_000;
 
 export class DeliveryLedger {
   constructor(
@@ -13,6 +20,37 @@ export class DeliveryLedger {
   private key(jobId: string): string {
     return `${this.config.queue.prefix}:delivered:${jobId}`;
   }
+  private deliveringKey(jobId: string): string {
+    return `${this.config.queue.prefix}:delivering:${jobId}`;
+  }
+  private showingKey(jobId: string): string {
+    return `${this.config.queue.prefix}:showing:${jobId}`;
+  }
+  private get ttlSeconds(): number {
+    return Math.max(this.config.queue.keepFailedSeconds, this.config.queue.keepCompletedSeconds);
+  }
+
+  /** Before posting a result: no progress edit starts after this, and one in flight (at most waitMs) is waited for. */
+  async beginDelivery(jobId: string, waitMs = SHOWING_SLOT_MS): Promise<void> {
+    await this.redis.set(this.deliveringKey(jobId), '1', 'EX', this.ttlSeconds);
+    const end = Date.now() + waitMs;
+    while ((await this.redis.exists(this.showingKey(jobId))) === 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+  }
+
+  /**
+   * Run one progress edit unless the job's result is being or has been delivered (or another edit of it is in
+   * flight); returns whether it ran.
+   */
+  async whileNotDelivered(jobId: string, edit: () => Promise<void>): Promise<boolean> {
+    if ((await this.redis.set(this.showingKey(jobId), '1', 'PX', SHOWING_SLOT_MS, 'NX')) !== 'OK') return false;
+    try {
+      if ((await this.redis.exists(this.deliveringKey(jobId), this.key(jobId))) > 0) return false;
+      await edit();
+      return true;
+    } finally {
+      await this.redis.del(this.showingKey(jobId));
+    }
+  }
 
   async isDelivered(jobId: string): Promise<boolean> {
     return (await this.redis.exists(this.key(jobId))) === 1;
@@ -20,7 +58,6 @@ export class DeliveryLedger {
 
   /** Record a posted result; returns false if it was already recorded. */
   async markDelivered(jobId: string): Promise<boolean> {
-    const ttl = Math.max(this.config.queue.keepFailedSeconds, this.config.queue.keepCompletedSeconds);
-    return (await this.redis.set(this.key(jobId), String(Date.now()), 'EX', ttl, 'NX')) === 'OK';
+    return (await this.redis.set(this.key(jobId), String(Date.now()), 'EX', this.ttlSeconds, 'NX')) === 'OK';
   }
 }
