@@ -139,7 +139,9 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
       const part = chunk.subarray(0, Math.max(0, Math.min(cut, chunk.byteLength - 1)));
       res.write(part, () => {
         rec.bytesSent = part.byteLength;
-        res.socket?.destroy(); // the connection drops mid-body
+        // The connection drops mid-body, a moment after the bytes went out: a reset arriving together with the data
+        // can make the client discard bytes it had not yet read, and then there is nothing to resume from.
+        setTimeout(() => res.socket?.destroy(), 100);
       });
       return;
     }
