@@ -86,6 +86,11 @@ export interface Core {
   stop(): Promise<void>;
   /** 1-based position of a waiting job; undefined once it runs or is gone. */
   position(jobId: string): Promise<number | undefined>;
+  /**
+   * Run an adapter's own status edit for a job (the first "Queued: 2nd" edit) only if the job's result is not being
+   * or has not been delivered, by any bot instance; a delivery waits for it to finish. Returns whether it ran.
+   */
+  showBeforeResult(jobId: string, edit: () => Promise<void>): Promise<boolean>;
   readonly config: Readonly<Config>;
   readonly queue: JobsQueue;
   readonly redis: Redis;
@@ -288,6 +293,7 @@ export function createCore(options: CoreOptions): Core {
     },
 
     position: (jobId: string) => queuePosition(redis, queue, jobId),
+    showBeforeResult: (jobId: string, edit: () => Promise<void>) => ledger.whileNotDelivered(jobId, edit),
   };
   return core;
 }

@@ -71,6 +71,10 @@ export class DiscordAdapter implements Adapter {
   private readonly policy: DownloadPolicy;
   private client: Client | undefined;
   private handle: Handle | undefined;
+  /** The first "Queued: …" edit, through the core so it never lands on top of a result another instance posted. */
+  private showQueued: (destination: DiscordDestination, jobId: string, text: string) => Promise<void> = async () => {
+    throw new AppError('internal', 'the Discord adapter was not started');
+  };
   private messageContent = false;
   private readonly seen = new Set<string>();
   /** Context-menu targets waiting for their modal (the modal submit does not carry the message). */
@@ -98,8 +102,10 @@ export class DiscordAdapter implements Adapter {
   }
 
   /** Log in and start handling events with the core's `handle` (the core's delivery consumer is already running). */
-  async start(core: Pick<Core, 'handle'>): Promise<void> {
+  async start(core: Pick<Core, 'handle' | 'showBeforeResult'>): Promise<void> {
     this.handle = (invocation) => core.handle(invocation);
+    this.showQueued = (destination, jobId, text) =>
+      core.showBeforeResult(jobId, () => this.port.showQueued(destination, jobId, text)).then(() => undefined);
     const wantContent = this.config.discord.messageContentIntent;
     try {
       await this.login(wantContent);
@@ -285,7 +291,7 @@ export class DiscordAdapter implements Adapter {
     } catch (e) {
       reply = this.errorReply(e);
     }
-    if (reply.kind === 'queued') return this.port.showQueued(destination, reply.jobId, reply.text);
+    if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
     if (reply.kind === 'text' && !reply.private) return void (await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } }));
     // A private answer after a public "thinking…": remove the public one, tell the user alone.
     await interaction.deleteReply().catch(() => undefined);
@@ -338,7 +344,7 @@ export class DiscordAdapter implements Adapter {
     } catch (e) {
       reply = this.errorReply(e);
     }
-    if (reply.kind === 'queued') return this.port.showQueued(destination, reply.jobId, reply.text);
+    if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
     await status.edit({ content: reply.text, allowedMentions: { parse: [] } });
   }
 

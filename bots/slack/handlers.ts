@@ -126,8 +126,9 @@ export function registerHandlers(deps: HandlerDeps): void {
     if (reply.kind === 'queued') {
       const position = await core.position(reply.jobId); // undefined once a worker has it: progress takes over
       if (position === undefined) return;
-      // Through the port, which does nothing once the result is being delivered (a very fast job).
-      await deps.port.showProgress(destination, { v: CONTRACT_VERSION, jobId: reply.jobId, stage: 'queued', step: 0, total: 0, queuePosition: position });
+      // Only while the result is not being delivered, by any bot instance (a very fast job): see Core.showBeforeResult.
+      const queued = { v: CONTRACT_VERSION, jobId: reply.jobId, stage: 'queued', step: 0, total: 0, queuePosition: position } as const;
+      await core.showBeforeResult(reply.jobId, () => deps.port.showProgress(destination, queued));
       return;
     }
     // Refused (bad input, limits, not allowed): only the asker hears why; the public status message goes away.
