@@ -60,9 +60,29 @@ export interface Proc {
 
 /** Spawn `node --import tsx <script> …args` with BLIP3O_CONFIG set. */
 export function spawnTs(script: string, h: Harness, args: string[] = [], env: Record<string, string> = {}): Proc {
+  return spawnWithConfig(script, h.configFile, args, env);
+}
+
+/** A real worker process (test double or tiny pipeline, per the config file), resolved once it takes jobs. */
+export async function startWorkerProcess(configFile: string): Promise<Proc> {
+  const p = spawnWithConfig('worker/main.ts', configFile);
+  await p.waitFor('worker ready', 120_000); // tsx compiles the worker and each model thread: slow on a loaded CI box
+  return p;
+}
+
+/** SIGTERM (the worker finishes its jobs), then SIGKILL after 10 s. */
+export async function stopProcess(p: Proc | undefined): Promise<void> {
+  if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), 10_000);
+  await p.kill('SIGTERM');
+  clearTimeout(timer);
+}
+
+/** Spawn `node --import tsx <script> …args` with BLIP3O_CONFIG=configFile. */
+export function spawnWithConfig(script: string, configFile: string, args: string[] = [], env: Record<string, string> = {}): Proc {
   const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
     cwd: repoRoot,
-    env: { ...process.env, BLIP3O_CONFIG: h.configFile, REDIS_URL, LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, BLIP3O_CONFIG: configFile, REDIS_URL, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -97,11 +117,7 @@ export function spawnTs(script: string, h: Harness, args: string[] = [], env: Re
   };
 }
 
-export const startWorker = async (h: Harness): Promise<Proc> => {
-  const p = spawnTs('worker/main.ts', h);
-  await p.waitFor('worker ready', 120_000); // tsx compiles the worker and each model thread: slow on a loaded CI box
-  return p;
-};
+export const startWorker = (h: Harness): Promise<Proc> => startWorkerProcess(h.configFile);
 
 /** Runs recorded by the test double (one line per generate/understand call, with the worker's pid). */
 export function runs(h: Harness): { kind: string; prompt?: string; question?: string; pid: number }[] {

@@ -1,7 +1,6 @@
 // Everything an end-to-end Discord test needs, real except Discord itself: the fake Discord on loopback, the
 // real adapter (real discord.js) and core on real Redis under a unique queue prefix, and a real worker process
 // (`worker/main.ts`) running the test double pipeline. stop() closes every handle and deletes the keys.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,9 +8,10 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createDiscordAdapter, type DiscordAdapter } from '../../../bots/discord/adapter.ts';
 import { createCore, type Core } from '../../../bots/core/submit.ts';
-import { deepMerge, loadConfig, repoRoot, type Config, type DeepPartial } from '../../../src/config/load.ts';
+import { deepMerge, loadConfig, type Config, type DeepPartial } from '../../../src/config/load.ts';
 import { createLogger } from '../../../src/log.ts';
 import { closeRedis, createRedis } from '../../../src/redis.ts';
+import { startWorkerProcess, stopProcess, type Proc } from '../../doubles/spine-harness.ts';
 import { FakeDiscord, type FakeDiscordOptions } from './server.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -75,46 +75,17 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
   const dir = mkdtempSync(join(tmpdir(), 'discord-harness-'));
   const configFile = join(dir, 'worker.yaml');
   writeFileSync(configFile, stringify(overrides));
-  let worker: ChildProcess | undefined;
-  let output = '';
+  let worker: Proc | undefined;
+  let lastWorker: Proc | undefined;
 
   async function startWorker(): Promise<void> {
-    // The tsx CLI (not `node --import tsx`: worker/thread-host.ts then cannot load its thread's TypeScript).
-    const child = spawn(join(repoRoot, 'node_modules/.bin/tsx'), ['worker/main.ts'], {
-      cwd: repoRoot,
-      env: { ...process.env, BLIP3O_CONFIG: configFile, REDIS_URL, LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    worker = child;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`worker did not start in 30 s:\n${output}`)), 30_000);
-      const onData = (chunk: Buffer) => {
-        output += chunk.toString();
-        if (output.length > 200_000) output = output.slice(-100_000);
-        if (output.includes('worker ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      child.stdout!.on('data', onData);
-      child.stderr!.on('data', onData);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`worker exited with ${code}:\n${output}`));
-      });
-    });
-    child.removeAllListeners('exit');
+    worker = lastWorker = await startWorkerProcess(configFile);
   }
 
   async function stopWorker(): Promise<void> {
-    const child = worker;
+    const w = worker;
     worker = undefined;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
+    await stopProcess(w);
   }
 
   if (options.worker !== false) await startWorker();
@@ -125,7 +96,7 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
     core,
     config,
     prefix,
-    workerOutput: () => output,
+    workerOutput: () => lastWorker?.output() ?? '',
     startWorker,
     stopWorker,
     async jobCount() {

@@ -1,7 +1,6 @@
 // Everything an end-to-end Slack test needs, real except Slack itself: the fake Slack on loopback, the real
 // adapter (real @slack/bolt) and core on real Redis under a unique queue prefix, and a real worker process
 // (`worker/main.ts`) running the test double pipeline. stop() closes every handle and deletes the keys.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,9 +8,10 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createSlackAdapter, type SlackAdapter } from '../../../bots/slack/adapter.ts';
 import { createCore, type Core } from '../../../bots/core/submit.ts';
-import { deepMerge, loadConfig, repoRoot, type Config, type DeepPartial } from '../../../src/config/load.ts';
+import { deepMerge, loadConfig, type Config, type DeepPartial } from '../../../src/config/load.ts';
 import { createLogger } from '../../../src/log.ts';
 import { closeRedis, createRedis } from '../../../src/redis.ts';
+import { startWorkerProcess, stopProcess, type Proc } from '../../doubles/spine-harness.ts';
 import { FakeSlack } from './server.ts';
 
 export const SIGNING_SECRET = 'fake-signing-secret';
@@ -66,45 +66,16 @@ export async function startSlackHarness(options: HarnessOptions): Promise<SlackH
   const dir = mkdtempSync(join(tmpdir(), 'slack-harness-'));
   const configFile = join(dir, 'worker.yaml');
   writeFileSync(configFile, stringify(overrides));
-  let worker: ChildProcess | undefined;
+  let worker: Proc | undefined;
 
   async function startWorker(): Promise<void> {
-    // The tsx CLI (not `node --import tsx`: worker/thread-host.ts then cannot load its thread's TypeScript).
-    const child = spawn(join(repoRoot, 'node_modules/.bin/tsx'), ['worker/main.ts'], {
-      cwd: repoRoot,
-      env: { ...process.env, BLIP3O_CONFIG: configFile, REDIS_URL, LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    worker = child;
-    let output = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`worker did not start in 30 s:\n${output}`)), 30_000);
-      const onData = (chunk: Buffer) => {
-        output += chunk.toString();
-        if (output.includes('worker ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      child.stdout!.on('data', onData);
-      child.stderr!.on('data', onData);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`worker exited with ${code}:\n${output}`));
-      });
-    });
-    child.removeAllListeners('exit');
+    worker = await startWorkerProcess(configFile);
   }
 
   async function stopWorker(): Promise<void> {
-    const child = worker;
+    const w = worker;
     worker = undefined;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
+    await stopProcess(w);
   }
 
   if (options.worker !== false) await startWorker();
