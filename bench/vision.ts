@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildVisionGraph, VISION_OUTPUT, type VisionConfig } from '../worker/builder/architectures/qwen2_5_vl_vision.ts';
 import { Graph } from '../worker/builder/onnx/graph.ts';
-import { Checkpoint, fromFloat32, writeSafetensors, type TensorToWrite } from '../worker/builder/safetensors.ts';
+import { Checkpoint, fromFloat32, writeSafetensors } from '../worker/builder/safetensors.ts';
+import { tinyVisionTensors } from '../worker/builder/tiny/vision.ts';
 import { WeightStore } from '../worker/builder/weights.ts';
 import { patchify, visionFeeds } from '../worker/pipeline/image.ts';
 import { openSession, type TensorInput } from '../worker/runtime/session.ts';
@@ -57,41 +58,6 @@ function uniform(n: number, variance: number, seed: number): Float32Array {
   return v;
 }
 
-function randomVisionWeights(cfg: VisionConfig): TensorToWrite[] {
-  const out: TensorToWrite[] = [];
-  let seed = 1;
-  const put = (key: string, shape: number[], kind: 'matrix' | 'norm' | 'bias') => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
-    const v = kind === 'norm' ? new Float32Array(n).fill(1) : uniform(n, kind === 'matrix' ? 1 / fanIn : 1e-4, seed++);
-    out.push({ key: `visual.${key}`, dtype: 'F16', shape, data: fromFloat32('F16', v) });
-  };
-  const D = cfg.hidden_size;
-  const I = cfg.intermediate_size;
-  const wide = D * 4;
-  put('patch_embed.proj.weight', [D, 3, 2, 14, 14], 'matrix');
-  for (let l = 0; l < cfg.depth; l++) {
-    const p = `blocks.${l}.`;
-    put(`${p}norm1.weight`, [D], 'norm');
-    put(`${p}norm2.weight`, [D], 'norm');
-    put(`${p}attn.qkv.weight`, [3 * D, D], 'matrix');
-    put(`${p}attn.qkv.bias`, [3 * D], 'bias');
-    put(`${p}attn.proj.weight`, [D, D], 'matrix');
-    put(`${p}attn.proj.bias`, [D], 'bias');
-    for (const m of ['gate_proj', 'up_proj']) {
-      put(`${p}mlp.${m}.weight`, [I, D], 'matrix');
-      put(`${p}mlp.${m}.bias`, [I], 'bias');
-    }
-    put(`${p}mlp.down_proj.weight`, [D, I], 'matrix');
-    put(`${p}mlp.down_proj.bias`, [D], 'bias');
-  }
-  put('merger.ln_q.weight', [D], 'norm');
-  put('merger.mlp.0.weight', [wide, wide], 'matrix');
-  put('merger.mlp.0.bias', [wide], 'bias');
-  put('merger.mlp.2.weight', [cfg.out_hidden_size, wide], 'matrix');
-  put('merger.mlp.2.bias', [cfg.out_hidden_size], 'bias');
-  return out;
-}
 
 /** Analytic FLOPs (2 × MACs) of the tower on N patches with `windowTokens` patches per window. */
 function visionFlops(cfg: VisionConfig, N: number, windowTokens: number): { embed: number; windowed: number; full: number; merger: number } {
@@ -137,7 +103,7 @@ export async function run(args: string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-vision-'));
   try {
     console.log(`vision bench: real Qwen2.5-VL vision config, ${blocks} of 32 blocks materialised (${blocks - fullCount} windowed, ${fullCount} full), ${size}×${size} image, intraOpThreads ${threads || 'default'}`);
-    writeSafetensors(join(dir, 'model.safetensors'), randomVisionWeights(cfg));
+    writeSafetensors(join(dir, 'model.safetensors'), tinyVisionTensors(cfg, 1, 'F16')); // the tiny checkpoint's random-weight maker, at this config
     const ckpt = Checkpoint.open(dir);
     const graph = buildVisionGraph(new WeightStore(ckpt), cfg);
     graph.save(join(dir, 'vision.onnx')); // external data past 512 MiB (more than ~8 blocks)
