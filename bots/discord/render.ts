@@ -1,5 +1,6 @@
 // What users see: progress lines, the final message (PNG with alt text, settings, buttons), answers and errors,
 // as raw Discord API message bodies, so the same body works for PATCH @original and POST /channels/…/messages.
+import { STAGE_LABEL } from '../core/stage-labels.ts';
 import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import { buttonId } from './custom-ids.ts';
@@ -46,23 +47,13 @@ function button(label: string, style: ButtonStyle.Primary | ButtonStyle.Secondar
 
 export const cancelRow = (jobId: string) => row([button('Cancel', ButtonStyle.Danger, buttonId('cancel', jobId))]);
 
-const STAGE_TEXT: Record<JobProgress['stage'], string> = {
-  queued: 'Queued',
-  loading: 'Loading the model',
-  conditioning: 'Reading the prompt',
-  features: 'Drawing',
-  decoding: 'Decoding pixels',
-  encoding: 'Looking at the image',
-  answering: 'Answering',
-};
-
 /** One progress line: "Queued: 3rd in line." / "Drawing: step 12/30". */
 export function progressText(progress: JobProgress): string {
   if (progress.stage === 'queued') {
     return progress.queuePosition ? `⏳ Queued: ${ordinal(progress.queuePosition)} in line.` : '⏳ Queued.';
   }
   const steps = progress.total > 0 ? `: step ${Math.min(progress.step, progress.total)}/${progress.total}` : '…';
-  const line = `⏳ ${STAGE_TEXT[progress.stage]}${steps}`;
+  const line = `⏳ ${STAGE_LABEL[progress.stage]}${steps}`;
   if (progress.stage === 'answering' && progress.partialText) return truncate(`${line}\n${progress.partialText}`, MAX_CONTENT_CHARS);
   return line;
 }

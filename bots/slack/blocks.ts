@@ -1,7 +1,8 @@
 // Block Kit for the one status message a job keeps updating (queue position → stage and step → done) and for
 // the result posted in its thread (image with Re-roll / Vary, or an answer). Every message also carries a plain
 // `text`, which Slack shows in notifications and screen readers read; tests read it too.
-import type { JobProgress, JobResult, Stage } from '../../src/jobs/contract.ts';
+import { STAGE_LABEL } from '../core/stage-labels.ts';
+import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 
 /** action_id of each button; `value` is always the job id. */
 export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel' } as const;
@@ -13,16 +14,6 @@ export interface SlackMessage {
   text: string;
   blocks: Record<string, unknown>[];
 }
-
-const STAGE_LABEL: Record<Stage, string> = {
-  queued: 'Queued',
-  loading: 'Loading the model',
-  conditioning: 'Reading the prompt',
-  features: 'Drawing',
-  decoding: 'Decoding pixels',
-  encoding: 'Looking at the image',
-  answering: 'Writing the answer',
-};
 
 /** Slack mrkdwn treats &, < and > as control characters. */
 export function escapeMrkdwn(s: string): string {
