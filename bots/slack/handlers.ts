@@ -164,50 +164,35 @@ export function registerHandlers(deps: HandlerDeps): void {
     };
   }
 
-  // ---- /imagine ---------------------------------------------------------------------------------------
+  // ---- slash commands: parse before the ack (bad options are the ack's ephemeral answer), then work ----------
 
-  app.command('/imagine', async ({ command, ack, respond, client }) => {
-    let input: CommandInput;
-    try {
-      input = parseImagine(command.text, config.generation);
-    } catch (e) {
-      if (!isUserError(e)) throw e;
-      await ack({ response_type: 'ephemeral', text: e.message });
-      return;
-    }
-    await ack();
-    const origin: Origin = {
-      client,
-      teamId: command.team_id,
-      channelId: command.channel_id,
-      userId: command.user_id,
-      responseUrl: command.response_url,
-      tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
-    };
-    await guarded(origin, '/imagine', () => startJob(origin, input, `cmd:${command.trigger_id}`, input.command === 'imagine' ? input.prompt : ''));
-  });
+  function slashCommand(name: string, parse: (text: string) => CommandInput, run: (origin: Origin, input: CommandInput, dedupeKey: string) => Promise<void>): void {
+    app.command(name, async ({ command, ack, respond, client }) => {
+      let input: CommandInput;
+      try {
+        input = parse(command.text);
+      } catch (e) {
+        if (!isUserError(e)) throw e;
+        await ack({ response_type: 'ephemeral', text: e.message });
+        return;
+      }
+      await ack();
+      const origin: Origin = {
+        client,
+        teamId: command.team_id,
+        channelId: command.channel_id,
+        userId: command.user_id,
+        responseUrl: command.response_url,
+        tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
+      };
+      await guarded(origin, name, () => run(origin, input, `cmd:${command.trigger_id}`));
+    });
+  }
 
-  // ---- /blip3o-admin (workspace admins and owners) -----------------------------------------------------------
-
-  app.command('/blip3o-admin', async ({ command, ack, respond, client }) => {
-    let input: CommandInput;
-    try {
-      input = parseAdmin(command.text);
-    } catch (e) {
-      if (!isUserError(e)) throw e;
-      await ack({ response_type: 'ephemeral', text: e.message });
-      return;
-    }
-    await ack();
-    const origin: Origin = {
-      client,
-      teamId: command.team_id,
-      channelId: command.channel_id,
-      userId: command.user_id,
-      tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
-    };
-    await guarded(origin, '/blip3o-admin', () => simpleCommand(origin, input, `cmd:${command.trigger_id}`));
-  });
+  slashCommand('/imagine', (text) => parseImagine(text, config.generation), (origin, input, dedupeKey) =>
+    startJob(origin, input, dedupeKey, input.command === 'imagine' ? input.prompt : ''));
+  // workspace admins and owners (checked by the core through Invocation.isAdmin)
+  slashCommand('/blip3o-admin', parseAdmin, simpleCommand);
 
   // ---- @mention with a question -----------------------------------------------------------------------
 

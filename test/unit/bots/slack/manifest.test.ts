@@ -14,7 +14,9 @@ const handlers = readFileSync(`${repoRoot}/bots/slack/handlers.ts`, 'utf8');
 
 describe('bots/slack/manifest.yaml', () => {
   it('declares every command, shortcut and event the handlers register', () => {
-    const commands = [...handlers.matchAll(/app\.command\('([^']+)'/g)].map((m) => m[1]);
+    // slash commands register through handlers.ts's slashCommand() (which calls app.command)
+    const commands = [...handlers.matchAll(/(?:app\.command|\bslashCommand)\('([^']+)'/g)].map((m) => m[1]);
+    expect(commands).toEqual(expect.arrayContaining(['/imagine', '/blip3o-admin']));
     expect(manifest.features.slash_commands.map((c) => c.command).sort()).toEqual(commands.sort());
     expect(manifest.features.shortcuts).toEqual([expect.objectContaining({ type: 'message', callback_id: SHORTCUT_ASK })]);
     const events = [...handlers.matchAll(/app\.event\('([^']+)'/g)].map((m) => m[1]);
