@@ -2,6 +2,7 @@
 // so a key missing there fails loudly. Secrets are not in this file's YAML part: they come from the
 // environment only (see `Secrets` and config/.env.example). Units are in the names.
 import { z } from 'zod';
+import { parseRedisUrl } from '../redis.ts';
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
@@ -33,6 +34,13 @@ export const ConfigSchema = z.strictObject({
     keepFailedSeconds: positiveInt,
     deliveryAttempts: positiveInt,
     deliveryBackoffMs: positiveInt,
+  }),
+
+  redis: z.strictObject({
+    /** Replicas that must hold an accepted job before the user is told "Queued" (Redis WAIT); 0: do not wait. */
+    acceptReplicas: nonNegativeInt,
+    /** Longest wait for them; past it the job is accepted anyway, with a warning in the log. */
+    acceptReplicaWaitMs: positiveInt,
   }),
 
   blobs: z.strictObject({
@@ -145,7 +153,17 @@ export type Config = z.infer<typeof ConfigSchema>;
 
 /** Secrets and deployment wiring: environment only, never in YAML or git. */
 export const SecretsSchema = z.object({
-  REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379'),
+  REDIS_URL: z
+    .string()
+    .min(1)
+    .default('redis://127.0.0.1:6379')
+    .superRefine((url, ctx) => {
+      try {
+        parseRedisUrl(url);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      }
+    }),
   DISCORD_TOKEN: z.string().optional(),
   DISCORD_APPLICATION_ID: z.string().optional(),
   SLACK_BOT_TOKEN: z.string().optional(),
