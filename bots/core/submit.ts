@@ -50,6 +50,7 @@ import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
 import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
+import { stripControlChars } from './plain-text.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { askRequest, checkImage, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
@@ -262,7 +263,7 @@ export function createCore(options: CoreOptions): Core {
           }
         }
       } catch (e) {
-        if (isUserError(e)) return { kind: 'error', text: e.message, private: true };
+        if (isUserError(e)) return { kind: 'error', text: stripControlChars(e.message), private: true }; // may quote what was typed
         const ref = randomUUID().slice(0, 8);
         log.error({ ref, err: asAppError(e).message, cause: e }, 'command failed');
         return { kind: 'error', text: `Something went wrong (ref ${ref}).`, private: true };
