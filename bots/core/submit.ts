@@ -50,6 +50,7 @@ import { closeRedis, createRedis, isConnectionError, waitForReplicas, type Redis
 import { startDeliveryWorker } from './delivery.ts';
 import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
+import { stripControlChars } from './plain-text.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { askRequest, checkImage, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
@@ -266,7 +267,7 @@ export function createCore(options: CoreOptions): Core {
           }
         }
       } catch (e) {
-        if (isUserError(e)) return { kind: 'error', text: e.message, private: true };
+        if (isUserError(e)) return { kind: 'error', text: stripControlChars(e.message), private: true }; // may quote what was typed
         if (isConnectionError(e)) {
           log.warn({ err: (e as Error).message }, 'command refused: Redis connection lost');
           return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
