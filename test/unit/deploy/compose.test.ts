@@ -86,9 +86,9 @@ describe('docker-compose.yml', () => {
 
   it('health checks hit the ports the config serves /healthz on', () => {
     const config = loadConfig({ env: {} });
-    expect(services.worker!.healthcheck.test).toEqual(['CMD', 'node', 'docker/healthcheck.mjs', String(config.worker.healthPort), '/healthz']);
+    expect(services.worker!.healthcheck.test).toEqual(['CMD', 'docker/healthcheck.sh', String(config.worker.healthPort), '/healthz']);
     for (const bot of ['discord', 'slack']) {
-      expect(services[bot]!.healthcheck.test).toEqual(['CMD', 'node', 'docker/healthcheck.mjs', String(config.http.botPort), '/healthz']);
+      expect(services[bot]!.healthcheck.test).toEqual(['CMD', 'docker/healthcheck.sh', String(config.http.botPort), '/healthz']);
     }
     expect(config.http.host).toBe('0.0.0.0'); // reachable from outside the container (Prometheus)
   });
@@ -213,13 +213,18 @@ describe('images', () => {
     const port = String((server.address() as { port: number }).port);
     try {
       const run = (path: string) => new Promise<number | null>((r) => {
-        import('node:child_process').then(({ spawn }) => spawn(process.execPath, ['docker/healthcheck.mjs', port, path], { cwd: repoRoot }).on('exit', r));
+        import('node:child_process').then(({ spawn }) => spawn('bash', ['docker/healthcheck.sh', port, path], { cwd: repoRoot }).on('exit', r));
       });
       expect(await run('/healthz')).toBe(0);
       expect(await run('/readyz')).toBe(1);
     } finally {
-      server.close();
+      await new Promise((r) => server.close(r));
     }
+    // nothing listening: unhealthy, not a hang
+    const closed = await new Promise<number | null>((r) => {
+      import('node:child_process').then(({ spawn }) => spawn('bash', ['docker/healthcheck.sh', port, '/healthz'], { cwd: repoRoot }).on('exit', r));
+    });
+    expect(closed).toBe(1);
   });
 });
 
