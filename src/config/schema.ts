@@ -130,6 +130,10 @@ export const ConfigSchema = z.strictObject({
     /** Gateway/REST timeouts and retries for discord.js's REST client. */
     restTimeoutMs: positiveInt,
     restRetries: nonNegativeInt,
+    /** At start the bot compares its slash commands with Discord's and PUTs them only when they differ. */
+    registerCommandsOnStart: z.boolean(),
+    /** Register in these guilds (instant) instead of globally (up to an hour to show); [] = globally. */
+    commandGuildIds: z.array(z.string().regex(/^\d+$/, 'a guild id is a number (Discord: right-click the server → Copy Server ID)')),
   }),
 
   slack: z.strictObject({
