@@ -70,7 +70,7 @@ export const ConfigSchema = z.strictObject({
     snapshotDir: z.string().min(1),
     onnxDir: z.string().min(1),
     dtype: z.enum(['fp32', 'fp16']),
-    executionProvider: z.enum(['auto', 'cuda', 'cpu']),
+    executionProvider: z.enum(['auto', 'cuda', 'webgpu', 'cpu']),
     convertOnStart: z.boolean(),
     intraOpThreads: nonNegativeInt,
   }),
