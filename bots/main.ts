@@ -64,6 +64,8 @@ async function main(): Promise<void> {
   const metrics = createMetrics('bot');
   for (const w of core.deliveryWorkers) observeDeliveryWorker(metrics, w);
   trackQueue(metrics, core.queue);
+  core.cache.observer = (outcome) => metrics.cacheLookups.inc({ outcome });
+  metrics.trackCache(() => core.cache.stats());
   const deliveryQueues = adapters.map((a) => createDeliveryQueue(config, core.redis, QueueNames.delivery(a.port.platform)));
   for (const q of deliveryQueues) trackQueue(metrics, q);
   const health = await serveHealth(

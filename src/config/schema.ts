@@ -114,6 +114,30 @@ export const ConfigSchema = z.strictObject({
     repairIntervalMs: positiveInt,
   }),
 
+  cache: z.strictObject({
+    /** Content-addressed result cache (PNGs and greedy answers) in Redis. */
+    enabled: z.boolean(),
+    /** Bytes of cached results kept; the least recently used are evicted beyond this. */
+    maxBytes: positiveInt,
+    /** An entry expires this long after it was stored, used or not. */
+    ttlSeconds: positiveInt,
+    /** An identical request arriving while the first is queued or running joins it instead of starting a job. */
+    singleFlight: z.boolean(),
+    /** Workers publish their converted model's manifest hash this often; bots re-read it this often. */
+    manifestRefreshMs: positiveInt,
+  }),
+
+  usage: z.strictObject({
+    /** GPU-seconds per UTC day for every channel / user / workspace without an admin override; 0 = no budget. */
+    budgets: z.strictObject({ channel: z.number().nonnegative(), user: z.number().nonnegative(), workspace: z.number().nonnegative() }),
+    /** Weight of the newest measurement in a kind/options cost estimate (exponential moving average). */
+    estimateSmoothing: z.number().gt(0).lte(1),
+    /** Fair scheduling: a job moves its channel's virtual clock by its estimated GPU time in units of this many ms. */
+    fairCostUnitMs: positiveInt,
+    /** Per-day usage counters (GPU-seconds, jobs, cache hits, refusals) are kept this many days. */
+    retainDays: positiveInt,
+  }),
+
   discord: z.strictObject({
     enabled: z.boolean(),
     apiBaseUrl: z.url(),
