@@ -33,6 +33,7 @@ export const ConfigSchema = z.strictObject({
     keepFailedSeconds: positiveInt,
     deliveryAttempts: positiveInt,
     deliveryBackoffMs: positiveInt,
+    cliRedisWaitMs: positiveInt,
   }),
 
   blobs: z.strictObject({
