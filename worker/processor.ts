@@ -24,6 +24,7 @@ import {
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../src/jobs/queue.ts';
 import type { Logger } from '../src/log.ts';
+import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import type { ProgressReport } from './pipeline/types.ts';
 import type { ThreadHost } from './thread-host.ts';
 
@@ -88,8 +89,10 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const d = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
     const destination = Destination.safeParse(d.destination);
     const jobId = typeof d.id === 'string' ? d.id : undefined;
-    const kind = d.kind === 'imagine' || d.kind === 'vary' || d.kind === 'ask' ? d.kind : undefined;
-    if (!destination.success || !jobId || !kind) return undefined; // nowhere to say it; the job's failedReason records it
+    // A kind this worker does not know (a newer bot, a hand-written job) still gets its failure delivered: a failure's
+    // rendering does not depend on the kind, which only shapes how a success is shown.
+    const kind = d.kind === 'imagine' || d.kind === 'vary' || d.kind === 'ask' ? d.kind : 'imagine';
+    if (!destination.success || !jobId) return undefined; // nowhere to say it; the job's failedReason records it
     const result: JobResult = {
       v: CONTRACT_VERSION, jobId, kind, destination: destination.data, status: failure.status,
       error: { code: failure.code, message: failure.message, userFacing: failure.userFacing }, timingsMs: {}, finishedAt: Date.now(),
@@ -143,6 +146,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   async function inputImage(key: string): Promise<Uint8Array> {
     const bytes = await blobs.get(key);
     if (!bytes) throw new AppError('bad_image', 'The image for this request has expired; please send it again.');
+    enforceImageBytes(config, bytes);
     return bytes;
   }
 
@@ -175,6 +179,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let result: JobResult;
     try {
       if (await isCancelRequested(redis, config, request.id)) throw new AppError('cancelled', 'Cancelled.');
+      enforceConfiguredLimits(config, request);
       result = await run(job, request, signal ?? new AbortController().signal);
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');

@@ -46,11 +46,12 @@ import {
 } from '../../src/jobs/queue.ts';
 import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
-import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis, isConnectionError, waitForReplicas, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
 import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
 import { budgetCommand, usageCommand } from './commands/usage.ts';
+import { stripControlChars } from './plain-text.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { askRequest, checkImage, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
@@ -220,6 +221,10 @@ export function createCore(options: CoreOptions): Core {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
     await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), jobId: request.id });
     await gate.enqueued(request.id, inv.destination, estimate);
+    // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
+    const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
+    if (acceptReplicas > 0 && (await waitForReplicas(redis, acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
+      log.warn({ jobId: request.id, acceptReplicas, acceptReplicaWaitMs }, 'accepted before enough replicas held the job: a failover now could lose it');
     return (await queuePosition(redis, queue, request.id)) ?? 0;
   }
 
@@ -357,7 +362,11 @@ export function createCore(options: CoreOptions): Core {
           }
         }
       } catch (e) {
-        if (isUserError(e)) return { kind: 'error', text: e.message, private: true };
+        if (isUserError(e)) return { kind: 'error', text: stripControlChars(e.message), private: true }; // may quote what was typed
+        if (isConnectionError(e)) {
+          log.warn({ err: (e as Error).message }, 'command refused: Redis connection lost');
+          return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
+        }
         const ref = randomUUID().slice(0, 8);
         log.error({ ref, err: asAppError(e).message, cause: e }, 'command failed');
         return { kind: 'error', text: `Something went wrong (ref ${ref}).`, private: true };

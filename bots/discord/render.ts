@@ -1,5 +1,6 @@
 // What users see: progress lines, the final message (PNG with alt text, settings, buttons), answers and errors,
 // as raw Discord API message bodies, so the same body works for PATCH @original and POST /channels/…/messages.
+import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
 import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
@@ -34,7 +35,9 @@ export interface Rendered {
 
 const noMentions = { parse: [] } as MessageBody['allowed_mentions'];
 
-function truncate(text: string, max: number): string {
+/** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
+function truncate(raw: string, max: number): string {
+  const text = stripControlChars(raw);
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
@@ -65,7 +68,7 @@ export function progressBody(progress: JobProgress): MessageBody {
 
 /** The first edit after the core accepted the job. */
 export function queuedBody(jobId: string, text: string): MessageBody {
-  return { content: `⏳ ${text}`, components: [cancelRow(jobId)], allowed_mentions: noMentions };
+  return { content: truncate(`⏳ ${text}`, MAX_CONTENT_CHARS), components: [cancelRow(jobId)], allowed_mentions: noMentions };
 }
 
 export function plainBody(text: string): MessageBody {

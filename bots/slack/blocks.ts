@@ -1,6 +1,7 @@
 // Block Kit for the one status message a job keeps updating (queue position → stage and step → done) and for
 // the result posted in its thread (image with Re-roll / Vary, or an answer). Every message also carries a plain
 // `text`, which Slack shows in notifications and screen readers read; tests read it too.
+import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
@@ -21,7 +22,9 @@ export function escapeMrkdwn(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
-function clip(s: string, max: number): string {
+/** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
+function clip(raw: string, max: number): string {
+  const s = stripControlChars(raw);
   return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
 }
 
@@ -76,7 +79,7 @@ export function finalStatusMessage(title: string, result: JobResult): SlackMessa
 
 /** What a failed job tells the user: its own message when safe to show, else a reference for the operator. */
 export function failureText(result: JobResult): string {
-  if (result.error?.userFacing) return result.error.message;
+  if (result.error?.userFacing) return clip(result.error.message, 3000);
   return `Something went wrong on our side (ref ${result.jobId}).`;
 }
 

@@ -27,7 +27,7 @@ export interface Metrics {
   readonly deliveries: Counter<'platform' | 'outcome'>;
   /** Failed job or delivery attempts by reason (an ErrorCode, or the error's name). */
   readonly failures: Counter<'component' | 'queue' | 'reason'>;
-  /** 1 for the execution provider this worker runs the model on (cuda | cpu). */
+  /** 1 for the execution provider this worker runs the model on (cuda | webgpu | cpu). */
   readonly executionProvider: Gauge<'provider' | 'configured'>;
   /** Result-cache lookups by outcome: hit | miss | joined (single flight) | bypass (workers disagree about the model). */
   readonly cacheLookups: Counter<'outcome'>;
@@ -89,7 +89,7 @@ export function createMetrics(component: Component, options: { prefix?: string; 
 }
 
 /** Records the provider the model runs on; call once at start-up, after the first session opened. */
-export function reportExecutionProvider(metrics: Metrics, provider: 'cuda' | 'cpu', configured: 'auto' | 'cuda' | 'cpu'): void {
+export function reportExecutionProvider(metrics: Metrics, provider: 'cuda' | 'webgpu' | 'cpu', configured: 'auto' | 'cuda' | 'webgpu' | 'cpu'): void {
   metrics.executionProvider.reset();
   metrics.executionProvider.set({ provider, configured }, 1);
 }
