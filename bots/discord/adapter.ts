@@ -265,7 +265,9 @@ export class DiscordAdapter implements Adapter {
     const input = adminInput(interaction.options, channelKey(destination));
     await interaction.deferReply({ flags: MessageFlags.Ephemeral });
     const reply = await this.call({ input, destination, dedupeKey: interaction.id, isAdmin: true });
-    await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } });
+    const image = reply.kind === 'text' ? reply.image : undefined; // the usage chart: as private as the text (ephemeral)
+    const files = image ? [{ attachment: Buffer.from(image.png), name: image.name, description: image.altText }] : [];
+    await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] }, files });
   }
 
   /**
