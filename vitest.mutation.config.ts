@@ -8,7 +8,7 @@ export default defineConfig({
     include: [
       'test/unit/src/**/*.test.ts',
       'test/unit/bots/core/**/*.test.ts',
-      'test/unit/bots/slack/download.test.ts',
+      'test/unit/bots/slack/{download,adapter}.test.ts',
       'test/unit/bots/slack/verification.test.ts',
       'test/unit/worker/processor*.test.ts',
       'test/unit/worker/pipeline/{aspect,image,mrope,schedulers,guidance}*.test.ts',
