@@ -24,14 +24,17 @@ import {
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../src/jobs/queue.ts';
 import type { Logger } from '../src/log.ts';
+import { CheckOverrides } from '../src/checks/policy.ts';
+import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
+import { generateReviewed, moderateInput, withheldError } from './review.ts';
 import type { ThreadHost } from './thread-host.ts';
 
 export interface ProcessorDeps {
   config: Readonly<Config>;
   redis: Redis;
   blobs: BlobStore;
-  host: Pick<ThreadHost, 'generate' | 'understand'>;
+  host: Pick<ThreadHost, 'generate' | 'understand' | 'check'>;
   log: Logger;
 }
 
@@ -42,6 +45,9 @@ export interface ProcessOutcome {
   alreadyHandedOver?: boolean;
   /** Milliseconds per pipeline stage (for src/observability/hooks.ts: stage latency and GPU-seconds). */
   timingsMs?: Record<string, number>;
+  /** The delivered image's prompt-match score and the images drawn for it (checks, issue 16). */
+  matchScore?: number;
+  tries?: number;
 }
 
 export interface JobProcessor {
@@ -51,11 +57,12 @@ export interface JobProcessor {
   close(): Promise<void>;
 }
 
-type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean };
+type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean; private?: boolean };
 
 export function createProcessor(deps: ProcessorDeps): JobProcessor {
   const { config, redis, blobs, host, log } = deps;
   const ledger = new DeliveryLedger(redis, config);
+  const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const queues = new Map<string, DeliveryQueue>();
 
   function deliveryQueue(destination: Destination): DeliveryQueue {
@@ -86,7 +93,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (!destination.success || !jobId || !kind) return; // nowhere to say it; the job's failedReason records it
     await handOver({
       v: CONTRACT_VERSION, jobId, kind, destination: destination.data, status: failure.status,
-      error: { code: failure.code, message: failure.message, userFacing: failure.userFacing }, timingsMs: {}, finishedAt: Date.now(),
+      error: { code: failure.code, message: failure.message, userFacing: failure.userFacing, ...(failure.private ? { private: true } : {}) }, timingsMs: {}, finishedAt: Date.now(),
     });
   }
 
@@ -96,7 +103,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let stageAt = Date.now();
     const onProgress = (report: ProgressReport) => {
       if (report.stage !== stage) {
-        if (stage) timings[stage] = Date.now() - stageAt;
+        if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt; // stages repeat when checks re-roll
         stage = report.stage;
         stageAt = Date.now();
       }
@@ -105,20 +112,45 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     };
     const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
+    const policy = await checkOverrides.policyFor(config.checks, request.destination);
+    /** Moderation of an image the user sent: a flagged one is deleted now, not kept until its TTL. */
+    const moderated = async (key: string): Promise<Uint8Array> => {
+      const bytes = await inputImage(key);
+      const flagged = await moderateInput(host, bytes, policy, runOptions);
+      if (flagged.length === 0) return bytes;
+      await blobs.delete(key);
+      log.info({ jobId: request.id, flagged }, 'input image withheld by the content checks');
+      throw withheldError(flagged, true);
+    };
     if (request.kind === 'ask') {
-      const image = await inputImage(request.imageKey);
+      const image = await moderated(request.imageKey);
       const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
-      if (stage) timings[stage] = Date.now() - stageAt;
+      if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
       return { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() };
     }
-    const image = request.kind === 'vary' ? await inputImage(request.imageKey) : undefined;
-    const out = await host.generate({ prompt: request.prompt, options: request.options, ...(image ? { image } : {}) }, runOptions);
-    if (stage) timings[stage] = Date.now() - stageAt;
-    const blobKey = await blobs.put(out.png, 'output');
-    const altText = request.prompt || 'A variation of your image';
+    const image = request.kind === 'vary' ? await moderated(request.imageKey) : undefined;
+    let reviewed;
+    try {
+      reviewed = await generateReviewed(host, { prompt: request.prompt, options: request.options, ...(image ? { image } : {}) }, policy, runOptions);
+    } catch (e) {
+      // A withheld image never reaches the blob store; the log keeps only which questions flagged it.
+      if (isUserError(e) && e.code === 'withheld') log.info({ jobId: request.id, flagged: e.context.flagged }, 'generated image withheld by the content checks');
+      throw e;
+    }
+    if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+    const { best, tries } = reviewed;
+    const caption = best.check?.caption || undefined;
+    const png = caption ? addPngText(best.image.png, { Description: caption }) : best.image.png;
+    const blobKey = await blobs.put(png, 'output');
+    const altText = caption ?? (request.prompt || 'A variation of your image');
+    const matchScore = best.check?.match;
+    if (matchScore !== undefined) log.info({ jobId: request.id, matchScore, tries, scores: reviewed.scores }, 'prompt match');
     return {
       ...base,
-      image: { blobKey, mime: 'image/png', width: out.width, height: out.height, altText, prompt: request.prompt, options: request.options },
+      image: {
+        blobKey, mime: 'image/png', width: best.image.width, height: best.image.height, altText, prompt: request.prompt, options: best.options,
+        ...(caption ? { caption } : {}), ...(matchScore !== undefined ? { matchScore } : {}), ...(tries > 1 ? { tries } : {}),
+      },
       timingsMs: timings,
       finishedAt: Date.now(),
     };
@@ -132,7 +164,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
 
   function classify(e: unknown): Failure | undefined {
     if (e instanceof ContractError) return { status: 'failed', code: 'contract', message: e.message, userFacing: false };
-    if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true };
+    if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true, ...(e.code === 'withheld' ? { private: true } : {}) };
     if (e instanceof AppError && e.code === 'cancelled') return { status: 'cancelled', code: 'cancelled', message: 'Cancelled.', userFacing: true };
     if (e instanceof AppError && (e.code === 'timeout' || e.code === 'bad_image' || e.code === 'bad_request'))
       return { status: 'failed', code: e.code, message: e.message, userFacing: true };
@@ -159,7 +191,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const result = await run(job, request, signal ?? new AbortController().signal);
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
-      return { status: 'succeeded', timingsMs: result.timingsMs };
+      const { matchScore, tries } = result.image ?? {};
+      return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore } : {}), ...(tries ? { tries } : {}) };
     } catch (e) {
       const failure = classify(e);
       if (failure) {

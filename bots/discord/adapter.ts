@@ -336,6 +336,7 @@ export class DiscordAdapter implements Adapter {
       applicationId: botId,
       replyToMessageId: message.id,
       statusMessageId: status.id,
+      ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}),
     };
     let reply: Reply;
     try {
@@ -373,6 +374,7 @@ export class DiscordAdapter implements Adapter {
       applicationId: interaction.applicationId,
       interactionToken: interaction.token,
       interactionAt: interaction.createdTimestamp,
+      ...(isAgeRestricted(interaction.channel) ? { nsfw: true } : {}),
     };
   }
 
@@ -442,4 +444,7 @@ function userText(e: unknown): string {
 /** The AdapterFactory bots/main.ts loads (bots/core/adapter.ts). */
 export const createDiscordAdapter = async (options: DiscordAdapterOptions): Promise<DiscordAdapter> => new DiscordAdapter(options);
 
-
+/** A guild channel marked age-restricted (Discord's nsfw flag): the relaxed check policy applies there (issue 16). */
+function isAgeRestricted(channel: unknown): boolean {
+  return typeof channel === 'object' && channel !== null && 'nsfw' in channel && (channel as { nsfw?: unknown }).nsfw === true;
+}

@@ -148,8 +148,18 @@ export interface DecoderDims {
   vocabSize: number;
 }
 
+/** A decoder's cache at one point (KvDecoder.snapshot): past_key_values [1, kv heads, length, head dim] per layer,
+ *  the cache length and the M-RoPE delta. onnxruntime never writes into its inputs, so a snapshot shares the
+ *  arrays: restoring it costs nothing, and any number of continuations can start from it. */
+export interface KvState {
+  readonly past: Readonly<Record<string, TensorInput>>;
+  readonly length: number;
+  readonly ropeDelta: number;
+}
+
 /** Drives the decoder graph for one sequence (batch 1): keeps past_key_values, the attention mask length and the
- *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows). */
+ *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows).
+ *  `continueBatch` runs several continuations of one cached prefix as one batched forward. */
 export class KvDecoder {
   private past: Record<string, TensorInput> = {};
   private length = 0;
@@ -174,6 +184,69 @@ export class KvDecoder {
   /** Tokens in the cache. */
   get cacheLength(): number {
     return this.length;
+  }
+
+  /** The cache as it is now (shares the arrays; see KvState). */
+  snapshot(): KvState {
+    return { past: { ...this.past }, length: this.length, ropeDelta: this.ropeDelta };
+  }
+
+  /** Makes `state` the cache: the next step() continues from it. */
+  restore(state: KvState): void {
+    this.past = { ...state.past };
+    this.length = state.length;
+    this.ropeDelta = state.ropeDelta;
+  }
+
+  /**
+   * One batched forward of B continuations of the cached prefix `state` (P tokens): row b is `suffixes[b]`
+   * (S_b × H embeddings), right-padded to S = max S_b with zero rows that attention_mask hides. The prefix cache is
+   * repeated B times; text positions continue as cache position + rope delta (what get_rope_index gives text after
+   * an image). Returns each row's logits at its own last token and each row's cache (its P + S_b positions, the
+   * padding cut off), ready for `restore` and `step`. Equal to B separate runs (tested), in one session call.
+   */
+  async continueBatch(state: KvState, suffixes: readonly Float32Array[]): Promise<{ logits: Float32Array[]; states: KvState[] }> {
+    const { hiddenSize: H, numLayers, numKvHeads, headDim, vocabSize: V } = this.dims;
+    const B = suffixes.length;
+    const lens = suffixes.map((s) => s.length / H);
+    if (B === 0 || lens.some((n) => !Number.isInteger(n) || n < 1)) throw new AppError('internal', `continueBatch: suffix lengths ${lens} for hidden ${H}`);
+    const S = Math.max(...lens);
+    const P = state.length;
+    const embeds = new Float32Array(B * S * H);
+    suffixes.forEach((s, b) => embeds.set(s, b * S * H));
+    const mask = new BigInt64Array(B * (P + S));
+    const positions = new BigInt64Array(3 * B * S);
+    for (let b = 0; b < B; b++) {
+      for (let j = 0; j < P + lens[b]!; j++) mask[b * (P + S) + j] = 1n;
+      for (let r = 0; r < 3; r++) for (let k = 0; k < S; k++) positions[(r * B + b) * S + k] = BigInt(P + k + state.ropeDelta);
+    }
+    const feeds: Record<string, TensorInput> = {
+      inputs_embeds: { data: embeds, dims: [B, S, H] },
+      attention_mask: { data: mask, dims: [B, P + S] },
+      position_ids: { data: positions, dims: [3, B, S] },
+    };
+    const row = numKvHeads * P * headDim;
+    for (const [name, t] of Object.entries(state.past)) {
+      const data = new Float32Array(B * row);
+      for (let b = 0; b < B; b++) data.set(t.data as Float32Array, b * row);
+      feeds[name] = { data, dims: [B, numKvHeads, P, headDim] };
+    }
+    const out = await this.session.run(feeds);
+    const logits = out.logits!.data as Float32Array;
+    const states: KvState[] = lens.map((n) => ({ past: {}, length: P + n, ropeDelta: state.ropeDelta }));
+    for (let i = 0; i < numLayers; i++)
+      for (const kv of ['key', 'value']) {
+        const present = out[`present.${i}.${kv}`]!.data as Float32Array; // [B, kvh, P+S, hd]
+        lens.forEach((n, b) => {
+          const keep = new Float32Array(numKvHeads * (P + n) * headDim);
+          for (let h = 0; h < numKvHeads; h++) {
+            const from = ((b * numKvHeads + h) * (P + S)) * headDim;
+            keep.set(present.subarray(from, from + (P + n) * headDim), h * (P + n) * headDim);
+          }
+          (states[b]!.past as Record<string, TensorInput>)[`past_key_values.${i}.${kv}`] = { data: keep, dims: [1, numKvHeads, P + n, headDim] };
+        });
+      }
+    return { logits: lens.map((n, b) => logits.slice((b * S + n - 1) * V, (b * S + n) * V)), states };
   }
 
   private async run(embeds: Float32Array, positions: readonly (readonly number[])[]) {
@@ -206,6 +279,34 @@ export class KvDecoder {
     const max = Math.max(...rows.flat());
     this.ropeDelta = max + 1 - S;
     return this.run(embeds, rows);
+  }
+
+  /** Runs a prompt for its cache only (no logits: onnxruntime then skips the lm_head over every position).
+   *  `positions` as in prefill. For a prefix that several continuations share (continueBatch). */
+  async prefillCache(embeds: Float32Array, positions: readonly (readonly number[])[]): Promise<KvState> {
+    this.reset();
+    const S = embeds.length / this.dims.hiddenSize;
+    if (!Number.isInteger(S) || positions.length !== 3 || positions.some((r) => r.length !== S))
+      throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${this.dims.hiddenSize}, positions ${positions.map((r) => r.length)}`);
+    const names: string[] = [];
+    for (let i = 0; i < this.dims.numLayers; i++) for (const kv of ['key', 'value']) names.push(`present.${i}.${kv}`);
+    const out = await this.session.run(
+      {
+        inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
+        attention_mask: { data: new BigInt64Array(S).fill(1n), dims: [1, S] },
+        position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
+        ...this.past,
+      },
+      names,
+    );
+    for (let i = 0; i < this.dims.numLayers; i++)
+      for (const kv of ['key', 'value']) {
+        const p = out[`present.${i}.${kv}`]!;
+        this.past[`past_key_values.${i}.${kv}`] = { data: p.data as Float32Array, dims: p.dims };
+      }
+    this.length = S;
+    this.ropeDelta = Math.max(...positions.flat()) + 1 - S;
+    return this.snapshot();
   }
 
   /** One causal pass over `embeds` with 1-D positions, returning only last_hidden_state (S × H): onnxruntime then
