@@ -48,6 +48,8 @@ export interface ProcessOutcome {
   /** The delivered image's prompt-match score and the images drawn for it (checks, issue 16). */
   matchScore?: number;
   tries?: number;
+  /** Every try's match score, in order (the delivered one is the best). */
+  matchScores?: (number | null)[];
 }
 
 export interface JobProcessor {
@@ -97,7 +99,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     });
   }
 
-  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<JobResult> {
+  /** A job's result, and each try's match score (for the jobs queue's return value, not the delivery). */
+  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<{ result: JobResult; matchScores?: (number | null)[] }> {
     const timings: Record<string, number> = {};
     let stage = '';
     let stageAt = Date.now();
@@ -126,7 +129,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const image = await moderated(request.imageKey);
       const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
       if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
-      return { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() };
+      return { result: { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() } };
     }
     const image = request.kind === 'vary' ? await moderated(request.imageKey) : undefined;
     let reviewed;
@@ -145,7 +148,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const altText = caption ?? (request.prompt || 'A variation of your image');
     const matchScore = best.check?.match;
     if (matchScore !== undefined) log.info({ jobId: request.id, matchScore, tries, scores: reviewed.scores }, 'prompt match');
-    return {
+    const result: JobResult = {
       ...base,
       image: {
         blobKey, mime: 'image/png', width: best.image.width, height: best.image.height, altText, prompt: request.prompt, options: best.options,
@@ -154,6 +157,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       timingsMs: timings,
       finishedAt: Date.now(),
     };
+    return { result, ...(matchScore !== undefined ? { matchScores: reviewed.scores.map((x) => x ?? null) } : {}) };
   }
 
   async function inputImage(key: string): Promise<Uint8Array> {
@@ -188,11 +192,11 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     }
     try {
       if (await isCancelRequested(redis, config, request.id)) throw new AppError('cancelled', 'Cancelled.');
-      const result = await run(job, request, signal ?? new AbortController().signal);
+      const { result, matchScores } = await run(job, request, signal ?? new AbortController().signal);
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
       const { matchScore, tries } = result.image ?? {};
-      return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore } : {}), ...(tries ? { tries } : {}) };
+      return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore, matchScores } : {}), ...(tries ? { tries } : {}) };
     } catch (e) {
       const failure = classify(e);
       if (failure) {
