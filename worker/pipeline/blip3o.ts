@@ -14,7 +14,7 @@ import { Checkpoint } from '../builder/safetensors.ts';
 import type { SessionOptions } from '../runtime/session.ts';
 import { IMG_TOKEN, loadGeneration, type Conditioner, type Generator, type ImageEncoder } from './generate.ts';
 import { ImageChecker } from './checks.ts';
-import { loadTokenizer } from './tokenizer.ts';
+import { loadTokenizer, type TextSegment } from './tokenizer.ts';
 import { loadUnderstanding, openTextModel, scatterImage, type TextModel } from './understand.ts';
 import type { CreatePipeline, Pipeline } from './types.ts';
 
@@ -76,6 +76,10 @@ export class TextConditioner implements Conditioner {
 
   encode(text: string): number[] {
     return this.text.tokenizer.encode(text);
+  }
+
+  encodePrompt(segments: readonly TextSegment[]): number[] {
+    return this.text.tokenizer.encodePrompt(segments);
   }
 
   async latentHiddenStates(ids: number[], imageFeatures?: Float32Array): Promise<Float32Array> {

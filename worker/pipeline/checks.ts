@@ -94,9 +94,9 @@ export class ImageChecker {
   async check(req: CheckRequest, ctx: RunContext): Promise<CheckResult> {
     const counts = { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 };
     const rows: { id: string; kind: 'caption' | 'match' | 'question'; text: string }[] = [];
-    if (req.captionMaxTokens) rows.push({ id: 'caption', kind: 'caption', text: CAPTION_QUESTION });
     if (req.match && req.prompt?.trim()) rows.push({ id: 'match', kind: 'match', text: matchQuestion(req.prompt) });
     for (const q of req.questions) rows.push({ id: q.id, kind: 'question', text: yesNoQuestion(q.question) });
+    if (req.captionMaxTokens) rows.push({ id: 'caption', kind: 'caption', text: CAPTION_QUESTION }); // last: see step 3
     const result: CheckResult = { answers: {}, counts };
     if (rows.length === 0) return result;
     const total = 3 + (req.captionMaxTokens ?? 0);
@@ -124,12 +124,6 @@ export class ImageChecker {
     const n = prefixIds.length;
     const positions = [0, 1, 2].map((r) => Array.from(positionIds.subarray(r * n, (r + 1) * n), Number));
     const decoder = this.text.decoder;
-    const cache = await decoder.prefillCache(embeds, positions);
-    counts.prefixPrefills++;
-    progress(2);
-    throwIfAborted(ctx.signal);
-
-    // 3. every question's own tokens as one batched forward over the shared cache
     const allSuffix = split.flatMap((s) => s.suffix);
     const suffixEmbeds = await this.text.embed(allSuffix);
     let at = 0;
@@ -138,8 +132,35 @@ export class ImageChecker {
       at += s.suffix.length;
       return e;
     });
-    const { logits, states } = await decoder.continueBatch(cache, suffixes);
-    counts.batchedForwards++;
+    let logits: Float32Array[];
+    if (decoder.sharesCache) {
+      const cache = await decoder.prefillCache(embeds, positions);
+      counts.prefixPrefills++;
+      progress(2);
+      throwIfAborted(ctx.signal);
+      // 3. every question's own tokens as one batched forward over the shared cache
+      const out = await decoder.continueBatch(cache, suffixes);
+      counts.batchedForwards++;
+      logits = out.logits;
+      const c = rows.findIndex((r) => r.kind === 'caption');
+      if (c >= 0) decoder.restore(out.states[c]!);
+    } else {
+      // WebGPU keeps the cache in GPU buffers that cannot be copied per row: each question is prefilled whole (the
+      // vision encoding is still shared). The caption row runs last, so its cache is the live one for decoding.
+      logits = [];
+      const next = Math.max(...positions.flat()) + 1; // text after the image, as get_rope_index numbers it
+      for (const suffix of suffixes) {
+        const seq = new Float32Array(embeds.length + suffix.length);
+        seq.set(embeds, 0);
+        seq.set(suffix, embeds.length);
+        const k = suffix.length / H;
+        const rowPositions = positions.map((p) => [...p, ...Array.from({ length: k }, (_, i) => next + i)]);
+        logits.push((await decoder.prefill(seq, rowPositions)).logits);
+        counts.prefixPrefills++;
+        throwIfAborted(ctx.signal);
+      }
+      progress(2);
+    }
     progress(3);
     const yesNo = this.yesNoIds();
     rows.forEach((r, b) => {
@@ -150,7 +171,6 @@ export class ImageChecker {
     // 4. the caption: greedy decoding from its row's cache
     const c = rows.findIndex((r) => r.kind === 'caption');
     if (c >= 0) {
-      decoder.restore(states[c]!);
       const promptIds = [...prefixIds, ...split[c]!.suffix];
       const { tokens } = await generateTokens({
         prefill: async () => logits[c]!,

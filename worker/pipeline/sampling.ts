@@ -10,7 +10,7 @@
 //
 // Logits processing follows transformers' order: repetition penalty → temperature → top-k → top-p → sample.
 import { AppError, UserError } from '../../src/errors.ts';
-import type { ModelSession, TensorInput } from '../runtime/session.ts';
+import { DeviceTensor, type ModelSession, type TensorInput } from '../runtime/session.ts';
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax). @defaultValue 0 */
@@ -148,20 +148,35 @@ export interface DecoderDims {
   vocabSize: number;
 }
 
-/** A decoder's cache at one point (KvDecoder.snapshot): past_key_values [1, kv heads, length, head dim] per layer,
- *  the cache length and the M-RoPE delta. onnxruntime never writes into its inputs, so a snapshot shares the
- *  arrays: restoring it costs nothing, and any number of continuations can start from it. */
+/** The decoder outputs that feed the next step's past_key_values: opened with `keepOnDevice: kvOutputNames(n)` they
+ *  stay in GPU memory between steps under WebGPU (only the last position's logits come back to the host). */
+export function kvOutputNames(numLayers: number): string[] {
+  return Array.from({ length: numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
+}
+
+/** A decoder's cache at one point (KvDecoder.prefillCache, continueBatch): host past_key_values [1, kv heads, length,
+ *  head dim] per layer, the cache length and the M-RoPE delta. onnxruntime never writes into its inputs and the
+ *  decoder never disposes host arrays, so a state can be restored any number of times. */
 export interface KvState {
   readonly past: Readonly<Record<string, TensorInput>>;
   readonly length: number;
   readonly ropeDelta: number;
 }
 
+/** The float data of output `name`, in host memory (a cache output the session kept is host memory off WebGPU). */
+function hostFloats(out: { host: Record<string, { data: unknown }>; device: Record<string, DeviceTensor> }, name: string): Float32Array {
+  const d = out.device[name];
+  const data = d ? (d.onDevice ? undefined : d.tensor.data) : out.host[name]?.data;
+  if (!(data instanceof Float32Array)) throw new AppError('model', `the decoder's ${name} output is not float32 in host memory`);
+  return data;
+}
+
 /** Drives the decoder graph for one sequence (batch 1): keeps past_key_values, the attention mask length and the
- *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows).
- *  `continueBatch` runs several continuations of one cached prefix as one batched forward. */
+ *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows). The cache is
+ *  whatever the session returns for present.*: GPU buffers when the session keeps them on the device, else host arrays.
+ *  `prefillCache` + `continueBatch` run several continuations of one cached prefix as one batched forward (host arrays). */
 export class KvDecoder {
-  private past: Record<string, TensorInput> = {};
+  private past: Record<string, TensorInput | DeviceTensor> = {};
   private length = 0;
   private ropeDelta = 0;
 
@@ -174,11 +189,17 @@ export class KvDecoder {
 
   reset(): void {
     const { numLayers, numKvHeads, headDim } = this.dims;
-    this.past = {};
+    this.release();
     for (let i = 0; i < numLayers; i++)
       for (const kv of ['key', 'value']) this.past[`past_key_values.${i}.${kv}`] = { data: new Float32Array(0), dims: [1, numKvHeads, 0, headDim] };
     this.length = 0;
     this.ropeDelta = 0;
+  }
+
+  /** Frees GPU buffers of the cache (host arrays are left to the GC). */
+  private release(): void {
+    for (const t of Object.values(this.past)) if (t instanceof DeviceTensor) t.dispose();
+    this.past = {};
   }
 
   /** Tokens in the cache. */
@@ -186,16 +207,45 @@ export class KvDecoder {
     return this.length;
   }
 
-  /** The cache as it is now (shares the arrays; see KvState). */
-  snapshot(): KvState {
-    return { past: { ...this.past }, length: this.length, ropeDelta: this.ropeDelta };
+  /** Whether prefillCache/continueBatch can run here: they need the cache in host memory, which every provider but
+   *  WebGPU gives (there it stays in GPU buffers that onnxruntime-node cannot read back). */
+  get sharesCache(): boolean {
+    return this.session.provider !== 'webgpu';
   }
 
-  /** Makes `state` the cache: the next step() continues from it. */
+  /** Makes `state` the cache: the next step() continues from it (the state itself stays usable). */
   restore(state: KvState): void {
+    this.release();
     this.past = { ...state.past };
     this.length = state.length;
     this.ropeDelta = state.ropeDelta;
+  }
+
+  /** Runs a prompt for its cache only, on the host (no logits: onnxruntime then skips the lm_head over every
+   *  position). `positions` as in prefill. For a prefix that several continuations share (continueBatch). */
+  async prefillCache(embeds: Float32Array, positions: readonly (readonly number[])[]): Promise<KvState> {
+    this.reset();
+    const S = embeds.length / this.dims.hiddenSize;
+    if (!Number.isInteger(S) || positions.length !== 3 || positions.some((r) => r.length !== S))
+      throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${this.dims.hiddenSize}, positions ${positions.map((r) => r.length)}`);
+    const out = await this.session.runOnDevice(
+      {
+        inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
+        attention_mask: { data: new BigInt64Array(S).fill(1n), dims: [1, S] },
+        position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
+        ...this.past,
+      },
+      kvOutputNames(this.dims.numLayers),
+    );
+    const past: Record<string, TensorInput> = {};
+    for (let i = 0; i < this.dims.numLayers; i++)
+      for (const kv of ['key', 'value']) {
+        const name = `present.${i}.${kv}`;
+        past[`past_key_values.${i}.${kv}`] = { data: hostFloats(out, name), dims: [...(out.device[name] ?? out.host[name])!.dims] };
+      }
+    const state: KvState = { past, length: S, ropeDelta: Math.max(...positions.flat()) + 1 - S };
+    this.restore(state);
+    return state;
   }
 
   /**
@@ -203,7 +253,7 @@ export class KvDecoder {
    * (S_b × H embeddings), right-padded to S = max S_b with zero rows that attention_mask hides. The prefix cache is
    * repeated B times; text positions continue as cache position + rope delta (what get_rope_index gives text after
    * an image). Returns each row's logits at its own last token and each row's cache (its P + S_b positions, the
-   * padding cut off), ready for `restore` and `step`. Equal to B separate runs (tested), in one session call.
+   * padding cut off), ready for `restore` and `step`. Equal to B separate full prefills (tested), in one session call.
    */
   async continueBatch(state: KvState, suffixes: readonly Float32Array[]): Promise<{ logits: Float32Array[]; states: KvState[] }> {
     const { hiddenSize: H, numLayers, numKvHeads, headDim, vocabSize: V } = this.dims;
@@ -231,19 +281,19 @@ export class KvDecoder {
       for (let b = 0; b < B; b++) data.set(t.data as Float32Array, b * row);
       feeds[name] = { data, dims: [B, numKvHeads, P, headDim] };
     }
-    const out = await this.session.run(feeds);
-    const logits = out.logits!.data as Float32Array;
-    const states: KvState[] = lens.map((n) => ({ past: {}, length: P + n, ropeDelta: state.ropeDelta }));
+    const out = await this.session.runOnDevice(feeds, ['logits', ...kvOutputNames(numLayers)]);
+    const logits = hostFloats(out, 'logits');
+    const states = lens.map((n) => ({ past: {} as Record<string, TensorInput>, length: P + n, ropeDelta: state.ropeDelta }));
     for (let i = 0; i < numLayers; i++)
       for (const kv of ['key', 'value']) {
-        const present = out[`present.${i}.${kv}`]!.data as Float32Array; // [B, kvh, P+S, hd]
+        const present = hostFloats(out, `present.${i}.${kv}`); // [B, kvh, P+S, hd]
         lens.forEach((n, b) => {
           const keep = new Float32Array(numKvHeads * (P + n) * headDim);
           for (let h = 0; h < numKvHeads; h++) {
-            const from = ((b * numKvHeads + h) * (P + S)) * headDim;
+            const from = (b * numKvHeads + h) * (P + S) * headDim;
             keep.set(present.subarray(from, from + (P + n) * headDim), h * (P + n) * headDim);
           }
-          (states[b]!.past as Record<string, TensorInput>)[`past_key_values.${i}.${kv}`] = { data: keep, dims: [1, numKvHeads, P + n, headDim] };
+          states[b]!.past[`past_key_values.${i}.${kv}`] = { data: keep, dims: [1, numKvHeads, P + n, headDim] };
         });
       }
     return { logits: lens.map((n, b) => logits.slice((b * S + n - 1) * V, (b * S + n) * V)), states };
@@ -253,17 +303,22 @@ export class KvDecoder {
     const S = embeds.length / this.dims.hiddenSize;
     if (!Number.isInteger(S) || positions.length !== 3 || positions.some((r) => r.length !== S))
       throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${this.dims.hiddenSize}, positions ${positions.map((r) => r.length)}`);
-    const out = await this.session.run({
+    const { host: out, device } = await this.session.runOnDevice({
       inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
       attention_mask: { data: new BigInt64Array(this.length + S).fill(1n), dims: [1, this.length + S] },
       position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
       ...this.past,
     });
+    const next: Record<string, TensorInput | DeviceTensor> = {};
     for (let i = 0; i < this.dims.numLayers; i++)
       for (const kv of ['key', 'value']) {
-        const p = out[`present.${i}.${kv}`]!;
-        this.past[`past_key_values.${i}.${kv}`] = { data: p.data as Float32Array, dims: p.dims };
+        const name = `present.${i}.${kv}`;
+        const p = device[name] ?? out[name];
+        if (!p) throw new AppError('model', `the decoder graph has no ${name} output`);
+        next[`past_key_values.${i}.${kv}`] = p instanceof DeviceTensor ? p : { data: p.data as Float32Array, dims: p.dims };
       }
+    this.release();
+    this.past = next;
     this.length += S;
     const V = this.dims.vocabSize;
     const logits = out.logits!.data as Float32Array;
@@ -279,34 +334,6 @@ export class KvDecoder {
     const max = Math.max(...rows.flat());
     this.ropeDelta = max + 1 - S;
     return this.run(embeds, rows);
-  }
-
-  /** Runs a prompt for its cache only (no logits: onnxruntime then skips the lm_head over every position).
-   *  `positions` as in prefill. For a prefix that several continuations share (continueBatch). */
-  async prefillCache(embeds: Float32Array, positions: readonly (readonly number[])[]): Promise<KvState> {
-    this.reset();
-    const S = embeds.length / this.dims.hiddenSize;
-    if (!Number.isInteger(S) || positions.length !== 3 || positions.some((r) => r.length !== S))
-      throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${this.dims.hiddenSize}, positions ${positions.map((r) => r.length)}`);
-    const names: string[] = [];
-    for (let i = 0; i < this.dims.numLayers; i++) for (const kv of ['key', 'value']) names.push(`present.${i}.${kv}`);
-    const out = await this.session.run(
-      {
-        inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
-        attention_mask: { data: new BigInt64Array(S).fill(1n), dims: [1, S] },
-        position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
-        ...this.past,
-      },
-      names,
-    );
-    for (let i = 0; i < this.dims.numLayers; i++)
-      for (const kv of ['key', 'value']) {
-        const p = out[`present.${i}.${kv}`]!;
-        this.past[`past_key_values.${i}.${kv}`] = { data: p.data as Float32Array, dims: p.dims };
-      }
-    this.length = S;
-    this.ropeDelta = Math.max(...positions.flat()) + 1 - S;
-    return this.snapshot();
   }
 
   /** One causal pass over `embeds` with 1-D positions, returning only last_hidden_state (S × H): onnxruntime then

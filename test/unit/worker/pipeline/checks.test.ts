@@ -143,6 +143,21 @@ describe('ImageChecker on the tiny checkpoint', () => {
     expect(again.match).toBeUndefined();
   }, 60_000);
 
+  it('without a host cache (WebGPU) prefills each question whole: same scores and caption, still one vision encoding', async () => {
+    const req = { image: png, prompt: 'a red fox', captionMaxTokens: 8, match: true, questions };
+    const shared = await checker.check(req, context());
+    Object.defineProperty(text.decoder, 'sharesCache', { get: () => false, configurable: true });
+    try {
+      const whole = await checker.check(req, context());
+      expect(whole.counts).toMatchObject({ visionEncodings: 1, prefixPrefills: 4, batchedForwards: 0 });
+      expect(whole.caption).toBe(shared.caption);
+      expect(Math.abs(whole.match! - shared.match!)).toBeLessThan(1e-4);
+      for (const q of questions) expect(Math.abs(whole.answers[q.id]! - shared.answers[q.id]!)).toBeLessThan(1e-4);
+    } finally {
+      delete (text.decoder as unknown as Record<string, unknown>).sharesCache;
+    }
+  }, 60_000);
+
   it('stops on abort between stages', async () => {
     const controller = new AbortController();
     controller.abort();
