@@ -1,6 +1,7 @@
 // The worker's processor in process, over real Redis, with a host double that returns known values: what each
 // outcome hands to delivery (the result, or a failure the user can read), which failures are retried, and that a
 // job whose result was already handed over or that was cancelled before it ran does no work.
+import sharp from 'sharp';
 import { randomUUID } from 'node:crypto';
 import { UnrecoverableError, type Job } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,9 +20,11 @@ import { createProcessor, type JobProcessor } from '../../../worker/processor.ts
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-proc-${randomUUID().slice(0, 8)}`;
-const config = loadConfig({ env: {}, overrides: { queue: { prefix } } });
+// Checks off: this file is about the processor's own steps; the model's checks have their own tests (docs/checks.md).
+const config = loadConfig({ env: {}, overrides: { queue: { prefix }, checks: { altText: false } } });
 const log = createLogger('test', 'silent');
-const PNG = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
+// A real 64×32 PNG: the processor writes the caption into its metadata (issue 16).
+const PNG = new Uint8Array(await sharp({ create: { width: 64, height: 32, channels: 3, background: '#336699' } }).png().toBuffer());
 const destination: CliDestination = { platform: 'cli', clientId: `c${randomUUID().slice(0, 8)}`, channelId: 'local', userId: 'u' };
 const uid = () => `j${randomUUID().replaceAll('-', '').slice(0, 20)}`;
 const options = { seed: 1, ditSteps: 2, decoderSteps: 3, guidance: 4, aspect: '1:1' as const };
@@ -158,14 +161,15 @@ describe('processor', () => {
     expect(e2!.message).toMatch(/carries id/);
     expect((await handedOver(mismatched.id))!.error).toMatchObject({ code: 'contract', userFacing: false });
 
-    // no usable id, kind or destination: nowhere to say it
-    for (const data of [null, 'x', { ...imagine(), id: 5 }, { ...imagine(), kind: 'paint' }, { ...imagine(), destination: { platform: 'fax' } }]) {
+    // no usable id or destination: nowhere to say it
+    for (const data of [null, 'x', { ...imagine(), id: 5 }, { ...imagine(), destination: { platform: 'fax' } }]) {
       const id = uid();
       await expect(run(job(data, { id }))).rejects.toBeInstanceOf(UnrecoverableError);
     }
+    // An unknown kind with a valid destination: the user still hears of it (issue 15).
     const noKind = { ...imagine(), kind: 'paint' };
     await expect(run(job(noKind))).rejects.toBeInstanceOf(UnrecoverableError);
-    expect(await handedOver(noKind.id)).toBeUndefined();
+    expect((await handedOver(noKind.id))!).toMatchObject({ status: 'failed', error: { code: 'contract', userFacing: false } });
     const ok = { ...imagine(), kind: 'vary' as const };
     await expect(run(job(ok))).rejects.toBeInstanceOf(UnrecoverableError); // vary without imageKey: malformed
     expect((await handedOver(ok.id))!.kind).toBe('vary');
