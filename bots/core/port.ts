@@ -22,7 +22,8 @@ export type CommandInput =
   | { command: 'reroll'; jobId: string }
   | { command: 'cancel'; jobId: string }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }
-  | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string };
+  | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string }
+  | { command: 'checks'; action: 'show' | 'set' | 'reset'; channelKey?: string; settings?: string };
 
 export interface Invocation {
   input: CommandInput;

@@ -1,4 +1,4 @@
-// `/blip3o-admin queue …` and `/blip3o-admin limits …` → the core's admin CommandInputs (bots/core/commands/).
+// `/blip3o-admin queue …`, `/blip3o-admin limits …` and `/blip3o-admin checks …` → the core's admin CommandInputs (bots/core/commands/).
 // Permission is checked by the adapter (Manage Server) before this runs; the core refuses non-admins again.
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
@@ -9,6 +9,7 @@ export interface AdminOptionReader {
   getSubcommand(required: true): string;
   getInteger(name: string): number | null;
   getUser(name: string, required: true): { id: string };
+  getString(name: string): string | null;
 }
 
 const QUEUE_ACTIONS = new Set(['status', 'pause', 'resume', 'purge-user']);
@@ -32,6 +33,10 @@ export function adminInput(o: AdminOptionReader, channelKey: string): CommandInp
     if (perMinute !== null) Object.assign(spec, { requestsPerWindow: perMinute, windowSeconds: 60, burst: perMinute });
     if (concurrent !== null) spec.maxConcurrent = concurrent;
     return { command: 'limits', action, channelKey, spec };
+  }
+  if (group === 'checks' && LIMITS_ACTIONS.has(sub)) {
+    const action = sub as 'show' | 'set' | 'reset';
+    return action === 'set' ? { command: 'checks', action, channelKey, settings: o.getString('settings') ?? '' } : { command: 'checks', action, channelKey };
   }
   throw new UserError('bad_request', `Unknown admin command: ${group} ${sub}. Run the commands registration again (npm run discord:register).`);
 }

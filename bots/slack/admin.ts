@@ -4,6 +4,7 @@
 //   /blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2
 //   /blip3o-admin limits reset
 //   /blip3o-admin queue [status] | pause | resume | purge @user
+//   /blip3o-admin checks [show] | set alt=on match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9 | reset
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
 
@@ -13,6 +14,7 @@ export const ADMIN_USAGE = [
   '• `/blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2`: override them here (0 turns one off)',
   '• `/blip3o-admin limits reset`: back to the configured defaults',
   '• `/blip3o-admin queue`: queue depth; `queue pause` / `queue resume` this channel; `queue purge @user`',
+  '• `/blip3o-admin checks` (or `checks show`): what the model checks of images here; `checks set match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9`; `checks reset`',
 ].join('\n');
 
 const SPEC_KEYS: Record<string, string> = {
@@ -38,6 +40,11 @@ export function parseAdmin(text: string): CommandInput {
       if (Object.keys(spec).length === 0) throw new UserError('bad_request', `Say which limits to set.\n${ADMIN_USAGE}`);
       return { command: 'limits', action: 'set', spec };
     }
+  }
+  if (area === 'checks') {
+    if (!action || action === 'show') return { command: 'checks', action: 'show' };
+    if (action === 'reset') return { command: 'checks', action: 'reset' };
+    if (action === 'set') return { command: 'checks', action: 'set', settings: rest.join(' ') };
   }
   if (area === 'queue') {
     if (!action || action === 'status') return { command: 'queue', action: 'status' };
