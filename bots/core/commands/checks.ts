@@ -6,7 +6,8 @@ import { CheckOverrides, resolvePolicy, type CheckPolicy } from '../../../src/ch
 import { CheckPolicyOverride } from '../../../src/config/schema.ts';
 import { UserError } from '../../../src/errors.ts';
 import { channelKey } from '../../../src/jobs/contract.ts';
-import type { Core } from '../submit.ts';
+import type { Redis } from 'ioredis';
+import type { Config } from '../../../src/config/schema.ts';
 import type { Invocation, Reply } from '../port.ts';
 import { channelName, requireAdmin, targetChannel } from './limits.ts';
 
@@ -57,7 +58,7 @@ export function describePolicy(p: CheckPolicy): string {
   return lines.map((l) => `• ${l}`).join('\n');
 }
 
-export async function checksCommand(inv: Invocation, core: Pick<Core, 'config' | 'redis'>): Promise<Reply> {
+export async function checksCommand(inv: Invocation, core: { readonly config: Readonly<Config>; readonly redis: Redis }): Promise<Reply> {
   const input = inv.input;
   if (input.command !== 'checks') throw new Error(`not a checks command: ${input.command}`);
   requireAdmin(inv, "view or change this channel's image checks");
