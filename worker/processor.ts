@@ -42,7 +42,7 @@ export interface ProcessorDeps {
    * already): the result cache, single-flight followers and GPU-second accounting (worker/after-job.ts). A throw
    * makes BullMQ retry the job; the re-run calls it again, so it must be idempotent.
    */
-  afterHandOver?: (request: JobRequest, result: JobResult) => Promise<void>;
+  afterHandOver?: (request: JobRequest, result: JobResult, ranMs: number) => Promise<void>;
 }
 
 /** What the jobs queue records as the return value (the result itself lives in the delivery queue). */
@@ -85,7 +85,21 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   }
 
   async function handOver(result: JobResult): Promise<void> {
-    await deliveryQueue(result.destination).add('result', result, { jobId: result.jobId });
+    const q = deliveryQueue(result.destination);
+    await q.add('result', result, { jobId: result.jobId });
+    if (result.destination.platform === 'cli') await expireCliQueue(q, result.jobId);
+  }
+
+  /**
+   * A CLI's delivery queue (delivery-cli-<clientId>) has one reader, the CLI that made it, which deletes it on exit.
+   * A CLI that was killed never does, so each hand-over gives the queue's keys the blobs' lifetime: a queue nobody
+   * reads is gone when the result's image would be.
+   */
+  async function expireCliQueue(q: DeliveryQueue, jobId: string): Promise<void> {
+    const keys = [...Object.values(q.keys).filter((k) => !k.endsWith(':')), q.toKey(jobId)];
+    const tx = redis.multi();
+    for (const k of keys) tx.expire(k, config.blobs.ttlSeconds);
+    await tx.exec();
   }
 
   async function alreadyHandedOver(jobId: string, destination: Destination): Promise<boolean> {
@@ -110,8 +124,9 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     return result;
   }
 
-  async function after(request: JobRequest, result: JobResult | undefined): Promise<void> {
-    if (result && deps.afterHandOver) await deps.afterHandOver(request, result);
+  /** `job.processedOn` is when this attempt started: the run time of a failure that reported no stage timings. */
+  async function after(job: Job, request: JobRequest, result: JobResult | undefined): Promise<void> {
+    if (result && deps.afterHandOver) await deps.afterHandOver(request, result, Math.max(0, Date.now() - (job.processedOn ?? Date.now())));
   }
 
   /** A job's result, and each try's match score (for the jobs queue's return value, not the delivery). */
@@ -208,7 +223,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (await alreadyHandedOver(request.id, request.destination)) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
       const handed = await deliveryQueue(request.destination).getJob(request.id);
-      await after(request, handed?.data);
+      await after(job, request, handed?.data);
       return { status: 'succeeded', alreadyHandedOver: true };
     }
     let result: JobResult;
@@ -222,20 +237,20 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     } catch (e) {
       const failure = classify(e);
       if (failure) {
-        await after(request, await handOverFailure(request, failure));
+        await after(job, request, await handOverFailure(request, failure));
         log.info({ jobId: request.id, code: failure.code, err: failure.message }, 'job failed (not retried)');
         throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;
       if (job.attemptsMade + 1 >= attempts) {
-        await after(request, await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false }));
+        await after(job, request, await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false }));
       }
       log.warn({ jobId: request.id, attempt: job.attemptsMade + 1, attempts, err: (e as Error).message }, 'job attempt failed');
       throw e;
     }
     // Outside the try: the result is handed over, so a throw here must not turn it into a failure; BullMQ retries
     // and the re-run (alreadyHandedOver) calls afterHandOver again with the handed-over result.
-    await after(request, result);
+    await after(job, request, result);
     const { matchScore, tries } = result.image ?? {};
     return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore, matchScores } : {}), ...(tries ? { tries } : {}) };
   };

@@ -5,6 +5,8 @@
 //   /blip3o-admin limits reset
 //   /blip3o-admin queue [status] | pause | resume | purge @user
 //   /blip3o-admin checks [show] | set alt=on match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9 | reset
+//   /blip3o-admin budget [show [@user]] | set <GPU-seconds> [channel|workspace|@user] | reset [channel|workspace|@user]
+//   /blip3o-admin usage [days]
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
 
@@ -15,7 +17,20 @@ export const ADMIN_USAGE = [
   '• `/blip3o-admin limits reset`: back to the configured defaults',
   '• `/blip3o-admin queue`: queue depth; `queue pause` / `queue resume` this channel; `queue purge @user`',
   '• `/blip3o-admin checks` (or `checks show`): what the model checks of images here; `checks set match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9`; `checks reset`',
+  '• `/blip3o-admin budget`: GPU-second budgets per day and their use; `budget set 600` (this channel), `budget set 3600 workspace`, `budget set 120 @user`, `budget reset …`',
+  '• `/blip3o-admin usage [days]`: top channels and users by GPU-seconds, with a chart sent to you privately',
 ].join('\n');
+
+const userMention = (text: string | undefined) => /^<@([A-Z0-9]+)(\|[^>]*)?>$/.exec(text ?? '')?.[1];
+
+/** "channel" | "workspace" | "@user" (default channel) → scope and target. */
+function budgetTarget(word: string | undefined): { scope: 'channel' | 'user' | 'workspace'; targetUserId?: string } {
+  if (word === undefined || word === 'channel') return { scope: 'channel' };
+  if (word === 'workspace') return { scope: 'workspace' };
+  const user = userMention(word);
+  if (user) return { scope: 'user', targetUserId: user };
+  throw new UserError('bad_request', `\`${word}\` is not channel, workspace or @someone.\n${ADMIN_USAGE}`);
+}
 
 const SPEC_KEYS: Record<string, string> = {
   requests: 'requestsPerWindow',
@@ -45,6 +60,22 @@ export function parseAdmin(text: string): CommandInput {
     if (!action || action === 'show') return { command: 'checks', action: 'show' };
     if (action === 'reset') return { command: 'checks', action: 'reset' };
     if (action === 'set') return { command: 'checks', action: 'set', settings: rest.join(' ') };
+  }
+  if (area === 'budget') {
+    if (!action || action === 'show') {
+      const user = userMention(rest[0]);
+      return { command: 'budget', action: 'show', ...(user ? { targetUserId: user } : {}) };
+    }
+    if (action === 'set') {
+      const [amount, who] = rest;
+      if (!amount || !/^\d+(\.\d+)?$/.test(amount)) throw new UserError('bad_request', `Give the budget in GPU-seconds per day: \`/blip3o-admin budget set 600\`.\n${ADMIN_USAGE}`);
+      return { command: 'budget', action: 'set', seconds: Number(amount), ...budgetTarget(who) };
+    }
+    if (action === 'reset') return { command: 'budget', action: 'reset', ...budgetTarget(rest[0]) };
+  }
+  if (area === 'usage') {
+    if (action === undefined) return { command: 'usage' };
+    if (/^\d+$/.test(action)) return { command: 'usage', days: Number(action) };
   }
   if (area === 'queue') {
     if (!action || action === 'status') return { command: 'queue', action: 'status' };

@@ -52,6 +52,7 @@ export const ConfigSchema = z.strictObject({
     keepFailedSeconds: positiveInt,
     deliveryAttempts: positiveInt,
     deliveryBackoffMs: positiveInt,
+    cliRedisWaitMs: positiveInt,
   }),
 
   redis: z.strictObject({

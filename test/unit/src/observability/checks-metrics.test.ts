@@ -12,11 +12,12 @@ const data = { v: 1, id: 'j1', kind: 'imagine', destination, submittedAt: 1, pro
 describe('checks metrics', () => {
   it('observes the delivered image’s match score and counts its re-rolls', async () => {
     const metrics = createMetrics('worker', { defaultMetrics: false });
-    const emitter = Object.assign(new EventEmitter(), { name: 'jobs' });
-    observeJobWorker(metrics, emitter as unknown as Worker, () => 'cpu');
+    const events = Object.assign(new EventEmitter(), { name: 'jobs' });
+    const worker = events as unknown as Worker;
+    observeJobWorker(metrics, worker, () => 'cpu');
     const job = { data, timestamp: 1, processedOn: 2, finishedOn: 3, opts: {} };
-    emitter.emit('completed', job, { status: 'succeeded', matchScore: 0.83, tries: 3, timingsMs: { checking: 40 } });
-    emitter.emit('completed', job, { status: 'succeeded', timingsMs: {} }); // no checks: nothing observed
+    events.emit('completed', job, { status: 'succeeded', matchScore: 0.83, tries: 3, timingsMs: { checking: 40 } });
+    events.emit('completed', job, { status: 'succeeded', timingsMs: {} }); // no checks: nothing observed
     const text = await metrics.registry.metrics();
     expect(text).toMatch(/prompt_match_score_count\{[^}]*kind="imagine"[^}]*\} 1$/m);
     expect(text).toMatch(/prompt_match_score_sum\{[^}]*kind="imagine"[^}]*\} 0\.83$/m);
