@@ -8,7 +8,7 @@ import { geometryFor } from '../../../../worker/pipeline/aspect.ts';
 import { Generator, type Conditioner, type GenerationModels } from '../../../../worker/pipeline/generate.ts';
 import { GaussianRng, RngStream } from '../../../../worker/pipeline/rng.ts';
 import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule } from '../../../../worker/pipeline/schedulers.ts';
-import type { ModelSession } from '../../../../worker/runtime/session.ts';
+import { DeviceTensor, type ModelSession } from '../../../../worker/runtime/session.ts';
 
 type Feeds = Record<string, { data: Float32Array; dims: number[] }>;
 const H = 2; // LLM hidden size
@@ -21,7 +21,12 @@ function session(run: (feeds: Feeds) => Record<string, { data: Float32Array; dim
   const feeds: Feeds[] = [];
   return {
     feeds,
-    async run(f: Feeds) {
+    async run(given: Record<string, unknown>) {
+      // Conditioning every step reuses arrives as a DeviceTensor (uploaded once per loop; on the CPU provider a
+      // wrapper of a host ort.Tensor): read it back as plain data like any other feed.
+      const f = Object.fromEntries(
+        Object.entries(given).map(([k, v]) => [k, v instanceof DeviceTensor ? { data: v.tensor.data as Float32Array, dims: [...v.dims] } : v]),
+      ) as Feeds;
       feeds.push(structuredClone(f));
       return run(f);
     },
