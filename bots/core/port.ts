@@ -23,6 +23,7 @@ export type CommandInput =
   | { command: 'cancel'; jobId: string }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }
   | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string }
+  | { command: 'checks'; action: 'show' | 'set' | 'reset'; channelKey?: string; settings?: string }
   /** GPU-second budgets per UTC day (admins): this channel, a user (default: the caller) or this workspace. */
   | { command: 'budget'; action: 'show' | 'set' | 'reset'; scope?: 'channel' | 'user' | 'workspace'; targetUserId?: string; seconds?: number }
   /** Top channels and users by GPU-seconds over the last `days` days (admins), with a chart. */

@@ -48,6 +48,7 @@ import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
 import { closeRedis, createRedis, isRedisConnectionError, waitForReplicas, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
+import { checksCommand } from './commands/checks.ts';
 import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
 import { budgetCommand, usageCommand } from './commands/usage.ts';
@@ -352,6 +353,8 @@ export function createCore(options: CoreOptions): Core {
             return await submit(inv);
           case 'cancel':
             return await cancel(inv, input.jobId);
+          case 'checks':
+            return await checksCommand(inv, core);
           case 'limits':
           case 'queue':
           case 'budget':

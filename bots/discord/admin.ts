@@ -1,4 +1,4 @@
-// `/blip3o-admin queue …`, `limits …`, `budget …` and `usage [days]` → the core's admin CommandInputs (bots/core/commands/).
+// `/blip3o-admin queue …`, `limits …`, `budget …`, `checks …` and `usage [days]` → the core's admin CommandInputs (bots/core/commands/).
 // Permission is checked by the adapter (Manage Server) before this runs; the core refuses non-admins again.
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
@@ -53,6 +53,10 @@ export function adminInput(o: AdminOptionReader, channelKey: string): CommandInp
     if (perMinute !== null) Object.assign(spec, { requestsPerWindow: perMinute, windowSeconds: 60, burst: perMinute });
     if (concurrent !== null) spec.maxConcurrent = concurrent;
     return { command: 'limits', action, channelKey, spec };
+  }
+  if (group === 'checks' && LIMITS_ACTIONS.has(sub)) {
+    const action = sub as 'show' | 'set' | 'reset';
+    return action === 'set' ? { command: 'checks', action, channelKey, settings: o.getString?.('settings') ?? '' } : { command: 'checks', action, channelKey };
   }
   throw new UserError('bad_request', `Unknown admin command: ${group} ${sub}. Restart the bot so it registers its commands again (or run npm run discord:register).`);
 }

@@ -110,6 +110,23 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
         },
         {
           type: ApplicationCommandOptionType.SubcommandGroup,
+          name: 'checks',
+          description: 'What the model checks of images in this channel (alt text, prompt match, moderation)',
+          options: [
+            { type: ApplicationCommandOptionType.Subcommand, name: 'show', description: 'Show the checks in force here' },
+            {
+              type: ApplicationCommandOptionType.Subcommand,
+              name: 'set',
+              description: 'Change them for this channel',
+              options: [
+                { type: ApplicationCommandOptionType.String, name: 'settings', description: 'e.g. match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9', required: true, max_length: 300 },
+              ],
+            },
+            { type: ApplicationCommandOptionType.Subcommand, name: 'reset', description: 'Back to the configured defaults' },
+          ],
+        },
+        {
+          type: ApplicationCommandOptionType.SubcommandGroup,
           name: 'budget',
           description: 'GPU-second budgets per day (UTC)',
           options: [

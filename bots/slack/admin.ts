@@ -4,6 +4,7 @@
 //   /blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2
 //   /blip3o-admin limits reset
 //   /blip3o-admin queue [status] | pause | resume | purge @user
+//   /blip3o-admin checks [show] | set alt=on match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9 | reset
 //   /blip3o-admin budget [show [@user]] | set <GPU-seconds> [channel|workspace|@user] | reset [channel|workspace|@user]
 //   /blip3o-admin usage [days]
 import { UserError } from '../../src/errors.ts';
@@ -15,6 +16,7 @@ export const ADMIN_USAGE = [
   '• `/blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2`: override them here (0 turns one off)',
   '• `/blip3o-admin limits reset`: back to the configured defaults',
   '• `/blip3o-admin queue`: queue depth; `queue pause` / `queue resume` this channel; `queue purge @user`',
+  '• `/blip3o-admin checks` (or `checks show`): what the model checks of images here; `checks set match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9`; `checks reset`',
   '• `/blip3o-admin budget`: GPU-second budgets per day and their use; `budget set 600` (this channel), `budget set 3600 workspace`, `budget set 120 @user`, `budget reset …`',
   '• `/blip3o-admin usage [days]`: top channels and users by GPU-seconds, with a chart sent to you privately',
 ].join('\n');
@@ -53,6 +55,11 @@ export function parseAdmin(text: string): CommandInput {
       if (Object.keys(spec).length === 0) throw new UserError('bad_request', `Say which limits to set.\n${ADMIN_USAGE}`);
       return { command: 'limits', action: 'set', spec };
     }
+  }
+  if (area === 'checks') {
+    if (!action || action === 'show') return { command: 'checks', action: 'show' };
+    if (action === 'reset') return { command: 'checks', action: 'reset' };
+    if (action === 'set') return { command: 'checks', action: 'set', settings: rest.join(' ') };
   }
   if (area === 'budget') {
     if (!action || action === 'show') {

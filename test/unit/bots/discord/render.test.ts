@@ -77,6 +77,7 @@ describe('admin command options', () => {
     getSubcommand: () => sub,
     getInteger: (n: string) => ints[n] ?? null,
     getUser: () => ({ id: '99' }),
+    getString: (n: string) => (n === 'settings' ? 'match=on threshold=0.7' : null),
   });
   it('maps queue and limits subcommands onto the core commands for this channel', () => {
     expect(adminInput(reader('queue', 'purge-user'), 'discord:1:2')).toEqual({ command: 'queue', action: 'purge-user', targetUserId: '99' });
@@ -87,6 +88,8 @@ describe('admin command options', () => {
     });
     expect(adminInput(reader('limits', 'reset'), 'discord:1:2')).toEqual({ command: 'limits', action: 'reset', channelKey: 'discord:1:2' });
     expect(() => adminInput(reader('limits', 'explode'), 'k')).toThrow(/Unknown admin command/);
+    expect(adminInput(reader('checks', 'set'), 'discord:1:2')).toEqual({ command: 'checks', action: 'set', channelKey: 'discord:1:2', settings: 'match=on threshold=0.7' });
+    expect(adminInput(reader('checks', 'show'), 'discord:1:2')).toEqual({ command: 'checks', action: 'show', channelKey: 'discord:1:2' });
   });
   it('maps budget and usage onto the core commands', () => {
     const r = (group: string | null, sub: string, o: { ints?: Record<string, number>; nums?: Record<string, number>; strs?: Record<string, string>; user?: string } = {}) => ({
