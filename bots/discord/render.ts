@@ -2,6 +2,7 @@
 // as raw Discord API message bodies, so the same body works for PATCH @original and POST /channels/…/messages.
 import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
+import { servedNote } from '../core/served-note.ts';
 import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import { buttonId } from './custom-ids.ts';
@@ -92,7 +93,8 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
     return { body: { ...plainBody(`${prefix}${reason}`), allowed_mentions: allowed }, files: [] };
   }
   if (result.answer) {
-    const text = result.answer.text.trim() || '(no answer)';
+    const note = servedNote(result);
+    const text = (result.answer.text.trim() || '(no answer)') + (note ? `\n-# ${note}` : '');
     const withPrefix = `${prefix}${text}`;
     if (withPrefix.length <= MAX_CONTENT_CHARS) return { body: { ...plainBody(withPrefix), allowed_mentions: allowed }, files: [] };
     const embeds = [{ description: truncate(text, MAX_EMBED_DESCRIPTION_CHARS) }];
@@ -101,7 +103,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   const meta = result.image!;
   if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
   const filename = `blip3o-${meta.options.seed}.png`;
-  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${settingsLine(meta.options)}`;
+  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), servedNote(result)].filter(Boolean).join(' · ')}`;
   return {
     body: {
       content,

@@ -3,6 +3,7 @@
 // `text`, which Slack shows in notifications and screen readers read; tests read it too.
 import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
+import { servedNote } from '../core/served-note.ts';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 
 /** action_id of each button; `value` is always the job id. */
@@ -86,7 +87,7 @@ export function failureText(result: JobResult): string {
 export function imageResultMessage(result: JobResult): SlackMessage {
   const image = result.image;
   const prompt = image?.prompt ?? '';
-  const settings = image ? `seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}` : '';
+  const settings = image ? [`seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}`, servedNote(result)].filter(Boolean).join(' · ') : '';
   return {
     text: `Here is “${clip(prompt, 200)}”`,
     blocks: [
@@ -101,7 +102,8 @@ export function imageResultMessage(result: JobResult): SlackMessage {
 }
 
 /** Slack's limit for one section's text is 3000 characters; answers longer than that go as several sections. */
-export function answerMessage(text: string): SlackMessage {
+export function answerMessage(answer: string, note = ''): SlackMessage {
+  const text = note ? `${answer}\n_${note}_` : answer;
   const chunks: string[] = [];
   for (let i = 0; i < text.length; i += 2900) chunks.push(text.slice(i, i + 2900));
   return { text: clip(text, 3900), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };

@@ -16,7 +16,7 @@ import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { openSession, type ModelSession, type SessionOptions, type TensorInput } from '../runtime/session.ts';
 import { preprocessImage, preprocessSquare, visionFeeds, type ImageLimits, type PatchGeometry, type PreprocessedImage } from './image.ts';
 import { ropeIndex } from './mrope.ts';
-import { generateTokens, KvDecoder, seededRandom } from './sampling.ts';
+import { generateTokens, KvDecoder, kvOutputNames, seededRandom } from './sampling.ts';
 import { loadTokenizer, TOKENS, type ChatMessage, type QwenTokenizer } from './tokenizer.ts';
 import type { Answer, RunContext, UnderstandRequest } from './types.ts';
 
@@ -66,12 +66,13 @@ export async function openTextModel(modelDir: string, manifest: Manifest, tokeni
   const text = component(manifest, 'text', modelDir);
   const where = 'components.text';
   const H = num(text.info, 'hidden_size', where);
+  const numLayers = num(text.info, 'num_hidden_layers', where);
   const [embedding, decoderSession] = await Promise.all([
     openSession(graphFile(text, 'embedding', modelDir), runtime),
-    openSession(graphFile(text, 'decoder', modelDir), runtime),
+    openSession(graphFile(text, 'decoder', modelDir), { ...runtime, keepOnDevice: kvOutputNames(numLayers) }), // the KV cache stays on the GPU
   ]);
   const decoder = new KvDecoder(decoderSession, {
-    numLayers: num(text.info, 'num_hidden_layers', where),
+    numLayers,
     numKvHeads: num(text.info, 'num_key_value_heads', where),
     headDim: num(text.info, 'head_dim', where),
     hiddenSize: H,
