@@ -2,7 +2,7 @@
 // blocks on (workers, QueueEvents), so every connection we hand it is made here.
 //
 // REDIS_URL takes two forms:
-//   redis://[user:password@]host:port[/db]   (rediss:// for TLS)    one server, as before
+//   redis://[user:password@]host:port[/db]   (rediss:// for TLS)    one server
 //   redis+sentinel://[user:password@]host:port,host:port,…/<master name>[/db][?sentinelPassword=…]
 //                                                                  Redis Sentinel (docs/high-availability.md):
 //     ioredis asks the sentinels for the current primary and follows failovers.
@@ -22,43 +22,6 @@ let state: 'unknown' | 'up' | 'down' = 'unknown';
 /** Log Redis reachability through the process's own logger (component, level) instead of the default one. */
 export function setRedisLogger(logger: Logger): void {
   log = logger;
-}
-
-/** `redis://:secret@host:6379/0` → `host:6379`; a Sentinel URL → its sentinel list (never a password). */
-export function redisAddress(url: string): string {
-  const sentinel = /^redis\+sentinel:\/\/(?:[^@/]*@)?([^/?]+)/.exec(url);
-  if (sentinel) return `sentinels ${sentinel[1]}`;
-  try {
-    const u = new URL(url);
-    return `${u.hostname || 'localhost'}:${u.port || '6379'}`;
-  } catch {
-    return 'the REDIS_URL given';
-  }
-}
-
-const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
-
-/** True for errors that mean "Redis cannot be reached right now" (as opposed to a command that failed). */
-export function isRedisConnectionError(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown } | undefined;
-  if (typeof e?.code === 'string' && CONNECTION_CODES.has(e.code)) return true;
-  return typeof e?.message === 'string' && /^(connect [A-Z]+|getaddrinfo [A-Z_]+|Connection is closed|read ECONNRESET|write EPIPE|All sentinels are unreachable)/.test(e.message);
-}
-
-/**
- * Record a connection error seen on any connection or BullMQ object: logs one line when Redis goes from reachable
- * (or not yet tried) to unreachable. Returns false for errors that are not about reaching Redis (log those yourself).
- */
-export function noteRedisError(err: unknown, address: string): boolean {
-  if (!isRedisConnectionError(err)) return false;
-  if (state !== 'down') log.warn({ redis: address, err: (err as Error).message }, `cannot reach Redis at ${address}, retrying`);
-  state = 'down';
-  return true;
-}
-
-function noteRedisReady(address: string): void {
-  if (state === 'down') log.info({ redis: address }, `Redis at ${address} is reachable again`);
-  state = 'up';
 }
 
 const SENTINEL = /^redis\+sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/;
@@ -98,9 +61,51 @@ export function parseRedisUrl(url: string): { kind: 'single'; url: string } | { 
   return { kind: 'sentinel', options };
 }
 
-/** The URL without its password, for logs and error messages. */
+/** The URL without its password, for error messages. */
 export function redactRedisUrl(url: string): string {
   return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+}
+
+/** `redis://:secret@host:6379/0` → `host:6379`; a Sentinel URL → `sentinels h1:26379,h2:26379 (master m)`; never a password. */
+export function redisAddress(url: string): string {
+  try {
+    const target = parseRedisUrl(url);
+    if (target.kind === 'sentinel')
+      return `sentinels ${target.options.sentinels!.map((s) => `${s.host}:${s.port}`).join(',')} (master ${target.options.name})`;
+    const u = new URL(url);
+    return `${u.hostname || 'localhost'}:${u.port || '6379'}`;
+  } catch {
+    return 'the REDIS_URL given';
+  }
+}
+
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
+
+/**
+ * True for errors that mean "Redis cannot be reached right now" (a restart or failover in progress) as opposed to a
+ * command that failed: ioredis rejects commands in flight with "Connection is closed." when a connection ends under them.
+ */
+export function isRedisConnectionError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown; name?: unknown } | undefined;
+  if (typeof e?.code === 'string' && CONNECTION_CODES.has(e.code)) return true;
+  if (e?.name === 'MaxRetriesPerRequestError' || e?.name === 'ConnectionClosedError') return true;
+  return typeof e?.message === 'string' && /^(connect [A-Z]+|getaddrinfo [A-Z_]+|Connection is closed|read ECONNRESET|write EPIPE|All sentinels are unreachable)/.test(e.message);
+}
+
+/**
+ * Record a connection error seen on any connection or BullMQ object: logs one line when Redis goes from reachable
+ * (or not yet tried) to unreachable. Returns false for errors that are not about reaching Redis (log those yourself).
+ */
+export function noteRedisError(err: unknown, address: string): boolean {
+  if (!isRedisConnectionError(err)) return false;
+  if (state !== 'down') log.warn({ redis: address, err: (err as Error).message }, `cannot reach Redis at ${address}, retrying`);
+  state = 'down';
+  return true;
+}
+
+function noteRedisReady(address: string): void {
+  if (state === 'down') log.info({ redis: address }, `Redis at ${address} is reachable again`);
+  state = 'up';
 }
 
 /** A new connection to REDIS_URL (either form above). Callers own it and must `quit()` it. */
@@ -114,6 +119,16 @@ export function createRedis(url: string, name?: string): Redis {
   });
   redis.on('ready', () => noteRedisReady(address));
   return redis;
+}
+
+/**
+ * After an acceptance (a job written on `redis`), wait until `replicas` replicas have it, at most `timeoutMs`
+ * (Redis WAIT). Replication is asynchronous: without this, a failover right after "Queued" can lose the job.
+ * Returns how many replicas acknowledged; the caller decides what a shortfall means (we accept and log it).
+ */
+export async function waitForReplicas(redis: Redis, replicas: number, timeoutMs: number): Promise<number> {
+  if (replicas <= 0) return 0;
+  return Number(await redis.wait(replicas, timeoutMs));
 }
 
 /**
@@ -138,31 +153,6 @@ export async function waitForRedis(redis: Redis, url: string, timeoutMs: number)
   } finally {
     clearTimeout(timer);
   }
-}
-
-/**
- * After an acceptance (a job written on `redis`), wait until `replicas` replicas have it, at most `timeoutMs`
- * (Redis WAIT). Replication is asynchronous: without this, a failover right after "Queued" can lose the job.
- * Returns how many replicas acknowledged; the caller decides what a shortfall means (we accept and count it).
- */
-export async function waitForReplicas(redis: Redis, replicas: number, timeoutMs: number): Promise<number> {
-  if (replicas <= 0) return 0;
-  return Number(await redis.wait(replicas, timeoutMs));
-}
-
-/**
- * Whether an error means the Redis connection dropped (a restart or failover in progress) rather than a bug:
- * ioredis rejects commands in flight with "Connection is closed." when a connection ends under them.
- */
-export function isConnectionError(e: unknown): boolean {
-  if (!(e instanceof Error)) return false;
-  const code = (e as { code?: unknown }).code;
-  return (
-    e.message === 'Connection is closed.' ||
-    e.name === 'MaxRetriesPerRequestError' ||
-    e.name === 'ConnectionClosedError' ||
-    (typeof code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'].includes(code))
-  );
 }
 
 /** Close a connection without throwing if it is already gone. */

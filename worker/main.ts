@@ -4,7 +4,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { loadConfig, loadSecrets, repoRoot } from '../src/config/load.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { onCancel } from '../src/jobs/cancel.ts';
-import { QueueNames, type JobRequest } from '../src/jobs/contract.ts';
+import { JobRequest, QueueNames } from '../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
 import { createLogger } from '../src/log.ts';
 import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
@@ -13,6 +13,7 @@ import { createMetrics, reportExecutionProvider } from '../src/observability/met
 import { closeRedis, createRedis, isRedisConnectionError, setRedisLogger } from '../src/redis.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { handleUsage } from '../src/usage.ts';
+import { Usage } from '../src/usage/usage.ts';
 import type { PipelineOptions } from './pipeline/types.ts';
 import { createProcessor, type ProcessOutcome } from './processor.ts';
 import { ThreadHost } from './thread-host.ts';
@@ -82,8 +83,12 @@ async function main(): Promise<void> {
   // next job; a job of a paused channel is parked again (DelayedError) instead of run.
   const jobsQueue = createJobsQueue(config, redis);
   const scheduler = createFairScheduler(redis, config, jobsQueue);
+  const usage = new Usage(redis, config);
   const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
-    await startOrHold(scheduler, job, token);
+    // the job's cost for fair scheduling: its estimate now, from the latest measurements of jobs like it
+    const request = JobRequest.safeParse(job.data);
+    const cost = request.success ? usage.costUnits(await usage.estimate(request.data)) : undefined;
+    await startOrHold(scheduler, job, token, cost);
     return processor.process(job, token, signal);
   }, {
     concurrency: config.worker.concurrency,

@@ -27,6 +27,8 @@ export const Manifest = z.object({
   builderVersion: z.number().int(),
   architecture: z.string(),
   dtype: z.enum(['fp32', 'fp16']),
+  /** Block quantization of the LLM's Linear weights (absent in manifests written before it existed = none). */
+  quant: z.enum(['none', 'int4', 'int8']).default('none'),
   /** sha256 over the snapshot's config files and safetensors indexes (see sourceConfigHash). */
   sourceConfigHash: z.string(),
   components: z.record(
@@ -107,7 +109,7 @@ export function readManifest(outDir: string): Manifest | undefined {
 }
 
 /** Why the conversion in `outDir` cannot be used for `snapshotDir` at `dtype` (undefined = it is current). */
-export function staleReason(outDir: string, snapshotDir: string, dtype: 'fp32' | 'fp16'): string | undefined {
+export function staleReason(outDir: string, snapshotDir: string, dtype: 'fp32' | 'fp16', quant: 'none' | 'int4' | 'int8' = 'none'): string | undefined {
   let m: Manifest | undefined;
   try {
     m = readManifest(outDir);
@@ -117,6 +119,7 @@ export function staleReason(outDir: string, snapshotDir: string, dtype: 'fp32' |
   if (!m) return `no ${MANIFEST_FILE} in ${outDir}`;
   if (m.builderVersion !== BUILDER_VERSION) return `built by builder version ${m.builderVersion}, this is ${BUILDER_VERSION}`;
   if (m.dtype !== dtype) return `built as ${m.dtype}, ${dtype} wanted`;
+  if (m.quant !== quant) return `built with LLM weights ${m.quant === 'none' ? 'unquantized' : m.quant}, ${quant} wanted`;
   if (m.sourceConfigHash !== sourceConfigHash(snapshotDir)) return 'the snapshot config changed since the conversion';
   for (const { file, digest } of graphFiles(m)) {
     if (!existsSync(join(outDir, file))) return `${file} is missing`;
