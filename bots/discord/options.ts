@@ -3,6 +3,7 @@
 // enforced by Discord while typing and again by the core.
 import { AspectRatio } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
+import { stripControlChars } from '../core/plain-text.ts';
 import type { CommandInput } from '../core/port.ts';
 
 /** The part of discord.js's CommandInteractionOptionResolver this module reads (so tests can pass plain objects). */
@@ -25,7 +26,7 @@ export function imagineInput(o: OptionReader): Extract<CommandInput, { command: 
   if (guidance !== null) input.guidance = guidance;
   if (aspect !== null) {
     if (!AspectRatio.safeParse(aspect).success) {
-      throw new UserError('bad_request', `Unknown aspect ratio "${aspect}". Choose one of ${AspectRatio.options.join(', ')}.`);
+      throw new UserError('bad_request', `Unknown aspect ratio "${stripControlChars(aspect)}". Choose one of ${AspectRatio.options.join(', ')}.`);
     }
     input.aspect = aspect;
   }

@@ -4,6 +4,7 @@
 import { AspectRatio } from '../../src/config/schema.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
+import { stripControlChars } from '../core/plain-text.ts';
 import type { CommandInput } from '../core/port.ts';
 
 export type ImagineInput = Extract<CommandInput, { command: 'imagine' }>;
@@ -38,8 +39,9 @@ export function normalizeSlackText(text: string): string {
     .trim();
 }
 
+/** The message may quote what was typed: no control characters in what goes back to Slack. */
 function bad(message: string): UserError {
-  return new UserError('bad_request', `${message}\n${IMAGINE_USAGE}`);
+  return new UserError('bad_request', `${stripControlChars(message)}\n${IMAGINE_USAGE}`);
 }
 
 function parseInteger(name: string, raw: string, min: number, max: number): number {

@@ -106,7 +106,7 @@ describe('fetchSnapshot against a fake hub', () => {
   it('resumes an interrupted download without re-downloading finished files', async () => {
     const big = 'model-00001-of-00003.safetensors'; // largest needed file: downloaded last
     hub.cutOnce(big, 120_000);
-    await expect(fetchSnapshot(opts())).rejects.toThrow(/model-00001-of-00003.*run again to resume/);
+    await expect(fetchSnapshot(opts())).rejects.toThrow(/^Could not download BLIP3o\/BLIP3o-Model-4B\/model-00001-of-00003\.safetensors from .*\. Check the network connection .*then run again: the download resumes where it stopped\.$/);
     const kept = statSync(join(dir, `${big}.incomplete`)).size; // what reached the disk before the cut
     expect(kept).toBeGreaterThan(0);
     expect(kept).toBeLessThanOrEqual(120_000);
@@ -152,14 +152,16 @@ describe('fetchSnapshot against a fake hub', () => {
   });
 
   it('checks free disk space before downloading anything', async () => {
-    await expect(fetchSnapshot(opts({ freeBytes: async () => 100_000 }))).rejects.toThrow(/not enough disk space in .* need 0\.00 GiB more/);
+    await expect(fetchSnapshot(opts({ freeBytes: async () => 100_000 }))).rejects.toThrow(/^Not enough disk space in .* need 0\.00 GiB more.*\. Free some space or point model\.snapshotDir at a larger disk, then run again\.$/);
     for (const p of NEEDED.filter((q) => q.endsWith('.safetensors'))) expect(hub.bodyRequests(p)).toHaveLength(0);
   });
 
   it('sends HF_TOKEN, and explains a refusal', async () => {
     const gated = await startFakeHub({ repo: REPO, files: files.slice(0, 3), requireToken: 'hf_secret' });
     try {
-      await expect(fetchSnapshot(opts({ hubUrl: gated.url }))).rejects.toThrow(/HTTP 401; the repository needs authentication: set HF_TOKEN/);
+      await expect(fetchSnapshot(opts({ hubUrl: gated.url }))).rejects.toThrow(/^Could not list the files of BLIP3o\/BLIP3o-Model-4B at revision main: the repository needs authentication \(HTTP 401\)\. Set HF_TOKEN to .*, then run again\.$/);
+      await expect(fetchSnapshot(opts({ hubUrl: gated.url, token: 'hf_wrong' }))).rejects.toThrow(/: the hub refused HF_TOKEN \(HTTP 40[13]\)\. Check that the token is valid .*then run again\.$/);
+      await expect(fetchSnapshot(opts({ hubUrl: gated.url, token: 'hf_secret', repo: 'nobody/nothing' }))).rejects.toThrow(/^Could not list the files of nobody\/nothing at revision main: .*HTTP 404\)\. Check model\.hubId \(nobody\/nothing\) and model\.hubRevision \(main\) in your config, then run again\.$/);
       await fetchSnapshot(opts({ hubUrl: gated.url, token: 'hf_secret' }));
       expect(gated.requests.at(-1)!.authorization).toBe('Bearer hf_secret');
       expect(readFileSync(join(dir, 'config.json')).equals(bytesOf('config.json'))).toBe(true);

@@ -55,13 +55,13 @@ export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
   const credentials = o.token ? { accessToken: o.token } : {};
   const hub = { repo: { type: 'model' as const, name: o.repo }, revision: o.revision, hubUrl: o.hubUrl, ...credentials };
 
-  const listed = await hubCall(o, 'list the files of', async () => {
+  const listed = await hubCall(o, `list the files of ${o.repo} at revision ${o.revision}`, async () => {
     const out: HubFile[] = [];
     for await (const e of listFiles({ ...hub, recursive: true })) {
       if (e.type !== 'file') continue;
       if (e.lfs) out.push({ path: e.path, size: e.lfs.size, oid: e.lfs.oid, hash: 'sha256' });
       else if (e.oid) out.push({ path: e.path, size: e.size, oid: e.oid, hash: 'git-sha1' });
-      else throw new AppError('model', `the hub listed ${e.path} without a hash; cannot verify it`);
+      else throw new AppError('model', `The hub listed ${o.repo}/${e.path} without a hash, so its download cannot be verified. Try another model.hubRevision, or a mirror that serves hashes (model.hubUrl).`);
     }
     return out;
   });
@@ -119,7 +119,7 @@ export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
   if (total - done + DISK_MARGIN_BYTES > free) {
     throw new AppError(
       'model',
-      `not enough disk space in ${o.dir} for ${o.repo}: need ${gib(total - done)} more (+${gib(DISK_MARGIN_BYTES)} spare), ${gib(free)} free`,
+      `Not enough disk space in ${o.dir} for ${o.repo}: need ${gib(total - done)} more (+${gib(DISK_MARGIN_BYTES)} spare), ${gib(free)} free. Free some space or point model.snapshotDir at a larger disk, then run again.`,
       { context: { needBytes: total - done, freeBytes: free } },
     );
   }
@@ -159,7 +159,7 @@ async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Pr
       break;
     } catch (e) {
       const refused = e instanceof HubApiError && e.statusCode < 500; // auth, not found: retrying will not help
-      if (e instanceof AppError || refused || attempt >= tries) throw asFetchError(o, f.path, e);
+      if (e instanceof AppError || refused || attempt >= tries) throw asFetchError(o, `download ${o.repo}/${f.path}`, e);
       // A dropped connection: the next try resumes from what reached the disk.
     }
   }
@@ -167,7 +167,7 @@ async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Pr
     await unlink(partial);
     throw new AppError(
       'model',
-      `${o.repo}/${f.path} failed verification: expected ${f.hash} ${f.oid}, got ${actual}; the file was deleted, run the fetch again`,
+      `${o.repo}/${f.path} failed verification: expected ${f.hash} ${f.oid}, got ${actual}. The file was deleted; run the fetch again (\`npm run model -- fetch\`, or restart the worker).`,
       { context: { path: f.path } },
     );
   }
@@ -184,9 +184,9 @@ async function transferRest(o: FetchOptions, hub: HubTarget, f: HubFile, partial
   }
   if (offset === f.size) return 0;
   const blob = await downloadFile({ ...hub, path: f.path });
-  if (!blob) throw new AppError('model', `${o.repo}/${f.path} was listed but the hub has no such file at ${hub.revision}`);
+  if (!blob) throw new AppError('model', `The hub listed ${o.repo}/${f.path} but has no such file at ${hub.revision}: the repository changed during the download. Run the fetch again.`);
   if (blob.size !== f.size) {
-    throw new AppError('model', `${o.repo}/${f.path}: the hub listed ${f.size} bytes but serves ${blob.size}`);
+    throw new AppError('model', `The hub listed ${o.repo}/${f.path} as ${f.size} bytes but serves ${blob.size}: the repository changed during the download. Run the fetch again.`);
   }
   let written = 0;
   const count = new Transform({
@@ -224,34 +224,42 @@ function parseIndex(path: string, text: string): SafetensorsIndex {
     if (typeof parsed.weight_map !== 'object' || parsed.weight_map === null) throw new Error('no weight_map');
     return { weight_map: parsed.weight_map as Record<string, string> };
   } catch (e) {
-    throw new AppError('model', `${path} is not a safetensors index: ${(e as Error).message}`, { cause: e });
+    throw new AppError('model', `${path} is not a safetensors index (${(e as Error).message}). Delete it and run the fetch again.`, { cause: e });
   }
 }
 
-async function hubCall<T>(o: FetchOptions, what: string, call: () => Promise<T>): Promise<T> {
+async function hubCall<T>(o: FetchOptions, action: string, call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (e) {
-    throw asFetchError(o, `${what} ${o.repo}`, e);
+    throw asFetchError(o, action, e);
   }
 }
 
-/** Hub errors in operator terms: which repo, what status, and what to do about it. */
-function asFetchError(o: FetchOptions, subject: string, e: unknown): AppError {
+/**
+ * Hub errors in operator terms: one or two sentences saying what could not be done (`action`: "download
+ * BLIP3o/…/config.json"), why, and what to do about it.
+ */
+function asFetchError(o: FetchOptions, action: string, e: unknown): AppError {
   if (e instanceof AppError) return e;
   if (e instanceof HubApiError) {
-    const hint =
-      e.statusCode === 401 || e.statusCode === 403
+    const code = e.statusCode;
+    const why =
+      code === 401 || code === 403
         ? o.token
-          ? 'HF_TOKEN was refused: check that it is valid and that you accepted the model licence'
-          : 'the repository needs authentication: set HF_TOKEN'
-        : e.statusCode === 404
-          ? `check model.hubId (${o.repo}) and model.hubRevision (${o.revision})`
-          : `check model.hubUrl (${o.hubUrl})`;
-    return new AppError('model', `hub error for ${subject}: HTTP ${e.statusCode}; ${hint}`, { cause: e });
+          ? `the hub refused HF_TOKEN (HTTP ${code}). Check that the token is valid and that you accepted the model's licence on its hub page, then run again.`
+          : `the repository needs authentication (HTTP ${code}). Set HF_TOKEN to a Hugging Face access token (https://huggingface.co/settings/tokens), then run again.`
+        : code === 404
+          ? `the hub has no such repository, revision or file (HTTP 404). Check model.hubId (${o.repo}) and model.hubRevision (${o.revision}) in your config, then run again.`
+          : `the hub answered HTTP ${code}. Check model.hubUrl (${o.hubUrl}) or try again later.`;
+    return new AppError('model', `Could not ${action}: ${why}`, { cause: e });
   }
   const message = e instanceof Error ? e.message : String(e);
-  return new AppError('model', `download of ${subject} from ${o.hubUrl} failed: ${message}; run again to resume`, { cause: e });
+  return new AppError(
+    'model',
+    `Could not ${action} from ${o.hubUrl} (${message}). Check the network connection and model.hubUrl (or HF_ENDPOINT), then run again: the download resumes where it stopped.`,
+    { cause: e },
+  );
 }
 
 async function freeBytesAt(dir: string): Promise<number> {
