@@ -3,7 +3,7 @@
 //   add          queue.add of the job (what a submission costs without a limiter)
 //   admit+add    the limiter's atomic check over channel/user/workspace, then queue.add
 //   gate         admit + parked add + the fair scheduler's enqueue (+ releasing the channel's head): issue 8's path
-//   budget+gate  the GPU-second budget check (estimate + reservation, src/usage/usage.ts) before the gate
+//   budget+gate  the GPU-second budget check (estimate + reservation, src/accounting/usage.ts) before the gate
 //   cache+budget+gate  the result-cache / single-flight lookup (a miss), then budget+gate, then the flight's
 //                claim and confirm: today's whole submission path (src/cache/results.ts); its median minus
 //                budget+gate's is what the cache adds to a request that is not cached
@@ -22,7 +22,7 @@ import { createLimiter } from '../src/limits/limiter.ts';
 import { createFairScheduler } from '../src/scheduling/fair.ts';
 import { requestDigest } from '../src/cache/key.ts';
 import { ResultCache } from '../src/cache/results.ts';
-import { Usage } from '../src/usage/usage.ts';
+import { Usage } from '../src/accounting/usage.ts';
 import type { ImagineRequest } from '../src/jobs/contract.ts';
 
 const flag = (args: string[], name: string, fallback: number) => {

@@ -10,9 +10,10 @@ import { createLogger } from '../src/log.ts';
 import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
 import { serveHealth } from '../src/observability/http.ts';
 import { createMetrics, reportExecutionProvider } from '../src/observability/metrics.ts';
-import { closeRedis, createRedis } from '../src/redis.ts';
+import { closeRedis, createRedis, isRedisConnectionError, setRedisLogger } from '../src/redis.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
-import { Usage } from '../src/usage/usage.ts';
+import { Usage } from '../src/accounting/usage.ts';
+import { handleUsage } from '../src/usage.ts';
 import type { PipelineOptions } from './pipeline/types.ts';
 import { createProcessor, type ProcessOutcome } from './processor.ts';
 import { ThreadHost } from './thread-host.ts';
@@ -24,10 +25,18 @@ import { randomUUID } from 'node:crypto';
 /** The shipped pipeline loads its graphs from model.onnxDir, so the worker sets the model up for it first. */
 const SHIPPED_PIPELINE = 'worker/pipeline/blip3o.ts';
 
+const USAGE = `usage: npm run worker [-- --help]
+
+Starts one worker: fetches and converts the model on first start (model.* in config/default.yaml), then runs jobs
+from the shared Redis queue (REDIS_URL). Settings come from config/local.yaml or BLIP3O_CONFIG, secrets from the
+environment (config/.env.example). Start one per GPU; any number may share one Redis.`;
+
 async function main(): Promise<void> {
+  handleUsage(process.argv.slice(2), USAGE);
   const config = loadConfig();
   const secrets = loadSecrets();
   const log = createLogger('worker', config.logLevel);
+  setRedisLogger(log);
   const fromRoot = (p: string) => (isAbsolute(p) ? p : resolve(repoRoot, p));
 
   // Health first: /healthz answers during a first start's download and conversion; /readyz waits for the jobs worker.
@@ -92,7 +101,9 @@ async function main(): Promise<void> {
       if (state === 'failed') await processor.onFinallyFailed(job, err);
     }).catch((e: unknown) => log.error({ jobId: job.id, err: (e as Error).message }, 'could not hand over a failure'));
   });
-  worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
+  worker.on('error', (err) => {
+    if (!isRedisConnectionError(err)) log.error({ err: err.message }, 'worker error'); // unreachable Redis: one line, src/redis.ts
+  });
   worker.on('stalled', (jobId) => log.warn({ jobId }, 'job stalled (its worker died); requeued'));
   const unsubscribe = await onCancel(subscriber, config, (jobId) => {
     if (worker.cancelJob(jobId, 'cancelled')) log.info({ jobId }, 'cancelling');

@@ -76,7 +76,21 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   }
 
   async function handOver(result: JobResult): Promise<void> {
-    await deliveryQueue(result.destination).add('result', result, { jobId: result.jobId });
+    const q = deliveryQueue(result.destination);
+    await q.add('result', result, { jobId: result.jobId });
+    if (result.destination.platform === 'cli') await expireCliQueue(q, result.jobId);
+  }
+
+  /**
+   * A CLI's delivery queue (delivery-cli-<clientId>) has one reader, the CLI that made it, which deletes it on exit.
+   * A CLI that was killed never does, so each hand-over gives the queue's keys the blobs' lifetime: a queue nobody
+   * reads is gone when the result's image would be.
+   */
+  async function expireCliQueue(q: DeliveryQueue, jobId: string): Promise<void> {
+    const keys = [...Object.values(q.keys).filter((k) => !k.endsWith(':')), q.toKey(jobId)];
+    const tx = redis.multi();
+    for (const k of keys) tx.expire(k, config.blobs.ttlSeconds);
+    await tx.exec();
   }
 
   async function alreadyHandedOver(jobId: string, destination: Destination): Promise<boolean> {

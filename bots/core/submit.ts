@@ -46,7 +46,7 @@ import {
 } from '../../src/jobs/queue.ts';
 import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
-import { closeRedis, createRedis, isConnectionError, waitForReplicas, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis, isRedisConnectionError, waitForReplicas, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
 import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
@@ -363,7 +363,7 @@ export function createCore(options: CoreOptions): Core {
         }
       } catch (e) {
         if (isUserError(e)) return { kind: 'error', text: stripControlChars(e.message), private: true }; // may quote what was typed
-        if (isConnectionError(e)) {
+        if (isRedisConnectionError(e)) {
           log.warn({ err: (e as Error).message }, 'command refused: Redis connection lost');
           return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
         }

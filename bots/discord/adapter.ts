@@ -143,7 +143,10 @@ export class DiscordAdapter implements Adapter {
     client.on(Events.ShardDisconnect, (event) => this.log.warn({ code: event.code }, 'gateway disconnected'));
     client.rest.on('rateLimited', (info) => this.log.info({ route: info.route, retryAfterMs: info.retryAfter }, 'rate limited by Discord; waiting'));
     const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
-    await client.login(this.token);
+    await client.login(this.token).catch((e: unknown) => {
+      if ((e as { code?: unknown }).code !== 'TokenInvalid') throw e;
+      throw new AppError('config', 'Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token from the Developer Portal\'s Bot page (see config/.env.example), or set discord.enabled: false.', { cause: e });
+    });
     await ready;
     this.log.info({ user: client.user?.tag, messageContent: withContent }, 'discord ready');
   }

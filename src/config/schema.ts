@@ -34,6 +34,7 @@ export const ConfigSchema = z.strictObject({
     keepFailedSeconds: positiveInt,
     deliveryAttempts: positiveInt,
     deliveryBackoffMs: positiveInt,
+    cliRedisWaitMs: positiveInt,
   }),
 
   redis: z.strictObject({

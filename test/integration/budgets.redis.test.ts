@@ -10,7 +10,7 @@ import type { CommandInput, Invocation, Reply } from '../../bots/core/port.ts';
 import { loadSecrets } from '../../src/config/load.ts';
 import type { DiscordDestination, JobResult } from '../../src/jobs/contract.ts';
 import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
-import { measuredSeconds } from '../../src/usage/usage.ts';
+import { measuredSeconds } from '../../src/accounting/usage.ts';
 import { cleanup, makeHarness, RecordingPort, REDIS_URL, runs, startWorker, stopProcess, type Harness, type Proc } from '../doubles/spine-harness.ts';
 
 const secrets = loadSecrets({ REDIS_URL });
