@@ -24,15 +24,18 @@ import {
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../src/jobs/queue.ts';
 import type { Logger } from '../src/log.ts';
+import { CheckOverrides } from '../src/checks/policy.ts';
 import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
+import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
+import { generateReviewed, moderateInput, withheldError } from './review.ts';
 import type { ThreadHost } from './thread-host.ts';
 
 export interface ProcessorDeps {
   config: Readonly<Config>;
   redis: Redis;
   blobs: BlobStore;
-  host: Pick<ThreadHost, 'generate' | 'understand'>;
+  host: Pick<ThreadHost, 'generate' | 'understand' | 'check'>;
   log: Logger;
   /**
    * Called after every result handed over for a parsed request (and again when a re-run finds it handed over
@@ -49,6 +52,11 @@ export interface ProcessOutcome {
   alreadyHandedOver?: boolean;
   /** Milliseconds per pipeline stage (for src/observability/hooks.ts: stage latency and GPU-seconds). */
   timingsMs?: Record<string, number>;
+  /** The delivered image's prompt-match score and the images drawn for it (checks, issue 16). */
+  matchScore?: number;
+  tries?: number;
+  /** Every try's match score, in order (the delivered one is the best). */
+  matchScores?: (number | null)[];
 }
 
 export interface JobProcessor {
@@ -58,11 +66,12 @@ export interface JobProcessor {
   close(): Promise<void>;
 }
 
-type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean };
+type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean; private?: boolean };
 
 export function createProcessor(deps: ProcessorDeps): JobProcessor {
   const { config, redis, blobs, host, log } = deps;
   const ledger = new DeliveryLedger(redis, config);
+  const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const queues = new Map<string, DeliveryQueue>();
 
   function deliveryQueue(destination: Destination): DeliveryQueue {
@@ -109,7 +118,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (!destination.success || !jobId) return undefined; // nowhere to say it; the job's failedReason records it
     const result: JobResult = {
       v: CONTRACT_VERSION, jobId, kind, destination: destination.data, status: failure.status,
-      error: { code: failure.code, message: failure.message, userFacing: failure.userFacing }, timingsMs: {}, finishedAt: Date.now(),
+      error: { code: failure.code, message: failure.message, userFacing: failure.userFacing, ...(failure.private ? { private: true } : {}) }, timingsMs: {}, finishedAt: Date.now(),
     };
     await handOver(result);
     return result;
@@ -120,7 +129,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (result && deps.afterHandOver) await deps.afterHandOver(request, result, Math.max(0, Date.now() - (job.processedOn ?? Date.now())));
   }
 
-  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<JobResult> {
+  /** A job's result, and each try's match score (for the jobs queue's return value, not the delivery). */
+  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<{ result: JobResult; matchScores?: (number | null)[] }> {
     const timings: Record<string, number> = {};
     let stage = '';
     let stageAt = Date.now();
@@ -138,23 +148,49 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     };
     const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
+    const policy = await checkOverrides.policyFor(config.checks, request.destination);
+    /** Moderation of an image the user sent: a flagged one is deleted now, not kept until its TTL. */
+    const moderated = async (key: string): Promise<Uint8Array> => {
+      const bytes = await inputImage(key);
+      const flagged = await moderateInput(host, bytes, policy, runOptions);
+      if (flagged.length === 0) return bytes;
+      await blobs.delete(key);
+      log.info({ jobId: request.id, flagged }, 'input image withheld by the content checks');
+      throw withheldError(flagged, true);
+    };
     if (request.kind === 'ask') {
-      const image = await inputImage(request.imageKey);
+      const image = await moderated(request.imageKey);
       const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
       if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
-      return { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() };
+      return { result: { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() } };
     }
-    const image = request.kind === 'vary' ? await inputImage(request.imageKey) : undefined;
-    const out = await host.generate({ prompt: request.prompt, options: request.options, ...(image ? { image } : {}) }, runOptions);
+    const image = request.kind === 'vary' ? await moderated(request.imageKey) : undefined;
+    let reviewed;
+    try {
+      reviewed = await generateReviewed(host, { prompt: request.prompt, options: request.options, ...(image ? { image } : {}) }, policy, runOptions);
+    } catch (e) {
+      // A withheld image never reaches the blob store; the log keeps only which questions flagged it.
+      if (isUserError(e) && e.code === 'withheld') log.info({ jobId: request.id, flagged: e.context.flagged }, 'generated image withheld by the content checks');
+      throw e;
+    }
     if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
-    const blobKey = await blobs.put(out.png, 'output');
-    const altText = request.prompt || 'A variation of your image';
-    return {
+    const { best, tries } = reviewed;
+    const caption = best.check?.caption || undefined;
+    const png = caption ? addPngText(best.image.png, { Description: caption }) : best.image.png;
+    const blobKey = await blobs.put(png, 'output');
+    const altText = caption ?? (request.prompt || 'A variation of your image');
+    const matchScore = best.check?.match;
+    if (matchScore !== undefined) log.info({ jobId: request.id, matchScore, tries, scores: reviewed.scores }, 'prompt match');
+    const result: JobResult = {
       ...base,
-      image: { blobKey, mime: 'image/png', width: out.width, height: out.height, altText, prompt: request.prompt, options: request.options },
+      image: {
+        blobKey, mime: 'image/png', width: best.image.width, height: best.image.height, altText, prompt: request.prompt, options: best.options,
+        ...(caption ? { caption } : {}), ...(matchScore !== undefined ? { matchScore } : {}), ...(tries > 1 ? { tries } : {}),
+      },
       timingsMs: timings,
       finishedAt: Date.now(),
     };
+    return { result, ...(matchScore !== undefined ? { matchScores: reviewed.scores.map((x) => x ?? null) } : {}) };
   }
 
   async function inputImage(key: string): Promise<Uint8Array> {
@@ -166,7 +202,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
 
   function classify(e: unknown): Failure | undefined {
     if (e instanceof ContractError) return { status: 'failed', code: 'contract', message: e.message, userFacing: false };
-    if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true };
+    if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true, ...(e.code === 'withheld' ? { private: true } : {}) };
     if (e instanceof AppError && e.code === 'cancelled') return { status: 'cancelled', code: 'cancelled', message: 'Cancelled.', userFacing: true };
     if (e instanceof AppError && (e.code === 'timeout' || e.code === 'bad_image' || e.code === 'bad_request'))
       return { status: 'failed', code: e.code, message: e.message, userFacing: true };
@@ -191,10 +227,11 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       return { status: 'succeeded', alreadyHandedOver: true };
     }
     let result: JobResult;
+    let matchScores: (number | null)[] | undefined;
     try {
       if (await isCancelRequested(redis, config, request.id)) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
-      result = await run(job, request, signal ?? new AbortController().signal);
+      ({ result, matchScores } = await run(job, request, signal ?? new AbortController().signal));
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
     } catch (e) {
@@ -214,7 +251,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     // Outside the try: the result is handed over, so a throw here must not turn it into a failure; BullMQ retries
     // and the re-run (alreadyHandedOver) calls afterHandOver again with the handed-over result.
     await after(job, request, result);
-    return { status: 'succeeded', timingsMs: result.timingsMs };
+    const { matchScore, tries } = result.image ?? {};
+    return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore, matchScores } : {}), ...(tries ? { tries } : {}) };
   };
 
   return {

@@ -341,6 +341,7 @@ export class DiscordAdapter implements Adapter {
       applicationId: botId,
       replyToMessageId: message.id,
       statusMessageId: status.id,
+      ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}),
     };
     let reply: Reply;
     try {
@@ -378,6 +379,7 @@ export class DiscordAdapter implements Adapter {
       applicationId: interaction.applicationId,
       interactionToken: interaction.token,
       interactionAt: interaction.createdTimestamp,
+      ...(isAgeRestricted(interaction.channel) ? { nsfw: true } : {}),
     };
   }
 
@@ -447,4 +449,7 @@ function userText(e: unknown): string {
 /** The AdapterFactory bots/main.ts loads (bots/core/adapter.ts). */
 export const createDiscordAdapter = async (options: DiscordAdapterOptions): Promise<DiscordAdapter> => new DiscordAdapter(options);
 
-
+/** A guild channel marked age-restricted (Discord's nsfw flag): the relaxed check policy applies there (issue 16). */
+function isAgeRestricted(channel: unknown): boolean {
+  return typeof channel === 'object' && channel !== null && 'nsfw' in channel && (channel as { nsfw?: unknown }).nsfw === true;
+}

@@ -54,5 +54,5 @@ export function adminInput(o: AdminOptionReader, channelKey: string): CommandInp
     if (concurrent !== null) spec.maxConcurrent = concurrent;
     return { command: 'limits', action, channelKey, spec };
   }
-  throw new UserError('bad_request', `Unknown admin command: ${group} ${sub}. Run the commands registration again (npm run discord:register).`);
+  throw new UserError('bad_request', `Unknown admin command: ${group} ${sub}. Restart the bot so it registers its commands again (or run npm run discord:register).`);
 }

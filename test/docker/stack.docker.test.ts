@@ -6,7 +6,8 @@
 // intervals. The worker downloads the tiny checkpoint from the fake hub into the shared model-cache volume, converts
 // it and serves jobs with the shipped pipeline. Then: every healthcheck healthy; /imagine → one PNG; a reply-with-
 // mention question → one answer; `docker compose restart redis` with jobs queued → none lost; `docker compose kill
-// worker` mid-job, `up` again → the image arrives exactly once; every container runs as non-root. Everything it made
+// worker` mid-job, `up` again → the image arrives exactly once; a restarted bot does not register its unchanged
+// commands again; every container runs as non-root; stop is a clean SIGTERM exit. Everything it made
 // (containers, network, volumes, the images it built) is removed at the end, also when a step fails.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -372,6 +373,18 @@ describe('docker compose stack (real images, CPU worker)', () => {
     await compose(['up', '--detach', '--no-build', 'worker'], { timeoutMs: 120_000 });
     await expectOnePng(i);
   }, 900_000);
+
+  it('docker compose restart discord: the bot comes back and does not register its unchanged commands again', async () => {
+    expect(started).toBe(true);
+    const commandsRoute = new RegExp(`/applications/${fake!.appId}/commands$`);
+    const gets = fake!.requestsTo('GET', commandsRoute).length;
+    await compose(['restart', 'discord'], { timeoutMs: 120_000 });
+    await until('the restarted bot compared its commands', 180_000, async () => (fake!.requestsTo('GET', commandsRoute).length > gets ? true : undefined));
+    await waitHealthy(['discord'], 180_000);
+    expect(fake!.requestsTo('PUT', commandsRoute)).toHaveLength(1);
+    // and it serves again
+    await expectOnePng(imagine('a kite over the sea'));
+  }, 500_000);
 
   it('docker compose stop: the bot and Redis exit cleanly on SIGTERM', async () => {
     expect(started).toBe(true);

@@ -41,6 +41,10 @@ beforeAll(() => {
       runs++;
       throw new Error('the model must not run');
     },
+    async check(): Promise<never> {
+      runs++;
+      throw new Error('the model must not run');
+    },
   };
   processor = createProcessor({ config: h.config, redis, blobs, host, log });
 });
