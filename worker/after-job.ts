@@ -1,5 +1,5 @@
 // What a worker does once a job's result is handed over (worker/processor.ts calls it): count its measured
-// GPU-seconds per channel, user and workspace (src/usage/usage.ts), store a reproducible
+// GPU-seconds per channel, user and workspace (src/accounting/usage.ts), store a reproducible
 // result in the result cache under this worker's model, then hand the result to every identical request that
 // joined the job while it was queued or running (single flight). Throwing here makes BullMQ retry the job, whose
 // re-run finds the result already handed over and calls this again: the cache put and the follower hand-over are
@@ -14,7 +14,7 @@ import { ResultCache } from '../src/cache/results.ts';
 import type { Config } from '../src/config/schema.ts';
 import type { JobRequest, JobResult } from '../src/jobs/contract.ts';
 import type { Logger } from '../src/log.ts';
-import { Usage } from '../src/usage/usage.ts';
+import { Usage } from '../src/accounting/usage.ts';
 import { MANIFEST_FILE } from './builder/manifest.ts';
 
 /**

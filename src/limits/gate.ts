@@ -12,14 +12,14 @@ import type { Config } from '../config/schema.ts';
 import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
 import { createFairScheduler, type FairScheduler } from '../scheduling/fair.ts';
-import { budgetMessage, Usage } from '../usage/usage.ts';
+import { budgetMessage, Usage } from '../accounting/usage.ts';
 import { UserError } from '../errors.ts';
 import { createLimiter, type Limiter } from './limiter.ts';
 
 export interface Gate {
   readonly limiter: Limiter;
   readonly scheduler: FairScheduler;
-  /** GPU-second accounting and daily budgets (src/usage/usage.ts). */
+  /** GPU-second accounting and daily budgets (src/accounting/usage.ts). */
   readonly usage: Usage;
   /**
    * Budgets first (with `request`: its cost is estimated from recent measurements of its kind and options), then the

@@ -10,8 +10,8 @@ import type { CommandInput, Invocation, Reply } from '../../bots/core/port.ts';
 import { loadSecrets } from '../../src/config/load.ts';
 import type { DiscordDestination, JobResult } from '../../src/jobs/contract.ts';
 import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
-import { measuredSeconds } from '../../src/usage/usage.ts';
-import { cleanup, makeHarness, RecordingPort, REDIS_URL, runs, startWorker, stopProcess, type Harness, type Proc } from '../doubles/spine-harness.ts';
+import { measuredSeconds } from '../../src/accounting/usage.ts';
+import { cleanup, makeHarness, RecordingPort, REDIS_URL, runs, startWorker, stopProcess, until, type Harness, type Proc } from '../doubles/spine-harness.ts';
 
 const secrets = loadSecrets({ REDIS_URL });
 let redis: Redis;
@@ -60,6 +60,8 @@ describe('GPU-second budgets and the usage report', () => {
       const id = jobIdOf(await env.core.handle(imagine(`budget warm-up ${i}`, d, [3, 3])));
       const r = await env.port.waitFor(id);
       expect(measuredSeconds(r, 0)).toBeGreaterThan(0.2); // 7 steps × 40 ms, measured by the worker
+      // the worker counts a job right after handing its result over
+      await until(async () => (await redis.exists(`${h.prefix}:{usage}:settled:${id}`)) === 1, 10_000, 'the job to be counted');
     }
     const today = await env.core.gate.usage.today(d);
     expect(today.channel.used).toBeGreaterThan(0.4);
@@ -84,8 +86,9 @@ describe('GPU-second budgets and the usage report', () => {
     // non-admins cannot change budgets; reset restores the default
     expect(await env.core.handle(inv({ command: 'budget', action: 'set', scope: 'channel', seconds: 1e6 }, d))).toMatchObject({ kind: 'error' });
     await env.core.handle(inv({ command: 'budget', action: 'reset', scope: 'channel' }, d, true));
-    const again = await env.core.handle(imagine('one too many', d, [3, 3]));
-    await env.port.waitFor(jobIdOf(again));
+    const again = jobIdOf(await env.core.handle(imagine('one too many', d, [3, 3])));
+    await env.port.waitFor(again);
+    for (const id of [other, again]) await until(async () => (await redis.exists(`${h.prefix}:{usage}:settled:${id}`)) === 1, 10_000, 'the job to be counted');
   });
 
   it('/blip3o-admin usage: top channels and users by GPU-seconds, jobs, cache hits, refusals, with a chart, private', async () => {

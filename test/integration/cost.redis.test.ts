@@ -136,7 +136,11 @@ describe('result cache with the tiny BLIP3-o pipeline (make-tiny → convert →
     const first = jobIdOf(await env.core.handle(imagine('a tiny red fox')));
     const one = await env.port.waitFor(first, 180_000);
     expect(one.status).toBe('succeeded');
-    const completed = await env.queue.getJobCounts('completed');
+    // the worker marks the job completed just after handing the result over: wait for that before counting
+    const completed = await until(async () => {
+      const c = await env.queue.getJobCounts('completed');
+      return c.completed === 1 ? c : undefined;
+    }, 20_000, 'the first job to complete');
     const second = await env.core.handle(imagine('a tiny red fox'));
     expect(second).toMatchObject({ text: CACHED_TEXT });
     const two = await env.port.waitFor(jobIdOf(second));
@@ -153,4 +157,3 @@ describe('result cache with the tiny BLIP3-o pipeline (make-tiny → convert →
   }, 240_000);
 });
 
-void until;

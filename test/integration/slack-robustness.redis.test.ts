@@ -133,6 +133,8 @@ describe('Slack robustness', () => {
   it('Cancel on the status message stops the job: no image, the status says so', async () => {
     const jobId = await imagine('a SLOWLY drawn job --steps 4', USER);
     const status = await h.fake.waitFor(() => statusOf(jobId), 10_000, 'the status message');
+    // the status message is posted before the core enqueues (cache lookup, budget, limits): click once the job exists
+    for (const until = Date.now() + 10_000; !(await h.core.queue.getJob(jobId)) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
     await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: status, actionId: 'blip3o_cancel', value: jobId })));
     await h.fake.waitFor(() => h.fake.store.find(CHANNEL, status.ts)?.text === 'Cancelled', 20_000, 'the cancelled status');
     await settle();

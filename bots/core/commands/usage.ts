@@ -1,5 +1,5 @@
 // /blip3o-admin budget … and /blip3o-admin usage [days] (admins): GPU-second budgets per UTC day at runtime, and
-// who used what (src/usage/usage.ts). Budgets are stored in Redis, where they win over config usage.budgets; every
+// who used what (src/accounting/usage.ts). Budgets are stored in Redis, where they win over config usage.budgets; every
 // bot and worker sees a change on the next request. The usage report is a short table and a small bar chart (SVG
 // rendered to PNG with sharp), private to the admin.
 import sharp from 'sharp';
@@ -7,7 +7,7 @@ import { UserError } from '../../../src/errors.ts';
 import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
 import type { Gate } from '../../../src/limits/gate.ts';
 import { scopeIds } from '../../../src/limits/limiter.ts';
-import { SCOPES, type Scope, type UsageRow } from '../../../src/usage/usage.ts';
+import { SCOPES, type Scope, type UsageRow } from '../../../src/accounting/usage.ts';
 import type { Invocation, Reply } from '../port.ts';
 import { requireAdmin, type AdminDeps } from './limits.ts';
 
