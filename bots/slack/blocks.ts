@@ -1,6 +1,7 @@
 // Block Kit for the one status message a job keeps updating (queue position → stage and step → done) and for
 // the result posted in its thread (image with Re-roll / Vary, or an answer). Every message also carries a plain
 // `text`, which Slack shows in notifications and screen readers read; tests read it too.
+import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
@@ -87,7 +88,7 @@ export function failureText(result: JobResult): string {
 export function imageResultMessage(result: JobResult): SlackMessage {
   const image = result.image;
   const prompt = image?.prompt ?? '';
-  const settings = image ? [`seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}`, servedNote(result)].filter(Boolean).join(' · ') : '';
+  const settings = image ? [`seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}`, checkLine(image), servedNote(result)].filter(Boolean).join(' · ') : '';
   return {
     text: `Here is “${clip(prompt, 200)}”`,
     blocks: [

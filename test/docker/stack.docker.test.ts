@@ -344,7 +344,11 @@ describe('docker compose stack (real images, CPU worker)', () => {
   it('docker compose restart redis with jobs queued → none lost', async () => {
     expect(started).toBe(true);
     // the worker is stopped, so the jobs wait in Redis while it restarts
+    const stop0 = Date.now();
     await compose(['stop', 'worker'], { timeoutMs: 120_000 });
+    timings.stopWorker = Date.now() - stop0;
+    // SIGTERM reached node through init (tini) and the worker shut down cleanly, well inside stop_grace_period (60 s)
+    expect((await ps()).find((e) => e.Service === 'worker')).toMatchObject({ State: 'exited', ExitCode: 0 });
     const queued = ['a lighthouse at dusk', 'a bowl of ramen', 'a paper boat'].map((p) => imagine(p));
     for (const i of queued) {
       await fake!.waitFor(() => fake!.original(i)?.content.includes('Queued') || undefined, 60_000, 'the Queued reply');
@@ -368,4 +372,13 @@ describe('docker compose stack (real images, CPU worker)', () => {
     await compose(['up', '--detach', '--no-build', 'worker'], { timeoutMs: 120_000 });
     await expectOnePng(i);
   }, 900_000);
+
+  it('docker compose stop: the bot and Redis exit cleanly on SIGTERM', async () => {
+    expect(started).toBe(true);
+    const t0 = Date.now();
+    await compose(['stop', 'discord', 'worker', 'redis'], { timeoutMs: 180_000 });
+    timings.stopAll = Date.now() - t0;
+    const entries = await ps();
+    for (const service of ['discord', 'worker', 'redis']) expect(entries.find((e) => e.Service === service), service).toMatchObject({ State: 'exited', ExitCode: 0 });
+  }, 200_000);
 });

