@@ -322,7 +322,7 @@ export class KvDecoder {
     this.length += S;
     const V = this.dims.vocabSize;
     const logits = out.logits!.data as Float32Array;
-    return { logits: logits.slice((S - 1) * V, S * V), hidden: out.last_hidden_state!.data as Float32Array };
+    return { logits: logits.slice(logits.length - V), hidden: out.last_hidden_state!.data as Float32Array }; // [1, S|1, V]: the last row
   }
 
   /** Runs the prompt. `positions` = the (t, h, w) rows (get_rope_index for images); default 1-D 0…S−1.

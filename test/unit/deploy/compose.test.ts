@@ -183,6 +183,21 @@ describe('docker-compose.yml', () => {
     expect(config.model.executionProvider).toBe('cpu');
     expect(config.model.dtype).toBe('fp32');
   });
+
+  it('the Vulkan override (AMD, Intel) passes /dev/dri in and runs the vulkan image on the WebGPU provider', () => {
+    const file = parseCompose(read('docker-compose.vulkan.yml'));
+    expect(validate(file), JSON.stringify(validate.errors, null, 1)).toBe(true);
+    const worker = file.services.worker!;
+    expect(read('docker-compose.vulkan.yml')).toMatch(/deploy: !reset \{\}/);
+    expect(worker.build.target).toBe('vulkan');
+    expect(worker.devices).toContain('/dev/dri:/dev/dri');
+    expect(read('docker/Dockerfile.worker')).toMatch(/FROM cpu AS vulkan[\s\S]*mesa-vulkan-drivers[\s\S]*USER node/);
+    // the vulkan stage comes before the CUDA stages, so the classic builder's --target vulkan never builds them
+    const text = read('docker/Dockerfile.worker');
+    expect(text.indexOf('AS vulkan')).toBeLessThan(text.indexOf('AS deps-gpu'));
+    const config = loadConfig({ env: { BLIP3O_CONFIG: worker.environment.BLIP3O_CONFIG } });
+    expect(config.model.executionProvider).toBe('webgpu');
+  });
 });
 
 describe('images', () => {
