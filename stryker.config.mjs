@@ -34,7 +34,7 @@ export default {
   htmlReporter: { fileName: `${dir}/index.html` },
   jsonReporter: { fileName: `${dir}/mutation.json` },
   clearTextReporter: { allowColor: false, logTests: false, reportScoreTable: true },
-  tempDirName: '.stryker-tmp',
+  tempDirName: `.stryker-tmp/${group ?? 'all'}`,
   cleanTempDir: 'always',
   mutate: group ? groups[group] : Object.values(groups).flat(),
 };
