@@ -14,7 +14,7 @@ import { DeliveryLedger } from '../../../src/jobs/ledger.ts';
 import { createDeliveryQueue, deliveryQueueName } from '../../../src/jobs/queue.ts';
 import { createLogger } from '../../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../../src/redis.ts';
-import type { GenerateRequest, RunContext, UnderstandRequest } from '../../../worker/pipeline/types.ts';
+import type { CheckRequest, GenerateRequest, RunContext, UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { createProcessor, type JobProcessor } from '../../../worker/processor.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -31,7 +31,7 @@ let redis: Redis;
 let blobs: BlobStore;
 let processor: JobProcessor;
 let behaviour: (ctx: RunContext) => Promise<void> = async () => undefined;
-const calls: { kind: 'generate' | 'understand'; request: GenerateRequest | UnderstandRequest }[] = [];
+const calls: { kind: 'generate' | 'understand' | 'check'; request: GenerateRequest | UnderstandRequest | CheckRequest }[] = [];
 
 type FakeJob = Job<JobRequest> & { progress: JobProgress[] };
 function job(data: unknown, extra: { id?: string; attempts?: number; attemptsMade?: number } = {}): FakeJob {
@@ -74,6 +74,11 @@ beforeAll(() => {
       ctx.onProgress({ stage: 'answering', step: 1, total: 8, partialText: 'a c' });
       await behaviour(ctx);
       return { text: 'a cat', tokenIds: [7, 8, 9] };
+    },
+    // The model's own look at its output (issue 16): a caption only, like the default config asks for.
+    async check(request: CheckRequest) {
+      calls.push({ kind: 'check', request });
+      return { caption: 'a red fox', answers: {}, counts: { visionEncodings: 1, prefixPrefills: 1, batchedForwards: 0, captionTokens: 3 } };
     },
   };
   processor = createProcessor({ config, redis, blobs, host, log });

@@ -53,6 +53,7 @@ function conditioner(): Conditioner {
   return {
     hiddenSize: H,
     encode: (text) => [...text].map((ch) => ch.charCodeAt(0)),
+    encodePrompt: (segments) => segments.flatMap((s) => [...s.text].map((ch) => ch.charCodeAt(0))),
     // the prompt's hidden states: 1, 2, 3, …; the " " negative's: all −1
     async latentHiddenStates(ids) {
       const negative = ids.length === 1 && ids[0] === 32;
