@@ -19,11 +19,17 @@ const SCHED = { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012,
 
 function session(run: (feeds: Feeds) => Record<string, { data: Float32Array; dims: number[] }>): ModelSession & { feeds: Feeds[] } {
   const feeds: Feeds[] = [];
+  // a feed is plain data or a DeviceTensor (the DiT condition, uploaded once); record both as plain copies
+  const plain = (v: unknown) => {
+    const t = (v as { tensor?: { data: Float32Array; dims: readonly number[] } }).tensor ?? (v as { data: Float32Array; dims: number[] });
+    return { data: Float32Array.from(t.data), dims: [...t.dims] };
+  };
   return {
     feeds,
-    async run(f: Feeds) {
-      feeds.push(structuredClone(f));
-      return run(f);
+    async run(f: Record<string, unknown>) {
+      const copy = Object.fromEntries(Object.entries(f).map(([k, v]) => [k, plain(v)])) as Feeds;
+      feeds.push(copy);
+      return run(copy);
     },
     async release() {},
   } as unknown as ModelSession & { feeds: Feeds[] };
