@@ -6,7 +6,7 @@ const groups = {
   limits: ['src/limits/*.ts', 'src/scheduling/*.ts'],
   bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:49-70'],
   // image checks (smartResize, readHeader), the two samplers and CFG in generate, schedulers, M-RoPE
-  pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:177-250', 'worker/pipeline/{schedulers,mrope}.ts'],
+  pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:189-291', 'worker/pipeline/{schedulers,mrope}.ts'],
   processor: ['worker/processor.ts'],
 };
 const group = process.env.MUTATION_GROUP;
@@ -34,7 +34,7 @@ export default {
   htmlReporter: { fileName: `${dir}/index.html` },
   jsonReporter: { fileName: `${dir}/mutation.json` },
   clearTextReporter: { allowColor: false, logTests: false, reportScoreTable: true },
-  tempDirName: '.stryker-tmp',
+  tempDirName: `.stryker-tmp/${group ?? 'all'}`,
   cleanTempDir: 'always',
   mutate: group ? groups[group] : Object.values(groups).flat(),
 };

@@ -8,7 +8,7 @@ import { geometryFor } from '../../../../worker/pipeline/aspect.ts';
 import { Generator, type Conditioner, type GenerationModels } from '../../../../worker/pipeline/generate.ts';
 import { GaussianRng, RngStream } from '../../../../worker/pipeline/rng.ts';
 import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule } from '../../../../worker/pipeline/schedulers.ts';
-import { DeviceTensor, type ModelSession } from '../../../../worker/runtime/session.ts';
+import type { ModelSession } from '../../../../worker/runtime/session.ts';
 
 type Feeds = Record<string, { data: Float32Array; dims: number[] }>;
 const H = 2; // LLM hidden size
@@ -19,16 +19,17 @@ const SCHED = { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012,
 
 function session(run: (feeds: Feeds) => Record<string, { data: Float32Array; dims: number[] }>): ModelSession & { feeds: Feeds[] } {
   const feeds: Feeds[] = [];
+  // a feed is plain data or a DeviceTensor (the DiT condition, uploaded once); record both as plain copies
+  const plain = (v: unknown) => {
+    const t = (v as { tensor?: { data: Float32Array; dims: readonly number[] } }).tensor ?? (v as { data: Float32Array; dims: number[] });
+    return { data: Float32Array.from(t.data), dims: [...t.dims] };
+  };
   return {
     feeds,
-    async run(given: Record<string, unknown>) {
-      // Conditioning every step reuses arrives as a DeviceTensor (uploaded once per loop; on the CPU provider a
-      // wrapper of a host ort.Tensor): read it back as plain data like any other feed.
-      const f = Object.fromEntries(
-        Object.entries(given).map(([k, v]) => [k, v instanceof DeviceTensor ? { data: v.tensor.data as Float32Array, dims: [...v.dims] } : v]),
-      ) as Feeds;
-      feeds.push(structuredClone(f));
-      return run(f);
+    async run(f: Record<string, unknown>) {
+      const copy = Object.fromEntries(Object.entries(f).map(([k, v]) => [k, plain(v)])) as Feeds;
+      feeds.push(copy);
+      return run(copy);
     },
     async release() {},
   } as unknown as ModelSession & { feeds: Feeds[] };

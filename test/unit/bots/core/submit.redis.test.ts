@@ -1,0 +1,219 @@
+// The core's handle() over real Redis and BullMQ, with a recording port: what each command replies, what it
+// enqueues, what it refuses (and that a refusal or a failure half-way leaves no slot or job behind), and the
+// cancel path (flag, removal, the "cancelled" result reaching the destination).
+import { randomUUID } from 'node:crypto';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
+import { createCore, type Core, type CoreOptions } from '../../../../bots/core/submit.ts';
+import { loadConfig } from '../../../../src/config/load.ts';
+import type { LimitSpec } from '../../../../src/config/schema.ts';
+import { UserError } from '../../../../src/errors.ts';
+import { isCancelRequested } from '../../../../src/jobs/cancel.ts';
+import type { Destination, JobRequest, JobResult } from '../../../../src/jobs/contract.ts';
+import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import { createLogger } from '../../../../src/log.ts';
+import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const open: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
+const log = createLogger('test', 'silent');
+let redis: Redis;
+const prefixes: string[] = [];
+const cores: Core[] = [];
+let png: Uint8Array;
+
+const dest = (userId = 'u1', channelId = 'c1'): Destination => ({ platform: 'discord', guildId: 'g', channelId, userId, applicationId: 'app' });
+const inv = (input: Invocation['input'], extra: Partial<Invocation> = {}): Invocation => ({
+  input, destination: dest(), dedupeKey: randomUUID(), isAdmin: false, ...extra,
+});
+
+function recordingPort(): PlatformPort & { delivered: JobResult[] } {
+  const delivered: JobResult[] = [];
+  return { platform: 'discord', delivered, showProgress: async () => undefined, deliver: async (r) => void delivered.push(r) };
+}
+
+function core(opts: Partial<CoreOptions> = {}, limits: Record<string, unknown> = {}): Core {
+  const prefix = `t-core-${randomUUID().slice(0, 8)}`;
+  prefixes.push(prefix);
+  const config = loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, user: open, workspace: open, ...limits } } });
+  const c = createCore({ config, secrets: { REDIS_URL: url }, ports: [recordingPort()], redis, log, ...opts });
+  cores.push(c);
+  return c;
+}
+const imagine = (prompt = 'a fox'): Invocation['input'] => ({ command: 'imagine', prompt });
+const data = async (c: Core, jobId: string) => (await c.queue.getJob(jobId))?.data as JobRequest | undefined;
+
+beforeAll(async () => {
+  redis = createRedis(url);
+  png = new Uint8Array(await sharp({ create: { width: 32, height: 32, channels: 3, background: '#08f' } }).png().toBuffer());
+});
+afterAll(async () => {
+  for (const c of cores) await c.stop();
+  for (const p of prefixes) {
+    const keys = await redis.keys(`${p}:*`);
+    if (keys.length) await redis.del(...keys);
+  }
+  await closeRedis(redis);
+});
+
+describe('core.handle: submissions', () => {
+  it('queues an imagine under the id derived from the interaction, and says its place in line', async () => {
+    const c = core();
+    const first = inv(imagine('a red fox'));
+    const reply = await c.handle(first);
+    const id = jobIdFor('discord', first.dedupeKey);
+    expect(reply).toEqual({ kind: 'queued', jobId: id, position: 1, text: 'Queued: 1st in line.' });
+    expect(await data(c, id)).toMatchObject({ kind: 'imagine', prompt: 'a red fox', id, destination: first.destination });
+    expect((await data(c, id))!.submittedAt).toBeGreaterThan(Date.now() - 60_000);
+    expect(await c.position(id)).toBe(1);
+    const texts: string[] = [];
+    for (let i = 2; i <= 13; i++) texts.push(((await c.handle(inv(imagine(`p${i}`)))) as { text: string }).text);
+    expect(texts.filter((_, i) => [0, 1, 2, 9, 10, 11].includes(i))).toEqual([
+      'Queued: 2nd in line.', 'Queued: 3rd in line.', 'Queued: 4th in line.', 'Queued: 11th in line.', 'Queued: 12th in line.', 'Queued: 13th in line.',
+    ]);
+  });
+
+  it('makes one job of a duplicate interaction, admitted once', async () => {
+    const c = core({}, { user: { ...open, maxConcurrent: 1 } });
+    const first = inv(imagine());
+    const a = await c.handle(first);
+    const b = await c.handle({ ...first });
+    expect(b).toEqual(a); // not refused by the cap of 1: the duplicate takes no second slot
+    expect(await c.queue.getJobCounts('prioritized', 'delayed', 'wait')).toMatchObject({ prioritized: 1, delayed: 0 });
+    const third = await c.handle(inv(imagine('another')));
+    expect(third).toMatchObject({ kind: 'error', private: true });
+    expect((third as { text: string }).text).toMatch(/You already have 1 job queued or running/);
+  });
+
+  it('answers bad input, refusals and unexpected failures privately, and enqueues nothing', async () => {
+    const c = core();
+    expect(await c.handle(inv({ command: 'imagine', prompt: 'x', ditSteps: 0 }))).toMatchObject({ kind: 'error', private: true });
+    expect(await c.handle(inv({ command: 'ask', question: 'what?', image: {} }))).toEqual({ kind: 'error', text: 'Please attach an image.', private: true });
+    const tooBig = await c.handle(inv({ command: 'ask', question: 'what?', image: { url: 'https://x/y.png', sizeBytes: 10 ** 12 } }));
+    expect((tooBig as { text: string }).text).toMatch(/^That image is too large; the limit is /);
+    const refused = core({ admit: async () => Promise.reject(new UserError('forbidden', 'Not in this channel.')) });
+    expect(await refused.handle(inv(imagine()))).toEqual({ kind: 'error', text: 'Not in this channel.', private: true });
+    const broken = core({ admit: async () => Promise.reject(new Error('boom')) });
+    const r = await broken.handle(inv(imagine()));
+    expect(r).toMatchObject({ kind: 'error', private: true });
+    expect((r as { text: string }).text).toMatch(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/);
+    expect(await c.queue.count()).toBe(0);
+    expect(await refused.queue.count()).toBe(0);
+  });
+
+  it('gives the slots back when a step after admission fails', async () => {
+    let fail = true;
+    const c = core(
+      { jobOptions: async () => (fail ? Promise.reject(new Error('redis blip')) : { lifo: false }) },
+      { user: { ...open, maxConcurrent: 1 } },
+    );
+    expect(await c.handle(inv(imagine()))).toMatchObject({ kind: 'error' });
+    fail = false;
+    expect(await c.handle(inv(imagine()))).toMatchObject({ kind: 'queued', position: 1 }); // the cap of 1 is free again
+  });
+
+  it('stores an attached image in the blob store and passes the key, or downloads it first', async () => {
+    const fetched: string[] = [];
+    const c = core({ fetchImage: async (ref) => (fetched.push(ref.url!), png) });
+    const a = (await c.handle(inv({ command: 'ask', question: 'what colour?', image: { bytes: png } }))) as { jobId: string };
+    const ask = (await data(c, a.jobId)) as Extract<JobRequest, { kind: 'ask' }>;
+    expect(ask).toMatchObject({ kind: 'ask', question: 'what colour?' });
+    expect(await c.blobs.get(ask.imageKey)).toEqual(png);
+    const v = (await c.handle(inv({ command: 'vary', image: { url: 'https://files/x.png' } }))) as { jobId: string };
+    const vary = (await data(c, v.jobId)) as Extract<JobRequest, { kind: 'vary' }>;
+    expect(fetched).toEqual(['https://files/x.png']);
+    expect(await c.blobs.get(vary.imageKey)).toEqual(png);
+    const noFetch = core();
+    expect(await noFetch.handle(inv({ command: 'vary', image: { url: 'https://files/x.png' } }))).toEqual({ kind: 'error', text: 'Please attach an image.', private: true });
+    expect(await noFetch.handle(inv({ command: 'vary', image: { bytes: new Uint8Array([1, 2, 3]) } }))).toMatchObject({ kind: 'error' }); // not an image
+  });
+
+  it('re-rolls an image with the same prompt and options and a new seed; refuses answers and unknown jobs', async () => {
+    const c = core();
+    const first = (await c.handle(inv({ command: 'imagine', prompt: 'a fox', seed: 5, guidance: 7 }))) as { jobId: string };
+    const again = (await c.handle(inv({ command: 'reroll', jobId: first.jobId }))) as { jobId: string };
+    const before = (await data(c, first.jobId)) as Extract<JobRequest, { kind: 'imagine' }>;
+    const after = (await data(c, again.jobId)) as Extract<JobRequest, { kind: 'imagine' }>;
+    expect(after).toMatchObject({ kind: 'imagine', prompt: 'a fox', options: { ...before.options, seed: expect.any(Number) } });
+    expect(after.id).not.toBe(before.id);
+    const v = (await c.handle(inv({ command: 'vary', image: { bytes: png }, prompt: 'blue' }))) as { jobId: string };
+    const rv = (await c.handle(inv({ command: 'reroll', jobId: v.jobId }))) as { jobId: string };
+    const vary = (await data(c, v.jobId)) as Extract<JobRequest, { kind: 'vary' }>;
+    expect(await data(c, rv.jobId)).toMatchObject({ kind: 'vary', imageKey: vary.imageKey, prompt: 'blue' });
+    const a = (await c.handle(inv({ command: 'ask', question: 'q', image: { bytes: png } }))) as { jobId: string };
+    const tooOld = { kind: 'error', text: 'That image is too old to re-roll; please run /imagine again.', private: true };
+    expect(await c.handle(inv({ command: 'reroll', jobId: a.jobId }))).toEqual(tooOld);
+    expect(await c.handle(inv({ command: 'reroll', jobId: 'jnope' }))).toEqual(tooOld);
+  });
+
+  it('says when the channel is paused', async () => {
+    const c = core();
+    await c.gate.scheduler.pause('discord:g:c1');
+    expect(await c.handle(inv(imagine()))).toMatchObject({
+      kind: 'queued', position: 0, text: 'Queued. An admin paused this channel; your request waits until they resume it.',
+    });
+  });
+
+  it('routes admin commands to the handlers given, and to the built-in ones otherwise', async () => {
+    const c = core({ commands: { queue: async () => ({ kind: 'text', text: 'custom queue', private: true }) } });
+    expect(await c.handle(inv({ command: 'queue', action: 'status' }))).toEqual({ kind: 'text', text: 'custom queue', private: true });
+    expect(await c.handle(inv({ command: 'limits', action: 'show' }, { isAdmin: true }))).toMatchObject({ kind: 'text' });
+  });
+});
+
+describe('core.handle: cancel', () => {
+  it('lets only the submitter or an admin cancel; removes a waiting job and tells its destination', async () => {
+    const port = recordingPort();
+    const c = core({ ports: [port] });
+    await c.start();
+    expect(c.deliveryWorkers).toHaveLength(1);
+    const q = (await c.handle(inv(imagine()))) as { jobId: string };
+    expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }, { destination: dest('someone-else') }))).toEqual({
+      kind: 'error', text: 'Only the person who started a job (or an admin) can cancel it.', private: true,
+    });
+    expect(await isCancelRequested(redis, c.config, q.jobId)).toBe(false);
+    expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }))).toEqual({ kind: 'text', text: 'Cancelling…', private: true });
+    expect(await isCancelRequested(redis, c.config, q.jobId)).toBe(true);
+    expect(await c.queue.getJob(q.jobId)).toBeUndefined();
+    expect(await c.position(q.jobId)).toBeUndefined();
+    for (let i = 0; i < 300 && port.delivered.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(port.delivered).toEqual([
+      expect.objectContaining({ jobId: q.jobId, status: 'cancelled', kind: 'imagine', error: { code: 'cancelled', message: 'Cancelled.', userFacing: true } }),
+    ]);
+    expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }))).toEqual({
+      kind: 'error', text: 'That job has already finished or does not exist.', private: true,
+    });
+    const other = (await c.handle(inv(imagine('b')))) as { jobId: string };
+    expect(await c.handle(inv({ command: 'cancel', jobId: other.jobId }, { destination: dest('admin'), isAdmin: true }))).toMatchObject({ kind: 'text' });
+    expect(await c.queue.getJob(other.jobId)).toBeUndefined();
+    await c.stop();
+    expect(c.deliveryWorkers).toHaveLength(0);
+  });
+
+  it('a running job is not removed: the worker sees the flag', async () => {
+    const c = core();
+    const q = (await c.handle(inv(imagine()))) as { jobId: string };
+    await redis.hset(`${c.config.queue.prefix}:jobs:${q.jobId}`, 'processedOn', Date.now());
+    // a worker took it: BullMQ reports it active
+    await redis.zrem(`${c.config.queue.prefix}:jobs:prioritized`, q.jobId);
+    await redis.lpush(`${c.config.queue.prefix}:jobs:active`, q.jobId);
+    expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }))).toMatchObject({ kind: 'text' });
+    expect(await isCancelRequested(redis, c.config, q.jobId)).toBe(true);
+    expect(await c.queue.getJob(q.jobId)).toBeDefined();
+  });
+
+  it('refuses to start a CLI port without a client id', async () => {
+    const c = core({ ports: [{ ...recordingPort(), platform: 'cli' }] });
+    await expect(c.start()).rejects.toThrow('a CLI port needs cliClientId');
+  });
+
+  it('runs a status edit only before the result is delivered', async () => {
+    const c = core();
+    let ran = 0;
+    expect(await c.showBeforeResult('jx', async () => void ran++)).toBe(true);
+    await redis.set(`${c.config.queue.prefix}:delivered:jx`, '1');
+    expect(await c.showBeforeResult('jx', async () => void ran++)).toBe(false);
+    expect(ran).toBe(1);
+  });
+});

@@ -1,0 +1,96 @@
+// The gate the core calls around a submission, over real Redis and BullMQ: admission, parked job options, and the
+// slot releases it wires to queue events (a removed job frees its slots and its turn; a finished one its slots),
+// until stop().
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import type { QueueEvents } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../../../src/config/load.ts';
+import type { LimitSpec } from '../../../../src/config/schema.ts';
+import { isUserError } from '../../../../src/errors.ts';
+import type { Destination } from '../../../../src/jobs/contract.ts';
+import { createJobsQueue } from '../../../../src/jobs/queue.ts';
+import { createGate } from '../../../../src/limits/gate.ts';
+import { MAX_PRIORITY, PARK_MS } from '../../../../src/scheduling/fair.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `t-gate-${randomUUID().slice(0, 8)}`;
+const open: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
+const d: Destination = { platform: 'discord', guildId: 'g', channelId: 'c', userId: 'u', applicationId: 'app' };
+const config = loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 }, repairIntervalMs: 50 } } });
+let redis: Redis;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const held = async (gate: ReturnType<typeof createGate>) => (await gate.limiter.usage('user', 'discord:u', { ...open, maxConcurrent: 1 })).held;
+async function until(check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200 && !(await check()); i++) await sleep(10);
+}
+
+beforeAll(() => {
+  redis = new Redis(url, { maxRetriesPerRequest: null });
+});
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}:*`);
+  if (keys.length) await redis.del(...keys);
+  await redis.quit();
+});
+
+describe('gate', () => {
+  it('admits within the limits, parks the job, lines it up, and frees slots on abandon, removal and events', async () => {
+    const queue = createJobsQueue(config, redis);
+    const gate = createGate(redis, config, queue);
+    const events = new EventEmitter() as unknown as QueueEvents;
+    try {
+      expect(gate.jobOptions()).toEqual({ priority: MAX_PRIORITY, delay: PARK_MS });
+      await gate.admit('a1', d);
+      const denied = await gate.admit('a2', d).catch((e: unknown) => e);
+      expect(isUserError(denied) && (denied as Error).message).toMatch(/You already have 1 job queued or running/);
+      await gate.abandon('a1');
+      expect(await held(gate)).toBe(0);
+
+      await gate.admit('b1', d);
+      await queue.add('imagine', { destination: d } as never, { jobId: 'b1', ...gate.jobOptions() });
+      await gate.enqueued('b1', d);
+      expect(await queue.getJobState('b1')).toBe('prioritized');
+      expect(await gate.scheduler.position('b1')).toEqual({ state: 'queued', position: 1 });
+      await gate.removed('b1');
+      expect(await held(gate)).toBe(0);
+      expect(await gate.scheduler.position('b1')).toEqual({ state: 'none' });
+
+      gate.start(events);
+      const emitter = events as unknown as EventEmitter;
+      await gate.admit('c1', d);
+      await queue.add('imagine', { destination: d } as never, { jobId: 'c1', ...gate.jobOptions() });
+      await gate.enqueued('c1', d);
+      emitter.emit('removed', { jobId: 'c1' });
+      await until(async () => (await held(gate)) === 0);
+      expect(await held(gate)).toBe(0);
+      expect(await gate.scheduler.position('c1')).toEqual({ state: 'none' });
+
+      for (const event of ['completed', 'failed']) {
+        const id = `e-${event}`;
+        await gate.admit(id, d);
+        await redis.hset(`${prefix}:jobs:${id}`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+        emitter.emit(event, { jobId: id });
+        await until(async () => (await held(gate)) === 0);
+        expect(await held(gate)).toBe(0);
+      }
+
+      // the periodic repair sweeps a slot whose job finished without any event
+      await gate.admit('s1', d);
+      await redis.hset(`${prefix}:jobs:s1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+      await until(async () => (await held(gate)) === 0);
+      expect(await held(gate)).toBe(0);
+
+      gate.stop();
+      expect(emitter.listenerCount('completed') + emitter.listenerCount('failed') + emitter.listenerCount('removed')).toBe(0);
+      await gate.admit('t1', d);
+      await redis.hset(`${prefix}:jobs:t1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+      await sleep(300);
+      expect(await held(gate)).toBe(1); // stopped: no more sweeping
+    } finally {
+      gate.stop();
+      await queue.close();
+    }
+  });
+});
