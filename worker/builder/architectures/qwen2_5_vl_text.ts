@@ -6,7 +6,7 @@
 //
 //   inputs:  inputs_embeds (B, S, H) f32 · attention_mask (B, P+S) i64 · position_ids (3, B, S) i64
 //            past_key_values.{i}.key / .value (B, kvH, P, hd) f32
-//   outputs: logits (B, S, V) f32, or (B, 1, V) with logits: 'last' (converted models) · last_hidden_state (B, S, H) f32 (after model.norm)
+//   outputs: logits (B, S, V) f32, or (B, 1, V) with logits: 'last' · last_hidden_state (B, S, H) f32 (after model.norm)
 //            present.{i}.key / .value (B, kvH, P+S, hd) f32
 //
 // Graph I/O is always float32 so callers feed Float32Arrays; with dtype fp16 the weights and the compute inside are
@@ -137,7 +137,9 @@ export interface TextBuildOptions {
   quant?: NBitsOptions;
   /** 'last': logits of the last position only, [B, 1, V] (all the KV-cached decoder ever samples from; HF's
    *  logits_to_keep=1). A prefill of S tokens then neither computes nor returns S × 151668 logits (at S = 1 000:
-   *  0.6 GB from GPU to host under WebGPU). 'all': [B, S, V], for the reference tests. @defaultValue 'all' */
+   *  0.6 GB from GPU to host under WebGPU). 'all': [B, S, V]: what convert writes, because the image checks'
+   *  batched forward (KvDecoder.continueBatch) reads each right-padded row's logits at its own last token.
+   *  @defaultValue 'all' */
   logits?: 'all' | 'last';
 }
 
