@@ -18,6 +18,7 @@ import {
   Destination,
   JobRequest,
   parseContract,
+  type ImageResult,
   type JobProgress,
   type JobResult,
 } from '../src/jobs/contract.ts';
@@ -96,7 +97,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let stageAt = Date.now();
     const onProgress = (report: ProgressReport) => {
       if (report.stage !== stage) {
-        if (stage) timings[stage] = Date.now() - stageAt;
+        if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
         stage = report.stage;
         stageAt = Date.now();
       }
@@ -112,16 +113,18 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       return { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() };
     }
     const image = request.kind === 'vary' ? await inputImage(request.imageKey) : undefined;
-    const out = await host.generate({ prompt: request.prompt, options: request.options, ...(image ? { image } : {}) }, runOptions);
-    if (stage) timings[stage] = Date.now() - stageAt;
-    const blobKey = await blobs.put(out.png, 'output');
+    // Several images: one after another with seeds s, s+1, …; each is exactly the image `count` 1 with its seed gives.
+    const { count = 1, ...single } = request.options;
     const altText = request.prompt || 'A variation of your image';
-    return {
-      ...base,
-      image: { blobKey, mime: 'image/png', width: out.width, height: out.height, altText, prompt: request.prompt, options: request.options },
-      timingsMs: timings,
-      finishedAt: Date.now(),
-    };
+    const images: ImageResult[] = [];
+    for (let i = 0; i < count; i++) {
+      const options = { ...single, seed: single.seed + i };
+      const out = await host.generate({ prompt: request.prompt, options, ...(image ? { image } : {}) }, runOptions);
+      const blobKey = await blobs.put(out.png, 'output');
+      images.push({ blobKey, mime: 'image/png', width: out.width, height: out.height, altText: count > 1 ? `${altText} (${i + 1} of ${count})` : altText, prompt: request.prompt, options });
+    }
+    if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+    return { ...base, image: images[0]!, ...(images.length > 1 ? { images } : {}), timingsMs: timings, finishedAt: Date.now() };
   }
 
   async function inputImage(key: string): Promise<Uint8Array> {

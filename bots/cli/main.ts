@@ -16,7 +16,8 @@ import { createCore } from '../core/submit.ts';
 import { CliPort } from './port.ts';
 
 const USAGE = `usage:
-  npm run imagine -- "<prompt>" [--seed N] [--aspect 16:9] [--steps N] [--decoder-steps N] [--guidance X] [--out file.png]
+  npm run imagine -- "<prompt>" [--seed N] [--aspect 16:9] [--steps N] [--decoder-steps N] [--guidance X] [--no "<negative>"] [--n N] [--out file.png]
+    (--n 4 writes file-1.png … file-4.png with seeds N … N+3)
   npm run ask -- <image file> "<question>"`;
 
 function parseCommand(argv: string[]): { input: CommandInput; out?: string } {
@@ -26,14 +27,14 @@ function parseCommand(argv: string[]): { input: CommandInput; out?: string } {
     allowPositionals: true,
     options: {
       seed: { type: 'string' }, aspect: { type: 'string' }, steps: { type: 'string' }, 'decoder-steps': { type: 'string' },
-      guidance: { type: 'string' }, out: { type: 'string', short: 'o' },
+      guidance: { type: 'string' }, out: { type: 'string', short: 'o' }, no: { type: 'string' }, n: { type: 'string' },
     },
   });
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
   if (command === 'imagine' && positionals.length === 1) {
     return {
       input: { command: 'imagine', prompt: positionals[0]!, seed: num(values.seed), aspect: values.aspect, ditSteps: num(values.steps),
-        decoderSteps: num(values['decoder-steps']), guidance: num(values.guidance) },
+        decoderSteps: num(values['decoder-steps']), guidance: num(values.guidance), negative: values.no, count: num(values.n) },
       out: values.out ?? 'out.png',
     };
   }
@@ -68,7 +69,8 @@ async function main(): Promise<number> {
     const { result, path } = await port.waitFor(reply.jobId, out);
     if (result.status === 'succeeded') {
       if (result.answer) console.log(result.answer.text);
-      if (path) console.log(`wrote ${path} (${result.image?.width}×${result.image?.height}, seed ${result.image?.options.seed})`);
+      const images = result.images ?? (result.image ? [result.image] : []);
+      if (path) for (const [i, p] of (Array.isArray(path) ? path : [path]).entries()) console.log(`wrote ${p} (${images[i]?.width}×${images[i]?.height}, seed ${images[i]?.options.seed})`);
       return 0;
     }
     console.error(result.error?.userFacing ? result.error.message : `failed (ref ${result.jobId}): ${result.error?.message ?? 'unknown error'}`);

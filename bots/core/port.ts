@@ -16,7 +16,19 @@ export interface ImageRef {
 }
 
 export type CommandInput =
-  | { command: 'imagine'; prompt: string; seed?: number; ditSteps?: number; decoderSteps?: number; guidance?: number; aspect?: string }
+  | {
+      command: 'imagine';
+      prompt: string;
+      seed?: number;
+      ditSteps?: number;
+      decoderSteps?: number;
+      guidance?: number;
+      aspect?: string;
+      /** Negative prompt (`--no`, the `negative` option). */
+      negative?: string;
+      /** Images in one message (`--n`), seeds seed, seed+1, … */
+      count?: number;
+    }
   | { command: 'ask'; question: string; image: ImageRef; history?: { role: 'user' | 'assistant'; text: string }[] }
   | { command: 'vary'; image: ImageRef; prompt?: string; seed?: number }
   | { command: 'reroll'; jobId: string }
@@ -47,6 +59,7 @@ export interface PlatformPort {
   /**
    * Post the final result. Called at least once per result and must be idempotent per `result.jobId`
    * (the core's delivery ledger makes it at-most-once too; the platform write must be safe to repeat).
+   * `gallery`: every PNG of a several-image result (`result.images`), in order; `image` is the first of them.
    */
-  deliver(result: JobResult, image: Uint8Array | undefined): Promise<void>;
+  deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void>;
 }

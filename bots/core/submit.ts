@@ -155,7 +155,7 @@ export function createCore(options: CoreOptions): Core {
         const previous = await queue.getJob(input.jobId);
         const data = previous?.data as JobRequest | undefined;
         if (!data || data.kind === 'ask') throw new UserError('bad_request', 'That image is too old to re-roll; please run /imagine again.');
-        const request: ImagineRequest = { v: CONTRACT_VERSION, ...base, kind: 'imagine', prompt: data.prompt, options: { ...data.options, seed: randomSeed() } };
+        const request: ImagineRequest = { v: CONTRACT_VERSION, ...base, kind: 'imagine', prompt: data.prompt, options: { ...data.options, seed: randomSeed(data.options.count) } };
         if (data.kind === 'vary') return { request: { ...request, kind: 'vary', imageKey: data.imageKey } };
         return { request };
       }
@@ -182,7 +182,7 @@ export function createCore(options: CoreOptions): Core {
     const base: RequestBase = { id, destination: inv.destination, submittedAt: Date.now() };
     let { request, storeImage } = await validate(inv, base);
     if (options.admit) await options.admit(inv, request);
-    await gate.admit(id, inv.destination);
+    await gate.admit(id, inv.destination, request.kind === 'ask' ? 1 : (request.options.count ?? 1)); // N images count as N
     let position: number;
     try {
       if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input') } as JobRequest;

@@ -38,7 +38,7 @@ import type { Core } from '../core/submit.ts';
 import { adminInput } from './admin.ts';
 import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
-import { walkChain, firstImage } from './conversation.ts';
+import { walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId } from './custom-ids.ts';
 import { DiscordDelivery } from './delivery.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
@@ -241,7 +241,7 @@ export class DiscordAdapter implements Adapter {
       return void (await this.replyPrivately(interaction, reply.text));
     }
     if (parsed.action === 'reroll') return this.runJob(interaction, () => ({ command: 'reroll', jobId: parsed.jobId }) as const);
-    const source = firstImage(interaction.message);
+    const source = imageAt(interaction.message, parsed.index);
     await this.runJob(
       interaction,
       () => {

@@ -39,6 +39,8 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
           description: `Aspect ratio (default ${g.defaultAspect})`,
           choices: AspectRatio.options.map((a) => ({ name: a, value: a })),
         },
+        { type: ApplicationCommandOptionType.String, name: 'negative', description: 'What to keep out of the image (same as --no in the prompt)', max_length: g.maxNegativeChars },
+        { type: ApplicationCommandOptionType.Integer, name: 'images', description: `How many images, seeds s, s+1, … (default ${g.defaultImageCount})`, min_value: 1, max_value: g.maxImagesPerRequest },
       ],
     },
     {

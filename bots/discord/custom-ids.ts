@@ -7,18 +7,20 @@ const ACTIONS: ReadonlySet<string> = new Set<ButtonAction>(['reroll', 'vary', 'c
 const PREFIX = 'b3';
 const MAX_CUSTOM_ID = 100;
 
-export function buttonId(action: ButtonAction, jobId: string): string {
-  const id = `${PREFIX}:${action}:${jobId}`;
+/** `index`: which image of a several-image message a Vary button is for (0-based; job ids never contain ':'). */
+export function buttonId(action: ButtonAction, jobId: string, index?: number): string {
+  const id = `${PREFIX}:${action}:${jobId}${index === undefined ? '' : `:${index}`}`;
   if (id.length > MAX_CUSTOM_ID) throw new Error(`custom_id over ${MAX_CUSTOM_ID} characters for job ${jobId}`);
   return id;
 }
 
-/** The action and job id of one of our buttons, or undefined for anything else (another bot's, an old format). */
-export function parseButtonId(customId: string): { action: ButtonAction; jobId: string } | undefined {
-  const [prefix, action, ...rest] = customId.split(':');
-  const jobId = rest.join(':');
-  if (prefix !== PREFIX || !action || !ACTIONS.has(action) || !jobId) return undefined;
-  return { action: action as ButtonAction, jobId };
+/** The action and job id (and image index) of one of our buttons, or undefined for anything else (another bot's, an old format). */
+export function parseButtonId(customId: string): { action: ButtonAction; jobId: string; index?: number } | undefined {
+  const [prefix, action, jobId, index, ...more] = customId.split(':');
+  if (prefix !== PREFIX || !action || !ACTIONS.has(action) || !jobId || more.length > 0) return undefined;
+  if (index === undefined) return { action: action as ButtonAction, jobId };
+  if (!/^\d{1,2}$/.test(index)) return undefined;
+  return { action: action as ButtonAction, jobId, index: Number(index) };
 }
 
 /** The "Ask about this image" modal remembers which message it is about. */

@@ -79,11 +79,41 @@ export function failureText(result: JobResult): string {
   return `Something went wrong on our side (ref ${result.jobId}).`;
 }
 
-/** Blocks that go with the uploaded image: what was drawn, with which settings, and the buttons. */
+/** action_id of the Vary button of image `index` (0-based) of a several-image result: blip3o_vary_1, _2, … */
+export const varyActionId = (index: number): string => `${ACTION.vary}_${index + 1}`;
+/** Matches both the single Vary and the per-image ones. */
+export const VARY_ACTION = new RegExp(`^${ACTION.vary}(?:_(\\d+))?$`);
+
+/** The image index a Vary button is for (undefined: the single image of a one-image result). */
+export function varyIndex(actionId: string): number | undefined {
+  const m = VARY_ACTION.exec(actionId);
+  return m?.[1] ? Number(m[1]) - 1 : undefined;
+}
+
+/** Blocks that go with the uploaded image(s): what was drawn, with which settings, and the buttons. */
 export function imageResultMessage(result: JobResult): SlackMessage {
   const image = result.image;
   const prompt = image?.prompt ?? '';
-  const settings = image ? `seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}` : '';
+  const o = image?.options;
+  const seeds = result.images ? `seeds ${result.images.map((i) => i.options.seed).join(', ')}` : `seed ${o?.seed}`;
+  const negative = o?.negative ? ` · no: ${escapeMrkdwn(clip(o.negative, 200))}` : '';
+  const settings = o ? `${seeds} · ${o.aspect} · ${o.ditSteps} steps · guidance ${o.guidance}${negative}` : '';
+  if (result.images) {
+    return {
+      text: `Here are ${result.images.length} pictures of “${clip(prompt, 200)}”`,
+      blocks: [
+        section(`${headline(result.kind, prompt)}\n${settings}`),
+        {
+          type: 'actions',
+          block_id: 'result',
+          elements: [
+            ...result.images.map((_, i) => button(`Vary ${i + 1}`, varyActionId(i), result.jobId)),
+            button('Re-roll all', ACTION.reroll, result.jobId, 'primary'),
+          ],
+        },
+      ],
+    };
+  }
   return {
     text: `Here is “${clip(prompt, 200)}”`,
     blocks: [

@@ -16,7 +16,7 @@ import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { CommandInput, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
-import { ACTION, SHORTCUT_ASK, VIEW_ASK, askModal, headline, statusMessage } from './blocks.ts';
+import { ACTION, SHORTCUT_ASK, VARY_ACTION, VIEW_ASK, askModal, headline, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
@@ -268,14 +268,15 @@ export function registerHandlers(deps: HandlerDeps): void {
     await guarded(origin, 're-roll', async () => startJob(origin, { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId))?.text ?? 'Re-roll'));
   });
 
-  app.action(ACTION.vary, async ({ ack, body, action, client, respond }) => {
+  app.action({ action_id: VARY_ACTION }, async ({ ack, body, action, client, respond }) => {
     await ack();
     const b = body as unknown as ButtonBody;
     const origin = buttonOrigin(b, client, respond);
-    const jobId = (action as { value: string }).value;
+    const { value: jobId, action_id } = action as { value: string; action_id: string };
     await guarded(origin, 'vary', async () => {
       const thread = await deps.port.thread(origin.channelId, origin.threadTs!);
-      const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === resultFileName(jobId));
+      const name = resultFileName(jobId, varyIndex(action_id)); // per-image Vary of a several-image result
+      const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === name);
       if (!file) return void (await origin.tellPrivately('I cannot find that image any more; run /imagine again.'));
       await startJob(origin, { command: 'vary', image: imageRef(file) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId))?.text ?? 'an image'}`);
     });

@@ -76,6 +76,12 @@ export const ConfigSchema = z.strictObject({
     defaultGuidance: z.number().nonnegative(),
     maxGuidance: z.number().nonnegative(),
     defaultAspect: AspectRatio,
+    /** Images per /imagine when neither the request nor saved settings say (`--n`). */
+    defaultImageCount: positiveInt.max(8),
+    /** Most images one /imagine may ask for (the contract's hard bound is 8). */
+    maxImagesPerRequest: positiveInt.max(8),
+    /** Longest negative prompt (`--no`), in characters (the contract's hard bound is 1000). */
+    maxNegativeChars: positiveInt.max(1000),
   }),
 
   understanding: z.strictObject({

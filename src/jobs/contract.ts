@@ -83,6 +83,10 @@ export function channelKey(d: Destination): string {
 
 export const MAX_PROMPT_CHARS = 4000;
 export const MAX_QUESTION_CHARS = 8000;
+/** A negative prompt (`--no`): what the decoder is steered away from. */
+export const MAX_NEGATIVE_CHARS = 1000;
+/** Images per /imagine (`--n`): one job makes them one after another with seeds s, s+1, … */
+export const MAX_IMAGES_PER_JOB = 8;
 
 export const ImagineOptions = z.strictObject({
   seed: z.number().int().min(0).max(2 ** 32 - 1),
@@ -90,6 +94,13 @@ export const ImagineOptions = z.strictObject({
   decoderSteps: z.number().int().min(1).max(500),
   guidance: z.number().min(0).max(50),
   aspect: AspectRatio,
+  /**
+   * Negative prompt: turned into the decoder's negative features by the same LLM → DiT path as the default " "
+   * (spec §3.5), instead of it. Absent or blank = the " " features. Optional: older jobs parse unchanged.
+   */
+  negative: z.string().max(MAX_NEGATIVE_CHARS).optional(),
+  /** How many images (seeds seed, seed+1, …); absent = 1. Each image alone is `count` 1 with its own seed. */
+  count: z.number().int().min(1).max(MAX_IMAGES_PER_JOB).optional(),
 });
 export type ImagineOptions = z.infer<typeof ImagineOptions>;
 
@@ -208,6 +219,8 @@ export const JobResult = z.strictObject({
   destination: Destination,
   status: z.enum(['succeeded', 'failed', 'cancelled']),
   image: ImageResult.optional(),
+  /** Every image of a several-image job (`count` > 1), in seed order; `image` is the first of them. */
+  images: z.array(ImageResult).min(2).max(MAX_IMAGES_PER_JOB).optional(),
   answer: AnswerResult.optional(),
   error: ResultError.optional(),
   /** Seconds per stage, for metrics and the footer. */

@@ -18,7 +18,8 @@ export interface Gate {
   readonly limiter: Limiter;
   readonly scheduler: FairScheduler;
   /** Throws UserError('rate_limited') naming the limit and when to retry; nothing is taken then. */
-  admit(jobId: string, destination: Destination): Promise<void>;
+  /** `cost`: requests this job counts as (images of a several-image /imagine). */
+  admit(jobId: string, destination: Destination, cost?: number): Promise<void>;
   /** Options to merge into queue.add: the job is added parked (see FairScheduler.parkedOptions). */
   jobOptions(): { priority: number; delay: number };
   enqueued(jobId: string, destination: Destination): Promise<void>;
@@ -44,7 +45,7 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
   return {
     limiter,
     scheduler,
-    admit: (jobId, d) => limiter.admitOrThrow(jobId, d),
+    admit: (jobId, d, cost) => limiter.admitOrThrow(jobId, d, cost),
     jobOptions: () => scheduler.parkedOptions(),
     enqueued: (jobId, d) => scheduler.enqueue(jobId, d),
     async abandon(jobId) {

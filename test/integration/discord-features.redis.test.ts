@@ -1,0 +1,105 @@
+// Issue 20 through the fakes (Discord): several images per prompt, negative prompts. Real discord.js ↔ fake Discord,
+// real Redis, a real worker process with the test double pipeline (whose pixels depend on prompt + seed + aspect).
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseButtonId } from '../../bots/discord/custom-ids.ts';
+import { startDiscordHarness, type DiscordHarness } from '../fakes/discord/bot-harness.ts';
+import type { FakeInteraction, FakeMessage } from '../fakes/discord/server.ts';
+
+let h: DiscordHarness;
+
+beforeAll(async () => {
+  h = await startDiscordHarness({ pipelineExtra: { stepDelayMs: 5, maxSteps: 2 } });
+}, 60_000);
+afterAll(async () => h?.stop(), 30_000);
+
+const buttons = (m: FakeMessage | undefined) =>
+  (m?.components ?? []).flatMap((r) => ((r as { components?: { label: string; custom_id: string }[] }).components ?? []));
+const finalEdits = (i: FakeInteraction) =>
+  h.fake.requestsTo('PATCH', new RegExp(`/webhooks/\\d+/${i.token}/messages/@original$`)).filter((r) => r.files.length > 0 && r.status === 200);
+const fetchBytes = async (url: string) => new Uint8Array(await (await fetch(url)).arrayBuffer());
+const isPng = (b: Uint8Array) => b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47;
+
+function imagine(prompt: string, extra: Record<string, unknown>[] = []): FakeInteraction {
+  return h.fake.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: prompt }, ...extra] });
+}
+
+async function waitForImages(i: FakeInteraction, n = 1, timeoutMs = 45_000): Promise<FakeMessage> {
+  return h.fake.waitFor(() => {
+    const m = h.fake.original(i);
+    return m && m.attachments.length >= n ? m : undefined;
+  }, timeoutMs, `${n} image(s)`);
+}
+
+describe('Discord: several images per prompt', () => {
+  it('/imagine images:4 → one message with 4 PNGs (seeds s…s+3), Vary 1–4 and Re-roll all; each image is its seed alone; Vary 3 varies the third', async () => {
+    const i = imagine('four foxes in snow', [{ name: 'seed', type: 4, value: 100 }, { name: 'images', type: 4, value: 4 }]);
+    const final = await waitForImages(i, 4);
+    expect(finalEdits(i)).toHaveLength(1); // one message, one edit
+    expect(final.attachments).toHaveLength(4);
+    const pngs = await Promise.all(final.attachments.map((a) => fetchBytes(a.url)));
+    expect(pngs.every(isPng)).toBe(true);
+    expect(new Set(pngs.map((p) => Buffer.from(p).toString('base64'))).size).toBe(4); // four different pictures
+    expect(final.content).toContain('seeds 100, 101, 102, 103');
+    expect(final.attachments.map((a) => a.filename)).toEqual(['blip3o-100.png', 'blip3o-101.png', 'blip3o-102.png', 'blip3o-103.png']);
+    expect(buttons(final).map((b) => b.label)).toEqual(['Vary 1', 'Vary 2', 'Vary 3', 'Vary 4', 'Re-roll all']);
+
+    // Image 3 alone, from its seed: the same bytes as the third picture of the gallery.
+    const alone = imagine('four foxes in snow', [{ name: 'seed', type: 4, value: 102 }]);
+    const single = await waitForImages(alone, 1);
+    expect(single.attachments).toHaveLength(1);
+    expect(Buffer.from(await fetchBytes(single.attachments[0]!.url)).equals(Buffer.from(pngs[2]!))).toBe(true);
+
+    // Vary 3 sends the third attachment (not the first) to the worker.
+    const vary3 = buttons(final).find((b) => b.label === 'Vary 3')!;
+    expect(parseButtonId(vary3.custom_id)).toMatchObject({ action: 'vary', index: 2 });
+    const press = h.fake.pressButton(final, vary3.custom_id);
+    const varied = await waitForImages(press, 1);
+    expect(isPng(await fetchBytes(varied.attachments[0]!.url))).toBe(true);
+    expect(h.fake.requestsTo('GET', /\/attachments\/.*blip3o-102\.png$/).length).toBeGreaterThanOrEqual(1);
+    expect(h.fake.requestsTo('GET', /\/attachments\/.*blip3o-100\.png$/).filter((r) => r.at > press.createdAt)).toHaveLength(0);
+    const varyJob = await h.core.queue.getJob(parseButtonId(buttons(varied)[0]!.custom_id)!.jobId);
+    expect(varyJob?.data.kind).toBe('vary');
+
+    // Re-roll all: four new pictures with new seeds, in one message.
+    const reroll = h.fake.pressButton(final, buttons(final).find((b) => b.label === 'Re-roll all')!.custom_id);
+    const rerolled = await waitForImages(reroll, 4);
+    expect(rerolled.id).not.toBe(final.id);
+    expect(rerolled.content).not.toContain('seeds 100, 101');
+    expect(buttons(rerolled).map((b) => b.label)).toEqual(['Vary 1', 'Vary 2', 'Vary 3', 'Vary 4', 'Re-roll all']);
+  }, 120_000);
+
+  it('the limits count a 4-image request as 4 requests', async () => {
+    const spec = { requestsPerWindow: 5, windowSeconds: 3600, burst: 5, maxConcurrent: 0 };
+    await h.core.gate.limiter.setChannelLimit(`discord:${h.fake.guildId}:${h.fake.channelId}`, spec);
+    try {
+      const first = imagine('a quota of cats', [{ name: 'images', type: 4, value: 4 }]);
+      await waitForImages(first, 4);
+      const second = imagine('one more batch of cats', [{ name: 'images', type: 4, value: 4 }]);
+      const refused = await h.fake.waitFor(
+        () => second.followupIds.map((id) => h.fake.messages.get(id)).find((m) => m && m.flags & 64),
+        20_000,
+        'the refusal',
+      );
+      expect(refused.content).toMatch(/limit|try again|wait|requests/i);
+      const single = imagine('a single cat fits', []);
+      expect((await waitForImages(single, 1)).attachments).toHaveLength(1); // 5 − 4 = 1 left
+    } finally {
+      await h.core.gate.limiter.resetChannelLimit(`discord:${h.fake.guildId}:${h.fake.channelId}`);
+    }
+  }, 90_000);
+});
+
+describe('Discord: negative prompts', () => {
+  it('`--no` in the prompt and the `negative` option reach the job, are shown, and change nothing else', async () => {
+    const i = imagine('a castle at dusk --no people, cars', [{ name: 'seed', type: 4, value: 5 }, { name: 'negative', type: 3, value: 'fog' }]);
+    const final = await waitForImages(i, 1);
+    const jobId = parseButtonId(buttons(final)[0]!.custom_id)!.jobId;
+    const job = await h.core.queue.getJob(jobId);
+    expect(job?.data.kind === 'imagine' && job.data.prompt).toBe('a castle at dusk');
+    expect(job?.data.kind === 'imagine' && job.data.options.negative).toBe('fog, people, cars');
+    expect(final.content).toContain('no: fog, people, cars');
+    const meta = await sharp(await fetchBytes(final.attachments[0]!.url)).metadata();
+    expect(meta.width).toBeGreaterThan(0);
+  }, 60_000);
+});
