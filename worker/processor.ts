@@ -10,12 +10,14 @@ import { UnrecoverableError, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BlobStore } from '../src/blobs/store.ts';
 import type { Config } from '../src/config/schema.ts';
-import { AppError, asAppError, isUserError } from '../src/errors.ts';
+import { AppError, UserError, asAppError, isUserError } from '../src/errors.ts';
 import { isCancelRequested } from '../src/jobs/cancel.ts';
 import {
   CONTRACT_VERSION,
   ContractError,
+  DESCRIBE_PROMPTS,
   Destination,
+  MAX_DESCRIBED_PROMPT_CHARS,
   JobRequest,
   parseContract,
   type ImageResult,
@@ -27,6 +29,17 @@ import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../s
 import type { Logger } from '../src/log.ts';
 import type { ProgressReport } from './pipeline/types.ts';
 import type { ThreadHost } from './thread-host.ts';
+
+/** One prompt out of a model's answer: its first non-empty line, without numbering, quotes or a "Prompt:" label. */
+export function cleanDescribedPrompt(text: string): string {
+  const line = text.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
+  const bare = line
+    .replace(/^(\d+[.)]|[-*•])\s*/, '')
+    .replace(/^prompt\s*:\s*/i, '')
+    .replace(/^["“'`]+|["”'`]+$/g, '')
+    .trim();
+  return bare.length <= MAX_DESCRIBED_PROMPT_CHARS ? bare : `${bare.slice(0, MAX_DESCRIBED_PROMPT_CHARS - 1)}…`;
+}
 
 export interface ProcessorDeps {
   config: Readonly<Config>;
@@ -106,6 +119,21 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     };
     const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
+    if (request.kind === 'ask' && request.mode === 'describe') {
+      // /describe: the same question DESCRIBE_PROMPTS times, seeds s, s+1, …: one prompt each (sampling varies them).
+      const image = await inputImage(request.imageKey);
+      const prompts: string[] = [];
+      let tokens = 0;
+      for (let i = 0; i < DESCRIBE_PROMPTS; i++) {
+        const answer = await host.understand({ image, question: request.question, history: [], options: { ...request.options, seed: (request.options.seed + i) % 2 ** 32 } }, runOptions);
+        tokens += answer.tokenIds.length;
+        const prompt = cleanDescribedPrompt(answer.text);
+        if (prompt) prompts.push(prompt);
+      }
+      if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+      if (prompts.length === 0) throw new UserError('bad_image', 'I could not describe that image; please try another one.');
+      return { ...base, answer: { text: prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'), tokenCount: tokens, prompts }, timingsMs: timings, finishedAt: Date.now() };
+    }
     if (request.kind === 'ask') {
       const image = await inputImage(request.imageKey);
       const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);

@@ -31,6 +31,8 @@ export type CommandInput =
     }
   | { command: 'ask'; question: string; image: ImageRef; history?: { role: 'user' | 'assistant'; text: string }[] }
   | { command: 'vary'; image: ImageRef; prompt?: string; seed?: number }
+  /** Four prompts that would produce an image like this one (each shown with an "Imagine this" button). */
+  | { command: 'describe'; image: ImageRef }
   | { command: 'reroll'; jobId: string }
   | { command: 'cancel'; jobId: string }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }

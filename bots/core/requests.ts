@@ -7,6 +7,7 @@ import type { Config } from '../../src/config/schema.ts';
 import { AspectRatio } from '../../src/config/schema.ts';
 import {
   CONTRACT_VERSION,
+  DESCRIBE_PROMPTS,
   JobRequest,
   MAX_IMAGES_PER_JOB,
   MAX_NEGATIVE_CHARS,
@@ -132,6 +133,33 @@ export function askRequest(config: Config, base: RequestBase, imageKey: string, 
     options: { maxNewTokens: u.maxNewTokens, temperature: u.temperature, topP: u.topP, topK: u.topK, repetitionPenalty: u.repetitionPenalty, seed: randomSeed() },
   };
   return parseContract(JobRequest, request, 'ask request') as AskRequest;
+}
+
+/** What /describe asks the model, once per prompt (the worker asks it DESCRIBE_PROMPTS times with other seeds). */
+export const DESCRIBE_QUESTION =
+  'Write one short text-to-image prompt (at most 40 words) that would generate an image like this one: subject, style, ' +
+  'lighting, composition. Answer with the prompt only.';
+
+export function describeRequest(config: Config, base: RequestBase, imageKey: string): AskRequest {
+  const u = config.understanding;
+  const request = {
+    v: CONTRACT_VERSION,
+    ...base,
+    kind: 'ask',
+    mode: 'describe',
+    imageKey,
+    question: DESCRIBE_QUESTION,
+    history: [],
+    options: {
+      maxNewTokens: Math.min(u.maxNewTokens, u.describeMaxNewTokens),
+      temperature: u.describeTemperature,
+      topP: u.topP,
+      topK: u.topK,
+      repetitionPenalty: u.repetitionPenalty,
+      seed: randomSeed(DESCRIBE_PROMPTS),
+    },
+  };
+  return parseContract(JobRequest, request, 'describe request') as AskRequest;
 }
 
 /** An image reference must carry bytes, or a URL the adapter's fetcher can download. */

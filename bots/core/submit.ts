@@ -52,7 +52,7 @@ import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
-import { askRequest, checkImage, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
+import { askRequest, checkImage, describeRequest, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
 
 /** Step 2: throw UserError('rate_limited' | 'forbidden') to refuse. Resolves to nothing when admitted. */
 export type Admission = (invocation: Invocation, request: JobRequest) => Promise<void>;
@@ -145,6 +145,11 @@ export function createCore(options: CoreOptions): Core {
         const bytes = await imageBytes(input.image, inv.destination);
         await checkImage(config, bytes);
         return { request: askRequest(config, base, 'pending', input), storeImage: bytes };
+      }
+      case 'describe': {
+        const bytes = await imageBytes(input.image, inv.destination);
+        await checkImage(config, bytes);
+        return { request: describeRequest(config, base, 'pending'), storeImage: bytes };
       }
       case 'vary': {
         const bytes = await imageBytes(input.image, inv.destination);
@@ -251,6 +256,7 @@ export function createCore(options: CoreOptions): Core {
           case 'ask':
           case 'vary':
           case 'reroll':
+          case 'describe':
             return await submit(inv);
           case 'cancel':
             return await cancel(inv, input.jobId);

@@ -41,6 +41,7 @@ import { COMMAND } from './commands.ts';
 import { walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId } from './custom-ids.ts';
 import { DiscordDelivery } from './delivery.ts';
+import { describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
 export type Handle = (invocation: Invocation) => Promise<Reply>;
@@ -156,9 +157,12 @@ export class DiscordAdapter implements Adapter {
       if (interaction.isChatInputCommand()) {
         if (interaction.commandName === COMMAND.imagine) return await this.onImagine(interaction);
         if (interaction.commandName === COMMAND.ask) return await this.onAsk(interaction);
+        if (interaction.commandName === COMMAND.describe) return await this.onDescribe(interaction);
         if (interaction.commandName === COMMAND.admin) return await this.onAdmin(interaction);
       } else if (interaction.isMessageContextMenuCommand() && interaction.commandName === COMMAND.askAboutImage) {
         return await this.onAskMenu(interaction);
+      } else if (interaction.isMessageContextMenuCommand() && interaction.commandName === COMMAND.describeImage) {
+        return await this.onDescribeMenu(interaction);
       } else if (interaction.isModalSubmit()) {
         return await this.onAskModal(interaction);
       } else if (interaction.isButton()) {
@@ -184,6 +188,30 @@ export class DiscordAdapter implements Adapter {
         return question;
       },
       async (question) => ({ command: 'ask', question, image: await this.download(image) }),
+    );
+  }
+
+  /** /describe image:<attachment> → four prompts, each with "Imagine this". */
+  private async onDescribe(interaction: ChatInputCommandInteraction): Promise<void> {
+    const attachment = interaction.options.getAttachment('image', true);
+    const image: AttachmentMeta = { url: attachment.url, filename: attachment.name, size: attachment.size, contentType: attachment.contentType };
+    await this.describeJob(interaction, image);
+  }
+
+  /** Right-click an image message → Apps → "Describe this image". */
+  private async onDescribeMenu(interaction: MessageContextMenuCommandInteraction): Promise<void> {
+    await this.describeJob(interaction, firstImage(interaction.targetMessage));
+  }
+
+  private async describeJob(interaction: RepliableInteraction, image: AttachmentMeta | undefined): Promise<void> {
+    await this.runJob(
+      interaction,
+      () => {
+        if (!image) throw new UserError('bad_image', 'That message has no image I can describe.');
+        checkBeforeDownload(image, this.policy);
+        return image;
+      },
+      async (checked) => ({ command: 'describe', image: await this.download(checked) }),
     );
   }
 
@@ -241,6 +269,14 @@ export class DiscordAdapter implements Adapter {
       return void (await this.replyPrivately(interaction, reply.text));
     }
     if (parsed.action === 'reroll') return this.runJob(interaction, () => ({ command: 'reroll', jobId: parsed.jobId }) as const);
+    if (parsed.action === 'imagine') {
+      // "Imagine this" under a /describe answer: the prompt is the numbered line of that message.
+      return this.runJob(interaction, () => {
+        const prompt = describedPrompt(interaction.message.content, parsed.index ?? 0);
+        if (!prompt) throw new UserError('bad_request', 'I cannot read that prompt any more; copy it into /imagine.');
+        return { command: 'imagine', prompt } as const;
+      });
+    }
     const source = imageAt(interaction.message, parsed.index);
     await this.runJob(
       interaction,

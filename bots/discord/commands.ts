@@ -14,6 +14,8 @@ export const COMMAND = {
   imagine: 'imagine',
   ask: 'ask',
   askAboutImage: 'Ask about this image',
+  describe: 'describe',
+  describeImage: 'Describe this image',
   admin: 'blip3o-admin',
 } as const;
 
@@ -54,6 +56,14 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
       ],
     },
     { name: COMMAND.askAboutImage, type: ApplicationCommandType.Message, contexts },
+    {
+      name: COMMAND.describe,
+      type: ApplicationCommandType.ChatInput,
+      description: 'Four prompts that would make an image like this one',
+      contexts,
+      options: [{ type: ApplicationCommandOptionType.Attachment, name: 'image', description: 'A PNG, JPEG, WebP or GIF', required: true }],
+    },
+    { name: COMMAND.describeImage, type: ApplicationCommandType.Message, contexts },
     {
       name: COMMAND.admin,
       type: ApplicationCommandType.ChatInput,

@@ -2,8 +2,9 @@
 // reach any bot process, so everything needed to act on it travels in the id (job ids are short: jobIdFor()).
 import { UserError } from '../../src/errors.ts';
 
-export type ButtonAction = 'reroll' | 'vary' | 'cancel';
-const ACTIONS: ReadonlySet<string> = new Set<ButtonAction>(['reroll', 'vary', 'cancel']);
+/** 'imagine': "Imagine this" under a /describe answer (the index says which of its prompts). */
+export type ButtonAction = 'reroll' | 'vary' | 'cancel' | 'imagine';
+const ACTIONS: ReadonlySet<string> = new Set<ButtonAction>(['reroll', 'vary', 'cancel', 'imagine']);
 const PREFIX = 'b3';
 const MAX_CUSTOM_ID = 100;
 

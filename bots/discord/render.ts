@@ -89,6 +89,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
     const reason = result.error?.userFacing ? result.error.message : `Sorry, that failed (ref ${result.jobId}).`;
     return { body: { ...plainBody(`${prefix}${reason}`), allowed_mentions: allowed }, files: [] };
   }
+  if (result.answer?.prompts) return describedMessage(result.jobId, result.answer.prompts, prefix, allowed);
   if (result.answer) {
     const text = result.answer.text.trim() || '(no answer)';
     const withPrefix = `${prefix}${text}`;
@@ -115,6 +116,22 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
     },
     files: [{ name: filename, data: Buffer.from(image), contentType: 'image/png' }],
   };
+}
+
+/** A /describe answer: the prompts as a numbered list, each with an "Imagine this" button (custom_id: job + index). */
+function describedMessage(jobId: string, prompts: string[], prefix: string, allowed: MessageBody['allowed_mentions']): Rendered {
+  const lines = prompts.map((p, i) => `${i + 1}. ${p.replace(/\s+/g, ' ')}`);
+  const buttons = prompts.map((_, i) => button(`Imagine this #${i + 1}`, ButtonStyle.Primary, buttonId('imagine', jobId, i)));
+  return { body: { content: truncate(`${prefix}${lines.join('\n')}`, MAX_CONTENT_CHARS), components: [row(buttons)], allowed_mentions: allowed }, files: [] };
+}
+
+/** Prompt `index` of a /describe answer message (the numbered line `index + 1`), or undefined. */
+export function describedPrompt(content: string, index: number): string | undefined {
+  for (const line of content.split('\n')) {
+    const m = /^(?:<@!?\d+>\s*)?(\d+)\. (.+)$/.exec(line.trim());
+    if (m && Number(m[1]) === index + 1) return m[2]!.replace(/…$/, '').trim();
+  }
+  return undefined;
 }
 
 /** Discord shows at most 5 buttons per row. */

@@ -94,6 +94,10 @@ export const ConfigSchema = z.strictObject({
     maxAspectRatio: z.number().positive(),
     maxNewTokens: positiveInt,
     maxHistoryTurns: nonNegativeInt,
+    /** /describe samples its four prompts at this temperature (0 would give four identical ones). */
+    describeTemperature: z.number().positive().max(5),
+    /** Longest prompt /describe writes, in tokens. */
+    describeMaxNewTokens: positiveInt,
     temperature: z.number().nonnegative(),
     topP: z.number().gt(0).lte(1),
     topK: nonNegativeInt,

@@ -149,7 +149,16 @@ export const AskRequest = z.strictObject({
   /** Previous turns about the same image, oldest first. */
   history: z.array(Turn).max(64),
   options: AskOptions,
+  /**
+   * 'describe' (/describe): the question asks for one text-to-image prompt; the worker answers it DESCRIBE_PROMPTS
+   * times with seeds seed, seed+1, … and returns them as `answer.prompts`. Absent = an ordinary question.
+   */
+  mode: z.enum(['ask', 'describe']).optional(),
 });
+
+/** How many prompts /describe writes. */
+export const DESCRIBE_PROMPTS = 4;
+export const MAX_DESCRIBED_PROMPT_CHARS = 400;
 
 export const JobRequest = z.discriminatedUnion('kind', [ImagineRequest, VaryRequest, AskRequest]);
 export type JobRequest = z.infer<typeof JobRequest>;
@@ -202,6 +211,8 @@ export type ImageResult = z.infer<typeof ImageResult>;
 export const AnswerResult = z.strictObject({
   text: z.string(),
   tokenCount: z.number().int().nonnegative(),
+  /** /describe: the prompts the model wrote (each with an "Imagine this" button). */
+  prompts: z.array(z.string().min(1).max(MAX_DESCRIBED_PROMPT_CHARS)).min(1).max(DESCRIBE_PROMPTS).optional(),
 });
 export type AnswerResult = z.infer<typeof AnswerResult>;
 

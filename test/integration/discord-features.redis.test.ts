@@ -103,3 +103,40 @@ describe('Discord: negative prompts', () => {
     expect(meta.width).toBeGreaterThan(0);
   }, 60_000);
 });
+
+describe('Discord: /describe', () => {
+  it('/describe image → four prompts, each with "Imagine this"; pressing #3 imagines exactly that prompt', async () => {
+    const png = new Uint8Array(await sharp({ create: { width: 40, height: 30, channels: 3, background: '#36c' } }).png().toBuffer());
+    const att = h.fake.addAttachment({ bytes: png, filename: 'sky.png', contentType: 'image/png' });
+    const i = h.fake.slashCommand({ name: 'describe', options: [{ name: 'image', type: 11, value: att.id }], attachments: [att] });
+    const answer = await h.fake.waitFor(() => {
+      const m = h.fake.original(i);
+      return m && buttons(m).some((b) => b.label.startsWith('Imagine')) ? m : undefined;
+    }, 45_000, 'the four prompts');
+    const lines = answer.content.split('\n');
+    expect(lines).toHaveLength(4);
+    lines.forEach((l, k) => expect(l).toMatch(new RegExp(`^${k + 1}\\. \\S`)));
+    expect(new Set(lines.map((l) => l.slice(3))).size).toBe(4); // sampled with four seeds: four different prompts
+    expect(answer.content).toContain('40×30'); // the double looked at the image it was given
+    expect(buttons(answer).map((b) => b.label)).toEqual(['Imagine this #1', 'Imagine this #2', 'Imagine this #3', 'Imagine this #4']);
+    const describeJob = await h.core.queue.getJob(parseButtonId(buttons(answer)[0]!.custom_id)!.jobId);
+    expect(describeJob?.data).toMatchObject({ kind: 'ask', mode: 'describe' });
+
+    const press = h.fake.pressButton(answer, buttons(answer)[2]!.custom_id);
+    const image = await waitForImages(press, 1);
+    const imagineJob = await h.core.queue.getJob(parseButtonId(buttons(image)[0]!.custom_id)!.jobId);
+    expect(imagineJob?.data.kind === 'imagine' && imagineJob.data.prompt).toBe(lines[2]!.slice(3));
+    expect(isPng(await fetchBytes(image.attachments[0]!.url))).toBe(true);
+  }, 90_000);
+
+  it('the "Describe this image" context menu works on an image message', async () => {
+    const png = new Uint8Array(await sharp({ create: { width: 24, height: 24, channels: 3, background: '#c63' } }).png().toBuffer());
+    const message = h.fake.postUserMessage({ content: '', attachments: [h.fake.addAttachment({ bytes: png, filename: 'red.png', contentType: 'image/png' })] });
+    const menu = h.fake.contextMenu({ name: 'Describe this image', target: message });
+    const answer = await h.fake.waitFor(() => {
+      const m = h.fake.original(menu);
+      return m && buttons(m).filter((b) => b.label.startsWith('Imagine')).length === 4 ? m : undefined;
+    }, 45_000, 'the four prompts');
+    expect(answer.content).toContain('24×24');
+  }, 60_000);
+});
