@@ -5,10 +5,12 @@ import { STAGE_LABEL } from '../core/stage-labels.ts';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 
 /** action_id of each button; `value` is always the job id. */
-export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel' } as const;
+export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel', imagineThis: 'blip3o_imagine_this' } as const;
 /** callback_id of the message shortcut and of the modal it opens. */
 export const SHORTCUT_ASK = 'blip3o_ask_about_image';
 export const VIEW_ASK = 'blip3o_ask_view';
+/** callback_id of the "Describe this image" message shortcut. */
+export const SHORTCUT_DESCRIBE = 'blip3o_describe_image';
 
 export interface SlackMessage {
   text: string;
@@ -132,6 +134,19 @@ export function answerMessage(text: string): SlackMessage {
   const chunks: string[] = [];
   for (let i = 0; i < text.length; i += 2900) chunks.push(text.slice(i, i + 2900));
   return { text: clip(text, 3900), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };
+}
+
+/** A /describe answer: one section per prompt, each with an "Imagine this" button whose value is the prompt itself. */
+export function describedMessage(prompts: string[]): SlackMessage {
+  return {
+    text: prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'),
+    blocks: prompts.map((p, i) => ({
+      type: 'section',
+      block_id: `prompt_${i + 1}`,
+      text: { type: 'mrkdwn', text: clip(`*${i + 1}.* ${escapeMrkdwn(p)}`, 3000) },
+      accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: clip(p, 2000) },
+    })),
+  };
 }
 
 /** The modal the "Ask about this image" shortcut opens; private_metadata carries where the image is. */

@@ -9,7 +9,7 @@ import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
 import type { PlatformPort } from '../core/port.ts';
-import { answerMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage } from './blocks.ts';
+import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage } from './blocks.ts';
 
 /** Message metadata event types: the status message of a job, and an answer to a question. */
 export const META_STATUS = 'blip3o_status';
@@ -121,7 +121,7 @@ export class SlackPort implements PlatformPort {
   }
 
   private async deliverAnswer(d: SlackDestination, result: JobResult, repeat: boolean): Promise<void> {
-    const m = answerMessage(result.answer!.text);
+    const m = result.answer!.prompts ? describedMessage(result.answer!.prompts) : answerMessage(result.answer!.text);
     const metadata = { event_type: META_ANSWER, event_payload: { job_id: result.jobId } };
     if (d.statusMessageTs) {
       // The status message becomes the answer: one message in the thread, and chat.update is idempotent.

@@ -1,7 +1,8 @@
 // Issue 20 through the fakes (Slack, Socket Mode): several images per prompt and negative prompts. Real @slack/bolt ↔
 // fake Slack, real Redis, a real worker process with the test double pipeline.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { blockAction, slashCommand } from '../fakes/slack/payloads.ts';
+import sharp from 'sharp';
+import { blockAction, messageShortcut, slashCommand } from '../fakes/slack/payloads.ts';
 import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
 import type { FakeMessage } from '../fakes/slack/store.ts';
 
@@ -52,5 +53,33 @@ describe('Slack: several images and negative prompts', () => {
     );
     expect(varied.files).toHaveLength(1);
     expect(h.fake.calls.slice(downloadsBefore).some((c) => c.kind === 'download' && c.method.includes(result.files![0]!.id))).toBe(false);
+  }, 120_000);
+
+  it('"Describe this image" shortcut → four prompts with "Imagine this"; pressing #2 starts /imagine with that prompt', async () => {
+    const png = new Uint8Array(await sharp({ create: { width: 36, height: 20, channels: 3, background: '#a5c' } }).png().toBuffer());
+    const file = h.fake.seedFile(png, 'violet.png', 'image/png');
+    const message = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: 'what prompt made this?', files: [file] });
+    const before = statusMessages().length;
+    await h.fake.link.ack(h.fake.sendEnvelope('interactive', messageShortcut(h.fake, { user: USER, message, callbackId: 'blip3o_describe_image' })));
+    const status = await h.fake.waitFor(() => statusMessages()[before], 10_000, 'the status message');
+    expect(status.thread_ts).toBe(message.ts);
+    const answer = await h.fake.waitFor(() => {
+      const m = h.fake.store.find(CHANNEL, status.ts);
+      return m && m.metadata?.event_type === 'blip3o_answer' ? m : undefined;
+    }, 45_000, 'the four prompts');
+    const imagineButtons = (answer.blocks ?? []).map((b) => (b as { accessory?: { action_id: string; value: string } }).accessory).filter((a) => a !== undefined);
+    expect(imagineButtons).toHaveLength(4);
+    expect(imagineButtons.every((a) => a!.action_id === 'blip3o_imagine_this')).toBe(true);
+    expect(new Set(imagineButtons.map((a) => a!.value)).size).toBe(4);
+    expect(imagineButtons[0]!.value).toContain('36×20');
+
+    const before2 = statusMessages().length;
+    await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: answer, actionId: 'blip3o_imagine_this', value: imagineButtons[1]!.value })));
+    const status2 = await h.fake.waitFor(() => statusMessages()[before2], 10_000, 'the imagine status message');
+    const jobId = String(status2.metadata!.event_payload.job_id);
+    let job = await h.core.queue.getJob(jobId); // the status message is posted before the job is submitted
+    for (let tries = 0; !job && tries < 100; tries++) job = await new Promise((r) => setTimeout(r, 100)).then(() => h.core.queue.getJob(jobId));
+    expect(job?.data).toMatchObject({ kind: 'imagine', prompt: imagineButtons[1]!.value });
+    await h.fake.waitFor(() => h.fake.store.thread(CHANNEL, status2.thread_ts ?? status2.ts).find((m) => m.files?.some((f) => f.name === `blip3o-${jobId}.png`)), 45_000, 'the image');
   }, 120_000);
 });
