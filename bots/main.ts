@@ -51,11 +51,21 @@ async function main(): Promise<void> {
   const core = createCore({ config, secrets, ports: adapters.map((a) => a.port), fetchImage, log });
   await core.start();
   for (const adapter of adapters) await adapter.start(core);
+  // Discord's slash commands register themselves (only when their definition changed): no separate step after
+  // `docker compose up`. A failure here is logged, not fatal: the commands registered before keep working.
+  if (adapters.some((a) => a.port.platform === 'discord') && config.discord.registerCommandsOnStart) {
+    const { syncCommands } = await import('./discord/register-commands.ts');
+    await syncCommands(config, secrets, log.child({ platform: 'discord' })).catch((e: unknown) =>
+      log.error({ err: (e as Error).message }, 'registering the Discord slash commands failed; run `npm run discord:register` to retry'),
+    );
+  }
 
   // /healthz, /readyz, /metrics on http.botPort: deliveries and failures by reason, queue depths.
   const metrics = createMetrics('bot');
   for (const w of core.deliveryWorkers) observeDeliveryWorker(metrics, w);
   trackQueue(metrics, core.queue);
+  core.cache.observer = (outcome) => metrics.cacheLookups.inc({ outcome });
+  metrics.trackCache(() => core.cache.stats());
   const deliveryQueues = adapters.map((a) => createDeliveryQueue(config, core.redis, QueueNames.delivery(a.port.platform)));
   for (const q of deliveryQueues) trackQueue(metrics, q);
   const health = await serveHealth(

@@ -16,6 +16,9 @@ import type { PipelineOptions } from './pipeline/types.ts';
 import { createProcessor, type ProcessOutcome } from './processor.ts';
 import { ThreadHost } from './thread-host.ts';
 import { ensureModel } from './setup.ts';
+import { createAfterJob, modelIdentity } from './after-job.ts';
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
 
 /** The shipped pipeline loads its graphs from model.onnxDir, so the worker sets the model up for it first. */
 const SHIPPED_PIPELINE = 'worker/pipeline/blip3o.ts';
@@ -62,7 +65,10 @@ async function main(): Promise<void> {
   const redis = createRedis(secrets.REDIS_URL, 'worker');
   const subscriber = createRedis(secrets.REDIS_URL, 'worker-cancel');
   const blobs = createBlobStore(config, redis);
-  const processor = createProcessor({ config, redis, blobs, host, log });
+  // Result cache, single-flight followers (worker/after-job.ts): results are stored under this worker's model identity.
+  const manifestHash = modelIdentity(setup?.onnxDir, config.worker.pipelineModule);
+  const afterJob = createAfterJob({ config, redis, blobs, log, manifestHash });
+  const processor = createProcessor({ config, redis, blobs, host, log, afterHandOver: afterJob.afterHandOver });
   // Fair scheduling (src/scheduling/fair.ts): first tell the scheduler a job started, which releases its channel's
   // next job; a job of a paused channel is parked again (DelayedError) instead of run.
   const jobsQueue = createJobsQueue(config, redis);
@@ -87,6 +93,7 @@ async function main(): Promise<void> {
     if (worker.cancelJob(jobId, 'cancelled')) log.info({ jobId }, 'cancelling');
   });
   await worker.waitUntilReady();
+  await afterJob.start(`${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`);
 
   acceptingJobs = true;
   health?.setCheck('redis', async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING');
@@ -101,6 +108,7 @@ async function main(): Promise<void> {
     await worker.close();
     await unsubscribe();
     await processor.close();
+    await afterJob.close();
     await jobsQueue.close();
     await host.close();
     await health?.close();

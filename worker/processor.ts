@@ -27,6 +27,7 @@ import {
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../src/jobs/queue.ts';
 import type { Logger } from '../src/log.ts';
+import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import type { ProgressReport } from './pipeline/types.ts';
 import type { ThreadHost } from './thread-host.ts';
 
@@ -47,6 +48,12 @@ export interface ProcessorDeps {
   blobs: BlobStore;
   host: Pick<ThreadHost, 'generate' | 'understand'>;
   log: Logger;
+  /**
+   * Called after every result handed over for a parsed request (and again when a re-run finds it handed over
+   * already): the result cache, single-flight followers and GPU-second accounting (worker/after-job.ts). A throw
+   * makes BullMQ retry the job; the re-run calls it again, so it must be idempotent.
+   */
+  afterHandOver?: (request: JobRequest, result: JobResult) => Promise<void>;
 }
 
 /** What the jobs queue records as the return value (the result itself lives in the delivery queue). */
@@ -92,16 +99,24 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   }
 
   /** Deliver a failure for data that may be malformed: only possible when id and destination parse. */
-  async function handOverFailure(data: unknown, failure: Failure): Promise<void> {
+  async function handOverFailure(data: unknown, failure: Failure): Promise<JobResult | undefined> {
     const d = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
     const destination = Destination.safeParse(d.destination);
     const jobId = typeof d.id === 'string' ? d.id : undefined;
-    const kind = d.kind === 'imagine' || d.kind === 'vary' || d.kind === 'ask' ? d.kind : undefined;
-    if (!destination.success || !jobId || !kind) return; // nowhere to say it; the job's failedReason records it
-    await handOver({
+    // A kind this worker does not know (a newer bot, a hand-written job) still gets its failure delivered: a failure's
+    // rendering does not depend on the kind, which only shapes how a success is shown.
+    const kind = d.kind === 'imagine' || d.kind === 'vary' || d.kind === 'ask' ? d.kind : 'imagine';
+    if (!destination.success || !jobId) return undefined; // nowhere to say it; the job's failedReason records it
+    const result: JobResult = {
       v: CONTRACT_VERSION, jobId, kind, destination: destination.data, status: failure.status,
       error: { code: failure.code, message: failure.message, userFacing: failure.userFacing }, timingsMs: {}, finishedAt: Date.now(),
-    });
+    };
+    await handOver(result);
+    return result;
+  }
+
+  async function after(request: JobRequest, result: JobResult | undefined): Promise<void> {
+    if (result && deps.afterHandOver) await deps.afterHandOver(request, result);
   }
 
   async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<JobResult> {
@@ -110,9 +125,12 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let stageAt = Date.now();
     const onProgress = (report: ProgressReport) => {
       if (report.stage !== stage) {
-        if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+        // The first stage counts from the start of the run (its first step ran before its first report).
+        if (stage) {
+          timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+          stageAt = Date.now();
+        }
         stage = report.stage;
-        stageAt = Date.now();
       }
       const progress: JobProgress = { v: CONTRACT_VERSION, jobId: request.id, ...report };
       job.updateProgress(progress).catch((e: unknown) => log.warn({ jobId: request.id, err: (e as Error).message }, 'progress update failed'));
@@ -137,7 +155,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (request.kind === 'ask') {
       const image = await inputImage(request.imageKey);
       const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
-      if (stage) timings[stage] = Date.now() - stageAt;
+      if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
       return { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() };
     }
     const image = request.kind === 'vary' ? await inputImage(request.imageKey) : undefined;
@@ -158,6 +176,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   async function inputImage(key: string): Promise<Uint8Array> {
     const bytes = await blobs.get(key);
     if (!bytes) throw new AppError('bad_image', 'The image for this request has expired; please send it again.');
+    enforceImageBytes(config, bytes);
     return bytes;
   }
 
@@ -183,28 +202,35 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     }
     if (await alreadyHandedOver(request.id, request.destination)) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
+      const handed = await deliveryQueue(request.destination).getJob(request.id);
+      await after(request, handed?.data);
       return { status: 'succeeded', alreadyHandedOver: true };
     }
+    let result: JobResult;
     try {
       if (await isCancelRequested(redis, config, request.id)) throw new AppError('cancelled', 'Cancelled.');
-      const result = await run(job, request, signal ?? new AbortController().signal);
+      enforceConfiguredLimits(config, request);
+      result = await run(job, request, signal ?? new AbortController().signal);
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
-      return { status: 'succeeded', timingsMs: result.timingsMs };
     } catch (e) {
       const failure = classify(e);
       if (failure) {
-        await handOverFailure(request, failure);
+        await after(request, await handOverFailure(request, failure));
         log.info({ jobId: request.id, code: failure.code, err: failure.message }, 'job failed (not retried)');
         throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;
       if (job.attemptsMade + 1 >= attempts) {
-        await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false });
+        await after(request, await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false }));
       }
       log.warn({ jobId: request.id, attempt: job.attemptsMade + 1, attempts, err: (e as Error).message }, 'job attempt failed');
       throw e;
     }
+    // Outside the try: the result is handed over, so a throw here must not turn it into a failure; BullMQ retries
+    // and the re-run (alreadyHandedOver) calls afterHandOver again with the handed-over result.
+    await after(request, result);
+    return { status: 'succeeded', timingsMs: result.timingsMs };
   };
 
   return {

@@ -1,6 +1,8 @@
 // What users see: progress lines, the final message (PNG with alt text, settings, buttons), answers and errors,
 // as raw Discord API message bodies, so the same body works for PATCH @original and POST /channels/…/messages.
+import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
+import { servedNote } from '../core/served-note.ts';
 import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import { buttonId } from './custom-ids.ts';
@@ -33,7 +35,9 @@ export interface Rendered {
 
 const noMentions = { parse: [] } as MessageBody['allowed_mentions'];
 
-function truncate(text: string, max: number): string {
+/** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
+function truncate(raw: string, max: number): string {
+  const text = stripControlChars(raw);
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
@@ -64,7 +68,7 @@ export function progressBody(progress: JobProgress): MessageBody {
 
 /** The first edit after the core accepted the job. */
 export function queuedBody(jobId: string, text: string): MessageBody {
-  return { content: `⏳ ${text}`, components: [cancelRow(jobId)], allowed_mentions: noMentions };
+  return { content: truncate(`⏳ ${text}`, MAX_CONTENT_CHARS), components: [cancelRow(jobId)], allowed_mentions: noMentions };
 }
 
 export function plainBody(text: string): MessageBody {
@@ -91,7 +95,8 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   }
   if (result.answer?.prompts) return describedMessage(result.jobId, result.answer.prompts, prefix, allowed);
   if (result.answer) {
-    const text = result.answer.text.trim() || '(no answer)';
+    const note = servedNote(result);
+    const text = (result.answer.text.trim() || '(no answer)') + (note ? `\n-# ${note}` : '');
     const withPrefix = `${prefix}${text}`;
     if (withPrefix.length <= MAX_CONTENT_CHARS) return { body: { ...plainBody(withPrefix), allowed_mentions: allowed }, files: [] };
     const embeds = [{ description: truncate(text, MAX_EMBED_DESCRIPTION_CHARS) }];
@@ -101,7 +106,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   if (image && gallery && result.images && gallery.length === result.images.length) return galleryMessage(result, result.images, gallery, prefix, allowed);
   if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
   const filename = `blip3o-${meta.options.seed}.png`;
-  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${settingsLine(meta.options)}`;
+  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), servedNote(result)].filter(Boolean).join(' · ')}`;
   return {
     body: {
       content,

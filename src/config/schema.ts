@@ -2,6 +2,7 @@
 // so a key missing there fails loudly. Secrets are not in this file's YAML part: they come from the
 // environment only (see `Secrets` and config/.env.example). Units are in the names.
 import { z } from 'zod';
+import { parseRedisUrl } from '../redis.ts';
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
@@ -35,6 +36,13 @@ export const ConfigSchema = z.strictObject({
     deliveryBackoffMs: positiveInt,
   }),
 
+  redis: z.strictObject({
+    /** Replicas that must hold an accepted job before the user is told "Queued" (Redis WAIT); 0: do not wait. */
+    acceptReplicas: nonNegativeInt,
+    /** Longest wait for them; past it the job is accepted anyway, with a warning in the log. */
+    acceptReplicaWaitMs: positiveInt,
+  }),
+
   blobs: z.strictObject({
     store: z.enum(['redis']),
     ttlSeconds: positiveInt,
@@ -62,7 +70,7 @@ export const ConfigSchema = z.strictObject({
     snapshotDir: z.string().min(1),
     onnxDir: z.string().min(1),
     dtype: z.enum(['fp32', 'fp16']),
-    executionProvider: z.enum(['auto', 'cuda', 'cpu']),
+    executionProvider: z.enum(['auto', 'cuda', 'webgpu', 'cpu']),
     convertOnStart: z.boolean(),
     intraOpThreads: nonNegativeInt,
   }),
@@ -116,6 +124,30 @@ export const ConfigSchema = z.strictObject({
     repairIntervalMs: positiveInt,
   }),
 
+  cache: z.strictObject({
+    /** Content-addressed result cache (PNGs and greedy answers) in Redis. */
+    enabled: z.boolean(),
+    /** Bytes of cached results kept; the least recently used are evicted beyond this. */
+    maxBytes: positiveInt,
+    /** An entry expires this long after it was stored, used or not. */
+    ttlSeconds: positiveInt,
+    /** An identical request arriving while the first is queued or running joins it instead of starting a job. */
+    singleFlight: z.boolean(),
+    /** Workers publish their converted model's manifest hash this often; bots re-read it this often. */
+    manifestRefreshMs: positiveInt,
+  }),
+
+  usage: z.strictObject({
+    /** GPU-seconds per UTC day for every channel / user / workspace without an admin override; 0 = no budget. */
+    budgets: z.strictObject({ channel: z.number().nonnegative(), user: z.number().nonnegative(), workspace: z.number().nonnegative() }),
+    /** Weight of the newest measurement in a kind/options cost estimate (exponential moving average). */
+    estimateSmoothing: z.number().gt(0).lte(1),
+    /** Fair scheduling: a job moves its channel's virtual clock by its estimated GPU time in units of this many ms. */
+    fairCostUnitMs: positiveInt,
+    /** Per-day usage counters (GPU-seconds, jobs, cache hits, refusals) are kept this many days. */
+    retainDays: positiveInt,
+  }),
+
   discord: z.strictObject({
     enabled: z.boolean(),
     apiBaseUrl: z.url(),
@@ -132,6 +164,10 @@ export const ConfigSchema = z.strictObject({
     /** Gateway/REST timeouts and retries for discord.js's REST client. */
     restTimeoutMs: positiveInt,
     restRetries: nonNegativeInt,
+    /** At start the bot compares its slash commands with Discord's and PUTs them only when they differ. */
+    registerCommandsOnStart: z.boolean(),
+    /** Register in these guilds (instant) instead of globally (up to an hour to show); [] = globally. */
+    commandGuildIds: z.array(z.string().regex(/^\d+$/, 'a guild id is a number (Discord: right-click the server → Copy Server ID)')),
   }),
 
   slack: z.strictObject({
@@ -155,7 +191,17 @@ export type Config = z.infer<typeof ConfigSchema>;
 
 /** Secrets and deployment wiring: environment only, never in YAML or git. */
 export const SecretsSchema = z.object({
-  REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379'),
+  REDIS_URL: z
+    .string()
+    .min(1)
+    .default('redis://127.0.0.1:6379')
+    .superRefine((url, ctx) => {
+      try {
+        parseRedisUrl(url);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      }
+    }),
   DISCORD_TOKEN: z.string().optional(),
   DISCORD_APPLICATION_ID: z.string().optional(),
   SLACK_BOT_TOKEN: z.string().optional(),

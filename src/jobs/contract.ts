@@ -234,6 +234,11 @@ export const JobResult = z.strictObject({
   images: z.array(ImageResult).min(2).max(MAX_IMAGES_PER_JOB).optional(),
   answer: AnswerResult.optional(),
   error: ResultError.optional(),
+  /**
+   * Set when no model ran for this requester: 'cache' = an identical earlier result was delivered from the result
+   * cache; 'shared' = an identical request was already queued or running and this one joined it (docs/cost.md).
+   */
+  servedFrom: z.enum(['cache', 'shared']).optional(),
   /** Seconds per stage, for metrics and the footer. */
   timingsMs: z.record(z.string(), z.number().nonnegative()),
   finishedAt: z.number().int().nonnegative(),

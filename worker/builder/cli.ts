@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { AppError, asAppError } from '../../src/errors.ts';
 import { convertSnapshot, describeSkipped } from './convert.ts';
+import { makeRandom, RANDOM_COMPONENTS, RANDOM_PRESETS, type RandomComponent } from './random/index.ts';
 import { makeTiny } from './tiny/index.ts';
 
 type Command = { usage: string; run(args: string[]): Promise<void> };
@@ -34,6 +35,39 @@ const COMMANDS: Record<string, Command> = {
       for (const line of describeSkipped(manifest.architecture, manifest.skipped)) console.log(line);
       const graphs = Object.values(manifest.components).flatMap((c) => Object.values(c.graphs));
       console.log(`${manifest.architecture} → ${graphs.length} graphs (${manifest.dtype}) in ${resolve(out)}: ${graphs.map((g) => g.file).join(', ')}`);
+    },
+  },
+  'make-random': {
+    usage: `make-random --preset ${Object.keys(RANDOM_PRESETS).join('|')} <dir> [--components text,vision,…] [--overwrite]   real-size random-weight snapshot (hub layout, deterministic)`,
+    async run(args) {
+      const { positionals, values } = parseArgs({
+        args,
+        allowPositionals: true,
+        options: { preset: { type: 'string' }, components: { type: 'string' }, overwrite: { type: 'boolean', default: false } },
+      });
+      const [dir] = positionals;
+      const usage = `usage: npm run model -- make-random --preset ${Object.keys(RANDOM_PRESETS).join('|')} <dir> [--components ${RANDOM_COMPONENTS.join(',')}] [--overwrite]`;
+      if (!dir || !values.preset || !RANDOM_PRESETS[values.preset]) throw new AppError('config', usage);
+      const components = values.components?.split(',').map((c) => c.trim()) ?? [...RANDOM_COMPONENTS];
+      const bad = components.filter((c) => !RANDOM_COMPONENTS.includes(c as RandomComponent));
+      if (bad.length) throw new AppError('config', `unknown component(s) ${bad.join(', ')}; ${usage}`);
+      const bar = new cliProgress.SingleBar({ format: 'make-random [{bar}] {percentage}% {value}/{total} MiB  {file}  eta {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic);
+      let started = false;
+      const mib = (b: number) => Math.round(b / 2 ** 20);
+      const t0 = performance.now();
+      const summary = await makeRandom({
+        preset: values.preset,
+        dir: resolve(dir),
+        components: components as RandomComponent[],
+        overwrite: values.overwrite,
+        onProgress(p) {
+          if (!started) bar.start(mib(p.bytesTotal), 0, { file: p.file });
+          started = true;
+          bar.update(mib(p.bytesDone), { file: p.file });
+        },
+      });
+      if (started) bar.stop();
+      console.log(`${values.preset}: ${(summary.parameters / 1e9).toFixed(2)} B parameters, ${(summary.bytes / 1e9).toFixed(2)} GB of bf16 in ${summary.files.length} files, ${((performance.now() - t0) / 1000).toFixed(0)} s → ${summary.dir}`);
     },
   },
   'make-tiny': {

@@ -2,7 +2,7 @@
 // architecture needs it unchanged; variants such as M-RoPE or window attention stay in their architecture file).
 // Each takes the weight Scope named like the checkpoint module, so its nodes are named after it:
 //   linear(w.at('q_proj'), x, H)  →  /model/layers.0/self_attn/q_proj/MatMul, …/Add
-import { layerNormalization, instanceNormalization, conv, type Tensor } from './onnx/ops.ts';
+import { layerNormalization, instanceNormalization, conv, matMulNBits, type Tensor } from './onnx/ops.ts';
 import type { Scope } from './weights.ts';
 
 export interface LinearOptions {
@@ -15,6 +15,14 @@ export interface LinearOptions {
  *  (WeightOptions.transpose), so the graph holds W as [in, out] and never transposes at run time. */
 export function linear(w: Scope, x: Tensor, outFeatures: number, opts: LinearOptions = {}): Tensor {
   const inFeatures = x.size(-1);
+  if (w.quant) {
+    // block-quantized weight (com.microsoft MatMulNBits): HF's [out, in] layout is already B's; bias added apart
+    const q = w.nbitsWeight('weight', [outFeatures, inFeatures]);
+    return w.within(() => {
+      const y = matMulNBits(x, q.B, q.scales, q.zeroPoints, { K: inFeatures, N: outFeatures, ...q.quant });
+      return opts.bias === false ? y : y.add(w.weight('bias', [outFeatures]));
+    });
+  }
   const W = w.weight('weight', [outFeatures, inFeatures], { transpose: true }); // (in, out)
   return w.within(() => {
     const y = x.matmul(W);

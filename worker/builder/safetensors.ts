@@ -282,59 +282,121 @@ export interface TensorToWrite {
   data: Uint8Array;
 }
 
-/** Writes one safetensors file; keys are sorted so the same tensors always give the same bytes. */
-export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata: Record<string, string> = { format: 'pt' }): void {
-  const sorted = [...tensors].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+/** The 8-byte length + JSON header (space padded to 8 bytes) for tensors already in key order. */
+function headerBytes(sorted: readonly { key: string; dtype: SafeDType; shape: number[] }[], metadata: Record<string, string>): Buffer {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const t of sorted) {
     const want = t.shape.reduce((a, d) => a * d, 1) * BYTES[t.dtype];
-    if (want !== t.data.byteLength) throw new AppError('internal', `${t.key}: ${t.data.byteLength} bytes for ${t.dtype}[${t.shape}]`);
     header[t.key] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + want] };
     offset += want;
   }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
-  const headerBytes = Buffer.from(json, 'utf8');
+  const body = Buffer.from(json, 'utf8');
   const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(headerBytes.length));
+  len.writeBigUInt64LE(BigInt(body.length));
+  return Buffer.concat([len, body]);
+}
+
+const byKey = <T extends { key: string }>(a: T, b: T) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+export const tensorBytes = (t: { dtype: SafeDType; shape: readonly number[] }) => t.shape.reduce((a, d) => a * d, 1) * BYTES[t.dtype];
+
+/** Writes one safetensors file; keys are sorted so the same tensors always give the same bytes. */
+export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata: Record<string, string> = { format: 'pt' }): void {
+  const sorted = [...tensors].sort(byKey);
+  for (const t of sorted)
+    if (tensorBytes(t) !== t.data.byteLength) throw new AppError('internal', `${t.key}: ${t.data.byteLength} bytes for ${t.dtype}[${t.shape}]`);
   const fd = openSync(path, 'w');
   try {
-    writeSync(fd, len);
-    writeSync(fd, headerBytes);
+    writeSync(fd, headerBytes(sorted, metadata));
     for (const t of sorted) for (let off = 0; off < t.data.byteLength; ) off += writeSync(fd, t.data, off, Math.min(1 << 30, t.data.byteLength - off));
   } finally {
     closeSync(fd);
   }
 }
 
-/** Writes `model-0000k-of-0000n.safetensors` shards of at most `maxShardBytes` plus the index, like HF `save_pretrained`. */
-export function writeShardedSafetensors(dir: string, tensors: TensorToWrite[], maxShardBytes: number, prefix = 'model'): void {
-  const sorted = [...tensors].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const shards: TensorToWrite[][] = [[]];
+/** Splits key-sorted tensors into consecutive shards of at most `maxShardBytes` (a bigger tensor gets its own). */
+function planShards<T extends { dtype: SafeDType; shape: number[] }>(sorted: readonly T[], maxShardBytes: number): T[][] {
+  const shards: T[][] = [[]];
   let size = 0;
   for (const t of sorted) {
-    if (size > 0 && size + t.data.byteLength > maxShardBytes) {
+    const b = tensorBytes(t);
+    if (size > 0 && size + b > maxShardBytes) {
       shards.push([]);
       size = 0;
     }
     shards[shards.length - 1]!.push(t);
-    size += t.data.byteLength;
+    size += b;
   }
-  const n = shards.length;
-  const pad = (i: number) => String(i).padStart(5, '0');
+  return shards;
+}
+
+const shardName = (prefix: string, i: number, n: number) => `${prefix}-${String(i + 1).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`;
+
+function writeIndex(dir: string, prefix: string, shards: readonly (readonly { key: string; dtype: SafeDType; shape: number[] }[])[]): void {
   const weightMap: Record<string, string> = {};
   let total = 0;
   shards.forEach((shard, i) => {
-    const name = `${prefix}-${pad(i + 1)}-of-${pad(n)}.safetensors`;
-    writeSafetensors(join(dir, name), shard);
     for (const t of shard) {
-      weightMap[t.key] = name;
-      total += t.data.byteLength;
+      weightMap[t.key] = shardName(prefix, i, shards.length);
+      total += tensorBytes(t);
     }
   });
   const index = { metadata: { total_size: total }, weight_map: weightMap };
   writeFileSyncText(join(dir, `${prefix}.safetensors.index.json`), JSON.stringify(index, null, 2) + '\n');
+}
+
+/** Writes `model-0000k-of-0000n.safetensors` shards of at most `maxShardBytes` plus the index, like HF `save_pretrained`. */
+export function writeShardedSafetensors(dir: string, tensors: TensorToWrite[], maxShardBytes: number, prefix = 'model'): void {
+  const shards = planShards([...tensors].sort(byKey), maxShardBytes);
+  shards.forEach((shard, i) => writeSafetensors(join(dir, shardName(prefix, i, shards.length)), shard));
+  writeIndex(dir, prefix, shards);
+}
+
+// --- streaming writer (real-size checkpoints: values are produced chunk by chunk, never a whole tensor) ---------
+
+export interface StreamedTensor {
+  key: string;
+  dtype: 'F32' | 'F16' | 'BF16';
+  shape: number[];
+  /** Fills `out` with the row-major values [start, start + out.length) of the tensor. */
+  fill(start: number, out: Float32Array): void;
+}
+
+/** Values per chunk: 4 Mi float32 (16 MiB) plus its converted copy is all a streamed write holds. */
+const STREAM_CHUNK = 1 << 22;
+
+/** Like writeSafetensors, but each tensor's bytes are produced and written `STREAM_CHUNK` values at a time.
+ *  `onBytes` hears each chunk's byte count (for progress bars). */
+export function writeSafetensorsStreaming(path: string, tensors: readonly StreamedTensor[], onBytes?: (n: number) => void, metadata: Record<string, string> = { format: 'pt' }): void {
+  const sorted = [...tensors].sort(byKey);
+  const fd = openSync(path, 'w');
+  const buf = new Float32Array(STREAM_CHUNK);
+  try {
+    writeSync(fd, headerBytes(sorted, metadata));
+    for (const t of sorted) {
+      const n = t.shape.reduce((a, d) => a * d, 1);
+      for (let start = 0; start < n; start += STREAM_CHUNK) {
+        const view = buf.subarray(0, Math.min(STREAM_CHUNK, n - start));
+        t.fill(start, view);
+        const bytes = fromFloat32(t.dtype, view);
+        for (let off = 0; off < bytes.byteLength; ) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+        onBytes?.(bytes.byteLength);
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Sharded + indexed like writeShardedSafetensors, streaming. Returns the shard file names. */
+export function writeShardedSafetensorsStreaming(dir: string, tensors: readonly StreamedTensor[], maxShardBytes: number, prefix = 'model', onBytes?: (n: number) => void): string[] {
+  const shards = planShards([...tensors].sort(byKey), maxShardBytes);
+  const names = shards.map((_, i) => shardName(prefix, i, shards.length));
+  shards.forEach((shard, i) => writeSafetensorsStreaming(join(dir, names[i]!), shard, onBytes));
+  writeIndex(dir, prefix, shards);
+  return names;
 }
 
 function writeFileSyncText(path: string, text: string): void {

@@ -12,6 +12,7 @@ import type { Graph } from './onnx/graph.ts';
 import type { DType, Tensor } from './onnx/ops.ts';
 import { keyToPath } from './onnx/graph.ts';
 import type { Checkpoint } from './safetensors.ts';
+import { quantizeBlockwise, type NBitsOptions, type Quantized } from './quant.ts';
 import { fromFloat32 } from './safetensors.ts';
 
 export interface WeightOptions {
@@ -94,10 +95,16 @@ export class Scope {
     readonly floatType: 'float32' | 'float16',
     /** Key prefix without the trailing dot ('' at the root). */
     readonly prefix: string,
+    /** Linear layers under this scope store block-quantized weights (MatMulNBits) when set. */
+    readonly quant?: NBitsOptions,
   ) {}
 
   at(name: string | number): Scope {
-    return new Scope(this.store, this.graph, this.floatType, this.key(String(name)));
+    return new Scope(this.store, this.graph, this.floatType, this.key(String(name)), this.quant);
+  }
+  /** The same module with `linear` layers quantized (or not, with undefined). */
+  withQuant(quant: NBitsOptions | undefined): Scope {
+    return new Scope(this.store, this.graph, this.floatType, this.prefix, quant);
   }
   key(name: string): string {
     return this.prefix ? `${this.prefix}.${name}` : name;
@@ -141,6 +148,33 @@ export class Scope {
       if (opts.transpose) values = transpose2d(values, rows!, cols!);
       return fromFloat32(dtype === 'float16' ? 'F16' : 'F32', values);
     });
+  }
+
+  /**
+   * A checked [N, K] weight as MatMulNBits initializers (`<key>_Q<bits>` uint8 [N, k_blocks, blob], `<key>_scales`
+   * in the graph's float type, `<key>_zp` uint8). The weight is read and quantized once, when the first of the
+   * three is written, and dropped after the last (they are written one after the other).
+   */
+  nbitsWeight(name: string, shape: readonly [number, number]): { B: Tensor; scales: Tensor; zeroPoints: Tensor; quant: NBitsOptions } {
+    const q = this.quant;
+    if (!q) throw new AppError('internal', `nbitsWeight(${this.key(name)}) outside a quantized scope`);
+    const key = this.key(name);
+    this.store.check(key, shape);
+    this.store.markUsed(key);
+    const [N, K] = shape;
+    const ckpt = this.store.checkpoint;
+    let memo: Quantized | undefined;
+    const get = () => (memo ??= quantizeBlockwise(ckpt.readFloat32(key), N, K, q));
+    const kBlocks = Math.ceil(K / q.blockSize);
+    const float = this.floatType;
+    const B = this.graph.initializer(`${key}_Q${q.bits}`, 'uint8', [N, kBlocks, (q.blockSize * q.bits) / 8], () => get().packed);
+    const scales = this.graph.initializer(`${key}_scales`, float, [N * kBlocks], () => fromFloat32(float === 'float16' ? 'F16' : 'F32', get().scales));
+    const zeroPoints = this.graph.initializer(`${key}_zp`, 'uint8', [N * Math.ceil((kBlocks * q.bits) / 8)], () => {
+      const zp = get().zeroPoints;
+      memo = undefined;
+      return zp;
+    });
+    return { B, scales, zeroPoints, quant: q };
   }
 
   /** Like `weight`, but undefined when the checkpoint lacks the key (e.g. an untied lm_head). */

@@ -12,7 +12,7 @@ import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { Checkpoint } from '../builder/safetensors.ts';
 import type { SessionOptions } from '../runtime/session.ts';
 import { IMG_TOKEN, loadGeneration, type Conditioner, type Generator, type ImageEncoder } from './generate.ts';
-import { loadTokenizer } from './tokenizer.ts';
+import { loadTokenizer, type TextSegment } from './tokenizer.ts';
 import { loadUnderstanding, openTextModel, scatterImage, type TextModel } from './understand.ts';
 import type { CreatePipeline, Pipeline } from './types.ts';
 
@@ -74,6 +74,10 @@ export class TextConditioner implements Conditioner {
 
   encode(text: string): number[] {
     return this.text.tokenizer.encode(text);
+  }
+
+  encodePrompt(segments: readonly TextSegment[]): number[] {
+    return this.text.tokenizer.encodePrompt(segments);
   }
 
   async latentHiddenStates(ids: number[], imageFeatures?: Float32Array): Promise<Float32Array> {

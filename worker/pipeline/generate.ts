@@ -15,7 +15,7 @@ import { encodePng, toRgb8 } from './png.ts';
 import { GaussianRng, RngStream } from './rng.ts';
 import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule, sampleFlowMatching, type EulerDiscreteConfig } from './schedulers.ts';
 import { openSession, type ModelSession, type SessionOptions } from '../runtime/session.ts';
-import { TOKENS } from './tokenizer.ts';
+import { TOKENS, type TextSegment } from './tokenizer.ts';
 import type { GeneratedImage, GenerateRequest, RunContext } from './types.ts';
 
 /** Token ids generation uses by name (spec §1.5; the table lives in tokenizer.ts). */
@@ -24,11 +24,17 @@ export const VISION_START = TOKENS.visionStart;
 export const IMAGE_PAD = TOKENS.imagePad;
 export const VISION_END = TOKENS.visionEnd;
 
-/** spec §3.1: conv_templates['qwen'] around the generation instruction, ending in the open assistant turn. */
-export const generationPrompt = (caption: string): string =>
-  `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nPlease generate image based on the following caption: ${caption}<|im_end|>\n<|im_start|>assistant\n`;
 const SYSTEM_USER = '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n';
 const ASSISTANT = '<|im_end|>\n<|im_start|>assistant\n';
+/**
+ * spec §3.1: conv_templates['qwen'] around the generation instruction, ending in the open assistant turn. The caption
+ * is user text: plain text, never control tokens.
+ */
+export const generationPrompt = (caption: string): TextSegment[] => [
+  { text: `${SYSTEM_USER}Please generate image based on the following caption: `, trusted: true },
+  { text: caption, trusted: false },
+  { text: ASSISTANT, trusted: true },
+];
 /** spec §3.7: the reconstruction instruction (the user text after `<image>\n`). */
 export const RECONSTRUCT = 'Please reconstruct the given image.';
 /** spec §3.5: the UNet's negative condition is this raw text, with no chat template. */
@@ -36,8 +42,10 @@ export const NEGATIVE_TEXT = ' ';
 
 /** The LLM half as generation needs it. */
 export interface Conditioner {
-  /** Token ids of `text` (no BOS; special-token strings such as <|im_start|> map to their ids). */
+  /** Token ids of text we wrote (no BOS; special-token strings such as <|im_start|> map to their ids). */
   encode(text: string): number[];
+  /** Token ids of a prompt: control tokens only from trusted segments, user text always plain (tokenizer.ts). */
+  encodePrompt(segments: readonly TextSegment[]): number[];
   /**
    * Post-final-RMSNorm hidden states at the last `nQuery` positions of embed(ids) ++ [IMG] ++ latent_queries, causal,
    * 1-D positions in all three M-RoPE slots (pitfalls 1, 2). `imageFeatures` [n, H] replace the ids == IMAGE_PAD
@@ -126,10 +134,14 @@ export class Generator {
         VISION_START,
         ...new Array<number>(enc.tokens).fill(IMAGE_PAD),
         VISION_END,
-        ...this.llm.encode(`\n${user}${ASSISTANT}`),
+        ...this.llm.encodePrompt([
+          { text: '\n', trusted: true },
+          { text: user, trusted: false },
+          { text: ASSISTANT, trusted: true },
+        ]),
       ];
     } else {
-      ids = this.llm.encode(generationPrompt(req.prompt));
+      ids = this.llm.encodePrompt(generationPrompt(req.prompt));
     }
     check();
     const z = await this.llm.latentHiddenStates(ids, imageFeatures);

@@ -10,7 +10,7 @@
 //
 // Logits processing follows transformers' order: repetition penalty → temperature → top-k → top-p → sample.
 import { AppError, UserError } from '../../src/errors.ts';
-import type { ModelSession, TensorInput } from '../runtime/session.ts';
+import { DeviceTensor, type ModelSession, type TensorInput } from '../runtime/session.ts';
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax). @defaultValue 0 */
@@ -148,10 +148,17 @@ export interface DecoderDims {
   vocabSize: number;
 }
 
+/** The decoder outputs that feed the next step's past_key_values: opened with `keepOnDevice: kvOutputNames(n)` they
+ *  stay in GPU memory between steps under WebGPU (only the last position's logits come back to the host). */
+export function kvOutputNames(numLayers: number): string[] {
+  return Array.from({ length: numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
+}
+
 /** Drives the decoder graph for one sequence (batch 1): keeps past_key_values, the attention mask length and the
- *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows). */
+ *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows). The cache is
+ *  whatever the session returns for present.*: GPU buffers when the session keeps them on the device, else host arrays. */
 export class KvDecoder {
-  private past: Record<string, TensorInput> = {};
+  private past: Record<string, TensorInput | DeviceTensor> = {};
   private length = 0;
   private ropeDelta = 0;
 
@@ -164,11 +171,17 @@ export class KvDecoder {
 
   reset(): void {
     const { numLayers, numKvHeads, headDim } = this.dims;
-    this.past = {};
+    this.release();
     for (let i = 0; i < numLayers; i++)
       for (const kv of ['key', 'value']) this.past[`past_key_values.${i}.${kv}`] = { data: new Float32Array(0), dims: [1, numKvHeads, 0, headDim] };
     this.length = 0;
     this.ropeDelta = 0;
+  }
+
+  /** Frees GPU buffers of the cache (host arrays are left to the GC). */
+  private release(): void {
+    for (const t of Object.values(this.past)) if (t instanceof DeviceTensor) t.dispose();
+    this.past = {};
   }
 
   /** Tokens in the cache. */
@@ -180,17 +193,22 @@ export class KvDecoder {
     const S = embeds.length / this.dims.hiddenSize;
     if (!Number.isInteger(S) || positions.length !== 3 || positions.some((r) => r.length !== S))
       throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${this.dims.hiddenSize}, positions ${positions.map((r) => r.length)}`);
-    const out = await this.session.run({
+    const { host: out, device } = await this.session.runOnDevice({
       inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
       attention_mask: { data: new BigInt64Array(this.length + S).fill(1n), dims: [1, this.length + S] },
       position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
       ...this.past,
     });
+    const next: Record<string, TensorInput | DeviceTensor> = {};
     for (let i = 0; i < this.dims.numLayers; i++)
       for (const kv of ['key', 'value']) {
-        const p = out[`present.${i}.${kv}`]!;
-        this.past[`past_key_values.${i}.${kv}`] = { data: p.data as Float32Array, dims: p.dims };
+        const name = `present.${i}.${kv}`;
+        const p = device[name] ?? out[name];
+        if (!p) throw new AppError('model', `the decoder graph has no ${name} output`);
+        next[`past_key_values.${i}.${kv}`] = p instanceof DeviceTensor ? p : { data: p.data as Float32Array, dims: p.dims };
       }
+    this.release();
+    this.past = next;
     this.length += S;
     const V = this.dims.vocabSize;
     const logits = out.logits!.data as Float32Array;

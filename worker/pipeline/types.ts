@@ -53,7 +53,7 @@ export interface Pipeline {
 export interface PipelineOptions {
   modelDir: string;
   dtype: 'fp32' | 'fp16';
-  executionProvider: 'auto' | 'cuda' | 'cpu';
+  executionProvider: 'auto' | 'cuda' | 'webgpu' | 'cpu';
   intraOpThreads: number;
   understanding: { minPixels: number; maxPixels: number; maxInputPixels: number; maxAspectRatio: number };
   /** Free-form options for test doubles (delays, failure injection); ignored by the real pipeline. */

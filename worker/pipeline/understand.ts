@@ -11,12 +11,12 @@
 // worker healthy"). The vision graph is fp32 whatever model.dtype says (pitfall 12).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { AppError, UserError } from '../../src/errors.ts';
+import { AppError } from '../../src/errors.ts';
 import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { openSession, type ModelSession, type SessionOptions, type TensorInput } from '../runtime/session.ts';
 import { preprocessImage, preprocessSquare, visionFeeds, type ImageLimits, type PatchGeometry, type PreprocessedImage } from './image.ts';
 import { ropeIndex } from './mrope.ts';
-import { generateTokens, KvDecoder, seededRandom } from './sampling.ts';
+import { generateTokens, KvDecoder, kvOutputNames, seededRandom } from './sampling.ts';
 import { loadTokenizer, TOKENS, type ChatMessage, type QwenTokenizer } from './tokenizer.ts';
 import type { Answer, RunContext, UnderstandRequest } from './types.ts';
 
@@ -66,12 +66,13 @@ export async function openTextModel(modelDir: string, manifest: Manifest, tokeni
   const text = component(manifest, 'text', modelDir);
   const where = 'components.text';
   const H = num(text.info, 'hidden_size', where);
+  const numLayers = num(text.info, 'num_hidden_layers', where);
   const [embedding, decoderSession] = await Promise.all([
     openSession(graphFile(text, 'embedding', modelDir), runtime),
-    openSession(graphFile(text, 'decoder', modelDir), runtime),
+    openSession(graphFile(text, 'decoder', modelDir), { ...runtime, keepOnDevice: kvOutputNames(numLayers) }), // the KV cache stays on the GPU
   ]);
   const decoder = new KvDecoder(decoderSession, {
-    numLayers: num(text.info, 'num_hidden_layers', where),
+    numLayers,
     numKvHeads: num(text.info, 'num_key_value_heads', where),
     headDim: num(text.info, 'head_dim', where),
     hiddenSize: H,
@@ -106,17 +107,6 @@ export function conversation(question: string, history: UnderstandRequest['histo
   return turns.map((t, i) =>
     i === withImage ? { role: 'user', content: [{ type: 'image' }, { type: 'text', text: t.text }] } : { role: t.role, content: t.text },
   );
-}
-
-/**
- * Chat text is tokenized with the template, where `<|im_end|>`-style markers become control tokens; a user who types
- * one could end their turn or add image slots. Such text is refused (the user can fix it) rather than guessed at.
- */
-export function checkUserText(texts: readonly string[]): void {
-  for (const text of texts) {
-    const marker = /<\|[a-z_]+\|>/.exec(text)?.[0];
-    if (marker) throw new UserError('bad_request', `Your message contains "${marker}", a control marker the model reserves. Remove it and ask again.`);
-  }
 }
 
 /** Replaces the template's single <|image_pad|> by `tokens` copies (the processor's expansion, spec §2.3). */
@@ -205,7 +195,6 @@ export async function loadUnderstanding(
 
   async function understand(req: UnderstandRequest, ctx: RunContext): Promise<Answer> {
     // 1. the text and the image: every user-fixable problem surfaces here, before any model runs
-    checkUserText([req.question, ...req.history.map((t) => t.text)]);
     const image = await preprocessImage(req.image, limits, geometry);
     throwIfAborted(ctx.signal);
     ctx.onProgress({ stage: 'encoding', step: 0, total: 1 });
@@ -213,7 +202,7 @@ export async function loadUnderstanding(
     ctx.onProgress({ stage: 'encoding', step: 1, total: 1 });
     throwIfAborted(ctx.signal);
 
-    // 2. the prompt: template → ids → image pads expanded → embeddings with the vision tokens scattered in
+    // 2. the prompt: template → ids (question and history as plain text: tokenizer.ts) → image pads expanded → embeddings with the vision tokens scattered in
     const ids = expandImagePads(llm.tokenizer.encodeChat(conversation(req.question, req.history)), tokens);
     const embeds = await llm.embed(ids);
     scatterImage(embeds, ids, features, llm.hiddenSize);

@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { Graph } from '../onnx/graph.ts';
 import { and, cast, concat, lessOrEqual, range, split, where, type Tensor } from '../onnx/ops.ts';
 import { linear, rmsNorm, sdpa } from '../nn.ts';
+import type { NBitsOptions } from '../quant.ts';
 import type { Scope, WeightStore } from '../weights.ts';
 
 /** The text fields of config.json, keys verbatim (root level in transformers 4.51 checkpoints). */
@@ -131,6 +132,9 @@ function decoderLayer(w: Scope, c: TextConfig, x: Tensor, rope: Rope, mask: Tens
 
 export interface TextBuildOptions {
   dtype: 'float32' | 'float16';
+  /** Block-quantize every Linear of the layers and lm_head (MatMulNBits); norms, rotary and the embedding table
+   *  stay in `dtype`. */
+  quant?: NBitsOptions;
 }
 
 /** The decoder graph (one graph for prefill and decode: P = 0 for prefill). */
@@ -152,7 +156,7 @@ export function buildTextDecoder(store: WeightStore, c: TextConfig, opts: TextBu
   const model = root.at('model');
   let x = embeds.cast(opts.dtype);
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    const layer = decoderLayer(model.at('layers').at(i), c, x, rope, mask, pasts[i]!);
+    const layer = decoderLayer(model.at('layers').at(i).withQuant(opts.quant), c, x, rope, mask, pasts[i]!);
     x = layer.out;
     g.output(layer.present.key.cast('float32'), `present.${i}.key`);
     g.output(layer.present.value.cast('float32'), `present.${i}.value`);
@@ -160,7 +164,7 @@ export function buildTextDecoder(store: WeightStore, c: TextConfig, opts: TextBu
   const hidden = rmsNorm(model.at('norm'), x, c.rms_norm_eps);
   g.output(hidden.cast('float32'), 'last_hidden_state');
   // lm_head; with tie_word_embeddings and no stored lm_head.weight, the embedding table is the head (spec §1.3).
-  const head = root.has('lm_head.weight') || !c.tie_word_embeddings ? root.at('lm_head') : model.at('embed_tokens');
+  const head = (root.has('lm_head.weight') || !c.tie_word_embeddings ? root.at('lm_head') : model.at('embed_tokens')).withQuant(opts.quant);
   g.output(linear(head, hidden, c.vocab_size, { bias: false }).cast('float32'), 'logits');
   return g;
 }

@@ -181,6 +181,13 @@ export function matMul(a: Tensor, b: Tensor): Tensor {
   return out(a, 'MatMul', [a, b], {}, a.dtype, shape);
 }
 
+/** com.microsoft MatMulNBits: A (…, K) × dequant(B) [N, K]ᵀ → (…, N), B block-quantized (see builder/quant.ts). */
+export function matMulNBits(a: Tensor, B: Tensor, scales: Tensor, zeroPoints: Tensor, o: { K: number; N: number; bits: number; blockSize: number; accuracyLevel: number }): Tensor {
+  const attrs: Attrs = { K: { i: o.K }, N: { i: o.N }, bits: { i: o.bits }, block_size: { i: o.blockSize }, accuracy_level: { i: o.accuracyLevel } };
+  const [name] = a.sink.emit('MatMulNBits', [a, B, scales, zeroPoints], attrs, 1, 'com.microsoft');
+  return new Tensor(a.sink, name!, a.dtype, a.shape && [...a.shape.slice(0, -1), o.N]);
+}
+
 // --- layout ----------------------------------------------------------------------------------------------------
 
 /** Reshape to `dims`: numbers (0 = copy, -1 = infer), symbolic names (only as documentation: emitted as 0 or -1

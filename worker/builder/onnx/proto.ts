@@ -98,7 +98,8 @@ export function encodeModel(m: ModelDesc): Uint8Array {
   const model = onnx.ModelProto.create({
     irVersion: IR_VERSION,
     producerName: m.producer,
-    opsetImport: [{ domain: '', version: m.opset }],
+    // contrib ops (com.microsoft, version 1) need their own opset import
+    opsetImport: [{ domain: '', version: m.opset }, ...[...new Set(m.nodes.map((n) => n.domain ?? '').filter((d) => d))].sort().map((domain) => ({ domain, version: 1 }))],
     metadataProps: Object.entries(m.metadata).map(([key, value]) => ({ key, value })),
     graph: {
       name: m.graphName,

@@ -224,11 +224,12 @@ export function unetWeightShapes(cfg: Record<string, unknown>): { key: string; s
 }
 
 /** VAE decoder weights (plus a 1-tensor stand-in for the unused encoder half, so the skip list is exercised). */
-export function tinyVaeTensors(cfg: typeof TINY_VAE_CONFIG, seed = 22, dtype: 'F32' | 'BF16' = 'F32', shapesOnly = false): TensorToWrite[] {
+export function tinyVaeTensors(cfg: typeof TINY_VAE_CONFIG, seed = 22, dtype: 'F32' | 'BF16' = 'F32', shapesOnly = false, fullEncoder = false): TensorToWrite[] {
   const m = new Maker(seed, dtype, shapesOnly);
   const rev = [...cfg.block_out_channels].reverse();
   const lc = cfg.latent_channels;
-  m.conv('encoder.conv_in', cfg.block_out_channels[0]!, cfg.in_channels, 3);
+  if (fullEncoder) vaeEncoder(m, cfg);
+  else m.conv('encoder.conv_in', cfg.block_out_channels[0]!, cfg.in_channels, 3);
   m.conv('quant_conv', 2 * lc, 2 * lc, 1);
   m.conv('post_quant_conv', lc, lc, 1);
   m.conv('decoder.conv_in', rev[0]!, lc, 3);
@@ -247,6 +248,31 @@ export function tinyVaeTensors(cfg: typeof TINY_VAE_CONFIG, seed = 22, dtype: 'F
   m.norm('decoder.conv_norm_out', cur);
   m.conv('decoder.conv_out', cfg.out_channels, cur, 3);
   return m.tensors;
+}
+
+/** diffusers' Encoder of an AutoencoderKL (the half BLIP3-o never runs; real snapshots carry it). */
+function vaeEncoder(m: Maker, cfg: typeof TINY_VAE_CONFIG): void {
+  const ch = cfg.block_out_channels;
+  let cur = ch[0]!;
+  m.conv('encoder.conv_in', cur, cfg.in_channels, 3);
+  ch.forEach((out, i) => {
+    for (let j = 0; j < cfg.layers_per_block; j++) {
+      m.resnet(`encoder.down_blocks.${i}.resnets.${j}`, cur, out, undefined);
+      cur = out;
+    }
+    if (i < ch.length - 1) m.conv(`encoder.down_blocks.${i}.downsamplers.0.conv`, cur, cur, 3);
+  });
+  m.resnet('encoder.mid_block.resnets.0', cur, cur, undefined);
+  m.norm('encoder.mid_block.attentions.0.group_norm', cur);
+  for (const p of ['to_q', 'to_k', 'to_v', 'to_out.0']) m.linear(`encoder.mid_block.attentions.0.${p}`, cur, cur);
+  m.resnet('encoder.mid_block.resnets.1', cur, cur, undefined);
+  m.norm('encoder.conv_norm_out', cur);
+  m.conv('encoder.conv_out', 2 * cfg.latent_channels, cur, 3);
+}
+
+/** Every VAE key with its shape and init kind (the full encoder included), without values. */
+export function vaeWeightShapes(cfg: typeof TINY_VAE_CONFIG): { key: string; shape: number[] }[] {
+  return tinyVaeTensors(cfg, 0, 'F32', true, true).map(({ key, shape }) => ({ key, shape }));
 }
 
 /** Writes `<snapshot>/diffusion-decoder/` as the hub lays it out (bf16 weight variant, like Emu2-Gen). */

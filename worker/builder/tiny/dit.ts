@@ -3,6 +3,7 @@
 // Deterministic: the same seed gives the same bytes.
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
+import { scaleGaussian, type WeightSpec } from './component.ts';
 
 export interface TinyDitSizes {
   dim: number;
@@ -23,17 +24,17 @@ export const TINY_DIT: Omit<TinyDitSizes, 'captionDim'> = { dim: 32, heads: 2, l
  *  init upstream, but a zero gate would hide a wrong cross-attention from the agreement test). */
 export function tinyDitTensors(s: TinyDitSizes, seed = 5, prefix = 'model.dit.model.', dtype: 'F32' | 'F16' | 'BF16' = 'F32'): TensorToWrite[] {
   const rng = new GaussianRng(seed, 11);
-  const out: TensorToWrite[] = [];
-  const put = (key: string, shape: number[], kind: 'matrix' | 'norm' | 'bias' | 'gate') => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
-    const fanIn = shape[shape.length - 1] ?? 1;
-    for (let i = 0; i < n; i++) {
-      const z = rng.nextGaussian();
-      v[i] = kind === 'matrix' ? z / Math.sqrt(fanIn) : kind === 'norm' ? 1 + 0.1 * z : kind === 'bias' ? 0.05 * z : 0.8 * z;
-    }
-    out.push({ key: prefix + key, dtype, shape, data: fromFloat32(dtype, v) });
-  };
+  return ditWeightSpecs(s, prefix).map((w) => {
+    const v = new Float32Array(w.shape.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < v.length; i++) v[i] = scaleGaussian(w, rng.nextGaussian());
+    return { key: w.key, dtype, shape: w.shape, data: fromFloat32(dtype, v) };
+  });
+}
+
+/** Every DiT tensor, in draw order. */
+export function ditWeightSpecs(s: TinyDitSizes, prefix = 'model.dit.model.'): WeightSpec[] {
+  const out: WeightSpec[] = [];
+  const put = (key: string, shape: number[], kind: WeightSpec['kind']) => out.push({ key: prefix + key, shape, kind, fanIn: shape[shape.length - 1] ?? 1 });
   const temb = Math.min(s.dim, 1024);
   const D = s.dim;
   put('caption_projection.linear_1.weight', [D, s.captionDim], 'matrix');

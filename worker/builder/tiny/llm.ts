@@ -4,7 +4,7 @@
 // Storage is bf16, like the released checkpoint.
 import { GaussianRng } from '../../pipeline/rng.ts';
 import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
-import type { TinyComponent, TinyTextSizes } from './component.ts';
+import { scaleGaussian, type TinyComponent, type TinyTextSizes, type WeightSpec } from './component.ts';
 
 export const TINY_TEXT = {
   hidden_size: 64,
@@ -19,30 +19,15 @@ export const TINY_TEXT = {
   n_query: 64,
 } as const satisfies TinyTextSizes;
 
-export function tinyTextTensors(seed = 3): TensorToWrite[] {
-  const t = TINY_TEXT;
+/** Every tensor of the Qwen2.5-VL text model + latent_queries, in the order the tiny maker draws them.
+ *  `lmHead: false` leaves out lm_head.weight (a tied checkpoint that did not store it). */
+export function textWeightSpecs(t: TinyTextSizes, opts: { lmHead?: boolean } = {}): WeightSpec[] {
   const H = t.hidden_size;
   const I = t.intermediate_size;
   const hd = H / t.num_attention_heads;
   const KV = t.num_key_value_heads * hd;
-  const rng = new GaussianRng(seed, 31);
-  const out: TensorToWrite[] = [];
-  const put = (key: string, shape: number[], kind: 'matrix' | 'norm' | 'bias' | 'unit') => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
-    if (shape[0] === t.vocab_size) {
-      // The two vocab-sized tables (~10M values each): uniform with the same variance, 5× cheaper than Gaussians.
-      fillUniform(v, rng.nextUint32(), kind === 'matrix' ? 1 / Math.sqrt(shape[1]!) : 1);
-      out.push({ key, dtype: 'BF16', shape, data: fromFloat32('BF16', v) });
-      return;
-    }
-    const fanIn = shape[shape.length - 1]!;
-    for (let i = 0; i < n; i++) {
-      const z = rng.nextGaussian();
-      v[i] = kind === 'matrix' ? z / Math.sqrt(fanIn) : kind === 'norm' ? 1 + 0.1 * z : kind === 'bias' ? 0.05 * z : z;
-    }
-    out.push({ key, dtype: 'BF16', shape, data: fromFloat32('BF16', v) });
-  };
+  const out: WeightSpec[] = [];
+  const put = (key: string, shape: number[], kind: WeightSpec['kind']) => out.push({ key, shape, kind, fanIn: shape[shape.length - 1]! });
   put('model.embed_tokens.weight', [t.vocab_size, H], 'unit');
   for (let l = 0; l < t.num_hidden_layers; l++) {
     const p = `model.layers.${l}.`;
@@ -60,9 +45,23 @@ export function tinyTextTensors(seed = 3): TensorToWrite[] {
     put(`${p}mlp.down_proj.weight`, [H, I], 'matrix');
   }
   put('model.norm.weight', [H], 'norm');
-  put('lm_head.weight', [t.vocab_size, H], 'matrix');
+  if (opts.lmHead !== false) put('lm_head.weight', [t.vocab_size, H], 'matrix');
   put('model.latent_queries', [1, t.n_query, H], 'unit');
   return out;
+}
+
+export function tinyTextTensors(seed = 3): TensorToWrite[] {
+  const t = TINY_TEXT;
+  const rng = new GaussianRng(seed, 31);
+  return textWeightSpecs(t).map((s) => {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    if (s.shape[0] === t.vocab_size) {
+      // The two vocab-sized tables (~10M values each): uniform with the same variance, 5× cheaper than Gaussians.
+      fillUniform(v, rng.nextUint32(), s.kind === 'matrix' ? 1 / Math.sqrt(s.shape[1]!) : 1);
+    } else for (let i = 0; i < n; i++) v[i] = scaleGaussian(s, rng.nextGaussian());
+    return { key: s.key, dtype: 'BF16', shape: s.shape, data: fromFloat32('BF16', v) };
+  });
 }
 
 /** Uniform on [-√3·std, √3·std) (variance std²), from a SplitMix32 stream seeded with `seed`. */
@@ -81,7 +80,11 @@ function fillUniform(v: Float32Array, seed: number, std: number): void {
 
 /** config.json: the Qwen2.5-VL text fields (transformers 4.51 layout: text fields at the root) + BLIP3-o fields. */
 export function tinyRootConfig(): Record<string, unknown> {
-  const t = TINY_TEXT;
+  return qwenRootConfig(TINY_TEXT, false);
+}
+
+/** config.json of a BLIP3-o snapshot with these text sizes (spec §1.2; vision_config is added by the vision part). */
+export function qwenRootConfig(t: TinyTextSizes, tieWordEmbeddings: boolean): Record<string, unknown> {
   return {
     architectures: ['blip3oQwenForCausalLM'],
     model_type: 'blip3o_qwen',
@@ -108,7 +111,7 @@ export function tinyRootConfig(): Record<string, unknown> {
     rope_theta: t.rope_theta,
     sliding_window: 32768,
     use_sliding_window: false,
-    tie_word_embeddings: false,
+    tie_word_embeddings: tieWordEmbeddings,
     torch_dtype: 'bfloat16',
     transformers_version: '4.51.3',
     use_cache: true,
@@ -131,22 +134,24 @@ export function tinyRootConfig(): Record<string, unknown> {
   };
 }
 
+/** The Qwen2.5-VL-Instruct generation_config (spec §2.5, GUESS there): effectively greedy with a 1.05 penalty. */
+export const GENERATION_CONFIG = {
+  bos_token_id: 151643,
+  pad_token_id: 151643,
+  do_sample: true,
+  eos_token_id: [151645, 151643],
+  repetition_penalty: 1.05,
+  temperature: 0.1,
+  top_k: 1,
+  top_p: 0.001,
+  transformers_version: '4.51.3',
+};
+
 export const llmComponent: TinyComponent = {
   name: 'llm',
   write(ctx) {
     Object.assign(ctx.config, tinyRootConfig());
     ctx.addRootTensors(tinyTextTensors());
-    // The Qwen2.5-VL-Instruct generation_config (spec §2.5, GUESS there): effectively greedy with a 1.05 penalty.
-    ctx.writeJson('generation_config.json', {
-      bos_token_id: 151643,
-      pad_token_id: 151643,
-      do_sample: true,
-      eos_token_id: [151645, 151643],
-      repetition_penalty: 1.05,
-      temperature: 0.1,
-      top_k: 1,
-      top_p: 0.001,
-      transformers_version: '4.51.3',
-    });
+    ctx.writeJson('generation_config.json', GENERATION_CONFIG);
   },
 };

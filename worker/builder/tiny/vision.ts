@@ -5,6 +5,7 @@
 import { GaussianRng } from '../../pipeline/rng.ts';
 import type { VisionConfig } from '../architectures/qwen2_5_vl_vision.ts';
 import { fromFloat32, type TensorToWrite } from '../safetensors.ts';
+import { scaleGaussian, type WeightSpec } from './component.ts';
 
 /** vision_config for the tiny checkpoint; `out_hidden_size` must be the LLM hidden size. */
 export function tinyVisionConfig(outHiddenSize: number): VisionConfig {
@@ -24,19 +25,11 @@ export function tinyVisionConfig(outHiddenSize: number): VisionConfig {
   };
 }
 
-/** Random tensors: N(0, 1/fan_in) matrices, norm weights near 1, small biases. */
-export function tinyVisionTensors(cfg: VisionConfig, seed = 4, dtype: 'F32' | 'F16' | 'BF16' = 'BF16'): TensorToWrite[] {
-  const rng = new GaussianRng(seed, 21);
-  const out: TensorToWrite[] = [];
-  const put = (key: string, shape: number[], kind: 'matrix' | 'norm' | 'bias', fanIn = shape.slice(1).reduce((a, b) => a * b, 1)) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      const z = rng.nextGaussian();
-      v[i] = kind === 'matrix' ? z / Math.sqrt(fanIn) : kind === 'norm' ? 1 + 0.1 * z : 0.05 * z;
-    }
-    out.push({ key: `visual.${key}`, dtype, shape, data: fromFloat32(dtype, v) });
-  };
+/** Every `visual.*` tensor of a vision config, in draw order. */
+export function visionWeightSpecs(cfg: VisionConfig): WeightSpec[] {
+  const out: WeightSpec[] = [];
+  const put = (key: string, shape: number[], kind: WeightSpec['kind']) =>
+    out.push({ key: `visual.${key}`, shape, kind, fanIn: shape.slice(1).reduce((a, b) => a * b, 1) });
   const D = cfg.hidden_size;
   const I = cfg.intermediate_size;
   const wide = D * cfg.spatial_merge_size ** 2;
@@ -64,13 +57,28 @@ export function tinyVisionTensors(cfg: VisionConfig, seed = 4, dtype: 'F32' | 'F
   return out;
 }
 
+/** Random tensors: N(0, 1/fan_in) matrices, norm weights near 1, small biases. */
+export function tinyVisionTensors(cfg: VisionConfig, seed = 4, dtype: 'F32' | 'F16' | 'BF16' = 'BF16'): TensorToWrite[] {
+  const rng = new GaussianRng(seed, 21);
+  return visionWeightSpecs(cfg).map((s) => {
+    const v = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < v.length; i++) v[i] = scaleGaussian(s, rng.nextGaussian());
+    return { key: s.key, dtype, shape: s.shape, data: fromFloat32(dtype, v) };
+  });
+}
+
+/** config.json's vision_config section for a vision config. */
+export function visionConfigJson(cfg: VisionConfig): Record<string, unknown> {
+  return { ...cfg, model_type: 'qwen2_5_vl', spatial_patch_size: cfg.patch_size, tokens_per_second: 2 };
+}
+
 /** `visual.*` in the root shards and `vision_config` in config.json (out_hidden_size = the tiny LLM's hidden size). */
 export const visionComponent = {
   name: 'vision',
   // Typed structurally (the TinyContext members it uses) so this file does not import the table that imports it.
   write(ctx: { config: Record<string, unknown>; text: { hidden_size: number }; addRootTensors(t: TensorToWrite[]): void }) {
     const cfg = tinyVisionConfig(ctx.text.hidden_size);
-    ctx.config.vision_config = { ...cfg, model_type: 'qwen2_5_vl', spatial_patch_size: cfg.patch_size, tokens_per_second: 2 };
+    ctx.config.vision_config = visionConfigJson(cfg);
     ctx.addRootTensors(tinyVisionTensors(cfg));
   },
 };
