@@ -35,6 +35,13 @@ export type CommandInput =
   | { command: 'describe'; image: ImageRef }
   | { command: 'reroll'; jobId: string }
   | { command: 'cancel'; jobId: string }
+  /** Saved defaults (bots/core/settings.ts): yours, or this channel's (admins). */
+  | {
+      command: 'settings';
+      scope: 'user' | 'channel';
+      action: 'show' | 'set' | 'reset';
+      values?: { aspect?: string; steps?: number; guidance?: number; count?: number; negative?: string; private?: boolean };
+    }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }
   | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string };
 

@@ -53,6 +53,7 @@ import { queueCommand } from './commands/queue.ts';
 import { stripControlChars } from './plain-text.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
+import { SettingsStore, settingsCommand, withDefaults } from './settings.ts';
 import { askRequest, checkImage, describeRequest, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
 
 /** Step 2: throw UserError('rate_limited' | 'forbidden') to refuse. Resolves to nothing when admitted. */
@@ -98,6 +99,8 @@ export interface Core {
   readonly blobs: BlobStore;
   /** Limits (admission, slots) and fair scheduling (src/limits/gate.ts); the admin commands use it. */
   readonly gate: Gate;
+  /** Saved defaults per user and channel (/settings); adapters read `private` before showing anything. */
+  readonly settings: SettingsStore;
   /** The delivery consumers, filled by start() (bots/main.ts attaches delivery metrics to them). */
   readonly deliveryWorkers: readonly Worker[];
   /** Result cache and single flight (src/cache/results.ts); bots/main.ts counts its lookups. */
@@ -129,6 +132,7 @@ export function createCore(options: CoreOptions): Core {
   const queue = createJobsQueue(config, redis);
   const gate = createGate(redis, config, queue);
   const ledger = new DeliveryLedger(redis, config);
+  const settings = new SettingsStore(redis, config);
   const cache = new ResultCache(redis, config);
   const handOvers = new DeliveryQueues(config, redis);
   const servedKey = (jobId: string) => `${config.queue.prefix}:served:${jobId}`;
@@ -160,7 +164,7 @@ export function createCore(options: CoreOptions): Core {
     const input = inv.input;
     switch (input.command) {
       case 'imagine':
-        return { request: imagineRequest(config, base, input) };
+        return { request: imagineRequest(config, base, withDefaults(input, await settings.effective(inv.destination))) }; // the request's options win
       case 'ask': {
         const bytes = await imageBytes(input.image, inv.destination);
         await checkImage(config, bytes);
@@ -340,6 +344,7 @@ export function createCore(options: CoreOptions): Core {
     redis,
     blobs,
     gate,
+    settings,
     deliveryWorkers,
     cache,
     releaseFollowers,
@@ -356,6 +361,8 @@ export function createCore(options: CoreOptions): Core {
             return await submit(inv);
           case 'cancel':
             return await cancel(inv, input.jobId);
+          case 'settings':
+            return await settingsCommand(inv, settings, config);
           case 'limits':
           case 'queue': {
             const handler = options.commands?.[input.command] ?? { limits: limitsCommand, queue: queueCommand }[input.command];

@@ -16,6 +16,7 @@ export const COMMAND = {
   askAboutImage: 'Ask about this image',
   describe: 'describe',
   describeImage: 'Describe this image',
+  settings: 'settings',
   admin: 'blip3o-admin',
 } as const;
 
@@ -64,6 +65,22 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
       options: [{ type: ApplicationCommandOptionType.Attachment, name: 'image', description: 'A PNG, JPEG, WebP or GIF', required: true }],
     },
     { name: COMMAND.describeImage, type: ApplicationCommandType.Message, contexts },
+    {
+      name: COMMAND.settings,
+      type: ApplicationCommandType.ChatInput,
+      description: 'Your saved defaults for /imagine (or, for admins, this channel’s); no options = show them',
+      contexts,
+      options: [
+        { type: ApplicationCommandOptionType.String, name: 'for', description: 'Whose defaults (default: yours)', choices: [{ name: 'me', value: 'user' }, { name: 'this channel (admins)', value: 'channel' }] },
+        { type: ApplicationCommandOptionType.String, name: 'aspect', description: 'Default aspect ratio', choices: AspectRatio.options.map((a) => ({ name: a, value: a })) },
+        { type: ApplicationCommandOptionType.Integer, name: 'steps', description: 'Default diffusion steps', min_value: 1, max_value: g.maxDitSteps },
+        { type: ApplicationCommandOptionType.Number, name: 'guidance', description: 'Default guidance', min_value: 0, max_value: g.maxGuidance },
+        { type: ApplicationCommandOptionType.Integer, name: 'images', description: 'Default number of images', min_value: 1, max_value: g.maxImagesPerRequest },
+        { type: ApplicationCommandOptionType.String, name: 'negative', description: 'Default negative prompt', max_length: g.maxNegativeChars },
+        { type: ApplicationCommandOptionType.Boolean, name: 'private', description: 'Results only you (or, for a channel, each requester) can see' },
+        { type: ApplicationCommandOptionType.Boolean, name: 'reset', description: 'Clear the saved defaults' },
+      ],
+    },
     {
       name: COMMAND.admin,
       type: ApplicationCommandType.ChatInput,

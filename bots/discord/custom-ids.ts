@@ -1,5 +1,6 @@
 // Button and modal custom_ids: "b3:<action>:<arg>". Discord caps custom_id at 100 characters, and a press may
 // reach any bot process, so everything needed to act on it travels in the id (job ids are short: jobIdFor()).
+import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent } from 'discord.js';
 import { UserError } from '../../src/errors.ts';
 
 /** 'imagine': "Imagine this" under a /describe answer (the index says which of its prompts). */
@@ -37,3 +38,27 @@ export function parseAskModalId(customId: string): { channelId: string; messageI
 
 /** The text input of the ask modal. */
 export const QUESTION_INPUT_ID = 'question';
+
+/** The components under a /settings answer: turn private results on or off, or clear the saved defaults. */
+export type SettingsButton = { scope: 'user' | 'channel'; action: 'private-on' | 'private-off' | 'reset' };
+
+export function settingsButtonId(b: SettingsButton): string {
+  return `${PREFIX}s:${b.scope}:${b.action}`;
+}
+
+export function parseSettingsButton(customId: string): SettingsButton | undefined {
+  const [prefix, scope, action] = customId.split(':');
+  if (prefix !== `${PREFIX}s` || (scope !== 'user' && scope !== 'channel')) return undefined;
+  if (action !== 'private-on' && action !== 'private-off' && action !== 'reset') return undefined;
+  return { scope, action };
+}
+
+export function settingsRow(scope: 'user' | 'channel', privateOn: boolean): APIActionRowComponent<APIButtonComponent> {
+  return {
+    type: ComponentType.ActionRow,
+    components: [
+      { type: ComponentType.Button, style: ButtonStyle.Secondary, label: privateOn ? 'Make results public' : 'Make results private', custom_id: settingsButtonId({ scope, action: privateOn ? 'private-off' : 'private-on' }) },
+      { type: ComponentType.Button, style: ButtonStyle.Danger, label: 'Reset', custom_id: settingsButtonId({ scope, action: 'reset' }) },
+    ],
+  };
+}

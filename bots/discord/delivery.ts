@@ -112,6 +112,14 @@ export class DiscordDelivery implements PlatformPort {
         if (!isGone(e)) throw e;
       }
     }
+    if (d.private) {
+      // Private results never go to the channel: the requester's DM instead (enforce_nonce: posted once).
+      const dm = (await this.rest.post(Routes.userChannels(), { body: { recipient_id: d.userId } })) as { id: string };
+      const rendered = resultMessage(result, image, undefined, gallery);
+      const body = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
+      await this.rest.post(Routes.channelMessages(dm.id), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+      return;
+    }
     if (await this.alreadyPosted(d, result.jobId)) return;
     const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery);
     const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };

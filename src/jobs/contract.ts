@@ -37,6 +37,8 @@ export const DiscordDestination = z.strictObject({
   replyToMessageId: id.optional(),
   /** A status message the bot posted and keeps editing (mention-replies, expired tokens). */
   statusMessageId: id.optional(),
+  /** Results only the requester may see (/settings private): ephemeral, or a DM once the token expired; never the channel. */
+  private: z.boolean().optional(),
 });
 
 export const SlackDestination = z.strictObject({
@@ -50,6 +52,8 @@ export const SlackDestination = z.strictObject({
   statusMessageTs: z.string().min(1).max(50).optional(),
   /** For ephemeral errors to the invoking user. */
   responseUrl: z.url().optional(),
+  /** Results only the requester may see (/settings private): the job lives in the bot's DM with them. */
+  private: z.boolean().optional(),
 });
 
 export const CliDestination = z.strictObject({

@@ -140,3 +140,64 @@ describe('Discord: /describe', () => {
     expect(answer.content).toContain('24×24');
   }, 60_000);
 });
+
+describe('Discord: /settings and private results', () => {
+  const here = () => ({ platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: h.fake.alice.id, applicationId: h.fake.appId });
+  const settings = (options: Record<string, unknown>[]) => h.fake.slashCommand({ name: 'settings', options });
+  const ephemeralAnswer = (i: FakeInteraction) =>
+    h.fake.waitFor(() => {
+      const m = h.fake.original(i);
+      return m && !(m.flags & 128) && m.content ? m : undefined; // 128: still "thinking…"
+    }, 15_000, 'the settings answer');
+
+  it('saved defaults are applied to /imagine and the request’s own options win', async () => {
+    const saved = settings([{ name: 'aspect', type: 3, value: '16:9' }, { name: 'steps', type: 4, value: 7 }, { name: 'negative', type: 3, value: 'watermark' }]);
+    const answer = await ephemeralAnswer(saved);
+    expect(answer.flags & 64).toBe(64); // only the user sees their settings
+    expect(answer.content).toContain('aspect 16:9 · 7 steps · no: watermark');
+    expect(buttons(answer).map((b) => b.label)).toEqual(['Make results private', 'Reset']);
+
+    const withDefaults = imagine('a harbour with saved defaults');
+    const a = await waitForImages(withDefaults, 1);
+    const jobA = await h.core.queue.getJob(parseButtonId(buttons(a)[0]!.custom_id)!.jobId);
+    expect(jobA?.data.kind === 'imagine' && jobA.data.options).toMatchObject({ aspect: '16:9', ditSteps: 7, negative: 'watermark' });
+
+    const overridden = imagine('a harbour with my own options', [{ name: 'aspect', type: 3, value: '1:1' }, { name: 'negative', type: 3, value: 'boats' }]);
+    const b = await waitForImages(overridden, 1);
+    const jobB = await h.core.queue.getJob(parseButtonId(buttons(b)[0]!.custom_id)!.jobId);
+    expect(jobB?.data.kind === 'imagine' && jobB.data.options).toMatchObject({ aspect: '1:1', ditSteps: 7, negative: 'boats' });
+
+    // The Reset button under the answer clears them.
+    const reset = h.fake.pressButton(answer, buttons(answer).find((x) => x.label === 'Reset')!.custom_id);
+    expect((await ephemeralAnswer(reset)).content).toContain('cleared');
+    expect(await h.core.settings.get('user', here())).toEqual({});
+  }, 90_000);
+
+  it('a private channel (admin setting): the result is ephemeral and never posted publicly, even after the token expired', async () => {
+    const notAdmin = settings([{ name: 'for', type: 3, value: 'channel' }, { name: 'private', type: 5, value: true }]);
+    expect((await ephemeralAnswer(notAdmin)).content).toMatch(/Only admins/); // alice lacks Manage Server here
+    await h.core.settings.set('channel', here(), { private: true }); // what an admin's /settings for:channel private:true saves
+    try {
+      const i = imagine('a secret garden');
+      const final = await waitForImages(i, 1);
+      expect(i.callbacks[0]).toMatchObject({ type: 5, data: { flags: 64 } }); // deferred ephemerally
+      expect(final.flags & 64).toBe(64);
+
+      const late = imagine('a secret lighthouse');
+      await h.fake.waitFor(() => late.callbacks.length > 0, 10_000, 'the deferral');
+      h.fake.expireToken(late.token);
+      const dm = await h.fake.waitFor(
+        () => [...h.fake.messages.values()].find((m) => m.channelId !== h.fake.channelId && m.attachments.length > 0 && m.content.includes('a secret lighthouse')),
+        30_000,
+        'the DM',
+      );
+      expect(dm.channelId).not.toBe(h.fake.channelId);
+      // Nothing about either job ever reached the channel where others can see it.
+      const publicMessages = h.fake.channelMessages().filter((m) => !(m.flags & 64));
+      expect(publicMessages.some((m) => /secret garden|secret lighthouse/.test(m.content))).toBe(false);
+      expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.channelId}/messages$`)).some((r) => JSON.stringify(r.body).includes('secret'))).toBe(false);
+    } finally {
+      await h.core.settings.reset('channel', here());
+    }
+  }, 90_000);
+});
