@@ -217,7 +217,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const failure = classify(e);
       if (failure) {
         await after(request, await handOverFailure(request, failure));
-        log.info({ jobId: request.id, code: failure.code, err: failure.message }, 'job failed (not retried)');
+        // A user-facing message may quote the prompt or question: withheld in no-log mode (the code says what failed).
+        log.info({ jobId: request.id, code: failure.code, err: config.noLog && failure.userFacing ? '(withheld: noLog)' : failure.message }, 'job failed (not retried)');
         throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;

@@ -21,6 +21,8 @@ export type AspectRatio = z.infer<typeof AspectRatio>;
 
 export const ConfigSchema = z.strictObject({
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
+  /** No-log mode: user-facing error texts (which may quote a prompt or question) are left out of every log line. */
+  noLog: z.boolean(),
 
   queue: z.strictObject({
     prefix: z.string().min(1),

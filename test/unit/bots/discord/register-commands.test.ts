@@ -22,7 +22,7 @@ describe('registerCommands', () => {
     const secrets = { REDIS_URL: 'unused', DISCORD_TOKEN: fake.token };
     const guild = await registerCommands(config, secrets, fake.guildId);
     expect(guild).toEqual({ scope: { guildId: fake.guildId }, names: ['imagine', 'ask', 'Ask about this image', 'describe', 'Describe this image', 'settings', 'blip3o-admin'] });
-    expect(fake.commands.guild.get(fake.guildId)).toHaveLength(6);
+    expect(fake.commands.guild.get(fake.guildId)).toHaveLength(7);
     expect(fake.requestsTo('GET', /\/applications\/@me$/)).toHaveLength(1);
 
     const global = await registerCommands(config, { ...secrets, DISCORD_APPLICATION_ID: fake.appId });
