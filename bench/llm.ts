@@ -1,11 +1,16 @@
-// npm run bench -- llm [--layers 24] [--prefill 64] [--decode 16] [--threads 0] [--rounds 3]
+// npm run bench -- llm [--layers 24] [--prefill 64] [--decode 16] [--threads 0] [--rounds 3] [--quant int4|int8] [--fidelity 256]
 //
 // The Qwen2.5 text decoder graph at a Qwen2.5-0.5B-sized random config (hidden 896, 24 layers, 14/2 heads,
 // intermediate 4864, BLIP3-o vocab 151668, tied head), fp32 on onnxruntime CPU. Prints, measured side by side in
 // this run:
 //   prefill GFLOP/s ÷ onnxruntime's own MatMul GFLOP/s over the same GEMM shapes, each timed alone
 //   decode tokens/s ÷ the memory-bandwidth bound (measured copy bandwidth ÷ weight bytes read per token)
-// Random weights (bf16 safetensors → fp32 graph with external data) are cached under the OS temp dir.
+// With --quant int4 (or int8) it also builds the same decoder with MatMulNBits weights (fp32 activations, the
+// converter's block size and accuracy level) and prints, side by side in the same rounds:
+//   int4 decode tokens/s ÷ fp32 decode tokens/s
+//   int4 decode tokens/s ÷ the bandwidth bound from the int4 bytes read per token
+// and the logit fidelity of int4 and fp16 vs fp32 over --fidelity positions of one prefill (max abs, cosine, top-1).
+// Random weights (bf16 safetensors → graphs with external data) are cached under the OS temp dir.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +18,9 @@ import { parseArgs } from 'node:util';
 import { buildTextDecoder, TextConfig } from '../worker/builder/architectures/qwen2_5_vl_text.ts';
 import { Graph } from '../worker/builder/onnx/graph.ts';
 import { Checkpoint, fromFloat32, writeSafetensors, type TensorToWrite } from '../worker/builder/safetensors.ts';
+import { nbitsBytes, QUANT } from '../worker/builder/quant.ts';
 import { WeightStore } from '../worker/builder/weights.ts';
+import { compareLogits, describeFidelity, prefillLogits } from './_fidelity.ts';
 import { KvDecoder } from '../worker/pipeline/sampling.ts';
 import { openSession, type ModelSession } from '../worker/runtime/session.ts';
 
@@ -89,7 +96,9 @@ function copyBandwidth(): number {
 }
 
 export async function run(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { layers: { type: 'string', default: '24' }, prefill: { type: 'string', default: '64' }, decode: { type: 'string', default: '16' }, threads: { type: 'string', default: '0' }, rounds: { type: 'string', default: '3' } } });
+  const { values } = parseArgs({ args, options: { layers: { type: 'string', default: '24' }, prefill: { type: 'string', default: '64' }, decode: { type: 'string', default: '16' }, threads: { type: 'string', default: '0' }, rounds: { type: 'string', default: '3' }, quant: { type: 'string', default: 'none' }, fidelity: { type: 'string', default: '256' } } });
+  const quant = values.quant;
+  if (quant !== 'none' && quant !== 'int4' && quant !== 'int8') throw new Error('--quant must be none, int4 or int8');
   const rounds = Number(values.rounds);
   const layers = Number(values.layers);
   const S = Number(values.prefill);
@@ -104,7 +113,7 @@ export async function run(args: string[]): Promise<void> {
   const kv = (H / c.num_attention_heads) * c.num_key_value_heads;
   const dir = join(tmpdir(), `blip3o-bench-llm-${layers}`);
   const model = join(dir, 'decoder.onnx');
-  if (!existsSync(model)) {
+  if (!existsSync(join(dir, 'model.safetensors')) || !existsSync(model)) {
     console.log(`building a random ${layers}-layer Qwen2.5-0.5B-sized checkpoint and graph in ${dir} (cached for next runs)…`);
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
@@ -113,6 +122,19 @@ export async function run(args: string[]): Promise<void> {
     buildTextDecoder(new WeightStore(ckpt), c, { dtype: 'float32' }).save(model, { externalData: true });
     ckpt.close();
   }
+  /** The same weights as another graph variant (cached next to the fp32 one). */
+  const variant = (name: string, build: (store: WeightStore) => Graph): string => {
+    const path = join(dir, `decoder-${name}.onnx`);
+    if (!existsSync(path)) {
+      console.log(`building the ${name} decoder…`);
+      const ckpt = Checkpoint.open(dir);
+      build(new WeightStore(ckpt)).save(path, { externalData: true });
+      ckpt.close();
+    }
+    return path;
+  };
+  const q = quant === 'none' ? undefined : QUANT[quant];
+  const quantModel = q && variant(quant, (store) => buildTextDecoder(store, c, { dtype: 'float32', quant: q }));
   const opts = { executionProvider: 'cpu' as const, intraOpThreads: threads };
 
   // onnxruntime's own MatMul, timed alone at each GEMM shape of the prefill; the model's GEMMs would take
@@ -134,7 +156,11 @@ export async function run(args: string[]): Promise<void> {
     gemmFlops += g.count * 2 * g.m * g.k * g.n;
   }
   const session: ModelSession = await openSession(model, opts);
-  const dec = new KvDecoder(session, { numLayers: layers, numKvHeads: c.num_key_value_heads, headDim: H / c.num_attention_heads, hiddenSize: H, vocabSize: c.vocab_size });
+  const dims = { numLayers: layers, numKvHeads: c.num_key_value_heads, headDim: H / c.num_attention_heads, hiddenSize: H, vocabSize: c.vocab_size };
+  const dec = new KvDecoder(session, dims);
+  const quantSession = quantModel ? await openSession(quantModel, opts) : undefined;
+  const quantDec = quantSession && new KvDecoder(quantSession, dims);
+  let quantStepSeconds = Infinity;
   const embeds = fill(S * H, 5, 0.02);
   const step = fill(H, 6, 0.02);
 
@@ -157,10 +183,15 @@ export async function run(args: string[]): Promise<void> {
     const t1 = performance.now();
     for (let i = 0; i < T; i++) await dec.step(step);
     stepSeconds = Math.min(stepSeconds, (performance.now() - t1) / 1000 / T);
+    if (quantDec) {
+      await quantDec.prefill(embeds);
+      const t2 = performance.now();
+      for (let i = 0; i < T; i++) await quantDec.step(step);
+      quantStepSeconds = Math.min(quantStepSeconds, (performance.now() - t2) / 1000 / T);
+    }
     bandwidth = Math.max(bandwidth, copyBandwidth());
   }
   for (const m of mms) await m.session.release();
-  await session.release();
   const mmGflops = gemmFlops / gemmSeconds / 1e9;
   // MACs: per layer q,k,v,o + SwiGLU per token, attention scores and values over S×S, tied lm_head per token
   const layerMacs = H * H + 2 * H * kv + H * H + 3 * H * I;
@@ -178,4 +209,30 @@ export async function run(args: string[]): Promise<void> {
   console.log(`  copy bandwidth (read + write):      ${(bandwidth / 1e9).toFixed(2)} GB/s; weights read per token ${(weightBytesPerToken / 1e9).toFixed(2)} GB`);
   console.log(`  decode:                             ${decodeTps.toFixed(2)} tokens/s; bandwidth bound ${boundTps.toFixed(2)} tokens/s`);
   console.log(`  decode / bandwidth bound:           ${(decodeTps / boundTps).toFixed(2)}`);
+  if (!q || !quantSession) return session.release();
+
+  // MatMulNBits bytes (packed values, fp32 scales, zero points) per Linear; norms and biases stay fp32
+  const nb = (N: number, K: number) => nbitsBytes(N, K, q, 4);
+  const quantLayer = 2 * nb(H, H) + 2 * nb(kv, H) + 2 * nb(I, H) + nb(H, I) + 4 * (2 * H + H + 2 * kv);
+  const quantBytesPerToken = layers * quantLayer + 4 * H + nb(c.vocab_size, H);
+  const quantTps = 1 / quantStepSeconds;
+  const quantBound = bandwidth / quantBytesPerToken;
+  console.log(`${quant} weights (MatMulNBits, ${q.bits} bits, blocks of ${q.blockSize}, accuracy level ${q.accuracyLevel}), same rounds:`);
+  console.log(`  weights read per token ${(quantBytesPerToken / 1e9).toFixed(3)} GB (fp32 ${(weightBytesPerToken / 1e9).toFixed(2)} GB)`);
+  console.log(`  decode:                             ${quantTps.toFixed(2)} tokens/s; bandwidth bound ${quantBound.toFixed(2)} tokens/s`);
+  console.log(`  ${quant} decode / fp32 decode:         ${(quantTps / decodeTps).toFixed(2)}`);
+  console.log(`  ${quant} decode / ${quant} bandwidth bound: ${(quantTps / quantBound).toFixed(2)}`);
+
+  const P = Number(values.fidelity);
+  if (P > 0) {
+    const x = fill(P * H, 21, 1);
+    const ref = await prefillLogits(session, x, dims);
+    console.log(`logit fidelity vs fp32 over ${P} prefill positions × ${c.vocab_size} logits:`);
+    console.log(`  ${quant}: ${describeFidelity(compareLogits(ref, await prefillLogits(quantSession, x, dims), c.vocab_size))}`);
+    await quantSession.release();
+    const fp16 = await openSession(variant('fp16', (store) => buildTextDecoder(store, c, { dtype: 'float16' })), opts);
+    console.log(`  fp16: ${describeFidelity(compareLogits(ref, await prefillLogits(fp16, x, dims), c.vocab_size))}`);
+    await fp16.release();
+  } else await quantSession.release();
+  await session.release();
 }

@@ -9,6 +9,8 @@ import { createMetrics } from '../src/observability/metrics.ts';
 import { loadConfig, loadSecrets } from '../src/config/load.ts';
 import { UserError } from '../src/errors.ts';
 import { createLogger } from '../src/log.ts';
+import { setRedisLogger } from '../src/redis.ts';
+import { handleUsage } from '../src/usage.ts';
 import type { Adapter, AdapterFactory } from './core/adapter.ts';
 import type { ImageRef } from './core/port.ts';
 import { createCore, type CoreOptions } from './core/submit.ts';
@@ -19,10 +21,18 @@ const ADAPTERS: Partial<Record<'discord' | 'slack', () => Promise<AdapterFactory
   slack: () => import('./slack/adapter.ts').then((m) => m.createSlackAdapter),
 };
 
+const USAGE = `usage: npm run bots [-- --help]
+
+Starts the Discord and Slack bots enabled in config (discord.enabled, slack.enabled) around one core. Tokens come
+from the environment: DISCORD_TOKEN + DISCORD_APPLICATION_ID, SLACK_BOT_TOKEN + SLACK_APP_TOKEN (socket mode) or
+SLACK_SIGNING_SECRET (http mode); REDIS_URL names the shared Redis. See config/.env.example.`;
+
 async function main(): Promise<void> {
+  handleUsage(process.argv.slice(2), USAGE);
   const config = loadConfig();
   const secrets = loadSecrets();
   const log = createLogger('bots', config.logLevel);
+  setRedisLogger(log);
 
   const adapters: Adapter[] = [];
   const skipped: string[] = [];

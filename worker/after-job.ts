@@ -1,4 +1,5 @@
-// What a worker does once a job's result is handed over (worker/processor.ts calls it): store a reproducible
+// What a worker does once a job's result is handed over (worker/processor.ts calls it): count its measured
+// GPU-seconds per channel, user and workspace (src/usage/usage.ts), store a reproducible
 // result in the result cache under this worker's model, then hand the result to every identical request that
 // joined the job while it was queued or running (single flight). Throwing here makes BullMQ retry the job, whose
 // re-run finds the result already handed over and calls this again: the cache put and the follower hand-over are
@@ -13,6 +14,7 @@ import { ResultCache } from '../src/cache/results.ts';
 import type { Config } from '../src/config/schema.ts';
 import type { JobRequest, JobResult } from '../src/jobs/contract.ts';
 import type { Logger } from '../src/log.ts';
+import { Usage } from '../src/usage/usage.ts';
 import { MANIFEST_FILE } from './builder/manifest.ts';
 
 /**
@@ -27,7 +29,7 @@ export function modelIdentity(onnxDir: string | undefined, pipelineModule: strin
 }
 
 export interface AfterJob {
-  (request: JobRequest, result: JobResult): Promise<void>;
+  (request: JobRequest, result: JobResult, ranMs: number): Promise<void>;
 }
 
 export interface AfterJobService {
@@ -41,6 +43,7 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
   const { config, redis, blobs, log, manifestHash } = deps;
   const cache = new ResultCache(redis, config);
   const queues = new DeliveryQueues(config, redis);
+  const usage = new Usage(redis, config);
   let timer: NodeJS.Timeout | undefined;
 
   async function store(digest: string, result: JobResult): Promise<void> {
@@ -55,7 +58,9 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
   }
 
   return {
-    async afterHandOver(request, result) {
+    async afterHandOver(request, result, ranMs) {
+      // GPU-seconds: counted once per job (a re-run counts nothing again), and the admission estimate released
+      await usage.settle(request, result, ranMs);
       const digest = await digestOf(blobs, request);
       if (!digest) return;
       await store(digest, result); // first, so a request arriving after the flight ends finds the entry

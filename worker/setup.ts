@@ -18,7 +18,7 @@ import { isAbsolute, resolve } from 'node:path';
 import type { Config, Secrets } from '../src/config/schema.ts';
 import { AppError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
-import { readManifest, staleReason } from './builder/manifest.ts';
+import { readManifest, staleReason, verifyGraphFiles } from './builder/manifest.ts';
 import { Graph } from './builder/onnx/graph.ts';
 import { fetchSnapshot, type FetchProgress } from './hub/fetch.ts';
 import { snapshotStatus } from './hub/snapshot.ts';
@@ -81,7 +81,17 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     }
 
     let converted = false;
-    const stale = staleReason(onnxDir, snapshotDir, m.dtype);
+    let stale = staleReason(onnxDir, snapshotDir, m.dtype);
+    if (stale === undefined) {
+      // sizes matched; now the hashes: a damaged graph is converted again rather than failing every start
+      const damaged = await verifyGraphFiles(onnxDir, readManifest(onnxDir)!);
+      if (damaged !== undefined) {
+        log.warn({ dir: onnxDir, why: damaged }, `converted graphs in ${onnxDir} are damaged (${damaged}): converting again`);
+        stale = damaged;
+      }
+    } else if (/damaged/.test(stale)) {
+      log.warn({ dir: onnxDir, why: stale }, `converted graphs in ${onnxDir} are damaged (${stale}): converting again`);
+    }
     if (stale !== undefined) {
       if (!m.convertOnStart) throw new AppError('model', `ONNX graphs in ${onnxDir} are not usable (${stale}); run \`npm run model -- convert\``);
       log.info({ from: snapshotDir, to: onnxDir, dtype: m.dtype, why: stale }, 'converting the model to ONNX');

@@ -46,10 +46,11 @@ import {
 } from '../../src/jobs/queue.ts';
 import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
-import { closeRedis, createRedis, isConnectionError, waitForReplicas, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis, isRedisConnectionError, waitForReplicas, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
 import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
+import { budgetCommand, usageCommand } from './commands/usage.ts';
 import { stripControlChars } from './plain-text.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
@@ -74,7 +75,7 @@ export interface CoreOptions {
   fetchImage?: FetchImage;
   admit?: Admission;
   jobOptions?: JobOptionsFor;
-  commands?: Partial<Record<'limits' | 'queue', CommandHandler>>;
+  commands?: Partial<Record<'limits' | 'queue' | 'budget' | 'usage', CommandHandler>>;
   /** Redis connection to use (shared); by default the core opens and closes its own from secrets.REDIS_URL. */
   redis?: Redis;
   log?: Logger;
@@ -202,6 +203,7 @@ export function createCore(options: CoreOptions): Core {
 
   async function served(request: JobRequest, text: string): Promise<Reply> {
     await redis.set(servedKey(request.id), JSON.stringify({ request, text } satisfies Served), 'EX', config.queue.keepCompletedSeconds);
+    await gate.usage.count('hits', request.destination).catch(() => undefined); // for the usage report
     log.info({ jobId: request.id, kind: request.kind, channel: request.destination.channelId, served: text === CACHED_TEXT ? 'cache' : 'joined' }, 'served without a job');
     return { kind: 'queued', jobId: request.id, position: 0, text };
   }
@@ -224,10 +226,10 @@ export function createCore(options: CoreOptions): Core {
     return reply;
   }
 
-  async function enqueue(inv: Invocation, request: JobRequest): Promise<number> {
+  async function enqueue(inv: Invocation, request: JobRequest, estimate: number): Promise<number> {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
     await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), jobId: request.id });
-    await gate.enqueued(request.id, inv.destination);
+    await gate.enqueued(request.id, inv.destination, estimate);
     // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
     if (acceptReplicas > 0 && (await waitForReplicas(redis, acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
@@ -264,7 +266,7 @@ export function createCore(options: CoreOptions): Core {
         }
       }
       if (options.admit) await options.admit(inv, request);
-      await gate.admit(id, inv.destination, request.kind === 'ask' ? 1 : (request.options.count ?? 1)); // N images count as N
+      const { estimate } = await gate.admit(id, inv.destination, request); // GPU-second budgets, then rate limits
       try {
         if (digest) {
           const claim = await cache.claim(digest, id, JSON.stringify(request));
@@ -274,7 +276,7 @@ export function createCore(options: CoreOptions): Core {
           }
         }
         enqueueing = true;
-        position = await enqueue(inv, request);
+        position = await enqueue(inv, request, estimate);
         if (digest) await cache.confirm(digest, id);
       } catch (e) {
         await gate.abandon(id);
@@ -364,15 +366,17 @@ export function createCore(options: CoreOptions): Core {
           case 'settings':
             return await settingsCommand(inv, settings, config);
           case 'limits':
-          case 'queue': {
-            const handler = options.commands?.[input.command] ?? { limits: limitsCommand, queue: queueCommand }[input.command];
+          case 'queue':
+          case 'budget':
+          case 'usage': {
+            const handler = options.commands?.[input.command] ?? { limits: limitsCommand, queue: queueCommand, budget: budgetCommand, usage: usageCommand }[input.command];
             if (!handler) throw new UserError('bad_request', `/${input.command} is not enabled on this bot.`);
             return await handler(inv, core);
           }
         }
       } catch (e) {
         if (isUserError(e)) return { kind: 'error', text: stripControlChars(e.message), private: true }; // may quote what was typed
-        if (isConnectionError(e)) {
+        if (isRedisConnectionError(e)) {
           log.warn({ err: (e as Error).message }, 'command refused: Redis connection lost');
           return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
         }

@@ -146,7 +146,10 @@ export class DiscordAdapter implements Adapter {
     client.on(Events.ShardDisconnect, (event) => this.log.warn({ code: event.code }, 'gateway disconnected'));
     client.rest.on('rateLimited', (info) => this.log.info({ route: info.route, retryAfterMs: info.retryAfter }, 'rate limited by Discord; waiting'));
     const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
-    await client.login(this.token);
+    await client.login(this.token).catch((e: unknown) => {
+      if ((e as { code?: unknown }).code !== 'TokenInvalid') throw e;
+      throw new AppError('config', 'Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token from the Developer Portal\'s Bot page (see config/.env.example), or set discord.enabled: false.', { cause: e });
+    });
     await ready;
     this.log.info({ user: client.user?.tag, messageContent: withContent }, 'discord ready');
   }
@@ -337,7 +340,9 @@ export class DiscordAdapter implements Adapter {
     const input = adminInput(interaction.options, channelKey(destination));
     await interaction.deferReply({ flags: MessageFlags.Ephemeral });
     const reply = await this.call({ input, destination, dedupeKey: interaction.id, isAdmin: true });
-    await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } });
+    const image = reply.kind === 'text' ? reply.image : undefined; // the usage chart: as private as the text (ephemeral)
+    const files = image ? [{ attachment: Buffer.from(image.png), name: image.name, description: image.altText }] : [];
+    await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] }, files });
   }
 
   /**
@@ -411,10 +416,10 @@ export class DiscordAdapter implements Adapter {
       // A private channel: the answer goes to the asker's DM, never to the channel.
       const dm = await message.author.createDM();
       const status = await dm.send({ content: '⏳ Looking at the image…', allowedMentions: { parse: [] } });
-      destination = { ...where, channelId: dm.id, statusMessageId: status.id, private: true };
+      destination = { ...where, channelId: dm.id, statusMessageId: status.id, private: true, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
     } else {
       const status = (await message.reply({ content: '⏳ Looking at the image…', allowedMentions: { parse: [], repliedUser: false } })) as Message;
-      destination = { ...where, replyToMessageId: message.id, statusMessageId: status.id };
+      destination = { ...where, replyToMessageId: message.id, statusMessageId: status.id, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
     }
     let reply: Reply;
     try {
@@ -452,6 +457,7 @@ export class DiscordAdapter implements Adapter {
       applicationId: interaction.applicationId,
       interactionToken: interaction.token,
       interactionAt: interaction.createdTimestamp,
+      ...(isAgeRestricted(interaction.channel) ? { nsfw: true } : {}),
     };
   }
 
@@ -521,4 +527,7 @@ function userText(e: unknown): string {
 /** The AdapterFactory bots/main.ts loads (bots/core/adapter.ts). */
 export const createDiscordAdapter = async (options: DiscordAdapterOptions): Promise<DiscordAdapter> => new DiscordAdapter(options);
 
-
+/** A guild channel marked age-restricted (Discord's nsfw flag): the relaxed check policy applies there (issue 16). */
+function isAgeRestricted(channel: unknown): boolean {
+  return typeof channel === 'object' && channel !== null && 'nsfw' in channel && (channel as { nsfw?: unknown }).nsfw === true;
+}

@@ -1,5 +1,6 @@
 // What users see: progress lines, the final message (PNG with alt text, settings, buttons), answers and errors,
 // as raw Discord API message bodies, so the same body works for PATCH @original and POST /channels/…/messages.
+import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
@@ -106,7 +107,8 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   if (image && gallery && result.images && gallery.length === result.images.length) return galleryMessage(result, result.images, gallery, prefix, allowed);
   if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
   const filename = `blip3o-${meta.options.seed}.png`;
-  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), servedNote(result)].filter(Boolean).join(' · ')}`;
+  const checked = checkLine(meta);
+  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), checked, servedNote(result)].filter(Boolean).join(' · ')}`;
   return {
     body: {
       content,

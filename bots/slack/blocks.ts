@@ -1,6 +1,7 @@
 // Block Kit for the one status message a job keeps updating (queue position → stage and step → done) and for
 // the result posted in its thread (image with Re-roll / Vary, or an answer). Every message also carries a plain
 // `text`, which Slack shows in notifications and screen readers read; tests read it too.
+import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
@@ -103,7 +104,7 @@ export function imageResultMessage(result: JobResult): SlackMessage {
   const o = image?.options;
   const seeds = result.images ? `seeds ${result.images.map((i) => i.options.seed).join(', ')}` : `seed ${o?.seed}`;
   const negative = o?.negative ? ` · no: ${escapeMrkdwn(clip(o.negative, 200))}` : '';
-  const settings = o ? [`${seeds} · ${o.aspect} · ${o.ditSteps} steps · guidance ${o.guidance}${negative}`, servedNote(result)].filter(Boolean).join(' · ') : '';
+  const settings = o ? [`${seeds} · ${o.aspect} · ${o.ditSteps} steps · guidance ${o.guidance}${negative}`, image ? checkLine(image) : '', servedNote(result)].filter(Boolean).join(' · ') : '';
   if (result.images) {
     return {
       text: `Here are ${result.images.length} pictures of “${clip(prompt, 200)}”`,

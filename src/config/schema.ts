@@ -19,6 +19,24 @@ export type LimitSpec = z.infer<typeof LimitSpec>;
 export const AspectRatio = z.enum(['1:1', '4:3', '3:4', '3:2', '2:3', '16:9', '9:16', '21:9', '9:21']);
 export type AspectRatio = z.infer<typeof AspectRatio>;
 
+/** A channel's changes to the deployment's check policy (config or admins at runtime); absent keys keep the default. */
+export const CheckPolicyOverride = z.strictObject({
+  altText: z.boolean().optional(),
+  match: z.boolean().optional(),
+  matchThreshold: z.number().min(0).max(1).optional(),
+  maxRerolls: z.number().int().min(0).max(10).optional(),
+  moderation: z.boolean().optional(),
+  /** Per moderation question id. */
+  thresholds: z.record(z.string(), z.number().min(0).max(1)).optional(),
+});
+export type CheckPolicyOverride = z.infer<typeof CheckPolicyOverride>;
+
+export const ModerationQuestion = z.strictObject({
+  id: z.string().regex(/^[a-z0-9_-]{1,32}$/, 'lowercase letters, digits, _ or -, at most 32'),
+  question: z.string().min(1).max(300),
+  threshold: z.number().min(0).max(1),
+});
+
 export const ConfigSchema = z.strictObject({
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
   /** No-log mode: user-facing error texts (which may quote a prompt or question) are left out of every log line. */
@@ -36,6 +54,7 @@ export const ConfigSchema = z.strictObject({
     keepFailedSeconds: positiveInt,
     deliveryAttempts: positiveInt,
     deliveryBackoffMs: positiveInt,
+    cliRedisWaitMs: positiveInt,
   }),
 
   redis: z.strictObject({
@@ -112,6 +131,19 @@ export const ConfigSchema = z.strictObject({
     topP: z.number().gt(0).lte(1),
     topK: nonNegativeInt,
     repetitionPenalty: z.number().positive(),
+  }),
+
+  checks: z.strictObject({
+    altText: z.boolean(),
+    captionMaxTokens: positiveInt.max(256),
+    match: z.strictObject({ enabled: z.boolean(), threshold: z.number().min(0).max(1), maxRerolls: z.number().int().min(0).max(10) }),
+    moderation: z.strictObject({
+      enabled: z.boolean(),
+      checkInputs: z.boolean(),
+      questions: z.array(ModerationQuestion).max(16).refine((qs) => new Set(qs.map((q) => q.id)).size === qs.length, 'question ids must be unique'),
+    }),
+    ageRestricted: CheckPolicyOverride,
+    channelOverrides: z.record(z.string(), CheckPolicyOverride),
   }),
 
   limits: z.strictObject({

@@ -7,7 +7,9 @@
 #        blip3o-standin/debian:bookworm  debootstrap --variant=minbase bookworm, trimmed, `docker import`ed
 #        blip3o-standin/node:20          + this machine's `node` and `npm`, and a `node` user (uid 1000) as in node:*-slim
 #        blip3o-standin/redis:7          + Debian's redis-server, running as the `redis` user with /data as in redis:*
-# Idempotent: every step is skipped when its result is already there. Needs root. Prints the variables the test reads.
+#   4. removes what an interrupted test run left behind (its compose projects and images are named blip3o-dockertest-*,
+#      blip3o-test-*).
+# Idempotent: every step is skipped when its result is already there. Needs root.
 set -euo pipefail
 
 log() { printf '[docker-setup] %s\n' "$*" >&2; }
@@ -105,5 +107,14 @@ DOCKERFILE
   DOCKER_BUILDKIT=0 docker build -q -t blip3o-standin/redis:7 "$ctx" >/dev/null
   rm -rf "$ctx"
 fi
+
+# ---- 4. leftovers of an interrupted run (a killed test process cannot clean up after itself) ----------------------
+for project in $(docker ps -a --filter label=com.docker.compose.project --format '{{.Label "com.docker.compose.project"}}' | { grep '^blip3o-dockertest-' || true; } | sort -u); do
+  log "removing the leftovers of an interrupted run: $project"
+  docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null
+  docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null
+  docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null
+done
+docker image ls --format '{{.Repository}}:{{.Tag}}' 'blip3o-test-*' | { grep -v ':dev$' || true; } | xargs -r docker image rm -f >/dev/null
 
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' 'blip3o-standin/*' >&2

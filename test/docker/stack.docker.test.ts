@@ -6,7 +6,8 @@
 // intervals. The worker downloads the tiny checkpoint from the fake hub into the shared model-cache volume, converts
 // it and serves jobs with the shipped pipeline. Then: every healthcheck healthy; /imagine → one PNG; a reply-with-
 // mention question → one answer; `docker compose restart redis` with jobs queued → none lost; `docker compose kill
-// worker` mid-job, `up` again → the image arrives exactly once; every container runs as non-root. Everything it made
+// worker` mid-job, `up` again → the image arrives exactly once; a restarted bot does not register its unchanged
+// commands again; every container runs as non-root; stop is a clean SIGTERM exit. Everything it made
 // (containers, network, volumes, the images it built) is removed at the end, also when a step fails.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -344,7 +345,11 @@ describe('docker compose stack (real images, CPU worker)', () => {
   it('docker compose restart redis with jobs queued → none lost', async () => {
     expect(started).toBe(true);
     // the worker is stopped, so the jobs wait in Redis while it restarts
+    const stop0 = Date.now();
     await compose(['stop', 'worker'], { timeoutMs: 120_000 });
+    timings.stopWorker = Date.now() - stop0;
+    // SIGTERM reached node through init (tini) and the worker shut down cleanly, well inside stop_grace_period (60 s)
+    expect((await ps()).find((e) => e.Service === 'worker')).toMatchObject({ State: 'exited', ExitCode: 0 });
     const queued = ['a lighthouse at dusk', 'a bowl of ramen', 'a paper boat'].map((p) => imagine(p));
     for (const i of queued) {
       await fake!.waitFor(() => fake!.original(i)?.content.includes('Queued') || undefined, 60_000, 'the Queued reply');
@@ -368,4 +373,25 @@ describe('docker compose stack (real images, CPU worker)', () => {
     await compose(['up', '--detach', '--no-build', 'worker'], { timeoutMs: 120_000 });
     await expectOnePng(i);
   }, 900_000);
+
+  it('docker compose restart discord: the bot comes back and does not register its unchanged commands again', async () => {
+    expect(started).toBe(true);
+    const commandsRoute = new RegExp(`/applications/${fake!.appId}/commands$`);
+    const gets = fake!.requestsTo('GET', commandsRoute).length;
+    await compose(['restart', 'discord'], { timeoutMs: 120_000 });
+    await until('the restarted bot compared its commands', 180_000, async () => (fake!.requestsTo('GET', commandsRoute).length > gets ? true : undefined));
+    await waitHealthy(['discord'], 180_000);
+    expect(fake!.requestsTo('PUT', commandsRoute)).toHaveLength(1);
+    // and it serves again
+    await expectOnePng(imagine('a kite over the sea'));
+  }, 500_000);
+
+  it('docker compose stop: the bot and Redis exit cleanly on SIGTERM', async () => {
+    expect(started).toBe(true);
+    const t0 = Date.now();
+    await compose(['stop', 'discord', 'worker', 'redis'], { timeoutMs: 180_000 });
+    timings.stopAll = Date.now() - t0;
+    const entries = await ps();
+    for (const service of ['discord', 'worker', 'redis']) expect(entries.find((e) => e.Service === service), service).toMatchObject({ State: 'exited', ExitCode: 0 });
+  }, 200_000);
 });

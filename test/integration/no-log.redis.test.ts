@@ -37,6 +37,9 @@ async function runAndCapture(noLog: boolean, prompt: string): Promise<string> {
     async understand(): Promise<never> {
       throw new Error('not used');
     },
+    async check() {
+      return { answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } };
+    },
   };
   const processor = createProcessor({ config: h.config, redis, blobs: createBlobStore(h.config, redis), host, log });
   const queue = createJobsQueue(h.config, redis);

@@ -41,6 +41,10 @@ beforeAll(() => {
       runs++;
       throw new Error('the model must not run');
     },
+    async check(): Promise<never> {
+      runs++;
+      throw new Error('the model must not run');
+    },
   };
   processor = createProcessor({ config: h.config, redis, blobs, host, log });
 });
@@ -96,5 +100,21 @@ describe('a job of an unknown kind', () => {
     const { error, result } = await process({ ...base('upscale'), prompt: 'a fox', options: imagine });
     expect(error).toMatchObject({ name: 'UnrecoverableError' });
     expect(result).toMatchObject({ status: 'failed', destination, error: { code: 'contract', userFacing: false } });
+  });
+});
+
+describe("a CLI client's delivery queue", () => {
+  it('expires (blobs.ttlSeconds) once a result is handed to it, so a killed CLI leaves nothing behind for good', async () => {
+    const { result } = await process({ ...base('imagine'), prompt: 'a fox', options: { ...imagine, ditSteps: 500 } });
+    expect(result?.status).toBe('failed');
+    const q = createDeliveryQueue(h.config, redis, deliveryQueueName(destination));
+    const keys = [q.keys.wait!, q.keys.meta!, q.keys.events!, q.toKey(result!.jobId)];
+    await q.close();
+    for (const key of keys) {
+      expect(await redis.exists(key), key).toBe(1);
+      const ttl = await redis.ttl(key);
+      expect(ttl, key).toBeGreaterThan(0);
+      expect(ttl, key).toBeLessThanOrEqual(h.config.blobs.ttlSeconds);
+    }
   });
 });

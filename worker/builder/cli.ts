@@ -13,18 +13,32 @@ type Command = { usage: string; run(args: string[]): Promise<void> };
 const COMMANDS: Record<string, Command> = {
   fetch: { usage: 'fetch <repo-id> [--revision r] [--dir d]   download a snapshot from the hub (resumable, verified)', run: (args) => import('../hub/cli.ts').then((m) => m.fetchCommand(args)) },
   convert: {
-    usage: 'convert <snapshot-dir> <out-dir> [--dtype fp32|fp16]   build the ONNX graphs + manifest.json',
+    usage: 'convert <snapshot-dir> <out-dir> [--dtype fp32|fp16] [--quant none|int4|int8]   build the ONNX graphs + manifest.json',
     async run(args) {
-      const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { dtype: { type: 'string', default: 'fp32' } } });
+      const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { dtype: { type: 'string', default: 'fp32' }, quant: { type: 'string', default: 'none' } } });
       const [snapshot, out] = positionals;
-      if (!snapshot || !out || (values.dtype !== 'fp32' && values.dtype !== 'fp16'))
-        throw new AppError('config', 'usage: npm run model -- convert <snapshot-dir> <out-dir> [--dtype fp32|fp16]');
+      const quant = values.quant;
+      if (!snapshot || !out || (values.dtype !== 'fp32' && values.dtype !== 'fp16') || (quant !== 'none' && quant !== 'int4' && quant !== 'int8'))
+        throw new AppError('config', 'usage: npm run model -- convert <snapshot-dir> <out-dir> [--dtype fp32|fp16] [--quant none|int4|int8]');
       const bar = new cliProgress.SingleBar({ format: 'convert [{bar}] {percentage}% {value}/{total} MiB  {file}', hideCursor: true }, cliProgress.Presets.shades_classic);
       let started = false;
+      // per written file: wall time and the peak resident memory seen while writing it
+      const stats: Record<string, { start: number; end: number; peakRss: number; bytes: number; base: number }> = {};
+      let lastDone = 0;
+      let lastT = performance.now();
+      const t0 = performance.now();
       const manifest = await convertSnapshot(resolve(snapshot), resolve(out), {
         dtype: values.dtype,
+        quant,
         onProgress(p) {
           if (p.phase === 'build') return console.log(`building ${p.file}…`);
+          const rss = process.memoryUsage.rss();
+          const s = (stats[p.file] ??= { start: lastT, end: 0, peakRss: 0, bytes: 0, base: lastDone });
+          s.end = performance.now();
+          s.peakRss = Math.max(s.peakRss, rss);
+          s.bytes = p.bytesDone - s.base;
+          lastDone = p.bytesDone;
+          lastT = s.end;
           const mib = (b: number) => Math.round(b / 2 ** 20);
           if (!started) bar.start(mib(p.bytesTotal), 0, { file: p.file });
           started = true;
@@ -32,9 +46,13 @@ const COMMANDS: Record<string, Command> = {
         },
       });
       if (started) bar.stop();
+      const gb = (b: number) => (b / 1e9).toFixed(2);
+      for (const [file, s] of Object.entries(stats))
+        console.log(`  ${file.padEnd(36)} ${gb(s.bytes).padStart(6)} GB  ${((s.end - s.start) / 1000).toFixed(0).padStart(4)} s  peak RSS ${gb(s.peakRss)} GB`);
+      console.log(`  total ${((performance.now() - t0) / 1000).toFixed(0)} s (including the build), peak RSS of this process ${gb(process.resourceUsage().maxRSS * 1024)} GB`);
       for (const line of describeSkipped(manifest.architecture, manifest.skipped)) console.log(line);
       const graphs = Object.values(manifest.components).flatMap((c) => Object.values(c.graphs));
-      console.log(`${manifest.architecture} → ${graphs.length} graphs (${manifest.dtype}) in ${resolve(out)}: ${graphs.map((g) => g.file).join(', ')}`);
+      console.log(`${manifest.architecture} → ${graphs.length} graphs (${manifest.dtype}${manifest.quant === 'none' ? '' : `, LLM ${manifest.quant}`}) in ${resolve(out)}: ${graphs.map((g) => g.file).join(', ')}`);
     },
   },
   'make-random': {
@@ -80,17 +98,35 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
+const usage = () => `usage: npm run model -- <subcommand> [--help]\n${Object.values(COMMANDS).map((c) => `  ${c.usage}`).join('\n')}`;
+const isHelp = (a: string) => a === '--help' || a === '-h';
+
 async function main(argv: string[]): Promise<void> {
   const [name, ...args] = argv;
-  const cmd = name ? COMMANDS[name] : undefined;
+  if (name === undefined || isHelp(name) || name === 'help') {
+    (name === undefined ? console.error : console.log)(usage());
+    process.exitCode = name === undefined ? 2 : 0;
+    return;
+  }
+  const cmd = COMMANDS[name];
   if (!cmd) {
-    console.error(`usage: npm run model -- <subcommand>\n${Object.values(COMMANDS).map((c) => `  ${c.usage}`).join('\n')}`);
+    console.error(`Unknown subcommand "${name}".\n${usage()}`);
     process.exitCode = 2;
+    return;
+  }
+  if (args.some(isHelp)) {
+    console.log(`usage: npm run model -- ${cmd.usage}`);
     return;
   }
   try {
     await cmd.run(args);
   } catch (e) {
+    // node:util parseArgs: an option the subcommand does not have, or one missing its value
+    if (typeof (e as { code?: unknown }).code === 'string' && (e as { code: string }).code.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`${(e as Error).message.split('\n')[0]}\nusage: npm run model -- ${cmd.usage}`);
+      process.exitCode = 2;
+      return;
+    }
     const err = asAppError(e);
     console.error(`error (${err.code}): ${err.message}`);
     process.exitCode = 1;

@@ -10,7 +10,8 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
 import { ARCHITECTURES, type Architecture, type BuildContext, type ComponentOutput, type OutputDType } from './architectures/index.ts';
-import { BUILDER_VERSION, MANIFEST_FILE, readManifest, sourceConfigHash, staleReason, type Manifest } from './manifest.ts';
+import { BUILDER_VERSION, digestFile, MANIFEST_FILE, readManifest, sourceConfigHash, staleReason, type Manifest } from './manifest.ts';
+import type { QuantName } from './quant.ts';
 import { Checkpoint, fromFloat32, writeSafetensors } from './safetensors.ts';
 import { WeightStore } from './weights.ts';
 
@@ -24,6 +25,8 @@ export interface ConvertProgress {
 export interface ConvertOptions {
   /** fp32 for CPU, fp16 for GPU (norm statistics, softmax and the VAE stay fp32). @defaultValue 'fp32' */
   dtype?: OutputDType;
+  /** int4/int8: the LLM's Linear weights (layers and lm_head) block-quantized for MatMulNBits. @defaultValue 'none' */
+  quant?: QuantName;
   onProgress?(p: ConvertProgress): void;
   /** The architecture table (tests convert partial snapshots with a smaller one). @defaultValue ARCHITECTURES */
   architectures?: Record<string, Architecture>;
@@ -33,6 +36,7 @@ const RootConfig = z.looseObject({ architectures: z.array(z.string()).min(1) });
 
 export async function convertSnapshot(snapshotDir: string, outDir: string, opts: ConvertOptions = {}): Promise<Manifest> {
   const dtype = opts.dtype ?? 'fp32';
+  const quant = opts.quant ?? 'none';
   const configPath = join(snapshotDir, 'config.json');
   if (!existsSync(configPath)) throw new AppError('model', `${snapshotDir} has no config.json: not a HF snapshot`, { context: { snapshotDir } });
   const config = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
@@ -54,6 +58,7 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
     snapshotDir,
     config,
     dtype,
+    quant,
     store,
     openStore(subdir, filePrefix, skip = []) {
       const ckpt = Checkpoint.open(join(snapshotDir, subdir), filePrefix);
@@ -92,6 +97,7 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
       builderVersion: BUILDER_VERSION,
       architecture: archName,
       dtype,
+      quant,
       sourceConfigHash: sourceConfigHash(snapshotDir),
       components: {},
       skipped,
@@ -116,6 +122,7 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
           bytes: saved.bytes,
           inputs: g.graph.inputs.map((i) => i.name),
           outputs: g.graph.outputs.map((o) => o.name),
+          files: Object.fromEntries([g.file, ...(saved.external ? [`${g.file}.data`] : [])].map((f) => [f, digestFile(join(outDir, f))])),
         };
       }
       for (const t of out.tensors ?? []) {
@@ -150,7 +157,7 @@ function copyTokenizerFiles(snapshotDir: string, dir: string): void {
 /** The worker's start-up: the current manifest of `outDir`, converting first when it is missing or stale
  *  (`onStale` hears why, e.g. to log it). */
 export async function ensureConverted(snapshotDir: string, outDir: string, opts: ConvertOptions & { onStale?(reason: string): void } = {}): Promise<Manifest> {
-  const reason = staleReason(outDir, snapshotDir, opts.dtype ?? 'fp32');
+  const reason = staleReason(outDir, snapshotDir, opts.dtype ?? 'fp32', opts.quant ?? 'none');
   if (reason === undefined) return readManifest(outDir)!;
   opts.onStale?.(reason);
   return convertSnapshot(snapshotDir, outDir, opts);

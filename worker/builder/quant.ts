@@ -21,6 +21,15 @@ export interface NBitsOptions {
   accuracyLevel: 0 | 1 | 2 | 3 | 4;
 }
 
+/** `--quant` values → MatMulNBits settings. Blocks of 32 (onnxruntime's own quantizer defaults to 128: 4× fewer
+ *  scales but a coarser fit); accuracy level 4 (int8 activations) because it is the fast CPU kernel. */
+export type QuantName = 'none' | 'int4' | 'int8';
+export const QUANT: Record<Exclude<QuantName, 'none'>, NBitsOptions> = {
+  int4: { bits: 4, blockSize: 32, accuracyLevel: 4 },
+  int8: { bits: 8, blockSize: 32, accuracyLevel: 4 },
+};
+export const quantOptions = (q: QuantName | undefined): NBitsOptions | undefined => (q && q !== 'none' ? QUANT[q] : undefined);
+
 export interface Quantized {
   packed: Uint8Array;
   scales: Float32Array;

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { AppError } from '../../src/errors.ts';
 import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { openSession, type ModelSession, type SessionOptions, type TensorInput } from '../runtime/session.ts';
-import { preprocessImage, preprocessSquare, visionFeeds, type ImageLimits, type PatchGeometry, type PreprocessedImage } from './image.ts';
+import { preprocessImage, preprocessSquare, visionFeeds, type Grid, type ImageLimits, type PatchGeometry, type PreprocessedImage } from './image.ts';
 import { ropeIndex } from './mrope.ts';
 import { generateTokens, KvDecoder, kvOutputNames, seededRandom } from './sampling.ts';
 import { loadTokenizer, TOKENS, type ChatMessage, type QwenTokenizer } from './tokenizer.ts';
@@ -36,10 +36,15 @@ export interface TextModel {
 
 export interface Understanding {
   understand(req: UnderstandRequest, ctx: RunContext): Promise<Answer>;
-  /** Vision tokens [tokens, H] of an image squash-resized to 448×448 (image variations, spec §3.7). */
-  encodeImage(image: Uint8Array): Promise<{ features: Float32Array; tokens: number }>;
+  /** Vision tokens [tokens, H] of an image squash-resized to 448×448 (image variations, spec §3.7, and the
+   *  self-checks of worker/pipeline/checks.ts), with its patch grid (for M-RoPE positions). */
+  encodeImage(image: Uint8Array): Promise<{ features: Float32Array; tokens: number; grid: Grid }>;
   /** Same as encodeImage, under the name of generate.ts's `ImageEncoder`. */
   encodeForGeneration(image: Uint8Array): Promise<{ features: Float32Array; tokens: number }>;
+  /** How many times the vision graph has run (the checks count their encodings with it). */
+  readonly visionRuns: number;
+  /** The vision geometry (merge size for M-RoPE). */
+  readonly mergeSize: number;
   close(): Promise<void>;
 }
 
@@ -181,8 +186,10 @@ export async function loadUnderstanding(
   const llm = options.text ?? (await openTextModel(modelDir, manifest, loadTokenizer(findTokenizer(modelDir, options.tokenizerDir)), runtime));
   if (llm.hiddenSize !== outHidden) throw new AppError('model', `vision tokens are ${outHidden} wide but the LLM hidden size is ${llm.hiddenSize}`);
 
+  let visionRuns = 0;
   async function encode(image: PreprocessedImage): Promise<{ features: Float32Array; tokens: number }> {
     const feeds = visionFeeds(image, geometry, windowSize, headDim);
+    visionRuns++;
     const out = await visionSession.run(feeds as unknown as Record<string, TensorInput>, ['image_embeds']);
     const features = out.image_embeds?.data;
     if (!(features instanceof Float32Array)) throw new AppError('model', 'the vision graph has no float image_embeds output');
@@ -190,7 +197,8 @@ export async function loadUnderstanding(
   }
 
   async function encodeImage(bytes: Uint8Array) {
-    return encode(await preprocessSquare(bytes, GENERATION_IMAGE_SIDE, limits, geometry));
+    const image = await preprocessSquare(bytes, GENERATION_IMAGE_SIDE, limits, geometry);
+    return { ...(await encode(image)), grid: image.grid };
   }
 
   async function understand(req: UnderstandRequest, ctx: RunContext): Promise<Answer> {
@@ -234,6 +242,10 @@ export async function loadUnderstanding(
     understand,
     encodeImage,
     encodeForGeneration: encodeImage,
+    get visionRuns() {
+      return visionRuns;
+    },
+    mergeSize: geometry.mergeSize,
     async close() {
       await visionSession.release();
       if (ownText) await llm.close();

@@ -205,6 +205,8 @@ describe('images', () => {
       // the entrypoints import tsx's loader by path (it lives outside node_modules); same file in the locked version here
       for (const m of text.matchAll(/^ENV TSX_LOADER=\/opt\/tsx\/(\S+)$/gm)) expect(existsSync(join(repoRoot, m[1]!)), m[1]).toBe(true);
       expect(text).toMatch(/^ENV TSX_LOADER=/m);
+      // BuildKit would pull a frontend image for a syntax directive: offline and air-gapped builds fail
+      expect(text).not.toMatch(/^#\s*syntax=/m);
       // every stage that runs the app drops root
       const finals = text.split(/^FROM /m).filter((s) => /ENTRYPOINT/.test(s));
       expect(finals.length).toBeGreaterThan(0);
@@ -220,6 +222,10 @@ describe('images', () => {
     expect(text).toMatch(/^ARG CUDA_IMAGE=nvidia\/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+$/m);
     expect(text).toMatch(/ONNXRUNTIME_NODE_INSTALL=cuda12/);
     expect(text).toMatch(/^FROM \$\{CUDA_IMAGE\} AS gpu$/m);
+    // the classic builder builds every stage before --target: the CPU stages come before anything CUDA
+    const stages = [...text.matchAll(/^FROM\s+\S+\s+AS\s+(\S+)/gm)].map((m) => m[1]!);
+    expect(stages.indexOf('cpu')).toBeLessThan(stages.indexOf('deps-gpu'));
+    expect(stages.slice(0, stages.indexOf('cpu'))).toEqual(['deps-cpu']);
     // the gpu stage is last, so a plain `docker build` makes the GPU image
     expect(text.trimEnd().split(/^FROM /m).at(-1)).toMatch(/^\$\{CUDA_IMAGE\} AS gpu/);
   });

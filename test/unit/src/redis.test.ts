@@ -1,7 +1,7 @@
 // REDIS_URL forms: one server, or Redis Sentinel (src/redis.ts).
 import { describe, expect, it } from 'vitest';
 import { loadSecrets } from '../../../src/config/load.ts';
-import { isConnectionError, parseRedisUrl, redactRedisUrl } from '../../../src/redis.ts';
+import { isRedisConnectionError, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
 
 describe('parseRedisUrl', () => {
   it('passes redis:// and rediss:// through unchanged', () => {
@@ -27,6 +27,8 @@ describe('parseRedisUrl', () => {
     expect(() => parseRedisUrl('redis+sentinel://a:26379')).toThrow(/not a Redis address/); // no master name
     expect(() => parseRedisUrl('redis+sentinel://a:99999/m')).toThrow('REDIS_URL: "a:99999" is not a sentinel address (host:port).');
     expect(redactRedisUrl('redis://default:pw@h:1')).toBe('redis://default:***@h:1');
+    expect(redisAddress('redis+sentinel://u:pw@s1:26379,s2:26380/m')).toBe('sentinels s1:26379,s2:26380 (master m)');
+    expect(redisAddress('redis://:pw@cache:6380/1')).toBe('cache:6380');
   });
 
   it('is checked when secrets load, so a bad REDIS_URL stops start-up with that message', () => {
@@ -35,12 +37,12 @@ describe('parseRedisUrl', () => {
   });
 });
 
-describe('isConnectionError', () => {
+describe('isRedisConnectionError', () => {
   it('tells a dropped connection from a bug', () => {
-    expect(isConnectionError(new Error('Connection is closed.'))).toBe(true);
-    expect(isConnectionError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' }))).toBe(true);
-    expect(isConnectionError(Object.assign(new Error('x'), { name: 'MaxRetriesPerRequestError' }))).toBe(true);
-    expect(isConnectionError(new TypeError('Cannot read properties of undefined'))).toBe(false);
-    expect(isConnectionError('Connection is closed.')).toBe(false);
+    expect(isRedisConnectionError(new Error('Connection is closed.'))).toBe(true);
+    expect(isRedisConnectionError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' }))).toBe(true);
+    expect(isRedisConnectionError(Object.assign(new Error('x'), { name: 'MaxRetriesPerRequestError' }))).toBe(true);
+    expect(isRedisConnectionError(new TypeError('Cannot read properties of undefined'))).toBe(false);
+    expect(isRedisConnectionError('Connection is closed.')).toBe(false);
   });
 });

@@ -2,6 +2,7 @@
 // folder scanning). A BLIP3-o snapshot is several models in one folder: the Qwen2.5-VL text decoder (this helper),
 // the vision tower, the DiT (root shards) and the diffusion decoder's UNet and VAE (diffusion-decoder/ subfolders).
 import type { Graph } from '../onnx/graph.ts';
+import { quantOptions, type QuantName } from '../quant.ts';
 import type { WeightStore } from '../weights.ts';
 import { buildTextDecoder, buildTokenEmbedding, headDim, readLatentQueries, TextConfig } from './qwen2_5_vl_text.ts';
 import { qwen2_5_vl_vision } from './qwen2_5_vl_vision.ts';
@@ -17,6 +18,8 @@ export interface BuildContext {
   /** The root config.json, as parsed JSON (each component validates its own part with zod). */
   config: Record<string, unknown>;
   dtype: OutputDType;
+  /** Block quantization of the LLM's Linear weights (MatMulNBits); 'none' keeps them in `dtype`. */
+  quant: QuantName;
   /** Weights of the root shards, shared by every root component (the unused-key check spans them all). */
   store: WeightStore;
   /** Weights of a sub-model folder (e.g. 'diffusion-decoder/unet', 'diffusion_pytorch_model.bf16'); keys under
@@ -65,7 +68,7 @@ export const qwen2_5_vl_text: ComponentBuilder = {
     return {
       graphs: [
         { file: 'text/embedding.onnx', graph: buildTokenEmbedding(ctx.store, c, { dtype }), dtype: ctx.dtype },
-        { file: 'text/decoder.onnx', graph: buildTextDecoder(ctx.store, c, { dtype }), dtype: ctx.dtype },
+        { file: 'text/decoder.onnx', graph: buildTextDecoder(ctx.store, c, { dtype, quant: quantOptions(ctx.quant) }), dtype: ctx.dtype },
       ],
       tensors: [{ file: 'text/latent_queries.safetensors', key: 'latent_queries', ...lq }],
       info: {
