@@ -21,7 +21,9 @@ beforeAll(async () => {
   models = await openGenerationModels(graphs, { executionProvider: 'cpu' });
   const run = models.unet.run.bind(models.unet);
   models.unet.run = async (inputs, outputs) => {
-    const enc = (inputs.encoder_hidden_states as { data: Float32Array }).data;
+    // a host array, or (since conditioning is uploaded once per decode) a DeviceTensor wrapping a CPU ort.Tensor
+    const given = inputs.encoder_hidden_states as { data?: Float32Array; tensor?: { data: Float32Array } };
+    const enc = given.data ?? given.tensor!.data;
     negSeen.push(enc.slice(enc.length / 2));
     return run(inputs, outputs);
   };
