@@ -10,14 +10,17 @@ import { UnrecoverableError, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BlobStore } from '../src/blobs/store.ts';
 import type { Config } from '../src/config/schema.ts';
-import { AppError, asAppError, isUserError } from '../src/errors.ts';
+import { AppError, UserError, asAppError, isUserError } from '../src/errors.ts';
 import { isCancelRequested } from '../src/jobs/cancel.ts';
 import {
   CONTRACT_VERSION,
   ContractError,
+  DESCRIBE_PROMPTS,
   Destination,
+  MAX_DESCRIBED_PROMPT_CHARS,
   JobRequest,
   parseContract,
+  type ImageResult,
   type JobProgress,
   type JobResult,
 } from '../src/jobs/contract.ts';
@@ -30,6 +33,17 @@ import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
 import { generateReviewed, moderateInput, withheldError } from './review.ts';
 import type { ThreadHost } from './thread-host.ts';
+
+/** One prompt out of a model's answer: its first non-empty line, without numbering, quotes or a "Prompt:" label. */
+export function cleanDescribedPrompt(text: string): string {
+  const line = text.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
+  const bare = line
+    .replace(/^(\d+[.)]|[-*•])\s*/, '')
+    .replace(/^prompt\s*:\s*/i, '')
+    .replace(/^["“'`]+|["”'`]+$/g, '')
+    .trim();
+  return bare.length <= MAX_DESCRIBED_PROMPT_CHARS ? bare : `${bare.slice(0, MAX_DESCRIBED_PROMPT_CHARS - 1)}…`;
+}
 
 export interface ProcessorDeps {
   config: Readonly<Config>;
@@ -158,6 +172,21 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       log.info({ jobId: request.id, flagged }, 'input image withheld by the content checks');
       throw withheldError(flagged, true);
     };
+    if (request.kind === 'ask' && request.mode === 'describe') {
+      // /describe: the same question DESCRIBE_PROMPTS times, seeds s, s+1, …: one prompt each (sampling varies them).
+      const image = await moderated(request.imageKey);
+      const prompts: string[] = [];
+      let tokens = 0;
+      for (let i = 0; i < DESCRIBE_PROMPTS; i++) {
+        const answer = await host.understand({ image, question: request.question, history: [], options: { ...request.options, seed: (request.options.seed + i) % 2 ** 32 } }, runOptions);
+        tokens += answer.tokenIds.length;
+        const prompt = cleanDescribedPrompt(answer.text);
+        if (prompt) prompts.push(prompt);
+      }
+      if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+      if (prompts.length === 0) throw new UserError('bad_image', 'I could not describe that image; please try another one.');
+      return { result: { ...base, answer: { text: prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'), tokenCount: tokens, prompts }, timingsMs: timings, finishedAt: Date.now() } };
+    }
     if (request.kind === 'ask') {
       const image = await moderated(request.imageKey);
       const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
@@ -165,32 +194,36 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       return { result: { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() } };
     }
     const image = request.kind === 'vary' ? await moderated(request.imageKey) : undefined;
-    let reviewed;
+    // Several images: one after another with seeds s, s+1, …; each is exactly the image `count` 1 with its seed gives.
+    const { count = 1, ...single } = request.options;
+    const reviewedAll: Awaited<ReturnType<typeof generateReviewed>>[] = [];
     try {
-      reviewed = await generateReviewed(host, { prompt: request.prompt, options: request.options, ...(image ? { image } : {}) }, policy, runOptions);
+      for (let i = 0; i < count; i++)
+        reviewedAll.push(await generateReviewed(host, { prompt: request.prompt, options: { ...single, seed: single.seed + i }, ...(image ? { image } : {}) }, policy, runOptions));
     } catch (e) {
       // A withheld image never reaches the blob store; the log keeps only which questions flagged it.
       if (isUserError(e) && e.code === 'withheld') log.info({ jobId: request.id, flagged: e.context.flagged }, 'generated image withheld by the content checks');
       throw e;
     }
     if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
-    const { best, tries } = reviewed;
-    const caption = best.check?.caption || undefined;
-    const png = caption ? addPngText(best.image.png, { Description: caption }) : best.image.png;
-    const blobKey = await blobs.put(png, 'output');
-    const altText = caption ?? (request.prompt || 'A variation of your image');
-    const matchScore = best.check?.match;
-    if (matchScore !== undefined) log.info({ jobId: request.id, matchScore, tries, scores: reviewed.scores }, 'prompt match');
-    const result: JobResult = {
-      ...base,
-      image: {
+    const images: ImageResult[] = [];
+    let firstScores: (number | null)[] | undefined;
+    for (const [i, { best, tries, scores }] of reviewedAll.entries()) {
+      const caption = best.check?.caption || undefined;
+      const png = caption ? addPngText(best.image.png, { Description: caption }) : best.image.png;
+      const blobKey = await blobs.put(png, 'output');
+      const plainAlt = request.prompt || 'A variation of your image';
+      const altText = caption ?? (count > 1 ? `${plainAlt} (${i + 1} of ${count})` : plainAlt);
+      const matchScore = best.check?.match;
+      if (matchScore !== undefined) log.info({ jobId: request.id, image: i, matchScore, tries, scores }, 'prompt match');
+      if (i === 0 && matchScore !== undefined) firstScores = scores.map((x) => x ?? null);
+      images.push({
         blobKey, mime: 'image/png', width: best.image.width, height: best.image.height, altText, prompt: request.prompt, options: best.options,
         ...(caption ? { caption } : {}), ...(matchScore !== undefined ? { matchScore } : {}), ...(tries > 1 ? { tries } : {}),
-      },
-      timingsMs: timings,
-      finishedAt: Date.now(),
-    };
-    return { result, ...(matchScore !== undefined ? { matchScores: reviewed.scores.map((x) => x ?? null) } : {}) };
+      });
+    }
+    const result: JobResult = { ...base, image: images[0]!, ...(images.length > 1 ? { images } : {}), timingsMs: timings, finishedAt: Date.now() };
+    return { result, ...(firstScores ? { matchScores: firstScores } : {}) };
   }
 
   async function inputImage(key: string): Promise<Uint8Array> {
@@ -238,7 +271,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const failure = classify(e);
       if (failure) {
         await after(job, request, await handOverFailure(request, failure));
-        log.info({ jobId: request.id, code: failure.code, err: failure.message }, 'job failed (not retried)');
+        log.info({ jobId: request.id, code: failure.code, err: config.noLog && failure.userFacing ? '(withheld: noLog)' : failure.message }, 'job failed (not retried)'); // a user-facing text may quote the input
         throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;

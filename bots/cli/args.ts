@@ -16,6 +16,8 @@ imagine options:
   --steps N           diffusion steps (more = slower, finer)
   --decoder-steps N   decoder steps
   --guidance X        how closely to follow the prompt
+  --no "TEXT"         negative prompt: what to keep out of the image
+  --n N               several images, seeds N… (writes FILE-1.png … FILE-N.png)
   --out FILE, -o      where to write the PNG (default out.png)
   --help, -h          this text
 
@@ -55,6 +57,7 @@ export function parseCommand(argv: readonly string[], cwd: string): ParsedComman
       options: {
         seed: { type: 'string' }, aspect: { type: 'string' }, ar: { type: 'string' }, steps: { type: 'string' },
         'decoder-steps': { type: 'string' }, guidance: { type: 'string' }, out: { type: 'string', short: 'o' },
+        no: { type: 'string' }, n: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -79,6 +82,8 @@ export function parseCommand(argv: readonly string[], cwd: string): ParsedComman
         ditSteps: parseWholeNumber('steps', values.steps, 1, Number.MAX_SAFE_INTEGER),
         decoderSteps: parseWholeNumber('decoder-steps', values['decoder-steps'], 1, Number.MAX_SAFE_INTEGER),
         guidance: parseDecimal('guidance', values.guidance),
+        negative: values.no,
+        count: parseWholeNumber('n', values.n, 1, 8),
       },
       out: path(values.out ?? 'out.png'),
     };

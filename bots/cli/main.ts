@@ -72,7 +72,8 @@ async function main(): Promise<number> {
     const { result, path } = await port.waitFor(reply.jobId, out);
     if (result.status === 'succeeded') {
       if (result.answer) console.log(result.answer.text);
-      if (path) console.log(`wrote ${path} (${result.image?.width}×${result.image?.height}, seed ${result.image?.options.seed})`);
+      const images = result.images ?? (result.image ? [result.image] : []);
+      if (path) for (const [i, p] of (Array.isArray(path) ? path : [path]).entries()) console.log(`wrote ${p} (${images[i]?.width}×${images[i]?.height}, seed ${images[i]?.options.seed})`);
       return 0;
     }
     console.error(result.error?.userFacing ? result.error.message : `failed (ref ${result.jobId}): ${result.error?.message ?? 'unknown error'}`);

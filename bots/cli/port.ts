@@ -8,8 +8,8 @@ import type { PlatformPort } from '../core/port.ts';
 
 export interface CliOutcome {
   result: JobResult;
-  /** Where the PNG was written (imagine/vary). */
-  path?: string;
+  /** Where the PNG was written (imagine/vary); several images: one path each (`out-1.png`, `out-2.png`, …). */
+  path?: string | string[];
 }
 
 export class CliPort implements PlatformPort {
@@ -46,11 +46,15 @@ export class CliPort implements PlatformPort {
     }
   }
 
-  async deliver(result: JobResult, image: Uint8Array | undefined): Promise<void> {
+  async deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
     if (this.finished.has(result.jobId)) return;
     const waiter = this.waiting.get(result.jobId);
     const outcome: CliOutcome = { result };
-    if (image && waiter?.outPath) {
+    if (gallery && waiter?.outPath) {
+      const base = waiter.outPath.replace(/\.png$/i, '');
+      outcome.path = gallery.map((_, i) => `${base}-${i + 1}.png`);
+      await Promise.all(gallery.map((png, i) => writeFile(outcome.path![i]!, png)));
+    } else if (image && waiter?.outPath) {
       await writeFile(waiter.outPath, image);
       outcome.path = waiter.outPath;
     }

@@ -37,11 +37,17 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   }
   if (await deps.ledger.isDelivered(result.jobId)) return 'duplicate';
   let image: Uint8Array | undefined;
+  let gallery: Uint8Array[] | undefined;
   if (result.image) {
     image = await deps.blobs.get(result.image.blobKey);
+    if (image && result.images) {
+      const all = await Promise.all(result.images.map((i) => (i.blobKey === result.image!.blobKey ? image : deps.blobs.get(i.blobKey))));
+      if (all.every((b): b is Uint8Array => b !== undefined)) gallery = all;
+      else image = undefined; // part of the gallery expired: treated like an expired image
+    }
     if (!image) {
       // The PNG expired before anyone could post it (bots down longer than blobs.ttlSeconds): say so rather than fail silently.
-      result = { ...result, status: 'failed', image: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
+      result = { ...result, status: 'failed', image: undefined, images: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
     }
   }
   // One run posts at a time, even when BullMQ starts the same delivery job twice (its lock lapsed).
@@ -51,7 +57,7 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   const renew = setInterval(() => void deps.ledger.renewClaim(result.jobId, owner, claimMs).catch(() => undefined), claimMs / 2);
   try {
     await deps.ledger.beginDelivery(result.jobId); // no progress edit may land on top of the result
-    await deps.port.deliver(result, image);
+    await (gallery ? deps.port.deliver(result, image, gallery) : deps.port.deliver(result, image));
     await deps.ledger.markDelivered(result.jobId);
   } finally {
     // Posted (the ledger mark now answers every later run) or failed (the retry may post at once).

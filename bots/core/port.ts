@@ -16,11 +16,32 @@ export interface ImageRef {
 }
 
 export type CommandInput =
-  | { command: 'imagine'; prompt: string; seed?: number; ditSteps?: number; decoderSteps?: number; guidance?: number; aspect?: string }
+  | {
+      command: 'imagine';
+      prompt: string;
+      seed?: number;
+      ditSteps?: number;
+      decoderSteps?: number;
+      guidance?: number;
+      aspect?: string;
+      /** Negative prompt (`--no`, the `negative` option). */
+      negative?: string;
+      /** Images in one message (`--n`), seeds seed, seed+1, … */
+      count?: number;
+    }
   | { command: 'ask'; question: string; image: ImageRef; history?: { role: 'user' | 'assistant'; text: string }[] }
   | { command: 'vary'; image: ImageRef; prompt?: string; seed?: number }
+  /** Four prompts that would produce an image like this one (each shown with an "Imagine this" button). */
+  | { command: 'describe'; image: ImageRef }
   | { command: 'reroll'; jobId: string }
   | { command: 'cancel'; jobId: string }
+  /** Saved defaults (bots/core/settings.ts): yours, or this channel's (admins). */
+  | {
+      command: 'settings';
+      scope: 'user' | 'channel';
+      action: 'show' | 'set' | 'reset';
+      values?: { aspect?: string; steps?: number; guidance?: number; count?: number; negative?: string; private?: boolean };
+    }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }
   | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string }
   | { command: 'checks'; action: 'show' | 'set' | 'reset'; channelKey?: string; settings?: string }
@@ -59,6 +80,7 @@ export interface PlatformPort {
   /**
    * Post the final result. Called at least once per result and must be idempotent per `result.jobId`
    * (the core's delivery ledger makes it at-most-once too; the platform write must be safe to repeat).
+   * `gallery`: every PNG of a several-image result (`result.images`), in order; `image` is the first of them.
    */
-  deliver(result: JobResult, image: Uint8Array | undefined): Promise<void>;
+  deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void>;
 }

@@ -7,7 +7,10 @@ import type { Config } from '../../src/config/schema.ts';
 import { AspectRatio } from '../../src/config/schema.ts';
 import {
   CONTRACT_VERSION,
+  DESCRIBE_PROMPTS,
   JobRequest,
+  MAX_IMAGES_PER_JOB,
+  MAX_NEGATIVE_CHARS,
   parseContract,
   type AskRequest,
   type Destination,
@@ -28,7 +31,8 @@ export function formatBytes(n: number): string {
   return `${n} bytes`;
 }
 
-export const randomSeed = (): number => randomInt(0, 2 ** 32 - 1);
+/** A random seed such that seed … seed+count−1 are all valid seeds. */
+export const randomSeed = (count = 1): number => randomInt(0, 2 ** 32 - Math.max(1, count));
 
 function intOption(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
@@ -36,19 +40,33 @@ function intOption(name: string, value: number | undefined, fallback: number, mi
   return value;
 }
 
-export function imagineOptions(config: Config, input: { seed?: number; ditSteps?: number; decoderSteps?: number; guidance?: number; aspect?: string }): ImagineOptions {
+export function imagineOptions(
+  config: Config,
+  input: { seed?: number; ditSteps?: number; decoderSteps?: number; guidance?: number; aspect?: string; negative?: string; count?: number },
+): ImagineOptions {
   const g = config.generation;
   const guidance = input.guidance ?? g.defaultGuidance;
   if (!Number.isFinite(guidance) || guidance < 0 || guidance > g.maxGuidance) throw new UserError('bad_request', `guidance must be between 0 and ${g.maxGuidance}.`);
   const aspect = AspectRatio.safeParse(input.aspect ?? g.defaultAspect);
   if (!aspect.success) throw new UserError('bad_request', `aspect must be one of ${AspectRatio.options.join(', ')}.`);
-  return {
-    seed: intOption('seed', input.seed, randomSeed(), 0, 2 ** 32 - 1),
+  const maxCount = Math.min(g.maxImagesPerRequest, MAX_IMAGES_PER_JOB);
+  const count = intOption('the number of images', input.count, Math.min(g.defaultImageCount, maxCount), 1, maxCount);
+  const options: ImagineOptions = {
+    seed: intOption('seed', input.seed, randomSeed(count), 0, 2 ** 32 - 1),
     ditSteps: intOption('steps', input.ditSteps, g.defaultDitSteps, 1, g.maxDitSteps),
     decoderSteps: intOption('decoder steps', input.decoderSteps, g.defaultDecoderSteps, 1, g.maxDecoderSteps),
     guidance,
     aspect: aspect.data,
   };
+  const negative = (input.negative ?? '').trim();
+  if (negative.length > Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS))
+    throw new UserError('bad_request', `Your negative prompt is ${negative.length} characters; the limit is ${Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS)}.`);
+  if (negative) options.negative = negative;
+  if (count > 1) {
+    if (options.seed + count - 1 > 2 ** 32 - 1) throw new UserError('bad_request', `With ${count} images the seed can be at most ${2 ** 32 - count}.`);
+    options.count = count;
+  }
+  return options;
 }
 
 function checkPrompt(config: Config, prompt: string, required: boolean): string {
@@ -115,6 +133,33 @@ export function askRequest(config: Config, base: RequestBase, imageKey: string, 
     options: { maxNewTokens: u.maxNewTokens, temperature: u.temperature, topP: u.topP, topK: u.topK, repetitionPenalty: u.repetitionPenalty, seed: randomSeed() },
   };
   return parseContract(JobRequest, request, 'ask request') as AskRequest;
+}
+
+/** What /describe asks the model, once per prompt (the worker asks it DESCRIBE_PROMPTS times with other seeds). */
+export const DESCRIBE_QUESTION =
+  'Write one short text-to-image prompt (at most 40 words) that would generate an image like this one: subject, style, ' +
+  'lighting, composition. Answer with the prompt only.';
+
+export function describeRequest(config: Config, base: RequestBase, imageKey: string): AskRequest {
+  const u = config.understanding;
+  const request = {
+    v: CONTRACT_VERSION,
+    ...base,
+    kind: 'ask',
+    mode: 'describe',
+    imageKey,
+    question: DESCRIBE_QUESTION,
+    history: [],
+    options: {
+      maxNewTokens: Math.min(u.maxNewTokens, u.describeMaxNewTokens),
+      temperature: u.describeTemperature,
+      topP: u.topP,
+      topK: u.topK,
+      repetitionPenalty: u.repetitionPenalty,
+      seed: randomSeed(DESCRIBE_PROMPTS),
+    },
+  };
+  return parseContract(JobRequest, request, 'describe request') as AskRequest;
 }
 
 /** An image reference must carry bytes, or a URL the adapter's fetcher can download. */

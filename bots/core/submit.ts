@@ -55,7 +55,8 @@ import { budgetCommand, usageCommand } from './commands/usage.ts';
 import { stripControlChars } from './plain-text.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
-import { askRequest, checkImage, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
+import { SettingsStore, settingsCommand, withDefaults } from './settings.ts';
+import { askRequest, checkImage, describeRequest, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
 
 /** Step 2: throw UserError('rate_limited' | 'forbidden') to refuse. Resolves to nothing when admitted. */
 export type Admission = (invocation: Invocation, request: JobRequest) => Promise<void>;
@@ -100,6 +101,8 @@ export interface Core {
   readonly blobs: BlobStore;
   /** Limits (admission, slots) and fair scheduling (src/limits/gate.ts); the admin commands use it. */
   readonly gate: Gate;
+  /** Saved defaults per user and channel (/settings); adapters read `private` before showing anything. */
+  readonly settings: SettingsStore;
   /** The delivery consumers, filled by start() (bots/main.ts attaches delivery metrics to them). */
   readonly deliveryWorkers: readonly Worker[];
   /** Result cache and single flight (src/cache/results.ts); bots/main.ts counts its lookups. */
@@ -131,6 +134,7 @@ export function createCore(options: CoreOptions): Core {
   const queue = createJobsQueue(config, redis);
   const gate = createGate(redis, config, queue);
   const ledger = new DeliveryLedger(redis, config);
+  const settings = new SettingsStore(redis, config);
   const cache = new ResultCache(redis, config);
   const handOvers = new DeliveryQueues(config, redis);
   const servedKey = (jobId: string) => `${config.queue.prefix}:served:${jobId}`;
@@ -162,11 +166,16 @@ export function createCore(options: CoreOptions): Core {
     const input = inv.input;
     switch (input.command) {
       case 'imagine':
-        return { request: imagineRequest(config, base, input) };
+        return { request: imagineRequest(config, base, withDefaults(input, await settings.effective(inv.destination))) }; // the request's options win
       case 'ask': {
         const bytes = await imageBytes(input.image, inv.destination);
         await checkImage(config, bytes);
         return { request: askRequest(config, base, 'pending', input), storeImage: bytes };
+      }
+      case 'describe': {
+        const bytes = await imageBytes(input.image, inv.destination);
+        await checkImage(config, bytes);
+        return { request: describeRequest(config, base, 'pending'), storeImage: bytes };
       }
       case 'vary': {
         const bytes = await imageBytes(input.image, inv.destination);
@@ -176,7 +185,7 @@ export function createCore(options: CoreOptions): Core {
       case 'reroll': {
         const data = await previousRequest(input.jobId);
         if (!data || data.kind === 'ask') throw new UserError('bad_request', 'That image is too old to re-roll; please run /imagine again.');
-        const request: ImagineRequest = { v: CONTRACT_VERSION, ...base, kind: 'imagine', prompt: data.prompt, options: { ...data.options, seed: randomSeed() } };
+        const request: ImagineRequest = { v: CONTRACT_VERSION, ...base, kind: 'imagine', prompt: data.prompt, options: { ...data.options, seed: randomSeed(data.options.count) } };
         if (data.kind === 'vary') return { request: { ...request, kind: 'vary', imageKey: data.imageKey } };
         return { request };
       }
@@ -338,6 +347,7 @@ export function createCore(options: CoreOptions): Core {
     redis,
     blobs,
     gate,
+    settings,
     deliveryWorkers,
     cache,
     releaseFollowers,
@@ -350,11 +360,14 @@ export function createCore(options: CoreOptions): Core {
           case 'ask':
           case 'vary':
           case 'reroll':
+          case 'describe':
             return await submit(inv);
           case 'cancel':
             return await cancel(inv, input.jobId);
           case 'checks':
             return await checksCommand(inv, core);
+          case 'settings':
+            return await settingsCommand(inv, settings, config);
           case 'limits':
           case 'queue':
           case 'budget':

@@ -38,9 +38,10 @@ import type { Core } from '../core/submit.ts';
 import { adminInput } from './admin.ts';
 import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
-import { walkChain, firstImage } from './conversation.ts';
-import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId } from './custom-ids.ts';
+import { walkChain, firstImage, imageAt } from './conversation.ts';
+import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
 import { DiscordDelivery } from './delivery.ts';
+import { describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
 export type Handle = (invocation: Invocation) => Promise<Reply>;
@@ -71,6 +72,7 @@ export class DiscordAdapter implements Adapter {
   private readonly policy: DownloadPolicy;
   private client: Client | undefined;
   private handle: Handle | undefined;
+  private core: Pick<Core, 'settings'> | undefined;
   /** The first "Queued: …" edit, through the core so it never lands on top of a result another instance posted. */
   private showQueued: (destination: DiscordDestination, jobId: string, text: string) => Promise<void> = async () => {
     throw new AppError('internal', 'the Discord adapter was not started');
@@ -102,7 +104,8 @@ export class DiscordAdapter implements Adapter {
   }
 
   /** Log in and start handling events with the core's `handle` (the core's delivery consumer is already running). */
-  async start(core: Pick<Core, 'handle' | 'showBeforeResult'>): Promise<void> {
+  async start(core: Pick<Core, 'handle' | 'showBeforeResult' | 'settings'>): Promise<void> {
+    this.core = core;
     this.handle = (invocation) => core.handle(invocation);
     this.showQueued = (destination, jobId, text) =>
       core.showBeforeResult(jobId, () => this.port.showQueued(destination, jobId, text)).then(() => undefined);
@@ -159,9 +162,13 @@ export class DiscordAdapter implements Adapter {
       if (interaction.isChatInputCommand()) {
         if (interaction.commandName === COMMAND.imagine) return await this.onImagine(interaction);
         if (interaction.commandName === COMMAND.ask) return await this.onAsk(interaction);
+        if (interaction.commandName === COMMAND.describe) return await this.onDescribe(interaction);
+        if (interaction.commandName === COMMAND.settings) return await this.onSettings(interaction);
         if (interaction.commandName === COMMAND.admin) return await this.onAdmin(interaction);
       } else if (interaction.isMessageContextMenuCommand() && interaction.commandName === COMMAND.askAboutImage) {
         return await this.onAskMenu(interaction);
+      } else if (interaction.isMessageContextMenuCommand() && interaction.commandName === COMMAND.describeImage) {
+        return await this.onDescribeMenu(interaction);
       } else if (interaction.isModalSubmit()) {
         return await this.onAskModal(interaction);
       } else if (interaction.isButton()) {
@@ -187,6 +194,57 @@ export class DiscordAdapter implements Adapter {
         return question;
       },
       async (question) => ({ command: 'ask', question, image: await this.download(image) }),
+    );
+  }
+
+  /** /settings: show, set or reset saved defaults (yours, or this channel's for Manage Server); always ephemeral. */
+  private async onSettings(interaction: ChatInputCommandInteraction): Promise<void> {
+    if (!(await this.allowed(interaction))) return;
+    const o = interaction.options;
+    const scope = o.getString('for') === 'channel' ? 'channel' : 'user';
+    const values = {
+      aspect: o.getString('aspect') ?? undefined,
+      steps: o.getInteger('steps') ?? undefined,
+      guidance: o.getNumber('guidance') ?? undefined,
+      count: o.getInteger('images') ?? undefined,
+      negative: o.getString('negative') ?? undefined,
+      private: o.getBoolean('private') ?? undefined,
+    };
+    const action = o.getBoolean('reset') ? 'reset' : Object.values(values).some((v) => v !== undefined) ? 'set' : 'show';
+    await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+    await this.settingsReply(interaction, { command: 'settings', scope, action, values });
+  }
+
+  /** Run a settings command and show the answer with its components: Private on/off and Reset. */
+  private async settingsReply(interaction: RepliableInteraction, input: Extract<CommandInput, { command: 'settings' }>): Promise<void> {
+    const reply = await this.call(this.invocation(interaction, input));
+    const now = await this.core?.settings.get(input.scope, this.destination(interaction));
+    const privateOn = now?.private === true;
+    const components = reply.kind === 'error' ? [] : [settingsRow(input.scope, privateOn)];
+    await interaction.editReply({ content: reply.text, components, allowedMentions: { parse: [] } });
+  }
+
+  /** /describe image:<attachment> → four prompts, each with "Imagine this". */
+  private async onDescribe(interaction: ChatInputCommandInteraction): Promise<void> {
+    const attachment = interaction.options.getAttachment('image', true);
+    const image: AttachmentMeta = { url: attachment.url, filename: attachment.name, size: attachment.size, contentType: attachment.contentType };
+    await this.describeJob(interaction, image);
+  }
+
+  /** Right-click an image message → Apps → "Describe this image". */
+  private async onDescribeMenu(interaction: MessageContextMenuCommandInteraction): Promise<void> {
+    await this.describeJob(interaction, firstImage(interaction.targetMessage));
+  }
+
+  private async describeJob(interaction: RepliableInteraction, image: AttachmentMeta | undefined): Promise<void> {
+    await this.runJob(
+      interaction,
+      () => {
+        if (!image) throw new UserError('bad_image', 'That message has no image I can describe.');
+        checkBeforeDownload(image, this.policy);
+        return image;
+      },
+      async (checked) => ({ command: 'describe', image: await this.download(checked) }),
     );
   }
 
@@ -236,6 +294,15 @@ export class DiscordAdapter implements Adapter {
   }
 
   private async onButton(interaction: ButtonInteraction): Promise<void> {
+    const setting = parseSettingsButton(interaction.customId);
+    if (setting) {
+      if (!(await this.allowed(interaction))) return;
+      await interaction.deferReply({ flags: MessageFlags.Ephemeral }); // a fresh private answer with the new state
+      const input = setting.action === 'reset'
+        ? ({ command: 'settings', scope: setting.scope, action: 'reset' } as const)
+        : ({ command: 'settings', scope: setting.scope, action: 'set', values: { private: setting.action === 'private-on' } } as const);
+      return this.settingsReply(interaction, input);
+    }
     const parsed = parseButtonId(interaction.customId);
     if (!parsed) return;
     if (parsed.action === 'cancel') {
@@ -244,7 +311,15 @@ export class DiscordAdapter implements Adapter {
       return void (await this.replyPrivately(interaction, reply.text));
     }
     if (parsed.action === 'reroll') return this.runJob(interaction, () => ({ command: 'reroll', jobId: parsed.jobId }) as const);
-    const source = firstImage(interaction.message);
+    if (parsed.action === 'imagine') {
+      // "Imagine this" under a /describe answer: the prompt is the numbered line of that message.
+      return this.runJob(interaction, () => {
+        const prompt = describedPrompt(interaction.message.content, parsed.index ?? 0);
+        if (!prompt) throw new UserError('bad_request', 'I cannot read that prompt any more; copy it into /imagine.');
+        return { command: 'imagine', prompt } as const;
+      });
+    }
+    const source = imageAt(interaction.message, parsed.index);
     await this.runJob(
       interaction,
       () => {
@@ -288,7 +363,9 @@ export class DiscordAdapter implements Adapter {
       return void (await this.replyPrivately(interaction, e.message));
     }
     const destination = this.destination(interaction);
-    await interaction.deferReply();
+    // A private channel (or a user who chose private results): the whole exchange is ephemeral, never public.
+    if (this.core && (await this.core.settings.effective(destination)).private) destination.private = true;
+    await interaction.deferReply(destination.private ? { flags: MessageFlags.Ephemeral } : {});
     let reply: Reply;
     try {
       const input = await finish(checked);
@@ -297,7 +374,7 @@ export class DiscordAdapter implements Adapter {
       reply = this.errorReply(e);
     }
     if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
-    if (reply.kind === 'text' && !reply.private) return void (await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } }));
+    if (reply.kind === 'text' && (!reply.private || destination.private)) return void (await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } }));
     // A private answer after a public "thinking…": remove the public one, tell the user alone.
     await interaction.deleteReply().catch(() => undefined);
     await interaction.followUp({ content: reply.text, flags: MessageFlags.Ephemeral, allowedMentions: { parse: [] } });
@@ -332,17 +409,18 @@ export class DiscordAdapter implements Adapter {
     const image = chain.image;
     requireQuestion(question);
     checkBeforeDownload(image, this.policy);
-    const status = (await message.reply({ content: '⏳ Looking at the image…', allowedMentions: { parse: [], repliedUser: false } })) as Message;
-    const destination: DiscordDestination = {
-      platform: 'discord',
-      guildId: message.guildId,
-      channelId: message.channelId,
-      userId: message.author.id,
-      applicationId: botId,
-      replyToMessageId: message.id,
-      statusMessageId: status.id,
-      ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}),
-    };
+    const where: DiscordDestination = { platform: 'discord', guildId: message.guildId, channelId: message.channelId, userId: message.author.id, applicationId: botId };
+    const isPrivate = this.core ? (await this.core.settings.effective(where)).private === true : false;
+    let destination: DiscordDestination;
+    if (isPrivate && message.guildId !== null) {
+      // A private channel: the answer goes to the asker's DM, never to the channel.
+      const dm = await message.author.createDM();
+      const status = await dm.send({ content: '⏳ Looking at the image…', allowedMentions: { parse: [] } });
+      destination = { ...where, channelId: dm.id, statusMessageId: status.id, private: true, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
+    } else {
+      const status = (await message.reply({ content: '⏳ Looking at the image…', allowedMentions: { parse: [], repliedUser: false } })) as Message;
+      destination = { ...where, replyToMessageId: message.id, statusMessageId: status.id, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
+    }
     let reply: Reply;
     try {
       const input: CommandInput = { command: 'ask', question, image: await this.download(image), history: chain.history };
@@ -351,7 +429,7 @@ export class DiscordAdapter implements Adapter {
       reply = this.errorReply(e);
     }
     if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
-    await status.edit({ content: reply.text, allowedMentions: { parse: [] } });
+    await this.client!.rest.patch(Routes.channelMessage(destination.channelId, destination.statusMessageId!), { body: { content: reply.text, allowed_mentions: { parse: [] } } });
   }
 
   // ---- helpers ----------------------------------------------------------------------------------------

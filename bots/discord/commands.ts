@@ -16,6 +16,9 @@ export const COMMAND = {
   imagine: 'imagine',
   ask: 'ask',
   askAboutImage: 'Ask about this image',
+  describe: 'describe',
+  describeImage: 'Describe this image',
+  settings: 'settings',
   admin: 'blip3o-admin',
 } as const;
 
@@ -54,6 +57,8 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
           description: `Aspect ratio (default ${g.defaultAspect})`,
           choices: AspectRatio.options.map((a) => ({ name: a, value: a })),
         },
+        { type: ApplicationCommandOptionType.String, name: 'negative', description: 'What to keep out of the image (same as --no in the prompt)', max_length: g.maxNegativeChars },
+        { type: ApplicationCommandOptionType.Integer, name: 'images', description: `How many images, seeds s, s+1, … (default ${g.defaultImageCount})`, min_value: 1, max_value: g.maxImagesPerRequest },
       ],
     },
     {
@@ -67,6 +72,30 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
       ],
     },
     { name: COMMAND.askAboutImage, type: ApplicationCommandType.Message, contexts },
+    {
+      name: COMMAND.describe,
+      type: ApplicationCommandType.ChatInput,
+      description: 'Four prompts that would make an image like this one',
+      contexts,
+      options: [{ type: ApplicationCommandOptionType.Attachment, name: 'image', description: 'A PNG, JPEG, WebP or GIF', required: true }],
+    },
+    { name: COMMAND.describeImage, type: ApplicationCommandType.Message, contexts },
+    {
+      name: COMMAND.settings,
+      type: ApplicationCommandType.ChatInput,
+      description: 'Your saved defaults for /imagine (or, for admins, this channel’s); no options = show them',
+      contexts,
+      options: [
+        { type: ApplicationCommandOptionType.String, name: 'for', description: 'Whose defaults (default: yours)', choices: [{ name: 'me', value: 'user' }, { name: 'this channel (admins)', value: 'channel' }] },
+        { type: ApplicationCommandOptionType.String, name: 'aspect', description: 'Default aspect ratio', choices: AspectRatio.options.map((a) => ({ name: a, value: a })) },
+        { type: ApplicationCommandOptionType.Integer, name: 'steps', description: 'Default diffusion steps', min_value: 1, max_value: g.maxDitSteps },
+        { type: ApplicationCommandOptionType.Number, name: 'guidance', description: 'Default guidance', min_value: 0, max_value: g.maxGuidance },
+        { type: ApplicationCommandOptionType.Integer, name: 'images', description: 'Default number of images', min_value: 1, max_value: g.maxImagesPerRequest },
+        { type: ApplicationCommandOptionType.String, name: 'negative', description: 'Default negative prompt', max_length: g.maxNegativeChars },
+        { type: ApplicationCommandOptionType.Boolean, name: 'private', description: 'Results only you (or, for a channel, each requester) can see' },
+        { type: ApplicationCommandOptionType.Boolean, name: 'reset', description: 'Clear the saved defaults' },
+      ],
+    },
     {
       name: COMMAND.admin,
       type: ApplicationCommandType.ChatInput,

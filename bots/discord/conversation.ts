@@ -28,6 +28,13 @@ export function firstImage(message: Pick<Message, 'id' | 'attachments'>): (Attac
   return all.find((a) => isImageAttachment(a)) ?? all[0];
 }
 
+/** The image attachment at `index` (a per-image Vary button of a several-image message); the first without one. */
+export function imageAt(message: Pick<Message, 'id' | 'attachments'>, index: number | undefined): (AttachmentMeta & { messageId: string }) | undefined {
+  if (index === undefined) return firstImage(message);
+  const a = [...message.attachments.values()][index];
+  return a && { url: a.url, filename: a.name, size: a.size, contentType: a.contentType, messageId: message.id };
+}
+
 function turnText(message: Message): string {
   return message.content || message.embeds[0]?.description || '';
 }

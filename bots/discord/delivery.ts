@@ -73,10 +73,10 @@ export class DiscordDelivery implements PlatformPort {
     });
   }
 
-  deliver(result: JobResult, image: Uint8Array | undefined): Promise<void> {
+  deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
     const d = asDiscord(result.destination);
     return this.serial(result.jobId, async () => {
-      await this.post(d, result, image);
+      await this.post(d, result, image, gallery);
       this.markDelivered(result.jobId);
     });
   }
@@ -93,11 +93,11 @@ export class DiscordDelivery implements PlatformPort {
     return this.now() - at < this.config.discord.interactionTokenTtlMs;
   }
 
-  private async post(d: DiscordDestination, result: JobResult, image: Uint8Array | undefined): Promise<void> {
+  private async post(d: DiscordDestination, result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
     if (result.error?.private) return this.postPrivately(d, result);
     if (this.tokenUsable(d)) {
       try {
-        await this.patchOriginal(d, resultMessage(result, image));
+        await this.patchOriginal(d, resultMessage(result, image, undefined, gallery));
         return;
       } catch (e) {
         if (!isGone(e)) throw e;
@@ -107,14 +107,22 @@ export class DiscordDelivery implements PlatformPort {
     }
     if (d.statusMessageId) {
       try {
-        await this.rest.patch(Routes.channelMessage(d.channelId, d.statusMessageId), withFiles(resultMessage(result, image)));
+        await this.rest.patch(Routes.channelMessage(d.channelId, d.statusMessageId), withFiles(resultMessage(result, image, undefined, gallery)));
         return;
       } catch (e) {
         if (!isGone(e)) throw e;
       }
     }
+    if (d.private) {
+      // Private results never go to the channel: the requester's DM instead (enforce_nonce: posted once).
+      const dm = (await this.rest.post(Routes.userChannels(), { body: { recipient_id: d.userId } })) as { id: string };
+      const rendered = resultMessage(result, image, undefined, gallery);
+      const body = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
+      await this.rest.post(Routes.channelMessages(dm.id), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+      return;
+    }
     if (await this.alreadyPosted(d, result.jobId)) return;
-    const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId);
+    const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery);
     const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
     if (d.replyToMessageId) body.message_reference = { message_id: d.replyToMessageId, fail_if_not_exists: false };
     await this.rest.post(Routes.channelMessages(d.channelId), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));

@@ -4,6 +4,7 @@
 import { AspectRatio } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
 import { stripControlChars } from '../core/plain-text.ts';
+import { joinNegatives, splitNegative } from '../core/negative.ts';
 import type { CommandInput } from '../core/port.ts';
 
 /** The part of discord.js's CommandInteractionOptionResolver this module reads (so tests can pass plain objects). */
@@ -14,9 +15,14 @@ export interface OptionReader {
 }
 
 export function imagineInput(o: OptionReader): Extract<CommandInput, { command: 'imagine' }> {
-  const prompt = (o.getString('prompt') ?? '').trim();
+  const split = splitNegative(o.getString('prompt') ?? ''); // Midjourney's `--no …` inside the prompt
+  const prompt = split.prompt;
   if (!prompt) throw new UserError('bad_request', 'Please tell me what to draw: `/imagine prompt: a red fox in snow`.');
   const input: Extract<CommandInput, { command: 'imagine' }> = { command: 'imagine', prompt };
+  const negative = joinNegatives(o.getString('negative'), split.negative);
+  if (negative) input.negative = negative;
+  const count = o.getInteger('images');
+  if (count !== null) input.count = count;
   const seed = o.getInteger('seed');
   const steps = o.getInteger('steps');
   const guidance = o.getNumber('guidance');

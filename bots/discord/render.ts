@@ -78,14 +78,15 @@ export function plainBody(text: string): MessageBody {
 
 /** "seed 7 · 30 + 50 steps · guidance 3 · 1:1": enough to reproduce the image. */
 export function settingsLine(options: NonNullable<JobResult['image']>['options']): string {
-  return `seed ${options.seed} · ${options.ditSteps} + ${options.decoderSteps} steps · guidance ${options.guidance} · ${options.aspect}`;
+  const negative = options.negative ? ` · no: ${truncate(options.negative, 200)}` : '';
+  return `seed ${options.seed} · ${options.ditSteps} + ${options.decoderSteps} steps · guidance ${options.guidance} · ${options.aspect}${negative}`;
 }
 
 /**
  * The final message for a result. `mentionUserId` is set when it goes out as a channel message (the
  * interaction is gone), so the person who asked is notified.
  */
-export function resultMessage(result: JobResult, image: Uint8Array | undefined, mentionUserId?: string): Rendered {
+export function resultMessage(result: JobResult, image: Uint8Array | undefined, mentionUserId?: string, gallery?: Uint8Array[]): Rendered {
   const allowed: MessageBody['allowed_mentions'] = mentionUserId ? { parse: [], users: [mentionUserId] } : noMentions;
   const prefix = mentionUserId ? `<@${mentionUserId}> ` : '';
   if (result.status === 'cancelled') return { body: { ...plainBody(`${prefix}Cancelled.`), allowed_mentions: allowed }, files: [] };
@@ -93,6 +94,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
     const reason = result.error?.userFacing ? result.error.message : `Sorry, that failed (ref ${result.jobId}).`;
     return { body: { ...plainBody(`${prefix}${reason}`), allowed_mentions: allowed }, files: [] };
   }
+  if (result.answer?.prompts) return describedMessage(result.jobId, result.answer.prompts, prefix, allowed);
   if (result.answer) {
     const note = servedNote(result);
     const text = (result.answer.text.trim() || '(no answer)') + (note ? `\n-# ${note}` : '');
@@ -102,6 +104,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
     return { body: { content: prefix.trim(), embeds, components: [], allowed_mentions: allowed }, files: [] };
   }
   const meta = result.image!;
+  if (image && gallery && result.images && gallery.length === result.images.length) return galleryMessage(result, result.images, gallery, prefix, allowed);
   if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
   const filename = `blip3o-${meta.options.seed}.png`;
   const checked = checkLine(meta);
@@ -119,6 +122,51 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
       allowed_mentions: allowed,
     },
     files: [{ name: filename, data: Buffer.from(image), contentType: 'image/png' }],
+  };
+}
+
+/** A /describe answer: the prompts as a numbered list, each with an "Imagine this" button (custom_id: job + index). */
+function describedMessage(jobId: string, prompts: string[], prefix: string, allowed: MessageBody['allowed_mentions']): Rendered {
+  const lines = prompts.map((p, i) => `${i + 1}. ${p.replace(/\s+/g, ' ')}`);
+  const buttons = prompts.map((_, i) => button(`Imagine this #${i + 1}`, ButtonStyle.Primary, buttonId('imagine', jobId, i)));
+  return { body: { content: truncate(`${prefix}${lines.join('\n')}`, MAX_CONTENT_CHARS), components: [row(buttons)], allowed_mentions: allowed }, files: [] };
+}
+
+/** Prompt `index` of a /describe answer message (the numbered line `index + 1`), or undefined. */
+export function describedPrompt(content: string, index: number): string | undefined {
+  for (const line of content.split('\n')) {
+    const m = /^(?:<@!?\d+>\s*)?(\d+)\. (.+)$/.exec(line.trim());
+    if (m && Number(m[1]) === index + 1) return m[2]!.replace(/…$/, '').trim();
+  }
+  return undefined;
+}
+
+/** Discord shows at most 5 buttons per row. */
+const ROW_BUTTONS = 5;
+
+/**
+ * Several images as one message: every PNG attached (Discord lays them out as a gallery), the seeds listed, a Vary
+ * button per image (its custom_id carries the index) and one Re-roll all.
+ */
+function galleryMessage(result: JobResult, images: NonNullable<JobResult['images']>, pngs: Uint8Array[], prefix: string, allowed: MessageBody['allowed_mentions']): Rendered {
+  const first = images[0]!;
+  const seeds = images.map((i) => i.options.seed);
+  const { seed: _seed, ...rest } = first.options;
+  const settings = settingsLine({ ...rest, seed: seeds[0]! }).replace(/^seed \d+/, `seeds ${seeds.join(', ')}`);
+  const content = truncate(`${prefix}**${first.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 300) + `\n-# ${settings}`;
+  const vary = images.map((_, i) => button(`Vary ${i + 1}`, ButtonStyle.Secondary, buttonId('vary', result.jobId, i)));
+  const rows: APIActionRowComponent<APIButtonComponent>[] = [];
+  for (let i = 0; i < vary.length; i += ROW_BUTTONS) rows.push(row(vary.slice(i, i + ROW_BUTTONS)));
+  rows.push(row([button('Re-roll all', ButtonStyle.Primary, buttonId('reroll', result.jobId))]));
+  const names = images.map((i) => `blip3o-${i.options.seed}.png`);
+  return {
+    body: {
+      content,
+      components: rows,
+      attachments: images.map((img, i) => ({ id: String(i), filename: names[i]!, description: truncate(img.altText || img.prompt, MAX_ALT_TEXT_CHARS) })),
+      allowed_mentions: allowed,
+    },
+    files: pngs.map((png, i) => ({ name: names[i]!, data: Buffer.from(png), contentType: 'image/png' })),
   };
 }
 

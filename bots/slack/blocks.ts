@@ -8,10 +8,12 @@ import { servedNote } from '../core/served-note.ts';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 
 /** action_id of each button; `value` is always the job id. */
-export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel' } as const;
+export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel', imagineThis: 'blip3o_imagine_this' } as const;
 /** callback_id of the message shortcut and of the modal it opens. */
 export const SHORTCUT_ASK = 'blip3o_ask_about_image';
 export const VIEW_ASK = 'blip3o_ask_view';
+/** callback_id of the "Describe this image" message shortcut. */
+export const SHORTCUT_DESCRIBE = 'blip3o_describe_image';
 
 export interface SlackMessage {
   text: string;
@@ -84,11 +86,41 @@ export function failureText(result: JobResult): string {
   return `Something went wrong on our side (ref ${result.jobId}).`;
 }
 
-/** Blocks that go with the uploaded image: what was drawn, with which settings, and the buttons. */
+/** action_id of the Vary button of image `index` (0-based) of a several-image result: blip3o_vary_1, _2, … */
+export const varyActionId = (index: number): string => `${ACTION.vary}_${index + 1}`;
+/** Matches both the single Vary and the per-image ones. */
+export const VARY_ACTION = new RegExp(`^${ACTION.vary}(?:_(\\d+))?$`);
+
+/** The image index a Vary button is for (undefined: the single image of a one-image result). */
+export function varyIndex(actionId: string): number | undefined {
+  const m = VARY_ACTION.exec(actionId);
+  return m?.[1] ? Number(m[1]) - 1 : undefined;
+}
+
+/** Blocks that go with the uploaded image(s): what was drawn, with which settings, and the buttons. */
 export function imageResultMessage(result: JobResult): SlackMessage {
   const image = result.image;
   const prompt = image?.prompt ?? '';
-  const settings = image ? [`seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}`, checkLine(image), servedNote(result)].filter(Boolean).join(' · ') : '';
+  const o = image?.options;
+  const seeds = result.images ? `seeds ${result.images.map((i) => i.options.seed).join(', ')}` : `seed ${o?.seed}`;
+  const negative = o?.negative ? ` · no: ${escapeMrkdwn(clip(o.negative, 200))}` : '';
+  const settings = o ? [`${seeds} · ${o.aspect} · ${o.ditSteps} steps · guidance ${o.guidance}${negative}`, image ? checkLine(image) : '', servedNote(result)].filter(Boolean).join(' · ') : '';
+  if (result.images) {
+    return {
+      text: `Here are ${result.images.length} pictures of “${clip(prompt, 200)}”`,
+      blocks: [
+        section(`${headline(result.kind, prompt)}\n${settings}`),
+        {
+          type: 'actions',
+          block_id: 'result',
+          elements: [
+            ...result.images.map((_, i) => button(`Vary ${i + 1}`, varyActionId(i), result.jobId)),
+            button('Re-roll all', ACTION.reroll, result.jobId, 'primary'),
+          ],
+        },
+      ],
+    };
+  }
   return {
     text: `Here is “${clip(prompt, 200)}”`,
     blocks: [
@@ -108,6 +140,19 @@ export function answerMessage(answer: string, note = ''): SlackMessage {
   const chunks: string[] = [];
   for (let i = 0; i < text.length; i += 2900) chunks.push(text.slice(i, i + 2900));
   return { text: clip(text, 3900), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };
+}
+
+/** A /describe answer: one section per prompt, each with an "Imagine this" button whose value is the prompt itself. */
+export function describedMessage(prompts: string[]): SlackMessage {
+  return {
+    text: prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'),
+    blocks: prompts.map((p, i) => ({
+      type: 'section',
+      block_id: `prompt_${i + 1}`,
+      text: { type: 'mrkdwn', text: clip(`*${i + 1}.* ${escapeMrkdwn(p)}`, 3000) },
+      accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: clip(p, 2000) },
+    })),
+  };
 }
 
 /** The modal the "Ask about this image" shortcut opens; private_metadata carries where the image is. */

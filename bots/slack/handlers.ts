@@ -16,7 +16,7 @@ import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { CommandInput, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
-import { ACTION, SHORTCUT_ASK, VIEW_ASK, askModal, headline, statusMessage } from './blocks.ts';
+import { ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, headline, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
@@ -84,7 +84,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     inFlight.add(dedupeKey); // before any await: a concurrent duplicate must see it
     try {
       if (await core.queue.getJob(jobId)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (job exists)');
-      const kind = input.command === 'ask' ? 'ask' : 'imagine';
+      const kind = input.command === 'ask' || input.command === 'describe' ? 'ask' : 'imagine';
       deps.titles.set(jobId, { kind, text: title });
       const first = statusMessage(jobId, headline(kind, title), { stage: 'queued', step: 0, total: 0 });
       let statusTs: string;
@@ -248,6 +248,23 @@ export function registerHandlers(deps: HandlerDeps): void {
     await client.views.open({ trigger_id: shortcut.trigger_id, view: askModal(meta) as never });
   });
 
+  // ---- message shortcut: "Describe this image" → four prompts, each with "Imagine this" ----------------------
+
+  app.shortcut({ callback_id: SHORTCUT_DESCRIBE, type: 'message_action' }, async ({ shortcut, ack, client }) => {
+    await ack();
+    const channel = shortcut.channel.id;
+    const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
+    const user = shortcut.user.id;
+    const threadTs = message.thread_ts ?? message.ts;
+    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(client, channel, user, threadTs) };
+    await guarded(origin, 'describe shortcut', async () => {
+      const file = firstFile(message.files);
+      if (!file) return void (await origin.tellPrivately('That message has no image to describe.'));
+      checkDeclared(slackFileRef(file), downloadPolicy);
+      await startJob(origin, { command: 'describe', image: imageRef(await resolveFile(client, file)) }, `shortcut:${shortcut.trigger_id}`, 'Describe this image');
+    });
+  });
+
   app.view(VIEW_ASK, async ({ ack, view, body, client }) => {
     await ack();
     const meta = JSON.parse(view.private_metadata) as { c: string; t: string; f: ThreadFile };
@@ -277,17 +294,27 @@ export function registerHandlers(deps: HandlerDeps): void {
     await guarded(origin, 're-roll', async () => startJob(origin, { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId))?.text ?? 'Re-roll'));
   });
 
-  app.action(ACTION.vary, async ({ ack, body, action, client, respond }) => {
+  app.action({ action_id: VARY_ACTION }, async ({ ack, body, action, client, respond }) => {
     await ack();
     const b = body as unknown as ButtonBody;
     const origin = buttonOrigin(b, client, respond);
-    const jobId = (action as { value: string }).value;
+    const { value: jobId, action_id } = action as { value: string; action_id: string };
     await guarded(origin, 'vary', async () => {
       const thread = await deps.port.thread(origin.channelId, origin.threadTs!);
-      const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === resultFileName(jobId));
+      const name = resultFileName(jobId, varyIndex(action_id)); // per-image Vary of a several-image result
+      const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === name);
       if (!file) return void (await origin.tellPrivately('I cannot find that image any more; run /imagine again.'));
       await startJob(origin, { command: 'vary', image: imageRef(file) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId))?.text ?? 'an image'}`);
     });
+  });
+
+  // "Imagine this" under a /describe answer: the button's value is the prompt.
+  app.action(ACTION.imagineThis, async ({ ack, body, action, client, respond }) => {
+    await ack();
+    const b = body as unknown as ButtonBody;
+    const origin = buttonOrigin(b, client, respond);
+    const prompt = (action as { value: string }).value;
+    await guarded(origin, 'imagine this', () => startJob(origin, { command: 'imagine', prompt }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, prompt));
   });
 
   app.action(ACTION.cancel, async ({ ack, body, action, client, respond }) => {

@@ -5,12 +5,13 @@ import { AspectRatio } from '../../src/config/schema.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
 import { stripControlChars } from '../core/plain-text.ts';
+import { MAX_IMAGES_PER_JOB } from '../../src/jobs/contract.ts';
 import type { CommandInput } from '../core/port.ts';
 
 export type ImagineInput = Extract<CommandInput, { command: 'imagine' }>;
 
 interface Flag {
-  key: 'seed' | 'ditSteps' | 'decoderSteps' | 'guidance' | 'aspect';
+  key: 'seed' | 'ditSteps' | 'decoderSteps' | 'guidance' | 'aspect' | 'negative' | 'count';
   names: string[];
   help: string;
 }
@@ -21,6 +22,8 @@ const FLAGS: Flag[] = [
   { key: 'ditSteps', names: ['steps'], help: '`--steps N` diffusion steps (more = slower, finer)' },
   { key: 'decoderSteps', names: ['decoder-steps'], help: '`--decoder-steps N` decoder steps' },
   { key: 'guidance', names: ['guidance', 'cfg'], help: '`--guidance X` how closely to follow the prompt' },
+  { key: 'negative', names: ['no', 'negative'], help: '`--no <words>` what to keep out of the picture (up to the next option)' },
+  { key: 'count', names: ['n', 'images'], help: '`--n N` how many pictures (seeds s, s+1, …)' },
 ];
 
 export const IMAGINE_USAGE = [
@@ -28,7 +31,8 @@ export const IMAGINE_USAGE = [
   ...FLAGS.map((f) => `• ${f.help}`),
 ].join('\n');
 
-export type GenerationLimits = Pick<Config['generation'], 'maxPromptChars' | 'maxDitSteps' | 'maxDecoderSteps' | 'maxGuidance'>;
+export type GenerationLimits = Pick<Config['generation'], 'maxPromptChars' | 'maxDitSteps' | 'maxDecoderSteps' | 'maxGuidance'> &
+  Partial<Pick<Config['generation'], 'maxImagesPerRequest'>>;
 
 /** Undo Slack's smart punctuation: "—seed" / "–seed" → "--seed", curly quotes → straight. */
 export function normalizeSlackText(text: string): string {
@@ -68,9 +72,20 @@ export function parseImagine(text: string, limits: GenerationLimits): ImagineInp
     const flag = FLAGS.find((f) => f.names.includes(name));
     if (!flag) throw bad(`Unknown option \`--${rawName}\`.`);
     if (out[flag.key] !== undefined) throw bad(`\`--${name}\` is given twice.`);
+    if (flag.key === 'negative') {
+      // Midjourney's `--no`: every word up to the next option (or the end).
+      const words: string[] = inlineValue ? [inlineValue] : [];
+      while (i + 1 < tokens.length && !tokens[i + 1]!.startsWith('--')) words.push(tokens[++i]!);
+      if (words.length === 0) throw bad(`\`--${name}\` needs the words to keep out.`);
+      out.negative = words.join(' ');
+      continue;
+    }
     const value = inlineValue ?? tokens[++i];
     if (value === undefined || value.startsWith('--')) throw bad(`\`--${name}\` needs a value.`);
     switch (flag.key) {
+      case 'count':
+        out.count = parseInteger(name, value, 1, limits.maxImagesPerRequest ?? MAX_IMAGES_PER_JOB);
+        break;
       case 'seed':
         out.seed = parseInteger(name, value, 0, 2 ** 32 - 1);
         break;

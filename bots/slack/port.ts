@@ -10,13 +10,14 @@ import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
 import type { PlatformPort } from '../core/port.ts';
-import { answerMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage } from './blocks.ts';
+import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage } from './blocks.ts';
 
 /** Message metadata event types: the status message of a job, and an answer to a question. */
 export const META_STATUS = 'blip3o_status';
 export const META_ANSWER = 'blip3o_answer';
 
-export const resultFileName = (jobId: string): string => `blip3o-${jobId}.png`;
+/** The uploaded PNG's name: `blip3o-<jobId>.png`, or `blip3o-<jobId>-<n>.png` (n = 1, 2, …) for image n−1 of several. */
+export const resultFileName = (jobId: string, index?: number): string => (index === undefined ? `blip3o-${jobId}.png` : `blip3o-${jobId}-${index + 1}.png`);
 
 /** A job's subject: its prompt (imagine, vary) or its question (ask). */
 export interface JobTitle {
@@ -65,7 +66,7 @@ export class SlackPort implements PlatformPort {
     await this.client.chat.update({ channel: d.channelId, ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
   }
 
-  async deliver(result: JobResult, image: Uint8Array | undefined): Promise<void> {
+  async deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
     if (result.destination.platform !== 'slack') return;
     const d = result.destination;
     const ttl = Math.max(this.config.queue.keepCompletedSeconds, this.config.queue.keepFailedSeconds);
@@ -75,7 +76,7 @@ export class SlackPort implements PlatformPort {
     const title = result.image ? headline(result.kind, result.image.prompt) : await this.headlineOf(result.jobId);
 
     if (result.status === 'succeeded' && result.image && image) {
-      await this.deliverImage(d, result, image, !first);
+      await this.deliverImage(d, result, image, !first, gallery);
       await this.updateStatus(d, finalStatusMessage(title, result));
     } else if (result.status === 'succeeded' && result.answer) {
       await this.deliverAnswer(d, result, !first);
@@ -89,14 +90,27 @@ export class SlackPort implements PlatformPort {
     this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
   }
 
-  private async deliverImage(d: SlackDestination, result: JobResult, png: Uint8Array, repeat: boolean): Promise<void> {
-    const filename = resultFileName(result.jobId);
+  private async deliverImage(d: SlackDestination, result: JobResult, png: Uint8Array, repeat: boolean, gallery?: Uint8Array[]): Promise<void> {
+    const several = gallery && result.images && gallery.length === result.images.length;
+    const filename = resultFileName(result.jobId, several ? 0 : undefined);
     const threadTs = d.threadTs ?? d.statusMessageTs;
     if (repeat && threadTs) {
       const thread = await this.thread(d.channelId, threadTs);
       if (thread.some((m) => m.files?.some((f) => f.name === filename))) return; // posted by an earlier attempt
     }
     const m = imageResultMessage(result);
+    const where = threadTs ? { channel_id: d.channelId, thread_ts: threadTs } : { channel_id: d.channelId };
+    if (several) {
+      // One message in the thread with every picture (one files.completeUploadExternal), named per image.
+      const file_uploads = result.images!.map((img, i) => ({
+        file: Buffer.from(gallery[i]!),
+        filename: resultFileName(result.jobId, i),
+        title: `${img.prompt.slice(0, 230)} (${i + 1}/${gallery.length}, seed ${img.options.seed})`,
+        alt_text: img.altText.slice(0, 1000),
+      }));
+      await this.client.filesUploadV2({ ...where, file_uploads, blocks: m.blocks as never });
+      return;
+    }
     const upload = {
       file: Buffer.from(png),
       filename,
@@ -104,11 +118,11 @@ export class SlackPort implements PlatformPort {
       alt_text: result.image!.altText.slice(0, 1000),
       blocks: m.blocks as never,
     };
-    await this.client.filesUploadV2(threadTs ? { ...upload, channel_id: d.channelId, thread_ts: threadTs } : { ...upload, channel_id: d.channelId });
+    await this.client.filesUploadV2({ ...upload, ...where });
   }
 
   private async deliverAnswer(d: SlackDestination, result: JobResult, repeat: boolean): Promise<void> {
-    const m = answerMessage(result.answer!.text, servedNote(result));
+    const m = result.answer!.prompts ? describedMessage(result.answer!.prompts) : answerMessage(result.answer!.text, servedNote(result));
     const metadata = { event_type: META_ANSWER, event_payload: { job_id: result.jobId } };
     if (d.statusMessageTs) {
       // The status message becomes the answer: one message in the thread, and chat.update is idempotent.

@@ -31,6 +31,9 @@ function canonical(value: unknown): string {
  */
 export function requestDigest(request: JobRequest, imageSha256?: string): string | undefined {
   let fields: unknown[];
+  // A several-image request (issue 20) holds one PNG per seed, a cache entry one PNG: not cached (its images
+  // are not served from single-image entries either).
+  if (request.kind !== 'ask' && (request.options.count ?? 1) > 1) return undefined;
   switch (request.kind) {
     case 'imagine':
       fields = ['imagine', normaliseText(request.prompt), request.options];

@@ -39,6 +39,8 @@ export const ModerationQuestion = z.strictObject({
 
 export const ConfigSchema = z.strictObject({
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
+  /** No-log mode: user-facing error texts (which may quote a prompt or question) are left out of every log line. */
+  noLog: z.boolean(),
 
   queue: z.strictObject({
     prefix: z.string().min(1),
@@ -103,6 +105,12 @@ export const ConfigSchema = z.strictObject({
     defaultGuidance: z.number().nonnegative(),
     maxGuidance: z.number().nonnegative(),
     defaultAspect: AspectRatio,
+    /** Images per /imagine when neither the request nor saved settings say (`--n`). */
+    defaultImageCount: positiveInt.max(8),
+    /** Most images one /imagine may ask for (the contract's hard bound is 8). */
+    maxImagesPerRequest: positiveInt.max(8),
+    /** Longest negative prompt (`--no`), in characters (the contract's hard bound is 1000). */
+    maxNegativeChars: positiveInt.max(1000),
   }),
 
   understanding: z.strictObject({
@@ -115,6 +123,10 @@ export const ConfigSchema = z.strictObject({
     maxAspectRatio: z.number().positive(),
     maxNewTokens: positiveInt,
     maxHistoryTurns: nonNegativeInt,
+    /** /describe samples its four prompts at this temperature (0 would give four identical ones). */
+    describeTemperature: z.number().positive().max(5),
+    /** Longest prompt /describe writes, in tokens. */
+    describeMaxNewTokens: positiveInt,
     temperature: z.number().nonnegative(),
     topP: z.number().gt(0).lte(1),
     topK: nonNegativeInt,

@@ -37,6 +37,8 @@ export const DiscordDestination = z.strictObject({
   replyToMessageId: id.optional(),
   /** A status message the bot posted and keeps editing (mention-replies, expired tokens). */
   statusMessageId: id.optional(),
+  /** Results only the requester may see (/settings private): ephemeral, or a DM once the token expired; never the channel. */
+  private: z.boolean().optional(),
   /** The channel is marked age-restricted (Discord's nsfw flag): the relaxed check policy applies (checks.ageRestricted). */
   nsfw: z.boolean().optional(),
 });
@@ -52,6 +54,8 @@ export const SlackDestination = z.strictObject({
   statusMessageTs: z.string().min(1).max(50).optional(),
   /** For ephemeral errors to the invoking user. */
   responseUrl: z.url().optional(),
+  /** Results only the requester may see (/settings private): the job lives in the bot's DM with them. */
+  private: z.boolean().optional(),
 });
 
 export const CliDestination = z.strictObject({
@@ -85,6 +89,10 @@ export function channelKey(d: Destination): string {
 
 export const MAX_PROMPT_CHARS = 4000;
 export const MAX_QUESTION_CHARS = 8000;
+/** A negative prompt (`--no`): what the decoder is steered away from. */
+export const MAX_NEGATIVE_CHARS = 1000;
+/** Images per /imagine (`--n`): one job makes them one after another with seeds s, s+1, … */
+export const MAX_IMAGES_PER_JOB = 8;
 
 export const ImagineOptions = z.strictObject({
   seed: z.number().int().min(0).max(2 ** 32 - 1),
@@ -92,6 +100,13 @@ export const ImagineOptions = z.strictObject({
   decoderSteps: z.number().int().min(1).max(500),
   guidance: z.number().min(0).max(50),
   aspect: AspectRatio,
+  /**
+   * Negative prompt: turned into the decoder's negative features by the same LLM → DiT path as the default " "
+   * (spec §3.5), instead of it. Absent or blank = the " " features. Optional: older jobs parse unchanged.
+   */
+  negative: z.string().max(MAX_NEGATIVE_CHARS).optional(),
+  /** How many images (seeds seed, seed+1, …); absent = 1. Each image alone is `count` 1 with its own seed. */
+  count: z.number().int().min(1).max(MAX_IMAGES_PER_JOB).optional(),
 });
 export type ImagineOptions = z.infer<typeof ImagineOptions>;
 
@@ -140,7 +155,16 @@ export const AskRequest = z.strictObject({
   /** Previous turns about the same image, oldest first. */
   history: z.array(Turn).max(64),
   options: AskOptions,
+  /**
+   * 'describe' (/describe): the question asks for one text-to-image prompt; the worker answers it DESCRIBE_PROMPTS
+   * times with seeds seed, seed+1, … and returns them as `answer.prompts`. Absent = an ordinary question.
+   */
+  mode: z.enum(['ask', 'describe']).optional(),
 });
+
+/** How many prompts /describe writes. */
+export const DESCRIBE_PROMPTS = 4;
+export const MAX_DESCRIBED_PROMPT_CHARS = 400;
 
 export const JobRequest = z.discriminatedUnion('kind', [ImagineRequest, VaryRequest, AskRequest]);
 export type JobRequest = z.infer<typeof JobRequest>;
@@ -201,6 +225,8 @@ export type ImageResult = z.infer<typeof ImageResult>;
 export const AnswerResult = z.strictObject({
   text: z.string(),
   tokenCount: z.number().int().nonnegative(),
+  /** /describe: the prompts the model wrote (each with an "Imagine this" button). */
+  prompts: z.array(z.string().min(1).max(MAX_DESCRIBED_PROMPT_CHARS)).min(1).max(DESCRIBE_PROMPTS).optional(),
 });
 export type AnswerResult = z.infer<typeof AnswerResult>;
 
@@ -220,6 +246,8 @@ export const JobResult = z.strictObject({
   destination: Destination,
   status: z.enum(['succeeded', 'failed', 'cancelled']),
   image: ImageResult.optional(),
+  /** Every image of a several-image job (`count` > 1), in seed order; `image` is the first of them. */
+  images: z.array(ImageResult).min(2).max(MAX_IMAGES_PER_JOB).optional(),
   answer: AnswerResult.optional(),
   error: ResultError.optional(),
   /**

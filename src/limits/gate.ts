@@ -64,7 +64,7 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
         estimate = b.estimate;
       }
       try {
-        await limiter.admitOrThrow(jobId, d);
+        await limiter.admitOrThrow(jobId, d, request && request.kind !== 'ask' ? (request.options.count ?? 1) : 1); // N images count as N
       } catch (e) {
         await usage.release(jobId);
         await usage.count('ref', d).catch(() => undefined);

@@ -44,9 +44,10 @@ export interface ScopeUsage {
 
 export interface Limiter {
   /** Check and take, atomically over all three scopes. The same jobId twice is admitted once (duplicate = true). */
-  admit(jobId: string, destination: Destination): Promise<Admission>;
+  /** `cost`: how many requests this job counts as (a 4-image /imagine counts 4); at most a full bucket is needed. */
+  admit(jobId: string, destination: Destination, cost?: number): Promise<Admission>;
   /** Like admit, but a denial throws a UserError('rate_limited') naming the limit and when to retry. */
-  admitOrThrow(jobId: string, destination: Destination): Promise<void>;
+  admitOrThrow(jobId: string, destination: Destination, cost?: number): Promise<void>;
   /** Free a job's slots; true only for the call that actually freed them. */
   release(jobId: string): Promise<boolean>;
   /** Free a job's slots if BullMQ finished it or it is gone (completed/failed/removed events; a retry keeps its slot). */
@@ -108,7 +109,7 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
   const configured = (ck: string): { limit: LimitSpec; source: SpecSource } =>
     L.channelOverrides[ck] ? { limit: L.channelOverrides[ck], source: 'config' } : { limit: L.channel, source: 'default' };
 
-  async function admit(jobId: string, d: Destination): Promise<Admission> {
+  async function admit(jobId: string, d: Destination, cost = 1): Promise<Admission> {
     const ids = scopeIds(d);
     const specs: LimitSpec[] = [configured(ids.channel).limit, L.user, L.workspace];
     const res = await r.blip3oLimitAdmit(
@@ -121,6 +122,7 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
       ...specs.flatMap(specArgs),
       jobKeyPrefix,
       L.admitGraceMs,
+      Math.max(1, Math.floor(cost)),
     );
     if (res[0] === 1) return { admitted: true, duplicate: res[1] === 1 };
     const [, scope, kind, retryAfterMs, requestsPerWindow, windowSeconds, burst, maxConcurrent] = res as number[];
@@ -135,8 +137,8 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
 
   return {
     admit,
-    async admitOrThrow(jobId, d) {
-      const a = await admit(jobId, d);
+    async admitOrThrow(jobId, d, cost) {
+      const a = await admit(jobId, d, cost);
       if (!a.admitted) {
         throw new UserError('rate_limited', denialMessage(a, d.platform), { context: { scope: a.scope, kind: a.kind, retryAfterMs: a.retryAfterMs } });
       }

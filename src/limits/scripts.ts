@@ -48,6 +48,7 @@ end
 export const admitLua = `${helpers}
 local jobId = ARGV[1]
 local jobKeyPrefix, graceMs = ARGV[14], tonumber(ARGV[15])
+local cost = tonumber(ARGV[16]) or 1 -- requests this job counts as (images of a several-image /imagine)
 local now = nowMs()
 local leases, leaseKeys = KEYS[8], KEYS[9]
 
@@ -71,10 +72,11 @@ for s = 1, 3 do
     local tokens = tonumber(b[1]) or cap
     local ts = tonumber(b[2]) or now
     tokens = math.min(cap, tokens + math.max(0, now - ts) * perMs)
-    if tokens < 1 then
-      return {0, s, 1, math.ceil((1 - tokens) / perMs), rpw, windowS, burst, maxConc}
+    local need = math.min(cost, cap) -- more than a full bucket would never pass: a full bucket admits it
+    if tokens < need then
+      return {0, s, 1, math.ceil((need - tokens) / perMs), rpw, windowS, burst, maxConc}
     end
-    buckets[s] = { tokens, cap, perMs }
+    buckets[s] = { tokens, cap, perMs, need }
   end
   if maxConc > 0 then
     -- self-healing: drop slots whose job is finished or gone before counting
@@ -91,7 +93,7 @@ end
 for s = 1, 3 do
   local b = buckets[s]
   if b then
-    redis.call('HSET', KEYS[s], 't', tostring(b[1] - 1), 'ts', now)
+    redis.call('HSET', KEYS[s], 't', tostring(b[1] - b[4]), 'ts', now)
     redis.call('PEXPIRE', KEYS[s], math.ceil(b[2] / b[3]) + 1000) -- idle long enough to be full again: forget it
   end
   redis.call('ZADD', KEYS[3 + s], now, jobId)

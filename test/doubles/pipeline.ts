@@ -149,7 +149,9 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
         throw new UserError('bad_image', 'That file is not an image I can read.', { cause: e });
       });
       await stage(ctx, 'encoding', 1, mode);
-      const words = `I see a ${meta.width}×${meta.height} ${meta.format} image. You asked: ${request.question}`.split(' ');
+      // Sampling (temperature > 0) depends on the seed, as a real sampler's answer does; greedy answers do not.
+      const sampled = request.options.temperature > 0 ? `(sample ${request.options.seed}) ` : '';
+      const words = `${sampled}I see a ${meta.width}×${meta.height} ${meta.format} image. You asked: ${request.question}`.split(' ');
       const steps = Math.min(words.length, request.options.maxNewTokens);
       let text = '';
       for (let step = 1; step <= steps; step++) {

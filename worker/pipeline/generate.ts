@@ -83,6 +83,16 @@ export interface GenerationSettings {
   negativeGuidance: number;
   /** Written into the PNG's Software text field. */
   software: string;
+  /** Distinct user negative prompts whose features are kept (besides " "). @defaultValue 32 */
+  negativeCacheSize?: number;
+}
+
+const DEFAULT_NEGATIVE_CACHE = 32;
+
+/** The text whose features are the decoder's negative for these options: the user's `negative`, else " ". */
+export function negativeTextOf(o: Pick<ImagineOptions, 'negative'>): string {
+  const t = o.negative?.trim();
+  return t ? t : NEGATIVE_TEXT;
 }
 
 export function cancelled(): AppError {
@@ -90,7 +100,8 @@ export function cancelled(): AppError {
 }
 
 export class Generator {
-  private negative: Promise<Float32Array> | undefined;
+  /** Negative features by text (insertion order = least recently used first). */
+  private readonly negatives = new Map<string, Promise<Float32Array>>();
 
   constructor(
     private readonly m: GenerationModels,
@@ -137,15 +148,16 @@ export class Generator {
     ctx.onProgress({ stage: 'conditioning', step: 1, total: 1 });
     check();
 
-    // 2. features: the negative (first call only) then the prompt's own DiT sampling
-    const negativeFirst = this.negative === undefined;
+    // 2. features: the negative (first call for its text only) then the prompt's own DiT sampling
+    const negativeText = negativeTextOf(o);
+    const negativeFirst = !this.negatives.has(negativeText);
     const featureTotal = o.ditSteps + (negativeFirst ? this.settings.negativeDitSteps : 0);
     let done = 0;
     const featureStep = () => {
       check();
       ctx.onProgress({ stage: 'features', step: done++, total: featureTotal });
     };
-    const neg = await this.negativeFeature(featureStep);
+    const neg = await this.negativeFeature(negativeText, featureStep);
     const cond = await this.sampleFeatures(z, o.ditSteps, o.guidance, new GaussianRng(o.seed, RngStream.ditNoise), featureStep);
     ctx.onProgress({ stage: 'features', step: featureTotal, total: featureTotal });
 
@@ -170,19 +182,40 @@ export class Generator {
     return { png, width: geo.width, height: geo.height };
   }
 
-  /** The " " feature, computed once per instance (a failed or cancelled attempt is not cached). */
-  private negativeFeature(beforeStep: () => void): Promise<Float32Array> {
-    if (!this.negative) {
-      const p = (async () => {
-        const z = await this.llm.latentHiddenStates(this.llm.encode(NEGATIVE_TEXT));
-        return this.sampleFeatures(z, this.settings.negativeDitSteps, this.settings.negativeGuidance, new GaussianRng(0, RngStream.negativeDitNoise), beforeStep);
-      })();
-      this.negative = p;
-      p.catch(() => {
-        if (this.negative === p) this.negative = undefined;
-      });
+  /**
+   * The negative feature of `text`: " " (the reference's default) or a user's negative prompt, through the same
+   * path (raw text, no chat template → LLM → DiT with the fixed negative seed, steps and guidance), computed once
+   * per distinct text and kept (" " always; user texts up to `negativeCacheSize`, least recently used dropped).
+   * A failed or cancelled computation is not cached.
+   */
+  private negativeFeature(text: string, beforeStep: () => void): Promise<Float32Array> {
+    let p = this.negatives.get(text);
+    if (p) {
+      this.negatives.delete(text); // re-insert: most recently used last
+      this.negatives.set(text, p);
+      return p;
     }
-    return this.negative;
+    const computed = (async () => {
+      const z = await this.llm.latentHiddenStates(this.llm.encode(text));
+      return this.sampleFeatures(z, this.settings.negativeDitSteps, this.settings.negativeGuidance, new GaussianRng(0, RngStream.negativeDitNoise), beforeStep);
+    })();
+    p = computed;
+    this.negatives.set(text, computed);
+    computed.catch(() => {
+      if (this.negatives.get(text) === computed) this.negatives.delete(text);
+    });
+    const limit = Math.max(1, this.settings.negativeCacheSize ?? DEFAULT_NEGATIVE_CACHE);
+    const userTexts = () => this.negatives.size - (this.negatives.has(NEGATIVE_TEXT) ? 1 : 0); // " " is never dropped
+    for (const key of [...this.negatives.keys()]) {
+      if (userTexts() <= limit) break;
+      if (key !== NEGATIVE_TEXT && key !== text) this.negatives.delete(key);
+    }
+    return p;
+  }
+
+  /** How many negative features are cached now (the " " one included). */
+  get cachedNegatives(): number {
+    return this.negatives.size;
   }
 
   /** Flow matching with CFG against zeros in LLM space, batch [uncond, cond] (spec §3.4, pitfall 8). */
@@ -311,6 +344,24 @@ export interface GenerationGraphs {
 }
 
 /** Opens the three generation sessions; every size comes from the configs (nothing hard-coded). */
+export async function openGenerationModels(g: GenerationGraphs, runtime: SessionOptions): Promise<GenerationModels> {
+  const grid = Math.round(Math.sqrt(g.nQuery));
+  if (grid * grid !== g.nQuery) throw new AppError('model', `n_query ${g.nQuery} is not a square number of DiT tokens`);
+  const [dit, unet, vae] = await Promise.all([openSession(g.ditOnnx, runtime), openSession(g.unetOnnx, runtime), openSession(g.vaeOnnx, runtime)]);
+  return {
+    dit,
+    unet,
+    vae,
+    ditGrid: grid,
+    latentChannels: g.unet.crossAttentionDim,
+    unetSampleSize: g.unet.sampleSize,
+    unetLatentMultiple: g.unet.latentMultiple,
+    unetInChannels: g.unet.inChannels,
+    vaeScaleFactor: g.vaeScaleFactor,
+    scheduler: g.unet.scheduler as Partial<EulerDiscreteConfig>,
+  };
+}
+
 export async function loadGeneration(
   g: GenerationGraphs,
   runtime: SessionOptions,
@@ -318,24 +369,5 @@ export async function loadGeneration(
   settings: GenerationSettings,
   vision?: ImageEncoder,
 ): Promise<Generator> {
-  const grid = Math.round(Math.sqrt(g.nQuery));
-  if (grid * grid !== g.nQuery) throw new AppError('model', `n_query ${g.nQuery} is not a square number of DiT tokens`);
-  const [dit, unet, vae] = await Promise.all([openSession(g.ditOnnx, runtime), openSession(g.unetOnnx, runtime), openSession(g.vaeOnnx, runtime)]);
-  return new Generator(
-    {
-      dit,
-      unet,
-      vae,
-      ditGrid: grid,
-      latentChannels: g.unet.crossAttentionDim,
-      unetSampleSize: g.unet.sampleSize,
-      unetLatentMultiple: g.unet.latentMultiple,
-      unetInChannels: g.unet.inChannels,
-      vaeScaleFactor: g.vaeScaleFactor,
-      scheduler: g.unet.scheduler as Partial<EulerDiscreteConfig>,
-    },
-    llm,
-    settings,
-    vision,
-  );
+  return new Generator(await openGenerationModels(g, runtime), llm, settings, vision);
 }

@@ -21,8 +21,8 @@ describe('registerCommands', () => {
     const config = loadConfig({ env: { DISCORD_API_BASE_URL: fake.apiBase } });
     const secrets = { REDIS_URL: 'unused', DISCORD_TOKEN: fake.token };
     const guild = await registerCommands(config, secrets, fake.guildId);
-    expect(guild).toEqual({ scope: { guildId: fake.guildId }, names: ['imagine', 'ask', 'Ask about this image', 'blip3o-admin'] });
-    expect(fake.commands.guild.get(fake.guildId)).toHaveLength(4);
+    expect(guild).toEqual({ scope: { guildId: fake.guildId }, names: ['imagine', 'ask', 'Ask about this image', 'describe', 'Describe this image', 'settings', 'blip3o-admin'] });
+    expect(fake.commands.guild.get(fake.guildId)).toHaveLength(7);
     expect(fake.requestsTo('GET', /\/applications\/@me$/)).toHaveLength(1);
 
     const global = await registerCommands(config, { ...secrets, DISCORD_APPLICATION_ID: fake.appId });

@@ -66,8 +66,8 @@ describe('options and ids', () => {
   });
   it('command definitions use config bounds and gate admin on Manage Server', () => {
     const defs = commandDefinitions(loadConfig());
-    expect(defs.map((d) => d.name)).toEqual(['imagine', 'ask', 'Ask about this image', 'blip3o-admin']);
-    expect(defs[3]!.default_member_permissions).toBe(String(1n << 5n));
+    expect(defs.map((d) => d.name)).toEqual(['imagine', 'ask', 'Ask about this image', 'describe', 'Describe this image', 'settings', 'blip3o-admin']);
+    expect(defs.find((d) => d.name === 'blip3o-admin')!.default_member_permissions).toBe(String(1n << 5n));
   });
 });
 

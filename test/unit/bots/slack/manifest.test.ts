@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { repoRoot } from '../../../../src/config/load.ts';
-import { SHORTCUT_ASK } from '../../../../bots/slack/blocks.ts';
+import { SHORTCUT_ASK, SHORTCUT_DESCRIBE } from '../../../../bots/slack/blocks.ts';
 
 const manifest = parse(readFileSync(`${repoRoot}/bots/slack/manifest.yaml`, 'utf8')) as {
   features: { slash_commands: { command: string }[]; shortcuts: { callback_id: string; type: string }[] };
@@ -18,7 +18,11 @@ describe('bots/slack/manifest.yaml', () => {
     const commands = [...handlers.matchAll(/(?:app\.command|\bslashCommand)\('([^']+)'/g)].map((m) => m[1]);
     expect(commands).toEqual(expect.arrayContaining(['/imagine', '/blip3o-admin']));
     expect(manifest.features.slash_commands.map((c) => c.command).sort()).toEqual(commands.sort());
-    expect(manifest.features.shortcuts).toEqual([expect.objectContaining({ type: 'message', callback_id: SHORTCUT_ASK })]);
+    expect(manifest.features.shortcuts).toEqual([
+      expect.objectContaining({ type: 'message', callback_id: SHORTCUT_ASK }),
+      expect.objectContaining({ type: 'message', callback_id: SHORTCUT_DESCRIBE }),
+    ]);
+    expect(handlers).toContain('callback_id: SHORTCUT_DESCRIBE');
     const events = [...handlers.matchAll(/app\.event\('([^']+)'/g)].map((m) => m[1]);
     expect(manifest.settings.event_subscriptions.bot_events.sort()).toEqual(events.sort());
     expect(manifest.settings.interactivity.is_enabled).toBe(true);
