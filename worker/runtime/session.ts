@@ -34,6 +34,12 @@ export interface SessionOptions {
   executionProvider?: ExecutionProvider;
   /** Threads for CPU kernels; 0 = onnxruntime's default (one per core). @defaultValue 0 */
   intraOpThreads?: number;
+  /**
+   * onnxruntime graph optimizations. 'disabled' keeps fp16 initializers fp16 in memory on the CPU provider (with
+   * 'all', constant folding turns the Casts it inserts in front of fp16-less CPU kernels into fp32 copies of the
+   * weights: twice the memory), at the price of casting weights at run time. @defaultValue 'all'
+   */
+  graphOptimization?: 'all' | 'basic' | 'disabled';
 }
 
 export type InputData = Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
@@ -116,7 +122,7 @@ export async function openSession(model: string | Uint8Array, opts: SessionOptio
   const create = (o: ort.InferenceSession.SessionOptions) =>
     typeof model === 'string' ? ort.InferenceSession.create(model, o) : ort.InferenceSession.create(model, o);
   const ep = opts.executionProvider ?? 'auto';
-  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: opts.graphOptimization ?? 'all' };
   if (opts.intraOpThreads) base.intraOpNumThreads = opts.intraOpThreads;
   if (ep === 'cuda' || (ep === 'auto' && cudaProviderInstalled())) {
     try {
