@@ -14,5 +14,8 @@ export const createPipeline: CreatePipeline = async () => ({
     ctx.onProgress({ stage: 'answering', step: 1, total: 1, partialText: 'ok' });
     return { text: `ok: ${request.question}`, tokenIds: [1] };
   },
+  async check() {
+    return { answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } };
+  },
   async close() {},
 });

@@ -2,7 +2,7 @@
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
 // add → process → completed round trip, both measured here, in one run, on the same Redis.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Queue, Worker } from 'bullmq';
 import { createCore } from '../bots/core/submit.ts';
@@ -13,7 +13,8 @@ import { QueueNames, type CliDestination, type JobRequest, type JobResult } from
 import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { createLogger } from '../src/log.ts';
-import { closeRedis, createRedis, type Redis } from '../src/redis.ts';
+import { Redis } from 'ioredis';
+import { closeRedis, createRedis } from '../src/redis.ts';
 import { createProcessor, type ProcessOutcome } from '../worker/processor.ts';
 import { ThreadHost } from '../worker/thread-host.ts';
 
@@ -104,6 +105,41 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
   };
 }
 
+/**
+ * Every command this process sends to Redis, by name (Lua scripts by the name they were defined with), counted in
+ * ioredis itself: the bench's clients are all in this process, so the count is exactly the path's round trips
+ * (a pipelined batch counts each command), whatever else uses the same Redis and however loaded the machine is.
+ */
+const sent = new Map<string, number>();
+const scriptNames = new Map<string, string>();
+{
+  type Cmd = { name: string; args: unknown[] };
+  const proto = Redis.prototype as unknown as {
+    sendCommand(command: Cmd, stream?: unknown): unknown;
+    defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
+  };
+  const sendCommand = proto.sendCommand;
+  proto.sendCommand = function (this: unknown, command: Cmd, stream?: unknown) {
+    const name = command.name === 'evalsha' || command.name === 'eval' ? `lua:${scriptNames.get(String(command.args[0])) ?? 'inline'}` : command.name;
+    sent.set(name, (sent.get(name) ?? 0) + 1);
+    return sendCommand.call(this, command, stream);
+  };
+  const defineCommand = proto.defineCommand;
+  proto.defineCommand = function (this: unknown, name: string, definition: { lua: string; numberOfKeys?: number }) {
+    scriptNames.set(createHash('sha1').update(definition.lua).digest('hex'), name);
+    return defineCommand.call(this, name, definition);
+  };
+}
+
+/** Commands per job of `jobs` sequential round trips, by command, most first. */
+async function profile(path: Path, jobs: number, base: number): Promise<[string, number][]> {
+  const before = new Map(sent);
+  for (let i = 0; i < jobs; i++) await path.one(base + i);
+  await new Promise((r) => setTimeout(r, 300)); // let the last acknowledgements land
+  const perJob: [string, number][] = [...sent].map(([c, n]) => [c, (n - (before.get(c) ?? 0)) / jobs]);
+  return perJob.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+}
+
 async function measure(path: Path, sequential: number, burst: number, base: number) {
   for (let i = 0; i < 5; i++) await path.one(base + i); // warm up
   let t = performance.now();
@@ -132,6 +168,8 @@ export async function run(args: string[]): Promise<void> {
       b.push(await measure(bare, sequential, burst, r * 1_000_000));
       o.push(await measure(ours, sequential, burst, r * 1_000_000 + 500_000));
     }
+    // Where the time goes: Redis commands per job on each path (blocking reads and timers make these a little noisy).
+    const profiles = { bare: await profile(bare, 50, 9_000_000), ours: await profile(ours, 50, 9_500_000) };
     await ours.close();
     await bare.close();
     const f = (n: number) => n.toFixed(2);
@@ -144,6 +182,10 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  our submit → worker (no-op) → delivery:  ${f(om)} ms/job   ${f(ot)} jobs/s`);
     console.log(`  per-job overhead: +${f(om - bm)} ms; latency ratio ${f(om / bm)}×; throughput ratio ${f(ot / bt)}×`);
     console.log(`  per-round latency ratios: ${o.map((x, i) => f(x.msPerJob / b[i]!.msPerJob)).join(', ')}`);
+    const total = (p: [string, number][]) => p.reduce((a, [, n]) => a + n, 0);
+    console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare))}, ours ${f(total(profiles.ours))}`);
+    console.log(`    ours: ${profiles.ours.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
+    console.log(`    bare: ${profiles.bare.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
   } finally {
     await cleanup(redis, prefix);
     await closeRedis(redis);

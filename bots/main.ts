@@ -9,6 +9,8 @@ import { createMetrics } from '../src/observability/metrics.ts';
 import { loadConfig, loadSecrets } from '../src/config/load.ts';
 import { UserError } from '../src/errors.ts';
 import { createLogger } from '../src/log.ts';
+import { setRedisLogger } from '../src/redis.ts';
+import { handleUsage } from '../src/usage.ts';
 import type { Adapter, AdapterFactory } from './core/adapter.ts';
 import type { ImageRef } from './core/port.ts';
 import { createCore, type CoreOptions } from './core/submit.ts';
@@ -19,10 +21,18 @@ const ADAPTERS: Partial<Record<'discord' | 'slack', () => Promise<AdapterFactory
   slack: () => import('./slack/adapter.ts').then((m) => m.createSlackAdapter),
 };
 
+const USAGE = `usage: npm run bots [-- --help]
+
+Starts the Discord and Slack bots enabled in config (discord.enabled, slack.enabled) around one core. Tokens come
+from the environment: DISCORD_TOKEN + DISCORD_APPLICATION_ID, SLACK_BOT_TOKEN + SLACK_APP_TOKEN (socket mode) or
+SLACK_SIGNING_SECRET (http mode); REDIS_URL names the shared Redis. See config/.env.example.`;
+
 async function main(): Promise<void> {
+  handleUsage(process.argv.slice(2), USAGE);
   const config = loadConfig();
   const secrets = loadSecrets();
   const log = createLogger('bots', config.logLevel);
+  setRedisLogger(log);
 
   const adapters: Adapter[] = [];
   const skipped: string[] = [];
@@ -51,11 +61,21 @@ async function main(): Promise<void> {
   const core = createCore({ config, secrets, ports: adapters.map((a) => a.port), fetchImage, log });
   await core.start();
   for (const adapter of adapters) await adapter.start(core);
+  // Discord's slash commands register themselves (only when their definition changed): no separate step after
+  // `docker compose up`. A failure here is logged, not fatal: the commands registered before keep working.
+  if (adapters.some((a) => a.port.platform === 'discord') && config.discord.registerCommandsOnStart) {
+    const { syncCommands } = await import('./discord/register-commands.ts');
+    await syncCommands(config, secrets, log.child({ platform: 'discord' })).catch((e: unknown) =>
+      log.error({ err: (e as Error).message }, 'registering the Discord slash commands failed; run `npm run discord:register` to retry'),
+    );
+  }
 
   // /healthz, /readyz, /metrics on http.botPort: deliveries and failures by reason, queue depths.
   const metrics = createMetrics('bot');
   for (const w of core.deliveryWorkers) observeDeliveryWorker(metrics, w);
   trackQueue(metrics, core.queue);
+  core.cache.observer = (outcome) => metrics.cacheLookups.inc({ outcome });
+  metrics.trackCache(() => core.cache.stats());
   const deliveryQueues = adapters.map((a) => createDeliveryQueue(config, core.redis, QueueNames.delivery(a.port.platform)));
   for (const q of deliveryQueues) trackQueue(metrics, q);
   const health = await serveHealth(

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'rate_limited' // a channel/user/guild limit was hit
   | 'forbidden' // not allowed in this guild/channel, or not an admin
   | 'cancelled' // the user cancelled
+  | 'withheld' // the image failed the channel's content checks (told to the user privately)
   // operators fix these
   | 'config' // config/default.yaml or env is wrong
   | 'model' // checkpoint missing, wrong shape, conversion failed

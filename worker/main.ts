@@ -4,26 +4,39 @@ import { isAbsolute, resolve } from 'node:path';
 import { loadConfig, loadSecrets, repoRoot } from '../src/config/load.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { onCancel } from '../src/jobs/cancel.ts';
-import { QueueNames, type JobRequest } from '../src/jobs/contract.ts';
+import { JobRequest, QueueNames } from '../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
 import { createLogger } from '../src/log.ts';
 import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
 import { serveHealth } from '../src/observability/http.ts';
 import { createMetrics, reportExecutionProvider } from '../src/observability/metrics.ts';
-import { closeRedis, createRedis } from '../src/redis.ts';
+import { closeRedis, createRedis, isRedisConnectionError, setRedisLogger } from '../src/redis.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
+import { handleUsage } from '../src/usage.ts';
+import { Usage } from '../src/usage/usage.ts';
 import type { PipelineOptions } from './pipeline/types.ts';
 import { createProcessor, type ProcessOutcome } from './processor.ts';
 import { ThreadHost } from './thread-host.ts';
 import { ensureModel } from './setup.ts';
+import { createAfterJob, modelIdentity } from './after-job.ts';
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
 
 /** The shipped pipeline loads its graphs from model.onnxDir, so the worker sets the model up for it first. */
 const SHIPPED_PIPELINE = 'worker/pipeline/blip3o.ts';
 
+const USAGE = `usage: npm run worker [-- --help]
+
+Starts one worker: fetches and converts the model on first start (model.* in config/default.yaml), then runs jobs
+from the shared Redis queue (REDIS_URL). Settings come from config/local.yaml or BLIP3O_CONFIG, secrets from the
+environment (config/.env.example). Start one per GPU; any number may share one Redis.`;
+
 async function main(): Promise<void> {
+  handleUsage(process.argv.slice(2), USAGE);
   const config = loadConfig();
   const secrets = loadSecrets();
   const log = createLogger('worker', config.logLevel);
+  setRedisLogger(log);
   const fromRoot = (p: string) => (isAbsolute(p) ? p : resolve(repoRoot, p));
 
   // Health first: /healthz answers during a first start's download and conversion; /readyz waits for the jobs worker.
@@ -62,13 +75,20 @@ async function main(): Promise<void> {
   const redis = createRedis(secrets.REDIS_URL, 'worker');
   const subscriber = createRedis(secrets.REDIS_URL, 'worker-cancel');
   const blobs = createBlobStore(config, redis);
-  const processor = createProcessor({ config, redis, blobs, host, log });
+  // Result cache, single-flight followers (worker/after-job.ts): results are stored under this worker's model identity.
+  const manifestHash = modelIdentity(setup?.onnxDir, config.worker.pipelineModule);
+  const afterJob = createAfterJob({ config, redis, blobs, log, manifestHash });
+  const processor = createProcessor({ config, redis, blobs, host, log, afterHandOver: afterJob.afterHandOver });
   // Fair scheduling (src/scheduling/fair.ts): first tell the scheduler a job started, which releases its channel's
   // next job; a job of a paused channel is parked again (DelayedError) instead of run.
   const jobsQueue = createJobsQueue(config, redis);
   const scheduler = createFairScheduler(redis, config, jobsQueue);
+  const usage = new Usage(redis, config);
   const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
-    await startOrHold(scheduler, job, token);
+    // the job's cost for fair scheduling: its estimate now, from the latest measurements of jobs like it
+    const request = JobRequest.safeParse(job.data);
+    const cost = request.success ? usage.costUnits(await usage.estimate(request.data)) : undefined;
+    await startOrHold(scheduler, job, token, cost);
     return processor.process(job, token, signal);
   }, {
     concurrency: config.worker.concurrency,
@@ -81,12 +101,15 @@ async function main(): Promise<void> {
       if (state === 'failed') await processor.onFinallyFailed(job, err);
     }).catch((e: unknown) => log.error({ jobId: job.id, err: (e as Error).message }, 'could not hand over a failure'));
   });
-  worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
+  worker.on('error', (err) => {
+    if (!isRedisConnectionError(err)) log.error({ err: err.message }, 'worker error'); // unreachable Redis: one line, src/redis.ts
+  });
   worker.on('stalled', (jobId) => log.warn({ jobId }, 'job stalled (its worker died); requeued'));
   const unsubscribe = await onCancel(subscriber, config, (jobId) => {
     if (worker.cancelJob(jobId, 'cancelled')) log.info({ jobId }, 'cancelling');
   });
   await worker.waitUntilReady();
+  await afterJob.start(`${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`);
 
   acceptingJobs = true;
   health?.setCheck('redis', async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING');
@@ -101,6 +124,7 @@ async function main(): Promise<void> {
     await worker.close();
     await unsubscribe();
     await processor.close();
+    await afterJob.close();
     await jobsQueue.close();
     await host.close();
     await health?.close();

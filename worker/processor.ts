@@ -24,15 +24,25 @@ import {
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../src/jobs/queue.ts';
 import type { Logger } from '../src/log.ts';
+import { CheckOverrides } from '../src/checks/policy.ts';
+import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
+import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
+import { generateReviewed, moderateInput, withheldError } from './review.ts';
 import type { ThreadHost } from './thread-host.ts';
 
 export interface ProcessorDeps {
   config: Readonly<Config>;
   redis: Redis;
   blobs: BlobStore;
-  host: Pick<ThreadHost, 'generate' | 'understand'>;
+  host: Pick<ThreadHost, 'generate' | 'understand' | 'check'>;
   log: Logger;
+  /**
+   * Called after every result handed over for a parsed request (and again when a re-run finds it handed over
+   * already): the result cache, single-flight followers and GPU-second accounting (worker/after-job.ts). A throw
+   * makes BullMQ retry the job; the re-run calls it again, so it must be idempotent.
+   */
+  afterHandOver?: (request: JobRequest, result: JobResult, ranMs: number) => Promise<void>;
 }
 
 /** What the jobs queue records as the return value (the result itself lives in the delivery queue). */
@@ -42,6 +52,11 @@ export interface ProcessOutcome {
   alreadyHandedOver?: boolean;
   /** Milliseconds per pipeline stage (for src/observability/hooks.ts: stage latency and GPU-seconds). */
   timingsMs?: Record<string, number>;
+  /** The delivered image's prompt-match score and the images drawn for it (checks, issue 16). */
+  matchScore?: number;
+  tries?: number;
+  /** Every try's match score, in order (the delivered one is the best). */
+  matchScores?: (number | null)[];
 }
 
 export interface JobProcessor {
@@ -51,11 +66,12 @@ export interface JobProcessor {
   close(): Promise<void>;
 }
 
-type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean };
+type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean; private?: boolean };
 
 export function createProcessor(deps: ProcessorDeps): JobProcessor {
   const { config, redis, blobs, host, log } = deps;
   const ledger = new DeliveryLedger(redis, config);
+  const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const queues = new Map<string, DeliveryQueue>();
 
   function deliveryQueue(destination: Destination): DeliveryQueue {
@@ -69,7 +85,21 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   }
 
   async function handOver(result: JobResult): Promise<void> {
-    await deliveryQueue(result.destination).add('result', result, { jobId: result.jobId });
+    const q = deliveryQueue(result.destination);
+    await q.add('result', result, { jobId: result.jobId });
+    if (result.destination.platform === 'cli') await expireCliQueue(q, result.jobId);
+  }
+
+  /**
+   * A CLI's delivery queue (delivery-cli-<clientId>) has one reader, the CLI that made it, which deletes it on exit.
+   * A CLI that was killed never does, so each hand-over gives the queue's keys the blobs' lifetime: a queue nobody
+   * reads is gone when the result's image would be.
+   */
+  async function expireCliQueue(q: DeliveryQueue, jobId: string): Promise<void> {
+    const keys = [...Object.values(q.keys).filter((k) => !k.endsWith(':')), q.toKey(jobId)];
+    const tx = redis.multi();
+    for (const k of keys) tx.expire(k, config.blobs.ttlSeconds);
+    await tx.exec();
   }
 
   async function alreadyHandedOver(jobId: string, destination: Destination): Promise<boolean> {
@@ -78,61 +108,101 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   }
 
   /** Deliver a failure for data that may be malformed: only possible when id and destination parse. */
-  async function handOverFailure(data: unknown, failure: Failure): Promise<void> {
+  async function handOverFailure(data: unknown, failure: Failure): Promise<JobResult | undefined> {
     const d = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
     const destination = Destination.safeParse(d.destination);
     const jobId = typeof d.id === 'string' ? d.id : undefined;
-    const kind = d.kind === 'imagine' || d.kind === 'vary' || d.kind === 'ask' ? d.kind : undefined;
-    if (!destination.success || !jobId || !kind) return; // nowhere to say it; the job's failedReason records it
-    await handOver({
+    // A kind this worker does not know (a newer bot, a hand-written job) still gets its failure delivered: a failure's
+    // rendering does not depend on the kind, which only shapes how a success is shown.
+    const kind = d.kind === 'imagine' || d.kind === 'vary' || d.kind === 'ask' ? d.kind : 'imagine';
+    if (!destination.success || !jobId) return undefined; // nowhere to say it; the job's failedReason records it
+    const result: JobResult = {
       v: CONTRACT_VERSION, jobId, kind, destination: destination.data, status: failure.status,
-      error: { code: failure.code, message: failure.message, userFacing: failure.userFacing }, timingsMs: {}, finishedAt: Date.now(),
-    });
+      error: { code: failure.code, message: failure.message, userFacing: failure.userFacing, ...(failure.private ? { private: true } : {}) }, timingsMs: {}, finishedAt: Date.now(),
+    };
+    await handOver(result);
+    return result;
   }
 
-  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<JobResult> {
+  /** `job.processedOn` is when this attempt started: the run time of a failure that reported no stage timings. */
+  async function after(job: Job, request: JobRequest, result: JobResult | undefined): Promise<void> {
+    if (result && deps.afterHandOver) await deps.afterHandOver(request, result, Math.max(0, Date.now() - (job.processedOn ?? Date.now())));
+  }
+
+  /** A job's result, and each try's match score (for the jobs queue's return value, not the delivery). */
+  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<{ result: JobResult; matchScores?: (number | null)[] }> {
     const timings: Record<string, number> = {};
     let stage = '';
     let stageAt = Date.now();
     const onProgress = (report: ProgressReport) => {
       if (report.stage !== stage) {
-        if (stage) timings[stage] = Date.now() - stageAt;
+        // The first stage counts from the start of the run (its first step ran before its first report).
+        if (stage) {
+          timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+          stageAt = Date.now();
+        }
         stage = report.stage;
-        stageAt = Date.now();
       }
       const progress: JobProgress = { v: CONTRACT_VERSION, jobId: request.id, ...report };
       job.updateProgress(progress).catch((e: unknown) => log.warn({ jobId: request.id, err: (e as Error).message }, 'progress update failed'));
     };
     const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
+    const policy = await checkOverrides.policyFor(config.checks, request.destination);
+    /** Moderation of an image the user sent: a flagged one is deleted now, not kept until its TTL. */
+    const moderated = async (key: string): Promise<Uint8Array> => {
+      const bytes = await inputImage(key);
+      const flagged = await moderateInput(host, bytes, policy, runOptions);
+      if (flagged.length === 0) return bytes;
+      await blobs.delete(key);
+      log.info({ jobId: request.id, flagged }, 'input image withheld by the content checks');
+      throw withheldError(flagged, true);
+    };
     if (request.kind === 'ask') {
-      const image = await inputImage(request.imageKey);
+      const image = await moderated(request.imageKey);
       const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
-      if (stage) timings[stage] = Date.now() - stageAt;
-      return { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() };
+      if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+      return { result: { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() } };
     }
-    const image = request.kind === 'vary' ? await inputImage(request.imageKey) : undefined;
-    const out = await host.generate({ prompt: request.prompt, options: request.options, ...(image ? { image } : {}) }, runOptions);
-    if (stage) timings[stage] = Date.now() - stageAt;
-    const blobKey = await blobs.put(out.png, 'output');
-    const altText = request.prompt || 'A variation of your image';
-    return {
+    const image = request.kind === 'vary' ? await moderated(request.imageKey) : undefined;
+    let reviewed;
+    try {
+      reviewed = await generateReviewed(host, { prompt: request.prompt, options: request.options, ...(image ? { image } : {}) }, policy, runOptions);
+    } catch (e) {
+      // A withheld image never reaches the blob store; the log keeps only which questions flagged it.
+      if (isUserError(e) && e.code === 'withheld') log.info({ jobId: request.id, flagged: e.context.flagged }, 'generated image withheld by the content checks');
+      throw e;
+    }
+    if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+    const { best, tries } = reviewed;
+    const caption = best.check?.caption || undefined;
+    const png = caption ? addPngText(best.image.png, { Description: caption }) : best.image.png;
+    const blobKey = await blobs.put(png, 'output');
+    const altText = caption ?? (request.prompt || 'A variation of your image');
+    const matchScore = best.check?.match;
+    if (matchScore !== undefined) log.info({ jobId: request.id, matchScore, tries, scores: reviewed.scores }, 'prompt match');
+    const result: JobResult = {
       ...base,
-      image: { blobKey, mime: 'image/png', width: out.width, height: out.height, altText, prompt: request.prompt, options: request.options },
+      image: {
+        blobKey, mime: 'image/png', width: best.image.width, height: best.image.height, altText, prompt: request.prompt, options: best.options,
+        ...(caption ? { caption } : {}), ...(matchScore !== undefined ? { matchScore } : {}), ...(tries > 1 ? { tries } : {}),
+      },
       timingsMs: timings,
       finishedAt: Date.now(),
     };
+    return { result, ...(matchScore !== undefined ? { matchScores: reviewed.scores.map((x) => x ?? null) } : {}) };
   }
 
   async function inputImage(key: string): Promise<Uint8Array> {
     const bytes = await blobs.get(key);
     if (!bytes) throw new AppError('bad_image', 'The image for this request has expired; please send it again.');
+    enforceImageBytes(config, bytes);
     return bytes;
   }
 
   function classify(e: unknown): Failure | undefined {
     if (e instanceof ContractError) return { status: 'failed', code: 'contract', message: e.message, userFacing: false };
-    if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true };
+    if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true, ...(e.code === 'withheld' ? { private: true } : {}) };
     if (e instanceof AppError && e.code === 'cancelled') return { status: 'cancelled', code: 'cancelled', message: 'Cancelled.', userFacing: true };
     if (e instanceof AppError && (e.code === 'timeout' || e.code === 'bad_image' || e.code === 'bad_request'))
       return { status: 'failed', code: e.code, message: e.message, userFacing: true };
@@ -152,28 +222,37 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     }
     if (await alreadyHandedOver(request.id, request.destination)) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
+      const handed = await deliveryQueue(request.destination).getJob(request.id);
+      await after(job, request, handed?.data);
       return { status: 'succeeded', alreadyHandedOver: true };
     }
+    let result: JobResult;
+    let matchScores: (number | null)[] | undefined;
     try {
       if (await isCancelRequested(redis, config, request.id)) throw new AppError('cancelled', 'Cancelled.');
-      const result = await run(job, request, signal ?? new AbortController().signal);
+      enforceConfiguredLimits(config, request);
+      ({ result, matchScores } = await run(job, request, signal ?? new AbortController().signal));
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
-      return { status: 'succeeded', timingsMs: result.timingsMs };
     } catch (e) {
       const failure = classify(e);
       if (failure) {
-        await handOverFailure(request, failure);
+        await after(job, request, await handOverFailure(request, failure));
         log.info({ jobId: request.id, code: failure.code, err: failure.message }, 'job failed (not retried)');
         throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;
       if (job.attemptsMade + 1 >= attempts) {
-        await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false });
+        await after(job, request, await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false }));
       }
       log.warn({ jobId: request.id, attempt: job.attemptsMade + 1, attempts, err: (e as Error).message }, 'job attempt failed');
       throw e;
     }
+    // Outside the try: the result is handed over, so a throw here must not turn it into a failure; BullMQ retries
+    // and the re-run (alreadyHandedOver) calls afterHandOver again with the handed-over result.
+    await after(job, request, result);
+    const { matchScore, tries } = result.image ?? {};
+    return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore, matchScores } : {}), ...(tries ? { tries } : {}) };
   };
 
   return {

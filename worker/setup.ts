@@ -18,15 +18,18 @@ import { isAbsolute, resolve } from 'node:path';
 import type { Config, Secrets } from '../src/config/schema.ts';
 import { AppError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
-import { readManifest, staleReason } from './builder/manifest.ts';
+import { readManifest, staleReason, verifyGraphFiles } from './builder/manifest.ts';
 import { Graph } from './builder/onnx/graph.ts';
 import { fetchSnapshot, type FetchProgress } from './hub/fetch.ts';
 import { snapshotStatus } from './hub/snapshot.ts';
-import { openSession } from './runtime/session.ts';
+import { describeAdapter, hostGpus, softwareOnly } from './runtime/adapter.ts';
+import { cudaProviderInstalled, openSession, type ExecutionProvider, type ResolvedProvider } from './runtime/session.ts';
 
 export interface SetupResult {
   /** The execution provider onnxruntime runs the model on. */
-  provider: 'cuda' | 'cpu';
+  provider: ResolvedProvider;
+  /** The GPU the provider runs on, as far as the host tells ('host CPU' on CPU). */
+  adapter: string;
   fetched: boolean;
   converted: boolean;
   snapshotDir: string;
@@ -47,8 +50,12 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
   const m = config.model;
   const snapshotDir = at(m.snapshotDir);
   const onnxDir = at(m.onnxDir);
-  const provider = await probeExecutionProvider(m.executionProvider, m.intraOpThreads);
-  log.info({ provider, configured: m.executionProvider }, `execution provider: ${provider}`);
+  const choice = await probeExecutionProvider(m.executionProvider, m.intraOpThreads);
+  const provider = choice.provider;
+  log.info(
+    { provider, configured: m.executionProvider, adapter: choice.adapter, skipped: choice.skipped },
+    `execution provider: ${provider} on ${choice.adapter}${choice.skipped.map((k) => `; skipped ${k.provider}: ${k.why}`).join('')}`,
+  );
 
   return withLock(`${snapshotDir}.setup-lock`, log, options.staleLockMs ?? 120_000, async () => {
     let fetched = false;
@@ -74,7 +81,17 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     }
 
     let converted = false;
-    const stale = staleReason(onnxDir, snapshotDir, m.dtype, m.quant);
+    let stale = staleReason(onnxDir, snapshotDir, m.dtype, m.quant);
+    if (stale === undefined) {
+      // sizes matched; now the hashes: a damaged graph is converted again rather than failing every start
+      const damaged = await verifyGraphFiles(onnxDir, readManifest(onnxDir)!);
+      if (damaged !== undefined) {
+        log.warn({ dir: onnxDir, why: damaged }, `converted graphs in ${onnxDir} are damaged (${damaged}): converting again`);
+        stale = damaged;
+      }
+    } else if (/damaged/.test(stale)) {
+      log.warn({ dir: onnxDir, why: stale }, `converted graphs in ${onnxDir} are damaged (${stale}): converting again`);
+    }
     if (stale !== undefined) {
       if (!m.convertOnStart) throw new AppError('model', `ONNX graphs in ${onnxDir} are not usable (${stale}); run \`npm run model -- convert\``);
       log.info({ from: snapshotDir, to: onnxDir, dtype: m.dtype, quant: m.quant, why: stale }, 'converting the model to ONNX');
@@ -86,39 +103,93 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     } else {
       log.info({ dir: onnxDir }, 'ONNX graphs are current; not converting');
     }
-    return { provider, fetched, converted, snapshotDir, onnxDir };
+    return { provider, adapter: choice.adapter, fetched, converted, snapshotDir, onnxDir };
   });
 }
 
-/**
- * Opens a two-element graph on the configured provider and checks its answer. `auto` takes CUDA when this
- * onnxruntime build and the machine can run it, else CPU; `cuda` fails fast with what to check.
- */
-export async function probeExecutionProvider(configured: 'auto' | 'cuda' | 'cpu', intraOpThreads = 0): Promise<'cuda' | 'cpu'> {
+/** What the start-up probe settled on, and why. */
+export interface ProviderChoice {
+  provider: ResolvedProvider;
+  /** The GPU as far as the host tells (worker/runtime/adapter.ts); 'host CPU' on the CPU provider. */
+  adapter: string;
+  /** Providers `auto` passed over, each with the reason. */
+  skipped: { provider: ResolvedProvider; why: string }[];
+}
+
+/** Opens a two-element graph on `provider` alone and checks its answer; throws what went wrong. */
+async function tryProvider(provider: ResolvedProvider, intraOpThreads: number): Promise<void> {
   const g = new Graph('execution-provider-probe');
   const x = g.input('x', 'float32', [2]);
   g.output(x.mul(2), 'y');
-  let session;
-  try {
-    session = await openSession(g.toBytes(), { executionProvider: configured, intraOpThreads });
-  } catch (e) {
-    if (configured !== 'cuda') throw e;
-    throw new AppError(
-      'config',
-      'model.executionProvider is cuda but the GPU is unusable: check that the container sees a GPU (nvidia-smi; ' +
-        'compose deploy.resources.reservations.devices), that the NVIDIA driver supports CUDA 12, and that onnxruntime-node ' +
-        'was installed with ONNXRUNTIME_NODE_INSTALL=cuda12; or set model.executionProvider to auto or cpu',
-      { cause: e },
-    );
-  }
+  const session = await openSession(g.toBytes(), { executionProvider: provider, intraOpThreads });
   try {
     const out = await session.run({ x: { data: Float32Array.from([1.5, -2]), dims: [2] } });
     const y = Array.from(out.y?.data as Float32Array);
-    if (y[0] !== 3 || y[1] !== -4) throw new AppError('model', `the ${session.provider} execution provider computed 2·[1.5, -2] = [${y.join(', ')}]`);
-    return session.provider;
+    if (y[0] !== 3 || y[1] !== -4) throw new AppError('model', `the ${provider} execution provider computed 2·[1.5, -2] = [${y.join(', ')}]`);
   } finally {
     await session.release();
   }
+}
+
+const reason = (e: unknown) => {
+  const cause = e instanceof Error && e.cause instanceof Error ? `: ${e.cause.message.split('\n')[0]}` : '';
+  return `${e instanceof Error ? e.message : String(e)}${cause}`.slice(0, 400);
+};
+
+/**
+ * Picks the execution provider before anything is downloaded. `auto`: CUDA when onnxruntime-node was installed with
+ * its CUDA library and it computes; else WebGPU when a GPU device is visible and it computes (a software rasterizer
+ * such as lavapipe is slower than the CPU provider, so `auto` passes it over; `webgpu` takes it); else CPU.
+ * `cuda` and `webgpu` fail fast with what to check.
+ */
+export async function probeExecutionProvider(configured: ExecutionProvider, intraOpThreads = 0): Promise<ProviderChoice> {
+  const gpus = hostGpus();
+  const adapterOf = (p: ResolvedProvider) => (p === 'cpu' ? 'host CPU' : p === 'cuda' ? describeAdapter({ ...gpus, devices: gpus.devices.filter((d) => d.vendor === 'NVIDIA') }) : describeAdapter(gpus));
+  if (configured !== 'auto') {
+    try {
+      await tryProvider(configured, intraOpThreads);
+    } catch (e) {
+      if (configured === 'cuda')
+        throw new AppError(
+          'config',
+          'model.executionProvider is cuda but the GPU is unusable: check that the container sees a GPU (nvidia-smi; ' +
+            'compose deploy.resources.reservations.devices), that the NVIDIA driver supports CUDA 12, and that onnxruntime-node ' +
+            'was installed with ONNXRUNTIME_NODE_INSTALL=cuda12; or set model.executionProvider to auto or cpu',
+          { cause: e },
+        );
+      if (configured === 'webgpu')
+        throw new AppError(
+          'config',
+          `model.executionProvider is webgpu but no WebGPU adapter works (${describeAdapter(gpus)}): check that the container sees ` +
+            '/dev/dri (compose: docker-compose.vulkan.yml) and has a Vulkan driver (mesa-vulkan-drivers ≥ 25, or the NVIDIA driver\'s ' +
+            'Vulkan ICD) and libvulkan1; or set model.executionProvider to auto or cpu',
+          { cause: e },
+        );
+      throw e;
+    }
+    return { provider: configured, adapter: adapterOf(configured), skipped: [] };
+  }
+  const skipped: ProviderChoice['skipped'] = [];
+  if (!cudaProviderInstalled()) skipped.push({ provider: 'cuda', why: 'onnxruntime-node was installed without its CUDA library (ONNXRUNTIME_NODE_INSTALL=cuda12 adds it)' });
+  else {
+    try {
+      await tryProvider('cuda', intraOpThreads);
+      return { provider: 'cuda', adapter: adapterOf('cuda'), skipped };
+    } catch (e) {
+      skipped.push({ provider: 'cuda', why: reason(e) });
+    }
+  }
+  if (softwareOnly(gpus)) skipped.push({ provider: 'webgpu', why: `no GPU device visible; ${describeAdapter(gpus)} would be slower than the CPU provider` });
+  else {
+    try {
+      await tryProvider('webgpu', intraOpThreads);
+      return { provider: 'webgpu', adapter: adapterOf('webgpu'), skipped };
+    } catch (e) {
+      skipped.push({ provider: 'webgpu', why: reason(e) });
+    }
+  }
+  await tryProvider('cpu', intraOpThreads);
+  return { provider: 'cpu', adapter: adapterOf('cpu'), skipped };
 }
 
 /**

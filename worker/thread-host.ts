@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { AppError, UserError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
-import type { Answer, GeneratedImage, GenerateRequest, PipelineOptions, ProgressReport, UnderstandRequest } from './pipeline/types.ts';
+import type { Answer, CheckRequest, CheckResult, GeneratedImage, GenerateRequest, PipelineOptions, ProgressReport, UnderstandRequest } from './pipeline/types.ts';
 import type { FromThread, ThreadData, ToThread, WireError } from './thread.ts';
 
 export interface ThreadHostOptions {
@@ -158,7 +158,11 @@ export class ThreadHost {
     return this.run('understand', request, run) as Promise<Answer>;
   }
 
-  private async run(kind: 'generate' | 'understand', request: GenerateRequest | UnderstandRequest, run: RunOptions): Promise<unknown> {
+  check(request: CheckRequest, run: RunOptions): Promise<CheckResult> {
+    return this.run('check', request, run) as Promise<CheckResult>;
+  }
+
+  private async run(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions): Promise<unknown> {
     if (this.closed) throw new AppError('internal', 'the worker is shutting down');
     const slot = await this.acquire();
     const runId = this.nextRunId++;

@@ -2,13 +2,13 @@
 // pipeline warm, and runs one request at a time for worker/thread-host.ts. Inference computes synchronously,
 // so it lives here, off the main thread where BullMQ renews locks and receives cancels.
 //
-// host → thread: { type: 'run', runId, kind: 'generate' | 'understand', request }  |  { type: 'abort', runId }
+// host → thread: { type: 'run', runId, kind: 'generate' | 'understand' | 'check', request }  |  { type: 'abort', runId }
 // thread → host: { type: 'ready' } | { type: 'fatal', error } | { type: 'progress', runId, report }
 //              | { type: 'done', runId, value } | { type: 'error', runId, error }
 import { parentPort, workerData } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { AppError, isUserError } from '../src/errors.ts';
-import type { CreatePipeline, GenerateRequest, Pipeline, PipelineOptions, UnderstandRequest } from './pipeline/types.ts';
+import type { CheckRequest, CreatePipeline, GenerateRequest, Pipeline, PipelineOptions, UnderstandRequest } from './pipeline/types.ts';
 
 export interface ThreadData {
   /** Absolute path of the module exporting createPipeline. */
@@ -19,6 +19,7 @@ export interface ThreadData {
 export type ToThread =
   | { type: 'run'; runId: number; kind: 'generate'; request: GenerateRequest }
   | { type: 'run'; runId: number; kind: 'understand'; request: UnderstandRequest }
+  | { type: 'run'; runId: number; kind: 'check'; request: CheckRequest }
   | { type: 'abort'; runId: number };
 
 export interface WireError {
@@ -65,7 +66,8 @@ async function main(): Promise<void> {
       signal: controller.signal,
       onProgress: (report: import('./pipeline/types.ts').ProgressReport) => port.postMessage({ type: 'progress', runId: msg.runId, report } satisfies FromThread),
     };
-    const work = msg.kind === 'generate' ? pipeline.generate(msg.request, ctx) : pipeline.understand(msg.request, ctx);
+    const work: Promise<unknown> =
+      msg.kind === 'generate' ? pipeline.generate(msg.request, ctx) : msg.kind === 'check' ? pipeline.check(msg.request, ctx) : pipeline.understand(msg.request, ctx);
     work.then(
       (value) => {
         // Transfer the PNG instead of copying it.

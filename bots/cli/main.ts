@@ -5,58 +5,61 @@
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { parseArgs } from 'node:util';
 import { loadConfig, loadSecrets } from '../../src/config/load.ts';
 import { createDeliveryQueue, deliveryQueueName } from '../../src/jobs/queue.ts';
 import type { CliDestination } from '../../src/jobs/contract.ts';
 import { createLogger } from '../../src/log.ts';
-import { closeRedis, createRedis } from '../../src/redis.ts';
-import type { CommandInput } from '../core/port.ts';
+import { isUserError, UserError } from '../../src/errors.ts';
+import { closeRedis, createRedis, setRedisLogger, waitForRedis } from '../../src/redis.ts';
 import { createCore } from '../core/submit.ts';
+import { parseCommand, USAGE } from './args.ts';
 import { CliPort } from './port.ts';
 
-const USAGE = `usage:
-  npm run imagine -- "<prompt>" [--seed N] [--aspect 16:9] [--steps N] [--decoder-steps N] [--guidance X] [--out file.png]
-  npm run ask -- <image file> "<question>"`;
-
-function parseCommand(argv: string[]): { input: CommandInput; out?: string } {
-  const [command, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: {
-      seed: { type: 'string' }, aspect: { type: 'string' }, steps: { type: 'string' }, 'decoder-steps': { type: 'string' },
-      guidance: { type: 'string' }, out: { type: 'string', short: 'o' },
-    },
-  });
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
-  if (command === 'imagine' && positionals.length === 1) {
-    return {
-      input: { command: 'imagine', prompt: positionals[0]!, seed: num(values.seed), aspect: values.aspect, ditSteps: num(values.steps),
-        decoderSteps: num(values['decoder-steps']), guidance: num(values.guidance) },
-      out: values.out ?? 'out.png',
-    };
-  }
-  if (command === 'ask' && positionals.length === 2) return { input: { command: 'ask', question: positionals[1]!, image: { name: positionals[0]! } } };
-  throw new Error(USAGE);
-}
-
 async function main(): Promise<number> {
-  const { input, out } = parseCommand(process.argv.slice(2));
-  if (input.command === 'ask') input.image.bytes = new Uint8Array(await readFile(input.image.name!));
+  const parsed = parseCommand(process.argv.slice(2), process.env.INIT_CWD ?? process.cwd());
+  if (parsed.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const { input, out } = parsed;
+  if (input.command === 'ask') {
+    const file = input.image.name!;
+    input.image.bytes = new Uint8Array(
+      await readFile(file).catch((e: NodeJS.ErrnoException) => {
+        throw new UserError('bad_image', e.code === 'ENOENT' ? `There is no file ${file}.` : `Cannot read ${file}: ${e.message}`);
+      }),
+    );
+  }
   const config = loadConfig();
   const secrets = loadSecrets();
   const log = createLogger('cli', process.env.LOG_LEVEL ? config.logLevel : 'warn');
+  setRedisLogger(log);
+  // An interactive command must not hang on a Redis that is not there: give up after a bounded wait.
+  const probe = createRedis(secrets.REDIS_URL, 'cli-probe');
+  try {
+    await waitForRedis(probe, secrets.REDIS_URL, config.queue.cliRedisWaitMs);
+  } catch (e) {
+    probe.disconnect();
+    console.error((e as Error).message);
+    return 3;
+  }
+  probe.disconnect();
   const clientId = randomUUID();
   const destination: CliDestination = { platform: 'cli', clientId, channelId: 'local', userId: userInfo().username || 'local' };
   const port = new CliPort();
   const core = createCore({ config, secrets, ports: [port], cliClientId: clientId, log });
   await core.start();
   let jobId: string | undefined;
-  const onSigint = () => {
-    if (jobId) void core.handle({ input: { command: 'cancel', jobId }, destination, dedupeKey: `${clientId}-cancel`, isAdmin: false });
+  let stopRequested = false;
+  const cancel = () => void core.handle({ input: { command: 'cancel', jobId: jobId! }, destination, dedupeKey: `${clientId}-cancel`, isAdmin: false });
+  // Ctrl-C and SIGTERM (a terminal closed, `kill`, a supervisor) both cancel the job; the result then says so.
+  const onStop = () => {
+    if (stopRequested) return;
+    stopRequested = true;
+    if (jobId) cancel();
   };
-  process.on('SIGINT', onSigint);
+  process.on('SIGINT', onStop);
+  process.on('SIGTERM', onStop);
   try {
     const reply = await core.handle({ input, destination, dedupeKey: clientId, isAdmin: false });
     if (reply.kind !== 'queued') {
@@ -64,6 +67,7 @@ async function main(): Promise<number> {
       return 2;
     }
     jobId = reply.jobId;
+    if (stopRequested) cancel(); // the signal came while the job was being submitted
     if (reply.position > 0) await port.showProgress(destination, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: reply.position });
     const { result, path } = await port.waitFor(reply.jobId, out);
     if (result.status === 'succeeded') {
@@ -74,7 +78,8 @@ async function main(): Promise<number> {
     console.error(result.error?.userFacing ? result.error.message : `failed (ref ${result.jobId}): ${result.error?.message ?? 'unknown error'}`);
     return result.status === 'cancelled' ? 130 : 1;
   } finally {
-    process.off('SIGINT', onSigint);
+    process.off('SIGINT', onStop);
+    process.off('SIGTERM', onStop);
     port.stop();
     await core.stop();
     // This invocation's delivery queue is never used again.
@@ -90,6 +95,6 @@ main().then(
   (code) => process.exit(code),
   (e: unknown) => {
     console.error(e instanceof Error ? e.message : e);
-    process.exit(1);
+    process.exit(isUserError(e) ? 2 : 1);
   },
 );

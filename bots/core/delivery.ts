@@ -4,7 +4,9 @@
 //   2. skip it if the delivered-ledger already has its jobId (it was posted; only the ack was lost);
 //   3. fetch the PNG from the blob store, call port.deliver (retried with backoff on any throw);
 //   4. record it in the ledger; then BullMQ marks the delivery job completed.
+// Steps 3–4 run under a claim in the ledger (one run at a time, even if BullMQ starts the job twice at once).
 // A crash between 3 and 4 calls deliver again on the next try; PlatformPort.deliver is idempotent per jobId.
+import { randomUUID } from 'node:crypto';
 import { UnrecoverableError, type Job, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BlobStore } from '../../src/blobs/store.ts';
@@ -13,6 +15,7 @@ import { ContractError, JobResult, parseContract } from '../../src/jobs/contract
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { createQueueWorker } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
+import { isRedisConnectionError } from '../../src/redis.ts';
 import type { PlatformPort } from './port.ts';
 
 export interface DeliveryDeps {
@@ -41,11 +44,30 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
       result = { ...result, status: 'failed', image: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
     }
   }
-  await deps.ledger.beginDelivery(result.jobId); // no progress edit may land on top of the result
-  await deps.port.deliver(result, image);
-  await deps.ledger.markDelivered(result.jobId);
+  // One run posts at a time, even when BullMQ starts the same delivery job twice (its lock lapsed).
+  const owner = randomUUID();
+  const claimMs = deps.config.queue.lockDurationMs;
+  if (!(await deps.ledger.claim(result.jobId, owner, claimMs))) throw new DeliveryInProgress(result.jobId);
+  const renew = setInterval(() => void deps.ledger.renewClaim(result.jobId, owner, claimMs).catch(() => undefined), claimMs / 2);
+  try {
+    await deps.ledger.beginDelivery(result.jobId); // no progress edit may land on top of the result
+    await deps.port.deliver(result, image);
+    await deps.ledger.markDelivered(result.jobId);
+  } finally {
+    // Posted (the ledger mark now answers every later run) or failed (the retry may post at once).
+    clearInterval(renew);
+    await deps.ledger.releaseClaim(result.jobId, owner).catch(() => undefined);
+  }
   deps.log.info({ jobId: result.jobId, status: result.status }, 'delivered');
   return 'delivered';
+}
+
+/** Another run of this delivery is posting it right now: retry later (then the ledger says 'duplicate'). */
+export class DeliveryInProgress extends Error {
+  override readonly name = 'DeliveryInProgress';
+  constructor(jobId: string) {
+    super(`the result of ${jobId} is being posted by another delivery run`);
+  }
 }
 
 export function startDeliveryWorker(deps: DeliveryDeps, queueName: string, concurrency = 4): Worker<JobResult, string> {
@@ -53,6 +75,8 @@ export function startDeliveryWorker(deps: DeliveryDeps, queueName: string, concu
     concurrency,
   });
   worker.on('failed', (job, err) => deps.log.warn({ jobId: job?.id, attempts: job?.attemptsMade, err: err.message }, 'delivery attempt failed'));
-  worker.on('error', (err) => deps.log.error({ err: err.message }, 'delivery worker error'));
+  worker.on('error', (err) => {
+    if (!isRedisConnectionError(err)) deps.log.error({ err: err.message }, 'delivery worker error'); // unreachable Redis: one line, src/redis.ts
+  });
   return worker;
 }

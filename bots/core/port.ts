@@ -22,7 +22,11 @@ export type CommandInput =
   | { command: 'reroll'; jobId: string }
   | { command: 'cancel'; jobId: string }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }
-  | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string };
+  | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string }
+  /** GPU-second budgets per UTC day (admins): this channel, a user (default: the caller) or this workspace. */
+  | { command: 'budget'; action: 'show' | 'set' | 'reset'; scope?: 'channel' | 'user' | 'workspace'; targetUserId?: string; seconds?: number }
+  /** Top channels and users by GPU-seconds over the last `days` days (admins), with a chart. */
+  | { command: 'usage'; days?: number };
 
 export interface Invocation {
   input: CommandInput;
@@ -33,10 +37,17 @@ export interface Invocation {
   isAdmin: boolean;
 }
 
+/** A picture that goes with a text reply (the usage chart): shown to the same audience as the text. */
+export interface ReplyImage {
+  png: Uint8Array;
+  name: string;
+  altText: string;
+}
+
 /** What the adapter shows right away. `private` = ephemeral (only the invoking user sees it). */
 export type Reply =
   | { kind: 'queued'; jobId: string; position: number; text: string }
-  | { kind: 'text'; text: string; private: boolean }
+  | { kind: 'text'; text: string; private: boolean; image?: ReplyImage }
   | { kind: 'error'; text: string; private: true };
 
 /** Implemented by each platform adapter; called by the core's progress relay and delivery worker. */

@@ -9,4 +9,6 @@ export const STAGE_LABEL: Readonly<Record<Stage, string>> = {
   decoding: 'Decoding pixels',
   encoding: 'Looking at the image',
   answering: 'Writing the answer',
+  checking: 'Checking the image',
+  retrying: 'Retrying with a new seed',
 };

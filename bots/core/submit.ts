@@ -29,6 +29,8 @@ import { hostname } from 'node:os';
 import type { JobsOptions, QueueEvents, Worker } from 'bullmq';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import { createBlobStore } from '../../src/blobs/index.ts';
+import { DeliveryQueues, digestOf, handOverToFollowers } from '../../src/cache/fanout.ts';
+import { ResultCache, type Lookup } from '../../src/cache/results.ts';
 import { createGate, type Gate } from '../../src/limits/gate.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { CONTRACT_VERSION, JobRequest, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
@@ -37,19 +39,19 @@ import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { queuePosition } from '../../src/jobs/position.ts';
 import { QueueNames } from '../../src/jobs/contract.ts';
 import {
-  createDeliveryQueue,
   createJobsEvents,
   createJobsQueue,
-  deliveryQueueName,
   jobIdFor,
   type JobsQueue,
 } from '../../src/jobs/queue.ts';
 import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
-import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis, isRedisConnectionError, waitForReplicas, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
 import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
+import { budgetCommand, usageCommand } from './commands/usage.ts';
+import { stripControlChars } from './plain-text.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { askRequest, checkImage, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
@@ -72,7 +74,7 @@ export interface CoreOptions {
   fetchImage?: FetchImage;
   admit?: Admission;
   jobOptions?: JobOptionsFor;
-  commands?: Partial<Record<'limits' | 'queue', CommandHandler>>;
+  commands?: Partial<Record<'limits' | 'queue' | 'budget' | 'usage', CommandHandler>>;
   /** Redis connection to use (shared); by default the core opens and closes its own from secrets.REDIS_URL. */
   redis?: Redis;
   log?: Logger;
@@ -99,7 +101,23 @@ export interface Core {
   readonly gate: Gate;
   /** The delivery consumers, filled by start() (bots/main.ts attaches delivery metrics to them). */
   readonly deliveryWorkers: readonly Worker[];
+  /** Result cache and single flight (src/cache/results.ts); bots/main.ts counts its lookups. */
+  readonly cache: ResultCache;
+  /**
+   * A queued job was removed before it ran (cancel, purge): the identical requests that joined it are told so.
+   * Returns how many there were.
+   */
+  releaseFollowers(request: JobRequest, result: JobResult): Promise<number>;
 }
+
+/** What a request served without a job of its own (cache hit, joined flight) leaves behind: dedupe and re-roll read it. */
+interface Served {
+  request: JobRequest;
+  text: string;
+}
+
+export const CACHED_TEXT = 'Found in the cache: delivering the earlier identical result, no GPU time used.';
+export const JOINED_TEXT = 'An identical request is already queued or running; you will get its result too, without a second run.';
 
 const ordinal = (n: number) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')}`;
 
@@ -112,6 +130,9 @@ export function createCore(options: CoreOptions): Core {
   const queue = createJobsQueue(config, redis);
   const gate = createGate(redis, config, queue);
   const ledger = new DeliveryLedger(redis, config);
+  const cache = new ResultCache(redis, config);
+  const handOvers = new DeliveryQueues(config, redis);
+  const servedKey = (jobId: string) => `${config.queue.prefix}:served:${jobId}`;
   const instanceId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const ports = new Map(options.ports.map((p) => [p.platform, p]));
   let events: QueueEvents | undefined;
@@ -152,8 +173,7 @@ export function createCore(options: CoreOptions): Core {
         return { request: varyRequest(config, base, 'pending', input), storeImage: bytes };
       }
       case 'reroll': {
-        const previous = await queue.getJob(input.jobId);
-        const data = previous?.data as JobRequest | undefined;
+        const data = await previousRequest(input.jobId);
         if (!data || data.kind === 'ask') throw new UserError('bad_request', 'That image is too old to re-roll; please run /imagine again.');
         const request: ImagineRequest = { v: CONTRACT_VERSION, ...base, kind: 'imagine', prompt: data.prompt, options: { ...data.options, seed: randomSeed() } };
         if (data.kind === 'vary') return { request: { ...request, kind: 'vary', imageKey: data.imageKey } };
@@ -164,31 +184,98 @@ export function createCore(options: CoreOptions): Core {
     }
   }
 
-  async function enqueue(inv: Invocation, request: JobRequest): Promise<number> {
+  /** A job's request, or that of a request served from the cache or by joining another job. */
+  async function previousRequest(jobId: string): Promise<JobRequest | undefined> {
+    const job = await queue.getJob(jobId);
+    if (job?.data) return job.data;
+    const served = await redis.get(servedKey(jobId));
+    return served ? (JSON.parse(served) as Served).request : undefined;
+  }
+
+  async function served(request: JobRequest, text: string): Promise<Reply> {
+    await redis.set(servedKey(request.id), JSON.stringify({ request, text } satisfies Served), 'EX', config.queue.keepCompletedSeconds);
+    await gate.usage.count('hits', request.destination).catch(() => undefined); // for the usage report
+    log.info({ jobId: request.id, kind: request.kind, channel: request.destination.channelId, served: text === CACHED_TEXT ? 'cache' : 'joined' }, 'served without a job');
+    return { kind: 'queued', jobId: request.id, position: 0, text };
+  }
+
+  /** A cache hit: the stored result goes to this request's delivery queue under its own id; no job, no worker. */
+  async function deliverFromCache(request: JobRequest, hit: Extract<Lookup, { kind: 'hit' }>): Promise<Reply | undefined> {
+    const base = {
+      v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const,
+      servedFrom: 'cache' as const, timingsMs: {}, finishedAt: Date.now(),
+    };
+    let result: JobResult;
+    if (hit.meta.kind === 'answer' && request.kind === 'ask') result = { ...base, answer: { text: hit.meta.text, tokenCount: hit.meta.tokenCount } };
+    else if (hit.meta.kind === 'image' && request.kind !== 'ask' && hit.png) {
+      const blobKey = await blobs.put(hit.png, 'output');
+      const altText = request.prompt || 'A variation of your image';
+      result = { ...base, image: { blobKey, mime: 'image/png', width: hit.meta.width, height: hit.meta.height, altText, prompt: request.prompt, options: request.options } };
+    } else return undefined; // cannot happen (the kind is part of the address); treat as a miss
+    const reply = await served(request, CACHED_TEXT);
+    await handOvers.handOver(result);
+    return reply;
+  }
+
+  async function enqueue(inv: Invocation, request: JobRequest, estimate: number): Promise<number> {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
     await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), jobId: request.id });
-    await gate.enqueued(request.id, inv.destination);
+    await gate.enqueued(request.id, inv.destination, estimate);
+    // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
+    const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
+    if (acceptReplicas > 0 && (await waitForReplicas(redis, acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
+      log.warn({ jobId: request.id, acceptReplicas, acceptReplicaWaitMs }, 'accepted before enough replicas held the job: a failover now could lose it');
     return (await queuePosition(redis, queue, request.id)) ?? 0;
   }
 
   async function submit(inv: Invocation): Promise<Reply> {
     const id = jobIdFor(inv.destination.platform, inv.dedupeKey);
-    const existing = await queue.getJob(id);
+    const [existing, servedBefore] = await Promise.all([queue.getJob(id), redis.get(servedKey(id))]);
     if (existing) {
       // A duplicate of an interaction we already accepted: same job, no second admission.
       const position = (await queuePosition(redis, queue, id)) ?? 0;
       return queuedReply(id, position);
     }
+    if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };
     const base: RequestBase = { id, destination: inv.destination, submittedAt: Date.now() };
     let { request, storeImage } = await validate(inv, base);
-    if (options.admit) await options.admit(inv, request);
-    await gate.admit(id, inv.destination);
+    // The input image is stored first: a request served from the cache or by another job is re-rolled from it later.
+    if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input') } as JobRequest;
+    const stored = storeImage ? (request as Extract<JobRequest, { imageKey: string }>).imageKey : undefined;
     let position: number;
+    let digest: string | undefined;
+    let enqueueing = false;
     try {
-      if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input') } as JobRequest;
-      position = await enqueue(inv, request);
+      // Result cache and single flight (docs/cost.md): an identical request is served without a job of its own.
+      digest = await digestOf(blobs, request, storeImage);
+      if (digest) {
+        const found = await cache.lookup(digest, id, JSON.stringify(request));
+        if (found.kind === 'joined') return await served(request, JOINED_TEXT);
+        if (found.kind === 'hit') {
+          const reply = await deliverFromCache(request, found);
+          if (reply) return reply;
+        }
+      }
+      if (options.admit) await options.admit(inv, request);
+      const { estimate } = await gate.admit(id, inv.destination, request); // GPU-second budgets, then rate limits
+      try {
+        if (digest) {
+          const claim = await cache.claim(digest, id, JSON.stringify(request));
+          if (!claim.leads) {
+            await gate.abandon(id); // joined a flight claimed a moment ago: no job, no slot
+            return await served(request, JOINED_TEXT);
+          }
+        }
+        enqueueing = true;
+        position = await enqueue(inv, request, estimate);
+        if (digest) await cache.confirm(digest, id);
+      } catch (e) {
+        await gate.abandon(id);
+        if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.').catch(() => undefined);
+        throw e;
+      }
     } catch (e) {
-      await gate.abandon(id);
+      if (stored && !enqueueing) await blobs.delete(stored).catch(() => undefined); // refused: nothing will read it
       throw e;
     }
     relay?.track(id, inv.destination, position);
@@ -196,6 +283,19 @@ export function createCore(options: CoreOptions): Core {
     if (position === 0 && (await gate.scheduler.position(id)).state === 'held')
       return { kind: 'queued', jobId: id, position: 0, text: 'Queued. An admin paused this channel; your request waits until they resume it.' };
     return queuedReply(id, position);
+  }
+
+  async function failFollowers(digest: string, request: JobRequest, message: string): Promise<number> {
+    const result: JobResult = {
+      v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'failed',
+      error: { code: 'internal', message, userFacing: true }, timingsMs: {}, finishedAt: Date.now(),
+    };
+    return handOverToFollowers({ cache, queues: handOvers }, digest, request, result);
+  }
+
+  async function releaseFollowers(request: JobRequest, result: JobResult): Promise<number> {
+    const digest = await digestOf(blobs, request);
+    return digest ? handOverToFollowers({ cache, queues: handOvers }, digest, request, result) : 0;
   }
 
   function queuedReply(jobId: string, position: number): Reply {
@@ -216,23 +316,19 @@ export function createCore(options: CoreOptions): Core {
       const removed = await job.remove().then(() => true, () => false);
       if (removed) {
         await gate.removed(jobId);
-        await deliverCancelled(data);
+        await releaseFollowers(data, await deliverCancelled(data));
       }
     }
     return { kind: 'text', text: 'Cancelling…', private: true };
   }
 
-  async function deliverCancelled(request: JobRequest): Promise<void> {
+  async function deliverCancelled(request: JobRequest): Promise<JobResult> {
     const result: JobResult = {
       v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'cancelled',
       error: { code: 'cancelled', message: 'Cancelled.', userFacing: true }, timingsMs: {}, finishedAt: Date.now(),
     };
-    const q = createDeliveryQueue(config, redis, deliveryQueueName(request.destination));
-    try {
-      await q.add('result', result, { jobId: request.id });
-    } finally {
-      await q.close();
-    }
+    await handOvers.handOver(result);
+    return result;
   }
 
   const core: Core = {
@@ -242,6 +338,8 @@ export function createCore(options: CoreOptions): Core {
     blobs,
     gate,
     deliveryWorkers,
+    cache,
+    releaseFollowers,
 
     async handle(inv: Invocation): Promise<Reply> {
       try {
@@ -255,14 +353,20 @@ export function createCore(options: CoreOptions): Core {
           case 'cancel':
             return await cancel(inv, input.jobId);
           case 'limits':
-          case 'queue': {
-            const handler = options.commands?.[input.command] ?? { limits: limitsCommand, queue: queueCommand }[input.command];
+          case 'queue':
+          case 'budget':
+          case 'usage': {
+            const handler = options.commands?.[input.command] ?? { limits: limitsCommand, queue: queueCommand, budget: budgetCommand, usage: usageCommand }[input.command];
             if (!handler) throw new UserError('bad_request', `/${input.command} is not enabled on this bot.`);
             return await handler(inv, core);
           }
         }
       } catch (e) {
-        if (isUserError(e)) return { kind: 'error', text: e.message, private: true };
+        if (isUserError(e)) return { kind: 'error', text: stripControlChars(e.message), private: true }; // may quote what was typed
+        if (isRedisConnectionError(e)) {
+          log.warn({ err: (e as Error).message }, 'command refused: Redis connection lost');
+          return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
+        }
         const ref = randomUUID().slice(0, 8);
         log.error({ ref, err: asAppError(e).message, cause: e }, 'command failed');
         return { kind: 'error', text: `Something went wrong (ref ${ref}).`, private: true };
@@ -288,6 +392,7 @@ export function createCore(options: CoreOptions): Core {
       await Promise.all(deliveryWorkers.map((w) => w.close()));
       deliveryWorkers.length = 0;
       await events?.close();
+      await handOvers.close();
       await queue.close();
       if (ownsRedis) await closeRedis(redis);
     },

@@ -143,7 +143,10 @@ export class DiscordAdapter implements Adapter {
     client.on(Events.ShardDisconnect, (event) => this.log.warn({ code: event.code }, 'gateway disconnected'));
     client.rest.on('rateLimited', (info) => this.log.info({ route: info.route, retryAfterMs: info.retryAfter }, 'rate limited by Discord; waiting'));
     const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
-    await client.login(this.token);
+    await client.login(this.token).catch((e: unknown) => {
+      if ((e as { code?: unknown }).code !== 'TokenInvalid') throw e;
+      throw new AppError('config', 'Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token from the Developer Portal\'s Bot page (see config/.env.example), or set discord.enabled: false.', { cause: e });
+    });
     await ready;
     this.log.info({ user: client.user?.tag, messageContent: withContent }, 'discord ready');
   }
@@ -262,7 +265,9 @@ export class DiscordAdapter implements Adapter {
     const input = adminInput(interaction.options, channelKey(destination));
     await interaction.deferReply({ flags: MessageFlags.Ephemeral });
     const reply = await this.call({ input, destination, dedupeKey: interaction.id, isAdmin: true });
-    await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] } });
+    const image = reply.kind === 'text' ? reply.image : undefined; // the usage chart: as private as the text (ephemeral)
+    const files = image ? [{ attachment: Buffer.from(image.png), name: image.name, description: image.altText }] : [];
+    await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] }, files });
   }
 
   /**
@@ -336,6 +341,7 @@ export class DiscordAdapter implements Adapter {
       applicationId: botId,
       replyToMessageId: message.id,
       statusMessageId: status.id,
+      ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}),
     };
     let reply: Reply;
     try {
@@ -373,6 +379,7 @@ export class DiscordAdapter implements Adapter {
       applicationId: interaction.applicationId,
       interactionToken: interaction.token,
       interactionAt: interaction.createdTimestamp,
+      ...(isAgeRestricted(interaction.channel) ? { nsfw: true } : {}),
     };
   }
 
@@ -442,4 +449,7 @@ function userText(e: unknown): string {
 /** The AdapterFactory bots/main.ts loads (bots/core/adapter.ts). */
 export const createDiscordAdapter = async (options: DiscordAdapterOptions): Promise<DiscordAdapter> => new DiscordAdapter(options);
 
-
+/** A guild channel marked age-restricted (Discord's nsfw flag): the relaxed check policy applies there (issue 16). */
+function isAgeRestricted(channel: unknown): boolean {
+  return typeof channel === 'object' && channel !== null && 'nsfw' in channel && (channel as { nsfw?: unknown }).nsfw === true;
+}

@@ -1,23 +1,44 @@
-// `/blip3o-admin queue …` and `/blip3o-admin limits …` → the core's admin CommandInputs (bots/core/commands/).
+// `/blip3o-admin queue …`, `limits …`, `budget …` and `usage [days]` → the core's admin CommandInputs (bots/core/commands/).
 // Permission is checked by the adapter (Manage Server) before this runs; the core refuses non-admins again.
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
 
 /** The part of discord.js's option resolver the admin command reads. */
 export interface AdminOptionReader {
-  getSubcommandGroup(required: true): string;
+  getSubcommandGroup(required?: boolean): string | null;
   getSubcommand(required: true): string;
   getInteger(name: string): number | null;
   getUser(name: string, required: true): { id: string };
+  getNumber?(name: string): number | null;
+  getString?(name: string): string | null;
+  getUser(name: string): { id: string } | null;
 }
+
+const BUDGET_ACTIONS = new Set(['show', 'set', 'reset']);
+const SCOPES = new Set(['channel', 'user', 'workspace']);
 
 const QUEUE_ACTIONS = new Set(['status', 'pause', 'resume', 'purge-user']);
 const LIMITS_ACTIONS = new Set(['show', 'set', 'reset']);
 
 /** `channelKey` is this channel's ("discord:<guild>:<channel>"): admins act on the channel they type in. */
 export function adminInput(o: AdminOptionReader, channelKey: string): CommandInput {
-  const group = o.getSubcommandGroup(true);
+  const group = o.getSubcommandGroup(false);
   const sub = o.getSubcommand(true);
+  if (group === null && sub === 'usage') {
+    const days = o.getInteger('days');
+    return { command: 'usage', ...(days !== null ? { days } : {}) };
+  }
+  if (group === 'budget' && BUDGET_ACTIONS.has(sub)) {
+    const action = sub as 'show' | 'set' | 'reset';
+    const scope = o.getString?.('scope') ?? 'channel';
+    if (!SCOPES.has(scope)) throw new UserError('bad_request', 'scope must be channel, user or workspace.');
+    const user = o.getUser('user');
+    const seconds = o.getNumber?.('seconds') ?? null;
+    return {
+      command: 'budget', action, scope: scope as 'channel' | 'user' | 'workspace',
+      ...(user ? { targetUserId: user.id } : {}), ...(action === 'set' && seconds !== null ? { seconds } : {}),
+    };
+  }
   if (group === 'queue' && QUEUE_ACTIONS.has(sub)) {
     const action = sub as 'status' | 'pause' | 'resume' | 'purge-user';
     return action === 'purge-user' ? { command: 'queue', action, targetUserId: o.getUser('user', true).id } : { command: 'queue', action };
@@ -33,5 +54,5 @@ export function adminInput(o: AdminOptionReader, channelKey: string): CommandInp
     if (concurrent !== null) spec.maxConcurrent = concurrent;
     return { command: 'limits', action, channelKey, spec };
   }
-  throw new UserError('bad_request', `Unknown admin command: ${group} ${sub}. Run the commands registration again (npm run discord:register).`);
+  throw new UserError('bad_request', `Unknown admin command: ${group} ${sub}. Restart the bot so it registers its commands again (or run npm run discord:register).`);
 }

@@ -5,6 +5,8 @@ import {
   ApplicationCommandType,
   InteractionContextType,
   PermissionFlagsBits,
+  type APIApplicationCommandStringOption,
+  type APIApplicationCommandUserOption,
   type RESTPutAPIApplicationCommandsJSONBody,
 } from 'discord.js';
 import { AspectRatio } from '../../src/config/schema.ts';
@@ -16,6 +18,19 @@ export const COMMAND = {
   askAboutImage: 'Ask about this image',
   admin: 'blip3o-admin',
 } as const;
+
+/** Options of /blip3o-admin budget …: which budget (default this channel), and whose for scope user (default you). */
+const budgetScope: APIApplicationCommandStringOption = {
+  type: ApplicationCommandOptionType.String,
+  name: 'scope',
+  description: 'Whose budget (default: this channel)',
+  choices: [
+    { name: 'this channel', value: 'channel' },
+    { name: 'a user', value: 'user' },
+    { name: 'this server', value: 'workspace' },
+  ],
+};
+const budgetUser: APIApplicationCommandUserOption = { type: ApplicationCommandOptionType.User, name: 'user', description: 'For scope user (default: you)' };
 
 export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicationCommandsJSONBody {
   const g = config.generation;
@@ -55,7 +70,7 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
     {
       name: COMMAND.admin,
       type: ApplicationCommandType.ChatInput,
-      description: 'Queue and rate-limit controls (Manage Server)',
+      description: 'Queue, rate limits, GPU budgets and usage (Manage Server)',
       contexts: [InteractionContextType.Guild],
       default_member_permissions: String(PermissionFlagsBits.ManageGuild),
       options: [
@@ -92,6 +107,31 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
             },
             { type: ApplicationCommandOptionType.Subcommand, name: 'reset', description: 'Back to the configured defaults' },
           ],
+        },
+        {
+          type: ApplicationCommandOptionType.SubcommandGroup,
+          name: 'budget',
+          description: 'GPU-second budgets per day (UTC)',
+          options: [
+            { type: ApplicationCommandOptionType.Subcommand, name: 'show', description: 'Budgets and use today', options: [budgetUser] },
+            {
+              type: ApplicationCommandOptionType.Subcommand,
+              name: 'set',
+              description: 'Set a budget in GPU-seconds per day (0 = none)',
+              options: [
+                { type: ApplicationCommandOptionType.Number, name: 'seconds', description: 'GPU-seconds per day', required: true, min_value: 0 },
+                budgetScope,
+                budgetUser,
+              ],
+            },
+            { type: ApplicationCommandOptionType.Subcommand, name: 'reset', description: 'Back to the configured default', options: [budgetScope, budgetUser] },
+          ],
+        },
+        {
+          type: ApplicationCommandOptionType.Subcommand,
+          name: 'usage',
+          description: 'Top channels and users by GPU-seconds, with a chart',
+          options: [{ type: ApplicationCommandOptionType.Integer, name: 'days', description: 'Days to cover (default 7)', min_value: 1, max_value: config.usage.retainDays }],
         },
       ],
     },

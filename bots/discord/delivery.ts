@@ -8,7 +8,7 @@
 //   - token expired (or the original was deleted) → a channel message with nonce + enforce_nonce (Discord returns
 //     the earlier message instead of posting twice), after looking for one already posted with this job's buttons.
 import { createHash } from 'node:crypto';
-import { DiscordAPIError, Routes, type REST } from 'discord.js';
+import { DiscordAPIError, MessageFlags, Routes, type REST } from 'discord.js';
 import type { Config } from '../../src/config/schema.ts';
 import type { DiscordDestination, Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
@@ -94,6 +94,7 @@ export class DiscordDelivery implements PlatformPort {
   }
 
   private async post(d: DiscordDestination, result: JobResult, image: Uint8Array | undefined): Promise<void> {
+    if (result.error?.private) return this.postPrivately(d, result);
     if (this.tokenUsable(d)) {
       try {
         await this.patchOriginal(d, resultMessage(result, image));
@@ -117,6 +118,36 @@ export class DiscordDelivery implements PlatformPort {
     const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
     if (d.replyToMessageId) body.message_reference = { message_id: d.replyToMessageId, fail_if_not_exists: false };
     await this.rest.post(Routes.channelMessages(d.channelId), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+  }
+
+  /**
+   * A result only the user may see (an image the content checks withheld): the public progress message is deleted
+   * and the user told in an ephemeral follow-up, or, without a usable interaction token, in a direct message
+   * (nonce + enforce_nonce, so a repeated delivery posts once). A repeated delivery may repeat the ephemeral note.
+   */
+  private async postPrivately(d: DiscordDestination, result: JobResult): Promise<void> {
+    const text = resultMessage(result, undefined).body;
+    const gone = async (call: () => Promise<unknown>) => {
+      try {
+        await call();
+      } catch (e) {
+        if (!isGone(e)) throw e;
+      }
+    };
+    if (this.tokenUsable(d)) {
+      const token = d.interactionToken;
+      await gone(() => this.rest.delete(Routes.webhookMessage(d.applicationId, token, '@original'), { auth: false }));
+      try {
+        await this.rest.post(Routes.webhook(d.applicationId, token), { body: { ...text, flags: MessageFlags.Ephemeral }, auth: false });
+        return;
+      } catch (e) {
+        if (!isGone(e)) throw e;
+        this.forgetToken(token);
+      }
+    }
+    if (d.statusMessageId) await gone(() => this.rest.delete(Routes.channelMessage(d.channelId, d.statusMessageId!)));
+    const dm = (await this.rest.post(Routes.userChannels(), { body: { recipient_id: d.userId } })) as { id: string };
+    await this.rest.post(Routes.channelMessages(dm.id), { body: { ...text, nonce: nonceFor(result.jobId), enforce_nonce: true } });
   }
 
   /** An earlier delivery of this job in the channel's recent messages (its nonce, or its Re-roll/Vary buttons). */

@@ -1,6 +1,9 @@
 // What users see: progress lines, the final message (PNG with alt text, settings, buttons), answers and errors,
 // as raw Discord API message bodies, so the same body works for PATCH @original and POST /channels/…/messages.
+import { checkLine } from '../core/check-line.ts';
+import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
+import { servedNote } from '../core/served-note.ts';
 import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import { buttonId } from './custom-ids.ts';
@@ -33,7 +36,9 @@ export interface Rendered {
 
 const noMentions = { parse: [] } as MessageBody['allowed_mentions'];
 
-function truncate(text: string, max: number): string {
+/** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
+function truncate(raw: string, max: number): string {
+  const text = stripControlChars(raw);
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
@@ -64,7 +69,7 @@ export function progressBody(progress: JobProgress): MessageBody {
 
 /** The first edit after the core accepted the job. */
 export function queuedBody(jobId: string, text: string): MessageBody {
-  return { content: `⏳ ${text}`, components: [cancelRow(jobId)], allowed_mentions: noMentions };
+  return { content: truncate(`⏳ ${text}`, MAX_CONTENT_CHARS), components: [cancelRow(jobId)], allowed_mentions: noMentions };
 }
 
 export function plainBody(text: string): MessageBody {
@@ -89,7 +94,8 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
     return { body: { ...plainBody(`${prefix}${reason}`), allowed_mentions: allowed }, files: [] };
   }
   if (result.answer) {
-    const text = result.answer.text.trim() || '(no answer)';
+    const note = servedNote(result);
+    const text = (result.answer.text.trim() || '(no answer)') + (note ? `\n-# ${note}` : '');
     const withPrefix = `${prefix}${text}`;
     if (withPrefix.length <= MAX_CONTENT_CHARS) return { body: { ...plainBody(withPrefix), allowed_mentions: allowed }, files: [] };
     const embeds = [{ description: truncate(text, MAX_EMBED_DESCRIPTION_CHARS) }];
@@ -98,7 +104,8 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   const meta = result.image!;
   if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
   const filename = `blip3o-${meta.options.seed}.png`;
-  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${settingsLine(meta.options)}`;
+  const checked = checkLine(meta);
+  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), checked, servedNote(result)].filter(Boolean).join(' · ')}`;
   return {
     body: {
       content,

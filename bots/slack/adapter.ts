@@ -52,6 +52,15 @@ function required(secrets: Readonly<Secrets>, name: 'SLACK_BOT_TOKEN' | 'SLACK_A
   return value;
 }
 
+const REFUSED = new Set(['invalid_auth', 'not_authed', 'account_inactive', 'token_revoked', 'token_expired', 'not_allowed_token_type', 'invalid_token']);
+
+/** Slack's "this token is wrong" answers → a config error naming the variable and what to put there; others unchanged. */
+function refusedToken(e: unknown, variable: string, what: string): unknown {
+  const code = (e as { data?: { error?: unknown } }).data?.error ?? /An API error occurred: (\w+)/.exec((e as Error).message ?? '')?.[1];
+  if (typeof code !== 'string' || !REFUSED.has(code)) return e;
+  return new AppError('config', `Slack refused ${variable} (${code}). Set ${variable} to ${what} (see config/.env.example), or set slack.enabled: false.`, { cause: e });
+}
+
 export async function createSlackAdapter(deps: { config: Readonly<Config>; secrets: Readonly<Secrets>; log: Logger }, tuning: SlackTuning = {}): Promise<SlackAdapter> {
   const { config, secrets } = deps;
   const log = deps.log; // bots/main.ts hands over a child logger with platform: 'slack'
@@ -68,7 +77,9 @@ export async function createSlackAdapter(deps: { config: Readonly<Config>; secre
     const signingSecret = required(secrets, 'SLACK_SIGNING_SECRET', 'HTTP mode verifies every request with the signing secret');
     receiver = new HTTPReceiver({ signingSecret, logger, endpoints: '/slack/events' });
   }
-  const app = new App({ token, receiver, clientOptions, logger });
+  // tokenVerificationEnabled: false: Bolt would otherwise call auth.test from its constructor and leave a refused token
+  // as an unhandled rejection (a crash with a stack). start() calls auth.test itself and names the variable.
+  const app = new App({ token, receiver, clientOptions, logger, tokenVerificationEnabled: false });
   const port = new SlackPort(app.client, config, log);
   const titles = new Map<string, JobTitle>();
   let eventsUrl: string | undefined;
@@ -104,12 +115,16 @@ export async function createSlackAdapter(deps: { config: Readonly<Config>; secre
     async start(started: Core): Promise<void> {
       core = started;
       port.attach({ redis: started.redis, titleOf });
-      const auth = await app.client.auth.test();
+      const auth = await app.client.auth.test().catch((e: unknown) => {
+        throw refusedToken(e, 'SLACK_BOT_TOKEN', 'the bot token (xoxb-…) from your Slack app\'s OAuth & Permissions page, app installed in the workspace');
+      });
       if (!auth.user_id) throw new AppError('platform', 'auth.test did not return the bot user id');
       registerHandlers({ app, core: started, port, config, botUserId: auth.user_id, log, titles, titleOf });
       app.error(async (e) => void log.error({ err: e.message, code: e.code }, 'bolt error'));
       if (s.mode === 'socket') {
-        await app.start();
+        await app.start().catch((e: unknown) => {
+          throw refusedToken(e, 'SLACK_APP_TOKEN', 'an app-level token (xapp-…) with the connections:write scope, from your Slack app\'s Basic Information page');
+        });
         log.info('connected to Slack (Socket Mode)');
       } else {
         const server = (await app.start({ port: s.httpPort, host: config.http.host })) as Server;

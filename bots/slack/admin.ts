@@ -4,6 +4,8 @@
 //   /blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2
 //   /blip3o-admin limits reset
 //   /blip3o-admin queue [status] | pause | resume | purge @user
+//   /blip3o-admin budget [show [@user]] | set <GPU-seconds> [channel|workspace|@user] | reset [channel|workspace|@user]
+//   /blip3o-admin usage [days]
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
 
@@ -13,7 +15,20 @@ export const ADMIN_USAGE = [
   '• `/blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2`: override them here (0 turns one off)',
   '• `/blip3o-admin limits reset`: back to the configured defaults',
   '• `/blip3o-admin queue`: queue depth; `queue pause` / `queue resume` this channel; `queue purge @user`',
+  '• `/blip3o-admin budget`: GPU-second budgets per day and their use; `budget set 600` (this channel), `budget set 3600 workspace`, `budget set 120 @user`, `budget reset …`',
+  '• `/blip3o-admin usage [days]`: top channels and users by GPU-seconds, with a chart sent to you privately',
 ].join('\n');
+
+const userMention = (text: string | undefined) => /^<@([A-Z0-9]+)(\|[^>]*)?>$/.exec(text ?? '')?.[1];
+
+/** "channel" | "workspace" | "@user" (default channel) → scope and target. */
+function budgetTarget(word: string | undefined): { scope: 'channel' | 'user' | 'workspace'; targetUserId?: string } {
+  if (word === undefined || word === 'channel') return { scope: 'channel' };
+  if (word === 'workspace') return { scope: 'workspace' };
+  const user = userMention(word);
+  if (user) return { scope: 'user', targetUserId: user };
+  throw new UserError('bad_request', `\`${word}\` is not channel, workspace or @someone.\n${ADMIN_USAGE}`);
+}
 
 const SPEC_KEYS: Record<string, string> = {
   requests: 'requestsPerWindow',
@@ -38,6 +53,22 @@ export function parseAdmin(text: string): CommandInput {
       if (Object.keys(spec).length === 0) throw new UserError('bad_request', `Say which limits to set.\n${ADMIN_USAGE}`);
       return { command: 'limits', action: 'set', spec };
     }
+  }
+  if (area === 'budget') {
+    if (!action || action === 'show') {
+      const user = userMention(rest[0]);
+      return { command: 'budget', action: 'show', ...(user ? { targetUserId: user } : {}) };
+    }
+    if (action === 'set') {
+      const [amount, who] = rest;
+      if (!amount || !/^\d+(\.\d+)?$/.test(amount)) throw new UserError('bad_request', `Give the budget in GPU-seconds per day: \`/blip3o-admin budget set 600\`.\n${ADMIN_USAGE}`);
+      return { command: 'budget', action: 'set', seconds: Number(amount), ...budgetTarget(who) };
+    }
+    if (action === 'reset') return { command: 'budget', action: 'reset', ...budgetTarget(rest[0]) };
+  }
+  if (area === 'usage') {
+    if (action === undefined) return { command: 'usage' };
+    if (/^\d+$/.test(action)) return { command: 'usage', days: Number(action) };
   }
   if (area === 'queue') {
     if (!action || action === 'status') return { command: 'queue', action: 'status' };

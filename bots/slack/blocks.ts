@@ -1,7 +1,10 @@
 // Block Kit for the one status message a job keeps updating (queue position → stage and step → done) and for
 // the result posted in its thread (image with Re-roll / Vary, or an answer). Every message also carries a plain
 // `text`, which Slack shows in notifications and screen readers read; tests read it too.
+import { checkLine } from '../core/check-line.ts';
+import { stripControlChars } from '../core/plain-text.ts';
 import { STAGE_LABEL } from '../core/stage-labels.ts';
+import { servedNote } from '../core/served-note.ts';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 
 /** action_id of each button; `value` is always the job id. */
@@ -20,7 +23,9 @@ export function escapeMrkdwn(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
-function clip(s: string, max: number): string {
+/** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
+function clip(raw: string, max: number): string {
+  const s = stripControlChars(raw);
   return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
 }
 
@@ -75,7 +80,7 @@ export function finalStatusMessage(title: string, result: JobResult): SlackMessa
 
 /** What a failed job tells the user: its own message when safe to show, else a reference for the operator. */
 export function failureText(result: JobResult): string {
-  if (result.error?.userFacing) return result.error.message;
+  if (result.error?.userFacing) return clip(result.error.message, 3000);
   return `Something went wrong on our side (ref ${result.jobId}).`;
 }
 
@@ -83,7 +88,7 @@ export function failureText(result: JobResult): string {
 export function imageResultMessage(result: JobResult): SlackMessage {
   const image = result.image;
   const prompt = image?.prompt ?? '';
-  const settings = image ? `seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}` : '';
+  const settings = image ? [`seed ${image.options.seed} · ${image.options.aspect} · ${image.options.ditSteps} steps · guidance ${image.options.guidance}`, checkLine(image), servedNote(result)].filter(Boolean).join(' · ') : '';
   return {
     text: `Here is “${clip(prompt, 200)}”`,
     blocks: [
@@ -98,7 +103,8 @@ export function imageResultMessage(result: JobResult): SlackMessage {
 }
 
 /** Slack's limit for one section's text is 3000 characters; answers longer than that go as several sections. */
-export function answerMessage(text: string): SlackMessage {
+export function answerMessage(answer: string, note = ''): SlackMessage {
+  const text = note ? `${answer}\n_${note}_` : answer;
   const chunks: string[] = [];
   for (let i = 0; i < text.length; i += 2900) chunks.push(text.slice(i, i + 2900));
   return { text: clip(text, 3900), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };

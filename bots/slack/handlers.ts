@@ -139,6 +139,15 @@ export function registerHandlers(deps: HandlerDeps): void {
   /** Buttons and cancel: no status message of their own unless they start a job. */
   async function simpleCommand(origin: Origin, input: CommandInput, dedupeKey: string): Promise<void> {
     const reply = await core.handle({ input, destination: destinationOf(origin), dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
+    const image = reply.kind === 'text' ? reply.image : undefined;
+    if (image) {
+      // Ephemeral messages cannot carry files: the picture (the usage chart) goes to the bot's DM with the asker.
+      const dm = await origin.client.conversations.open({ users: origin.userId });
+      const channel = dm.channel?.id;
+      if (channel) await origin.client.filesUploadV2({ channel_id: channel, file: Buffer.from(image.png), filename: image.name, alt_text: image.altText });
+      await origin.tellPrivately(`${reply.text}\n(The chart is in your direct messages with me.)`);
+      return;
+    }
     await origin.tellPrivately(reply.text);
   }
 

@@ -4,6 +4,7 @@
 // look-up: an image is uploaded as `blip3o-<jobId>.png` and not again if the thread already holds that file;
 // an answer carries message metadata with the job id and is not posted again if the thread has it.
 import type { WebClient } from '@slack/web-api';
+import { servedNote } from '../core/served-note.ts';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
@@ -107,7 +108,7 @@ export class SlackPort implements PlatformPort {
   }
 
   private async deliverAnswer(d: SlackDestination, result: JobResult, repeat: boolean): Promise<void> {
-    const m = answerMessage(result.answer!.text);
+    const m = answerMessage(result.answer!.text, servedNote(result));
     const metadata = { event_type: META_ANSWER, event_payload: { job_id: result.jobId } };
     if (d.statusMessageTs) {
       // The status message becomes the answer: one message in the thread, and chat.update is idempotent.

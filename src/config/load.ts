@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseEnv } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
@@ -86,6 +87,16 @@ export function loadSecrets(env: NodeJS.ProcessEnv = process.env): Readonly<Secr
   const parsed = SecretsSchema.safeParse(picked);
   if (!parsed.success) throw new AppError('config', `invalid environment:\n${formatIssues(parsed.error)}`);
   return Object.freeze(parsed.data);
+}
+
+/**
+ * The environment as the containers see it: `.env` of `dir` (what `docker compose` reads) under the real environment,
+ * which wins. For tools run from a checkout next to the compose files (`npm run discord:register`).
+ */
+export function envWithDotEnv(env: NodeJS.ProcessEnv = process.env, dir: string = process.cwd()): NodeJS.ProcessEnv {
+  const file = resolve(dir, '.env');
+  if (!existsSync(file)) return env;
+  return { ...parseEnv(readFileSync(file, 'utf8')), ...env };
 }
 
 function deepFreeze<T>(value: T): T {

@@ -2,6 +2,7 @@
 // so a key missing there fails loudly. Secrets are not in this file's YAML part: they come from the
 // environment only (see `Secrets` and config/.env.example). Units are in the names.
 import { z } from 'zod';
+import { parseRedisUrl } from '../redis.ts';
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
@@ -18,6 +19,24 @@ export type LimitSpec = z.infer<typeof LimitSpec>;
 export const AspectRatio = z.enum(['1:1', '4:3', '3:4', '3:2', '2:3', '16:9', '9:16', '21:9', '9:21']);
 export type AspectRatio = z.infer<typeof AspectRatio>;
 
+/** A channel's changes to the deployment's check policy (config or admins at runtime); absent keys keep the default. */
+export const CheckPolicyOverride = z.strictObject({
+  altText: z.boolean().optional(),
+  match: z.boolean().optional(),
+  matchThreshold: z.number().min(0).max(1).optional(),
+  maxRerolls: z.number().int().min(0).max(10).optional(),
+  moderation: z.boolean().optional(),
+  /** Per moderation question id. */
+  thresholds: z.record(z.string(), z.number().min(0).max(1)).optional(),
+});
+export type CheckPolicyOverride = z.infer<typeof CheckPolicyOverride>;
+
+export const ModerationQuestion = z.strictObject({
+  id: z.string().regex(/^[a-z0-9_-]{1,32}$/, 'lowercase letters, digits, _ or -, at most 32'),
+  question: z.string().min(1).max(300),
+  threshold: z.number().min(0).max(1),
+});
+
 export const ConfigSchema = z.strictObject({
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
 
@@ -33,6 +52,14 @@ export const ConfigSchema = z.strictObject({
     keepFailedSeconds: positiveInt,
     deliveryAttempts: positiveInt,
     deliveryBackoffMs: positiveInt,
+    cliRedisWaitMs: positiveInt,
+  }),
+
+  redis: z.strictObject({
+    /** Replicas that must hold an accepted job before the user is told "Queued" (Redis WAIT); 0: do not wait. */
+    acceptReplicas: nonNegativeInt,
+    /** Longest wait for them; past it the job is accepted anyway, with a warning in the log. */
+    acceptReplicaWaitMs: positiveInt,
   }),
 
   blobs: z.strictObject({
@@ -64,7 +91,7 @@ export const ConfigSchema = z.strictObject({
     dtype: z.enum(['fp32', 'fp16']),
     /** Block quantization of the LLM's Linear weights (onnxruntime MatMulNBits); none keeps them in `dtype`. */
     quant: z.enum(['none', 'int4', 'int8']),
-    executionProvider: z.enum(['auto', 'cuda', 'cpu']),
+    executionProvider: z.enum(['auto', 'cuda', 'webgpu', 'cpu']),
     convertOnStart: z.boolean(),
     intraOpThreads: nonNegativeInt,
   }),
@@ -96,6 +123,19 @@ export const ConfigSchema = z.strictObject({
     repetitionPenalty: z.number().positive(),
   }),
 
+  checks: z.strictObject({
+    altText: z.boolean(),
+    captionMaxTokens: positiveInt.max(256),
+    match: z.strictObject({ enabled: z.boolean(), threshold: z.number().min(0).max(1), maxRerolls: z.number().int().min(0).max(10) }),
+    moderation: z.strictObject({
+      enabled: z.boolean(),
+      checkInputs: z.boolean(),
+      questions: z.array(ModerationQuestion).max(16).refine((qs) => new Set(qs.map((q) => q.id)).size === qs.length, 'question ids must be unique'),
+    }),
+    ageRestricted: CheckPolicyOverride,
+    channelOverrides: z.record(z.string(), CheckPolicyOverride),
+  }),
+
   limits: z.strictObject({
     channel: LimitSpec,
     user: LimitSpec,
@@ -106,6 +146,30 @@ export const ConfigSchema = z.strictObject({
     admitGraceMs: positiveInt,
     /** How often each bot sweeps for slots and scheduling turns whose release was lost (a process died mid-way). */
     repairIntervalMs: positiveInt,
+  }),
+
+  cache: z.strictObject({
+    /** Content-addressed result cache (PNGs and greedy answers) in Redis. */
+    enabled: z.boolean(),
+    /** Bytes of cached results kept; the least recently used are evicted beyond this. */
+    maxBytes: positiveInt,
+    /** An entry expires this long after it was stored, used or not. */
+    ttlSeconds: positiveInt,
+    /** An identical request arriving while the first is queued or running joins it instead of starting a job. */
+    singleFlight: z.boolean(),
+    /** Workers publish their converted model's manifest hash this often; bots re-read it this often. */
+    manifestRefreshMs: positiveInt,
+  }),
+
+  usage: z.strictObject({
+    /** GPU-seconds per UTC day for every channel / user / workspace without an admin override; 0 = no budget. */
+    budgets: z.strictObject({ channel: z.number().nonnegative(), user: z.number().nonnegative(), workspace: z.number().nonnegative() }),
+    /** Weight of the newest measurement in a kind/options cost estimate (exponential moving average). */
+    estimateSmoothing: z.number().gt(0).lte(1),
+    /** Fair scheduling: a job moves its channel's virtual clock by its estimated GPU time in units of this many ms. */
+    fairCostUnitMs: positiveInt,
+    /** Per-day usage counters (GPU-seconds, jobs, cache hits, refusals) are kept this many days. */
+    retainDays: positiveInt,
   }),
 
   discord: z.strictObject({
@@ -124,6 +188,10 @@ export const ConfigSchema = z.strictObject({
     /** Gateway/REST timeouts and retries for discord.js's REST client. */
     restTimeoutMs: positiveInt,
     restRetries: nonNegativeInt,
+    /** At start the bot compares its slash commands with Discord's and PUTs them only when they differ. */
+    registerCommandsOnStart: z.boolean(),
+    /** Register in these guilds (instant) instead of globally (up to an hour to show); [] = globally. */
+    commandGuildIds: z.array(z.string().regex(/^\d+$/, 'a guild id is a number (Discord: right-click the server → Copy Server ID)')),
   }),
 
   slack: z.strictObject({
@@ -147,7 +215,17 @@ export type Config = z.infer<typeof ConfigSchema>;
 
 /** Secrets and deployment wiring: environment only, never in YAML or git. */
 export const SecretsSchema = z.object({
-  REDIS_URL: z.string().min(1).default('redis://127.0.0.1:6379'),
+  REDIS_URL: z
+    .string()
+    .min(1)
+    .default('redis://127.0.0.1:6379')
+    .superRefine((url, ctx) => {
+      try {
+        parseRedisUrl(url);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      }
+    }),
   DISCORD_TOKEN: z.string().optional(),
   DISCORD_APPLICATION_ID: z.string().optional(),
   SLACK_BOT_TOKEN: z.string().optional(),

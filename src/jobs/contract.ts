@@ -37,6 +37,8 @@ export const DiscordDestination = z.strictObject({
   replyToMessageId: id.optional(),
   /** A status message the bot posted and keeps editing (mention-replies, expired tokens). */
   statusMessageId: id.optional(),
+  /** The channel is marked age-restricted (Discord's nsfw flag): the relaxed check policy applies (checks.ageRestricted). */
+  nsfw: z.boolean().optional(),
 });
 
 export const SlackDestination = z.strictObject({
@@ -157,6 +159,8 @@ export const Stage = z.enum([
   'decoding', // UNet + VAE → pixels
   'encoding', // vision encoder over the input image
   'answering', // LLM generating text
+  'checking', // the model looks at the image it made (caption, prompt match, moderation questions)
+  'retrying', // the image scored below the match threshold: drawing it again with a new seed
 ]);
 export type Stage = z.infer<typeof Stage>;
 
@@ -180,8 +184,14 @@ export const ImageResult = z.strictObject({
   mime: z.literal('image/png'),
   width: z.number().int().positive(),
   height: z.number().int().positive(),
-  /** Alt text for the attachment: the prompt. */
+  /** Alt text for the attachment: the model's caption of the image (checks.altText), else the prompt. */
   altText: z.string().max(MAX_PROMPT_CHARS + 100),
+  /** The model's one-sentence description of the image (also in the PNG's Description text). */
+  caption: z.string().max(1000).optional(),
+  /** P(yes) to "Does this image show: <prompt>?" (checks.match). */
+  matchScore: z.number().min(0).max(1).optional(),
+  /** Images drawn for this request (1 + re-rolls); the one delivered scored best. */
+  tries: z.number().int().positive().optional(),
   /** What was actually used (defaults filled in), to show and to re-roll from. */
   prompt: z.string().max(MAX_PROMPT_CHARS),
   options: ImagineOptions,
@@ -199,6 +209,8 @@ export const ResultError = z.strictObject({
   /** Safe to show in chat when userFacing; otherwise the adapter shows "failed, ref <jobId>". */
   message: z.string(),
   userFacing: z.boolean(),
+  /** Tell only the user who asked, and leave nothing in the channel (a withheld image). */
+  private: z.boolean().optional(),
 });
 
 export const JobResult = z.strictObject({
@@ -210,6 +222,11 @@ export const JobResult = z.strictObject({
   image: ImageResult.optional(),
   answer: AnswerResult.optional(),
   error: ResultError.optional(),
+  /**
+   * Set when no model ran for this requester: 'cache' = an identical earlier result was delivered from the result
+   * cache; 'shared' = an identical request was already queued or running and this one joined it (docs/cost.md).
+   */
+  servedFrom: z.enum(['cache', 'shared']).optional(),
   /** Seconds per stage, for metrics and the footer. */
   timingsMs: z.record(z.string(), z.number().nonnegative()),
   finishedAt: z.number().int().nonnegative(),

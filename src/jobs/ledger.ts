@@ -11,6 +11,9 @@ import type { Config } from '../config/schema.ts';
 /** Longest a progress edit may hold off a delivery (a platform answering 429 to the edit, say). */
 const SHOWING_SLOT_MS = 10_000;
 
+const RENEW_IF_OWNER = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
+const DELETE_IF_OWNER = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+
 export class DeliveryLedger {
   constructor(
     private readonly redis: Redis,
@@ -25,6 +28,9 @@ export class DeliveryLedger {
   }
   private showingKey(jobId: string): string {
     return `${this.config.queue.prefix}:showing:${jobId}`;
+  }
+  private claimKey(jobId: string): string {
+    return `${this.config.queue.prefix}:delivery-claim:${jobId}`;
   }
   private get ttlSeconds(): number {
     return Math.max(this.config.queue.keepFailedSeconds, this.config.queue.keepCompletedSeconds);
@@ -50,6 +56,26 @@ export class DeliveryLedger {
     } finally {
       await this.redis.del(this.showingKey(jobId));
     }
+  }
+
+  /**
+   * Take the right to post jobId's result for `claimMs` (renew with `renewClaim` while posting). False while
+   * another run of the same delivery holds it: BullMQ can start a delivery job twice at once when its lock
+   * lapsed (Redis failing over, a stalled event loop). A claim whose owner died expires, and the next run
+   * posts again: the one window where PlatformPort.deliver must be idempotent.
+   */
+  async claim(jobId: string, owner: string, claimMs: number): Promise<boolean> {
+    return (await this.redis.set(this.claimKey(jobId), owner, 'PX', claimMs, 'NX')) === 'OK';
+  }
+
+  /** Extend our claim; false if it lapsed and is someone else's now. */
+  async renewClaim(jobId: string, owner: string, claimMs: number): Promise<boolean> {
+    return (await this.redis.eval(RENEW_IF_OWNER, 1, this.claimKey(jobId), owner, claimMs)) === 1;
+  }
+
+  /** Give a claim back when the run ends (posted and marked, or failed: then the retry need not wait). */
+  async releaseClaim(jobId: string, owner: string): Promise<void> {
+    await this.redis.eval(DELETE_IF_OWNER, 1, this.claimKey(jobId), owner);
   }
 
   async isDelivered(jobId: string): Promise<boolean> {

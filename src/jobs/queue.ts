@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { Queue, QueueEvents, Worker, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { noteRedisError } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { QueueNames, type Destination, type JobRequest, type JobResult, type Platform } from './contract.ts';
 
@@ -61,12 +62,22 @@ export function lockOptions(config: QueueConfig): Pick<WorkerOptions, 'lockDurat
 export type JobsQueue = Queue<JobRequest>;
 export type DeliveryQueue = Queue<JobResult>;
 
+/**
+ * Every BullMQ object gets an error listener: without one BullMQ prints each failed reconnect as a multi-line stack.
+ * Unreachable Redis becomes one log line per state change (src/redis.ts); other errors stay with the owner's listeners.
+ */
+function reportConnectionErrors<T extends { on(event: 'error', listener: (err: Error) => void): unknown }>(emitter: T, connection: Redis): T {
+  const address = `${connection.options.host ?? 'localhost'}:${connection.options.port ?? 6379}`;
+  emitter.on('error', (err: Error) => void noteRedisError(err, address));
+  return emitter;
+}
+
 export function createJobsQueue(config: QueueConfig, connection: Redis): JobsQueue {
-  return new Queue<JobRequest>(QueueNames.jobs, { connection, prefix: config.queue.prefix, defaultJobOptions: jobOptions(config) });
+  return reportConnectionErrors(new Queue<JobRequest>(QueueNames.jobs, { connection, prefix: config.queue.prefix, defaultJobOptions: jobOptions(config) }), connection);
 }
 
 export function createDeliveryQueue(config: QueueConfig, connection: Redis, name: string): DeliveryQueue {
-  return new Queue<JobResult>(name, { connection, prefix: config.queue.prefix, defaultJobOptions: deliveryJobOptions(config) });
+  return reportConnectionErrors(new Queue<JobResult>(name, { connection, prefix: config.queue.prefix, defaultJobOptions: deliveryJobOptions(config) }), connection);
 }
 
 /** QueueEvents blocks on its connection, so it gets its own; BullMQ leaves a passed-in connection open, so close() closes it. */
@@ -81,7 +92,7 @@ class OwnedQueueEvents extends QueueEvents {
 }
 
 export function createJobsEvents(config: QueueConfig, connection: Redis): QueueEvents {
-  return new OwnedQueueEvents(QueueNames.jobs, connection.duplicate(), config.queue.prefix);
+  return reportConnectionErrors(new OwnedQueueEvents(QueueNames.jobs, connection.duplicate(), config.queue.prefix), connection);
 }
 
 /** A BullMQ Worker with our lock timing. `connection` is duplicated for the blocking connection by BullMQ. */
@@ -92,5 +103,5 @@ export function createQueueWorker<D, R>(
   processor: Processor<D, R>,
   options: Partial<WorkerOptions> = {},
 ): Worker<D, R> {
-  return new Worker<D, R>(name, processor, { connection, prefix: config.queue.prefix, ...lockOptions(config), ...options });
+  return reportConnectionErrors(new Worker<D, R>(name, processor, { connection, prefix: config.queue.prefix, ...lockOptions(config), ...options }), connection);
 }

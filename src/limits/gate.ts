@@ -9,19 +9,28 @@
 import type { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/schema.ts';
-import type { Destination } from '../jobs/contract.ts';
+import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
 import { createFairScheduler, type FairScheduler } from '../scheduling/fair.ts';
+import { budgetMessage, Usage } from '../usage/usage.ts';
+import { UserError } from '../errors.ts';
 import { createLimiter, type Limiter } from './limiter.ts';
 
 export interface Gate {
   readonly limiter: Limiter;
   readonly scheduler: FairScheduler;
-  /** Throws UserError('rate_limited') naming the limit and when to retry; nothing is taken then. */
-  admit(jobId: string, destination: Destination): Promise<void>;
+  /** GPU-second accounting and daily budgets (src/usage/usage.ts). */
+  readonly usage: Usage;
+  /**
+   * Budgets first (with `request`: its cost is estimated from recent measurements of its kind and options), then the
+   * rate limits. Throws UserError('rate_limited') naming the budget or limit; nothing is taken then. Resolves to the
+   * estimated GPU-seconds (0 when unknown), which fair scheduling weighs the job by.
+   */
+  admit(jobId: string, destination: Destination, request?: JobRequest): Promise<{ estimate: number }>;
   /** Options to merge into queue.add: the job is added parked (see FairScheduler.parkedOptions). */
   jobOptions(): { priority: number; delay: number };
-  enqueued(jobId: string, destination: Destination): Promise<void>;
+  /** `estimate`: the job's estimated GPU-seconds (from admit); it moves its channel's fair-scheduling clock. */
+  enqueued(jobId: string, destination: Destination, estimate?: number): Promise<void>;
   /** Admitted but never enqueued (a later step failed): give the slots back. */
   abandon(jobId: string): Promise<void>;
   /** Removed before it ran (cancel, purge): its turn passes on and its slots are freed. */
@@ -30,8 +39,9 @@ export interface Gate {
   stop(): void;
 }
 
-export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'>, queue: JobsQueue): Gate {
+export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits' | 'usage'>, queue: JobsQueue): Gate {
   const limiter = createLimiter(redis, config);
+  const usage = new Usage(redis, config);
   const scheduler = createFairScheduler(redis, config, queue, { adoptAfterMs: config.limits.admitGraceMs });
   let timer: NodeJS.Timeout | undefined;
   let events: QueueEvents | undefined;
@@ -39,26 +49,43 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
   const removed = ({ jobId }: { jobId: string }) => {
     void limiter.release(jobId).catch(() => undefined);
     void scheduler.forget(jobId).catch(() => undefined);
+    void usage.release(jobId).catch(() => undefined);
   };
 
   return {
     limiter,
     scheduler,
-    admit: (jobId, d) => limiter.admitOrThrow(jobId, d),
+    usage,
+    async admit(jobId, d, request) {
+      let estimate = 0;
+      if (request) {
+        const b = await usage.admit(jobId, d, request);
+        if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
+        estimate = b.estimate;
+      }
+      try {
+        await limiter.admitOrThrow(jobId, d);
+      } catch (e) {
+        await usage.release(jobId);
+        await usage.count('ref', d).catch(() => undefined);
+        throw e;
+      }
+      return { estimate };
+    },
     jobOptions: () => scheduler.parkedOptions(),
-    enqueued: (jobId, d) => scheduler.enqueue(jobId, d),
+    enqueued: (jobId, d, estimate) => scheduler.enqueue(jobId, d, usage.costUnits(estimate ?? 0)),
     async abandon(jobId) {
-      await limiter.release(jobId);
+      await Promise.all([limiter.release(jobId), usage.release(jobId)]);
     },
     async removed(jobId) {
-      await Promise.all([limiter.release(jobId), scheduler.forget(jobId)]);
+      await Promise.all([limiter.release(jobId), scheduler.forget(jobId), usage.release(jobId)]);
     },
     start(e) {
       events = e;
       e.on('completed', settle);
       e.on('failed', settle);
       e.on('removed', removed);
-      const repair = () => Promise.all([limiter.sweep(), scheduler.repair()]).catch(() => undefined);
+      const repair = () => Promise.all([limiter.sweep(), scheduler.repair(), usage.sweep()]).catch(() => undefined);
       void repair();
       timer = setInterval(repair, config.limits.repairIntervalMs);
       timer.unref();

@@ -12,7 +12,7 @@ import { channelKey, Destination, JobRequest, type Stage } from '../jobs/contrac
 import type { Metrics } from './metrics.ts';
 
 /** Stages that run on the accelerator (everything but waiting in the queue). */
-const COMPUTE_STAGES: ReadonlySet<string> = new Set<Exclude<Stage, 'queued'>>(['loading', 'conditioning', 'features', 'decoding', 'encoding', 'answering']);
+const COMPUTE_STAGES: ReadonlySet<string> = new Set<Exclude<Stage, 'queued'>>(['loading', 'conditioning', 'features', 'decoding', 'encoding', 'answering', 'checking']);
 
 const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'failed', 'completed'] as const;
 
@@ -38,6 +38,8 @@ const Outcome = z.looseObject({
   status: z.enum(['succeeded', 'failed', 'cancelled']),
   timingsMs: z.record(z.string(), z.number()).optional(),
   error: z.looseObject({ code: z.string() }).optional(),
+  matchScore: z.number().optional(),
+  tries: z.number().int().positive().optional(),
 });
 
 const kindOf = (data: unknown): string => {
@@ -62,6 +64,8 @@ export function observeJobWorker(metrics: Metrics, worker: Worker, provider: () 
     const ranSeconds = Math.max(0, (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now())) / 1000;
     metrics.jobSeconds.observe({ kind, outcome: outcome.success ? outcome.data.status : 'succeeded' }, ranSeconds);
     if (outcome.success && outcome.data.error) metrics.failures.inc({ component: 'worker', queue, reason: failureReason(outcome.data.error) });
+    if (outcome.success && outcome.data.matchScore !== undefined) metrics.matchScore.observe({ kind }, outcome.data.matchScore);
+    if (outcome.success && outcome.data.tries && outcome.data.tries > 1) metrics.rerolls.inc({ kind }, outcome.data.tries - 1);
     let computeSeconds = 0;
     for (const [stage, ms] of Object.entries((outcome.success && outcome.data.timingsMs) || {})) {
       if (!COMPUTE_STAGES.has(stage)) continue;

@@ -27,8 +27,18 @@ export interface Metrics {
   readonly deliveries: Counter<'platform' | 'outcome'>;
   /** Failed job or delivery attempts by reason (an ErrorCode, or the error's name). */
   readonly failures: Counter<'component' | 'queue' | 'reason'>;
-  /** 1 for the execution provider this worker runs the model on (cuda | cpu). */
+  /** The model's prompt-match score of each delivered image (checks.match), and the extra images drawn for it. */
+  readonly matchScore: Histogram<'kind'>;
+  readonly rerolls: Counter<'kind'>;
+  /** 1 for the execution provider this worker runs the model on (cuda | webgpu | cpu). */
   readonly executionProvider: Gauge<'provider' | 'configured'>;
+  /** Result-cache lookups by outcome: hit | miss | joined (single flight) | bypass (workers disagree about the model). */
+  readonly cacheLookups: Counter<'outcome'>;
+  /** Bytes and entries the result cache holds, read from Redis at scrape time (see trackCache). */
+  readonly cacheBytes: Gauge;
+  readonly cacheEntries: Gauge;
+  /** Adds the result cache to cacheBytes/cacheEntries: `stats` is read at every scrape. */
+  trackCache(stats: () => Promise<{ bytes: number; entries: number }>): void;
   /** Adds a queue to `queueDepth`: `counts` is read at every scrape (BullMQ `queue.getJobCounts()`). */
   trackQueue(queue: string, counts: () => Promise<Record<string, number>>): void;
 }
@@ -55,9 +65,21 @@ export function createMetrics(component: Component, options: { prefix?: string; 
       }
     },
   });
+  let cacheStats: (() => Promise<{ bytes: number; entries: number }>) | undefined;
+  const readCache = async () => (cacheStats ? await cacheStats().catch(() => undefined) : undefined);
   return {
     registry,
     queueDepth,
+    cacheLookups: new Counter({ name: `${prefix}cache_lookups_total`, help: 'Result-cache lookups by outcome (hit, miss, joined, bypass)', labelNames: ['outcome'], registers }),
+    cacheBytes: new Gauge({ name: `${prefix}cache_bytes`, help: 'Bytes held by the result cache', registers, async collect() {
+      const s = await readCache();
+      if (s) this.set(s.bytes);
+    } }),
+    cacheEntries: new Gauge({ name: `${prefix}cache_entries`, help: 'Entries held by the result cache', registers, async collect() {
+      const s = await readCache();
+      if (s) this.set(s.entries);
+    } }),
+    trackCache: (stats) => void (cacheStats = stats),
     trackQueue: (queue, counts) => void depthSources.set(queue, counts),
     queueWait: new Histogram({ name: `${prefix}queue_wait_seconds`, help: 'Seconds from enqueue until a worker started the job', labelNames: ['queue', 'kind'], buckets: WAIT_BUCKETS, registers }),
     stageSeconds: new Histogram({ name: `${prefix}job_stage_seconds`, help: 'Seconds spent in each pipeline stage', labelNames: ['kind', 'stage'], buckets: STAGE_BUCKETS, registers }),
@@ -65,12 +87,14 @@ export function createMetrics(component: Component, options: { prefix?: string; 
     gpuSeconds: new Counter({ name: `${prefix}gpu_seconds_total`, help: 'Accelerator seconds spent on jobs, per channel', labelNames: ['platform', 'channel', 'provider'], registers }),
     deliveries: new Counter({ name: `${prefix}deliveries_total`, help: 'Result deliveries to chat platforms, by outcome', labelNames: ['platform', 'outcome'], registers }),
     failures: new Counter({ name: `${prefix}failures_total`, help: 'Failed job and delivery attempts, by reason', labelNames: ['component', 'queue', 'reason'], registers }),
+    matchScore: new Histogram({ name: `${prefix}prompt_match_score`, help: "The model's P(yes) that a delivered image shows its prompt", labelNames: ['kind'], buckets: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1], registers }),
+    rerolls: new Counter({ name: `${prefix}rerolls_total`, help: 'Images drawn again because the first scored below the match threshold', labelNames: ['kind'], registers }),
     executionProvider: new Gauge({ name: `${prefix}execution_provider`, help: 'Execution provider in use (1) and the one configured', labelNames: ['provider', 'configured'], registers }),
   };
 }
 
 /** Records the provider the model runs on; call once at start-up, after the first session opened. */
-export function reportExecutionProvider(metrics: Metrics, provider: 'cuda' | 'cpu', configured: 'auto' | 'cuda' | 'cpu'): void {
+export function reportExecutionProvider(metrics: Metrics, provider: 'cuda' | 'webgpu' | 'cpu', configured: 'auto' | 'cuda' | 'webgpu' | 'cpu'): void {
   metrics.executionProvider.reset();
   metrics.executionProvider.set({ provider, configured }, 1);
 }

@@ -5,7 +5,8 @@
 //          ──enqueue(jobId, channel, user)──▶ sched Lua: line up in the channel (users round-robin);
 //                                             if the channel has no job released, release its first one:
 //   release = changePriority(tag) + promote  where tag = V + 1          (V = tag of the last job started)
-//   worker takes the lowest tag ──started(jobId)──▶ V = its tag; release the channel's next job at V + 1
+//   worker takes the lowest tag ──started(jobId)──▶ V = its tag; release the channel's next job at
+//                                                   max(V + 1, its tag + its estimated cost)  (GPU time, not jobs)
 //
 // At any moment each channel has at most one job released, so BullMQ's own priority order (lowest first,
 // FIFO among equals) becomes round-robin across channels: a channel with 100 jobs waiting has one in the
@@ -48,13 +49,17 @@ export interface ChannelQueue {
 export interface FairScheduler {
   /** Job options for `queue.add`: the job starts parked, so nothing runs before `enqueue` lines it up. */
   parkedOptions(): { priority: number; delay: number };
-  /** Line the job up (after `queue.add` with parkedOptions). Duplicate calls are harmless. */
-  enqueue(jobId: string, destination: Destination): Promise<void>;
+  /**
+   * Line the job up (after `queue.add` with parkedOptions). Duplicate calls are harmless. `cost`: the job's estimated
+   * GPU time in whole units (≥ 1, default 1): when it starts, its channel's next job is released that much later on
+   * the virtual clock, so channels share the workers by GPU time, not by job count.
+   */
+  enqueue(jobId: string, destination: Destination, cost?: number): Promise<void>;
   /**
    * A worker took the job: advance the clock and release the channel's next job. `held`: the channel is paused, and
    * the worker must park the job again (job.moveToDelayed(Date.now() + PARK_MS, token) then throw DelayedError).
    */
-  started(jobId: string): Promise<{ held: boolean }>;
+  started(jobId: string, cost?: number): Promise<{ held: boolean }>;
   /** The job was removed before it started (cancel, purge): give its turn to the next job of its channel. */
   forget(jobId: string): Promise<void>;
   pause(channelKey: string): Promise<void>;
@@ -130,15 +135,15 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     }
   }
 
-  async function enqueue(jobId: string, d: Destination): Promise<void> {
-    await apply(pairs(await r.blip3oSchedEnqueue(B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag)));
+  async function enqueue(jobId: string, d: Destination, cost = 1): Promise<void> {
+    await apply(pairs(await r.blip3oSchedEnqueue(B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag, Math.max(1, Math.round(cost)))));
   }
 
   return {
     parkedOptions: () => ({ priority: MAX_PRIORITY, delay: PARK_MS }),
     enqueue,
-    async started(jobId) {
-      const res = await r.blip3oSchedStarted(B, jobId, maxTag);
+    async started(jobId, cost) {
+      const res = await r.blip3oSchedStarted(B, jobId, maxTag, ...(cost === undefined ? [] : [Math.max(1, Math.round(cost))]));
       await apply(pairs(res, 1));
       return { held: Number(res[0]) === 1 };
     },
@@ -205,8 +210,8 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
  * channel's next job). If the job's channel is paused, parks the job again and throws BullMQ's DelayedError,
  * which the processor must let through: BullMQ then leaves the job waiting, not failed.
  */
-export async function startOrHold(scheduler: FairScheduler, job: Job, token: string | undefined): Promise<void> {
-  const { held } = await scheduler.started(job.id!);
+export async function startOrHold(scheduler: FairScheduler, job: Job, token: string | undefined, cost?: number): Promise<void> {
+  const { held } = await scheduler.started(job.id!, cost);
   if (!held) return;
   await job.moveToDelayed(Date.now() + PARK_MS, token);
   throw new DelayedError();

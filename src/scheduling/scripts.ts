@@ -5,7 +5,8 @@
 // Keys (B = "<queue.prefix>:sched:"):
 //   B.vclock        string  virtual clock V: the priority (tag) of the last tagged job a worker started
 //   B.seq           string  arrival counter (FIFO inside a round; tie order of heads)
-//   B.jobs          hash    jobId → "<channelKey>\n<userKey>"         every job we still have to dispatch
+//   B.jobs          hash    jobId → "<channelKey>\n<userKey>\n<cost>" every job we still have to dispatch (cost: its
+//                           estimated GPU time in units of usage.fairCostUnitMs, ≥ 1)
 //   B.q:<ck>        zset    jobId → round·1e9 + seq                     the channel's own line, users round-robin
 //   B.ur:<ck>       hash    userKey → last round given to that user     per-user tags inside a channel
 //   B.cr            hash    channelKey → round of its last started job  the channel's own virtual clock
@@ -23,9 +24,9 @@ local function vclock() return tonumber(redis.call('GET', k('vclock'))) or 0 end
 
 -- Priorities must stay ≤ maxTag - 1 (maxTag, BullMQ's largest, marks parked jobs). When V + 1 would pass it,
 -- shift every head down so the lowest is 1; the returned promotions re-prioritise them in BullMQ.
-local function rebaseIfNeeded(maxTag, out)
+local function rebaseIfNeeded(maxTag, out, need)
   local V = vclock()
-  if V + 1 < maxTag then return V end
+  if V + (need or 1) < maxTag then return V end
   local low = redis.call('ZRANGE', k('tags'), 0, 0, 'WITHSCORES')
   local shift = V
   if low[2] then shift = math.min(V, math.floor(tonumber(low[2]) / TWO20) - 1) end
@@ -53,11 +54,12 @@ local function promoteNext(ck, tag, out)
   table.insert(out, first); table.insert(out, tag)
 end
 
--- Take a job out of the bookkeeping. Returns its channel and, if it was the channel's head, the head's tag.
+-- Take a job out of the bookkeeping. Returns its channel, the head's tag if it was the channel's head, and its cost.
 local function drop(jobId, advanceRound)
   local entry = redis.call('HGET', k('jobs'), jobId)
-  if not entry then return nil, nil end
+  if not entry then return nil, nil, 1 end
   local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
+  local cost = tonumber(string.match(entry, '\\n[^\\n]*\\n(%d+)$')) or 1
   redis.call('HDEL', k('jobs'), jobId)
   local q = k('q:') .. ck
   local score = tonumber(redis.call('ZSCORE', q, jobId))
@@ -77,7 +79,7 @@ local function drop(jobId, advanceRound)
     redis.call('HDEL', k('cr'), ck)
     redis.call('SREM', k('backlog'), ck)
   end
-  return ck, tag
+  return ck, tag, cost
 end
 
 -- Nothing left to dispatch: restart the clocks (this is where priorities are rebased in the common case).
@@ -85,13 +87,18 @@ local function resetIfDrained()
   if redis.call('HLEN', k('jobs')) == 0 then redis.call('DEL', k('vclock'), k('seq')) end
 end
 
-local function started(jobId, maxTag, out)
-  local ck, tag = drop(jobId, true)
+-- Weighted by cost (start-time fair queueing): the channel's next job starts at the started job's tag plus its cost,
+-- and never before V + 1. With every cost 1 this is plain round-robin.
+local function started(jobId, maxTag, out, costNow)
+  local ck, tag, cost = drop(jobId, true)
+  if costNow then cost = costNow end
+  local need = 1
   if tag then
     local V = math.max(vclock(), tag)
     redis.call('SET', k('vclock'), V)
+    need = math.max(1, tag + cost - V)
   end
-  if ck then promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out) end
+  if ck then promoteNext(ck, rebaseIfNeeded(maxTag, out, need) + need, out) end
 end
 
 local function forget(jobId, maxTag, out)
@@ -102,7 +109,7 @@ end
 `;
 
 /**
- * enqueue: ARGV B · jobId · channelKey · userKey · BullMQ job key · maxTag → promotions.
+ * enqueue: ARGV B · jobId · channelKey · userKey · BullMQ job key · maxTag · cost → promotions.
  * Call after the job was added to BullMQ parked; a job already started or gone is not tracked.
  */
 export const enqueueLua = `${helpers}
@@ -117,14 +124,15 @@ local round = math.max(R, Fu) + 1
 redis.call('HSET', k('ur:') .. ck, user, round)
 local seq = redis.call('INCR', k('seq'))
 redis.call('ZADD', k('q:') .. ck, round * E9 + seq % E9, jobId)
-redis.call('HSET', k('jobs'), jobId, ck .. '\\n' .. user)
+redis.call('HSET', k('jobs'), jobId, ck .. '\\n' .. user .. '\\n' .. (tonumber(ARGV[7]) or 1))
 redis.call('SADD', k('backlog'), ck)
 promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
 return out
 `;
 
 /**
- * started: ARGV B · jobId · maxTag → {held 0|1, promotions…}. A worker calls it when it takes a job.
+ * started: ARGV B · jobId · maxTag [· cost] → {held 0|1, promotions…}. A worker calls it when it takes a job; cost, when
+ * given, is the job's estimate now (fresher than the one stored at enqueue).
  * held = 1: the job's channel is paused; it stays first in its channel's line and the worker must park it again.
  */
 export const startedLua = `${helpers}
@@ -140,7 +148,7 @@ if redis.call('SISMEMBER', k('paused'), ck) == 1 then
   end
   return {1}
 end
-started(jobId, maxTag, out)
+started(jobId, maxTag, out, tonumber(ARGV[4]))
 resetIfDrained()
 return out
 `;

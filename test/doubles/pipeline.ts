@@ -8,6 +8,8 @@
 //   maxSteps       number   cap on steps per stage, so default step counts stay fast (default 4)
 //   slowStepMs     number   step delay for inputs marked 'slow' or 'ignore-abort' (default 1000)
 //   runLogFile     string   append one JSON line {kind, prompt|question, pid, at} per run (tests count runs)
+//   checkScores    { match?: number, answers?: { [questionId]: number } }  what check() answers (default match 0.9,
+//                  every question 0.02); its caption is 'A test picture drawn for “<prompt>”.'
 //   failures       { [substring]: Failure }  a prompt/question containing the substring triggers the failure:
 //       'user'           throws UserError('bad_request', …): never retried
 //       'transient'      throws AppError('internal', …) on every try
@@ -20,6 +22,8 @@ import sharp from 'sharp';
 import { AppError, UserError } from '../../src/errors.ts';
 import type {
   Answer,
+  CheckRequest,
+  CheckResult,
   CreatePipeline,
   GeneratedImage,
   GenerateRequest,
@@ -39,6 +43,7 @@ interface DoubleOptions {
   maxSteps: number;
   runLogFile?: string;
   failures: Record<string, Failure>;
+  checkScores: { match: number; answers: Record<string, number> };
 }
 
 function readExtra(extra: Record<string, unknown> | undefined): DoubleOptions {
@@ -49,6 +54,7 @@ function readExtra(extra: Record<string, unknown> | undefined): DoubleOptions {
     maxSteps: typeof e.maxSteps === 'number' ? e.maxSteps : 4,
     runLogFile: typeof e.runLogFile === 'string' ? e.runLogFile : undefined,
     failures: (typeof e.failures === 'object' && e.failures !== null ? e.failures : {}) as Record<string, Failure>,
+    checkScores: { match: 0.9, answers: {}, ...(typeof e.checkScores === 'object' && e.checkScores !== null ? e.checkScores : {}) },
   };
 }
 
@@ -81,7 +87,7 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
   }
 
   /** Run `total` steps of one stage, reporting each and honouring the abort signal between steps. */
-  async function stage(ctx: RunContext, name: 'conditioning' | 'features' | 'decoding' | 'encoding', total: number, mode: Mode) {
+  async function stage(ctx: RunContext, name: 'conditioning' | 'features' | 'decoding' | 'encoding' | 'checking', total: number, mode: Mode) {
     const steps = Math.max(1, Math.min(total, opts.maxSteps));
     for (let step = 1; step <= steps; step++) {
       if (mode !== 'ignore-abort' && ctx.signal.aborted) throw cancelled();
@@ -153,6 +159,23 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
         ctx.onProgress({ stage: 'answering', step, total: steps, partialText: text });
       }
       return { text, tokenIds: words.slice(0, steps).map((w) => fnv1a(w) % 151_643) };
+    },
+
+    async check(request: CheckRequest, ctx: RunContext): Promise<CheckResult> {
+      logRun({ kind: 'check', checked: request.prompt ?? '' });
+      const meta = await sharp(request.image).metadata().catch((e: unknown) => {
+        throw new UserError('bad_image', 'That file is not an image I can read.', { cause: e });
+      });
+      await stage(ctx, 'checking', 1, 'normal');
+      const scores = opts.checkScores;
+      const prompt = request.prompt?.trim() ?? '';
+      const result: CheckResult = {
+        answers: Object.fromEntries(request.questions.map((q) => [q.id, scores.answers[q.id] ?? 0.02])),
+        counts: { visionEncodings: 1, prefixPrefills: 1, batchedForwards: 1, captionTokens: 0 },
+      };
+      if (request.captionMaxTokens) result.caption = prompt ? `A test picture drawn for “${prompt}”.` : `A ${meta.width}×${meta.height} test picture.`;
+      if (request.match && prompt) result.match = scores.match;
+      return result;
     },
 
     async close() {},

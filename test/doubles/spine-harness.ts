@@ -37,6 +37,8 @@ export function makeHarness(overrides: DeepPartial<Config> & { worker?: { pipeli
     queue: { prefix, ...overrides.queue },
     // limits off unless a test sets them (the spine tests submit many jobs as one user; issue 8 tests its limits)
     limits: { channel: NO_LIMIT, user: NO_LIMIT, workspace: NO_LIMIT, ...overrides.limits },
+    // result cache and single flight off unless a test turns them on: spine tests repeat identical requests on purpose
+    cache: { enabled: false, singleFlight: false, ...overrides.cache },
     worker: {
       pipelineModule: 'test/doubles/pipeline.ts',
       healthPort: 0,

@@ -134,4 +134,17 @@ describe('Discord without Message Content, allow-lists, DMs, Cancel, admin', () 
     expect(admin.callbacks[0]).toMatchObject({ type: 5, data: { flags: 64 } });
     expect(shown.content).toMatch(/^Queue: \d+ running/);
   }, 30_000);
+
+  it('/blip3o-admin usage answers privately with the table and the chart as a PNG attachment', async () => {
+    const usage = [{ name: 'usage', type: 1, options: [{ name: 'days', type: 4, value: 2 }] }];
+    const admin = h.fake.slashCommand({ name: 'blip3o-admin', options: usage, memberPermissions: String(1n << 5n) });
+    const shown = await h.fake.waitFor(() => {
+      const m = h.fake.original(admin);
+      return m && m.content ? m : undefined;
+    }, 20_000, 'the usage report');
+    expect(admin.callbacks[0]).toMatchObject({ type: 5, data: { flags: 64 } }); // ephemeral
+    expect(shown.content).toMatch(/^GPU usage in this server over the last 2 days/);
+    expect(shown.attachments).toHaveLength(1);
+    expect(shown.attachments[0]!.filename).toBe('usage-2d.png');
+  }, 30_000);
 });

@@ -65,7 +65,7 @@ beforeAll(async () => {
     redis,
     blobs,
     log,
-    host: { generate: (r, run) => pipeline.generate(r, run), understand: (r, run) => pipeline.understand(r, run) },
+    host: { generate: (r, run) => pipeline.generate(r, run), understand: (r, run) => pipeline.understand(r, run), check: (r, run) => pipeline.check(r, run) },
   });
   processorClose = async () => {
     await processor.close();

@@ -75,7 +75,7 @@ afterAll(async () => {
 describe('ensureModel (worker start-up)', () => {
   it('fails fast, before any download, when executionProvider is cuda and no GPU is usable', async () => {
     await expect(probeExecutionProvider('cuda')).rejects.toThrow(/executionProvider is cuda but the GPU is unusable/);
-    expect(await probeExecutionProvider('cpu')).toBe('cpu');
+    expect((await probeExecutionProvider('cpu')).provider).toBe('cpu');
   });
 
   it('the worker process with the shipped pipeline: empty cache → fetch → convert → loads the model → /readyz 200; a restart reuses the cache', async () => {

@@ -191,6 +191,17 @@ describe('Slack robustness', () => {
     expect(await h.fake.link.ack(env)).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/^Usage:/) });
   }, 30_000);
 
+  it('/blip3o-admin usage: the table privately, the chart as a PNG in the admin\'s direct messages with the bot', async () => {
+    const asAdmin = slashCommand(h.fake, { command: '/blip3o-admin', text: 'usage 3', channel: CHANNEL, user: ADMIN });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', asAdmin));
+    const told = await h.fake.waitFor(() => h.fake.calls.find((c) => c.kind === 'response_url' && asAdmin.response_url.endsWith(c.method)), 20_000, 'the report');
+    expect(told.args).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/^GPU usage in this workspace over the last 3 days[\s\S]*Top channels[\s\S]*chart is in your direct messages/) });
+    const dm = h.fake.store.messages.get(`D${ADMIN}`) ?? [];
+    expect(dm).toHaveLength(1);
+    expect(dm[0]!.files?.[0]?.mimetype).toBe('image/png');
+    expect(h.fake.store.messages.get(CHANNEL)?.some((m) => m.files?.some((f) => f.name?.startsWith('usage-')))).not.toBe(true); // nothing public
+  }, 30_000);
+
   it('when the bot is not in the channel, the user alone is told to invite it, and no job is made', async () => {
     h.fake.inject({ method: 'chat.postMessage', error: 'not_in_channel' });
     const payload = slashCommand(h.fake, { text: 'a fox', channel: 'C0ELSEWHERE', user: USER });

@@ -39,6 +39,9 @@ beforeAll(() => {
     async understand(): Promise<never> {
       throw new Error('not used');
     },
+    async check() {
+      return { answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } };
+    },
   };
   processor = createProcessor({ config: h.config, redis, blobs: createBlobStore(h.config, redis), host, log });
 });

@@ -109,17 +109,35 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
+const usage = () => `usage: npm run model -- <subcommand> [--help]\n${Object.values(COMMANDS).map((c) => `  ${c.usage}`).join('\n')}`;
+const isHelp = (a: string) => a === '--help' || a === '-h';
+
 async function main(argv: string[]): Promise<void> {
   const [name, ...args] = argv;
-  const cmd = name ? COMMANDS[name] : undefined;
+  if (name === undefined || isHelp(name) || name === 'help') {
+    (name === undefined ? console.error : console.log)(usage());
+    process.exitCode = name === undefined ? 2 : 0;
+    return;
+  }
+  const cmd = COMMANDS[name];
   if (!cmd) {
-    console.error(`usage: npm run model -- <subcommand>\n${Object.values(COMMANDS).map((c) => `  ${c.usage}`).join('\n')}`);
+    console.error(`Unknown subcommand "${name}".\n${usage()}`);
     process.exitCode = 2;
+    return;
+  }
+  if (args.some(isHelp)) {
+    console.log(`usage: npm run model -- ${cmd.usage}`);
     return;
   }
   try {
     await cmd.run(args);
   } catch (e) {
+    // node:util parseArgs: an option the subcommand does not have, or one missing its value
+    if (typeof (e as { code?: unknown }).code === 'string' && (e as { code: string }).code.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`${(e as Error).message.split('\n')[0]}\nusage: npm run model -- ${cmd.usage}`);
+      process.exitCode = 2;
+      return;
+    }
     const err = asAppError(e);
     console.error(`error (${err.code}): ${err.message}`);
     process.exitCode = 1;

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
 import { ARCHITECTURES, type Architecture, type BuildContext, type ComponentOutput, type OutputDType } from './architectures/index.ts';
-import { BUILDER_VERSION, MANIFEST_FILE, readManifest, sourceConfigHash, staleReason, type Manifest } from './manifest.ts';
+import { BUILDER_VERSION, digestFile, MANIFEST_FILE, readManifest, sourceConfigHash, staleReason, type Manifest } from './manifest.ts';
 import type { QuantName } from './quant.ts';
 import { Checkpoint, fromFloat32, writeSafetensors } from './safetensors.ts';
 import { WeightStore } from './weights.ts';
@@ -122,6 +122,7 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
           bytes: saved.bytes,
           inputs: g.graph.inputs.map((i) => i.name),
           outputs: g.graph.outputs.map((o) => o.name),
+          files: Object.fromEntries([g.file, ...(saved.external ? [`${g.file}.data`] : [])].map((f) => [f, digestFile(join(outDir, f))])),
         };
       }
       for (const t of out.tensors ?? []) {

@@ -1,7 +1,7 @@
 // manifest.json: what `convert` wrote, so the worker can load it and detect a stale conversion. It is written
 // last, after every graph, so a crash mid-conversion leaves no manifest (and the next start converts again).
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
@@ -10,6 +10,8 @@ import { AppError } from '../../src/errors.ts';
 export const BUILDER_VERSION = 1;
 export const MANIFEST_FILE = 'manifest.json';
 
+const FileDigest = z.object({ bytes: z.number().int().nonnegative(), sha256: z.string() });
+export type FileDigest = z.infer<typeof FileDigest>;
 const GraphEntry = z.object({
   file: z.string(),
   dtype: z.enum(['fp32', 'fp16']),
@@ -17,6 +19,8 @@ const GraphEntry = z.object({
   bytes: z.number().int().nonnegative(),
   inputs: z.array(z.string()),
   outputs: z.array(z.string()),
+  /** Size and sha256 of each file of the graph (the .onnx and its .data), by path under the output dir. */
+  files: z.record(z.string(), FileDigest).optional(),
 });
 export const Manifest = z.object({
   manifestVersion: z.literal(1),
@@ -55,6 +59,45 @@ export function sourceConfigHash(snapshotDir: string): string {
   return h.digest('hex');
 }
 
+/** Size and sha256 of a file, read in chunks (graphs' external data runs to GBs). */
+export function digestFile(path: string): FileDigest {
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(16 * 2 ** 20);
+  const fd = openSync(path, 'r');
+  let bytes = 0;
+  try {
+    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; bytes += n) h.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return { bytes, sha256: h.digest('hex') };
+}
+
+/** The files of each graph in `m` with what manifest.json records for them (undefined: an older manifest). */
+function graphFiles(m: Manifest): { file: string; digest: FileDigest | undefined }[] {
+  return Object.values(m.components).flatMap((c) =>
+    Object.values(c.graphs).flatMap((g) => [g.file, ...(g.external ? [`${g.file}.data`] : [])].map((file) => ({ file, digest: g.files?.[file] }))),
+  );
+}
+
+/**
+ * Hashes every graph file against manifest.json (start-up check: a truncated or corrupted graph would otherwise
+ * surface as "Protobuf parsing failed" in onnxruntime). Returns what is damaged, or undefined when all match.
+ */
+export async function verifyGraphFiles(outDir: string, m: Manifest): Promise<string | undefined> {
+  for (const { file, digest } of graphFiles(m)) {
+    if (!digest) return `manifest.json records no size and hash for ${file} (converted by an older version)`;
+    const path = join(outDir, file);
+    if (!existsSync(path)) return `${file} is missing`;
+    const bytes = statSync(path).size;
+    if (bytes !== digest.bytes) return `${file} is ${bytes} bytes, manifest.json records ${digest.bytes}`;
+    const h = createHash('sha256');
+    for await (const chunk of createReadStream(path, { highWaterMark: 16 * 2 ** 20 })) h.update(chunk as Buffer);
+    if (h.digest('hex') !== digest.sha256) return `${file} does not match the sha256 manifest.json records for it`;
+  }
+  return undefined;
+}
+
 export function readManifest(outDir: string): Manifest | undefined {
   const p = join(outDir, MANIFEST_FILE);
   if (!existsSync(p)) return undefined;
@@ -78,12 +121,12 @@ export function staleReason(outDir: string, snapshotDir: string, dtype: 'fp32' |
   if (m.dtype !== dtype) return `built as ${m.dtype}, ${dtype} wanted`;
   if (m.quant !== quant) return `built with LLM weights ${m.quant === 'none' ? 'unquantized' : m.quant}, ${quant} wanted`;
   if (m.sourceConfigHash !== sourceConfigHash(snapshotDir)) return 'the snapshot config changed since the conversion';
-  for (const c of Object.values(m.components)) {
-    for (const g of Object.values(c.graphs)) {
-      if (!existsSync(join(outDir, g.file))) return `${g.file} is missing`;
-      if (g.external && !existsSync(join(outDir, `${g.file}.data`))) return `${g.file}.data is missing`;
-    }
-    for (const t of Object.values(c.tensors)) if (!existsSync(join(outDir, t.file))) return `${t.file} is missing`;
+  for (const { file, digest } of graphFiles(m)) {
+    if (!existsSync(join(outDir, file))) return `${file} is missing`;
+    if (!digest) return `manifest.json records no size and hash for ${file} (converted by an older version)`;
+    const bytes = statSync(join(outDir, file)).size; // cheap; the hashes are checked at start-up (verifyGraphFiles)
+    if (bytes !== digest.bytes) return `${file} is ${bytes} bytes, manifest.json records ${digest.bytes} (damaged)`;
   }
+  for (const c of Object.values(m.components)) for (const t of Object.values(c.tensors)) if (!existsSync(join(outDir, t.file))) return `${t.file} is missing`;
   return undefined;
 }

@@ -2,6 +2,7 @@
 // (`model.onnxDir`: manifest.json + graphs written by worker/builder/convert.ts).
 //
 //   understand(): helper V's understanding half (worker/pipeline/understand.ts): vision tower → Qwen decoder → text
+//   check():      the model looking at an image (worker/pipeline/checks.ts): caption, prompt match, yes/no questions
 //   generate():   the generation half (worker/pipeline/generate.ts) over the `Conditioner` built here from the same
 //                 Qwen decoder: embed(prompt ids ++ [IMG]) ++ latent_queries → post-norm hidden states of the last
 //                 n_query positions, causal, 1-D positions (spec §3.1–3.2, pitfalls 1–2, 18).
@@ -12,7 +13,8 @@ import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { Checkpoint } from '../builder/safetensors.ts';
 import type { SessionOptions } from '../runtime/session.ts';
 import { IMG_TOKEN, loadGeneration, type Conditioner, type Generator, type ImageEncoder } from './generate.ts';
-import { loadTokenizer } from './tokenizer.ts';
+import { ImageChecker } from './checks.ts';
+import { loadTokenizer, type TextSegment } from './tokenizer.ts';
 import { loadUnderstanding, openTextModel, scatterImage, type TextModel } from './understand.ts';
 import type { CreatePipeline, Pipeline } from './types.ts';
 
@@ -76,6 +78,10 @@ export class TextConditioner implements Conditioner {
     return this.text.tokenizer.encode(text);
   }
 
+  encodePrompt(segments: readonly TextSegment[]): number[] {
+    return this.text.tokenizer.encodePrompt(segments);
+  }
+
   async latentHiddenStates(ids: number[], imageFeatures?: Float32Array): Promise<Float32Array> {
     const H = this.hiddenSize;
     const all = [...ids, IMG_TOKEN];
@@ -125,9 +131,11 @@ export const createPipeline: CreatePipeline = async (options) => {
   const text = await openTextModel(modelDir, manifest, tok, runtime); // one decoder for both halves
   const understanding = await loadUnderstanding(modelDir, runtime, options.understanding, { text });
   const gen = await loadGenerationHalf(modelDir, manifest, TextConditioner.load(modelDir, manifest, text), runtime, understanding);
+  const checker = new ImageChecker(text, understanding);
   const pipeline: Pipeline = {
     generate: (req, ctx) => gen.generate(req, ctx),
     understand: (req, ctx) => understanding.understand(req, ctx),
+    check: (req, ctx) => checker.check(req, ctx),
     close: async () => {
       await gen.close();
       await understanding.close();

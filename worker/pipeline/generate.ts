@@ -14,8 +14,8 @@ import { geometryFor } from './aspect.ts';
 import { encodePng, toRgb8 } from './png.ts';
 import { GaussianRng, RngStream } from './rng.ts';
 import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule, sampleFlowMatching, type EulerDiscreteConfig } from './schedulers.ts';
-import { openSession, type ModelSession, type SessionOptions } from '../runtime/session.ts';
-import { TOKENS } from './tokenizer.ts';
+import { openSession, toDevice, type DeviceTensor, type ModelSession, type SessionOptions } from '../runtime/session.ts';
+import { TOKENS, type TextSegment } from './tokenizer.ts';
 import type { GeneratedImage, GenerateRequest, RunContext } from './types.ts';
 
 /** Token ids generation uses by name (spec §1.5; the table lives in tokenizer.ts). */
@@ -24,11 +24,17 @@ export const VISION_START = TOKENS.visionStart;
 export const IMAGE_PAD = TOKENS.imagePad;
 export const VISION_END = TOKENS.visionEnd;
 
-/** spec §3.1: conv_templates['qwen'] around the generation instruction, ending in the open assistant turn. */
-export const generationPrompt = (caption: string): string =>
-  `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nPlease generate image based on the following caption: ${caption}<|im_end|>\n<|im_start|>assistant\n`;
 const SYSTEM_USER = '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n';
 const ASSISTANT = '<|im_end|>\n<|im_start|>assistant\n';
+/**
+ * spec §3.1: conv_templates['qwen'] around the generation instruction, ending in the open assistant turn. The caption
+ * is user text: plain text, never control tokens.
+ */
+export const generationPrompt = (caption: string): TextSegment[] => [
+  { text: `${SYSTEM_USER}Please generate image based on the following caption: `, trusted: true },
+  { text: caption, trusted: false },
+  { text: ASSISTANT, trusted: true },
+];
 /** spec §3.7: the reconstruction instruction (the user text after `<image>\n`). */
 export const RECONSTRUCT = 'Please reconstruct the given image.';
 /** spec §3.5: the UNet's negative condition is this raw text, with no chat template. */
@@ -36,8 +42,10 @@ export const NEGATIVE_TEXT = ' ';
 
 /** The LLM half as generation needs it. */
 export interface Conditioner {
-  /** Token ids of `text` (no BOS; special-token strings such as <|im_start|> map to their ids). */
+  /** Token ids of text we wrote (no BOS; special-token strings such as <|im_start|> map to their ids). */
   encode(text: string): number[];
+  /** Token ids of a prompt: control tokens only from trusted segments, user text always plain (tokenizer.ts). */
+  encodePrompt(segments: readonly TextSegment[]): number[];
   /**
    * Post-final-RMSNorm hidden states at the last `nQuery` positions of embed(ids) ++ [IMG] ++ latent_queries, causal,
    * 1-D positions in all three M-RoPE slots (pitfalls 1, 2). `imageFeatures` [n, H] replace the ids == IMAGE_PAD
@@ -115,10 +123,14 @@ export class Generator {
         VISION_START,
         ...new Array<number>(enc.tokens).fill(IMAGE_PAD),
         VISION_END,
-        ...this.llm.encode(`\n${user}${ASSISTANT}`),
+        ...this.llm.encodePrompt([
+          { text: '\n', trusted: true },
+          { text: user, trusted: false },
+          { text: ASSISTANT, trusted: true },
+        ]),
       ];
     } else {
-      ids = this.llm.encode(generationPrompt(req.prompt));
+      ids = this.llm.encodePrompt(generationPrompt(req.prompt));
     }
     check();
     const z = await this.llm.latentHiddenStates(ids, imageFeatures);
@@ -183,25 +195,31 @@ export class Generator {
     zz.set(z, z.length); // batch 0: zeros (null condition, before caption_projection: pitfall 7)
     const x = rng.gaussian(T * C);
     const xx = new Float32Array(2 * T * C);
-    return sampleFlowMatching(
-      x,
-      flowMatchSchedule(steps),
-      async (xi, t) => {
-        xx.set(xi, 0);
-        xx.set(xi, T * C);
-        const out = await this.m.dit.run({
-          x: { data: xx, dims: [2, T, C] },
-          timestep: { data: Float32Array.from([t, t]), dims: [2] },
-          z: { data: zz, dims: [2, tokens, H] },
-        });
-        const v = out.velocity?.data as Float32Array | undefined;
-        if (!v) throw new AppError('model', 'the DiT graph has no `velocity` output');
-        const guided = new Float32Array(T * C);
-        for (let k = 0; k < T * C; k++) guided[k] = v[k]! + guidance * (v[T * C + k]! - v[k]!);
-        return guided;
-      },
-      () => beforeStep(),
-    );
+    // the condition is the same at every step: on a GPU provider it is uploaded once and stays there
+    const zDev = await toDevice({ data: zz, dims: [2, tokens, H] }, this.m.dit.provider);
+    try {
+      return await sampleFlowMatching(
+        x,
+        flowMatchSchedule(steps),
+        async (xi, t) => {
+          xx.set(xi, 0);
+          xx.set(xi, T * C);
+          const out = await this.m.dit.run({
+            x: { data: xx, dims: [2, T, C] },
+            timestep: { data: Float32Array.from([t, t]), dims: [2] },
+            z: zDev,
+          });
+          const v = out.velocity?.data as Float32Array | undefined;
+          if (!v) throw new AppError('model', 'the DiT graph has no `velocity` output');
+          const guided = new Float32Array(T * C);
+          for (let k = 0; k < T * C; k++) guided[k] = v[k]! + guidance * (v[T * C + k]! - v[k]!);
+          return guided;
+        },
+        () => beforeStep(),
+      );
+    } finally {
+      zDev.dispose();
+    }
   }
 
   /** Euler-leading sampling of the UNet latent with CFG [cond, neg] (spec §4, pitfalls 8–10). */
@@ -227,6 +245,29 @@ export class Generator {
       for (let i = 0; i < tokens; i++) for (let j = 0; j < C; j++) text[b * C + j]! += f[i * C + j]! / tokens;
     }
     const timeIds = Float32Array.from([...geo.sizeIds, ...geo.sizeIds]);
+    // every step's conditioning, uploaded once (GPU providers); the latent comes back each step for the Euler update
+    const p = this.m.unet.provider;
+    const conditioning: DeviceTensor[] = [
+      await toDevice({ data: enc, dims: [2, tokens, C] }, p),
+      await toDevice({ data: text, dims: [2, C] }, p),
+      await toDevice({ data: timeIds, dims: [2, 6] }, p),
+    ];
+    try {
+      return await this.denoiseLoop(x, n, schedule, o, conditioning, geo, beforeStep);
+    } finally {
+      for (const t of conditioning) t.dispose();
+    }
+  }
+
+  private async denoiseLoop(
+    x: Float32Array,
+    n: number,
+    schedule: ReturnType<typeof eulerDiscreteSchedule>,
+    o: ImagineOptions,
+    [enc, text, timeIds]: DeviceTensor[],
+    geo: ReturnType<typeof geometryFor>,
+    beforeStep: (i: number, total: number) => void,
+  ): Promise<Float32Array> {
     const xin = new Float32Array(2 * n);
     for (let i = 0; i < o.decoderSteps; i++) {
       beforeStep(i, o.decoderSteps);
@@ -236,9 +277,9 @@ export class Generator {
       const out = await this.m.unet.run({
         sample: { data: xin, dims: [2, this.m.unetInChannels, geo.latentHeight, geo.latentWidth] },
         timestep: { data: Float32Array.from([t, t]), dims: [2] },
-        encoder_hidden_states: { data: enc, dims: [2, tokens, C] },
-        text_embeds: { data: text, dims: [2, C] },
-        time_ids: { data: timeIds, dims: [2, 6] },
+        encoder_hidden_states: enc!,
+        text_embeds: text!,
+        time_ids: timeIds!,
       });
       const e = out.noise_pred?.data as Float32Array | undefined;
       if (!e) throw new AppError('model', 'the UNet graph has no `noise_pred` output');

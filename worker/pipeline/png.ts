@@ -17,6 +17,15 @@ export async function encodePng(rgb: Uint8Array, width: number, height: number, 
   return new Uint8Array(Buffer.concat([png.subarray(0, ihdrEnd), ...chunks, png.subarray(ihdrEnd)]));
 }
 
+/** `png` with `text` added as iTXt chunks right after IHDR (the pixels and every other chunk unchanged). */
+export function addPngText(png: Uint8Array, text: Record<string, string>): Uint8Array {
+  const buf = Buffer.from(png.buffer, png.byteOffset, png.byteLength);
+  if (buf.length < SIGNATURE_BYTES + 8 || buf.toString('latin1', SIGNATURE_BYTES + 4, SIGNATURE_BYTES + 8) !== 'IHDR') throw new AppError('internal', 'addPngText: not a PNG');
+  const ihdrEnd = SIGNATURE_BYTES + 8 + buf.readUInt32BE(SIGNATURE_BYTES) + 4;
+  const chunks = Object.entries(text).map(([k, v]) => iTXt(k, v));
+  return new Uint8Array(Buffer.concat([buf.subarray(0, ihdrEnd), ...chunks, buf.subarray(ihdrEnd)]));
+}
+
 function iTXt(keyword: string, value: string): Buffer {
   if (!/^[\x20-\x7e]{1,79}$/.test(keyword) || keyword.startsWith(' ') || keyword.endsWith(' ')) throw new AppError('internal', `bad PNG text keyword ${JSON.stringify(keyword)}`);
   const data = Buffer.concat([Buffer.from(keyword, 'latin1'), Buffer.from([0, 0, 0, 0, 0]), Buffer.from(value, 'utf8')]);

@@ -10,7 +10,7 @@
 //
 // Logits processing follows transformers' order: repetition penalty → temperature → top-k → top-p → sample.
 import { AppError, UserError } from '../../src/errors.ts';
-import type { ModelSession, TensorInput } from '../runtime/session.ts';
+import { DeviceTensor, type ModelSession, type TensorInput } from '../runtime/session.ts';
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax). @defaultValue 0 */
@@ -148,10 +148,35 @@ export interface DecoderDims {
   vocabSize: number;
 }
 
+/** The decoder outputs that feed the next step's past_key_values: opened with `keepOnDevice: kvOutputNames(n)` they
+ *  stay in GPU memory between steps under WebGPU (only the last position's logits come back to the host). */
+export function kvOutputNames(numLayers: number): string[] {
+  return Array.from({ length: numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
+}
+
+/** A decoder's cache at one point (KvDecoder.prefillCache, continueBatch): host past_key_values [1, kv heads, length,
+ *  head dim] per layer, the cache length and the M-RoPE delta. onnxruntime never writes into its inputs and the
+ *  decoder never disposes host arrays, so a state can be restored any number of times. */
+export interface KvState {
+  readonly past: Readonly<Record<string, TensorInput>>;
+  readonly length: number;
+  readonly ropeDelta: number;
+}
+
+/** The float data of output `name`, in host memory (a cache output the session kept is host memory off WebGPU). */
+function hostFloats(out: { host: Record<string, { data: unknown }>; device: Record<string, DeviceTensor> }, name: string): Float32Array {
+  const d = out.device[name];
+  const data = d ? (d.onDevice ? undefined : d.tensor.data) : out.host[name]?.data;
+  if (!(data instanceof Float32Array)) throw new AppError('model', `the decoder's ${name} output is not float32 in host memory`);
+  return data;
+}
+
 /** Drives the decoder graph for one sequence (batch 1): keeps past_key_values, the attention mask length and the
- *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows). */
+ *  M-RoPE position delta (spec §2.4: decode position = cache position + rope_delta, in all three rows). The cache is
+ *  whatever the session returns for present.*: GPU buffers when the session keeps them on the device, else host arrays.
+ *  `prefillCache` + `continueBatch` run several continuations of one cached prefix as one batched forward (host arrays). */
 export class KvDecoder {
-  private past: Record<string, TensorInput> = {};
+  private past: Record<string, TensorInput | DeviceTensor> = {};
   private length = 0;
   private ropeDelta = 0;
 
@@ -164,11 +189,17 @@ export class KvDecoder {
 
   reset(): void {
     const { numLayers, numKvHeads, headDim } = this.dims;
-    this.past = {};
+    this.release();
     for (let i = 0; i < numLayers; i++)
       for (const kv of ['key', 'value']) this.past[`past_key_values.${i}.${kv}`] = { data: new Float32Array(0), dims: [1, numKvHeads, 0, headDim] };
     this.length = 0;
     this.ropeDelta = 0;
+  }
+
+  /** Frees GPU buffers of the cache (host arrays are left to the GC). */
+  private release(): void {
+    for (const t of Object.values(this.past)) if (t instanceof DeviceTensor) t.dispose();
+    this.past = {};
   }
 
   /** Tokens in the cache. */
@@ -176,21 +207,118 @@ export class KvDecoder {
     return this.length;
   }
 
+  /** Whether prefillCache/continueBatch can run here: they need the cache in host memory, which every provider but
+   *  WebGPU gives (there it stays in GPU buffers that onnxruntime-node cannot read back). */
+  get sharesCache(): boolean {
+    return this.session.provider !== 'webgpu';
+  }
+
+  /** Makes `state` the cache: the next step() continues from it (the state itself stays usable). */
+  restore(state: KvState): void {
+    this.release();
+    this.past = { ...state.past };
+    this.length = state.length;
+    this.ropeDelta = state.ropeDelta;
+  }
+
+  /** Runs a prompt for its cache only, on the host (no logits: onnxruntime then skips the lm_head over every
+   *  position). `positions` as in prefill. For a prefix that several continuations share (continueBatch). */
+  async prefillCache(embeds: Float32Array, positions: readonly (readonly number[])[]): Promise<KvState> {
+    this.reset();
+    const S = embeds.length / this.dims.hiddenSize;
+    if (!Number.isInteger(S) || positions.length !== 3 || positions.some((r) => r.length !== S))
+      throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${this.dims.hiddenSize}, positions ${positions.map((r) => r.length)}`);
+    const out = await this.session.runOnDevice(
+      {
+        inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
+        attention_mask: { data: new BigInt64Array(S).fill(1n), dims: [1, S] },
+        position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
+        ...this.past,
+      },
+      kvOutputNames(this.dims.numLayers),
+    );
+    const past: Record<string, TensorInput> = {};
+    for (let i = 0; i < this.dims.numLayers; i++)
+      for (const kv of ['key', 'value']) {
+        const name = `present.${i}.${kv}`;
+        past[`past_key_values.${i}.${kv}`] = { data: hostFloats(out, name), dims: [...(out.device[name] ?? out.host[name])!.dims] };
+      }
+    const state: KvState = { past, length: S, ropeDelta: Math.max(...positions.flat()) + 1 - S };
+    this.restore(state);
+    return state;
+  }
+
+  /**
+   * One batched forward of B continuations of the cached prefix `state` (P tokens): row b is `suffixes[b]`
+   * (S_b × H embeddings), right-padded to S = max S_b with zero rows that attention_mask hides. The prefix cache is
+   * repeated B times; text positions continue as cache position + rope delta (what get_rope_index gives text after
+   * an image). Returns each row's logits at its own last token and each row's cache (its P + S_b positions, the
+   * padding cut off), ready for `restore` and `step`. Equal to B separate full prefills (tested), in one session call.
+   */
+  async continueBatch(state: KvState, suffixes: readonly Float32Array[]): Promise<{ logits: Float32Array[]; states: KvState[] }> {
+    const { hiddenSize: H, numLayers, numKvHeads, headDim, vocabSize: V } = this.dims;
+    const B = suffixes.length;
+    const lens = suffixes.map((s) => s.length / H);
+    if (B === 0 || lens.some((n) => !Number.isInteger(n) || n < 1)) throw new AppError('internal', `continueBatch: suffix lengths ${lens} for hidden ${H}`);
+    const S = Math.max(...lens);
+    const P = state.length;
+    const embeds = new Float32Array(B * S * H);
+    suffixes.forEach((s, b) => embeds.set(s, b * S * H));
+    const mask = new BigInt64Array(B * (P + S));
+    const positions = new BigInt64Array(3 * B * S);
+    for (let b = 0; b < B; b++) {
+      for (let j = 0; j < P + lens[b]!; j++) mask[b * (P + S) + j] = 1n;
+      for (let r = 0; r < 3; r++) for (let k = 0; k < S; k++) positions[(r * B + b) * S + k] = BigInt(P + k + state.ropeDelta);
+    }
+    const feeds: Record<string, TensorInput> = {
+      inputs_embeds: { data: embeds, dims: [B, S, H] },
+      attention_mask: { data: mask, dims: [B, P + S] },
+      position_ids: { data: positions, dims: [3, B, S] },
+    };
+    const row = numKvHeads * P * headDim;
+    for (const [name, t] of Object.entries(state.past)) {
+      const data = new Float32Array(B * row);
+      for (let b = 0; b < B; b++) data.set(t.data as Float32Array, b * row);
+      feeds[name] = { data, dims: [B, numKvHeads, P, headDim] };
+    }
+    const out = await this.session.runOnDevice(feeds, ['logits', ...kvOutputNames(numLayers)]);
+    const logits = hostFloats(out, 'logits');
+    const states = lens.map((n) => ({ past: {} as Record<string, TensorInput>, length: P + n, ropeDelta: state.ropeDelta }));
+    for (let i = 0; i < numLayers; i++)
+      for (const kv of ['key', 'value']) {
+        const present = hostFloats(out, `present.${i}.${kv}`); // [B, kvh, P+S, hd]
+        lens.forEach((n, b) => {
+          const keep = new Float32Array(numKvHeads * (P + n) * headDim);
+          for (let h = 0; h < numKvHeads; h++) {
+            const from = (b * numKvHeads + h) * (P + S) * headDim;
+            keep.set(present.subarray(from, from + (P + n) * headDim), h * (P + n) * headDim);
+          }
+          states[b]!.past[`past_key_values.${i}.${kv}`] = { data: keep, dims: [1, numKvHeads, P + n, headDim] };
+        });
+      }
+    return { logits: lens.map((n, b) => logits.slice((b * S + n - 1) * V, (b * S + n) * V)), states };
+  }
+
   private async run(embeds: Float32Array, positions: readonly (readonly number[])[]) {
     const S = embeds.length / this.dims.hiddenSize;
     if (!Number.isInteger(S) || positions.length !== 3 || positions.some((r) => r.length !== S))
       throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${this.dims.hiddenSize}, positions ${positions.map((r) => r.length)}`);
-    const out = await this.session.run({
+    const { host: out, device } = await this.session.runOnDevice({
       inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
       attention_mask: { data: new BigInt64Array(this.length + S).fill(1n), dims: [1, this.length + S] },
       position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
       ...this.past,
     });
+    const next: Record<string, TensorInput | DeviceTensor> = {};
     for (let i = 0; i < this.dims.numLayers; i++)
       for (const kv of ['key', 'value']) {
-        const p = out[`present.${i}.${kv}`]!;
-        this.past[`past_key_values.${i}.${kv}`] = { data: p.data as Float32Array, dims: p.dims };
+        const name = `present.${i}.${kv}`;
+        const p = device[name] ?? out[name];
+        if (!p) throw new AppError('model', `the decoder graph has no ${name} output`);
+        next[`past_key_values.${i}.${kv}`] = p instanceof DeviceTensor ? p : { data: p.data as Float32Array, dims: p.dims };
       }
+    this.release();
+    this.past = next;
     this.length += S;
     const V = this.dims.vocabSize;
     const logits = out.logits!.data as Float32Array;

@@ -5,6 +5,12 @@
 //   const tok = loadTokenizer('models/snapshot');
 //   tok.encode('Hello world')                        // [9707, 1879]
 //   tok.encodeChat([{ role: 'user', content: 'Hi' }]) // 151644 … 151645 198 151644 77091 198
+//
+// User text is never parsed for special tokens: a typed `<|im_start|>`, `<|image_pad|>`, `[IMG]` or `<image>` is
+// encoded as the plain characters it is made of (ids below 151643), exactly like any other text. Only text we write
+// (the chat template, our instructions) may hold control tokens: `encode` is for that text, `encodeText` and
+// `encodePrompt` are for anything a user typed, and `encodeChat` keeps the messages' text apart from the template.
+import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
@@ -47,20 +53,92 @@ const readJson = (path: string): Record<string, unknown> => {
   }
 };
 
+/**
+ * A piece of a prompt. `trusted` text is ours (template, instructions): the added/special tokens written in it
+ * (`<|im_start|>`) become their ids. Untrusted text (anything a user typed) is always plain text.
+ */
+export interface TextSegment {
+  text: string;
+  trusted: boolean;
+}
+
+interface AddedTokenJson {
+  id: number;
+  content: string;
+  lstrip?: boolean;
+  rstrip?: boolean;
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 export class QwenTokenizer {
   private readonly template: Template;
+  /** The same vocabulary and merges with no added tokens: every string is encoded as the characters it holds. */
+  private readonly plain: Tokenizer;
+  /** Splits trusted text at the added tokens (longest first); the capture keeps them. */
+  private readonly addedSplit: RegExp | undefined;
+  private readonly added = new Map<string, AddedTokenJson>();
 
   constructor(
     private readonly tokenizer: Tokenizer,
     chatTemplate: string,
     readonly generation: GenerationDefaults,
+    tokenizerJson: Record<string, unknown>,
+    tokenizerConfig: Record<string, unknown>,
   ) {
     this.template = new Template(chatTemplate);
+    const addedTokens = (Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens : []) as AddedTokenJson[];
+    for (const t of addedTokens) this.added.set(t.content, t);
+    this.plain = new Tokenizer({ ...tokenizerJson, added_tokens: [] }, tokenizerConfig);
+    const contents = [...this.added.keys()].sort((a, b) => b.length - a.length);
+    this.addedSplit = contents.length ? new RegExp(`(${contents.map(escapeRegExp).join('|')})`) : undefined;
   }
 
-  /** Text → ids; special tokens written in the text (`<|im_start|>`) become their ids. No BOS is added. */
+  /**
+   * Text WE wrote → ids; special tokens written in it (`<|im_start|>`) become their ids. No BOS is added.
+   * Never pass user text here: use `encodeText` or `encodePrompt`.
+   */
   encode(text: string): number[] {
-    return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+    return this.encodePrompt([{ text, trusted: true }]);
+  }
+
+  /** User text → ids, as plain text: `<|im_end|>` typed by a user is the characters `<`, `|`, `im`, … never a control token. */
+  encodeText(text: string): number[] {
+    return this.encodePrompt([{ text, trusted: false }]);
+  }
+
+  /**
+   * Segments → ids. Control tokens come only from trusted segments; the text between them (trusted and untrusted
+   * alike) is encoded as one run, so a benign prompt gets exactly the ids `encode` of the whole string would give.
+   */
+  encodePrompt(segments: readonly TextSegment[]): number[] {
+    const ids: number[] = [];
+    let run = '';
+    let stripNext = false;
+    const flush = () => {
+      if (run) ids.push(...this.plain.encode(run, { add_special_tokens: false }).ids);
+      run = '';
+    };
+    const text = (t: string) => {
+      run += stripNext ? t.trimStart() : t;
+      if (stripNext && run) stripNext = false;
+    };
+    for (const s of segments) {
+      if (!s.trusted || !this.addedSplit) {
+        text(s.text);
+        continue;
+      }
+      s.text.split(this.addedSplit).forEach((piece, i) => {
+        if (i % 2 === 0) return text(piece);
+        const token = this.added.get(piece)!;
+        if (token.lstrip) run = run.trimEnd();
+        flush();
+        ids.push(token.id);
+        stripNext = token.rstrip === true;
+      });
+    }
+    flush();
+    return ids;
   }
 
   decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): string {
@@ -76,8 +154,26 @@ export class QwenTokenizer {
     return this.template.render({ messages, add_generation_prompt: opts.addGenerationPrompt ?? true });
   }
 
+  /**
+   * The chat template's ids, with every message text encoded as plain text: the template is rendered with a marker
+   * in place of each text, the markers split the result into template (trusted) and message (untrusted) segments.
+   */
   encodeChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
-    return this.encode(this.applyChatTemplate(messages, opts));
+    const nonce = randomUUID();
+    const texts: string[] = [];
+    const mark = (text: string) => `\uE000${nonce}:${texts.push(text) - 1}\uE001`;
+    const marked = messages.map((m) => ({
+      ...m,
+      content: typeof m.content === 'string' ? mark(m.content) : m.content.map((p) => (p.type === 'text' ? { ...p, text: mark(p.text) } : p)),
+    }));
+    const rendered = this.applyChatTemplate(marked, opts);
+    const pieces = rendered.split(new RegExp(`\uE000${nonce}:(\\d+)\uE001`));
+    const segments: TextSegment[] = pieces.map((piece, i) => (i % 2 === 0 ? { text: piece, trusted: true } : { text: texts[Number(piece)]!, trusted: false }));
+    // The template must place each text verbatim (once, untransformed): otherwise the split above would be wrong.
+    const used = pieces.filter((_, i) => i % 2 === 1);
+    if (new Set(used).size !== texts.length || used.length !== texts.length || segments.map((s) => s.text).join('') !== this.applyChatTemplate(messages, opts))
+      throw new AppError('model', 'the chat template does not place message text verbatim, so user text cannot be kept apart from control tokens');
+    return this.encodePrompt(segments);
   }
 
   /** Incremental detokenizer for streaming: push ids, get the text they completed (never half a UTF-8 character). */
@@ -127,5 +223,5 @@ export function loadTokenizer(snapshotDir: string): QwenTokenizer {
     ...(typeof gen.repetition_penalty === 'number' && { repetitionPenalty: gen.repetition_penalty }),
     ...(typeof gen.do_sample === 'boolean' && { doSample: gen.do_sample }),
   };
-  return new QwenTokenizer(new Tokenizer(json, config), template, generation);
+  return new QwenTokenizer(new Tokenizer(json, config), template, generation, json, config);
 }

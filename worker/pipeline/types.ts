@@ -43,9 +43,35 @@ export interface Answer {
   tokenIds: number[];
 }
 
+/** The model looking at an image it made or was given (worker/pipeline/checks.ts): a caption, a prompt-match
+ *  score and yes/no questions, over one vision encoding and one prefill of the image tokens. */
+export interface CheckRequest {
+  /** Encoded image bytes (PNG/JPEG/WebP/GIF). */
+  image: Uint8Array;
+  /** Write a one-sentence caption of at most this many tokens (greedy). Absent: no caption. */
+  captionMaxTokens?: number;
+  /** The prompt the image was drawn from ('' or absent for an image a user sent). */
+  prompt?: string;
+  /** Ask "Does this image show: <prompt>? Answer yes or no." (only with a non-blank prompt). */
+  match: boolean;
+  /** Yes/no questions (moderation), each answered with P(yes). */
+  questions: { id: string; question: string }[];
+}
+
+export interface CheckResult {
+  caption?: string;
+  /** P(yes) of the match question, normalised over the yes/no token ids. */
+  match?: number;
+  /** P(yes) per question id. */
+  answers: Record<string, number>;
+  /** What ran: vision graph runs, prefix prefills, batched question forwards, caption tokens decoded. */
+  counts: { visionEncodings: number; prefixPrefills: number; batchedForwards: number; captionTokens: number };
+}
+
 export interface Pipeline {
   generate(request: GenerateRequest, ctx: RunContext): Promise<GeneratedImage>;
   understand(request: UnderstandRequest, ctx: RunContext): Promise<Answer>;
+  check(request: CheckRequest, ctx: RunContext): Promise<CheckResult>;
   close(): Promise<void>;
 }
 
@@ -53,7 +79,7 @@ export interface Pipeline {
 export interface PipelineOptions {
   modelDir: string;
   dtype: 'fp32' | 'fp16';
-  executionProvider: 'auto' | 'cuda' | 'cpu';
+  executionProvider: 'auto' | 'cuda' | 'webgpu' | 'cpu';
   intraOpThreads: number;
   understanding: { minPixels: number; maxPixels: number; maxInputPixels: number; maxAspectRatio: number };
   /** Free-form options for test doubles (delays, failure injection); ignored by the real pipeline. */

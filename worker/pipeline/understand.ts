@@ -11,12 +11,12 @@
 // worker healthy"). The vision graph is fp32 whatever model.dtype says (pitfall 12).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { AppError, UserError } from '../../src/errors.ts';
+import { AppError } from '../../src/errors.ts';
 import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { openSession, type ModelSession, type SessionOptions, type TensorInput } from '../runtime/session.ts';
-import { preprocessImage, preprocessSquare, visionFeeds, type ImageLimits, type PatchGeometry, type PreprocessedImage } from './image.ts';
+import { preprocessImage, preprocessSquare, visionFeeds, type Grid, type ImageLimits, type PatchGeometry, type PreprocessedImage } from './image.ts';
 import { ropeIndex } from './mrope.ts';
-import { generateTokens, KvDecoder, seededRandom } from './sampling.ts';
+import { generateTokens, KvDecoder, kvOutputNames, seededRandom } from './sampling.ts';
 import { loadTokenizer, TOKENS, type ChatMessage, type QwenTokenizer } from './tokenizer.ts';
 import type { Answer, RunContext, UnderstandRequest } from './types.ts';
 
@@ -36,10 +36,15 @@ export interface TextModel {
 
 export interface Understanding {
   understand(req: UnderstandRequest, ctx: RunContext): Promise<Answer>;
-  /** Vision tokens [tokens, H] of an image squash-resized to 448×448 (image variations, spec §3.7). */
-  encodeImage(image: Uint8Array): Promise<{ features: Float32Array; tokens: number }>;
+  /** Vision tokens [tokens, H] of an image squash-resized to 448×448 (image variations, spec §3.7, and the
+   *  self-checks of worker/pipeline/checks.ts), with its patch grid (for M-RoPE positions). */
+  encodeImage(image: Uint8Array): Promise<{ features: Float32Array; tokens: number; grid: Grid }>;
   /** Same as encodeImage, under the name of generate.ts's `ImageEncoder`. */
   encodeForGeneration(image: Uint8Array): Promise<{ features: Float32Array; tokens: number }>;
+  /** How many times the vision graph has run (the checks count their encodings with it). */
+  readonly visionRuns: number;
+  /** The vision geometry (merge size for M-RoPE). */
+  readonly mergeSize: number;
   close(): Promise<void>;
 }
 
@@ -66,12 +71,13 @@ export async function openTextModel(modelDir: string, manifest: Manifest, tokeni
   const text = component(manifest, 'text', modelDir);
   const where = 'components.text';
   const H = num(text.info, 'hidden_size', where);
+  const numLayers = num(text.info, 'num_hidden_layers', where);
   const [embedding, decoderSession] = await Promise.all([
     openSession(graphFile(text, 'embedding', modelDir), runtime),
-    openSession(graphFile(text, 'decoder', modelDir), runtime),
+    openSession(graphFile(text, 'decoder', modelDir), { ...runtime, keepOnDevice: kvOutputNames(numLayers) }), // the KV cache stays on the GPU
   ]);
   const decoder = new KvDecoder(decoderSession, {
-    numLayers: num(text.info, 'num_hidden_layers', where),
+    numLayers,
     numKvHeads: num(text.info, 'num_key_value_heads', where),
     headDim: num(text.info, 'head_dim', where),
     hiddenSize: H,
@@ -106,17 +112,6 @@ export function conversation(question: string, history: UnderstandRequest['histo
   return turns.map((t, i) =>
     i === withImage ? { role: 'user', content: [{ type: 'image' }, { type: 'text', text: t.text }] } : { role: t.role, content: t.text },
   );
-}
-
-/**
- * Chat text is tokenized with the template, where `<|im_end|>`-style markers become control tokens; a user who types
- * one could end their turn or add image slots. Such text is refused (the user can fix it) rather than guessed at.
- */
-export function checkUserText(texts: readonly string[]): void {
-  for (const text of texts) {
-    const marker = /<\|[a-z_]+\|>/.exec(text)?.[0];
-    if (marker) throw new UserError('bad_request', `Your message contains "${marker}", a control marker the model reserves. Remove it and ask again.`);
-  }
 }
 
 /** Replaces the template's single <|image_pad|> by `tokens` copies (the processor's expansion, spec §2.3). */
@@ -191,8 +186,10 @@ export async function loadUnderstanding(
   const llm = options.text ?? (await openTextModel(modelDir, manifest, loadTokenizer(findTokenizer(modelDir, options.tokenizerDir)), runtime));
   if (llm.hiddenSize !== outHidden) throw new AppError('model', `vision tokens are ${outHidden} wide but the LLM hidden size is ${llm.hiddenSize}`);
 
+  let visionRuns = 0;
   async function encode(image: PreprocessedImage): Promise<{ features: Float32Array; tokens: number }> {
     const feeds = visionFeeds(image, geometry, windowSize, headDim);
+    visionRuns++;
     const out = await visionSession.run(feeds as unknown as Record<string, TensorInput>, ['image_embeds']);
     const features = out.image_embeds?.data;
     if (!(features instanceof Float32Array)) throw new AppError('model', 'the vision graph has no float image_embeds output');
@@ -200,12 +197,12 @@ export async function loadUnderstanding(
   }
 
   async function encodeImage(bytes: Uint8Array) {
-    return encode(await preprocessSquare(bytes, GENERATION_IMAGE_SIDE, limits, geometry));
+    const image = await preprocessSquare(bytes, GENERATION_IMAGE_SIDE, limits, geometry);
+    return { ...(await encode(image)), grid: image.grid };
   }
 
   async function understand(req: UnderstandRequest, ctx: RunContext): Promise<Answer> {
     // 1. the text and the image: every user-fixable problem surfaces here, before any model runs
-    checkUserText([req.question, ...req.history.map((t) => t.text)]);
     const image = await preprocessImage(req.image, limits, geometry);
     throwIfAborted(ctx.signal);
     ctx.onProgress({ stage: 'encoding', step: 0, total: 1 });
@@ -213,7 +210,7 @@ export async function loadUnderstanding(
     ctx.onProgress({ stage: 'encoding', step: 1, total: 1 });
     throwIfAborted(ctx.signal);
 
-    // 2. the prompt: template → ids → image pads expanded → embeddings with the vision tokens scattered in
+    // 2. the prompt: template → ids (question and history as plain text: tokenizer.ts) → image pads expanded → embeddings with the vision tokens scattered in
     const ids = expandImagePads(llm.tokenizer.encodeChat(conversation(req.question, req.history)), tokens);
     const embeds = await llm.embed(ids);
     scatterImage(embeds, ids, features, llm.hiddenSize);
@@ -245,6 +242,10 @@ export async function loadUnderstanding(
     understand,
     encodeImage,
     encodeForGeneration: encodeImage,
+    get visionRuns() {
+      return visionRuns;
+    },
+    mergeSize: geometry.mergeSize,
     async close() {
       await visionSession.release();
       if (ownText) await llm.close();

@@ -2,11 +2,15 @@
 //   const s = await openSession('models/onnx/decoder.onnx', { executionProvider: 'auto', intraOpThreads: 0 });
 //   const out = await s.run({ input_ids: { data: BigInt64Array.from([1n, 2n]), dims: [1, 2] } });
 //   out.logits.data  // Float32Array (fp16 outputs are widened)
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { AppError } from '../../src/errors.ts';
+import { Graph } from '../builder/onnx/graph.ts';
+import { hostGpus, softwareOnly } from './adapter.ts';
+import type { DType } from '../builder/onnx/ops.ts';
 
 let cudaInstalled: boolean | undefined;
 /**
@@ -14,7 +18,7 @@ let cudaInstalled: boolean | undefined;
  * libonnxruntime_providers_cuda.so next to the binding; CPU installs skip it). 'auto' only tries CUDA then, so
  * CPU hosts do not log onnxruntime's "failed to load providers_shared" error at every session.
  */
-function cudaProviderInstalled(): boolean {
+export function cudaProviderInstalled(): boolean {
   if (cudaInstalled !== undefined) return cudaInstalled;
   const walk = (dir: string): boolean =>
     readdirSync(dir, { withFileTypes: true }).some((e) => (e.isDirectory() ? walk(join(dir, e.name)) : /providers_cuda\.(so|dll)/.test(e.name)));
@@ -27,10 +31,13 @@ function cudaProviderInstalled(): boolean {
   return cudaInstalled;
 }
 
-export type ExecutionProvider = 'auto' | 'cuda' | 'cpu';
+export type ExecutionProvider = 'auto' | 'cuda' | 'webgpu' | 'cpu';
+/** The provider a session really runs on ('auto' resolved). */
+export type ResolvedProvider = Exclude<ExecutionProvider, 'auto'>;
 
 export interface SessionOptions {
-  /** 'auto' = CUDA when this onnxruntime build can use it, else CPU; 'cuda' = fail fast without it. @defaultValue 'auto' */
+  /** 'auto' = CUDA when this onnxruntime build carries it and it works, else WebGPU when a GPU adapter is found, else CPU;
+   *  'cuda' / 'webgpu' = fail fast without it. @defaultValue 'auto' */
   executionProvider?: ExecutionProvider;
   /** Threads for CPU kernels; 0 = onnxruntime's default (one per core). @defaultValue 0 */
   intraOpThreads?: number;
@@ -40,6 +47,11 @@ export interface SessionOptions {
    * weights: twice the memory), at the price of casting weights at run time. @defaultValue 'all'
    */
   graphOptimization?: 'all' | 'basic' | 'disabled';
+  /** Outputs (by name) that stay where the provider computed them (WebGPU: a GPU buffer); `runOnDevice` returns them as
+   *  `DeviceTensor`s that the next run takes as inputs without a copy through host memory. */
+  keepOnDevice?: readonly string[];
+  /** Writes onnxruntime's per-node profile (`<prefix>_<time>.json`, node → provider, shapes) until `endProfiling()`. */
+  profilePrefix?: string;
 }
 
 export type InputData = Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
@@ -54,6 +66,48 @@ export interface TensorOutput {
   /** The dtype the graph produced (float16 outputs are returned widened to Float32Array). */
   type: string;
 }
+
+/**
+ * A tensor that stays where a session left it: on the GPU under WebGPU, in host memory on CPU/CUDA (the Node binding
+ * binds GPU buffers for WebGPU only). Pass it as a run input; `dispose()` frees the GPU buffer once nothing needs it.
+ * Reading it back is not offered: onnxruntime-node 1.30 aborts the process when a WebGPU buffer is downloaded
+ * (`Tensor.getData()`), so whatever the host needs is asked for as a host output instead.
+ */
+export class DeviceTensor {
+  private disposed = false;
+  /** @internal */
+  constructor(
+    readonly tensor: ort.Tensor,
+    /** True when the data is in GPU memory. */
+    readonly onDevice: boolean,
+  ) {}
+  get dims(): readonly number[] {
+    return this.tensor.dims;
+  }
+  get type(): string {
+    return this.tensor.type;
+  }
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.onDevice) this.tensor.dispose();
+  }
+}
+
+/** Bytes that crossed between host and GPU memory through the binding (zero on the CPU provider). */
+export interface TransferCounts {
+  toDevice: number;
+  toHost: number;
+  runs: number;
+}
+const totals: TransferCounts = { toDevice: 0, toHost: 0, runs: 0 };
+/** Transfers of every session in this process since it started (a copy). */
+export function transferTotals(): TransferCounts {
+  return { ...totals };
+}
+
+const BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, int32: 4, bool: 1, uint8: 1, int8: 1 };
+const byteSize = (type: string, dims: readonly number[]) => (BYTES[type] ?? 4) * dims.reduce((a, b) => a * b, 1);
 
 function toOrt(t: TensorInput): ort.Tensor {
   const d = t.data;
@@ -88,11 +142,19 @@ function fromOrt(t: ort.Tensor): TensorOutput {
 }
 
 export class ModelSession {
+  /** Host↔GPU bytes of this session's runs (zero on the CPU provider). */
+  readonly transfers: TransferCounts = { toDevice: 0, toHost: 0, runs: 0 };
+
+  private readonly kept: ReadonlySet<string>;
+
   constructor(
     private readonly session: ort.InferenceSession,
     /** The execution provider actually in use. */
-    readonly provider: 'cuda' | 'cpu',
-  ) {}
+    readonly provider: ResolvedProvider,
+    keepOnDevice: readonly string[] = [],
+  ) {
+    this.kept = new Set(keepOnDevice);
+  }
 
   get inputNames(): readonly string[] {
     return this.session.inputNames;
@@ -101,14 +163,67 @@ export class ModelSession {
     return this.session.outputNames;
   }
 
-  /** Runs the graph. Returns every output, or only those named in `outputs`. */
-  async run(inputs: Record<string, TensorInput>, outputs?: readonly string[]): Promise<Record<string, TensorOutput>> {
+  /** Runs the graph. Returns every output, or only those named in `outputs` (none of them may be kept on the device). */
+  async run(inputs: Record<string, TensorInput | DeviceTensor>, outputs?: readonly string[]): Promise<Record<string, TensorOutput>> {
+    const { host, device } = await this.runOnDevice(inputs, outputs);
+    const kept = Object.keys(device);
+    if (kept.length) {
+      for (const d of Object.values(device)) d.dispose();
+      throw new AppError('internal', `run() would lose device outputs ${kept.join(', ')}; use runOnDevice()`);
+    }
+    return host;
+  }
+
+  /** Runs the graph; outputs matching `keepOnDevice` come back as DeviceTensors, the others in host memory. */
+  async runOnDevice(
+    inputs: Record<string, TensorInput | DeviceTensor>,
+    outputs?: readonly string[],
+  ): Promise<{ host: Record<string, TensorOutput>; device: Record<string, DeviceTensor> }> {
+    const gpu = this.provider !== 'cpu';
     const feeds: Record<string, ort.Tensor> = {};
-    for (const [k, v] of Object.entries(inputs)) feeds[k] = toOrt(v);
-    const res = outputs ? await this.session.run(feeds, [...outputs]) : await this.session.run(feeds);
-    const out: Record<string, TensorOutput> = {};
-    for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v);
-    return out;
+    let up = 0;
+    for (const [k, v] of Object.entries(inputs)) {
+      if (v instanceof DeviceTensor) {
+        feeds[k] = v.tensor;
+        if (gpu && !v.onDevice) up += byteSize(v.type, v.dims);
+      } else {
+        feeds[k] = toOrt(v);
+        if (gpu) up += v.data.byteLength;
+      }
+    }
+    // onnxruntime-node 1.30, on a session with preferredOutputLocation, hands the last run's value of an output that
+    // a run does not fetch back to onnxruntime as that output's pre-allocated buffer: a shape change fails the run
+    // ("Tensor size mismatch"), an equal shape overwrites a tensor the caller may still hold. So such a session
+    // fetches every output on every run and drops the unwanted ones (freeing their GPU buffers).
+    const extra = outputs && this.provider === 'webgpu' && this.kept.size ? this.session.outputNames.filter((k) => !outputs.includes(k)) : [];
+    const res = outputs ? await this.session.run(feeds, [...outputs, ...extra]) : await this.session.run(feeds);
+    const host: Record<string, TensorOutput> = {};
+    const device: Record<string, DeviceTensor> = {};
+    let down = 0;
+    for (const [k, v] of Object.entries(res)) {
+      if (extra.includes(k)) {
+        if (v.location === 'gpu-buffer') v.dispose();
+        continue;
+      }
+      if (this.kept.has(k)) {
+        device[k] = new DeviceTensor(v, v.location === 'gpu-buffer');
+        if (gpu && v.location !== 'gpu-buffer') down += byteSize(v.type, v.dims);
+      } else {
+        host[k] = fromOrt(v);
+        if (gpu) down += byteSize(v.type, v.dims);
+      }
+    }
+    for (const c of [this.transfers, totals]) {
+      c.toDevice += up;
+      c.toHost += down;
+      c.runs++;
+    }
+    return { host, device };
+  }
+
+  /** Stops the profile `profilePrefix` asked for and writes its file. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {
@@ -116,26 +231,88 @@ export class ModelSession {
   }
 }
 
+// ---- opening a session on a provider ----------------------------------------------------------------------------
+
+/** Dawn (WebGPU on Vulkan) logs errors without a runtime directory; containers often have none. */
+function ensureRuntimeDir(): void {
+  if (process.env.XDG_RUNTIME_DIR) return;
+  process.env.XDG_RUNTIME_DIR = mkdtempSync(join(tmpdir(), 'blip3o-xdg-'));
+}
+
+/** Why WebGPU could not be used in this process (onnxruntime keeps one WebGPU context per process, so one try is enough). */
+let webgpuFailure: string | undefined;
+
+const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e)).split('\n')[0]!.slice(0, 300);
+
 /** Opens a session on a .onnx file (its external `.data` file is found next to it) or on model bytes held in memory. */
 export async function openSession(model: string | Uint8Array, opts: SessionOptions = {}): Promise<ModelSession> {
   const modelPath = typeof model === 'string' ? model : `<${model.byteLength} bytes in memory>`;
-  const create = (o: ort.InferenceSession.SessionOptions) =>
-    typeof model === 'string' ? ort.InferenceSession.create(model, o) : ort.InferenceSession.create(model, o);
   const ep = opts.executionProvider ?? 'auto';
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: opts.graphOptimization ?? 'all' };
   if (opts.intraOpThreads) base.intraOpNumThreads = opts.intraOpThreads;
+  if (opts.profilePrefix) {
+    base.enableProfiling = true;
+    base.profileFilePrefix = opts.profilePrefix;
+  }
+  const create = async (provider: ResolvedProvider): Promise<ModelSession> => {
+    const o: ort.InferenceSession.SessionOptions = { ...base, executionProviders: [provider] };
+    if (provider === 'webgpu') {
+      ensureRuntimeDir();
+      if (opts.keepOnDevice?.length) o.preferredOutputLocation = Object.fromEntries(opts.keepOnDevice.map((n) => [n, 'gpu-buffer' as const]));
+    }
+    const s = typeof model === 'string' ? await ort.InferenceSession.create(model, o) : await ort.InferenceSession.create(model, o);
+    return new ModelSession(s, provider, opts.keepOnDevice);
+  };
+
   if (ep === 'cuda' || (ep === 'auto' && cudaProviderInstalled())) {
     try {
-      const s = await create({ ...base, executionProviders: ['cuda'] });
-      return new ModelSession(s, 'cuda');
+      return await create('cuda');
     } catch (e) {
       if (ep === 'cuda')
         throw new AppError('config', `model.executionProvider is cuda but onnxruntime could not use CUDA for ${modelPath}`, { cause: e });
     }
   }
-  try {
-    return new ModelSession(await create({ ...base, executionProviders: ['cpu'] }), 'cpu');
-  } catch (e) {
-    throw new AppError('model', `onnxruntime could not load ${modelPath}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  // 'auto' here is a session opened without the start-up probe (tools, benches): WebGPU only on a GPU device node.
+  if (ep === 'webgpu' || (ep === 'auto' && webgpuFailure === undefined && !softwareOnly(hostGpus()))) {
+    try {
+      return await create('webgpu');
+    } catch (e) {
+      const why = errorText(e);
+      if (/adapter|webgpu|dawn|vulkan/i.test(why)) webgpuFailure = why;
+      if (ep === 'webgpu')
+        throw new AppError('config', `model.executionProvider is webgpu but onnxruntime could not use WebGPU for ${modelPath}: ${why}`, { cause: e });
+    }
   }
+  try {
+    return await create('cpu');
+  } catch (e) {
+    throw new AppError('model', `onnxruntime could not load ${modelPath}: ${errorText(e)}`, { cause: e });
+  }
+}
+
+// ---- uploads ----------------------------------------------------------------------------------------------------
+
+const uploaders = new Map<string, Promise<ModelSession>>();
+const DTYPE_OF = (d: InputData): DType =>
+  d instanceof Float32Array ? 'float32' : d instanceof BigInt64Array ? 'int64' : d instanceof Int32Array ? 'int32' : d instanceof Uint16Array ? 'float16' : 'bool';
+
+/**
+ * Puts a host tensor where `provider` computes, once, for inputs that many runs share (the conditioning of every
+ * diffusion step): on WebGPU through a one-node Identity graph whose output stays a GPU buffer; elsewhere the host
+ * tensor itself. Counted in the transfer totals once.
+ */
+export async function toDevice(t: TensorInput, provider: ResolvedProvider): Promise<DeviceTensor> {
+  if (provider !== 'webgpu') return new DeviceTensor(toOrt(t), false);
+  const dtype = DTYPE_OF(t.data);
+  const key = `${dtype}/${t.dims.length}`;
+  let s = uploaders.get(key);
+  if (!s) {
+    const g = new Graph(`upload-${dtype}-rank${t.dims.length}`);
+    g.output(g.input('x', dtype, t.dims.map((_, i) => `d${i}`)), 'y');
+    s = openSession(g.toBytes(), { executionProvider: 'webgpu', keepOnDevice: ['y'] });
+    uploaders.set(key, s);
+    s.catch(() => uploaders.delete(key));
+  }
+  const { device } = await (await s).runOnDevice({ x: t });
+  return device.y!;
 }

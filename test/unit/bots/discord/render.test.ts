@@ -88,4 +88,21 @@ describe('admin command options', () => {
     expect(adminInput(reader('limits', 'reset'), 'discord:1:2')).toEqual({ command: 'limits', action: 'reset', channelKey: 'discord:1:2' });
     expect(() => adminInput(reader('limits', 'explode'), 'k')).toThrow(/Unknown admin command/);
   });
+  it('maps budget and usage onto the core commands', () => {
+    const r = (group: string | null, sub: string, o: { ints?: Record<string, number>; nums?: Record<string, number>; strs?: Record<string, string>; user?: string } = {}) => ({
+      getSubcommandGroup: () => group,
+      getSubcommand: () => sub,
+      getInteger: (n: string) => o.ints?.[n] ?? null,
+      getNumber: (n: string) => o.nums?.[n] ?? null,
+      getString: (n: string) => o.strs?.[n] ?? null,
+      getUser: () => (o.user ? { id: o.user } : null) as { id: string },
+    });
+    expect(adminInput(r(null, 'usage', { ints: { days: 3 } }), 'k')).toEqual({ command: 'usage', days: 3 });
+    expect(adminInput(r(null, 'usage'), 'k')).toEqual({ command: 'usage' });
+    expect(adminInput(r('budget', 'set', { nums: { seconds: 600 } }), 'k')).toEqual({ command: 'budget', action: 'set', scope: 'channel', seconds: 600 });
+    expect(adminInput(r('budget', 'set', { nums: { seconds: 60 }, strs: { scope: 'user' }, user: '42' }), 'k')).toEqual({
+      command: 'budget', action: 'set', scope: 'user', targetUserId: '42', seconds: 60,
+    });
+    expect(adminInput(r('budget', 'reset', { strs: { scope: 'workspace' } }), 'k')).toEqual({ command: 'budget', action: 'reset', scope: 'workspace' });
+  });
 });

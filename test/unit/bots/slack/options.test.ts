@@ -60,10 +60,21 @@ describe('parseAdmin', async () => {
     expect(parseAdmin('queue')).toEqual({ command: 'queue', action: 'status' });
     expect(parseAdmin('queue pause')).toEqual({ command: 'queue', action: 'pause' });
     expect(parseAdmin('queue purge <@U0EVE|eve>')).toEqual({ command: 'queue', action: 'purge-user', targetUserId: 'U0EVE' });
+    expect(parseAdmin('usage')).toEqual({ command: 'usage' });
+    expect(parseAdmin('usage 30')).toEqual({ command: 'usage', days: 30 });
+    expect(parseAdmin('budget')).toEqual({ command: 'budget', action: 'show' });
+    expect(parseAdmin('budget show <@U0EVE>')).toEqual({ command: 'budget', action: 'show', targetUserId: 'U0EVE' });
+    expect(parseAdmin('budget set 600')).toEqual({ command: 'budget', action: 'set', seconds: 600, scope: 'channel' });
+    expect(parseAdmin('budget set 3600 workspace')).toEqual({ command: 'budget', action: 'set', seconds: 3600, scope: 'workspace' });
+    expect(parseAdmin('budget set 90.5 <@U0EVE|eve>')).toEqual({ command: 'budget', action: 'set', seconds: 90.5, scope: 'user', targetUserId: 'U0EVE' });
+    expect(parseAdmin('budget reset')).toEqual({ command: 'budget', action: 'reset', scope: 'channel' });
   });
   it('answers anything else with the usage', () => {
     expect(() => parseAdmin('')).toThrow(ADMIN_USAGE);
     expect(() => parseAdmin('limits set speed=9')).toThrow(/`speed=9` is not one of/);
     expect(() => parseAdmin('queue purge bob')).toThrow(/Name the user/);
+    expect(() => parseAdmin('budget set lots')).toThrow(/GPU-seconds per day/);
+    expect(() => parseAdmin('budget set 5 galaxy')).toThrow(/not channel, workspace or @someone/);
+    expect(() => parseAdmin('usage forever')).toThrow(ADMIN_USAGE);
   });
 });

@@ -1,12 +1,12 @@
 // convert on a tiny LLM-only snapshot: manifest + loadable graphs, staleness, EVA-CLIP skipped and said so, and
 // clear rejections of a wrong shape, a missing key and an unexpected key.
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { qwen2_5_vl_text, type Architecture } from '../../../../worker/builder/architectures/index.ts';
 import { convertSnapshot, describeSkipped, ensureConverted } from '../../../../worker/builder/convert.ts';
-import { readManifest, staleReason } from '../../../../worker/builder/manifest.ts';
+import { readManifest, staleReason, verifyGraphFiles } from '../../../../worker/builder/manifest.ts';
 import { fromFloat32, writeShardedSafetensors, type TensorToWrite } from '../../../../worker/builder/safetensors.ts';
 import { tinyEvaClipTensors } from '../../../../worker/builder/tiny/eva_clip.ts';
 import { tinyRootConfig, tinyTextTensors } from '../../../../worker/builder/tiny/llm.ts';
@@ -67,6 +67,34 @@ describe('convertSnapshot', () => {
     const reasons: string[] = [];
     expect(await ensureConverted(base, out, { architectures: TEXT_ONLY, onStale: (r) => reasons.push(r) })).toEqual(m);
     expect(reasons).toEqual([]); // current: nothing rebuilt
+  }, 60_000);
+
+  it('records each graph file\'s size and sha256; a truncated graph is stale, a corrupted one fails the start-up hash check', async () => {
+    const out = join(root, 'damaged');
+    const m = await convertSnapshot(base, out, { dtype: 'fp32', architectures: TEXT_ONLY });
+    const decoder = m.components.text!.graphs.decoder!;
+    const files = Object.keys(decoder.files ?? {});
+    expect(files).toContain('text/decoder.onnx');
+    for (const f of files) expect(decoder.files![f]).toEqual({ bytes: statSync(join(out, f)).size, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(await verifyGraphFiles(out, m)).toBeUndefined();
+
+    // same size, one byte changed: sizes still match, the hash does not
+    const path = join(out, 'text/embedding.onnx');
+    const bytes = readFileSync(path);
+    bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 0xff;
+    writeFileSync(path, bytes);
+    expect(staleReason(out, base, 'fp32')).toBeUndefined();
+    expect(await verifyGraphFiles(out, m)).toMatch(/text\/embedding\.onnx does not match the sha256/);
+
+    // truncated (the "Protobuf parsing failed" restart loop): stale by size, before any session opens
+    truncateSync(join(out, 'text/decoder.onnx'), 1000);
+    expect(staleReason(out, base, 'fp32')).toMatch(/text\/decoder\.onnx is 1000 bytes, manifest\.json records \d+ \(damaged\)/);
+
+    // a manifest from before sizes and hashes were recorded is stale too (converted again)
+    const old = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+    for (const g of Object.values(old.components.text.graphs) as { files?: unknown }[]) delete g.files;
+    writeFileSync(join(out, 'manifest.json'), JSON.stringify(old));
+    expect(staleReason(out, base, 'fp32')).toMatch(/records no size and hash/);
   }, 60_000);
 
   it('fp16 output stores fp16 weights and still runs', async () => {

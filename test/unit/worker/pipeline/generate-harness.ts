@@ -61,6 +61,8 @@ export function fakeConditioner(): Conditioner & { calls: number[][] } {
     calls,
     hiddenSize: TINY_HIDDEN,
     encode: (text) => [...Buffer.from(text, 'utf8')],
+    // trusted text as bytes; user text as bytes + 1000, so a test can tell which way each piece was encoded
+    encodePrompt: (segments) => segments.flatMap((s) => [...Buffer.from(s.text, 'utf8')].map((b) => (s.trusted ? b : b + 1000))),
     async latentHiddenStates(ids) {
       calls.push(ids);
       let h = 2166136261;

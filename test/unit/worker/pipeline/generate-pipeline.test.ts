@@ -49,7 +49,7 @@ describe('createPipeline().generate on the tiny checkpoint', () => {
     const manifest = readManifest(onnx)!;
     const text = await openTextModel(onnx, manifest, loadTokenizer(join(dir, 'snapshot')), { executionProvider: 'cpu' });
     try {
-      const ids = text.tokenizer.encode(generationPrompt('a red fox')).concat(IMG_TOKEN);
+      const ids = text.tokenizer.encodePrompt(generationPrompt('a red fox')).concat(IMG_TOKEN);
       const seq = await text.embed(ids);
       const full = (await text.decoder.prefill(seq)).hidden;
       const only = await text.decoder.hiddenStates(seq);

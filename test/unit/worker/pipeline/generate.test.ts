@@ -37,7 +37,7 @@ describe('generate (tiny checkpoint)', () => {
     expect(seen.filter((p) => p.stage === 'decoding').at(-1)).toEqual({ stage: 'decoding', step: 51, total: 51 });
     const negIds = llm.encode(NEGATIVE_TEXT);
     expect(llm.calls.filter((c) => c.join() === negIds.join())).toHaveLength(1);
-    expect(llm.calls.some((c) => c.join() === llm.encode(generationPrompt('a red fox')).join())).toBe(true);
+    expect(llm.calls.some((c) => c.join() === llm.encodePrompt(generationPrompt('a red fox')).join())).toBe(true);
 
     const again: ProgressReport[] = [];
     const second = await gen.generate({ prompt: 'a red fox', options }, ctx((p) => again.push(p)));

@@ -1,0 +1,141 @@
+// /blip3o-admin budget … and /blip3o-admin usage [days] (admins): GPU-second budgets per UTC day at runtime, and
+// who used what (src/usage/usage.ts). Budgets are stored in Redis, where they win over config usage.budgets; every
+// bot and worker sees a change on the next request. The usage report is a short table and a small bar chart (SVG
+// rendered to PNG with sharp), private to the admin.
+import sharp from 'sharp';
+import { UserError } from '../../../src/errors.ts';
+import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
+import type { Gate } from '../../../src/limits/gate.ts';
+import { scopeIds } from '../../../src/limits/limiter.ts';
+import { SCOPES, type Scope, type UsageRow } from '../../../src/usage/usage.ts';
+import type { Invocation, Reply } from '../port.ts';
+import { requireAdmin, type AdminDeps } from './limits.ts';
+
+const num = (n: number) => (n >= 100 ? Math.round(n).toLocaleString('en') : String(Math.round(n * 10) / 10));
+const workspaceWord = (d: Destination) => (d.platform === 'discord' ? 'server' : 'workspace');
+
+/** The scope id a budget command acts on: this channel, a user of this platform (default the caller), this workspace. */
+function target(inv: Invocation, scope: Scope, targetUserId: string | undefined): { id: string; name: string } {
+  const d = inv.destination;
+  const ids = scopeIds(targetUserId ? { ...d, userId: targetUserId } : d);
+  if (scope === 'channel') return { id: ids.channel, name: 'this channel' };
+  if (scope === 'workspace') return { id: ids.workspace, name: `this ${workspaceWord(d)}` };
+  return { id: ids.user, name: targetUserId && targetUserId !== d.userId ? `user ${targetUserId}` : 'you' };
+}
+
+async function showBudgets(gate: Gate, inv: Invocation, targetUserId?: string): Promise<string> {
+  const d = targetUserId ? { ...inv.destination, userId: targetUserId } : inv.destination;
+  const [budgets, today] = await Promise.all([gate.usage.budgets(d), gate.usage.today(d)]);
+  const lines = ['GPU-second budgets per day (UTC; resets at 00:00 UTC):'];
+  for (const s of SCOPES) {
+    const b = budgets[s];
+    const { used, inflight } = today[s];
+    const who = s === 'user' ? target(inv, s, targetUserId).name : target(inv, s, undefined).name;
+    const limit = b.seconds > 0 ? `${num(b.seconds)}${b.source === 'redis' ? ' (set by an admin)' : ' (default)'}` : 'no budget';
+    lines.push(`• ${who}: ${limit}; used today ${num(used)}${inflight > 0 ? `, ${num(inflight)} more queued or running (estimated)` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+export async function budgetCommand(inv: Invocation, deps: AdminDeps): Promise<Reply> {
+  const input = inv.input;
+  if (input.command !== 'budget') throw new Error(`not a budget command: ${input.command}`);
+  requireAdmin(inv, 'view or change GPU budgets');
+  const { usage } = deps.gate;
+  const scope = input.scope ?? 'channel';
+  const t = target(inv, scope, input.targetUserId);
+  switch (input.action) {
+    case 'show':
+      return { kind: 'text', text: await showBudgets(deps.gate, inv, input.targetUserId), private: true };
+    case 'set': {
+      const seconds = input.seconds;
+      if (seconds === undefined || !Number.isFinite(seconds) || seconds < 0 || seconds > 1e9)
+        throw new UserError('bad_request', 'Give the budget in GPU-seconds per day, 0 or more (0 turns it off).');
+      await usage.setBudget(scope, t.id, seconds);
+      const what = seconds > 0 ? `${num(seconds)} GPU-seconds per day (resets at 00:00 UTC)` : 'no budget';
+      return { kind: 'text', text: `The GPU budget for ${t.name} is now ${what}.`, private: true };
+    }
+    case 'reset': {
+      await usage.resetBudget(scope, t.id);
+      const fallback = deps.config.usage.budgets[scope];
+      return { kind: 'text', text: `The GPU budget for ${t.name} is back to the default: ${fallback > 0 ? `${num(fallback)} GPU-seconds per day` : 'no budget'}.`, private: true };
+    }
+  }
+}
+
+// ---- the usage report ----------------------------------------------------------------------------------------
+
+const TOP = 5;
+
+function table(title: string, rows: UsageRow[], label: (id: string) => string): string[] {
+  if (rows.length === 0) return [`${title}: nothing yet.`];
+  const names = rows.slice(0, TOP).map((r) => label(r.id));
+  const w = Math.max(8, ...names.map((n) => n.length));
+  const out = [`${title}:`, '```', `${'name'.padEnd(w)}  GPU-s    jobs  cached  refused`];
+  rows.slice(0, TOP).forEach((r, i) =>
+    out.push(`${names[i]!.padEnd(w)}  ${num(r.gpuSeconds).padStart(5)}  ${String(r.jobs).padStart(6)}  ${String(r.hits).padStart(6)}  ${String(r.refusals).padStart(7)}`),
+  );
+  out.push('```');
+  return out;
+}
+
+const escapeXml = (s: string) => s.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c]!);
+
+/** A small horizontal bar chart of GPU-seconds per channel and per user: SVG, rendered to PNG by sharp. */
+export async function usageChart(channels: { label: string; value: number }[], users: { label: string; value: number }[], title: string): Promise<Uint8Array> {
+  const width = 640;
+  const rowH = 22;
+  const sections = [{ name: 'Channels', rows: channels.slice(0, TOP) }, { name: 'Users', rows: users.slice(0, TOP) }];
+  const max = Math.max(1e-9, ...sections.flatMap((s) => s.rows.map((r) => r.value)));
+  let y = 34;
+  const parts = [`<text x="12" y="22" font-size="15" font-weight="bold">${escapeXml(title)}</text>`];
+  for (const s of sections) {
+    y += 8;
+    parts.push(`<text x="12" y="${y + 12}" font-size="13" font-weight="bold">${s.name}</text>`);
+    y += rowH;
+    if (s.rows.length === 0) {
+      parts.push(`<text x="24" y="${y + 12}" font-size="12" fill="#666">none</text>`);
+      y += rowH;
+    }
+    for (const r of s.rows) {
+      const bar = Math.max(1, Math.round((r.value / max) * 330));
+      parts.push(
+        `<text x="24" y="${y + 14}" font-size="12">${escapeXml(r.label.slice(0, 28))}</text>`,
+        `<rect x="230" y="${y + 3}" width="${bar}" height="14" fill="#5865f2"/>`,
+        `<text x="${236 + bar}" y="${y + 14}" font-size="12">${escapeXml(num(r.value))} s</text>`,
+      );
+      y += rowH;
+    }
+  }
+  const height = y + 10;
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif"><rect width="100%" height="100%" fill="#ffffff"/>${parts.join('')}</svg>`;
+  return new Uint8Array(await sharp(Buffer.from(svg)).png().toBuffer());
+}
+
+export async function usageCommand(inv: Invocation, deps: AdminDeps): Promise<Reply> {
+  const input = inv.input;
+  if (input.command !== 'usage') throw new Error(`not a usage command: ${input.command}`);
+  requireAdmin(inv, 'see GPU usage');
+  const maxDays = deps.config.usage.retainDays;
+  const days = input.days ?? 7;
+  if (!Number.isInteger(days) || days < 1 || days > maxDays) throw new UserError('bad_request', `days must be a whole number from 1 to ${maxDays}.`);
+  const d = inv.destination;
+  const wsPrefix = `${d.platform}:${workspaceOf(d)}:`;
+  const { channels, users } = await deps.gate.usage.report(days, wsPrefix);
+  const own = channelKey(d);
+  const channelLabel = (id: string) => (id === own ? 'this channel' : d.platform === 'discord' ? `#${id.slice(wsPrefix.length)}` : id.slice(wsPrefix.length));
+  const userLabel = (id: string) => (d.platform === 'discord' ? `@${id}` : id);
+  const period = days === 1 ? 'today (UTC)' : `the last ${days} days (UTC, today included)`;
+  const total = channels.reduce((a, r) => a + r.gpuSeconds, 0);
+  const text = [
+    `GPU usage in this ${workspaceWord(d)} over ${period}: ${num(total)} GPU-seconds.`,
+    ...table('Top channels', channels, channelLabel),
+    ...table('Top users', users, userLabel),
+  ].join('\n');
+  const png = await usageChart(
+    channels.map((r) => ({ label: channelLabel(r.id), value: r.gpuSeconds })),
+    users.map((r) => ({ label: userLabel(r.id), value: r.gpuSeconds })),
+    `GPU-seconds, ${days === 1 ? 'today' : `last ${days} days`}`,
+  );
+  return { kind: 'text', text, private: true, image: { png, name: `usage-${days}d.png`, altText: `Bar chart of GPU-seconds per channel and per user over ${period}` } };
+}

@@ -1,0 +1,65 @@
+// Handing one job's result to every request that joined it (single flight), and to the result cache. Used by the
+// worker when a job ends (worker/after-job.ts) and by the bots when a queued leader is removed (cancel, purge).
+// Each follower gets its own delivery job under its own job id, so the delivery consumer's ledger posts it exactly
+// once, and a repeat of this hand-over (a worker re-running after a crash) adds nothing new.
+import type { Redis } from 'ioredis';
+import type { BlobStore } from '../blobs/store.ts';
+import type { Config } from '../config/schema.ts';
+import { JobRequest, type Destination, type JobResult } from '../jobs/contract.ts';
+import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../jobs/queue.ts';
+import { requestDigest, sha256Hex } from './key.ts';
+import type { ResultCache } from './results.ts';
+
+/** Delivery queues by name, opened once and closed together. */
+export class DeliveryQueues {
+  private readonly queues = new Map<string, DeliveryQueue>();
+  constructor(
+    private readonly config: Pick<Config, 'queue'>,
+    private readonly redis: Redis,
+  ) {}
+  /** Hand a result to its destination's delivery queue under its job id (a repeat is ignored by BullMQ). */
+  async handOver(result: JobResult): Promise<void> {
+    const name = deliveryQueueName(result.destination as Destination);
+    let q = this.queues.get(name);
+    if (!q) this.queues.set(name, (q = createDeliveryQueue(this.config, this.redis, name)));
+    await q.add('result', result, { jobId: result.jobId });
+  }
+  async close(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+  }
+}
+
+/** The request's digest, reading its input image from the blob store (undefined: not cacheable, or the image expired). */
+export async function digestOf(blobs: BlobStore, request: JobRequest, imageBytes?: Uint8Array): Promise<string | undefined> {
+  if (request.kind === 'imagine') return requestDigest(request);
+  const bytes = imageBytes ?? (await blobs.get(request.imageKey));
+  return bytes ? requestDigest(request, sha256Hex(bytes)) : undefined;
+}
+
+export const JOINED_CANCELLED = 'The identical request yours joined was cancelled by the person who sent it; please send yours again.';
+
+/** What a follower receives: the leader's result under its own id and destination. */
+export function followerResult(leader: JobResult, follower: JobRequest): JobResult {
+  const base = { ...leader, jobId: follower.id, destination: follower.destination, servedFrom: 'shared' as const };
+  if (leader.status !== 'cancelled') return base;
+  return { ...base, status: 'failed', error: { code: 'cancelled', message: JOINED_CANCELLED, userFacing: true } };
+}
+
+/**
+ * End the flight `leader` led and deliver `result` to each follower. Returns how many followers there were.
+ * Safe to call again for the same leader (the same followers, the same delivery ids).
+ */
+export async function handOverToFollowers(
+  deps: { cache: ResultCache; queues: DeliveryQueues },
+  digest: string,
+  leader: JobRequest,
+  result: JobResult,
+): Promise<number> {
+  const followers = await deps.cache.close(digest, leader.id);
+  for (const json of followers) {
+    const parsed = JobRequest.safeParse(JSON.parse(json));
+    if (parsed.success) await deps.queues.handOver(followerResult(result, parsed.data));
+  }
+  return followers.length;
+}

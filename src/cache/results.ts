@@ -1,0 +1,259 @@
+// The result cache and single flight, shared by every bot and worker through Redis. See docs/cost.md.
+//
+//   bot:    lookup(digest) ── one script ──▶ cached? → deliver from the cache (no job)
+//                                           a job for the same digest queued/running? → join it (a follower)
+//                                           else miss → admission → claim(digest) → enqueue → confirm
+//   worker: job done ──▶ put(entry) ──▶ close(digest, jobId) → the followers, each handed its own delivery
+//
+// Keys, all under one hash tag so each script's keys share a slot (T = "<prefix>:{cache}"):
+//   T:e:<entry id>     hash    meta (JSON: image size or answer text), png (bytes; '' for answers)    PEXPIRE ttl
+//   T:lru              zset    entry id → last used (ms)             eviction order
+//   T:sizes            hash    entry id → bytes                      what an eviction frees
+//   T:bytes            string  bytes held by all entries
+//   T:exp              zset    entry id → expires at (ms)            accounting for entries Redis expired itself
+//   T:f:<digest>       hash    leader = the job computing it         (the flight; short TTL until enqueued)
+//   T:w:<digest>       hash    follower jobId → follower JSON        requests that joined the flight
+//   T:done:<jobId>     hash    the followers a finished leader took  (a re-run hands the same ones over again)
+//   T:models           zset    "<manifest hash>\n<worker id>" → expires at (ms): what the live workers run
+import type { Redis } from 'ioredis';
+import type { Config } from '../config/schema.ts';
+import { entryId } from './key.ts';
+
+const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+/** KEYS entry lru sizes bytes exp · ARGV id meta png ttlMs maxBytes entryPrefix → entries evicted, or -1 if too large. */
+const putLua = `${NOW}
+local lru, sizes, bytes, exp = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local function forget(id)
+  local size = redis.call('HGET', sizes, id)
+  if size then redis.call('DECRBY', bytes, size); redis.call('HDEL', sizes, id) end
+  redis.call('ZREM', lru, id); redis.call('ZREM', exp, id)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 100)) do forget(id) end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('ZADD', lru, now, ARGV[1]); return 0 end
+local size = #ARGV[2] + #ARGV[3]
+local maxBytes, ttl = tonumber(ARGV[5]), tonumber(ARGV[4])
+if size > maxBytes then return -1 end
+redis.call('HSET', KEYS[1], 'meta', ARGV[2], 'png', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('ZADD', lru, now, ARGV[1]); redis.call('ZADD', exp, now + ttl, ARGV[1])
+redis.call('HSET', sizes, ARGV[1], size); redis.call('INCRBY', bytes, size)
+local evicted = 0
+while (tonumber(redis.call('GET', bytes)) or 0) > maxBytes do
+  local oldest = redis.call('ZRANGE', lru, 0, 0)[1]
+  if not oldest then break end
+  redis.call('DEL', ARGV[6] .. oldest)
+  forget(oldest)
+  evicted = evicted + 1
+end
+return evicted
+`;
+
+// Join the flight for this digest if another job leads it. Shared by lookup and claim.
+const JOIN = `
+local function join(f, w, jobId, json)
+  local leader = redis.call('HGET', f, 'leader')
+  if leader and leader ~= jobId then
+    redis.call('HSETNX', w, jobId, json)
+    local ttl = redis.call('PTTL', f)
+    if ttl > 0 then redis.call('PEXPIRE', w, ttl) end
+    return leader
+  end
+  return nil
+end
+`;
+
+/**
+ * KEYS entry lru f w · ARGV useCache singleFlight jobId followerJSON
+ * → {1, meta, png} cached · {2, leaderJobId} joined a flight · {0} miss
+ */
+const lookupLua = `${NOW}${JOIN}
+if ARGV[1] == '1' then
+  local v = redis.call('HMGET', KEYS[1], 'meta', 'png')
+  if v[1] then
+    redis.call('ZADD', KEYS[2], 'XX', now, string.match(KEYS[1], ':e:(.+)$'))
+    return {1, v[1], v[2]}
+  end
+end
+if ARGV[2] == '1' then
+  local leader = join(KEYS[3], KEYS[4], ARGV[3], ARGV[4])
+  if leader then return {2, leader} end
+end
+return {0}
+`;
+
+/** KEYS f w · ARGV jobId followerJSON ttlMs → {1} leads · {2, leaderJobId} joined (someone claimed first). */
+const claimLua = `${JOIN}
+local leader = join(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+if leader then return {2, leader} end
+redis.call('HSET', KEYS[1], 'leader', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return {1}
+`;
+
+/** KEYS f w · ARGV jobId ttlMs: the leader's job is in the queue; keep the flight as long as a job can live. */
+const confirmLua = `
+if redis.call('HGET', KEYS[1], 'leader') ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2])) end
+return 1
+`;
+
+/**
+ * KEYS f w done · ARGV leaderJobId keepMs → follower JSONs. Ends the flight led by leaderJobId and returns its
+ * followers; called again for the same leader (a re-run after a crash) it returns the same followers.
+ */
+const closeLua = `
+if redis.call('EXISTS', KEYS[3]) == 1 then return redis.call('HVALS', KEYS[3]) end
+if redis.call('HGET', KEYS[1], 'leader') ~= ARGV[1] then return {} end
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 0 then return {} end
+redis.call('RENAME', KEYS[2], KEYS[3])
+redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[2]))
+return redis.call('HVALS', KEYS[3])
+`;
+
+/** KEYS models · ARGV member expiresInMs. */
+const publishLua = `${NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+`;
+
+/** KEYS models → the live members. */
+const modelsLua = `${NOW}
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+`;
+
+interface CacheCommands {
+  blip3oCachePut(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oCacheLookupBuffer(...args: (string | number)[]): Promise<(number | Buffer)[]>;
+  blip3oCacheClaim(...args: (string | number)[]): Promise<(number | string)[]>;
+  blip3oCacheConfirm(...args: (string | number)[]): Promise<number>;
+  blip3oCacheClose(...args: (string | number)[]): Promise<string[]>;
+  blip3oCachePublish(...args: (string | number)[]): Promise<number>;
+  blip3oCacheModels(...args: (string | number)[]): Promise<string[]>;
+}
+
+function defineCommands(redis: Redis): Redis & CacheCommands {
+  const r = redis as Redis & Partial<CacheCommands>;
+  if (typeof r.blip3oCachePut !== 'function') {
+    const scripts: [string, number, string][] = [
+      ['Put', 5, putLua], ['Lookup', 4, lookupLua], ['Claim', 2, claimLua], ['Confirm', 2, confirmLua],
+      ['Close', 3, closeLua], ['Publish', 1, publishLua], ['Models', 1, modelsLua],
+    ];
+    for (const [name, numberOfKeys, lua] of scripts) redis.defineCommand(`blip3oCache${name}`, { numberOfKeys, lua });
+  }
+  return r as Redis & CacheCommands;
+}
+
+/** What a cache entry holds besides the PNG. */
+export type CachedMeta = { kind: 'image'; width: number; height: number } | { kind: 'answer'; text: string; tokenCount: number };
+
+export type Lookup =
+  | { kind: 'hit'; meta: CachedMeta; png?: Uint8Array }
+  | { kind: 'joined'; leaderJobId: string }
+  | { kind: 'miss' };
+
+/** How a lookup went, for metrics: `bypass` = the workers disagree about the model, so the cache was not asked. */
+export type LookupOutcome = 'hit' | 'miss' | 'joined' | 'bypass';
+
+/** Which converted model the live workers run: one hash, none published yet, or several (a rolling upgrade). */
+export type ModelView = { state: 'one'; manifestHash: string } | { state: 'none' } | { state: 'differ'; manifestHashes: string[] };
+
+type CacheConfig = Pick<Config, 'queue' | 'cache' | 'limits'>;
+
+export class ResultCache {
+  private readonly r: Redis & CacheCommands;
+  private readonly T: string;
+  private view: { at: number; value: ModelView } | undefined;
+  /** Called once per lookup (bots/main.ts counts them in /metrics). */
+  observer: ((outcome: LookupOutcome) => void) | undefined;
+
+  constructor(
+    redis: Redis,
+    private readonly config: CacheConfig,
+  ) {
+    this.r = defineCommands(redis);
+    this.T = `${config.queue.prefix}:{cache}`;
+  }
+
+  private entryKey = (id: string) => `${this.T}:e:${id}`;
+  private flightKeys = (digest: string) => [`${this.T}:f:${digest}`, `${this.T}:w:${digest}`] as const;
+  private get keepMs(): number {
+    return Math.max(this.config.queue.keepFailedSeconds, this.config.queue.keepCompletedSeconds) * 1000;
+  }
+
+  /** The models the live workers publish, re-read at most every cache.manifestRefreshMs. */
+  async models(): Promise<ModelView> {
+    if (this.view && Date.now() - this.view.at < this.config.cache.manifestRefreshMs) return this.view.value;
+    const members = await this.r.blip3oCacheModels(`${this.T}:models`);
+    const hashes = [...new Set(members.map((m) => m.split('\n')[0]!))].sort();
+    const value: ModelView = hashes.length === 0 ? { state: 'none' } : hashes.length === 1 ? { state: 'one', manifestHash: hashes[0]! } : { state: 'differ', manifestHashes: hashes };
+    this.view = { at: Date.now(), value };
+    return value;
+  }
+
+  /** A worker says which model it runs; call every cache.manifestRefreshMs (the entry lives 3 periods). */
+  async publishModel(manifestHash: string, workerId: string): Promise<void> {
+    await this.r.blip3oCachePublish(`${this.T}:models`, `${manifestHash}\n${workerId}`, 3 * this.config.cache.manifestRefreshMs);
+  }
+
+  /**
+   * One round trip: the cached result for `digest` under the workers' model, else the flight to join, else a miss.
+   * `follower` is what a finished leader needs to deliver to this request (its JobRequest as JSON).
+   */
+  async lookup(digest: string, jobId: string, follower: string): Promise<Lookup> {
+    const c = this.config.cache;
+    const view = c.enabled ? await this.models() : { state: 'none' as const };
+    const useCache = view.state === 'one';
+    const [f, w] = this.flightKeys(digest);
+    const entry = this.entryKey(useCache ? entryId(view.manifestHash, digest) : '-');
+    const res = await this.r.blip3oCacheLookupBuffer(entry, `${this.T}:lru`, f, w, useCache ? '1' : '0', c.singleFlight ? '1' : '0', jobId, follower);
+    const code = Number(res[0]);
+    if (code === 1) {
+      this.observer?.('hit');
+      const png = res[2] as Buffer;
+      return { kind: 'hit', meta: JSON.parse((res[1] as Buffer).toString('utf8')) as CachedMeta, ...(png.length ? { png: new Uint8Array(png) } : {}) };
+    }
+    if (code === 2) {
+      this.observer?.('joined');
+      return { kind: 'joined', leaderJobId: (res[1] as Buffer).toString('utf8') };
+    }
+    this.observer?.(c.enabled && view.state === 'differ' ? 'bypass' : 'miss');
+    return { kind: 'miss' };
+  }
+
+  /** After admission: lead the flight for `digest`, or join it if another request claimed it meanwhile. */
+  async claim(digest: string, jobId: string, follower: string): Promise<{ leads: true } | { leads: false; leaderJobId: string }> {
+    if (!this.config.cache.singleFlight) return { leads: true };
+    const res = await this.r.blip3oCacheClaim(...this.flightKeys(digest), jobId, follower, this.config.limits.admitGraceMs);
+    return Number(res[0]) === 1 ? { leads: true } : { leads: false, leaderJobId: String(res[1]) };
+  }
+
+  /** The leader's job is queued: the flight now lives as long as a job can (until close). */
+  async confirm(digest: string, jobId: string): Promise<void> {
+    if (this.config.cache.singleFlight) await this.r.blip3oCacheConfirm(...this.flightKeys(digest), jobId, this.keepMs);
+  }
+
+  /** End the flight led by `leaderJobId`; its followers' JSON (the same list again if called twice). */
+  async close(digest: string, leaderJobId: string): Promise<string[]> {
+    return this.r.blip3oCacheClose(...this.flightKeys(digest), `${this.T}:done:${leaderJobId}`, leaderJobId, this.keepMs);
+  }
+
+  /** Store a result under a worker's model. Returns entries evicted to make room, or -1 when it exceeds maxBytes. */
+  async put(manifestHash: string, digest: string, meta: CachedMeta, png?: Uint8Array): Promise<number> {
+    const id = entryId(manifestHash, digest);
+    const c = this.config.cache;
+    return this.r.blip3oCachePut(
+      this.entryKey(id), `${this.T}:lru`, `${this.T}:sizes`, `${this.T}:bytes`, `${this.T}:exp`,
+      id, JSON.stringify(meta), png ? Buffer.from(png.buffer, png.byteOffset, png.byteLength) : '', c.ttlSeconds * 1000, c.maxBytes, `${this.T}:e:`,
+    );
+  }
+
+  /** Bytes and entries held (expired entries are forgotten at the next put). */
+  async stats(): Promise<{ bytes: number; entries: number }> {
+    const [bytes, entries] = await Promise.all([this.r.get(`${this.T}:bytes`), this.r.zcard(`${this.T}:lru`)]);
+    return { bytes: Number(bytes ?? 0), entries };
+  }
+}

@@ -1,0 +1,88 @@
+// Which checks run for a job, and how strict they are (issue 16, docs/checks.md). Layers, later wins:
+//   config checks.*  →  checks.ageRestricted (Discord channels marked nsfw)  →  checks.channelOverrides[channel]
+//   →  the override an admin set at runtime (Redis, `<prefix>:checks:override:<platform:workspace:channel>`).
+// Workers read the runtime layer per job, so an admin's change applies to the next job on every worker.
+import type { Redis } from 'ioredis';
+import { CheckPolicyOverride, type Config } from '../config/schema.ts';
+import { channelKey, type Destination } from '../jobs/contract.ts';
+
+export interface CheckPolicy {
+  altText: boolean;
+  captionMaxTokens: number;
+  match: { enabled: boolean; threshold: number; maxRerolls: number };
+  moderation: { enabled: boolean; checkInputs: boolean; questions: { id: string; question: string; threshold: number }[] };
+}
+
+/** `base` with `o` applied (absent keys keep the base). */
+export function applyOverride(base: CheckPolicy, o: CheckPolicyOverride | undefined): CheckPolicy {
+  if (!o) return base;
+  return {
+    altText: o.altText ?? base.altText,
+    captionMaxTokens: base.captionMaxTokens,
+    match: { enabled: o.match ?? base.match.enabled, threshold: o.matchThreshold ?? base.match.threshold, maxRerolls: o.maxRerolls ?? base.match.maxRerolls },
+    moderation: {
+      enabled: o.moderation ?? base.moderation.enabled,
+      checkInputs: base.moderation.checkInputs,
+      questions: base.moderation.questions.map((q) => ({ ...q, threshold: o.thresholds?.[q.id] ?? q.threshold })),
+    },
+  };
+}
+
+/** The policy for `destination` from config alone, with `runtime` (an admin's override) on top. */
+export function resolvePolicy(checks: Config['checks'], destination: Destination, runtime?: CheckPolicyOverride): CheckPolicy {
+  let p: CheckPolicy = {
+    altText: checks.altText,
+    captionMaxTokens: checks.captionMaxTokens,
+    match: { ...checks.match },
+    moderation: { ...checks.moderation, questions: checks.moderation.questions.map((q) => ({ ...q })) },
+  };
+  if (destination.platform === 'discord' && destination.nsfw) p = applyOverride(p, checks.ageRestricted);
+  p = applyOverride(p, checks.channelOverrides[channelKey(destination)]);
+  return applyOverride(p, runtime);
+}
+
+/** The ids of the questions whose P(yes) is over their threshold. */
+export function flaggedBy(policy: CheckPolicy, answers: Record<string, number>): string[] {
+  return policy.moderation.questions.filter((q) => (answers[q.id] ?? 0) > q.threshold).map((q) => q.id);
+}
+
+/** Admins' runtime overrides, one JSON value per channel. */
+export class CheckOverrides {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  private key(channel: string): string {
+    return `${this.prefix}:checks:override:${channel}`;
+  }
+
+  /** The override for "platform:workspace:channel"; a value that no longer parses is ignored (config applies). */
+  async get(channel: string): Promise<CheckPolicyOverride | undefined> {
+    const raw = await this.redis.get(this.key(channel));
+    if (!raw) return undefined;
+    try {
+      const parsed = CheckPolicyOverride.safeParse(JSON.parse(raw));
+      return parsed.success ? parsed.data : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Merges `change` into the channel's override (thresholds merge per question). */
+  async set(channel: string, change: CheckPolicyOverride): Promise<CheckPolicyOverride> {
+    const current = (await this.get(channel)) ?? {};
+    const next = CheckPolicyOverride.parse({ ...current, ...change, thresholds: change.thresholds || current.thresholds ? { ...current.thresholds, ...change.thresholds } : undefined });
+    await this.redis.set(this.key(channel), JSON.stringify(next));
+    return next;
+  }
+
+  async reset(channel: string): Promise<void> {
+    await this.redis.del(this.key(channel));
+  }
+
+  /** The effective policy for a job's destination: config, then this store's override for its channel. */
+  async policyFor(checks: Config['checks'], destination: Destination): Promise<CheckPolicy> {
+    return resolvePolicy(checks, destination, await this.get(channelKey(destination)));
+  }
+}

@@ -1,0 +1,347 @@
+// GPU-second accounting and daily budgets, shared by every bot and worker through Redis. See docs/cost.md.
+//
+//   bot admission:  admit(jobId, d, request) ── one script ──▶ estimate the cost from recent measurements of its
+//                   kind/options; refuse if used today + in flight + estimate > a budget (channel, user, workspace);
+//                   else reserve the estimate (in flight) until the job ends
+//   worker:         settle(jobId, request, measured) ──▶ add the measured GPU-seconds to today's counters of the
+//                   job's channel, user and workspace, per stage; refine the estimate; release the reservation
+//   bots:           release(jobId) for jobs removed before they ran; sweep() for reservations whose job vanished
+//
+// Keys, all under one hash tag (U = "<prefix>:{usage}"); days are UTC day numbers (ms since epoch / 86400000):
+//   U:d:<day>      hash  "gs|<scope>|<id>" GPU-seconds · "jobs|…" jobs run · "hits|…" served without a job
+//                        (cache, joined) · "ref|…" refusals · "stage|<kind>|<stage>" GPU-seconds per stage
+//   U:budgets      hash  "<scope>|<id>" → GPU-seconds per day, set by admins at runtime (wins over usage.budgets)
+//   U:inflight     hash  "<scope>|<id>" → estimated GPU-seconds of jobs admitted and not finished
+//   U:resv         hash  jobId → "estimate\nchannel\nuser\nworkspace\nadmittedAtMs"      (released exactly once)
+//   U:est          hash  "<kind>|<options signature>" → seconds (moving average) · "<kind>|unit" → seconds per step
+//   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
+import type { Redis } from 'ioredis';
+import type { Config } from '../config/schema.ts';
+import { QueueNames, workspaceOf, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';
+import { scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';
+
+export const SCOPES: readonly Scope[] = ['channel', 'user', 'workspace'];
+export const DAY_MS = 86_400_000;
+
+/** Stages that run on the accelerator (everything but waiting in the queue). */
+const COMPUTE_STAGES = new Set(['loading', 'conditioning', 'features', 'decoding', 'encoding', 'answering']);
+
+/** GPU-seconds of a finished job: its compute stages, or the whole run when it reported none (a failure). */
+export function measuredSeconds(result: Pick<JobResult, 'timingsMs'>, ranMs: number): number {
+  const stages = Object.entries(result.timingsMs).filter(([s]) => COMPUTE_STAGES.has(s));
+  const ms = stages.length > 0 ? stages.reduce((a, [, v]) => a + v, 0) : ranMs;
+  return Math.max(0, ms) / 1000;
+}
+
+/** What a cost estimate is keyed by: the kind and the options that change the amount of work, and the steps it runs. */
+export function costSignature(request: JobRequest): { sig: string; units: number } {
+  if (request.kind === 'ask') return { sig: `ask|${request.options.maxNewTokens}`, units: 1 };
+  const o = request.options;
+  return { sig: `${request.kind}|${o.ditSteps}x${o.decoderSteps}|${o.aspect}|${o.guidance > 0 ? 'cfg' : 'nocfg'}`, units: o.ditSteps + o.decoderSteps };
+}
+
+/**
+ * A user within a workspace ("discord:<guild>:<user>"): the usage report's user rows, so an admin sees only the
+ * people of their own server or workspace (the budget's user scope is platform-wide, like the rate limits').
+ */
+export const memberId = (d: Destination) => `${d.platform}:${workspaceOf(d)}:${d.userId}`;
+
+const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+const RELEASE = `
+local function release(resv, inflight, jobId)
+  local r = redis.call('HGET', resv, jobId)
+  if not r then return 0 end
+  local parts = {}
+  for p in string.gmatch(r, '[^\\n]+') do table.insert(parts, p) end
+  local est = tonumber(parts[1])
+  local scopes = {'channel', 'user', 'workspace'}
+  for s = 1, 3 do
+    local f = scopes[s] .. '|' .. parts[s + 1]
+    local left = tonumber(redis.call('HINCRBYFLOAT', inflight, f, -est))
+    if left <= 0.0005 then redis.call('HDEL', inflight, f) end
+  end
+  redis.call('HDEL', resv, jobId)
+  return 1
+end
+`;
+
+/**
+ * admit: KEYS day budgets inflight resv est · ARGV jobId · channel user workspace ids · default budgets c u w ·
+ * signature · unit key · units · dayTtlSeconds · member id
+ * → {1, estimate} admitted (or already admitted) · {0, scope 1|2|3, used, budget, estimate} refused.
+ * The day key is computed here from Redis TIME (ARGV carries the key prefix), so every host shares one clock.
+ */
+const admitLua = `${NOW}${RELEASE}
+local jobId = ARGV[1]
+local budgets, inflight, resv = KEYS[2], KEYS[3], KEYS[4]
+local day = KEYS[1] .. math.floor(now / 86400000)
+local est = tonumber(redis.call('HGET', KEYS[5], ARGV[8]))
+if not est then
+  local perUnit = tonumber(redis.call('HGET', KEYS[5], ARGV[9]))
+  est = perUnit and perUnit * tonumber(ARGV[10]) or 0
+end
+if redis.call('HEXISTS', resv, jobId) == 1 then return {1, tostring(est)} end
+local scopes = {'channel', 'user', 'workspace'}
+for s = 1, 3 do
+  local f = scopes[s] .. '|' .. ARGV[1 + s]
+  local budget = tonumber(redis.call('HGET', budgets, f)) or tonumber(ARGV[4 + s])
+  if budget > 0 then
+    local used = (tonumber(redis.call('HGET', day, 'gs|' .. f)) or 0) + (tonumber(redis.call('HGET', inflight, f)) or 0)
+    if used >= budget or used + est > budget then
+      redis.call('HINCRBY', day, 'ref|' .. f, 1)
+      redis.call('HINCRBY', day, 'ref|member|' .. ARGV[12], 1)
+      redis.call('EXPIRE', day, tonumber(ARGV[11]))
+      return {0, s, tostring(used), tostring(budget), tostring(est)}
+    end
+  end
+end
+for s = 1, 3 do redis.call('HINCRBYFLOAT', inflight, scopes[s] .. '|' .. ARGV[1 + s], est) end
+redis.call('HSET', resv, jobId, est .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4] .. '\\n' .. now)
+return {1, tostring(est)}
+`;
+
+/**
+ * settle: KEYS dayPrefix inflight resv est settled · ARGV jobId seconds channel user workspace signature unitKey
+ * units alpha dayTtlSeconds settledTtlSeconds kind memberId then stage/seconds pairs → 1 counted · 0 already counted.
+ */
+const settleLua = `${NOW}${RELEASE}
+release(KEYS[3], KEYS[2], ARGV[1])
+if redis.call('SET', KEYS[5], '1', 'NX', 'EX', tonumber(ARGV[11])) == false then return 0 end
+local day = KEYS[1] .. math.floor(now / 86400000)
+local seconds = tonumber(ARGV[2])
+local scopes = {'channel', 'user', 'workspace'}
+for s = 1, 3 do
+  local f = scopes[s] .. '|' .. ARGV[2 + s]
+  redis.call('HINCRBYFLOAT', day, 'gs|' .. f, seconds)
+  redis.call('HINCRBY', day, 'jobs|' .. f, 1)
+end
+redis.call('HINCRBYFLOAT', day, 'gs|member|' .. ARGV[13], seconds)
+redis.call('HINCRBY', day, 'jobs|member|' .. ARGV[13], 1)
+for i = 14, #ARGV, 2 do redis.call('HINCRBYFLOAT', day, 'stage|' .. ARGV[12] .. '|' .. ARGV[i], tonumber(ARGV[i + 1])) end
+redis.call('EXPIRE', day, tonumber(ARGV[10]))
+if seconds > 0 then
+  local alpha = tonumber(ARGV[9])
+  local function ema(field, value)
+    local old = tonumber(redis.call('HGET', KEYS[4], field))
+    redis.call('HSET', KEYS[4], field, tostring(old and (alpha * value + (1 - alpha) * old) or value))
+  end
+  ema(ARGV[6], seconds)
+  ema(ARGV[7], seconds / tonumber(ARGV[8]))
+end
+return 1
+`;
+
+/** release: KEYS resv inflight · ARGV jobId → 1 if this call released the reservation. */
+const releaseLua = `${RELEASE}
+return release(KEYS[1], KEYS[2], ARGV[1])
+`;
+
+/** count: KEYS dayPrefix · ARGV field-kind ids c u w member · dayTtlSeconds: one served-without-a-job or refusal per scope. */
+const countLua = `${NOW}
+local day = KEYS[1] .. math.floor(now / 86400000)
+local scopes = {'channel', 'user', 'workspace', 'member'}
+for s = 1, 4 do redis.call('HINCRBY', day, ARGV[1] .. '|' .. scopes[s] .. '|' .. ARGV[1 + s], 1) end
+redis.call('EXPIRE', day, tonumber(ARGV[6]))
+return 1
+`;
+
+interface UsageCommands {
+  blip3oUsageAdmit(...args: (string | number)[]): Promise<(number | string)[]>;
+  blip3oUsageSettle(...args: (string | number)[]): Promise<number>;
+  blip3oUsageRelease(...args: (string | number)[]): Promise<number>;
+  blip3oUsageCount(...args: (string | number)[]): Promise<number>;
+}
+
+function defineCommands(redis: Redis): Redis & UsageCommands {
+  const r = redis as Redis & Partial<UsageCommands>;
+  if (typeof r.blip3oUsageAdmit !== 'function') {
+    redis.defineCommand('blip3oUsageAdmit', { numberOfKeys: 5, lua: admitLua });
+    redis.defineCommand('blip3oUsageSettle', { numberOfKeys: 5, lua: settleLua });
+    redis.defineCommand('blip3oUsageRelease', { numberOfKeys: 2, lua: releaseLua });
+    redis.defineCommand('blip3oUsageCount', { numberOfKeys: 1, lua: countLua });
+  }
+  return r as Redis & UsageCommands;
+}
+
+export type BudgetAdmission = { admitted: true; estimate: number } | { admitted: false; scope: Scope; used: number; budget: number; estimate: number };
+
+/** One row of a usage report: a channel or user over some days. */
+export interface UsageRow {
+  id: string;
+  gpuSeconds: number;
+  jobs: number;
+  hits: number;
+  refusals: number;
+}
+
+type UsageConfig = Pick<Config, 'queue' | 'usage' | 'limits'>;
+
+export class Usage {
+  private readonly r: Redis & UsageCommands;
+  readonly U: string;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly config: UsageConfig,
+  ) {
+    this.r = defineCommands(redis);
+    this.U = `${config.queue.prefix}:{usage}`;
+  }
+
+  private get dayTtl(): number {
+    return this.config.usage.retainDays * 86_400;
+  }
+  dayKey(day: number): string {
+    return `${this.U}:d:${day}`;
+  }
+
+  /** Check the three budgets and reserve the estimate; a request already admitted is admitted again (duplicate). */
+  async admit(jobId: string, d: Destination, request: JobRequest): Promise<BudgetAdmission> {
+    const ids = scopeIds(d);
+    const b = this.config.usage.budgets;
+    const { sig, units } = costSignature(request);
+    const res = await this.r.blip3oUsageAdmit(
+      `${this.U}:d:`, `${this.U}:budgets`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`,
+      jobId, ids.channel, ids.user, ids.workspace, b.channel, b.user, b.workspace, sig, `${request.kind}|unit`, units, this.dayTtl, memberId(d),
+    );
+    if (Number(res[0]) === 1) return { admitted: true, estimate: Number(res[1]) };
+    return { admitted: false, scope: SCOPES[Number(res[1]) - 1]!, used: Number(res[2]), budget: Number(res[3]), estimate: Number(res[4]) };
+  }
+
+  /** The estimated GPU-seconds of a request from recent measurements of its kind and options (0 when unknown). */
+  async estimate(request: JobRequest): Promise<number> {
+    const { sig, units } = costSignature(request);
+    const [exact, perUnit] = await this.redis.hmget(`${this.U}:est`, sig, `${request.kind}|unit`);
+    if (exact !== null) return Number(exact);
+    return perUnit !== null ? Number(perUnit) * units : 0;
+  }
+
+  /** An estimate as fair scheduling's cost: whole units of usage.fairCostUnitMs, at least 1. */
+  costUnits(estimateSeconds: number): number {
+    return Math.min(100_000, Math.max(1, Math.round((estimateSeconds * 1000) / this.config.usage.fairCostUnitMs)));
+  }
+
+  /** Count a finished job's measured GPU-seconds (once per job id) and release its reservation. */
+  async settle(request: JobRequest, result: Pick<JobResult, 'timingsMs'>, ranMs: number): Promise<boolean> {
+    const ids = scopeIds(request.destination);
+    const seconds = measuredSeconds(result, ranMs);
+    const { sig, units } = costSignature(request);
+    const stages = Object.entries(result.timingsMs).filter(([s]) => COMPUTE_STAGES.has(s)).flatMap(([s, ms]) => [s, ms / 1000]);
+    const settledTtl = Math.max(this.config.queue.keepFailedSeconds, this.config.queue.keepCompletedSeconds);
+    const res = await this.r.blip3oUsageSettle(
+      `${this.U}:d:`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`, `${this.U}:settled:${request.id}`,
+      request.id, seconds, ids.channel, ids.user, ids.workspace, sig, `${request.kind}|unit`, Math.max(1, units),
+      this.config.usage.estimateSmoothing, this.dayTtl, settledTtl, request.kind, memberId(request.destination), ...stages,
+    );
+    return res === 1;
+  }
+
+  /** The job will not run (removed, abandoned): give its estimate back. True only for the call that released it. */
+  async release(jobId: string): Promise<boolean> {
+    return (await this.r.blip3oUsageRelease(`${this.U}:resv`, `${this.U}:inflight`, jobId)) === 1;
+  }
+
+  /** A request served without a job (cache hit, joined flight) or refused by a rate limit: counted for the report. */
+  async count(what: 'hits' | 'ref', d: Destination): Promise<void> {
+    const ids = scopeIds(d);
+    await this.r.blip3oUsageCount(`${this.U}:d:`, what, ids.channel, ids.user, ids.workspace, memberId(d), this.dayTtl);
+  }
+
+  /**
+   * Release reservations whose job finished or vanished without a settle (a process died mid-way): finished in
+   * BullMQ, or its hash gone once limits.admitGraceMs has passed since admission. Returns how many.
+   */
+  async sweep(): Promise<number> {
+    const all = await this.redis.hgetall(`${this.U}:resv`);
+    const jobPrefix = `${this.config.queue.prefix}:${QueueNames.jobs}:`;
+    let freed = 0;
+    for (const [jobId, value] of Object.entries(all)) {
+      const admittedAt = Number(value.split('\n')[4] ?? 0);
+      const [finishedOn, timestamp] = await this.redis.hmget(jobPrefix + jobId, 'finishedOn', 'timestamp');
+      const gone = !timestamp && Date.now() - admittedAt > this.config.limits.admitGraceMs;
+      if ((finishedOn || gone) && (await this.release(jobId))) freed++;
+    }
+    return freed;
+  }
+
+  /** Budgets in force for a destination's three scopes, and where each comes from. */
+  async budgets(d: Destination): Promise<Record<Scope, { seconds: number; source: 'default' | 'redis' }>> {
+    const ids = scopeIds(d);
+    const set = await this.redis.hmget(`${this.U}:budgets`, ...SCOPES.map((s) => `${s}|${ids[s]}`));
+    const out = {} as Record<Scope, { seconds: number; source: 'default' | 'redis' }>;
+    SCOPES.forEach((s, i) => {
+      out[s] = set[i] !== null ? { seconds: Number(set[i]), source: 'redis' } : { seconds: this.config.usage.budgets[s], source: 'default' };
+    });
+    return out;
+  }
+
+  async setBudget(scope: Scope, id: string, seconds: number): Promise<void> {
+    await this.redis.hset(`${this.U}:budgets`, `${scope}|${id}`, String(seconds));
+  }
+
+  async resetBudget(scope: Scope, id: string): Promise<void> {
+    await this.redis.hdel(`${this.U}:budgets`, `${scope}|${id}`);
+  }
+
+  /** GPU-seconds used today (measured) and in flight (estimates of admitted jobs) per scope. */
+  async today(d: Destination): Promise<Record<Scope, { used: number; inflight: number }>> {
+    const ids = scopeIds(d);
+    const day = Math.floor(Date.now() / DAY_MS);
+    const fields = SCOPES.map((s) => `${s}|${ids[s]}`);
+    const [used, inflight] = await Promise.all([
+      this.redis.hmget(this.dayKey(day), ...fields.map((f) => `gs|${f}`)),
+      this.redis.hmget(`${this.U}:inflight`, ...fields),
+    ]);
+    const out = {} as Record<Scope, { used: number; inflight: number }>;
+    SCOPES.forEach((s, i) => (out[s] = { used: Number(used[i] ?? 0), inflight: Number(inflight[i] ?? 0) }));
+    return out;
+  }
+
+  /**
+   * Usage per channel and per user over the last `days` UTC days (today included) in one workspace (`wsPrefix`,
+   * "discord:<guild>:"), most GPU-seconds first; user rows carry the platform's user id. Also the workspace's total per day.
+   */
+  async report(days: number, wsPrefix: string): Promise<{ channels: UsageRow[]; users: UsageRow[]; perDay: { day: number; gpuSeconds: number }[] }> {
+    const channelPrefix = wsPrefix;
+    const today = Math.floor(Date.now() / DAY_MS);
+    const rows = { channel: new Map<string, UsageRow>(), user: new Map<string, UsageRow>() };
+    const perDay: { day: number; gpuSeconds: number }[] = [];
+    const workspaceField = `|workspace|${channelPrefix.replace(/:$/, '')}`;
+    for (let day = today - days + 1; day <= today; day++) {
+      const h = await this.redis.hgetall(this.dayKey(day));
+      perDay.push({ day, gpuSeconds: Number(h[`gs${workspaceField}`] ?? 0) });
+      for (const [field, value] of Object.entries(h)) {
+        const [what, scope, ...rest] = field.split('|');
+        const id = rest.join('|');
+        if ((scope !== 'channel' && scope !== 'member') || !id.startsWith(channelPrefix)) continue;
+        const map = scope === 'channel' ? rows.channel : rows.user;
+        const key = scope === 'channel' ? id : id.slice(channelPrefix.length);
+        const row = map.get(key) ?? { id: key, gpuSeconds: 0, jobs: 0, hits: 0, refusals: 0 };
+        const n = Number(value);
+        if (what === 'gs') row.gpuSeconds += n;
+        else if (what === 'jobs') row.jobs += n;
+        else if (what === 'hits') row.hits += n;
+        else if (what === 'ref') row.refusals += n;
+        map.set(key, row);
+      }
+    }
+    const sorted = (m: Map<string, UsageRow>) => [...m.values()].sort((a, b) => b.gpuSeconds - a.gpuSeconds || b.jobs - a.jobs || a.id.localeCompare(b.id));
+    return { channels: sorted(rows.channel), users: sorted(rows.user), perDay };
+  }
+}
+
+export type { Scope, ScopeIds };
+
+// ---- what the user reads --------------------------------------------------------------------------------
+
+const round = (n: number) => (n >= 10 ? Math.round(n) : Math.round(n * 10) / 10);
+
+/** "This channel has used 580 of its 600 GPU-seconds today; resets at 00:00 UTC. This request needs about 45." */
+export function budgetMessage(a: Extract<BudgetAdmission, { admitted: false }>, platform: Destination['platform']): string {
+  const workspace = platform === 'discord' ? 'This server' : 'This workspace';
+  const head = { channel: 'This channel has used', user: 'You have used', workspace: `${workspace} has used` }[a.scope];
+  const its = a.scope === 'user' ? 'your' : 'its';
+  const need = a.estimate > 0 ? ` This request needs about ${round(a.estimate)}.` : '';
+  return `${head} ${round(a.used)} of ${its} ${round(a.budget)} GPU-seconds today; resets at 00:00 UTC.${need}`;
+}

@@ -1,0 +1,40 @@
+// Mutation testing (npm run test:mutation; opt-in, not in CI). docs/mutation.md has the scores, the surviving
+// mutants judged equivalent and how to run one group: MUTATION_GROUP=jobs npm run test:mutation (its own report
+// and incremental file under reports/mutation/jobs/, so group runs and the full run never overwrite each other).
+const groups = {
+  jobs: ['src/jobs/{ledger,cancel,contract,queue,position}.ts'],
+  limits: ['src/limits/*.ts', 'src/scheduling/*.ts'],
+  bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:49-70'],
+  // image checks (smartResize, readHeader), the two samplers and CFG in generate, schedulers, M-RoPE
+  pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:177-250', 'worker/pipeline/{schedulers,mrope}.ts'],
+  processor: ['worker/processor.ts'],
+};
+const group = process.env.MUTATION_GROUP;
+if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);
+const dir = `reports/mutation/${group ?? 'all'}`;
+
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export default {
+  testRunner: 'vitest',
+  vitest: { configFile: 'vitest.mutation.config.ts', related: false },
+  checkers: ['typescript'],
+  tsconfigFile: 'tsconfig.mutation.json',
+  typescriptChecker: { prioritizePerformanceOverAccuracy: true },
+  coverageAnalysis: 'perTest',
+  // MUTATION_ALL_KILLERS=1: run every covering test of a mutant, not only up to the first that fails, so the report
+  // names all the tests that kill each mutant (docs/mutation.md derives the score of the older tests from it).
+  disableBail: process.env.MUTATION_ALL_KILLERS === '1',
+  concurrency: Number(process.env.MUTATION_CONCURRENCY ?? 2),
+  incremental: true,
+  incrementalFile: `${dir}/incremental.json`,
+  ignoreStatic: true,
+  timeoutMS: 20_000,
+  dryRunTimeoutMinutes: 30, // the initial run on a loaded 2-core machine
+  reporters: ['html', 'json', 'clear-text', 'progress'],
+  htmlReporter: { fileName: `${dir}/index.html` },
+  jsonReporter: { fileName: `${dir}/mutation.json` },
+  clearTextReporter: { allowColor: false, logTests: false, reportScoreTable: true },
+  tempDirName: '.stryker-tmp',
+  cleanTempDir: 'always',
+  mutate: group ? groups[group] : Object.values(groups).flat(),
+};

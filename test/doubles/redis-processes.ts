@@ -1,0 +1,107 @@
+// Real Debian redis-server processes on loopback ports, for the tests that kill, fail over or cluster Redis:
+// a primary with a replica and three sentinels (redis-server --sentinel). Each lives in its own temp dir.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+
+export interface RedisProcess {
+  port: number;
+  child: ChildProcess;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Starts `redis-server <conf>` (conf written to a temp dir) and resolves once it answers PING. */
+async function startProcess(conf: string, port: number, sentinel: boolean): Promise<RedisProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'redis-'));
+  const file = join(dir, 'redis.conf');
+  writeFileSync(file, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsave ""\nappendonly no\n${conf}`);
+  const child = spawn('redis-server', [file, ...(sentinel ? ['--sentinel'] : [])], { stdio: 'ignore' });
+  const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  for (let i = 0; ; i++) {
+    try {
+      await probe.connect();
+      await probe.ping();
+      break;
+    } catch {
+      probe.disconnect();
+      if (i > 100 || child.exitCode !== null) throw new Error(`redis-server on port ${port} did not start`);
+      await sleep(50);
+    }
+  }
+  probe.disconnect();
+  return {
+    port,
+    child,
+    kill(signal: NodeJS.Signals = 'SIGKILL') {
+      if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        child.once('exit', () => {
+          rmSync(dir, { recursive: true, force: true });
+          resolve();
+        });
+        child.kill(signal);
+      });
+    },
+  };
+}
+
+export interface SentinelSet {
+  primary: RedisProcess;
+  replica: RedisProcess;
+  sentinels: RedisProcess[];
+  masterName: string;
+  /** REDIS_URL for our services: redis+sentinel://127.0.0.1:s1,…/<masterName> */
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** 1 primary + 1 replica + 3 sentinels (quorum 2), failing over 1 s after the primary stops answering. */
+export async function startSentinelSet(masterName = 'blip3o'): Promise<SentinelSet> {
+  const primary = await startProcess('', await freePort(), false);
+  const replica = await startProcess(`replicaof 127.0.0.1 ${primary.port}\n`, await freePort(), false);
+  const sentinelConf =
+    `sentinel monitor ${masterName} 127.0.0.1 ${primary.port} 2\n` +
+    `sentinel down-after-milliseconds ${masterName} 1000\n` +
+    `sentinel failover-timeout ${masterName} 5000\n` +
+    `sentinel parallel-syncs ${masterName} 1\n`;
+  const sentinels: RedisProcess[] = [];
+  for (let i = 0; i < 3; i++) sentinels.push(await startProcess(sentinelConf, await freePort(), true));
+  const url = `redis+sentinel://${sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/${masterName}`;
+  return {
+    primary,
+    replica,
+    sentinels,
+    masterName,
+    url,
+    async stop() {
+      await Promise.all([primary, replica, ...sentinels].map((p) => p.kill('SIGKILL')));
+    },
+  };
+}
+
+/** The primary's port as the sentinels currently see it. */
+export async function currentPrimaryPort(set: SentinelSet): Promise<number> {
+  const s = new Redis({ port: set.sentinels[0]!.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+  try {
+    const [, port] = (await s.call('SENTINEL', 'get-master-addr-by-name', set.masterName)) as [string, string];
+    return Number(port);
+  } finally {
+    s.disconnect();
+  }
+}

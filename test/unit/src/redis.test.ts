@@ -1,0 +1,48 @@
+// REDIS_URL forms: one server, or Redis Sentinel (src/redis.ts).
+import { describe, expect, it } from 'vitest';
+import { loadSecrets } from '../../../src/config/load.ts';
+import { isRedisConnectionError, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
+
+describe('parseRedisUrl', () => {
+  it('passes redis:// and rediss:// through unchanged', () => {
+    expect(parseRedisUrl('redis://127.0.0.1:6379')).toEqual({ kind: 'single', url: 'redis://127.0.0.1:6379' });
+    expect(parseRedisUrl('rediss://u:p@cache.example:6380/2')).toEqual({ kind: 'single', url: 'rediss://u:p@cache.example:6380/2' });
+  });
+
+  it('reads sentinels, master name, db and credentials from redis+sentinel://', () => {
+    const t = parseRedisUrl('redis+sentinel://app:s%40cret@10.0.0.1:26379,10.0.0.2,sentinel-3:26380/mymaster/3?sentinelPassword=sp');
+    expect(t.kind).toBe('sentinel');
+    if (t.kind !== 'sentinel') return;
+    expect(t.options.sentinels).toEqual([{ host: '10.0.0.1', port: 26379 }, { host: '10.0.0.2', port: 26379 }, { host: 'sentinel-3', port: 26380 }]);
+    expect([t.options.name, t.options.db, t.options.username, t.options.password, t.options.sentinelPassword]).toEqual(['mymaster', 3, 'app', 's@cret', 'sp']);
+    expect(t.options.failoverDetector).toBe(true);
+    // A demoted primary answers READONLY: reconnect (2 = and resend the command); other errors do not reconnect.
+    const reconnect = t.options.reconnectOnError as (e: Error) => boolean | 1 | 2;
+    expect(reconnect(new Error("READONLY You can't write against a read only replica."))).toBe(2);
+    expect(reconnect(new Error('ERR wrong number of arguments'))).toBe(false);
+  });
+
+  it('refuses what is neither, naming REDIS_URL and both forms, without echoing the password', () => {
+    expect(() => parseRedisUrl('http://u:hunter2@x:6379')).toThrow(/^REDIS_URL "http:\/\/u:\*\*\*@x:6379" is not a Redis address: use redis:\/\/host:6379 .* redis\+sentinel:\/\//);
+    expect(() => parseRedisUrl('redis+sentinel://a:26379')).toThrow(/not a Redis address/); // no master name
+    expect(() => parseRedisUrl('redis+sentinel://a:99999/m')).toThrow('REDIS_URL: "a:99999" is not a sentinel address (host:port).');
+    expect(redactRedisUrl('redis://default:pw@h:1')).toBe('redis://default:***@h:1');
+    expect(redisAddress('redis+sentinel://u:pw@s1:26379,s2:26380/m')).toBe('sentinels s1:26379,s2:26380 (master m)');
+    expect(redisAddress('redis://:pw@cache:6380/1')).toBe('cache:6380');
+  });
+
+  it('is checked when secrets load, so a bad REDIS_URL stops start-up with that message', () => {
+    expect(() => loadSecrets({ REDIS_URL: "localhost:6379" })).toThrow(/REDIS_URL "localhost:6379" is not a Redis address/);
+    expect(loadSecrets({ REDIS_URL: 'redis+sentinel://s1:26379/m' }).REDIS_URL).toBe('redis+sentinel://s1:26379/m');
+  });
+});
+
+describe('isRedisConnectionError', () => {
+  it('tells a dropped connection from a bug', () => {
+    expect(isRedisConnectionError(new Error('Connection is closed.'))).toBe(true);
+    expect(isRedisConnectionError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' }))).toBe(true);
+    expect(isRedisConnectionError(Object.assign(new Error('x'), { name: 'MaxRetriesPerRequestError' }))).toBe(true);
+    expect(isRedisConnectionError(new TypeError('Cannot read properties of undefined'))).toBe(false);
+    expect(isRedisConnectionError('Connection is closed.')).toBe(false);
+  });
+});

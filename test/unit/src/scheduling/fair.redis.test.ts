@@ -1,0 +1,267 @@
+// Fair scheduling over real Redis and a real BullMQ queue, with the worker played by the test: "take" a job is
+// what BullMQ's worker does (the lowest priority of the prioritized set, FIFO among equals) followed by the
+// scheduler hook. Deterministic and fast, so states such as "users already have jobs running" and properties
+// over any arrival pattern can be checked exactly.
+import { randomUUID } from 'node:crypto';
+import { DelayedError, Job, Queue } from 'bullmq';
+import fc from 'fast-check';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { QueueNames, type Destination } from '../../../../src/jobs/contract.ts';
+import { createFairScheduler, MAX_PRIORITY, PARK_MS, startOrHold, userKeyOf, type FairScheduler } from '../../../../src/scheduling/fair.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+let redis: Redis;
+const cleanup: (() => Promise<unknown>)[] = [];
+const dest = (channelId: string, userId = 'u1'): Destination => ({ platform: 'discord', guildId: 'g', channelId, userId, applicationId: 'app' });
+const ck = (channelId: string) => `discord:g:${channelId}`;
+
+interface Rig {
+  prefix: string;
+  queue: Queue;
+  scheduler: FairScheduler;
+  submit(jobId: string, d: Destination): Promise<void>;
+  /** What one free worker slot does: take BullMQ's next job and run the scheduler hook. */
+  take(): Promise<string | undefined>;
+}
+
+function rig(options: { maxPriority?: number; adoptAfterMs?: number } = {}): Rig {
+  const prefix = `t-fair-${randomUUID().slice(0, 8)}`;
+  const conn = new Redis(url, { maxRetriesPerRequest: null });
+  const queue = new Queue(QueueNames.jobs, { connection: conn, prefix });
+  const scheduler = createFairScheduler(redis, { queue: { prefix } }, queue, options);
+  cleanup.push(async () => {
+    await queue.close();
+    await conn.quit();
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+  });
+  const prioritized = `${prefix}:${QueueNames.jobs}:prioritized`;
+  return {
+    prefix,
+    queue,
+    scheduler,
+    async submit(jobId, d) {
+      await queue.add('imagine', { destination: d }, { jobId, ...scheduler.parkedOptions() });
+      await scheduler.enqueue(jobId, d);
+    },
+    async take() {
+      const [next] = await redis.zrange(prioritized, '0', '0');
+      if (next === undefined) return undefined;
+      await redis.zrem(prioritized, next);
+      await redis.hset(`${prefix}:${QueueNames.jobs}:${next}`, 'processedOn', Date.now());
+      await scheduler.started(next);
+      return next;
+    },
+  };
+}
+
+beforeAll(() => {
+  redis = new Redis(url, { maxRetriesPerRequest: null });
+});
+afterEach(async () => {
+  for (const f of cleanup.splice(0)) await f();
+});
+afterAll(async () => {
+  await redis.quit();
+});
+
+describe('fair scheduler', () => {
+  it('parks new jobs: delayed 30 days at the lowest priority, until enqueue releases them', async () => {
+    const t = rig();
+    expect(t.scheduler.parkedOptions()).toEqual({ priority: MAX_PRIORITY, delay: PARK_MS });
+    expect(MAX_PRIORITY).toBe(2 ** 21 - 1);
+    expect(PARK_MS).toBe(30 * 24 * 3600 * 1000);
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'p0', ...t.scheduler.parkedOptions() });
+    expect(await t.queue.getJobState('p0')).toBe('delayed');
+    await t.scheduler.enqueue('p0', dest('A'));
+    expect(await t.queue.getJobState('p0')).toBe('prioritized');
+    expect((await t.queue.getJob('p0'))!.priority).toBe(1);
+  });
+
+  it('a user who joins a channel where another user already has jobs running waits one round, not behind all of them', async () => {
+    const t = rig();
+    for (let i = 0; i < 5; i++) await t.submit(`x${i}`, dest('A', 'x'));
+    expect(await t.take()).toBe('x0');
+    expect(await t.take()).toBe('x1'); // x's jobs of rounds 1 and 2 are running
+    await t.submit('y0', dest('A', 'y'));
+    await t.submit('y1', dest('A', 'y'));
+    const order: string[] = [];
+    for (let id = await t.take(); id; id = await t.take()) order.push(id);
+    // y's first job joins at the channel's current round (3): after x2 (same round, earlier), before x3
+    expect(order).toEqual(['x2', 'y0', 'x3', 'y1', 'x4']);
+  });
+
+  it('a channel that had jobs running does not jump ahead of one that waited (start-time tags)', async () => {
+    const t = rig();
+    for (let i = 0; i < 3; i++) await t.submit(`a${i}`, dest('A'));
+    expect(await t.take()).toBe('a0');
+    expect(await t.take()).toBe('a1');
+    for (let i = 0; i < 2; i++) await t.submit(`b${i}`, dest('B'));
+    await t.submit('c0', dest('C'));
+    const order: string[] = [];
+    for (let id = await t.take(); id; id = await t.take()) order.push(id);
+    expect(order).toEqual(['a2', 'b0', 'c0', 'b1']);
+  });
+
+  it('reports channels, waiting jobs, pauses and positions', async () => {
+    const t = rig();
+    await t.submit('a0', dest('A', 'x'));
+    await t.submit('a1', dest('A', 'y'));
+    await t.submit('b0', dest('B', 'x'));
+    expect(userKeyOf(dest('A', 'x'))).toBe('discord:x');
+    expect((await t.scheduler.waitingJobs()).sort((p, q) => p.jobId.localeCompare(q.jobId))).toEqual([
+      { jobId: 'a0', channelKey: ck('A'), userKey: 'discord:x' },
+      { jobId: 'a1', channelKey: ck('A'), userKey: 'discord:y' },
+      { jobId: 'b0', channelKey: ck('B'), userKey: 'discord:x' },
+    ]);
+    expect(await t.scheduler.channels()).toEqual([
+      { channelKey: ck('A'), queued: 2, paused: false, head: { jobId: 'a0', priority: 1 } },
+      { channelKey: ck('B'), queued: 1, paused: false, head: { jobId: 'b0', priority: 1 } },
+    ]);
+    expect(await t.scheduler.position('a1')).toEqual({ state: 'queued', position: 3 });
+    expect(await t.scheduler.position('nope')).toEqual({ state: 'none' });
+
+    await t.scheduler.pause(ck('A'));
+    expect(await t.scheduler.isPaused(ck('A'))).toBe(true);
+    expect(await t.scheduler.isPaused(ck('B'))).toBe(false);
+    expect(await t.scheduler.position('a1')).toEqual({ state: 'held', position: 2 });
+    expect(await t.scheduler.position('b0')).toEqual({ state: 'queued', position: 1 }); // paused channels are not counted
+    expect(await t.take()).toBe('a0'); // a0 was released before the pause, so BullMQ hands it out; the hook says held
+    expect((await t.scheduler.channels()).find((c) => c.channelKey === ck('A'))).toEqual({ channelKey: ck('A'), queued: 2, paused: true });
+    await t.scheduler.resume(ck('A'));
+    expect(await t.scheduler.isPaused(ck('A'))).toBe(false);
+    const heads = await t.scheduler.channels();
+    expect(heads.map((c) => c.head?.jobId)).toEqual(['a0', 'b0']);
+    expect(heads[0]!.head!.priority).toBeGreaterThanOrEqual(1);
+
+    // a paused channel with nothing queued is still listed
+    await t.scheduler.pause(ck('Z'));
+    expect((await t.scheduler.channels()).map((c) => [c.channelKey, c.queued, c.paused])).toContainEqual([ck('Z'), 0, true]);
+  });
+
+  it('startOrHold lets a job run, or parks it again and throws DelayedError when its channel is paused', async () => {
+    const t = rig();
+    await t.submit('a0', dest('A'));
+    await t.submit('a1', dest('A'));
+    const moved: [number, string | undefined][] = [];
+    const fake = (id: string) => ({ id, moveToDelayed: async (at: number, token?: string) => void moved.push([at, token]) }) as unknown as Job;
+    await startOrHold(t.scheduler, fake('a0'), 'tok');
+    expect(moved).toEqual([]);
+    expect(await t.queue.getJobState('a1')).toBe('prioritized'); // started released the channel's next job
+    await t.scheduler.pause(ck('A'));
+    const before = Date.now();
+    await expect(startOrHold(t.scheduler, fake('a1'), 'tok')).rejects.toBeInstanceOf(DelayedError);
+    expect(moved).toHaveLength(1);
+    expect(moved[0]![1]).toBe('tok');
+    expect(moved[0]![0]).toBeGreaterThanOrEqual(before + PARK_MS);
+    expect(moved[0]![0]).toBeLessThan(Date.now() + PARK_MS + 1000);
+  });
+
+  it('hands the turn of a job that vanished before its release to the next job of its channel', async () => {
+    const t = rig();
+    await t.submit('a0', dest('A'));
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'a1', ...t.scheduler.parkedOptions() });
+    await t.scheduler.enqueue('a1', dest('A'));
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'a2', ...t.scheduler.parkedOptions() });
+    await t.scheduler.enqueue('a2', dest('A'));
+    await (await t.queue.getJob('a1'))!.remove(); // removed without a forget (a bot died mid-cancel)
+    expect(await t.take()).toBe('a0'); // releasing a1 finds it gone and releases a2 instead
+    expect(await t.queue.getJobState('a2')).toBe('prioritized');
+    expect(await t.take()).toBe('a2');
+    expect(await t.scheduler.waitingJobs()).toEqual([]);
+  });
+
+  it('repair adopts a parked job nobody lined up only once it is old enough, and only if it is still parked', async () => {
+    const young = rig({ adoptAfterMs: 60_000 });
+    await young.queue.add('imagine', { destination: dest('A') }, { jobId: 'o1', ...young.scheduler.parkedOptions() });
+    await young.scheduler.repair();
+    expect(await young.scheduler.position('o1')).toEqual({ state: 'none' });
+
+    const t = rig({ adoptAfterMs: 0 });
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'o2', ...t.scheduler.parkedOptions() });
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'plain', delay: PARK_MS, priority: 7 }); // not parked by us
+    await t.queue.add('imagine', { note: 'no destination' }, { jobId: 'odd', ...t.scheduler.parkedOptions() });
+    await t.scheduler.repair();
+    expect(await t.scheduler.position('o2')).toEqual({ state: 'queued', position: 1 });
+    expect(await t.scheduler.position('plain')).toEqual({ state: 'none' });
+    expect(await t.scheduler.position('odd')).toEqual({ state: 'none' });
+  });
+
+  it('keeps every priority below BullMQ’s largest, whatever maxPriority a caller asks for', async () => {
+    const t = rig({ maxPriority: 10 * MAX_PRIORITY });
+    await t.submit('a0', dest('A'));
+    expect((await t.queue.getJob('a0'))!.priority).toBe(1);
+    const small = rig({ maxPriority: 3 });
+    for (let i = 0; i < 4; i++) await small.submit(`a${i}`, dest('A'));
+    await small.submit('b0', dest('B'));
+    const order: string[] = [];
+    for (let id = await small.take(); id; id = await small.take()) {
+      order.push(id);
+      const next = await redis.zrange(`${small.prefix}:${QueueNames.jobs}:prioritized`, '0', '-1');
+      for (const j of next) expect((await small.queue.getJob(j))!.priority).toBeLessThan(3);
+    }
+    expect(order).toEqual(['a0', 'b0', 'a1', 'a2', 'a3']);
+  });
+
+  // Whatever the arrival pattern, while a channel has jobs waiting, every other channel starts at most two jobs
+  // between two of its starts (one released job per channel, tagged in start order: one in the current turn and one
+  // of the next that was tagged first), and inside a channel every other user likewise at most two (one in the
+  // user's round, one of the next round that arrived earlier).
+  it('never starves a channel or a user, under any interleaving of arrivals and starts (property)', async () => {
+    const step = fc.oneof(
+      fc.record({ kind: fc.constant('submit' as const), channel: fc.constantFrom('A', 'B', 'C'), user: fc.constantFrom('x', 'y') }),
+      fc.record({ kind: fc.constant('take' as const) }),
+    );
+    const t = rig(); // one queue for all runs: every run drains it, which restarts the scheduler's clocks
+    let runs = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 14 }), async (steps) => {
+        try {
+          let n = 0;
+          const waiting = new Map<string, { channel: string; user: string }>();
+          // For each channel (and each channel+user) with jobs waiting: starts of every other channel (other user of
+          // the same channel) since it last started a job or began to wait.
+          const sinceChannel = new Map<string, Map<string, number>>();
+          const sinceUser = new Map<string, Map<string, number>>();
+          let worst = 0;
+          const bump = (m: Map<string, Map<string, number>>, waiter: string, starter: string) => {
+            const counts = m.get(waiter) ?? new Map<string, number>();
+            counts.set(starter, (counts.get(starter) ?? 0) + 1);
+            worst = Math.max(worst, counts.get(starter)!);
+            m.set(waiter, counts);
+          };
+          const onStart = (id: string) => {
+            const me = waiting.get(id)!;
+            waiting.delete(id);
+            sinceChannel.delete(me.channel);
+            sinceUser.delete(`${me.channel}/${me.user}`);
+            const waiters = new Set([...waiting.values()].map((w) => JSON.stringify(w)));
+            const channels = new Set([...waiting.values()].map((w) => w.channel));
+            for (const c of channels) if (c !== me.channel) bump(sinceChannel, c, me.channel);
+            for (const w of waiters) {
+              const { channel, user } = JSON.parse(w) as { channel: string; user: string };
+              if (channel === me.channel && user !== me.user) bump(sinceUser, `${channel}/${user}`, me.user);
+            }
+          };
+          for (const s of [...steps, ...Array.from({ length: 14 }, () => ({ kind: 'take' as const }))]) {
+            if (s.kind === 'submit') {
+              const id = `j${runs}-${n++}`;
+              await t.submit(id, dest(s.channel, s.user));
+              waiting.set(id, { channel: s.channel, user: s.user });
+            } else {
+              const id = await t.take();
+              if (id) onStart(id);
+            }
+          }
+          expect(waiting.size).toBe(0); // everything ran
+          expect(worst).toBeLessThanOrEqual(2);
+          expect(await t.scheduler.waitingJobs()).toEqual([]);
+        } finally {
+          runs++;
+        }
+      }),
+      { numRuns: process.env.MUTATION_RUN ? 5 : 15 },
+    );
+  });
+});

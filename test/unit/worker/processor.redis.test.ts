@@ -1,0 +1,245 @@
+// The worker's processor in process, over real Redis, with a host double that returns known values: what each
+// outcome hands to delivery (the result, or a failure the user can read), which failures are retried, and that a
+// job whose result was already handed over or that was cancelled before it ran does no work.
+import sharp from 'sharp';
+import { randomUUID } from 'node:crypto';
+import { UnrecoverableError, type Job } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobStore } from '../../../src/blobs/index.ts';
+import type { BlobStore } from '../../../src/blobs/store.ts';
+import { loadConfig } from '../../../src/config/load.ts';
+import { AppError, UserError } from '../../../src/errors.ts';
+import { requestCancel } from '../../../src/jobs/cancel.ts';
+import { CONTRACT_VERSION, type CliDestination, type JobProgress, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
+import { DeliveryLedger } from '../../../src/jobs/ledger.ts';
+import { createDeliveryQueue, deliveryQueueName } from '../../../src/jobs/queue.ts';
+import { createLogger } from '../../../src/log.ts';
+import { closeRedis, createRedis, type Redis } from '../../../src/redis.ts';
+import type { CheckRequest, GenerateRequest, RunContext, UnderstandRequest } from '../../../worker/pipeline/types.ts';
+import { createProcessor, type JobProcessor } from '../../../worker/processor.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `t-proc-${randomUUID().slice(0, 8)}`;
+// Checks off: this file is about the processor's own steps; the model's checks have their own tests (docs/checks.md).
+const config = loadConfig({ env: {}, overrides: { queue: { prefix }, checks: { altText: false } } });
+const log = createLogger('test', 'silent');
+// A real 64×32 PNG: the processor writes the caption into its metadata (issue 16).
+const PNG = new Uint8Array(await sharp({ create: { width: 64, height: 32, channels: 3, background: '#336699' } }).png().toBuffer());
+const destination: CliDestination = { platform: 'cli', clientId: `c${randomUUID().slice(0, 8)}`, channelId: 'local', userId: 'u' };
+const uid = () => `j${randomUUID().replaceAll('-', '').slice(0, 20)}`;
+const options = { seed: 1, ditSteps: 2, decoderSteps: 3, guidance: 4, aspect: '1:1' as const };
+const askOptions = { maxNewTokens: 8, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 1 };
+
+let redis: Redis;
+let blobs: BlobStore;
+let processor: JobProcessor;
+let behaviour: (ctx: RunContext) => Promise<void> = async () => undefined;
+const calls: { kind: 'generate' | 'understand' | 'check'; request: GenerateRequest | UnderstandRequest | CheckRequest }[] = [];
+
+type FakeJob = Job<JobRequest> & { progress: JobProgress[] };
+function job(data: unknown, extra: { id?: string; attempts?: number; attemptsMade?: number } = {}): FakeJob {
+  const progress: JobProgress[] = [];
+  return {
+    id: extra.id ?? (data as { id?: string }).id,
+    data,
+    opts: extra.attempts === undefined ? {} : { attempts: extra.attempts },
+    attemptsMade: extra.attemptsMade ?? 0,
+    progress,
+    updateProgress: async (p: JobProgress) => void progress.push(p),
+  } as unknown as FakeJob;
+}
+const imagine = (id = uid(), prompt = 'a fox'): JobRequest => ({ v: CONTRACT_VERSION, id, destination, submittedAt: 1, kind: 'imagine', prompt, options });
+const run = (j: FakeJob) => processor.process(j, 'token', new AbortController().signal);
+async function handedOver(id: string): Promise<JobResult | undefined> {
+  const q = createDeliveryQueue(config, redis, deliveryQueueName(destination));
+  try {
+    return (await q.getJob(id))?.data;
+  } finally {
+    await q.close();
+  }
+}
+const failureOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error);
+
+beforeAll(() => {
+  redis = createRedis(url);
+  blobs = createBlobStore(config, redis);
+  const host = {
+    async generate(request: GenerateRequest, ctx: RunContext) {
+      calls.push({ kind: 'generate', request });
+      ctx.onProgress({ stage: 'conditioning', step: 0, total: 1 });
+      await behaviour(ctx);
+      ctx.onProgress({ stage: 'decoding', step: 1, total: 2 });
+      await new Promise((r) => setTimeout(r, 20));
+      return { png: PNG, width: 64, height: 32 };
+    },
+    async understand(request: UnderstandRequest, ctx: RunContext) {
+      calls.push({ kind: 'understand', request });
+      ctx.onProgress({ stage: 'answering', step: 1, total: 8, partialText: 'a c' });
+      await behaviour(ctx);
+      return { text: 'a cat', tokenIds: [7, 8, 9] };
+    },
+    // The model's own look at its output (issue 16): a caption only, like the default config asks for.
+    async check(request: CheckRequest) {
+      calls.push({ kind: 'check', request });
+      return { caption: 'a red fox', answers: {}, counts: { visionEncodings: 1, prefixPrefills: 1, batchedForwards: 0, captionTokens: 3 } };
+    },
+  };
+  processor = createProcessor({ config, redis, blobs, host, log });
+});
+afterAll(async () => {
+  await processor.close();
+  const keys = await redis.keys(`${prefix}:*`);
+  if (keys.length) await redis.del(...keys);
+  await closeRedis(redis);
+});
+
+describe('processor', () => {
+  it('imagine: runs the pipeline, stores the PNG and hands over the result with stage timings and progress', async () => {
+    behaviour = async () => undefined;
+    const req = imagine();
+    const j = job(req);
+    const outcome = await run(j);
+    expect(outcome.status).toBe('succeeded');
+    expect(outcome.alreadyHandedOver).toBeUndefined();
+    expect(Object.keys(outcome.timingsMs!)).toEqual(['conditioning', 'decoding']);
+    expect(outcome.timingsMs!.decoding).toBeGreaterThanOrEqual(15); // the time from the stage's first report to the end
+    const r = (await handedOver(req.id))!;
+    expect(r).toMatchObject({ v: CONTRACT_VERSION, jobId: req.id, kind: 'imagine', status: 'succeeded', destination });
+    expect(r.image).toMatchObject({ mime: 'image/png', width: 64, height: 32, altText: 'a fox', prompt: 'a fox', options });
+    expect(await blobs.get(r.image!.blobKey)).toEqual(PNG);
+    expect(r.timingsMs).toEqual(outcome.timingsMs);
+    expect(calls.at(-1)).toMatchObject({ kind: 'generate', request: { prompt: 'a fox', options } });
+    expect('image' in calls.at(-1)!.request).toBe(false);
+    expect(j.progress).toEqual([
+      { v: CONTRACT_VERSION, jobId: req.id, stage: 'conditioning', step: 0, total: 1 },
+      { v: CONTRACT_VERSION, jobId: req.id, stage: 'decoding', step: 1, total: 2 },
+    ]);
+  });
+
+  it('vary and ask read the input image from the blob store; a variation without a prompt gets alt text', async () => {
+    behaviour = async () => undefined;
+    const imageKey = await blobs.put(Uint8Array.from([1, 2, 3]), 'input');
+    const vary: JobRequest = { v: CONTRACT_VERSION, id: uid(), destination, submittedAt: 1, kind: 'vary', imageKey, prompt: '', options };
+    await run(job(vary));
+    expect((calls.at(-1)!.request as GenerateRequest).image).toEqual(Uint8Array.from([1, 2, 3]));
+    expect((await handedOver(vary.id))!.image!.altText).toBe('A variation of your image');
+
+    const ask: JobRequest = {
+      v: CONTRACT_VERSION, id: uid(), destination, submittedAt: 1, kind: 'ask', imageKey, question: 'what?',
+      history: [{ role: 'user', text: 'hi' }], options: askOptions,
+    };
+    const j = job(ask);
+    const outcome = await run(j);
+    expect(calls.at(-1)).toEqual({ kind: 'understand', request: { image: Uint8Array.from([1, 2, 3]), question: 'what?', history: [{ role: 'user', text: 'hi' }], options: askOptions } });
+    const r = (await handedOver(ask.id))!;
+    expect(r).toMatchObject({ kind: 'ask', status: 'succeeded', answer: { text: 'a cat', tokenCount: 3 } });
+    expect(Object.keys(outcome.timingsMs!)).toEqual(['answering']);
+    expect(j.progress[0]).toMatchObject({ stage: 'answering', partialText: 'a c' });
+  });
+
+  it('an expired input image is a failure the user can read, not retried', async () => {
+    const ask: JobRequest = {
+      v: CONTRACT_VERSION, id: uid(), destination, submittedAt: 1, kind: 'ask', imageKey: `${prefix}:blob:gone`, question: 'what?', history: [], options: askOptions,
+    };
+    const e = await failureOf(run(job(ask, { attempts: 3 })));
+    expect(e).toBeInstanceOf(UnrecoverableError);
+    expect((e as Error & { code?: string }).code).toBe('bad_image');
+    expect((await handedOver(ask.id))!).toMatchObject({
+      status: 'failed', error: { code: 'bad_image', message: 'The image for this request has expired; please send it again.', userFacing: true },
+    });
+  });
+
+  it('refuses malformed data for good, and tells the user when it knows where to', async () => {
+    const bad = { ...imagine(), options: { ...options, ditSteps: 0 } };
+    const e = await failureOf(run(job(bad)));
+    expect(e).toBeInstanceOf(UnrecoverableError);
+    expect(e!.message).toMatch(/does not match contract/);
+    expect((await handedOver(bad.id))!).toMatchObject({ kind: 'imagine', status: 'failed', error: { code: 'contract', userFacing: false } });
+
+    const mismatched = imagine();
+    const e2 = await failureOf(run(job(mismatched, { id: uid() })));
+    expect(e2!.message).toMatch(/carries id/);
+    expect((await handedOver(mismatched.id))!.error).toMatchObject({ code: 'contract', userFacing: false });
+
+    // no usable id or destination: nowhere to say it
+    for (const data of [null, 'x', { ...imagine(), id: 5 }, { ...imagine(), destination: { platform: 'fax' } }]) {
+      const id = uid();
+      await expect(run(job(data, { id }))).rejects.toBeInstanceOf(UnrecoverableError);
+    }
+    // An unknown kind with a valid destination: the user still hears of it (issue 15).
+    const noKind = { ...imagine(), kind: 'paint' };
+    await expect(run(job(noKind))).rejects.toBeInstanceOf(UnrecoverableError);
+    expect((await handedOver(noKind.id))!).toMatchObject({ status: 'failed', error: { code: 'contract', userFacing: false } });
+    const ok = { ...imagine(), kind: 'vary' as const };
+    await expect(run(job(ok))).rejects.toBeInstanceOf(UnrecoverableError); // vary without imageKey: malformed
+    expect((await handedOver(ok.id))!.kind).toBe('vary');
+  });
+
+  it('does not run a job whose result was handed over or delivered already', async () => {
+    behaviour = async () => undefined;
+    const req = imagine();
+    await run(job(req));
+    const before = calls.length;
+    expect(await run(job(req))).toEqual({ status: 'succeeded', alreadyHandedOver: true });
+    const delivered = imagine();
+    await new DeliveryLedger(redis, config).markDelivered(delivered.id);
+    expect(await run(job(delivered))).toEqual({ status: 'succeeded', alreadyHandedOver: true });
+    expect(calls.length).toBe(before);
+  });
+
+  it('a job cancelled before it ran hands over "cancelled" without running', async () => {
+    const req = imagine();
+    await requestCancel(redis, config, req.id);
+    const before = calls.length;
+    const e = await failureOf(run(job(req)));
+    expect(e).toBeInstanceOf(UnrecoverableError);
+    expect((e as Error & { code?: string }).code).toBe('cancelled');
+    expect(calls.length).toBe(before);
+    expect((await handedOver(req.id))!).toMatchObject({ status: 'cancelled', error: { code: 'cancelled', message: 'Cancelled.', userFacing: true } });
+  });
+
+  it('classifies failures: user errors, timeouts and cancels are final; anything else is retried, and reported on the last try', async () => {
+    const cases: [Error, Partial<JobResult>][] = [
+      [new UserError('bad_request', 'That prompt is too long.'), { status: 'failed', error: { code: 'bad_request', message: 'That prompt is too long.', userFacing: true } }],
+      [new AppError('cancelled', 'aborted'), { status: 'cancelled', error: { code: 'cancelled', message: 'Cancelled.', userFacing: true } }],
+      [new AppError('timeout', 'Took too long.'), { status: 'failed', error: { code: 'timeout', message: 'Took too long.', userFacing: true } }],
+      [new AppError('bad_image', 'Broken image.'), { status: 'failed', error: { code: 'bad_image', message: 'Broken image.', userFacing: true } }],
+      [new AppError('bad_request', 'Bad options.'), { status: 'failed', error: { code: 'bad_request', message: 'Bad options.', userFacing: true } }],
+    ];
+    for (const [err, expected] of cases) {
+      behaviour = async () => Promise.reject(err);
+      const req = imagine();
+      const e = await failureOf(run(job(req, { attempts: 3 })));
+      expect(e).toBeInstanceOf(UnrecoverableError);
+      expect(await handedOver(req.id)).toMatchObject(expected);
+    }
+
+    for (const transient of [new AppError('model', 'CUDA out of memory'), new Error('socket hang up')]) {
+      behaviour = async () => Promise.reject(transient);
+      const req = imagine();
+      const first = await failureOf(run(job(req, { attempts: 3, attemptsMade: 1 })));
+      expect(first).toBe(transient); // rethrown as is: BullMQ retries with backoff
+      expect(await handedOver(req.id)).toBeUndefined(); // the user keeps waiting for the retry
+      const last = await failureOf(run(job(req, { attempts: 3, attemptsMade: 2 })));
+      expect(last).toBe(transient);
+      expect((await handedOver(req.id))!).toMatchObject({
+        status: 'failed', error: { code: transient instanceof AppError ? 'model' : 'internal', message: `Generation failed (ref ${req.id}).`, userFacing: false },
+      });
+    }
+    behaviour = async () => Promise.reject(new Error('flaky'));
+    const single = imagine();
+    await failureOf(run(job(single))); // no attempts option: this was the only try
+    expect((await handedOver(single.id))!.status).toBe('failed');
+    behaviour = async () => undefined;
+  });
+
+  it('onFinallyFailed hands over a failure for a job BullMQ failed on its own (stalled too often)', async () => {
+    const req = imagine();
+    await processor.onFinallyFailed(job(req), new Error('job stalled more than allowable limit'));
+    expect((await handedOver(req.id))!).toMatchObject({
+      status: 'failed', kind: 'imagine', error: { code: 'internal', message: `Generation failed (ref ${req.id}): job stalled more than allowable limit`, userFacing: false },
+      timingsMs: {},
+    });
+    expect((await handedOver(req.id))!.finishedAt).toBeGreaterThan(Date.now() - 60_000);
+  });
+});
