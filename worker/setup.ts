@@ -81,7 +81,7 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     }
 
     let converted = false;
-    let stale = staleReason(onnxDir, snapshotDir, m.dtype);
+    let stale = staleReason(onnxDir, snapshotDir, m.dtype, m.quant);
     if (stale === undefined) {
       // sizes matched; now the hashes: a damaged graph is converted again rather than failing every start
       const damaged = await verifyGraphFiles(onnxDir, readManifest(onnxDir)!);
@@ -94,10 +94,10 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     }
     if (stale !== undefined) {
       if (!m.convertOnStart) throw new AppError('model', `ONNX graphs in ${onnxDir} are not usable (${stale}); run \`npm run model -- convert\``);
-      log.info({ from: snapshotDir, to: onnxDir, dtype: m.dtype, why: stale }, 'converting the model to ONNX');
-      await convertInChildProcess(snapshotDir, onnxDir, m.dtype, log);
+      log.info({ from: snapshotDir, to: onnxDir, dtype: m.dtype, quant: m.quant, why: stale }, 'converting the model to ONNX');
+      await convertInChildProcess(snapshotDir, onnxDir, m.dtype, m.quant, log);
       const manifest = readManifest(onnxDir);
-      if (!manifest || staleReason(onnxDir, snapshotDir, m.dtype) !== undefined) throw new AppError('model', `conversion into ${onnxDir} finished without a current manifest.json`);
+      if (!manifest || staleReason(onnxDir, snapshotDir, m.dtype, m.quant) !== undefined) throw new AppError('model', `conversion into ${onnxDir} finished without a current manifest.json`);
       log.info({ architecture: manifest.architecture, components: Object.keys(manifest.components), skipped: manifest.skipped }, 'model converted');
       converted = true;
     } else {
@@ -197,11 +197,11 @@ export async function probeExecutionProvider(configured: ExecutionProvider, intr
  * tensor by tensor); in its own process it cannot stall this one's event loop, so /healthz keeps answering and the
  * setup lock keeps its heartbeat (a stalled heartbeat would let another worker take the lock over mid-conversion).
  */
-async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype: 'fp32' | 'fp16', log: Logger): Promise<void> {
+async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype: 'fp32' | 'fp16', quant: 'none' | 'int4' | 'int8', log: Logger): Promise<void> {
   const cli = fileURLToPath(new URL('./builder/cli.ts', import.meta.url));
   // The same TypeScript loader this process runs under (tsx via `--import`, or `tsx`'s own flags); no debugger flags.
   const execArgv = process.execArgv.filter((a) => !a.startsWith('--inspect'));
-  const child = spawn(process.execPath, [...execArgv, cli, 'convert', snapshotDir, onnxDir, '--dtype', dtype], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...execArgv, cli, 'convert', snapshotDir, onnxDir, '--dtype', dtype, '--quant', quant], { stdio: ['ignore', 'pipe', 'pipe'] });
   const tail: string[] = [];
   const onLine = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
     for (const line of chunk.toString().split('\n')) {

@@ -91,6 +91,8 @@ export const ConfigSchema = z.strictObject({
     snapshotDir: z.string().min(1),
     onnxDir: z.string().min(1),
     dtype: z.enum(['fp32', 'fp16']),
+    /** Block quantization of the LLM's Linear weights (onnxruntime MatMulNBits); none keeps them in `dtype`. */
+    quant: z.enum(['none', 'int4', 'int8']),
     executionProvider: z.enum(['auto', 'cuda', 'webgpu', 'cpu']),
     convertOnStart: z.boolean(),
     intraOpThreads: nonNegativeInt,

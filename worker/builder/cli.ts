@@ -6,6 +6,7 @@ import cliProgress from 'cli-progress';
 import { AppError, asAppError } from '../../src/errors.ts';
 import { convertSnapshot, describeSkipped } from './convert.ts';
 import { makeRandom, RANDOM_COMPONENTS, RANDOM_PRESETS, type RandomComponent } from './random/index.ts';
+import { formatPlan, memoryPlan } from './random/memory-plan.ts';
 import { makeTiny } from './tiny/index.ts';
 
 type Command = { usage: string; run(args: string[]): Promise<void> };
@@ -86,6 +87,16 @@ const COMMANDS: Record<string, Command> = {
       });
       if (started) bar.stop();
       console.log(`${values.preset}: ${(summary.parameters / 1e9).toFixed(2)} B parameters, ${(summary.bytes / 1e9).toFixed(2)} GB of bf16 in ${summary.files.length} files, ${((performance.now() - t0) / 1000).toFixed(0)} s → ${summary.dir}`);
+    },
+  },
+  'memory-plan': {
+    usage: `memory-plan [--preset ${Object.keys(RANDOM_PRESETS).join('|')}]   weight bytes per graph at fp16 / int4 LLM, and what imagine and ask need`,
+    async run(args) {
+      const { values } = parseArgs({ args, options: { preset: { type: 'string' } } });
+      for (const name of values.preset ? [values.preset] : Object.keys(RANDOM_PRESETS)) {
+        if (!RANDOM_PRESETS[name]) throw new AppError('config', `unknown preset ${name}`);
+        console.log(formatPlan(name, memoryPlan(name)));
+      }
     },
   },
   'make-tiny': {

@@ -41,6 +41,12 @@ export interface SessionOptions {
   executionProvider?: ExecutionProvider;
   /** Threads for CPU kernels; 0 = onnxruntime's default (one per core). @defaultValue 0 */
   intraOpThreads?: number;
+  /**
+   * onnxruntime graph optimizations. 'disabled' keeps fp16 initializers fp16 in memory on the CPU provider (with
+   * 'all', constant folding turns the Casts it inserts in front of fp16-less CPU kernels into fp32 copies of the
+   * weights: twice the memory), at the price of casting weights at run time. @defaultValue 'all'
+   */
+  graphOptimization?: 'all' | 'basic' | 'disabled';
   /** Outputs (by name) that stay where the provider computed them (WebGPU: a GPU buffer); `runOnDevice` returns them as
    *  `DeviceTensor`s that the next run takes as inputs without a copy through host memory. */
   keepOnDevice?: readonly string[];
@@ -242,7 +248,7 @@ const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e)).s
 export async function openSession(model: string | Uint8Array, opts: SessionOptions = {}): Promise<ModelSession> {
   const modelPath = typeof model === 'string' ? model : `<${model.byteLength} bytes in memory>`;
   const ep = opts.executionProvider ?? 'auto';
-  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: opts.graphOptimization ?? 'all' };
   if (opts.intraOpThreads) base.intraOpNumThreads = opts.intraOpThreads;
   if (opts.profilePrefix) {
     base.enableProfiling = true;
