@@ -68,6 +68,16 @@ export async function run(args: string[]): Promise<void> {
     options: { seed: 7, ditSteps: 30, decoderSteps: 50, guidance: 3, aspect: '1:1' },
   });
   const job = (i: number) => ({ id: `j${++seq}x`, d: destination(i) });
+  /** Budget admission, the limiter, then a parked add and fair-scheduling enqueue weighted by the estimate. */
+  const budgetAndGate = async (id: string, d: Destination, r: ImagineRequest) => {
+    const b = await usage.admit(id, d, r);
+    const a = await limiter.admit(id, d);
+    if (b.admitted && a.admitted) {
+      await queue.add('imagine', { destination: d }, { jobId: id, ...scheduler.parkedOptions() });
+      await scheduler.enqueue(id, d, usage.costUnits(b.estimate));
+    }
+    later.push(() => Promise.all([limiter.release(id), usage.release(id)]));
+  };
 
   const paths = {
     add: async (i: number) => {
@@ -93,27 +103,14 @@ export async function run(args: string[]): Promise<void> {
     // step's work, not the submission's) to `later`, which runs untimed.
     'budget+gate': async (i: number) => {
       const { id, d } = job(i);
-      const r = request(id, d);
-      const b = await usage.admit(id, d, r);
-      const a = await limiter.admit(id, d);
-      if (b.admitted && a.admitted) {
-        await queue.add('imagine', { destination: d }, { jobId: id, ...scheduler.parkedOptions() });
-        await scheduler.enqueue(id, d, usage.costUnits(b.estimate));
-      }
-      later.push(() => Promise.all([limiter.release(id), usage.release(id)]));
+      await budgetAndGate(id, d, request(id, d));
     },
     'lookup+budget+gate': async (i: number) => {
       const { id, d } = job(i);
       const r = request(id, d);
       const found = await cache.lookup(requestDigest(r)!, id, JSON.stringify(r));
       if (found.kind !== 'miss') throw new Error(`bench requests are unique; got ${found.kind}`);
-      const b = await usage.admit(id, d, r);
-      const a = await limiter.admit(id, d);
-      if (b.admitted && a.admitted) {
-        await queue.add('imagine', { destination: d }, { jobId: id, ...scheduler.parkedOptions() });
-        await scheduler.enqueue(id, d, usage.costUnits(b.estimate));
-      }
-      later.push(() => Promise.all([limiter.release(id), usage.release(id)]));
+      await budgetAndGate(id, d, r);
     },
     'cache+flight+budget+gate': async (i: number) => {
       const { id, d } = job(i);
