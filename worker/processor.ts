@@ -107,10 +107,12 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   /**
    * A CLI's delivery queue (delivery-cli-<clientId>) has one reader, the CLI that made it, which deletes it on exit.
    * A CLI that was killed never does, so each hand-over gives the queue's keys the blobs' lifetime: a queue nobody
-   * reads is gone when the result's image would be.
+   * reads is gone when the result's image would be. BullMQ's own timers keep their TTL: `stalled-check` lives for one
+   * stalledInterval, and a day-long one would stop the CLI's worker from ever recovering a stalled delivery.
    */
   async function expireCliQueue(q: DeliveryQueue, jobId: string): Promise<void> {
-    const keys = [...Object.values(q.keys).filter((k) => !k.endsWith(':')), q.toKey(jobId)];
+    const timers = new Set([q.keys['stalled-check'], q.keys.limiter]);
+    const keys = [...Object.values(q.keys).filter((k) => !k.endsWith(':') && !timers.has(k)), q.toKey(jobId)];
     const tx = redis.multi();
     for (const k of keys) tx.expire(k, config.blobs.ttlSeconds);
     await tx.exec();

@@ -117,4 +117,16 @@ describe("a CLI client's delivery queue", () => {
       expect(ttl, key).toBeLessThanOrEqual(h.config.blobs.ttlSeconds);
     }
   });
+
+  it("leaves BullMQ's stall-check timer its own short TTL (a day-long one stops a restarted CLI recovering a stalled delivery)", async () => {
+    const q = createDeliveryQueue(h.config, redis, deliveryQueueName(destination));
+    const timer = q.keys['stalled-check']!;
+    await redis.set(timer, '1', 'PX', 5_000); // as a delivery worker's stall check leaves it
+    const { result } = await process({ ...base('imagine'), prompt: 'a fox', options: { ...imagine, ditSteps: 500 } });
+    await q.close();
+    expect(result?.status).toBe('failed');
+    const ttl = await redis.pttl(timer);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(5_000);
+  });
 });
