@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
 // checkpoint (those take seconds to minutes each and run in `npm test`). With MUTATION_GROUP set, only that
 // group's tests, so its initial run is short too.
 const tests: Record<string, string[]> = {
-  jobs: ['test/unit/src/jobs/*.test.ts', 'test/integration/spine-processor.redis.test.ts'],
+  jobs: ['test/unit/src/jobs/*.test.ts', 'test/unit/bots/core/delivery-claim.redis.test.ts', 'test/integration/spine-processor.redis.test.ts'],
   limits: ['test/unit/src/limits/*.test.ts', 'test/unit/src/scheduling/*.test.ts', 'test/integration/scheduling.redis.test.ts'],
   bots: ['test/unit/bots/core/**/*.test.ts', 'test/unit/bots/slack/{download,adapter}.test.ts', 'test/unit/src/jobs/ledger.redis.test.ts'],
   pipeline: ['test/unit/worker/pipeline/{aspect,image,mrope,schedulers,guidance}*.test.ts'],

@@ -72,7 +72,7 @@ export type DiscordDestination = z.infer<typeof DiscordDestination>;
 export type SlackDestination = z.infer<typeof SlackDestination>;
 export type CliDestination = z.infer<typeof CliDestination>;
 
-/** The workspace (guild / team) a destination belongs to, '' for DMs and the CLI. */
+/** The workspace (guild / team) a destination belongs to: 'dm' for Discord DMs, 'local' for the CLI. */
 export function workspaceOf(d: Destination): string {
   if (d.platform === 'discord') return d.guildId ?? 'dm';
   if (d.platform === 'slack') return d.teamId;

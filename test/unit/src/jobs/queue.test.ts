@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
-import { deliveryJobOptions, deliveryQueueName, jobIdFor, jobOptions } from '../../../../src/jobs/queue.ts';
+import { deliveryJobOptions, deliveryQueueName, jobIdFor, jobOptions, lockOptions } from '../../../../src/jobs/queue.ts';
 
 describe('jobIdFor', () => {
   it('is stable per platform + dedupe key and valid as a BullMQ custom id', () => {
@@ -30,5 +30,13 @@ describe('job options', () => {
       removeOnFail: { age: config.queue.keepFailedSeconds },
     });
     expect(deliveryJobOptions(config)).toMatchObject({ attempts: config.queue.deliveryAttempts, backoff: { type: 'exponential', delay: config.queue.deliveryBackoffMs } });
+  });
+});
+
+describe('lock options', () => {
+  it('take lock duration, stall interval and stall count from config (every Worker, jobs and delivery)', () => {
+    const config = loadConfig({ env: {} });
+    const q = { ...config.queue, lockDurationMs: 1234, stalledIntervalMs: 567, maxStalledCount: 3 };
+    expect(lockOptions({ queue: q })).toEqual({ lockDuration: 1234, stalledInterval: 567, maxStalledCount: 3 });
   });
 });

@@ -1,0 +1,58 @@
+// The contract's helpers that other modules key on: the workspace and channel keys (limits, fair scheduling and admin
+// commands store state under them, so a change silently splits or merges channels) and the error a malformed payload
+// raises (the worker logs it and fails the job without retrying, so it must name the fields).
+import { z } from 'zod';
+import { describe, expect, it } from 'vitest';
+import { AppError } from '../../../../src/errors.ts';
+import { channelKey, ContractError, JobResult, parseContract, workspaceOf, type Destination } from '../../../../src/jobs/contract.ts';
+
+const discord = (guildId: string | null): Destination => ({ platform: 'discord', guildId, channelId: 'c1', userId: 'u1', applicationId: 'a1' });
+const slack: Destination = { platform: 'slack', teamId: 'T1', channelId: 'C1', userId: 'U1' };
+const cli: Destination = { platform: 'cli', clientId: 'k1', channelId: 'local', userId: 'me' };
+
+describe('workspace and channel keys', () => {
+  it('name the guild, the team, "dm" for a Discord DM and "local" for the CLI', () => {
+    expect(workspaceOf(discord('g1'))).toBe('g1');
+    expect(workspaceOf(discord(null))).toBe('dm');
+    expect(workspaceOf(slack)).toBe('T1');
+    expect(workspaceOf(cli)).toBe('local');
+  });
+
+  it('are platform:workspace:channel, so the same channel id on two platforms or guilds stays apart', () => {
+    expect(channelKey(discord('g1'))).toBe('discord:g1:c1');
+    expect(channelKey(discord(null))).toBe('discord:dm:c1');
+    expect(channelKey(slack)).toBe('slack:T1:C1');
+    expect(channelKey(cli)).toBe('cli:local:local');
+    expect(channelKey({ ...slack, channelId: 'c1' })).not.toBe(channelKey(discord('T1')));
+  });
+});
+
+describe('parseContract', () => {
+  it('returns the parsed value of a payload that matches', () => {
+    expect(parseContract(z.object({ a: z.number() }), { a: 1, extra: true }, 'thing')).toEqual({ a: 1 });
+  });
+
+  it('throws a ContractError naming every bad field by its dotted path, separated by "; "', () => {
+    const schema = z.object({ image: z.object({ width: z.number() }), name: z.string() });
+    let error: unknown;
+    try {
+      parseContract(schema, { image: { width: 'wide' }, name: 3 }, 'job result');
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ContractError);
+    expect(error).toBeInstanceOf(AppError);
+    const e = error as ContractError;
+    expect(e.name).toBe('ContractError');
+    expect(e.code).toBe('contract');
+    expect(e.message).toMatch(/^job result does not match contract v\d+: /);
+    const issues = e.message.slice(e.message.indexOf(': ') + 2).split('; ');
+    expect(issues).toHaveLength(2);
+    expect(issues[0]).toMatch(/^image\.width: .+/);
+    expect(issues[1]).toMatch(/^name: .+/);
+  });
+
+  it('calls a problem with the payload itself "(root)"', () => {
+    expect(() => parseContract(JobResult, 'not an object', 'job result')).toThrow(/: \(root\): .+/);
+  });
+});

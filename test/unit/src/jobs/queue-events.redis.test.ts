@@ -1,0 +1,33 @@
+// createJobsEvents owns the blocking connection it duplicates: closing the QueueEvents must close that connection
+// too (BullMQ leaves a passed-in connection open), or every bot restart inside one process leaks a Redis client.
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it, vi } from 'vitest';
+import type { Redis } from 'ioredis';
+import { loadConfig } from '../../../../src/config/load.ts';
+import { createJobsEvents } from '../../../../src/jobs/queue.ts';
+import { closeRedis, createRedis } from '../../../../src/redis.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+describe('createJobsEvents', () => {
+  it('closes its own duplicated connection on close(), and leaves the caller’s open', async () => {
+    const config = loadConfig({ env: {} });
+    const redis = createRedis(url);
+    const duplicates: Redis[] = [];
+    const duplicate = redis.duplicate.bind(redis);
+    vi.spyOn(redis, 'duplicate').mockImplementation((...args) => {
+      const d = duplicate(...args);
+      duplicates.push(d);
+      return d;
+    });
+    const events = createJobsEvents({ queue: { ...config.queue, prefix: `t-qe-${randomUUID().slice(0, 8)}` } }, redis);
+    await events.waitUntilReady();
+    expect(duplicates).toHaveLength(1);
+    const owned = duplicates[0]!;
+    expect(owned.status).toBe('ready');
+    await events.close();
+    await vi.waitFor(() => expect(owned.status).toBe('end'), { timeout: 5_000 }); // 'end' follows QUIT's reply once the socket closes
+    expect(await redis.ping()).toBe('PONG');
+    await closeRedis(redis);
+  });
+});
