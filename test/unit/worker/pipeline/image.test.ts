@@ -254,3 +254,67 @@ describe('patch order inside the tower', () => {
     expect(() => patchify(new Float32Array(3 * 30 * 30), 30, 30, geometry)).toThrow(/multiple of 28/);
   });
 });
+
+// Boundaries of the image checks, each at exactly the limit and one past it (mutation testing, docs/mutation.md).
+describe('image checks at their limits', () => {
+  it('roundHalfEven rounds halves to the even neighbour and everything else to the nearest', () => {
+    expect([0.5, 1.5, 2.5, 3.5, -2.5].map(roundHalfEven)).toEqual([0, 2, 2, 4, -2]);
+    expect([2.4, 2.6, 3, 0.49].map(roundHalfEven)).toEqual([2, 3, 3, 0]);
+  });
+
+  it('smartResize keeps a rounded area of exactly maxPixels or minPixels as it is', () => {
+    // 900×1110 rounds to 896×1120 = 1003520 = maxPixels: no rescale (rescaling would give 896×1092)
+    expect(smartResize(900, 1110, 28, limits)).toEqual({ height: 896, width: 1120 });
+    // 60×52 rounds to 56×56 = 3136 = minPixels: no rescale (rescaling would give 84×56)
+    expect(smartResize(60, 52, 28, limits)).toEqual({ height: 56, width: 56 });
+  });
+
+  it('an image without pixels is refused, whichever side is zero', () => {
+    for (const [h, w] of [[0, 10], [10, 0], [0, 0], [-5, 10]] as const) {
+      expect(() => smartResize(h, w, 28, limits)).toThrow(/That image has no pixels/);
+    }
+  });
+
+  it('refuses an aspect ratio of exactly maxAspectRatio, accepts one just below, and names the size in the error', () => {
+    let error: unknown;
+    try {
+      smartResize(1, 200, 28, limits);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(UserError);
+    expect((error as UserError).message).toMatch(/1×200|200×1/);
+    expect((error as UserError).context).toEqual({ width: 200, height: 1 });
+    expect(() => smartResize(1, 199, 28, limits)).not.toThrow();
+  });
+
+  it('readHeader accepts exactly maxInputPixels and refuses one row more, in megapixels with one decimal below 10', async () => {
+    const tight = { ...limits, maxInputPixels: 2000 * 1500 };
+    expect(await readHeader(pngHeaderOnly(2000, 1500), tight)).toEqual({ width: 2000, height: 1500 });
+    let error: unknown;
+    try {
+      await readHeader(pngHeaderOnly(2000, 1501), tight);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(UserError);
+    expect((error as UserError).message).toMatch(/2000×1501 pixels \(3\.0 megapixels\); the limit is 3\.0 megapixels/);
+    expect((error as UserError).context).toEqual({ width: 2000, height: 1501 });
+  });
+
+  it("reads an animated GIF's size as one frame's, and keeps the decoder's error as the cause of an unreadable file", async () => {
+    const frames = Buffer.alloc(56 * 112 * 3, 90);
+    const gif = await sharp(frames, { raw: { width: 56, height: 112, channels: 3, pageHeight: 56 } } as SharpOptions).gif().toBuffer();
+    expect(await readHeader(gif, limits)).toEqual({ width: 56, height: 56 });
+    const e = await userError(readHeader(Buffer.from('not an image'), limits));
+    expect(e.cause).toBeInstanceOf(Error);
+  });
+
+  it('squash-resizes (fill), never crops: a red left quarter stays the left quarter of a 448×448 variation input', async () => {
+    const raw = Buffer.alloc(200 * 100 * 3);
+    for (let y = 0; y < 100; y++) for (let x = 0; x < 200; x++) raw.set(x < 50 ? [255, 0, 0] : [0, 0, 255], (y * 200 + x) * 3);
+    const out = await preprocessSquare(await png(raw, 200, 100), 448, limits, geometry);
+    // patch (0,0)'s first value is R of pixel (0,0); with a centre crop (fit 'cover') that pixel would be blue
+    expect(out.pixelValues[0]).toBeCloseTo(norm(255, 0), 2);
+  });
+});

@@ -73,4 +73,14 @@ describe('ropeIndex edge cases', () => {
   it('refuses a prompt with too few placeholders', () => {
     expect(() => ropeIndex([1, IMAGE, IMAGE], [{ t: 1, h: 4, w: 4 }], tokens)).toThrow(/fewer image placeholders/);
   });
+
+  it('accepts placeholders that end the prompt (no text after the image)', () => {
+    const r = ropeIndex([1, IMAGE, IMAGE, IMAGE, IMAGE], [{ t: 1, h: 4, w: 4 }], tokens);
+    expect(Array.from(r.positionIds, Number)).toEqual([0, 1, 1, 1, 1, 0, 1, 1, 2, 2, 0, 1, 2, 1, 2]);
+    expect(r.ropeDelta).toBe(3 - 5);
+  });
+
+  it('refuses an image grid when the prompt has no placeholder at all', () => {
+    expect(() => ropeIndex([1, 2, 3], [{ t: 1, h: 2, w: 2 }], tokens)).toThrow(/fewer image placeholders/);
+  });
 });

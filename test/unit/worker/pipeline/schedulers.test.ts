@@ -49,6 +49,18 @@ describe('flow-matching schedule (spec §3.4)', () => {
     for (let k = 0; k < 3; k++) expect(out[k]).toBeCloseTo(x0[k] ?? 0, 5);
   });
 
+  it('applies the time shift s·σ/(1+(s−1)·σ) (numpy reference: diffusers set_timesteps with shift 3, 4 steps)', () => {
+    const { sigmas, timesteps } = flowMatchSchedule(4, 3);
+    expect([...sigmas]).toEqual([1, Math.fround(0.9), 0.75, 0.5, 0]);
+    expect([...timesteps]).toEqual([1000, 900, 750, 500]);
+    expect([...flowMatchSchedule(1, 3).sigmas]).toEqual([1, 0]);
+    expect([...flowMatchSchedule(3).timesteps]).toEqual([1000, 666, 333]);
+  });
+
+  it('refuses a step count that is not a positive integer, saying so', () => {
+    for (const steps of [0, -1, 2.5, Number.NaN]) expect(() => flowMatchSchedule(steps)).toThrow(/flow-matching steps must be a positive integer/);
+  });
+
   it('reports every step before running it', async () => {
     const seen: number[] = [];
     await sampleFlowMatching(new Float32Array(1), flowMatchSchedule(4), async () => new Float32Array(1), (i, total) => seen.push(i, total));
@@ -78,8 +90,45 @@ describe('Euler discrete leading schedule (spec §4, pitfall 10)', () => {
     expect(x[1]).toBeCloseTo(2 + 0.0413, 3);
   });
 
-  it('refuses configs it does not implement', () => {
-    expect(() => eulerDiscreteSchedule({ ...emu2Scheduler, prediction_type: 'v_prediction' }, 50)).toThrow(/prediction_type/);
-    expect(() => eulerDiscreteSchedule(emu2Scheduler, 0)).toThrow(/decoder steps/);
+  it('refuses configs it does not implement, and step counts outside 1…T', () => {
+    expect(() => eulerDiscreteSchedule({ ...emu2Scheduler, prediction_type: 'v_prediction' }, 50)).toThrow(/unsupported EulerDiscreteScheduler config: prediction_type: /);
+    expect(() => eulerDiscreteSchedule(emu2Scheduler, 0)).toThrow(/decoder steps must be 1…1000, got 0/);
+    expect(() => eulerDiscreteSchedule(emu2Scheduler, 1001)).toThrow(/decoder steps/);
+    expect(() => eulerDiscreteSchedule(emu2Scheduler, 2.5)).toThrow(/decoder steps/);
+    expect(eulerDiscreteSchedule(emu2Scheduler, 1000).timesteps.length).toBe(1000);
+  });
+});
+
+// The other spacings and the linear beta schedule: references from numpy following diffusers' EulerDiscreteScheduler
+// (betas = linspace(β0, β1, T) float32; ᾱ = cumprod(1 − β); σ = √((1−ᾱ)/ᾱ); np.interp at the timesteps).
+describe('Euler discrete, other configs', () => {
+  const linear = { num_train_timesteps: 1000, beta_start: 0.0001, beta_end: 0.02, beta_schedule: 'linear' };
+  const close = (actual: Float32Array, expected: number[]) => {
+    expect(actual.length).toBe(expected.length);
+    expected.forEach((e, i) => expect(actual[i]! / e, `index ${i}`).toBeCloseTo(1, 5));
+  };
+
+  it('trailing: timesteps round(T − i·T/N) − 1, and the initial noise scale is σ_max itself', () => {
+    const s = eulerDiscreteSchedule({ ...linear, timestep_spacing: 'trailing' }, 4);
+    expect([...s.timesteps]).toEqual([999, 749, 499, 249]);
+    close(s.sigmas.subarray(0, 4), [157.4072265625, 17.246980667114258, 3.4241366386413574, 0.9529355764389038]);
+    expect(s.initNoiseSigma).toBeCloseTo(157.4072265625, 3);
+  });
+
+  it('linspace: timesteps T−1 … 0, a fractional timestep interpolating σ between its neighbours', () => {
+    const s = eulerDiscreteSchedule({ ...linear, timestep_spacing: 'linspace' }, 3);
+    expect([...s.timesteps]).toEqual([999, 499.5, 0]);
+    close(s.sigmas.subarray(0, 3), [157.4072265625, 3.433551788330078, 0.010001329705119133]);
+    expect(s.sigmas[3]).toBe(0);
+    expect(s.initNoiseSigma).toBeCloseTo(157.4072265625, 3);
+    const four = eulerDiscreteSchedule({ ...linear, timestep_spacing: 'linspace' }, 4);
+    expect([...four.timesteps]).toEqual([999, 666, 333, 0]);
+    close(four.sigmas.subarray(0, 4), [157.4072265625, 9.488919258117676, 1.4623571634292603, 0.010001329705119133]);
+  });
+
+  it('a single training timestep: β = β_start, σ finite', () => {
+    const s = eulerDiscreteSchedule({ ...linear, num_train_timesteps: 1, timestep_spacing: 'linspace' }, 1);
+    expect([...s.timesteps]).toEqual([0]);
+    close(s.sigmas.subarray(0, 1), [0.01000133]);
   });
 });
