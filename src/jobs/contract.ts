@@ -20,6 +20,14 @@ export const QueueNames = {
 const id = z.string().min(1).max(200);
 const blobKey = z.string().min(1).max(300);
 
+/** Longest retention TTL a channel may set: 30 days. */
+export const MAX_RETENTION_SECONDS = 30 * 86_400;
+/**
+ * The channel's retention TTL (/settings, admins): everything stored about the job is deleted this many seconds after
+ * it was submitted (src/jobs/retention.ts), earlier than the global retention. Absent: the global retention applies.
+ */
+const retention = z.number().int().min(1).max(MAX_RETENTION_SECONDS).optional();
+
 // ---- where an answer must go ------------------------------------------------------------------------
 // Enough for *any* bot instance of that platform to deliver, so no state lives in one bot process.
 
@@ -41,6 +49,7 @@ export const DiscordDestination = z.strictObject({
   private: z.boolean().optional(),
   /** The channel is marked age-restricted (Discord's nsfw flag): the relaxed check policy applies (checks.ageRestricted). */
   nsfw: z.boolean().optional(),
+  retentionSeconds: retention,
 });
 
 export const SlackDestination = z.strictObject({
@@ -54,8 +63,9 @@ export const SlackDestination = z.strictObject({
   statusMessageTs: z.string().min(1).max(50).optional(),
   /** For ephemeral errors to the invoking user. */
   responseUrl: z.url().optional(),
-  /** Results only the requester may see (/settings private): the job lives in the bot's DM with them. */
+  /** Results only the requester may see (/settings private): an ephemeral message in the channel, files by DM; never public. */
   private: z.boolean().optional(),
+  retentionSeconds: retention,
 });
 
 export const CliDestination = z.strictObject({
@@ -77,6 +87,11 @@ export function workspaceOf(d: Destination): string {
   if (d.platform === 'discord') return d.guildId ?? 'dm';
   if (d.platform === 'slack') return d.teamId;
   return 'local';
+}
+
+/** The destination's retention TTL in seconds, if its channel set one (the CLI has no channels to set it for). */
+export function retentionOf(d: Destination): number | undefined {
+  return d.platform === 'cli' ? undefined : d.retentionSeconds;
 }
 
 /** "platform:workspace:channel": the key for limits, fair scheduling and admin commands. */
