@@ -118,8 +118,8 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
     await store.reset(input.scope, d);
     return { kind: 'text', text: `${whose} are cleared.`, private: true };
   }
-  if (input.action === 'set') {
-    const current = await store.get(input.scope, d);
+  if (input.action === 'set' || input.action === 'replace') {
+    const current = input.action === 'set' ? await store.get(input.scope, d) : {};
     const values = Object.fromEntries(Object.entries(input.values ?? {}).filter(([, v]) => v !== undefined));
     const next = SavedSettings.safeParse({ ...current, ...values });
     if (!next.success) throw new UserError('bad_request', `Cannot save that: ${z.prettifyError(next.error).replace(/\n/g, '; ')}`);

@@ -63,8 +63,14 @@ export const SlackDestination = z.strictObject({
   statusMessageTs: z.string().min(1).max(50).optional(),
   /** For ephemeral errors to the invoking user. */
   responseUrl: z.url().optional(),
-  /** Results only the requester may see (/settings private): an ephemeral message in the channel, files by DM; never public. */
+  /** Results only the requester may see (/settings private): the job's messages go to `dmChannelId`, never the channel. */
   private: z.boolean().optional(),
+  /**
+   * Private results: the bot's direct-message channel with the requester, where the status message, the images and the
+   * answer go (an ephemeral message cannot carry a file, nor be updated). `channelId` stays the channel asked in, whose
+   * settings, limits and retention apply.
+   */
+  dmChannelId: id.optional(),
   retentionSeconds: retention,
 });
 
