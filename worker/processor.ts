@@ -21,6 +21,7 @@ import {
   JobRequest,
   parseContract,
   retentionOf,
+  isNoLog,
   type ImageResult,
   type JobProgress,
   type JobResult,
@@ -275,7 +276,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const failure = classify(e);
       if (failure) {
         await after(job, request, await handOverFailure(request, failure));
-        log.info({ jobId: request.id, code: failure.code, err: config.noLog && failure.userFacing ? '(withheld: noLog)' : failure.message }, 'job failed (not retried)'); // a user-facing text may quote the input
+        log.info({ jobId: request.id, code: failure.code, err: isNoLog(config, request.destination) && failure.userFacing ? '(withheld: noLog)' : failure.message }, 'job failed (not retried)'); // a user-facing text may quote the input
         throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;

@@ -40,7 +40,7 @@ export type CommandInput =
       command: 'settings';
       scope: 'user' | 'channel';
       action: 'show' | 'set' | 'replace' | 'reset';
-      values?: { aspect?: string; steps?: number; guidance?: number; count?: number; negative?: string; private?: boolean; retentionSeconds?: number };
+      values?: { aspect?: string; steps?: number; guidance?: number; count?: number; negative?: string; private?: boolean; retentionSeconds?: number; noLog?: boolean };
     }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }
   | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string }

@@ -20,6 +20,8 @@ export const SavedSettings = z.strictObject({
   private: z.boolean().optional(),
   /** Channel only (admins): delete everything stored about a job this many seconds after it was submitted (src/jobs/retention.ts). */
   retentionSeconds: z.number().int().min(1).max(MAX_RETENTION_SECONDS).optional(),
+  /** Channel only (admins): no-log mode, no text that may quote a prompt or question reaches any process's log. */
+  noLog: z.boolean().optional(),
 });
 export type SavedSettings = z.infer<typeof SavedSettings>;
 export type SettingsScope = 'user' | 'channel';
@@ -61,6 +63,8 @@ export class SettingsStore {
     else delete merged.private;
     if (channel.retentionSeconds !== undefined) merged.retentionSeconds = channel.retentionSeconds;
     else delete merged.retentionSeconds;
+    if (channel.noLog) merged.noLog = true;
+    else delete merged.noLog;
     return merged;
   }
 }
@@ -86,6 +90,7 @@ export function describeSettings(s: SavedSettings): string {
     s.negative && `no: ${s.negative}`,
     s.private !== undefined && (s.private ? 'results private' : 'results public'),
     s.retentionSeconds !== undefined && `jobs deleted after ${formatDuration(s.retentionSeconds)}`,
+    s.noLog && 'no-log mode',
   ].filter(Boolean);
   return parts.length ? parts.join(' · ') : 'nothing saved (the bot defaults apply)';
 }
@@ -127,7 +132,8 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
     if (next.data.steps !== undefined && next.data.steps > g.maxDitSteps) throw new UserError('bad_request', `steps can be at most ${g.maxDitSteps}.`);
     if (next.data.guidance !== undefined && next.data.guidance > g.maxGuidance) throw new UserError('bad_request', `guidance can be at most ${g.maxGuidance}.`);
     if (next.data.count !== undefined && next.data.count > g.maxImagesPerRequest) throw new UserError('bad_request', `images can be at most ${g.maxImagesPerRequest}.`);
-    if (input.scope === 'user' && values.retentionSeconds !== undefined) throw new UserError('bad_request', 'The retention TTL is a channel setting: an admin sets it for the whole channel.');
+    if (input.scope === 'user' && (values.retentionSeconds !== undefined || values.noLog !== undefined))
+      throw new UserError('bad_request', 'The retention TTL and no-log mode are channel settings: an admin sets them for the whole channel.');
     if (next.data.negative !== undefined && next.data.negative.length > g.maxNegativeChars) throw new UserError('bad_request', `The negative prompt can be at most ${g.maxNegativeChars} characters.`);
     await store.set(input.scope, d, next.data);
     return { kind: 'text', text: `${whose} are now: ${describeSettings(next.data)}.`, private: true };

@@ -252,7 +252,11 @@ export function createCore(options: CoreOptions): Core {
     if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };
     const saved = await settings.effective(inv.destination);
     // A channel's retention TTL travels with the job, so the worker and every bot instance honour it (src/jobs/retention.ts).
-    const destination: Destination = saved.retentionSeconds !== undefined && inv.destination.platform !== 'cli' ? { ...inv.destination, retentionSeconds: saved.retentionSeconds } : inv.destination;
+    // So does its no-log mode.
+    const destination: Destination =
+      inv.destination.platform === 'cli'
+        ? inv.destination
+        : { ...inv.destination, ...(saved.retentionSeconds !== undefined ? { retentionSeconds: saved.retentionSeconds } : {}), ...(saved.noLog ? { noLog: true } : {}) };
     const base: RequestBase = { id, destination, submittedAt: Date.now() };
     let { request, storeImage } = await validate(inv, base, saved);
     // The input image is stored first: a request served from the cache or by another job is re-rolled from it later.

@@ -211,6 +211,7 @@ export class DiscordAdapter implements Adapter {
       negative: o.getString('negative') ?? undefined,
       private: o.getBoolean('private') ?? undefined,
       retentionSeconds: undefined as number | undefined,
+      noLog: o.getBoolean('no-log') ?? undefined,
     };
     const retention = o.getString('retention');
     if (retention !== null) {

@@ -36,6 +36,8 @@ export function parseSettingsText(text: string): { scope: SettingsScope; reset: 
 
 const plain = (text: string) => ({ type: 'plain_text', text, emoji: false });
 const option = (value: string) => ({ text: plain(value), value });
+const PRIVATE = { text: plain('Results only the requester sees'), value: 'private' };
+const NO_LOG = { text: plain('No-log mode: prompts and questions never reach the logs'), value: 'nolog' };
 
 /** The modal: one optional input per saved default, the current values filled in. */
 export function settingsModal(target: SettingsTarget, now: SavedSettings, config: Readonly<Config>): Record<string, unknown> {
@@ -51,8 +53,8 @@ export function settingsModal(target: SettingsTarget, now: SavedSettings, config
     input(FIELD.negative, 'Negative prompt (--no)', { type: 'plain_text_input', max_length: g.maxNegativeChars, ...(now.negative ? { initial_value: now.negative } : {}) }),
     input(FIELD.private, 'Privacy', {
       type: 'checkboxes',
-      options: [option('Results only the requester sees')],
-      ...(now.private ? { initial_options: [option('Results only the requester sees')] } : {}),
+      options: target.scope === 'channel' ? [PRIVATE, NO_LOG] : [PRIVATE],
+      ...(now.private || now.noLog ? { initial_options: [...(now.private ? [PRIVATE] : []), ...(now.noLog ? [NO_LOG] : [])] } : {}),
     }),
   ];
   if (target.scope === 'channel')
@@ -84,7 +86,8 @@ export function settingsFromView(target: SettingsTarget, values: StateValues): {
     guidance: num(FIELD.guidance),
     count: num(FIELD.count),
     negative: text(FIELD.negative),
-    private: (v(FIELD.private)?.selected_options?.length ?? 0) > 0 ? true : undefined,
+    private: v(FIELD.private)?.selected_options?.some((o) => o.value === PRIVATE.value) ? true : undefined,
+    noLog: v(FIELD.private)?.selected_options?.some((o) => o.value === NO_LOG.value) ? true : undefined,
   };
   const retention = text(FIELD.retention);
   if (retention !== undefined) {

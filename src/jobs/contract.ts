@@ -27,6 +27,8 @@ export const MAX_RETENTION_SECONDS = 30 * 86_400;
  * it was submitted (src/jobs/retention.ts), earlier than the global retention. Absent: the global retention applies.
  */
 const retention = z.number().int().min(1).max(MAX_RETENTION_SECONDS).optional();
+/** The channel is in no-log mode (/settings, admins): no process writes texts that may quote its prompts to a log. */
+const noLog = z.boolean().optional();
 
 // ---- where an answer must go ------------------------------------------------------------------------
 // Enough for *any* bot instance of that platform to deliver, so no state lives in one bot process.
@@ -50,6 +52,7 @@ export const DiscordDestination = z.strictObject({
   /** The channel is marked age-restricted (Discord's nsfw flag): the relaxed check policy applies (checks.ageRestricted). */
   nsfw: z.boolean().optional(),
   retentionSeconds: retention,
+  noLog,
 });
 
 export const SlackDestination = z.strictObject({
@@ -72,6 +75,7 @@ export const SlackDestination = z.strictObject({
    */
   dmChannelId: id.optional(),
   retentionSeconds: retention,
+  noLog,
 });
 
 export const CliDestination = z.strictObject({
@@ -98,6 +102,11 @@ export function workspaceOf(d: Destination): string {
 /** The destination's retention TTL in seconds, if its channel set one (the CLI has no channels to set it for). */
 export function retentionOf(d: Destination): number | undefined {
   return d.platform === 'cli' ? undefined : d.retentionSeconds;
+}
+
+/** No-log mode for a job: the deployment's (config.noLog) or its channel's. */
+export function isNoLog(config: { noLog: boolean }, d: Destination): boolean {
+  return config.noLog || (d.platform !== 'cli' && d.noLog === true);
 }
 
 /** "platform:workspace:channel": the key for limits, fair scheduling and admin commands. */

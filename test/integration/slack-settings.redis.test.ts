@@ -90,12 +90,12 @@ describe('Slack: /blip3o-settings', () => {
     expect(ack).toMatchObject({ response_action: 'errors', errors: { retention: expect.stringContaining('not a duration') } });
     expect(await h.core.settings.get('channel', here(ADMIN))).toEqual({});
 
-    await submit(view, { retention: { value: { type: 'plain_text_input', value: '2h' } }, private: { value: { type: 'checkboxes', selected_options: [{ value: 'x' }] } } }, ADMIN);
+    await submit(view, { retention: { value: { type: 'plain_text_input', value: '2h' } }, private: { value: { type: 'checkboxes', selected_options: [{ value: 'private' }, { value: 'nolog' }] } } }, ADMIN);
     const saved = await waitFor(async () => {
       const s = await h.core.settings.get('channel', here(ADMIN));
       return s.retentionSeconds ? s : undefined;
     });
-    expect(saved).toEqual({ retentionSeconds: 7200, private: true });
+    expect(saved).toEqual({ retentionSeconds: 7200, private: true, noLog: true });
     await h.core.settings.reset('channel', here(ADMIN));
   }, 60_000);
 });
