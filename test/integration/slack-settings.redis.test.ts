@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SlackDestination } from '../../src/jobs/contract.ts';
 import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
-import { slashCommand, viewSubmission } from '../fakes/slack/payloads.ts';
+import sharp from 'sharp';
+import { eventCallback, slashCommand, viewSubmission } from '../fakes/slack/payloads.ts';
 import type { RecordedCall } from '../fakes/slack/server.ts';
 
 const CHANNEL = 'C0GENERAL';
@@ -109,6 +110,13 @@ describe('Slack: private results', () => {
       const dm = `D${USER}`;
       const result = await h.fake.waitFor(() => h.fake.botMessages(dm).find((m) => (m.files?.length ?? 0) > 0), 45_000, 'the image in the DM');
       expect(result.files![0]!.mimetype).toBe('image/png');
+      // A question by mention: the question was public (the user typed it there), the answer is not.
+      const png = new Uint8Array(await sharp({ create: { width: 16, height: 16, channels: 3, background: '#c33' } }).png().toBuffer());
+      const file = h.fake.seedFile(png, 'red.png', 'image/png');
+      const m = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${h.fake.botUserId}> is this a secret orchard?`, files: [file] });
+      await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, { type: 'app_mention', user: USER, text: m.text, ts: m.ts, channel: CHANNEL, files: m.files })));
+      const answer = await h.fake.waitFor(() => h.fake.botMessages(dm).find((x) => x.metadata?.event_type === 'blip3o_answer'), 45_000, 'the answer in the DM');
+      expect(answer.text).toContain('secret orchard');
       await h.fake.waitFor(() => ephemerals().some((t) => t.includes('direct messages')), 10_000, 'the private note');
       // Nothing public: no message in the channel, and no Web API call that posts or uploads into it.
       expect(h.fake.botMessages(CHANNEL).some((m) => m.text.includes('secret orchard') || JSON.stringify(m.blocks ?? []).includes('secret orchard'))).toBe(false);
