@@ -21,7 +21,7 @@ import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } fr
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
-import { SETTINGS_COMMAND, VIEW_SETTINGS, parseSettingsText, settingsFromView, settingsModal, type SettingsTarget } from './settings.ts';
+import { SETTINGS_COMMAND, SettingsTarget, VIEW_SETTINGS, parseSettingsText, settingsFromView, settingsModal } from './settings.ts';
 import { META_STATUS, resultFileName, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
 
 export interface HandlerDeps {
@@ -242,7 +242,10 @@ export function registerHandlers(deps: HandlerDeps): void {
   });
 
   app.view(VIEW_SETTINGS, async ({ ack, view, body, client }) => {
-    const target = JSON.parse(view.private_metadata) as SettingsTarget; // written by settingsModal; the core checks who may change what
+    // Written by settingsModal and handed back by Slack: parsed again. The core checks who may change what.
+    const meta = SettingsTarget.safeParse(JSON.parse(view.private_metadata || 'null'));
+    if (!meta.success) return void (await ack(), log.warn({ view: view.id }, 'settings modal with unreadable metadata ignored'));
+    const target = meta.data;
     const parsed = settingsFromView(target, view.state.values as never);
     if ('errors' in parsed) return void (await ack({ response_action: 'errors', errors: parsed.errors }));
     await ack();

@@ -6,6 +6,7 @@
 // Submitting the modal saves exactly what it shows (an emptied field is no longer saved) and tells the asker
 // privately what is now in force. The command is not called /settings: Slack slash commands share one namespace per
 // workspace, and a generic name would collide with other apps'.
+import { z } from 'zod';
 import { AspectRatio } from '../../src/config/schema.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
@@ -18,12 +19,9 @@ export const VIEW_SETTINGS = 'blip3o_settings';
 /** Block ids of the modal's inputs; each input's action_id is `value`. */
 export const FIELD = { aspect: 'aspect', steps: 'steps', guidance: 'guidance', count: 'count', negative: 'negative', private: 'private', retention: 'retention' } as const;
 
-/** What the modal is about, carried in its private_metadata. */
-export interface SettingsTarget {
-  scope: SettingsScope;
-  teamId: string;
-  channelId: string;
-}
+/** What the modal is about, carried in its private_metadata (and parsed back: Slack returns it to us). */
+export const SettingsTarget = z.strictObject({ scope: z.enum(['user', 'channel']), teamId: z.string().min(1).max(50), channelId: z.string().min(1).max(50) });
+export type SettingsTarget = z.infer<typeof SettingsTarget> & { scope: SettingsScope };
 
 export function parseSettingsText(text: string): { scope: SettingsScope; reset: boolean } {
   const words = text.trim().toLowerCase().split(/\s+/).filter(Boolean);
