@@ -1,5 +1,5 @@
 // Issue 20: a channel in no-log mode, through the real processes. `npm run bots` (bots/main.ts, real @slack/bolt
-// against the fake Slack) and a worker (worker/main.ts, test double pipeline) run as child processes at log level
+// and discord.js against the fake Slack and the fake Discord) and a worker (worker/main.ts, test double pipeline) run as child processes at log level
 // debug; /imagine and an @mention question are driven through the fake, both succeeding and failing with a model
 // refusal that quotes the input. Every line either process wrote (stdout and stderr) is grepped: in the no-log
 // channel no prompt or question text appears; in a channel without it the refusal is logged verbatim, so the grep
@@ -15,6 +15,7 @@ import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
 import { SettingsStore } from '../../bots/core/settings.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { spawnWithConfig, startWorkerProcess, stopProcess, type Proc } from '../doubles/spine-harness.ts';
+import { FakeDiscord } from '../fakes/discord/server.ts';
 import { FakeSlack } from '../fakes/slack/server.ts';
 import { eventCallback, slashCommand } from '../fakes/slack/payloads.ts';
 
@@ -24,6 +25,7 @@ const LOUD = 'C0LOUD';
 const USER = 'U0ALICE';
 const prefix = `t-${randomUUID().slice(0, 8)}`;
 let fake: FakeSlack;
+let discord: FakeDiscord;
 let bots: Proc | undefined;
 let worker: Proc | undefined;
 let redis: Redis;
@@ -33,12 +35,13 @@ beforeAll(async () => {
   fake = new FakeSlack();
   await fake.start();
   fake.addUser(USER);
+  discord = await FakeDiscord.start({ heartbeatIntervalMs: 5_000 });
   dir = mkdtempSync(join(tmpdir(), 'no-log-'));
   const tree = {
     logLevel: 'debug',
     queue: { prefix, backoffMs: 200, deliveryBackoffMs: 200 },
     cache: { enabled: false, singleFlight: false },
-    discord: { enabled: false },
+    discord: { enabled: true, apiBaseUrl: discord.apiBase, downloadHosts: [new URL(discord.origin).host], progressEditIntervalMs: 50, restRetries: 1 },
     slack: { enabled: true, mode: 'socket', apiUrl: fake.apiUrl, downloadHosts: [fake.host], progressUpdateIntervalMs: 50 },
     http: { botPort: 0, host: '127.0.0.1' },
     // 'REFUSE' in a prompt or question: the double throws a UserError that quotes the input (as a model refusal may)
@@ -48,8 +51,11 @@ beforeAll(async () => {
   writeFileSync(configFile, stringify(tree));
   redis = createRedis(REDIS_URL, 'test-no-log');
   const config = loadConfig({ env: { BLIP3O_CONFIG: configFile } });
-  await new SettingsStore(redis, config).set('channel', { platform: 'slack', teamId: fake.teamId, channelId: QUIET, userId: USER }, { noLog: true });
-  const env = { LOG_LEVEL: 'debug', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken };
+  const store = new SettingsStore(redis, config);
+  await store.set('channel', { platform: 'slack', teamId: fake.teamId, channelId: QUIET, userId: USER }, { noLog: true });
+  // the fake Discord's one channel is in no-log mode too
+  await store.set('channel', { platform: 'discord', guildId: discord.guildId, channelId: discord.channelId, userId: 'u', applicationId: discord.appId }, { noLog: true });
+  const env = { LOG_LEVEL: 'debug', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken, DISCORD_TOKEN: discord.token, DISCORD_APPLICATION_ID: discord.appId };
   worker = await startWorkerProcess(configFile);
   bots = spawnWithConfig('bots/main.ts', configFile, [], env);
   await bots.waitFor('bots ready', 120_000);
@@ -59,6 +65,7 @@ afterAll(async () => {
   await stopProcess(bots);
   await stopProcess(worker);
   await fake?.stop();
+  await discord?.close();
   if (redis) {
     const keys = await redis.keys(`${prefix}:*`);
     if (keys.length > 0) await redis.del(...keys);
@@ -100,13 +107,20 @@ describe('no-log mode through the bot and worker processes', () => {
   it('in a no-log channel no log line of either process carries a prompt or question; in another channel the refusal is logged', async () => {
     const quiet = `zebra${randomUUID().slice(0, 6)}`;
     await exercise(QUIET, quiet);
+    // Discord, in the same bots process: an image and a refusal in its no-log channel.
+    const quietDiscord = `ibex${randomUUID().slice(0, 6)}`;
+    const done = [`a ${quietDiscord} kite`, `a ${quietDiscord} REFUSE kite`].map((prompt) => discord.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: prompt }] }));
+    await discord.waitFor(() => {
+      const [ok, refused] = done.map((i) => discord.original(i));
+      return (ok?.attachments.length ?? 0) > 0 && refused?.content.includes('refuses') ? true : undefined;
+    }, 90_000, 'the Discord image and refusal');
     const loud = `okapi${randomUUID().slice(0, 6)}`;
     await exercise(LOUD, loud);
     await new Promise((r) => setTimeout(r, 500)); // the last log lines of the delivery
     const all = logs();
     const lines = all.split('\n').filter(Boolean);
     expect(lines.length).toBeGreaterThan(20); // both processes did log, at debug level
-    expect(lines.filter((l) => l.includes(quiet))).toEqual([]);
+    expect(lines.filter((l) => l.includes(quiet) || l.includes(quietDiscord))).toEqual([]);
     expect(all).toContain(loud); // without no-log the quoted refusal reaches the worker's log: the grep above can fail
   }, 240_000);
 });
