@@ -20,12 +20,15 @@ import {
   MAX_DESCRIBED_PROMPT_CHARS,
   JobRequest,
   parseContract,
+  retentionOf,
+  isNoLog,
   type ImageResult,
   type JobProgress,
   type JobResult,
 } from '../src/jobs/contract.ts';
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../src/jobs/queue.ts';
+import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
 import { CheckOverrides } from '../src/checks/policy.ts';
 import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
@@ -100,7 +103,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
 
   async function handOver(result: JobResult): Promise<void> {
     const q = deliveryQueue(result.destination);
-    await q.add('result', result, { jobId: result.jobId });
+    await q.add('result', result, { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId });
     if (result.destination.platform === 'cli') await expireCliQueue(q, result.jobId);
   }
 
@@ -213,7 +216,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     for (const [i, { best, tries, scores }] of reviewedAll.entries()) {
       const caption = best.check?.caption || undefined;
       const png = caption ? addPngText(best.image.png, { Description: caption }) : best.image.png;
-      const blobKey = await blobs.put(png, 'output');
+      const blobKey = await blobs.put(png, 'output', retentionOf(request.destination));
       const plainAlt = request.prompt || 'A variation of your image';
       const altText = caption ?? (count > 1 ? `${plainAlt} (${i + 1} of ${count})` : plainAlt);
       const matchScore = best.check?.match;
@@ -273,7 +276,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const failure = classify(e);
       if (failure) {
         await after(job, request, await handOverFailure(request, failure));
-        log.info({ jobId: request.id, code: failure.code, err: config.noLog && failure.userFacing ? '(withheld: noLog)' : failure.message }, 'job failed (not retried)'); // a user-facing text may quote the input
+        log.info({ jobId: request.id, code: failure.code, err: isNoLog(config, request.destination) && failure.userFacing ? '(withheld: noLog)' : failure.message }, 'job failed (not retried)'); // a user-facing text may quote the input
         throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;

@@ -35,12 +35,12 @@ export type CommandInput =
   | { command: 'describe'; image: ImageRef }
   | { command: 'reroll'; jobId: string }
   | { command: 'cancel'; jobId: string }
-  /** Saved defaults (bots/core/settings.ts): yours, or this channel's (admins). */
+  /** Saved defaults (bots/core/settings.ts): yours, or this channel's (admins). 'set' merges; 'replace' saves exactly `values` (a form). */
   | {
       command: 'settings';
       scope: 'user' | 'channel';
-      action: 'show' | 'set' | 'reset';
-      values?: { aspect?: string; steps?: number; guidance?: number; count?: number; negative?: string; private?: boolean };
+      action: 'show' | 'set' | 'replace' | 'reset';
+      values?: { aspect?: string; steps?: number; guidance?: number; count?: number; negative?: string; private?: boolean; retentionSeconds?: number; noLog?: boolean };
     }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }
   | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string }

@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { AspectRatio, type Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
-import { MAX_IMAGES_PER_JOB, MAX_NEGATIVE_CHARS, channelKey, workspaceOf, type Destination } from '../../src/jobs/contract.ts';
+import { MAX_IMAGES_PER_JOB, MAX_NEGATIVE_CHARS, MAX_RETENTION_SECONDS, channelKey, workspaceOf, type Destination } from '../../src/jobs/contract.ts';
 import type { CommandInput, Invocation, Reply } from './port.ts';
 
 export const SavedSettings = z.strictObject({
@@ -18,6 +18,10 @@ export const SavedSettings = z.strictObject({
   negative: z.string().trim().min(1).max(MAX_NEGATIVE_CHARS).optional(),
   /** Results only the requester sees (ephemeral / DM). */
   private: z.boolean().optional(),
+  /** Channel only (admins): delete everything stored about a job this many seconds after it was submitted (src/jobs/retention.ts). */
+  retentionSeconds: z.number().int().min(1).max(MAX_RETENTION_SECONDS).optional(),
+  /** Channel only (admins): no-log mode, no text that may quote a prompt or question reaches any process's log. */
+  noLog: z.boolean().optional(),
 });
 export type SavedSettings = z.infer<typeof SavedSettings>;
 export type SettingsScope = 'user' | 'channel';
@@ -48,12 +52,19 @@ export class SettingsStore {
     await this.redis.del(keyOf(this.config.queue.prefix, scope, d));
   }
 
-  /** What applies to a request from `d`: the user's saved values over the channel's; private if either says so. */
+  /**
+   * What applies to a request from `d`: the user's saved values over the channel's; private if either says so; the
+   * retention TTL is the channel's alone (a user cannot lengthen it).
+   */
   async effective(d: Destination): Promise<SavedSettings> {
     const [channel, user] = await Promise.all([this.get('channel', d), this.get('user', d)]);
     const merged: SavedSettings = { ...channel, ...user };
     if (channel.private || user.private) merged.private = true;
     else delete merged.private;
+    if (channel.retentionSeconds !== undefined) merged.retentionSeconds = channel.retentionSeconds;
+    else delete merged.retentionSeconds;
+    if (channel.noLog) merged.noLog = true;
+    else delete merged.noLog;
     return merged;
   }
 }
@@ -78,8 +89,27 @@ export function describeSettings(s: SavedSettings): string {
     s.count !== undefined && `${s.count} image${s.count === 1 ? '' : 's'}`,
     s.negative && `no: ${s.negative}`,
     s.private !== undefined && (s.private ? 'results private' : 'results public'),
+    s.retentionSeconds !== undefined && `jobs deleted after ${formatDuration(s.retentionSeconds)}`,
+    s.noLog && 'no-log mode',
   ].filter(Boolean);
   return parts.length ? parts.join(' · ') : 'nothing saved (the bot defaults apply)';
+}
+
+/** 90 → "90 s", 3600 → "1 h", 86400 → "1 day": how a retention TTL is shown. */
+export function formatDuration(seconds: number): string {
+  if (seconds % 86_400 === 0) return `${seconds / 86_400} day${seconds === 86_400 ? '' : 's'}`;
+  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
+}
+
+/** "90", "90s", "15m", "2h", "7d" → seconds; anything else is a UserError. */
+export function parseDuration(text: string): number {
+  const m = /^\s*(\d{1,7})\s*(s|sec|m|min|h|d|days?)?\s*$/i.exec(text);
+  if (!m) throw new UserError('bad_request', `"${text.slice(0, 40)}" is not a duration: write e.g. 90s, 15m, 2h or 7d.`);
+  const unit = (m[2] ?? 's').toLowerCase();
+  const factor = unit.startsWith('d') ? 86_400 : unit === 'h' ? 3600 : unit.startsWith('m') ? 60 : 1;
+  return Number(m[1]) * factor;
 }
 
 /** /settings show | set | reset, for yourself or (admins) this channel. */
@@ -93,8 +123,8 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
     await store.reset(input.scope, d);
     return { kind: 'text', text: `${whose} are cleared.`, private: true };
   }
-  if (input.action === 'set') {
-    const current = await store.get(input.scope, d);
+  if (input.action === 'set' || input.action === 'replace') {
+    const current = input.action === 'set' ? await store.get(input.scope, d) : {};
     const values = Object.fromEntries(Object.entries(input.values ?? {}).filter(([, v]) => v !== undefined));
     const next = SavedSettings.safeParse({ ...current, ...values });
     if (!next.success) throw new UserError('bad_request', `Cannot save that: ${z.prettifyError(next.error).replace(/\n/g, '; ')}`);
@@ -102,6 +132,8 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
     if (next.data.steps !== undefined && next.data.steps > g.maxDitSteps) throw new UserError('bad_request', `steps can be at most ${g.maxDitSteps}.`);
     if (next.data.guidance !== undefined && next.data.guidance > g.maxGuidance) throw new UserError('bad_request', `guidance can be at most ${g.maxGuidance}.`);
     if (next.data.count !== undefined && next.data.count > g.maxImagesPerRequest) throw new UserError('bad_request', `images can be at most ${g.maxImagesPerRequest}.`);
+    if (input.scope === 'user' && (values.retentionSeconds !== undefined || values.noLog !== undefined))
+      throw new UserError('bad_request', 'The retention TTL and no-log mode are channel settings: an admin sets them for the whole channel.');
     if (next.data.negative !== undefined && next.data.negative.length > g.maxNegativeChars) throw new UserError('bad_request', `The negative prompt can be at most ${g.maxNegativeChars} characters.`);
     await store.set(input.scope, d, next.data);
     return { kind: 'text', text: `${whose} are now: ${describeSettings(next.data)}.`, private: true };

@@ -33,9 +33,10 @@ import { DeliveryQueues, digestOf, handOverToFollowers } from '../../src/cache/f
 import { ResultCache, type Lookup } from '../../src/cache/results.ts';
 import { createGate, type Gate } from '../../src/limits/gate.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
-import { CONTRACT_VERSION, JobRequest, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
+import { CONTRACT_VERSION, JobRequest, retentionOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
 import { requestCancel } from '../../src/jobs/cancel.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
+import { Retention, retentionJobOptions } from '../../src/jobs/retention.ts';
 import { queuePosition } from '../../src/jobs/position.ts';
 import { QueueNames } from '../../src/jobs/contract.ts';
 import {
@@ -55,7 +56,7 @@ import { budgetCommand, usageCommand } from './commands/usage.ts';
 import { stripControlChars } from './plain-text.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
-import { SettingsStore, settingsCommand, withDefaults } from './settings.ts';
+import { SettingsStore, settingsCommand, withDefaults, type SavedSettings } from './settings.ts';
 import { askRequest, checkImage, describeRequest, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
 
 /** Step 2: throw UserError('rate_limited' | 'forbidden') to refuse. Resolves to nothing when admitted. */
@@ -137,6 +138,7 @@ export function createCore(options: CoreOptions): Core {
   const settings = new SettingsStore(redis, config);
   const cache = new ResultCache(redis, config);
   const handOvers = new DeliveryQueues(config, redis);
+  const retention = new Retention(redis, config, log);
   const servedKey = (jobId: string) => `${config.queue.prefix}:served:${jobId}`;
   const instanceId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const ports = new Map(options.ports.map((p) => [p.platform, p]));
@@ -162,11 +164,11 @@ export function createCore(options: CoreOptions): Core {
   }
 
   /** Step 1 (and 3 for image commands): validate and build the request. */
-  async function validate(inv: Invocation, base: RequestBase): Promise<{ request: JobRequest; storeImage?: Uint8Array }> {
+  async function validate(inv: Invocation, base: RequestBase, saved: SavedSettings): Promise<{ request: JobRequest; storeImage?: Uint8Array }> {
     const input = inv.input;
     switch (input.command) {
       case 'imagine':
-        return { request: imagineRequest(config, base, withDefaults(input, await settings.effective(inv.destination))) }; // the request's options win
+        return { request: imagineRequest(config, base, withDefaults(input, saved)) }; // the request's options win
       case 'ask': {
         const bytes = await imageBytes(input.image, inv.destination);
         await checkImage(config, bytes);
@@ -229,7 +231,8 @@ export function createCore(options: CoreOptions): Core {
 
   async function enqueue(inv: Invocation, request: JobRequest, estimate: number): Promise<number> {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
-    await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), jobId: request.id });
+    await retention.schedule(request); // before the job exists: a crash in between leaves an entry, never an unpurged job
+    await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retentionJobOptions(retentionOf(request.destination)), jobId: request.id });
     await gate.enqueued(request.id, inv.destination, estimate);
     // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
@@ -247,10 +250,17 @@ export function createCore(options: CoreOptions): Core {
       return queuedReply(id, position);
     }
     if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };
-    const base: RequestBase = { id, destination: inv.destination, submittedAt: Date.now() };
-    let { request, storeImage } = await validate(inv, base);
+    const saved = await settings.effective(inv.destination);
+    // A channel's retention TTL travels with the job, so the worker and every bot instance honour it (src/jobs/retention.ts).
+    // So does its no-log mode.
+    const destination: Destination =
+      inv.destination.platform === 'cli'
+        ? inv.destination
+        : { ...inv.destination, ...(saved.retentionSeconds !== undefined ? { retentionSeconds: saved.retentionSeconds } : {}), ...(saved.noLog ? { noLog: true } : {}) };
+    const base: RequestBase = { id, destination, submittedAt: Date.now() };
+    let { request, storeImage } = await validate(inv, base, saved);
     // The input image is stored first: a request served from the cache or by another job is re-rolled from it later.
-    if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input') } as JobRequest;
+    if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input', retentionOf(destination)) } as JobRequest;
     const stored = storeImage ? (request as Extract<JobRequest, { imageKey: string }>).imageKey : undefined;
     let position: number;
     let digest: string | undefined;
@@ -399,6 +409,7 @@ export function createCore(options: CoreOptions): Core {
         const name = port.platform === 'cli' ? `${QueueNames.delivery('cli')}-${options.cliClientId}` : QueueNames.delivery(port.platform);
         deliveryWorkers.push(startDeliveryWorker({ config, redis, blobs, ledger, port, log }, name, options.deliveryConcurrency ?? 4));
       }
+      retention.start();
       await Promise.all([events.waitUntilReady(), ...deliveryWorkers.map((w) => w.waitUntilReady())]);
     },
 
@@ -409,6 +420,7 @@ export function createCore(options: CoreOptions): Core {
       deliveryWorkers.length = 0;
       await events?.close();
       await handOvers.close();
+      await retention.stop();
       await queue.close();
       if (ownsRedis) await closeRedis(redis);
     },

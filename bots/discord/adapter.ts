@@ -35,6 +35,7 @@ import { createLogger, type Logger } from '../../src/log.ts';
 import type { Adapter } from '../core/adapter.ts';
 import type { CommandInput, Invocation, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
+import { parseDuration } from '../core/settings.ts';
 import { adminInput } from './admin.ts';
 import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
@@ -209,7 +210,18 @@ export class DiscordAdapter implements Adapter {
       count: o.getInteger('images') ?? undefined,
       negative: o.getString('negative') ?? undefined,
       private: o.getBoolean('private') ?? undefined,
+      retentionSeconds: undefined as number | undefined,
+      noLog: o.getBoolean('no-log') ?? undefined,
     };
+    const retention = o.getString('retention');
+    if (retention !== null) {
+      try {
+        values.retentionSeconds = parseDuration(retention);
+      } catch (e) {
+        if (!isUserError(e)) throw e;
+        return void (await this.replyPrivately(interaction, e.message));
+      }
+    }
     const action = o.getBoolean('reset') ? 'reset' : Object.values(values).some((v) => v !== undefined) ? 'set' : 'show';
     await interaction.deferReply({ flags: MessageFlags.Ephemeral });
     await this.settingsReply(interaction, { command: 'settings', scope, action, values });

@@ -93,6 +93,8 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
         { type: ApplicationCommandOptionType.Integer, name: 'images', description: 'Default number of images', min_value: 1, max_value: g.maxImagesPerRequest },
         { type: ApplicationCommandOptionType.String, name: 'negative', description: 'Default negative prompt', max_length: g.maxNegativeChars },
         { type: ApplicationCommandOptionType.Boolean, name: 'private', description: 'Results only you (or, for a channel, each requester) can see' },
+        { type: ApplicationCommandOptionType.Boolean, name: 'no-log', description: 'Channel only: prompts and questions never reach the bot’s logs' },
+        { type: ApplicationCommandOptionType.String, name: 'retention', description: 'Channel only: delete each job’s prompt, images and answer after this long (e.g. 1h, 7d)', max_length: 20 },
         { type: ApplicationCommandOptionType.Boolean, name: 'reset', description: 'Clear the saved defaults' },
       ],
     },

@@ -31,10 +31,14 @@ export interface SlackAdapter extends Adapter {
   readonly eventsUrl: string | undefined;
 }
 
-/** Bolt logs through pino, at the level pino is set to. */
+/**
+ * Bolt, socket-mode and web-api log through pino, at the level pino is set to, without their payloads: at debug they
+ * print every request body, API result and received envelope ("http request body: {…prompt…}"), which carry what
+ * users typed and were answered. A line keeps its words up to the first JSON bracket.
+ */
 function boltLogger(log: Logger): BoltLogger {
   let level = LogLevel.INFO;
-  const text = (msg: unknown[]) => msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' ');
+  const text = (msg: unknown[]) => withoutPayload(msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' '));
   return {
     debug: (...msg: unknown[]) => log.debug(text(msg)),
     info: (...msg: unknown[]) => log.info(text(msg)),
@@ -44,6 +48,11 @@ function boltLogger(log: Logger): BoltLogger {
     getLevel: () => level,
     setName: () => undefined,
   };
+}
+
+export function withoutPayload(line: string): string {
+  const at = line.search(/[{[]/);
+  return at < 0 ? line : `${line.slice(0, at).trimEnd()} (payload not logged)`;
 }
 
 function required(secrets: Readonly<Secrets>, name: 'SLACK_BOT_TOKEN' | 'SLACK_APP_TOKEN' | 'SLACK_SIGNING_SECRET', why: string): string {

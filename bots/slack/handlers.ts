@@ -21,6 +21,7 @@ import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } fr
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
+import { SETTINGS_COMMAND, SettingsTarget, VIEW_SETTINGS, parseSettingsText, settingsFromView, settingsModal } from './settings.ts';
 import { META_STATUS, resultFileName, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
 
 export interface HandlerDeps {
@@ -87,14 +88,20 @@ export function registerHandlers(deps: HandlerDeps): void {
       const kind = input.command === 'ask' || input.command === 'describe' ? 'ask' : 'imagine';
       deps.titles.set(jobId, { kind, text: title });
       const first = statusMessage(jobId, headline(kind, title), { stage: 'queued', step: 0, total: 0 });
+      // Private results (the channel's or the user's /blip3o-settings): the job lives in the bot's DM with the asker,
+      // since an ephemeral message can neither carry a file nor be updated; the channel sees nothing of it.
+      const here: SlackDestination = { platform: 'slack', teamId: origin.teamId, channelId: origin.channelId, userId: origin.userId };
+      const dmChannelId = (await core.settings.effective(here)).private ? await openDm(origin) : undefined;
+      const postIn = dmChannelId ?? origin.channelId;
+      const postThread = dmChannelId ? undefined : origin.threadTs;
       let statusTs: string;
       try {
         const posted = await origin.client.chat.postMessage({
-          channel: origin.channelId,
+          channel: postIn,
           text: first.text,
           blocks: first.blocks as never,
           metadata: { event_type: META_STATUS, event_payload: { job_id: jobId } },
-          ...(origin.threadTs ? { thread_ts: origin.threadTs } : {}),
+          ...(postThread ? { thread_ts: postThread } : {}),
         });
         statusTs = String(posted.ts);
       } catch (e) {
@@ -106,14 +113,13 @@ export function registerHandlers(deps: HandlerDeps): void {
         throw e;
       }
       const destination: SlackDestination = {
-        platform: 'slack',
-        teamId: origin.teamId,
-        channelId: origin.channelId,
-        userId: origin.userId,
-        threadTs: origin.threadTs ?? statusTs,
+        ...here,
+        threadTs: postThread ?? statusTs,
         statusMessageTs: statusTs,
         ...(origin.responseUrl ? { responseUrl: origin.responseUrl } : {}),
+        ...(dmChannelId ? { private: true, dmChannelId } : {}),
       };
+      if (dmChannelId) await origin.tellPrivately('Private results are on here: I am working on it in our direct messages.');
       const reply = await core.handle({ input, destination, dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
       await showReply(origin, reply, destination);
     } finally {
@@ -132,7 +138,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       return;
     }
     // Refused (bad input, limits, not allowed): only the asker hears why; the public status message goes away.
-    await origin.client.chat.delete({ channel: origin.channelId, ts: statusTs }).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'status delete failed'));
+    await origin.client.chat.delete({ channel: destination.dmChannelId ?? origin.channelId, ts: statusTs }).catch((e: unknown) => log.warn({ err: (e as Error).message }, 'status delete failed'));
     await origin.tellPrivately(reply.text);
   }
 
@@ -149,6 +155,13 @@ export function registerHandlers(deps: HandlerDeps): void {
       return;
     }
     await origin.tellPrivately(reply.text);
+  }
+
+  /** The bot's direct-message channel with the asker (conversations.open, scope im:write). */
+  async function openDm(origin: Origin): Promise<string> {
+    const dm = await origin.client.conversations.open({ users: origin.userId });
+    if (!dm.channel?.id) throw new Error('conversations.open returned no channel');
+    return dm.channel.id;
   }
 
   function destinationOf(origin: Origin): SlackDestination {
@@ -202,6 +215,44 @@ export function registerHandlers(deps: HandlerDeps): void {
     startJob(origin, input, dedupeKey, input.command === 'imagine' ? input.prompt : ''));
   // workspace admins and owners (checked by the core through Invocation.isAdmin)
   slashCommand('/blip3o-admin', parseAdmin, simpleCommand);
+
+  // ---- /blip3o-settings: saved defaults in a modal (bots/slack/settings.ts) ---------------------------------
+
+  app.command('/blip3o-settings', async ({ command, ack, respond, client }) => {
+    let parsed: ReturnType<typeof parseSettingsText>;
+    try {
+      parsed = parseSettingsText(command.text);
+    } catch (e) {
+      if (!isUserError(e)) throw e;
+      return void (await ack({ response_type: 'ephemeral', text: e.message }));
+    }
+    await ack();
+    const origin: Origin = {
+      client, teamId: command.team_id, channelId: command.channel_id, userId: command.user_id, responseUrl: command.response_url,
+      tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
+    };
+    await guarded(origin, SETTINGS_COMMAND, async () => {
+      const { scope, reset } = parsed;
+      if (reset) return simpleCommand(origin, { command: 'settings', scope, action: 'reset' }, `cmd:${command.trigger_id}`);
+      if (scope === 'channel' && !(await isAdmin(client, origin.userId))) return origin.tellPrivately("Only workspace admins can change this channel's defaults.");
+      const now = await core.settings.get(scope, destinationOf(origin));
+      const target: SettingsTarget = { scope, teamId: origin.teamId, channelId: origin.channelId };
+      await client.views.open({ trigger_id: command.trigger_id, view: settingsModal(target, now, config) as never });
+    });
+  });
+
+  app.view(VIEW_SETTINGS, async ({ ack, view, body, client }) => {
+    // Written by settingsModal and handed back by Slack: parsed again. The core checks who may change what.
+    const meta = SettingsTarget.safeParse(JSON.parse(view.private_metadata || 'null'));
+    if (!meta.success) return void (await ack(), log.warn({ view: view.id }, 'settings modal with unreadable metadata ignored'));
+    const target = meta.data;
+    const parsed = settingsFromView(target, view.state.values as never);
+    if ('errors' in parsed) return void (await ack({ response_action: 'errors', errors: parsed.errors }));
+    await ack();
+    const user = body.user.id;
+    const origin: Origin = { client, teamId: target.teamId, channelId: target.channelId, userId: user, tellPrivately: ephemeralTo(client, target.channelId, user) };
+    await guarded(origin, 'settings modal', () => simpleCommand(origin, parsed.input, `view:${view.id}`));
+  });
 
   // ---- @mention with a question -----------------------------------------------------------------------
 

@@ -32,6 +32,9 @@ export interface PortContext {
   titleOf(jobId: string): Promise<JobTitle | undefined>;
 }
 
+/** Where a job's messages are: the requester's DM with the bot for private results, else the channel. */
+const postedIn = (d: SlackDestination): string => d.dmChannelId ?? d.channelId;
+
 export class SlackPort implements PlatformPort {
   readonly platform = 'slack' as const;
   private context?: PortContext;
@@ -63,7 +66,7 @@ export class SlackPort implements PlatformPort {
     if (!d.statusMessageTs || !this.context) return;
     if ((await this.context.redis.exists(this.finishedKey(progress.jobId))) === 1) return;
     const m = statusMessage(progress.jobId, await this.headlineOf(progress.jobId), progress);
-    await this.client.chat.update({ channel: d.channelId, ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
+    await this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
   }
 
   async deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
@@ -82,8 +85,11 @@ export class SlackPort implements PlatformPort {
       await this.deliverAnswer(d, result, !first);
     } else if (result.status === 'failed' && result.error?.userFacing) {
       // Something the user can fix: tell only them, and take the public status message away.
-      await this.client.chat.postEphemeral({ channel: d.channelId, user: d.userId, text: failureText(result), ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
-      if (d.statusMessageTs) await this.ignoring('message_not_found', () => this.client.chat.delete({ channel: d.channelId, ts: d.statusMessageTs! }));
+      if (d.dmChannelId) await this.updateStatus(d, { text: failureText(result), blocks: [] }); // the DM is theirs alone
+      else {
+        await this.client.chat.postEphemeral({ channel: d.channelId, user: d.userId, text: failureText(result), ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+        if (d.statusMessageTs) await this.ignoring('message_not_found', () => this.client.chat.delete({ channel: d.channelId, ts: d.statusMessageTs! }));
+      }
     } else {
       await this.updateStatus(d, finalStatusMessage(title, result));
     }
@@ -95,11 +101,11 @@ export class SlackPort implements PlatformPort {
     const filename = resultFileName(result.jobId, several ? 0 : undefined);
     const threadTs = d.threadTs ?? d.statusMessageTs;
     if (repeat && threadTs) {
-      const thread = await this.thread(d.channelId, threadTs);
+      const thread = await this.thread(postedIn(d), threadTs);
       if (thread.some((m) => m.files?.some((f) => f.name === filename))) return; // posted by an earlier attempt
     }
     const m = imageResultMessage(result);
-    const where = threadTs ? { channel_id: d.channelId, thread_ts: threadTs } : { channel_id: d.channelId };
+    const where = threadTs ? { channel_id: postedIn(d), thread_ts: threadTs } : { channel_id: postedIn(d) };
     if (several) {
       // One message in the thread with every picture (one files.completeUploadExternal), named per image.
       const file_uploads = result.images!.map((img, i) => ({
@@ -127,21 +133,21 @@ export class SlackPort implements PlatformPort {
     if (d.statusMessageTs) {
       // The status message becomes the answer: one message in the thread, and chat.update is idempotent.
       const updated = await this.ignoring('message_not_found', () =>
-        this.client.chat.update({ channel: d.channelId, ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never, metadata }),
+        this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never, metadata }),
       );
       if (updated) return;
     }
     const threadTs = d.threadTs;
-    if (repeat && threadTs && (await this.thread(d.channelId, threadTs)).some((x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId)) return;
-    await this.client.chat.postMessage({ channel: d.channelId, text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
+    if (repeat && threadTs && (await this.thread(postedIn(d), threadTs)).some((x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId)) return;
+    await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
   }
 
   private async updateStatus(d: SlackDestination, m: { text: string; blocks: Record<string, unknown>[] }): Promise<void> {
     if (d.statusMessageTs) {
-      const ok = await this.ignoring('message_not_found', () => this.client.chat.update({ channel: d.channelId, ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never }));
+      const ok = await this.ignoring('message_not_found', () => this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never }));
       if (ok) return;
     }
-    await this.client.chat.postMessage({ channel: d.channelId, text: m.text, blocks: m.blocks as never, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+    await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
   }
 
   async thread(channel: string, ts: string): Promise<ThreadMessage[]> {

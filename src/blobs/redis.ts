@@ -11,9 +11,10 @@ export class RedisBlobStore implements BlobStore {
     private readonly ttlSeconds: number,
   ) {}
 
-  async put(bytes: Uint8Array, hint: 'input' | 'output'): Promise<string> {
+  async put(bytes: Uint8Array, hint: 'input' | 'output', ttlSeconds?: number): Promise<string> {
     const key = `${this.prefix}:blob:${hint}:${randomUUID()}`;
-    await this.redis.set(key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'EX', this.ttlSeconds);
+    const ttl = Math.min(this.ttlSeconds, ttlSeconds ?? this.ttlSeconds); // a channel's retention TTL only shortens it
+    await this.redis.set(key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'EX', ttl);
     return key;
   }
 

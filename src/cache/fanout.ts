@@ -5,8 +5,9 @@
 import type { Redis } from 'ioredis';
 import type { BlobStore } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
-import { JobRequest, type Destination, type JobResult } from '../jobs/contract.ts';
+import { JobRequest, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
 import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../jobs/queue.ts';
+import { retentionJobOptions } from '../jobs/retention.ts';
 import { requestDigest, sha256Hex } from './key.ts';
 import type { ResultCache } from './results.ts';
 
@@ -22,7 +23,7 @@ export class DeliveryQueues {
     const name = deliveryQueueName(result.destination as Destination);
     let q = this.queues.get(name);
     if (!q) this.queues.set(name, (q = createDeliveryQueue(this.config, this.redis, name)));
-    await q.add('result', result, { jobId: result.jobId });
+    await q.add('result', result, { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId });
   }
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
@@ -30,8 +31,13 @@ export class DeliveryQueues {
   }
 }
 
-/** The request's digest, reading its input image from the blob store (undefined: not cacheable, or the image expired). */
+/**
+ * The request's digest, reading its input image from the blob store (undefined: not cacheable, or the image expired).
+ * A channel with a retention TTL bypasses the cache and single flight: an entry or a flight would keep its prompt and
+ * result past the TTL, and serve them to another channel.
+ */
 export async function digestOf(blobs: BlobStore, request: JobRequest, imageBytes?: Uint8Array): Promise<string | undefined> {
+  if (retentionOf(request.destination) !== undefined) return undefined;
   if (request.kind === 'imagine') return requestDigest(request);
   const bytes = imageBytes ?? (await blobs.get(request.imageKey));
   return bytes ? requestDigest(request, sha256Hex(bytes)) : undefined;

@@ -55,6 +55,8 @@ export const ConfigSchema = z.strictObject({
     deliveryAttempts: positiveInt,
     deliveryBackoffMs: positiveInt,
     cliRedisWaitMs: positiveInt,
+    /** How often each bot looks for jobs past their channel's retention TTL and deletes them (src/jobs/retention.ts). */
+    retentionSweepMs: positiveInt,
   }),
 
   redis: z.strictObject({

@@ -20,6 +20,16 @@ export const QueueNames = {
 const id = z.string().min(1).max(200);
 const blobKey = z.string().min(1).max(300);
 
+/** Longest retention TTL a channel may set: 30 days. */
+export const MAX_RETENTION_SECONDS = 30 * 86_400;
+/**
+ * The channel's retention TTL (/settings, admins): everything stored about the job is deleted this many seconds after
+ * it was submitted (src/jobs/retention.ts), earlier than the global retention. Absent: the global retention applies.
+ */
+const retention = z.number().int().min(1).max(MAX_RETENTION_SECONDS).optional();
+/** The channel is in no-log mode (/settings, admins): no process writes texts that may quote its prompts to a log. */
+const noLog = z.boolean().optional();
+
 // ---- where an answer must go ------------------------------------------------------------------------
 // Enough for *any* bot instance of that platform to deliver, so no state lives in one bot process.
 
@@ -41,6 +51,8 @@ export const DiscordDestination = z.strictObject({
   private: z.boolean().optional(),
   /** The channel is marked age-restricted (Discord's nsfw flag): the relaxed check policy applies (checks.ageRestricted). */
   nsfw: z.boolean().optional(),
+  retentionSeconds: retention,
+  noLog,
 });
 
 export const SlackDestination = z.strictObject({
@@ -54,8 +66,16 @@ export const SlackDestination = z.strictObject({
   statusMessageTs: z.string().min(1).max(50).optional(),
   /** For ephemeral errors to the invoking user. */
   responseUrl: z.url().optional(),
-  /** Results only the requester may see (/settings private): the job lives in the bot's DM with them. */
+  /** Results only the requester may see (/settings private): the job's messages go to `dmChannelId`, never the channel. */
   private: z.boolean().optional(),
+  /**
+   * Private results: the bot's direct-message channel with the requester, where the status message, the images and the
+   * answer go (an ephemeral message cannot carry a file, nor be updated). `channelId` stays the channel asked in, whose
+   * settings, limits and retention apply.
+   */
+  dmChannelId: id.optional(),
+  retentionSeconds: retention,
+  noLog,
 });
 
 export const CliDestination = z.strictObject({
@@ -77,6 +97,16 @@ export function workspaceOf(d: Destination): string {
   if (d.platform === 'discord') return d.guildId ?? 'dm';
   if (d.platform === 'slack') return d.teamId;
   return 'local';
+}
+
+/** The destination's retention TTL in seconds, if its channel set one (the CLI has no channels to set it for). */
+export function retentionOf(d: Destination): number | undefined {
+  return d.platform === 'cli' ? undefined : d.retentionSeconds;
+}
+
+/** No-log mode for a job: the deployment's (config.noLog) or its channel's. */
+export function isNoLog(config: { noLog: boolean }, d: Destination): boolean {
+  return config.noLog || (d.platform !== 'cli' && d.noLog === true);
 }
 
 /** "platform:workspace:channel": the key for limits, fair scheduling and admin commands. */

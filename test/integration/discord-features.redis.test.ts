@@ -9,7 +9,7 @@ import type { FakeInteraction, FakeMessage } from '../fakes/discord/server.ts';
 let h: DiscordHarness;
 
 beforeAll(async () => {
-  h = await startDiscordHarness({ pipelineExtra: { stepDelayMs: 5, maxSteps: 2 } });
+  h = await startDiscordHarness({ pipelineExtra: { stepDelayMs: 5, maxSteps: 2 }, config: { queue: { retentionSweepMs: 250 } } });
 }, 60_000);
 afterAll(async () => h?.stop(), 30_000);
 
@@ -171,6 +171,25 @@ describe('Discord: /settings and private results', () => {
     const reset = h.fake.pressButton(answer, buttons(answer).find((x) => x.label === 'Reset')!.custom_id);
     expect((await ephemeralAnswer(reset)).content).toContain('cleared');
     expect(await h.core.settings.get('user', here())).toEqual({});
+  }, 90_000);
+
+  it('retention and no-log are channel settings (refused for yourself and for non-admins); a channel TTL travels with the job, which is gone after it', async () => {
+    expect((await ephemeralAnswer(settings([{ name: 'retention', type: 3, value: '1h' }]))).content).toMatch(/channel settings/);
+    expect((await ephemeralAnswer(settings([{ name: 'no-log', type: 5, value: true }]))).content).toMatch(/channel settings/);
+    expect((await ephemeralAnswer(settings([{ name: 'for', type: 3, value: 'channel' }, { name: 'retention', type: 3, value: 'soon' }]))).content).toMatch(/not a duration/);
+    expect((await ephemeralAnswer(settings([{ name: 'for', type: 3, value: 'channel' }, { name: 'retention', type: 3, value: '2h' }]))).content).toMatch(/Only admins/);
+    await h.core.settings.set('channel', here(), { retentionSeconds: 3, noLog: true }); // what an admin's for:channel retention:3s no-log:true saves
+    try {
+      const final = await waitForImages(imagine('a short-lived kite'), 1);
+      const jobId = parseButtonId(buttons(final)[0]!.custom_id)!.jobId;
+      expect((await h.core.queue.getJob(jobId))?.data.destination).toMatchObject({ retentionSeconds: 3, noLog: true });
+      const end = Date.now() + 30_000;
+      while ((await h.core.queue.getJob(jobId)) && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
+      expect(await h.core.queue.getJob(jobId)).toBeUndefined();
+      expect(await h.core.redis.exists(`${h.prefix}:delivery-discord:${jobId}`)).toBe(0);
+    } finally {
+      await h.core.settings.reset('channel', here());
+    }
   }, 90_000);
 
   it('a private channel (admin setting): the result is ephemeral and never posted publicly, even after the token expired', async () => {

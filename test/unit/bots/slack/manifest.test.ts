@@ -16,7 +16,7 @@ describe('bots/slack/manifest.yaml', () => {
   it('declares every command, shortcut and event the handlers register', () => {
     // slash commands register through handlers.ts's slashCommand() (which calls app.command)
     const commands = [...handlers.matchAll(/(?:app\.command|\bslashCommand)\('([^']+)'/g)].map((m) => m[1]);
-    expect(commands).toEqual(expect.arrayContaining(['/imagine', '/blip3o-admin']));
+    expect(commands).toEqual(expect.arrayContaining(['/imagine', '/blip3o-settings', '/blip3o-admin']));
     expect(manifest.features.slash_commands.map((c) => c.command).sort()).toEqual(commands.sort());
     expect(manifest.features.shortcuts).toEqual([
       expect.objectContaining({ type: 'message', callback_id: SHORTCUT_ASK }),

@@ -1,0 +1,137 @@
+// Per-channel retention TTL (/settings, admins): everything Redis holds about a job of that channel is deleted
+// `retentionSeconds` after it was submitted, earlier than the global retention (queue.keep*Seconds, blobs.ttlSeconds).
+//
+//   submit (bots/core) ──ZADD <prefix>:retention  deadline  {"j":jobId,"q":delivery queue,"t":submittedAt}
+//   every queue.retentionSweepMs, in every bot process: entries past their deadline are purged, then ZREM'd
+//
+// What a purge deletes, and what else makes sure nothing outlives the deadline:
+//   - blobs (input image, output PNGs)     SET … EX min(blobs.ttlSeconds, retention): Redis expires them itself
+//   - the job hash with prompt/question    job.remove() on the jobs queue (hash, logs, state sets)
+//   - the result (answer text, blob keys)  job.remove() on the delivery queue
+//   - BullMQ event stream entries          XDEL of every entry naming the job (progress carries partial answers)
+//   - per-job keys (jobKeys below)         DEL (ledger, progress claim, cancel flag, served record, Slack marker)
+//   - result cache / single flight         never written: such requests bypass the cache (src/cache/fanout.ts)
+// A job still waiting, running or being delivered at its deadline is purged at the first sweep after it finished:
+// deleting it earlier would lose the answer the user asked for.
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import type { Config } from '../config/schema.ts';
+import { createDeliveryQueue, createJobsQueue, type DeliveryQueue, type JobsQueue } from './queue.ts';
+import { retentionOf, type JobRequest } from './contract.ts';
+import { deliveryQueueName } from './queue.ts';
+import type { Logger } from '../log.ts';
+
+/** How soon a purge that found its job unfinished is tried again. */
+const RETRY_MS = 2_000;
+/** Event stream entries older than the submission by more than this are not searched (clock skew between hosts). */
+const STREAM_SLACK_MS = 60_000;
+
+const Entry = z.strictObject({ j: z.string().min(1).max(200), q: z.string().min(1).max(300), t: z.number().int().nonnegative() });
+type Entry = z.infer<typeof Entry>;
+
+/**
+ * Keys named after a job id that hold something about it, besides BullMQ's own. Kept here, in one list, so a new
+ * per-job key is purged too: src/jobs/ledger.ts, src/jobs/cancel.ts, bots/core/progress.ts, bots/core/submit.ts
+ * (served), bots/slack/port.ts (finished marker), src/accounting/usage.ts (settled marker: the job's GPU-seconds were counted).
+ */
+export function jobKeys(prefix: string, jobId: string): string[] {
+  return ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled'].map((k) => `${prefix}:${k}:${jobId}`);
+}
+
+/** BullMQ options for a job or delivery of a destination with a retention TTL: removed from the queue by then at the latest. */
+export function retentionJobOptions(seconds: number | undefined): { removeOnComplete?: { age: number }; removeOnFail?: { age: number } } {
+  return seconds === undefined ? {} : { removeOnComplete: { age: seconds }, removeOnFail: { age: seconds } };
+}
+
+export class Retention {
+  private readonly key: string;
+  private readonly jobs: JobsQueue;
+  private readonly deliveries = new Map<string, DeliveryQueue>();
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<number> | undefined;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly config: Readonly<Pick<Config, 'queue'>>,
+    private readonly log?: Logger,
+  ) {
+    this.key = `${config.queue.prefix}:retention`;
+    this.jobs = createJobsQueue(config, redis);
+  }
+
+  /** Record a request whose channel has a retention TTL (before it is enqueued). No-op without one. */
+  async schedule(request: JobRequest): Promise<void> {
+    const seconds = retentionOf(request.destination);
+    if (seconds === undefined) return;
+    const entry: Entry = { j: request.id, q: deliveryQueueName(request.destination), t: request.submittedAt };
+    await this.redis.zadd(this.key, request.submittedAt + seconds * 1000, JSON.stringify(entry));
+  }
+
+  /** Purge every job past its deadline; returns how many were purged (unfinished ones are tried again later). */
+  async sweep(now = Date.now()): Promise<number> {
+    if (!this.sweeping) this.sweeping = this.sweepOnce(now).finally(() => (this.sweeping = undefined));
+    return this.sweeping;
+  }
+
+  private async sweepOnce(now: number): Promise<number> {
+    const due = await this.redis.zrangebyscore(this.key, '-inf', now, 'LIMIT', 0, 100);
+    let purged = 0;
+    for (const member of due) {
+      const parsed = Entry.safeParse(JSON.parse(member));
+      if (!parsed.success) {
+        await this.redis.zrem(this.key, member); // not ours to interpret: drop it rather than retry forever
+        continue;
+      }
+      if (await this.purge(parsed.data)) {
+        await this.redis.zrem(this.key, member);
+        purged++;
+      } else await this.redis.zadd(this.key, 'XX', now + RETRY_MS, member);
+    }
+    return purged;
+  }
+
+  /** Delete everything about one job; false while it is still waiting, running or being delivered. */
+  private async purge(e: Entry): Promise<boolean> {
+    const delivery = this.delivery(e.q);
+    const [job, result] = await Promise.all([this.jobs.getJob(e.j), delivery.getJob(e.j)]);
+    const finished = async (j: typeof job | typeof result) => !j || ['completed', 'failed', 'unknown'].includes(await j.getState());
+    if (!(await finished(job)) || !(await finished(result))) return false;
+    // A finished job whose result is not yet in the delivery queue: the worker hands over before it completes the
+    // job, so a completed/failed job without a delivery was delivered and removed, or failed without a destination.
+    if (job) await job.remove();
+    if (result) await result.remove();
+    await this.redis.del(...jobKeys(this.config.queue.prefix, e.j));
+    // The event streams last: removing a job adds a 'removed' event naming it.
+    await Promise.all([this.dropEvents(this.jobs.keys.events!, e), this.dropEvents(delivery.keys.events!, e)]);
+    this.log?.info({ jobId: e.j }, 'retention TTL reached: job purged');
+    return true;
+  }
+
+  private async dropEvents(stream: string, e: Entry): Promise<void> {
+    const entries = (await this.redis.xrange(stream, String(Math.max(0, e.t - STREAM_SLACK_MS)), '+')) as [string, string[]][];
+    const ids = entries.filter(([, fields]) => fields.some((f) => f.includes(e.j))).map(([id]) => id);
+    if (ids.length > 0) await this.redis.xdel(stream, ...ids);
+  }
+
+  private delivery(name: string): DeliveryQueue {
+    let q = this.deliveries.get(name);
+    if (!q) this.deliveries.set(name, (q = createDeliveryQueue(this.config, this.redis, name)));
+    return q;
+  }
+
+  /** Sweep every queue.retentionSweepMs until stop(). */
+  start(): void {
+    this.timer = setInterval(() => {
+      this.sweep().catch((err: unknown) => this.log?.warn({ err: (err as Error).message }, 'retention sweep failed'));
+    }, this.config.queue.retentionSweepMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.sweeping?.catch(() => undefined);
+    await Promise.all([this.jobs.close(), ...[...this.deliveries.values()].map((q) => q.close())]);
+    this.deliveries.clear();
+  }
+}
