@@ -176,7 +176,7 @@ async function decodeRow(o: BatchBenchOptions): Promise<BatchRowResult> {
     soloOn,
     notes: [
       `prompts ${PROMPTS.join(', ')} tokens, ${T} tokens each; one request = prompt ${PROMPTS[1]} + ${T} tokens, end to end`,
-      `prefill of the four: ${seqPrefill.toFixed(2)} s one by one, ${batPrefill.toFixed(2)} s through the batch (chunks of 64 + the last token alone)`,
+      `prefill of the four: ${seqPrefill.toFixed(2)} s one by one, ${batPrefill.toFixed(2)} s through the batch (chunks of ≤ 64 tokens)`,
       `mean rows per batched forward ${meanRows.toFixed(2)}; batched tokens ${same ? '==' : '!='} sequential tokens (greedy, random weights)`,
     ],
   };
