@@ -1,12 +1,12 @@
 // Opt-in (REAL_SIZE=1; tens of GB of disk, an hour on a loaded 2-core machine): the real-size path a self-hoster's
 // first run takes, on CPU.
-//   make-random --preset blip3o-4b → convert --dtype fp16 --quant int4 → load every graph in onnxruntime (CPU) →
+//   make-random --preset blip3o-4b (REAL_SIZE_PRESET) → convert --dtype fp16 --quant int4 → load every graph in onnxruntime (CPU) →
 //   one forward each at a reduced sequence/latent size → finite outputs of the expected shapes, and the resident
 //   memory of each graph (RSS delta of this process, after load and after its forward) against the memory plan; then
 //   all graphs loaded together, one forward each (external data is memory-mapped: a graph's pages count as resident
 //   once a forward has touched them), when the machine has the memory for it (otherwise the per-graph deltas are
 //   summed, and the test says so).
-// Reuse: REAL_SIZE_SNAPSHOT=<dir> and/or REAL_SIZE_ONNX=<dir> skip making/converting (and are not deleted).
+// Reuse: REAL_SIZE_SNAPSHOT=<dir> skips make-random, REAL_SIZE_ONNX=<dir> skips both (neither is deleted).
 // Everything this test creates lives under REAL_SIZE_TMP (default: the OS temp dir) and is deleted at the end.
 import { freemem } from 'node:os';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -21,7 +21,8 @@ import { patchify, visionFeeds } from '../../worker/pipeline/image.ts';
 import { openSession, type ModelSession, type TensorInput } from '../../worker/runtime/session.ts';
 
 const ON = process.env.REAL_SIZE === '1';
-const PRESET = 'blip3o-4b';
+/** REAL_SIZE_PRESET=blip3o-8b measures the 8B set (with REAL_SIZE_ONNX, or ~33 GB of snapshot made here). */
+const PRESET = process.env.REAL_SIZE_PRESET ?? 'blip3o-4b';
 const GB = 1e9;
 const created: string[] = [];
 let snapshot = process.env.REAL_SIZE_SNAPSHOT ?? '';
@@ -45,7 +46,7 @@ beforeAll(async () => {
   if (!ON) return;
   const tmp = mkdtempSync(join(process.env.REAL_SIZE_TMP ?? tmpdir(), 'real-size-'));
   created.push(tmp);
-  if (!snapshot) {
+  if (!snapshot && !onnx) {
     snapshot = join(tmp, 'snapshot');
     await timed(`make-random ${PRESET}`, () => makeRandom({ preset: PRESET, dir: snapshot }));
   }
@@ -70,6 +71,7 @@ afterAll(() => {
 });
 
 const p = RANDOM_PRESETS[PRESET]!;
+if (ON && !p) throw new Error(`REAL_SIZE_PRESET=${PRESET}: choose from ${Object.keys(RANDOM_PRESETS).join(', ')}`);
 const H = p.text.hidden_size;
 const hd = H / p.text.num_attention_heads;
 const finite = (a: ArrayLike<number>) => {
@@ -103,16 +105,16 @@ function cases(): Record<string, { feeds: Record<string, TensorInput>; output: s
     },
     vision: { feeds: vf, output: 'image_embeds', dims: [4, H] },
     dit: {
-      feeds: { x: { data: ramp(64 * 1792, 1), dims: [1, 64, 1792] }, timestep: { data: Float32Array.of(500), dims: [1] }, z: { data: ramp(S * H, 1), dims: [1, S, H] } },
+      feeds: { x: { data: ramp(64 * p.dit.latentChannels, 1), dims: [1, 64, p.dit.latentChannels] }, timestep: { data: Float32Array.of(500), dims: [1] }, z: { data: ramp(S * H, 1), dims: [1, S, H] } },
       output: 'velocity',
-      dims: [1, 64, 1792],
+      dims: [1, 64, p.dit.latentChannels],
     },
     unet: {
       feeds: {
         sample: { data: ramp(2 * 4 * lat * lat, 1), dims: [2, 4, lat, lat] },
         timestep: { data: Float32Array.of(981, 981), dims: [2] },
-        encoder_hidden_states: { data: ramp(2 * 64 * 1792, 1), dims: [2, 64, 1792] },
-        text_embeds: { data: ramp(2 * 1792, 1), dims: [2, 1792] },
+        encoder_hidden_states: { data: ramp(2 * 64 * p.dit.latentChannels, 1), dims: [2, 64, p.dit.latentChannels] },
+        text_embeds: { data: ramp(2 * p.dit.latentChannels, 1), dims: [2, p.dit.latentChannels] },
         time_ids: { data: Float32Array.of(1024, 1024, 0, 0, 1024, 1024, 1024, 1024, 0, 0, 1024, 1024), dims: [2, 6] },
       },
       output: 'noise_pred',
