@@ -40,7 +40,7 @@ const settle = async () => {
 function timed<T>(label: string, f: () => Promise<T>): Promise<T> {
   const t0 = performance.now();
   return f().then((v) => {
-    console.log(`${label}: ${((performance.now() - t0) / 1000).toFixed(0)} s, peak RSS of this process so far ${(process.resourceUsage().maxRSS / 1e6).toFixed(2)} GB`);
+    console.log(`${label}: ${((performance.now() - t0) / 1000).toFixed(0)} s, peak RSS of this process so far ${(process.resourceUsage().maxRSS * 1024 / GB).toFixed(2)} GB`);
     return v;
   });
 }
@@ -204,7 +204,7 @@ describe.skipIf(!ON)(`real size (REAL_SIZE=1): ${PRESET} random → fp16 + int4 
       console.log(`  together, after the ${name} forward (${((performance.now() - t) / 1000).toFixed(1)} s): resident +${((rss() - before) / GB).toFixed(2)} GB`);
     }
     const together = rss() - before;
-    console.log(`all ${graphs.length} graphs loaded together, one forward each: resident +${(together / GB).toFixed(2)} GB (plan ${(planTotal / GB).toFixed(2)} GB; per-graph sum ${(sum / GB).toFixed(2)} GB); peak RSS of this process ${(process.resourceUsage().maxRSS / 1e6).toFixed(2)} GB`);
+    console.log(`all ${graphs.length} graphs loaded together, one forward each: resident +${(together / GB).toFixed(2)} GB (plan ${(planTotal / GB).toFixed(2)} GB; per-graph sum ${(sum / GB).toFixed(2)} GB); peak RSS of this process ${(process.resourceUsage().maxRSS * 1024 / GB).toFixed(2)} GB`);
     expect(together).toBeLessThan(1.3 * planTotal + 1 * GB);
     for (const { s } of sessions) await s.release();
   }, 4 * 3600_000);
