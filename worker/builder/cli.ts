@@ -1,11 +1,13 @@
 // `npm run model -- <subcommand> …`: the model toolchain's command line. An explicit table of subcommands; each
 // entry is a function taking the remaining argv. Errors are caught here (one of the three catch sites).
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { AppError, asAppError } from '../../src/errors.ts';
 import { convertSnapshot, describeSkipped } from './convert.ts';
 import { makeRandom, RANDOM_COMPONENTS, RANDOM_PRESETS, type RandomComponent } from './random/index.ts';
+import { MANIFEST_FILE, PARTIAL_MANIFEST_FILE } from './manifest.ts';
 import { formatPlan, memoryPlan } from './random/memory-plan.ts';
 import { makeTiny } from './tiny/index.ts';
 
@@ -14,13 +16,13 @@ type Command = { usage: string; run(args: string[]): Promise<void> };
 const COMMANDS: Record<string, Command> = {
   fetch: { usage: 'fetch <repo-id> [--revision r] [--dir d]   download a snapshot from the hub (resumable, verified)', run: (args) => import('../hub/cli.ts').then((m) => m.fetchCommand(args)) },
   convert: {
-    usage: 'convert <snapshot-dir> <out-dir> [--dtype fp32|fp16] [--quant none|int4|int8]   build the ONNX graphs + manifest.json',
+    usage: 'convert <snapshot-dir> <out-dir> [--dtype fp32|fp16] [--quant none|int4|int8] [--only text,vision,dit,unet,vae]   build the ONNX graphs + manifest.json',
     async run(args) {
-      const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { dtype: { type: 'string', default: 'fp32' }, quant: { type: 'string', default: 'none' } } });
+      const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { dtype: { type: 'string', default: 'fp32' }, quant: { type: 'string', default: 'none' }, only: { type: 'string' } } });
       const [snapshot, out] = positionals;
       const quant = values.quant;
       if (!snapshot || !out || (values.dtype !== 'fp32' && values.dtype !== 'fp16') || (quant !== 'none' && quant !== 'int4' && quant !== 'int8'))
-        throw new AppError('config', 'usage: npm run model -- convert <snapshot-dir> <out-dir> [--dtype fp32|fp16] [--quant none|int4|int8]');
+        throw new AppError('config', 'usage: npm run model -- convert <snapshot-dir> <out-dir> [--dtype fp32|fp16] [--quant none|int4|int8] [--only text,vision,dit,unet,vae]');
       const bar = new cliProgress.SingleBar({ format: 'convert [{bar}] {percentage}% {value}/{total} MiB  {file}', hideCursor: true }, cliProgress.Presets.shades_classic);
       let started = false;
       // per written file: wall time and the peak resident memory seen while writing it
@@ -31,6 +33,7 @@ const COMMANDS: Record<string, Command> = {
       const manifest = await convertSnapshot(resolve(snapshot), resolve(out), {
         dtype: values.dtype,
         quant,
+        ...(values.only === undefined ? {} : { only: values.only.split(',').map((c) => c.trim()).filter(Boolean) }),
         onProgress(p) {
           if (p.phase === 'build') return console.log(`building ${p.file}…`);
           const rss = process.memoryUsage.rss();
@@ -53,6 +56,8 @@ const COMMANDS: Record<string, Command> = {
       console.log(`  total ${((performance.now() - t0) / 1000).toFixed(0)} s (including the build), peak RSS of this process ${gb(process.resourceUsage().maxRSS * 1024)} GB`);
       for (const line of describeSkipped(manifest.architecture, manifest.skipped)) console.log(line);
       const graphs = Object.values(manifest.components).flatMap((c) => Object.values(c.graphs));
+      if (!existsSync(join(resolve(out), MANIFEST_FILE)))
+        console.log(`${PARTIAL_MANIFEST_FILE} lists the components written so far (${Object.keys(manifest.components).join(', ')}); convert the rest with --only to finish`);
       console.log(`${manifest.architecture} → ${graphs.length} graphs (${manifest.dtype}${manifest.quant === 'none' ? '' : `, LLM ${manifest.quant}`}) in ${resolve(out)}: ${graphs.map((g) => g.file).join(', ')}`);
     },
   },

@@ -5,12 +5,13 @@
 //   2. every component builds its graphs; weights are declared (shape-checked) but not read yet
 //   3. every checkpoint key must be declared by some graph, except prefixes skipped on purpose (reported)
 //   4. graphs are written one initializer at a time (external data above 512 MiB), then manifest.json, last
+//      (`only`: some components now, the rest in later runs; see ConvertOptions.only)
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
 import { ARCHITECTURES, type Architecture, type BuildContext, type ComponentOutput, type OutputDType } from './architectures/index.ts';
-import { BUILDER_VERSION, digestFile, MANIFEST_FILE, readManifest, sourceConfigHash, staleReason, type Manifest } from './manifest.ts';
+import { BUILDER_VERSION, digestFile, Manifest, MANIFEST_FILE, PARTIAL_MANIFEST_FILE, readManifest, sourceConfigHash, staleReason } from './manifest.ts';
 import type { QuantName } from './quant.ts';
 import { Checkpoint, fromFloat32, writeSafetensors } from './safetensors.ts';
 import { WeightStore } from './weights.ts';
@@ -28,6 +29,15 @@ export interface ConvertOptions {
   /** int4/int8: the LLM's Linear weights (layers and lm_head) block-quantized for MatMulNBits. @defaultValue 'none' */
   quant?: QuantName;
   onProgress?(p: ConvertProgress): void;
+  /**
+   * Write only these components (e.g. ['unet', 'vae']): a real-size conversion in several shorter runs, or one
+   * component converted again. Every component is still built (the unused-key check spans them all). The written
+   * components are merged into `manifest.partial.json` (reset when builder version, dtype, quant or snapshot config
+   * differ; seeded from a current manifest.json); once it covers every component it becomes manifest.json. Until
+   * then the folder has no manifest.json, so the worker never takes it for a finished conversion.
+   * @defaultValue every component
+   */
+  only?: readonly string[];
   /** The architecture table (tests convert partial snapshots with a smaller one). @defaultValue ARCHITECTURES */
   architectures?: Record<string, Architecture>;
 }
@@ -47,6 +57,11 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
   const arch = table[archName];
   if (!arch)
     throw new AppError('model', `no builder for architecture ${archName} (known: ${Object.keys(table).join(', ')})`, { context: { archName } });
+  const names = arch.components.map((c) => c.name);
+  const unknown = (opts.only ?? []).filter((n) => !names.includes(n));
+  if (unknown.length || opts.only?.length === 0)
+    throw new AppError('config', `unknown component ${unknown.join(', ') || '(none given)'} for ${archName}: choose from ${names.join(', ')}`, { context: { unknown } });
+  const selected = (name: string) => !opts.only || opts.only.includes(name);
 
   // Shards holding only skipped keys (EVA-CLIP) may be absent: the hub fetch does not download them.
   const rootCkpt = Checkpoint.open(snapshotDir, 'model', arch.skipPrefixes.map((s) => s.prefix));
@@ -89,9 +104,6 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
 
     // 4. write: the old manifest goes first, so an interrupted conversion is never taken for a current one
     mkdirSync(outDir, { recursive: true });
-    rmSync(join(outDir, MANIFEST_FILE), { force: true });
-    const bytesTotal = built.reduce((s, b) => s + b.out.graphs.reduce((t, g) => t + g.graph.initializerBytes(), 0), 0);
-    let bytesDone = 0;
     const manifest: Manifest = {
       manifestVersion: 1,
       builderVersion: BUILDER_VERSION,
@@ -99,10 +111,17 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
       dtype,
       quant,
       sourceConfigHash: sourceConfigHash(snapshotDir),
-      components: {},
+      components: opts.only ? earlierComponents(outDir, snapshotDir, archName, dtype, quant) : {},
       skipped,
     };
-    for (const { name, out } of built) {
+    const toWrite = built.filter((b) => selected(b.name));
+    for (const { name } of toWrite) delete manifest.components[name];
+    rmSync(join(outDir, MANIFEST_FILE), { force: true });
+    if (opts.only) writeFileSync(join(outDir, PARTIAL_MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    else rmSync(join(outDir, PARTIAL_MANIFEST_FILE), { force: true });
+    const bytesTotal = toWrite.reduce((s, b) => s + b.out.graphs.reduce((t, g) => t + g.graph.initializerBytes(), 0), 0);
+    let bytesDone = 0;
+    for (const { name, out } of toWrite) {
       const entry: Manifest['components'][string] = { graphs: {}, tensors: {}, info: out.info ?? {} };
       for (const g of out.graphs) {
         const path = join(outDir, g.file);
@@ -132,13 +151,38 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
         entry.tensors[t.key] = { file: t.file, key: t.key, dims: t.dims };
       }
       manifest.components[name] = entry;
+      // a partial run records each finished component at once: an interruption loses only the one being written
+      if (opts.only) writeFileSync(join(outDir, PARTIAL_MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
     }
     copyTokenizerFiles(snapshotDir, join(outDir, 'tokenizer'));
-    writeFileSync(join(outDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    // components in the table's order, whatever order the runs wrote them in
+    manifest.components = Object.fromEntries(names.filter((n) => manifest.components[n]).map((n) => [n, manifest.components[n]!]));
+    if (names.every((n) => manifest.components[n])) {
+      writeFileSync(join(outDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+      rmSync(join(outDir, PARTIAL_MANIFEST_FILE), { force: true });
+    }
     return manifest;
   } finally {
     for (const c of checkpoints) c.close();
   }
+}
+
+/**
+ * What earlier `only` runs wrote into `outDir` for this snapshot and these settings (manifest.partial.json, or a
+ * current manifest.json when one component is converted again), so a later run adds to it; {} when there is none
+ * or it was written for another builder version, dtype, quant or snapshot config.
+ */
+function earlierComponents(outDir: string, snapshotDir: string, archName: string, dtype: OutputDType, quant: QuantName): Manifest['components'] {
+  for (const file of [PARTIAL_MANIFEST_FILE, MANIFEST_FILE]) {
+    const path = join(outDir, file);
+    if (!existsSync(path)) continue;
+    const parsed = Manifest.safeParse(JSON.parse(readFileSync(path, 'utf8')));
+    if (!parsed.success) continue;
+    const m = parsed.data;
+    if (m.builderVersion === BUILDER_VERSION && m.architecture === archName && m.dtype === dtype && m.quant === quant && m.sourceConfigHash === sourceConfigHash(snapshotDir))
+      return m.components;
+  }
+  return {};
 }
 
 /** The snapshot's tokenizer and chat-template files, as HF saves them; tokenizer.json is required. */

@@ -9,6 +9,8 @@ import { AppError } from '../../src/errors.ts';
 /** Bump when any graph a builder emits changes meaning or I/O: every existing conversion becomes stale. */
 export const BUILDER_VERSION = 1;
 export const MANIFEST_FILE = 'manifest.json';
+/** What `convert --only` runs wrote so far; becomes manifest.json once every component is written. */
+export const PARTIAL_MANIFEST_FILE = 'manifest.partial.json';
 
 const FileDigest = z.object({ bytes: z.number().int().nonnegative(), sha256: z.string() });
 export type FileDigest = z.infer<typeof FileDigest>;
@@ -48,7 +50,7 @@ export type Manifest = z.infer<typeof Manifest>;
  *  diffusion-decoder/<part>/*.json), in sorted path order. Weights are not hashed (GBs); their layout is in the indexes. */
 export function sourceConfigHash(snapshotDir: string): string {
   const files: string[] = [];
-  const isConfig = (f: string) => f.endsWith('.json') && !f.startsWith('tokenizer') && f !== 'trainer_state.json' && f !== MANIFEST_FILE;
+  const isConfig = (f: string) => f.endsWith('.json') && !f.startsWith('tokenizer') && f !== 'trainer_state.json' && f !== MANIFEST_FILE && f !== PARTIAL_MANIFEST_FILE;
   for (const f of readdirSync(snapshotDir).sort()) if (isConfig(f)) files.push(f);
   const dd = join(snapshotDir, 'diffusion-decoder');
   if (existsSync(dd))

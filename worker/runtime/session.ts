@@ -47,6 +47,13 @@ export interface SessionOptions {
    * weights: twice the memory), at the price of casting weights at run time. @defaultValue 'all'
    */
   graphOptimization?: 'all' | 'basic' | 'disabled';
+  /**
+   * onnxruntime's CPU memory arena, which keeps the peak of every run's buffers. With `graphOptimization: 'disabled'`
+   * turn it off: the fp32 casts of fp16 weights made at run time would otherwise stay resident, and grow from run
+   * to run (real-size DiT: 5.3 GB after one forward, 7.8 GB after two, vs 3.5 GB steady without the arena).
+   * @defaultValue true
+   */
+  cpuMemArena?: boolean;
   /** Outputs (by name) that stay where the provider computed them (WebGPU: a GPU buffer); `runOnDevice` returns them as
    *  `DeviceTensor`s that the next run takes as inputs without a copy through host memory. */
   keepOnDevice?: readonly string[];
@@ -250,6 +257,7 @@ export async function openSession(model: string | Uint8Array, opts: SessionOptio
   const ep = opts.executionProvider ?? 'auto';
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: opts.graphOptimization ?? 'all' };
   if (opts.intraOpThreads) base.intraOpNumThreads = opts.intraOpThreads;
+  if (opts.cpuMemArena === false) base.enableCpuMemArena = false;
   if (opts.profilePrefix) {
     base.enableProfiling = true;
     base.profileFilePrefix = opts.profilePrefix;

@@ -1,12 +1,13 @@
 // convert on a tiny LLM-only snapshot: manifest + loadable graphs, staleness, EVA-CLIP skipped and said so, and
 // clear rejections of a wrong shape, a missing key and an unexpected key.
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { qwen2_5_vl_text, type Architecture } from '../../../../worker/builder/architectures/index.ts';
+import { qwen2_5_vl_text, type Architecture, type ComponentBuilder } from '../../../../worker/builder/architectures/index.ts';
 import { convertSnapshot, describeSkipped, ensureConverted } from '../../../../worker/builder/convert.ts';
 import { readManifest, staleReason, verifyGraphFiles } from '../../../../worker/builder/manifest.ts';
+import { Graph } from '../../../../worker/builder/onnx/graph.ts';
 import { fromFloat32, writeShardedSafetensors, type TensorToWrite } from '../../../../worker/builder/safetensors.ts';
 import { tinyEvaClipTensors } from '../../../../worker/builder/tiny/eva_clip.ts';
 import { tinyRootConfig, tinyTextTensors } from '../../../../worker/builder/tiny/llm.ts';
@@ -15,6 +16,18 @@ import { openSession } from '../../../../worker/runtime/session.ts';
 // Only the text component: this file tests convert itself, independent of the other architectures' progress.
 const TEXT_ONLY: Record<string, Architecture> = {
   blip3oQwenForCausalLM: { components: [qwen2_5_vl_text], skipPrefixes: [{ prefix: 'model.gen_vision_tower.', reason: 'EVA-CLIP, training only' }] },
+};
+// A second component for `only` (a weightless graph: y = x + 1).
+const plusOne: ComponentBuilder = {
+  name: 'extra',
+  build(ctx) {
+    const g = new Graph('extra');
+    g.output(g.input('x', 'float32', [2]).add(1), 'y');
+    return { graphs: [{ file: 'extra/plus_one.onnx', graph: g, dtype: ctx.dtype }], info: { plusOne: true } };
+  },
+};
+const TEXT_AND_EXTRA: Record<string, Architecture> = {
+  blip3oQwenForCausalLM: { components: [qwen2_5_vl_text, plusOne], skipPrefixes: TEXT_ONLY.blip3oQwenForCausalLM!.skipPrefixes },
 };
 const root = mkdtempSync(join(tmpdir(), 'convert-'));
 const base = join(root, 'snapshot');
@@ -95,6 +108,43 @@ describe('convertSnapshot', () => {
     for (const g of Object.values(old.components.text.graphs) as { files?: unknown }[]) delete g.files;
     writeFileSync(join(out, 'manifest.json'), JSON.stringify(old));
     expect(staleReason(out, base, 'fp32')).toMatch(/records no size and hash/);
+  }, 60_000);
+
+  it('--only converts some components now and the rest later; manifest.json appears when every component is written', async () => {
+    const out = join(root, 'only');
+    const opts = { dtype: 'fp32', architectures: TEXT_AND_EXTRA } as const;
+    await expect(convertSnapshot(base, out, { ...opts, only: ['unet'] })).rejects.toThrow('unknown component unet for blip3oQwenForCausalLM: choose from text, extra');
+
+    const first = await convertSnapshot(base, out, { ...opts, only: ['extra'] });
+    expect(Object.keys(first.components)).toEqual(['extra']);
+    expect(existsSync(join(out, 'text/decoder.onnx'))).toBe(false);
+    expect(readManifest(out)).toBeUndefined(); // never taken for a finished conversion
+    expect(staleReason(out, base, 'fp32')).toMatch(/no manifest\.json/);
+    expect(JSON.parse(readFileSync(join(out, 'manifest.partial.json'), 'utf8')).components.extra.info).toEqual({ plusOne: true });
+
+    // another dtype does not add to the fp32 part: it starts over
+    const other = await convertSnapshot(base, out, { ...opts, dtype: 'fp16', only: ['text'] });
+    expect(Object.keys(other.components)).toEqual(['text']);
+    expect(readManifest(out)).toBeUndefined();
+    await convertSnapshot(base, out, { ...opts, only: ['extra'] });
+
+    const done = await convertSnapshot(base, out, { ...opts, only: ['text'] });
+    expect(Object.keys(done.components)).toEqual(['text', 'extra']); // the table's order
+    expect(readManifest(out)).toEqual(done);
+    expect(existsSync(join(out, 'manifest.partial.json'))).toBe(false);
+    expect(staleReason(out, base, 'fp32')).toBeUndefined();
+    expect(await verifyGraphFiles(out, done)).toBeUndefined();
+    // the same as one full conversion
+    const full = await convertSnapshot(base, join(root, 'only-full'), opts);
+    expect(done).toEqual(full);
+
+    // converting one component again keeps the others' entries
+    const again = await convertSnapshot(base, out, { ...opts, only: ['extra'] });
+    expect(again).toEqual(full);
+    expect(readManifest(out)).toEqual(full);
+    const s = await openSession(join(out, 'extra/plus_one.onnx'), { executionProvider: 'cpu' });
+    expect(Array.from((await s.run({ x: { data: Float32Array.of(1, 2), dims: [2] } })).y!.data as Float32Array)).toEqual([2, 3]);
+    await s.release();
   }, 60_000);
 
   it('fp16 output stores fp16 weights and still runs', async () => {
