@@ -122,16 +122,19 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     return out;
   };
 
-  /** Release jobs to BullMQ. A job that vanished meanwhile (cancelled, removed) hands its turn on. */
+  /**
+   * Release jobs to BullMQ: changePriority then promote, sent together (one round trip; one connection keeps their
+   * order). promote fails harmlessly on a job no longer delayed (promoted meanwhile, or a head re-prioritised by a
+   * rebase). Only when changePriority fails is the job looked up: one that vanished meanwhile (cancelled, removed)
+   * hands its turn on; any other failure (a race with a removal) is healed by repair().
+   */
   async function apply(promotions: Promotion[]): Promise<void> {
     for (const p of promotions) {
-      const job = await Job.fromId(queue, p.jobId);
-      if (!job) {
-        await apply(pairs(await r.blip3oSchedForget(B, p.jobId, maxTag)));
-        continue;
-      }
-      await job.changePriority({ priority: p.priority }).catch(() => undefined); // raced with a removal: repair() heals
-      if ((await job.getState()) === 'delayed') await job.promote().catch(() => undefined); // promoted meanwhile: fine
+      const [changed] = await Promise.all([
+        queue.backend.changePriority(p.jobId, p.priority).then(() => true, () => false),
+        queue.backend.promote(p.jobId).catch(() => undefined),
+      ]);
+      if (!changed && !(await Job.fromId(queue, p.jobId))) await apply(pairs(await r.blip3oSchedForget(B, p.jobId, maxTag)));
     }
   }
 
