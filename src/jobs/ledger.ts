@@ -32,8 +32,16 @@ return 1 + redis.call('EXISTS', KEYS[4])`;
 const FINISH = `local recorded = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 if recorded then return 1 end return 0`;
-/** KEYS showing, delivering, delivered · ARGV slotMs → 1 if the slot was taken (nothing delivering nor delivered). */
-const SHOW = `if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
+/**
+ * KEYS showing, delivering, delivered [, lease] · ARGV slotMs [, owner, leaseMs] → 1 if the slot was taken (nothing
+ * delivering nor delivered). With a lease key: first take or renew it for owner, and take no slot if it is another's.
+ */
+const SHOW = `if KEYS[4] then
+  local owner = redis.call('GET', KEYS[4])
+  if owner and owner ~= ARGV[2] then return 0 end
+  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
+end
+if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
 if redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 1 end return 0`;
 
 export class DeliveryLedger {
@@ -92,10 +100,13 @@ export class DeliveryLedger {
 
   /**
    * Run one progress edit unless the job's result is being or has been delivered (or another edit of it is in
-   * flight); returns whether it ran.
+   * flight); returns whether it ran. `lease`: a key (under the queue prefix) that must be free or `owner`'s, taken or
+   * renewed for `ms` in the same round trip (the progress relay's per-job owner lease, bots/core/progress.ts).
    */
-  async whileNotDelivered(jobId: string, edit: () => Promise<void>): Promise<boolean> {
-    if ((await this.redis.eval(SHOW, 3, this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), SHOWING_SLOT_MS)) !== 1) return false;
+  async whileNotDelivered(jobId: string, edit: () => Promise<void>, lease?: { key: string; owner: string; ms: number }): Promise<boolean> {
+    const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key] : [])];
+    const args = [SHOWING_SLOT_MS, ...(lease ? [lease.owner, lease.ms] : [])];
+    if ((await this.redis.eval(SHOW, keys.length, ...keys, ...args)) !== 1) return false;
     try {
       await edit();
       return true;

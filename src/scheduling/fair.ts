@@ -52,9 +52,10 @@ export interface FairScheduler {
   /**
    * Line the job up (after `queue.add` with parkedOptions). Duplicate calls are harmless. `cost`: the job's estimated
    * GPU time in whole units (≥ 1, default 1): when it starts, its channel's next job is released that much later on
-   * the virtual clock, so channels share the workers by GPU time, not by job count.
+   * the virtual clock, so channels share the workers by GPU time, not by job count. Resolves to the job's place, as
+   * position() would answer it right after (same script, so the reply to the user costs no second round trip).
    */
-  enqueue(jobId: string, destination: Destination, cost?: number): Promise<void>;
+  enqueue(jobId: string, destination: Destination, cost?: number): Promise<QueuePlace>;
   /**
    * A worker took the job: advance the clock and release the channel's next job. `held`: the channel is paused, and
    * the worker must park the job again (job.moveToDelayed(Date.now() + PARK_MS, token) then throw DelayedError).
@@ -138,8 +139,13 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     }
   }
 
-  async function enqueue(jobId: string, d: Destination, cost = 1): Promise<void> {
-    await apply(pairs(await r.blip3oSchedEnqueue(B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag, Math.max(1, Math.round(cost)))));
+  const placeOf = (state: number, position: number): QueuePlace =>
+    state === 1 ? { state: 'queued', position } : state === 2 ? { state: 'held', position } : { state: 'none' };
+
+  async function enqueue(jobId: string, d: Destination, cost = 1): Promise<QueuePlace> {
+    const res = await r.blip3oSchedEnqueue(B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag, Math.max(1, Math.round(cost)), `${jobPrefix}wait`);
+    await apply(pairs(res, 2));
+    return placeOf(Number(res[0]), Number(res[1]));
   }
 
   return {
@@ -160,10 +166,8 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
       await apply(pairs(await r.blip3oSchedResume(B, ck, maxTag)));
     },
     async position(jobId) {
-      const [state, position] = await r.blip3oSchedPosition(B, jobId, `${jobPrefix}wait`);
-      if (state === 1) return { state: 'queued', position: position! };
-      if (state === 2) return { state: 'held', position: position! };
-      return { state: 'none' };
+      const [state = 0, position = 0] = await r.blip3oSchedPosition(B, jobId, `${jobPrefix}wait`);
+      return placeOf(state, position);
     },
     async repair() {
       await apply(pairs(await r.blip3oSchedRepair(B, jobPrefix, maxTag)));

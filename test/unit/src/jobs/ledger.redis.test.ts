@@ -119,6 +119,21 @@ describe('DeliveryLedger', () => {
     expect(order).toEqual(['edit done', 'delivery begins']);
   });
 
+  it('with a lease, an edit runs only for the lease holder, and takes or renews the lease in the same step', async () => {
+    const ledger = new DeliveryLedger(redis, config());
+    const id = uid();
+    const key = `${prefix}:progress-owner:${id}`;
+    const edit = vi.fn(async () => undefined);
+    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toBe(true); // free: taken
+    expect(await redis.get(key)).toBe('bot-a');
+    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-b', ms: 5_000 })).toBe(false); // another's
+    await redis.pexpire(key, 1_000);
+    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toBe(true);
+    expect(await redis.pttl(key)).toBeGreaterThan(4_000); // renewed
+    expect(edit).toHaveBeenCalledTimes(2);
+    expect(await redis.exists(`${prefix}:showing:${id}`)).toBe(0);
+  });
+
   it('beginDelivery waits for an edit in flight to end, and at most waitMs for one that never ends', async () => {
     const ledger = new DeliveryLedger(redis, config());
     const id = uid();
