@@ -13,18 +13,13 @@ import { QueueNames, type CliDestination, type JobRequest, type JobResult } from
 import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { createLogger } from '../src/log.ts';
-import { Redis } from 'ioredis';
-import { closeRedis, createRedis } from '../src/redis.ts';
+import { Redis as IORedis } from 'ioredis';
+import { closeRedis, createRedis, deleteKeys, type Redis } from '../src/redis.ts';
 import { createProcessor, type ProcessOutcome } from '../worker/processor.ts';
 import { ThreadHost } from '../worker/thread-host.ts';
 
 async function cleanup(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+  await deleteKeys(redis, `${prefix}:*`);
 }
 
 interface Path {
@@ -114,7 +109,7 @@ const sent = new Map<string, number>();
 const scriptNames = new Map<string, string>();
 {
   type Cmd = { name: string; args: unknown[] };
-  const proto = Redis.prototype as unknown as {
+  const proto = IORedis.prototype as unknown as {
     sendCommand(command: Cmd, stream?: unknown): unknown;
     defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
   };

@@ -7,7 +7,7 @@
 // A result is handed over by adding it to the destination's delivery queue under the job's own id, so a
 // worker that dies after handing over and re-runs the job adds nothing new (BullMQ ignores a duplicate id).
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../src/redis.ts';
 import type { BlobStore } from '../src/blobs/store.ts';
 import type { Config } from '../src/config/schema.ts';
 import { AppError, UserError, asAppError, isUserError } from '../src/errors.ts';

@@ -8,7 +8,7 @@
 // A crash between 3 and 4 calls deliver again on the next try; PlatformPort.deliver is idempotent per jobId.
 import { randomUUID } from 'node:crypto';
 import { UnrecoverableError, type Job, type Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis.ts';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { ContractError, JobResult, parseContract } from '../../src/jobs/contract.ts';

@@ -5,7 +5,7 @@
 // Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it dies),
 // and edits are ordered before the result through the ledger (src/jobs/ledger.ts), so a late edit never covers it.
 import type { QueueEvents } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
 import type { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { queuePosition } from '../../src/jobs/position.ts';

@@ -3,7 +3,7 @@
 //   <prefix>:settings:channel:<platform>:<workspace>:<channelId>
 // For /imagine the request's own options win, then the user's saved ones, then the channel's, then config.
 // `private` is the exception: a channel an admin made private stays private whatever a user saved.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis.ts';
 import { z } from 'zod';
 import { AspectRatio, type Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';

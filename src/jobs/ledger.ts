@@ -10,7 +10,7 @@
 // flight, one script) and `finishDelivery` (mark + give the claim back, one script); a third only while an edit
 // is in flight. Every script declares its keys, all of one job's keys under queue.prefix (one hash slot in
 // Redis Cluster when the prefix is a hash tag such as `{blip3o}`).
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 
 /** Longest a progress edit may hold off a delivery (a platform answering 429 to the edit, say). */

@@ -7,7 +7,7 @@
 //   start():  gate.start(events)  (QueueEvents completed/failed/removed → settle; repair every repairIntervalMs)
 //   worker:   startOrHold(scheduler, job, token) first thing in the processor (src/scheduling/fair.ts)
 import type { QueueEvents } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';

@@ -14,9 +14,16 @@
 //   B.tags          zset    channelKey → tag·2^20 + seq mod 2^20        the head's BullMQ priority (+ tie order)
 //   B.backlog       set     channelKeys with jobs waiting
 //   B.paused        set     channelKeys an admin paused
+//
+// Every script is called with KEYS[1] = B.jobs (the key that routes it) and ARGV[1] = B; the other keys it touches
+// (the rest above, per channel ones, BullMQ's job hashes and lists under the same queue.prefix) are derived from the
+// same prefix, so in Redis Cluster, where queue.prefix must be a hash tag such as `{blip3o}`, they all live in the
+// slot of KEYS[1]. Which channels' keys a script reads depends on the data (position, repair), so they cannot all be
+// listed up front.
 
 const helpers = `
 local B = ARGV[1]
+if KEYS[1] ~= B .. 'jobs' then return redis.error_reply('KEYS[1] must be ' .. B .. 'jobs') end
 local TWO20 = 1048576
 local E9 = 1000000000
 local function k(name) return B .. name end
