@@ -34,6 +34,7 @@ async function startProcess(conf: string, port: number, sentinel: boolean): Prom
   writeFileSync(file, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsave ""\nappendonly no\n${conf}`);
   const child = spawn('redis-server', [file, ...(sentinel ? ['--sentinel'] : [])], { stdio: 'ignore' });
   const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  probe.on('error', () => undefined); // refused until the server listens: connect() rejects, no stack on stderr
   for (let i = 0; ; i++) {
     try {
       await probe.connect();
