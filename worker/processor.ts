@@ -255,9 +255,11 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       log.error({ jobId: job.id, err: failure.message }, 'rejected malformed job');
       throw new UnrecoverableError(failure.message);
     }
-    // Both checks in one round trip: handed over already (a rerun after a lost ack), and cancelled meanwhile.
-    const [handedOver, cancelled] = await Promise.all([alreadyHandedOver(request.id, request.destination), isCancelRequested(redis, config, request.id)]);
-    if (handedOver) {
+    // Both checks in one round trip: handed over already (a rerun after a lost ack), and cancelled meanwhile (read
+    // inside the try below, so that a failure to read it is an attempt's failure like any other).
+    const cancelled = isCancelRequested(redis, config, request.id);
+    cancelled.catch(() => undefined); // not awaited when the job was handed over already
+    if (await alreadyHandedOver(request.id, request.destination)) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
       const handed = await deliveryQueue(request.destination).getJob(request.id);
       await after(job, request, handed?.data);
@@ -266,7 +268,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let result: JobResult;
     let matchScores: (number | null)[] | undefined;
     try {
-      if (cancelled) throw new AppError('cancelled', 'Cancelled.');
+      if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
       ({ result, matchScores } = await run(job, request, signal ?? new AbortController().signal));
       await handOver(result);
