@@ -1,4 +1,5 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
+// (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
 // add → process → completed round trip, both measured here, in one run, on the same Redis.
@@ -119,8 +120,10 @@ const scriptNames = new Map<string, string>();
     sent.set(name, (sent.get(name) ?? 0) + 1);
     return sendCommand.call(this, command, stream);
   };
-  const defineCommand = proto.defineCommand;
-  proto.defineCommand = function (this: unknown, name: string, definition: { lua: string; numberOfKeys?: number }) {
+  // defineCommand lives on the Commander base that Redis and Cluster share: patched there, both report script names.
+  const commander = Object.getPrototypeOf(IORedis.prototype) as typeof proto;
+  const defineCommand = commander.defineCommand;
+  commander.defineCommand = function (this: unknown, name: string, definition: { lua: string; numberOfKeys?: number }) {
     scriptNames.set(createHash('sha1').update(definition.lua).digest('hex'), name);
     return defineCommand.call(this, name, definition);
   };
@@ -152,7 +155,7 @@ export async function run(args: string[]): Promise<void> {
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
-  const prefix = `bench-${randomUUID().slice(0, 8)}`;
+  const prefix = `{bench-${randomUUID().slice(0, 8)}}`; // a hash tag, so REDIS_URL may name a Redis Cluster too
   try {
     // Both paths stay up and are measured alternately, `rounds` times, so load on a shared machine hits both alike.
     const bare = await barePath(redis, prefix, concurrency);
