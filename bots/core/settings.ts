@@ -27,6 +27,12 @@ export type SettingsInput = Extract<CommandInput, { command: 'settings' }>;
 const keyOf = (prefix: string, scope: SettingsScope, d: Destination) =>
   scope === 'user' ? `${prefix}:settings:user:${d.platform}:${workspaceOf(d)}:${d.userId}` : `${prefix}:settings:channel:${channelKey(d)}`;
 
+function parse(raw: string | null | undefined): SavedSettings {
+  if (!raw) return {};
+  const parsed = SavedSettings.safeParse(JSON.parse(raw)); // Redis is a trust boundary too
+  return parsed.success ? parsed.data : {};
+}
+
 export class SettingsStore {
   constructor(
     private readonly redis: Redis,
@@ -34,10 +40,7 @@ export class SettingsStore {
   ) {}
 
   async get(scope: SettingsScope, d: Destination): Promise<SavedSettings> {
-    const raw = await this.redis.get(keyOf(this.config.queue.prefix, scope, d));
-    if (!raw) return {};
-    const parsed = SavedSettings.safeParse(JSON.parse(raw)); // Redis is a trust boundary too
-    return parsed.success ? parsed.data : {};
+    return parse(await this.redis.get(keyOf(this.config.queue.prefix, scope, d)));
   }
 
   async set(scope: SettingsScope, d: Destination, values: SavedSettings): Promise<void> {
@@ -50,7 +53,8 @@ export class SettingsStore {
 
   /** What applies to a request from `d`: the user's saved values over the channel's; private if either says so. */
   async effective(d: Destination): Promise<SavedSettings> {
-    const [channel, user] = await Promise.all([this.get('channel', d), this.get('user', d)]);
+    // One MGET (both keys share queue.prefix, so one hash slot on a Redis Cluster).
+    const [channel, user] = (await this.redis.mget(keyOf(this.config.queue.prefix, 'channel', d), keyOf(this.config.queue.prefix, 'user', d))).map(parse) as [SavedSettings, SavedSettings];
     const merged: SavedSettings = { ...channel, ...user };
     if (channel.private || user.private) merged.private = true;
     else delete merged.private;
