@@ -13,7 +13,7 @@
 // running for the next slot, like every other channel. Within a channel, jobs are lined up by per-user
 // rounds (a user's n-th waiting job goes in round n), so users in one channel also take turns.
 import { DelayedError, Job, type Queue } from 'bullmq';
-import type { Redis } from '../redis.ts';
+import { isRedisConnectionError, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { channelKey, QueueNames, type Destination } from '../jobs/contract.ts';
 import { enqueueLua, forgetLua, pauseLua, positionLua, repairLua, resumeLua, startedLua } from './scripts.ts';
@@ -127,16 +127,24 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
   /**
    * Release jobs to BullMQ: changePriority then promote, sent together (one round trip; one connection keeps their
    * order). promote fails harmlessly on a job no longer delayed (promoted meanwhile, or a head re-prioritised by a
-   * rebase). Only when changePriority fails is the job looked up: one that vanished meanwhile (cancelled, removed)
-   * hands its turn on; any other failure (a race with a removal) is healed by repair().
+   * rebase). When changePriority fails, or promote fails for another reason (Redis away mid-way), the job is looked up
+   * and released step by step: one that vanished meanwhile (cancelled, removed) hands its turn on; what still fails
+   * (a race with a removal) is healed by repair().
    */
   async function apply(promotions: Promotion[]): Promise<void> {
     for (const p of promotions) {
-      const [changed] = await Promise.all([
+      const [changed, promoted] = await Promise.all([
         queue.backend.changePriority(p.jobId, p.priority).then(() => true, () => false),
-        queue.backend.promote(p.jobId).catch(() => undefined),
+        queue.backend.promote(p.jobId).then(() => true, (e: unknown) => !isRedisConnectionError(e)),
       ]);
-      if (!changed && !(await Job.fromId(queue, p.jobId))) await apply(pairs(await r.blip3oSchedForget(K, B, p.jobId, maxTag)));
+      if (changed && promoted) continue;
+      const job = await Job.fromId(queue, p.jobId);
+      if (!job) {
+        await apply(pairs(await r.blip3oSchedForget(K, B, p.jobId, maxTag)));
+        continue;
+      }
+      if (!changed) await job.changePriority({ priority: p.priority }).catch(() => undefined); // raced with a removal: repair() heals
+      if ((await job.getState()) === 'delayed') await job.promote().catch(() => undefined); // promoted meanwhile: fine
     }
   }
 
