@@ -1,4 +1,5 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
+// (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
 // add → process → completed round trip, both measured here, in one run, on the same Redis.
@@ -13,18 +14,13 @@ import { QueueNames, type CliDestination, type JobRequest, type JobResult } from
 import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { createLogger } from '../src/log.ts';
-import { Redis } from 'ioredis';
-import { closeRedis, createRedis } from '../src/redis.ts';
+import { Redis as IORedis } from 'ioredis';
+import { closeRedis, createRedis, deleteKeys, type Redis } from '../src/redis.ts';
 import { createProcessor, type ProcessOutcome } from '../worker/processor.ts';
 import { ThreadHost } from '../worker/thread-host.ts';
 
 async function cleanup(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+  await deleteKeys(redis, `${prefix}:*`);
 }
 
 interface Path {
@@ -114,7 +110,7 @@ const sent = new Map<string, number>();
 const scriptNames = new Map<string, string>();
 {
   type Cmd = { name: string; args: unknown[] };
-  const proto = Redis.prototype as unknown as {
+  const proto = IORedis.prototype as unknown as {
     sendCommand(command: Cmd, stream?: unknown): unknown;
     defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
   };
@@ -124,8 +120,10 @@ const scriptNames = new Map<string, string>();
     sent.set(name, (sent.get(name) ?? 0) + 1);
     return sendCommand.call(this, command, stream);
   };
-  const defineCommand = proto.defineCommand;
-  proto.defineCommand = function (this: unknown, name: string, definition: { lua: string; numberOfKeys?: number }) {
+  // defineCommand lives on the Commander base that Redis and Cluster share: patched there, both report script names.
+  const commander = Object.getPrototypeOf(IORedis.prototype) as typeof proto;
+  const defineCommand = commander.defineCommand;
+  commander.defineCommand = function (this: unknown, name: string, definition: { lua: string; numberOfKeys?: number }) {
     scriptNames.set(createHash('sha1').update(definition.lua).digest('hex'), name);
     return defineCommand.call(this, name, definition);
   };
@@ -157,7 +155,7 @@ export async function run(args: string[]): Promise<void> {
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
-  const prefix = `bench-${randomUUID().slice(0, 8)}`;
+  const prefix = `{bench-${randomUUID().slice(0, 8)}}`; // a hash tag, so REDIS_URL may name a Redis Cluster too
   try {
     // Both paths stay up and are measured alternately, `rounds` times, so load on a shared machine hits both alike.
     const bare = await barePath(redis, prefix, concurrency);

@@ -6,15 +6,23 @@
 //   redis+sentinel://[user:password@]host:port,host:port,…/<master name>[/db][?sentinelPassword=…]
 //                                                                  Redis Sentinel (docs/high-availability.md):
 //     ioredis asks the sentinels for the current primary and follows failovers.
+//   redis+cluster://[user:password@]host:port,host:port,…            Redis Cluster (docs/high-availability.md): any
+//                                                                  reachable nodes; ioredis learns the rest. Needs
+//     queue.prefix to be a hash tag (`{blip3o}`) so that every key of a queue, job and script lands in one slot.
 //
 // While Redis is unreachable every connection retries on its own (ioredis backoff) and fails again and again;
 // this file turns that into one JSON log line per state change for the whole process ("cannot reach Redis at
 // host:port, retrying" … "Redis at host:port is reachable again"), never a stack per retry. BullMQ objects made in
 // src/jobs/queue.ts report their connection errors here too.
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis as SingleRedis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { createLogger, type Logger } from './log.ts';
 
-export type { Redis };
+/**
+ * A connection: one server (or the primary Sentinel points at), or a Redis Cluster. Everything that sends commands
+ * takes this type; both speak the same commands, and every key of one job or queue shares one hash slot when
+ * queue.prefix is a hash tag (`{blip3o}`), which Cluster requires.
+ */
+export type Redis = SingleRedis | Cluster;
 
 let log: Logger = createLogger('redis', process.env.LOG_LEVEL || 'info');
 let state: 'unknown' | 'up' | 'down' = 'unknown';
@@ -26,24 +34,44 @@ export function setRedisLogger(logger: Logger): void {
 
 const SENTINEL = /^redis\+sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/;
 
-/** What a REDIS_URL means: a plain URL for ioredis, or Sentinel options. Throws a message naming REDIS_URL. */
-export function parseRedisUrl(url: string): { kind: 'single'; url: string } | { kind: 'sentinel'; options: RedisOptions } {
+const CLUSTER = /^redis\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/?$/;
+
+export type RedisTarget =
+  | { kind: 'single'; url: string }
+  | { kind: 'sentinel'; options: RedisOptions }
+  | { kind: 'cluster'; nodes: { host: string; port: number }[]; options: ClusterOptions };
+
+function hostPorts(list: string, defaultPort: number, what: string): { host: string; port: number }[] {
+  return list.split(',').map((hostPort) => {
+    const [host, port] = hostPort.split(':');
+    const portNumber = port === undefined ? defaultPort : Number(port);
+    if (!host || !Number.isInteger(portNumber) || portNumber <= 0 || portNumber > 65535)
+      throw new Error(`REDIS_URL: "${hostPort}" is not a ${what} address (host:port).`);
+    return { host, port: portNumber };
+  });
+}
+
+/** What a REDIS_URL means: a plain URL for ioredis, Sentinel or Cluster options. Throws a message naming REDIS_URL. */
+export function parseRedisUrl(url: string): RedisTarget {
   if (/^rediss?:\/\//.test(url)) return { kind: 'single', url };
+  const c = CLUSTER.exec(url);
+  if (c) {
+    const [, username, password, hostList] = c;
+    const redisOptions: RedisOptions = {};
+    if (username) redisOptions.username = decodeURIComponent(username);
+    if (password) redisOptions.password = decodeURIComponent(password);
+    return { kind: 'cluster', nodes: hostPorts(hostList!, 6379, 'cluster node'), options: { redisOptions } };
+  }
   const m = SENTINEL.exec(url);
   if (!m) {
     throw new Error(
-      `REDIS_URL "${redactRedisUrl(url)}" is not a Redis address: use redis://host:6379 for one server, or ` +
-        'redis+sentinel://host1:26379,host2:26379,host3:26379/<master name> for Redis Sentinel.',
+      `REDIS_URL "${redactRedisUrl(url)}" is not a Redis address: use redis://host:6379 for one server, ` +
+        'redis+sentinel://host1:26379,host2:26379,host3:26379/<master name> for Redis Sentinel, or ' +
+        'redis+cluster://host1:6379,host2:6379,host3:6379 for Redis Cluster.',
     );
   }
   const [, username, password, hostList, name, db, query] = m;
-  const sentinels = hostList!.split(',').map((hostPort) => {
-    const [host, port] = hostPort.split(':');
-    const portNumber = port === undefined ? 26379 : Number(port);
-    if (!host || !Number.isInteger(portNumber) || portNumber <= 0 || portNumber > 65535)
-      throw new Error(`REDIS_URL: "${hostPort}" is not a sentinel address (host:port).`);
-    return { host, port: portNumber };
-  });
+  const sentinels = hostPorts(hostList!, 26379, 'sentinel');
   const params = new URLSearchParams(query ?? '');
   const options: RedisOptions = {
     sentinels,
@@ -66,10 +94,14 @@ export function redactRedisUrl(url: string): string {
   return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
 }
 
-/** `redis://:secret@host:6379/0` → `host:6379`; a Sentinel URL → `sentinels h1:26379,h2:26379 (master m)`; never a password. */
+/**
+ * `redis://:secret@host:6379/0` → `host:6379`; a Sentinel URL → `sentinels h1:26379,h2:26379 (master m)`; a Cluster
+ * URL → `cluster h1:6379,h2:6379`; never a password.
+ */
 export function redisAddress(url: string): string {
   try {
     const target = parseRedisUrl(url);
+    if (target.kind === 'cluster') return `cluster ${target.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
     if (target.kind === 'sentinel')
       return `sentinels ${target.options.sentinels!.map((s) => `${s.host}:${s.port}`).join(',')} (master ${target.options.name})`;
     const u = new URL(url);
@@ -108,12 +140,40 @@ function noteRedisReady(address: string): void {
   state = 'up';
 }
 
-/** A new connection to REDIS_URL (either form above). Callers own it and must `quit()` it. */
+/** The redacted address each connection made here was opened with (redisAddress of its REDIS_URL). */
+const addresses = new WeakMap<Redis, string>();
+
+/**
+ * What to call `redis`'s server in a log line: the redacted REDIS_URL address it was made from (sentinels, cluster
+ * nodes or host:port), or host:port for a connection made elsewhere.
+ */
+export function addressOf(redis: Redis): string {
+  const known = addresses.get(redis);
+  if (known) return known;
+  if (redis instanceof Cluster) return 'the Redis Cluster';
+  return `${redis.options.host ?? 'localhost'}:${redis.options.port ?? 6379}`;
+}
+
+/** A second connection like `redis` (same server, Sentinel or Cluster), for a blocking or subscribing reader. */
+export function duplicateRedis(redis: Redis): Redis {
+  const copy: Redis = redis instanceof Cluster ? redis.duplicate() : redis.duplicate();
+  const address = addresses.get(redis);
+  if (address) addresses.set(copy, address);
+  return copy;
+}
+
+/** A new connection to REDIS_URL (any form above). Callers own it and must `quit()` it. */
 export function createRedis(url: string, name?: string): Redis {
   const common: RedisOptions = { maxRetriesPerRequest: null, ...(name ? { connectionName: name } : {}) };
   const target = parseRedisUrl(url);
-  const redis = target.kind === 'single' ? new Redis(target.url, common) : new Redis({ ...target.options, ...common });
+  const redis: Redis =
+    target.kind === 'single'
+      ? new SingleRedis(target.url, common)
+      : target.kind === 'sentinel'
+        ? new SingleRedis({ ...target.options, ...common })
+        : new Cluster(target.nodes, { ...target.options, redisOptions: { ...target.options.redisOptions, ...common } });
   const address = redisAddress(url);
+  addresses.set(redis, address);
   redis.on('error', (e: Error) => {
     if (!noteRedisError(e, address)) log.error({ redis: address, err: e.message }, 'Redis connection error');
   });
@@ -128,7 +188,46 @@ export function createRedis(url: string, name?: string): Redis {
  */
 export async function waitForReplicas(redis: Redis, replicas: number, timeoutMs: number): Promise<number> {
   if (replicas <= 0) return 0;
-  return Number(await redis.wait(replicas, timeoutMs));
+  if (!(redis instanceof Cluster)) return Number(await redis.wait(replicas, timeoutMs));
+  // Cluster: WAIT counts the writes of one connection to one primary, so ask every primary (a primary this client
+  // wrote nothing to answers at once); the job holds only if each one's replicas have what was written there.
+  const counts = await Promise.all(redis.nodes('master').map((node) => node.wait(replicas, timeoutMs)));
+  return Math.min(...counts.map(Number));
+}
+
+/** True when `redis` is a Redis Cluster client (some commands take another form there). */
+export function isCluster(redis: Redis): redis is Cluster {
+  return redis instanceof Cluster;
+}
+
+/**
+ * Every key matching `pattern`, batch by batch (SCAN, never KEYS). On a Cluster SCAN covers one node only, so every
+ * primary is scanned.
+ */
+export async function* scanKeys(redis: Redis, pattern: string, count = 500): AsyncGenerator<string[]> {
+  const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', count);
+      cursor = next;
+      if (keys.length) yield keys;
+    } while (cursor !== '0');
+  }
+}
+
+/**
+ * Delete every key matching `pattern`. On a Cluster keys of different slots cannot go in one DEL, so each is
+ * deleted on its own there (sent together, each routed to its slot's primary).
+ */
+export async function deleteKeys(redis: Redis, pattern: string): Promise<number> {
+  let n = 0;
+  for await (const keys of scanKeys(redis, pattern)) {
+    if (redis instanceof Cluster) await Promise.all(keys.map((k) => redis.del(k)));
+    else await redis.del(...keys);
+    n += keys.length;
+  }
+  return n;
 }
 
 /**

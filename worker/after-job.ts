@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../src/redis.ts';
 import type { BlobStore } from '../src/blobs/store.ts';
 import { DeliveryQueues, digestOf, handOverToFollowers } from '../src/cache/fanout.ts';
 import { ResultCache } from '../src/cache/results.ts';

@@ -7,7 +7,7 @@
 // A result is handed over by adding it to the destination's delivery queue under the job's own id, so a
 // worker that dies after handing over and re-runs the job adds nothing new (BullMQ ignores a duplicate id).
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../src/redis.ts';
 import type { BlobStore } from '../src/blobs/store.ts';
 import type { Config } from '../src/config/schema.ts';
 import { AppError, UserError, asAppError, isUserError } from '../src/errors.ts';
@@ -63,6 +63,9 @@ export interface ProcessorDeps {
 }
 
 /** What the jobs queue records as the return value (the result itself lives in the delivery queue). */
+/** KEYS: keys to expire (one queue's, so one hash slot in Redis Cluster) · ARGV ttlSeconds. */
+const EXPIRE_ALL = `for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) end return #KEYS`;
+
 export interface ProcessOutcome {
   status: JobResult['status'];
   /** True when the job had already been handed over by an earlier run and was not run again. */
@@ -116,14 +119,11 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   async function expireCliQueue(q: DeliveryQueue, jobId: string): Promise<void> {
     const timers = new Set([q.keys['stalled-check'], q.keys.limiter]);
     const keys = [...Object.values(q.keys).filter((k) => !k.endsWith(':') && !timers.has(k)), q.toKey(jobId)];
-    const tx = redis.multi();
-    for (const k of keys) tx.expire(k, config.blobs.ttlSeconds);
-    await tx.exec();
+    await redis.eval(EXPIRE_ALL, keys.length, ...keys, config.blobs.ttlSeconds); // one command, not one per key
   }
 
   async function alreadyHandedOver(jobId: string, destination: Destination): Promise<boolean> {
-    if (await ledger.isDelivered(jobId)) return true;
-    return (await deliveryQueue(destination).getJob(jobId)) !== undefined;
+    return ledger.isHandedOver(jobId, deliveryQueue(destination).toKey(jobId));
   }
 
   /** Deliver a failure for data that may be malformed: only possible when id and destination parse. */
@@ -262,6 +262,10 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       log.error({ jobId: job.id, err: failure.message }, 'rejected malformed job');
       throw new UnrecoverableError(failure.message);
     }
+    // Both checks in one round trip: handed over already (a rerun after a lost ack), and cancelled meanwhile (read
+    // inside the try below, so that a failure to read it is an attempt's failure like any other).
+    const cancelled = isCancelRequested(redis, config, request.id);
+    cancelled.catch(() => undefined); // not awaited when the job was handed over already
     if (await alreadyHandedOver(request.id, request.destination)) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
       const handed = await deliveryQueue(request.destination).getJob(request.id);
@@ -271,7 +275,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let result: JobResult;
     let matchScores: (number | null)[] | undefined;
     try {
-      if (await isCancelRequested(redis, config, request.id)) throw new AppError('cancelled', 'Cancelled.');
+      if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
       ({ result, matchScores } = await run(job, request, signal ?? new AbortController().signal));
       await handOver(result);

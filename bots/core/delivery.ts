@@ -1,14 +1,14 @@
 // The delivery consumer: a BullMQ Worker on a delivery queue that posts each JobResult through the platform's
 // PlatformPort, exactly once:
 //   1. parse the result (a malformed one fails at once, never retried);
-//   2. skip it if the delivered-ledger already has its jobId (it was posted; only the ack was lost);
+//   2. skip it if the delivered-ledger already has its jobId (it was posted; only the ack was lost), else take the
+//      delivery claim (one run at a time, even if BullMQ starts the job twice at once): one round trip;
 //   3. fetch the PNG from the blob store, call port.deliver (retried with backoff on any throw);
-//   4. record it in the ledger; then BullMQ marks the delivery job completed.
-// Steps 3–4 run under a claim in the ledger (one run at a time, even if BullMQ starts the job twice at once).
+//   4. record it in the ledger and give the claim back (one round trip); then BullMQ marks the delivery job completed.
 // A crash between 3 and 4 calls deliver again on the next try; PlatformPort.deliver is idempotent per jobId.
 import { randomUUID } from 'node:crypto';
 import { UnrecoverableError, type Job, type Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis.ts';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { ContractError, JobResult, parseContract } from '../../src/jobs/contract.ts';
@@ -35,34 +35,38 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   } catch (e) {
     throw e instanceof ContractError ? new UnrecoverableError(e.message) : e;
   }
-  if (await deps.ledger.isDelivered(result.jobId)) return 'duplicate';
-  let image: Uint8Array | undefined;
-  let gallery: Uint8Array[] | undefined;
-  if (result.image) {
-    image = await deps.blobs.get(result.image.blobKey);
-    if (image && result.images) {
-      const all = await Promise.all(result.images.map((i) => (i.blobKey === result.image!.blobKey ? image : deps.blobs.get(i.blobKey))));
-      if (all.every((b): b is Uint8Array => b !== undefined)) gallery = all;
-      else image = undefined; // part of the gallery expired: treated like an expired image
-    }
-    if (!image) {
-      // The PNG expired before anyone could post it (bots down longer than blobs.ttlSeconds): say so rather than fail silently.
-      result = { ...result, status: 'failed', image: undefined, images: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
-    }
-  }
-  // One run posts at a time, even when BullMQ starts the same delivery job twice (its lock lapsed).
+  // One run posts at a time, even when BullMQ starts the same delivery job twice (its lock lapsed). One round trip:
+  // the ledger check, the claim and the "delivering" mark (no progress edit may land on top of the result).
   const owner = randomUUID();
   const claimMs = deps.config.queue.lockDurationMs;
-  if (!(await deps.ledger.claim(result.jobId, owner, claimMs))) throw new DeliveryInProgress(result.jobId);
+  const start = await deps.ledger.startDelivery(result.jobId, owner, claimMs);
+  if (start === 'duplicate') return 'duplicate';
+  if (start === 'busy') throw new DeliveryInProgress(result.jobId);
   const renew = setInterval(() => void deps.ledger.renewClaim(result.jobId, owner, claimMs).catch(() => undefined), claimMs / 2);
+  let finished = false;
   try {
-    await deps.ledger.beginDelivery(result.jobId); // no progress edit may land on top of the result
+    let image: Uint8Array | undefined;
+    let gallery: Uint8Array[] | undefined;
+    if (result.image) {
+      image = await deps.blobs.get(result.image.blobKey);
+      if (image && result.images) {
+        const all = await Promise.all(result.images.map((i) => (i.blobKey === result.image!.blobKey ? image : deps.blobs.get(i.blobKey))));
+        if (all.every((b): b is Uint8Array => b !== undefined)) gallery = all;
+        else image = undefined; // part of the gallery expired: treated like an expired image
+      }
+      if (!image) {
+        // The PNG expired before anyone could post it (bots down longer than blobs.ttlSeconds): say so rather than fail silently.
+        result = { ...result, status: 'failed', image: undefined, images: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
+      }
+    }
     await (gallery ? deps.port.deliver(result, image, gallery) : deps.port.deliver(result, image));
-    await deps.ledger.markDelivered(result.jobId);
+    // Posted: the ledger mark now answers every later run, and the claim is given back in the same round trip.
+    await deps.ledger.finishDelivery(result.jobId, owner);
+    finished = true;
   } finally {
-    // Posted (the ledger mark now answers every later run) or failed (the retry may post at once).
     clearInterval(renew);
-    await deps.ledger.releaseClaim(result.jobId, owner).catch(() => undefined);
+    // Failed (the retry may post at once, without waiting for the claim to expire).
+    if (!finished) await deps.ledger.releaseClaim(result.jobId, owner).catch(() => undefined);
   }
   deps.log.info({ jobId: result.jobId, status: result.status }, 'delivered');
   return 'delivered';

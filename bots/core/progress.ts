@@ -5,7 +5,7 @@
 // Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it dies),
 // and edits are ordered before the result through the ledger (src/jobs/ledger.ts), so a late edit never covers it.
 import type { QueueEvents } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
 import type { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { queuePosition } from '../../src/jobs/position.ts';
@@ -88,8 +88,11 @@ export class ProgressRelay {
 
   /** Take or renew this job's progress lease; false when another live instance holds it. */
   private async claim(jobId: string): Promise<boolean> {
-    const key = `${this.deps.prefix}:progress-owner:${jobId}`;
-    return (await this.deps.redis.eval(CLAIM_LUA, 1, key, this.deps.instanceId, PROGRESS_LEASE_MS)) === 1;
+    return (await this.deps.redis.eval(CLAIM_LUA, 1, this.leaseKey(jobId), this.deps.instanceId, PROGRESS_LEASE_MS)) === 1;
+  }
+
+  private leaseKey(jobId: string): string {
+    return `${this.deps.prefix}:progress-owner:${jobId}`;
   }
 
   private forget(jobId: string): void {
@@ -173,9 +176,10 @@ export class ProgressRelay {
   private fire(t: Tracked, progress: JobProgress): void {
     t.lastAt = Date.now();
     const show = async () => {
-      if (!(await this.claim(progress.jobId))) return; // another instance shows this job
-      // never over the result: skipped once its delivery has begun, and a delivery waits for this edit to end
-      await this.deps.ledger.whileNotDelivered(progress.jobId, () => t.port.showProgress(t.destination, progress));
+      // Skipped when another instance holds this job's progress lease (ours is taken or renewed in the same round
+      // trip), and never over the result: skipped once its delivery has begun, and a delivery waits for this edit to end.
+      const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS };
+      await this.deps.ledger.whileNotDelivered(progress.jobId, () => t.port.showProgress(t.destination, progress), lease);
     };
     show().catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'));
   }

@@ -3,7 +3,7 @@
 //   <prefix>:settings:channel:<platform>:<workspace>:<channelId>
 // For /imagine the request's own options win, then the user's saved ones, then the channel's, then config.
 // `private` is the exception: a channel an admin made private stays private whatever a user saved.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis.ts';
 import { z } from 'zod';
 import { AspectRatio, type Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
@@ -31,6 +31,12 @@ export type SettingsInput = Extract<CommandInput, { command: 'settings' }>;
 const keyOf = (prefix: string, scope: SettingsScope, d: Destination) =>
   scope === 'user' ? `${prefix}:settings:user:${d.platform}:${workspaceOf(d)}:${d.userId}` : `${prefix}:settings:channel:${channelKey(d)}`;
 
+function parse(raw: string | null | undefined): SavedSettings {
+  if (!raw) return {};
+  const parsed = SavedSettings.safeParse(JSON.parse(raw)); // Redis is a trust boundary too
+  return parsed.success ? parsed.data : {};
+}
+
 export class SettingsStore {
   constructor(
     private readonly redis: Redis,
@@ -38,10 +44,7 @@ export class SettingsStore {
   ) {}
 
   async get(scope: SettingsScope, d: Destination): Promise<SavedSettings> {
-    const raw = await this.redis.get(keyOf(this.config.queue.prefix, scope, d));
-    if (!raw) return {};
-    const parsed = SavedSettings.safeParse(JSON.parse(raw)); // Redis is a trust boundary too
-    return parsed.success ? parsed.data : {};
+    return parse(await this.redis.get(keyOf(this.config.queue.prefix, scope, d)));
   }
 
   async set(scope: SettingsScope, d: Destination, values: SavedSettings): Promise<void> {
@@ -57,7 +60,8 @@ export class SettingsStore {
    * retention TTL is the channel's alone (a user cannot lengthen it).
    */
   async effective(d: Destination): Promise<SavedSettings> {
-    const [channel, user] = await Promise.all([this.get('channel', d), this.get('user', d)]);
+    // One MGET (both keys share queue.prefix, so one hash slot on a Redis Cluster).
+    const [channel, user] = (await this.redis.mget(keyOf(this.config.queue.prefix, 'channel', d), keyOf(this.config.queue.prefix, 'user', d))).map(parse) as [SavedSettings, SavedSettings];
     const merged: SavedSettings = { ...channel, ...user };
     if (channel.private || user.private) merged.private = true;
     else delete merged.private;

@@ -233,12 +233,14 @@ export function createCore(options: CoreOptions): Core {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
     await retention.schedule(request); // before the job exists: a crash in between leaves an entry, never an unpurged job
     await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retentionJobOptions(retentionOf(request.destination)), jobId: request.id });
-    await gate.enqueued(request.id, inv.destination, estimate);
+    const place = await gate.enqueued(request.id, inv.destination, estimate);
     // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
     if (acceptReplicas > 0 && (await waitForReplicas(redis, acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
       log.warn({ jobId: request.id, acceptReplicas, acceptReplicaWaitMs }, 'accepted before enough replicas held the job: a failover now could lose it');
-    return (await queuePosition(redis, queue, request.id)) ?? 0;
+    if (place.state === 'queued') return place.position;
+    if (place.state === 'held') return 0; // submit says the channel is paused
+    return (await queuePosition(redis, queue, request.id)) ?? 0; // not lined up by the scheduler (started already)
   }
 
   async function submit(inv: Invocation): Promise<Reply> {

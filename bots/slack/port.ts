@@ -5,7 +5,7 @@
 // an answer carries message metadata with the job id and is not posted again if the thread has it.
 import type { WebClient } from '@slack/web-api';
 import { servedNote } from '../core/served-note.ts';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis.ts';
 import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';

@@ -15,7 +15,7 @@
 //   U:resv         hash  jobId → "estimate\nchannel\nuser\nworkspace\nadmittedAtMs"      (released exactly once)
 //   U:est          hash  "<kind>|<options signature>" → seconds (moving average) · "<kind>|unit" → seconds per step
 //   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { QueueNames, workspaceOf, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';
 import { scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';

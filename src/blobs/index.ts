@@ -1,5 +1,5 @@
 // Picks the blob store named by config.blobs.store. Add an S3-compatible store as a new case here.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { RedisBlobStore } from './redis.ts';
 import type { BlobStore } from './store.ts';

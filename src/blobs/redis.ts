@@ -1,6 +1,6 @@
 // BlobStore on Redis: one string key per blob, `<prefix>:blob:<input|output>:<uuid>`, SET … EX ttlSeconds.
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { BlobStore } from './store.ts';
 
 export class RedisBlobStore implements BlobStore {

@@ -2,7 +2,7 @@
 // worker when a job ends (worker/after-job.ts) and by the bots when a queued leader is removed (cancel, purge).
 // Each follower gets its own delivery job under its own job id, so the delivery consumer's ledger posts it exactly
 // once, and a repeat of this hand-over (a worker re-running after a crash) adds nothing new.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { BlobStore } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
 import { JobRequest, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';

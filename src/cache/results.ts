@@ -15,7 +15,7 @@
 //   T:w:<digest>       hash    follower jobId → follower JSON        requests that joined the flight
 //   T:done:<jobId>     hash    the followers a finished leader took  (a re-run hands the same ones over again)
 //   T:models           zset    "<manifest hash>\n<worker id>" → expires at (ms): what the live workers run
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { entryId } from './key.ts';
 

@@ -2,7 +2,7 @@
 //   config checks.*  →  checks.ageRestricted (Discord channels marked nsfw)  →  checks.channelOverrides[channel]
 //   →  the override an admin set at runtime (Redis, `<prefix>:checks:override:<platform:workspace:channel>`).
 // Workers read the runtime layer per job, so an admin's change applies to the next job on every worker.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import { CheckPolicyOverride, type Config } from '../config/schema.ts';
 import { channelKey, type Destination } from '../jobs/contract.ts';
 

@@ -1,6 +1,6 @@
 // Cancellation across processes. A bot that receives /cancel sets a flag (so a worker that picks the job up
 // later refuses it) and publishes the id; every worker process subscribes and aborts the job if it runs it.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 
 export const cancelChannel = (config: Pick<Config, 'queue'>) => `${config.queue.prefix}:cancel`;

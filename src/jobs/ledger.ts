@@ -5,7 +5,12 @@
 // It also orders progress edits before the result, across bot instances: a progress edit runs inside a short
 // "showing" slot and only while no delivery has begun; a delivery first marks "delivering", then waits for a
 // slot in flight to end. Whichever of the two Redis writes comes first wins, so no edit lands after a result.
-import type { Redis } from 'ioredis';
+//
+// A delivery costs two round trips here: `startDelivery` (ledger check + claim + "delivering" + is an edit in
+// flight, one script) and `finishDelivery` (mark + give the claim back, one script); a third only while an edit
+// is in flight. Every script declares its keys, all of one job's keys under queue.prefix (one hash slot in
+// Redis Cluster when the prefix is a hash tag such as `{blip3o}`).
+import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 
 /** Longest a progress edit may hold off a delivery (a platform answering 429 to the edit, say). */
@@ -13,6 +18,31 @@ const SHOWING_SLOT_MS = 10_000;
 
 const RENEW_IF_OWNER = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
 const DELETE_IF_OWNER = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+/** KEYS delivering, showing · ARGV ttlSeconds → 1 if an edit is in flight. */
+const BEGIN = `redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) return redis.call('EXISTS', KEYS[2])`;
+/**
+ * KEYS delivered, claim, delivering, showing · ARGV owner, claimMs, ttlSeconds →
+ * 0 already delivered · -1 another run holds the claim · 1 claimed, delivering marked, no edit in flight · 2 … one is.
+ */
+const START = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return -1 end
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
+return 1 + redis.call('EXISTS', KEYS[4])`;
+/** KEYS delivered, claim · ARGV now, ttlSeconds, owner → 1 if this recorded it, 0 if it was already recorded. */
+const FINISH = `local recorded = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if recorded then return 1 end return 0`;
+/**
+ * KEYS showing, delivering, delivered [, lease] · ARGV slotMs [, owner, leaseMs] → 1 if the slot was taken (nothing
+ * delivering nor delivered). With a lease key: first take or renew it for owner, and take no slot if it is another's.
+ */
+const SHOW = `if KEYS[4] then
+  local owner = redis.call('GET', KEYS[4])
+  if owner and owner ~= ARGV[2] then return 0 end
+  redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
+end
+if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
+if redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 1 end return 0`;
 
 export class DeliveryLedger {
   constructor(
@@ -38,19 +68,46 @@ export class DeliveryLedger {
 
   /** Before posting a result: no progress edit starts after this, and one in flight (at most waitMs) is waited for. */
   async beginDelivery(jobId: string, waitMs = SHOWING_SLOT_MS): Promise<void> {
-    await this.redis.set(this.deliveringKey(jobId), '1', 'EX', this.ttlSeconds);
+    const showing = await this.redis.eval(BEGIN, 2, this.deliveringKey(jobId), this.showingKey(jobId), this.ttlSeconds);
+    if (showing === 1) await this.waitForEdit(jobId, waitMs);
+  }
+
+  private async waitForEdit(jobId: string, waitMs: number): Promise<void> {
     const end = Date.now() + waitMs;
-    while ((await this.redis.exists(this.showingKey(jobId))) === 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+    do await new Promise((r) => setTimeout(r, 25));
+    while ((await this.redis.exists(this.showingKey(jobId))) === 1 && Date.now() < end);
+  }
+
+  /**
+   * The first step of posting a result, in one round trip: 'duplicate' if the ledger records it; 'busy' while another
+   * run holds its claim; else the claim is ours (for claimMs: renew with renewClaim) and the job is marked
+   * delivering, as beginDelivery does (an edit in flight is waited for, at most waitMs). Finish with finishDelivery,
+   * or releaseClaim when the post failed.
+   */
+  async startDelivery(jobId: string, owner: string, claimMs: number, waitMs = SHOWING_SLOT_MS): Promise<'duplicate' | 'busy' | 'started'> {
+    const keys = [this.key(jobId), this.claimKey(jobId), this.deliveringKey(jobId), this.showingKey(jobId)];
+    const state = Number(await this.redis.eval(START, keys.length, ...keys, owner, claimMs, this.ttlSeconds));
+    if (state === 0) return 'duplicate';
+    if (state === -1) return 'busy';
+    if (state === 2) await this.waitForEdit(jobId, waitMs);
+    return 'started';
+  }
+
+  /** Record the posted result and give our claim back, in one round trip; false if it was already recorded. */
+  async finishDelivery(jobId: string, owner: string): Promise<boolean> {
+    return (await this.redis.eval(FINISH, 2, this.key(jobId), this.claimKey(jobId), Date.now(), this.ttlSeconds, owner)) === 1;
   }
 
   /**
    * Run one progress edit unless the job's result is being or has been delivered (or another edit of it is in
-   * flight); returns whether it ran.
+   * flight); returns whether it ran. `lease`: a key (under the queue prefix) that must be free or `owner`'s, taken or
+   * renewed for `ms` in the same round trip (the progress relay's per-job owner lease, bots/core/progress.ts).
    */
-  async whileNotDelivered(jobId: string, edit: () => Promise<void>): Promise<boolean> {
-    if ((await this.redis.set(this.showingKey(jobId), '1', 'PX', SHOWING_SLOT_MS, 'NX')) !== 'OK') return false;
+  async whileNotDelivered(jobId: string, edit: () => Promise<void>, lease?: { key: string; owner: string; ms: number }): Promise<boolean> {
+    const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key] : [])];
+    const args = [SHOWING_SLOT_MS, ...(lease ? [lease.owner, lease.ms] : [])];
+    if ((await this.redis.eval(SHOW, keys.length, ...keys, ...args)) !== 1) return false;
     try {
-      if ((await this.redis.exists(this.deliveringKey(jobId), this.key(jobId))) > 0) return false;
       await edit();
       return true;
     } finally {
@@ -80,6 +137,14 @@ export class DeliveryLedger {
 
   async isDelivered(jobId: string): Promise<boolean> {
     return (await this.redis.exists(this.key(jobId))) === 1;
+  }
+
+  /**
+   * Delivered, or its result is waiting in the delivery queue (`deliveryJobKey`: that queue's key of the job, same
+   * prefix): either way a worker must not run the job again. One EXISTS over both keys.
+   */
+  async isHandedOver(jobId: string, deliveryJobKey: string): Promise<boolean> {
+    return (await this.redis.exists(this.key(jobId), deliveryJobKey)) > 0;
   }
 
   /** Record a posted result; returns false if it was already recorded. */

@@ -1,7 +1,7 @@
 // Queue position, in one place: the limits helper's fair scheduling uses BullMQ priorities, so this counts
 // both lists BullMQ takes work from. A worker takes from `wait` (FIFO: LPUSH at the head, taken from the
 // tail) before `prioritized` (a sorted set, lowest score first).
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import { createFairScheduler } from '../scheduling/fair.ts';
 import type { JobsQueue } from './queue.ts';
 

@@ -5,8 +5,7 @@
 //   bots ◀──Worker (bots/core/delivery.ts)── <prefix>:delivery-<platform> ◀──add(JobResult, same jobId)┘
 import { createHash } from 'node:crypto';
 import { Queue, QueueEvents, Worker, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { noteRedisError } from '../redis.ts';
+import { addressOf, duplicateRedis, isCluster, noteRedisError, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { QueueNames, type Destination, type JobRequest, type JobResult, type Platform } from './contract.ts';
 
@@ -67,16 +66,27 @@ export type DeliveryQueue = Queue<JobResult>;
  * Unreachable Redis becomes one log line per state change (src/redis.ts); other errors stay with the owner's listeners.
  */
 function reportConnectionErrors<T extends { on(event: 'error', listener: (err: Error) => void): unknown }>(emitter: T, connection: Redis): T {
-  const address = `${connection.options.host ?? 'localhost'}:${connection.options.port ?? 6379}`;
+  const address = addressOf(connection); // the redacted REDIS_URL address: sentinels or cluster nodes, not one host
   emitter.on('error', (err: Error) => void noteRedisError(err, address));
   return emitter;
 }
 
+/**
+ * Redis Cluster keeps a multi-key command or script on one node only when its keys share a hash slot: BullMQ's keys
+ * of a queue, and ours, do when queue.prefix is a hash tag. Refuse to start otherwise, with a message saying so.
+ */
+export function assertClusterPrefix(config: QueueConfig, connection: Redis): void {
+  if (isCluster(connection) && !/\{[^}]+\}/.test(config.queue.prefix))
+    throw new Error(`queue.prefix "${config.queue.prefix}" must be a hash tag with Redis Cluster, e.g. "{${config.queue.prefix}}" (docs/high-availability.md).`);
+}
+
 export function createJobsQueue(config: QueueConfig, connection: Redis): JobsQueue {
+  assertClusterPrefix(config, connection);
   return reportConnectionErrors(new Queue<JobRequest>(QueueNames.jobs, { connection, prefix: config.queue.prefix, defaultJobOptions: jobOptions(config) }), connection);
 }
 
 export function createDeliveryQueue(config: QueueConfig, connection: Redis, name: string): DeliveryQueue {
+  assertClusterPrefix(config, connection);
   return reportConnectionErrors(new Queue<JobResult>(name, { connection, prefix: config.queue.prefix, defaultJobOptions: deliveryJobOptions(config) }), connection);
 }
 
@@ -92,7 +102,8 @@ class OwnedQueueEvents extends QueueEvents {
 }
 
 export function createJobsEvents(config: QueueConfig, connection: Redis): QueueEvents {
-  return reportConnectionErrors(new OwnedQueueEvents(QueueNames.jobs, connection.duplicate(), config.queue.prefix), connection);
+  assertClusterPrefix(config, connection);
+  return reportConnectionErrors(new OwnedQueueEvents(QueueNames.jobs, duplicateRedis(connection), config.queue.prefix), connection);
 }
 
 /** A BullMQ Worker with our lock timing. `connection` is duplicated for the blocking connection by BullMQ. */
@@ -103,5 +114,6 @@ export function createQueueWorker<D, R>(
   processor: Processor<D, R>,
   options: Partial<WorkerOptions> = {},
 ): Worker<D, R> {
+  assertClusterPrefix(config, connection);
   return reportConnectionErrors(new Worker<D, R>(name, processor, { connection, prefix: config.queue.prefix, ...lockOptions(config), ...options }), connection);
 }

@@ -13,7 +13,7 @@
 //   - result cache / single flight         never written: such requests bypass the cache (src/cache/fanout.ts)
 // A job still waiting, running or being delivered at its deadline is purged at the first sweep after it finished:
 // deleting it earlier would lose the answer the user asked for.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import { z } from 'zod';
 import type { Config } from '../config/schema.ts';
 import { createDeliveryQueue, createJobsQueue, type DeliveryQueue, type JobsQueue } from './queue.ts';

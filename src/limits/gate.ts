@@ -7,11 +7,11 @@
 //   start():  gate.start(events)  (QueueEvents completed/failed/removed → settle; repair every repairIntervalMs)
 //   worker:   startOrHold(scheduler, job, token) first thing in the processor (src/scheduling/fair.ts)
 import type { QueueEvents } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
-import { createFairScheduler, type FairScheduler } from '../scheduling/fair.ts';
+import { createFairScheduler, type FairScheduler, type QueuePlace } from '../scheduling/fair.ts';
 import { budgetMessage, Usage } from '../accounting/usage.ts';
 import { UserError } from '../errors.ts';
 import { createLimiter, type Limiter } from './limiter.ts';
@@ -29,8 +29,11 @@ export interface Gate {
   admit(jobId: string, destination: Destination, request?: JobRequest): Promise<{ estimate: number }>;
   /** Options to merge into queue.add: the job is added parked (see FairScheduler.parkedOptions). */
   jobOptions(): { priority: number; delay: number };
-  /** `estimate`: the job's estimated GPU-seconds (from admit); it moves its channel's fair-scheduling clock. */
-  enqueued(jobId: string, destination: Destination, estimate?: number): Promise<void>;
+  /**
+   * `estimate`: the job's estimated GPU-seconds (from admit); it moves its channel's fair-scheduling clock. Resolves to
+   * the job's place in the queue (FairScheduler.enqueue).
+   */
+  enqueued(jobId: string, destination: Destination, estimate?: number): Promise<QueuePlace>;
   /** Admitted but never enqueued (a later step failed): give the slots back. */
   abandon(jobId: string): Promise<void>;
   /** Removed before it ran (cancel, purge): its turn passes on and its slots are freed. */

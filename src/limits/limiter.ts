@@ -8,7 +8,7 @@
 //
 //   job finished/failed/removed ──▶ release(jobId)  (exactly once: deleting the lease frees the slots)
 //   sweep() and every admit      ──▶ free slots whose job is finished or gone (a process died mid-way)
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis.ts';
 import type { Config, LimitSpec } from '../config/schema.ts';
 import { channelKey, QueueNames, workspaceOf, type Destination } from '../jobs/contract.ts';
 import { UserError } from '../errors.ts';

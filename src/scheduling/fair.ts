@@ -13,7 +13,7 @@
 // running for the next slot, like every other channel. Within a channel, jobs are lined up by per-user
 // rounds (a user's n-th waiting job goes in round n), so users in one channel also take turns.
 import { DelayedError, Job, type Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import { isRedisConnectionError, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { channelKey, QueueNames, type Destination } from '../jobs/contract.ts';
 import { enqueueLua, forgetLua, pauseLua, positionLua, repairLua, resumeLua, startedLua } from './scripts.ts';
@@ -52,9 +52,10 @@ export interface FairScheduler {
   /**
    * Line the job up (after `queue.add` with parkedOptions). Duplicate calls are harmless. `cost`: the job's estimated
    * GPU time in whole units (≥ 1, default 1): when it starts, its channel's next job is released that much later on
-   * the virtual clock, so channels share the workers by GPU time, not by job count.
+   * the virtual clock, so channels share the workers by GPU time, not by job count. Resolves to the job's place, as
+   * position() would answer it right after (same script, so the reply to the user costs no second round trip).
    */
-  enqueue(jobId: string, destination: Destination, cost?: number): Promise<void>;
+  enqueue(jobId: string, destination: Destination, cost?: number): Promise<QueuePlace>;
   /**
    * A worker took the job: advance the clock and release the channel's next job. `held`: the channel is paused, and
    * the worker must park the job again (job.moveToDelayed(Date.now() + PARK_MS, token) then throw DelayedError).
@@ -88,7 +89,7 @@ function defineCommands(redis: Redis): Redis & SchedulerCommands {
   const r = redis as Redis & Partial<SchedulerCommands>;
   if (typeof r.blip3oSchedEnqueue !== 'function') {
     const scripts = { Enqueue: enqueueLua, Started: startedLua, Forget: forgetLua, Pause: pauseLua, Resume: resumeLua, Repair: repairLua, Position: positionLua };
-    for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(`blip3oSched${name}`, { numberOfKeys: 0, lua });
+    for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(`blip3oSched${name}`, { numberOfKeys: 1, lua });
   }
   return r as Redis & SchedulerCommands;
 }
@@ -113,6 +114,7 @@ export interface SchedulerOptions {
 export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['queue'], 'prefix'> }, queue: Queue, options: SchedulerOptions = {}): FairScheduler {
   const r = defineCommands(redis);
   const B = `${config.queue.prefix}:sched:`;
+  const K = `${B}jobs`; // every script's KEYS[1]: routes it to the node of the prefix's hash slot (Redis Cluster)
   const jobPrefix = `${config.queue.prefix}:${QueueNames.jobs}:`;
   const maxTag = Math.min(options.maxPriority ?? MAX_PRIORITY, MAX_PRIORITY);
 
@@ -122,48 +124,62 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     return out;
   };
 
-  /** Release jobs to BullMQ. A job that vanished meanwhile (cancelled, removed) hands its turn on. */
+  /**
+   * Release jobs to BullMQ: changePriority then promote, sent together (one round trip; one connection keeps their
+   * order). promote fails harmlessly on a job no longer delayed (promoted meanwhile, or a head re-prioritised by a
+   * rebase). When changePriority fails, or promote fails for another reason (Redis away mid-way), the job is looked up
+   * and released step by step: one that vanished meanwhile (cancelled, removed) hands its turn on; what still fails
+   * (a race with a removal) is healed by repair().
+   */
   async function apply(promotions: Promotion[]): Promise<void> {
     for (const p of promotions) {
+      const [changed, promoted] = await Promise.all([
+        queue.backend.changePriority(p.jobId, p.priority).then(() => true, () => false),
+        queue.backend.promote(p.jobId).then(() => true, (e: unknown) => !isRedisConnectionError(e)),
+      ]);
+      if (changed && promoted) continue;
       const job = await Job.fromId(queue, p.jobId);
       if (!job) {
-        await apply(pairs(await r.blip3oSchedForget(B, p.jobId, maxTag)));
+        await apply(pairs(await r.blip3oSchedForget(K, B, p.jobId, maxTag)));
         continue;
       }
-      await job.changePriority({ priority: p.priority }).catch(() => undefined); // raced with a removal: repair() heals
+      if (!changed) await job.changePriority({ priority: p.priority }).catch(() => undefined); // raced with a removal: repair() heals
       if ((await job.getState()) === 'delayed') await job.promote().catch(() => undefined); // promoted meanwhile: fine
     }
   }
 
-  async function enqueue(jobId: string, d: Destination, cost = 1): Promise<void> {
-    await apply(pairs(await r.blip3oSchedEnqueue(B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag, Math.max(1, Math.round(cost)))));
+  const placeOf = (state: number, position: number): QueuePlace =>
+    state === 1 ? { state: 'queued', position } : state === 2 ? { state: 'held', position } : { state: 'none' };
+
+  async function enqueue(jobId: string, d: Destination, cost = 1): Promise<QueuePlace> {
+    const res = await r.blip3oSchedEnqueue(K, B, jobId, channelKey(d), userKeyOf(d), jobPrefix + jobId, maxTag, Math.max(1, Math.round(cost)), `${jobPrefix}wait`);
+    await apply(pairs(res, 2));
+    return placeOf(Number(res[0]), Number(res[1]));
   }
 
   return {
     parkedOptions: () => ({ priority: MAX_PRIORITY, delay: PARK_MS }),
     enqueue,
     async started(jobId, cost) {
-      const res = await r.blip3oSchedStarted(B, jobId, maxTag, ...(cost === undefined ? [] : [Math.max(1, Math.round(cost))]));
+      const res = await r.blip3oSchedStarted(K, B, jobId, maxTag, ...(cost === undefined ? [] : [Math.max(1, Math.round(cost))]));
       await apply(pairs(res, 1));
       return { held: Number(res[0]) === 1 };
     },
     async forget(jobId) {
-      await apply(pairs(await r.blip3oSchedForget(B, jobId, maxTag)));
+      await apply(pairs(await r.blip3oSchedForget(K, B, jobId, maxTag)));
     },
     async pause(ck) {
-      await r.blip3oSchedPause(B, ck);
+      await r.blip3oSchedPause(K, B, ck);
     },
     async resume(ck) {
-      await apply(pairs(await r.blip3oSchedResume(B, ck, maxTag)));
+      await apply(pairs(await r.blip3oSchedResume(K, B, ck, maxTag)));
     },
     async position(jobId) {
-      const [state, position] = await r.blip3oSchedPosition(B, jobId, `${jobPrefix}wait`);
-      if (state === 1) return { state: 'queued', position: position! };
-      if (state === 2) return { state: 'held', position: position! };
-      return { state: 'none' };
+      const [state = 0, position = 0] = await r.blip3oSchedPosition(K, B, jobId, `${jobPrefix}wait`);
+      return placeOf(state, position);
     },
     async repair() {
-      await apply(pairs(await r.blip3oSchedRepair(B, jobPrefix, maxTag)));
+      await apply(pairs(await r.blip3oSchedRepair(K, B, jobPrefix, maxTag)));
       // Parked jobs nobody lined up: BullMQ has them (delayed, priority MAX) but the scheduler does not.
       const parked = await redis.zrange(`${jobPrefix}delayed`, '0', '-1');
       if (parked.length === 0) return;

@@ -14,9 +14,16 @@
 //   B.tags          zset    channelKey → tag·2^20 + seq mod 2^20        the head's BullMQ priority (+ tie order)
 //   B.backlog       set     channelKeys with jobs waiting
 //   B.paused        set     channelKeys an admin paused
+//
+// Every script is called with KEYS[1] = B.jobs (the key that routes it) and ARGV[1] = B; the other keys it touches
+// (the rest above, per channel ones, BullMQ's job hashes and lists under the same queue.prefix) are derived from the
+// same prefix, so in Redis Cluster, where queue.prefix must be a hash tag such as `{blip3o}`, they all live in the
+// slot of KEYS[1]. Which channels' keys a script reads depends on the data (position, repair), so they cannot all be
+// listed up front.
 
 const helpers = `
 local B = ARGV[1]
+if KEYS[1] ~= B .. 'jobs' then return redis.error_reply('KEYS[1] must be ' .. B .. 'jobs') end
 local TWO20 = 1048576
 local E9 = 1000000000
 local function k(name) return B .. name end
@@ -101,6 +108,37 @@ local function started(jobId, maxTag, out, costNow)
   if ck then promoteNext(ck, rebaseIfNeeded(maxTag, out, need) + need, out) end
 end
 
+-- Where a job waits: {0} not waiting with us · {1, position} · {2, place in its channel} (paused). See positionLua.
+local function place(jobId, waitKey)
+  local entry = redis.call('HGET', k('jobs'), jobId)
+  if not entry then return {0} end
+  local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
+  local q = k('q:') .. ck
+  local rank = redis.call('ZRANK', q, jobId) or 0
+  if redis.call('SISMEMBER', k('paused'), ck) == 1 then return {2, rank + 1} end
+  local head = redis.call('HGET', k('heads'), ck)
+  local myTag, myTie = vclock() + 1, TWO20
+  if head then
+    local hs = tonumber(redis.call('ZSCORE', k('tags'), ck))
+    local hr = redis.call('ZRANK', q, head) or 0
+    myTag, myTie = math.floor(hs / TWO20) + math.max(0, rank - hr), hs % TWO20
+  end
+  local ahead = rank + redis.call('LLEN', waitKey)
+  local heads = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
+  for i = 1, #heads, 2 do
+    local other = heads[i]
+    if other ~= ck and redis.call('SISMEMBER', k('paused'), other) == 0 then
+      local score = tonumber(heads[i + 1])
+      local t, tie = math.floor(score / TWO20), score % TWO20
+      local n = redis.call('ZCARD', k('q:') .. other)
+      local before = myTag - t
+      if tie < myTie then before = before + 1 end
+      ahead = ahead + math.max(0, math.min(n, before))
+    end
+  end
+  return {1, ahead + 1}
+end
+
 local function forget(jobId, maxTag, out)
   local ck, tag = drop(jobId, false)
   -- a removed head hands its turn (its tag) to the next job of the same channel
@@ -109,15 +147,22 @@ end
 `;
 
 /**
- * enqueue: ARGV B · jobId · channelKey · userKey · BullMQ job key · maxTag · cost → promotions.
+ * enqueue: ARGV B · jobId · channelKey · userKey · BullMQ job key · maxTag · cost · BullMQ wait list key →
+ * {the job's place as position returns it (2 values), promotions…}: the reply to the user needs no second call.
  * Call after the job was added to BullMQ parked; a job already started or gone is not tracked.
  */
 export const enqueueLua = `${helpers}
 local jobId, ck, user, jobKey, maxTag = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local out = {}
-if redis.call('HEXISTS', k('jobs'), jobId) == 1 then return out end
+local function reply()
+  local p = place(jobId, ARGV[8])
+  local res = {p[1], p[2] or 0}
+  for _, v in ipairs(out) do table.insert(res, v) end
+  return res
+end
+if redis.call('HEXISTS', k('jobs'), jobId) == 1 then return reply() end
 local j = redis.call('HMGET', jobKey, 'timestamp', 'processedOn', 'finishedOn')
-if (not j[1]) or j[2] or j[3] then return out end
+if (not j[1]) or j[2] or j[3] then return reply() end
 local R = tonumber(redis.call('HGET', k('cr'), ck)) or 0
 local Fu = tonumber(redis.call('HGET', k('ur:') .. ck, user)) or 0
 local round = math.max(R, Fu) + 1
@@ -127,7 +172,7 @@ redis.call('ZADD', k('q:') .. ck, round * E9 + seq % E9, jobId)
 redis.call('HSET', k('jobs'), jobId, ck .. '\\n' .. user .. '\\n' .. (tonumber(ARGV[7]) or 1))
 redis.call('SADD', k('backlog'), ck)
 promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
-return out
+return reply()
 `;
 
 /**
@@ -209,32 +254,5 @@ return out
  * a job with predicted tag T waits behind every job of every channel predicted below T (ties: earlier head first).
  */
 export const positionLua = `${helpers}
-local jobId = ARGV[2]
-local entry = redis.call('HGET', k('jobs'), jobId)
-if not entry then return {0} end
-local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
-local q = k('q:') .. ck
-local rank = redis.call('ZRANK', q, jobId) or 0
-if redis.call('SISMEMBER', k('paused'), ck) == 1 then return {2, rank + 1} end
-local head = redis.call('HGET', k('heads'), ck)
-local myTag, myTie = vclock() + 1, TWO20
-if head then
-  local hs = tonumber(redis.call('ZSCORE', k('tags'), ck))
-  local hr = redis.call('ZRANK', q, head) or 0
-  myTag, myTie = math.floor(hs / TWO20) + math.max(0, rank - hr), hs % TWO20
-end
-local ahead = rank + redis.call('LLEN', ARGV[3])
-local heads = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
-for i = 1, #heads, 2 do
-  local other = heads[i]
-  if other ~= ck and redis.call('SISMEMBER', k('paused'), other) == 0 then
-    local score = tonumber(heads[i + 1])
-    local t, tie = math.floor(score / TWO20), score % TWO20
-    local n = redis.call('ZCARD', k('q:') .. other)
-    local before = myTag - t
-    if tie < myTie then before = before + 1 end
-    ahead = ahead + math.max(0, math.min(n, before))
-  end
-end
-return {1, ahead + 1}
+return place(ARGV[2], ARGV[3])
 `;

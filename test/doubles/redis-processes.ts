@@ -1,6 +1,7 @@
 // Real Debian redis-server processes on loopback ports, for the tests that kill, fail over or cluster Redis:
-// a primary with a replica and three sentinels (redis-server --sentinel). Each lives in its own temp dir.
-import { spawn, type ChildProcess } from 'node:child_process';
+// a primary with a replica and three sentinels (redis-server --sentinel), or a 3-master Redis Cluster. Each lives in
+// its own temp dir.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -33,6 +34,7 @@ async function startProcess(conf: string, port: number, sentinel: boolean): Prom
   writeFileSync(file, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsave ""\nappendonly no\n${conf}`);
   const child = spawn('redis-server', [file, ...(sentinel ? ['--sentinel'] : [])], { stdio: 'ignore' });
   const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  probe.on('error', () => undefined); // refused until the server listens: connect() rejects, no stack on stderr
   for (let i = 0; ; i++) {
     try {
       await probe.connect();
@@ -103,5 +105,40 @@ export async function currentPrimaryPort(set: SentinelSet): Promise<number> {
     return Number(port);
   } finally {
     s.disconnect();
+  }
+}
+
+export interface ClusterSet {
+  masters: RedisProcess[];
+  /** REDIS_URL for our services: redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3 */
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** 3 masters, no replicas (`redis-cli --cluster create`), resolved once every node reports cluster_state:ok. */
+export async function startCluster(): Promise<ClusterSet> {
+  const masters: RedisProcess[] = [];
+  for (let i = 0; i < 3; i++) masters.push(await startProcess('cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 5000\n', await freePort(), false));
+  const stop = () => Promise.all(masters.map((p) => p.kill('SIGKILL'))).then(() => undefined);
+  try {
+    const addresses = masters.map((m) => `127.0.0.1:${m.port}`);
+    await new Promise<void>((resolve, reject) =>
+      execFile('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-yes'], (err, _out, stderr) => (err ? reject(new Error(`redis-cli --cluster create: ${stderr || err.message}`)) : resolve())),
+    );
+    for (const m of masters) {
+      const node = new Redis({ port: m.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+      try {
+        for (let i = 0; !(await node.cluster('INFO')).includes('cluster_state:ok'); i++) {
+          if (i > 200) throw new Error(`cluster node ${m.port} never reported cluster_state:ok`);
+          await sleep(50);
+        }
+      } finally {
+        node.disconnect();
+      }
+    }
+    return { masters, url: `redis+cluster://${addresses.join(',')}`, stop };
+  } catch (e) {
+    await stop();
+    throw e;
   }
 }

@@ -10,7 +10,7 @@ import { loadConfig, repoRoot, type DeepPartial } from '../../src/config/load.ts
 import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import type { PlatformPort } from '../../bots/core/port.ts';
-import type { Redis } from 'ioredis';
+import { deleteKeys, type Redis } from '../../src/redis.ts';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -153,14 +153,9 @@ export class RecordingPort implements PlatformPort {
   }
 }
 
-/** Delete every key under the prefix (SCAN, not KEYS). */
+/** Delete every key under the prefix (SCAN, not KEYS; every primary of a Cluster). */
 export async function cleanup(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 500);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+  await deleteKeys(redis, `${prefix}:*`);
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -5,7 +5,7 @@
 // assertion can fail), and a channel without a TTL keeps its job.
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis.ts';
 import sharp from 'sharp';
 import { closeRedis, createRedis } from '../../src/redis.ts';
 import type { SlackDestination } from '../../src/jobs/contract.ts';

@@ -8,7 +8,7 @@ import type { Invocation } from '../../bots/core/port.ts';
 import { loadSecrets } from '../../src/config/load.ts';
 import { QueueNames, type CliDestination } from '../../src/jobs/contract.ts';
 import { createDeliveryQueue, createJobsQueue, deliveryQueueName, type JobsQueue } from '../../src/jobs/queue.ts';
-import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis, duplicateRedis, type Redis } from '../../src/redis.ts';
 import { cleanup, makeHarness, RecordingPort, REDIS_URL, runs, sleep, spawnTs, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
 
 const h = makeHarness({
@@ -39,7 +39,7 @@ async function core(port?: RecordingPort, clientId?: string): Promise<Core> {
 beforeAll(async () => {
   redis = createRedis(REDIS_URL);
   queue = createJobsQueue(h.config, redis);
-  events = new QueueEvents(QueueNames.jobs, { connection: redis.duplicate(), prefix: h.prefix });
+  events = new QueueEvents(QueueNames.jobs, { connection: duplicateRedis(redis), prefix: h.prefix });
   events.on('stalled', ({ jobId }) => stalled.push(jobId));
   await events.waitUntilReady();
   procs.push(...(await Promise.all([startWorker(h), startWorker(h)])));

@@ -6,7 +6,7 @@ import { CheckOverrides, resolvePolicy, type CheckPolicy } from '../../../src/ch
 import { CheckPolicyOverride } from '../../../src/config/schema.ts';
 import { UserError } from '../../../src/errors.ts';
 import { channelKey } from '../../../src/jobs/contract.ts';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../../src/redis.ts';
 import type { Config } from '../../../src/config/schema.ts';
 import type { Invocation, Reply } from '../port.ts';
 import { channelName, requireAdmin, targetChannel } from './limits.ts';

@@ -2,7 +2,7 @@
 // Paused: the channel's jobs stay in line, in order, and wait (a job already released to the workers is parked
 // again when a worker takes it); resume releases them in the same order. Users cancel their own jobs with /cancel
 // (bots/core/submit.ts), which goes through the same gate.removed() step as a purge.
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../../src/redis.ts';
 import { requestCancel } from '../../../src/jobs/cancel.ts';
 import { CONTRACT_VERSION, channelKey, workspaceOf, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
 import { createDeliveryQueue, deliveryQueueName, type JobsQueue } from '../../../src/jobs/queue.ts';

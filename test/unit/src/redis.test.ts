@@ -1,4 +1,4 @@
-// REDIS_URL forms: one server, or Redis Sentinel (src/redis.ts).
+// REDIS_URL forms: one server, Redis Sentinel or Redis Cluster (src/redis.ts).
 import { describe, expect, it } from 'vitest';
 import { loadSecrets } from '../../../src/config/load.ts';
 import { isRedisConnectionError, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
@@ -20,6 +20,19 @@ describe('parseRedisUrl', () => {
     const reconnect = t.options.reconnectOnError as (e: Error) => boolean | 1 | 2;
     expect(reconnect(new Error("READONLY You can't write against a read only replica."))).toBe(2);
     expect(reconnect(new Error('ERR wrong number of arguments'))).toBe(false);
+  });
+
+  it('reads nodes and credentials from redis+cluster://, and names the nodes (never the password) in log lines', () => {
+    const t = parseRedisUrl('redis+cluster://app:s%40cret@10.0.0.1:7000,10.0.0.2,node-3:7002/');
+    expect(t.kind).toBe('cluster');
+    if (t.kind !== 'cluster') return;
+    expect(t.nodes).toEqual([{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 6379 }, { host: 'node-3', port: 7002 }]);
+    expect([t.options.redisOptions?.username, t.options.redisOptions?.password]).toEqual(['app', 's@cret']);
+    expect(parseRedisUrl('redis+cluster://h1:7000')).toEqual({ kind: 'cluster', nodes: [{ host: 'h1', port: 7000 }], options: { redisOptions: {} } });
+    expect(() => parseRedisUrl('redis+cluster://h1:0')).toThrow('REDIS_URL: "h1:0" is not a cluster node address (host:port).');
+    expect(() => parseRedisUrl('redis+cluster://h1:7000/3')).toThrow(/not a Redis address/); // Cluster has no databases
+    expect(redisAddress('redis+cluster://u:pw@h1:7000,h2:7001')).toBe('cluster h1:7000,h2:7001');
+    expect(loadSecrets({ REDIS_URL: 'redis+cluster://h1:7000,h2:7001' }).REDIS_URL).toBe('redis+cluster://h1:7000,h2:7001');
   });
 
   it('refuses what is neither, naming REDIS_URL and both forms, without echoing the password', () => {

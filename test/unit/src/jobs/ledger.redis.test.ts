@@ -84,6 +84,56 @@ describe('DeliveryLedger', () => {
     expect(await redis.exists(`${prefix}:showing:${delivered}`)).toBe(0);
   });
 
+  it('startDelivery checks, claims and marks delivering in one step; finishDelivery records and gives the claim back', async () => {
+    const ledger = new DeliveryLedger(redis, config());
+    const id = uid();
+    expect(await ledger.startDelivery(id, 'a', 5_000)).toBe('started');
+    expect(await redis.get(`${prefix}:delivery-claim:${id}`)).toBe('a');
+    expect(await redis.exists(`${prefix}:delivering:${id}`)).toBe(1);
+    expect(await ledger.startDelivery(id, 'b', 5_000)).toBe('busy'); // a second run at once backs off
+    expect(await ledger.finishDelivery(id, 'a')).toBe(true);
+    expect(await redis.exists(`${prefix}:delivery-claim:${id}`)).toBe(0);
+    expect(await ledger.isDelivered(id)).toBe(true);
+    expect(await ledger.startDelivery(id, 'b', 5_000)).toBe('duplicate'); // and a later run finds the mark, not the claim
+    expect(await redis.exists(`${prefix}:delivery-claim:${id}`)).toBe(0);
+    expect(await ledger.finishDelivery(id, 'b')).toBe(false); // already recorded
+
+    // a lapsed claim taken over by another run is not given back by the first owner
+    const other = uid();
+    expect(await ledger.startDelivery(other, 'a', 5_000)).toBe('started');
+    await redis.set(`${prefix}:delivery-claim:${other}`, 'b');
+    expect(await ledger.finishDelivery(other, 'a')).toBe(true);
+    expect(await redis.get(`${prefix}:delivery-claim:${other}`)).toBe('b');
+
+    // an edit in flight is waited for
+    const editing = uid();
+    const order: string[] = [];
+    const edit = ledger.whileNotDelivered(editing, async () => {
+      await sleep(200);
+      order.push('edit done');
+    });
+    await sleep(30);
+    expect(await ledger.startDelivery(editing, 'a', 5_000)).toBe('started');
+    order.push('delivery begins');
+    await edit;
+    expect(order).toEqual(['edit done', 'delivery begins']);
+  });
+
+  it('with a lease, an edit runs only for the lease holder, and takes or renews the lease in the same step', async () => {
+    const ledger = new DeliveryLedger(redis, config());
+    const id = uid();
+    const key = `${prefix}:progress-owner:${id}`;
+    const edit = vi.fn(async () => undefined);
+    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toBe(true); // free: taken
+    expect(await redis.get(key)).toBe('bot-a');
+    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-b', ms: 5_000 })).toBe(false); // another's
+    await redis.pexpire(key, 1_000);
+    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toBe(true);
+    expect(await redis.pttl(key)).toBeGreaterThan(4_000); // renewed
+    expect(edit).toHaveBeenCalledTimes(2);
+    expect(await redis.exists(`${prefix}:showing:${id}`)).toBe(0);
+  });
+
   it('beginDelivery waits for an edit in flight to end, and at most waitMs for one that never ends', async () => {
     const ledger = new DeliveryLedger(redis, config());
     const id = uid();
@@ -245,9 +295,9 @@ describe('deliverOne', () => {
             if (crash === 'afterPost') throw new Crash();
           },
         });
-        const markDelivered = d.ledger.markDelivered.bind(d.ledger);
-        d.ledger.markDelivered = async (jobId) => {
-          const r = await markDelivered(jobId);
+        const finishDelivery = d.ledger.finishDelivery.bind(d.ledger);
+        d.ledger.finishDelivery = async (jobId, owner) => {
+          const r = await finishDelivery(jobId, owner);
           if (crash === 'afterMark') throw new Crash();
           return r;
         };

@@ -8,7 +8,7 @@ import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, createJobsQueue } from '../../../../src/jobs/queue.ts';
 import { Retention, jobKeys } from '../../../../src/jobs/retention.ts';
-import { closeRedis, createRedis } from '../../../../src/redis.ts';
+import { closeRedis, createRedis, duplicateRedis } from '../../../../src/redis.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-${randomUUID().slice(0, 8)}`;
@@ -32,7 +32,7 @@ function request(retentionSeconds?: number): JobRequest {
 
 /** Let a BullMQ worker complete the one waiting job of `queue`. */
 async function runOnce(queue: string): Promise<void> {
-  const connection = redis.duplicate();
+  const connection = duplicateRedis(redis);
   const worker = new Worker(queue, async () => 'done', { connection, prefix });
   await new Promise<void>((resolve) => worker.on('completed', () => resolve()));
   await worker.close();

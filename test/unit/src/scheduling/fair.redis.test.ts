@@ -121,6 +121,14 @@ describe('fair scheduler', () => {
     ]);
     expect(await t.scheduler.position('a1')).toEqual({ state: 'queued', position: 3 });
     expect(await t.scheduler.position('nope')).toEqual({ state: 'none' });
+    // enqueue answers the new job's place itself, the same as position() right after; a repeat answers it again
+    await t.queue.add('imagine', { destination: dest('C') }, { jobId: 'c0', ...t.scheduler.parkedOptions() });
+    const placed = await t.scheduler.enqueue('c0', dest('C'));
+    expect(placed).toEqual({ state: 'queued', position: 3 });
+    expect(await t.scheduler.position('c0')).toEqual(placed);
+    expect(await t.scheduler.enqueue('c0', dest('C'))).toEqual(placed);
+    await t.queue.remove('c0');
+    await t.scheduler.forget('c0');
 
     await t.scheduler.pause(ck('A'));
     expect(await t.scheduler.isPaused(ck('A'))).toBe(true);

@@ -1,0 +1,106 @@
+// Redis Cluster for real: 3 masters (Debian redis-server processes on loopback, `redis-cli --cluster create`), a real
+// worker process and in-process cores on REDIS_URL=redis+cluster://…, with queue.prefix a hash tag. Jobs go through
+// the whole CLI path (result cache lookup/claim, budgets, rate limits, fair scheduling, the worker, the delivery
+// ledger), every one delivered exactly once; every Lua script of ours runs on the cluster (a script touching a key
+// of another slot fails there with CROSSSLOT or "non local key"), and a prefix that is not a hash tag is refused.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCore, type Core } from '../../bots/core/submit.ts';
+import type { Invocation } from '../../bots/core/port.ts';
+import { loadSecrets } from '../../src/config/load.ts';
+import { QueueNames, type CliDestination } from '../../src/jobs/contract.ts';
+import { createJobsQueue, createQueueWorker } from '../../src/jobs/queue.ts';
+import { createGate } from '../../src/limits/gate.ts';
+import { addressOf, closeRedis, createRedis, isCluster, scanKeys, waitForReplicas, type Redis } from '../../src/redis.ts';
+import { cleanup, makeHarness, RecordingPort, runs, spawnWithConfig, stopProcess, type Proc } from '../doubles/spine-harness.ts';
+import { startCluster, type ClusterSet } from '../doubles/redis-processes.ts';
+
+let cluster: ClusterSet;
+let worker: Proc | undefined;
+let redis: Redis;
+const clients: { clientId: string; port: RecordingPort; core: Core }[] = [];
+
+const LIMIT = { requestsPerWindow: 1_000, windowSeconds: 60, burst: 1_000, maxConcurrent: 100 }; // on, never refusing
+const tag = `{t-${randomUUID().slice(0, 8)}}`;
+const h = makeHarness({
+  queue: { prefix: tag },
+  limits: { channel: LIMIT, user: LIMIT, workspace: LIMIT },
+  cache: { enabled: true, singleFlight: true },
+  worker: { concurrency: 4, pipelineExtra: { stepDelayMs: 5 } },
+});
+
+beforeAll(async () => {
+  cluster = await startCluster();
+  redis = createRedis(cluster.url, 'cluster-test');
+  worker = spawnWithConfig('worker/main.ts', h.configFile, [], { REDIS_URL: cluster.url });
+  await worker.waitFor('worker ready', 120_000);
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of clients) await c.core.stop().catch(() => undefined);
+  await stopProcess(worker);
+  if (redis) await closeRedis(redis);
+  await cluster?.stop();
+});
+
+describe('Redis Cluster', () => {
+  it('runs 40 jobs from 3 clients through the CLI path on a 3-master cluster, each delivered exactly once', async () => {
+    expect(isCluster(redis)).toBe(true);
+    expect(addressOf(redis)).toBe(`cluster ${cluster.masters.map((m) => `127.0.0.1:${m.port}`).join(',')}`); // what log lines name
+    const secrets = loadSecrets({ REDIS_URL: cluster.url });
+    for (let i = 0; i < 3; i++) {
+      const clientId = randomUUID();
+      const port = new RecordingPort('cli');
+      const core = createCore({ config: h.config, secrets, ports: [port], cliClientId: clientId });
+      await core.start();
+      clients.push({ clientId, port, core });
+    }
+    const replies = await Promise.all(
+      Array.from({ length: 40 }, async (_, i) => {
+        const c = clients[i % clients.length]!;
+        // a few channels and users, so fair scheduling has lines to interleave
+        const destination: CliDestination = { platform: 'cli', clientId: c.clientId, channelId: `ch${i % 4}`, userId: `u${i % 5}` };
+        const inv: Invocation = { input: { command: 'imagine', prompt: `fox ${i}`, seed: i, ditSteps: 4, decoderSteps: 4 }, destination, dedupeKey: `k${i}`, isAdmin: false };
+        return { i, reply: await c.core.handle(inv) };
+      }),
+    );
+    for (const { reply } of replies) expect(reply.kind).toBe('queued');
+    for (const { i, reply } of replies) await clients[i % clients.length]!.port.waitFor((reply as { jobId: string }).jobId, 120_000);
+    await new Promise((r) => setTimeout(r, 1_000)); // let a duplicate arrive, if one were coming
+    for (const { i, reply } of replies) {
+      const jobId = (reply as { jobId: string }).jobId;
+      const owner = clients[i % clients.length]!;
+      expect(owner.port.count(jobId), `job ${i}`).toBe(1);
+      for (const other of clients) if (other !== owner) expect(other.port.count(jobId)).toBe(0);
+      expect(owner.port.deliveries.find((d) => d.result.jobId === jobId)!.result.status).toBe('succeeded');
+    }
+    const ran = runs(h).filter((r) => r.kind === 'generate').map((r) => r.prompt);
+    for (let i = 0; i < 40; i++) expect(ran).toContain(`fox ${i}`);
+
+    // The scripts the path above did not run (repair, position, sweeps) run on the cluster too, and every key of
+    // ours is under the tag: all in the slot of the tag, on one master.
+    const queue = createJobsQueue(h.config, redis);
+    const gate = createGate(redis, h.config, queue);
+    await gate.scheduler.repair();
+    expect(await gate.scheduler.position('nope')).toEqual({ state: 'none' });
+    await gate.limiter.sweep();
+    await gate.usage.sweep();
+    await queue.close();
+    expect(await waitForReplicas(redis, 1, 100)).toBe(0); // WAIT goes to every master (none has a replica here)
+    const keys: string[] = [];
+    for await (const batch of scanKeys(redis, `${tag}:*`)) keys.push(...batch);
+    expect(keys.length).toBeGreaterThan(10);
+    const slots = new Set(await Promise.all(keys.map(async (k) => Number(await redis.call('CLUSTER', 'KEYSLOT', k)))));
+    expect(slots.size).toBe(1);
+    await cleanup(redis, tag);
+    const left: string[] = [];
+    for await (const batch of scanKeys(redis, `${tag}:*`)) left.push(...batch);
+    expect(left).toEqual([]);
+  }, 240_000);
+
+  it('refuses a queue prefix that is not a hash tag, saying what to set', () => {
+    const plain = makeHarness({ queue: { prefix: 'blip3o' } });
+    expect(() => createJobsQueue(plain.config, redis)).toThrow(/queue.prefix "blip3o" must be a hash tag with Redis Cluster, e.g. "\{blip3o\}"/);
+    expect(() => createQueueWorker(plain.config, redis, QueueNames.jobs, async () => undefined)).toThrow(/hash tag/);
+  });
+});
