@@ -13,8 +13,9 @@ import { ImagineOptions } from '../../src/jobs/contract.ts';
 import { geometryFor } from './aspect.ts';
 import { encodePng, toRgb8 } from './png.ts';
 import { GaussianRng, RngStream } from './rng.ts';
-import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule, sampleFlowMatching, type EulerDiscreteConfig } from './schedulers.ts';
-import { openSession, toDevice, type DeviceTensor, type ModelSession, type SessionOptions } from '../runtime/session.ts';
+import { DitSample, soloStepper, UnetSample, type Conditioning, type DiffusionStepper, type UnetConditioning } from './diffusion-steps.ts';
+import { eulerDiscreteSchedule, flowMatchSchedule, type EulerDiscreteConfig } from './schedulers.ts';
+import { openSession, toDevice, type ModelSession, type SessionOptions } from '../runtime/session.ts';
 import { TOKENS, type TextSegment } from './tokenizer.ts';
 import type { GeneratedImage, GenerateRequest, RunContext } from './types.ts';
 
@@ -108,6 +109,8 @@ export class Generator {
     private readonly llm: Conditioner,
     private readonly settings: GenerationSettings,
     private readonly vision?: ImageEncoder,
+    /** How each DiT/UNet/VAE step runs: alone (the default) or batched with other requests' (issue 18). */
+    private readonly stepper: DiffusionStepper = soloStepper(m),
   ) {}
 
   async generate(req: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
@@ -168,10 +171,8 @@ export class Generator {
       ctx.onProgress({ stage: 'decoding', step: i, total: total + 1 });
     });
     check();
-    const out = await this.m.vae.run({ latents: { data: latents, dims: [1, this.m.unetInChannels, geo.latentHeight, geo.latentWidth] } });
-    const image = out.image;
-    if (!image) throw new AppError('model', 'the VAE graph has no `image` output');
-    const rgb = toRgb8(image.data as Float32Array, geo.height, geo.width);
+    const image = await this.stepper.vae({ latents, dims: [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] });
+    const rgb = toRgb8(image, geo.height, geo.width);
     const png = await encodePng(rgb, geo.width, geo.height, {
       prompt: req.prompt,
       seed: String(o.seed),
@@ -225,31 +226,16 @@ export class Generator {
     const H = this.llm.hiddenSize;
     const tokens = z.length / H;
     const zz = new Float32Array(2 * z.length);
-    zz.set(z, z.length); // batch 0: zeros (null condition, before caption_projection: pitfall 7)
-    const x = rng.gaussian(T * C);
-    const xx = new Float32Array(2 * T * C);
+    zz.set(z, z.length); // row 0: zeros (null condition, before caption_projection: pitfall 7)
     // the condition is the same at every step: on a GPU provider it is uploaded once and stays there
     const zDev = await toDevice({ data: zz, dims: [2, tokens, H] }, this.m.dit.provider);
+    const sample = new DitSample(rng.gaussian(T * C), flowMatchSchedule(steps), { host: zz, device: zDev, dims: [tokens, H] }, guidance);
     try {
-      return await sampleFlowMatching(
-        x,
-        flowMatchSchedule(steps),
-        async (xi, t) => {
-          xx.set(xi, 0);
-          xx.set(xi, T * C);
-          const out = await this.m.dit.run({
-            x: { data: xx, dims: [2, T, C] },
-            timestep: { data: Float32Array.from([t, t]), dims: [2] },
-            z: zDev,
-          });
-          const v = out.velocity?.data as Float32Array | undefined;
-          if (!v) throw new AppError('model', 'the DiT graph has no `velocity` output');
-          const guided = new Float32Array(T * C);
-          for (let k = 0; k < T * C; k++) guided[k] = v[k]! + guidance * (v[T * C + k]! - v[k]!);
-          return guided;
-        },
-        () => beforeStep(),
-      );
+      while (!sample.done) {
+        beforeStep();
+        sample.advance(await this.stepper.dit(sample.next()));
+      }
+      return sample.x;
     } finally {
       zDev.dispose();
     }
@@ -266,7 +252,8 @@ export class Generator {
     const schedule = eulerDiscreteSchedule(this.m.scheduler, o.decoderSteps);
     const C = this.m.latentChannels;
     const tokens = cond.length / C;
-    const n = this.m.unetInChannels * geo.latentHeight * geo.latentWidth;
+    const dims = [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] as const;
+    const n = dims[0] * dims[1] * dims[2];
     const x = new GaussianRng(o.seed, RngStream.unetLatent).gaussian(n);
     for (let k = 0; k < n; k++) x[k] = x[k]! * schedule.initNoiseSigma;
     const enc = new Float32Array(2 * cond.length);
@@ -280,47 +267,26 @@ export class Generator {
     const timeIds = Float32Array.from([...geo.sizeIds, ...geo.sizeIds]);
     // every step's conditioning, uploaded once (GPU providers); the latent comes back each step for the Euler update
     const p = this.m.unet.provider;
-    const conditioning: DeviceTensor[] = [
-      await toDevice({ data: enc, dims: [2, tokens, C] }, p),
-      await toDevice({ data: text, dims: [2, C] }, p),
-      await toDevice({ data: timeIds, dims: [2, 6] }, p),
-    ];
+    const up = async (host: Float32Array, rowDims: readonly number[]): Promise<Conditioning> => ({
+      host,
+      device: await toDevice({ data: host, dims: [2, ...rowDims] }, p),
+      dims: rowDims,
+    });
+    const conditioning: UnetConditioning = {
+      encoderHiddenStates: await up(enc, [tokens, C]),
+      textEmbeds: await up(text, [C]),
+      timeIds: await up(timeIds, [6]),
+    };
+    const sample = new UnetSample(x, dims, schedule, conditioning, o.guidance);
     try {
-      return await this.denoiseLoop(x, n, schedule, o, conditioning, geo, beforeStep);
+      while (!sample.done) {
+        beforeStep(sample.step, sample.total);
+        sample.advance(await this.stepper.unet(sample.next()));
+      }
+      return sample.x;
     } finally {
-      for (const t of conditioning) t.dispose();
+      for (const c of Object.values(conditioning)) c.device?.dispose();
     }
-  }
-
-  private async denoiseLoop(
-    x: Float32Array,
-    n: number,
-    schedule: ReturnType<typeof eulerDiscreteSchedule>,
-    o: ImagineOptions,
-    [enc, text, timeIds]: DeviceTensor[],
-    geo: ReturnType<typeof geometryFor>,
-    beforeStep: (i: number, total: number) => void,
-  ): Promise<Float32Array> {
-    const xin = new Float32Array(2 * n);
-    for (let i = 0; i < o.decoderSteps; i++) {
-      beforeStep(i, o.decoderSteps);
-      const s = eulerInputScale(schedule, i);
-      for (let k = 0; k < n; k++) xin[k] = xin[n + k] = x[k]! * s;
-      const t = schedule.timesteps[i]!;
-      const out = await this.m.unet.run({
-        sample: { data: xin, dims: [2, this.m.unetInChannels, geo.latentHeight, geo.latentWidth] },
-        timestep: { data: Float32Array.from([t, t]), dims: [2] },
-        encoder_hidden_states: enc!,
-        text_embeds: text!,
-        time_ids: timeIds!,
-      });
-      const e = out.noise_pred?.data as Float32Array | undefined;
-      if (!e) throw new AppError('model', 'the UNet graph has no `noise_pred` output');
-      const guided = new Float32Array(n);
-      for (let k = 0; k < n; k++) guided[k] = e[n + k]! + o.guidance * (e[k]! - e[n + k]!); // ε_neg + g·(ε_cond − ε_neg)
-      eulerStep(x, guided, schedule, i);
-    }
-    return x;
   }
 
   async close(): Promise<void> {
@@ -368,6 +334,8 @@ export async function loadGeneration(
   llm: Conditioner,
   settings: GenerationSettings,
   vision?: ImageEncoder,
+  stepper?: (m: GenerationModels) => DiffusionStepper,
 ): Promise<Generator> {
-  return new Generator(await openGenerationModels(g, runtime), llm, settings, vision);
+  const m = await openGenerationModels(g, runtime);
+  return new Generator(m, llm, settings, vision, stepper?.(m));
 }
