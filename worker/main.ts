@@ -62,10 +62,12 @@ async function main(): Promise<void> {
       maxInputPixels: config.understanding.maxInputPixels,
       maxAspectRatio: config.understanding.maxAspectRatio,
     },
+    maxBatch: { ...config.worker.maxBatch },
     extra: { ...config.worker.pipelineExtra },
   };
   const host = await ThreadHost.start({
     size: config.worker.concurrency,
+    maxBatch: config.worker.maxBatch,
     pipelineModule: fromRoot(config.worker.pipelineModule),
     pipelineOptions,
     abortGraceMs: config.worker.abortGraceMs,
@@ -91,7 +93,9 @@ async function main(): Promise<void> {
     await startOrHold(scheduler, job, token, cost);
     return processor.process(job, token, signal);
   }, {
-    concurrency: config.worker.concurrency,
+    // One job per run the threads can hold: with worker.maxBatch > 1 a thread takes several jobs of one stage at
+    // once (docs/batching.md). Jobs that wait for room keep their locks renewed by BullMQ like running ones.
+    concurrency: host.maxRuns,
   });
   observeJobWorker(metrics, worker, () => setup?.provider ?? 'unknown');
   trackQueue(metrics, jobsQueue);
@@ -114,7 +118,7 @@ async function main(): Promise<void> {
   acceptingJobs = true;
   health?.setCheck('redis', async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING');
 
-  log.info({ concurrency: config.worker.concurrency, pipeline: config.worker.pipelineModule, pid: process.pid }, 'worker ready');
+  log.info({ concurrency: config.worker.concurrency, maxBatch: config.worker.maxBatch, pipeline: config.worker.pipelineModule, pid: process.pid }, 'worker ready');
 
   let stopping = false;
   const shutdown = async (signal: string) => {

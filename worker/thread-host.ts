@@ -1,10 +1,17 @@
 // The pool of model threads one worker process runs (one per `worker.concurrency` slot). Each thread loads
-// the pipeline once and stays warm. `run()` borrows an idle thread and enforces the job's end conditions:
-//   - cancel:  the caller's AbortSignal fires → the thread is told to abort → AppError('cancelled')
-//   - timeout: jobTimeoutMs passes             → the thread is told to abort → AppError('timeout')
-//   - a thread that has not stopped abortGraceMs after an abort is terminated and a fresh one is started,
-//     so a stuck native call cannot hold a slot forever;
-//   - a thread that exits on its own (crash) fails the run with a retryable AppError('internal').
+// the pipeline once and stays warm. `run()` borrows room on a thread and enforces the job's end conditions:
+//   - cancel:  the caller's AbortSignal fires → the thread is told to abort that run → AppError('cancelled')
+//   - timeout: jobTimeoutMs passes             → the thread is told to abort that run → AppError('timeout')
+//   - a thread that has not stopped a run abortGraceMs after its abort is terminated and a fresh one is started,
+//     so a stuck native call cannot hold a slot forever (its other runs fail retryably: AppError('internal'));
+//   - a thread that exits on its own (crash) fails every run on it with a retryable AppError('internal'), so each
+//     job is retried, on this worker's fresh thread or elsewhere.
+//
+// Batching (worker.maxBatch, docs/batching.md): a thread takes up to `maxBatch[stage]` runs of one stage at once
+// (decode: understand and check; diffusion: generate) and the pipeline steps them together. A thread never mixes
+// stages. Runs are granted strictly in arrival order: a run that does not fit the first free room waits, and
+// nothing behind it overtakes it, so a stream of asks cannot starve an imagine.
+import { createRequire } from 'node:module';
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -13,9 +20,13 @@ import type { Logger } from '../src/log.ts';
 import type { Answer, CheckRequest, CheckResult, GeneratedImage, GenerateRequest, PipelineOptions, ProgressReport, UnderstandRequest } from './pipeline/types.ts';
 import type { FromThread, ThreadData, ToThread, WireError } from './thread.ts';
 
+export type Stage = 'decode' | 'diffusion';
+
 export interface ThreadHostOptions {
-  /** Number of threads (= jobs run at once). */
+  /** Number of threads. */
   size: number;
+  /** Runs of one stage a thread takes at once (worker.maxBatch). @defaultValue 1 each */
+  maxBatch?: { decode: number; diffusion: number };
   /** Absolute path of the pipeline module. */
   pipelineModule: string;
   pipelineOptions: PipelineOptions;
@@ -32,8 +43,20 @@ export interface RunOptions {
 
 interface Slot {
   thread: Worker;
-  busy: boolean;
+  /** Runs on the thread now. */
+  active: number;
+  /** Their stage (meaningful while active > 0). */
+  stage: Stage;
+  /** Being replaced: takes no runs until the fresh thread is ready. */
+  respawning: boolean;
 }
+
+interface Waiter {
+  stage: Stage;
+  grant(slot: Slot): void;
+}
+
+const stageOf = (kind: 'generate' | 'understand' | 'check'): Stage => (kind === 'generate' ? 'diffusion' : 'decode');
 
 // Node 20 does not hand --import module hooks to worker threads, so each thread first imports the same
 // TypeScript loader (tsx) its process was started with (`npx tsx`, `node --import tsx`, or the Docker images'
@@ -48,7 +71,8 @@ function loaderUrl(): string {
     if (isAbsolute(value)) return pathToFileURL(value).href;
     return import.meta.resolve(value);
   }
-  return import.meta.resolve('tsx'); // started some other way (vitest): the repo's own tsx
+  // started some other way: the repo's own tsx (vitest's module runner has no import.meta.resolve)
+  return typeof import.meta.resolve === 'function' ? import.meta.resolve('tsx') : pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 }
 // tsx's loader skips registration off the main thread, so the thread calls the same installation's esm API.
 const THREAD_BOOTSTRAP = `
@@ -69,7 +93,7 @@ function fromWire(e: WireError): AppError {
 
 export class ThreadHost {
   private readonly slots: Slot[] = [];
-  private readonly waiters: ((slot: Slot) => void)[] = [];
+  private readonly waiters: Waiter[] = [];
   private nextRunId = 1;
   private closed = false;
 
@@ -79,7 +103,7 @@ export class ThreadHost {
   static async start(options: ThreadHostOptions): Promise<ThreadHost> {
     const host = new ThreadHost(options);
     try {
-      for (let i = 0; i < options.size; i++) host.slots.push({ thread: await host.spawn(), busy: false });
+      for (let i = 0; i < options.size; i++) host.slots.push({ thread: await host.spawn(), active: 0, stage: 'decode', respawning: false });
     } catch (e) {
       await host.close();
       throw e;
@@ -120,28 +144,66 @@ export class ThreadHost {
     });
   }
 
-  private acquire(): Promise<Slot> {
-    const idle = this.slots.find((s) => !s.busy);
-    if (idle) {
-      idle.busy = true;
-      return Promise.resolve(idle);
+  /** Runs of `stage` one thread takes at once. */
+  capacity(stage: Stage): number {
+    return this.options.maxBatch?.[stage] ?? 1;
+  }
+
+  /** Total runs the host can hold at once: what the queue worker's concurrency should be. */
+  get maxRuns(): number {
+    return this.options.size * Math.max(this.capacity('decode'), this.capacity('diffusion'));
+  }
+
+  /** A slot with room for a run of `stage`: an idle one, else one already running that stage with room. */
+  private fit(stage: Stage): Slot | undefined {
+    const open = this.slots.filter((s) => !s.respawning);
+    return (
+      open.find((s) => s.active > 0 && s.stage === stage && s.active < this.capacity(stage)) ?? // join a batch first
+      open.find((s) => s.active === 0)
+    );
+  }
+
+  private take(slot: Slot, stage: Stage): Slot {
+    if (slot.active === 0) slot.stage = stage;
+    slot.active++;
+    return slot;
+  }
+
+  private acquire(stage: Stage): Promise<Slot> {
+    const slot = this.waiters.length === 0 ? this.fit(stage) : undefined; // strict arrival order
+    if (slot) return Promise.resolve(this.take(slot, stage));
+    return new Promise((resolve) => this.waiters.push({ stage, grant: resolve }));
+  }
+
+  /** Grants waiting runs in arrival order while the first of them fits somewhere. */
+  private pump(): void {
+    for (;;) {
+      const first = this.waiters[0];
+      if (!first) return;
+      const slot = this.fit(first.stage);
+      if (!slot) return;
+      this.waiters.shift();
+      first.grant(this.take(slot, first.stage));
     }
-    return new Promise((resolve) => this.waiters.push(resolve));
   }
 
   private release(slot: Slot): void {
-    const next = this.waiters.shift();
-    if (next) next(slot);
-    else slot.busy = false;
+    slot.active--;
+    this.pump();
   }
 
-  /** Replace a slot's thread (terminated or crashed) with a fresh one; the slot stays busy until it is ready. */
+  /** Replace a slot's thread (terminated or crashed) with a fresh one. Terminating it ends every other run on it
+   *  (their 'exit' listeners fail them retryably); the slot takes no runs until the new thread is ready. */
   private async respawn(slot: Slot): Promise<void> {
+    if (slot.respawning) return;
+    slot.respawning = true;
     await slot.thread.terminate().catch(() => undefined);
     // Keep trying (a GPU can be briefly out of memory while the old thread's allocations are released).
     for (let attempt = 1; !this.closed; attempt++) {
       try {
         slot.thread = await this.spawn();
+        slot.respawning = false;
+        this.pump();
         return;
       } catch (e) {
         this.options.log.error({ err: (e as Error).message, attempt }, 'could not restart a model thread; retrying');
@@ -164,7 +226,7 @@ export class ThreadHost {
 
   private async run(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions): Promise<unknown> {
     if (this.closed) throw new AppError('internal', 'the worker is shutting down');
-    const slot = await this.acquire();
+    const slot = await this.acquire(stageOf(kind));
     const runId = this.nextRunId++;
     const thread = slot.thread;
     let needsRespawn = false;
@@ -222,13 +284,11 @@ export class ThreadHost {
         thread.postMessage({ type: 'run', runId, kind, request } as ToThread);
       });
     } finally {
-      if (needsRespawn) {
-        // Off the job's critical path: the job's outcome is already decided; the slot frees once a new thread is warm.
-        this.respawn(slot).then(
-          () => this.release(slot),
-          () => undefined,
-        );
-      } else this.release(slot);
+      // Off the job's critical path: the job's outcome is already decided; the slot takes runs again once a new
+      // thread is warm. (The thread may already be a fresh one if a companion run replaced it first.) respawn()
+      // marks the slot before its first await, so release() below grants nothing on the dying thread.
+      if (needsRespawn && slot.thread === thread) void this.respawn(slot);
+      this.release(slot);
     }
   }
 

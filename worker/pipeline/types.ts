@@ -82,6 +82,9 @@ export interface PipelineOptions {
   executionProvider: 'auto' | 'cuda' | 'webgpu' | 'cpu';
   intraOpThreads: number;
   understanding: { minPixels: number; maxPixels: number; maxInputPixels: number; maxAspectRatio: number };
+  /** `worker.maxBatch`: how many requests of each stage this pipeline instance runs at once (the thread host sends
+   *  that many concurrently) and steps together through worker/pipeline/batch.ts. Absent: 1 each. */
+  maxBatch?: { decode: number; diffusion: number };
   /** Free-form options for test doubles (delays, failure injection); ignored by the real pipeline. */
   extra?: Record<string, unknown>;
 }

@@ -1,0 +1,130 @@
+// worker/thread-host.ts with worker.maxBatch: one thread takes several runs of one stage at once (they run as
+// coroutines in it), cancelling one leaves its companions running, and a thread crash fails every run on it
+// retryably. Uses the pipeline double (test/doubles/pipeline.ts) in real worker threads.
+import { resolve } from 'node:path';
+import sharp from 'sharp';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AppError, isUserError } from '../../../src/errors.ts';
+import { createLogger } from '../../../src/log.ts';
+import type { ProgressReport, UnderstandRequest } from '../../../worker/pipeline/types.ts';
+import { ThreadHost, type RunOptions } from '../../../worker/thread-host.ts';
+
+const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
+const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
+const png = new Uint8Array(await sharp({ create: { width: 8, height: 8, channels: 3, background: '#123456' } }).png().toBuffer());
+
+let host: ThreadHost | undefined;
+afterEach(async () => {
+  await host?.close();
+  host = undefined;
+});
+
+async function start(maxBatch: { decode: number; diffusion: number }, extra: Record<string, unknown> = {}) {
+  host = await ThreadHost.start({
+    size: 1,
+    maxBatch,
+    pipelineModule,
+    pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding, maxBatch, extra: { stepDelayMs: 20, maxSteps: 4, ...extra } },
+    abortGraceMs: 2000,
+    log: createLogger('test', 'silent'),
+  });
+  return host;
+}
+
+const ask = (question: string): UnderstandRequest => ({
+  image: png,
+  question,
+  history: [],
+  options: { maxNewTokens: 20, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0 },
+});
+
+/** Runs an ask, recording in `events` when its first progress arrives and when it ends. */
+function run(h: ThreadHost, name: string, events: string[], signal = new AbortController().signal) {
+  let started = false;
+  const options: RunOptions = {
+    signal,
+    timeoutMs: 60_000,
+    onProgress(_r: ProgressReport) {
+      if (!started) events.push(`${name} started`);
+      started = true;
+    },
+  };
+  return h.understand(ask(name), options).then(
+    (a) => {
+      events.push(`${name} done`);
+      return a;
+    },
+    (e: unknown) => {
+      events.push(`${name} failed`);
+      throw e;
+    },
+  );
+}
+
+describe('ThreadHost batching (worker.maxBatch)', () => {
+  it('maxBatch 1: one run at a time per thread (the second starts after the first ends)', async () => {
+    const h = await start({ decode: 1, diffusion: 1 });
+    expect(h.maxRuns).toBe(1);
+    const events: string[] = [];
+    await Promise.all([run(h, 'a', events), run(h, 'b', events)]);
+    expect(events).toEqual(['a started', 'a done', 'b started', 'b done']);
+  });
+
+  it('maxBatch.decode 3: three asks run at once on one thread; a fourth waits for room', async () => {
+    const h = await start({ decode: 3, diffusion: 1 });
+    expect(h.maxRuns).toBe(3);
+    const events: string[] = [];
+    const answers = await Promise.all(['a', 'b', 'c', 'd'].map((n) => run(h, n, events)));
+    expect(events.slice(0, 3).sort()).toEqual(['a started', 'b started', 'c started']);
+    expect(events.indexOf('d started')).toBeGreaterThan(events.findIndex((e) => e.endsWith('done')));
+    expect(answers.map((a) => a.text)).toEqual(['a', 'b', 'c', 'd'].map((n) => expect.stringContaining(`You asked: ${n}`)));
+  });
+
+  it('cancelling one run of a batch removes only it', async () => {
+    const h = await start({ decode: 3, diffusion: 1 });
+    const events: string[] = [];
+    const cancel = new AbortController();
+    const runs = [run(h, 'a', events), run(h, 'b', events, cancel.signal), run(h, 'c', events)];
+    setTimeout(() => cancel.abort(), 30);
+    const settled = await Promise.allSettled(runs);
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(((settled[1] as PromiseRejectedResult).reason as AppError).code).toBe('cancelled');
+  });
+
+  it('a run that fails alone does not fail its companions', async () => {
+    const h = await start({ decode: 2, diffusion: 1 }, { failures: { poison: 'user' } });
+    const settled = await Promise.allSettled([run(h, 'fine', []), run(h, 'poison', [])]);
+    expect(settled[0]!.status).toBe('fulfilled');
+    expect(isUserError((settled[1] as PromiseRejectedResult).reason)).toBe(true);
+  });
+
+  it('a thread crash fails every run on it retryably, and the thread is replaced', async () => {
+    const h = await start({ decode: 2, diffusion: 1 }, { failures: { crash: 'crash' }, stepDelayMs: 200 });
+    const events: string[] = [];
+    const companion = run(h, 'companion', events);
+    await new Promise((r) => setTimeout(r, 100)); // the companion is mid-answer when the crash comes
+    const settled = await Promise.allSettled([companion, run(h, 'crash', events)]);
+    for (const s of settled) {
+      expect(s.status).toBe('rejected');
+      const e = (s as PromiseRejectedResult).reason as AppError;
+      expect(e.code).toBe('internal'); // retryable: processor.ts rethrows it, BullMQ retries the job
+      expect(isUserError(e)).toBe(false);
+    }
+    expect((await run(h, 'after', [])).text).toContain('You asked: after'); // a fresh thread serves the next run
+  });
+
+  it('a thread never mixes stages: an imagine waits for the batch of asks, and later asks wait behind it', async () => {
+    const h = await start({ decode: 3, diffusion: 1 });
+    const events: string[] = [];
+    const a = run(h, 'a', events);
+    const image = h
+      .generate(
+        { prompt: 'p', options: { aspect: '1:1', seed: 1, ditSteps: 2, decoderSteps: 2, guidance: 3, negativePrompt: '' } as never },
+        { signal: new AbortController().signal, timeoutMs: 60_000, onProgress: () => undefined },
+      )
+      .then(() => events.push('image done'));
+    const b = run(h, 'b', events); // arrives after the imagine: must not overtake it
+    await Promise.all([a, image, b]);
+    expect(events).toEqual(['a started', 'a done', 'image done', 'b started', 'b done']);
+  });
+});
