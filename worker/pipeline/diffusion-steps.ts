@@ -23,6 +23,7 @@
 // same seed gives the same image within rounding, not the same bytes (see docs/architecture.md "Batching").
 import { AppError } from '../../src/errors.ts';
 import type { DeviceTensor, ModelSession, TensorInput } from '../runtime/session.ts';
+import { StepBatcher, type BatcherStats } from './batch.ts';
 import { eulerInputScale, eulerStep, flowMatchStep, type EulerSchedule, type FlowMatchSchedule } from './schedulers.ts';
 
 /** A sample's conditioning that stays the same at every step: host data (for batches), and where its session computes. */
@@ -70,14 +71,17 @@ export interface VaeDecode {
   dims: readonly [number, number, number];
 }
 
-/** What a sample asks for one step at a time: run alone or batched with other requests' samples. */
+/**
+ * What a sample asks for one step at a time: run alone or batched with other requests' samples. `signal` is the
+ * request's own: aborted while its step still waits for a batch, the step leaves it and rejects with the reason.
+ */
 export interface DiffusionStepper {
   /** The guided velocity v_u + g·(v_c − v_u), [T, C]. */
-  dit(step: DitStep): Promise<Float32Array>;
+  dit(step: DitStep, signal?: AbortSignal): Promise<Float32Array>;
   /** The guided noise ε_neg + g·(ε_cond − ε_neg), [channels, h, w]. */
-  unet(step: UnetStep): Promise<Float32Array>;
+  unet(step: UnetStep, signal?: AbortSignal): Promise<Float32Array>;
   /** The decoded image [3, H, W] in [−1, 1]. */
-  vae(decode: VaeDecode): Promise<Float32Array>;
+  vae(decode: VaeDecode, signal?: AbortSignal): Promise<Float32Array>;
 }
 
 export interface DiffusionSessions {
@@ -181,12 +185,30 @@ export async function runVaeDecodes(vae: ModelSession, decodes: readonly VaeDeco
   return decodes.map((_, i) => image.slice(i * per, (i + 1) * per));
 }
 
-/** Every step in its own run: one request at a time, or a worker with batching off. */
+/** Every step in its own run, as it comes (no batcher): tools and tests that drive one request. */
 export function soloStepper(m: DiffusionSessions): DiffusionStepper {
   return {
     dit: async (s) => (await runDitSteps(m.dit, [s]))[0]!,
     unet: async (s) => (await runUnetSteps(m.unet, [s]))[0]!,
     vae: async (d) => (await runVaeDecodes(m.vae, [d]))[0]!,
+  };
+}
+
+/**
+ * The worker's stepper (`worker.maxBatch.diffusion`): each graph has a StepBatcher (worker/pipeline/batch.ts) that runs
+ * the steps of every concurrent request waiting at that moment, up to `maxBatch` samples (each a CFG pair, so up to
+ * 2·maxBatch rows), only samples of one shape together. A call that throws is re-run sample by sample, so a request
+ * whose input breaks the graph fails alone. maxBatch 1: every step alone, one request's steps at a time.
+ */
+export function batchedStepper(m: DiffusionSessions, maxBatch: number): DiffusionStepper & { stats: Record<'dit' | 'unet' | 'vae', BatcherStats> } {
+  const dit = new StepBatcher<DitStep, Float32Array>({ maxBatch, run: (s) => runDitSteps(m.dit, s), key: ditBatchKey });
+  const unet = new StepBatcher<UnetStep, Float32Array>({ maxBatch, run: (s) => runUnetSteps(m.unet, s), key: unetBatchKey });
+  const vae = new StepBatcher<VaeDecode, Float32Array>({ maxBatch, run: (d) => runVaeDecodes(m.vae, d), key: vaeBatchKey });
+  return {
+    dit: (s, signal) => dit.step(s, signal),
+    unet: (s, signal) => unet.step(s, signal),
+    vae: (d, signal) => vae.step(d, signal),
+    stats: { dit: dit.stats, unet: unet.stats, vae: vae.stats },
   };
 }
 

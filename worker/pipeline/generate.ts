@@ -114,6 +114,16 @@ export class Generator {
   ) {}
 
   async generate(req: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
+    try {
+      return await this.generateOne(req, ctx);
+    } catch (e) {
+      // a step aborted while it waited for a batch rejects with the signal's bare reason: report it as check() does
+      if (ctx.signal.aborted && !(e instanceof AppError)) throw ctx.signal.reason instanceof AppError ? ctx.signal.reason : cancelled();
+      throw e;
+    }
+  }
+
+  private async generateOne(req: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
     const parsed = ImagineOptions.safeParse(req.options);
     if (!parsed.success) throw new UserError('bad_request', `Invalid image options: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`);
     const o = parsed.data;
@@ -160,18 +170,18 @@ export class Generator {
       check();
       ctx.onProgress({ stage: 'features', step: done++, total: featureTotal });
     };
-    const neg = await this.negativeFeature(negativeText, featureStep);
-    const cond = await this.sampleFeatures(z, o.ditSteps, o.guidance, new GaussianRng(o.seed, RngStream.ditNoise), featureStep);
+    const neg = await this.negativeFor(negativeText, featureStep, ctx.signal);
+    const cond = await this.sampleFeatures(z, o.ditSteps, o.guidance, new GaussianRng(o.seed, RngStream.ditNoise), featureStep, ctx.signal);
     ctx.onProgress({ stage: 'features', step: featureTotal, total: featureTotal });
 
     // 3. decoding: UNet Euler loop with CFG [cond, neg], then the fp32 VAE
     const geo = geometryFor(o.aspect, this.m.unetSampleSize, this.m.vaeScaleFactor, this.m.unetLatentMultiple);
-    const latents = await this.denoise(cond, neg, geo, o, (i, total) => {
+    const latents = await this.denoise(cond, neg, geo, o, ctx.signal, (i, total) => {
       check();
       ctx.onProgress({ stage: 'decoding', step: i, total: total + 1 });
     });
     check();
-    const image = await this.stepper.vae({ latents, dims: [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] });
+    const image = await this.stepper.vae({ latents, dims: [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] }, ctx.signal);
     const rgb = toRgb8(image, geo.height, geo.width);
     const png = await encodePng(rgb, geo.width, geo.height, {
       prompt: req.prompt,
@@ -188,17 +198,32 @@ export class Generator {
    * path (raw text, no chat template → LLM → DiT with the fixed negative seed, steps and guidance), computed once
    * per distinct text and kept (" " always; user texts up to `negativeCacheSize`, least recently used dropped).
    * A failed or cancelled computation is not cached.
+   *
+   * Concurrent requests (worker.maxBatch.diffusion > 1) wait for the computation the first of them started, which runs
+   * under that request's signal: when it fails (that request was cancelled), each waiting request that is still live
+   * starts its own, so cancelling one job never fails another.
    */
-  private negativeFeature(text: string, beforeStep: () => void): Promise<Float32Array> {
+  private async negativeFor(text: string, beforeStep: () => void, signal: AbortSignal): Promise<Float32Array> {
+    for (;;) {
+      const { feature, mine } = this.negativeFeature(text, beforeStep, signal);
+      try {
+        return await feature;
+      } catch (e) {
+        if (mine || signal.aborted) throw e;
+      }
+    }
+  }
+
+  private negativeFeature(text: string, beforeStep: () => void, signal: AbortSignal): { feature: Promise<Float32Array>; mine: boolean } {
     let p = this.negatives.get(text);
     if (p) {
       this.negatives.delete(text); // re-insert: most recently used last
       this.negatives.set(text, p);
-      return p;
+      return { feature: p, mine: false };
     }
     const computed = (async () => {
       const z = await this.llm.latentHiddenStates(this.llm.encode(text));
-      return this.sampleFeatures(z, this.settings.negativeDitSteps, this.settings.negativeGuidance, new GaussianRng(0, RngStream.negativeDitNoise), beforeStep);
+      return this.sampleFeatures(z, this.settings.negativeDitSteps, this.settings.negativeGuidance, new GaussianRng(0, RngStream.negativeDitNoise), beforeStep, signal);
     })();
     p = computed;
     this.negatives.set(text, computed);
@@ -211,7 +236,7 @@ export class Generator {
       if (userTexts() <= limit) break;
       if (key !== NEGATIVE_TEXT && key !== text) this.negatives.delete(key);
     }
-    return p;
+    return { feature: p, mine: true };
   }
 
   /** How many negative features are cached now (the " " one included). */
@@ -220,7 +245,7 @@ export class Generator {
   }
 
   /** Flow matching with CFG against zeros in LLM space, batch [uncond, cond] (spec §3.4, pitfall 8). */
-  async sampleFeatures(z: Float32Array, steps: number, guidance: number, rng: GaussianRng, beforeStep: () => void): Promise<Float32Array> {
+  async sampleFeatures(z: Float32Array, steps: number, guidance: number, rng: GaussianRng, beforeStep: () => void, signal?: AbortSignal): Promise<Float32Array> {
     const T = this.m.ditGrid * this.m.ditGrid;
     const C = this.m.latentChannels;
     const H = this.llm.hiddenSize;
@@ -233,7 +258,7 @@ export class Generator {
     try {
       while (!sample.done) {
         beforeStep();
-        sample.advance(await this.stepper.dit(sample.next()));
+        sample.advance(await this.stepper.dit(sample.next(), signal));
       }
       return sample.x;
     } finally {
@@ -247,6 +272,7 @@ export class Generator {
     neg: Float32Array,
     geo: ReturnType<typeof geometryFor>,
     o: ImagineOptions,
+    signal: AbortSignal,
     beforeStep: (i: number, total: number) => void,
   ): Promise<Float32Array> {
     const schedule = eulerDiscreteSchedule(this.m.scheduler, o.decoderSteps);
@@ -281,7 +307,7 @@ export class Generator {
     try {
       while (!sample.done) {
         beforeStep(sample.step, sample.total);
-        sample.advance(await this.stepper.unet(sample.next()));
+        sample.advance(await this.stepper.unet(sample.next(), signal));
       }
       return sample.x;
     } finally {
