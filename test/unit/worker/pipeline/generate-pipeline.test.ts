@@ -91,4 +91,30 @@ describe('createPipeline().generate on the tiny checkpoint', () => {
       code: 'bad_image',
     });
   });
+
+  it('with worker.maxBatch.diffusion 3, three concurrent requests (one a variation) give the bytes each gives alone', async () => {
+    const batched = await createPipeline({
+      modelDir: join(dir, 'onnx'),
+      dtype: 'fp32',
+      executionProvider: 'cpu',
+      intraOpThreads: 0,
+      understanding: { minPixels: 3136, maxPixels: 1003520, maxInputPixels: 50_000_000, maxAspectRatio: 200 },
+      maxBatch: { decode: 1, diffusion: 3 },
+    });
+    try {
+      const ctx = () => ({ signal: new AbortController().signal, onProgress: () => {} });
+      const photo = new Uint8Array(await sharp({ create: { width: 120, height: 90, channels: 3, background: { r: 20, g: 90, b: 200 } } }).png().toBuffer());
+      const reqs = [
+        { prompt: 'a red fox in snow', options },
+        { prompt: 'a blue whale', options: { ...options, seed: 12, guidance: 5 } },
+        { prompt: '', options: { ...options, seed: 13 }, image: photo },
+      ];
+      const want: Uint8Array[] = [];
+      for (const r of reqs) want.push((await pipeline.generate(r, ctx())).png);
+      const got = await Promise.all(reqs.map(async (r) => (await batched.generate(r, ctx())).png));
+      got.forEach((png, i) => expect(Buffer.from(png).equals(Buffer.from(want[i]!))).toBe(true));
+    } finally {
+      await batched.close();
+    }
+  }, 120_000);
 });
