@@ -24,7 +24,7 @@ import { compareLogits, describeFidelity, prefillLogits } from './_fidelity.ts';
 import { KvDecoder } from '../worker/pipeline/sampling.ts';
 import { openSession, type ModelSession } from '../worker/runtime/session.ts';
 
-function fill(n: number, seed: number, std: number): Float32Array {
+export function fill(n: number, seed: number, std: number): Float32Array {
   const v = new Float32Array(n);
   let s = seed >>> 0;
   const k = (2 * Math.sqrt(3) * std) / 4294967296;
@@ -38,7 +38,7 @@ function fill(n: number, seed: number, std: number): Float32Array {
   return v;
 }
 
-function randomCheckpoint(dir: string, c: TextConfig): void {
+export function randomCheckpoint(dir: string, c: TextConfig): void {
   const H = c.hidden_size;
   const I = c.intermediate_size;
   const kv = (H / c.num_attention_heads) * c.num_key_value_heads;

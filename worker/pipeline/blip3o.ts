@@ -140,7 +140,7 @@ export const createPipeline: CreatePipeline = async (options) => {
   if (!manifest) throw new AppError('model', `no converted model in ${modelDir} (run \`npm run model -- convert\`)`);
   const runtime: SessionOptions = { executionProvider: options.executionProvider, intraOpThreads: options.intraOpThreads };
   const tok = loadTokenizer(tokenizerDir(modelDir, manifest));
-  const text = await openTextModel(modelDir, manifest, tok, runtime); // one decoder for both halves
+  const text = await openTextModel(modelDir, manifest, tok, runtime, options.maxBatch?.decode); // one decoder for both halves
   const understanding = await loadUnderstanding(modelDir, runtime, options.understanding, { text });
   const gen = await loadGenerationHalf(modelDir, manifest, TextConditioner.load(modelDir, manifest, text), runtime, understanding, options.maxBatch?.diffusion ?? 1);
   const checker = new ImageChecker(text, understanding);

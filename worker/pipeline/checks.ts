@@ -10,9 +10,9 @@
 // Every question starts from the same prefix, so the row's prompt is exactly what the understanding path builds for
 // that question alone (tested against a full prefill of it), and the image costs one vision run and one prefill.
 import { AppError } from '../../src/errors.ts';
-import { conversation, expandImagePads, scatterImage, type TextModel, type Understanding } from './understand.ts';
+import { conversation, decodeAnswer, expandImagePads, scatterImage, type TextModel, type Understanding } from './understand.ts';
 import { ropeIndex } from './mrope.ts';
-import { generateTokens, GREEDY } from './sampling.ts';
+import { GREEDY, type KvState } from './sampling.ts';
 import { TOKENS } from './tokenizer.ts';
 import type { CheckRequest, CheckResult, RunContext } from './types.ts';
 
@@ -111,80 +111,85 @@ export class ImageChecker {
     progress(1);
     throwIfAborted(ctx.signal);
 
-    // 2. one prefill of the shared prefix (system + user turn up to the image's end)
-    const split = rows.map((r) => this.split(r.text));
-    const prefix0 = split[0]!.prefix;
-    if (split.some((s) => s.prefix.length !== prefix0.length || s.prefix.some((id, i) => id !== prefix0[i])))
-      throw new AppError('internal', 'the questions do not share one image prefix');
-    const prefixIds = expandImagePads(prefix0, enc.tokens);
-    const H = this.text.hiddenSize;
-    const embeds = await this.text.embed(prefixIds);
-    scatterImage(embeds, prefixIds, enc.features, H);
-    const { positionIds } = ropeIndex(prefixIds, [enc.grid], { imageTokenId: TOKENS.imagePad, mergeSize: this.vision.mergeSize });
-    const n = prefixIds.length;
-    const positions = [0, 1, 2].map((r) => Array.from(positionIds.subarray(r * n, (r + 1) * n), Number));
-    const decoder = this.text.decoder;
-    const allSuffix = split.flatMap((s) => s.suffix);
-    const suffixEmbeds = await this.text.embed(allSuffix);
-    let at = 0;
-    const suffixes = split.map((s) => {
-      const e = suffixEmbeds.slice(at * H, (at + s.suffix.length) * H);
-      at += s.suffix.length;
-      return e;
-    });
-    let logits: Float32Array[];
-    if (decoder.sharesCache) {
-      const cache = await decoder.prefillCache(embeds, positions);
-      counts.prefixPrefills++;
-      progress(2);
-      throwIfAborted(ctx.signal);
-      // 3. every question's own tokens as one batched forward over the shared cache
-      const out = await decoder.continueBatch(cache, suffixes);
-      counts.batchedForwards++;
-      logits = out.logits;
-      const c = rows.findIndex((r) => r.kind === 'caption');
-      if (c >= 0) decoder.restore(out.states[c]!);
-    } else {
-      // WebGPU keeps the cache in GPU buffers that cannot be copied per row: each question is prefilled whole (the
-      // vision encoding is still shared). The caption row runs last, so its cache is the live one for decoding.
-      logits = [];
-      const next = Math.max(...positions.flat()) + 1; // text after the image, as get_rope_index numbers it
-      for (const suffix of suffixes) {
-        const seq = new Float32Array(embeds.length + suffix.length);
-        seq.set(embeds, 0);
-        seq.set(suffix, embeds.length);
-        const k = suffix.length / H;
-        const rowPositions = positions.map((p) => [...p, ...Array.from({ length: k }, (_, i) => next + i)]);
-        logits.push((await decoder.prefill(seq, rowPositions)).logits);
-        counts.prefixPrefills++;
-        throwIfAborted(ctx.signal);
-      }
-      progress(2);
-    }
-    progress(3);
-    const yesNo = this.yesNoIds();
-    rows.forEach((r, b) => {
-      if (r.kind === 'match') result.match = yesProbability(logits[b]!, yesNo);
-      else if (r.kind === 'question') result.answers[r.id] = yesProbability(logits[b]!, yesNo);
-    });
-
-    // 4. the caption: greedy decoding from its row's cache
-    const c = rows.findIndex((r) => r.kind === 'caption');
-    if (c >= 0) {
-      const promptIds = [...prefixIds, ...split[c]!.suffix];
-      const { tokens } = await generateTokens({
-        prefill: async () => logits[c]!,
-        step: async (id) => decoder.step(await this.text.embed([id])),
-        promptIds,
-        maxNewTokens: req.captionMaxTokens!,
-        stopIds: this.text.tokenizer.generation.eosTokenIds,
-        sampling: GREEDY,
-        signal: ctx.signal,
-        onToken: (_id, index) => progress(4 + index),
+    // 2–4 use the decoder's live cache unless the thread batches decoding: then only the decode batch holds
+    // sequences and prefillCache/continueBatch are pure, so concurrent checks need no turn-taking.
+    const rest = async () => {
+      // 2. one prefill of the shared prefix (system + user turn up to the image's end)
+      const split = rows.map((r) => this.split(r.text));
+      const prefix0 = split[0]!.prefix;
+      if (split.some((s) => s.prefix.length !== prefix0.length || s.prefix.some((id, i) => id !== prefix0[i])))
+        throw new AppError('internal', 'the questions do not share one image prefix');
+      const prefixIds = expandImagePads(prefix0, enc.tokens);
+      const H = this.text.hiddenSize;
+      const embeds = await this.text.embed(prefixIds);
+      scatterImage(embeds, prefixIds, enc.features, H);
+      const { positionIds } = ropeIndex(prefixIds, [enc.grid], { imageTokenId: TOKENS.imagePad, mergeSize: this.vision.mergeSize });
+      const n = prefixIds.length;
+      const positions = [0, 1, 2].map((r) => Array.from(positionIds.subarray(r * n, (r + 1) * n), Number));
+      const decoder = this.text.decoder;
+      const allSuffix = split.flatMap((s) => s.suffix);
+      const suffixEmbeds = await this.text.embed(allSuffix);
+      let at = 0;
+      const suffixes = split.map((s) => {
+        const e = suffixEmbeds.slice(at * H, (at + s.suffix.length) * H);
+        at += s.suffix.length;
+        return e;
       });
-      counts.captionTokens = tokens.length;
-      result.caption = firstSentence(this.text.tokenizer.decode(tokens));
-    }
+      let logits: Float32Array[];
+      let states: KvState[] | undefined; // each row's cache (host memory), for the caption row's decoding
+      if (decoder.sharesCache) {
+        const cache = await decoder.prefillCache(embeds, positions);
+        counts.prefixPrefills++;
+        progress(2);
+        throwIfAborted(ctx.signal);
+        // 3. every question's own tokens as one batched forward over the shared cache
+        const out = await decoder.continueBatch(cache, suffixes);
+        counts.batchedForwards++;
+        logits = out.logits;
+        states = out.states;
+      } else {
+        // WebGPU keeps the cache in GPU buffers that cannot be copied per row: each question is prefilled whole (the
+        // vision encoding is still shared). The caption row runs last, so its cache is the live one for decoding.
+        logits = [];
+        const next = Math.max(...positions.flat()) + 1; // text after the image, as get_rope_index numbers it
+        for (const suffix of suffixes) {
+          const seq = new Float32Array(embeds.length + suffix.length);
+          seq.set(embeds, 0);
+          seq.set(suffix, embeds.length);
+          const k = suffix.length / H;
+          const rowPositions = positions.map((p) => [...p, ...Array.from({ length: k }, (_, i) => next + i)]);
+          logits.push((await decoder.prefill(seq, rowPositions)).logits);
+          counts.prefixPrefills++;
+          throwIfAborted(ctx.signal);
+        }
+        progress(2);
+      }
+      progress(3);
+      const yesNo = this.yesNoIds();
+      rows.forEach((r, b) => {
+        if (r.kind === 'match') result.match = yesProbability(logits[b]!, yesNo);
+        else if (r.kind === 'question') result.answers[r.id] = yesProbability(logits[b]!, yesNo);
+      });
+
+      // 4. the caption: greedy decoding from its row's cache
+      const c = rows.findIndex((r) => r.kind === 'caption');
+      if (c >= 0) {
+        const promptIds = [...prefixIds, ...split[c]!.suffix];
+        // from its row's cache (the live cache of the WebGPU path, where the caption row ran last)
+        const prompt = states ? { state: states[c]!, logits: logits[c]! } : { live: true as const, logits: logits[c]! };
+        const { tokens } = await decodeAnswer(this.text, prompt, {
+          promptIds,
+          maxNewTokens: req.captionMaxTokens!,
+          stopIds: this.text.tokenizer.generation.eosTokenIds,
+          sampling: GREEDY,
+          signal: ctx.signal,
+          onToken: (_id, index) => progress(4 + index),
+        });
+        counts.captionTokens = tokens.length;
+        result.caption = firstSentence(this.text.tokenizer.decode(tokens));
+      }
+    };
+    await (this.text.batch ? rest() : this.text.exclusive(rest));
     progress(total);
     return result;
   }

@@ -113,10 +113,15 @@ export interface GeneratedTokens {
   stopReason: 'stop' | 'length';
 }
 
+/** The error a generation stopped by `signal` throws: its reason when that is an AppError (a timeout), else a
+ *  UserError('cancelled'). */
+export function cancelledError(signal: AbortSignal): AppError {
+  if (signal.reason instanceof AppError) return signal.reason;
+  return new UserError('cancelled', 'Cancelled.', { cause: signal.reason });
+}
+
 function throwIfCancelled(signal: AbortSignal | undefined): void {
-  if (!signal?.aborted) return;
-  if (signal.reason instanceof AppError) throw signal.reason;
-  throw new UserError('cancelled', 'Cancelled.', { cause: signal.reason });
+  if (signal?.aborted) throw cancelledError(signal);
 }
 
 export async function generateTokens(o: GenerateTokensOptions): Promise<GeneratedTokens> {
@@ -164,7 +169,7 @@ export interface KvState {
 }
 
 /** The float data of output `name`, in host memory (a cache output the session kept is host memory off WebGPU). */
-function hostFloats(out: { host: Record<string, { data: unknown }>; device: Record<string, DeviceTensor> }, name: string): Float32Array {
+export function hostFloats(out: { host: Record<string, { data: unknown }>; device: Record<string, DeviceTensor> }, name: string): Float32Array {
   const d = out.device[name];
   const data = d ? (d.onDevice ? undefined : d.tensor.data) : out.host[name]?.data;
   if (!(data instanceof Float32Array)) throw new AppError('model', `the decoder's ${name} output is not float32 in host memory`);

@@ -16,7 +16,8 @@ import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { openSession, type ModelSession, type SessionOptions, type TensorInput } from '../runtime/session.ts';
 import { preprocessImage, preprocessSquare, visionFeeds, type Grid, type ImageLimits, type PatchGeometry, type PreprocessedImage } from './image.ts';
 import { ropeIndex } from './mrope.ts';
-import { generateTokens, KvDecoder, kvOutputNames, seededRandom } from './sampling.ts';
+import { DecodeBatch } from './decode-batch.ts';
+import { generateTokens, KvDecoder, kvOutputNames, seededRandom, type GenerateTokensOptions, type GeneratedTokens, type KvState } from './sampling.ts';
 import { loadTokenizer, TOKENS, type ChatMessage, type QwenTokenizer } from './tokenizer.ts';
 import type { Answer, RunContext, UnderstandRequest } from './types.ts';
 
@@ -28,8 +29,14 @@ export interface TextModel {
   tokenizer: QwenTokenizer;
   /** input_ids → inputs_embeds [ids.length, H] (the embedding graph). */
   embed(ids: readonly number[]): Promise<Float32Array>;
-  /** The decoder with its KV cache (worker/pipeline/sampling.ts). One sequence at a time. */
+  /** The decoder with its KV cache (worker/pipeline/sampling.ts). One sequence at a time: hold `exclusive`. */
   decoder: KvDecoder;
+  /** Continuous batching of decode steps across the requests of this thread (worker.maxBatch.decode > 1 on a
+   *  provider whose cache is host memory; worker/pipeline/decode-batch.ts). Undefined: decode through `decoder`. */
+  batch: DecodeBatch | undefined;
+  /** Runs `fn` while no other request uses `decoder`'s live cache (requests of one thread run concurrently when
+   *  worker.maxBatch > 1; without batching their decoding takes turns). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
   hiddenSize: number;
   close(): Promise<void>;
 }
@@ -66,8 +73,9 @@ function num(info: Record<string, unknown>, key: string, where: string): number 
   return v;
 }
 
-/** Opens the embedding and decoder graphs of the `text` component. */
-export async function openTextModel(modelDir: string, manifest: Manifest, tokenizer: QwenTokenizer, runtime: SessionOptions): Promise<TextModel> {
+/** Opens the embedding and decoder graphs of the `text` component. `maxBatch` > 1 (worker.maxBatch.decode) turns on
+ *  continuous batching of decode steps where the provider keeps the cache in host memory (not WebGPU). */
+export async function openTextModel(modelDir: string, manifest: Manifest, tokenizer: QwenTokenizer, runtime: SessionOptions, maxBatch = 1): Promise<TextModel> {
   const text = component(manifest, 'text', modelDir);
   const where = 'components.text';
   const H = num(text.info, 'hidden_size', where);
@@ -83,16 +91,24 @@ export async function openTextModel(modelDir: string, manifest: Manifest, tokeni
     hiddenSize: H,
     vocabSize: num(text.info, 'vocab_size', where),
   });
+  const embed = async (ids: readonly number[]) => {
+    const out = await embedding.run({ input_ids: { data: BigInt64Array.from(ids, (i) => BigInt(i)), dims: [1, ids.length] } });
+    const embeds = out.inputs_embeds?.data;
+    if (!(embeds instanceof Float32Array)) throw new AppError('model', 'the embedding graph has no float inputs_embeds output');
+    return embeds;
+  };
+  let turn: Promise<unknown> = Promise.resolve();
   return {
     tokenizer,
     hiddenSize: H,
     decoder,
-    async embed(ids) {
-      const out = await embedding.run({ input_ids: { data: BigInt64Array.from(ids, (i) => BigInt(i)), dims: [1, ids.length] } });
-      const embeds = out.inputs_embeds?.data;
-      if (!(embeds instanceof Float32Array)) throw new AppError('model', 'the embedding graph has no float inputs_embeds output');
-      return embeds;
+    batch: maxBatch > 1 && decoder.sharesCache ? new DecodeBatch(decoderSession, decoder.dims, embed, { maxBatch }) : undefined,
+    exclusive<T>(fn: () => Promise<T>): Promise<T> {
+      const run = turn.then(fn, fn);
+      turn = run.catch(() => undefined);
+      return run;
     },
+    embed,
     async close() {
       await Promise.all([embedding.release(), decoderSession.release()]);
     },
@@ -137,6 +153,60 @@ const rows = (positions: BigInt64Array): number[][] => {
   return [0, 1, 2].map((r) => Array.from(positions.subarray(r * n, (r + 1) * n), Number));
 };
 
+/**
+ * Decodes one answer: through the thread's decode batch when it has one (prefilled in chunks between the others'
+ * steps, each step batched with whoever steps now), else on the decoder alone while holding `exclusive`. `prompt` is
+ * a prompt to prefill (embeddings + M-RoPE position rows), or a cache made elsewhere with its first logits (the
+ * checks' caption row: without a batch the caller already holds `exclusive` for `state` and `live` prompts).
+ */
+export async function decodeAnswer(
+  llm: TextModel,
+  prompt:
+    | { embeds: Float32Array; positions: number[][] }
+    | { state: KvState; logits: Float32Array }
+    /** the decoder's live cache, with the caller already holding `exclusive` (never with a batch) */
+    | { live: true; logits: Float32Array },
+  o: Omit<GenerateTokensOptions, 'prefill' | 'step'>,
+): Promise<GeneratedTokens> {
+  const batch = llm.batch;
+  if ('live' in prompt) {
+    if (batch) throw new AppError('internal', 'decodeAnswer: a live-cache prompt with a decode batch');
+    return generateTokens({ ...o, prefill: async () => prompt.logits, step: async (id) => llm.decoder.step(await llm.embed([id])) });
+  }
+  if (batch) {
+    let seq: import('./decode-batch.ts').Sequence | undefined;
+    try {
+      return await generateTokens({
+        ...o,
+        prefill: async () => {
+          if ('state' in prompt) {
+            seq = batch.adopt(prompt.state);
+            return prompt.logits;
+          }
+          const started = await batch.start(prompt.embeds, prompt.positions, o.signal);
+          seq = started.seq;
+          return started.logits;
+        },
+        step: (id) => batch.next(seq!, id, o.signal),
+      });
+    } finally {
+      if (seq) batch.close(seq);
+    }
+  }
+  if ('state' in prompt) {
+    // the caller holds `exclusive` (the checks: prefix prefill, batched questions and caption in one turn)
+    llm.decoder.restore(prompt.state);
+    return generateTokens({ ...o, prefill: async () => prompt.logits, step: async (id) => llm.decoder.step(await llm.embed([id])) });
+  }
+  return llm.exclusive(() =>
+    generateTokens({
+      ...o,
+      prefill: async () => (await llm.decoder.prefill(prompt.embeds, prompt.positions)).logits, // rope delta kept by KvDecoder
+      step: async (id) => llm.decoder.step(await llm.embed([id])),
+    }),
+  );
+}
+
 function throwIfAborted(signal: AbortSignal): void {
   if (!signal.aborted) return;
   if (signal.reason instanceof AppError) throw signal.reason;
@@ -157,6 +227,8 @@ export interface UnderstandingOptions {
   text?: TextModel;
   /** Where tokenizer.json is when `text` is absent. @defaultValue `<modelDir>/tokenizer`, then `modelDir` */
   tokenizerDir?: string;
+  /** worker.maxBatch.decode for the text model opened here (when `text` is absent). @defaultValue 1 */
+  maxBatch?: number;
 }
 
 /**
@@ -183,7 +255,7 @@ export async function loadUnderstanding(
   const outHidden = num(vision.info, 'out_hidden_size', where);
   const visionSession = await openSession(graphFile(vision, 'vision', modelDir), runtime);
   const ownText = !options.text;
-  const llm = options.text ?? (await openTextModel(modelDir, manifest, loadTokenizer(findTokenizer(modelDir, options.tokenizerDir)), runtime));
+  const llm = options.text ?? (await openTextModel(modelDir, manifest, loadTokenizer(findTokenizer(modelDir, options.tokenizerDir)), runtime, options.maxBatch));
   if (llm.hiddenSize !== outHidden) throw new AppError('model', `vision tokens are ${outHidden} wide but the LLM hidden size is ${llm.hiddenSize}`);
 
   let visionRuns = 0;
@@ -221,9 +293,7 @@ export async function loadUnderstanding(
     const stream = llm.tokenizer.streamDecoder();
     let partialText = '';
     ctx.onProgress({ stage: 'answering', step: 0, total: o.maxNewTokens, partialText });
-    const { tokens: tokenIds } = await generateTokens({
-      prefill: async () => (await llm.decoder.prefill(embeds, rows(positionIds))).logits, // rope delta kept by KvDecoder
-      step: async (id) => llm.decoder.step(await llm.embed([id])),
+    const { tokens: tokenIds } = await decodeAnswer(llm, { embeds, positions: rows(positionIds) }, {
       promptIds: ids,
       maxNewTokens: o.maxNewTokens,
       stopIds: llm.tokenizer.generation.eosTokenIds,

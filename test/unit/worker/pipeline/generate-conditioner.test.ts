@@ -27,6 +27,8 @@ function fakeText(): TextModel & { prefills: { seq: Float32Array; positions: unk
         return seq.map((v) => 10 * v);
       },
     } as unknown as KvDecoder,
+    batch: undefined,
+    exclusive: (fn) => fn(),
     async close() {},
   };
 }
