@@ -15,12 +15,14 @@
 //
 // Batch companions and bit-equality: every op of the three graphs works per batch row (no op reduces over the batch),
 // so row i's arithmetic is the same whatever sits in the other rows. On the CPU provider the output is bit-identical
-// alone or in any batch: onnxruntime's MLAS GEMM splits work between threads along M and N only, never along K, and
-// adds up K in fixed-size blocks, so a row's dot products are summed in the same order whatever M is; convolutions,
-// norms and softmax run per image or per row. test/unit/worker/pipeline/diffusion-steps.test.ts checks it on the tiny
-// checkpoint (batches of 1–4 samples at different steps: every output element equal to the solo run's). A GPU provider may pick another GEMM/conv kernel for
-// another batch size (cuBLAS/cuDNN heuristics choose by shape), which can change the rounding of a sum: there the
-// same seed gives the same image within rounding, not the same bytes (see docs/architecture.md "Batching").
+// alone or in any batch: onnxruntime's MLAS SGEMM (sgemm.cpp MlasGemmBatch) splits a GEMM between threads along M or
+// N only, never along K, and walks K in fixed-size blocks, so a row's dot products are summed in the same order
+// whatever M (= batch × rows) is; convolutions, norms and softmax run per image or per row. Batching changes M, never
+// K (unlike ragged LLM decoding, where padding changes the attention's K). Checked bit for bit on the tiny checkpoint
+// (test/unit/worker/pipeline/diffusion-steps.test.ts, generate-batch.test.ts) and once at the real layer widths
+// (docs/generation.md "Batching across jobs"). A GPU provider may pick another GEMM/conv kernel for another batch size
+// (cuBLAS/cuDNN choose by shape), which can change the rounding of a sum: there the same seed gives the same image
+// within rounding, not necessarily the same bytes (not measured here).
 import { AppError } from '../../src/errors.ts';
 import type { DeviceTensor, ModelSession, TensorInput } from '../runtime/session.ts';
 import { StepBatcher, type BatcherStats } from './batch.ts';
