@@ -22,9 +22,10 @@
 //
 // Companions and results: a sequence's logits depend on its own tokens only, but not bit for bit on its batch.
 // onnxruntime's CPU kernels (MLAS GEMM tiles, vectorised softmax/reductions) group the additions of a dot product by
-// the tensor's shape and alignment, so the batch size B and the padding columns change the rounding (≈1e-6 relative
-// on the logits, measured in test/unit/worker/pipeline/decode-batch.test.ts); a greedy or seeded token changes only
-// where two candidates are that close. docs/batching.md gives the measured bound.
+// the tensor's shape and alignment, so the batch size B, the padding columns and the prefill chunking change the
+// rounding (at most 2.4e-6 on the tiny checkpoint's logits, which are of order 1: test/unit/worker/pipeline/
+// decode-batch.test.ts); a greedy or seeded token changes only where two candidates are that close.
+// docs/batching.md gives the measured bound.
 import { AppError } from '../../src/errors.ts';
 import type { ModelSession, TensorInput } from '../runtime/session.ts';
 import { StepBatcher } from './batch.ts';
@@ -117,12 +118,12 @@ export class DecodeBatch {
       throw new AppError('internal', `decoder input: ${embeds.length} values for hidden ${H}, positions ${positions.map((r) => r.length)}`);
     const seq: Seq = { id: this.nextId++, length: 0, ropeDelta: Math.max(...positions.flat()) + 1 - S, own: this.emptyOwn(), row: -1, closed: false };
     try {
-      // Chunks of the prompt without its last token (cache only: no lm_head over them), then the last token alone,
-      // whose logits start the answer.
+      // Chunks of the prompt; the last one's logits start the answer (the chunks before it compute none). The split
+      // depends on the prompt length only, never on the companions. A prompt of at most one chunk costs exactly
+      // what an unbatched prefill costs (one forward).
       const chunk = this.options.prefillChunkTokens ?? PREFILL_CHUNK_TOKENS;
       const cuts: number[] = [];
-      for (let at = 0; at < S - 1; at += chunk) cuts.push(at);
-      cuts.push(S - 1);
+      for (let at = 0; at < S; at += chunk) cuts.push(at);
       let logits: Output;
       for (let k = 0; k < cuts.length; k++) {
         const from = cuts[k]!;
