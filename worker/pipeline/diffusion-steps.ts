@@ -40,8 +40,10 @@ export interface Conditioning {
 
 /** One DiT step of one sample: x at its own step, its timestep, its condition pair and guidance scale. */
 export interface DitStep {
-  /** x_t [T, C] (read, not written). */
+  /** x_t (read, not written). */
   x: Float32Array;
+  /** [T, C] of `x`: DiT tokens (grid side²) × latent channels. */
+  dims: readonly [number, number];
   /** trunc(σ_i·1000) of this sample's step. */
   timestep: number;
   /** [zeros, z] as [2, tokens, H]. */
@@ -96,7 +98,7 @@ export interface DiffusionSessions {
  * Which steps may share one run: the same graph input shapes apart from the batch. DiT steps all match (64 query
  * tokens); UNet steps and VAE decodes of different aspect ratios do not.
  */
-export const ditBatchKey = (s: DitStep): string => `dit ${s.x.length} ${s.z.dims.join('x')}`;
+export const ditBatchKey = (s: DitStep): string => `dit ${s.dims.join('x')} ${s.z.dims.join('x')}`;
 export const unetBatchKey = (s: UnetStep): string => `unet ${s.dims.join('x')} ${s.cond.encoderHiddenStates.dims.join('x')}`;
 export const vaeBatchKey = (d: VaeDecode): string => `vae ${d.dims.join('x')}`;
 
@@ -142,9 +144,9 @@ function guide(out: Float32Array, steps: readonly { guidance: number }[], n: num
 export async function runDitSteps(dit: ModelSession, steps: readonly DitStep[]): Promise<Float32Array[]> {
   if (steps.length === 0) return [];
   const n = steps[0]!.x.length;
-  const zDims = steps[0]!.z.dims;
+  const dims = steps[0]!.dims;
   const out = await dit.run({
-    x: { data: paired(steps.map((s) => s.x)), dims: [2 * steps.length, zDims[0]!, n / zDims[0]!] },
+    x: { data: paired(steps.map((s) => s.x)), dims: [2 * steps.length, ...dims] },
     timestep: timesteps(steps.map((s) => s.timestep)),
     z: stacked(steps.map((s) => s.z)),
   });
@@ -221,8 +223,10 @@ export class DitSample {
   /** Index of the next step. */
   step = 0;
   constructor(
-    /** x_t [T, C], updated in place. */
+    /** x_t, updated in place. */
     readonly x: Float32Array,
+    /** [T, C] of x. */
+    readonly dims: readonly [number, number],
     readonly schedule: FlowMatchSchedule,
     readonly z: Conditioning,
     readonly guidance: number,
@@ -235,7 +239,7 @@ export class DitSample {
   }
   /** The model call of the next step. */
   next(): DitStep {
-    return { x: this.x, timestep: this.schedule.timesteps[this.step]!, z: this.z, guidance: this.guidance };
+    return { x: this.x, dims: this.dims, timestep: this.schedule.timesteps[this.step]!, z: this.z, guidance: this.guidance };
   }
   /** The Euler update with the guided velocity of `next()`. */
   advance(velocity: Float32Array): void {

@@ -254,7 +254,7 @@ export class Generator {
     zz.set(z, z.length); // row 0: zeros (null condition, before caption_projection: pitfall 7)
     // the condition is the same at every step: on a GPU provider it is uploaded once and stays there
     const zDev = await toDevice({ data: zz, dims: [2, tokens, H] }, this.m.dit.provider);
-    const sample = new DitSample(rng.gaussian(T * C), flowMatchSchedule(steps), { host: zz, device: zDev, dims: [tokens, H] }, guidance);
+    const sample = new DitSample(rng.gaussian(T * C), [T, C], flowMatchSchedule(steps), { host: zz, device: zDev, dims: [tokens, H] }, guidance);
     try {
       while (!sample.done) {
         beforeStep();

@@ -39,7 +39,7 @@ function ditSample(seed: number, guidance: number, steps: number): DitSample {
   const C = m.latentChannels;
   const z = new GaussianRng(seed, 9).gaussian(2 * TINY_N_QUERY * TINY_HIDDEN);
   z.fill(0, 0, TINY_N_QUERY * TINY_HIDDEN);
-  return new DitSample(new GaussianRng(seed, 1).gaussian(TINY_N_QUERY * C), flowMatchSchedule(steps), host(z, [TINY_N_QUERY, TINY_HIDDEN]), guidance);
+  return new DitSample(new GaussianRng(seed, 1).gaussian(TINY_N_QUERY * C), [TINY_N_QUERY, C], flowMatchSchedule(steps), host(z, [TINY_N_QUERY, TINY_HIDDEN]), guidance);
 }
 
 function unetSample(seed: number, guidance: number, steps: number, aspect: '1:1' | '16:9' = '1:1'): UnetSample {
