@@ -32,7 +32,7 @@ import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
 import { generateReviewed, moderateInput, withheldError } from './review.ts';
-import type { ThreadHost } from './thread-host.ts';
+import { ShareMeter, type RunOptions, type ThreadHost } from './thread-host.ts';
 
 /** One prompt out of a model's answer: its first non-empty line, without numbering, quotes or a "Prompt:" label. */
 export function cleanDescribedPrompt(text: string): string {
@@ -148,21 +148,25 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   /** A job's result, and each try's match score (for the jobs queue's return value, not the delivery). */
   async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<{ result: JobResult; matchScores?: (number | null)[] }> {
     const timings: Record<string, number> = {};
+    // Stage times on the job's fair-share clock: under batching (worker.maxBatch) the jobs sharing a model thread
+    // split its time (docs/batching.md); alone it is the wall clock.
+    const meter = new ShareMeter();
+    const clock = () => meter.now();
     let stage = '';
-    let stageAt = Date.now();
+    let stageAt = clock();
     const onProgress = (report: ProgressReport) => {
       if (report.stage !== stage) {
         // The first stage counts from the start of the run (its first step ran before its first report).
         if (stage) {
-          timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
-          stageAt = Date.now();
+          timings[stage] = (timings[stage] ?? 0) + clock() - stageAt;
+          stageAt = clock();
         }
         stage = report.stage;
       }
       const progress: JobProgress = { v: CONTRACT_VERSION, jobId: request.id, ...report };
       job.updateProgress(progress).catch((e: unknown) => log.warn({ jobId: request.id, err: (e as Error).message }, 'progress update failed'));
     };
-    const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress };
+    const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress, meter };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
     const policy = await checkOverrides.policyFor(config.checks, request.destination);
     /** Moderation of an image the user sent: a flagged one is deleted now, not kept until its TTL. */
@@ -185,14 +189,14 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
         const prompt = cleanDescribedPrompt(answer.text);
         if (prompt) prompts.push(prompt);
       }
-      if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+      if (stage) timings[stage] = (timings[stage] ?? 0) + clock() - stageAt;
       if (prompts.length === 0) throw new UserError('bad_image', 'I could not describe that image; please try another one.');
       return { result: { ...base, answer: { text: prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'), tokenCount: tokens, prompts }, timingsMs: timings, finishedAt: Date.now() } };
     }
     if (request.kind === 'ask') {
       const image = await moderated(request.imageKey);
       const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
-      if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+      if (stage) timings[stage] = (timings[stage] ?? 0) + clock() - stageAt;
       return { result: { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() } };
     }
     const image = request.kind === 'vary' ? await moderated(request.imageKey) : undefined;
@@ -200,13 +204,15 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     // with worker.maxBatch.diffusion > 1, all at once so the model thread steps them together (docs/batching.md; the
     // bytes do not change); then the first failure cancels the others.
     const { count = 1, ...single } = request.options;
-    const reviewOne = (i: number, options: typeof runOptions) =>
+    const reviewOne = (i: number, options: RunOptions) =>
       generateReviewed(host, { prompt: request.prompt, options: { ...single, seed: single.seed + i }, ...(image ? { image } : {}) }, policy, options);
     let reviewedAll: Awaited<ReturnType<typeof generateReviewed>>[] = [];
     try {
       if (count > 1 && config.worker.maxBatch.diffusion > 1) {
         const siblings = new AbortController();
-        const together = { ...runOptions, signal: AbortSignal.any([signal, siblings.signal]) };
+        // No share meter on these runs: one meter on several runs of the same thread would count the job as 1/count
+        // of it while it holds count runs; without one, the job's clock is the wall clock while its images run.
+        const together = { signal: AbortSignal.any([signal, siblings.signal]), timeoutMs: runOptions.timeoutMs, onProgress };
         const each = Array.from({ length: count }, (_, i) =>
           reviewOne(i, together).catch((e: unknown) => {
             siblings.abort();
@@ -220,7 +226,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       if (isUserError(e) && e.code === 'withheld') log.info({ jobId: request.id, flagged: e.context.flagged }, 'generated image withheld by the content checks');
       throw e;
     }
-    if (stage) timings[stage] = (timings[stage] ?? 0) + Date.now() - stageAt;
+    if (stage) timings[stage] = (timings[stage] ?? 0) + clock() - stageAt;
     const images: ImageResult[] = [];
     let firstScores: (number | null)[] | undefined;
     for (const [i, { best, tries, scores }] of reviewedAll.entries()) {

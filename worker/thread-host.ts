@@ -39,12 +39,40 @@ export interface RunOptions {
   signal: AbortSignal;
   timeoutMs: number;
   onProgress(report: ProgressReport): void;
+  /** The job's fair-share clock: while the run shares its thread with others, its time counts 1/n (GPU-seconds). */
+  meter?: ShareMeter;
+}
+
+/**
+ * A job's clock for GPU-seconds (src/accounting/usage.ts) under batching: milliseconds that pass while the job's run
+ * shares its thread with n − 1 others count 1/n, so the jobs of a batch split the thread's time instead of each being
+ * charged all of it; outside runs time counts in full. The processor times its stages with `now()`.
+ */
+export class ShareMeter {
+  private accrued = 0;
+  private since = Date.now();
+  private sharing = 1;
+
+  /** Fair-share milliseconds since the meter was made. */
+  now(): number {
+    return this.accrued + (Date.now() - this.since) / this.sharing;
+  }
+
+  /** From now on, `runs` runs (this one included) share the thread; 1 outside the thread. */
+  share(runs: number): void {
+    const t = Date.now();
+    this.accrued += (t - this.since) / this.sharing;
+    this.since = t;
+    this.sharing = Math.max(1, runs);
+  }
 }
 
 interface Slot {
   thread: Worker;
   /** Runs on the thread now. */
   active: number;
+  /** Their share meters (runs given one). */
+  meters: Set<ShareMeter>;
   /** Their stage (meaningful while active > 0). */
   stage: Stage;
   /** Being replaced: takes no runs until the fresh thread is ready. */
@@ -103,7 +131,7 @@ export class ThreadHost {
   static async start(options: ThreadHostOptions): Promise<ThreadHost> {
     const host = new ThreadHost(options);
     try {
-      for (let i = 0; i < options.size; i++) host.slots.push({ thread: await host.spawn(), active: 0, stage: 'decode', respawning: false });
+      for (let i = 0; i < options.size; i++) host.slots.push({ thread: await host.spawn(), active: 0, meters: new Set(), stage: 'decode', respawning: false });
     } catch (e) {
       await host.close();
       throw e;
@@ -227,6 +255,12 @@ export class ThreadHost {
   private async run(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions): Promise<unknown> {
     if (this.closed) throw new AppError('internal', 'the worker is shutting down');
     const slot = await this.acquire(stageOf(kind));
+    const meter = run.meter;
+    if (meter) {
+      slot.meters.add(meter);
+      // every run's share changes when one joins (runs without a meter still count in `active`)
+      for (const m of slot.meters) m.share(slot.active);
+    }
     const runId = this.nextRunId++;
     const thread = slot.thread;
     let needsRespawn = false;
@@ -288,7 +322,12 @@ export class ThreadHost {
       // thread is warm. (The thread may already be a fresh one if a companion run replaced it first.) respawn()
       // marks the slot before its first await, so release() below grants nothing on the dying thread.
       if (needsRespawn && slot.thread === thread) void this.respawn(slot);
+      if (meter) {
+        slot.meters.delete(meter);
+        meter.share(1);
+      }
       this.release(slot);
+      for (const m of slot.meters) m.share(slot.active);
     }
   }
 

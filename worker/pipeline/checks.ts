@@ -138,12 +138,14 @@ export class ImageChecker {
       let logits: Float32Array[];
       let states: KvState[] | undefined; // each row's cache (host memory), for the caption row's decoding
       if (decoder.sharesCache) {
-        const cache = await decoder.prefillCache(embeds, positions);
+        // with a decode batch, the prefix prefill runs in its chunks and the questions' forward between its steps
+        const batch = this.text.batch;
+        const cache = batch ? await batch.prefillState(embeds, positions, ctx.signal) : await decoder.prefillCache(embeds, positions);
         counts.prefixPrefills++;
         progress(2);
         throwIfAborted(ctx.signal);
         // 3. every question's own tokens as one batched forward over the shared cache
-        const out = await decoder.continueBatch(cache, suffixes);
+        const out = batch ? await batch.exclusive(() => decoder.continueBatch(cache, suffixes), ctx.signal) : await decoder.continueBatch(cache, suffixes);
         counts.batchedForwards++;
         logits = out.logits;
         states = out.states;

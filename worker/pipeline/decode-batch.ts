@@ -15,7 +15,8 @@
 // three rows of position_ids.
 //
 // A call of the batcher: first at most one prefill chunk of a joining sequence (batch 1, on that sequence's own
-// cache: a long prompt stalls the others by one chunk per step, not by its whole prefill), then one batched decode
+// cache: a long prompt stalls the others by one chunk per step, not by its whole prefill) or one task (exclusive():
+// the checks' batched questions), then one batched decode
 // forward of every sequence that stepped. A sequence in the cache that did not step this call (it was still busy)
 // rides along with a masked dummy column. Nothing is committed until the session calls succeeded, so the batcher can
 // re-run members one by one after a failure (a bad member fails alone).
@@ -53,10 +54,12 @@ interface Seq extends Sequence {
 
 type Input =
   | { kind: 'prefill'; seq: Seq; embeds: Float32Array; positions: number[][]; wantLogits: boolean }
+  | { kind: 'task'; run: () => Promise<unknown> }
   | { kind: 'decode'; seq: Seq; token: number };
 
-/** undefined: a prefill chunk deferred to the next call (one chunk per call), step it again. */
-type Output = Float32Array | undefined;
+/** undefined: a prefill chunk or task deferred to the next call (one per call), step it again. Tasks resolve with
+ *  `{ value }`. */
+type Output = Float32Array | { value: unknown } | undefined;
 
 export interface DecodeBatchOptions {
   /** Most sequences stepping in one forward (worker.maxBatch.decode). */
@@ -112,6 +115,37 @@ export class DecodeBatch {
    * it in chunks between the others' decode steps and returns it with the logits of its last prompt token.
    */
   async start(embeds: Float32Array, positions: readonly (readonly number[])[], signal?: AbortSignal): Promise<{ seq: Sequence; logits: Float32Array }> {
+    const { seq, logits } = await this.prefill(embeds, positions, true, signal);
+    return { seq, logits: logits! };
+  }
+
+  /** Prefills a prompt for its cache only (no logits), in chunks between the others' steps, and returns the cache
+   *  as a KvState (the checks' shared image prefix, continued with KvDecoder.continueBatch). */
+  async prefillState(embeds: Float32Array, positions: readonly (readonly number[])[], signal?: AbortSignal): Promise<KvState> {
+    const { seq } = await this.prefill(embeds, positions, false, signal);
+    const s = seq as Seq;
+    const { numKvHeads, headDim } = this.dims;
+    const past = Object.fromEntries(Object.entries(s.own!).map(([name, data]) => [name, { data, dims: [1, numKvHeads, s.length, headDim] }]));
+    this.close(s);
+    return { past, length: s.length, ropeDelta: s.ropeDelta };
+  }
+
+  /** Runs `fn` (other work on the decoder's session, e.g. KvDecoder.continueBatch) between two of the batch's
+   *  steps, one task or prefill chunk per step, instead of beside them. `fn` must be safe to run again (a failed
+   *  call is re-run member by member). */
+  async exclusive<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    let out: Output;
+    do out = await this.queued({ kind: 'task', run: fn }, signal);
+    while (out === undefined);
+    return (out as { value: T }).value;
+  }
+
+  private async prefill(
+    embeds: Float32Array,
+    positions: readonly (readonly number[])[],
+    wantLogits: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<{ seq: Sequence; logits: Float32Array | undefined }> {
     const H = this.dims.hiddenSize;
     const S = embeds.length / H;
     if (!Number.isInteger(S) || S < 1 || positions.length !== 3 || positions.some((r) => r.length !== S))
@@ -133,12 +167,12 @@ export class DecodeBatch {
           seq,
           embeds: embeds.subarray(from * H, to * H),
           positions: positions.map((r) => r.slice(from, to)),
-          wantLogits: to === S,
+          wantLogits: wantLogits && to === S,
         };
         do logits = await this.queued(input, signal);
         while (logits === undefined);
       }
-      return { seq, logits: logits! };
+      return { seq, logits: wantLogits ? (logits as Float32Array) : undefined };
     } catch (e) {
       this.close(seq);
       throw e;
@@ -197,9 +231,11 @@ export class DecodeBatch {
   private async call(inputs: Input[]): Promise<Output[]> {
     const outputs: Output[] = inputs.map(() => undefined);
     const commits: (() => void)[] = [];
-    // 1. at most one prefill chunk (the oldest waiting); other joiners' chunks wait for the next call
-    const p = inputs.findIndex((x) => x.kind === 'prefill');
-    if (p >= 0) {
+    // 1. at most one prefill chunk or task (the oldest waiting); the others wait for the next call
+    const p = inputs.findIndex((x) => x.kind !== 'decode');
+    if (p >= 0 && inputs[p]!.kind === 'task') {
+      outputs[p] = { value: await (inputs[p] as Extract<Input, { kind: 'task' }>).run() };
+    } else if (p >= 0) {
       const x = inputs[p] as Extract<Input, { kind: 'prefill' }>;
       const { logits, own, length } = await this.prefillChunk(x);
       outputs[p] = logits ?? new Float32Array(0);

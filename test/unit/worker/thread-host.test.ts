@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AppError, isUserError } from '../../../src/errors.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { ProgressReport, UnderstandRequest } from '../../../worker/pipeline/types.ts';
-import { ThreadHost, type RunOptions } from '../../../worker/thread-host.ts';
+import { ShareMeter, ThreadHost, type RunOptions } from '../../../worker/thread-host.ts';
 
 const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -39,10 +39,11 @@ const ask = (question: string): UnderstandRequest => ({
 });
 
 /** Runs an ask, recording in `events` when its first progress arrives and when it ends. */
-function run(h: ThreadHost, name: string, events: string[], signal = new AbortController().signal) {
+function run(h: ThreadHost, name: string, events: string[], signal = new AbortController().signal, meter?: ShareMeter) {
   let started = false;
   const options: RunOptions = {
     signal,
+    ...(meter ? { meter } : {}),
     timeoutMs: 60_000,
     onProgress(_r: ProgressReport) {
       if (!started) events.push(`${name} started`);
@@ -126,5 +127,21 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     const b = run(h, 'b', events); // arrives after the imagine: must not overtake it
     await Promise.all([a, image, b]);
     expect(events).toEqual(['a started', 'a done', 'image done', 'b started', 'b done']);
+  });
+
+  it('share meters: runs sharing a thread split its time (GPU-seconds); a run alone counts its wall time', async () => {
+    const h = await start({ decode: 2, diffusion: 1 }, { stepDelayMs: 60 });
+    const solo = new ShareMeter();
+    const t0 = Date.now();
+    await run(h, 'alone', [], undefined, solo);
+    expect(Math.abs(solo.now() - (Date.now() - t0))).toBeLessThanOrEqual(2);
+    const meters = [new ShareMeter(), new ShareMeter()];
+    const t1 = Date.now();
+    await Promise.all(meters.map((m, i) => run(h, `pair ${i}`, [], undefined, m)));
+    const wall = Date.now() - t1;
+    // the two ran side by side for nearly all of their time: each is charged about half of it, and together no more
+    // than the wall time
+    for (const m of meters) expect(m.now()).toBeLessThan(0.8 * wall);
+    expect(meters[0]!.now() + meters[1]!.now()).toBeLessThanOrEqual(wall + 2);
   });
 });
