@@ -14,6 +14,9 @@
 //           DecodeBatch (maxBatch 4) started together, prefill chunks interleaved with the others' steps. Throughput
 //           counts decoded tokens over the decode phase only (prefill is timed apart and printed). Rounds interleave
 //           all sides; each keeps its best round.
+//   imagine 4 imagines end to end through createPipeline on the tiny checkpoint (bench/_batch-imagine.ts), CPU, the
+//           default 30 DiT + 50 UNet steps: one after another with worker.maxBatch.diffusion 1, then at once with 4
+//           (DiT/UNet steps and VAE decodes shared); images/s over the whole request (conditioning included).
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +27,7 @@ import { WeightStore } from '../worker/builder/weights.ts';
 import { DecodeBatch } from '../worker/pipeline/decode-batch.ts';
 import { generateTokens, GREEDY, KvDecoder, type DecoderDims } from '../worker/pipeline/sampling.ts';
 import { openSession } from '../worker/runtime/session.ts';
+import { imagineRow } from './_batch-imagine.ts';
 import { fill, randomCheckpoint } from './llm.ts';
 
 export interface BatchBenchOptions {
@@ -184,7 +188,10 @@ async function decodeRow(o: BatchBenchOptions): Promise<BatchRowResult> {
 
 /** The rows, in print order. Helper 18b: add the "4 tiny imagines" row here (a BatchRow whose run() makes the four
  *  imagines one after another with maxBatch.diffusion 1, then at once with 4, and one alone each way). */
-export const ROWS: BatchRow[] = [{ name: 'decode: 4 asks, 0.5B-shaped random LLM', target: 2.5, run: decodeRow }];
+export const ROWS: BatchRow[] = [
+  { name: 'decode: 4 asks, 0.5B-shaped random LLM', target: 2.5, run: decodeRow },
+  { name: 'imagine: 4 tiny imagines, maxBatch.diffusion 4', target: 2.5, run: imagineRow },
+];
 
 export async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({

@@ -35,7 +35,7 @@ import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
 import { generateReviewed, moderateInput, withheldError } from './review.ts';
-import { ShareMeter, type ThreadHost } from './thread-host.ts';
+import { ShareMeter, type RunOptions, type ThreadHost } from './thread-host.ts';
 
 /** One prompt out of a model's answer: its first non-empty line, without numbering, quotes or a "Prompt:" label. */
 export function cleanDescribedPrompt(text: string): string {
@@ -203,12 +203,27 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       return { result: { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() } };
     }
     const image = request.kind === 'vary' ? await moderated(request.imageKey) : undefined;
-    // Several images: one after another with seeds s, s+1, …; each is exactly the image `count` 1 with its seed gives.
+    // Several images: seeds s, s+1, …; each is exactly the image `count` 1 with its seed gives. One after another, or,
+    // with worker.maxBatch.diffusion > 1, all at once so the model thread steps them together (docs/batching.md; the
+    // bytes do not change); then the first failure cancels the others.
     const { count = 1, ...single } = request.options;
-    const reviewedAll: Awaited<ReturnType<typeof generateReviewed>>[] = [];
+    const reviewOne = (i: number, options: RunOptions) =>
+      generateReviewed(host, { prompt: request.prompt, options: { ...single, seed: single.seed + i }, ...(image ? { image } : {}) }, policy, options);
+    let reviewedAll: Awaited<ReturnType<typeof generateReviewed>>[] = [];
     try {
-      for (let i = 0; i < count; i++)
-        reviewedAll.push(await generateReviewed(host, { prompt: request.prompt, options: { ...single, seed: single.seed + i }, ...(image ? { image } : {}) }, policy, runOptions));
+      if (count > 1 && config.worker.maxBatch.diffusion > 1) {
+        const siblings = new AbortController();
+        // No share meter on these runs: one meter on several runs of the same thread would count the job as 1/count
+        // of it while it holds count runs; without one, the job's clock is the wall clock while its images run.
+        const together = { signal: AbortSignal.any([signal, siblings.signal]), timeoutMs: runOptions.timeoutMs, onProgress };
+        const each = Array.from({ length: count }, (_, i) =>
+          reviewOne(i, together).catch((e: unknown) => {
+            siblings.abort();
+            throw e;
+          }),
+        );
+        reviewedAll = await Promise.all(each);
+      } else for (let i = 0; i < count; i++) reviewedAll.push(await reviewOne(i, runOptions));
     } catch (e) {
       // A withheld image never reaches the blob store; the log keeps only which questions flagged it.
       if (isUserError(e) && e.code === 'withheld') log.info({ jobId: request.id, flagged: e.context.flagged }, 'generated image withheld by the content checks');

@@ -12,6 +12,7 @@ import { AppError } from '../../src/errors.ts';
 import { readManifest, type Manifest } from '../builder/manifest.ts';
 import { Checkpoint } from '../builder/safetensors.ts';
 import type { SessionOptions } from '../runtime/session.ts';
+import { batchedStepper } from './diffusion-steps.ts';
 import { IMG_TOKEN, loadGeneration, type Conditioner, type Generator, type ImageEncoder } from './generate.ts';
 import { ImageChecker } from './checks.ts';
 import { loadTokenizer, type TextSegment } from './tokenizer.ts';
@@ -95,8 +96,18 @@ export class TextConditioner implements Conditioner {
   }
 }
 
-/** The generation half of a converted model folder. */
-export async function loadGenerationHalf(modelDir: string, manifest: Manifest, llm: Conditioner, runtime: SessionOptions, vision?: ImageEncoder): Promise<Generator> {
+/**
+ * The generation half of a converted model folder. `maxBatch`: how many concurrent requests' DiT/UNet steps and VAE
+ * decodes share one run (`worker.maxBatch.diffusion`; worker/pipeline/diffusion-steps.ts).
+ */
+export async function loadGenerationHalf(
+  modelDir: string,
+  manifest: Manifest,
+  llm: Conditioner,
+  runtime: SessionOptions,
+  vision?: ImageEncoder,
+  maxBatch = 1,
+): Promise<Generator> {
   const dit = component(manifest, 'dit', modelDir);
   const unet = component(manifest, 'unet', modelDir);
   const vae = component(manifest, 'vae', modelDir);
@@ -119,6 +130,7 @@ export async function loadGenerationHalf(modelDir: string, manifest: Manifest, l
     llm,
     { ...NEGATIVE, software: `blip3o-chat-bot (${manifest.architecture}, ${manifest.dtype})` },
     vision,
+    (m) => batchedStepper(m, maxBatch),
   );
 }
 
@@ -130,7 +142,7 @@ export const createPipeline: CreatePipeline = async (options) => {
   const tok = loadTokenizer(tokenizerDir(modelDir, manifest));
   const text = await openTextModel(modelDir, manifest, tok, runtime, options.maxBatch?.decode); // one decoder for both halves
   const understanding = await loadUnderstanding(modelDir, runtime, options.understanding, { text });
-  const gen = await loadGenerationHalf(modelDir, manifest, TextConditioner.load(modelDir, manifest, text), runtime, understanding);
+  const gen = await loadGenerationHalf(modelDir, manifest, TextConditioner.load(modelDir, manifest, text), runtime, understanding, options.maxBatch?.diffusion ?? 1);
   const checker = new ImageChecker(text, understanding);
   const pipeline: Pipeline = {
     generate: (req, ctx) => gen.generate(req, ctx),

@@ -13,8 +13,9 @@ import { ImagineOptions } from '../../src/jobs/contract.ts';
 import { geometryFor } from './aspect.ts';
 import { encodePng, toRgb8 } from './png.ts';
 import { GaussianRng, RngStream } from './rng.ts';
-import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule, sampleFlowMatching, type EulerDiscreteConfig } from './schedulers.ts';
-import { openSession, toDevice, type DeviceTensor, type ModelSession, type SessionOptions } from '../runtime/session.ts';
+import { DitSample, soloStepper, UnetSample, type Conditioning, type DiffusionStepper, type UnetConditioning } from './diffusion-steps.ts';
+import { eulerDiscreteSchedule, flowMatchSchedule, type EulerDiscreteConfig } from './schedulers.ts';
+import { openSession, toDevice, type ModelSession, type SessionOptions } from '../runtime/session.ts';
 import { TOKENS, type TextSegment } from './tokenizer.ts';
 import type { GeneratedImage, GenerateRequest, RunContext } from './types.ts';
 
@@ -108,9 +109,21 @@ export class Generator {
     private readonly llm: Conditioner,
     private readonly settings: GenerationSettings,
     private readonly vision?: ImageEncoder,
+    /** How each DiT/UNet/VAE step runs: alone (the default) or batched with other requests' (issue 18). */
+    private readonly stepper: DiffusionStepper = soloStepper(m),
   ) {}
 
   async generate(req: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
+    try {
+      return await this.generateOne(req, ctx);
+    } catch (e) {
+      // a step aborted while it waited for a batch rejects with the signal's bare reason: report it as check() does
+      if (ctx.signal.aborted && !(e instanceof AppError)) throw ctx.signal.reason instanceof AppError ? ctx.signal.reason : cancelled();
+      throw e;
+    }
+  }
+
+  private async generateOne(req: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
     const parsed = ImagineOptions.safeParse(req.options);
     if (!parsed.success) throw new UserError('bad_request', `Invalid image options: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`);
     const o = parsed.data;
@@ -157,21 +170,19 @@ export class Generator {
       check();
       ctx.onProgress({ stage: 'features', step: done++, total: featureTotal });
     };
-    const neg = await this.negativeFeature(negativeText, featureStep);
-    const cond = await this.sampleFeatures(z, o.ditSteps, o.guidance, new GaussianRng(o.seed, RngStream.ditNoise), featureStep);
+    const neg = await this.negativeFor(negativeText, featureStep, ctx.signal);
+    const cond = await this.sampleFeatures(z, o.ditSteps, o.guidance, new GaussianRng(o.seed, RngStream.ditNoise), featureStep, ctx.signal);
     ctx.onProgress({ stage: 'features', step: featureTotal, total: featureTotal });
 
     // 3. decoding: UNet Euler loop with CFG [cond, neg], then the fp32 VAE
     const geo = geometryFor(o.aspect, this.m.unetSampleSize, this.m.vaeScaleFactor, this.m.unetLatentMultiple);
-    const latents = await this.denoise(cond, neg, geo, o, (i, total) => {
+    const latents = await this.denoise(cond, neg, geo, o, ctx.signal, (i, total) => {
       check();
       ctx.onProgress({ stage: 'decoding', step: i, total: total + 1 });
     });
     check();
-    const out = await this.m.vae.run({ latents: { data: latents, dims: [1, this.m.unetInChannels, geo.latentHeight, geo.latentWidth] } });
-    const image = out.image;
-    if (!image) throw new AppError('model', 'the VAE graph has no `image` output');
-    const rgb = toRgb8(image.data as Float32Array, geo.height, geo.width);
+    const image = await this.stepper.vae({ latents, dims: [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] }, ctx.signal);
+    const rgb = toRgb8(image, geo.height, geo.width);
     const png = await encodePng(rgb, geo.width, geo.height, {
       prompt: req.prompt,
       seed: String(o.seed),
@@ -187,17 +198,32 @@ export class Generator {
    * path (raw text, no chat template → LLM → DiT with the fixed negative seed, steps and guidance), computed once
    * per distinct text and kept (" " always; user texts up to `negativeCacheSize`, least recently used dropped).
    * A failed or cancelled computation is not cached.
+   *
+   * Concurrent requests (worker.maxBatch.diffusion > 1) wait for the computation the first of them started, which runs
+   * under that request's signal: when it fails (that request was cancelled), each waiting request that is still live
+   * starts its own, so cancelling one job never fails another.
    */
-  private negativeFeature(text: string, beforeStep: () => void): Promise<Float32Array> {
+  private async negativeFor(text: string, beforeStep: () => void, signal: AbortSignal): Promise<Float32Array> {
+    for (;;) {
+      const { feature, mine } = this.negativeFeature(text, beforeStep, signal);
+      try {
+        return await feature;
+      } catch (e) {
+        if (mine || signal.aborted) throw e;
+      }
+    }
+  }
+
+  private negativeFeature(text: string, beforeStep: () => void, signal: AbortSignal): { feature: Promise<Float32Array>; mine: boolean } {
     let p = this.negatives.get(text);
     if (p) {
       this.negatives.delete(text); // re-insert: most recently used last
       this.negatives.set(text, p);
-      return p;
+      return { feature: p, mine: false };
     }
     const computed = (async () => {
       const z = await this.llm.latentHiddenStates(this.llm.encode(text));
-      return this.sampleFeatures(z, this.settings.negativeDitSteps, this.settings.negativeGuidance, new GaussianRng(0, RngStream.negativeDitNoise), beforeStep);
+      return this.sampleFeatures(z, this.settings.negativeDitSteps, this.settings.negativeGuidance, new GaussianRng(0, RngStream.negativeDitNoise), beforeStep, signal);
     })();
     p = computed;
     this.negatives.set(text, computed);
@@ -210,7 +236,7 @@ export class Generator {
       if (userTexts() <= limit) break;
       if (key !== NEGATIVE_TEXT && key !== text) this.negatives.delete(key);
     }
-    return p;
+    return { feature: p, mine: true };
   }
 
   /** How many negative features are cached now (the " " one included). */
@@ -219,37 +245,22 @@ export class Generator {
   }
 
   /** Flow matching with CFG against zeros in LLM space, batch [uncond, cond] (spec §3.4, pitfall 8). */
-  async sampleFeatures(z: Float32Array, steps: number, guidance: number, rng: GaussianRng, beforeStep: () => void): Promise<Float32Array> {
+  async sampleFeatures(z: Float32Array, steps: number, guidance: number, rng: GaussianRng, beforeStep: () => void, signal?: AbortSignal): Promise<Float32Array> {
     const T = this.m.ditGrid * this.m.ditGrid;
     const C = this.m.latentChannels;
     const H = this.llm.hiddenSize;
     const tokens = z.length / H;
     const zz = new Float32Array(2 * z.length);
-    zz.set(z, z.length); // batch 0: zeros (null condition, before caption_projection: pitfall 7)
-    const x = rng.gaussian(T * C);
-    const xx = new Float32Array(2 * T * C);
+    zz.set(z, z.length); // row 0: zeros (null condition, before caption_projection: pitfall 7)
     // the condition is the same at every step: on a GPU provider it is uploaded once and stays there
     const zDev = await toDevice({ data: zz, dims: [2, tokens, H] }, this.m.dit.provider);
+    const sample = new DitSample(rng.gaussian(T * C), [T, C], flowMatchSchedule(steps), { host: zz, device: zDev, dims: [tokens, H] }, guidance);
     try {
-      return await sampleFlowMatching(
-        x,
-        flowMatchSchedule(steps),
-        async (xi, t) => {
-          xx.set(xi, 0);
-          xx.set(xi, T * C);
-          const out = await this.m.dit.run({
-            x: { data: xx, dims: [2, T, C] },
-            timestep: { data: Float32Array.from([t, t]), dims: [2] },
-            z: zDev,
-          });
-          const v = out.velocity?.data as Float32Array | undefined;
-          if (!v) throw new AppError('model', 'the DiT graph has no `velocity` output');
-          const guided = new Float32Array(T * C);
-          for (let k = 0; k < T * C; k++) guided[k] = v[k]! + guidance * (v[T * C + k]! - v[k]!);
-          return guided;
-        },
-        () => beforeStep(),
-      );
+      while (!sample.done) {
+        beforeStep();
+        sample.advance(await this.stepper.dit(sample.next(), signal));
+      }
+      return sample.x;
     } finally {
       zDev.dispose();
     }
@@ -261,12 +272,14 @@ export class Generator {
     neg: Float32Array,
     geo: ReturnType<typeof geometryFor>,
     o: ImagineOptions,
+    signal: AbortSignal,
     beforeStep: (i: number, total: number) => void,
   ): Promise<Float32Array> {
     const schedule = eulerDiscreteSchedule(this.m.scheduler, o.decoderSteps);
     const C = this.m.latentChannels;
     const tokens = cond.length / C;
-    const n = this.m.unetInChannels * geo.latentHeight * geo.latentWidth;
+    const dims = [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] as const;
+    const n = dims[0] * dims[1] * dims[2];
     const x = new GaussianRng(o.seed, RngStream.unetLatent).gaussian(n);
     for (let k = 0; k < n; k++) x[k] = x[k]! * schedule.initNoiseSigma;
     const enc = new Float32Array(2 * cond.length);
@@ -280,47 +293,26 @@ export class Generator {
     const timeIds = Float32Array.from([...geo.sizeIds, ...geo.sizeIds]);
     // every step's conditioning, uploaded once (GPU providers); the latent comes back each step for the Euler update
     const p = this.m.unet.provider;
-    const conditioning: DeviceTensor[] = [
-      await toDevice({ data: enc, dims: [2, tokens, C] }, p),
-      await toDevice({ data: text, dims: [2, C] }, p),
-      await toDevice({ data: timeIds, dims: [2, 6] }, p),
-    ];
+    const up = async (host: Float32Array, rowDims: readonly number[]): Promise<Conditioning> => ({
+      host,
+      device: await toDevice({ data: host, dims: [2, ...rowDims] }, p),
+      dims: rowDims,
+    });
+    const conditioning: UnetConditioning = {
+      encoderHiddenStates: await up(enc, [tokens, C]),
+      textEmbeds: await up(text, [C]),
+      timeIds: await up(timeIds, [6]),
+    };
+    const sample = new UnetSample(x, dims, schedule, conditioning, o.guidance);
     try {
-      return await this.denoiseLoop(x, n, schedule, o, conditioning, geo, beforeStep);
+      while (!sample.done) {
+        beforeStep(sample.step, sample.total);
+        sample.advance(await this.stepper.unet(sample.next(), signal));
+      }
+      return sample.x;
     } finally {
-      for (const t of conditioning) t.dispose();
+      for (const c of Object.values(conditioning)) c.device?.dispose();
     }
-  }
-
-  private async denoiseLoop(
-    x: Float32Array,
-    n: number,
-    schedule: ReturnType<typeof eulerDiscreteSchedule>,
-    o: ImagineOptions,
-    [enc, text, timeIds]: DeviceTensor[],
-    geo: ReturnType<typeof geometryFor>,
-    beforeStep: (i: number, total: number) => void,
-  ): Promise<Float32Array> {
-    const xin = new Float32Array(2 * n);
-    for (let i = 0; i < o.decoderSteps; i++) {
-      beforeStep(i, o.decoderSteps);
-      const s = eulerInputScale(schedule, i);
-      for (let k = 0; k < n; k++) xin[k] = xin[n + k] = x[k]! * s;
-      const t = schedule.timesteps[i]!;
-      const out = await this.m.unet.run({
-        sample: { data: xin, dims: [2, this.m.unetInChannels, geo.latentHeight, geo.latentWidth] },
-        timestep: { data: Float32Array.from([t, t]), dims: [2] },
-        encoder_hidden_states: enc!,
-        text_embeds: text!,
-        time_ids: timeIds!,
-      });
-      const e = out.noise_pred?.data as Float32Array | undefined;
-      if (!e) throw new AppError('model', 'the UNet graph has no `noise_pred` output');
-      const guided = new Float32Array(n);
-      for (let k = 0; k < n; k++) guided[k] = e[n + k]! + o.guidance * (e[k]! - e[n + k]!); // ε_neg + g·(ε_cond − ε_neg)
-      eulerStep(x, guided, schedule, i);
-    }
-    return x;
   }
 
   async close(): Promise<void> {
@@ -368,6 +360,8 @@ export async function loadGeneration(
   llm: Conditioner,
   settings: GenerationSettings,
   vision?: ImageEncoder,
+  stepper?: (m: GenerationModels) => DiffusionStepper,
 ): Promise<Generator> {
-  return new Generator(await openGenerationModels(g, runtime), llm, settings, vision);
+  const m = await openGenerationModels(g, runtime);
+  return new Generator(m, llm, settings, vision, stepper?.(m));
 }

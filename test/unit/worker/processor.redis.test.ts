@@ -241,4 +241,57 @@ describe('processor', () => {
     });
     expect((await handedOver(req.id))!.finishedAt).toBeGreaterThan(Date.now() - 60_000);
   });
+
+  it('several images with worker.maxBatch.diffusion > 1 run at once (seeds s, s+1, … in order); the first failure cancels the others', async () => {
+    const batchedConfig = loadConfig({ env: {}, overrides: { queue: { prefix }, worker: { maxBatch: { decode: 1, diffusion: 3 } } } });
+    let inFlight = 0;
+    let most = 0;
+    const seeds: number[] = [];
+    const aborted: number[] = [];
+    let failSeed = -1;
+    const host = {
+      async generate(request: GenerateRequest, ctx: RunContext) {
+        seeds.push(request.options.seed);
+        most = Math.max(most, ++inFlight);
+        try {
+          ctx.onProgress({ stage: 'features', step: 0, total: 1 });
+          await new Promise((r) => setTimeout(r, request.options.seed === failSeed ? 5 : 60));
+          if (request.options.seed === failSeed) throw new UserError('bad_request', 'no foxes today');
+          if (ctx.signal.aborted) {
+            aborted.push(request.options.seed);
+            throw new AppError('cancelled', 'cancelled');
+          }
+          return { png: PNG, width: 64, height: 32 + request.options.seed }; // the height tells the images apart
+        } finally {
+          inFlight--;
+        }
+      },
+      async understand(): Promise<never> {
+        throw new Error('not used');
+      },
+      async check() {
+        return { caption: '', answers: {}, counts: { visionEncodings: 1, prefixPrefills: 1, batchedForwards: 0, captionTokens: 0 } };
+      },
+    };
+    const p = createProcessor({ config: batchedConfig, redis, blobs, host, log });
+    try {
+      const req = { ...imagine(), options: { ...options, seed: 10, count: 3 } } as JobRequest;
+      const outcome = await p.process(job(req), 'token', new AbortController().signal);
+      expect(outcome.status).toBe('succeeded');
+      expect(most).toBe(3); // all three in flight together
+      expect(seeds.sort()).toEqual([10, 11, 12]);
+      const r = (await handedOver(req.id))!;
+      expect(r.images!.map((i) => i.height)).toEqual([42, 43, 44]); // in seed order
+      failSeed = 21;
+      seeds.length = 0;
+      const bad = { ...imagine(), options: { ...options, seed: 20, count: 3 } } as JobRequest;
+      const failed = await failureOf(p.process(job(bad), 'token', new AbortController().signal));
+      expect(failed).toBeInstanceOf(UnrecoverableError); // a user error: final, its own message handed over
+      expect((await handedOver(bad.id))!.error).toMatchObject({ code: 'bad_request', message: 'no foxes today' });
+      while (inFlight > 0) await new Promise((r) => setTimeout(r, 10));
+      expect(aborted.sort()).toEqual([20, 22]); // its companions saw their signal aborted and stopped
+    } finally {
+      await p.close();
+    }
+  });
 });

@@ -2,7 +2,7 @@
 // Qwen decoder (latent queries, post-norm hidden states) → DiT → UNet → VAE → PNG.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ARCHITECTURES } from '../../../../worker/builder/architectures/index.ts';
@@ -17,6 +17,8 @@ import { generationPrompt, IMG_TOKEN } from '../../../../worker/pipeline/generat
 import { loadTokenizer } from '../../../../worker/pipeline/tokenizer.ts';
 import { openTextModel } from '../../../../worker/pipeline/understand.ts';
 import type { Pipeline, ProgressReport } from '../../../../worker/pipeline/types.ts';
+import { ThreadHost } from '../../../../worker/thread-host.ts';
+import { createLogger } from '../../../../src/log.ts';
 
 let dir: string;
 let pipeline: Pipeline;
@@ -91,4 +93,81 @@ describe('createPipeline().generate on the tiny checkpoint', () => {
       code: 'bad_image',
     });
   });
+
+  it('with worker.maxBatch.diffusion 3, three concurrent requests (one a variation) give the bytes each gives alone', async () => {
+    const batched = await createPipeline({
+      modelDir: join(dir, 'onnx'),
+      dtype: 'fp32',
+      executionProvider: 'cpu',
+      intraOpThreads: 0,
+      understanding: { minPixels: 3136, maxPixels: 1003520, maxInputPixels: 50_000_000, maxAspectRatio: 200 },
+      maxBatch: { decode: 1, diffusion: 3 },
+    });
+    try {
+      const ctx = () => ({ signal: new AbortController().signal, onProgress: () => {} });
+      const photo = new Uint8Array(await sharp({ create: { width: 120, height: 90, channels: 3, background: { r: 20, g: 90, b: 200 } } }).png().toBuffer());
+      const reqs = [
+        { prompt: 'a red fox in snow', options },
+        { prompt: 'a blue whale', options: { ...options, seed: 12, guidance: 5 } },
+        { prompt: '', options: { ...options, seed: 13 }, image: photo },
+      ];
+      const want: Uint8Array[] = [];
+      for (const r of reqs) want.push((await pipeline.generate(r, ctx())).png);
+      const got = await Promise.all(reqs.map(async (r) => (await batched.generate(r, ctx())).png));
+      got.forEach((png, i) => expect(Buffer.from(png).equals(Buffer.from(want[i]!))).toBe(true));
+    } finally {
+      await batched.close();
+    }
+  }, 120_000);
+
+  it('through a model thread (ThreadHost, maxBatch.diffusion 3): imagines joined at different moments keep their solo bytes, a cancelled one alone fails', async () => {
+    const maxBatch = { decode: 1, diffusion: 3 };
+    const host = await ThreadHost.start({
+      size: 1,
+      maxBatch,
+      pipelineModule: resolve(import.meta.dirname, '../../../../worker/pipeline/blip3o.ts'),
+      pipelineOptions: {
+        modelDir: join(dir, 'onnx'),
+        dtype: 'fp32',
+        executionProvider: 'cpu',
+        intraOpThreads: 0,
+        understanding: { minPixels: 3136, maxPixels: 1003520, maxInputPixels: 50_000_000, maxAspectRatio: 200 },
+        maxBatch,
+      },
+      abortGraceMs: 10_000,
+      log: createLogger('test', 'silent'),
+    });
+    try {
+      const reqs = [
+        { prompt: 'a red fox in snow', options },
+        { prompt: 'a blue whale', options: { ...options, seed: 21, guidance: 4 } },
+        { prompt: 'a green tree', options: { ...options, seed: 22, negative: 'fog' } },
+        { prompt: 'a lighthouse', options: { ...options, seed: 23 } },
+      ];
+      const want: Uint8Array[] = [];
+      for (const r of reqs.slice(0, 3)) want.push((await pipeline.generate(r, { signal: new AbortController().signal, onProgress: () => {} })).png);
+      const runs: Promise<Uint8Array>[] = [];
+      const cancel = new AbortController();
+      const go = (i: number, onProgress: (p: ProgressReport) => void = () => {}, signal = new AbortController().signal) => {
+        runs[i] = host.generate(reqs[i]!, { signal, timeoutMs: 120_000, onProgress }).then((r) => r.png);
+        runs[i].catch(() => {}); // settled below; not an unhandled rejection meanwhile
+      };
+      // B joins at A's 4th feature step, C at A's 2nd decoding step; D starts with B and is cancelled at its 3rd feature step
+      go(0, (p) => {
+        if (p.stage === 'features' && p.step === 3 && !runs[1]) {
+          go(1);
+          go(3, (q) => void (q.stage === 'features' && q.step === 2 && cancel.abort()), cancel.signal);
+        }
+        if (p.stage === 'decoding' && p.step === 1 && !runs[2]) go(2);
+      });
+      const first = await runs[0]!;
+      const settled = await Promise.allSettled([runs[1]!, runs[2]!, runs[3]!]);
+      const got = [first, ...settled.slice(0, 2).map((r) => (r.status === 'fulfilled' ? r.value : new Uint8Array()))];
+      got.forEach((png, i) => expect(Buffer.from(png).equals(Buffer.from(want[i]!))).toBe(true));
+      expect(settled[2]!.status).toBe('rejected');
+      expect((settled[2] as PromiseRejectedResult).reason).toMatchObject({ code: 'cancelled' });
+    } finally {
+      await host.close();
+    }
+  }, 180_000);
 });

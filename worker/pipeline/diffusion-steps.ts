@@ -1,0 +1,278 @@
+// The sampling state of one image between steps, and one model call for the DiT, UNet or VAE step of several images
+// at once (issue 18): samples at different step indices share a graph run, each with its own timestep, conditioning
+// and guidance scale. A `DitSample` / `UnetSample` holds a sample's latent, step index and schedule; generate.ts asks a
+// `DiffusionStepper` for one step at a time, which either runs it alone (`soloStepper`) or hands it to the worker's
+// step batcher, which calls `runDitSteps` & co. with the steps of every request that is ready. A sample joins a
+// batch at any step and leaves after its last one.
+//
+// Batch layout: each sample keeps its classifier-free-guidance pair together, in the order the solo run uses
+// (spec §3.4, §4, pitfall 8):
+//   DiT   x [2B, T, C], timestep [2B], z [2B, tokens, H]       rows 2i, 2i+1 = (uncond zeros, cond) of sample i
+//   UNet  sample [2B, 4, h, w], timestep [2B], …               rows 2i, 2i+1 = (cond, negative) of sample i
+//   VAE   latents [B, 4, h, w]                                 row i = sample i
+// Every graph takes a dynamic batch and a [batch] timestep (worker/builder/architectures/{diffusion_transformer,
+// sdxl_unet,vae_decoder}.ts), so nothing in the builder changes.
+//
+// Batch companions and bit-equality: every op of the three graphs works per batch row (no op reduces over the batch),
+// so row i's arithmetic is the same whatever sits in the other rows. On the CPU provider the output is bit-identical
+// alone or in any batch: onnxruntime's MLAS SGEMM (sgemm.cpp MlasGemmBatch) splits a GEMM between threads along M or
+// N only, never along K, and walks K in fixed-size blocks, so a row's dot products are summed in the same order
+// whatever M (= batch × rows) is; convolutions, norms and softmax run per image or per row. Batching changes M, never
+// K (unlike ragged LLM decoding, where padding changes the attention's K). Checked bit for bit on the tiny checkpoint
+// (test/unit/worker/pipeline/diffusion-steps.test.ts, generate-batch.test.ts) and once at the real layer widths
+// (docs/generation.md "Batching across jobs"). A GPU provider may pick another GEMM/conv kernel for another batch size
+// (cuBLAS/cuDNN choose by shape), which can change the rounding of a sum: there the same seed gives the same image
+// within rounding, not necessarily the same bytes (not measured here).
+import { AppError } from '../../src/errors.ts';
+import type { DeviceTensor, ModelSession, TensorInput } from '../runtime/session.ts';
+import { StepBatcher, type BatcherStats } from './batch.ts';
+import { eulerInputScale, eulerStep, flowMatchStep, type EulerSchedule, type FlowMatchSchedule } from './schedulers.ts';
+
+/** A sample's conditioning that stays the same at every step: host data (for batches), and where its session computes. */
+export interface Conditioning {
+  /** The CFG pair of this sample, row-major, two rows. */
+  host: Float32Array;
+  /** The same, uploaded once (GPU providers; the host tensor itself on the CPU): fed as is when the sample runs alone. */
+  device?: DeviceTensor;
+  /** Row shape after the batch dimension (e.g. [tokens, H]). */
+  dims: readonly number[];
+}
+
+/** One DiT step of one sample: x at its own step, its timestep, its condition pair and guidance scale. */
+export interface DitStep {
+  /** x_t (read, not written). */
+  x: Float32Array;
+  /** [T, C] of `x`: DiT tokens (grid side²) × latent channels. */
+  dims: readonly [number, number];
+  /** trunc(σ_i·1000) of this sample's step. */
+  timestep: number;
+  /** [zeros, z] as [2, tokens, H]. */
+  z: Conditioning;
+  guidance: number;
+}
+
+/** UNet conditioning of one sample: [cond, negative] feature tokens, their means and the size ids, two rows each. */
+export interface UnetConditioning {
+  encoderHiddenStates: Conditioning;
+  textEmbeds: Conditioning;
+  timeIds: Conditioning;
+}
+
+/** One UNet step of one sample: the input-scaled latent at its own step. */
+export interface UnetStep {
+  /** scale_model_input(x_t) [channels, h, w] (read, not written). */
+  sample: Float32Array;
+  /** [channels, h, w] of `sample`. */
+  dims: readonly [number, number, number];
+  timestep: number;
+  cond: UnetConditioning;
+  guidance: number;
+}
+
+/** One VAE decode: a final latent [channels, h, w]. */
+export interface VaeDecode {
+  latents: Float32Array;
+  dims: readonly [number, number, number];
+}
+
+/**
+ * What a sample asks for one step at a time: run alone or batched with other requests' samples. `signal` is the
+ * request's own: aborted while its step still waits for a batch, the step leaves it and rejects with the reason.
+ */
+export interface DiffusionStepper {
+  /** The guided velocity v_u + g·(v_c − v_u), [T, C]. */
+  dit(step: DitStep, signal?: AbortSignal): Promise<Float32Array>;
+  /** The guided noise ε_neg + g·(ε_cond − ε_neg), [channels, h, w]. */
+  unet(step: UnetStep, signal?: AbortSignal): Promise<Float32Array>;
+  /** The decoded image [3, H, W] in [−1, 1]. */
+  vae(decode: VaeDecode, signal?: AbortSignal): Promise<Float32Array>;
+}
+
+export interface DiffusionSessions {
+  dit: ModelSession;
+  unet: ModelSession;
+  vae: ModelSession;
+}
+
+/**
+ * Which steps may share one run: the same graph input shapes apart from the batch. DiT steps all match (64 query
+ * tokens); UNet steps and VAE decodes of different aspect ratios do not.
+ */
+export const ditBatchKey = (s: DitStep): string => `dit ${s.dims.join('x')} ${s.z.dims.join('x')}`;
+export const unetBatchKey = (s: UnetStep): string => `unet ${s.dims.join('x')} ${s.cond.encoderHiddenStates.dims.join('x')}`;
+export const vaeBatchKey = (d: VaeDecode): string => `vae ${d.dims.join('x')}`;
+
+/** Rows of every step's `pick`, in step order: [2B, …rows] (the device copy when one sample runs alone). */
+function stacked(items: readonly Conditioning[]): TensorInput | DeviceTensor {
+  const first = items[0]!;
+  if (items.length === 1 && first.device) return first.device;
+  const data = new Float32Array(items.length * first.host.length);
+  items.forEach((c, i) => {
+    if (c.host.length !== first.host.length) throw new AppError('internal', `batched conditioning of ${c.host.length} values next to ${first.host.length}`);
+    data.set(c.host, i * first.host.length);
+  });
+  return { data, dims: [2 * items.length, ...first.dims] };
+}
+
+/** Each sample's x written twice (its CFG pair), samples one after another: [2B, …]. */
+function paired(xs: readonly Float32Array[]): Float32Array {
+  const n = xs[0]!.length;
+  const out = new Float32Array(2 * n * xs.length);
+  xs.forEach((x, i) => {
+    if (x.length !== n) throw new AppError('internal', `batched latent of ${x.length} values next to ${n}`);
+    out.set(x, 2 * i * n);
+    out.set(x, (2 * i + 1) * n);
+  });
+  return out;
+}
+
+const timesteps = (ts: readonly number[]) => ({ data: Float32Array.from(ts.flatMap((t) => [t, t])), dims: [2 * ts.length] });
+
+/** Per-sample guidance on the pair rows (a, b) of sample i: a + g·(b − a), float32 as the solo loop computes it. */
+function guide(out: Float32Array, steps: readonly { guidance: number }[], n: number, first: 'a' | 'b'): Float32Array[] {
+  return steps.map((s, i) => {
+    const base = 2 * i * n;
+    const g = new Float32Array(n);
+    // DiT rows (uncond, cond): v_u + g·(v_c − v_u); UNet rows (cond, neg): ε_neg + g·(ε_cond − ε_neg)
+    const [lo, hi] = first === 'a' ? [base, base + n] : [base + n, base];
+    for (let k = 0; k < n; k++) g[k] = out[lo + k]! + s.guidance * (out[hi + k]! - out[lo + k]!);
+    return g;
+  });
+}
+
+/** DiT velocities of several samples (any step indices) in one run. All steps must share `ditBatchKey`. */
+export async function runDitSteps(dit: ModelSession, steps: readonly DitStep[]): Promise<Float32Array[]> {
+  if (steps.length === 0) return [];
+  const n = steps[0]!.x.length;
+  const dims = steps[0]!.dims;
+  const out = await dit.run({
+    x: { data: paired(steps.map((s) => s.x)), dims: [2 * steps.length, ...dims] },
+    timestep: timesteps(steps.map((s) => s.timestep)),
+    z: stacked(steps.map((s) => s.z)),
+  });
+  const v = out.velocity?.data as Float32Array | undefined;
+  if (!v) throw new AppError('model', 'the DiT graph has no `velocity` output');
+  return guide(v, steps, n, 'a');
+}
+
+/** UNet guided noise of several samples (any step indices) in one run. All steps must share `unetBatchKey`. */
+export async function runUnetSteps(unet: ModelSession, steps: readonly UnetStep[]): Promise<Float32Array[]> {
+  if (steps.length === 0) return [];
+  const dims = steps[0]!.dims;
+  const n = dims[0] * dims[1] * dims[2];
+  const out = await unet.run({
+    sample: { data: paired(steps.map((s) => s.sample)), dims: [2 * steps.length, ...dims] },
+    timestep: timesteps(steps.map((s) => s.timestep)),
+    encoder_hidden_states: stacked(steps.map((s) => s.cond.encoderHiddenStates)),
+    text_embeds: stacked(steps.map((s) => s.cond.textEmbeds)),
+    time_ids: stacked(steps.map((s) => s.cond.timeIds)),
+  });
+  const e = out.noise_pred?.data as Float32Array | undefined;
+  if (!e) throw new AppError('model', 'the UNet graph has no `noise_pred` output');
+  return guide(e, steps, n, 'b');
+}
+
+/** VAE decodes of several final latents in one run. All must share `vaeBatchKey`. */
+export async function runVaeDecodes(vae: ModelSession, decodes: readonly VaeDecode[]): Promise<Float32Array[]> {
+  if (decodes.length === 0) return [];
+  const dims = decodes[0]!.dims;
+  const n = dims[0] * dims[1] * dims[2];
+  const data = new Float32Array(decodes.length * n);
+  decodes.forEach((d, i) => {
+    if (d.latents.length !== n) throw new AppError('internal', `batched VAE latent of ${d.latents.length} values next to ${n}`);
+    data.set(d.latents, i * n);
+  });
+  const out = await vae.run({ latents: { data, dims: [decodes.length, ...dims] } });
+  const image = out.image?.data as Float32Array | undefined;
+  if (!image) throw new AppError('model', 'the VAE graph has no `image` output');
+  const per = image.length / decodes.length;
+  return decodes.map((_, i) => image.slice(i * per, (i + 1) * per));
+}
+
+/** Every step in its own run, as it comes (no batcher): tools and tests that drive one request. */
+export function soloStepper(m: DiffusionSessions): DiffusionStepper {
+  return {
+    dit: async (s) => (await runDitSteps(m.dit, [s]))[0]!,
+    unet: async (s) => (await runUnetSteps(m.unet, [s]))[0]!,
+    vae: async (d) => (await runVaeDecodes(m.vae, [d]))[0]!,
+  };
+}
+
+/**
+ * The worker's stepper (`worker.maxBatch.diffusion`): each graph has a StepBatcher (worker/pipeline/batch.ts) that runs
+ * the steps of every concurrent request waiting at that moment, up to `maxBatch` samples (each a CFG pair, so up to
+ * 2·maxBatch rows), only samples of one shape together. A call that throws is re-run sample by sample, so a request
+ * whose input breaks the graph fails alone. maxBatch 1: every step alone, one request's steps at a time.
+ */
+export function batchedStepper(m: DiffusionSessions, maxBatch: number): DiffusionStepper & { stats: Record<'dit' | 'unet' | 'vae', BatcherStats> } {
+  const dit = new StepBatcher<DitStep, Float32Array>({ maxBatch, run: (s) => runDitSteps(m.dit, s), key: ditBatchKey });
+  const unet = new StepBatcher<UnetStep, Float32Array>({ maxBatch, run: (s) => runUnetSteps(m.unet, s), key: unetBatchKey });
+  const vae = new StepBatcher<VaeDecode, Float32Array>({ maxBatch, run: (d) => runVaeDecodes(m.vae, d), key: vaeBatchKey });
+  return {
+    dit: (s, signal) => dit.step(s, signal),
+    unet: (s, signal) => unet.step(s, signal),
+    vae: (d, signal) => vae.step(d, signal),
+    stats: { dit: dit.stats, unet: unet.stats, vae: vae.stats },
+  };
+}
+
+// ---- per-sample state --------------------------------------------------------------------------------------------
+
+/** One image's flow-matching state (spec §3.4): x moves from noise at σ = 1 to the feature at σ = 0, one step a call. */
+export class DitSample {
+  /** Index of the next step. */
+  step = 0;
+  constructor(
+    /** x_t, updated in place. */
+    readonly x: Float32Array,
+    /** [T, C] of x. */
+    readonly dims: readonly [number, number],
+    readonly schedule: FlowMatchSchedule,
+    readonly z: Conditioning,
+    readonly guidance: number,
+  ) {}
+  get total(): number {
+    return this.schedule.timesteps.length;
+  }
+  get done(): boolean {
+    return this.step >= this.total;
+  }
+  /** The model call of the next step. */
+  next(): DitStep {
+    return { x: this.x, dims: this.dims, timestep: this.schedule.timesteps[this.step]!, z: this.z, guidance: this.guidance };
+  }
+  /** The Euler update with the guided velocity of `next()`. */
+  advance(velocity: Float32Array): void {
+    flowMatchStep(this.x, velocity, this.schedule, this.step);
+    this.step++;
+  }
+}
+
+/** One image's Euler-discrete state in the UNet stage (spec §4, pitfall 10). */
+export class UnetSample {
+  step = 0;
+  constructor(
+    /** x_t [channels, h, w] (σ_init-scaled noise at the start), updated in place. */
+    readonly x: Float32Array,
+    readonly dims: readonly [number, number, number],
+    readonly schedule: EulerSchedule,
+    readonly cond: UnetConditioning,
+    readonly guidance: number,
+  ) {}
+  get total(): number {
+    return this.schedule.timesteps.length;
+  }
+  get done(): boolean {
+    return this.step >= this.total;
+  }
+  next(): UnetStep {
+    const s = eulerInputScale(this.schedule, this.step);
+    const sample = new Float32Array(this.x.length);
+    for (let k = 0; k < sample.length; k++) sample[k] = this.x[k]! * s;
+    return { sample, dims: this.dims, timestep: this.schedule.timesteps[this.step]!, cond: this.cond, guidance: this.guidance };
+  }
+  advance(noise: Float32Array): void {
+    eulerStep(this.x, noise, this.schedule, this.step);
+    this.step++;
+  }
+}
