@@ -85,6 +85,23 @@ export function createJobsQueue(config: QueueConfig, connection: Redis): JobsQue
   return reportConnectionErrors(new Queue<JobRequest>(QueueNames.jobs, { connection, prefix: config.queue.prefix, defaultJobOptions: jobOptions(config) }), connection);
 }
 
+/** KEYS: one queue's keys (one hash slot) · ARGV ttlSeconds: EXPIRE only the keys that exist and have no TTL. */
+const EXPIRE_PERSISTENT = `local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[1]) n = n + 1 end
+end
+return n`;
+
+/**
+ * Give every key of `queue` that would otherwise live for ever a TTL; keys with their own (BullMQ's timers, a CLI
+ * hand-over's) keep it. For a queue its only reader has just deleted, where a write that raced the deletion (the
+ * worker's hand-over, a late event) may have re-created a key. Returns how many keys got the TTL.
+ */
+export async function expireLeftoverKeys(redis: Redis, queue: Queue, ttlSeconds: number): Promise<number> {
+  const keys = Object.values(queue.keys).filter((k): k is string => typeof k === 'string' && !k.endsWith(':'));
+  return Number(await redis.eval(EXPIRE_PERSISTENT, keys.length, ...keys, ttlSeconds));
+}
+
 export function createDeliveryQueue(config: QueueConfig, connection: Redis, name: string): DeliveryQueue {
   assertClusterPrefix(config, connection);
   return reportConnectionErrors(new Queue<JobResult>(name, { connection, prefix: config.queue.prefix, defaultJobOptions: deliveryJobOptions(config) }), connection);
