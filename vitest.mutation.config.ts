@@ -8,7 +8,7 @@ const tests: Record<string, string[]> = {
   jobs: ['test/unit/src/jobs/*.test.ts', 'test/unit/bots/core/delivery-claim.redis.test.ts', 'test/integration/spine-processor.redis.test.ts'],
   limits: ['test/unit/src/limits/*.test.ts', 'test/unit/src/scheduling/*.test.ts', 'test/integration/scheduling.redis.test.ts'],
   bots: ['test/unit/bots/core/**/*.test.ts', 'test/unit/bots/slack/{download,adapter}.test.ts', 'test/unit/src/jobs/ledger.redis.test.ts'],
-  pipeline: ['test/unit/worker/pipeline/{aspect,image,mrope,schedulers,guidance}*.test.ts'],
+  pipeline: ['test/unit/worker/pipeline/{aspect,image,mrope,schedulers,guidance,diffusion-steps}*.test.ts'],
   processor: ['test/unit/worker/processor*.test.ts', 'test/integration/spine-processor.redis.test.ts'],
 };
 const group = process.env.MUTATION_GROUP;

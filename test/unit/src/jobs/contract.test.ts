@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../../../src/errors.ts';
-import { channelKey, ContractError, JobResult, parseContract, workspaceOf, type Destination } from '../../../../src/jobs/contract.ts';
+import { channelKey, ContractError, isNoLog, JobResult, parseContract, workspaceOf, type Destination } from '../../../../src/jobs/contract.ts';
 
 const discord = (guildId: string | null): Destination => ({ platform: 'discord', guildId, channelId: 'c1', userId: 'u1', applicationId: 'a1' });
 const slack: Destination = { platform: 'slack', teamId: 'T1', channelId: 'C1', userId: 'U1' };
@@ -54,5 +54,16 @@ describe('parseContract', () => {
 
   it('calls a problem with the payload itself "(root)"', () => {
     expect(() => parseContract(JobResult, 'not an object', 'job result')).toThrow(/: \(root\): .+/);
+  });
+});
+
+describe('isNoLog', () => {
+  it("is the deployment's setting, or the channel's on Discord and Slack (the CLI has no channel to set it)", () => {
+    expect(isNoLog({ noLog: false }, discord('g1'))).toBe(false);
+    expect(isNoLog({ noLog: true }, discord('g1'))).toBe(true);
+    expect(isNoLog({ noLog: true }, cli)).toBe(true);
+    expect(isNoLog({ noLog: false }, { ...slack, noLog: true })).toBe(true);
+    expect(isNoLog({ noLog: false }, { ...(discord('g1') as object), noLog: true } as Destination)).toBe(true);
+    expect(isNoLog({ noLog: false }, { ...slack, noLog: false })).toBe(false);
   });
 });

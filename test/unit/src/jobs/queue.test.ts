@@ -1,6 +1,7 @@
+import { Cluster, Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
-import { deliveryJobOptions, deliveryQueueName, jobIdFor, jobOptions, lockOptions } from '../../../../src/jobs/queue.ts';
+import { assertClusterPrefix, deliveryJobOptions, deliveryQueueName, jobIdFor, jobOptions, lockOptions } from '../../../../src/jobs/queue.ts';
 
 describe('jobIdFor', () => {
   it('is stable per platform + dedupe key and valid as a BullMQ custom id', () => {
@@ -38,5 +39,22 @@ describe('lock options', () => {
     const config = loadConfig({ env: {} });
     const q = { ...config.queue, lockDurationMs: 1234, stalledIntervalMs: 567, maxStalledCount: 3 };
     expect(lockOptions({ queue: q })).toEqual({ lockDuration: 1234, stalledInterval: 567, maxStalledCount: 3 });
+  });
+});
+
+describe('assertClusterPrefix', () => {
+  it('refuses a prefix without a hash tag on Redis Cluster only, naming the fix', () => {
+    const config = loadConfig({ env: {} });
+    const cluster = new Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true });
+    const single = new Redis({ lazyConnect: true });
+    const withPrefix = (prefix: string) => ({ queue: { ...config.queue, prefix } });
+    expect(() => assertClusterPrefix(withPrefix('blip3o'), cluster)).toThrow('queue.prefix "blip3o" must be a hash tag with Redis Cluster, e.g. "{blip3o}"');
+    expect(() => assertClusterPrefix(withPrefix('{}x'), cluster)).toThrow(/must be a hash tag/);
+    expect(() => assertClusterPrefix(withPrefix('{blip3o}'), cluster)).not.toThrow();
+    expect(() => assertClusterPrefix(withPrefix('{b}'), cluster)).not.toThrow();
+    expect(() => assertClusterPrefix(withPrefix('team-{blip3o}'), cluster)).not.toThrow();
+    expect(() => assertClusterPrefix(withPrefix('blip3o'), single)).not.toThrow();
+    cluster.disconnect();
+    single.disconnect();
   });
 });
