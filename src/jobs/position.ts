@@ -21,6 +21,7 @@ export async function queuePosition(redis: Redis, queue: JobsQueue, jobId: strin
     .lpos(queue.keys.wait!, jobId)
     .zrank(queue.keys.prioritized!, jobId)
     .exec()
+    // Stryker disable next-line ArrayDeclaration: equivalent, exec() answers null only for a transaction a WATCH aborted (none here)
     .then((rows) => (rows ?? []).map(([, v]) => v as number | null));
   if (typeof waitIdx === 'number') return (waitLen ?? 0) - waitIdx;
   if (typeof prioRank === 'number') return (waitLen ?? 0) + prioRank + 1;

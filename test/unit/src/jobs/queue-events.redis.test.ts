@@ -4,8 +4,9 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
 import type { Redis } from 'ioredis';
 import { loadConfig } from '../../../../src/config/load.ts';
-import { createJobsEvents } from '../../../../src/jobs/queue.ts';
-import { closeRedis, createRedis } from '../../../../src/redis.ts';
+import pino from 'pino';
+import { createJobsEvents, createJobsQueue } from '../../../../src/jobs/queue.ts';
+import { closeRedis, createRedis, setRedisLogger } from '../../../../src/redis.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -28,6 +29,23 @@ describe('createJobsEvents', () => {
     await events.close();
     await vi.waitFor(() => expect(owned.status).toBe('end'), { timeout: 5_000 }); // 'end' follows QUIT's reply once the socket closes
     expect(await redis.ping()).toBe('PONG');
+    await closeRedis(redis);
+  });
+});
+
+describe('BullMQ objects made here', () => {
+  it('report a lost Redis connection once, through the Redis logger, naming the redacted address', async () => {
+    const config = loadConfig({ env: {} });
+    const redis = createRedis(url);
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    setRedisLogger(logger);
+    const queue = createJobsQueue({ queue: { ...config.queue, prefix: `t-qe-${randomUUID().slice(0, 8)}` } }, redis);
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
+    queue.emit('error', refused);
+    queue.emit('error', refused);
+    expect(warnings.filter((l) => l.includes('cannot reach Redis at 127.0.0.1:6379'))).toHaveLength(1);
+    await queue.close();
     await closeRedis(redis);
   });
 });
