@@ -62,6 +62,8 @@ describe('GPU-second budgets and the usage report', () => {
       expect(measuredSeconds(r, 0)).toBeGreaterThan(0.2); // 7 steps × 40 ms, measured by the worker
       // the worker counts a job right after handing its result over
       await until(async () => (await redis.exists(`${h.prefix}:{usage}:settled:${id}`)) === 1, 10_000, 'the job to be counted');
+      // and BullMQ records it completed a moment later: the job counts below must not catch it still active
+      await until(async () => (await env.core.queue.getJobState(id)) === 'completed', 10_000, 'the job to complete');
     }
     const today = await env.core.gate.usage.today(d);
     expect(today.channel.used).toBeGreaterThan(0.4);
