@@ -6,11 +6,12 @@
 // Each round runs the four one after another (off), the four at once (on), then one alone off and on (twice each,
 // alternating); every side keeps its best time over `--rounds` rounds (other processes' load only adds time). The " "
 // negative is computed before timing. The batched images are checked to be byte-identical to the sequential ones.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { GenerateRequest, Pipeline } from '../worker/pipeline/types.ts';
 import type { BatchBenchOptions, BatchRowResult } from './batch.ts';
+import { convertTiny, tinyCpuPipeline } from './generate.ts';
 
 /** The worker's defaults (config/default.yaml generation). */
 const DIT_STEPS = 30;
@@ -20,26 +21,12 @@ const N = 4;
 const SOLO_PAIRS = 2;
 
 export async function imagineRow(o: BatchBenchOptions): Promise<BatchRowResult> {
-  const { makeTiny } = await import('../worker/builder/tiny/index.ts');
-  const { convertSnapshot } = await import('../worker/builder/convert.ts');
-  const { createPipeline } = await import('../worker/pipeline/blip3o.ts');
   const dir = mkdtempSync(join(tmpdir(), 'bench-batch-imagine-'));
   const pipelines: Pipeline[] = [];
   try {
-    const snap = join(dir, 'snapshot');
-    const onnx = join(dir, 'onnx');
-    mkdirSync(onnx, { recursive: true });
-    makeTiny(snap);
-    await convertSnapshot(snap, onnx, { dtype: 'fp32' });
+    const onnx = await convertTiny(dir);
     const open = async (diffusion: number) => {
-      const p = await createPipeline({
-        modelDir: onnx,
-        dtype: 'fp32',
-        executionProvider: 'cpu',
-        intraOpThreads: o.threads,
-        understanding: { minPixels: 3136, maxPixels: 1003520, maxInputPixels: 50_000_000, maxAspectRatio: 200 },
-        maxBatch: { decode: 1, diffusion },
-      });
+      const p = await tinyCpuPipeline(onnx, o.threads, { decode: 1, diffusion });
       pipelines.push(p);
       return p;
     };

@@ -17,18 +17,13 @@
 //   imagine 4 imagines end to end through createPipeline on the tiny checkpoint (bench/_batch-imagine.ts), CPU, the
 //           default 30 DiT + 50 UNet steps: one after another with worker.maxBatch.diffusion 1, then at once with 4
 //           (DiT/UNet steps and VAE decodes shared); images/s over the whole request (conditioning included).
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { buildTextDecoder, TextConfig } from '../worker/builder/architectures/qwen2_5_vl_text.ts';
-import { Checkpoint } from '../worker/builder/safetensors.ts';
-import { WeightStore } from '../worker/builder/weights.ts';
 import { DecodeBatch } from '../worker/pipeline/decode-batch.ts';
 import { generateTokens, GREEDY, KvDecoder, type DecoderDims } from '../worker/pipeline/sampling.ts';
 import { openSession } from '../worker/runtime/session.ts';
 import { imagineRow } from './_batch-imagine.ts';
-import { fill, randomCheckpoint } from './llm.ts';
+import { cachedRandomDecoder, fill, smallTextConfig } from './llm.ts';
 
 export interface BatchBenchOptions {
   rounds: number;
@@ -69,22 +64,9 @@ export interface BatchRow {
 const PROMPTS = [20, 28, 36, 52];
 
 async function decodeRow(o: BatchBenchOptions): Promise<BatchRowResult> {
-  const c = TextConfig.parse({
-    hidden_size: 896, intermediate_size: 4864, num_hidden_layers: o.layers, num_attention_heads: 14, num_key_value_heads: 2,
-    vocab_size: 151668, rms_norm_eps: 1e-6, rope_theta: 1e6, rope_scaling: { mrope_section: [8, 12, 12] }, tie_word_embeddings: true,
-  });
+  const c = smallTextConfig(o.layers);
   const H = c.hidden_size;
-  const dir = join(tmpdir(), `blip3o-bench-llm-${o.layers}`); // shared with bench/llm.ts
-  const model = join(dir, 'decoder.onnx');
-  if (!existsSync(join(dir, 'model.safetensors')) || !existsSync(model)) {
-    console.log(`building a random ${o.layers}-layer Qwen2.5-0.5B-sized checkpoint and graph in ${dir} (cached for next runs)…`);
-    rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true });
-    randomCheckpoint(dir, c);
-    const ckpt = Checkpoint.open(dir);
-    buildTextDecoder(new WeightStore(ckpt), c, { dtype: 'float32' }).save(model, { externalData: true });
-    ckpt.close();
-  }
+  const { model } = cachedRandomDecoder(c); // shared with bench/llm.ts
   const session = await openSession(model, { executionProvider: 'cpu', intraOpThreads: o.threads });
   const dims: DecoderDims = { numLayers: o.layers, numKvHeads: c.num_key_value_heads, headDim: H / c.num_attention_heads, hiddenSize: H, vocabSize: c.vocab_size };
   // A token's "embedding": a fixed pseudo-random row per id (the embedding graph is not what is measured here).

@@ -23,6 +23,7 @@ import { fromFloat32, type Checkpoint } from '../worker/builder/safetensors.ts';
 import { unetWeightShapes } from '../worker/builder/tiny/diffusion_decoder.ts';
 import { WeightStore } from '../worker/builder/weights.ts';
 import { GaussianRng } from '../worker/pipeline/rng.ts';
+import type { Pipeline, PipelineOptions } from '../worker/pipeline/types.ts';
 import { openSession } from '../worker/runtime/session.ts';
 
 /** Emu2's diffusion-decoder/unet/config.json values (spec §1.4). */
@@ -233,24 +234,35 @@ export async function run(args: string[]): Promise<void> {
   await realUNetStep(args);
 }
 
-async function tinyStages(args: string[]): Promise<void> {
+/** make-tiny + convert (fp32) under `dir`; returns the ONNX folder (bench gen and bench batch's imagine row). */
+export async function convertTiny(dir: string): Promise<string> {
   const { makeTiny } = await import('../worker/builder/tiny/index.ts');
   const { convertSnapshot } = await import('../worker/builder/convert.ts');
+  const snap = join(dir, 'snapshot');
+  const onnx = join(dir, 'onnx');
+  mkdirSync(onnx, { recursive: true });
+  makeTiny(snap);
+  await convertSnapshot(snap, onnx, { dtype: 'fp32' });
+  return onnx;
+}
+
+/** The full pipeline on the converted tiny checkpoint, fp32 on the CPU provider, with the worker's image limits. */
+export async function tinyCpuPipeline(onnx: string, threads: number, maxBatch?: PipelineOptions['maxBatch']): Promise<Pipeline> {
   const { createPipeline } = await import('../worker/pipeline/blip3o.ts');
+  return createPipeline({
+    modelDir: onnx,
+    dtype: 'fp32',
+    executionProvider: 'cpu',
+    intraOpThreads: threads,
+    understanding: { minPixels: 3136, maxPixels: 1003520, maxInputPixels: 50_000_000, maxAspectRatio: 200 },
+    ...(maxBatch ? { maxBatch } : {}),
+  });
+}
+
+async function tinyStages(args: string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-gen-'));
   try {
-    const snap = join(dir, 'snapshot');
-    const onnx = join(dir, 'onnx');
-    mkdirSync(onnx, { recursive: true });
-    makeTiny(snap);
-    await convertSnapshot(snap, onnx, { dtype: 'fp32' });
-    const p = await createPipeline({
-      modelDir: onnx,
-      dtype: 'fp32',
-      executionProvider: 'cpu',
-      intraOpThreads: arg(args, 'threads', 0),
-      understanding: { minPixels: 3136, maxPixels: 1003520, maxInputPixels: 50_000_000, maxAspectRatio: 200 },
-    });
+    const p = await tinyCpuPipeline(await convertTiny(dir), arg(args, 'threads', 0));
     try {
       for (const label of ['first image (+ negative)', 'second image']) {
         const marks: Record<string, number> = {};

@@ -95,22 +95,17 @@ function copyBandwidth(): number {
   return (2 * n * 4) / (t[2]! / 1000);
 }
 
-export async function run(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { layers: { type: 'string', default: '24' }, prefill: { type: 'string', default: '64' }, decode: { type: 'string', default: '16' }, threads: { type: 'string', default: '0' }, rounds: { type: 'string', default: '3' }, quant: { type: 'string', default: 'none' }, fidelity: { type: 'string', default: '256' } } });
-  const quant = values.quant;
-  if (quant !== 'none' && quant !== 'int4' && quant !== 'int8') throw new Error('--quant must be none, int4 or int8');
-  const rounds = Number(values.rounds);
-  const layers = Number(values.layers);
-  const S = Number(values.prefill);
-  const T = Number(values.decode);
-  const threads = Number(values.threads);
-  const c = TextConfig.parse({
+/** The Qwen2.5-0.5B text decoder's shape with `layers` layers: the model these benches run (llm, batch). */
+export function smallTextConfig(layers: number): TextConfig {
+  return TextConfig.parse({
     hidden_size: 896, intermediate_size: 4864, num_hidden_layers: layers, num_attention_heads: 14, num_key_value_heads: 2,
     vocab_size: 151668, rms_norm_eps: 1e-6, rope_theta: 1e6, rope_scaling: { mrope_section: [8, 12, 12] }, tie_word_embeddings: true,
   });
-  const H = c.hidden_size;
-  const I = c.intermediate_size;
-  const kv = (H / c.num_attention_heads) * c.num_key_value_heads;
+}
+
+/** Random weights for `c` and their fp32 decoder graph, built once per layer count and cached in the temp folder. */
+export function cachedRandomDecoder(c: TextConfig): { dir: string; model: string } {
+  const layers = c.num_hidden_layers;
   const dir = join(tmpdir(), `blip3o-bench-llm-${layers}`);
   const model = join(dir, 'decoder.onnx');
   if (!existsSync(join(dir, 'model.safetensors')) || !existsSync(model)) {
@@ -122,6 +117,23 @@ export async function run(args: string[]): Promise<void> {
     buildTextDecoder(new WeightStore(ckpt), c, { dtype: 'float32' }).save(model, { externalData: true });
     ckpt.close();
   }
+  return { dir, model };
+}
+
+export async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { layers: { type: 'string', default: '24' }, prefill: { type: 'string', default: '64' }, decode: { type: 'string', default: '16' }, threads: { type: 'string', default: '0' }, rounds: { type: 'string', default: '3' }, quant: { type: 'string', default: 'none' }, fidelity: { type: 'string', default: '256' } } });
+  const quant = values.quant;
+  if (quant !== 'none' && quant !== 'int4' && quant !== 'int8') throw new Error('--quant must be none, int4 or int8');
+  const rounds = Number(values.rounds);
+  const layers = Number(values.layers);
+  const S = Number(values.prefill);
+  const T = Number(values.decode);
+  const threads = Number(values.threads);
+  const c = smallTextConfig(layers);
+  const H = c.hidden_size;
+  const I = c.intermediate_size;
+  const kv = (H / c.num_attention_heads) * c.num_key_value_heads;
+  const { dir, model } = cachedRandomDecoder(c);
   /** The same weights as another graph variant (cached next to the fp32 one). */
   const variant = (name: string, build: (store: WeightStore) => Graph): string => {
     const path = join(dir, `decoder-${name}.onnx`);
