@@ -27,7 +27,7 @@ import {
   type JobResult,
 } from '../src/jobs/contract.ts';
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
-import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../src/jobs/queue.ts';
+import { createDeliveryQueue, deliveryQueueName, expireQueueKeys, type DeliveryQueue } from '../src/jobs/queue.ts';
 import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
 import { CheckOverrides } from '../src/checks/policy.ts';
@@ -63,9 +63,6 @@ export interface ProcessorDeps {
 }
 
 /** What the jobs queue records as the return value (the result itself lives in the delivery queue). */
-/** KEYS: keys to expire (one queue's, so one hash slot in Redis Cluster) · ARGV ttlSeconds. */
-const EXPIRE_ALL = `for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) end return #KEYS`;
-
 export interface ProcessOutcome {
   status: JobResult['status'];
   /** True when the job had already been handed over by an earlier run and was not run again. */
@@ -107,19 +104,10 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   async function handOver(result: JobResult): Promise<void> {
     const q = deliveryQueue(result.destination);
     await q.add('result', result, { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId });
-    if (result.destination.platform === 'cli') await expireCliQueue(q, result.jobId);
-  }
-
-  /**
-   * A CLI's delivery queue (delivery-cli-<clientId>) has one reader, the CLI that made it, which deletes it on exit.
-   * A CLI that was killed never does, so each hand-over gives the queue's keys the blobs' lifetime: a queue nobody
-   * reads is gone when the result's image would be. BullMQ's own timers keep their TTL: `stalled-check` lives for one
-   * stalledInterval, and a day-long one would stop the CLI's worker from ever recovering a stalled delivery.
-   */
-  async function expireCliQueue(q: DeliveryQueue, jobId: string): Promise<void> {
-    const timers = new Set([q.keys['stalled-check'], q.keys.limiter]);
-    const keys = [...Object.values(q.keys).filter((k) => !k.endsWith(':') && !timers.has(k)), q.toKey(jobId)];
-    await redis.eval(EXPIRE_ALL, keys.length, ...keys, config.blobs.ttlSeconds); // one command, not one per key
+    // A CLI's delivery queue (delivery-cli-<clientId>) has one reader, the CLI that made it, which deletes it on exit.
+    // A CLI that was killed never does, so the hand-over gives the queue's keys (and the result's) the blobs' lifetime:
+    // a queue nobody reads is gone when the result's image would be.
+    if (result.destination.platform === 'cli') await expireQueueKeys(redis, q, config.blobs.ttlSeconds, [q.toKey(result.jobId)]);
   }
 
   async function alreadyHandedOver(jobId: string, destination: Destination): Promise<boolean> {

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { loadConfig, loadSecrets } from '../../src/config/load.ts';
-import { createDeliveryQueue, deliveryQueueName, expireLeftoverKeys } from '../../src/jobs/queue.ts';
+import { createDeliveryQueue, deliveryQueueName, expireQueueKeys } from '../../src/jobs/queue.ts';
 import type { CliDestination } from '../../src/jobs/contract.ts';
 import { createLogger } from '../../src/log.ts';
 import { isUserError, UserError } from '../../src/errors.ts';
@@ -89,7 +89,7 @@ async function main(): Promise<number> {
     await q.obliterate({ force: true }).catch(() => undefined);
     // A write that raced the deletion (the worker handing over our cancelled result, a late event) re-creates keys:
     // whatever is left gets the blobs' lifetime, so nothing of this invocation stays in Redis for good.
-    await expireLeftoverKeys(redis, q, config.blobs.ttlSeconds).catch(() => undefined);
+    await expireQueueKeys(redis, q, config.blobs.ttlSeconds).catch(() => undefined);
     await q.close();
     await closeRedis(redis);
   }

@@ -93,12 +93,14 @@ end
 return n`;
 
 /**
- * Give every key of `queue` that would otherwise live for ever a TTL; keys with their own (BullMQ's timers, a CLI
- * hand-over's) keep it. For a queue its only reader has just deleted, where a write that raced the deletion (the
- * worker's hand-over, a late event) may have re-created a key. Returns how many keys got the TTL.
+ * Give every key of `queue` (and `extraKeys`, e.g. a job's hash) that would otherwise live for ever a TTL, in one
+ * command. Keys with a TTL of their own keep it: BullMQ's `stalled-check` timer lives one stalledInterval, and a
+ * day-long one would stop the queue's worker from ever recovering a stalled job. Used for a CLI's delivery queue, by
+ * the worker's hand-over and by the CLI after deleting it (a write that raced the deletion re-creates keys).
+ * Returns how many keys got the TTL.
  */
-export async function expireLeftoverKeys(redis: Redis, queue: Queue, ttlSeconds: number): Promise<number> {
-  const keys = Object.values(queue.keys).filter((k): k is string => typeof k === 'string' && !k.endsWith(':'));
+export async function expireQueueKeys(redis: Redis, queue: Queue, ttlSeconds: number, extraKeys: readonly string[] = []): Promise<number> {
+  const keys = [...Object.values(queue.keys).filter((k): k is string => typeof k === 'string' && !k.endsWith(':')), ...extraKeys];
   return Number(await redis.eval(EXPIRE_PERSISTENT, keys.length, ...keys, ttlSeconds));
 }
 
