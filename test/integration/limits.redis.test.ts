@@ -160,7 +160,7 @@ describe('limits and fair scheduling, end to end', () => {
       // A's jobs while B's submission is admitted (the submit path's time, not the scheduler's), and a run's log line
       // can land after a later reading on a loaded machine. With concurrency 1, A's head released before B may start
       // first, and A's next one if its release races B's; a third would mean B waits behind A's line.
-      const queuedAt = (await new Queue(QueueNames.jobs, { connection: redis, prefix: t.config.queue.prefix }).getJob(jobIdOf(b)))!.timestamp;
+      const queuedAt = (await core.queue.getJob(jobIdOf(b)))!.timestamp;
       const all = startedRuns(t.runLog);
       const bStart = all.find((r) => r.prompt === 'b 0')!.at;
       const aBetween = all.filter((r) => r.prompt?.startsWith('a ') && r.at >= queuedAt && r.at <= bStart);
