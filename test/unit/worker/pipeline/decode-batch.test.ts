@@ -8,8 +8,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, UserError } from '../../../../src/errors.ts';
 import type { AskOptions } from '../../../../src/jobs/contract.ts';
-import { qwen2_5_vl_text, type Architecture } from '../../../../worker/builder/architectures/index.ts';
-import { qwen2_5_vl_vision } from '../../../../worker/builder/architectures/qwen2_5_vl_vision.ts';
+import { UNDERSTANDING_ONLY } from '../../../doubles/understanding-only.ts';
 import { convertSnapshot } from '../../../../worker/builder/convert.ts';
 import { readManifest } from '../../../../worker/builder/manifest.ts';
 import { makeTiny } from '../../../../worker/builder/tiny/index.ts';
@@ -21,15 +20,6 @@ import { loadTokenizer } from '../../../../worker/pipeline/tokenizer.ts';
 import type { Answer, RunContext, UnderstandRequest } from '../../../../worker/pipeline/types.ts';
 import { loadUnderstanding, openTextModel, type TextModel, type Understanding } from '../../../../worker/pipeline/understand.ts';
 
-const UNDERSTANDING_ONLY: Record<string, Architecture> = {
-  blip3oQwenForCausalLM: {
-    components: [qwen2_5_vl_text, qwen2_5_vl_vision],
-    skipPrefixes: [
-      { prefix: 'model.gen_vision_tower.', reason: 'EVA-CLIP, training only' },
-      { prefix: 'model.dit.', reason: 'generation half, not under test here' },
-    ],
-  },
-};
 const limits = { minPixels: 3136, maxPixels: 200_704, maxInputPixels: 50_000_000, maxAspectRatio: 200 };
 const greedy: AskOptions = { maxNewTokens: 8, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1.05, seed: 1 };
 const runtime = { executionProvider: 'cpu' as const, intraOpThreads: 1 };

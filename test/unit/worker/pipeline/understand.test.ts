@@ -9,8 +9,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../../../../src/errors.ts';
 import type { AskOptions } from '../../../../src/jobs/contract.ts';
-import { qwen2_5_vl_text, type Architecture } from '../../../../worker/builder/architectures/index.ts';
-import { qwen2_5_vl_vision } from '../../../../worker/builder/architectures/qwen2_5_vl_vision.ts';
+import { UNDERSTANDING_ONLY } from '../../../doubles/understanding-only.ts';
 import { convertSnapshot } from '../../../../worker/builder/convert.ts';
 import { Checkpoint } from '../../../../worker/builder/safetensors.ts';
 import { makeTiny } from '../../../../worker/builder/tiny/index.ts';
@@ -22,16 +21,6 @@ import { conversation, loadUnderstanding, type Understanding } from '../../../..
 import { mropeCosSin, referenceEmbed, referenceTextForward, type RefTextConfig } from '../../../reference/qwen2_5_vl_text.ts';
 import { visionForward, type VisionConfig } from '../../../reference/qwen2_5_vl_vision.ts';
 
-// Only the understanding components: this file must not wait on the generation graphs.
-const UNDERSTANDING_ONLY: Record<string, Architecture> = {
-  blip3oQwenForCausalLM: {
-    components: [qwen2_5_vl_text, qwen2_5_vl_vision],
-    skipPrefixes: [
-      { prefix: 'model.gen_vision_tower.', reason: 'EVA-CLIP, training only' },
-      { prefix: 'model.dit.', reason: 'generation half, not under test here' },
-    ],
-  },
-};
 const limits = { minPixels: 3136, maxPixels: 200_704, maxInputPixels: 50_000_000, maxAspectRatio: 200 };
 const greedy: AskOptions = { maxNewTokens: 6, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1.05, seed: 1 };
 
