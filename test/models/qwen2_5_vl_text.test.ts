@@ -117,6 +117,40 @@ describe('qwen2_5_vl_text decoder on the tiny checkpoint', () => {
   });
 });
 
+describe("logits: 'at' (what convert writes): each row's logits at its own position", () => {
+  it('a batch of two rows asking for different positions gets exactly those rows of the full logits, and no others', async () => {
+    const picking = await openSession(buildTextDecoder(new WeightStore(ckpt), cfg, { dtype: 'float32', logits: 'at' }).toBytes(), { executionProvider: 'cpu' });
+    try {
+      expect(picking.inputNames).toContain('logits_index');
+      const H = cfg.hidden_size;
+      const V = 151668;
+      const S = 5;
+      const pos = Array.from({ length: S }, (_, i) => i);
+      const rows = [randomArray(S * H, 11), randomArray(S * H, 12)];
+      const embeds = new Float32Array(2 * S * H);
+      rows.forEach((r, b) => embeds.set(r, b * S * H));
+      const f = feeds(embeds, S, [pos, pos, pos]);
+      f.inputs_embeds = { data: embeds, dims: [2, S, H] };
+      f.attention_mask = { data: new BigInt64Array(2 * S).fill(1n), dims: [2, S] };
+      f.position_ids = { data: BigInt64Array.from([pos, pos, pos, pos, pos, pos].flat().map(BigInt)), dims: [3, 2, S] };
+      for (const [k, v] of Object.entries(f)) if (k.startsWith('past_key_values')) f[k] = { data: v.data, dims: [2, ...v.dims.slice(1)] };
+      const at = [S - 1, 1];
+      const out = await picking.run({ ...f, logits_index: { data: BigInt64Array.from(at.map(BigInt)), dims: [2] } });
+      expect(out.logits!.dims).toEqual([2, 1, V]);
+      for (let b = 0; b < 2; b++) {
+        const full = await decoder.run(feeds(rows[b]!, S, [pos, pos, pos]));
+        const want = f32(full.logits).subarray(at[b]! * V, (at[b]! + 1) * V);
+        expect(maxAbsDiff(f32(out.logits).subarray(b * V, (b + 1) * V), want)).toBeLessThan(TOL);
+        // and not some other position's (the rows differ enough to tell)
+        const other = f32(full.logits).subarray(((at[b]! + 1) % S) * V, (((at[b]! + 1) % S) + 1) * V);
+        expect(maxAbsDiff(f32(out.logits).subarray(b * V, (b + 1) * V), other)).toBeGreaterThan(1e-3);
+      }
+    } finally {
+      await picking.release();
+    }
+  });
+});
+
 describe('generation loop on the tiny decoder', () => {
   it('KvDecoder + generateTokens (greedy) picks the argmax of full recomputation at every step, streaming tokens', async () => {
     const { KvDecoder, generateTokens, GREEDY } = await import('../../worker/pipeline/sampling.ts');

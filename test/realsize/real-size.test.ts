@@ -101,10 +101,11 @@ function cases(): Record<string, { feeds: Record<string, TensorInput>; output: s
         inputs_embeds: { data: ramp(S * H, 0.02), dims: [1, S, H] },
         attention_mask: { data: new BigInt64Array(S).fill(1n), dims: [1, S] },
         position_ids: { data: BigInt64Array.from({ length: 3 * S }, (_, i) => BigInt(i % S)), dims: [3, 1, S] },
+        logits_index: { data: BigInt64Array.of(BigInt(S - 1)), dims: [1] },
         ...past,
       },
       output: 'logits',
-      dims: [1, S, p.text.vocab_size],
+      dims: [1, 1, p.text.vocab_size],
     },
     vision: { feeds: vf, output: 'image_embeds', dims: [4, H] },
     dit: {

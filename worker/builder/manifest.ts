@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
 
 /** Bump when any graph a builder emits changes meaning or I/O: every existing conversion becomes stale. */
-export const BUILDER_VERSION = 1;
+export const BUILDER_VERSION = 2; // 2: the decoder picks each row's logits (input logits_index)
 export const MANIFEST_FILE = 'manifest.json';
 /** What `convert --only` runs wrote so far; becomes manifest.json once every component is written. */
 export const PARTIAL_MANIFEST_FILE = 'manifest.partial.json';

@@ -30,7 +30,7 @@
 import { AppError } from '../../src/errors.ts';
 import type { ModelSession, TensorInput } from '../runtime/session.ts';
 import { StepBatcher } from './batch.ts';
-import { cancelledError, hostFloats, kvOutputNames, type DecoderDims, type KvState } from './sampling.ts';
+import { cancelledError, hostFloats, kvOutputNames, logitsIndexFeed, rowLogits, type DecoderDims, type KvState } from './sampling.ts';
 
 /** Prompt tokens one prefill chunk runs: the longest stall a joining request adds to the others' decode step. */
 export const PREFILL_CHUNK_TOKENS = 64;
@@ -266,6 +266,7 @@ export class DecodeBatch {
       inputs_embeds: { data: x.embeds, dims: [1, S, H] },
       attention_mask: { data: new BigInt64Array(P + S).fill(1n), dims: [1, P + S] },
       position_ids: { data: BigInt64Array.from(x.positions.flat(), (v) => BigInt(v)), dims: [3, 1, S] },
+      ...logitsIndexFeed(this.session, [S - 1]),
     };
     for (const [name, data] of Object.entries(own)) feeds[name] = { data, dims: [1, numKvHeads, P, headDim] };
     const out = await this.session.runOnDevice(feeds, [...(x.wantLogits ? ['logits'] : []), ...kvOutputNames(numLayers)]);
@@ -273,7 +274,7 @@ export class DecodeBatch {
     const next: Record<string, Float32Array> = {};
     for (let i = 0; i < numLayers; i++) for (const kv of ['key', 'value']) next[`past_key_values.${i}.${kv}`] = hostFloats(out, `present.${i}.${kv}`);
     const V = this.dims.vocabSize;
-    const logits = x.wantLogits ? hostFloats(out, 'logits').slice((S - 1) * V, S * V) : undefined;
+    const logits = x.wantLogits ? rowLogits(this.session, hostFloats(out, 'logits'), 0, S, S - 1, V) : undefined;
     return { logits, own: next, length: P + S };
   }
 
@@ -349,6 +350,7 @@ export class DecodeBatch {
       inputs_embeds: { data: embeds, dims: [B, 1, H] },
       attention_mask: { data: attention, dims: [B, T + 1] },
       position_ids: { data: positions, dims: [3, B, 1] },
+      ...logitsIndexFeed(this.session, new Array<number>(B).fill(0)),
     };
     for (const [name, data] of Object.entries(cache.past)) feeds[name] = { data, dims: [B, kvh, T, hd] };
     const out = await this.session.runOnDevice(feeds, ['logits', ...kvOutputNames(numLayers)]);

@@ -62,6 +62,7 @@ export function sampleFeeds(manifest: Manifest, sizes: SampleSizes = {}): GraphS
       inputs_embeds: { data: randn(rng, s * H, 0.05), dims: [1, s, H] },
       attention_mask: { data: new BigInt64Array(p + s).fill(1n), dims: [1, p + s] },
       position_ids: { data: BigInt64Array.from({ length: 3 * s }, (_, i) => BigInt(p + (i % s))), dims: [3, 1, s] },
+      logits_index: { data: BigInt64Array.of(BigInt(s - 1)), dims: [1] }, // convert's decoder returns one row's logits
       ...past(p),
     });
     out.push({ name: 'text/decoder prefill', file: file('text', 'decoder'), feeds: decoder(S, 0) });

@@ -159,6 +159,26 @@ export function kvOutputNames(numLayers: number): string[] {
   return Array.from({ length: numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
 }
 
+/** Whether the decoder graph picks one position's logits per row itself (converted with logits 'at': input
+ *  logits_index [B], output [B, 1, V]). Graphs built with logits 'all' (the reference tests, the LLM benches) return
+ *  [B, S, V] and the caller slices. */
+export function picksLogits(session: ModelSession): boolean {
+  return session.inputNames.includes('logits_index');
+}
+
+/** The logits_index feed asking for position `at[b]` of row b (none for an 'all' graph). */
+export function logitsIndexFeed(session: ModelSession, at: readonly number[]): Record<string, TensorInput> {
+  return picksLogits(session) ? { logits_index: { data: BigInt64Array.from(at, (p) => BigInt(p)), dims: [at.length] } } : {};
+}
+
+/** Row b's logits at position `at` (of S) from the decoder's logits output: [B, 1, V] from a graph that picks, else
+ *  [B, S, V]. */
+export function rowLogits(session: ModelSession, logits: Float32Array, b: number, S: number, at: number, V: number): Float32Array {
+  const row = picksLogits(session) ? b : b * S + at;
+  if ((row + 1) * V > logits.length) throw new AppError('model', `the decoder returned ${logits.length} logits; row ${b} position ${at} of ${S} needs ${(row + 1) * V}`);
+  return logits.slice(row * V, (row + 1) * V);
+}
+
 /** A decoder's cache at one point (KvDecoder.prefillCache, continueBatch): host past_key_values [1, kv heads, length,
  *  head dim] per layer, the cache length and the M-RoPE delta. onnxruntime never writes into its inputs and the
  *  decoder never disposes host arrays, so a state can be restored any number of times. */
@@ -238,6 +258,7 @@ export class KvDecoder {
         inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
         attention_mask: { data: new BigInt64Array(S).fill(1n), dims: [1, S] },
         position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
+        ...logitsIndexFeed(this.session, [S - 1]),
         ...this.past,
       },
       kvOutputNames(this.dims.numLayers),
@@ -279,6 +300,7 @@ export class KvDecoder {
       inputs_embeds: { data: embeds, dims: [B, S, H] },
       attention_mask: { data: mask, dims: [B, P + S] },
       position_ids: { data: positions, dims: [3, B, S] },
+      ...logitsIndexFeed(this.session, lens.map((n) => n - 1)), // each row's own last token
     };
     const row = numKvHeads * P * headDim;
     for (const [name, t] of Object.entries(state.past)) {
@@ -301,7 +323,7 @@ export class KvDecoder {
           states[b]!.past[`past_key_values.${i}.${kv}`] = { data: keep, dims: [1, numKvHeads, P + n, headDim] };
         });
       }
-    return { logits: lens.map((n, b) => logits.slice((b * S + n - 1) * V, (b * S + n) * V)), states };
+    return { logits: lens.map((n, b) => rowLogits(this.session, logits, b, S, n - 1, V)), states };
   }
 
   private async run(embeds: Float32Array, positions: readonly (readonly number[])[]) {
@@ -312,6 +334,7 @@ export class KvDecoder {
       inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
       attention_mask: { data: new BigInt64Array(this.length + S).fill(1n), dims: [1, this.length + S] },
       position_ids: { data: BigInt64Array.from(positions.flat(), (p) => BigInt(p)), dims: [3, 1, S] },
+      ...logitsIndexFeed(this.session, [S - 1]),
       ...this.past,
     });
     const next: Record<string, TensorInput | DeviceTensor> = {};
@@ -326,8 +349,7 @@ export class KvDecoder {
     this.past = next;
     this.length += S;
     const V = this.dims.vocabSize;
-    const logits = out.logits!.data as Float32Array;
-    return { logits: logits.slice(logits.length - V), hidden: out.last_hidden_state!.data as Float32Array }; // [1, S|1, V]: the last row
+    return { logits: rowLogits(this.session, out.logits!.data as Float32Array, 0, S, S - 1, V), hidden: out.last_hidden_state!.data as Float32Array };
   }
 
   /** Runs the prompt. `positions` = the (t, h, w) rows (get_rope_index for images); default 1-D 0…S−1.
@@ -352,6 +374,7 @@ export class KvDecoder {
         inputs_embeds: { data: embeds, dims: [1, S, this.dims.hiddenSize] },
         attention_mask: { data: new BigInt64Array(S).fill(1n), dims: [1, S] },
         position_ids: { data: BigInt64Array.from({ length: 3 * S }, (_, i) => BigInt(i % S)), dims: [3, 1, S] },
+        ...logitsIndexFeed(this.session, [S - 1]),
         ...this.past,
       },
       ['last_hidden_state'],

@@ -68,7 +68,7 @@ export const qwen2_5_vl_text: ComponentBuilder = {
     return {
       graphs: [
         { file: 'text/embedding.onnx', graph: buildTokenEmbedding(ctx.store, c, { dtype }), dtype: ctx.dtype },
-        { file: 'text/decoder.onnx', graph: buildTextDecoder(ctx.store, c, { dtype, quant: quantOptions(ctx.quant) }), dtype: ctx.dtype },
+        { file: 'text/decoder.onnx', graph: buildTextDecoder(ctx.store, c, { dtype, quant: quantOptions(ctx.quant), logits: 'at' }), dtype: ctx.dtype },
       ],
       tensors: [{ file: 'text/latent_queries.safetensors', key: 'latent_queries', ...lq }],
       info: {

@@ -5,8 +5,8 @@
 // tie_word_embeddings). I/O names follow HF Optimum / transformers.js:
 //
 //   inputs:  inputs_embeds (B, S, H) f32 · attention_mask (B, P+S) i64 · position_ids (3, B, S) i64
-//            past_key_values.{i}.key / .value (B, kvH, P, hd) f32
-//   outputs: logits (B, S, V) f32, or (B, 1, V) with logits: 'last' · last_hidden_state (B, S, H) f32 (after model.norm)
+//            past_key_values.{i}.key / .value (B, kvH, P, hd) f32 · logits_index (B) i64 (with logits: 'at' only)
+//   outputs: logits (B, S, V) f32, or (B, 1, V) with logits: 'at' · last_hidden_state (B, S, H) f32 (after model.norm)
 //            present.{i}.key / .value (B, kvH, P+S, hd) f32
 //
 // Graph I/O is always float32 so callers feed Float32Arrays; with dtype fp16 the weights and the compute inside are
@@ -135,12 +135,13 @@ export interface TextBuildOptions {
   /** Block-quantize every Linear of the layers and lm_head (MatMulNBits); norms, rotary and the embedding table
    *  stay in `dtype`. */
   quant?: NBitsOptions;
-  /** 'last': logits of the last position only, [B, 1, V] (all the KV-cached decoder ever samples from; HF's
-   *  logits_to_keep=1). A prefill of S tokens then neither computes nor returns S × 151668 logits (at S = 1 000:
-   *  0.6 GB from GPU to host under WebGPU). 'all': [B, S, V]: what convert writes, because the image checks'
-   *  batched forward (KvDecoder.continueBatch) reads each right-padded row's logits at its own last token.
-   *  @defaultValue 'all' */
-  logits?: 'all' | 'last';
+  /** 'at': the logits of one position per row, [B, 1, V], the position given by the input logits_index [B] (HF's
+   *  logits_to_keep, per row). All the KV-cached decoder ever samples from is one position per row: a prompt's last
+   *  token, or each right-padded row's own last token in a batched forward (KvDecoder.continueBatch). A prefill of S
+   *  tokens then neither computes nor returns S × 151668 logits (at S = 1 000 on BLIP3o-4B: 1.2 TFLOP of lm_head and
+   *  0.6 GB from GPU to host under WebGPU). What convert writes. 'all': [B, S, V], every position (the reference
+   *  tests compare them all). @defaultValue 'all' */
+  logits?: 'all' | 'at';
 }
 
 /** The decoder graph (one graph for prefill and decode: P = 0 for prefill). */
@@ -171,9 +172,19 @@ export function buildTextDecoder(store: WeightStore, c: TextConfig, opts: TextBu
   g.output(hidden.cast('float32'), 'last_hidden_state');
   // lm_head; with tie_word_embeddings and no stored lm_head.weight, the embedding table is the head (spec §1.3).
   const head = (root.has('lm_head.weight') || !c.tie_word_embeddings ? root.at('lm_head') : model.at('embed_tokens')).withQuant(opts.quant);
-  const headIn = opts.logits === 'last' ? hidden.slice(1, -1, 2 ** 62) : hidden; // [B, 1, H]: the last position
+  const headIn = opts.logits === 'at' ? pickRows(g, hidden, H) : hidden;
   g.output(linear(head, headIn, c.vocab_size, { bias: false }).cast('float32'), 'logits');
   return g;
+}
+
+/** hidden (B, S, H) → (B, 1, H): row b's position logits_index[b]; a Gather over the flattened rows at b·S + index. */
+function pickRows(g: Graph, hidden: Tensor, H: number): Tensor {
+  const index = g.input('logits_index', 'int64', ['batch_size']);
+  return g.within('/model/pick_logits_rows', () => {
+    const BS = hidden.shapeOf(0, 2); // [B, S]
+    const rowStart = range(g.constant('int64', [], [0]), BS.slice(0, 0, 1).squeeze(0), g.constant('int64', [], [1])).mul(BS.slice(0, 1, 2).squeeze(0)); // [B]: b·S
+    return hidden.reshape(-1, H).gather(rowStart.add(index), 0).unsqueeze(1);
+  });
 }
 
 /** input_ids (B, S) → inputs_embeds (B, S, H) f32: a Gather over model.embed_tokens. */

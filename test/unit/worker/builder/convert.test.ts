@@ -59,6 +59,8 @@ describe('convertSnapshot', () => {
     const m = await convertSnapshot(base, out, { dtype: 'fp32', architectures: TEXT_ONLY, onProgress: (p) => p.phase === 'write' && progress.push(p.bytesDone) });
     expect(Object.keys(m.components.text!.graphs)).toEqual(['embedding', 'decoder']);
     expect(m.components.text!.graphs.decoder!.outputs).toEqual(expect.arrayContaining(['logits', 'last_hidden_state', 'present.0.key', 'present.1.value']));
+    // the converted decoder returns one position's logits per row (logits: 'at'), not S × 151668 of them
+    expect(m.components.text!.graphs.decoder!.inputs).toContain('logits_index');
     expect(m.skipped['model.gen_vision_tower.']).toBeGreaterThan(0);
     expect(describeSkipped(m.architecture, m.skipped)[0]).toMatch(/skipped \d+ keys under model\.gen_vision_tower\.: EVA-CLIP/);
     expect(progress.at(-1)).toBeGreaterThan(progress[0]!);
