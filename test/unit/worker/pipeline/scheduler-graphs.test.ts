@@ -6,7 +6,7 @@ import { rmSync } from 'node:fs';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { geometryFor } from '../../../../worker/pipeline/aspect.ts';
-import { DitSample, runDitSteps, runUnetSteps, UnetSample, type Conditioning, type Latent } from '../../../../worker/pipeline/diffusion-steps.ts';
+import { DitSample, runDitSteps, runUnetSteps, runVaeDecodes, UnetSample, type Conditioning, type Latent } from '../../../../worker/pipeline/diffusion-steps.ts';
 import { Generator, openGenerationModels, type GenerationModels } from '../../../../worker/pipeline/generate.ts';
 import { GaussianRng } from '../../../../worker/pipeline/rng.ts';
 import { SchedulerGraphs } from '../../../../worker/pipeline/scheduler-graphs.ts';
@@ -151,6 +151,18 @@ describe('device latents on the tiny checkpoint (CPU provider, scheduler graphs 
     const err = relError(await run(deviceModels, true), await run(hostModels, false));
     console.log(`UNet, 10 steps: device-latent graphs vs TypeScript loop ${err.toExponential(1)} relative`);
     expect(err).toBeLessThan(1e-5);
+  });
+
+  it('VAE: a device latent alone is decoded where it is, several are gathered on the host; the bytes of host latents', async () => {
+    const dims = [deviceModels.unetInChannels, 16, 16] as const;
+    const xs = [1, 2].map((seed) => new GaussianRng(seed, 7).gaussian(dims[0] * dims[1] * dims[2]));
+    const want = await runVaeDecodes(hostModels.vae, xs.map((latents) => ({ latents, dims })));
+    const onDevice = await Promise.all(xs.map((x) => device(x, [1, ...dims])));
+    const alone = await runVaeDecodes(deviceModels.vae, [{ latents: onDevice[0]!, dims }]);
+    const together = await runVaeDecodes(deviceModels.vae, onDevice.map((latents) => ({ latents, dims })));
+    const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+    expect(same(alone[0]!, want[0]!)).toBe(true);
+    expect(together.every((img, i) => same(img, want[i]!))).toBe(true);
   });
 
   it('imagine end to end: the DiT feature within 1e-5 and the PNG within 1 level of the TypeScript loop', async () => {
