@@ -15,30 +15,15 @@ import type { CliDestination } from '../../src/jobs/contract.ts';
 import { closeRedis, createRedis } from '../../src/redis.ts';
 import { convertSnapshot } from '../../worker/builder/convert.ts';
 import { readManifest } from '../../worker/builder/manifest.ts';
-import { Graph } from '../../worker/builder/onnx/graph.ts';
 import { makeTiny } from '../../worker/builder/tiny/index.ts';
 import { createPipeline } from '../../worker/pipeline/blip3o.ts';
 import { sampleFeeds } from '../../worker/pipeline/sample-feeds.ts';
 import type { Pipeline, UnderstandRequest } from '../../worker/pipeline/types.ts';
 import { openSession, transferTotals, type TensorOutput } from '../../worker/runtime/session.ts';
 import { cleanup, makeHarness, RecordingPort, REDIS_URL, startWorkerProcess, stopProcess, type Proc } from '../doubles/spine-harness.ts';
+import { webgpuUnavailable } from '../doubles/webgpu-gate.ts';
 
-/** Why WebGPU cannot run here, or undefined when it can. */
-async function webgpuUnavailable(): Promise<string | undefined> {
-  const g = new Graph('webgpu-gate');
-  g.output(g.input('x', 'float32', [2]).mul(2), 'y');
-  try {
-    const s = await openSession(g.toBytes(), { executionProvider: 'webgpu' });
-    await s.release();
-    return undefined;
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
 const unavailable = await webgpuUnavailable();
-if (unavailable && process.env.BLIP3O_REQUIRE_WEBGPU === '1')
-  throw new Error(`BLIP3O_REQUIRE_WEBGPU=1 but no WebGPU adapter: ${unavailable} (install mesa-vulkan-drivers ≥ 25 from bookworm-backports and libvulkan1)`);
-if (unavailable) console.warn(`skipping the WebGPU suite: ${unavailable}`);
 
 const limits = { minPixels: 3136, maxPixels: 200_704, maxInputPixels: 50_000_000, maxAspectRatio: 200 };
 const root = mkdtempSync(join(tmpdir(), 'webgpu-'));

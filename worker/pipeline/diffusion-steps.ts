@@ -23,10 +23,20 @@
 // (docs/generation.md "Batching across jobs"). A GPU provider may pick another GEMM/conv kernel for another batch size
 // (cuBLAS/cuDNN choose by shape), which can change the rounding of a sum: there the same seed gives the same image
 // within rounding, not necessarily the same bytes (not measured here).
+//
+// Where the latents live: a sample's latent is a `Latent`, host memory or a DeviceTensor. In host memory (the CPU
+// provider) the CFG combine and the scheduler update run in TypeScript (schedulers.ts), as they always have. As a
+// DeviceTensor (opened with `latentsOnDevice`, the default under WebGPU) they run as the small graphs of
+// scheduler-graphs.ts on the models' provider, and the model's output never leaves the GPU: one call's path follows
+// its samples' latents, which are all of one kind within one GenerationModels.
 import { AppError } from '../../src/errors.ts';
-import type { DeviceTensor, ModelSession, TensorInput } from '../runtime/session.ts';
+import { DeviceTensor, toHost, type ModelSession, type TensorInput } from '../runtime/session.ts';
 import { StepBatcher, type BatcherStats } from './batch.ts';
-import { eulerInputScale, eulerStep, flowMatchStep, type EulerSchedule, type FlowMatchSchedule } from './schedulers.ts';
+import type { PairOrder, SchedulerGraphs } from './scheduler-graphs.ts';
+import { eulerDt, eulerInputScale, eulerUpdate, flowMatchDt, flowMatchUpdate, type EulerSchedule, type FlowMatchSchedule } from './schedulers.ts';
+
+/** A sample's latent: host memory, or a [1, …dims] tensor left where its session computes (a GPU buffer on WebGPU). */
+export type Latent = Float32Array | DeviceTensor;
 
 /** A sample's conditioning that stays the same at every step: host data (for batches), and where its session computes. */
 export interface Conditioning {
@@ -41,11 +51,13 @@ export interface Conditioning {
 /** One DiT step of one sample: x at its own step, its timestep, its condition pair and guidance scale. */
 export interface DitStep {
   /** x_t (read, not written). */
-  x: Float32Array;
+  x: Latent;
   /** [T, C] of `x`: DiT tokens (grid side²) × latent channels. */
   dims: readonly [number, number];
   /** trunc(σ_i·1000) of this sample's step. */
   timestep: number;
+  /** σ_{i+1} − σ_i (flowMatchDt). */
+  dt: number;
   /** [zeros, z] as [2, tokens, H]. */
   z: Conditioning;
   guidance: number;
@@ -58,20 +70,24 @@ export interface UnetConditioning {
   timeIds: Conditioning;
 }
 
-/** One UNet step of one sample: the input-scaled latent at its own step. */
+/** One UNet step of one sample: the latent at its own step and how to scale it for the model. */
 export interface UnetStep {
-  /** scale_model_input(x_t) [channels, h, w] (read, not written). */
-  sample: Float32Array;
-  /** [channels, h, w] of `sample`. */
+  /** x_t [channels, h, w] (read, not written). */
+  x: Latent;
+  /** [channels, h, w] of `x`. */
   dims: readonly [number, number, number];
   timestep: number;
+  /** scale_model_input's factor 1/√(σ_i²+1): the UNet sees x·scale. */
+  scale: number;
+  /** σ_{i+1} − σ_i (eulerDt). */
+  dt: number;
   cond: UnetConditioning;
   guidance: number;
 }
 
 /** One VAE decode: a final latent [channels, h, w]. */
 export interface VaeDecode {
-  latents: Float32Array;
+  latents: Latent;
   dims: readonly [number, number, number];
 }
 
@@ -80,10 +96,10 @@ export interface VaeDecode {
  * request's own: aborted while its step still waits for a batch, the step leaves it and rejects with the reason.
  */
 export interface DiffusionStepper {
-  /** The guided velocity v_u + g·(v_c − v_u), [T, C]. */
-  dit(step: DitStep, signal?: AbortSignal): Promise<Float32Array>;
-  /** The guided noise ε_neg + g·(ε_cond − ε_neg), [channels, h, w]. */
-  unet(step: UnetStep, signal?: AbortSignal): Promise<Float32Array>;
+  /** x at the next step, x + dt·(v_u + g·(v_c − v_u)), [T, C]; where `step.x` lives. */
+  dit(step: DitStep, signal?: AbortSignal): Promise<Latent>;
+  /** x at the next step, x + dt·(ε_neg + g·(ε_cond − ε_neg)), [channels, h, w]; where `step.x` lives. */
+  unet(step: UnetStep, signal?: AbortSignal): Promise<Latent>;
   /** The decoded image [3, H, W] in [−1, 1]. */
   vae(decode: VaeDecode, signal?: AbortSignal): Promise<Float32Array>;
 }
@@ -92,6 +108,8 @@ export interface DiffusionSessions {
   dit: ModelSession;
   unet: ModelSession;
   vae: ModelSession;
+  /** The CFG combine and scheduler update as graphs: present when the latents stay with the sessions (device latents). */
+  schedulerGraphs?: SchedulerGraphs;
 }
 
 /**
@@ -140,36 +158,89 @@ function guide(out: Float32Array, steps: readonly { guidance: number }[], n: num
   });
 }
 
-/** DiT velocities of several samples (any step indices) in one run. All steps must share `ditBatchKey`. */
-export async function runDitSteps(dit: ModelSession, steps: readonly DitStep[]): Promise<Float32Array[]> {
-  if (steps.length === 0) return [];
-  const n = steps[0]!.x.length;
-  const dims = steps[0]!.dims;
-  const out = await dit.run({
-    x: { data: paired(steps.map((s) => s.x)), dims: [2 * steps.length, ...dims] },
-    timestep: timesteps(steps.map((s) => s.timestep)),
-    z: stacked(steps.map((s) => s.z)),
-  });
-  const v = out.velocity?.data as Float32Array | undefined;
-  if (!v) throw new AppError('model', 'the DiT graph has no `velocity` output');
-  return guide(v, steps, n, 'a');
+/** The steps' latents, all in host memory or all device tensors (one GenerationModels never mixes them). */
+function latentsOf(steps: readonly { x: Latent }[]): { host: Float32Array[] } | { device: DeviceTensor[] } {
+  const xs = steps.map((s) => s.x);
+  if (xs.every((x) => x instanceof Float32Array)) return { host: xs };
+  if (xs.every((x) => x instanceof DeviceTensor)) return { device: xs };
+  throw new AppError('internal', 'a diffusion batch mixes host and device latents');
 }
 
-/** UNet guided noise of several samples (any step indices) in one run. All steps must share `unetBatchKey`. */
-export async function runUnetSteps(unet: ModelSession, steps: readonly UnetStep[]): Promise<Float32Array[]> {
+/**
+ * One model run on device latents: the CFG pair input made on the device, the model, the guided update on the device.
+ * The model's output (`output`, kept on the device by the session) is freed here; the samples' own latents are not.
+ */
+async function deviceStep(
+  graphs: SchedulerGraphs | undefined,
+  session: ModelSession,
+  output: string,
+  order: PairOrder,
+  steps: readonly { x: Latent; dims: readonly number[]; guidance: number; dt: number }[],
+  xs: DeviceTensor[],
+  scales: readonly number[],
+  feeds: (input: DeviceTensor) => Parameters<ModelSession['runOnDevice']>[0],
+): Promise<DeviceTensor[]> {
+  if (!graphs) throw new AppError('internal', 'device latents need the scheduler graphs (openGenerationModels latentsOnDevice)');
+  const dims = steps[0]!.dims;
+  const input = await graphs.cfgPair(xs, scales, dims);
+  let out: DeviceTensor | undefined;
+  try {
+    const res = await session.runOnDevice(feeds(input));
+    out = res.device[output];
+    if (!out) throw new AppError('internal', `the session does not keep \`${output}\` on the device (openGenerationModels latentsOnDevice)`);
+    return await graphs.guidedStep(order, out, xs, steps.map((s) => s.guidance), steps.map((s) => s.dt), dims);
+  } finally {
+    input.dispose();
+    out?.dispose();
+  }
+}
+
+/** Each DiT sample's x at its next step, several samples (any step indices) in one run. All must share `ditBatchKey`. */
+export async function runDitSteps(dit: ModelSession, steps: readonly DitStep[], graphs?: SchedulerGraphs): Promise<Latent[]> {
+  if (steps.length === 0) return [];
+  const dims = steps[0]!.dims;
+  const conditioning = { timestep: timesteps(steps.map((s) => s.timestep)), z: stacked(steps.map((s) => s.z)) };
+  const latents = latentsOf(steps);
+  if ('device' in latents) return deviceStep(graphs, dit, 'velocity', 'uncond-first', steps, latents.device, steps.map(() => 1), (x) => ({ x, ...conditioning }));
+  const xs = latents.host;
+  const out = await dit.run({ x: { data: paired(xs), dims: [2 * steps.length, ...dims] }, ...conditioning });
+  const v = out.velocity?.data as Float32Array | undefined;
+  if (!v) throw new AppError('model', 'the DiT graph has no `velocity` output');
+  return guide(v, steps, xs[0]!.length, 'a').map((guided, i) => {
+    const next = Float32Array.from(xs[i]!);
+    flowMatchUpdate(next, guided, steps[i]!.dt);
+    return next;
+  });
+}
+
+/** Each UNet sample's x at its next step, several samples (any step indices) in one run. All must share `unetBatchKey`. */
+export async function runUnetSteps(unet: ModelSession, steps: readonly UnetStep[], graphs?: SchedulerGraphs): Promise<Latent[]> {
   if (steps.length === 0) return [];
   const dims = steps[0]!.dims;
   const n = dims[0] * dims[1] * dims[2];
-  const out = await unet.run({
-    sample: { data: paired(steps.map((s) => s.sample)), dims: [2 * steps.length, ...dims] },
+  const conditioning = {
     timestep: timesteps(steps.map((s) => s.timestep)),
     encoder_hidden_states: stacked(steps.map((s) => s.cond.encoderHiddenStates)),
     text_embeds: stacked(steps.map((s) => s.cond.textEmbeds)),
     time_ids: stacked(steps.map((s) => s.cond.timeIds)),
+  };
+  const latents = latentsOf(steps);
+  const scales = steps.map((s) => s.scale);
+  if ('device' in latents) return deviceStep(graphs, unet, 'noise_pred', 'cond-first', steps, latents.device, scales, (sample) => ({ sample, ...conditioning }));
+  const xs = latents.host;
+  const samples = xs.map((x, i) => {
+    const sample = new Float32Array(x.length); // scale_model_input
+    for (let k = 0; k < sample.length; k++) sample[k] = x[k]! * scales[i]!;
+    return sample;
   });
+  const out = await unet.run({ sample: { data: paired(samples), dims: [2 * steps.length, ...dims] }, ...conditioning });
   const e = out.noise_pred?.data as Float32Array | undefined;
   if (!e) throw new AppError('model', 'the UNet graph has no `noise_pred` output');
-  return guide(e, steps, n, 'b');
+  return guide(e, steps, n, 'b').map((guided, i) => {
+    const next = Float32Array.from(xs[i]!);
+    eulerUpdate(next, guided, steps[i]!.dt);
+    return next;
+  });
 }
 
 /** VAE decodes of several final latents in one run. All must share `vaeBatchKey`. */
@@ -177,12 +248,19 @@ export async function runVaeDecodes(vae: ModelSession, decodes: readonly VaeDeco
   if (decodes.length === 0) return [];
   const dims = decodes[0]!.dims;
   const n = dims[0] * dims[1] * dims[2];
-  const data = new Float32Array(decodes.length * n);
-  decodes.forEach((d, i) => {
-    if (d.latents.length !== n) throw new AppError('internal', `batched VAE latent of ${d.latents.length} values next to ${n}`);
-    data.set(d.latents, i * n);
-  });
-  const out = await vae.run({ latents: { data, dims: [decodes.length, ...dims] } });
+  const only = decodes[0]!.latents;
+  let latents: TensorInput | DeviceTensor;
+  if (decodes.length === 1 && only instanceof DeviceTensor) latents = only; // [1, …dims] already where the VAE runs
+  else {
+    const data = new Float32Array(decodes.length * n);
+    for (const [i, d] of decodes.entries()) {
+      const x = d.latents instanceof DeviceTensor ? ((await toHost(d.latents)).data as Float32Array) : d.latents;
+      if (x.length !== n) throw new AppError('internal', `batched VAE latent of ${x.length} values next to ${n}`);
+      data.set(x, i * n);
+    }
+    latents = { data, dims: [decodes.length, ...dims] };
+  }
+  const out = await vae.run({ latents });
   const image = out.image?.data as Float32Array | undefined;
   if (!image) throw new AppError('model', 'the VAE graph has no `image` output');
   const per = image.length / decodes.length;
@@ -192,8 +270,8 @@ export async function runVaeDecodes(vae: ModelSession, decodes: readonly VaeDeco
 /** Every step in its own run, as it comes (no batcher): tools and tests that drive one request. */
 export function soloStepper(m: DiffusionSessions): DiffusionStepper {
   return {
-    dit: async (s) => (await runDitSteps(m.dit, [s]))[0]!,
-    unet: async (s) => (await runUnetSteps(m.unet, [s]))[0]!,
+    dit: async (s) => (await runDitSteps(m.dit, [s], m.schedulerGraphs))[0]!,
+    unet: async (s) => (await runUnetSteps(m.unet, [s], m.schedulerGraphs))[0]!,
     vae: async (d) => (await runVaeDecodes(m.vae, [d]))[0]!,
   };
 }
@@ -205,8 +283,8 @@ export function soloStepper(m: DiffusionSessions): DiffusionStepper {
  * whose input breaks the graph fails alone. maxBatch 1: every step alone, one request's steps at a time.
  */
 export function batchedStepper(m: DiffusionSessions, maxBatch: number): DiffusionStepper & { stats: Record<'dit' | 'unet' | 'vae', BatcherStats> } {
-  const dit = new StepBatcher<DitStep, Float32Array>({ maxBatch, run: (s) => runDitSteps(m.dit, s), key: ditBatchKey });
-  const unet = new StepBatcher<UnetStep, Float32Array>({ maxBatch, run: (s) => runUnetSteps(m.unet, s), key: unetBatchKey });
+  const dit = new StepBatcher<DitStep, Latent>({ maxBatch, run: (s) => runDitSteps(m.dit, s, m.schedulerGraphs), key: ditBatchKey });
+  const unet = new StepBatcher<UnetStep, Latent>({ maxBatch, run: (s) => runUnetSteps(m.unet, s, m.schedulerGraphs), key: unetBatchKey });
   const vae = new StepBatcher<VaeDecode, Float32Array>({ maxBatch, run: (d) => runVaeDecodes(m.vae, d), key: vaeBatchKey });
   return {
     dit: (s, signal) => dit.step(s, signal),
@@ -218,13 +296,19 @@ export function batchedStepper(m: DiffusionSessions, maxBatch: number): Diffusio
 
 // ---- per-sample state --------------------------------------------------------------------------------------------
 
+/** Replaces a sample's latent, freeing the GPU buffer of the one it leaves behind. */
+function replaced(old: Latent, next: Latent): Latent {
+  if (old instanceof DeviceTensor && old !== next) old.dispose();
+  return next;
+}
+
 /** One image's flow-matching state (spec §3.4): x moves from noise at σ = 1 to the feature at σ = 0, one step a call. */
 export class DitSample {
   /** Index of the next step. */
   step = 0;
   constructor(
-    /** x_t, updated in place. */
-    readonly x: Float32Array,
+    /** x_t: replaced by each step's result. */
+    public x: Latent,
     /** [T, C] of x. */
     readonly dims: readonly [number, number],
     readonly schedule: FlowMatchSchedule,
@@ -239,11 +323,12 @@ export class DitSample {
   }
   /** The model call of the next step. */
   next(): DitStep {
-    return { x: this.x, dims: this.dims, timestep: this.schedule.timesteps[this.step]!, z: this.z, guidance: this.guidance };
+    const i = this.step;
+    return { x: this.x, dims: this.dims, timestep: this.schedule.timesteps[i]!, dt: flowMatchDt(this.schedule, i), z: this.z, guidance: this.guidance };
   }
-  /** The Euler update with the guided velocity of `next()`. */
-  advance(velocity: Float32Array): void {
-    flowMatchStep(this.x, velocity, this.schedule, this.step);
+  /** Takes the step's result, x at the next step. */
+  advance(next: Latent): void {
+    this.x = replaced(this.x, next);
     this.step++;
   }
 }
@@ -252,8 +337,8 @@ export class DitSample {
 export class UnetSample {
   step = 0;
   constructor(
-    /** x_t [channels, h, w] (σ_init-scaled noise at the start), updated in place. */
-    readonly x: Float32Array,
+    /** x_t [channels, h, w] (σ_init-scaled noise at the start): replaced by each step's result. */
+    public x: Latent,
     readonly dims: readonly [number, number, number],
     readonly schedule: EulerSchedule,
     readonly cond: UnetConditioning,
@@ -266,13 +351,12 @@ export class UnetSample {
     return this.step >= this.total;
   }
   next(): UnetStep {
-    const s = eulerInputScale(this.schedule, this.step);
-    const sample = new Float32Array(this.x.length);
-    for (let k = 0; k < sample.length; k++) sample[k] = this.x[k]! * s;
-    return { sample, dims: this.dims, timestep: this.schedule.timesteps[this.step]!, cond: this.cond, guidance: this.guidance };
+    const i = this.step;
+    const { schedule } = this;
+    return { x: this.x, dims: this.dims, timestep: schedule.timesteps[i]!, scale: eulerInputScale(schedule, i), dt: eulerDt(schedule, i), cond: this.cond, guidance: this.guidance };
   }
-  advance(noise: Float32Array): void {
-    eulerStep(this.x, noise, this.schedule, this.step);
+  advance(next: Latent): void {
+    this.x = replaced(this.x, next);
     this.step++;
   }
 }

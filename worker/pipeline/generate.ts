@@ -13,9 +13,10 @@ import { ImagineOptions } from '../../src/jobs/contract.ts';
 import { geometryFor } from './aspect.ts';
 import { encodePng, toRgb8 } from './png.ts';
 import { GaussianRng, RngStream } from './rng.ts';
-import { DitSample, soloStepper, UnetSample, type Conditioning, type DiffusionStepper, type UnetConditioning } from './diffusion-steps.ts';
+import { DitSample, soloStepper, UnetSample, type Conditioning, type DiffusionStepper, type Latent, type UnetConditioning } from './diffusion-steps.ts';
+import { SchedulerGraphs } from './scheduler-graphs.ts';
 import { eulerDiscreteSchedule, flowMatchSchedule, type EulerDiscreteConfig } from './schedulers.ts';
-import { openSession, toDevice, type ModelSession, type SessionOptions } from '../runtime/session.ts';
+import { openSession, toDevice, toHost, type ModelSession, type SessionOptions } from '../runtime/session.ts';
 import { TOKENS, type TextSegment } from './tokenizer.ts';
 import type { GeneratedImage, GenerateRequest, RunContext } from './types.ts';
 
@@ -76,6 +77,8 @@ export interface GenerationModels {
   unetInChannels: number;
   vaeScaleFactor: number;
   scheduler: Partial<EulerDiscreteConfig>;
+  /** Set when the latents stay with the sessions between steps (openGenerationModels `latentsOnDevice`). */
+  schedulerGraphs?: SchedulerGraphs;
 }
 
 export interface GenerationSettings {
@@ -180,8 +183,13 @@ export class Generator {
       check();
       ctx.onProgress({ stage: 'decoding', step: i, total: total + 1 });
     });
-    check();
-    const image = await this.stepper.vae({ latents, dims: [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] }, ctx.signal);
+    let image: Float32Array;
+    try {
+      check();
+      image = await this.stepper.vae({ latents, dims: [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] }, ctx.signal);
+    } finally {
+      if (!(latents instanceof Float32Array)) latents.dispose();
+    }
     const rgb = toRgb8(image, geo.height, geo.width);
     const png = await encodePng(rgb, geo.width, geo.height, {
       prompt: req.prompt,
@@ -254,16 +262,24 @@ export class Generator {
     zz.set(z, z.length); // row 0: zeros (null condition, before caption_projection: pitfall 7)
     // the condition is the same at every step: on a GPU provider it is uploaded once and stays there
     const zDev = await toDevice({ data: zz, dims: [2, tokens, H] }, this.m.dit.provider);
-    const sample = new DitSample(rng.gaussian(T * C), [T, C], flowMatchSchedule(steps), { host: zz, device: zDev, dims: [tokens, H] }, guidance);
+    let sample: DitSample | undefined;
     try {
+      const x = await this.initialLatent(rng.gaussian(T * C), [T, C], this.m.dit);
+      sample = new DitSample(x, [T, C], flowMatchSchedule(steps), { host: zz, device: zDev, dims: [tokens, H] }, guidance);
       while (!sample.done) {
         beforeStep();
         sample.advance(await this.stepper.dit(sample.next(), signal));
       }
-      return sample.x;
+      return sample.x instanceof Float32Array ? sample.x : ((await toHost(sample.x)).data as Float32Array); // the feature: one download
     } finally {
       zDev.dispose();
+      if (sample && !(sample.x instanceof Float32Array)) sample.x.dispose();
     }
+  }
+
+  /** The first latent where the steps keep it: host memory, or uploaded once as [1, …dims] (device latents). */
+  private async initialLatent(x: Float32Array, dims: readonly number[], session: ModelSession): Promise<Latent> {
+    return this.m.schedulerGraphs ? toDevice({ data: x, dims: [1, ...dims] }, session.provider) : x;
   }
 
   /** Euler-leading sampling of the UNet latent with CFG [cond, neg] (spec §4, pitfalls 8–10). */
@@ -274,7 +290,7 @@ export class Generator {
     o: ImagineOptions,
     signal: AbortSignal,
     beforeStep: (i: number, total: number) => void,
-  ): Promise<Float32Array> {
+  ): Promise<Latent> {
     const schedule = eulerDiscreteSchedule(this.m.scheduler, o.decoderSteps);
     const C = this.m.latentChannels;
     const tokens = cond.length / C;
@@ -291,7 +307,8 @@ export class Generator {
       for (let i = 0; i < tokens; i++) for (let j = 0; j < C; j++) text[b * C + j]! += f[i * C + j]! / tokens;
     }
     const timeIds = Float32Array.from([...geo.sizeIds, ...geo.sizeIds]);
-    // every step's conditioning, uploaded once (GPU providers); the latent comes back each step for the Euler update
+    // every step's conditioning, uploaded once (GPU providers); the latent too with device latents, else it comes back
+    // each step for the TypeScript Euler update
     const p = this.m.unet.provider;
     const up = async (host: Float32Array, rowDims: readonly number[]): Promise<Conditioning> => ({
       host,
@@ -303,20 +320,24 @@ export class Generator {
       textEmbeds: await up(text, [C]),
       timeIds: await up(timeIds, [6]),
     };
-    const sample = new UnetSample(x, dims, schedule, conditioning, o.guidance);
+    let sample: UnetSample | undefined;
     try {
+      sample = new UnetSample(await this.initialLatent(x, dims, this.m.unet), dims, schedule, conditioning, o.guidance);
       while (!sample.done) {
         beforeStep(sample.step, sample.total);
         sample.advance(await this.stepper.unet(sample.next(), signal));
       }
-      return sample.x;
+      const last = sample.x;
+      sample = undefined; // the caller decodes and frees it
+      return last;
     } finally {
       for (const c of Object.values(conditioning)) c.device?.dispose();
+      if (sample && !(sample.x instanceof Float32Array)) sample.x.dispose();
     }
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.m.dit.release(), this.m.unet.release(), this.m.vae.release()]);
+    await Promise.all([this.m.dit.release(), this.m.unet.release(), this.m.vae.release(), this.m.schedulerGraphs?.release()]);
   }
 }
 
@@ -335,11 +356,28 @@ export interface GenerationGraphs {
   vaeScaleFactor: number;
 }
 
+export interface GenerationRuntime {
+  /**
+   * Keep the latents with the sessions between DiT and UNet steps: the CFG combine and the scheduler update run as the
+   * graphs of scheduler-graphs.ts on the models' provider and the model outputs stay there (a GPU buffer on WebGPU).
+   * Off, both run in TypeScript on host arrays. On the CPU provider this is the TypeScript loop, whose bytes the tests
+   * pin; turning it on there only serves tests. `executionProvider: 'auto'` is not resolved here: pass the provider
+   * the start-up probe chose. @defaultValue executionProvider === 'webgpu'
+   */
+  latentsOnDevice?: boolean;
+}
+
 /** Opens the three generation sessions; every size comes from the configs (nothing hard-coded). */
-export async function openGenerationModels(g: GenerationGraphs, runtime: SessionOptions): Promise<GenerationModels> {
+export async function openGenerationModels(g: GenerationGraphs, runtime: SessionOptions, opts: GenerationRuntime = {}): Promise<GenerationModels> {
   const grid = Math.round(Math.sqrt(g.nQuery));
   if (grid * grid !== g.nQuery) throw new AppError('model', `n_query ${g.nQuery} is not a square number of DiT tokens`);
-  const [dit, unet, vae] = await Promise.all([openSession(g.ditOnnx, runtime), openSession(g.unetOnnx, runtime), openSession(g.vaeOnnx, runtime)]);
+  const onDevice = opts.latentsOnDevice ?? runtime.executionProvider === 'webgpu';
+  const keeping = (output: string): SessionOptions => (onDevice ? { ...runtime, keepOnDevice: [output] } : runtime);
+  const [dit, unet, vae] = await Promise.all([
+    openSession(g.ditOnnx, keeping('velocity')),
+    openSession(g.unetOnnx, keeping('noise_pred')),
+    openSession(g.vaeOnnx, runtime),
+  ]);
   return {
     dit,
     unet,
@@ -351,6 +389,7 @@ export async function openGenerationModels(g: GenerationGraphs, runtime: Session
     unetInChannels: g.unet.inChannels,
     vaeScaleFactor: g.vaeScaleFactor,
     scheduler: g.unet.scheduler as Partial<EulerDiscreteConfig>,
+    ...(onDevice ? { schedulerGraphs: new SchedulerGraphs(dit.provider, runtime.intraOpThreads) } : {}),
   };
 }
 

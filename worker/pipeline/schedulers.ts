@@ -39,10 +39,19 @@ export function flowMatchSchedule(steps: number, shift = 1, numTrainTimesteps = 
   return { sigmas, timesteps };
 }
 
-/** x ← x + (σ_{i+1} − σ_i)·v, in place, float32 (the flow-matching Euler step; v ≈ noise − x₀). */
-export function flowMatchStep(x: Float32Array, velocity: Float32Array, schedule: FlowMatchSchedule, i: number): void {
-  const dt = Math.fround((schedule.sigmas[i + 1] ?? 0) - (schedule.sigmas[i] ?? 0));
+/** σ_{i+1} − σ_i of step i, float32 (the flow-matching step's dt; negative: σ falls towards 0). */
+export function flowMatchDt(schedule: FlowMatchSchedule, i: number): number {
+  return Math.fround((schedule.sigmas[i + 1] ?? 0) - (schedule.sigmas[i] ?? 0));
+}
+
+/** x ← x + dt·v, in place, float32 (the flow-matching Euler update; v ≈ noise − x₀). */
+export function flowMatchUpdate(x: Float32Array, velocity: Float32Array, dt: number): void {
   for (let k = 0; k < x.length; k++) x[k] = Math.fround((x[k] ?? 0) + dt * (velocity[k] ?? 0));
+}
+
+/** x ← x + (σ_{i+1} − σ_i)·v, in place, float32 (the flow-matching Euler step). */
+export function flowMatchStep(x: Float32Array, velocity: Float32Array, schedule: FlowMatchSchedule, i: number): void {
+  flowMatchUpdate(x, velocity, flowMatchDt(schedule, i));
 }
 
 /**
@@ -159,8 +168,17 @@ export function eulerInputScale(schedule: EulerSchedule, i: number): number {
   return 1 / Math.sqrt(s * s + 1);
 }
 
+/** σ_{i+1} − σ_i of step i (float64 here, as the update has always computed it; the scheduler graph takes it as float32). */
+export function eulerDt(schedule: EulerSchedule, i: number): number {
+  return (schedule.sigmas[i + 1] ?? 0) - (schedule.sigmas[i] ?? 0);
+}
+
+/** Epsilon-prediction Euler update with s_churn 0, in place, float32: x ← x + ε̂·dt. */
+export function eulerUpdate(x: Float32Array, eps: Float32Array, dt: number): void {
+  for (let k = 0; k < x.length; k++) x[k] = Math.fround((x[k] ?? 0) + (eps[k] ?? 0) * dt);
+}
+
 /** Epsilon-prediction Euler step with s_churn 0, in place, float32: x ← x + ε̂·(σ_{i+1} − σ_i). */
 export function eulerStep(x: Float32Array, eps: Float32Array, schedule: EulerSchedule, i: number): void {
-  const dt = (schedule.sigmas[i + 1] ?? 0) - (schedule.sigmas[i] ?? 0);
-  for (let k = 0; k < x.length; k++) x[k] = Math.fround((x[k] ?? 0) + (eps[k] ?? 0) * dt);
+  eulerUpdate(x, eps, eulerDt(schedule, i));
 }

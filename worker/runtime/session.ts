@@ -324,3 +324,25 @@ export async function toDevice(t: TensorInput, provider: ResolvedProvider): Prom
   const { device } = await (await s).runOnDevice({ x: t });
   return device.y!;
 }
+
+const downloaders = new Map<string, Promise<ModelSession>>();
+
+/**
+ * Brings a device tensor back to host memory once (a final latent): on WebGPU through a one-node Identity graph whose
+ * output the binding copies to the host (the one read-back path that works: `Tensor.getData()` on a GPU buffer aborts,
+ * see DeviceTensor); a host-memory DeviceTensor is read as it is. Counted in the transfer totals.
+ */
+export async function toHost(t: DeviceTensor): Promise<TensorOutput> {
+  if (!t.onDevice) return fromOrt(t.tensor);
+  const key = `${t.type}/${t.dims.length}`;
+  let s = downloaders.get(key);
+  if (!s) {
+    const g = new Graph(`download-${t.type}-rank${t.dims.length}`);
+    g.output(g.input('x', t.type as DType, t.dims.map((_, i) => `d${i}`)), 'y');
+    s = openSession(g.toBytes(), { executionProvider: 'webgpu' });
+    downloaders.set(key, s);
+    s.catch(() => downloaders.delete(key));
+  }
+  const { host } = await (await s).runOnDevice({ x: t });
+  return host.y!;
+}

@@ -13,6 +13,7 @@ import {
   unetBatchKey,
   vaeBatchKey,
   type Conditioning,
+  type Latent,
   type UnetConditioning,
 } from '../../../../worker/pipeline/diffusion-steps.ts';
 import { openGenerationModels, type GenerationModels } from '../../../../worker/pipeline/generate.ts';
@@ -33,7 +34,10 @@ afterAll(async () => {
 });
 
 const host = (data: Float32Array, dims: number[]): Conditioning => ({ host: data, dims });
-const bitsEqual = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+function bitsEqual(a: Latent, b: Latent): boolean {
+  if (!(a instanceof Float32Array && b instanceof Float32Array)) throw new Error('host latents expected on the CPU provider');
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
 
 function ditSample(seed: number, guidance: number, steps: number): DitSample {
   const C = m.latentChannels;
