@@ -14,20 +14,11 @@ import { GaussianRng } from '../../worker/pipeline/rng.ts';
 import { eulerDiscreteSchedule, flowMatchSchedule } from '../../worker/pipeline/schedulers.ts';
 import { DeviceTensor, toDevice, toHost, transferTotals } from '../../worker/runtime/session.ts';
 import { webgpuUnavailable } from '../doubles/webgpu-gate.ts';
+import { relError } from '../reference/ops.ts';
 import { buildTinyGenerationGraphs, fakeConditioner, TINY_HIDDEN, TINY_N_QUERY } from '../unit/worker/pipeline/generate-harness.ts';
 
 const unavailable = await webgpuUnavailable();
 
-/** max |a − b| / max |b|. */
-function relError(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return diff / Math.max(scale, 1e-12);
-}
 const read = async (l: Latent) => (l instanceof Float32Array ? l : ((await toHost(l)).data as Float32Array));
 
 describe.skipIf(unavailable !== undefined)(`latents between diffusion steps on WebGPU${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {

@@ -19,9 +19,10 @@ import { makeTiny } from '../../worker/builder/tiny/index.ts';
 import { createPipeline } from '../../worker/pipeline/blip3o.ts';
 import { sampleFeeds } from '../../worker/pipeline/sample-feeds.ts';
 import type { Pipeline, UnderstandRequest } from '../../worker/pipeline/types.ts';
-import { openSession, transferTotals, type TensorOutput } from '../../worker/runtime/session.ts';
+import { openSession, transferTotals } from '../../worker/runtime/session.ts';
 import { cleanup, makeHarness, RecordingPort, REDIS_URL, startWorkerProcess, stopProcess, type Proc } from '../doubles/spine-harness.ts';
 import { webgpuUnavailable } from '../doubles/webgpu-gate.ts';
+import { relError } from '../reference/ops.ts';
 
 const unavailable = await webgpuUnavailable();
 
@@ -29,18 +30,6 @@ const limits = { minPixels: 3136, maxPixels: 200_704, maxInputPixels: 50_000_000
 const root = mkdtempSync(join(tmpdir(), 'webgpu-'));
 const onnx = join(root, 'onnx');
 
-/** max |a − b| / max |b|: the error relative to the output's scale (elementwise ratios explode near zero). */
-function relError(a: TensorOutput, b: TensorOutput): number {
-  const x = a.data as Float32Array;
-  const y = b.data as Float32Array;
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < y.length; i++) {
-    diff = Math.max(diff, Math.abs(x[i]! - y[i]!));
-    scale = Math.max(scale, Math.abs(y[i]!));
-  }
-  return diff / Math.max(scale, 1e-12);
-}
 
 beforeAll(async () => {
   if (unavailable) return;
@@ -64,7 +53,7 @@ describe.skipIf(unavailable !== undefined)(`the tiny pipeline on WebGPU${unavail
       expect(Object.keys(b).sort()).toEqual(Object.keys(a).sort());
       for (const k of Object.keys(a)) {
         expect(b[k]!.dims, `${s.name} ${k}`).toEqual(a[k]!.dims);
-        const err = relError(b[k]!, a[k]!);
+        const err = relError(b[k]!.data as Float32Array, a[k]!.data as Float32Array);
         rows.push(`${s.name} ${k}: ${err.toExponential(1)}`);
         expect(err, `${s.name} ${k}`).toBeLessThan(1e-3);
       }

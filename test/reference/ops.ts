@@ -163,6 +163,12 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/** max |a − b| / max |b|: an error relative to the output's scale (elementwise ratios explode near zero); what the
+ *  WebGPU-vs-CPU comparisons measure. */
+export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  return maxAbsDiff(a, b) / Math.max(maxAbsDiff(b, new Float32Array(b.length)), 1e-12);
+}
+
 /** Deterministic test data (mulberry32), uniform in [-scale, scale). */
 export function randomArray(n: number, seed: number, scale = 1): Float32Array {
   let s = seed >>> 0;

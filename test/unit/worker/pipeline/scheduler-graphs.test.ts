@@ -12,6 +12,7 @@ import { GaussianRng } from '../../../../worker/pipeline/rng.ts';
 import { SchedulerGraphs } from '../../../../worker/pipeline/scheduler-graphs.ts';
 import { eulerDiscreteSchedule, eulerUpdate, flowMatchSchedule, flowMatchUpdate } from '../../../../worker/pipeline/schedulers.ts';
 import { DeviceTensor, toDevice, toHost } from '../../../../worker/runtime/session.ts';
+import { relError } from '../../../reference/ops.ts';
 import { buildTinyGenerationGraphs, fakeConditioner, TINY_HIDDEN, TINY_N_QUERY } from './generate-harness.ts';
 
 let graphs: ReturnType<typeof buildTinyGenerationGraphs>;
@@ -28,17 +29,6 @@ afterAll(async () => {
   rmSync(graphs.dir, { recursive: true, force: true });
 });
 
-/** max |a − b| / max |b| (the error relative to the output's scale, as the WebGPU tests measure it). */
-function relError(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return diff / Math.max(scale, 1e-12);
-}
 async function read(l: Latent): Promise<Float32Array> {
   return l instanceof Float32Array ? l : ((await toHost(l)).data as Float32Array);
 }
