@@ -16,7 +16,8 @@
 //           all sides; each keeps its best round.
 //   imagine 4 imagines end to end through createPipeline on the tiny checkpoint (bench/_batch-imagine.ts), CPU, the
 //           default 30 DiT + 50 UNet steps: one after another with worker.maxBatch.diffusion 1, then at once with 4
-//           (DiT/UNet steps and VAE decodes shared); images/s over the whole request (conditioning included).
+//           (DiT/UNet steps and VAE decodes shared); images/s over the whole request (conditioning included), with
+//           stage times, process CPU time and each diffusion graph's cost at 1 vs 4 samples (where the time goes).
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { DecodeBatch } from '../worker/pipeline/decode-batch.ts';
@@ -168,8 +169,7 @@ async function decodeRow(o: BatchBenchOptions): Promise<BatchRowResult> {
   };
 }
 
-/** The rows, in print order. Helper 18b: add the "4 tiny imagines" row here (a BatchRow whose run() makes the four
- *  imagines one after another with maxBatch.diffusion 1, then at once with 4, and one alone each way). */
+/** The rows, in print order. */
 export const ROWS: BatchRow[] = [
   { name: 'decode: 4 asks, 0.5B-shaped random LLM', target: 2.5, run: decodeRow },
   { name: 'imagine: 4 tiny imagines, maxBatch.diffusion 4', target: 2.5, run: imagineRow },

@@ -104,6 +104,11 @@ describe('concurrent imagines through the step batcher (tiny checkpoint, CPU)', 
     got.forEach((png, i) => expect(bytes(png).equals(bytes(want[i]!))).toBe(true));
     expect(stepper.stats.vae.largest).toBe(4); // the four VAE decodes in one run
     expect(stepper.stats.unet.largest).toBe(4);
+    // started together, they never split: the " " negative's DiT steps run alone (the others wait for that feature),
+    // then every prompt-feature and UNet step carries all four samples, and the four VAE decodes are one run
+    expect(stepper.stats.dit).toEqual({ calls: settings.negativeDitSteps + base.ditSteps, steps: settings.negativeDitSteps + 4 * base.ditSteps, largest: 4 });
+    expect(stepper.stats.unet).toEqual({ calls: base.decoderSteps, steps: 4 * base.decoderSteps, largest: 4 });
+    expect(stepper.stats.vae).toEqual({ calls: 1, steps: 4, largest: 4 });
   });
 
   it('cancelling one job of a batch removes only it; the others finish with their solo bytes', async () => {
