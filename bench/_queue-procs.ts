@@ -6,7 +6,7 @@
 // Our worker processes are the real worker/main.ts with bench/_noop-pipeline.ts as the model.
 // Talks to the parent over the IPC channel: 'ready' once started; on {go} it runs and answers {done}.
 // (Files starting with '_' are not benchmarks; bench/main.ts skips them.)
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { Queue, QueueEvents, Worker } from 'bullmq';
 import { createCore } from '../bots/core/submit.ts';
 import type { PlatformPort } from '../bots/core/port.ts';
@@ -46,15 +46,22 @@ interface Runner {
 
 const send = (m: unknown) => process.send!(m);
 
+/**
+ * Jobs numbered across every `go` of this process: a number used twice would be a duplicate interaction (same job
+ * id, no new job) or an identical request (served from the result cache), and measure neither path.
+ */
+let counter = 0;
+
 /** Keeps `go.window` jobs in flight until `go.jobs` have been delivered. */
 async function drive(runner: Runner, go: Go): Promise<Done> {
   const latenciesMs: number[] = [];
-  let next = 0;
+  let started = 0;
   let refused = 0;
   const firstAt = Date.now();
   const lane = async () => {
-    while (next < go.jobs) {
-      const i = next++;
+    while (started < go.jobs) {
+      started++;
+      const i = counter++;
       const t = performance.now();
       if (await runner.one(i, go)) latenciesMs.push(performance.now() - t);
       else refused++;
@@ -76,6 +83,7 @@ async function bot(prefix: string, deliveryConcurrency: number): Promise<Runner>
     },
   };
   const clientId = randomUUID();
+  const seedBase = randomInt(2 ** 31); // distinct prompts across processes: no result-cache hits
   const core = createCore({ config, secrets: loadSecrets(), ports: [port], cliClientId: clientId, log: createLogger('bench-bot', 'warn'), deliveryConcurrency });
   await core.start();
   return {
@@ -87,7 +95,7 @@ async function bot(prefix: string, deliveryConcurrency: number): Promise<Runner>
       // Registered before handle(): on a fast path the result can be delivered before handle() returns.
       const jobId = jobIdFor('cli', dedupeKey);
       waiters.set(jobId, delivered);
-      const reply = await core.handle({ input: { command: 'imagine', prompt: 'a red fox in snow', seed: i }, destination, dedupeKey, isAdmin: false });
+      const reply = await core.handle({ input: { command: 'imagine', prompt: 'a red fox in snow', seed: seedBase + i }, destination, dedupeKey, isAdmin: false });
       if (reply.kind !== 'queued') {
         waiters.delete(jobId);
         return false;
