@@ -112,10 +112,12 @@ end
 -- released head's channel, tag, tie order, line length and paused flag.
 local function headsSnapshot(waitKey)
   local heads = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
+  local paused = {}
+  for _, ck in ipairs(redis.call('SMEMBERS', k('paused'))) do paused[ck] = true end
   local hs = {}
   for i = 1, #heads, 2 do
     local ck, score = heads[i], tonumber(heads[i + 1])
-    hs[#hs + 1] = {ck, math.floor(score / TWO20), score % TWO20, redis.call('ZCARD', k('q:') .. ck), redis.call('SISMEMBER', k('paused'), ck) == 1}
+    hs[#hs + 1] = {ck, math.floor(score / TWO20), score % TWO20, redis.call('ZCARD', k('q:') .. ck), paused[ck] == true}
   end
   return {waiting = redis.call('LLEN', waitKey), heads = hs}
 end
