@@ -1,4 +1,6 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
+// npm run bench -- queue multi [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
+//   (separate bot and worker processes against as many bare BullMQ ones: see multi() below)
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
