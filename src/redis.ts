@@ -164,7 +164,7 @@ export function duplicateRedis(redis: Redis): Redis {
 
 /** A new connection to REDIS_URL (any form above). Callers own it and must `quit()` it. */
 export function createRedis(url: string, name?: string): Redis {
-  const common: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: true, ...(name ? { connectionName: name } : {}) };
+  const common: RedisOptions = { maxRetriesPerRequest: null, ...(name ? { connectionName: name } : {}) };
   const target = parseRedisUrl(url);
   const redis: Redis =
     target.kind === 'single'
