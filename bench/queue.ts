@@ -1,23 +1,31 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
+// npm run bench -- queue multi [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
+//   (separate bot and worker processes against as many bare BullMQ ones: see multi() below)
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
 // add → process → completed round trip, both measured here, in one run, on the same Redis.
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
 import { Queue, Worker } from 'bullmq';
 import { createCore } from '../bots/core/submit.ts';
 import type { PlatformPort } from '../bots/core/port.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { loadConfig, loadSecrets } from '../src/config/load.ts';
 import { QueueNames, type CliDestination, type JobRequest, type JobResult } from '../src/jobs/contract.ts';
-import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
+import { createJobsQueue, createQueueWorker, jobIdFor } from '../src/jobs/queue.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { createLogger } from '../src/log.ts';
 import { Redis as IORedis } from 'ioredis';
 import { closeRedis, createRedis, deleteKeys, type Redis } from '../src/redis.ts';
 import { createProcessor, type ProcessOutcome } from '../worker/processor.ts';
 import { ThreadHost } from '../worker/thread-host.ts';
+import type { Done, Go } from './_queue-procs.ts';
 
 async function cleanup(redis: Redis, prefix: string): Promise<void> {
   await deleteKeys(redis, `${prefix}:*`);
@@ -67,14 +75,19 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
   const schedulerQueue = createJobsQueue(config, redis);
   const scheduler = createFairScheduler(redis, config, schedulerQueue);
   const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
+    marks.get(job.id!)?.push(performance.now());
     await startOrHold(scheduler, job, token);
-    return processor.process(job, token, signal);
+    marks.get(job.id!)?.push(performance.now());
+    const out = await processor.process(job, token, signal);
+    marks.get(job.id!)?.push(performance.now());
+    return out;
   }, { concurrency });
   const waiters = new Map<string, () => void>();
   const port: PlatformPort = {
     platform: 'cli',
     async showProgress() {},
     async deliver(result: JobResult) {
+      marks.get(result.jobId)?.push(performance.now());
       waiters.get(result.jobId)?.();
     },
   };
@@ -86,8 +99,12 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
     async one(i: number) {
       // One channel per job: fair scheduling releases one job per channel at a time, and this measures the path.
       const destination: CliDestination = { platform: 'cli', clientId, channelId: `bench-${i}`, userId: `bench-${i}` };
+      const id = jobIdFor('cli', `${clientId}-${i}`);
+      const m = [performance.now()];
+      marks.set(id, m);
       const reply = await core.handle({ input: { command: 'imagine', prompt: 'a red fox in snow', seed: i }, destination, dedupeKey: `${clientId}-${i}`, isAdmin: false });
       if (reply.kind !== 'queued') throw new Error(`not queued: ${reply.text}`);
+      m.splice(1, 0, performance.now());
       await new Promise<void>((r) => waiters.set(reply.jobId, r));
       waiters.delete(reply.jobId);
     },
@@ -144,24 +161,52 @@ async function measure(path: Path, sequential: number, burst: number, base: numb
   for (let i = 0; i < sequential; i++) await path.one(base + 10 + i);
   const msPerJob = (performance.now() - t) / sequential;
   t = performance.now();
+  const cpu0 = process.cpuUsage();
+  const r0 = await redisCpu();
   await Promise.all(Array.from({ length: burst }, (_, i) => path.one(base + 10_000 + i)));
-  const jobsPerSecond = burst / ((performance.now() - t) / 1000);
-  return { msPerJob, jobsPerSecond };
+  const wall = (performance.now() - t) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const r1 = await redisCpu();
+  const jobsPerSecond = burst / wall;
+  const cpuMsPerJob = { node: (cpu.user + cpu.system) / 1000 / burst, redis: (1000 * (r1 - r0)) / burst };
+  return { msPerJob, jobsPerSecond, cpuMsPerJob, segments: breakdown() };
 }
 
+/** CPU seconds Redis has used (INFO cpu: its main thread and background threads). */
+async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const info = await (redis as IORedis).info('cpu');
+  return Number(/used_cpu_user:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]);
+}
+let redisCpu: () => Promise<number> = async () => 0;
+/** Per job of our path, in this order: submitted, handle() answered, the worker took it, started() done, processed, delivered. */
+const marks = new Map<string, number[]>();
+/** Where our path's jobs of the last burst spent their time (empty for the bare path). */
+function breakdown(): string {
+  const segs = ['handle', 'to worker', 'started', 'process', 'to deliver'];
+  const rows = [...marks.values()].filter((m) => m.length === 6);
+  marks.clear();
+  if (rows.length === 0) return '';
+  return segs.map((name, i) => {
+    const xs = rows.map((m) => m[i + 1]! - m[i]!).sort((a, b) => a - b);
+    return `${name} p50 ${xs[Math.floor(xs.length / 2)]?.toFixed(1)} p90 ${xs[Math.floor(xs.length * 0.9)]?.toFixed(1)}`;
+  }).join(' | ');
+}
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function run(args: string[]): Promise<void> {
+  if (args[0] === 'multi') return multi(args.slice(1).map(Number));
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
   const prefix = `{bench-${randomUUID().slice(0, 8)}}`; // a hash tag, so REDIS_URL may name a Redis Cluster too
+  redisCpu = () => redisCpuSeconds(redis);
   try {
     // Both paths stay up and are measured alternately, `rounds` times, so load on a shared machine hits both alike.
     const bare = await barePath(redis, prefix, concurrency);
     const ours = await ourPath(redis, prefix, concurrency);
-    const b: { msPerJob: number; jobsPerSecond: number }[] = [];
-    const o: { msPerJob: number; jobsPerSecond: number }[] = [];
+    type Measured = Awaited<ReturnType<typeof measure>>;
+    const b: Measured[] = [];
+    const o: Measured[] = [];
     for (let r = 0; r < rounds; r++) {
       b.push(await measure(bare, sequential, burst, r * 1_000_000));
       o.push(await measure(ours, sequential, burst, r * 1_000_000 + 500_000));
@@ -180,6 +225,9 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  our submit → worker (no-op) → delivery:  ${f(om)} ms/job   ${f(ot)} jobs/s`);
     console.log(`  per-job overhead: +${f(om - bm)} ms; latency ratio ${f(om / bm)}×; throughput ratio ${f(ot / bt)}×`);
     console.log(`  per-round latency ratios: ${o.map((x, i) => f(x.msPerJob / b[i]!.msPerJob)).join(', ')}`);
+    const cpu = (xs: Measured[]) => `this process ${f(median(xs.map((x) => x.cpuMsPerJob.node)))}, Redis ${f(median(xs.map((x) => x.cpuMsPerJob.redis)))}`;
+    console.log(`  CPU ms per job in the bursts: bare: ${cpu(b)}; ours: ${cpu(o)}   (load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})`);
+    console.log(`  our last burst, ms per job: ${o.at(-1)!.segments}`);
     const total = (p: [string, number][]) => p.reduce((a, [, n]) => a + n, 0);
     console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare))}, ours ${f(total(profiles.ours))}`);
     console.log(`    ours: ${profiles.ours.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
@@ -187,5 +235,145 @@ export async function run(args: string[]): Promise<void> {
   } finally {
     await cleanup(redis, prefix);
     await closeRedis(redis);
+  }
+}
+
+// ---- multi: separate bot and worker processes ------------------------------------------------------------
+
+/** CPU seconds a process (all its threads) has used, from /proc (Linux). */
+function cpuSecondsOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks (USER_HZ = 100)
+}
+
+interface Proc {
+  child: ChildProcess;
+  ready: Promise<void>;
+  next(): Promise<Done>;
+}
+
+function forkRole(role: string, prefix: string, concurrency: number): Proc {
+  const child = fork(fileURLToPath(new URL('./_queue-procs.ts', import.meta.url)), [role, prefix, String(concurrency)], { execArgv: ['--import', 'tsx'] });
+  const inbox: Done[] = [];
+  let wake: (() => void) | undefined;
+  const ready = new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`${role} exited (${code}) before it was ready`)));
+    child.on('message', (m: { type: string }) => {
+      if (m.type === 'ready') resolve();
+      if (m.type === 'done') {
+        inbox.push(m as Done);
+        wake?.();
+      }
+    });
+  });
+  return {
+    child,
+    ready,
+    async next() {
+      while (inbox.length === 0) await new Promise<void>((r) => (wake = r));
+      return inbox.shift()!;
+    },
+  };
+}
+
+interface Phase {
+  jobsPerSecond: number;
+  latenciesMs: number[];
+  refused: number;
+  /** CPU milliseconds per delivered job: the submitting processes, the worker processes, Redis. */
+  cpuMsPerJob: { submit: number; work: number; redis: number };
+  load: number;
+}
+
+async function phase(submitters: Proc[], workerPids: number[], redisCpu: () => Promise<number>, go: Omit<Go, 'type' | 'tag'>): Promise<Phase> {
+  const pids = submitters.map((p) => p.child.pid!);
+  const cpu = () => [pids, workerPids].map((ps) => ps.reduce((a, pid) => a + cpuSecondsOf(pid), 0));
+  const [s0, w0] = cpu();
+  const r0 = await redisCpu();
+  for (const [i, p] of submitters.entries()) p.child.send({ ...go, type: 'go', tag: `p${i}` } satisfies Go);
+  const done = await Promise.all(submitters.map((p) => p.next()));
+  const [s1, w1] = cpu();
+  const r1 = await redisCpu();
+  const latenciesMs = done.flatMap((d) => d.latenciesMs).sort((a, b) => a - b);
+  const seconds = (Math.max(...done.map((d) => d.lastAt)) - Math.min(...done.map((d) => d.firstAt))) / 1000;
+  const per = (s: number) => (1000 * s) / Math.max(1, latenciesMs.length);
+  return {
+    jobsPerSecond: latenciesMs.length / seconds,
+    latenciesMs,
+    refused: done.reduce((a, d) => a + d.refused, 0),
+    cpuMsPerJob: { submit: per(s1! - s0!), work: per(w1! - w0!), redis: per(r1 - r0) },
+    load: loadavg()[0]!,
+  };
+}
+
+const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? NaN;
+
+/**
+ * `npm run bench -- queue multi [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]`
+ * Ours: `bots` bot processes (bench/_queue-procs.ts: createCore, CLI port) and `workers` real worker processes
+ * (worker/main.ts, model = bench/_noop-pipeline.ts, 2 threads × concurrency/2 runs each). Bare: as many
+ * Queue.add processes and BullMQ Worker processes (concurrency each). One Redis; the two alternate `rounds` times.
+ * Each submitting process keeps `window` jobs in flight; ours go to `channels` channels in turn.
+ */
+async function multi(args: number[]): Promise<void> {
+  const [jobs = 3000, bots = 3, workers = 3, concurrency = 16, channels = 64, window = 100, rounds = 2] = args;
+  const secrets = loadSecrets();
+  const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
+  const prefix = `{bench-${randomUUID().slice(0, 8)}}`;
+  const dir = mkdtempSync(join(tmpdir(), 'bench-queue-'));
+  const configFile = join(dir, 'config.yaml');
+  const threads = 2;
+  writeFileSync(configFile, stringify({
+    logLevel: 'warn',
+    queue: { prefix },
+    worker: { concurrency: threads, maxBatch: { decode: Math.ceil(concurrency / threads), diffusion: Math.ceil(concurrency / threads) }, pipelineModule: 'bench/_noop-pipeline.ts', healthPort: 0 },
+  }));
+  const ourWorkers: ChildProcess[] = [];
+  const procs: Proc[] = [];
+  try {
+    const redisCpu = () => redisCpuSeconds(redis);
+    for (let i = 0; i < workers; i++)
+      ourWorkers.push(spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { cwd: fileURLToPath(new URL('..', import.meta.url)), env: { ...process.env, BLIP3O_CONFIG: configFile }, stdio: ['ignore', 'inherit', 'inherit'] }));
+    const bareWorkers = Array.from({ length: workers }, () => forkRole('bare-worker', prefix, concurrency));
+    const bareAdds = Array.from({ length: bots }, () => forkRole('bare-add', prefix, concurrency));
+    const ourBots = Array.from({ length: bots }, () => forkRole('bot', prefix, concurrency));
+    procs.push(...bareWorkers, ...bareAdds, ...ourBots);
+    await Promise.all(procs.map((p) => p.ready));
+    const jobsQueue = new Queue(QueueNames.jobs, { connection: redis, prefix });
+    while ((await jobsQueue.getWorkersCount()) < workers) await new Promise((r) => setTimeout(r, 500)); // worker/main.ts started
+    await jobsQueue.close();
+    const perProcess = Math.ceil(jobs / bots);
+    const go = { jobs: perProcess, window, channels };
+    // warm-up: JIT, script loading, connections
+    await phase(bareAdds, [], redisCpu, { ...go, jobs: 50 });
+    await phase(ourBots, [], redisCpu, { ...go, jobs: 50 });
+    const bare: Phase[] = [];
+    const ours: Phase[] = [];
+    for (let r = 0; r < rounds; r++) {
+      bare.push(await phase(bareAdds, bareWorkers.map((p) => p.child.pid!), redisCpu, go));
+      ours.push(await phase(ourBots, ourWorkers.map((c) => c.pid!), redisCpu, go));
+    }
+    const f = (n: number, d = 1) => n.toFixed(d);
+    const line = (name: string, p: Phase) =>
+      `  ${name} ${f(p.jobsPerSecond, 0).padStart(5)} jobs/s   latency p50 ${f(pct(p.latenciesMs, 0.5))} p90 ${f(pct(p.latenciesMs, 0.9))} p99 ${f(pct(p.latenciesMs, 0.99))} ms` +
+      `   CPU ms/job: submit ${f(p.cpuMsPerJob.submit, 2)} work ${f(p.cpuMsPerJob.work, 2)} Redis ${f(p.cpuMsPerJob.redis, 2)}   load ${f(p.load)}${p.refused ? `   refused ${p.refused}` : ''}`;
+    console.log(`queue bench, multi-process: ${bots} submitting + ${workers} worker processes per path, ${perProcess * bots} jobs per round, ${window} in flight per submitter, concurrency ${concurrency} per worker, ${channels} channels (ours); one Redis`);
+    for (let r = 0; r < rounds; r++) {
+      console.log(`round ${r + 1}:`);
+      console.log(line('bare BullMQ add → process → completed: ', bare[r]!));
+      console.log(line('ours core.handle → worker → delivered:  ', ours[r]!));
+    }
+    const bt = median(bare.map((p) => p.jobsPerSecond));
+    const ot = median(ours.map((p) => p.jobsPerSecond));
+    const bl = median(bare.map((p) => pct(p.latenciesMs, 0.5)));
+    const ol = median(ours.map((p) => pct(p.latenciesMs, 0.5)));
+    console.log(`  median: bare ${f(bt, 0)} jobs/s, ours ${f(ot, 0)} jobs/s (throughput ratio ${f(ot / bt, 2)}×); p50 latency bare ${f(bl)} ms, ours ${f(ol)} ms (${f(ol / bl, 2)}×)`);
+  } finally {
+    for (const p of procs) if (p.child.connected) p.child.send({ type: 'stop' });
+    for (const c of ourWorkers) c.kill('SIGTERM');
+    await Promise.all([...procs.map((p) => p.child), ...ourWorkers].map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+    await cleanup(redis, prefix);
+    await closeRedis(redis);
+    rmSync(dir, { recursive: true, force: true });
   }
 }

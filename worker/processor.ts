@@ -30,7 +30,7 @@ import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, deliveryQueueName, expireQueueKeys, type DeliveryQueue } from '../src/jobs/queue.ts';
 import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
-import { CheckOverrides } from '../src/checks/policy.ts';
+import { CheckOverrides, type CheckPolicy } from '../src/checks/policy.ts';
 import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
@@ -137,7 +137,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   }
 
   /** A job's result, and each try's match score (for the jobs queue's return value, not the delivery). */
-  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal): Promise<{ result: JobResult; matchScores?: (number | null)[] }> {
+  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>): Promise<{ result: JobResult; matchScores?: (number | null)[] }> {
     const timings: Record<string, number> = {};
     // Stage times on the job's fair-share clock: under batching (worker.maxBatch) the jobs sharing a model thread
     // split its time (docs/batching.md); alone it is the wall clock.
@@ -159,7 +159,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     };
     const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress, meter };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
-    const policy = await checkOverrides.policyFor(config.checks, request.destination);
+    const policy = await checkPolicy;
     /** Moderation of an image the user sent: a flagged one is deleted now, not kept until its TTL. */
     const moderated = async (key: string): Promise<Uint8Array> => {
       const bytes = await inputImage(key);
@@ -267,8 +267,10 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     }
     // Both checks in one round trip: handed over already (a rerun after a lost ack), and cancelled meanwhile (read
     // inside the try below, so that a failure to read it is an attempt's failure like any other).
+    // The channel's check policy is read in the same round trip too.
     const cancelled = isCancelRequested(redis, config, request.id);
-    cancelled.catch(() => undefined); // not awaited when the job was handed over already
+    const policy = checkOverrides.policyFor(config.checks, request.destination);
+    for (const p of [cancelled, policy]) p.catch(() => undefined); // not awaited when the job was handed over already
     if (await alreadyHandedOver(request.id, request.destination)) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
       const handed = await deliveryQueue(request.destination).getJob(request.id);
@@ -280,7 +282,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     try {
       if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
-      ({ result, matchScores } = await run(job, request, signal ?? new AbortController().signal));
+      ({ result, matchScores } = await run(job, request, signal ?? new AbortController().signal, policy));
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
     } catch (e) {

@@ -8,7 +8,7 @@ import type { QueueEvents } from 'bullmq';
 import type { Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
 import type { DeliveryLedger } from '../../src/jobs/ledger.ts';
-import { queuePosition } from '../../src/jobs/position.ts';
+import { queuePositions } from '../../src/jobs/position.ts';
 import type { JobsQueue } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { PlatformPort } from './port.ts';
@@ -31,6 +31,11 @@ export interface RelayDeps {
 
 /** How long a progress lease outlives its owner's last edit before another instance may take the job over. */
 export const PROGRESS_LEASE_MS = 60_000;
+/**
+ * Least milliseconds between the starts of two queue-position passes. Positions reach users through edits throttled
+ * per job (Discord and Slack: a second or more), so more passes would show nothing new.
+ */
+export const POSITION_REFRESH_MS = 250;
 
 // KEYS[1] lease key; ARGV[1] instance id; ARGV[2] lease ms. Take the lease if free or ours (renewing it); 1 = ours.
 const CLAIM_LUA = `
@@ -128,8 +133,9 @@ export class ProgressRelay {
   private recomputeAgain = false;
 
   /**
-   * A job started (or was removed): positions behind it moved. Recomputing costs one Redis round trip per
-   * waiting job, so bursts of starts are coalesced: while a pass runs, further events only ask for one more pass.
+   * A job started (or was removed): positions behind it moved. A pass reads every waiting job's place in one round
+   * trip, but Redis walks every channel's head for each of them, so starts are coalesced: while a pass runs, further
+   * events only ask for one more pass, begun at least POSITION_REFRESH_MS (or five times its duration) after the last.
    */
   private async onActive(activeId: string): Promise<void> {
     const t = this.jobs.get(activeId);
@@ -142,7 +148,11 @@ export class ProgressRelay {
     try {
       do {
         this.recomputeAgain = false;
+        const began = Date.now();
         await this.pushPositions();
+        // A pass costs Redis time for every waiting job times every channel: at most a fifth of the time goes to them.
+        const next = began + Math.max(POSITION_REFRESH_MS, 5 * (Date.now() - began));
+        if (this.recomputeAgain) await new Promise((r) => setTimeout(r, next - Date.now()));
       } while (this.recomputeAgain);
     } finally {
       this.recomputing = false;
@@ -150,10 +160,12 @@ export class ProgressRelay {
   }
 
   private async pushPositions(): Promise<void> {
-    for (const [jobId, w] of this.jobs) {
-      if (!w || w.started) continue;
-      const position = await queuePosition(this.deps.redis, this.deps.queue, jobId).catch(() => undefined);
-      if (position === undefined || position === w.lastPosition) continue;
+    const waiting = [...this.jobs].filter((e): e is [string, Tracked] => e[1] !== null && !e[1].started);
+    if (waiting.length === 0) return;
+    const positions = await queuePositions(this.deps.redis, this.deps.queue, waiting.map(([jobId]) => jobId)).catch(() => []);
+    for (const [i, [jobId, w]] of waiting.entries()) {
+      const position = positions[i];
+      if (w.started || position === undefined || position === w.lastPosition) continue;
       w.lastPosition = position;
       this.send(w, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: position });
     }

@@ -245,14 +245,14 @@ export function createCore(options: CoreOptions): Core {
 
   async function submit(inv: Invocation): Promise<Reply> {
     const id = jobIdFor(inv.destination.platform, inv.dedupeKey);
-    const [existing, servedBefore] = await Promise.all([queue.getJob(id), redis.get(servedKey(id))]);
+    // The saved settings are read in the same round trip: a duplicate (below) does not need them, a new request does.
+    const [existing, servedBefore, saved] = await Promise.all([queue.getJob(id), redis.get(servedKey(id)), settings.effective(inv.destination)]);
     if (existing) {
       // A duplicate of an interaction we already accepted: same job, no second admission.
       const position = (await queuePosition(redis, queue, id)) ?? 0;
       return queuedReply(id, position);
     }
     if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };
-    const saved = await settings.effective(inv.destination);
     // A channel's retention TTL travels with the job, so the worker and every bot instance honour it (src/jobs/retention.ts).
     // So does its no-log mode.
     const destination: Destination =

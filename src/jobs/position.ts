@@ -2,7 +2,7 @@
 // both lists BullMQ takes work from. A worker takes from `wait` (FIFO: LPUSH at the head, taken from the
 // tail) before `prioritized` (a sorted set, lowest score first).
 import type { Redis } from '../redis.ts';
-import { createFairScheduler } from '../scheduling/fair.ts';
+import { createFairScheduler, type QueuePlace } from '../scheduling/fair.ts';
 import type { JobsQueue } from './queue.ts';
 
 /**
@@ -11,7 +11,18 @@ import type { JobsQueue } from './queue.ts';
  * its dispatch order (src/scheduling/fair.ts); anything else is counted in BullMQ's own lists.
  */
 export async function queuePosition(redis: Redis, queue: JobsQueue, jobId: string): Promise<number | undefined> {
-  const place = await createFairScheduler(redis, { queue: { prefix: queue.opts.prefix ?? 'bull' } }, queue).position(jobId);
+  return positionOf(redis, queue, jobId, await schedulerOf(redis, queue).position(jobId));
+}
+
+/** queuePosition of each job: one round trip for all the scheduler lines up, one more per job it does not. */
+export async function queuePositions(redis: Redis, queue: JobsQueue, jobIds: readonly string[]): Promise<(number | undefined)[]> {
+  const places = await schedulerOf(redis, queue).positions(jobIds);
+  return Promise.all(places.map((place, i) => positionOf(redis, queue, jobIds[i]!, place)));
+}
+
+const schedulerOf = (redis: Redis, queue: JobsQueue) => createFairScheduler(redis, { queue: { prefix: queue.opts.prefix ?? 'bull' } }, queue);
+
+async function positionOf(redis: Redis, queue: JobsQueue, jobId: string, place: QueuePlace): Promise<number | undefined> {
   if (place.state === 'queued') return place.position;
   // Stryker disable next-line ConditionalExpression: equivalent, a held job is parked in BullMQ's delayed set, so the lists below give undefined too
   if (place.state === 'held') return undefined;

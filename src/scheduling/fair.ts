@@ -16,7 +16,7 @@ import { DelayedError, Job, type Queue } from 'bullmq';
 import { isRedisConnectionError, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { channelKey, QueueNames, type Destination } from '../jobs/contract.ts';
-import { enqueueLua, forgetLua, pauseLua, positionLua, repairLua, resumeLua, startedLua } from './scripts.ts';
+import { enqueueLua, forgetLua, pauseLua, positionLua, positionsLua, repairLua, resumeLua, startedLua } from './scripts.ts';
 
 /** BullMQ's largest priority; parked jobs carry it, released ones carry a smaller tag. */
 export const MAX_PRIORITY = 2_097_151; // BullMQ 6 validates 0 ≤ priority ≤ 2^21 - 1
@@ -66,6 +66,8 @@ export interface FairScheduler {
   pause(channelKey: string): Promise<void>;
   resume(channelKey: string): Promise<void>;
   position(jobId: string): Promise<QueuePlace>;
+  /** position() of each job, in one round trip. */
+  positions(jobIds: readonly string[]): Promise<QueuePlace[]>;
   /** Heal what a process dying mid-way left behind; safe to run at any time from any process. */
   repair(): Promise<void>;
   /** Waiting jobs per channel, and whether each is paused. */
@@ -83,12 +85,13 @@ interface SchedulerCommands {
   blip3oSchedResume(...args: (string | number)[]): Promise<(string | number)[]>;
   blip3oSchedRepair(...args: (string | number)[]): Promise<(string | number)[]>;
   blip3oSchedPosition(...args: (string | number)[]): Promise<number[]>;
+  blip3oSchedPositions(...args: (string | number)[]): Promise<number[]>;
 }
 
 function defineCommands(redis: Redis): Redis & SchedulerCommands {
   const r = redis as Redis & Partial<SchedulerCommands>;
-  if (typeof r.blip3oSchedEnqueue !== 'function') {
-    const scripts = { Enqueue: enqueueLua, Started: startedLua, Forget: forgetLua, Pause: pauseLua, Resume: resumeLua, Repair: repairLua, Position: positionLua };
+  if (typeof r.blip3oSchedPositions !== 'function') {
+    const scripts = { Enqueue: enqueueLua, Started: startedLua, Forget: forgetLua, Pause: pauseLua, Resume: resumeLua, Repair: repairLua, Position: positionLua, Positions: positionsLua };
     for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(`blip3oSched${name}`, { numberOfKeys: 1, lua });
   }
   return r as Redis & SchedulerCommands;
@@ -177,6 +180,11 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     async position(jobId) {
       const [state = 0, position = 0] = await r.blip3oSchedPosition(K, B, jobId, `${jobPrefix}wait`);
       return placeOf(state, position);
+    },
+    async positions(jobIds) {
+      if (jobIds.length === 0) return [];
+      const flat = await r.blip3oSchedPositions(K, B, `${jobPrefix}wait`, ...jobIds);
+      return jobIds.map((_, i) => placeOf(Number(flat[2 * i]), Number(flat[2 * i + 1])));
     },
     async repair() {
       await apply(pairs(await r.blip3oSchedRepair(K, B, jobPrefix, maxTag)));

@@ -108,8 +108,22 @@ local function started(jobId, maxTag, out, costNow)
   if ck then promoteNext(ck, rebaseIfNeeded(maxTag, out, need) + need, out) end
 end
 
+-- What every position reads besides the job's own channel, read once per call: the wait list's length and each
+-- released head's channel, tag, tie order, line length and paused flag.
+local function headsSnapshot(waitKey)
+  local heads = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
+  local paused = {}
+  for _, ck in ipairs(redis.call('SMEMBERS', k('paused'))) do paused[ck] = true end
+  local hs = {}
+  for i = 1, #heads, 2 do
+    local ck, score = heads[i], tonumber(heads[i + 1])
+    hs[#hs + 1] = {ck, math.floor(score / TWO20), score % TWO20, redis.call('ZCARD', k('q:') .. ck), paused[ck] == true}
+  end
+  return {waiting = redis.call('LLEN', waitKey), heads = hs}
+end
+
 -- Where a job waits: {0} not waiting with us · {1, position} · {2, place in its channel} (paused). See positionLua.
-local function place(jobId, waitKey)
+local function place(jobId, snap)
   local entry = redis.call('HGET', k('jobs'), jobId)
   if not entry then return {0} end
   local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
@@ -123,17 +137,12 @@ local function place(jobId, waitKey)
     local hr = redis.call('ZRANK', q, head) or 0
     myTag, myTie = math.floor(hs / TWO20) + math.max(0, rank - hr), hs % TWO20
   end
-  local ahead = rank + redis.call('LLEN', waitKey)
-  local heads = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
-  for i = 1, #heads, 2 do
-    local other = heads[i]
-    if other ~= ck and redis.call('SISMEMBER', k('paused'), other) == 0 then
-      local score = tonumber(heads[i + 1])
-      local t, tie = math.floor(score / TWO20), score % TWO20
-      local n = redis.call('ZCARD', k('q:') .. other)
-      local before = myTag - t
-      if tie < myTie then before = before + 1 end
-      ahead = ahead + math.max(0, math.min(n, before))
+  local ahead = rank + snap.waiting
+  for _, h in ipairs(snap.heads) do
+    if h[1] ~= ck and not h[5] then
+      local before = myTag - h[2]
+      if h[3] < myTie then before = before + 1 end
+      ahead = ahead + math.max(0, math.min(h[4], before))
     end
   end
   return {1, ahead + 1}
@@ -155,7 +164,7 @@ export const enqueueLua = `${helpers}
 local jobId, ck, user, jobKey, maxTag = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local out = {}
 local function reply()
-  local p = place(jobId, ARGV[8])
+  local p = place(jobId, headsSnapshot(ARGV[8]))
   local res = {p[1], p[2] or 0}
   for _, v in ipairs(out) do table.insert(res, v) end
   return res
@@ -254,5 +263,19 @@ return out
  * a job with predicted tag T waits behind every job of every channel predicted below T (ties: earlier head first).
  */
 export const positionLua = `${helpers}
-return place(ARGV[2], ARGV[3])
+return place(ARGV[2], headsSnapshot(ARGV[3]))
+`;
+
+/**
+ * positions: ARGV B · BullMQ wait list key · jobId… → {state, position} per job, flat, each as position answers it;
+ * the heads are read once for all of them (the progress relay refreshes every waiting job's position at once).
+ */
+export const positionsLua = `${helpers}
+local snap = headsSnapshot(ARGV[2])
+local out = {}
+for i = 3, #ARGV do
+  local p = place(ARGV[i], snap)
+  out[#out + 1] = p[1]; out[#out + 1] = p[2] or 0
+end
+return out
 `;

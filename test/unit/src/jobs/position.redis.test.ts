@@ -5,7 +5,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueNames, type Destination } from '../../../../src/jobs/contract.ts';
-import { queuePosition } from '../../../../src/jobs/position.ts';
+import { queuePosition, queuePositions } from '../../../../src/jobs/position.ts';
 import { createFairScheduler } from '../../../../src/scheduling/fair.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -33,6 +33,7 @@ describe('queuePosition', () => {
     await queue.add('imagine', {}, { jobId: 'p1', priority: 10 });
     const places = await Promise.all(['w1', 'w2', 'w3', 'p1', 'p2'].map((id) => queuePosition(redis, queue, id)));
     expect(places).toEqual([1, 2, 3, 4, 5]);
+    expect(await queuePositions(redis, queue, ['w1', 'w2', 'w3', 'p1', 'p2', 'never-added'])).toEqual([1, 2, 3, 4, 5, undefined]);
     await queue.obliterate({ force: true });
   });
 
@@ -53,8 +54,10 @@ describe('queuePosition', () => {
     }
     const order = await Promise.all(['a1', 'b1', 'a2', 'b2'].map((id) => queuePosition(redis, queue, id)));
     expect(order).toEqual([1, 2, 3, 4]);
+    expect(await queuePositions(redis, queue, ['a1', 'b1', 'a2', 'b2'])).toEqual([1, 2, 3, 4]); // one round trip for all
     await scheduler.pause('discord:g:B');
     expect(await queuePosition(redis, queue, 'b2')).toBeUndefined();
     expect(await queuePosition(redis, queue, 'a2')).toBeDefined();
+    expect(await queuePositions(redis, queue, ['b2', 'a2'])).toEqual([undefined, await queuePosition(redis, queue, 'a2')]);
   });
 });

@@ -121,6 +121,10 @@ describe('fair scheduler', () => {
     ]);
     expect(await t.scheduler.position('a1')).toEqual({ state: 'queued', position: 3 });
     expect(await t.scheduler.position('nope')).toEqual({ state: 'none' });
+    // positions() answers each job as position() does, in one call
+    expect(await t.scheduler.positions(['a0', 'a1', 'nope', 'b0'])).toEqual(await Promise.all(['a0', 'a1', 'nope', 'b0'].map((j) => t.scheduler.position(j))));
+    expect((await t.scheduler.positions(['a0', 'a1', 'b0'])).map((p) => (p.state === 'queued' ? p.position : 0)).sort()).toEqual([1, 2, 3]);
+    expect(await t.scheduler.positions([])).toEqual([]);
     // enqueue answers the new job's place itself, the same as position() right after; a repeat answers it again
     await t.queue.add('imagine', { destination: dest('C') }, { jobId: 'c0', ...t.scheduler.parkedOptions() });
     const placed = await t.scheduler.enqueue('c0', dest('C'));
@@ -135,6 +139,7 @@ describe('fair scheduler', () => {
     expect(await t.scheduler.isPaused(ck('B'))).toBe(false);
     expect(await t.scheduler.position('a1')).toEqual({ state: 'held', position: 2 });
     expect(await t.scheduler.position('b0')).toEqual({ state: 'queued', position: 1 }); // paused channels are not counted
+    expect(await t.scheduler.positions(['a1', 'b0'])).toEqual([{ state: 'held', position: 2 }, { state: 'queued', position: 1 }]);
     expect(await t.take()).toBe('a0'); // a0 was released before the pause, so BullMQ hands it out; the hook says held
     expect((await t.scheduler.channels()).find((c) => c.channelKey === ck('A'))).toEqual({ channelKey: ck('A'), queued: 2, paused: true });
     await t.scheduler.resume(ck('A'));

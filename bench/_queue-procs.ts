@@ -1,0 +1,163 @@
+// The child processes of `npm run bench -- queue multi` (bench/queue.ts), one role each (argv[2]):
+//   bot          a bot process: createCore with a CLI port; submits its share of jobs through core.handle (admission,
+//                fair scheduling) and times each until its result is delivered through its own delivery queue
+//   bare-add     bare BullMQ's counterpart: Queue.add, timed until QueueEvents reports the job completed
+//   bare-worker  a bare BullMQ Worker whose processor answers at once
+// Our worker processes are the real worker/main.ts with bench/_noop-pipeline.ts as the model.
+// Talks to the parent over the IPC channel: 'ready' once started; on {go} it runs and answers {done}.
+// (Files starting with '_' are not benchmarks; bench/main.ts skips them.)
+import { randomInt, randomUUID } from 'node:crypto';
+import { Queue, QueueEvents, Worker } from 'bullmq';
+import { createCore } from '../bots/core/submit.ts';
+import type { PlatformPort } from '../bots/core/port.ts';
+import { loadConfig, loadSecrets } from '../src/config/load.ts';
+import type { CliDestination, JobResult } from '../src/jobs/contract.ts';
+import { jobIdFor } from '../src/jobs/queue.ts';
+import { createLogger } from '../src/log.ts';
+import { closeRedis, createRedis, duplicateRedis } from '../src/redis.ts';
+
+export interface Go {
+  type: 'go';
+  /** Jobs this process submits. */
+  jobs: number;
+  /** Jobs in flight at once (a new one is submitted as one is delivered). */
+  window: number;
+  /** Jobs go to `channels` channels in turn (fair scheduling releases one job per channel at a time). */
+  channels: number;
+  /** Distinguishes this process's jobs and channels' users. */
+  tag: string;
+}
+
+export interface Done {
+  type: 'done';
+  /** Submission to delivery, per job, in milliseconds. */
+  latenciesMs: number[];
+  /** Epoch ms of the first submission and of the last delivery. */
+  firstAt: number;
+  lastAt: number;
+  refused: number;
+}
+
+interface Runner {
+  /** Submit one job; resolves once its result is delivered (false: refused). */
+  one(i: number, go: Go): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+const send = (m: unknown) => process.send!(m);
+
+/**
+ * Jobs numbered across every `go` of this process: a number used twice would be a duplicate interaction (same job
+ * id, no new job) or an identical request (served from the result cache), and measure neither path.
+ */
+let counter = 0;
+
+/** Keeps `go.window` jobs in flight until `go.jobs` have been delivered. */
+async function drive(runner: Runner, go: Go): Promise<Done> {
+  const latenciesMs: number[] = [];
+  let started = 0;
+  let refused = 0;
+  const firstAt = Date.now();
+  const lane = async () => {
+    while (started < go.jobs) {
+      started++;
+      const i = counter++;
+      const t = performance.now();
+      if (await runner.one(i, go)) latenciesMs.push(performance.now() - t);
+      else refused++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(go.window, go.jobs) }, lane));
+  return { type: 'done', latenciesMs, firstAt, lastAt: Date.now(), refused };
+}
+
+async function bot(prefix: string, deliveryConcurrency: number): Promise<Runner> {
+  const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // limits off: this measures the path
+  const config = loadConfig({ overrides: { logLevel: 'warn', queue: { prefix }, limits: { channel: off, user: off, workspace: off } } });
+  const waiters = new Map<string, () => void>();
+  const port: PlatformPort = {
+    platform: 'cli',
+    async showProgress() {},
+    async deliver(result: JobResult) {
+      waiters.get(result.jobId)?.();
+    },
+  };
+  const clientId = randomUUID();
+  const seedBase = randomInt(2 ** 31); // distinct prompts across processes: no result-cache hits
+  const core = createCore({ config, secrets: loadSecrets(), ports: [port], cliClientId: clientId, log: createLogger('bench-bot', 'warn'), deliveryConcurrency });
+  await core.start();
+  return {
+    async one(i, go) {
+      const destination: CliDestination = { platform: 'cli', clientId, channelId: `bench-${i % go.channels}`, userId: `${go.tag}-${i % 7}` };
+      let delivered!: () => void;
+      const done = new Promise<void>((r) => (delivered = r));
+      const dedupeKey = `${clientId}-${i}`;
+      // Registered before handle(): on a fast path the result can be delivered before handle() returns.
+      const jobId = jobIdFor('cli', dedupeKey);
+      waiters.set(jobId, delivered);
+      const reply = await core.handle({ input: { command: 'imagine', prompt: 'a red fox in snow', seed: seedBase + i }, destination, dedupeKey, isAdmin: false });
+      if (reply.kind !== 'queued') {
+        waiters.delete(jobId);
+        return false;
+      }
+      await done;
+      waiters.delete(jobId);
+      return true;
+    },
+    close: () => core.stop(),
+  };
+}
+
+async function bareAdd(prefix: string): Promise<Runner> {
+  const redis = createRedis(loadSecrets().REDIS_URL, 'bench-bare-add');
+  const queue = new Queue('bare', { connection: redis, prefix });
+  const events = new QueueEvents('bare', { connection: duplicateRedis(redis), prefix });
+  const waiters = new Map<string, () => void>();
+  events.on('completed', ({ jobId }) => waiters.get(jobId)?.());
+  await events.waitUntilReady();
+  const tag = randomUUID().slice(0, 8);
+  return {
+    async one(i) {
+      const id = `b${tag}-${i}`;
+      const done = new Promise<void>((r) => waiters.set(id, r));
+      await queue.add('bare', { n: i, prompt: 'a red fox in snow' }, { jobId: id, removeOnComplete: true });
+      await done;
+      waiters.delete(id);
+      return true;
+    },
+    async close() {
+      await events.close();
+      await queue.close();
+      await closeRedis(redis);
+    },
+  };
+}
+
+async function bareWorker(prefix: string, concurrency: number): Promise<Runner> {
+  const redis = createRedis(loadSecrets().REDIS_URL, 'bench-bare-worker');
+  const worker = new Worker('bare', async (job) => ({ echoed: job.data.n }), { connection: redis, prefix, concurrency });
+  await worker.waitUntilReady();
+  return {
+    one: async () => true,
+    async close() {
+      await worker.close();
+      await closeRedis(redis);
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const [role, prefix, concurrency] = [process.argv[2], process.argv[3]!, Number(process.argv[4] ?? 16)];
+  const runner = role === 'bot' ? await bot(prefix, concurrency) : role === 'bare-add' ? await bareAdd(prefix) : role === 'bare-worker' ? await bareWorker(prefix, concurrency) : undefined;
+  if (!runner) throw new Error(`unknown role ${role}`);
+  process.on('message', (m: Go | { type: 'stop' }) => {
+    if (m.type === 'go') void drive(runner, m).then(send);
+    else void runner.close().then(() => process.exit(0));
+  });
+  send({ type: 'ready' });
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
