@@ -124,6 +124,17 @@ interface Served {
 export const CACHED_TEXT = 'Found in the cache: delivering the earlier identical result, no GPU time used.';
 export const JOINED_TEXT = 'An identical request is already queued or running; you will get its result too, without a second run.';
 
+/** The port that shows a destination's progress: this process's port for its platform; a CLI core serves only its own client. */
+export function portForDestination(ports: ReadonlyMap<string, PlatformPort>, cliClientId: string | undefined, d: Destination): PlatformPort | undefined {
+  if (d.platform === 'cli' && d.clientId !== cliClientId) return undefined;
+  return ports.get(d.platform);
+}
+
+/** Minimum milliseconds between two progress edits of one job: each platform's own rate limit; a terminal takes any. */
+export function progressIntervalMs(config: Pick<Config, 'discord' | 'slack'>, d: Destination): number {
+  return d.platform === 'discord' ? config.discord.progressEditIntervalMs : d.platform === 'slack' ? config.slack.progressUpdateIntervalMs : 100;
+}
+
 const ordinal = (n: number) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')}`;
 
 export function createCore(options: CoreOptions): Core {
@@ -146,12 +157,8 @@ export function createCore(options: CoreOptions): Core {
   let relay: ProgressRelay | undefined;
   const deliveryWorkers: Worker[] = [];
 
-  const portFor = (d: Destination): PlatformPort | undefined => {
-    if (d.platform === 'cli' && d.clientId !== options.cliClientId) return undefined;
-    return ports.get(d.platform);
-  };
-  const intervalMs = (d: Destination): number =>
-    d.platform === 'discord' ? config.discord.progressEditIntervalMs : d.platform === 'slack' ? config.slack.progressUpdateIntervalMs : 100;
+  const portFor = (d: Destination): PlatformPort | undefined => portForDestination(ports, options.cliClientId, d);
+  const intervalMs = (d: Destination): number => progressIntervalMs(config, d);
 
   // ---- steps of handle() ------------------------------------------------------------------------------
 
