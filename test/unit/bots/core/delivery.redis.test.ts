@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deliverOne, startDeliveryWorker, type DeliveryDeps } from '../../../../bots/core/delivery.ts';
 import type { PlatformPort } from '../../../../bots/core/port.ts';
 import type { BlobStore } from '../../../../src/blobs/store.ts';
+import type { Logger } from '../../../../src/log.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type ImageResult, type JobResult } from '../../../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../../../src/jobs/ledger.ts';
@@ -48,7 +49,7 @@ function recordingPort(): PlatformPort & { posted: Posted[] } {
   return { platform: 'cli', posted, showProgress: async () => undefined, deliver: async (...args: unknown[]) => void posted.push({ result: args[0] as JobResult, args }) };
 }
 
-function logged(): { log: ReturnType<typeof pino>; lines: { level: number; msg: string; [k: string]: unknown }[] } {
+function logged(): { log: Logger; lines: { level: number; msg: string; [k: string]: unknown }[] } {
   const lines: { level: number; msg: string }[] = [];
   return { lines, log: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) }) };
 }

@@ -13,7 +13,7 @@ import { loadConfig } from '../../../../src/config/load.ts';
 import type { LimitSpec } from '../../../../src/config/schema.ts';
 import { QueueNames, type Destination, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, jobIdFor } from '../../../../src/jobs/queue.ts';
-import { createLogger } from '../../../../src/log.ts';
+import { createLogger, type Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -199,7 +199,7 @@ describe('input images', () => {
 });
 
 describe('acceptReplicas', () => {
-  function logged(): { log: ReturnType<typeof pino>; warnings: () => string[] } {
+  function logged(): { log: Logger; warnings: () => string[] } {
     const lines: { level: number; msg: string }[] = [];
     const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
     return { log, warnings: () => lines.filter((l) => l.level === 40).map((l) => l.msg) };

@@ -15,7 +15,7 @@ import type { LimitSpec } from '../../../../src/config/schema.ts';
 import { UserError } from '../../../../src/errors.ts';
 import { QueueNames, type Destination, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, jobIdFor } from '../../../../src/jobs/queue.ts';
-import { createLogger } from '../../../../src/log.ts';
+import { createLogger, type Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -49,7 +49,7 @@ function core(opts: Partial<CoreOptions> = {}, overrides: Record<string, unknown
 }
 const data = async (c: Core, jobId: string) => (await c.queue.getJob(jobId))?.data as JobRequest | undefined;
 const queuedId = (reply: unknown) => (reply as { jobId: string }).jobId;
-function logged(level = 'info'): { log: ReturnType<typeof pino>; lines: { level: number; msg: string; [k: string]: unknown }[] } {
+function logged(level = 'info'): { log: Logger; lines: { level: number; msg: string; [k: string]: unknown }[] } {
   const lines: { level: number; msg: string }[] = [];
   return { lines, log: pino({ level }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) }) };
 }

@@ -36,10 +36,17 @@ describe('createSlackAdapter', () => {
 
   it('names the missing secret for the configured mode', async () => {
     const socket = loadConfig({ env: {} });
-    await expect(createSlackAdapter({ config: socket, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(/SLACK_APP_TOKEN is not set/);
+    await expect(createSlackAdapter({ config: socket, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(
+      'SLACK_APP_TOKEN is not set; Socket Mode needs an xapp- token with connections:write (see config/.env.example)',
+    );
     const http = loadConfig({ env: {}, overrides: { slack: { mode: 'http' } } });
-    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(/SLACK_SIGNING_SECRET is not set/);
-    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x' }, log })).rejects.toThrow(/SLACK_BOT_TOKEN is not set/);
+    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(
+      'SLACK_SIGNING_SECRET is not set; HTTP mode verifies every request with the signing secret (see config/.env.example)',
+    );
+    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x' }, log })).rejects.toThrow(
+      'SLACK_BOT_TOKEN is not set; the Slack bot needs its xoxb- token (see config/.env.example)',
+    );
+    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1', SLACK_SIGNING_SECRET: '' }, log })).rejects.toMatchObject({ code: 'config' });
   });
 
   it('in HTTP mode, answers /slack/events only for requests signed with SLACK_SIGNING_SECRET', async () => {
@@ -93,5 +100,13 @@ describe('createSlackAdapter', () => {
     expect(other?.message).toMatch(/fatal_error/);
     expect(other?.message).not.toMatch(/Slack refused/);
   });
-});
 
+  it('passes its Web API retry policy to the client (a test asks for none: the first 500 fails start)', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
+    fake.inject({ method: 'auth.test', httpStatus: 500 });
+    const adapter = await createSlackAdapter({ config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken }, log }, { retryConfig: { retries: 0 } });
+    const before = fake.apiCalls('auth.test').length;
+    await expect(adapter.start({ redis: {}, queue: {} } as unknown as Core)).rejects.toThrow(/500/);
+    expect(fake.apiCalls('auth.test').length - before).toBe(1);
+  });
+});
