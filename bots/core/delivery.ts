@@ -11,7 +11,7 @@ import { UnrecoverableError, type Job, type Worker } from 'bullmq';
 import type { Redis } from '../../src/redis.ts';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import type { Config } from '../../src/config/schema.ts';
-import { ContractError, JobResult, parseContract } from '../../src/jobs/contract.ts';
+import { JobResult, parseContract } from '../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { createQueueWorker } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
@@ -33,7 +33,7 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   try {
     result = parseContract(JobResult, data, 'job result');
   } catch (e) {
-    throw e instanceof ContractError ? new UnrecoverableError(e.message) : e;
+    throw new UnrecoverableError((e as Error).message); // parsing is pure: a retry would fail the same way
   }
   // One run posts at a time, even when BullMQ starts the same delivery job twice (its lock lapsed). One round trip:
   // the ledger check, the claim and the "delivering" mark (no progress edit may land on top of the result).
