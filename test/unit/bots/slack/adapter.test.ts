@@ -2,7 +2,7 @@
 // missing secrets fail at start-up with a config error that names the variable; in HTTP mode Bolt verifies every
 // request with SLACK_SIGNING_SECRET on /slack/events; a token Slack refuses is a config error naming the variable.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSlackAdapter } from '../../../../bots/slack/adapter.ts';
+import { createSlackAdapter, refusedToken } from '../../../../bots/slack/adapter.ts';
 import type { Core } from '../../../../bots/core/submit.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { createLogger } from '../../../../src/log.ts';
@@ -109,4 +109,25 @@ describe('createSlackAdapter', () => {
     await expect(adapter.start({ redis: {}, queue: {} } as unknown as Core)).rejects.toThrow(/500/);
     expect(fake.apiCalls('auth.test').length - before).toBe(1);
   });
+
+  it('keeps Slack\'s own error as the cause of the config error', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
+    const adapter = await createSlackAdapter({ config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-revoked', SLACK_APP_TOKEN: fake.appToken }, log }, { retryConfig: { retries: 0 } });
+    const e = await adapter.start({ redis: {}, queue: {} } as unknown as Core).then(() => undefined, (x: unknown) => x as Error);
+    expect((e?.cause as { data?: { error?: string } } | undefined)?.data?.error).toBe('invalid_auth');
+  });
+
+  it('reads Slack\'s code from the error data, or from the message when a client leaves the data out', () => {
+    const asConfig = (e: unknown) => refusedToken(e, 'SLACK_APP_TOKEN', 'an app token') as Error & { code?: string };
+    const fromMessage = new Error('An API error occurred: token_revoked');
+    expect(asConfig(fromMessage)).toMatchObject({ code: 'config', message: 'Slack refused SLACK_APP_TOKEN (token_revoked). Set SLACK_APP_TOKEN to an app token (see config/.env.example), or set slack.enabled: false.' });
+    expect(asConfig(fromMessage).cause).toBe(fromMessage);
+    expect(asConfig({ data: { error: 'not_authed' }, message: 'An API error occurred: invalid_auth' }).message).toContain('(not_authed)');
+    const other = new Error('An API error occurred: channel_not_found');
+    expect(asConfig(other)).toBe(other);
+    const numeric = { data: { error: 42 } };
+    expect(asConfig(numeric)).toBe(numeric);
+    expect(asConfig({})).toEqual({});
+  });
 });
+

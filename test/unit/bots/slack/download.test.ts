@@ -216,3 +216,34 @@ describe('checkDeclared', () => {
     expect(checkDeclared({ url: 'https://files.slack.com/f', size: 2 * 2 ** 20 }, p)).toBeInstanceOf(URL);
   });
 });
+
+// What an operator reads in the log next to a refusal: the error's context and cause.
+describe('refusals carry their context and cause', () => {
+  const p = { allowedHosts: ['files.slack.com'], maxBytes: 2 * 2 ** 20 };
+  const caught = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (e) {
+      return e as UserError;
+    }
+    throw new Error('no refusal');
+  };
+
+  it('names the refused origin, and keeps the URL parser\'s error', () => {
+    expect(caught(() => checkDeclared({ url: 'https://evil.example/a.png?x=1' }, p)).context).toEqual({ url: 'https://evil.example' });
+    expect(caught(() => checkDeclared({ url: 'not a url' }, p)).cause).toBeInstanceOf(TypeError);
+  });
+
+  it('records the redirect\'s status and target, and keeps the network error', async () => {
+    const wrongToken = { ...policy, token: 'xoxb-revoked' };
+    const f = fake.seedFile(png, 'red.png', 'image/png');
+    const e = await downloadSlackFile({ url: f.url_private }, wrongToken).catch((x: unknown) => x as UserError);
+    expect(e.context).toMatchObject({ status: 302, location: expect.stringContaining('/signin') });
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const failed = await downloadSlackFile({ url: `http://127.0.0.1:${port}/f` }, { ...policy, allowedHosts: ['127.0.0.1'] }).catch((x: unknown) => x as Error);
+    expect(failed.cause).toBeInstanceOf(Error);
+  });
+});
