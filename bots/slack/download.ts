@@ -110,7 +110,8 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
     await res.body?.cancel();
     throw new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`);
   }
-  const bytes = await readCapped(res.body!, policy.maxBytes, () => new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`));
+  // A 204 or 205 has no body at all: nothing to read, so "not an image" below.
+  const bytes = res.body ? await readCapped(res.body, policy.maxBytes, () => new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`)) : new Uint8Array(0);
   const contentType = sniffImage(bytes);
   if (!contentType) {
     if (looksLikeHtml(bytes)) throw new UserError('bad_image', LOGIN_PAGE_HINT);

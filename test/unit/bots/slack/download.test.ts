@@ -134,7 +134,7 @@ describe('downloadSlackFile against a scripted server', () => {
   const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error & { code?: string });
 
   it('treats every 3xx as the sign-in page, other non-2xx as a platform failure, any 2xx as an answer', async () => {
-    for (const status of [300, 302, 399]) expect(await refusal(downloadSlackFile({ url: `${base}/status/${status}` }, local()))).toMatch(/sign-in page/);
+    for (const status of [300, 302, 304, 399]) expect(await refusal(downloadSlackFile({ url: `${base}/status/${status}` }, local()))).toMatch(/sign-in page/);
     for (const status of [400, 404, 500]) {
       const e = await failure(downloadSlackFile({ url: `${base}/status/${status}` }, local()));
       expect(e).not.toBeInstanceOf(UserError);
@@ -247,3 +247,26 @@ describe('refusals carry their context and cause', () => {
     expect(failed.cause).toBeInstanceOf(Error);
   });
 });
+
+describe('downloadSlackFile: answers without a body', () => {
+  let server: Server;
+  let base: string;
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      const u = new URL(req.url!, 'http://x');
+      res.writeHead(Number(u.pathname.slice(1)), { 'content-type': u.searchParams.get('type') ?? 'image/png' }).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+  const local: DownloadPolicy = { token: 'xoxb-t', allowedHosts: ['127.0.0.1'], maxBytes: 10_000 };
+
+  it('refuses a 204 or 205 as no image (or as the sign-in page when it says text/html), without crashing on the missing body', async () => {
+    for (const status of [204, 205]) {
+      expect(await refusal(downloadSlackFile({ url: `${base}/${status}`, name: 'x.png' }, local))).toBe('`x.png` is not an image I can read. Try a PNG, JPEG, GIF or WebP.');
+      expect(await refusal(downloadSlackFile({ url: `${base}/${status}?type=text/html` }, local))).toMatch(/sign-in page/);
+    }
+  });
+});
+
