@@ -98,6 +98,7 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
     throw new UserError('bad_image', LOGIN_PAGE_HINT, { context: { status: res.status, location: res.headers.get('location') } });
   }
   if (!res.ok) {
+    // Stryker disable next-line OptionalChaining: equivalent, only 1xx, 204, 205 and 304 answers have no body, and none of them is here
     await res.body?.cancel();
     throw new AppError('platform', `downloading ${url.pathname} answered HTTP ${res.status}`);
   }

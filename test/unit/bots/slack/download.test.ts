@@ -254,7 +254,8 @@ describe('downloadSlackFile: answers without a body', () => {
   beforeAll(async () => {
     server = createServer((req, res) => {
       const u = new URL(req.url!, 'http://x');
-      res.writeHead(Number(u.pathname.slice(1)), { 'content-type': u.searchParams.get('type') ?? 'image/png' }).end();
+      const length = u.searchParams.get('length');
+      res.writeHead(Number(u.pathname.slice(1)), { 'content-type': u.searchParams.get('type') ?? 'image/png', ...(length ? { 'content-length': length } : {}) }).end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -266,6 +267,7 @@ describe('downloadSlackFile: answers without a body', () => {
     for (const status of [204, 205]) {
       expect(await refusal(downloadSlackFile({ url: `${base}/${status}`, name: 'x.png' }, local))).toBe('`x.png` is not an image I can read. Try a PNG, JPEG, GIF or WebP.');
       expect(await refusal(downloadSlackFile({ url: `${base}/${status}?type=text/html` }, local))).toMatch(/sign-in page/);
+      expect(await refusal(downloadSlackFile({ url: `${base}/${status}?length=20000` }, local))).toMatch(/larger than/);
     }
   });
 });
