@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deliverOne, startDeliveryWorker, type DeliveryDeps } from '../../../../bots/core/delivery.ts';
+import { DeliveryInProgress, deliverOne, startDeliveryWorker, type DeliveryDeps } from '../../../../bots/core/delivery.ts';
 import type { PlatformPort } from '../../../../bots/core/port.ts';
 import type { BlobStore } from '../../../../src/blobs/store.ts';
 import type { Logger } from '../../../../src/log.ts';
@@ -145,5 +145,13 @@ describe('startDeliveryWorker', () => {
       await worker.close();
       await queue.close();
     }
+  });
+});
+
+describe('DeliveryInProgress', () => {
+  it('names itself and the job, for the failed-attempt log line', () => {
+    const e = new DeliveryInProgress('j42');
+    expect(e.name).toBe('DeliveryInProgress');
+    expect(e.message).toBe('the result of j42 is being posted by another delivery run');
   });
 });

@@ -255,7 +255,9 @@ describe('downloadSlackFile: answers without a body', () => {
     server = createServer((req, res) => {
       const u = new URL(req.url!, 'http://x');
       const length = u.searchParams.get('length');
-      res.writeHead(Number(u.pathname.slice(1)), { 'content-type': u.searchParams.get('type') ?? 'image/png', ...(length ? { 'content-length': length } : {}) }).end();
+      const type = u.searchParams.get('type') ?? 'image/png';
+      res.writeHead(Number(u.pathname.slice(1)), { ...(type !== 'none' ? { 'content-type': type } : {}), ...(length ? { 'content-length': length } : {}) });
+      res.end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -268,6 +270,19 @@ describe('downloadSlackFile: answers without a body', () => {
       expect(await refusal(downloadSlackFile({ url: `${base}/${status}`, name: 'x.png' }, local))).toBe('`x.png` is not an image I can read. Try a PNG, JPEG, GIF or WebP.');
       expect(await refusal(downloadSlackFile({ url: `${base}/${status}?type=text/html` }, local))).toMatch(/sign-in page/);
       expect(await refusal(downloadSlackFile({ url: `${base}/${status}?length=20000` }, local))).toMatch(/larger than/);
+    }
+  });
+});
+
+describe('downloadSlackFile: an answer without a Content-Type', () => {
+  it('reads the bytes and goes by their magic numbers', async () => {
+    const server = createServer((req, res) => res.writeHead(200).end(Buffer.from(png))); // no content-type
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const got = await downloadSlackFile({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/f` }, { token: 't', allowedHosts: ['127.0.0.1'], maxBytes: 10_000 });
+      expect(got.contentType).toBe('image/png');
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 });
