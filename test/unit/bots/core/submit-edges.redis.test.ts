@@ -149,3 +149,14 @@ describe('cancel', () => {
     expect(await handedOver(c, id)).toBeUndefined();
   });
 });
+
+describe('duplicates', () => {
+  it('answers a repeated interaction without a second admission: it takes no rate-limit token', async () => {
+    const c = core({}, { limits: { user: { ...open, requestsPerWindow: 1, burst: 1 } } });
+    const first = inv({ command: 'imagine', prompt: 'once' });
+    const a = await c.handle(first);
+    expect(a).toMatchObject({ kind: 'queued', position: 1 });
+    expect(await c.handle({ ...first })).toEqual(a);
+  });
+});
+
