@@ -237,13 +237,13 @@ describe('refusals carry their context and cause', () => {
   it('records the redirect\'s status and target, and keeps the network error', async () => {
     const wrongToken = { ...policy, token: 'xoxb-revoked' };
     const f = fake.seedFile(png, 'red.png', 'image/png');
-    const e = await downloadSlackFile({ url: f.url_private }, wrongToken).catch((x: unknown) => x as UserError);
+    const e = (await downloadSlackFile({ url: f.url_private }, wrongToken).then(() => undefined, (x: unknown) => x)) as UserError;
     expect(e.context).toMatchObject({ status: 302, location: expect.stringContaining('/signin') });
     const closed = createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
-    const failed = await downloadSlackFile({ url: `http://127.0.0.1:${port}/f` }, { ...policy, allowedHosts: ['127.0.0.1'] }).catch((x: unknown) => x as Error);
+    const failed = (await downloadSlackFile({ url: `http://127.0.0.1:${port}/f` }, { ...policy, allowedHosts: ['127.0.0.1'] }).then(() => undefined, (x: unknown) => x)) as Error;
     expect(failed.cause).toBeInstanceOf(Error);
   });
 });
