@@ -14,12 +14,16 @@ export function sniffImageMime(b: Uint8Array): ImageMime | undefined {
   return undefined;
 }
 
-/** Host allowed? Entries without a port match the hostname on any port; "host:port" entries match exactly. Case-insensitive. */
+/**
+ * Host allowed? Entries without a port match the hostname on any port; "host:port" entries match exactly.
+ * Case-insensitive. An IPv6 literal is written in brackets, `[::1]` or `[::1]:4000`: its own colons are no port.
+ */
 export function hostAllowed(url: URL, allowedHosts: readonly string[]): boolean {
   const host = url.hostname.toLowerCase();
   return allowedHosts.some((entry) => {
     const e = entry.toLowerCase();
-    return e.includes(':') ? e === url.host.toLowerCase() : e === host;
+    const hasPort = e.lastIndexOf(':') > e.lastIndexOf(']');
+    return hasPort ? e === url.host.toLowerCase() : e === host;
   });
 }
 

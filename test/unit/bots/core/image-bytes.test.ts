@@ -45,7 +45,7 @@ describe('readCapped', () => {
 
 describe('hostAllowed', () => {
   const u = (s: string) => new URL(s);
-  it('matches a bare host on any port, a host:port entry on that port only, ignoring case', () => {
+  it('matches a bare host on any port, a host:port entry on that port only, ignoring case (IPv6 in brackets too)', () => {
     expect(hostAllowed(u('https://files.slack.com/x'), ['files.slack.com'])).toBe(true);
     expect(hostAllowed(u('https://FILES.slack.com:8443/x'), ['Files.Slack.com'])).toBe(true);
     expect(hostAllowed(u('http://127.0.0.1:4000/x'), ['127.0.0.1:4000'])).toBe(true);
@@ -56,6 +56,11 @@ describe('hostAllowed', () => {
     expect(hostAllowed(u('https://evil.example/files.slack.com'), ['files.slack.com'])).toBe(false);
     expect(hostAllowed(u('https://b.example/x'), ['a.example', 'b.example'])).toBe(true);
     expect(hostAllowed(u('https://b.example/x'), [])).toBe(false);
+    // IPv6 literals: a bracketed address without a port matches any port; with one, that port only
+    expect(hostAllowed(u('http://[::1]:4000/x'), ['[::1]'])).toBe(true);
+    expect(hostAllowed(u('http://[::1]:4000/x'), ['[::1]:4000'])).toBe(true);
+    expect(hostAllowed(u('http://[::1]:4001/x'), ['[::1]:4000'])).toBe(false);
+    expect(hostAllowed(u('http://[::2]:4000/x'), ['[::1]'])).toBe(false);
   });
 });
 

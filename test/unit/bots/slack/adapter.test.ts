@@ -1,11 +1,13 @@
 // SLACK_API_URL steers the whole adapter (Web API and the Socket Mode handshake) to another Slack, here the fake;
-// missing secrets fail at start-up with a config error that names the variable.
+// missing secrets fail at start-up with a config error that names the variable; in HTTP mode Bolt verifies every
+// request with SLACK_SIGNING_SECRET on /slack/events; a token Slack refuses is a config error naming the variable.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSlackAdapter } from '../../../../bots/slack/adapter.ts';
+import { createSlackAdapter, refusedToken } from '../../../../bots/slack/adapter.ts';
 import type { Core } from '../../../../bots/core/submit.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { createLogger } from '../../../../src/log.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
+import { postEvent } from '../../../fakes/slack/signed-sender.ts';
 
 let fake: FakeSlack;
 beforeAll(async () => {
@@ -34,9 +36,98 @@ describe('createSlackAdapter', () => {
 
   it('names the missing secret for the configured mode', async () => {
     const socket = loadConfig({ env: {} });
-    await expect(createSlackAdapter({ config: socket, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(/SLACK_APP_TOKEN is not set/);
+    await expect(createSlackAdapter({ config: socket, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(
+      'SLACK_APP_TOKEN is not set; Socket Mode needs an xapp- token with connections:write (see config/.env.example)',
+    );
     const http = loadConfig({ env: {}, overrides: { slack: { mode: 'http' } } });
-    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(/SLACK_SIGNING_SECRET is not set/);
-    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x' }, log })).rejects.toThrow(/SLACK_BOT_TOKEN is not set/);
+    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(
+      'SLACK_SIGNING_SECRET is not set; HTTP mode verifies every request with the signing secret (see config/.env.example)',
+    );
+    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x' }, log })).rejects.toThrow(
+      'SLACK_BOT_TOKEN is not set; the Slack bot needs its xoxb- token (see config/.env.example)',
+    );
+    await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1', SLACK_SIGNING_SECRET: '' }, log })).rejects.toMatchObject({ code: 'config' });
+  });
+
+  it('in HTTP mode, answers /slack/events only for requests signed with SLACK_SIGNING_SECRET', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl }, overrides: { slack: { mode: 'http', httpPort: 0 }, http: { host: '127.0.0.1' } } });
+    const signingSecret = 'the-signing-secret';
+    const adapter = await createSlackAdapter({ config, secrets: { REDIS_URL: 'redis://unused', SLACK_BOT_TOKEN: fake.botToken, SLACK_SIGNING_SECRET: signingSecret }, log });
+    expect(adapter.eventsUrl).toBeUndefined();
+    await adapter.start({ redis: {}, queue: {} } as unknown as Core);
+    try {
+      const url = adapter.eventsUrl!;
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/slack\/events$/);
+      const challenge = { token: 't', challenge: 'chal-42', type: 'url_verification' };
+      const ok = await postEvent(url, challenge, { signingSecret });
+      expect(ok.status).toBe(200);
+      expect(JSON.parse(ok.body)).toEqual({ challenge: 'chal-42' });
+      expect((await postEvent(url, challenge, { signingSecret: 'not-the-secret' })).status).toBe(401);
+      expect((await postEvent(url, challenge, { signingSecret: '' })).status).toBe(401);
+      expect((await postEvent(url.replace('/slack/events', '/'), challenge, { signingSecret })).status).toBe(404); // one endpoint only
+    } finally {
+      await adapter.stop();
+    }
+  });
+
+  it('names the variable when Slack refuses the bot token or the app token', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
+    const badBot = await createSlackAdapter({ config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-revoked', SLACK_APP_TOKEN: fake.appToken }, log }, { retryConfig: { retries: 0 } });
+    const botError = await badBot.start({ redis: {}, queue: {} } as unknown as Core).then(() => undefined, (e: unknown) => e);
+    expect(botError).toMatchObject({ code: 'config' });
+    expect((botError as Error).message).toMatch(/^Slack refused SLACK_BOT_TOKEN \(invalid_auth\)\. Set SLACK_BOT_TOKEN to the bot token/);
+    const badApp = await createSlackAdapter({ config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: 'xapp-revoked' }, log }, { retryConfig: { retries: 0 } });
+    const appError = await badApp.start({ redis: {}, queue: {} } as unknown as Core).then(() => undefined, (e: unknown) => e);
+    await badApp.stop().catch(() => undefined);
+    expect(appError).toMatchObject({ code: 'config' });
+    expect((appError as Error).message).toMatch(/^Slack refused SLACK_APP_TOKEN \(invalid_auth\)\. Set SLACK_APP_TOKEN to an app-level token/);
+  });
+
+  it('treats each of Slack\'s "wrong token" answers as a config error, and passes other failures on unchanged', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
+    const secrets = { REDIS_URL: 'x', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken };
+    const startWith = async (error: string) => {
+      fake.inject({ method: 'auth.test', error });
+      const adapter = await createSlackAdapter({ config, secrets, log }, { retryConfig: { retries: 0 } });
+      return adapter.start({ redis: {}, queue: {} } as unknown as Core).then(() => undefined, (e: unknown) => e as Error & { code?: string });
+    };
+    for (const code of ['invalid_auth', 'not_authed', 'account_inactive', 'token_revoked', 'token_expired', 'not_allowed_token_type', 'invalid_token']) {
+      const e = await startWith(code);
+      expect(e?.message).toContain(`Slack refused SLACK_BOT_TOKEN (${code}).`);
+      expect(e?.code).toBe('config');
+    }
+    const other = await startWith('fatal_error');
+    expect(other?.message).toMatch(/fatal_error/);
+    expect(other?.message).not.toMatch(/Slack refused/);
+  });
+
+  it('passes its Web API retry policy to the client (a test asks for none: the first 500 fails start)', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
+    fake.inject({ method: 'auth.test', httpStatus: 500 });
+    const adapter = await createSlackAdapter({ config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken }, log }, { retryConfig: { retries: 0 } });
+    const before = fake.apiCalls('auth.test').length;
+    await expect(adapter.start({ redis: {}, queue: {} } as unknown as Core)).rejects.toThrow(/500/);
+    expect(fake.apiCalls('auth.test').length - before).toBe(1);
+  });
+
+  it('keeps Slack\'s own error as the cause of the config error', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
+    const adapter = await createSlackAdapter({ config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-revoked', SLACK_APP_TOKEN: fake.appToken }, log }, { retryConfig: { retries: 0 } });
+    const e = await adapter.start({ redis: {}, queue: {} } as unknown as Core).then(() => undefined, (x: unknown) => x as Error);
+    expect((e?.cause as { data?: { error?: string } } | undefined)?.data?.error).toBe('invalid_auth');
+  });
+
+  it('reads Slack\'s code from the error data, or from the message when a client leaves the data out', () => {
+    const asConfig = (e: unknown) => refusedToken(e, 'SLACK_APP_TOKEN', 'an app token') as Error & { code?: string };
+    const fromMessage = new Error('An API error occurred: token_revoked');
+    expect(asConfig(fromMessage)).toMatchObject({ code: 'config', message: 'Slack refused SLACK_APP_TOKEN (token_revoked). Set SLACK_APP_TOKEN to an app token (see config/.env.example), or set slack.enabled: false.' });
+    expect(asConfig(fromMessage).cause).toBe(fromMessage);
+    expect(asConfig({ data: { error: 'not_authed' }, message: 'An API error occurred: invalid_auth' }).message).toContain('(not_authed)');
+    const other = new Error('An API error occurred: channel_not_found');
+    expect(asConfig(other)).toBe(other);
+    const numeric = { data: { error: 42 } };
+    expect(asConfig(numeric)).toBe(numeric);
+    expect(asConfig({})).toEqual({});
   });
 });
+

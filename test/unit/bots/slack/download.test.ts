@@ -1,8 +1,11 @@
-// url_private downloads against the fake Slack's file routes over loopback.
+// url_private downloads against the fake Slack's file routes over loopback, and against a scripted server for the
+// answers the fake does not give.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../../../../src/errors.ts';
-import { downloadSlackFile, isAllowedHost, sniffImage, type DownloadPolicy } from '../../../../bots/slack/download.ts';
+import { checkDeclared, downloadSlackFile, isAllowedHost, sniffImage, type DownloadPolicy } from '../../../../bots/slack/download.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
 
 let fake: FakeSlack;
@@ -75,3 +78,212 @@ describe('downloadSlackFile', () => {
     expect(sniffImage(new TextEncoder().encode('<html>'))).toBeUndefined();
   });
 });
+
+// What a server can answer besides the image, from a scripted server on loopback: each status class, a declared
+// Content-Length over the cap (refused before reading a byte), HTML by header or by its first bytes, a server
+// that never answers, one that is not there. And what checkDeclared refuses from Slack's description alone.
+describe('downloadSlackFile against a scripted server', () => {
+  const MAX = 3 * 2 ** 20;
+  let server: Server;
+  let base: string;
+  let headersOnlyClosed = false;
+  const pngOf = (n: number) => {
+    const b = Buffer.alloc(n, 7);
+    b.set(png.subarray(0, 8));
+    return b;
+  };
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      const u = new URL(req.url!, 'http://x');
+      const [, route, arg] = u.pathname.split('/');
+      if (route === 'status') {
+        const status = Number(arg);
+        res.writeHead(status, status >= 300 && status < 400 ? { location: '/signin' } : { 'content-type': 'image/png' });
+        return void res.end(pngOf(100));
+      }
+      if (route === 'content-type') {
+        res.writeHead(200, { 'content-type': decodeURIComponent(arg!) });
+        return void res.end(pngOf(100));
+      }
+      if (route === 'body') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        return void res.end(Buffer.from(decodeURIComponent(arg!)));
+      }
+      if (route === 'declared') {
+        // The headers say how long the body is; the body never comes, so only the header can refuse it in time.
+        res.writeHead(200, { 'content-type': 'image/png', 'content-length': arg });
+        res.flushHeaders();
+        res.on('close', () => void (headersOnlyClosed = true));
+        return;
+      }
+      if (route === 'exact') {
+        res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(MAX) });
+        return void res.end(pngOf(MAX));
+      }
+      if (route === 'silent') return; // never answers
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => {
+    server.closeAllConnections();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  const local = (timeoutMs?: number): DownloadPolicy => ({ token: 'xoxb-t', allowedHosts: ['127.0.0.1'], maxBytes: MAX, ...(timeoutMs ? { timeoutMs } : {}) });
+  const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error & { code?: string });
+
+  it('treats every 3xx as the sign-in page, other non-2xx as a platform failure, any 2xx as an answer', async () => {
+    for (const status of [300, 302, 304, 399]) expect(await refusal(downloadSlackFile({ url: `${base}/status/${status}` }, local()))).toMatch(/sign-in page/);
+    for (const status of [400, 404, 500]) {
+      const e = await failure(downloadSlackFile({ url: `${base}/status/${status}` }, local()));
+      expect(e).not.toBeInstanceOf(UserError);
+      expect(e).toMatchObject({ code: 'platform', message: `downloading /status/${status} answered HTTP ${status}` });
+    }
+    expect((await downloadSlackFile({ url: `${base}/status/203`, name: 'a.png' }, local())).contentType).toBe('image/png');
+  });
+
+  it('refuses text/html whatever its case and parameters, before looking at the bytes', async () => {
+    expect(await refusal(downloadSlackFile({ url: `${base}/content-type/${encodeURIComponent('Text/HTML; charset=utf-8')}` }, local()))).toMatch(/sign-in page/);
+    expect((await downloadSlackFile({ url: `${base}/content-type/${encodeURIComponent('text/plain')}` }, local())).contentType).toBe('image/png');
+  });
+
+  it('recognises an HTML page by its first bytes (leading space, any case) and calls anything else unreadable', async () => {
+    for (const html of ['  \n<!DOCTYPE HTML><html>', '<HTML lang="en">', '<head><title>Slack</title>']) {
+      expect(await refusal(downloadSlackFile({ url: `${base}/body/${encodeURIComponent(html)}` }, local()))).toBe(
+        'Slack sent me its sign-in page instead of the image. An admin should check that the bot is in this channel and has the `files:read` scope.',
+      );
+    }
+    expect(await refusal(downloadSlackFile({ url: `${base}/body/${encodeURIComponent('<body>hi</body>')}` }, local()))).toBe(
+      '`image` is not an image I can read. Try a PNG, JPEG, GIF or WebP.',
+    );
+  });
+
+  it('refuses a declared Content-Length over the cap without reading the body; exactly the cap is fine', async () => {
+    const started = Date.now();
+    expect(await refusal(downloadSlackFile({ url: `${base}/declared/${MAX + 1}`, name: 'big.png' }, local(5_000)))).toBe('`big.png` is larger than the 3 MiB limit.');
+    expect(Date.now() - started).toBeLessThan(4_000); // not the timeout
+    for (let i = 0; i < 100 && !headersOnlyClosed; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(headersOnlyClosed).toBe(true); // the body was cancelled
+    expect((await downloadSlackFile({ url: `${base}/exact` }, local())).bytes.byteLength).toBe(MAX);
+  });
+
+  it('gives up on a server that never answers after timeoutMs, and names the URL when the request fails', async () => {
+    const started = Date.now();
+    const slow = await failure(downloadSlackFile({ url: `${base}/silent/x?token=secret` }, local(300)));
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(slow).toMatchObject({ code: 'platform' });
+    expect(slow?.message).toMatch(new RegExp(`^downloading ${base}/silent/x failed: `)); // no query string in the message
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const refused = await failure(downloadSlackFile({ url: `http://127.0.0.1:${port}/f` }, local()));
+    expect(refused).toMatchObject({ code: 'platform', message: expect.stringMatching(new RegExp(`^downloading http://127\\.0\\.0\\.1:${port}/f failed: `)) });
+  });
+});
+
+describe('checkDeclared', () => {
+  const p = { allowedHosts: ['files.slack.com', 'localhost', '[::1]', '127.0.0.1'], maxBytes: 2 * 2 ** 20 };
+  it('allows https to an allowed host, and plain http only to loopback', () => {
+    expect(checkDeclared({ url: 'https://files.slack.com/a.png' }, p).host).toBe('files.slack.com');
+    for (const url of ['http://localhost:9/a.png', 'http://[::1]:9/a.png', 'http://127.0.0.1:9/a.png']) expect(checkDeclared({ url }, p).href).toBe(url);
+    expect(() => checkDeclared({ url: 'http://files.slack.com/a.png' }, p)).toThrow('I only read images uploaded to Slack itself, not from files.slack.com.');
+    expect(() => checkDeclared({ url: 'ftp://127.0.0.1/a.png' }, p)).toThrow(/only read images/);
+    expect(() => checkDeclared({ url: 'not a url' }, p)).toThrow('That file has no usable download link.');
+  });
+
+  it('names what a declared non-image is', () => {
+    const kind = (mimetype: string) => {
+      try {
+        checkDeclared({ url: 'https://files.slack.com/f', name: 'f', mimetype }, p);
+        return 'accepted';
+      } catch (e) {
+        expect(e).toBeInstanceOf(UserError);
+        return (e as Error).message;
+      }
+    };
+    expect(kind('application/pdf')).toBe('`f` is a PDF, not an image. Try a PNG, JPEG, GIF or WebP.');
+    expect(kind('video/mp4')).toBe('`f` is a video, not an image. Try a PNG, JPEG, GIF or WebP.');
+    expect(kind('text/plain')).toBe('`f` is a text file, not an image. Try a PNG, JPEG, GIF or WebP.');
+    expect(kind('application/zip')).toBe('`f` is a application/zip file, not an image. Try a PNG, JPEG, GIF or WebP.');
+    expect(kind('image/png')).toBe('accepted');
+    expect(kind('')).toBe('accepted'); // Slack did not say
+  });
+
+  it('refuses a declared size over the cap, in MiB; exactly the cap is fine', () => {
+    expect(() => checkDeclared({ url: 'https://files.slack.com/f', size: 3.5 * 2 ** 20 }, p)).toThrow('`image` is 3.5 MiB; the limit is 2 MiB.');
+    expect(checkDeclared({ url: 'https://files.slack.com/f', size: 2 * 2 ** 20 }, p)).toBeInstanceOf(URL);
+  });
+});
+
+// What an operator reads in the log next to a refusal: the error's context and cause.
+describe('refusals carry their context and cause', () => {
+  const p = { allowedHosts: ['files.slack.com'], maxBytes: 2 * 2 ** 20 };
+  const caught = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (e) {
+      return e as UserError;
+    }
+    throw new Error('no refusal');
+  };
+
+  it('names the refused origin, and keeps the URL parser\'s error', () => {
+    expect(caught(() => checkDeclared({ url: 'https://evil.example/a.png?x=1' }, p)).context).toEqual({ url: 'https://evil.example' });
+    expect(caught(() => checkDeclared({ url: 'not a url' }, p)).cause).toBeInstanceOf(TypeError);
+  });
+
+  it('records the redirect\'s status and target, and keeps the network error', async () => {
+    const wrongToken = { ...policy, token: 'xoxb-revoked' };
+    const f = fake.seedFile(png, 'red.png', 'image/png');
+    const e = (await downloadSlackFile({ url: f.url_private }, wrongToken).then(() => undefined, (x: unknown) => x)) as UserError;
+    expect(e.context).toMatchObject({ status: 302, location: expect.stringContaining('/signin') });
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const failed = (await downloadSlackFile({ url: `http://127.0.0.1:${port}/f` }, { ...policy, allowedHosts: ['127.0.0.1'] }).then(() => undefined, (x: unknown) => x)) as Error;
+    expect(failed.cause).toBeInstanceOf(Error);
+  });
+});
+
+describe('downloadSlackFile: answers without a body', () => {
+  let server: Server;
+  let base: string;
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      const u = new URL(req.url!, 'http://x');
+      const length = u.searchParams.get('length');
+      const type = u.searchParams.get('type') ?? 'image/png';
+      res.writeHead(Number(u.pathname.slice(1)), { ...(type !== 'none' ? { 'content-type': type } : {}), ...(length ? { 'content-length': length } : {}) });
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+  const local: DownloadPolicy = { token: 'xoxb-t', allowedHosts: ['127.0.0.1'], maxBytes: 10_000 };
+
+  it('refuses a 204 or 205 as no image (or as the sign-in page when it says text/html), without crashing on the missing body', async () => {
+    for (const status of [204, 205]) {
+      expect(await refusal(downloadSlackFile({ url: `${base}/${status}`, name: 'x.png' }, local))).toBe('`x.png` is not an image I can read. Try a PNG, JPEG, GIF or WebP.');
+      expect(await refusal(downloadSlackFile({ url: `${base}/${status}?type=text/html` }, local))).toMatch(/sign-in page/);
+      expect(await refusal(downloadSlackFile({ url: `${base}/${status}?length=20000` }, local))).toMatch(/larger than/);
+    }
+  });
+});
+
+describe('downloadSlackFile: an answer without a Content-Type', () => {
+  it('reads the bytes and goes by their magic numbers', async () => {
+    const server = createServer((req, res) => res.writeHead(200).end(Buffer.from(png))); // no content-type
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const got = await downloadSlackFile({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/f` }, { token: 't', allowedHosts: ['127.0.0.1'], maxBytes: 10_000 });
+      expect(got.contentType).toBe('image/png');
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});
+

@@ -1,0 +1,260 @@
+// The core's result cache and single flight over real Redis (docs/cost.md): an identical request joins the one
+// queued before it, or is served from the cache, without a job or a slot of its own; a flight claimed between the
+// lookup and the claim is joined too; a leader that fails to enqueue, or is cancelled, tells its followers. Also the
+// acceptReplicas WAIT after enqueueing, the progress routing per platform, and which images a refusal deletes.
+import { randomUUID } from 'node:crypto';
+import { pino } from 'pino';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
+import { CACHED_TEXT, JOINED_TEXT, createCore, portForDestination, progressIntervalMs, type Core, type CoreOptions } from '../../../../bots/core/submit.ts';
+import { digestOf, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
+import { loadConfig } from '../../../../src/config/load.ts';
+import type { LimitSpec } from '../../../../src/config/schema.ts';
+import { QueueNames, type Destination, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
+import { createDeliveryQueue, jobIdFor } from '../../../../src/jobs/queue.ts';
+import { createLogger, type Logger } from '../../../../src/log.ts';
+import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const open: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
+const silent = createLogger('test', 'silent');
+let redis: Redis;
+const prefixes: string[] = [];
+const cores: Core[] = [];
+let png: Uint8Array;
+
+const dest = (userId = 'u1', channelId = 'c1'): Destination => ({ platform: 'discord', guildId: 'g', channelId, userId, applicationId: 'app' });
+const inv = (input: Invocation['input'], extra: Partial<Invocation> = {}): Invocation => ({
+  input, destination: dest(), dedupeKey: randomUUID(), isAdmin: false, ...extra,
+});
+const imagine = (prompt = 'a fox', seed = 7): Invocation['input'] => ({ command: 'imagine', prompt, seed });
+
+function core(opts: Partial<CoreOptions> = {}, overrides: Record<string, unknown> = {}): Core {
+  const prefix = `t-flight-${randomUUID().slice(0, 8)}`;
+  prefixes.push(prefix);
+  const { limits, ...rest } = overrides as { limits?: Record<string, unknown> };
+  const config = loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, user: open, workspace: open, ...limits }, ...rest } });
+  const port: PlatformPort = { platform: 'discord', showProgress: async () => undefined, deliver: async () => undefined };
+  const c = createCore({ config, secrets: { REDIS_URL: url }, ports: [port], redis, log: silent, ...opts });
+  cores.push(c);
+  return c;
+}
+
+/** The result handed to a job's delivery queue (nobody consumes it in these tests). */
+async function handedOver(c: Core, jobId: string): Promise<JobResult | undefined> {
+  const q = createDeliveryQueue(c.config, redis, QueueNames.delivery('discord'));
+  try {
+    return (await q.getJob(jobId))?.data;
+  } finally {
+    await q.close();
+  }
+}
+const jobCount = async (c: Core) => Object.values(await c.queue.getJobCounts()).reduce((a, b) => a + b, 0);
+const blobKeys = (c: Core) => redis.keys(`${c.config.queue.prefix}:blob:input:*`);
+
+beforeAll(async () => {
+  redis = createRedis(url);
+  png = new Uint8Array(await sharp({ create: { width: 32, height: 32, channels: 3, background: '#0a8' } }).png().toBuffer());
+});
+afterAll(async () => {
+  for (const c of cores) await c.stop();
+  for (const p of prefixes) {
+    const keys = await redis.keys(`${p}:*`);
+    if (keys.length) await redis.del(...keys);
+  }
+  await closeRedis(redis);
+});
+
+describe('single flight', () => {
+  it('an identical request joins the queued one: no job, no slot; a repeat of it and a re-roll of it still work', async () => {
+    const c = core({}, { limits: { user: { ...open, maxConcurrent: 1 } } });
+    const first = await c.handle(inv(imagine()));
+    expect(first).toMatchObject({ kind: 'queued', position: 1 });
+    const second = inv(imagine(' a  fox ')); // the same request once normalised
+    const joined = await c.handle(second);
+    const id = jobIdFor('discord', second.dedupeKey);
+    expect(joined).toEqual({ kind: 'queued', jobId: id, position: 0, text: JOINED_TEXT }); // not refused by the cap of 1
+    expect(await jobCount(c)).toBe(1);
+    expect(await c.handle({ ...second })).toEqual(joined); // the same interaction again: the same answer, still one job
+    expect(await jobCount(c)).toBe(1);
+    // A re-roll of the joined request reads it from what was served (it has no job); u1's one slot is taken, so
+    // u2 asks for it.
+    const reroll = (await c.handle(inv({ command: 'reroll', jobId: id }, { destination: dest('u2') }))) as { jobId: string; text: string };
+    expect(reroll.text).toBe('Queued: 2nd in line.');
+    expect((await c.queue.getJob(reroll.jobId))?.data).toMatchObject({ kind: 'imagine', prompt: 'a  fox' }); // its own words
+  });
+
+  it('counts a joined request as a cache hit in the usage report', async () => {
+    const c = core();
+    await c.handle(inv(imagine('an owl')));
+    await c.handle(inv(imagine('an owl')));
+    const { channels } = await c.gate.usage.report(1, 'discord:g:');
+    expect(channels.map((r) => [r.id, r.hits])).toEqual([['discord:g:c1', 1]]);
+  });
+
+  it('joins a flight claimed between its lookup and its claim, giving its slot back', async () => {
+    let race: (() => Promise<void>) | undefined;
+    const c = core({ admit: async () => race?.() }, { limits: { user: { ...open, maxConcurrent: 1 } } });
+    const mine = inv(imagine('a heron'));
+    race = async () => {
+      race = undefined;
+      // Another bot instance claims the same digest now, after this request's lookup missed.
+      const twin = await c.handle(inv(imagine('a heron'), { destination: dest('u2') }));
+      expect(twin).toMatchObject({ kind: 'queued', position: 1 });
+    };
+    expect(await c.handle(mine)).toEqual({ kind: 'queued', jobId: jobIdFor('discord', mine.dedupeKey), position: 0, text: JOINED_TEXT });
+    expect(await jobCount(c)).toBe(1);
+    expect(await c.handle(inv(imagine('another')))).toMatchObject({ kind: 'queued' }); // u1's one slot was given back
+  });
+
+  it('tells the followers when their leader fails to enqueue', async () => {
+    let follower: Invocation | undefined;
+    const c = core({
+      jobOptions: async () => {
+        if (follower) return {};
+        follower = inv(imagine('a crane'), { destination: dest('u2') });
+        expect(await c.handle(follower)).toMatchObject({ text: JOINED_TEXT }); // joins while the leader is enqueueing
+        throw new Error('redis blip');
+      },
+    });
+    expect(await c.handle(inv(imagine('a crane')))).toMatchObject({ kind: 'error', text: expect.stringMatching(/^Something went wrong/) });
+    const told = await handedOver(c, jobIdFor('discord', follower!.dedupeKey));
+    expect(told).toMatchObject({
+      status: 'failed', destination: dest('u2'),
+      error: { code: 'internal', message: 'Something went wrong with the identical request yours joined; please send yours again.', userFacing: true },
+    });
+    expect(await c.handle(inv(imagine('a crane')))).toMatchObject({ kind: 'queued', position: 1 }); // the flight is free again
+  });
+
+  it('tells the followers when their leader is cancelled before it runs', async () => {
+    const c = core();
+    const leader = (await c.handle(inv(imagine('a stork')))) as { jobId: string };
+    const f = inv(imagine('a stork'), { destination: dest('u2') });
+    await c.handle(f);
+    await c.handle(inv({ command: 'cancel', jobId: leader.jobId }));
+    expect(await handedOver(c, leader.jobId)).toMatchObject({ status: 'cancelled' });
+    expect(await handedOver(c, jobIdFor('discord', f.dedupeKey))).toMatchObject({
+      status: 'failed', destination: dest('u2'), error: { code: 'cancelled', message: JOINED_CANCELLED },
+    });
+  });
+
+  it('a channel with a retention TTL neither joins nor is joined', async () => {
+    const c = core();
+    await c.settings.set('channel', dest(), { retentionSeconds: 3600 });
+    const a = await c.handle(inv(imagine('a wren')));
+    const b = await c.handle(inv(imagine('a wren')));
+    expect([a, b]).toMatchObject([{ position: 1 }, { position: 2 }]);
+  });
+});
+
+describe('result cache', () => {
+  it('serves an identical image from the cache: its own delivery with a new blob, no job', async () => {
+    const c = core();
+    await c.cache.publishModel('model-a', 'worker-1'); // the workers' model, read once and kept for manifestRefreshMs
+    const first = (await c.handle(inv(imagine('a lynx')))) as { jobId: string };
+    const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
+    const digest = (await digestOf(c.blobs, request))!;
+    await c.cache.put('model-a', digest, { kind: 'image', width: 32, height: 32 }, png);
+    const again = inv(imagine('a lynx'), { destination: dest('u3') });
+    const id = jobIdFor('discord', again.dedupeKey);
+    expect(await c.handle(again)).toEqual({ kind: 'queued', jobId: id, position: 0, text: CACHED_TEXT });
+    expect(await jobCount(c)).toBe(1);
+    const result = await handedOver(c, id);
+    expect(result).toMatchObject({
+      jobId: id, status: 'succeeded', servedFrom: 'cache', destination: dest('u3'),
+      image: { mime: 'image/png', width: 32, height: 32, altText: 'a lynx', prompt: 'a lynx', options: request.options },
+    });
+    expect(await c.blobs.get(result!.image!.blobKey)).toEqual(png);
+    expect(await c.handle({ ...again })).toMatchObject({ text: CACHED_TEXT }); // a repeat of the interaction
+    const reroll = await c.handle(inv({ command: 'reroll', jobId: id })); // re-rolled from what was served
+    expect(reroll).toMatchObject({ kind: 'queued', position: 2 });
+  });
+
+  it('serves an identical greedy question from the cache as an answer', async () => {
+    const c = core();
+    const ask = () => inv({ command: 'ask', question: 'what colour?', image: { bytes: png } }); // greedy by default: cacheable
+    await c.cache.publishModel('model-a', 'worker-1'); // the workers' model, read once and kept for manifestRefreshMs
+    const first = (await c.handle(ask())) as { jobId: string };
+    const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
+    const digest = await digestOf(c.blobs, request);
+    expect(digest).toBeDefined();
+    await c.cache.put('model-a', digest!, { kind: 'answer', text: 'teal', tokenCount: 2 });
+    const again = ask();
+    const id = jobIdFor('discord', again.dedupeKey);
+    expect(await c.handle(again)).toMatchObject({ jobId: id, position: 0, text: CACHED_TEXT });
+    expect(await handedOver(c, id)).toMatchObject({ status: 'succeeded', servedFrom: 'cache', answer: { text: 'teal', tokenCount: 2 } });
+  });
+});
+
+describe('input images', () => {
+  it('deletes a stored image when the request is refused, and keeps it once enqueueing began', async () => {
+    const refused = core({ admit: async () => Promise.reject(new Error('no')) });
+    expect(await refused.handle(inv({ command: 'vary', image: { bytes: png } }))).toMatchObject({ kind: 'error' });
+    expect(await blobKeys(refused)).toEqual([]);
+    const failing = core({ jobOptions: async () => Promise.reject(new Error('redis blip')) });
+    expect(await failing.handle(inv({ command: 'vary', image: { bytes: png } }))).toMatchObject({ kind: 'error' });
+    expect(await blobKeys(failing)).toHaveLength(1); // a job may exist and read it; its TTL cleans it up
+  });
+});
+
+describe('acceptReplicas', () => {
+  function logged(): { log: Logger; warnings: () => string[] } {
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
+    return { log, warnings: () => lines.filter((l) => l.level === 40).map((l) => l.msg) };
+  }
+  const replicaWarning = 'accepted before enough replicas held the job: a failover now could lose it';
+
+  it('waits for the replicas after enqueueing and warns when fewer than acceptReplicas acknowledged', async () => {
+    const waits: [number, number][] = [];
+    let acknowledged = 0;
+    const r = createRedis(url);
+    r.wait = (async (n: number, ms: number) => (waits.push([n, ms]), acknowledged)) as typeof r.wait;
+    try {
+      const w = logged();
+      const c = core({ redis: r, log: w.log }, { redis: { acceptReplicas: 2, acceptReplicaWaitMs: 50 } });
+      expect(await c.handle(inv(imagine('one')))).toMatchObject({ kind: 'queued', position: 1 });
+      expect(waits).toEqual([[2, 50]]);
+      expect(w.warnings()).toEqual([replicaWarning]);
+      acknowledged = 2; // exactly enough
+      await c.handle(inv(imagine('two')));
+      acknowledged = 3;
+      await c.handle(inv(imagine('three')));
+      expect(w.warnings()).toEqual([replicaWarning]);
+      await c.stop();
+      const none = logged();
+      const off = core({ redis: r, log: none.log }); // acceptReplicas 0: no WAIT, no warning
+      waits.length = 0;
+      acknowledged = 0;
+      await off.handle(inv(imagine('four')));
+      expect(waits).toEqual([]);
+      expect(none.warnings()).toEqual([]);
+      await off.stop();
+    } finally {
+      await closeRedis(r);
+    }
+  });
+});
+
+describe('progress routing', () => {
+  const config = loadConfig({ env: {}, overrides: { discord: { progressEditIntervalMs: 1111 }, slack: { progressUpdateIntervalMs: 2222 } } });
+  const cli = (clientId: string): Destination => ({ platform: 'cli', clientId, channelId: 'local', userId: 'u' });
+  const slack: Destination = { platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' };
+
+  it('throttles progress edits at each platform\'s own interval', () => {
+    expect(progressIntervalMs(config, dest())).toBe(1111);
+    expect(progressIntervalMs(config, slack)).toBe(2222);
+    expect(progressIntervalMs(config, cli('a'))).toBe(100);
+  });
+
+  it('shows a CLI job\'s progress only in the CLI process that submitted it', () => {
+    const port = (platform: PlatformPort['platform']): PlatformPort => ({ platform, showProgress: async () => undefined, deliver: async () => undefined });
+    const ports = new Map([['cli', port('cli')], ['discord', port('discord')]]);
+    expect(portForDestination(ports, 'a', cli('a'))).toBe(ports.get('cli'));
+    expect(portForDestination(ports, 'a', cli('b'))).toBeUndefined();
+    expect(portForDestination(ports, undefined, cli('b'))).toBeUndefined();
+    expect(portForDestination(ports, 'a', dest())).toBe(ports.get('discord'));
+    expect(portForDestination(ports, 'a', slack)).toBeUndefined(); // not served here
+  });
+});
