@@ -87,6 +87,7 @@ interface SchedulerCommands {
 
 function defineCommands(redis: Redis): Redis & SchedulerCommands {
   const r = redis as Redis & Partial<SchedulerCommands>;
+  // Stryker disable next-line ConditionalExpression,StringLiteral: defining the commands again on every call defines the same scripts
   if (typeof r.blip3oSchedEnqueue !== 'function') {
     const scripts = { Enqueue: enqueueLua, Started: startedLua, Forget: forgetLua, Pause: pauseLua, Resume: resumeLua, Repair: repairLua, Position: positionLua };
     for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(`blip3oSched${name}`, { numberOfKeys: 1, lua });

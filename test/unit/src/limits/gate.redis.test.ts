@@ -18,7 +18,9 @@ const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-gate-${randomUUID().slice(0, 8)}`;
 const open: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
 const d: Destination = { platform: 'discord', guildId: 'g', channelId: 'c', userId: 'u', applicationId: 'app' };
-const config = loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 }, repairIntervalMs: 50 } } });
+const configWith = (limits: Record<string, unknown>) =>
+  loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 }, ...limits } } });
+const config = configWith({ repairIntervalMs: 60_000 });
 let redis: Redis;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const held = async (gate: ReturnType<typeof createGate>) => (await gate.limiter.usage('user', 'discord:u', { ...open, maxConcurrent: 1 })).held;
@@ -67,6 +69,7 @@ describe('gate', () => {
       expect(await held(gate)).toBe(0);
       expect(await gate.scheduler.position('c1')).toEqual({ state: 'none' });
 
+      // repairIntervalMs is a minute here: only the events can free these slots
       for (const event of ['completed', 'failed']) {
         const id = `e-${event}`;
         await gate.admit(id, d);
@@ -75,19 +78,52 @@ describe('gate', () => {
         await until(async () => (await held(gate)) === 0);
         expect(await held(gate)).toBe(0);
       }
-
-      // the periodic repair sweeps a slot whose job finished without any event
-      await gate.admit('s1', d);
-      await redis.hset(`${prefix}:jobs:s1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
-      await until(async () => (await held(gate)) === 0);
-      expect(await held(gate)).toBe(0);
-
       gate.stop();
       expect(emitter.listenerCount('completed') + emitter.listenerCount('failed') + emitter.listenerCount('removed')).toBe(0);
-      await gate.admit('t1', d);
+    } finally {
+      gate.stop();
+      await queue.close();
+    }
+  });
+
+  it('repairs at start and every repairIntervalMs until stop(): lost slot releases, and parked jobs older than admitGraceMs', async () => {
+    const queue = createJobsQueue(config, redis);
+    const fast = createGate(redis, configWith({ repairIntervalMs: 50, admitGraceMs: 200 }), queue);
+    const events = new EventEmitter() as unknown as QueueEvents;
+    try {
+      // a bot died between queue.add and enqueue: the job is parked, and nobody lined it up
+      await queue.add('imagine', { destination: d } as never, { jobId: 'orphan', ...fast.jobOptions() });
+      fast.start(events);
+      await until(async () => (await fast.scheduler.position('orphan')).state === 'queued');
+      expect(await fast.scheduler.position('orphan')).toEqual({ state: 'queued', position: 1 }); // adopted after 200 ms, not 60 s
+
+      // the periodic repair sweeps a slot whose job finished without any event
+      await fast.admit('s1', d);
+      await redis.hset(`${prefix}:jobs:s1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+      await until(async () => (await held(fast)) === 0);
+      expect(await held(fast)).toBe(0);
+
+      fast.stop();
+      await fast.admit('t1', d);
       await redis.hset(`${prefix}:jobs:t1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
       await sleep(300);
-      expect(await held(gate)).toBe(1); // stopped: no more sweeping
+      expect(await held(fast)).toBe(1); // stopped: no more sweeping
+      await fast.abandon('t1');
+    } finally {
+      fast.stop();
+      await queue.close();
+    }
+  });
+
+  it('repairs once right at start()', async () => {
+    const queue = createJobsQueue(config, redis);
+    const gate = createGate(redis, config, queue);
+    try {
+      await gate.admit('r1', d);
+      await redis.hset(`${prefix}:jobs:r1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+      gate.start(new EventEmitter() as unknown as QueueEvents);
+      await until(async () => (await held(gate)) === 0);
+      expect(await held(gate)).toBe(0);
     } finally {
       gate.stop();
       await queue.close();

@@ -117,4 +117,55 @@ describe('limiter (real Redis)', () => {
     expect(await limiter.channelLimit(ck)).toMatchObject({ source: 'config' });
     expect((await limiter.admit('o2', dest('c7', 'u1'))).admitted).toBe(true); // config allows 2
   });
+
+  it('a denial names the whole limit that was hit, and admitOrThrow carries it as context', async () => {
+    const spec = { ...open, requestsPerWindow: 2, windowSeconds: 30, burst: 1, maxConcurrent: 5 };
+    const limiter = limiterWith({ workspace: spec });
+    await limiter.admit('w1', dest('c10', 'u1', 'g10'));
+    const denied = await limiter.admit('w2', dest('c11', 'u2', 'g10'));
+    expect(denied).toEqual({ admitted: false, scope: 'workspace', kind: 'rate', limit: spec, retryAfterMs: expect.any(Number) });
+    if (!denied.admitted) expect(denied.retryAfterMs).toBeGreaterThan(10_000); // 15 s per token
+    const e = await limiter.admitOrThrow('w2', dest('c11', 'u2', 'g10')).catch((x: unknown) => x);
+    expect(isUserError(e) && e.context).toEqual({ scope: 'workspace', kind: 'rate', retryAfterMs: expect.any(Number) });
+    await expect(limiter.admitOrThrow('w3', dest('c12', 'u3', 'g11'))).resolves.toBeUndefined();
+  });
+
+  it('counts a cost below 1 as one request and a fractional cost as its whole part', async () => {
+    const spec = { ...open, requestsPerWindow: 5, burst: 5 };
+    const limiter = limiterWith({ user: spec });
+    await limiter.admit('f1', dest('c13', 'u13'), 0);
+    expect((await limiter.usage('user', 'discord:u13', spec)).tokens).toBe(4);
+    await limiter.admit('f2', dest('c13', 'u13'), 2.9);
+    expect((await limiter.usage('user', 'discord:u13', spec)).tokens).toBe(2);
+  });
+
+  it('settle frees the slot of a finished job only, once; usage shows tokens (none when the rate is off) and slots held', async () => {
+    const spec = { ...open, requestsPerWindow: 1, burst: 1, maxConcurrent: 3 };
+    const limiter = limiterWith({ channel: spec });
+    await limiter.admit('s1', dest('c14', 'u1'));
+    expect(await limiter.usage('channel', 'discord:g1:c14', spec)).toEqual({ limit: spec, tokens: 0, held: 1 });
+    expect(await limiter.usage('channel', 'discord:g1:c14', { ...spec, requestsPerWindow: 0 })).toEqual({ limit: { ...spec, requestsPerWindow: 0 }, tokens: null, held: 1 });
+    await redis.hset(jobKey('s1'), { timestamp: Date.now() });
+    expect(await limiter.settle('s1')).toBe(false); // still queued or running (a retry keeps its slot)
+    await redis.hset(jobKey('s1'), { finishedOn: Date.now() });
+    expect(await limiter.settle('s1')).toBe(true);
+    expect(await limiter.settle('s1')).toBe(false);
+    expect((await limiter.usage('channel', 'discord:g1:c14', spec)).held).toBe(0);
+  });
+
+  it('a runtime override and its reset each start the channel from a full bucket; overridden channels are listed in order', async () => {
+    const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 1, burst: 1 } });
+    const [a, b] = ['discord:g1:c16', 'discord:g1:c15'];
+    expect((await limiter.admit('v1', dest('c16', 'u1'))).admitted).toBe(true);
+    expect((await limiter.admit('v2', dest('c16', 'u1'))).admitted).toBe(false);
+    await limiter.setChannelLimit(a, { ...open, requestsPerWindow: 1, burst: 1 });
+    expect((await limiter.admit('v2', dest('c16', 'u1'))).admitted).toBe(true);
+    expect((await limiter.admit('v3', dest('c16', 'u1'))).admitted).toBe(false);
+    await limiter.setChannelLimit(b, { ...open, requestsPerWindow: 3 });
+    expect(await limiter.overriddenChannels()).toEqual([b, a]);
+    await limiter.resetChannelLimit(a);
+    expect((await limiter.admit('v3', dest('c16', 'u1'))).admitted).toBe(true);
+    expect(await limiter.overriddenChannels()).toEqual([b]);
+    await limiter.resetChannelLimit(b);
+  });
 });
