@@ -434,7 +434,9 @@ describe('processor outputs', () => {
 
     const malformed = { ...imagine(), prompt: 7 };
     await failureOf(p.process(job(malformed), 'token', new AbortController().signal));
-    expect(logged('rejected malformed job')).toMatchObject([{ level: 50, jobId: malformed.id, err: expect.stringMatching(/does not match contract/) }]);
+    const reason = expect.stringMatching(new RegExp(`^job ${malformed.id} does not match contract v${CONTRACT_VERSION}: prompt: `));
+    expect(logged('rejected malformed job')).toMatchObject([{ level: 50, jobId: malformed.id, err: reason }]);
+    expect((await handedOver(malformed.id))!.error).toEqual({ code: 'contract', message: reason, userFacing: false });
 
     const quiet = processorWith(host);
     fail = new UserError('bad_request', 'the fox is secret');

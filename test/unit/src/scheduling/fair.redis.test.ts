@@ -324,4 +324,29 @@ describe('fair scheduler', () => {
     await t.scheduler.pause(ck('A'));
     expect((await t.scheduler.channels()).map((c) => c.channelKey)).toEqual([ck('A'), ck('B'), ck('C')]);
   });
+
+  it('releases a job step by step when changePriority fails once (a race) or promote loses the connection', async () => {
+    const t = rig();
+    type Backend = { changePriority(id: string, priority: number): Promise<unknown>; promote(id: string): Promise<unknown> };
+    const backend = t.queue.backend as unknown as Backend;
+    const { changePriority, promote } = { changePriority: backend.changePriority.bind(backend), promote: backend.promote.bind(backend) };
+    const failOnce = new Set(['a0', 'b0']);
+    backend.changePriority = async (id, priority) => {
+      if (id === 'a0' && failOnce.delete(id)) throw new Error('Missing key for job a0. changePriority');
+      return changePriority(id, priority);
+    };
+    backend.promote = async (id) => {
+      if (id === 'b0' && failOnce.delete(id)) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
+      return promote(id);
+    };
+    await t.submit('a0', dest('A')); // promoted at priority MAX; the step-by-step release sets its tag
+    expect(await t.queue.getJobState('a0')).toBe('prioritized');
+    expect((await t.queue.getJob('a0'))!.priority).toBe(1);
+    await t.submit('b0', dest('B')); // tagged but still parked; the step-by-step release promotes it
+    expect(await t.queue.getJobState('b0')).toBe('prioritized');
+    expect((await t.queue.getJob('b0'))!.priority).toBe(1);
+    expect(failOnce.size).toBe(0);
+    expect(await t.take()).toBe('a0');
+    expect(await t.take()).toBe('b0');
+  });
 });
