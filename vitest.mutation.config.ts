@@ -23,6 +23,10 @@ export default defineConfig({
     include: group && group in tests ? tests[group] : [...new Set(Object.values(tests).flat())],
     env: { MUTATION_RUN: '1' }, // property tests take fewer runs per mutant
     pool: 'forks',
+    // One module graph for all the files of a run: StrykerJS starts a run per mutant, and on this loaded machine
+    // importing the worker or BullMQ again for each file was most of a mutant's time (the runs keep mutants apart by
+    // a global switch, not by reloading).
+    isolate: false,
     maxWorkers: 1,
     testTimeout: 30_000,
     hookTimeout: 30_000,
