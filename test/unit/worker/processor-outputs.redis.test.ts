@@ -502,4 +502,14 @@ describe('processor outputs', () => {
     await failureOf(run({ ...imagine(), options: { ...options, ditSteps: 0 } } as JobRequest)); // malformed: no request to pass
     expect(calls).toHaveLength(5);
   });
+
+  it('close() closes the delivery queues it opened (their listeners leave the shared connection)', async () => {
+    const baseline = redis.listenerCount('error') + redis.listenerCount('close');
+    const { p } = processorWith({});
+    await p.process(job(imagine()), 'token', new AbortController().signal);
+    await p.process(job(imagine({ destination: { platform: 'discord', guildId: 'g', channelId: 'c', userId: 'u', applicationId: 'a' } })), 'token', new AbortController().signal);
+    expect(redis.listenerCount('error') + redis.listenerCount('close')).toBeGreaterThan(baseline);
+    await p.close();
+    expect(redis.listenerCount('error') + redis.listenerCount('close')).toBe(baseline);
+  });
 });
