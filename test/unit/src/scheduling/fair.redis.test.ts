@@ -349,4 +349,14 @@ describe('fair scheduler', () => {
     expect(await t.take()).toBe('a0');
     expect(await t.take()).toBe('b0');
   });
+
+  it('repair leaves a parked job nobody lined up for a minute by default', async () => {
+    const t = rig();
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'o1', ...t.scheduler.parkedOptions(), timestamp: Date.now() - 50_000 });
+    await t.scheduler.repair();
+    expect(await t.scheduler.position('o1')).toEqual({ state: 'none' });
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'o2', ...t.scheduler.parkedOptions(), timestamp: Date.now() - 70_000 });
+    await t.scheduler.repair();
+    expect(await t.scheduler.position('o2')).toEqual({ state: 'queued', position: 1 });
+  });
 });
