@@ -128,6 +128,7 @@ describe('cleanDescribedPrompt', () => {
       ["''a fox''", 'a fox'],
       ['`a fox`', 'a fox'],
       ['1. Prompt: "a fox"', 'a fox'],
+      ['" a fox "', 'a fox'],
       // only at the start (or the ends, for quotes): the same marks inside a prompt stay
       ['12 foxes', '12 foxes'],
       ['a fox - running', 'a fox - running'],
