@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobStore } from '../../../src/blobs/index.ts';
 import type { BlobStore } from '../../../src/blobs/store.ts';
-import { loadConfig } from '../../../src/config/load.ts';
+import { loadConfig, type LoadOptions } from '../../../src/config/load.ts';
 import type { Config } from '../../../src/config/schema.ts';
 import { AppError, UserError } from '../../../src/errors.ts';
 import {
@@ -44,7 +44,7 @@ let redis: Redis;
 let blobs: BlobStore;
 const closers: (() => Promise<void>)[] = [];
 
-type Overrides = Parameters<typeof loadConfig>[0]['overrides'];
+type Overrides = LoadOptions['overrides'];
 const configWith = (overrides: Overrides = {}): Config => loadConfig({ env: {}, overrides: { ...overrides, queue: { prefix } } });
 
 interface Host {
@@ -332,7 +332,7 @@ describe('processor outputs', () => {
 
   it('moderation: a flagged input image is deleted and a flagged output withheld, each told privately', async () => {
     const { p, logged } = processorWith(
-      { check: async (request) => ({ ...noChecks, answers: request.questions.length ? { nudity: 0.2, violence: 0.9 } : {} }) },
+      { check: async (request) => ({ ...noChecks, answers: request.questions.length ? { nudity: 0.2, violence: 0.9 } : ({} as Record<string, number>) }) },
       configWith({ checks: { moderation: { enabled: true, checkInputs: true } } }),
     );
     const imageKey = await blobs.put(Uint8Array.from([9, 9]), 'input');
