@@ -395,6 +395,7 @@ describe('processor outputs', () => {
     closers.push(() => q.close());
     const delivery = (await q.getJob(req.id))!;
     expect(delivery.opts).toMatchObject({ removeOnComplete: { age: 120 }, removeOnFail: { age: 120 } });
+    expect(delivery.name).toBe('result');
     expect(await redis.ttl(q.toKey(req.id))).toBe(-1); // a bot's delivery queue is read until it is done
 
     const local = imagine();
