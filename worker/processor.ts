@@ -121,7 +121,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const jobId = typeof d.id === 'string' ? d.id : undefined;
     // A kind this worker does not know (a newer bot, a hand-written job) still gets its failure delivered: a failure's
     // rendering does not depend on the kind, which only shapes how a success is shown.
-    const kind = d.kind === 'imagine' || d.kind === 'vary' || d.kind === 'ask' ? d.kind : 'imagine';
+    const kind = d.kind === 'vary' || d.kind === 'ask' ? d.kind : 'imagine';
     if (!destination.success || !jobId) return undefined; // nowhere to say it; the job's failedReason records it
     const result: JobResult = {
       v: CONTRACT_VERSION, jobId, kind, destination: destination.data, status: failure.status,

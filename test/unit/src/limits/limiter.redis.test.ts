@@ -168,4 +168,21 @@ describe('limiter (real Redis)', () => {
     expect(await limiter.overriddenChannels()).toEqual([b]);
     await limiter.resetChannelLimit(b);
   });
+
+  // Its own connection: the commands are defined on the first limiter of each connection, so this test (not an earlier
+  // one) is where a misnamed command would show.
+  it('defines every command it calls on a fresh connection', async () => {
+    const fresh = new Redis(url);
+    try {
+      const spec = { ...open, maxConcurrent: 1 };
+      const limiter = createLimiter(fresh, loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: spec, user: open, workspace: open } } }));
+      expect(await limiter.admit('n1', dest('c20', 'u1'))).toEqual({ admitted: true, duplicate: false });
+      expect((await limiter.usage('channel', 'discord:g1:c20', spec)).held).toBe(1);
+      expect(await limiter.settle('n1')).toBe(true); // no such job in BullMQ: gone
+      expect(await limiter.release('n1')).toBe(false);
+      expect(await limiter.sweep()).toBe(0);
+    } finally {
+      await fresh.quit();
+    }
+  });
 });
