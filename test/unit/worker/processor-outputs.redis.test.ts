@@ -207,22 +207,34 @@ describe('processor outputs', () => {
   });
 
   it('a stage reported again adds to its time; a failed progress update is logged and the job goes on', async () => {
-    const { p, logged } = processorWith({
-      async generate(_request, ctx) {
-        ctx.onProgress({ stage: 'conditioning', step: 0, total: 1 });
-        await sleep(40);
-        ctx.onProgress({ stage: 'features', step: 0, total: 1 });
-        await sleep(10);
-        ctx.onProgress({ stage: 'conditioning', step: 1, total: 1 });
-        await sleep(40);
-        return { png: PNG, width: 1, height: 1 };
+    // The run's own clock (its share meter) when features began, when conditioning began again, and at the return.
+    const at = { features: 0, again: 0, returned: 0 };
+    const { p, logged } = processorWith(
+      {
+        async generate(_request, ctx) {
+          ctx.onProgress({ stage: 'conditioning', step: 0, total: 1 });
+          await sleep(40);
+          at.features = ctx.meter!.now();
+          ctx.onProgress({ stage: 'features', step: 0, total: 1 });
+          await sleep(10);
+          at.again = ctx.meter!.now();
+          ctx.onProgress({ stage: 'conditioning', step: 1, total: 1 });
+          await sleep(40);
+          at.returned = ctx.meter!.now();
+          return { png: PNG, width: 1, height: 1 };
+        },
       },
-    });
+      configWith({ checks: { altText: false } }), // nothing runs between the model's return and the last stage's end
+    );
     const req = imagine();
     const outcome = await p.process(job(req, { updateProgress: () => Promise.reject(new Error('redis away')) }), 'token', new AbortController().signal);
     expect(Object.keys(outcome.timingsMs!)).toEqual(['conditioning', 'features']);
-    expect(outcome.timingsMs!.conditioning).toBeGreaterThanOrEqual(75); // both spells of 40 ms
-    expect(outcome.timingsMs!.features).toBeGreaterThanOrEqual(5);
+    const { conditioning, features } = outcome.timingsMs!;
+    expect(conditioning).toBeGreaterThanOrEqual(75); // both spells of 40 ms
+    // the first spell counts from the run's start (clock 0); 30 ms for the steps between the return and the last reading
+    expect(conditioning).toBeLessThanOrEqual(at.features + (at.returned - at.again) + 30);
+    expect(features).toBeGreaterThanOrEqual(5);
+    expect(Math.abs(features - (at.again - at.features))).toBeLessThanOrEqual(5);
     await sleep(10);
     expect(logged('progress update failed')[0]).toMatchObject({ level: 40, jobId: req.id, err: 'redis away' });
   });
@@ -513,5 +525,30 @@ describe('processor outputs', () => {
     expect(redis.listenerCount('error') + redis.listenerCount('close')).toBeGreaterThan(baseline);
     await p.close();
     expect(redis.listenerCount('error') + redis.listenerCount('close')).toBe(baseline);
+  });
+
+  it('an ask’s or a /describe’s stage times are parts of the run: each stage from its first report to the next', async () => {
+    let returnedAt = 0;
+    const { p } = processorWith({
+      async understand(_request, ctx) {
+        ctx.onProgress({ stage: 'encoding', step: 0, total: 1 });
+        await sleep(40);
+        ctx.onProgress({ stage: 'answering', step: 0, total: 1 });
+        await sleep(10);
+        returnedAt = performance.now();
+        return { text: 'a cat', tokenIds: [1] };
+      },
+    });
+    for (const mode of ['ask', 'describe'] as const) {
+      const imageKey = await blobs.put(Uint8Array.from([1]), 'input');
+      const req: JobRequest = { v: CONTRACT_VERSION, id: uid(), destination: cli, submittedAt: 1, kind: 'ask', mode, imageKey, question: 'q', history: [], options: askOptions };
+      const began = performance.now();
+      const { timingsMs } = await p.process(job(req), 'token', new AbortController().signal);
+      expect(Object.keys(timingsMs!).sort(), mode).toEqual(['answering', 'encoding']);
+      const answers = mode === 'ask' ? 1 : 4; // describe: the same question four times, each encoding then answering
+      expect(timingsMs!.encoding, mode).toBeGreaterThanOrEqual(35 * answers);
+      expect(timingsMs!.answering, mode).toBeGreaterThanOrEqual(5 * answers);
+      expect(timingsMs!.encoding + timingsMs!.answering, mode).toBeLessThanOrEqual(returnedAt - began + 30);
+    }
   });
 });
