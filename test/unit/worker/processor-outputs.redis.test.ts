@@ -204,6 +204,8 @@ describe('processor outputs', () => {
     expect(seen[0]!.timeoutMs).toBe(config.queue.jobTimeoutMs);
     expect(seen[0]!.signal).toBeInstanceOf(AbortSignal);
     expect((await handedOver(req.id))!.answer).toEqual({ text: 'a cat', tokenCount: 2 });
+    const describe: JobRequest = { ...req, id: uid(), mode: 'describe' };
+    expect(await p.process(job(describe), 'token')).toEqual({ status: 'succeeded', timingsMs: {} });
   });
 
   it('a stage reported again adds to its time; a failed progress update is logged and the job goes on', async () => {
