@@ -297,11 +297,12 @@ describe('processor outputs', () => {
 
   it('the model’s caption becomes the alt text and the PNG’s Description; an empty caption is none; vary without a prompt has a plain alt text', async () => {
     let caption = 'a red fox on snow';
-    const { p } = processorWith({ check: async () => ({ ...noChecks, caption }) });
+    const { p, logged } = processorWith({ check: async () => ({ ...noChecks, caption }) });
     const req = imagine();
     await p.process(job(req), 'token', new AbortController().signal);
     const r = (await handedOver(req.id))!;
     expect(r.image).toMatchObject({ altText: 'a red fox on snow', caption: 'a red fox on snow' });
+    expect(logged('prompt match')).toEqual([]); // a check without a match score
     const png = (await blobs.get(r.image!.blobKey))!;
     expect(pngText(png)).toContain('Description');
     expect(pngText(png)).toContain('a red fox on snow');
