@@ -229,10 +229,12 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const altText = caption ?? (count > 1 ? `${plainAlt} (${i + 1} of ${count})` : plainAlt);
       const matchScore = best.check?.match;
       if (matchScore !== undefined) log.info({ jobId: request.id, image: i, matchScore, tries, scores }, 'prompt match');
-      if (i === 0 && matchScore !== undefined) firstScores = scores.map((x) => x ?? null);
+      if (i === 0) firstScores = scores.map((x) => x ?? null); // passed on only next to a match score (process)
       images.push({
         blobKey, mime: 'image/png', width: best.image.width, height: best.image.height, altText, prompt: request.prompt, options: best.options,
-        ...(caption ? { caption } : {}), ...(matchScore !== undefined ? { matchScore } : {}), ...(tries > 1 ? { tries } : {}),
+        ...(caption ? { caption } : {}), ...(tries > 1 ? { tries } : {}),
+        // Stryker disable next-line ConditionalExpression: an undefined matchScore is dropped when the result is stored as JSON
+        ...(matchScore !== undefined ? { matchScore } : {}),
       });
     }
     const result: JobResult = { ...base, image: images[0]!, ...(images.length > 1 ? { images } : {}), timingsMs: timings, finishedAt: Date.now() };
