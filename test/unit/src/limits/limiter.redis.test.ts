@@ -22,8 +22,9 @@ const jobKey = (id: string) => `${prefix}:jobs:${id}`;
 beforeAll(() => {
   redis = new Redis(url);
 });
+const cleanupPrefixes: string[] = [];
 afterAll(async () => {
-  const keys = await redis.keys(`${prefix}:*`);
+  const keys = (await Promise.all([prefix, ...cleanupPrefixes].map((p) => redis.keys(`${p}:*`)))).flat();
   if (keys.length) await redis.del(...keys);
   await redis.quit();
 });
@@ -184,5 +185,27 @@ describe('limiter (real Redis)', () => {
     } finally {
       await fresh.quit();
     }
+  });
+
+  it('keeps each queue prefix’s overrides and slots apart on one Redis', async () => {
+    const spec = { ...open, maxConcurrent: 1 };
+    const other = createLimiter(redis, loadConfig({ env: {}, overrides: { queue: { prefix: `${prefix}x` }, limits: { channel: spec, user: open, workspace: open, admitGraceMs: 1 } } }));
+    const limiter = limiterWith({ channel: spec });
+    cleanupPrefixes.push(`${prefix}x`);
+    await limiter.setChannelLimit('discord:g1:c30', { ...open, requestsPerWindow: 1, burst: 1 });
+    expect(await other.channelLimit('discord:g1:c30')).toMatchObject({ source: 'default' });
+    expect(await other.overriddenChannels()).toEqual([]);
+    await limiter.admit('p1', dest('c31', 'u1'));
+    expect(await other.release('p1')).toBe(false); // not its slot
+    expect((await limiter.usage('channel', 'discord:g1:c31', spec)).held).toBe(1);
+    await limiter.resetChannelLimit('discord:g1:c30');
+    await limiter.release('p1');
+    // the same job id under both prefixes: releasing one leaves the other's lease for its sweep to find
+    await limiter.admit('same', dest('c32', 'u1'));
+    await other.admit('same', dest('c32', 'u1'));
+    expect(await limiter.release('same')).toBe(true);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await other.sweep()).toBe(1); // its job never reached BullMQ and the grace (1 ms) is over
+    expect((await other.usage('channel', 'discord:g1:c32', spec)).held).toBe(0);
   });
 });
