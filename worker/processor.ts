@@ -281,6 +281,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let result: JobResult;
     let matchScores: (number | null)[] | undefined;
     try {
+      // Stryker disable next-line StringLiteral: classify hands over its own "Cancelled." whatever this message says
       if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
       ({ result, matchScores } = await run(job, request, signal ?? new AbortController().signal));

@@ -273,7 +273,7 @@ describe('processor outputs', () => {
     for (const image of r.images!) expect(image).not.toHaveProperty('caption');
 
     const one = imagine();
-    expect(await p.process(job(one), 'token', new AbortController().signal)).toEqual({ status: 'succeeded', timingsMs: {} }); // no stage reported
+    expect(await p.process(job(one), 'token', new AbortController().signal)).toStrictEqual({ status: 'succeeded', timingsMs: {} }); // no stage, no score
     const single = (await handedOver(one.id))!;
     expect(single).not.toHaveProperty('images');
     expect(single.image).toEqual({ blobKey: single.image!.blobKey, mime: 'image/png', width: 8, height: 101, altText: 'a fox', prompt: 'a fox', options });
