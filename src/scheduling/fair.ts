@@ -168,6 +168,7 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     parkedOptions: () => ({ priority: MAX_PRIORITY, delay: PARK_MS }),
     enqueue,
     async started(jobId, cost) {
+      // Stryker disable next-line ArrayDeclaration: the script reads a 4th argument that is not a number as no cost
       const res = await r.blip3oSchedStarted(K, B, jobId, maxTag, ...(cost === undefined ? [] : [Math.max(1, Math.round(cost))]));
       await apply(pairs(res, 1));
       return { held: Number(res[0]) === 1 };
