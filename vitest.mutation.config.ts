@@ -6,10 +6,15 @@ import { defineConfig } from 'vitest/config';
 // group's tests, so its initial run is short too.
 const tests: Record<string, string[]> = {
   jobs: ['test/unit/src/jobs/*.test.ts', 'test/unit/bots/core/delivery-claim.redis.test.ts', 'test/integration/spine-processor.redis.test.ts'],
-  limits: ['test/unit/src/limits/*.test.ts', 'test/unit/src/scheduling/*.test.ts', 'test/integration/scheduling.redis.test.ts'],
+  // Not test/integration/scheduling.redis.test.ts: it runs a real Worker and waits for it to drain (seconds per
+  // mutant, 20 s for one that stops a release); fair.redis.test.ts checks the same orders with the worker played by
+  // the test, deterministically.
+  limits: ['test/unit/src/limits/*.test.ts', 'test/unit/src/scheduling/*.test.ts'],
   bots: ['test/unit/bots/core/**/*.test.ts', 'test/unit/bots/slack/{download,adapter}.test.ts', 'test/unit/src/jobs/ledger.redis.test.ts'],
   pipeline: ['test/unit/worker/pipeline/{aspect,image,mrope,schedulers,guidance,diffusion-steps}*.test.ts'],
-  processor: ['test/unit/worker/processor*.test.ts', 'test/integration/spine-processor.redis.test.ts'],
+  // Not test/integration/spine-processor.redis.test.ts (the jobs group runs it): its re-run after a hand-over is
+  // processor.redis.test.ts's too, and a second file costs each mutant another import of the whole worker.
+  processor: ['test/unit/worker/processor*.test.ts'],
 };
 const group = process.env.MUTATION_GROUP;
 
@@ -18,6 +23,10 @@ export default defineConfig({
     include: group && group in tests ? tests[group] : [...new Set(Object.values(tests).flat())],
     env: { MUTATION_RUN: '1' }, // property tests take fewer runs per mutant
     pool: 'forks',
+    // One module graph for all the files of a run: StrykerJS starts a run per mutant, and on this loaded machine
+    // importing the worker or BullMQ again for each file was most of a mutant's time (the runs keep mutants apart by
+    // a global switch, not by reloading).
+    isolate: false,
     maxWorkers: 1,
     testTimeout: 30_000,
     hookTimeout: 30_000,

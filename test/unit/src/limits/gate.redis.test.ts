@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { LimitSpec } from '../../../../src/config/schema.ts';
 import { isUserError } from '../../../../src/errors.ts';
-import type { Destination } from '../../../../src/jobs/contract.ts';
+import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
 import { createJobsQueue } from '../../../../src/jobs/queue.ts';
 import { createGate } from '../../../../src/limits/gate.ts';
 import { MAX_PRIORITY, PARK_MS } from '../../../../src/scheduling/fair.ts';
@@ -18,7 +18,9 @@ const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-gate-${randomUUID().slice(0, 8)}`;
 const open: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
 const d: Destination = { platform: 'discord', guildId: 'g', channelId: 'c', userId: 'u', applicationId: 'app' };
-const config = loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 }, repairIntervalMs: 50 } } });
+const configWith = (limits: Record<string, unknown>) =>
+  loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 }, ...limits } } });
+const config = configWith({ repairIntervalMs: 60_000 });
 let redis: Redis;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const held = async (gate: ReturnType<typeof createGate>) => (await gate.limiter.usage('user', 'discord:u', { ...open, maxConcurrent: 1 })).held;
@@ -67,6 +69,7 @@ describe('gate', () => {
       expect(await held(gate)).toBe(0);
       expect(await gate.scheduler.position('c1')).toEqual({ state: 'none' });
 
+      // repairIntervalMs is a minute here: only the events can free these slots
       for (const event of ['completed', 'failed']) {
         const id = `e-${event}`;
         await gate.admit(id, d);
@@ -75,19 +78,101 @@ describe('gate', () => {
         await until(async () => (await held(gate)) === 0);
         expect(await held(gate)).toBe(0);
       }
-
-      // the periodic repair sweeps a slot whose job finished without any event
-      await gate.admit('s1', d);
-      await redis.hset(`${prefix}:jobs:s1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
-      await until(async () => (await held(gate)) === 0);
-      expect(await held(gate)).toBe(0);
-
       gate.stop();
       expect(emitter.listenerCount('completed') + emitter.listenerCount('failed') + emitter.listenerCount('removed')).toBe(0);
-      await gate.admit('t1', d);
+    } finally {
+      gate.stop();
+      await queue.close();
+    }
+  });
+
+  it('repairs at start and every repairIntervalMs until stop(): lost slot releases, and parked jobs older than admitGraceMs', async () => {
+    const queue = createJobsQueue(config, redis);
+    const fast = createGate(redis, configWith({ repairIntervalMs: 50, admitGraceMs: 200 }), queue);
+    const events = new EventEmitter() as unknown as QueueEvents;
+    try {
+      // a bot died between queue.add and enqueue: the job is parked, and nobody lined it up
+      await queue.add('imagine', { destination: d } as never, { jobId: 'orphan', ...fast.jobOptions() });
+      fast.start(events);
+      await until(async () => (await fast.scheduler.position('orphan')).state === 'queued');
+      expect(await fast.scheduler.position('orphan')).toEqual({ state: 'queued', position: 1 }); // adopted after 200 ms, not 60 s
+
+      // the periodic repair sweeps a slot whose job finished without any event
+      await fast.admit('s1', d);
+      await redis.hset(`${prefix}:jobs:s1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+      await until(async () => (await held(fast)) === 0);
+      expect(await held(fast)).toBe(0);
+
+      fast.stop();
+      await fast.admit('t1', d);
       await redis.hset(`${prefix}:jobs:t1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
       await sleep(300);
-      expect(await held(gate)).toBe(1); // stopped: no more sweeping
+      expect(await held(fast)).toBe(1); // stopped: no more sweeping
+      await fast.abandon('t1');
+    } finally {
+      fast.stop();
+      await queue.close();
+    }
+  });
+
+  it('repairs once right at start()', async () => {
+    const queue = createJobsQueue(config, redis);
+    const gate = createGate(redis, config, queue);
+    try {
+      await gate.admit('r1', d);
+      await redis.hset(`${prefix}:jobs:r1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+      gate.start(new EventEmitter() as unknown as QueueEvents);
+      await until(async () => (await held(gate)) === 0);
+      expect(await held(gate)).toBe(0);
+    } finally {
+      gate.stop();
+      await queue.close();
+    }
+  });
+
+  it('with a request: budgets first (a refusal takes no token), then the limits with N images counted as N; the estimate weighs the job', async () => {
+    const budgeted = loadConfig({
+      env: {},
+      overrides: { queue: { prefix }, usage: { budgets: { channel: 0, user: 10, workspace: 0 } }, limits: { channel: open, workspace: open, user: { ...open, requestsPerWindow: 3, burst: 3 }, repairIntervalMs: 60_000 } },
+    });
+    const queue = createJobsQueue(budgeted, redis);
+    const gate = createGate(redis, budgeted, queue);
+    const bu: Destination = { ...d, userId: 'bu' };
+    const bv: Destination = { ...d, userId: 'bv' };
+    const options = { seed: 1, ditSteps: 2, decoderSteps: 3, guidance: 4, aspect: '1:1' as const };
+    const imagine = (id: string, dest: Destination, count?: number): JobRequest =>
+      ({ v: CONTRACT_VERSION, id, destination: dest, submittedAt: 1, kind: 'imagine', prompt: 'a fox', options: { ...options, ...(count ? { count } : {}) } }) as JobRequest;
+    const ask: JobRequest = {
+      v: CONTRACT_VERSION, id: 'g2', destination: bu, submittedAt: 1, kind: 'ask', imageKey: `${prefix}:blob:x`, question: 'q', history: [],
+      options: { maxNewTokens: 8, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 1 },
+    };
+    const rate = { ...open, requestsPerWindow: 3, burst: 3 };
+    try {
+      expect(await gate.admit('g1', bu, imagine('g1', bu, 2))).toEqual({ estimate: 0 }); // nothing measured yet
+      expect((await gate.limiter.usage('user', 'discord:bu', rate)).tokens).toBe(1); // two images, two tokens
+      await gate.admit('g2', bu, ask); // an ask counts one
+      expect((await gate.limiter.usage('user', 'discord:bu', rate)).tokens).toBe(0);
+      const limited = await gate.admit('g3', bu, imagine('g3', bu)).catch((e: unknown) => e);
+      expect(isUserError(limited) && limited.code).toBe('rate_limited');
+      expect(await gate.usage.release('g3')).toBe(false); // its budget reservation was given back already
+      const day = Math.floor(Date.now() / 86_400_000);
+      expect(await redis.hget(gate.usage.dayKey(day), 'ref|user|discord:bu')).toBe('1'); // counted as refused
+
+      await gate.usage.settle(imagine('done', bu), { timingsMs: { features: 8_000 } }, 8_000); // 8 of bu's 10 GPU-seconds
+      const held = (await gate.limiter.usage('user', 'discord:bu', rate)).held;
+      const over = await gate.admit('g4', bu, imagine('g4', bu)).catch((e: unknown) => e);
+      expect(isUserError(over) && over.code).toBe('rate_limited');
+      expect((over as Error).message).toBe('You have used 8 of your 10 GPU-seconds today; resets at 00:00 UTC. This request needs about 8.'); // 8 more would pass 10
+      expect(isUserError(over) && over.context).toEqual({ scope: 'user', budget: 10, used: 8 });
+      expect((await gate.limiter.usage('user', 'discord:bu', rate)).held).toBe(held); // the limiter was not asked
+
+      expect(await gate.admit('g5', bv, imagine('g5', bv))).toEqual({ estimate: 8 }); // the same kind and options: 8 s
+      await queue.add('imagine', { destination: bv } as never, { jobId: 'g5', ...gate.jobOptions() });
+      await gate.enqueued('g5', bv, 0.26); // 260 ms in units of usage.fairCostUnitMs (100 ms): 3
+      expect(await redis.hget(`${prefix}:sched:jobs`, 'g5')).toMatch(/\n3$/);
+      await queue.add('imagine', { destination: bv } as never, { jobId: 'g6', ...gate.jobOptions() });
+      await gate.enqueued('g6', bv);
+      expect(await redis.hget(`${prefix}:sched:jobs`, 'g6')).toMatch(/\n1$/);
     } finally {
       gate.stop();
       await queue.close();

@@ -22,8 +22,9 @@ const jobKey = (id: string) => `${prefix}:jobs:${id}`;
 beforeAll(() => {
   redis = new Redis(url);
 });
+const cleanupPrefixes: string[] = [];
 afterAll(async () => {
-  const keys = await redis.keys(`${prefix}:*`);
+  const keys = (await Promise.all([prefix, ...cleanupPrefixes].map((p) => redis.keys(`${p}:*`)))).flat();
   if (keys.length) await redis.del(...keys);
   await redis.quit();
 });
@@ -116,5 +117,95 @@ describe('limiter (real Redis)', () => {
     await limiter.resetChannelLimit(ck);
     expect(await limiter.channelLimit(ck)).toMatchObject({ source: 'config' });
     expect((await limiter.admit('o2', dest('c7', 'u1'))).admitted).toBe(true); // config allows 2
+  });
+
+  it('a denial names the whole limit that was hit, and admitOrThrow carries it as context', async () => {
+    const spec = { ...open, requestsPerWindow: 2, windowSeconds: 30, burst: 1, maxConcurrent: 5 };
+    const limiter = limiterWith({ workspace: spec });
+    await limiter.admit('w1', dest('c10', 'u1', 'g10'));
+    const denied = await limiter.admit('w2', dest('c11', 'u2', 'g10'));
+    expect(denied).toEqual({ admitted: false, scope: 'workspace', kind: 'rate', limit: spec, retryAfterMs: expect.any(Number) });
+    if (!denied.admitted) expect(denied.retryAfterMs).toBeGreaterThan(10_000); // 15 s per token
+    const e = await limiter.admitOrThrow('w2', dest('c11', 'u2', 'g10')).catch((x: unknown) => x);
+    expect(isUserError(e) && e.context).toEqual({ scope: 'workspace', kind: 'rate', retryAfterMs: expect.any(Number) });
+    await expect(limiter.admitOrThrow('w3', dest('c12', 'u3', 'g11'))).resolves.toBeUndefined();
+  });
+
+  it('counts a cost below 1 as one request and a fractional cost as its whole part', async () => {
+    const spec = { ...open, requestsPerWindow: 5, burst: 5 };
+    const limiter = limiterWith({ user: spec });
+    await limiter.admit('f1', dest('c13', 'u13'), 0);
+    expect((await limiter.usage('user', 'discord:u13', spec)).tokens).toBe(4);
+    await limiter.admit('f2', dest('c13', 'u13'), 2.9);
+    expect((await limiter.usage('user', 'discord:u13', spec)).tokens).toBe(2);
+  });
+
+  it('settle frees the slot of a finished job only, once; usage shows tokens (none when the rate is off) and slots held', async () => {
+    const spec = { ...open, requestsPerWindow: 1, burst: 1, maxConcurrent: 3 };
+    const limiter = limiterWith({ channel: spec });
+    await limiter.admit('s1', dest('c14', 'u1'));
+    expect(await limiter.usage('channel', 'discord:g1:c14', spec)).toEqual({ limit: spec, tokens: 0, held: 1 });
+    expect(await limiter.usage('channel', 'discord:g1:c14', { ...spec, requestsPerWindow: 0 })).toEqual({ limit: { ...spec, requestsPerWindow: 0 }, tokens: null, held: 1 });
+    await redis.hset(jobKey('s1'), { timestamp: Date.now() });
+    expect(await limiter.settle('s1')).toBe(false); // still queued or running (a retry keeps its slot)
+    await redis.hset(jobKey('s1'), { finishedOn: Date.now() });
+    expect(await limiter.settle('s1')).toBe(true);
+    expect(await limiter.settle('s1')).toBe(false);
+    expect((await limiter.usage('channel', 'discord:g1:c14', spec)).held).toBe(0);
+  });
+
+  it('a runtime override and its reset each start the channel from a full bucket; overridden channels are listed in order', async () => {
+    const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 1, burst: 1 } });
+    const [a, b] = ['discord:g1:c16', 'discord:g1:c15'];
+    expect((await limiter.admit('v1', dest('c16', 'u1'))).admitted).toBe(true);
+    expect((await limiter.admit('v2', dest('c16', 'u1'))).admitted).toBe(false);
+    await limiter.setChannelLimit(a, { ...open, requestsPerWindow: 1, burst: 1 });
+    expect((await limiter.admit('v2', dest('c16', 'u1'))).admitted).toBe(true);
+    expect((await limiter.admit('v3', dest('c16', 'u1'))).admitted).toBe(false);
+    await limiter.setChannelLimit(b, { ...open, requestsPerWindow: 3 });
+    expect(await limiter.overriddenChannels()).toEqual([b, a]);
+    await limiter.resetChannelLimit(a);
+    expect((await limiter.admit('v3', dest('c16', 'u1'))).admitted).toBe(true);
+    expect(await limiter.overriddenChannels()).toEqual([b]);
+    await limiter.resetChannelLimit(b);
+  });
+
+  // Its own connection: the commands are defined on the first limiter of each connection, so this test (not an earlier
+  // one) is where a misnamed command would show.
+  it('defines every command it calls on a fresh connection', async () => {
+    const fresh = new Redis(url);
+    try {
+      const spec = { ...open, maxConcurrent: 1 };
+      const limiter = createLimiter(fresh, loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: spec, user: open, workspace: open } } }));
+      expect(await limiter.admit('n1', dest('c20', 'u1'))).toEqual({ admitted: true, duplicate: false });
+      expect((await limiter.usage('channel', 'discord:g1:c20', spec)).held).toBe(1);
+      expect(await limiter.settle('n1')).toBe(true); // no such job in BullMQ: gone
+      expect(await limiter.release('n1')).toBe(false);
+      expect(await limiter.sweep()).toBe(0);
+    } finally {
+      await fresh.quit();
+    }
+  });
+
+  it('keeps each queue prefix’s overrides and slots apart on one Redis', async () => {
+    const spec = { ...open, maxConcurrent: 1 };
+    const other = createLimiter(redis, loadConfig({ env: {}, overrides: { queue: { prefix: `${prefix}x` }, limits: { channel: spec, user: open, workspace: open, admitGraceMs: 1 } } }));
+    const limiter = limiterWith({ channel: spec });
+    cleanupPrefixes.push(`${prefix}x`);
+    await limiter.setChannelLimit('discord:g1:c30', { ...open, requestsPerWindow: 1, burst: 1 });
+    expect(await other.channelLimit('discord:g1:c30')).toMatchObject({ source: 'default' });
+    expect(await other.overriddenChannels()).toEqual([]);
+    await limiter.admit('p1', dest('c31', 'u1'));
+    expect(await other.release('p1')).toBe(false); // not its slot
+    expect((await limiter.usage('channel', 'discord:g1:c31', spec)).held).toBe(1);
+    await limiter.resetChannelLimit('discord:g1:c30');
+    await limiter.release('p1');
+    // the same job id under both prefixes: releasing one leaves the other's lease for its sweep to find
+    await limiter.admit('same', dest('c32', 'u1'));
+    await other.admit('same', dest('c32', 'u1'));
+    expect(await limiter.release('same')).toBe(true);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await other.sweep()).toBe(1); // its job never reached BullMQ and the grace (1 ms) is over
+    expect((await other.usage('channel', 'discord:g1:c32', spec)).held).toBe(0);
   });
 });

@@ -28,3 +28,32 @@ describe('denial messages', () => {
     expect(durationPhrase(3 * 3600_000)).toBe('3 h 0 min');
   });
 });
+
+describe('denial messages at the unit boundaries', () => {
+  it('name days, and switch from seconds to minutes at 120 s and from minutes to hours at 120 min', () => {
+    expect(windowPhrase(86_400)).toBe('per day');
+    expect(windowPhrase(2 * 86_400)).toBe('per 2 days');
+    expect(windowPhrase(7200)).toBe('per 2 hours');
+    expect(windowPhrase(1)).toBe('per second');
+    expect(durationPhrase(1)).toBe('1 s');
+    expect(durationPhrase(1001)).toBe('2 s'); // rounded up
+    expect(durationPhrase(119_000)).toBe('119 s');
+    expect(durationPhrase(120_000)).toBe('2 min');
+    expect(durationPhrase(119 * 60_000)).toBe('119 min');
+    expect(durationPhrase(120 * 60_000)).toBe('2 h 0 min');
+    expect(durationPhrase(125 * 60_000 + 1)).toBe('2 h 6 min');
+  });
+
+  it('word each scope and kind', () => {
+    const one = { ...limit, requestsPerWindow: 1, maxConcurrent: 1 };
+    expect(denialMessage({ admitted: false, scope: 'channel', kind: 'concurrency', limit: one, retryAfterMs: 0 }, 'slack')).toBe(
+      'This channel already has 1 job queued or running, the most allowed; try again when one finishes.',
+    );
+    expect(denialMessage({ admitted: false, scope: 'user', kind: 'concurrency', limit, retryAfterMs: 0 }, 'discord')).toBe(
+      'You already have 2 jobs queued or running, the most allowed; try again when one finishes.',
+    );
+    expect(denialMessage({ admitted: false, scope: 'workspace', kind: 'rate', limit: one, retryAfterMs: 500 }, 'discord')).toBe(
+      'This server allows 1 request per minute; try again in 1 s.',
+    );
+  });
+});

@@ -277,4 +277,91 @@ describe('fair scheduler', () => {
       { numRuns: process.env.MUTATION_RUN ? 5 : 15 },
     );
   });
+
+  it('weighs channels by cost: a channel whose jobs cost 2.6 units (rounded to 3) starts one job per three of a channel at cost 1', async () => {
+    const t = rig();
+    const add = async (jobId: string, d: Destination, cost?: number) => {
+      await t.queue.add('imagine', { destination: d }, { jobId, ...t.scheduler.parkedOptions() });
+      await t.scheduler.enqueue(jobId, d, cost);
+    };
+    for (let i = 0; i < 3; i++) await add(`a${i}`, dest('A'), 2.6);
+    for (let i = 0; i < 6; i++) await add(`b${i}`, dest('B'), i % 2 ? 0.2 : undefined); // below one unit counts as one
+    const order: string[] = [];
+    for (let id = await t.take(); id; id = await t.take()) order.push(id);
+    expect(order).toEqual(['a0', 'b0', 'b1', 'b2', 'a1', 'b3', 'b4', 'b5', 'a2']);
+  });
+
+  it('a cost given when the job starts replaces the one from enqueue', async () => {
+    const t = rig();
+    for (let i = 0; i < 3; i++) await t.submit(`a${i}`, dest('A'));
+    for (let i = 0; i < 6; i++) await t.submit(`b${i}`, dest('B'));
+    const prioritized = `${t.prefix}:${QueueNames.jobs}:prioritized`;
+    const order: string[] = [];
+    for (let [next] = await redis.zrange(prioritized, '0', '0'); next; [next] = await redis.zrange(prioritized, '0', '0')) {
+      await redis.zrem(prioritized, next);
+      await redis.hset(`${t.prefix}:${QueueNames.jobs}:${next}`, 'processedOn', Date.now());
+      await t.scheduler.started(next, next.startsWith('a') ? 2.6 : 0.2);
+      order.push(next);
+    }
+    expect(order).toEqual(['a0', 'b0', 'b1', 'b2', 'a1', 'b3', 'b4', 'b5', 'a2']);
+  });
+
+  it('rebases before BullMQ’s largest priority even when a caller asks for a larger one and jobs cost the most units', async () => {
+    const t = rig({ maxPriority: 10 * MAX_PRIORITY });
+    for (let i = 0; i < 24; i++) {
+      await t.queue.add('imagine', { destination: dest('A') }, { jobId: `a${i}`, ...t.scheduler.parkedOptions() });
+      await t.scheduler.enqueue(`a${i}`, dest('A'), 100_000); // tags grow by 100 000 per start: past 2^21 after 21
+    }
+    const order: string[] = [];
+    const prioritized = `${t.prefix}:${QueueNames.jobs}:prioritized`;
+    for (let id = await t.take(); id; id = await t.take()) {
+      order.push(id);
+      for (const j of await redis.zrange(prioritized, '0', '-1')) expect((await t.queue.getJob(j))!.priority).toBeLessThan(MAX_PRIORITY);
+    }
+    expect(order).toEqual(Array.from({ length: 24 }, (_, i) => `a${i}`));
+  });
+
+  it('lists channels in key order whatever order they arrived in; repair with nothing parked does nothing', async () => {
+    const t = rig();
+    await expect(t.scheduler.repair()).resolves.toBeUndefined();
+    await t.submit('c0', dest('C'));
+    await t.submit('b0', dest('B'));
+    await t.scheduler.pause(ck('A'));
+    expect((await t.scheduler.channels()).map((c) => c.channelKey)).toEqual([ck('A'), ck('B'), ck('C')]);
+  });
+
+  it('releases a job step by step when changePriority fails once (a race) or promote loses the connection', async () => {
+    const t = rig();
+    type Backend = { changePriority(id: string, priority: number): Promise<unknown>; promote(id: string): Promise<unknown> };
+    const backend = t.queue.backend as unknown as Backend;
+    const { changePriority, promote } = { changePriority: backend.changePriority.bind(backend), promote: backend.promote.bind(backend) };
+    const failOnce = new Set(['a0', 'b0']);
+    backend.changePriority = async (id, priority) => {
+      if (id === 'a0' && failOnce.delete(id)) throw new Error('Missing key for job a0. changePriority');
+      return changePriority(id, priority);
+    };
+    backend.promote = async (id) => {
+      if (id === 'b0' && failOnce.delete(id)) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
+      return promote(id);
+    };
+    await t.submit('a0', dest('A')); // promoted at priority MAX; the step-by-step release sets its tag
+    expect(await t.queue.getJobState('a0')).toBe('prioritized');
+    expect((await t.queue.getJob('a0'))!.priority).toBe(1);
+    await t.submit('b0', dest('B')); // tagged but still parked; the step-by-step release promotes it
+    expect(await t.queue.getJobState('b0')).toBe('prioritized');
+    expect((await t.queue.getJob('b0'))!.priority).toBe(1);
+    expect(failOnce.size).toBe(0);
+    expect(await t.take()).toBe('a0');
+    expect(await t.take()).toBe('b0');
+  });
+
+  it('repair leaves a parked job nobody lined up for a minute by default', async () => {
+    const t = rig();
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'o1', ...t.scheduler.parkedOptions(), timestamp: Date.now() - 50_000 });
+    await t.scheduler.repair();
+    expect(await t.scheduler.position('o1')).toEqual({ state: 'none' });
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'o2', ...t.scheduler.parkedOptions(), timestamp: Date.now() - 70_000 });
+    await t.scheduler.repair();
+    expect(await t.scheduler.position('o2')).toEqual({ state: 'queued', position: 1 });
+  });
 });
