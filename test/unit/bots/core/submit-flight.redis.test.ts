@@ -2,73 +2,27 @@
 // queued before it, or is served from the cache, without a job or a slot of its own; a flight claimed between the
 // lookup and the claim is joined too; a leader that fails to enqueue, or is cancelled, tells its followers. Also the
 // acceptReplicas WAIT after enqueueing, the progress routing per platform, and which images a refusal deletes.
-import { randomUUID } from 'node:crypto';
-import { pino } from 'pino';
-import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
-import { CACHED_TEXT, JOINED_TEXT, createCore, portForDestination, progressIntervalMs, type Core, type CoreOptions } from '../../../../bots/core/submit.ts';
+import { CACHED_TEXT, JOINED_TEXT, portForDestination, progressIntervalMs, type Core } from '../../../../bots/core/submit.ts';
 import { digestOf, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
-import type { LimitSpec } from '../../../../src/config/schema.ts';
-import { QueueNames, type Destination, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
-import { createDeliveryQueue, jobIdFor } from '../../../../src/jobs/queue.ts';
-import { createLogger, type Logger } from '../../../../src/log.ts';
-import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
+import type { Destination, JobRequest } from '../../../../src/jobs/contract.ts';
+import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import type { Logger } from '../../../../src/log.ts';
+import { closeRedis, createRedis } from '../../../../src/redis.ts';
+import { capturedLog, coreDest as dest, coreHarness, invocation as inv, OPEN_LIMIT, REDIS_URL } from '../../../doubles/core-harness.ts';
 
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const open: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
-const silent = createLogger('test', 'silent');
-let redis: Redis;
-const prefixes: string[] = [];
-const cores: Core[] = [];
-let png: Uint8Array;
-
-const dest = (userId = 'u1', channelId = 'c1'): Destination => ({ platform: 'discord', guildId: 'g', channelId, userId, applicationId: 'app' });
-const inv = (input: Invocation['input'], extra: Partial<Invocation> = {}): Invocation => ({
-  input, destination: dest(), dedupeKey: randomUUID(), isAdmin: false, ...extra,
-});
+const h = coreHarness('t-flight');
+const { core, handedOver } = h;
 const imagine = (prompt = 'a fox', seed = 7): Invocation['input'] => ({ command: 'imagine', prompt, seed });
 
-function core(opts: Partial<CoreOptions> = {}, overrides: Record<string, unknown> = {}): Core {
-  const prefix = `t-flight-${randomUUID().slice(0, 8)}`;
-  prefixes.push(prefix);
-  const { limits, ...rest } = overrides as { limits?: Record<string, unknown> };
-  const config = loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, user: open, workspace: open, ...limits }, ...rest } });
-  const port: PlatformPort = { platform: 'discord', showProgress: async () => undefined, deliver: async () => undefined };
-  const c = createCore({ config, secrets: { REDIS_URL: url }, ports: [port], redis, log: silent, ...opts });
-  cores.push(c);
-  return c;
-}
-
-/** The result handed to a job's delivery queue (nobody consumes it in these tests). */
-async function handedOver(c: Core, jobId: string): Promise<JobResult | undefined> {
-  const q = createDeliveryQueue(c.config, redis, QueueNames.delivery('discord'));
-  try {
-    return (await q.getJob(jobId))?.data;
-  } finally {
-    await q.close();
-  }
-}
 const jobCount = async (c: Core) => Object.values(await c.queue.getJobCounts()).reduce((a, b) => a + b, 0);
-const blobKeys = (c: Core) => redis.keys(`${c.config.queue.prefix}:blob:input:*`);
-
-beforeAll(async () => {
-  redis = createRedis(url);
-  png = new Uint8Array(await sharp({ create: { width: 32, height: 32, channels: 3, background: '#0a8' } }).png().toBuffer());
-});
-afterAll(async () => {
-  for (const c of cores) await c.stop();
-  for (const p of prefixes) {
-    const keys = await redis.keys(`${p}:*`);
-    if (keys.length) await redis.del(...keys);
-  }
-  await closeRedis(redis);
-});
+const blobKeys = (c: Core) => h.redis.keys(`${c.config.queue.prefix}:blob:input:*`);
 
 describe('single flight', () => {
   it('an identical request joins the queued one: no job, no slot; a repeat of it and a re-roll of it still work', async () => {
-    const c = core({}, { limits: { user: { ...open, maxConcurrent: 1 } } });
+    const c = core({}, { limits: { user: { ...OPEN_LIMIT, maxConcurrent: 1 } } });
     const first = await c.handle(inv(imagine()));
     expect(first).toMatchObject({ kind: 'queued', position: 1 });
     const second = inv(imagine(' a  fox ')); // the same request once normalised
@@ -95,7 +49,7 @@ describe('single flight', () => {
 
   it('joins a flight claimed between its lookup and its claim, giving its slot back', async () => {
     let race: (() => Promise<void>) | undefined;
-    const c = core({ admit: async () => race?.() }, { limits: { user: { ...open, maxConcurrent: 1 } } });
+    const c = core({ admit: async () => race?.() }, { limits: { user: { ...OPEN_LIMIT, maxConcurrent: 1 } } });
     const mine = inv(imagine('a heron'));
     race = async () => {
       race = undefined;
@@ -155,7 +109,7 @@ describe('result cache', () => {
     const first = (await c.handle(inv(imagine('a lynx')))) as { jobId: string };
     const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
     const digest = (await digestOf(c.blobs, request))!;
-    await c.cache.put('model-a', digest, { kind: 'image', width: 32, height: 32 }, png);
+    await c.cache.put('model-a', digest, { kind: 'image', width: 32, height: 32 }, h.png);
     const again = inv(imagine('a lynx'), { destination: dest('u3') });
     const id = jobIdFor('discord', again.dedupeKey);
     expect(await c.handle(again)).toEqual({ kind: 'queued', jobId: id, position: 0, text: CACHED_TEXT });
@@ -165,7 +119,7 @@ describe('result cache', () => {
       jobId: id, status: 'succeeded', servedFrom: 'cache', destination: dest('u3'),
       image: { mime: 'image/png', width: 32, height: 32, altText: 'a lynx', prompt: 'a lynx', options: request.options },
     });
-    expect(await c.blobs.get(result!.image!.blobKey)).toEqual(png);
+    expect(await c.blobs.get(result!.image!.blobKey)).toEqual(h.png);
     expect(await c.handle({ ...again })).toMatchObject({ text: CACHED_TEXT }); // a repeat of the interaction
     const reroll = await c.handle(inv({ command: 'reroll', jobId: id })); // re-rolled from what was served
     expect(reroll).toMatchObject({ kind: 'queued', position: 2 });
@@ -173,7 +127,7 @@ describe('result cache', () => {
 
   it('serves an identical greedy question from the cache as an answer', async () => {
     const c = core();
-    const ask = () => inv({ command: 'ask', question: 'what colour?', image: { bytes: png } }); // greedy by default: cacheable
+    const ask = () => inv({ command: 'ask', question: 'what colour?', image: { bytes: h.png } }); // greedy by default: cacheable
     await c.cache.publishModel('model-a', 'worker-1'); // the workers' model, read once and kept for manifestRefreshMs
     const first = (await c.handle(ask())) as { jobId: string };
     const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
@@ -190,18 +144,17 @@ describe('result cache', () => {
 describe('input images', () => {
   it('deletes a stored image when the request is refused, and keeps it once enqueueing began', async () => {
     const refused = core({ admit: async () => Promise.reject(new Error('no')) });
-    expect(await refused.handle(inv({ command: 'vary', image: { bytes: png } }))).toMatchObject({ kind: 'error' });
+    expect(await refused.handle(inv({ command: 'vary', image: { bytes: h.png } }))).toMatchObject({ kind: 'error' });
     expect(await blobKeys(refused)).toEqual([]);
     const failing = core({ jobOptions: async () => Promise.reject(new Error('redis blip')) });
-    expect(await failing.handle(inv({ command: 'vary', image: { bytes: png } }))).toMatchObject({ kind: 'error' });
+    expect(await failing.handle(inv({ command: 'vary', image: { bytes: h.png } }))).toMatchObject({ kind: 'error' });
     expect(await blobKeys(failing)).toHaveLength(1); // a job may exist and read it; its TTL cleans it up
   });
 });
 
 describe('acceptReplicas', () => {
   function logged(): { log: Logger; warnings: () => string[] } {
-    const lines: { level: number; msg: string }[] = [];
-    const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
+    const { log, lines } = capturedLog('warn');
     return { log, warnings: () => lines.filter((l) => l.level === 40).map((l) => l.msg) };
   }
   const replicaWarning = 'accepted before enough replicas held the job: a failover now could lose it';
@@ -209,7 +162,7 @@ describe('acceptReplicas', () => {
   it('waits for the replicas after enqueueing and warns when fewer than acceptReplicas acknowledged', async () => {
     const waits: [number, number][] = [];
     let acknowledged = 0;
-    const r = createRedis(url);
+    const r = createRedis(REDIS_URL);
     r.wait = (async (n: number, ms: number) => (waits.push([n, ms]), acknowledged)) as typeof r.wait;
     try {
       const w = logged();

@@ -1,61 +1,17 @@
 // The core's handle() over real Redis and BullMQ, with a recording port: what each command replies, what it
 // enqueues, what it refuses (and that a refusal or a failure half-way leaves no slot or job behind), and the
 // cancel path (flag, removal, the "cancelled" result reaching the destination).
-import { randomUUID } from 'node:crypto';
-import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
-import { createCore, type Core, type CoreOptions } from '../../../../bots/core/submit.ts';
-import { loadConfig } from '../../../../src/config/load.ts';
-import type { LimitSpec } from '../../../../src/config/schema.ts';
+import { describe, expect, it } from 'vitest';
+import type { Invocation } from '../../../../bots/core/port.ts';
 import { UserError } from '../../../../src/errors.ts';
 import { isCancelRequested } from '../../../../src/jobs/cancel.ts';
-import type { Destination, JobRequest, JobResult } from '../../../../src/jobs/contract.ts';
+import type { JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
-import { createLogger } from '../../../../src/log.ts';
-import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
+import { coreDest as dest, coreHarness, invocation as inv, OPEN_LIMIT, recordingPort } from '../../../doubles/core-harness.ts';
 
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const open: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
-const log = createLogger('test', 'silent');
-let redis: Redis;
-const prefixes: string[] = [];
-const cores: Core[] = [];
-let png: Uint8Array;
-
-const dest = (userId = 'u1', channelId = 'c1'): Destination => ({ platform: 'discord', guildId: 'g', channelId, userId, applicationId: 'app' });
-const inv = (input: Invocation['input'], extra: Partial<Invocation> = {}): Invocation => ({
-  input, destination: dest(), dedupeKey: randomUUID(), isAdmin: false, ...extra,
-});
-
-function recordingPort(): PlatformPort & { delivered: JobResult[] } {
-  const delivered: JobResult[] = [];
-  return { platform: 'discord', delivered, showProgress: async () => undefined, deliver: async (r) => void delivered.push(r) };
-}
-
-function core(opts: Partial<CoreOptions> = {}, limits: Record<string, unknown> = {}): Core {
-  const prefix = `t-core-${randomUUID().slice(0, 8)}`;
-  prefixes.push(prefix);
-  const config = loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, user: open, workspace: open, ...limits } } });
-  const c = createCore({ config, secrets: { REDIS_URL: url }, ports: [recordingPort()], redis, log, ...opts });
-  cores.push(c);
-  return c;
-}
+const h = coreHarness('t-core');
+const { core, data } = h;
 const imagine = (prompt = 'a fox'): Invocation['input'] => ({ command: 'imagine', prompt });
-const data = async (c: Core, jobId: string) => (await c.queue.getJob(jobId))?.data as JobRequest | undefined;
-
-beforeAll(async () => {
-  redis = createRedis(url);
-  png = new Uint8Array(await sharp({ create: { width: 32, height: 32, channels: 3, background: '#08f' } }).png().toBuffer());
-});
-afterAll(async () => {
-  for (const c of cores) await c.stop();
-  for (const p of prefixes) {
-    const keys = await redis.keys(`${p}:*`);
-    if (keys.length) await redis.del(...keys);
-  }
-  await closeRedis(redis);
-});
 
 describe('core.handle: submissions', () => {
   it('queues an imagine under the id derived from the interaction, and says its place in line', async () => {
@@ -75,7 +31,7 @@ describe('core.handle: submissions', () => {
   });
 
   it('makes one job of a duplicate interaction, admitted once', async () => {
-    const c = core({}, { user: { ...open, maxConcurrent: 1 } });
+    const c = core({}, { limits: { user: { ...OPEN_LIMIT, maxConcurrent: 1 } } });
     const first = inv(imagine());
     const a = await c.handle(first);
     const b = await c.handle({ ...first });
@@ -106,7 +62,7 @@ describe('core.handle: submissions', () => {
     let fail = true;
     const c = core(
       { jobOptions: async () => (fail ? Promise.reject(new Error('redis blip')) : { lifo: false }) },
-      { user: { ...open, maxConcurrent: 1 } },
+      { limits: { user: { ...OPEN_LIMIT, maxConcurrent: 1 } } },
     );
     expect(await c.handle(inv(imagine()))).toMatchObject({ kind: 'error' });
     fail = false;
@@ -115,15 +71,15 @@ describe('core.handle: submissions', () => {
 
   it('stores an attached image in the blob store and passes the key, or downloads it first', async () => {
     const fetched: string[] = [];
-    const c = core({ fetchImage: async (ref) => (fetched.push(ref.url!), png) });
-    const a = (await c.handle(inv({ command: 'ask', question: 'what colour?', image: { bytes: png } }))) as { jobId: string };
+    const c = core({ fetchImage: async (ref) => (fetched.push(ref.url!), h.png) });
+    const a = (await c.handle(inv({ command: 'ask', question: 'what colour?', image: { bytes: h.png } }))) as { jobId: string };
     const ask = (await data(c, a.jobId)) as Extract<JobRequest, { kind: 'ask' }>;
     expect(ask).toMatchObject({ kind: 'ask', question: 'what colour?' });
-    expect(await c.blobs.get(ask.imageKey)).toEqual(png);
+    expect(await c.blobs.get(ask.imageKey)).toEqual(h.png);
     const v = (await c.handle(inv({ command: 'vary', image: { url: 'https://files/x.png' } }))) as { jobId: string };
     const vary = (await data(c, v.jobId)) as Extract<JobRequest, { kind: 'vary' }>;
     expect(fetched).toEqual(['https://files/x.png']);
-    expect(await c.blobs.get(vary.imageKey)).toEqual(png);
+    expect(await c.blobs.get(vary.imageKey)).toEqual(h.png);
     const noFetch = core();
     expect(await noFetch.handle(inv({ command: 'vary', image: { url: 'https://files/x.png' } }))).toEqual({ kind: 'error', text: 'Please attach an image.', private: true });
     expect(await noFetch.handle(inv({ command: 'vary', image: { bytes: new Uint8Array([1, 2, 3]) } }))).toMatchObject({ kind: 'error' }); // not an image
@@ -137,11 +93,11 @@ describe('core.handle: submissions', () => {
     const after = (await data(c, again.jobId)) as Extract<JobRequest, { kind: 'imagine' }>;
     expect(after).toMatchObject({ kind: 'imagine', prompt: 'a fox', options: { ...before.options, seed: expect.any(Number) } });
     expect(after.id).not.toBe(before.id);
-    const v = (await c.handle(inv({ command: 'vary', image: { bytes: png }, prompt: 'blue' }))) as { jobId: string };
+    const v = (await c.handle(inv({ command: 'vary', image: { bytes: h.png }, prompt: 'blue' }))) as { jobId: string };
     const rv = (await c.handle(inv({ command: 'reroll', jobId: v.jobId }))) as { jobId: string };
     const vary = (await data(c, v.jobId)) as Extract<JobRequest, { kind: 'vary' }>;
     expect(await data(c, rv.jobId)).toMatchObject({ kind: 'vary', imageKey: vary.imageKey, prompt: 'blue' });
-    const a = (await c.handle(inv({ command: 'ask', question: 'q', image: { bytes: png } }))) as { jobId: string };
+    const a = (await c.handle(inv({ command: 'ask', question: 'q', image: { bytes: h.png } }))) as { jobId: string };
     const tooOld = { kind: 'error', text: 'That image is too old to re-roll; please run /imagine again.', private: true };
     expect(await c.handle(inv({ command: 'reroll', jobId: a.jobId }))).toEqual(tooOld);
     expect(await c.handle(inv({ command: 'reroll', jobId: 'jnope' }))).toEqual(tooOld);
@@ -172,9 +128,9 @@ describe('core.handle: cancel', () => {
     expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }, { destination: dest('someone-else') }))).toEqual({
       kind: 'error', text: 'Only the person who started a job (or an admin) can cancel it.', private: true,
     });
-    expect(await isCancelRequested(redis, c.config, q.jobId)).toBe(false);
+    expect(await isCancelRequested(h.redis, c.config, q.jobId)).toBe(false);
     expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }))).toEqual({ kind: 'text', text: 'Cancelling…', private: true });
-    expect(await isCancelRequested(redis, c.config, q.jobId)).toBe(true);
+    expect(await isCancelRequested(h.redis, c.config, q.jobId)).toBe(true);
     expect(await c.queue.getJob(q.jobId)).toBeUndefined();
     expect(await c.position(q.jobId)).toBeUndefined();
     for (let i = 0; i < 300 && port.delivered.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
@@ -194,12 +150,12 @@ describe('core.handle: cancel', () => {
   it('a running job is not removed: the worker sees the flag', async () => {
     const c = core();
     const q = (await c.handle(inv(imagine()))) as { jobId: string };
-    await redis.hset(`${c.config.queue.prefix}:jobs:${q.jobId}`, 'processedOn', Date.now());
+    await h.redis.hset(`${c.config.queue.prefix}:jobs:${q.jobId}`, 'processedOn', Date.now());
     // a worker took it: BullMQ reports it active
-    await redis.zrem(`${c.config.queue.prefix}:jobs:prioritized`, q.jobId);
-    await redis.lpush(`${c.config.queue.prefix}:jobs:active`, q.jobId);
+    await h.redis.zrem(`${c.config.queue.prefix}:jobs:prioritized`, q.jobId);
+    await h.redis.lpush(`${c.config.queue.prefix}:jobs:active`, q.jobId);
     expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }))).toMatchObject({ kind: 'text' });
-    expect(await isCancelRequested(redis, c.config, q.jobId)).toBe(true);
+    expect(await isCancelRequested(h.redis, c.config, q.jobId)).toBe(true);
     expect(await c.queue.getJob(q.jobId)).toBeDefined();
   });
 
@@ -212,7 +168,7 @@ describe('core.handle: cancel', () => {
     const c = core();
     let ran = 0;
     expect(await c.showBeforeResult('jx', async () => void ran++)).toBe(true);
-    await redis.set(`${c.config.queue.prefix}:delivered:jx`, '1');
+    await h.redis.set(`${c.config.queue.prefix}:delivered:jx`, '1');
     expect(await c.showBeforeResult('jx', async () => void ran++)).toBe(false);
     expect(ran).toBe(1);
   });
