@@ -298,9 +298,24 @@ export async function openSession(model: string | Uint8Array, opts: SessionOptio
   }
 }
 
-// ---- uploads ----------------------------------------------------------------------------------------------------
+// ---- uploads and downloads --------------------------------------------------------------------------------------
 
-const uploaders = new Map<string, Promise<ModelSession>>();
+/** One-node Identity graphs on WebGPU, one per direction, dtype and rank: the binding's one way to move a tensor into
+ *  a GPU buffer (output kept on the device) or out of one (output copied to the host). */
+const identities = new Map<string, Promise<ModelSession>>();
+function identitySession(direction: 'upload' | 'download', dtype: DType, rank: number): Promise<ModelSession> {
+  const key = `${direction}/${dtype}/${rank}`;
+  let s = identities.get(key);
+  if (!s) {
+    const g = new Graph(`${direction}-${dtype}-rank${rank}`);
+    g.output(g.input('x', dtype, Array.from({ length: rank }, (_, i) => `d${i}`)), 'y');
+    s = openSession(g.toBytes(), { executionProvider: 'webgpu', ...(direction === 'upload' ? { keepOnDevice: ['y'] } : {}) });
+    identities.set(key, s);
+    s.catch(() => identities.delete(key));
+  }
+  return s;
+}
+
 const DTYPE_OF = (d: InputData): DType =>
   d instanceof Float32Array ? 'float32' : d instanceof BigInt64Array ? 'int64' : d instanceof Int32Array ? 'int32' : d instanceof Uint16Array ? 'float16' : 'bool';
 
@@ -311,21 +326,9 @@ const DTYPE_OF = (d: InputData): DType =>
  */
 export async function toDevice(t: TensorInput, provider: ResolvedProvider): Promise<DeviceTensor> {
   if (provider !== 'webgpu') return new DeviceTensor(toOrt(t), false);
-  const dtype = DTYPE_OF(t.data);
-  const key = `${dtype}/${t.dims.length}`;
-  let s = uploaders.get(key);
-  if (!s) {
-    const g = new Graph(`upload-${dtype}-rank${t.dims.length}`);
-    g.output(g.input('x', dtype, t.dims.map((_, i) => `d${i}`)), 'y');
-    s = openSession(g.toBytes(), { executionProvider: 'webgpu', keepOnDevice: ['y'] });
-    uploaders.set(key, s);
-    s.catch(() => uploaders.delete(key));
-  }
-  const { device } = await (await s).runOnDevice({ x: t });
+  const { device } = await (await identitySession('upload', DTYPE_OF(t.data), t.dims.length)).runOnDevice({ x: t });
   return device.y!;
 }
-
-const downloaders = new Map<string, Promise<ModelSession>>();
 
 /**
  * Brings a device tensor back to host memory once (a final latent): on WebGPU through a one-node Identity graph whose
@@ -334,15 +337,6 @@ const downloaders = new Map<string, Promise<ModelSession>>();
  */
 export async function toHost(t: DeviceTensor): Promise<TensorOutput> {
   if (!t.onDevice) return fromOrt(t.tensor);
-  const key = `${t.type}/${t.dims.length}`;
-  let s = downloaders.get(key);
-  if (!s) {
-    const g = new Graph(`download-${t.type}-rank${t.dims.length}`);
-    g.output(g.input('x', t.type as DType, t.dims.map((_, i) => `d${i}`)), 'y');
-    s = openSession(g.toBytes(), { executionProvider: 'webgpu' });
-    downloaders.set(key, s);
-    s.catch(() => downloaders.delete(key));
-  }
-  const { host } = await (await s).runOnDevice({ x: t });
+  const { host } = await (await identitySession('download', t.type as DType, t.dims.length)).runOnDevice({ x: t });
   return host.y!;
 }
