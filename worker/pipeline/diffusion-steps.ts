@@ -296,67 +296,65 @@ export function batchedStepper(m: DiffusionSessions, maxBatch: number): Diffusio
 
 // ---- per-sample state --------------------------------------------------------------------------------------------
 
-/** Replaces a sample's latent, freeing the GPU buffer of the one it leaves behind. */
-function replaced(old: Latent, next: Latent): Latent {
-  if (old instanceof DeviceTensor && old !== next) old.dispose();
-  return next;
+/** Frees a latent's GPU buffer (host arrays are left to the GC). */
+export function freeLatent(x: Latent): void {
+  if (x instanceof DeviceTensor) x.dispose();
 }
 
-/** One image's flow-matching state (spec §3.4): x moves from noise at σ = 1 to the feature at σ = 0, one step a call. */
-export class DitSample {
+/** What a DiT and a UNet sample share: the latent, replaced by each step's result, and the step it is at. */
+abstract class SteppedSample {
   /** Index of the next step. */
   step = 0;
   constructor(
     /** x_t: replaced by each step's result. */
     public x: Latent,
+    /** Steps of the schedule. */
+    readonly total: number,
+  ) {}
+  get done(): boolean {
+    return this.step >= this.total;
+  }
+  /** Takes the step's result, x at the next step, freeing the GPU buffer of the latent it leaves behind. */
+  advance(next: Latent): void {
+    if (next !== this.x) freeLatent(this.x);
+    this.x = next;
+    this.step++;
+  }
+}
+
+/** One image's flow-matching state (spec §3.4): x moves from noise at σ = 1 to the feature at σ = 0, one step a call. */
+export class DitSample extends SteppedSample {
+  constructor(
+    x: Latent,
     /** [T, C] of x. */
     readonly dims: readonly [number, number],
     readonly schedule: FlowMatchSchedule,
     readonly z: Conditioning,
     readonly guidance: number,
-  ) {}
-  get total(): number {
-    return this.schedule.timesteps.length;
-  }
-  get done(): boolean {
-    return this.step >= this.total;
+  ) {
+    super(x, schedule.timesteps.length);
   }
   /** The model call of the next step. */
   next(): DitStep {
     const i = this.step;
     return { x: this.x, dims: this.dims, timestep: this.schedule.timesteps[i]!, dt: flowMatchDt(this.schedule, i), z: this.z, guidance: this.guidance };
   }
-  /** Takes the step's result, x at the next step. */
-  advance(next: Latent): void {
-    this.x = replaced(this.x, next);
-    this.step++;
-  }
 }
 
-/** One image's Euler-discrete state in the UNet stage (spec §4, pitfall 10). */
-export class UnetSample {
-  step = 0;
+/** One image's Euler-discrete state in the UNet stage (spec §4, pitfall 10); x starts as σ_init-scaled noise [channels, h, w]. */
+export class UnetSample extends SteppedSample {
   constructor(
-    /** x_t [channels, h, w] (σ_init-scaled noise at the start): replaced by each step's result. */
-    public x: Latent,
+    x: Latent,
     readonly dims: readonly [number, number, number],
     readonly schedule: EulerSchedule,
     readonly cond: UnetConditioning,
     readonly guidance: number,
-  ) {}
-  get total(): number {
-    return this.schedule.timesteps.length;
-  }
-  get done(): boolean {
-    return this.step >= this.total;
+  ) {
+    super(x, schedule.timesteps.length);
   }
   next(): UnetStep {
     const i = this.step;
     const { schedule } = this;
     return { x: this.x, dims: this.dims, timestep: schedule.timesteps[i]!, scale: eulerInputScale(schedule, i), dt: eulerDt(schedule, i), cond: this.cond, guidance: this.guidance };
-  }
-  advance(next: Latent): void {
-    this.x = replaced(this.x, next);
-    this.step++;
   }
 }

@@ -13,7 +13,7 @@ import { ImagineOptions } from '../../src/jobs/contract.ts';
 import { geometryFor } from './aspect.ts';
 import { encodePng, toRgb8 } from './png.ts';
 import { GaussianRng, RngStream } from './rng.ts';
-import { DitSample, soloStepper, UnetSample, type Conditioning, type DiffusionStepper, type Latent, type UnetConditioning } from './diffusion-steps.ts';
+import { DitSample, freeLatent, soloStepper, UnetSample, type Conditioning, type DiffusionStepper, type Latent, type UnetConditioning } from './diffusion-steps.ts';
 import { SchedulerGraphs } from './scheduler-graphs.ts';
 import { eulerDiscreteSchedule, flowMatchSchedule, type EulerDiscreteConfig } from './schedulers.ts';
 import { openSession, toDevice, toHost, type ModelSession, type SessionOptions } from '../runtime/session.ts';
@@ -188,7 +188,7 @@ export class Generator {
       check();
       image = await this.stepper.vae({ latents, dims: [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] }, ctx.signal);
     } finally {
-      if (!(latents instanceof Float32Array)) latents.dispose();
+      freeLatent(latents);
     }
     const rgb = toRgb8(image, geo.height, geo.width);
     const png = await encodePng(rgb, geo.width, geo.height, {
@@ -273,7 +273,7 @@ export class Generator {
       return sample.x instanceof Float32Array ? sample.x : ((await toHost(sample.x)).data as Float32Array); // the feature: one download
     } finally {
       zDev.dispose();
-      if (sample && !(sample.x instanceof Float32Array)) sample.x.dispose();
+      if (sample) freeLatent(sample.x);
     }
   }
 
@@ -332,7 +332,7 @@ export class Generator {
       return last;
     } finally {
       for (const c of Object.values(conditioning)) c.device?.dispose();
-      if (sample && !(sample.x instanceof Float32Array)) sample.x.dispose();
+      if (sample) freeLatent(sample.x);
     }
   }
 
