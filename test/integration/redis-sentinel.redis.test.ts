@@ -44,9 +44,12 @@ async function jobState(r: Redis, jobId: string, clientId: string): Promise<stri
     const type = await r.type(key);
     const ttl = await r.pttl(key);
     const value =
-      type === 'hash' ? JSON.stringify(Object.fromEntries(Object.entries(await r.hgetall(key)).map(([f, v]) => [f, v.slice(0, 120)]))) : type === 'string' ? String(await r.get(key))
-      : type === 'list' ? JSON.stringify(await r.lrange(key, 0, -1)) : type === 'zset' ? JSON.stringify(await r.zrange(key, '0', '-1', 'WITHSCORES'))
-      : type === 'set' ? JSON.stringify(await r.smembers(key)) : `(${type})`;
+      type === 'hash' ? JSON.stringify(Object.fromEntries(Object.entries(await r.hgetall(key)).map(([f, v]) => [f, v.slice(0, 120)]))) // job hashes: every field, cut
+      : type === 'string' ? String(await r.get(key))
+      : type === 'list' ? JSON.stringify(await r.lrange(key, 0, -1))
+      : type === 'zset' ? JSON.stringify(await r.zrange(key, '0', '-1', 'WITHSCORES'))
+      : type === 'set' ? JSON.stringify(await r.smembers(key))
+      : `(${type})`;
     return `${type} pttl=${ttl} ${value.slice(0, 1500)}`;
   };
   for await (const keys of scanKeys(r, `${P}:*${jobId}*`)) for (const key of keys.sort()) lines.push(`  ${key}: ${await show(key)}`);
@@ -115,17 +118,17 @@ describe('Redis Sentinel', () => {
     // long the sentinels take (1–5 s; up to 30 of 100 refused on a loaded 2-core box), so the bound is on those.
     expect(replies.filter((r) => r.i < 40).every((r) => r.reply.kind === 'queued')).toBe(true);
     console.log(`sentinel failover: ${accepted.length} accepted, ${refused.length} refused with the retry message`);
-    const missing: string[] = [];
-    await Promise.all(accepted.map(({ i, jobId }) => clients[i % clients.length]!.port.waitFor(jobId, 120_000).catch(() => missing.push(`${i}`))));
+    const missing: typeof accepted = [];
+    await Promise.all(accepted.map((a) => clients[a.i % clients.length]!.port.waitFor(a.jobId, 120_000).catch(() => missing.push(a))));
     if (missing.length > 0) {
       // What Redis and the worker know of each job never delivered: which step of its way it stopped at.
       const r = createRedis(set.url, 'sentinel-dump');
-      for (const i of missing) console.log(await jobState(r, accepted.find((a) => `${a.i}` === i)!.jobId, clients[Number(i) % clients.length]!.clientId));
+      for (const { i, jobId } of missing) console.log(await jobState(r, jobId, clients[i % clients.length]!.clientId));
       await closeRedis(r);
     }
     // How often ioredis ended one of the worker's connections in the failover (src/redis.ts reconnectWhenDropped).
     console.log(`worker connections revived after the failover: ${(worker?.output() ?? '').split('ended in a failover; reconnecting').length - 1}`);
-    expect(missing, 'accepted jobs never delivered').toEqual([]);
+    expect(missing.map((a) => a.i), 'accepted jobs never delivered').toEqual([]);
     await new Promise((r) => setTimeout(r, 1_500)); // let a duplicate arrive, if one were coming
     for (const { i, jobId } of accepted) {
       const owner = clients[i % clients.length]!;
