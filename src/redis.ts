@@ -154,12 +154,34 @@ export function addressOf(redis: Redis): string {
   return `${redis.options.host ?? 'localhost'}:${redis.options.port ?? 6379}`;
 }
 
+/** Connections closed here on purpose (closeRedis, disconnectRedis): their end is final. */
+const closedHere = new WeakSet<Redis>();
+
+/**
+ * ioredis 6 with Sentinel and `failoverDetector` has a race that ends a connection for good. The primary dies; the
+ * connection, reconnecting, asks a sentinel where the primary is; the sentinels' `+switch-master` arrives meanwhile
+ * and closes the connector under that question (SentinelConnector: "Connection is closed."); the connection goes to
+ * `end`. It never reconnects: every later command fails with "Connection is closed.", and the commands in flight when
+ * the primary died never settle. The Sentinel test caught it: a bot's connection ended so in the failover, its
+ * delivery worker never took another result, and jobs accepted (WAIT-confirmed) and run were never delivered.
+ * BullMQ reconnects its own blocking connections from `end` (RedisConnection.reconnect); this does the same for ours.
+ * Only an end straight from `connecting` (the connector gave up) counts: a close, ours or the server's, passes through
+ * `close` first, and closeRedis / disconnectRedis mark theirs. The new connection re-sends what was in flight.
+ */
+function reconnectWhenDropped(redis: SingleRedis, address: string): void {
+  let last = 'wait';
+  for (const status of ['connecting', 'connect', 'ready', 'close', 'reconnecting']) redis.on(status, () => (last = status));
+  redis.on('end', () => {
+    if (last !== 'connecting' || closedHere.has(redis)) return;
+    log.warn({ redis: address }, `connection to ${address} ended in a failover; reconnecting`);
+    redis.connect().catch(() => undefined); // a failure ends it from 'connecting' again: this runs again
+  });
+}
+
 /** A second connection like `redis` (same server, Sentinel or Cluster), for a blocking or subscribing reader. */
 export function duplicateRedis(redis: Redis): Redis {
   const copy: Redis = redis instanceof Cluster ? redis.duplicate() : redis.duplicate();
-  const address = addresses.get(redis);
-  if (address) addresses.set(copy, address);
-  return copy;
+  return watched(copy, addressOf(redis));
 }
 
 /** A new connection to REDIS_URL (any form above). Callers own it and must `quit()` it. */
@@ -172,12 +194,17 @@ export function createRedis(url: string, name?: string): Redis {
       : target.kind === 'sentinel'
         ? new SingleRedis({ ...target.options, ...common })
         : new Cluster(target.nodes, { ...target.options, redisOptions: { ...target.options.redisOptions, ...common } });
-  const address = redisAddress(url);
+  return watched(redis, redisAddress(url));
+}
+
+/** Reachability logged (one line per state change), and a Sentinel connection that ioredis ends in a failover revived. */
+function watched(redis: Redis, address: string): Redis {
   addresses.set(redis, address);
   redis.on('error', (e: Error) => {
     if (!noteRedisError(e, address)) log.error({ redis: address, err: e.message }, 'Redis connection error');
   });
   redis.on('ready', () => noteRedisReady(address));
+  if (redis instanceof SingleRedis && redis.options.sentinels) reconnectWhenDropped(redis, address);
   return redis;
 }
 
@@ -256,9 +283,16 @@ export async function waitForRedis(redis: Redis, url: string, timeoutMs: number)
 
 /** Close a connection without throwing if it is already gone. */
 export async function closeRedis(redis: Redis): Promise<void> {
+  closedHere.add(redis);
   try {
     await redis.quit();
   } catch {
     redis.disconnect();
   }
+}
+
+/** Close a connection at once, dropping what it has pending (one that never came up: no QUIT to wait for). */
+export function disconnectRedis(redis: Redis): void {
+  closedHere.add(redis);
+  redis.disconnect();
 }

@@ -10,7 +10,7 @@ import { createDeliveryQueue, deliveryQueueName, expireQueueKeys } from '../../s
 import type { CliDestination } from '../../src/jobs/contract.ts';
 import { createLogger } from '../../src/log.ts';
 import { isUserError, UserError } from '../../src/errors.ts';
-import { closeRedis, createRedis, setRedisLogger, waitForRedis } from '../../src/redis.ts';
+import { closeRedis, createRedis, disconnectRedis, setRedisLogger, waitForRedis } from '../../src/redis.ts';
 import { createCore } from '../core/submit.ts';
 import { parseCommand, USAGE } from './args.ts';
 import { CliPort } from './port.ts';
@@ -39,11 +39,11 @@ async function main(): Promise<number> {
   try {
     await waitForRedis(probe, secrets.REDIS_URL, config.queue.cliRedisWaitMs);
   } catch (e) {
-    probe.disconnect();
+    disconnectRedis(probe);
     console.error((e as Error).message);
     return 3;
   }
-  probe.disconnect();
+  disconnectRedis(probe);
   const clientId = randomUUID();
   const destination: CliDestination = { platform: 'cli', clientId, channelId: 'local', userId: userInfo().username || 'local' };
   const port = new CliPort();

@@ -5,7 +5,7 @@
 //   bots ◀──Worker (bots/core/delivery.ts)── <prefix>:delivery-<platform> ◀──add(JobResult, same jobId)┘
 import { createHash } from 'node:crypto';
 import { Queue, QueueEvents, Worker, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
-import { addressOf, duplicateRedis, isCluster, noteRedisError, type Redis } from '../redis.ts';
+import { addressOf, closeRedis, duplicateRedis, isCluster, noteRedisError, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { QueueNames, type Destination, type JobRequest, type JobResult, type Platform } from './contract.ts';
 
@@ -116,7 +116,7 @@ class OwnedQueueEvents extends QueueEvents {
   }
   override async close(): Promise<void> {
     await super.close();
-    await this.owned.quit().catch(() => this.owned.disconnect());
+    await closeRedis(this.owned);
   }
 }
 
