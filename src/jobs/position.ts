@@ -20,7 +20,9 @@ export async function queuePositions(redis: Redis, queue: JobsQueue, jobIds: rea
   return Promise.all(places.map((place, i) => positionOf(redis, queue, jobIds[i]!, place)));
 }
 
-const schedulerOf = (redis: Redis, queue: JobsQueue) => createFairScheduler(redis, { queue: { prefix: queue.opts.prefix ?? 'bull' } }, queue);
+// The queue's own prefix, BullMQ's default included: its qualified name is "<prefix>:<name>".
+const schedulerOf = (redis: Redis, queue: JobsQueue) =>
+  createFairScheduler(redis, { queue: { prefix: queue.qualifiedName.slice(0, -`:${queue.name}`.length) } }, queue);
 
 async function positionOf(redis: Redis, queue: JobsQueue, jobId: string, place: QueuePlace): Promise<number | undefined> {
   if (place.state === 'queued') return place.position;
