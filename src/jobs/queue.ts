@@ -100,7 +100,8 @@ return n`;
  * Returns how many keys got the TTL.
  */
 export async function expireQueueKeys(redis: Redis, queue: Queue, ttlSeconds: number, extraKeys: readonly string[] = []): Promise<number> {
-  const keys = [...Object.values(queue.keys).filter((k): k is string => typeof k === 'string' && !k.endsWith(':')), ...extraKeys];
+  // queue.keys includes the queue's base "<prefix>:<name>:", which BullMQ never writes: TTL -2, so it is left alone.
+  const keys = [...Object.values(queue.keys), ...extraKeys];
   return Number(await redis.eval(EXPIRE_PERSISTENT, keys.length, ...keys, ttlSeconds));
 }
 

@@ -31,6 +31,21 @@ describe('createJobsEvents', () => {
     expect(await redis.ping()).toBe('PONG');
     await closeRedis(redis);
   });
+
+  it('still closes its connection when QUIT fails (a connection lost mid-way): it disconnects instead', async () => {
+    const config = loadConfig({ env: {} });
+    const redis = createRedis(url) as Redis;
+    let owned: Redis | undefined;
+    const duplicate = redis.duplicate.bind(redis);
+    vi.spyOn(redis, 'duplicate').mockImplementation((...args) => (owned = duplicate(...args)));
+    const events = createJobsEvents({ queue: { ...config.queue, prefix: `t-qe-${randomUUID().slice(0, 8)}` } }, redis);
+    await events.waitUntilReady();
+    const quit = vi.spyOn(owned!, 'quit').mockRejectedValue(new Error('Connection is closed.'));
+    await events.close();
+    expect(quit).toHaveBeenCalledOnce();
+    await vi.waitFor(() => expect(owned!.status).toBe('end'), { timeout: 5_000 }); // without disconnect() it stays 'ready'
+    await closeRedis(redis);
+  });
 });
 
 describe('BullMQ objects made here', () => {
