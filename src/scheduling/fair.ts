@@ -230,7 +230,7 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     async waitingJobs() {
       const all = await redis.hgetall(`${B}jobs`);
       return Object.entries(all).map(([jobId, v]) => {
-        const [channelKey = '', userKey = ''] = v.split('\n');
+        const [channelKey, userKey] = v.split('\n') as [string, string, string]; // enqueue's "<channelKey>\n<userKey>\n<cost>"
         return { jobId, channelKey, userKey };
       });
     },
