@@ -76,12 +76,14 @@ describe('deliverOne: images', () => {
     expect(blobs.gets.sort()).toEqual([...keys].sort()); // the shown image is not read twice
   });
 
-  it('posts a gallery with one expired image as "expired", without images', async () => {
+  it('posts a gallery with one expired image as "expired", without images, and logs the status it posted', async () => {
     const blobs = countingBlobs();
     const keys = [await blobs.put(bytes(1)), 'gone'];
     const port = recordingPort();
     const r = result({ image: image(keys[0]!), images: keys.map(image) });
-    await deliverOne(depsFor(port, blobs), r);
+    const { log, lines } = logged();
+    await deliverOne(depsFor(port, blobs, log), r);
+    expect(lines).toEqual([expect.objectContaining({ level: 30, jobId: r.jobId, status: 'failed', msg: 'delivered' })]);
     expect(port.posted[0]!.args).toEqual([
       { ...r, status: 'failed', image: undefined, images: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } },
       undefined,
