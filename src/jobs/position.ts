@@ -28,14 +28,9 @@ async function positionOf(redis: Redis, queue: JobsQueue, jobId: string, place: 
   if (place.state === 'queued') return place.position;
   // Stryker disable next-line ConditionalExpression: equivalent, a held job is parked in BullMQ's delayed set, so the lists below give undefined too
   if (place.state === 'held') return undefined;
-  const [waitLen, waitIdx, prioRank] = await redis
-    .multi()
-    .llen(queue.keys.wait!)
-    .lpos(queue.keys.wait!, jobId)
-    .zrank(queue.keys.prioritized!, jobId)
-    .exec()
-    // Stryker disable next-line ArrayDeclaration: equivalent, exec() answers null only for a transaction a WATCH aborted (none here)
-    .then((rows) => (rows ?? []).map(([, v]) => v as number | null));
+  // exec() answers null only for a transaction a WATCH aborted, and there is none here.
+  const rows = (await redis.multi().llen(queue.keys.wait!).lpos(queue.keys.wait!, jobId).zrank(queue.keys.prioritized!, jobId).exec())!;
+  const [waitLen, waitIdx, prioRank] = rows.map(([, v]) => v as number | null);
   if (typeof waitIdx === 'number') return (waitLen ?? 0) - waitIdx;
   if (typeof prioRank === 'number') return (waitLen ?? 0) + prioRank + 1;
   return undefined;
