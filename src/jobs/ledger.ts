@@ -108,7 +108,7 @@ export class DeliveryLedger {
    */
   async whileNotDelivered(jobId: string, edit: () => Promise<void>, lease?: { key: string; owner: string; ms: number }): Promise<boolean> {
     const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key] : [])];
-    const args = [SHOWING_SLOT_MS, ...(lease ? [lease.owner, lease.ms] : [])];
+    const args = lease ? [SHOWING_SLOT_MS, lease.owner, lease.ms] : [SHOWING_SLOT_MS];
     if ((await this.redis.eval(SHOW, keys.length, ...keys, ...args)) !== 1) return false;
     try {
       await edit();
