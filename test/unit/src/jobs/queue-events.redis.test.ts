@@ -25,7 +25,7 @@ describe('createJobsEvents', () => {
     await events.waitUntilReady();
     expect(duplicates).toHaveLength(1);
     const owned = duplicates[0]!;
-    expect(owned.status).toBe('ready');
+    await vi.waitFor(() => expect(owned.status).toBe('ready'), { timeout: 5_000 }); // BullMQ may be ready before it is (seen at load ≈ 13)
     await events.close();
     await vi.waitFor(() => expect(owned.status).toBe('end'), { timeout: 5_000 }); // 'end' follows QUIT's reply once the socket closes
     expect(await redis.ping()).toBe('PONG');
