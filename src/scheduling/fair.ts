@@ -190,7 +190,6 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
       return placeOf(state, position);
     },
     async positions(jobIds) {
-      if (jobIds.length === 0) return [];
       const flat = await r.blip3oSchedPositions(K, B, `${jobPrefix}wait`, ...jobIds);
       return jobIds.map((_, i) => placeOf(Number(flat[2 * i]), Number(flat[2 * i + 1])));
     },

@@ -123,6 +123,7 @@ describe('fair scheduler', () => {
     expect(await t.scheduler.position('nope')).toEqual({ state: 'none' });
     // positions() answers each job as position() does, in one call
     expect(await t.scheduler.positions(['a0', 'a1', 'nope', 'b0'])).toEqual(await Promise.all(['a0', 'a1', 'nope', 'b0'].map((j) => t.scheduler.position(j))));
+    expect(await t.scheduler.positions([])).toEqual([]);
     expect((await t.scheduler.positions(['a0', 'a1', 'b0'])).map((p) => (p.state === 'queued' ? p.position : 0)).sort()).toEqual([1, 2, 3]);
     expect(await t.scheduler.positions([])).toEqual([]);
     // enqueue answers the new job's place itself, the same as position() right after; a repeat answers it again
