@@ -7,14 +7,61 @@
 //   start():  gate.start(events)  (QueueEvents completed/failed/removed → settle; repair every repairIntervalMs)
 //   worker:   startOrHold(scheduler, job, token) first thing in the processor (src/scheduling/fair.ts)
 import type { QueueEvents } from 'bullmq';
-import type { Redis } from '../redis.ts';
+import type { Redis, ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
 import { createFairScheduler, type FairScheduler, type QueuePlace } from '../scheduling/fair.ts';
-import { budgetMessage, Usage } from '../accounting/usage.ts';
+import { admitLua as budgetsAdmitLua, budgetAdmission, budgetMessage, countLua, releaseLua as budgetsReleaseLua, Usage } from '../accounting/usage.ts';
 import { UserError } from '../errors.ts';
-import { createLimiter, type Limiter } from './limiter.ts';
+import { admissionOf, createLimiter, throwIfDenied, type Limiter } from './limiter.ts';
+import { admitLua as limitsAdmitLua } from './scripts.ts';
+
+/**
+ * Budgets, then the rate limits, in one script (one round trip on a request's way to the queue). Each part is its
+ * own module's script, run as a function of its own KEYS and ARGV: the budgets' admit; if it refuses, that answer.
+ * Else the limits' admit; if that refuses, the budget reservation is given back and the refusal counted (the usage
+ * report's "ref"), and that answer. ARGV starts with the four parts' KEYS and ARGV counts, in this order:
+ * budgets admit, limits admit, budgets release, count; then their ARGV, in the same order.
+ * → {1, budgets' answer…} admitted · {2, budgets' answer…} refused by a budget · {3, limits' answer…} refused by a limit.
+ * All keys are under queue.prefix: one hash slot in Redis Cluster, where the prefix must be a hash tag.
+ */
+const admitLua = `
+local function slice(t, from, n) local out = {} for i = 1, n do out[i] = t[from + i - 1] end return out end
+local function budgetsAdmit(KEYS, ARGV) ${budgetsAdmitLua} end
+local function limitsAdmit(KEYS, ARGV) ${limitsAdmitLua} end
+local function budgetsRelease(KEYS, ARGV) ${budgetsReleaseLua} end
+local function countRefusal(KEYS, ARGV) ${countLua} end
+local calls, k, a = {}, 1, 9
+for i = 1, 4 do
+  local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  calls[i] = { slice(KEYS, k, nk), slice(ARGV, a, na) }
+  k, a = k + nk, a + na
+end
+local function answer(code, reply) local out = {code} for _, v in ipairs(reply) do table.insert(out, v) end return out end
+local budgets = budgetsAdmit(calls[1][1], calls[1][2])
+if budgets[1] ~= 1 then return answer(2, budgets) end
+local limits = limitsAdmit(calls[2][1], calls[2][2])
+if limits[1] ~= 1 then
+  budgetsRelease(calls[3][1], calls[3][2])
+  countRefusal(calls[4][1], calls[4][2])
+  return answer(3, limits)
+end
+return answer(1, budgets)
+`;
+
+interface GateCommands {
+  blip3oGateAdmit(...args: (string | number)[]): Promise<(number | string)[]>;
+}
+
+/** Runs `calls` as admitLua's four parts, in one script call. */
+function gateAdmit(redis: Redis, calls: readonly [ScriptCall, ScriptCall, ScriptCall, ScriptCall]): Promise<(number | string)[]> {
+  const r = redis as Redis & Partial<GateCommands>;
+  // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
+  if (typeof r.blip3oGateAdmit !== 'function') redis.defineCommand('blip3oGateAdmit', { lua: admitLua });
+  const keys = calls.flatMap((c) => c.keys);
+  return (r as Redis & GateCommands).blip3oGateAdmit(keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args));
+}
 
 export interface Gate {
   readonly limiter: Limiter;
@@ -60,20 +107,16 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
     scheduler,
     usage,
     async admit(jobId, d, request) {
-      let estimate = 0;
-      if (request) {
-        const b = await usage.admit(jobId, d, request);
-        if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
-        estimate = b.estimate;
+      if (!request) {
+        await limiter.admitOrThrow(jobId, d);
+        return { estimate: 0 };
       }
-      try {
-        await limiter.admitOrThrow(jobId, d, request && request.kind !== 'ask' ? (request.options.count ?? 1) : 1); // N images count as N
-      } catch (e) {
-        await usage.release(jobId);
-        await usage.count('ref', d).catch(() => undefined);
-        throw e;
-      }
-      return { estimate };
+      const cost = request.kind !== 'ask' ? (request.options.count ?? 1) : 1; // N images count as N
+      const [code, ...reply] = await gateAdmit(redis, [usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d)]);
+      if (Number(code) === 3) throwIfDenied(admissionOf(reply.map(Number)), d); // a limit refused: always throws
+      const b = budgetAdmission(reply);
+      if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
+      return { estimate: b.estimate };
     },
     jobOptions: () => scheduler.parkedOptions(),
     enqueued: (jobId, d, estimate) => scheduler.enqueue(jobId, d, usage.costUnits(estimate ?? 0)),
