@@ -293,20 +293,20 @@ export function createCore(options: CoreOptions): Core {
         }
       }
       if (options.admit) await options.admit(inv, request);
-      const { estimate } = await gate.admit(id, inv.destination, request); // GPU-second budgets, then rate limits
       try {
-        if (digest) {
-          const claim = await cache.claim(digest, id, JSON.stringify(request));
-          if (!claim.leads) {
-            await gate.abandon(id); // joined a flight claimed a moment ago: no job, no slot
-            return await served(request, JOINED_TEXT);
-          }
-        }
+        // GPU-second budgets, then rate limits, then the claim of the flight, in one round trip
+        const claim = digest ? cache.claimCall(digest, id, JSON.stringify(request)) : undefined;
+        const { estimate, joined } = await gate.admit(id, inv.destination, request, claim);
+        if (joined) return await served(request, JOINED_TEXT); // joined a flight claimed a moment ago: no job, no slot (given back)
         enqueueing = true;
         position = await enqueue(inv, request, estimate, digest);
       } catch (e) {
-        await gate.abandon(id);
-        if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.').catch(() => undefined);
+        // A refusal (a UserError from gate.admit) took nothing. After anything else the admission and the claim may be
+        // held (the script ran, its reply was lost): both are given back, and whoever joined the flight is told.
+        if (enqueueing || !isUserError(e)) {
+          await gate.abandon(id);
+          if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.').catch(() => undefined);
+        }
         throw e;
       }
     } catch (e) {

@@ -15,15 +15,21 @@ import { createFairScheduler, type FairScheduler, type QueuePlace } from '../sch
 import { admitLua as budgetsAdmitLua, budgetAdmission, budgetMessage, countLua, releaseLua as budgetsReleaseLua, Usage } from '../accounting/usage.ts';
 import { UserError } from '../errors.ts';
 import { admissionOf, createLimiter, throwIfDenied, type Limiter } from './limiter.ts';
-import { admitLua as limitsAdmitLua } from './scripts.ts';
+import { admitLua as limitsAdmitLua, releaseLua as limitsReleaseLua } from './scripts.ts';
+import { claimLua } from '../cache/results.ts';
 
 /**
- * Budgets, then the rate limits, in one script (one round trip on a request's way to the queue). Each part is its
- * own module's script, run as a function of its own KEYS and ARGV: the budgets' admit; if it refuses, that answer.
- * Else the limits' admit; if that refuses, the budget reservation is given back and the refusal counted (the usage
- * report's "ref"), and that answer. ARGV starts with the four parts' KEYS and ARGV counts, in this order:
- * budgets admit, limits admit, budgets release, count; then their ARGV, in the same order.
- * → {1, budgets' answer…} admitted · {2, budgets' answer…} refused by a budget · {3, limits' answer…} refused by a limit.
+ * Budgets, then the rate limits, then the result cache's claim of the request's flight, in one script (one round
+ * trip on a request's way to the queue). Each part is its own module's script, run as a function of its own KEYS and
+ * ARGV, in this order:
+ *   1. the budgets' admit; if it refuses, that answer;
+ *   2. the limits' admit; if that refuses, the budget reservation is given back (3) and the refusal counted (4, the
+ *      usage report's "ref"), and that answer;
+ *   5. the claim (when given: no keys, no claim); if another request leads the flight, the budget reservation (3) and
+ *      the slots (6) are given back, and that answer.
+ * ARGV starts with the six parts' KEYS and ARGV counts, in that order; then their ARGV, in the same order.
+ * → {1, budgets' answer…} admitted (and leads the flight) · {2, budgets' answer…} refused by a budget ·
+ *   {3, limits' answer…} refused by a limit · {4, claim's answer…} joined another request's flight.
  * All keys are under queue.prefix: one hash slot in Redis Cluster, where the prefix must be a hash tag.
  */
 const admitLua = `
@@ -32,20 +38,31 @@ local function budgetsAdmit(KEYS, ARGV) ${budgetsAdmitLua} end
 local function limitsAdmit(KEYS, ARGV) ${limitsAdmitLua} end
 local function budgetsRelease(KEYS, ARGV) ${budgetsReleaseLua} end
 local function countRefusal(KEYS, ARGV) ${countLua} end
-local calls, k, a = {}, 1, 9
-for i = 1, 4 do
+local function claimFlight(KEYS, ARGV) ${claimLua} end
+local function limitsRelease(KEYS, ARGV) ${limitsReleaseLua} end
+local calls, k, a = {}, 1, 13
+for i = 1, 6 do
   local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
   calls[i] = { slice(KEYS, k, nk), slice(ARGV, a, na) }
   k, a = k + nk, a + na
 end
+local function run(i, f) return f(calls[i][1], calls[i][2]) end
 local function answer(code, reply) local out = {code} for _, v in ipairs(reply) do table.insert(out, v) end return out end
-local budgets = budgetsAdmit(calls[1][1], calls[1][2])
+local budgets = run(1, budgetsAdmit)
 if budgets[1] ~= 1 then return answer(2, budgets) end
-local limits = limitsAdmit(calls[2][1], calls[2][2])
+local limits = run(2, limitsAdmit)
 if limits[1] ~= 1 then
-  budgetsRelease(calls[3][1], calls[3][2])
-  countRefusal(calls[4][1], calls[4][2])
+  run(3, budgetsRelease)
+  run(4, countRefusal)
   return answer(3, limits)
+end
+if #calls[5][1] > 0 then
+  local claim = run(5, claimFlight)
+  if claim[1] ~= 1 then
+    run(3, budgetsRelease)
+    run(6, limitsRelease)
+    return answer(4, claim)
+  end
 end
 return answer(1, budgets)
 `;
@@ -54,8 +71,8 @@ interface GateCommands {
   blip3oGateAdmit(...args: (string | number)[]): Promise<(number | string)[]>;
 }
 
-/** Runs `calls` as admitLua's four parts, in one script call. */
-function gateAdmit(redis: Redis, calls: readonly [ScriptCall, ScriptCall, ScriptCall, ScriptCall]): Promise<(number | string)[]> {
+/** Runs `calls` as admitLua's six parts, in one script call. */
+function gateAdmit(redis: Redis, calls: readonly ScriptCall[]): Promise<(number | string)[]> {
   const r = redis as Redis & Partial<GateCommands>;
   // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
   if (typeof r.blip3oGateAdmit !== 'function') redis.defineCommand('blip3oGateAdmit', { lua: admitLua });
@@ -72,8 +89,11 @@ export interface Gate {
    * Budgets first (with `request`: its cost is estimated from recent measurements of its kind and options), then the
    * rate limits. Throws UserError('rate_limited') naming the budget or limit; nothing is taken then. Resolves to the
    * estimated GPU-seconds (0 when unknown), which fair scheduling weighs the job by.
+   * `claim` (with `request`): the result cache's claim of the request's flight (ResultCache.claimCall), made in the
+   * same round trip once admitted. When another request leads that flight, the admission is given back at once and
+   * `joined` names the leader's job.
    */
-  admit(jobId: string, destination: Destination, request?: JobRequest): Promise<{ estimate: number }>;
+  admit(jobId: string, destination: Destination, request?: JobRequest, claim?: ScriptCall): Promise<{ estimate: number; joined?: string }>;
   /** Options to merge into queue.add: the job is added parked (see FairScheduler.parkedOptions). */
   jobOptions(): { priority: number; delay: number };
   /**
@@ -106,13 +126,17 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
     limiter,
     scheduler,
     usage,
-    async admit(jobId, d, request) {
+    async admit(jobId, d, request, claim) {
       if (!request) {
         await limiter.admitOrThrow(jobId, d);
         return { estimate: 0 };
       }
       const cost = request.kind !== 'ask' ? (request.options.count ?? 1) : 1; // N images count as N
-      const [code, ...reply] = await gateAdmit(redis, [usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d)]);
+      const [code, ...reply] = await gateAdmit(redis, [
+        usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d),
+        claim ?? { keys: [], args: [] }, limiter.releaseCall(jobId),
+      ]);
+      if (Number(code) === 4) return { estimate: 0, joined: String(reply[1]) };
       if (Number(code) === 3) throwIfDenied(admissionOf(reply.map(Number)), d); // a limit refused: always throws
       const b = budgetAdmission(reply);
       if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });

@@ -50,6 +50,8 @@ export interface Limiter {
   admitOrThrow(jobId: string, destination: Destination, cost?: number): Promise<void>;
   /** admitLua's keys and arguments (src/limits/gate.ts runs it after the budgets, in one script). */
   admitCall(jobId: string, destination: Destination, cost?: number): ScriptCall;
+  /** releaseLua's keys and arguments. */
+  releaseCall(jobId: string): ScriptCall;
   /** Free a job's slots; true only for the call that actually freed them. */
   release(jobId: string): Promise<boolean>;
   /** Free a job's slots if BullMQ finished it or it is gone (completed/failed/removed events; a retry keeps its slot). */
@@ -150,6 +152,7 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
     async admitOrThrow(jobId, d, cost) {
       throwIfDenied(await admit(jobId, d, cost), d);
     },
+    releaseCall: (jobId) => ({ keys: [key.leases, key.leaseKeys], args: [jobId] }),
     async release(jobId) {
       return (await r.blip3oLimitRelease(key.leases, key.leaseKeys, jobId)) === 1;
     },
