@@ -12,7 +12,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { Queue, Worker } from 'bullmq';
+import { Queue, Worker, type Job } from 'bullmq';
 import { createCore } from '../bots/core/submit.ts';
 import type { PlatformPort } from '../bots/core/port.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
@@ -70,13 +70,15 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
     abortGraceMs: 1000,
     log,
   });
-  const processor = createProcessor({ config, redis, blobs: createBlobStore(config, redis), host, log });
-  // Wired as worker/main.ts wires it: the fair scheduler's start hook, then our processor.
+  // Wired as worker/main.ts wires it: our processor, which runs the fair scheduler's start hook first.
   const schedulerQueue = createJobsQueue(config, redis);
   const scheduler = createFairScheduler(redis, config, schedulerQueue);
-  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
-    marks.get(job.id!)?.push(performance.now());
+  const start = async (job: Job<JobRequest>, token: string | undefined) => {
     await startOrHold(scheduler, job, token);
+    marks.get(job.id!)?.push(performance.now());
+  };
+  const processor = createProcessor({ config, redis, blobs: createBlobStore(config, redis), host, log, start });
+  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
     marks.get(job.id!)?.push(performance.now());
     const out = await processor.process(job, token, signal);
     marks.get(job.id!)?.push(performance.now());

@@ -24,6 +24,12 @@ import { createLogger, type Logger } from './log.ts';
  */
 export type Redis = SingleRedis | Cluster;
 
+/** One Lua script's KEYS and ARGV, for a caller that runs the script inside a larger one (src/limits/gate.ts). */
+export interface ScriptCall {
+  keys: string[];
+  args: (string | number)[];
+}
+
 let log: Logger = createLogger('redis', process.env.LOG_LEVEL || 'info');
 let state: 'unknown' | 'up' | 'down' = 'unknown';
 

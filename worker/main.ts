@@ -6,6 +6,7 @@ import { createBlobStore } from '../src/blobs/index.ts';
 import { onCancel } from '../src/jobs/cancel.ts';
 import { JobRequest, QueueNames } from '../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
+import type { Job } from 'bullmq';
 import { createLogger } from '../src/log.ts';
 import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
 import { serveHealth } from '../src/observability/http.ts';
@@ -80,19 +81,20 @@ async function main(): Promise<void> {
   // Result cache, single-flight followers (worker/after-job.ts): results are stored under this worker's model identity.
   const manifestHash = modelIdentity(setup?.onnxDir, config.worker.pipelineModule);
   const afterJob = createAfterJob({ config, redis, blobs, log, manifestHash });
-  const processor = createProcessor({ config, redis, blobs, host, log, afterHandOver: afterJob.afterHandOver });
   // Fair scheduling (src/scheduling/fair.ts): first tell the scheduler a job started, which releases its channel's
-  // next job; a job of a paused channel is parked again (DelayedError) instead of run.
+  // next job; a job of a paused channel is parked again (DelayedError) instead of run. The processor runs this hook
+  // first, its round trips alongside the job's own checks.
   const jobsQueue = createJobsQueue(config, redis);
   const scheduler = createFairScheduler(redis, config, jobsQueue);
   const usage = new Usage(redis, config);
-  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
+  const start = async (job: Job<JobRequest>, token: string | undefined) => {
     // the job's cost for fair scheduling: its estimate now, from the latest measurements of jobs like it
     const request = JobRequest.safeParse(job.data);
     const cost = request.success ? usage.costUnits(await usage.estimate(request.data)) : undefined;
     await startOrHold(scheduler, job, token, cost);
-    return processor.process(job, token, signal);
-  }, {
+  };
+  const processor = createProcessor({ config, redis, blobs, host, log, afterHandOver: afterJob.afterHandOver, start });
+  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, processor.process, {
     // One job per run the threads can hold: with worker.maxBatch > 1 a thread takes several jobs of one stage at
     // once (docs/batching.md). Jobs that wait for room keep their locks renewed by BullMQ like running ones.
     concurrency: host.maxRuns,

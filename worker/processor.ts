@@ -60,6 +60,13 @@ export interface ProcessorDeps {
    * makes BullMQ retry the job; the re-run calls it again, so it must be idempotent.
    */
   afterHandOver?: (request: JobRequest, result: JobResult, ranMs: number) => Promise<void>;
+  /**
+   * Runs first for every job, a malformed one included: the fair scheduler's start hook (worker/main.ts). Its round
+   * trips overlap the job's own checks (handed over, cancelled, check policy), and it is awaited before anything
+   * else is decided: when it throws (DelayedError: the job's channel is paused and the job parked again), the job
+   * goes no further.
+   */
+  start?: (job: Job<JobRequest>, token: string | undefined) => Promise<void>;
 }
 
 /** What the jobs queue records as the return value (the result itself lives in the delivery queue). */
@@ -257,25 +264,30 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     return undefined; // transient
   }
 
-  const process: Processor<JobRequest, ProcessOutcome> = async (job, _token, signal) => {
+  const process: Processor<JobRequest, ProcessOutcome> = async (job, token, signal) => {
+    const started = deps.start ? deps.start(job, token) : Promise.resolve();
+    started.catch(() => undefined); // awaited below on every path that gets there; this only keeps a throw in between from leaving it unhandled
     let request: JobRequest;
     try {
       request = parseContract(JobRequest, job.data, `job ${job.id}`);
       if (request.id !== job.id) throw new ContractError(`job ${job.id} carries id ${request.id}`);
     } catch (e) {
+      await started;
       // Stryker disable next-line StringLiteral,BooleanLiteral: unreachable, the parse and the id check throw only ContractError, which classify knows
       const failure = classify(e) ?? { status: 'failed' as const, code: 'contract', message: String(e), userFacing: false };
       await handOverFailure(job.data, failure);
       log.error({ jobId: job.id, err: failure.message }, 'rejected malformed job');
       throw new UnrecoverableError(failure.message);
     }
-    // Both checks in one round trip: handed over already (a rerun after a lost ack), and cancelled meanwhile (read
-    // inside the try below, so that a failure to read it is an attempt's failure like any other).
-    // The channel's check policy is read in the same round trip too.
+    // Both checks in one round trip, with the start hook's: handed over already (a rerun after a lost ack), and
+    // cancelled meanwhile (read inside the try below, so that a failure to read it is an attempt's failure like any
+    // other). The channel's check policy is read in the same round trip too.
     const cancelled = isCancelRequested(redis, config, request.id);
     const policy = checkOverrides.policyFor(config.checks, request.destination);
-    for (const p of [cancelled, policy]) p.catch(() => undefined); // not awaited when the job was handed over already
-    if (await alreadyHandedOver(request.id, request.destination)) {
+    const handedOver = alreadyHandedOver(request.id, request.destination);
+    for (const p of [cancelled, policy, handedOver]) p.catch(() => undefined); // not awaited when the job is held or was handed over already
+    await started;
+    if (await handedOver) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
       const handed = await deliveryQueue(request.destination).getJob(request.id);
       await after(job, request, handed?.data);

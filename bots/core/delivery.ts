@@ -3,7 +3,8 @@
 //   1. parse the result (a malformed one fails at once, never retried);
 //   2. skip it if the delivered-ledger already has its jobId (it was posted; only the ack was lost), else take the
 //      delivery claim (one run at a time, even if BullMQ starts the job twice at once): one round trip;
-//   3. fetch the PNG from the blob store, call port.deliver (retried with backoff on any throw);
+//   3. fetch the PNG from the blob store (read in the same round trip as 2), call port.deliver (retried with
+//      backoff on any throw);
 //   4. record it in the ledger and give the claim back (one round trip); then BullMQ marks the delivery job completed.
 // A crash between 3 and 4 calls deliver again on the next try; PlatformPort.deliver is idempotent per jobId.
 import { randomUUID } from 'node:crypto';
@@ -39,6 +40,9 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   // the ledger check, the claim and the "delivering" mark (no progress edit may land on top of the result).
   const owner = randomUUID();
   const claimMs = deps.config.queue.lockDurationMs;
+  // The image is read in the same round trip (only a read: wasted on a duplicate, which is rare).
+  const firstImage = result.image ? deps.blobs.get(result.image.blobKey) : undefined;
+  firstImage?.catch(() => undefined); // awaited below unless this run does not post; a failure is thrown there
   const start = await deps.ledger.startDelivery(result.jobId, owner, claimMs);
   if (start === 'duplicate') return 'duplicate';
   if (start === 'busy') throw new DeliveryInProgress(result.jobId);
@@ -48,7 +52,7 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
     let image: Uint8Array | undefined;
     let gallery: Uint8Array[] | undefined;
     if (result.image) {
-      image = await deps.blobs.get(result.image.blobKey);
+      image = await firstImage;
       if (image && result.images) {
         const all = await Promise.all(result.images.map((i) => (i.blobKey === result.image!.blobKey ? image : deps.blobs.get(i.blobKey))));
         if (all.every((b): b is Uint8Array => b !== undefined)) gallery = all;

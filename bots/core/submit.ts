@@ -237,11 +237,13 @@ export function createCore(options: CoreOptions): Core {
     return reply;
   }
 
-  async function enqueue(inv: Invocation, request: JobRequest, estimate: number): Promise<number> {
+  /** `digest`: the flight this request leads (claimed), confirmed once its job is in the queue. */
+  async function enqueue(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
     await retention.schedule(request); // before the job exists: a crash in between leaves an entry, never an unpurged job
     await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retentionJobOptions(retentionOf(request.destination)), jobId: request.id });
-    const place = await gate.enqueued(request.id, inv.destination, estimate);
+    // The job exists: the scheduler lines it up and the flight it leads is confirmed, in the same round trip.
+    const [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), digest ? cache.confirm(digest, request.id) : undefined]);
     // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
     // acceptReplicas 0: waitForReplicas answers 0 without a round trip, and 0 < 0 says nothing.
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
@@ -291,21 +293,20 @@ export function createCore(options: CoreOptions): Core {
         }
       }
       if (options.admit) await options.admit(inv, request);
-      const { estimate } = await gate.admit(id, inv.destination, request); // GPU-second budgets, then rate limits
       try {
-        if (digest) {
-          const claim = await cache.claim(digest, id, JSON.stringify(request));
-          if (!claim.leads) {
-            await gate.abandon(id); // joined a flight claimed a moment ago: no job, no slot
-            return await served(request, JOINED_TEXT);
-          }
-        }
+        // GPU-second budgets, then rate limits, then the claim of the flight, in one round trip
+        const claim = digest ? cache.claimCall(digest, id, JSON.stringify(request)) : undefined;
+        const { estimate, joined } = await gate.admit(id, inv.destination, request, claim);
+        if (joined) return await served(request, JOINED_TEXT); // joined a flight claimed a moment ago: no job, no slot (given back)
         enqueueing = true;
-        position = await enqueue(inv, request, estimate);
-        if (digest) await cache.confirm(digest, id);
+        position = await enqueue(inv, request, estimate, digest);
       } catch (e) {
-        await gate.abandon(id);
-        if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.').catch(() => undefined);
+        // A refusal (a UserError from gate.admit) took nothing. After anything else the admission and the claim may be
+        // held (the script ran, its reply was lost): both are given back, and whoever joined the flight is told.
+        if (enqueueing || !isUserError(e)) {
+          await gate.abandon(id);
+          if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.').catch(() => undefined);
+        }
         throw e;
       }
     } catch (e) {

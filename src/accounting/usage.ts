@@ -15,7 +15,7 @@
 //   U:resv         hash  jobId → "estimate\nchannel\nuser\nworkspace\nadmittedAtMs"      (released exactly once)
 //   U:est          hash  "<kind>|<options signature>" → seconds (moving average) · "<kind>|unit" → seconds per step
 //   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
-import type { Redis } from '../redis.ts';
+import type { Redis, ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { QueueNames, workspaceOf, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';
 import { scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';
@@ -72,7 +72,7 @@ end
  * → {1, estimate} admitted (or already admitted) · {0, scope 1|2|3, used, budget, estimate} refused.
  * The day key is computed here from Redis TIME (ARGV carries the key prefix), so every host shares one clock.
  */
-const admitLua = `${NOW}${RELEASE}
+export const admitLua = `${NOW}${RELEASE}
 local jobId = ARGV[1]
 local budgets, inflight, resv = KEYS[2], KEYS[3], KEYS[4]
 local day = KEYS[1] .. math.floor(now / 86400000)
@@ -133,12 +133,12 @@ return 1
 `;
 
 /** release: KEYS resv inflight · ARGV jobId → 1 if this call released the reservation. */
-const releaseLua = `${RELEASE}
+export const releaseLua = `${RELEASE}
 return release(KEYS[1], KEYS[2], ARGV[1])
 `;
 
 /** count: KEYS dayPrefix · ARGV field-kind ids c u w member · dayTtlSeconds: one served-without-a-job or refusal per scope. */
-const countLua = `${NOW}
+export const countLua = `${NOW}
 local day = KEYS[1] .. math.floor(now / 86400000)
 local scopes = {'channel', 'user', 'workspace', 'member'}
 for s = 1, 4 do redis.call('HINCRBY', day, ARGV[1] .. '|' .. scopes[s] .. '|' .. ARGV[1 + s], 1) end
@@ -165,6 +165,12 @@ function defineCommands(redis: Redis): Redis & UsageCommands {
 }
 
 export type BudgetAdmission = { admitted: true; estimate: number } | { admitted: false; scope: Scope; used: number; budget: number; estimate: number };
+
+/** What admitLua answered. */
+export function budgetAdmission(res: readonly (number | string)[]): BudgetAdmission {
+  if (Number(res[0]) === 1) return { admitted: true, estimate: Number(res[1]) };
+  return { admitted: false, scope: SCOPES[Number(res[1]) - 1]!, used: Number(res[2]), budget: Number(res[3]), estimate: Number(res[4]) };
+}
 
 /** One row of a usage report: a channel or user over some days. */
 export interface UsageRow {
@@ -198,15 +204,30 @@ export class Usage {
 
   /** Check the three budgets and reserve the estimate; a request already admitted is admitted again (duplicate). */
   async admit(jobId: string, d: Destination, request: JobRequest): Promise<BudgetAdmission> {
+    const { keys, args } = this.admitCall(jobId, d, request);
+    return budgetAdmission(await this.r.blip3oUsageAdmit(...keys, ...args));
+  }
+
+  /** admitLua's keys and arguments (src/limits/gate.ts runs it together with the rate limits, in one script). */
+  admitCall(jobId: string, d: Destination, request: JobRequest): ScriptCall {
     const ids = scopeIds(d);
     const b = this.config.usage.budgets;
     const { sig, units } = costSignature(request);
-    const res = await this.r.blip3oUsageAdmit(
-      `${this.U}:d:`, `${this.U}:budgets`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`,
-      jobId, ids.channel, ids.user, ids.workspace, b.channel, b.user, b.workspace, sig, `${request.kind}|unit`, units, this.dayTtl, memberId(d),
-    );
-    if (Number(res[0]) === 1) return { admitted: true, estimate: Number(res[1]) };
-    return { admitted: false, scope: SCOPES[Number(res[1]) - 1]!, used: Number(res[2]), budget: Number(res[3]), estimate: Number(res[4]) };
+    return {
+      keys: [`${this.U}:d:`, `${this.U}:budgets`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`],
+      args: [jobId, ids.channel, ids.user, ids.workspace, b.channel, b.user, b.workspace, sig, `${request.kind}|unit`, units, this.dayTtl, memberId(d)],
+    };
+  }
+
+  /** releaseLua's keys and arguments. */
+  releaseCall(jobId: string): ScriptCall {
+    return { keys: [`${this.U}:resv`, `${this.U}:inflight`], args: [jobId] };
+  }
+
+  /** countLua's keys and arguments. */
+  countCall(what: 'hits' | 'ref', d: Destination): ScriptCall {
+    const ids = scopeIds(d);
+    return { keys: [`${this.U}:d:`], args: [what, ids.channel, ids.user, ids.workspace, memberId(d), this.dayTtl] };
   }
 
   /** The estimated GPU-seconds of a request from recent measurements of its kind and options (0 when unknown). */
@@ -239,13 +260,14 @@ export class Usage {
 
   /** The job will not run (removed, abandoned): give its estimate back. True only for the call that released it. */
   async release(jobId: string): Promise<boolean> {
-    return (await this.r.blip3oUsageRelease(`${this.U}:resv`, `${this.U}:inflight`, jobId)) === 1;
+    const { keys, args } = this.releaseCall(jobId);
+    return (await this.r.blip3oUsageRelease(...keys, ...args)) === 1;
   }
 
   /** A request served without a job (cache hit, joined flight) or refused by a rate limit: counted for the report. */
   async count(what: 'hits' | 'ref', d: Destination): Promise<void> {
-    const ids = scopeIds(d);
-    await this.r.blip3oUsageCount(`${this.U}:d:`, what, ids.channel, ids.user, ids.workspace, memberId(d), this.dayTtl);
+    const { keys, args } = this.countCall(what, d);
+    await this.r.blip3oUsageCount(...keys, ...args);
   }
 
   /**

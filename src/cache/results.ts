@@ -15,7 +15,7 @@
 //   T:w:<digest>       hash    follower jobId → follower JSON        requests that joined the flight
 //   T:done:<jobId>     hash    the followers a finished leader took  (a re-run hands the same ones over again)
 //   T:models           zset    "<manifest hash>\n<worker id>" → expires at (ms): what the live workers run
-import type { Redis } from '../redis.ts';
+import type { Redis, ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { entryId } from './key.ts';
 
@@ -83,7 +83,7 @@ return {0}
 `;
 
 /** KEYS f w · ARGV jobId followerJSON ttlMs → {1} leads · {2, leaderJobId} joined (someone claimed first). */
-const claimLua = `${JOIN}
+export const claimLua = `${JOIN}
 local leader = join(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 if leader then return {2, leader} end
 redis.call('HSET', KEYS[1], 'leader', ARGV[1])
@@ -226,9 +226,16 @@ export class ResultCache {
 
   /** After admission: lead the flight for `digest`, or join it if another request claimed it meanwhile. */
   async claim(digest: string, jobId: string, follower: string): Promise<{ leads: true } | { leads: false; leaderJobId: string }> {
-    if (!this.config.cache.singleFlight) return { leads: true };
-    const res = await this.r.blip3oCacheClaim(...this.flightKeys(digest), jobId, follower, this.config.limits.admitGraceMs);
+    const call = this.claimCall(digest, jobId, follower);
+    if (!call) return { leads: true };
+    const res = await this.r.blip3oCacheClaim(...call.keys, ...call.args);
     return Number(res[0]) === 1 ? { leads: true } : { leads: false, leaderJobId: String(res[1]) };
+  }
+
+  /** claimLua's keys and arguments (src/limits/gate.ts runs it right after admission); undefined without single flight. */
+  claimCall(digest: string, jobId: string, follower: string): ScriptCall | undefined {
+    if (!this.config.cache.singleFlight) return undefined;
+    return { keys: [...this.flightKeys(digest)], args: [jobId, follower, this.config.limits.admitGraceMs] };
   }
 
   /** The leader's job is queued: the flight now lives as long as a job can (until close). */

@@ -7,14 +7,78 @@
 //   start():  gate.start(events)  (QueueEvents completed/failed/removed → settle; repair every repairIntervalMs)
 //   worker:   startOrHold(scheduler, job, token) first thing in the processor (src/scheduling/fair.ts)
 import type { QueueEvents } from 'bullmq';
-import type { Redis } from '../redis.ts';
+import type { Redis, ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
 import { createFairScheduler, type FairScheduler, type QueuePlace } from '../scheduling/fair.ts';
-import { budgetMessage, Usage } from '../accounting/usage.ts';
+import { admitLua as budgetsAdmitLua, budgetAdmission, budgetMessage, countLua, releaseLua as budgetsReleaseLua, Usage } from '../accounting/usage.ts';
 import { UserError } from '../errors.ts';
-import { createLimiter, type Limiter } from './limiter.ts';
+import { admissionOf, createLimiter, throwIfDenied, type Limiter } from './limiter.ts';
+import { admitLua as limitsAdmitLua, releaseLua as limitsReleaseLua } from './scripts.ts';
+import { claimLua } from '../cache/results.ts';
+
+/**
+ * Budgets, then the rate limits, then the result cache's claim of the request's flight, in one script (one round
+ * trip on a request's way to the queue). Each part is its own module's script, run as a function of its own KEYS and
+ * ARGV, in this order:
+ *   1. the budgets' admit; if it refuses, that answer;
+ *   2. the limits' admit; if that refuses, the budget reservation is given back (3) and the refusal counted (4, the
+ *      usage report's "ref"), and that answer;
+ *   5. the claim (when given: no keys, no claim); if another request leads the flight, the budget reservation (3) and
+ *      the slots (6) are given back, and that answer.
+ * ARGV starts with the six parts' KEYS and ARGV counts, in that order; then their ARGV, in the same order.
+ * → {1, budgets' answer…} admitted (and leads the flight) · {2, budgets' answer…} refused by a budget ·
+ *   {3, limits' answer…} refused by a limit · {4, claim's answer…} joined another request's flight.
+ * All keys are under queue.prefix: one hash slot in Redis Cluster, where the prefix must be a hash tag.
+ */
+const admitLua = `
+local function slice(t, from, n) local out = {} for i = 1, n do out[i] = t[from + i - 1] end return out end
+local function budgetsAdmit(KEYS, ARGV) ${budgetsAdmitLua} end
+local function limitsAdmit(KEYS, ARGV) ${limitsAdmitLua} end
+local function budgetsRelease(KEYS, ARGV) ${budgetsReleaseLua} end
+local function countRefusal(KEYS, ARGV) ${countLua} end
+local function claimFlight(KEYS, ARGV) ${claimLua} end
+local function limitsRelease(KEYS, ARGV) ${limitsReleaseLua} end
+local calls, k, a = {}, 1, 13
+for i = 1, 6 do
+  local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  calls[i] = { slice(KEYS, k, nk), slice(ARGV, a, na) }
+  k, a = k + nk, a + na
+end
+local function run(i, f) return f(calls[i][1], calls[i][2]) end
+local function answer(code, reply) local out = {code} for _, v in ipairs(reply) do table.insert(out, v) end return out end
+local budgets = run(1, budgetsAdmit)
+if budgets[1] ~= 1 then return answer(2, budgets) end
+local limits = run(2, limitsAdmit)
+if limits[1] ~= 1 then
+  run(3, budgetsRelease)
+  run(4, countRefusal)
+  return answer(3, limits)
+end
+if #calls[5][1] > 0 then
+  local claim = run(5, claimFlight)
+  if claim[1] ~= 1 then
+    run(3, budgetsRelease)
+    run(6, limitsRelease)
+    return answer(4, claim)
+  end
+end
+return answer(1, budgets)
+`;
+
+interface GateCommands {
+  blip3oGateAdmit(...args: (string | number)[]): Promise<(number | string)[]>;
+}
+
+/** Runs `calls` as admitLua's six parts, in one script call. */
+function gateAdmit(redis: Redis, calls: readonly ScriptCall[]): Promise<(number | string)[]> {
+  const r = redis as Redis & Partial<GateCommands>;
+  // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
+  if (typeof r.blip3oGateAdmit !== 'function') redis.defineCommand('blip3oGateAdmit', { lua: admitLua });
+  const keys = calls.flatMap((c) => c.keys);
+  return (r as Redis & GateCommands).blip3oGateAdmit(keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args));
+}
 
 export interface Gate {
   readonly limiter: Limiter;
@@ -25,8 +89,11 @@ export interface Gate {
    * Budgets first (with `request`: its cost is estimated from recent measurements of its kind and options), then the
    * rate limits. Throws UserError('rate_limited') naming the budget or limit; nothing is taken then. Resolves to the
    * estimated GPU-seconds (0 when unknown), which fair scheduling weighs the job by.
+   * `claim` (with `request`): the result cache's claim of the request's flight (ResultCache.claimCall), made in the
+   * same round trip once admitted. When another request leads that flight, the admission is given back at once and
+   * `joined` names the leader's job.
    */
-  admit(jobId: string, destination: Destination, request?: JobRequest): Promise<{ estimate: number }>;
+  admit(jobId: string, destination: Destination, request?: JobRequest, claim?: ScriptCall): Promise<{ estimate: number; joined?: string }>;
   /** Options to merge into queue.add: the job is added parked (see FairScheduler.parkedOptions). */
   jobOptions(): { priority: number; delay: number };
   /**
@@ -59,21 +126,21 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
     limiter,
     scheduler,
     usage,
-    async admit(jobId, d, request) {
-      let estimate = 0;
-      if (request) {
-        const b = await usage.admit(jobId, d, request);
-        if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
-        estimate = b.estimate;
+    async admit(jobId, d, request, claim) {
+      if (!request) {
+        await limiter.admitOrThrow(jobId, d);
+        return { estimate: 0 };
       }
-      try {
-        await limiter.admitOrThrow(jobId, d, request && request.kind !== 'ask' ? (request.options.count ?? 1) : 1); // N images count as N
-      } catch (e) {
-        await usage.release(jobId);
-        await usage.count('ref', d).catch(() => undefined);
-        throw e;
-      }
-      return { estimate };
+      const cost = request.kind !== 'ask' ? (request.options.count ?? 1) : 1; // N images count as N
+      const [code, ...reply] = await gateAdmit(redis, [
+        usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d),
+        claim ?? { keys: [], args: [] }, limiter.releaseCall(jobId),
+      ]);
+      if (Number(code) === 4) return { estimate: 0, joined: String(reply[1]) };
+      if (Number(code) === 3) throwIfDenied(admissionOf(reply.map(Number)), d); // a limit refused: always throws
+      const b = budgetAdmission(reply);
+      if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
+      return { estimate: b.estimate };
     },
     jobOptions: () => scheduler.parkedOptions(),
     enqueued: (jobId, d, estimate) => scheduler.enqueue(jobId, d, usage.costUnits(estimate ?? 0)),

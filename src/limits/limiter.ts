@@ -8,7 +8,7 @@
 //
 //   job finished/failed/removed ──▶ release(jobId)  (exactly once: deleting the lease frees the slots)
 //   sweep() and every admit      ──▶ free slots whose job is finished or gone (a process died mid-way)
-import type { Redis } from '../redis.ts';
+import type { Redis, ScriptCall } from '../redis.ts';
 import type { Config, LimitSpec } from '../config/schema.ts';
 import { channelKey, QueueNames, workspaceOf, type Destination } from '../jobs/contract.ts';
 import { UserError } from '../errors.ts';
@@ -48,6 +48,10 @@ export interface Limiter {
   admit(jobId: string, destination: Destination, cost?: number): Promise<Admission>;
   /** Like admit, but a denial throws a UserError('rate_limited') naming the limit and when to retry. */
   admitOrThrow(jobId: string, destination: Destination, cost?: number): Promise<void>;
+  /** admitLua's keys and arguments (src/limits/gate.ts runs it after the budgets, in one script). */
+  admitCall(jobId: string, destination: Destination, cost?: number): ScriptCall;
+  /** releaseLua's keys and arguments. */
+  releaseCall(jobId: string): ScriptCall;
   /** Free a job's slots; true only for the call that actually freed them. */
   release(jobId: string): Promise<boolean>;
   /** Free a job's slots if BullMQ finished it or it is gone (completed/failed/removed events; a retry keeps its slot). */
@@ -66,6 +70,24 @@ export interface Limiter {
 }
 
 type LimitsConfig = Pick<Config, 'queue' | 'limits'>;
+
+/** What admitLua answered. */
+export function admissionOf(res: readonly number[]): Admission {
+  if (res[0] === 1) return { admitted: true, duplicate: res[1] === 1 };
+  const [, scope, kind, retryAfterMs, requestsPerWindow, windowSeconds, burst, maxConcurrent] = res;
+  return {
+    admitted: false,
+    scope: SCOPES[(scope ?? 1) - 1]!,
+    kind: kind === 1 ? 'rate' : 'concurrency',
+    retryAfterMs: retryAfterMs ?? 0,
+    limit: { requestsPerWindow: requestsPerWindow!, windowSeconds: windowSeconds!, burst: burst!, maxConcurrent: maxConcurrent! },
+  };
+}
+
+/** A denial as the UserError('rate_limited') the user reads: which limit, and when to retry. */
+export function throwIfDenied(a: Admission, d: Destination): void {
+  if (!a.admitted) throw new UserError('rate_limited', denialMessage(a, d.platform), { context: { scope: a.scope, kind: a.kind, retryAfterMs: a.retryAfterMs } });
+}
 
 // ioredis defineCommand adds methods at runtime; this is their shape.
 interface LimiterCommands {
@@ -110,40 +132,27 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
   const configured = (ck: string): { limit: LimitSpec; source: SpecSource } =>
     L.channelOverrides[ck] ? { limit: L.channelOverrides[ck], source: 'config' } : { limit: L.channel, source: 'default' };
 
-  async function admit(jobId: string, d: Destination, cost = 1): Promise<Admission> {
+  function admitCall(jobId: string, d: Destination, cost = 1): ScriptCall {
     const ids = scopeIds(d);
     const specs: LimitSpec[] = [configured(ids.channel).limit, L.user, L.workspace];
-    const res = await r.blip3oLimitAdmit(
-      ...SCOPES.map((s) => key.rate(s, ids[s])),
-      ...SCOPES.map((s) => key.conc(s, ids[s])),
-      key.ovr(ids.channel),
-      key.leases,
-      key.leaseKeys,
-      jobId,
-      ...specs.flatMap(specArgs),
-      jobKeyPrefix,
-      L.admitGraceMs,
-      Math.max(1, Math.floor(cost)),
-    );
-    if (res[0] === 1) return { admitted: true, duplicate: res[1] === 1 };
-    const [, scope, kind, retryAfterMs, requestsPerWindow, windowSeconds, burst, maxConcurrent] = res as number[];
     return {
-      admitted: false,
-      scope: SCOPES[(scope ?? 1) - 1]!,
-      kind: kind === 1 ? 'rate' : 'concurrency',
-      retryAfterMs: retryAfterMs ?? 0,
-      limit: { requestsPerWindow: requestsPerWindow!, windowSeconds: windowSeconds!, burst: burst!, maxConcurrent: maxConcurrent! },
+      keys: [...SCOPES.map((s) => key.rate(s, ids[s])), ...SCOPES.map((s) => key.conc(s, ids[s])), key.ovr(ids.channel), key.leases, key.leaseKeys],
+      args: [jobId, ...specs.flatMap(specArgs), jobKeyPrefix, L.admitGraceMs, Math.max(1, Math.floor(cost))],
     };
+  }
+
+  async function admit(jobId: string, d: Destination, cost = 1): Promise<Admission> {
+    const { keys, args } = admitCall(jobId, d, cost);
+    return admissionOf(await r.blip3oLimitAdmit(...keys, ...args));
   }
 
   return {
     admit,
+    admitCall,
     async admitOrThrow(jobId, d, cost) {
-      const a = await admit(jobId, d, cost);
-      if (!a.admitted) {
-        throw new UserError('rate_limited', denialMessage(a, d.platform), { context: { scope: a.scope, kind: a.kind, retryAfterMs: a.retryAfterMs } });
-      }
+      throwIfDenied(await admit(jobId, d, cost), d);
     },
+    releaseCall: (jobId) => ({ keys: [key.leases, key.leaseKeys], args: [jobId] }),
     async release(jobId) {
       return (await r.blip3oLimitRelease(key.leases, key.leaseKeys, jobId)) === 1;
     },

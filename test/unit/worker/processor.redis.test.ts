@@ -174,6 +174,45 @@ describe('processor', () => {
     expect((await handedOver(ok.id))!.kind).toBe('vary');
   });
 
+  it('runs the start hook first, for a malformed job too; nothing is decided before it ends, and nothing after it throws', async () => {
+    behaviour = async () => undefined;
+    const started: [string | undefined, string | undefined][] = [];
+    let release: () => void = () => undefined;
+    let hold: Error | undefined;
+    const start = async (j: Job<JobRequest>, token: string | undefined) => {
+      started.push([j.id, token]);
+      await new Promise<void>((r) => (release = r));
+      if (hold) throw hold;
+    };
+    const p = createProcessor({ config, redis, blobs, host: { generate: async () => ({ png: PNG, width: 1, height: 1 }), understand: async () => ({ text: '', tokenIds: [] }), check: async () => ({ caption: '', answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } }) }, log, start });
+    const settle = async <T>(outcome: Promise<T>) => {
+      await new Promise((r) => setTimeout(r, 50));
+      release();
+      return outcome.then((v) => v, (e: unknown) => e as Error);
+    };
+    try {
+      const req = imagine();
+      const ran = p.process(job(req), 'tok', new AbortController().signal);
+      expect(started).toEqual([[req.id, 'tok']]); // at once, before any await
+      await new Promise((r) => setTimeout(r, 50));
+      expect(await handedOver(req.id)).toBeUndefined(); // waits for the hook
+      expect(await settle(ran)).toMatchObject({ status: 'succeeded' });
+      expect(await handedOver(req.id)).toBeDefined();
+
+      hold = new Error('held');
+      const held = imagine();
+      expect(await settle(p.process(job(held), 'tok', new AbortController().signal))).toBe(hold);
+      expect(await handedOver(held.id)).toBeUndefined(); // neither run nor failed
+
+      const malformed = { ...imagine(), options: { ...options, ditSteps: 0 } };
+      expect(await settle(p.process(job(malformed), 'tok', new AbortController().signal))).toBe(hold);
+      expect(await handedOver(malformed.id)).toBeUndefined(); // held, not refused
+      expect(started.map(([id]) => id)).toEqual([req.id, held.id, malformed.id]);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('does not run a job whose result was handed over or delivered already', async () => {
     behaviour = async () => undefined;
     const req = imagine();

@@ -39,6 +39,14 @@ describe('single flight', () => {
     expect((await c.queue.getJob(reroll.jobId))?.data).toMatchObject({ kind: 'imagine', prompt: 'a  fox' }); // its own words
   });
 
+  it('a queued leader\'s flight lives as long as its job can, not just the admission grace', async () => {
+    const c = core();
+    const first = (await c.handle(inv(imagine('a confirmed fox')))) as { jobId: string };
+    const digest = await digestOf(c.blobs, (await c.queue.getJob(first.jobId))!.data);
+    const ttl = await h.redis.pttl(`${c.config.queue.prefix}:{cache}:f:${digest}`);
+    expect(ttl).toBeGreaterThan(c.config.limits.admitGraceMs); // confirmed: claim() set only the grace
+  });
+
   it('counts a joined request as a cache hit in the usage report', async () => {
     const c = core();
     await c.handle(inv(imagine('an owl')));

@@ -12,6 +12,7 @@ import { isUserError } from '../../../../src/errors.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
 import { createJobsQueue } from '../../../../src/jobs/queue.ts';
 import { createGate } from '../../../../src/limits/gate.ts';
+import { ResultCache } from '../../../../src/cache/results.ts';
 import { MAX_PRIORITY, PARK_MS } from '../../../../src/scheduling/fair.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -173,6 +174,31 @@ describe('gate', () => {
       await queue.add('imagine', { destination: bv } as never, { jobId: 'g6', ...gate.jobOptions() });
       await gate.enqueued('g6', bv);
       expect(await redis.hget(`${prefix}:sched:jobs`, 'g6')).toMatch(/\n1$/);
+    } finally {
+      gate.stop();
+      await queue.close();
+    }
+  });
+
+  it('with a claim: admitted and leading the flight, or joining a flight another leads with everything given back', async () => {
+    const budgeted = loadConfig({ env: {}, overrides: { queue: { prefix }, usage: { budgets: { channel: 0, user: 100, workspace: 0 } }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 2 }, repairIntervalMs: 60_000 } } });
+    const queue = createJobsQueue(budgeted, redis);
+    const gate = createGate(redis, budgeted, queue);
+    const cache = new ResultCache(redis, budgeted);
+    const cu: Destination = { ...d, userId: 'cu' };
+    const request = (id: string): JobRequest => ({ v: CONTRACT_VERSION, id, destination: cu, submittedAt: 1, kind: 'imagine', prompt: 'a lynx', options: { seed: 1, ditSteps: 7, decoderSteps: 9, guidance: 4, aspect: '1:1' } });
+    const slots = async () => (await gate.limiter.usage('user', 'discord:cu', { ...open, maxConcurrent: 2 })).held;
+    try {
+      await gate.usage.settle(request('measured'), { timingsMs: { features: 1_000 } }, 1_000); // jobs like these: 1 s
+      expect(await gate.admit('k1', cu, request('k1'), cache.claimCall('digest-k', 'k1', '{}'))).toEqual({ estimate: 1 });
+      expect(await cache.claim('digest-k', 'k0', '{}')).toEqual({ leads: false, leaderJobId: 'k1' }); // k1 leads it
+      expect(await slots()).toBe(1);
+
+      expect(await gate.admit('k2', cu, request('k2'), cache.claimCall('digest-k', 'k2', '{"id":"k2"}'))).toEqual({ estimate: 0, joined: 'k1' });
+      expect(await slots()).toBe(1); // k2's slot given back
+      expect(await gate.usage.release('k2')).toBe(false); // and its budget reservation
+      expect(await gate.usage.release('k1')).toBe(true); // k1 keeps its own
+      expect(await cache.close('digest-k', 'k1')).toEqual(['{}', '{"id":"k2"}']); // k2 follows k1
     } finally {
       gate.stop();
       await queue.close();
