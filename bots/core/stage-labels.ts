@@ -12,3 +12,14 @@ export const STAGE_LABEL: Readonly<Record<Stage, string>> = {
   checking: 'Checking the image',
   retrying: 'Retrying with a new seed',
 };
+
+/** 1 → 1st, 2 → 2nd, 11 → 11th, 21 → 21st. */
+export function ordinal(n: number): string {
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  return `${n}${teen ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')}`;
+}
+
+/** A waiting job's line on every platform: "Queued: 3rd in line." (no place known: "Queued."). */
+export function queuedLine(position?: number): string {
+  return position ? `Queued: ${ordinal(position)} in line.` : 'Queued.';
+}

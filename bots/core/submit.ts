@@ -54,6 +54,7 @@ import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
 import { budgetCommand, usageCommand } from './commands/usage.ts';
 import { stripControlChars } from './plain-text.ts';
+import { queuedLine } from './stage-labels.ts';
 import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { SettingsStore, settingsCommand, withDefaults, type SavedSettings } from './settings.ts';
@@ -134,8 +135,6 @@ export function portForDestination(ports: ReadonlyMap<string, PlatformPort>, cli
 export function progressIntervalMs(config: Pick<Config, 'discord' | 'slack'>, d: Destination): number {
   return d.platform === 'discord' ? config.discord.progressEditIntervalMs : d.platform === 'slack' ? config.slack.progressUpdateIntervalMs : 100;
 }
-
-const ordinal = (n: number) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')}`;
 
 export function createCore(options: CoreOptions): Core {
   const { config } = options;
@@ -337,7 +336,7 @@ export function createCore(options: CoreOptions): Core {
   }
 
   function queuedReply(jobId: string, position: number): Reply {
-    const text = position > 0 ? `Queued: ${ordinal(position)} in line.` : 'Started.';
+    const text = position > 0 ? queuedLine(position) : 'Started.';
     return { kind: 'queued', jobId, position, text };
   }
 

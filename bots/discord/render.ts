@@ -2,7 +2,7 @@
 // as raw Discord API message bodies, so the same body works for PATCH @original and POST /channels/…/messages.
 import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
-import { STAGE_LABEL } from '../core/stage-labels.ts';
+import { queuedLine, STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
 import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
@@ -55,7 +55,7 @@ export const cancelRow = (jobId: string) => row([button('Cancel', ButtonStyle.Da
 /** One progress line: "Queued: 3rd in line." / "Drawing: step 12/30". */
 export function progressText(progress: JobProgress): string {
   if (progress.stage === 'queued') {
-    return progress.queuePosition ? `⏳ Queued: ${ordinal(progress.queuePosition)} in line.` : '⏳ Queued.';
+    return `⏳ ${queuedLine(progress.queuePosition)}`;
   }
   const steps = progress.total > 0 ? `: step ${Math.min(progress.step, progress.total)}/${progress.total}` : '…';
   const line = `⏳ ${STAGE_LABEL[progress.stage]}${steps}`;
@@ -168,11 +168,4 @@ function galleryMessage(result: JobResult, images: NonNullable<JobResult['images
     },
     files: pngs.map((png, i) => ({ name: names[i]!, data: Buffer.from(png), contentType: 'image/png' })),
   };
-}
-
-/** 1 → 1st, 2 → 2nd, 11 → 11th. */
-export function ordinal(n: number): string {
-  const teen = n % 100 >= 11 && n % 100 <= 13;
-  const suffix = teen ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
-  return `${n}${suffix}`;
 }

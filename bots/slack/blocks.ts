@@ -3,7 +3,7 @@
 // `text`, which Slack shows in notifications and screen readers read; tests read it too.
 import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
-import { STAGE_LABEL } from '../core/stage-labels.ts';
+import { queuedLine, STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 
@@ -51,9 +51,9 @@ export function headline(kind: 'imagine' | 'vary' | 'ask', subject: string): str
   return `${icon} ${escapeMrkdwn(clip(subject, 200))}`;
 }
 
-/** Plain text of a progress state, e.g. "Queued: position 2" or "Drawing 12/30". */
+/** Plain text of a progress state, e.g. "Queued: 2nd in line." or "Drawing 12/30". */
 export function progressText(p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition'>): string {
-  if (p.stage === 'queued') return p.queuePosition ? `Queued: position ${p.queuePosition}` : 'Queued';
+  if (p.stage === 'queued') return queuedLine(p.queuePosition);
   return p.total > 0 ? `${STAGE_LABEL[p.stage]} ${p.step}/${p.total}` : STAGE_LABEL[p.stage];
 }
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseAskModalId, askModalId, buttonId, parseButtonId } from '../../../../bots/discord/custom-ids.ts';
 import { imagineInput, questionFromMention } from '../../../../bots/discord/options.ts';
-import { ordinal, progressText, resultMessage } from '../../../../bots/discord/render.ts';
+import { progressText, resultMessage } from '../../../../bots/discord/render.ts';
+import { ordinal } from '../../../../bots/core/stage-labels.ts';
 import { commandDefinitions } from '../../../../bots/discord/commands.ts';
 import { adminInput } from '../../../../bots/discord/admin.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
