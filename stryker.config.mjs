@@ -36,6 +36,9 @@ export default {
   jsonReporter: { fileName: `${dir}/mutation.json` },
   clearTextReporter: { allowColor: false, logTests: false, reportScoreTable: true },
   tempDirName: `.stryker-tmp/${group ?? 'all'}`,
+  // Not copied into a sandbox: other groups' sandboxes (group runs side by side copied each other's, nested),
+  // reports, and converted models (gigabytes; no mutation test loads them).
+  ignorePatterns: ['/.stryker-tmp', '/reports', '/models'],
   cleanTempDir: 'always',
   mutate: group ? groups[group] : Object.values(groups).flat(),
 };

@@ -75,9 +75,12 @@ export class DeliveryLedger {
 
   private async waitForEdit(jobId: string, waitMs: number): Promise<void> {
     const end = Date.now() + waitMs;
-    do await new Promise((r) => setTimeout(r, 25));
-    // Stryker disable next-line ConditionalExpression,EqualityOperator: equivalent, the edit slot expires (PX) on its own, and < vs <= is one millisecond of waiting
-    while ((await this.redis.exists(this.showingKey(jobId))) === 1 && Date.now() < end);
+    let editing = true;
+    while (editing) {
+      await new Promise((r) => setTimeout(r, 25));
+      // Stryker disable next-line ConditionalExpression,EqualityOperator: equivalent, the edit slot expires (PX) on its own, and < vs <= is one millisecond of waiting
+      editing = (await this.redis.exists(this.showingKey(jobId))) === 1 && Date.now() < end;
+    }
   }
 
   /**
