@@ -267,10 +267,10 @@ export function createCore(options: CoreOptions): Core {
     if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };
     // A channel's retention TTL travels with the job, so the worker and every bot instance honour it (src/jobs/retention.ts).
     // So does its no-log mode.
-    // Stryker disable next-line ConditionalExpression: equivalent, `retentionSeconds: undefined` is dropped by JSON and by zod alike
     const destination: Destination =
       inv.destination.platform === 'cli'
         ? inv.destination
+        // Stryker disable next-line ConditionalExpression: equivalent, `retentionSeconds: undefined` is dropped by JSON and by zod alike
         : { ...inv.destination, ...(saved.retentionSeconds !== undefined ? { retentionSeconds: saved.retentionSeconds } : {}), ...(saved.noLog ? { noLog: true } : {}) };
     const base: RequestBase = { id, destination, submittedAt: Date.now() };
     let { request, storeImage } = await validate(inv, base, saved);
