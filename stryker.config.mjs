@@ -7,7 +7,7 @@ const groups = {
   bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:58-89'],
   // image checks (smartResize, readHeader), the two samplers in generate, CFG and the batch layout of the diffusion
   // steps, schedulers, M-RoPE. Line ranges: update them when those files move.
-  pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:247-316', 'worker/pipeline/diffusion-steps.ts:104-278', 'worker/pipeline/{schedulers,mrope}.ts'],
+  pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:255-337', 'worker/pipeline/diffusion-steps.ts:119-360', 'worker/pipeline/{schedulers,mrope}.ts'],
   processor: ['worker/processor.ts'],
 };
 const group = process.env.MUTATION_GROUP;

@@ -11,7 +11,7 @@ const tests: Record<string, string[]> = {
   // the test, deterministically.
   limits: ['test/unit/src/limits/*.test.ts', 'test/unit/src/scheduling/*.test.ts'],
   bots: ['test/unit/bots/core/**/*.test.ts', 'test/unit/bots/slack/{download,adapter}.test.ts', 'test/unit/src/jobs/ledger.redis.test.ts'],
-  pipeline: ['test/unit/worker/pipeline/{aspect,image,mrope,schedulers,guidance,diffusion-steps}*.test.ts'],
+  pipeline: ['test/unit/worker/pipeline/{aspect,image,mrope,schedulers,guidance,diffusion-steps,scheduler-graphs,generate}.test.ts'],
   // Not test/integration/spine-processor.redis.test.ts (the jobs group runs it): its re-run after a hand-over is
   // processor.redis.test.ts's too, and a second file costs each mutant another import of the whole worker.
   processor: ['test/unit/worker/processor*.test.ts'],

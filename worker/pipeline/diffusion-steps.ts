@@ -153,6 +153,7 @@ function guide(out: Float32Array, steps: readonly { guidance: number }[], n: num
     const g = new Float32Array(n);
     // DiT rows (uncond, cond): v_u + g·(v_c − v_u); UNet rows (cond, neg): ε_neg + g·(ε_cond − ε_neg)
     const [lo, hi] = first === 'a' ? [base, base + n] : [base + n, base];
+    // Stryker disable next-line EqualityOperator: one more pass writes past the typed array's end, which JavaScript ignores
     for (let k = 0; k < n; k++) g[k] = out[lo + k]! + s.guidance * (out[hi + k]! - out[lo + k]!);
     return g;
   });
@@ -230,6 +231,7 @@ export async function runUnetSteps(unet: ModelSession, steps: readonly UnetStep[
   const xs = latents.host;
   const samples = xs.map((x, i) => {
     const sample = new Float32Array(x.length); // scale_model_input
+    // Stryker disable next-line EqualityOperator: one more pass writes past the typed array's end, which JavaScript ignores
     for (let k = 0; k < sample.length; k++) sample[k] = x[k]! * scales[i]!;
     return sample;
   });

@@ -297,11 +297,13 @@ export class Generator {
     const dims = [this.m.unetInChannels, geo.latentHeight, geo.latentWidth] as const;
     const n = dims[0] * dims[1] * dims[2];
     const x = new GaussianRng(o.seed, RngStream.unetLatent).gaussian(n);
+    // Stryker disable next-line EqualityOperator: one more pass writes past the typed array's end, which JavaScript ignores
     for (let k = 0; k < n; k++) x[k] = x[k]! * schedule.initNoiseSigma;
     const enc = new Float32Array(2 * cond.length);
     enc.set(cond, 0);
     enc.set(neg, cond.length);
     const text = new Float32Array(2 * C); // mean over the feature tokens (pitfall 9)
+    // Stryker disable next-line EqualityOperator: one more pass writes past the typed array's end, which JavaScript ignores
     for (let b = 0; b < 2; b++) {
       const f = b === 0 ? cond : neg;
       for (let i = 0; i < tokens; i++) for (let j = 0; j < C; j++) text[b * C + j]! += f[i * C + j]! / tokens;

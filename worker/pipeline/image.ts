@@ -113,9 +113,9 @@ export async function readHeader(bytes: Uint8Array, limits: ImageLimits): Promis
   if (!ACCEPTED_FORMATS.has(meta.format)) {
     throw new UserError('bad_image', `${meta.format.toUpperCase()} images are not supported. Send a PNG, JPEG, WebP or GIF.`);
   }
-  // Animated GIF/WebP: only the first frame is decoded; its height is pageHeight.
-  const width = meta.autoOrient.width;
-  const height = (meta.pages ?? 1) > 1 && meta.pageHeight ? swapIfRotated(meta, meta.pageHeight) : meta.autoOrient.height;
+  // Animated GIF/WebP: only the first frame is decoded, and sharp opened with its default `pages: 1` reports that
+  // frame's size (pageHeight stays unset), already after EXIF orientation.
+  const { width, height } = meta.autoOrient;
   if (width * height > limits.maxInputPixels) {
     const mp = (n: number) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} megapixels`;
     throw new UserError(
@@ -128,26 +128,32 @@ export async function readHeader(bytes: Uint8Array, limits: ImageLimits): Promis
   return { width, height };
 }
 
-function swapIfRotated(meta: Metadata, pageHeight: number): number {
-  // Orientations 5–8 swap the axes; frames of animated images carry no EXIF orientation in practice.
-  return (meta.orientation ?? 1) >= 5 ? meta.width : pageHeight;
-}
-
 /** Decodes the first frame, applies EXIF orientation, flattens alpha on white and resizes (bicubic) to width×height. */
 async function decodeResized(bytes: Uint8Array, header: Header, width: number, height: number, limits: ImageLimits): Promise<Buffer> {
   try {
+    // Equivalent mutants (docs/mutation.md): each of these options restates sharp 0.35's behaviour on every input we
+    // could make (readHeader refused more than maxInputPixels already; pages: 1 is the default; failOn 'error' and
+    // 'warning' decided alike on truncated and junk-padded JPEGs; no shrink-on-load was applied to these resizes; the
+    // sRGB output is 8-bit). They are kept to pin that behaviour if a later sharp changes a default.
+    // Stryker disable next-line ObjectLiteral,StringLiteral,BooleanLiteral
     const { data, info } = await sharp(bytes, { limitInputPixels: limits.maxInputPixels, failOn: 'error', pages: 1 })
       .autoOrient()
       .flatten({ background: '#ffffff' })
       .toColourspace('srgb')
       // PIL BICUBIC (a = −0.5, support widened on downscale) ≈ libvips cubic with the same antialiasing;
       // fastShrinkOnLoad off so JPEG DCT shrinking does not replace the filter.
+      // Stryker disable next-line BooleanLiteral
       .resize(width, height, { fit: 'fill', kernel: 'cubic', fastShrinkOnLoad: false })
+      // Stryker disable next-line ObjectLiteral,StringLiteral
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
+    // A guard against a sharp that changes what flatten + sRGB + fill return (3 channels at the asked size): no input
+    // reaches it today, so its mutants are equivalent.
+    // Stryker disable all
     if (info.channels !== 3 || info.width !== width || info.height !== height) {
       throw new Error(`decoder returned ${info.width}×${info.height}×${info.channels}, expected ${width}×${height}×3`);
     }
+    // Stryker restore all
     return data;
   } catch (e) {
     throw new UserError(

@@ -1,7 +1,9 @@
 // Several images' DiT / UNet / VAE steps in one graph run (issue 18) on the tiny checkpoint: samples at different step
 // indices, with their own conditioning and guidance, give bit-for-bit the outputs they give alone (CPU provider).
 import { rmSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { AppError } from '../../../../src/errors.ts';
 import { geometryFor } from '../../../../worker/pipeline/aspect.ts';
 import {
   DitSample,
@@ -12,13 +14,18 @@ import {
   UnetSample,
   unetBatchKey,
   vaeBatchKey,
+  freeLatent,
   type Conditioning,
+  type DitStep,
   type Latent,
   type UnetConditioning,
+  type UnetStep,
 } from '../../../../worker/pipeline/diffusion-steps.ts';
 import { openGenerationModels, type GenerationModels } from '../../../../worker/pipeline/generate.ts';
 import { GaussianRng } from '../../../../worker/pipeline/rng.ts';
+import type { SchedulerGraphs } from '../../../../worker/pipeline/scheduler-graphs.ts';
 import { eulerDiscreteSchedule, flowMatchSchedule } from '../../../../worker/pipeline/schedulers.ts';
+import { DeviceTensor, toDevice, type ModelSession } from '../../../../worker/runtime/session.ts';
 import { buildTinyGenerationGraphs, TINY_HIDDEN, TINY_N_QUERY } from './generate-harness.ts';
 
 let graphs: ReturnType<typeof buildTinyGenerationGraphs>;
@@ -118,5 +125,146 @@ describe('batched diffusion steps (tiny checkpoint, CPU)', () => {
     expect(new Set(decodes.map(vaeBatchKey)).size).toBe(1);
     const together = await runVaeDecodes(m.vae, decodes);
     for (const [i, d] of decodes.entries()) expect(bitsEqual(together[i]!, (await runVaeDecodes(m.vae, [d]))[0]!)).toBe(true);
+  });
+});
+
+describe('batch keys: steps batch together exactly when their shapes match', () => {
+  // Only the fields the keys read; the "x" between sizes keeps 12×3 and 1×23 apart.
+  const dit = (dims: [number, number], z: number[]) => ditBatchKey({ dims, z: { dims: z } } as unknown as DitStep);
+  const unet = (dims: [number, number, number], tokens: number[]) =>
+    unetBatchKey({ dims, cond: { encoderHiddenStates: { dims: tokens } } } as unknown as UnetStep);
+  const vae = (dims: [number, number, number]) => vaeBatchKey({ latents: new Float32Array(0), dims });
+
+  it('DiT: same latent and condition shapes share a key; another latent or condition shape does not', () => {
+    expect(dit([64, 32], [64, 16])).toBe(dit([64, 32], [64, 16]));
+    expect(dit([12, 3], [64, 16])).not.toBe(dit([1, 23], [64, 16]));
+    expect(dit([64, 32], [12, 3])).not.toBe(dit([64, 32], [1, 23]));
+  });
+
+  it('UNet: another latent shape or number of condition tokens gets another key', () => {
+    expect(unet([4, 16, 16], [64, 8])).toBe(unet([4, 16, 16], [64, 8]));
+    expect(unet([4, 12, 3], [64, 8])).not.toBe(unet([4, 1, 23], [64, 8]));
+    expect(unet([4, 16, 16], [12, 3])).not.toBe(unet([4, 16, 16], [1, 23]));
+  });
+
+  it('VAE: another latent shape gets another key', () => {
+    expect(vae([4, 16, 16])).toBe(vae([4, 16, 16]));
+    expect(vae([4, 12, 3])).not.toBe(vae([4, 1, 23]));
+  });
+});
+
+describe('batched steps: conditioning, empty batches and the internal shape checks (tiny checkpoint, CPU)', () => {
+  it("batched samples whose conditioning also has a device copy each get their solo bytes (the rows are every sample's, not the first's)", async () => {
+    const withCopy = async (s: DitSample): Promise<DitSample> =>
+      new DitSample(s.x, s.dims, s.schedule, { ...s.z, device: await toDevice({ data: s.z.host, dims: [2, ...s.z.dims] }, 'cpu') }, s.guidance);
+    const samples = await Promise.all([ditSample(7, 3, 4), ditSample(8, 5, 4)].map(withCopy));
+    const steps = samples.map((s) => s.next());
+    const alone = await Promise.all(steps.map(async (s) => (await runDitSteps(m.dit, [s]))[0]!)); // the device copy
+    const together = await runDitSteps(m.dit, steps); // the host rows, stacked
+    together.forEach((v, i) => expect(bitsEqual(v, alone[i]!)).toBe(true));
+    expect(bitsEqual(alone[0]!, alone[1]!)).toBe(false);
+  });
+
+  it('an empty batch runs nothing and gives no results', async () => {
+    const never = { run: vi.fn(), runOnDevice: vi.fn() } as unknown as ModelSession;
+    expect(await runDitSteps(never, [])).toEqual([]);
+    expect(await runUnetSteps(never, [])).toEqual([]);
+    expect(await runVaeDecodes(never, [])).toEqual([]);
+    expect(never.run).not.toHaveBeenCalled();
+  });
+
+  async function internal(p: Promise<unknown>, message: RegExp): Promise<void> {
+    const e = await p.then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(e).toBeInstanceOf(AppError);
+    expect((e as AppError).code).toBe('internal');
+    expect((e as AppError).message).toMatch(message);
+  }
+
+  it('refuses to batch conditioning or latents of different sizes (the batch keys keep them apart; this catches a key that does not)', async () => {
+    const [a, b] = [ditSample(1, 3, 4).next(), ditSample(2, 3, 4).next()];
+    const shortZ = { ...b, z: { ...b.z, host: b.z.host.subarray(1) } };
+    await internal(runDitSteps(m.dit, [a, shortZ]), /batched conditioning of \d+ values next to \d+/);
+    const shortX = { ...b, x: (b.x as Float32Array).subarray(1) };
+    await internal(runDitSteps(m.dit, [a, shortX]), /batched latent of \d+ values next to \d+/);
+    const dims = [m.unetInChannels, 4, 4] as const;
+    const n = dims[0] * dims[1] * dims[2];
+    await internal(
+      runVaeDecodes(m.vae, [
+        { latents: new Float32Array(n), dims },
+        { latents: new Float32Array(n - 1), dims },
+      ]),
+      new RegExp(`batched VAE latent of ${n - 1} values next to ${n}`),
+    );
+  });
+
+  it('says which output a graph lacks: a VAE without `image`', async () => {
+    const noImage = { run: async () => ({}) } as unknown as ModelSession;
+    const dims = [m.unetInChannels, 4, 4] as const;
+    const e = await runVaeDecodes(noImage, [{ latents: new Float32Array(dims[0] * dims[1] * dims[2]), dims }]).catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(AppError);
+    expect((e as AppError).code).toBe('model');
+    expect((e as AppError).message).toMatch(/the VAE graph has no `image` output/);
+  });
+});
+
+// The device-latent path's bookkeeping, with GPU buffers played by tensors whose dispose() is counted: what each step
+// frees decides whether a long-running worker leaks GPU memory.
+describe('device latents: what a step frees and the errors of a wrong set-up', () => {
+  const gpuTensor = (dims: number[]) => {
+    const tensor = { dims, type: 'float32', dispose: vi.fn() } as unknown as ort.Tensor;
+    return { latent: new DeviceTensor(tensor, true), freed: () => (tensor.dispose as ReturnType<typeof vi.fn>).mock.calls.length };
+  };
+  function deviceStep(): DitStep {
+    const s = ditSample(3, 2, 4).next();
+    return { ...s, x: gpuTensor([1, ...s.dims]).latent };
+  }
+
+  it('frees the CFG pair input and the model output after the guided update, and keeps the samples’ own latents', async () => {
+    const input = gpuTensor([2, 1]);
+    const output = gpuTensor([2, 1]);
+    const next = gpuTensor([1, 1]);
+    const graphs = {
+      cfgPair: vi.fn(async () => input.latent),
+      guidedStep: vi.fn(async () => [next.latent]),
+    } as unknown as SchedulerGraphs;
+    const session = { runOnDevice: vi.fn(async () => ({ host: {}, device: { velocity: output.latent } })) } as unknown as ModelSession;
+    const step = deviceStep();
+    const [got] = await runDitSteps(session, [step], graphs);
+    expect(got).toBe(next.latent);
+    expect([input.freed(), output.freed(), next.freed()]).toEqual([1, 1, 0]);
+    expect((step.x as DeviceTensor).dims).toEqual([1, ...step.dims]);
+    expect(graphs.guidedStep).toHaveBeenCalledWith('uncond-first', output.latent, [step.x], [step.guidance], [step.dt], step.dims);
+  });
+
+  it('a session that does not keep the output on the device: an internal error naming it, and the input still freed', async () => {
+    const input = gpuTensor([2, 1]);
+    const graphs = { cfgPair: async () => input.latent, guidedStep: vi.fn() } as unknown as SchedulerGraphs;
+    const session = { runOnDevice: async () => ({ host: {}, device: {} }) } as unknown as ModelSession;
+    const e = await runDitSteps(session, [deviceStep()], graphs).catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(AppError);
+    expect((e as AppError).message).toMatch(/does not keep `velocity` on the device/);
+    expect(input.freed()).toBe(1);
+  });
+
+  it('device latents without scheduler graphs, or mixed with host latents in one batch: internal errors that say so', async () => {
+    const e1 = await runDitSteps(m.dit, [deviceStep()]).catch((err: unknown) => err);
+    expect((e1 as AppError).message).toMatch(/device latents need the scheduler graphs/);
+    const e2 = await runDitSteps(m.dit, [deviceStep(), ditSample(4, 2, 4).next()]).catch((err: unknown) => err);
+    expect((e2 as AppError).message).toMatch(/a diffusion batch mixes host and device latents/);
+  });
+
+  it('a sample frees the latent it leaves behind, never the one it takes (a step that returns its input in place)', () => {
+    const first = gpuTensor([1, 1]);
+    const second = gpuTensor([1, 1]);
+    const s = new DitSample(first.latent, [1, 1], flowMatchSchedule(3), host(new Float32Array(2), [1, 1]), 1);
+    s.advance(first.latent); // in place: still in use
+    expect(first.freed()).toBe(0);
+    s.advance(second.latent);
+    expect([first.freed(), second.freed(), s.step]).toEqual([1, 0, 2]);
+    freeLatent(second.latent);
+    expect(second.freed()).toBe(1);
   });
 });

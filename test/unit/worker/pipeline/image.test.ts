@@ -172,10 +172,11 @@ describe('preprocessImage errors (each its own clear UserError)', () => {
     expect(e.message).toMatch(/couldn't read that file as an image/);
   });
 
-  it('a truncated PNG whose header is fine', async () => {
+  it("a truncated PNG whose header is fine, with the decoder's error kept as the cause (for the logs)", async () => {
     const full = await png(coordinateImage(112, 112), 112, 112);
     const e = await userError(preprocessImage(full.subarray(0, Math.floor(full.length / 2)), limits, geometry));
     expect(e.message).toMatch(/damaged or truncated/);
+    expect(e.cause).toBeInstanceOf(Error);
   });
 
   it('an empty file', async () => {
@@ -300,6 +301,11 @@ describe('image checks at their limits', () => {
     expect(error).toBeInstanceOf(UserError);
     expect((error as UserError).message).toMatch(/2000×1501 pixels \(3\.0 megapixels\); the limit is 3\.0 megapixels/);
     expect((error as UserError).context).toEqual({ width: 2000, height: 1501 });
+  });
+
+  it('says whole megapixels from 10 up: a limit of exactly 10 is "10 megapixels", not "10.0"', async () => {
+    const e = await userError(readHeader(pngHeaderOnly(4000, 2501), { ...limits, maxInputPixels: 10_000_000 }));
+    expect(e.message).toMatch(/4000×2501 pixels \(10 megapixels\); the limit is 10 megapixels\./);
   });
 
   it("reads an animated GIF's size as one frame's, and keeps the decoder's error as the cause of an unreadable file", async () => {
