@@ -3,6 +3,7 @@
 //   bot:    lookup(digest) ── one script ──▶ cached? → deliver from the cache (no job)
 //                                           a job for the same digest queued/running? → join it (a follower)
 //                                           else miss → admission → claim(digest) → enqueue → confirm
+//           (lookup, admission and claim run as one script: src/limits/gate.ts; lookupCall, claimCall)
 //   worker: job done ──▶ put(entry) ──▶ close(digest, jobId) → the followers, each handed its own delivery
 //
 // Keys, all under one hash tag so each script's keys share a slot (T = "<prefix>:{cache}"):
@@ -67,7 +68,7 @@ end
  * KEYS entry lru f w · ARGV useCache singleFlight jobId followerJSON
  * → {1, meta, png} cached · {2, leaderJobId} joined a flight · {0} miss
  */
-const lookupLua = `${NOW}${JOIN}
+export const lookupLua = `${NOW}${JOIN}
 if ARGV[1] == '1' then
   local v = redis.call('HMGET', KEYS[1], 'meta', 'png')
   if v[1] then
@@ -204,12 +205,25 @@ export class ResultCache {
    * `follower` is what a finished leader needs to deliver to this request (its JobRequest as JSON).
    */
   async lookup(digest: string, jobId: string, follower: string): Promise<Lookup> {
+    const call = await this.lookupCall(digest, jobId, follower);
+    return this.lookupResult(call, await this.r.blip3oCacheLookupBuffer(...call.keys, ...call.args));
+  }
+
+  /**
+   * lookupLua's keys and arguments (src/limits/gate.ts runs it first in the admission script when nothing sits
+   * between lookup and admission). `view`: the workers' model as read for it, which lookupResult reports.
+   */
+  async lookupCall(digest: string, jobId: string, follower: string): Promise<ScriptCall & { view: ModelView }> {
     const c = this.config.cache;
-    const view = c.enabled ? await this.models() : { state: 'none' as const };
+    const view: ModelView = c.enabled ? await this.models() : { state: 'none' };
     const useCache = view.state === 'one';
     const [f, w] = this.flightKeys(digest);
     const entry = this.entryKey(useCache ? entryId(view.manifestHash, digest) : '-');
-    const res = await this.r.blip3oCacheLookupBuffer(entry, `${this.T}:lru`, f, w, useCache ? '1' : '0', c.singleFlight ? '1' : '0', jobId, follower);
+    return { keys: [entry, `${this.T}:lru`, f, w], args: [useCache ? '1' : '0', c.singleFlight ? '1' : '0', jobId, follower], view };
+  }
+
+  /** What lookupLua answered to `call` (its reply with bulk strings as Buffers), counted by the observer. */
+  lookupResult(call: { view: ModelView }, res: readonly (number | Buffer)[]): Lookup {
     const code = Number(res[0]);
     if (code === 1) {
       this.observer?.('hit');
@@ -220,7 +234,7 @@ export class ResultCache {
       this.observer?.('joined');
       return { kind: 'joined', leaderJobId: (res[1] as Buffer).toString('utf8') };
     }
-    this.observer?.(c.enabled && view.state === 'differ' ? 'bypass' : 'miss');
+    this.observer?.(this.config.cache.enabled && call.view.state === 'differ' ? 'bypass' : 'miss');
     return { kind: 'miss' };
   }
 
