@@ -23,7 +23,7 @@ import { entryId } from './key.ts';
 const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
 /** KEYS entry lru sizes bytes exp · ARGV id meta png ttlMs maxBytes entryPrefix → entries evicted, or -1 if too large. */
-const putLua = `${NOW}
+export const putLua = `${NOW}
 local lru, sizes, bytes, exp = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local function forget(id)
   local size = redis.call('HGET', sizes, id)
@@ -104,7 +104,7 @@ return 1
  * KEYS f w done · ARGV leaderJobId keepMs → follower JSONs. Ends the flight led by leaderJobId and returns its
  * followers; called again for the same leader (a re-run after a crash) it returns the same followers.
  */
-const closeLua = `
+export const closeLua = `
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.call('HVALS', KEYS[3]) end
 if redis.call('HGET', KEYS[1], 'leader') ~= ARGV[1] then return {} end
 redis.call('DEL', KEYS[1])
@@ -128,12 +128,12 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 
 interface CacheCommands {
   blip3oCachePut(...args: (string | number | Buffer)[]): Promise<number>;
-  blip3oCacheLookupBuffer(...args: (string | number)[]): Promise<(number | Buffer)[]>;
-  blip3oCacheClaim(...args: (string | number)[]): Promise<(number | string)[]>;
-  blip3oCacheConfirm(...args: (string | number)[]): Promise<number>;
-  blip3oCacheClose(...args: (string | number)[]): Promise<string[]>;
-  blip3oCachePublish(...args: (string | number)[]): Promise<number>;
-  blip3oCacheModels(...args: (string | number)[]): Promise<string[]>;
+  blip3oCacheLookupBuffer(...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
+  blip3oCacheClaim(...args: (string | number | Buffer)[]): Promise<(number | string)[]>;
+  blip3oCacheConfirm(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oCacheClose(...args: (string | number | Buffer)[]): Promise<string[]>;
+  blip3oCachePublish(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oCacheModels(...args: (string | number | Buffer)[]): Promise<string[]>;
 }
 
 function defineCommands(redis: Redis): Redis & CacheCommands {
@@ -259,17 +259,29 @@ export class ResultCache {
 
   /** End the flight led by `leaderJobId`; its followers' JSON (the same list again if called twice). */
   async close(digest: string, leaderJobId: string): Promise<string[]> {
-    return this.r.blip3oCacheClose(...this.flightKeys(digest), `${this.T}:done:${leaderJobId}`, leaderJobId, this.keepMs);
+    const { keys, args } = this.closeCall(digest, leaderJobId);
+    return this.r.blip3oCacheClose(...keys, ...args);
+  }
+
+  /** closeLua's keys and arguments (worker/after-job.ts runs it with the put and the usage settle, in one script). */
+  closeCall(digest: string, leaderJobId: string): ScriptCall {
+    return { keys: [...this.flightKeys(digest), `${this.T}:done:${leaderJobId}`], args: [leaderJobId, this.keepMs] };
   }
 
   /** Store a result under a worker's model. Returns entries evicted to make room, or -1 when it exceeds maxBytes. */
   async put(manifestHash: string, digest: string, meta: CachedMeta, png?: Uint8Array): Promise<number> {
+    const { keys, args } = this.putCall(manifestHash, digest, meta, png);
+    return this.r.blip3oCachePut(...keys, ...args);
+  }
+
+  /** putLua's keys and arguments. */
+  putCall(manifestHash: string, digest: string, meta: CachedMeta, png?: Uint8Array): ScriptCall {
     const id = entryId(manifestHash, digest);
     const c = this.config.cache;
-    return this.r.blip3oCachePut(
-      this.entryKey(id), `${this.T}:lru`, `${this.T}:sizes`, `${this.T}:bytes`, `${this.T}:exp`,
-      id, JSON.stringify(meta), png ? Buffer.from(png.buffer, png.byteOffset, png.byteLength) : '', c.ttlSeconds * 1000, c.maxBytes, `${this.T}:e:`,
-    );
+    return {
+      keys: [this.entryKey(id), `${this.T}:lru`, `${this.T}:sizes`, `${this.T}:bytes`, `${this.T}:exp`],
+      args: [id, JSON.stringify(meta), png ? Buffer.from(png.buffer, png.byteOffset, png.byteLength) : '', c.ttlSeconds * 1000, c.maxBytes, `${this.T}:e:`],
+    };
   }
 
   /** Bytes and entries held (expired entries are forgotten at the next put). */

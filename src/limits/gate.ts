@@ -77,7 +77,7 @@ return answer(1, budgets)
 
 interface GateCommands {
   /** Bulk strings as Buffers: a cached PNG comes back as bytes. */
-  blip3oGateAdmitBuffer(...args: (string | number)[]): Promise<(number | Buffer)[]>;
+  blip3oGateAdmitBuffer(...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
 }
 
 /** Runs `calls` as admitLua's seven parts, in one script call. */
