@@ -72,7 +72,8 @@ function jobDone(redis: Redis, calls: readonly ScriptCall[]): Promise<(number | 
 const NONE: ScriptCall = { keys: [], args: [] };
 
 export interface AfterJob {
-  (request: JobRequest, result: JobResult, ranMs: number): Promise<void>;
+  /** `png`: result.image's bytes when the caller has them (else they are read back from the blob store). */
+  (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array): Promise<void>;
 }
 
 export interface AfterJobService {
@@ -90,22 +91,22 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
   let timer: NodeJS.Timeout | undefined;
 
   /** The cache put of a reproducible result under this worker's model, as a script call (NONE: nothing to store). */
-  async function store(digest: string, result: JobResult): Promise<ScriptCall> {
+  async function store(digest: string, result: JobResult, made?: Uint8Array): Promise<ScriptCall> {
     if (!config.cache.enabled || result.status !== 'succeeded' || result.servedFrom) return NONE;
     if (result.answer) return cache.putCall(manifestHash, digest, { kind: 'answer', text: result.answer.text, tokenCount: result.answer.tokenCount });
     if (!result.image) return NONE;
-    const png = await blobs.get(result.image.blobKey);
+    const png = made ?? (await blobs.get(result.image.blobKey));
     return png ? cache.putCall(manifestHash, digest, { kind: 'image', width: result.image.width, height: result.image.height }, png) : NONE;
   }
 
   return {
-    async afterHandOver(request, result, ranMs) {
+    async afterHandOver(request, result, ranMs, png) {
       // GPU-seconds: counted once per job (a re-run counts nothing again), and the admission estimate released;
       // the result stored; the flight ended and its followers read: one script
       const digest = await digestOf(blobs, request);
       const [, , ...followers] = await jobDone(redis, [
         usage.settleCall(request, result, ranMs),
-        digest ? await store(digest, result) : NONE,
+        digest ? await store(digest, result, png) : NONE,
         digest ? cache.closeCall(digest, request.id) : NONE,
       ]);
       const handed = await handOverEach(queues, followers.map(String), result);

@@ -52,8 +52,10 @@ describe('afterHandOver', () => {
         image: { blobKey, mime: 'image/png', width: 8, height: 8, altText: 'a marten', prompt: 'a marten', options: (leader as Extract<JobRequest, { kind: 'imagine' }>).options },
       };
       const separate = ['blip3oUsageSettle', 'blip3oCachePut', 'blip3oCacheClose'].map((m) => vi.spyOn(redis as unknown as Record<string, () => unknown>, m));
-      await after.afterHandOver(leader, result, 9_000);
+      const reads = vi.spyOn(blobs, 'get');
+      await after.afterHandOver(leader, result, 9_000, png); // the worker passes the bytes it stored
       for (const spy of separate) expect(spy).not.toHaveBeenCalled(); // one script, not three
+      expect(reads).not.toHaveBeenCalled(); // nor read back
 
       const today = async () => (await usage.today(leader.destination)).user;
       expect(await today()).toEqual({ used: 4, inflight: 0 }); // the stages measured, the reservation released
@@ -66,7 +68,8 @@ describe('afterHandOver', () => {
         expect(handed?.data).toMatchObject({ jobId: 'j2', destination: follower.destination, servedFrom: 'shared', status: 'succeeded' });
         expect(await cache.claim(digest, 'j4', '{}')).toEqual({ leads: true }); // the flight is over
 
-        await after.afterHandOver(leader, result, 9_000); // a re-run after a crash
+        await after.afterHandOver(leader, result, 9_000); // a re-run after a crash: no bytes at hand
+        expect(reads).toHaveBeenCalledWith(blobKey); // read back
         expect(await today()).toEqual({ used: 4, inflight: 0 }); // counted once
         expect(await q.getJobCounts('waiting')).toEqual({ waiting: 1 }); // the same follower, the same delivery id
       } finally {

@@ -465,6 +465,7 @@ describe('processor outputs', () => {
 
   it('afterHandOver: after every result handed over (again on a re-run), with the run time; not for a retried failure', async () => {
     const calls: [string, JobResult['status'], number][] = [];
+    const pngs: (Uint8Array | undefined)[] = [];
     let afterFails = false;
     let fail: Error | undefined;
     const { p } = processorWith(
@@ -476,8 +477,9 @@ describe('processor outputs', () => {
       },
       configWith(),
       {
-        afterHandOver: async (request, result, ranMs) => {
+        afterHandOver: async (request, result, ranMs, png) => {
           calls.push([request.id, result.status, ranMs]);
+          pngs.push(png);
           if (afterFails) throw new Error('cache away');
         },
       },
@@ -497,6 +499,9 @@ describe('processor outputs', () => {
     afterFails = false;
     await run(flaky); // the re-run finds it handed over and calls afterHandOver again
     expect(calls.slice(1).map(([id, status]) => [id, status])).toEqual([[flaky.id, 'succeeded'], [flaky.id, 'succeeded']]);
+    const stored = await blobs.get((await handedOver(flaky.id))!.image!.blobKey);
+    expect(pngs.slice(0, 3)).toEqual([PNG, stored, undefined]); // the bytes it stored (cached without reading them back); none on a re-run
+    expect(stored).toEqual(PNG);
     expect(calls[1]![2]).toBeLessThan(5_000); // no processedOn: no run time to speak of
 
     const delivered = imagine();
