@@ -233,10 +233,13 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const images: ImageResult[] = [];
     let firstScores: (number | null)[] | undefined;
     let firstPng: Uint8Array | undefined;
+    const pngs = reviewedAll.map(({ best }) => (best.check?.caption ? addPngText(best.image.png, { Description: best.check.caption }) : best.image.png));
+    // Several images are stored at once: one round trip before the hand-over, not one per image
+    const blobKeys = await Promise.all(pngs.map((png) => blobs.put(png, 'output', retentionOf(request.destination))));
     for (const [i, { best, tries, scores }] of reviewedAll.entries()) {
       const caption = best.check?.caption || undefined;
-      const png = caption ? addPngText(best.image.png, { Description: caption }) : best.image.png;
-      const blobKey = await blobs.put(png, 'output', retentionOf(request.destination));
+      const png = pngs[i]!;
+      const blobKey = blobKeys[i]!;
       const plainAlt = request.prompt || 'A variation of your image';
       const altText = caption ?? (count > 1 ? `${plainAlt} (${i + 1} of ${count})` : plainAlt);
       const matchScore = best.check?.match;
