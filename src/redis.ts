@@ -27,7 +27,7 @@ export type Redis = SingleRedis | Cluster;
 /** One Lua script's KEYS and ARGV, for a caller that runs the script inside a larger one (src/limits/gate.ts). */
 export interface ScriptCall {
   keys: string[];
-  args: (string | number)[];
+  args: (string | number | Buffer)[]; // Buffer: bytes (a cached PNG)
 }
 
 let log: Logger = createLogger('redis', process.env.LOG_LEVEL || 'info');

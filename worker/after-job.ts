@@ -4,17 +4,20 @@
 // joined the job while it was queued or running (single flight). Throwing here makes BullMQ retry the job, whose
 // re-run finds the result already handed over and calls this again: the cache put and the follower hand-over are
 // both idempotent, so followers are delivered exactly once even if the worker dies in between.
+// The three writes (usage settle, cache put, flight close) are one script: one round trip and one script call per job.
+// The rate limits' slots are not: they are held until BullMQ has finished the job, which it has not yet here; the
+// bots free them on its completed/failed event, and their sweep after a lost event (src/limits/gate.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Redis } from '../src/redis.ts';
+import type { Redis, ScriptCall } from '../src/redis.ts';
 import type { BlobStore } from '../src/blobs/store.ts';
-import { DeliveryQueues, digestOf, handOverToFollowers } from '../src/cache/fanout.ts';
-import { ResultCache } from '../src/cache/results.ts';
+import { DeliveryQueues, digestOf, handOverEach } from '../src/cache/fanout.ts';
+import { closeLua, putLua, ResultCache } from '../src/cache/results.ts';
 import type { Config } from '../src/config/schema.ts';
 import type { JobRequest, JobResult } from '../src/jobs/contract.ts';
 import type { Logger } from '../src/log.ts';
-import { Usage } from '../src/accounting/usage.ts';
+import { settleLua, Usage } from '../src/accounting/usage.ts';
 import { MANIFEST_FILE } from './builder/manifest.ts';
 
 /**
@@ -28,8 +31,49 @@ export function modelIdentity(onnxDir: string | undefined, pipelineModule: strin
   return createHash('sha256').update(`pipeline:${pipelineModule}`).digest('hex');
 }
 
+/**
+ * A job's completion in one script: the usage settle, then the cache put, then the close of the flight it led, each its
+ * own module's script run as a function of its own KEYS and ARGV (a part with no keys is skipped: nothing to store,
+ * or no flight). ARGV starts with the three parts' KEYS and ARGV counts, then their ARGV, in that order.
+ * → {settled 1|0, evicted (or -1: too large, 0: skipped), follower JSON…}. The put comes before the close, so a
+ * request arriving once the flight is over finds the entry. All keys are under queue.prefix (one slot in Cluster).
+ */
+const doneLua = `
+local function slice(t, from, n) local out = {} for i = 1, n do out[i] = t[from + i - 1] end return out end
+local function usageSettle(KEYS, ARGV) ${settleLua} end
+local function cachePut(KEYS, ARGV) ${putLua} end
+local function closeFlight(KEYS, ARGV) ${closeLua} end
+local calls, k, a = {}, 1, 7
+for i = 1, 3 do
+  local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  calls[i] = { slice(KEYS, k, nk), slice(ARGV, a, na) }
+  k, a = k + nk, a + na
+end
+local function run(i, f) return f(calls[i][1], calls[i][2]) end
+local out = { run(1, usageSettle), 0 }
+if #calls[2][1] > 0 then out[2] = run(2, cachePut) end
+if #calls[3][1] > 0 then for _, v in ipairs(run(3, closeFlight)) do table.insert(out, v) end end
+return out
+`;
+
+interface DoneCommands {
+  blip3oJobDone(...args: (string | number | Buffer)[]): Promise<(number | string)[]>;
+}
+
+/** Runs `calls` as doneLua's three parts, in one script call. */
+function jobDone(redis: Redis, calls: readonly ScriptCall[]): Promise<(number | string)[]> {
+  const r = redis as Redis & Partial<DoneCommands>;
+  // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
+  if (typeof r.blip3oJobDone !== 'function') redis.defineCommand('blip3oJobDone', { lua: doneLua });
+  const keys = calls.flatMap((c) => c.keys);
+  return (r as Redis & DoneCommands).blip3oJobDone(keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args));
+}
+
+const NONE: ScriptCall = { keys: [], args: [] };
+
 export interface AfterJob {
-  (request: JobRequest, result: JobResult, ranMs: number): Promise<void>;
+  /** `png`: result.image's bytes when the caller has them (else they are read back from the blob store). */
+  (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array): Promise<void>;
 }
 
 export interface AfterJobService {
@@ -46,26 +90,27 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
   const usage = new Usage(redis, config);
   let timer: NodeJS.Timeout | undefined;
 
-  async function store(digest: string, result: JobResult): Promise<void> {
-    if (!config.cache.enabled || result.status !== 'succeeded' || result.servedFrom) return;
-    if (result.answer) {
-      await cache.put(manifestHash, digest, { kind: 'answer', text: result.answer.text, tokenCount: result.answer.tokenCount });
-      return;
-    }
-    if (!result.image) return;
-    const png = await blobs.get(result.image.blobKey);
-    if (png) await cache.put(manifestHash, digest, { kind: 'image', width: result.image.width, height: result.image.height }, png);
+  /** The cache put of a reproducible result under this worker's model, as a script call (NONE: nothing to store). */
+  async function store(digest: string, result: JobResult, made?: Uint8Array): Promise<ScriptCall> {
+    if (!config.cache.enabled || result.status !== 'succeeded' || result.servedFrom) return NONE;
+    if (result.answer) return cache.putCall(manifestHash, digest, { kind: 'answer', text: result.answer.text, tokenCount: result.answer.tokenCount });
+    if (!result.image) return NONE;
+    const png = made ?? (await blobs.get(result.image.blobKey));
+    return png ? cache.putCall(manifestHash, digest, { kind: 'image', width: result.image.width, height: result.image.height }, png) : NONE;
   }
 
   return {
-    async afterHandOver(request, result, ranMs) {
-      // GPU-seconds: counted once per job (a re-run counts nothing again), and the admission estimate released
-      await usage.settle(request, result, ranMs);
+    async afterHandOver(request, result, ranMs, png) {
+      // GPU-seconds: counted once per job (a re-run counts nothing again), and the admission estimate released;
+      // the result stored; the flight ended and its followers read: one script
       const digest = await digestOf(blobs, request);
-      if (!digest) return;
-      await store(digest, result); // first, so a request arriving after the flight ends finds the entry
-      const followers = await handOverToFollowers({ cache, queues }, digest, request, result);
-      if (followers > 0) log.info({ jobId: request.id, followers }, 'result handed to identical requests that joined this job');
+      const [, , ...followers] = await jobDone(redis, [
+        usage.settleCall(request, result, ranMs),
+        digest ? await store(digest, result, png) : NONE,
+        digest ? cache.closeCall(digest, request.id) : NONE,
+      ]);
+      const handed = await handOverEach(queues, followers.map(String), result);
+      if (handed > 0) log.info({ jobId: request.id, followers: handed }, 'result handed to identical requests that joined this job');
     },
     async start(workerId) {
       const publish = () => cache.publishModel(manifestHash, workerId);

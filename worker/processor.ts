@@ -57,9 +57,10 @@ export interface ProcessorDeps {
   /**
    * Called after every result handed over for a parsed request (and again when a re-run finds it handed over
    * already): the result cache, single-flight followers and GPU-second accounting (worker/after-job.ts). A throw
-   * makes BullMQ retry the job; the re-run calls it again, so it must be idempotent.
+   * makes BullMQ retry the job; the re-run calls it again, so it must be idempotent. `png`: the bytes stored under
+   * result.image.blobKey when this run made them (then they need not be read back); undefined on a re-run.
    */
-  afterHandOver?: (request: JobRequest, result: JobResult, ranMs: number) => Promise<void>;
+  afterHandOver?: (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array) => Promise<void>;
   /**
    * Runs first for every job, a malformed one included: the fair scheduler's start hook (worker/main.ts). Its round
    * trips overlap the job's own checks (handed over, cancelled, check policy), and it is awaited before anything
@@ -139,12 +140,15 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   }
 
   /** `job.processedOn` is when this attempt started: the run time of a failure that reported no stage timings. */
-  async function after(job: Job, request: JobRequest, result: JobResult | undefined): Promise<void> {
-    if (result && deps.afterHandOver) await deps.afterHandOver(request, result, Math.max(0, Date.now() - (job.processedOn ?? Date.now())));
+  async function after(job: Job, request: JobRequest, result: JobResult | undefined, png?: Uint8Array): Promise<void> {
+    if (result && deps.afterHandOver) await deps.afterHandOver(request, result, Math.max(0, Date.now() - (job.processedOn ?? Date.now())), png);
   }
 
-  /** A job's result, and each try's match score (for the jobs queue's return value, not the delivery). */
-  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>): Promise<{ result: JobResult; matchScores?: (number | null)[] }> {
+  /**
+   * A job's result, and each try's match score (for the jobs queue's return value, not the delivery); `png`: the bytes
+   * stored for result.image (afterHandOver caches them without reading them back).
+   */
+  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array }> {
     const timings: Record<string, number> = {};
     // Stage times on the job's fair-share clock: under batching (worker.maxBatch) the jobs sharing a model thread
     // split its time (docs/batching.md); alone it is the wall clock.
@@ -228,15 +232,22 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (stage) timings[stage] = (timings[stage] ?? 0) + clock() - stageAt;
     const images: ImageResult[] = [];
     let firstScores: (number | null)[] | undefined;
+    let firstPng: Uint8Array | undefined;
+    const pngs = reviewedAll.map(({ best }) => (best.check?.caption ? addPngText(best.image.png, { Description: best.check.caption }) : best.image.png));
+    // Several images are stored at once: one round trip before the hand-over, not one per image
+    const blobKeys = await Promise.all(pngs.map((png) => blobs.put(png, 'output', retentionOf(request.destination))));
     for (const [i, { best, tries, scores }] of reviewedAll.entries()) {
       const caption = best.check?.caption || undefined;
-      const png = caption ? addPngText(best.image.png, { Description: caption }) : best.image.png;
-      const blobKey = await blobs.put(png, 'output', retentionOf(request.destination));
+      const png = pngs[i]!;
+      const blobKey = blobKeys[i]!;
       const plainAlt = request.prompt || 'A variation of your image';
       const altText = caption ?? (count > 1 ? `${plainAlt} (${i + 1} of ${count})` : plainAlt);
       const matchScore = best.check?.match;
       if (matchScore !== undefined) log.info({ jobId: request.id, image: i, matchScore, tries, scores }, 'prompt match');
-      if (i === 0) firstScores = scores.map((x) => x ?? null); // passed on only next to a match score (process)
+      if (i === 0) {
+        firstScores = scores.map((x) => x ?? null); // passed on only next to a match score (process)
+        firstPng = png;
+      }
       images.push({
         blobKey, mime: 'image/png', width: best.image.width, height: best.image.height, altText, prompt: request.prompt, options: best.options,
         ...(caption ? { caption } : {}), ...(tries > 1 ? { tries } : {}),
@@ -245,7 +256,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       });
     }
     const result: JobResult = { ...base, image: images[0]!, ...(images.length > 1 ? { images } : {}), timingsMs: timings, finishedAt: Date.now() };
-    return { result, ...(firstScores ? { matchScores: firstScores } : {}) };
+    return { result, png: firstPng, ...(firstScores ? { matchScores: firstScores } : {}) };
   }
 
   async function inputImage(key: string): Promise<Uint8Array> {
@@ -295,11 +306,12 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     }
     let result: JobResult;
     let matchScores: (number | null)[] | undefined;
+    let png: Uint8Array | undefined;
     try {
       // Stryker disable next-line StringLiteral: classify hands over its own "Cancelled." whatever this message says
       if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
-      ({ result, matchScores } = await run(job, request, signal ?? new AbortController().signal, policy));
+      ({ result, matchScores, png } = await run(job, request, signal ?? new AbortController().signal, policy));
       await handOver(result);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
     } catch (e) {
@@ -318,7 +330,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     }
     // Outside the try: the result is handed over, so a throw here must not turn it into a failure; BullMQ retries
     // and the re-run (alreadyHandedOver) calls afterHandOver again with the handed-over result.
-    await after(job, request, result);
+    await after(job, request, result, png);
     const { matchScore, tries } = result.image ?? {};
     return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore, matchScores } : {}), ...(tries ? { tries } : {}) };
   };

@@ -236,6 +236,13 @@ export function createCore(options: CoreOptions): Core {
     return reply;
   }
 
+  /** A lookup that found the result cached or a flight to join: served without a job; undefined to go on as a miss. */
+  async function servedFrom(request: JobRequest, found: Lookup): Promise<Reply | undefined> {
+    if (found.kind === 'joined') return served(request, JOINED_TEXT);
+    if (found.kind === 'hit') return deliverFromCache(request, found);
+    return undefined;
+  }
+
   /** `digest`: the flight this request leads (claimed), confirmed once its job is in the queue. */
   async function enqueue(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
@@ -283,19 +290,29 @@ export function createCore(options: CoreOptions): Core {
     try {
       // Result cache and single flight (docs/cost.md): an identical request is served without a job of its own.
       digest = await digestOf(blobs, request, storeImage);
-      if (digest) {
-        const found = await cache.lookup(digest, id, JSON.stringify(request));
-        if (found.kind === 'joined') return await served(request, JOINED_TEXT);
-        if (found.kind === 'hit') {
-          const reply = await deliverFromCache(request, found);
-          if (reply) return reply;
-        }
+      const follower = digest ? JSON.stringify(request) : '';
+      // With no admit hook between them, the lookup runs first in the admission script (one round trip fewer); with
+      // one, the lookup goes first on its own, so a flight claimed during the hook is joined at the claim.
+      const lookup = digest && !options.admit ? await cache.lookupCall(digest, id, follower) : undefined;
+      if (digest && !lookup) {
+        const reply = await servedFrom(request, await cache.lookup(digest, id, follower));
+        if (reply) return reply;
       }
       if (options.admit) await options.admit(inv, request);
       try {
-        // GPU-second budgets, then rate limits, then the claim of the flight, in one round trip
-        const claim = digest ? cache.claimCall(digest, id, JSON.stringify(request)) : undefined;
-        const { estimate, joined } = await gate.admit(id, inv.destination, request, claim);
+        // The lookup (above, or here), GPU-second budgets, rate limits, then the claim of the flight, in one round trip
+        const claim = digest ? cache.claimCall(digest, id, follower) : undefined;
+        let admitted = await gate.admit(id, inv.destination, request, claim, lookup).catch((e: unknown) => {
+          if (lookup && isUserError(e)) cache.lookupResult(lookup, [0]); // refused: the lookup missed (counted as before)
+          throw e;
+        });
+        if (lookup && admitted.found) {
+          const reply = await servedFrom(request, cache.lookupResult(lookup, admitted.found));
+          if (reply) return reply;
+          // A cached entry of the other kind (cannot happen: the kind is part of the address): admitted as a miss
+          if (admitted.found[0] !== 0) admitted = await gate.admit(id, inv.destination, request, claim);
+        }
+        const { estimate, joined } = admitted;
         if (joined) return await served(request, JOINED_TEXT); // joined a flight claimed a moment ago: no job, no slot (given back)
         enqueueing = true;
         position = await enqueue(inv, request, estimate, digest);

@@ -105,7 +105,7 @@ return {1, tostring(est)}
  * settle: KEYS dayPrefix inflight resv est settled · ARGV jobId seconds channel user workspace signature unitKey
  * units alpha dayTtlSeconds settledTtlSeconds kind memberId then stage/seconds pairs → 1 counted · 0 already counted.
  */
-const settleLua = `${NOW}${RELEASE}
+export const settleLua = `${NOW}${RELEASE}
 release(KEYS[3], KEYS[2], ARGV[1])
 if redis.call('SET', KEYS[5], '1', 'NX', 'EX', tonumber(ARGV[11])) == false then return 0 end
 local day = KEYS[1] .. math.floor(now / 86400000)
@@ -147,10 +147,10 @@ return 1
 `;
 
 interface UsageCommands {
-  blip3oUsageAdmit(...args: (string | number)[]): Promise<(number | string)[]>;
-  blip3oUsageSettle(...args: (string | number)[]): Promise<number>;
-  blip3oUsageRelease(...args: (string | number)[]): Promise<number>;
-  blip3oUsageCount(...args: (string | number)[]): Promise<number>;
+  blip3oUsageAdmit(...args: (string | number | Buffer)[]): Promise<(number | string)[]>;
+  blip3oUsageSettle(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oUsageRelease(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oUsageCount(...args: (string | number | Buffer)[]): Promise<number>;
 }
 
 function defineCommands(redis: Redis): Redis & UsageCommands {
@@ -245,17 +245,24 @@ export class Usage {
 
   /** Count a finished job's measured GPU-seconds (once per job id) and release its reservation. */
   async settle(request: JobRequest, result: Pick<JobResult, 'timingsMs'>, ranMs: number): Promise<boolean> {
+    const { keys, args } = this.settleCall(request, result, ranMs);
+    return (await this.r.blip3oUsageSettle(...keys, ...args)) === 1;
+  }
+
+  /** settleLua's keys and arguments (worker/after-job.ts runs it with the cache's put and close, in one script). */
+  settleCall(request: JobRequest, result: Pick<JobResult, 'timingsMs'>, ranMs: number): ScriptCall {
     const ids = scopeIds(request.destination);
     const seconds = measuredSeconds(result, ranMs);
     const { sig, units } = costSignature(request);
     const stages = Object.entries(result.timingsMs).filter(([s]) => COMPUTE_STAGES.has(s)).flatMap(([s, ms]) => [s, ms / 1000]);
     const settledTtl = Math.max(this.config.queue.keepFailedSeconds, this.config.queue.keepCompletedSeconds);
-    const res = await this.r.blip3oUsageSettle(
-      `${this.U}:d:`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`, `${this.U}:settled:${request.id}`,
-      request.id, seconds, ids.channel, ids.user, ids.workspace, sig, `${request.kind}|unit`, Math.max(1, units),
-      this.config.usage.estimateSmoothing, this.dayTtl, settledTtl, request.kind, memberId(request.destination), ...stages,
-    );
-    return res === 1;
+    return {
+      keys: [`${this.U}:d:`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`, `${this.U}:settled:${request.id}`],
+      args: [
+        request.id, seconds, ids.channel, ids.user, ids.workspace, sig, `${request.kind}|unit`, Math.max(1, units),
+        this.config.usage.estimateSmoothing, this.dayTtl, settledTtl, request.kind, memberId(request.destination), ...stages,
+      ],
+    };
   }
 
   /** The job will not run (removed, abandoned): give its estimate back. True only for the call that released it. */

@@ -62,10 +62,14 @@ export async function handOverToFollowers(
   leader: JobRequest,
   result: JobResult,
 ): Promise<number> {
-  const followers = await deps.cache.close(digest, leader.id);
+  return handOverEach(deps.queues, await deps.cache.close(digest, leader.id), result);
+}
+
+/** Deliver `result` to each follower (their JSON, as ResultCache.close answers it). Returns how many there were. */
+export async function handOverEach(queues: DeliveryQueues, followers: readonly string[], result: JobResult): Promise<number> {
   for (const json of followers) {
     const parsed = JobRequest.safeParse(JSON.parse(json));
-    if (parsed.success) await deps.queues.handOver(followerResult(result, parsed.data));
+    if (parsed.success) await queues.handOver(followerResult(result, parsed.data));
   }
   return followers.length;
 }

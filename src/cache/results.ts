@@ -3,6 +3,7 @@
 //   bot:    lookup(digest) ── one script ──▶ cached? → deliver from the cache (no job)
 //                                           a job for the same digest queued/running? → join it (a follower)
 //                                           else miss → admission → claim(digest) → enqueue → confirm
+//           (lookup, admission and claim run as one script: src/limits/gate.ts; lookupCall, claimCall)
 //   worker: job done ──▶ put(entry) ──▶ close(digest, jobId) → the followers, each handed its own delivery
 //
 // Keys, all under one hash tag so each script's keys share a slot (T = "<prefix>:{cache}"):
@@ -22,7 +23,7 @@ import { entryId } from './key.ts';
 const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
 /** KEYS entry lru sizes bytes exp · ARGV id meta png ttlMs maxBytes entryPrefix → entries evicted, or -1 if too large. */
-const putLua = `${NOW}
+export const putLua = `${NOW}
 local lru, sizes, bytes, exp = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local function forget(id)
   local size = redis.call('HGET', sizes, id)
@@ -67,7 +68,7 @@ end
  * KEYS entry lru f w · ARGV useCache singleFlight jobId followerJSON
  * → {1, meta, png} cached · {2, leaderJobId} joined a flight · {0} miss
  */
-const lookupLua = `${NOW}${JOIN}
+export const lookupLua = `${NOW}${JOIN}
 if ARGV[1] == '1' then
   local v = redis.call('HMGET', KEYS[1], 'meta', 'png')
   if v[1] then
@@ -103,7 +104,7 @@ return 1
  * KEYS f w done · ARGV leaderJobId keepMs → follower JSONs. Ends the flight led by leaderJobId and returns its
  * followers; called again for the same leader (a re-run after a crash) it returns the same followers.
  */
-const closeLua = `
+export const closeLua = `
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.call('HVALS', KEYS[3]) end
 if redis.call('HGET', KEYS[1], 'leader') ~= ARGV[1] then return {} end
 redis.call('DEL', KEYS[1])
@@ -127,12 +128,12 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 
 interface CacheCommands {
   blip3oCachePut(...args: (string | number | Buffer)[]): Promise<number>;
-  blip3oCacheLookupBuffer(...args: (string | number)[]): Promise<(number | Buffer)[]>;
-  blip3oCacheClaim(...args: (string | number)[]): Promise<(number | string)[]>;
-  blip3oCacheConfirm(...args: (string | number)[]): Promise<number>;
-  blip3oCacheClose(...args: (string | number)[]): Promise<string[]>;
-  blip3oCachePublish(...args: (string | number)[]): Promise<number>;
-  blip3oCacheModels(...args: (string | number)[]): Promise<string[]>;
+  blip3oCacheLookupBuffer(...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
+  blip3oCacheClaim(...args: (string | number | Buffer)[]): Promise<(number | string)[]>;
+  blip3oCacheConfirm(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oCacheClose(...args: (string | number | Buffer)[]): Promise<string[]>;
+  blip3oCachePublish(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oCacheModels(...args: (string | number | Buffer)[]): Promise<string[]>;
 }
 
 function defineCommands(redis: Redis): Redis & CacheCommands {
@@ -204,12 +205,25 @@ export class ResultCache {
    * `follower` is what a finished leader needs to deliver to this request (its JobRequest as JSON).
    */
   async lookup(digest: string, jobId: string, follower: string): Promise<Lookup> {
+    const call = await this.lookupCall(digest, jobId, follower);
+    return this.lookupResult(call, await this.r.blip3oCacheLookupBuffer(...call.keys, ...call.args));
+  }
+
+  /**
+   * lookupLua's keys and arguments (src/limits/gate.ts runs it first in the admission script when nothing sits
+   * between lookup and admission). `view`: the workers' model as read for it, which lookupResult reports.
+   */
+  async lookupCall(digest: string, jobId: string, follower: string): Promise<ScriptCall & { view: ModelView }> {
     const c = this.config.cache;
-    const view = c.enabled ? await this.models() : { state: 'none' as const };
+    const view: ModelView = c.enabled ? await this.models() : { state: 'none' };
     const useCache = view.state === 'one';
     const [f, w] = this.flightKeys(digest);
     const entry = this.entryKey(useCache ? entryId(view.manifestHash, digest) : '-');
-    const res = await this.r.blip3oCacheLookupBuffer(entry, `${this.T}:lru`, f, w, useCache ? '1' : '0', c.singleFlight ? '1' : '0', jobId, follower);
+    return { keys: [entry, `${this.T}:lru`, f, w], args: [useCache ? '1' : '0', c.singleFlight ? '1' : '0', jobId, follower], view };
+  }
+
+  /** What lookupLua answered to `call` (its reply with bulk strings as Buffers), counted by the observer. */
+  lookupResult(call: { view: ModelView }, res: readonly (number | Buffer)[]): Lookup {
     const code = Number(res[0]);
     if (code === 1) {
       this.observer?.('hit');
@@ -220,7 +234,7 @@ export class ResultCache {
       this.observer?.('joined');
       return { kind: 'joined', leaderJobId: (res[1] as Buffer).toString('utf8') };
     }
-    this.observer?.(c.enabled && view.state === 'differ' ? 'bypass' : 'miss');
+    this.observer?.(this.config.cache.enabled && call.view.state === 'differ' ? 'bypass' : 'miss');
     return { kind: 'miss' };
   }
 
@@ -245,17 +259,29 @@ export class ResultCache {
 
   /** End the flight led by `leaderJobId`; its followers' JSON (the same list again if called twice). */
   async close(digest: string, leaderJobId: string): Promise<string[]> {
-    return this.r.blip3oCacheClose(...this.flightKeys(digest), `${this.T}:done:${leaderJobId}`, leaderJobId, this.keepMs);
+    const { keys, args } = this.closeCall(digest, leaderJobId);
+    return this.r.blip3oCacheClose(...keys, ...args);
+  }
+
+  /** closeLua's keys and arguments (worker/after-job.ts runs it with the put and the usage settle, in one script). */
+  closeCall(digest: string, leaderJobId: string): ScriptCall {
+    return { keys: [...this.flightKeys(digest), `${this.T}:done:${leaderJobId}`], args: [leaderJobId, this.keepMs] };
   }
 
   /** Store a result under a worker's model. Returns entries evicted to make room, or -1 when it exceeds maxBytes. */
   async put(manifestHash: string, digest: string, meta: CachedMeta, png?: Uint8Array): Promise<number> {
+    const { keys, args } = this.putCall(manifestHash, digest, meta, png);
+    return this.r.blip3oCachePut(...keys, ...args);
+  }
+
+  /** putLua's keys and arguments. */
+  putCall(manifestHash: string, digest: string, meta: CachedMeta, png?: Uint8Array): ScriptCall {
     const id = entryId(manifestHash, digest);
     const c = this.config.cache;
-    return this.r.blip3oCachePut(
-      this.entryKey(id), `${this.T}:lru`, `${this.T}:sizes`, `${this.T}:bytes`, `${this.T}:exp`,
-      id, JSON.stringify(meta), png ? Buffer.from(png.buffer, png.byteOffset, png.byteLength) : '', c.ttlSeconds * 1000, c.maxBytes, `${this.T}:e:`,
-    );
+    return {
+      keys: [this.entryKey(id), `${this.T}:lru`, `${this.T}:sizes`, `${this.T}:bytes`, `${this.T}:exp`],
+      args: [id, JSON.stringify(meta), png ? Buffer.from(png.buffer, png.byteOffset, png.byteLength) : '', c.ttlSeconds * 1000, c.maxBytes, `${this.T}:e:`],
+    };
   }
 
   /** Bytes and entries held (expired entries are forgotten at the next put). */

@@ -16,51 +16,59 @@ import { admitLua as budgetsAdmitLua, budgetAdmission, budgetMessage, countLua, 
 import { UserError } from '../errors.ts';
 import { admissionOf, createLimiter, throwIfDenied, type Limiter } from './limiter.ts';
 import { admitLua as limitsAdmitLua, releaseLua as limitsReleaseLua } from './scripts.ts';
-import { claimLua } from '../cache/results.ts';
+import { claimLua, lookupLua as cacheLookupLua } from '../cache/results.ts';
 
 /**
- * Budgets, then the rate limits, then the result cache's claim of the request's flight, in one script (one round
- * trip on a request's way to the queue). Each part is its own module's script, run as a function of its own KEYS and
- * ARGV, in this order:
- *   1. the budgets' admit; if it refuses, that answer;
- *   2. the limits' admit; if that refuses, the budget reservation is given back (3) and the refusal counted (4, the
+ * The result cache's lookup, then budgets, then the rate limits, then the cache's claim of the request's flight, in
+ * one script (one round trip on a request's way to the queue). Each part is its own module's script, run as a
+ * function of its own KEYS and ARGV, in this order:
+ *   1. the lookup (when given: no keys, no lookup); if it finds the result cached, or a flight to join, that answer,
+ *      and nothing is admitted;
+ *   2. the budgets' admit; if it refuses, that answer;
+ *   3. the limits' admit; if that refuses, the budget reservation is given back (4) and the refusal counted (5, the
  *      usage report's "ref"), and that answer;
- *   5. the claim (when given: no keys, no claim); if another request leads the flight, the budget reservation (3) and
- *      the slots (6) are given back, and that answer.
- * ARGV starts with the six parts' KEYS and ARGV counts, in that order; then their ARGV, in the same order.
+ *   6. the claim (when given: no keys, no claim); if another request leads the flight, the budget reservation (4) and
+ *      the slots (7) are given back, and that answer.
+ * ARGV starts with the seven parts' KEYS and ARGV counts, in that order; then their ARGV, in the same order.
  * → {1, budgets' answer…} admitted (and leads the flight) · {2, budgets' answer…} refused by a budget ·
- *   {3, limits' answer…} refused by a limit · {4, claim's answer…} joined another request's flight.
+ *   {3, limits' answer…} refused by a limit · {4, claim's answer…} joined another request's flight ·
+ *   {5, lookup's answer…} cached, or joined a flight at the lookup.
  * All keys are under queue.prefix: one hash slot in Redis Cluster, where the prefix must be a hash tag.
  */
 const admitLua = `
 local function slice(t, from, n) local out = {} for i = 1, n do out[i] = t[from + i - 1] end return out end
+local function cacheLookup(KEYS, ARGV) ${cacheLookupLua} end
 local function budgetsAdmit(KEYS, ARGV) ${budgetsAdmitLua} end
 local function limitsAdmit(KEYS, ARGV) ${limitsAdmitLua} end
 local function budgetsRelease(KEYS, ARGV) ${budgetsReleaseLua} end
 local function countRefusal(KEYS, ARGV) ${countLua} end
 local function claimFlight(KEYS, ARGV) ${claimLua} end
 local function limitsRelease(KEYS, ARGV) ${limitsReleaseLua} end
-local calls, k, a = {}, 1, 13
-for i = 1, 6 do
+local calls, k, a = {}, 1, 15
+for i = 1, 7 do
   local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
   calls[i] = { slice(KEYS, k, nk), slice(ARGV, a, na) }
   k, a = k + nk, a + na
 end
 local function run(i, f) return f(calls[i][1], calls[i][2]) end
 local function answer(code, reply) local out = {code} for _, v in ipairs(reply) do table.insert(out, v) end return out end
-local budgets = run(1, budgetsAdmit)
+if #calls[1][1] > 0 then
+  local found = run(1, cacheLookup)
+  if found[1] ~= 0 then return answer(5, found) end
+end
+local budgets = run(2, budgetsAdmit)
 if budgets[1] ~= 1 then return answer(2, budgets) end
-local limits = run(2, limitsAdmit)
+local limits = run(3, limitsAdmit)
 if limits[1] ~= 1 then
-  run(3, budgetsRelease)
-  run(4, countRefusal)
+  run(4, budgetsRelease)
+  run(5, countRefusal)
   return answer(3, limits)
 end
-if #calls[5][1] > 0 then
-  local claim = run(5, claimFlight)
+if #calls[6][1] > 0 then
+  local claim = run(6, claimFlight)
   if claim[1] ~= 1 then
-    run(3, budgetsRelease)
-    run(6, limitsRelease)
+    run(4, budgetsRelease)
+    run(7, limitsRelease)
     return answer(4, claim)
   end
 end
@@ -68,17 +76,20 @@ return answer(1, budgets)
 `;
 
 interface GateCommands {
-  blip3oGateAdmit(...args: (string | number)[]): Promise<(number | string)[]>;
+  /** Bulk strings as Buffers: a cached PNG comes back as bytes. */
+  blip3oGateAdmitBuffer(...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
 }
 
-/** Runs `calls` as admitLua's six parts, in one script call. */
-function gateAdmit(redis: Redis, calls: readonly ScriptCall[]): Promise<(number | string)[]> {
+/** Runs `calls` as admitLua's seven parts, in one script call. */
+function gateAdmit(redis: Redis, calls: readonly ScriptCall[]): Promise<(number | Buffer)[]> {
   const r = redis as Redis & Partial<GateCommands>;
   // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
-  if (typeof r.blip3oGateAdmit !== 'function') redis.defineCommand('blip3oGateAdmit', { lua: admitLua });
+  if (typeof r.blip3oGateAdmitBuffer !== 'function') redis.defineCommand('blip3oGateAdmit', { lua: admitLua });
   const keys = calls.flatMap((c) => c.keys);
-  return (r as Redis & GateCommands).blip3oGateAdmit(keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args));
+  return (r as Redis & GateCommands).blip3oGateAdmitBuffer(keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args));
 }
+
+const NONE: ScriptCall = { keys: [], args: [] };
 
 export interface Gate {
   readonly limiter: Limiter;
@@ -92,8 +103,11 @@ export interface Gate {
    * `claim` (with `request`): the result cache's claim of the request's flight (ResultCache.claimCall), made in the
    * same round trip once admitted. When another request leads that flight, the admission is given back at once and
    * `joined` names the leader's job.
+   * `lookup` (with `request`): the result cache's lookup (ResultCache.lookupCall), made first in the same round trip.
+   * `found` is its reply (ResultCache.lookupResult reads it): when it found the result cached or a flight to join,
+   * nothing was admitted (estimate 0); on a miss it is {0} and admission went on.
    */
-  admit(jobId: string, destination: Destination, request?: JobRequest, claim?: ScriptCall): Promise<{ estimate: number; joined?: string }>;
+  admit(jobId: string, destination: Destination, request?: JobRequest, claim?: ScriptCall, lookup?: ScriptCall): Promise<{ estimate: number; joined?: string; found?: (number | Buffer)[] }>;
   /** Options to merge into queue.add: the job is added parked (see FairScheduler.parkedOptions). */
   jobOptions(): { priority: number; delay: number };
   /**
@@ -126,21 +140,24 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
     limiter,
     scheduler,
     usage,
-    async admit(jobId, d, request, claim) {
+    async admit(jobId, d, request, claim, lookup) {
       if (!request) {
         await limiter.admitOrThrow(jobId, d);
         return { estimate: 0 };
       }
       const cost = request.kind !== 'ask' ? (request.options.count ?? 1) : 1; // N images count as N
-      const [code, ...reply] = await gateAdmit(redis, [
-        usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d),
-        claim ?? { keys: [], args: [] }, limiter.releaseCall(jobId),
+      const [code, ...raw] = await gateAdmit(redis, [
+        lookup ?? NONE, usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d),
+        claim ?? NONE, limiter.releaseCall(jobId),
       ]);
-      if (Number(code) === 4) return { estimate: 0, joined: String(reply[1]) };
+      if (Number(code) === 5) return { estimate: 0, found: raw };
+      const missed = lookup ? { found: [0] } : {};
+      const reply = raw.map((v) => (Buffer.isBuffer(v) ? v.toString('utf8') : v));
+      if (Number(code) === 4) return { estimate: 0, joined: String(reply[1]), ...missed };
       if (Number(code) === 3) throwIfDenied(admissionOf(reply.map(Number)), d); // a limit refused: always throws
       const b = budgetAdmission(reply);
       if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
-      return { estimate: b.estimate };
+      return { estimate: b.estimate, ...missed };
     },
     jobOptions: () => scheduler.parkedOptions(),
     enqueued: (jobId, d, estimate) => scheduler.enqueue(jobId, d, usage.costUnits(estimate ?? 0)),

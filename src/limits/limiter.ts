@@ -91,11 +91,11 @@ export function throwIfDenied(a: Admission, d: Destination): void {
 
 // ioredis defineCommand adds methods at runtime; this is their shape.
 interface LimiterCommands {
-  blip3oLimitAdmit(...args: (string | number)[]): Promise<number[]>;
-  blip3oLimitRelease(...args: (string | number)[]): Promise<number>;
-  blip3oLimitSweep(...args: (string | number)[]): Promise<number>;
-  blip3oLimitSettle(...args: (string | number)[]): Promise<number>;
-  blip3oLimitUsage(...args: (string | number)[]): Promise<number[]>;
+  blip3oLimitAdmit(...args: (string | number | Buffer)[]): Promise<number[]>;
+  blip3oLimitRelease(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oLimitSweep(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oLimitSettle(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oLimitUsage(...args: (string | number | Buffer)[]): Promise<number[]>;
 }
 
 function defineCommands(redis: Redis): Redis & LimiterCommands {

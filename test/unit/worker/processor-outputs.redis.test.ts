@@ -241,11 +241,23 @@ describe('processor outputs', () => {
     expect(logged('progress update failed')[0]).toMatchObject({ level: 40, jobId: req.id, err: 'redis away' });
   });
 
-  it('several images without batching: one after another, seeds s, s+1, …, alt text "n of count"; one image has no count in it', async () => {
+  it('several images without batching: one after another, seeds s, s+1, …, alt text "n of count", stored at once; one image has no count in it', async () => {
     let inFlight = 0;
     let most = 0;
     const drawn: GenerateRequest[] = [];
     const contexts: RunOptions[] = [];
+    let storing = 0;
+    let mostStored = 0;
+    const stores: BlobStore = {
+      get: (key) => blobs.get(key),
+      delete: (key) => blobs.delete(key),
+      put: async (bytes, hint, ttl) => {
+        mostStored = Math.max(mostStored, ++storing);
+        await sleep(5);
+        storing--;
+        return blobs.put(bytes, hint, ttl);
+      },
+    };
     const { p } = processorWith(
       {
         async generate(request, ctx) {
@@ -258,10 +270,12 @@ describe('processor outputs', () => {
         },
       },
       configWith({ checks: { altText: false } }),
+      { blobs: stores },
     );
     const req = imagine({ options: { ...options, seed: 5, count: 3 } });
     await p.process(job(req), 'token', new AbortController().signal);
     expect(most).toBe(1);
+    expect(mostStored).toBe(3); // the three images stored at once (one round trip), not one after another
     expect(drawn.map((d) => d.options)).toEqual([5, 6, 7].map((seed) => ({ ...options, seed })));
     expect(contexts.every((c) => c.meter !== undefined)).toBe(true); // one after another: the job's share meter
     const r = (await handedOver(req.id))!;
@@ -465,6 +479,7 @@ describe('processor outputs', () => {
 
   it('afterHandOver: after every result handed over (again on a re-run), with the run time; not for a retried failure', async () => {
     const calls: [string, JobResult['status'], number][] = [];
+    const pngs: (Uint8Array | undefined)[] = [];
     let afterFails = false;
     let fail: Error | undefined;
     const { p } = processorWith(
@@ -476,8 +491,9 @@ describe('processor outputs', () => {
       },
       configWith(),
       {
-        afterHandOver: async (request, result, ranMs) => {
+        afterHandOver: async (request, result, ranMs, png) => {
           calls.push([request.id, result.status, ranMs]);
+          pngs.push(png);
           if (afterFails) throw new Error('cache away');
         },
       },
@@ -497,6 +513,9 @@ describe('processor outputs', () => {
     afterFails = false;
     await run(flaky); // the re-run finds it handed over and calls afterHandOver again
     expect(calls.slice(1).map(([id, status]) => [id, status])).toEqual([[flaky.id, 'succeeded'], [flaky.id, 'succeeded']]);
+    const stored = await blobs.get((await handedOver(flaky.id))!.image!.blobKey);
+    expect(pngs.slice(0, 3)).toEqual([PNG, stored, undefined]); // the bytes it stored (cached without reading them back); none on a re-run
+    expect(stored).toEqual(PNG);
     expect(calls[1]![2]).toBeLessThan(5_000); // no processedOn: no run time to speak of
 
     const delivered = imagine();

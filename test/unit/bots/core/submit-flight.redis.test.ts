@@ -2,7 +2,7 @@
 // queued before it, or is served from the cache, without a job or a slot of its own; a flight claimed between the
 // lookup and the claim is joined too; a leader that fails to enqueue, or is cancelled, tells its followers. Also the
 // acceptReplicas WAIT after enqueueing, the progress routing per platform, and which images a refusal deletes.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
 import { CACHED_TEXT, JOINED_TEXT, portForDestination, progressIntervalMs, type Core } from '../../../../bots/core/submit.ts';
 import { digestOf, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
@@ -146,6 +146,27 @@ describe('result cache', () => {
     const id = jobIdFor('discord', again.dedupeKey);
     expect(await c.handle(again)).toMatchObject({ jobId: id, position: 0, text: CACHED_TEXT });
     expect(await handedOver(c, id)).toMatchObject({ status: 'succeeded', servedFrom: 'cache', answer: { text: 'teal', tokenCount: 2 } });
+  });
+  it('looks the cache up in the admission script when no admit hook sits in between; a hook keeps its own lookup first', async () => {
+    const c = core({}, { limits: { user: { ...OPEN_LIMIT, maxConcurrent: 1 } } });
+    const seen: string[] = [];
+    c.cache.observer = (o) => seen.push(o);
+    const own = vi.spyOn(c.cache, 'lookup');
+    await c.cache.publishModel('model-a', 'worker-1');
+    const first = (await c.handle(inv(imagine('a vole')))) as { jobId: string };
+    expect(await c.handle(inv(imagine('a vole'), { destination: dest('u2') }))).toMatchObject({ text: JOINED_TEXT });
+    const refused = await c.handle(inv(imagine('a mole'))); // u1's one slot is the vole's
+    expect(refused).toMatchObject({ kind: 'error' });
+    const digest = (await digestOf(c.blobs, (await c.queue.getJob(first.jobId))!.data))!;
+    await c.cache.put('model-a', digest, { kind: 'image', width: 32, height: 32 }, h.png);
+    expect(await c.handle(inv(imagine('a vole'), { destination: dest('u3') }))).toMatchObject({ text: CACHED_TEXT });
+    expect(seen).toEqual(['miss', 'joined', 'miss', 'hit']); // each lookup counted once, the refused one too
+    expect(own).not.toHaveBeenCalled(); // no lookup round trip of its own
+
+    const hooked = core({ admit: async () => undefined });
+    const hookedOwn = vi.spyOn(hooked.cache, 'lookup');
+    await hooked.handle(inv(imagine('a shrew')));
+    expect(hookedOwn).toHaveBeenCalledTimes(1);
   });
 });
 

@@ -204,4 +204,41 @@ describe('gate', () => {
       await queue.close();
     }
   });
+
+  it('with a lookup: a cached result or a flight to join is answered first and takes nothing; a miss is admitted', async () => {
+    const budgeted = loadConfig({ env: {}, overrides: { queue: { prefix }, usage: { budgets: { channel: 0, user: 100, workspace: 0 } }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 }, repairIntervalMs: 60_000 } } });
+    const queue = createJobsQueue(budgeted, redis);
+    const gate = createGate(redis, budgeted, queue);
+    const cache = new ResultCache(redis, budgeted);
+    const lu: Destination = { ...d, userId: 'lu' };
+    const request = (id: string): JobRequest => ({ v: CONTRACT_VERSION, id, destination: lu, submittedAt: 1, kind: 'imagine', prompt: 'an ibis', options: { seed: 1, ditSteps: 5, decoderSteps: 6, guidance: 4, aspect: '1:1' } });
+    const slots = async () => (await gate.limiter.usage('user', 'discord:lu', { ...open, maxConcurrent: 1 })).held;
+    const admit = async (id: string, digest: string) => {
+      const lookup = await cache.lookupCall(digest, id, `{"id":"${id}"}`);
+      const admitted = await gate.admit(id, lu, request(id), cache.claimCall(digest, id, `{"id":"${id}"}`), lookup);
+      return { ...admitted, found: admitted.found && cache.lookupResult(lookup, admitted.found) };
+    };
+    try {
+      await cache.publishModel('model-l', 'worker-l');
+      await gate.usage.settle(request('measured-l'), { timingsMs: { features: 2_000 } }, 2_000); // jobs like these: 2 s
+      const png = new Uint8Array([137, 80, 78, 71, 0, 255, 10, 13]); // bytes, not text: they come back as they went in
+      await cache.put('model-l', 'digest-hit', { kind: 'image', width: 8, height: 8 }, png);
+      expect(await admit('l1', 'digest-hit')).toEqual({ estimate: 0, found: { kind: 'hit', meta: { kind: 'image', width: 8, height: 8 }, png } });
+      expect(await slots()).toBe(0); // a hit takes no slot
+      expect(await gate.usage.release('l1')).toBe(false); // and reserves no budget
+
+      expect(await admit('l2', 'digest-l')).toEqual({ estimate: 2, found: { kind: 'miss' } }); // a miss: admitted, leads the flight
+      expect(await slots()).toBe(1);
+      expect(await admit('l3', 'digest-l')).toEqual({ estimate: 0, found: { kind: 'joined', leaderJobId: 'l2' } }); // not refused by the cap of 1
+      expect(await slots()).toBe(1);
+      expect(await gate.usage.release('l3')).toBe(false);
+      expect(await cache.close('digest-l', 'l2')).toEqual(['{"id":"l3"}']); // l3 follows l2
+      const refused = await admit('l4', 'digest-m').catch((e: unknown) => e); // a miss over the cap: refused as before
+      expect(isUserError(refused) && refused.code).toBe('rate_limited');
+      expect(await cache.claim('digest-m', 'l5', '{}')).toEqual({ leads: true }); // the refused request claimed nothing
+    } finally {
+      gate.stop();
+      await queue.close();
+    }
+  });
 });

@@ -1,0 +1,103 @@
+// What a worker does once a job's result is handed over (worker/after-job.ts), over real Redis: the GPU-seconds
+// counted once, the result stored in the cache, the flight ended and each follower handed its own delivery, in one
+// script per completion; called again (a re-run after a crash) it counts nothing twice and hands over the same.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createBlobStore } from '../../../src/blobs/index.ts';
+import { digestOf } from '../../../src/cache/fanout.ts';
+import { ResultCache } from '../../../src/cache/results.ts';
+import { loadConfig } from '../../../src/config/load.ts';
+import { CONTRACT_VERSION, type Destination, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
+import { createDeliveryQueue, deliveryQueueName } from '../../../src/jobs/queue.ts';
+import { Usage } from '../../../src/accounting/usage.ts';
+import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../src/redis.ts';
+import { createAfterJob } from '../../../worker/after-job.ts';
+import { createLogger } from '../../../src/log.ts';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `t-afterjob-${randomUUID().slice(0, 8)}`;
+const config = loadConfig({ env: {}, overrides: { queue: { prefix }, cache: { enabled: true, singleFlight: true } } });
+const dest = (userId: string, extra: Partial<Destination> = {}): Destination =>
+  ({ platform: 'discord', guildId: 'g', channelId: 'c', userId, applicationId: 'app', ...extra }) as Destination;
+const imagine = (id: string, d: Destination, prompt = 'a marten'): JobRequest =>
+  ({ v: CONTRACT_VERSION, id, destination: d, submittedAt: 1, kind: 'imagine', prompt, options: { seed: 3, ditSteps: 4, decoderSteps: 5, guidance: 4, aspect: '1:1' } }) as JobRequest;
+let redis: Redis;
+
+beforeAll(() => {
+  redis = createRedis(url);
+});
+afterAll(async () => {
+  await deleteKeys(redis, `${prefix}:*`);
+  await closeRedis(redis);
+});
+
+describe('afterHandOver', () => {
+  it('settles, stores and hands over to the followers in one script call; a second call counts nothing twice', async () => {
+    const blobs = createBlobStore(config, redis);
+    const after = createAfterJob({ config, redis, blobs, log: createLogger('test', 'silent'), manifestHash: 'model-j' });
+    const cache = new ResultCache(redis, config);
+    const usage = new Usage(redis, config);
+    const leader = imagine('j1', dest('ju'));
+    const follower = imagine('j2', dest('jv'));
+    const digest = (await digestOf(blobs, leader))!;
+    try {
+      await cache.publishModel('model-j', 'w1');
+      expect(await usage.admit('j1', leader.destination, leader)).toMatchObject({ admitted: true }); // a reservation to release
+      expect(await cache.claim(digest, 'j1', '{}')).toEqual({ leads: true });
+      expect(await cache.claim(digest, 'j2', JSON.stringify(follower))).toEqual({ leads: false, leaderJobId: 'j1' });
+      const png = new Uint8Array([137, 80, 78, 71, 0, 255, 13, 10]);
+      const blobKey = await blobs.put(png, 'output');
+      const result: JobResult = {
+        v: CONTRACT_VERSION, jobId: 'j1', kind: 'imagine', destination: leader.destination, status: 'succeeded', timingsMs: { features: 3_000, decoding: 1_000 }, finishedAt: 1,
+        image: { blobKey, mime: 'image/png', width: 8, height: 8, altText: 'a marten', prompt: 'a marten', options: (leader as Extract<JobRequest, { kind: 'imagine' }>).options },
+      };
+      const separate = ['blip3oUsageSettle', 'blip3oCachePut', 'blip3oCacheClose'].map((m) => vi.spyOn(redis as unknown as Record<string, () => unknown>, m));
+      const reads = vi.spyOn(blobs, 'get');
+      await after.afterHandOver(leader, result, 9_000, png); // the worker passes the bytes it stored
+      for (const spy of separate) expect(spy).not.toHaveBeenCalled(); // one script, not three
+      expect(reads).not.toHaveBeenCalled(); // nor read back
+
+      const today = async () => (await usage.today(leader.destination)).user;
+      expect(await today()).toEqual({ used: 4, inflight: 0 }); // the stages measured, the reservation released
+      expect(await usage.release('j1')).toBe(false);
+      const looked = await cache.lookup(digest, 'j3', '{}');
+      expect(looked).toEqual({ kind: 'hit', meta: { kind: 'image', width: 8, height: 8 }, png }); // the bytes as they were
+      const q = createDeliveryQueue(config, redis, deliveryQueueName(follower.destination));
+      try {
+        const handed = await q.getJob('j2');
+        expect(handed?.data).toMatchObject({ jobId: 'j2', destination: follower.destination, servedFrom: 'shared', status: 'succeeded' });
+        expect(await cache.claim(digest, 'j4', '{}')).toEqual({ leads: true }); // the flight is over
+
+        await after.afterHandOver(leader, result, 9_000); // a re-run after a crash: no bytes at hand
+        expect(reads).toHaveBeenCalledWith(blobKey); // read back
+        expect(await today()).toEqual({ used: 4, inflight: 0 }); // counted once
+        expect(await q.getJobCounts('waiting')).toEqual({ waiting: 1 }); // the same follower, the same delivery id
+      } finally {
+        await q.close();
+      }
+    } finally {
+      await after.close();
+    }
+  });
+
+  it('a job with no digest (a channel with a retention TTL) or a failure is still counted, and nothing is stored', async () => {
+    const blobs = createBlobStore(config, redis);
+    const after = createAfterJob({ config, redis, blobs, log: createLogger('test', 'silent'), manifestHash: 'model-j' });
+    const usage = new Usage(redis, config);
+    const kept = imagine('k1', dest('ku', { retentionSeconds: 60 }));
+    const failed = imagine('k2', dest('kv'), 'a failing stoat');
+    try {
+      expect(await digestOf(blobs, kept)).toBeUndefined();
+      const base = { v: CONTRACT_VERSION, kind: 'imagine' as const, timingsMs: { features: 2_000 }, finishedAt: 1 };
+      await after.afterHandOver(kept, { ...base, jobId: 'k1', destination: kept.destination, status: 'failed', error: { code: 'internal', message: 'x', userFacing: false } }, 2_000);
+      expect((await usage.today(kept.destination)).user.used).toBe(2);
+      await after.afterHandOver(failed, { ...base, jobId: 'k2', destination: failed.destination, status: 'failed', error: { code: 'internal', message: 'x', userFacing: false } }, 2_000);
+      expect((await usage.today(failed.destination)).user.used).toBe(2);
+      const cache = new ResultCache(redis, config);
+      await cache.publishModel('model-j', 'w1');
+      expect(await cache.lookup((await digestOf(blobs, failed))!, 'k3', '{}')).toEqual({ kind: 'miss' }); // a failure is not stored
+    } finally {
+      await after.close();
+    }
+  });
+});
