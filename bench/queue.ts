@@ -23,6 +23,7 @@ import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { createLogger } from '../src/log.ts';
 import { Redis as IORedis } from 'ioredis';
 import { closeRedis, createRedis, deleteKeys, type Redis } from '../src/redis.ts';
+import { createAfterJob } from '../worker/after-job.ts';
 import { createProcessor, type ProcessOutcome } from '../worker/processor.ts';
 import { ThreadHost } from '../worker/thread-host.ts';
 import type { Done, Go } from './_queue-procs.ts';
@@ -77,7 +78,11 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
     await startOrHold(scheduler, job, token);
     marks.get(job.id!)?.push(performance.now());
   };
-  const processor = createProcessor({ config, redis, blobs: createBlobStore(config, redis), host, log, start });
+  // …and its completion (usage settle, cache put, flight close: worker/after-job.ts), so Redis work per job is the real
+  // path's. Added 2026-12-05 (issue 19, fourth pass); earlier runs of this bench did not count it.
+  const blobs = createBlobStore(config, redis);
+  const afterJob = createAfterJob({ config, redis, blobs, log, manifestHash: 'bench' });
+  const processor = createProcessor({ config, redis, blobs, host, log, start, afterHandOver: afterJob.afterHandOver });
   const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
     marks.get(job.id!)?.push(performance.now());
     const out = await processor.process(job, token, signal);
@@ -114,6 +119,7 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
       await core.stop();
       await worker.close();
       await processor.close();
+      await afterJob.close(); // its delivery queues for followers
       await schedulerQueue.close();
       await host.close();
     },
