@@ -274,11 +274,9 @@ export function createCore(options: CoreOptions): Core {
     if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };
     // A channel's retention TTL travels with the job, so the worker and every bot instance honour it (src/jobs/retention.ts).
     // So does its no-log mode.
-    const destination: Destination =
-      inv.destination.platform === 'cli'
-        ? inv.destination
-        // Stryker disable next-line ConditionalExpression: equivalent, `retentionSeconds: undefined` is dropped by JSON and by zod alike
-        : { ...inv.destination, ...(saved.retentionSeconds !== undefined ? { retentionSeconds: saved.retentionSeconds } : {}), ...(saved.noLog ? { noLog: true } : {}) };
+    // Stryker disable next-line ConditionalExpression: equivalent, `retentionSeconds: undefined` is dropped by JSON and by zod alike
+    const retention = saved.retentionSeconds !== undefined ? { retentionSeconds: saved.retentionSeconds } : {};
+    const destination: Destination = inv.destination.platform === 'cli' ? inv.destination : { ...inv.destination, ...retention, ...(saved.noLog ? { noLog: true } : {}) };
     const base: RequestBase = { id, destination, submittedAt: Date.now() };
     let { request, storeImage } = await validate(inv, base, saved);
     // The input image is stored first: a request served from the cache or by another job is re-rolled from it later.
@@ -290,7 +288,7 @@ export function createCore(options: CoreOptions): Core {
     try {
       // Result cache and single flight (docs/cost.md): an identical request is served without a job of its own.
       digest = await digestOf(blobs, request, storeImage);
-      const follower = digest ? JSON.stringify(request) : '';
+      const follower = JSON.stringify(request); // what a finished leader delivers to this request, if it joins one
       // With no admit hook between them, the lookup runs first in the admission script (one round trip fewer); with
       // one, the lookup goes first on its own, so a flight claimed during the hook is joined at the claim.
       const lookup = digest && !options.admit ? await cache.lookupCall(digest, id, follower) : undefined;
@@ -303,7 +301,7 @@ export function createCore(options: CoreOptions): Core {
         // The lookup (above, or here), GPU-second budgets, rate limits, then the claim of the flight, in one round trip
         const claim = digest ? cache.claimCall(digest, id, follower) : undefined;
         let admitted = await gate.admit(id, inv.destination, request, claim, lookup).catch((e: unknown) => {
-          if (lookup && isUserError(e)) cache.lookupResult(lookup, [0]); // refused: the lookup missed (counted as before)
+          if (lookup && isUserError(e)) cache.missed(lookup); // refused: the lookup missed (counted as before)
           throw e;
         });
         if (lookup && admitted.found) {
@@ -319,6 +317,7 @@ export function createCore(options: CoreOptions): Core {
       } catch (e) {
         // A refusal (a UserError from gate.admit) took nothing. After anything else the admission and the claim may be
         // held (the script ran, its reply was lost): both are given back, and whoever joined the flight is told.
+        // Stryker disable next-line ConditionalExpression,LogicalOperator,BooleanLiteral: equivalent, a refusal holds no slot or reservation and leads no flight, so giving them back changes nothing (the test only saves round trips)
         if (enqueueing || !isUserError(e)) {
           await gate.abandon(id);
           if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.').catch(() => undefined);

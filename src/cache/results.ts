@@ -222,6 +222,11 @@ export class ResultCache {
     return { keys: [entry, `${this.T}:lru`, f, w], args: [useCache ? '1' : '0', c.singleFlight ? '1' : '0', jobId, follower], view };
   }
 
+  /** A lookup made in a script that was refused before it answered (the admission script): counted as a miss. */
+  missed(call: { view: ModelView }): Lookup {
+    return this.lookupResult(call, [0]);
+  }
+
   /** What lookupLua answered to `call` (its reply with bulk strings as Buffers), counted by the observer. */
   lookupResult(call: { view: ModelView }, res: readonly (number | Buffer)[]): Lookup {
     const code = Number(res[0]);

@@ -40,6 +40,14 @@ describe('cache entries', () => {
     await c.cache.put('m', (await digestOf(c.blobs, q!))!, { kind: 'image', width: 32, height: 32 }, h.png);
     expect(await c.handle(ask())).toMatchObject({ kind: 'queued', position: 4 });
   });
+  it('admits a request whose cache entry cannot serve it: it takes a slot like any miss', async () => {
+    const c = core({}, { cache: { singleFlight: false }, limits: { user: { ...OPEN_LIMIT, maxConcurrent: 2 } } });
+    await c.cache.publishModel('m', 'w');
+    const first = await data(c, jobId(await c.handle(inv({ command: 'imagine', prompt: 'a shrew', seed: 3 }))));
+    await c.cache.put('m', (await digestOf(c.blobs, first!))!, { kind: 'image', width: 32, height: 32 }); // no PNG
+    expect(await c.handle(inv({ command: 'imagine', prompt: 'a shrew', seed: 3 }))).toMatchObject({ kind: 'queued' });
+    expect(await c.handle(inv({ command: 'imagine', prompt: 'a third' }))).toMatchObject({ kind: 'error' }); // both slots held
+  });
 });
 
 describe('single flight', () => {
