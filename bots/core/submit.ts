@@ -317,7 +317,7 @@ export function createCore(options: CoreOptions): Core {
       } catch (e) {
         // A refusal (a UserError from gate.admit) took nothing. After anything else the admission and the claim may be
         // held (the script ran, its reply was lost): both are given back, and whoever joined the flight is told.
-        // Stryker disable next-line ConditionalExpression,LogicalOperator,BooleanLiteral: equivalent, a refusal holds no slot or reservation and leads no flight, so giving them back changes nothing (the test only saves round trips)
+        // Stryker disable next-line ConditionalExpression,LogicalOperator,BooleanLiteral: equivalent, a refusal holds no slot or reservation and leads no flight, so giving them back changes nothing (the condition only saves round trips)
         if (enqueueing || !isUserError(e)) {
           await gate.abandon(id);
           if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.').catch(() => undefined);
