@@ -155,6 +155,7 @@ describe('gate', () => {
       expect((await gate.limiter.usage('user', 'discord:bu', rate)).tokens).toBe(0);
       const limited = await gate.admit('g3', bu, imagine('g3', bu)).catch((e: unknown) => e);
       expect(isUserError(limited) && limited.code).toBe('rate_limited');
+      expect(isUserError(limited) && limited.context).toMatchObject({ scope: 'user', kind: 'rate' }); // the limit's refusal, not a budget's
       expect(await gate.usage.release('g3')).toBe(false); // its budget reservation was given back already
       const day = Math.floor(Date.now() / 86_400_000);
       expect(await redis.hget(gate.usage.dayKey(day), 'ref|user|discord:bu')).toBe('1'); // counted as refused
