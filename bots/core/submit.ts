@@ -308,7 +308,6 @@ export function createCore(options: CoreOptions): Core {
           const reply = await servedFrom(request, cache.lookupResult(lookup, admitted.found));
           if (reply) return reply;
           // A cached entry of the other kind (cannot happen: the kind is part of the address): admitted as a miss
-          // Stryker disable next-line ConditionalExpression: `true` is equivalent, admitting a miss again is a no-op per job id (only a round trip)
           if (admitted.found[0] !== 0) admitted = await gate.admit(id, inv.destination, request, claim);
         }
         const { estimate, joined } = admitted;
