@@ -30,6 +30,40 @@ export interface ScriptCall {
   args: (string | number | Buffer)[]; // Buffer: bytes (a cached PNG)
 }
 
+/** A part of a combined script that is skipped (no keys): no lookup, nothing to store, no flight. */
+export const NO_CALL: ScriptCall = { keys: [], args: [] };
+
+/**
+ * The opening of a script that runs `parts` modules' scripts in one call (runCombined; src/limits/gate.ts's admission,
+ * worker/after-job.ts's completion): `calls[i]` is part i's {KEYS, ARGV}, and `run(i, f)` runs it with f, the part's
+ * own script as a Lua function of (KEYS, ARGV). ARGV starts with every part's KEYS and ARGV counts, then their ARGV.
+ */
+export function combinedPreamble(parts: number): string {
+  return `
+local function slice(t, from, n) local out = {} for i = 1, n do out[i] = t[from + i - 1] end return out end
+local calls, k, a = {}, 1, ${2 * parts + 1}
+for i = 1, ${parts} do
+  local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  calls[i] = { slice(KEYS, k, nk), slice(ARGV, a, na) }
+  k, a = k + nk, a + na
+end
+local function run(i, f) return f(calls[i][1], calls[i][2]) end
+`;
+}
+
+/**
+ * Runs `calls` as the parts of `lua` (opened with combinedPreamble(calls.length)), defined on the connection as `name`
+ * at its first use. `replies: 'buffers'`: bulk strings come back as Buffers (bytes such as a cached PNG).
+ */
+export function runCombined(redis: Redis, name: string, lua: string, calls: readonly ScriptCall[], replies: 'strings' | 'buffers' = 'strings'): Promise<unknown[]> {
+  const r = redis as unknown as Record<string, ((...args: (string | number | Buffer)[]) => Promise<unknown[]>) | undefined>;
+  // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
+  if (typeof r[name] !== 'function') redis.defineCommand(name, { lua });
+  const keys = calls.flatMap((c) => c.keys);
+  const args = [keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args)];
+  return replies === 'buffers' ? r[`${name}Buffer`]!(...args) : r[name]!(...args);
+}
+
 let log: Logger = createLogger('redis', process.env.LOG_LEVEL || 'info');
 let state: 'unknown' | 'up' | 'down' = 'unknown';
 

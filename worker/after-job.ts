@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Redis, ScriptCall } from '../src/redis.ts';
+import { combinedPreamble, NO_CALL, runCombined, type Redis, type ScriptCall } from '../src/redis.ts';
 import type { BlobStore } from '../src/blobs/store.ts';
 import { DeliveryQueues, digestOf, handOverEach } from '../src/cache/fanout.ts';
 import { closeLua, putLua, ResultCache } from '../src/cache/results.ts';
@@ -38,38 +38,18 @@ export function modelIdentity(onnxDir: string | undefined, pipelineModule: strin
  * → {settled 1|0, evicted (or -1: too large, 0: skipped), follower JSON…}. The put comes before the close, so a
  * request arriving once the flight is over finds the entry. All keys are under queue.prefix (one slot in Cluster).
  */
-const doneLua = `
-local function slice(t, from, n) local out = {} for i = 1, n do out[i] = t[from + i - 1] end return out end
+const doneLua = `${combinedPreamble(3)}
 local function usageSettle(KEYS, ARGV) ${settleLua} end
 local function cachePut(KEYS, ARGV) ${putLua} end
 local function closeFlight(KEYS, ARGV) ${closeLua} end
-local calls, k, a = {}, 1, 7
-for i = 1, 3 do
-  local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  calls[i] = { slice(KEYS, k, nk), slice(ARGV, a, na) }
-  k, a = k + nk, a + na
-end
-local function run(i, f) return f(calls[i][1], calls[i][2]) end
 local out = { run(1, usageSettle), 0 }
 if #calls[2][1] > 0 then out[2] = run(2, cachePut) end
 if #calls[3][1] > 0 then for _, v in ipairs(run(3, closeFlight)) do table.insert(out, v) end end
 return out
 `;
 
-interface DoneCommands {
-  blip3oJobDone(...args: (string | number | Buffer)[]): Promise<(number | string)[]>;
-}
-
 /** Runs `calls` as doneLua's three parts, in one script call. */
-function jobDone(redis: Redis, calls: readonly ScriptCall[]): Promise<(number | string)[]> {
-  const r = redis as Redis & Partial<DoneCommands>;
-  // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
-  if (typeof r.blip3oJobDone !== 'function') redis.defineCommand('blip3oJobDone', { lua: doneLua });
-  const keys = calls.flatMap((c) => c.keys);
-  return (r as Redis & DoneCommands).blip3oJobDone(keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args));
-}
-
-const NONE: ScriptCall = { keys: [], args: [] };
+const jobDone = (redis: Redis, calls: readonly ScriptCall[]) => runCombined(redis, 'blip3oJobDone', doneLua, calls) as Promise<(number | string)[]>;
 
 export interface AfterJob {
   /** `png`: result.image's bytes when the caller has them (else they are read back from the blob store). */
@@ -90,13 +70,13 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
   const usage = new Usage(redis, config);
   let timer: NodeJS.Timeout | undefined;
 
-  /** The cache put of a reproducible result under this worker's model, as a script call (NONE: nothing to store). */
+  /** The cache put of a reproducible result under this worker's model, as a script call (NO_CALL: nothing to store). */
   async function store(digest: string, result: JobResult, made?: Uint8Array): Promise<ScriptCall> {
-    if (!config.cache.enabled || result.status !== 'succeeded' || result.servedFrom) return NONE;
+    if (!config.cache.enabled || result.status !== 'succeeded' || result.servedFrom) return NO_CALL;
     if (result.answer) return cache.putCall(manifestHash, digest, { kind: 'answer', text: result.answer.text, tokenCount: result.answer.tokenCount });
-    if (!result.image) return NONE;
+    if (!result.image) return NO_CALL;
     const png = made ?? (await blobs.get(result.image.blobKey));
-    return png ? cache.putCall(manifestHash, digest, { kind: 'image', width: result.image.width, height: result.image.height }, png) : NONE;
+    return png ? cache.putCall(manifestHash, digest, { kind: 'image', width: result.image.width, height: result.image.height }, png) : NO_CALL;
   }
 
   return {
@@ -106,8 +86,8 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
       const digest = await digestOf(blobs, request);
       const [, , ...followers] = await jobDone(redis, [
         usage.settleCall(request, result, ranMs),
-        digest ? await store(digest, result, png) : NONE,
-        digest ? cache.closeCall(digest, request.id) : NONE,
+        digest ? await store(digest, result, png) : NO_CALL,
+        digest ? cache.closeCall(digest, request.id) : NO_CALL,
       ]);
       const handed = await handOverEach(queues, followers.map(String), result);
       if (handed > 0) log.info({ jobId: request.id, followers: handed }, 'result handed to identical requests that joined this job');

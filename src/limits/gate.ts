@@ -7,7 +7,7 @@
 //   start():  gate.start(events)  (QueueEvents completed/failed/removed → settle; repair every repairIntervalMs)
 //   worker:   startOrHold(scheduler, job, token) first thing in the processor (src/scheduling/fair.ts)
 import type { QueueEvents } from 'bullmq';
-import type { Redis, ScriptCall } from '../redis.ts';
+import { combinedPreamble, NO_CALL, runCombined, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
@@ -35,8 +35,7 @@ import { claimLua, lookupLua as cacheLookupLua } from '../cache/results.ts';
  *   {5, lookup's answer…} cached, or joined a flight at the lookup.
  * All keys are under queue.prefix: one hash slot in Redis Cluster, where the prefix must be a hash tag.
  */
-const admitLua = `
-local function slice(t, from, n) local out = {} for i = 1, n do out[i] = t[from + i - 1] end return out end
+const admitLua = `${combinedPreamble(7)}
 local function cacheLookup(KEYS, ARGV) ${cacheLookupLua} end
 local function budgetsAdmit(KEYS, ARGV) ${budgetsAdmitLua} end
 local function limitsAdmit(KEYS, ARGV) ${limitsAdmitLua} end
@@ -44,13 +43,6 @@ local function budgetsRelease(KEYS, ARGV) ${budgetsReleaseLua} end
 local function countRefusal(KEYS, ARGV) ${countLua} end
 local function claimFlight(KEYS, ARGV) ${claimLua} end
 local function limitsRelease(KEYS, ARGV) ${limitsReleaseLua} end
-local calls, k, a = {}, 1, 15
-for i = 1, 7 do
-  local nk, na = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  calls[i] = { slice(KEYS, k, nk), slice(ARGV, a, na) }
-  k, a = k + nk, a + na
-end
-local function run(i, f) return f(calls[i][1], calls[i][2]) end
 local function answer(code, reply) local out = {code} for _, v in ipairs(reply) do table.insert(out, v) end return out end
 if #calls[1][1] > 0 then
   local found = run(1, cacheLookup)
@@ -75,21 +67,8 @@ end
 return answer(1, budgets)
 `;
 
-interface GateCommands {
-  /** Bulk strings as Buffers: a cached PNG comes back as bytes. */
-  blip3oGateAdmitBuffer(...args: (string | number | Buffer)[]): Promise<(number | Buffer)[]>;
-}
-
-/** Runs `calls` as admitLua's seven parts, in one script call. */
-function gateAdmit(redis: Redis, calls: readonly ScriptCall[]): Promise<(number | Buffer)[]> {
-  const r = redis as Redis & Partial<GateCommands>;
-  // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
-  if (typeof r.blip3oGateAdmitBuffer !== 'function') redis.defineCommand('blip3oGateAdmit', { lua: admitLua });
-  const keys = calls.flatMap((c) => c.keys);
-  return (r as Redis & GateCommands).blip3oGateAdmitBuffer(keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args));
-}
-
-const NONE: ScriptCall = { keys: [], args: [] };
+/** Runs `calls` as admitLua's seven parts, in one script call (bulk strings as Buffers: a cached PNG comes back as bytes). */
+const gateAdmit = (redis: Redis, calls: readonly ScriptCall[]) => runCombined(redis, 'blip3oGateAdmit', admitLua, calls, 'buffers') as Promise<(number | Buffer)[]>;
 
 export interface Gate {
   readonly limiter: Limiter;
@@ -147,8 +126,8 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       }
       const cost = request.kind !== 'ask' ? (request.options.count ?? 1) : 1; // N images count as N
       const [code, ...raw] = await gateAdmit(redis, [
-        lookup ?? NONE, usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d),
-        claim ?? NONE, limiter.releaseCall(jobId),
+        lookup ?? NO_CALL, usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d),
+        claim ?? NO_CALL, limiter.releaseCall(jobId),
       ]);
       if (Number(code) === 5) return { estimate: 0, found: raw };
       // Stryker disable next-line ArrayDeclaration: equivalent, `[]` reads as a miss too and submit then admits again, which admission per job id makes a no-op
