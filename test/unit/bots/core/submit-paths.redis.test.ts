@@ -145,6 +145,11 @@ describe('core.handle: errors and routing', () => {
     expect(lines.find((l) => l.msg === 'served without a job')).toMatchObject({ jobId: b, kind: 'imagine', channel: 'c1', served: 'joined' });
   });
 
+  it('routes /checks to the built-in command', async () => {
+    const c = core();
+    expect(await c.handle(inv({ command: 'checks', action: 'show' }, { isAdmin: true }))).toMatchObject({ kind: 'text', text: expect.stringMatching(/^Image checks in /) });
+  });
+
   it('routes /settings, /budget and /usage to the built-in commands', async () => {
     const c = core();
     expect(await c.handle(inv({ command: 'settings', scope: 'user', action: 'show' }))).toMatchObject({ kind: 'text' });
@@ -163,12 +168,16 @@ describe('core lifecycle', () => {
     const d = core();
     await d.start();
     expect(d.deliveryWorkers.map((w) => [w.name, w.opts.concurrency])).toEqual([['delivery-discord', 4]]);
+    const workers = [...d.deliveryWorkers];
+    expect(workers.every((w) => w.isRunning())).toBe(true);
     await d.stop();
+    expect(workers.some((w) => w.isRunning())).toBe(false); // stopped: no delivery after stop()
   });
 
   it('closes the Redis connection it opened itself, and leaves a shared one open', async () => {
     const own = createCore({ config: configFor(), secrets: { REDIS_URL }, ports: [recordingPort()], log: SILENT_LOG });
     await own.redis.ping();
+    expect(await own.redis.client('GETNAME')).toBe('bots-core'); // named for CLIENT LIST and the admin's Redis tools
     const ended = new Promise<void>((r) => own.redis.once('end', () => r()));
     await own.stop();
     await Promise.race([ended, new Promise((r) => setTimeout(r, 2_000))]); // QUIT answered and the connection closed
