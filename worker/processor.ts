@@ -232,22 +232,17 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (stage) timings[stage] = (timings[stage] ?? 0) + clock() - stageAt;
     const images: ImageResult[] = [];
     let firstScores: (number | null)[] | undefined;
-    let firstPng: Uint8Array | undefined;
     const pngs = reviewedAll.map(({ best }) => (best.check?.caption ? addPngText(best.image.png, { Description: best.check.caption }) : best.image.png));
     // Several images are stored at once: one round trip before the hand-over, not one per image
     const blobKeys = await Promise.all(pngs.map((png) => blobs.put(png, 'output', retentionOf(request.destination))));
     for (const [i, { best, tries, scores }] of reviewedAll.entries()) {
       const caption = best.check?.caption || undefined;
-      const png = pngs[i]!;
       const blobKey = blobKeys[i]!;
       const plainAlt = request.prompt || 'A variation of your image';
       const altText = caption ?? (count > 1 ? `${plainAlt} (${i + 1} of ${count})` : plainAlt);
       const matchScore = best.check?.match;
       if (matchScore !== undefined) log.info({ jobId: request.id, image: i, matchScore, tries, scores }, 'prompt match');
-      if (i === 0) {
-        firstScores = scores.map((x) => x ?? null); // passed on only next to a match score (process)
-        firstPng = png;
-      }
+      if (i === 0) firstScores = scores.map((x) => x ?? null); // passed on only next to a match score (process)
       images.push({
         blobKey, mime: 'image/png', width: best.image.width, height: best.image.height, altText, prompt: request.prompt, options: best.options,
         ...(caption ? { caption } : {}), ...(tries > 1 ? { tries } : {}),
@@ -256,7 +251,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       });
     }
     const result: JobResult = { ...base, image: images[0]!, ...(images.length > 1 ? { images } : {}), timingsMs: timings, finishedAt: Date.now() };
-    return { result, png: firstPng, ...(firstScores ? { matchScores: firstScores } : {}) };
+    return { result, png: pngs[0], ...(firstScores ? { matchScores: firstScores } : {}) };
   }
 
   async function inputImage(key: string): Promise<Uint8Array> {

@@ -141,6 +141,8 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
     };
   }
 
+  const releaseCall = (jobId: string): ScriptCall => ({ keys: [key.leases, key.leaseKeys], args: [jobId] });
+
   async function admit(jobId: string, d: Destination, cost = 1): Promise<Admission> {
     const { keys, args } = admitCall(jobId, d, cost);
     return admissionOf(await r.blip3oLimitAdmit(...keys, ...args));
@@ -152,9 +154,10 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
     async admitOrThrow(jobId, d, cost) {
       throwIfDenied(await admit(jobId, d, cost), d);
     },
-    releaseCall: (jobId) => ({ keys: [key.leases, key.leaseKeys], args: [jobId] }),
+    releaseCall,
     async release(jobId) {
-      return (await r.blip3oLimitRelease(key.leases, key.leaseKeys, jobId)) === 1;
+      const { keys, args } = releaseCall(jobId);
+      return (await r.blip3oLimitRelease(...keys, ...args)) === 1;
     },
     async settle(jobId) {
       return (await r.blip3oLimitSettle(key.leases, key.leaseKeys, jobId, jobKeyPrefix)) === 1;
