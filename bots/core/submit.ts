@@ -32,6 +32,7 @@ import { createBlobStore } from '../../src/blobs/index.ts';
 import { DeliveryQueues, digestOf, handOverToFollowers } from '../../src/cache/fanout.ts';
 import { ResultCache, type Lookup } from '../../src/cache/results.ts';
 import { createGate, type Gate } from '../../src/limits/gate.ts';
+import type { QueuePlace } from '../../src/scheduling/fair.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { CONTRACT_VERSION, JobRequest, retentionOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
 import { requestCancel } from '../../src/jobs/cancel.ts';
@@ -247,9 +248,23 @@ export function createCore(options: CoreOptions): Core {
   async function enqueue(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
     const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
     await retention.schedule(request); // before the job exists: a crash in between leaves an entry, never an unpurged job
-    await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retentionJobOptions(retentionOf(request.destination)), jobId: request.id });
-    // The job exists: the scheduler lines it up and the flight it leads is confirmed, in the same round trip.
-    const [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), digest ? cache.confirm(digest, request.id) : undefined]);
+    const retained = retentionJobOptions(retentionOf(request.destination));
+    const confirm = () => (digest ? cache.confirm(digest, request.id) : undefined); // the flight this job leads lives on
+    // An idle channel's job is released before it is added: one add with its priority, confirmed in the same round trip.
+    const reserved = await gate.reserve(request.id, inv.destination, estimate);
+    let place: QueuePlace;
+    if (reserved) {
+      const added = queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, ...retained, jobId: request.id });
+      await Promise.all([added.catch(async (e: unknown) => {
+        await gate.scheduler.forget(request.id).catch(() => undefined); // its turn passes on; repair would, a minute later
+        throw e;
+      }), confirm()]);
+      place = reserved.place;
+    } else {
+      await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retained, jobId: request.id });
+      // The job exists: the scheduler lines it up and the flight it leads is confirmed, in the same round trip.
+      [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), confirm()]);
+    }
     // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
     // acceptReplicas 0: waitForReplicas answers 0 without a round trip, and 0 < 0 says nothing.
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;

@@ -1,8 +1,10 @@
 // What the bots' core calls around a submission: limits before, fair scheduling at and after enqueue, slot
 // release when a job ends, and a periodic repair. One object so the core's edits stay a few lines:
 //
-//   submit:   gate.admit(jobId, d)  →  queue.add(…, { ...gate.jobOptions(), jobId })  →  gate.enqueued(jobId, d)
-//             (anything failing between admit and enqueued: gate.abandon(jobId))
+//   submit:   gate.admit(jobId, d)  →  gate.reserve(jobId, d)  →  queue.add(…, { priority, jobId })  (an idle channel)
+//                                   or  queue.add(…, { ...gate.jobOptions(), jobId })  →  gate.enqueued(jobId, d)
+//             (anything failing between admit and enqueued: gate.abandon(jobId); a failed add after a reservation
+//             also scheduler.forget(jobId))
 //   cancel:   job.remove() succeeded  →  gate.removed(jobId)
 //   start():  gate.start(events)  (QueueEvents completed/failed/removed → settle; repair every repairIntervalMs)
 //   worker:   startOrHold(scheduler, job, token) first thing in the processor (src/scheduling/fair.ts)
@@ -11,7 +13,7 @@ import { combinedPreamble, NO_CALL, runCombined, type Redis, type ScriptCall } f
 import type { Config } from '../config/schema.ts';
 import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
-import { createFairScheduler, type FairScheduler, type QueuePlace } from '../scheduling/fair.ts';
+import { createFairScheduler, type FairScheduler, type QueuePlace, type Reservation } from '../scheduling/fair.ts';
 import { admitLua as budgetsAdmitLua, budgetAdmission, budgetMessage, countLua, releaseLua as budgetsReleaseLua, Usage } from '../accounting/usage.ts';
 import { UserError } from '../errors.ts';
 import { admissionOf, createLimiter, throwIfDenied, type Limiter } from './limiter.ts';
@@ -87,6 +89,11 @@ export interface Gate {
    * nothing was admitted (estimate 0); on a miss it is {0} and admission went on.
    */
   admit(jobId: string, destination: Destination, request?: JobRequest, claim?: ScriptCall, lookup?: ScriptCall): Promise<{ estimate: number; joined?: string; found?: (number | Buffer)[] }>;
+  /**
+   * Before queue.add, with admit's estimate: a job of an idle channel is released at once (FairScheduler.reserve) and
+   * added with the returned priority; undefined: add it with jobOptions(), then call enqueued().
+   */
+  reserve(jobId: string, destination: Destination, estimate?: number): Promise<Reservation | undefined>;
   /** Options to merge into queue.add: the job is added parked (see FairScheduler.parkedOptions). */
   jobOptions(): { priority: number; delay: number };
   /**
@@ -139,6 +146,7 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
       return { estimate: b.estimate, ...missed };
     },
+    reserve: (jobId, d, estimate) => scheduler.reserve(jobId, d, usage.costUnits(estimate ?? 0)),
     jobOptions: () => scheduler.parkedOptions(),
     enqueued: (jobId, d, estimate) => scheduler.enqueue(jobId, d, usage.costUnits(estimate ?? 0)),
     async abandon(jobId) {

@@ -1,10 +1,13 @@
 // Fair dispatch on top of BullMQ OSS (no groups): start-time fair queueing, realised with BullMQ priorities.
 // See docs/limits.md for the whole design; in short:
 //
+//   submit ──reserve(jobId, channel, user)──▶ sched Lua: an idle channel's job is lined up and released at once:
+//          ──add(priority tag = V + 1)──▶ BullMQ                         (V = tag of the last job started)
+//   otherwise (the channel has jobs waiting, or is paused):
 //   submit ──add(parked: delayed 30 days, priority MAX)──▶ BullMQ        (nothing a worker can take yet)
 //          ──enqueue(jobId, channel, user)──▶ sched Lua: line up in the channel (users round-robin);
 //                                             if the channel has no job released, release its first one:
-//   release = changePriority(tag) + promote  where tag = V + 1          (V = tag of the last job started)
+//   release = changePriority(tag) + promote
 //   worker takes the lowest tag ──started(jobId)──▶ V = its tag; release the channel's next job at
 //                                                   max(V + 1, its tag + its estimated cost)  (GPU time, not jobs)
 //
@@ -16,7 +19,7 @@ import { DelayedError, Job, type Queue } from 'bullmq';
 import { isRedisConnectionError, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { channelKey, QueueNames, type Destination } from '../jobs/contract.ts';
-import { enqueueLua, forgetLua, pauseLua, positionLua, positionsLua, repairLua, resumeLua, startedLua } from './scripts.ts';
+import { enqueueLua, forgetLua, pauseLua, positionLua, positionsLua, repairLua, reserveLua, resumeLua, startedLua } from './scripts.ts';
 
 /** BullMQ's largest priority; parked jobs carry it, released ones carry a smaller tag. */
 export const MAX_PRIORITY = 2_097_151; // BullMQ 6 validates 0 ≤ priority ≤ 2^21 - 1
@@ -46,9 +49,21 @@ export interface ChannelQueue {
   head?: { jobId: string; priority: number };
 }
 
+/** A job reserve() lined up and released before it exists in BullMQ: add it with this priority, not parked. */
+export interface Reservation {
+  priority: number;
+  place: QueuePlace;
+}
+
 export interface FairScheduler {
   /** Job options for `queue.add`: the job starts parked, so nothing runs before `enqueue` lines it up. */
   parkedOptions(): { priority: number; delay: number };
+  /**
+   * Before `queue.add`: when the job's channel is idle (nothing waiting or released, not paused), line the job up and
+   * release it at once, so it is added with the returned priority and needs no enqueue (nor changePriority and promote
+   * after it). Undefined otherwise: add it parked, then enqueue. If the add fails, forget(jobId) gives the turn back.
+   */
+  reserve(jobId: string, destination: Destination, cost?: number): Promise<Reservation | undefined>;
   /**
    * Line the job up (after `queue.add` with parkedOptions). Duplicate calls are harmless. `cost`: the job's estimated
    * GPU time in whole units (≥ 1, default 1): when it starts, its channel's next job is released that much later on
@@ -79,6 +94,7 @@ export interface FairScheduler {
 
 interface SchedulerCommands {
   blip3oSchedEnqueue(...args: (string | number)[]): Promise<(string | number)[]>;
+  blip3oSchedReserve(...args: (string | number)[]): Promise<(string | number)[]>;
   blip3oSchedStarted(...args: (string | number)[]): Promise<(string | number)[]>;
   blip3oSchedForget(...args: (string | number)[]): Promise<(string | number)[]>;
   blip3oSchedPause(...args: (string | number)[]): Promise<number>;
@@ -92,7 +108,7 @@ function defineCommands(redis: Redis): Redis & SchedulerCommands {
   const r = redis as Redis & Partial<SchedulerCommands>;
   // Stryker disable next-line ConditionalExpression,StringLiteral: defining the commands again on every call defines the same scripts
   if (typeof r.blip3oSchedPositions !== 'function') {
-    const scripts = { Enqueue: enqueueLua, Started: startedLua, Forget: forgetLua, Pause: pauseLua, Resume: resumeLua, Repair: repairLua, Position: positionLua, Positions: positionsLua };
+    const scripts = { Enqueue: enqueueLua, Reserve: reserveLua, Started: startedLua, Forget: forgetLua, Pause: pauseLua, Resume: resumeLua, Repair: repairLua, Position: positionLua, Positions: positionsLua };
     for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(`blip3oSched${name}`, { numberOfKeys: 1, lua });
   }
   return r as Redis & SchedulerCommands;
@@ -106,7 +122,8 @@ export interface SchedulerOptions {
   maxPriority?: number;
   /**
    * repair() adopts a parked job that was never lined up (its bot died between queue.add and enqueue) once it
-   * is this old, in milliseconds. @defaultValue 60000
+   * is this old, in milliseconds; and forgets a reserved job that never reached BullMQ (its bot died between reserve
+   * and queue.add) once its reservation is this old. @defaultValue 60000
    */
   adoptAfterMs?: number;
 }
@@ -121,6 +138,9 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
   const K = `${B}jobs`; // every script's KEYS[1]: routes it to the node of the prefix's hash slot (Redis Cluster)
   const jobPrefix = `${config.queue.prefix}:${QueueNames.jobs}:`;
   const maxTag = Math.min(options.maxPriority ?? MAX_PRIORITY, MAX_PRIORITY);
+  const adoptAfterMs = options.adoptAfterMs ?? 60_000;
+  /** Reservations made since this are taken to be still on their way into BullMQ (repair and apply leave them be). */
+  const addingSince = () => Date.now() - adoptAfterMs;
 
   const pairs = (flat: (string | number)[], from = 0): Promotion[] => {
     const out: Promotion[] = [];
@@ -148,7 +168,9 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
       if (changed && promoted) continue;
       const job = await Job.fromId(queue, p.jobId);
       if (!job) {
-        await apply(pairs(await r.blip3oSchedForget(K, B, p.jobId, maxTag)));
+        // Gone (cancelled, removed), unless reserve() lined it up a moment ago and its add is on its way: then only this
+        // release is lost (a rebase's new tag; the add brings its old one).
+        await apply(pairs(await r.blip3oSchedForget(K, B, p.jobId, maxTag, addingSince())));
         continue;
       }
       // Stryker disable next-line ConditionalExpression: setting the same priority again changes nothing
@@ -169,6 +191,12 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
 
   return {
     parkedOptions: () => ({ priority: MAX_PRIORITY, delay: PARK_MS }),
+    async reserve(jobId, d, cost = 1) {
+      const res = await r.blip3oSchedReserve(K, B, jobId, channelKey(d), userKeyOf(d), maxTag, Math.max(1, Math.round(cost)), `${jobPrefix}wait`, Date.now());
+      if (Number(res[0]) !== 1) return undefined;
+      await apply(pairs(res, 4)); // other heads re-prioritised by a rebase
+      return { priority: Number(res[1]), place: placeOf(Number(res[2]), Number(res[3])) };
+    },
     enqueue,
     async started(jobId, cost) {
       // Stryker disable next-line ArrayDeclaration: the script reads a 4th argument that is not a number as no cost
@@ -194,7 +222,7 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
       return jobIds.map((_, i) => placeOf(Number(flat[2 * i]), Number(flat[2 * i + 1])));
     },
     async repair() {
-      await apply(pairs(await r.blip3oSchedRepair(K, B, jobPrefix, maxTag)));
+      await apply(pairs(await r.blip3oSchedRepair(K, B, jobPrefix, maxTag, addingSince())));
       // Parked jobs nobody lined up: BullMQ has them (delayed, priority MAX) but the scheduler does not.
       const parked = await redis.zrange(`${jobPrefix}delayed`, '0', '-1');
       if (parked.length === 0) return;
@@ -205,7 +233,7 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
         const job = await Job.fromId(queue, jobId);
         const d = (job?.data as { destination?: Destination } | undefined)?.destination;
         // Stryker disable next-line EqualityOperator: < or <= is one millisecond of waiting
-        if (!job || !d || job.priority !== MAX_PRIORITY || Date.now() - job.timestamp < (options.adoptAfterMs ?? 60_000)) continue;
+        if (!job || !d || job.priority !== MAX_PRIORITY || Date.now() - job.timestamp < adoptAfterMs) continue;
         await enqueue(jobId, d);
       }
     },

@@ -14,6 +14,7 @@
 //   B.tags          zset    channelKey → tag·2^20 + seq mod 2^20        the head's BullMQ priority (+ tie order)
 //   B.backlog       set     channelKeys with jobs waiting
 //   B.paused        set     channelKeys an admin paused
+//   B.adding        zset    jobId → when reserve() lined it up (ms)     reserved before BullMQ has it (see reserveLua)
 //
 // Every script is called with KEYS[1] = B.jobs (the key that routes it) and ARGV[1] = B; the other keys it touches
 // (the rest above, per channel ones, BullMQ's job hashes and lists under the same queue.prefix) are derived from the
@@ -68,6 +69,7 @@ local function drop(jobId, advanceRound)
   local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
   local cost = tonumber(string.match(entry, '\\n[^\\n]*\\n(%d+)$')) or 1
   redis.call('HDEL', k('jobs'), jobId)
+  redis.call('ZREM', k('adding'), jobId)
   local q = k('q:') .. ck
   local score = tonumber(redis.call('ZSCORE', q, jobId))
   redis.call('ZREM', q, jobId)
@@ -148,6 +150,24 @@ local function place(jobId, snap)
   return {1, ahead + 1}
 end
 
+-- Put a job at the back of its user's round in its channel's line (users take turns inside a channel).
+local function lineUp(jobId, ck, user, cost)
+  local R = tonumber(redis.call('HGET', k('cr'), ck)) or 0
+  local Fu = tonumber(redis.call('HGET', k('ur:') .. ck, user)) or 0
+  local round = math.max(R, Fu) + 1
+  redis.call('HSET', k('ur:') .. ck, user, round)
+  local seq = redis.call('INCR', k('seq'))
+  redis.call('ZADD', k('q:') .. ck, round * E9 + seq % E9, jobId)
+  redis.call('HSET', k('jobs'), jobId, ck .. '\\n' .. user .. '\\n' .. (tonumber(cost) or 1))
+  redis.call('SADD', k('backlog'), ck)
+end
+
+-- A job reserve() lined up at or after since (ms) whose BullMQ add may still be on its way: not to be taken for removed.
+local function beingAdded(jobId, since)
+  local at = tonumber(redis.call('ZSCORE', k('adding'), jobId))
+  return at ~= nil and since ~= nil and at >= since
+end
+
 local function forget(jobId, maxTag, out)
   local ck, tag = drop(jobId, false)
   -- a removed head hands its turn (its tag) to the next job of the same channel
@@ -172,16 +192,38 @@ end
 if redis.call('HEXISTS', k('jobs'), jobId) == 1 then return reply() end
 local j = redis.call('HMGET', jobKey, 'timestamp', 'processedOn', 'finishedOn')
 if (not j[1]) or j[2] or j[3] then return reply() end
-local R = tonumber(redis.call('HGET', k('cr'), ck)) or 0
-local Fu = tonumber(redis.call('HGET', k('ur:') .. ck, user)) or 0
-local round = math.max(R, Fu) + 1
-redis.call('HSET', k('ur:') .. ck, user, round)
-local seq = redis.call('INCR', k('seq'))
-redis.call('ZADD', k('q:') .. ck, round * E9 + seq % E9, jobId)
-redis.call('HSET', k('jobs'), jobId, ck .. '\\n' .. user .. '\\n' .. (tonumber(ARGV[7]) or 1))
-redis.call('SADD', k('backlog'), ck)
+lineUp(jobId, ck, user, ARGV[7])
 promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
 return reply()
+`;
+
+/**
+ * reserve: ARGV B · jobId · channelKey · userKey · maxTag · cost · BullMQ wait list key · now (ms) →
+ *   {1, tag, the job's place (2 values, as position answers it), promotions…} when its channel is idle (nothing
+ *   waiting or released, not paused): the job is lined up and released at once, before BullMQ has it, so the bot adds
+ *   it with priority tag instead of parked (no enqueue, changePriority and promote after the add);
+ *   {0} otherwise: nothing changed; add the job parked, then enqueue it.
+ * B.adding notes the job until it starts or is forgotten: for limits.admitGraceMs, repair and a failed release do not
+ * take its missing BullMQ hash for a removal. A second call for the same job answers the same.
+ */
+export const reserveLua = `${helpers}
+local jobId, ck, user, maxTag = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local out = {}
+local function reply(tag)
+  local p = place(jobId, headsSnapshot(ARGV[7]))
+  local res = {1, tag, p[1], p[2] or 0}
+  for _, v in ipairs(out) do table.insert(res, v) end
+  return res
+end
+if redis.call('HGET', k('heads'), ck) == jobId then return reply(math.floor(tonumber(redis.call('ZSCORE', k('tags'), ck)) / TWO20)) end
+if redis.call('HEXISTS', k('jobs'), jobId) == 1 or redis.call('HEXISTS', k('heads'), ck) == 1
+  or redis.call('EXISTS', k('q:') .. ck) == 1 or redis.call('SISMEMBER', k('paused'), ck) == 1 then return {0} end
+lineUp(jobId, ck, user, ARGV[6])
+redis.call('ZADD', k('adding'), tonumber(ARGV[8]), jobId)
+promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
+local tag = table.remove(out)
+table.remove(out) -- promoteNext's last pair is this job's own release: {jobId, tag}
+return reply(tag)
 `;
 
 /**
@@ -207,9 +249,13 @@ resetIfDrained()
 return out
 `;
 
-/** forget: ARGV B · jobId · maxTag → promotions. For jobs removed before they started (cancel, purge). */
+/**
+ * forget: ARGV B · jobId · maxTag [· since (ms)] → promotions. For jobs removed before they started (cancel, purge).
+ * With since: only if the job is not one reserve() lined up since then (its add may still be on its way).
+ */
 export const forgetLua = `${helpers}
 local out = {}
+if beingAdded(ARGV[2], tonumber(ARGV[4])) then return out end
 forget(ARGV[2], tonumber(ARGV[3]), out)
 resetIfDrained()
 return out
@@ -228,17 +274,19 @@ return out
 `;
 
 /**
- * repair: ARGV B · BullMQ key prefix ("<prefix>:jobs:") · maxTag → promotions.
+ * repair: ARGV B · BullMQ key prefix ("<prefix>:jobs:") · maxTag · since (ms) → promotions.
  * Heals what a process dying mid-way leaves behind: jobs started without the hook, jobs removed without a
- * forget, channels left without a head, and heads whose release to BullMQ never happened (still delayed).
+ * forget (or reserved and never added: once their reservation is older than since), channels left without a head,
+ * and heads whose release to BullMQ never happened (still delayed).
  */
 export const repairLua = `${helpers}
-local jobPrefix, maxTag = ARGV[2], tonumber(ARGV[3])
+local jobPrefix, maxTag, since = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for _, ck in ipairs(redis.call('SMEMBERS', k('backlog'))) do
   for _, jobId in ipairs(redis.call('ZRANGE', k('q:') .. ck, 0, -1)) do
     local j = redis.call('HMGET', jobPrefix .. jobId, 'timestamp', 'processedOn', 'finishedOn')
-    if (not j[1]) or j[3] then forget(jobId, maxTag, out)
+    if not j[1] and beingAdded(jobId, since) then -- reserved, its add still on its way
+    elseif (not j[1]) or j[3] then forget(jobId, maxTag, out)
     -- processedOn alone is not enough: a job held by a pause was active once and sits in delayed again
     elseif j[2] and redis.call('LPOS', jobPrefix .. 'active', jobId) then started(jobId, maxTag, out) end
   end

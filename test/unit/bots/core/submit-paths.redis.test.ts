@@ -66,8 +66,36 @@ describe('core.handle: requests', () => {
     expect(job!.opts.lifo).toBe(true);
   });
 
+  it('adds an idle channel’s job released at once (never parked); the next job of that channel parked, released in its turn', async () => {
+    const c = core();
+    const states: string[] = [];
+    const add = c.queue.add.bind(c.queue);
+    c.queue.add = (async (...args: Parameters<typeof add>) => {
+      const job = await add(...args);
+      states.push(await job.getState());
+      return job;
+    }) as typeof c.queue.add;
+    const first = queuedId(await c.handle(inv(imagine())));
+    const second = queuedId(await c.handle(inv(imagine('a hare'))));
+    expect(states).toEqual(['prioritized', 'delayed']);
+    expect((await c.queue.getJob(first))!.priority).toBe(1);
+    expect(await c.gate.scheduler.position(second)).toEqual({ state: 'queued', position: 2 });
+  });
+
+  it('gives the turn back when the add of a released job fails: the channel’s next request is released at once', async () => {
+    const c = core();
+    const add = c.queue.add.bind(c.queue);
+    c.queue.add = (async () => Promise.reject(new Error('redis blip'))) as typeof c.queue.add;
+    expect(await c.handle(inv(imagine()))).toMatchObject({ kind: 'error' });
+    expect(await c.gate.scheduler.waitingJobs()).toEqual([]);
+    c.queue.add = add;
+    const next = queuedId(await c.handle(inv(imagine('a hare'))));
+    expect(await c.queue.getJobState(next)).toBe('prioritized');
+  });
+
   it('asks BullMQ for the place when the scheduler has none (a worker took the job already), and says "Started." at 0', async () => {
     const c = core();
+    c.gate.reserve = async () => undefined; // not released at once: added parked, then enqueued
     c.gate.enqueued = async () => ({ state: 'none' }); // the scheduler does not line it up; BullMQ keeps it parked
     const reply = await c.handle(inv(imagine()));
     expect(reply).toEqual({ kind: 'queued', jobId: queuedId(reply), position: 0, text: 'Started.' });

@@ -21,6 +21,8 @@ interface Rig {
   queue: Queue;
   scheduler: FairScheduler;
   submit(jobId: string, d: Destination): Promise<void>;
+  /** What the bots' submit does: reserve first; an idle channel's job is added released, any other parked + enqueued. */
+  submitReserving(jobId: string, d: Destination): Promise<void>;
   /** What one free worker slot does: take BullMQ's next job and run the scheduler hook. */
   take(): Promise<string | undefined>;
 }
@@ -44,6 +46,11 @@ function rig(options: { maxPriority?: number; adoptAfterMs?: number } = {}): Rig
     async submit(jobId, d) {
       await queue.add('imagine', { destination: d }, { jobId, ...scheduler.parkedOptions() });
       await scheduler.enqueue(jobId, d);
+    },
+    async submitReserving(jobId, d) {
+      const reserved = await scheduler.reserve(jobId, d);
+      if (reserved) await queue.add('imagine', { destination: d }, { jobId, priority: reserved.priority });
+      else await this.submit(jobId, d);
     },
     async take() {
       const [next] = await redis.zrange(prioritized, '0', '0');
@@ -186,6 +193,44 @@ describe('fair scheduler', () => {
     expect(await t.scheduler.waitingJobs()).toEqual([]);
   });
 
+  it('reserves an idle channel’s job before BullMQ has it: added with that priority it runs, with nothing to release after', async () => {
+    const t = rig();
+    const reserved = await t.scheduler.reserve('r0', dest('A'));
+    expect(reserved).toEqual({ priority: 1, place: { state: 'queued', position: 1 } });
+    expect(await t.scheduler.reserve('r0', dest('A'))).toEqual(reserved); // a second call answers the same
+    await t.queue.add('imagine', { destination: dest('A') }, { jobId: 'r0', priority: reserved!.priority });
+    expect(await t.queue.getJobState('r0')).toBe('prioritized');
+    // A channel with a job released, or paused, is not idle: nothing is lined up, the job goes the parked way.
+    expect(await t.scheduler.reserve('a1', dest('A'))).toBeUndefined();
+    await t.scheduler.pause(ck('B'));
+    expect(await t.scheduler.reserve('b0', dest('B'))).toBeUndefined();
+    expect((await t.scheduler.waitingJobs()).map((j) => j.jobId)).toEqual(['r0']);
+    await t.submit('a1', dest('A'));
+    await t.submitReserving('c0', dest('C'));
+    expect(await t.scheduler.position('c0')).toEqual({ state: 'queued', position: 2 }); // behind r0, ahead of a1
+    expect([await t.take(), await t.take(), await t.take()]).toEqual(['r0', 'c0', 'a1']);
+    expect(await redis.zcard(`${t.prefix}:sched:adding`)).toBe(0);
+  });
+
+  it('a reservation whose add is on its way survives repair and a failed release; older than adoptAfterMs, repair ends it', async () => {
+    const t = rig({ maxPriority: 3, adoptAfterMs: 60_000 });
+    for (const id of ['x0', 'x1', 'x2']) await t.submit(id, dest('X'));
+    expect((await t.scheduler.reserve('r1', dest('Y')))!.priority).toBe(1); // its add has not landed yet
+    await t.scheduler.repair();
+    expect(await t.take()).toBe('x0');
+    expect(await t.take()).toBe('x1'); // the clock reaches maxPriority: a rebase re-releases every head, r1 too, and fails on it
+    expect((await t.scheduler.waitingJobs()).map((j) => j.jobId).sort()).toEqual(['r1', 'x2']);
+    await t.queue.add('imagine', { destination: dest('Y') }, { jobId: 'r1', priority: 1 });
+    expect(await t.take()).toBe('r1');
+
+    const old = rig({ adoptAfterMs: 1 });
+    await old.scheduler.reserve('r2', dest('A')); // its bot died before the add
+    await new Promise((r) => setTimeout(r, 5));
+    await old.scheduler.repair();
+    expect(await old.scheduler.waitingJobs()).toEqual([]);
+    expect(await old.scheduler.reserve('r3', dest('A'))).toMatchObject({ priority: 1 }); // the channel is idle again
+  });
+
   it('repair adopts a parked job nobody lined up only once it is old enough, and only if it is still parked', async () => {
     const young = rig({ adoptAfterMs: 60_000 });
     await young.queue.add('imagine', { destination: dest('A') }, { jobId: 'o1', ...young.scheduler.parkedOptions() });
@@ -224,7 +269,7 @@ describe('fair scheduler', () => {
   // user's round, one of the next round that arrived earlier).
   it('never starves a channel or a user, under any interleaving of arrivals and starts (property)', async () => {
     const step = fc.oneof(
-      fc.record({ kind: fc.constant('submit' as const), channel: fc.constantFrom('A', 'B', 'C'), user: fc.constantFrom('x', 'y') }),
+      fc.record({ kind: fc.constant('submit' as const), channel: fc.constantFrom('A', 'B', 'C'), user: fc.constantFrom('x', 'y'), reserving: fc.boolean() }),
       fc.record({ kind: fc.constant('take' as const) }),
     );
     const t = rig(); // one queue for all runs: every run drains it, which restarts the scheduler's clocks
@@ -261,7 +306,7 @@ describe('fair scheduler', () => {
           for (const s of [...steps, ...Array.from({ length: 14 }, () => ({ kind: 'take' as const }))]) {
             if (s.kind === 'submit') {
               const id = `j${runs}-${n++}`;
-              await t.submit(id, dest(s.channel, s.user));
+              await (s.reserving ? t.submitReserving(id, dest(s.channel, s.user)) : t.submit(id, dest(s.channel, s.user)));
               waiting.set(id, { channel: s.channel, user: s.user });
             } else {
               const id = await t.take();
@@ -271,6 +316,7 @@ describe('fair scheduler', () => {
           expect(waiting.size).toBe(0); // everything ran
           expect(worst).toBeLessThanOrEqual(2);
           expect(await t.scheduler.waitingJobs()).toEqual([]);
+          expect(await redis.zcard(`${t.prefix}:sched:adding`)).toBe(0); // every reservation ended when its job started
         } finally {
           runs++;
         }
