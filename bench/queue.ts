@@ -141,6 +141,7 @@ const scriptNames = new Map<string, string>();
   };
   const sendCommand = proto.sendCommand;
   proto.sendCommand = function (this: unknown, command: Cmd, stream?: unknown) {
+    if (command.name === 'eval') inlineNames.set(String(command.args[0]).slice(0, 128), inlineName(String(command.args[0])));
     const name = command.name === 'evalsha' || command.name === 'eval' ? `lua:${scriptNames.get(String(command.args[0])) ?? 'inline'}` : command.name;
     sent.set(name, (sent.get(name) ?? 0) + 1);
     return sendCommand.call(this, command, stream);
@@ -154,13 +155,38 @@ const scriptNames = new Map<string, string>();
   };
 }
 
-/** Commands per job of `jobs` sequential round trips, by command, most first. */
-async function profile(path: Path, jobs: number, base: number): Promise<[string, number][]> {
+/** Inline EVALs by the start of their script (SLOWLOG keeps an argument's first 128 bytes). */
+const inlineNames = new Map<string, string>();
+const inlineName = (body: string) => `inline "${body.replace(/\s+/g, ' ').trim().slice(0, 40)}…"`;
+
+/**
+ * Commands per job of `jobs` sequential round trips, by command, most first; and, where CONFIG is allowed (not on a
+ * managed Redis or a Cluster's router), Redis's own time per job in µs by command (SLOWLOG with every command logged).
+ */
+async function profile(redis: Redis, path: Path, jobs: number, base: number): Promise<{ sent: [string, number][]; redisUs: [string, number][] }> {
+  const r = redis as IORedis;
+  const saved = await r.config('GET', 'slowlog-*').catch(() => undefined) as string[] | undefined;
+  if (saved) await r.config('SET', 'slowlog-log-slower-than', '0', 'slowlog-max-len', '1000000').then(() => r.slowlog('RESET'));
   const before = new Map(sent);
   for (let i = 0; i < jobs; i++) await path.one(base + i);
   await new Promise((r) => setTimeout(r, 300)); // let the last acknowledgements land
   const perJob: [string, number][] = [...sent].map(([c, n]) => [c, (n - (before.get(c) ?? 0)) / jobs]);
-  return perJob.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  const redisUs = new Map<string, number>();
+  if (saved) {
+    const log = (await r.slowlog('GET', -1)) as [number, number, number, string[]][];
+    await r.config('SET', ...saved);
+    for (const [, , us, args] of log) {
+      const [cmd = '', first = ''] = args;
+      const c = cmd.toLowerCase();
+      if (c === 'slowlog' || c === 'config') continue;
+      const name = c === 'evalsha' ? `lua:${scriptNames.get(first) ?? first.slice(0, 8)}` : c === 'eval' ? `lua:${inlineNames.get(first) ?? inlineName(first)}` : c;
+      redisUs.set(name, (redisUs.get(name) ?? 0) + us / jobs);
+    }
+  }
+  const most = (xs: [string, number][]) => xs.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  // SLOWLOG also lists the commands scripts run, whose time is inside the script's: only what was sent counts.
+  const sentNames = new Set(perJob.filter(([, n]) => n > 0).map(([c]) => (c === 'lua:inline' ? 'eval' : c)));
+  return { sent: most(perJob), redisUs: most([...redisUs].filter(([c]) => sentNames.has(c.startsWith('lua:inline') ? 'eval' : c))) };
 }
 
 async function measure(path: Path, sequential: number, burst: number, base: number) {
@@ -220,7 +246,7 @@ export async function run(args: string[]): Promise<void> {
       o.push(await measure(ours, sequential, burst, r * 1_000_000 + 500_000));
     }
     // Where the time goes: Redis commands per job on each path (blocking reads and timers make these a little noisy).
-    const profiles = { bare: await profile(bare, 50, 9_000_000), ours: await profile(ours, 50, 9_500_000) };
+    const profiles = { bare: await profile(redis, bare, 50, 9_000_000), ours: await profile(redis, ours, 50, 9_500_000) };
     await ours.close();
     await bare.close();
     const f = (n: number) => n.toFixed(2);
@@ -237,9 +263,16 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  CPU ms per job in the bursts: bare: ${cpu(b)}; ours: ${cpu(o)}   (load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})`);
     console.log(`  our last burst, ms per job: ${o.at(-1)!.segments}`);
     const total = (p: [string, number][]) => p.reduce((a, [, n]) => a + n, 0);
-    console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare))}, ours ${f(total(profiles.ours))}`);
-    console.log(`    ours: ${profiles.ours.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
-    console.log(`    bare: ${profiles.bare.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
+    console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare.sent))}, ours ${f(total(profiles.ours.sent))}`);
+    console.log(`    ours: ${profiles.ours.sent.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
+    console.log(`    bare: ${profiles.bare.sent.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
+    if (profiles.ours.redisUs.length > 0) {
+      // SLOWLOG's time is Redis's own work per command (a script's includes the commands it runs), sequential jobs
+      const us = (p: [string, number][]) => p.map(([c, n]) => `${c} ${n.toFixed(0)}`).join(', ');
+      console.log(`  Redis µs per job (SLOWLOG, the sequential jobs): bare ${total(profiles.bare.redisUs).toFixed(0)}, ours ${total(profiles.ours.redisUs).toFixed(0)}`);
+      console.log(`    ours: ${us(profiles.ours.redisUs)}`);
+      console.log(`    bare: ${us(profiles.bare.redisUs)}`);
+    }
   } finally {
     await cleanup(redis, prefix);
     await closeRedis(redis);
