@@ -32,7 +32,7 @@ import { createBlobStore } from '../../src/blobs/index.ts';
 import { DeliveryQueues, digestOf, handOverToFollowers } from '../../src/cache/fanout.ts';
 import { ResultCache, type Lookup } from '../../src/cache/results.ts';
 import { createGate, type Gate } from '../../src/limits/gate.ts';
-import type { QueuePlace } from '../../src/scheduling/fair.ts';
+import type { QueuePlace, Reservation } from '../../src/scheduling/fair.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { CONTRACT_VERSION, JobRequest, retentionOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
 import { requestCancel } from '../../src/jobs/cancel.ts';
@@ -244,26 +244,30 @@ export function createCore(options: CoreOptions): Core {
     return undefined;
   }
 
-  /** `digest`: the flight this request leads (claimed), confirmed once its job is in the queue. */
-  async function enqueue(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
-    const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
-    await retention.schedule(request); // before the job exists: a crash in between leaves an entry, never an unpurged job
-    const retained = retentionJobOptions(retentionOf(request.destination));
+  /**
+   * `digest`: the flight this request leads (claimed), confirmed once its job is in the queue. `reserved`: admission
+   * released the job already (its channel was idle): it is added once, with that priority, and nothing follows the add.
+   */
+  async function enqueue(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined, reserved: Reservation | undefined): Promise<number> {
     const confirm = () => (digest ? cache.confirm(digest, request.id) : undefined); // the flight this job leads lives on
-    // An idle channel's job is released before it is added: one add with its priority, confirmed in the same round trip.
-    const reserved = await gate.reserve(request.id, inv.destination, estimate);
     let place: QueuePlace;
-    if (reserved) {
-      const added = queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, ...retained, jobId: request.id });
-      await Promise.all([added.catch(async (e: unknown) => {
-        await gate.scheduler.forget(request.id).catch(() => undefined); // its turn passes on; repair would, a minute later
-        throw e;
-      }), confirm()]);
-      place = reserved.place;
-    } else {
-      await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retained, jobId: request.id });
-      // The job exists: the scheduler lines it up and the flight it leads is confirmed, in the same round trip.
-      [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), confirm()]);
+    try {
+      const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
+      await retention.schedule(request); // before the job exists: a crash in between leaves an entry, never an unpurged job
+      const retained = retentionJobOptions(retentionOf(request.destination));
+      if (reserved) {
+        // Added released, and the flight confirmed in the same round trip.
+        await Promise.all([queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, ...retained, jobId: request.id }), confirm()]);
+        place = reserved.place;
+      } else {
+        await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retained, jobId: request.id });
+        // The job exists: the scheduler lines it up and the flight it leads is confirmed, in the same round trip.
+        [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), confirm()]);
+      }
+    } catch (e) {
+      // A released job that was never added: its turn passes on now, not at repair a minute later.
+      if (reserved) await gate.scheduler.forget(request.id).catch(() => undefined);
+      throw e;
     }
     // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
     // acceptReplicas 0: waitForReplicas answers 0 without a round trip, and 0 < 0 says nothing.
@@ -325,10 +329,10 @@ export function createCore(options: CoreOptions): Core {
           // A cached entry of the other kind (cannot happen: the kind is part of the address): admitted as a miss
           if (admitted.found[0] !== 0) admitted = await gate.admit(id, inv.destination, request, claim);
         }
-        const { estimate, joined } = admitted;
+        const { estimate, joined, reserved } = admitted;
         if (joined) return await served(request, JOINED_TEXT); // joined a flight claimed a moment ago: no job, no slot (given back)
         enqueueing = true;
-        position = await enqueue(inv, request, estimate, digest);
+        position = await enqueue(inv, request, estimate, digest, reserved);
       } catch (e) {
         // A refusal (a UserError from gate.admit) took nothing. After anything else the admission and the claim may be
         // held (the script ran, its reply was lost): both are given back, and whoever joined the flight is told.

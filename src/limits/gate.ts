@@ -1,8 +1,8 @@
 // What the bots' core calls around a submission: limits before, fair scheduling at and after enqueue, slot
 // release when a job ends, and a periodic repair. One object so the core's edits stay a few lines:
 //
-//   submit:   gate.admit(jobId, d)  →  gate.reserve(jobId, d)  →  queue.add(…, { priority, jobId })  (an idle channel)
-//                                   or  queue.add(…, { ...gate.jobOptions(), jobId })  →  gate.enqueued(jobId, d)
+//   submit:   gate.admit(jobId, d, request)  →  queue.add(…, { priority: reserved.priority, jobId })  (an idle channel)
+//                                          or  queue.add(…, { ...gate.jobOptions(), jobId })  →  gate.enqueued(jobId, d)
 //             (anything failing between admit and enqueued: gate.abandon(jobId); a failed add after a reservation
 //             also scheduler.forget(jobId))
 //   cancel:   job.remove() succeeded  →  gate.removed(jobId)
@@ -13,7 +13,8 @@ import { combinedPreamble, NO_CALL, runCombined, type Redis, type ScriptCall } f
 import type { Config } from '../config/schema.ts';
 import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
-import { createFairScheduler, type FairScheduler, type QueuePlace, type Reservation } from '../scheduling/fair.ts';
+import { createFairScheduler, RESERVE_COST_ARG, type FairScheduler, type QueuePlace, type Reservation } from '../scheduling/fair.ts';
+import { reserveLua } from '../scheduling/scripts.ts';
 import { admitLua as budgetsAdmitLua, budgetAdmission, budgetMessage, countLua, releaseLua as budgetsReleaseLua, Usage } from '../accounting/usage.ts';
 import { UserError } from '../errors.ts';
 import { admissionOf, createLimiter, throwIfDenied, type Limiter } from './limiter.ts';
@@ -21,23 +22,26 @@ import { admitLua as limitsAdmitLua, releaseLua as limitsReleaseLua } from './sc
 import { claimLua, lookupLua as cacheLookupLua } from '../cache/results.ts';
 
 /**
- * The result cache's lookup, then budgets, then the rate limits, then the cache's claim of the request's flight, in
- * one script (one round trip on a request's way to the queue). Each part is its own module's script, run as a
- * function of its own KEYS and ARGV, in this order:
+ * The result cache's lookup, then budgets, then the rate limits, then the cache's claim of the request's flight, then
+ * the fair scheduler's reservation, in one script (one round trip on a request's way to the queue). Each part is its
+ * own module's script, run as a function of its own KEYS and ARGV, in this order:
  *   1. the lookup (when given: no keys, no lookup); if it finds the result cached, or a flight to join, that answer,
  *      and nothing is admitted;
  *   2. the budgets' admit; if it refuses, that answer;
  *   3. the limits' admit; if that refuses, the budget reservation is given back (4) and the refusal counted (5, the
  *      usage report's "ref"), and that answer;
  *   6. the claim (when given: no keys, no claim); if another request leads the flight, the budget reservation (4) and
- *      the slots (7) are given back, and that answer.
- * ARGV starts with the seven parts' KEYS and ARGV counts, in that order; then their ARGV, in the same order.
- * → {1, budgets' answer…} admitted (and leads the flight) · {2, budgets' answer…} refused by a budget ·
- *   {3, limits' answer…} refused by a limit · {4, claim's answer…} joined another request's flight ·
- *   {5, lookup's answer…} cached, or joined a flight at the lookup.
+ *      the slots (7) are given back, and that answer;
+ *   8. the reservation (when given: FairScheduler.reserveCall): an idle channel's job is lined up and released before
+ *      it is added. Its cost argument carries usage.fairCostUnitMs in; the cost in units is computed here from the
+ *      budgets' estimate, as Usage.costUnits does.
+ * ARGV starts with the eight parts' KEYS and ARGV counts, in that order; then their ARGV, in the same order.
+ * → {1, budgets' answer (2 values), reservation's answer…} admitted (and leads the flight) · {2, budgets' answer…}
+ *   refused by a budget · {3, limits' answer…} refused by a limit · {4, claim's answer…} joined another request's
+ *   flight · {5, lookup's answer…} cached, or joined a flight at the lookup.
  * All keys are under queue.prefix: one hash slot in Redis Cluster, where the prefix must be a hash tag.
  */
-const admitLua = `${combinedPreamble(7)}
+const admitLua = `${combinedPreamble(8)}
 local function cacheLookup(KEYS, ARGV) ${cacheLookupLua} end
 local function budgetsAdmit(KEYS, ARGV) ${budgetsAdmitLua} end
 local function limitsAdmit(KEYS, ARGV) ${limitsAdmitLua} end
@@ -45,6 +49,7 @@ local function budgetsRelease(KEYS, ARGV) ${budgetsReleaseLua} end
 local function countRefusal(KEYS, ARGV) ${countLua} end
 local function claimFlight(KEYS, ARGV) ${claimLua} end
 local function limitsRelease(KEYS, ARGV) ${limitsReleaseLua} end
+local function schedReserve(KEYS, ARGV) ${reserveLua} end
 local function answer(code, reply) local out = {code} for _, v in ipairs(reply) do table.insert(out, v) end return out end
 if #calls[1][1] > 0 then
   local found = run(1, cacheLookup)
@@ -66,11 +71,29 @@ if #calls[6][1] > 0 then
     return answer(4, claim)
   end
 end
-return answer(1, budgets)
+local admitted = answer(1, budgets)
+if #calls[8][1] > 0 then
+  local a = calls[8][2]
+  a[${RESERVE_COST_ARG}] = math.min(100000, math.max(1, math.floor(tonumber(budgets[2]) * 1000 / tonumber(a[${RESERVE_COST_ARG}]) + 0.5)))
+  for _, v in ipairs(run(8, schedReserve)) do table.insert(admitted, v) end
+end
+return admitted
 `;
 
-/** Runs `calls` as admitLua's seven parts, in one script call (bulk strings as Buffers: a cached PNG comes back as bytes). */
+/** Runs `calls` as admitLua's eight parts, in one script call (bulk strings as Buffers: a cached PNG comes back as bytes). */
 const gateAdmit = (redis: Redis, calls: readonly ScriptCall[]) => runCombined(redis, 'blip3oGateAdmit', admitLua, calls, 'buffers') as Promise<(number | Buffer)[]>;
+
+export interface Admitted {
+  estimate: number;
+  joined?: string;
+  found?: (number | Buffer)[];
+  /**
+   * Admitted with a request, in a channel that was idle: the job is already released (FairScheduler.reserve); add it
+   * with this priority, and call nothing after the add. Undefined: add it with jobOptions(), then call enqueued(). If
+   * the add fails, scheduler.forget(jobId) gives the turn back.
+   */
+  reserved?: Reservation;
+}
 
 export interface Gate {
   readonly limiter: Limiter;
@@ -87,13 +110,9 @@ export interface Gate {
    * `lookup` (with `request`): the result cache's lookup (ResultCache.lookupCall), made first in the same round trip.
    * `found` is its reply (ResultCache.lookupResult reads it): when it found the result cached or a flight to join,
    * nothing was admitted (estimate 0); on a miss it is {0} and admission went on.
+   * `reserved` (with `request`): see Admitted.
    */
-  admit(jobId: string, destination: Destination, request?: JobRequest, claim?: ScriptCall, lookup?: ScriptCall): Promise<{ estimate: number; joined?: string; found?: (number | Buffer)[] }>;
-  /**
-   * Before queue.add, with admit's estimate: a job of an idle channel is released at once (FairScheduler.reserve) and
-   * added with the returned priority; undefined: add it with jobOptions(), then call enqueued().
-   */
-  reserve(jobId: string, destination: Destination, estimate?: number): Promise<Reservation | undefined>;
+  admit(jobId: string, destination: Destination, request?: JobRequest, claim?: ScriptCall, lookup?: ScriptCall): Promise<Admitted>;
   /** Options to merge into queue.add: the job is added parked (see FairScheduler.parkedOptions). */
   jobOptions(): { priority: number; delay: number };
   /**
@@ -134,7 +153,7 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       const cost = request.kind !== 'ask' ? (request.options.count ?? 1) : 1; // N images count as N
       const [code, ...raw] = await gateAdmit(redis, [
         lookup ?? NO_CALL, usage.admitCall(jobId, d, request), limiter.admitCall(jobId, d, cost), usage.releaseCall(jobId), usage.countCall('ref', d),
-        claim ?? NO_CALL, limiter.releaseCall(jobId),
+        claim ?? NO_CALL, limiter.releaseCall(jobId), scheduler.reserveCall(jobId, d, config.usage.fairCostUnitMs),
       ]);
       if (Number(code) === 5) return { estimate: 0, found: raw };
       // Stryker disable next-line ArrayDeclaration: equivalent, `[]` reads as a miss too and submit then admits again, which admission per job id makes a no-op
@@ -144,9 +163,9 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       if (Number(code) === 3) throwIfDenied(admissionOf(reply.map(Number)), d); // a limit refused: always throws
       const b = budgetAdmission(reply);
       if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
-      return { estimate: b.estimate, ...missed };
+      const reserved = await scheduler.reserved(reply.slice(2) as (string | number)[]);
+      return { estimate: b.estimate, ...missed, ...(reserved ? { reserved } : {}) };
     },
-    reserve: (jobId, d, estimate) => scheduler.reserve(jobId, d, usage.costUnits(estimate ?? 0)),
     jobOptions: () => scheduler.parkedOptions(),
     enqueued: (jobId, d, estimate) => scheduler.enqueue(jobId, d, usage.costUnits(estimate ?? 0)),
     async abandon(jobId) {

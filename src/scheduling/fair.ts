@@ -16,7 +16,7 @@
 // running for the next slot, like every other channel. Within a channel, jobs are lined up by per-user
 // rounds (a user's n-th waiting job goes in round n), so users in one channel also take turns.
 import { DelayedError, Job, type Queue } from 'bullmq';
-import { isRedisConnectionError, type Redis } from '../redis.ts';
+import { isRedisConnectionError, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { channelKey, QueueNames, type Destination } from '../jobs/contract.ts';
 import { enqueueLua, forgetLua, pauseLua, positionLua, positionsLua, repairLua, reserveLua, resumeLua, startedLua } from './scripts.ts';
@@ -49,6 +49,9 @@ export interface ChannelQueue {
   head?: { jobId: string; priority: number };
 }
 
+/** Where reserveCall()'s args hold the job's cost (Lua's ARGV index, from 1). */
+export const RESERVE_COST_ARG = 6;
+
 /** A job reserve() lined up and released before it exists in BullMQ: add it with this priority, not parked. */
 export interface Reservation {
   priority: number;
@@ -64,6 +67,12 @@ export interface FairScheduler {
    * after it). Undefined otherwise: add it parked, then enqueue. If the add fails, forget(jobId) gives the turn back.
    */
   reserve(jobId: string, destination: Destination, cost?: number): Promise<Reservation | undefined>;
+  /**
+   * reserve()'s script as a part of a larger one (src/limits/gate.ts's admission), then its reply read by reserved().
+   * `cost`: as reserve's; gate.ts's script may write the cost it computes into args[RESERVE_COST_ARG].
+   */
+  reserveCall(jobId: string, destination: Destination, cost?: number): ScriptCall;
+  reserved(reply: readonly (string | number)[]): Promise<Reservation | undefined>;
   /**
    * Line the job up (after `queue.add` with parkedOptions). Duplicate calls are harmless. `cost`: the job's estimated
    * GPU time in whole units (≥ 1, default 1): when it starts, its channel's next job is released that much later on
@@ -189,13 +198,24 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
     return placeOf(Number(res[0]), Number(res[1]));
   }
 
+  function reserveCall(jobId: string, d: Destination, cost = 1): ScriptCall {
+    const args = [B, jobId, channelKey(d), userKeyOf(d), maxTag, Math.max(1, Math.round(cost)), `${jobPrefix}wait`, Date.now()];
+    return { keys: [K], args };
+  }
+
+  async function reserved(reply: readonly (string | number)[]): Promise<Reservation | undefined> {
+    if (Number(reply[0]) !== 1) return undefined;
+    await apply(pairs([...reply], 4)); // other heads re-prioritised by a rebase
+    return { priority: Number(reply[1]), place: placeOf(Number(reply[2]), Number(reply[3])) };
+  }
+
   return {
     parkedOptions: () => ({ priority: MAX_PRIORITY, delay: PARK_MS }),
-    async reserve(jobId, d, cost = 1) {
-      const res = await r.blip3oSchedReserve(K, B, jobId, channelKey(d), userKeyOf(d), maxTag, Math.max(1, Math.round(cost)), `${jobPrefix}wait`, Date.now());
-      if (Number(res[0]) !== 1) return undefined;
-      await apply(pairs(res, 4)); // other heads re-prioritised by a rebase
-      return { priority: Number(res[1]), place: placeOf(Number(res[2]), Number(res[3])) };
+    reserveCall,
+    reserved,
+    async reserve(jobId, d, cost) {
+      const { keys, args } = reserveCall(jobId, d, cost);
+      return reserved(await r.blip3oSchedReserve(...keys, ...(args as (string | number)[])));
     },
     enqueue,
     async started(jobId, cost) {

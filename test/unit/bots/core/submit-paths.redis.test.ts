@@ -95,7 +95,7 @@ describe('core.handle: requests', () => {
 
   it('asks BullMQ for the place when the scheduler has none (a worker took the job already), and says "Started." at 0', async () => {
     const c = core();
-    c.gate.reserve = async () => undefined; // not released at once: added parked, then enqueued
+    await c.handle(inv(imagine('first'))); // the channel is busy: the next job is added parked, then enqueued
     c.gate.enqueued = async () => ({ state: 'none' }); // the scheduler does not line it up; BullMQ keeps it parked
     const reply = await c.handle(inv(imagine()));
     expect(reply).toEqual({ kind: 'queued', jobId: queuedId(reply), position: 0, text: 'Started.' });

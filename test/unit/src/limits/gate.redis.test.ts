@@ -206,6 +206,32 @@ describe('gate', () => {
     }
   });
 
+  it('with a request in an idle channel: the job is reserved in the same script, weighed in units of its estimate; a joined flight reserves nothing', async () => {
+    const own = `${prefix}:r`; // its own scheduler and estimates: no channel busy, no kind measured by the tests above
+    const budgeted = loadConfig({ env: {}, overrides: { queue: { prefix: own }, usage: { budgets: { channel: 0, user: 100, workspace: 0 } }, limits: { channel: open, workspace: open, user: open, repairIntervalMs: 60_000 } } });
+    const queue = createJobsQueue(budgeted, redis);
+    const gate = createGate(redis, budgeted, queue);
+    const cache = new ResultCache(redis, budgeted);
+    const at = (channelId: string): Destination => ({ ...d, channelId, userId: 'ru' });
+    const request = (id: string, dest: Destination): JobRequest => ({ v: CONTRACT_VERSION, id, destination: dest, submittedAt: 1, kind: 'imagine', prompt: 'a vole', options: { seed: 1, ditSteps: 4, decoderSteps: 4, guidance: 4, aspect: '1:1' } });
+    const entry = (jobId: string) => redis.hget(`${own}:sched:jobs`, jobId);
+    try {
+      await gate.usage.settle(request('measured', at('m')), { timingsMs: { features: 260 } }, 260); // jobs like these: 0.26 s
+      const first = await gate.admit('v1', at('idle-1'), request('v1', at('idle-1')), cache.claimCall('digest-v', 'v1', '{}'));
+      expect(first).toEqual({ estimate: 0.26, reserved: { priority: 1, place: { state: 'queued', position: 1 } } });
+      expect(await entry('v1')).toBe('discord:g:idle-1\ndiscord:ru\n3'); // 260 ms in units of usage.fairCostUnitMs (100 ms)
+      expect(await gate.admit('v2', at('idle-1'), request('v2', at('idle-1')))).toEqual({ estimate: 0.26 }); // the channel is busy now
+      expect(await entry('v2')).toBeNull(); // it goes the parked way: enqueued after its add
+      const joined = await gate.admit('v3', at('idle-2'), request('v3', at('idle-2')), cache.claimCall('digest-v', 'v3', '{}'));
+      expect(joined).toEqual({ estimate: 0, joined: 'v1' });
+      expect(await entry('v3')).toBeNull();
+      expect(await gate.scheduler.reserve('v4', at('idle-2'))).toMatchObject({ priority: 1 }); // idle-2 is still idle
+    } finally {
+      gate.stop();
+      await queue.close();
+    }
+  });
+
   it('with a lookup: a cached result or a flight to join is answered first and takes nothing; a miss is admitted', async () => {
     const budgeted = loadConfig({ env: {}, overrides: { queue: { prefix }, usage: { budgets: { channel: 0, user: 100, workspace: 0 } }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 }, repairIntervalMs: 60_000 } } });
     const queue = createJobsQueue(budgeted, redis);
