@@ -110,41 +110,91 @@ local function started(jobId, maxTag, out, costNow)
   if ck then promoteNext(ck, rebaseIfNeeded(maxTag, out, need) + need, out) end
 end
 
--- What every position reads besides the job's own channel, read once per call: the wait list's length and each
--- released head's channel, tag, tie order, line length and paused flag.
-local function headsSnapshot(waitKey)
-  local heads = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
-  local paused = {}
-  for _, ck in ipairs(redis.call('SMEMBERS', k('paused'))) do paused[ck] = true end
-  local hs = {}
-  for i = 1, #heads, 2 do
-    local ck, score = heads[i], tonumber(heads[i + 1])
-    hs[#hs + 1] = {ck, math.floor(score / TWO20), score % TWO20, redis.call('ZCARD', k('q:') .. ck), paused[ck] == true}
+-- What the places of one script call read besides each job's own channel: the wait list's length, the paused
+-- channels (each mapped to its head's score in B.tags, or false: none released), the released heads (view below)
+-- and the lines' lengths, each read once.
+local function placeReads(waitKey, heads)
+  local paused, lengths, lines = {}, {}, k('q:')
+  for _, ck in ipairs(redis.call('SMEMBERS', k('paused'))) do
+    paused[ck] = tonumber(redis.call('ZSCORE', k('tags'), ck)) or false
   end
-  return {waiting = redis.call('LLEN', waitKey), heads = hs}
+  local function length(ck)
+    local n = lengths[ck]
+    if not n then n = redis.call('ZCARD', lines .. ck); lengths[ck] = n end
+    return n
+  end
+  return {waiting = redis.call('LLEN', waitKey), paused = paused, heads = heads, length = length}
+end
+
+-- Two views of B.tags for place(): below(X) lists {channel, score (a number), …} in score order, at least every head
+-- scored below X (more are ignored); countBelow(S) counts the heads scored below S.
+-- liveHeads asks Redis each time: one job's place costs O(log n + heads it lists) (position, enqueue). Bounds go to
+-- Redis as Lua writes numbers ('%.14g'): exact, as scores stay far below 10^14.
+local function liveHeads()
+  return {
+    countBelow = function(S) return redis.call('ZCOUNT', k('tags'), '-inf', '(' .. S) end,
+    below = function(X)
+      local hs = redis.call('ZRANGEBYSCORE', k('tags'), '-inf', '(' .. X, 'WITHSCORES')
+      for i = 2, #hs, 2 do hs[i] = tonumber(hs[i]) end
+      return hs
+    end,
+  }
+end
+
+-- snapshotHeads reads them all once, for many jobs' places in one call (positions): each place then walks only the
+-- heads below its X, as liveHeads would list them, without a round of Redis calls per job.
+local function snapshotHeads()
+  local all = redis.call('ZRANGE', k('tags'), 0, -1, 'WITHSCORES')
+  for i = 2, #all, 2 do all[i] = tonumber(all[i]) end
+  return {
+    countBelow = function(S)
+      local lo, hi = 0, #all / 2 -- binary search: the first head scored S or more
+      while lo < hi do
+        local mid = math.floor((lo + hi) / 2)
+        if all[2 * mid + 2] < S then lo = mid + 1 else hi = mid end
+      end
+      return lo
+    end,
+    below = function() return all end,
+  }
 end
 
 -- Where a job waits: {0} not waiting with us · {1, position} · {2, place in its channel} (paused). See positionLua.
-local function place(jobId, snap)
+local function place(jobId, at)
   local entry = redis.call('HGET', k('jobs'), jobId)
   if not entry then return {0} end
   local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
   local q = k('q:') .. ck
   local rank = redis.call('ZRANK', q, jobId) or 0
-  if redis.call('SISMEMBER', k('paused'), ck) == 1 then return {2, rank + 1} end
+  if at.paused[ck] ~= nil then return {2, rank + 1} end
   local head = redis.call('HGET', k('heads'), ck)
+  local own = tonumber(redis.call('ZSCORE', k('tags'), ck)) -- its score, when released (always, with a head)
   local myTag, myTie = vclock() + 1, TWO20
   if head then
-    local hs = tonumber(redis.call('ZSCORE', k('tags'), ck))
     local hr = redis.call('ZRANK', q, head) or 0
-    myTag, myTie = math.floor(hs / TWO20) + math.max(0, rank - hr), hs % TWO20
+    myTag, myTie = math.floor(own / TWO20) + math.max(0, rank - hr), own % TWO20
   end
-  local ahead = rank + snap.waiting
-  for _, h in ipairs(snap.heads) do
-    if h[1] ~= ck and not h[5] then
-      local before = myTag - h[2]
-      if h[3] < myTie then before = before + 1 end
-      ahead = ahead + math.max(0, math.min(h[4], before))
+  -- Another channel's head h (score t·2^20 + e) goes before the job, and so do its line's next jobs at t+1, t+2, …:
+  -- min(its line's length, before) of them, before = myTag - t + (e < myTie ? 1 : 0). before ≥ 1 exactly when
+  -- score < S, and every line holds at least its head: such heads add 1 each, counted without their lines. Only
+  -- those with before ≥ 2 (score < S - 2^20) need their line's length, for the rest of their share.
+  local S = myTag * TWO20 + myTie
+  local ahead = rank + at.waiting + at.heads.countBelow(S)
+  -- not counted: the own channel's head (its jobs ahead are rank) and paused ones (held when taken, not released)
+  if own and own < S then ahead = ahead - 1 end
+  for _, score in pairs(at.paused) do
+    if score and score < S then ahead = ahead - 1 end
+  end
+  local X, paused, length = S - TWO20, at.paused, at.length
+  local hs = at.heads.below(X)
+  for i = 1, #hs, 2 do
+    local h, score = hs[i], hs[i + 1]
+    if score >= X then break end
+    if h ~= ck and paused[h] == nil then
+      local tie = score % TWO20
+      local before = myTag - (score - tie) / TWO20
+      if tie < myTie then before = before + 1 end
+      ahead = ahead + math.min(length(h), before) - 1
     end
   end
   return {1, ahead + 1}
@@ -184,7 +234,7 @@ export const enqueueLua = `${helpers}
 local jobId, ck, user, jobKey, maxTag = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local out = {}
 local function reply()
-  local p = place(jobId, headsSnapshot(ARGV[8]))
+  local p = place(jobId, placeReads(ARGV[8], liveHeads()))
   local res = {p[1], p[2] or 0}
   for _, v in ipairs(out) do table.insert(res, v) end
   return res
@@ -210,7 +260,7 @@ export const reserveLua = `${helpers}
 local jobId, ck, user, maxTag = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local out = {}
 local function reply(tag)
-  local p = place(jobId, headsSnapshot(ARGV[7]))
+  local p = place(jobId, placeReads(ARGV[7], liveHeads()))
   local res = {1, tag, p[1], p[2] or 0}
   for _, v in ipairs(out) do table.insert(res, v) end
   return res
@@ -311,7 +361,7 @@ return out
  * a job with predicted tag T waits behind every job of every channel predicted below T (ties: earlier head first).
  */
 export const positionLua = `${helpers}
-return place(ARGV[2], headsSnapshot(ARGV[3]))
+return place(ARGV[2], placeReads(ARGV[3], liveHeads()))
 `;
 
 /**
@@ -319,10 +369,10 @@ return place(ARGV[2], headsSnapshot(ARGV[3]))
  * the heads are read once for all of them (the progress relay refreshes every waiting job's position at once).
  */
 export const positionsLua = `${helpers}
-local snap = headsSnapshot(ARGV[2])
+local at = placeReads(ARGV[2], snapshotHeads())
 local out = {}
 for i = 3, #ARGV do
-  local p = place(ARGV[i], snap)
+  local p = place(ARGV[i], at)
   out[#out + 1] = p[1]; out[#out + 1] = p[2] or 0
 end
 return out
