@@ -5,10 +5,11 @@
 //   - anything else is transient: rethrown so BullMQ retries with backoff; on the last attempt a failure
 //     ("failed, ref <jobId>") is delivered first so the user is never left waiting.
 // A result is handed over by adding it to the destination's delivery queue under the job's own id, so a
-// worker that dies after handing over and re-runs the job adds nothing new (BullMQ ignores a duplicate id).
+// worker that dies after handing over and re-runs the job adds nothing new (BullMQ ignores a duplicate id). Its PNGs
+// are stored in the same MULTI (src/jobs/queue.ts handOverTogether): a delivery job never names a blob not stored.
 import { UnrecoverableError, type Job, type Processor } from 'bullmq';
 import type { Redis } from '../src/redis.ts';
-import type { BlobStore } from '../src/blobs/store.ts';
+import type { BlobStore, PreparedBlob } from '../src/blobs/store.ts';
 import type { Config } from '../src/config/schema.ts';
 import { AppError, UserError, asAppError, isUserError } from '../src/errors.ts';
 import { isCancelRequested } from '../src/jobs/cancel.ts';
@@ -27,7 +28,7 @@ import {
   type JobResult,
 } from '../src/jobs/contract.ts';
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
-import { createDeliveryQueue, deliveryQueueName, expireQueueKeys, type DeliveryQueue } from '../src/jobs/queue.ts';
+import { createDeliveryQueue, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../src/jobs/queue.ts';
 import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
 import { CheckOverrides, type CheckPolicy } from '../src/checks/policy.ts';
@@ -109,13 +110,16 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     return q;
   }
 
-  async function handOver(result: JobResult): Promise<void> {
+  /** `blobs`: the result's PNGs, not stored yet (BlobStore.prepare): they land with the delivery job or not at all. */
+  async function handOver(result: JobResult, blobs: readonly PreparedBlob[] = []): Promise<void> {
     const q = deliveryQueue(result.destination);
-    await q.add('result', result, { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId });
+    const opts = { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId };
     // A CLI's delivery queue (delivery-cli-<clientId>) has one reader, the CLI that made it, which deletes it on exit.
     // A CLI that was killed never does, so the hand-over gives the queue's keys (and the result's) the blobs' lifetime:
     // a queue nobody reads is gone when the result's image would be.
-    if (result.destination.platform === 'cli') await expireQueueKeys(redis, q, config.blobs.ttlSeconds, [q.toKey(result.jobId)]);
+    const expireSeconds = result.destination.platform === 'cli' ? config.blobs.ttlSeconds : undefined;
+    if (blobs.length === 0 && expireSeconds === undefined) await q.add('result', result, opts);
+    else await handOverTogether(redis, q, result, opts, { blobs, ...(expireSeconds === undefined ? {} : { expireSeconds }) }); // one MULTI, one round trip
   }
 
   async function alreadyHandedOver(jobId: string, destination: Destination): Promise<boolean> {
@@ -148,7 +152,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
    * A job's result, and each try's match score (for the jobs queue's return value, not the delivery); `png`: the bytes
    * stored for result.image (afterHandOver caches them without reading them back).
    */
-  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array }> {
+  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array; blobs?: PreparedBlob[] }> {
     const timings: Record<string, number> = {};
     // Stage times on the job's fair-share clock: under batching (worker.maxBatch) the jobs sharing a model thread
     // split its time (docs/batching.md); alone it is the wall clock.
@@ -233,8 +237,12 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const images: ImageResult[] = [];
     let firstScores: (number | null)[] | undefined;
     const pngs = reviewedAll.map(({ best }) => (best.check?.caption ? addPngText(best.image.png, { Description: best.check.caption }) : best.image.png));
-    // Several images are stored at once: one round trip before the hand-over, not one per image
-    const blobKeys = await Promise.all(pngs.map((png) => blobs.put(png, 'output', retentionOf(request.destination))));
+    // The PNGs are stored with the hand-over, in its round trip (BlobStore.prepare: a store on the worker's own
+    // connection); a store elsewhere stores them first, all at once: one round trip before the hand-over.
+    const ttl = retentionOf(request.destination);
+    const prepared = pngs.map((png) => blobs.prepare?.(redis, png, 'output', ttl));
+    const staged = prepared.every((p): p is PreparedBlob => p !== undefined) ? prepared : undefined;
+    const blobKeys = staged ? staged.map((p) => p.key) : await Promise.all(pngs.map((png) => blobs.put(png, 'output', ttl)));
     for (const [i, { best, tries, scores }] of reviewedAll.entries()) {
       const caption = best.check?.caption || undefined;
       const blobKey = blobKeys[i]!;
@@ -251,7 +259,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       });
     }
     const result: JobResult = { ...base, image: images[0]!, ...(images.length > 1 ? { images } : {}), timingsMs: timings, finishedAt: Date.now() };
-    return { result, png: pngs[0], ...(firstScores ? { matchScores: firstScores } : {}) };
+    return { result, png: pngs[0], ...(staged ? { blobs: staged } : {}), ...(firstScores ? { matchScores: firstScores } : {}) };
   }
 
   async function inputImage(key: string): Promise<Uint8Array> {
@@ -302,12 +310,13 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let result: JobResult;
     let matchScores: (number | null)[] | undefined;
     let png: Uint8Array | undefined;
+    let made: PreparedBlob[] | undefined;
     try {
       // Stryker disable next-line StringLiteral: classify hands over its own "Cancelled." whatever this message says
       if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
-      ({ result, matchScores, png } = await run(job, request, signal ?? new AbortController().signal, policy));
-      await handOver(result);
+      ({ result, matchScores, png, blobs: made } = await run(job, request, signal ?? new AbortController().signal, policy));
+      await handOver(result, made);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
     } catch (e) {
       const failure = classify(e);

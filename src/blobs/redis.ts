@@ -1,7 +1,7 @@
 // BlobStore on Redis: one string key per blob, `<prefix>:blob:<input|output>:<uuid>`, SET … EX ttlSeconds.
 import { randomUUID } from 'node:crypto';
 import type { Redis } from '../redis.ts';
-import type { BlobStore } from './store.ts';
+import type { BlobStore, PreparedBlob } from './store.ts';
 
 export class RedisBlobStore implements BlobStore {
   constructor(
@@ -12,10 +12,16 @@ export class RedisBlobStore implements BlobStore {
   ) {}
 
   async put(bytes: Uint8Array, hint: 'input' | 'output', ttlSeconds?: number): Promise<string> {
+    const { key, set } = this.prepare(this.redis, bytes, hint, ttlSeconds)!;
+    await this.redis.set(...set);
+    return key;
+  }
+
+  prepare(redis: Redis, bytes: Uint8Array, hint: 'input' | 'output', ttlSeconds?: number): PreparedBlob | undefined {
+    if (redis !== this.redis) return undefined; // another connection: a MULTI there would not carry this store's write
     const key = `${this.prefix}:blob:${hint}:${randomUUID()}`;
     const ttl = Math.min(this.ttlSeconds, ttlSeconds ?? this.ttlSeconds); // a channel's retention TTL only shortens it
-    await this.redis.set(key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'EX', ttl);
-    return key;
+    return { key, set: [key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'EX', ttl] };
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {

@@ -4,8 +4,10 @@
 //   bots ──add(JobRequest, jobId = jobIdFor(dedupeKey))──▶ <prefix>:jobs ──Worker (worker/main.ts)──┐
 //   bots ◀──Worker (bots/core/delivery.ts)── <prefix>:delivery-<platform> ◀──add(JobResult, same jobId)┘
 import { createHash } from 'node:crypto';
-import { Queue, QueueEvents, Worker, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
+import { createIORedisClient, Job, Queue, QueueEvents, Worker, type IRedisTransaction, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
+import type { ChainableCommander } from 'ioredis';
 import { addressOf, closeRedis, duplicateRedis, isCluster, noteRedisError, type Redis } from '../redis.ts';
+import type { PreparedBlob } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
 import { QueueNames, type Destination, type JobRequest, type JobResult, type Platform } from './contract.ts';
 
@@ -91,19 +93,86 @@ for _, key in ipairs(KEYS) do
   if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[1]) n = n + 1 end
 end
 return n`;
+/** EXPIRE_PERSISTENT defined on a connection (EVALSHA, not the script's text on every call), also in its MULTIs. */
+const EXPIRE_COMMAND = 'blip3oExpirePersistent';
+
+type Scripted = Record<string, (...args: (string | number)[]) => unknown>;
+
+function defineExpire(redis: Redis): void {
+  // Stryker disable next-line ConditionalExpression: defining the command again defines the same script
+  if (typeof (redis as unknown as Scripted)[EXPIRE_COMMAND] !== 'function') redis.defineCommand(EXPIRE_COMMAND, { lua: EXPIRE_PERSISTENT });
+}
+
+function expireArgs(queue: Queue, ttlSeconds: number, extraKeys: readonly string[]): (string | number)[] {
+  // queue.keys includes the queue's base "<prefix>:<name>:", which BullMQ never writes: TTL -2, so it is left alone.
+  const keys = [...Object.values(queue.keys), ...extraKeys];
+  return [keys.length, ...keys, ttlSeconds];
+}
 
 /**
  * Give every key of `queue` (and `extraKeys`, e.g. a job's hash) that would otherwise live for ever a TTL, in one
  * command. Keys with a TTL of their own keep it: BullMQ's `stalled-check` timer lives one stalledInterval, and a
  * day-long one would stop the queue's worker from ever recovering a stalled job. Used for a CLI's delivery queue, by
- * the worker's hand-over and by the CLI after deleting it (a write that raced the deletion re-creates keys).
- * Returns how many keys got the TTL.
+ * the worker's hand-over (there inside its MULTI: handOverTogether) and by the CLI after deleting it (a write that
+ * raced the deletion re-creates keys). Returns how many keys got the TTL.
  */
 // Stryker disable next-line ArrayDeclaration: equivalent, a default naming a key that doesn't exist gives nothing a TTL
 export async function expireQueueKeys(redis: Redis, queue: Queue, ttlSeconds: number, extraKeys: readonly string[] = []): Promise<number> {
-  // queue.keys includes the queue's base "<prefix>:<name>:", which BullMQ never writes: TTL -2, so it is left alone.
-  const keys = [...Object.values(queue.keys), ...extraKeys];
-  return Number(await redis.eval(EXPIRE_PERSISTENT, keys.length, ...keys, ttlSeconds));
+  defineExpire(redis);
+  return Number(await (redis as unknown as Scripted)[EXPIRE_COMMAND]!(...expireArgs(queue, ttlSeconds, extraKeys)));
+}
+
+/** What the worker sends with a delivery job: the result's blobs before it, a CLI queue's expiry after it. */
+export interface HandOverWrites {
+  /** The result's PNGs, prepared by a blob store on the same connection (BlobStore.prepare). */
+  blobs?: readonly PreparedBlob[];
+  /** Give the queue's keys and the job's hash this TTL if they have none (expireQueueKeys): a CLI's queue. */
+  expireSeconds?: number;
+}
+
+/**
+ * Adds `result` to `queue` under its job id, with `writes`, in one MULTI on `connection` (the queue's own): one round
+ * trip where blob SET → add → expiry took three, and Redis applies all of them or none. So a blob that is not stored
+ * leaves no delivery job naming it: the caller throws, BullMQ retries the job, and the re-run finds nothing handed
+ * over and runs again, as when a SET failed before the add was sent.
+ *   - A command refused while queued (OOM, NOPERM) makes EXEC discard the transaction (EXECABORT): nothing applied.
+ *   - A connection lost before EXEC arrived applies nothing; ioredis sends the whole transaction again when none of
+ *     it was answered, else rejects it. Lost after EXEC ran: applied, and a resend adds nothing (same key and bytes,
+ *     the same job id); a rejection is retried and the re-run finds the job handed over.
+ *   - Inside EXEC a command that fails leaves the others applied (no rollback). SET cannot fail there (it overwrites
+ *     any type); the add and the expiry can only with NOSCRIPT (the server's script cache flushed, which ioredis cannot
+ *     see inside a MULTI): then the same writes go one after another (blobs, add, expiry; ioredis loads the scripts
+ *     again), the order used before they were sent together. Any other error throws (an orphaned blob expires).
+ *   - With Sentinel, a command answered READONLY is re-sent by ioredis on its own to the new primary (src/redis.ts
+ *     reconnectOnError), outside the transaction: the add alone only if the old primary was demoted between queuing
+ *     the SET and the add (one client's batch read in two parts). Then the delivery says the image expired. The
+ *     sequential order had its own such case: a SET acknowledged but not yet replicated when the primary failed.
+ */
+export async function handOverTogether(connection: Redis, queue: DeliveryQueue, result: JobResult, opts: JobsOptions, writes: HandOverWrites): Promise<void> {
+  const { blobs = [], expireSeconds } = writes;
+  const expiry = expireSeconds === undefined ? undefined : expireArgs(queue, expireSeconds, [queue.toKey(result.jobId)]);
+  if (expiry) defineExpire(connection);
+  await queue.waitUntilReady(); // BullMQ's scripts are defined on the connection (a MULTI copies them when made)
+  // BullMQ's adapter of the connection's MULTI (Job.addJob queues the add script on it); the raw one for ours.
+  const bull = createIORedisClient(connection).multi() as unknown as IRedisTransaction;
+  const tx = bull as unknown as ChainableCommander & Scripted;
+  for (const blob of blobs) tx.set(...blob.set);
+  // As Queue.add does: the queue's default options under the caller's, the job id given.
+  const added = blobs.length;
+  // Its promise settles at once (a MULTI answers when EXEC does): the add's reply is checked below.
+  new Job<JobResult>(queue, 'result', result, { ...queue.defaultJobOptions, ...opts, jobId: result.jobId }, result.jobId).addJob(bull).catch(() => undefined);
+  if (expiry) tx[EXPIRE_COMMAND]!(...expiry);
+  const replies = (await tx.exec())!; // EXECABORT and a lost connection reject here; null only after WATCH, unused
+  if (replies.some(([e]) => e?.message.startsWith('NOSCRIPT'))) {
+    for (const blob of blobs) await connection.set(...blob.set);
+    await queue.add('result', result, opts);
+    if (expireSeconds !== undefined) await expireQueueKeys(connection, queue, expireSeconds, [queue.toKey(result.jobId)]);
+    return;
+  }
+  const failed = replies.find(([e]) => e);
+  if (failed) throw failed[0]!;
+  const id = replies[added]![1];
+  if (typeof id === 'number' && id < 0) throw new Error(`adding delivery job ${result.jobId} to ${queue.name} failed (BullMQ code ${id})`);
 }
 
 export function createDeliveryQueue(config: QueueConfig, connection: Redis, name: string): DeliveryQueue {

@@ -1,6 +1,6 @@
-// Real Debian redis-server processes on loopback ports, for the tests that kill, fail over or cluster Redis:
-// a primary with a replica and three sentinels (redis-server --sentinel), or a 3-master Redis Cluster. Each lives in
-// its own temp dir.
+// Real Debian redis-server processes on loopback ports, for the tests that kill, fail over or cluster Redis, or change
+// server-wide state: one server, a primary with a replica and three sentinels (redis-server --sentinel), or a 3-master
+// Redis Cluster. Each lives in its own temp dir.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -61,6 +61,11 @@ async function startProcess(conf: string, port: number, sentinel: boolean): Prom
       });
     },
   };
+}
+
+/** One plain redis-server on a free port, `conf` appended to its config: for a test that changes server-wide state. */
+export async function startRedisServer(conf = ''): Promise<RedisProcess> {
+  return startProcess(conf, await freePort(), false);
 }
 
 export interface SentinelSet {
