@@ -103,23 +103,31 @@ function defineExpire(redis: Redis): void {
   if (typeof (redis as unknown as Scripted)[EXPIRE_COMMAND] !== 'function') redis.defineCommand(EXPIRE_COMMAND, { lua: EXPIRE_PERSISTENT });
 }
 
-function expireArgs(queue: Queue, ttlSeconds: number, extraKeys: readonly string[]): (string | number)[] {
-  // queue.keys includes the queue's base "<prefix>:<name>:", which BullMQ never writes: TTL -2, so it is left alone.
-  const keys = [...Object.values(queue.keys), ...extraKeys];
-  return [keys.length, ...keys, ttlSeconds];
+/**
+ * The keys BullMQ writes for a delivery queue as we use one (no priorities, repeats, flows, rate limit or pause; a
+ * retry waits in `delayed`): the only ones a hand-over, or the delivery worker after it, can leave without a TTL
+ * (test/unit/src/jobs/queue-leftovers.redis.test.ts runs a queue through both and finds no other). The hand-over's
+ * expiry looks at these and the job's hash, 11 keys where the queue has 19 (the script's work is per key); the CLI's
+ * cleanup after deleting its queue looks at them all.
+ */
+export const DELIVERY_QUEUE_KEYS = ['wait', 'active', 'delayed', 'completed', 'failed', 'stalled', 'meta', 'id', 'events', 'marker'] as const;
+
+async function expireKeys(redis: Redis, keys: readonly string[], ttlSeconds: number): Promise<number> {
+  defineExpire(redis);
+  return Number(await (redis as unknown as Scripted)[EXPIRE_COMMAND]!(keys.length, ...keys, ttlSeconds));
 }
 
 /**
  * Give every key of `queue` (and `extraKeys`, e.g. a job's hash) that would otherwise live for ever a TTL, in one
  * command. Keys with a TTL of their own keep it: BullMQ's `stalled-check` timer lives one stalledInterval, and a
  * day-long one would stop the queue's worker from ever recovering a stalled job. Used for a CLI's delivery queue, by
- * the worker's hand-over (there inside its MULTI: handOverTogether) and by the CLI after deleting it (a write that
- * raced the deletion re-creates keys). Returns how many keys got the TTL.
+ * the worker's hand-over (there inside its MULTI, DELIVERY_QUEUE_KEYS only: handOverTogether) and by the CLI after
+ * deleting it (a write that raced the deletion re-creates keys). Returns how many keys got the TTL.
  */
 // Stryker disable next-line ArrayDeclaration: equivalent, a default naming a key that doesn't exist gives nothing a TTL
 export async function expireQueueKeys(redis: Redis, queue: Queue, ttlSeconds: number, extraKeys: readonly string[] = []): Promise<number> {
-  defineExpire(redis);
-  return Number(await (redis as unknown as Scripted)[EXPIRE_COMMAND]!(...expireArgs(queue, ttlSeconds, extraKeys)));
+  // queue.keys includes the queue's base "<prefix>:<name>:", which BullMQ never writes: TTL -2, so it is left alone.
+  return expireKeys(redis, [...Object.values(queue.keys), ...extraKeys], ttlSeconds);
 }
 
 /** What the worker sends with a delivery job: the result's blobs before it, a CLI queue's expiry after it. */
@@ -150,8 +158,8 @@ export interface HandOverWrites {
  */
 export async function handOverTogether(connection: Redis, queue: DeliveryQueue, result: JobResult, opts: JobsOptions, writes: HandOverWrites): Promise<void> {
   const { blobs = [], expireSeconds } = writes;
-  const expiry = expireSeconds === undefined ? undefined : expireArgs(queue, expireSeconds, [queue.toKey(result.jobId)]);
-  if (expiry) defineExpire(connection);
+  const expiring = [...DELIVERY_QUEUE_KEYS.map((k) => queue.keys[k]!), queue.toKey(result.jobId)];
+  if (expireSeconds !== undefined) defineExpire(connection);
   await queue.waitUntilReady(); // BullMQ's scripts are defined on the connection (a MULTI copies them when made)
   // BullMQ's adapter of the connection's MULTI (Job.addJob queues the add script on it); the raw one for ours.
   const bull = createIORedisClient(connection).multi() as unknown as IRedisTransaction;
@@ -161,12 +169,12 @@ export async function handOverTogether(connection: Redis, queue: DeliveryQueue, 
   const added = blobs.length;
   // Its promise settles at once (a MULTI answers when EXEC does): the add's reply is checked below.
   new Job<JobResult>(queue, 'result', result, { ...queue.defaultJobOptions, ...opts, jobId: result.jobId }, result.jobId).addJob(bull).catch(() => undefined);
-  if (expiry) tx[EXPIRE_COMMAND]!(...expiry);
+  if (expireSeconds !== undefined) tx[EXPIRE_COMMAND]!(expiring.length, ...expiring, expireSeconds);
   const replies = (await tx.exec())!; // EXECABORT and a lost connection reject here; null only after WATCH, unused
   if (replies.some(([e]) => e?.message.startsWith('NOSCRIPT'))) {
     for (const blob of blobs) await connection.set(...blob.set);
     await queue.add('result', result, opts);
-    if (expireSeconds !== undefined) await expireQueueKeys(connection, queue, expireSeconds, [queue.toKey(result.jobId)]);
+    if (expireSeconds !== undefined) await expireKeys(connection, expiring, expireSeconds);
     return;
   }
   const failed = replies.find(([e]) => e);
