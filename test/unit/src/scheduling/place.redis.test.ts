@@ -144,7 +144,7 @@ describe('place in line', () => {
         await play(steps, maxPriority);
       }),
       {
-        numRuns: 40,
+        numRuns: process.env.MUTATION_RUN ? 8 : 40,
         examples: [[beforeOwnHead, undefined]],
       },
     );
