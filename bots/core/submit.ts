@@ -251,13 +251,16 @@ export function createCore(options: CoreOptions): Core {
   async function enqueue(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined, reserved: Reservation | undefined): Promise<number> {
     const confirm = () => (digest ? cache.confirm(digest, request.id) : undefined); // the flight this job leads lives on
     let place: QueuePlace;
+    let added = false;
     try {
       const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
       await retention.schedule(request); // before the job exists: a crash in between leaves an entry, never an unpurged job
       const retained = retentionJobOptions(retentionOf(request.destination));
       if (reserved) {
         // Added released, and the flight confirmed in the same round trip.
-        await Promise.all([queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, ...retained, jobId: request.id }), confirm()]);
+        const sent = await Promise.allSettled([queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, ...retained, jobId: request.id }), confirm()]);
+        added = sent[0].status === 'fulfilled';
+        for (const r of sent) if (r.status === 'rejected') throw r.reason;
         place = reserved.place;
       } else {
         await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retained, jobId: request.id });
@@ -265,8 +268,9 @@ export function createCore(options: CoreOptions): Core {
         [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), confirm()]);
       }
     } catch (e) {
-      // A released job that was never added: its turn passes on now, not at repair a minute later.
-      if (reserved) await gate.scheduler.forget(request.id).catch(() => undefined);
+      // A released job that was never added: its turn passes on now, not at repair a minute later. (One that was added
+      // keeps it: it runs.)
+      if (reserved && !added) await gate.scheduler.forget(request.id).catch(() => undefined);
       throw e;
     }
     // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.

@@ -93,6 +93,21 @@ describe('core.handle: requests', () => {
     expect(await c.queue.getJobState(next)).toBe('prioritized');
   });
 
+  it('keeps the turn of a job that was added when what came with the add failed, released or parked', async () => {
+    const c = core();
+    const confirm = c.cache.confirm.bind(c.cache);
+    c.cache.confirm = async () => Promise.reject(new Error('redis blip')); // sent with the add, fails on its own
+    expect(await c.handle(inv(imagine()))).toMatchObject({ kind: 'error' });
+    const [released] = await c.queue.getJobs(['prioritized']);
+    expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId)).toEqual([released!.id]); // it runs, in its turn
+    c.cache.confirm = confirm;
+    const parked = queuedId(await c.handle(inv(imagine('a hare')))); // the channel is busy: added parked, then lined up
+    c.cache.confirm = async () => Promise.reject(new Error('redis blip'));
+    expect(await c.handle(inv(imagine('a stoat')))).toMatchObject({ kind: 'error' });
+    const [third] = (await c.queue.getJobs(['delayed'])).filter((j) => j.id !== parked);
+    expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId).sort()).toEqual([released!.id, parked, third!.id].sort());
+  });
+
   it('asks BullMQ for the place when the scheduler has none (a worker took the job already), and says "Started." at 0', async () => {
     const c = core();
     await c.handle(inv(imagine('first'))); // the channel is busy: the next job is added parked, then enqueued

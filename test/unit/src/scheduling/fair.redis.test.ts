@@ -212,6 +212,16 @@ describe('fair scheduler', () => {
     expect(await redis.zcard(`${t.prefix}:sched:adding`)).toBe(0);
   });
 
+  it('a reservation that rebases the clock re-prioritises the other released jobs in BullMQ', async () => {
+    const t = rig({ maxPriority: 3 });
+    await redis.set(`${t.prefix}:sched:vclock`, 1);
+    await t.submit('x0', dest('X'));
+    expect((await t.queue.getJob('x0'))!.priority).toBe(2);
+    await redis.set(`${t.prefix}:sched:vclock`, 2); // as if a job tagged 2 had started: V + 1 reaches maxPriority
+    expect((await t.scheduler.reserve('z0', dest('Z')))!.priority).toBe(2);
+    expect((await t.queue.getJob('x0'))!.priority).toBe(1); // every head shifted down by one, the order kept
+  });
+
   it('a reservation whose add is on its way survives repair and a failed release; older than adoptAfterMs, repair ends it', async () => {
     const t = rig({ maxPriority: 3, adoptAfterMs: 60_000 });
     for (const id of ['x0', 'x1', 'x2']) await t.submit(id, dest('X'));
