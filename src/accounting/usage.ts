@@ -166,6 +166,12 @@ function defineCommands(redis: Redis): Redis & UsageCommands {
 
 export type BudgetAdmission = { admitted: true; estimate: number } | { admitted: false; scope: Scope; used: number; budget: number; estimate: number };
 
+/** The largest fair-scheduling cost of one job, in units of usage.fairCostUnitMs. */
+export const MAX_COST_UNITS = 100_000;
+
+/** Usage.costUnits as a Lua function costUnits(estimateSeconds, unitMs), for a script that has the estimate itself. */
+export const costUnitsLua = `local function costUnits(seconds, unitMs) return math.min(${MAX_COST_UNITS}, math.max(1, math.floor(seconds * 1000 / unitMs + 0.5))) end`;
+
 /** What admitLua answered. */
 export function budgetAdmission(res: readonly (number | string)[]): BudgetAdmission {
   if (Number(res[0]) === 1) return { admitted: true, estimate: Number(res[1]) };
@@ -238,9 +244,9 @@ export class Usage {
     return perUnit !== null ? Number(perUnit) * units : 0;
   }
 
-  /** An estimate as fair scheduling's cost: whole units of usage.fairCostUnitMs, at least 1. */
+  /** An estimate as fair scheduling's cost: whole units of usage.fairCostUnitMs, at least 1 (costUnitsLua in Lua). */
   costUnits(estimateSeconds: number): number {
-    return Math.min(100_000, Math.max(1, Math.round((estimateSeconds * 1000) / this.config.usage.fairCostUnitMs)));
+    return Math.min(MAX_COST_UNITS, Math.max(1, Math.round((estimateSeconds * 1000) / this.config.usage.fairCostUnitMs)));
   }
 
   /** Count a finished job's measured GPU-seconds (once per job id) and release its reservation. */

@@ -15,7 +15,7 @@ import type { Destination, JobRequest } from '../jobs/contract.ts';
 import type { JobsQueue } from '../jobs/queue.ts';
 import { createFairScheduler, RESERVE_COST_ARG, type FairScheduler, type QueuePlace, type Reservation } from '../scheduling/fair.ts';
 import { reserveLua } from '../scheduling/scripts.ts';
-import { admitLua as budgetsAdmitLua, budgetAdmission, budgetMessage, countLua, releaseLua as budgetsReleaseLua, Usage } from '../accounting/usage.ts';
+import { admitLua as budgetsAdmitLua, budgetAdmission, budgetMessage, costUnitsLua, countLua, releaseLua as budgetsReleaseLua, Usage } from '../accounting/usage.ts';
 import { UserError } from '../errors.ts';
 import { admissionOf, createLimiter, throwIfDenied, type Limiter } from './limiter.ts';
 import { admitLua as limitsAdmitLua, releaseLua as limitsReleaseLua } from './scripts.ts';
@@ -51,6 +51,7 @@ local function claimFlight(KEYS, ARGV) ${claimLua} end
 local function limitsRelease(KEYS, ARGV) ${limitsReleaseLua} end
 local function schedReserve(KEYS, ARGV) ${reserveLua} end
 local function answer(code, reply) local out = {code} for _, v in ipairs(reply) do table.insert(out, v) end return out end
+${costUnitsLua}
 if #calls[1][1] > 0 then
   local found = run(1, cacheLookup)
   if found[1] ~= 0 then return answer(5, found) end
@@ -74,7 +75,7 @@ end
 local admitted = answer(1, budgets)
 if #calls[8][1] > 0 then
   local a = calls[8][2]
-  a[${RESERVE_COST_ARG}] = math.min(100000, math.max(1, math.floor(tonumber(budgets[2]) * 1000 / tonumber(a[${RESERVE_COST_ARG}]) + 0.5)))
+  a[${RESERVE_COST_ARG}] = costUnits(tonumber(budgets[2]), tonumber(a[${RESERVE_COST_ARG}]))
   for _, v in ipairs(run(8, schedReserve)) do table.insert(admitted, v) end
 end
 return admitted
