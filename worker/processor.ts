@@ -28,7 +28,7 @@ import {
   type JobResult,
 } from '../src/jobs/contract.ts';
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
-import { createDeliveryQueue, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../src/jobs/queue.ts';
+import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../src/jobs/queue.ts';
 import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
 import { CheckOverrides, type CheckPolicy } from '../src/checks/policy.ts';
@@ -118,8 +118,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     // A CLI that was killed never does, so the hand-over gives the queue's keys (and the result's) the blobs' lifetime:
     // a queue nobody reads is gone when the result's image would be.
     const expireSeconds = result.destination.platform === 'cli' ? config.blobs.ttlSeconds : undefined;
-    if (blobs.length === 0 && expireSeconds === undefined) await q.add('result', result, opts);
-    else await handOverTogether(redis, q, result, opts, { blobs, ...(expireSeconds === undefined ? {} : { expireSeconds }) }); // one MULTI, one round trip
+    if (blobs.length === 0 && expireSeconds === undefined) await q.add(DELIVERY_JOB_NAME, result, opts);
+    else await handOverTogether(redis, q, result, opts, { blobs, expireSeconds }); // one MULTI, one round trip
   }
 
   async function alreadyHandedOver(jobId: string, destination: Destination): Promise<boolean> {

@@ -6,7 +6,7 @@ import type { Redis } from '../redis.ts';
 import type { BlobStore } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
 import { JobRequest, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
-import { createDeliveryQueue, deliveryQueueName, type DeliveryQueue } from '../jobs/queue.ts';
+import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, type DeliveryQueue } from '../jobs/queue.ts';
 import { retentionJobOptions } from '../jobs/retention.ts';
 import { requestDigest, sha256Hex } from './key.ts';
 import type { ResultCache } from './results.ts';
@@ -23,7 +23,7 @@ export class DeliveryQueues {
     const name = deliveryQueueName(result.destination as Destination);
     let q = this.queues.get(name);
     if (!q) this.queues.set(name, (q = createDeliveryQueue(this.config, this.redis, name)));
-    await q.add('result', result, { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId });
+    await q.add(DELIVERY_JOB_NAME, result, { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId });
   }
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));

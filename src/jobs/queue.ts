@@ -135,7 +135,7 @@ export interface HandOverWrites {
   /** The result's PNGs, prepared by a blob store on the same connection (BlobStore.prepare). */
   blobs?: readonly PreparedBlob[];
   /** Give the queue's keys and the job's hash this TTL if they have none (expireQueueKeys): a CLI's queue. */
-  expireSeconds?: number;
+  expireSeconds?: number | undefined;
 }
 
 /**
@@ -168,12 +168,12 @@ export async function handOverTogether(connection: Redis, queue: DeliveryQueue, 
   // As Queue.add does: the queue's default options under the caller's, the job id given.
   const added = blobs.length;
   // Its promise settles at once (a MULTI answers when EXEC does): the add's reply is checked below.
-  new Job<JobResult>(queue, 'result', result, { ...queue.defaultJobOptions, ...opts, jobId: result.jobId }, result.jobId).addJob(bull).catch(() => undefined);
+  new Job<JobResult>(queue, DELIVERY_JOB_NAME, result, { ...queue.defaultJobOptions, ...opts, jobId: result.jobId }, result.jobId).addJob(bull).catch(() => undefined);
   if (expireSeconds !== undefined) tx[EXPIRE_COMMAND]!(expiring.length, ...expiring, expireSeconds);
   const replies = (await tx.exec())!; // EXECABORT and a lost connection reject here; null only after WATCH, unused
   if (replies.some(([e]) => e?.message.startsWith('NOSCRIPT'))) {
     for (const blob of blobs) await connection.set(...blob.set);
-    await queue.add('result', result, opts);
+    await queue.add(DELIVERY_JOB_NAME, result, opts);
     if (expireSeconds !== undefined) await expireKeys(connection, expiring, expireSeconds);
     return;
   }
@@ -182,6 +182,9 @@ export async function handOverTogether(connection: Redis, queue: DeliveryQueue, 
   const id = replies[added]![1];
   if (typeof id === 'number' && id < 0) throw new Error(`adding delivery job ${result.jobId} to ${queue.name} failed (BullMQ code ${id})`);
 }
+
+/** The name of every delivery job (a label for dashboards; the delivery worker reads only its data). */
+export const DELIVERY_JOB_NAME = 'result';
 
 export function createDeliveryQueue(config: QueueConfig, connection: Redis, name: string): DeliveryQueue {
   assertClusterPrefix(config, connection);
