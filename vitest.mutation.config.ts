@@ -5,7 +5,8 @@ import { defineConfig } from 'vitest/config';
 // checkpoint (those take seconds to minutes each and run in `npm test`). With MUTATION_GROUP set, only that
 // group's tests, so its initial run is short too.
 const tests: Record<string, string[]> = {
-  jobs: ['test/unit/src/jobs/*.test.ts', 'test/unit/bots/core/delivery-claim.redis.test.ts', 'test/integration/spine-processor.redis.test.ts'],
+  // processor-handover: queue.ts's handOverTogether, driven by the processor as the worker runs it
+  jobs: ['test/unit/src/jobs/*.test.ts', 'test/unit/bots/core/delivery-claim.redis.test.ts', 'test/integration/spine-processor.redis.test.ts', 'test/unit/worker/processor-handover.redis.test.ts'],
   // Not test/integration/scheduling.redis.test.ts: it runs a real Worker and waits for it to drain (seconds per
   // mutant, 20 s for one that stops a release); fair.redis.test.ts checks the same orders with the worker played by
   // the test, deterministically.

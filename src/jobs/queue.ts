@@ -159,15 +159,15 @@ export interface HandOverWrites {
 export async function handOverTogether(connection: Redis, queue: DeliveryQueue, result: JobResult, opts: JobsOptions, writes: HandOverWrites): Promise<void> {
   const { blobs = [], expireSeconds } = writes;
   const expiring = [...DELIVERY_QUEUE_KEYS.map((k) => queue.keys[k]!), queue.toKey(result.jobId)];
-  if (expireSeconds !== undefined) defineExpire(connection);
+  defineExpire(connection);
   await queue.waitUntilReady(); // BullMQ's scripts are defined on the connection (a MULTI copies them when made)
   // BullMQ's adapter of the connection's MULTI (Job.addJob queues the add script on it); the raw one for ours.
   const bull = createIORedisClient(connection).multi() as unknown as IRedisTransaction;
   const tx = bull as unknown as ChainableCommander & Scripted;
   for (const blob of blobs) tx.set(...blob.set);
-  // As Queue.add does: the queue's default options under the caller's, the job id given.
-  const added = blobs.length;
-  // Its promise settles at once (a MULTI answers when EXEC does): the add's reply is checked below.
+  // As Queue.add does: the queue's default options under the caller's, the job id given. Its promise settles at once
+  // (a MULTI answers when EXEC does): the add's reply is checked below. BullMQ's add answers a negative code only for
+  // a job with a parent (flows), which a delivery never has.
   new Job<JobResult>(queue, DELIVERY_JOB_NAME, result, { ...queue.defaultJobOptions, ...opts, jobId: result.jobId }, result.jobId).addJob(bull).catch(() => undefined);
   if (expireSeconds !== undefined) tx[EXPIRE_COMMAND]!(expiring.length, ...expiring, expireSeconds);
   const replies = (await tx.exec())!; // EXECABORT and a lost connection reject here; null only after WATCH, unused
@@ -177,10 +177,8 @@ export async function handOverTogether(connection: Redis, queue: DeliveryQueue, 
     if (expireSeconds !== undefined) await expireKeys(connection, expiring, expireSeconds);
     return;
   }
-  const failed = replies.find(([e]) => e);
+  const failed = replies.find(([e]) => e); // e.g. a key of the wrong type: what did run stays (no rollback)
   if (failed) throw failed[0]!;
-  const id = replies[added]![1];
-  if (typeof id === 'number' && id < 0) throw new Error(`adding delivery job ${result.jobId} to ${queue.name} failed (BullMQ code ${id})`);
 }
 
 /** The name of every delivery job (a label for dashboards; the delivery worker reads only its data). */

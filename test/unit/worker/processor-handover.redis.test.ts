@@ -144,6 +144,23 @@ describe('the hand-over', () => {
     await on.run(cliAnswer);
     expect(await redis.ttl(`${prefix}:${deliveryQueueName(cli)}:${cliAnswer.id}`)).toBeGreaterThan(config.blobs.ttlSeconds - 60);
   });
+
+  it('fails the attempt when a write inside the MULTI fails, so BullMQ retries it', async () => {
+    const request = imagine(cli);
+    const counter = `${prefix}:${deliveryQueueName(cli)}:id`;
+    const saved = await redis.get(counter);
+    await redis.set(counter, 'not a number'); // the add script's first command, INCR, fails inside EXEC: nothing added
+    try {
+      const failure = await on.run(request).then(() => undefined, (e: unknown) => e as Error);
+      expect(failure?.message).toMatch(/not an integer/);
+      expect(failure).not.toBeInstanceOf(UnrecoverableError);
+      expect(await handedOver(redis, request)).toBeUndefined(); // the PNG's SET ran (no rollback) and expires unread
+    } finally {
+      await (saved === null ? redis.del(counter) : redis.set(counter, saved));
+    }
+    expect(await on.run(request, 1)).toMatchObject({ status: 'succeeded' });
+    expect((await handedOver(redis, request))!.data.jobId).toBe(request.id);
+  });
 });
 
 describe('the hand-over on a server of its own', () => {
