@@ -154,6 +154,7 @@ describe('the hand-over', () => {
       const failure = await on.run(request).then(() => undefined, (e: unknown) => e as Error);
       expect(failure?.message).toMatch(/not an integer/);
       expect(failure).not.toBeInstanceOf(UnrecoverableError);
+      expect(on.trace.sent.filter((c) => c === 'set')).toEqual(['set']); // not sent again the sequential way (NOSCRIPT's)
       expect(await handedOver(redis, request)).toBeUndefined(); // the PNG's SET ran (no rollback) and expires unread
     } finally {
       await (saved === null ? redis.del(counter) : redis.set(counter, saved));
