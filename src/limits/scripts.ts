@@ -78,8 +78,10 @@ for s = 1, 3 do
     end
     buckets[s] = { tokens, cap, perMs, need }
   end
-  if maxConc > 0 then
-    -- self-healing: drop slots whose job is finished or gone before counting
+  -- Self-healing, only when the scope looks full (it reads every held job: O(held) per admission otherwise): drop
+  -- slots whose job is finished or gone, then count again. Healing can only lower the count, so a scope below its
+  -- cap admits either way; lost releases elsewhere wait for the completion listener or the sweep.
+  if maxConc > 0 and redis.call('ZCARD', KEYS[3 + s]) >= maxConc then
     local held = redis.call('ZRANGE', KEYS[3 + s], 0, -1, 'WITHSCORES')
     for i = 1, #held, 2 do
       if isDone(jobKeyPrefix, held[i], tonumber(held[i + 1]), now, graceMs) then releaseLease(leases, leaseKeys, held[i]) end

@@ -104,6 +104,18 @@ describe('limiter (real Redis)', () => {
     expect((await limiter.usage('channel', 'discord:g1:c6', { ...open, maxConcurrent: 2 })).held).toBe(2);
   });
 
+  it('heals a scope only when it looks full: below its cap an admission reads no held job', async () => {
+    const limiter = limiterWith({ channel: { ...open, maxConcurrent: 3 } });
+    await limiter.admit('l1', dest('c8', 'u1'));
+    await redis.hset(jobKey('l1'), { timestamp: Date.now(), finishedOn: Date.now() }); // finished; its release was lost
+    await limiter.admit('l2', dest('c8', 'u1')); // 1 held of 3: admitted without looking at l1
+    const held = () => limiter.usage('channel', 'discord:g1:c8', { ...open, maxConcurrent: 3 }).then((u) => u.held);
+    expect(await held()).toBe(2);
+    await limiter.admit('l3', dest('c8', 'u1')); // 2 of 3: still no healing
+    expect(await limiter.admit('l4', dest('c8', 'u1'))).toMatchObject({ admitted: true }); // full: l1 is healed first
+    expect(await held()).toBe(3);
+  });
+
   it('takes per-channel limits from config, then from Redis (Redis wins), and resets', async () => {
     const ck = 'discord:g1:c7';
     const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 100, burst: 100 }, channelOverrides: { [ck]: { ...open, requestsPerWindow: 2, burst: 2 } } });
