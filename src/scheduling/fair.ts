@@ -147,9 +147,8 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
   const K = `${B}jobs`; // every script's KEYS[1]: routes it to the node of the prefix's hash slot (Redis Cluster)
   const jobPrefix = `${config.queue.prefix}:${QueueNames.jobs}:`;
   const maxTag = Math.min(options.maxPriority ?? MAX_PRIORITY, MAX_PRIORITY);
+  // Also how long a reservation is taken to be on its way into BullMQ (repair and apply leave it be), by Redis's clock.
   const adoptAfterMs = options.adoptAfterMs ?? 60_000;
-  /** Reservations made since this are taken to be still on their way into BullMQ (repair and apply leave them be). */
-  const addingSince = () => Date.now() - adoptAfterMs;
 
   const pairs = (flat: (string | number)[], from = 0): Promotion[] => {
     const out: Promotion[] = [];
@@ -179,7 +178,7 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
       if (!job) {
         // Gone (cancelled, removed), unless reserve() lined it up a moment ago and its add is on its way: then only this
         // release is lost (a rebase's new tag; the add brings its old one).
-        await apply(pairs(await r.blip3oSchedForget(K, B, p.jobId, maxTag, addingSince())));
+        await apply(pairs(await r.blip3oSchedForget(K, B, p.jobId, maxTag, adoptAfterMs)));
         continue;
       }
       // Stryker disable next-line ConditionalExpression: setting the same priority again changes nothing
@@ -199,7 +198,7 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
   }
 
   function reserveCall(jobId: string, d: Destination, cost = 1): ScriptCall {
-    const args = [B, jobId, channelKey(d), userKeyOf(d), maxTag, Math.max(1, Math.round(cost)), `${jobPrefix}wait`, Date.now()];
+    const args = [B, jobId, channelKey(d), userKeyOf(d), maxTag, Math.max(1, Math.round(cost)), `${jobPrefix}wait`];
     return { keys: [K], args };
   }
 
@@ -242,7 +241,7 @@ export function createFairScheduler(redis: Redis, config: { queue: Pick<Config['
       return jobIds.map((_, i) => placeOf(Number(flat[2 * i]), Number(flat[2 * i + 1])));
     },
     async repair() {
-      await apply(pairs(await r.blip3oSchedRepair(K, B, jobPrefix, maxTag, addingSince())));
+      await apply(pairs(await r.blip3oSchedRepair(K, B, jobPrefix, maxTag, adoptAfterMs)));
       // Parked jobs nobody lined up: BullMQ has them (delayed, priority MAX) but the scheduler does not.
       const parked = await redis.zrange(`${jobPrefix}delayed`, '0', '-1');
       if (parked.length === 0) return;

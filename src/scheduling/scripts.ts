@@ -212,10 +212,16 @@ local function lineUp(jobId, ck, user, cost)
   redis.call('SADD', k('backlog'), ck)
 end
 
--- A job reserve() lined up at or after since (ms) whose BullMQ add may still be on its way: not to be taken for removed.
-local function beingAdded(jobId, since)
+-- Redis's clock (ms): every bot host reads the same one, whatever its own clock says.
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A job reserve() lined up less than graceMs ago, whose BullMQ add may still be on its way: not to be taken for removed.
+local function beingAdded(jobId, graceMs)
   local at = tonumber(redis.call('ZSCORE', k('adding'), jobId))
-  return at ~= nil and since ~= nil and at >= since
+  return at ~= nil and graceMs ~= nil and at >= nowMs() - graceMs
 end
 
 local function forget(jobId, maxTag, out)
@@ -248,13 +254,13 @@ return reply()
 `;
 
 /**
- * reserve: ARGV B · jobId · channelKey · userKey · maxTag · cost · BullMQ wait list key · now (ms) →
+ * reserve: ARGV B · jobId · channelKey · userKey · maxTag · cost · BullMQ wait list key →
  *   {1, tag, the job's place (2 values, as position answers it), promotions…} when its channel is idle (nothing
  *   waiting or released, not paused): the job is lined up and released at once, before BullMQ has it, so the bot adds
  *   it with priority tag instead of parked (no enqueue, changePriority and promote after the add);
  *   {0} otherwise: nothing changed; add the job parked, then enqueue it.
- * B.adding notes the job until it starts or is forgotten: for limits.admitGraceMs, repair and a failed release do not
- * take its missing BullMQ hash for a removal. A second call for the same job answers the same.
+ * B.adding notes the job, at Redis's time, until it starts or is forgotten: for limits.admitGraceMs, repair and a
+ * failed release do not take its missing BullMQ hash for a removal. A second call for the same job answers the same.
  */
 export const reserveLua = `${helpers}
 local jobId, ck, user, maxTag = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -269,7 +275,7 @@ if redis.call('HGET', k('heads'), ck) == jobId then return reply(math.floor(tonu
 if redis.call('HEXISTS', k('jobs'), jobId) == 1 or redis.call('HEXISTS', k('heads'), ck) == 1
   or redis.call('EXISTS', k('q:') .. ck) == 1 or redis.call('SISMEMBER', k('paused'), ck) == 1 then return {0} end
 lineUp(jobId, ck, user, ARGV[6])
-redis.call('ZADD', k('adding'), tonumber(ARGV[8]), jobId)
+redis.call('ZADD', k('adding'), nowMs(), jobId)
 promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
 local tag = table.remove(out)
 table.remove(out) -- promoteNext's last pair is this job's own release: {jobId, tag}
@@ -300,8 +306,8 @@ return out
 `;
 
 /**
- * forget: ARGV B · jobId · maxTag [· since (ms)] → promotions. For jobs removed before they started (cancel, purge).
- * With since: only if the job is not one reserve() lined up since then (its add may still be on its way).
+ * forget: ARGV B · jobId · maxTag [· graceMs] → promotions. For jobs removed before they started (cancel, purge).
+ * With graceMs: only if the job is not one reserve() lined up less than graceMs ago (its add may still be on its way).
  */
 export const forgetLua = `${helpers}
 local out = {}
@@ -324,18 +330,18 @@ return out
 `;
 
 /**
- * repair: ARGV B · BullMQ key prefix ("<prefix>:jobs:") · maxTag · since (ms) → promotions.
+ * repair: ARGV B · BullMQ key prefix ("<prefix>:jobs:") · maxTag · graceMs → promotions.
  * Heals what a process dying mid-way leaves behind: jobs started without the hook, jobs removed without a
- * forget (or reserved and never added: once their reservation is older than since), channels left without a head,
+ * forget (or reserved and never added: once their reservation is graceMs old), channels left without a head,
  * and heads whose release to BullMQ never happened (still delayed).
  */
 export const repairLua = `${helpers}
-local jobPrefix, maxTag, since = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local jobPrefix, maxTag, graceMs = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for _, ck in ipairs(redis.call('SMEMBERS', k('backlog'))) do
   for _, jobId in ipairs(redis.call('ZRANGE', k('q:') .. ck, 0, -1)) do
     local j = redis.call('HMGET', jobPrefix .. jobId, 'timestamp', 'processedOn', 'finishedOn')
-    if not j[1] and beingAdded(jobId, since) then -- reserved, its add still on its way
+    if not j[1] and beingAdded(jobId, graceMs) then -- reserved, its add still on its way
     elseif (not j[1]) or j[3] then forget(jobId, maxTag, out)
     -- processedOn alone is not enough: a job held by a pause was active once and sits in delayed again
     elseif j[2] and redis.call('LPOS', jobPrefix .. 'active', jobId) then started(jobId, maxTag, out) end
