@@ -29,6 +29,18 @@ async function until(check: () => Promise<boolean>): Promise<void> {
   for (let i = 0; i < 200 && !(await check()); i++) await sleep(10);
 }
 
+/** A gate with a 100 GPU-second user budget, `user` limits and the result cache, on `queuePrefix`. */
+function budgetedGate(user: LimitSpec, queuePrefix = prefix) {
+  const config = loadConfig({ env: {}, overrides: { queue: { prefix: queuePrefix }, usage: { budgets: { channel: 0, user: 100, workspace: 0 } }, limits: { channel: open, workspace: open, user, repairIntervalMs: 60_000 } } });
+  const queue = createJobsQueue(config, redis);
+  const gate = createGate(redis, config, queue);
+  const close = async () => {
+    gate.stop();
+    await queue.close();
+  };
+  return { gate, cache: new ResultCache(redis, config), close };
+}
+
 beforeAll(() => {
   redis = new Redis(url, { maxRetriesPerRequest: null });
 });
@@ -182,10 +194,7 @@ describe('gate', () => {
   });
 
   it('with a claim: admitted and leading the flight, or joining a flight another leads with everything given back', async () => {
-    const budgeted = loadConfig({ env: {}, overrides: { queue: { prefix }, usage: { budgets: { channel: 0, user: 100, workspace: 0 } }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 2 }, repairIntervalMs: 60_000 } } });
-    const queue = createJobsQueue(budgeted, redis);
-    const gate = createGate(redis, budgeted, queue);
-    const cache = new ResultCache(redis, budgeted);
+    const { gate, cache, close } = budgetedGate({ ...open, maxConcurrent: 2 });
     const cu: Destination = { ...d, userId: 'cu' };
     const request = (id: string): JobRequest => ({ v: CONTRACT_VERSION, id, destination: cu, submittedAt: 1, kind: 'imagine', prompt: 'a lynx', options: { seed: 1, ditSteps: 7, decoderSteps: 9, guidance: 4, aspect: '1:1' } });
     const slots = async () => (await gate.limiter.usage('user', 'discord:cu', { ...open, maxConcurrent: 2 })).held;
@@ -201,17 +210,13 @@ describe('gate', () => {
       expect(await gate.usage.release('k1')).toBe(true); // k1 keeps its own
       expect(await cache.close('digest-k', 'k1')).toEqual(['{}', '{"id":"k2"}']); // k2 follows k1
     } finally {
-      gate.stop();
-      await queue.close();
+      await close();
     }
   });
 
   it('with a request in an idle channel: the job is reserved in the same script, weighed in units of its estimate; a joined flight reserves nothing', async () => {
     const own = `${prefix}:r`; // its own scheduler and estimates: no channel busy, no kind measured by the tests above
-    const budgeted = loadConfig({ env: {}, overrides: { queue: { prefix: own }, usage: { budgets: { channel: 0, user: 100, workspace: 0 } }, limits: { channel: open, workspace: open, user: open, repairIntervalMs: 60_000 } } });
-    const queue = createJobsQueue(budgeted, redis);
-    const gate = createGate(redis, budgeted, queue);
-    const cache = new ResultCache(redis, budgeted);
+    const { gate, cache, close } = budgetedGate(open, own);
     const at = (channelId: string): Destination => ({ ...d, channelId, userId: 'ru' });
     const request = (id: string, dest: Destination): JobRequest => ({ v: CONTRACT_VERSION, id, destination: dest, submittedAt: 1, kind: 'imagine', prompt: 'a vole', options: { seed: 1, ditSteps: 4, decoderSteps: 4, guidance: 4, aspect: '1:1' } });
     const entry = (jobId: string) => redis.hget(`${own}:sched:jobs`, jobId);
@@ -227,16 +232,12 @@ describe('gate', () => {
       expect(await entry('v3')).toBeNull();
       expect(await gate.scheduler.reserve('v4', at('idle-2'))).toMatchObject({ priority: 1 }); // idle-2 is still idle
     } finally {
-      gate.stop();
-      await queue.close();
+      await close();
     }
   });
 
   it('with a lookup: a cached result or a flight to join is answered first and takes nothing; a miss is admitted', async () => {
-    const budgeted = loadConfig({ env: {}, overrides: { queue: { prefix }, usage: { budgets: { channel: 0, user: 100, workspace: 0 } }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 }, repairIntervalMs: 60_000 } } });
-    const queue = createJobsQueue(budgeted, redis);
-    const gate = createGate(redis, budgeted, queue);
-    const cache = new ResultCache(redis, budgeted);
+    const { gate, cache, close } = budgetedGate({ ...open, maxConcurrent: 1 });
     const lu: Destination = { ...d, userId: 'lu' };
     const request = (id: string): JobRequest => ({ v: CONTRACT_VERSION, id, destination: lu, submittedAt: 1, kind: 'imagine', prompt: 'an ibis', options: { seed: 1, ditSteps: 5, decoderSteps: 6, guidance: 4, aspect: '1:1' } });
     const slots = async () => (await gate.limiter.usage('user', 'discord:lu', { ...open, maxConcurrent: 1 })).held;
@@ -264,8 +265,7 @@ describe('gate', () => {
       expect(isUserError(refused) && refused.code).toBe('rate_limited');
       expect(await cache.claim('digest-m', 'l5', '{}')).toEqual({ leads: true }); // the refused request claimed nothing
     } finally {
-      gate.stop();
-      await queue.close();
+      await close();
     }
   });
 });
