@@ -30,6 +30,9 @@ export interface ScriptCall {
   args: (string | number | Buffer)[]; // Buffer: bytes (a cached PNG)
 }
 
+/** Lua: nowMs(), Redis's clock in ms (TIME): every host that runs a script reads the same clock, whatever its own says. */
+export const NOW_MS_LUA = `local function nowMs() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end`;
+
 /** A part of a combined script that is skipped (no keys): no lookup, nothing to store, no flight. */
 export const NO_CALL: ScriptCall = { keys: [], args: [] };
 

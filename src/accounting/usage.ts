@@ -15,7 +15,7 @@
 //   U:resv         hash  jobId → "estimate\nchannel\nuser\nworkspace\nadmittedAtMs"      (released exactly once)
 //   U:est          hash  "<kind>|<options signature>" → seconds (moving average) · "<kind>|unit" → seconds per step
 //   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
-import type { Redis, ScriptCall } from '../redis.ts';
+import { NOW_MS_LUA, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { QueueNames, workspaceOf, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';
 import { scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';
@@ -46,7 +46,7 @@ export function costSignature(request: JobRequest): { sig: string; units: number
  */
 export const memberId = (d: Destination) => `${d.platform}:${workspaceOf(d)}:${d.userId}`;
 
-const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+const NOW = `${NOW_MS_LUA}\nlocal now = nowMs()\n`;
 
 const RELEASE = `
 local function release(resv, inflight, jobId)

@@ -16,11 +16,11 @@
 //   T:w:<digest>       hash    follower jobId → follower JSON        requests that joined the flight
 //   T:done:<jobId>     hash    the followers a finished leader took  (a re-run hands the same ones over again)
 //   T:models           zset    "<manifest hash>\n<worker id>" → expires at (ms): what the live workers run
-import type { Redis, ScriptCall } from '../redis.ts';
+import { NOW_MS_LUA, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { entryId } from './key.ts';
 
-const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+const NOW = `${NOW_MS_LUA}\nlocal now = nowMs()\n`;
 
 /** KEYS entry lru sizes bytes exp · ARGV id meta png ttlMs maxBytes entryPrefix → entries evicted, or -1 if too large. */
 export const putLua = `${NOW}

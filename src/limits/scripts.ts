@@ -12,6 +12,7 @@
 // A slot is held from admission until the job is finished (BullMQ sets `finishedOn` on the job hash when it
 // completes or finally fails) or gone (removed, cancelled, expired). Release is exactly once because it is the
 // deletion of the lease: whoever deletes it (the completion listener, a cancel, a sweep) frees the slots.
+import { NOW_MS_LUA } from '../redis.ts';
 
 /** Shared helpers, prepended to each script. */
 const helpers = `
@@ -32,10 +33,7 @@ local function isDone(jobKeyPrefix, jobId, admittedAt, now, graceMs)
   return false
 end
 
-local function nowMs()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+${NOW_MS_LUA}
 `;
 
 /**

@@ -21,6 +21,7 @@
 // same prefix, so in Redis Cluster, where queue.prefix must be a hash tag such as `{blip3o}`, they all live in the
 // slot of KEYS[1]. Which channels' keys a script reads depends on the data (position, repair), so they cannot all be
 // listed up front.
+import { NOW_MS_LUA } from '../redis.ts';
 
 const helpers = `
 local B = ARGV[1]
@@ -212,11 +213,7 @@ local function lineUp(jobId, ck, user, cost)
   redis.call('SADD', k('backlog'), ck)
 end
 
--- Redis's clock (ms): every bot host reads the same one, whatever its own clock says.
-local function nowMs()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+${NOW_MS_LUA}
 
 -- A job reserve() lined up less than graceMs ago, whose BullMQ add may still be on its way: not to be taken for removed.
 local function beingAdded(jobId, graceMs)
