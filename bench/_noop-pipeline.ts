@@ -1,21 +1,41 @@
 // A pipeline that does no model work, for bench/queue.ts: it measures our queue/worker/delivery path alone.
 // (Files starting with '_' are not benchmarks; bench/main.ts skips them.)
+// With `extra.stepMs` in its options (bench/queue.ts `progress`) it reports every DiT and decoder step of the request,
+// as the real pipeline does (worker/pipeline/generate.ts), one step every stepMs; without it, one report.
 import type { CreatePipeline } from '../worker/pipeline/types.ts';
 
 // A valid 1×1 PNG, so the result path (blob store, delivery) carries real bytes.
 const PNG = Uint8Array.from(Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC', 'base64'));
 
-export const createPipeline: CreatePipeline = async () => ({
-  async generate(_request, ctx) {
-    ctx.onProgress({ stage: 'features', step: 1, total: 1 });
-    return { png: PNG.slice(), width: 1, height: 1 };
-  },
-  async understand(request, ctx) {
-    ctx.onProgress({ stage: 'answering', step: 1, total: 1, partialText: 'ok' });
-    return { text: `ok: ${request.question}`, tokenIds: [1] };
-  },
-  async check() {
-    return { answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } };
-  },
-  async close() {},
-});
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export const createPipeline: CreatePipeline = async (options) => {
+  const stepMs = options.extra?.stepMs as number | undefined;
+  return {
+    async generate(request, ctx) {
+      if (stepMs === undefined) {
+        ctx.onProgress({ stage: 'features', step: 1, total: 1 });
+        return { png: PNG.slice(), width: 1, height: 1 };
+      }
+      const { ditSteps, decoderSteps } = request.options;
+      ctx.onProgress({ stage: 'conditioning', step: 0, total: 1 });
+      for (let i = 0; i < ditSteps; i++) {
+        ctx.onProgress({ stage: 'features', step: i, total: ditSteps });
+        await sleep(stepMs);
+      }
+      for (let i = 0; i <= decoderSteps; i++) {
+        ctx.onProgress({ stage: 'decoding', step: i, total: decoderSteps + 1 });
+        await sleep(stepMs);
+      }
+      return { png: PNG.slice(), width: 1, height: 1 };
+    },
+    async understand(request, ctx) {
+      ctx.onProgress({ stage: 'answering', step: 1, total: 1, partialText: 'ok' });
+      return { text: `ok: ${request.question}`, tokenIds: [1] };
+    },
+    async check() {
+      return { answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } };
+    },
+    async close() {},
+  };
+};

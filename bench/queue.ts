@@ -1,5 +1,7 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
 // npm run bench -- queue multi [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
+// npm run bench -- queue progress [jobs=32] [stepMs=20] [concurrency=8] [rounds=2]
+//   (jobs that report every step, as real ones do: progress written coalesced against every report; see progress())
 //   (separate bot and worker processes against as many bare BullMQ ones: see multi() below)
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
@@ -17,7 +19,7 @@ import { createCore } from '../bots/core/submit.ts';
 import type { PlatformPort } from '../bots/core/port.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { loadConfig, loadSecrets } from '../src/config/load.ts';
-import { QueueNames, type CliDestination, type JobRequest, type JobResult } from '../src/jobs/contract.ts';
+import { QueueNames, type CliDestination, type Destination, type JobRequest, type JobResult } from '../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker, jobIdFor } from '../src/jobs/queue.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { createLogger } from '../src/log.ts';
@@ -59,7 +61,13 @@ async function barePath(redis: Redis, prefix: string, concurrency: number): Prom
   };
 }
 
-async function ourPath(redis: Redis, prefix: string, concurrency: number): Promise<Path> {
+/** Our path's knobs for progress(): the no-op pipeline's step time (it then reports every step), the worker's progress write interval. */
+interface OurPathOptions {
+  stepMs?: number;
+  progressWriteMs?: (destination: Destination) => number;
+}
+
+async function ourPath(redis: Redis, prefix: string, concurrency: number, opts: OurPathOptions = {}): Promise<Path & { edits: () => number }> {
   const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // rate limits off: this measures the path
   const config = loadConfig({ overrides: { logLevel: 'error', queue: { prefix }, worker: { concurrency }, limits: { channel: off, user: off, workspace: off } } });
   const secrets = loadSecrets();
@@ -67,7 +75,7 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
   const host = await ThreadHost.start({
     size: concurrency,
     pipelineModule: fileURLToPath(new URL('./_noop-pipeline.ts', import.meta.url)),
-    pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding: { minPixels: 1, maxPixels: 1, maxInputPixels: 1, maxAspectRatio: 1 } },
+    pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding: { minPixels: 1, maxPixels: 1, maxInputPixels: 1, maxAspectRatio: 1 }, ...(opts.stepMs !== undefined ? { extra: { stepMs: opts.stepMs } } : {}) },
     abortGraceMs: 1000,
     log,
   });
@@ -82,7 +90,7 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
   // path's. Added 2026-12-05 (issue 19, fourth pass); earlier runs of this bench did not count it.
   const blobs = createBlobStore(config, redis);
   const afterJob = createAfterJob({ config, redis, blobs, log, manifestHash: 'bench' });
-  const processor = createProcessor({ config, redis, blobs, host, log, start, afterHandOver: afterJob.afterHandOver });
+  const processor = createProcessor({ config, redis, blobs, host, log, start, afterHandOver: afterJob.afterHandOver, ...(opts.progressWriteMs ? { progressWriteMs: opts.progressWriteMs } : {}) });
   const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, async (job, token, signal) => {
     marks.get(job.id!)?.push(performance.now());
     const out = await processor.process(job, token, signal);
@@ -90,9 +98,12 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
     return out;
   }, { concurrency });
   const waiters = new Map<string, () => void>();
+  let edits = 0;
   const port: PlatformPort = {
     platform: 'cli',
-    async showProgress() {},
+    async showProgress() {
+      edits++;
+    },
     async deliver(result: JobResult) {
       marks.get(result.jobId)?.push(performance.now());
       waiters.get(result.jobId)?.();
@@ -103,6 +114,7 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number): Promi
   await core.start();
   await worker.waitUntilReady();
   return {
+    edits: () => edits,
     async one(i: number) {
       // One channel per job: fair scheduling releases one job per channel at a time, and this measures the path.
       const destination: CliDestination = { platform: 'cli', clientId, channelId: `bench-${i}`, userId: `bench-${i}` };
@@ -194,8 +206,10 @@ async function profile(redis: Redis, path: Path, jobs: number, base: number, tog
 async function measure(path: Path, sequential: number, burst: number, base: number) {
   for (let i = 0; i < 5; i++) await path.one(base + i); // warm up
   let t = performance.now();
+  marks.clear();
   for (let i = 0; i < sequential; i++) await path.one(base + 10 + i);
   const msPerJob = (performance.now() - t) / sequential;
+  const sequentialSegments = breakdown();
   t = performance.now();
   const cpu0 = process.cpuUsage();
   const r0 = await redisCpu();
@@ -205,7 +219,7 @@ async function measure(path: Path, sequential: number, burst: number, base: numb
   const r1 = await redisCpu();
   const jobsPerSecond = burst / wall;
   const cpuMsPerJob = { node: (cpu.user + cpu.system) / 1000 / burst, redis: (1000 * (r1 - r0)) / burst };
-  return { msPerJob, jobsPerSecond, cpuMsPerJob, segments: breakdown() };
+  return { msPerJob, jobsPerSecond, cpuMsPerJob, sequentialSegments, segments: breakdown() };
 }
 
 /** CPU seconds Redis has used (INFO cpu: its main thread and background threads). */
@@ -231,6 +245,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 export async function run(args: string[]): Promise<void> {
   if (args[0] === 'multi') return multi(args.slice(1).map(Number));
+  if (args[0] === 'progress') return progress(args.slice(1).map(Number));
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
@@ -264,6 +279,7 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  per-round latency ratios: ${o.map((x, i) => f(x.msPerJob / b[i]!.msPerJob)).join(', ')}`);
     const cpu = (xs: Measured[]) => `this process ${f(median(xs.map((x) => x.cpuMsPerJob.node)))}, Redis ${f(median(xs.map((x) => x.cpuMsPerJob.redis)))}`;
     console.log(`  CPU ms per job in the bursts: bare: ${cpu(b)}; ours: ${cpu(o)}   (load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})`);
+    console.log(`  our last sequential jobs, ms per job: ${o.at(-1)!.sequentialSegments}`);
     console.log(`  our last burst, ms per job: ${o.at(-1)!.segments}`);
     const total = (p: [string, number][]) => p.reduce((a, [, n]) => a + n, 0);
     console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare.sent))}, ours ${f(total(profiles.ours.sent))}`);
@@ -421,5 +437,63 @@ async function multi(args: number[]): Promise<void> {
     await cleanup(redis, prefix);
     await closeRedis(redis);
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- progress: jobs that report every step ----------------------------------------------------------------
+
+/**
+ * `npm run bench -- queue progress [jobs=32] [stepMs=20] [concurrency=8] [rounds=2]`
+ * Real jobs report every DiT and decoder step (an /imagine with the defaults: 30 + 51 steps, plus conditioning), and
+ * each report the worker writes is BullMQ's updateProgress (the job's hash and an event every bot instance reads).
+ * Two of our paths on one Redis, alternating `rounds` times: the worker writing every report, and writing them
+ * coalesced (src/jobs/progress.ts: at most twice per edit interval of the destination; a CLI's is 100 ms, Discord's
+ * and Slack's 1,500 ms by default). The no-op pipeline sleeps `stepMs` per step. Per job: progress writes, Redis
+ * commands sent, Redis and this process's CPU, and the progress edits the user saw (the relay's showProgress calls).
+ */
+async function progress(args: number[]): Promise<void> {
+  const [jobs = 32, stepMs = 20, concurrency = 8, rounds = 2] = args;
+  const secrets = loadSecrets();
+  const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
+  const prefix = `{bench-${randomUUID().slice(0, 8)}}`;
+  try {
+    const every = await ourPath(redis, `${prefix}e`, concurrency, { stepMs, progressWriteMs: () => 0 });
+    const coalesced = await ourPath(redis, `${prefix}c`, concurrency, { stepMs });
+    type Row = { wallMs: number; writes: number; commands: number; redisMs: number; nodeMs: number; edits: number };
+    const measureOne = async (path: typeof every, base: number): Promise<Row> => {
+      const before = new Map(sent);
+      const edits0 = path.edits();
+      const r0 = await redisCpuSeconds(redis);
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      for (let k = 0; k < jobs; k += concurrency) await Promise.all(Array.from({ length: Math.min(concurrency, jobs - k) }, (_, i) => path.one(base + k + i)));
+      const wallMs = performance.now() - t0;
+      await new Promise((r) => setTimeout(r, 300)); // the last acknowledgements
+      const c = process.cpuUsage(c0);
+      const r1 = await redisCpuSeconds(redis);
+      const delta = (name?: string) => [...sent].filter(([n]) => !name || n === name).reduce((a, [n, v]) => a + v - (before.get(n) ?? 0), 0) / jobs;
+      return { wallMs: wallMs / jobs, writes: delta('lua:updateProgress:6.7.0'), commands: delta(), redisMs: (1000 * (r1 - r0)) / jobs, nodeMs: (c.user + c.system) / 1000 / jobs, edits: (path.edits() - edits0) / jobs };
+    };
+    await measureOne(every, 0); // warm-up
+    await measureOne(coalesced, 0);
+    const e: Row[] = [];
+    const c: Row[] = [];
+    for (let r = 0; r < rounds; r++) {
+      e.push(await measureOne(every, (r + 1) * 100_000));
+      c.push(await measureOne(coalesced, (r + 1) * 100_000 + 50_000));
+    }
+    await coalesced.close();
+    await every.close();
+    const m = (rows: Row[], k: keyof Row) => median(rows.map((x) => x[k]));
+    const f = (n: number, d = 2) => n.toFixed(d);
+    console.log(`queue bench, progress: ${jobs} imagine jobs per round (30 DiT + 51 decoder steps, ${stepMs} ms each), ${concurrency} at once, CLI destination (edits every 100 ms); median of ${rounds} alternating rounds   (load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})`);
+    const line = (name: string, rows: Row[]) =>
+      `  ${name} progress writes ${f(m(rows, 'writes'), 1).padStart(5)}/job   Redis commands ${f(m(rows, 'commands'), 1).padStart(6)}/job   Redis CPU ${f(m(rows, 'redisMs'))} ms/job   this process ${f(m(rows, 'nodeMs'))} ms/job   edits shown ${f(m(rows, 'edits'), 1)}/job   wall ${f(m(rows, 'wallMs'), 0)} ms/job`;
+    console.log(line('every report written:', e));
+    console.log(line('coalesced:           ', c));
+    console.log(`  coalesced ÷ every: progress writes ${f(m(c, 'writes') / m(e, 'writes'))}×, Redis commands ${f(m(c, 'commands') / m(e, 'commands'))}×, Redis CPU ${f(m(c, 'redisMs') / m(e, 'redisMs'))}×, this process's CPU ${f(m(c, 'nodeMs') / m(e, 'nodeMs'))}×`);
+  } finally {
+    await cleanup(redis, prefix);
+    await closeRedis(redis);
   }
 }

@@ -29,6 +29,7 @@ import {
 } from '../src/jobs/contract.ts';
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../src/jobs/queue.ts';
+import { coalesceProgress, progressWriteIntervalMs, type ProgressCoalescer } from '../src/jobs/progress.ts';
 import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
 import { CheckOverrides, type CheckPolicy } from '../src/checks/policy.ts';
@@ -69,6 +70,11 @@ export interface ProcessorDeps {
    * goes no further.
    */
   start?: (job: Job<JobRequest>, token: string | undefined) => Promise<void>;
+  /**
+   * Milliseconds between two progress writes of a job to `destination` (coalesceProgress, src/jobs/progress.ts).
+   * Default: progressWriteIntervalMs, half the destination's edit interval; 0 writes every report (the bench's "before").
+   */
+  progressWriteMs?: (destination: Destination) => number;
 }
 
 /** What the jobs queue records as the return value (the result itself lives in the delivery queue). */
@@ -99,6 +105,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   const ledger = new DeliveryLedger(redis, config);
   const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const queues = new Map<string, DeliveryQueue>();
+  const writeInterval = (d: Destination) => progressWriteIntervalMs(config, d);
 
   function deliveryQueue(destination: Destination): DeliveryQueue {
     const name = deliveryQueueName(destination);
@@ -152,7 +159,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
    * A job's result, and each try's match score (for the jobs queue's return value, not the delivery); `png`: the bytes
    * stored for result.image (afterHandOver caches them without reading them back).
    */
-  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array; blobs?: PreparedBlob[] }> {
+  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>, progress: ProgressCoalescer): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array; blobs?: PreparedBlob[] }> {
     const timings: Record<string, number> = {};
     // Stage times on the job's fair-share clock: under batching (worker.maxBatch) the jobs sharing a model thread
     // split its time (docs/batching.md); alone it is the wall clock.
@@ -170,8 +177,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
         }
         stage = report.stage;
       }
-      const progress: JobProgress = { v: CONTRACT_VERSION, jobId: request.id, ...report };
-      job.updateProgress(progress).catch((e: unknown) => log.warn({ jobId: request.id, err: (e as Error).message }, 'progress update failed'));
+      progress.push({ v: CONTRACT_VERSION, jobId: request.id, ...report });
     };
     const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress, meter };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
@@ -315,7 +321,10 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       // Stryker disable next-line StringLiteral: classify hands over its own "Cancelled." whatever this message says
       if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
-      ({ result, matchScores, png, blobs: made } = await run(job, request, signal ?? new AbortController().signal, policy));
+      // Progress goes to Redis coalesced, and none once the run is over (its result or failure supersedes it).
+      const progress = coalesceProgress((deps.progressWriteMs ?? writeInterval)(request.destination), (p: JobProgress) =>
+        void job.updateProgress(p).catch((e: unknown) => log.warn({ jobId: request.id, err: (e as Error).message }, 'progress update failed')));
+      ({ result, matchScores, png, blobs: made } = await run(job, request, signal ?? new AbortController().signal, policy, progress).finally(() => progress.stop()));
       await handOver(result, made);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
     } catch (e) {

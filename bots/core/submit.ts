@@ -39,6 +39,7 @@ import { requestCancel } from '../../src/jobs/cancel.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { Retention, retentionJobOptions } from '../../src/jobs/retention.ts';
 import { queuePosition } from '../../src/jobs/position.ts';
+import { progressIntervalMs } from '../../src/jobs/progress.ts';
 import { QueueNames } from '../../src/jobs/contract.ts';
 import {
   createJobsEvents,
@@ -130,11 +131,6 @@ export const JOINED_TEXT = 'An identical request is already queued or running; y
 export function portForDestination(ports: ReadonlyMap<string, PlatformPort>, cliClientId: string | undefined, d: Destination): PlatformPort | undefined {
   if (d.platform === 'cli' && d.clientId !== cliClientId) return undefined;
   return ports.get(d.platform);
-}
-
-/** Minimum milliseconds between two progress edits of one job: each platform's own rate limit; a terminal takes any. */
-export function progressIntervalMs(config: Pick<Config, 'discord' | 'slack'>, d: Destination): number {
-  return d.platform === 'discord' ? config.discord.progressEditIntervalMs : d.platform === 'slack' ? config.slack.progressUpdateIntervalMs : 100;
 }
 
 export function createCore(options: CoreOptions): Core {

@@ -115,6 +115,19 @@ describe('processor', () => {
     ]);
   });
 
+  it('progress goes to Redis coalesced: a stage at once, then the newest twice per edit interval, nothing after the run', async () => {
+    // A CLI destination: the relay edits every 100 ms, so the worker writes at most every 50 ms.
+    behaviour = async (ctx) => {
+      for (let i = 0; i < 10; i++) ctx.onProgress({ stage: 'features', step: i, total: 20 }); // a burst of steps
+      await new Promise((r) => setTimeout(r, 80)); // the newest of them (9) is written when the interval ends
+      for (let i = 10; i < 20; i++) ctx.onProgress({ stage: 'features', step: i, total: 20 }); // superseded by decoding
+    };
+    const j = job(imagine());
+    await run(j);
+    await new Promise((r) => setTimeout(r, 100)); // a pending report would be written by now
+    expect(j.progress.map((p) => `${p.stage}:${p.step}`)).toEqual(['conditioning:0', 'features:0', 'features:9', 'decoding:1']);
+  });
+
   it('vary and ask read the input image from the blob store; alt text is the model’s caption', async () => {
     behaviour = async () => undefined;
     const imageKey = await blobs.put(Uint8Array.from([1, 2, 3]), 'input');

@@ -4,7 +4,8 @@
 // acceptReplicas WAIT after enqueueing, the progress routing per platform, and which images a refusal deletes.
 import { describe, expect, it, vi } from 'vitest';
 import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
-import { CACHED_TEXT, JOINED_TEXT, portForDestination, progressIntervalMs, type Core } from '../../../../bots/core/submit.ts';
+import { CACHED_TEXT, JOINED_TEXT, portForDestination, type Core } from '../../../../bots/core/submit.ts';
+import { progressIntervalMs } from '../../../../src/jobs/progress.ts';
 import { digestOf, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { Destination, JobRequest } from '../../../../src/jobs/contract.ts';
