@@ -344,18 +344,29 @@ interface Phase {
   refused: number;
   /** CPU milliseconds per delivered job: the submitting processes, the worker processes, Redis. */
   cpuMsPerJob: { submit: number; work: number; redis: number };
+  /** Commands Redis ran per delivered job, by command, most first (INFO commandstats, so every process's count; a script's own commands included). */
+  redisCallsPerJob: [string, number][];
   load: number;
 }
 
-async function phase(submitters: Proc[], workerPids: number[], redisCpu: () => Promise<number>, go: Omit<Go, 'type' | 'tag'>): Promise<Phase> {
+/** Calls per command so far (INFO commandstats; Lua scripts' own commands are counted under their names too). */
+async function commandCalls(redis: Redis): Promise<Map<string, number>> {
+  const info = await (redis as IORedis).info('commandstats');
+  return new Map([...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1]!, Number(m[2])]));
+}
+
+async function phase(submitters: Proc[], workerPids: number[], redis: Redis, go: Omit<Go, 'type' | 'tag'>): Promise<Phase> {
+  const redisCpu = () => redisCpuSeconds(redis);
   const pids = submitters.map((p) => p.child.pid!);
   const cpu = () => [pids, workerPids].map((ps) => ps.reduce((a, pid) => a + cpuSecondsOf(pid), 0));
   const [s0, w0] = cpu();
   const r0 = await redisCpu();
+  const calls0 = await commandCalls(redis);
   for (const [i, p] of submitters.entries()) p.child.send({ ...go, type: 'go', tag: `p${i}` } satisfies Go);
   const done = await Promise.all(submitters.map((p) => p.next()));
   const [s1, w1] = cpu();
   const r1 = await redisCpu();
+  const calls1 = await commandCalls(redis);
   const latenciesMs = done.flatMap((d) => d.latenciesMs).sort((a, b) => a - b);
   const seconds = (Math.max(...done.map((d) => d.lastAt)) - Math.min(...done.map((d) => d.firstAt))) / 1000;
   const per = (s: number) => (1000 * s) / Math.max(1, latenciesMs.length);
@@ -364,6 +375,7 @@ async function phase(submitters: Proc[], workerPids: number[], redisCpu: () => P
     latenciesMs,
     refused: done.reduce((a, d) => a + d.refused, 0),
     cpuMsPerJob: { submit: per(s1! - s0!), work: per(w1! - w0!), redis: per(r1 - r0) },
+    redisCallsPerJob: [...calls1].map(([c, n]): [string, number] => [c, (n - (calls0.get(c) ?? 0)) / Math.max(1, latenciesMs.length)]).filter(([c, n]) => n >= 0.05 && c !== 'info').sort((a, b) => b[1] - a[1]),
     load: loadavg()[0]!,
   };
 }
@@ -393,7 +405,6 @@ async function multi(args: number[]): Promise<void> {
   const ourWorkers: ChildProcess[] = [];
   const procs: Proc[] = [];
   try {
-    const redisCpu = () => redisCpuSeconds(redis);
     for (let i = 0; i < workers; i++)
       ourWorkers.push(spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { cwd: fileURLToPath(new URL('..', import.meta.url)), env: { ...process.env, BLIP3O_CONFIG: configFile }, stdio: ['ignore', 'inherit', 'inherit'] }));
     const bareWorkers = Array.from({ length: workers }, () => forkRole('bare-worker', prefix, concurrency));
@@ -407,13 +418,13 @@ async function multi(args: number[]): Promise<void> {
     const perProcess = Math.ceil(jobs / bots);
     const go = { jobs: perProcess, window, channels };
     // warm-up: JIT, script loading, connections
-    await phase(bareAdds, [], redisCpu, { ...go, jobs: 50 });
-    await phase(ourBots, [], redisCpu, { ...go, jobs: 50 });
+    await phase(bareAdds, [], redis, { ...go, jobs: 50 });
+    await phase(ourBots, [], redis, { ...go, jobs: 50 });
     const bare: Phase[] = [];
     const ours: Phase[] = [];
     for (let r = 0; r < rounds; r++) {
-      bare.push(await phase(bareAdds, bareWorkers.map((p) => p.child.pid!), redisCpu, go));
-      ours.push(await phase(ourBots, ourWorkers.map((c) => c.pid!), redisCpu, go));
+      bare.push(await phase(bareAdds, bareWorkers.map((p) => p.child.pid!), redis, go));
+      ours.push(await phase(ourBots, ourWorkers.map((c) => c.pid!), redis, go));
     }
     const f = (n: number, d = 1) => n.toFixed(d);
     const line = (name: string, p: Phase) =>
@@ -429,6 +440,9 @@ async function multi(args: number[]): Promise<void> {
     const ot = median(ours.map((p) => p.jobsPerSecond));
     const bl = median(bare.map((p) => pct(p.latenciesMs, 0.5)));
     const ol = median(ours.map((p) => pct(p.latenciesMs, 0.5)));
+    const calls = (p: Phase) => `${f(p.redisCallsPerJob.reduce((a, [, n]) => a + n, 0))}: ${p.redisCallsPerJob.map(([c, n]) => `${c} ${f(n, 2)}`).join(', ')}`;
+    console.log(`  Redis calls per job, last round (scripts' own commands included): bare ${calls(bare.at(-1)!)}`);
+    console.log(`    ours ${calls(ours.at(-1)!)}`);
     console.log(`  median: bare ${f(bt, 0)} jobs/s, ours ${f(ot, 0)} jobs/s (throughput ratio ${f(ot / bt, 2)}×); p50 latency bare ${f(bl)} ms, ours ${f(ol)} ms (${f(ol / bl, 2)}×)`);
   } finally {
     for (const p of procs) if (p.child.connected) p.child.send({ type: 'stop' });

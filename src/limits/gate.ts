@@ -6,7 +6,8 @@
 //             (anything failing between admit and enqueued: gate.abandon(jobId); a failed add after a reservation
 //             also scheduler.forget(jobId))
 //   cancel:   job.remove() succeeded  →  gate.removed(jobId)
-//   start():  gate.start(events)  (QueueEvents completed/failed/removed → settle; repair every repairIntervalMs)
+//   start():  gate.start(events)  (QueueEvents completed/failed → settle the jobs this instance admitted; removed →
+//             release; repair every repairIntervalMs)
 //   worker:   startOrHold(scheduler, job, token) first thing in the processor (src/scheduling/fair.ts)
 import type { QueueEvents } from 'bullmq';
 import { combinedPreamble, NO_CALL, runCombined, type Redis, type ScriptCall } from '../redis.ts';
@@ -129,14 +130,28 @@ export interface Gate {
   stop(): void;
 }
 
+/**
+ * How long an instance remembers a job it admitted, to settle its slots on the job's completed or failed event. Older
+ * ones (still waiting, or whose event was lost) are forgotten at the next repair: their slots are freed by the sweep
+ * and by an admission that finds the scope at its cap, as after a lost event.
+ */
+export const ADMITTED_MEMORY_MS = 3_600_000;
+
 export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits' | 'usage'>, queue: JobsQueue): Gate {
   const limiter = createLimiter(redis, config);
   const usage = new Usage(redis, config);
   const scheduler = createFairScheduler(redis, config, queue, { adoptAfterMs: config.limits.admitGraceMs });
   let timer: NodeJS.Timeout | undefined;
   let events: QueueEvents | undefined;
-  const settle = ({ jobId }: { jobId: string }) => void limiter.settle(jobId).catch(() => undefined); // the sweep retries
+  // Every bot instance reads every job's events; only the instance that admitted a job settles it, so N instances
+  // cost one settle per job, not N (issue 19, sixth pass). jobId → when admitted (Date.now()).
+  const admitted = new Map<string, number>();
+  const settle = ({ jobId }: { jobId: string }) => {
+    if (!admitted.delete(jobId)) return;
+    void limiter.settle(jobId).catch(() => undefined); // the sweep retries
+  };
   const removed = ({ jobId }: { jobId: string }) => {
+    admitted.delete(jobId);
     void limiter.release(jobId).catch(() => undefined);
     void scheduler.forget(jobId).catch(() => undefined);
     void usage.release(jobId).catch(() => undefined);
@@ -149,6 +164,7 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
     async admit(jobId, d, request, claim, lookup) {
       if (!request) {
         await limiter.admitOrThrow(jobId, d);
+        admitted.set(jobId, Date.now());
         return { estimate: 0 };
       }
       const cost = request.kind !== 'ask' ? (request.options.count ?? 1) : 1; // N images count as N
@@ -164,15 +180,18 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       if (Number(code) === 3) throwIfDenied(admissionOf(reply.map(Number)), d); // a limit refused: always throws
       const b = budgetAdmission(reply);
       if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d.platform), { context: { scope: b.scope, budget: b.budget, used: b.used } });
+      admitted.set(jobId, Date.now());
       const reserved = await scheduler.reserved(reply.slice(2) as (string | number)[]);
       return { estimate: b.estimate, ...missed, ...(reserved ? { reserved } : {}) };
     },
     jobOptions: () => scheduler.parkedOptions(),
     enqueued: (jobId, d, estimate) => scheduler.enqueue(jobId, d, usage.costUnits(estimate ?? 0)),
     async abandon(jobId) {
+      admitted.delete(jobId);
       await Promise.all([limiter.release(jobId), usage.release(jobId)]);
     },
     async removed(jobId) {
+      admitted.delete(jobId);
       await Promise.all([limiter.release(jobId), scheduler.forget(jobId), usage.release(jobId)]);
     },
     start(e) {
@@ -180,7 +199,11 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       e.on('completed', settle);
       e.on('failed', settle);
       e.on('removed', removed);
-      const repair = () => Promise.all([limiter.sweep(), scheduler.repair(), usage.sweep()]).catch(() => undefined);
+      const repair = () => {
+        const forgetBefore = Date.now() - ADMITTED_MEMORY_MS;
+        for (const [jobId, at] of admitted) if (at < forgetBefore) admitted.delete(jobId);
+        return Promise.all([limiter.sweep(), scheduler.repair(), usage.sweep()]).catch(() => undefined);
+      };
       void repair();
       timer = setInterval(repair, config.limits.repairIntervalMs);
       timer.unref();

@@ -5,13 +5,13 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { LimitSpec } from '../../../../src/config/schema.ts';
 import { isUserError } from '../../../../src/errors.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
 import { createJobsQueue } from '../../../../src/jobs/queue.ts';
-import { createGate } from '../../../../src/limits/gate.ts';
+import { ADMITTED_MEMORY_MS, createGate } from '../../../../src/limits/gate.ts';
 import { ResultCache } from '../../../../src/cache/results.ts';
 import { MAX_PRIORITY, PARK_MS } from '../../../../src/scheduling/fair.ts';
 
@@ -95,6 +95,49 @@ describe('gate', () => {
       expect(emitter.listenerCount('completed') + emitter.listenerCount('failed') + emitter.listenerCount('removed')).toBe(0);
     } finally {
       gate.stop();
+      await queue.close();
+    }
+  });
+
+  it('of two instances reading the same events, only the one that admitted a job settles it; one forgets a job admitted over ADMITTED_MEMORY_MS ago at its repair', async () => {
+    const queue = createJobsQueue(config, redis);
+    const a = createGate(redis, config, queue);
+    const b = createGate(redis, config, queue);
+    const events = new EventEmitter();
+    const settled: string[] = [];
+    for (const [name, gate] of [['a', a], ['b', b]] as const) {
+      const settle = gate.limiter.settle.bind(gate.limiter);
+      gate.limiter.settle = async (jobId) => (settled.push(`${name}:${jobId}`), settle(jobId));
+    }
+    try {
+      a.start(events as unknown as QueueEvents);
+      b.start(events as unknown as QueueEvents);
+      await a.admit('m1', d);
+      await redis.hset(`${prefix}:jobs:m1`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+      events.emit('completed', { jobId: 'm1' });
+      await until(async () => (await held(a)) === 0);
+      expect(await held(a)).toBe(0);
+      events.emit('failed', { jobId: 'm1' }); // a second event for it: settled already, nothing more
+      expect(settled).toEqual(['a:m1']);
+
+      // Remembered an hour: a job admitted longer ago is forgotten at the next repair (the sweep frees its slots).
+      a.stop();
+      await a.admit('m2', d);
+      const now = Date.now();
+      vi.useFakeTimers({ toFake: ['Date'], now: now + ADMITTED_MEMORY_MS + 1 });
+      try {
+        a.start(events as unknown as QueueEvents); // repairs at start
+      } finally {
+        vi.useRealTimers();
+      }
+      await redis.hset(`${prefix}:jobs:m2`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+      events.emit('completed', { jobId: 'm2' });
+      await sleep(50);
+      expect(settled).toEqual(['a:m1']);
+      await a.abandon('m2');
+    } finally {
+      a.stop();
+      b.stop();
       await queue.close();
     }
   });
