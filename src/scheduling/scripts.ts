@@ -111,11 +111,11 @@ local function started(jobId, maxTag, out, costNow)
   if ck then promoteNext(ck, rebaseIfNeeded(maxTag, out, need) + need, out) end
 end
 
--- What the places of one script call read besides each job's own channel: the wait list's length, the paused
--- channels (each mapped to its head's score in B.tags, or false: none released), the released heads (view below)
--- and the lines' lengths, each read once.
+-- What the places of one script call read besides each job's own entry and rank: the wait list's length, the paused
+-- channels (each mapped to its head's score in B.tags, or false: none released), the released heads (view below),
+-- the lines' lengths and each channel's head (its job, its score, its rank in the line), each read once.
 local function placeReads(waitKey, heads)
-  local paused, lengths, lines = {}, {}, k('q:')
+  local paused, lengths, channels, lines = {}, {}, {}, k('q:')
   for _, ck in ipairs(redis.call('SMEMBERS', k('paused'))) do
     paused[ck] = tonumber(redis.call('ZSCORE', k('tags'), ck)) or false
   end
@@ -124,7 +124,16 @@ local function placeReads(waitKey, heads)
     if not n then n = redis.call('ZCARD', lines .. ck); lengths[ck] = n end
     return n
   end
-  return {waiting = redis.call('LLEN', waitKey), paused = paused, heads = heads, length = length}
+  local function channel(ck)
+    local c = channels[ck]
+    if not c then
+      local head = redis.call('HGET', k('heads'), ck)
+      c = {head = head, own = tonumber(redis.call('ZSCORE', k('tags'), ck)), hr = head and (redis.call('ZRANK', lines .. ck, head) or 0)}
+      channels[ck] = c
+    end
+    return c
+  end
+  return {waiting = redis.call('LLEN', waitKey), paused = paused, heads = heads, length = length, channel = channel, V = vclock()}
 end
 
 -- Two views of B.tags for place(): below(X) lists {channel, score (a number), …} in score order, at least every head
@@ -160,21 +169,20 @@ local function snapshotHeads()
   }
 end
 
--- Where a job waits: {0} not waiting with us · {1, position} · {2, place in its channel} (paused). See positionLua.
-local function place(jobId, at)
+-- Where a job waits, up to the heads two or more tags ahead (extraAhead below): {done = reply} when it is not waiting
+-- with us ({0}) or its channel is paused ({2, place in its channel}); else {ck, S (its score: tag·2^20 + tie),
+-- myTag, myTie, own (its channel's head score, if released), hr, rank, ahead (all but those heads' later jobs)}.
+local function placeStart(jobId, at)
   local entry = redis.call('HGET', k('jobs'), jobId)
-  if not entry then return {0} end
+  if not entry then return {done = {0}} end
   local ck = string.sub(entry, 1, string.find(entry, '\\n', 1, true) - 1)
   local q = k('q:') .. ck
   local rank = redis.call('ZRANK', q, jobId) or 0
-  if at.paused[ck] ~= nil then return {2, rank + 1} end
-  local head = redis.call('HGET', k('heads'), ck)
-  local own = tonumber(redis.call('ZSCORE', k('tags'), ck)) -- its score, when released (always, with a head)
-  local myTag, myTie = vclock() + 1, TWO20
-  if head then
-    local hr = redis.call('ZRANK', q, head) or 0
-    myTag, myTie = math.floor(own / TWO20) + math.max(0, rank - hr), own % TWO20
-  end
+  if at.paused[ck] ~= nil then return {done = {2, rank + 1}} end
+  local c = at.channel(ck)
+  local own = c.own -- its head's score, when released (always, with a head)
+  local myTag, myTie = at.V + 1, TWO20
+  if c.head then myTag, myTie = math.floor(own / TWO20) + math.max(0, rank - c.hr), own % TWO20 end
   -- Another channel's head h (score t·2^20 + e) goes before the job, and so do its line's next jobs at t+1, t+2, …:
   -- min(its line's length, before) of them, before = myTag - t + (e < myTie ? 1 : 0). before ≥ 1 exactly when
   -- score < S, and every line holds at least its head: such heads add 1 each, counted without their lines. Only
@@ -186,19 +194,31 @@ local function place(jobId, at)
   for _, score in pairs(at.paused) do
     if score and score < S then ahead = ahead - 1 end
   end
-  local X, paused, length = S - TWO20, at.paused, at.length
+  return {ck = ck, S = S, myTag = myTag, myTie = myTie, own = own, ahead = ahead}
+end
+
+-- The later jobs of the lines whose heads are two or more tags ahead (p from placeStart), walking those heads.
+local function extraAhead(p, at)
+  local extra, X, paused, length = 0, p.S - TWO20, at.paused, at.length
   local hs = at.heads.below(X)
   for i = 1, #hs, 2 do
     local h, score = hs[i], hs[i + 1]
     if score >= X then break end
-    if h ~= ck and paused[h] == nil then
+    if h ~= p.ck and paused[h] == nil then
       local tie = score % TWO20
-      local before = myTag - (score - tie) / TWO20
-      if tie < myTie then before = before + 1 end
-      ahead = ahead + math.min(length(h), before) - 1
+      local before = p.myTag - (score - tie) / TWO20
+      if tie < p.myTie then before = before + 1 end
+      extra = extra + math.min(length(h), before) - 1
     end
   end
-  return {1, ahead + 1}
+  return extra
+end
+
+-- Where a job waits: {0} not waiting with us · {1, position} · {2, place in its channel} (paused). See positionLua.
+local function place(jobId, at)
+  local p = placeStart(jobId, at)
+  if p.done then return p.done end
+  return {1, p.ahead + extraAhead(p, at) + 1}
 end
 
 -- Put a job at the back of its user's round in its channel's line (users take turns inside a channel).
@@ -373,10 +393,43 @@ return place(ARGV[2], placeReads(ARGV[3], liveHeads()))
  */
 export const positionsLua = `${helpers}
 local at = placeReads(ARGV[2], snapshotHeads())
-local out = {}
+-- Walking the heads below each job costs O(jobs × heads). Instead: a head h of length L scored score_h adds, to a job
+-- scored S, its later jobs k = 1 … L-1 that are due before it, those with score_h + k·2^20 < S (extraAhead's
+-- min(L, before) - 1, as before - 1 ≥ k exactly then). So every such predicted score below the largest S goes in one
+-- sorted list, and a job's share is a binary search in it, less its own line's (the walk skips its own channel).
+local ps, maxS = {}, -1
 for i = 3, #ARGV do
-  local p = place(ARGV[i], at)
-  out[#out + 1] = p[1]; out[#out + 1] = p[2] or 0
+  local p = placeStart(ARGV[i], at)
+  ps[#ps + 1] = p
+  if not p.done and p.S > maxS then maxS = p.S end
+end
+local due = {}
+local hs = at.heads.below(maxS)
+for i = 1, #hs, 2 do
+  local h, score = hs[i], hs[i + 1]
+  if at.paused[h] == nil then
+    local last = math.min(at.length(h) - 1, math.floor((maxS - score - 1) / TWO20))
+    for n = 1, last do due[#due + 1] = score + n * TWO20 end
+  end
+end
+table.sort(due)
+local function dueBelow(S)
+  local lo, hi = 0, #due -- binary search: how many are below S
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if due[mid + 1] < S then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+local out = {}
+for _, p in ipairs(ps) do
+  if p.done then
+    out[#out + 1] = p.done[1]; out[#out + 1] = p.done[2] or 0
+  else
+    local extra = dueBelow(p.S)
+    if p.own then extra = extra - math.max(0, math.min(at.length(p.ck) - 1, math.floor((p.S - p.own - 1) / TWO20))) end
+    out[#out + 1] = 1; out[#out + 1] = p.ahead + extra + 1
+  end
 end
 return out
 `;
