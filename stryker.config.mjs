@@ -2,7 +2,7 @@
 // mutants judged equivalent and how to run one group: MUTATION_GROUP=jobs npm run test:mutation (its own report
 // and incremental file under reports/mutation/jobs/, so group runs and the full run never overwrite each other).
 const groups = {
-  jobs: ['src/jobs/{ledger,cancel,contract,queue,position}.ts'],
+  jobs: ['src/jobs/{ledger,cancel,contract,queue,position,progress}.ts'],
   limits: ['src/limits/*.ts', 'src/scheduling/*.ts'],
   bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:58-89'],
   // image checks (smartResize, readHeader), the two samplers in generate, CFG and the batch layout of the diffusion

@@ -35,13 +35,13 @@ export interface ProgressCoalescer {
  * written when the interval ends. intervalMs 0 writes every report.
  */
 export function coalesceProgress(intervalMs: number, write: (progress: JobProgress) => void): ProgressCoalescer {
-  let lastAt = -Infinity;
+  let lastAt = 0; // unread by the first report: it opens a stage, so it is written at once
   let lastStage: string | undefined;
   let pending: JobProgress | undefined;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   const send = (p: JobProgress) => {
-    if (timer) clearTimeout(timer);
+    clearTimeout(timer);
     timer = undefined;
     pending = undefined;
     lastAt = Date.now();
@@ -58,7 +58,7 @@ export function coalesceProgress(intervalMs: number, write: (progress: JobProgre
     },
     stop() {
       stopped = true;
-      if (timer) clearTimeout(timer);
+      clearTimeout(timer);
       timer = undefined;
       pending = undefined;
     },

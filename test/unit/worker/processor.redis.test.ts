@@ -121,11 +121,12 @@ describe('processor', () => {
       for (let i = 0; i < 10; i++) ctx.onProgress({ stage: 'features', step: i, total: 20 }); // a burst of steps
       await new Promise((r) => setTimeout(r, 80)); // the newest of them (9) is written when the interval ends
       for (let i = 10; i < 20; i++) ctx.onProgress({ stage: 'features', step: i, total: 20 }); // superseded by decoding
+      ctx.onProgress({ stage: 'decoding', step: 0, total: 2 }); // a new stage: at once; the double's decoding:1 then waits
     };
     const j = job(imagine());
-    await run(j);
+    await run(j); // ends 20 ms after decoding:1, inside its interval: that report is pending when the run is over
     await new Promise((r) => setTimeout(r, 100)); // a pending report would be written by now
-    expect(j.progress.map((p) => `${p.stage}:${p.step}`)).toEqual(['conditioning:0', 'features:0', 'features:9', 'decoding:1']);
+    expect(j.progress.map((p) => `${p.stage}:${p.step}`)).toEqual(['conditioning:0', 'features:0', 'features:9', 'decoding:0']);
   });
 
   it('vary and ask read the input image from the blob store; alt text is the model’s caption', async () => {

@@ -122,18 +122,23 @@ describe('gate', () => {
 
       // Remembered an hour: a job admitted longer ago is forgotten at the next repair (the sweep frees its slots).
       a.stop();
-      await a.admit('m2', d);
-      const now = Date.now();
-      vi.useFakeTimers({ toFake: ['Date'], now: now + ADMITTED_MEMORY_MS + 1 });
+      const t0 = Date.now();
+      vi.useFakeTimers({ toFake: ['Date'], now: t0 });
       try {
+        await a.admit('m2', d);
+        vi.setSystemTime(t0 + 1);
+        await a.admit('m3', { ...d, userId: 'u3' }); // another user: d's user may hold one slot
+        vi.setSystemTime(t0 + 1 + ADMITTED_MEMORY_MS); // m2 is over an hour old, m3 exactly an hour
         a.start(events as unknown as QueueEvents); // repairs at start
       } finally {
         vi.useRealTimers();
       }
-      await redis.hset(`${prefix}:jobs:m2`, 'timestamp', Date.now(), 'finishedOn', Date.now());
-      events.emit('completed', { jobId: 'm2' });
-      await sleep(50);
-      expect(settled).toEqual(['a:m1']);
+      for (const id of ['m2', 'm3']) {
+        await redis.hset(`${prefix}:jobs:${id}`, 'timestamp', Date.now(), 'finishedOn', Date.now());
+        events.emit('completed', { jobId: id });
+      }
+      expect(settled).toEqual(['a:m1', 'a:m3']); // the listener calls settle at once
+      expect(await held(a)).toBe(1); // m2's slot is left to the sweep
       await a.abandon('m2');
     } finally {
       a.stop();
