@@ -476,7 +476,13 @@ async function progress(args: number[]): Promise<void> {
     // As a Discord or Slack destination is written (half their default 1,500 ms edit interval); the CLI port here
     // still edits every 100 ms, so its "edits shown" are then the writes that reached it.
     const chat = await ourPath(redis, `${prefix}d`, concurrency, { stepMs, progressWriteMs: () => 750 });
-    type Row = { wallMs: number; writes: number; commands: number; redisMs: number; nodeMs: number; edits: number };
+    type Row = { wallMs: number; writes: number; commands: number; redisMs: number; netRedisMs: number; nodeMs: number; edits: number };
+    // Redis's CPU while the three paths sit idle (their workers' blocking reads, timers): a job of 81 steps takes long
+    // enough that this is a share of each job's Redis CPU; taken off for the net figure.
+    const idleSeconds = 3;
+    const i0 = await redisCpuSeconds(redis);
+    await new Promise((r) => setTimeout(r, idleSeconds * 1000));
+    const idlePerSecond = ((await redisCpuSeconds(redis)) - i0) / idleSeconds;
     const measureOne = async (path: typeof every, base: number): Promise<Row> => {
       const before = new Map(sent);
       const edits0 = path.edits();
@@ -488,8 +494,9 @@ async function progress(args: number[]): Promise<void> {
       await new Promise((r) => setTimeout(r, 300)); // the last acknowledgements
       const c = process.cpuUsage(c0);
       const r1 = await redisCpuSeconds(redis);
+      const span = (performance.now() - t0) / 1000; // the jobs and the wait for their last acknowledgements
       const delta = (name?: string) => [...sent].filter(([n]) => !name || n === name).reduce((a, [n, v]) => a + v - (before.get(n) ?? 0), 0) / jobs;
-      return { wallMs: wallMs / jobs, writes: delta('lua:updateProgress:6.7.0'), commands: delta(), redisMs: (1000 * (r1 - r0)) / jobs, nodeMs: (c.user + c.system) / 1000 / jobs, edits: (path.edits() - edits0) / jobs };
+      return { wallMs: wallMs / jobs, writes: delta('lua:updateProgress:6.7.0'), commands: delta(), redisMs: (1000 * (r1 - r0)) / jobs, netRedisMs: (1000 * (r1 - r0 - idlePerSecond * span)) / jobs, nodeMs: (c.user + c.system) / 1000 / jobs, edits: (path.edits() - edits0) / jobs };
     };
     await measureOne(every, 0); // warm-up
     await measureOne(coalesced, 0);
@@ -509,11 +516,11 @@ async function progress(args: number[]): Promise<void> {
     const f = (n: number, d = 2) => n.toFixed(d);
     console.log(`queue bench, progress: ${jobs} imagine jobs per round (30 DiT + 51 decoder steps, ${stepMs} ms each), ${concurrency} at once, CLI destination (edits every 100 ms); median of ${rounds} alternating rounds   (load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})`);
     const line = (name: string, rows: Row[]) =>
-      `  ${name} progress writes ${f(m(rows, 'writes'), 1).padStart(5)}/job   Redis commands ${f(m(rows, 'commands'), 1).padStart(6)}/job   Redis CPU ${f(m(rows, 'redisMs'))} ms/job   this process ${f(m(rows, 'nodeMs'))} ms/job   edits shown ${f(m(rows, 'edits'), 1)}/job   wall ${f(m(rows, 'wallMs'), 0)} ms/job`;
+      `  ${name} progress writes ${f(m(rows, 'writes'), 1).padStart(5)}/job   Redis commands ${f(m(rows, 'commands'), 1).padStart(6)}/job   Redis CPU ${f(m(rows, 'redisMs'))} ms/job (${f(m(rows, 'netRedisMs'))} net of idle)   this process ${f(m(rows, 'nodeMs'))} ms/job   edits shown ${f(m(rows, 'edits'), 1)}/job   wall ${f(m(rows, 'wallMs'), 0)} ms/job`;
     console.log(line('every report written:  ', e));
     console.log(line('coalesced (CLI, 50 ms):', c));
     console.log(line('as chat (750 ms):     ', d));
-    const ratio = (x: Row[]) => `progress writes ${f(m(x, 'writes') / m(e, 'writes'))}×, Redis commands ${f(m(x, 'commands') / m(e, 'commands'))}×, Redis CPU ${f(m(x, 'redisMs') / m(e, 'redisMs'))}×, this process's CPU ${f(m(x, 'nodeMs') / m(e, 'nodeMs'))}×`;
+    const ratio = (x: Row[]) => `progress writes ${f(m(x, 'writes') / m(e, 'writes'))}×, Redis commands ${f(m(x, 'commands') / m(e, 'commands'))}×, Redis CPU ${f(m(x, 'redisMs') / m(e, 'redisMs'))}× (net of idle ${f(m(x, 'netRedisMs') / m(e, 'netRedisMs'))}×), this process's CPU ${f(m(x, 'nodeMs') / m(e, 'nodeMs'))}×`;
     console.log(`  coalesced ÷ every: ${ratio(c)}`);
     console.log(`  as chat ÷ every:   ${ratio(d)}`);
   } finally {
