@@ -52,6 +52,8 @@ interface Tracked {
   timer?: NodeJS.Timeout;
   lastPosition?: number;
   started: boolean;
+  /** Another instance holds this job's progress lease until then (ms since epoch): nothing is tried before it. */
+  leasedElsewhereUntil?: number;
 }
 
 export class ProgressRelay {
@@ -171,10 +173,14 @@ export class ProgressRelay {
     }
   }
 
-  /** Leading edge now, then at most one call per interval carrying the newest progress (the trailing one is never dropped). */
+  /**
+   * Leading edge now, then at most one call per interval carrying the newest progress (the trailing one is never
+   * dropped). While another instance holds the job's lease, the newest waits until that lease would lapse: one try
+   * per lease period, not one per interval (a takeover, if its owner died, shows it then).
+   */
   private send(t: Tracked, progress: JobProgress): void {
     const interval = this.deps.intervalMs(t.destination);
-    const wait = t.lastAt + interval - Date.now();
+    const wait = Math.max(t.lastAt + interval, t.leasedElsewhereUntil ?? 0) - Date.now();
     if (wait <= 0 && !t.timer) return this.fire(t, progress);
     t.pending = progress;
     t.timer ??= setTimeout(() => {
@@ -191,7 +197,8 @@ export class ProgressRelay {
       // Skipped when another instance holds this job's progress lease (ours is taken or renewed in the same round
       // trip), and never over the result: skipped once its delivery has begun, and a delivery waits for this edit to end.
       const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS };
-      await this.deps.ledger.whileNotDelivered(progress.jobId, () => t.port.showProgress(t.destination, progress), lease);
+      const { leasedElsewhereMs } = await this.deps.ledger.whileLeasedAndNotDelivered(progress.jobId, () => t.port.showProgress(t.destination, progress), lease);
+      if (leasedElsewhereMs !== undefined) t.leasedElsewhereUntil = Date.now() + leasedElsewhereMs;
     };
     show().catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'));
   }

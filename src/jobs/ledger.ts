@@ -34,11 +34,12 @@ if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 if recorded then return 1 end return 0`;
 /**
  * KEYS showing, delivering, delivered [, lease] · ARGV slotMs [, owner, leaseMs] → 1 if the slot was taken (nothing
- * delivering nor delivered). With a lease key: first take or renew it for owner, and take no slot if it is another's.
+ * delivering nor delivered), else 0. With a lease key: first take or renew it for owner; if it is another's, take no
+ * slot and answer minus the milliseconds its lease has left (at least 1).
  */
 const SHOW = `if KEYS[4] then
   local owner = redis.call('GET', KEYS[4])
-  if owner and owner ~= ARGV[2] then return 0 end
+  if owner and owner ~= ARGV[2] then return -math.max(1, redis.call('PTTL', KEYS[4])) end
   redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
 end
 if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
@@ -106,16 +107,30 @@ export class DeliveryLedger {
 
   /**
    * Run one progress edit unless the job's result is being or has been delivered (or another edit of it is in
-   * flight); returns whether it ran. `lease`: a key (under the queue prefix) that must be free or `owner`'s, taken or
-   * renewed for `ms` in the same round trip (the progress relay's per-job owner lease, bots/core/progress.ts).
+   * flight); returns whether it ran.
    */
-  async whileNotDelivered(jobId: string, edit: () => Promise<void>, lease?: { key: string; owner: string; ms: number }): Promise<boolean> {
+  async whileNotDelivered(jobId: string, edit: () => Promise<void>): Promise<boolean> {
+    return (await this.show(jobId, edit)).shown;
+  }
+
+  /**
+   * whileNotDelivered for the holder of `lease`: a key (under the queue prefix) that must be free or `owner`'s, taken
+   * or renewed for `ms` in the same round trip (the progress relay's per-job owner lease, bots/core/progress.ts).
+   * `leasedElsewhereMs`: another owner holds it, for that much longer.
+   */
+  async whileLeasedAndNotDelivered(jobId: string, edit: () => Promise<void>, lease: { key: string; owner: string; ms: number }): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
+    return this.show(jobId, edit, lease);
+  }
+
+  private async show(jobId: string, edit: () => Promise<void>, lease?: { key: string; owner: string; ms: number }): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
     const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key] : [])];
     const args = lease ? [SHOWING_SLOT_MS, lease.owner, lease.ms] : [SHOWING_SLOT_MS];
-    if ((await this.redis.eval(SHOW, keys.length, ...keys, ...args)) !== 1) return false;
+    const taken = Number(await this.redis.eval(SHOW, keys.length, ...keys, ...args));
+    if (taken < 0) return { shown: false, leasedElsewhereMs: -taken };
+    if (taken !== 1) return { shown: false };
     try {
       await edit();
-      return true;
+      return { shown: true };
     } finally {
       await this.redis.del(this.showingKey(jobId));
     }

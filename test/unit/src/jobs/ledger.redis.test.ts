@@ -124,14 +124,20 @@ describe('DeliveryLedger', () => {
     const id = uid();
     const key = `${prefix}:progress-owner:${id}`;
     const edit = vi.fn(async () => undefined);
-    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toBe(true); // free: taken
+    expect(await ledger.whileLeasedAndNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toEqual({ shown: true }); // free: taken
     expect(await redis.get(key)).toBe('bot-a');
-    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-b', ms: 5_000 })).toBe(false); // another's
+    const other = await ledger.whileLeasedAndNotDelivered(id, edit, { key, owner: 'bot-b', ms: 5_000 }); // another's
+    expect(other.shown).toBe(false);
+    expect(other.leasedElsewhereMs).toBeGreaterThan(4_000); // how long bot-a's lease has left
+    expect(other.leasedElsewhereMs).toBeLessThanOrEqual(5_000);
     await redis.pexpire(key, 1_000);
-    expect(await ledger.whileNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toBe(true);
+    expect(await ledger.whileLeasedAndNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toEqual({ shown: true });
     expect(await redis.pttl(key)).toBeGreaterThan(4_000); // renewed
     expect(edit).toHaveBeenCalledTimes(2);
     expect(await redis.exists(`${prefix}:showing:${id}`)).toBe(0);
+    await ledger.beginDelivery(id);
+    expect(await ledger.whileLeasedAndNotDelivered(id, edit, { key, owner: 'bot-a', ms: 5_000 })).toStrictEqual({ shown: false }); // delivering: not a lease matter
+    expect(edit).toHaveBeenCalledTimes(2);
   });
 
   it('beginDelivery waits for an edit in flight to end, and at most waitMs for one that never ends', async () => {
