@@ -140,11 +140,13 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     expect(solo.now()).toBeGreaterThan(0.8 * aloneWall - 20);
     const meters = [new ShareMeter(), new ShareMeter()];
     const t1 = Date.now();
-    await Promise.all(meters.map((m, i) => run(h, `pair ${i}`, [], undefined, m)));
+    // Each meter is read as its run ends (as the processor reads it): one that ended first counts on at full rate
+    // while the other finishes, which on a loaded machine can be tens of ms.
+    const charged = await Promise.all(meters.map((m, i) => run(h, `pair ${i}`, [], undefined, m).then(() => m.now())));
     const wall = Date.now() - t1;
     // the two ran side by side for nearly all of their time: each is charged about half of it, and together no more
     // than the wall time
-    for (const m of meters) expect(m.now()).toBeLessThan(0.8 * wall);
-    expect(meters[0]!.now() + meters[1]!.now()).toBeLessThanOrEqual(wall + 20);
+    for (const c of charged) expect(c).toBeLessThan(0.8 * wall);
+    expect(charged[0]! + charged[1]!).toBeLessThanOrEqual(wall + 20);
   });
 });
