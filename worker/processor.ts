@@ -105,7 +105,6 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   const ledger = new DeliveryLedger(redis, config);
   const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const queues = new Map<string, DeliveryQueue>();
-  const writeInterval = (d: Destination) => progressWriteIntervalMs(config, d);
 
   function deliveryQueue(destination: Destination): DeliveryQueue {
     const name = deliveryQueueName(destination);
@@ -159,7 +158,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
    * A job's result, and each try's match score (for the jobs queue's return value, not the delivery); `png`: the bytes
    * stored for result.image (afterHandOver caches them without reading them back).
    */
-  async function run(job: Job<JobRequest>, request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>, progress: ProgressCoalescer): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array; blobs?: PreparedBlob[] }> {
+  async function run(request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>, progress: ProgressCoalescer): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array; blobs?: PreparedBlob[] }> {
     const timings: Record<string, number> = {};
     // Stage times on the job's fair-share clock: under batching (worker.maxBatch) the jobs sharing a model thread
     // split its time (docs/batching.md); alone it is the wall clock.
@@ -322,9 +321,10 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
       enforceConfiguredLimits(config, request);
       // Progress goes to Redis coalesced, and none once the run is over (its result or failure supersedes it).
-      const progress = coalesceProgress((deps.progressWriteMs ?? writeInterval)(request.destination), (p: JobProgress) =>
+      const writeMs = deps.progressWriteMs?.(request.destination) ?? progressWriteIntervalMs(config, request.destination);
+      const progress = coalesceProgress(writeMs, (p: JobProgress) =>
         void job.updateProgress(p).catch((e: unknown) => log.warn({ jobId: request.id, err: (e as Error).message }, 'progress update failed')));
-      ({ result, matchScores, png, blobs: made } = await run(job, request, signal ?? new AbortController().signal, policy, progress).finally(() => progress.stop()));
+      ({ result, matchScores, png, blobs: made } = await run(request, signal ?? new AbortController().signal, policy, progress).finally(() => progress.stop()));
       await handOver(result, made);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
     } catch (e) {

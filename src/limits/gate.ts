@@ -150,12 +150,12 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
     if (!admitted.delete(jobId)) return;
     void limiter.settle(jobId).catch(() => undefined); // the sweep retries
   };
-  const removed = ({ jobId }: { jobId: string }) => {
+  /** Removed before it ran (cancel, purge): its slots, its turn and its budget reservation are given back. */
+  const removed = (jobId: string) => {
     admitted.delete(jobId);
-    void limiter.release(jobId).catch(() => undefined);
-    void scheduler.forget(jobId).catch(() => undefined);
-    void usage.release(jobId).catch(() => undefined);
+    return Promise.all([limiter.release(jobId), scheduler.forget(jobId), usage.release(jobId)]);
   };
+  const onRemoved = ({ jobId }: { jobId: string }) => void removed(jobId).catch(() => undefined); // the sweep retries
 
   return {
     limiter,
@@ -191,14 +191,13 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       await Promise.all([limiter.release(jobId), usage.release(jobId)]);
     },
     async removed(jobId) {
-      admitted.delete(jobId);
-      await Promise.all([limiter.release(jobId), scheduler.forget(jobId), usage.release(jobId)]);
+      await removed(jobId);
     },
     start(e) {
       events = e;
       e.on('completed', settle);
       e.on('failed', settle);
-      e.on('removed', removed);
+      e.on('removed', onRemoved);
       const repair = () => {
         const forgetBefore = Date.now() - ADMITTED_MEMORY_MS;
         for (const [jobId, at] of admitted) if (at < forgetBefore) admitted.delete(jobId);
@@ -213,7 +212,7 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       if (timer) clearInterval(timer);
       events?.off('completed', settle);
       events?.off('failed', settle);
-      events?.off('removed', removed);
+      events?.off('removed', onRemoved);
     },
   };
 }
