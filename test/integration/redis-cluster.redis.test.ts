@@ -4,6 +4,8 @@
 // ledger), every one delivered exactly once; every Lua script of ours runs on the cluster (a script touching a key
 // of another slot fails there with CROSSSLOT or "non local key"), and a prefix that is not a hash tag is refused.
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCore, type Core } from '../../bots/core/submit.ts';
 import type { Invocation } from '../../bots/core/port.ts';
@@ -11,9 +13,10 @@ import { loadSecrets } from '../../src/config/load.ts';
 import { QueueNames, type CliDestination } from '../../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker } from '../../src/jobs/queue.ts';
 import { createGate } from '../../src/limits/gate.ts';
-import { addressOf, closeRedis, createRedis, isCluster, scanKeys, waitForReplicas, type Redis } from '../../src/redis.ts';
+import { addressOf, closeRedis, createRedis, duplicateRedis, isCluster, scanKeys, waitForReplicas, type Redis } from '../../src/redis.ts';
 import { cleanup, makeHarness, RecordingPort, runs, spawnWithConfig, stopProcess, type Proc } from '../doubles/spine-harness.ts';
 import { startCluster, type ClusterSet } from '../doubles/redis-processes.ts';
+import { countWrites } from '../doubles/socket-writes.ts';
 
 let cluster: ClusterSet;
 let worker: Proc | undefined;
@@ -102,5 +105,20 @@ describe('Redis Cluster', () => {
     const plain = makeHarness({ queue: { prefix: 'blip3o' } });
     expect(() => createJobsQueue(plain.config, redis)).toThrow(/queue.prefix "blip3o" must be a hash tag with Redis Cluster, e.g. "\{blip3o\}"/);
     expect(() => createQueueWorker(plain.config, redis, QueueNames.jobs, async () => undefined)).toThrow(/hash tag/);
+  });
+
+  it("batches each node connection's writes: twenty commands of one slot sent in one turn are one write (src/redis.ts)", async () => {
+    for (const cluster of [redis, duplicateRedis(redis)]) {
+      const keys = Array.from({ length: 20 }, (_, i) => `${tag}:batched:${i}`);
+      await cluster.del(...keys); // every master connected, the slot's node known
+      const connected = (cluster as Cluster).nodes('master').filter((node) => node.stream); // nodes connect lazily
+      expect(connected.length).toBeGreaterThan(0);
+      const counters = connected.map((node) => countWrites(node.stream as Socket));
+      const replies = await Promise.all(keys.map((key, i) => cluster.incrby(key, i + 1)));
+      expect(replies).toEqual(keys.map((_, i) => i + 1));
+      expect(counters.map((writes) => writes()).reduce((a, b) => a + b)).toBe(1);
+      await cluster.del(...keys);
+      if (cluster !== redis) await closeRedis(cluster);
+    }
   });
 });
