@@ -1,6 +1,9 @@
 // The child processes of `npm run bench -- queue multi` (bench/queue.ts), one role each (argv[2]):
 //   bot          a bot process: createCore with a CLI port; submits its share of jobs through core.handle (admission,
-//                fair scheduling) and times each until its result is delivered through its own delivery queue
+//                fair scheduling) and times each until its result is delivered through its own delivery queue.
+//                argv[5] = 'slack': a Slack port instead, for Slack channels, as a Slack bot instance runs: every bot
+//                takes results from the one shared delivery queue, so the one that delivers a job tells the parent,
+//                which tells every bot ('delivered'), and the submitter's timer stops
 //   bare-add     bare BullMQ's counterpart: Queue.add, timed until QueueEvents reports the job completed
 //   bare-worker  a bare BullMQ Worker whose processor answers at once
 // Our worker processes are the real worker/main.ts with bench/_noop-pipeline.ts as the model.
@@ -11,7 +14,7 @@ import { Queue, QueueEvents, Worker } from 'bullmq';
 import { createCore } from '../bots/core/submit.ts';
 import type { PlatformPort } from '../bots/core/port.ts';
 import { loadConfig, loadSecrets } from '../src/config/load.ts';
-import type { CliDestination, JobResult } from '../src/jobs/contract.ts';
+import type { CliDestination, Destination, JobResult, SlackDestination } from '../src/jobs/contract.ts';
 import { jobIdFor } from '../src/jobs/queue.ts';
 import { createLogger } from '../src/log.ts';
 import { closeRedis, createRedis, duplicateRedis } from '../src/redis.ts';
@@ -71,29 +74,41 @@ async function drive(runner: Runner, go: Go): Promise<Done> {
   return { type: 'done', latenciesMs, firstAt, lastAt: Date.now(), refused };
 }
 
-async function bot(prefix: string, deliveryConcurrency: number): Promise<Runner> {
+/** Results this process delivered for other processes' jobs, and theirs for its own (platform 'slack'). */
+export interface Delivered {
+  type: 'delivered';
+  jobId: string;
+}
+
+async function bot(prefix: string, deliveryConcurrency: number, platform: 'cli' | 'slack'): Promise<Runner> {
   const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // limits off: this measures the path
   const config = loadConfig({ overrides: { logLevel: 'warn', queue: { prefix }, limits: { channel: off, user: off, workspace: off } } });
   const waiters = new Map<string, () => void>();
   const port: PlatformPort = {
-    platform: 'cli',
+    platform,
     async showProgress() {},
     async deliver(result: JobResult) {
+      if (platform === 'slack') send({ type: 'delivered', jobId: result.jobId } satisfies Delivered);
       waiters.get(result.jobId)?.();
     },
   };
+  if (platform === 'slack') process.on('message', (m: Delivered | { type: string }) => void (m.type === 'delivered' && waiters.get((m as Delivered).jobId)?.()));
   const clientId = randomUUID();
   const seedBase = randomInt(2 ** 31); // distinct prompts across processes: no result-cache hits
-  const core = createCore({ config, secrets: loadSecrets(), ports: [port], cliClientId: clientId, log: createLogger('bench-bot', 'warn'), deliveryConcurrency });
+  const core = createCore({ config, secrets: loadSecrets(), ports: [port], ...(platform === 'cli' ? { cliClientId: clientId } : {}), log: createLogger('bench-bot', 'warn'), deliveryConcurrency });
   await core.start();
   return {
     async one(i, go) {
-      const destination: CliDestination = { platform: 'cli', clientId, channelId: `bench-${i % go.channels}`, userId: `${go.tag}-${i % 7}` };
+      const channelId = `bench-${i % go.channels}`;
+      const destination: Destination =
+        platform === 'cli'
+          ? ({ platform, clientId, channelId, userId: `${go.tag}-${i % 7}` } satisfies CliDestination)
+          : ({ platform, teamId: 'T-bench', channelId, userId: `${go.tag}-${i % 7}` } satisfies SlackDestination);
       let delivered!: () => void;
       const done = new Promise<void>((r) => (delivered = r));
       const dedupeKey = `${clientId}-${i}`;
       // Registered before handle(): on a fast path the result can be delivered before handle() returns.
-      const jobId = jobIdFor('cli', dedupeKey);
+      const jobId = jobIdFor(platform, dedupeKey);
       waiters.set(jobId, delivered);
       const reply = await core.handle({ input: { command: 'imagine', prompt: 'a red fox in snow', seed: seedBase + i }, destination, dedupeKey, isAdmin: false });
       if (reply.kind !== 'queued') {
@@ -147,12 +162,12 @@ async function bareWorker(prefix: string, concurrency: number): Promise<Runner> 
 }
 
 async function main(): Promise<void> {
-  const [role, prefix, concurrency] = [process.argv[2], process.argv[3]!, Number(process.argv[4] ?? 16)];
-  const runner = role === 'bot' ? await bot(prefix, concurrency) : role === 'bare-add' ? await bareAdd(prefix) : role === 'bare-worker' ? await bareWorker(prefix, concurrency) : undefined;
+  const [role, prefix, concurrency, platform] = [process.argv[2], process.argv[3]!, Number(process.argv[4] ?? 16), process.argv[5] === 'slack' ? 'slack' : 'cli'] as const;
+  const runner = role === 'bot' ? await bot(prefix, concurrency, platform) : role === 'bare-add' ? await bareAdd(prefix) : role === 'bare-worker' ? await bareWorker(prefix, concurrency) : undefined;
   if (!runner) throw new Error(`unknown role ${role}`);
-  process.on('message', (m: Go | { type: 'stop' }) => {
+  process.on('message', (m: Go | { type: 'stop' } | Delivered) => {
     if (m.type === 'go') void drive(runner, m).then(send);
-    else void runner.close().then(() => process.exit(0));
+    else if (m.type === 'stop') void runner.close().then(() => process.exit(0));
   });
   send({ type: 'ready' });
 }

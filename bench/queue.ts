@@ -1,5 +1,5 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
-// npm run bench -- queue multi [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
+// npm run bench -- queue multi [slack] [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
 // npm run bench -- queue progress [jobs=32] [stepMs=20] [concurrency=8] [rounds=2]
 //   (jobs that report every step, as real ones do: progress written coalesced against every report; see progress())
 //   (separate bot and worker processes against as many bare BullMQ ones: see multi() below)
@@ -28,7 +28,7 @@ import { closeRedis, createRedis, deleteKeys, type Redis } from '../src/redis.ts
 import { createAfterJob } from '../worker/after-job.ts';
 import { createProcessor, type ProcessOutcome } from '../worker/processor.ts';
 import { ThreadHost } from '../worker/thread-host.ts';
-import type { Done, Go } from './_queue-procs.ts';
+import type { Delivered, Done, Go } from './_queue-procs.ts';
 
 async function cleanup(redis: Redis, prefix: string): Promise<void> {
   await deleteKeys(redis, `${prefix}:*`);
@@ -244,7 +244,7 @@ function breakdown(): string {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function run(args: string[]): Promise<void> {
-  if (args[0] === 'multi') return multi(args.slice(1).map(Number));
+  if (args[0] === 'multi') return args[1] === 'slack' ? multi(args.slice(2).map(Number), 'slack') : multi(args.slice(1).map(Number), 'cli');
   if (args[0] === 'progress') return progress(args.slice(1).map(Number));
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
   const secrets = loadSecrets();
@@ -314,8 +314,17 @@ interface Proc {
   next(): Promise<Done>;
 }
 
-function forkRole(role: string, prefix: string, concurrency: number): Proc {
-  const child = fork(fileURLToPath(new URL('./_queue-procs.ts', import.meta.url)), [role, prefix, String(concurrency)], { execArgv: ['--import', 'tsx'] });
+/** Every bot process of the Slack variant, each told of every delivery (any bot may deliver any job). */
+const slackBots: ChildProcess[] = [];
+
+function forkRole(role: string, prefix: string, concurrency: number, platform: 'cli' | 'slack' = 'cli'): Proc {
+  const child = fork(fileURLToPath(new URL('./_queue-procs.ts', import.meta.url)), [role, prefix, String(concurrency), platform], { execArgv: ['--import', 'tsx'] });
+  if (role === 'bot' && platform === 'slack') {
+    slackBots.push(child);
+    child.on('message', (m: Delivered | { type: string }) => {
+      if (m.type === 'delivered') for (const other of slackBots) if (other !== child && other.connected) other.send(m);
+    });
+  }
   const inbox: Done[] = [];
   let wake: (() => void) | undefined;
   const ready = new Promise<void>((resolve, reject) => {
@@ -384,12 +393,15 @@ const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(x
 
 /**
  * `npm run bench -- queue multi [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]`
- * Ours: `bots` bot processes (bench/_queue-procs.ts: createCore, CLI port) and `workers` real worker processes
+ * `slack`: our bots are Slack bot instances (a Slack port, Slack channels, one delivery queue that every bot takes
+ * from, as a Slack or Discord deployment runs), not CLI clients (a delivery queue each, its keys given a TTL on every
+ * hand-over).
+ * Ours: `bots` bot processes (bench/_queue-procs.ts: createCore, CLI or Slack port) and `workers` real worker processes
  * (worker/main.ts, model = bench/_noop-pipeline.ts, 2 threads × concurrency/2 runs each). Bare: as many
  * Queue.add processes and BullMQ Worker processes (concurrency each). One Redis; the two alternate `rounds` times.
  * Each submitting process keeps `window` jobs in flight; ours go to `channels` channels in turn.
  */
-async function multi(args: number[]): Promise<void> {
+async function multi(args: number[], platform: 'cli' | 'slack'): Promise<void> {
   const [jobs = 3000, bots = 3, workers = 3, concurrency = 16, channels = 64, window = 100, rounds = 2] = args;
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
@@ -409,7 +421,7 @@ async function multi(args: number[]): Promise<void> {
       ourWorkers.push(spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { cwd: fileURLToPath(new URL('..', import.meta.url)), env: { ...process.env, BLIP3O_CONFIG: configFile }, stdio: ['ignore', 'inherit', 'inherit'] }));
     const bareWorkers = Array.from({ length: workers }, () => forkRole('bare-worker', prefix, concurrency));
     const bareAdds = Array.from({ length: bots }, () => forkRole('bare-add', prefix, concurrency));
-    const ourBots = Array.from({ length: bots }, () => forkRole('bot', prefix, concurrency));
+    const ourBots = Array.from({ length: bots }, () => forkRole('bot', prefix, concurrency, platform));
     procs.push(...bareWorkers, ...bareAdds, ...ourBots);
     await Promise.all(procs.map((p) => p.ready));
     const jobsQueue = new Queue(QueueNames.jobs, { connection: redis, prefix });
@@ -430,7 +442,7 @@ async function multi(args: number[]): Promise<void> {
     const line = (name: string, p: Phase) =>
       `  ${name} ${f(p.jobsPerSecond, 0).padStart(5)} jobs/s   latency p50 ${f(pct(p.latenciesMs, 0.5))} p90 ${f(pct(p.latenciesMs, 0.9))} p99 ${f(pct(p.latenciesMs, 0.99))} ms` +
       `   CPU ms/job: submit ${f(p.cpuMsPerJob.submit, 2)} work ${f(p.cpuMsPerJob.work, 2)} Redis ${f(p.cpuMsPerJob.redis, 2)}   load ${f(p.load)}${p.refused ? `   refused ${p.refused}` : ''}`;
-    console.log(`queue bench, multi-process: ${bots} submitting + ${workers} worker processes per path, ${perProcess * bots} jobs per round, ${window} in flight per submitter, concurrency ${concurrency} per worker, ${channels} channels (ours); one Redis`);
+    console.log(`queue bench, multi-process: ${bots} submitting + ${workers} worker processes per path, ${perProcess * bots} jobs per round, ${window} in flight per submitter, concurrency ${concurrency} per worker, ${channels} ${platform === 'slack' ? 'Slack channels, one delivery queue for all bots' : 'CLI channels, a delivery queue per bot'} (ours); one Redis`);
     for (let r = 0; r < rounds; r++) {
       console.log(`round ${r + 1}:`);
       console.log(line('bare BullMQ add → process → completed: ', bare[r]!));
