@@ -22,6 +22,8 @@ export interface RelayDeps {
   /** Minimum milliseconds between two progress calls for one job on a platform. */
   intervalMs(destination: Destination): number;
   ledger: DeliveryLedger;
+  /** Queue positions of waiting jobs (src/jobs/position.ts); a test counts the passes through it. */
+  queuePositions?: typeof queuePositions;
   /** This bot process, as the owner written into progress leases. */
   instanceId: string;
   /** Key prefix (config.queue.prefix). */
@@ -33,7 +35,9 @@ export interface RelayDeps {
 export const PROGRESS_LEASE_MS = 60_000;
 /**
  * Least milliseconds between the starts of two queue-position passes. Positions reach users through edits throttled
- * per job (Discord and Slack: a second or more), so more passes would show nothing new.
+ * per job, so passes are also at least half the shortest edit interval of the jobs they cover apart (Discord and
+ * Slack: 750 ms at the default 1,500; a CLI's 100 ms leaves this): more would show nothing new, and a position shown is
+ * at most that half interval older than the pass before the edit.
  */
 export const POSITION_REFRESH_MS = 250;
 
@@ -133,11 +137,15 @@ export class ProgressRelay {
 
   private recomputing = false;
   private recomputeAgain = false;
+  /** When the next pass may begin (ms since epoch). */
+  private nextPassAt = 0;
 
   /**
    * A job started (or was removed): positions behind it moved. A pass reads every waiting job's place in one round
-   * trip, but Redis walks every channel's head for each of them, so starts are coalesced: while a pass runs, further
-   * events only ask for one more pass, begun at least POSITION_REFRESH_MS (or five times its duration) after the last.
+   * trip, but Redis works for each of them (its script blocks every other client meanwhile), so passes begin at least
+   * POSITION_REFRESH_MS, five times the last one's duration (at most a fifth of the time goes to them) and half the
+   * shortest edit interval of the jobs it covered apart. A start sooner than that waits for the next pass, which covers
+   * every start until it begins.
    */
   private async onActive(activeId: string): Promise<void> {
     const t = this.jobs.get(activeId);
@@ -149,28 +157,31 @@ export class ProgressRelay {
     this.recomputing = true;
     try {
       do {
-        this.recomputeAgain = false;
+        const wait = this.nextPassAt - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait).unref()); // never what keeps a stopping bot alive
+        this.recomputeAgain = false; // the starts until now are this pass's
         const began = Date.now();
-        await this.pushPositions();
-        // A pass costs Redis time for every waiting job times every channel: at most a fifth of the time goes to them.
-        const next = began + Math.max(POSITION_REFRESH_MS, 5 * (Date.now() - began));
-        if (this.recomputeAgain) await new Promise((r) => setTimeout(r, next - Date.now()));
+        const shortestInterval = await this.pushPositions();
+        this.nextPassAt = began + Math.max(POSITION_REFRESH_MS, 5 * (Date.now() - began), shortestInterval / 2);
       } while (this.recomputeAgain);
     } finally {
       this.recomputing = false;
     }
   }
 
-  private async pushPositions(): Promise<void> {
+  /** Pushes the waiting jobs' new positions; resolves to the shortest edit interval among them (0: none waits). */
+  private async pushPositions(): Promise<number> {
     const waiting = [...this.jobs].filter((e): e is [string, Tracked] => e[1] !== null && !e[1].started);
-    if (waiting.length === 0) return;
-    const positions = await queuePositions(this.deps.redis, this.deps.queue, waiting.map(([jobId]) => jobId)).catch(() => []);
+    if (waiting.length === 0) return 0;
+    const positionsOf = this.deps.queuePositions ?? queuePositions;
+    const positions = await positionsOf(this.deps.redis, this.deps.queue, waiting.map(([jobId]) => jobId)).catch(() => []);
     for (const [i, [jobId, w]] of waiting.entries()) {
       const position = positions[i];
       if (w.started || position === undefined || position === w.lastPosition) continue;
       w.lastPosition = position;
       this.send(w, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: position });
     }
+    return Math.min(...waiting.map(([, w]) => this.deps.intervalMs(w.destination)));
   }
 
   /**

@@ -1,16 +1,17 @@
 // The progress relay of two bot instances of one platform, over real Redis and BullMQ: the submitting instance shows a
 // job's progress; the other tries once per lease period, not once per edit interval, and takes the job over when the
-// lease lapses (its holder died).
+// lease lapses (its holder died). And how often a relay recomputes its waiting jobs' queue positions.
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { ProgressRelay } from '../../../../bots/core/progress.ts';
+import { POSITION_REFRESH_MS, ProgressRelay } from '../../../../bots/core/progress.ts';
 import type { PlatformPort } from '../../../../bots/core/port.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type Destination, type JobProgress } from '../../../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../../../src/jobs/ledger.ts';
+import { queuePositions } from '../../../../src/jobs/position.ts';
 import { createJobsQueue, type JobsQueue } from '../../../../src/jobs/queue.ts';
 import { createLogger } from '../../../../src/log.ts';
 
@@ -89,5 +90,42 @@ it('the submitter shows progress; another instance tries once per lease period, 
   } finally {
     a.relay.stop();
     b.relay.stop();
+  }
+});
+
+it('recomputes queue positions at most every POSITION_REFRESH_MS, and at most twice per edit interval of the waiting jobs', async () => {
+  // Two relays, each with a job waiting (added parked, never started): one for a destination edited every 1,000 ms
+  // (as a chat's), one every 100 ms (a terminal's). Other jobs start every 20 ms for 1.1 s.
+  const passes = { chat: 0, terminal: 0 };
+  const relays = (['chat', 'terminal'] as const).map((kind) => {
+    const events = new EventEmitter();
+    const port = { platform: 'slack', showProgress: async () => undefined, deliver: async () => undefined } as unknown as PlatformPort;
+    const relay = new ProgressRelay({
+      queue, events: events as unknown as QueueEvents, redis, portFor: () => port, intervalMs: () => (kind === 'chat' ? 1_000 : 100),
+      ledger: new DeliveryLedger(redis, config), instanceId: kind, prefix, log: createLogger('test', 'silent'),
+      queuePositions: (...args) => (passes[kind]++, queuePositions(...args)),
+    });
+    relay.start();
+    return { relay, events };
+  });
+  try {
+    for (const [i, { relay }] of relays.entries()) {
+      const waiting = `w${i}-${randomUUID().slice(0, 8)}`;
+      await queue.add('imagine', { destination } as never, { jobId: waiting, delay: 60_000 });
+      relay.track(waiting, destination, undefined);
+    }
+    const t0 = Date.now();
+    while (Date.now() - t0 < 1_100) {
+      for (const { events } of relays) events.emit('active', { jobId: `other-${randomUUID().slice(0, 8)}` });
+      await sleep(20);
+    }
+    await sleep(50);
+    expect(POSITION_REFRESH_MS).toBe(250);
+    expect(passes.chat).toBeGreaterThanOrEqual(2); // at 0 and ≈ 500 ms (≈ 1,000 too, if it began in time)
+    expect(passes.chat).toBeLessThanOrEqual(3); // every 250 ms would be 5
+    expect(passes.terminal).toBeGreaterThanOrEqual(4); // 0, 250, 500, 750 (≈ 1,000 too): the floor, not the 50 ms half interval
+    expect(passes.terminal).toBeLessThanOrEqual(5);
+  } finally {
+    for (const { relay } of relays) relay.stop();
   }
 });
