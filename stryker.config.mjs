@@ -9,6 +9,8 @@ const groups = {
   // steps, schedulers, M-RoPE. Line ranges: update them when those files move.
   pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:255-337', 'worker/pipeline/diffusion-steps.ts:119-360', 'worker/pipeline/{schedulers,mrope}.ts'],
   processor: ['worker/processor.ts'],
+  // batched socket writes (batchWrites, withBatchedWrites). Line range: update it when src/redis.ts moves.
+  redis: ['src/redis.ts:236-262'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

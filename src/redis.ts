@@ -234,8 +234,6 @@ function reconnectWhenDropped(redis: SingleRedis, address: string): void {
  * sees fewer, larger writes.
  */
 function batchWrites(socket: Socket): void {
-  if (batched.has(socket)) return;
-  batched.add(socket);
   const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
   let corked = false;
   const uncork = () => {
@@ -251,7 +249,6 @@ function batchWrites(socket: Socket): void {
     return write(...args);
   };
 }
-const batched = new WeakSet<Socket>();
 
 /**
  * `redis` with batched writes on every socket it opens: its reconnects, its duplicates (BullMQ's blocking connections
