@@ -80,9 +80,13 @@ export interface Delivered {
   jobId: string;
 }
 
-async function bot(prefix: string, deliveryConcurrency: number, platform: 'cli' | 'slack'): Promise<Runner> {
-  const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // limits off: this measures the path
-  const config = loadConfig({ overrides: { logLevel: 'warn', queue: { prefix }, limits: { channel: off, user: off, workspace: off } } });
+async function bot(prefix: string, deliveryConcurrency: number, platform: 'cli' | 'slack', limitsOn: boolean): Promise<Runner> {
+  // Limits off: this measures the path. On (argv[6] = 'limits'): the rate limits and caps do all their work, as with
+  // the default config, but never refuse.
+  const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
+  const never = { requestsPerWindow: 1_000_000, windowSeconds: 60, burst: 1_000_000, maxConcurrent: 100_000 };
+  const limit = limitsOn ? never : off;
+  const config = loadConfig({ overrides: { logLevel: 'warn', queue: { prefix }, limits: { channel: limit, user: limit, workspace: limit } } });
   const waiters = new Map<string, () => void>();
   const port: PlatformPort = {
     platform,
@@ -163,7 +167,7 @@ async function bareWorker(prefix: string, concurrency: number): Promise<Runner> 
 
 async function main(): Promise<void> {
   const [role, prefix, concurrency, platform] = [process.argv[2], process.argv[3]!, Number(process.argv[4] ?? 16), process.argv[5] === 'slack' ? 'slack' : 'cli'] as const;
-  const runner = role === 'bot' ? await bot(prefix, concurrency, platform) : role === 'bare-add' ? await bareAdd(prefix) : role === 'bare-worker' ? await bareWorker(prefix, concurrency) : undefined;
+  const runner = role === 'bot' ? await bot(prefix, concurrency, platform, process.argv[6] === 'limits') : role === 'bare-add' ? await bareAdd(prefix) : role === 'bare-worker' ? await bareWorker(prefix, concurrency) : undefined;
   if (!runner) throw new Error(`unknown role ${role}`);
   process.on('message', (m: Go | { type: 'stop' } | Delivered) => {
     if (m.type === 'go') void drive(runner, m).then(send);

@@ -1,5 +1,5 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
-// npm run bench -- queue multi [slack] [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
+// npm run bench -- queue multi [slack] [limits] [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
 // npm run bench -- queue progress [jobs=32] [stepMs=20] [concurrency=8] [rounds=2]
 //   (jobs that report every step, as real ones do: progress written coalesced against every report; see progress())
 //   (separate bot and worker processes against as many bare BullMQ ones: see multi() below)
@@ -244,7 +244,10 @@ function breakdown(): string {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function run(args: string[]): Promise<void> {
-  if (args[0] === 'multi') return args[1] === 'slack' ? multi(args.slice(2).map(Number), 'slack') : multi(args.slice(1).map(Number), 'cli');
+  if (args[0] === 'multi') {
+    const words = args.slice(1).filter((a) => a === 'slack' || a === 'limits');
+    return multi(args.slice(1 + words.length).map(Number), words.includes('slack') ? 'slack' : 'cli', words.includes('limits'));
+  }
   if (args[0] === 'progress') return progress(args.slice(1).map(Number));
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
   const secrets = loadSecrets();
@@ -317,8 +320,8 @@ interface Proc {
 /** Every bot process of the Slack variant, each told of every delivery (any bot may deliver any job). */
 const slackBots: ChildProcess[] = [];
 
-function forkRole(role: string, prefix: string, concurrency: number, platform: 'cli' | 'slack' = 'cli'): Proc {
-  const child = fork(fileURLToPath(new URL('./_queue-procs.ts', import.meta.url)), [role, prefix, String(concurrency), platform], { execArgv: ['--import', 'tsx'] });
+function forkRole(role: string, prefix: string, concurrency: number, platform: 'cli' | 'slack' = 'cli', limits = false): Proc {
+  const child = fork(fileURLToPath(new URL('./_queue-procs.ts', import.meta.url)), [role, prefix, String(concurrency), platform, limits ? 'limits' : 'off'], { execArgv: ['--import', 'tsx'] });
   if (role === 'bot' && platform === 'slack') {
     slackBots.push(child);
     child.on('message', (m: Delivered | { type: string }) => {
@@ -392,7 +395,8 @@ async function phase(submitters: Proc[], workerPids: number[], redis: Redis, go:
 const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? NaN;
 
 /**
- * `npm run bench -- queue multi [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]`
+ * `npm run bench -- queue multi [slack] [limits] [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]`
+ * `limits`: our rate limits and concurrency caps on, as with the default config, but never refusing (off otherwise).
  * `slack`: our bots are Slack bot instances (a Slack port, Slack channels, one delivery queue that every bot takes
  * from, as a Slack or Discord deployment runs), not CLI clients (a delivery queue each, its keys given a TTL on every
  * hand-over).
@@ -401,7 +405,7 @@ const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(x
  * Queue.add processes and BullMQ Worker processes (concurrency each). One Redis; the two alternate `rounds` times.
  * Each submitting process keeps `window` jobs in flight; ours go to `channels` channels in turn.
  */
-async function multi(args: number[], platform: 'cli' | 'slack'): Promise<void> {
+async function multi(args: number[], platform: 'cli' | 'slack', limits: boolean): Promise<void> {
   const [jobs = 3000, bots = 3, workers = 3, concurrency = 16, channels = 64, window = 100, rounds = 2] = args;
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
@@ -421,7 +425,7 @@ async function multi(args: number[], platform: 'cli' | 'slack'): Promise<void> {
       ourWorkers.push(spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { cwd: fileURLToPath(new URL('..', import.meta.url)), env: { ...process.env, BLIP3O_CONFIG: configFile }, stdio: ['ignore', 'inherit', 'inherit'] }));
     const bareWorkers = Array.from({ length: workers }, () => forkRole('bare-worker', prefix, concurrency));
     const bareAdds = Array.from({ length: bots }, () => forkRole('bare-add', prefix, concurrency));
-    const ourBots = Array.from({ length: bots }, () => forkRole('bot', prefix, concurrency, platform));
+    const ourBots = Array.from({ length: bots }, () => forkRole('bot', prefix, concurrency, platform, limits));
     procs.push(...bareWorkers, ...bareAdds, ...ourBots);
     await Promise.all(procs.map((p) => p.ready));
     const jobsQueue = new Queue(QueueNames.jobs, { connection: redis, prefix });
@@ -442,7 +446,7 @@ async function multi(args: number[], platform: 'cli' | 'slack'): Promise<void> {
     const line = (name: string, p: Phase) =>
       `  ${name} ${f(p.jobsPerSecond, 0).padStart(5)} jobs/s   latency p50 ${f(pct(p.latenciesMs, 0.5))} p90 ${f(pct(p.latenciesMs, 0.9))} p99 ${f(pct(p.latenciesMs, 0.99))} ms` +
       `   CPU ms/job: submit ${f(p.cpuMsPerJob.submit, 2)} work ${f(p.cpuMsPerJob.work, 2)} Redis ${f(p.cpuMsPerJob.redis, 2)}   load ${f(p.load)}${p.refused ? `   refused ${p.refused}` : ''}`;
-    console.log(`queue bench, multi-process: ${bots} submitting + ${workers} worker processes per path, ${perProcess * bots} jobs per round, ${window} in flight per submitter, concurrency ${concurrency} per worker, ${channels} ${platform === 'slack' ? 'Slack channels, one delivery queue for all bots' : 'CLI channels, a delivery queue per bot'} (ours); one Redis`);
+    console.log(`queue bench, multi-process: ${bots} submitting + ${workers} worker processes per path, ${perProcess * bots} jobs per round, ${window} in flight per submitter, concurrency ${concurrency} per worker, ${channels} ${platform === 'slack' ? 'Slack channels, one delivery queue for all bots' : 'CLI channels, a delivery queue per bot'}, rate limits and caps ${limits ? 'on (never refusing)' : 'off'} (ours); one Redis`);
     for (let r = 0; r < rounds; r++) {
       console.log(`round ${r + 1}:`);
       console.log(line('bare BullMQ add → process → completed: ', bare[r]!));
