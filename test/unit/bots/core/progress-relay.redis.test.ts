@@ -1,6 +1,10 @@
 // The progress relay of two bot instances of one platform, over real Redis and BullMQ: the submitting instance shows a
 // job's progress; the other tries once per lease period, not once per edit interval, and takes the job over when the
-// lease lapses (its holder died). And how often a relay recomputes its waiting jobs' queue positions.
+// lease lapses (its holder died). Then the relay's queue-position passes (onActive and pushPositions), with the
+// positions played by the test (the relay's queuePositions dependency): which jobs a pass asks about, which edits it
+// makes, and when passes begin (at least POSITION_REFRESH_MS, five times the last pass's duration and half the
+// shortest edit interval of the waiting jobs apart; a start during a pass or its wait gets one more pass; none after
+// the starts stop).
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { QueueEvents } from 'bullmq';
@@ -11,7 +15,6 @@ import type { PlatformPort } from '../../../../bots/core/port.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type Destination, type JobProgress } from '../../../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../../../src/jobs/ledger.ts';
-import { queuePositions } from '../../../../src/jobs/position.ts';
 import { createJobsQueue, type JobsQueue } from '../../../../src/jobs/queue.ts';
 import { createLogger } from '../../../../src/log.ts';
 
@@ -93,39 +96,120 @@ it('the submitter shows progress; another instance tries once per lease period, 
   }
 });
 
-it('recomputes queue positions at most every POSITION_REFRESH_MS, and at most twice per edit interval of the waiting jobs', async () => {
-  // Two relays, each with a job waiting (added parked, never started): one for a destination edited every 1,000 ms
-  // (as a chat's), one every 100 ms (a terminal's). Other jobs start every 20 ms for 1.1 s.
-  const passes = { chat: 0, terminal: 0 };
-  const relays = (['chat', 'terminal'] as const).map((kind) => {
-    const events = new EventEmitter();
-    const port = { platform: 'slack', showProgress: async () => undefined, deliver: async () => undefined } as unknown as PlatformPort;
-    const relay = new ProgressRelay({
-      queue, events: events as unknown as QueueEvents, redis, portFor: () => port, intervalMs: () => (kind === 'chat' ? 1_000 : 100),
-      ledger: new DeliveryLedger(redis, config), instanceId: kind, prefix, log: createLogger('test', 'silent'),
-      queuePositions: (...args) => (passes[kind]++, queuePositions(...args)),
-    });
-    relay.start();
-    return { relay, events };
+// ---- queue-position passes ----
+
+const chat: Destination = destination; // edited every 1,000 ms below
+const terminal: Destination = { platform: 'slack', teamId: 'T1', channelId: 'C-terminal', userId: 'U1' }; // every 100 ms
+
+/**
+ * A relay whose passes answer `answer(jobIds)` after `passMs`; records each pass (when it began, the jobs asked) and
+ * each edit. Edit intervals: `chat` 1,000 ms, `terminal` 100 ms.
+ */
+function relayWith(answer: (jobIds: readonly string[]) => (number | undefined)[], passMs = 0) {
+  const events = new EventEmitter();
+  const edits: JobProgress[] = [];
+  const passes: { at: number; jobIds: string[] }[] = [];
+  const port = { platform: 'slack', showProgress: async (_d: Destination, p: JobProgress) => void edits.push(p), deliver: async () => undefined } as unknown as PlatformPort;
+  const relay = new ProgressRelay({
+    queue, events: events as unknown as QueueEvents, redis, portFor: () => port,
+    intervalMs: (d) => (d.channelId === terminal.channelId ? 100 : 1_000),
+    ledger: new DeliveryLedger(redis, config), instanceId: `i-${randomUUID().slice(0, 6)}`, prefix, log: createLogger('test', 'silent'),
+    queuePositions: async (_r, _q, jobIds) => {
+      passes.push({ at: Date.now(), jobIds: [...jobIds] });
+      await sleep(passMs);
+      return answer(jobIds);
+    },
   });
+  relay.start();
+  const start = (jobId = `other-${randomUUID().slice(0, 8)}`) => events.emit('active', { jobId });
+  return { relay, edits, passes, start };
+}
+
+const newJob = () => `j-${randomUUID().slice(0, 8)}`;
+
+/** A start now and one `secondStartAt` ms later, then `quietMs` without: exactly two passes, and the ms between them. */
+async function gapOfTwoPasses(r: ReturnType<typeof relayWith>, secondStartAt: number, quietMs: number): Promise<number> {
+  r.start();
+  await sleep(secondStartAt);
+  r.start();
+  await sleep(quietMs);
+  expect(r.passes).toHaveLength(2);
+  return r.passes[1]!.at - r.passes[0]!.at;
+}
+
+it('asks about the waiting jobs only, and edits a job when its position changed, with that position', async () => {
+  const [moved, same, unknown, started] = [newJob(), newJob(), newJob(), newJob()];
+  const answers: Record<string, number | undefined> = { [moved]: 2, [same]: 4, [unknown]: undefined, [started]: 1 };
+  const r = relayWith((ids) => ids.map((id) => answers[id]));
   try {
-    for (const [i, { relay }] of relays.entries()) {
-      const waiting = `w${i}-${randomUUID().slice(0, 8)}`;
-      await queue.add('imagine', { destination } as never, { jobId: waiting, delay: 60_000 });
-      relay.track(waiting, destination, undefined);
-    }
-    const t0 = Date.now();
-    while (Date.now() - t0 < 1_100) {
-      for (const { events } of relays) events.emit('active', { jobId: `other-${randomUUID().slice(0, 8)}` });
-      await sleep(20);
-    }
-    await sleep(50);
-    expect(POSITION_REFRESH_MS).toBe(250);
-    expect(passes.chat).toBeGreaterThanOrEqual(2); // at 0 and ≈ 500 ms (≈ 1,000 too, if it began in time)
-    expect(passes.chat).toBeLessThanOrEqual(3); // every 250 ms would be 5
-    expect(passes.terminal).toBeGreaterThanOrEqual(4); // 0, 250, 500, 750 (≈ 1,000 too): the floor, not the 50 ms half interval
-    expect(passes.terminal).toBeLessThanOrEqual(5);
+    r.relay.track(moved, chat, 3);
+    r.relay.track(same, chat, 4);
+    r.relay.track(unknown, chat, 5);
+    r.relay.track(started, chat, 6);
+    r.start(started); // it starts: no longer waiting, and this start is a pass
+    await sleep(100);
+    expect(r.passes.map((p) => p.jobIds)).toEqual([[moved, same, unknown]]);
+    expect(r.edits.map((e) => [e.jobId, e.stage, e.queuePosition])).toEqual([[moved, 'queued', 2]]);
+
+    answers[moved] = 1;
+    r.start(); // ≈ 100 ms after the first pass: the next begins ≈ 500 ms after it (half the chat's 1,000 ms)
+    await sleep(500);
+    expect(r.passes).toHaveLength(2);
+    expect(r.edits.map((e) => [e.jobId, e.queuePosition])).toEqual([[moved, 2]]); // 1 waits for the 1,000 ms edit interval
+    await sleep(600);
+    expect(r.edits.map((e) => [e.jobId, e.queuePosition])).toEqual([[moved, 2], [moved, 1]]);
   } finally {
-    for (const { relay } of relays) relay.stop();
+    r.relay.stop();
+  }
+});
+
+it('makes no pass while nothing waits, and passes again once a job waits', async () => {
+  const r = relayWith((ids) => ids.map(() => 7));
+  try {
+    r.start();
+    await sleep(50);
+    expect(r.passes).toEqual([]);
+    const waiting = newJob();
+    r.relay.track(waiting, terminal, undefined);
+    r.start();
+    await sleep(POSITION_REFRESH_MS + 50); // the pass is not held back by the one that never ran
+    expect(r.passes.map((p) => p.jobIds)).toEqual([[waiting]]);
+    expect(r.edits.map((e) => [e.jobId, e.queuePosition])).toEqual([[waiting, 7]]);
+  } finally {
+    r.relay.stop();
+  }
+});
+
+it.each([
+  // a start during the first pass (30 ms) gets one more, POSITION_REFRESH_MS after the first began
+  { passMs: 30, secondStartAt: 10, least: POSITION_REFRESH_MS, most: POSITION_REFRESH_MS + 150 },
+  // a pass that took 120 ms: the next begins five times that after it, later than the 250 ms floor
+  { passMs: 120, secondStartAt: 200, least: 5 * 120, most: 5 * 120 + 150 },
+])('spaces a second pass (first pass $passMs ms, second start at $secondStartAt ms) $least ms or more, and makes no third', async ({ passMs, secondStartAt, least, most }) => {
+  const r = relayWith((ids) => ids.map(() => 3), passMs);
+  try {
+    r.relay.track(newJob(), terminal, 3);
+    const gap = await gapOfTwoPasses(r, secondStartAt, 900); // then the starts stop: no third pass
+    expect(gap).toBeGreaterThanOrEqual(least - 5);
+    expect(gap).toBeLessThan(most);
+  } finally {
+    r.relay.stop();
+  }
+});
+
+it('spaces passes by half the shortest edit interval among the waiting jobs', async () => {
+  for (const [destinations, least, most] of [
+    [[chat], 500, 700], // 1,000 ms: 500 apart
+    [[chat, terminal], POSITION_REFRESH_MS, 450], // the terminal's 100 ms: the floor
+  ] as const) {
+    const r = relayWith((ids) => ids.map(() => 3));
+    try {
+      for (const d of destinations) r.relay.track(newJob(), d, 3);
+      const gap = await gapOfTwoPasses(r, 20, most + 200);
+      expect(gap).toBeGreaterThanOrEqual(least - 5);
+      expect(gap).toBeLessThan(most);
+    } finally {
+      r.relay.stop();
+    }
   }
 });
