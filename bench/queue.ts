@@ -245,8 +245,9 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 export async function run(args: string[]): Promise<void> {
   if (args[0] === 'multi') {
-    const words = args.slice(1).filter((a) => a === 'slack' || a === 'limits');
-    return multi(args.slice(1 + words.length).map(Number), words.includes('slack') ? 'slack' : 'cli', words.includes('limits'));
+    const isWord = (a: string) => a === 'slack' || a === 'limits';
+    const rest = args.slice(1);
+    return multi(rest.filter((a) => !isWord(a)).map(Number), rest.includes('slack') ? 'slack' : 'cli', rest.includes('limits'));
   }
   if (args[0] === 'progress') return progress(args.slice(1).map(Number));
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
