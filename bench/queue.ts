@@ -6,7 +6,9 @@
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
-// add → process → completed round trip, both measured here, in one run, on the same Redis.
+// add → process → completed round trip, and against two bare hops (a worker that hands each job to a second queue and
+// worker: the floor of any design whose results go back to another process through Redis), all measured here, in one
+// run, on the same Redis.
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,23 +42,37 @@ interface Path {
   close(): Promise<void>;
 }
 
-async function barePath(redis: Redis, prefix: string, concurrency: number): Promise<Path> {
-  const queue = new Queue('bare', { connection: redis, prefix });
+/**
+ * Bare BullMQ: add → Worker → completed. With `hops: 2`, the first worker adds each job to a second queue under the
+ * same id before it completes, and a second worker takes it from there: the least any design pays that, like ours,
+ * runs a job in one process and hands its result to another (the submitting bot) through Redis.
+ */
+async function barePath(redis: Redis, prefix: string, concurrency: number, hops: 1 | 2 = 1): Promise<Path> {
+  const name = hops === 1 ? 'bare' : 'bare2';
+  const queue = new Queue(name, { connection: redis, prefix });
   const waiters = new Map<string, () => void>();
-  const worker = new Worker('bare', async (job) => ({ echoed: job.data.n }), { connection: redis, prefix, concurrency });
-  worker.on('completed', (job) => waiters.get(job.id!)?.());
+  const second = hops === 2 ? new Queue(`${name}-out`, { connection: redis, prefix }) : undefined;
+  const worker = new Worker(name, async (job) => {
+    if (second) await second.add('out', { echoed: job.data.n }, { jobId: job.id!, removeOnComplete: true });
+    return { echoed: job.data.n };
+  }, { connection: redis, prefix, concurrency });
+  const last = second ? new Worker(second.name, async (job) => job.data, { connection: redis, prefix, concurrency }) : worker;
+  last.on('completed', (job) => waiters.get(job.id!)?.());
   await worker.waitUntilReady();
+  await last.waitUntilReady();
   return {
     async one(i: number) {
       const id = `b${i}-${randomUUID().slice(0, 8)}`;
       const done = new Promise<void>((r) => waiters.set(id, r));
-      await queue.add('bare', { n: i, prompt: 'a red fox in snow' }, { jobId: id, removeOnComplete: true });
+      await queue.add(name, { n: i, prompt: 'a red fox in snow' }, { jobId: id, removeOnComplete: true });
       await done;
       waiters.delete(id);
     },
     async close() {
       await worker.close();
+      if (last !== worker) await last.close();
       await queue.close();
+      await second?.close();
     },
   };
 }
@@ -213,13 +229,16 @@ async function measure(path: Path, sequential: number, burst: number, base: numb
   t = performance.now();
   const cpu0 = process.cpuUsage();
   const r0 = await redisCpu();
+  const n0 = await redisNet();
   await Promise.all(Array.from({ length: burst }, (_, i) => path.one(base + 10_000 + i)));
   const wall = (performance.now() - t) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const r1 = await redisCpu();
+  const n1 = await redisNet();
   const jobsPerSecond = burst / wall;
   const cpuMsPerJob = { node: (cpu.user + cpu.system) / 1000 / burst, redis: (1000 * (r1 - r0)) / burst };
-  return { msPerJob, jobsPerSecond, cpuMsPerJob, sequentialSegments, segments: breakdown() };
+  const kbPerJob = { toRedis: (n1.in - n0.in) / 1024 / burst, fromRedis: (n1.out - n0.out) / 1024 / burst };
+  return { msPerJob, jobsPerSecond, cpuMsPerJob, kbPerJob, sequentialSegments, segments: breakdown() };
 }
 
 /** CPU seconds Redis has used (INFO cpu: its main thread and background threads). */
@@ -228,6 +247,12 @@ async function redisCpuSeconds(redis: Redis): Promise<number> {
   return Number(/used_cpu_user:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]);
 }
 let redisCpu: () => Promise<number> = async () => 0;
+/** Bytes Redis has read from and written to its clients (INFO stats). */
+async function redisNetBytes(redis: Redis): Promise<{ in: number; out: number }> {
+  const info = await (redis as IORedis).info('stats');
+  return { in: Number(/total_net_input_bytes:(\d+)/.exec(info)![1]), out: Number(/total_net_output_bytes:(\d+)/.exec(info)![1]) };
+}
+let redisNet: () => Promise<{ in: number; out: number }> = async () => ({ in: 0, out: 0 });
 /** Per job of our path, in this order: submitted, handle() answered, the worker took it, started() done, processed, delivered. */
 const marks = new Map<string, number[]>();
 /** Where our path's jobs of the last burst spent their time (empty for the bare path). */
@@ -255,38 +280,50 @@ export async function run(args: string[]): Promise<void> {
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
   const prefix = `{bench-${randomUUID().slice(0, 8)}}`; // a hash tag, so REDIS_URL may name a Redis Cluster too
   redisCpu = () => redisCpuSeconds(redis);
+  redisNet = () => redisNetBytes(redis);
   try {
     // Both paths stay up and are measured alternately, `rounds` times, so load on a shared machine hits both alike.
     const bare = await barePath(redis, prefix, concurrency);
+    const bare2 = await barePath(redis, prefix, concurrency, 2);
     const ours = await ourPath(redis, prefix, concurrency);
     type Measured = Awaited<ReturnType<typeof measure>>;
     const b: Measured[] = [];
+    const b2: Measured[] = [];
     const o: Measured[] = [];
     for (let r = 0; r < rounds; r++) {
       b.push(await measure(bare, sequential, burst, r * 1_000_000));
+      b2.push(await measure(bare2, sequential, burst, r * 1_000_000 + 250_000));
       o.push(await measure(ours, sequential, burst, r * 1_000_000 + 500_000));
     }
     // Where the time goes: Redis commands per job on each path (blocking reads and timers make these a little noisy).
-    const profiles = { bare: await profile(redis, bare, 50, 9_000_000), ours: await profile(redis, ours, 50, 9_500_000) };
+    const profiles = { bare: await profile(redis, bare, 50, 9_000_000), bare2: await profile(redis, bare2, 50, 9_300_000), ours: await profile(redis, ours, 50, 9_500_000) };
     const bursts = { bare: await profile(redis, bare, burst, 9_100_000, true), ours: await profile(redis, ours, burst, 9_600_000, true) };
     await ours.close();
     await bare.close();
+    await bare2.close();
     const f = (n: number) => n.toFixed(2);
     const bm = median(b.map((x) => x.msPerJob));
     const om = median(o.map((x) => x.msPerJob));
     const bt = median(b.map((x) => x.jobsPerSecond));
     const ot = median(o.map((x) => x.jobsPerSecond));
+    const b2m = median(b2.map((x) => x.msPerJob));
+    const b2t = median(b2.map((x) => x.jobsPerSecond));
     console.log(`queue bench: ${sequential} sequential round trips, then ${burst} at once, concurrency ${concurrency}; median of ${rounds} alternating rounds`);
     console.log(`  bare BullMQ add → process → completed:   ${f(bm)} ms/job   ${f(bt)} jobs/s`);
     console.log(`  our submit → worker (no-op) → delivery:  ${f(om)} ms/job   ${f(ot)} jobs/s`);
     console.log(`  per-job overhead: +${f(om - bm)} ms; latency ratio ${f(om / bm)}×; throughput ratio ${f(ot / bt)}×`);
     console.log(`  per-round latency ratios: ${o.map((x, i) => f(x.msPerJob / b[i]!.msPerJob)).join(', ')}`);
+    // The floor of any design whose worker hands results to another process through Redis: two bare hops.
+    console.log(`  bare BullMQ, two hops (add → worker adds to a 2nd queue → 2nd worker → completed): ${f(b2m)} ms/job   ${f(b2t)} jobs/s`);
+    console.log(`  ours against two bare hops: latency ratio ${f(om / b2m)}× (per round ${o.map((x, i) => f(x.msPerJob / b2[i]!.msPerJob)).join(', ')}); throughput ratio ${f(ot / b2t)}×; two bare hops against one: ${f(b2m / bm)}×`);
     const cpu = (xs: Measured[]) => `this process ${f(median(xs.map((x) => x.cpuMsPerJob.node)))}, Redis ${f(median(xs.map((x) => x.cpuMsPerJob.redis)))}`;
-    console.log(`  CPU ms per job in the bursts: bare: ${cpu(b)}; ours: ${cpu(o)}   (load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})`);
+    console.log(`  CPU ms per job in the bursts: bare: ${cpu(b)}; two bare hops: ${cpu(b2)}; ours: ${cpu(o)}   (load average ${loadavg().map((x) => x.toFixed(1)).join(' ')})`);
+    const kb = (xs: Measured[]) => `${f(median(xs.map((x) => x.kbPerJob.toRedis)))} in, ${f(median(xs.map((x) => x.kbPerJob.fromRedis)))} out`;
+    console.log(`  KiB per job to and from Redis in the bursts: bare ${kb(b)}; two bare hops ${kb(b2)}; ours ${kb(o)}`);
     console.log(`  our last sequential jobs, ms per job: ${o.at(-1)!.sequentialSegments}`);
     console.log(`  our last burst, ms per job: ${o.at(-1)!.segments}`);
     const total = (p: [string, number][]) => p.reduce((a, [, n]) => a + n, 0);
-    console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare.sent))}, ours ${f(total(profiles.ours.sent))}`);
+    console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare.sent))}, two bare hops ${f(total(profiles.bare2.sent))}, ours ${f(total(profiles.ours.sent))}`);
     console.log(`    ours: ${profiles.ours.sent.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
     console.log(`    bare: ${profiles.bare.sent.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
     // SLOWLOG's time is Redis's own work per command (a script's includes the commands it runs): sequential jobs pay
