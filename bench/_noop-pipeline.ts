@@ -2,6 +2,9 @@
 // (Files starting with '_' are not benchmarks; bench/main.ts skips them.)
 // With `extra.stepMs` in its options (bench/queue.ts `progress`) it reports every DiT and decoder step of the request,
 // as the real pipeline does (worker/pipeline/generate.ts), one step every stepMs; without it, one report.
+// With `extra.pngBytes` (bench/queue.ts `memory`) its image is that many bytes, the size of a real 1024² PNG (nothing on
+// the queue path decodes it).
+import { randomBytes } from 'node:crypto';
 import type { CreatePipeline } from '../worker/pipeline/types.ts';
 
 // A valid 1×1 PNG, so the result path (blob store, delivery) carries real bytes.
@@ -11,11 +14,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const createPipeline: CreatePipeline = async (options) => {
   const stepMs = options.extra?.stepMs as number | undefined;
+  const pngBytes = options.extra?.pngBytes as number | undefined;
+  const image = pngBytes === undefined ? PNG : Uint8Array.from([...PNG.subarray(0, 8), ...randomBytes(Math.max(0, pngBytes - 8))]);
   return {
     async generate(request, ctx) {
       if (stepMs === undefined) {
         ctx.onProgress({ stage: 'features', step: 1, total: 1 });
-        return { png: PNG.slice(), width: 1, height: 1 };
+        return { png: image.slice(), width: 1, height: 1 };
       }
       const { ditSteps, decoderSteps } = request.options;
       ctx.onProgress({ stage: 'conditioning', step: 0, total: 1 });
@@ -27,7 +32,7 @@ export const createPipeline: CreatePipeline = async (options) => {
         ctx.onProgress({ stage: 'decoding', step: i, total: decoderSteps + 1 });
         await sleep(stepMs);
       }
-      return { png: PNG.slice(), width: 1, height: 1 };
+      return { png: image.slice(), width: 1, height: 1 };
     },
     async understand(request, ctx) {
       ctx.onProgress({ stage: 'answering', step: 1, total: 1, partialText: 'ok' });

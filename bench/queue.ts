@@ -1,6 +1,8 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
 // npm run bench -- queue multi [slack] [limits] [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
 // npm run bench -- queue progress [jobs=32] [stepMs=20] [concurrency=8] [rounds=2]
+// npm run bench -- queue memory [jobs=100] [pngKiB=1536]
+//   (Redis memory that delivered images hold: kept blobs.ttlSeconds, as before, against released on delivery)
 //   (jobs that report every step, as real ones do: progress written coalesced against every report; see progress())
 //   (separate bot and worker processes against as many bare BullMQ ones: see multi() below)
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
@@ -77,21 +79,27 @@ async function barePath(redis: Redis, prefix: string, concurrency: number, hops:
   };
 }
 
-/** Our path's knobs for progress(): the no-op pipeline's step time (it then reports every step), the worker's progress write interval. */
+/**
+ * Our path's knobs: for progress(), the no-op pipeline's step time (it then reports every step) and the worker's
+ * progress write interval; for memory(), the size of its image and how long a PNG stays once delivered.
+ */
 interface OurPathOptions {
   stepMs?: number;
   progressWriteMs?: (destination: Destination) => number;
+  pngBytes?: number;
+  keepDeliveredSeconds?: number;
 }
 
 async function ourPath(redis: Redis, prefix: string, concurrency: number, opts: OurPathOptions = {}): Promise<Path & { edits: () => number }> {
   const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // rate limits off: this measures the path
-  const config = loadConfig({ overrides: { logLevel: 'error', queue: { prefix }, worker: { concurrency }, limits: { channel: off, user: off, workspace: off } } });
+  const memoryRun = opts.keepDeliveredSeconds !== undefined ? { blobs: { keepDeliveredSeconds: opts.keepDeliveredSeconds }, cache: { enabled: false } } : {}; // only the blobs' bytes
+  const config = loadConfig({ overrides: { logLevel: 'error', queue: { prefix }, worker: { concurrency }, limits: { channel: off, user: off, workspace: off }, ...memoryRun } });
   const secrets = loadSecrets();
   const log = createLogger('bench', 'error');
   const host = await ThreadHost.start({
     size: concurrency,
     pipelineModule: fileURLToPath(new URL('./_noop-pipeline.ts', import.meta.url)),
-    pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding: { minPixels: 1, maxPixels: 1, maxInputPixels: 1, maxAspectRatio: 1 }, ...(opts.stepMs !== undefined ? { extra: { stepMs: opts.stepMs } } : {}) },
+    pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding: { minPixels: 1, maxPixels: 1, maxInputPixels: 1, maxAspectRatio: 1 }, ...(opts.stepMs !== undefined || opts.pngBytes !== undefined ? { extra: { stepMs: opts.stepMs, pngBytes: opts.pngBytes } } : {}) },
     abortGraceMs: 1000,
     log,
   });
@@ -275,6 +283,7 @@ export async function run(args: string[]): Promise<void> {
     return multi(rest.filter((a) => !isWord(a)).map(Number), rest.includes('slack') ? 'slack' : 'cli', rest.includes('limits'));
   }
   if (args[0] === 'progress') return progress(args.slice(1).map(Number));
+  if (args[0] === 'memory') return memory(args.slice(1).map(Number));
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
@@ -579,6 +588,59 @@ async function progress(args: number[]): Promise<void> {
     console.log(`  as chat ÷ every:   ${ratio(d)}`);
   } finally {
     await cleanup(redis, prefix);
+    await closeRedis(redis);
+  }
+}
+
+// ---- memory: what delivered images leave in Redis ----------------------------------------------------------
+
+/**
+ * `jobs` /imagines with a `pngKiB` image (a real 1024² PNG is 1–2 MiB) through our path twice, side by side: once with
+ * every PNG kept blobs.ttlSeconds (keepDeliveredSeconds = ttlSeconds: release never shortens it, as before the release
+ * existed), once released on delivery (keepDeliveredSeconds 1 s here; its default otherwise). Then, once the grace has passed,
+ * the PNG bytes still in Redis per delivered job (MEMORY USAGE of every output blob key), and what each holds at a
+ * steady 1 image per second. The result cache is off in both: it holds its own copies, bounded by cache.maxBytes.
+ */
+async function memory([jobs = 100, pngKiB = 1536]: number[]): Promise<void> {
+  const secrets = loadSecrets();
+  const redis = createRedis(secrets.REDIS_URL, 'bench-memory');
+  const { ttlSeconds, keepDeliveredSeconds: keepDelivered } = loadConfig({ overrides: {} }).blobs;
+  const tag = randomUUID().slice(0, 8);
+  const variants = [
+    { name: 'kept blobs.ttlSeconds (before)', prefix: `{bench-${tag}-kept}`, keep: ttlSeconds },
+    { name: 'released on delivery (now)', prefix: `{bench-${tag}-released}`, keep: 1 },
+  ];
+  const held = async (prefix: string) => {
+    let keys = 0;
+    let bytes = 0;
+    for await (const batch of (redis as IORedis).scanStream({ match: `${prefix}:blob:output:*`, count: 500 })) {
+      for (const key of batch as string[]) {
+        keys++;
+        bytes += Number(await (redis as IORedis).memory('USAGE', key)) || 0;
+      }
+    }
+    return { keys, bytes };
+  };
+  try {
+    const paths = await Promise.all(variants.map((v) => ourPath(redis, v.prefix, 4, { pngBytes: pngKiB * 1024, keepDeliveredSeconds: v.keep })));
+    for (let i = 0; i < jobs; i += 10) { // alternating batches, so load hits both alike
+      for (const p of paths) await Promise.all(Array.from({ length: Math.min(10, jobs - i) }, (_, k) => p.one(i + k)));
+    }
+    await new Promise((r) => setTimeout(r, 2_500)); // past the 1 s grace
+    const rows = await Promise.all(variants.map((v) => held(v.prefix)));
+    for (const p of paths) await p.close();
+    const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+    const [kept, released] = [rows[0]!, rows[1]!];
+    const perPng = kept.bytes / Math.max(1, kept.keys); // Redis's own size of one PNG (allocator rounding included)
+    const lives = [ttlSeconds, keepDelivered]; // seconds each variant holds a PNG, with the shipped defaults
+    console.log(`queue bench, memory: ${jobs} /imagines per variant, a ${pngKiB} KiB image each, delivered; PNG bytes left in Redis 2.5 s later`);
+    for (const [i, v] of variants.entries()) {
+      const r = rows[i]!;
+      console.log(`  ${v.name.padEnd(32)} ${String(r.keys).padStart(5)} PNG keys, ${mib(r.bytes).padStart(8)} MiB (${(r.bytes / jobs / 1024).toFixed(0)} KiB per delivered job); at 1 image/s, with the defaults, Redis holds ${mib(perPng * lives[i]!)} MiB of PNGs (each ${lives[i]} s)`);
+    }
+    console.log(`  ratio released/kept: bytes left after the grace ${(released.bytes / Math.max(1, kept.bytes)).toFixed(3)}×; at a steady rate ${(keepDelivered / ttlSeconds).toFixed(4)}× (${keepDelivered} s against ${ttlSeconds} s)`);
+  } finally {
+    for (const v of variants) await cleanup(redis, v.prefix);
     await closeRedis(redis);
   }
 }

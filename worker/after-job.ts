@@ -89,7 +89,7 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
         digest ? await store(digest, result, png) : NO_CALL,
         digest ? cache.closeCall(digest, request.id) : NO_CALL,
       ]);
-      const handed = await handOverEach(queues, followers.map(String), result);
+      const handed = await handOverEach({ queues, blobs }, followers.map(String), result);
       if (handed > 0) log.info({ jobId: request.id, followers: handed }, 'result handed to identical requests that joined this job');
     },
     async start(workerId) {

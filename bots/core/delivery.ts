@@ -5,8 +5,11 @@
 //      delivery claim (one run at a time, even if BullMQ starts the job twice at once): one round trip;
 //   3. fetch the PNG from the blob store (read in the same round trip as 2), call port.deliver (retried with
 //      backoff on any throw);
-//   4. record it in the ledger and give the claim back (one round trip); then BullMQ marks the delivery job completed.
-// A crash between 3 and 4 calls deliver again on the next try; PlatformPort.deliver is idempotent per jobId.
+//   4. record it in the ledger and give the claim back (one round trip); then BullMQ marks the delivery job completed;
+//   5. release the result's PNGs: they were kept only for this delivery, and now go within blobs.keepDeliveredSeconds
+//      instead of blobs.ttlSeconds (a day by default: a busy server's Redis would hold a day of images).
+// A crash between 3 and 4 calls deliver again on the next try; PlatformPort.deliver is idempotent per jobId. A crash
+// between 4 and 5 leaves the PNGs to their TTL.
 import { randomUUID } from 'node:crypto';
 import { UnrecoverableError, type Job, type Worker } from 'bullmq';
 import type { Redis } from '../../src/redis.ts';
@@ -44,7 +47,11 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   const firstImage = result.image ? deps.blobs.get(result.image.blobKey) : undefined;
   firstImage?.catch(() => undefined); // awaited below unless this run does not post; a failure is thrown there
   const start = await deps.ledger.startDelivery(result.jobId, owner, claimMs);
-  if (start === 'duplicate') return 'duplicate';
+  const outputs = outputKeys(result);
+  if (start === 'duplicate') {
+    await releaseOutputs(deps, result.jobId, outputs); // a run that posted may have died before releasing them
+    return 'duplicate';
+  }
   if (start === 'busy') throw new DeliveryInProgress(result.jobId);
   const renew = setInterval(() => void deps.ledger.renewClaim(result.jobId, owner, claimMs).catch(() => undefined), claimMs / 2);
   let finished = false;
@@ -75,7 +82,20 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
     if (!finished) await deps.ledger.releaseClaim(result.jobId, owner).catch(() => undefined);
   }
   deps.log.info({ jobId: result.jobId, status: result.status }, 'delivered');
+  await releaseOutputs(deps, result.jobId, outputs);
   return 'delivered';
+}
+
+/** The blob keys of a result's PNGs (the first image is also the gallery's first). */
+function outputKeys(result: JobResult): string[] {
+  return [...new Set([result.image?.blobKey, ...(result.images ?? []).map((i) => i.blobKey)].filter((k): k is string => k !== undefined))];
+}
+
+/** After the ledger mark: no run posts these again. A failure only leaves them to their TTL, as before this step existed. */
+async function releaseOutputs(deps: DeliveryDeps, jobId: string, keys: readonly string[]): Promise<void> {
+  const grace = deps.config.blobs.keepDeliveredSeconds;
+  await Promise.all(keys.map((k) => deps.blobs.release(k, grace))).catch((e: unknown) =>
+    deps.log.warn({ jobId, err: (e as Error).message }, 'could not release the delivered images; they expire with blobs.ttlSeconds'));
 }
 
 /** Another run of this delivery is posting it right now: retry later (then the ledger says 'duplicate'). */

@@ -362,12 +362,12 @@ export function createCore(options: CoreOptions): Core {
       v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'failed',
       error: { code: 'internal', message, userFacing: true }, timingsMs: {}, finishedAt: Date.now(),
     };
-    return handOverToFollowers({ cache, queues: handOvers }, digest, request, result);
+    return handOverToFollowers({ cache, queues: handOvers, blobs }, digest, request, result);
   }
 
   async function releaseFollowers(request: JobRequest, result: JobResult): Promise<number> {
     const digest = await digestOf(blobs, request);
-    return digest ? handOverToFollowers({ cache, queues: handOvers }, digest, request, result) : 0;
+    return digest ? handOverToFollowers({ cache, queues: handOvers, blobs }, digest, request, result) : 0;
   }
 
   function queuedReply(jobId: string, position: number): Reply {

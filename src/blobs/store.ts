@@ -15,6 +15,17 @@ export interface BlobStore {
   /** The bytes, or undefined if the key never existed or has expired. */
   get(key: string): Promise<Uint8Array | undefined>;
   delete(key: string): Promise<void>;
+  /**
+   * Its last reader is done (an output PNG whose delivery is recorded): the blob goes `graceSeconds` from now, or
+   * when it would have anyway if that is sooner (a channel's retention TTL is never lengthened).
+   */
+  release(key: string, graceSeconds: number): Promise<void>;
+  /**
+   * A copy of `key` for another reader (an identical request's delivery, which releases its own copy), under a key
+   * made of `key` and `readerId` (a repeat finds the first copy), living the store's TTL, or `ttlSeconds` if shorter.
+   * Undefined when `key` is gone.
+   */
+  share(key: string, readerId: string, ttlSeconds?: number): Promise<string | undefined>;
 }
 
 /** A blob not stored yet: its key, and the arguments of the SET that stores it (key, bytes, 'EX', seconds). */

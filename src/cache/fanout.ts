@@ -1,7 +1,9 @@
 // Handing one job's result to every request that joined it (single flight), and to the result cache. Used by the
 // worker when a job ends (worker/after-job.ts) and by the bots when a queued leader is removed (cancel, purge).
 // Each follower gets its own delivery job under its own job id, so the delivery consumer's ledger posts it exactly
-// once, and a repeat of this hand-over (a worker re-running after a crash) adds nothing new.
+// once, and a repeat of this hand-over (a worker re-running after a crash) adds nothing new. Each also gets its own
+// copy of the leader's PNGs (BlobStore.share): a delivery releases the PNGs it posted (bots/core/delivery.ts), and the
+// leader's may be posted, and released, before its followers' are.
 import type { Redis } from '../redis.ts';
 import type { BlobStore } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
@@ -57,19 +59,32 @@ export function followerResult(leader: JobResult, follower: JobRequest): JobResu
  * Safe to call again for the same leader (the same followers, the same delivery ids).
  */
 export async function handOverToFollowers(
-  deps: { cache: ResultCache; queues: DeliveryQueues },
+  deps: { cache: ResultCache; queues: DeliveryQueues; blobs: BlobStore },
   digest: string,
   leader: JobRequest,
   result: JobResult,
 ): Promise<number> {
-  return handOverEach(deps.queues, await deps.cache.close(digest, leader.id), result);
+  return handOverEach(deps, await deps.cache.close(digest, leader.id), result);
 }
 
 /** Deliver `result` to each follower (their JSON, as ResultCache.close answers it). Returns how many there were. */
-export async function handOverEach(queues: DeliveryQueues, followers: readonly string[], result: JobResult): Promise<number> {
+export async function handOverEach(deps: { queues: DeliveryQueues; blobs: BlobStore }, followers: readonly string[], result: JobResult): Promise<number> {
   for (const json of followers) {
     const parsed = JobRequest.safeParse(JSON.parse(json));
-    if (parsed.success) await queues.handOver(followerResult(result, parsed.data));
+    if (parsed.success) await deps.queues.handOver(await withOwnImages(deps.blobs, followerResult(result, parsed.data)));
   }
   return followers.length;
+}
+
+/**
+ * A follower's result naming its own copies of the leader's PNGs. A PNG already gone (the leader's delivery released
+ * it more than blobs.keepDeliveredSeconds before a crashed worker's re-run got here) keeps the leader's key: the
+ * follower's delivery then says the image expired.
+ */
+async function withOwnImages(blobs: BlobStore, result: JobResult): Promise<JobResult> {
+  if (!result.image) return result;
+  const ttl = retentionOf(result.destination);
+  const own = async <T extends { blobKey: string }>(image: T): Promise<T> => ({ ...image, blobKey: (await blobs.share(image.blobKey, result.jobId, ttl)) ?? image.blobKey });
+  const [image, images] = await Promise.all([own(result.image), result.images ? Promise.all(result.images.map(own)) : undefined]);
+  return { ...result, image, ...(images ? { images } : {}) };
 }

@@ -69,6 +69,8 @@ export const ConfigSchema = z.strictObject({
   blobs: z.strictObject({
     store: z.enum(['redis']),
     ttlSeconds: positiveInt,
+    /** An output PNG's life once its delivery is recorded (it was only kept for that delivery). */
+    keepDeliveredSeconds: positiveInt,
   }),
 
   worker: z.strictObject({

@@ -76,6 +76,10 @@ describe('spine', () => {
       expect(d.result.status).toBe('succeeded');
       const meta = await sharp(d.image!).metadata(); // a real PNG came back through the blob store
       expect([meta.format, meta.width, meta.height]).toEqual(['png', 64, 64]);
+      // …and leaves Redis soon after it was posted, not a day later (blobs.ttlSeconds)
+      const ttl = await redis.ttl(d.result.image!.blobKey);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(h.config.blobs.keepDeliveredSeconds);
     }
     // Different prompts give different pixels; progress went through the relay.
     const first = cs[0]!.port.deliveries.map((d) => Buffer.from(d.image!).toString('base64'));

@@ -1,6 +1,7 @@
 // What a worker does once a job's result is handed over (worker/after-job.ts), over real Redis: the GPU-seconds
 // counted once, the result stored in the cache, the flight ended and each follower handed its own delivery, in one
-// script per completion; called again (a re-run after a crash) it counts nothing twice and hands over the same.
+// script per completion, each follower with its own copy of the PNG; called again (a re-run after a crash) it counts
+// nothing twice and hands over the same.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBlobStore } from '../../../src/blobs/index.ts';
@@ -66,12 +67,20 @@ describe('afterHandOver', () => {
       try {
         const handed = await q.getJob('j2');
         expect(handed?.data).toMatchObject({ jobId: 'j2', destination: follower.destination, servedFrom: 'shared', status: 'succeeded' });
+        const own = handed!.data.image!.blobKey;
         expect(await cache.claim(digest, 'j4', '{}')).toEqual({ leads: true }); // the flight is over
 
         await after.afterHandOver(leader, result, 9_000); // a re-run after a crash: no bytes at hand
         expect(reads).toHaveBeenCalledWith(blobKey); // read back
         expect(await today()).toEqual({ used: 4, inflight: 0 }); // counted once
         expect(await q.getJobCounts('waiting')).toEqual({ waiting: 1 }); // the same follower, the same delivery id
+        expect((await q.getJob('j2'))?.data.image?.blobKey).toBe(own); // and the same copy
+
+        // its own copy of the PNG: the leader's delivery releases the leader's, which the follower's outlives
+        expect(own).not.toBe(blobKey);
+        expect(await blobs.get(own)).toEqual(png);
+        await blobs.release(blobKey, 1);
+        expect(await redis.ttl(own)).toBeGreaterThan(config.blobs.keepDeliveredSeconds);
       } finally {
         await q.close();
       }

@@ -251,6 +251,8 @@ describe('processor outputs', () => {
     const stores: BlobStore = {
       get: (key) => blobs.get(key),
       delete: (key) => blobs.delete(key),
+      release: (key, grace) => blobs.release(key, grace),
+      share: (key, readerId, ttl) => blobs.share(key, readerId, ttl),
       put: async (bytes, hint, ttl) => {
         mostStored = Math.max(mostStored, ++storing);
         await sleep(5);

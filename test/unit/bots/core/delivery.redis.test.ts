@@ -1,12 +1,14 @@
 // deliverOne's gallery (several images per job, issue 20) and the delivery worker around it, over real Redis: every
 // image of a gallery is read once and posted in order, a gallery with one expired image is posted as "expired",
 // an answer reads no blob; the worker runs `concurrency` deliveries at once and logs failed attempts and worker errors
-// (a lost Redis connection is logged once elsewhere, src/redis.ts).
+// (a lost Redis connection is logged once elsewhere, src/redis.ts). A recorded delivery releases the PNGs it posted
+// (the real Redis blob store: their TTL drops to blobs.keepDeliveredSeconds); one that did not post keeps them.
 import { randomUUID } from 'node:crypto';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeliveryInProgress, deliverOne, startDeliveryWorker, type DeliveryDeps } from '../../../../bots/core/delivery.ts';
 import type { PlatformPort } from '../../../../bots/core/port.ts';
+import { createBlobStore } from '../../../../src/blobs/index.ts';
 import type { BlobStore } from '../../../../src/blobs/store.ts';
 import type { Logger } from '../../../../src/log.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
@@ -40,6 +42,8 @@ function countingBlobs(): BlobStore & { gets: string[]; put(bytes: Uint8Array): 
     },
     get: async (key: string) => (gets.push(key), map.get(key)),
     delete: async (key: string) => void map.delete(key),
+    release: async () => undefined,
+    share: async () => undefined,
   };
 }
 
@@ -102,6 +106,46 @@ describe('deliverOne: images', () => {
     await deliverOne(depsFor(port, blobs), answer);
     expect(port.posted[1]!.args).toEqual([answer, undefined]);
     expect(blobs.gets).toEqual([]);
+  });
+});
+
+describe('deliverOne: the posted PNGs are released', () => {
+  const ttlOf = (key: string) => (redis as unknown as { ttl(k: string): Promise<number> }).ttl(key);
+  const keep = config.blobs.keepDeliveredSeconds;
+
+  it('drops each posted PNG to blobs.keepDeliveredSeconds once the delivery is recorded, and a repeat run releases them again', async () => {
+    const blobs = createBlobStore(config, redis);
+    const keys = [await blobs.put(bytes(1), 'output'), await blobs.put(bytes(2), 'output')];
+    expect(await ttlOf(keys[0]!)).toBeGreaterThan(keep);
+    const r = result({ image: image(keys[0]!), images: keys.map(image) });
+    expect(await deliverOne(depsFor(recordingPort(), blobs), r)).toBe('delivered');
+    for (const k of keys) expect(await ttlOf(k)).toBeGreaterThan(0), expect(await ttlOf(k)).toBeLessThanOrEqual(keep);
+    // a run that finds the ledger mark (one that posted died before releasing): released again, nothing posted
+    for (const k of keys) await redis.expire(k, config.blobs.ttlSeconds);
+    const port = recordingPort();
+    expect(await deliverOne(depsFor(port, blobs), r)).toBe('duplicate');
+    expect(port.posted).toEqual([]);
+    for (const k of keys) expect(await ttlOf(k)).toBeLessThanOrEqual(keep);
+  });
+
+  it('keeps them when posting failed (the retry posts them), and never lengthens a shorter TTL', async () => {
+    const blobs = createBlobStore(config, redis);
+    const key = await blobs.put(bytes(3), 'output');
+    const failing: PlatformPort = { platform: 'cli', showProgress: async () => undefined, deliver: async () => Promise.reject(new Error('platform said 500')) };
+    await expect(deliverOne(depsFor(failing, blobs), result({ image: image(key) }))).rejects.toThrow('platform said 500');
+    expect(await ttlOf(key)).toBeGreaterThan(keep);
+    const short = await blobs.put(bytes(4), 'output', 5); // a channel's retention TTL
+    await deliverOne(depsFor(recordingPort(), blobs), result({ image: image(short) }));
+    expect(await ttlOf(short)).toBeLessThanOrEqual(5);
+  });
+
+  it('logs a release that failed and still answers delivered (the PNG then lives its TTL)', async () => {
+    const blobs = { ...countingBlobs(), release: async () => Promise.reject(new Error('READONLY')) };
+    const key = await blobs.put(bytes(5));
+    const { log, lines } = logged();
+    const r = result({ image: image(key) });
+    expect(await deliverOne(depsFor(recordingPort(), blobs, log), r)).toBe('delivered');
+    expect(lines.at(-1)).toMatchObject({ level: 40, jobId: r.jobId, err: 'READONLY', msg: 'could not release the delivered images; they expire with blobs.ttlSeconds' });
   });
 });
 

@@ -181,6 +181,8 @@ function memoryBlobs(): BlobStore & { map: Map<string, Uint8Array> } {
     },
     get: async (key) => map.get(key),
     delete: async (key) => void map.delete(key),
+    release: async () => undefined,
+    share: async () => undefined,
   };
 }
 

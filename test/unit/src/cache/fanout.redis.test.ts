@@ -1,0 +1,78 @@
+// Handing a leader's result to the followers of its flight (src/cache/fanout.ts), over real Redis: each follower's
+// delivery names its own copies of the leader's PNGs (a gallery's shown image and its first the same copy), so the
+// leader's delivery, which releases the leader's PNGs, never takes a follower's; a repeat hands over the same; a PNG
+// already gone leaves the leader's key (the follower's delivery then says it expired); an answer copies nothing.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobStore } from '../../../../src/blobs/index.ts';
+import type { BlobStore } from '../../../../src/blobs/store.ts';
+import { DeliveryQueues, handOverEach } from '../../../../src/cache/fanout.ts';
+import { loadConfig } from '../../../../src/config/load.ts';
+import { CONTRACT_VERSION, type Destination, type ImageResult, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
+import { createDeliveryQueue, deliveryQueueName } from '../../../../src/jobs/queue.ts';
+import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../../src/redis.ts';
+
+const prefix = `t-fanout-${randomUUID().slice(0, 8)}`;
+const config = loadConfig({ env: {}, overrides: { queue: { prefix } } });
+const dest = (userId: string): Destination => ({ platform: 'discord', guildId: 'g', channelId: 'c', userId, applicationId: 'app' }) as Destination;
+const follower = (id: string) => JSON.stringify({ v: CONTRACT_VERSION, id, destination: dest(id), submittedAt: 1, kind: 'imagine', prompt: 'a vole', options: { seed: 1, ditSteps: 4, decoderSteps: 5, guidance: 4, aspect: '1:1' } } satisfies JobRequest);
+const image = (blobKey: string): ImageResult => ({ blobKey, mime: 'image/png', width: 8, height: 8, altText: 'a vole', prompt: 'a vole', options: { seed: 1, ditSteps: 4, decoderSteps: 5, guidance: 4, aspect: '1:1' } });
+const leaderResult = (extra: Partial<JobResult>): JobResult => ({ v: CONTRACT_VERSION, jobId: 'lead', kind: 'imagine', destination: dest('lead'), status: 'succeeded', timingsMs: {}, finishedAt: 1, ...extra });
+let redis: Redis;
+let blobs: BlobStore;
+let queues: DeliveryQueues;
+
+beforeAll(() => {
+  redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  blobs = createBlobStore(config, redis);
+  queues = new DeliveryQueues(config, redis);
+});
+afterAll(async () => {
+  await queues.close();
+  await deleteKeys(redis, `${prefix}:*`);
+  await closeRedis(redis);
+});
+
+async function handed(id: string): Promise<JobResult> {
+  const q = createDeliveryQueue(config, redis, deliveryQueueName(dest(id)));
+  try {
+    return (await q.getJob(id))!.data;
+  } finally {
+    await q.close();
+  }
+}
+
+describe('handOverEach', () => {
+  it('gives each follower its own copies of a gallery, the shown image sharing the first copy, the same on a repeat', async () => {
+    const pngs = [Uint8Array.from([1, 1]), Uint8Array.from([2, 2])];
+    const keys = await Promise.all(pngs.map((p) => blobs.put(p, 'output')));
+    const result = leaderResult({ image: image(keys[0]!), images: keys.map(image) });
+    expect(await handOverEach({ queues, blobs }, [follower('f1'), follower('f2')], result)).toBe(2);
+    const seen = new Set<string>();
+    for (const id of ['f1', 'f2']) {
+      const r = await handed(id);
+      expect(r).toMatchObject({ jobId: id, servedFrom: 'shared' });
+      expect(r.image!.blobKey).toBe(r.images![0]!.blobKey);
+      for (const [i, img] of r.images!.entries()) {
+        expect(keys).not.toContain(img.blobKey);
+        expect(await blobs.get(img.blobKey)).toEqual(pngs[i]);
+        seen.add(img.blobKey);
+      }
+    }
+    expect(seen.size).toBe(4); // two followers × two PNGs
+    await handOverEach({ queues, blobs }, [follower('f1')], result); // a worker's re-run
+    expect((await handed('f1')).images!.map((i) => i.blobKey).every((k) => seen.has(k))).toBe(true);
+    expect(await redis.keys(`${prefix}:blob:output:*`)).toHaveLength(6); // no further copies
+  });
+
+  it('leaves the leader\'s key for a PNG already gone, and copies nothing for an answer', async () => {
+    const gone = `${prefix}:blob:output:${randomUUID()}`;
+    await handOverEach({ queues, blobs }, [follower('f3')], leaderResult({ image: image(gone) }));
+    expect((await handed('f3')).image!.blobKey).toBe(gone);
+    await handOverEach({ queues, blobs }, [follower('f4')], leaderResult({ kind: 'ask', answer: { text: 'a vole', tokenCount: 2 } }));
+    const r = await handed('f4');
+    expect(r.answer).toEqual({ text: 'a vole', tokenCount: 2 });
+    expect(r.image).toBeUndefined();
+    expect(r.images).toBeUndefined();
+  });
+});
