@@ -210,6 +210,8 @@ export function createCore(options: CoreOptions): Core {
 
   async function served(request: JobRequest, text: string): Promise<Reply> {
     await redis.set(servedKey(request.id), JSON.stringify({ request, text } satisfies Served), 'EX', config.queue.keepCompletedSeconds);
+    // Answered without reading the upload: an /ask's is not needed again (a vary's is: its Re-roll)
+    if (request.kind === 'ask') void blobs.release(request.imageKey, config.blobs.keepDeliveredSeconds).catch(() => undefined);
     await gate.usage.count('hits', request.destination).catch(() => undefined); // for the usage report
     log.info({ jobId: request.id, kind: request.kind, channel: request.destination.channelId, served: text === CACHED_TEXT ? 'cache' : 'joined' }, 'served without a job');
     return { kind: 'queued', jobId: request.id, position: 0, text };

@@ -69,7 +69,7 @@ export const ConfigSchema = z.strictObject({
   blobs: z.strictObject({
     store: z.enum(['redis']),
     ttlSeconds: positiveInt,
-    /** An output PNG's life once its delivery is recorded (it was only kept for that delivery). */
+    /** An output PNG's life once its delivery is recorded, an /ask's upload's once answered (each kept only for that). */
     keepDeliveredSeconds: positiveInt,
   }),
 

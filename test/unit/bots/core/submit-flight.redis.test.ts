@@ -1,7 +1,8 @@
 // The core's result cache and single flight over real Redis (docs/cost.md): an identical request joins the one
 // queued before it, or is served from the cache, without a job or a slot of its own; a flight claimed between the
 // lookup and the claim is joined too; a leader that fails to enqueue, or is cancelled, tells its followers. Also the
-// acceptReplicas WAIT after enqueueing, the progress routing per platform, and which images a refusal deletes.
+// acceptReplicas WAIT after enqueueing, the progress routing per platform, which images a refusal deletes, and that an
+// /ask served from the cache releases its upload.
 import { describe, expect, it, vi } from 'vitest';
 import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
 import { CACHED_TEXT, JOINED_TEXT, portForDestination, type Core } from '../../../../bots/core/submit.ts';
@@ -147,6 +148,10 @@ describe('result cache', () => {
     const id = jobIdFor('discord', again.dedupeKey);
     expect(await c.handle(again)).toMatchObject({ jobId: id, position: 0, text: CACHED_TEXT });
     expect(await handedOver(c, id)).toMatchObject({ status: 'succeeded', servedFrom: 'cache', answer: { text: 'teal', tokenCount: 2 } });
+    // its upload is released (nothing reads it: the answer was cached), the queued one's is kept for its job
+    const served = JSON.parse((await h.redis.get(`${c.config.queue.prefix}:served:${id}`))!) as { request: Extract<JobRequest, { kind: 'ask' }> };
+    await vi.waitFor(async () => expect(await h.redis.ttl(served.request.imageKey)).toBeLessThanOrEqual(c.config.blobs.keepDeliveredSeconds));
+    expect(await h.redis.ttl((request as Extract<JobRequest, { kind: 'ask' }>).imageKey)).toBeGreaterThan(c.config.blobs.keepDeliveredSeconds);
   });
   it('looks the cache up in the admission script when no admit hook sits in between; a hook keeps its own lookup first', async () => {
     const c = core({}, { limits: { user: { ...OPEN_LIMIT, maxConcurrent: 1 } } });
