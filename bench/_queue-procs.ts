@@ -6,6 +6,9 @@
 //                which tells every bot ('delivered'), and the submitter's timer stops
 //   bare-add     bare BullMQ's counterpart: Queue.add, timed until QueueEvents reports the job completed
 //   bare-worker  a bare BullMQ Worker whose processor answers at once
+//   bare2-add    two bare hops, the floor of our shape: Queue.add, timed until this process's own Worker on its own
+//                second queue (as our CLI bots' delivery queues) takes the job the worker handed to it
+//   bare2-worker a bare BullMQ Worker whose processor adds each job to the second queue its data names
 // Our worker processes are the real worker/main.ts with bench/_noop-pipeline.ts as the model.
 // Talks to the parent over the IPC channel: 'ready' once started; on {go} it runs and answers {done}.
 // (Files starting with '_' are not benchmarks; bench/main.ts skips them.)
@@ -165,9 +168,63 @@ async function bareWorker(prefix: string, concurrency: number): Promise<Runner> 
   };
 }
 
+async function bare2Add(prefix: string, concurrency: number): Promise<Runner> {
+  const redis = createRedis(loadSecrets().REDIS_URL, 'bench-bare2-add');
+  const queue = new Queue('bare2', { connection: redis, prefix });
+  const tag = randomUUID().slice(0, 8);
+  const out = `bare2-out-${tag}`;
+  const waiters = new Map<string, () => void>();
+  const worker = new Worker(out, async (job) => job.data, { connection: redis, prefix, concurrency });
+  worker.on('completed', (job) => waiters.get(job.id!)?.());
+  await worker.waitUntilReady();
+  return {
+    async one(i) {
+      const id = `b${tag}-${i}`;
+      const done = new Promise<void>((r) => waiters.set(id, r));
+      await queue.add('bare2', { n: i, out, prompt: 'a red fox in snow' }, { jobId: id, removeOnComplete: true });
+      await done;
+      waiters.delete(id);
+      return true;
+    },
+    async close() {
+      await worker.close();
+      await queue.close();
+      await closeRedis(redis);
+    },
+  };
+}
+
+async function bare2Worker(prefix: string, concurrency: number): Promise<Runner> {
+  const redis = createRedis(loadSecrets().REDIS_URL, 'bench-bare2-worker');
+  const outs = new Map<string, Queue>();
+  const worker = new Worker('bare2', async (job) => {
+    const name = String(job.data.out);
+    let q = outs.get(name);
+    if (!q) outs.set(name, (q = new Queue(name, { connection: redis, prefix })));
+    await q.add('out', { echoed: job.data.n }, { jobId: job.id!, removeOnComplete: true });
+    return { echoed: job.data.n };
+  }, { connection: redis, prefix, concurrency });
+  await worker.waitUntilReady();
+  return {
+    one: async () => true,
+    async close() {
+      await worker.close();
+      for (const q of outs.values()) await q.close();
+      await closeRedis(redis);
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const [role, prefix, concurrency, platform] = [process.argv[2], process.argv[3]!, Number(process.argv[4] ?? 16), process.argv[5] === 'slack' ? 'slack' : 'cli'] as const;
-  const runner = role === 'bot' ? await bot(prefix, concurrency, platform, process.argv[6] === 'limits') : role === 'bare-add' ? await bareAdd(prefix) : role === 'bare-worker' ? await bareWorker(prefix, concurrency) : undefined;
+  const runners: Record<string, () => Promise<Runner>> = {
+    bot: () => bot(prefix, concurrency, platform, process.argv[6] === 'limits'),
+    'bare-add': () => bareAdd(prefix),
+    'bare-worker': () => bareWorker(prefix, concurrency),
+    'bare2-add': () => bare2Add(prefix, concurrency),
+    'bare2-worker': () => bare2Worker(prefix, concurrency),
+  };
+  const runner = role && role in runners ? await runners[role]!() : undefined;
   if (!runner) throw new Error(`unknown role ${role}`);
   process.on('message', (m: Go | { type: 'stop' } | Delivered) => {
     if (m.type === 'go') void drive(runner, m).then(send);

@@ -4,7 +4,7 @@
 // npm run bench -- queue memory [jobs=100] [pngKiB=1536]
 //   (Redis memory that delivered images hold: kept blobs.ttlSeconds, as before, against released on delivery)
 //   (jobs that report every step, as real ones do: progress written coalesced against every report; see progress())
-//   (separate bot and worker processes against as many bare BullMQ ones: see multi() below)
+//   (separate bot and worker processes against as many bare BullMQ ones, one hop and two: see multi() below)
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
@@ -472,8 +472,10 @@ async function multi(args: number[], platform: 'cli' | 'slack', limits: boolean)
       ourWorkers.push(spawn(process.execPath, ['--import', 'tsx', 'worker/main.ts'], { cwd: fileURLToPath(new URL('..', import.meta.url)), env: { ...process.env, BLIP3O_CONFIG: configFile }, stdio: ['ignore', 'inherit', 'inherit'] }));
     const bareWorkers = Array.from({ length: workers }, () => forkRole('bare-worker', prefix, concurrency));
     const bareAdds = Array.from({ length: bots }, () => forkRole('bare-add', prefix, concurrency));
+    const bare2Workers = Array.from({ length: workers }, () => forkRole('bare2-worker', prefix, concurrency));
+    const bare2Adds = Array.from({ length: bots }, () => forkRole('bare2-add', prefix, concurrency));
     const ourBots = Array.from({ length: bots }, () => forkRole('bot', prefix, concurrency, platform, limits));
-    procs.push(...bareWorkers, ...bareAdds, ...ourBots);
+    procs.push(...bareWorkers, ...bareAdds, ...bare2Workers, ...bare2Adds, ...ourBots);
     await Promise.all(procs.map((p) => p.ready));
     const jobsQueue = new Queue(QueueNames.jobs, { connection: redis, prefix });
     while ((await jobsQueue.getWorkersCount()) < workers) await new Promise((r) => setTimeout(r, 500)); // worker/main.ts started
@@ -482,11 +484,14 @@ async function multi(args: number[], platform: 'cli' | 'slack', limits: boolean)
     const go = { jobs: perProcess, window, channels };
     // warm-up: JIT, script loading, connections
     await phase(bareAdds, [], redis, { ...go, jobs: 50 });
+    await phase(bare2Adds, [], redis, { ...go, jobs: 50 });
     await phase(ourBots, [], redis, { ...go, jobs: 50 });
     const bare: Phase[] = [];
+    const bare2: Phase[] = [];
     const ours: Phase[] = [];
     for (let r = 0; r < rounds; r++) {
       bare.push(await phase(bareAdds, bareWorkers.map((p) => p.child.pid!), redis, go));
+      bare2.push(await phase(bare2Adds, bare2Workers.map((p) => p.child.pid!), redis, go));
       ours.push(await phase(ourBots, ourWorkers.map((c) => c.pid!), redis, go));
     }
     const f = (n: number, d = 1) => n.toFixed(d);
@@ -497,6 +502,7 @@ async function multi(args: number[], platform: 'cli' | 'slack', limits: boolean)
     for (let r = 0; r < rounds; r++) {
       console.log(`round ${r + 1}:`);
       console.log(line('bare BullMQ add → process → completed: ', bare[r]!));
+      console.log(line('two bare hops (→ worker → 2nd queue):  ', bare2[r]!));
       console.log(line('ours core.handle → worker → delivered:  ', ours[r]!));
     }
     const bt = median(bare.map((p) => p.jobsPerSecond));
@@ -507,6 +513,9 @@ async function multi(args: number[], platform: 'cli' | 'slack', limits: boolean)
     console.log(`  Redis calls per job, last round (scripts' own commands included): bare ${calls(bare.at(-1)!)}`);
     console.log(`    ours ${calls(ours.at(-1)!)}`);
     console.log(`  median: bare ${f(bt, 0)} jobs/s, ours ${f(ot, 0)} jobs/s (throughput ratio ${f(ot / bt, 2)}×); p50 latency bare ${f(bl)} ms, ours ${f(ol)} ms (${f(ol / bl, 2)}×)`);
+    const b2t = median(bare2.map((p) => p.jobsPerSecond));
+    const b2l = median(bare2.map((p) => pct(p.latenciesMs, 0.5)));
+    console.log(`  against two bare hops (the floor of a worker handing results to another process): ${f(b2t, 0)} jobs/s, p50 ${f(b2l)} ms; ours ${f(ot / b2t, 2)}× the throughput, ${f(ol / b2l, 2)}× the p50 latency`);
   } finally {
     for (const p of procs) if (p.child.connected) p.child.send({ type: 'stop' });
     for (const c of ourWorkers) c.kill('SIGTERM');
