@@ -130,25 +130,37 @@ async function bot(prefix: string, deliveryConcurrency: number, platform: 'cli' 
   };
 }
 
-async function bareAdd(prefix: string): Promise<Runner> {
-  const redis = createRedis(loadSecrets().REDIS_URL, 'bench-bare-add');
-  const queue = new Queue('bare', { connection: redis, prefix });
-  const events = new QueueEvents('bare', { connection: duplicateRedis(redis), prefix });
-  const waiters = new Map<string, () => void>();
-  events.on('completed', ({ jobId }) => waiters.get(jobId)?.());
-  await events.waitUntilReady();
+/**
+ * Bare BullMQ's submitter: Queue.add, timed until the job is done. One hop: QueueEvents reports it completed. Two
+ * hops: the worker hands it to this process's own second queue (named in the job), whose Worker here takes it.
+ */
+async function bareAdd(prefix: string, concurrency: number, hops: 1 | 2): Promise<Runner> {
+  const name = hops === 1 ? 'bare' : 'bare2';
+  const redis = createRedis(loadSecrets().REDIS_URL, `bench-${name}-add`);
+  const queue = new Queue(name, { connection: redis, prefix });
   const tag = randomUUID().slice(0, 8);
+  const out = `bare2-out-${tag}`;
+  const waiters = new Map<string, () => void>();
+  let done: QueueEvents | Worker;
+  if (hops === 1) {
+    done = new QueueEvents(name, { connection: duplicateRedis(redis), prefix });
+    done.on('completed', ({ jobId }) => waiters.get(jobId)?.());
+  } else {
+    done = new Worker(out, async (job) => job.data, { connection: redis, prefix, concurrency });
+    done.on('completed', (job) => waiters.get(job.id!)?.());
+  }
+  await done.waitUntilReady();
   return {
     async one(i) {
       const id = `b${tag}-${i}`;
-      const done = new Promise<void>((r) => waiters.set(id, r));
-      await queue.add('bare', { n: i, prompt: 'a red fox in snow' }, { jobId: id, removeOnComplete: true });
-      await done;
+      const delivered = new Promise<void>((r) => waiters.set(id, r));
+      await queue.add(name, { n: i, out, prompt: 'a red fox in snow' }, { jobId: id, removeOnComplete: true });
+      await delivered;
       waiters.delete(id);
       return true;
     },
     async close() {
-      await events.close();
+      await done.close();
       await queue.close();
       await closeRedis(redis);
     },
@@ -163,32 +175,6 @@ async function bareWorker(prefix: string, concurrency: number): Promise<Runner> 
     one: async () => true,
     async close() {
       await worker.close();
-      await closeRedis(redis);
-    },
-  };
-}
-
-async function bare2Add(prefix: string, concurrency: number): Promise<Runner> {
-  const redis = createRedis(loadSecrets().REDIS_URL, 'bench-bare2-add');
-  const queue = new Queue('bare2', { connection: redis, prefix });
-  const tag = randomUUID().slice(0, 8);
-  const out = `bare2-out-${tag}`;
-  const waiters = new Map<string, () => void>();
-  const worker = new Worker(out, async (job) => job.data, { connection: redis, prefix, concurrency });
-  worker.on('completed', (job) => waiters.get(job.id!)?.());
-  await worker.waitUntilReady();
-  return {
-    async one(i) {
-      const id = `b${tag}-${i}`;
-      const done = new Promise<void>((r) => waiters.set(id, r));
-      await queue.add('bare2', { n: i, out, prompt: 'a red fox in snow' }, { jobId: id, removeOnComplete: true });
-      await done;
-      waiters.delete(id);
-      return true;
-    },
-    async close() {
-      await worker.close();
-      await queue.close();
       await closeRedis(redis);
     },
   };
@@ -219,9 +205,9 @@ async function main(): Promise<void> {
   const [role, prefix, concurrency, platform] = [process.argv[2], process.argv[3]!, Number(process.argv[4] ?? 16), process.argv[5] === 'slack' ? 'slack' : 'cli'] as const;
   const runners: Record<string, () => Promise<Runner>> = {
     bot: () => bot(prefix, concurrency, platform, process.argv[6] === 'limits'),
-    'bare-add': () => bareAdd(prefix),
+    'bare-add': () => bareAdd(prefix, concurrency, 1),
     'bare-worker': () => bareWorker(prefix, concurrency),
-    'bare2-add': () => bare2Add(prefix, concurrency),
+    'bare2-add': () => bareAdd(prefix, concurrency, 2),
     'bare2-worker': () => bare2Worker(prefix, concurrency),
   };
   const runner = role && role in runners ? await runners[role]!() : undefined;
