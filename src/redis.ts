@@ -169,6 +169,15 @@ export function isRedisConnectionError(err: unknown): boolean {
 }
 
 /**
+ * Redis refused a write because it reached `maxmemory` (with `maxmemory-policy noeviction`, which BullMQ needs):
+ * nothing can be queued until memory is freed or the limit raised. Scripts report it inside their own error text.
+ */
+export function isRedisOutOfMemory(err: unknown): boolean {
+  const message = (err as { message?: unknown } | undefined)?.message;
+  return typeof message === 'string' && message.includes('OOM command not allowed');
+}
+
+/**
  * Record a connection error seen on any connection or BullMQ object: logs one line when Redis goes from reachable
  * (or not yet tried) to unreachable. Returns false for errors that are not about reaching Redis (log those yourself).
  */

@@ -49,7 +49,7 @@ import {
 } from '../../src/jobs/queue.ts';
 import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
-import { closeRedis, createRedis, isRedisConnectionError, waitForReplicas, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis, isRedisConnectionError, isRedisOutOfMemory, waitForReplicas, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
 import { checksCommand } from './commands/checks.ts';
 import { limitsCommand } from './commands/limits.ts';
@@ -449,6 +449,10 @@ export function createCore(options: CoreOptions): Core {
         if (isRedisConnectionError(e)) {
           log.warn({ err: (e as Error).message }, 'command refused: Redis connection lost');
           return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
+        }
+        if (isRedisOutOfMemory(e)) {
+          log.error({ err: (e as Error).message }, 'command refused: Redis is out of memory (maxmemory reached); free memory or raise maxmemory (README: Sizing Redis)');
+          return { kind: 'error', text: 'My job store is full, so nothing was queued. Please tell an admin; it works again once they make room.', private: true };
         }
         const ref = randomUUID().slice(0, 8);
         log.error({ ref, err: asAppError(e).message, cause: e }, 'command failed');
