@@ -5,7 +5,7 @@
 // re-run finds the result already handed over and calls this again: the cache put and the follower hand-over are
 // both idempotent, so followers are delivered exactly once even if the worker dies in between.
 // The three writes (usage settle, cache put, flight close) are one script: one round trip and one script call per job.
-// Then an /ask's uploaded image, which nothing reads any more, is released (BlobStore.release).
+// Then the job's upload is released (BlobStore.release): an /ask's at once, a vary's once its Re-roll window closes.
 // The rate limits' slots are not: they are held until BullMQ has finished the job, which it has not yet here; the
 // bots free them on its completed/failed event, and their sweep after a lost event (src/limits/gate.ts).
 import { createHash } from 'node:crypto';
@@ -92,10 +92,12 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
       ]);
       const handed = await handOverEach({ queues, blobs }, followers.map(String), result);
       if (handed > 0) log.info({ jobId: request.id, followers: handed }, 'result handed to identical requests that joined this job');
-      // An /ask's upload was read by this job only (a vary's stays: its Re-roll reads it again). Last: a re-run after a
-      // crash before this point still finds it for the digest above.
-      if (request.kind === 'ask') {
-        await blobs.release(request.imageKey, config.blobs.keepDeliveredSeconds).catch((e: unknown) =>
+      // An /ask's upload was read by this job only; a vary's is read again only by a Re-roll of it, which the bots accept
+      // while the job's data is kept (queue.keepCompletedSeconds, keepFailedSeconds) and which takes its own copy.
+      // Last: a re-run after a crash before this point still finds it for the digest above.
+      if (request.kind !== 'imagine') {
+        const keep = request.kind === 'ask' ? config.blobs.keepDeliveredSeconds : result.status === 'succeeded' ? config.queue.keepCompletedSeconds : config.queue.keepFailedSeconds;
+        await blobs.release(request.imageKey, keep).catch((e: unknown) =>
           log.warn({ jobId: request.id, err: (e as Error).message }, 'could not release the uploaded image; it expires with blobs.ttlSeconds'));
       }
     },

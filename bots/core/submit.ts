@@ -167,7 +167,8 @@ export function createCore(options: CoreOptions): Core {
   }
 
   /** Step 1 (and 3 for image commands): validate and build the request. */
-  async function validate(inv: Invocation, base: RequestBase, saved: SavedSettings): Promise<{ request: JobRequest; storeImage?: Uint8Array }> {
+  /** storeImage: an upload to store for the request; copiedImage: a blob already made for it (a Re-roll's copy). */
+  async function validate(inv: Invocation, base: RequestBase, saved: SavedSettings): Promise<{ request: JobRequest; storeImage?: Uint8Array; copiedImage?: string }> {
     const input = inv.input;
     switch (input.command) {
       case 'imagine':
@@ -191,8 +192,12 @@ export function createCore(options: CoreOptions): Core {
         const data = await previousRequest(input.jobId);
         if (!data || data.kind === 'ask') throw new UserError('bad_request', 'That image is too old to re-roll; please run /imagine again.');
         const request: ImagineRequest = { v: CONTRACT_VERSION, ...base, kind: 'imagine', prompt: data.prompt, options: { ...data.options, seed: randomSeed(data.options.count) } };
-        if (data.kind === 'vary') return { request: { ...request, kind: 'vary', imageKey: data.imageKey } };
-        return { request };
+        if (data.kind !== 'vary') return { request };
+        // Its own copy of the upload, living blobs.ttlSeconds: the first vary's is released once that job's re-roll
+        // window closes (worker/after-job.ts), which may come before this job runs.
+        const imageKey = await blobs.share(data.imageKey, base.id, retentionOf(base.destination));
+        if (!imageKey) throw new UserError('bad_request', 'That image is too old to re-roll; please run /vary again.');
+        return { request: { ...request, kind: 'vary', imageKey }, copiedImage: imageKey };
       }
       default:
         // Stryker disable next-line StringLiteral: unreachable, handle() routes only the job commands above here
@@ -210,8 +215,9 @@ export function createCore(options: CoreOptions): Core {
 
   async function served(request: JobRequest, text: string): Promise<Reply> {
     await redis.set(servedKey(request.id), JSON.stringify({ request, text } satisfies Served), 'EX', config.queue.keepCompletedSeconds);
-    // Answered without reading the upload: an /ask's is not needed again (a vary's is: its Re-roll)
-    if (request.kind === 'ask') void blobs.release(request.imageKey, config.blobs.keepDeliveredSeconds).catch(() => undefined);
+    // Answered without reading the upload: an /ask's is not needed again, a vary's only by a Re-roll of it, which reads
+    // this request from the served key for keepCompletedSeconds
+    if (request.kind !== 'imagine') void blobs.release(request.imageKey, request.kind === 'ask' ? config.blobs.keepDeliveredSeconds : config.queue.keepCompletedSeconds).catch(() => undefined);
     await gate.usage.count('hits', request.destination).catch(() => undefined); // for the usage report
     log.info({ jobId: request.id, kind: request.kind, channel: request.destination.channelId, served: text === CACHED_TEXT ? 'cache' : 'joined' }, 'served without a job');
     return { kind: 'queued', jobId: request.id, position: 0, text };
@@ -299,10 +305,10 @@ export function createCore(options: CoreOptions): Core {
     const retention = saved.retentionSeconds !== undefined ? { retentionSeconds: saved.retentionSeconds } : {};
     const destination: Destination = inv.destination.platform === 'cli' ? inv.destination : { ...inv.destination, ...retention, ...(saved.noLog ? { noLog: true } : {}) };
     const base: RequestBase = { id, destination, submittedAt: Date.now() };
-    let { request, storeImage } = await validate(inv, base, saved);
+    let { request, storeImage, copiedImage } = await validate(inv, base, saved);
     // The input image is stored first: a request served from the cache or by another job is re-rolled from it later.
     if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input', retentionOf(destination)) } as JobRequest;
-    const stored = storeImage ? (request as Extract<JobRequest, { imageKey: string }>).imageKey : undefined;
+    const stored = storeImage ? (request as Extract<JobRequest, { imageKey: string }>).imageKey : copiedImage;
     let position: number;
     let digest: string | undefined;
     let enqueueing = false;

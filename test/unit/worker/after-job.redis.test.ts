@@ -110,20 +110,26 @@ describe('afterHandOver', () => {
     }
   });
 
-  it('releases an /ask\'s upload once it is answered, and keeps a vary\'s for its Re-roll', async () => {
+  it('releases an /ask\'s upload once it is answered, and a vary\'s once its Re-roll window closes', async () => {
     const blobs = createBlobStore(config, redis);
     const after = createAfterJob({ config, redis, blobs, log: createLogger('test', 'silent'), manifestHash: 'model-j' });
-    const keep = config.blobs.keepDeliveredSeconds;
     const upload = () => blobs.put(Uint8Array.from([137, 80, 78, 71, 9]), 'input');
+    const ttlOf = (r: JobRequest) => redis.ttl((r as Extract<JobRequest, { imageKey: string }>).imageKey);
     try {
-      const base = { v: CONTRACT_VERSION, submittedAt: 1 };
-      const ask = { ...base, id: 'a1', destination: dest('au'), kind: 'ask', imageKey: await upload(), question: 'what is it?', history: [], options: { maxNewTokens: 8, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 1 } } satisfies JobRequest as JobRequest;
-      const vary = { ...imagine('a2', dest('av')), kind: 'vary', imageKey: await upload() } as unknown as JobRequest;
-      const answered = (r: JobRequest): JobResult => ({ v: CONTRACT_VERSION, jobId: r.id, kind: r.kind, destination: r.destination, status: 'failed', error: { code: 'internal', message: 'x', userFacing: false }, timingsMs: {}, finishedAt: 1 });
-      await after.afterHandOver(ask, answered(ask), 1_000);
-      await after.afterHandOver(vary, answered(vary), 1_000);
-      expect(await redis.ttl((ask as Extract<JobRequest, { kind: 'ask' }>).imageKey)).toBeLessThanOrEqual(keep);
-      expect(await redis.ttl((vary as Extract<JobRequest, { kind: 'vary' }>).imageKey)).toBeGreaterThan(keep);
+      const ask = { v: CONTRACT_VERSION, submittedAt: 1, id: 'a1', destination: dest('au'), kind: 'ask', imageKey: await upload(), question: 'what is it?', history: [], options: { maxNewTokens: 8, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 1 } } satisfies JobRequest as JobRequest;
+      const vary = (id: string) => async () => ({ ...imagine(id, dest('av')), kind: 'vary', imageKey: await upload() }) as unknown as JobRequest;
+      const [varied, failedVary] = await Promise.all([vary('a2')(), vary('a3')()]);
+      const ended = (r: JobRequest, status: 'succeeded' | 'failed'): JobResult =>
+        status === 'succeeded'
+          ? { v: CONTRACT_VERSION, jobId: r.id, kind: r.kind, destination: r.destination, status, timingsMs: {}, finishedAt: 1 }
+          : { v: CONTRACT_VERSION, jobId: r.id, kind: r.kind, destination: r.destination, status, error: { code: 'internal', message: 'x', userFacing: false }, timingsMs: {}, finishedAt: 1 };
+      await after.afterHandOver(ask, ended(ask, 'failed'), 1_000);
+      await after.afterHandOver(varied, ended(varied, 'succeeded'), 1_000);
+      await after.afterHandOver(failedVary, ended(failedVary, 'failed'), 1_000);
+      expect(await ttlOf(ask)).toBeLessThanOrEqual(config.blobs.keepDeliveredSeconds);
+      expect(await ttlOf(varied)).toBeGreaterThan(config.blobs.keepDeliveredSeconds);
+      expect(await ttlOf(varied)).toBeLessThanOrEqual(config.queue.keepCompletedSeconds); // re-rollable while its job is kept
+      expect(await ttlOf(failedVary)).toBeGreaterThan(config.queue.keepCompletedSeconds); // a failed job is kept longer
     } finally {
       await after.close();
     }

@@ -41,6 +41,19 @@ describe('single flight', () => {
     expect((await c.queue.getJob(reroll.jobId))?.data).toMatchObject({ kind: 'imagine', prompt: 'a  fox' }); // its own words
   });
 
+  it('a vary that joins an identical one keeps its upload only while it can be re-rolled, and its Re-roll works', async () => {
+    const c = core();
+    const vary = () => inv({ command: 'vary', image: { bytes: h.png }, prompt: 'in the rain', seed: 3 });
+    expect(await c.handle(vary())).toMatchObject({ kind: 'queued', position: 1 });
+    const second = vary();
+    expect(await c.handle(second)).toMatchObject({ kind: 'queued', text: JOINED_TEXT });
+    const id = jobIdFor('discord', second.dedupeKey);
+    const served = JSON.parse((await h.redis.get(`${c.config.queue.prefix}:served:${id}`))!) as { request: Extract<JobRequest, { kind: 'vary' }> };
+    await vi.waitFor(async () => expect(await h.redis.ttl(served.request.imageKey)).toBeLessThanOrEqual(c.config.queue.keepCompletedSeconds));
+    const reroll = (await c.handle(inv({ command: 'reroll', jobId: id }))) as { jobId: string };
+    expect((await c.queue.getJob(reroll.jobId))?.data).toMatchObject({ kind: 'vary', imageKey: `${served.request.imageKey}:${reroll.jobId}` });
+  });
+
   it('a queued leader\'s flight lives as long as its job can, not just the admission grace', async () => {
     const c = core();
     const first = (await c.handle(inv(imagine('a confirmed fox')))) as { jobId: string };

@@ -97,7 +97,14 @@ describe('core.handle: submissions', () => {
     const v = (await c.handle(inv({ command: 'vary', image: { bytes: h.png }, prompt: 'blue' }))) as { jobId: string };
     const rv = (await c.handle(inv({ command: 'reroll', jobId: v.jobId }))) as { jobId: string };
     const vary = (await data(c, v.jobId)) as Extract<JobRequest, { kind: 'vary' }>;
-    expect(await data(c, rv.jobId)).toMatchObject({ kind: 'vary', imageKey: vary.imageKey, prompt: 'blue' });
+    // a vary's Re-roll takes its own copy of the upload, with the full TTL: the first's is released when its job ends
+    const copy = `${vary.imageKey}:${rv.jobId}`;
+    expect(await data(c, rv.jobId)).toMatchObject({ kind: 'vary', imageKey: copy, prompt: 'blue' });
+    expect(await c.blobs.get(copy)).toEqual(await c.blobs.get(vary.imageKey));
+    await c.blobs.release(vary.imageKey, 1);
+    expect(await h.redis.ttl(copy)).toBeGreaterThan(c.config.queue.keepCompletedSeconds);
+    await c.blobs.delete(vary.imageKey); // gone (its Re-roll window closed): a Re-roll says so, and queues nothing
+    expect(await c.handle(inv({ command: 'reroll', jobId: v.jobId }))).toEqual({ kind: 'error', text: 'That image is too old to re-roll; please run /vary again.', private: true });
     const a = (await c.handle(inv({ command: 'ask', question: 'q', image: { bytes: h.png } }))) as { jobId: string };
     const tooOld = { kind: 'error', text: 'That image is too old to re-roll; please run /imagine again.', private: true };
     expect(await c.handle(inv({ command: 'reroll', jobId: a.jobId }))).toEqual(tooOld);
