@@ -196,7 +196,7 @@ export function createCore(options: CoreOptions): Core {
         // Its own copy of the upload, living blobs.ttlSeconds: the first vary's is released once that job's re-roll
         // window closes (worker/after-job.ts), which may come before this job runs.
         const imageKey = await blobs.share(data.imageKey, base.id, retentionOf(base.destination));
-        if (!imageKey) throw new UserError('bad_request', 'That image is too old to re-roll; please run /vary again.');
+        if (!imageKey) throw new UserError('bad_request', 'That image is too old to re-roll; please press Vary on the original again.');
         return { request: { ...request, kind: 'vary', imageKey }, copiedImage: imageKey };
       }
       default:

@@ -104,7 +104,7 @@ describe('core.handle: submissions', () => {
     await c.blobs.release(vary.imageKey, 1);
     expect(await h.redis.ttl(copy)).toBeGreaterThan(c.config.queue.keepCompletedSeconds);
     await c.blobs.delete(vary.imageKey); // gone (its Re-roll window closed): a Re-roll says so, and queues nothing
-    expect(await c.handle(inv({ command: 'reroll', jobId: v.jobId }))).toEqual({ kind: 'error', text: 'That image is too old to re-roll; please run /vary again.', private: true });
+    expect(await c.handle(inv({ command: 'reroll', jobId: v.jobId }))).toEqual({ kind: 'error', text: 'That image is too old to re-roll; please press Vary on the original again.', private: true });
     const a = (await c.handle(inv({ command: 'ask', question: 'q', image: { bytes: h.png } }))) as { jobId: string };
     const tooOld = { kind: 'error', text: 'That image is too old to re-roll; please run /imagine again.', private: true };
     expect(await c.handle(inv({ command: 'reroll', jobId: a.jobId }))).toEqual(tooOld);
