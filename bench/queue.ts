@@ -12,7 +12,7 @@
 // worker: the floor of any design whose results go back to another process through Redis), all measured here, in one
 // run, on the same Redis.
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { Queue, Worker, type Job } from 'bullmq';
 import { createCore } from '../bots/core/submit.ts';
-import type { PlatformPort } from '../bots/core/port.ts';
+import type { Invocation, PlatformPort } from '../bots/core/port.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { loadConfig, loadSecrets } from '../src/config/load.ts';
 import { QueueNames, type CliDestination, type Destination, type JobRequest, type JobResult } from '../src/jobs/contract.ts';
@@ -28,6 +28,7 @@ import { createJobsQueue, createQueueWorker, jobIdFor } from '../src/jobs/queue.
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { createLogger } from '../src/log.ts';
 import { Redis as IORedis } from 'ioredis';
+import sharp from 'sharp';
 import { closeRedis, createRedis, deleteKeys, type Redis } from '../src/redis.ts';
 import { createAfterJob } from '../worker/after-job.ts';
 import { createProcessor, type ProcessOutcome } from '../worker/processor.ts';
@@ -90,7 +91,7 @@ interface OurPathOptions {
   keepDeliveredSeconds?: number;
 }
 
-async function ourPath(redis: Redis, prefix: string, concurrency: number, opts: OurPathOptions = {}): Promise<Path & { edits: () => number }> {
+async function ourPath(redis: Redis, prefix: string, concurrency: number, opts: OurPathOptions = {}): Promise<Path & { edits: () => number; ask(i: number, image: Uint8Array): Promise<void> }> {
   const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // rate limits off: this measures the path
   const memoryRun = opts.keepDeliveredSeconds !== undefined ? { blobs: { keepDeliveredSeconds: opts.keepDeliveredSeconds }, cache: { enabled: false } } : {}; // only the blobs' bytes
   const config = loadConfig({ overrides: { logLevel: 'error', queue: { prefix }, worker: { concurrency }, limits: { channel: off, user: off, workspace: off }, ...memoryRun } });
@@ -137,19 +138,27 @@ async function ourPath(redis: Redis, prefix: string, concurrency: number, opts: 
   const core = createCore({ config, secrets, ports: [port], cliClientId: clientId, redis, log, deliveryConcurrency: concurrency });
   await core.start();
   await worker.waitUntilReady();
+  /** One job, timed through its stages; resolves once delivered. */
+  const submit = async (i: number, input: Invocation['input']) => {
+    // One channel per job: fair scheduling releases one job per channel at a time, and this measures the path.
+    const destination: CliDestination = { platform: 'cli', clientId, channelId: `bench-${i}`, userId: `bench-${i}` };
+    const id = jobIdFor('cli', `${clientId}-${input.command}-${i}`);
+    const m = [performance.now()];
+    marks.set(id, m);
+    const reply = await core.handle({ input, destination, dedupeKey: `${clientId}-${input.command}-${i}`, isAdmin: false });
+    if (reply.kind !== 'queued') throw new Error(`not queued: ${reply.text}`);
+    m.splice(1, 0, performance.now());
+    await new Promise<void>((r) => waiters.set(reply.jobId, r));
+    waiters.delete(reply.jobId);
+  };
   return {
     edits: () => edits,
     async one(i: number) {
-      // One channel per job: fair scheduling releases one job per channel at a time, and this measures the path.
-      const destination: CliDestination = { platform: 'cli', clientId, channelId: `bench-${i}`, userId: `bench-${i}` };
-      const id = jobIdFor('cli', `${clientId}-${i}`);
-      const m = [performance.now()];
-      marks.set(id, m);
-      const reply = await core.handle({ input: { command: 'imagine', prompt: 'a red fox in snow', seed: i }, destination, dedupeKey: `${clientId}-${i}`, isAdmin: false });
-      if (reply.kind !== 'queued') throw new Error(`not queued: ${reply.text}`);
-      m.splice(1, 0, performance.now());
-      await new Promise<void>((r) => waiters.set(reply.jobId, r));
-      waiters.delete(reply.jobId);
+      await submit(i, { command: 'imagine', prompt: 'a red fox in snow', seed: i });
+    },
+    /** An /ask about `image` (memory(): its upload's bytes in Redis). */
+    async ask(i: number, image: Uint8Array) {
+      await submit(i, { command: 'ask', question: `what is in picture ${i}?`, image: { bytes: image } });
     },
     async close() {
       await core.stop();
@@ -604,11 +613,13 @@ async function progress(args: number[]): Promise<void> {
 // ---- memory: what delivered images leave in Redis ----------------------------------------------------------
 
 /**
- * `jobs` /imagines with a `pngKiB` image (a real 1024² PNG is 1–2 MiB) through our path twice, side by side: once with
- * every PNG kept blobs.ttlSeconds (keepDeliveredSeconds = ttlSeconds: release never shortens it, as before the release
- * existed), once released on delivery (keepDeliveredSeconds 1 s here; its default otherwise). Then, once the grace has passed,
- * the PNG bytes still in Redis per delivered job (MEMORY USAGE of every output blob key), and what each holds at a
- * steady 1 image per second. The result cache is off in both: it holds its own copies, bounded by cache.maxBytes.
+ * `jobs` /imagines with a `pngKiB` image (a real 1024² PNG is 1–2 MiB) and `jobs` /asks about a 1024² upload (a noise
+ * PNG, ≈ 3 MiB: a phone photo's size) through our path twice, side by side: once with every blob kept as before the
+ * release existed (keepDeliveredSeconds = blobs.ttlSeconds: a release never shortens a TTL), once released as
+ * delivered or answered (keepDeliveredSeconds 1 s here; its default otherwise). Then, once the grace has passed, the
+ * bytes still in Redis (MEMORY USAGE of every blob key) per job, and what each holds at a steady one job of each kind
+ * per second with the shipped defaults. The result cache is off in both: it holds its own copies, bounded by
+ * cache.maxBytes.
  */
 async function memory([jobs = 100, pngKiB = 1536]: number[]): Promise<void> {
   const secrets = loadSecrets();
@@ -616,13 +627,14 @@ async function memory([jobs = 100, pngKiB = 1536]: number[]): Promise<void> {
   const { ttlSeconds, keepDeliveredSeconds: keepDelivered } = loadConfig({ overrides: {} }).blobs;
   const tag = randomUUID().slice(0, 8);
   const variants = [
-    { name: 'kept blobs.ttlSeconds (before)', prefix: `{bench-${tag}-kept}`, keep: ttlSeconds },
-    { name: 'released on delivery (now)', prefix: `{bench-${tag}-released}`, keep: 1 },
+    { name: 'kept blobs.ttlSeconds (before)', prefix: `{bench-${tag}-kept}`, keep: ttlSeconds, lives: ttlSeconds },
+    { name: 'released (now)', prefix: `{bench-${tag}-released}`, keep: 1, lives: keepDelivered },
   ];
-  const held = async (prefix: string) => {
+  const upload = new Uint8Array(await sharp(randomBytes(1024 * 1024 * 3), { raw: { width: 1024, height: 1024, channels: 3 } }).png().toBuffer());
+  const held = async (pattern: string) => {
     let keys = 0;
     let bytes = 0;
-    for await (const batch of (redis as IORedis).scanStream({ match: `${prefix}:blob:output:*`, count: 500 })) {
+    for await (const batch of (redis as IORedis).scanStream({ match: pattern, count: 500 })) {
       for (const key of batch as string[]) {
         keys++;
         bytes += Number(await (redis as IORedis).memory('USAGE', key)) || 0;
@@ -633,21 +645,27 @@ async function memory([jobs = 100, pngKiB = 1536]: number[]): Promise<void> {
   try {
     const paths = await Promise.all(variants.map((v) => ourPath(redis, v.prefix, 4, { pngBytes: pngKiB * 1024, keepDeliveredSeconds: v.keep })));
     for (let i = 0; i < jobs; i += 10) { // alternating batches, so load hits both alike
-      for (const p of paths) await Promise.all(Array.from({ length: Math.min(10, jobs - i) }, (_, k) => p.one(i + k)));
+      for (const p of paths) {
+        const batch = Array.from({ length: Math.min(10, jobs - i) }, (_, k) => i + k);
+        await Promise.all(batch.flatMap((n) => [p.one(n), p.ask(n, upload)]));
+      }
     }
     await new Promise((r) => setTimeout(r, 2_500)); // past the 1 s grace
-    const rows = await Promise.all(variants.map((v) => held(v.prefix)));
+    const rows = await Promise.all(variants.map(async (v) => ({ out: await held(`${v.prefix}:blob:output:*`), up: await held(`${v.prefix}:blob:input:*`) })));
     for (const p of paths) await p.close();
     const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+    const kib = (n: number) => (n / 1024).toFixed(0);
     const [kept, released] = [rows[0]!, rows[1]!];
-    const perPng = kept.bytes / Math.max(1, kept.keys); // Redis's own size of one PNG (allocator rounding included)
-    const lives = [ttlSeconds, keepDelivered]; // seconds each variant holds a PNG, with the shipped defaults
-    console.log(`queue bench, memory: ${jobs} /imagines per variant, a ${pngKiB} KiB image each, delivered; PNG bytes left in Redis 2.5 s later`);
+    // Redis's own size of one blob of each kind (allocator rounding included), from the variant that kept them all
+    const perPng = kept.out.bytes / Math.max(1, kept.out.keys);
+    const perUpload = kept.up.bytes / Math.max(1, kept.up.keys);
+    console.log(`queue bench, memory: ${jobs} /imagines (a ${pngKiB} KiB image each) and ${jobs} /asks (a ${kib(upload.byteLength)} KiB upload each) per variant; blob bytes left in Redis 2.5 s after the last was delivered`);
     for (const [i, v] of variants.entries()) {
       const r = rows[i]!;
-      console.log(`  ${v.name.padEnd(32)} ${String(r.keys).padStart(5)} PNG keys, ${mib(r.bytes).padStart(8)} MiB (${(r.bytes / jobs / 1024).toFixed(0)} KiB per delivered job); at 1 image/s, with the defaults, Redis holds ${mib(perPng * lives[i]!)} MiB of PNGs (each ${lives[i]} s)`);
+      console.log(`  ${v.name.padEnd(30)} PNGs ${String(r.out.keys).padStart(4)} keys ${mib(r.out.bytes).padStart(7)} MiB, uploads ${String(r.up.keys).padStart(4)} keys ${mib(r.up.bytes).padStart(7)} MiB (${kib((r.out.bytes + r.up.bytes) / jobs)} KiB per imagine + ask); at one of each per second, with the defaults, Redis holds ${mib((perPng + perUpload) * v.lives)} MiB of them (each ${v.lives} s)`);
     }
-    console.log(`  ratio released/kept: bytes left after the grace ${(released.bytes / Math.max(1, kept.bytes)).toFixed(3)}×; at a steady rate ${(keepDelivered / ttlSeconds).toFixed(4)}× (${keepDelivered} s against ${ttlSeconds} s)`);
+    const total = (r: (typeof rows)[number]) => r.out.bytes + r.up.bytes;
+    console.log(`  ratio released/kept: bytes left after the grace ${(total(released) / Math.max(1, total(kept))).toFixed(3)}×; at a steady rate ${(keepDelivered / ttlSeconds).toFixed(4)}× (${keepDelivered} s against ${ttlSeconds} s)`);
   } finally {
     for (const v of variants) await cleanup(redis, v.prefix);
     await closeRedis(redis);
