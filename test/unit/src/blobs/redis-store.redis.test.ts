@@ -14,6 +14,8 @@ const config = loadConfig({ env: {}, overrides: { queue: { prefix }, blobs: { tt
 let redis: Redis;
 let blobs: BlobStore;
 const png = Uint8Array.from([137, 80, 78, 71, 1, 2, 3]);
+/** A key outside the blobs' space (under this file's prefix, so afterAll deletes it whatever a run leaves behind). */
+const elsewhere = `${prefix}:not-a-blob`;
 
 beforeAll(() => {
   redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
@@ -31,13 +33,13 @@ describe('RedisBlobStore', () => {
     expect(await redis.ttl(key)).toBeGreaterThan(3590);
     expect(await redis.ttl(await blobs.put(png, 'input', 60))).toBeLessThanOrEqual(60);
     expect(await redis.ttl(await blobs.put(png, 'input', 7200))).toBeLessThanOrEqual(3600); // never longer than the store's
-    await redis.set('elsewhere', 'x');
-    expect(await blobs.get('elsewhere')).toBeUndefined();
-    await blobs.delete('elsewhere');
-    await blobs.release('elsewhere', 1);
-    expect(await redis.get('elsewhere')).toBe('x');
-    expect(await redis.ttl('elsewhere')).toBe(-1);
-    await redis.del('elsewhere');
+    await redis.set(elsewhere, 'x');
+    expect(await blobs.get(elsewhere)).toBeUndefined();
+    await blobs.delete(elsewhere);
+    await blobs.release(elsewhere, 1);
+    expect(await redis.get(elsewhere)).toBe('x');
+    expect(await redis.ttl(elsewhere)).toBe(-1);
+    await redis.del(elsewhere);
     await blobs.delete(key);
     expect(await blobs.get(key)).toBeUndefined();
   });
@@ -86,9 +88,9 @@ describe('RedisBlobStore', () => {
     await redis.del(key);
     expect(await blobs.share(key, 'j4')).toBeUndefined();
     expect(await redis.exists(`${key}:j4`)).toBe(0);
-    await redis.set('elsewhere', 'x');
-    expect(await blobs.share('elsewhere', 'j5')).toBeUndefined(); // outside the prefix: not copied
-    expect(await redis.exists('elsewhere:j5')).toBe(0);
-    await redis.del('elsewhere');
+    await redis.set(elsewhere, 'x');
+    expect(await blobs.share(elsewhere, 'j5')).toBeUndefined(); // outside the prefix: not copied
+    expect(await redis.exists(`${elsewhere}:j5`)).toBe(0);
+    await redis.del(elsewhere);
   });
 });
