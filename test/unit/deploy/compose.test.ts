@@ -121,6 +121,17 @@ describe('docker-compose.yml', () => {
     expect(redis.image).toMatch(/^redis:\d+\.\d+\.\d+/);
   });
 
+  it('never evicts (BullMQ\'s keys) and takes its memory limit from REDIS_MAXMEMORY, none by default, on every Redis', () => {
+    const redises = Object.entries(services).filter(([, s]) => (s.command as string[] | undefined)?.[0] === 'redis-server' && !(s.command as string[]).includes('--sentinel'));
+    expect(redises.map(([name]) => name).sort()).toEqual(['redis', 'redis-replica']);
+    for (const [, s] of redises) {
+      const cmd: string[] = s.command;
+      expect(cmd[cmd.indexOf('--maxmemory-policy') + 1]).toBe('noeviction');
+      expect(cmd[cmd.indexOf('--maxmemory') + 1]).toBe('${REDIS_MAXMEMORY:-0}');
+    }
+    expect(read('config/.env.example')).toContain('# REDIS_MAXMEMORY=');
+  });
+
   it('workers reserve one NVIDIA GPU each, share a model-cache volume and can be scaled', () => {
     const w = services.worker!;
     expect(w.deploy.resources.reservations.devices).toEqual([{ driver: 'nvidia', count: 1, capabilities: ['gpu'] }]);
