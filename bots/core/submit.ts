@@ -112,8 +112,8 @@ export interface Core {
   /** Result cache and single flight (src/cache/results.ts); bots/main.ts counts its lookups. */
   readonly cache: ResultCache;
   /**
-   * A queued job was removed before it ran (cancel, purge): the identical requests that joined it are told so.
-   * Returns how many there were.
+   * A queued job was removed before it ran (cancel, purge): the identical requests that joined it are told so, and
+   * its upload is released. Returns how many followers there were.
    */
   releaseFollowers(request: JobRequest, result: JobResult): Promise<number>;
 }
@@ -375,7 +375,10 @@ export function createCore(options: CoreOptions): Core {
 
   async function releaseFollowers(request: JobRequest, result: JobResult): Promise<number> {
     const digest = await digestOf(blobs, request);
-    return digest ? handOverToFollowers({ cache, queues: handOvers, blobs }, digest, request, result) : 0;
+    const followers = digest ? await handOverToFollowers({ cache, queues: handOvers, blobs }, digest, request, result) : 0;
+    // Nothing reads its upload again: it never ran, and a job that is gone cannot be re-rolled
+    if (request.kind !== 'imagine') await blobs.release(request.imageKey, config.blobs.keepDeliveredSeconds).catch(() => undefined);
+    return followers;
   }
 
   function queuedReply(jobId: string, position: number): Reply {

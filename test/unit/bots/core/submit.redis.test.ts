@@ -151,6 +151,12 @@ describe('core.handle: cancel', () => {
     const other = (await c.handle(inv(imagine('b')))) as { jobId: string };
     expect(await c.handle(inv({ command: 'cancel', jobId: other.jobId }, { destination: dest('admin'), isAdmin: true }))).toMatchObject({ kind: 'text' });
     expect(await c.queue.getJob(other.jobId)).toBeUndefined();
+    // a vary removed before it ran: its upload is released (nothing reads it, and a job that is gone cannot be re-rolled)
+    const v = (await c.handle(inv({ command: 'vary', image: { bytes: h.png } }))) as { jobId: string };
+    const upload = ((await data(c, v.jobId)) as Extract<JobRequest, { kind: 'vary' }>).imageKey;
+    expect(await h.redis.ttl(upload)).toBeGreaterThan(c.config.blobs.keepDeliveredSeconds);
+    await c.handle(inv({ command: 'cancel', jobId: v.jobId }));
+    expect(await h.redis.ttl(upload)).toBeLessThanOrEqual(c.config.blobs.keepDeliveredSeconds);
     await c.stop();
     expect(c.deliveryWorkers).toHaveLength(0);
   });
