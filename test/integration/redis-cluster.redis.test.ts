@@ -1,7 +1,7 @@
 // Redis Cluster for real: 3 masters (Debian redis-server processes on loopback, `redis-cli --cluster create`), a real
 // worker process and in-process cores on REDIS_URL=redis+cluster://…, with queue.prefix a hash tag. Jobs go through
 // the whole CLI path (result cache lookup/claim, budgets, rate limits, fair scheduling, the worker, the delivery
-// ledger), every one delivered exactly once; every Lua script of ours runs on the cluster (a script touching a key
+// ledger), every one delivered exactly once and its PNG released; every Lua script of ours runs on the cluster (a script touching a key
 // of another slot fails there with CROSSSLOT or "non local key"), and a prefix that is not a hash tag is refused.
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -12,6 +12,7 @@ import type { Invocation } from '../../bots/core/port.ts';
 import { loadSecrets } from '../../src/config/load.ts';
 import { QueueNames, type CliDestination } from '../../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker } from '../../src/jobs/queue.ts';
+import { createBlobStore } from '../../src/blobs/index.ts';
 import { createGate } from '../../src/limits/gate.ts';
 import { addressOf, closeRedis, createRedis, duplicateRedis, isCluster, scanKeys, waitForReplicas, type Redis } from '../../src/redis.ts';
 import { cleanup, makeHarness, RecordingPort, runs, spawnWithConfig, stopProcess, type Proc } from '../doubles/spine-harness.ts';
@@ -75,7 +76,9 @@ describe('Redis Cluster', () => {
       const owner = clients[i % clients.length]!;
       expect(owner.port.count(jobId), `job ${i}`).toBe(1);
       for (const other of clients) if (other !== owner) expect(other.port.count(jobId)).toBe(0);
-      expect(owner.port.deliveries.find((d) => d.result.jobId === jobId)!.result.status).toBe('succeeded');
+      const delivered = owner.port.deliveries.find((d) => d.result.jobId === jobId)!.result;
+      expect(delivered.status).toBe('succeeded');
+      expect(await redis.ttl(delivered.image!.blobKey)).toBeLessThanOrEqual(h.config.blobs.keepDeliveredSeconds); // released
     }
     const ran = runs(h).filter((r) => r.kind === 'generate').map((r) => r.prompt);
     for (let i = 0; i < 40; i++) expect(ran).toContain(`fox ${i}`);
@@ -89,6 +92,13 @@ describe('Redis Cluster', () => {
     await gate.limiter.sweep();
     await gate.usage.sweep();
     await queue.close();
+    // the blob store's scripts: every delivered PNG was released above; a follower's copy (COPY) stays in the slot
+    const blobs = createBlobStore(h.config, redis);
+    const png = await blobs.put(Uint8Array.from([137, 80, 78, 71]), 'output');
+    const copy = await blobs.share(png, 'follower');
+    expect(await blobs.get(copy!)).toEqual(Uint8Array.from([137, 80, 78, 71]));
+    await blobs.release(png, 1);
+    expect(await redis.ttl(png)).toBeLessThanOrEqual(1);
     expect(await waitForReplicas(redis, 1, 100)).toBe(0); // WAIT goes to every master (none has a replica here)
     const keys: string[] = [];
     for await (const batch of scanKeys(redis, `${tag}:*`)) keys.push(...batch);
