@@ -198,6 +198,15 @@ describe('input images', () => {
     expect(await failing.handle(inv({ command: 'vary', image: { bytes: h.png } }))).toMatchObject({ kind: 'error' });
     expect(await blobKeys(failing)).toHaveLength(1); // a job may exist and read it; its TTL cleans it up
   });
+
+  it('deletes the copy a refused Re-roll of a vary made, and keeps the original', async () => {
+    let refuse = false;
+    const c = core({ admit: async () => (refuse ? Promise.reject(new Error('no')) : undefined) });
+    const v = (await c.handle(inv({ command: 'vary', image: { bytes: h.png } }))) as { jobId: string };
+    refuse = true;
+    expect(await c.handle(inv({ command: 'reroll', jobId: v.jobId }))).toMatchObject({ kind: 'error' });
+    expect(await blobKeys(c)).toEqual([(await h.data(c, v.jobId) as Extract<JobRequest, { kind: 'vary' }>).imageKey]);
+  });
 });
 
 describe('acceptReplicas', () => {
