@@ -50,6 +50,7 @@ describe('single flight', () => {
     const id = jobIdFor('discord', second.dedupeKey);
     const served = JSON.parse((await h.redis.get(`${c.config.queue.prefix}:served:${id}`))!) as { request: Extract<JobRequest, { kind: 'vary' }> };
     await vi.waitFor(async () => expect(await h.redis.ttl(served.request.imageKey)).toBeLessThanOrEqual(c.config.queue.keepCompletedSeconds));
+    expect(await h.redis.ttl(served.request.imageKey)).toBeGreaterThan(c.config.blobs.keepDeliveredSeconds); // not an ask's 2 min
     const reroll = (await c.handle(inv({ command: 'reroll', jobId: id }))) as { jobId: string };
     expect((await c.queue.getJob(reroll.jobId))?.data).toMatchObject({ kind: 'vary', imageKey: `${served.request.imageKey}:${reroll.jobId}` });
   });
