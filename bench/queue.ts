@@ -1,10 +1,10 @@
 // npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
 // npm run bench -- queue multi [slack] [limits] [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
+//   (separate bot and worker processes against as many bare BullMQ ones, one hop and two: see multi() below)
 // npm run bench -- queue progress [jobs=32] [stepMs=20] [concurrency=8] [rounds=2]
 //   (jobs that report every step, as real ones do: progress written coalesced against every report; see progress())
 // npm run bench -- queue memory [jobs=100] [pngKiB=1536]
 //   (Redis memory that delivered images and answered uploads hold: kept as before, against released; see memory())
-//   (separate bot and worker processes against as many bare BullMQ ones, one hop and two: see multi() below)
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
