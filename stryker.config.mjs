@@ -12,7 +12,7 @@ const groups = {
   // batched socket writes (batchWrites, withBatchedWrites). Line range: update it when src/redis.ts moves.
   redis: ['src/redis.ts:236-262'],
   // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
-  blobs: ['src/blobs/redis.ts', 'src/cache/fanout.ts:71-91'],
+  blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

@@ -17,7 +17,7 @@ const tests: Record<string, string[]> = {
   // processor.redis.test.ts's too, and a second file costs each mutant another import of the whole worker.
   processor: ['test/unit/worker/processor*.test.ts'],
   redis: ['test/unit/src/redis.test.ts', 'test/unit/src/redis-batched-writes.redis.test.ts'],
-  blobs: ['test/unit/src/blobs/*.test.ts', 'test/unit/src/cache/fanout.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts'],
+  blobs: ['test/unit/src/blobs/*.test.ts', 'test/unit/src/cache/fanout.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts', 'test/unit/bots/core/submit.redis.test.ts'],
 };
 const group = process.env.MUTATION_GROUP;
 

@@ -5,13 +5,14 @@
 // re-run finds the result already handed over and calls this again: the cache put and the follower hand-over are
 // both idempotent, so followers are delivered exactly once even if the worker dies in between.
 // The three writes (usage settle, cache put, flight close) are one script: one round trip and one script call per job.
-// Then the job's upload is released (BlobStore.release): an /ask's at once, a vary's once its Re-roll window closes.
+// Then the job's upload is released (releaseUpload): an /ask's at once, a vary's once its Re-roll window closes.
 // The rate limits' slots are not: they are held until BullMQ has finished the job, which it has not yet here; the
 // bots free them on its completed/failed event, and their sweep after a lost event (src/limits/gate.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { combinedPreamble, NO_CALL, runCombined, type Redis, type ScriptCall } from '../src/redis.ts';
+import { releaseUpload } from '../src/blobs/index.ts';
 import type { BlobStore } from '../src/blobs/store.ts';
 import { DeliveryQueues, digestOf, handOverEach } from '../src/cache/fanout.ts';
 import { closeLua, putLua, ResultCache } from '../src/cache/results.ts';
@@ -92,14 +93,9 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
       ]);
       const handed = await handOverEach({ queues, blobs }, followers.map(String), result);
       if (handed > 0) log.info({ jobId: request.id, followers: handed }, 'result handed to identical requests that joined this job');
-      // An /ask's upload was read by this job only; a vary's is read again only by a Re-roll of it, which the bots accept
-      // while the job's data is kept (queue.keepCompletedSeconds, keepFailedSeconds) and which takes its own copy.
-      // Last: a re-run after a crash before this point still finds it for the digest above.
-      if (request.kind !== 'imagine') {
-        const keep = request.kind === 'ask' ? config.blobs.keepDeliveredSeconds : result.status === 'succeeded' ? config.queue.keepCompletedSeconds : config.queue.keepFailedSeconds;
-        await blobs.release(request.imageKey, keep).catch((e: unknown) =>
-          log.warn({ jobId: request.id, err: (e as Error).message }, 'could not release the uploaded image; it expires with blobs.ttlSeconds'));
-      }
+      // Last: a re-run after a crash before this point still finds the upload for the digest above.
+      await releaseUpload(blobs, config, request, result.status === 'succeeded' ? 'succeeded' : 'failed').catch((e: unknown) =>
+        log.warn({ jobId: request.id, err: (e as Error).message }, 'could not release the uploaded image; it expires with blobs.ttlSeconds'));
     },
     async start(workerId) {
       const publish = () => cache.publishModel(manifestHash, workerId);

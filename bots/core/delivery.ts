@@ -15,7 +15,7 @@ import { UnrecoverableError, type Job, type Worker } from 'bullmq';
 import type { Redis } from '../../src/redis.ts';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import type { Config } from '../../src/config/schema.ts';
-import { JobResult, parseContract } from '../../src/jobs/contract.ts';
+import { JobResult, outputBlobKeys, parseContract } from '../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { createQueueWorker } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
@@ -47,7 +47,7 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   const firstImage = result.image ? deps.blobs.get(result.image.blobKey) : undefined;
   firstImage?.catch(() => undefined); // awaited below unless this run does not post; a failure is thrown there
   const start = await deps.ledger.startDelivery(result.jobId, owner, claimMs);
-  const outputs = outputKeys(result);
+  const outputs = outputBlobKeys(result);
   if (start === 'duplicate') {
     await releaseOutputs(deps, result.jobId, outputs); // a run that posted may have died before releasing them
     return 'duplicate';
@@ -84,11 +84,6 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   deps.log.info({ jobId: result.jobId, status: result.status }, 'delivered');
   await releaseOutputs(deps, result.jobId, outputs);
   return 'delivered';
-}
-
-/** The blob keys of a result's PNGs (the first image is also the gallery's first). */
-function outputKeys(result: JobResult): string[] {
-  return [...new Set([result.image?.blobKey, ...(result.images ?? []).map((i) => i.blobKey)].filter((k): k is string => k !== undefined))];
 }
 
 /** After the ledger mark: no run posts these again. A failure only leaves them to their TTL, as before this step existed. */

@@ -28,7 +28,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { JobsOptions, QueueEvents, Worker } from 'bullmq';
 import type { BlobStore } from '../../src/blobs/store.ts';
-import { createBlobStore } from '../../src/blobs/index.ts';
+import { createBlobStore, releaseUpload } from '../../src/blobs/index.ts';
 import { DeliveryQueues, digestOf, handOverToFollowers } from '../../src/cache/fanout.ts';
 import { ResultCache, type Lookup } from '../../src/cache/results.ts';
 import { createGate, type Gate } from '../../src/limits/gate.ts';
@@ -215,9 +215,8 @@ export function createCore(options: CoreOptions): Core {
 
   async function served(request: JobRequest, text: string): Promise<Reply> {
     await redis.set(servedKey(request.id), JSON.stringify({ request, text } satisfies Served), 'EX', config.queue.keepCompletedSeconds);
-    // Answered without reading the upload: an /ask's is not needed again, a vary's only by a Re-roll of it, which reads
-    // this request from the served key for keepCompletedSeconds
-    if (request.kind !== 'imagine') void blobs.release(request.imageKey, request.kind === 'ask' ? config.blobs.keepDeliveredSeconds : config.queue.keepCompletedSeconds).catch(() => undefined);
+    // Answered without reading the upload (a vary's Re-roll reads this request from the served key, kept as a job's is)
+    void releaseUpload(blobs, config, request, 'succeeded').catch(() => undefined);
     await gate.usage.count('hits', request.destination).catch(() => undefined); // for the usage report
     log.info({ jobId: request.id, kind: request.kind, channel: request.destination.channelId, served: text === CACHED_TEXT ? 'cache' : 'joined' }, 'served without a job');
     return { kind: 'queued', jobId: request.id, position: 0, text };
@@ -376,8 +375,7 @@ export function createCore(options: CoreOptions): Core {
   async function releaseFollowers(request: JobRequest, result: JobResult): Promise<number> {
     const digest = await digestOf(blobs, request);
     const followers = digest ? await handOverToFollowers({ cache, queues: handOvers, blobs }, digest, request, result) : 0;
-    // Nothing reads its upload again: it never ran, and a job that is gone cannot be re-rolled
-    if (request.kind !== 'imagine') await blobs.release(request.imageKey, config.blobs.keepDeliveredSeconds).catch(() => undefined);
+    await releaseUpload(blobs, config, request, 'removed').catch(() => undefined);
     return followers;
   }
 

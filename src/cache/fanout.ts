@@ -7,7 +7,7 @@
 import type { Redis } from '../redis.ts';
 import type { BlobStore } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
-import { JobRequest, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
+import { JobRequest, outputBlobKeys, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
 import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, type DeliveryQueue } from '../jobs/queue.ts';
 import { retentionJobOptions } from '../jobs/retention.ts';
 import { requestDigest, sha256Hex } from './key.ts';
@@ -84,7 +84,7 @@ export async function handOverEach(deps: { queues: DeliveryQueues; blobs: BlobSt
 async function withOwnImages(blobs: BlobStore, result: JobResult): Promise<JobResult> {
   if (!result.image) return result;
   const ttl = retentionOf(result.destination);
-  const own = async <T extends { blobKey: string }>(image: T): Promise<T> => ({ ...image, blobKey: (await blobs.share(image.blobKey, result.jobId, ttl)) ?? image.blobKey });
-  const [image, images] = await Promise.all([own(result.image), result.images ? Promise.all(result.images.map(own)) : undefined]);
-  return { ...result, image, ...(images ? { images } : {}) };
+  const copies = new Map(await Promise.all(outputBlobKeys(result).map(async (k) => [k, (await blobs.share(k, result.jobId, ttl)) ?? k] as const)));
+  const own = <T extends { blobKey: string }>(image: T): T => ({ ...image, blobKey: copies.get(image.blobKey)! });
+  return { ...result, image: own(result.image), ...(result.images ? { images: result.images.map(own) } : {}) };
 }

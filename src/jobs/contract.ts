@@ -291,6 +291,11 @@ export const JobResult = z.strictObject({
 });
 export type JobResult = z.infer<typeof JobResult>;
 
+/** The blob keys of a result's PNGs, each once (the shown image is also the gallery's first). */
+export function outputBlobKeys(result: JobResult): string[] {
+  return [...new Set([result.image?.blobKey, ...(result.images ?? []).map((i) => i.blobKey)].filter((k): k is string => k !== undefined))];
+}
+
 /** Parse a payload read from Redis; a failure names the fields (a contract error, never retried). */
 export function parseContract<T extends z.ZodType>(schema: T, data: unknown, what: string): z.infer<T> {
   const parsed = schema.safeParse(data);
