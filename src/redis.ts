@@ -6,9 +6,11 @@
 //   redis+sentinel://[user:password@]host:port,host:port,…/<master name>[/db][?sentinelPassword=…]
 //                                                                  Redis Sentinel (docs/high-availability.md):
 //     ioredis asks the sentinels for the current primary and follows failovers.
-//   redis+cluster://[user:password@]host:port,host:port,…            Redis Cluster (docs/high-availability.md): any
+//   redis+cluster://[user:password@]host:port,host:port,…[?failoverWaitMs=20000]
+//                                                                  Redis Cluster (docs/high-availability.md): any
 //                                                                  reachable nodes; ioredis learns the rest. Needs
 //     queue.prefix to be a hash tag (`{blip3o}`) so that every key of a queue, job and script lands in one slot.
+//     A command whose master fails is retried until its replica has taken over, for up to failoverWaitMs.
 //
 // While Redis is unreachable every connection retries on its own (ioredis backoff) and fails again and again;
 // this file turns that into one JSON log line per state change for the whole process ("cannot reach Redis at
@@ -78,7 +80,17 @@ export function setRedisLogger(logger: Logger): void {
 
 const SENTINEL = /^redis\+sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/;
 
-const CLUSTER = /^redis\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/?$/;
+const CLUSTER = /^redis\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/?(?:\?(.*))?$/;
+
+/**
+ * How long a Cluster command rides through its master's failover by default: Redis fails a master over once it has
+ * not answered for cluster-node-timeout (15 s by default), then its replicas elect one (≈ 1–2 s). ioredis' own
+ * default gives up after 16 retries 100 ms apart, so every command sent in the first ≈ 1.6 s of a failover failed:
+ * requests were refused and BullMQ's workers' commands failed (the Cluster failover test).
+ */
+export const CLUSTER_FAILOVER_WAIT_MS = 20_000;
+/** The pause between a Cluster command's retries while its slot has no reachable master (CLUSTERDOWN, closed, TRYAGAIN). */
+const CLUSTER_RETRY_MS = 200;
 
 export type RedisTarget =
   | { kind: 'single'; url: string }
@@ -100,11 +112,21 @@ export function parseRedisUrl(url: string): RedisTarget {
   if (/^rediss?:\/\//.test(url)) return { kind: 'single', url };
   const c = CLUSTER.exec(url);
   if (c) {
-    const [, username, password, hostList] = c;
+    const [, username, password, hostList, query] = c;
     const redisOptions: RedisOptions = {};
     if (username) redisOptions.username = decodeURIComponent(username);
     if (password) redisOptions.password = decodeURIComponent(password);
-    return { kind: 'cluster', nodes: hostPorts(hostList!, 6379, 'cluster node'), options: { redisOptions } };
+    const wait = new URLSearchParams(query ?? '').get('failoverWaitMs') ?? String(CLUSTER_FAILOVER_WAIT_MS);
+    if (!/^\d+$/.test(wait)) throw new Error(`REDIS_URL "${redactRedisUrl(url)}": failoverWaitMs must be a number of milliseconds, not "${wait}".`);
+    const options: ClusterOptions = {
+      redisOptions,
+      // Each retry counts as a redirection: as many as fit in the wait, CLUSTER_RETRY_MS apart (at least ioredis' 16).
+      maxRedirections: Math.max(16, Math.ceil(Number(wait) / CLUSTER_RETRY_MS)),
+      retryDelayOnFailover: CLUSTER_RETRY_MS,
+      retryDelayOnClusterDown: CLUSTER_RETRY_MS,
+      retryDelayOnTryAgain: CLUSTER_RETRY_MS,
+    };
+    return { kind: 'cluster', nodes: hostPorts(hostList!, 6379, 'cluster node'), options };
   }
   const m = SENTINEL.exec(url);
   if (!m) {
@@ -165,7 +187,9 @@ export function isRedisConnectionError(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown; name?: unknown } | undefined;
   if (typeof e?.code === 'string' && CONNECTION_CODES.has(e.code)) return true;
   if (e?.name === 'MaxRetriesPerRequestError' || e?.name === 'ConnectionClosedError') return true;
-  return typeof e?.message === 'string' && /^(connect [A-Z]+|getaddrinfo [A-Z_]+|Connection is closed|read ECONNRESET|write EPIPE|All sentinels are unreachable)/.test(e.message);
+  if (e?.name === 'ClusterAllFailedError') return true; // no node of the Cluster answered
+  // A Cluster command that retried through its whole failover wait ("Too many Cluster redirections. Last error: …").
+  return typeof e?.message === 'string' && /^(connect [A-Z]+|getaddrinfo [A-Z_]+|Connection is closed|read ECONNRESET|write EPIPE|All sentinels are unreachable|Too many Cluster redirections|CLUSTERDOWN)/.test(e.message);
 }
 
 /**
@@ -313,6 +337,58 @@ export async function waitForReplicas(redis: Redis, replicas: number, timeoutMs:
   // wrote nothing to answers at once); the job holds only if each one's replicas have what was written there.
   const counts = await Promise.all(redis.nodes('master').map((node) => node.wait(replicas, timeoutMs)));
   return Math.min(...counts.map(Number));
+}
+
+/**
+ * Acceptances confirmed to replicas without holding up the connection that wrote them. WAIT blocks the connection it
+ * is sent on, and Redis answers nothing else of that client meanwhile: sent on a bot's shared connection, each WAIT
+ * held every admission, delivery and progress edit of the bot behind it, for up to acceptReplicaWaitMs each whenever
+ * a replica was missing (after a failover, until one is attached again; the Cluster failover test: 60 requests took
+ * 33 s to answer). Here the wait happens on a connection of its own, after a write of its own (the fence): the
+ * primary replicates its writes in the order it ran them, so a replica that has the fence has every write acknowledged
+ * before it was sent. Callers arriving while a round is out share the next one (a group commit): one INCR and one
+ * WAIT per round, however many acceptances it covers.
+ */
+export class ReplicaFence {
+  private connection: Redis | undefined;
+  private round: Promise<number> | undefined;
+  private next: Promise<number> | undefined;
+
+  /** `fenceKey`: a key under the deployment's prefix (on a Cluster, in the slot every acceptance writes to). */
+  constructor(
+    private readonly redis: Redis,
+    private readonly fenceKey: string,
+  ) {}
+
+  /** How many replicas hold every write acknowledged on any connection before this call (at most timeoutMs). */
+  confirm(replicas: number, timeoutMs: number): Promise<number> {
+    if (replicas <= 0) return Promise.resolve(0);
+    if (this.round) {
+      // The round in flight may have written its fence before this caller's writes: join the one after it.
+      this.next ??= this.round.catch(() => undefined).then(() => {
+        this.next = undefined;
+        return this.confirm(replicas, timeoutMs);
+      });
+      return this.next;
+    }
+    const round = this.fenceAndWait(replicas, timeoutMs);
+    this.round = round;
+    round.finally(() => this.round === round && (this.round = undefined)).catch(() => undefined);
+    return round;
+  }
+
+  private async fenceAndWait(replicas: number, timeoutMs: number): Promise<number> {
+    const connection = (this.connection ??= duplicateRedis(this.redis));
+    await connection.incr(this.fenceKey);
+    return waitForReplicas(connection, replicas, timeoutMs);
+  }
+
+  async close(): Promise<void> {
+    await this.next?.catch(() => undefined);
+    await this.round?.catch(() => undefined);
+    if (this.connection) await closeRedis(this.connection);
+    this.connection = undefined;
+  }
 }
 
 /** True when `redis` is a Redis Cluster client (some commands take another form there). */

@@ -5,13 +5,13 @@ import { loadConfig, loadSecrets, repoRoot } from '../src/config/load.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { onCancel } from '../src/jobs/cancel.ts';
 import { JobRequest, QueueNames } from '../src/jobs/contract.ts';
-import { createJobsQueue, createQueueWorker } from '../src/jobs/queue.ts';
+import { createJobsQueue, createQueueWorker, logWorkerError } from '../src/jobs/queue.ts';
 import type { Job } from 'bullmq';
 import { createLogger } from '../src/log.ts';
 import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
 import { serveHealth } from '../src/observability/http.ts';
 import { createMetrics, reportExecutionProvider } from '../src/observability/metrics.ts';
-import { closeRedis, createRedis, isRedisConnectionError, setRedisLogger } from '../src/redis.ts';
+import { closeRedis, createRedis, setRedisLogger } from '../src/redis.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { Usage } from '../src/accounting/usage.ts';
 import { handleUsage } from '../src/usage.ts';
@@ -107,9 +107,7 @@ async function main(): Promise<void> {
       if (state === 'failed') await processor.onFinallyFailed(job, err);
     }).catch((e: unknown) => log.error({ jobId: job.id, err: (e as Error).message }, 'could not hand over a failure'));
   });
-  worker.on('error', (err) => {
-    if (!isRedisConnectionError(err)) log.error({ err: err.message }, 'worker error'); // unreachable Redis: one line, src/redis.ts
-  });
+  worker.on('error', (err) => logWorkerError(log, err, 'worker error'));
   worker.on('stalled', (jobId) => log.warn({ jobId }, 'job stalled (its worker died); requeued'));
   const unsubscribe = await onCancel(subscriber, config, (jobId) => {
     if (worker.cancelJob(jobId, 'cancelled')) log.info({ jobId }, 'cancelling');

@@ -17,9 +17,8 @@ import type { BlobStore } from '../../src/blobs/store.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { JobResult, outputBlobKeys, parseContract } from '../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
-import { createQueueWorker } from '../../src/jobs/queue.ts';
+import { createQueueWorker, logWorkerError } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
-import { isRedisConnectionError } from '../../src/redis.ts';
 import type { PlatformPort } from './port.ts';
 
 export interface DeliveryDeps {
@@ -106,8 +105,6 @@ export function startDeliveryWorker(deps: DeliveryDeps, queueName: string, concu
     concurrency,
   });
   worker.on('failed', (job, err) => deps.log.warn({ jobId: job?.id, attempts: job?.attemptsMade, err: err.message }, 'delivery attempt failed'));
-  worker.on('error', (err) => {
-    if (!isRedisConnectionError(err)) deps.log.error({ err: err.message }, 'delivery worker error'); // unreachable Redis: one line, src/redis.ts
-  });
+  worker.on('error', (err) => logWorkerError(deps.log, err, 'delivery worker error'));
   return worker;
 }

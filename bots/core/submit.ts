@@ -49,7 +49,7 @@ import {
 } from '../../src/jobs/queue.ts';
 import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
-import { closeRedis, createRedis, isRedisConnectionError, isRedisOutOfMemory, waitForReplicas, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis, isRedisConnectionError, isRedisOutOfMemory, ReplicaFence, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
 import { checksCommand } from './commands/checks.ts';
 import { limitsCommand } from './commands/limits.ts';
@@ -138,6 +138,7 @@ export function createCore(options: CoreOptions): Core {
   const log = options.log ?? createLogger('core', config.logLevel);
   const ownsRedis = !options.redis;
   const redis = options.redis ?? createRedis(options.secrets.REDIS_URL, 'bots-core');
+  const fence = new ReplicaFence(redis, `${config.queue.prefix}:replica-fence`);
   const blobs = createBlobStore(config, redis);
   const queue = createJobsQueue(config, redis);
   const gate = createGate(redis, config, queue);
@@ -276,10 +277,10 @@ export function createCore(options: CoreOptions): Core {
       if (reserved && !added) await gate.scheduler.forget(request.id).catch(() => undefined);
       throw e;
     }
-    // The queue writes on `redis` (shared connection), so WAIT covers the job and its admission records.
-    // acceptReplicas 0: waitForReplicas answers 0 without a round trip, and 0 < 0 says nothing.
+    // The job and its admission records are written: the fence's round covers them (its WAIT on a connection of its
+    // own, so nothing else of this bot waits behind it). acceptReplicas 0: 0 at once, and 0 < 0 says nothing.
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
-    if ((await waitForReplicas(redis, acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
+    if ((await fence.confirm(acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
       log.warn({ jobId: request.id, acceptReplicas, acceptReplicaWaitMs }, 'accepted before enough replicas held the job: a failover now could lose it');
     if (place.state === 'queued') return place.position;
     // Held (a paused channel: submit says so) or not lined up by the scheduler (started already): 0, or wherever
@@ -490,6 +491,7 @@ export function createCore(options: CoreOptions): Core {
       await handOvers.close();
       await retention.stop();
       await queue.close();
+      await fence.close();
       if (ownsRedis) await closeRedis(redis);
     },
 

@@ -6,7 +6,8 @@
 import { createHash } from 'node:crypto';
 import { createIORedisClient, Job, Queue, QueueEvents, Worker, type IRedisTransaction, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
 import type { ChainableCommander } from 'ioredis';
-import { addressOf, closeRedis, duplicateRedis, isCluster, noteRedisError, type Redis } from '../redis.ts';
+import { addressOf, closeRedis, duplicateRedis, isCluster, isRedisConnectionError, noteRedisError, type Redis } from '../redis.ts';
+import type { Logger } from '../log.ts';
 import type { PreparedBlob } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
 import { QueueNames, type Destination, type JobRequest, type JobResult, type Platform } from './contract.ts';
@@ -203,6 +204,20 @@ class OwnedQueueEvents extends QueueEvents {
 export function createJobsEvents(config: QueueConfig, connection: Redis): QueueEvents {
   assertClusterPrefix(config, connection);
   return reportConnectionErrors(new OwnedQueueEvents(QueueNames.jobs, duplicateRedis(connection), config.queue.prefix), connection);
+}
+
+/** BullMQ's errors for a job whose lock lapsed under its worker: Redis failed over (or paused), or the process stalled. */
+const LOCK_LOST = /^(could not renew lock for job|Missing lock for job|Lock mismatch for job)/;
+
+/**
+ * What a BullMQ Worker's `error` event means for the log: unreachable Redis is one line from src/redis.ts; a lock lost
+ * (every job in flight across a failover) is a warning, since the job runs again and its result is posted once (the
+ * delivery ledger); anything else is an error.
+ */
+export function logWorkerError(log: Logger, err: Error, what: string): void {
+  if (isRedisConnectionError(err)) return;
+  if (LOCK_LOST.test(err.message)) log.warn({ err: err.message }, `${what}: a job's lock lapsed (Redis failed over, or this process stalled); it runs again, and its result is posted once`);
+  else log.error({ err: err.message }, what);
 }
 
 /** A BullMQ Worker with our lock timing. `connection` is duplicated for the blocking connection by BullMQ. */

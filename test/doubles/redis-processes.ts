@@ -115,35 +115,72 @@ export async function currentPrimaryPort(set: SentinelSet): Promise<number> {
 
 export interface ClusterSet {
   masters: RedisProcess[];
-  /** REDIS_URL for our services: redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3 */
+  /** With `replicasPerMaster`: the replicas, in no particular order (`replicaOf` says whose). */
+  replicas: RedisProcess[];
+  /** REDIS_URL for our services: redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3 (the masters) */
   url: string;
   stop(): Promise<void>;
 }
 
-/** 3 masters, no replicas (`redis-cli --cluster create`), resolved once every node reports cluster_state:ok. */
-export async function startCluster(): Promise<ClusterSet> {
-  const masters: RedisProcess[] = [];
-  for (let i = 0; i < 3; i++) masters.push(await startProcess('cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 5000\n', await freePort(), false));
-  const stop = () => Promise.all(masters.map((p) => p.kill('SIGKILL'))).then(() => undefined);
+/**
+ * 3 masters (`redis-cli --cluster create`), each with `replicasPerMaster` replicas, resolved once every node reports
+ * cluster_state:ok and every master has its replicas online. A master that stops answering for `nodeTimeoutMs` is
+ * failed over to its replica.
+ */
+export async function startCluster(options: { replicasPerMaster?: number; nodeTimeoutMs?: number } = {}): Promise<ClusterSet> {
+  const { replicasPerMaster = 0, nodeTimeoutMs = 5000 } = options;
+  const nodes: RedisProcess[] = [];
+  const conf = `cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout ${nodeTimeoutMs}\n`;
+  for (let i = 0; i < 3 * (1 + replicasPerMaster); i++) nodes.push(await startProcess(conf, await freePort(), false));
+  const stop = () => Promise.all(nodes.map((p) => p.kill('SIGKILL'))).then(() => undefined);
   try {
-    const addresses = masters.map((m) => `127.0.0.1:${m.port}`);
+    const addresses = nodes.map((m) => `127.0.0.1:${m.port}`);
+    // redis-cli makes the first three the masters and the rest their replicas
+    const args = ['--cluster', 'create', ...addresses, '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'];
     await new Promise<void>((resolve, reject) =>
-      execFile('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-yes'], (err, _out, stderr) => (err ? reject(new Error(`redis-cli --cluster create: ${stderr || err.message}`)) : resolve())),
+      execFile('redis-cli', args, (err, _out, stderr) => (err ? reject(new Error(`redis-cli --cluster create: ${stderr || err.message}`)) : resolve())),
     );
-    for (const m of masters) {
+    for (const m of nodes) {
       const node = new Redis({ port: m.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
       try {
-        for (let i = 0; !(await node.cluster('INFO')).includes('cluster_state:ok'); i++) {
-          if (i > 200) throw new Error(`cluster node ${m.port} never reported cluster_state:ok`);
+        for (let i = 0; ; i++) {
+          const ok = (await node.cluster('INFO')).includes('cluster_state:ok');
+          const role = await node.info('replication');
+          const synced = role.includes('role:master') ? Number(/connected_slaves:(\d+)/.exec(role)![1]) >= replicasPerMaster : role.includes('master_link_status:up');
+          if (ok && synced) break;
+          if (i > 400) throw new Error(`cluster node ${m.port} never reported cluster_state:ok with its replicas in sync`);
           await sleep(50);
         }
       } finally {
         node.disconnect();
       }
     }
-    return { masters, url: `redis+cluster://${addresses.join(',')}`, stop };
+    const roles = await Promise.all(nodes.map(async (n) => ({ n, master: await isMaster(n.port) })));
+    const masters = roles.filter((r) => r.master).map((r) => r.n);
+    return { masters, replicas: nodes.filter((n) => !masters.includes(n)), url: `redis+cluster://${masters.map((m) => `127.0.0.1:${m.port}`).join(',')}`, stop };
   } catch (e) {
     await stop();
     throw e;
+  }
+}
+
+async function isMaster(port: number): Promise<boolean> {
+  const node = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+  try {
+    return (await node.info('replication')).includes('role:master');
+  } finally {
+    node.disconnect();
+  }
+}
+
+/** The port of the master that serves `slot`, as the node on `askPort` sees it (CLUSTER SLOTS). */
+export async function slotOwnerPort(askPort: number, slot: number): Promise<number> {
+  const node = new Redis({ port: askPort, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+  try {
+    const range = (await node.cluster('SLOTS')).find(([from, to]) => from <= slot && slot <= to);
+    if (!range?.[2]) throw new Error(`no node serves slot ${slot}`);
+    return Number(range[2][1]);
+  } finally {
+    node.disconnect();
   }
 }

@@ -8,9 +8,10 @@ import { createCore, type Core } from '../../bots/core/submit.ts';
 import type { Invocation, Reply } from '../../bots/core/port.ts';
 import { loadSecrets } from '../../src/config/load.ts';
 import type { CliDestination } from '../../src/jobs/contract.ts';
-import { closeRedis, createRedis, scanKeys, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis } from '../../src/redis.ts';
 import { makeHarness, RecordingPort, runs, spawnWithConfig, stopProcess, until, type Proc } from '../doubles/spine-harness.ts';
 import { currentPrimaryPort, startSentinelSet, type SentinelSet } from '../doubles/redis-processes.ts';
+import { jobState } from '../doubles/job-state.ts';
 
 let set: SentinelSet;
 let worker: Proc | undefined;
@@ -35,39 +36,6 @@ beforeAll(async () => {
   worker = spawnWithConfig('worker/main.ts', h.configFile, [], { REDIS_URL: set.url });
   await worker.waitFor('worker ready', 120_000);
 }, 180_000);
-
-/** Everything Redis and the worker know of a job: its keys under the prefix, where BullMQ and the scheduler have it. */
-async function jobState(r: Redis, jobId: string, clientId: string): Promise<string> {
-  const P = h.prefix;
-  const lines: string[] = [];
-  const show = async (key: string): Promise<string> => {
-    const type = await r.type(key);
-    const ttl = await r.pttl(key);
-    const value =
-      type === 'hash' ? JSON.stringify(Object.fromEntries(Object.entries(await r.hgetall(key)).map(([f, v]) => [f, v.slice(0, 120)]))) // job hashes: every field, cut
-      : type === 'string' ? String(await r.get(key))
-      : type === 'list' ? JSON.stringify(await r.lrange(key, 0, -1))
-      : type === 'zset' ? JSON.stringify(await r.zrange(key, '0', '-1', 'WITHSCORES'))
-      : type === 'set' ? JSON.stringify(await r.smembers(key))
-      : `(${type})`;
-    return `${type} pttl=${ttl} ${value.slice(0, 1500)}`;
-  };
-  for await (const keys of scanKeys(r, `${P}:*${jobId}*`)) for (const key of keys.sort()) lines.push(`  ${key}: ${await show(key)}`);
-  for (const q of [`${P}:jobs`, `${P}:delivery-cli-${clientId}`]) {
-    const where: string[] = [];
-    for (const list of ['wait', 'active', 'paused']) if ((await r.lpos(`${q}:${list}`, jobId)) !== null) where.push(list);
-    for (const zset of ['prioritized', 'delayed', 'completed', 'failed']) if ((await r.zscore(`${q}:${zset}`, jobId)) !== null) where.push(zset);
-    if (await r.sismember(`${q}:stalled`, jobId)) where.push('stalled');
-    lines.push(`  ${q}: in [${where.join(', ')}]; stalled-check pttl=${await r.pttl(`${q}:stalled-check`)}`);
-  }
-  const entry = await r.hget(`${P}:sched:jobs`, jobId);
-  const ck = entry?.split('\n')[0];
-  if (ck) lines.push(`  sched q:${ck} = ${JSON.stringify(await r.zrange(`${P}:sched:q:${ck}`, '0', '-1', 'WITHSCORES'))}`);
-  lines.push(`  sched: jobs=${JSON.stringify(entry)} heads=${JSON.stringify(await r.hgetall(`${P}:sched:heads`))} tags=${JSON.stringify(await r.zrange(`${P}:sched:tags`, '0', '-1', 'WITHSCORES'))} vclock=${await r.get(`${P}:sched:vclock`)}`);
-  const log = (worker?.output() ?? '').split('\n').filter((l) => l.includes(jobId));
-  lines.push(`  worker log:\n    ${log.join('\n    ')}`);
-  return `job ${jobId}:\n${lines.join('\n')}`;
-}
 
 afterAll(async () => {
   for (const c of clients) await c.core.stop().catch(() => undefined);
@@ -95,15 +63,18 @@ describe('Redis Sentinel', () => {
 
     // 100 submissions spread over ~2 s; the primary dies after the 40th is accepted, with jobs queued and running.
     const pending: Promise<{ i: number; reply: Reply }>[] = [];
+    let killedAt = 0;
     for (let i = 0; i < 100; i++) {
       pending.push(submit(i));
       if (i === 40) {
         await Promise.all(pending.slice(0, 40)); // the first 40 answered (accepted, as checked below)
         await set.primary.kill('SIGKILL');
+        killedAt = Date.now();
       }
       await new Promise((r) => setTimeout(r, 20));
     }
     const replies = await Promise.all(pending);
+    const answeredMs = Date.now() - killedAt;
     await until(async () => (await currentPrimaryPort(set)) !== oldPrimary, 30_000, 'the sentinels to promote the replica');
     expect(await currentPrimaryPort(set)).toBe(set.replica.port);
 
@@ -120,10 +91,11 @@ describe('Redis Sentinel', () => {
     console.log(`sentinel failover: ${accepted.length} accepted, ${refused.length} refused with the retry message`);
     const missing: typeof accepted = [];
     await Promise.all(accepted.map((a) => clients[a.i % clients.length]!.port.waitFor(a.jobId, 120_000).catch(() => missing.push(a))));
+    console.log(`sentinel failover: every request answered ${answeredMs} ms after the kill, every accepted job delivered by ${Date.now() - killedAt} ms`);
     if (missing.length > 0) {
       // What Redis and the worker know of each job never delivered: which step of its way it stopped at.
       const r = createRedis(set.url, 'sentinel-dump');
-      for (const { i, jobId } of missing) console.log(await jobState(r, jobId, clients[i % clients.length]!.clientId));
+      for (const { i, jobId } of missing) console.log(await jobState(r, h.prefix, jobId, clients[i % clients.length]!.clientId, worker?.output() ?? ''));
       await closeRedis(r);
     }
     // How often ioredis ended one of the worker's connections in the failover (src/redis.ts reconnectWhenDropped).

@@ -1,7 +1,7 @@
 // REDIS_URL forms: one server, Redis Sentinel or Redis Cluster (src/redis.ts).
 import { describe, expect, it } from 'vitest';
 import { loadSecrets } from '../../../src/config/load.ts';
-import { isRedisConnectionError, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
+import { CLUSTER_FAILOVER_WAIT_MS, isRedisConnectionError, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
 
 describe('parseRedisUrl', () => {
   it('passes redis:// and rediss:// through unchanged', () => {
@@ -28,7 +28,13 @@ describe('parseRedisUrl', () => {
     if (t.kind !== 'cluster') return;
     expect(t.nodes).toEqual([{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 6379 }, { host: 'node-3', port: 7002 }]);
     expect([t.options.redisOptions?.username, t.options.redisOptions?.password]).toEqual(['app', 's@cret']);
-    expect(parseRedisUrl('redis+cluster://h1:7000')).toEqual({ kind: 'cluster', nodes: [{ host: 'h1', port: 7000 }], options: { redisOptions: {} } });
+    // a command rides through a master's failover: retried every 200 ms for failoverWaitMs (20 s unless the URL says)
+    const ride = { retryDelayOnFailover: 200, retryDelayOnClusterDown: 200, retryDelayOnTryAgain: 200 };
+    expect(parseRedisUrl('redis+cluster://h1:7000')).toEqual({ kind: 'cluster', nodes: [{ host: 'h1', port: 7000 }], options: { redisOptions: {}, maxRedirections: 100, ...ride } });
+    expect(CLUSTER_FAILOVER_WAIT_MS).toBe(20_000);
+    expect(parseRedisUrl('redis+cluster://h1:7000/?failoverWaitMs=60000')).toMatchObject({ options: { maxRedirections: 300, ...ride } });
+    expect(parseRedisUrl('redis+cluster://h1:7000?failoverWaitMs=0')).toMatchObject({ options: { maxRedirections: 16 } }); // ioredis' own least
+    expect(() => parseRedisUrl('redis+cluster://h1:7000?failoverWaitMs=soon')).toThrow('REDIS_URL "redis+cluster://h1:7000?failoverWaitMs=soon": failoverWaitMs must be a number of milliseconds, not "soon".');
     expect(() => parseRedisUrl('redis+cluster://h1:0')).toThrow('REDIS_URL: "h1:0" is not a cluster node address (host:port).');
     expect(() => parseRedisUrl('redis+cluster://h1:7000/3')).toThrow(/not a Redis address/); // Cluster has no databases
     expect(redisAddress('redis+cluster://u:pw@h1:7000,h2:7001')).toBe('cluster h1:7000,h2:7001');
@@ -55,6 +61,11 @@ describe('isRedisConnectionError', () => {
     expect(isRedisConnectionError(new Error('Connection is closed.'))).toBe(true);
     expect(isRedisConnectionError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' }))).toBe(true);
     expect(isRedisConnectionError(Object.assign(new Error('x'), { name: 'MaxRetriesPerRequestError' }))).toBe(true);
+    // a Cluster command that retried through its failover wait, or found no node at all
+    expect(isRedisConnectionError(new Error('Too many Cluster redirections. Last error: ReplyError: CLUSTERDOWN The cluster is down'))).toBe(true);
+    expect(isRedisConnectionError(new Error('CLUSTERDOWN The cluster is down'))).toBe(true);
+    expect(isRedisConnectionError(Object.assign(new Error('Failed to refresh slots cache.'), { name: 'ClusterAllFailedError' }))).toBe(true);
+    expect(isRedisConnectionError(new Error('CROSSSLOT Keys in request don\'t hash to the same slot'))).toBe(false);
     expect(isRedisConnectionError(new TypeError('Cannot read properties of undefined'))).toBe(false);
     expect(isRedisConnectionError('Connection is closed.')).toBe(false);
   });

@@ -162,7 +162,7 @@ describe('startDeliveryWorker', () => {
     }
   });
 
-  it('delivers from its queue, logs each failed attempt, and logs worker errors except a lost connection', async () => {
+  it('delivers from its queue, logs each failed attempt, and logs worker errors except a lost connection (a lost lock: a warning)', async () => {
     const name = `delivery-cli-${randomUUID().slice(0, 6)}`;
     const { log, lines } = logged();
     let calls = 0;
@@ -186,6 +186,9 @@ describe('startDeliveryWorker', () => {
       worker.emit('error', new Error('lua script failed'));
       worker.emit('error', Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' }));
       expect(lines.filter((l) => l.msg === 'delivery worker error')).toEqual([expect.objectContaining({ level: 50, err: 'lua script failed' })]);
+      // a lock lapsed across a failover: a warning that says what happens next, not an error
+      worker.emit('error', new Error('Missing lock for job j1. moveToFinished'));
+      expect(lines.filter((l) => /^delivery worker error: a job's lock lapsed/.test(l.msg))).toEqual([expect.objectContaining({ level: 40, err: 'Missing lock for job j1. moveToFinished' })]);
     } finally {
       await worker.close();
       await queue.close();

@@ -12,7 +12,7 @@ import { loadConfig } from '../../../../src/config/load.ts';
 import type { Destination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import type { Logger } from '../../../../src/log.ts';
-import { closeRedis, createRedis } from '../../../../src/redis.ts';
+import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
 import { capturedLog, coreDest as dest, coreHarness, invocation as inv, OPEN_LIMIT, REDIS_URL } from '../../../doubles/core-harness.ts';
 
 const h = coreHarness('t-flight');
@@ -217,11 +217,18 @@ describe('acceptReplicas', () => {
   }
   const replicaWarning = 'accepted before enough replicas held the job: a failover now could lose it';
 
-  it('waits for the replicas after enqueueing and warns when fewer than acceptReplicas acknowledged', async () => {
+  it('waits for the replicas after enqueueing, on a connection of its own, and warns when fewer than acceptReplicas acknowledged', async () => {
     const waits: [number, number][] = [];
     let acknowledged = 0;
     const r = createRedis(REDIS_URL);
-    r.wait = (async (n: number, ms: number) => (waits.push([n, ms]), acknowledged)) as typeof r.wait;
+    // WAIT blocks the connection it is sent on: the bot's own must never see one (src/redis.ts ReplicaFence)
+    r.wait = (async () => expect.fail('WAIT sent on the shared connection')) as typeof r.wait;
+    const duplicate = r.duplicate.bind(r) as () => Redis;
+    r.duplicate = (() => {
+      const own = duplicate();
+      own.wait = (async (n: number, ms: number) => (waits.push([n, ms]), acknowledged)) as typeof own.wait;
+      return own;
+    }) as typeof r.duplicate;
     try {
       const w = logged();
       const c = core({ redis: r, log: w.log }, { redis: { acceptReplicas: 2, acceptReplicaWaitMs: 50 } });
