@@ -64,8 +64,8 @@ async function startProcess(conf: string, port: number, sentinel: boolean): Prom
 }
 
 /** One plain redis-server on a free port, `conf` appended to its config: for a test that changes server-wide state. */
-export async function startRedisServer(conf = ''): Promise<RedisProcess> {
-  return startProcess(conf, await freePort(), false);
+export async function startRedisServer(conf = '', port?: number): Promise<RedisProcess> {
+  return startProcess(conf, port ?? (await freePort()), false);
 }
 
 export interface SentinelSet {
@@ -90,16 +90,18 @@ export async function startSentinelSet(masterName = 'blip3o'): Promise<SentinelS
   const sentinels: RedisProcess[] = [];
   for (let i = 0; i < 3; i++) sentinels.push(await startProcess(sentinelConf, await freePort(), true));
   const url = `redis+sentinel://${sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/${masterName}`;
-  return {
+  const set: SentinelSet = {
     primary,
     replica,
     sentinels,
     masterName,
     url,
     async stop() {
-      await Promise.all([primary, replica, ...sentinels].map((p) => p.kill('SIGKILL')));
+      // the processes the set holds now: a test may have restarted one
+      await Promise.all([set.primary, set.replica, ...set.sentinels].map((p) => p.kill('SIGKILL')));
     },
   };
+  return set;
 }
 
 /** The primary's port as the sentinels currently see it. */
