@@ -1,4 +1,5 @@
-// npm run bench -- queue [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
+// npm run bench -- queue [replicas] [sequentialJobs=50] [burstJobs=200] [concurrency=4] [rounds=3]
+//   (replicas: ours waits for one replica at acceptance, as with Sentinel; REDIS_URL must be a primary with a replica)
 // npm run bench -- queue multi [slack] [limits] [jobs=3000] [bots=3] [workers=3] [concurrency=16] [channels=64] [window=100] [rounds=2]
 //   (separate bot and worker processes against as many bare BullMQ ones, one hop and two: see multi() below)
 // npm run bench -- queue progress [jobs=32] [stepMs=20] [concurrency=8] [rounds=2]
@@ -89,12 +90,15 @@ interface OurPathOptions {
   progressWriteMs?: (destination: Destination) => number;
   pngBytes?: number;
   keepDeliveredSeconds?: number;
+  /** redis.acceptReplicas: "Queued" waits for this many replicas (REDIS_URL must then be a primary with replicas). */
+  acceptReplicas?: number;
 }
 
 async function ourPath(redis: Redis, prefix: string, concurrency: number, opts: OurPathOptions = {}): Promise<Path & { edits: () => number; ask(i: number, image: Uint8Array): Promise<void> }> {
   const off = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 }; // rate limits off: this measures the path
   const memoryRun = opts.keepDeliveredSeconds !== undefined ? { blobs: { keepDeliveredSeconds: opts.keepDeliveredSeconds }, cache: { enabled: false } } : {}; // only the blobs' bytes
-  const config = loadConfig({ overrides: { logLevel: 'error', queue: { prefix }, worker: { concurrency }, limits: { channel: off, user: off, workspace: off }, ...memoryRun } });
+  const replicas = opts.acceptReplicas ? { redis: { acceptReplicas: opts.acceptReplicas, acceptReplicaWaitMs: 1_000 } } : {};
+  const config = loadConfig({ overrides: { logLevel: 'error', queue: { prefix }, worker: { concurrency }, limits: { channel: off, user: off, workspace: off }, ...memoryRun, ...replicas } });
   const secrets = loadSecrets();
   const log = createLogger('bench', 'error');
   const host = await ThreadHost.start({
@@ -293,7 +297,9 @@ export async function run(args: string[]): Promise<void> {
   }
   if (args[0] === 'progress') return progress(args.slice(1).map(Number));
   if (args[0] === 'memory') return memory(args.slice(1).map(Number));
-  const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.map(Number);
+  // `replicas`: acceptance waits for one replica (redis.acceptReplicas: 1), as a Sentinel deployment runs
+  const acceptReplicas = args.includes('replicas') ? 1 : 0;
+  const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.filter((a) => a !== 'replicas').map(Number);
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
   const prefix = `{bench-${randomUUID().slice(0, 8)}}`; // a hash tag, so REDIS_URL may name a Redis Cluster too
@@ -303,7 +309,7 @@ export async function run(args: string[]): Promise<void> {
     // Both paths stay up and are measured alternately, `rounds` times, so load on a shared machine hits both alike.
     const bare = await barePath(redis, prefix, concurrency);
     const bare2 = await barePath(redis, prefix, concurrency, 2);
-    const ours = await ourPath(redis, prefix, concurrency);
+    const ours = await ourPath(redis, prefix, concurrency, { acceptReplicas });
     type Measured = Awaited<ReturnType<typeof measure>>;
     const b: Measured[] = [];
     const b2: Measured[] = [];
@@ -326,7 +332,7 @@ export async function run(args: string[]): Promise<void> {
     const ot = median(o.map((x) => x.jobsPerSecond));
     const b2m = median(b2.map((x) => x.msPerJob));
     const b2t = median(b2.map((x) => x.jobsPerSecond));
-    console.log(`queue bench: ${sequential} sequential round trips, then ${burst} at once, concurrency ${concurrency}; median of ${rounds} alternating rounds`);
+    console.log(`queue bench: ${sequential} sequential round trips, then ${burst} at once, concurrency ${concurrency}; median of ${rounds} alternating rounds${acceptReplicas ? '; ours waits for 1 replica at acceptance' : ''}`);
     console.log(`  bare BullMQ add → process → completed:   ${f(bm)} ms/job   ${f(bt)} jobs/s`);
     console.log(`  our submit → worker (no-op) → delivery:  ${f(om)} ms/job   ${f(ot)} jobs/s`);
     console.log(`  per-job overhead: +${f(om - bm)} ms; latency ratio ${f(om / bm)}×; throughput ratio ${f(ot / bt)}×`);

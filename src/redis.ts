@@ -379,8 +379,17 @@ export class ReplicaFence {
 
   private async fenceAndWait(replicas: number, timeoutMs: number): Promise<number> {
     const connection = (this.connection ??= duplicateRedis(this.redis));
-    await connection.incr(this.fenceKey);
-    return waitForReplicas(connection, replicas, timeoutMs);
+    try {
+      // One round trip: a connection answers its commands in order (on a Cluster the WAIT goes to each master's own
+      // connection, which the INCR reaches only once routed: that one waits for it).
+      if (!(connection instanceof Cluster)) return Number((await Promise.all([connection.incr(this.fenceKey), connection.wait(replicas, timeoutMs)]))[1]);
+      await connection.incr(this.fenceKey);
+      return await waitForReplicas(connection, replicas, timeoutMs);
+    } catch (e) {
+      // A full Redis refuses the fence's write, not the jobs' (already written): they are accepted, with the warning.
+      if (isRedisOutOfMemory(e)) return 0;
+      throw e;
+    }
   }
 
   async close(): Promise<void> {

@@ -74,7 +74,7 @@ describe('ReplicaFence', () => {
       await primary?.kill();
     });
 
-    it("answers 1 once the replica holds what the shared connection wrote before the call", async () => {
+    it('answers 1 once the replica holds what the shared connection wrote before the call; 0 while it cannot, or Redis is full', async () => {
       const shared = createRedis(`redis://127.0.0.1:${primary.port}`, 'fence-primary');
       const onReplica = createRedis(`redis://127.0.0.1:${replica.port}`, 'fence-replica');
       const fence = new ReplicaFence(shared, 'fence');
@@ -97,6 +97,13 @@ describe('ReplicaFence', () => {
         await asleep;
         expect(await fence.confirm(1, 5_000)).toBe(1);
         expect(await onReplica.get('job:late')).toBe('accepted late');
+        // A full Redis refuses the fence's write (the job before it was written): 0, the caller's warning, no throw.
+        await shared.config('SET', 'maxmemory', '1');
+        try {
+          expect(await fence.confirm(1, 100)).toBe(0);
+        } finally {
+          await shared.config('SET', 'maxmemory', '0');
+        }
       } finally {
         await fence.close();
         await closeRedis(shared);
