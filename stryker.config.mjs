@@ -9,8 +9,9 @@ const groups = {
   // steps, schedulers, M-RoPE. Line ranges: update them when those files move.
   pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:255-337', 'worker/pipeline/diffusion-steps.ts:119-360', 'worker/pipeline/{schedulers,mrope}.ts'],
   processor: ['worker/processor.ts'],
-  // batched socket writes (batchWrites, withBatchedWrites). Line range: update it when src/redis.ts moves.
-  redis: ['src/redis.ts:236-262'],
+  // a Cluster URL's failover options, connection errors, batched socket writes (batchWrites, withBatchedWrites), the
+  // replica fence. Line ranges: update them when src/redis.ts moves.
+  redis: ['src/redis.ts:111-133', 'src/redis.ts:186-193', 'src/redis.ts:269-296', 'src/redis.ts:352-401'],
   // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
 };

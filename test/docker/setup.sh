@@ -6,7 +6,8 @@
 #   3. stand-in base images, since `node:…` and `redis:…` cannot be pulled here:
 #        blip3o-standin/debian:bookworm  debootstrap --variant=minbase bookworm, trimmed, `docker import`ed
 #        blip3o-standin/node:20          + this machine's `node` and `npm`, and a `node` user (uid 1000) as in node:*-slim
-#        blip3o-standin/redis:7          + Debian's redis-server, running as the `redis` user with /data as in redis:*
+#        blip3o-standin/redis:7          + Debian's redis-server, running as the `redis` user with /data and an entrypoint as
+#                                        in redis:* (protected mode off)
 #   4. removes what an interrupted test run left behind (its compose projects and images are named blip3o-dockertest-*,
 #      blip3o-test-*).
 # Idempotent: every step is skipped when its result is already there. Needs root.
@@ -91,17 +92,29 @@ DOCKERFILE
   rm -rf "$ctx"
 fi
 
-if ! docker image inspect blip3o-standin/redis:7 >/dev/null 2>&1; then
+# (an older stand-in without the entrypoint is replaced)
+if [ "$(docker image inspect -f '{{join .Config.Entrypoint " "}}' blip3o-standin/redis:7 2>/dev/null)" != docker-entrypoint.sh ]; then
   log "blip3o-standin/redis:7 (Debian's redis-server)"
   ctx=$(mktemp -d)
+  # As the official images' entrypoint: arguments starting with "-" or a *.conf are redis-server's; and protected mode
+  # off, which they build in (a container's Redis is reached over the compose network: a replica, the sentinels).
+  cat >"$ctx/docker-entrypoint.sh" <<'ENTRYPOINT'
+#!/bin/sh
+case "$1" in -*|*.conf) set -- redis-server "$@" ;; esac
+if [ "$1" = redis-server ]; then shift; exec redis-server "$@" --protected-mode no; fi
+exec "$@"
+ENTRYPOINT
+  chmod 755 "$ctx/docker-entrypoint.sh"
   cat >"$ctx/Dockerfile" <<'DOCKERFILE'
 FROM blip3o-standin/debian:bookworm
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /data && chown redis:redis /data
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 USER redis
 WORKDIR /data
+ENTRYPOINT ["docker-entrypoint.sh"]
 CMD ["redis-server"]
 DOCKERFILE
   DOCKER_BUILDKIT=0 docker build -q -t blip3o-standin/redis:7 "$ctx" >/dev/null

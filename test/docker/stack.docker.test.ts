@@ -9,7 +9,6 @@
 // worker` mid-job, `up` again → the image arrives exactly once; a restarted bot does not register its unchanged
 // commands again; every container runs as non-root; stop is a clean SIGTERM exit. Everything it made
 // (containers, network, volumes, the images it built) is removed at the end, also when a step fails.
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -22,6 +21,7 @@ import { repoRoot } from '../../src/config/load.ts';
 import { makeTiny } from '../../worker/builder/tiny/index.ts';
 import { samplePng } from '../conformance/platform-adapter.case.ts';
 import { FakeDiscord, type FakeInteraction, type FakeMessage } from '../fakes/discord/server.ts';
+import { sh } from './sh.ts';
 import { startFakeHub, type FakeHub, type FakeHubFile } from '../fakes/hub/server.ts';
 
 const REPO = 'BLIP3o/BLIP3o-Model-4B';
@@ -35,23 +35,6 @@ const tag = KEEP_IMAGES ? 'dev' : run;
 const BOT_IMAGE = `blip3o-test-bot:${tag}`;
 const WORKER_IMAGE = `blip3o-test-worker-cpu:${tag}`;
 const BOT_LIMIT_BYTES = 350 * 1000 * 1000;
-
-interface Exec {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function sh(cmd: string, args: string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; allowFail?: boolean } = {}): Promise<Exec> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { cwd: repoRoot, env: { ...process.env, ...options.env }, maxBuffer: 64 * 1024 * 1024, timeout: options.timeoutMs ?? 120_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      const result = { code, stdout, stderr };
-      if (code !== 0 && !options.allowFail) reject(new Error(`${cmd} ${args.join(' ')} → ${code}\n${stderr.slice(-4000)}\n${stdout.slice(-2000)}`));
-      else resolve(result);
-    });
-  });
-}
 
 let work: string;
 let hub: FakeHub | undefined;
@@ -200,7 +183,7 @@ beforeAll(async () => {
       redis: {
         image: REDIS_BASE,
         network_mode: 'host',
-        command: ['redis-server', '--bind', '127.0.0.1', '--port', String(ports.redis), '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '300 10', '--dir', '/data'],
+        command: ['--bind', '127.0.0.1', '--port', String(ports.redis), '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '300 10', '--dir', '/data'], // redis-server's options (the entrypoint adds its config file)
         healthcheck: { test: ['CMD', 'redis-cli', '-p', String(ports.redis), 'ping'], interval: '1s', start_period: '20s' },
       },
       discord: {

@@ -97,12 +97,20 @@ describe('docker-compose.yml', () => {
   it('offers a Sentinel profile whose addresses and master name match the REDIS_URL the docs give', () => {
     const sentinels = ['sentinel-1', 'sentinel-2', 'sentinel-3'];
     for (const name of ['redis-replica', ...sentinels]) expect(services[name]!.profiles, name).toEqual(['sentinel']);
-    const replica: string[] = services['redis-replica']!.command;
-    expect(replica.slice(replica.indexOf('--replicaof'), replica.indexOf('--replicaof') + 3)).toEqual(['--replicaof', 'redis', '6379']);
+    // A node's role and a sentinel's state live in config files on their volumes, written at the first start only
+    // (Sentinel rewrites them), so a restart keeps what the last failover decided (test/docker/sentinel.docker.test.ts).
+    const replica = services['redis-replica']!;
+    expect(replica.entrypoint.join(' ')).toContain("[ -f /data/redis.conf ] || printf '%s\\n' 'replicaof redis 6379' 'replica-announce-ip redis-replica' > /data/redis.conf");
+    expect(replica.command).not.toContain('--replicaof'); // on the command line it would win over Sentinel's record
+    expect(services.redis!.entrypoint.join(' ')).toContain("echo 'replica-announce-ip redis' > /data/redis.conf");
+    expect(replica.volumes).toContain('redis-replica-data:/data');
     for (const name of sentinels) {
       const script = services[name]!.command.join('\n');
+      expect(script, name).toContain('[ -f /data/sentinel.conf ] ||');
       expect(script, name).toContain("'sentinel monitor blip3o redis 6379 2'"); // quorum 2 of 3
-      expect(script, name).toContain('--sentinel');
+      expect(script, name).toContain('redis-server /data/sentinel.conf --sentinel');
+      expect(services[name]!.volumes, name).toEqual([`${name}-data:/data`]);
+      expect(compose.volumes).toHaveProperty(`${name}-data`);
       expect(services[name]!.healthcheck.test).toEqual(['CMD', 'redis-cli', '-p', '26379', 'ping']);
     }
     const url = 'redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/blip3o';
@@ -122,7 +130,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('never evicts (BullMQ\'s keys) and takes its memory limit from REDIS_MAXMEMORY, none by default, on every Redis', () => {
-    const redises = Object.entries(services).filter(([, s]) => (s.command as string[] | undefined)?.[0] === 'redis-server' && !(s.command as string[]).includes('--sentinel'));
+    const redises = Object.entries(services).filter(([, s]) => ((s.entrypoint as string[] | undefined) ?? []).join(' ').includes('redis-server /data/redis.conf'));
     expect(redises.map(([name]) => name).sort()).toEqual(['redis', 'redis-replica']);
     for (const [, s] of redises) {
       const cmd: string[] = s.command;

@@ -54,6 +54,24 @@ describe('ReplicaFence', () => {
     }
   });
 
+  it('passes on an error other than a full Redis, and closes its own connection', async () => {
+    const key = `${prefix}:wrong-type`;
+    const name = `fence-${randomUUID().slice(0, 8)}`;
+    const named = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', name);
+    const fence = new ReplicaFence(named, key);
+    const clients = async () => ((await redis.client('LIST')) as string).split('\n').filter((l) => l.includes(` name=${name} `)).length;
+    try {
+      await redis.hset(key, 'not', 'a counter');
+      await expect(fence.confirm(1, 50)).rejects.toThrow(/WRONGTYPE/);
+      expect(await clients()).toBe(2); // the shared one and the fence's own
+      await fence.close();
+      expect(await clients()).toBe(1);
+    } finally {
+      await redis.del(key);
+      await closeRedis(named);
+    }
+  });
+
   it('asks nothing when no replica is wanted', async () => {
     const key = `${prefix}:none`;
     const fence = new ReplicaFence(redis, key);

@@ -35,6 +35,7 @@ describe('parseRedisUrl', () => {
     expect(parseRedisUrl('redis+cluster://h1:7000/?failoverWaitMs=60000')).toMatchObject({ options: { maxRedirections: 300, ...ride } });
     expect(parseRedisUrl('redis+cluster://h1:7000?failoverWaitMs=0')).toMatchObject({ options: { maxRedirections: 16 } }); // ioredis' own least
     expect(() => parseRedisUrl('redis+cluster://h1:7000?failoverWaitMs=soon')).toThrow('REDIS_URL "redis+cluster://h1:7000?failoverWaitMs=soon": failoverWaitMs must be a number of milliseconds, not "soon".');
+    for (const bad of ['x5', '5s', '-5']) expect(() => parseRedisUrl(`redis+cluster://h1:7000?failoverWaitMs=${bad}`), bad).toThrow(/failoverWaitMs must be a number/);
     expect(() => parseRedisUrl('redis+cluster://h1:0')).toThrow('REDIS_URL: "h1:0" is not a cluster node address (host:port).');
     expect(() => parseRedisUrl('redis+cluster://h1:7000/3')).toThrow(/not a Redis address/); // Cluster has no databases
     expect(redisAddress('redis+cluster://u:pw@h1:7000,h2:7001')).toBe('cluster h1:7000,h2:7001');
@@ -66,6 +67,10 @@ describe('isRedisConnectionError', () => {
     expect(isRedisConnectionError(new Error('CLUSTERDOWN The cluster is down'))).toBe(true);
     expect(isRedisConnectionError(Object.assign(new Error('Failed to refresh slots cache.'), { name: 'ClusterAllFailedError' }))).toBe(true);
     expect(isRedisConnectionError(new Error('CROSSSLOT Keys in request don\'t hash to the same slot'))).toBe(false);
+    // named in its code or class only; and words of a failover inside another error's text are not one
+    expect(isRedisConnectionError(Object.assign(new Error('x'), { code: 'ETIMEDOUT' }))).toBe(true);
+    expect(isRedisConnectionError(Object.assign(new Error('x'), { name: 'ConnectionClosedError' }))).toBe(true);
+    expect(isRedisConnectionError(new Error('ERR user script said: CLUSTERDOWN is a word'))).toBe(false);
     expect(isRedisConnectionError(new TypeError('Cannot read properties of undefined'))).toBe(false);
     expect(isRedisConnectionError('Connection is closed.')).toBe(false);
   });

@@ -1,0 +1,97 @@
+// The compose file's Sentinel profile, for real (opt-in: DOCKER_TESTS=1, `npm run test:docker`): `redis`,
+// `redis-replica` and three sentinels from docker-compose.yml as shipped, on its own network, with the local stand-in
+// of the redis image (test/docker/setup.sh). The primary is killed, a replica takes over and takes a write; then the
+// whole profile restarts, as after a host reboot or `docker compose down`/`up`. The failover must survive it: the
+// sentinels still name the promoted node, the returning old primary follows it, and the write made after the failover
+// is still there. Before each node's role and each sentinel's state lived on its volume, the restart went back to the
+// command lines (`redis` the primary, `redis-replica` a replica of it, sentinels watching `redis`): the replica
+// resynced from the stale old primary and every write since the failover was lost.
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { repoRoot } from '../../src/config/load.ts';
+import { sh } from './sh.ts';
+
+const REDIS_BASE = process.env.DOCKER_TEST_REDIS_IMAGE ?? 'blip3o-standin/redis:7';
+const NODES = ['redis', 'redis-replica', 'sentinel-1', 'sentinel-2', 'sentinel-3'];
+const project = `blip3o-dockertest-${randomUUID().slice(0, 8)}`;
+let work: string;
+let composeArgs: string[] = [];
+
+const compose = (args: string[], allowFail = false) => sh('docker', [...composeArgs, ...args], { allowFail, timeoutMs: 180_000 });
+const cli = async (service: string, ...args: string[]) => (await compose(['exec', '-T', service, 'redis-cli', ...args])).stdout.trim();
+const sentinel = (n: number, ...args: string[]) => cli(`sentinel-${n}`, '-p', '26379', 'sentinel', ...args);
+
+async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${(await compose(['logs', '--no-color', '--tail', '30'], true)).stdout.slice(-6000)}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** The primary every sentinel names, once all three agree. */
+const agreedPrimary = () =>
+  until('the three sentinels to name one primary', 60_000, async () => {
+    const named = await Promise.all([1, 2, 3].map(async (n) => (await sentinel(n, 'get-master-addr-by-name', 'blip3o')).split('\n')[0]));
+    return named.every((x) => x === named[0]) && named[0] ? named[0] : undefined;
+  });
+
+const role = async (service: string) => (await cli(service, 'role')).split('\n')[0];
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'sentineltest-'));
+  // only the image: the stand-in for redis:* (no registry here); everything else as shipped
+  const override = { services: Object.fromEntries(NODES.map((n) => [n, { image: REDIS_BASE }])) };
+  writeFileSync(join(work, 'docker-compose.test.yml'), JSON.stringify(override));
+  composeArgs = ['compose', '--project-name', project, '--project-directory', repoRoot, '--profile', 'sentinel', '-f', join(repoRoot, 'docker-compose.yml'), '-f', join(work, 'docker-compose.test.yml')];
+});
+
+afterAll(async () => {
+  if (composeArgs.length > 0) await compose(['down', '--volumes', '--remove-orphans', '--timeout', '5'], true);
+  if (work) rmSync(work, { recursive: true, force: true });
+}, 120_000);
+
+describe('docker compose --profile sentinel (real Redis and Sentinel processes, the shipped config)', () => {
+  it('keeps a failover across a restart of the whole profile: the promoted node stays the primary, nothing written since is lost', async () => {
+    await compose(['up', '-d', ...NODES]);
+    // the sentinels know the replica and each other
+    await until('the sentinels to see the replica and each other', 60_000, async () => {
+      const replicas = await sentinel(1, 'replicas', 'blip3o');
+      const peers = await sentinel(1, 'sentinels', 'blip3o');
+      return (replicas.match(/runid/g) ?? []).length === 1 && (peers.match(/runid/g) ?? []).length === 2 ? true : undefined;
+    });
+    expect(await agreedPrimary()).toBe('redis');
+    expect(await cli('redis', 'set', 'before', 'accepted before the failover')).toBe('OK');
+    expect(await cli('redis', 'wait', '1', '5000')).toBe('1');
+
+    await compose(['kill', 'redis']);
+    await until('the sentinels to promote redis-replica', 60_000, async () => ((await role('redis-replica')) === 'master' && (await agreedPrimary()) !== 'redis' ? true : undefined));
+    expect(await cli('redis-replica', 'set', 'after', 'accepted after the failover')).toBe('OK');
+
+    // A host reboot, or `docker compose down` and `up`: every node and sentinel starts again.
+    await compose(['stop', '--timeout', '5']);
+    await compose(['up', '-d', ...NODES]);
+    // the sentinels remember the failover, and the old primary comes back as a replica of the new one
+    expect(await agreedPrimary()).toBe('redis-replica');
+    await until('the old primary to follow the new one', 60_000, async () => ((await role('redis')) === 'slave' && (await role('redis-replica')) === 'master' ? true : undefined));
+    await until('the old primary to catch up', 30_000, async () => ((await cli('redis', 'get', 'after')) === 'accepted after the failover' ? true : undefined));
+    for (const node of ['redis', 'redis-replica']) {
+      expect(await cli(node, 'get', 'before'), node).toBe('accepted before the failover');
+      expect(await cli(node, 'get', 'after'), node).toBe('accepted after the failover');
+    }
+    // and a write now goes where the sentinels point, and reaches the other node
+    expect(await cli('redis-replica', 'set', 'later', 'accepted after the restart')).toBe('OK');
+    expect(await cli('redis-replica', 'wait', '1', '5000')).toBe('1');
+    expect(await cli('redis', 'get', 'later')).toBe('accepted after the restart');
+    // both nodes known by their service names, which survive new container addresses
+    const replicas = await sentinel(1, 'replicas', 'blip3o');
+    expect(replicas.split('\n')).toContain('redis:6379');
+    // every node runs as the image's redis user, not root (the entrypoint writes the config file, then execs)
+    for (const node of NODES) expect((await compose(['exec', '-T', node, 'id', '-u'])).stdout.trim(), node).not.toBe('0');
+  }, 300_000);
+});
