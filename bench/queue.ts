@@ -7,6 +7,7 @@
 // npm run bench -- queue memory [jobs=100] [pngKiB=1536]
 //   (Redis memory that delivered images and answered uploads hold: kept as before, against released; see memory())
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
+// BENCH_SCRIPT_TIME=1: Redis's time inside each script per job in the bursts, timed in the script (see SCRIPT_TIME)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
 // pipeline → blob store → delivery queue → ledger → PlatformPort.deliver) against a bare BullMQ
 // add → process → completed round trip, and against two bare hops (a worker that hands each job to a second queue and
@@ -199,10 +200,23 @@ const scriptNames = new Map<string, string>();
   const commander = Object.getPrototypeOf(IORedis.prototype) as typeof proto;
   const defineCommand = commander.defineCommand;
   commander.defineCommand = function (this: unknown, name: string, definition: { lua: string; numberOfKeys?: number }) {
+    if (SCRIPT_TIME) definition = { ...definition, lua: timed(name, definition.lua) };
     scriptNames.set(createHash('sha1').update(definition.lua).digest('hex'), name);
     return defineCommand.call(this, name, definition);
   };
 }
+
+/**
+ * BENCH_SCRIPT_TIME=1: every script defined on a connection (ours and BullMQ's) is run inside a wrapper that adds the
+ * Redis time it took (TIME before and after, µs) to SCRIPT_TIME_KEY, and the bursts print it per job by script. Unlike
+ * SLOWLOG at threshold 0, which logs every command a script runs as well and so inflates the scripts that run many,
+ * this costs each call the same two TIMEs and one HINCRBY (≈ 2–3 µs). Single server or Sentinel only (one key).
+ */
+const SCRIPT_TIME = process.env.BENCH_SCRIPT_TIME === '1';
+const SCRIPT_TIME_KEY = 'bench:script-time';
+const timed = (name: string, lua: string) =>
+  `local t0 = redis.call('TIME') local function body() ${lua}\nend local reply = body() local t1 = redis.call('TIME') ` +
+  `redis.call('HINCRBY', '${SCRIPT_TIME_KEY}', '${name}', (tonumber(t1[1]) - tonumber(t0[1])) * 1000000 + tonumber(t1[2]) - tonumber(t0[2])) return reply`;
 
 /** Inline EVALs by the start of their script (SLOWLOG keeps an argument's first 128 bytes). */
 const inlineNames = new Map<string, string>();
@@ -240,6 +254,7 @@ async function profile(redis: Redis, path: Path, jobs: number, base: number, tog
   return { sent: most(perJob), redisUs: most([...redisUs].filter(([c]) => sentNames.has(c.startsWith('lua:inline') ? 'eval' : c))) };
 }
 
+let benchRedis: Redis;
 async function measure(path: Path, sequential: number, burst: number, base: number) {
   for (let i = 0; i < 5; i++) await path.one(base + i); // warm up
   let t = performance.now();
@@ -251,15 +266,17 @@ async function measure(path: Path, sequential: number, burst: number, base: numb
   const cpu0 = process.cpuUsage();
   const r0 = await redisCpu();
   const n0 = await redisNet();
+  if (SCRIPT_TIME) await benchRedis.del(SCRIPT_TIME_KEY);
   await Promise.all(Array.from({ length: burst }, (_, i) => path.one(base + 10_000 + i)));
   const wall = (performance.now() - t) / 1000;
+  const scriptUs = SCRIPT_TIME ? Object.entries(await benchRedis.hgetall(SCRIPT_TIME_KEY)).map(([k, v]) => [k, Number(v) / burst] as [string, number]) : [];
   const cpu = process.cpuUsage(cpu0);
   const r1 = await redisCpu();
   const n1 = await redisNet();
   const jobsPerSecond = burst / wall;
   const cpuMsPerJob = { node: (cpu.user + cpu.system) / 1000 / burst, redis: (1000 * (r1 - r0)) / burst };
   const kbPerJob = { toRedis: (n1.in - n0.in) / 1024 / burst, fromRedis: (n1.out - n0.out) / 1024 / burst };
-  return { msPerJob, jobsPerSecond, cpuMsPerJob, kbPerJob, sequentialSegments, segments: breakdown() };
+  return { msPerJob, jobsPerSecond, cpuMsPerJob, kbPerJob, sequentialSegments, segments: breakdown(), scriptUs };
 }
 
 /** CPU seconds Redis has used (INFO cpu: its main thread and background threads). */
@@ -302,6 +319,7 @@ export async function run(args: string[]): Promise<void> {
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.filter((a) => a !== 'replicas').map(Number);
   const secrets = loadSecrets();
   const redis = createRedis(secrets.REDIS_URL, 'bench-queue');
+  benchRedis = redis;
   const prefix = `{bench-${randomUUID().slice(0, 8)}}`; // a hash tag, so REDIS_URL may name a Redis Cluster too
   redisCpu = () => redisCpuSeconds(redis);
   redisNet = () => redisNetBytes(redis);
@@ -346,6 +364,13 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  KiB per job to and from Redis in the bursts: bare ${kb(b)}; two bare hops ${kb(b2)}; ours ${kb(o)}`);
     console.log(`  our last sequential jobs, ms per job: ${o.at(-1)!.sequentialSegments}`);
     console.log(`  our last burst, ms per job: ${o.at(-1)!.segments}`);
+    if (SCRIPT_TIME) {
+      const byScript = (m: Measured) => m.scriptUs.sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ');
+      const total = (m: Measured) => m.scriptUs.reduce((a, [, v]) => a + v, 0).toFixed(0);
+      console.log(`  Redis µs per job inside each script, last bursts (BENCH_SCRIPT_TIME): bare ${total(b.at(-1)!)}, two bare hops ${total(b2.at(-1)!)}, ours ${total(o.at(-1)!)}`);
+      console.log(`    ours: ${byScript(o.at(-1)!)}`);
+      console.log(`    two bare hops: ${byScript(b2.at(-1)!)}`);
+    }
     const total = (p: [string, number][]) => p.reduce((a, [, n]) => a + n, 0);
     console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare.sent))}, two bare hops ${f(total(profiles.bare2.sent))}, ours ${f(total(profiles.ours.sent))}`);
     console.log(`    ours: ${profiles.ours.sent.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
