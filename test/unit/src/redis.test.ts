@@ -45,6 +45,7 @@ describe('parseRedisUrl', () => {
   it('refuses what is neither, naming REDIS_URL and both forms, without echoing the password', () => {
     expect(() => parseRedisUrl('http://u:hunter2@x:6379')).toThrow(/^REDIS_URL "http:\/\/u:\*\*\*@x:6379" is not a Redis address: use redis:\/\/host:6379 .* redis\+sentinel:\/\//);
     expect(() => parseRedisUrl('redis+sentinel://a:26379')).toThrow(/not a Redis address/); // no master name
+    expect(() => parseRedisUrl('xredis://h:6379')).toThrow(/not a Redis address/);
     expect(() => parseRedisUrl('redis+sentinel://a:99999/m')).toThrow('REDIS_URL: "a:99999" is not a sentinel address (host:port).');
     expect(redactRedisUrl('redis://default:pw@h:1')).toBe('redis://default:***@h:1');
     expect(redisAddress('redis+sentinel://u:pw@s1:26379,s2:26380/m')).toBe('sentinels s1:26379,s2:26380 (master m)');
@@ -71,6 +72,9 @@ describe('isRedisConnectionError', () => {
     expect(isRedisConnectionError(Object.assign(new Error('x'), { code: 'ETIMEDOUT' }))).toBe(true);
     expect(isRedisConnectionError(Object.assign(new Error('x'), { name: 'ConnectionClosedError' }))).toBe(true);
     expect(isRedisConnectionError(new Error('ERR user script said: CLUSTERDOWN is a word'))).toBe(false);
+    // and by its message alone, as a rejection re-thrown without its code reads
+    for (const message of ['connect ECONNREFUSED 127.0.0.1:6379', 'getaddrinfo ENOTFOUND redis', 'getaddrinfo EAI_AGAIN redis']) expect(isRedisConnectionError(new Error(message)), message).toBe(true);
+    expect(isRedisConnectionError(new Error('connect to the queue: bad request'))).toBe(false);
     expect(isRedisConnectionError(new TypeError('Cannot read properties of undefined'))).toBe(false);
     expect(isRedisConnectionError('Connection is closed.')).toBe(false);
   });
