@@ -6,9 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../../src/redis.ts';
-import { makeHarness, spawnWithConfig, stopProcess, until, type Proc } from '../doubles/spine-harness.ts';
+import { makeHarness, until, type Proc } from '../doubles/spine-harness.ts';
 import { slotOwnerPort, startCluster, type ClusterSet } from '../doubles/redis-processes.ts';
-import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, type LoadClient } from '../doubles/failover-load.ts';
+import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, startWorker, stopAll, type LoadClient } from '../doubles/failover-load.ts';
 
 let cluster: ClusterSet;
 let worker: Proc | undefined;
@@ -23,15 +23,10 @@ const h = makeHarness({
 
 beforeAll(async () => {
   cluster = await startCluster({ replicasPerMaster: 1, nodeTimeoutMs: 1_000 });
-  worker = spawnWithConfig('worker/main.ts', h.configFile, [], { REDIS_URL: cluster.url });
-  await worker.waitFor('worker ready', 120_000);
+  worker = await startWorker(h, cluster.url);
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of clients) await c.core.stop().catch(() => undefined);
-  await stopProcess(worker);
-  await cluster?.stop();
-});
+afterAll(() => stopAll(clients, worker, cluster));
 
 describe('Redis Cluster failover', () => {
   it("delivers every accepted job exactly once across a failover of the tag's master (SIGKILL mid-load)", async () => {

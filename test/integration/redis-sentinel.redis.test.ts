@@ -5,9 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../../src/redis.ts';
-import { makeHarness, spawnWithConfig, stopProcess, until, type Proc } from '../doubles/spine-harness.ts';
+import { makeHarness, until, type Proc } from '../doubles/spine-harness.ts';
 import { currentPrimaryPort, startRedisServer, startSentinelSet, type SentinelSet } from '../doubles/redis-processes.ts';
-import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, type LoadClient } from '../doubles/failover-load.ts';
+import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, startWorker, stopAll, type LoadClient } from '../doubles/failover-load.ts';
 
 let set: SentinelSet;
 let worker: Proc | undefined;
@@ -29,15 +29,10 @@ beforeAll(async () => {
     return replicas.length === 1 && peers.length === 2;
   }, 30_000, 'sentinels to see the replica and each other');
   probe.disconnect();
-  worker = spawnWithConfig('worker/main.ts', h.configFile, [], { REDIS_URL: set.url });
-  await worker.waitFor('worker ready', 120_000);
+  worker = await startWorker(h, set.url);
 }, 180_000);
 
-afterAll(async () => {
-  for (const c of clients) await c.core.stop().catch(() => undefined);
-  await stopProcess(worker);
-  await set?.stop();
-});
+afterAll(() => stopAll(clients, worker, set));
 
 describe('Redis Sentinel', () => {
   it('delivers every accepted job exactly once across a failover of the primary (SIGKILL mid-load)', async () => {
