@@ -93,7 +93,7 @@ export async function expectDeliveredOnce(ctx: { label: string; h: Harness; url:
   if (missing.length > 0) {
     // What Redis and the worker know of each job never delivered: which step of its way it stopped at.
     const r: Redis = createRedis(url, 'failover-dump');
-    for (const { i, jobId } of missing) console.log(await jobState(r, h.prefix, jobId, clients[i % clients.length]!.clientId, worker?.output() ?? ''));
+    for (const { i, jobId } of missing) console.log(await jobState(r, h.config.queue.prefix, jobId, clients[i % clients.length]!.clientId, worker?.output() ?? ''));
     await closeRedis(r);
   }
   expect(missing.map((a) => a.i), 'accepted jobs never delivered').toEqual([]);
