@@ -188,6 +188,7 @@ export function isRedisConnectionError(err: unknown): boolean {
   if (typeof e?.code === 'string' && CONNECTION_CODES.has(e.code)) return true;
   if (e?.name === 'MaxRetriesPerRequestError' || e?.name === 'ConnectionClosedError') return true;
   if (e?.name === 'ClusterAllFailedError') return true; // no node of the Cluster answered
+  if (e?.name === 'AcceptanceLost') return true; // what was written went down with the old primary (ReplicaFence)
   // A Cluster command that retried through its whole failover wait ("Too many Cluster redirections. Last error: …").
   return typeof e?.message === 'string' && /^(connect [A-Z]+|getaddrinfo [A-Z_]+|Connection is closed|read ECONNRESET|write EPIPE|All sentinels are unreachable|Too many Cluster redirections|CLUSTERDOWN)/.test(e.message);
 }
@@ -346,13 +347,17 @@ export async function waitForReplicas(redis: Redis, replicas: number, timeoutMs:
  * a replica was missing (after a failover, until one is attached again; the Cluster failover test: 60 requests took
  * 33 s to answer). Here the wait happens on a connection of its own, after a write of its own (the fence): the
  * primary replicates its writes in the order it ran them, so a replica that has the fence has every write acknowledged
- * before it was sent. Callers arriving while a round is out share the next one (a group commit): one INCR and one
+ * before it was sent. Callers arriving while a round is out share the next one (a group commit): one script and one
  * WAIT per round, however many acceptances it covers.
+ * A round that meets a failover is re-sent by ioredis to the new primary, whose WAIT says nothing of writes the old one
+ * took and lost: so the fence's script first checks that each caller's witness key (its job) is on the server it runs
+ * on, and a caller whose job is not there gets AcceptanceLost, never a count.
  */
 export class ReplicaFence {
   private connection: Redis | undefined;
-  private round: Promise<number> | undefined;
-  private next: Promise<number> | undefined;
+  private waiting: { witness?: string | undefined; resolve: (n: number) => void; reject: (e: unknown) => void }[] = [];
+  private draining: Promise<void> | undefined;
+  private running = false;
 
   /** `fenceKey`: a key under the deployment's prefix (on a Cluster, in the slot every acceptance writes to). */
   constructor(
@@ -360,43 +365,78 @@ export class ReplicaFence {
     private readonly fenceKey: string,
   ) {}
 
-  /** How many replicas hold every write acknowledged on any connection before this call (at most timeoutMs). */
-  confirm(replicas: number, timeoutMs: number): Promise<number> {
+  /**
+   * How many replicas hold every write acknowledged on any connection before this call (at most timeoutMs).
+   * `witness`: a key those writes made (the job's): rejects with AcceptanceLost if the server answering now lacks it.
+   */
+  confirm(replicas: number, timeoutMs: number, witness?: string): Promise<number> {
     if (replicas <= 0) return Promise.resolve(0);
-    if (this.round) {
-      // The round in flight may have written its fence before this caller's writes: join the one after it.
-      this.next ??= this.round.catch(() => undefined).then(() => {
-        this.next = undefined;
-        return this.confirm(replicas, timeoutMs);
-      });
-      return this.next;
-    }
-    const round = this.fenceAndWait(replicas, timeoutMs);
-    this.round = round;
-    round.finally(() => this.round === round && (this.round = undefined)).catch(() => undefined);
-    return round;
+    const confirmed = new Promise<number>((resolve, reject) => this.waiting.push({ witness, resolve, reject }));
+    // A round in flight may have written its fence before this caller's writes: it waits for the next one.
+    if (!this.running) this.draining = this.drain(replicas, timeoutMs);
+    return confirmed;
   }
 
-  private async fenceAndWait(replicas: number, timeoutMs: number): Promise<number> {
+  /** Rounds until no caller waits; `running` is set and cleared in the same turn as the checks, so none is missed. */
+  private async drain(replicas: number, timeoutMs: number): Promise<void> {
+    this.running = true;
+    try {
+      while (this.waiting.length > 0) {
+        const round = this.waiting.splice(0);
+        try {
+          const { count, missing } = await this.fenceAndWait(replicas, timeoutMs, round.map((c) => c.witness));
+          round.forEach((c, i) => (missing.has(i) ? c.reject(new AcceptanceLost(c.witness!)) : c.resolve(count)));
+        } catch (e) {
+          for (const c of round) c.reject(e);
+        }
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async fenceAndWait(replicas: number, timeoutMs: number, witnesses: readonly (string | undefined)[]): Promise<{ count: number; missing: Set<number> }> {
     const connection = (this.connection ??= duplicateRedis(this.redis));
+    const r = connection as unknown as Record<string, (...args: (string | number)[]) => Promise<number[]>>;
+    // Stryker disable next-line ConditionalExpression: defining the command again defines the same script
+    if (typeof r.blip3oFence !== 'function') connection.defineCommand('blip3oFence', { lua: FENCE });
+    const keys = witnesses.flatMap((w, i) => (w === undefined ? [] : [[w, i] as const]));
+    const fence = r.blip3oFence!(1 + keys.length, this.fenceKey, ...keys.map(([w]) => w));
     try {
       // One round trip: a connection answers its commands in order (on a Cluster the WAIT goes to each master's own
-      // connection, which the INCR reaches only once routed: that one waits for it).
-      if (!(connection instanceof Cluster)) return Number((await Promise.all([connection.incr(this.fenceKey), connection.wait(replicas, timeoutMs)]))[1]);
-      await connection.incr(this.fenceKey);
-      return await waitForReplicas(connection, replicas, timeoutMs);
+      // connection, which the fence reaches only once routed: that one waits for it).
+      let count: number;
+      let absent: number[];
+      if (!(connection instanceof Cluster)) [absent, count] = await Promise.all([fence, connection.wait(replicas, timeoutMs).then(Number)]);
+      else [absent, count] = [await fence, await waitForReplicas(connection, replicas, timeoutMs)];
+      return { count, missing: new Set(absent.map((k) => keys[k - 1]![1])) };
     } catch (e) {
       // A full Redis refuses the fence's write, not the jobs' (already written): they are accepted, with the warning.
-      if (isRedisOutOfMemory(e)) return 0;
+      if (isRedisOutOfMemory(e)) return { count: 0, missing: new Set() };
       throw e;
     }
   }
 
   async close(): Promise<void> {
-    await this.next?.catch(() => undefined);
-    await this.round?.catch(() => undefined);
+    await this.draining;
     if (this.connection) await closeRedis(this.connection);
     this.connection = undefined;
+  }
+}
+
+/** KEYS fence, witness… → the (1-based) witnesses that do not exist here; the fence is written either way. */
+const FENCE = `local missing = {}
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then table.insert(missing, i - 1) end
+end
+redis.call('INCR', KEYS[1])
+return missing`;
+
+/** An acceptance whose writes are not on the server that answers now: a failover came between them and its replicas. */
+export class AcceptanceLost extends Error {
+  override readonly name = 'AcceptanceLost';
+  constructor(witness: string) {
+    super(`${witness} is not on the Redis primary that answers now: the acceptance was lost in a failover`);
   }
 }
 

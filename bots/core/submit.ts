@@ -278,9 +278,10 @@ export function createCore(options: CoreOptions): Core {
       throw e;
     }
     // The job and its admission records are written: the fence's round covers them (its WAIT on a connection of its
-    // own, so nothing else of this bot waits behind it). acceptReplicas 0: 0 at once, and 0 < 0 says nothing.
+    // own, so nothing else of this bot waits behind it), and throws AcceptanceLost if a failover took the job's hash
+    // (the user is told nothing was queued). acceptReplicas 0: 0 at once, and 0 < 0 says nothing.
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
-    if ((await fence.confirm(acceptReplicas, acceptReplicaWaitMs)) < acceptReplicas)
+    if ((await fence.confirm(acceptReplicas, acceptReplicaWaitMs, queue.toKey(request.id))) < acceptReplicas)
       log.warn({ jobId: request.id, acceptReplicas, acceptReplicaWaitMs }, 'accepted before enough replicas held the job: a failover now could lose it');
     if (place.state === 'queued') return place.position;
     // Held (a paused channel: submit says so) or not lined up by the scheduler (started already): 0, or wherever

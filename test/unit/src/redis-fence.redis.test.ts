@@ -4,7 +4,7 @@
 // replica (own redis-server processes) answers 1 once the replica has what was written before the call.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closeRedis, createRedis, ReplicaFence, type Redis } from '../../../src/redis.ts';
+import { AcceptanceLost, closeRedis, createRedis, isRedisConnectionError, ReplicaFence, type Redis } from '../../../src/redis.ts';
 import { startRedisServer, type RedisProcess } from '../../doubles/redis-processes.ts';
 
 const prefix = `t-fence-${randomUUID().slice(0, 8)}`;
@@ -69,6 +69,25 @@ describe('ReplicaFence', () => {
     } finally {
       await redis.del(key);
       await closeRedis(named);
+    }
+  });
+
+  it("refuses a caller whose job is not on the server it answers from (a failover took it): AcceptanceLost, the others' count", async () => {
+    const fence = new ReplicaFence(redis, `${prefix}:fence`);
+    try {
+      await redis.set(`${prefix}:job-here`, 'accepted');
+      const here = fence.confirm(1, 50, `${prefix}:job-here`);
+      const gone = fence.confirm(1, 50, `${prefix}:job-gone`);
+      const none = fence.confirm(1, 50);
+      expect(await here).toBe(0);
+      const lost = await gone.catch((e: unknown) => e);
+      expect(lost).toBeInstanceOf(AcceptanceLost);
+      expect((lost as Error).message).toBe(`${prefix}:job-gone is not on the Redis primary that answers now: the acceptance was lost in a failover`);
+      expect(isRedisConnectionError(lost)).toBe(true); // the user is told nothing was queued, and to try again
+      expect(await none).toBe(0);
+    } finally {
+      await redis.del(`${prefix}:job-here`);
+      await fence.close();
     }
   });
 
