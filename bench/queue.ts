@@ -364,14 +364,14 @@ export async function run(args: string[]): Promise<void> {
     console.log(`  KiB per job to and from Redis in the bursts: bare ${kb(b)}; two bare hops ${kb(b2)}; ours ${kb(o)}`);
     console.log(`  our last sequential jobs, ms per job: ${o.at(-1)!.sequentialSegments}`);
     console.log(`  our last burst, ms per job: ${o.at(-1)!.segments}`);
-    if (SCRIPT_TIME) {
-      const byScript = (m: Measured) => m.scriptUs.sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ');
-      const total = (m: Measured) => m.scriptUs.reduce((a, [, v]) => a + v, 0).toFixed(0);
-      console.log(`  Redis µs per job inside each script, last bursts (BENCH_SCRIPT_TIME): bare ${total(b.at(-1)!)}, two bare hops ${total(b2.at(-1)!)}, ours ${total(o.at(-1)!)}`);
-      console.log(`    ours: ${byScript(o.at(-1)!)}`);
-      console.log(`    two bare hops: ${byScript(b2.at(-1)!)}`);
-    }
     const total = (p: [string, number][]) => p.reduce((a, [, n]) => a + n, 0);
+    if (SCRIPT_TIME) {
+      const scripts = (xs: Measured[]) => xs.at(-1)!.scriptUs;
+      const byScript = (p: [string, number][]) => [...p].sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ');
+      console.log(`  Redis µs per job inside each script, last bursts (BENCH_SCRIPT_TIME): bare ${total(scripts(b)).toFixed(0)}, two bare hops ${total(scripts(b2)).toFixed(0)}, ours ${total(scripts(o)).toFixed(0)}`);
+      console.log(`    ours: ${byScript(scripts(o))}`);
+      console.log(`    two bare hops: ${byScript(scripts(b2))}`);
+    }
     console.log(`  Redis commands sent per job: bare ${f(total(profiles.bare.sent))}, two bare hops ${f(total(profiles.bare2.sent))}, ours ${f(total(profiles.ours.sent))}`);
     console.log(`    ours: ${profiles.ours.sent.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);
     console.log(`    bare: ${profiles.bare.sent.map(([c, n]) => `${c} ${f(n)}`).join(', ')}`);

@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '../../src/config/load.ts';
-import { sh } from './sh.ts';
+import { sh, until as untilDone } from './sh.ts';
 
 const REDIS_BASE = process.env.DOCKER_TEST_REDIS_IMAGE ?? 'blip3o-standin/redis:7';
 const NODES = ['redis', 'redis-replica', 'sentinel-1', 'sentinel-2', 'sentinel-3'];
@@ -24,15 +24,9 @@ const compose = (args: string[], allowFail = false) => sh('docker', [...composeA
 const cli = async (service: string, ...args: string[]) => (await compose(['exec', '-T', service, 'redis-cli', ...args])).stdout.trim();
 const sentinel = (n: number, ...args: string[]) => cli(`sentinel-${n}`, '-p', '26379', 'sentinel', ...args);
 
-async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${(await compose(['logs', '--no-color', '--tail', '30'], true)).stdout.slice(-6000)}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+/** `until` of ./sh.ts, every 500 ms, with this project's last 30 log lines when it times out. */
+const until = <T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>) =>
+  untilDone(what, timeoutMs, check, async () => (await compose(['logs', '--no-color', '--tail', '30'], true)).stdout, 500);
 
 /** The primary every sentinel names, once all three agree. */
 const agreedPrimary = () =>

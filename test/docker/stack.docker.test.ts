@@ -21,7 +21,7 @@ import { repoRoot } from '../../src/config/load.ts';
 import { makeTiny } from '../../worker/builder/tiny/index.ts';
 import { samplePng } from '../conformance/platform-adapter.case.ts';
 import { FakeDiscord, type FakeInteraction, type FakeMessage } from '../fakes/discord/server.ts';
-import { sh } from './sh.ts';
+import { sh, until as untilDone } from './sh.ts';
 import { startFakeHub, type FakeHub, type FakeHubFile } from '../fakes/hub/server.ts';
 
 const REPO = 'BLIP3o/BLIP3o-Model-4B';
@@ -82,21 +82,9 @@ async function ps(): Promise<PsEntry[]> {
   return out.split('\n').map((l) => JSON.parse(l) as PsEntry);
 }
 
-async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-  const logs = await compose(['logs', '--no-color', '--tail', '60'], { allowFail: true });
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}\n${logs.stdout.slice(-8000)}`);
-}
+/** `until` of ./sh.ts, with this project's last 60 log lines when it times out. */
+const until = <T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>) =>
+  untilDone(what, timeoutMs, check, async () => (await compose(['logs', '--no-color', '--tail', '60'], { allowFail: true })).stdout);
 
 async function waitHealthy(services: string[], timeoutMs: number): Promise<void> {
   await until(`${services.join(', ')} healthy`, timeoutMs, async () => {

@@ -9,7 +9,7 @@ import type { Invocation, Reply } from '../../bots/core/port.ts';
 import { loadSecrets } from '../../src/config/load.ts';
 import type { CliDestination } from '../../src/jobs/contract.ts';
 import { closeRedis, createRedis, scanKeys, type Redis } from '../../src/redis.ts';
-import { RecordingPort, runs, spawnWithConfig, stopProcess, type Harness, type Proc } from './spine-harness.ts';
+import { RecordingPort, runs, stopProcess, type Harness, type Proc } from './spine-harness.ts';
 
 export interface LoadClient {
   clientId: string;
@@ -18,13 +18,6 @@ export interface LoadClient {
 }
 
 export type Submitted = { i: number; reply: Reply };
-
-/** A real worker process on `url` (the harness's pipeline double), once it takes jobs. */
-export async function startWorker(h: Harness, url: string): Promise<Proc> {
-  const worker = spawnWithConfig('worker/main.ts', h.configFile, [], { REDIS_URL: url });
-  await worker.waitFor('worker ready', 120_000);
-  return worker;
-}
 
 /** The cores, then the worker, then the Redis processes: what a failover test started. */
 export async function stopAll(clients: readonly LoadClient[], worker: Proc | undefined, redis: { stop(): Promise<void> } | undefined): Promise<void> {

@@ -66,8 +66,8 @@ export function spawnTs(script: string, h: Harness, args: string[] = [], env: Re
 }
 
 /** A real worker process (test double or tiny pipeline, per the config file), resolved once it takes jobs. */
-export async function startWorkerProcess(configFile: string): Promise<Proc> {
-  const p = spawnWithConfig('worker/main.ts', configFile);
+export async function startWorkerProcess(configFile: string, env: Record<string, string> = {}): Promise<Proc> {
+  const p = spawnWithConfig('worker/main.ts', configFile, [], env);
   await p.waitFor('worker ready', 120_000); // tsx compiles the worker and each model thread: slow on a loaded CI box
   return p;
 }
@@ -119,7 +119,7 @@ export function spawnWithConfig(script: string, configFile: string, args: string
   };
 }
 
-export const startWorker = (h: Harness): Promise<Proc> => startWorkerProcess(h.configFile);
+export const startWorker = (h: Harness, env: Record<string, string> = {}): Promise<Proc> => startWorkerProcess(h.configFile, env);
 
 /** Runs recorded by the test double (one line per generate/understand call, with the worker's pid). */
 export function runs(h: Harness): { kind: string; prompt?: string; question?: string; pid: number }[] {

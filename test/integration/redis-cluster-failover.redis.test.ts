@@ -6,9 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../../src/redis.ts';
-import { makeHarness, until, type Proc } from '../doubles/spine-harness.ts';
+import { makeHarness, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
 import { slotOwnerPort, startCluster, type ClusterSet } from '../doubles/redis-processes.ts';
-import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, startWorker, stopAll, type LoadClient } from '../doubles/failover-load.ts';
+import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, stopAll, type LoadClient } from '../doubles/failover-load.ts';
 
 let cluster: ClusterSet;
 let worker: Proc | undefined;
@@ -23,7 +23,7 @@ const h = makeHarness({
 
 beforeAll(async () => {
   cluster = await startCluster({ replicasPerMaster: 1, nodeTimeoutMs: 1_000 });
-  worker = await startWorker(h, cluster.url);
+  worker = await startWorker(h, { REDIS_URL: cluster.url });
 }, 180_000);
 
 afterAll(() => stopAll(clients, worker, cluster));

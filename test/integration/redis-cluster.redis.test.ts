@@ -15,7 +15,7 @@ import { createJobsQueue, createQueueWorker } from '../../src/jobs/queue.ts';
 import { createBlobStore } from '../../src/blobs/index.ts';
 import { createGate } from '../../src/limits/gate.ts';
 import { addressOf, closeRedis, createRedis, duplicateRedis, isCluster, scanKeys, waitForReplicas, type Redis } from '../../src/redis.ts';
-import { cleanup, makeHarness, RecordingPort, runs, spawnWithConfig, stopProcess, type Proc } from '../doubles/spine-harness.ts';
+import { cleanup, makeHarness, RecordingPort, runs, startWorker, stopProcess, type Proc } from '../doubles/spine-harness.ts';
 import { startCluster, type ClusterSet } from '../doubles/redis-processes.ts';
 import { countWrites } from '../doubles/socket-writes.ts';
 
@@ -36,8 +36,7 @@ const h = makeHarness({
 beforeAll(async () => {
   cluster = await startCluster();
   redis = createRedis(cluster.url, 'cluster-test');
-  worker = spawnWithConfig('worker/main.ts', h.configFile, [], { REDIS_URL: cluster.url });
-  await worker.waitFor('worker ready', 120_000);
+  worker = await startWorker(h, { REDIS_URL: cluster.url });
 }, 180_000);
 
 afterAll(async () => {

@@ -5,9 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../../src/redis.ts';
-import { makeHarness, until, type Proc } from '../doubles/spine-harness.ts';
+import { makeHarness, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
 import { currentPrimaryPort, startRedisServer, startSentinelSet, type SentinelSet } from '../doubles/redis-processes.ts';
-import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, startWorker, stopAll, type LoadClient } from '../doubles/failover-load.ts';
+import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, stopAll, type LoadClient } from '../doubles/failover-load.ts';
 
 let set: SentinelSet;
 let worker: Proc | undefined;
@@ -29,7 +29,7 @@ beforeAll(async () => {
     return replicas.length === 1 && peers.length === 2;
   }, 30_000, 'sentinels to see the replica and each other');
   probe.disconnect();
-  worker = await startWorker(h, set.url);
+  worker = await startWorker(h, { REDIS_URL: set.url });
 }, 180_000);
 
 afterAll(() => stopAll(clients, worker, set));
