@@ -125,6 +125,12 @@ export function parseRedisUrl(url: string): RedisTarget {
       retryDelayOnFailover: CLUSTER_RETRY_MS,
       retryDelayOnClusterDown: CLUSTER_RETRY_MS,
       retryDelayOnTryAgain: CLUSTER_RETRY_MS,
+      // ioredis' ready check (CLUSTER INFO says cluster_state:ok) makes a connect() during a failover a promise that
+      // never settles: the failed check drops the connection and retries, and only the retry's own promise resolves.
+      // BullMQ's watchdog reconnects a blocking connection just so (disconnect, connect), and its worker then waited on
+      // that promise for good (the Cluster fail-back test). Without the check the connection is ready once it has the
+      // slots, and a command sent while the cluster is down is retried as CLUSTERDOWN, for failoverWaitMs, as above.
+      enableReadyCheck: false,
     };
     return { kind: 'cluster', nodes: hostPorts(hostList!, 6379, 'cluster node'), options };
   }

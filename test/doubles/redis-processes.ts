@@ -11,7 +11,12 @@ import { Redis } from 'ioredis';
 export interface RedisProcess {
   port: number;
   child: ChildProcess;
+  /** Stops the process and removes its directory. */
   kill(signal?: NodeJS.Signals): Promise<void>;
+  /** SIGKILLs the process and keeps its directory (a cluster node's nodes.conf), for `restart`. */
+  crash(): Promise<void>;
+  /** Starts the crashed process again, on its port, from its directory. */
+  restart(): Promise<RedisProcess>;
 }
 
 export async function freePort(): Promise<number> {
@@ -28,10 +33,10 @@ export async function freePort(): Promise<number> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts `redis-server <conf>` (conf written to a temp dir) and resolves once it answers PING. */
-async function startProcess(conf: string, port: number, sentinel: boolean): Promise<RedisProcess> {
-  const dir = mkdtempSync(join(tmpdir(), 'redis-'));
+async function startProcess(conf: string, port: number, sentinel: boolean, existingDir?: string): Promise<RedisProcess> {
+  const dir = existingDir ?? mkdtempSync(join(tmpdir(), 'redis-'));
   const file = join(dir, 'redis.conf');
-  writeFileSync(file, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsave ""\nappendonly no\n${conf}`);
+  if (!existingDir) writeFileSync(file, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsave ""\nappendonly no\n${conf}`);
   const child = spawn('redis-server', [file, ...(sentinel ? ['--sentinel'] : [])], { stdio: 'ignore' });
   const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   probe.on('error', () => undefined); // refused until the server listens: connect() rejects, no stack on stderr
@@ -47,19 +52,17 @@ async function startProcess(conf: string, port: number, sentinel: boolean): Prom
     }
   }
   probe.disconnect();
+  const exited = () => child.exitCode !== null || child.signalCode !== null;
+  const stop = (signal: NodeJS.Signals) => (exited() ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve()).kill(signal)));
   return {
     port,
     child,
-    kill(signal: NodeJS.Signals = 'SIGKILL') {
-      if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        child.once('exit', () => {
-          rmSync(dir, { recursive: true, force: true });
-          resolve();
-        });
-        child.kill(signal);
-      });
+    async kill(signal: NodeJS.Signals = 'SIGKILL') {
+      await stop(signal);
+      rmSync(dir, { recursive: true, force: true });
     },
+    crash: () => stop('SIGKILL'),
+    restart: () => startProcess(conf, port, sentinel, dir),
   };
 }
 
@@ -159,7 +162,14 @@ export async function startCluster(options: { replicasPerMaster?: number; nodeTi
     }
     const roles = await Promise.all(nodes.map(async (n) => ({ n, master: await isMaster(n.port) })));
     const masters = roles.filter((r) => r.master).map((r) => r.n);
-    return { masters, replicas: nodes.filter((n) => !masters.includes(n)), url: `redis+cluster://${masters.map((m) => `127.0.0.1:${m.port}`).join(',')}`, stop };
+    const set: ClusterSet = {
+      masters,
+      replicas: nodes.filter((n) => !masters.includes(n)),
+      url: `redis+cluster://${masters.map((m) => `127.0.0.1:${m.port}`).join(',')}`,
+      // the processes the set holds now: a test may have restarted one
+      stop: () => Promise.all([...set.masters, ...set.replicas].map((p) => p.kill('SIGKILL'))).then(() => undefined),
+    };
+    return set;
   } catch (e) {
     await stop();
     throw e;

@@ -7,12 +7,16 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRedis, createRedis } from '../../src/redis.ts';
 import { makeHarness, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
-import { slotOwnerPort, startCluster, type ClusterSet } from '../doubles/redis-processes.ts';
+import { slotOwnerPort, startCluster, type ClusterSet, type RedisProcess } from '../doubles/redis-processes.ts';
 import { expectDeliveredOnce, expectServedAfter, loadAcrossKill, startClients, stopAll, type LoadClient } from '../doubles/failover-load.ts';
 
 let cluster: ClusterSet;
 let worker: Proc | undefined;
 let clients: LoadClient[] = [];
+let slot = 0;
+/** The master the first test killed, and the replica that took its slot over. */
+let victim: RedisProcess | undefined;
+let promoted: RedisProcess | undefined;
 
 const tag = `{f-${randomUUID().slice(0, 8)}}`;
 const h = makeHarness({
@@ -33,10 +37,10 @@ describe('Redis Cluster failover', () => {
     clients = await startClients(h, cluster.url, 4);
     // Every key of the deployment is in the tag's slot, on one master: that one dies.
     const probe = createRedis(cluster.url, 'cluster-failover-test');
-    const slot = Number(await probe.call('CLUSTER', 'KEYSLOT', tag));
+    slot = Number(await probe.call('CLUSTER', 'KEYSLOT', tag));
     await closeRedis(probe);
     const oldOwner = await slotOwnerPort(cluster.masters[0]!.port, slot);
-    const victim = cluster.masters.find((m) => m.port === oldOwner);
+    victim = cluster.masters.find((m) => m.port === oldOwner);
     expect(victim, `the master serving slot ${slot}`).toBeDefined();
     const survivor = [...cluster.masters, ...cluster.replicas].find((n) => n !== victim)!;
 
@@ -48,15 +52,37 @@ describe('Redis Cluster failover', () => {
       return Date.now() - killedAt;
     })();
     const load = await loadAcrossKill(clients, 0, 100, 40, async () => {
-      await victim!.kill('SIGKILL');
+      await victim!.crash();
       killedAt = Date.now();
     });
     const failoverMs = await moved;
-    expect(cluster.replicas.map((r) => r.port)).toContain(await slotOwnerPort(survivor.port, slot));
+    const newOwner = await slotOwnerPort(survivor.port, slot);
+    promoted = cluster.replicas.find((r) => r.port === newOwner);
+    expect(promoted, 'the replica now serving the slot').toBeDefined();
     expect(load.replies).toHaveLength(100);
     expect(load.replies.filter((r) => r.i < 40).every((r) => r.reply.kind === 'queued')).toBe(true);
     console.log(`cluster failover: the replica served the slot ${failoverMs} ms after the kill; every request answered by ${load.answeredMs} ms`);
     await expectDeliveredOnce({ label: 'cluster failover', h, url: cluster.url, clients, worker }, load.replies, load.killedAt);
     await expectServedAfter(clients, 100);
+  }, 240_000);
+
+  it('fails back: the old master, restarted from its nodes.conf, rejoins as a replica; killed in turn, the promoted one hands the slot back', async () => {
+    const promotedNode = createRedis(`redis://127.0.0.1:${promoted!.port}`, 'cluster-promoted');
+    await promotedNode.config('SET', 'repl-diskless-sync-delay', '0'); // a test need not wait 5 s for more replicas
+    await closeRedis(promotedNode);
+    const returned = await victim!.restart();
+    cluster.masters[cluster.masters.indexOf(victim!)] = returned;
+    const node = createRedis(`redis://127.0.0.1:${returned.port}`, 'cluster-returned');
+    await until(async () => {
+      const info = await node.info('replication');
+      return info.includes('role:slave') && info.includes('master_link_status:up');
+    }, 30_000, 'the old master to replicate the promoted one');
+    await closeRedis(node);
+    const survivor = cluster.masters.find((m) => m !== returned)!;
+    const { replies, killedAt } = await loadAcrossKill(clients, 200, 30, 10, () => promoted!.crash());
+    await until(async () => (await slotOwnerPort(survivor.port, slot)) === returned.port, 30_000, 'the old master to take the slot back');
+    expect(replies.filter((r) => r.i < 210).every((r) => r.reply.kind === 'queued')).toBe(true);
+    await expectDeliveredOnce({ label: 'cluster fail-back', h, url: cluster.url, clients, worker }, replies, killedAt);
+    await expectServedAfter(clients, 300);
   }, 240_000);
 });
