@@ -11,7 +11,7 @@ const groups = {
   processor: ['worker/processor.ts'],
   // a Cluster URL's failover options, connection errors, batched socket writes (batchWrites, withBatchedWrites), the
   // replica fence. Line ranges: update them when src/redis.ts moves.
-  redis: ['src/redis.ts:111-133', 'src/redis.ts:186-194', 'src/redis.ts:270-297', 'src/redis.ts:356-441'],
+  redis: ['src/redis.ts:111-139', 'src/redis.ts:192-200', 'src/redis.ts:276-303', 'src/redis.ts:362-447'],
   // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
 };
