@@ -91,6 +91,14 @@ const CLUSTER = /^redis\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/?(?:
 export const CLUSTER_FAILOVER_WAIT_MS = 20_000;
 /** The pause between a Cluster command's retries while its slot has no reachable master (CLUSTERDOWN, closed, TRYAGAIN). */
 const CLUSTER_RETRY_MS = 200;
+/**
+ * How often a Cluster connection asks which node serves which slots. ioredis asks only when a command is redirected
+ * or a node's connection closes; a master that hangs (a paused VM, a partition) does neither: its replica takes its
+ * slots over, and every command sent to it waits on its open socket until it comes back (the hung-master test: 4 min,
+ * until the test ended). A refresh that finds the node gone from the slots closes its connection, and the commands on
+ * it are retried on the new master. One CLUSTER SLOTS per connection per interval.
+ */
+const CLUSTER_SLOTS_REFRESH_MS = 1_000;
 
 export type RedisTarget =
   | { kind: 'single'; url: string }
@@ -131,6 +139,7 @@ export function parseRedisUrl(url: string): RedisTarget {
       // that promise for good (the Cluster fail-back test). Without the check the connection is ready once it has the
       // slots, and a command sent while the cluster is down is retried as CLUSTERDOWN, for failoverWaitMs, as above.
       enableReadyCheck: false,
+      slotsRefreshInterval: CLUSTER_SLOTS_REFRESH_MS,
     };
     return { kind: 'cluster', nodes: hostPorts(hostList!, 6379, 'cluster node'), options };
   }

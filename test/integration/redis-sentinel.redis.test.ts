@@ -74,4 +74,20 @@ describe('Redis Sentinel', () => {
     await expectDeliveredOnce({ label: 'sentinel fail-back', h, url: set.url, clients, worker }, replies, killedAt);
     await expectServedAfter(clients, 300);
   }, 240_000);
+
+  it('rides through a primary that hangs (SIGSTOP: a paused VM, a partition) rather than dies, and takes it back as a replica when it resumes', async () => {
+    // After the fail-back the first primary serves again and the second is down: it comes back, a replica.
+    set.replica = await startRedisServer('', set.replica.port);
+    const returned = createRedis(`redis://127.0.0.1:${set.replica.port}`, 'sentinel-returned');
+    await until(async () => (await returned.info('replication')).includes('master_link_status:up'), 30_000, 'the second primary to replicate the first');
+    await closeRedis(returned);
+    const hung = set.primary;
+    const { replies, killedAt, answeredMs } = await loadAcrossKill(clients, 400, 30, 10, async () => void hung.child.kill('SIGSTOP'));
+    await until(async () => (await currentPrimaryPort(set)) === set.replica.port, 30_000, 'the sentinels to promote the replica');
+    console.log(`sentinel hang: every request answered by ${answeredMs} ms`);
+    hung.child.kill('SIGCONT'); // it resumes as a primary nobody follows; the sentinels make it a replica
+    expect(replies.filter((r) => r.i < 410).every((r) => r.reply.kind === 'queued')).toBe(true);
+    await expectDeliveredOnce({ label: 'sentinel hang', h, url: set.url, clients, worker }, replies, killedAt);
+    await expectServedAfter(clients, 500);
+  }, 240_000);
 });

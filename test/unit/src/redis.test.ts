@@ -29,7 +29,7 @@ describe('parseRedisUrl', () => {
     expect(t.nodes).toEqual([{ host: '10.0.0.1', port: 7000 }, { host: '10.0.0.2', port: 6379 }, { host: 'node-3', port: 7002 }]);
     expect([t.options.redisOptions?.username, t.options.redisOptions?.password]).toEqual(['app', 's@cret']);
     // a command rides through a master's failover: retried every 200 ms for failoverWaitMs (20 s unless the URL says)
-    const ride = { retryDelayOnFailover: 200, retryDelayOnClusterDown: 200, retryDelayOnTryAgain: 200, enableReadyCheck: false };
+    const ride = { retryDelayOnFailover: 200, retryDelayOnClusterDown: 200, retryDelayOnTryAgain: 200, enableReadyCheck: false, slotsRefreshInterval: 1000 };
     expect(parseRedisUrl('redis+cluster://h1:7000')).toEqual({ kind: 'cluster', nodes: [{ host: 'h1', port: 7000 }], options: { redisOptions: {}, maxRedirections: 100, ...ride } });
     expect(CLUSTER_FAILOVER_WAIT_MS).toBe(20_000);
     expect(parseRedisUrl('redis+cluster://h1:7000/?failoverWaitMs=60000')).toMatchObject({ options: { maxRedirections: 300, ...ride } });
