@@ -219,11 +219,17 @@ export function isRedisOutOfMemory(err: unknown): boolean {
 
 /**
  * Record a connection error seen on any connection or BullMQ object: logs one line when Redis goes from reachable
- * (or not yet tried) to unreachable. Returns false for errors that are not about reaching Redis (log those yourself).
+ * (or not yet tried) to unreachable or refusing REDIS_URL's credentials. Returns false for errors that are not about
+ * reaching Redis (log those yourself).
  */
 export function noteRedisError(err: unknown, address: string): boolean {
-  if (!isRedisConnectionError(err)) return false;
-  if (state !== 'down') log.warn({ redis: address, err: (err as Error).message }, `cannot reach Redis at ${address}, retrying`);
+  const refusal = credentialsRefusal(err);
+  if (!refusal && !isRedisConnectionError(err)) return false;
+  if (state !== 'down') {
+    // A refusal of REDIS_URL's credentials on a running service (its password changed): one line, not one a second.
+    if (refusal) log.error({ redis: address, err: refusal }, `Redis at ${address} refused the user name or password in REDIS_URL, retrying`);
+    else log.warn({ redis: address, err: (err as Error).message }, `cannot reach Redis at ${address}, retrying`);
+  }
   state = 'down';
   return true;
 }
@@ -491,26 +497,55 @@ export async function deleteKeys(redis: Redis, pattern: string): Promise<number>
 }
 
 /**
- * Resolves once `redis` answers a PING; rejects after `timeoutMs` with a sentence that says what to do. For the
- * interactive CLI, which gives up instead of retrying forever.
+ * What a server said when it refused REDIS_URL's credentials (a wrong password or user, or none where one is needed),
+ * or undefined for any other error. On a Cluster the refusal comes as the last node's error of a failed slots refresh.
  */
-export async function waitForRedis(redis: Redis, url: string, timeoutMs: number): Promise<void> {
+export function credentialsRefusal(err: unknown): string | undefined {
+  const e = err as { message?: unknown; lastNodeError?: { message?: unknown } } | undefined;
+  for (const message of [e?.message, e?.lastNodeError?.message])
+    if (typeof message === 'string' && /^(WRONGPASS|NOAUTH|ERR (invalid password|AUTH|Client sent AUTH))/.test(message)) return message;
+  return undefined;
+}
+
+/**
+ * Resolves once `redis` answers a PING. Rejects, with a sentence that says what to fix, as soon as the server refuses
+ * REDIS_URL's credentials: ioredis would retry them for ever, one error a second, and nothing would ever start. With
+ * `timeoutMs` (the interactive CLI, which gives up instead of retrying), also once that long has passed unanswered;
+ * without it an unreachable Redis is waited for, as every connection does (a service started before its Redis).
+ */
+export async function waitForRedis(redis: Redis, url: string, timeoutMs?: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new Error(
-            `Cannot reach Redis at ${redisAddress(url)} after ${Math.round(timeoutMs / 1000)} s. Start it (\`docker compose up -d redis\`, or \`redis-server\`) or point REDIS_URL at a running one.`,
+  let onError: ((e: unknown) => void) | undefined;
+  const failed = new Promise<never>((_, reject) => {
+    if (timeoutMs !== undefined)
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `Cannot reach Redis at ${redisAddress(url)} after ${Math.round(timeoutMs / 1000)} s. Start it (\`docker compose up -d redis\`, or \`redis-server\`) or point REDIS_URL at a running one.`,
+            ),
           ),
-        ),
-      timeoutMs,
-    );
+        timeoutMs,
+      );
+    onError = (e: unknown) => {
+      const refusal = credentialsRefusal(e);
+      if (refusal) reject(refused(refusal));
+    };
+    redis.on('error', onError);
+    if (redis instanceof Cluster) redis.on('node error', onError);
+  });
+  // One server or Sentinel: the PING itself is refused; a Cluster: the connection's error events say why.
+  const refused = (refusal: string) => new Error(`Redis at ${redisAddress(url)} refused the user name or password in REDIS_URL ("${refusal}"). Fix REDIS_URL.`);
+  const answered = redis.ping().catch((e: unknown) => {
+    const refusal = credentialsRefusal(e);
+    throw refusal ? refused(refusal) : e;
   });
   try {
-    await Promise.race([redis.ping(), timeout]);
+    await Promise.race([answered, failed]);
   } finally {
     clearTimeout(timer);
+    redis.off('error', onError!);
+    redis.off('node error', onError!);
   }
 }
 

@@ -11,7 +11,7 @@ import { createLogger } from '../src/log.ts';
 import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
 import { serveHealth } from '../src/observability/http.ts';
 import { createMetrics, reportExecutionProvider } from '../src/observability/metrics.ts';
-import { closeRedis, createRedis, setRedisLogger } from '../src/redis.ts';
+import { closeRedis, createRedis, setRedisLogger, waitForRedis } from '../src/redis.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { Usage } from '../src/accounting/usage.ts';
 import { handleUsage } from '../src/usage.ts';
@@ -76,6 +76,7 @@ async function main(): Promise<void> {
   });
 
   const redis = createRedis(secrets.REDIS_URL, 'worker');
+  await waitForRedis(redis, secrets.REDIS_URL); // wrong credentials end the start, saying so, not retried for ever
   const subscriber = createRedis(secrets.REDIS_URL, 'worker-cancel');
   const blobs = createBlobStore(config, redis);
   // Result cache, single-flight followers (worker/after-job.ts): results are stored under this worker's model identity.

@@ -49,7 +49,7 @@ import {
 } from '../../src/jobs/queue.ts';
 import { UserError, isUserError, asAppError } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
-import { closeRedis, createRedis, isRedisConnectionError, isRedisOutOfMemory, ReplicaFence, type Redis } from '../../src/redis.ts';
+import { closeRedis, createRedis, isRedisConnectionError, isRedisOutOfMemory, ReplicaFence, waitForRedis, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
 import { checksCommand } from './commands/checks.ts';
 import { limitsCommand } from './commands/limits.ts';
@@ -470,6 +470,8 @@ export function createCore(options: CoreOptions): Core {
     },
 
     async start(): Promise<void> {
+      // Wrong credentials end the start here, saying so; BullMQ's objects would wait on them for ever.
+      await waitForRedis(redis, options.secrets.REDIS_URL);
       events = createJobsEvents(config, redis);
       gate.start(events);
       relay = new ProgressRelay({ queue, events, redis, portFor, intervalMs, ledger, instanceId, prefix: config.queue.prefix, log });

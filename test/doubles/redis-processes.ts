@@ -38,7 +38,8 @@ async function startProcess(conf: string, port: number, sentinel: boolean, exist
   const file = join(dir, 'redis.conf');
   if (!existingDir) writeFileSync(file, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsave ""\nappendonly no\n${conf}`);
   const child = spawn('redis-server', [file, ...(sentinel ? ['--sentinel'] : [])], { stdio: 'ignore' });
-  const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const password = /^requirepass (\S+)$/m.exec(conf)?.[1]; // the probe must AUTH to a server that asks for it
+  const probe = new Redis({ port, host: '127.0.0.1', password, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   probe.on('error', () => undefined); // refused until the server listens: connect() rejects, no stack on stderr
   for (let i = 0; ; i++) {
     try {
@@ -76,23 +77,28 @@ export interface SentinelSet {
   replica: RedisProcess;
   sentinels: RedisProcess[];
   masterName: string;
-  /** REDIS_URL for our services: redis+sentinel://127.0.0.1:s1,…/<masterName> */
+  /** REDIS_URL for our services: redis+sentinel://[:password@]127.0.0.1:s1,…/<masterName> */
   url: string;
   stop(): Promise<void>;
 }
 
-/** 1 primary + 1 replica + 3 sentinels (quorum 2), failing over 1 s after the primary stops answering. */
-export async function startSentinelSet(masterName = 'blip3o'): Promise<SentinelSet> {
-  const primary = await startProcess('', await freePort(), false);
-  const replica = await startProcess(`replicaof 127.0.0.1 ${primary.port}\n`, await freePort(), false);
+/**
+ * 1 primary + 1 replica + 3 sentinels (quorum 2), failing over 1 s after the primary stops answering. With `password`,
+ * the primary and replica ask for it (requirepass, and masterauth to replicate); the sentinels do not.
+ */
+export async function startSentinelSet(masterName = 'blip3o', password?: string): Promise<SentinelSet> {
+  const auth = password ? `requirepass ${password}\nmasterauth ${password}\n` : '';
+  const primary = await startProcess(auth, await freePort(), false);
+  const replica = await startProcess(`${auth}replicaof 127.0.0.1 ${primary.port}\n`, await freePort(), false);
   const sentinelConf =
     `sentinel monitor ${masterName} 127.0.0.1 ${primary.port} 2\n` +
+    (password ? `sentinel auth-pass ${masterName} ${password}\n` : '') +
     `sentinel down-after-milliseconds ${masterName} 1000\n` +
     `sentinel failover-timeout ${masterName} 5000\n` +
     `sentinel parallel-syncs ${masterName} 1\n`;
   const sentinels: RedisProcess[] = [];
   for (let i = 0; i < 3; i++) sentinels.push(await startProcess(sentinelConf, await freePort(), true));
-  const url = `redis+sentinel://${sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/${masterName}`;
+  const url = `redis+sentinel://${password ? `:${password}@` : ''}${sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/${masterName}`;
   const set: SentinelSet = {
     primary,
     replica,
@@ -122,7 +128,7 @@ export interface ClusterSet {
   masters: RedisProcess[];
   /** With `replicasPerMaster`: the replicas, in no particular order (`replicaOf` says whose). */
   replicas: RedisProcess[];
-  /** REDIS_URL for our services: redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3 (the masters) */
+  /** REDIS_URL for our services: redis+cluster://[:password@]127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3 (the masters) */
   url: string;
   stop(): Promise<void>;
 }
@@ -132,21 +138,22 @@ export interface ClusterSet {
  * cluster_state:ok and every master has its replicas online. A master that stops answering for `nodeTimeoutMs` is
  * failed over to its replica.
  */
-export async function startCluster(options: { replicasPerMaster?: number; nodeTimeoutMs?: number } = {}): Promise<ClusterSet> {
-  const { replicasPerMaster = 0, nodeTimeoutMs = 5000 } = options;
+export async function startCluster(options: { replicasPerMaster?: number; nodeTimeoutMs?: number; password?: string } = {}): Promise<ClusterSet> {
+  const { replicasPerMaster = 0, nodeTimeoutMs = 5000, password } = options;
   const nodes: RedisProcess[] = [];
-  const conf = `cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout ${nodeTimeoutMs}\n`;
+  const auth = password ? `requirepass ${password}\nmasterauth ${password}\n` : '';
+  const conf = `${auth}cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout ${nodeTimeoutMs}\n`;
   for (let i = 0; i < 3 * (1 + replicasPerMaster); i++) nodes.push(await startProcess(conf, await freePort(), false));
   const stop = () => Promise.all(nodes.map((p) => p.kill('SIGKILL'))).then(() => undefined);
   try {
     const addresses = nodes.map((m) => `127.0.0.1:${m.port}`);
     // redis-cli makes the first three the masters and the rest their replicas
-    const args = ['--cluster', 'create', ...addresses, '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'];
+    const args = ['--cluster', 'create', ...addresses, '--cluster-replicas', String(replicasPerMaster), '--cluster-yes', ...(password ? ['-a', password, '--no-auth-warning'] : [])];
     await new Promise<void>((resolve, reject) =>
       execFile('redis-cli', args, (err, _out, stderr) => (err ? reject(new Error(`redis-cli --cluster create: ${stderr || err.message}`)) : resolve())),
     );
     for (const m of nodes) {
-      const node = new Redis({ port: m.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+      const node = new Redis({ port: m.port, host: '127.0.0.1', password, maxRetriesPerRequest: 1 });
       try {
         for (let i = 0; ; i++) {
           const ok = (await node.cluster('INFO')).includes('cluster_state:ok');
@@ -160,12 +167,12 @@ export async function startCluster(options: { replicasPerMaster?: number; nodeTi
         node.disconnect();
       }
     }
-    const roles = await Promise.all(nodes.map(async (n) => ({ n, master: await isMaster(n.port) })));
+    const roles = await Promise.all(nodes.map(async (n) => ({ n, master: await isMaster(n.port, password) })));
     const masters = roles.filter((r) => r.master).map((r) => r.n);
     const set: ClusterSet = {
       masters,
       replicas: nodes.filter((n) => !masters.includes(n)),
-      url: `redis+cluster://${masters.map((m) => `127.0.0.1:${m.port}`).join(',')}`,
+      url: `redis+cluster://${password ? `:${password}@` : ''}${masters.map((m) => `127.0.0.1:${m.port}`).join(',')}`,
       // the processes the set holds now: a test may have restarted one
       stop: () => Promise.all([...set.masters, ...set.replicas].map((p) => p.kill('SIGKILL'))).then(() => undefined),
     };
@@ -176,8 +183,8 @@ export async function startCluster(options: { replicasPerMaster?: number; nodeTi
   }
 }
 
-async function isMaster(port: number): Promise<boolean> {
-  const node = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+async function isMaster(port: number, password?: string): Promise<boolean> {
+  const node = new Redis({ port, host: '127.0.0.1', password, maxRetriesPerRequest: 1 });
   try {
     return (await node.info('replication')).includes('role:master');
   } finally {

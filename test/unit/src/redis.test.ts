@@ -1,7 +1,7 @@
 // REDIS_URL forms: one server, Redis Sentinel or Redis Cluster (src/redis.ts).
 import { describe, expect, it } from 'vitest';
 import { loadSecrets } from '../../../src/config/load.ts';
-import { CLUSTER_FAILOVER_WAIT_MS, isRedisConnectionError, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
+import { CLUSTER_FAILOVER_WAIT_MS, credentialsRefusal, isRedisConnectionError, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
 
 describe('parseRedisUrl', () => {
   it('passes redis:// and rediss:// through unchanged', () => {
@@ -77,5 +77,22 @@ describe('isRedisConnectionError', () => {
     expect(isRedisConnectionError(new Error('connect to the queue: bad request'))).toBe(false);
     expect(isRedisConnectionError(new TypeError('Cannot read properties of undefined'))).toBe(false);
     expect(isRedisConnectionError('Connection is closed.')).toBe(false);
+  });
+});
+
+describe('credentialsRefusal', () => {
+  it("tells a refusal of REDIS_URL's credentials (any Redis version's wording, or a Cluster's last node error) from other errors", () => {
+    const refusals = [
+      'WRONGPASS invalid username-password pair or user is disabled.',
+      'NOAUTH Authentication required.',
+      'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
+      'ERR invalid password',
+      'ERR Client sent AUTH, but no password is set',
+    ];
+    for (const message of refusals) expect(credentialsRefusal(new Error(message))).toBe(message);
+    expect(credentialsRefusal(Object.assign(new Error('Failed to refresh slots cache.'), { lastNodeError: new Error(refusals[0]) }))).toBe(refusals[0]);
+    for (const other of ['NOPERM this user has no permissions to run the evalsha command', 'ERR unknown command', 'connect ECONNREFUSED 127.0.0.1:6379', 'Failed to refresh slots cache.'])
+      expect(credentialsRefusal(new Error(other))).toBeUndefined();
+    expect(credentialsRefusal(undefined)).toBeUndefined();
   });
 });
