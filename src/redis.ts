@@ -1,7 +1,7 @@
 // One place that opens Redis connections. BullMQ needs `maxRetriesPerRequest: null` on connections it
 // blocks on (workers, QueueEvents), so every connection we hand it is made here.
 //
-// REDIS_URL takes two forms:
+// REDIS_URL takes three forms, each with TLS as rediss…:// (a private CA's certificate: NODE_EXTRA_CA_CERTS):
 //   redis://[user:password@]host:port[/db]   (rediss:// for TLS)    one server
 //   redis+sentinel://[user:password@]host:port,host:port,…/<master name>[/db][?sentinelPassword=…]
 //                                                                  Redis Sentinel (docs/high-availability.md):
@@ -78,9 +78,9 @@ export function setRedisLogger(logger: Logger): void {
   log = logger;
 }
 
-const SENTINEL = /^redis\+sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/;
+const SENTINEL = /^(rediss?)\+sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/([^/?]+)(?:\/(\d+))?\/?(?:\?(.*))?$/;
 
-const CLUSTER = /^redis\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/?(?:\?(.*))?$/;
+const CLUSTER = /^(rediss?)\+cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?]+)\/?(?:\?(.*))?$/;
 
 /**
  * How long a Cluster command rides through its master's failover by default: Redis fails a master over once it has
@@ -120,8 +120,10 @@ export function parseRedisUrl(url: string): RedisTarget {
   if (/^rediss?:\/\//.test(url)) return { kind: 'single', url };
   const c = CLUSTER.exec(url);
   if (c) {
-    const [, username, password, hostList, query] = c;
-    const redisOptions: RedisOptions = {};
+    const [, scheme, username, password, hostList, query] = c;
+    // rediss+cluster://: TLS to every node (a managed cluster with encryption in transit). The server certificates are
+    // checked against Node's CAs and NODE_EXTRA_CA_CERTS (a private CA: docs/high-availability.md).
+    const redisOptions: RedisOptions = scheme === 'rediss' ? { tls: {} } : {};
     if (username) redisOptions.username = decodeURIComponent(username);
     if (password) redisOptions.password = decodeURIComponent(password);
     const wait = new URLSearchParams(query ?? '').get('failoverWaitMs') ?? String(CLUSTER_FAILOVER_WAIT_MS);
@@ -148,10 +150,10 @@ export function parseRedisUrl(url: string): RedisTarget {
     throw new Error(
       `REDIS_URL "${redactRedisUrl(url)}" is not a Redis address: use redis://host:6379 for one server, ` +
         'redis+sentinel://host1:26379,host2:26379,host3:26379/<master name> for Redis Sentinel, or ' +
-        'redis+cluster://host1:6379,host2:6379,host3:6379 for Redis Cluster.',
+        'redis+cluster://host1:6379,host2:6379,host3:6379 for Redis Cluster (rediss… for TLS).',
     );
   }
-  const [, username, password, hostList, name, db, query] = m;
+  const [, scheme, username, password, hostList, name, db, query] = m;
   const sentinels = hostPorts(hostList!, 26379, 'sentinel');
   const params = new URLSearchParams(query ?? '');
   const options: RedisOptions = {
@@ -167,6 +169,8 @@ export function parseRedisUrl(url: string): RedisTarget {
   if (password) options.password = decodeURIComponent(password);
   const sentinelPassword = params.get('sentinelPassword');
   if (sentinelPassword) options.sentinelPassword = sentinelPassword;
+  // rediss+sentinel://: TLS to the sentinels and to the primary they name (certificates checked as for a cluster).
+  if (scheme === 'rediss') Object.assign(options, { tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} });
   return { kind: 'sentinel', options };
 }
 
@@ -219,15 +223,15 @@ export function isRedisOutOfMemory(err: unknown): boolean {
 
 /**
  * Record a connection error seen on any connection or BullMQ object: logs one line when Redis goes from reachable
- * (or not yet tried) to unreachable or refusing REDIS_URL's credentials. Returns false for errors that are not about
+ * (or not yet tried) to unreachable or refusing REDIS_URL (redisRefusal). Returns false for errors that are not about
  * reaching Redis (log those yourself).
  */
 export function noteRedisError(err: unknown, address: string): boolean {
-  const refusal = credentialsRefusal(err);
+  const refusal = redisRefusal(err, address);
   if (!refusal && !isRedisConnectionError(err)) return false;
   if (state !== 'down') {
-    // A refusal of REDIS_URL's credentials on a running service (its password changed): one line, not one a second.
-    if (refusal) log.error({ redis: address, err: refusal }, `Redis at ${address} refused the user name or password in REDIS_URL, retrying`);
+    // A refusal on a running service (its password changed, its certificate expired): one line, not one a second.
+    if (refusal) log.error({ redis: address, err: (err as Error).message }, `${refusal} Retrying.`);
     else log.warn({ redis: address, err: (err as Error).message }, `cannot reach Redis at ${address}, retrying`);
   }
   state = 'down';
@@ -507,38 +511,72 @@ export function credentialsRefusal(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Node's codes for a TLS certificate it does not trust, or that does not name the host it was reached at. */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Why the TLS handshake with a rediss:// server failed, if it did because of the server's certificate. Sentinel's and
+ * Cluster's connectors hide it ("Connection is closed.", "Failed to refresh slots cache."): undefined there, and the
+ * CLI's "Cannot reach Redis" says to check the certificate instead.
+ */
+export function untrustedCertificate(err: unknown): string | undefined {
+  const e = err as { code?: unknown; message?: unknown } | undefined;
+  return typeof e?.code === 'string' && UNTRUSTED_CERTIFICATE.has(e.code) ? String(e.message) : undefined;
+}
+
+/**
+ * What to tell whoever set REDIS_URL when the server refused it in a way that no retry fixes (its credentials, or a
+ * TLS certificate this process does not trust), or undefined for any other error.
+ */
+export function redisRefusal(err: unknown, address: string): string | undefined {
+  const credentials = credentialsRefusal(err);
+  if (credentials) return `Redis at ${address} refused the user name or password in REDIS_URL ("${credentials}"). Fix REDIS_URL.`;
+  const certificate = untrustedCertificate(err);
+  if (certificate)
+    return (
+      `Redis at ${address} presented a TLS certificate this process does not trust ("${certificate}"). ` +
+      'Give Node the CA that signed it (NODE_EXTRA_CA_CERTS=/path/to/ca.pem) or use the host name its certificate names in REDIS_URL.'
+    );
+  return undefined;
+}
+
 /**
  * Resolves once `redis` answers a PING. Rejects, with a sentence that says what to fix, as soon as the server refuses
- * REDIS_URL's credentials: ioredis would retry them for ever, one error a second, and nothing would ever start. With
- * `timeoutMs` (the interactive CLI, which gives up instead of retrying), also once that long has passed unanswered;
- * without it an unreachable Redis is waited for, as every connection does (a service started before its Redis).
+ * REDIS_URL (redisRefusal: its credentials, or an untrusted certificate): ioredis would retry for ever, one error a
+ * second, and nothing would ever start. With `timeoutMs` (the interactive CLI, which gives up instead of retrying),
+ * also once that long has passed unanswered; without it an unreachable Redis is waited for, as every connection does
+ * (a service started before its Redis).
  */
 export async function waitForRedis(redis: Redis, url: string, timeoutMs?: number): Promise<void> {
+  const address = redisAddress(url);
   let timer: NodeJS.Timeout | undefined;
   let onError: ((e: unknown) => void) | undefined;
+  const tlsHint = /^rediss/.test(url) ? ' If it runs, check that its TLS certificate is trusted here (NODE_EXTRA_CA_CERTS).' : '';
   const failed = new Promise<never>((_, reject) => {
     if (timeoutMs !== undefined)
       timer = setTimeout(
         () =>
           reject(
             new Error(
-              `Cannot reach Redis at ${redisAddress(url)} after ${Math.round(timeoutMs / 1000)} s. Start it (\`docker compose up -d redis\`, or \`redis-server\`) or point REDIS_URL at a running one.`,
+              `Cannot reach Redis at ${address} after ${Math.round(timeoutMs / 1000)} s. Start it (\`docker compose up -d redis\`, or \`redis-server\`) or point REDIS_URL at a running one.${tlsHint}`,
             ),
           ),
         timeoutMs,
       );
     onError = (e: unknown) => {
-      const refusal = credentialsRefusal(e);
-      if (refusal) reject(refused(refusal));
+      const refusal = redisRefusal(e, address);
+      if (refusal) reject(new Error(refusal));
     };
     redis.on('error', onError);
     if (redis instanceof Cluster) redis.on('node error', onError);
   });
-  // One server or Sentinel: the PING itself is refused; a Cluster: the connection's error events say why.
-  const refused = (refusal: string) => new Error(`Redis at ${redisAddress(url)} refused the user name or password in REDIS_URL ("${refusal}"). Fix REDIS_URL.`);
+  // One server or Sentinel: the PING itself may be refused; a Cluster: the connection's error events say why.
   const answered = redis.ping().catch((e: unknown) => {
-    const refusal = credentialsRefusal(e);
-    throw refusal ? refused(refusal) : e;
+    const refusal = redisRefusal(e, address);
+    throw refusal ? new Error(refusal) : e;
   });
   try {
     await Promise.race([answered, failed]);

@@ -1,7 +1,7 @@
 // REDIS_URL forms: one server, Redis Sentinel or Redis Cluster (src/redis.ts).
 import { describe, expect, it } from 'vitest';
 import { loadSecrets } from '../../../src/config/load.ts';
-import { CLUSTER_FAILOVER_WAIT_MS, credentialsRefusal, isRedisConnectionError, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
+import { CLUSTER_FAILOVER_WAIT_MS, credentialsRefusal, isRedisConnectionError, redisRefusal, untrustedCertificate, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
 
 describe('parseRedisUrl', () => {
   it('passes redis:// and rediss:// through unchanged', () => {
@@ -20,6 +20,10 @@ describe('parseRedisUrl', () => {
     const reconnect = t.options.reconnectOnError as (e: Error) => boolean | 1 | 2;
     expect(reconnect(new Error("READONLY You can't write against a read only replica."))).toBe(2);
     expect(reconnect(new Error('ERR wrong number of arguments'))).toBe(false);
+    expect(t.options).not.toHaveProperty('tls');
+    // rediss+sentinel://: TLS to the sentinels and to the primary they name
+    const tls = parseRedisUrl('rediss+sentinel://s1:26379/mymaster');
+    expect(tls).toMatchObject({ kind: 'sentinel', options: { name: 'mymaster', tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} } });
   });
 
   it('reads nodes and credentials from redis+cluster://, and names the nodes (never the password) in log lines', () => {
@@ -39,6 +43,8 @@ describe('parseRedisUrl', () => {
     expect(() => parseRedisUrl('redis+cluster://h1:0')).toThrow('REDIS_URL: "h1:0" is not a cluster node address (host:port).');
     expect(() => parseRedisUrl('redis+cluster://h1:7000/3')).toThrow(/not a Redis address/); // Cluster has no databases
     expect(redisAddress('redis+cluster://u:pw@h1:7000,h2:7001')).toBe('cluster h1:7000,h2:7001');
+    // rediss+cluster://: TLS to every node, with the rest as above
+    expect(parseRedisUrl('rediss+cluster://u:pw@h1:7000')).toEqual({ kind: 'cluster', nodes: [{ host: 'h1', port: 7000 }], options: { redisOptions: { tls: {}, username: 'u', password: 'pw' }, maxRedirections: 100, ...ride } });
     expect(loadSecrets({ REDIS_URL: 'redis+cluster://h1:7000,h2:7001' }).REDIS_URL).toBe('redis+cluster://h1:7000,h2:7001');
   });
 
@@ -94,5 +100,23 @@ describe('credentialsRefusal', () => {
     for (const other of ['NOPERM this user has no permissions to run the evalsha command', 'ERR unknown command', 'connect ECONNREFUSED 127.0.0.1:6379', 'Failed to refresh slots cache.'])
       expect(credentialsRefusal(new Error(other))).toBeUndefined();
     expect(credentialsRefusal(undefined)).toBeUndefined();
+  });
+});
+
+describe('redisRefusal', () => {
+  it('says what to fix when REDIS_URL is refused for good (credentials, an untrusted certificate), nothing for other errors', () => {
+    expect(redisRefusal(new Error('WRONGPASS invalid username-password pair or user is disabled.'), 'h:6379')).toBe(
+      'Redis at h:6379 refused the user name or password in REDIS_URL ("WRONGPASS invalid username-password pair or user is disabled."). Fix REDIS_URL.',
+    );
+    const untrusted = Object.assign(new Error('self-signed certificate in certificate chain'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' });
+    expect(untrustedCertificate(untrusted)).toBe('self-signed certificate in certificate chain');
+    expect(redisRefusal(untrusted, 'h:6380')).toBe(
+      'Redis at h:6380 presented a TLS certificate this process does not trust ("self-signed certificate in certificate chain"). ' +
+        'Give Node the CA that signed it (NODE_EXTRA_CA_CERTS=/path/to/ca.pem) or use the host name its certificate names in REDIS_URL.',
+    );
+    for (const code of ['ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_HAS_EXPIRED', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'DEPTH_ZERO_SELF_SIGNED_CERT'])
+      expect(untrustedCertificate(Object.assign(new Error(code), { code })), code).toBe(code);
+    for (const other of [Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), new Error('ERR unknown command'), undefined])
+      expect(redisRefusal(other, 'h:6379')).toBeUndefined();
   });
 });
