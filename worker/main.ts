@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   });
 
   const redis = createRedis(secrets.REDIS_URL, 'worker');
-  await waitForRedis(redis, secrets.REDIS_URL); // wrong credentials end the start, saying so, not retried for ever
+  await waitForRedis(redis, secrets.REDIS_URL); // a refused REDIS_URL (credentials, certificate) ends the start, saying so
   const subscriber = createRedis(secrets.REDIS_URL, 'worker-cancel');
   const blobs = createBlobStore(config, redis);
   // Result cache, single-flight followers (worker/after-job.ts): results are stored under this worker's model identity.

@@ -470,7 +470,8 @@ export function createCore(options: CoreOptions): Core {
     },
 
     async start(): Promise<void> {
-      // Wrong credentials end the start here, saying so; BullMQ's objects would wait on them for ever.
+      // A refused REDIS_URL (credentials, an untrusted certificate) ends the start here, saying so; BullMQ's objects
+      // would wait on it for ever.
       await waitForRedis(redis, options.secrets.REDIS_URL);
       events = createJobsEvents(config, redis);
       gate.start(events);
