@@ -3,6 +3,7 @@
 // by scanning folders, so "go to definition" always works.
 import { QueueNames, type Destination } from '../src/jobs/contract.ts';
 import { createDeliveryQueue } from '../src/jobs/queue.ts';
+import { watchFetchLoop } from '../src/jobs/fetch-watchdog.ts';
 import { observeDeliveryWorker, trackQueue } from '../src/observability/hooks.ts';
 import { serveHealth } from '../src/observability/http.ts';
 import { createMetrics } from '../src/observability/metrics.ts';
@@ -83,6 +84,20 @@ async function main(): Promise<void> {
     log,
   );
 
+  // A delivery worker that stops taking results while they wait (a library's bug has done it twice): exit, and let the
+  // supervisor start this process again; the results wait in Redis and are delivered once.
+  const watchdogs = core.deliveryWorkers.map((w) =>
+    watchFetchLoop(w, {
+      redis: core.redis,
+      queueKey: `${config.queue.prefix}:${w.name}`,
+      stallMs: config.queue.fetchStallMs,
+      onStuck: (waitedMs, ready) => {
+        log.fatal({ queue: w.name, waitedMs, ready }, `the delivery worker of ${w.name} has taken no result for ${Math.round(waitedMs / 1000)} s while ${ready} waited and it had room: exiting so that it is restarted`);
+        process.exit(1);
+      },
+    }),
+  );
+
   log.info({ platforms: adapters.map((a) => a.port.platform) }, 'bots ready');
 
   let stopping = false;
@@ -90,6 +105,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    for (const w of watchdogs) w.stop();
     for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));
     await health?.close();
     await Promise.all(deliveryQueues.map((q) => q.close()));

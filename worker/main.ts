@@ -6,6 +6,7 @@ import { createBlobStore } from '../src/blobs/index.ts';
 import { onCancel } from '../src/jobs/cancel.ts';
 import { JobRequest, QueueNames } from '../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker, logWorkerError } from '../src/jobs/queue.ts';
+import { watchFetchLoop } from '../src/jobs/fetch-watchdog.ts';
 import type { Job } from 'bullmq';
 import { createLogger } from '../src/log.ts';
 import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
@@ -119,6 +120,18 @@ async function main(): Promise<void> {
   acceptingJobs = true;
   health?.setCheck('redis', async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING');
 
+  // A fetch loop that stops taking jobs while they wait and this worker has room (a library's bug has done it to
+  // delivery workers twice): exit, and let the supervisor start the worker again; the jobs wait in Redis.
+  const watchdog = watchFetchLoop(worker, {
+    redis,
+    queueKey: `${config.queue.prefix}:${QueueNames.jobs}`,
+    stallMs: config.queue.fetchStallMs,
+    onStuck: (waitedMs, ready) => {
+      log.fatal({ waitedMs, ready }, `this worker has taken no job for ${Math.round(waitedMs / 1000)} s while ${ready} waited and it had room: exiting so that it is restarted`);
+      process.exit(1);
+    },
+  });
+
   log.info({ concurrency: config.worker.concurrency, maxBatch: config.worker.maxBatch, pipeline: config.worker.pipelineModule, pid: process.pid }, 'worker ready');
 
   let stopping = false;
@@ -126,6 +139,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: finishing running jobs');
+    watchdog.stop();
     await worker.close();
     await unsubscribe();
     await processor.close();

@@ -55,6 +55,11 @@ export const ConfigSchema = z.strictObject({
     deliveryAttempts: positiveInt,
     deliveryBackoffMs: positiveInt,
     cliRedisWaitMs: positiveInt,
+    /**
+     * A bot's delivery worker or a GPU worker that takes no job for this long while jobs are ready and it has room has a
+     * stuck fetch loop: the service exits so its supervisor restarts it (src/jobs/fetch-watchdog.ts).
+     */
+    fetchStallMs: positiveInt,
     /** How often each bot looks for jobs past their channel's retention TTL and deletes them (src/jobs/retention.ts). */
     retentionSweepMs: positiveInt,
   }),

@@ -220,7 +220,20 @@ export function logWorkerError(log: Logger, err: Error, what: string): void {
   else log.error({ err: err.message }, what);
 }
 
-/** A BullMQ Worker with our lock timing. `connection` is duplicated for the blocking connection by BullMQ. */
+/** How many jobs each worker made by createQueueWorker is running now (its processor entered and not yet returned). */
+const runningJobs = new WeakMap<Worker, () => number>();
+
+/** The jobs `worker` (from createQueueWorker) is running now. */
+export function runningJobsOf(worker: Worker): number {
+  const count = runningJobs.get(worker);
+  if (!count) throw new Error('runningJobsOf: not a worker made by createQueueWorker');
+  return count();
+}
+
+/**
+ * A BullMQ Worker with our lock timing. `connection` is duplicated for the blocking connection by BullMQ. Its running
+ * jobs are counted (runningJobsOf), for the fetch-loop watchdog (src/jobs/fetch-watchdog.ts).
+ */
 export function createQueueWorker<D, R>(
   config: QueueConfig,
   connection: Redis,
@@ -229,5 +242,16 @@ export function createQueueWorker<D, R>(
   options: Partial<WorkerOptions> = {},
 ): Worker<D, R> {
   assertClusterPrefix(config, connection);
-  return reportConnectionErrors(new Worker<D, R>(name, processor, { connection, prefix: config.queue.prefix, ...lockOptions(config), ...options }), connection);
+  let running = 0;
+  const counted: Processor<D, R> = async (job, token, signal) => {
+    running++;
+    try {
+      return await processor(job, token, signal);
+    } finally {
+      running--;
+    }
+  };
+  const worker = new Worker<D, R>(name, counted, { connection, prefix: config.queue.prefix, ...lockOptions(config), ...options });
+  runningJobs.set(worker, () => running);
+  return reportConnectionErrors(worker, connection);
 }
