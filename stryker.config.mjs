@@ -11,7 +11,7 @@ const groups = {
   processor: ['worker/processor.ts'],
   // a Cluster URL's failover options, connection errors, batched socket writes (batchWrites, withBatchedWrites), the
   // replica fence. Line ranges: update them when src/redis.ts moves.
-  redis: ['src/redis.ts:119-147', 'src/redis.ts:201-209', 'src/redis.ts:285-312', 'src/redis.ts:371-456'],
+  redis: ['src/redis.ts:119-149', 'src/redis.ts:205-213', 'src/redis.ts:295-322', 'src/redis.ts:381-466'],
   // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
 };
