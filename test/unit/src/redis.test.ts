@@ -97,7 +97,9 @@ describe('credentialsRefusal', () => {
     ];
     for (const message of refusals) expect(credentialsRefusal(new Error(message))).toBe(message);
     expect(credentialsRefusal(Object.assign(new Error('Failed to refresh slots cache.'), { lastNodeError: new Error(refusals[0]) }))).toBe(refusals[0]);
-    for (const other of ['NOPERM this user has no permissions to run the evalsha command', 'ERR unknown command', 'connect ECONNREFUSED 127.0.0.1:6379', 'Failed to refresh slots cache.'])
+    const others = ['NOPERM this user has no permissions to run the evalsha command', 'ERR unknown command', 'connect ECONNREFUSED 127.0.0.1:6379', 'Failed to refresh slots cache.'];
+    others.push("ERR Error running script: user_script:1: NOAUTH is not a refusal here"); // the word inside another error
+    for (const other of others)
       expect(credentialsRefusal(new Error(other))).toBeUndefined();
     expect(credentialsRefusal(undefined)).toBeUndefined();
   });
