@@ -289,6 +289,24 @@ export function createCore(options: CoreOptions): Core {
     return (await queuePosition(redis, queue, request.id)) ?? 0;
   }
 
+  /**
+   * `enqueue` failed with `e`. A lost connection (a failover, a restart) leaves it unknown whether the add reached
+   * Redis: the reply would say "Nothing was queued" of a job that, if it exists, runs and is delivered (the failover
+   * test saw one). So ask, once Redis answers again: a job that exists is lined up (again: both steps are idempotent)
+   * and its flight kept, and the request is queued after all; otherwise, or for any other error, `e` stands.
+   * AcceptanceLost is the fence finding the job gone from the new primary: nothing was queued, and that is true.
+   */
+  async function settleUncertainEnqueue(e: unknown, inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
+    if (!isRedisConnectionError(e) || (e as Error).name === 'AcceptanceLost') throw e;
+    const job = await queue.getJob(request.id).catch(() => undefined);
+    if (!job) throw e;
+    log.warn({ jobId: request.id, err: (e as Error).message }, 'the connection failed after the add, and the job exists: queued (a failover now could lose it)');
+    const [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), digest ? cache.confirm(digest, request.id) : undefined]).catch(() => [undefined]);
+    // Not lined up now (Redis away again): the scheduler's repair adopts the parked job; it still runs.
+    if (place?.state === 'queued') return place.position;
+    return (await queuePosition(redis, queue, request.id).catch(() => undefined)) ?? 0;
+  }
+
   async function submit(inv: Invocation): Promise<Reply> {
     const id = jobIdFor(inv.destination.platform, inv.dedupeKey);
     // The saved settings are read in the same round trip: a duplicate (below) does not need them, a new request does.
@@ -341,7 +359,7 @@ export function createCore(options: CoreOptions): Core {
         const { estimate, joined, reserved } = admitted;
         if (joined) return await served(request, JOINED_TEXT); // joined a flight claimed a moment ago: no job, no slot (given back)
         enqueueing = true;
-        position = await enqueue(inv, request, estimate, digest, reserved);
+        position = await enqueue(inv, request, estimate, digest, reserved).catch((e: unknown) => settleUncertainEnqueue(e, inv, request, estimate, digest));
       } catch (e) {
         // A refusal (a UserError from gate.admit) took nothing. After anything else the admission and the claim may be
         // held (the script ran, its reply was lost): both are given back, and whoever joined the flight is told.

@@ -8,6 +8,7 @@ import { createCore, type Core } from '../../bots/core/submit.ts';
 import type { Invocation, Reply } from '../../bots/core/port.ts';
 import { loadSecrets } from '../../src/config/load.ts';
 import type { CliDestination } from '../../src/jobs/contract.ts';
+import { jobIdFor } from '../../src/jobs/queue.ts';
 import { closeRedis, createRedis, scanKeys, type Redis } from '../../src/redis.ts';
 import { RecordingPort, runs, stopProcess, type Harness, type Proc } from './spine-harness.ts';
 
@@ -100,6 +101,16 @@ export async function expectDeliveredOnce(ctx: { label: string; h: Harness; url:
   // Runs may repeat (a job whose completion was not replicated runs again); deliveries never do.
   const ran = runs(h).filter((r) => r.kind === 'generate').map((r) => r.prompt);
   for (const { i } of accepted) expect(ran).toContain(`fox ${i}`);
+  // A refusal says "Nothing was queued": then no job exists, none ran, none was delivered. (Before the tenth pass a
+  // request whose add reached Redis just before the connection failed was refused, and its job ran anyway.)
+  const probe: Redis = createRedis(url, 'failover-refused');
+  for (const { i } of refused) {
+    const jobId = jobIdFor('cli', `k${i}`);
+    expect(await probe.exists(`${h.config.queue.prefix}:jobs:${jobId}`), `refused request ${i}: its job exists`).toBe(0);
+    expect(ran, `refused request ${i} ran`).not.toContain(`fox ${i}`);
+    for (const c of clients) expect(c.port.count(jobId), `refused request ${i} delivered`).toBe(0);
+  }
+  await closeRedis(probe);
   console.log(`${label}: ${ran.length} runs so far (a job whose completion the replica had not yet got runs again)`);
   return accepted;
 }

@@ -108,6 +108,39 @@ describe('core.handle: requests', () => {
     expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId).sort()).toEqual([released!.id, parked, third!.id].sort());
   });
 
+  it('says "Queued" when the connection failed after the add but the job exists (it runs): released or parked, lined up', async () => {
+    const c = core();
+    const closed = () => new Error('Connection is closed.'); // the connection ended under the command (a failover)
+    const add = c.queue.add.bind(c.queue);
+    // The add reached Redis; its reply was lost with the connection. Before: "… Nothing was queued; please try again".
+    c.queue.add = (async (...args: Parameters<typeof add>) => {
+      await add(...args);
+      throw closed();
+    }) as typeof c.queue.add;
+    const released = await c.handle(inv(imagine()));
+    expect(released).toMatchObject({ kind: 'queued' });
+    expect(await c.queue.getJobState(queuedId(released))).toBe('prioritized');
+    c.queue.add = add;
+    // The channel is busy now: the next job is added parked and lined up; the lining-up's connection fails once.
+    const enqueued = c.gate.enqueued.bind(c.gate);
+    let fail = true;
+    c.gate.enqueued = async (...args) => (fail ? ((fail = false), Promise.reject(closed())) : enqueued(...args));
+    const parked = await c.handle(inv(imagine('a hare')));
+    expect(parked).toMatchObject({ kind: 'queued', position: 2 }); // as without the failure: behind the released one
+    expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId).sort()).toEqual([queuedId(released), queuedId(parked)].sort());
+  });
+
+  it('still says "Nothing was queued" when the connection failed and the job does not exist, and gives the turn back', async () => {
+    const c = core();
+    const add = c.queue.add.bind(c.queue);
+    c.queue.add = (async () => Promise.reject(new Error('Connection is closed.'))) as typeof c.queue.add;
+    const reply = await c.handle(inv(imagine()));
+    expect(reply).toMatchObject({ kind: 'error', text: expect.stringMatching(/^I lost my connection to the job queue for a moment .*Nothing was queued/) });
+    expect(await c.gate.scheduler.waitingJobs()).toEqual([]);
+    c.queue.add = add;
+    expect(await c.queue.getJobState(queuedId(await c.handle(inv(imagine('a hare')))))).toBe('prioritized');
+  });
+
   it('asks BullMQ for the place when the scheduler has none (a worker took the job already), and says "Started." at 0', async () => {
     const c = core();
     await c.handle(inv(imagine('first'))); // the channel is busy: the next job is added parked, then enqueued
