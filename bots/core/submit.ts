@@ -294,10 +294,10 @@ export function createCore(options: CoreOptions): Core {
    * Redis: the reply would say "Nothing was queued" of a job that, if it exists, runs and is delivered (the failover
    * test saw one). So ask, once Redis answers again: a job that exists is lined up (again: both steps are idempotent)
    * and its flight kept, and the request is queued after all; otherwise, or for any other error, `e` stands.
-   * AcceptanceLost is the fence finding the job gone from the new primary: nothing was queued, and that is true.
+   * (AcceptanceLost, the fence finding the job gone from the new primary, finds no job here either: nothing queued.)
    */
   async function settleUncertainEnqueue(e: unknown, inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
-    if (!isRedisConnectionError(e) || (e as Error).name === 'AcceptanceLost') throw e;
+    if (!isRedisConnectionError(e)) throw e;
     const job = await queue.getJob(request.id).catch(() => undefined);
     if (!job) throw e;
     log.warn({ jobId: request.id, err: (e as Error).message }, 'the connection failed after the add, and the job exists: queued (a failover now could lose it)');
