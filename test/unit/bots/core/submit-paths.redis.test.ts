@@ -109,7 +109,8 @@ describe('core.handle: requests', () => {
   });
 
   it('says "Queued" when the connection failed after the add but the job exists (it runs): released or parked, lined up', async () => {
-    const c = core();
+    const { log, lines } = capturedLog('warn');
+    const c = core({ log });
     const closed = () => new Error('Connection is closed.'); // the connection ended under the command (a failover)
     const add = c.queue.add.bind(c.queue);
     // The add reached Redis; its reply was lost with the connection. Before: "… Nothing was queued; please try again".
@@ -120,6 +121,10 @@ describe('core.handle: requests', () => {
     const released = await c.handle(inv(imagine()));
     expect(released).toMatchObject({ kind: 'queued' });
     expect(await c.queue.getJobState(queuedId(released))).toBe('prioritized');
+    expect(lines.at(-1)).toMatchObject({
+      level: 40, jobId: queuedId(released), err: 'Connection is closed.',
+      msg: 'the connection failed after the add, and the job exists: queued (a failover now could lose it)',
+    });
     c.queue.add = add;
     // The channel is busy now: the next job is added parked and lined up; the lining-up's connection fails once.
     const enqueued = c.gate.enqueued.bind(c.gate);
