@@ -89,7 +89,6 @@ async function main(): Promise<void> {
   const watchdogs = core.deliveryWorkers.map((w) =>
     watchFetchLoop(w, {
       redis: core.redis,
-      queueKey: `${config.queue.prefix}:${w.name}`,
       stallMs: config.queue.fetchStallMs,
       onStuck: (waitedMs, ready) => {
         log.fatal({ queue: w.name, waitedMs, ready }, `the delivery worker of ${w.name} has taken no result for ${Math.round(waitedMs / 1000)} s while ${ready} waited and it had room: exiting so that it is restarted`);

@@ -124,7 +124,6 @@ async function main(): Promise<void> {
   // delivery workers twice): exit, and let the supervisor start the worker again; the jobs wait in Redis.
   const watchdog = watchFetchLoop(worker, {
     redis,
-    queueKey: `${config.queue.prefix}:${QueueNames.jobs}`,
     stallMs: config.queue.fetchStallMs,
     onStuck: (waitedMs, ready) => {
       log.fatal({ waitedMs, ready }, `this worker has taken no job for ${Math.round(waitedMs / 1000)} s while ${ready} waited and it had room: exiting so that it is restarted`);

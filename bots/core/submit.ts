@@ -252,8 +252,27 @@ export function createCore(options: CoreOptions): Core {
    * `digest`: the flight this request leads (claimed), confirmed once its job is in the queue. `reserved`: admission
    * released the job already (its channel was idle): it is added once, with that priority, and nothing follows the add.
    */
+  /** The flight this job leads lives on (no digest: it leads none). */
+  const confirmFlight = (digest: string | undefined, jobId: string) => (digest ? cache.confirm(digest, jobId) : undefined);
+
+  /** The job exists: the scheduler lines it up and the flight it leads is confirmed, in the same round trip. */
+  async function lineUp(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<QueuePlace> {
+    const [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), confirmFlight(digest, request.id)]);
+    return place;
+  }
+
+  /**
+   * The place to tell: the scheduler's, or for a job it does not line up (held in a paused channel: submit says so;
+   * started already) wherever BullMQ has it, 0 if nowhere. A held job is parked in BullMQ's delayed set, where
+   * queuePosition finds no place either.
+   */
+  async function placeToTell(jobId: string, place: QueuePlace | undefined): Promise<number> {
+    if (place?.state === 'queued') return place.position;
+    return (await queuePosition(redis, queue, jobId)) ?? 0;
+  }
+
   async function enqueue(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined, reserved: Reservation | undefined): Promise<number> {
-    const confirm = () => (digest ? cache.confirm(digest, request.id) : undefined); // the flight this job leads lives on
+    const confirm = () => confirmFlight(digest, request.id);
     let place: QueuePlace;
     let added = false;
     try {
@@ -268,8 +287,7 @@ export function createCore(options: CoreOptions): Core {
         place = reserved.place;
       } else {
         await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retained, jobId: request.id });
-        // The job exists: the scheduler lines it up and the flight it leads is confirmed, in the same round trip.
-        [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), confirm()]);
+        place = await lineUp(inv, request, estimate, digest);
       }
     } catch (e) {
       // A released job that was never added: its turn passes on now, not at repair a minute later. (One that was added
@@ -283,10 +301,7 @@ export function createCore(options: CoreOptions): Core {
     const { acceptReplicas, acceptReplicaWaitMs } = config.redis;
     if ((await fence.confirm(acceptReplicas, acceptReplicaWaitMs, queue.toKey(request.id))) < acceptReplicas)
       log.warn({ jobId: request.id, acceptReplicas, acceptReplicaWaitMs }, 'accepted before enough replicas held the job: a failover now could lose it');
-    if (place.state === 'queued') return place.position;
-    // Held (a paused channel: submit says so) or not lined up by the scheduler (started already): 0, or wherever
-    // BullMQ has it. A held job is parked in BullMQ's delayed set, where queuePosition finds no place either.
-    return (await queuePosition(redis, queue, request.id)) ?? 0;
+    return placeToTell(request.id, place);
   }
 
   /**
@@ -301,10 +316,9 @@ export function createCore(options: CoreOptions): Core {
     const job = await queue.getJob(request.id).catch(() => undefined);
     if (!job) throw e;
     log.warn({ jobId: request.id, err: (e as Error).message }, 'the connection failed after the add, and the job exists: queued (a failover now could lose it)');
-    const [place] = await Promise.all([gate.enqueued(request.id, inv.destination, estimate), digest ? cache.confirm(digest, request.id) : undefined]).catch(() => [undefined]);
     // Not lined up now (Redis away again): the scheduler's repair adopts the parked job; it still runs.
-    if (place?.state === 'queued') return place.position;
-    return (await queuePosition(redis, queue, request.id).catch(() => undefined)) ?? 0;
+    const place = await lineUp(inv, request, estimate, digest).catch(() => undefined);
+    return placeToTell(request.id, place).catch(() => 0);
   }
 
   async function submit(inv: Invocation): Promise<Reply> {

@@ -19,9 +19,8 @@ export interface FetchWatchdog {
 }
 
 export interface FetchWatchdogOptions {
-  /** The connection to count ready jobs on, and the queue's key prefix (`<queue.prefix>:<queue name>`). */
+  /** The connection to count ready jobs on (under the worker's own `<queue.prefix>:<queue name>`). */
   redis: Redis;
-  queueKey: string;
   /** How long ready jobs may wait, untaken, while the worker has room. */
   stallMs: number;
   /** How often to look (default: a fifth of stallMs). */
@@ -32,7 +31,8 @@ export interface FetchWatchdogOptions {
 
 /** Watches `worker` (made by createQueueWorker, which counts its running jobs). */
 export function watchFetchLoop(worker: Worker, options: FetchWatchdogOptions): FetchWatchdog {
-  const { redis, queueKey, stallMs, onStuck } = options;
+  const { redis, stallMs, onStuck } = options;
+  const queueKey = worker.qualifiedName;
   let readySince: number | undefined; // when ready jobs were first seen with room and nothing taken since
   let fired = false;
   worker.on('active', () => void (readySince = undefined));

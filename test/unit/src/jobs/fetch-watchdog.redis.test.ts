@@ -22,7 +22,7 @@ function setUp(processor: () => Promise<void>, concurrency: number, stallMs: num
   const queue = new Queue(name, { connection: redis, prefix });
   const worker = createQueueWorker(config, redis, name, processor, { concurrency, autorun: false, drainDelay: 1 });
   const reports: { waitedMs: number; ready: number }[] = [];
-  const watchdog = watchFetchLoop(worker, { redis, queueKey: `${prefix}:${name}`, stallMs, intervalMs: 50, onStuck: (waitedMs, ready) => reports.push({ waitedMs, ready }) });
+  const watchdog = watchFetchLoop(worker, { redis, stallMs, intervalMs: 50, onStuck: (waitedMs, ready) => reports.push({ waitedMs, ready }) });
   const entry = { queue, worker, watchdog, stuck: false };
   opened.push(entry);
   return { queue, worker, reports, entry };
