@@ -6,8 +6,8 @@
 // both idempotent, so followers are delivered exactly once even if the worker dies in between.
 // The three writes (usage settle, cache put, flight close) are one script: one round trip and one script call per job.
 // Then the job's upload is released (releaseUpload): an /ask's at once, a vary's once its Re-roll window closes.
-// The rate limits' slots are not: they are held until BullMQ has finished the job, which it has not yet here; the
-// bots free them on its completed/failed event, and their sweep after a lost event (src/limits/gate.ts).
+// The rate limits' slots are not freed here: the bot that posts the result frees them as its delivery starts
+// (src/jobs/ledger.ts startDelivery), and the bots' completed/failed listener and sweep after (src/limits/gate.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';

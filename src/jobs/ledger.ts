@@ -6,12 +6,14 @@
 // "showing" slot and only while no delivery has begun; a delivery first marks "delivering", then waits for a
 // slot in flight to end. Whichever of the two Redis writes comes first wins, so no edit lands after a result.
 //
-// A delivery costs two round trips here: `startDelivery` (ledger check + claim + "delivering" + is an edit in
+// A delivery costs two round trips here: `startDelivery` (the job's rate-limit slots freed + ledger check + claim +
 // flight, one script) and `finishDelivery` (mark + give the claim back, one script); a third only while an edit
 // is in flight. Every script declares its keys, all of one job's keys under queue.prefix (one hash slot in
 // Redis Cluster when the prefix is a hash tag such as `{blip3o}`).
 import type { Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
+import { leaseKeysOf } from '../limits/limiter.ts';
+import { releaseLeaseLua } from '../limits/scripts.ts';
 
 /** Longest a progress edit may hold off a delivery (a platform answering 429 to the edit, say). */
 const SHOWING_SLOT_MS = 10_000;
@@ -21,10 +23,15 @@ const DELETE_IF_OWNER = `if redis.call('GET', KEYS[1]) == ARGV[1] then return re
 /** KEYS delivering, showing · ARGV ttlSeconds → 1 if an edit is in flight. */
 const BEGIN = `redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) return redis.call('EXISTS', KEYS[2])`;
 /**
- * KEYS delivered, claim, delivering, showing · ARGV owner, claimMs, ttlSeconds →
+ * KEYS delivered, claim, delivering, showing, leases, lease-keys · ARGV owner, claimMs, ttlSeconds, jobId →
  * 0 already delivered · -1 another run holds the claim · 1 claimed, delivering marked, no edit in flight · 2 … one is.
+ * First, whatever the answer, the job's rate-limit slots are freed (src/limits/scripts.ts): its GPU work is over, and
+ * a user whose one slot it held can ask again the moment the result shows, not only once BullMQ's completed event
+ * has reached a bot (which can come after the post).
  */
-const START = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+const START = `${releaseLeaseLua}
+releaseLease(KEYS[5], KEYS[6], ARGV[4])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if not redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return -1 end
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
 return 1 + redis.call('EXISTS', KEYS[4])`;
@@ -91,8 +98,9 @@ export class DeliveryLedger {
    * or releaseClaim when the post failed.
    */
   async startDelivery(jobId: string, owner: string, claimMs: number, waitMs = SHOWING_SLOT_MS): Promise<'duplicate' | 'busy' | 'started'> {
-    const keys = [this.key(jobId), this.claimKey(jobId), this.deliveringKey(jobId), this.showingKey(jobId)];
-    const state = Number(await this.redis.eval(START, keys.length, ...keys, owner, claimMs, this.ttlSeconds));
+    const { leases, leaseKeys } = leaseKeysOf(this.config.queue.prefix);
+    const keys = [this.key(jobId), this.claimKey(jobId), this.deliveringKey(jobId), this.showingKey(jobId), leases, leaseKeys];
+    const state = Number(await this.redis.eval(START, keys.length, ...keys, owner, claimMs, this.ttlSeconds, jobId));
     if (state === 0) return 'duplicate';
     if (state === -1) return 'busy';
     // Stryker disable next-line ConditionalExpression: equivalent, as in beginDelivery

@@ -9,6 +9,8 @@
 //   start():  gate.start(events)  (QueueEvents completed/failed → settle the jobs this instance admitted; removed →
 //             release; repair every repairIntervalMs)
 //   worker:   startOrHold(scheduler, job, token) first thing in the processor (src/scheduling/fair.ts)
+//   delivery: the slots are freed first by ledger.startDelivery (src/jobs/ledger.ts), before the result is posted;
+//             the completed/failed settle above then finds them free
 import type { QueueEvents } from 'bullmq';
 import { combinedPreamble, NO_CALL, runCombined, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';

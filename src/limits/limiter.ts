@@ -114,6 +114,11 @@ function defineCommands(redis: Redis): Redis & LimiterCommands {
 const SPEC_FIELDS = ['requestsPerWindow', 'windowSeconds', 'burst', 'maxConcurrent'] as const;
 const specArgs = (l: LimitSpec) => SPEC_FIELDS.map((f) => l[f]);
 
+/** The keys every held slot is recorded under (src/limits/scripts.ts): the delivery ledger frees a job's slots too. */
+export function leaseKeysOf(prefix: string): { leases: string; leaseKeys: string } {
+  return { leases: `${prefix}:limits:leases`, leaseKeys: `${prefix}:limits:lease-keys` };
+}
+
 /** `redis` is used for commands only (no blocking), so the caller's shared connection is fine. */
 export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
   const r = defineCommands(redis);
@@ -123,8 +128,7 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
     conc: (s: Scope, id: string) => `${base}conc:${s}:${id}`,
     ovr: (ck: string) => `${base}ovr:${ck}`,
     overridden: `${base}overridden`,
-    leases: `${base}leases`,
-    leaseKeys: `${base}lease-keys`,
+    ...leaseKeysOf(config.queue.prefix),
   };
   // BullMQ keeps each job in the hash "<prefix>:<queue>:<jobId>"; the scripts read finishedOn from it.
   const jobKeyPrefix = `${config.queue.prefix}:${QueueNames.jobs}:`;

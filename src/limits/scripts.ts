@@ -9,13 +9,18 @@
 //   leases              zset  jobId → admitted-at ms                                     every held slot
 //   lease-keys          hash  jobId → "<conc key>\n<conc key>\n<conc key>"                what to release
 //
-// A slot is held from admission until the job is finished (BullMQ sets `finishedOn` on the job hash when it
-// completes or finally fails) or gone (removed, cancelled, expired). Release is exactly once because it is the
-// deletion of the lease: whoever deletes it (the completion listener, a cancel, a sweep) frees the slots.
+// A slot is held from admission until the job's result reaches delivery (the bot that posts it frees the slots
+// first, so a user whose one slot it was may ask again the moment the result shows), or the job is finished (BullMQ
+// sets `finishedOn` on the job hash when it completes or finally fails) or gone (removed, cancelled, expired).
+// Release is exactly once because it is the deletion of the lease: whoever deletes it (the delivery, the completion
+// listener, a cancel, a sweep) frees the slots.
 import { NOW_MS_LUA } from '../redis.ts';
 
-/** Shared helpers, prepended to each script. */
-const helpers = `
+/**
+ * releaseLease(leases, leaseKeys, jobId) → 1 if this freed the job's slots, 0 if they were free. Also run by the
+ * delivery ledger when a result reaches delivery (src/jobs/ledger.ts): the slots are free before the result shows.
+ */
+export const releaseLeaseLua = `
 local function releaseLease(leases, leaseKeys, jobId)
   local keys = redis.call('HGET', leaseKeys, jobId)
   if not keys then return 0 end
@@ -24,6 +29,10 @@ local function releaseLease(leases, leaseKeys, jobId)
   redis.call('ZREM', leases, jobId)
   return 1
 end
+`;
+
+/** Shared helpers, prepended to each script. */
+const helpers = `${releaseLeaseLua}
 
 -- A job is done when BullMQ finished it, or when its hash is gone and the admit→enqueue grace has passed.
 local function isDone(jobKeyPrefix, jobId, admittedAt, now, graceMs)

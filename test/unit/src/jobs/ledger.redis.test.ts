@@ -11,8 +11,9 @@ import type { PlatformPort } from '../../../../bots/core/port.ts';
 import type { BlobStore } from '../../../../src/blobs/store.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { Config } from '../../../../src/config/schema.ts';
-import { CONTRACT_VERSION, type JobResult } from '../../../../src/jobs/contract.ts';
+import { CONTRACT_VERSION, type Destination, type JobResult } from '../../../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../../../src/jobs/ledger.ts';
+import { createLimiter } from '../../../../src/limits/limiter.ts';
 import type { Logger } from '../../../../src/log.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -117,6 +118,25 @@ describe('DeliveryLedger', () => {
     order.push('delivery begins');
     await edit;
     expect(order).toEqual(['edit done', 'delivery begins']);
+  });
+
+  it("startDelivery frees the job's rate-limit slots first, so a user whose one slot it held can ask again as the result shows", async () => {
+    const open = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
+    const limited = loadConfig({ env: {}, overrides: { queue: { prefix }, limits: { channel: open, workspace: open, user: { ...open, maxConcurrent: 1 } } } });
+    const limiter = createLimiter(redis, limited);
+    const ledger = new DeliveryLedger(redis, limited);
+    const d: Destination = { platform: 'cli', clientId: 'c', channelId: 'local', userId: `u${uid()}` };
+    const [first, next, other] = [uid(), uid(), uid()];
+    expect((await limiter.admit(first, d)).admitted).toBe(true);
+    // BullMQ has not finished `first` (its hash has no finishedOn, nor will it here): only the delivery frees the slot
+    expect(await limiter.admit(next, d)).toMatchObject({ admitted: false, scope: 'user', kind: 'concurrency' });
+    expect(await ledger.startDelivery(first, 'a', 5_000)).toBe('started');
+    expect((await limiter.admit(next, d)).admitted).toBe(true);
+    expect(await redis.hexists(`${prefix}:limits:lease-keys`, first)).toBe(0);
+    // a second run of the delivery, and the completion listener after it, free nothing more (the lease is gone)
+    expect(await ledger.startDelivery(first, 'b', 5_000)).toBe('busy');
+    expect(await limiter.release(first)).toBe(false);
+    expect(await limiter.admit(other, d)).toMatchObject({ admitted: false, kind: 'concurrency' }); // `next` holds it
   });
 
   it('with a lease, an edit runs only for the lease holder, and takes or renews the lease in the same step', async () => {
