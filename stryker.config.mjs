@@ -10,8 +10,8 @@ const groups = {
   pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:255-337', 'worker/pipeline/diffusion-steps.ts:119-360', 'worker/pipeline/{schedulers,mrope}.ts'],
   processor: ['worker/processor.ts'],
   // a Cluster URL's failover options, connection errors, batched socket writes (batchWrites, withBatchedWrites), the
-  // replica fence, the refusals of REDIS_URL that end a start. Line ranges: update them when src/redis.ts moves.
-  redis: ['src/redis.ts:119-149', 'src/redis.ts:205-213', 'src/redis.ts:295-322', 'src/redis.ts:381-466', 'src/redis.ts:507-544'],
+  // replica fence, the refusals of REDIS_URL that end a start, REDIS_PASSWORD put into the URL. Line ranges: update them when src/redis.ts moves.
+  redis: ['src/redis.ts:119-149', 'src/redis.ts:182-189', 'src/redis.ts:219-227', 'src/redis.ts:309-336', 'src/redis.ts:395-480', 'src/redis.ts:521-558'],
   // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
 };

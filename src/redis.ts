@@ -174,6 +174,20 @@ export function parseRedisUrl(url: string): RedisTarget {
   return { kind: 'sentinel', options };
 }
 
+/**
+ * REDIS_URL with REDIS_PASSWORD put in as its password (URL-encoded), for a deployment that keeps the password apart
+ * from the address (compose's .env: the Redis services read the same variable). The servers' password, not the
+ * sentinels' (`?sentinelPassword=`). Throws when the URL names a password too: one of them would be ignored.
+ */
+export function withRedisPassword(url: string, password: string | undefined): string {
+  if (!password) return url;
+  const m = /^([a-z+]+:\/\/)(?:([^:@/]*)(:[^@/]*)?@)?(.*)$/.exec(url);
+  if (!m) return url; // not a Redis URL: parseRedisUrl says so
+  const [, scheme, username = '', ownPassword, rest] = m;
+  if (ownPassword) throw new Error(`REDIS_URL "${redactRedisUrl(url)}" has a password and REDIS_PASSWORD is set too: keep one of them.`);
+  return `${scheme}${username}:${encodeURIComponent(password)}@${rest}`;
+}
+
 /** The URL without its password, for error messages. */
 export function redactRedisUrl(url: string): string {
   return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');

@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
 import { ConfigSchema, SecretsSchema, type Config, type Secrets } from './schema.ts';
+import { withRedisPassword } from '../redis.ts';
 
 export type { Config, Secrets };
 
@@ -86,7 +87,13 @@ export function loadSecrets(env: NodeJS.ProcessEnv = process.env): Readonly<Secr
   const picked = Object.fromEntries(Object.keys(SecretsSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
   const parsed = SecretsSchema.safeParse(picked);
   if (!parsed.success) throw new AppError('config', `invalid environment:\n${formatIssues(parsed.error)}`);
-  return Object.freeze(parsed.data);
+  let url: string;
+  try {
+    url = withRedisPassword(parsed.data.REDIS_URL, parsed.data.REDIS_PASSWORD);
+  } catch (e) {
+    throw new AppError('config', `invalid environment:\n${(e as Error).message}`);
+  }
+  return Object.freeze({ ...parsed.data, REDIS_URL: url });
 }
 
 /**

@@ -250,6 +250,8 @@ export const SecretsSchema = z.object({
         ctx.addIssue({ code: 'custom', message: (e as Error).message });
       }
     }),
+  /** The Redis servers' password, put into REDIS_URL (withRedisPassword) when set: compose's Redis asks for it. */
+  REDIS_PASSWORD: z.string().optional(),
   DISCORD_TOKEN: z.string().optional(),
   DISCORD_APPLICATION_ID: z.string().optional(),
   SLACK_BOT_TOKEN: z.string().optional(),

@@ -6,6 +6,8 @@
 // is still there. Before each node's role and each sentinel's state lived on its volume, the restart went back to the
 // command lines (`redis` the primary, `redis-replica` a replica of it, sentinels watching `redis`): the replica
 // resynced from the stale old primary and every write since the failover was lost.
+// With REDIS_PASSWORD set in the env file, as docs/self-hosting.md tells an operator to: both nodes ask for it, the
+// replica and the returning old primary give it to their primary, the sentinels to both.
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,14 +21,24 @@ const NODES = ['redis', 'redis-replica', 'sentinel-1', 'sentinel-2', 'sentinel-3
 const project = `blip3o-dockertest-${randomUUID().slice(0, 8)}`;
 let work: string;
 let composeArgs: string[] = [];
+const PASSWORD = randomUUID().replaceAll('-', '');
 
 const compose = (args: string[], allowFail = false) => sh('docker', [...composeArgs, ...args], { allowFail, timeoutMs: 180_000 });
-const cli = async (service: string, ...args: string[]) => (await compose(['exec', '-T', service, 'redis-cli', ...args])).stdout.trim();
+/** redis-cli in `service`, with the password (REDISCLI_AUTH) for the nodes; the sentinels ask for none. */
+const cli = async (service: string, ...args: string[]) => {
+  const auth = service.startsWith('sentinel-') ? [] : ['-e', `REDISCLI_AUTH=${PASSWORD}`];
+  return (await compose(['exec', '-T', ...auth, service, 'redis-cli', ...args])).stdout.trim();
+};
 const sentinel = (n: number, ...args: string[]) => cli(`sentinel-${n}`, '-p', '26379', 'sentinel', ...args);
 
-/** `until` of ./sh.ts, every 500 ms, with this project's last 30 log lines when it times out. */
+/** A killed node's name stops resolving: the sentinels and the replica say so many times a second. */
+const RETRY_NOISE = /Failed to resolve hostname|Unable to connect to MASTER|Connecting to MASTER/;
+/** `until` of ./sh.ts, every 500 ms, with this project's last 80 log lines that are not retry noise when it times out. */
 const until = <T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>) =>
-  untilDone(what, timeoutMs, check, async () => (await compose(['logs', '--no-color', '--tail', '30'], true)).stdout, 500);
+  untilDone(what, timeoutMs, check, async () => {
+    const lines = (await compose(['logs', '--no-color', '--timestamps'], true)).stdout.split('\n').filter((l) => !RETRY_NOISE.test(l));
+    return lines.slice(-80).join('\n');
+  }, 500);
 
 /** The primary every sentinel names, once all three agree. */
 const agreedPrimary = () =>
@@ -42,7 +54,11 @@ beforeAll(async () => {
   // only the image: the stand-in for redis:* (no registry here); everything else as shipped
   const override = { services: Object.fromEntries(NODES.map((n) => [n, { image: REDIS_BASE }])) };
   writeFileSync(join(work, 'docker-compose.test.yml'), JSON.stringify(override));
-  composeArgs = ['compose', '--project-name', project, '--project-directory', repoRoot, '--profile', 'sentinel', '-f', join(repoRoot, 'docker-compose.yml'), '-f', join(work, 'docker-compose.test.yml')];
+  writeFileSync(join(work, '.env'), `REDIS_PASSWORD=${PASSWORD}\n`);
+  composeArgs = [
+    'compose', '--project-name', project, '--project-directory', repoRoot, '--env-file', join(work, '.env'), '--profile', 'sentinel',
+    '-f', join(repoRoot, 'docker-compose.yml'), '-f', join(work, 'docker-compose.test.yml'),
+  ];
 });
 
 afterAll(async () => {
@@ -60,6 +76,9 @@ describe('docker compose --profile sentinel (real Redis and Sentinel processes, 
       return (replicas.match(/runid/g) ?? []).length === 1 && (peers.match(/runid/g) ?? []).length === 2 ? true : undefined;
     });
     expect(await agreedPrimary()).toBe('redis');
+    // the nodes ask for the password (the healthchecks, which passed, give it)
+    const anonymous = await compose(['exec', '-T', 'redis', 'redis-cli', 'set', 'anonymous', 'x'], true);
+    expect(anonymous.stdout + anonymous.stderr).toMatch(/NOAUTH/);
     expect(await cli('redis', 'set', 'before', 'accepted before the failover')).toBe('OK');
     expect(await cli('redis', 'wait', '1', '5000')).toBe('1');
 

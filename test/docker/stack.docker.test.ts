@@ -7,8 +7,9 @@
 // it and serves jobs with the shipped pipeline. Then: every healthcheck healthy; /imagine → one PNG; a reply-with-
 // mention question → one answer; `docker compose restart redis` with jobs queued → none lost; `docker compose kill
 // worker` mid-job, `up` again → the image arrives exactly once; a restarted bot does not register its unchanged
-// commands again; every container runs as non-root; stop is a clean SIGTERM exit. Everything it made
-// (containers, network, volumes, the images it built) is removed at the end, also when a step fails.
+// commands again; every container runs as non-root; Redis asks for the password in .env, which every service gives;
+// stop is a clean SIGTERM exit. Everything it made (containers, network, volumes, the images it built) is removed at
+// the end, also when a step fails.
 import { randomUUID } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -35,6 +36,7 @@ const tag = KEEP_IMAGES ? 'dev' : run;
 const BOT_IMAGE = `blip3o-test-bot:${tag}`;
 const WORKER_IMAGE = `blip3o-test-worker-cpu:${tag}`;
 const BOT_LIMIT_BYTES = 350 * 1000 * 1000;
+const REDIS_PASSWORD = randomUUID().replaceAll('-', '');
 
 let work: string;
 let hub: FakeHub | undefined;
@@ -153,6 +155,7 @@ beforeAll(async () => {
     env,
     [
       `REDIS_URL=redis://127.0.0.1:${ports.redis}`,
+      `REDIS_PASSWORD=${REDIS_PASSWORD}`, // Redis asks for it; every service puts it into REDIS_URL
       `DISCORD_TOKEN=${fake.token}`,
       `DISCORD_APPLICATION_ID=${fake.appId}`,
       `DISCORD_API_BASE_URL=${fake.apiBase}`,
@@ -172,7 +175,8 @@ beforeAll(async () => {
         image: REDIS_BASE,
         network_mode: 'host',
         command: ['--bind', '127.0.0.1', '--port', String(ports.redis), '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '300 10', '--dir', '/data'], // redis-server's options (the entrypoint adds its config file)
-        healthcheck: { test: ['CMD', 'redis-cli', '-p', String(ports.redis), 'ping'], interval: '1s', start_period: '20s' },
+        // the shipped healthcheck, on this port
+        healthcheck: { test: ['CMD-SHELL', `export REDISCLI_AUTH="$$REDIS_PASSWORD"; redis-cli -p ${ports.redis} ping | grep -q PONG`], interval: '1s', start_period: '20s' },
       },
       discord: {
         build: { args: { NODE_IMAGE: NODE_BASE } },
@@ -280,6 +284,10 @@ describe('docker compose stack (real images, CPU worker)', () => {
     const discord = await env('discord');
     expect(discord).toMatch(/^DISCORD_TOKEN=/m);
     expect(discord).not.toMatch(/HF_TOKEN|SLACK_/);
+    // Redis asks for REDIS_PASSWORD (.env), which the bots and the worker, connected above, put into REDIS_URL
+    const anonymous = await compose(['exec', '-T', 'redis', 'redis-cli', '-p', String(ports.redis), 'ping'], { allowFail: true });
+    expect(anonymous.stdout + anonymous.stderr).toMatch(/NOAUTH/);
+    for (const service of ['discord', 'worker']) expect(await env(service), service).toContain(`REDIS_PASSWORD=${REDIS_PASSWORD}`);
     for (const service of ['redis', 'discord', 'worker']) {
       const uid = (await compose(['exec', '-T', service, 'id', '-u'])).stdout.trim();
       expect(uid, service).toMatch(/^\d+$/);

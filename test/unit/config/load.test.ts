@@ -38,4 +38,18 @@ describe('config', () => {
     expect(yaml).not.toMatch(/xox[bap]-|token:\s*\S/i);
     expect(Object.keys(ConfigSchema.shape)).not.toContain('secrets');
   });
+
+  it('puts REDIS_PASSWORD into REDIS_URL, URL-encoded, in every URL form; a URL with its own password and REDIS_PASSWORD is refused', () => {
+    const url = (env: Record<string, string>) => loadSecrets(env).REDIS_URL;
+    expect(url({ REDIS_URL: 'redis://redis:6379', REDIS_PASSWORD: 'p@ss/w:rd' })).toBe('redis://:p%40ss%2Fw%3Ard@redis:6379');
+    expect(new URL(url({ REDIS_URL: 'redis://redis:6379', REDIS_PASSWORD: 'p@ss/w:rd' })).password).toBe('p%40ss%2Fw%3Ard'); // ioredis decodes it
+    expect(url({ REDIS_PASSWORD: 'x' })).toBe('redis://:x@127.0.0.1:6379'); // the default URL too
+    expect(url({ REDIS_URL: 'rediss://bot@redis:6380/2', REDIS_PASSWORD: 'x' })).toBe('rediss://bot:x@redis:6380/2'); // an ACL user keeps its name
+    expect(url({ REDIS_URL: 'redis+sentinel://s1:26379,s2:26379/blip3o?sentinelPassword=s', REDIS_PASSWORD: 'p w' }))
+      .toBe('redis+sentinel://:p%20w@s1:26379,s2:26379/blip3o?sentinelPassword=s');
+    expect(url({ REDIS_URL: 'redis+cluster://n1:6379,n2:6379', REDIS_PASSWORD: 'x' })).toBe('redis+cluster://:x@n1:6379,n2:6379');
+    expect(url({ REDIS_URL: 'redis://:own@redis:6379' })).toBe('redis://:own@redis:6379');
+    expect(url({ REDIS_URL: 'redis://redis:6379', REDIS_PASSWORD: '' })).toBe('redis://redis:6379'); // compose's empty default
+    expect(() => loadSecrets({ REDIS_URL: 'redis://:own@redis:6379', REDIS_PASSWORD: 'x' })).toThrow(/REDIS_URL "redis:\/\/:\*\*\*@redis:6379" has a password and REDIS_PASSWORD is set too/);
+  });
 });

@@ -113,6 +113,18 @@ describe('docker-compose.yml', () => {
       expect(compose.volumes).toHaveProperty(`${name}-data`);
       expect(services[name]!.healthcheck.test).toEqual(['CMD', 'redis-cli', '-p', '26379', 'ping']);
     }
+    // REDIS_PASSWORD, when set, is asked for by both nodes, given by each to the other (masterauth: either may be the
+    // replica after a failover) and by the sentinels to both; set again at every start, so a changed one takes effect
+    for (const name of ['redis', 'redis-replica']) {
+      expect(services[name]!.environment, name).toEqual({ REDIS_PASSWORD: '${REDIS_PASSWORD:-}' });
+      expect(services[name]!.entrypoint.join(' '), name).toContain('[ -z "$$REDIS_PASSWORD" ] || set -- "$$@" --requirepass "$$REDIS_PASSWORD" --masterauth "$$REDIS_PASSWORD"');
+      expect(services[name]!.healthcheck.test.join(' '), name).toContain('export REDISCLI_AUTH="$$REDIS_PASSWORD"; redis-cli ping | grep -q PONG');
+    }
+    for (const name of sentinels) {
+      expect(services[name]!.environment, name).toEqual({ REDIS_PASSWORD: '${REDIS_PASSWORD:-}' });
+      expect(services[name]!.command.join('\n'), name).toMatch(/sed -i '\/\^sentinel auth-pass \/d'[^\n]*\n\[ -z "\$\$REDIS_PASSWORD" \] \|\| printf 'sentinel auth-pass blip3o/);
+    }
+    for (const name of APPS) expect(services[name]!.environment.REDIS_PASSWORD, name).toBe('${REDIS_PASSWORD:-}');
     const url = 'redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/blip3o';
     expect(read('config/.env.example')).toContain(`REDIS_URL=${url}`);
     expect(read('docker-compose.yml')).toContain(`REDIS_URL=${url}`);
@@ -167,6 +179,7 @@ describe('docker-compose.yml', () => {
           if (!secretNames.includes(key) && !/TOKEN|SECRET|PASSWORD|KEY/.test(key)) continue;
           // a secret is only ever passed through from .env, never written here
           expect(value, `${file} ${name} ${key}`).toBe(`\${${key}:-}`);
+          if (key === 'REDIS_PASSWORD') continue; // every service talks to Redis, or is one
           expect(key, `${file}: ${name} must not receive ${key}`).toMatch(needs[name] ?? /^$/);
         }
       }
