@@ -62,12 +62,23 @@ local function run(i, f) return f(calls[i][1], calls[i][2]) end
  * at its first use. `replies: 'buffers'`: bulk strings come back as Buffers (bytes such as a cached PNG).
  */
 export function runCombined(redis: Redis, name: string, lua: string, calls: readonly ScriptCall[], replies: 'strings' | 'buffers' = 'strings'): Promise<unknown[]> {
-  const r = redis as unknown as Record<string, ((...args: (string | number | Buffer)[]) => Promise<unknown[]>) | undefined>;
+  const keys = calls.flatMap((c) => c.keys);
+  const args = [...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args)];
+  return runScript(redis, name, lua, keys, args, replies) as Promise<unknown[]>;
+}
+
+type Scripted = Record<string, ((...args: (string | number | Buffer)[]) => Promise<unknown>) | undefined>;
+
+/**
+ * Runs `lua` with `keys` and `args` as the command `name`, defined on the connection at its first use: EVALSHA, so the
+ * script's text crosses the wire once per connection (ioredis loads it again after NOSCRIPT), not with every call as
+ * EVAL sends it. `replies: 'buffers'`: bulk strings come back as Buffers.
+ */
+export function runScript(redis: Redis, name: string, lua: string, keys: readonly string[], args: readonly (string | number | Buffer)[], replies: 'strings' | 'buffers' = 'strings'): Promise<unknown> {
+  const r = redis as unknown as Scripted;
   // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
   if (typeof r[name] !== 'function') redis.defineCommand(name, { lua });
-  const keys = calls.flatMap((c) => c.keys);
-  const args = [keys.length, ...keys, ...calls.flatMap((c) => [c.keys.length, c.args.length]), ...calls.flatMap((c) => c.args)];
-  return replies === 'buffers' ? r[`${name}Buffer`]!(...args) : r[name]!(...args);
+  return r[replies === 'buffers' ? `${name}Buffer` : name]!(keys.length, ...keys, ...args);
 }
 
 let log: Logger = createLogger('redis', process.env.LOG_LEVEL || 'info');

@@ -5,7 +5,7 @@
 // Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it dies),
 // and edits are ordered before the result through the ledger (src/jobs/ledger.ts), so a late edit never covers it.
 import type { QueueEvents } from 'bullmq';
-import type { Redis } from '../../src/redis.ts';
+import { runScript, type Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
 import type { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { queuePositions } from '../../src/jobs/position.ts';
@@ -99,7 +99,7 @@ export class ProgressRelay {
 
   /** Take or renew this job's progress lease; false when another live instance holds it. */
   private async claim(jobId: string): Promise<boolean> {
-    return (await this.deps.redis.eval(CLAIM_LUA, 1, this.leaseKey(jobId), this.deps.instanceId, PROGRESS_LEASE_MS)) === 1;
+    return (await runScript(this.deps.redis, 'blip3oProgressClaim', CLAIM_LUA, [this.leaseKey(jobId)], [this.deps.instanceId, PROGRESS_LEASE_MS])) === 1;
   }
 
   private leaseKey(jobId: string): string {

@@ -10,7 +10,7 @@
 // flight, one script) and `finishDelivery` (mark + give the claim back, one script); a third only while an edit
 // is in flight. Every script declares its keys, all of one job's keys under queue.prefix (one hash slot in
 // Redis Cluster when the prefix is a hash tag such as `{blip3o}`).
-import type { Redis } from '../redis.ts';
+import { runScript, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { leaseKeysOf } from '../limits/limiter.ts';
 import { releaseLeaseLua } from '../limits/scripts.ts';
@@ -76,7 +76,7 @@ export class DeliveryLedger {
 
   /** Before posting a result: no progress edit starts after this, and one in flight (at most waitMs) is waited for. */
   async beginDelivery(jobId: string, waitMs = SHOWING_SLOT_MS): Promise<void> {
-    const showing = await this.redis.eval(BEGIN, 2, this.deliveringKey(jobId), this.showingKey(jobId), this.ttlSeconds);
+    const showing = await runScript(this.redis, 'blip3oLedgerBegin', BEGIN, [this.deliveringKey(jobId), this.showingKey(jobId)], [this.ttlSeconds]);
     // Stryker disable next-line ConditionalExpression: equivalent, waitForEdit returns after one EXISTS when no edit is in flight
     if (showing === 1) await this.waitForEdit(jobId, waitMs);
   }
@@ -100,7 +100,7 @@ export class DeliveryLedger {
   async startDelivery(jobId: string, owner: string, claimMs: number, waitMs = SHOWING_SLOT_MS): Promise<'duplicate' | 'busy' | 'started'> {
     const { leases, leaseKeys } = leaseKeysOf(this.config.queue.prefix);
     const keys = [this.key(jobId), this.claimKey(jobId), this.deliveringKey(jobId), this.showingKey(jobId), leases, leaseKeys];
-    const state = Number(await this.redis.eval(START, keys.length, ...keys, owner, claimMs, this.ttlSeconds, jobId));
+    const state = Number(await runScript(this.redis, 'blip3oLedgerStart', START, keys, [owner, claimMs, this.ttlSeconds, jobId]));
     if (state === 0) return 'duplicate';
     if (state === -1) return 'busy';
     // Stryker disable next-line ConditionalExpression: equivalent, as in beginDelivery
@@ -110,7 +110,7 @@ export class DeliveryLedger {
 
   /** Record the posted result and give our claim back, in one round trip; false if it was already recorded. */
   async finishDelivery(jobId: string, owner: string): Promise<boolean> {
-    return (await this.redis.eval(FINISH, 2, this.key(jobId), this.claimKey(jobId), Date.now(), this.ttlSeconds, owner)) === 1;
+    return (await runScript(this.redis, 'blip3oLedgerFinish', FINISH, [this.key(jobId), this.claimKey(jobId)], [Date.now(), this.ttlSeconds, owner])) === 1;
   }
 
   /**
@@ -133,7 +133,7 @@ export class DeliveryLedger {
   private async show(jobId: string, edit: () => Promise<void>, lease?: { key: string; owner: string; ms: number }): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
     const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key] : [])];
     const args = lease ? [SHOWING_SLOT_MS, lease.owner, lease.ms] : [SHOWING_SLOT_MS];
-    const taken = Number(await this.redis.eval(SHOW, keys.length, ...keys, ...args));
+    const taken = Number(await runScript(this.redis, 'blip3oLedgerShow', SHOW, keys, args));
     if (taken < 0) return { shown: false, leasedElsewhereMs: -taken };
     if (taken !== 1) return { shown: false };
     try {
@@ -156,12 +156,12 @@ export class DeliveryLedger {
 
   /** Extend our claim; false if it lapsed and is someone else's now. */
   async renewClaim(jobId: string, owner: string, claimMs: number): Promise<boolean> {
-    return (await this.redis.eval(RENEW_IF_OWNER, 1, this.claimKey(jobId), owner, claimMs)) === 1;
+    return (await runScript(this.redis, 'blip3oLedgerRenew', RENEW_IF_OWNER, [this.claimKey(jobId)], [owner, claimMs])) === 1;
   }
 
   /** Give a claim back when the run ends (posted and marked, or failed: then the retry need not wait). */
   async releaseClaim(jobId: string, owner: string): Promise<void> {
-    await this.redis.eval(DELETE_IF_OWNER, 1, this.claimKey(jobId), owner);
+    await runScript(this.redis, 'blip3oLedgerRelease', DELETE_IF_OWNER, [this.claimKey(jobId)], [owner]);
   }
 
   async isDelivered(jobId: string): Promise<boolean> {
