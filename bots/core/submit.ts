@@ -305,18 +305,19 @@ export function createCore(options: CoreOptions): Core {
   }
 
   /**
-   * `enqueue` failed with `e`. A lost connection (a failover, a restart) leaves it unknown whether the add reached
-   * Redis: the reply would say "Nothing was queued" of a job that, if it exists, runs and is delivered (the failover
-   * test saw one). So ask, once Redis answers again: a job that exists is lined up (again: both steps are idempotent)
-   * and its flight kept, and the request is queued after all; otherwise, or for any other error, `e` stands.
-   * (AcceptanceLost, the fence finding the job gone from the new primary, finds no job here either: nothing queued.)
+   * `enqueue` failed with `e`, and whether the add took effect is not known from `e`: a lost connection (a failover, a
+   * restart) may have taken the add's reply, and an error after the add (lining the job up, confirming its flight, a
+   * script Redis refused while a slot migrated) leaves a job that runs. Answering "Nothing was queued" or "Something
+   * went wrong" then is untrue, and the user who tries again gets two images. So ask, once Redis answers: a job that
+   * exists is lined up (again: both steps are idempotent) and its flight and admission kept, and the request is queued
+   * after all (its turn comes from the scheduler's repair if the line-up fails again). A job that does not exist leaves
+   * `e` standing, and then it is true. (AcceptanceLost, the fence finding the job gone from the new primary, finds no
+   * job here either.)
    */
   async function settleUncertainEnqueue(e: unknown, inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
-    if (!isRedisConnectionError(e)) throw e;
     const job = await queue.getJob(request.id).catch(() => undefined);
     if (!job) throw e;
-    log.warn({ jobId: request.id, err: (e as Error).message }, 'the connection failed after the add, and the job exists: queued (a failover now could lose it)');
-    // Not lined up now (Redis away again): the scheduler's repair adopts the parked job; it still runs.
+    log.warn({ jobId: request.id, err: (e as Error).message }, 'enqueueing failed after the add, and the job exists: queued');
     const place = await lineUp(inv, request, estimate, digest).catch(() => undefined);
     return placeToTell(request.id, place).catch(() => 0);
   }
