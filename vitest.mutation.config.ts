@@ -16,7 +16,7 @@ const tests: Record<string, string[]> = {
   // Not test/integration/spine-processor.redis.test.ts (the jobs group runs it): its re-run after a hand-over is
   // processor.redis.test.ts's too, and a second file costs each mutant another import of the whole worker.
   processor: ['test/unit/worker/processor*.test.ts'],
-  redis: ['test/unit/src/redis.test.ts', 'test/unit/src/redis-batched-writes.redis.test.ts', 'test/unit/src/redis-fence.redis.test.ts', 'test/unit/bots/core/submit-flight.redis.test.ts'],
+  redis: ['test/unit/src/redis.test.ts', 'test/unit/config/load.test.ts', 'test/unit/src/redis-batched-writes.redis.test.ts', 'test/unit/src/redis-fence.redis.test.ts', 'test/unit/bots/core/submit-flight.redis.test.ts'],
   blobs: ['test/unit/src/blobs/*.test.ts', 'test/unit/src/cache/fanout.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts', 'test/unit/bots/core/submit.redis.test.ts'],
 };
 const group = process.env.MUTATION_GROUP;
