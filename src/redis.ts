@@ -553,12 +553,12 @@ export function untrustedCertificate(err: unknown): string | undefined {
 }
 
 /**
- * What to tell whoever set REDIS_URL when the server refused it in a way that no retry fixes (its credentials, or a
- * TLS certificate this process does not trust), or undefined for any other error.
+ * What to tell whoever set REDIS_URL (and REDIS_PASSWORD, which goes into it) when the server refused it in a way that no
+ * retry fixes (its credentials, or a TLS certificate this process does not trust), or undefined for any other error.
  */
 export function redisRefusal(err: unknown, address: string): string | undefined {
   const credentials = credentialsRefusal(err);
-  if (credentials) return `Redis at ${address} refused the user name or password in REDIS_URL ("${credentials}"). Fix REDIS_URL.`;
+  if (credentials) return `Redis at ${address} refused the user name or password it was given ("${credentials}"). Put the password Redis asks for in REDIS_PASSWORD, or in REDIS_URL (redis://[user]:<password>@host:port), not both.`;
   const certificate = untrustedCertificate(err);
   if (certificate)
     return (

@@ -108,7 +108,8 @@ describe('credentialsRefusal', () => {
 describe('redisRefusal', () => {
   it('says what to fix when REDIS_URL is refused for good (credentials, an untrusted certificate), nothing for other errors', () => {
     expect(redisRefusal(new Error('WRONGPASS invalid username-password pair or user is disabled.'), 'h:6379')).toBe(
-      'Redis at h:6379 refused the user name or password in REDIS_URL ("WRONGPASS invalid username-password pair or user is disabled."). Fix REDIS_URL.',
+      'Redis at h:6379 refused the user name or password it was given ("WRONGPASS invalid username-password pair or user is disabled."). ' +
+        'Put the password Redis asks for in REDIS_PASSWORD, or in REDIS_URL (redis://[user]:<password>@host:port), not both.',
     );
     const untrusted = Object.assign(new Error('self-signed certificate in certificate chain'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' });
     expect(untrustedCertificate(untrusted)).toBe('self-signed certificate in certificate chain');
