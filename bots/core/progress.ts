@@ -24,6 +24,8 @@ export interface RelayDeps {
   ledger: DeliveryLedger;
   /** Queue positions of waiting jobs (src/jobs/position.ts); a test counts the passes through it. */
   queuePositions?: typeof queuePositions;
+  /** How long at most an edit waits while another instance holds the job's lease (default LEASE_RETRY_MS; tests). */
+  leaseRetryMs?: number;
   /** This bot process, as the owner written into progress leases. */
   instanceId: string;
   /** Key prefix (config.queue.prefix). */
@@ -33,6 +35,11 @@ export interface RelayDeps {
 
 /** How long a progress lease outlives its owner's last edit before another instance may take the job over. */
 export const PROGRESS_LEASE_MS = 60_000;
+/**
+ * How often at most an instance asks again for a job whose lease another holds: an owner that stops gracefully hands
+ * its leases back (stop()), and the job's progress shows again within this, not PROGRESS_LEASE_MS, later.
+ */
+export const LEASE_RETRY_MS = 5_000;
 /**
  * Least milliseconds between the starts of two queue-position passes. Positions reach users through edits throttled
  * per job, so passes are also at least half the shortest edit interval of the jobs they cover apart (Discord and
@@ -47,6 +54,16 @@ local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
 return 1`;
+
+// KEYS lease keys; ARGV[1] instance id. Delete each lease this instance holds; → how many.
+const RELEASE_LUA = `
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) n = n + 1 end
+end
+return n`;
+/** Leases handed back per script call at stop (one call for a few hundred jobs; Redis is not held long by any). */
+const LEASE_RELEASE_BATCH = 500;
 
 interface Tracked {
   destination: Destination;
@@ -83,10 +100,20 @@ export class ProgressRelay {
     });
   }
 
-  stop(): void {
+  /**
+   * Stops relaying, and hands back the progress leases of the jobs this instance shows: a graceful stop (a restart, a
+   * deploy, `docker compose restart`) lets the next instance, or this one started again, show their progress at once
+   * rather than after PROGRESS_LEASE_MS. One that dies hands nothing back, and its leases lapse as before.
+   */
+  async stop(): Promise<void> {
     for (const [event, fn] of this.listeners) this.deps.events.off(event as 'progress', fn as never);
     for (const t of this.jobs.values()) if (t?.timer) clearTimeout(t.timer);
+    const shown = [...this.jobs].filter(([, t]) => t !== null).map(([jobId]) => this.leaseKey(jobId));
     this.jobs.clear();
+    for (let i = 0; i < shown.length; i += LEASE_RELEASE_BATCH) {
+      const keys = shown.slice(i, i + LEASE_RELEASE_BATCH);
+      await runScript(this.deps.redis, 'blip3oProgressRelease', RELEASE_LUA, keys, [this.deps.instanceId]).catch(() => undefined); // else they lapse
+    }
   }
 
   /** Called by submit for jobs this process enqueued, so queue positions are pushed while they wait. */
@@ -186,8 +213,9 @@ export class ProgressRelay {
 
   /**
    * Leading edge now, then at most one call per interval carrying the newest progress (the trailing one is never
-   * dropped). While another instance holds the job's lease, the newest waits until that lease would lapse: one try
-   * per lease period, not one per interval (a takeover, if its owner died, shows it then).
+   * dropped). While another instance holds the job's lease, the newest waits until that lease would lapse, or
+   * leaseRetryMs at most: one try per few seconds, not one per interval (a takeover shows it then: at once after its
+   * owner stopped gracefully and handed the lease back, once the lease lapsed if it died).
    */
   private send(t: Tracked, progress: JobProgress): void {
     const interval = this.deps.intervalMs(t.destination);
@@ -209,7 +237,7 @@ export class ProgressRelay {
       // trip), and never over the result: skipped once its delivery has begun, and a delivery waits for this edit to end.
       const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS };
       const { leasedElsewhereMs } = await this.deps.ledger.whileLeasedAndNotDelivered(progress.jobId, () => t.port.showProgress(t.destination, progress), lease);
-      if (leasedElsewhereMs !== undefined) t.leasedElsewhereUntil = Date.now() + leasedElsewhereMs;
+      if (leasedElsewhereMs !== undefined) t.leasedElsewhereUntil = Date.now() + Math.min(leasedElsewhereMs, this.deps.leaseRetryMs ?? LEASE_RETRY_MS);
     };
     show().catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'));
   }

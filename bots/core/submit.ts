@@ -520,7 +520,7 @@ export function createCore(options: CoreOptions): Core {
     },
 
     async stop(): Promise<void> {
-      relay?.stop();
+      await relay?.stop(); // first: it hands its progress leases back over the connection closed below
       gate.stop();
       await Promise.all(deliveryWorkers.map((w) => w.close()));
       deliveryWorkers.length = 0;

@@ -1,6 +1,6 @@
 // The progress relay of two bot instances of one platform, over real Redis and BullMQ: the submitting instance shows a
-// job's progress; the other tries once per lease period, not once per edit interval, and takes the job over when the
-// lease lapses (its holder died). Then the relay's queue-position passes (onActive and pushPositions), with the
+// job's progress; the other tries at most once per LEASE_RETRY_MS (or until the lease would lapse), not once per edit
+// interval, and takes the job over when the lease lapses (its holder died) or is handed back (a graceful stop). Then the relay's queue-position passes (onActive and pushPositions), with the
 // positions played by the test (the relay's queuePositions dependency): which jobs a pass asks about, which edits it
 // makes, and when passes begin (at least POSITION_REFRESH_MS, five times the last pass's duration and half the
 // shortest edit interval of the waiting jobs apart; a start during a pass or its wait gets one more pass; none after
@@ -38,7 +38,7 @@ afterAll(async () => {
 });
 
 /** A relay as `instanceId` with its own events, port and ledger; counts its edits and its tries (ledger calls). */
-function instance(instanceId: string) {
+function instance(instanceId: string, leaseRetryMs?: number) {
   const events = new EventEmitter();
   const shown: JobProgress[] = [];
   const port = { platform: 'slack', showProgress: async (_d: Destination, p: JobProgress) => void shown.push(p), deliver: async () => undefined } as unknown as PlatformPort;
@@ -48,13 +48,14 @@ function instance(instanceId: string) {
   ledger.whileLeasedAndNotDelivered = async (...args) => (tries++, leased(...args));
   const relay = new ProgressRelay({
     queue, events: events as unknown as QueueEvents, redis, portFor: () => port, intervalMs: () => 20, ledger, instanceId, prefix, log: createLogger('test', 'silent'),
+    ...(leaseRetryMs ? { leaseRetryMs } : {}),
   });
   relay.start();
   const progress = (jobId: string, step: number) => events.emit('progress', { jobId, data: { v: CONTRACT_VERSION, jobId, stage: 'features', step, total: 100 } });
   return { relay, shown, progress, tries: () => tries };
 }
 
-it('the submitter shows progress; another instance tries once per lease period, and takes over once the lease lapses', async () => {
+it('the submitter shows progress; another instance tries once per retry, and takes over once the lease lapses', async () => {
   const a = instance('A');
   const b = instance('B');
   try {
@@ -71,11 +72,11 @@ it('the submitter shows progress; another instance tries once per lease period, 
     await sleep(50);
     expect(a.shown.length).toBeGreaterThanOrEqual(6);
     expect(b.shown).toEqual([]);
-    expect(b.tries()).toBeLessThanOrEqual(2); // one per lease period (a second may start before the first answers)
+    expect(b.tries()).toBeLessThanOrEqual(2); // one per retry, 5 s (a second may start before the first answers)
     expect(b.tries()).toBeGreaterThanOrEqual(1);
 
     // A dies (no more edits, its lease not renewed) with 200 ms left on the lease of a second job: B waits that long.
-    a.relay.stop();
+    await a.relay.stop();
     const j2 = `j2-${randomUUID().slice(0, 8)}`;
     await queue.add('imagine', { destination } as never, { jobId: j2 });
     await redis.set(`${prefix}:progress-owner:${j2}`, 'A', 'PX', 200);
@@ -91,8 +92,49 @@ it('the submitter shows progress; another instance tries once per lease period, 
     expect(await redis.get(`${prefix}:progress-owner:${j2}`)).toBe('B');
     expect(Date.now() - t0).toBeLessThan(5_000);
   } finally {
-    a.relay.stop();
-    b.relay.stop();
+    await a.relay.stop();
+    await b.relay.stop();
+  }
+});
+
+it('a graceful stop hands the leases back: a running instance shows the jobs\' progress within its retry, a new one at once', async () => {
+  const a = instance('A');
+  const b = instance('B', 300); // asks again at most every 300 ms (LEASE_RETRY_MS, 5 s, in production)
+  let c: ReturnType<typeof instance> | undefined;
+  try {
+    const [j3, j4] = [`j3-${randomUUID().slice(0, 8)}`, `j4-${randomUUID().slice(0, 8)}`];
+    for (const id of [j3, j4]) await queue.add('imagine', { destination } as never, { jobId: id });
+    a.relay.track(j3, destination, undefined);
+    a.progress(j4, 0); // a job A shows without having submitted it (looked up): its lease is A's too
+    const lease = (id: string) => `${prefix}:progress-owner:${id}`;
+    for (let i = 0; i < 50 && ((await redis.get(lease(j3))) !== 'A' || (await redis.get(lease(j4))) !== 'A'); i++) await sleep(10);
+    b.progress(j3, 1);
+    await sleep(50);
+    expect(b.shown).toEqual([]); // A holds it, for PROGRESS_LEASE_MS (60 s); B asks again in 300 ms
+    const other = `j5-${randomUUID().slice(0, 8)}`;
+    await redis.set(lease(other), 'B', 'PX', 60_000); // another instance's lease is not A's to hand back
+    await a.relay.stop(); // a restart, a deploy
+    expect(await redis.exists(lease(j3), lease(j4))).toBe(0);
+    expect(await redis.get(lease(other))).toBe('B');
+    // a restarted bot (a new instance, nothing remembered): at once
+    c = instance('C');
+    c.progress(j4, 2);
+    await sleep(50);
+    expect(c.shown.map((p) => [p.jobId, p.step])).toEqual([[j4, 2]]);
+    // the running one: by its retry, 300 ms after its try at step 1, not 60 s
+    const t0 = Date.now();
+    for (let step = 2; step < 20 && b.shown.length === 0; step++) {
+      b.progress(j3, step);
+      await sleep(25);
+    }
+    await sleep(50);
+    expect(b.shown.filter((p) => p.jobId === j3).length).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    expect(await redis.get(lease(j3))).toBe('B');
+  } finally {
+    await a.relay.stop();
+    await b.relay.stop();
+    await c?.relay.stop();
   }
 });
 
