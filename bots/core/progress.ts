@@ -2,8 +2,9 @@
 // platform (and, for the CLI, clientId) matches the job's destination, throttled per job. While a job this
 // core submitted is still waiting, every job start elsewhere recomputes its queue position ("queued, 3rd").
 // Several bot instances of one platform may run: each job's progress is shown by one of them only (a lease in
-// Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it dies),
-// and edits are ordered before the result through the ledger (src/jobs/ledger.ts), so a late edit never covers it.
+// Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it dies or
+// stops), and edits are ordered before the result through the ledger (src/jobs/ledger.ts), so a late edit never
+// covers it.
 import type { QueueEvents } from 'bullmq';
 import { runScript, type Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';

@@ -1,10 +1,10 @@
 // The progress relay of two bot instances of one platform, over real Redis and BullMQ: the submitting instance shows a
 // job's progress; the other tries at most once per LEASE_RETRY_MS (or until the lease would lapse), not once per edit
-// interval, and takes the job over when the lease lapses (its holder died) or is handed back (a graceful stop). Then the relay's queue-position passes (onActive and pushPositions), with the
-// positions played by the test (the relay's queuePositions dependency): which jobs a pass asks about, which edits it
-// makes, and when passes begin (at least POSITION_REFRESH_MS, five times the last pass's duration and half the
-// shortest edit interval of the waiting jobs apart; a start during a pass or its wait gets one more pass; none after
-// the starts stop).
+// interval, and takes the job over when the lease lapses (its holder died) or is handed back (a graceful stop). Then
+// the relay's queue-position passes (onActive and pushPositions), with the positions played by the test (the relay's
+// queuePositions dependency): which jobs a pass asks about, which edits it makes, and when passes begin (at least
+// POSITION_REFRESH_MS, five times the last pass's duration and half the shortest edit interval of the waiting jobs
+// apart; a start during a pass or its wait gets one more pass; none after the starts stop).
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { QueueEvents } from 'bullmq';
