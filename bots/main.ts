@@ -22,11 +22,15 @@ const ADAPTERS: Partial<Record<'discord' | 'slack', () => Promise<AdapterFactory
   slack: () => import('./slack/adapter.ts').then((m) => m.createSlackAdapter),
 };
 
+/** How long a bot whose delivery worker is stuck may take to stop as SIGTERM stops it, before it exits anyway. */
+const STUCK_STOP_MS = 5_000;
+
 const USAGE = `usage: npm run bots [-- --help]
 
 Starts the Discord and Slack bots enabled in config (discord.enabled, slack.enabled) around one core. Tokens come
 from the environment: DISCORD_TOKEN + DISCORD_APPLICATION_ID, SLACK_BOT_TOKEN + SLACK_APP_TOKEN (socket mode) or
-SLACK_SIGNING_SECRET (http mode); REDIS_URL names the shared Redis. See config/.env.example.`;
+SLACK_SIGNING_SECRET (http mode); REDIS_URL names the shared Redis, REDIS_PASSWORD its password if it asks for one.
+See config/.env.example.`;
 
 async function main(): Promise<void> {
   handleUsage(process.argv.slice(2), USAGE);
@@ -92,7 +96,11 @@ async function main(): Promise<void> {
       stallMs: config.queue.fetchStallMs,
       onStuck: (waitedMs, ready) => {
         log.fatal({ queue: w.name, waitedMs, ready }, `the delivery worker of ${w.name} has taken no result for ${Math.round(waitedMs / 1000)} s while ${ready} waited and it had room: exiting so that it is restarted`);
-        process.exit(1);
+        // Stopped as SIGTERM stops it (the platforms first, then the core, whose progress leases go back so the bot
+        // started again shows its jobs' progress at once), for STUCK_STOP_MS at most: the stuck worker's close may
+        // never end. Exit 1 either way, for compose's restart: on-failure.
+        setTimeout(() => process.exit(1), STUCK_STOP_MS).unref();
+        void shutdown('a stuck delivery worker', 1);
       },
     }),
   );
@@ -100,16 +108,16 @@ async function main(): Promise<void> {
   log.info({ platforms: adapters.map((a) => a.port.platform) }, 'bots ready');
 
   let stopping = false;
-  const shutdown = async (signal: string) => {
+  const shutdown = async (reason: string, code: 0 | 1 = 0) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'shutting down');
+    log.info({ reason }, 'shutting down');
     for (const w of watchdogs) w.stop();
     for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));
     await health?.close();
     await Promise.all(deliveryQueues.map((q) => q.close()));
     await core.stop();
-    process.exit(0);
+    process.exit(code);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -30,8 +30,9 @@ const SHIPPED_PIPELINE = 'worker/pipeline/blip3o.ts';
 const USAGE = `usage: npm run worker [-- --help]
 
 Starts one worker: fetches and converts the model on first start (model.* in config/default.yaml), then runs jobs
-from the shared Redis queue (REDIS_URL). Settings come from config/local.yaml or BLIP3O_CONFIG, secrets from the
-environment (config/.env.example). Start one per GPU; any number may share one Redis.`;
+from the shared Redis queue (REDIS_URL, and REDIS_PASSWORD if it asks for one). Settings come from config/local.yaml
+or BLIP3O_CONFIG, secrets from the environment (config/.env.example). Start one per GPU; any number may share one
+Redis.`;
 
 async function main(): Promise<void> {
   handleUsage(process.argv.slice(2), USAGE);

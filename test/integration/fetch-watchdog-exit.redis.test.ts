@@ -3,13 +3,17 @@
 // connection that sends a blocking fetch: BullMQ's fetch loop waits on it, its own watchdog's reconnect goes silent
 // the same way, and no job is ever taken while the rest of the process works. With `queue.fetchStallMs` at 1.5 s the
 // process must log why and exit 1 (compose's restart policy then starts it again); the jobs wait in Redis, and the
-// process started again delivers each one once. Without the exit (checked by hand, for each process) nothing takes the
-// jobs: BullMQ's own watchdog reconnects into the same silence; they still waited 30 s (worker) and 60 s (bot) later.
+// process started again delivers each one once. The bot stops as SIGTERM stops it first (at most 5 s): the progress
+// lease of a job still running goes back, so the bot started again can show its progress at once. Without the exit
+// (checked by hand, for each process) nothing takes the jobs: BullMQ's own watchdog reconnects into the same silence;
+// they still waited 30 s (worker) and 60 s (bot) later.
 import { afterAll, describe, expect, it } from 'vitest';
 import { startBlackholeProxy, type BlackholeProxy } from '../doubles/blackhole-proxy.ts';
 import { expectDeliveredOnce, startClients, stopAll, submit, type LoadClient } from '../doubles/failover-load.ts';
 import { makeHarness, REDIS_URL, runs, spawnTs, startWorker, stopProcess, type Proc } from '../doubles/spine-harness.ts';
 import { FakeDiscord } from '../fakes/discord/server.ts';
+import { createJobsQueue } from '../../src/jobs/queue.ts';
+import { closeRedis, createRedis } from '../../src/redis.ts';
 
 const target = new URL(REDIS_URL);
 const procs: Proc[] = [];
@@ -61,6 +65,8 @@ describe('a process whose fetch loop has stopped says why and exits 1; started a
       queue: { fetchStallMs: 1_500 },
       discord: { enabled: true, apiBaseUrl: discord.apiBase, downloadHosts: [new URL(discord.origin).host], progressEditIntervalMs: 50, restRetries: 1 },
       http: { botPort: 0, host: '127.0.0.1' },
+      // a prompt with SLOW runs ≈ 8 s (1 s a step): still running when the stuck bot exits
+      worker: { pipelineExtra: { failures: { SLOW: 'slow' }, slowStepMs: 1_000 } },
     });
     proxy ??= await startBlackholeProxy({ host: target.hostname, port: Number(target.port || 6379) });
     const silencedBefore = proxy.silenced();
@@ -70,19 +76,35 @@ describe('a process whose fetch loop has stopped says why and exits 1; started a
     procs.push(stuck);
     await stuck.waitFor('bots ready', 120_000);
     const interaction = discord.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: 'a heron at dawn' }] });
+    const slow = discord.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: 'a SLOW owl' }] });
     const code = await exitWithin(stuck, 60_000);
     console.log(`the stuck bot: ${code}`);
     expect(code).toBe(1);
     expect(stuck.output()).toMatch(/the delivery worker of delivery-discord has taken no result for \d+ s while 1 waited and it had room: exiting so that it is restarted/);
     expect(proxy.silenced()).toBeGreaterThan(silencedBefore);
     expect(discord.original(interaction)?.attachments ?? []).toHaveLength(0); // the image waits in Redis
+    // It stopped as SIGTERM stops it before exiting: the running job's progress lease went back (else the bot started
+    // again could show its progress only once the lease lapsed, 60 s).
+    expect(stuck.output()).toMatch(/"reason":"a stuck delivery worker".*"msg":"shutting down"/);
+    const redis = createRedis(REDIS_URL, 'test-leases');
+    const queue = createJobsQueue(h.config, redis);
+    try {
+      const running = (await queue.getJobs(['active'])).find((j) => j.data.kind === 'imagine' && j.data.prompt.includes('SLOW'));
+      expect(running, 'the SLOW job still runs').toBeDefined();
+      expect(await redis.exists(`${h.config.queue.prefix}:progress-owner:${running!.id}`)).toBe(0);
+    } finally {
+      await queue.close();
+      await closeRedis(redis);
+    }
 
     const bot = spawnTs('bots/main.ts', h, [], env); // started again, straight on Redis
     procs.push(bot);
     await bot.waitFor('bots ready', 120_000);
-    const posted = await discord.waitFor(() => (discord!.original(interaction)?.attachments.length ?? 0) > 0 && discord!.original(interaction), 60_000, 'the image');
-    expect(posted.attachments).toHaveLength(1);
+    for (const i of [interaction, slow]) {
+      const posted = await discord.waitFor(() => (discord!.original(i)?.attachments.length ?? 0) > 0 && discord!.original(i), 60_000, 'the image');
+      expect(posted.attachments).toHaveLength(1);
+    }
     await new Promise((r) => setTimeout(r, 500));
-    expect(discord.channelMessages().filter((m) => m.attachments.length > 0)).toHaveLength(1); // posted once
+    expect(discord.channelMessages().filter((m) => m.attachments.length > 0)).toHaveLength(2); // each posted once
   }, 300_000);
 });
