@@ -248,10 +248,6 @@ export function createCore(options: CoreOptions): Core {
     return undefined;
   }
 
-  /**
-   * `digest`: the flight this request leads (claimed), confirmed once its job is in the queue. `reserved`: admission
-   * released the job already (its channel was idle): it is added once, with that priority, and nothing follows the add.
-   */
   /** The flight this job leads lives on (no digest: it leads none). */
   const confirmFlight = (digest: string | undefined, jobId: string) => (digest ? cache.confirm(digest, jobId) : undefined);
 
@@ -271,8 +267,11 @@ export function createCore(options: CoreOptions): Core {
     return (await queuePosition(redis, queue, jobId)) ?? 0;
   }
 
+  /**
+   * `digest`: the flight this request leads (claimed), confirmed once its job is in the queue. `reserved`: admission
+   * released the job already (its channel was idle): it is added once, with that priority, and nothing follows the add.
+   */
   async function enqueue(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined, reserved: Reservation | undefined): Promise<number> {
-    const confirm = () => confirmFlight(digest, request.id);
     let place: QueuePlace;
     let added = false;
     try {
@@ -281,7 +280,7 @@ export function createCore(options: CoreOptions): Core {
       const retained = retentionJobOptions(retentionOf(request.destination));
       if (reserved) {
         // Added released, and the flight confirmed in the same round trip.
-        const sent = await Promise.allSettled([queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, ...retained, jobId: request.id }), confirm()]);
+        const sent = await Promise.allSettled([queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, ...retained, jobId: request.id }), confirmFlight(digest, request.id)]);
         added = sent[0].status === 'fulfilled';
         for (const r of sent) if (r.status === 'rejected') throw r.reason;
         place = reserved.place;
