@@ -11,7 +11,7 @@ const groups = {
   processor: ['worker/processor.ts'],
   // a Cluster URL's failover options, connection errors, batched socket writes (batchWrites, withBatchedWrites), the
   // replica fence, the refusals of REDIS_URL that end a start, REDIS_PASSWORD put into the URL. Line ranges: update them when src/redis.ts moves.
-  redis: ['src/redis.ts:130-160', 'src/redis.ts:193-200', 'src/redis.ts:230-238', 'src/redis.ts:320-347', 'src/redis.ts:406-491', 'src/redis.ts:532-569'],
+  redis: ['src/redis.ts:134-164', 'src/redis.ts:197-204', 'src/redis.ts:234-242', 'src/redis.ts:324-351', 'src/redis.ts:410-495', 'src/redis.ts:536-573'],
   // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
 };

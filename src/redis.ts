@@ -75,10 +75,14 @@ type Scripted = Record<string, ((...args: (string | number | Buffer)[]) => Promi
  * EVAL sends it. `replies: 'buffers'`: bulk strings come back as Buffers.
  */
 export function runScript(redis: Redis, name: string, lua: string, keys: readonly string[], args: readonly (string | number | Buffer)[], replies: 'strings' | 'buffers' = 'strings'): Promise<unknown> {
-  const r = redis as unknown as Scripted;
+  defineScript(redis, name, lua);
+  return (redis as unknown as Scripted)[replies === 'buffers' ? `${name}Buffer` : name]!(keys.length, ...keys, ...args);
+}
+
+/** `lua` as the command `name` on the connection, unless it is defined already (a MULTI made from it has it too). */
+export function defineScript(redis: Redis, name: string, lua: string): void {
   // Stryker disable next-line ConditionalExpression: defining the command again on every call defines the same script
-  if (typeof r[name] !== 'function') redis.defineCommand(name, { lua });
-  return r[replies === 'buffers' ? `${name}Buffer` : name]!(keys.length, ...keys, ...args);
+  if (typeof (redis as unknown as Scripted)[name] !== 'function') redis.defineCommand(name, { lua });
 }
 
 let log: Logger = createLogger('redis', process.env.LOG_LEVEL || 'info');

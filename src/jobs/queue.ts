@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { createIORedisClient, Job, Queue, QueueEvents, Worker, type IRedisTransaction, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
 import type { ChainableCommander } from 'ioredis';
-import { addressOf, closeRedis, duplicateRedis, isCluster, isRedisConnectionError, noteRedisError, type Redis } from '../redis.ts';
+import { addressOf, closeRedis, defineScript, duplicateRedis, isCluster, isRedisConnectionError, noteRedisError, runScript, type Redis } from '../redis.ts';
 import type { Logger } from '../log.ts';
 import type { PreparedBlob } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
@@ -99,10 +99,6 @@ const EXPIRE_COMMAND = 'blip3oExpirePersistent';
 
 type Scripted = Record<string, (...args: (string | number)[]) => unknown>;
 
-function defineExpire(redis: Redis): void {
-  // Stryker disable next-line ConditionalExpression: defining the command again defines the same script
-  if (typeof (redis as unknown as Scripted)[EXPIRE_COMMAND] !== 'function') redis.defineCommand(EXPIRE_COMMAND, { lua: EXPIRE_PERSISTENT });
-}
 
 /**
  * The keys BullMQ writes for a delivery queue as we use one (no priorities, repeats, flows, rate limit or pause; a
@@ -114,8 +110,7 @@ function defineExpire(redis: Redis): void {
 export const DELIVERY_QUEUE_KEYS = ['wait', 'active', 'delayed', 'completed', 'failed', 'stalled', 'meta', 'id', 'events', 'marker'] as const;
 
 async function expireKeys(redis: Redis, keys: readonly string[], ttlSeconds: number): Promise<number> {
-  defineExpire(redis);
-  return Number(await (redis as unknown as Scripted)[EXPIRE_COMMAND]!(keys.length, ...keys, ttlSeconds));
+  return Number(await runScript(redis, EXPIRE_COMMAND, EXPIRE_PERSISTENT, keys, [ttlSeconds]));
 }
 
 /**
@@ -160,7 +155,7 @@ export interface HandOverWrites {
 export async function handOverTogether(connection: Redis, queue: DeliveryQueue, result: JobResult, opts: JobsOptions, writes: HandOverWrites): Promise<void> {
   const { blobs = [], expireSeconds } = writes;
   const expiring = [...DELIVERY_QUEUE_KEYS.map((k) => queue.keys[k]!), queue.toKey(result.jobId)];
-  defineExpire(connection);
+  defineScript(connection, EXPIRE_COMMAND, EXPIRE_PERSISTENT);
   await queue.waitUntilReady(); // BullMQ's scripts are defined on the connection (a MULTI copies them when made)
   // BullMQ's adapter of the connection's MULTI (Job.addJob queues the add script on it); the raw one for ours.
   const bull = createIORedisClient(connection).multi() as unknown as IRedisTransaction;
