@@ -186,6 +186,23 @@ describe('DeliveryLedger', () => {
     await ledger.beginDelivery(free, 5_000);
     expect(Date.now() - t1).toBeLessThan(1_000); // nothing in flight: no wait
   });
+
+  it('a delivery looks again at an edit in flight after 1, 2, 4, 8 and 16 ms, then every 25 ms', async () => {
+    // An edit usually ends within a round trip or two; a first look only after 25 ms held deliveries up for nothing.
+    const ledger = new DeliveryLedger(redis, config());
+    const stuck = uid();
+    await redis.set(`${prefix}:showing:${stuck}`, '1', 'PX', 60_000);
+    const pauses: number[] = [];
+    const spy = vi.spyOn(globalThis, 'setTimeout');
+    try {
+      await ledger.beginDelivery(stuck, 150);
+    } finally {
+      pauses.push(...spy.mock.calls.map(([, ms]) => Number(ms)));
+      spy.mockRestore();
+    }
+    expect(pauses.slice(0, 7)).toEqual([1, 2, 4, 8, 16, 25, 25]);
+    expect(Math.max(...pauses)).toBe(25);
+  });
 });
 
 // ---- deliverOne ----------------------------------------------------------------------------------------------
