@@ -2,13 +2,13 @@
 // platform (and, for the CLI, clientId) matches the job's destination, throttled per job. While a job this
 // core submitted is still waiting, every job start elsewhere recomputes its queue position ("queued, 3rd").
 // Several bot instances of one platform may run: each job's progress is shown by one of them only (a lease in
-// Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it dies or
-// stops), and edits are ordered before the result through the ledger (src/jobs/ledger.ts), so a late edit never
-// covers it.
+// Redis, taken by the submitting instance and renewed on every edit; another instance takes over if it stops, or dies:
+// every instance says it is alive every few seconds, and a lease whose holder has not is free), and edits are ordered
+// before the result through the ledger (src/jobs/ledger.ts), so a late edit never covers it.
 import type { QueueEvents } from 'bullmq';
-import { runScript, type Redis } from '../../src/redis.ts';
+import { NOW_MS_LUA, runScript, type Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
-import type { DeliveryLedger } from '../../src/jobs/ledger.ts';
+import { HELD_ELSEWHERE_LUA, type DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { queuePositions } from '../../src/jobs/position.ts';
 import type { JobsQueue } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
@@ -27,6 +27,8 @@ export interface RelayDeps {
   queuePositions?: typeof queuePositions;
   /** How long at most an edit waits while another instance holds the job's lease (default LEASE_RETRY_MS; tests). */
   leaseRetryMs?: number;
+  /** How long this instance counts as alive after each time it says so (default OWNER_ALIVE_MS; tests). */
+  ownerAliveMs?: number;
   /** This bot process, as the owner written into progress leases. */
   instanceId: string;
   /** Key prefix (config.queue.prefix). */
@@ -36,6 +38,12 @@ export interface RelayDeps {
 
 /** How long a progress lease outlives its owner's last edit before another instance may take the job over. */
 export const PROGRESS_LEASE_MS = 60_000;
+/**
+ * How long an instance counts as alive after it last said so (every third of this): a lease whose holder has not said
+ * so for longer is free, so the jobs of a bot that died (SIGKILL, a crash, its host gone) show their progress in
+ * another instance about this long after, not PROGRESS_LEASE_MS.
+ */
+export const OWNER_ALIVE_MS = 15_000;
 /**
  * How often at most an instance asks again for a job whose lease another holds: an owner that stops gracefully hands
  * its leases back (stop()), and the job's progress shows again within this, not PROGRESS_LEASE_MS, later.
@@ -49,18 +57,33 @@ export const LEASE_RETRY_MS = 5_000;
  */
 export const POSITION_REFRESH_MS = 250;
 
-// KEYS[1] lease key; ARGV[1] instance id; ARGV[2] lease ms. Take the lease if free or ours (renewing it); 1 = ours.
-const CLAIM_LUA = `
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
+// KEYS[1] lease key, KEYS[2] alive hash; ARGV[1] instance id; ARGV[2] lease ms. Take the lease if free, ours (renewing
+// it) or its holder's alive time is over; 1 = ours.
+const CLAIM_LUA = `${HELD_ELSEWHERE_LUA}
+if heldElsewhere(KEYS[1], ARGV[1], KEYS[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
 return 1`;
 
-// KEYS lease keys; ARGV[1] instance id. Delete each lease this instance holds; → how many.
+// KEYS[1] alive hash; ARGV[1] instance id; ARGV[2] alive ms. This instance is alive for ARGV[2] more (Redis's clock);
+// entries already past their time are dropped (a missing entry reads as gone too), and the hash outlives the last
+// instance by a little.
+const ALIVE_LUA = `${NOW_MS_LUA}
+local now = nowMs()
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  if tonumber(entries[i + 1]) < now then redis.call('HDEL', KEYS[1], entries[i]) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], 4 * tonumber(ARGV[2]))
+return 1`;
+
+// KEYS[1] alive hash, then lease keys; ARGV[1] instance id. This instance is no longer alive, and each lease it holds
+// is deleted; → how many.
 const RELEASE_LUA = `
+redis.call('HDEL', KEYS[1], ARGV[1])
 local n = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) n = n + 1 end
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) n = n + 1 end
 end
 return n`;
 
@@ -79,10 +102,18 @@ interface Tracked {
 export class ProgressRelay {
   private readonly jobs = new Map<string, Tracked | null>(); // null: looked up, not ours
   private readonly listeners: [string, (...args: never[]) => void][] = [];
+  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: RelayDeps) {}
 
   start(): void {
+    const aliveMs = this.deps.ownerAliveMs ?? OWNER_ALIVE_MS;
+    const sayAlive = () =>
+      // Stryker disable next-line StringLiteral: equivalent, any name no other script on the connection uses defines the same command
+      void runScript(this.deps.redis, 'blip3oProgressAlive', ALIVE_LUA, [this.aliveKey], [this.deps.instanceId, aliveMs])
+        .catch((e: unknown) => this.deps.log.warn({ err: (e as Error).message }, 'could not say this bot is alive; other instances may take its jobs\' progress over'));
+    sayAlive();
+    this.heartbeat = setInterval(sayAlive, aliveMs / 3).unref();
     const on = <A extends unknown[]>(event: string, fn: (...args: A) => void) => {
       this.deps.events.on(event as 'progress', fn as never);
       this.listeners.push([event, fn as never]);
@@ -102,16 +133,18 @@ export class ProgressRelay {
   /**
    * Stops relaying, and hands back the progress leases of the jobs this instance shows: a graceful stop (a restart, a
    * deploy, `docker compose restart`) lets the next instance, or this one started again, show their progress at once
-   * rather than after PROGRESS_LEASE_MS. One that dies hands nothing back, and its leases lapse as before.
+   * rather than after PROGRESS_LEASE_MS, and says it is no longer alive. One that dies hands nothing back; its leases
+   * are free once its alive time (OWNER_ALIVE_MS) is over.
    */
   async stop(): Promise<void> {
+    clearInterval(this.heartbeat);
     for (const [event, fn] of this.listeners) this.deps.events.off(event as 'progress', fn as never);
     for (const t of this.jobs.values()) if (t?.timer) clearTimeout(t.timer);
     // Every job it looked at: the script deletes only the leases that are this instance's (10,000 jobs: 12 ms of Redis, once, measured).
     const leases = [...this.jobs.keys()].map((jobId) => this.leaseKey(jobId));
     this.jobs.clear();
     // Stryker disable next-line StringLiteral: equivalent, any name no other script on the connection uses defines the same command
-    await runScript(this.deps.redis, 'blip3oProgressRelease', RELEASE_LUA, leases, [this.deps.instanceId]).catch(() => undefined); // else they lapse
+    await runScript(this.deps.redis, 'blip3oProgressRelease', RELEASE_LUA, [this.aliveKey, ...leases], [this.deps.instanceId]).catch(() => undefined); // else they lapse
   }
 
   /** Called by submit for jobs this process enqueued, so queue positions are pushed while they wait. */
@@ -124,11 +157,16 @@ export class ProgressRelay {
 
   /** Take or renew this job's progress lease; false when another live instance holds it. */
   private async claim(jobId: string): Promise<boolean> {
-    return (await runScript(this.deps.redis, 'blip3oProgressClaim', CLAIM_LUA, [this.leaseKey(jobId)], [this.deps.instanceId, PROGRESS_LEASE_MS])) === 1;
+    return (await runScript(this.deps.redis, 'blip3oProgressClaim', CLAIM_LUA, [this.leaseKey(jobId), this.aliveKey], [this.deps.instanceId, PROGRESS_LEASE_MS])) === 1;
   }
 
   private leaseKey(jobId: string): string {
     return `${this.deps.prefix}:progress-owner:${jobId}`;
+  }
+
+  /** Every bot instance → until when it is alive (Redis ms): ALIVE_LUA. */
+  private get aliveKey(): string {
+    return `${this.deps.prefix}:progress-alive`;
   }
 
   private forget(jobId: string): void {
@@ -211,9 +249,9 @@ export class ProgressRelay {
 
   /**
    * Leading edge now, then at most one call per interval carrying the newest progress (the trailing one is never
-   * dropped). While another instance holds the job's lease, the newest waits until that lease would lapse, or
-   * leaseRetryMs at most: one try per few seconds, not one per interval (a takeover shows it then: at once after its
-   * owner stopped gracefully and handed the lease back, once the lease lapsed if it died).
+   * dropped). While another instance holds the job's lease, the newest waits until that lease would lapse or its
+   * holder's alive time end, or leaseRetryMs at most: one try per few seconds, not one per interval (a takeover shows it
+   * then: at once after its owner stopped gracefully and handed the lease back, once its alive time ran out if it died).
    */
   private send(t: Tracked, progress: JobProgress): void {
     const interval = this.deps.intervalMs(t.destination);
@@ -233,7 +271,7 @@ export class ProgressRelay {
     const show = async () => {
       // Skipped when another instance holds this job's progress lease (ours is taken or renewed in the same round
       // trip), and never over the result: skipped once its delivery has begun, and a delivery waits for this edit to end.
-      const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS };
+      const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS, alive: this.aliveKey };
       const { leasedElsewhereMs } = await this.deps.ledger.whileLeasedAndNotDelivered(progress.jobId, () => t.port.showProgress(t.destination, progress), lease);
       if (leasedElsewhereMs !== undefined) t.leasedElsewhereUntil = Date.now() + Math.min(leasedElsewhereMs, this.deps.leaseRetryMs ?? LEASE_RETRY_MS);
     };

@@ -10,7 +10,7 @@
 // flight, one script) and `finishDelivery` (mark + give the claim back, one script); a third only while an edit
 // is in flight. Every script declares its keys, all of one job's keys under queue.prefix (one hash slot in
 // Redis Cluster when the prefix is a hash tag such as `{blip3o}`).
-import { runScript, type Redis } from '../redis.ts';
+import { NOW_MS_LUA, runScript, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { leaseKeysOf } from '../limits/limiter.ts';
 import { releaseLeaseLua } from '../limits/scripts.ts';
@@ -42,17 +42,46 @@ const FINISH = `local recorded = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 if recorded then return 1 end return 0`;
 /**
- * KEYS showing, delivering, delivered [, lease] · ARGV slotMs [, owner, leaseMs] → 1 if the slot was taken (nothing
- * delivering nor delivered), else 0. With a lease key: first take or renew it for owner; if it is another's, take no
- * slot and answer minus the milliseconds its lease has left (at least 1).
+ * Lua: `heldElsewhere(lease, owner, alive)` → nil when `lease` is free, `owner`'s, or held by an owner that `alive` (a
+ * hash of owner → the time, Redis ms, until which it said it is alive; may be nil: then every holder counts as alive)
+ * shows as dead; else how long to leave it alone: the lease's time left, or the owner's alive time left if less.
  */
-const SHOW = `if KEYS[4] then
-  local owner = redis.call('GET', KEYS[4])
-  if owner and owner ~= ARGV[2] then return -math.max(1, redis.call('PTTL', KEYS[4])) end
+export const HELD_ELSEWHERE_LUA = `${NOW_MS_LUA}
+local function heldElsewhere(lease, owner, alive)
+  local holder = redis.call('GET', lease)
+  if not holder or holder == owner then return nil end
+  local left = redis.call('PTTL', lease)
+  if alive then
+    local untilMs = tonumber(redis.call('HGET', alive, holder))
+    if not untilMs then return nil end
+    local aliveLeft = untilMs - nowMs()
+    if aliveLeft < 0 then return nil end
+    if aliveLeft < left then left = aliveLeft end
+  end
+  return math.max(1, left)
+end`;
+/**
+ * KEYS showing, delivering, delivered [, lease [, alive]] · ARGV slotMs [, owner, leaseMs] → 1 if the slot was taken
+ * (nothing delivering nor delivered), else 0. With a lease key: first take or renew it for owner; if another holds it
+ * (and, with an alive key, that other is alive: HELD_ELSEWHERE_LUA), take no slot and answer minus how long to leave it.
+ */
+const SHOW = `${HELD_ELSEWHERE_LUA}
+if KEYS[4] then
+  local wait = heldElsewhere(KEYS[4], ARGV[2], KEYS[5])
+  if wait then return -wait end
   redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
 end
 if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
 if redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 1 end return 0`;
+
+/** A per-job lease for an edit (whileLeasedAndNotDelivered). */
+export interface ShowLease {
+  key: string;
+  owner: string;
+  ms: number;
+  /** The owners' alive hash (owner → until when, Redis ms): a holder missing from it, or past its time, is gone. */
+  alive?: string;
+}
 
 export class DeliveryLedger {
   constructor(
@@ -132,14 +161,15 @@ export class DeliveryLedger {
   /**
    * whileNotDelivered for the holder of `lease`: a key (under the queue prefix) that must be free or `owner`'s, taken
    * or renewed for `ms` in the same round trip (the progress relay's per-job owner lease, bots/core/progress.ts).
-   * `leasedElsewhereMs`: another owner holds it, for that much longer.
+   * With `lease.alive` (a hash of owner → until when it is alive, under the prefix), a holder not alive counts as gone.
+   * `leasedElsewhereMs`: another owner holds it; nothing is to be tried for that much longer.
    */
-  async whileLeasedAndNotDelivered(jobId: string, edit: () => Promise<void>, lease: { key: string; owner: string; ms: number }): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
+  async whileLeasedAndNotDelivered(jobId: string, edit: () => Promise<void>, lease: ShowLease): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
     return this.show(jobId, edit, lease);
   }
 
-  private async show(jobId: string, edit: () => Promise<void>, lease?: { key: string; owner: string; ms: number }): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
-    const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key] : [])];
+  private async show(jobId: string, edit: () => Promise<void>, lease?: ShowLease): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
+    const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key, ...(lease.alive ? [lease.alive] : [])] : [])];
     const args = lease ? [SHOWING_SLOT_MS, lease.owner, lease.ms] : [SHOWING_SLOT_MS];
     const taken = Number(await runScript(this.redis, 'blip3oLedgerShow', SHOW, keys, args));
     if (taken < 0) return { shown: false, leasedElsewhereMs: -taken };

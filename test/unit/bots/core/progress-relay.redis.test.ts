@@ -55,7 +55,7 @@ function instance(instanceId: string, leaseRetryMs?: number) {
   return { relay, shown, progress, tries: () => tries };
 }
 
-it('the submitter shows progress; another instance tries once per retry, and takes over once the lease lapses', async () => {
+it('the submitter shows progress; another instance tries once per retry, and takes over once the holder stops saying it is alive', async () => {
   const a = instance('A');
   const b = instance('B');
   try {
@@ -75,11 +75,21 @@ it('the submitter shows progress; another instance tries once per retry, and tak
     expect(b.tries()).toBeLessThanOrEqual(2); // one per retry, 5 s (a second may start before the first answers)
     expect(b.tries()).toBeGreaterThanOrEqual(1);
 
-    // A dies (no more edits, its lease not renewed) with 200 ms left on the lease of a second job: B waits that long.
+    // Every running instance says it is alive (Redis ms); a graceful stop says it no longer is.
+    const alive = `${prefix}:progress-alive`;
+    const [redisNow] = (await redis.time()) as [number, number];
+    expect(Number(await redis.hget(alive, 'A'))).toBeGreaterThan(redisNow * 1000);
     await a.relay.stop();
+    expect(await redis.hexists(alive, 'A')).toBe(0);
+    expect(await redis.hexists(alive, 'B')).toBe(1);
+
+    // A dies (SIGKILL: nothing handed back, no more edits) 200 ms before it would next have said it is alive, holding
+    // a second job's lease for its full 60 s: B waits those 200 ms, not the 60 s.
     const j2 = `j2-${randomUUID().slice(0, 8)}`;
     await queue.add('imagine', { destination } as never, { jobId: j2 });
-    await redis.set(`${prefix}:progress-owner:${j2}`, 'A', 'PX', 200);
+    await redis.set(`${prefix}:progress-owner:${j2}`, 'A', 'PX', 60_000);
+    const [sec, micro] = (await redis.time()) as [number, number];
+    await redis.hset(alive, 'A', sec * 1000 + Math.floor(micro / 1000) + 200);
     const t0 = Date.now();
     for (let step = 0; step < 20; step++) {
       b.progress(j2, step);
@@ -88,7 +98,7 @@ it('the submitter shows progress; another instance tries once per retry, and tak
     await sleep(50);
     const mine = b.shown.filter((p) => p.jobId === j2);
     expect(mine.length).toBeGreaterThanOrEqual(3); // taken over: edits every interval since
-    expect(mine[0]!.step).toBeGreaterThanOrEqual(6); // not before the lease lapsed (200 ms, a step every 25 ms)
+    expect(mine[0]!.step).toBeGreaterThanOrEqual(6); // not before A's alive time ran out (200 ms, a step every 25 ms)
     expect(await redis.get(`${prefix}:progress-owner:${j2}`)).toBe('B');
     expect(Date.now() - t0).toBeLessThan(5_000);
   } finally {

@@ -160,6 +160,34 @@ describe('DeliveryLedger', () => {
     expect(edit).toHaveBeenCalledTimes(2);
   });
 
+  it('with an alive hash, a lease whose holder is missing from it or past its time is free, and a live one is left alone', async () => {
+    const ledger = new DeliveryLedger(redis, config());
+    const alive = `${prefix}:progress-alive-${uid()}`;
+    const [sec, micro] = (await redis.time()) as [number, number];
+    const now = sec * 1000 + Math.floor(micro / 1000);
+    const edit = vi.fn(async () => undefined);
+    const lease = (id: string, owner: string) => ({ key: `${prefix}:progress-owner:${id}`, owner, ms: 60_000, alive });
+    const [gone, dead, live] = [uid(), uid(), uid()];
+    for (const id of [gone, dead, live]) await redis.set(`${prefix}:progress-owner:${id}`, 'bot-a', 'PX', 60_000);
+    // bot-a never said it is alive: its lease is taken at once
+    expect(await ledger.whileLeasedAndNotDelivered(gone, edit, lease(gone, 'bot-b'))).toEqual({ shown: true });
+    expect(await redis.get(`${prefix}:progress-owner:${gone}`)).toBe('bot-b');
+    // bot-a was alive until a moment ago: taken
+    await redis.hset(alive, 'bot-a', now - 5);
+    expect(await ledger.whileLeasedAndNotDelivered(dead, edit, lease(dead, 'bot-b'))).toEqual({ shown: true });
+    // bot-a is alive for 3 s more: left alone, and asked again once that is over (not in the lease's 60 s)
+    await redis.hset(alive, 'bot-a', now + 3_000);
+    const held = await ledger.whileLeasedAndNotDelivered(live, edit, lease(live, 'bot-b'));
+    expect(held.shown).toBe(false);
+    expect(held.leasedElsewhereMs).toBeGreaterThan(1_000);
+    expect(held.leasedElsewhereMs).toBeLessThanOrEqual(3_000);
+    expect(await redis.get(`${prefix}:progress-owner:${live}`)).toBe('bot-a');
+    // its holder renews it whatever the hash says
+    expect(await ledger.whileLeasedAndNotDelivered(live, edit, lease(live, 'bot-a'))).toEqual({ shown: true });
+    expect(edit).toHaveBeenCalledTimes(3);
+    await redis.del(alive);
+  });
+
   it('beginDelivery waits for an edit in flight to end, and at most waitMs for one that never ends', async () => {
     const ledger = new DeliveryLedger(redis, config());
     const id = uid();
