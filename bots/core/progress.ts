@@ -6,7 +6,7 @@
 // every instance says it is alive every few seconds, and a lease whose holder has not is free), and edits are ordered
 // before the result through the ledger (src/jobs/ledger.ts), so a late edit never covers it.
 import type { QueueEvents } from 'bullmq';
-import { NOW_MS_LUA, runScript, type Redis } from '../../src/redis.ts';
+import { isRedisConnectionError, NOW_MS_LUA, runScript, type Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
 import { HELD_ELSEWHERE_LUA, type DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { queuePositions } from '../../src/jobs/position.ts';
@@ -111,7 +111,10 @@ export class ProgressRelay {
     const sayAlive = () =>
       // Stryker disable next-line StringLiteral: equivalent, any name no other script on the connection uses defines the same command
       void runScript(this.deps.redis, 'blip3oProgressAlive', ALIVE_LUA, [this.aliveKey], [this.deps.instanceId, aliveMs])
-        .catch((e: unknown) => this.deps.log.warn({ err: (e as Error).message }, 'could not say this bot is alive; other instances may take its jobs\' progress over'));
+        .catch((e: unknown) => {
+          // Redis unreachable is logged once by src/redis.ts; the next beat says it again
+          if (!isRedisConnectionError(e)) this.deps.log.warn({ err: (e as Error).message }, 'could not say this bot is alive; other instances may take its jobs\' progress over');
+        });
     sayAlive();
     this.heartbeat = setInterval(sayAlive, aliveMs / 3).unref();
     const on = <A extends unknown[]>(event: string, fn: (...args: A) => void) => {

@@ -38,7 +38,7 @@ afterAll(async () => {
 });
 
 /** A relay as `instanceId` with its own events, port and ledger; counts its edits and its tries (ledger calls). */
-function instance(instanceId: string, leaseRetryMs?: number) {
+function instance(instanceId: string, leaseRetryMs?: number, ownerAliveMs?: number) {
   const events = new EventEmitter();
   const shown: JobProgress[] = [];
   const port = { platform: 'slack', showProgress: async (_d: Destination, p: JobProgress) => void shown.push(p), deliver: async () => undefined } as unknown as PlatformPort;
@@ -49,10 +49,11 @@ function instance(instanceId: string, leaseRetryMs?: number) {
   const relay = new ProgressRelay({
     queue, events: events as unknown as QueueEvents, redis, portFor: () => port, intervalMs: () => 20, ledger, instanceId, prefix, log: createLogger('test', 'silent'),
     ...(leaseRetryMs ? { leaseRetryMs } : {}),
+    ...(ownerAliveMs ? { ownerAliveMs } : {}),
   });
   relay.start();
   const progress = (jobId: string, step: number) => events.emit('progress', { jobId, data: { v: CONTRACT_VERSION, jobId, stage: 'features', step, total: 100 } });
-  return { relay, shown, progress, tries: () => tries };
+  return { relay, instanceId, shown, progress, tries: () => tries };
 }
 
 it('the submitter shows progress; another instance tries once per retry, and takes over once the holder stops saying it is alive', async () => {
@@ -105,6 +106,26 @@ it('the submitter shows progress; another instance tries once per retry, and tak
     await a.relay.stop();
     await b.relay.stop();
   }
+});
+
+it('a running instance keeps saying it is alive, every third of its alive time', async () => {
+  const d = instance(`D-${randomUUID().slice(0, 6)}`, undefined, 300);
+  const alive = `${prefix}:progress-alive`;
+  const aliveLeft = async () => {
+    const [sec, micro] = (await redis.time()) as [number, number];
+    return Number(await redis.hget(alive, d.instanceId)) - (sec * 1000 + Math.floor(micro / 1000));
+  };
+  try {
+    for (let i = 0; i < 50 && !(await redis.hexists(alive, d.instanceId)); i++) await sleep(10);
+    for (let i = 0; i < 4; i++) {
+      await sleep(250); // past the first 300 ms: alive only because it said so again
+      expect(await aliveLeft()).toBeGreaterThan(0);
+      expect(await aliveLeft()).toBeLessThanOrEqual(300);
+    }
+  } finally {
+    await d.relay.stop();
+  }
+  expect(await redis.hexists(alive, d.instanceId)).toBe(0);
 });
 
 it('a graceful stop hands the leases back: a running instance shows the jobs\' progress within its retry, a new one at once', async () => {
