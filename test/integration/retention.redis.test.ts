@@ -70,7 +70,8 @@ function traces(keys: Dumped[], jobId: string, texts: string[], images: Uint8Arr
 /**
  * What may stay once the job is purged, none of it about the job: queue-wide BullMQ bookkeeping (id counter, meta,
  * event streams without this job's entries, the stalled-check timer), the rate-limit buckets (counts), the day's
- * GPU-second totals and per-kind estimates (numbers per channel/user), the model identity, and the channel's settings.
+ * GPU-second totals and per-kind estimates (numbers per channel/user), the model identity, the channel's settings, and
+ * the bot instances' alive times (instance → time: bots/core/progress.ts).
  */
 const MAY_REMAIN = [
   /:(jobs|delivery-slack):(id|meta|events|stalled-check)$/,
@@ -78,6 +79,7 @@ const MAY_REMAIN = [
   /:\{usage\}:(d:\d+|est)$/,
   /:\{cache\}:models$/,
   /:settings:channel:slack:T0FAKE:C0SECRET$/,
+  /:progress-alive$/,
 ];
 
 const statusIn = (channel: string) => h.fake.botMessages(channel).filter((m) => m.metadata?.event_type === 'blip3o_status');
