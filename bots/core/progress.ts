@@ -158,9 +158,10 @@ export class ProgressRelay {
     void this.claim(jobId).catch(() => undefined); // the submitter shows this job's progress while it lives
   }
 
-  /** Take or renew this job's progress lease; false when another live instance holds it. */
-  private async claim(jobId: string): Promise<boolean> {
-    return (await runScript(this.deps.redis, 'blip3oProgressClaim', CLAIM_LUA, [this.leaseKey(jobId), this.aliveKey], [this.deps.instanceId, PROGRESS_LEASE_MS])) === 1;
+  /** Take or renew this job's progress lease, unless another live instance holds it (then its edits wait, in send()). */
+  private async claim(jobId: string): Promise<void> {
+    // Stryker disable next-line StringLiteral: equivalent, any name no other script on the connection uses defines the same command
+    await runScript(this.deps.redis, 'blip3oProgressClaim', CLAIM_LUA, [this.leaseKey(jobId), this.aliveKey], [this.deps.instanceId, PROGRESS_LEASE_MS]);
   }
 
   private leaseKey(jobId: string): string {

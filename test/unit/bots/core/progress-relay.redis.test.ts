@@ -9,14 +9,14 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { POSITION_REFRESH_MS, ProgressRelay } from '../../../../bots/core/progress.ts';
 import type { PlatformPort } from '../../../../bots/core/port.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type Destination, type JobProgress } from '../../../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../../../src/jobs/ledger.ts';
 import { createJobsQueue, type JobsQueue } from '../../../../src/jobs/queue.ts';
-import { createLogger } from '../../../../src/log.ts';
+import { createLogger, type Logger } from '../../../../src/log.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-relay-${randomUUID().slice(0, 8)}`;
@@ -126,6 +126,30 @@ it('a running instance keeps saying it is alive, every third of its alive time',
     await d.relay.stop();
   }
   expect(await redis.hexists(alive, d.instanceId)).toBe(0);
+});
+
+it('a heartbeat Redis refuses is a warning; one that cannot reach Redis says nothing (src/redis.ts logs the outage)', async () => {
+  const warned = async (connection: Redis, relayPrefix: string) => {
+    const warn = vi.fn();
+    const relay = new ProgressRelay({
+      queue, events: new EventEmitter() as unknown as QueueEvents, redis: connection, portFor: () => undefined, intervalMs: () => 20,
+      ledger: new DeliveryLedger(connection, config), instanceId: 'E', prefix: relayPrefix, log: { warn } as unknown as Logger,
+    });
+    relay.start();
+    await sleep(200);
+    await relay.stop();
+    return warn.mock.calls.map(([fields, msg]) => [(fields as { err?: string }).err, msg]);
+  };
+  const bad = `${prefix}-wrongtype`;
+  await redis.set(`${bad}:progress-alive`, 'not a hash'); // WRONGTYPE for the heartbeat's HGETALL
+  try {
+    expect(await warned(redis, bad)).toEqual([[expect.stringContaining('WRONGTYPE'), "could not say this bot is alive; other instances may take its jobs' progress over"]]);
+  } finally {
+    await redis.del(`${bad}:progress-alive`);
+  }
+  const closed = new Redis(url);
+  await closed.quit(); // every command now fails with "Connection is closed."
+  expect(await warned(closed, prefix)).toEqual([]);
 });
 
 it('a graceful stop hands the leases back: a running instance shows the jobs\' progress within its retry, a new one at once', async () => {
