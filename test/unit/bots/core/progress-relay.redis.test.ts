@@ -310,3 +310,125 @@ it('spaces passes by half the shortest edit interval among the waiting jobs', as
     }
   }
 });
+
+// ---- each job's edits: throttled, ended by the job's end, and failures logged ----
+
+/** A relay with its own events, a 200 ms edit interval, a port that records (or throws) and a logger that records warnings. */
+function editsRelay(opts: { failEdits?: boolean; queue?: JobsQueue; withPositions?: boolean } = {}) {
+  const events = new EventEmitter();
+  const shown: JobProgress[] = [];
+  const passes: string[][] = [];
+  const warnings: [Record<string, unknown>, string][] = [];
+  const port = {
+    platform: 'slack',
+    showProgress: async (_d: Destination, p: JobProgress) => {
+      if (opts.failEdits) throw new Error('the platform refused the edit');
+      shown.push(p);
+    },
+    deliver: async () => undefined,
+  } as unknown as PlatformPort;
+  const relay = new ProgressRelay({
+    queue: opts.queue ?? queue, events: events as unknown as QueueEvents, redis, portFor: () => port, intervalMs: () => 200,
+    ledger: new DeliveryLedger(redis, config), instanceId: `r-${randomUUID().slice(0, 6)}`, prefix,
+    log: { warn: (fields: Record<string, unknown>, msg: string) => void warnings.push([fields, msg]) } as unknown as Logger,
+    ...(opts.withPositions ? { queuePositions: async (_r: unknown, _q: unknown, jobIds: readonly string[]) => (passes.push([...jobIds]), jobIds.map(() => 5)) } : {}),
+  });
+  relay.start();
+  const progress = (jobId: string, step: number) => events.emit('progress', { jobId, data: { v: CONTRACT_VERSION, jobId, stage: 'features', step, total: 100 } });
+  return { relay, events, shown, passes, warnings, progress };
+}
+
+it('shows the first report at once and the newest when the interval is over; the reports between are dropped', async () => {
+  const r = editsRelay();
+  try {
+    const j = newJob();
+    r.relay.track(j, destination, undefined);
+    r.progress(j, 1);
+    r.progress(j, 2);
+    r.progress(j, 3);
+    for (let i = 0; i < 40 && r.shown.length === 0; i++) await sleep(5);
+    expect(r.shown.map((p) => p.step)).toEqual([1]); // the leading edge, before the interval is over
+    await sleep(400);
+    expect(r.shown.map((p) => p.step)).toEqual([1, 3]);
+  } finally {
+    await r.relay.stop();
+  }
+});
+
+it.each(['completed', 'failed'])('a job %s drops the edit it still held back, and reports read in the same batch as its end', async (end) => {
+  const r = editsRelay();
+  try {
+    const j = newJob();
+    r.relay.track(j, destination, undefined);
+    r.progress(j, 1);
+    for (let i = 0; i < 40 && r.shown.length === 0; i++) await sleep(5);
+    r.progress(j, 2); // held for the rest of the 200 ms interval
+    await sleep(10);
+    r.events.emit(end, { jobId: j });
+    await sleep(400);
+    expect(r.shown.map((p) => p.step)).toEqual([1]);
+    // QueueEvents emits one XREAD's events in a row: a report and the job's end together (its listener is async)
+    const k = newJob();
+    r.relay.track(k, destination, undefined);
+    r.progress(k, 1);
+    r.events.emit(end, { jobId: k });
+    await sleep(400);
+    expect(r.shown.filter((p) => p.jobId === k)).toEqual([]);
+  } finally {
+    await r.relay.stop();
+  }
+});
+
+it('a removed job is forgotten and moves the waiting jobs up: a pass at once, without it', async () => {
+  const r = editsRelay({ withPositions: true });
+  try {
+    const [waiting, removed] = [newJob(), newJob()];
+    r.relay.track(waiting, destination, 9);
+    r.relay.track(removed, destination, 8);
+    r.events.emit('removed', { jobId: removed });
+    await sleep(100);
+    expect(r.passes).toEqual([[waiting]]);
+  } finally {
+    await r.relay.stop();
+  }
+});
+
+it('a job that reports progress has started: passes no longer ask about it, nor about jobs only looked up', async () => {
+  const r = editsRelay({ withPositions: true });
+  try {
+    const [reporting, waiting, lookedUp] = [newJob(), newJob(), newJob()];
+    await queue.add('imagine', { destination } as never, { jobId: lookedUp });
+    r.relay.track(reporting, destination, 3);
+    r.relay.track(waiting, destination, 4);
+    r.progress(reporting, 1);
+    r.progress(lookedUp, 1); // another bot's job, shown here: looked up, and running
+    for (let i = 0; i < 40 && r.shown.length < 2; i++) await sleep(10);
+    r.events.emit('active', { jobId: newJob() });
+    await sleep(100);
+    expect(r.passes).toEqual([[waiting]]);
+  } finally {
+    await r.relay.stop();
+  }
+});
+
+it('an edit the platform refuses, and a job that cannot be looked up, are warnings naming the job', async () => {
+  const failing = editsRelay({ failEdits: true });
+  const j = newJob();
+  try {
+    failing.relay.track(j, destination, undefined);
+    failing.progress(j, 1);
+    for (let i = 0; i < 40 && failing.warnings.length === 0; i++) await sleep(10);
+    expect(failing.warnings).toEqual([[{ jobId: j, err: 'the platform refused the edit' }, 'showProgress failed']]);
+  } finally {
+    await failing.relay.stop();
+  }
+  const broken = { getJob: async () => { throw new Error('no queue today'); } } as unknown as JobsQueue;
+  const lost = editsRelay({ queue: broken });
+  try {
+    lost.progress(j, 1);
+    for (let i = 0; i < 40 && lost.warnings.length === 0; i++) await sleep(10);
+    expect(lost.warnings).toEqual([[{ jobId: j, err: 'no queue today' }, 'progress relay lookup failed']]);
+  } finally {
+    await lost.relay.stop();
+  }
+});
