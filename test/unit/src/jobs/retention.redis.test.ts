@@ -3,11 +3,12 @@
 // and a request without a TTL is never scheduled.
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'bullmq';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, createJobsQueue } from '../../../../src/jobs/queue.ts';
-import { Retention, jobKeys } from '../../../../src/jobs/retention.ts';
+import { Retention, jobKeys, retentionJobOptions } from '../../../../src/jobs/retention.ts';
+import type { Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, duplicateRedis } from '../../../../src/redis.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -76,6 +77,106 @@ describe('Retention', () => {
       await delivery.close();
     }
   }, 30_000);
+
+  it('is due at submission + TTL, not a millisecond before; an unfinished job is tried again 2 s later', async () => {
+    const retention = new Retention(redis, config);
+    const jobs = createJobsQueue(config, redis);
+    const r = request(60);
+    const deadline = r.submittedAt + 60_000;
+    try {
+      await retention.schedule(r);
+      const member = (await redis.zrange(`${prefix}:retention`, '0', '-1'))[0]!;
+      expect(Number(await redis.zscore(`${prefix}:retention`, member))).toBe(deadline);
+      expect(await retention.sweep(deadline - 1)).toBe(0);
+      await jobs.add('imagine', r, { jobId: r.id }); // waiting at its deadline
+      expect(await retention.sweep(deadline)).toBe(0);
+      expect(Number(await redis.zscore(`${prefix}:retention`, member))).toBe(deadline + 2_000);
+      await (await jobs.getJob(r.id))!.remove();
+      expect(await retention.sweep(deadline + 2_000)).toBe(1);
+      expect(await redis.zcard(`${prefix}:retention`)).toBe(0);
+    } finally {
+      await retention.stop();
+      await jobs.close();
+    }
+  });
+
+  it("deletes the job's own per-job keys and event entries, and nobody else's; a failed job is finished too", async () => {
+    const log = { info: vi.fn(), warn: vi.fn() };
+    const retention = new Retention(redis, config, log as unknown as Logger);
+    const jobs = createJobsQueue(config, redis);
+    const [r, other] = [request(1), request(1)];
+    // the keys other modules name after a job (ledger, cancel, progress, submit, Slack port, usage), spelled out here
+    const names = ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled'];
+    const keysOf = (id: string) => names.map((n) => `${prefix}:${n}:${id}`);
+    expect(jobKeys(prefix, r.id)).toEqual(keysOf(r.id));
+    try {
+      for (const id of [r.id, other.id]) for (const key of keysOf(id)) await redis.set(key, '1');
+      for (const job of [r, other]) await jobs.add('imagine', job, { jobId: job.id, attempts: 1 });
+      const connection = duplicateRedis(redis);
+      const worker = new Worker(jobs.name, async () => { throw new Error('no'); }, { connection, prefix });
+      await vi.waitFor(async () => expect(await jobs.getFailedCount()).toBe(2), { timeout: 10_000 });
+      await worker.close();
+      await connection.quit();
+      await retention.schedule(r);
+      expect(await retention.sweep()).toBe(1); // failed: finished
+      expect(await redis.exists(...keysOf(r.id))).toBe(0);
+      expect(await redis.exists(...keysOf(other.id))).toBe(names.length);
+      const entries = (await redis.xrange(jobs.keys.events!, '-', '+')) as [string, string[]][];
+      expect(entries.filter(([, f]) => f.includes(r.id))).toEqual([]);
+      expect(entries.filter(([, f]) => f.includes(other.id)).length).toBeGreaterThan(0);
+      expect(await jobs.getJob(other.id)).toBeDefined();
+      expect(log.info).toHaveBeenCalledWith({ jobId: r.id }, 'retention TTL reached: job purged');
+    } finally {
+      await retention.stop();
+      await jobs.close();
+    }
+  }, 30_000);
+
+  it('sweeps on its own every queue.retentionSweepMs once started; sweeps asked for at once share one run', async () => {
+    const fast = loadConfig({ overrides: { queue: { prefix, retentionSweepMs: 50 } }, env: {} });
+    const retention = new Retention(redis, fast);
+    try {
+      const reads = vi.spyOn(redis, 'zrangebyscore');
+      await Promise.all([retention.sweep(), retention.sweep()]);
+      expect(reads).toHaveBeenCalledTimes(1);
+      reads.mockRestore();
+      await retention.schedule(request(1)); // due already, and no job: purged by the next sweep
+      retention.start();
+      await vi.waitFor(async () => expect(await redis.zcard(`${prefix}:retention`)).toBe(0), { timeout: 2_000 });
+    } finally {
+      await retention.stop();
+    }
+  });
+
+  it('drops an entry it cannot read and goes on; a sweep that fails is a warning; stop() ends the sweeps', async () => {
+    const log = { info: vi.fn(), warn: vi.fn() };
+    const fast = loadConfig({ overrides: { queue: { prefix, retentionSweepMs: 50 } }, env: {} });
+    const retention = new Retention(redis, fast, log as unknown as Logger);
+    const key = `${prefix}:retention`;
+    try {
+      await redis.zadd(key, 1, 'not json at all', 2, '{"j":"x"}'); // neither is an entry: dropped, not retried for ever
+      await retention.schedule(request(1));
+      expect(await retention.sweep()).toBe(1);
+      expect(await redis.zcard(key)).toBe(0);
+
+      const broken = vi.spyOn(redis, 'zrangebyscore').mockRejectedValue(new Error('READONLY You can\'t write against a read only replica.'));
+      retention.start();
+      await vi.waitFor(() => expect(log.warn).toHaveBeenCalledWith({ err: "READONLY You can't write against a read only replica." }, 'retention sweep failed'), { timeout: 2_000 });
+      broken.mockRestore();
+      await retention.stop();
+      await retention.schedule(request(1)); // due, but nothing sweeps any more
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await redis.zcard(key)).toBe(1);
+      await redis.del(key);
+    } finally {
+      await retention.stop();
+    }
+  });
+
+  it('a job or result of a channel with a TTL leaves its queue by then at the latest; without one, the defaults stand', () => {
+    expect(retentionJobOptions(90)).toEqual({ removeOnComplete: { age: 90 }, removeOnFail: { age: 90 } });
+    expect(retentionJobOptions(undefined)).toEqual({});
+  });
 
   it('a request without a TTL is never scheduled', async () => {
     const retention = new Retention(redis, config);
