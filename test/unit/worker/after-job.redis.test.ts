@@ -2,7 +2,10 @@
 // counted once, the result stored in the cache, the flight ended and each follower handed its own delivery, in one
 // script per completion, each follower with its own copy of the PNG; called again (a re-run after a crash) it counts
 // nothing twice and hands over the same.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBlobStore } from '../../../src/blobs/index.ts';
 import { digestOf } from '../../../src/cache/fanout.ts';
@@ -12,7 +15,8 @@ import { CONTRACT_VERSION, type Destination, type JobRequest, type JobResult } f
 import { createDeliveryQueue, deliveryQueueName } from '../../../src/jobs/queue.ts';
 import { Usage } from '../../../src/accounting/usage.ts';
 import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../src/redis.ts';
-import { createAfterJob } from '../../../worker/after-job.ts';
+import { createAfterJob, modelIdentity } from '../../../worker/after-job.ts';
+import type { Logger } from '../../../src/log.ts';
 import { createLogger } from '../../../src/log.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -108,6 +112,62 @@ describe('afterHandOver', () => {
     } finally {
       await after.close();
     }
+  });
+
+  it("stores an answer; not a result served from elsewhere, nor anything with the cache off; says so when followers got it", async () => {
+    const blobs = createBlobStore(config, redis);
+    const info = vi.fn();
+    const after = createAfterJob({ config, redis, blobs, log: { info, warn: vi.fn() } as unknown as Logger, manifestHash: 'model-j' });
+    const off = loadConfig({ env: {}, overrides: { queue: { prefix }, cache: { enabled: false } } });
+    const afterOff = createAfterJob({ config: off, redis, blobs, log: createLogger('test', 'silent'), manifestHash: 'model-j' });
+    const cache = new ResultCache(redis, config);
+    const ask = { v: CONTRACT_VERSION, submittedAt: 1, id: 's1', destination: dest('su'), kind: 'ask', imageKey: await blobs.put(Uint8Array.from([1, 2, 3]), 'input'), question: 'which bird?', history: [], options: { maxNewTokens: 8, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 1 } } satisfies JobRequest as JobRequest;
+    const png = new Uint8Array([137, 80, 78, 71, 1]);
+    const image = async (r: JobRequest) => ({ blobKey: await blobs.put(png, 'output'), mime: 'image/png' as const, width: 1, height: 1, altText: 'x', prompt: 'x', options: (r as Extract<JobRequest, { kind: 'imagine' }>).options });
+    const [served, unstored] = [imagine('s2', dest('sv'), 'a served heron'), imagine('s3', dest('sw'), 'an uncached heron')];
+    try {
+      await cache.publishModel('model-j', 'w1'); // the one model of this file's tests: two would bypass the cache
+      await after.afterHandOver(ask, { v: CONTRACT_VERSION, jobId: 's1', kind: 'ask', destination: ask.destination, status: 'succeeded', answer: { text: 'a heron', tokenCount: 2 }, timingsMs: {}, finishedAt: 1 }, 1_000);
+      expect(await cache.lookup((await digestOf(blobs, ask))!, 's9', '{}')).toEqual({ kind: 'hit', meta: { kind: 'answer', text: 'a heron', tokenCount: 2 } });
+      await after.afterHandOver(served, { v: CONTRACT_VERSION, jobId: 's2', kind: 'imagine', destination: served.destination, status: 'succeeded', servedFrom: 'cache', image: await image(served), timingsMs: {}, finishedAt: 1 }, 1_000, png);
+      expect(await cache.lookup((await digestOf(blobs, served))!, 's8', '{}')).toEqual({ kind: 'miss' });
+      await afterOff.afterHandOver(unstored, { v: CONTRACT_VERSION, jobId: 's3', kind: 'imagine', destination: unstored.destination, status: 'succeeded', image: await image(unstored), timingsMs: {}, finishedAt: 1 }, 1_000, png);
+      expect(await cache.lookup((await digestOf(blobs, unstored))!, 's7', '{}')).toEqual({ kind: 'miss' });
+      expect(info).not.toHaveBeenCalled(); // nobody joined these
+      // one follower joins a flight: its hand-over is logged with how many
+      const [leader, follower] = [imagine('s4', dest('sx'), 'a joined heron'), imagine('s5', dest('sy'), 'a joined heron')];
+      const digest = (await digestOf(blobs, leader))!;
+      expect(await cache.claim(digest, 's4', '{}')).toEqual({ leads: true });
+      expect(await cache.claim(digest, 's5', JSON.stringify(follower))).toEqual({ leads: false, leaderJobId: 's4' });
+      await after.afterHandOver(leader, { v: CONTRACT_VERSION, jobId: 's4', kind: 'imagine', destination: leader.destination, status: 'succeeded', image: await image(leader), timingsMs: {}, finishedAt: 1 }, 1_000, png);
+      expect(info).toHaveBeenCalledWith({ jobId: 's4', followers: 1 }, 'result handed to identical requests that joined this job');
+    } finally {
+      await after.close();
+      await afterOff.close();
+    }
+  });
+
+  it('warns, and goes on, when an upload cannot be released (it expires on its own)', async () => {
+    const blobs = createBlobStore(config, redis);
+    const warn = vi.fn();
+    const after = createAfterJob({ config, redis, blobs, log: { info: vi.fn(), warn } as unknown as Logger, manifestHash: 'model-w' });
+    vi.spyOn(blobs, 'release').mockRejectedValue(new Error('OOM command not allowed'));
+    const ask = { v: CONTRACT_VERSION, submittedAt: 1, id: 'w1', destination: dest('wu'), kind: 'ask', imageKey: await blobs.put(Uint8Array.from([4, 5]), 'input'), question: 'what?', history: [], options: { maxNewTokens: 8, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 1 } } satisfies JobRequest as JobRequest;
+    try {
+      await after.afterHandOver(ask, { v: CONTRACT_VERSION, jobId: 'w1', kind: 'ask', destination: ask.destination, status: 'failed', error: { code: 'internal', message: 'x', userFacing: false }, timingsMs: {}, finishedAt: 1 }, 1_000);
+      expect(warn).toHaveBeenCalledWith({ jobId: 'w1', err: 'OOM command not allowed' }, 'could not release the uploaded image; it expires with blobs.ttlSeconds');
+    } finally {
+      await after.close();
+    }
+  });
+
+  it("a model is identified by its manifest's bytes; a swapped-in pipeline (tests), by its module path", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'model-id-'));
+    writeFileSync(join(dir, 'manifest.json'), '{"graphs":["a"]}');
+    const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+    expect(modelIdentity(dir, 'worker/pipeline/index.ts')).toBe(sha('{"graphs":["a"]}'));
+    expect(modelIdentity(join(dir, 'missing'), 'test/doubles/pipeline.ts')).toBe(sha('pipeline:test/doubles/pipeline.ts'));
+    expect(modelIdentity(undefined, 'test/doubles/pipeline.ts')).toBe(sha('pipeline:test/doubles/pipeline.ts'));
   });
 
   it('releases an /ask\'s upload once it is answered, and a vary\'s once its Re-roll window closes', async () => {
