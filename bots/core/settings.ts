@@ -7,7 +7,7 @@ import type { Redis } from '../../src/redis.ts';
 import { z } from 'zod';
 import { AspectRatio, type Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
-import { MAX_IMAGES_PER_JOB, MAX_NEGATIVE_CHARS, MAX_RETENTION_SECONDS, channelKey, workspaceOf, type Destination } from '../../src/jobs/contract.ts';
+import { MAX_IMAGES_PER_JOB, MAX_NEGATIVE_CHARS, MAX_RETENTION_SECONDS, channelKey, parseStoredJson, workspaceOf, type Destination } from '../../src/jobs/contract.ts';
 import type { CommandInput, Invocation, Reply } from './port.ts';
 
 export const SavedSettings = z.strictObject({
@@ -33,8 +33,7 @@ const keyOf = (prefix: string, scope: SettingsScope, d: Destination) =>
 
 function parse(raw: string | null | undefined): SavedSettings {
   if (!raw) return {};
-  const parsed = SavedSettings.safeParse(JSON.parse(raw)); // Redis is a trust boundary too
-  return parsed.success ? parsed.data : {};
+  return parseStoredJson(SavedSettings, raw) ?? {};
 }
 
 export class SettingsStore {

@@ -7,7 +7,7 @@
 import type { Redis } from '../redis.ts';
 import type { BlobStore } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
-import { JobRequest, outputBlobKeys, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
+import { JobRequest, outputBlobKeys, parseStoredJson, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
 import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, type DeliveryQueue } from '../jobs/queue.ts';
 import { retentionJobOptions } from '../jobs/retention.ts';
 import { requestDigest, sha256Hex } from './key.ts';
@@ -70,8 +70,8 @@ export async function handOverToFollowers(
 /** Deliver `result` to each follower (their JSON, as ResultCache.close answers it). Returns how many there were. */
 export async function handOverEach(deps: { queues: DeliveryQueues; blobs: BlobStore }, followers: readonly string[], result: JobResult): Promise<number> {
   for (const json of followers) {
-    const parsed = JobRequest.safeParse(JSON.parse(json));
-    if (parsed.success) await deps.queues.handOver(await withOwnImages(deps.blobs, followerResult(result, parsed.data)));
+    const follower = parseStoredJson(JobRequest, json);
+    if (follower) await deps.queues.handOver(await withOwnImages(deps.blobs, followerResult(result, follower)));
   }
   return followers.length;
 }

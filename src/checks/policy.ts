@@ -4,7 +4,7 @@
 // Workers read the runtime layer per job, so an admin's change applies to the next job on every worker.
 import type { Redis } from '../redis.ts';
 import { CheckPolicyOverride, type Config } from '../config/schema.ts';
-import { channelKey, type Destination } from '../jobs/contract.ts';
+import { channelKey, parseStoredJson, type Destination } from '../jobs/contract.ts';
 
 export interface CheckPolicy {
   altText: boolean;
@@ -61,12 +61,7 @@ export class CheckOverrides {
   async get(channel: string): Promise<CheckPolicyOverride | undefined> {
     const raw = await this.redis.get(this.key(channel));
     if (!raw) return undefined;
-    try {
-      const parsed = CheckPolicyOverride.safeParse(JSON.parse(raw));
-      return parsed.success ? parsed.data : undefined;
-    } catch {
-      return undefined;
-    }
+    return parseStoredJson(CheckPolicyOverride, raw);
   }
 
   /** Merges `change` into the channel's override (thresholds merge per question). */

@@ -304,6 +304,22 @@ export function parseContract<T extends z.ZodType>(schema: T, data: unknown, wha
   throw new ContractError(`${what} does not match contract v${CONTRACT_VERSION}: ${issues}`);
 }
 
+/**
+ * A value kept in Redis as JSON, if it is JSON and matches `schema`; else undefined. Redis is a trust boundary too: what
+ * another version or a hand edit left there is ignored where it is read, never thrown.
+ */
+export function parseStoredJson<T extends z.ZodType>(schema: T, text: string): z.infer<T> | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+    // Stryker disable next-line BlockStatement: equivalent, no schema read this way accepts undefined
+  } catch {
+    return undefined;
+  }
+  const parsed = schema.safeParse(value);
+  return parsed.success ? parsed.data : undefined;
+}
+
 export class ContractError extends AppError {
   constructor(message: string) {
     super('contract', message);

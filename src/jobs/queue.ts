@@ -99,7 +99,6 @@ const EXPIRE_COMMAND = 'blip3oExpirePersistent';
 
 type Scripted = Record<string, (...args: (string | number)[]) => unknown>;
 
-
 /**
  * The keys BullMQ writes for a delivery queue as we use one (no priorities, repeats, flows, rate limit or pause; a
  * retry waits in `delayed`): the only ones a hand-over, or the delivery worker after it, can leave without a TTL

@@ -17,7 +17,7 @@ import type { Redis } from '../redis.ts';
 import { z } from 'zod';
 import type { Config } from '../config/schema.ts';
 import { createDeliveryQueue, createJobsQueue, type DeliveryQueue, type JobsQueue } from './queue.ts';
-import { retentionOf, type JobRequest } from './contract.ts';
+import { parseStoredJson, retentionOf, type JobRequest } from './contract.ts';
 import { deliveryQueueName } from './queue.ts';
 import type { Logger } from '../log.ts';
 
@@ -41,16 +41,6 @@ export function jobKeys(prefix: string, jobId: string): string[] {
 /** BullMQ options for a job or delivery of a destination with a retention TTL: removed from the queue by then at the latest. */
 export function retentionJobOptions(seconds: number | undefined): { removeOnComplete?: { age: number }; removeOnFail?: { age: number } } {
   return seconds === undefined ? {} : { removeOnComplete: { age: seconds }, removeOnFail: { age: seconds } };
-}
-
-/** `text` as JSON, or undefined when it is not JSON (an entry not ours to interpret: dropped, never retried). */
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-    // Stryker disable next-line BlockStatement: equivalent, a function that returns nothing returns undefined
-  } catch {
-    return undefined;
-  }
 }
 
 export class Retention {
@@ -88,12 +78,12 @@ export class Retention {
     const due = await this.redis.zrangebyscore(this.key, '-inf', now, 'LIMIT', 0, 100);
     let purged = 0;
     for (const member of due) {
-      const parsed = Entry.safeParse(parseJson(member));
-      if (!parsed.success) {
+      const entry = parseStoredJson(Entry, member);
+      if (!entry) {
         await this.redis.zrem(this.key, member); // not ours to interpret: drop it rather than retry forever
         continue;
       }
-      if (await this.purge(parsed.data)) {
+      if (await this.purge(entry)) {
         await this.redis.zrem(this.key, member);
         purged++;
       } else await this.redis.zadd(this.key, 'XX', now + RETRY_MS, member);

@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../../../src/errors.ts';
-import { channelKey, ContractError, isNoLog, JobResult, parseContract, workspaceOf, type Destination } from '../../../../src/jobs/contract.ts';
+import { channelKey, ContractError, isNoLog, JobResult, parseContract, parseStoredJson, workspaceOf, type Destination } from '../../../../src/jobs/contract.ts';
 
 const discord = (guildId: string | null): Destination => ({ platform: 'discord', guildId, channelId: 'c1', userId: 'u1', applicationId: 'a1' });
 const slack: Destination = { platform: 'slack', teamId: 'T1', channelId: 'C1', userId: 'U1' };
@@ -65,5 +65,14 @@ describe('isNoLog', () => {
     expect(isNoLog({ noLog: false }, { ...slack, noLog: true })).toBe(true);
     expect(isNoLog({ noLog: false }, { ...(discord('g1') as object), noLog: true } as Destination)).toBe(true);
     expect(isNoLog({ noLog: false }, { ...slack, noLog: false })).toBe(false);
+  });
+});
+
+describe('parseStoredJson', () => {
+  it('reads a value kept in Redis as JSON when it matches the schema, and ignores one that is not JSON or does not match', () => {
+    const schema = z.strictObject({ n: z.number() });
+    expect(parseStoredJson(schema, '{"n":1}')).toEqual({ n: 1 });
+    expect(parseStoredJson(schema, '{"n":"1"}')).toBeUndefined();
+    expect(parseStoredJson(schema, 'not json at all')).toBeUndefined(); // never thrown: Redis is a trust boundary too
   });
 });
