@@ -1,8 +1,11 @@
 // Saved settings read back from Redis (bots/core/settings.ts): a value that is not JSON, or not settings, reads as none
-// rather than failing every request of the channel (Redis is a trust boundary too).
+// rather than failing every request of the channel (Redis is a trust boundary too); whose settings win; the /settings
+// command's answers and refusals; durations.
 import { randomUUID } from 'node:crypto';
-import { afterAll, expect, it } from 'vitest';
-import { SettingsStore } from '../../../../bots/core/settings.ts';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Reply } from '../../../../bots/core/port.ts';
+import { describeSettings, formatDuration, parseDuration, settingsCommand, SettingsStore, withDefaults, type SavedSettings, type SettingsInput } from '../../../../bots/core/settings.ts';
+import { isUserError } from '../../../../src/errors.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { Destination } from '../../../../src/jobs/contract.ts';
 import { closeRedis, createRedis, deleteKeys } from '../../../../src/redis.ts';
@@ -27,4 +30,138 @@ it('a saved value that is not JSON, or not settings, reads as nothing saved; a g
   expect(await store.effective(d)).toEqual({});
   await redis.set(key!, '{"noLog":"yes"}');
   expect(await store.get('channel', d)).toEqual({});
+});
+
+const discord = (userId = 'u1', channelId = 'c1'): Destination => ({ platform: 'discord', guildId: 'g1', channelId, userId, applicationId: 'app' });
+const run = (store: SettingsStore, input: Omit<SettingsInput, 'command'>, opts: { isAdmin?: boolean; d?: Destination } = {}) =>
+  settingsCommand({ input: { command: 'settings', ...input }, destination: opts.d ?? discord(), dedupeKey: randomUUID(), isAdmin: opts.isAdmin ?? false }, store, config);
+const textOf = async (reply: Promise<Reply>) => {
+  const r = await reply;
+  if (r.kind !== 'text') throw new Error(`not a text reply: ${JSON.stringify(r)}`);
+  expect(r.private).toBe(true); // settings answers are only ever for the one who asked
+  return r.text;
+};
+const userError = async (reply: Promise<Reply>) => {
+  const e = await reply.then(() => undefined, (err: unknown) => err);
+  if (!isUserError(e)) throw new Error(`expected a UserError, got ${String(e)}`);
+  return e;
+};
+
+describe('SettingsStore', () => {
+  it("keeps each user's own settings and the channel's apart; the user's win, except privacy, retention and no-log", async () => {
+    const store = new SettingsStore(redis, config);
+    await store.set('channel', discord(), { steps: 20, aspect: '16:9', private: true, retentionSeconds: 3600, noLog: true });
+    await store.set('user', discord('u1'), { steps: 30, private: false });
+    expect(await store.get('user', discord('u1'))).toEqual({ steps: 30, private: false });
+    expect(await store.get('user', discord('u2'))).toEqual({});
+    expect(await store.get('user', discord('u1', 'other-channel'))).toEqual({ steps: 30, private: false }); // a user's are theirs in every channel of the server
+    expect(await store.get('channel', discord('u2'))).toEqual({ steps: 20, aspect: '16:9', private: true, retentionSeconds: 3600, noLog: true });
+    expect(await store.get('channel', discord('u1', 'other-channel'))).toEqual({});
+    // A user cannot make a private channel public, nor shorten or drop its retention or no-log.
+    expect(await store.effective(discord('u1'))).toEqual({ steps: 30, aspect: '16:9', private: true, retentionSeconds: 3600, noLog: true });
+    expect(await store.effective(discord('u2'))).toEqual({ steps: 20, aspect: '16:9', private: true, retentionSeconds: 3600, noLog: true });
+    // In a channel with nothing saved, only the user's apply; `private: false` saved means public, which is the default.
+    expect(await store.effective(discord('u1', 'other-channel'))).toStrictEqual({ steps: 30 });
+    await store.set('user', discord('u3'), { private: true, retentionSeconds: 60, noLog: true } as SavedSettings); // as if written by hand
+    expect(await store.effective(discord('u3', 'other-channel'))).toStrictEqual({ private: true });
+    await store.reset('user', discord('u1'));
+    expect(await store.get('user', discord('u1'))).toEqual({});
+    expect(await store.get('channel', discord('u1'))).not.toEqual({});
+  });
+});
+
+describe('settingsCommand', () => {
+  it('is only for /settings', async () => {
+    const store = new SettingsStore(redis, config);
+    await expect(settingsCommand({ input: { command: 'queue', action: 'status' }, destination: discord(), dedupeKey: 'x', isAdmin: true }, store, config)).rejects.toThrow('not a settings command: queue');
+  });
+
+  it('sets (merging with what was saved), replaces, shows and resets your own defaults', async () => {
+    const store = new SettingsStore(redis, config);
+    const d = discord('cmd-u1', 'cmd-c1');
+    expect(await textOf(run(store, { scope: 'user', action: 'set', values: { steps: 12, guidance: 4.5 } }, { d }))).toBe('Your defaults are now: 12 steps · guidance 4.5.');
+    expect(await textOf(run(store, { scope: 'user', action: 'set', values: { aspect: '3:4', steps: undefined, count: 1 } }, { d }))).toBe('Your defaults are now: aspect 3:4 · 12 steps · guidance 4.5 · 1 image.');
+    expect(await store.get('user', d)).toEqual({ steps: 12, guidance: 4.5, aspect: '3:4', count: 1 });
+    expect(await textOf(run(store, { scope: 'user', action: 'replace', values: { count: 2, negative: 'blur', private: true } }, { d }))).toBe('Your defaults are now: 2 images · no: blur · results private.');
+    expect(await store.get('user', d)).toEqual({ count: 2, negative: 'blur', private: true });
+    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe('Your defaults: 2 images · no: blur · results private.\nIn force for you here: 2 images · no: blur · results private.');
+    expect(await textOf(run(store, { scope: 'user', action: 'reset' }, { d }))).toBe('Your defaults are cleared.');
+    expect(await store.get('user', d)).toEqual({});
+    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe('Your defaults: nothing saved (the bot defaults apply).\nIn force for you here: nothing saved (the bot defaults apply).');
+  });
+
+  it("only admins change the channel's defaults, which alone hold retention and no-log; show says what is in force", async () => {
+    const store = new SettingsStore(redis, config);
+    const d = discord('cmd-u2', 'cmd-c2');
+    for (const action of ['set', 'replace', 'reset', 'show'] as const) {
+      const e = await userError(run(store, { scope: 'channel', action, values: { steps: 5 } }, { d }));
+      expect(e.code).toBe('forbidden');
+      expect(e.message).toBe("Only admins can change this channel's defaults.");
+    }
+    expect(await store.get('channel', d)).toEqual({});
+    expect(await textOf(run(store, { scope: 'channel', action: 'set', values: { retentionSeconds: 7200, noLog: true, private: false } }, { d, isAdmin: true }))).toBe(
+      "This channel's defaults are now: results public · jobs deleted after 2 h · no-log mode.",
+    );
+    for (const values of [{ retentionSeconds: 60 }, { noLog: true }, { noLog: false }]) {
+      const e = await userError(run(store, { scope: 'user', action: 'set', values }, { d, isAdmin: true }));
+      expect(e.message).toBe('The retention TTL and no-log mode are channel settings: an admin sets them for the whole channel.');
+    }
+    expect(await store.get('user', d)).toEqual({});
+    await run(store, { scope: 'user', action: 'set', values: { steps: 9 } }, { d });
+    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe('Your defaults: 9 steps.\nIn force for you here: 9 steps · jobs deleted after 2 h · no-log mode.');
+    expect(await textOf(run(store, { scope: 'channel', action: 'show' }, { d, isAdmin: true }))).toBe(
+      "This channel's defaults: results public · jobs deleted after 2 h · no-log mode.\nIn force for you here: 9 steps · jobs deleted after 2 h · no-log mode.",
+    );
+    expect(await textOf(run(store, { scope: 'channel', action: 'reset' }, { d, isAdmin: true }))).toBe("This channel's defaults are cleared.");
+    expect(await store.get('channel', d)).toEqual({});
+  });
+
+  it("refuses values beyond this bot's limits and what is not a setting, saving nothing", async () => {
+    const store = new SettingsStore(redis, config);
+    const d = discord('cmd-u3', 'cmd-c3');
+    const g = config.generation;
+    await run(store, { scope: 'user', action: 'set', values: { steps: 3 } }, { d });
+    const refused: [SettingsInput['values'], string][] = [
+      [{ steps: g.maxDitSteps + 1 }, `steps can be at most ${g.maxDitSteps}.`],
+      [{ guidance: g.maxGuidance + 0.5 }, `guidance can be at most ${g.maxGuidance}.`],
+      [{ count: g.maxImagesPerRequest + 1 }, `images can be at most ${g.maxImagesPerRequest}.`],
+      [{ negative: 'x'.repeat(g.maxNegativeChars + 1) }, `The negative prompt can be at most ${g.maxNegativeChars} characters.`],
+    ];
+    for (const [values, message] of refused) expect((await userError(run(store, { scope: 'user', action: 'set', values }, { d }))).message, JSON.stringify(values)).toBe(message);
+    const bad = await userError(run(store, { scope: 'user', action: 'set', values: { aspect: '5:1', steps: 0 } }, { d }));
+    expect(bad.code).toBe('bad_request');
+    expect(bad.message).toMatch(/^Cannot save that: .*aspect.*; .*steps/); // both problems, on one line
+    expect(bad.message).not.toContain('\n');
+    expect(await store.get('user', d)).toEqual({ steps: 3 });
+    // At the limits themselves: saved.
+    await run(store, { scope: 'user', action: 'set', values: { steps: g.maxDitSteps, guidance: g.maxGuidance, count: g.maxImagesPerRequest, negative: 'x'.repeat(g.maxNegativeChars) } }, { d });
+    expect(await store.get('user', d)).toMatchObject({ steps: g.maxDitSteps, guidance: g.maxGuidance, count: g.maxImagesPerRequest });
+  });
+});
+
+describe('defaults, descriptions and durations', () => {
+  it("fills in only what the request left out; a request's own 0 stays", () => {
+    const saved: SavedSettings = { steps: 20, guidance: 5, aspect: '16:9', negative: 'blur', count: 3 };
+    expect(withDefaults({ prompt: 'p' } as { prompt: string; ditSteps?: number }, saved)).toEqual({ prompt: 'p', ditSteps: 20, guidance: 5, aspect: '16:9', negative: 'blur', count: 3 });
+    expect(withDefaults({ ditSteps: 7, guidance: 0, aspect: '1:1', negative: '', count: 1 }, saved)).toEqual({ ditSteps: 7, guidance: 0, aspect: '1:1', negative: '', count: 1 });
+  });
+
+  it('describes saved settings in one line', () => {
+    expect(describeSettings({})).toBe('nothing saved (the bot defaults apply)');
+    expect(describeSettings({ aspect: '1:1', steps: 1, guidance: 0, count: 1, negative: 'x', private: false, retentionSeconds: 90, noLog: false })).toBe(
+      'aspect 1:1 · 1 steps · guidance 0 · 1 image · no: x · results public · jobs deleted after 90 s',
+    );
+  });
+
+  it('reads a duration with or without its unit, and refuses anything else', () => {
+    const cases: [string, number][] = [['90', 90], [' 90 s ', 90], ['90sec', 90], ['15m', 900], ['15min', 900], ['15 MIN', 900], ['2h', 7200], ['7d', 604_800], ['1 day', 86_400], ['3days', 259_200]];
+    for (const [text, seconds] of cases) expect(parseDuration(text), text).toBe(seconds);
+    for (const text of ['', 'soon', '90 junk', '90sx', '1.5h', '-5m', '12345678s', '2w']) expect(() => parseDuration(text), text).toThrow(/is not a duration: write e\.g\. 90s, 15m, 2h or 7d\./);
+    expect(() => parseDuration('x'.repeat(100))).toThrow(`"${'x'.repeat(40)}" is not a duration`);
+    expect(formatDuration(90)).toBe('90 s');
+    expect(formatDuration(120)).toBe('2 min');
+    expect(formatDuration(7200)).toBe('2 h');
+    expect(formatDuration(86_400)).toBe('1 day');
+    expect(formatDuration(172_800)).toBe('2 days');
+  });
 });

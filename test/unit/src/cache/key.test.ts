@@ -41,6 +41,35 @@ describe('requestDigest', () => {
     expect(requestDigest(ask({ temperature: 0.7 }), 'aa')).toBeUndefined();
   });
 
+  it("an /ask's earlier turns are part of its address, normalised like the question", () => {
+    const withHistory = (history: AskRequest['history']) => requestDigest({ ...ask(), history }, 'aa');
+    const one = withHistory([{ role: 'user', text: 'what is it?' }, { role: 'assistant', text: 'a fox' }]);
+    expect(one).not.toBe(requestDigest(ask(), 'aa'));
+    expect(withHistory([{ role: 'user', text: 'what is it?' }, { role: 'assistant', text: 'a cat' }])).not.toBe(one);
+    expect(withHistory([{ role: 'assistant', text: 'what is it?' }, { role: 'user', text: 'a fox' }])).not.toBe(one);
+    expect(withHistory([{ role: 'user', text: ' what  is it?' }, { role: 'assistant', text: 'a fox\n' }])).toBe(one);
+    expect(requestDigest(ask({}, 'what is that?'), 'aa')).not.toBe(requestDigest(ask(), 'aa'));
+    expect(requestDigest(ask({ repetitionPenalty: 1.2 }), 'aa')).not.toBe(requestDigest(ask(), 'aa'));
+  });
+
+  it('/vary is addressed by its input image, prompt and options, never the same as an /imagine; without the image hash it has none', () => {
+    const vary = (prompt: string, sha?: string) => requestDigest({ ...imagine(prompt), kind: 'vary', imageKey: 'k' }, sha);
+    expect(vary('fox')).toBeUndefined();
+    expect(vary('fox', 'aa')).toMatch(/^[0-9a-f]{64}$/);
+    expect(vary('fox', 'aa')).not.toBe(vary('fox', 'bb'));
+    expect(vary('fox', 'aa')).not.toBe(vary('wolf', 'aa'));
+    expect(vary(' fox ', 'aa')).toBe(vary('fox', 'aa'));
+    expect(vary('fox', 'aa')).not.toBe(requestDigest(imagine('fox'), 'aa'));
+    // The image hash is where the prompt would be: ['vary', sha, prompt, …] must not equal ['vary', prompt, sha, …].
+    expect(vary('bb', 'aa')).not.toBe(vary('aa', 'bb'));
+  });
+
+  it('several images per request are not cached (an entry holds one PNG); one image is', () => {
+    expect(requestDigest(imagine('fox', { count: 2 }))).toBeUndefined();
+    expect(requestDigest({ ...imagine('fox', { count: 4 }), kind: 'vary', imageKey: 'k' }, 'aa')).toBeUndefined();
+    expect(requestDigest(imagine('fox', { count: 1 }))).toMatch(/^[0-9a-f]{64}$/);
+  });
+
   it('the model is part of the entry id, not of the digest', () => {
     const d = requestDigest(imagine('fox'))!;
     expect(entryId('model-a', d)).not.toBe(entryId('model-b', d));

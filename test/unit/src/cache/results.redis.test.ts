@@ -87,4 +87,34 @@ describe('ResultCache', () => {
     expect((await c.close('d', 'lead')).sort()).toEqual(followers); // a re-run after a crash: the same ones
     expect(await c.claim('d', 'next', '{}')).toEqual({ leads: true }); // the flight is over
   });
+
+  it("a claimed flight lives admitGraceMs until its leader's job is queued, then as long as a job is kept; only its leader confirms it", async () => {
+    const c = cacheWith({});
+    const prefix = prefixes.at(-1)!;
+    const [f, w] = [`${prefix}:{cache}:f:d`, `${prefix}:{cache}:w:d`];
+    expect(await c.claim('d', 'lead', '{}')).toEqual({ leads: true });
+    await c.lookup('d', 'f1', '{"n":1}');
+    const grace = 60_000; // limits.admitGraceMs (config/default.yaml)
+    for (const key of [f, w]) expect(await redis.pttl(key)).toBeGreaterThan(grace - 5_000);
+    for (const key of [f, w]) expect(await redis.pttl(key)).toBeLessThanOrEqual(grace);
+    await c.confirm('d', 'someone-else');
+    expect(await redis.pttl(f)).toBeLessThanOrEqual(grace);
+    await c.confirm('d', 'lead');
+    const keepMs = 86_400_000; // the longer of queue.keepFailedSeconds and keepCompletedSeconds
+    for (const key of [f, w]) expect(await redis.pttl(key)).toBeGreaterThan(keepMs - 5_000);
+    // Without followers there is no followers' hash to keep.
+    expect(await c.claim('e', 'lead2', '{}')).toEqual({ leads: true });
+    await c.confirm('e', 'lead2');
+    expect(await redis.exists(`${prefix}:{cache}:w:e`)).toBe(0);
+  });
+
+  it('without single flight a request always leads, and nothing of a flight is written', async () => {
+    const c = cacheWith({ singleFlight: false });
+    const prefix = prefixes.at(-1)!;
+    expect(await c.claim('d', 'a', '{}')).toEqual({ leads: true });
+    expect(await c.claim('d', 'b', '{}')).toEqual({ leads: true });
+    await c.confirm('d', 'a');
+    expect(await c.lookup('d', 'c', '{}')).toEqual({ kind: 'miss' });
+    expect(await redis.keys(`${prefix}:*`)).toEqual([]);
+  });
 });
