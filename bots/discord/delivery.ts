@@ -18,6 +18,11 @@ import { progressBody, queuedBody, resultMessage, type MessageBody, type Rendere
 
 /** Discord error codes meaning "this token/message is gone": fall back to a channel message. */
 const GONE_CODES = new Set<number | string>([10008, 10015, 10062, 50027]);
+/** Discord's answer to a direct message the user's privacy settings refuse ("Cannot send messages to this user"). */
+export const CANNOT_DM = 50007;
+/** What a user whose privacy settings refuse the bot's direct messages reads (after "I couldn't …: "). */
+export const DMS_CLOSED_HELP =
+  "you don't accept direct messages from me. Allow them for this server (click its name → Privacy Settings → Direct Messages), then ask again.";
 /** How many recent channel messages to scan for an earlier delivery of the same job. */
 const LOOKBACK_MESSAGES = 50;
 /** Discord caps `nonce` at 25 characters. */
@@ -113,14 +118,8 @@ export class DiscordDelivery implements PlatformPort {
         if (!isGone(e)) throw e;
       }
     }
-    if (d.private) {
-      // Private results never go to the channel: the requester's DM instead (enforce_nonce: posted once).
-      const dm = (await this.rest.post(Routes.userChannels(), { body: { recipient_id: d.userId } })) as { id: string };
-      const rendered = resultMessage(result, image, undefined, gallery);
-      const body = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
-      await this.rest.post(Routes.channelMessages(dm.id), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
-      return;
-    }
+    // Private results never go to the channel: the requester's DM instead.
+    if (d.private) return this.postDirect(d, result.jobId, resultMessage(result, image, undefined, gallery));
     if (await this.alreadyPosted(d, result.jobId)) return;
     const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery);
     const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
@@ -154,8 +153,28 @@ export class DiscordDelivery implements PlatformPort {
       }
     }
     if (d.statusMessageId) await gone(() => this.rest.delete(Routes.channelMessage(d.channelId, d.statusMessageId!)));
+    await this.postDirect(d, result.jobId, { body: text, files: [] });
+  }
+
+  /**
+   * A message for the requester alone, in their DM (nonce + enforce_nonce: posted once). When their privacy settings
+   * refuse it, a retry cannot help: a request from a server channel gets a short notice there instead, naming the
+   * user and nothing of the request (posted once, by the same nonce); one from a DM is only logged.
+   */
+  private async postDirect(d: DiscordDestination, jobId: string, rendered: Rendered): Promise<void> {
     const dm = (await this.rest.post(Routes.userChannels(), { body: { recipient_id: d.userId } })) as { id: string };
-    await this.rest.post(Routes.channelMessages(dm.id), { body: { ...text, nonce: nonceFor(result.jobId), enforce_nonce: true } });
+    const body = { ...rendered.body, nonce: nonceFor(jobId), enforce_nonce: true };
+    try {
+      await this.rest.post(Routes.channelMessages(dm.id), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+      return;
+    } catch (e) {
+      if (!(e instanceof DiscordAPIError && e.code === CANNOT_DM)) throw e;
+    }
+    const inServer = d.guildId !== null && d.channelId !== dm.id;
+    this.log.warn({ jobId, toldInChannel: inServer }, 'the requester does not accept direct messages: the private result was not posted');
+    if (!inServer) return;
+    const notice = { content: `<@${d.userId}> I couldn't send you your private result: ${DMS_CLOSED_HELP}`, allowed_mentions: { users: [d.userId] }, nonce: nonceFor(jobId), enforce_nonce: true };
+    await this.rest.post(Routes.channelMessages(d.channelId), { body: notice });
   }
 
   /** An earlier delivery of this job in the channel's recent messages (its nonce, or its Re-roll/Vary buttons). */

@@ -3,6 +3,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseButtonId } from '../../bots/discord/custom-ids.ts';
+import { samplePng } from '../conformance/platform-adapter.case.ts';
 import { startDiscordHarness, type DiscordHarness } from '../fakes/discord/bot-harness.ts';
 import type { FakeInteraction, FakeMessage } from '../fakes/discord/server.ts';
 
@@ -215,6 +216,40 @@ describe('Discord: /settings and private results', () => {
       const publicMessages = h.fake.channelMessages().filter((m) => !(m.flags & 64));
       expect(publicMessages.some((m) => /secret garden|secret lighthouse/.test(m.content))).toBe(false);
       expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.channelId}/messages$`)).some((r) => JSON.stringify(r.body).includes('secret'))).toBe(false);
+    } finally {
+      await h.core.settings.reset('channel', here());
+    }
+  }, 90_000);
+
+  it('a private channel and a user who refuses direct messages: told so (once, in the channel, nothing of the request), never a lost result', async () => {
+    const bob = h.fake.user('bob');
+    h.fake.closeDirectMessages(bob);
+    await h.core.settings.set('channel', here(), { private: true });
+    try {
+      // /imagine whose result comes after the interaction token expired: the DM is refused, a notice names bob.
+      const late = h.fake.slashCommand({ name: 'imagine', user: bob, options: [{ name: 'prompt', type: 3, value: 'a hidden waterfall' }] });
+      await h.fake.waitFor(() => late.callbacks.length > 0, 10_000, 'the deferral');
+      h.fake.expireToken(late.token);
+      const notice = await h.fake.waitFor(() => h.fake.channelMessages().find((m) => m.content.startsWith(`<@${bob.id}> I couldn't send you your private result`)), 30_000, 'the notice');
+      expect(notice.content).toContain("you don't accept direct messages from me");
+      expect(notice.attachments).toHaveLength(0);
+      const dmPosts = h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.dmChannel(bob)}/messages$`));
+      expect(dmPosts.length).toBeGreaterThanOrEqual(1);
+      expect(dmPosts.every((r) => r.status === 403)).toBe(true);
+      // Delivered once: no retry posts the notice again.
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(h.fake.channelMessages().filter((m) => m.content.includes("couldn't send you your private result"))).toHaveLength(1);
+      expect(h.fake.channelMessages().some((m) => m.content.includes('hidden waterfall'))).toBe(false);
+
+      // A mention with an image: the answer would go to bob's DMs, which he refuses: he is told how, and no job runs.
+      const png = await samplePng(32);
+      const jobsBefore = (await h.core.queue.getJobCounts('completed', 'active', 'waiting', 'delayed', 'prioritized'));
+      const question = h.fake.postUserMessage({ author: bob, content: 'what is in this secret photo?', mentionBot: true, attachments: [h.fake.addAttachment({ bytes: png, filename: 's.png', contentType: 'image/png' })] });
+      const reply = await h.fake.waitFor(() => h.fake.channelMessages().find((m) => m.referenceId === question.id), 15_000, 'the reply');
+      expect(reply.content).toBe(
+        "Answers in this channel are private, so they go to your direct messages, but you don't accept direct messages from me. Allow them for this server (click its name → Privacy Settings → Direct Messages), then ask again. Or use `/ask`: its answer is shown only to you.",
+      );
+      expect(await h.core.queue.getJobCounts('completed', 'active', 'waiting', 'delayed', 'prioritized')).toEqual(jobsBefore);
     } finally {
       await h.core.settings.reset('channel', here());
     }

@@ -43,6 +43,8 @@ export interface RestWorld {
   readonly commands: { global: Json[]; guild: Map<string, Json[]> };
   readonly options: { callbackWindowMs: number; tokenTtlMs: number };
   readonly dmChannels: Map<string, string>;
+  /** Users whose privacy settings refuse direct messages from this bot (Discord answers 403 50007). */
+  readonly closedDms: Set<string>;
   visible(message: FakeMessage, contextMenuTarget: boolean): FakeMessage;
   userById(id: string): FakeUser;
   dmChannelFor(user: FakeUser): string;
@@ -228,6 +230,9 @@ export class FakeRestApi {
 
   private onChannelPost(record: RecordedRequest, channelId: string, reply: Reply): void {
     const body = (record.body ?? {}) as Json;
+    // Like Discord: opening the DM channel works, posting in it fails when the user does not accept DMs.
+    const recipient = [...this.w.dmChannels].find(([, dm]) => dm === channelId)?.[0];
+    if (recipient !== undefined && this.w.closedDms.has(recipient)) return reply(403, { code: 50007, message: 'Cannot send messages to this user' });
     if (body.enforce_nonce && body.nonce !== undefined) {
       const existing = [...this.w.messages.values()].find(
         (x) => x.author.id === this.w.appId && x.nonce === String(body.nonce) && Date.now() - x.createdAt < 5 * 60_000,

@@ -63,6 +63,7 @@ export class FakeDiscord {
   private readonly blobs = new Map<string, { bytes: Uint8Array; contentType: string }>();
   private readonly waiters = new Set<() => void>();
   private readonly dmChannels = new Map<string, string>();
+  private readonly closedDms = new Set<string>();
   private port = 0;
 
   private constructor(options: FakeDiscordOptions) {
@@ -108,6 +109,7 @@ export class FakeDiscord {
       commands: this.commands,
       options: this.options,
       dmChannels: this.dmChannels,
+      closedDms: this.closedDms,
       visible: (m, target) => this.visible(m, target),
       userById: (id) => this.userById(id),
       dmChannelFor: (user) => this.dmChannelFor(user),
@@ -334,6 +336,11 @@ export class FakeDiscord {
   private userById(id: string): FakeUser {
     if (id === this.alice.id) return this.alice;
     return { id, username: `user${id.slice(-4)}` };
+  }
+
+  /** The user turns off "Allow direct messages from server members": the bot's DMs to them fail (403 50007). */
+  closeDirectMessages(user: FakeUser = this.alice): void {
+    this.closedDms.add(user.id);
   }
 
   /** The DM channel between the bot and a user (for postUserMessage in DMs). */

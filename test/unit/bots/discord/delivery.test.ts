@@ -128,4 +128,29 @@ describe('DiscordDelivery', () => {
     fake.injectFault({ method: 'PATCH', path: /@original$/, status: 500, times: 5 });
     await expect(port().deliver(result('j-5xx-2', second.destination), png)).rejects.toThrow();
   });
+
+  it("a private result or a withheld image for a user who refuses DMs: one notice in the channel naming them, nothing of the request; from a DM, only logged", async () => {
+    const carol = fake.user('carol');
+    fake.closeDirectMessages(carol);
+    const base = { platform: 'discord' as const, guildId: fake.guildId, channelId: fake.channelId, userId: carol.id, applicationId: fake.appId };
+    const notices = () => fake.channelMessages().filter((m) => m.content.startsWith(`<@${carol.id}> I couldn't send you your private result`));
+    await port().deliver(result('j-closed', { ...base, private: true }, 'a fox for carol'), png);
+    await port().deliver(result('j-closed', { ...base, private: true }, 'a fox for carol'), png); // a repeated delivery (another process)
+    expect(notices()).toHaveLength(1);
+    // It pings carol alone (everyone else's mentions stay off).
+    const posted = fake.requestsTo('POST', new RegExp(`/channels/${fake.channelId}/messages$`)).filter((r) => JSON.stringify(r.body).includes(carol.id));
+    expect(posted.map((r) => (r.body as { allowed_mentions?: unknown }).allowed_mentions)).toEqual([{ users: [carol.id] }, { users: [carol.id] }]);
+    const withheld: JobResult = { ...result('j-closed-2', base, 'a withheld fox for carol'), status: 'failed', image: undefined, error: { code: 'moderation', message: 'Withheld.', userFacing: true, private: true } };
+    await port().deliver(withheld, undefined);
+    expect(notices()).toHaveLength(2);
+    expect(fake.channelMessages().filter((m) => /fox for carol|Withheld/.test(m.content)).map((m) => m.content)).toEqual([]);
+    // A request made in the DM itself: nowhere else to say it.
+    const before = fake.messages.size;
+    await port().deliver(result('j-closed-3', { ...base, guildId: null, channelId: fake.dmChannel(carol), private: true }), png);
+    expect(fake.messages.size).toBe(before);
+    // Any other refusal still reaches the core, which retries.
+    fake.injectFault({ method: 'POST', path: new RegExp(`/channels/${fake.dmChannel(fake.alice)}/messages$`), status: 403, code: 50001, message: 'Missing Access' });
+    await expect(port().deliver(result('j-closed-4', { ...base, userId: fake.alice.id, private: true }), png)).rejects.toThrow('Missing Access');
+  });
 });
+

@@ -1,0 +1,214 @@
+// /blip3o-admin budget and usage (bots/core/commands/usage.ts) over real Redis and a real gate, without a worker: who
+// may use them, whose budget each one changes and what the admin reads back, the usage report's table and chart.
+import { randomUUID } from 'node:crypto';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CommandInput, Invocation, Reply } from '../../../../../bots/core/port.ts';
+import { budgetCommand, usageChart, usageCommand } from '../../../../../bots/core/commands/usage.ts';
+import { loadConfig } from '../../../../../src/config/load.ts';
+import { isUserError } from '../../../../../src/errors.ts';
+import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../../src/jobs/contract.ts';
+import { createJobsQueue, type JobsQueue } from '../../../../../src/jobs/queue.ts';
+import { createGate, type Gate } from '../../../../../src/limits/gate.ts';
+import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../../../src/redis.ts';
+
+const prefix = `t-usage-cmd-${randomUUID().slice(0, 8)}`;
+const config = loadConfig({ env: {}, overrides: { queue: { prefix }, usage: { budgets: { channel: 600, user: 0, workspace: 5000 }, estimateSmoothing: 0.3, fairCostUnitMs: 100, retainDays: 30 } } });
+let redis: Redis;
+let queue: JobsQueue;
+let gate: Gate;
+
+const discord = (channelId = 'c1', userId = 'admin', guildId = 'g1'): Destination => ({ platform: 'discord', guildId, channelId, userId, applicationId: 'app' });
+const slack = (channelId = 'C1', userId = 'UADMIN'): Destination => ({ platform: 'slack', teamId: 'T1', channelId, userId });
+const inv = (input: CommandInput, destination: Destination = discord(), isAdmin = true): Invocation => ({ input, destination, dedupeKey: randomUUID(), isAdmin });
+const textOf = async (reply: Promise<Reply>) => {
+  const r = await reply;
+  if (r.kind !== 'text') throw new Error(`not a text reply: ${JSON.stringify(r)}`);
+  expect(r.private).toBe(true); // budgets and usage are for the admin's eyes only
+  return r.text;
+};
+const refusal = async (reply: Promise<Reply>) => {
+  const e = await reply.then(() => undefined, (err: unknown) => err);
+  if (!isUserError(e)) throw new Error(`expected a UserError, got ${String(e)}`);
+  return e;
+};
+const budget = (input: Omit<Extract<CommandInput, { command: 'budget' }>, 'command'>, d?: Destination, isAdmin?: boolean) =>
+  budgetCommand(inv({ command: 'budget', ...input }, d, isAdmin), { config, gate });
+/** A finished job of `seconds` GPU-seconds, counted as the worker counts it. */
+async function ran(id: string, d: Destination, seconds: number) {
+  const request: JobRequest = { v: CONTRACT_VERSION, id, destination: d, submittedAt: 1, kind: 'imagine', prompt: 'p', options: { seed: 1, ditSteps: 1, decoderSteps: 1, guidance: 1, aspect: '1:1' } };
+  await gate.usage.settle(request, { timingsMs: { decoding: seconds * 1000 } }, 0);
+}
+
+beforeAll(() => {
+  redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', 'test-usage-cmd');
+  queue = createJobsQueue(config, redis);
+  gate = createGate(redis, config, queue);
+});
+afterAll(async () => {
+  gate.stop();
+  await queue.close();
+  await deleteKeys(redis, `${prefix}:*`);
+  await closeRedis(redis);
+});
+
+describe('/blip3o-admin budget', () => {
+  it('is for admins only, and only for budget commands', async () => {
+    for (const action of ['show', 'set', 'reset'] as const) {
+      const e = await refusal(budget({ action, seconds: 5 }, discord(), false));
+      expect(e.code).toBe('forbidden');
+      expect(e.message).toBe('Only admins can view or change GPU budgets.');
+    }
+    await expect(budgetCommand(inv({ command: 'usage' }), { config, gate })).rejects.toThrow('not a budget command: usage');
+  });
+
+  it("shows each scope's budget, where it comes from, and today's use and what is in flight", async () => {
+    const d = discord('show-c', 'show-admin', 'show-g');
+    await ran('s1', d, 123.456);
+    await gate.usage.admit('s2', d, { v: CONTRACT_VERSION, id: 's2', destination: d, submittedAt: 1, kind: 'imagine', prompt: 'p', options: { seed: 1, ditSteps: 1, decoderSteps: 1, guidance: 1, aspect: '1:1' } });
+    expect(await textOf(budget({ action: 'show' }, d))).toBe(
+      [
+        'GPU-second budgets per day (UTC; resets at 00:00 UTC):',
+        '• this channel: 600 (default); used today 123, 123 more queued or running (estimated)',
+        '• you: no budget; used today 123, 123 more queued or running (estimated)',
+        '• this server: 5,000 (default); used today 123, 123 more queued or running (estimated)',
+      ].join('\n'),
+    );
+    await gate.usage.release('s2');
+    await budget({ action: 'set', scope: 'user', seconds: 12.34 }, d);
+    expect(await textOf(budget({ action: 'show', targetUserId: 'someone' }, d))).toBe(
+      [
+        'GPU-second budgets per day (UTC; resets at 00:00 UTC):',
+        '• this channel: 600 (default); used today 123',
+        '• user someone: no budget; used today 0',
+        '• this server: 5,000 (default); used today 123',
+      ].join('\n'),
+    );
+    expect(await textOf(budget({ action: 'show', targetUserId: 'show-admin' }, d))).toContain('• you: 12.3 (set by an admin); used today 123');
+    expect(await textOf(budget({ action: 'show' }, slack('C9', 'U9')))).toContain('• this workspace: 5,000 (default); used today 0');
+  });
+
+  it("sets and resets the budget of this channel (the default), a user (the caller by default) or this workspace", async () => {
+    const d = discord('set-c', 'set-admin', 'set-g');
+    expect(await textOf(budget({ action: 'set', seconds: 90 }, d))).toBe('The GPU budget for this channel is now 90 GPU-seconds per day (resets at 00:00 UTC).');
+    expect((await gate.usage.budgets(d)).channel).toEqual({ seconds: 90, source: 'redis' });
+    expect(await textOf(budget({ action: 'set', scope: 'user', targetUserId: 'pat', seconds: 0 }, d))).toBe('The GPU budget for user pat is now no budget.');
+    expect((await gate.usage.budgets(discord('x', 'pat', 'other-g'))).user).toEqual({ seconds: 0, source: 'redis' }); // a user's budget is platform-wide
+    expect((await gate.usage.budgets(d)).user).toEqual({ seconds: 0, source: 'default' });
+    expect(await textOf(budget({ action: 'set', scope: 'user', seconds: 2500.7 }, d))).toBe('The GPU budget for you is now 2,501 GPU-seconds per day (resets at 00:00 UTC).');
+    expect((await gate.usage.budgets(d)).user).toEqual({ seconds: 2500.7, source: 'redis' });
+    expect(await textOf(budget({ action: 'set', scope: 'user', targetUserId: 'set-admin', seconds: 5 }, d))).toBe('The GPU budget for you is now 5 GPU-seconds per day (resets at 00:00 UTC).');
+    expect(await textOf(budget({ action: 'set', scope: 'workspace', seconds: 1e9 }, d))).toBe('The GPU budget for this server is now 1,000,000,000 GPU-seconds per day (resets at 00:00 UTC).');
+    expect((await gate.usage.budgets(discord('other-c', 'u', 'set-g'))).workspace).toEqual({ seconds: 1e9, source: 'redis' });
+
+    expect(await textOf(budget({ action: 'reset' }, d))).toBe('The GPU budget for this channel is back to the default: 600 GPU-seconds per day.');
+    expect((await gate.usage.budgets(d)).channel).toEqual({ seconds: 600, source: 'default' });
+    expect(await textOf(budget({ action: 'reset', scope: 'user', targetUserId: 'pat' }, d))).toBe('The GPU budget for user pat is back to the default: no budget.');
+    expect((await gate.usage.budgets(discord('x', 'pat'))).user.source).toBe('default');
+    expect(await textOf(budget({ action: 'reset', scope: 'workspace' }, slack()))).toBe('The GPU budget for this workspace is back to the default: 5,000 GPU-seconds per day.');
+  });
+
+  it('refuses a budget that is missing, negative, not a number or absurdly large, and changes nothing', async () => {
+    const d = discord('bad-c', 'bad-admin', 'bad-g');
+    for (const seconds of [undefined, -1, Number.NaN, Number.POSITIVE_INFINITY, 1e9 + 1]) {
+      const e = await refusal(budget({ action: 'set', seconds }, d));
+      expect(e.code, String(seconds)).toBe('bad_request');
+      expect(e.message).toBe('Give the budget in GPU-seconds per day, 0 or more (0 turns it off).');
+    }
+    expect((await gate.usage.budgets(d)).channel.source).toBe('default');
+    expect(await textOf(budget({ action: 'set', seconds: 0 }, d))).toBe('The GPU budget for this channel is now no budget.');
+  });
+});
+
+describe('/blip3o-admin usage', () => {
+  it("reports this server's channels and users over the days asked for, as a table and a chart", async () => {
+    const g = 'rep-g';
+    await ran('r1', discord('c-own', 'alice', g), 250);
+    await ran('r2', discord('c-other', 'bob', g), 40.25);
+    await ran('r3', discord('c-other', 'alice', g), 4);
+    await ran('r4', discord('c-elsewhere', 'carol', 'another-g'), 999);
+    await gate.usage.count('hits', discord('c-own', 'bob', g));
+    const reply = await usageCommand(inv({ command: 'usage', days: 1 }, discord('c-own', 'admin', g)), { config, gate });
+    if (reply.kind !== 'text') throw new Error('not text');
+    expect(reply.private).toBe(true);
+    expect(reply.text).toBe(
+      [
+        'GPU usage in this server over today (UTC): 294 GPU-seconds.',
+        'Top channels:',
+        '```',
+        'name          GPU-s    jobs  cached  refused',
+        'this channel    250       1       1        0',
+        '#c-other       44.3       2       0        0',
+        '```',
+        'Top users:',
+        '```',
+        'name      GPU-s    jobs  cached  refused',
+        '@alice      254       2       0        0',
+        '@bob       40.3       1       1        0',
+        '```',
+      ].join('\n'),
+    );
+    expect(reply.image).toMatchObject({ name: 'usage-1d.png', altText: 'Bar chart of GPU-seconds per channel and per user over today (UTC)' });
+    const meta = await sharp(reply.image!.png).metadata();
+    expect(meta.format).toBe('png');
+    expect(meta.width).toBe(640);
+
+    const week = await usageCommand(inv({ command: 'usage' }, discord('c-own', 'admin', g)), { config, gate });
+    expect(week.kind === 'text' && week.text.split('\n')[0]).toBe('GPU usage in this server over the last 7 days (UTC, today included): 294 GPU-seconds.');
+    expect(week.kind === 'text' && week.image?.name).toBe('usage-7d.png');
+  });
+
+  it('labels Slack channels and users by their ids, says when there is nothing yet, and shows the top five', async () => {
+    const empty = await usageCommand(inv({ command: 'usage', days: 30 }, slack('C-empty', 'U1')), { config, gate });
+    expect(empty.kind === 'text' && empty.text).toBe(['GPU usage in this workspace over the last 30 days (UTC, today included): 0 GPU-seconds.', 'Top channels: nothing yet.', 'Top users: nothing yet.'].join('\n'));
+    for (let i = 1; i <= 7; i++) await ran(`sl${i}`, { platform: 'slack', teamId: 'T-top', channelId: `C${i}`, userId: `U${i}` }, i);
+    const top = await usageCommand(inv({ command: 'usage', days: 1 }, { platform: 'slack', teamId: 'T-top', channelId: 'C7', userId: 'UADMIN' }), { config, gate });
+    if (top.kind !== 'text') throw new Error('not text');
+    const rows = top.text.split('\n');
+    expect(rows[0]).toBe('GPU usage in this workspace over today (UTC): 28 GPU-seconds.'); // every channel counts in the total
+    expect(rows.slice(4, 10).map((r) => r.split(/\s+/)[0])).toEqual(['this', 'C6', 'C5', 'C4', 'C3', '```']);
+    expect(rows[4]).toBe('this channel      7       1       0        0');
+    expect(rows.slice(13, 19).map((r) => r.split(/\s+/)[0])).toEqual(['U7', 'U6', 'U5', 'U4', 'U3', '```']);
+  });
+
+  it('is for admins only, and takes 1 to usage.retainDays whole days', async () => {
+    const e = await refusal(usageCommand(inv({ command: 'usage' }, discord(), false), { config, gate }));
+    expect(e.message).toBe('Only admins can see GPU usage.');
+    for (const days of [0, -1, 1.5, 31]) {
+      const bad = await refusal(usageCommand(inv({ command: 'usage', days }), { config, gate }));
+      expect(bad.message, String(days)).toBe('days must be a whole number from 1 to 30.');
+    }
+    expect((await usageCommand(inv({ command: 'usage', days: 30 }), { config, gate })).kind).toBe('text');
+    await expect(usageCommand(inv({ command: 'budget', action: 'show' }), { config, gate })).rejects.toThrow('not a usage command: budget');
+  });
+});
+
+describe('usageChart', () => {
+  it('draws a bar per row, the longest for the most, at most five per section, and says none for an empty one', async () => {
+    const rows = (n: number) => Array.from({ length: n }, (_, i) => ({ label: `row ${i}`, value: (i + 1) * 10 }));
+    const draw = async (channels: { label: string; value: number }[], users: { label: string; value: number }[]) => {
+      const png = await usageChart(channels, users, 'title <&>');
+      return sharp(png).metadata();
+    };
+    // Height: 34 + per section 8 + 22 (its name) + 22 per row (or 22 for "none"), + 10.
+    expect((await draw(rows(2), rows(1))).height).toBe(34 + (8 + 22 + 2 * 22) + (8 + 22 + 22) + 10);
+    expect((await draw(rows(9), [])).height).toBe(34 + (8 + 22 + 5 * 22) + (8 + 22 + 22) + 10);
+    expect((await draw([], [])).height).toBe(34 + 2 * (8 + 22 + 22) + 10);
+  });
+
+  it('scales the bars to the largest value: the top row is the longest bar', async () => {
+    const png = await usageChart([{ label: 'a', value: 100 }, { label: 'b', value: 25 }], [], 't');
+    const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const barWidth = (y: number) => {
+      let n = 0;
+      for (let x = 0; x < info.width; x++) {
+        const i = (y * info.width + x) * 3;
+        if (data[i] === 0x58 && data[i + 1] === 0x65 && data[i + 2] === 0xf2) n++;
+      }
+      return n;
+    };
+    // Rows start at y = 34 + 8 + 22 = 64; each bar is drawn from y + 3, 14 px high.
+    expect(barWidth(64 + 10)).toBe(330);
+    expect(barWidth(64 + 22 + 10)).toBe(Math.round(0.25 * 330));
+  });
+});
