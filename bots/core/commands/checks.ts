@@ -5,7 +5,7 @@
 import { CheckOverrides, resolvePolicy, type CheckPolicy } from '../../../src/checks/policy.ts';
 import { CheckPolicyOverride } from '../../../src/config/schema.ts';
 import { UserError } from '../../../src/errors.ts';
-import { channelKey } from '../../../src/jobs/contract.ts';
+import { channelKey, type Destination } from '../../../src/jobs/contract.ts';
 import type { Redis } from '../../../src/redis.ts';
 import type { Config } from '../../../src/config/schema.ts';
 import type { Invocation, Reply } from '../port.ts';
@@ -65,8 +65,14 @@ export async function checksCommand(inv: Invocation, core: { readonly config: Re
   const ck = targetChannel(inv, input.channelKey);
   const store = new CheckOverrides(core.redis, core.config.queue.prefix);
   const name = channelName(inv, ck);
-  // The age-restricted layer depends on the channel; it is known for the channel the admin types in.
-  const policyOf = async () => resolvePolicy(core.config.checks, ck === channelKey(inv.destination) ? inv.destination : { ...inv.destination, channelId: ck.split(':')[2] ?? '' }, await store.get(ck));
+  // The age-restricted layer depends on the channel, and is known only for the channel the admin types in: another
+  // channel is shown without it (not with this channel's).
+  const elsewhere = (): Destination => {
+    const other = { ...inv.destination, channelId: ck.split(':')[2] ?? '' };
+    if (other.platform === 'discord') delete other.nsfw;
+    return other;
+  };
+  const policyOf = async () => resolvePolicy(core.config.checks, ck === channelKey(inv.destination) ? inv.destination : elsewhere(), await store.get(ck));
   switch (input.action) {
     case 'show': {
       const set = await store.get(ck);

@@ -51,7 +51,9 @@ async function purgeUser(deps: QueueDeps, inv: Invocation, targetUserId: string)
   const prefix = `${d.platform}:${workspaceOf(d)}:`;
   const waiting = (await deps.gate.scheduler.waitingJobs()).filter((j) => j.userKey === userKey && j.channelKey.startsWith(prefix));
   let removed = 0;
-  let stopping = 0;
+  // Jobs told to stop, once each: a job a worker has just taken (locked, its start not yet told to the scheduler) is
+  // both in the scheduler's waiting list and among BullMQ's active jobs.
+  const stopping = new Set<string>();
   for (const { jobId } of waiting) {
     const job = await deps.queue.getJob(jobId);
     if (!job) {
@@ -66,16 +68,16 @@ async function purgeUser(deps: QueueDeps, inv: Invocation, targetUserId: string)
       const result = cancelledResult(job.data, 'Removed from the queue by an admin.');
       await q.add('result', result, { jobId }).finally(() => q.close());
       await deps.releaseFollowers?.(job.data, result);
-    } else stopping++;
+    } else stopping.add(jobId);
   }
   for (const job of await deps.queue.getActive()) {
     const dest = job.data?.destination;
     if (dest && dest.platform === d.platform && dest.userId === targetUserId && `${dest.platform}:${workspaceOf(dest)}:` === prefix) {
-      await requestCancel(deps.redis, deps.config, job.id!);
-      stopping++;
+      if (!stopping.has(job.id!)) await requestCancel(deps.redis, deps.config, job.id!);
+      stopping.add(job.id!);
     }
   }
-  return `Removed ${removed} waiting job${removed === 1 ? '' : 's'} of that user${stopping ? `; stopping ${stopping} running` : ''}.`;
+  return `Removed ${removed} waiting job${removed === 1 ? '' : 's'} of that user${stopping.size ? `; stopping ${stopping.size} running` : ''}.`;
 }
 
 export async function queueCommand(inv: Invocation, deps: QueueDeps): Promise<Reply> {
