@@ -11,6 +11,7 @@ import { SCOPES, type Scope, type UsageRow } from '../../../src/accounting/usage
 import type { Invocation, Reply } from '../port.ts';
 import { requireAdmin, type AdminDeps } from './limits.ts';
 
+// Stryker disable next-line EqualityOperator: equivalent at 100 (both branches write "100")
 const num = (n: number) => (n >= 100 ? Math.round(n).toLocaleString('en') : String(Math.round(n * 10) / 10));
 const workspaceWord = (d: Destination) => (d.platform === 'discord' ? 'server' : 'workspace');
 
@@ -30,6 +31,7 @@ async function showBudgets(gate: Gate, inv: Invocation, targetUserId?: string): 
   for (const s of SCOPES) {
     const b = budgets[s];
     const { used, inflight } = today[s];
+    // Stryker disable next-line ConditionalExpression: equivalent, the channel's and workspace's names do not depend on the user
     const who = s === 'user' ? target(inv, s, targetUserId).name : target(inv, s, undefined).name;
     const limit = b.seconds > 0 ? `${num(b.seconds)}${b.source === 'redis' ? ' (set by an admin)' : ' (default)'}` : 'no budget';
     lines.push(`• ${who}: ${limit}; used today ${num(used)}${inflight > 0 ? `, ${num(inflight)} more queued or running (estimated)` : ''}`);
@@ -81,8 +83,8 @@ function table(title: string, rows: UsageRow[], label: (id: string) => string): 
 
 const escapeXml = (s: string) => s.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c]!);
 
-/** A small horizontal bar chart of GPU-seconds per channel and per user: SVG, rendered to PNG by sharp. */
-export async function usageChart(channels: { label: string; value: number }[], users: { label: string; value: number }[], title: string): Promise<Uint8Array> {
+/** A small horizontal bar chart of GPU-seconds per channel and per user, as SVG (usageChart renders it). */
+export function usageChartSvg(channels: { label: string; value: number }[], users: { label: string; value: number }[], title: string): string {
   const width = 640;
   const rowH = 22;
   const sections = [{ name: 'Channels', rows: channels.slice(0, TOP) }, { name: 'Users', rows: users.slice(0, TOP) }];
@@ -108,8 +110,12 @@ export async function usageChart(channels: { label: string; value: number }[], u
     }
   }
   const height = y + 10;
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif"><rect width="100%" height="100%" fill="#ffffff"/>${parts.join('')}</svg>`;
-  return new Uint8Array(await sharp(Buffer.from(svg)).png().toBuffer());
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif"><rect width="100%" height="100%" fill="#ffffff"/>${parts.join('')}</svg>`;
+}
+
+/** usageChartSvg rendered to PNG by sharp. */
+export async function usageChart(channels: { label: string; value: number }[], users: { label: string; value: number }[], title: string): Promise<Uint8Array> {
+  return new Uint8Array(await sharp(Buffer.from(usageChartSvg(channels, users, title))).png().toBuffer());
 }
 
 export async function usageCommand(inv: Invocation, deps: AdminDeps): Promise<Reply> {

@@ -22,14 +22,12 @@ import { startOrHold } from '../../../../../src/scheduling/fair.ts';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-admin-${randomUUID().slice(0, 8)}`;
 const OFF: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
-const config = loadConfig({
-  env: {},
-  overrides: {
-    logLevel: 'fatal',
-    queue: { prefix },
+const overrides = {
+    logLevel: 'fatal' as const,
     limits: { channel: { requestsPerWindow: 10, windowSeconds: 60, burst: 0, maxConcurrent: 0 }, user: { ...OFF, maxConcurrent: 4 }, workspace: OFF, channelOverrides: { 'discord:g1:from-config': { ...OFF, maxConcurrent: 7 } } },
-  },
-});
+    checks: { moderation: { enabled: true }, channelOverrides: { 'discord:gk:K2': { thresholds: { violence: 0.3 } } } },
+};
+const config = loadConfig({ env: {}, overrides: { ...overrides, queue: { prefix } } });
 let redis: Redis;
 let core: Core;
 
@@ -48,6 +46,35 @@ const imagine = async (d: Destination) => {
   if (r.kind !== 'queued') throw new Error(`not queued: ${JSON.stringify(r)}`);
   return r.jobId;
 };
+
+/**
+ * A model worker that takes the jobs of one server, reports their start as worker/processor.ts does (unless `silent`:
+ * the moment between taking a job and telling the scheduler) and holds them until close(); other jobs it finishes.
+ */
+function holdingWorker(c: Core, guildId: string, opts: { silent?: boolean; concurrency?: number } = {}) {
+  const held: (() => void)[] = [];
+  const taken: string[] = [];
+  const scheduler = c.gate.scheduler;
+  const worker: Worker = createQueueWorker(c.config, redis, QueueNames.jobs, async (job: Job<JobRequest>, token?: string) => {
+    if (job.data.destination.platform !== 'discord' || job.data.destination.guildId !== guildId) return;
+    if (!opts.silent) await startOrHold(scheduler, job, token);
+    taken.push(job.id!);
+    await new Promise<void>((resolve) => held.push(resolve));
+  }, { concurrency: opts.concurrency ?? 1 });
+  return {
+    async took(jobId: string) {
+      const end = Date.now() + 10_000;
+      while (!taken.includes(jobId)) {
+        if (Date.now() > end) throw new Error(`the worker never took ${jobId}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async close() {
+      held.forEach((release) => release());
+      await worker.close();
+    },
+  };
+}
 
 beforeAll(() => {
   redis = createRedis(REDIS_URL, 'test-admin');
@@ -91,6 +118,7 @@ describe('limits texts', () => {
 describe('/blip3o-admin limits', () => {
   it("shows this channel's limits and use, the per-user and whole-server ones, and other channels of this server only", async () => {
     await core.gate.limiter.setChannelLimit('discord:g1:tuned', { ...OFF, requestsPerWindow: 2 });
+    await core.gate.limiter.setChannelLimit('discord:g1:tuned-too', { ...OFF, requestsPerWindow: 4 });
     await core.gate.limiter.setChannelLimit('discord:g2:secret', { ...OFF, requestsPerWindow: 3 }); // another server's
     await imagine(discord('L1', 'ann'));
     expect(await textOf(run({ command: 'limits', action: 'show' }, discord('L1', 'ann')))).toBe(
@@ -99,11 +127,13 @@ describe('/blip3o-admin limits', () => {
         '  now: 9 of 10 requests available now; 1 jobs queued or running',
         'Per user: no rate limit, at most 4 jobs queued or running. You: 1/4 jobs queued or running.',
         'Whole server: no rate limit, no cap on jobs queued or running. Now: 1 jobs queued or running.',
-        'Other channels with limits set by an admin: discord:g1:tuned',
+        'Other channels with limits set by an admin: discord:g1:tuned, discord:g1:tuned-too',
       ].join('\n'),
     );
     // The channel itself is not listed among the "other" ones; on Slack it is the whole workspace, with no others.
-    expect(await textOf(run({ command: 'limits', action: 'show', channelKey: 'discord:g1:tuned' }, discord('L1')))).toMatch(/^Limits for discord:g1:tuned \(set by an admin\): 2 requests per minute[^]*Whole server: [^\n]*\.$/);
+    expect(await textOf(run({ command: 'limits', action: 'show', channelKey: 'discord:g1:tuned' }, discord('L1')))).toMatch(/^Limits for discord:g1:tuned \(set by an admin\): 2 requests per minute[^]*\nOther channels with limits set by an admin: discord:g1:tuned-too$/);
+    expect(await textOf(run({ command: 'limits', action: 'show', channelKey: 'discord:g1:from-config' }, discord('L1')))).toMatch(/^Limits for discord:g1:from-config \(the config file\): no rate limit, at most 7 jobs queued or running\.\n/);
+    await core.gate.limiter.resetChannelLimit('discord:g1:tuned-too');
     expect(await textOf(run({ command: 'limits', action: 'show' }, slack()))).toMatch(/\nWhole workspace: no rate limit, no cap on jobs queued or running\. Now: 0 jobs queued or running\.$/);
   });
 
@@ -124,24 +154,43 @@ describe('/blip3o-admin limits', () => {
 });
 
 describe('/blip3o-admin queue', () => {
-  it("shows the whole queue's depth but only this server's channels, this one first even when idle", async () => {
-    const [a, b] = [discord('QA', 'u1', 'gq'), discord('QB', 'u2', 'gq')];
-    await core.gate.scheduler.pause('discord:gq:QA');
-    await core.gate.scheduler.pause('discord:gq-other:QX');
-    for (const d of [a, a, b, b, discord('QX', 'u3', 'gq-other')]) await imagine(d);
-    await core.gate.scheduler.pause('discord:gq:QB');
-    const status = await textOf(run({ command: 'queue', action: 'status' }, discord('QIDLE', 'mod', 'gq')));
-    const lines = status.split('\n');
-    expect(lines[0]).toMatch(/^Queue: 0 running, \d+ waiting in \d+ channels\.$/);
-    const [, waiting, channels] = /(\d+) waiting in (\d+) channels/.exec(lines[0]!)!.map(Number);
-    expect(waiting).toBeGreaterThanOrEqual(5);
-    expect(channels).toBeGreaterThanOrEqual(3);
-    expect(lines.slice(1)).toEqual([
-      'this channel: 0 waiting; 10 of 10 requests available now; 0 jobs queued or running',
-      'discord:gq:QA: 2 waiting (paused); 8 of 10 requests available now; 2 jobs queued or running',
-      'discord:gq:QB: 2 waiting (paused); 8 of 10 requests available now; 2 jobs queued or running',
-    ]);
-    expect(status).not.toContain('gq-other');
+  it("shows the whole queue's depth (running, waiting, channels with jobs) but only this server's channels, this one first", async () => {
+    // A core on a prefix of its own: the counts are exact.
+    const own = `${prefix}-q`;
+    const q = createCore({ config: loadConfig({ env: {}, overrides: { ...overrides, queue: { prefix: own } } }), secrets: loadSecrets({ REDIS_URL }), ports: [], redis });
+    const holder = holdingWorker(q, 'gq');
+    try {
+      const submit = async (d: Destination) => {
+        const r = await q.handle(inv({ command: 'imagine', prompt: `a lighthouse ${randomUUID()}` }, d, false));
+        if (r.kind !== 'queued') throw new Error(`not queued: ${JSON.stringify(r)}`);
+        return r.jobId;
+      };
+      const runningId = await submit(discord('QR', 'u0', 'gq'));
+      await holder.took(runningId);
+      await q.gate.scheduler.pause('discord:gq:QA');
+      await q.gate.scheduler.pause('discord:gq:QEMPTY'); // paused, nothing waiting: not among the "channels" counted
+      await q.gate.scheduler.pause('discord:gq-other:QX');
+      for (const d of [discord('QA', 'u1', 'gq'), discord('QA', 'u1', 'gq'), discord('QB', 'u2', 'gq'), discord('QB', 'u2', 'gq'), discord('QX', 'u3', 'gq-other')]) await submit(d);
+      await q.gate.scheduler.pause('discord:gq:QB');
+      const status = (d: Destination) => textOf(q.handle(inv({ command: 'queue', action: 'status' }, d)));
+      const idle = await status(discord('QIDLE', 'mod', 'gq'));
+      expect(idle.split('\n')).toEqual([
+        'Queue: 1 running, 5 waiting in 3 channels.',
+        'this channel: 0 waiting; 10 of 10 requests available now; 0 jobs queued or running',
+        'discord:gq:QA: 2 waiting (paused); 8 of 10 requests available now; 2 jobs queued or running',
+        'discord:gq:QB: 2 waiting (paused); 8 of 10 requests available now; 2 jobs queued or running',
+        'discord:gq:QEMPTY: 0 waiting (paused); 10 of 10 requests available now; 0 jobs queued or running',
+      ]);
+      // From a channel with jobs: that channel once, named "this channel", in its place.
+      const fromQA = (await status(discord('QA', 'mod', 'gq'))).split('\n');
+      expect(fromQA.filter((l) => l.startsWith('this channel'))).toEqual(['this channel: 2 waiting (paused); 8 of 10 requests available now; 2 jobs queued or running']);
+      expect(fromQA).toHaveLength(4);
+      expect(fromQA.join('\n')).not.toContain('gq-other');
+    } finally {
+      await holder.close();
+      await q.stop();
+      await deleteKeys(redis, `${own}:*`);
+    }
   });
 
   it('pauses and resumes this channel', async () => {
@@ -152,39 +201,30 @@ describe('/blip3o-admin queue', () => {
     expect(await core.gate.scheduler.isPaused('discord:gp:P1')).toBe(false);
   });
 
-  it("purges a user's waiting jobs in this server (each owner told once) and stops their running one; other servers' are kept", async () => {
+  it("purges a user's waiting jobs in this server (each owner told once) and stops their running one; other users' and servers' are kept", async () => {
     const g = 'gpurge';
-    const held: (() => void)[] = [];
-    const taken: string[] = [];
-    // A model worker that holds this server's jobs until the test ends (the earlier tests' jobs it just finishes).
-    const worker: Worker = createQueueWorker(config, redis, QueueNames.jobs, async (job: Job<JobRequest>, token?: string) => {
-      if (job.data.destination.platform !== 'discord' || job.data.destination.guildId !== g) return;
-      await startOrHold(core.gate.scheduler, job, token); // as worker/processor.ts starts every job
-      taken.push(job.id!);
-      await new Promise<void>((resolve) => held.push(resolve));
-    }, { concurrency: 1 });
+    const holder = holdingWorker(core, g, { concurrency: 2 });
     try {
       const running = await imagine(discord('PA', 'eve', g));
-      await new Promise<void>((resolve, reject) => {
-        const end = Date.now() + 10_000;
-        const look = () => (taken.includes(running) ? resolve() : Date.now() > end ? reject(new Error('the worker never took the job')) : setTimeout(look, 20));
-        look();
-      });
+      const othersRunning = await imagine(discord('PC', 'frank', g));
+      await holder.took(running);
+      await holder.took(othersRunning);
       const waiting = [await imagine(discord('PA', 'eve', g)), await imagine(discord('PB', 'eve', g))];
       const kept = [await imagine(discord('PA', 'frank', g)), await imagine(discord('PX', 'eve', 'gpurge-other'))];
       expect(await textOf(run({ command: 'queue', action: 'purge-user', targetUserId: 'eve' }, discord('PA', 'mod', g)))).toBe('Removed 2 waiting jobs of that user; stopping 1 running.');
       for (const id of waiting) expect(await core.queue.getJob(id)).toBeUndefined();
       for (const id of kept) expect(await core.queue.getJob(id)).toBeDefined();
       expect(await isCancelRequested(redis, config, running)).toBe(true);
-      for (const id of kept) expect(await isCancelRequested(redis, config, id)).toBe(false);
-      // Each removed job's owner is told once: a delivery job under the job's own id (a repeated purge adds none).
+      for (const id of [...kept, othersRunning]) expect(await isCancelRequested(redis, config, id)).toBe(false);
+      // Each removed job's owner is told once: a "result" delivery job under the job's own id.
       const delivery = createDeliveryQueue(config, redis, 'delivery-discord');
       try {
         for (const id of waiting) {
-          const result = (await delivery.getJob(id))?.data as JobResult | undefined;
-          expect(result).toMatchObject({ jobId: id, status: 'cancelled', error: { code: 'cancelled', message: 'Removed from the queue by an admin.', userFacing: true } });
+          const job = await delivery.getJob(id);
+          expect(job?.name).toBe('result');
+          expect(job?.data as JobResult | undefined).toMatchObject({ jobId: id, status: 'cancelled', error: { code: 'cancelled', message: 'Removed from the queue by an admin.', userFacing: true } });
         }
-        expect(await textOf(run({ command: 'queue', action: 'purge-user', targetUserId: 'frank' }, discord('PA', 'mod', g)))).toBe('Removed 1 waiting job of that user.');
+        expect(await textOf(run({ command: 'queue', action: 'purge-user', targetUserId: 'frank' }, discord('PA', 'mod', g)))).toBe('Removed 1 waiting job of that user; stopping 1 running.');
         expect(await delivery.count()).toBe(3);
       } finally {
         await delivery.close();
@@ -192,30 +232,21 @@ describe('/blip3o-admin queue', () => {
       const none = await run({ command: 'queue', action: 'purge-user' }, discord('PA', 'mod', g));
       expect(none).toEqual({ kind: 'error', private: true, text: 'Name the user whose jobs to remove.' });
     } finally {
-      held.forEach((release) => release());
-      await worker.close();
+      await holder.close();
     }
   }, 30_000);
 
   it('counts a running job once, even in the moment between a worker taking it and telling the scheduler', async () => {
     const g = 'gtaken';
-    const held: (() => void)[] = [];
-    const taken: string[] = [];
     // This worker never reports the start: the job is both "waiting" to the scheduler and active (locked) in BullMQ.
-    const worker: Worker = createQueueWorker(config, redis, QueueNames.jobs, async (job: Job<JobRequest>) => {
-      if (job.data.destination.platform !== 'discord' || job.data.destination.guildId !== g) return;
-      taken.push(job.id!);
-      await new Promise<void>((resolve) => held.push(resolve));
-    }, { concurrency: 1 });
+    const holder = holdingWorker(core, g, { silent: true });
     try {
       const id = await imagine(discord('T1', 'gil', g));
-      const end = Date.now() + 10_000;
-      while (!taken.includes(id) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      await holder.took(id);
       expect(await textOf(run({ command: 'queue', action: 'purge-user', targetUserId: 'gil' }, discord('T1', 'mod', g)))).toBe('Removed 0 waiting jobs of that user; stopping 1 running.');
       expect(await isCancelRequested(redis, config, id)).toBe(true);
     } finally {
-      held.forEach((release) => release());
-      await worker.close();
+      await holder.close();
     }
   }, 30_000);
 });
@@ -238,7 +269,7 @@ describe('/blip3o-admin checks', () => {
     expect(parseCheckSettings('threshold=0 rerolls=10 nudity=1 violence=.25', questions)).toEqual({ matchThreshold: 0, maxRerolls: 10, thresholds: { nudity: 1, violence: 0.25 } });
     expect(parseCheckSettings('threshold=0.75 rerolls=0', questions)).toEqual({ matchThreshold: 0.75, maxRerolls: 0 });
     const usage = 'Settings: alt=on|off, match=on|off, threshold=0…1 (re-roll below it), rerolls=0…10, moderation=on|off, and <question id>=0…1 (withhold above it).';
-    for (const text of ['alt=maybe', 'alt=onn', 'alt=xon', 'match=nope', 'match=offf'])
+    for (const text of ['alt=maybe', 'alt=onn', 'alt=xon', 'match=nope', 'match=offf', 'match=xoff'])
       expect(refusal(text), text).toBe(`${text.split('=')[0]} must be on or off. ${usage}`);
     for (const text of ['threshold=1.5', 'threshold=-0.1', 'threshold=abc', 'threshold=0.5x', 'threshold=x0.5', 'threshold=1e-1', 'nudity=2'])
       expect(refusal(text), text).toBe(`${text.split('=')[0]} must be a number from 0 to 1. ${usage}`);

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandInput, Invocation, Reply } from '../../../../../bots/core/port.ts';
-import { budgetCommand, usageChart, usageCommand } from '../../../../../bots/core/commands/usage.ts';
+import { budgetCommand, usageChart, usageChartSvg, usageCommand } from '../../../../../bots/core/commands/usage.ts';
 import { loadConfig } from '../../../../../src/config/load.ts';
 import { isUserError } from '../../../../../src/errors.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../../src/jobs/contract.ts';
@@ -149,6 +149,9 @@ describe('/blip3o-admin usage', () => {
       ].join('\n'),
     );
     expect(reply.image).toMatchObject({ name: 'usage-1d.png', altText: 'Bar chart of GPU-seconds per channel and per user over today (UTC)' });
+    // The chart is these rows under this title, pixel for pixel.
+    const chart = await usageChart([{ label: 'this channel', value: 250 }, { label: '#c-other', value: 44.25 }], [{ label: '@alice', value: 254 }, { label: '@bob', value: 40.25 }], 'GPU-seconds, today');
+    expect(Buffer.from(reply.image!.png).equals(Buffer.from(chart))).toBe(true);
     const meta = await sharp(reply.image!.png).metadata();
     expect(meta.format).toBe('png');
     expect(meta.width).toBe(640);
@@ -156,6 +159,8 @@ describe('/blip3o-admin usage', () => {
     const week = await usageCommand(inv({ command: 'usage' }, discord('c-own', 'admin', g)), { config, gate });
     expect(week.kind === 'text' && week.text.split('\n')[0]).toBe('GPU usage in this server over the last 7 days (UTC, today included): 294 GPU-seconds.');
     expect(week.kind === 'text' && week.image?.name).toBe('usage-7d.png');
+    const weekChart = await usageChart([{ label: 'this channel', value: 250 }, { label: '#c-other', value: 44.25 }], [{ label: '@alice', value: 254 }, { label: '@bob', value: 40.25 }], 'GPU-seconds, last 7 days');
+    expect(week.kind === 'text' && Buffer.from(week.image!.png).equals(Buffer.from(weekChart))).toBe(true);
   });
 
   it('labels Slack channels and users by their ids, says when there is nothing yet, and shows the top five', async () => {
@@ -169,6 +174,10 @@ describe('/blip3o-admin usage', () => {
     expect(rows.slice(4, 10).map((r) => r.split(/\s+/)[0])).toEqual(['this', 'C6', 'C5', 'C4', 'C3', '```']);
     expect(rows[4]).toBe('this channel      7       1       0        0');
     expect(rows.slice(13, 19).map((r) => r.split(/\s+/)[0])).toEqual(['U7', 'U6', 'U5', 'U4', 'U3', '```']);
+    // The name column is as wide as the longest name shown, not one left out below the top five.
+    await ran('sl-long', { platform: 'slack', teamId: 'T-top', channelId: 'C-with-a-very-long-channel-name', userId: 'U1' }, 0.5);
+    const again = await usageCommand(inv({ command: 'usage', days: 1 }, { platform: 'slack', teamId: 'T-top', channelId: 'C7', userId: 'UADMIN' }), { config, gate });
+    expect(again.kind === 'text' && again.text.split('\n')[3]).toBe('name          GPU-s    jobs  cached  refused');
   });
 
   it('is for admins only, and takes 1 to usage.retainDays whole days', async () => {
@@ -184,6 +193,24 @@ describe('/blip3o-admin usage', () => {
 });
 
 describe('usageChart', () => {
+  it('is an SVG of labelled bars per section, text escaped and labels cut at 28 characters, "none" for an empty section', () => {
+    const svg = usageChartSvg([{ label: `<a & 'b' "c">`, value: 200 }, { label: 'x'.repeat(40), value: 50 }], [], 'usage <today> & "more"');
+    expect(svg).toBe(
+      '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="170" font-family="sans-serif"><rect width="100%" height="100%" fill="#ffffff"/>' +
+        '<text x="12" y="22" font-size="15" font-weight="bold">usage &lt;today&gt; &amp; &quot;more&quot;</text>' +
+        '<text x="12" y="54" font-size="13" font-weight="bold">Channels</text>' +
+        '<text x="24" y="78" font-size="12">&lt;a &amp; &apos;b&apos; &quot;c&quot;&gt;</text><rect x="230" y="67" width="330" height="14" fill="#5865f2"/><text x="566" y="78" font-size="12">200 s</text>' +
+        `<text x="24" y="100" font-size="12">${'x'.repeat(28)}</text><rect x="230" y="89" width="83" height="14" fill="#5865f2"/><text x="319" y="100" font-size="12">50 s</text>` +
+        '<text x="12" y="128" font-size="13" font-weight="bold">Users</text>' +
+        '<text x="24" y="150" font-size="12" fill="#666">none</text>' +
+        '</svg>',
+    );
+    // Only the top five of each section are drawn.
+    const many = usageChartSvg([], Array.from({ length: 7 }, (_, i) => ({ label: `u${i}`, value: 7 - i })), 't');
+    expect(many.match(/<rect x="230"/g)).toHaveLength(5);
+    expect(many).not.toContain('>u5<');
+  });
+
   it('draws a bar per row, the longest for the most, at most five per section, and says none for an empty one', async () => {
     const rows = (n: number) => Array.from({ length: n }, (_, i) => ({ label: `row ${i}`, value: (i + 1) * 10 }));
     const draw = async (channels: { label: string; value: number }[], users: { label: string; value: number }[]) => {
