@@ -14,6 +14,9 @@ const groups = {
   redis: ['src/redis.ts:134-164', 'src/redis.ts:197-204', 'src/redis.ts:234-242', 'src/redis.ts:324-351', 'src/redis.ts:410-495', 'src/redis.ts:536-573'],
   // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
+  // the Discord adapter's modules but the gateway glue (adapter.ts: the integration tests, with a worker) and the
+  // command definitions (commands.ts: data)
+  discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,options,render}.ts'],
   // the admin commands: /limits, /queue, budgets and the usage report, checks
   admin: ['bots/core/commands/*.ts'],
   // the result cache and single flight, GPU-second accounting and budgets, saved /settings

@@ -77,6 +77,7 @@ async function purgeUser(deps: QueueDeps, inv: Invocation, targetUserId: string)
     // Stryker disable next-line OptionalChaining: equivalent, an active job has its data
     const dest = job.data?.destination;
     // The platform is part of the workspace prefix.
+    // Stryker disable next-line OptionalChaining: equivalent, as above
     if (dest?.userId !== targetUserId || `${dest.platform}:${workspaceOf(dest)}:` !== prefix) continue;
     // Stryker disable next-line ConditionalExpression: equivalent, asking twice to cancel is asking once (the count is a set)
     if (stopping.has(job.id!)) continue;

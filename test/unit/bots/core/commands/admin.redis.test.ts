@@ -6,7 +6,8 @@ import { randomUUID } from 'node:crypto';
 import type { Job, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checksCommand, describePolicy, parseCheckSettings } from '../../../../../bots/core/commands/checks.ts';
-import { describeLimit, describeUsage, targetChannel } from '../../../../../bots/core/commands/limits.ts';
+import { describeLimit, describeUsage, limitsCommand, targetChannel } from '../../../../../bots/core/commands/limits.ts';
+import { queueCommand } from '../../../../../bots/core/commands/queue.ts';
 import type { CommandInput, Invocation, Reply } from '../../../../../bots/core/port.ts';
 import { createCore, type Core } from '../../../../../bots/core/submit.ts';
 import { CheckOverrides, resolvePolicy } from '../../../../../src/checks/policy.ts';
@@ -24,7 +25,7 @@ const prefix = `t-admin-${randomUUID().slice(0, 8)}`;
 const OFF: LimitSpec = { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 0 };
 const overrides = {
     logLevel: 'fatal' as const,
-    limits: { channel: { requestsPerWindow: 10, windowSeconds: 60, burst: 0, maxConcurrent: 0 }, user: { ...OFF, maxConcurrent: 4 }, workspace: OFF, channelOverrides: { 'discord:g1:from-config': { ...OFF, maxConcurrent: 7 } } },
+    limits: { channel: { requestsPerWindow: 10, windowSeconds: 60, burst: 0, maxConcurrent: 0 }, user: { ...OFF, maxConcurrent: 5 }, workspace: OFF, channelOverrides: { 'discord:g1:from-config': { ...OFF, maxConcurrent: 7 } } },
     checks: { moderation: { enabled: true }, channelOverrides: { 'discord:gk:K2': { thresholds: { violence: 0.3 } } } },
 };
 const config = loadConfig({ env: {}, overrides: { ...overrides, queue: { prefix } } });
@@ -51,12 +52,13 @@ const imagine = async (d: Destination) => {
  * A model worker that takes the jobs of one server, reports their start as worker/processor.ts does (unless `silent`:
  * the moment between taking a job and telling the scheduler) and holds them until close(); other jobs it finishes.
  */
-function holdingWorker(c: Core, guildId: string, opts: { silent?: boolean; concurrency?: number } = {}) {
+function holdingWorker(c: Core, guildIds: string | string[], opts: { silent?: boolean; concurrency?: number } = {}) {
   const held: (() => void)[] = [];
   const taken: string[] = [];
   const scheduler = c.gate.scheduler;
   const worker: Worker = createQueueWorker(c.config, redis, QueueNames.jobs, async (job: Job<JobRequest>, token?: string) => {
-    if (job.data.destination.platform !== 'discord' || job.data.destination.guildId !== guildId) return;
+    const d = job.data.destination;
+    if (d.platform !== 'discord' || ![guildIds].flat().includes(d.guildId ?? '')) return;
     if (!opts.silent) await startOrHold(scheduler, job, token);
     taken.push(job.id!);
     await new Promise<void>((resolve) => held.push(resolve));
@@ -125,7 +127,7 @@ describe('/blip3o-admin limits', () => {
       [
         'Limits for this channel (the default): 10 requests per minute (bursts of 10), no cap on jobs queued or running.',
         '  now: 9 of 10 requests available now; 1 jobs queued or running',
-        'Per user: no rate limit, at most 4 jobs queued or running. You: 1/4 jobs queued or running.',
+        'Per user: no rate limit, at most 5 jobs queued or running. You: 1/5 jobs queued or running.',
         'Whole server: no rate limit, no cap on jobs queued or running. Now: 1 jobs queued or running.',
         'Other channels with limits set by an admin: discord:g1:tuned, discord:g1:tuned-too',
       ].join('\n'),
@@ -203,19 +205,21 @@ describe('/blip3o-admin queue', () => {
 
   it("purges a user's waiting jobs in this server (each owner told once) and stops their running one; other users' and servers' are kept", async () => {
     const g = 'gpurge';
-    const holder = holdingWorker(core, g, { concurrency: 2 });
+    const holder = holdingWorker(core, [g, 'gpurge-other'], { concurrency: 3 });
     try {
       const running = await imagine(discord('PA', 'eve', g));
       const othersRunning = await imagine(discord('PC', 'frank', g));
       await holder.took(running);
       await holder.took(othersRunning);
+      const elsewhere = await imagine(discord('PX', 'eve', 'gpurge-other')); // eve's, running in another server
+      await holder.took(elsewhere);
       const waiting = [await imagine(discord('PA', 'eve', g)), await imagine(discord('PB', 'eve', g))];
-      const kept = [await imagine(discord('PA', 'frank', g)), await imagine(discord('PX', 'eve', 'gpurge-other'))];
+      const kept = [await imagine(discord('PA', 'frank', g)), await imagine(discord('PY', 'eve', 'gpurge-other'))];
       expect(await textOf(run({ command: 'queue', action: 'purge-user', targetUserId: 'eve' }, discord('PA', 'mod', g)))).toBe('Removed 2 waiting jobs of that user; stopping 1 running.');
       for (const id of waiting) expect(await core.queue.getJob(id)).toBeUndefined();
       for (const id of kept) expect(await core.queue.getJob(id)).toBeDefined();
       expect(await isCancelRequested(redis, config, running)).toBe(true);
-      for (const id of [...kept, othersRunning]) expect(await isCancelRequested(redis, config, id)).toBe(false);
+      for (const id of [...kept, othersRunning, elsewhere]) expect(await isCancelRequested(redis, config, id)).toBe(false);
       // Each removed job's owner is told once: a "result" delivery job under the job's own id.
       const delivery = createDeliveryQueue(config, redis, 'delivery-discord');
       try {
@@ -280,6 +284,7 @@ describe('/blip3o-admin checks', () => {
     expect(refusal('gore=0.5')).toBe(`Unknown setting \`gore\`. ${usage} Questions here: nudity, violence.`);
     expect(() => parseCheckSettings('gore=0.5', [])).toThrow(`Unknown setting \`gore\`. ${usage} Questions here: none.`);
     expect(refusal('   ')).toBe(`Say what to change. ${usage}`);
+    expect(() => parseCheckSettings('match=on', [])).not.toThrow();
   });
 
   it('describes a policy in one line per check', () => {
@@ -312,5 +317,10 @@ describe('/blip3o-admin checks', () => {
     const refused = await checksCommand(inv({ command: 'checks', action: 'show' }, here, false), deps).then(() => undefined, (e: unknown) => e);
     expect(isUserError(refused) && refused.message).toBe("Only admins can view or change this channel's image checks.");
     await expect(checksCommand(inv({ command: 'queue', action: 'status' }), deps)).rejects.toThrow('not a checks command: queue');
+    // `set` without settings: asked what to change.
+    const bare = await checksCommand(inv({ command: 'checks', action: 'set' }, here), deps).then(() => undefined, (e: unknown) => e);
+    expect(isUserError(bare) && bare.message).toMatch(/^Say what to change\. /);
+    await expect(limitsCommand(inv({ command: 'queue', action: 'status' }), { config, gate: core.gate })).rejects.toThrow('not a limits command: queue');
+    await expect(queueCommand(inv({ command: 'limits', action: 'show' }), { config, gate: core.gate, queue: core.queue, redis })).rejects.toThrow('not a queue command: limits');
   });
 });

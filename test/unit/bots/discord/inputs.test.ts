@@ -1,0 +1,251 @@
+// What the Discord adapter reads from a chat, without Discord: slash-command options (bots/discord/options.ts), the
+// admin command's options (admin.ts), button and modal ids (custom-ids.ts), and the reply chain a mention's question
+// is about (conversation.ts). The fake-Discord integration tests drive the same through discord.js.
+import { describe, expect, it } from 'vitest';
+import { adminInput, type AdminOptionReader } from '../../../../bots/discord/admin.ts';
+import { walkChain, firstImage, imageAt } from '../../../../bots/discord/conversation.ts';
+import { askModalId, buttonId, parseAskModalId, parseButtonId, parseSettingsButton, settingsButtonId, settingsRow } from '../../../../bots/discord/custom-ids.ts';
+import { imagineInput, questionFromMention, requireQuestion, type OptionReader } from '../../../../bots/discord/options.ts';
+import { AspectRatio } from '../../../../src/config/schema.ts';
+import { isUserError } from '../../../../src/errors.ts';
+
+const userErrorOf = (f: () => unknown): string => {
+  try {
+    f();
+  } catch (e) {
+    if (isUserError(e)) return e.message;
+    throw e;
+  }
+  throw new Error('no error');
+};
+
+/** Options as discord.js's resolver gives them: null for anything not sent. */
+function options(values: Record<string, string | number | { id: string }>): OptionReader & AdminOptionReader & { sub: string; group: string | null } {
+  const get = (name: string) => (name in values ? values[name] : null);
+  return {
+    sub: String(values.$sub ?? ''),
+    group: (values.$group as string | undefined) ?? null,
+    getString: (name) => get(name) as string | null,
+    getInteger: (name) => get(name) as number | null,
+    getNumber: (name) => get(name) as number | null,
+    getSubcommandGroup() {
+      return this.group;
+    },
+    getSubcommand() {
+      return this.sub;
+    },
+    getUser: ((name: string, required?: boolean) => {
+      const u = get(name) as { id: string } | null;
+      if (!u && required) throw new Error(`option ${name} is required`);
+      return u;
+    }) as AdminOptionReader['getUser'],
+  };
+}
+
+describe('/imagine options', () => {
+  it('reads every option that was sent, and only those', () => {
+    expect(imagineInput(options({ prompt: 'a fox' }))).toEqual({ command: 'imagine', prompt: 'a fox' });
+    expect(imagineInput(options({ prompt: 'a fox', negative: 'blur', images: 3, seed: 0, steps: 12, guidance: 0, aspect: '16:9' }))).toEqual({
+      command: 'imagine', prompt: 'a fox', negative: 'blur', count: 3, seed: 0, ditSteps: 12, guidance: 0, aspect: '16:9',
+    });
+  });
+
+  it("takes Midjourney's --no from the prompt, joined with the negative option", () => {
+    expect(imagineInput(options({ prompt: 'a castle --no people, cars' }))).toEqual({ command: 'imagine', prompt: 'a castle', negative: 'people, cars' });
+    expect(imagineInput(options({ prompt: 'a castle --no people', negative: 'fog' }))).toEqual({ command: 'imagine', prompt: 'a castle', negative: 'fog, people' });
+    expect(imagineInput(options({ prompt: 'a castle', negative: '  ' }))).toEqual({ command: 'imagine', prompt: 'a castle' });
+  });
+
+  it('refuses a blank prompt and an aspect ratio not on the list, saying what to do', () => {
+    for (const prompt of ['', '   ', '--no people']) expect(userErrorOf(() => imagineInput(options({ prompt })))).toBe('Please tell me what to draw: `/imagine prompt: a red fox in snow`.');
+    expect(userErrorOf(() => imagineInput(options({})))).toMatch(/^Please tell me what to draw/);
+    expect(userErrorOf(() => imagineInput(options({ prompt: 'a fox', aspect: '5:1\u0007' })))).toBe(`Unknown aspect ratio "5:1". Choose one of ${AspectRatio.options.join(', ')}.`);
+  });
+
+  it('reads the question of a mention without the bot, and asks for one when there is none', () => {
+    expect(questionFromMention('<@42> what is this?', '42')).toBe('what is this?');
+    expect(questionFromMention('hey <@!42>   and\n<@42> the colour? <@43>', '42')).toBe('hey and the colour? <@43>');
+    expect(questionFromMention('<@420> hi', '42')).toBe('<@420> hi'); // another user whose id starts the same
+    expect(requireQuestion('  why?  ')).toBe('why?');
+    for (const q of [undefined, null, '', '  ']) expect(userErrorOf(() => requireQuestion(q))).toBe('What would you like to know about the image? Mention me with a question, or use `/ask`.');
+  });
+});
+
+describe('/blip3o-admin options', () => {
+  const ck = 'discord:g:c';
+  it('maps each subcommand to its input', () => {
+    expect(adminInput(options({ $sub: 'usage' }), ck)).toEqual({ command: 'usage' });
+    expect(adminInput(options({ $sub: 'usage', days: 3 }), ck)).toEqual({ command: 'usage', days: 3 });
+    expect(adminInput(options({ $group: 'budget', $sub: 'show' }), ck)).toEqual({ command: 'budget', action: 'show', scope: 'channel' });
+    expect(adminInput(options({ $group: 'budget', $sub: 'set', scope: 'user', user: { id: 'u9' }, seconds: 60 }), ck)).toEqual({ command: 'budget', action: 'set', scope: 'user', targetUserId: 'u9', seconds: 60 });
+    expect(adminInput(options({ $group: 'budget', $sub: 'reset', scope: 'workspace', seconds: 60 }), ck)).toEqual({ command: 'budget', action: 'reset', scope: 'workspace' }); // seconds only for set
+    expect(adminInput(options({ $group: 'queue', $sub: 'pause' }), ck)).toEqual({ command: 'queue', action: 'pause' });
+    expect(adminInput(options({ $group: 'queue', $sub: 'purge-user', user: { id: 'u3' } }), ck)).toEqual({ command: 'queue', action: 'purge-user', targetUserId: 'u3' });
+    expect(adminInput(options({ $group: 'limits', $sub: 'show' }), ck)).toEqual({ command: 'limits', action: 'show', channelKey: ck });
+    expect(adminInput(options({ $group: 'limits', $sub: 'set', 'per-minute': 5, concurrent: 2 }), ck)).toEqual({
+      command: 'limits', action: 'set', channelKey: ck, spec: { requestsPerWindow: 5, windowSeconds: 60, burst: 5, maxConcurrent: 2 },
+    });
+    expect(adminInput(options({ $group: 'limits', $sub: 'set', concurrent: 0 }), ck)).toEqual({ command: 'limits', action: 'set', channelKey: ck, spec: { maxConcurrent: 0 } });
+    expect(adminInput(options({ $group: 'checks', $sub: 'set', settings: 'match=on' }), ck)).toEqual({ command: 'checks', action: 'set', channelKey: ck, settings: 'match=on' });
+    expect(adminInput(options({ $group: 'checks', $sub: 'set' }), ck)).toEqual({ command: 'checks', action: 'set', channelKey: ck, settings: '' });
+    expect(adminInput(options({ $group: 'checks', $sub: 'reset' }), ck)).toEqual({ command: 'checks', action: 'reset', channelKey: ck });
+  });
+
+  it('refuses an unknown scope or subcommand with what to do', () => {
+    expect(userErrorOf(() => adminInput(options({ $group: 'budget', $sub: 'show', scope: 'guild' }), ck))).toBe('scope must be channel, user or workspace.');
+    expect(userErrorOf(() => adminInput(options({ $group: 'queue', $sub: 'explode' }), ck))).toBe(
+      'Unknown admin command: queue explode. Restart the bot so it registers its commands again (or run npm run discord:register).',
+    );
+    expect(userErrorOf(() => adminInput(options({ $group: 'budget', $sub: 'usage' }), ck))).toMatch(/^Unknown admin command: budget usage\./);
+    expect(userErrorOf(() => adminInput(options({ $sub: 'status' }), ck))).toMatch(/^Unknown admin command: null status\./);
+  });
+});
+
+describe('button and modal ids', () => {
+  it('round-trips every action, with and without an image index, and reads nothing else as ours', () => {
+    for (const action of ['reroll', 'vary', 'cancel', 'imagine'] as const) {
+      expect(parseButtonId(buttonId(action, 'j1'))).toEqual({ action, jobId: 'j1' });
+      expect(parseButtonId(buttonId(action, 'j1', 3))).toEqual({ action, jobId: 'j1', index: 3 });
+    }
+    expect(buttonId('vary', 'j1', 0)).toBe('b3:vary:j1:0');
+    expect(parseButtonId('b3:vary:j1:0')).toEqual({ action: 'vary', jobId: 'j1', index: 0 });
+    for (const id of ['b4:vary:j1', 'b3:explode:j1', 'b3:vary:', 'b3:vary', 'b3::j1', 'b3:vary:j1:2:extra', 'b3:vary:j1:x', 'b3:vary:j1:123', 'b3:vary:j1:', 'xb3:vary:j1'])
+      expect(parseButtonId(id), id).toBeUndefined();
+    expect(() => buttonId('reroll', 'j'.repeat(95))).toThrow(/custom_id over 100 characters/);
+    expect(buttonId('reroll', 'j'.repeat(90))).toHaveLength(100);
+    expect(() => buttonId('reroll', 'j'.repeat(91))).toThrow(/custom_id over 100 characters/);
+  });
+
+  it("the ask modal keeps the image message's place; an unreadable id is an expired form", () => {
+    expect(askModalId('c1', 'm1')).toBe('b3:ask:c1:m1');
+    expect(parseAskModalId('b3:ask:c1:m1')).toEqual({ channelId: 'c1', messageId: 'm1' });
+    for (const id of ['b3:ask:c1', 'b3:ask::m1', 'b3:vary:c1:m1', 'b2:ask:c1:m1'])
+      expect(userErrorOf(() => parseAskModalId(id)), id).toBe('That form has expired; please try again.');
+  });
+
+  it('settings buttons: private on/off and reset, per scope', () => {
+    for (const scope of ['user', 'channel'] as const)
+      for (const action of ['private-on', 'private-off', 'reset'] as const) expect(parseSettingsButton(settingsButtonId({ scope, action }))).toEqual({ scope, action });
+    expect(settingsButtonId({ scope: 'user', action: 'reset' })).toBe('b3s:user:reset');
+    for (const id of ['b3s:guild:reset', 'b3s:user:explode', 'b3:user:reset', 'b3s:user']) expect(parseSettingsButton(id), id).toBeUndefined();
+    const off = settingsRow('channel', false);
+    const fields = (b: unknown) => b as { label: string; custom_id: string; style: number };
+    expect(off.components.map((b) => [fields(b).label, fields(b).custom_id, fields(b).style])).toEqual([
+      ['Make results private', 'b3s:channel:private-on', 2],
+      ['Reset', 'b3s:channel:reset', 4],
+    ]);
+    expect(settingsRow('user', true).components.map((b) => [fields(b).label, fields(b).custom_id])).toEqual([
+      ['Make results public', 'b3s:user:private-off'],
+      ['Reset', 'b3s:user:reset'],
+    ]);
+  });
+});
+
+// ---- the reply chain -----------------------------------------------------------------------------------------
+
+type Attachment = { url: string; name: string; size: number; contentType: string | null };
+interface FakeMessage {
+  id: string;
+  content: string;
+  author: { id: string };
+  attachments: Map<string, Attachment>;
+  embeds: { description?: string }[];
+  mentions: { users: Set<string> };
+  reference: { messageId: string } | null;
+  fetchReference(): Promise<FakeMessage>;
+}
+
+const BOT = 'bot';
+/** A chain of messages, oldest first; each replies to the one before. `gone` ids cannot be fetched. */
+function chain(specs: { author?: string; content?: string; image?: Partial<Attachment> | 'file'; embed?: string; mentionsBot?: boolean }[], gone: string[] = []) {
+  const byId = new Map<string, FakeMessage>();
+  let fetches = 0;
+  const messages = specs.map((s, i) => {
+    const id = `m${i}`;
+    const attachments = new Map<string, Attachment>();
+    if (s.image === 'file') attachments.set('a', { url: `https://cdn/${id}.pdf`, name: 'doc.pdf', size: 10, contentType: 'application/pdf' });
+    else if (s.image) attachments.set('a', { url: `https://cdn/${id}.png`, name: 'p.png', size: 10, contentType: 'image/png', ...s.image });
+    const m: FakeMessage = {
+      id, content: s.content ?? '', author: { id: s.author ?? 'user' }, attachments, embeds: s.embed ? [{ description: s.embed }] : [],
+      mentions: { users: new Set(s.mentionsBot ? [BOT] : []) },
+      reference: i > 0 ? { messageId: `m${i - 1}` } : null,
+      async fetchReference() {
+        fetches++;
+        const parent = this.reference && !gone.includes(this.reference.messageId) ? byId.get(this.reference.messageId) : undefined;
+        if (!parent) throw new Error('Unknown Message');
+        return parent;
+      },
+    };
+    byId.set(id, m);
+    return m;
+  });
+  return { last: messages.at(-1)!, fetches: () => fetches };
+}
+const walk = (m: FakeMessage, maxTurns = 8) => walkChain(m as never, BOT, maxTurns);
+
+describe('the reply chain of a mention', () => {
+  it('an image on the mention itself: no history, nothing fetched', async () => {
+    const c = chain([{ content: '<@bot> what?', mentionsBot: true, image: {} }]);
+    expect(await walk(c.last)).toEqual({ image: { url: 'https://cdn/m0.png', filename: 'p.png', size: 10, contentType: 'image/png', messageId: 'm0' }, history: [], blankedMessages: 0 });
+    expect(c.fetches()).toBe(0);
+  });
+
+  it('walks up to the image: the questions and answers between become the history, oldest first', async () => {
+    const c = chain([
+      { content: 'look at this', image: {} },
+      { content: '<@bot> what is it?', mentionsBot: true },
+      { author: BOT, content: 'A fox.' },
+      { content: '<@bot> and its colour?', mentionsBot: true },
+      { author: BOT, content: '', embed: 'Red.' },
+      { content: 'just chatting' }, // neither the bot's nor a mention of it: not a turn
+      { content: '<@bot> where is it?', mentionsBot: true },
+    ]);
+    const r = await walk(c.last);
+    expect(r.image?.messageId).toBe('m0');
+    expect(r.history).toEqual([
+      { role: 'user', text: 'what is it?' },
+      { role: 'assistant', text: 'A fox.' },
+      { role: 'user', text: 'and its colour?' },
+      { role: 'assistant', text: 'Red.' },
+    ]);
+    expect((await walk(c.last, 2)).history).toEqual([{ role: 'user', text: 'and its colour?' }, { role: 'assistant', text: 'Red.' }]); // the newest turns
+  });
+
+  it("a reply to the bot's generated image asks about that image; the image message is no turn", async () => {
+    const c = chain([{ author: BOT, content: '**a fox**', image: {} }, { content: '<@bot> is it cute?', mentionsBot: true }]);
+    expect(await walk(c.last)).toMatchObject({ image: { messageId: 'm0' }, history: [] });
+  });
+
+  it('stops at a message it cannot fetch, and counts the blank ones (no Message Content intent)', async () => {
+    const blank = chain([{ content: '' }, { content: '' }, { content: '<@bot> what is this?', mentionsBot: true }]);
+    expect(await walk(blank.last)).toEqual({ history: [], blankedMessages: 2 });
+    const gone = chain([{ content: 'x', image: {} }, { content: '<@bot> first?', mentionsBot: true }, { content: '<@bot> what?', mentionsBot: true }], ['m0']);
+    expect(await walk(gone.last)).toEqual({ history: [{ role: 'user', text: 'first?' }], blankedMessages: 0 });
+  });
+
+  it('fetches at most 2 × turns + 2 messages (and never more than 24)', async () => {
+    const long = Array.from({ length: 40 }, (_, i) => (i === 0 ? { content: 'img', image: {} } : { content: `<@bot> q${i}`, mentionsBot: true }));
+    const c = chain(long);
+    // Six fetches (m38 … m33) find no image: the two newest earlier questions are the history.
+    expect(await walk(c.last, 2)).toEqual({ history: [{ role: 'user', text: 'q37' }, { role: 'user', text: 'q38' }], blankedMessages: 0 });
+    expect(c.fetches()).toBe(6);
+    const d = chain(long);
+    await walk(d.last, 50);
+    expect(d.fetches()).toBe(24);
+  });
+
+  it('prefers an image attachment over another file, falls back to the file (to say why), and picks a Vary image by index', () => {
+    const both = chain([{ content: 'x' }]).last;
+    both.attachments.set('doc', { url: 'https://cdn/doc.pdf', name: 'doc.pdf', size: 1, contentType: 'application/pdf' });
+    both.attachments.set('img', { url: 'https://cdn/i.webp', name: 'i.webp', size: 2, contentType: null });
+    expect(firstImage(both as never)?.filename).toBe('i.webp'); // no content type: judged by its name
+    both.attachments.delete('img');
+    expect(firstImage(both as never)?.filename).toBe('doc.pdf');
+    both.attachments.clear();
+    expect(firstImage(both as never)).toBeUndefined();
+    for (let i = 0; i < 3; i++) both.attachments.set(`i${i}`, { url: `https://cdn/${i}.png`, name: `${i}.png`, size: i, contentType: 'image/png' });
+    expect(imageAt(both as never, 2)).toEqual({ url: 'https://cdn/2.png', filename: '2.png', size: 2, contentType: 'image/png', messageId: 'm0' });
+    expect(imageAt(both as never, undefined)?.filename).toBe('0.png');
+    expect(imageAt(both as never, 3)).toBeUndefined();
+  });
+});
