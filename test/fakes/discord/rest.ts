@@ -131,6 +131,14 @@ export class FakeRestApi {
           .slice(0, limit);
         return reply(200, list.map((x) => messageJson(this.w.visible(x, false), this.w.messages)));
       }
+      if (method === 'DELETE' && messageId) {
+        const message = this.w.messages.get(messageId);
+        if (!message || message.channelId !== channelId) return reply(404, { code: 10008, message: 'Unknown Message' });
+        // Deleting another user's message needs Manage Messages, which the bot is not given here.
+        if (message.author.id !== this.w.appId) return reply(403, { code: 50013, message: 'Missing Permissions' });
+        this.w.messages.delete(messageId);
+        return reply(204);
+      }
       if (method === 'PATCH' && messageId) {
         const message = this.w.messages.get(messageId);
         if (!message) return reply(404, { code: 10008, message: 'Unknown Message' });

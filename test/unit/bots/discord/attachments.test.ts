@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkBeforeDownload, downloadImage, hostAllowed, sniffImage } from '../../../../bots/discord/attachments.ts';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { checkBeforeDownload, downloadImage, hostAllowed, isImageAttachment, sniffImage } from '../../../../bots/discord/attachments.ts';
 import { FakeDiscord } from '../../../fakes/discord/server.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
 
@@ -63,4 +65,49 @@ describe('downloadImage (from the fake CDN)', () => {
   it('says so when the file is gone', async () => {
     await expect(downloadImage({ url: `${fake.origin}/attachments/1/2/gone.png`, filename: 'gone.png', size: 10, contentType: 'image/png' }, policy)).rejects.toThrow(/HTTP 404/);
   });
+
+  it('refuses a redirect (it could leave the allow-list), a server that does not answer in time, and a declared size over the cap; exactly the cap passes', async () => {
+    const png = await samplePng(8);
+    const server = createServer((req, res) => {
+      if (req.url === '/redirect.png') return void res.writeHead(302, { location: '/img.png' }).end();
+      if (req.url === '/img.png') return void res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(png.byteLength) }).end(png);
+      if (req.url === '/silent.png') return; // never answers
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const local = { allowedHosts: [new URL(base).host], maxBytes: png.byteLength, timeoutMs: 300 };
+    const at = (name: string) => ({ url: `${base}/${name}`, filename: name, size: 10, contentType: 'image/png' });
+    try {
+      expect((await downloadImage(at('img.png'), local)).bytes.byteLength).toBe(png.byteLength); // exactly maxBytes, declared and read
+      await expect(downloadImage(at('redirect.png'), local)).rejects.toThrow("I couldn't download redirect.png; please try again.");
+      await expect(downloadImage(at('img.png'), { ...local, maxBytes: png.byteLength - 1 })).rejects.toThrow(/^img\.png is 0\.00 MiB; the limit is 0\.00 MiB\.$/);
+      const started = Date.now();
+      await expect(downloadImage(at('silent.png'), local)).rejects.toThrow("I couldn't download silent.png; please try again.");
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
 });
+
+describe('what counts as an image, and sizes', () => {
+  const prod = { allowedHosts: ['cdn.discordapp.com'], maxBytes: 3 * 2 ** 20 };
+  it('by its declared type (parameters and case ignored), else by its name', () => {
+    expect(isImageAttachment({ contentType: 'IMAGE/PNG; charset=binary', filename: 'x' })).toBe(true);
+    expect(isImageAttachment({ contentType: 'image/svg+xml', filename: 'x.png' })).toBe(false); // the type wins
+    for (const name of ['a.png', 'a.JPG', 'a.jpeg', 'a.gif', 'a.webp']) expect(isImageAttachment({ contentType: null, filename: name }), name).toBe(true);
+    for (const name of ['a.png.exe', 'a.jpgx', 'a.jpeeg', 'png', 'a.svg']) expect(isImageAttachment({ contentType: null, filename: name }), name).toBe(false);
+  });
+
+  it('says sizes in MiB (two decimals below one MiB), accepts exactly the limit, and refuses links it cannot read or other schemes', () => {
+    expect(() => checkBeforeDownload(meta({ size: 3 * 2 ** 20 }), prod)).not.toThrow();
+    expect(() => checkBeforeDownload(meta({ size: 3 * 2 ** 20 + 1 }), prod)).toThrow('a.png is 3.0 MiB; the limit is 3.0 MiB.');
+    expect(() => checkBeforeDownload(meta({ size: 5 * 2 ** 20 }), { ...prod, maxBytes: 2 ** 19 })).toThrow('a.png is 5.0 MiB; the limit is 0.50 MiB.');
+    expect(() => checkBeforeDownload(meta({ url: 'not a url' }), prod)).toThrow("I couldn't read the link of a.png.");
+    expect(() => checkBeforeDownload(meta({ url: 'ftp://cdn.discordapp.com/a.png' }), prod)).toThrow('I only read images uploaded to Discord; a.png is hosted on cdn.discordapp.com.');
+    expect(() => checkBeforeDownload(meta({ contentType: null, filename: 'notes.txt' }), prod)).toThrow("notes.txt isn't an image. Please attach a PNG, JPEG, WebP or GIF.");
+  });
+});
+

@@ -3,7 +3,8 @@
 // across a restart that loses in-memory state), and errors that must reach the core's retry.
 import { REST } from 'discord.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DiscordDelivery } from '../../../../bots/discord/delivery.ts';
+import { buttonId } from '../../../../bots/discord/custom-ids.ts';
+import { DiscordDelivery, nonceFor } from '../../../../bots/discord/delivery.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { Config } from '../../../../src/config/schema.ts';
 import type { DiscordDestination, JobResult } from '../../../../src/jobs/contract.ts';
@@ -31,6 +32,13 @@ afterAll(async () => {
 });
 
 const port = () => new DiscordDelivery(new REST({ api: fake.apiBase, retries: 1 }).setToken(fake.token), config, log);
+/** A port whose log lines are kept: [level, fields, message]. */
+function recordingPort() {
+  const lines: [string, Record<string, unknown>, string][] = [];
+  const at = (level: string) => (fields: Record<string, unknown>, msg: string) => void lines.push([level, fields, msg]);
+  const recording = { ...log, info: at('info'), warn: at('warn') } as unknown as typeof log;
+  return { port: new DiscordDelivery(new REST({ api: fake.apiBase, retries: 1 }).setToken(fake.token), config, recording), lines };
+}
 
 async function deferred(): Promise<{ interaction: FakeInteraction; destination: DiscordDestination }> {
   const interaction = fake.slashCommand({ name: 'imagine' });
@@ -91,7 +99,10 @@ describe('DiscordDelivery', () => {
     const { interaction, destination } = await deferred();
     fake.expireToken(interaction.token);
     fake.injectFault({ method: 'GET', path: /\/channels\/\d+\/messages$/, status: 403, code: 50001, message: 'Missing Access' });
-    await port().deliver(result('j-no-history', destination, 'a private fox'), png);
+    const { port: p, lines } = recordingPort();
+    await p.deliver(result('j-no-history', destination, 'a private fox'), png);
+    expect(lines).toContainEqual(['info', { jobId: 'j-no-history', code: 50027 }, 'interaction token gone; posting to the channel']);
+    expect(lines).toContainEqual(['warn', { jobId: 'j-no-history', err: 'Missing Access' }, 'could not read recent messages before posting']);
     expect(fake.channelMessages().filter((m) => m.content.includes('a private fox'))).toHaveLength(1);
   });
 
@@ -125,7 +136,7 @@ describe('DiscordDelivery', () => {
     expect(patches(interaction).map((r) => r.status)).toEqual([502, 200]);
 
     const second = await deferred();
-    fake.injectFault({ method: 'PATCH', path: /@original$/, status: 500, times: 5 });
+    fake.injectFault({ method: 'PATCH', path: /@original$/, status: 500, times: 2 }); // both tries (restRetries 1): none left for the next test
     await expect(port().deliver(result('j-5xx-2', second.destination), png)).rejects.toThrow();
   });
 
@@ -151,6 +162,113 @@ describe('DiscordDelivery', () => {
     // Any other refusal still reaches the core, which retries.
     fake.injectFault({ method: 'POST', path: new RegExp(`/channels/${fake.dmChannel(fake.alice)}/messages$`), status: 403, code: 50001, message: 'Missing Access' });
     await expect(port().deliver(result('j-closed-4', { ...base, userId: fake.alice.id, private: true }), png)).rejects.toThrow('Missing Access');
+  });
+
+  it("after Discord's nonce window, an earlier post is found by its Re-roll/Vary buttons: not by another job's, another author's, or a Cancel button", async () => {
+    const { interaction, destination } = await deferred();
+    fake.expireToken(interaction.token);
+    const mine = (m: { content: string }) => m.content.includes('a late fox');
+    await port().deliver(result('j-late', destination, 'a late fox'), png);
+    for (const m of fake.channelMessages().filter(mine)) m.createdAt -= 10 * 60_000; // enforce_nonce no longer returns it
+    await port().deliver(result('j-late', destination, 'a late fox'), png);
+    expect(fake.channelMessages().filter(mine)).toHaveLength(1);
+
+    // Buttons that are not this job's result buttons do not count as its post.
+    const decoys = [
+      { author: fake.alice, customId: buttonId('reroll', 'j-decoy') }, // someone else's message with our buttons
+      { author: fake.bot, customId: buttonId('reroll', 'j-other') }, // ours, another job
+      { author: fake.bot, customId: buttonId('cancel', 'j-decoy') }, // ours, this job, but the Cancel of its progress
+    ];
+    for (const { author, customId } of decoys) {
+      const m = fake.postUserMessage({ content: 'decoy', author, silent: true });
+      m.components = [{ type: 1, components: [{ type: 2, style: 1, label: 'x', custom_id: customId }] }];
+    }
+    const second = await deferred();
+    fake.expireToken(second.interaction.token);
+    await port().deliver(result('j-decoy', second.destination, 'a decoy fox'), png);
+    expect(fake.channelMessages().filter((m) => m.content.includes('a decoy fox'))).toHaveLength(1);
+  });
+
+  it('a mention-reply whose status message and question are both gone still posts, without the reply reference failing', async () => {
+    const question = fake.postUserMessage({ content: 'q', mentionBot: true });
+    const status = (await client.rest.post(`/channels/${fake.channelId}/messages`, { body: { content: '⏳' } })) as { id: string };
+    fake.messages.delete(status.id);
+    fake.messages.delete(question.id);
+    const destination: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, userId: fake.alice.id, applicationId: fake.appId, replyToMessageId: question.id, statusMessageId: status.id };
+    await port().deliver({ ...result('j-orphan', destination), kind: 'ask', image: undefined, answer: { text: 'An orphaned answer.', tokenCount: 3 } }, undefined);
+    expect(fake.channelMessages().filter((m) => m.content === 'An orphaned answer.')).toHaveLength(1);
+    // A status message that fails for another reason (Missing Access) is an error the core retries.
+    const other = (await client.rest.post(`/channels/${fake.channelId}/messages`, { body: { content: '⏳' } })) as { id: string };
+    fake.injectFault({ method: 'PATCH', path: new RegExp(`/messages/${other.id}$`), status: 403, code: 50001, message: 'Missing Access' });
+    await expect(port().deliver({ ...result('j-orphan-2', { ...destination, statusMessageId: other.id }), kind: 'ask', image: undefined, answer: { text: 'x', tokenCount: 1 } }, undefined)).rejects.toThrow('Missing Access');
+  });
+
+  it('a refusal of the token other than "gone" reaches the core; a 401 is "gone", and a gone token is not tried again', async () => {
+    const a = await deferred();
+    fake.injectFault({ method: 'PATCH', path: /@original$/, status: 403, code: 50001, message: 'Missing Access' });
+    await expect(port().deliver(result('j-403', a.destination), png)).rejects.toThrow('Missing Access');
+
+    const b = await deferred();
+    fake.injectFault({ method: 'PATCH', path: /@original$/, status: 401, code: 0, message: '401: Unauthorized' });
+    const p = port();
+    await p.showProgress(b.destination, progress('j-401', 1)); // refused: the token is forgotten
+    await p.deliver(result('j-401', b.destination, 'a fox after a 401'), png);
+    expect(patches(b.interaction).map((r) => r.status)).toEqual([401]); // the result did not try the token again
+    expect(fake.channelMessages().filter((m) => m.content.includes('a fox after a 401'))).toHaveLength(1);
+  });
+
+  it("the throttle: an edit exactly one interval after the last is shown; 'queued' always is; queued after the result never", async () => {
+    const { interaction, destination } = await deferred();
+    let now = 1_000_000;
+    const p = new DiscordDelivery(new REST({ api: fake.apiBase, retries: 1 }).setToken(fake.token), config, log, () => now);
+    await p.showProgress(destination, progress('j-clock', 1));
+    now += 999;
+    await p.showProgress(destination, progress('j-clock', 2)); // 999 ms: dropped
+    await p.showProgress(destination, { ...progress('j-clock', 2), stage: 'queued' }); // shown whatever the time
+    now += 1_000;
+    await p.showProgress(destination, progress('j-clock', 3)); // exactly the interval after the queued edit
+    expect(patches(interaction)).toHaveLength(3);
+    await p.deliver(result('j-clock', { ...destination, interactionAt: now }), png);
+    await p.showQueued(destination, 'j-clock', 'Queued: 1st');
+    expect(patches(interaction)).toHaveLength(4);
+    expect(fake.original(interaction)!.attachments).toHaveLength(1);
+  });
+
+  it('a withheld image with a usable token: the public message deleted, the user told in an ephemeral follow-up; a DM is posted once', async () => {
+    const { interaction, destination } = await deferred();
+    const withheld: JobResult = { ...result('j-withheld', destination, 'a withheld fox'), status: 'failed', image: undefined, error: { code: 'moderation', message: 'Withheld by the checks.', userFacing: true, private: true } };
+    await port().deliver(withheld, undefined);
+    expect(fake.requestsTo('DELETE', new RegExp(`/${interaction.token}/messages/@original$`)).map((r) => r.status)).toEqual([204]);
+    const followUp = fake.requestsTo('POST', new RegExp(`/webhooks/\\d+/${interaction.token}$`));
+    expect(followUp).toHaveLength(1);
+    expect((followUp[0]!.body as { flags: number }).flags & 64).toBe(64);
+    // Without a usable token (and with a status message to remove): the DM, once however often it is delivered.
+    const status = (await client.rest.post(`/channels/${fake.channelId}/messages`, { body: { content: '⏳' } })) as { id: string };
+    const noToken = { ...destination, interactionToken: undefined, statusMessageId: status.id };
+    await port().deliver({ ...withheld, jobId: 'j-withheld-dm', destination: noToken }, undefined);
+    await port().deliver({ ...withheld, jobId: 'j-withheld-dm', destination: noToken }, undefined);
+    expect(fake.messages.has(status.id)).toBe(false);
+    expect(fake.channelMessages(fake.dmChannel(fake.alice)).filter((m) => m.content.includes('Withheld by the checks.'))).toHaveLength(1);
+  });
+
+  it('a private answer to a mention in a private channel, when DMs were closed since: only logged (its channel is the DM itself)', async () => {
+    const dave = fake.user('dave');
+    const dm = fake.dmChannel(dave);
+    fake.closeDirectMessages(dave);
+    const before = fake.messages.size;
+    const d: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: dm, userId: dave.id, applicationId: fake.appId, private: true };
+    const warnings: [Record<string, unknown>, string][] = [];
+    const recording = { ...log, warn: (fields: Record<string, unknown>, msg: string) => void warnings.push([fields, msg]) } as unknown as typeof log;
+    await new DiscordDelivery(new REST({ api: fake.apiBase, retries: 1 }).setToken(fake.token), config, recording).deliver({ ...result('j-dave', d), kind: 'ask', image: undefined, answer: { text: 'for dave', tokenCount: 2 } }, undefined);
+    expect(fake.messages.size).toBe(before);
+    // The operator reads why a result was not posted.
+    expect(warnings).toEqual([[{ jobId: 'j-dave', toldInChannel: false }, 'the requester does not accept direct messages: the private result was not posted']]);
+  });
+
+  it('nonces are 25 characters, one per job', () => {
+    expect(nonceFor('j1')).toHaveLength(25);
+    expect(nonceFor('j1')).toBe(nonceFor('j1'));
+    expect(nonceFor('j2')).not.toBe(nonceFor('j1'));
   });
 });
 

@@ -28,7 +28,8 @@ function options(values: Record<string, string | number | { id: string }>): Opti
     getString: (name) => get(name) as string | null,
     getInteger: (name) => get(name) as number | null,
     getNumber: (name) => get(name) as number | null,
-    getSubcommandGroup() {
+    getSubcommandGroup(required?: boolean) {
+      if (required && this.group === null) throw new Error('A subcommand group was not selected'); // as discord.js does
       return this.group;
     },
     getSubcommand() {
@@ -44,7 +45,7 @@ function options(values: Record<string, string | number | { id: string }>): Opti
 
 describe('/imagine options', () => {
   it('reads every option that was sent, and only those', () => {
-    expect(imagineInput(options({ prompt: 'a fox' }))).toEqual({ command: 'imagine', prompt: 'a fox' });
+    expect(imagineInput(options({ prompt: 'a fox' }))).toStrictEqual({ command: 'imagine', prompt: 'a fox' });
     expect(imagineInput(options({ prompt: 'a fox', negative: 'blur', images: 3, seed: 0, steps: 12, guidance: 0, aspect: '16:9' }))).toEqual({
       command: 'imagine', prompt: 'a fox', negative: 'blur', count: 3, seed: 0, ditSteps: 12, guidance: 0, aspect: '16:9',
     });
@@ -53,7 +54,7 @@ describe('/imagine options', () => {
   it("takes Midjourney's --no from the prompt, joined with the negative option", () => {
     expect(imagineInput(options({ prompt: 'a castle --no people, cars' }))).toEqual({ command: 'imagine', prompt: 'a castle', negative: 'people, cars' });
     expect(imagineInput(options({ prompt: 'a castle --no people', negative: 'fog' }))).toEqual({ command: 'imagine', prompt: 'a castle', negative: 'fog, people' });
-    expect(imagineInput(options({ prompt: 'a castle', negative: '  ' }))).toEqual({ command: 'imagine', prompt: 'a castle' });
+    expect(imagineInput(options({ prompt: 'a castle', negative: '  ' }))).toStrictEqual({ command: 'imagine', prompt: 'a castle' });
   });
 
   it('refuses a blank prompt and an aspect ratio not on the list, saying what to do', () => {
@@ -66,6 +67,7 @@ describe('/imagine options', () => {
     expect(questionFromMention('<@42> what is this?', '42')).toBe('what is this?');
     expect(questionFromMention('hey <@!42>   and\n<@42> the colour? <@43>', '42')).toBe('hey and the colour? <@43>');
     expect(questionFromMention('<@420> hi', '42')).toBe('<@420> hi'); // another user whose id starts the same
+    expect(questionFromMention('what<@42>is this', '42')).toBe('what is this');
     expect(requireQuestion('  why?  ')).toBe('why?');
     for (const q of [undefined, null, '', '  ']) expect(userErrorOf(() => requireQuestion(q))).toBe('What would you like to know about the image? Mention me with a question, or use `/ask`.');
   });
@@ -97,6 +99,7 @@ describe('/blip3o-admin options', () => {
       'Unknown admin command: queue explode. Restart the bot so it registers its commands again (or run npm run discord:register).',
     );
     expect(userErrorOf(() => adminInput(options({ $group: 'budget', $sub: 'usage' }), ck))).toMatch(/^Unknown admin command: budget usage\./);
+    expect(userErrorOf(() => adminInput(options({ $group: 'queue', $sub: 'show' }), ck))).toMatch(/^Unknown admin command: queue show\./); // a checks/limits action in another group
     expect(userErrorOf(() => adminInput(options({ $sub: 'status' }), ck))).toMatch(/^Unknown admin command: null status\./);
   });
 });
@@ -219,6 +222,9 @@ describe('the reply chain of a mention', () => {
   it('stops at a message it cannot fetch, and counts the blank ones (no Message Content intent)', async () => {
     const blank = chain([{ content: '' }, { content: '' }, { content: '<@bot> what is this?', mentionsBot: true }]);
     expect(await walk(blank.last)).toEqual({ history: [], blankedMessages: 2 });
+    // Not blank: a text, an embed, a file; a bare mention of the bot is no turn (and no blank either).
+    const notBlank = chain([{ image: 'file' }, { content: 'hi' }, { embed: 'card' }, { content: '<@bot>', mentionsBot: true }, { content: '<@bot> what is this?', mentionsBot: true }]);
+    expect(await walk(notBlank.last)).toEqual({ image: { url: 'https://cdn/m0.pdf', filename: 'doc.pdf', size: 10, contentType: 'application/pdf', messageId: 'm0' }, history: [], blankedMessages: 0 });
     const gone = chain([{ content: 'x', image: {} }, { content: '<@bot> first?', mentionsBot: true }, { content: '<@bot> what?', mentionsBot: true }], ['m0']);
     expect(await walk(gone.last)).toEqual({ history: [{ role: 'user', text: 'first?' }], blankedMessages: 0 });
   });
