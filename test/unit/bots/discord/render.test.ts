@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseAskModalId, askModalId, buttonId, parseButtonId } from '../../../../bots/discord/custom-ids.ts';
 import { imagineInput, questionFromMention } from '../../../../bots/discord/options.ts';
-import { progressText, resultMessage } from '../../../../bots/discord/render.ts';
+import { describedPrompt, plainBody, progressBody, progressText, queuedBody, resultMessage, settingsLine } from '../../../../bots/discord/render.ts';
 import { ordinal } from '../../../../bots/core/stage-labels.ts';
 import { commandDefinitions } from '../../../../bots/discord/commands.ts';
 import { adminInput } from '../../../../bots/discord/admin.ts';
@@ -109,4 +109,75 @@ describe('admin command options', () => {
     });
     expect(adminInput(r('budget', 'reset', { strs: { scope: 'workspace' } }), 'k')).toEqual({ command: 'budget', action: 'reset', scope: 'workspace' });
   });
+
+});
+
+describe('render: the rest of what a user sees', () => {
+  it('progress: steps capped at the total, none when unknown, the answer so far under its line; every edit has Cancel', () => {
+    expect(progressText({ v: 1, jobId: 'j', stage: 'decoding', step: 40, total: 30 })).toBe('⏳ Decoding pixels: step 30/30');
+    expect(progressText({ v: 1, jobId: 'j', stage: 'loading', step: 0, total: 0 })).toBe('⏳ Loading the model…');
+    expect(progressText({ v: 1, jobId: 'j', stage: 'answering', step: 3, total: 0, partialText: 'A red\u0007 fox' })).toBe('⏳ Writing the answer…\nA red fox');
+    expect(progressText({ v: 1, jobId: 'j', stage: 'features', step: 1, total: 2, partialText: 'ignored' })).toBe('⏳ Drawing: step 1/2');
+    expect(progressText({ v: 1, jobId: 'j', stage: 'answering', step: 1, total: 0, partialText: 'x'.repeat(3000) })).toHaveLength(2000);
+    const cancel = [{ type: 1, components: [{ type: 2, style: 4, label: 'Cancel', custom_id: 'b3:cancel:j' }] }];
+    expect(progressBody({ v: 1, jobId: 'j', stage: 'features', step: 1, total: 2 })).toEqual({ content: '⏳ Drawing: step 1/2', components: cancel, allowed_mentions: { parse: [] } });
+    expect(queuedBody('j', 'Queued: 2nd in line.')).toEqual({ content: '⏳ Queued: 2nd in line.', components: cancel, allowed_mentions: { parse: [] } });
+  });
+
+  it('texts are cut at their limit with an ellipsis, exactly at the limit they are not', () => {
+    expect(plainBody('x'.repeat(2000)).content).toBe('x'.repeat(2000));
+    expect(plainBody('x'.repeat(2001)).content).toBe(`${'x'.repeat(1999)}…`);
+    expect(settingsLine({ ...options, negative: 'n'.repeat(300) })).toBe(`seed 7 · 30 + 50 steps · guidance 3 · 1:1 · no: ${'n'.repeat(199)}…`);
+    const long = resultMessage(imageResult('p'.repeat(3000)), new Uint8Array([1])).body.content;
+    expect(long.startsWith(`**${'p'.repeat(1795)}`)).toBe(true);
+    expect(long.split('\n')[0]).toHaveLength(1800); // the prompt's part: 2000 less 200 kept for the settings line
+    expect(resultMessage(imageResult('a *bold* fox'), new Uint8Array([1])).body.content.split('\n')[0]).toBe('**a \\*bold\\* fox**');
+  });
+
+  it('cancelled, a result with neither image nor answer, an expired image, a blank answer, a long answer as an embed', () => {
+    expect(resultMessage({ ...imageResult(), status: 'cancelled', image: undefined }, undefined, '9').body).toMatchObject({ content: '<@9> Cancelled.', allowed_mentions: { parse: [], users: ['9'] } });
+    expect(resultMessage({ ...imageResult(), image: undefined }, undefined).body.content).toBe('Sorry, that failed (ref jabc).');
+    expect(resultMessage(imageResult(), undefined).body.content).toBe('The image could not be found (ref jabc).');
+    const answer = (text: string): JobResult => ({ ...imageResult(), kind: 'ask', image: undefined, answer: { text, tokenCount: 1 } });
+    expect(resultMessage(answer('   '), undefined).body.content).toBe('(no answer)');
+    const exact = resultMessage(answer('y'.repeat(1996)), undefined, '9').body; // "<@9> " + 1996 = 2001
+    expect(exact.content).toBe('<@9>');
+    expect(exact.embeds).toEqual([{ description: 'y'.repeat(1996) }]);
+    expect(resultMessage(answer('y'.repeat(1995)), undefined, '9').body.content).toBe(`<@9> ${'y'.repeat(1995)}`);
+    expect(resultMessage(answer('z'.repeat(5000)), undefined).body).toMatchObject({ content: '', embeds: [{ description: `${'z'.repeat(4095)}…` }] });
+  });
+
+  it('/describe: the prompts numbered on one line each, an "Imagine this" button per prompt, read back by number', () => {
+    const described: JobResult = { ...imageResult(), kind: 'ask', image: undefined, answer: { text: '', tokenCount: 1, prompts: ['a red\nfox', 'a  blue   bird', 'a cat'] } };
+    const r = resultMessage(described, undefined, '9');
+    expect(r.body.content).toBe('<@9> 1. a red fox\n2. a blue bird\n3. a cat');
+    const buttons = (r.body.components[0] as { components: { label: string; custom_id: string }[] }).components;
+    expect(buttons.map((b) => [b.label, b.custom_id])).toEqual([['Imagine this #1', 'b3:imagine:jabc:0'], ['Imagine this #2', 'b3:imagine:jabc:1'], ['Imagine this #3', 'b3:imagine:jabc:2']]);
+    expect([0, 1, 2, 3].map((i) => describedPrompt(r.body.content, i))).toEqual(['a red fox', 'a blue bird', 'a cat', undefined]);
+    expect(describedPrompt('1. one\n2. a cut-off prompt…', 1)).toBe('a cut-off prompt');
+    expect(describedPrompt('<@!12> 1. first', 0)).toBe('first');
+    expect(describedPrompt('  11. eleventh\n1. first', 0)).toBe('first');
+    expect(describedPrompt('1.no space', 0)).toBeUndefined();
+  });
+
+  it('several images: one message with every PNG, the seeds, Vary 1…n five to a row, and Re-roll all', () => {
+    const images = [7, 8, 9, 10, 11, 12].map((seed) => ({ ...imageResult().image!, options: { ...options, seed }, altText: seed === 8 ? '' : `alt ${seed}` }));
+    const gallery: JobResult = { ...imageResult(), image: images[0], images };
+    const pngs = images.map((_, i) => new Uint8Array([i]));
+    const r = resultMessage(gallery, pngs[0], undefined, pngs);
+    expect(r.body.content).toBe('**a fox**\n-# seeds 7, 8, 9, 10, 11, 12 · 30 + 50 steps · guidance 3 · 1:1');
+    const rows = (r.body.components as { components: { label: string; custom_id: string }[] }[]).map((row) => row.components.map((b) => `${b.label}=${b.custom_id}`));
+    expect(rows).toEqual([
+      ['Vary 1=b3:vary:jabc:0', 'Vary 2=b3:vary:jabc:1', 'Vary 3=b3:vary:jabc:2', 'Vary 4=b3:vary:jabc:3', 'Vary 5=b3:vary:jabc:4'],
+      ['Vary 6=b3:vary:jabc:5'],
+      ['Re-roll all=b3:reroll:jabc'],
+    ]);
+    expect(r.body.attachments?.map((a) => [a.id, a.filename, a.description])).toEqual([
+      ['0', 'blip3o-7.png', 'alt 7'], ['1', 'blip3o-8.png', 'a fox'], ['2', 'blip3o-9.png', 'alt 9'], ['3', 'blip3o-10.png', 'alt 10'], ['4', 'blip3o-11.png', 'alt 11'], ['5', 'blip3o-12.png', 'alt 12'],
+    ]);
+    expect(r.files.map((f) => [f.name, [...f.data], f.contentType])).toEqual(images.map((img, i) => [`blip3o-${img.options.seed}.png`, [i], 'image/png']));
+    // A gallery whose images are not all there is shown as the first image alone.
+    expect(resultMessage(gallery, pngs[0], undefined, pngs.slice(0, 5)).files).toHaveLength(1);
+  });
+
 });
