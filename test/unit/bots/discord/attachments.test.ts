@@ -72,6 +72,7 @@ describe('downloadImage (from the fake CDN)', () => {
       if (req.url === '/redirect.png') return void res.writeHead(302, { location: '/img.png' }).end();
       if (req.url === '/img.png') return void res.writeHead(200, { 'content-type': 'image/png', 'content-length': String(png.byteLength) }).end(png);
       if (req.url === '/silent.png') return; // never answers
+      if (req.url === '/chunked.png') return void res.writeHead(200, { 'content-type': 'image/png' }).end(Buffer.concat([Buffer.from(png), Buffer.alloc(10)])); // no Content-Length
       res.writeHead(404).end();
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -80,7 +81,10 @@ describe('downloadImage (from the fake CDN)', () => {
     const at = (name: string) => ({ url: `${base}/${name}`, filename: name, size: 10, contentType: 'image/png' });
     try {
       expect((await downloadImage(at('img.png'), local)).bytes.byteLength).toBe(png.byteLength); // exactly maxBytes, declared and read
-      await expect(downloadImage(at('redirect.png'), local)).rejects.toThrow("I couldn't download redirect.png; please try again.");
+      const redirected = await downloadImage(at('redirect.png'), local).then(() => undefined, (e: unknown) => e as Error);
+      expect(redirected?.message).toBe("I couldn't download redirect.png; please try again.");
+      expect(redirected?.cause).toBeInstanceOf(Error); // the operator's log gets fetch's own reason
+      await expect(downloadImage(at('chunked.png'), local)).rejects.toThrow(/^chunked\.png is larger than the limit of 0\.00 MiB\.$/);
       await expect(downloadImage(at('img.png'), { ...local, maxBytes: png.byteLength - 1 })).rejects.toThrow(/^img\.png is 0\.00 MiB; the limit is 0\.00 MiB\.$/);
       const started = Date.now();
       await expect(downloadImage(at('silent.png'), local)).rejects.toThrow("I couldn't download silent.png; please try again.");
@@ -96,6 +100,7 @@ describe('what counts as an image, and sizes', () => {
   const prod = { allowedHosts: ['cdn.discordapp.com'], maxBytes: 3 * 2 ** 20 };
   it('by its declared type (parameters and case ignored), else by its name', () => {
     expect(isImageAttachment({ contentType: 'IMAGE/PNG; charset=binary', filename: 'x' })).toBe(true);
+    expect(isImageAttachment({ contentType: ' image/webp ;q=1', filename: 'x' })).toBe(true);
     expect(isImageAttachment({ contentType: 'image/svg+xml', filename: 'x.png' })).toBe(false); // the type wins
     for (const name of ['a.png', 'a.JPG', 'a.jpeg', 'a.gif', 'a.webp']) expect(isImageAttachment({ contentType: null, filename: name }), name).toBe(true);
     for (const name of ['a.png.exe', 'a.jpgx', 'a.jpeeg', 'png', 'a.svg']) expect(isImageAttachment({ contentType: null, filename: name }), name).toBe(false);
@@ -105,6 +110,7 @@ describe('what counts as an image, and sizes', () => {
     expect(() => checkBeforeDownload(meta({ size: 3 * 2 ** 20 }), prod)).not.toThrow();
     expect(() => checkBeforeDownload(meta({ size: 3 * 2 ** 20 + 1 }), prod)).toThrow('a.png is 3.0 MiB; the limit is 3.0 MiB.');
     expect(() => checkBeforeDownload(meta({ size: 5 * 2 ** 20 }), { ...prod, maxBytes: 2 ** 19 })).toThrow('a.png is 5.0 MiB; the limit is 0.50 MiB.');
+    expect(() => checkBeforeDownload(meta({ size: 2 ** 20 + 1 }), { ...prod, maxBytes: 2 ** 20 })).toThrow('a.png is 1.0 MiB; the limit is 1.0 MiB.');
     expect(() => checkBeforeDownload(meta({ url: 'not a url' }), prod)).toThrow("I couldn't read the link of a.png.");
     expect(() => checkBeforeDownload(meta({ url: 'ftp://cdn.discordapp.com/a.png' }), prod)).toThrow('I only read images uploaded to Discord; a.png is hosted on cdn.discordapp.com.');
     expect(() => checkBeforeDownload(meta({ contentType: null, filename: 'notes.txt' }), prod)).toThrow("notes.txt isn't an image. Please attach a PNG, JPEG, WebP or GIF.");

@@ -87,6 +87,9 @@ describe('DiscordDelivery', () => {
     const posted = fake.channelMessages().filter((m) => m.content.includes('an expired fox'));
     expect(posted).toHaveLength(1);
     expect(posted[0]!.content).toContain(`<@${fake.alice.id}>`);
+    // Not a reply: no message reference at all.
+    const post = fake.requestsTo('POST', new RegExp(`/channels/${fake.channelId}/messages$`)).find((r) => JSON.stringify(r.body).includes('an expired fox'))!;
+    expect(post.body).not.toHaveProperty('message_reference');
 
     // An answer has no buttons to find it by: Discord's enforce_nonce makes the second post return the first.
     const answer: JobResult = { ...result('j-expired-ask', destination), kind: 'ask', image: undefined, answer: { text: 'An expired answer.', tokenCount: 3 } };
@@ -180,7 +183,7 @@ describe('DiscordDelivery', () => {
       { author: fake.bot, customId: buttonId('cancel', 'j-decoy') }, // ours, this job, but the Cancel of its progress
     ];
     for (const { author, customId } of decoys) {
-      const m = fake.postUserMessage({ content: 'decoy', author, silent: true });
+      const m = fake.postUserMessage({ content: 'decoy', author, silent: true, mentionBot: true }); // mentioning the bot: visible without Message Content
       m.components = [{ type: 1, components: [{ type: 2, style: 1, label: 'x', custom_id: customId }] }];
     }
     const second = await deferred();
@@ -238,17 +241,28 @@ describe('DiscordDelivery', () => {
     const { interaction, destination } = await deferred();
     const withheld: JobResult = { ...result('j-withheld', destination, 'a withheld fox'), status: 'failed', image: undefined, error: { code: 'moderation', message: 'Withheld by the checks.', userFacing: true, private: true } };
     await port().deliver(withheld, undefined);
-    expect(fake.requestsTo('DELETE', new RegExp(`/${interaction.token}/messages/@original$`)).map((r) => r.status)).toEqual([204]);
+    const deleted = fake.requestsTo('DELETE', new RegExp(`/${interaction.token}/messages/@original$`));
+    expect(deleted.map((r) => r.status)).toEqual([204]);
     const followUp = fake.requestsTo('POST', new RegExp(`/webhooks/\\d+/${interaction.token}$`));
     expect(followUp).toHaveLength(1);
     expect((followUp[0]!.body as { flags: number }).flags & 64).toBe(64);
+    // Interaction webhooks are answered without the bot's token.
+    expect([...deleted, ...followUp].map((r) => r.authorization)).toEqual([undefined, undefined]);
+    // Delivered again (the public message already gone): the follow-up is posted again, nothing fails.
+    await port().deliver(withheld, undefined);
+    expect(fake.requestsTo('POST', new RegExp(`/webhooks/\\d+/${interaction.token}$`))).toHaveLength(2);
+    // The token dies between the delete and the follow-up: the user is told by DM instead.
+    const late = await deferred();
+    fake.injectFault({ method: 'POST', path: new RegExp(`/webhooks/\\d+/${late.interaction.token}$`), status: 404, code: 10015, message: 'Unknown Webhook' });
+    await port().deliver({ ...withheld, jobId: 'j-withheld-late', destination: late.destination }, undefined);
+    expect(fake.channelMessages(fake.dmChannel(fake.alice)).filter((m) => m.content.includes('Withheld by the checks.'))).toHaveLength(1);
     // Without a usable token (and with a status message to remove): the DM, once however often it is delivered.
     const status = (await client.rest.post(`/channels/${fake.channelId}/messages`, { body: { content: '⏳' } })) as { id: string };
     const noToken = { ...destination, interactionToken: undefined, statusMessageId: status.id };
     await port().deliver({ ...withheld, jobId: 'j-withheld-dm', destination: noToken }, undefined);
     await port().deliver({ ...withheld, jobId: 'j-withheld-dm', destination: noToken }, undefined);
     expect(fake.messages.has(status.id)).toBe(false);
-    expect(fake.channelMessages(fake.dmChannel(fake.alice)).filter((m) => m.content.includes('Withheld by the checks.'))).toHaveLength(1);
+    expect(fake.channelMessages(fake.dmChannel(fake.alice)).filter((m) => m.content.includes('Withheld by the checks.'))).toHaveLength(2);
   });
 
   it('a private answer to a mention in a private channel, when DMs were closed since: only logged (its channel is the DM itself)', async () => {
@@ -263,6 +277,22 @@ describe('DiscordDelivery', () => {
     expect(fake.messages.size).toBe(before);
     // The operator reads why a result was not posted.
     expect(warnings).toEqual([[{ jobId: 'j-dave', toldInChannel: false }, 'the requester does not accept direct messages: the private result was not posted']]);
+  });
+
+  it("the first 'Queued' edit before the result, a mention's status message edited with progress, a failed edit only logged", async () => {
+    const { interaction, destination } = await deferred();
+    const { port: p, lines } = recordingPort();
+    await p.showQueued(destination, 'j-queued', 'Queued: 2nd in line.');
+    expect(fake.original(interaction)!.content).toBe('⏳ Queued: 2nd in line.');
+    const status = (await client.rest.post(`/channels/${fake.channelId}/messages`, { body: { content: '⏳' } })) as { id: string };
+    const mention: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, userId: fake.alice.id, applicationId: fake.appId, statusMessageId: status.id };
+    await p.showProgress(mention, progress('j-status', 4));
+    expect(fake.messages.get(status.id)!.content).toBe('⏳ Drawing: step 4/10');
+    fake.expireToken(interaction.token);
+    await p.showProgress(destination, { ...progress('j-queued', 1), stage: 'queued', queuePosition: 1 });
+    expect(lines).toContainEqual(['warn', { err: 'Invalid Webhook Token', channel: fake.channelId }, 'progress edit failed']);
+    p.close();
+    expect(() => p.showProgress({ platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' }, progress('j-slack', 1))).toThrow('the Discord port got a slack destination');
   });
 
   it('nonces are 25 characters, one per job', () => {

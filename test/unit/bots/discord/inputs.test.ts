@@ -112,6 +112,7 @@ describe('button and modal ids', () => {
     }
     expect(buttonId('vary', 'j1', 0)).toBe('b3:vary:j1:0');
     expect(parseButtonId('b3:vary:j1:0')).toEqual({ action: 'vary', jobId: 'j1', index: 0 });
+    expect(parseButtonId('b3:vary:j1:12')).toEqual({ action: 'vary', jobId: 'j1', index: 12 });
     for (const id of ['b4:vary:j1', 'b3:explode:j1', 'b3:vary:', 'b3:vary', 'b3::j1', 'b3:vary:j1:2:extra', 'b3:vary:j1:x', 'b3:vary:j1:123', 'b3:vary:j1:', 'xb3:vary:j1'])
       expect(parseButtonId(id), id).toBeUndefined();
     expect(() => buttonId('reroll', 'j'.repeat(95))).toThrow(/custom_id over 100 characters/);
@@ -200,6 +201,7 @@ describe('the reply chain of a mention', () => {
       { author: BOT, content: 'A fox.' },
       { content: '<@bot> and its colour?', mentionsBot: true },
       { author: BOT, content: '', embed: 'Red.' },
+      { author: BOT, content: '' }, // an empty message of the bot's: no turn
       { content: 'just chatting' }, // neither the bot's nor a mention of it: not a turn
       { content: '<@bot> where is it?', mentionsBot: true },
     ]);
