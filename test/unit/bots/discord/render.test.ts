@@ -134,6 +134,17 @@ describe('render: the rest of what a user sees', () => {
     expect(resultMessage(imageResult('a *bold* fox'), new Uint8Array([1])).body.content.split('\n')[0]).toBe('**a \\*bold\\* fox**');
   });
 
+  it('the settings line carries the prompt check and where a result was served from', () => {
+    const checked: JobResult = { ...imageResult(), servedFrom: 'cache', image: { ...imageResult().image!, matchScore: 0.8123, tries: 2 } };
+    expect(resultMessage(checked, new Uint8Array([1])).body.content.split('\n')[1]).toBe(
+      '-# seed 7 · 30 + 50 steps · guidance 3 · 1:1 · matches the prompt: 0.81 · best of 2 tries · from the cache, no GPU time used',
+    );
+    const answer: JobResult = { ...imageResult(), kind: 'ask', image: undefined, servedFrom: 'shared', answer: { text: 'A fox.', tokenCount: 1 } };
+    expect(resultMessage(answer, undefined).body.content).toBe('A fox.\n-# shared with an identical request');
+    // A failed result says so even if it carries an image.
+    expect(resultMessage({ ...imageResult(), status: 'failed', error: { code: 'x', message: 'Nope.', userFacing: true } }, new Uint8Array([1])).body.content).toBe('Nope.');
+  });
+
   it('cancelled, a result with neither image nor answer, an expired image, a blank answer, a long answer as an embed', () => {
     expect(resultMessage({ ...imageResult(), status: 'cancelled', image: undefined }, undefined, '9').body).toMatchObject({ content: '<@9> Cancelled.', allowed_mentions: { parse: [], users: ['9'] } });
     expect(resultMessage({ ...imageResult(), image: undefined }, undefined).body.content).toBe('Sorry, that failed (ref jabc).');
@@ -158,14 +169,20 @@ describe('render: the rest of what a user sees', () => {
     expect(describedPrompt('<@!12> 1. first', 0)).toBe('first');
     expect(describedPrompt('  11. eleventh\n1. first', 0)).toBe('first');
     expect(describedPrompt('1.no space', 0)).toBeUndefined();
+    expect(describedPrompt('see 1. not a list', 0)).toBeUndefined();
+    expect(describedPrompt('<@12>1. glued', 0)).toBe('glued');
+    expect(describedPrompt('a\n  2. indented', 1)).toBe('indented');
+    expect(describedPrompt('10. tenth', 9)).toBe('tenth');
+    expect(describedPrompt('1. wait… what…', 0)).toBe('wait… what');
+    expect(describedPrompt('1. spaced …', 0)).toBe('spaced');
   });
 
   it('several images: one message with every PNG, the seeds, Vary 1…n five to a row, and Re-roll all', () => {
-    const images = [7, 8, 9, 10, 11, 12].map((seed) => ({ ...imageResult().image!, options: { ...options, seed }, altText: seed === 8 ? '' : `alt ${seed}` }));
+    const images = [70, 8, 9, 10, 11, 12].map((seed) => ({ ...imageResult().image!, options: { ...options, seed }, altText: seed === 8 ? '' : `alt ${seed}` }));
     const gallery: JobResult = { ...imageResult(), image: images[0], images };
     const pngs = images.map((_, i) => new Uint8Array([i]));
     const r = resultMessage(gallery, pngs[0], undefined, pngs);
-    expect(r.body.content).toBe('**a fox**\n-# seeds 7, 8, 9, 10, 11, 12 · 30 + 50 steps · guidance 3 · 1:1');
+    expect(r.body.content).toBe('**a fox**\n-# seeds 70, 8, 9, 10, 11, 12 · 30 + 50 steps · guidance 3 · 1:1');
     const rows = (r.body.components as { components: { label: string; custom_id: string }[] }[]).map((row) => row.components.map((b) => `${b.label}=${b.custom_id}`));
     expect(rows).toEqual([
       ['Vary 1=b3:vary:jabc:0', 'Vary 2=b3:vary:jabc:1', 'Vary 3=b3:vary:jabc:2', 'Vary 4=b3:vary:jabc:3', 'Vary 5=b3:vary:jabc:4'],
@@ -173,9 +190,15 @@ describe('render: the rest of what a user sees', () => {
       ['Re-roll all=b3:reroll:jabc'],
     ]);
     expect(r.body.attachments?.map((a) => [a.id, a.filename, a.description])).toEqual([
-      ['0', 'blip3o-7.png', 'alt 7'], ['1', 'blip3o-8.png', 'a fox'], ['2', 'blip3o-9.png', 'alt 9'], ['3', 'blip3o-10.png', 'alt 10'], ['4', 'blip3o-11.png', 'alt 11'], ['5', 'blip3o-12.png', 'alt 12'],
+      ['0', 'blip3o-70.png', 'alt 70'], ['1', 'blip3o-8.png', 'a fox'], ['2', 'blip3o-9.png', 'alt 9'], ['3', 'blip3o-10.png', 'alt 10'], ['4', 'blip3o-11.png', 'alt 11'], ['5', 'blip3o-12.png', 'alt 12'],
     ]);
     expect(r.files.map((f) => [f.name, [...f.data], f.contentType])).toEqual(images.map((img, i) => [`blip3o-${img.options.seed}.png`, [i], 'image/png']));
+    // Five images: one row of Vary, no empty row; a long prompt keeps 300 characters for the rest.
+    const five = { ...gallery, images: images.slice(0, 5).map((img) => ({ ...img, prompt: 'q'.repeat(3000) })) };
+    const r5 = resultMessage(five, pngs[0], undefined, pngs.slice(0, 5));
+    expect((r5.body.components as { components: unknown[] }[]).map((row) => row.components.length)).toEqual([5, 1]);
+    expect(r5.body.content.split('\n')[0]).toHaveLength(1700);
+    expect(r5.body.content.split('\n')[1]).toMatch(/^-# seeds 70, 8, 9, 10, 11 · /);
     // A gallery whose images are not all there is shown as the first image alone.
     expect(resultMessage(gallery, pngs[0], undefined, pngs.slice(0, 5)).files).toHaveLength(1);
   });
