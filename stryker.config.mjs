@@ -17,6 +17,8 @@ const groups = {
   // the Discord adapter's modules but the gateway glue (adapter.ts: the integration tests, with a worker) and the
   // command definitions (commands.ts: data)
   discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,options,render}.ts'],
+  // the Slack adapter's text parsing and rendering (not handlers.ts/port.ts: the integration tests, with a worker)
+  slack: ['bots/slack/{admin,blocks,conversation,options,settings}.ts'],
   // the admin commands: /limits, /queue, budgets and the usage report, checks
   admin: ['bots/core/commands/*.ts'],
   // the result cache and single flight, GPU-second accounting and budgets, saved /settings

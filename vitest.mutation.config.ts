@@ -19,6 +19,8 @@ const tests: Record<string, string[]> = {
   redis: ['test/unit/src/redis.test.ts', 'test/unit/config/load.test.ts', 'test/unit/src/redis-batched-writes.redis.test.ts', 'test/unit/src/redis-fence.redis.test.ts', 'test/unit/bots/core/submit-flight.redis.test.ts'],
   // the result cache, GPU-second accounting and saved settings: state every bot and worker shares through Redis
   state: ['test/unit/src/cache/*.test.ts', 'test/unit/src/accounting/*.test.ts', 'test/unit/src/limits/gate.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/settings.redis.test.ts', 'test/unit/bots/slack/settings.test.ts'],
+  // the Slack adapter's own modules
+  slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts'],
   // the Discord adapter's own modules, against the fake Discord in the test process (no worker)
   discord: ['test/unit/bots/discord/*.test.ts'],
   // the admin commands, driven through the real core (no worker) and on their own

@@ -135,6 +135,7 @@ function describedMessage(jobId: string, prompts: string[], prefix: string, allo
 /** Prompt `index` of a /describe answer message (the numbered line `index + 1`), or undefined. */
 export function describedPrompt(content: string, index: number): string | undefined {
   for (const line of content.split('\n')) {
+    // Stryker disable next-line Regex: equivalent, the `$` after a greedy `.+`
     const m = /^(?:<@!?\d+>\s*)?(\d+)\. (.+)$/.exec(line.trim());
     if (m && Number(m[1]) === index + 1) return m[2]!.replace(/…$/, '').trim();
   }
@@ -152,6 +153,7 @@ function galleryMessage(result: JobResult, images: NonNullable<JobResult['images
   const first = images[0]!;
   const seeds = images.map((i) => i.options.seed);
   const { seed: _seed, ...rest } = first.options;
+  // Stryker disable next-line Regex: equivalent, the `^`: settingsLine starts with the seed
   const settings = settingsLine({ ...rest, seed: seeds[0]! }).replace(/^seed \d+/, `seeds ${seeds.join(', ')}`);
   const content = truncate(`${prefix}**${first.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 300) + `\n-# ${settings}`;
   const vary = images.map((_, i) => button(`Vary ${i + 1}`, ButtonStyle.Secondary, buttonId('vary', result.jobId, i)));

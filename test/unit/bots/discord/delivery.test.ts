@@ -256,6 +256,12 @@ describe('DiscordDelivery', () => {
     fake.injectFault({ method: 'POST', path: new RegExp(`/webhooks/\\d+/${late.interaction.token}$`), status: 404, code: 10015, message: 'Unknown Webhook' });
     await port().deliver({ ...withheld, jobId: 'j-withheld-late', destination: late.destination }, undefined);
     expect(fake.channelMessages(fake.dmChannel(fake.alice)).filter((m) => m.content.includes('Withheld by the checks.'))).toHaveLength(1);
+    // Any other refusal of the delete or of the follow-up reaches the core, which retries.
+    for (const [method, path] of [['DELETE', '/messages/@original$'], ['POST', '$']] as const) {
+      const t = await deferred();
+      fake.injectFault({ method, path: new RegExp(`/webhooks/\\d+/${t.interaction.token}${path}`), status: 403, code: 50001, message: 'Missing Access' });
+      await expect(port().deliver({ ...withheld, jobId: `j-withheld-${method}`, destination: t.destination }, undefined)).rejects.toThrow('Missing Access');
+    }
     // Without a usable token (and with a status message to remove): the DM, once however often it is delivered.
     const status = (await client.rest.post(`/channels/${fake.channelId}/messages`, { body: { content: '⏳' } })) as { id: string };
     const noToken = { ...destination, interactionToken: undefined, statusMessageId: status.id };

@@ -213,7 +213,8 @@ describe('the reply chain of a mention', () => {
       { role: 'user', text: 'and its colour?' },
       { role: 'assistant', text: 'Red.' },
     ]);
-    expect((await walk(c.last, 2)).history).toEqual([{ role: 'user', text: 'and its colour?' }, { role: 'assistant', text: 'Red.' }]); // the newest turns
+    expect((await walk(c.last, 3)).history).toEqual([{ role: 'assistant', text: 'A fox.' }, { role: 'user', text: 'and its colour?' }, { role: 'assistant', text: 'Red.' }]); // the newest turns
+    expect(await walk(c.last, 2)).toEqual({ history: [{ role: 'user', text: 'and its colour?' }, { role: 'assistant', text: 'Red.' }], blankedMessages: 0 }); // 6 fetches: the image not reached
   });
 
   it("a reply to the bot's generated image asks about that image; the image message is no turn", async () => {

@@ -135,6 +135,7 @@ describe('render: the rest of what a user sees', () => {
   });
 
   it('the settings line carries the prompt check and where a result was served from', () => {
+    expect(resultMessage(imageResult(), new Uint8Array([1])).body.content).toBe('**a fox**\n-# seed 7 · 30 + 50 steps · guidance 3 · 1:1');
     const checked: JobResult = { ...imageResult(), servedFrom: 'cache', image: { ...imageResult().image!, matchScore: 0.8123, tries: 2 } };
     expect(resultMessage(checked, new Uint8Array([1])).body.content.split('\n')[1]).toBe(
       '-# seed 7 · 30 + 50 steps · guidance 3 · 1:1 · matches the prompt: 0.81 · best of 2 tries · from the cache, no GPU time used',
@@ -183,6 +184,8 @@ describe('render: the rest of what a user sees', () => {
     const pngs = images.map((_, i) => new Uint8Array([i]));
     const r = resultMessage(gallery, pngs[0], undefined, pngs);
     expect(r.body.content).toBe('**a fox**\n-# seeds 70, 8, 9, 10, 11, 12 · 30 + 50 steps · guidance 3 · 1:1');
+    const starred = resultMessage({ ...gallery, images: images.map((img) => ({ ...img, prompt: 'a *bold* fox' })) }, pngs[0], undefined, pngs);
+    expect(starred.body.content.split('\n')[0]).toBe('**a \\*bold\\* fox**');
     const rows = (r.body.components as { components: { label: string; custom_id: string }[] }[]).map((row) => row.components.map((b) => `${b.label}=${b.custom_id}`));
     expect(rows).toEqual([
       ['Vary 1=b3:vary:jabc:0', 'Vary 2=b3:vary:jabc:1', 'Vary 3=b3:vary:jabc:2', 'Vary 4=b3:vary:jabc:3', 'Vary 5=b3:vary:jabc:4'],
