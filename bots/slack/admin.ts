@@ -64,6 +64,8 @@ export function parseAdmin(text: string): CommandInput {
   if (area === 'budget') {
     if (!action || action === 'show') {
       const user = userMention(rest[0]);
+      // Something that is not a mention (plain "@pat", which Slack did not turn into one) is refused, not ignored.
+      if (rest[0] !== undefined && !user) throw new UserError('bad_request', `\`${rest[0]}\` is not @someone.\n${ADMIN_USAGE}`);
       return { command: 'budget', action: 'show', ...(user ? { targetUserId: user } : {}) };
     }
     if (action === 'set') {
@@ -81,7 +83,7 @@ export function parseAdmin(text: string): CommandInput {
     if (!action || action === 'status') return { command: 'queue', action: 'status' };
     if (action === 'pause' || action === 'resume') return { command: 'queue', action };
     if (action === 'purge') {
-      const user = /^<@([A-Z0-9]+)(\|[^>]*)?>$/.exec(rest[0] ?? '')?.[1];
+      const user = userMention(rest[0]);
       if (!user) throw new UserError('bad_request', `Name the user to purge: \`/blip3o-admin queue purge @someone\`.\n${ADMIN_USAGE}`);
       return { command: 'queue', action: 'purge-user', targetUserId: user };
     }

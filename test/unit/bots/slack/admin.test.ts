@@ -1,0 +1,74 @@
+// `/blip3o-admin …` text → the core's admin commands (bots/slack/admin.ts): every form the usage lists, and a usage
+// answer for anything else.
+import { describe, expect, it } from 'vitest';
+import { ADMIN_USAGE, parseAdmin } from '../../../../bots/slack/admin.ts';
+import { isUserError } from '../../../../src/errors.ts';
+
+const refusal = (text: string): string => {
+  try {
+    parseAdmin(text);
+  } catch (e) {
+    if (isUserError(e)) return e.message;
+    throw e;
+  }
+  throw new Error(`accepted: ${text}`);
+};
+
+describe('/blip3o-admin text', () => {
+  it('limits: show by default, set with named numbers, reset', () => {
+    expect(parseAdmin('limits')).toEqual({ command: 'limits', action: 'show' });
+    expect(parseAdmin('  limits   show ')).toEqual({ command: 'limits', action: 'show' });
+    expect(parseAdmin('limits reset')).toEqual({ command: 'limits', action: 'reset' });
+    expect(parseAdmin('limits set requests=5 WINDOW=60 burst=8 concurrent=0')).toEqual({
+      command: 'limits', action: 'set', spec: { requestsPerWindow: 5, windowSeconds: 60, burst: 8, maxConcurrent: 0 },
+    });
+    for (const pair of ['requests=-1', 'requests=1.5', 'requests=', 'requests', 'rate=5', 'requests=5x'])
+      expect(refusal(`limits set ${pair}`), pair).toBe(`\`${pair}\` is not one of requests=N window=N burst=N concurrent=N.\n${ADMIN_USAGE}`);
+    expect(refusal('limits set')).toBe(`Say which limits to set.\n${ADMIN_USAGE}`);
+    expect(refusal('limits explode')).toBe(ADMIN_USAGE);
+  });
+
+  it('checks: show by default, set with the rest of the text, reset', () => {
+    expect(parseAdmin('checks')).toEqual({ command: 'checks', action: 'show' });
+    expect(parseAdmin('checks show')).toEqual({ command: 'checks', action: 'show' });
+    expect(parseAdmin('checks reset')).toEqual({ command: 'checks', action: 'reset' });
+    expect(parseAdmin('checks set match=on  threshold=0.7')).toEqual({ command: 'checks', action: 'set', settings: 'match=on threshold=0.7' });
+    expect(parseAdmin('checks set')).toEqual({ command: 'checks', action: 'set', settings: '' });
+    expect(refusal('checks explode')).toBe(ADMIN_USAGE);
+  });
+
+  it('budget: show (yours or @someone), set an amount for this channel, the workspace or @someone, reset', () => {
+    expect(parseAdmin('budget')).toEqual({ command: 'budget', action: 'show' });
+    expect(parseAdmin('budget show <@U123|pat>')).toEqual({ command: 'budget', action: 'show', targetUserId: 'U123' });
+    expect(refusal('budget show nobody')).toBe(`\`nobody\` is not @someone.\n${ADMIN_USAGE}`); // was ignored: the caller's own budget shown
+    expect(parseAdmin('budget set 600')).toEqual({ command: 'budget', action: 'set', seconds: 600, scope: 'channel' });
+    expect(parseAdmin('budget set 1.5 channel')).toEqual({ command: 'budget', action: 'set', seconds: 1.5, scope: 'channel' });
+    expect(parseAdmin('budget set 3600 workspace')).toEqual({ command: 'budget', action: 'set', seconds: 3600, scope: 'workspace' });
+    expect(parseAdmin('budget set 120 <@U9>')).toEqual({ command: 'budget', action: 'set', seconds: 120, scope: 'user', targetUserId: 'U9' });
+    expect(parseAdmin('budget reset')).toEqual({ command: 'budget', action: 'reset', scope: 'channel' });
+    expect(parseAdmin('budget reset <@U9>')).toEqual({ command: 'budget', action: 'reset', scope: 'user', targetUserId: 'U9' });
+    for (const amount of ['', ' -5', ' 1e3', ' 12x', ' .5'])
+      expect(refusal(`budget set${amount}`), amount).toBe(`Give the budget in GPU-seconds per day: \`/blip3o-admin budget set 600\`.\n${ADMIN_USAGE}`);
+    for (const who of ['guild', '@pat', '<@u9>', '<@U9>x', 'x<@U9>'])
+      expect(refusal(`budget reset ${who}`), who).toBe(`\`${who}\` is not channel, workspace or @someone.\n${ADMIN_USAGE}`);
+    expect(refusal('budget explode')).toBe(ADMIN_USAGE);
+  });
+
+  it('usage with or without a number of days; queue status, pause, resume and purge @user', () => {
+    expect(parseAdmin('usage')).toEqual({ command: 'usage' });
+    expect(parseAdmin('usage 30')).toEqual({ command: 'usage', days: 30 });
+    expect(refusal('usage week')).toBe(ADMIN_USAGE);
+    expect(refusal('usage 7d')).toBe(ADMIN_USAGE);
+    expect(parseAdmin('queue')).toEqual({ command: 'queue', action: 'status' });
+    expect(parseAdmin('queue status')).toEqual({ command: 'queue', action: 'status' });
+    expect(parseAdmin('queue pause')).toEqual({ command: 'queue', action: 'pause' });
+    expect(parseAdmin('queue resume')).toEqual({ command: 'queue', action: 'resume' });
+    expect(parseAdmin('queue purge <@U7|sam>')).toEqual({ command: 'queue', action: 'purge-user', targetUserId: 'U7' });
+    for (const who of ['', ' sam', ' <@U7>x'])
+      expect(refusal(`queue purge${who}`), who).toBe(`Name the user to purge: \`/blip3o-admin queue purge @someone\`.\n${ADMIN_USAGE}`);
+    expect(refusal('queue explode')).toBe(ADMIN_USAGE);
+    expect(refusal('')).toBe(ADMIN_USAGE);
+    expect(refusal('help')).toBe(ADMIN_USAGE);
+    expect(ADMIN_USAGE.split('\n')).toHaveLength(8);
+  });
+});
