@@ -11,7 +11,8 @@ export interface Turn {
 
 /** `<@U123> what is this?` → `what is this?` (only the bot's own mention is removed). */
 export function stripMention(text: string, botUserId: string): string {
-  return text.replace(new RegExp(`<@${botUserId}(\\|[^>]*)?>`, 'g'), '').replace(/\s+/g, ' ').trim();
+  // A space, not nothing: "what<@U1>is" reads "what is".
+  return text.replace(new RegExp(`<@${botUserId}(\\|[^>]*)?>`, 'g'), ' ').replace(/\s+/g, ' ').trim();
 }
 
 export function isImageFile(f: ThreadFile): boolean {
