@@ -43,6 +43,7 @@ describe('/blip3o-admin text', () => {
     expect(refusal('budget show nobody')).toBe(`\`nobody\` is not @someone.\n${ADMIN_USAGE}`); // was ignored: the caller's own budget shown
     expect(parseAdmin('budget set 600')).toEqual({ command: 'budget', action: 'set', seconds: 600, scope: 'channel' });
     expect(parseAdmin('budget set 1.5 channel')).toEqual({ command: 'budget', action: 'set', seconds: 1.5, scope: 'channel' });
+    expect(parseAdmin('budget set 2.25')).toEqual({ command: 'budget', action: 'set', seconds: 2.25, scope: 'channel' });
     expect(parseAdmin('budget set 3600 workspace')).toEqual({ command: 'budget', action: 'set', seconds: 3600, scope: 'workspace' });
     expect(parseAdmin('budget set 120 <@U9>')).toEqual({ command: 'budget', action: 'set', seconds: 120, scope: 'user', targetUserId: 'U9' });
     expect(parseAdmin('budget reset')).toEqual({ command: 'budget', action: 'reset', scope: 'channel' });
@@ -59,6 +60,7 @@ describe('/blip3o-admin text', () => {
     expect(parseAdmin('usage 30')).toEqual({ command: 'usage', days: 30 });
     expect(refusal('usage week')).toBe(ADMIN_USAGE);
     expect(refusal('usage 7d')).toBe(ADMIN_USAGE);
+    expect(refusal('usage x7')).toBe(ADMIN_USAGE);
     expect(parseAdmin('queue')).toEqual({ command: 'queue', action: 'status' });
     expect(parseAdmin('queue status')).toEqual({ command: 'queue', action: 'status' });
     expect(parseAdmin('queue pause')).toEqual({ command: 'queue', action: 'pause' });
