@@ -33,6 +33,7 @@ function clip(raw: string, max: number): string {
 
 function bar(step: number, total: number): string {
   const cells = 12;
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: equivalent, the bar is drawn only with a total
   const filled = total > 0 ? Math.min(cells, Math.round((step / total) * cells)) : 0;
   return `${'▓'.repeat(filled)}${'░'.repeat(cells - filled)}`;
 }

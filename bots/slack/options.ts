@@ -57,6 +57,7 @@ function parseInteger(name: string, raw: string, min: number, max: number): numb
 
 /** Parse the text after `/imagine`. Throws UserError (with the usage) for anything the user can fix. */
 export function parseImagine(text: string, limits: GenerationLimits): ImagineInput {
+  // Stryker disable next-line MethodExpression,Regex: equivalent, the filter and a single-space split each only remove empty tokens
   const tokens = normalizeSlackText(text).split(/\s+/).filter(Boolean);
   const words: string[] = [];
   const out: Partial<Omit<ImagineInput, 'command' | 'prompt'>> = {};
@@ -110,6 +111,7 @@ export function parseImagine(text: string, limits: GenerationLimits): ImagineInp
       }
     }
   }
+  // Stryker disable next-line MethodExpression: equivalent, the words hold no spaces to trim
   const prompt = words.join(' ').trim();
   if (!prompt) throw bad('Tell me what to draw.');
   if (prompt.length > limits.maxPromptChars) {

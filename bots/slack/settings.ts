@@ -24,6 +24,7 @@ export const SettingsTarget = z.strictObject({ scope: z.enum(['user', 'channel']
 export type SettingsTarget = z.infer<typeof SettingsTarget> & { scope: SettingsScope };
 
 export function parseSettingsText(text: string): { scope: SettingsScope; reset: boolean } {
+  // Stryker disable next-line MethodExpression,Regex: equivalent, the trim and a single-space split only leave empty words, which the filter removes
   const words = text.trim().toLowerCase().split(/\s+/).filter(Boolean);
   const scope = words[0] === 'channel' ? 'channel' : 'user';
   const rest = scope === 'channel' ? words.slice(1) : words[0] === 'me' ? words.slice(1) : words;

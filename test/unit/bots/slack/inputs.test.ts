@@ -23,6 +23,7 @@ describe('status messages', () => {
     expect(statusMessage('j1', 't', { stage: 'features', step: 3, total: 12 })).toEqual({ text: 'Drawing 3/12', blocks: [section('t\n*Drawing 3/12*  `▓▓▓░░░░░░░░░`'), cancel] });
     expect(statusMessage('j1', 't', { stage: 'features', step: 99, total: 12 }).blocks[0]).toEqual(section('t\n*Drawing 99/12*  `▓▓▓▓▓▓▓▓▓▓▓▓`')); // the bar never overflows
     expect(statusMessage('j1', 't', { stage: 'features', step: 0, total: 12 }).blocks[0]).toEqual(section('t\n*Drawing 0/12*  `░░░░░░░░░░░░`'));
+    expect(statusMessage('j1', 't', { stage: 'queued', step: 1, total: 5, queuePosition: 1 }).blocks[0]).toEqual(section('t\n*Queued: 1st in line.*')); // no bar while queued
     expect(statusMessage('j1', 't', { stage: 'loading', step: 0, total: 0 })).toEqual({ text: 'Loading the model', blocks: [section('t\n*Loading the model*'), cancel] });
     expect(statusMessage('j1', 't', { stage: 'answering', step: 2, total: 0, partialText: 'A <red> fox' })).toEqual({
       text: 'Writing the answer', blocks: [section('t\n*Writing the answer*'), section('A &lt;red&gt; fox'), cancel],
@@ -77,6 +78,7 @@ describe('results', () => {
     expect(long.blocks).toEqual([section('a'.repeat(2900)), section('b'.repeat(2900)), section('c')]);
     expect(long.text).toBe(`${'a'.repeat(2900)}${'b'.repeat(999)}…`);
     expect(answerMessage('z'.repeat(2900 * 50)).blocks).toHaveLength(45);
+    expect(answerMessage('e'.repeat(2900)).blocks).toEqual([section('e'.repeat(2900))]); // no empty section after an exact fit
   });
 
   it('/describe: a section per prompt with its own Imagine this; the ask modal', () => {
@@ -131,6 +133,10 @@ describe('/blip3o-settings', () => {
     expect(mine.blocks[1]!.element.initial_value).toBe('0'); // a saved 0 is shown, not dropped
     expect(mine.blocks[0]!.element).not.toHaveProperty('initial_option');
     expect(mine.blocks[5]!.element).toEqual({ action_id: 'value', type: 'checkboxes', options: [PRIVATE] });
+    for (const i of [2, 3]) expect(mine.blocks[i]!.element).not.toHaveProperty('initial_value'); // nothing saved: empty
+    const privateMine = settingsModal({ ...target, scope: 'user' }, { private: true }, config) as { blocks: { element: Record<string, unknown> }[] };
+    expect(privateMine.blocks[1]!.element).not.toHaveProperty('initial_value');
+    expect(privateMine.blocks[5]!.element.initial_options).toEqual([PRIVATE]);
   });
 
   it('the submitted modal saves exactly what it shows; a bad retention is an error under its field', () => {
@@ -141,6 +147,7 @@ describe('/blip3o-settings', () => {
       private: { value: { selected_options: [{ value: 'nolog' }] } }, retention: { value: { value: '2h' } },
     };
     expect(settingsFromView(target, values)).toEqual({ input: { command: 'settings', scope: 'channel', action: 'replace', values: { aspect: '16:9', steps: 12, noLog: true, retentionSeconds: 7200 } } });
+    expect(settingsFromView(target, { private: { value: { selected_options: [{ value: 'private' }, { value: 'nolog' }] } } })).toEqual({ input: { command: 'settings', scope: 'channel', action: 'replace', values: { private: true, noLog: true } } });
     expect(settingsFromView(target, { private: { value: { selected_options: [{ value: 'private' }] } } })).toEqual({ input: { command: 'settings', scope: 'channel', action: 'replace', values: { private: true } } });
     expect(settingsFromView({ ...target, scope: 'user' }, {})).toEqual({ input: { command: 'settings', scope: 'user', action: 'replace', values: {} } });
     expect(settingsFromView(target, { retention: { value: { value: 'soon' } } })).toEqual({ errors: { retention: '"soon" is not a duration: write e.g. 90s, 15m, 2h or 7d.' } });
@@ -163,6 +170,7 @@ describe('/imagine text', () => {
     expect(normalizeSlackText(' a fox \u2014seed 7 \u2013ar 1:1 ')).toBe('a fox --seed 7 --ar 1:1');
     expect(normalizeSlackText('red\u2014blue \u201cquoted\u201d \u2018single\u2019')).toBe('red\u2014blue "quoted" \'single\'');
     expect(normalizeSlackText('\u2014 alone')).toBe('\u2014 alone');
+    expect(normalizeSlackText('\u2014seed 7 a fox')).toBe('--seed 7 a fox');
     expect(parseImagine('a fox \u2014n 2', limits)).toEqual({ command: 'imagine', prompt: 'a fox', count: 2 });
   });
 
@@ -178,6 +186,7 @@ describe('/imagine text', () => {
     expect(refusal('x --seed 1x')).toBe('`--seed` needs a whole number, not `1x`.');
     expect(refusal('x --seed x1')).toBe('`--seed` needs a whole number, not `x1`.');
     expect(refusal('x --guidance 20.5')).toBe('`--guidance` must be at most 20; you gave 20.5.');
+    expect(parseImagine('x --guidance 2.25', limits).guidance).toBe(2.25);
     for (const g of ['-1', '1e1', '1.', 'x2', '2x', 'Infinity']) expect(refusal(`x --guidance ${g}`), g).toBe(`\`--guidance\` needs a number, not \`${g}\`.`);
     expect(refusal('x --seed --steps 2')).toBe('`--seed` needs a value.');
     expect(refusal('x --seed')).toBe('`--seed` needs a value.');
@@ -227,6 +236,7 @@ describe('threads', () => {
     expect(historyBefore(thread, '6', 'UBOT', 8)).toEqual([{ role: 'user', text: 'what is it?' }, { role: 'assistant', text: 'A fox.' }]);
     expect(stripMention('<@UBOT>what<@UBOT2> now', 'UBOT')).toBe('what<@UBOT2> now');
     expect(stripMention('what<@UBOT|blip3o>is this', 'UBOT')).toBe('what is this');
+    expect(stripMention('<@UBOT> and <@UBOT>  again', 'UBOT')).toBe('and again');
     expect(stripMention('<@UBOTX> hi', 'UBOT')).toBe('<@UBOTX> hi');
   });
 });
