@@ -8,7 +8,6 @@
 import { randomUUID } from 'node:crypto';
 import {
   Client,
-  DiscordAPIError,
   Events,
   GatewayIntentBits,
   MessageFlags,
@@ -41,7 +40,7 @@ import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadP
 import { COMMAND } from './commands.ts';
 import { walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
-import { CANNOT_DM, DMS_CLOSED_HELP, DiscordDelivery } from './delivery.ts';
+import { DMS_CLOSED_HELP, DiscordDelivery, refusesDirectMessages } from './delivery.ts';
 import { describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
@@ -428,7 +427,7 @@ export class DiscordAdapter implements Adapter {
       // A private channel: the answer goes to the asker's DM, never to the channel.
       const dm = await message.author.createDM();
       const status = await dm.send({ content: '⏳ Looking at the image…', allowedMentions: { parse: [] } }).catch((e: unknown) => {
-        if (e instanceof DiscordAPIError && e.code === CANNOT_DM) throw new UserError('forbidden', `Answers in this channel are private, so they go to your direct messages, but ${DMS_CLOSED_HELP} Or use \`/ask\`: its answer is shown only to you.`);
+        if (refusesDirectMessages(e)) throw new UserError('forbidden', `Answers in this channel are private, so they go to your direct messages, but ${DMS_CLOSED_HELP} Or use \`/ask\`: its answer is shown only to you.`);
         throw e;
       });
       destination = { ...where, channelId: dm.id, statusMessageId: status.id, private: true, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };

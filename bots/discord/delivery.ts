@@ -19,7 +19,8 @@ import { progressBody, queuedBody, resultMessage, type MessageBody, type Rendere
 /** Discord error codes meaning "this token/message is gone": fall back to a channel message. */
 const GONE_CODES = new Set<number | string>([10008, 10015, 10062, 50027]);
 /** Discord's answer to a direct message the user's privacy settings refuse ("Cannot send messages to this user"). */
-export const CANNOT_DM = 50007;
+const CANNOT_DM = 50007;
+export const refusesDirectMessages = (e: unknown): boolean => e instanceof DiscordAPIError && e.code === CANNOT_DM;
 /** What a user whose privacy settings refuse the bot's direct messages reads (after "I couldn't …: "). */
 export const DMS_CLOSED_HELP =
   "you don't accept direct messages from me. Allow them for this server (click its name → Privacy Settings → Direct Messages), then ask again.";
@@ -169,7 +170,7 @@ export class DiscordDelivery implements PlatformPort {
       await this.rest.post(Routes.channelMessages(dm.id), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
       return;
     } catch (e) {
-      if (!(e instanceof DiscordAPIError && e.code === CANNOT_DM)) throw e;
+      if (!refusesDirectMessages(e)) throw e;
     }
     // Stryker disable next-line ConditionalExpression: equivalent, `d.guildId !== null`: a request made in a DM has that DM as its channel
     const inServer = d.guildId !== null && d.channelId !== dm.id;

@@ -16,8 +16,8 @@ export function normaliseText(text: string): string {
 
 export const sha256Hex = (bytes: Uint8Array | string): string => createHash('sha256').update(bytes).digest('hex');
 
-/** JSON with sorted keys, so option objects hash the same whatever their key order. */
 // Stryker disable StringLiteral: equivalent, the separators: every string in a request is JSON-quoted and no request holds an array of numbers, so nothing reads alike without them
+/** JSON with sorted keys, so option objects hash the same whatever their key order. */
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value && typeof value === 'object')
