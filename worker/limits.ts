@@ -30,6 +30,9 @@ export function enforceConfiguredLimits(config: Readonly<Config>, request: JobRe
   if (o.ditSteps > g.maxDitSteps) refuse(`steps is ${o.ditSteps}; the limit is ${g.maxDitSteps}.`);
   if (o.decoderSteps > g.maxDecoderSteps) refuse(`decoder steps is ${o.decoderSteps}; the limit is ${g.maxDecoderSteps}.`);
   if (o.guidance > g.maxGuidance) refuse(`guidance is ${o.guidance}; the limit is ${g.maxGuidance}.`);
+  // Each image is a full generation and each new negative text one more LLM + DiT pass: GPU time a worker's owner caps.
+  if ((o.count ?? 1) > g.maxImagesPerRequest) refuse(`${o.count} images were asked for; the limit is ${g.maxImagesPerRequest}.`);
+  if ((o.negative ?? '').length > g.maxNegativeChars) refuse(`Your negative prompt is ${o.negative!.length} characters; the limit is ${g.maxNegativeChars}.`);
 }
 
 /** Throws UserError('bad_image') for an input image larger than `understanding.maxInputImageBytes`. */
