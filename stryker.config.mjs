@@ -17,12 +17,17 @@ const groups = {
   // the Discord adapter's modules but the gateway glue (adapter.ts: the integration tests, with a worker) and the
   // command definitions (commands.ts: data)
   discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,options,render}.ts'],
-  // the Slack adapter's text parsing and rendering (not handlers.ts/port.ts: the integration tests, with a worker)
-  slack: ['bots/slack/{admin,blocks,conversation,options,settings}.ts'],
+  // the Slack adapter's text parsing and rendering, and its PlatformPort (port.redis.test.ts: against the fake Slack);
+  // not handlers.ts (the integration tests, with a worker)
+  slack: ['bots/slack/{admin,blocks,conversation,options,settings,port}.ts'],
   // the admin commands: /limits, /queue, budgets and the usage report, checks
   admin: ['bots/core/commands/*.ts'],
   // the result cache and single flight, GPU-second accounting and budgets, saved /settings
   state: ['src/cache/{key,results}.ts', 'src/accounting/usage.ts', 'bots/core/settings.ts'],
+  // what a chat user typed, checked and turned into a job request (both adapters), and Midjourney's --no
+  requests: ['bots/core/{requests,negative}.ts'],
+  // the worker's process around the pipeline: the model thread's host, the checks after a job, review, its limits
+  worker: ['worker/{after-job,review,limits,thread-host}.ts'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

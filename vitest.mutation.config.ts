@@ -20,7 +20,11 @@ const tests: Record<string, string[]> = {
   // the result cache, GPU-second accounting and saved settings: state every bot and worker shares through Redis
   state: ['test/unit/src/cache/*.test.ts', 'test/unit/src/accounting/*.test.ts', 'test/unit/src/limits/gate.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/settings.redis.test.ts', 'test/unit/bots/slack/settings.test.ts'],
   // the Slack adapter's own modules
-  slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts'],
+  slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/port.redis.test.ts'],
+  // what users type, checked: on its own and through the core's submit paths
+  requests: ['test/unit/bots/core/{requests,imagine-extras}.test.ts', 'test/unit/bots/core/submit-paths.redis.test.ts', 'test/unit/bots/discord/options.test.ts', 'test/unit/bots/slack/options.test.ts'],
+  // the worker process's own modules around the pipeline (no ONNX session: the thread host's tests use a test thread)
+  worker: ['test/unit/worker/{thread-host,setup}.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/worker/review.test.ts', 'test/unit/worker/limits.test.ts'],
   // the Discord adapter's own modules, against the fake Discord in the test process (no worker)
   discord: ['test/unit/bots/discord/*.test.ts'],
   // the admin commands, driven through the real core (no worker) and on their own

@@ -14,7 +14,7 @@ const config = loadConfig({
     understanding: { maxQuestionChars: 15, maxHistoryTurns: 2, maxNewTokens: 64, maxInputImageBytes: 3 * 2 ** 20 },
   },
 });
-const destination = { platform: 'cli', channelId: 'c', userId: 'u' } as const;
+const destination = { platform: 'cli', clientId: 'test', channelId: 'c', userId: 'u' } as const;
 const common = { v: CONTRACT_VERSION, id: 'j1', destination, submittedAt: 1 };
 const options = { seed: 1, ditSteps: 30, decoderSteps: 40, guidance: 9, aspect: '1:1' as const };
 
