@@ -32,6 +32,15 @@ export interface PortContext {
   titleOf(jobId: string): Promise<JobTitle | undefined>;
 }
 
+/**
+ * A status message that cannot be edited any more: deleted, or left as the "This message was deleted." tombstone
+ * Slack keeps for a deleted thread parent that has replies (not the bot's message any more).
+ */
+const STATUS_GONE = ['message_not_found', 'cant_update_message'] as const;
+
+/** The error code of a Web API call that answered ok:false. */
+const slackError = (e: unknown): string | undefined => (e as { data?: { error?: string } }).data?.error;
+
 /** Where a job's messages are: the requester's DM with the bot for private results, else the channel. */
 const postedIn = (d: SlackDestination): string => d.dmChannelId ?? d.channelId;
 
@@ -80,18 +89,18 @@ export class SlackPort implements PlatformPort {
 
     if (result.status === 'succeeded' && result.image && image) {
       await this.deliverImage(d, result, image, !first, gallery);
-      await this.updateStatus(d, finalStatusMessage(title, result));
+      await this.updateStatus(d, result.jobId, finalStatusMessage(title, result), !first);
     } else if (result.status === 'succeeded' && result.answer) {
       await this.deliverAnswer(d, result, !first);
     } else if (result.status === 'failed' && result.error?.userFacing) {
       // Something the user can fix: tell only them, and take the public status message away.
-      if (d.dmChannelId) await this.updateStatus(d, { text: failureText(result), blocks: [] }); // the DM is theirs alone
+      if (d.dmChannelId) await this.updateStatus(d, result.jobId, { text: failureText(result), blocks: [] }, !first); // the DM is theirs alone
       else {
         await this.client.chat.postEphemeral({ channel: d.channelId, user: d.userId, text: failureText(result), ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
-        if (d.statusMessageTs) await this.ignoring('message_not_found', () => this.client.chat.delete({ channel: d.channelId, ts: d.statusMessageTs! }));
+        if (d.statusMessageTs) await this.ignoring(['message_not_found'], () => this.client.chat.delete({ channel: d.channelId, ts: d.statusMessageTs! }));
       }
     } else {
-      await this.updateStatus(d, finalStatusMessage(title, result));
+      await this.updateStatus(d, result.jobId, finalStatusMessage(title, result), !first);
     }
     this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
   }
@@ -132,7 +141,7 @@ export class SlackPort implements PlatformPort {
     const metadata = { event_type: META_ANSWER, event_payload: { job_id: result.jobId } };
     if (d.statusMessageTs) {
       // The status message becomes the answer: one message in the thread, and chat.update is idempotent.
-      const updated = await this.ignoring('message_not_found', () =>
+      const updated = await this.ignoring(STATUS_GONE, () =>
         this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never, metadata }),
       );
       if (updated) return;
@@ -142,26 +151,39 @@ export class SlackPort implements PlatformPort {
     await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
   }
 
-  private async updateStatus(d: SlackDestination, m: { text: string; blocks: Record<string, unknown>[] }): Promise<void> {
+  /**
+   * The status message says `m`; where it is gone (deleted by an admin), `m` is posted in the thread instead, marked
+   * with the job id so that a repeated delivery finds it there and posts it only once.
+   */
+  private async updateStatus(d: SlackDestination, jobId: string, m: { text: string; blocks: Record<string, unknown>[] }, repeat: boolean): Promise<void> {
     if (d.statusMessageTs) {
-      const ok = await this.ignoring('message_not_found', () => this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never }));
+      const ok = await this.ignoring(STATUS_GONE, () => this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never }));
       if (ok) return;
     }
-    await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+    const metadata = { event_type: META_STATUS, event_payload: { job_id: jobId } };
+    const isOurs = (x: ThreadMessage) => x.ts !== d.statusMessageTs && x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId;
+    if (repeat && d.threadTs && (await this.thread(postedIn(d), d.threadTs)).some(isOurs)) return;
+    await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
   }
 
+  /** A thread's messages, parent first; none when the parent is gone (Slack's thread_not_found), which is no error. */
   async thread(channel: string, ts: string): Promise<ThreadMessage[]> {
-    const res = await this.client.conversations.replies({ channel, ts, include_all_metadata: true, limit: 200 });
-    return (res.messages ?? []) as ThreadMessage[];
+    try {
+      const res = await this.client.conversations.replies({ channel, ts, include_all_metadata: true, limit: 200 });
+      return (res.messages ?? []) as ThreadMessage[];
+    } catch (e) {
+      if (slackError(e) === 'thread_not_found') return [];
+      throw e;
+    }
   }
 
-  /** Run a Web API call; an ok:false with `code` resolves to false instead of throwing. */
-  private async ignoring(code: string, call: () => Promise<unknown>): Promise<boolean> {
+  /** Run a Web API call; an ok:false with one of `codes` resolves to false instead of throwing. */
+  private async ignoring(codes: readonly string[], call: () => Promise<unknown>): Promise<boolean> {
     try {
       await call();
       return true;
     } catch (e) {
-      if ((e as { data?: { error?: string } }).data?.error === code) return false;
+      if (codes.includes(slackError(e) ?? '')) return false;
       throw e;
     }
   }

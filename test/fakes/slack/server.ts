@@ -291,9 +291,13 @@ export class FakeSlack {
       },
       'chat.delete': (args) => {
         const list = s.messages.get(String(args.channel)) ?? [];
-        const i = list.findIndex((m) => m.ts === String(args.ts));
+        const i = list.findIndex((m) => m.ts === String(args.ts) && m.subtype !== 'tombstone');
         if (i < 0) return { ok: false, error: 'message_not_found' };
-        list.splice(i, 1);
+        const m = list[i]!;
+        // A thread parent with replies stays as Slack's "This message was deleted." tombstone (no longer the bot's
+        // message): the replies and conversations.replies on it go on working.
+        if (list.some((r) => r.thread_ts === m.ts && r.ts !== m.ts)) list[i] = { type: 'message', subtype: 'tombstone', channel: m.channel, ts: m.ts, thread_ts: m.ts, user: 'USLACKBOT', text: 'This message was deleted.' };
+        else list.splice(i, 1);
         return { ok: true, channel: args.channel, ts: args.ts };
       },
       'chat.postEphemeral': (args) => ({ ok: true, message_ts: s.nextTs(), channel: args.channel, user: args.user }),

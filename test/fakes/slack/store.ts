@@ -23,6 +23,8 @@ export interface FakeFile {
 
 export interface FakeMessage {
   type: 'message';
+  /** 'tombstone': a deleted thread parent whose replies remain. */
+  subtype?: 'tombstone';
   ts: string;
   channel: string;
   text: string;

@@ -1,0 +1,380 @@
+// SlackPort (the PlatformPort of bots/slack/port.ts) against the fake Slack with @slack/web-api's real client and a
+// real Redis: progress into the job's status message, and every kind of result delivered once on every path, also
+// when deliver() runs again after a crash (the core's ledger had not recorded the first run) and when the status
+// message was deleted. What the channel ends up holding is read back from the fake's store.
+import { randomUUID } from 'node:crypto';
+import { LogLevel, WebClient } from '@slack/web-api';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { META_ANSWER, resultFileName, SlackPort, type JobTitle } from '../../../../bots/slack/port.ts';
+import { loadConfig } from '../../../../src/config/load.ts';
+import type { JobProgress, JobResult, SlackDestination } from '../../../../src/jobs/contract.ts';
+import { CONTRACT_VERSION } from '../../../../src/jobs/contract.ts';
+import { createLogger } from '../../../../src/log.ts';
+import { closeRedis, createRedis, deleteKeys } from '../../../../src/redis.ts';
+import { samplePng } from '../../../conformance/platform-adapter.case.ts';
+import { FakeSlack } from '../../../fakes/slack/server.ts';
+import type { FakeMessage } from '../../../fakes/slack/store.ts';
+
+const prefix = `t-slackport-${randomUUID().slice(0, 8)}`;
+const redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', 'test-slack-port');
+const config = loadConfig({ env: {}, overrides: { queue: { prefix, keepCompletedSeconds: 600, keepFailedSeconds: 900 } } });
+const log = createLogger('test', 'silent');
+const CHANNEL = 'C0PORT';
+const USER = 'U0ALICE';
+
+let fake: FakeSlack;
+let client: WebClient;
+let png: Uint8Array;
+const titles = new Map<string, JobTitle>();
+
+beforeAll(async () => {
+  fake = new FakeSlack();
+  await fake.start();
+  client = new WebClient(fake.botToken, { slackApiUrl: fake.apiUrl, retryConfig: { retries: 0 }, logLevel: LogLevel.ERROR });
+  png = await samplePng(8);
+});
+afterAll(async () => {
+  await fake.stop();
+  await deleteKeys(redis, `${prefix}:*`);
+  await closeRedis(redis);
+});
+beforeEach(() => titles.clear());
+
+/** A port as a bot has it once the core started (Redis, titles), or before (no context). */
+function port(attached = true): SlackPort {
+  const p = new SlackPort(client, config, log);
+  if (attached) p.attach({ redis, titleOf: async (jobId) => titles.get(jobId) });
+  return p;
+}
+
+/** What startJob does first: the status message (in the channel, a thread, or the asker's DM), and the destination. */
+async function started(jobId: string, where: { dm?: boolean; thread?: string } = {}, title: JobTitle = { kind: 'imagine', text: 'a red fox' }): Promise<SlackDestination> {
+  titles.set(jobId, title);
+  const channel = where.dm ? `D${USER}` : CHANNEL;
+  const posted = await client.chat.postMessage({ channel, text: 'Queued', ...(where.thread ? { thread_ts: where.thread } : {}) });
+  const ts = String(posted.ts);
+  return {
+    platform: 'slack', teamId: fake.teamId, channelId: CHANNEL, userId: USER, threadTs: where.thread ?? ts, statusMessageTs: ts,
+    ...(where.dm ? { private: true, dmChannelId: channel } : {}),
+  };
+}
+
+const options = { seed: 7, ditSteps: 20, decoderSteps: 30, guidance: 3.5, aspect: '1:1' as const };
+const imageOf = (prompt: string, seed = 7) => ({ blobKey: `${prefix}:blob:${seed}`, mime: 'image/png' as const, width: 8, height: 8, altText: `alt of ${prompt}`, prompt, options: { ...options, seed } });
+const base = (jobId: string, destination: SlackDestination) => ({ v: CONTRACT_VERSION, jobId, destination, timingsMs: {}, finishedAt: 1 });
+const imageResult = (jobId: string, d: SlackDestination, prompt = 'a red fox'): JobResult => ({ ...base(jobId, d), kind: 'imagine', status: 'succeeded', image: imageOf(prompt) });
+const answerResult = (jobId: string, d: SlackDestination, text = 'It is a fox.'): JobResult => ({ ...base(jobId, d), kind: 'ask', status: 'succeeded', answer: { text, tokenCount: 4 } });
+const failed = (jobId: string, d: SlackDestination, userFacing: boolean): JobResult => ({
+  ...base(jobId, d), kind: 'imagine', status: 'failed', error: { code: userFacing ? 'bad_request' : 'internal', message: userFacing ? 'Your prompt is too long.' : 'onnx exploded', userFacing },
+});
+const progress = (jobId: string, step: number): JobProgress => ({ v: CONTRACT_VERSION, jobId, stage: 'features', step, total: 10 });
+
+const messagesIn = (channel: string): FakeMessage[] => fake.store.messages.get(channel) ?? [];
+const statusOf = (d: SlackDestination): FakeMessage | undefined => fake.store.find(d.dmChannelId ?? d.channelId, d.statusMessageTs!);
+const sectionText = (m: FakeMessage | undefined, i = 0): string => ((m?.blocks?.[i] as { text?: { text?: string } } | undefined)?.text?.text ?? '');
+const callsSince = (n: number, method: string) => fake.apiCalls(method).slice(n);
+const count = (method: string) => fake.apiCalls(method).length;
+
+describe('SlackPort.showProgress', () => {
+  it('edits the status message with the title and the stage, until the job is being delivered', async () => {
+    const d = await started('p-edit');
+    await port().showProgress(d, progress('p-edit', 3));
+    expect(sectionText(statusOf(d))).toContain('a red fox');
+    expect(statusOf(d)!.text).toMatch(/3\s*\/\s*10|30 ?%/);
+    const edited = statusOf(d)!.text;
+    const before = count('chat.update');
+    await port().deliver(imageResult('p-edit', d), png);
+    const final = statusOf(d)!.text;
+    expect(final).toBe('Done: the image is in the thread');
+    await port().showProgress(d, progress('p-edit', 9)); // a late report: the final state stays
+    expect(statusOf(d)!.text).toBe(final);
+    expect(callsSince(before, 'chat.update')).toHaveLength(1);
+    expect(edited).not.toBe(final);
+  });
+
+  it('edits the status message in the asker\'s DM for a private job', async () => {
+    const d = await started('p-dm', { dm: true });
+    await port().showProgress(d, progress('p-dm', 5));
+    expect(callsSince(count('chat.update') - 1, 'chat.update')[0]!.args).toMatchObject({ channel: `D${USER}`, ts: d.statusMessageTs });
+  });
+
+  it('does nothing for another platform, without a status message, or before the core has started', async () => {
+    const d = await started('p-none');
+    const before = count('chat.update');
+    await port().showProgress({ platform: 'cli', clientId: 'c', channelId: 'x', userId: 'u' }, progress('p-none', 1));
+    await port().showProgress({ ...d, statusMessageTs: undefined }, progress('p-none', 1));
+    await port(false).showProgress(d, progress('p-none', 1));
+    expect(count('chat.update')).toBe(before);
+  });
+});
+
+describe('SlackPort.deliver: an image', () => {
+  it('uploads it once into the status message\'s thread, named by the job, with its prompt and alt text', async () => {
+    const d = await started('i-one');
+    await port().deliver(imageResult('i-one', d), png);
+    const replies = messagesIn(CHANNEL).filter((m) => m.thread_ts === d.statusMessageTs && m.files?.length);
+    expect(replies).toHaveLength(1);
+    const [file] = replies[0]!.files!;
+    expect([file!.name, file!.title, file!.altText, file!.mimetype]).toEqual([resultFileName('i-one'), 'a red fox', 'alt of a red fox', 'image/png']);
+    expect(Buffer.from(file!.bytes).equals(Buffer.from(png))).toBe(true);
+    expect(JSON.stringify(replies[0]!.blocks)).toContain('blip3o_reroll'); // the buttons go with the image
+    expect(statusOf(d)!.text).toBe('Done: the image is in the thread');
+    expect(sectionText(statusOf(d))).toContain('a red fox');
+  });
+
+  it('a repeated delivery finds its file in the thread and uploads nothing more', async () => {
+    const d = await started('i-twice');
+    await port().deliver(imageResult('i-twice', d), png);
+    const uploads = count('files.completeUploadExternal');
+    const lookups = count('conversations.replies');
+    await port().deliver(imageResult('i-twice', d), png);
+    expect(count('files.completeUploadExternal')).toBe(uploads);
+    expect(count('conversations.replies')).toBe(lookups + 1);
+    expect(messagesIn(CHANNEL).filter((m) => m.thread_ts === d.statusMessageTs && m.files?.length)).toHaveLength(1);
+  });
+
+  it('the first delivery pays no thread look-up (Slack allows it once a minute)', async () => {
+    const d = await started('i-first');
+    const lookups = count('conversations.replies');
+    await port().deliver(imageResult('i-first', d), png);
+    expect(count('conversations.replies')).toBe(lookups);
+  });
+
+  it('a repeat whose first run died before the upload uploads it then', async () => {
+    const d = await started('i-died');
+    await redis.set(`${prefix}:slack:finished:i-died`, '1'); // the first run got this far only
+    await port().deliver(imageResult('i-died', d), png);
+    expect(messagesIn(CHANNEL).filter((m) => m.thread_ts === d.statusMessageTs && m.files?.[0]?.name === resultFileName('i-died'))).toHaveLength(1);
+  });
+
+  it('the key that marks a started delivery lives as long as the longest kept job', async () => {
+    const d = await started('i-ttl');
+    await port().deliver(imageResult('i-ttl', d), png);
+    const ttl = await redis.ttl(`${prefix}:slack:finished:i-ttl`);
+    expect(ttl).toBeGreaterThan(890);
+    expect(ttl).toBeLessThanOrEqual(900);
+  });
+
+  it('goes into the thread the job was asked in, and into the asker\'s DM for a private job', async () => {
+    const parent = await client.chat.postMessage({ channel: CHANNEL, text: 'look at this' });
+    const inThread = await started('i-thread', { thread: String(parent.ts) });
+    await port().deliver(imageResult('i-thread', inThread), png);
+    expect(messagesIn(CHANNEL).filter((m) => m.thread_ts === parent.ts && m.files?.[0]?.name === resultFileName('i-thread'))).toHaveLength(1);
+
+    const dm = await started('i-dm', { dm: true });
+    await port().deliver(imageResult('i-dm', dm), png);
+    expect(messagesIn(`D${USER}`).filter((m) => m.files?.[0]?.name === resultFileName('i-dm'))).toHaveLength(1);
+    expect(messagesIn(CHANNEL).some((m) => m.files?.some((f) => f.name.startsWith('blip3o-i-dm')))).toBe(false);
+    expect(statusOf(dm)!.text).toBe('Done: the image is in the thread');
+  });
+
+  it('several images go in one message, each named by its place, and a repeat adds none', async () => {
+    const d = await started('i-many');
+    const images = [imageOf('a red fox', 7), imageOf('a red fox', 8), imageOf('a red fox', 9)];
+    const result: JobResult = { ...imageResult('i-many', d), image: images[0], images };
+    const gallery = [png, png, png];
+    await port().deliver(result, png, gallery);
+    await port().deliver(result, png, gallery);
+    const posted = messagesIn(CHANNEL).filter((m) => m.thread_ts === d.statusMessageTs && m.files?.length);
+    expect(posted).toHaveLength(1);
+    expect(posted[0]!.files!.map((f) => [f.name, f.title, f.altText])).toEqual([
+      ['blip3o-i-many-1.png', 'a red fox (1/3, seed 7)', 'alt of a red fox'],
+      ['blip3o-i-many-2.png', 'a red fox (2/3, seed 8)', 'alt of a red fox'],
+      ['blip3o-i-many-3.png', 'a red fox (3/3, seed 9)', 'alt of a red fox'],
+    ]);
+    expect(JSON.stringify(posted[0]!.blocks)).toContain('Vary 3');
+  });
+
+  it('a gallery that does not match the result\'s images is not posted as one: the shown image alone is', async () => {
+    const d = await started('i-mismatch');
+    const images = [imageOf('x', 7), imageOf('x', 8)];
+    await port().deliver({ ...imageResult('i-mismatch', d, 'x'), image: images[0], images }, png, [png]);
+    const posted = messagesIn(CHANNEL).filter((m) => m.thread_ts === d.statusMessageTs && m.files?.length);
+    expect(posted.map((m) => m.files!.map((f) => f.name))).toEqual([['blip3o-i-mismatch.png']]);
+  });
+
+  it('clips the file title to 250 characters and names an untitled upload by its file', async () => {
+    const long = await started('i-long');
+    await port().deliver(imageResult('i-long', long, 'p'.repeat(300)), png);
+    const blank = await started('i-blank');
+    await port().deliver(imageResult('i-blank', blank, ''), png);
+    const fileOf = (jobId: string) => messagesIn(CHANNEL).flatMap((m) => m.files ?? []).find((f) => f.name === resultFileName(jobId))!;
+    expect(fileOf('i-long').title).toBe('p'.repeat(250));
+    expect(fileOf('i-blank').title).toBe(resultFileName('i-blank'));
+  });
+
+  it('a deleted status message: the image still goes into its thread and the final status is posted there once', async () => {
+    const d = await started('i-gone');
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
+    await port().deliver(imageResult('i-gone', d), png);
+    const inThread = messagesIn(CHANNEL).filter((m) => m.thread_ts === d.threadTs);
+    expect(inThread.filter((m) => m.files?.length)).toHaveLength(1);
+    expect(inThread.filter((m) => m.text === 'Done: the image is in the thread')).toHaveLength(1);
+  });
+});
+
+describe('SlackPort.deliver: a status message an admin deleted', () => {
+  it('a job asked in a thread: a repeat finds the image and the final status it posted there, and posts neither again', async () => {
+    const parent = await client.chat.postMessage({ channel: CHANNEL, text: 'draw this' });
+    const d = await started('g-thread', { thread: String(parent.ts) });
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
+    await port().deliver(imageResult('g-thread', d), png);
+    await port().deliver(imageResult('g-thread', d), png);
+    const inThread = messagesIn(CHANNEL).filter((m) => m.thread_ts === parent.ts);
+    expect(inThread.filter((m) => m.files?.length).map((m) => m.files![0]!.name)).toEqual([resultFileName('g-thread')]);
+    const done = inThread.filter((m) => m.text === 'Done: the image is in the thread');
+    expect(done).toHaveLength(1);
+    expect(done[0]!.metadata).toEqual({ event_type: 'blip3o_status', event_payload: { job_id: 'g-thread' } });
+  });
+
+  it('a repeat does not take another job\'s final status in the thread for its own', async () => {
+    const parent = await client.chat.postMessage({ channel: CHANNEL, text: 'draw this' });
+    const other = await started('g-other', { thread: String(parent.ts) });
+    await client.chat.delete({ channel: CHANNEL, ts: other.statusMessageTs! });
+    await port().deliver({ ...base('g-other', other), kind: 'imagine', status: 'cancelled' }, undefined);
+    const d = await started('g-mine', { thread: String(parent.ts) });
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
+    await redis.set(`${prefix}:slack:finished:g-mine`, '1'); // a repeat whose first run died before posting
+    await port().deliver({ ...base('g-mine', d), kind: 'imagine', status: 'cancelled' }, undefined);
+    const cancelled = messagesIn(CHANNEL).filter((m) => m.thread_ts === parent.ts && m.text === 'Cancelled');
+    expect(cancelled.map((m) => m.metadata?.event_payload.job_id)).toEqual(['g-other', 'g-mine']);
+  });
+
+  it('deleted once the image was under it (Slack leaves a tombstone): a repeat uploads nothing and says it is done once', async () => {
+    const d = await started('g-tomb');
+    await port().deliver(imageResult('g-tomb', d), png);
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
+    expect(statusOf(d)!.subtype).toBe('tombstone');
+    await port().deliver(imageResult('g-tomb', d), png); // Slack refuses to edit the tombstone: no error for us
+    await port().deliver(imageResult('g-tomb', d), png);
+    const inThread = messagesIn(CHANNEL).filter((m) => m.thread_ts === d.threadTs && m.ts !== d.threadTs);
+    expect(inThread.filter((m) => m.files?.length)).toHaveLength(1);
+    expect(inThread.filter((m) => m.text === 'Done: the image is in the thread')).toHaveLength(1);
+  });
+
+  it('deleted with nothing under it: a repeat\'s look-up finds no thread, which is no error', async () => {
+    const d = await started('g-bare');
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
+    await redis.set(`${prefix}:slack:finished:g-bare`, '1');
+    await expect(port().thread(CHANNEL, d.threadTs!)).resolves.toEqual([]);
+    await expect(port().deliver(answerResult('g-bare', d), undefined)).resolves.toBeUndefined();
+  });
+
+  it('a look-up that fails otherwise is thrown', async () => {
+    fake.inject({ method: 'conversations.replies', error: 'ratelimited' });
+    await expect(port().thread(CHANNEL, '1.2')).rejects.toMatchObject({ data: { error: 'ratelimited' } });
+  });
+});
+
+describe('SlackPort.deliver: an answer', () => {
+  it('turns the status message into the answer, with the job id in its metadata', async () => {
+    const d = await started('a-one', {}, { kind: 'ask', text: 'what is it?' });
+    await port().deliver(answerResult('a-one', d), undefined);
+    const m = statusOf(d)!;
+    expect(m.text).toBe('It is a fox.');
+    expect(m.metadata).toEqual({ event_type: META_ANSWER, event_payload: { job_id: 'a-one' } });
+    expect(messagesIn(CHANNEL).filter((x) => x.thread_ts === d.threadTs && x.ts !== d.threadTs)).toHaveLength(0);
+  });
+
+  it('says where it came from when no model ran for it', async () => {
+    const d = await started('a-cache');
+    await port().deliver({ ...answerResult('a-cache', d), servedFrom: 'cache' }, undefined);
+    expect(statusOf(d)!.text).toBe('It is a fox.\n_from the cache, no GPU time used_');
+  });
+
+  it('a /describe answer lists its prompts, each with "Imagine this"', async () => {
+    const d = await started('a-describe');
+    await port().deliver({ ...answerResult('a-describe', d, ''), answer: { text: '', tokenCount: 9, prompts: ['a fox', 'a red fox'] } }, undefined);
+    expect(statusOf(d)!.text).toBe('1. a fox\n2. a red fox');
+    expect(JSON.stringify(statusOf(d)!.blocks)).toContain('blip3o_imagine_this');
+  });
+
+  it('a deleted status message: the answer is posted in the thread, once however often it is delivered', async () => {
+    const parent = await client.chat.postMessage({ channel: CHANNEL, text: 'a photo' });
+    const d = await started('a-gone', { thread: String(parent.ts) });
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
+    await port().deliver(answerResult('a-gone', d), undefined);
+    await port().deliver(answerResult('a-gone', d), undefined);
+    const answers = messagesIn(CHANNEL).filter((m) => m.thread_ts === parent.ts && m.text === 'It is a fox.');
+    expect(answers).toHaveLength(1);
+    expect(answers[0]!.metadata).toEqual({ event_type: META_ANSWER, event_payload: { job_id: 'a-gone' } });
+  });
+
+  it('a repeat finds only this job\'s answer: another job\'s answer in the thread does not count', async () => {
+    const parent = await client.chat.postMessage({ channel: CHANNEL, text: 'a photo' });
+    await client.chat.postMessage({ channel: CHANNEL, thread_ts: String(parent.ts), text: 'older answer', metadata: { event_type: META_ANSWER, event_payload: { job_id: 'someone-else' } } });
+    await client.chat.postMessage({ channel: CHANNEL, thread_ts: String(parent.ts), text: 'a status', metadata: { event_type: 'blip3o_status', event_payload: { job_id: 'a-other' } } });
+    const d = await started('a-other', { thread: String(parent.ts) });
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
+    await redis.set(`${prefix}:slack:finished:a-other`, '1'); // a repeat
+    await port().deliver(answerResult('a-other', d), undefined);
+    expect(messagesIn(CHANNEL).filter((m) => m.thread_ts === parent.ts && m.text === 'It is a fox.')).toHaveLength(1);
+  });
+});
+
+describe('SlackPort.deliver: failures', () => {
+  it('something the user can fix: told only to them, in the thread, and the public status message goes', async () => {
+    const parent = await client.chat.postMessage({ channel: CHANNEL, text: 'a photo' });
+    const d = await started('f-user', { thread: String(parent.ts) });
+    const before = count('chat.postEphemeral');
+    await port().deliver(failed('f-user', d, true), undefined);
+    expect(callsSince(before, 'chat.postEphemeral').map((c) => c.args)).toEqual([
+      expect.objectContaining({ channel: CHANNEL, user: USER, text: 'Your prompt is too long.', thread_ts: String(parent.ts) }),
+    ]);
+    expect(statusOf(d)).toBeUndefined();
+    // a repeat: the status message is already gone, which is no error
+    await port().deliver(failed('f-user', d, true), undefined);
+  });
+
+  it('something the user can fix in a private job: the DM\'s status message says it, nothing else is posted', async () => {
+    const d = await started('f-dm', { dm: true });
+    const ephemeral = count('chat.postEphemeral');
+    await port().deliver(failed('f-dm', d, true), undefined);
+    expect(statusOf(d)!.text).toBe('Your prompt is too long.');
+    expect(statusOf(d)!.blocks).toEqual([]);
+    expect(count('chat.postEphemeral')).toBe(ephemeral);
+  });
+
+  it('our own failure: the status message says so with a reference, never the internal message', async () => {
+    const d = await started('f-ours');
+    await port().deliver(failed('f-ours', d, false), undefined);
+    expect(statusOf(d)!.text).toBe('Something went wrong on our side (ref f-ours).');
+    expect(sectionText(statusOf(d))).toContain('a red fox');
+    expect(JSON.stringify(fake.store.allMessages())).not.toContain('onnx exploded');
+  });
+
+  it('a cancelled job: the status message says so', async () => {
+    const d = await started('f-cancel');
+    await port().deliver({ ...base('f-cancel', d), kind: 'imagine', status: 'cancelled' }, undefined);
+    expect(statusOf(d)!.text).toBe('Cancelled');
+  });
+
+  it('a failure whose status message is gone is posted in the thread', async () => {
+    const d = await started('f-gone');
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
+    await port().deliver(failed('f-gone', d, false), undefined);
+    expect(messagesIn(CHANNEL).filter((m) => m.thread_ts === d.threadTs && m.text === 'Something went wrong on our side (ref f-gone).')).toHaveLength(1);
+  });
+});
+
+describe('SlackPort.deliver: what reaches the core\'s retry', () => {
+  it('a refusal other than "message not found" is thrown, so the delivery is retried', async () => {
+    const d = await started('e-refused');
+    fake.inject({ method: 'chat.update', error: 'channel_not_found' });
+    await expect(port().deliver({ ...base('e-refused', d), kind: 'imagine', status: 'cancelled' }, undefined)).rejects.toMatchObject({ data: { error: 'channel_not_found' } });
+  });
+
+  it('an upload that fails is thrown, and the retry uploads the image once', async () => {
+    const d = await started('e-upload');
+    fake.inject({ method: 'files.completeUploadExternal', httpStatus: 500 });
+    await expect(port().deliver(imageResult('e-upload', d), png)).rejects.toThrow();
+    await port().deliver(imageResult('e-upload', d), png);
+    expect(messagesIn(CHANNEL).filter((m) => m.files?.some((f) => f.name === resultFileName('e-upload')))).toHaveLength(1);
+  });
+
+  it('another platform\'s result is not this port\'s', async () => {
+    const before = fake.calls.length;
+    await port().deliver({ ...base('e-other', { platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' }), destination: { platform: 'cli', clientId: 'c', channelId: 'x', userId: 'u' }, kind: 'imagine', status: 'cancelled' }, undefined);
+    expect(fake.calls.length).toBe(before);
+  });
+});
