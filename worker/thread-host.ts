@@ -82,6 +82,8 @@ interface Slot {
 interface Waiter {
   stage: Stage;
   grant(slot: Slot): void;
+  /** Ends the wait without room (the run was cancelled, or the host is closing). */
+  fail(e: AppError): void;
 }
 
 const stageOf = (kind: 'generate' | 'understand' | 'check'): Stage => (kind === 'generate' ? 'diffusion' : 'decode');
@@ -197,10 +199,34 @@ export class ThreadHost {
     return slot;
   }
 
-  private acquire(stage: Stage): Promise<Slot> {
-    const slot = this.waiters.length === 0 ? this.fit(stage) : undefined; // strict arrival order
+  /**
+   * Room for a run of `stage`, in strict arrival order. A run cancelled while it waits leaves the line at once (a
+   * user's Cancel must not wait for the runs ahead of it to finish), and those behind it may then fit.
+   */
+  private acquire(stage: Stage, signal: AbortSignal): Promise<Slot> {
+    if (signal.aborted) return Promise.reject(new AppError('cancelled', 'Cancelled.'));
+    const slot = this.waiters.length === 0 ? this.fit(stage) : undefined;
     if (slot) return Promise.resolve(this.take(slot, stage));
-    return new Promise((resolve) => this.waiters.push({ stage, grant: resolve }));
+    return new Promise((resolve, reject) => {
+      const leave = () => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(new AppError('cancelled', 'Cancelled.'));
+        this.pump();
+      };
+      const waiter: Waiter = {
+        stage,
+        grant: (granted) => {
+          signal.removeEventListener('abort', leave);
+          resolve(granted);
+        },
+        fail: (e) => {
+          signal.removeEventListener('abort', leave);
+          reject(e);
+        },
+      };
+      signal.addEventListener('abort', leave, { once: true });
+      this.waiters.push(waiter);
+    });
   }
 
   /** Grants waiting runs in arrival order while the first of them fits somewhere. */
@@ -254,7 +280,7 @@ export class ThreadHost {
 
   private async run(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions): Promise<unknown> {
     if (this.closed) throw new AppError('internal', 'the worker is shutting down');
-    const slot = await this.acquire(stageOf(kind));
+    const slot = await this.acquire(stageOf(kind), run.signal);
     const meter = run.meter;
     if (meter) {
       slot.meters.add(meter);
@@ -333,6 +359,8 @@ export class ThreadHost {
 
   async close(): Promise<void> {
     this.closed = true;
+    // Runs still waiting for room: retryable, so BullMQ gives their jobs to another worker (or this one restarted).
+    for (const waiter of this.waiters.splice(0)) waiter.fail(new AppError('internal', 'the worker is shutting down'));
     await Promise.all(this.slots.map((s) => s.thread.terminate().catch(() => undefined)));
   }
 }

@@ -92,6 +92,39 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     expect(((settled[1] as PromiseRejectedResult).reason as AppError).code).toBe('cancelled');
   });
 
+  it('a run cancelled while it waits for room ends at once, and the runs behind it move up', async () => {
+    const h = await start({ decode: 1, diffusion: 1 }, { stepDelayMs: 150 });
+    const events: string[] = [];
+    const cancel = new AbortController();
+    const a = run(h, 'a', events);
+    const b = run(h, 'b', events, cancel.signal); // waits behind a (one run at a time)
+    const c = run(h, 'c', events);
+    await new Promise((r) => setTimeout(r, 50));
+    cancel.abort();
+    const bEnd = await b.then(() => 'fulfilled', (e: AppError) => e.code);
+    expect(bEnd).toBe('cancelled');
+    expect(events).toEqual(['b failed']); // told before a (≈ 600 ms) is done, not once it had the thread
+    await Promise.all([a, c]);
+    expect(events).toEqual(['b failed', 'a started', 'a done', 'c started', 'c done']);
+    // a run already cancelled when it asks for room takes none
+    const gone = new AbortController();
+    gone.abort();
+    const d = run(h, 'd', events, gone.signal);
+    await expect(d).rejects.toMatchObject({ code: 'cancelled' });
+    expect(events).not.toContain('d started');
+  });
+
+  it('close() fails the runs still waiting for room retryably (another worker takes their jobs)', async () => {
+    const h = await start({ decode: 1, diffusion: 1 }, { stepDelayMs: 150 });
+    const first = run(h, 'first', []).catch((e: unknown) => e);
+    const waiting = run(h, 'waiting', []).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    await h.close();
+    const e = (await waiting) as AppError;
+    expect([e.code, e.message, isUserError(e)]).toEqual(['internal', 'the worker is shutting down', false]);
+    await first;
+  });
+
   it('a run that fails alone does not fail its companions', async () => {
     const h = await start({ decode: 2, diffusion: 1 }, { failures: { poison: 'user' } });
     const settled = await Promise.allSettled([run(h, 'fine', []), run(h, 'poison', [])]);
