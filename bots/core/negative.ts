@@ -6,6 +6,7 @@ const NO_FLAG = /(^|\s)[-\u2013\u2014]{1,2}no\s+(.*?)(?=\s[-\u2013\u2014]{1,2}[a
 export function splitNegative(text: string): { prompt: string; negative?: string } {
   const negatives: string[] = [];
   const prompt = text.replace(NO_FLAG, (_m, lead: string, neg: string) => {
+    // Stryker disable next-line MethodExpression: equivalent to `if (neg)`: the greedy \s+ leaves the capture empty, never blank
     if (neg.trim()) negatives.push(neg.trim());
     return lead;
   });

@@ -20,6 +20,8 @@ describe('negative prompts', () => {
     expect(splitNegative('a cat --no dogs --ar 16:9 --no birds')).toEqual({ prompt: 'a cat --ar 16:9', negative: 'dogs, birds' });
     expect(splitNegative('x —no blur')).toEqual({ prompt: 'x', negative: 'blur' }); // a smartened dash
     expect(splitNegative('notable knot --nothing')).toEqual({ prompt: 'notable knot --nothing' });
+    expect(splitNegative('a fox --no ')).toEqual({ prompt: 'a fox' }); // --no with nothing after it: no negative
+    expect(splitNegative('a fox --no dogs   ')).toEqual({ prompt: 'a fox', negative: 'dogs' });
     expect(joinNegatives(' fog ', undefined, '', 'rain')).toBe('fog, rain');
     expect(joinNegatives(null, '  ')).toBeUndefined();
   });

@@ -1,8 +1,9 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { askRequest, checkImage, formatBytes, imagineRequest } from '../../../../bots/core/requests.ts';
+import { askRequest, checkImage, checkQuestion, describeRequest, formatBytes, imagineRequest, randomSeed, varyRequest } from '../../../../bots/core/requests.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { UserError } from '../../../../src/errors.ts';
+import { pngHeaderOnly } from '../../../doubles/png-header.ts';
 
 const config = loadConfig({ env: {} });
 const base = { id: 'jtest', destination: { platform: 'cli' as const, clientId: 'c', channelId: 'local', userId: 'u' }, submittedAt: 1 };
@@ -44,5 +45,119 @@ describe('askRequest and checkImage', () => {
     expect([formatBytes(20 * 2 ** 20), formatBytes(1.5 * 2 ** 20), formatBytes(300 * 1024)]).toEqual(['20 MiB', '1.5 MiB', '300 KiB']);
     const thin = await sharp({ create: { width: 400, height: 1, channels: 3, background: '#000' } }).png().toBuffer();
     await expect(checkImage(config, thin)).rejects.toThrow('That image is too long and thin (400×1).');
+  });
+});
+
+// Each bound at its limit (accepted) and one past it (refused with its exact sentence): what the mutation run of
+// bots/core/requests.ts (the `requests` group) found untested.
+describe('imagineRequest at its bounds', () => {
+  const g = config.generation;
+  const imagine = (input: Record<string, unknown>) => imagineRequest(config, base, { command: 'imagine', prompt: 'fox', ...input });
+  const refusal = (input: Record<string, unknown>) => {
+    try {
+      imagine(input);
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      return e.message;
+    }
+  };
+
+  it('accepts every option exactly at its limits', () => {
+    const r = imagine({ prompt: 'p'.repeat(g.maxPromptChars), seed: 0, ditSteps: g.maxDitSteps, decoderSteps: 1, guidance: 0, count: 1 });
+    expect(r.options).toMatchObject({ seed: 0, ditSteps: g.maxDitSteps, decoderSteps: 1, guidance: 0 });
+    expect(imagine({ guidance: g.maxGuidance, decoderSteps: g.maxDecoderSteps, ditSteps: 1 }).options).toMatchObject({ guidance: g.maxGuidance, decoderSteps: g.maxDecoderSteps, ditSteps: 1 });
+    expect(r.options).not.toHaveProperty('negative'); // none given: none sent
+    expect(r.options).not.toHaveProperty('count'); // one image: the field stays out (older workers parse the job)
+  });
+
+  it.each([
+    [{ guidance: -0.5 }, `guidance must be between 0 and ${g.maxGuidance}.`],
+    [{ guidance: Number.NaN }, `guidance must be between 0 and ${g.maxGuidance}.`],
+    [{ guidance: g.maxGuidance + 0.01 }, `guidance must be between 0 and ${g.maxGuidance}.`],
+    [{ decoderSteps: 0 }, `decoder steps must be a whole number from 1 to ${g.maxDecoderSteps}.`],
+    [{ ditSteps: 2.5 }, `steps must be a whole number from 1 to ${g.maxDitSteps}.`],
+    [{ count: g.maxImagesPerRequest + 1 }, `the number of images must be a whole number from 1 to ${g.maxImagesPerRequest}.`],
+    [{ negative: 'n'.repeat(g.maxNegativeChars + 1) }, `Your negative prompt is ${g.maxNegativeChars + 1} characters; the limit is ${g.maxNegativeChars}.`],
+    [{ count: 4, seed: 2 ** 32 - 3 }, 'With 4 images the seed can be at most 4294967292.'],
+  ])('refuses %o', (input, message) => {
+    expect(refusal(input)).toBe(message);
+  });
+
+  it('a negative prompt of exactly the limit is kept, trimmed; a blank one is none', () => {
+    expect(imagine({ negative: ` ${'n'.repeat(g.maxNegativeChars)} ` }).options.negative).toBe('n'.repeat(g.maxNegativeChars));
+    expect(imagine({ negative: '   ' }).options).not.toHaveProperty('negative');
+  });
+
+  it('several images: the last seed may be the largest seed there is', () => {
+    expect(imagine({ count: 4, seed: 2 ** 32 - 4 }).options).toMatchObject({ count: 4, seed: 2 ** 32 - 4 });
+  });
+
+  it('a vary keeps an optional prompt (blank allowed) and the given seed', () => {
+    const r = varyRequest(config, base, `${config.queue.prefix}:blob:input:x`, { command: 'vary', image: {}, prompt: '  ', seed: 5 });
+    expect([r.prompt, r.options.seed]).toEqual(['', 5]);
+  });
+});
+
+describe('questions', () => {
+  const u = config.understanding;
+  it('a question is trimmed; an empty one or one past the limit is refused', () => {
+    expect(checkQuestion(config, `  ${'q'.repeat(u.maxQuestionChars)}  `)).toBe('q'.repeat(u.maxQuestionChars));
+    expect(() => checkQuestion(config, '   ')).toThrow(new UserError('bad_request', 'Please ask a question about the image.'));
+    expect(() => checkQuestion(config, 'q'.repeat(u.maxQuestionChars + 1))).toThrow(`Your question is ${u.maxQuestionChars + 1} characters; the limit is ${u.maxQuestionChars}.`);
+  });
+
+  it('an earlier turn longer than a question is clipped to its length (the worker refuses longer ones)', () => {
+    const r = askRequest(config, base, `${config.queue.prefix}:blob:input:x`, { command: 'ask', question: 'and now?', image: {}, history: [{ role: 'assistant', text: 'a'.repeat(u.maxQuestionChars + 50) }] });
+    expect(r.history[0]!.text).toHaveLength(u.maxQuestionChars);
+  });
+
+  it('/describe asks for short prompts: at most describeMaxNewTokens, never more than an answer may have', () => {
+    const key = `${config.queue.prefix}:blob:input:x`;
+    expect(describeRequest(config, base, key).options.maxNewTokens).toBe(Math.min(u.maxNewTokens, u.describeMaxNewTokens));
+    const short = { ...config, understanding: { ...u, maxNewTokens: 10, describeMaxNewTokens: 77 } };
+    expect(describeRequest(short, base, key).options.maxNewTokens).toBe(10);
+    expect(describeRequest({ ...config, understanding: { ...u, maxNewTokens: 512, describeMaxNewTokens: 30 } }, base, key).options.maxNewTokens).toBe(30);
+  });
+});
+
+describe('checkImage at its bounds', () => {
+  const u = config.understanding;
+  const png = (width: number, height: number) => sharp({ create: { width, height, channels: 3, background: '#000' } }).png().toBuffer();
+
+  it('sizes read as a chat user reads them, at each unit\'s first value', () => {
+    expect([formatBytes(1023), formatBytes(1024), formatBytes(2 ** 20 - 1), formatBytes(2 ** 20)]).toEqual(['1023 bytes', '1 KiB', '1024 KiB', '1 MiB']);
+  });
+
+  it('exactly the pixel limit and the aspect limit pass; one past either is refused with the sizes', async () => {
+    const limits = { ...config, understanding: { ...u, maxInputPixels: 100 * 50, maxAspectRatio: 4 } };
+    await expect(checkImage(limits, await png(100, 50))).resolves.toBeUndefined();
+    await expect(checkImage(limits, await png(101, 50))).rejects.toThrow(new UserError('bad_image', 'That image is 101×50; the limit is 5,000 pixels.'));
+    await expect(checkImage(limits, await png(40, 10))).resolves.toBeUndefined();
+    await expect(checkImage(limits, await png(10, 41))).rejects.toThrow(new UserError('bad_image', 'That image is too long and thin (10×41).'));
+  });
+
+  it('a decompression bomb (a header claiming 20000×20000, past sharp\'s own limit) gets our own sentence', async () => {
+    await expect(checkImage(config, pngHeaderOnly(20_000, 20_000))).rejects.toThrow(new UserError('bad_image', `That image is 20000×20000; the limit is ${u.maxInputPixels.toLocaleString('en')} pixels.`));
+  });
+
+  it('a format sharp reads but the worker does not decode is named', async () => {
+    const tiff = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#000' } }).tiff().toBuffer();
+    await expect(checkImage(config, tiff)).rejects.toThrow(new UserError('bad_image', 'tiff images are not supported; use PNG, JPEG, WebP or GIF.'));
+  });
+
+  it('what is not an image at all keeps the cause for the log', async () => {
+    const e = (await checkImage(config, new Uint8Array([1, 2, 3])).then(() => undefined, (x: unknown) => x)) as UserError;
+    expect(e.code).toBe('bad_image');
+    expect(e.cause).toBeInstanceOf(Error);
+  });
+});
+
+describe('randomSeed', () => {
+  it('leaves room for every seed of a several-image job', () => {
+    for (let i = 0; i < 200; i++) {
+      expect(randomSeed(8)).toBeLessThanOrEqual(2 ** 32 - 8);
+      expect(randomSeed()).toBeLessThanOrEqual(2 ** 32 - 1);
+    }
   });
 });

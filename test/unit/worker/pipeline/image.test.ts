@@ -1,9 +1,9 @@
 // Preprocessing (spec §2.1) on real sharp decoding: grid, patch count, first/last values, patch order, the error
 // cases (corrupt, 1×10000, a 30000×30000 PNG header, empty), EXIF orientation, alpha on white, GIF first frame.
-import { crc32 } from 'node:zlib';
 import sharp, { type SharpOptions } from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../../../../src/errors.ts';
+import { pngHeaderOnly } from '../../../doubles/png-header.ts';
 import {
   patchify,
   patchPermutation,
@@ -49,32 +49,6 @@ async function userError(p: Promise<unknown>): Promise<UserError> {
   expect(e).toBeInstanceOf(UserError);
   expect((e as UserError).code).toBe('bad_image');
   return e as UserError;
-}
-
-/**
- * A PNG that is a signature, an IHDR claiming width×height, an empty zlib stream as IDAT and IEND: no pixel data
- * exists at all (libpng wants an IDAT to be present before it reports the header).
- */
-function pngHeaderOnly(width: number, height: number): Buffer {
-  const chunk = (type: string, data: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(body));
-    return Buffer.concat([len, body, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8; // bit depth
-  ihdr[9] = 2; // colour type RGB
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', ihdr),
-    chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])),
-    chunk('IEND', Buffer.alloc(0)),
-  ]);
 }
 
 describe('smartResize', () => {
