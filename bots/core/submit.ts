@@ -192,11 +192,12 @@ export function createCore(options: CoreOptions): Core {
       case 'reroll': {
         const data = await previousRequest(input.jobId);
         if (!data || data.kind === 'ask') throw new UserError('bad_request', 'That image is too old to re-roll; please run /imagine again.');
-        const request: ImagineRequest = { v: CONTRACT_VERSION, ...base, kind: 'imagine', prompt: data.prompt, options: { ...data.options, seed: randomSeed(data.options.count) } };
+        const destination = asPrivateAs(base.destination, data.destination);
+        const request: ImagineRequest = { v: CONTRACT_VERSION, ...base, destination, kind: 'imagine', prompt: data.prompt, options: { ...data.options, seed: randomSeed(data.options.count) } };
         if (data.kind !== 'vary') return { request };
         // Its own copy of the upload, living blobs.ttlSeconds: the first vary's is released once that job's re-roll
         // window closes (worker/after-job.ts), which may come before this job runs.
-        const imageKey = await blobs.share(data.imageKey, base.id, retentionOf(base.destination));
+        const imageKey = await blobs.share(data.imageKey, base.id, retentionOf(destination));
         if (!imageKey) throw new UserError('bad_request', 'That image is too old to re-roll; please press Vary on the original again.');
         return { request: { ...request, kind: 'vary', imageKey }, copiedImage: imageKey };
       }
@@ -204,6 +205,21 @@ export function createCore(options: CoreOptions): Core {
         // Stryker disable next-line StringLiteral: unreachable, handle() routes only the job commands above here
         throw new Error(`not a job command: ${input.command}`);
     }
+  }
+
+  /**
+   * A Re-roll's destination, at least as private as the job it repeats: the shorter retention TTL, and no-log if
+   * either has it. A private channel's results (and their buttons) are in the asker's DM, which has no settings of
+   * its own: a Re-roll pressed there must not log the prompt or keep the job a day where the channel forbids it.
+   */
+  function asPrivateAs(destination: Destination, original: Destination): Destination {
+    if (destination.platform === 'cli' || original.platform === 'cli') return destination;
+    const ttls = [destination.retentionSeconds, original.retentionSeconds].filter((t): t is number => t !== undefined);
+    return {
+      ...destination,
+      ...(ttls.length > 0 ? { retentionSeconds: Math.min(...ttls) } : {}),
+      ...(destination.noLog || original.noLog ? { noLog: true } : {}),
+    };
   }
 
   /** A job's request, or that of a request served from the cache or by joining another job. */

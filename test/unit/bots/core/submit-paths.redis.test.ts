@@ -52,6 +52,38 @@ describe('core.handle: requests', () => {
     expect(await h.redis.zcard(`${c.config.queue.prefix}:retention`)).toBe(2);
   });
 
+  it('a Re-roll is at least as private as the job it repeats, wherever its button was pressed (a private result\'s DM has no settings)', async () => {
+    const c = core();
+    await c.settings.set('channel', dest(), { retentionSeconds: 3600, noLog: true });
+    const first = queuedId(await c.handle(inv(imagine())));
+    const inDm = dest('u1', 'dm-u1');
+    const again = await data(c, queuedId(await c.handle(inv({ command: 'reroll', jobId: first }, { destination: inDm }))));
+    expect(again!.destination).toEqual({ ...inDm, retentionSeconds: 3600, noLog: true });
+    const scheduled = (await h.redis.zrange(`${c.config.queue.prefix}:retention`, 0, -1)).map((e) => (JSON.parse(e) as { j: string }).j);
+    expect(scheduled).toContain(again!.id); // purged with the channel's TTL
+    // the shorter TTL of the two wins; no-log stays on when only the original had it
+    await c.settings.set('channel', inDm, { retentionSeconds: 600 });
+    const shorter = await data(c, queuedId(await c.handle(inv({ command: 'reroll', jobId: first }, { destination: inDm }))));
+    expect(shorter!.destination).toEqual({ ...inDm, retentionSeconds: 600, noLog: true });
+    await c.settings.set('channel', dest(), { retentionSeconds: 7200 });
+    const second = queuedId(await c.handle(inv(imagine('a cat'))));
+    const longer = await data(c, queuedId(await c.handle(inv({ command: 'reroll', jobId: second }, { destination: inDm }))));
+    expect(longer!.destination).toEqual({ ...inDm, retentionSeconds: 600 });
+    // a vary's Re-roll: its copy of the upload lives no longer than the channel allows
+    await c.settings.set('channel', inDm, {});
+    await c.settings.set('channel', dest(), { retentionSeconds: 1800 });
+    const vary = queuedId(await c.handle(inv({ command: 'vary', image: { bytes: h.png } })));
+    const varied = await data(c, queuedId(await c.handle(inv({ command: 'reroll', jobId: vary }, { destination: inDm }))));
+    expect(varied!.destination).toEqual({ ...inDm, retentionSeconds: 1800 });
+    const ttl = await h.redis.ttl((varied as Extract<JobRequest, { kind: 'vary' }>).imageKey);
+    expect(ttl).toBeGreaterThan(1700);
+    expect(ttl).toBeLessThanOrEqual(1800);
+    // and a channel with no settings re-rolling a job of a channel with none keeps none
+    await c.settings.set('channel', dest(), {});
+    const plain = queuedId(await c.handle(inv(imagine('a dog'))));
+    expect((await data(c, queuedId(await c.handle(inv({ command: 'reroll', jobId: plain }, { destination: inDm })))))!.destination).toEqual(inDm);
+  });
+
   it('never puts channel settings onto a CLI destination', async () => {
     const c = core({ ports: [recordingPort('cli')], cliClientId: 'cli-1' });
     await c.settings.set('channel', cliDest(), { retentionSeconds: 3600, noLog: true });
