@@ -59,7 +59,8 @@ describe('core.handle: requests', () => {
     const inDm = dest('u1', 'dm-u1');
     const again = await data(c, queuedId(await c.handle(inv({ command: 'reroll', jobId: first }, { destination: inDm }))));
     expect(again!.destination).toEqual({ ...inDm, retentionSeconds: 3600, noLog: true });
-    const scheduled = (await h.redis.zrange(`${c.config.queue.prefix}:retention`, 0, -1)).map((e) => (JSON.parse(e) as { j: string }).j);
+    const entries: string[] = await h.redis.zrange(`${c.config.queue.prefix}:retention`, '0', '-1');
+    const scheduled = entries.map((e) => (JSON.parse(e) as { j: string }).j);
     expect(scheduled).toContain(again!.id); // purged with the channel's TTL
     // the shorter TTL of the two wins; no-log stays on when only the original had it
     await c.settings.set('channel', inDm, { retentionSeconds: 600 });
