@@ -28,9 +28,12 @@ export type CommandInput =
       negative?: string;
       /** Images in one message (`--n`), seeds seed, seed+1, … */
       count?: number;
+      /** The job whose "Imagine this" button started this one: the new job is at least as private as it. */
+      from?: string;
     }
   | { command: 'ask'; question: string; image: ImageRef; history?: { role: 'user' | 'assistant'; text: string }[] }
-  | { command: 'vary'; image: ImageRef; prompt?: string; seed?: number }
+  /** `from`: the job whose Vary button started this one: the new job is at least as private as it. */
+  | { command: 'vary'; image: ImageRef; prompt?: string; seed?: number; from?: string }
   /** Four prompts that would produce an image like this one (each shown with an "Imagine this" button). */
   | { command: 'describe'; image: ImageRef }
   | { command: 'reroll'; jobId: string }

@@ -173,7 +173,7 @@ export function createCore(options: CoreOptions): Core {
     const input = inv.input;
     switch (input.command) {
       case 'imagine':
-        return { request: imagineRequest(config, base, withDefaults(input, saved)) }; // the request's options win
+        return { request: imagineRequest(config, await basedOn(base, input.from), withDefaults(input, saved)) }; // the request's options win
       case 'ask': {
         const bytes = await imageBytes(input.image, inv.destination);
         await checkImage(config, bytes);
@@ -187,7 +187,7 @@ export function createCore(options: CoreOptions): Core {
       case 'vary': {
         const bytes = await imageBytes(input.image, inv.destination);
         await checkImage(config, bytes);
-        return { request: varyRequest(config, base, 'pending', input), storeImage: bytes };
+        return { request: varyRequest(config, await basedOn(base, input.from), 'pending', input), storeImage: bytes };
       }
       case 'reroll': {
         const data = await previousRequest(input.jobId);
@@ -208,9 +208,10 @@ export function createCore(options: CoreOptions): Core {
   }
 
   /**
-   * A Re-roll's destination, at least as private as the job it repeats: the shorter retention TTL, and no-log if
-   * either has it. A private channel's results (and their buttons) are in the asker's DM, which has no settings of
-   * its own: a Re-roll pressed there must not log the prompt or keep the job a day where the channel forbids it.
+   * The destination of a job started from another job's button (Re-roll, Vary, "Imagine this"), at least as private
+   * as that job: the shorter retention TTL, and no-log if either has it. A private channel's results (and their
+   * buttons) are in the asker's DM, which has no settings of its own: a job started there must not log the prompt or
+   * keep the job a day where the channel forbids it.
    */
   function asPrivateAs(destination: Destination, original: Destination): Destination {
     if (destination.platform === 'cli' || original.platform === 'cli') return destination;
@@ -220,6 +221,12 @@ export function createCore(options: CoreOptions): Core {
       ...(ttls.length > 0 ? { retentionSeconds: Math.min(...ttls) } : {}),
       ...(destination.noLog || original.noLog ? { noLog: true } : {}),
     };
+  }
+
+  /** `base` of a job started from another job's button (Vary, "Imagine this"): at least as private as that job. */
+  async function basedOn(base: RequestBase, from: string | undefined): Promise<RequestBase> {
+    const original = from === undefined ? undefined : await previousRequest(from);
+    return original ? { ...base, destination: asPrivateAs(base.destination, original.destination) } : base;
   }
 
   /** A job's request, or that of a request served from the cache or by joining another job. */
@@ -356,7 +363,7 @@ export function createCore(options: CoreOptions): Core {
     const base: RequestBase = { id, destination, submittedAt: Date.now() };
     let { request, storeImage, copiedImage } = await validate(inv, base, saved);
     // The input image is stored first: a request served from the cache or by another job is re-rolled from it later.
-    if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input', retentionOf(destination)) } as JobRequest;
+    if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input', retentionOf(request.destination)) } as JobRequest;
     const stored = storeImage ? (request as Extract<JobRequest, { imageKey: string }>).imageKey : copiedImage;
     let position: number;
     let digest: string | undefined;

@@ -40,7 +40,7 @@ import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadP
 import { COMMAND } from './commands.ts';
 import { walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
-import { DMS_CLOSED_HELP, DiscordDelivery, refusesDirectMessages } from './delivery.ts';
+import { DMS_CLOSED_HELP, DiscordDelivery, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
@@ -327,7 +327,7 @@ export class DiscordAdapter implements Adapter {
       return this.runJob(interaction, () => {
         const prompt = describedPrompt(interaction.message.content, parsed.index ?? 0);
         if (!prompt) throw new UserError('bad_request', 'I cannot read that prompt any more; copy it into /imagine.');
-        return { command: 'imagine', prompt } as const;
+        return { command: 'imagine', prompt, from: parsed.jobId } as const;
       });
     }
     const source = imageAt(interaction.message, parsed.index);
@@ -338,7 +338,7 @@ export class DiscordAdapter implements Adapter {
         checkBeforeDownload(source, this.policy);
         return source;
       },
-      async (image) => ({ command: 'vary', image: await this.download(image) }),
+      async (image) => ({ command: 'vary', image: await this.download(image), from: parsed.jobId }),
     );
   }
 
@@ -430,7 +430,8 @@ export class DiscordAdapter implements Adapter {
         if (refusesDirectMessages(e)) throw new UserError('forbidden', `Answers in this channel are private, so they go to your direct messages, but ${DMS_CLOSED_HELP} Or use \`/ask\`: its answer is shown only to you.`);
         throw e;
       });
-      destination = { ...where, channelId: dm.id, statusMessageId: status.id, private: true, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
+      // channelId stays the channel asked in: its settings (no-log, retention), limits and checks apply to the job
+      destination = { ...where, dmChannelId: dm.id, statusMessageId: status.id, private: true, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
     } else {
       const status = (await message.reply({ content: '⏳ Looking at the image…', allowedMentions: { parse: [], repliedUser: false } })) as Message;
       destination = { ...where, replyToMessageId: message.id, statusMessageId: status.id, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
@@ -443,7 +444,7 @@ export class DiscordAdapter implements Adapter {
       reply = this.errorReply(e);
     }
     if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
-    await this.client!.rest.patch(Routes.channelMessage(destination.channelId, destination.statusMessageId!), { body: { content: reply.text, allowed_mentions: { parse: [] } } });
+    await this.client!.rest.patch(Routes.channelMessage(statusChannelOf(destination), destination.statusMessageId!), { body: { content: reply.text, allowed_mentions: { parse: [] } } });
   }
 
   // ---- helpers ----------------------------------------------------------------------------------------

@@ -29,6 +29,9 @@ const LOOKBACK_MESSAGES = 50;
 /** Discord caps `nonce` at 25 characters. */
 const NONCE_CHARS = 25;
 
+/** Where a job's status message is: the requester's DM for a private channel's mention-question, else the channel. */
+export const statusChannelOf = (d: DiscordDestination): string => d.dmChannelId ?? d.channelId;
+
 export const nonceFor = (jobId: string): string => createHash('sha256').update(jobId).digest('hex').slice(0, NONCE_CHARS);
 
 function isGone(e: unknown): boolean {
@@ -114,7 +117,7 @@ export class DiscordDelivery implements PlatformPort {
     }
     if (d.statusMessageId) {
       try {
-        await this.rest.patch(Routes.channelMessage(d.channelId, d.statusMessageId), withFiles(resultMessage(result, image, undefined, gallery)));
+        await this.rest.patch(Routes.channelMessage(statusChannelOf(d), d.statusMessageId), withFiles(resultMessage(result, image, undefined, gallery)));
         return;
       } catch (e) {
         if (!isGone(e)) throw e;
@@ -154,7 +157,7 @@ export class DiscordDelivery implements PlatformPort {
         this.forgetToken(token);
       }
     }
-    if (d.statusMessageId) await gone(() => this.rest.delete(Routes.channelMessage(d.channelId, d.statusMessageId!)));
+    if (d.statusMessageId) await gone(() => this.rest.delete(Routes.channelMessage(statusChannelOf(d), d.statusMessageId!)));
     await this.postDirect(d, result.jobId, { body: text, files: [] });
   }
 
@@ -207,7 +210,7 @@ export class DiscordDelivery implements PlatformPort {
   private async editStatus(d: DiscordDestination, body: MessageBody): Promise<void> {
     try {
       if (this.tokenUsable(d)) await this.patchOriginal(d, { body, files: [] });
-      else if (d.statusMessageId) await this.rest.patch(Routes.channelMessage(d.channelId, d.statusMessageId), { body });
+      else if (d.statusMessageId) await this.rest.patch(Routes.channelMessage(statusChannelOf(d), d.statusMessageId), { body });
       else return;
     } catch (e) {
       if (isGone(e) && d.interactionToken) this.forgetToken(d.interactionToken);

@@ -143,17 +143,26 @@ export function answerMessage(answer: string, note = ''): SlackMessage {
   return { text: clip(text, 3900), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };
 }
 
-/** A /describe answer: one section per prompt, each with an "Imagine this" button whose value is the prompt itself. */
-export function describedMessage(prompts: string[]): SlackMessage {
+/**
+ * A /describe answer: one section per prompt, each with an "Imagine this" button whose value is the prompt itself.
+ * The section's block id carries the describe job's id (`prompt_<n>_<jobId>`), so the job a button starts is at least
+ * as private as it (a button pressed in a private result's DM).
+ */
+export function describedMessage(jobId: string, prompts: string[]): SlackMessage {
   return {
     text: prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'),
     blocks: prompts.map((p, i) => ({
       type: 'section',
-      block_id: `prompt_${i + 1}`,
+      block_id: `prompt_${i + 1}_${jobId}`,
       text: { type: 'mrkdwn', text: clip(`*${i + 1}.* ${escapeMrkdwn(p)}`, 3000) },
       accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: clip(p, 2000) },
     })),
   };
+}
+
+/** The describe job an "Imagine this" button's section belongs to; undefined for an older message (`prompt_<n>`). */
+export function describedJobOf(blockId: string | undefined): string | undefined {
+  return /^prompt_\d+_(.+)$/.exec(blockId ?? '')?.[1];
 }
 
 /** The modal the "Ask about this image" shortcut opens; private_metadata carries where the image is. */

@@ -16,7 +16,7 @@ import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { CommandInput, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
-import { ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, headline, statusMessage, varyIndex } from './blocks.ts';
+import { ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, headline, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
@@ -355,7 +355,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       const name = resultFileName(jobId, varyIndex(action_id)); // per-image Vary of a several-image result
       const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === name);
       if (!file) return void (await origin.tellPrivately('I cannot find that image any more; run /imagine again.'));
-      await startJob(origin, { command: 'vary', image: imageRef(file) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId))?.text ?? 'an image'}`);
+      await startJob(origin, { command: 'vary', image: imageRef(file), from: jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId))?.text ?? 'an image'}`);
     });
   });
 
@@ -364,8 +364,9 @@ export function registerHandlers(deps: HandlerDeps): void {
     await ack();
     const b = body as unknown as ButtonBody;
     const origin = buttonOrigin(b, client, respond);
-    const prompt = (action as { value: string }).value;
-    await guarded(origin, 'imagine this', () => startJob(origin, { command: 'imagine', prompt }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, prompt));
+    const { value: prompt, block_id } = action as { value: string; block_id?: string };
+    const from = describedJobOf(block_id);
+    await guarded(origin, 'imagine this', () => startJob(origin, { command: 'imagine', prompt, ...(from ? { from } : {}) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, prompt));
   });
 
   app.action(ACTION.cancel, async ({ ack, body, action, client, respond }) => {

@@ -137,7 +137,7 @@ export class SlackPort implements PlatformPort {
   }
 
   private async deliverAnswer(d: SlackDestination, result: JobResult, repeat: boolean): Promise<void> {
-    const m = result.answer!.prompts ? describedMessage(result.answer!.prompts) : answerMessage(result.answer!.text, servedNote(result));
+    const m = result.answer!.prompts ? describedMessage(result.jobId, result.answer!.prompts) : answerMessage(result.answer!.text, servedNote(result));
     const metadata = { event_type: META_ANSWER, event_payload: { job_id: result.jobId } };
     if (d.statusMessageTs) {
       // The status message becomes the answer: one message in the thread, and chat.update is idempotent.

@@ -49,6 +49,11 @@ export const DiscordDestination = z.strictObject({
   statusMessageId: id.optional(),
   /** Results only the requester may see (/settings private): ephemeral, or a DM once the token expired; never the channel. */
   private: z.boolean().optional(),
+  /**
+   * A private channel's mention-question: the requester's DM with the bot, where its status message and answer are.
+   * `channelId` stays the channel asked in, whose settings, limits and retention apply.
+   */
+  dmChannelId: id.optional(),
   /** The channel is marked age-restricted (Discord's nsfw flag): the relaxed check policy applies (checks.ageRestricted). */
   nsfw: z.boolean().optional(),
   retentionSeconds: retention,

@@ -3,6 +3,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseButtonId } from '../../bots/discord/custom-ids.ts';
+import { jobIdFor } from '../../src/jobs/queue.ts';
 import { samplePng } from '../conformance/platform-adapter.case.ts';
 import { startDiscordHarness, type DiscordHarness } from '../fakes/discord/bot-harness.ts';
 import type { FakeInteraction, FakeMessage } from '../fakes/discord/server.ts';
@@ -216,6 +217,23 @@ describe('Discord: /settings and private results', () => {
       const publicMessages = h.fake.channelMessages().filter((m) => !(m.flags & 64));
       expect(publicMessages.some((m) => /secret garden|secret lighthouse/.test(m.content))).toBe(false);
       expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.channelId}/messages$`)).some((r) => JSON.stringify(r.body).includes('secret'))).toBe(false);
+    } finally {
+      await h.core.settings.reset('channel', here());
+    }
+  }, 90_000);
+
+  it('a mention in a private channel: the answer is in the asker\'s DM, and the job keeps the channel\'s no-log and retention', async () => {
+    await h.core.settings.set('channel', here(), { private: true, noLog: true, retentionSeconds: 120 });
+    try {
+      const png = await samplePng(32);
+      const question = h.fake.postUserMessage({ content: 'what is in this private photo?', mentionBot: true, attachments: [h.fake.addAttachment({ bytes: png, filename: 'p.png', contentType: 'image/png' })] });
+      const dm = h.fake.dmChannel(h.fake.alice);
+      const answer = await h.fake.waitFor(() => [...h.fake.messages.values()].find((m) => m.channelId === dm && m.content.includes('You asked: what is in this private photo?')), 30_000, 'the answer in the DM');
+      expect(answer.content).not.toContain('Looking at the image');
+      const job = await h.core.queue.getJob(jobIdFor('discord', question.id));
+      // the channel asked in (its settings, limits and checks), the DM where the answer is
+      expect(job?.data.destination).toMatchObject({ channelId: h.fake.channelId, dmChannelId: dm, private: true, noLog: true, retentionSeconds: 120 });
+      expect(h.fake.channelMessages().some((m) => m.content.includes('private photo') && m.author.id !== h.fake.alice.id)).toBe(false);
     } finally {
       await h.core.settings.reset('channel', here());
     }

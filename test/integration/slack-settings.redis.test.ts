@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SlackDestination } from '../../src/jobs/contract.ts';
 import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
 import sharp from 'sharp';
-import { eventCallback, slashCommand, viewSubmission } from '../fakes/slack/payloads.ts';
+import { blockAction, eventCallback, messageShortcut, slashCommand, viewSubmission } from '../fakes/slack/payloads.ts';
 import type { RecordedCall } from '../fakes/slack/server.ts';
 
 const CHANNEL = 'C0GENERAL';
@@ -134,6 +134,37 @@ describe('Slack: private results', () => {
       await h.core.settings.reset('channel', here());
     }
   }, 90_000);
+
+  it('Re-roll and "Imagine this" pressed in the DM keep the private channel\'s no-log and retention', async () => {
+    await h.core.settings.set('channel', here(), { private: true, noLog: true, retentionSeconds: 600 });
+    try {
+      const dm = `D${USER}`;
+      await command('a hidden greenhouse --seed 4', USER, '/imagine');
+      const result = await h.fake.waitFor(() => h.fake.botMessages(dm).find((m) => (m.files?.length ?? 0) > 0 && JSON.stringify(m.blocks ?? []).includes('hidden greenhouse')), 45_000, 'the image in the DM');
+      const reroll = JSON.stringify(result.blocks).match(/"action_id":"blip3o_reroll"[^}]*"value":"(j[0-9a-f]+)"/)?.[1];
+      expect(reroll).toBeDefined();
+      expect((await waitJob(reroll!)).destination).toMatchObject({ channelId: CHANNEL, dmChannelId: dm, noLog: true, retentionSeconds: 600 });
+      const before = h.fake.botMessages(dm).length;
+      await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: result, actionId: 'blip3o_reroll', value: reroll! })));
+      const again = await h.fake.waitFor(() => h.fake.botMessages(dm).slice(before).find((m) => m.metadata?.event_type === 'blip3o_status'), 15_000, 'the Re-roll\'s status in the DM');
+      const rerolled = await waitJob(String(again.metadata!.event_payload.job_id));
+      expect(rerolled.destination).toMatchObject({ channelId: dm, noLog: true, retentionSeconds: 600 }); // pressed in the DM, as private as the channel
+
+      // A /describe answer in the DM (its prompts' sections name the job): "Imagine this" keeps them too
+      const png = new Uint8Array(await sharp({ create: { width: 16, height: 16, channels: 3, background: '#3c3' } }).png().toBuffer());
+      const file = h.fake.seedFile(png, 'green.png', 'image/png');
+      const shared = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: 'this one', files: [file] });
+      await h.fake.link.ack(h.fake.sendEnvelope('interactive', messageShortcut(h.fake, { user: USER, message: shared, callbackId: 'blip3o_describe_image' })));
+      const described = await h.fake.waitFor(() => h.fake.botMessages(dm).find((m) => JSON.stringify(m.blocks ?? []).includes('blip3o_imagine_this')), 45_000, 'the prompts in the DM');
+      const first = (described.blocks as { accessory?: { value: string } }[])[0]!.accessory!.value;
+      const count = h.fake.botMessages(dm).length;
+      await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: described, actionId: 'blip3o_imagine_this', value: first })));
+      const status = await h.fake.waitFor(() => h.fake.botMessages(dm).slice(count).find((m) => m.metadata?.event_type === 'blip3o_status'), 15_000, 'the new job\'s status in the DM');
+      expect((await waitJob(String(status.metadata!.event_payload.job_id))).destination).toMatchObject({ channelId: dm, noLog: true, retentionSeconds: 600 });
+    } finally {
+      await h.core.settings.reset('channel', here());
+    }
+  }, 120_000);
 
   it('without the setting the same request posts in the channel (so the test above can fail)', async () => {
     await command('an open orchard --seed 3', USER, '/imagine');

@@ -67,8 +67,17 @@ export function blockAction(fake: FakeSlack, f: { user: string; message: FakeMes
     channel: { id: f.message.channel, name: 'general' },
     message: messageJson(f.message, false),
     response_url: `${fake.origin}/response/${randomUUID()}`,
-    actions: [{ type: 'button', action_id: f.actionId, block_id: 'result', value: f.value, action_ts: `${Date.now() / 1000}` }],
+    actions: [{ type: 'button', action_id: f.actionId, block_id: blockIdOf(f.message, f.actionId, f.value), value: f.value, action_ts: `${Date.now() / 1000}` }],
   };
+}
+
+/** The block_id of the block holding the button, as Slack sends it ('result' when the message has no such block). */
+function blockIdOf(message: FakeMessage, actionId: string, value: string): string {
+  type Button = { action_id?: string; value?: string };
+  type Block = { block_id?: string; accessory?: Button; elements?: Button[] };
+  const holds = (b: Button | undefined) => b?.action_id === actionId && b.value === value;
+  const block = ((message.blocks ?? []) as Block[]).find((b) => holds(b.accessory) || (b.elements ?? []).some(holds));
+  return block?.block_id ?? 'result';
 }
 
 export function messageShortcut(fake: FakeSlack, f: { user: string; message: FakeMessage; callbackId: string }): Record<string, unknown> {

@@ -85,6 +85,24 @@ describe('core.handle: requests', () => {
     expect((await data(c, queuedId(await c.handle(inv({ command: 'reroll', jobId: plain }, { destination: inDm })))))!.destination).toEqual(inDm);
   });
 
+  it('so is a Vary or an "Imagine this" pressed in a DM: its upload too lives no longer than the channel allows', async () => {
+    const c = core();
+    await c.settings.set('channel', dest(), { retentionSeconds: 1200, noLog: true });
+    const first = queuedId(await c.handle(inv(imagine('a lantern'))));
+    const inDm = dest('u1', 'dm-u1b');
+    const vary = await data(c, queuedId(await c.handle(inv({ command: 'vary', image: { bytes: h.png }, from: first }, { destination: inDm }))));
+    expect(vary!.destination).toEqual({ ...inDm, retentionSeconds: 1200, noLog: true });
+    const ttl = await h.redis.ttl((vary as Extract<JobRequest, { kind: 'vary' }>).imageKey);
+    expect(ttl).toBeGreaterThan(1100);
+    expect(ttl).toBeLessThanOrEqual(1200);
+    const described = await data(c, queuedId(await c.handle(inv({ command: 'imagine', prompt: 'a lantern at dusk', from: first }, { destination: inDm }))));
+    expect(described!.destination).toEqual({ ...inDm, retentionSeconds: 1200, noLog: true });
+    // a job that is gone (or never was) leaves the button's own channel settings
+    const orphan = await data(c, queuedId(await c.handle(inv({ command: 'imagine', prompt: 'a lantern at dawn', from: 'no-such-job' }, { destination: inDm }))));
+    expect(orphan!.destination).toEqual(inDm);
+    await c.settings.reset('channel', dest());
+  });
+
   it('never puts channel settings onto a CLI destination', async () => {
     const c = core({ ports: [recordingPort('cli')], cliClientId: 'cli-1' });
     await c.settings.set('channel', cliDest(), { retentionSeconds: 3600, noLog: true });

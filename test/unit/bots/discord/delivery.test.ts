@@ -132,6 +132,26 @@ describe('DiscordDelivery', () => {
     expect(reply?.referenceId).toBe(question.id);
   });
 
+  it('a private channel\'s mention-question: its status message in the asker\'s DM gets the progress and the answer; the channel nothing', async () => {
+    const dm = fake.dmChannel(fake.alice);
+    const status = (await client.rest.post(`/channels/${dm}/messages`, { body: { content: '⏳ Looking at the image…' } })) as { id: string };
+    const destination: DiscordDestination = {
+      platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, userId: fake.alice.id, applicationId: fake.appId,
+      dmChannelId: dm, statusMessageId: status.id, private: true,
+    };
+    const before = fake.channelMessages().length;
+    await port().showProgress(destination, { ...progress('j-dm-ask', 3), stage: 'answering' });
+    expect(fake.messages.get(status.id)!.content).not.toBe('⏳ Looking at the image…');
+    await port().deliver({ ...result('j-dm-ask', destination), kind: 'ask', image: undefined, answer: { text: 'A private fox.', tokenCount: 3 } }, undefined);
+    expect(fake.messages.get(status.id)!.content).toBe('A private fox.');
+    expect(fake.channelMessages().length).toBe(before);
+    // withheld (a private error): the DM's status message goes and the note is posted in the DM
+    const second = (await client.rest.post(`/channels/${dm}/messages`, { body: { content: '⏳' } })) as { id: string };
+    await port().deliver({ ...result('j-dm-withheld', { ...destination, statusMessageId: second.id }), status: 'failed', image: undefined, error: { code: 'withheld', message: 'Not posted: flagged.', userFacing: true, private: true } }, undefined);
+    expect(fake.messages.has(second.id)).toBe(false);
+    expect(fake.channelMessages().length).toBe(before);
+  });
+
   it('a 5xx is retried by the REST client; a persistent one reaches the core (which retries the delivery)', async () => {
     const { interaction, destination } = await deferred();
     fake.injectFault({ method: 'PATCH', path: /@original$/, status: 502 });

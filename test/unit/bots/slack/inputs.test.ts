@@ -1,7 +1,7 @@
 // The Slack adapter's texts and Block Kit, exactly (bots/slack/{blocks,settings,options,conversation}.ts): the
 // block and action ids are read back by the handlers, and the texts are what users and screen readers get.
 import { describe, expect, it } from 'vitest';
-import { ACTION, answerMessage, askModal, describedMessage, finalStatusMessage, headline, imageResultMessage, statusMessage, varyActionId, varyIndex } from '../../../../bots/slack/blocks.ts';
+import { ACTION, answerMessage, askModal, describedJobOf, describedMessage, finalStatusMessage, headline, imageResultMessage, statusMessage, varyActionId, varyIndex } from '../../../../bots/slack/blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, isImageFile, stripMention } from '../../../../bots/slack/conversation.ts';
 import { normalizeSlackText, parseImagine } from '../../../../bots/slack/options.ts';
 import { parseSettingsText, settingsFromView, settingsModal } from '../../../../bots/slack/settings.ts';
@@ -82,13 +82,15 @@ describe('results', () => {
   });
 
   it('/describe: a section per prompt with its own Imagine this; the ask modal', () => {
-    expect(describedMessage(['a <cat>', 'a dog'])).toEqual({
+    expect(describedMessage('j0123abc', ['a <cat>', 'a dog'])).toEqual({
       text: '1. a <cat>\n2. a dog',
       blocks: [
-        { type: 'section', block_id: 'prompt_1', text: { type: 'mrkdwn', text: '*1.* a &lt;cat&gt;' }, accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: 'a <cat>' } },
-        { type: 'section', block_id: 'prompt_2', text: { type: 'mrkdwn', text: '*2.* a dog' }, accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: 'a dog' } },
+        { type: 'section', block_id: 'prompt_1_j0123abc', text: { type: 'mrkdwn', text: '*1.* a &lt;cat&gt;' }, accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: 'a <cat>' } },
+        { type: 'section', block_id: 'prompt_2_j0123abc', text: { type: 'mrkdwn', text: '*2.* a dog' }, accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: 'a dog' } },
       ],
     });
+    // the describe job an "Imagine this" belongs to, read back from its section; none from an older message's
+    expect([describedJobOf('prompt_2_j0123abc'), describedJobOf('prompt_2'), describedJobOf(undefined), describedJobOf('x_prompt_1_j1')]).toEqual(['j0123abc', undefined, undefined, undefined]);
     expect(askModal('{"c":"C1"}')).toEqual({
       type: 'modal', callback_id: 'blip3o_ask_view', private_metadata: '{"c":"C1"}',
       title: { type: 'plain_text', text: 'Ask about this image' }, submit: { type: 'plain_text', text: 'Ask' }, close: { type: 'plain_text', text: 'Cancel' },
