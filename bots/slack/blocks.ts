@@ -5,6 +5,7 @@ import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
 import { queuedLine, STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
+import { z } from 'zod';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 
 /** action_id of each button; `value` is always the job id. */
@@ -165,12 +166,40 @@ export function describedJobOf(blockId: string | undefined): string | undefined 
   return /^prompt_\d+_(.+)$/.exec(blockId ?? '')?.[1];
 }
 
-/** The modal the "Ask about this image" shortcut opens; private_metadata carries where the image is. */
-export function askModal(privateMetadata: string): Record<string, unknown> {
+/** Where the image an "Ask about this image" modal asks about is: channel, thread, file (its private_metadata). */
+export const AskTarget = z.strictObject({
+  c: z.string().min(1).max(50),
+  t: z.string().min(1).max(50),
+  // only what the download needs: a message's file object (thumbnails, permalinks…) could pass private_metadata's 3000 characters
+  f: z.object({
+    id: z.string().min(1),
+    name: z.string().optional(),
+    mimetype: z.string().optional(),
+    size: z.number().optional(),
+    url_private: z.string().optional(),
+    url_private_download: z.string().optional(),
+  }),
+});
+export type AskTarget = z.infer<typeof AskTarget>;
+
+/** A modal's private_metadata, handed back by Slack: parsed again (undefined when it is not what we wrote). */
+export function parseMetadata<T>(schema: z.ZodType<T>, raw: string | undefined): T | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(raw ?? '');
+  } catch {
+    return undefined;
+  }
+  const parsed = schema.safeParse(json);
+  return parsed.success ? parsed.data : undefined;
+}
+
+/** The modal the "Ask about this image" shortcut opens; its private_metadata carries where the image is. */
+export function askModal(target: AskTarget): Record<string, unknown> {
   return {
     type: 'modal',
     callback_id: VIEW_ASK,
-    private_metadata: privateMetadata,
+    private_metadata: JSON.stringify(AskTarget.parse(target)),
     title: { type: 'plain_text', text: 'Ask about this image' },
     submit: { type: 'plain_text', text: 'Ask' },
     close: { type: 'plain_text', text: 'Cancel' },

@@ -16,7 +16,7 @@ import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { CommandInput, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
-import { ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, headline, statusMessage, varyIndex } from './blocks.ts';
+import { ACTION, AskTarget, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, parseMetadata, headline, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
@@ -243,9 +243,8 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   app.view(VIEW_SETTINGS, async ({ ack, view, body, client }) => {
     // Written by settingsModal and handed back by Slack: parsed again. The core checks who may change what.
-    const meta = SettingsTarget.safeParse(JSON.parse(view.private_metadata || 'null'));
-    if (!meta.success) return void (await ack(), log.warn({ view: view.id }, 'settings modal with unreadable metadata ignored'));
-    const target = meta.data;
+    const target = parseMetadata(SettingsTarget, view.private_metadata);
+    if (!target) return void (await ack(), log.warn({ view: view.id }, 'settings modal with unreadable metadata ignored'));
     const parsed = settingsFromView(target, view.state.values as never);
     if ('errors' in parsed) return void (await ack({ response_action: 'errors', errors: parsed.errors }));
     await ack();
@@ -295,8 +294,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       if (isUserError(e)) return void (await tell(e.message));
       throw e;
     }
-    const meta = JSON.stringify({ c: channel, t: message.thread_ts ?? message.ts, f: file });
-    await client.views.open({ trigger_id: shortcut.trigger_id, view: askModal(meta) as never });
+    await client.views.open({ trigger_id: shortcut.trigger_id, view: askModal({ c: channel, t: message.thread_ts ?? message.ts, f: file }) as never });
   });
 
   // ---- message shortcut: "Describe this image" → four prompts, each with "Imagine this" ----------------------
@@ -318,7 +316,9 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   app.view(VIEW_ASK, async ({ ack, view, body, client }) => {
     await ack();
-    const meta = JSON.parse(view.private_metadata) as { c: string; t: string; f: ThreadFile };
+    // Written by askModal and handed back by Slack: parsed again.
+    const meta = parseMetadata(AskTarget, view.private_metadata);
+    if (!meta) return void log.warn({ view: view.id }, 'ask modal with unreadable metadata ignored');
     const question = String(view.state.values.question?.value?.value ?? '').trim();
     const user = body.user.id;
     const origin: Origin = { client, teamId: body.team?.id ?? '', channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(client, meta.c, user, meta.t) };
