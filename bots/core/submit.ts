@@ -116,6 +116,8 @@ export interface Core {
    * its upload is released. Returns how many followers there were.
    */
   releaseFollowers(request: JobRequest, result: JobResult): Promise<number>;
+  /** A job's request, or that of a request served without a job (cache hit, joined flight); undefined once gone. */
+  requestOf(jobId: string): Promise<JobRequest | undefined>;
 }
 
 /** What a request served without a job of its own (cache hit, joined flight) leaves behind: dedupe and re-roll read it. */
@@ -483,6 +485,7 @@ export function createCore(options: CoreOptions): Core {
     deliveryWorkers,
     cache,
     releaseFollowers,
+    requestOf: previousRequest,
 
     async handle(inv: Invocation): Promise<Reply> {
       try {

@@ -9,7 +9,6 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { AppError } from '../../src/errors.ts';
-import type { JobRequest } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
 import type { Adapter } from '../core/adapter.ts';
 import type { Core } from '../core/submit.ts';
@@ -99,7 +98,7 @@ export async function createSlackAdapter(deps: { config: Readonly<Config>; secre
   async function titleOf(jobId: string): Promise<JobTitle | undefined> {
     const known = titles.get(jobId);
     if (known !== undefined) return known;
-    const data = (await core?.queue.getJob(jobId))?.data as JobRequest | undefined;
+    const data = await core?.requestOf(jobId);
     if (!data) return undefined;
     const title: JobTitle = data.kind === 'ask' ? { kind: 'ask', text: data.question } : { kind: 'imagine', text: data.prompt };
     titles.set(jobId, title);

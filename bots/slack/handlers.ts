@@ -45,6 +45,12 @@ interface Origin {
   userId: string;
   /** The thread to work in; undefined = a new top-level status message becomes the thread. */
   threadTs?: string;
+  /**
+   * A button pressed in the bot's DM on a private job of `channelId` (Re-roll, Vary, "Imagine this"): the new job
+   * belongs to that channel (its limits, settings and fair share) and is posted in this DM, whatever the channel's
+   * setting is now.
+   */
+  dmChannelId?: string;
   responseUrl?: string;
   tellPrivately(text: string): Promise<void>;
 }
@@ -91,7 +97,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       // Private results (the channel's or the user's /blip3o-settings): the job lives in the bot's DM with the asker,
       // since an ephemeral message can neither carry a file nor be updated; the channel sees nothing of it.
       const here: SlackDestination = { platform: 'slack', teamId: origin.teamId, channelId: origin.channelId, userId: origin.userId };
-      const dmChannelId = (await core.settings.effective(here)).private ? await openDm(origin) : undefined;
+      const dmChannelId = origin.dmChannelId ?? ((await core.settings.effective(here)).private ? await openDm(origin) : undefined);
       const postIn = dmChannelId ?? origin.channelId;
       const postThread = dmChannelId ? undefined : origin.threadTs;
       let statusTs: string;
@@ -119,7 +125,7 @@ export function registerHandlers(deps: HandlerDeps): void {
         ...(origin.responseUrl ? { responseUrl: origin.responseUrl } : {}),
         ...(dmChannelId ? { private: true, dmChannelId } : {}),
       };
-      if (dmChannelId) await origin.tellPrivately('Private results are on here: I am working on it in our direct messages.');
+      if (dmChannelId && !origin.dmChannelId) await origin.tellPrivately('Private results are on here: I am working on it in our direct messages.');
       const reply = await core.handle({ input, destination, dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
       await showReply(origin, reply, destination);
     } finally {
@@ -155,6 +161,16 @@ export function registerHandlers(deps: HandlerDeps): void {
       return;
     }
     await origin.tellPrivately(reply.text);
+  }
+
+  /**
+   * Where a button on job `jobId`'s result starts a job: pressed in the DM that job was posted in (a private channel's
+   * result), the job's own channel with that DM; anywhere else, where it was pressed.
+   */
+  async function fromResultOf(origin: Origin, jobId: string | undefined): Promise<Origin> {
+    const original = jobId === undefined ? undefined : (await core.requestOf(jobId))?.destination;
+    if (original?.platform !== 'slack' || original.dmChannelId === undefined || original.dmChannelId !== origin.channelId) return origin;
+    return { ...origin, channelId: original.channelId, dmChannelId: original.dmChannelId, threadTs: undefined };
   }
 
   /** The bot's direct-message channel with the asker (conversations.open, scope im:write). */
@@ -342,7 +358,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const b = body as unknown as ButtonBody;
     const origin = buttonOrigin(b, client, respond);
     const jobId = (action as { value: string }).value;
-    await guarded(origin, 're-roll', async () => startJob(origin, { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId))?.text ?? 'Re-roll'));
+    await guarded(origin, 're-roll', async () => startJob(await fromResultOf(origin, jobId), { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId))?.text ?? 'Re-roll'));
   });
 
   app.action({ action_id: VARY_ACTION }, async ({ ack, body, action, client, respond }) => {
@@ -355,7 +371,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       const name = resultFileName(jobId, varyIndex(action_id)); // per-image Vary of a several-image result
       const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === name);
       if (!file) return void (await origin.tellPrivately('I cannot find that image any more; run /imagine again.'));
-      await startJob(origin, { command: 'vary', image: imageRef(file), from: jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId))?.text ?? 'an image'}`);
+      await startJob(await fromResultOf(origin, jobId), { command: 'vary', image: imageRef(file), from: jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId))?.text ?? 'an image'}`);
     });
   });
 
@@ -366,7 +382,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const origin = buttonOrigin(b, client, respond);
     const { value: prompt, block_id } = action as { value: string; block_id?: string };
     const from = describedJobOf(block_id);
-    await guarded(origin, 'imagine this', () => startJob(origin, { command: 'imagine', prompt, ...(from ? { from } : {}) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, prompt));
+    await guarded(origin, 'imagine this', async () => startJob(await fromResultOf(origin, from), { command: 'imagine', prompt, ...(from ? { from } : {}) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, prompt));
   });
 
   app.action(ACTION.cancel, async ({ ack, body, action, client, respond }) => {

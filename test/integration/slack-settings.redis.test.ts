@@ -148,7 +148,8 @@ describe('Slack: private results', () => {
       await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: result, actionId: 'blip3o_reroll', value: reroll! })));
       const again = await h.fake.waitFor(() => h.fake.botMessages(dm).slice(before).find((m) => m.metadata?.event_type === 'blip3o_status'), 15_000, 'the Re-roll\'s status in the DM');
       const rerolled = await waitJob(String(again.metadata!.event_payload.job_id));
-      expect(rerolled.destination).toMatchObject({ channelId: dm, noLog: true, retentionSeconds: 600 }); // pressed in the DM, as private as the channel
+      // pressed in the DM: the channel's job (its limits, settings, fair share), posted in the DM
+      expect(rerolled.destination).toMatchObject({ channelId: CHANNEL, dmChannelId: dm, private: true, noLog: true, retentionSeconds: 600 });
 
       // A /describe answer in the DM (its prompts' sections name the job): "Imagine this" keeps them too
       const png = new Uint8Array(await sharp({ create: { width: 16, height: 16, channels: 3, background: '#3c3' } }).png().toBuffer());
@@ -160,7 +161,16 @@ describe('Slack: private results', () => {
       const count = h.fake.botMessages(dm).length;
       await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: described, actionId: 'blip3o_imagine_this', value: first })));
       const status = await h.fake.waitFor(() => h.fake.botMessages(dm).slice(count).find((m) => m.metadata?.event_type === 'blip3o_status'), 15_000, 'the new job\'s status in the DM');
-      expect((await waitJob(String(status.metadata!.event_payload.job_id))).destination).toMatchObject({ channelId: dm, noLog: true, retentionSeconds: 600 });
+      expect((await waitJob(String(status.metadata!.event_payload.job_id))).destination).toMatchObject({ channelId: CHANNEL, dmChannelId: dm, noLog: true, retentionSeconds: 600 });
+
+      // The admin makes the channel public again: a Re-roll pressed in the DM still answers in the DM, not the channel
+      await h.core.settings.set('channel', here(), {});
+      const inDm = h.fake.botMessages(dm).length;
+      const inChannel = h.fake.botMessages(CHANNEL).length;
+      await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: USER, message: result, actionId: 'blip3o_reroll', value: reroll! })));
+      const later = await h.fake.waitFor(() => h.fake.botMessages(dm).slice(inDm).find((m) => m.metadata?.event_type === 'blip3o_status'), 15_000, 'the later Re-roll in the DM');
+      expect((await waitJob(String(later.metadata!.event_payload.job_id))).destination).toMatchObject({ channelId: CHANNEL, dmChannelId: dm, noLog: true, retentionSeconds: 600 });
+      expect(h.fake.botMessages(CHANNEL).length).toBe(inChannel);
     } finally {
       await h.core.settings.reset('channel', here());
     }
