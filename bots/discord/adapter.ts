@@ -72,7 +72,7 @@ export class DiscordAdapter implements Adapter {
   private readonly policy: DownloadPolicy;
   private client: Client | undefined;
   private handle: Handle | undefined;
-  private core: Pick<Core, 'settings'> | undefined;
+  private core: Pick<Core, 'settings' | 'requestOf'> | undefined;
   /** The first "Queued: …" edit, through the core so it never lands on top of a result another instance posted. */
   private showQueued: (destination: DiscordDestination, jobId: string, text: string) => Promise<void> = async () => {
     throw new AppError('internal', 'the Discord adapter was not started');
@@ -104,7 +104,7 @@ export class DiscordAdapter implements Adapter {
   }
 
   /** Log in and start handling events with the core's `handle` (the core's delivery consumer is already running). */
-  async start(core: Pick<Core, 'handle' | 'showBeforeResult' | 'settings'>): Promise<void> {
+  async start(core: Pick<Core, 'handle' | 'showBeforeResult' | 'settings' | 'requestOf'>): Promise<void> {
     this.core = core;
     this.handle = (invocation) => core.handle(invocation);
     this.showQueued = (destination, jobId, text) =>
@@ -321,14 +321,15 @@ export class DiscordAdapter implements Adapter {
       const reply = await this.call(this.invocation(interaction, { command: 'cancel', jobId: parsed.jobId }));
       return void (await this.replyPrivately(interaction, reply.text));
     }
-    if (parsed.action === 'reroll') return this.runJob(interaction, () => ({ command: 'reroll', jobId: parsed.jobId }) as const);
+    const where = await this.fromResultOf(interaction, parsed.jobId);
+    if (parsed.action === 'reroll') return this.runJob(interaction, () => ({ command: 'reroll', jobId: parsed.jobId }) as const, undefined, where);
     if (parsed.action === 'imagine') {
       // "Imagine this" under a /describe answer: the prompt is the numbered line of that message.
       return this.runJob(interaction, () => {
         const prompt = describedPrompt(interaction.message.content, parsed.index ?? 0);
         if (!prompt) throw new UserError('bad_request', 'I cannot read that prompt any more; copy it into /imagine.');
         return { command: 'imagine', prompt, from: parsed.jobId } as const;
-      });
+      }, undefined, where);
     }
     const source = imageAt(interaction.message, parsed.index);
     await this.runJob(
@@ -339,6 +340,7 @@ export class DiscordAdapter implements Adapter {
         return source;
       },
       async (image) => ({ command: 'vary', image: await this.download(image), from: parsed.jobId }),
+      where,
     );
   }
 
@@ -364,8 +366,9 @@ export class DiscordAdapter implements Adapter {
     interaction: RepliableInteraction,
     check: () => T,
     finish: (checked: T) => Promise<CommandInput> = async (checked) => checked as unknown as CommandInput,
+    where: DiscordDestination = this.destination(interaction),
   ): Promise<void> {
-    if (!(await this.allowed(interaction))) return;
+    if (!(await this.allowed(interaction, where))) return;
     let checked: T;
     try {
       checked = check();
@@ -373,7 +376,7 @@ export class DiscordAdapter implements Adapter {
       if (!isUserError(e)) throw e;
       return void (await this.replyPrivately(interaction, e.message));
     }
-    const destination = this.destination(interaction);
+    const destination = where;
     // A private channel (or a user who chose private results): the whole exchange is ephemeral, never public.
     if (this.core && (await this.core.settings.effective(destination)).private) destination.private = true;
     await interaction.deferReply(destination.private ? { flags: MessageFlags.Ephemeral } : {});
@@ -463,6 +466,19 @@ export class DiscordAdapter implements Adapter {
     };
   }
 
+  /**
+   * Where a button on job `jobId`'s result starts a job. Pressed in a DM on the requester's own private server job
+   * (its result went there once the interaction token expired): that job's channel, so its limits, settings and
+   * checks apply and the exchange stays private; anywhere else, where it was pressed.
+   */
+  private async fromResultOf(interaction: RepliableInteraction, jobId: string): Promise<DiscordDestination> {
+    const here = this.destination(interaction);
+    if (interaction.guildId !== null || !this.core) return here;
+    const original = (await this.core.requestOf(jobId))?.destination;
+    if (original?.platform !== 'discord' || original.guildId === null || !original.private || original.userId !== here.userId) return here;
+    return { ...here, guildId: original.guildId, channelId: original.channelId, private: true, ...(original.nsfw ? { nsfw: true } : {}) };
+  }
+
   private destination(interaction: RepliableInteraction): DiscordDestination {
     return {
       platform: 'discord',
@@ -487,9 +503,10 @@ export class DiscordAdapter implements Adapter {
     return !(d.allowedChannelIds.length && channelId && !d.allowedChannelIds.includes(channelId));
   }
 
-  private async allowed(interaction: RepliableInteraction): Promise<boolean> {
-    if (this.channelAllowed(interaction.guildId, interaction.channelId)) return true;
-    const where = interaction.guildId === null ? 'in direct messages' : 'in this server or channel';
+  /** Whether the bot works where `at` is (the interaction's channel, or the server channel a DM button belongs to). */
+  private async allowed(interaction: RepliableInteraction, at?: DiscordDestination): Promise<boolean> {
+    if (at ? this.channelAllowed(at.guildId, at.channelId) : this.channelAllowed(interaction.guildId, interaction.channelId)) return true;
+    const where = (at?.guildId ?? interaction.guildId) === null ? 'in direct messages' : 'in this server or channel';
     await this.replyPrivately(interaction, `This bot isn't enabled ${where}.`);
     return false;
   }

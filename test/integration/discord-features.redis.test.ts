@@ -22,6 +22,15 @@ const finalEdits = (i: FakeInteraction) =>
 const fetchBytes = async (url: string) => new Uint8Array(await (await fetch(url)).arrayBuffer());
 const isPng = (b: Uint8Array) => b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47;
 
+/** A job's request once the bot has queued it (polled: the press is handled asynchronously). */
+async function jobData(jobId: string, timeoutMs = 15_000) {
+  for (const end = Date.now() + timeoutMs; ; await new Promise((r) => setTimeout(r, 100))) {
+    const job = await h.core.queue.getJob(jobId);
+    if (job) return job.data;
+    if (Date.now() > end) throw new Error(`timed out waiting for job ${jobId}`);
+  }
+}
+
 function imagine(prompt: string, extra: Record<string, unknown>[] = []): FakeInteraction {
   return h.fake.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: prompt }, ...extra] });
 }
@@ -217,6 +226,23 @@ describe('Discord: /settings and private results', () => {
       const publicMessages = h.fake.channelMessages().filter((m) => !(m.flags & 64));
       expect(publicMessages.some((m) => /secret garden|secret lighthouse/.test(m.content))).toBe(false);
       expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.channelId}/messages$`)).some((r) => JSON.stringify(r.body).includes('secret'))).toBe(false);
+    } finally {
+      await h.core.settings.reset('channel', here());
+    }
+  }, 90_000);
+
+  it('a Re-roll pressed in the DM on a private channel\'s result (sent there once its token expired) is that channel\'s job, and stays private', async () => {
+    await h.core.settings.set('channel', here(), { private: true, noLog: true });
+    try {
+      const late = imagine('a secret attic');
+      await h.fake.waitFor(() => late.callbacks.length > 0, 10_000, 'the deferral');
+      h.fake.expireToken(late.token);
+      const dm = await h.fake.waitFor(() => [...h.fake.messages.values()].find((m) => m.guildId === null && m.attachments.length > 0 && m.content.includes('a secret attic')), 30_000, 'the DM');
+      const press = h.fake.pressButton(dm, buttons(dm).find((b) => b.label === 'Re-roll')!.custom_id);
+      const job = await jobData(jobIdFor('discord', press.id));
+      expect(job.destination).toMatchObject({ guildId: h.fake.guildId, channelId: h.fake.channelId, private: true, noLog: true });
+      await waitForImages(press, 1); // its result answers the press, in the DM
+      expect(h.fake.channelMessages().some((m) => m.content.includes('secret attic'))).toBe(false);
     } finally {
       await h.core.settings.reset('channel', here());
     }
