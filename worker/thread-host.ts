@@ -110,7 +110,8 @@ const THREAD_BOOTSTRAP = `
     .then(({ register }) => { register(); return import(${JSON.stringify(new URL('./thread.ts', import.meta.url).href)}); });
 `;
 
-function formatDuration(ms: number): string {
+/** A job's time limit as its timeout message says it: "1 second", "45 seconds", from 2 minutes on "N minutes". */
+export function formatDuration(ms: number): string {
   if (ms >= 120_000) return `${Math.round(ms / 60_000)} minutes`;
   const s = Math.max(1, Math.round(ms / 1000));
   return s === 1 ? '1 second' : `${s} seconds`;

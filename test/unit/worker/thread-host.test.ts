@@ -3,11 +3,11 @@
 // retryably. Uses the pipeline double (test/doubles/pipeline.ts) in real worker threads.
 import { resolve } from 'node:path';
 import sharp from 'sharp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AppError, isUserError } from '../../../src/errors.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { ProgressReport, UnderstandRequest } from '../../../worker/pipeline/types.ts';
-import { ShareMeter, ThreadHost, type RunOptions } from '../../../worker/thread-host.ts';
+import { formatDuration, ShareMeter, ThreadHost, type RunOptions } from '../../../worker/thread-host.ts';
 
 const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -19,16 +19,24 @@ afterEach(async () => {
   host = undefined;
 });
 
-async function start(maxBatch: { decode: number; diffusion: number }, extra: Record<string, unknown> = {}) {
+async function start(maxBatch: { decode: number; diffusion: number }, extra: Record<string, unknown> = {}, host_: { abortGraceMs?: number; module?: string; log?: ReturnType<typeof createLogger> } = {}) {
   host = await ThreadHost.start({
     size: 1,
     maxBatch,
-    pipelineModule,
+    pipelineModule: host_.module ?? pipelineModule,
     pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding, maxBatch, extra: { stepDelayMs: 20, maxSteps: 4, ...extra } },
-    abortGraceMs: 2000,
-    log: createLogger('test', 'silent'),
+    abortGraceMs: host_.abortGraceMs ?? 2000,
+    log: host_.log ?? createLogger('test', 'silent'),
   });
   return host;
+}
+
+/** A logger whose warn and error lines are kept as [message, fields]. */
+function recordingLog() {
+  const lines: [string, Record<string, unknown>][] = [];
+  const base = createLogger('test', 'silent');
+  const keep = (fields: Record<string, unknown>, msg: string) => void lines.push([msg, fields]);
+  return { log: { ...base, warn: keep, error: keep } as unknown as typeof base, lines };
 }
 
 const ask = (question: string): UnderstandRequest => ({
@@ -181,5 +189,73 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     // than the wall time
     for (const c of charged) expect(c).toBeLessThan(0.8 * wall);
     expect(charged[0]! + charged[1]!).toBeLessThanOrEqual(wall + 20);
+  });
+});
+
+describe('ThreadHost: time limits, stuck threads, loading and shutting down', () => {
+  it('a run past its time limit is stopped with the limit in words, and no progress is reported after', async () => {
+    const h = await start({ decode: 1, diffusion: 1 }, { failures: { slow: 'slow' }, slowStepMs: 400 });
+    const reports: number[] = [];
+    const t0 = Date.now();
+    let stoppedAt = 0;
+    const e = (await h
+      .understand(ask('slow question'), { signal: new AbortController().signal, timeoutMs: 500, onProgress: () => void reports.push(Date.now()) })
+      .then(() => undefined, (x: unknown) => ((stoppedAt = Date.now()), x))) as AppError;
+    expect([e.code, e.message]).toEqual(['timeout', 'This took longer than 1 second and was stopped.']);
+    expect(stoppedAt - t0).toBeLessThan(1_600); // the thread honoured the abort at its next step
+    expect(reports.every((at) => at - t0 < 650)).toBe(true); // a step that ended after the limit is not shown
+    expect((await run(h, 'next', [])).text).toContain('You asked: next'); // the same thread serves the next run
+  });
+
+  it('a thread that ignores an abort is terminated after abortGraceMs and replaced; the run ends at once', async () => {
+    const { log, lines } = recordingLog();
+    const h = await start({ decode: 1, diffusion: 1 }, { failures: { stuck: 'ignore-abort' }, slowStepMs: 2_000 }, { abortGraceMs: 300, log });
+    const cancel = new AbortController();
+    const stuck = h.understand(ask('stuck question'), { signal: cancel.signal, timeoutMs: 60_000, onProgress: () => undefined }).then(() => undefined, (x: unknown) => x as AppError);
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    cancel.abort();
+    const e = await stuck;
+    expect(e?.code).toBe('cancelled');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(280);
+    expect(Date.now() - t0).toBeLessThan(1_500); // not the ≈ 8 s the stuck steps would take
+    expect(lines).toContainEqual(['model thread ignored abort; terminating it', expect.objectContaining({ abortGraceMs: 300 })]);
+    const t1 = Date.now();
+    expect((await run(h, 'the next one', [])).text).toContain('You asked: the next one');
+    expect(Date.now() - t1).toBeLessThan(5_000); // a fresh thread, not the stuck one
+  });
+
+  it('a pipeline module that cannot load fails the start with why; a host that is closed refuses runs', async () => {
+    const notAPipeline = resolve(import.meta.dirname, '../../doubles/png-header.ts');
+    await expect(start({ decode: 1, diffusion: 1 }, {}, { module: notAPipeline })).rejects.toMatchObject({
+      code: 'model',
+      message: `the pipeline failed to load: ${notAPipeline} does not export createPipeline`,
+    });
+    const h = await start({ decode: 1, diffusion: 1 });
+    await h.close();
+    await expect(run(h, 'too late', [])).rejects.toMatchObject({ code: 'internal', message: 'the worker is shutting down' });
+  });
+
+  it('says a time limit in words', () => {
+    expect([0, 400, 1_000, 1_499, 1_500, 45_000, 119_000, 119_999, 120_000, 150_000, 600_000].map(formatDuration)).toEqual([
+      '1 second', '1 second', '1 second', '1 second', '2 seconds', '45 seconds', '119 seconds', '120 seconds', '2 minutes', '3 minutes', '10 minutes',
+    ]);
+  });
+
+  it('a share meter counts time alone in full and time shared by n at 1/n', () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    try {
+      const meter = new ShareMeter();
+      vi.advanceTimersByTime(1_000);
+      expect(meter.now()).toBe(1_000);
+      meter.share(4);
+      vi.advanceTimersByTime(2_000);
+      expect(meter.now()).toBe(1_500);
+      meter.share(0); // never below one
+      vi.advanceTimersByTime(1_000);
+      expect(meter.now()).toBe(2_500);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
