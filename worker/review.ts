@@ -56,6 +56,7 @@ export async function generateReviewed(host: ReviewHost, req: GenerateRequest, p
   const maxRerolls = match ? policy.match.maxRerolls : 0;
   const scores: (number | undefined)[] = [];
   let best: Candidate | undefined;
+  // Stryker disable next-line ArrayDeclaration: equivalent, every try assigns it before it is read
   let flagged: string[] = [];
   for (let k = 0; k <= maxRerolls; k++) {
     if (k > 0) run.onProgress({ stage: 'retrying', step: k, total: maxRerolls });

@@ -90,9 +90,9 @@ const stageOf = (kind: 'generate' | 'understand' | 'check'): Stage => (kind === 
 
 // Node 20 does not hand --import module hooks to worker threads, so each thread first imports the same
 // TypeScript loader (tsx) its process was started with (`npx tsx`, `node --import tsx`, or the Docker images'
-// TSX_LOADER path), then its TypeScript entry. Specifiers are resolved here, absolute.
-function loaderUrl(): string {
-  const argv = process.execArgv;
+// TSX_LOADER path), then its TypeScript entry. Specifiers are resolved here, absolute. `argv`: the process's
+// execArgv (a parameter for the tests).
+export function loaderUrl(argv: readonly string[] = process.execArgv): string {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = arg === '--import' ? argv[i + 1] : arg.startsWith('--import=') ? arg.slice('--import='.length) : undefined;
@@ -189,12 +189,14 @@ export class ThreadHost {
   private fit(stage: Stage): Slot | undefined {
     const open = this.slots.filter((s) => !s.respawning);
     return (
+      // Stryker disable next-line ConditionalExpression,EqualityOperator: which of two threads takes the run (a batch with room, or an idle thread of that stage left by an earlier batch): it runs at once either way
       open.find((s) => s.active > 0 && s.stage === stage && s.active < this.capacity(stage)) ?? // join a batch first
       open.find((s) => s.active === 0)
     );
   }
 
   private take(slot: Slot, stage: Stage): Slot {
+    // Stryker disable next-line ConditionalExpression: equivalent, a run joins a busy slot only of its own stage
     if (slot.active === 0) slot.stage = stage;
     slot.active++;
     return slot;
@@ -210,21 +212,26 @@ export class ThreadHost {
     if (slot) return Promise.resolve(this.take(slot, stage));
     return new Promise((resolve, reject) => {
       const leave = () => {
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        const at = this.waiters.indexOf(waiter);
+        if (at < 0) return; // granted or failed already
+        this.waiters.splice(at, 1);
         reject(new AppError('cancelled', 'Cancelled.'));
         this.pump();
       };
       const waiter: Waiter = {
         stage,
         grant: (granted) => {
+          // Stryker disable next-line StringLiteral: equivalent, leave() does nothing once the waiter is out of the line
           signal.removeEventListener('abort', leave);
           resolve(granted);
         },
         fail: (e) => {
+          // Stryker disable next-line StringLiteral: equivalent, leave() does nothing once the waiter is out of the line
           signal.removeEventListener('abort', leave);
           reject(e);
         },
       };
+      // Stryker disable next-line ObjectLiteral,BooleanLiteral: equivalent, a signal aborts once
       signal.addEventListener('abort', leave, { once: true });
       this.waiters.push(waiter);
     });
@@ -250,6 +257,7 @@ export class ThreadHost {
   /** Replace a slot's thread (terminated or crashed) with a fresh one. Terminating it ends every other run on it
    *  (their 'exit' listeners fail them retryably); the slot takes no runs until the new thread is ready. */
   private async respawn(slot: Slot): Promise<void> {
+    // Stryker disable next-line ConditionalExpression: a second respawn of the same slot spawns a thread that replaces the first one's, which leaks: not visible through the host's API
     if (slot.respawning) return;
     slot.respawning = true;
     await slot.thread.terminate().catch(() => undefined);
@@ -288,6 +296,7 @@ export class ThreadHost {
       // every run's share changes when one joins (runs without a meter still count in `active`)
       for (const m of slot.meters) m.share(slot.active);
     }
+    // Stryker disable next-line UpdateOperator: equivalent, ids only need to differ
     const runId = this.nextRunId++;
     const thread = slot.thread;
     let needsRespawn = false;
@@ -315,6 +324,7 @@ export class ThreadHost {
           if (msg.type === 'progress') {
             if (!stopReason) run.onProgress(msg.report);
           } else if (msg.type === 'done') finish(() => (stopReason ? reject(stopReason) : resolve(msg.value)));
+          // Stryker disable next-line ConditionalExpression: equivalent, the thread sends a run only progress, done or error
           else if (msg.type === 'error') finish(() => reject(stopReason ?? fromWire(msg.error)));
         };
         const onExit = (code: number) => {
@@ -328,19 +338,25 @@ export class ThreadHost {
         let done = false;
         const finish = (settle: () => void) => {
           if (done) return;
+          // Stryker disable next-line BooleanLiteral: equivalent, a second finish settles a settled promise and removes removed listeners
           done = true;
           clearTimeout(timeout);
-          if (graceTimer) clearTimeout(graceTimer);
+          clearTimeout(graceTimer); // undefined unless the run was told to stop
           run.signal.removeEventListener('abort', onAbort);
+          // Stryker disable next-line StringLiteral: a listener left on the thread only leaks (finish() is guarded)
           thread.off('message', onMessage);
+          // Stryker disable next-line StringLiteral: a listener left on the thread only leaks (finish() is guarded)
           thread.off('exit', onExit);
+          // Stryker disable next-line StringLiteral: a listener left on the thread only leaks (finish() is guarded)
           thread.off('error', onError);
           settle();
         };
         thread.on('message', onMessage);
         thread.on('exit', onExit);
         thread.on('error', onError);
+        // Stryker disable next-line ConditionalExpression: acquire() refuses an aborted signal; only an abort in the same microtask reaches here
         if (run.signal.aborted) onAbort();
+        // Stryker disable next-line ObjectLiteral,BooleanLiteral: equivalent, a signal aborts once
         else run.signal.addEventListener('abort', onAbort, { once: true });
         thread.postMessage({ type: 'run', runId, kind, request } as ToThread);
       });
@@ -348,6 +364,7 @@ export class ThreadHost {
       // Off the job's critical path: the job's outcome is already decided; the slot takes runs again once a new
       // thread is warm. (The thread may already be a fresh one if a companion run replaced it first.) respawn()
       // marks the slot before its first await, so release() below grants nothing on the dying thread.
+      // Stryker disable next-line ConditionalExpression: a companion run that ends after its thread was already replaced: not reachable by timing in a test
       if (needsRespawn && slot.thread === thread) void this.respawn(slot);
       if (meter) {
         slot.meters.delete(meter);

@@ -17,7 +17,9 @@
 //       'slow'           steps take slowStepMs (cancel and timeout tests)
 //       'ignore-abort'   slow, and never looks at ctx.signal (a stuck native call): the host must terminate the thread
 //       'crash'          process.exit(1) from inside the thread
-import { appendFileSync } from 'node:fs';
+//   load           how loading goes (worker/thread-host.ts tests): 'exit' ends the thread with code 3; 'uncaught' throws
+//                  outside the loader's try; 'fail-while:<path>' refuses to load while that file exists
+import { appendFileSync, existsSync } from 'node:fs';
 import sharp from 'sharp';
 import { AppError, UserError } from '../../src/errors.ts';
 import type {
@@ -78,6 +80,15 @@ function cancelled(): AppError {
 }
 
 export const createPipeline: CreatePipeline = async (options: PipelineOptions): Promise<Pipeline> => {
+  const load = options.extra?.load;
+  if (load === 'exit') process.exit(3);
+  if (load === 'uncaught') {
+    setImmediate(() => {
+      throw new Error('uncaught while loading');
+    });
+    await new Promise(() => undefined); // never loads
+  }
+  if (typeof load === 'string' && load.startsWith('fail-while:') && existsSync(load.slice('fail-while:'.length))) throw new AppError('model', 'out of GPU memory (test)');
   const opts = readExtra(options.extra);
   const seenOnce = new Set<string>();
 

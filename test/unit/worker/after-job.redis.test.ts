@@ -195,3 +195,33 @@ describe('afterHandOver', () => {
     }
   });
 });
+
+describe('the model identity', () => {
+  it('is published at start and every cache.manifestRefreshMs (a failure only warns) until close()', async () => {
+    const own = `${prefix}-pub`;
+    const fast = loadConfig({ env: {}, overrides: { queue: { prefix: own }, cache: { enabled: true, manifestRefreshMs: 100 } } });
+    const warn = vi.fn();
+    const after = createAfterJob({ config: fast, redis, blobs: createBlobStore(fast, redis), log: { info: vi.fn(), warn } as unknown as Logger, manifestHash: 'model-p' });
+    const models = `${own}:{cache}:models`;
+    const expiry = async () => Number(await redis.zscore(models, 'model-p\nworker-p'));
+    try {
+      const t0 = Date.now();
+      await after.start('worker-p');
+      const first = await expiry(); // published at once, for three refresh periods
+      expect(first).toBeGreaterThanOrEqual(t0 + 300 - 50);
+      expect(first).toBeLessThanOrEqual(Date.now() + 300 + 50);
+      await new Promise((r) => setTimeout(r, 350));
+      expect(await expiry()).toBeGreaterThan(first); // published again
+      await redis.del(models);
+      await redis.set(models, 'not a sorted set');
+      await new Promise((r) => setTimeout(r, 250));
+      expect(warn).toHaveBeenCalledWith({ err: expect.stringContaining('WRONGTYPE') }, 'could not publish the model identity');
+    } finally {
+      await after.close();
+    }
+    await redis.del(models);
+    await new Promise((r) => setTimeout(r, 250));
+    expect(await redis.exists(models)).toBe(0); // stopped
+    await deleteKeys(redis, `${own}:*`);
+  });
+});

@@ -108,6 +108,12 @@ describe('generateReviewed', () => {
     expect(generated).toHaveLength(1); // a flag is not re-rolled away
   });
 
+  it('moderation alone (no match, no alt text) still checks the image and withholds what it flags', async () => {
+    const { host, checked } = scriptedHost([{ answers: { gore: 0.9 } }]);
+    await expect(generateReviewed(host, { prompt: 'a fox', options }, policy({ moderation: true }), runRecorder().run)).rejects.toMatchObject({ code: 'withheld' });
+    expect(checked[0]).toEqual({ image: Uint8Array.of(1), prompt: 'a fox', match: false, questions: [{ id: 'gore', question: 'Is it gory?' }] });
+  });
+
   it('an answer exactly at a threshold is not flagged', async () => {
     const { host } = scriptedHost([{ answers: { gore: 0.6 } }]);
     const r = await generateReviewed(host, { prompt: 'a fox', options }, policy({ moderation: true }), runRecorder().run);

@@ -1,13 +1,16 @@
 // worker/thread-host.ts with worker.maxBatch: one thread takes several runs of one stage at once (they run as
 // coroutines in it), cancelling one leaves its companions running, and a thread crash fails every run on it
 // retryably. Uses the pipeline double (test/doubles/pipeline.ts) in real worker threads.
-import { resolve } from 'node:path';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AppError, isUserError } from '../../../src/errors.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { ProgressReport, UnderstandRequest } from '../../../worker/pipeline/types.ts';
-import { formatDuration, ShareMeter, ThreadHost, type RunOptions } from '../../../worker/thread-host.ts';
+import { formatDuration, loaderUrl, ShareMeter, ThreadHost, type RunOptions } from '../../../worker/thread-host.ts';
 
 const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -257,5 +260,88 @@ describe('ThreadHost: time limits, stuck threads, loading and shutting down', ()
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
+  it('a thread that ends while loading, or throws outside the loader, fails the start with why', async () => {
+    await expect(start({ decode: 1, diffusion: 1 }, { load: 'exit' })).rejects.toMatchObject({ code: 'model', message: 'the model thread exited with code 3 while loading' });
+    await expect(start({ decode: 1, diffusion: 1 }, { load: 'uncaught' })).rejects.toMatchObject({ code: 'model', message: 'the model thread failed to start: uncaught while loading' });
+  });
+
+  it('a thread that cannot be restarted at once (its GPU memory not yet freed) is retried with a back-off, then serves again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'blip3o-host-'));
+    const flag = join(dir, 'no-memory');
+    try {
+      const { log, lines } = recordingLog();
+      const h = await start({ decode: 1, diffusion: 1 }, { failures: { crash: 'crash' }, load: `fail-while:${flag}` }, { log });
+      writeFileSync(flag, '');
+      await expect(run(h, 'crash now', [])).rejects.toMatchObject({ code: 'internal' });
+      const t0 = Date.now();
+      const next = run(h, 'the next one', []);
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(lines).toContainEqual(['could not restart a model thread; retrying', { err: 'the pipeline failed to load: out of GPU memory (test)', attempt: 1 }]);
+      rmSync(flag);
+      expect((await next).text).toContain('You asked: the next one'); // waited for the fresh thread, not failed
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1_900); // the first retry comes 2 s after the first try
+      expect(existsSync(flag)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('cancelling a run that already has its room leaves the line behind it alone', async () => {
+    const h = await start({ decode: 1, diffusion: 1 }, { stepDelayMs: 100 });
+    const events: string[] = [];
+    const cancel = new AbortController();
+    const a = run(h, 'a', events, cancel.signal).catch(() => undefined);
+    const b = run(h, 'b', events);
+    const c = run(h, 'c', events);
+    await new Promise((r) => setTimeout(r, 150));
+    cancel.abort();
+    await Promise.all([a, b, c]);
+    expect(events).toEqual(['a started', 'a failed', 'b started', 'b done', 'c started', 'c done']);
+  });
+
+  it('the first reason to stop a run wins: cancelled, then timed out while the thread ignores both, ends as cancelled', async () => {
+    const h = await start({ decode: 1, diffusion: 1 }, { failures: { stuck: 'ignore-abort' }, slowStepMs: 2_000 }, { abortGraceMs: 600 });
+    const cancel = new AbortController();
+    const end = h.understand(ask('stuck again'), { signal: cancel.signal, timeoutMs: 400, onProgress: () => undefined }).then(() => undefined, (e: unknown) => e as AppError);
+    setTimeout(() => cancel.abort(), 100);
+    expect((await end)?.code).toBe('cancelled');
+  });
+
+  it('a run that ended leaves nothing behind: no warning from its grace timer, none from a later abort', async () => {
+    const { log, lines } = recordingLog();
+    const h = await start({ decode: 1, diffusion: 1 }, { failures: { slow: 'slow' }, slowStepMs: 100 }, { abortGraceMs: 300, log });
+    const cancel = new AbortController();
+    const stopped = run(h, 'slow one', [], cancel.signal).catch((e: unknown) => e);
+    setTimeout(() => cancel.abort(), 50);
+    expect(((await stopped) as AppError).code).toBe('cancelled'); // the thread honoured it within a step
+    const later = new AbortController();
+    await run(h, 'quick', [], later.signal);
+    later.abort(); // after the run ended
+    await new Promise((r) => setTimeout(r, 500)); // past abortGraceMs
+    expect(lines).toEqual([]);
+  });
+
+  it('a share meter leaves its thread with its run: afterwards it counts in full however many share the thread', async () => {
+    const h = await start({ decode: 2, diffusion: 1 }, { stepDelayMs: 60 });
+    const done = new ShareMeter();
+    await run(h, 'first', [], undefined, done);
+    const before = done.now();
+    const t0 = Date.now();
+    await Promise.all([run(h, 'pair a', [], undefined, new ShareMeter()), run(h, 'pair b', [], undefined, new ShareMeter())]);
+    expect(done.now() - before).toBeGreaterThanOrEqual(0.9 * (Date.now() - t0));
+  });
+
+  it('finds the TypeScript loader its process was started with, for the threads', () => {
+    const at = '/opt/blip3o/node_modules/tsx/dist/loader.mjs';
+    expect(loaderUrl(['--import', at])).toBe(pathToFileURL(at).href);
+    expect(loaderUrl([`--import=${at}`])).toBe(pathToFileURL(at).href);
+    expect(loaderUrl(['--import', 'file:///srv/tsx/esm.mjs'])).toBe('file:///srv/tsx/esm.mjs');
+    expect(loaderUrl(['--import', '/opt/other-hooks.mjs', '--max-old-space-size=4096', `--import=${at}`])).toBe(pathToFileURL(at).href);
+    expect(loaderUrl(['--import'])).toMatch(/^file:.*tsx/); // nothing after it: the repo's own tsx
+    expect(loaderUrl([])).toMatch(/^file:.*\/node_modules\/tsx\//);
   });
 });
