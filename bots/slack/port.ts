@@ -109,10 +109,7 @@ export class SlackPort implements PlatformPort {
     const several = gallery && result.images && gallery.length === result.images.length;
     const filename = resultFileName(result.jobId, several ? 0 : undefined);
     const threadTs = d.threadTs ?? d.statusMessageTs;
-    if (repeat && threadTs) {
-      const thread = await this.thread(postedIn(d), threadTs);
-      if (thread.some((m) => m.files?.some((f) => f.name === filename))) return; // posted by an earlier attempt
-    }
+    if (repeat && threadTs && (await this.earlierPosts(postedIn(d), threadTs)).some((m) => m.files?.some((f) => f.name === filename))) return; // posted by an earlier attempt
     const m = imageResultMessage(result);
     const where = threadTs ? { channel_id: postedIn(d), thread_ts: threadTs } : { channel_id: postedIn(d) };
     if (several) {
@@ -147,7 +144,7 @@ export class SlackPort implements PlatformPort {
       if (updated) return;
     }
     const threadTs = d.threadTs;
-    if (repeat && threadTs && (await this.thread(postedIn(d), threadTs)).some((x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId)) return;
+    if (repeat && threadTs && (await this.earlierPosts(postedIn(d), threadTs)).some((x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId)) return;
     await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
   }
 
@@ -162,7 +159,7 @@ export class SlackPort implements PlatformPort {
     }
     const metadata = { event_type: META_STATUS, event_payload: { job_id: jobId } };
     const isOurs = (x: ThreadMessage) => x.ts !== d.statusMessageTs && x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId;
-    if (repeat && d.threadTs && (await this.thread(postedIn(d), d.threadTs)).some(isOurs)) return;
+    if (repeat && d.threadTs && (await this.earlierPosts(postedIn(d), d.threadTs)).some(isOurs)) return;
     await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
   }
 
@@ -175,6 +172,18 @@ export class SlackPort implements PlatformPort {
       if (slackError(e) === 'thread_not_found') return [];
       throw e;
     }
+  }
+
+  /**
+   * Where a repeated delivery looks for what an earlier attempt posted: the thread, or, once the thread's parent is gone
+   * (an admin deleted the status message before anything was under it), the channel's latest messages, since Slack
+   * posts a reply to a deleted parent at the top level instead.
+   */
+  private async earlierPosts(channel: string, threadTs: string): Promise<ThreadMessage[]> {
+    const thread = await this.thread(channel, threadTs);
+    if (thread.length > 0) return thread;
+    const res = await this.client.conversations.history({ channel, include_all_metadata: true, limit: 100 });
+    return (res.messages ?? []) as ThreadMessage[];
   }
 
   /** Run a Web API call; an ok:false with one of `codes` resolves to false instead of throwing. */

@@ -263,6 +263,10 @@ export class FakeSlack {
   private apiHandlers(): Record<string, ApiHandler> {
     const s = this.store;
     const needMessage = (args: Record<string, unknown>): FakeMessage | undefined => s.find(String(args.channel), String(args.ts));
+    // A reply whose parent is gone (deleted with nothing under it) is posted at the top level, as Slack does, and its
+    // answer then has no thread_ts.
+    const threadOf = (args: Record<string, unknown>): string | undefined =>
+      args.thread_ts && s.find(String(args.channel), String(args.thread_ts)) ? String(args.thread_ts) : undefined;
     return {
       'auth.test': () => ({ ok: true, url: 'https://fake.slack.com/', team: 'Fake', user: 'blip3o', team_id: this.teamId, user_id: this.botUserId, bot_id: this.botId, is_enterprise_install: false }),
       'apps.connections.open': () => ({ ok: true, url: `ws://127.0.0.1:${this.port}/link/?ticket=${this.link.issueTicket()}&app_id=${this.appId}` }),
@@ -273,7 +277,7 @@ export class FakeSlack {
           text: String(args.text ?? ''),
           bot_id: this.botId,
           user: this.botUserId,
-          thread_ts: args.thread_ts ? String(args.thread_ts) : undefined,
+          thread_ts: threadOf(args),
           blocks: args.blocks as unknown[] | undefined,
           metadata: args.metadata as FakeMessage['metadata'],
         });
@@ -313,6 +317,13 @@ export class FakeSlack {
         const withMetadata = args.include_all_metadata === true || args.include_all_metadata === 'true';
         return { ok: true, messages: thread.map((m) => messageJson(m, withMetadata)), has_more: false, response_metadata: { next_cursor: '' } };
       },
+      // the channel's top-level messages (and thread parents), newest first
+      'conversations.history': (args) => {
+        const top = (s.messages.get(String(args.channel)) ?? []).filter((m) => m.thread_ts === undefined || m.thread_ts === m.ts);
+        const withMetadata = args.include_all_metadata === true || args.include_all_metadata === 'true';
+        const limit = Number(args.limit ?? 100);
+        return { ok: true, messages: top.reverse().slice(0, limit).map((m) => messageJson(m, withMetadata)), has_more: top.length > limit, response_metadata: { next_cursor: '' } };
+      },
       'files.info': (args) => {
         const f = s.files.get(String(args.file));
         return f ? { ok: true, file: fileJson(f) } : { ok: false, error: 'file_not_found' };
@@ -341,7 +352,7 @@ export class FakeSlack {
             text: String(args.initial_comment ?? ''),
             bot_id: this.botId,
             user: this.botUserId,
-            thread_ts: args.thread_ts ? String(args.thread_ts) : undefined,
+            thread_ts: threadOf({ ...args, channel: args.channel_id }),
             blocks: args.blocks as unknown[] | undefined,
             files,
           });

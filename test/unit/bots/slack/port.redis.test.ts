@@ -193,6 +193,38 @@ describe('SlackPort.deliver: an image', () => {
     expect(posted.map((m) => m.files!.map((f) => f.name))).toEqual([['blip3o-i-mismatch.png']]);
   });
 
+  it('a repeat uploads its image when the thread holds only other files (the user\'s own picture)', async () => {
+    const photo = fake.seedFile(png, 'holiday.png', 'image/png');
+    const parent = fake.postUserMessage({ channel: CHANNEL, user: USER, text: 'like this', files: [photo] });
+    const d = await started('i-other-file', { thread: parent.ts });
+    await redis.set(`${prefix}:slack:finished:i-other-file`, '1'); // a repeat whose first run died before the upload
+    await port().deliver(imageResult('i-other-file', d), png);
+    expect(messagesIn(CHANNEL).filter((m) => m.files?.some((f) => f.name === resultFileName('i-other-file')))).toHaveLength(1);
+  });
+
+  it('without a thread or a status message, the image goes to the channel itself', async () => {
+    const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: CHANNEL, userId: USER };
+    await port().deliver(imageResult('i-top', d), png);
+    const posted = messagesIn(CHANNEL).find((m) => m.files?.some((f) => f.name === resultFileName('i-top')));
+    expect(posted?.thread_ts).toBeUndefined();
+  });
+
+  it('clips titles (230 characters of each several-image prompt, 250 of one) and alt texts (1000 characters)', async () => {
+    const long = 'q'.repeat(300);
+    const d = await started('i-clip');
+    const images = [{ ...imageOf(long, 7), altText: 'a'.repeat(1200) }, { ...imageOf(long, 8), altText: 'b'.repeat(1200) }];
+    await port().deliver({ ...imageResult('i-clip', d, long), image: images[0], images }, png, [png, png]);
+    const files = messagesIn(CHANNEL).flatMap((m) => m.files ?? []).filter((f) => f.name.startsWith('blip3o-i-clip-'));
+    expect(files.map((f) => [f.title, f.altText])).toEqual([
+      [`${'q'.repeat(230)} (1/2, seed 7)`, 'a'.repeat(1000)],
+      [`${'q'.repeat(230)} (2/2, seed 8)`, 'b'.repeat(1000)],
+    ]);
+    const one = await started('i-clip-one');
+    await port().deliver({ ...imageResult('i-clip-one', one, long), image: { ...imageOf(long), altText: 'c'.repeat(1200) } }, png);
+    const file = messagesIn(CHANNEL).flatMap((m) => m.files ?? []).find((f) => f.name === resultFileName('i-clip-one'))!;
+    expect([file.title, file.altText]).toEqual(['q'.repeat(250), 'c'.repeat(1000)]);
+  });
+
   it('clips the file title to 250 characters and names an untitled upload by its file', async () => {
     const long = await started('i-long');
     await port().deliver(imageResult('i-long', long, 'p'.repeat(300)), png);
@@ -203,13 +235,13 @@ describe('SlackPort.deliver: an image', () => {
     expect(fileOf('i-blank').title).toBe(resultFileName('i-blank'));
   });
 
-  it('a deleted status message: the image still goes into its thread and the final status is posted there once', async () => {
+  it('a deleted status message with nothing under it: Slack posts the image and the final status at the top level; a repeat posts neither again', async () => {
     const d = await started('i-gone');
     await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
     await port().deliver(imageResult('i-gone', d), png);
-    const inThread = messagesIn(CHANNEL).filter((m) => m.thread_ts === d.threadTs);
-    expect(inThread.filter((m) => m.files?.length)).toHaveLength(1);
-    expect(inThread.filter((m) => m.text === 'Done: the image is in the thread')).toHaveLength(1);
+    await port().deliver(imageResult('i-gone', d), png);
+    const ours = messagesIn(CHANNEL).filter((m) => m.files?.some((f) => f.name === resultFileName('i-gone')) || m.metadata?.event_payload.job_id === 'i-gone');
+    expect(ours.map((m) => [m.thread_ts, m.files?.length ?? 0, m.text])).toEqual([[undefined, 1, ''], [undefined, 0, 'Done: the image is in the thread']]);
   });
 });
 
@@ -343,17 +375,40 @@ describe('SlackPort.deliver: failures', () => {
     expect(JSON.stringify(fake.store.allMessages())).not.toContain('onnx exploded');
   });
 
-  it('a cancelled job: the status message says so', async () => {
+  it('a cancelled job (as the core reports it): the status message says so, and nothing is said privately', async () => {
     const d = await started('f-cancel');
-    await port().deliver({ ...base('f-cancel', d), kind: 'imagine', status: 'cancelled' }, undefined);
+    const ephemeral = count('chat.postEphemeral');
+    await port().deliver({ ...base('f-cancel', d), kind: 'imagine', status: 'cancelled', error: { code: 'cancelled', message: 'Cancelled.', userFacing: true } }, undefined);
     expect(statusOf(d)!.text).toBe('Cancelled');
+    expect(count('chat.postEphemeral')).toBe(ephemeral);
   });
 
-  it('a failure whose status message is gone is posted in the thread', async () => {
+  it('without a status message: a user-facing failure deletes nothing, an answer edits nothing', async () => {
+    const parent = await client.chat.postMessage({ channel: CHANNEL, text: 'a photo' });
+    const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: CHANNEL, userId: USER, threadTs: String(parent.ts) };
+    const [deletes, updates] = [count('chat.delete'), count('chat.update')];
+    await port().deliver(failed('f-nostatus', d, true), undefined);
+    await port().deliver(answerResult('a-nostatus', d), undefined);
+    expect([count('chat.delete'), count('chat.update')]).toEqual([deletes, updates]);
+    expect(messagesIn(CHANNEL).filter((m) => m.thread_ts === parent.ts && m.text === 'It is a fox.')).toHaveLength(1);
+  });
+
+  it('a failure in a private job\'s DM whose status message is gone is posted there once, however often delivered', async () => {
+    const d = await started('f-dm-gone', { dm: true });
+    await client.chat.delete({ channel: d.dmChannelId!, ts: d.statusMessageTs! });
+    await port().deliver(failed('f-dm-gone', d, true), undefined);
+    await port().deliver(failed('f-dm-gone', d, true), undefined);
+    const told = messagesIn(d.dmChannelId!).filter((m) => m.text === 'Your prompt is too long.' && m.metadata?.event_payload.job_id === 'f-dm-gone');
+    expect(told).toHaveLength(1);
+  });
+
+  it('a failure whose status message is gone is posted in the thread, once however often delivered', async () => {
     const d = await started('f-gone');
     await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! });
     await port().deliver(failed('f-gone', d, false), undefined);
-    expect(messagesIn(CHANNEL).filter((m) => m.thread_ts === d.threadTs && m.text === 'Something went wrong on our side (ref f-gone).')).toHaveLength(1);
+    await port().deliver(failed('f-gone', d, false), undefined);
+    // the thread's parent is gone, so Slack posts it at the top level; the repeat finds it there
+    expect(messagesIn(CHANNEL).filter((m) => m.text === 'Something went wrong on our side (ref f-gone).').map((m) => m.thread_ts)).toEqual([undefined]);
   });
 });
 
