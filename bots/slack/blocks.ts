@@ -106,6 +106,7 @@ export function imageResultMessage(result: JobResult): SlackMessage {
   const o = image?.options;
   const seeds = result.images ? `seeds ${result.images.map((i) => i.options.seed).join(', ')}` : `seed ${o?.seed}`;
   const negative = o?.negative ? ` · no: ${escapeMrkdwn(clip(o.negative, 200))}` : '';
+  // Stryker disable next-line StringLiteral: equivalent, `o` and `image` are set together; no caller renders a result without an image
   const settings = o ? [`${seeds} · ${o.aspect} · ${o.ditSteps} steps · guidance ${o.guidance}${negative}`, image ? checkLine(image) : '', servedNote(result)].filter(Boolean).join(' · ') : '';
   if (result.images) {
     return {
@@ -163,6 +164,7 @@ export function describedMessage(jobId: string, prompts: string[]): SlackMessage
 
 /** The describe job an "Imagine this" button's section belongs to; undefined for an older message (`prompt_<n>`). */
 export function describedJobOf(blockId: string | undefined): string | undefined {
+  // Stryker disable next-line StringLiteral,Regex: equivalent, a missing id matches no more than an empty one; `(.+)` runs to the end without `$`
   return /^prompt_\d+_(.+)$/.exec(blockId ?? '')?.[1];
 }
 
@@ -185,6 +187,7 @@ export type AskTarget = z.infer<typeof AskTarget>;
 /** A modal's private_metadata, handed back by Slack: parsed again (undefined when it is not what we wrote). */
 export function parseMetadata<T>(schema: z.ZodType<T>, raw: string | undefined): T | undefined {
   let json: unknown;
+  // Stryker disable next-line StringLiteral,BlockStatement: equivalent, neither parses, and safeParse(undefined) fails too
   try {
     json = JSON.parse(raw ?? '');
   } catch {

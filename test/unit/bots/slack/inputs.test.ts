@@ -90,7 +90,7 @@ describe('results', () => {
       ],
     });
     // the describe job an "Imagine this" belongs to, read back from its section; none from an older message's
-    expect([describedJobOf('prompt_2_j0123abc'), describedJobOf('prompt_2'), describedJobOf(undefined), describedJobOf('x_prompt_1_j1')]).toEqual(['j0123abc', undefined, undefined, undefined]);
+    expect([describedJobOf('prompt_12_j0123abc'), describedJobOf('prompt_2_j0123abc'), describedJobOf('prompt_2'), describedJobOf(undefined), describedJobOf('x_prompt_1_j1')]).toEqual(['j0123abc', 'j0123abc', undefined, undefined, undefined]);
     const target = { c: 'C1', t: '1.2', f: { id: 'F1', name: 'a.png' } };
     expect(askModal(target)).toEqual({
       type: 'modal', callback_id: 'blip3o_ask_view', private_metadata: '{"c":"C1","t":"1.2","f":{"id":"F1","name":"a.png"}}',

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { LogLevel, WebClient } from '@slack/web-api';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { statusMessage } from '../../../../bots/slack/blocks.ts';
 import { META_ANSWER, resultFileName, SlackPort, type JobTitle } from '../../../../bots/slack/port.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { JobProgress, JobResult, SlackDestination } from '../../../../src/jobs/contract.ts';
@@ -90,6 +91,13 @@ describe('SlackPort.showProgress', () => {
     expect(statusOf(d)!.text).toBe(final);
     expect(callsSince(before, 'chat.update')).toHaveLength(1);
     expect(edited).not.toBe(final);
+  });
+
+  it('a job whose title no instance knows (gone from Redis) shows its progress without one', async () => {
+    const d = await started('p-untitled');
+    titles.delete('p-untitled');
+    await port().showProgress(d, progress('p-untitled', 2));
+    expect(statusOf(d)!.blocks).toEqual(statusMessage('p-untitled', '', progress('p-untitled', 2)).blocks);
   });
 
   it('edits the status message in the asker\'s DM for a private job', async () => {
