@@ -86,27 +86,29 @@ export class SlackPort implements PlatformPort {
     // which non-Marketplace apps may call once a minute.
     // Stryker disable next-line StringLiteral: equivalent, only the key's existence is read
     const first = (await this.context?.redis.set(this.finishedKey(result.jobId), '1', 'EX', ttl, 'NX')) === 'OK';
-    const title = result.image ? headline(result.kind, result.image.prompt) : await this.headlineOf(result.jobId);
-
-    // Stryker disable next-line ConditionalExpression: equivalent, the core passes bytes only with a succeeded image (bots/core/delivery.ts)
-    if (result.status === 'succeeded' && result.image && image) {
-      await this.deliverImage(d, result, image, !first, gallery);
-      await this.updateStatus(d, result.jobId, finalStatusMessage(title, result), !first);
-      // Stryker disable next-line ConditionalExpression,LogicalOperator: equivalent, only a succeeded result has an answer, and a succeeded one has an image or an answer
-    } else if (result.status === 'succeeded' && result.answer) {
-      await this.deliverAnswer(d, result, !first);
-    } else if (result.status === 'failed' && result.error?.userFacing) {
-      // Something the user can fix: tell only them, and take the public status message away.
-      if (d.dmChannelId) await this.updateStatus(d, result.jobId, { text: failureText(result), blocks: [] }, !first); // the DM is theirs alone
-      else {
-        await this.client.chat.postEphemeral({ channel: d.channelId, user: d.userId, text: failureText(result), ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
-        if (d.statusMessageTs) await this.ignoring(['message_not_found'], () => this.client.chat.delete({ channel: d.channelId, ts: d.statusMessageTs! }));
-      }
-    } else {
-      await this.updateStatus(d, result.jobId, finalStatusMessage(title, result), !first);
-    }
+    await this.deliverOnce(d, result, image, !first, gallery);
     // Stryker disable next-line ObjectLiteral,StringLiteral: a debug log line
     this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
+  }
+
+  /** One attempt at a result; `repeat`: an earlier attempt may have posted some of it. */
+  private async deliverOnce(d: SlackDestination, result: JobResult, image: Uint8Array | undefined, repeat: boolean, gallery?: Uint8Array[]): Promise<void> {
+    const title = result.image ? headline(result.kind, result.image.prompt) : await this.headlineOf(result.jobId);
+    // Stryker disable next-line ConditionalExpression: equivalent, the core passes bytes only with a succeeded image (bots/core/delivery.ts)
+    if (result.status === 'succeeded' && result.image && image) {
+      await this.deliverImage(d, result, image, repeat, gallery);
+      return this.updateStatus(d, result.jobId, finalStatusMessage(title, result), repeat);
+    }
+    // Stryker disable next-line ConditionalExpression,LogicalOperator: equivalent, only a succeeded result has an answer, and a succeeded one has an image or an answer
+    if (result.status === 'succeeded' && result.answer) return this.deliverAnswer(d, result, repeat);
+    if (result.status === 'failed' && result.error?.userFacing) {
+      // Something the user can fix: tell only them, and take the public status message away.
+      if (d.dmChannelId) return this.updateStatus(d, result.jobId, { text: failureText(result), blocks: [] }, repeat); // the DM is theirs alone
+      await this.client.chat.postEphemeral({ channel: d.channelId, user: d.userId, text: failureText(result), ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+      if (d.statusMessageTs) await this.ignoring(['message_not_found'], () => this.client.chat.delete({ channel: d.channelId, ts: d.statusMessageTs! }));
+      return;
+    }
+    await this.updateStatus(d, result.jobId, finalStatusMessage(title, result), repeat);
   }
 
   private async deliverImage(d: SlackDestination, result: JobResult, png: Uint8Array, repeat: boolean, gallery?: Uint8Array[]): Promise<void> {
