@@ -106,7 +106,7 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
       timer.unref();
     },
     async close() {
-      if (timer) clearInterval(timer);
+      clearInterval(timer); // undefined before start()
       await queues.close();
     },
   };

@@ -17,9 +17,11 @@
 //       'slow'           steps take slowStepMs (cancel and timeout tests)
 //       'ignore-abort'   slow, and never looks at ctx.signal (a stuck native call): the host must terminate the thread
 //       'crash'          process.exit(1) from inside the thread
+//       'uncaught'       an error thrown outside the run's promise (the thread's 'error' event), then never ends
 //   load           how loading goes (worker/thread-host.ts tests): 'exit' ends the thread with code 3; 'uncaught' throws
 //                  outside the loader's try; 'fail-while:<path>' refuses to load while that file exists
 import { appendFileSync, existsSync } from 'node:fs';
+import { threadId } from 'node:worker_threads';
 import sharp from 'sharp';
 import { AppError, UserError } from '../../src/errors.ts';
 import type {
@@ -35,7 +37,7 @@ import type {
   UnderstandRequest,
 } from '../../worker/pipeline/types.ts';
 
-type Failure = 'user' | 'transient' | 'transient-once' | 'slow' | 'ignore-abort' | 'crash';
+type Failure = 'user' | 'transient' | 'transient-once' | 'slow' | 'ignore-abort' | 'crash' | 'uncaught';
 
 type Mode = 'normal' | 'slow' | 'ignore-abort';
 
@@ -122,11 +124,17 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
       throw new AppError('internal', 'injected transient failure (once)');
     }
     if (failure === 'crash') process.exit(1);
+    if (failure === 'uncaught') {
+      setImmediate(() => {
+        throw new Error('uncaught in a run');
+      });
+      return 'ignore-abort';
+    }
     return failure === 'slow' || failure === 'ignore-abort' ? failure : 'normal';
   }
 
   function logRun(entry: Record<string, unknown>) {
-    if (opts.runLogFile) appendFileSync(opts.runLogFile, JSON.stringify({ ...entry, pid: process.pid, at: Date.now() }) + '\n');
+    if (opts.runLogFile) appendFileSync(opts.runLogFile, JSON.stringify({ ...entry, pid: process.pid, thread: threadId, at: Date.now() }) + '\n');
   }
 
   return {

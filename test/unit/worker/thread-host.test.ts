@@ -1,7 +1,7 @@
 // worker/thread-host.ts with worker.maxBatch: one thread takes several runs of one stage at once (they run as
 // coroutines in it), cancelling one leaves its companions running, and a thread crash fails every run on it
 // retryably. Uses the pipeline double (test/doubles/pipeline.ts) in real worker threads.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -100,7 +100,7 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     setTimeout(() => cancel.abort(), 30);
     const settled = await Promise.allSettled(runs);
     expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
-    expect(((settled[1] as PromiseRejectedResult).reason as AppError).code).toBe('cancelled');
+    expect(((settled[1] as PromiseRejectedResult).reason as AppError)).toMatchObject({ code: 'cancelled', message: 'Cancelled.' });
   });
 
   it('a run cancelled while it waits for room ends at once, and the runs behind it move up', async () => {
@@ -114,6 +114,7 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     cancel.abort();
     const bEnd = await b.then(() => 'fulfilled', (e: AppError) => e.code);
     expect(bEnd).toBe('cancelled');
+    await expect(b).rejects.toThrow('Cancelled.');
     expect(events).toEqual(['b failed']); // told before a (≈ 600 ms) is done, not once it had the thread
     await Promise.all([a, c]);
     expect(events).toEqual(['b failed', 'a started', 'a done', 'c started', 'c done']);
@@ -121,7 +122,7 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     const gone = new AbortController();
     gone.abort();
     const d = run(h, 'd', events, gone.signal);
-    await expect(d).rejects.toMatchObject({ code: 'cancelled' });
+    await expect(d).rejects.toMatchObject({ code: 'cancelled', message: 'Cancelled.' });
     expect(events).not.toContain('d started');
   });
 
@@ -153,6 +154,7 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
       expect(s.status).toBe('rejected');
       const e = (s as PromiseRejectedResult).reason as AppError;
       expect(e.code).toBe('internal'); // retryable: processor.ts rethrows it, BullMQ retries the job
+      expect(e.message).toBe('the model thread exited (code 1) during the job');
       expect(isUserError(e)).toBe(false);
     }
     expect((await run(h, 'after', [])).text).toContain('You asked: after'); // a fresh thread serves the next run
@@ -212,7 +214,9 @@ describe('ThreadHost: time limits, stuck threads, loading and shutting down', ()
 
   it('a thread that ignores an abort is terminated after abortGraceMs and replaced; the run ends at once', async () => {
     const { log, lines } = recordingLog();
-    const h = await start({ decode: 1, diffusion: 1 }, { failures: { stuck: 'ignore-abort' }, slowStepMs: 2_000 }, { abortGraceMs: 300, log });
+    const dir = mkdtempSync(join(tmpdir(), 'blip3o-host-'));
+    const runLogFile = join(dir, 'runs.jsonl');
+    const h = await start({ decode: 1, diffusion: 1 }, { failures: { stuck: 'ignore-abort' }, slowStepMs: 2_000, runLogFile }, { abortGraceMs: 300, log });
     const cancel = new AbortController();
     const stuck = h.understand(ask('stuck question'), { signal: cancel.signal, timeoutMs: 60_000, onProgress: () => undefined }).then(() => undefined, (x: unknown) => x as AppError);
     await new Promise((r) => setTimeout(r, 100));
@@ -225,7 +229,10 @@ describe('ThreadHost: time limits, stuck threads, loading and shutting down', ()
     expect(lines).toContainEqual(['model thread ignored abort; terminating it', expect.objectContaining({ abortGraceMs: 300 })]);
     const t1 = Date.now();
     expect((await run(h, 'the next one', [])).text).toContain('You asked: the next one');
-    expect(Date.now() - t1).toBeLessThan(5_000); // a fresh thread, not the stuck one
+    expect(Date.now() - t1).toBeLessThan(5_000);
+    const threads = readFileSync(runLogFile, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { thread: number }).thread);
+    expect(threads[1]).not.toBe(threads[0]); // a fresh thread, not the stuck one
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('a pipeline module that cannot load fails the start with why; a host that is closed refuses runs', async () => {
@@ -266,7 +273,8 @@ describe('ThreadHost: time limits, stuck threads, loading and shutting down', ()
 describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
   it('a thread that ends while loading, or throws outside the loader, fails the start with why', async () => {
     await expect(start({ decode: 1, diffusion: 1 }, { load: 'exit' })).rejects.toMatchObject({ code: 'model', message: 'the model thread exited with code 3 while loading' });
-    await expect(start({ decode: 1, diffusion: 1 }, { load: 'uncaught' })).rejects.toMatchObject({ code: 'model', message: 'the model thread failed to start: uncaught while loading' });
+    const e = (await start({ decode: 1, diffusion: 1 }, { load: 'uncaught' }).then(() => undefined, (x: unknown) => x)) as AppError;
+    expect([e.code, e.message, (e.cause as Error).message]).toEqual(['model', 'the model thread failed to start: uncaught while loading', 'uncaught while loading']);
   });
 
   it('a thread that cannot be restarted at once (its GPU memory not yet freed) is retried with a back-off, then serves again', async () => {
@@ -303,12 +311,40 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
     expect(events).toEqual(['a started', 'a failed', 'b started', 'b done', 'c started', 'c done']);
   });
 
-  it('the first reason to stop a run wins: cancelled, then timed out while the thread ignores both, ends as cancelled', async () => {
-    const h = await start({ decode: 1, diffusion: 1 }, { failures: { stuck: 'ignore-abort' }, slowStepMs: 2_000 }, { abortGraceMs: 600 });
+  it('the first reason to stop a run wins: cancelled, then timed out before the thread\'s next step, ends as cancelled', async () => {
+    const h = await start({ decode: 1, diffusion: 1 }, { failures: { slow: 'slow' }, slowStepMs: 600 }, { abortGraceMs: 2_000 });
     const cancel = new AbortController();
-    const end = h.understand(ask('stuck again'), { signal: cancel.signal, timeoutMs: 400, onProgress: () => undefined }).then(() => undefined, (e: unknown) => e as AppError);
+    const end = h.understand(ask('slow again'), { signal: cancel.signal, timeoutMs: 300, onProgress: () => undefined }).then(() => undefined, (e: unknown) => e as AppError);
     setTimeout(() => cancel.abort(), 100);
-    expect((await end)?.code).toBe('cancelled');
+    expect([(await end)?.code, (await end)?.message]).toEqual(['cancelled', 'Cancelled.']);
+  });
+
+  it('an error thrown in the thread outside a run fails its runs retryably, and the thread is replaced', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'blip3o-host-'));
+    const runLogFile = join(dir, 'runs.jsonl');
+    try {
+      const h = await start({ decode: 1, diffusion: 1 }, { failures: { boom: 'uncaught' }, runLogFile });
+      const e = (await run(h, 'boom', []).then(() => undefined, (x: unknown) => x)) as AppError;
+      expect([e.code, e.message, isUserError(e), (e.cause as Error).message]).toEqual(['internal', 'the model thread crashed: uncaught in a run', false, 'uncaught in a run']);
+      expect((await run(h, 'fine', [])).text).toContain('You asked: fine');
+      const threads = readFileSync(runLogFile, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { thread: number }).thread);
+      expect(threads).toHaveLength(2);
+      expect(threads[1]).not.toBe(threads[0]); // a fresh thread
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('close() ends the runs in flight retryably (their threads are terminated: no progress after)', async () => {
+    const h = await start({ decode: 1, diffusion: 1 }, { failures: { slow: 'slow' }, slowStepMs: 150 });
+    const reports: number[] = [];
+    const inFlight = h.understand(ask('slow to close'), { signal: new AbortController().signal, timeoutMs: 60_000, onProgress: () => void reports.push(Date.now()) }).then(() => undefined, (x: unknown) => x as AppError);
+    await new Promise((r) => setTimeout(r, 200));
+    await h.close();
+    const closedAt = Date.now();
+    expect((await inFlight)?.code).toBe('internal');
+    await new Promise((r) => setTimeout(r, 400));
+    expect(reports.filter((at) => at > closedAt)).toEqual([]);
   });
 
   it('a run that ended leaves nothing behind: no warning from its grace timer, none from a later abort', async () => {
@@ -342,6 +378,7 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
     expect(loaderUrl(['--import', 'file:///srv/tsx/esm.mjs'])).toBe('file:///srv/tsx/esm.mjs');
     expect(loaderUrl(['--import', '/opt/other-hooks.mjs', '--max-old-space-size=4096', `--import=${at}`])).toBe(pathToFileURL(at).href);
     expect(loaderUrl(['--import'])).toMatch(/^file:.*tsx/); // nothing after it: the repo's own tsx
+    expect(loaderUrl(['--require=/opt/tsx/cjs/index.cjs'])).toBe(loaderUrl([])); // not an --import
     expect(loaderUrl([])).toMatch(/^file:.*\/node_modules\/tsx\//);
   });
 });
