@@ -187,11 +187,11 @@ export type AskTarget = z.infer<typeof AskTarget>;
 /** A modal's private_metadata, handed back by Slack: parsed again (undefined when it is not what we wrote). */
 export function parseMetadata<T>(schema: z.ZodType<T>, raw: string | undefined): T | undefined {
   let json: unknown;
-  // Stryker disable next-line StringLiteral,BlockStatement: equivalent, neither parses, and safeParse(undefined) fails too
   try {
+    // Stryker disable next-line StringLiteral: equivalent, neither parses
     json = JSON.parse(raw ?? '');
   } catch {
-    return undefined;
+    return undefined; // (without it, safeParse(undefined) below fails too)
   }
   const parsed = schema.safeParse(json);
   return parsed.success ? parsed.data : undefined;

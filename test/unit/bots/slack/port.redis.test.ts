@@ -214,7 +214,8 @@ describe('SlackPort.deliver: an image', () => {
     const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: CHANNEL, userId: USER };
     await port().deliver(imageResult('i-top', d), png);
     const posted = messagesIn(CHANNEL).find((m) => m.files?.some((f) => f.name === resultFileName('i-top')));
-    expect(posted?.thread_ts).toBeUndefined();
+    expect(posted).toBeDefined(); // shared into the channel (an upload without channel_id stays private to the bot)
+    expect(posted!.thread_ts).toBeUndefined();
   });
 
   it('clips titles (230 characters of each several-image prompt, 250 of one) and alt texts (1000 characters)', async () => {
