@@ -329,7 +329,10 @@ export class ThreadHost {
         );
         const onMessage = (msg: FromThread) => {
           if (!('runId' in msg) || msg.runId !== runId) return;
-          if (msg.type === 'progress') return void (stopReason ? undefined : run.onProgress(msg.report));
+          if (msg.type === 'progress') {
+            if (!stopReason) run.onProgress(msg.report); // none once the run was told to stop
+            return;
+          }
           if (msg.type === 'done') return finish(() => (stopReason ? reject(stopReason) : resolve(msg.value)));
           // Stryker disable next-line ConditionalExpression: equivalent, the thread sends a run only progress, done or error
           if (msg.type === 'error') finish(() => reject(stopReason ?? fromWire(msg.error)));
