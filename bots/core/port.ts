@@ -86,4 +86,28 @@ export interface PlatformPort {
    * `gallery`: every PNG of a several-image result (`result.images`), in order; `image` is the first of them.
    */
   deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void>;
+  /**
+   * The names people see for channel and user ids (the platform's own ids) of the destination's workspace, for the
+   * usage report. Best effort: an id the platform does not name (gone, no permission, a DM) is left out and shown as
+   * the id. Optional: a port without it shows ids.
+   */
+  displayNames?(destination: Destination, ids: NameQuery): Promise<DisplayNames>;
+}
+
+/** Channel and user ids to name (at most a handful: the usage report's top rows). */
+export interface NameQuery {
+  channels: readonly string[];
+  users: readonly string[];
+}
+
+/** id → the name people see for it, without `#` or `@`. */
+export interface DisplayNames {
+  channels: ReadonlyMap<string, string>;
+  users: ReadonlyMap<string, string>;
+}
+
+/** id → name for every id `nameOf` names (an empty name is none), looked up together: for ports' `displayNames`. */
+export async function namesOf(ids: readonly string[], nameOf: (id: string) => Promise<string | undefined>): Promise<Map<string, string>> {
+  const named = await Promise.all(ids.map(async (id) => [id, await nameOf(id)] as const));
+  return new Map(named.filter((e): e is readonly [string, string] => e[1] !== undefined && e[1] !== ''));
 }

@@ -57,7 +57,7 @@ import { queueCommand } from './commands/queue.ts';
 import { budgetCommand, usageCommand } from './commands/usage.ts';
 import { stripControlChars } from './plain-text.ts';
 import { queuedLine } from './stage-labels.ts';
-import type { CommandInput, ImageRef, Invocation, PlatformPort, Reply } from './port.ts';
+import type { CommandInput, DisplayNames, ImageRef, Invocation, NameQuery, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { SettingsStore, settingsCommand, withDefaults, type SavedSettings } from './settings.ts';
 import { askRequest, checkImage, describeRequest, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
@@ -118,7 +118,16 @@ export interface Core {
   releaseFollowers(request: JobRequest, result: JobResult): Promise<number>;
   /** A job's request, or that of a request served without a job (cache hit, joined flight); undefined once gone. */
   requestOf(jobId: string): Promise<JobRequest | undefined>;
+  /**
+   * Names for channel and user ids of the destination's workspace (the usage report), from its platform's port:
+   * empty maps where the port names nothing, fails, or takes longer than NAMES_TIMEOUT_MS (the ids are shown then).
+   */
+  displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames>;
 }
+
+/** How long a report waits for the platform to name its rows before it shows ids: an admin is waiting for it. */
+export const NAMES_TIMEOUT_MS = 3000;
+const NO_NAMES: DisplayNames = { channels: new Map(), users: new Map() };
 
 /** What a request served without a job of its own (cache hit, joined flight) leaves behind: dedupe and re-roll read it. */
 interface Served {
@@ -486,6 +495,27 @@ export function createCore(options: CoreOptions): Core {
     cache,
     releaseFollowers,
     requestOf: previousRequest,
+
+    async displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames> {
+      const port = portFor(destination);
+      if (!port?.displayNames) return NO_NAMES;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<DisplayNames>((resolve) => {
+        timer = setTimeout(() => {
+          log.warn({ platform: destination.platform, timeoutMs: NAMES_TIMEOUT_MS }, 'the platform did not name the usage report\'s channels and users in time: showing ids');
+          resolve(NO_NAMES);
+        }, NAMES_TIMEOUT_MS);
+      });
+      const named = port.displayNames(destination, ids).catch((e: unknown) => {
+        log.warn({ platform: destination.platform, err: asAppError(e).message }, 'naming the usage report\'s channels and users failed: showing ids');
+        return NO_NAMES;
+      });
+      try {
+        return await Promise.race([named, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
 
     async handle(inv: Invocation): Promise<Reply> {
       try {

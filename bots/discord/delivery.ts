@@ -12,7 +12,7 @@ import { DiscordAPIError, MessageFlags, Routes, type REST } from 'discord.js';
 import type { Config } from '../../src/config/schema.ts';
 import type { DiscordDestination, Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
-import type { PlatformPort } from '../core/port.ts';
+import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import { parseButtonId } from './custom-ids.ts';
 import { progressBody, queuedBody, resultMessage, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
 
@@ -42,6 +42,16 @@ interface ApiMessage {
   id: string;
   author?: { id: string };
   components?: { components?: { custom_id?: string }[] }[];
+}
+
+interface ApiUser {
+  username?: string;
+  global_name?: string | null;
+}
+
+interface ApiMember {
+  nick?: string | null;
+  user?: ApiUser;
 }
 
 export class DiscordDelivery implements PlatformPort {
@@ -87,6 +97,31 @@ export class DiscordDelivery implements PlatformPort {
       await this.post(d, result, image, gallery);
       this.markDelivered(result.jobId);
     });
+  }
+
+  /**
+   * Channel names (`GET /channels/{id}`) and users' names in the server (`GET /guilds/{guild}/members/{user}`: the
+   * server nickname, else the display name, else the username; a user who left the server: `GET /users/{id}`). An id
+   * Discord does not name (a DM, a deleted channel, no access) is left out.
+   */
+  async displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames> {
+    const d = asDiscord(destination);
+    const quietly = async <T>(call: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await call();
+      } catch (e) {
+        this.log.debug({ err: (e as Error).message }, 'a usage report name was not found');
+        return undefined;
+      }
+    };
+    const channelName = async (id: string) => ((await quietly(() => this.rest.get(Routes.channel(id)))) as { name?: string | null } | undefined)?.name ?? undefined;
+    const userName = async (id: string) => {
+      const member = d.guildId ? ((await quietly(() => this.rest.get(Routes.guildMember(d.guildId!, id)))) as ApiMember | undefined) : undefined;
+      const user = member?.user ?? ((await quietly(() => this.rest.get(Routes.user(id)))) as ApiUser | undefined);
+      return member?.nick ?? user?.global_name ?? user?.username ?? undefined;
+    };
+    const [channels, users] = await Promise.all([namesOf(ids.channels, channelName), namesOf(ids.users, userName)]);
+    return { channels, users };
   }
 
   /** Stop the REST client's sweep timers (they are unref'd; this just leaves nothing behind). */

@@ -9,7 +9,7 @@ import type { Redis } from '../../src/redis.ts';
 import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
-import type { PlatformPort } from '../core/port.ts';
+import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage } from './blocks.ts';
 
 /** Message metadata event types: the status message of a job, and an answer to a question. */
@@ -67,6 +67,29 @@ export class SlackPort implements PlatformPort {
   private async headlineOf(jobId: string): Promise<string> {
     const t = await this.context?.titleOf(jobId);
     return t ? headline(t.kind, t.text) : '';
+  }
+
+  /**
+   * Channel names (`conversations.info`: scopes channels:read, groups:read) and users' names (`users.info`: the
+   * display name, else the full name, else the handle). An id Slack does not name (a DM, a channel the bot cannot
+   * see, an install without the scopes) is left out.
+   */
+  async displayNames(_destination: Destination, ids: NameQuery): Promise<DisplayNames> {
+    const quietly = async <T>(call: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await call();
+      } catch (e) {
+        this.log.debug({ err: slackError(e) ?? (e as Error).message }, 'a usage report name was not found');
+        return undefined;
+      }
+    };
+    const channelName = async (id: string) => (await quietly(() => this.client.conversations.info({ channel: id })))?.channel?.name;
+    const userName = async (id: string) => {
+      const user = (await quietly(() => this.client.users.info({ user: id })))?.user;
+      return user?.profile?.display_name || user?.real_name || user?.name;
+    };
+    const [channels, users] = await Promise.all([namesOf(ids.channels, channelName), namesOf(ids.users, userName)]);
+    return { channels, users };
   }
 
   async showProgress(destination: Destination, progress: JobProgress): Promise<void> {

@@ -32,8 +32,28 @@ export class DiscordDriver implements PlatformDriver {
     return this.h;
   }
 
+  readonly names = { channel: 'general', user: 'Alice Liddell' };
+
   async start(): Promise<void> {
     this.h = await startDiscordHarness();
+    this.h.fake.alice.globalName = this.names.user; // her display name; "general" is the fake's channel
+  }
+
+  async usageReport(timeoutMs = 30_000): Promise<{ text: string; chart: Uint8Array }> {
+    const { fake } = this.harness;
+    const usage = [{ name: 'usage', type: 1, options: [{ name: 'days', type: 4, value: 1 }] }];
+    const MANAGE_GUILD = String(1n << 5n);
+    const admin = fake.slashCommand({ name: 'blip3o-admin', options: usage, user: fake.user('admin'), memberPermissions: MANAGE_GUILD });
+    const shown = await fake.waitFor(
+      () => {
+        const m = fake.original(admin);
+        return m && m.attachments.length > 0 ? m : undefined;
+      },
+      timeoutMs,
+      'the usage report',
+    );
+    const chart = new Uint8Array(await (await fetch(shown.attachments[0]!.url)).arrayBuffer());
+    return { text: shown.content, chart };
   }
 
   async stop(): Promise<void> {

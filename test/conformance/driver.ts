@@ -31,4 +31,8 @@ export interface PlatformDriver {
   waitForPrivateError(conversation: Conversation, timeoutMs?: number): Promise<string>;
   /** How many final results were posted for this conversation (must be exactly 1). */
   deliveredCount(conversation: Conversation): Promise<number>;
+  /** The names the platform shows for the channel the driver's conversations are in and for their user. */
+  readonly names: { channel: string; user: string };
+  /** `/blip3o-admin usage 1` by an admin of the workspace, in that channel: the private text and the chart's PNG. */
+  usageReport(timeoutMs?: number): Promise<{ text: string; chart: Uint8Array }>;
 }

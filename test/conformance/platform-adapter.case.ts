@@ -22,7 +22,7 @@ export async function samplePng(size = 64): Promise<Uint8Array> {
 
 /** Options tests may pass to skip a scenario on a platform, with the reason (listed in the test name). */
 export interface CaseOptions {
-  skip?: Partial<Record<'imagine' | 'ask' | 'badInput' | 'buttons', string>>;
+  skip?: Partial<Record<'imagine' | 'ask' | 'badInput' | 'buttons' | 'usage', string>>;
   timeoutMs?: number;
 }
 
@@ -91,5 +91,15 @@ export function platformAdapterCases(makeDriver: () => PlatformDriver, options: 
       expect(await driver.deliveredCount(reroll)).toBe(1);
       expect(await driver.deliveredCount(vary)).toBe(1);
     }, timeoutMs * 3);
+
+    it.skipIf(skip.usage !== undefined)(`an admin's usage report names the channel and the user as the platform shows them ${skip.usage ?? ''}`, async () => {
+      await driver.waitForImage(await driver.imagine('a usage report entry', { seed: 3 }), timeoutMs);
+      const report = await driver.usageReport(timeoutMs);
+      const rows = report.text.split('\n');
+      expect(rows.find((r) => r.startsWith(`#${driver.names.channel} (here) `))).toMatch(/ \d+(\.\d)? +[1-9]\d* +\d+ +\d+$/); // GPU-s, jobs, cached, refused
+      expect(rows.find((r) => r.startsWith(`@${driver.names.user} `))).toMatch(/ \d+(\.\d)? +[1-9]\d* +\d+ +\d+$/);
+      expect(isPng(report.chart)).toBe(true);
+      expect((await sharp(report.chart).metadata()).width).toBe(640);
+    }, timeoutMs * 2);
   });
 }

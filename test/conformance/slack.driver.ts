@@ -11,6 +11,7 @@ import type { Conversation, FinalImage, PlatformDriver } from './driver.ts';
 
 const CHANNEL = 'C0CONFORM';
 const USER = 'U0CONFORM';
+const ADMIN = 'U0CONFADMIN';
 
 interface SlackConversation extends Conversation {
   /** `envelope` in Socket Mode; `httpAck` (the 200 body) in HTTP mode. */
@@ -57,7 +58,29 @@ export class SlackDriver implements PlatformDriver {
 
   async start(): Promise<void> {
     this.h = await startSlackHarness({ mode: this.mode, ackWindowMs: 10_000 }); // ack timing: slack.redis.test.ts
-    this.h.fake.addUser(USER);
+    this.h.fake.addUser(USER, { displayName: this.names.user, realName: 'Ada Lovelace' });
+    this.h.fake.addUser(ADMIN, { isAdmin: true });
+    this.h.fake.nameChannel(CHANNEL, this.names.channel);
+  }
+
+  readonly names = { channel: 'conformance', user: 'ada' };
+
+  async usageReport(timeoutMs = 30_000): Promise<{ text: string; chart: Uint8Array }> {
+    const { fake } = this.harness;
+    const payload = slashCommand(fake, { command: '/blip3o-admin', text: 'usage 1', channel: CHANNEL, user: ADMIN });
+    const sent = await this.send('command', payload);
+    const text = await fake.waitFor(
+      () => {
+        const ack = (sent.envelope ? sent.envelope.ackPayload : sent.httpAck ? JSON.parse(sent.httpAck) : undefined) as { text?: string } | undefined;
+        if (ack?.text?.startsWith('GPU usage')) return ack.text;
+        const told = fake.calls.find((c) => c.kind === 'response_url' && payload.response_url.endsWith(c.method));
+        return told ? String(told.args.text) : undefined;
+      },
+      timeoutMs,
+      'the usage report',
+    );
+    const chart = await fake.waitFor(() => (fake.store.messages.get(`D${ADMIN}`) ?? []).flatMap((m) => m.files ?? []).find((f) => f.name?.startsWith('usage-')), timeoutMs, 'the chart');
+    return { text, chart: chart.bytes };
   }
 
   async stop(): Promise<void> {

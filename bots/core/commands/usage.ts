@@ -8,12 +8,15 @@ import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/con
 import type { Gate } from '../../../src/limits/gate.ts';
 import { scopeIds } from '../../../src/limits/limiter.ts';
 import { SCOPES, type Scope, type UsageRow } from '../../../src/accounting/usage.ts';
-import type { Invocation, Reply } from '../port.ts';
+import type { DisplayNames, Invocation, NameQuery, Reply } from '../port.ts';
+import { stripControlChars } from '../plain-text.ts';
 import { requireAdmin, type AdminDeps } from './limits.ts';
 
 // Stryker disable next-line EqualityOperator: equivalent at 100 (both branches write "100")
 const num = (n: number) => (n >= 100 ? Math.round(n).toLocaleString('en') : String(Math.round(n * 10) / 10));
 const workspaceWord = (d: Destination) => (d.platform === 'discord' ? 'server' : 'workspace');
+/** A user as the chat shows them: Discord and Slack render `<@id>` as the user's name (a private reply pings no one). */
+const mention = (d: Destination, userId: string) => (d.platform === 'cli' ? userId : `<@${userId}>`);
 
 /** The scope id a budget command acts on: this channel, a user of this platform (default the caller), this workspace. */
 function target(inv: Invocation, scope: Scope, targetUserId: string | undefined): { id: string; name: string } {
@@ -21,7 +24,7 @@ function target(inv: Invocation, scope: Scope, targetUserId: string | undefined)
   const ids = scopeIds(targetUserId ? { ...d, userId: targetUserId } : d);
   if (scope === 'channel') return { id: ids.channel, name: 'this channel' };
   if (scope === 'workspace') return { id: ids.workspace, name: `this ${workspaceWord(d)}` };
-  return { id: ids.user, name: targetUserId && targetUserId !== d.userId ? `user ${targetUserId}` : 'you' };
+  return { id: ids.user, name: targetUserId && targetUserId !== d.userId ? `user ${mention(d, targetUserId)}` : 'you' };
 }
 
 async function showBudgets(gate: Gate, inv: Invocation, targetUserId?: string): Promise<string> {
@@ -68,6 +71,19 @@ export async function budgetCommand(inv: Invocation, deps: AdminDeps): Promise<R
 // ---- the usage report ----------------------------------------------------------------------------------------
 
 const TOP = 5;
+/** A name longer than this is cut (with …) so the table stays readable on a phone. */
+const NAME_CHARS = 24;
+
+/** What the usage report needs: the admin commands' deps, and names for the ids it lists (the core has them). */
+export interface UsageDeps extends AdminDeps {
+  displayNames?(destination: Destination, ids: NameQuery): Promise<DisplayNames>;
+}
+
+/** A platform's name as one line of a code block: no control characters, no backtick to end the block, cut to NAME_CHARS. */
+export function cleanName(name: string): string {
+  const line = stripControlChars(name).replace(/`/g, "'").replace(/\s+/g, ' ').trim();
+  return [...line].length > NAME_CHARS ? `${[...line].slice(0, NAME_CHARS - 1).join('').trimEnd()}…` : line;
+}
 
 function table(title: string, rows: UsageRow[], label: (id: string) => string): string[] {
   if (rows.length === 0) return [`${title}: nothing yet.`];
@@ -118,7 +134,7 @@ export async function usageChart(channels: { label: string; value: number }[], u
   return new Uint8Array(await sharp(Buffer.from(usageChartSvg(channels, users, title))).png().toBuffer());
 }
 
-export async function usageCommand(inv: Invocation, deps: AdminDeps): Promise<Reply> {
+export async function usageCommand(inv: Invocation, deps: UsageDeps): Promise<Reply> {
   const input = inv.input;
   if (input.command !== 'usage') throw new Error(`not a usage command: ${input.command}`);
   requireAdmin(inv, 'see GPU usage');
@@ -129,8 +145,21 @@ export async function usageCommand(inv: Invocation, deps: AdminDeps): Promise<Re
   const wsPrefix = `${d.platform}:${workspaceOf(d)}:`;
   const { channels, users } = await deps.gate.usage.report(days, wsPrefix);
   const own = channelKey(d);
-  const channelLabel = (id: string) => (id === own ? 'this channel' : d.platform === 'discord' ? `#${id.slice(wsPrefix.length)}` : id.slice(wsPrefix.length));
-  const userLabel = (id: string) => (d.platform === 'discord' ? `@${id}` : id);
+  const channelId = (key: string) => key.slice(wsPrefix.length);
+  const names = await deps.displayNames?.(d, { channels: channels.slice(0, TOP).map((r) => channelId(r.id)), users: users.slice(0, TOP).map((r) => r.id) });
+  const named = (map: ReadonlyMap<string, string> | undefined, id: string) => {
+    const name = map?.get(id);
+    return name === undefined ? undefined : cleanName(name) || undefined;
+  };
+  const channelLabel = (key: string) => {
+    const name = named(names?.channels, channelId(key));
+    if (key === own) return name ? `#${name} (here)` : 'this channel';
+    return name ? `#${name}` : d.platform === 'discord' ? `#${channelId(key)}` : channelId(key);
+  };
+  const userLabel = (id: string) => {
+    const name = named(names?.users, id);
+    return name ? `@${name}` : d.platform === 'discord' ? `@${id}` : id;
+  };
   const period = days === 1 ? 'today (UTC)' : `the last ${days} days (UTC, today included)`;
   const total = channels.reduce((a, r) => a + r.gpuSeconds, 0);
   const text = [

@@ -5,6 +5,10 @@ export interface FakeUser {
   id: string;
   username: string;
   bot?: boolean;
+  /** The display name (`global_name`); the username when not given, null for none. */
+  globalName?: string | null;
+  /** The server nickname (a guild member's `nick`). */
+  nick?: string;
 }
 
 export interface FakeAttachment {
@@ -39,7 +43,7 @@ export interface FakeMessage {
 }
 
 export function userJson(user: FakeUser): Record<string, unknown> {
-  return { id: user.id, username: user.username, discriminator: '0', global_name: user.username, avatar: null, bot: user.bot ?? false };
+  return { id: user.id, username: user.username, discriminator: '0', global_name: user.globalName === undefined ? user.username : user.globalName, avatar: null, bot: user.bot ?? false };
 }
 
 /**

@@ -47,6 +47,12 @@ export interface RestWorld {
   readonly closedDms: Set<string>;
   visible(message: FakeMessage, contextMenuTarget: boolean): FakeMessage;
   userById(id: string): FakeUser;
+  /** A user the fake has seen (alice, the bot, anyone who acted), or undefined. */
+  knownUser(id: string): FakeUser | undefined;
+  /** Whether a known user is a member of the guild (not left). */
+  isMember(userId: string): boolean;
+  /** Guild channels' names by id. */
+  readonly channelNames: Map<string, string>;
   dmChannelFor(user: FakeUser): string;
   dispatch(t: string, d: unknown): void;
   dispatchMessageCreate(message: FakeMessage, omitReferenced: boolean): void;
@@ -154,9 +160,23 @@ export class FakeRestApi {
       return reply(200, { id, type: 1, recipients: [userJson(this.w.userById(recipient))] });
     }
 
+    if ((match = m(/^\/guilds\/(\d+)\/members\/(\d+)$/)) && method === 'GET') {
+      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
+      const user = this.w.knownUser(match[2]!);
+      if (match[1] !== this.w.guildId || !user || !this.w.isMember(user.id)) return reply(404, { code: 10007, message: 'Unknown Member' });
+      return reply(200, { user: userJson(user), nick: user.nick ?? null, roles: [], joined_at: new Date(0).toISOString(), deaf: false, mute: false, flags: 0 });
+    }
+
+    if ((match = m(/^\/users\/(\d+)$/)) && method === 'GET') {
+      if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
+      const user = this.w.knownUser(match[1]!);
+      return user ? reply(200, userJson(user)) : reply(404, { code: 10013, message: 'Unknown User' });
+    }
+
     if ((match = m(/^\/channels\/(\d+)$/)) && method === 'GET') {
       const id = match[1]!;
-      if (id === this.w.channelId) return reply(200, { id, type: 0, guild_id: this.w.guildId, name: 'general', position: 0, permission_overwrites: [] });
+      const name = this.w.channelNames.get(id);
+      if (name !== undefined) return reply(200, { id, type: 0, guild_id: this.w.guildId, name, position: 0, permission_overwrites: [] });
       if ([...this.w.dmChannels.values()].includes(id)) return reply(200, { id, type: 1, recipients: [] });
       return reply(404, { code: 10003, message: 'Unknown Channel' });
     }

@@ -64,6 +64,11 @@ export class FakeDiscord {
   private readonly waiters = new Set<() => void>();
   private readonly dmChannels = new Map<string, string>();
   private readonly closedDms = new Set<string>();
+  /** Every user the fake has seen (alice, the bot, anyone who acted), and those of them who left the server. */
+  private readonly users = new Map<string, FakeUser>();
+  private readonly departed = new Set<string>();
+  /** The server's text channels and their names (`GET /channels/{id}`): "general" and any `addChannel` made. */
+  readonly channelNames = new Map<string, string>();
   private port = 0;
 
   private constructor(options: FakeDiscordOptions) {
@@ -78,6 +83,8 @@ export class FakeDiscord {
     this.token = this.options.token;
     this.bot = { id: this.appId, username: 'blip3o', bot: true };
     this.alice = { id: snowflake(), username: 'alice' };
+    for (const u of [this.bot, this.alice]) this.users.set(u.id, u);
+    this.channelNames.set(this.channelId, 'general');
     this.http = createServer((req, res) => void this.onHttp(req, res));
     this.wss = new WebSocketServer({ server: this.http, path: '/gateway' });
     this.gateway = new FakeGateway(this.wss, this.options, {
@@ -112,6 +119,9 @@ export class FakeDiscord {
       closedDms: this.closedDms,
       visible: (m, target) => this.visible(m, target),
       userById: (id) => this.userById(id),
+      knownUser: (id) => this.users.get(id),
+      isMember: (id) => this.users.has(id) && !this.departed.has(id),
+      channelNames: this.channelNames,
       dmChannelFor: (user) => this.dmChannelFor(user),
       dispatch: (t, d) => this.dispatch(t, d),
       dispatchMessageCreate: (m, omit) => this.dispatchMessageCreate(m, omit),
@@ -143,10 +153,6 @@ export class FakeDiscord {
   }
 
   // ---- test hooks -------------------------------------------------------------------------------------
-
-  user(username: string): FakeUser {
-    return { id: snowflake(), username };
-  }
 
   injectFault(fault: Fault): void {
     this.faults.push({ ...fault, left: fault.times ?? 1 });
@@ -217,6 +223,7 @@ export class FakeDiscord {
     silent?: boolean;
   }): FakeMessage {
     const author = input.author ?? this.alice;
+    if (!this.users.has(author.id)) this.users.set(author.id, author);
     const guildId = input.guildId === undefined ? this.guildId : input.guildId;
     const message: FakeMessage = {
       id: snowflake(),
@@ -334,8 +341,26 @@ export class FakeDiscord {
   }
 
   private userById(id: string): FakeUser {
-    if (id === this.alice.id) return this.alice;
-    return { id, username: `user${id.slice(-4)}` };
+    return this.users.get(id) ?? { id, username: `user${id.slice(-4)}` };
+  }
+
+  /** A user (a member of the server until `leave`): a username, or its names (display name, server nickname). */
+  user(input: string | { username: string; globalName?: string | null; nick?: string }): FakeUser {
+    const user: FakeUser = { id: snowflake(), ...(typeof input === 'string' ? { username: input } : input) };
+    this.users.set(user.id, user);
+    return user;
+  }
+
+  /** The user leaves the server: they are no member any more (404 Unknown Member), still a user (GET /users/{id}). */
+  leave(user: FakeUser): void {
+    this.departed.add(user.id);
+  }
+
+  /** Another text channel of the server, named (its id is returned). */
+  addChannel(name: string): string {
+    const id = snowflake();
+    this.channelNames.set(id, name);
+    return id;
   }
 
   /** The user turns off "Allow direct messages from server members": the bot's DMs to them fail (403 50007). */
@@ -364,6 +389,7 @@ export class FakeDiscord {
     message?: Json,
   ): FakeInteraction {
     const user = input.user ?? this.alice;
+    if (!this.users.has(user.id)) this.users.set(user.id, user);
     const dm = input.dm ?? false;
     const channelId = dm ? this.dmChannelFor(user) : (input.channelId ?? this.channelId);
     const interaction: FakeInteraction = {

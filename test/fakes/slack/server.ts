@@ -104,8 +104,22 @@ export class FakeSlack {
     this.faults.push({ times: 1, ...fault });
   }
 
-  addUser(id: string, flags: { isAdmin?: boolean; isOwner?: boolean } = {}): void {
-    this.store.users.set(id, { id, name: id.toLowerCase(), is_admin: flags.isAdmin ?? false, is_owner: flags.isOwner ?? false, is_bot: false });
+  /** A user: admin or owner flags, and the names Slack shows (full name, display name; the handle is the id in lower case). */
+  addUser(id: string, flags: { isAdmin?: boolean; isOwner?: boolean; realName?: string; displayName?: string } = {}): void {
+    const names = flags.realName !== undefined || flags.displayName !== undefined;
+    this.store.users.set(id, {
+      id,
+      name: id.toLowerCase(),
+      is_admin: flags.isAdmin ?? false,
+      is_owner: flags.isOwner ?? false,
+      is_bot: false,
+      ...(names ? { real_name: flags.realName ?? '', profile: { display_name: flags.displayName ?? '', real_name: flags.realName ?? '' } } : {}),
+    });
+  }
+
+  /** A channel's name, as `conversations.info` answers it. */
+  nameChannel(id: string, name: string): void {
+    this.store.channelNames.set(id, name);
   }
 
   /** A file as if a user had uploaded it; its url_private points here. */
@@ -358,6 +372,12 @@ export class FakeSlack {
           });
         }
         return { ok: true, files: files.map((f) => ({ id: f.id, title: f.title })) };
+      },
+      'conversations.info': (args) => {
+        const id = String(args.channel);
+        const name = s.channelNames.get(id);
+        if (name !== undefined) return { ok: true, channel: { id, name, is_channel: true, is_private: false } };
+        return id.startsWith('D') ? { ok: true, channel: { id, is_im: true, user: id.slice(1) } } : { ok: false, error: 'channel_not_found' };
       },
       'users.info': (args) => {
         const u = s.users.get(String(args.user));

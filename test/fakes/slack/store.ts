@@ -43,12 +43,16 @@ export interface FakeUser {
   is_admin: boolean;
   is_owner: boolean;
   is_bot: boolean;
+  real_name?: string;
+  profile?: { display_name?: string; real_name?: string };
 }
 
 export class SlackStore {
   readonly messages = new Map<string, FakeMessage[]>();
   readonly files = new Map<string, FakeFile>();
   readonly users = new Map<string, FakeUser>();
+  /** Channels with a name (`conversations.info`); a channel id not here is not found, a `D…` id is a DM. */
+  readonly channelNames = new Map<string, string>();
   private tsCounter = 0;
   private fileCounter = 0;
   private readonly baseSeconds = 1_700_000_000;

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Invocation } from '../../../../bots/core/port.ts';
 import { DESCRIBE_QUESTION } from '../../../../bots/core/requests.ts';
-import { CACHED_TEXT, createCore } from '../../../../bots/core/submit.ts';
+import { CACHED_TEXT, createCore, NAMES_TIMEOUT_MS } from '../../../../bots/core/submit.ts';
 import { digestOf } from '../../../../src/cache/fanout.ts';
 import { UserError } from '../../../../src/errors.ts';
 import { QueueNames, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
@@ -298,6 +298,46 @@ describe('core.handle: errors and routing', () => {
     const usage = await c.handle(inv({ command: 'usage' } as Invocation['input'], { isAdmin: true }));
     expect(usage.kind).not.toBe('error');
   });
+});
+
+describe('core.displayNames (the usage report\'s names)', () => {
+  const ids = { channels: ['c1'], users: ['u1'] };
+  const named = { channels: new Map([['c1', 'general']]), users: new Map([['u1', 'Alice']]) };
+
+  it("asks the destination platform's port, and the usage command shows what it named", async () => {
+    const asked: unknown[] = [];
+    const slack = { ...recordingPort('slack'), displayNames: async (d: Destination, q: typeof ids) => (asked.push(['slack', d.channelId, q]), named) };
+    const discord = { ...recordingPort('discord'), displayNames: async (d: Destination, q: typeof ids) => (asked.push(['discord', d.channelId, q]), named) };
+    const c = core({ ports: [discord, slack] });
+    expect(await c.displayNames({ platform: 'slack', teamId: 'T', channelId: 'here', userId: 'u1' }, ids)).toBe(named);
+    expect(asked).toEqual([['slack', 'here', ids]]);
+    const report = await c.handle(inv({ command: 'budget', action: 'set', scope: 'channel', seconds: 0 }, { isAdmin: true })); // the command path reaches Redis
+    expect(report).toMatchObject({ kind: 'text' });
+    expect(await c.handle(inv({ command: 'usage', days: 1 }, { isAdmin: true }))).toMatchObject({ kind: 'text', private: true });
+    expect(asked).toEqual([['slack', 'here', ids], ['discord', 'c1', { channels: [], users: [] }]]); // nothing used yet: nothing to name
+  });
+
+  it('a port without names, one that fails, and one that takes longer than NAMES_TIMEOUT_MS give none (ids are shown), logged', async () => {
+    const { log, lines } = capturedLog('warn');
+    expect(await core({ ports: [recordingPort()] }).displayNames(dest('u1', 'x'), ids)).toEqual({ channels: new Map(), users: new Map() });
+    expect(await core({ ports: [recordingPort('slack')] }).displayNames(dest('u1', 'x'), ids)).toEqual({ channels: new Map(), users: new Map() }); // no port for Discord here
+    const failing = { ...recordingPort(), displayNames: async () => Promise.reject(new Error('rate limited')) };
+    expect(await core({ ports: [failing], log }).displayNames(dest('u1', 'x'), ids)).toEqual({ channels: new Map(), users: new Map() });
+    expect(lines).toContainEqual(expect.objectContaining({ platform: 'discord', err: 'rate limited', msg: "naming the usage report's channels and users failed: showing ids" }));
+    const hanging = { ...recordingPort(), displayNames: () => new Promise<never>(() => undefined) };
+    const started = Date.now();
+    expect(await core({ ports: [hanging], log }).displayNames(dest('u1', 'x'), ids)).toEqual({ channels: new Map(), users: new Map() });
+    const waited = Date.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(NAMES_TIMEOUT_MS - 50);
+    expect(waited).toBeLessThan(NAMES_TIMEOUT_MS + 2_000);
+    expect(lines).toContainEqual(expect.objectContaining({ platform: 'discord', timeoutMs: NAMES_TIMEOUT_MS, msg: "the platform did not name the usage report's channels and users in time: showing ids" }));
+    // a port that answers in time is not cut short, and leaves no timer behind to log later
+    const quick = { ...recordingPort(), displayNames: async () => named };
+    const before = lines.length;
+    expect(await core({ ports: [quick], log }).displayNames(dest('u1', 'x'), ids)).toBe(named);
+    await new Promise((r) => setTimeout(r, NAMES_TIMEOUT_MS + 100));
+    expect(lines.length).toBe(before);
+  }, 15_000);
 });
 
 describe('core lifecycle', () => {

@@ -321,6 +321,32 @@ describe('DiscordDelivery', () => {
     expect(() => p.showProgress({ platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' }, progress('j-slack', 1))).toThrow('the Discord port got a slack destination');
   });
 
+  it("names channels and users for the usage report: the server nickname, else the display name, else the username; a user who left by their account; nothing for what Discord does not name", async () => {
+    const nicked = fake.user({ username: 'bob', globalName: 'Bob B.', nick: 'Bobby (mod)' });
+    const displayed = fake.user({ username: 'carol', globalName: 'Carol C.' });
+    const plain = fake.user({ username: 'dave', globalName: null });
+    const departed = fake.user({ username: 'erin', globalName: 'Erin E.', nick: 'not any more' });
+    fake.leave(departed);
+    const random = fake.addChannel('random');
+    const d: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, userId: fake.alice.id, applicationId: fake.appId };
+    const before = fake.requests.length;
+    const names = await port().displayNames(d, {
+      channels: [fake.channelId, random, fake.dmChannel(), '123456789012345678'],
+      users: [nicked.id, displayed.id, plain.id, departed.id, '223456789012345678'],
+    });
+    expect(names.channels).toEqual(new Map([[fake.channelId, 'general'], [random, 'random']]));
+    expect(names.users).toEqual(new Map([[nicked.id, 'Bobby (mod)'], [displayed.id, 'Carol C.'], [plain.id, 'dave'], [departed.id, 'Erin E.']]));
+    // one call per channel, a member call per user, and the account only for those who are no member
+    const asked = fake.requests.slice(before).filter((r) => r.method === 'GET').map((r) => r.path.replace(/^\/api\/v10/, ''));
+    expect(asked.filter((p) => p.startsWith('/channels/'))).toHaveLength(4);
+    expect(asked.filter((p) => p.startsWith(`/guilds/${fake.guildId}/members/`))).toHaveLength(5);
+    expect(asked.filter((p) => p.startsWith('/users/')).sort()).toEqual([`/users/${departed.id}`, '/users/223456789012345678'].sort());
+    // in a DM there is no server to be a member of: the account names the user
+    const inDm = await port().displayNames({ ...d, guildId: null, channelId: fake.dmChannel() }, { channels: [], users: [nicked.id] });
+    expect(inDm.users).toEqual(new Map([[nicked.id, 'Bob B.']]));
+    await expect(port().displayNames({ platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' }, { channels: [], users: [] })).rejects.toThrow('the Discord port got a slack destination');
+  });
+
   it('nonces are 25 characters, one per job', () => {
     expect(nonceFor('j1')).toHaveLength(25);
     expect(nonceFor('j1')).toBe(nonceFor('j1'));

@@ -31,6 +31,6 @@ describe('bots/slack/manifest.yaml', () => {
 
   it('asks for the scopes of every Web API method the adapter calls', () => {
     const scopes = new Set(manifest.oauth_config.scopes.bot);
-    for (const s of ['chat:write', 'files:read', 'files:write', 'commands', 'app_mentions:read', 'channels:history', 'users:read', 'im:write']) expect(scopes.has(s)).toBe(true);
+    for (const s of ['chat:write', 'files:read', 'files:write', 'commands', 'app_mentions:read', 'channels:history', 'users:read', 'im:write', 'channels:read', 'groups:read']) expect(scopes.has(s), s).toBe(true);
   });
 });

@@ -442,3 +442,25 @@ describe('SlackPort.deliver: what reaches the core\'s retry', () => {
     expect(fake.calls.length).toBe(before);
   });
 });
+
+describe('SlackPort.displayNames', () => {
+  it("names channels and users for the usage report: the display name, else the full name, else the handle; nothing for what Slack does not name", async () => {
+    fake.addUser('U0NAMED', { displayName: 'Ali', realName: 'Alice Liddell' });
+    fake.addUser('U0FULL', { realName: 'Bob Builder' });
+    fake.addUser('U0HANDLE');
+    fake.nameChannel('C0GENERAL', 'general');
+    const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: 'C0GENERAL', userId: 'U0NAMED' };
+    const names = await port().displayNames(d, { channels: ['C0GENERAL', 'C0GONE', 'DU0NAMED'], users: ['U0NAMED', 'U0FULL', 'U0HANDLE', 'U0NOBODY'] });
+    expect(names.channels).toEqual(new Map([['C0GENERAL', 'general']]));
+    expect(names.users).toEqual(new Map([['U0NAMED', 'Ali'], ['U0FULL', 'Bob Builder'], ['U0HANDLE', 'u0handle']]));
+  });
+
+  it('an install without the channels:read scope still names its users', async () => {
+    fake.addUser('U0SCOPE', { displayName: 'Scoped' });
+    fake.nameChannel('C0SCOPE', 'scoped');
+    fake.inject({ method: 'conversations.info', error: 'missing_scope' });
+    const names = await port().displayNames({ platform: 'slack', teamId: fake.teamId, channelId: 'C0SCOPE', userId: 'U0SCOPE' }, { channels: ['C0SCOPE'], users: ['U0SCOPE'] });
+    expect(names.channels.size).toBe(0);
+    expect(names.users).toEqual(new Map([['U0SCOPE', 'Scoped']]));
+  });
+});

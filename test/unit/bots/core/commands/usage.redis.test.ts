@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandInput, Invocation, Reply } from '../../../../../bots/core/port.ts';
-import { budgetCommand, usageChart, usageChartSvg, usageCommand } from '../../../../../bots/core/commands/usage.ts';
+import { budgetCommand, cleanName, usageChart, usageChartSvg, usageCommand } from '../../../../../bots/core/commands/usage.ts';
 import { loadConfig } from '../../../../../src/config/load.ts';
 import { isUserError } from '../../../../../src/errors.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../../src/jobs/contract.ts';
@@ -80,7 +80,7 @@ describe('/blip3o-admin budget', () => {
       [
         'GPU-second budgets per day (UTC; resets at 00:00 UTC):',
         '• this channel: 600 (default); used today 123',
-        '• user someone: no budget; used today 0',
+        '• user <@someone>: no budget; used today 0',
         '• this server: 5,000 (default); used today 123',
       ].join('\n'),
     );
@@ -92,7 +92,7 @@ describe('/blip3o-admin budget', () => {
     const d = discord('set-c', 'set-admin', 'set-g');
     expect(await textOf(budget({ action: 'set', seconds: 90 }, d))).toBe('The GPU budget for this channel is now 90 GPU-seconds per day (resets at 00:00 UTC).');
     expect((await gate.usage.budgets(d)).channel).toEqual({ seconds: 90, source: 'redis' });
-    expect(await textOf(budget({ action: 'set', scope: 'user', targetUserId: 'pat', seconds: 0 }, d))).toBe('The GPU budget for user pat is now no budget.');
+    expect(await textOf(budget({ action: 'set', scope: 'user', targetUserId: 'pat', seconds: 0 }, d))).toBe('The GPU budget for user <@pat> is now no budget.');
     expect((await gate.usage.budgets(discord('x', 'pat', 'other-g'))).user).toEqual({ seconds: 0, source: 'redis' }); // a user's budget is platform-wide
     expect((await gate.usage.budgets(d)).user).toEqual({ seconds: 0, source: 'default' });
     expect(await textOf(budget({ action: 'set', scope: 'user', seconds: 2500.7 }, d))).toBe('The GPU budget for you is now 2,501 GPU-seconds per day (resets at 00:00 UTC).');
@@ -103,7 +103,7 @@ describe('/blip3o-admin budget', () => {
 
     expect(await textOf(budget({ action: 'reset' }, d))).toBe('The GPU budget for this channel is back to the default: 600 GPU-seconds per day.');
     expect((await gate.usage.budgets(d)).channel).toEqual({ seconds: 600, source: 'default' });
-    expect(await textOf(budget({ action: 'reset', scope: 'user', targetUserId: 'pat' }, d))).toBe('The GPU budget for user pat is back to the default: no budget.');
+    expect(await textOf(budget({ action: 'reset', scope: 'user', targetUserId: 'pat' }, d))).toBe('The GPU budget for user <@pat> is back to the default: no budget.');
     expect((await gate.usage.budgets(discord('x', 'pat'))).user.source).toBe('default');
     expect(await textOf(budget({ action: 'reset', scope: 'workspace' }, slack()))).toBe('The GPU budget for this workspace is back to the default: 5,000 GPU-seconds per day.');
   });
@@ -178,6 +178,65 @@ describe('/blip3o-admin usage', () => {
     await ran('sl-long', { platform: 'slack', teamId: 'T-top', channelId: 'C-with-a-very-long-channel-name', userId: 'U1' }, 0.5);
     const again = await usageCommand(inv({ command: 'usage', days: 1 }, { platform: 'slack', teamId: 'T-top', channelId: 'C7', userId: 'UADMIN' }), { config, gate });
     expect(again.kind === 'text' && again.text.split('\n')[3]).toBe('name          GPU-s    jobs  cached  refused');
+  });
+
+  it('shows the names the platform gives for the top rows (the own channel as "#name (here)"), cleaned for a code block, and ids for the rest', async () => {
+    const g = 'named-g';
+    for (let i = 1; i <= 6; i++) await ran(`n${i}`, discord(`nc${i}`, `nu${i}`, g), 10 * i);
+    const asked: { destination: Destination; channels: readonly string[]; users: readonly string[] }[] = [];
+    const names = new Map<string, string>([
+      ['nc6', 'general'],
+      ['nc5', 'art `room`\u202e'],
+      ['nc4', '   '],
+      ['nu6', 'Alice Liddell'],
+      ['nu5', 'a name that goes on and on and on'],
+      ['nu4', 'tab\tand\nnewline'],
+    ]);
+    const displayNames = async (destination: Destination, ids: { channels: readonly string[]; users: readonly string[] }) => {
+      asked.push({ destination, ...ids });
+      const pick = (list: readonly string[]) => new Map(list.filter((id) => names.has(id)).map((id) => [id, names.get(id)!]));
+      return { channels: pick(ids.channels), users: pick(ids.users) };
+    };
+    const admin = discord('nc6', 'admin', g);
+    const reply = await usageCommand(inv({ command: 'usage', days: 1 }, admin), { config, gate, displayNames });
+    if (reply.kind !== 'text') throw new Error('not text');
+    // the top five of each, by their platform ids (the channel's, not our key)
+    expect(asked).toEqual([{ destination: admin, channels: ['nc6', 'nc5', 'nc4', 'nc3', 'nc2'], users: ['nu6', 'nu5', 'nu4', 'nu3', 'nu2'] }]);
+    expect(reply.text.split('\n').slice(3, 9)).toEqual([
+      'name             GPU-s    jobs  cached  refused',
+      '#general (here)     60       1       0        0',
+      "#art 'room'         50       1       0        0",
+      '#nc4                40       1       0        0', // a blank name is no name
+      '#nc3                30       1       0        0',
+      '#nc2                20       1       0        0',
+    ]);
+    expect(reply.text.split('\n').slice(12, 18)).toEqual([
+      'name                       GPU-s    jobs  cached  refused',
+      '@Alice Liddell                60       1       0        0',
+      '@a name that goes on and…     50       1       0        0',
+      '@tab and newline              40       1       0        0',
+      '@nu3                          30       1       0        0',
+      '@nu2                          20       1       0        0',
+    ]);
+    const chart = await usageChart(
+      [['#general (here)', 60], ["#art 'room'", 50], ['#nc4', 40], ['#nc3', 30], ['#nc2', 20], ['#nc1', 10]].map(([label, value]) => ({ label: label as string, value: value as number })),
+      [['@Alice Liddell', 60], ['@a name that goes on and…', 50], ['@tab and newline', 40], ['@nu3', 30], ['@nu2', 20], ['@nu1', 10]].map(([label, value]) => ({ label: label as string, value: value as number })),
+      'GPU-seconds, today',
+    );
+    expect(Buffer.from(reply.image!.png).equals(Buffer.from(chart))).toBe(true);
+    // a platform that names nothing leaves the ids
+    const unnamed = await usageCommand(inv({ command: 'usage', days: 1 }, admin), { config, gate, displayNames: async () => ({ channels: new Map(), users: new Map() }) });
+    expect(unnamed.kind === 'text' && unnamed.text.split('\n')[4]).toBe('this channel     60       1       0        0');
+  });
+
+  it('cleanName: one line, no control characters, no backtick, at most 24 characters', () => {
+    expect(cleanName('  two\n lines\r\n ')).toBe('two lines');
+    expect(cleanName('\u0007bell\u202eback')).toBe('bellback');
+    expect(cleanName('```end')).toBe("'''end");
+    expect(cleanName('x'.repeat(24))).toBe('x'.repeat(24));
+    expect(cleanName('x'.repeat(25))).toBe(`${'x'.repeat(23)}…`);
+    expect(cleanName(`${'x'.repeat(22)} and more`)).toBe(`${'x'.repeat(22)}…`); // no space before the …
+    expect(cleanName('🦊'.repeat(25))).toBe(`${'🦊'.repeat(23)}…`); // characters, not UTF-16 units
   });
 
   it('is for admins only, and takes 1 to usage.retainDays whole days', async () => {
