@@ -90,7 +90,8 @@ export function registerHandlers(deps: HandlerDeps): void {
     if (inFlight.has(dedupeKey)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (in flight)');
     inFlight.add(dedupeKey); // before any await: a concurrent duplicate must see it
     try {
-      if (await core.queue.getJob(jobId)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (job exists)');
+      // A job, or a request served without one (cache hit, joined flight): either way this delivery was handled.
+      if (await core.requestOf(jobId)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (already handled)');
       const kind = input.command === 'ask' || input.command === 'describe' ? 'ask' : 'imagine';
       deps.titles.set(jobId, { kind, text: title });
       const first = statusMessage(jobId, headline(kind, title), { stage: 'queued', step: 0, total: 0 });

@@ -55,6 +55,20 @@ describe('Slack robustness', () => {
     expect(h.fake.link.envelopes.every((e) => e.extraAcks === 0)).toBe(true); // every envelope acked exactly once
   }, 40_000);
 
+  it('a duplicate of a request served from the cache (it has no job) posts no second status message', async () => {
+    const first = await imagine('a cached otter --seed 21');
+    await h.fake.waitFor(() => imagesOf(first)[0], 20_000, 'the first image');
+    const payload = slashCommand(h.fake, { text: 'a cached otter --seed 21', channel: CHANNEL, user: USER });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    const again = jobIdFor('slack', `cmd:${payload.trigger_id}`);
+    await h.fake.waitFor(() => imagesOf(again)[0], 20_000, 'the cached image');
+    expect(await h.core.queue.getJob(again)).toBeUndefined(); // served without a job
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload)); // Slack's retry of the same command
+    await settle();
+    expect(h.fake.botMessages(CHANNEL).filter((m) => m.metadata?.event_payload.job_id === again)).toHaveLength(1);
+    expect(imagesOf(again)).toHaveLength(1);
+  }, 40_000);
+
   it('a disconnect request mid-job loses nothing: progress continues and the image arrives once', async () => {
     const jobId = await imagine('a slow boat --seed 5');
     await h.fake.waitFor(() => statusOf(jobId), 10_000, 'the status message');
