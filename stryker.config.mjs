@@ -18,8 +18,11 @@ const groups = {
   // command definitions (commands.ts: data)
   discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,options,render}.ts'],
   // the Slack adapter's text parsing and rendering, and its PlatformPort (port.redis.test.ts: against the fake Slack);
-  // not handlers.ts (the integration tests, with a worker)
+  // handlers.ts is the `handlers` group
   slack: ['bots/slack/{admin,blocks,conversation,options,settings,port}.ts'],
+  // the Slack listeners: every command, event, shortcut, modal and button (handlers.redis.test.ts: real Bolt against
+  // the fake Slack, the real core, no worker)
+  handlers: ['bots/slack/handlers.ts'],
   // the admin commands: /limits, /queue, budgets and the usage report, checks
   admin: ['bots/core/commands/*.ts'],
   // the result cache and single flight, GPU-second accounting and budgets, saved /settings

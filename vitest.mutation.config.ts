@@ -21,6 +21,8 @@ const tests: Record<string, string[]> = {
   state: ['test/unit/src/cache/*.test.ts', 'test/unit/src/accounting/*.test.ts', 'test/unit/src/limits/gate.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/settings.redis.test.ts', 'test/unit/bots/slack/settings.test.ts'],
   // the Slack adapter's own modules
   slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/port.redis.test.ts'],
+  // the Slack listeners through real Bolt and the fake Slack, no worker
+  handlers: ['test/unit/bots/slack/handlers.redis.test.ts'],
   // what users type, checked: on its own and through the core's submit paths
   requests: ['test/unit/bots/core/{requests,imagine-extras}.test.ts', 'test/unit/bots/core/submit-paths.redis.test.ts', 'test/unit/bots/discord/options.test.ts', 'test/unit/bots/slack/options.test.ts'],
   // the worker process's own modules around the pipeline (no ONNX session: the thread host's tests use a test thread)

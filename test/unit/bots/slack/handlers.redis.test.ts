@@ -1,0 +1,441 @@
+// The Slack listeners (bots/slack/handlers.ts) without a worker: real @slack/bolt in Socket Mode against the fake
+// Slack, the real core on Redis. What each command, event, shortcut, modal and button posts, who is told what, and
+// the request each one queues (jobs stay queued: no worker takes them). The end-to-end paths with a worker are in
+// test/integration/slack*.redis.test.ts; these are fast enough for the `handlers` mutation group.
+import sharp from 'sharp';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION } from '../../../../bots/slack/blocks.ts';
+import type { JobRequest } from '../../../../src/jobs/contract.ts';
+import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import { startSlackHarness, type SlackHarness } from '../../../fakes/slack/bot-harness.ts';
+import { appMention, blockAction, eventCallback, messageShortcut, slashCommand, viewSubmission } from '../../../fakes/slack/payloads.ts';
+import type { RecordedCall } from '../../../fakes/slack/server.ts';
+import type { FakeMessage } from '../../../fakes/slack/store.ts';
+
+const ADMIN = 'U0HADMIN';
+let h: SlackHarness;
+let png: Uint8Array;
+let users = 0;
+let channels = 0;
+/** The channel of the running test: each test has its own (limits count per channel; no worker empties the queue). */
+let CHANNEL = 'C0HANDLERS';
+
+beforeAll(async () => {
+  h = await startSlackHarness({ mode: 'socket', worker: false, ackWindowMs: 10_000 });
+  h.fake.addUser(ADMIN, { isAdmin: true });
+  png = new Uint8Array(await sharp({ create: { width: 24, height: 16, channels: 3, background: '#4a8' } }).png().toBuffer());
+}, 60_000);
+afterAll(async () => h?.stop(), 30_000);
+beforeEach(() => {
+  CHANNEL = `C0H${String(++channels).padStart(4, '0')}`;
+});
+
+/** A fresh user per test: the adapter caches who is an admin, and limits count per user. */
+function newUser(): string {
+  const id = `U0H${String(++users).padStart(4, '0')}`;
+  h.fake.addUser(id);
+  return id;
+}
+
+/** A slash command as Slack sends it; resolves to its ack payload and the fields it was sent with. */
+async function command(text: string, user: string, name = '/imagine', channel = CHANNEL) {
+  const payload = slashCommand(h.fake, { command: name, text, channel, user });
+  const ack = (await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload))) as { response_type?: string; text?: string } | undefined;
+  return { payload, ack, jobId: jobIdFor('slack', `cmd:${payload.trigger_id}`) };
+}
+
+const mention = async (m: FakeMessage, extra: Record<string, unknown> = {}) =>
+  h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, { ...appMention(h.fake, m), ...extra })));
+const interactive = async (payload: Record<string, unknown>) => h.fake.link.ack(h.fake.sendEnvelope('interactive', payload));
+
+/** What response_url was told for this command (its ephemeral answers), in order. */
+const responses = (responseUrl: string): string[] =>
+  h.fake.calls.filter((c) => c.kind === 'response_url' && responseUrl.endsWith(c.method)).map((c) => String(c.args.text));
+const toldVia = (responseUrl: string, what: string) => h.fake.waitFor(() => responses(responseUrl)[0], 10_000, what);
+const ephemeralsTo = (user: string): RecordedCall[] => h.fake.apiCalls('chat.postEphemeral').filter((c) => c.args.user === user);
+const statusOf = (jobId: string, channel = CHANNEL) => h.fake.botMessages(channel).find((m) => m.metadata?.event_type === 'blip3o_status' && m.metadata.event_payload.job_id === jobId);
+const request = async (jobId: string): Promise<JobRequest | undefined> => (await h.core.queue.getJob(jobId))?.data as JobRequest | undefined;
+/** Polls an async condition (the fake's waitFor takes a synchronous one). */
+async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
+  for (const deadline = Date.now() + timeoutMs; ; ) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+const queued = (jobId: string) => until(() => request(jobId), `job ${jobId}`);
+const settle = () => new Promise((r) => setTimeout(r, 300));
+
+describe('/imagine', () => {
+  it('posts the status message first, queues the job with it as the destination, then shows the place in line', async () => {
+    const user = newUser();
+    const { payload, ack, jobId } = await command('a quiet lake --seed 4', user);
+    expect(ack?.text).toBeUndefined(); // a plain ack: the answer is the status message
+    const job = await queued(jobId);
+    const status = statusOf(jobId)!;
+    expect(status.thread_ts).toBeUndefined(); // top level: it becomes the job's thread
+    expect(job).toMatchObject({ kind: 'imagine', prompt: 'a quiet lake', options: { seed: 4 } });
+    expect(job.destination).toEqual({ platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user, threadTs: status.ts, statusMessageTs: status.ts, responseUrl: payload.response_url });
+    expect(status.blocks).toEqual(expect.arrayContaining([expect.objectContaining({ block_id: 'status' })]));
+    await h.fake.waitFor(() => (/Queued: \d+(st|nd|rd|th) in line/.test(h.fake.store.find(CHANNEL, status.ts)?.text ?? '') ? true : undefined), 10_000, 'the place in line');
+    expect(JSON.stringify(h.fake.store.find(CHANNEL, status.ts)?.blocks)).toContain('a quiet lake'); // the prompt heads it
+  });
+
+  it('bad options are the ack\'s private answer: nothing is posted or queued', async () => {
+    const user = newUser();
+    const before = h.fake.botMessages(CHANNEL).length;
+    const { ack, jobId } = await command('a cat --ar 7:5', user);
+    expect(ack).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/aspect/i) });
+    await settle();
+    expect(h.fake.botMessages(CHANNEL).length).toBe(before);
+    expect(await request(jobId)).toBeUndefined();
+  });
+
+  it('a refusal of the core takes the status message back and tells the asker alone', async () => {
+    const user = newUser(); // three jobs at a time per user (config limits.user.maxConcurrent): the fourth is refused
+    for (let i = 0; i < 3; i++) await queued((await command(`fill ${i} --seed ${i}`, user)).jobId);
+    const { payload, jobId } = await command('one too many', user);
+    expect(await toldVia(payload.response_url, 'the refusal')).toMatch(/at a time|running|queued/i);
+    const deleted = h.fake.apiCalls('chat.delete').at(-1)!;
+    expect(deleted.args.channel).toBe(CHANNEL);
+    expect(h.fake.store.find(CHANNEL, String(deleted.args.ts))).toBeUndefined();
+    expect(await request(jobId)).toBeUndefined();
+  });
+
+  it('a bot not invited to the channel says how to invite it (not_in_channel, channel_not_found); any other failure gives a reference', async () => {
+    const user = newUser();
+    for (const error of ['not_in_channel', 'channel_not_found']) {
+      h.fake.inject({ method: 'chat.postMessage', error });
+      const { payload, jobId } = await command('a fox', user, '/imagine', 'C0NOTHERE');
+      expect(await toldVia(payload.response_url, error)).toBe('I am not in this channel yet: invite me with `/invite @blip3o`, then try again.');
+      expect(await request(jobId)).toBeUndefined();
+    }
+    h.fake.inject({ method: 'chat.postMessage', error: 'fatal_error' });
+    const { payload, jobId } = await command('a fox', user);
+    expect(await toldVia(payload.response_url, 'the reference')).toMatch(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/);
+    expect(await request(jobId)).toBeUndefined();
+  });
+
+  it('private results: the status message and the job go to the asker\'s DM, the channel is only told so', async () => {
+    const user = newUser();
+    await h.core.settings.set('user', { platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user }, { private: true });
+    const before = h.fake.botMessages(CHANNEL).length;
+    const { payload, jobId } = await command('a secret garden', user);
+    const job = await queued(jobId);
+    const dm = `D${user}`;
+    const status = statusOf(jobId, dm)!;
+    expect(job.destination).toEqual({
+      platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user, threadTs: status.ts, statusMessageTs: status.ts,
+      responseUrl: payload.response_url, private: true, dmChannelId: dm,
+    });
+    expect(await toldVia(payload.response_url, 'the DM notice')).toBe('Private results are on here: I am working on it in our direct messages.');
+    expect(h.fake.botMessages(CHANNEL).length).toBe(before);
+  });
+
+  it('the same command delivered twice at once, or again later, makes one status message and one job', async () => {
+    const user = newUser();
+    const payload = slashCommand(h.fake, { text: 'twice told', channel: CHANNEL, user });
+    await Promise.all([h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload)), h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload))]);
+    const jobId = jobIdFor('slack', `cmd:${payload.trigger_id}`);
+    await queued(jobId);
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    await settle();
+    expect(h.fake.botMessages(CHANNEL).filter((m) => m.metadata?.event_payload.job_id === jobId)).toHaveLength(1);
+  });
+});
+
+describe('/blip3o-admin', () => {
+  it('answers an admin privately; the usage chart goes to their DM with a pointer to it', async () => {
+    const { payload } = await command('queue', ADMIN, '/blip3o-admin');
+    expect(await toldVia(payload.response_url, 'the queue status')).toMatch(/^Queue: \d+ running/);
+    const usage = await command('usage 2', ADMIN, '/blip3o-admin');
+    expect(await toldVia(usage.payload.response_url, 'the report')).toMatch(/^GPU usage in this workspace over the last 2 days[\s\S]*\n\(The chart is in your direct messages with me\.\)$/);
+    const upload = h.fake.apiCalls('files.completeUploadExternal').at(-1)!;
+    expect(upload.args.channel_id).toBe(`D${ADMIN}`);
+  });
+
+  it('refuses anyone else, and a user whose users.info fails is no admin', async () => {
+    const user = newUser();
+    const { payload } = await command('queue', user, '/blip3o-admin');
+    expect(await toldVia(payload.response_url, 'the refusal')).toMatch(/^Only admins/);
+    const other = newUser();
+    h.fake.inject({ method: 'users.info', error: 'user_not_found' });
+    const again = await command('queue', other, '/blip3o-admin');
+    expect(await toldVia(again.payload.response_url, 'the refusal')).toMatch(/^Only admins/);
+  });
+
+  it('an admin stays an admin for a while without asking Slack again', async () => {
+    const asked = h.fake.apiCalls('users.info').filter((c) => c.args.user === ADMIN).length;
+    await toldVia((await command('queue', ADMIN, '/blip3o-admin')).payload.response_url, 'the status');
+    await toldVia((await command('queue', ADMIN, '/blip3o-admin')).payload.response_url, 'the status');
+    expect(h.fake.apiCalls('users.info').filter((c) => c.args.user === ADMIN).length).toBe(asked); // cached since the first test
+  });
+
+  it('unknown words are the ack\'s private usage', async () => {
+    const { ack } = await command('reboot', ADMIN, '/blip3o-admin');
+    expect(ack).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/^Usage:/) });
+  });
+});
+
+describe('/blip3o-settings', () => {
+  const viewOf = (call: RecordedCall) => call.args.view as Record<string, unknown>;
+
+  it('opens the modal for the trigger; a channel\'s defaults are for admins only; reset clears without a modal', async () => {
+    const user = newUser();
+    const before = h.fake.apiCalls('views.open').length;
+    const { payload } = await command('', user, '/blip3o-settings');
+    const opened = await h.fake.waitFor(() => h.fake.apiCalls('views.open')[before], 10_000, 'views.open');
+    expect(opened.args.trigger_id).toBe(payload.trigger_id);
+    expect(JSON.parse(String(viewOf(opened).private_metadata))).toEqual({ scope: 'user', teamId: h.fake.teamId, channelId: CHANNEL });
+
+    const channel = await command('channel', user, '/blip3o-settings');
+    expect(await toldVia(channel.payload.response_url, 'the refusal')).toBe("Only workspace admins can change this channel's defaults.");
+    const asAdmin = await command('channel', ADMIN, '/blip3o-settings');
+    const adminView = await h.fake.waitFor(() => h.fake.apiCalls('views.open').find((c) => c.args.trigger_id === asAdmin.payload.trigger_id), 10_000, 'the channel modal');
+    expect(JSON.parse(String(viewOf(adminView).private_metadata))).toMatchObject({ scope: 'channel' });
+
+    const here = { platform: 'slack' as const, teamId: h.fake.teamId, channelId: CHANNEL, userId: user };
+    await h.core.settings.set('user', here, { steps: 7 });
+    const reset = await command('reset', user, '/blip3o-settings');
+    expect(await toldVia(reset.payload.response_url, 'the reset')).toMatch(/reset|cleared|defaults/i);
+    expect(await h.core.settings.get('user', here)).toEqual({});
+    expect(h.fake.apiCalls('views.open').length).toBe(before + 2);
+
+    const bad = await command('everyone', user, '/blip3o-settings');
+    expect(bad.ack).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/^Usage:/) });
+  });
+
+  it('a submitted modal is saved for its target and confirmed in its channel; a bad value is shown under its field; unreadable metadata is ignored', async () => {
+    const before = h.fake.apiCalls('views.open').length;
+    await command('channel', ADMIN, '/blip3o-settings');
+    const view = viewOf(await h.fake.waitFor(() => h.fake.apiCalls('views.open')[before], 10_000, 'views.open'));
+    const here = { platform: 'slack' as const, teamId: h.fake.teamId, channelId: CHANNEL, userId: ADMIN };
+    const errors = await interactive(viewSubmission(h.fake, { user: ADMIN, view, values: { retention: { value: { type: 'plain_text_input', value: 'soon' } } } }));
+    expect(errors).toMatchObject({ response_action: 'errors', errors: { retention: expect.stringContaining('not a duration') } });
+    expect(await h.core.settings.get('channel', here)).toEqual({});
+    const told = ephemeralsTo(ADMIN).length;
+    const saved = await interactive(viewSubmission(h.fake, { user: ADMIN, view, values: { steps: { value: { type: 'number_input', value: '12' } } } }));
+    expect(saved).toEqual({});
+    await until(async () => ((await h.core.settings.get('channel', here)).steps === 12 ? true : undefined), 'the saved steps');
+    const confirmation = await h.fake.waitFor(() => ephemeralsTo(ADMIN)[told], 10_000, 'the confirmation');
+    expect(confirmation.args).toMatchObject({ channel: CHANNEL, user: ADMIN });
+
+    const ignored = await interactive(viewSubmission(h.fake, { user: ADMIN, view: { ...view, private_metadata: '{"scope":"everyone"}' }, values: { steps: { value: { type: 'number_input', value: '3' } } } }));
+    expect(ignored).toEqual({});
+    await settle();
+    expect((await h.core.settings.get('channel', here)).steps).toBe(12);
+    expect(ephemeralsTo(ADMIN).length).toBe(told + 1);
+  });
+});
+
+describe('mentions', () => {
+  it('a question with an image in the message queues an ask in its thread, the status message under the question', async () => {
+    const user = newUser();
+    const file = h.fake.seedFile(png, 'lake.png', 'image/png');
+    const m = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}>   what is this?`, files: [file] });
+    await mention(m);
+    const jobId = jobIdFor('slack', `msg:${CHANNEL}:${m.ts}`);
+    const job = await queued(jobId);
+    expect(job).toMatchObject({ kind: 'ask', question: 'what is this?', history: [] });
+    expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: m.ts });
+    expect(statusOf(jobId)?.thread_ts).toBe(m.ts);
+  });
+
+  it('in a thread: the image of the parent, and the earlier turns as history', async () => {
+    const user = newUser();
+    const file = h.fake.seedFile(png, 'parent.png', 'image/png');
+    const parent = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'look', files: [file] });
+    h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> is it green?`, threadTs: parent.ts });
+    h.fake.store.add({ channel: CHANNEL, text: 'Yes, mostly green.', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: parent.ts, metadata: { event_type: 'blip3o_answer', event_payload: { job_id: 'earlier' } } });
+    const q = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> how green?`, threadTs: parent.ts });
+    await mention(q);
+    const job = await queued(jobIdFor('slack', `msg:${CHANNEL}:${q.ts}`));
+    expect(job).toMatchObject({ kind: 'ask', question: 'how green?', history: [{ role: 'user', text: 'is it green?' }, { role: 'assistant', text: 'Yes, mostly green.' }] });
+    expect(job.destination).toMatchObject({ threadTs: parent.ts });
+  });
+
+  it('without an image, or without a question, the asker alone is told what to do, in the thread', async () => {
+    const user = newUser();
+    const bare = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what is this?` });
+    await mention(bare);
+    const noImage = await h.fake.waitFor(() => ephemeralsTo(user)[0], 10_000, 'the hint');
+    expect(noImage.args).toMatchObject({ channel: CHANNEL, thread_ts: bare.ts, text: 'Ask me about an image: mention me in a message with an image attached, or in the thread of a message with one.' });
+    const file = h.fake.seedFile(png, 'q.png', 'image/png');
+    const silent = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}>`, files: [file] });
+    await mention(silent);
+    const noQuestion = await h.fake.waitFor(() => ephemeralsTo(user)[1], 10_000, 'the question hint');
+    expect(noQuestion.args.text).toBe('What would you like to know about the image? Mention me with a question.');
+    expect(await request(jobIdFor('slack', `msg:${CHANNEL}:${silent.ts}`))).toBeUndefined();
+  });
+
+  it('a file stub is resolved with files.info; a file the event describes fully is not looked up', async () => {
+    const user = newUser();
+    const file = h.fake.seedFile(png, 'stub.png', 'image/png');
+    const m = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> and this?`, files: [file] });
+    const looked = h.fake.apiCalls('files.info').length;
+    await mention(m, { files: [{ id: file.id, file_access: 'check_file_info' }] });
+    const job = await queued(jobIdFor('slack', `msg:${CHANNEL}:${m.ts}`));
+    expect(job.kind === 'ask' && job.imageKey).toBeTruthy(); // downloaded from the stub's real URL
+    expect(h.fake.apiCalls('files.info').slice(looked).map((c) => c.args.file)).toEqual([file.id]);
+    const plain = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> and that?`, files: [h.fake.seedFile(png, 'full.png', 'image/png')] });
+    await mention(plain);
+    await queued(jobIdFor('slack', `msg:${CHANNEL}:${plain.ts}`));
+    expect(h.fake.apiCalls('files.info').length).toBe(looked + 1);
+  });
+});
+
+describe('shortcuts and the ask modal', () => {
+  it('"Ask about this image" opens a modal holding only what the download needs; submitting it queues the ask in the message\'s thread', async () => {
+    const user = newUser();
+    const file = h.fake.seedFile(png, 'shortcut.png', 'image/png');
+    const message = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'a picture', files: [file] });
+    const before = h.fake.apiCalls('views.open').length;
+    await interactive(messageShortcut(h.fake, { user, message, callbackId: SHORTCUT_ASK }));
+    const opened = await h.fake.waitFor(() => h.fake.apiCalls('views.open')[before], 10_000, 'views.open');
+    const view = opened.args.view as Record<string, unknown>;
+    const meta = JSON.parse(String(view.private_metadata)) as { c: string; t: string; f: Record<string, unknown> };
+    expect(meta).toMatchObject({ c: CHANNEL, t: message.ts });
+    expect(Object.keys(meta.f).sort()).toEqual(['id', 'mimetype', 'name', 'size', 'url_private', 'url_private_download'].filter((k) => k in meta.f).sort());
+    expect(meta.f).not.toHaveProperty('thumb_64');
+    const submission = viewSubmission(h.fake, { user, view, values: { question: { value: { type: 'plain_text_input', value: '  is it day?  ' } } } });
+    await interactive(submission);
+    const jobId = jobIdFor('slack', `view:${(submission.view as { id: string }).id}`);
+    const job = await queued(jobId);
+    expect(job).toMatchObject({ kind: 'ask', question: 'is it day?', history: [] });
+    expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: message.ts });
+  });
+
+  it('"Ask about this image" on a message without an image, or with a PDF, is answered privately without a modal', async () => {
+    const user = newUser();
+    const before = h.fake.apiCalls('views.open').length;
+    const text = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'just words' });
+    await interactive(messageShortcut(h.fake, { user, message: text, callbackId: SHORTCUT_ASK }));
+    expect((await h.fake.waitFor(() => ephemeralsTo(user)[0], 10_000, 'the hint')).args.text).toBe('That message has no image to ask about.');
+    const pdf = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'a report', files: [h.fake.seedFile(new TextEncoder().encode('%PDF-1.7'), 'r.pdf', 'application/pdf')] });
+    await interactive(messageShortcut(h.fake, { user, message: pdf, callbackId: SHORTCUT_ASK }));
+    expect((await h.fake.waitFor(() => ephemeralsTo(user)[1], 10_000, 'the refusal')).args.text).toBe('`r.pdf` is a PDF, not an image. Try a PNG, JPEG, GIF or WebP.');
+    expect(h.fake.apiCalls('views.open').length).toBe(before);
+  });
+
+  it('the ask modal with unreadable metadata is ignored', async () => {
+    const user = newUser();
+    const posted = h.fake.botMessages().length;
+    const submission = viewSubmission(h.fake, { user, view: { callback_id: 'blip3o_ask_view', private_metadata: '{"c":1}' }, values: { question: { value: { type: 'plain_text_input', value: 'hm?' } } } });
+    await interactive(submission);
+    await settle();
+    expect(h.fake.botMessages().length).toBe(posted);
+    expect(ephemeralsTo(user)).toHaveLength(0);
+  });
+
+  it('"Describe this image" queues a describe in the message\'s thread; without an image the asker is told', async () => {
+    const user = newUser();
+    const message = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'describe me', files: [h.fake.seedFile(png, 'd.png', 'image/png')] });
+    const shortcut = messageShortcut(h.fake, { user, message, callbackId: SHORTCUT_DESCRIBE });
+    await interactive(shortcut);
+    const jobId = jobIdFor('slack', `shortcut:${shortcut.trigger_id as string}`);
+    const job = await queued(jobId);
+    expect(job).toMatchObject({ kind: 'ask', mode: 'describe' });
+    expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: message.ts });
+    expect(JSON.stringify(statusOf(jobId)?.blocks)).toContain('Describe this image');
+    const none = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'nothing here' });
+    await interactive(messageShortcut(h.fake, { user, message: none, callbackId: SHORTCUT_DESCRIBE }));
+    expect((await h.fake.waitFor(() => ephemeralsTo(user)[0], 10_000, 'the hint')).args).toMatchObject({ text: 'That message has no image to describe.', thread_ts: none.ts });
+  });
+});
+
+describe('buttons', () => {
+  /** A job of `user`'s, queued, and its status message. */
+  async function jobOf(user: string, prompt: string): Promise<{ jobId: string; status: FakeMessage }> {
+    const { jobId } = await command(`${prompt} --seed 3`, user);
+    await queued(jobId);
+    return { jobId, status: statusOf(jobId)! };
+  }
+  const press = async (user: string, message: FakeMessage, actionId: string, value: string) => {
+    const payload = blockAction(h.fake, { user, message, actionId, value });
+    await interactive(payload);
+    const actionTs = (payload.actions as { action_ts: string }[])[0]!.action_ts;
+    return { payload, jobId: jobIdFor('slack', `btn:${user}:${actionTs}`) };
+  };
+
+  it('Re-roll queues a re-roll of the job, titled by its prompt, in the thread it was pressed in', async () => {
+    const user = newUser();
+    const { jobId, status } = await jobOf(user, 'a red kite');
+    const { jobId: again } = await press(user, status, ACTION.reroll, jobId);
+    const job = await queued(again);
+    expect(job).toMatchObject({ kind: 'imagine', prompt: 'a red kite' });
+    expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: status.ts });
+    expect(JSON.stringify(statusOf(again)?.blocks)).toContain('a red kite');
+  });
+
+  it('Vary finds the image by its file name in the thread; a gone image is told, privately', async () => {
+    const user = newUser();
+    const { jobId, status } = await jobOf(user, 'a blue kite');
+    const file = h.fake.seedFile(png, `blip3o-${jobId}.png`, 'image/png');
+    const result = h.fake.store.add({ channel: CHANNEL, text: 'a blue kite', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [file] });
+    const { jobId: varied } = await press(user, result, ACTION.vary, jobId);
+    const job = await queued(varied);
+    expect(job).toMatchObject({ kind: 'vary', prompt: '' });
+    expect(JSON.stringify(statusOf(varied)?.blocks)).toContain('Variation of a blue kite');
+    // a several-image result: Vary of image 2 takes the file named for it
+    const second = h.fake.seedFile(png, `blip3o-${jobId}-2.png`, 'image/png');
+    const gallery = h.fake.store.add({ channel: CHANNEL, text: 'two', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [second] });
+    const { jobId: secondVaried } = await press(user, gallery, `${ACTION.vary}_2`, jobId);
+    expect(await queued(secondVaried)).toMatchObject({ kind: 'vary' });
+    expect(VARY_ACTION.test(`${ACTION.vary}_2`)).toBe(true);
+
+    const { payload } = await press(user, status, ACTION.vary, 'j-gone');
+    expect(await toldVia(String(payload.response_url), 'the hint')).toBe('I cannot find that image any more; run /imagine again.');
+  });
+
+  it('"Imagine this" queues its prompt; pressed in the DM of a private channel\'s describe job (named in its block), it is that channel\'s job', async () => {
+    const user = newUser();
+    const here = { platform: 'slack' as const, teamId: h.fake.teamId, channelId: CHANNEL, userId: user };
+    await h.core.settings.set('user', here, { private: true });
+    const { jobId: described } = await command('a described thing --seed 2', user);
+    await queued(described);
+    await h.core.settings.set('user', here, { private: false });
+    const dm = `D${user}`;
+    const prompts = (block_id: string) => h.fake.store.add({
+      channel: dm, text: 'prompts', bot_id: h.fake.botId, user: h.fake.botUserId,
+      blocks: [{ type: 'section', block_id, text: { type: 'mrkdwn', text: '1. a hill' }, accessory: { type: 'button', action_id: ACTION.imagineThis, value: 'a green hill at noon' } }],
+    });
+    const { jobId } = await press(user, prompts(`prompt_0_${described}`), ACTION.imagineThis, 'a green hill at noon');
+    const job = await queued(jobId);
+    expect(job).toMatchObject({ kind: 'imagine', prompt: 'a green hill at noon' });
+    expect(job.destination).toMatchObject({ channelId: CHANNEL, private: true, dmChannelId: dm });
+    // a block that names no job: the DM's own job
+    const { jobId: other } = await press(user, prompts('result'), ACTION.imagineThis, 'a green hill at noon');
+    expect((await queued(other)).destination).toMatchObject({ channelId: dm });
+  });
+
+  it('Cancel removes a waiting job for its owner or an admin; anyone else is refused privately', async () => {
+    const user = newUser();
+    const { jobId, status } = await jobOf(user, 'to be cancelled');
+    const stranger = newUser();
+    const refused = await press(stranger, status, ACTION.cancel, jobId);
+    expect(await toldVia(String(refused.payload.response_url), 'the refusal')).toMatch(/only|cancel/i);
+    expect(await request(jobId)).toBeDefined();
+    const cancelled = await press(user, status, ACTION.cancel, jobId);
+    expect(await toldVia(String(cancelled.payload.response_url), 'the confirmation')).toMatch(/cancel/i);
+    await h.fake.waitFor(() => (h.fake.store.find(CHANNEL, status.ts)?.text === 'Cancelled' ? true : undefined), 10_000, 'the cancelled status');
+    const { jobId: second, status: secondStatus } = await jobOf(user, 'an admin cancels');
+    await press(ADMIN, secondStatus, ACTION.cancel, second);
+    await h.fake.waitFor(() => (h.fake.store.find(CHANNEL, secondStatus.ts)?.text === 'Cancelled' ? true : undefined), 10_000, 'the admin\'s cancel');
+  });
+
+  it('a button pressed in the DM of a private channel\'s job starts that channel\'s job, posted in the same DM', async () => {
+    const user = newUser();
+    await h.core.settings.set('user', { platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user }, { private: true });
+    const { jobId } = await command('a private kite --seed 5', user);
+    await queued(jobId);
+    const dm = `D${user}`;
+    const status = statusOf(jobId, dm)!;
+    await h.core.settings.set('user', { platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user }, { private: false }); // the job stays private
+    const { jobId: again } = await press(user, status, ACTION.reroll, jobId);
+    const job = await queued(again);
+    expect(job.destination).toMatchObject({ channelId: CHANNEL, private: true, dmChannelId: dm });
+    expect(job.destination).not.toHaveProperty('threadTs', status.ts);
+    expect(statusOf(again, dm)).toBeDefined();
+  });
+});
