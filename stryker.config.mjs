@@ -14,8 +14,8 @@ const groups = {
   redis: ['src/redis.ts:134-164', 'src/redis.ts:197-204', 'src/redis.ts:234-242', 'src/redis.ts:324-351', 'src/redis.ts:410-495', 'src/redis.ts:536-573'],
   // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
-  // the Discord adapter's modules but the gateway glue (adapter.ts: the integration tests, with a worker) and the
-  // command definitions (commands.ts: data)
+  // the Discord adapter's modules but the gateway glue (adapter.ts: the `gateway` group) and the command
+  // definitions (commands.ts: data)
   discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,options,render}.ts'],
   // the Slack adapter's text parsing and rendering, and its PlatformPort (port.redis.test.ts: against the fake Slack);
   // handlers.ts is the `handlers` group
@@ -23,6 +23,9 @@ const groups = {
   // the Slack listeners: every command, event, shortcut, modal and button (handlers.redis.test.ts: real Bolt against
   // the fake Slack, the real core, no worker)
   handlers: ['bots/slack/handlers.ts'],
+  // the Discord adapter's gateway glue: every slash command, context menu, modal, button and mention
+  // (adapter.redis.test.ts: real discord.js against the fake Discord, the real core, no worker)
+  gateway: ['bots/discord/adapter.ts'],
   // the admin commands: /limits, /queue, budgets and the usage report, checks
   admin: ['bots/core/commands/*.ts'],
   // the result cache and single flight, GPU-second accounting and budgets, saved /settings

@@ -23,12 +23,14 @@ const tests: Record<string, string[]> = {
   slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/port.redis.test.ts'],
   // the Slack listeners through real Bolt and the fake Slack, no worker
   handlers: ['test/unit/bots/slack/handlers.redis.test.ts'],
+  // the Discord gateway glue through real discord.js and the fake Discord, no worker
+  gateway: ['test/unit/bots/discord/adapter.redis.test.ts'],
   // what users type, checked: on its own and through the core's submit paths
   requests: ['test/unit/bots/core/{requests,imagine-extras}.test.ts', 'test/unit/bots/core/submit-paths.redis.test.ts', 'test/unit/bots/discord/options.test.ts', 'test/unit/bots/slack/options.test.ts'],
   // the worker process's own modules around the pipeline (no ONNX session: the thread host's tests use a test thread)
   worker: ['test/unit/worker/{thread-host,setup}.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/worker/review.test.ts', 'test/unit/worker/limits.test.ts'],
   // the Discord adapter's own modules, against the fake Discord in the test process (no worker)
-  discord: ['test/unit/bots/discord/*.test.ts'],
+  discord: ['test/unit/bots/discord/{attachments,delivery,inputs,register-commands,render}.test.ts'],
   // the admin commands, driven through the real core (no worker) and on their own
   admin: ['test/integration/limits-admin.redis.test.ts', 'test/unit/bots/core/commands/*.test.ts', 'test/unit/bots/core/checks-command.redis.test.ts'],
   blobs: ['test/unit/src/blobs/*.test.ts', 'test/unit/src/cache/fanout.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts', 'test/unit/bots/core/submit.redis.test.ts'],

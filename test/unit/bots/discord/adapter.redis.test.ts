@@ -1,0 +1,300 @@
+// The Discord adapter's gateway glue (bots/discord/adapter.ts) without a worker: real discord.js against the fake
+// Discord, the real core on Redis. What each slash command, context menu, modal, button and mention answers, and the
+// request each one queues (jobs stay queued: no worker takes them). The end-to-end paths with a worker are in
+// test/integration/discord*.redis.test.ts; these are fast enough for the `gateway` mutation group.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buttonId, settingsButtonId } from '../../../../bots/discord/custom-ids.ts';
+import { MESSAGE_CONTENT_HELP } from '../../../../bots/discord/adapter.ts';
+import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contract.ts';
+import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import { samplePng } from '../../../conformance/platform-adapter.case.ts';
+import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
+import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/discord/server.ts';
+
+const EPHEMERAL = 64;
+const MANAGE_GUILD = String(1n << 5n);
+let h: DiscordHarness;
+let png: Uint8Array;
+/** A server channel the bot is not enabled in (discord.allowedChannelIds names the fake's own channel only). */
+let closedChannel: string;
+
+beforeAll(async () => {
+  h = await startDiscordHarness({ worker: false, config: (fake) => ({ discord: { allowedChannelIds: [fake.channelId] } }) });
+  closedChannel = h.fake.addChannel('closed');
+  png = await samplePng(24);
+}, 60_000);
+afterAll(async () => h?.stop(), 30_000);
+
+/** A fresh user per test: limits and saved settings are per user. */
+const newUser = (): FakeUser => h.fake.user(`user${Math.random().toString(36).slice(2, 8)}`);
+const request = async (jobId: string): Promise<JobRequest | undefined> => (await h.core.queue.getJob(jobId))?.data as JobRequest | undefined;
+async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
+  for (const deadline = Date.now() + timeoutMs; ; ) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+const queued = (i: FakeInteraction | string) => until(() => request(typeof i === 'string' ? i : jobIdFor('discord', i.id)), 'the job');
+const settle = () => new Promise((r) => setTimeout(r, 300));
+
+/** The private answer an interaction got: its ephemeral reply, or an ephemeral follow-up, or its ephemeral original. */
+function privateText(i: FakeInteraction): string | undefined {
+  const first = i.callbacks[0];
+  if (first?.type === 4 && Number(first.data?.flags ?? 0) & EPHEMERAL) return String(first.data?.content ?? '');
+  const followUp = i.followupIds.map((id) => h.fake.messages.get(id)).find((m) => m && m.flags & EPHEMERAL);
+  if (followUp) return followUp.content;
+  const original = h.fake.original(i);
+  return original && original.flags & EPHEMERAL && original.content ? original.content : undefined;
+}
+const toldPrivately = (i: FakeInteraction, what = 'the private answer') => h.fake.waitFor(() => privateText(i), 10_000, what);
+
+function imagine(prompt: string, user?: FakeUser, extra: Record<string, unknown>[] = [], channelId?: string): FakeInteraction {
+  return h.fake.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: prompt }, ...extra], user, channelId });
+}
+const attachment = (bytes = png, filename = 'photo.png', contentType = 'image/png') => h.fake.addAttachment({ bytes, filename, contentType });
+/** A message of the bot's with an image (a delivered result), for Vary and the context menus. */
+const botImage = (content = 'a result') => h.fake.postUserMessage({ content, author: h.fake.bot, attachments: [attachment()], silent: true });
+
+describe('slash commands', () => {
+  it('/imagine defers publicly, queues the job for this interaction, then shows the place in line with a Cancel button', async () => {
+    const user = newUser();
+    const i = imagine('a red fox', user, [{ name: 'seed', type: 4, value: 5 }]);
+    const job = await queued(i);
+    expect(i.callbacks[0]).toEqual({ type: 5, data: { flags: 0 } }); // public
+    expect(job).toMatchObject({ kind: 'imagine', prompt: 'a red fox', options: { seed: 5 } });
+    expect(job.destination).toEqual({
+      platform: 'discord', guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId,
+      interactionToken: i.token, interactionAt: expect.any(Number),
+    } satisfies DiscordDestination);
+    const shown = await h.fake.waitFor(() => (h.fake.original(i)?.content.startsWith('⏳ Queued') ? h.fake.original(i) : undefined), 10_000, 'the place in line');
+    expect(JSON.stringify(shown.components)).toContain(buttonId('cancel', jobIdFor('discord', i.id)));
+  });
+
+  it('a bad option is a private reply before any defer; nothing is queued', async () => {
+    const i = imagine('a cat', newUser(), [{ name: 'aspect', type: 3, value: '7:5' }]);
+    expect(await toldPrivately(i)).toMatch(/aspect/i);
+    expect(i.callbacks).toHaveLength(1);
+    await settle();
+    expect(await request(jobIdFor('discord', i.id))).toBeUndefined();
+  });
+
+  it('private results: the defer is ephemeral and the job private', async () => {
+    const user = newUser();
+    await h.core.settings.set('user', { platform: 'discord', guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId }, { private: true });
+    const i = imagine('a secret', user);
+    const job = await queued(i);
+    expect(i.callbacks[0]).toMatchObject({ type: 5, data: { flags: EPHEMERAL } });
+    expect(job.destination).toMatchObject({ private: true });
+  });
+
+  it('a refusal of the core after a public defer: the public message goes, the user alone is told', async () => {
+    const user = newUser();
+    const i = imagine('x'.repeat(10), user, [{ name: 'negative', type: 3, value: 'y'.repeat(5000) }]);
+    expect(await toldPrivately(i)).toMatch(/negative|long|characters/i);
+    await h.fake.waitFor(() => (h.fake.requestsTo('DELETE', new RegExp(`/webhooks/\\d+/${i.token}/messages/@original$`)).length > 0 ? true : undefined), 10_000, 'the public reply deleted');
+    expect(await request(jobIdFor('discord', i.id))).toBeUndefined();
+  });
+
+  it('a channel the bot is not enabled in, and the same interaction dispatched twice', async () => {
+    const refused = imagine('elsewhere', newUser(), [], closedChannel);
+    expect(await toldPrivately(refused)).toBe("This bot isn't enabled in this server or channel.");
+    const user = newUser();
+    const i = imagine('only once', user);
+    await queued(i);
+    h.fake.dispatch('INTERACTION_CREATE', i.payload); // a gateway replay
+    await settle();
+    expect(i.callbacks).toHaveLength(1);
+  });
+
+  it('/ask queues a question about the attached image; a PDF or a missing question is refused before downloading', async () => {
+    const user = newUser();
+    const photo = attachment();
+    const i = h.fake.slashCommand({ name: 'ask', user, options: [{ name: 'image', type: 11, value: photo.id }, { name: 'question', type: 3, value: 'what is it?' }], attachments: [photo] });
+    expect(await queued(i)).toMatchObject({ kind: 'ask', question: 'what is it?', history: [] });
+    const pdf = attachment(new TextEncoder().encode('%PDF-1.7'), 'r.pdf', 'application/pdf');
+    const bad = h.fake.slashCommand({ name: 'ask', user, options: [{ name: 'image', type: 11, value: pdf.id }, { name: 'question', type: 3, value: 'what?' }], attachments: [pdf] });
+    expect(await toldPrivately(bad)).toMatch(/^r\.pdf isn't an image \(application\/pdf\)\. Please attach /);
+    const blank = h.fake.slashCommand({ name: 'ask', user, options: [{ name: 'image', type: 11, value: photo.id }, { name: 'question', type: 3, value: '   ' }], attachments: [photo] });
+    expect(await toldPrivately(blank)).toMatch(/question/i);
+    expect(bad.callbacks).toHaveLength(1);
+    expect(blank.callbacks).toHaveLength(1);
+  });
+
+  it('/describe queues a describe of the attached image', async () => {
+    const photo = attachment();
+    const i = h.fake.slashCommand({ name: 'describe', user: newUser(), options: [{ name: 'image', type: 11, value: photo.id }], attachments: [photo] });
+    expect(await queued(i)).toMatchObject({ kind: 'ask', mode: 'describe' });
+  });
+
+  it('/settings shows, sets and resets, privately, with the Private and Reset buttons; a bad retention is refused', async () => {
+    const user = newUser();
+    const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+    const set = h.fake.slashCommand({ name: 'settings', user, options: [{ name: 'steps', type: 4, value: 9 }, { name: 'private', type: 5, value: true }] });
+    const answer = await toldPrivately(set);
+    expect(set.callbacks[0]).toMatchObject({ type: 5, data: { flags: EPHEMERAL } });
+    expect(answer).toMatch(/steps/i);
+    expect(await h.core.settings.get('user', here)).toMatchObject({ steps: 9, private: true });
+    expect(JSON.stringify(h.fake.original(set)!.components)).toContain(settingsButtonId({ scope: 'user', action: 'private-off' }));
+
+    const show = h.fake.slashCommand({ name: 'settings', user });
+    await toldPrivately(show);
+    expect(await h.core.settings.get('user', here)).toMatchObject({ steps: 9 }); // showing changes nothing
+    const off = h.fake.pressButton(h.fake.original(set)!, settingsButtonId({ scope: 'user', action: 'private-off' }), user);
+    await toldPrivately(off);
+    expect((await h.core.settings.get('user', here)).private).toBe(false);
+    expect(JSON.stringify(h.fake.original(off)!.components)).toContain(settingsButtonId({ scope: 'user', action: 'private-on' }));
+    const reset = h.fake.pressButton(h.fake.original(set)!, settingsButtonId({ scope: 'user', action: 'reset' }), user);
+    await toldPrivately(reset);
+    expect(await h.core.settings.get('user', here)).toEqual({});
+
+    const bad = h.fake.slashCommand({ name: 'settings', user, options: [{ name: 'retention', type: 3, value: 'soon' }] });
+    expect(await toldPrivately(bad)).toMatch(/duration/i);
+    const resetCommand = h.fake.slashCommand({ name: 'settings', user, options: [{ name: 'steps', type: 4, value: 4 }, { name: 'reset', type: 5, value: true }] });
+    await toldPrivately(resetCommand);
+    expect(await h.core.settings.get('user', here)).toEqual({}); // reset wins over values given with it
+  });
+
+  it('/blip3o-admin: servers only, Manage Server only, then a private answer (the usage chart attached)', async () => {
+    const admin = [{ name: 'queue', type: 2, options: [{ name: 'status', type: 1, options: [] }] }];
+    const dm = h.fake.slashCommand({ name: 'blip3o-admin', options: admin, dm: true, memberPermissions: MANAGE_GUILD });
+    expect(await toldPrivately(dm)).toBe('Admin commands work in servers only.');
+    const member = h.fake.slashCommand({ name: 'blip3o-admin', options: admin });
+    expect(await toldPrivately(member)).toBe('You need the Manage Server permission for this.');
+    const usage = h.fake.slashCommand({ name: 'blip3o-admin', options: [{ name: 'usage', type: 1, options: [{ name: 'days', type: 4, value: 1 }] }], memberPermissions: MANAGE_GUILD });
+    const report = await h.fake.waitFor(() => (h.fake.original(usage)?.attachments.length ? h.fake.original(usage) : undefined), 10_000, 'the report');
+    expect(usage.callbacks[0]).toMatchObject({ type: 5, data: { flags: EPHEMERAL } });
+    expect(report.content).toMatch(/^GPU usage in this server/);
+    expect(report.attachments[0]!.filename).toBe('usage-1d.png');
+  });
+});
+
+describe('context menus and the ask modal', () => {
+  it('"Ask about this image" opens a modal; its answer queues the ask about that message\'s image', async () => {
+    const user = newUser();
+    const target = botImage();
+    const menu = h.fake.contextMenu({ name: 'Ask about this image', target, user });
+    const modal = await h.fake.waitFor(() => menu.callbacks.find((c) => c.type === 9), 10_000, 'the modal');
+    expect(modal.data).toMatchObject({ custom_id: `b3:ask:${h.fake.channelId}:${target.id}`, title: 'Ask about this image' });
+    const submitted = h.fake.submitModal(menu, { question: 'what colour?' });
+    expect(await queued(submitted)).toMatchObject({ kind: 'ask', question: 'what colour?' });
+  });
+
+  it('a message without an image gets a private answer and no modal; "Describe this image" queues a describe', async () => {
+    const user = newUser();
+    const words = h.fake.postUserMessage({ content: 'just words', silent: true });
+    const menu = h.fake.contextMenu({ name: 'Ask about this image', target: words, user });
+    expect(await toldPrivately(menu)).toBe('That message has no image I can read.');
+    const describe = h.fake.contextMenu({ name: 'Describe this image', target: botImage(), user });
+    expect(await queued(describe)).toMatchObject({ kind: 'ask', mode: 'describe' });
+    const nothing = h.fake.contextMenu({ name: 'Describe this image', target: words, user });
+    expect(await toldPrivately(nothing)).toBe('That message has no image I can describe.');
+  });
+});
+
+describe('buttons', () => {
+  it('Re-roll queues a re-roll of the job; Vary downloads the image of the message it is on', async () => {
+    const user = newUser();
+    const first = imagine('a kite', user);
+    const jobId = jobIdFor('discord', first.id);
+    await queued(first);
+    const result = botImage('a kite');
+    const reroll = h.fake.pressButton(result, buttonId('reroll', jobId), user);
+    expect(await queued(reroll)).toMatchObject({ kind: 'imagine', prompt: 'a kite' });
+    const vary = h.fake.pressButton(result, buttonId('vary', jobId), user);
+    expect(await queued(vary)).toMatchObject({ kind: 'vary' });
+    const words = h.fake.postUserMessage({ content: 'no image', author: h.fake.bot, silent: true });
+    const gone = h.fake.pressButton(words, buttonId('vary', jobId), user);
+    expect(await toldPrivately(gone)).toBe('That message has no image to vary any more.');
+    const stray = h.fake.pressButton(result, 'someone-elses:button', user);
+    await settle();
+    expect(stray.callbacks).toHaveLength(0); // not ours: left alone
+  });
+
+  it('"Imagine this" queues the numbered prompt of its message; a prompt no longer there is refused', async () => {
+    const user = newUser();
+    const described = h.fake.postUserMessage({ content: '1. a green hill\n2. a blue lake…', author: h.fake.bot, silent: true });
+    const second = h.fake.pressButton(described, buttonId('imagine', 'jdescribe', 1), user);
+    expect(await queued(second)).toMatchObject({ kind: 'imagine', prompt: 'a blue lake' });
+    const missing = h.fake.pressButton(described, buttonId('imagine', 'jdescribe', 4), user);
+    expect(await toldPrivately(missing)).toBe('I cannot read that prompt any more; copy it into /imagine.');
+  });
+
+  it('Cancel: its owner removes a waiting job; anyone else is refused, privately', async () => {
+    const user = newUser();
+    const i = imagine('to be cancelled', user);
+    const jobId = jobIdFor('discord', i.id);
+    await queued(i);
+    const status = await h.fake.waitFor(() => h.fake.original(i), 10_000, 'the status');
+    const stranger = h.fake.pressButton(status, buttonId('cancel', jobId), newUser());
+    expect(await toldPrivately(stranger)).toMatch(/only|cancel/i);
+    expect(await request(jobId)).toBeDefined();
+    const own = h.fake.pressButton(status, buttonId('cancel', jobId), user);
+    expect(await toldPrivately(own)).toMatch(/cancel/i);
+    await until(async () => ((await request(jobId)) === undefined ? true : undefined), 'the job removed');
+  });
+
+  it('a Re-roll pressed in a DM on the requester\'s own private server job is that channel\'s private job', async () => {
+    const user = newUser();
+    const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+    await h.core.settings.set('user', here, { private: true });
+    const first = imagine('a private kite', user);
+    const jobId = jobIdFor('discord', first.id);
+    await queued(first);
+    await h.core.settings.set('user', here, { private: false });
+    const inDm = h.fake.postUserMessage({ content: 'a private kite', author: h.fake.bot, channelId: h.fake.dmChannel(user), guildId: null, attachments: [attachment()], silent: true });
+    const reroll = h.fake.pressButton(inDm, buttonId('reroll', jobId), user);
+    expect((await queued(reroll)).destination).toMatchObject({ guildId: h.fake.guildId, channelId: h.fake.channelId, private: true });
+    const someoneElse = newUser();
+    const theirs = h.fake.pressButton({ ...inDm, channelId: h.fake.dmChannel(someoneElse) }, buttonId('reroll', jobId), someoneElse);
+    expect((await queued(theirs)).destination).toMatchObject({ guildId: null, channelId: h.fake.dmChannel(someoneElse) }); // not their job: their DM's
+  });
+});
+
+describe('mentions', () => {
+  it('a mention with an image replies with the status message and queues the ask', async () => {
+    const user = newUser();
+    const m = h.fake.postUserMessage({ content: 'what is this?', author: user, mentionBot: true, attachments: [attachment()] });
+    const job = await queued(jobIdFor('discord', m.id));
+    expect(job).toMatchObject({ kind: 'ask', question: 'what is this?' });
+    const status = h.fake.channelMessages().find((x) => x.author.id === h.fake.appId && x.referenceId === m.id)!;
+    expect(status.content.startsWith('⏳')).toBe(true);
+    expect(job.destination).toMatchObject({ channelId: h.fake.channelId, userId: user.id, replyToMessageId: m.id, statusMessageId: status.id });
+    h.fake.dispatch('MESSAGE_CREATE', { ...m, channel_id: m.channelId }); // replayed: handled once
+    await settle();
+    expect(h.fake.channelMessages().filter((x) => x.author.id === h.fake.appId && x.referenceId === m.id)).toHaveLength(1);
+  });
+
+  it('a mention without an image gets the help; a message that does not mention the bot, or the bot\'s own, gets nothing', async () => {
+    const user = newUser();
+    const bare = h.fake.postUserMessage({ content: 'hello?', author: user, mentionBot: true });
+    const help = await h.fake.waitFor(() => h.fake.channelMessages().find((x) => x.author.id === h.fake.appId && x.referenceId === bare.id), 10_000, 'the help');
+    expect([MESSAGE_CONTENT_HELP, 'Mention me in a reply to a message with an image (or attach one) and ask your question, or use `/ask`.']).toContain(help.content);
+    const before = h.fake.messages.size;
+    h.fake.postUserMessage({ content: 'talking among ourselves', author: user, attachments: [attachment()] });
+    h.fake.postUserMessage({ content: 'the bot talks', author: h.fake.bot, mentionBot: true, attachments: [attachment()] });
+    await settle();
+    expect(h.fake.messages.size).toBe(before + 2); // only the two posts themselves
+  });
+
+  it('in a private channel the answer goes to the asker\'s DM; the job keeps the channel', async () => {
+    const user = newUser();
+    await h.core.settings.set('channel', { platform: 'discord', guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId }, { private: true });
+    try {
+      const m = h.fake.postUserMessage({ content: 'and this?', author: user, mentionBot: true, attachments: [attachment()] });
+      const job = await queued(jobIdFor('discord', m.id));
+      expect(job.destination).toMatchObject({ channelId: h.fake.channelId, dmChannelId: h.fake.dmChannel(user), private: true });
+      expect(h.fake.channelMessages().some((x) => x.author.id === h.fake.appId && x.referenceId === m.id)).toBe(false);
+    } finally {
+      await h.core.settings.reset('channel', { platform: 'discord', guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId });
+    }
+  });
+
+  it('a message in a channel the bot is not enabled in is ignored', async () => {
+    const before = h.fake.messages.size;
+    h.fake.postUserMessage({ content: 'hello there', author: newUser(), mentionBot: true, channelId: closedChannel, attachments: [attachment()] });
+    await settle();
+    expect(h.fake.messages.size).toBe(before + 1);
+  });
+});
