@@ -57,6 +57,9 @@ interface Origin {
 
 const ADMIN_CACHE_MS = 5 * 60_000;
 
+/** The error code of a Web API call that answered ok:false, if it was one. */
+const slackErrorOf = (e: unknown): string | undefined => (e as { data?: { error?: string } }).data?.error;
+
 export function registerHandlers(deps: HandlerDeps): void {
   const { app, core, config, log } = deps;
   const inFlight = new Set<string>();
@@ -112,7 +115,7 @@ export function registerHandlers(deps: HandlerDeps): void {
         });
         statusTs = String(posted.ts);
       } catch (e) {
-        const code = (e as { data?: { error?: string } }).data?.error;
+        const code = slackErrorOf(e);
         if (code === 'not_in_channel' || code === 'channel_not_found') {
           await origin.tellPrivately('I am not in this channel yet: invite me with `/invite @blip3o`, then try again.');
           return;
@@ -154,11 +157,15 @@ export function registerHandlers(deps: HandlerDeps): void {
     const reply = await core.handle({ input, destination: destinationOf(origin), dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
     const image = reply.kind === 'text' ? reply.image : undefined;
     if (image) {
-      // Ephemeral messages cannot carry files: the picture (the usage chart) goes to the bot's DM with the asker.
-      const dm = await origin.client.conversations.open({ users: origin.userId });
-      const channel = dm.channel?.id;
-      if (channel) await origin.client.filesUploadV2({ channel_id: channel, file: Buffer.from(image.png), filename: image.name, alt_text: image.altText });
-      await origin.tellPrivately(`${reply.text}\n(The chart is in your direct messages with me.)`);
+      // Ephemeral messages cannot carry files: the picture (the usage chart) goes to the bot's DM with the asker. The
+      // text is worth having without it (an install without im:write, a failed upload).
+      const sent = await openDm(origin)
+        .then((channel) => origin.client.filesUploadV2({ channel_id: channel, file: Buffer.from(image.png), filename: image.name, alt_text: image.altText }))
+        .then(
+          () => true,
+          (e: unknown) => (log.warn({ err: slackErrorOf(e) ?? (e as Error).message, file: image.name }, 'the picture of a reply could not be sent by DM'), false),
+        );
+      await origin.tellPrivately(`${reply.text}\n${sent ? '(The chart is in your direct messages with me.)' : '(I could not send you the chart in a direct message.)'}`);
       return;
     }
     await origin.tellPrivately(reply.text);

@@ -155,6 +155,14 @@ describe('/blip3o-admin', () => {
     expect(upload.args.channel_id).toBe(`D${ADMIN}`);
   });
 
+  it('when the chart cannot go to the DM (an install without im:write), the report still comes, saying so', async () => {
+    h.fake.inject({ method: 'conversations.open', error: 'missing_scope' });
+    const uploads = h.fake.apiCalls('files.completeUploadExternal').length;
+    const usage = await command('usage 1', ADMIN, '/blip3o-admin');
+    expect(await toldVia(usage.payload.response_url, 'the report')).toMatch(/^GPU usage in this workspace over today[\s\S]*\n\(I could not send you the chart in a direct message\.\)$/);
+    expect(h.fake.apiCalls('files.completeUploadExternal').length).toBe(uploads);
+  });
+
   it('refuses anyone else, and a user whose users.info fails is no admin', async () => {
     const user = newUser();
     const { payload } = await command('queue', user, '/blip3o-admin');
