@@ -22,7 +22,7 @@ import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
 import { SETTINGS_COMMAND, SettingsTarget, VIEW_SETTINGS, parseSettingsText, settingsFromView, settingsModal } from './settings.ts';
-import { META_STATUS, resultFileName, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
+import { META_STATUS, resultFileName, slackError, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
 
 export interface HandlerDeps {
   app: App;
@@ -56,9 +56,6 @@ interface Origin {
 }
 
 const ADMIN_CACHE_MS = 5 * 60_000;
-
-/** The error code of a Web API call that answered ok:false, if it was one. */
-const slackErrorOf = (e: unknown): string | undefined => (e as { data?: { error?: string } }).data?.error;
 
 export function registerHandlers(deps: HandlerDeps): void {
   const { app, core, config, log } = deps;
@@ -115,7 +112,7 @@ export function registerHandlers(deps: HandlerDeps): void {
         });
         statusTs = String(posted.ts);
       } catch (e) {
-        const code = slackErrorOf(e);
+        const code = slackError(e);
         if (code === 'not_in_channel' || code === 'channel_not_found') {
           await origin.tellPrivately('I am not in this channel yet: invite me with `/invite @blip3o`, then try again.');
           return;
@@ -163,7 +160,10 @@ export function registerHandlers(deps: HandlerDeps): void {
         .then((channel) => origin.client.filesUploadV2({ channel_id: channel, file: Buffer.from(image.png), filename: image.name, alt_text: image.altText }))
         .then(
           () => true,
-          (e: unknown) => (log.warn({ err: slackErrorOf(e) ?? (e as Error).message, file: image.name }, 'the picture of a reply could not be sent by DM'), false),
+          (e: unknown) => {
+            log.warn({ err: slackError(e) ?? (e as Error).message, file: image.name }, 'the picture of a reply could not be sent by DM');
+            return false;
+          },
         );
       await origin.tellPrivately(`${reply.text}\n${sent ? '(The chart is in your direct messages with me.)' : '(I could not send you the chart in a direct message.)'}`);
       return;

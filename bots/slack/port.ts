@@ -39,7 +39,7 @@ export interface PortContext {
 const STATUS_GONE = ['message_not_found', 'cant_update_message'] as const;
 
 /** The error code of a Web API call that answered ok:false. */
-const slackError = (e: unknown): string | undefined => (e as { data?: { error?: string } }).data?.error;
+export const slackError = (e: unknown): string | undefined => (e as { data?: { error?: string } }).data?.error;
 
 /** Where a job's messages are: the requester's DM with the bot for private results, else the channel. */
 const postedIn = (d: SlackDestination): string => d.dmChannelId ?? d.channelId;
