@@ -135,6 +135,8 @@ interface Served {
   text: string;
 }
 
+/** A queued reply for a job a worker took before the reply was made: its progress says the rest. */
+export const STARTED_TEXT = 'Started.';
 export const CACHED_TEXT = 'Found in the cache: delivering the earlier identical result, no GPU time used.';
 export const JOINED_TEXT = 'An identical request is already queued or running; you will get its result too, without a second run.';
 
@@ -448,7 +450,7 @@ export function createCore(options: CoreOptions): Core {
   }
 
   function queuedReply(jobId: string, position: number): Reply {
-    const text = position > 0 ? queuedLine(position) : 'Started.';
+    const text = position > 0 ? queuedLine(position) : STARTED_TEXT;
     return { kind: 'queued', jobId, position, text };
   }
 

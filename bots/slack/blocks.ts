@@ -60,8 +60,9 @@ export function progressText(p: Pick<JobProgress, 'stage' | 'step' | 'total' | '
 }
 
 /** The status message while a job waits or runs; Cancel stays available until it finishes. */
-export function statusMessage(jobId: string, title: string, p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'partialText'>): SlackMessage {
-  const line = progressText(p);
+/** `note`: what to say instead of the progress line while queued (an admin paused the channel, a cache hit). */
+export function statusMessage(jobId: string, title: string, p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'partialText'>, note?: string): SlackMessage {
+  const line = note ?? progressText(p);
   const detail = p.stage === 'queued' || p.total === 0 ? `*${line}*` : `*${line}*  \`${bar(p.step, p.total)}\``;
   const blocks = [section(`${title}\n${detail}`)];
   if (p.partialText) blocks.push(section(escapeMrkdwn(p.partialText)));

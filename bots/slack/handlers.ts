@@ -15,7 +15,7 @@ import { CONTRACT_VERSION, type SlackDestination } from '../../src/jobs/contract
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { CommandInput, Reply } from '../core/port.ts';
-import type { Core } from '../core/submit.ts';
+import { STARTED_TEXT, type Core } from '../core/submit.ts';
 import { ACTION, AskTarget, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, parseMetadata, headline, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
@@ -137,11 +137,17 @@ export function registerHandlers(deps: HandlerDeps): void {
   async function showReply(origin: Origin, reply: Reply, destination: SlackDestination): Promise<void> {
     const statusTs = destination.statusMessageTs!;
     if (reply.kind === 'queued') {
-      const position = await core.position(reply.jobId); // undefined once a worker has it: progress takes over
-      if (position === undefined) return;
       // Only while the result is not being delivered, by any bot instance (a very fast job): see Core.showBeforeResult.
-      const queued = { v: CONTRACT_VERSION, jobId: reply.jobId, stage: 'queued', step: 0, total: 0, queuePosition: position } as const;
-      await core.showBeforeResult(reply.jobId, () => deps.port.showProgress(destination, queued));
+      const position = await core.position(reply.jobId);
+      if (position !== undefined) {
+        const queued = { v: CONTRACT_VERSION, jobId: reply.jobId, stage: 'queued', step: 0, total: 0, queuePosition: position } as const;
+        await core.showBeforeResult(reply.jobId, () => deps.port.showProgress(destination, queued));
+        return;
+      }
+      // No place in line: a worker has it (its progress takes over), or it has none to have: held in a channel an admin
+      // paused, served from the cache, joined an identical run. Those are told what the core said.
+      if (reply.position > 0 || reply.text === STARTED_TEXT) return;
+      await core.showBeforeResult(reply.jobId, () => deps.port.showNote(destination, reply.jobId, reply.text));
       return;
     }
     // Refused (bad input, limits, not allowed): only the asker hears why; the public status message goes away.

@@ -101,6 +101,14 @@ export class SlackPort implements PlatformPort {
     await this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
   }
 
+  /** The status message of a queued job that has no place to show (held in a paused channel, served from the cache): the core's words. */
+  async showNote(d: SlackDestination, jobId: string, note: string): Promise<void> {
+    if (!d.statusMessageTs || !this.context) return;
+    if ((await this.context.redis.exists(this.finishedKey(jobId))) === 1) return;
+    const m = statusMessage(jobId, await this.headlineOf(jobId), { stage: 'queued', step: 0, total: 0 }, note);
+    await this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
+  }
+
   async deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
     if (result.destination.platform !== 'slack') return;
     const d = result.destination;

@@ -82,6 +82,19 @@ describe('/imagine', () => {
     expect(JSON.stringify(h.fake.store.find(CHANNEL, status.ts)?.blocks)).toContain('a quiet lake'); // the prompt heads it
   });
 
+  it('in a channel an admin paused, the status message says so (not a bare "Queued")', async () => {
+    await toldVia((await command('queue pause', ADMIN, '/blip3o-admin')).payload.response_url, 'the pause');
+    try {
+      const { jobId } = await command('a held lake', newUser());
+      await queued(jobId);
+      const status = statusOf(jobId)!;
+      await h.fake.waitFor(() => (h.fake.store.find(CHANNEL, status.ts)?.text === 'Queued. An admin paused this channel; your request waits until they resume it.' ? true : undefined), 10_000, 'the paused note');
+      expect(JSON.stringify(h.fake.store.find(CHANNEL, status.ts)?.blocks)).toContain('blip3o_cancel'); // still cancellable
+    } finally {
+      await toldVia((await command('queue resume', ADMIN, '/blip3o-admin')).payload.response_url, 'the resume');
+    }
+  });
+
   it('bad options are the ack\'s private answer: nothing is posted or queued', async () => {
     const user = newUser();
     const before = h.fake.botMessages(CHANNEL).length;
