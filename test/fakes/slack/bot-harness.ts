@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import { createSlackAdapter, type SlackAdapter } from '../../../bots/slack/adapter.ts';
 import { createCore, type Core } from '../../../bots/core/submit.ts';
 import { deepMerge, loadConfig, type Config, type DeepPartial } from '../../../src/config/load.ts';
-import { createLogger } from '../../../src/log.ts';
+import { createLogger, type Logger } from '../../../src/log.ts';
 import { closeRedis, createRedis } from '../../../src/redis.ts';
 import { startWorkerProcess, stopProcess, type Proc } from '../../doubles/spine-harness.ts';
 import { FakeSlack } from './server.ts';
@@ -26,6 +26,8 @@ export interface HarnessOptions {
   worker?: boolean;
   /** More config, layered over the harness's own (e.g. limits). */
   config?: DeepPartial<Config>;
+  /** The bot's logger (adapter and core). @defaultValue a logger at `warn` */
+  log?: Logger;
 }
 
 export interface SlackHarness {
@@ -54,7 +56,7 @@ export async function startSlackHarness(options: HarnessOptions): Promise<SlackH
   if (options.config) Object.assign(overrides, deepMerge(overrides as Record<string, unknown>, options.config as Record<string, unknown>));
   const config = loadConfig({ overrides, env: {} });
   const secrets = { REDIS_URL, SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken, SLACK_SIGNING_SECRET: SIGNING_SECRET };
-  const log = createLogger('test-slack', 'warn');
+  const log = options.log ?? createLogger('test-slack', 'warn');
   const adapter = await createSlackAdapter(
     { config, secrets, log },
     { clientPingTimeoutMs: 300, retryConfig: { retries: 3, factor: 1, minTimeout: 20, maxTimeout: 20 } },

@@ -11,17 +11,22 @@ import { startSlackHarness, type SlackHarness } from '../../../fakes/slack/bot-h
 import { appMention, blockAction, eventCallback, messageShortcut, slashCommand, viewSubmission } from '../../../fakes/slack/payloads.ts';
 import type { RecordedCall } from '../../../fakes/slack/server.ts';
 import type { FakeMessage } from '../../../fakes/slack/store.ts';
+import { capturedLog, type LogLine } from '../../../doubles/core-harness.ts';
 
 const ADMIN = 'U0HADMIN';
 let h: SlackHarness;
 let png: Uint8Array;
 let users = 0;
+/** The bot's log lines (info and up), parsed. */
+let logged: LogLine[];
 let channels = 0;
 /** The channel of the running test: each test has its own (limits count per channel; no worker empties the queue). */
 let CHANNEL = 'C0HANDLERS';
 
 beforeAll(async () => {
-  h = await startSlackHarness({ mode: 'socket', worker: false, ackWindowMs: 10_000 });
+  const captured = capturedLog('info');
+  logged = captured.lines;
+  h = await startSlackHarness({ mode: 'socket', worker: false, ackWindowMs: 10_000, log: captured.log });
   h.fake.addUser(ADMIN, { isAdmin: true });
   png = new Uint8Array(await sharp({ create: { width: 24, height: 16, channels: 3, background: '#4a8' } }).png().toBuffer());
 }, 60_000);
@@ -66,6 +71,9 @@ async function until<T>(probe: () => Promise<T | undefined>, what: string, timeo
 }
 const queued = (jobId: string) => until(() => request(jobId), `job ${jobId}`);
 const settle = () => new Promise((r) => setTimeout(r, 300));
+/** The first section's text of a message (a status message's first line is its headline). */
+const headlineOf = (m: FakeMessage | undefined): string => String((m?.blocks?.[0] as { text?: { text?: string } } | undefined)?.text?.text ?? '').split('\n')[0]!;
+const loggedAs = (msg: string) => logged.filter((l) => l.msg === msg);
 
 describe('/imagine', () => {
   it('posts the status message first, queues the job with it as the destination, then shows the place in line', async () => {
@@ -79,7 +87,7 @@ describe('/imagine', () => {
     expect(job.destination).toEqual({ platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user, threadTs: status.ts, statusMessageTs: status.ts, responseUrl: payload.response_url });
     expect(status.blocks).toEqual(expect.arrayContaining([expect.objectContaining({ block_id: 'status' })]));
     await h.fake.waitFor(() => (/Queued: \d+(st|nd|rd|th) in line/.test(h.fake.store.find(CHANNEL, status.ts)?.text ?? '') ? true : undefined), 10_000, 'the place in line');
-    expect(JSON.stringify(h.fake.store.find(CHANNEL, status.ts)?.blocks)).toContain('a quiet lake'); // the prompt heads it
+    expect(headlineOf(h.fake.store.find(CHANNEL, status.ts))).toBe(':art: a quiet lake'); // the prompt heads it
   });
 
   it('in a channel an admin paused, the status message says so (not a bare "Queued")', async () => {
@@ -114,6 +122,11 @@ describe('/imagine', () => {
     expect(deleted.args.channel).toBe(CHANNEL);
     expect(h.fake.store.find(CHANNEL, String(deleted.args.ts))).toBeUndefined();
     expect(await request(jobId)).toBeUndefined();
+    // a status message that cannot be taken back (deleted by an admin meanwhile) is logged; the asker is still told
+    h.fake.inject({ method: 'chat.delete', error: 'message_not_found' });
+    const again = await command('still too many', user);
+    expect(await toldVia(again.payload.response_url, 'the second refusal')).toMatch(/at a time|running|queued/i);
+    expect(loggedAs('status delete failed').at(-1)).toMatchObject({ err: 'An API error occurred: message_not_found' });
   });
 
   it('a bot not invited to the channel says how to invite it (not_in_channel, channel_not_found); any other failure gives a reference', async () => {
@@ -152,8 +165,25 @@ describe('/imagine', () => {
     await Promise.all([h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload)), h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload))]);
     const jobId = jobIdFor('slack', `cmd:${payload.trigger_id}`);
     await queued(jobId);
+    await h.fake.waitFor(() => (/in line/.test(statusOf(jobId)?.text ?? '') ? true : undefined), 10_000, 'the first delivery done');
+    await settle();
     await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
     await settle();
+    expect(h.fake.botMessages(CHANNEL).filter((m) => m.metadata?.event_payload.job_id === jobId)).toHaveLength(1);
+    const dedupeKey = `cmd:${payload.trigger_id}`;
+    expect(loggedAs('duplicate delivery ignored (already handled)')).toContainEqual(expect.objectContaining({ jobId, dedupeKey }));
+  });
+
+  it('a duplicate arriving while the first delivery is still at work is dropped at once (the in-flight guard)', async () => {
+    const user = newUser();
+    h.fake.inject({ method: 'chat.postMessage', retryAfterSec: 1 }); // the first delivery waits out a 429 before posting
+    const payload = slashCommand(h.fake, { text: 'slowly told', channel: CHANNEL, user });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    await h.fake.waitFor(() => h.fake.apiCalls('chat.postMessage').find((c) => c.status === 429), 5_000, 'the 429');
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    const jobId = jobIdFor('slack', `cmd:${payload.trigger_id}`);
+    await queued(jobId);
+    expect(loggedAs('duplicate delivery ignored (in flight)')).toContainEqual(expect.objectContaining({ jobId, dedupeKey: `cmd:${payload.trigger_id}` }));
     expect(h.fake.botMessages(CHANNEL).filter((m) => m.metadata?.event_payload.job_id === jobId)).toHaveLength(1);
   });
 });
@@ -184,6 +214,7 @@ describe('/blip3o-admin', () => {
     h.fake.inject({ method: 'users.info', error: 'user_not_found' });
     const again = await command('queue', other, '/blip3o-admin');
     expect(await toldVia(again.payload.response_url, 'the refusal')).toMatch(/^Only admins/);
+    expect(loggedAs('users.info failed; treating the user as not an admin')).toContainEqual(expect.objectContaining({ userId: other, err: 'An API error occurred: user_not_found' }));
   });
 
   it('an admin stays an admin for a while without asking Slack again', async () => {
@@ -245,6 +276,7 @@ describe('/blip3o-settings', () => {
     const ignored = await interactive(viewSubmission(h.fake, { user: ADMIN, view: { ...view, private_metadata: '{"scope":"everyone"}' }, values: { steps: { value: { type: 'number_input', value: '3' } } } }));
     expect(ignored).toEqual({});
     await settle();
+    expect(loggedAs('settings modal with unreadable metadata ignored')).toHaveLength(1);
     expect((await h.core.settings.get('channel', here)).steps).toBe(12);
     expect(ephemeralsTo(ADMIN).length).toBe(told + 1);
   });
@@ -261,6 +293,7 @@ describe('mentions', () => {
     expect(job).toMatchObject({ kind: 'ask', question: 'what is this?', history: [] });
     expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: m.ts });
     expect(statusOf(jobId)?.thread_ts).toBe(m.ts);
+    expect(headlineOf(statusOf(jobId))).toBe(':speech_balloon: what is this?');
   });
 
   it('in a thread: the image of the parent, and the earlier turns as history', async () => {
@@ -302,7 +335,14 @@ describe('mentions', () => {
     const plain = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> and that?`, files: [h.fake.seedFile(png, 'full.png', 'image/png')] });
     await mention(plain);
     await queued(jobIdFor('slack', `msg:${CHANNEL}:${plain.ts}`));
+    const viewOnly = h.fake.seedFile(png, 'view-only.png', 'image/png');
+    const linked = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> and those?`, files: [viewOnly] });
+    await mention(linked, { files: [{ id: viewOnly.id, name: viewOnly.name, mimetype: 'image/png', url_private: viewOnly.url_private }] }); // no download URL
+    await queued(jobIdFor('slack', `msg:${CHANNEL}:${linked.ts}`));
     expect(h.fake.apiCalls('files.info').length).toBe(looked + 1);
+    const unlinked = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> and this one?` });
+    await mention(unlinked, { files: [{ name: 'nowhere.png', mimetype: 'image/png' }] }); // no id, no URL
+    expect((await h.fake.waitFor(() => ephemeralsTo(user).find((c) => c.args.thread_ts === unlinked.ts), 10_000, 'the refusal')).args.text).toBe('That file has no usable download link.');
   });
 });
 
@@ -325,6 +365,7 @@ describe('shortcuts and the ask modal', () => {
     const job = await queued(jobId);
     expect(job).toMatchObject({ kind: 'ask', question: 'is it day?', history: [] });
     expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: message.ts });
+    expect(headlineOf(statusOf(jobId))).toBe(':speech_balloon: is it day?'); // trimmed for the headline too
   });
 
   it('"Ask about this image" on a message without an image, or with a PDF, is answered privately without a modal', async () => {
@@ -347,6 +388,7 @@ describe('shortcuts and the ask modal', () => {
     await settle();
     expect(h.fake.botMessages().length).toBe(posted);
     expect(ephemeralsTo(user)).toHaveLength(0);
+    expect(loggedAs('ask modal with unreadable metadata ignored')).toContainEqual(expect.objectContaining({ view: (submission.view as { id: string }).id }));
   });
 
   it('"Describe this image" queues a describe in the message\'s thread; without an image the asker is told', async () => {
@@ -358,11 +400,81 @@ describe('shortcuts and the ask modal', () => {
     const job = await queued(jobId);
     expect(job).toMatchObject({ kind: 'ask', mode: 'describe' });
     expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: message.ts });
-    expect(JSON.stringify(statusOf(jobId)?.blocks)).toContain('Describe this image');
+    expect(headlineOf(statusOf(jobId))).toBe(':speech_balloon: Describe this image');
     const none = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'nothing here' });
     await interactive(messageShortcut(h.fake, { user, message: none, callbackId: SHORTCUT_DESCRIBE }));
     expect((await h.fake.waitFor(() => ephemeralsTo(user)[0], 10_000, 'the hint')).args).toMatchObject({ text: 'That message has no image to describe.', thread_ts: none.ts });
   });
+});
+
+describe('unexpected failures', () => {
+  /** A response_url Slack no longer takes (it allows five answers): respond() throws. */
+  async function usedUp(): Promise<string> {
+    const url = `${h.fake.origin}/response/used-${Math.random().toString(36).slice(2)}`;
+    for (let i = 0; i < 5; i++) await fetch(url, { method: 'POST', body: '{}' });
+    return url;
+  }
+  /** The ref the asker was told, by response_url or ephemerally. */
+  const refIn = (text: string | undefined) => /^Something went wrong \(ref ([0-9a-f]{8})\)\.$/.exec(text ?? '')?.[1];
+
+  it('each listener logs what it was doing with the reference the asker is told', async () => {
+    const user = newUser();
+    const failedAs = (what: string) => logged.filter((l) => l.msg === 'slack handler failed' && l.what === what);
+    // startJob's first post fails unexpectedly: /imagine, a mention, both shortcuts' jobs, and the three buttons that start jobs
+    const imagineCmd = await (async () => {
+      h.fake.inject({ method: 'chat.postMessage', error: 'fatal_error' });
+      return command('a failing fox', user);
+    })();
+    const ref = refIn(await toldVia(imagineCmd.payload.response_url, 'the reference'));
+    expect(failedAs('/imagine')).toContainEqual(expect.objectContaining({ ref, err: 'An API error occurred: fatal_error' }));
+
+    const file = () => h.fake.seedFile(png, 'f.png', 'image/png');
+    const m = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what?`, files: [file()] });
+    h.fake.inject({ method: 'chat.postMessage', error: 'fatal_error' });
+    await mention(m);
+    const mentionRef = refIn(String((await h.fake.waitFor(() => ephemeralsTo(user).find((c) => c.args.thread_ts === m.ts), 10_000, 'the mention reference')).args.text));
+    expect(failedAs('app_mention')).toContainEqual(expect.objectContaining({ ref: mentionRef }));
+
+    const target = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'pic', files: [file()] });
+    h.fake.inject({ method: 'chat.postMessage', error: 'fatal_error' });
+    await interactive(messageShortcut(h.fake, { user, message: target, callbackId: SHORTCUT_DESCRIBE }));
+    await h.fake.waitFor(() => (failedAs('describe shortcut').length ? true : undefined), 10_000, 'the describe failure');
+
+    const before = h.fake.apiCalls('views.open').length;
+    await interactive(messageShortcut(h.fake, { user, message: target, callbackId: SHORTCUT_ASK }));
+    const view = (await h.fake.waitFor(() => h.fake.apiCalls('views.open')[before], 10_000, 'views.open')).args.view as Record<string, unknown>;
+    h.fake.inject({ method: 'chat.postMessage', error: 'fatal_error' });
+    await interactive(viewSubmission(h.fake, { user, view, values: { question: { value: { type: 'plain_text_input', value: 'why?' } } } }));
+    await h.fake.waitFor(() => (failedAs('ask shortcut').length ? true : undefined), 10_000, 'the ask failure');
+
+    const { jobId } = await command('a kite to fail on --seed 1', newUser());
+    await queued(jobId);
+    const status = statusOf(jobId)!;
+    const result = h.fake.store.add({ channel: CHANNEL, text: 'r', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [h.fake.seedFile(png, `blip3o-${jobId}.png`, 'image/png')] });
+    const prompts = h.fake.store.add({ channel: CHANNEL, text: 'p', bot_id: h.fake.botId, user: h.fake.botUserId, blocks: [{ type: 'actions', block_id: 'result', elements: [{ type: 'button', action_id: ACTION.imagineThis, value: 'a failing hill' }] }] });
+    for (const [what, message, actionId] of [['re-roll', status, ACTION.reroll], ['vary', result, ACTION.vary], ['imagine this', prompts, ACTION.imagineThis]] as const) {
+      h.fake.inject({ method: 'chat.postMessage', error: 'fatal_error' });
+      await interactive(blockAction(h.fake, { user: newUser(), message, actionId, value: actionId === ACTION.imagineThis ? 'a failing hill' : jobId }));
+      await h.fake.waitFor(() => (failedAs(what).length ? true : undefined), 10_000, `the ${what} failure`);
+    }
+
+    // simpleCommand's answer cannot be given: Cancel and /blip3o-admin (a used-up response_url), the settings modal (postEphemeral)
+    const cancel = blockAction(h.fake, { user: newUser(), message: status, actionId: ACTION.cancel, value: jobId });
+    await interactive({ ...cancel, response_url: await usedUp() });
+    await h.fake.waitFor(() => (failedAs('cancel').length ? true : undefined), 10_000, 'the cancel failure');
+    const admin = slashCommand(h.fake, { command: '/blip3o-admin', text: 'queue', channel: CHANNEL, user: ADMIN });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', { ...admin, response_url: await usedUp() }));
+    await h.fake.waitFor(() => (failedAs('/blip3o-admin').length ? true : undefined), 10_000, 'the admin failure');
+    h.fake.inject({ method: 'views.open', error: 'fatal_error' });
+    await command('', user, '/blip3o-settings');
+    await h.fake.waitFor(() => (failedAs('/blip3o-settings').length ? true : undefined), 10_000, 'the settings failure');
+    const settingsBefore = h.fake.apiCalls('views.open').length;
+    await command('', user, '/blip3o-settings');
+    const settingsView = (await h.fake.waitFor(() => h.fake.apiCalls('views.open')[settingsBefore], 10_000, 'views.open')).args.view as Record<string, unknown>;
+    h.fake.inject({ method: 'chat.postEphemeral', error: 'fatal_error', times: 2 });
+    await interactive(viewSubmission(h.fake, { user, view: settingsView, values: { steps: { value: { type: 'number_input', value: '5' } } } }));
+    await h.fake.waitFor(() => (failedAs('settings modal').length ? true : undefined), 10_000, 'the settings modal failure');
+  }, 60_000);
 });
 
 describe('buttons', () => {
@@ -386,7 +498,12 @@ describe('buttons', () => {
     const job = await queued(again);
     expect(job).toMatchObject({ kind: 'imagine', prompt: 'a red kite' });
     expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: status.ts });
-    expect(JSON.stringify(statusOf(again)?.blocks)).toContain('a red kite');
+    expect(headlineOf(statusOf(again))).toBe(':art: a red kite');
+    // a job no instance knows any more: the status message is titled "Re-roll" until the core refuses it
+    const posts = h.fake.apiCalls('chat.postMessage').length;
+    const { payload } = await press(user, status, ACTION.reroll, 'j-long-gone');
+    expect(await toldVia(String(payload.response_url), 'the refusal')).toMatch(/^That image is too old to re-roll/);
+    expect(headlineOf({ blocks: h.fake.apiCalls('chat.postMessage').slice(posts)[0]!.args.blocks } as FakeMessage)).toBe(':art: Re-roll');
   });
 
   it('Vary finds the image by its file name in the thread; a gone image is told, privately', async () => {
@@ -397,7 +514,13 @@ describe('buttons', () => {
     const { jobId: varied } = await press(user, result, ACTION.vary, jobId);
     const job = await queued(varied);
     expect(job).toMatchObject({ kind: 'vary', prompt: '' });
-    expect(JSON.stringify(statusOf(varied)?.blocks)).toContain('Variation of a blue kite');
+    expect(headlineOf(statusOf(varied))).toBe(':art: Variation of a blue kite');
+    // the image of a job no instance knows the prompt of any more
+    const orphan = h.fake.seedFile(png, 'blip3o-j-orphan.png', 'image/png');
+    const orphanResult = h.fake.store.add({ channel: CHANNEL, text: '', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [orphan] });
+    const { jobId: orphanVaried } = await press(newUser(), orphanResult, ACTION.vary, 'j-orphan'); // another user: three jobs each at a time
+    await until(async () => (await h.core.requestOf(orphanVaried)) ?? undefined, 'the variation'); // a job, or joined to the identical one above
+    expect(headlineOf(statusOf(orphanVaried))).toBe(':art: Variation of an image');
     // a several-image result: Vary of image 2 takes the file named for it
     const second = h.fake.seedFile(png, `blip3o-${jobId}-2.png`, 'image/png');
     const gallery = h.fake.store.add({ channel: CHANNEL, text: 'two', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [second] });
@@ -458,5 +581,26 @@ describe('buttons', () => {
     expect(job.destination).toMatchObject({ channelId: CHANNEL, private: true, dmChannelId: dm });
     expect(job.destination).not.toHaveProperty('threadTs', status.ts);
     expect(statusOf(again, dm)).toBeDefined();
+    // the same job's button anywhere else (its message shared into a channel): a job of where it was pressed
+    const shared = h.fake.store.add({ channel: CHANNEL, text: 'shared', bot_id: h.fake.botId, user: h.fake.botUserId, blocks: status.blocks });
+    const { jobId: there } = await press(newUser(), shared, ACTION.reroll, jobId);
+    const thereJob = await queued(there);
+    expect(thereJob.destination).toMatchObject({ channelId: CHANNEL, threadTs: shared.ts });
+    expect(thereJob.destination).not.toHaveProperty('dmChannelId');
+  });
+
+  it('"Imagine this" carries the describe job it came from: the new job is at least as private as it (no-log, retention)', async () => {
+    const user = newUser();
+    const quiet = { platform: 'slack' as const, teamId: h.fake.teamId, channelId: CHANNEL, userId: ADMIN };
+    await h.core.settings.set('channel', quiet, { noLog: true, retentionSeconds: 900 });
+    const { jobId: described } = await command('a quiet thing --seed 8', user);
+    await queued(described);
+    const elsewhere = 'C0ELSEWHERE';
+    const prompts = h.fake.store.add({
+      channel: elsewhere, text: 'prompts', bot_id: h.fake.botId, user: h.fake.botUserId,
+      blocks: [{ type: 'section', block_id: `prompt_0_${described}`, text: { type: 'mrkdwn', text: '1. a hush' }, accessory: { type: 'button', action_id: ACTION.imagineThis, value: 'a hush at dawn' } }],
+    });
+    const { jobId } = await press(user, prompts, ACTION.imagineThis, 'a hush at dawn');
+    expect((await queued(jobId)).destination).toMatchObject({ channelId: elsewhere, noLog: true, retentionSeconds: 900 });
   });
 });
