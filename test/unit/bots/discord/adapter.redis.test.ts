@@ -7,6 +7,7 @@ import { buttonId, settingsButtonId } from '../../../../bots/discord/custom-ids.
 import { MESSAGE_CONTENT_HELP } from '../../../../bots/discord/adapter.ts';
 import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import { until } from '../../../doubles/spine-harness.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
 import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/discord/server.ts';
@@ -28,15 +29,7 @@ afterAll(async () => h?.stop(), 30_000);
 /** A fresh user per test: limits and saved settings are per user. */
 const newUser = (): FakeUser => h.fake.user(`user${Math.random().toString(36).slice(2, 8)}`);
 const request = async (jobId: string): Promise<JobRequest | undefined> => (await h.core.queue.getJob(jobId))?.data as JobRequest | undefined;
-async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-const queued = (i: FakeInteraction | string) => until(() => request(typeof i === 'string' ? i : jobIdFor('discord', i.id)), 'the job');
+const queued = (i: FakeInteraction | string) => until(() => request(typeof i === 'string' ? i : jobIdFor('discord', i.id)), 10_000, 'the job');
 const settle = () => new Promise((r) => setTimeout(r, 300));
 
 /** The private answer an interaction got: its ephemeral reply, or an ephemeral follow-up, or its ephemeral original. */
@@ -232,7 +225,7 @@ describe('buttons', () => {
     expect(await request(jobId)).toBeDefined();
     const own = h.fake.pressButton(status, buttonId('cancel', jobId), user);
     expect(await toldPrivately(own)).toMatch(/cancel/i);
-    await until(async () => ((await request(jobId)) === undefined ? true : undefined), 'the job removed');
+    await until(async () => ((await request(jobId)) === undefined ? true : undefined), 10_000, 'the job removed');
   });
 
   it('a Re-roll pressed in a DM on the requester\'s own private server job is that channel\'s private job', async () => {

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION } from '../../../../bots/slack/blocks.ts';
 import type { JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import { until } from '../../../doubles/spine-harness.ts';
 import { startSlackHarness, type SlackHarness } from '../../../fakes/slack/bot-harness.ts';
 import { appMention, blockAction, eventCallback, messageShortcut, slashCommand, viewSubmission } from '../../../fakes/slack/payloads.ts';
 import type { RecordedCall } from '../../../fakes/slack/server.ts';
@@ -60,16 +61,7 @@ const toldVia = (responseUrl: string, what: string) => h.fake.waitFor(() => resp
 const ephemeralsTo = (user: string): RecordedCall[] => h.fake.apiCalls('chat.postEphemeral').filter((c) => c.args.user === user);
 const statusOf = (jobId: string, channel = CHANNEL) => h.fake.botMessages(channel).find((m) => m.metadata?.event_type === 'blip3o_status' && m.metadata.event_payload.job_id === jobId);
 const request = async (jobId: string): Promise<JobRequest | undefined> => (await h.core.queue.getJob(jobId))?.data as JobRequest | undefined;
-/** Polls an async condition (the fake's waitFor takes a synchronous one). */
-async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-const queued = (jobId: string) => until(() => request(jobId), `job ${jobId}`);
+const queued = (jobId: string) => until(() => request(jobId), 10_000, `job ${jobId}`);
 const settle = () => new Promise((r) => setTimeout(r, 300));
 /** The first section's text of a message (a status message's first line is its headline). */
 const headlineOf = (m: FakeMessage | undefined): string => String((m?.blocks?.[0] as { text?: { text?: string } } | undefined)?.text?.text ?? '').split('\n')[0]!;
@@ -269,7 +261,7 @@ describe('/blip3o-settings', () => {
     const told = ephemeralsTo(ADMIN).length;
     const saved = await interactive(viewSubmission(h.fake, { user: ADMIN, view, values: { steps: { value: { type: 'number_input', value: '12' } } } }));
     expect(saved).toEqual({});
-    await until(async () => ((await h.core.settings.get('channel', here)).steps === 12 ? true : undefined), 'the saved steps');
+    await until(async () => ((await h.core.settings.get('channel', here)).steps === 12 ? true : undefined), 10_000, 'the saved steps');
     const confirmation = await h.fake.waitFor(() => ephemeralsTo(ADMIN)[told], 10_000, 'the confirmation');
     expect(confirmation.args).toMatchObject({ channel: CHANNEL, user: ADMIN });
 
@@ -519,7 +511,7 @@ describe('buttons', () => {
     const orphan = h.fake.seedFile(png, 'blip3o-j-orphan.png', 'image/png');
     const orphanResult = h.fake.store.add({ channel: CHANNEL, text: '', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [orphan] });
     const { jobId: orphanVaried } = await press(newUser(), orphanResult, ACTION.vary, 'j-orphan'); // another user: three jobs each at a time
-    await until(async () => (await h.core.requestOf(orphanVaried)) ?? undefined, 'the variation'); // a job, or joined to the identical one above
+    await until(async () => (await h.core.requestOf(orphanVaried)) ?? undefined, 10_000, 'the variation'); // a job, or joined to the identical one above
     expect(headlineOf(statusOf(orphanVaried))).toBe(':art: Variation of an image');
     // a several-image result: Vary of image 2 takes the file named for it
     const second = h.fake.seedFile(png, `blip3o-${jobId}-2.png`, 'image/png');
