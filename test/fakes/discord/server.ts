@@ -263,9 +263,10 @@ export class FakeDiscord {
     return this.interact(input, 2, { id: snowflake(), name: input.name, type: 1, options: input.options ?? [], resolved });
   }
 
+  /** A message context menu, invoked where its target message is (as in Discord). */
   contextMenu(input: { name: string; target: FakeMessage; user?: FakeUser }): FakeInteraction {
     const target = messageJson(this.visible(input.target, true), this.messages);
-    return this.interact(input, 2, {
+    return this.interact({ user: input.user, channelId: input.target.channelId, dm: input.target.guildId === null }, 2, {
       id: snowflake(),
       name: input.name,
       type: 3,

@@ -4,12 +4,12 @@
 // test/integration/discord*.redis.test.ts; these are fast enough for the `gateway` mutation group.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buttonId, settingsButtonId } from '../../../../bots/discord/custom-ids.ts';
-import { MESSAGE_CONTENT_HELP } from '../../../../bots/discord/adapter.ts';
 import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
+import { messageJson } from '../../../fakes/discord/messages.ts';
 import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/discord/server.ts';
 
 const EPHEMERAL = 64;
@@ -31,6 +31,15 @@ const newUser = (): FakeUser => h.fake.user(`user${Math.random().toString(36).sl
 const request = async (jobId: string): Promise<JobRequest | undefined> => (await h.core.queue.getJob(jobId))?.data as JobRequest | undefined;
 const queued = (i: FakeInteraction | string) => until(() => request(typeof i === 'string' ? i : jobIdFor('discord', i.id)), 10_000, 'the job');
 const settle = () => new Promise((r) => setTimeout(r, 300));
+const NO_IMAGE_HELP = 'Mention me in a reply to a message with an image (or attach one) and ask your question, or use `/ask`.';
+/** The bot's replies to a message. */
+const repliesTo = (m: FakeMessage) => [...h.fake.messages.values()].filter((x) => x.author.id === h.fake.appId && x.referenceId === m.id);
+/** A mention the bot answers: once its job is queued, every message the adapter got before it has been handled. */
+let sentinels = 0;
+async function sentinel(user: FakeUser): Promise<void> {
+  const m = h.fake.postUserMessage({ content: `and this one (${++sentinels})?`, author: user, mentionBot: true, attachments: [attachment()] });
+  await until(async () => h.core.requestOf(jobIdFor('discord', m.id)), 10_000, 'the sentinel mention handled'); // a job, or served as an identical one
+}
 
 /** The private answer an interaction got: its ephemeral reply, or an ephemeral follow-up, or its ephemeral original. */
 function privateText(i: FakeInteraction): string | undefined {
@@ -87,6 +96,8 @@ describe('slash commands', () => {
     const i = imagine('x'.repeat(10), user, [{ name: 'negative', type: 3, value: 'y'.repeat(5000) }]);
     expect(await toldPrivately(i)).toMatch(/negative|long|characters/i);
     await h.fake.waitFor(() => (h.fake.requestsTo('DELETE', new RegExp(`/webhooks/\\d+/${i.token}/messages/@original$`)).length > 0 ? true : undefined), 10_000, 'the public reply deleted');
+    const followUp = h.fake.requestsTo('POST', new RegExp(`/webhooks/\\d+/${i.token}$`)).at(-1)!;
+    expect(followUp.body).toMatchObject({ flags: EPHEMERAL, allowed_mentions: { parse: [] } });
     expect(await request(jobIdFor('discord', i.id))).toBeUndefined();
   });
 
@@ -98,7 +109,7 @@ describe('slash commands', () => {
     await queued(i);
     h.fake.dispatch('INTERACTION_CREATE', i.payload); // a gateway replay
     await settle();
-    expect(i.callbacks).toHaveLength(1);
+    expect(h.fake.requestsTo('POST', new RegExp(`/interactions/${i.id}/[^/]+/callback$`))).toHaveLength(1); // not even tried again
   });
 
   it('/ask queues a question about the attached image; a PDF or a missing question is refused before downloading', async () => {
@@ -132,7 +143,7 @@ describe('slash commands', () => {
     expect(JSON.stringify(h.fake.original(set)!.components)).toContain(settingsButtonId({ scope: 'user', action: 'private-off' }));
 
     const show = h.fake.slashCommand({ name: 'settings', user });
-    await toldPrivately(show);
+    expect(await toldPrivately(show)).not.toMatch(/now/i); // shown, not set
     expect(await h.core.settings.get('user', here)).toMatchObject({ steps: 9 }); // showing changes nothing
     const off = h.fake.pressButton(h.fake.original(set)!, settingsButtonId({ scope: 'user', action: 'private-off' }), user);
     await toldPrivately(off);
@@ -142,6 +153,19 @@ describe('slash commands', () => {
     await toldPrivately(reset);
     expect(await h.core.settings.get('user', here)).toEqual({});
 
+    const every = h.fake.slashCommand({ name: 'settings', user, options: [
+      { name: 'aspect', type: 3, value: '16:9' }, { name: 'guidance', type: 10, value: 4.5 }, { name: 'images', type: 4, value: 2 },
+      { name: 'negative', type: 3, value: 'blur' },
+    ] });
+    await toldPrivately(every);
+    expect(await h.core.settings.get('user', here)).toMatchObject({ aspect: '16:9', guidance: 4.5, count: 2, negative: 'blur' });
+    const channel = h.fake.slashCommand({ name: 'settings', user, options: [{ name: 'for', type: 3, value: 'channel' }, { name: 'steps', type: 4, value: 5 }] });
+    expect(await toldPrivately(channel)).toMatch(/admin/i); // the channel's defaults: Manage Server only
+    expect(h.fake.original(channel)!.components).toEqual([]); // no buttons under a refusal
+    const quiet = h.fake.slashCommand({ name: 'settings', user: newUser(), options: [{ name: 'for', type: 3, value: 'channel' }, { name: 'no-log', type: 5, value: true }], memberPermissions: MANAGE_GUILD });
+    await toldPrivately(quiet);
+    expect((await h.core.settings.get('channel', here)).noLog).toBe(true);
+    await h.core.settings.reset('channel', here);
     const bad = h.fake.slashCommand({ name: 'settings', user, options: [{ name: 'retention', type: 3, value: 'soon' }] });
     expect(await toldPrivately(bad)).toMatch(/duration/i);
     const resetCommand = h.fake.slashCommand({ name: 'settings', user, options: [{ name: 'steps', type: 4, value: 4 }, { name: 'reset', type: 5, value: true }] });
@@ -160,10 +184,62 @@ describe('slash commands', () => {
     expect(usage.callbacks[0]).toMatchObject({ type: 5, data: { flags: EPHEMERAL } });
     expect(report.content).toMatch(/^GPU usage in this server/);
     expect(report.attachments[0]!.filename).toBe('usage-1d.png');
+    const edit = h.fake.requestsTo('PATCH', new RegExp(`/webhooks/\\d+/${usage.token}/messages/@original$`)).at(-1)!;
+    expect(edit.body).toMatchObject({ allowed_mentions: { parse: [] } });
+  });
+});
+
+describe('where and who', () => {
+  it('in a channel the bot is not enabled in, /settings, the Ask menu, the settings buttons and Cancel are refused too', async () => {
+    const user = newUser();
+    const refusal = "This bot isn't enabled in this server or channel.";
+    expect(await toldPrivately(h.fake.slashCommand({ name: 'settings', user, channelId: closedChannel }))).toBe(refusal);
+    const there = h.fake.postUserMessage({ content: 'x', author: h.fake.bot, channelId: closedChannel, attachments: [attachment()], silent: true });
+    expect(await toldPrivately(h.fake.contextMenu({ name: 'Ask about this image', target: there, user }))).toBe(refusal);
+    expect(await toldPrivately(h.fake.pressButton(there, settingsButtonId({ scope: 'user', action: 'private-on' }), user))).toBe(refusal);
+    expect(await toldPrivately(h.fake.pressButton(there, buttonId('cancel', 'j-any'), user))).toBe(refusal);
+    expect(await h.core.settings.get('user', { platform: 'discord', guildId: h.fake.guildId, channelId: closedChannel, userId: user.id, applicationId: h.fake.appId })).toEqual({});
+  });
+
+  it('a command or context menu that is not ours gets no answer', async () => {
+    const other = h.fake.slashCommand({ name: 'weather', user: newUser() });
+    const menu = h.fake.contextMenu({ name: 'Translate', target: botImage(), user: newUser() });
+    await settle();
+    expect(other.callbacks).toEqual([]);
+    expect(menu.callbacks).toEqual([]);
+  });
+
+  it('in a DM nobody is an admin: another user\'s job cannot be cancelled from there', async () => {
+    const owner = newUser();
+    const i = imagine('not yours', owner);
+    const jobId = jobIdFor('discord', i.id);
+    await queued(i);
+    const stranger = newUser();
+    const inDm = h.fake.postUserMessage({ content: 'x', author: h.fake.bot, channelId: h.fake.dmChannel(stranger), guildId: null, silent: true });
+    const press = h.fake.pressButton(inDm, buttonId('cancel', jobId), stranger);
+    expect(await toldPrivately(press)).toMatch(/only|cancel/i);
+    expect(await request(jobId)).toBeDefined();
   });
 });
 
 describe('context menus and the ask modal', () => {
+  it('the modal asks for one required question of at most the configured length; a second submit fetches the message again', async () => {
+    const user = newUser();
+    const target = botImage();
+    const menu = h.fake.contextMenu({ name: 'Ask about this image', target, user });
+    const modal = await h.fake.waitFor(() => menu.callbacks.find((c) => c.type === 9), 10_000, 'the modal');
+    expect((modal.data as { components: { components: unknown[] }[] }).components[0]!.components[0]).toEqual({
+      type: 4, custom_id: 'question', label: 'Your question', style: 2, required: true, max_length: Math.min(4000, h.config.understanding.maxQuestionChars),
+    });
+    await queued(h.fake.submitModal(menu, { question: 'first?' }));
+    const fetched = h.fake.requestsTo('GET', new RegExp(`/channels/${h.fake.channelId}/messages/${target.id}$`)).length;
+    await queued(h.fake.submitModal(menu, { question: 'second?' })); // the remembered target was used once: fetched now
+    expect(h.fake.requestsTo('GET', new RegExp(`/channels/${h.fake.channelId}/messages/${target.id}$`)).length).toBe(fetched + 1);
+    h.fake.messages.delete(target.id);
+    expect(await toldPrivately(h.fake.submitModal(menu, { question: 'third?' }))).toBe('That message has no image I can read any more.');
+  });
+
+
   it('"Ask about this image" opens a modal; its answer queues the ask about that message\'s image', async () => {
     const user = newUser();
     const target = botImage();
@@ -254,21 +330,35 @@ describe('mentions', () => {
     const status = h.fake.channelMessages().find((x) => x.author.id === h.fake.appId && x.referenceId === m.id)!;
     expect(status.content.startsWith('⏳')).toBe(true);
     expect(job.destination).toMatchObject({ channelId: h.fake.channelId, userId: user.id, replyToMessageId: m.id, statusMessageId: status.id });
-    h.fake.dispatch('MESSAGE_CREATE', { ...m, channel_id: m.channelId }); // replayed: handled once
-    await settle();
-    expect(h.fake.channelMessages().filter((x) => x.author.id === h.fake.appId && x.referenceId === m.id)).toHaveLength(1);
+    expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.channelId}/messages$`)).find((r) => (r.body as { message_reference?: { message_id?: string } }).message_reference?.message_id === m.id)?.body)
+      .toMatchObject({ content: '⏳ Looking at the image…', allowed_mentions: { parse: [], replied_user: false } });
+    h.fake.dispatch('MESSAGE_CREATE', { ...messageJson(m, h.fake.messages), member: { roles: [], joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 } }); // replayed
+    await sentinel(user);
+    expect(repliesTo(m)).toHaveLength(1);
+  });
+
+  it('a refusal of the core is written into the status message, pinging no one', async () => {
+    const user = newUser();
+    const m = h.fake.postUserMessage({ content: 'q'.repeat(h.config.understanding.maxQuestionChars + 1), author: user, mentionBot: true, attachments: [attachment()] });
+    const status = await h.fake.waitFor(() => repliesTo(m).find((x) => !x.content.startsWith('⏳')), 10_000, 'the refusal');
+    expect(status.content).toMatch(/question|long|characters/i);
+    const patch = h.fake.requestsTo('PATCH', new RegExp(`/channels/${h.fake.channelId}/messages/${status.id}$`)).at(-1)!;
+    expect(patch.body).toMatchObject({ allowed_mentions: { parse: [] } });
   });
 
   it('a mention without an image gets the help; a message that does not mention the bot, or the bot\'s own, gets nothing', async () => {
     const user = newUser();
     const bare = h.fake.postUserMessage({ content: 'hello?', author: user, mentionBot: true });
-    const help = await h.fake.waitFor(() => h.fake.channelMessages().find((x) => x.author.id === h.fake.appId && x.referenceId === bare.id), 10_000, 'the help');
-    expect([MESSAGE_CONTENT_HELP, 'Mention me in a reply to a message with an image (or attach one) and ask your question, or use `/ask`.']).toContain(help.content);
-    const before = h.fake.messages.size;
-    h.fake.postUserMessage({ content: 'talking among ourselves', author: user, attachments: [attachment()] });
-    h.fake.postUserMessage({ content: 'the bot talks', author: h.fake.bot, mentionBot: true, attachments: [attachment()] });
-    await settle();
-    expect(h.fake.messages.size).toBe(before + 2); // only the two posts themselves
+    const help = await h.fake.waitFor(() => repliesTo(bare)[0], 10_000, 'the help');
+    expect(help.content).toBe(NO_IMAGE_HELP); // the bot has the Message Content intent here
+    expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.channelId}/messages$`)).find((r) => (r.body as { message_reference?: { message_id?: string } }).message_reference?.message_id === bare.id)?.body)
+      .toMatchObject({ allowed_mentions: { parse: [], replied_user: false } });
+    const chatter = h.fake.postUserMessage({ content: 'talking among ourselves', author: user, attachments: [attachment()] });
+    const own = h.fake.postUserMessage({ content: 'the bot talks', author: h.fake.bot, mentionBot: true, attachments: [attachment()] });
+    await sentinel(user);
+    expect([...repliesTo(chatter), ...repliesTo(own)]).toEqual([]);
+    expect(await request(jobIdFor('discord', chatter.id))).toBeUndefined();
+    expect(await request(jobIdFor('discord', own.id))).toBeUndefined();
   });
 
   it('in a private channel the answer goes to the asker\'s DM; the job keeps the channel', async () => {
@@ -278,6 +368,9 @@ describe('mentions', () => {
       const m = h.fake.postUserMessage({ content: 'and this?', author: user, mentionBot: true, attachments: [attachment()] });
       const job = await queued(jobIdFor('discord', m.id));
       expect(job.destination).toMatchObject({ channelId: h.fake.channelId, dmChannelId: h.fake.dmChannel(user), private: true });
+      const posted = h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.dmChannel(user)}/messages$`)).at(-1)!;
+      expect(posted.body).toMatchObject({ content: '⏳ Looking at the image…', allowed_mentions: { parse: [] } });
+      expect(job.destination).toMatchObject({ statusMessageId: h.fake.channelMessages(h.fake.dmChannel(user)).find((x) => x.author.id === h.fake.appId)!.id });
       expect(h.fake.channelMessages().some((x) => x.author.id === h.fake.appId && x.referenceId === m.id)).toBe(false);
     } finally {
       await h.core.settings.reset('channel', { platform: 'discord', guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId });
@@ -285,9 +378,25 @@ describe('mentions', () => {
   });
 
   it('a message in a channel the bot is not enabled in is ignored', async () => {
-    const before = h.fake.messages.size;
-    h.fake.postUserMessage({ content: 'hello there', author: newUser(), mentionBot: true, channelId: closedChannel, attachments: [attachment()] });
-    await settle();
-    expect(h.fake.messages.size).toBe(before + 1);
+    const user = newUser();
+    const m = h.fake.postUserMessage({ content: 'hello there', author: user, mentionBot: true, channelId: closedChannel, attachments: [attachment()] });
+    await sentinel(user);
+    expect(repliesTo(m)).toEqual([]);
+    expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
+  });
+
+  it('in a private channel, a user who refuses DMs is told in the channel how to allow them; no job runs', async () => {
+    const user = newUser();
+    const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+    await h.core.settings.set('channel', here, { private: true });
+    h.fake.closeDirectMessages(user);
+    try {
+      const m = h.fake.postUserMessage({ content: 'and now?', author: user, mentionBot: true, attachments: [attachment()] });
+      const told = await h.fake.waitFor(() => repliesTo(m)[0], 10_000, 'the help');
+      expect(told.content).toMatch(/^Answers in this channel are private, so they go to your direct messages, but you don't accept direct messages from me\./);
+      expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
+    } finally {
+      await h.core.settings.reset('channel', here);
+    }
   });
 });
