@@ -196,6 +196,7 @@ describe('/blip3o-admin', () => {
     const usage = await command('usage 1', ADMIN, '/blip3o-admin');
     expect(await toldVia(usage.payload.response_url, 'the report')).toMatch(/^GPU usage in this workspace over today[\s\S]*\n\(I could not send you the chart in a direct message\.\)$/);
     expect(h.fake.apiCalls('files.completeUploadExternal').length).toBe(uploads);
+    expect(loggedAs('the picture of a reply could not be sent by DM').at(-1)).toMatchObject({ err: 'missing_scope', file: 'usage-1d.png' });
   });
 
   it('refuses anyone else, and a user whose users.info fails is no admin', async () => {
@@ -268,7 +269,7 @@ describe('/blip3o-settings', () => {
     const ignored = await interactive(viewSubmission(h.fake, { user: ADMIN, view: { ...view, private_metadata: '{"scope":"everyone"}' }, values: { steps: { value: { type: 'number_input', value: '3' } } } }));
     expect(ignored).toEqual({});
     await settle();
-    expect(loggedAs('settings modal with unreadable metadata ignored')).toHaveLength(1);
+    expect(loggedAs('settings modal with unreadable metadata ignored')).toEqual([expect.objectContaining({ view: expect.stringMatching(/^V/) })]);
     expect((await h.core.settings.get('channel', here)).steps).toBe(12);
     expect(ephemeralsTo(ADMIN).length).toBe(told + 1);
   });
@@ -358,6 +359,9 @@ describe('shortcuts and the ask modal', () => {
     expect(job).toMatchObject({ kind: 'ask', question: 'is it day?', history: [] });
     expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: message.ts });
     expect(headlineOf(statusOf(jobId))).toBe(':speech_balloon: is it day?'); // trimmed for the headline too
+    const empty = viewSubmission(h.fake, { user, view, values: {} }); // no question field at all
+    await interactive(empty);
+    expect((await h.fake.waitFor(() => ephemeralsTo(user).find((c) => c.args.thread_ts === message.ts), 10_000, 'the refusal')).args.text).toMatch(/question/i);
   });
 
   it('"Ask about this image" on a message without an image, or with a PDF, is answered privately without a modal', async () => {
