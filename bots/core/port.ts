@@ -2,6 +2,7 @@
 // bots/slack, bots/cli). Adapters translate platform events into CommandInput and render Replies,
 // progress and results back; everything in between (validation, limits, blobs, queues) is the core's.
 import type { Destination, JobProgress, JobResult, Platform } from '../../src/jobs/contract.ts';
+import type { Logger } from '../../src/log.ts';
 
 /** An image the user pointed at: an attachment, a file in a thread parent, a local file (CLI). */
 export interface ImageRef {
@@ -106,8 +107,16 @@ export interface DisplayNames {
   users: ReadonlyMap<string, string>;
 }
 
-/** id → name for every id `nameOf` names (an empty name is none), looked up together: for ports' `displayNames`. */
-export async function namesOf(ids: readonly string[], nameOf: (id: string) => Promise<string | undefined>): Promise<Map<string, string>> {
-  const named = await Promise.all(ids.map(async (id) => [id, await nameOf(id)] as const));
+/**
+ * id → name for every id `nameOf` names, looked up together: for ports' `displayNames`. An empty name is none, and so
+ * is a look-up that fails (a deleted channel, no access, a missing scope: logged at debug).
+ */
+export async function namesOf(ids: readonly string[], nameOf: (id: string) => Promise<string | undefined>, log: Pick<Logger, 'debug'>): Promise<Map<string, string>> {
+  const quietly = (id: string) =>
+    nameOf(id).catch((e: unknown) => {
+      log.debug({ id, err: (e as Error).message }, 'a usage report name was not found');
+      return undefined;
+    });
+  const named = await Promise.all(ids.map(async (id) => [id, await quietly(id)] as const));
   return new Map(named.filter((e): e is readonly [string, string] => e[1] !== undefined && e[1] !== ''));
 }

@@ -106,21 +106,14 @@ export class DiscordDelivery implements PlatformPort {
    */
   async displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames> {
     const d = asDiscord(destination);
-    const quietly = async <T>(call: () => Promise<T>): Promise<T | undefined> => {
-      try {
-        return await call();
-      } catch (e) {
-        this.log.debug({ err: (e as Error).message }, 'a usage report name was not found');
-        return undefined;
-      }
-    };
-    const channelName = async (id: string) => ((await quietly(() => this.rest.get(Routes.channel(id)))) as { name?: string | null } | undefined)?.name ?? undefined;
+    const channelName = async (id: string) => ((await this.rest.get(Routes.channel(id))) as { name?: string | null }).name ?? undefined;
     const userName = async (id: string) => {
-      const member = d.guildId ? ((await quietly(() => this.rest.get(Routes.guildMember(d.guildId!, id)))) as ApiMember | undefined) : undefined;
-      const user = member?.user ?? ((await quietly(() => this.rest.get(Routes.user(id)))) as ApiUser | undefined);
-      return member?.nick ?? user?.global_name ?? user?.username ?? undefined;
+      // not a member (left the server, or a DM): the account itself
+      const member = d.guildId ? ((await this.rest.get(Routes.guildMember(d.guildId, id)).catch(() => undefined)) as ApiMember | undefined) : undefined;
+      const user = member?.user ?? ((await this.rest.get(Routes.user(id))) as ApiUser);
+      return member?.nick ?? user.global_name ?? user.username;
     };
-    const [channels, users] = await Promise.all([namesOf(ids.channels, channelName), namesOf(ids.users, userName)]);
+    const [channels, users] = await Promise.all([namesOf(ids.channels, channelName, this.log), namesOf(ids.users, userName, this.log)]);
     return { channels, users };
   }
 

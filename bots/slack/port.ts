@@ -75,37 +75,30 @@ export class SlackPort implements PlatformPort {
    * see, an install without the scopes) is left out.
    */
   async displayNames(_destination: Destination, ids: NameQuery): Promise<DisplayNames> {
-    const quietly = async <T>(call: () => Promise<T>): Promise<T | undefined> => {
-      try {
-        return await call();
-      } catch (e) {
-        this.log.debug({ err: slackError(e) ?? (e as Error).message }, 'a usage report name was not found');
-        return undefined;
-      }
-    };
-    const channelName = async (id: string) => (await quietly(() => this.client.conversations.info({ channel: id })))?.channel?.name;
+    const channelName = async (id: string) => (await this.client.conversations.info({ channel: id })).channel?.name;
     const userName = async (id: string) => {
-      const user = (await quietly(() => this.client.users.info({ user: id })))?.user;
+      const { user } = await this.client.users.info({ user: id });
       return user?.profile?.display_name || user?.real_name || user?.name;
     };
-    const [channels, users] = await Promise.all([namesOf(ids.channels, channelName), namesOf(ids.users, userName)]);
+    const [channels, users] = await Promise.all([namesOf(ids.channels, channelName, this.log), namesOf(ids.users, userName, this.log)]);
     return { channels, users };
   }
 
   async showProgress(destination: Destination, progress: JobProgress): Promise<void> {
     if (destination.platform !== 'slack') return;
-    const d = destination;
-    if (!d.statusMessageTs || !this.context) return;
-    if ((await this.context.redis.exists(this.finishedKey(progress.jobId))) === 1) return;
-    const m = statusMessage(progress.jobId, await this.headlineOf(progress.jobId), progress);
-    await this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
+    await this.showStatus(destination, progress.jobId, progress);
   }
 
   /** The status message of a queued job that has no place to show (held in a paused channel, served from the cache): the core's words. */
   async showNote(d: SlackDestination, jobId: string, note: string): Promise<void> {
+    await this.showStatus(d, jobId, { stage: 'queued', step: 0, total: 0 }, note);
+  }
+
+  /** Edit the status message of a job whose delivery has not begun: its progress, or `note` in place of the progress line. */
+  private async showStatus(d: SlackDestination, jobId: string, p: Parameters<typeof statusMessage>[2], note?: string): Promise<void> {
     if (!d.statusMessageTs || !this.context) return;
     if ((await this.context.redis.exists(this.finishedKey(jobId))) === 1) return;
-    const m = statusMessage(jobId, await this.headlineOf(jobId), { stage: 'queued', step: 0, total: 0 }, note);
+    const m = statusMessage(jobId, await this.headlineOf(jobId), p, note);
     await this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
   }
 
