@@ -63,6 +63,11 @@ export class FakeGateway {
     this.session?.socket?.close(code, 'dropped by test');
   }
 
+  /** Whether a client has identified (dispatches go to its session, or are replayed to it on resume). */
+  get hasSession(): boolean {
+    return this.session !== undefined;
+  }
+
   get connected(): boolean {
     return this.session?.socket?.readyState === 1;
   }

@@ -10,8 +10,20 @@ const MEMBER_PERMISSIONS = String((1n << 10n) | (1n << 11n));
 /** View Channel | Send Messages | Attach Files | Read Message History | Use Application Commands. */
 const EVERYONE_PERMISSIONS = String((1n << 10n) | (1n << 11n) | (1n << 15n) | (1n << 16n) | (1n << 31n));
 
-/** GUILD_CREATE: one text channel, the @everyone role and the bot's own member. */
-export function guildPayload(input: { guildId: string; channelId: string; ownerId: string; bot: FakeUser }): Json {
+/** A server text channel as Discord sends it (GUILD_CREATE, CHANNEL_CREATE, `GET /channels/{id}`). */
+export interface FakeChannel {
+  id: string;
+  name: string;
+  /** Marked age-restricted in the channel's settings. */
+  nsfw: boolean;
+}
+
+export function channelJson(guildId: string, channel: FakeChannel): Json {
+  return { id: channel.id, type: 0, guild_id: guildId, name: channel.name, position: 0, permission_overwrites: [], parent_id: null, nsfw: channel.nsfw };
+}
+
+/** GUILD_CREATE: the server's text channels, the @everyone role and the bot's own member. */
+export function guildPayload(input: { guildId: string; channels: FakeChannel[]; ownerId: string; bot: FakeUser }): Json {
   const now = new Date().toISOString();
   return {
     id: input.guildId,
@@ -36,7 +48,7 @@ export function guildPayload(input: { guildId: string; channelId: string; ownerI
         flags: 0,
       },
     ],
-    channels: [{ id: input.channelId, type: 0, name: 'general', position: 0, permission_overwrites: [], parent_id: null, nsfw: false }],
+    channels: input.channels.map((c) => channelJson(input.guildId, c)),
     members: [{ user: userJson(input.bot), roles: [], joined_at: now, deaf: false, mute: false, flags: 0 }],
     threads: [],
     emojis: [],
@@ -47,6 +59,8 @@ export function guildPayload(input: { guildId: string; channelId: string; ownerI
 /** INTERACTION_CREATE `d` for a guild channel (member) or a DM with the bot (user, context 1). */
 export function interactionPayload(input: {
   interaction: { id: string; token: string; channelId: string; guildId: string | null };
+  /** The server channel it was invoked in (absent in a DM). */
+  channel?: FakeChannel;
   appId: string;
   user: FakeUser;
   type: number;
@@ -64,7 +78,7 @@ export function interactionPayload(input: {
     token: interaction.token,
     version: 1,
     channel_id: channelId,
-    channel: dm ? { id: channelId, type: 1 } : { id: channelId, type: 0, guild_id: interaction.guildId, name: 'general' },
+    channel: dm ? { id: channelId, type: 1 } : channelJson(interaction.guildId!, input.channel ?? { id: channelId, name: 'general', nsfw: false }),
     app_permissions: String((1n << 11n) | (1n << 15n)),
     locale: 'en-US',
     entitlements: [],

@@ -4,6 +4,7 @@
 import { snowflake } from './snowflake.ts';
 import type { RecordedFile, RecordedRequest, Reply } from './http.ts';
 import { messageJson, userJson, type FakeAttachment, type FakeMessage, type FakeUser } from './messages.ts';
+import { channelJson, type FakeChannel } from './payloads.ts';
 
 type Json = Record<string, unknown>;
 
@@ -51,8 +52,8 @@ export interface RestWorld {
   knownUser(id: string): FakeUser | undefined;
   /** Whether a known user is a member of the guild (not left). */
   isMember(userId: string): boolean;
-  /** Guild channels' names by id. */
-  readonly channelNames: Map<string, string>;
+  /** The server's text channels by id. */
+  readonly channels: Map<string, FakeChannel>;
   dmChannelFor(user: FakeUser): string;
   dispatch(t: string, d: unknown): void;
   dispatchMessageCreate(message: FakeMessage, omitReferenced: boolean): void;
@@ -175,8 +176,8 @@ export class FakeRestApi {
 
     if ((match = m(/^\/channels\/(\d+)$/)) && method === 'GET') {
       const id = match[1]!;
-      const name = this.w.channelNames.get(id);
-      if (name !== undefined) return reply(200, { id, type: 0, guild_id: this.w.guildId, name, position: 0, permission_overwrites: [] });
+      const channel = this.w.channels.get(id);
+      if (channel) return reply(200, channelJson(this.w.guildId, channel));
       if ([...this.w.dmChannels.values()].includes(id)) return reply(200, { id, type: 1, recipients: [] });
       return reply(404, { code: 10003, message: 'Unknown Channel' });
     }

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { FakeGateway, MESSAGE_CONTENT } from './gateway.ts';
 import { recordRequest, replyFault, type Fault, type RecordedFile, type RecordedRequest } from './http.ts';
-import { guildPayload, interactionPayload } from './payloads.ts';
+import { channelJson, guildPayload, interactionPayload, type FakeChannel } from './payloads.ts';
 import { FakeRestApi, type FakeInteraction } from './rest.ts';
 import { snowflake } from './snowflake.ts';
 import {
@@ -67,8 +67,8 @@ export class FakeDiscord {
   /** Every user the fake has seen (alice, the bot, anyone who acted), and those of them who left the server. */
   private readonly users = new Map<string, FakeUser>();
   private readonly departed = new Set<string>();
-  /** The server's text channels and their names (`GET /channels/{id}`): "general" and any `addChannel` made. */
-  readonly channelNames = new Map<string, string>();
+  /** The server's text channels by id: "general" and any `addChannel` made. */
+  readonly channels = new Map<string, FakeChannel>();
   private port = 0;
 
   private constructor(options: FakeDiscordOptions) {
@@ -84,7 +84,7 @@ export class FakeDiscord {
     this.bot = { id: this.appId, username: 'blip3o', bot: true };
     this.alice = { id: snowflake(), username: 'alice' };
     for (const u of [this.bot, this.alice]) this.users.set(u.id, u);
-    this.channelNames.set(this.channelId, 'general');
+    this.channels.set(this.channelId, { id: this.channelId, name: 'general', nsfw: false });
     this.http = createServer((req, res) => void this.onHttp(req, res));
     this.wss = new WebSocketServer({ server: this.http, path: '/gateway' });
     this.gateway = new FakeGateway(this.wss, this.options, {
@@ -97,7 +97,7 @@ export class FakeDiscord {
         application: { id: this.appId, flags: 0 },
         shard: [0, 1],
       }),
-      guild: () => guildPayload({ guildId: this.guildId, channelId: this.channelId, ownerId: this.alice.id, bot: this.bot }),
+      guild: () => guildPayload({ guildId: this.guildId, channels: [...this.channels.values()], ownerId: this.alice.id, bot: this.bot }),
       activity: () => this.wake(),
     });
     // The REST handlers get the state and the few internals they need, nothing else.
@@ -121,7 +121,7 @@ export class FakeDiscord {
       userById: (id) => this.userById(id),
       knownUser: (id) => this.users.get(id),
       isMember: (id) => this.users.has(id) && !this.departed.has(id),
-      channelNames: this.channelNames,
+      channels: this.channels,
       dmChannelFor: (user) => this.dmChannelFor(user),
       dispatch: (t, d) => this.dispatch(t, d),
       dispatchMessageCreate: (m, omit) => this.dispatchMessageCreate(m, omit),
@@ -357,11 +357,12 @@ export class FakeDiscord {
     this.departed.add(user.id);
   }
 
-  /** Another text channel of the server, named (its id is returned). */
-  addChannel(name: string): string {
-    const id = snowflake();
-    this.channelNames.set(id, name);
-    return id;
+  /** Another text channel of the server, named, perhaps age-restricted (its id is returned; CHANNEL_CREATE tells the bot). */
+  addChannel(name: string, options: { nsfw?: boolean } = {}): string {
+    const channel: FakeChannel = { id: snowflake(), name, nsfw: options.nsfw ?? false };
+    this.channels.set(channel.id, channel);
+    if (this.gateway.hasSession) this.dispatch('CHANNEL_CREATE', channelJson(this.guildId, channel)); // else GUILD_CREATE will list it
+    return channel.id;
   }
 
   /** The user turns off "Allow direct messages from server members": the bot's DMs to them fail (403 50007). */
@@ -407,6 +408,7 @@ export class FakeDiscord {
     this.interactions.set(interaction.id, interaction);
     const d = interactionPayload({
       interaction,
+      channel: this.channels.get(channelId),
       appId: this.appId,
       user,
       type,
@@ -422,6 +424,9 @@ export class FakeDiscord {
   private dispatchMessageCreate(message: FakeMessage, omitReferenced: boolean): void {
     const json = messageJson(this.visible(message, false), this.messages, omitReferenced ? undefined : (m) => this.visible(m, false));
     if (message.guildId) json.member = { roles: [], joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
+    // As Discord does (discord-api-docs #8311): discord.js needs it to build a DM channel it has not cached (0 a
+    // server text channel, 1 a DM); without it a new user's first DM is dropped before any listener sees it.
+    json.channel_type = message.guildId ? 0 : 1;
     this.dispatch('MESSAGE_CREATE', json);
   }
 

@@ -8,6 +8,7 @@ import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contra
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
+import { MESSAGE_CONTENT_HELP } from '../../../../bots/discord/adapter.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
 import { messageJson } from '../../../fakes/discord/messages.ts';
 import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/discord/server.ts';
@@ -18,9 +19,14 @@ let h: DiscordHarness;
 let png: Uint8Array;
 /** A server channel the bot is not enabled in (discord.allowedChannelIds names the fake's own channel only). */
 let closedChannel: string;
+/** A channel marked age-restricted (nsfw), where the bot is enabled too. */
+let adults: string;
 
 beforeAll(async () => {
-  h = await startDiscordHarness({ worker: false, config: (fake) => ({ discord: { allowedChannelIds: [fake.channelId] } }) });
+  h = await startDiscordHarness({ worker: false, config: (fake) => {
+    adults = fake.addChannel('adults', { nsfw: true });
+    return { discord: { allowedChannelIds: [fake.channelId, adults] } };
+  } });
   closedChannel = h.fake.addChannel('closed');
   png = await samplePng(24);
 }, 60_000);
@@ -377,6 +383,35 @@ describe('mentions', () => {
     }
   });
 
+  it('in a DM every message is addressed to the bot: a question with an image is queued, answered in the DM', async () => {
+    const user = newUser();
+    const dm = h.fake.dmChannel(user);
+    const m = h.fake.postUserMessage({ content: 'what is in this?', author: user, channelId: dm, guildId: null, attachments: [attachment()] });
+    const job = await queued(jobIdFor('discord', m.id));
+    expect(job).toMatchObject({ kind: 'ask', question: 'what is in this?' });
+    expect(job.destination).toMatchObject({ guildId: null, channelId: dm, userId: user.id, replyToMessageId: m.id });
+  });
+
+  it('an age-restricted channel marks its jobs (its relaxed checks apply): /imagine, a mention, a private mention in the DM, a Re-roll from the DM', async () => {
+    const user = newUser();
+    expect((await queued(imagine('a dark tale', user, [], adults))).destination).toMatchObject({ channelId: adults, nsfw: true });
+    const m = h.fake.postUserMessage({ content: 'is this for adults?', author: user, mentionBot: true, channelId: adults, attachments: [attachment()] }); // a question of its own: an identical one would join the other's job
+    expect((await queued(jobIdFor('discord', m.id))).destination).toMatchObject({ channelId: adults, nsfw: true });
+    const there = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: adults, userId: user.id, applicationId: h.fake.appId };
+    await h.core.settings.set('channel', there, { private: true });
+    try {
+      const quiet = h.fake.postUserMessage({ content: 'and privately, for adults?', author: user, mentionBot: true, channelId: adults, attachments: [attachment()] });
+      expect((await queued(jobIdFor('discord', quiet.id))).destination).toMatchObject({ channelId: adults, dmChannelId: h.fake.dmChannel(user), private: true, nsfw: true });
+      const first = imagine('a private dark tale', user, [], adults);
+      await queued(first);
+      const inDm = h.fake.postUserMessage({ content: 'a private dark tale', author: h.fake.bot, channelId: h.fake.dmChannel(user), guildId: null, attachments: [attachment()], silent: true });
+      const reroll = h.fake.pressButton(inDm, buttonId('reroll', jobIdFor('discord', first.id)), user);
+      expect((await queued(reroll)).destination).toMatchObject({ channelId: adults, private: true, nsfw: true });
+    } finally {
+      await h.core.settings.reset('channel', there);
+    }
+  });
+
   it('a message in a channel the bot is not enabled in is ignored', async () => {
     const user = newUser();
     const m = h.fake.postUserMessage({ content: 'hello there', author: user, mentionBot: true, channelId: closedChannel, attachments: [attachment()] });
@@ -398,5 +433,49 @@ describe('mentions', () => {
     } finally {
       await h.core.settings.reset('channel', here);
     }
+  });
+});
+
+describe('a bot the Developer Portal refuses the Message Content intent', () => {
+  let blind: DiscordHarness;
+  beforeAll(async () => {
+    blind = await startDiscordHarness({ worker: false, fake: { messageContentAllowed: false } });
+  }, 60_000);
+  afterAll(async () => blind?.stop(), 30_000);
+
+  it('runs without it; a mention replying to an image it cannot see explains the intent, one with nothing to see gets the plain help', async () => {
+    expect(blind.adapter.hasMessageContent).toBe(false);
+    const user = blind.fake.user('blinduser');
+    const photo = blind.fake.addAttachment({ bytes: png, filename: 'photo.png', contentType: 'image/png' });
+    const image = blind.fake.postUserMessage({ content: 'look at this', author: blind.fake.user('other'), attachments: [photo], silent: true });
+    const blanked = blind.fake.postUserMessage({ content: 'what is it?', author: user, mentionBot: true, replyTo: image.id });
+    const bot = (m: FakeMessage) => [...blind.fake.messages.values()].find((x) => x.author.id === blind.fake.appId && x.referenceId === m.id);
+    expect((await blind.fake.waitFor(() => bot(blanked), 10_000, 'the help')).content).toBe(MESSAGE_CONTENT_HELP);
+    const bare = blind.fake.postUserMessage({ content: 'hello?', author: user, mentionBot: true });
+    expect((await blind.fake.waitFor(() => bot(bare), 10_000, 'the help')).content).toBe(NO_IMAGE_HELP);
+    const own = blind.fake.postUserMessage({ content: 'and this?', author: user, mentionBot: true, attachments: [blind.fake.addAttachment({ bytes: png, filename: 'own.png', contentType: 'image/png' })] });
+    await until(async () => (await blind.core.queue.getJob(jobIdFor('discord', own.id)))?.data, 10_000, 'its own image asked about'); // a mention's own attachments are visible
+  });
+});
+
+describe('a bot enabled in another server only, without direct messages', () => {
+  let elsewhere: DiscordHarness;
+  beforeAll(async () => {
+    elsewhere = await startDiscordHarness({ worker: false, config: { discord: { allowedGuildIds: ['1'], allowDirectMessages: false } } });
+  }, 60_000);
+  afterAll(async () => elsewhere?.stop(), 30_000);
+
+  it('refuses commands here and in DMs with where it is not enabled; ignores mentions and DMs', async () => {
+    const f = elsewhere.fake;
+    const told = (i: FakeInteraction) => f.waitFor(() => (i.callbacks[0]?.type === 4 ? String(i.callbacks[0].data?.content) : undefined), 10_000, 'the refusal');
+    const user = f.user('stranger');
+    expect(await told(f.slashCommand({ name: 'imagine', user, options: [{ name: 'prompt', type: 3, value: 'x' }] }))).toBe("This bot isn't enabled in this server or channel.");
+    expect(await told(f.slashCommand({ name: 'imagine', user, dm: true, options: [{ name: 'prompt', type: 3, value: 'x' }] }))).toBe("This bot isn't enabled in direct messages.");
+    const mention = f.postUserMessage({ content: 'hi?', author: user, mentionBot: true, attachments: [f.addAttachment({ bytes: png, filename: 'p.png', contentType: 'image/png' })] });
+    const dm = f.postUserMessage({ content: 'hi?', author: user, channelId: f.dmChannel(user), guildId: null, attachments: [f.addAttachment({ bytes: png, filename: 'q.png', contentType: 'image/png' })] });
+    await settle();
+    await settle();
+    expect([...f.messages.values()].filter((x) => x.author.id === f.appId && (x.referenceId === mention.id || (x.channelId === dm.channelId && BigInt(x.id) > BigInt(dm.id))))).toEqual([]);
+    expect(await elsewhere.jobCount()).toBe(0);
   });
 });
