@@ -533,7 +533,11 @@ export class DiscordAdapter implements Adapter {
   private async failInteraction(interaction: Interaction, e: unknown): Promise<void> {
     const reply = this.errorReply(e);
     if (!interaction.isRepliable()) return;
-    await this.replyPrivately(interaction, reply.text).catch((err: Error) => this.log.warn({ err: err.message }, 'could not report an error'));
+    // A private "thinking…" (/settings, /blip3o-admin) becomes the error itself; a follow-up would leave it thinking.
+    const answer = interaction.deferred && !interaction.replied && interaction.ephemeral
+      ? interaction.editReply({ content: reply.text, components: [], allowedMentions: { parse: [] } })
+      : this.replyPrivately(interaction, reply.text);
+    await answer.catch((err: Error) => this.log.warn({ err: err.message }, 'could not report an error'));
   }
 
   /** False when this id was already handled (a gateway replay); bounded memory. */

@@ -179,6 +179,21 @@ describe('slash commands', () => {
     expect(await h.core.settings.get('user', here)).toEqual({}); // reset wins over values given with it
   });
 
+  it('a failure after a private defer becomes that reply ("Something went wrong" with its ref), not a follow-up under a "thinking…"', async () => {
+    const get = h.core.settings.get;
+    h.core.settings.get = async () => { throw new Error('connection lost'); };
+    try {
+      const i = h.fake.slashCommand({ name: 'settings', user: newUser() });
+      const shown = await h.fake.waitFor(() => (h.fake.original(i)?.content.startsWith('Something went wrong') ? h.fake.original(i) : undefined), 10_000, 'the error in the reply');
+      expect(shown.content).toMatch(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/);
+      expect(shown.components).toEqual([]);
+      expect(i.callbacks).toHaveLength(1); // the defer, then only its edit
+      expect(i.followupIds).toEqual([]);
+    } finally {
+      h.core.settings.get = get;
+    }
+  });
+
   it('/blip3o-admin: servers only, Manage Server only, then a private answer (the usage chart attached)', async () => {
     const admin = [{ name: 'queue', type: 2, options: [{ name: 'status', type: 1, options: [] }] }];
     const dm = h.fake.slashCommand({ name: 'blip3o-admin', options: admin, dm: true, memberPermissions: MANAGE_GUILD });
