@@ -64,6 +64,13 @@ const NO_IMAGE_HELP =
 /** Ids of interactions/messages seen recently: a replayed gateway dispatch is handled once. */
 const SEEN_LIMIT = 5_000;
 
+/**
+ * How long a job's Redis reads before its defer may take (where a DM button's job belongs, saved privacy): Discord
+ * drops an interaction not answered within 3 s of its creation. They take milliseconds, unless Redis is failing over
+ * or down; then the bot defers privately first (privacy it cannot read stays private) and waits after the defer.
+ */
+export const DEFER_WITHIN_MS = 1_500;
+
 export class DiscordAdapter implements Adapter {
   readonly port: DiscordDelivery;
   private readonly config: Readonly<Config>;
@@ -312,10 +319,11 @@ export class DiscordAdapter implements Adapter {
     if (!parsed) return;
     if (parsed.action === 'cancel') {
       if (!(await this.allowed(interaction))) return;
+      await interaction.deferReply({ flags: MessageFlags.Ephemeral }); // the core's answer needs Redis: no 3 s limit on it
       const reply = await this.call(this.invocation(interaction, { command: 'cancel', jobId: parsed.jobId }));
       return void (await this.replyPrivately(interaction, reply.text));
     }
-    const where = await this.fromResultOf(interaction, parsed.jobId);
+    const where = this.fromResultOf(interaction, parsed.jobId); // read in runJob, within its deadline
     if (parsed.action === 'reroll') return this.runJob(interaction, () => ({ command: 'reroll', jobId: parsed.jobId }) as const, undefined, where);
     if (parsed.action === 'imagine') {
       // "Imagine this" under a /describe answer: the prompt is the numbered line of that message.
@@ -361,9 +369,16 @@ export class DiscordAdapter implements Adapter {
     interaction: RepliableInteraction,
     check: () => T,
     finish: (checked: T) => Promise<CommandInput> = async (checked) => checked as unknown as CommandInput,
-    where: DiscordDestination = this.destination(interaction),
+    where: DiscordDestination | Promise<DiscordDestination> = this.destination(interaction),
   ): Promise<void> {
-    if (!(await this.allowed(interaction, where))) return;
+    const lookup = this.placeOf(where);
+    let place = await within(lookup, DEFER_WITHIN_MS);
+    if (!place) {
+      await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+      place = { ...(await lookup), private: true };
+      this.log.warn({ interaction: interaction.id, waitedMs: DEFER_WITHIN_MS }, 'Redis was slow before a defer: deferred privately first');
+    }
+    if (!place.allowed) return this.refuseHere(interaction, place.destination);
     let checked: T;
     try {
       checked = check();
@@ -371,10 +386,9 @@ export class DiscordAdapter implements Adapter {
       if (!isUserError(e)) throw e;
       return void (await this.replyPrivately(interaction, e.message));
     }
-    const destination = where;
     // A private channel (or a user who chose private results): the whole exchange is ephemeral, never public.
-    if (this.core && (await this.core.settings.effective(destination)).private) destination.private = true;
-    await interaction.deferReply(destination.private ? { flags: MessageFlags.Ephemeral } : {});
+    const destination: DiscordDestination = place.private ? { ...place.destination, private: true } : place.destination;
+    if (!interaction.deferred) await interaction.deferReply(destination.private ? { flags: MessageFlags.Ephemeral } : {});
     let reply: Reply;
     try {
       const input = await finish(checked);
@@ -497,12 +511,26 @@ export class DiscordAdapter implements Adapter {
     return !(d.allowedChannelIds.length && channelId && !d.allowedChannelIds.includes(channelId));
   }
 
-  /** Whether the bot works where `at` is (the interaction's channel, or the server channel a DM button belongs to). */
-  private async allowed(interaction: RepliableInteraction, at?: DiscordDestination): Promise<boolean> {
-    if (at ? this.channelAllowed(at.guildId, at.channelId) : this.channelAllowed(interaction.guildId, interaction.channelId)) return true;
-    const where = (at?.guildId ?? interaction.guildId) === null ? 'in direct messages' : 'in this server or channel';
-    await this.replyPrivately(interaction, `This bot isn't enabled ${where}.`);
+  /** Whether the bot works in the interaction's channel; if not, the user is told so. */
+  private async allowed(interaction: RepliableInteraction): Promise<boolean> {
+    if (this.channelAllowed(interaction.guildId, interaction.channelId)) return true;
+    await this.refuseHere(interaction, this.destination(interaction));
     return false;
+  }
+
+  private async refuseHere(interaction: RepliableInteraction, at: DiscordDestination): Promise<void> {
+    await this.replyPrivately(interaction, `This bot isn't enabled ${at.guildId === null ? 'in direct messages' : 'in this server or channel'}.`);
+  }
+
+  /**
+   * Where a job goes (the interaction's channel, or the server channel a DM button's job belongs to), whether the bot
+   * works there, and whether its results are private (saved settings). Reads Redis.
+   */
+  private async placeOf(where: DiscordDestination | Promise<DiscordDestination>): Promise<{ destination: DiscordDestination; allowed: boolean; private: boolean }> {
+    const destination = await where;
+    if (!this.channelAllowed(destination.guildId, destination.channelId)) return { destination, allowed: false, private: false };
+    const saved = this.core ? await this.core.settings.effective(destination) : {};
+    return { destination, allowed: true, private: destination.private === true || saved.private === true };
   }
 
   private async download(image: AttachmentMeta): Promise<{ bytes: Uint8Array; name: string; contentType: string; sizeBytes: number }> {
@@ -524,20 +552,18 @@ export class DiscordAdapter implements Adapter {
     return { kind: 'error', text: `Something went wrong (ref ${ref}).`, private: true };
   }
 
+  /** Tell the user alone: a reply, the edit of a private "thinking…" (a follow-up would leave it thinking), or a follow-up. */
   private async replyPrivately(interaction: RepliableInteraction, text: string): Promise<void> {
     const payload = { content: text, flags: MessageFlags.Ephemeral as const, allowedMentions: { parse: [] } };
-    if (interaction.deferred || interaction.replied) await interaction.followUp(payload);
+    if (interaction.deferred && !interaction.replied && interaction.ephemeral) await interaction.editReply({ content: text, components: [], allowedMentions: { parse: [] } });
+    else if (interaction.deferred || interaction.replied) await interaction.followUp(payload);
     else await interaction.reply(payload);
   }
 
   private async failInteraction(interaction: Interaction, e: unknown): Promise<void> {
     const reply = this.errorReply(e);
     if (!interaction.isRepliable()) return;
-    // A private "thinking…" (/settings, /blip3o-admin) becomes the error itself; a follow-up would leave it thinking.
-    const answer = interaction.deferred && !interaction.replied && interaction.ephemeral
-      ? interaction.editReply({ content: reply.text, components: [], allowedMentions: { parse: [] } })
-      : this.replyPrivately(interaction, reply.text);
-    await answer.catch((err: Error) => this.log.warn({ err: err.message }, 'could not report an error'));
+    await this.replyPrivately(interaction, reply.text).catch((err: Error) => this.log.warn({ err: err.message }, 'could not report an error'));
   }
 
   /** False when this id was already handled (a gateway replay); bounded memory. */
@@ -547,6 +573,17 @@ export class DiscordAdapter implements Adapter {
     // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound (5,000 ids), not behaviour a test can see
     if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!);
     return true;
+  }
+}
+
+/** `promise`'s value if it settles within `ms`, else undefined (it goes on; await it again for the value). */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms, undefined)));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

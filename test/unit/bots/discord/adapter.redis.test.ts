@@ -179,6 +179,19 @@ describe('slash commands', () => {
     expect(await h.core.settings.get('user', here)).toEqual({}); // reset wins over values given with it
   });
 
+  it('Redis too slow for Discord\'s 3 s (a failover): the bot defers privately in time, then queues the job as private', async () => {
+    const effective = h.core.settings.effective;
+    h.core.settings.effective = async (d) => { await new Promise((r) => setTimeout(r, 4_000)); return effective.call(h.core.settings, d); };
+    try {
+      const i = imagine('during a failover', newUser());
+      const job = await queued(i);
+      expect(i.callbacks).toEqual([{ type: 5, data: { flags: EPHEMERAL } }]); // accepted: within the fake's 3 s window
+      expect(job.destination).toMatchObject({ channelId: h.fake.channelId, private: true });
+    } finally {
+      h.core.settings.effective = effective;
+    }
+  }, 20_000);
+
   it('a failure after a private defer becomes that reply ("Something went wrong" with its ref), not a follow-up under a "thinking…"', async () => {
     const get = h.core.settings.get;
     h.core.settings.get = async () => { throw new Error('connection lost'); };
@@ -323,6 +336,7 @@ describe('buttons', () => {
     const own = h.fake.pressButton(status, buttonId('cancel', jobId), user);
     expect(await toldPrivately(own)).toMatch(/cancel/i);
     await until(async () => ((await request(jobId)) === undefined ? true : undefined), 10_000, 'the job removed');
+    expect(own.callbacks).toEqual([{ type: 5, data: { flags: EPHEMERAL } }]); // deferred first: the core's answer needs Redis
   });
 
   it('a Re-roll pressed in a DM on the requester\'s own private server job is that channel\'s private job', async () => {
@@ -339,7 +353,18 @@ describe('buttons', () => {
     const someoneElse = newUser();
     const theirs = h.fake.pressButton({ ...inDm, channelId: h.fake.dmChannel(someoneElse) }, buttonId('reroll', jobId), someoneElse);
     expect((await queued(theirs)).destination).toMatchObject({ guildId: null, channelId: h.fake.dmChannel(someoneElse) }); // not their job: their DM's
-  });
+
+    // The job's look-up slower than Discord's 3 s allow: a private defer in time, then still the channel's job.
+    const requestOf = h.core.requestOf;
+    h.core.requestOf = async (id) => { await new Promise((r) => setTimeout(r, 4_000)); return requestOf.call(h.core, id); };
+    try {
+      const slow = h.fake.pressButton(inDm, buttonId('reroll', jobId), user);
+      expect((await queued(slow)).destination).toMatchObject({ guildId: h.fake.guildId, channelId: h.fake.channelId, private: true });
+      expect(slow.callbacks).toEqual([{ type: 5, data: { flags: EPHEMERAL } }]);
+    } finally {
+      h.core.requestOf = requestOf;
+    }
+  }, 20_000);
 });
 
 describe('mentions', () => {
