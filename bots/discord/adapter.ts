@@ -19,6 +19,7 @@ import {
   ComponentType,
   type APIMessage,
   type ButtonInteraction,
+  type Channel,
   type ChatInputCommandInteraction,
   type Interaction,
   type Message,
@@ -410,16 +411,17 @@ export class DiscordAdapter implements Adapter {
     // In a DM every message is addressed to the bot; elsewhere only messages that mention it.
     if (message.guildId !== null && !message.mentions.users.has(client.user.id)) return;
     if (this.firstTime(message.id) === false) return;
-    if (!this.channelAllowed(message.guildId, message.channelId)) return;
     try {
-      await this.onMention(message, client.user.id);
+      const where: DiscordDestination = { platform: 'discord', guildId: message.guildId, ...(await placeOfMessage(message)), userId: message.author.id, applicationId: client.user.id };
+      if (!this.channelAllowed(where)) return;
+      await this.onMention(message, client.user.id, where);
     } catch (e) {
       const text = this.errorReply(e).text;
       await message.reply({ content: text, allowedMentions: { parse: [], repliedUser: false } }).catch(() => undefined);
     }
   }
 
-  private async onMention(message: Message, botId: string): Promise<void> {
+  private async onMention(message: Message, botId: string, where: DiscordDestination): Promise<void> {
     const question = questionFromMention(message.content, botId);
     const chain = await walkChain(message, botId, this.config.understanding.maxHistoryTurns);
     if (!chain.image) {
@@ -431,7 +433,6 @@ export class DiscordAdapter implements Adapter {
     const image = chain.image;
     requireQuestion(question);
     checkBeforeDownload(image, this.policy);
-    const where: DiscordDestination = { platform: 'discord', guildId: message.guildId, channelId: message.channelId, userId: message.author.id, applicationId: botId };
     const isPrivate = this.core ? (await this.core.settings.effective(where)).private === true : false;
     let destination: DiscordDestination;
     if (isPrivate && message.guildId !== null) {
@@ -442,10 +443,10 @@ export class DiscordAdapter implements Adapter {
         throw e;
       });
       // channelId stays the channel asked in: its settings (no-log, retention), limits and checks apply to the job
-      destination = { ...where, dmChannelId: dm.id, statusMessageId: status.id, private: true, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
+      destination = { ...where, dmChannelId: dm.id, statusMessageId: status.id, private: true };
     } else {
       const status = (await message.reply({ content: '⏳ Looking at the image…', allowedMentions: { parse: [], repliedUser: false } })) as Message;
-      destination = { ...where, replyToMessageId: message.id, statusMessageId: status.id, ...(isAgeRestricted(message.channel) ? { nsfw: true } : {}) };
+      destination = { ...where, replyToMessageId: message.id, statusMessageId: status.id };
     }
     let reply: Reply;
     try {
@@ -491,12 +492,11 @@ export class DiscordAdapter implements Adapter {
     return {
       platform: 'discord',
       guildId: interaction.guildId,
-      channelId: interaction.channelId ?? interaction.user.id,
+      ...placeOfChannel(interaction.channel, interaction.channelId ?? interaction.user.id),
       userId: interaction.user.id,
       applicationId: interaction.applicationId,
       interactionToken: interaction.token,
       interactionAt: interaction.createdTimestamp,
-      ...(isAgeRestricted(interaction.channel) ? { nsfw: true } : {}),
     };
   }
 
@@ -504,17 +504,19 @@ export class DiscordAdapter implements Adapter {
     return message.member?.permissions.has(PermissionFlagsBits.ManageGuild) ?? false;
   }
 
-  private channelAllowed(guildId: string | null, channelId: string | null): boolean {
+  /** Whether the bot works there: DMs if allowed; a server and channel on the allow-lists (a thread: its own id or its parent's). */
+  private channelAllowed(at: Pick<DiscordDestination, 'guildId' | 'channelId' | 'threadId'>): boolean {
     const d = this.config.discord;
-    if (guildId === null) return d.allowDirectMessages;
-    if (d.allowedGuildIds.length && !d.allowedGuildIds.includes(guildId)) return false;
-    return !(d.allowedChannelIds.length && channelId && !d.allowedChannelIds.includes(channelId));
+    if (at.guildId === null) return d.allowDirectMessages;
+    if (d.allowedGuildIds.length && !d.allowedGuildIds.includes(at.guildId)) return false;
+    return d.allowedChannelIds.length === 0 || [at.channelId, at.threadId].some((id) => id !== undefined && d.allowedChannelIds.includes(id));
   }
 
   /** Whether the bot works in the interaction's channel; if not, the user is told so. */
   private async allowed(interaction: RepliableInteraction): Promise<boolean> {
-    if (this.channelAllowed(interaction.guildId, interaction.channelId)) return true;
-    await this.refuseHere(interaction, this.destination(interaction));
+    const here = this.destination(interaction);
+    if (this.channelAllowed(here)) return true;
+    await this.refuseHere(interaction, here);
     return false;
   }
 
@@ -528,7 +530,7 @@ export class DiscordAdapter implements Adapter {
    */
   private async placeOf(where: DiscordDestination | Promise<DiscordDestination>): Promise<{ destination: DiscordDestination; allowed: boolean; private: boolean }> {
     const destination = await where;
-    if (!this.channelAllowed(destination.guildId, destination.channelId)) return { destination, allowed: false, private: false };
+    if (!this.channelAllowed(destination)) return { destination, allowed: false, private: false };
     const saved = this.core ? await this.core.settings.effective(destination) : {};
     return { destination, allowed: true, private: destination.private === true || saved.private === true };
   }
@@ -598,4 +600,25 @@ export const createDiscordAdapter = async (options: DiscordAdapterOptions): Prom
 /** A guild channel marked age-restricted (Discord's nsfw flag): the relaxed check policy applies there (issue 16). */
 function isAgeRestricted(channel: unknown): boolean {
   return typeof channel === 'object' && channel !== null && 'nsfw' in channel && (channel as { nsfw?: unknown }).nsfw === true;
+}
+
+type Place = Pick<DiscordDestination, 'channelId' | 'threadId' | 'nsfw'>;
+
+/**
+ * Where a job asked in `channel` belongs. A thread (a forum post, a thread under a message) is a channel of its own on
+ * Discord but part of its parent: the parent's settings, limits, allow-list and checks apply, and threads take their
+ * parent's age restriction; the bot posts in the thread. A thread whose parent is unknown stands for itself.
+ */
+function placeOfChannel(channel: Channel | null, channelId: string): Place {
+  const thread = channel?.isThread() && channel.parentId !== null ? channel : undefined;
+  const place: Place = thread ? { channelId: thread.parentId!, threadId: thread.id } : { channelId };
+  if (isAgeRestricted(thread ? thread.parent : channel)) place.nsfw = true;
+  return place;
+}
+
+/** A message's place; a thread the bot has not seen created (no THREAD_CREATE: its parent unknown) is fetched first. */
+async function placeOfMessage(message: Message): Promise<Place> {
+  let channel: Channel = message.channel;
+  if (channel.isThread() && channel.parentId === null) channel = await channel.fetch().catch(() => channel);
+  return placeOfChannel(channel, message.channelId);
 }

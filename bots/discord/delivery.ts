@@ -29,8 +29,10 @@ const LOOKBACK_MESSAGES = 50;
 /** Discord caps `nonce` at 25 characters. */
 const NONCE_CHARS = 25;
 
-/** Where a job's status message is: the requester's DM for a private channel's mention-question, else the channel. */
-export const statusChannelOf = (d: DiscordDestination): string => d.dmChannelId ?? d.channelId;
+/** Where the bot posts in the channel asked in: the thread, if it was asked in one (its parent is `channelId`). */
+export const postChannelOf = (d: DiscordDestination): string => d.threadId ?? d.channelId;
+/** Where a job's status message is: the requester's DM for a private channel's mention-question, else where it was asked. */
+export const statusChannelOf = (d: DiscordDestination): string => d.dmChannelId ?? postChannelOf(d);
 
 export const nonceFor = (jobId: string): string => createHash('sha256').update(jobId).digest('hex').slice(0, NONCE_CHARS);
 
@@ -157,7 +159,7 @@ export class DiscordDelivery implements PlatformPort {
     const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery);
     const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
     if (d.replyToMessageId) body.message_reference = { message_id: d.replyToMessageId, fail_if_not_exists: false };
-    await this.rest.post(Routes.channelMessages(d.channelId), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+    await this.rest.post(Routes.channelMessages(postChannelOf(d)), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
   }
 
   /**
@@ -208,7 +210,7 @@ export class DiscordDelivery implements PlatformPort {
     this.log.warn({ jobId, toldInChannel: inServer }, 'the requester does not accept direct messages: the private result was not posted');
     if (!inServer) return;
     const notice = { content: `<@${d.userId}> I couldn't send you your private result: ${DMS_CLOSED_HELP}`, allowed_mentions: { users: [d.userId] }, nonce: nonceFor(jobId), enforce_nonce: true };
-    await this.rest.post(Routes.channelMessages(d.channelId), { body: notice });
+    await this.rest.post(Routes.channelMessages(postChannelOf(d)), { body: notice });
   }
 
   /**
@@ -219,7 +221,7 @@ export class DiscordDelivery implements PlatformPort {
   private async alreadyPosted(d: DiscordDestination, jobId: string): Promise<boolean> {
     let recent: ApiMessage[];
     try {
-      recent = (await this.rest.get(Routes.channelMessages(d.channelId), {
+      recent = (await this.rest.get(Routes.channelMessages(postChannelOf(d)), {
         query: new URLSearchParams({ limit: String(LOOKBACK_MESSAGES) }),
       })) as ApiMessage[];
     } catch (e) {

@@ -54,6 +54,12 @@ export const DiscordDestination = z.strictObject({
    * `channelId` stays the channel asked in, whose settings, limits and retention apply.
    */
   dmChannelId: id.optional(),
+  /**
+   * Asked in a thread (a forum post, a thread under a message): the thread, where the bot replies and posts. A thread
+   * is a channel of its own on Discord, but belongs to `channelId`, its parent, whose settings, limits, allow-list and
+   * checks apply to it, as a Slack thread's channel does.
+   */
+  threadId: id.optional(),
   /** The channel is marked age-restricted (Discord's nsfw flag): the relaxed check policy applies (checks.ageRestricted). */
   nsfw: z.boolean().optional(),
   retentionSeconds: retention,

@@ -10,16 +10,25 @@ const MEMBER_PERMISSIONS = String((1n << 10n) | (1n << 11n));
 /** View Channel | Send Messages | Attach Files | Read Message History | Use Application Commands. */
 const EVERYONE_PERMISSIONS = String((1n << 10n) | (1n << 11n) | (1n << 15n) | (1n << 16n) | (1n << 31n));
 
-/** A server text channel as Discord sends it (GUILD_CREATE, CHANNEL_CREATE, `GET /channels/{id}`). */
+/** A server text channel, or a public thread in one, as Discord sends it (GUILD_CREATE, CHANNEL_CREATE, THREAD_CREATE, `GET /channels/{id}`). */
 export interface FakeChannel {
   id: string;
   name: string;
-  /** Marked age-restricted in the channel's settings. */
+  /** Marked age-restricted in the channel's settings (a thread has no flag of its own: its parent's applies). */
   nsfw: boolean;
+  /** A thread's channel. */
+  parentId?: string;
 }
 
 export function channelJson(guildId: string, channel: FakeChannel): Json {
-  return { id: channel.id, type: 0, guild_id: guildId, name: channel.name, position: 0, permission_overwrites: [], parent_id: null, nsfw: channel.nsfw };
+  if (channel.parentId === undefined) {
+    return { id: channel.id, type: 0, guild_id: guildId, name: channel.name, position: 0, permission_overwrites: [], parent_id: null, nsfw: channel.nsfw };
+  }
+  return {
+    id: channel.id, type: 11, guild_id: guildId, name: channel.name, parent_id: channel.parentId, owner_id: '0', flags: 0,
+    message_count: 0, member_count: 1, rate_limit_per_user: 0, last_message_id: null,
+    thread_metadata: { archived: false, auto_archive_duration: 1440, archive_timestamp: new Date().toISOString(), locked: false },
+  };
 }
 
 /** GUILD_CREATE: the server's text channels, the @everyone role and the bot's own member. */
@@ -48,9 +57,9 @@ export function guildPayload(input: { guildId: string; channels: FakeChannel[]; 
         flags: 0,
       },
     ],
-    channels: input.channels.map((c) => channelJson(input.guildId, c)),
+    channels: input.channels.filter((c) => c.parentId === undefined).map((c) => channelJson(input.guildId, c)),
     members: [{ user: userJson(input.bot), roles: [], joined_at: now, deaf: false, mute: false, flags: 0 }],
-    threads: [],
+    threads: input.channels.filter((c) => c.parentId !== undefined).map((c) => channelJson(input.guildId, c)),
     emojis: [],
     stickers: [],
   };

@@ -365,6 +365,17 @@ export class FakeDiscord {
     return channel.id;
   }
 
+  /**
+   * A public thread in a channel (its id is returned). THREAD_CREATE tells the bot, unless `unseen`: a thread the
+   * bot's cache lacks (created while it was away), whose parent discord.js learns only from `GET /channels/{id}`.
+   */
+  addThread(parentId: string, name: string, options: { unseen?: boolean } = {}): string {
+    const thread: FakeChannel = { id: snowflake(), name, nsfw: false, parentId };
+    this.channels.set(thread.id, thread);
+    if (this.gateway.hasSession && !options.unseen) this.dispatch('THREAD_CREATE', { ...channelJson(this.guildId, thread), newly_created: true });
+    return thread.id;
+  }
+
   /** The user turns off "Allow direct messages from server members": the bot's DMs to them fail (403 50007). */
   closeDirectMessages(user: FakeUser = this.alice): void {
     this.closedDms.add(user.id);
@@ -425,8 +436,9 @@ export class FakeDiscord {
     const json = messageJson(this.visible(message, false), this.messages, omitReferenced ? undefined : (m) => this.visible(m, false));
     if (message.guildId) json.member = { roles: [], joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
     // As Discord does (discord-api-docs #8311): discord.js needs it to build a DM channel it has not cached (0 a
-    // server text channel, 1 a DM); without it a new user's first DM is dropped before any listener sees it.
-    json.channel_type = message.guildId ? 0 : 1;
+    // server text channel, 1 a DM, 11 a public thread); without it a new user's first DM is dropped before any
+    // listener sees it.
+    json.channel_type = message.guildId ? (this.channels.get(message.channelId)?.parentId !== undefined ? 11 : 0) : 1;
     this.dispatch('MESSAGE_CREATE', json);
   }
 

@@ -256,6 +256,48 @@ describe('where and who', () => {
   });
 });
 
+describe('threads', () => {
+  it('/imagine in a thread of an enabled channel: the channel\'s job (its settings and limits), posted in the thread', async () => {
+    const thread = h.fake.addThread(h.fake.channelId, 'ideas');
+    const user = newUser();
+    const job = await queued(imagine('a fox in a thread', user, [], thread));
+    expect(job.destination).toMatchObject({ guildId: h.fake.guildId, channelId: h.fake.channelId, threadId: thread });
+    // the channel's saved settings are the thread's: a private channel makes its threads' results private
+    const channel = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+    await h.core.settings.set('channel', channel, { private: true });
+    try {
+      const quiet = imagine('a private fox in a thread', user, [], thread);
+      expect((await queued(quiet)).destination).toMatchObject({ channelId: h.fake.channelId, threadId: thread, private: true });
+      expect(quiet.callbacks[0]).toMatchObject({ type: 5, data: { flags: EPHEMERAL } });
+    } finally {
+      await h.core.settings.reset('channel', channel);
+    }
+  });
+
+  it('a mention in a thread: the status reply in the thread, the channel\'s job; also in a thread the bot never saw created', async () => {
+    const user = newUser();
+    for (const thread of [h.fake.addThread(h.fake.channelId, 'seen'), h.fake.addThread(h.fake.channelId, 'unseen', { unseen: true })]) {
+      const m = h.fake.postUserMessage({ content: `what is in thread ${thread}?`, author: user, mentionBot: true, channelId: thread, attachments: [attachment()] });
+      const job = await queued(jobIdFor('discord', m.id));
+      const status = repliesTo(m)[0]!;
+      expect(status.channelId).toBe(thread);
+      expect(job.destination).toMatchObject({ channelId: h.fake.channelId, threadId: thread, replyToMessageId: m.id, statusMessageId: status.id });
+    }
+  });
+
+  it('a thread takes its channel\'s age restriction and allow-list: marked under an age-restricted one, refused and ignored under a closed one', async () => {
+    const user = newUser();
+    const dark = h.fake.addThread(adults, 'dark');
+    expect((await queued(imagine('a dark thread', user, [], dark))).destination).toMatchObject({ channelId: adults, threadId: dark, nsfw: true });
+    const shut = h.fake.addThread(closedChannel, 'shut');
+    expect(await toldPrivately(imagine('not here', user, [], shut))).toBe("This bot isn't enabled in this server or channel.");
+    const m = h.fake.postUserMessage({ content: 'in a closed thread?', author: user, mentionBot: true, channelId: shut, attachments: [attachment()] });
+    await sentinel(user);
+    expect(repliesTo(m)).toEqual([]);
+    expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
+  });
+});
+
 describe('context menus and the ask modal', () => {
   it('the modal asks for one required question of at most the configured length; a second submit fetches the message again', async () => {
     const user = newUser();

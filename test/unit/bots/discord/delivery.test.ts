@@ -109,6 +109,29 @@ describe('DiscordDelivery', () => {
     expect(fake.channelMessages().filter((m) => m.content.includes('a private fox'))).toHaveLength(1);
   });
 
+  it('a job asked in a thread: an expired token posts into the thread (a repeat finds it there), a mention\'s status message is edited there, a DM refusal is told there', async () => {
+    const thread = fake.addThread(fake.channelId, 'ideas');
+    const inThread = (m: { channelId: string }) => m.channelId === thread;
+    const { interaction, destination } = await deferred();
+    fake.expireToken(interaction.token);
+    const d: DiscordDestination = { ...destination, threadId: thread };
+    await port().deliver(result('j-thread', d, 'a fox in a thread'), png);
+    await port().deliver(result('j-thread', d, 'a fox in a thread'), png); // another process, after the nonce window: found by its buttons
+    expect([...fake.messages.values()].filter((m) => m.content.includes('a fox in a thread')).map(inThread)).toEqual([true]);
+    expect(fake.requestsTo('GET', new RegExp(`/channels/${thread}/messages$`)).length).toBeGreaterThanOrEqual(2);
+
+    const question = fake.postUserMessage({ content: 'q', mentionBot: true, channelId: thread });
+    const status = (await client.rest.post(`/channels/${thread}/messages`, { body: { content: '⏳', message_reference: { message_id: question.id } } })) as { id: string };
+    const mention: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, threadId: thread, userId: fake.alice.id, applicationId: fake.appId, replyToMessageId: question.id, statusMessageId: status.id };
+    await port().deliver({ ...result('j-thread-ask', mention), kind: 'ask', image: undefined, answer: { text: 'A threaded fox.', tokenCount: 3 } }, undefined);
+    expect(fake.messages.get(status.id)!.content).toBe('A threaded fox.');
+
+    const dave = fake.user('dave');
+    fake.closeDirectMessages(dave);
+    await port().deliver(result('j-thread-private', { ...mention, userId: dave.id, replyToMessageId: undefined, statusMessageId: undefined, private: true }), png);
+    expect([...fake.messages.values()].filter((m) => m.content.startsWith(`<@${dave.id}> I couldn't send you`)).map(inThread)).toEqual([true]);
+  });
+
   it('past interactionTokenTtlMs it posts to the channel without trying the token', async () => {
     const { interaction, destination } = await deferred();
     await port().deliver(result('j-old', { ...destination, interactionAt: Date.now() - 20 * 60_000 }, 'an old fox'), png);
