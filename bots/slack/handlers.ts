@@ -272,7 +272,14 @@ export function registerHandlers(deps: HandlerDeps): void {
       if (scope === 'channel' && !(await isAdmin(client, origin.userId))) return origin.tellPrivately("Only workspace admins can change this channel's defaults.");
       const now = await core.settings.get(scope, destinationOf(origin));
       const target: SettingsTarget = { scope, teamId: origin.teamId, channelId: origin.channelId };
-      await client.views.open({ trigger_id: command.trigger_id, view: settingsModal(target, now, config) as never });
+      try {
+        await client.views.open({ trigger_id: command.trigger_id, view: settingsModal(target, now, config) as never });
+      } catch (e) {
+        // Slack lets a command open a window for 3 s; reading the saved values took longer (Redis failing over, or down)
+        if (slackError(e) !== 'expired_trigger_id') throw e;
+        log.warn({ user: origin.userId }, 'the settings window was not opened in time (Slack allows 3 s)');
+        await origin.tellPrivately(`I took too long to open the settings window (Slack allows 3 seconds). Please run ${SETTINGS_COMMAND} again.`);
+      }
     });
   });
 

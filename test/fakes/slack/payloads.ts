@@ -3,7 +3,7 @@
 // @slack/bolt's types (SlashCommand, EnvelopedEvent, AppMentionEvent, BlockAction, MessageShortcut).
 import { randomUUID } from 'node:crypto';
 import type { FakeSlack } from './server.ts';
-import { fileJson, messageJson, type FakeFile, type FakeMessage } from './store.ts';
+import { fileJson, messageJson, triggerId, type FakeFile, type FakeMessage } from './store.ts';
 
 export type SlashCommandFields = Record<'token' | 'team_id' | 'team_domain' | 'channel_id' | 'channel_name' | 'user_id' | 'user_name' | 'command' | 'text' | 'api_app_id' | 'is_enterprise_install' | 'response_url' | 'trigger_id', string>;
 
@@ -21,7 +21,7 @@ export function slashCommand(fake: FakeSlack, f: { command?: string; text: strin
     api_app_id: fake.appId,
     is_enterprise_install: 'false',
     response_url: `${fake.origin}/response/${randomUUID()}`,
-    trigger_id: `trig-${randomUUID()}`,
+    trigger_id: triggerId(),
   };
 }
 
@@ -62,7 +62,7 @@ export function blockAction(fake: FakeSlack, f: { user: string; message: FakeMes
     api_app_id: fake.appId,
     token: 'legacy-verification-token',
     container: { type: 'message', message_ts: f.message.ts, channel_id: f.message.channel, is_ephemeral: false, thread_ts: f.message.thread_ts },
-    trigger_id: `trig-${randomUUID()}`,
+    trigger_id: triggerId(),
     team: { id: fake.teamId, domain: 'fake' },
     channel: { id: f.message.channel, name: 'general' },
     message: messageJson(f.message, false),
@@ -84,7 +84,7 @@ export function messageShortcut(fake: FakeSlack, f: { user: string; message: Fak
   return {
     type: 'message_action',
     callback_id: f.callbackId,
-    trigger_id: `trig-${randomUUID()}`,
+    trigger_id: triggerId(),
     message_ts: f.message.ts,
     response_url: `${fake.origin}/response/${randomUUID()}`,
     team: { id: fake.teamId, domain: 'fake' },
@@ -103,7 +103,7 @@ export function viewSubmission(fake: FakeSlack, f: { user: string; view: Record<
     user: { id: f.user, username: f.user.toLowerCase(), team_id: fake.teamId },
     api_app_id: fake.appId,
     token: 'legacy-verification-token',
-    trigger_id: `trig-${randomUUID()}`,
+    trigger_id: triggerId(),
     view: { id: `V${randomUUID().slice(0, 8)}`, team_id: fake.teamId, type: 'modal', ...f.view, state: { values: f.values }, hash: 'h', app_id: fake.appId, bot_id: fake.botId },
     response_urls: [],
   };

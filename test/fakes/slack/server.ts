@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SocketModeLink, type EnvelopeType, type SentEnvelope } from './socket-mode.ts';
-import { SlackStore, fileJson, messageJson, type FakeFile, type FakeMessage } from './store.ts';
+import { SlackStore, fileJson, messageJson, triggerExpired, type FakeFile, type FakeMessage } from './store.ts';
 
 export interface FakeSlackOptions {
   botToken?: string;
@@ -383,7 +383,9 @@ export class FakeSlack {
         const u = s.users.get(String(args.user));
         return u ? { ok: true, user: { ...u, team_id: this.teamId } } : { ok: false, error: 'user_not_found' };
       },
-      'views.open': (args) => ({ ok: true, view: { id: `V${s.nextTs().replace('.', '')}`, ...(args.view as Record<string, unknown>) } }),
+      'views.open': (args) => (triggerExpired(String(args.trigger_id))
+        ? { ok: false, error: 'expired_trigger_id' }
+        : { ok: true, view: { id: `V${s.nextTs().replace('.', '')}`, ...(args.view as Record<string, unknown>) } }),
     };
   }
 }

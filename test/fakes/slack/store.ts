@@ -126,3 +126,11 @@ export function messageJson(m: FakeMessage, withMetadata: boolean): Record<strin
     ...(withMetadata && metadata ? { metadata } : {}),
   };
 }
+
+/** Slack lets a trigger open a modal for 3 s (`views.open` → expired_trigger_id): the fake's carry their issue time. */
+export const TRIGGER_TTL_MS = 3_000;
+export const triggerId = (): string => `trig-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+export const triggerExpired = (trigger: string): boolean => {
+  const issued = Number(/^trig-(\d+)-/.exec(trigger)?.[1]);
+  return !Number.isFinite(issued) || Date.now() - issued > TRIGGER_TTL_MS;
+};

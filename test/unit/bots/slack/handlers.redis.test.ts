@@ -251,6 +251,18 @@ describe('/blip3o-settings', () => {
     expect(bad.ack).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/^Usage:/) });
   });
 
+  it('a settings window Slack no longer lets open (its 3 s trigger spent on a slow Redis): the user is asked to run the command again', async () => {
+    const get = h.core.settings.get;
+    h.core.settings.get = async (...args) => { await new Promise((r) => setTimeout(r, 3_500)); return get.apply(h.core.settings, args); };
+    try {
+      const { payload } = await command('', newUser(), '/blip3o-settings');
+      expect(await toldVia(payload.response_url, 'the answer')).toBe('I took too long to open the settings window (Slack allows 3 seconds). Please run /blip3o-settings again.');
+      expect(loggedAs('the settings window was not opened in time (Slack allows 3 s)')).toHaveLength(1);
+    } finally {
+      h.core.settings.get = get;
+    }
+  }, 20_000);
+
   it('a submitted modal is saved for its target and confirmed in its channel; a bad value is shown under its field; unreadable metadata is ignored', async () => {
     const before = h.fake.apiCalls('views.open').length;
     await command('channel', ADMIN, '/blip3o-settings');
