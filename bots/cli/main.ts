@@ -69,6 +69,7 @@ async function main(): Promise<number> {
     jobId = reply.jobId;
     if (stopRequested) cancel(); // the signal came while the job was being submitted
     if (reply.position > 0) await port.showProgress(destination, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: reply.position });
+    if (reply.note) console.error(reply.note); // no worker running: `npm run worker`
     const { result, path } = await port.waitFor(reply.jobId, out);
     if (result.status === 'succeeded') {
       if (result.answer) console.log(result.answer.text);

@@ -137,6 +137,8 @@ interface Served {
 
 /** A queued reply for a job a worker took before the reply was made: its progress says the rest. */
 export const STARTED_TEXT = 'Started.';
+/** After a queued job's place in line while no worker is ready (none running, or a first start still converting the model). */
+export const NO_WORKER_NOTE = 'No GPU worker is running right now; your request starts as soon as one is.';
 export const CACHED_TEXT = 'Found in the cache: delivering the earlier identical result, no GPU time used.';
 export const JOINED_TEXT = 'An identical request is already queued or running; you will get its result too, without a second run.';
 
@@ -365,7 +367,7 @@ export function createCore(options: CoreOptions): Core {
     if (existing) {
       // A duplicate of an interaction we already accepted: same job, no second admission.
       const position = (await queuePosition(redis, queue, id)) ?? 0;
-      return queuedReply(id, position);
+      return await queuedReply(id, position);
     }
     if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };
     // A channel's retention TTL travels with the job, so the worker and every bot instance honour it (src/jobs/retention.ts).
@@ -431,7 +433,7 @@ export function createCore(options: CoreOptions): Core {
       if ((await gate.scheduler.position(id)).state === 'held')
         return { kind: 'queued', jobId: id, position: 0, text: 'Queued. An admin paused this channel; your request waits until they resume it.' };
     }
-    return queuedReply(id, position);
+    return await queuedReply(id, position);
   }
 
   async function failFollowers(digest: string, request: JobRequest, message: string): Promise<number> {
@@ -449,9 +451,12 @@ export function createCore(options: CoreOptions): Core {
     return followers;
   }
 
-  function queuedReply(jobId: string, position: number): Reply {
-    const text = position > 0 ? queuedLine(position) : STARTED_TEXT;
-    return { kind: 'queued', jobId, position, text };
+  /** A queued job's answer: its place in line (or "Started."), and whether any worker is there to run it. */
+  async function queuedReply(jobId: string, position: number): Promise<Reply> {
+    if (position === 0) return { kind: 'queued', jobId, position, text: STARTED_TEXT };
+    // a worker that cannot be asked about counts as there: only a known absence is worth telling
+    if ((await cache.readyWorkers().catch(() => 1)) === 0) return { kind: 'queued', jobId, position, text: `${queuedLine(position)} ${NO_WORKER_NOTE}`, note: NO_WORKER_NOTE };
+    return { kind: 'queued', jobId, position, text: queuedLine(position) };
   }
 
   async function cancel(inv: Invocation, jobId: string): Promise<Reply> {

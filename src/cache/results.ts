@@ -167,7 +167,7 @@ type CacheConfig = Pick<Config, 'queue' | 'cache' | 'limits'>;
 export class ResultCache {
   private readonly r: Redis & CacheCommands;
   private readonly T: string;
-  private view: { at: number; value: ModelView } | undefined;
+  private view: { at: number; value: ModelView; workers: number } | undefined;
   /** Called once per lookup (bots/main.ts counts them in /metrics). */
   observer: ((outcome: LookupOutcome) => void) | undefined;
 
@@ -191,8 +191,14 @@ export class ResultCache {
     const members = await this.r.blip3oCacheModels(`${this.T}:models`);
     const hashes = [...new Set(members.map((m) => m.split('\n')[0]!))].sort();
     const value: ModelView = hashes.length === 0 ? { state: 'none' } : hashes.length === 1 ? { state: 'one', manifestHash: hashes[0]! } : { state: 'differ', manifestHashes: hashes };
-    this.view = { at: Date.now(), value };
+    this.view = { at: Date.now(), value, workers: members.length };
     return value;
+  }
+
+  /** How many workers are ready (each publishes its model once it takes jobs), as of the last read of models(). */
+  async readyWorkers(): Promise<number> {
+    await this.models();
+    return this.view!.workers;
   }
 
   /** A worker says which model it runs; call every cache.manifestRefreshMs (the entry lives 3 periods). */

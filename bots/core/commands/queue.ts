@@ -16,6 +16,8 @@ export interface QueueDeps extends AdminDeps {
   readonly redis: Redis;
   /** Tell the identical requests that joined a removed job (single flight, bots/core/submit.ts). */
   releaseFollowers?(request: JobRequest, result: JobResult): Promise<number>;
+  /** The workers that take jobs now (src/cache/results.ts: each publishes its model while it runs). */
+  readonly cache?: { readyWorkers(): Promise<number> };
 }
 
 async function status(deps: QueueDeps, inv: Invocation): Promise<string> {
@@ -29,6 +31,9 @@ async function status(deps: QueueDeps, inv: Invocation): Promise<string> {
   const mine = channels.filter((c) => c.channelKey.startsWith(prefix));
   if (!mine.some((c) => c.channelKey === own)) mine.unshift({ channelKey: own, queued: 0, paused: false });
   const lines = [`Queue: ${counts.active ?? 0} running, ${waiting} waiting in ${channels.filter((c) => c.queued > 0).length} channels.`];
+  const workers = await deps.cache?.readyWorkers().catch(() => undefined);
+  if (workers === 0) lines.push('No GPU worker is ready: jobs wait until one is (a worker\'s first start downloads and converts the model first).');
+  else if (workers !== undefined) lines.push(`GPU workers ready: ${workers}.`);
   for (const c of mine) {
     const { limit } = await limiter.channelLimit(c.channelKey);
     const usage = await limiter.usage('channel', c.channelKey, limit);

@@ -25,6 +25,7 @@ const blobKeys = (c: Core) => h.redis.keys(`${c.config.queue.prefix}:blob:input:
 describe('single flight', () => {
   it('an identical request joins the queued one: no job, no slot; a repeat of it and a re-roll of it still work', async () => {
     const c = core({}, { limits: { user: { ...OPEN_LIMIT, maxConcurrent: 1 } } });
+    await c.cache.publishModel('a-model', 'a-worker'); // a worker is running
     const first = await c.handle(inv(imagine()));
     expect(first).toMatchObject({ kind: 'queued', position: 1 });
     const second = inv(imagine(' a  fox ')); // the same request once normalised

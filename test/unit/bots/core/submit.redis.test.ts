@@ -16,6 +16,7 @@ const imagine = (prompt = 'a fox'): Invocation['input'] => ({ command: 'imagine'
 describe('core.handle: submissions', () => {
   it('queues an imagine under the id derived from the interaction, and says its place in line', async () => {
     const c = core();
+    await c.cache.publishModel('a-model', 'a-worker'); // a worker is running
     const first = inv(imagine('a red fox'));
     const reply = await c.handle(first);
     const id = jobIdFor('discord', first.dedupeKey);
@@ -29,6 +30,15 @@ describe('core.handle: submissions', () => {
       'Queued: 2nd in line.', 'Queued: 3rd in line.', 'Queued: 4th in line.', 'Queued: 10th in line.', 'Queued: 11th in line.', 'Queued: 12th in line.', 'Queued: 13th in line.',
       'Queued: 21st in line.', 'Queued: 22nd in line.', // only 11-13 are "th" whatever their last digit
     ]);
+  });
+
+  it('says so when no worker is running (none has published its model lately), on a duplicate too', async () => {
+    const c = core(); // a prefix of its own: no worker has published there
+    const first = inv(imagine('a lonely fox'));
+    const reply = await c.handle(first);
+    const note = 'No GPU worker is running right now; your request starts as soon as one is.';
+    expect(reply).toEqual({ kind: 'queued', jobId: jobIdFor('discord', first.dedupeKey), position: 1, text: `Queued: 1st in line. ${note}`, note });
+    expect(await c.handle({ ...first })).toEqual(reply);
   });
 
   it('makes one job of a duplicate interaction, admitted once', async () => {

@@ -78,6 +78,8 @@ describe('slash commands', () => {
     } satisfies DiscordDestination);
     const shown = await h.fake.waitFor(() => (h.fake.original(i)?.content.startsWith('⏳ Queued') ? h.fake.original(i) : undefined), 10_000, 'the place in line');
     expect(JSON.stringify(shown.components)).toContain(buttonId('cancel', jobIdFor('discord', i.id)));
+    // no worker in this file: the core says so after the place in line
+    expect(shown.content).toMatch(/^⏳ Queued: \d+(st|nd|rd|th) in line\. No GPU worker is running right now; your request starts as soon as one is\.$/);
   });
 
   it('a bad option is a private reply before any defer; nothing is queued', async () => {
@@ -213,6 +215,8 @@ describe('slash commands', () => {
     expect(await toldPrivately(dm)).toBe('Admin commands work in servers only.');
     const member = h.fake.slashCommand({ name: 'blip3o-admin', options: admin });
     expect(await toldPrivately(member)).toBe('You need the Manage Server permission for this.');
+    const status = h.fake.slashCommand({ name: 'blip3o-admin', options: admin, memberPermissions: MANAGE_GUILD });
+    expect((await toldPrivately(status)).split('\n')[1]).toBe('No GPU worker is ready: jobs wait until one is (a worker\'s first start downloads and converts the model first).');
     const usage = h.fake.slashCommand({ name: 'blip3o-admin', options: [{ name: 'usage', type: 1, options: [{ name: 'days', type: 4, value: 1 }] }], memberPermissions: MANAGE_GUILD });
     const report = await h.fake.waitFor(() => (h.fake.original(usage)?.attachments.length ? h.fake.original(usage) : undefined), 10_000, 'the report');
     expect(usage.callbacks[0]).toMatchObject({ type: 5, data: { flags: EPHEMERAL } });

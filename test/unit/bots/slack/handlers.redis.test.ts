@@ -79,6 +79,8 @@ describe('/imagine', () => {
     expect(job.destination).toEqual({ platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user, threadTs: status.ts, statusMessageTs: status.ts, responseUrl: payload.response_url });
     expect(status.blocks).toEqual(expect.arrayContaining([expect.objectContaining({ block_id: 'status' })]));
     await h.fake.waitFor(() => (/Queued: \d+(st|nd|rd|th) in line/.test(h.fake.store.find(CHANNEL, status.ts)?.text ?? '') ? true : undefined), 10_000, 'the place in line');
+    // no worker in this file: the core says so after the place in line
+    expect(h.fake.store.find(CHANNEL, status.ts)?.text).toMatch(/^Queued: \d+(st|nd|rd|th) in line\. No GPU worker is running right now; your request starts as soon as one is\.$/);
     expect(headlineOf(h.fake.store.find(CHANNEL, status.ts))).toBe(':art: a quiet lake'); // the prompt heads it
   });
 

@@ -167,6 +167,7 @@ describe('/blip3o-admin queue', () => {
         if (r.kind !== 'queued') throw new Error(`not queued: ${JSON.stringify(r)}`);
         return r.jobId;
       };
+      await q.cache.publishModel('a-model', 'a-worker'); // the worker that holds the running job
       const runningId = await submit(discord('QR', 'u0', 'gq'));
       await holder.took(runningId);
       await q.gate.scheduler.pause('discord:gq:QA');
@@ -178,6 +179,7 @@ describe('/blip3o-admin queue', () => {
       const idle = await status(discord('QIDLE', 'mod', 'gq'));
       expect(idle.split('\n')).toEqual([
         'Queue: 1 running, 5 waiting in 3 channels.',
+        'GPU workers ready: 1.',
         'this channel: 0 waiting; 10 of 10 requests available now; 0 jobs queued or running',
         'discord:gq:QA: 2 waiting (paused); 8 of 10 requests available now; 2 jobs queued or running',
         'discord:gq:QB: 2 waiting (paused); 8 of 10 requests available now; 2 jobs queued or running',
@@ -186,7 +188,7 @@ describe('/blip3o-admin queue', () => {
       // From a channel with jobs: that channel once, named "this channel", in its place.
       const fromQA = (await status(discord('QA', 'mod', 'gq'))).split('\n');
       expect(fromQA.filter((l) => l.startsWith('this channel'))).toEqual(['this channel: 2 waiting (paused); 8 of 10 requests available now; 2 jobs queued or running']);
-      expect(fromQA).toHaveLength(4);
+      expect(fromQA).toHaveLength(5); // the totals, the workers, three channels
       expect(fromQA.join('\n')).not.toContain('gq-other');
     } finally {
       await holder.close();
