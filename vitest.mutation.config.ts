@@ -23,6 +23,8 @@ const tests: Record<string, string[]> = {
   slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/port.redis.test.ts'],
   // the Slack listeners through real Bolt and the fake Slack, no worker
   handlers: ['test/unit/bots/slack/handlers.redis.test.ts'],
+  // the progress relay on Redis with recording ports (not progress-takeover/-multi: bot and worker processes)
+  progress: ['test/unit/bots/core/progress-relay.redis.test.ts'],
   // the Discord gateway glue through real discord.js and the fake Discord, no worker
   gateway: ['test/unit/bots/discord/adapter.redis.test.ts'],
   // what users type, checked: on its own and through the core's submit paths
