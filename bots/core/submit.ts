@@ -54,6 +54,7 @@ import { startDeliveryWorker } from './delivery.ts';
 import { checksCommand } from './commands/checks.ts';
 import { limitsCommand } from './commands/limits.ts';
 import { queueCommand } from './commands/queue.ts';
+import { within } from './deadline.ts';
 import { budgetCommand, usageCommand } from './commands/usage.ts';
 import { stripControlChars } from './plain-text.ts';
 import { queuedLine } from './stage-labels.ts';
@@ -506,22 +507,14 @@ export function createCore(options: CoreOptions): Core {
     async displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames> {
       const port = portFor(destination);
       if (!port?.displayNames) return NO_NAMES;
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<DisplayNames>((resolve) => {
-        timer = setTimeout(() => {
-          log.warn({ platform: destination.platform, timeoutMs: NAMES_TIMEOUT_MS }, 'the platform did not name the usage report\'s channels and users in time: showing ids');
-          resolve(NO_NAMES);
-        }, NAMES_TIMEOUT_MS);
-      });
       const named = port.displayNames(destination, ids).catch((e: unknown) => {
         log.warn({ platform: destination.platform, err: asAppError(e).message }, 'naming the usage report\'s channels and users failed: showing ids');
         return NO_NAMES;
       });
-      try {
-        return await Promise.race([named, late]);
-      } finally {
-        clearTimeout(timer);
-      }
+      const names = await within(named, NAMES_TIMEOUT_MS);
+      if (names) return names;
+      log.warn({ platform: destination.platform, timeoutMs: NAMES_TIMEOUT_MS }, 'the platform did not name the usage report\'s channels and users in time: showing ids');
+      return NO_NAMES;
     },
 
     async handle(inv: Invocation): Promise<Reply> {

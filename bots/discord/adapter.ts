@@ -35,6 +35,7 @@ import { createLogger, type Logger } from '../../src/log.ts';
 import type { Adapter } from '../core/adapter.ts';
 import type { CommandInput, Invocation, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
+import { within } from '../core/deadline.ts';
 import { parseDuration } from '../core/settings.ts';
 import { adminInput } from './admin.ts';
 import { checkBeforeDownload, downloadImage, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
@@ -575,17 +576,6 @@ export class DiscordAdapter implements Adapter {
     // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound (5,000 ids), not behaviour a test can see
     if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!);
     return true;
-  }
-}
-
-/** `promise`'s value if it settles within `ms`, else undefined (it goes on; await it again for the value). */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms, undefined)));
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
