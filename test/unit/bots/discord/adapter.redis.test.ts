@@ -2,13 +2,13 @@
 // Discord, the real core on Redis. What each slash command, context menu, modal, button and mention answers, and the
 // request each one queues (jobs stay queued: no worker takes them). The end-to-end paths with a worker are in
 // test/integration/discord*.redis.test.ts; these are fast enough for the `gateway` mutation group.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buttonId, settingsButtonId } from '../../../../bots/discord/custom-ids.ts';
 import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
-import { MESSAGE_CONTENT_HELP } from '../../../../bots/discord/adapter.ts';
+import { DiscordAdapter } from '../../../../bots/discord/adapter.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
 import { messageJson } from '../../../fakes/discord/messages.ts';
 import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/discord/server.ts';
@@ -22,14 +22,27 @@ let closedChannel: string;
 /** A channel marked age-restricted (nsfw), where the bot is enabled too. */
 let adults: string;
 
-beforeAll(async () => {
+/**
+ * A harness that fails to start fails every test: a failing beforeAll only skips them, and a mutation run reads a run
+ * without a failed test as the mutant surviving.
+ */
+const startFailures: unknown[] = [];
+async function starting(start: () => Promise<void>): Promise<void> {
+  await start().catch((e: unknown) => void startFailures.push(e));
+}
+beforeEach(() => {
+  if (startFailures.length > 0) throw startFailures[0];
+});
+
+beforeAll(() => starting(async () => {
   h = await startDiscordHarness({ worker: false, config: (fake) => {
     adults = fake.addChannel('adults', { nsfw: true });
-    return { discord: { allowedChannelIds: [fake.channelId, adults] } };
+    // smaller than understanding.maxInputImageBytes (20 MiB): the smaller of the two is the limit
+    return { discord: { allowedChannelIds: [fake.channelId, adults], maxAttachmentBytes: 8 * 2 ** 20 } };
   } });
   closedChannel = h.fake.addChannel('closed');
   png = await samplePng(24);
-}, 60_000);
+}), 60_000);
 afterAll(async () => h?.stop(), 30_000);
 
 /** A fresh user per test: limits and saved settings are per user. */
@@ -134,6 +147,18 @@ describe('slash commands', () => {
     expect(blank.callbacks).toHaveLength(1);
   });
 
+  it('an image over the smaller of the two size limits (discord.maxAttachmentBytes here) is refused before downloading, by /ask and by the Ask menu', async () => {
+    const user = newUser();
+    const big = h.fake.addAttachment({ bytes: png, filename: 'big.png', contentType: 'image/png', size: 9 * 2 ** 20 });
+    const ask = h.fake.slashCommand({ name: 'ask', user, options: [{ name: 'image', type: 11, value: big.id }, { name: 'question', type: 3, value: 'what?' }], attachments: [big] });
+    expect(await toldPrivately(ask)).toBe('big.png is 9.0 MiB; the limit is 8.0 MiB.');
+    const message = h.fake.postUserMessage({ content: 'a big one', author: h.fake.bot, attachments: [big], silent: true });
+    const menu = h.fake.contextMenu({ name: 'Ask about this image', target: message, user });
+    expect(await toldPrivately(menu)).toBe('big.png is 9.0 MiB; the limit is 8.0 MiB.');
+    expect(menu.callbacks.map((c) => c.type)).toEqual([4]); // no modal
+    expect(h.fake.requestsTo('GET', /\/attachments\/.*big\.png$/)).toEqual([]);
+  });
+
   it('/describe queues a describe of the attached image', async () => {
     const photo = attachment();
     const i = h.fake.slashCommand({ name: 'describe', user: newUser(), options: [{ name: 'image', type: 11, value: photo.id }], attachments: [photo] });
@@ -147,6 +172,7 @@ describe('slash commands', () => {
     const answer = await toldPrivately(set);
     expect(set.callbacks[0]).toMatchObject({ type: 5, data: { flags: EPHEMERAL } });
     expect(answer).toMatch(/steps/i);
+    expect(h.fake.requestsTo('PATCH', new RegExp(`/webhooks/\\d+/${set.token}/messages/@original$`)).at(-1)!.body).toMatchObject({ allowed_mentions: { parse: [] } });
     expect(await h.core.settings.get('user', here)).toMatchObject({ steps: 9, private: true });
     expect(JSON.stringify(h.fake.original(set)!.components)).toContain(settingsButtonId({ scope: 'user', action: 'private-off' }));
 
@@ -231,7 +257,10 @@ describe('where and who', () => {
   it('in a channel the bot is not enabled in, /settings, the Ask menu, the settings buttons and Cancel are refused too', async () => {
     const user = newUser();
     const refusal = "This bot isn't enabled in this server or channel.";
-    expect(await toldPrivately(h.fake.slashCommand({ name: 'settings', user, channelId: closedChannel }))).toBe(refusal);
+    const settings = h.fake.slashCommand({ name: 'settings', user, channelId: closedChannel, options: [{ name: 'steps', type: 4, value: 3 }] });
+    expect(await toldPrivately(settings)).toBe(refusal);
+    await settle();
+    expect(settings.callbacks).toHaveLength(1); // refused, and nothing after
     const there = h.fake.postUserMessage({ content: 'x', author: h.fake.bot, channelId: closedChannel, attachments: [attachment()], silent: true });
     expect(await toldPrivately(h.fake.contextMenu({ name: 'Ask about this image', target: there, user }))).toBe(refusal);
     expect(await toldPrivately(h.fake.pressButton(there, settingsButtonId({ scope: 'user', action: 'private-on' }), user))).toBe(refusal);
@@ -315,6 +344,12 @@ describe('context menus and the ask modal', () => {
     const fetched = h.fake.requestsTo('GET', new RegExp(`/channels/${h.fake.channelId}/messages/${target.id}$`)).length;
     await queued(h.fake.submitModal(menu, { question: 'second?' })); // the remembered target was used once: fetched now
     expect(h.fake.requestsTo('GET', new RegExp(`/channels/${h.fake.channelId}/messages/${target.id}$`)).length).toBe(fetched + 1);
+    // fetched again, it is checked as the menu checked it: the first image of the message, within the limits
+    const pdf = attachment(new TextEncoder().encode('%PDF-1.7'), 'notes.pdf', 'application/pdf');
+    target.attachments = [pdf, attachment()];
+    expect((await queued(h.fake.submitModal(menu, { question: 'fourth?' }))).kind).toBe('ask');
+    target.attachments = [h.fake.addAttachment({ bytes: png, filename: 'huge.png', contentType: 'image/png', size: 9 * 2 ** 20 })];
+    expect(await toldPrivately(h.fake.submitModal(menu, { question: 'fifth?' }))).toBe('huge.png is 9.0 MiB; the limit is 8.0 MiB.');
     h.fake.messages.delete(target.id);
     expect(await toldPrivately(h.fake.submitModal(menu, { question: 'third?' }))).toBe('That message has no image I can read any more.');
   });
@@ -396,6 +431,15 @@ describe('buttons', () => {
     const inDm = h.fake.postUserMessage({ content: 'a private kite', author: h.fake.bot, channelId: h.fake.dmChannel(user), guildId: null, attachments: [attachment()], silent: true });
     const reroll = h.fake.pressButton(inDm, buttonId('reroll', jobId), user);
     expect((await queued(reroll)).destination).toMatchObject({ guildId: h.fake.guildId, channelId: h.fake.channelId, private: true });
+    expect(reroll.callbacks[0]).toEqual({ type: 5, data: { flags: EPHEMERAL } }); // the whole exchange private
+    // Pressed in a server channel, a button's job is that channel's, even on one's own private job of another channel
+    await h.core.settings.set('user', here, { private: true });
+    const elsewhere = imagine('a private kite for adults', user, [], adults);
+    await queued(elsewhere);
+    await h.core.settings.set('user', here, { private: false });
+    const inChannel = h.fake.postUserMessage({ content: 'a private kite for adults', author: h.fake.bot, attachments: [attachment()], silent: true });
+    const pressedHere = h.fake.pressButton(inChannel, buttonId('reroll', jobIdFor('discord', elsewhere.id)), user);
+    expect((await queued(pressedHere)).destination).toMatchObject({ guildId: h.fake.guildId, channelId: h.fake.channelId });
     const someoneElse = newUser();
     const theirs = h.fake.pressButton({ ...inDm, channelId: h.fake.dmChannel(someoneElse) }, buttonId('reroll', jobId), someoneElse);
     expect((await queued(theirs)).destination).toMatchObject({ guildId: null, channelId: h.fake.dmChannel(someoneElse) }); // not their job: their DM's
@@ -427,6 +471,16 @@ describe('mentions', () => {
     h.fake.dispatch('MESSAGE_CREATE', { ...messageJson(m, h.fake.messages), member: { roles: [], joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 } }); // replayed
     await sentinel(user);
     expect(repliesTo(m)).toHaveLength(1);
+  });
+
+  it('a mention whose question is empty is answered in a reply that pings no one; nothing is queued', async () => {
+    const user = newUser();
+    const m = h.fake.postUserMessage({ content: '', author: user, mentionBot: true, attachments: [attachment()] });
+    const told = await h.fake.waitFor(() => repliesTo(m)[0], 10_000, 'the answer');
+    expect(told.content).toMatch(/question/i);
+    expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.channelId}/messages$`)).find((r) => (r.body as { message_reference?: { message_id?: string } }).message_reference?.message_id === m.id)?.body)
+      .toMatchObject({ allowed_mentions: { parse: [], replied_user: false } });
+    expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
   });
 
   it('a refusal of the core is written into the status message, pinging no one', async () => {
@@ -476,6 +530,12 @@ describe('mentions', () => {
     const job = await queued(jobIdFor('discord', m.id));
     expect(job).toMatchObject({ kind: 'ask', question: 'what is in this?' });
     expect(job.destination).toMatchObject({ guildId: null, channelId: dm, userId: user.id, replyToMessageId: m.id });
+    // private results change nothing in a DM: the answer is a reply there, not another DM
+    await h.core.settings.set('user', { platform: 'discord', guildId: null, channelId: dm, userId: user.id, applicationId: h.fake.appId }, { private: true });
+    const again = h.fake.postUserMessage({ content: 'and privately?', author: user, channelId: dm, guildId: null, attachments: [attachment()] });
+    const second = (await queued(jobIdFor('discord', again.id))).destination;
+    expect(second).toMatchObject({ channelId: dm, replyToMessageId: again.id });
+    expect(second).not.toHaveProperty('dmChannelId');
   });
 
   it('an age-restricted channel marks its jobs (its relaxed checks apply): /imagine, a mention, a private mention in the DM, a Re-roll from the DM', async () => {
@@ -506,6 +566,21 @@ describe('mentions', () => {
     expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
   });
 
+  it('in a private channel, a DM the bot cannot send for another reason is "Something went wrong" in the channel, not the DM help', async () => {
+    const user = newUser();
+    const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+    await h.core.settings.set('channel', here, { private: true });
+    h.fake.injectFault({ method: 'POST', path: new RegExp(`/channels/${h.fake.dmChannel(user)}/messages$`), status: 403, code: 50001, message: 'Missing Access' });
+    try {
+      const m = h.fake.postUserMessage({ content: 'and with no access?', author: user, mentionBot: true, attachments: [attachment()] });
+      const told = await h.fake.waitFor(() => repliesTo(m)[0], 10_000, 'the answer');
+      expect(told.content).toMatch(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/);
+      expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
+    } finally {
+      await h.core.settings.reset('channel', here);
+    }
+  });
+
   it('in a private channel, a user who refuses DMs is told in the channel how to allow them; no job runs', async () => {
     const user = newUser();
     const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
@@ -524,19 +599,27 @@ describe('mentions', () => {
 
 describe('a bot the Developer Portal refuses the Message Content intent', () => {
   let blind: DiscordHarness;
-  beforeAll(async () => {
+  beforeAll(() => starting(async () => {
     blind = await startDiscordHarness({ worker: false, fake: { messageContentAllowed: false } });
-  }, 60_000);
+  }), 60_000);
   afterAll(async () => blind?.stop(), 30_000);
 
   it('runs without it; a mention replying to an image it cannot see explains the intent, one with nothing to see gets the plain help', async () => {
     expect(blind.adapter.hasMessageContent).toBe(false);
+    // asked for servers, their messages and DMs, with Message Content; then again without it
+    const GUILDS = 1 << 0, GUILD_MESSAGES = 1 << 9, DIRECT_MESSAGES = 1 << 12, MESSAGE_CONTENT = 1 << 15;
+    const identified = blind.fake.gatewayFrames.filter((f) => f.op === 2).map((f) => (f.d as { intents: number }).intents);
+    expect(identified).toEqual([GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT, GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES]);
     const user = blind.fake.user('blinduser');
     const photo = blind.fake.addAttachment({ bytes: png, filename: 'photo.png', contentType: 'image/png' });
     const image = blind.fake.postUserMessage({ content: 'look at this', author: blind.fake.user('other'), attachments: [photo], silent: true });
     const blanked = blind.fake.postUserMessage({ content: 'what is it?', author: user, mentionBot: true, replyTo: image.id });
     const bot = (m: FakeMessage) => [...blind.fake.messages.values()].find((x) => x.author.id === blind.fake.appId && x.referenceId === m.id);
-    expect((await blind.fake.waitFor(() => bot(blanked), 10_000, 'the help')).content).toBe(MESSAGE_CONTENT_HELP);
+    expect((await blind.fake.waitFor(() => bot(blanked), 10_000, 'the help')).content).toBe(
+      "I can't see images in other messages: this bot runs without the Message Content intent. " +
+      'Attach the image to the message that mentions me, use `/ask`, or right-click the image message → Apps → "Ask about this image". ' +
+      '(Server admins: enable "Message Content Intent" under Bot → Privileged Gateway Intents in the Discord Developer Portal.)',
+    );
     const bare = blind.fake.postUserMessage({ content: 'hello?', author: user, mentionBot: true });
     expect((await blind.fake.waitFor(() => bot(bare), 10_000, 'the help')).content).toBe(NO_IMAGE_HELP);
     const own = blind.fake.postUserMessage({ content: 'and this?', author: user, mentionBot: true, attachments: [blind.fake.addAttachment({ bytes: png, filename: 'own.png', contentType: 'image/png' })] });
@@ -546,9 +629,9 @@ describe('a bot the Developer Portal refuses the Message Content intent', () => 
 
 describe('a bot enabled in another server only, without direct messages', () => {
   let elsewhere: DiscordHarness;
-  beforeAll(async () => {
+  beforeAll(() => starting(async () => {
     elsewhere = await startDiscordHarness({ worker: false, config: { discord: { allowedGuildIds: ['1'], allowDirectMessages: false } } });
-  }, 60_000);
+  }), 60_000);
   afterAll(async () => elsewhere?.stop(), 30_000);
 
   it('refuses commands here and in DMs with where it is not enabled; ignores mentions and DMs', async () => {
@@ -563,5 +646,25 @@ describe('a bot enabled in another server only, without direct messages', () => 
     await settle();
     expect([...f.messages.values()].filter((x) => x.author.id === f.appId && (x.referenceId === mention.id || (x.channelId === dm.channelId && BigInt(x.id) > BigInt(dm.id))))).toEqual([]);
     expect(await elsewhere.jobCount()).toBe(0);
+  });
+
+  it('stop() closes the gateway connection', async () => {
+    expect(elsewhere.fake.connected).toBe(true);
+    await elsewhere.adapter.stop();
+    await until(async () => (elsewhere.fake.connected ? undefined : true), 10_000, 'the gateway closed');
+  });
+});
+
+describe('a token Discord refuses', () => {
+  it('start() fails with what to do, after one try (not again without the Message Content intent)', async () => {
+    const adapter = new DiscordAdapter({ config: h.config, secrets: { REDIS_URL: '', DISCORD_TOKEN: 'not-the-token' } as never });
+    const tries = () => h.fake.requestsTo('GET', /\/gateway\/bot$/).filter((r) => r.authorization === 'Bot not-the-token').length;
+    await expect(adapter.start(h.core)).rejects.toThrow("Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token from the Developer Portal's Bot page (see config/.env.example), or set discord.enabled: false.");
+    expect(tries()).toBe(1);
+    await adapter.stop();
+  });
+
+  it('without a token the adapter is not made at all', () => {
+    expect(() => new DiscordAdapter({ config: h.config, secrets: { REDIS_URL: '' } as never })).toThrow('DISCORD_TOKEN is not set (config/.env.example); set it, or set discord.enabled: false.');
   });
 });
