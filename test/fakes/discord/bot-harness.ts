@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import { createDiscordAdapter, type DiscordAdapter } from '../../../bots/discord/adapter.ts';
 import { createCore, type Core } from '../../../bots/core/submit.ts';
 import { deepMerge, loadConfig, type Config, type DeepPartial } from '../../../src/config/load.ts';
-import { createLogger } from '../../../src/log.ts';
+import { createLogger, type Logger } from '../../../src/log.ts';
 import { closeRedis, createRedis } from '../../../src/redis.ts';
 import { startWorkerProcess, stopProcess, type Proc } from '../../doubles/spine-harness.ts';
 import { FakeDiscord, type FakeDiscordOptions } from './server.ts';
@@ -25,6 +25,8 @@ export interface DiscordHarnessOptions {
   config?: DeepPartial<Config> | ((fake: FakeDiscord) => DeepPartial<Config>);
   /** Start the worker process. @defaultValue true */
   worker?: boolean;
+  /** The bot's logger (adapter and core). @defaultValue a logger at `warn` */
+  log?: Logger;
 }
 
 export interface DiscordHarness {
@@ -66,7 +68,7 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
   ) as DeepPartial<Config>;
   const config = loadConfig({ overrides, env: {} });
   const secrets = { REDIS_URL, DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId };
-  const log = createLogger('test-discord', 'warn');
+  const log = options.log ?? createLogger('test-discord', 'warn');
   const adapter = await createDiscordAdapter({ config, secrets, log });
   const core = createCore({ config, secrets, ports: [adapter.port], log });
   await core.start();

@@ -7,6 +7,7 @@ import { buttonId, settingsButtonId } from '../../../../bots/discord/custom-ids.
 import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { until } from '../../../doubles/spine-harness.ts';
+import { capturedLog, type LogLine } from '../../../doubles/core-harness.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
 import { DiscordAdapter } from '../../../../bots/discord/adapter.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
@@ -34,8 +35,14 @@ beforeEach(() => {
   if (startFailures.length > 0) throw startFailures[0];
 });
 
+/** The bot's log lines (info and up), parsed. */
+let logged: LogLine[] = [];
+const loggedAs = (msg: string, lines = logged) => lines.filter((l) => l.msg === msg);
+
 beforeAll(() => starting(async () => {
-  h = await startDiscordHarness({ worker: false, config: (fake) => {
+  const captured = capturedLog('info');
+  logged = captured.lines;
+  h = await startDiscordHarness({ worker: false, log: captured.log, config: (fake) => {
     adults = fake.addChannel('adults', { nsfw: true });
     // smaller than understanding.maxInputImageBytes (20 MiB): the smaller of the two is the limit
     return { discord: { allowedChannelIds: [fake.channelId, adults], maxAttachmentBytes: 8 * 2 ** 20 } };
@@ -215,6 +222,7 @@ describe('slash commands', () => {
       const job = await queued(i);
       expect(i.callbacks).toEqual([{ type: 5, data: { flags: EPHEMERAL } }]); // accepted: within the fake's 3 s window
       expect(job.destination).toMatchObject({ channelId: h.fake.channelId, private: true });
+      expect(loggedAs('Redis was slow before a defer: deferred privately first')).toContainEqual(expect.objectContaining({ interaction: i.id, waitedMs: 1_500 }));
     } finally {
       h.core.settings.effective = effective;
     }
@@ -227,6 +235,8 @@ describe('slash commands', () => {
       const i = h.fake.slashCommand({ name: 'settings', user: newUser() });
       const shown = await h.fake.waitFor(() => (h.fake.original(i)?.content.startsWith('Something went wrong') ? h.fake.original(i) : undefined), 10_000, 'the error in the reply');
       expect(shown.content).toMatch(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/);
+      const ref = /ref ([0-9a-f]{8})/.exec(shown.content)![1];
+      expect(loggedAs('discord handler failed')).toContainEqual(expect.objectContaining({ ref, err: 'connection lost', stack: expect.stringContaining('Error: connection lost') }));
       expect(shown.components).toEqual([]);
       expect(i.callbacks).toHaveLength(1); // the defer, then only its edit
       expect(i.followupIds).toEqual([]);
@@ -287,6 +297,16 @@ describe('where and who', () => {
     expect(await toldPrivately(press)).toMatch(/only|cancel/i);
     expect(await request(jobId)).toBeDefined();
   });
+});
+
+describe('what it logs for the operator', () => {
+  it('ready with the intent; a resumed gateway', async () => {
+    expect(loggedAs('discord ready')).toEqual([expect.objectContaining({ user: expect.any(String), messageContent: true })]);
+    const before = loggedAs('gateway resumed').length;
+    h.fake.dropGateway(4000);
+    await until(async () => (loggedAs('gateway resumed').length > before ? true : undefined), 20_000, 'the resume logged');
+    expect(loggedAs('gateway resumed').at(-1)).toMatchObject({ replayed: expect.any(Number) });
+  }, 30_000);
 });
 
 describe('threads', () => {
@@ -599,8 +619,9 @@ describe('mentions', () => {
 
 describe('a bot the Developer Portal refuses the Message Content intent', () => {
   let blind: DiscordHarness;
+  const captured = capturedLog('info');
   beforeAll(() => starting(async () => {
-    blind = await startDiscordHarness({ worker: false, fake: { messageContentAllowed: false } });
+    blind = await startDiscordHarness({ worker: false, fake: { messageContentAllowed: false }, log: captured.log });
   }), 60_000);
   afterAll(async () => blind?.stop(), 30_000);
 
@@ -610,6 +631,8 @@ describe('a bot the Developer Portal refuses the Message Content intent', () => 
     const GUILDS = 1 << 0, GUILD_MESSAGES = 1 << 9, DIRECT_MESSAGES = 1 << 12, MESSAGE_CONTENT = 1 << 15;
     const identified = blind.fake.gatewayFrames.filter((f) => f.op === 2).map((f) => (f.d as { intents: number }).intents);
     expect(identified).toEqual([GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT, GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES]);
+    expect(loggedAs('the Developer Portal does not allow the Message Content intent; continuing without it (mention-replies will explain /ask)', captured.lines)).toHaveLength(1);
+    expect(loggedAs('discord ready', captured.lines)).toEqual([expect.objectContaining({ user: expect.any(String), messageContent: false })]);
     const user = blind.fake.user('blinduser');
     const photo = blind.fake.addAttachment({ bytes: png, filename: 'photo.png', contentType: 'image/png' });
     const image = blind.fake.postUserMessage({ content: 'look at this', author: blind.fake.user('other'), attachments: [photo], silent: true });
