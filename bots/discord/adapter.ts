@@ -42,7 +42,7 @@ import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentM
 import { COMMAND } from './commands.ts';
 import { walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
-import { DMS_CLOSED_HELP, DiscordDelivery, refusesDirectMessages, statusChannelOf } from './delivery.ts';
+import { DMS_CLOSED_HELP, DiscordDelivery, logRateLimits, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
@@ -154,7 +154,7 @@ export class DiscordAdapter implements Adapter {
     client.on(Events.MessageCreate, (m) => void this.onMessage(m));
     client.on(Events.ShardResume, (_id, replayed) => this.log.info({ replayed }, 'gateway resumed'));
     client.on(Events.ShardDisconnect, (event) => this.log.warn({ code: event.code }, 'gateway disconnected'));
-    client.rest.on('rateLimited', (info) => this.log.info({ route: info.route, retryAfterMs: info.retryAfter }, 'rate limited by Discord; waiting'));
+    logRateLimits(client.rest, this.log);
     const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
     await client.login(this.token).catch((e: unknown) => {
       if ((e as { code?: unknown }).code !== 'TokenInvalid') throw e;

@@ -29,6 +29,11 @@ const LOOKBACK_MESSAGES = 50;
 /** Discord caps `nonce` at 25 characters. */
 const NONCE_CHARS = 25;
 
+/** discord.js's REST waits out Discord's rate limits by itself; the operator sees each wait in the log. */
+export function logRateLimits(rest: Pick<REST, 'on'>, log: Logger): void {
+  rest.on('rateLimited', (info) => log.info({ route: info.route, retryAfterMs: info.retryAfter }, 'rate limited by Discord; waiting'));
+}
+
 /** Where the bot posts in the channel asked in: the thread, if it was asked in one (its parent is `channelId`). */
 export const postChannelOf = (d: DiscordDestination): string => d.threadId ?? d.channelId;
 /** Where a job's status message is: the requester's DM for a private channel's mention-question, else where it was asked. */
@@ -71,7 +76,9 @@ export class DiscordDelivery implements PlatformPort {
     private readonly config: Readonly<Config>,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    logRateLimits(rest, log); // progress edits and results are what Discord limits most
+  }
 
   showProgress(destination: Destination, progress: JobProgress): Promise<void> {
     const d = asDiscord(destination);

@@ -370,6 +370,16 @@ describe('DiscordDelivery', () => {
     await expect(port().displayNames({ platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' }, { channels: [], users: [] })).rejects.toThrow('the Discord port got a slack destination');
   });
 
+  it('a rate limit discord.js waits out is logged for the operator', async () => {
+    const { port: p, lines } = recordingPort();
+    const [a, b] = [fake.user('rl-a'), fake.user('rl-b')];
+    fake.injectFault({ method: 'GET', path: /\/guilds\/\d+\/members\/\d+$/, status: 429, retryAfterS: 0.2 });
+    const d: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, userId: a.id, applicationId: fake.appId };
+    const names = await p.displayNames(d, { channels: [], users: [a.id, b.id] }); // two look-ups at once: the second waits
+    expect(names.users.size).toBe(2);
+    expect(lines).toContainEqual(['info', { route: '/guilds/:id/members/:id', retryAfterMs: expect.any(Number) }, 'rate limited by Discord; waiting']);
+  });
+
   it('nonces are 25 characters, one per job', () => {
     expect(nonceFor('j1')).toHaveLength(25);
     expect(nonceFor('j1')).toBe(nonceFor('j1'));
