@@ -488,6 +488,7 @@ export class DiscordAdapter implements Adapter {
     const here = this.destination(interaction);
     if (interaction.guildId !== null || !this.core) return here;
     const original = (await this.core.requestOf(jobId))?.destination;
+    // Stryker disable next-line ConditionalExpression: equivalent, a DM's own job is the DM's either way, and the core keeps its privacy (asPrivateAs)
     if (original?.platform !== 'discord' || original.guildId === null || !original.private || original.userId !== here.userId) return here;
     return { ...here, guildId: original.guildId, channelId: original.channelId, private: true, ...(original.nsfw ? { nsfw: true } : {}) };
   }
@@ -530,6 +531,7 @@ export class DiscordAdapter implements Adapter {
    */
   private async placeOf(where: DiscordDestination | Promise<DiscordDestination>): Promise<{ destination: DiscordDestination; allowed: boolean; private: boolean }> {
     const destination = await where;
+    // Stryker disable next-line BooleanLiteral: equivalent, a place the bot is not enabled in is refused before its privacy matters
     if (!this.channelAllowed(destination)) return { destination, allowed: false, private: false };
     const saved = this.core ? await this.core.settings.effective(destination) : {};
     return { destination, allowed: true, private: destination.private === true || saved.private === true };
@@ -543,6 +545,7 @@ export class DiscordAdapter implements Adapter {
   private async fetchImageOf(channelId: string, messageId: string): Promise<AttachmentMeta> {
     const message = (await this.client!.rest.get(Routes.channelMessage(channelId, messageId)).catch(() => undefined)) as APIMessage | undefined;
     // as firstImage() picks the menu's target: the first image, else the first file (checkBeforeDownload says why not)
+    // Stryker disable next-line LogicalOperator: equivalent in practice, without a type the extension decides and Discord uploads carry both
     const all = (message?.attachments ?? []).map((a): AttachmentMeta => ({ url: a.url, filename: a.filename, size: a.size, contentType: a.content_type ?? null }));
     const image = all.find((a) => isImageAttachment(a)) ?? all[0];
     if (!image) throw new UserError('bad_image', 'That message has no image I can read any more.');
