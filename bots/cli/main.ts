@@ -11,6 +11,7 @@ import type { CliDestination } from '../../src/jobs/contract.ts';
 import { createLogger } from '../../src/log.ts';
 import { isUserError, UserError } from '../../src/errors.ts';
 import { closeRedis, createRedis, disconnectRedis, setRedisLogger, waitForRedis } from '../../src/redis.ts';
+import { NO_WORKER_NOTE } from '../core/stage-labels.ts';
 import { createCore } from '../core/submit.ts';
 import { parseCommand, USAGE } from './args.ts';
 import { CliPort } from './port.ts';
@@ -69,7 +70,7 @@ async function main(): Promise<number> {
     jobId = reply.jobId;
     if (stopRequested) cancel(); // the signal came while the job was being submitted
     if (reply.position > 0) await port.showProgress(destination, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: reply.position });
-    if (reply.note) console.error(reply.note); // no worker running: `npm run worker`
+    if (reply.noWorker) console.error(NO_WORKER_NOTE); // no worker running: `npm run worker`
     const { result, path } = await port.waitFor(reply.jobId, out);
     if (result.status === 'succeeded') {
       if (result.answer) console.log(result.answer.text);

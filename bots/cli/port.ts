@@ -35,7 +35,7 @@ export class CliPort implements PlatformPort {
 
   async showProgress(_destination: Destination, progress: JobProgress): Promise<void> {
     if (this.finished.has(progress.jobId)) return;
-    const label = progress.stage === 'queued' ? `queued: position ${progress.queuePosition ?? '?'}` : progress.stage;
+    const label = progress.stage === 'queued' ? `queued: position ${progress.queuePosition ?? '?'}${progress.noWorker ? ' (no GPU worker running)' : ''}` : progress.stage;
     const total = Math.max(progress.total, 1);
     if (!this.barStarted) {
       this.bar.start(total, progress.step, { label });

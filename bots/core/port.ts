@@ -72,8 +72,8 @@ export interface ReplyImage {
 
 /** What the adapter shows right away. `private` = ephemeral (only the invoking user sees it). */
 export type Reply =
-  /** `text`: what to show (the place in line, and `note`); `note`: said after the place in line, for adapters that draw that line themselves. */
-  | { kind: 'queued'; jobId: string; position: number; text: string; note?: string }
+  /** `text`: what to show (the place in line, and NO_WORKER_NOTE with `noWorker`); `noWorker` for adapters that draw that line themselves. */
+  | { kind: 'queued'; jobId: string; position: number; text: string; noWorker?: true }
   | { kind: 'text'; text: string; private: boolean; image?: ReplyImage }
   | { kind: 'error'; text: string; private: true };
 

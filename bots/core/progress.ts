@@ -25,6 +25,8 @@ export interface RelayDeps {
   ledger: DeliveryLedger;
   /** Queue positions of waiting jobs (src/jobs/position.ts); a test counts the passes through it. */
   queuePositions?: typeof queuePositions;
+  /** GPU workers ready (ResultCache.readyWorkers, cached): a place pushed while none is says so, as the first reply did. */
+  readyWorkers?: () => Promise<number>;
   /** How long at most an edit waits while another instance holds the job's lease (default LEASE_RETRY_MS; tests). */
   leaseRetryMs?: number;
   /** How long this instance counts as alive after each time it says so (default OWNER_ALIVE_MS; tests). */
@@ -246,11 +248,13 @@ export class ProgressRelay {
     if (waiting.length === 0) return 0;
     const positionsOf = this.deps.queuePositions ?? queuePositions;
     const positions = await positionsOf(this.deps.redis, this.deps.queue, waiting.map(([jobId]) => jobId)).catch(() => []);
+    // a worker that cannot be asked about counts as there, as in the first reply (bots/core/submit.ts)
+    const noWorker = positions.length > 0 && (await this.deps.readyWorkers?.().catch(() => 1)) === 0;
     for (const [i, [jobId, w]] of waiting.entries()) {
       const position = positions[i];
       if (w.started || position === undefined || position === w.lastPosition) continue;
       w.lastPosition = position;
-      this.send(w, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: position });
+      this.send(w, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: position, ...(noWorker ? { noWorker } : {}) });
     }
     return Math.min(...waiting.map(([, w]) => this.deps.intervalMs(w.destination)));
   }

@@ -19,7 +19,11 @@ export function ordinal(n: number): string {
   return `${n}${teen ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')}`;
 }
 
-/** A waiting job's line on every platform: "Queued: 3rd in line." (no place known: "Queued."). */
-export function queuedLine(position?: number): string {
-  return position ? `Queued: ${ordinal(position)} in line.` : 'Queued.';
+/** Said after a queued job's place in line while no worker is ready (none running, or a first start still converting the model). */
+export const NO_WORKER_NOTE = 'No GPU worker is running right now; your request starts as soon as one is.';
+
+/** A waiting job's line on every platform: "Queued: 3rd in line." (no place known: "Queued."), and NO_WORKER_NOTE after it with `noWorker`. */
+export function queuedLine(position?: number, noWorker?: boolean): string {
+  const line = position ? `Queued: ${ordinal(position)} in line.` : 'Queued.';
+  return noWorker ? `${line} ${NO_WORKER_NOTE}` : line;
 }

@@ -138,8 +138,6 @@ interface Served {
 
 /** A queued reply for a job a worker took before the reply was made: its progress says the rest. */
 export const STARTED_TEXT = 'Started.';
-/** After a queued job's place in line while no worker is ready (none running, or a first start still converting the model). */
-export const NO_WORKER_NOTE = 'No GPU worker is running right now; your request starts as soon as one is.';
 export const CACHED_TEXT = 'Found in the cache: delivering the earlier identical result, no GPU time used.';
 export const JOINED_TEXT = 'An identical request is already queued or running; you will get its result too, without a second run.';
 
@@ -456,7 +454,7 @@ export function createCore(options: CoreOptions): Core {
   async function queuedReply(jobId: string, position: number): Promise<Reply> {
     if (position === 0) return { kind: 'queued', jobId, position, text: STARTED_TEXT };
     // a worker that cannot be asked about counts as there: only a known absence is worth telling
-    if ((await cache.readyWorkers().catch(() => 1)) === 0) return { kind: 'queued', jobId, position, text: `${queuedLine(position)} ${NO_WORKER_NOTE}`, note: NO_WORKER_NOTE };
+    if ((await cache.readyWorkers().catch(() => 1)) === 0) return { kind: 'queued', jobId, position, text: queuedLine(position, true), noWorker: true };
     return { kind: 'queued', jobId, position, text: queuedLine(position) };
   }
 
@@ -563,7 +561,7 @@ export function createCore(options: CoreOptions): Core {
       await waitForRedis(redis, options.secrets.REDIS_URL);
       events = createJobsEvents(config, redis);
       gate.start(events);
-      relay = new ProgressRelay({ queue, events, redis, portFor, intervalMs, ledger, instanceId, prefix: config.queue.prefix, log });
+      relay = new ProgressRelay({ queue, events, redis, portFor, intervalMs, ledger, instanceId, prefix: config.queue.prefix, log, readyWorkers: () => cache.readyWorkers() });
       relay.start();
       for (const port of ports.values()) {
         if (port.platform === 'cli' && !options.cliClientId) throw new Error('a CLI port needs cliClientId');

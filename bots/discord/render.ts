@@ -55,7 +55,7 @@ export const cancelRow = (jobId: string) => row([button('Cancel', ButtonStyle.Da
 /** One progress line: "Queued: 3rd in line." / "Drawing: step 12/30". */
 export function progressText(progress: JobProgress): string {
   if (progress.stage === 'queued') {
-    return `⏳ ${queuedLine(progress.queuePosition)}`;
+    return `⏳ ${queuedLine(progress.queuePosition, progress.noWorker)}`;
   }
   const steps = progress.total > 0 ? `: step ${Math.min(progress.step, progress.total)}/${progress.total}` : '…';
   const line = `⏳ ${STAGE_LABEL[progress.stage]}${steps}`;

@@ -54,14 +54,14 @@ export function headline(kind: 'imagine' | 'vary' | 'ask', subject: string): str
 }
 
 /** Plain text of a progress state, e.g. "Queued: 2nd in line." or "Drawing 12/30". */
-export function progressText(p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition'>): string {
-  if (p.stage === 'queued') return queuedLine(p.queuePosition);
+export function progressText(p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'noWorker'>): string {
+  if (p.stage === 'queued') return queuedLine(p.queuePosition, p.noWorker);
   return p.total > 0 ? `${STAGE_LABEL[p.stage]} ${p.step}/${p.total}` : STAGE_LABEL[p.stage];
 }
 
 /** The status message while a job waits or runs; Cancel stays available until it finishes. */
 /** `note`: what to say instead of the progress line while queued (an admin paused the channel, a cache hit). */
-export function statusMessage(jobId: string, title: string, p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'partialText'>, note?: string): SlackMessage {
+export function statusMessage(jobId: string, title: string, p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'partialText' | 'noWorker'>, note?: string): SlackMessage {
   const line = note ?? progressText(p);
   const detail = p.stage === 'queued' || p.total === 0 ? `*${line}*` : `*${line}*  \`${bar(p.step, p.total)}\``;
   const blocks = [section(`${title}\n${detail}`)];

@@ -15,7 +15,6 @@ import { CONTRACT_VERSION, type SlackDestination } from '../../src/jobs/contract
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { CommandInput, Reply } from '../core/port.ts';
-import { queuedLine } from '../core/stage-labels.ts';
 import { STARTED_TEXT, type Core } from '../core/submit.ts';
 import { ACTION, AskTarget, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, parseMetadata, headline, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
@@ -144,10 +143,8 @@ export function registerHandlers(deps: HandlerDeps): void {
       // Only while the result is not being delivered, by any bot instance (a very fast job): see Core.showBeforeResult.
       const position = await core.position(reply.jobId);
       if (position !== undefined) {
-        const queued = { v: CONTRACT_VERSION, jobId: reply.jobId, stage: 'queued', step: 0, total: 0, queuePosition: position } as const;
-        // the place in line, and what the core added to it (no worker running)
-        const show = reply.note ? () => deps.port.showNote(destination, reply.jobId, `${queuedLine(position)} ${reply.note}`) : () => deps.port.showProgress(destination, queued);
-        await core.showBeforeResult(reply.jobId, show);
+        const queued = { v: CONTRACT_VERSION, jobId: reply.jobId, stage: 'queued', step: 0, total: 0, queuePosition: position, noWorker: reply.noWorker } as const;
+        await core.showBeforeResult(reply.jobId, () => deps.port.showProgress(destination, queued));
         return;
       }
       // No place in line: a worker has it (its progress takes over), or it has none to have: held in a channel an admin

@@ -239,6 +239,8 @@ export const JobProgress = z.strictObject({
   queuePosition: z.number().int().positive().optional(),
   /** Answer text so far (ask). */
   partialText: z.string().optional(),
+  /** While queued: no GPU worker was ready when the place was read. The bots add it; workers never send it. */
+  noWorker: z.literal(true).optional(),
 });
 export type JobProgress = z.infer<typeof JobProgress>;
 

@@ -202,7 +202,7 @@ const terminal: Destination = { platform: 'slack', teamId: 'T1', channelId: 'C-t
  * A relay whose passes answer `answer(jobIds)` after `passMs`; records each pass (when it began, the jobs asked) and
  * each edit. Edit intervals: `chat` 1,000 ms, `terminal` 100 ms.
  */
-function relayWith(answer: (jobIds: readonly string[]) => (number | undefined)[], passMs = 0) {
+function relayWith(answer: (jobIds: readonly string[]) => (number | undefined)[], passMs = 0, readyWorkers?: () => Promise<number>) {
   const events = new EventEmitter();
   const edits: JobProgress[] = [];
   const passes: { at: number; jobIds: string[] }[] = [];
@@ -210,7 +210,7 @@ function relayWith(answer: (jobIds: readonly string[]) => (number | undefined)[]
   const relay = new ProgressRelay({
     queue, events: events as unknown as QueueEvents, redis, portFor: () => port,
     intervalMs: (d) => (d.channelId === terminal.channelId ? 100 : 1_000),
-    ledger: new DeliveryLedger(redis, config), instanceId: `i-${randomUUID().slice(0, 6)}`, prefix, log: createLogger('test', 'silent'),
+    ledger: new DeliveryLedger(redis, config), instanceId: `i-${randomUUID().slice(0, 6)}`, prefix, log: createLogger('test', 'silent'), readyWorkers,
     queuePositions: async (_r, _q, jobIds) => {
       passes.push({ at: Date.now(), jobIds: [...jobIds] });
       await sleep(passMs);
@@ -255,6 +255,27 @@ it('asks about the waiting jobs only, and edits a job when its position changed,
     expect(r.edits.map((e) => [e.jobId, e.queuePosition])).toEqual([[moved, 2]]); // 1 waits for the 1,000 ms edit interval
     await sleep(600);
     expect(r.edits.map((e) => [e.jobId, e.queuePosition])).toEqual([[moved, 2], [moved, 1]]);
+  } finally {
+    r.relay.stop();
+  }
+});
+
+it('a place pushed while no GPU worker is ready says so, as the first reply did; one that cannot be asked about counts as there', async () => {
+  let workers: () => Promise<number> = async () => 0;
+  const [first, second] = [newJob(), newJob()];
+  const answers: Record<string, number> = { [first]: 1, [second]: 2 };
+  const r = relayWith((ids) => ids.map((id) => answers[id]!), 0, () => workers());
+  try {
+    r.relay.track(first, terminal, 2);
+    r.relay.track(second, terminal, 3);
+    r.start(); // a job ahead was cancelled (a removal passes the same way)
+    await sleep(50);
+    expect(r.edits.map((e) => [e.jobId, e.queuePosition, e.noWorker])).toEqual([[first, 1, true], [second, 2, true]]);
+    workers = async () => Promise.reject(new Error('connection lost'));
+    answers[second] = 1;
+    r.start();
+    await sleep(400);
+    expect(r.edits.slice(2).map((e) => [e.jobId, e.queuePosition, e.noWorker])).toEqual([[second, 1, undefined]]);
   } finally {
     r.relay.stop();
   }

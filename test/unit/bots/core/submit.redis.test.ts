@@ -37,7 +37,7 @@ describe('core.handle: submissions', () => {
     const first = inv(imagine('a lonely fox'));
     const reply = await c.handle(first);
     const note = 'No GPU worker is running right now; your request starts as soon as one is.';
-    expect(reply).toEqual({ kind: 'queued', jobId: jobIdFor('discord', first.dedupeKey), position: 1, text: `Queued: 1st in line. ${note}`, note });
+    expect(reply).toEqual({ kind: 'queued', jobId: jobIdFor('discord', first.dedupeKey), position: 1, text: `Queued: 1st in line. ${note}`, noWorker: true });
     expect(await c.handle({ ...first })).toEqual(reply);
   });
 

@@ -18,6 +18,7 @@ const imageResult = (prompt = 'a fox'): JobResult => ({
 describe('render', () => {
   it('progress lines name the stage and step', () => {
     expect(progressText({ v: 1, jobId: 'j', stage: 'queued', step: 0, total: 0, queuePosition: 2 })).toBe('⏳ Queued: 2nd in line.');
+    expect(progressText({ v: 1, jobId: 'j', stage: 'queued', step: 0, total: 0, queuePosition: 2, noWorker: true })).toBe('⏳ Queued: 2nd in line. No GPU worker is running right now; your request starts as soon as one is.');
     expect(progressText({ v: 1, jobId: 'j', stage: 'features', step: 12, total: 30 })).toBe('⏳ Drawing: step 12/30');
     expect([1, 2, 3, 4, 11, 12, 13, 21, 22, 111].map(ordinal)).toEqual(['1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '21st', '22nd', '111th']);
   });

@@ -19,6 +19,7 @@ const buttons = (m: { blocks: Record<string, unknown>[] }) =>
 describe('Block Kit rendering', () => {
   it('shows queue position, then stage and step with a bar, with a Cancel button', () => {
     expect(progressText({ stage: 'queued', step: 0, total: 0, queuePosition: 3 })).toBe('Queued: 3rd in line.');
+    expect(progressText({ stage: 'queued', step: 0, total: 0, queuePosition: 3, noWorker: true })).toBe('Queued: 3rd in line. No GPU worker is running right now; your request starts as soon as one is.');
     const running = statusMessage('job-1', ':art: a fox', { stage: 'features', step: 6, total: 12 });
     expect(running.text).toBe('Drawing 6/12');
     expect(JSON.stringify(running.blocks)).toContain('▓▓▓▓▓▓░░░░░░');
