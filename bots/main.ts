@@ -14,7 +14,7 @@ import { setRedisLogger } from '../src/redis.ts';
 import { handleUsage } from '../src/usage.ts';
 import type { Adapter, AdapterFactory } from './core/adapter.ts';
 import type { ImageRef } from './core/port.ts';
-import { createCore, type CoreOptions } from './core/submit.ts';
+import { createCore, type Core, type CoreOptions } from './core/submit.ts';
 
 /** Platform → how to load its adapter. Each is started when `config.<platform>.enabled` is true. */
 const ADAPTERS: Partial<Record<'discord' | 'slack', () => Promise<AdapterFactory>>> = {
@@ -41,6 +41,34 @@ async function main(): Promise<void> {
 
   const adapters: Adapter[] = [];
   const skipped: string[] = [];
+  // What shutdown() stops, as far as the start got: an adapter can fail for good while the others start.
+  let core: Core | undefined;
+  let health: Awaited<ReturnType<typeof serveHealth>> | undefined;
+  let watchdogs: ReturnType<typeof watchFetchLoop>[] = [];
+  const deliveryQueues: ReturnType<typeof createDeliveryQueue>[] = [];
+  let stopping = false;
+  const shutdown = async (reason: string, code: 0 | 1 = 0) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ reason }, 'shutting down');
+    for (const w of watchdogs) w.stop();
+    for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));
+    await health?.close();
+    await Promise.all(deliveryQueues.map((q) => q.close()));
+    await core?.stop();
+    process.exit(code);
+  };
+  /** Stop as SIGTERM stops the bot, for STUCK_STOP_MS at most (what is stuck may never close), then exit 1 for compose's restart: on-failure. */
+  const exitForRestart = (reason: string) => {
+    setTimeout(() => process.exit(1), STUCK_STOP_MS).unref();
+    void shutdown(reason, 1);
+  };
+  // A platform whose connection is gone for good (its adapter could not log in again): restarted, the bot logs in
+  // afresh, or says at start what is wrong (a reset token).
+  const onFatal = (e: Error) => {
+    log.fatal({ err: e.message }, 'a platform connection is lost for good: exiting so that it is restarted');
+    exitForRestart('a platform connection lost');
+  };
   for (const [platform, load] of Object.entries(ADAPTERS)) {
     if (!config[platform as 'discord' | 'slack'].enabled || !load) continue;
     // An enabled platform with no token at all is one the operator has not set up (both are enabled by default):
@@ -52,7 +80,7 @@ async function main(): Promise<void> {
       continue;
     }
     const factory = await load();
-    adapters.push(await factory({ config, secrets, log: log.child({ platform }) }));
+    adapters.push(await factory({ config, secrets, log: log.child({ platform }), onFatal }));
   }
   if (adapters.length === 0)
     throw new Error(`no platform adapter can start: ${skipped.length ? skipped.join(', ') : 'enable discord.enabled or slack.enabled in config'} (see config/.env.example)`);
@@ -63,7 +91,7 @@ async function main(): Promise<void> {
     if (!fetcher) throw new UserError('bad_image', 'Please attach the image itself.');
     return fetcher(ref, destination);
   };
-  const core = createCore({ config, secrets, ports: adapters.map((a) => a.port), fetchImage, log });
+  core = createCore({ config, secrets, ports: adapters.map((a) => a.port), fetchImage, log });
   await core.start();
   for (const adapter of adapters) await adapter.start(core);
   // Discord's slash commands register themselves (only when their definition changed): no separate step after
@@ -81,44 +109,30 @@ async function main(): Promise<void> {
   trackQueue(metrics, core.queue);
   core.cache.observer = (outcome) => metrics.cacheLookups.inc({ outcome });
   metrics.trackCache(() => core.cache.stats());
-  const deliveryQueues = adapters.map((a) => createDeliveryQueue(config, core.redis, QueueNames.delivery(a.port.platform)));
+  for (const a of adapters) deliveryQueues.push(createDeliveryQueue(config, core.redis, QueueNames.delivery(a.port.platform)));
   for (const q of deliveryQueues) trackQueue(metrics, q);
-  const health = await serveHealth(
-    { host: config.http.host, port: config.http.botPort, registry: metrics.registry, readiness: { redis: async () => (await core.redis.ping()) === 'PONG' || 'Redis did not answer PING' } },
+  const redis = core.redis;
+  health = await serveHealth(
+    { host: config.http.host, port: config.http.botPort, registry: metrics.registry, readiness: { redis: async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING' } },
     log,
   );
 
   // A delivery worker that stops taking results while they wait (a library's bug has done it twice): exit, and let the
   // supervisor start this process again; the results wait in Redis and are delivered once.
-  const watchdogs = core.deliveryWorkers.map((w) =>
+  watchdogs = core.deliveryWorkers.map((w) =>
     watchFetchLoop(w, {
       redis: core.redis,
       stallMs: config.queue.fetchStallMs,
       onStuck: (waitedMs, ready) => {
         log.fatal({ queue: w.name, waitedMs, ready }, `the delivery worker of ${w.name} has taken no result for ${Math.round(waitedMs / 1000)} s while ${ready} waited and it had room: exiting so that it is restarted`);
         // Stopped as SIGTERM stops it (the platforms first, then the core, whose progress leases go back so the bot
-        // started again shows its jobs' progress at once), for STUCK_STOP_MS at most: the stuck worker's close may
-        // never end. Exit 1 either way, for compose's restart: on-failure.
-        setTimeout(() => process.exit(1), STUCK_STOP_MS).unref();
-        void shutdown('a stuck delivery worker', 1);
+        // started again shows its jobs' progress at once): the stuck worker's close may never end.
+        exitForRestart('a stuck delivery worker');
       },
     }),
   );
 
   log.info({ platforms: adapters.map((a) => a.port.platform) }, 'bots ready');
-
-  let stopping = false;
-  const shutdown = async (reason: string, code: 0 | 1 = 0) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ reason }, 'shutting down');
-    for (const w of watchdogs) w.stop();
-    for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));
-    await health?.close();
-    await Promise.all(deliveryQueues.map((q) => q.close()));
-    await core.stop();
-    process.exit(code);
-  };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 }

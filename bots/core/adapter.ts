@@ -14,4 +14,15 @@ export interface Adapter {
   coreOptions?: Pick<CoreOptions, 'fetchImage'>;
 }
 
-export type AdapterFactory = (deps: { config: Readonly<Config>; secrets: Readonly<Secrets>; log: Logger }) => Promise<Adapter>;
+export interface AdapterDeps {
+  config: Readonly<Config>;
+  secrets: Readonly<Secrets>;
+  log: Logger;
+  /**
+   * The platform connection is gone for good and the adapter could not bring it back (a token reset in the platform's
+   * portal): bots/main.ts stops and exits 1, for the supervisor to start it again, which reports the cause at start.
+   */
+  onFatal?: (error: Error) => void;
+}
+
+export type AdapterFactory = (deps: AdapterDeps) => Promise<Adapter>;

@@ -52,7 +52,22 @@ export interface DiscordAdapterOptions {
   config: Readonly<Config>;
   secrets: Readonly<Secrets>;
   log?: Logger;
+  /** The gateway is gone and logging in again failed (AdapterFactory's `onFatal`). @defaultValue nothing beyond the log line */
+  onFatal?: (error: Error) => void;
 }
+
+/**
+ * Why Discord closes a gateway for good, by close code: the codes discord.js does not reconnect after
+ * (discord.com/developers/docs/topics/opcodes-and-status-codes, "Gateway Close Event Codes").
+ */
+export const GATEWAY_CLOSED: Readonly<Record<number, string>> = {
+  4004: 'it refused the token: was it reset in the Developer Portal?',
+  4010: 'an invalid shard',
+  4011: 'the bot is in too many servers for one gateway connection (Discord requires sharding above 2,500)',
+  4012: 'an API version it no longer serves: update the bot',
+  4013: 'invalid intents',
+  4014: 'an intent the Developer Portal no longer allows (Message Content was switched off?)',
+};
 
 /** Without the Message Content intent, a mention-reply can't see the image it replies to: say what to do. */
 export const MESSAGE_CONTENT_HELP =
@@ -91,10 +106,13 @@ export class DiscordAdapter implements Adapter {
   private readonly seen = new Set<string>();
   /** Context-menu targets waiting for their modal (the modal submit does not carry the message). */
   private readonly modalTargets = new Map<string, { image: AttachmentMeta; at: number }>();
+  private readonly onFatal: (error: Error) => void;
+  private stopped = false;
 
   constructor(options: DiscordAdapterOptions) {
     this.config = options.config;
     this.log = options.log ?? createLogger('discord', options.config.logLevel);
+    this.onFatal = options.onFatal ?? (() => undefined);
     if (!options.secrets.DISCORD_TOKEN) {
       throw new AppError('config', 'DISCORD_TOKEN is not set (config/.env.example); set it, or set discord.enabled: false.');
     }
@@ -119,6 +137,18 @@ export class DiscordAdapter implements Adapter {
     this.handle = (invocation) => core.handle(invocation);
     this.showQueued = (destination, jobId, text) =>
       core.showBeforeResult(jobId, () => this.port.showQueued(destination, jobId, text)).then(() => undefined);
+    await this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.client?.destroy();
+    this.client = undefined;
+    this.port.close();
+  }
+
+  /** Log in with the Message Content intent if configured, without it if the portal refuses it. */
+  private async connect(): Promise<void> {
     const wantContent = this.config.discord.messageContentIntent;
     try {
       await this.login(wantContent);
@@ -132,10 +162,23 @@ export class DiscordAdapter implements Adapter {
     }
   }
 
-  async stop(): Promise<void> {
-    await this.client?.destroy();
-    this.client = undefined;
-    this.port.close();
+  /**
+   * Discord closed the gateway with a code discord.js does not reconnect after (GATEWAY_CLOSED): without this the bot
+   * would run on, hearing nothing. Log in again as at start (falling back without Message Content, naming the token
+   * if Discord refuses it); what still fails is fatal, for the process to be restarted.
+   */
+  private async onGatewayClosed(client: Client, code: number): Promise<void> {
+    if (client !== this.client || this.stopped) return;
+    this.log.error({ code }, `Discord closed the gateway for good (${GATEWAY_CLOSED[code] ?? `close code ${code}`}); logging in again`);
+    try {
+      await client.destroy();
+      await this.connect();
+      if (this.stopped) await this.client?.destroy();
+    } catch (e) {
+      if (this.stopped) return; // stop() destroyed the client that was logging in
+      this.log.fatal({ err: (e as Error).message }, 'logging in to Discord again failed');
+      this.onFatal(e as Error);
+    }
   }
 
   private async login(withContent: boolean): Promise<void> {
@@ -153,7 +196,6 @@ export class DiscordAdapter implements Adapter {
     client.on(Events.InteractionCreate, (i) => void this.onInteraction(i));
     client.on(Events.MessageCreate, (m) => void this.onMessage(m));
     client.on(Events.ShardResume, (_id, replayed) => this.log.info({ replayed }, 'gateway resumed'));
-    client.on(Events.ShardDisconnect, (event) => this.log.warn({ code: event.code }, 'gateway disconnected'));
     logRateLimits(client.rest, this.log);
     const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
     await client.login(this.token).catch((e: unknown) => {
@@ -161,6 +203,8 @@ export class DiscordAdapter implements Adapter {
       throw new AppError('config', 'Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token from the Developer Portal\'s Bot page (see config/.env.example), or set discord.enabled: false.', { cause: e });
     });
     await ready;
+    // Only now: a close during the login itself rejects login(), which start() and onGatewayClosed() handle.
+    client.on(Events.ShardDisconnect, (event) => void this.onGatewayClosed(client, event.code));
     this.log.info({ user: client.user?.tag, messageContent: withContent }, 'discord ready');
   }
 

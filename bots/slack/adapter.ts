@@ -4,13 +4,13 @@
 // and the Socket Mode client use that URL (an explicit receiver needs its own copy of clientOptions).
 import { App, HTTPReceiver, LogLevel, SocketModeReceiver, type Receiver } from '@slack/bolt';
 import type { Logger as BoltLogger } from '@slack/logger';
-import type { WebClientOptions } from '@slack/web-api';
+import type { AppsConnectionsOpenResponse, WebClientOptions } from '@slack/web-api';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { AppError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
-import type { Adapter } from '../core/adapter.ts';
+import type { Adapter, AdapterDeps } from '../core/adapter.ts';
 import type { Core } from '../core/submit.ts';
 import { downloadSlackFile } from './download.ts';
 import { registerHandlers } from './handlers.ts';
@@ -70,7 +70,42 @@ export function refusedToken(e: unknown, variable: string, what: string): unknow
   return new AppError('config', `Slack refused ${variable} (${code}). Set ${variable} to ${what} (see config/.env.example), or set slack.enabled: false.`, { cause: e });
 }
 
-export async function createSlackAdapter(deps: { config: Readonly<Config>; secrets: Readonly<Secrets>; log: Logger }, tuning: SlackTuning = {}): Promise<SlackAdapter> {
+const APP_TOKEN_HELP = 'an app-level token (xapp-…) with the connections:write scope, from your Slack app\'s Basic Information page';
+
+/** Longest wait between two tries to reconnect Socket Mode after a failure Slack's client gives up on. */
+const RECONNECT_MAX_MS = 60_000;
+
+/**
+ * Socket Mode reconnects (a dropped socket, Slack's `disconnect` messages) by calling its client's own start() from a
+ * timer, and a failure there is a promise nobody awaits: a revoked app token (invalid_auth), and a network error or an
+ * HTTP error on apps.connections.open, which it does not retry, end the process with an unhandled rejection and a
+ * stack. Once connected, the client's start() is wrapped: a refused token goes to `onFatal` naming SLACK_APP_TOKEN;
+ * any other failure is logged and tried again, waiting longer each time.
+ */
+function superviseReconnects(receiver: SocketModeReceiver, log: Logger, onFatal: (error: Error) => void, firstWaitMs: number): void {
+  const socket = receiver.client;
+  const start = socket.start.bind(socket);
+  let failures = 0;
+  const reconnect = (): Promise<AppsConnectionsOpenResponse> =>
+    start().then(
+      (opened) => ((failures = 0), opened),
+      async (e: unknown) => {
+        const refused = refusedToken(e, 'SLACK_APP_TOKEN', APP_TOKEN_HELP);
+        if (refused !== e) {
+          log.fatal({ err: (refused as Error).message }, 'reconnecting to Slack failed');
+          onFatal(refused as Error);
+          return { ok: false }; // what start() resolves to goes nowhere: the reconnect timer's own promise
+        }
+        const waitMs = Math.min(RECONNECT_MAX_MS, firstWaitMs * 2 ** failures++);
+        log.warn({ err: (e as Error).message, waitMs }, 'reconnecting to Slack failed; trying again');
+        await new Promise((r) => setTimeout(r, waitMs).unref());
+        return reconnect();
+      },
+    );
+  socket.start = reconnect;
+}
+
+export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning = {}): Promise<SlackAdapter> {
   const { config, secrets } = deps;
   const log = deps.log; // bots/main.ts hands over a child logger with platform: 'slack'
   const s = config.slack;
@@ -132,8 +167,9 @@ export async function createSlackAdapter(deps: { config: Readonly<Config>; secre
       app.error(async (e) => void log.error({ err: e.message, code: e.code }, 'bolt error'));
       if (s.mode === 'socket') {
         await app.start().catch((e: unknown) => {
-          throw refusedToken(e, 'SLACK_APP_TOKEN', 'an app-level token (xapp-…) with the connections:write scope, from your Slack app\'s Basic Information page');
+          throw refusedToken(e, 'SLACK_APP_TOKEN', APP_TOKEN_HELP);
         });
+        superviseReconnects(receiver as SocketModeReceiver, log, deps.onFatal ?? (() => undefined), tuning.clientPingTimeoutMs ?? 5_000);
         log.info('connected to Slack (Socket Mode)');
       } else {
         const server = (await app.start({ port: s.httpPort, host: config.http.host })) as Server;

@@ -27,6 +27,8 @@ export interface DiscordHarnessOptions {
   worker?: boolean;
   /** The bot's logger (adapter and core). @defaultValue a logger at `warn` */
   log?: Logger;
+  /** The adapter's `onFatal` (bots/main.ts exits on it). */
+  onFatal?: (error: Error) => void;
 }
 
 export interface DiscordHarness {
@@ -69,7 +71,7 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
   const config = loadConfig({ overrides, env: {} });
   const secrets = { REDIS_URL, DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId };
   const log = options.log ?? createLogger('test-discord', 'warn');
-  const adapter = await createDiscordAdapter({ config, secrets, log });
+  const adapter = await createDiscordAdapter({ config, secrets, log, onFatal: options.onFatal });
   const core = createCore({ config, secrets, ports: [adapter.port], log });
   await core.start();
   await adapter.start(core);

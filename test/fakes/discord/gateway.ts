@@ -63,6 +63,16 @@ export class FakeGateway {
     this.session?.socket?.close(code, 'dropped by test');
   }
 
+  /**
+   * Forget the session (a RESUME is answered op 9, invalid session) and close its socket with `code`: the client
+   * identifies again, which the current token and intents decide.
+   */
+  endSession(code: number): void {
+    const socket = this.session?.socket;
+    this.session = undefined;
+    socket?.close(code, 'session ended by test');
+  }
+
   /** Whether a client has identified (dispatches go to its session, or are replayed to it on resume). */
   get hasSession(): boolean {
     return this.session !== undefined;

@@ -40,7 +40,6 @@ export interface FakeDiscordOptions {
 type Json = Record<string, unknown>;
 
 export class FakeDiscord {
-  readonly token: string;
   readonly appId = snowflake();
   readonly guildId = snowflake();
   readonly channelId = snowflake();
@@ -80,7 +79,6 @@ export class FakeDiscord {
       tokenTtlMs: options.tokenTtlMs ?? 15 * 60_000,
       resumable: options.resumable ?? true,
     };
-    this.token = this.options.token;
     this.bot = { id: this.appId, username: 'blip3o', bot: true };
     this.alice = { id: snowflake(), username: 'alice' };
     for (const u of [this.bot, this.alice]) this.users.set(u.id, u);
@@ -103,7 +101,9 @@ export class FakeDiscord {
     // The REST handlers get the state and the few internals they need, nothing else.
     const fake = this;
     this.rest = new FakeRestApi({
-      token: this.token,
+      get token() {
+        return fake.token;
+      },
       appId: this.appId,
       guildId: this.guildId,
       channelId: this.channelId,
@@ -135,6 +135,30 @@ export class FakeDiscord {
     await new Promise<void>((resolve) => fake.http.listen(0, '127.0.0.1', resolve));
     fake.port = (fake.http.address() as AddressInfo).port;
     return fake;
+  }
+
+  /** The bot token the fake accepts (gateway and REST); resetToken() changes it. */
+  get token(): string {
+    return this.options.token;
+  }
+
+  /**
+   * The Developer Portal's "Reset Token": the old token is refused from now on (REST 401, IDENTIFY 4004, RESUME invalid
+   * session), and Discord closes the bot's gateway session. Returns the new token.
+   */
+  resetToken(): string {
+    this.options.token = `fake-bot-token-${snowflake()}`;
+    this.gateway.endSession(4000);
+    return this.options.token;
+  }
+
+  /**
+   * The Developer Portal's Message Content switch. Switching it off ends the gateway session (`endSession`): the bot's
+   * next IDENTIFY with the intent is closed with 4014.
+   */
+  setMessageContentAllowed(allowed: boolean): void {
+    this.options.messageContentAllowed = allowed;
+    if (!allowed) this.gateway.endSession(4000);
   }
 
   get origin(): string {

@@ -50,7 +50,8 @@ export class FakeSlack {
   readonly calls: RecordedCall[] = [];
   readonly link: SocketModeLink;
   readonly botToken: string;
-  readonly appToken: string;
+  /** The app-level token apps.connections.open accepts; revokeAppToken() changes it. */
+  appToken: string;
   readonly teamId: string;
   readonly botUserId: string;
   readonly botId: string;
@@ -84,6 +85,15 @@ export class FakeSlack {
     this.link.close();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /**
+   * The app's "Revoke" of its app-level token: apps.connections.open refuses the old one (invalid_auth) from now on,
+   * and Slack disconnects the app's Socket Mode connections (a `disconnect` message, then a reconnect that is refused).
+   */
+  revokeAppToken(): void {
+    this.appToken = `xapp-fake-app-token-${Date.now()}`;
+    this.link.disconnect('link_disabled');
   }
 
   get origin(): string {

@@ -678,6 +678,44 @@ describe('a bot enabled in another server only, without direct messages', () => 
   });
 });
 
+describe('Discord closes the gateway for good (discord.js does not reconnect after these codes)', () => {
+  let lost: DiscordHarness;
+  const captured = capturedLog('info');
+  const fatal: Error[] = [];
+  beforeAll(() => starting(async () => {
+    lost = await startDiscordHarness({ worker: false, log: captured.log, onFatal: (e) => void fatal.push(e) });
+  }), 60_000);
+  afterAll(async () => lost?.stop(), 30_000);
+  const GUILDS = 1 << 0, GUILD_MESSAGES = 1 << 9, DIRECT_MESSAGES = 1 << 12, MESSAGE_CONTENT = 1 << 15;
+
+  it('Message Content switched off in the portal (4014): the bot logs in again without it, and answers', async () => {
+    expect(lost.adapter.hasMessageContent).toBe(true);
+    lost.fake.setMessageContentAllowed(false);
+    await until(async () => (loggedAs('discord ready', captured.lines).length === 2 ? true : undefined), 20_000, 'logged in again');
+    await settle();
+    expect(loggedAs('Discord closed the gateway for good (an intent the Developer Portal no longer allows (Message Content was switched off?)); logging in again', captured.lines))
+      .toEqual([expect.objectContaining({ level: 50, code: 4014 })]);
+    expect(loggedAs('discord ready', captured.lines).at(-1)).toMatchObject({ messageContent: false });
+    expect(lost.adapter.hasMessageContent).toBe(false);
+    const identified = lost.fake.gatewayFrames.filter((f) => f.op === 2).map((f) => (f.d as { intents: number }).intents);
+    const all = GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES;
+    expect(identified).toEqual([all | MESSAGE_CONTENT, all | MESSAGE_CONTENT, all | MESSAGE_CONTENT, all]); // at start, resumed as invalid, again, without
+    const i = lost.fake.slashCommand({ name: 'imagine', user: lost.fake.user('after4014'), options: [{ name: 'prompt', type: 3, value: 'a fox' }] });
+    await until(async () => (await lost.core.queue.getJob(jobIdFor('discord', i.id)))?.data, 10_000, 'the job');
+    expect(fatal).toEqual([]);
+  }, 30_000);
+
+  it('the token reset in the portal (4004): logging in again is refused, and onFatal hears what to do', async () => {
+    lost.fake.resetToken();
+    const [error] = await until(async () => (fatal.length > 0 ? fatal : undefined), 20_000, 'onFatal');
+    expect(error!.message).toBe("Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token from the Developer Portal's Bot page (see config/.env.example), or set discord.enabled: false.");
+    expect(fatal).toHaveLength(1);
+    expect(loggedAs('Discord closed the gateway for good (it refused the token: was it reset in the Developer Portal?); logging in again', captured.lines))
+      .toEqual([expect.objectContaining({ level: 50, code: 4004 })]);
+    expect(loggedAs('logging in to Discord again failed', captured.lines)).toEqual([expect.objectContaining({ level: 60, err: error!.message })]);
+  }, 30_000);
+});
+
 describe('a token Discord refuses', () => {
   it('start() fails with what to do, after one try (not again without the Message Content intent)', async () => {
     const adapter = new DiscordAdapter({ config: h.config, secrets: { REDIS_URL: '', DISCORD_TOKEN: 'not-the-token' } as never });

@@ -6,6 +6,8 @@ import { createSlackAdapter, refusedToken } from '../../../../bots/slack/adapter
 import type { Core } from '../../../../bots/core/submit.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { createLogger } from '../../../../src/log.ts';
+import { capturedLog } from '../../../doubles/core-harness.ts';
+import { until } from '../../../doubles/spine-harness.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
 import { postEvent } from '../../../fakes/slack/signed-sender.ts';
 
@@ -81,6 +83,43 @@ describe('createSlackAdapter', () => {
     await badApp.stop().catch(() => undefined);
     expect(appError).toMatchObject({ code: 'config' });
     expect((appError as Error).message).toMatch(/^Slack refused SLACK_APP_TOKEN \(invalid_auth\)\. Set SLACK_APP_TOKEN to an app-level token/);
+  });
+
+  it('Socket Mode reconnects Slack refuses (the app token revoked) go to onFatal naming SLACK_APP_TOKEN, not an unhandled rejection; other failures are tried again', async () => {
+    const own = new FakeSlack(); // revoking changes its token
+    await own.start();
+    const captured = capturedLog('info');
+    const fatal: Error[] = [];
+    const config = loadConfig({ env: { SLACK_API_URL: own.apiUrl } });
+    const adapter = await createSlackAdapter(
+      { config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: own.botToken, SLACK_APP_TOKEN: own.appToken }, log: captured.log, onFatal: (e) => void fatal.push(e) },
+      { clientPingTimeoutMs: 100, retryConfig: { retries: 0 } },
+    );
+    try {
+      await adapter.start({ redis: {}, queue: {} } as unknown as Core);
+      const opened = () => own.apiCalls('apps.connections.open').length;
+      // Slack's apps.connections.open answers 500 twice (the client gives up on an HTTP error): tried again, connected
+      own.inject({ method: 'apps.connections.open', httpStatus: 500, times: 2 });
+      own.link.disconnect('refresh_requested');
+      await until(async () => (opened() === 4 && own.link.connected ? true : undefined), 10_000, 'connected again');
+      const retried = captured.lines.filter((l) => l.msg === 'reconnecting to Slack failed; trying again');
+      expect(retried.map((l) => l.waitMs)).toEqual([100, 200]); // doubling from the ping timeout
+      expect(retried[0]!.err).toMatch(/500/);
+      expect(fatal).toEqual([]);
+
+      own.revokeAppToken();
+      await until(async () => (fatal.length > 0 ? true : undefined), 10_000, 'onFatal');
+      expect(fatal.map((e) => e.message)).toEqual([
+        "Slack refused SLACK_APP_TOKEN (invalid_auth). Set SLACK_APP_TOKEN to an app-level token (xapp-…) with the connections:write scope, from your Slack app's Basic Information page (see config/.env.example), or set slack.enabled: false.",
+      ]);
+      expect(captured.lines.filter((l) => l.msg === 'reconnecting to Slack failed')).toEqual([expect.objectContaining({ level: 60, err: fatal[0]!.message })]);
+      const tries = opened();
+      await new Promise((r) => setTimeout(r, 500));
+      expect(opened()).toBe(tries); // not tried again
+    } finally {
+      await adapter.stop();
+      await own.stop();
+    }
   });
 
   it('treats each of Slack\'s "wrong token" answers as a config error, and passes other failures on unchanged', async () => {

@@ -1,0 +1,64 @@
+// A platform connection lost for good while the bot runs, in the real process (bots/main.ts): a Discord token reset
+// in the Developer Portal, a Slack app-level token revoked. Each client gives up (discord.js after close code 4004,
+// Slack's Socket Mode client on invalid_auth); without bots/main.ts's onFatal the Discord bot ran on hearing nothing
+// (healthy to compose, "The application did not respond" to users), and the Slack bot died of an unhandled rejection
+// with a stack. Now each says what to do, stops as SIGTERM stops it, and exits 1 for compose's restart: on-failure.
+import { afterAll, describe, expect, it } from 'vitest';
+import { makeHarness, spawnTs, stopProcess, type Proc } from '../doubles/spine-harness.ts';
+import { FakeDiscord } from '../fakes/discord/server.ts';
+import { FakeSlack } from '../fakes/slack/server.ts';
+
+const STACK = /\n\s+at .+\(.+:\d+:\d+\)/;
+const procs: Proc[] = [];
+afterAll(async () => {
+  for (const p of procs) await stopProcess(p);
+});
+
+/** Runs bots/main.ts until 'bots ready', then `revoke()`s, and resolves with its exit code (or 'still running' after 30 s). */
+async function revokedWhileRunning(bot: Proc, revoke: () => void): Promise<number | null | 'still running'> {
+  procs.push(bot);
+  await bot.waitFor('bots ready', 120_000);
+  revoke();
+  return Promise.race([
+    new Promise<number | null>((resolve) => (bot.child.exitCode !== null ? resolve(bot.child.exitCode) : bot.child.once('exit', resolve))),
+    new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 30_000)),
+  ]);
+}
+
+describe('a platform token revoked while the bot runs: it says what to do, stops as SIGTERM would, and exits 1', () => {
+  it('Discord: the token reset in the Developer Portal', async () => {
+    const fake = await FakeDiscord.start({ heartbeatIntervalMs: 5_000 });
+    try {
+      const h = makeHarness({
+        discord: { enabled: true, apiBaseUrl: fake.apiBase, restRetries: 0, registerCommandsOnStart: false },
+        slack: { enabled: false },
+        http: { botPort: 0, host: '127.0.0.1' },
+      });
+      const bot = spawnTs('bots/main.ts', h, [], { DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId, SLACK_BOT_TOKEN: '' });
+      expect(await revokedWhileRunning(bot, () => fake.resetToken())).toBe(1);
+      const out = bot.output();
+      expect(out).toMatch(/"code":4004,"msg":"Discord closed the gateway for good \(it refused the token: was it reset in the Developer Portal\?\); logging in again"/);
+      expect(out).toMatch(/"err":"Discord refused DISCORD_TOKEN \(invalid token\)\. Set DISCORD_TOKEN to the bot token[^"]*","msg":"a platform connection is lost for good: exiting so that it is restarted"/);
+      expect(out).toMatch(/"reason":"a platform connection lost","msg":"shutting down"/);
+      expect(out).not.toMatch(STACK);
+    } finally {
+      await fake.close();
+    }
+  }, 180_000);
+
+  it('Slack: the app-level token revoked (Socket Mode)', async () => {
+    const fake = new FakeSlack();
+    await fake.start();
+    try {
+      const h = makeHarness({ slack: { enabled: true, mode: 'socket', apiUrl: fake.apiUrl }, discord: { enabled: false }, http: { botPort: 0, host: '127.0.0.1' } });
+      const bot = spawnTs('bots/main.ts', h, [], { SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken, DISCORD_TOKEN: '' });
+      expect(await revokedWhileRunning(bot, () => fake.revokeAppToken())).toBe(1);
+      const out = bot.output();
+      expect(out).toMatch(/"err":"Slack refused SLACK_APP_TOKEN \(invalid_auth\)\. Set SLACK_APP_TOKEN to an app-level token[^"]*","msg":"a platform connection is lost for good: exiting so that it is restarted"/);
+      expect(out).toMatch(/"reason":"a platform connection lost","msg":"shutting down"/);
+      expect(out).not.toMatch(STACK);
+    } finally {
+      await fake.stop();
+    }
+  }, 180_000);
+});
