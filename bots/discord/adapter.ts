@@ -21,6 +21,7 @@ import {
   type ButtonInteraction,
   type Channel,
   type ChatInputCommandInteraction,
+  type DiscordAPIError,
   type Interaction,
   type Message,
   type MessageContextMenuCommandInteraction,
@@ -42,7 +43,7 @@ import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentM
 import { COMMAND } from './commands.ts';
 import { walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
-import { DMS_CLOSED_HELP, DiscordDelivery, logRateLimits, refusesDirectMessages, statusChannelOf } from './delivery.ts';
+import { DMS_CLOSED_HELP, DiscordDelivery, forbiddenToPost, logRateLimits, missingPermission, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
@@ -463,9 +464,24 @@ export class DiscordAdapter implements Adapter {
       if (!this.channelAllowed(where)) return;
       await this.onMention(message, client.user.id, where);
     } catch (e) {
+      if (forbiddenToPost(e)) return this.cannotReplyIn(message, e);
       const text = this.errorReply(e).text;
       await message.reply({ content: text, allowedMentions: { parse: [], repliedUser: false } }).catch(() => undefined);
     }
+  }
+
+  /**
+   * The channel's permissions forbid the bot's reply (nothing was queued: the status reply comes first). Without
+   * this the mention went unanswered, and the operator read "discord handler failed" with a stack. The asker learns
+   * why in a DM, and that `/ask` works there (interaction responses need no channel permission).
+   */
+  private async cannotReplyIn(message: Message, e: DiscordAPIError): Promise<void> {
+    const missing = missingPermission(e);
+    this.log.warn({ channel: message.channelId, code: e.code }, `no permission to reply in a channel (${missing}): give the bot Send Messages, Read Message History and Attach Files there`);
+    const text =
+      `I can't reply in <#${message.channelId}>: I don't have the ${missing} permission there (a server admin can give it in the channel's settings → Permissions). ` +
+      'Meanwhile `/ask` works there: its answers need no permission in the channel.';
+    await message.author.send({ content: text, allowedMentions: { parse: [] } }).catch(() => undefined); // DMs closed: nowhere left to say it
   }
 
   private async onMention(message: Message, botId: string, where: DiscordDestination): Promise<void> {
@@ -571,14 +587,15 @@ export class DiscordAdapter implements Adapter {
 
   /**
    * Where a job goes (the interaction's channel, or the server channel a DM button's job belongs to), whether the bot
-   * works there, and whether its results are private (saved settings). Reads Redis.
+   * works there, and whether saved settings make its results private (a destination already private, a DM button's
+   * private job, stays so: runJob keeps its flag). Reads Redis.
    */
   private async placeOf(where: DiscordDestination | Promise<DiscordDestination>): Promise<{ destination: DiscordDestination; allowed: boolean; private: boolean }> {
     const destination = await where;
     // Stryker disable next-line BooleanLiteral: equivalent, a place the bot is not enabled in is refused before its privacy matters
     if (!this.channelAllowed(destination)) return { destination, allowed: false, private: false };
     const saved = this.core ? await this.core.settings.effective(destination) : {};
-    return { destination, allowed: true, private: destination.private === true || saved.private === true };
+    return { destination, allowed: true, private: saved.private === true };
   }
 
   private async download(image: AttachmentMeta): Promise<{ bytes: Uint8Array; name: string; contentType: string; sizeBytes: number }> {

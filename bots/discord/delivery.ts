@@ -21,6 +21,14 @@ const GONE_CODES = new Set<number | string>([10008, 10015, 10062, 50027]);
 /** Discord's answer to a direct message the user's privacy settings refuse ("Cannot send messages to this user"). */
 const CANNOT_DM = 50007;
 export const refusesDirectMessages = (e: unknown): boolean => e instanceof DiscordAPIError && e.code === CANNOT_DM;
+/**
+ * Discord's answers to a post the channel's permissions forbid the bot: Send Messages denied (50013 Missing
+ * Permissions), or Read Message History denied, which a reply needs (160002).
+ */
+const CANNOT_POST = new Set<number | string>([50013, 160002]);
+export const forbiddenToPost = (e: unknown): e is DiscordAPIError => e instanceof DiscordAPIError && CANNOT_POST.has(e.code);
+/** The permission a forbiddenToPost error says is missing. */
+export const missingPermission = (e: DiscordAPIError): string => (e.code === 160002 ? 'Read Message History' : 'Send Messages');
 /** What a user whose privacy settings refuse the bot's direct messages reads (after "I couldn't …: "). */
 export const DMS_CLOSED_HELP =
   "you don't accept direct messages from me. Allow them for this server (click its name → Privacy Settings → Direct Messages), then ask again.";

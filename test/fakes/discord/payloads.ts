@@ -18,11 +18,29 @@ export interface FakeChannel {
   nsfw: boolean;
   /** A thread's channel. */
   parentId?: string;
+  /**
+   * Permissions the server's admins denied the bot here: `send` (Send Messages: a post is 403, 50013), `readHistory`
+   * (Read Message History: a reply is 403, 160002). Interaction responses need neither, as on Discord.
+   */
+  botCannot?: readonly ('send' | 'readHistory')[];
+  /** The bot's user id, for the overwrite that denies `botCannot`. */
+  botId?: string;
+}
+
+const SEND_MESSAGES = 1n << 11n;
+const READ_MESSAGE_HISTORY = 1n << 16n;
+
+/** The channel's overwrite for the bot's member (type 1) denying what `botCannot` lists, as an admin's would. */
+function overwritesOf(channel: FakeChannel): Json[] {
+  const denied = channel.botCannot ?? [];
+  if (denied.length === 0 || !channel.botId) return [];
+  const deny = (denied.includes('send') ? SEND_MESSAGES : 0n) | (denied.includes('readHistory') ? READ_MESSAGE_HISTORY : 0n);
+  return [{ id: channel.botId, type: 1, allow: '0', deny: String(deny) }];
 }
 
 export function channelJson(guildId: string, channel: FakeChannel): Json {
   if (channel.parentId === undefined) {
-    return { id: channel.id, type: 0, guild_id: guildId, name: channel.name, position: 0, permission_overwrites: [], parent_id: null, nsfw: channel.nsfw };
+    return { id: channel.id, type: 0, guild_id: guildId, name: channel.name, position: 0, permission_overwrites: overwritesOf(channel), parent_id: null, nsfw: channel.nsfw };
   }
   return {
     id: channel.id, type: 11, guild_id: guildId, name: channel.name, parent_id: channel.parentId, owner_id: '0', flags: 0,

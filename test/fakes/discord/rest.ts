@@ -262,6 +262,11 @@ export class FakeRestApi {
     // Like Discord: opening the DM channel works, posting in it fails when the user does not accept DMs.
     const recipient = [...this.w.dmChannels].find(([, dm]) => dm === channelId)?.[0];
     if (recipient !== undefined && this.w.closedDms.has(recipient)) return reply(403, { code: 50007, message: 'Cannot send messages to this user' });
+    const denied = this.w.channels.get(channelId)?.botCannot ?? [];
+    if (denied.includes('send')) return reply(403, { code: 50013, message: 'Missing Permissions' });
+    if (denied.includes('readHistory') && (body.message_reference as Json | undefined)?.message_id) {
+      return reply(403, { code: 160002, message: 'Cannot reply without permission to read message history' });
+    }
     if (body.enforce_nonce && body.nonce !== undefined) {
       const existing = [...this.w.messages.values()].find(
         (x) => x.author.id === this.w.appId && x.nonce === String(body.nonce) && Date.now() - x.createdAt < 5 * 60_000,

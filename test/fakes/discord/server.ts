@@ -382,8 +382,8 @@ export class FakeDiscord {
   }
 
   /** Another text channel of the server, named, perhaps age-restricted (its id is returned; CHANNEL_CREATE tells the bot). */
-  addChannel(name: string, options: { nsfw?: boolean } = {}): string {
-    const channel: FakeChannel = { id: snowflake(), name, nsfw: options.nsfw ?? false };
+  addChannel(name: string, options: { nsfw?: boolean; botCannot?: FakeChannel['botCannot'] } = {}): string {
+    const channel: FakeChannel = { id: snowflake(), name, nsfw: options.nsfw ?? false, botCannot: options.botCannot, botId: this.bot.id };
     this.channels.set(channel.id, channel);
     if (this.gateway.hasSession) this.dispatch('CHANNEL_CREATE', channelJson(this.guildId, channel)); // else GUILD_CREATE will list it
     return channel.id;

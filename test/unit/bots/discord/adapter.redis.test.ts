@@ -22,6 +22,9 @@ let png: Uint8Array;
 let closedChannel: string;
 /** A channel marked age-restricted (nsfw), where the bot is enabled too. */
 let adults: string;
+/** Enabled channels whose permissions deny the bot Send Messages, and Read Message History. */
+let readOnly: string;
+let noHistory: string;
 
 /**
  * A harness that fails to start fails every test: a failing beforeAll only skips them, and a mutation run reads a run
@@ -44,8 +47,10 @@ beforeAll(() => starting(async () => {
   logged = captured.lines;
   h = await startDiscordHarness({ worker: false, log: captured.log, config: (fake) => {
     adults = fake.addChannel('adults', { nsfw: true });
+    readOnly = fake.addChannel('read-only', { botCannot: ['send'] });
+    noHistory = fake.addChannel('no-history', { botCannot: ['readHistory'] });
     // smaller than understanding.maxInputImageBytes (20 MiB): the smaller of the two is the limit
-    return { discord: { allowedChannelIds: [fake.channelId, adults], maxAttachmentBytes: 8 * 2 ** 20 } };
+    return { discord: { allowedChannelIds: [fake.channelId, adults, readOnly, noHistory], maxAttachmentBytes: 8 * 2 ** 20 } };
   } });
   closedChannel = h.fake.addChannel('closed');
   png = await samplePng(24);
@@ -541,6 +546,24 @@ describe('mentions', () => {
     } finally {
       await h.core.settings.reset('channel', { platform: 'discord', guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId });
     }
+  });
+
+  it('where the channel\'s permissions forbid the reply (Send Messages, Read Message History denied): the asker learns why in a DM, nothing is queued, the operator reads a warning', async () => {
+    for (const [channel, missing, code] of [[readOnly, 'Send Messages', 50013], [noHistory, 'Read Message History', 160002]] as const) {
+      const user = newUser();
+      const m = h.fake.postUserMessage({ content: 'what is this?', author: user, mentionBot: true, channelId: channel, attachments: [attachment()] });
+      const bare = h.fake.postUserMessage({ content: 'hello?', author: user, mentionBot: true, channelId: channel }); // the help is a reply too
+      const dms = () => h.fake.channelMessages(h.fake.dmChannel(user)).filter((x) => x.author.id === h.fake.appId);
+      await h.fake.waitFor(() => dms().length === 2, 10_000, 'the DMs');
+      const told = `I can't reply in <#${channel}>: I don't have the ${missing} permission there (a server admin can give it in the channel's settings → Permissions). Meanwhile \`/ask\` works there: its answers need no permission in the channel.`;
+      expect(dms().map((x) => x.content)).toEqual([told, told]);
+      expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
+      expect(h.fake.channelMessages(channel).filter((x) => x.author.id === h.fake.appId)).toEqual([]);
+      expect(loggedAs(`no permission to reply in a channel (${missing}): give the bot Send Messages, Read Message History and Attach Files there`).filter((l) => l.channel === channel))
+        .toEqual([expect.objectContaining({ level: 40, code }), expect.objectContaining({ level: 40, code })]);
+      void bare;
+    }
+    expect(loggedAs('discord handler failed').filter((l) => [readOnly, noHistory].some((c) => String(l.err).includes(c)))).toEqual([]);
   });
 
   it('in a DM every message is addressed to the bot: a question with an image is queued, answered in the DM', async () => {
