@@ -245,6 +245,12 @@ describe('slash commands', () => {
       expect(shown.components).toEqual([]);
       expect(i.callbacks).toHaveLength(1); // the defer, then only its edit
       expect(i.followupIds).toEqual([]);
+      // Discord refuses that edit too: the operator reads that the user was not told, and why
+      h.fake.injectFault({ method: 'PATCH', path: /\/webhooks\/\d+\/[^/]+\/messages\/@original$/, status: 500, code: 0, message: 'Internal Server Error', times: 4 });
+      const before = loggedAs('could not report an error').length;
+      h.fake.slashCommand({ name: 'settings', user: newUser() });
+      const [warned] = await until(async () => { const l = loggedAs('could not report an error').slice(before); return l.length > 0 ? l : undefined; }, 15_000, 'the warning');
+      expect(warned).toMatchObject({ level: 40, err: expect.stringMatching(/Internal Server Error/) });
     } finally {
       h.core.settings.get = get;
     }
