@@ -112,8 +112,10 @@ async function main(): Promise<void> {
   for (const a of adapters) deliveryQueues.push(createDeliveryQueue(config, core.redis, QueueNames.delivery(a.port.platform)));
   for (const q of deliveryQueues) trackQueue(metrics, q);
   const redis = core.redis;
+  // ready: Redis answers, and every platform's connection is up (a gateway logging in again after Discord closed it)
+  const readiness = Object.fromEntries(adapters.map((a) => [a.port.platform, () => a.connected()]));
   health = await serveHealth(
-    { host: config.http.host, port: config.http.botPort, registry: metrics.registry, readiness: { redis: async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING' } },
+    { host: config.http.host, port: config.http.botPort, registry: metrics.registry, readiness: { redis: async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING', ...readiness } },
     log,
   );
 

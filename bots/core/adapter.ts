@@ -10,6 +10,8 @@ export interface Adapter {
   /** Connect to the platform and start calling core.handle. The core's delivery consumer is already running. */
   start(core: Core): Promise<void>;
   stop(): Promise<void>;
+  /** For /readyz: true while the platform connection is up, else what is down. */
+  connected(): true | string;
   /** Optional hooks the adapter contributes to the core (e.g. a downloader for its CDN hosts). */
   coreOptions?: Pick<CoreOptions, 'fetchImage'>;
 }

@@ -15,6 +15,7 @@ import {
   PermissionFlagsBits,
   REST,
   Routes,
+  Status,
   TextInputStyle,
   ComponentType,
   type APIMessage,
@@ -146,6 +147,12 @@ export class DiscordAdapter implements Adapter {
     await this.client?.destroy();
     this.client = undefined;
     this.port.close();
+  }
+
+  connected(): true | string {
+    const shards = this.client?.ws.shards;
+    if (shards && shards.size > 0 && shards.every((shard) => shard.status === Status.Ready)) return true;
+    return 'the Discord gateway is not connected';
   }
 
   /** Log in with the Message Content intent if configured, without it if the portal refuses it. */

@@ -128,6 +128,12 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
   const titles = new Map<string, JobTitle>();
   let eventsUrl: string | undefined;
   let core: Core | undefined;
+  // Socket Mode: between Slack's hello and the socket's close. HTTP mode: Slack calls in, nothing to be connected to.
+  let socketUp = false;
+  if (receiver instanceof SocketModeReceiver) {
+    receiver.client.on('connected', () => void (socketUp = true));
+    receiver.client.on('close', () => void (socketUp = false));
+  }
 
   /** The prompt or question of a job: from this process's memory, else from the job itself in Redis. */
   async function titleOf(jobId: string): Promise<JobTitle | undefined> {
@@ -182,6 +188,11 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
 
     async stop(): Promise<void> {
       await app.stop();
+    },
+
+    connected(): true | string {
+      if (s.mode === 'http') return eventsUrl !== undefined || 'not listening for Slack requests yet';
+      return socketUp || 'the Slack Socket Mode connection is down';
     },
   };
 }

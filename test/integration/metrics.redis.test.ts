@@ -201,7 +201,7 @@ describe('/metrics after a few jobs', () => {
     }
   });
 
-  it('the bots process (bots/main.ts) serves them on http.botPort, with its delivery queue', async () => {
+  it('the bots process (bots/main.ts) serves them on http.botPort, with its delivery queue; not ready while its gateway is down', async () => {
     const port = await freePort();
     const fake = await FakeDiscord.start();
     const h = makeHarness({
@@ -214,7 +214,20 @@ describe('/metrics after a few jobs', () => {
       await proc.waitFor('bots ready', 60_000);
       const base = `http://127.0.0.1:${port}`;
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
-      expect(await (await fetch(`${base}/readyz`)).json()).toEqual({ ready: true, checks: { redis: 'ok' } });
+      expect(await (await fetch(`${base}/readyz`)).json()).toEqual({ ready: true, checks: { redis: 'ok', discord: 'ok' } });
+      // The portal switches Message Content off: Discord ends the session, the bot logs in again without it
+      fake.setMessageContentAllowed(false);
+      const seen = new Set<string>();
+      for (const end = Date.now() + 30_000; Date.now() < end && !(seen.has('down') && seen.has('up again')); ) {
+        const r = await fetch(`${base}/readyz`);
+        const body = (await r.json()) as { checks: Record<string, string> };
+        if (r.status === 503) {
+          expect(body.checks).toEqual({ redis: 'ok', discord: 'the Discord gateway is not connected' });
+          seen.add('down');
+        } else if (seen.has('down')) seen.add('up again');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect([...seen]).toEqual(['down', 'up again']);
       const text = await (await fetch(`${base}/metrics`)).text();
       expect(value(text, 'blip3o_queue_depth', { queue: 'delivery-discord', state: 'waiting', component: 'bot' })).toBe(0);
       expect(value(text, 'blip3o_queue_depth', { queue: 'jobs', state: 'waiting', component: 'bot' })).toBe(0);

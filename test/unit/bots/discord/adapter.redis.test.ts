@@ -719,6 +719,7 @@ describe('Discord closes the gateway for good (discord.js does not reconnect aft
 
   it('Message Content switched off in the portal (4014): the bot logs in again without it, and answers', async () => {
     expect(lost.adapter.hasMessageContent).toBe(true);
+    expect(lost.adapter.connected()).toBe(true);
     lost.fake.setMessageContentAllowed(false);
     await until(async () => (loggedAs('discord ready', captured.lines).length === 2 ? true : undefined), 20_000, 'logged in again');
     await settle();
@@ -726,6 +727,7 @@ describe('Discord closes the gateway for good (discord.js does not reconnect aft
       .toEqual([expect.objectContaining({ level: 50, code: 4014 })]);
     expect(loggedAs('discord ready', captured.lines).at(-1)).toMatchObject({ messageContent: false });
     expect(lost.adapter.hasMessageContent).toBe(false);
+    expect(lost.adapter.connected()).toBe(true);
     const identified = lost.fake.gatewayFrames.filter((f) => f.op === 2).map((f) => (f.d as { intents: number }).intents);
     const all = GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES;
     expect(identified).toEqual([all | MESSAGE_CONTENT, all | MESSAGE_CONTENT, all | MESSAGE_CONTENT, all]); // at start, resumed as invalid, again, without
@@ -742,6 +744,7 @@ describe('Discord closes the gateway for good (discord.js does not reconnect aft
     expect(loggedAs('Discord closed the gateway for good (it refused the token: was it reset in the Developer Portal?); logging in again', captured.lines))
       .toEqual([expect.objectContaining({ level: 50, code: 4004 })]);
     expect(loggedAs('logging in to Discord again failed', captured.lines)).toEqual([expect.objectContaining({ level: 60, err: error!.message })]);
+    expect(lost.adapter.connected()).toBe('the Discord gateway is not connected');
   }, 30_000);
 });
 

@@ -97,6 +97,7 @@ describe('createSlackAdapter', () => {
     );
     try {
       await adapter.start({ redis: {}, queue: {} } as unknown as Core);
+      expect(adapter.connected()).toBe(true);
       const opened = () => own.apiCalls('apps.connections.open').length;
       // Slack's apps.connections.open answers 500 twice (the client gives up on an HTTP error): tried again, connected
       own.inject({ method: 'apps.connections.open', httpStatus: 500, times: 2 });
@@ -106,6 +107,7 @@ describe('createSlackAdapter', () => {
       expect(retried.map((l) => l.waitMs)).toEqual([100, 200]); // doubling from the ping timeout
       expect(retried[0]!.err).toMatch(/500/);
       expect(fatal).toEqual([]);
+      await until(async () => adapter.connected() === true || undefined, 5_000, 'ready again');
 
       own.revokeAppToken();
       await until(async () => (fatal.length > 0 ? true : undefined), 10_000, 'onFatal');
@@ -116,6 +118,7 @@ describe('createSlackAdapter', () => {
       const tries = opened();
       await new Promise((r) => setTimeout(r, 500));
       expect(opened()).toBe(tries); // not tried again
+      expect(adapter.connected()).toBe('the Slack Socket Mode connection is down');
     } finally {
       await adapter.stop();
       await own.stop();
