@@ -14,15 +14,25 @@ afterAll(async () => {
   for (const p of procs) await stopProcess(p);
 });
 
-/** Runs bots/main.ts until 'bots ready', then `revoke()`s, and resolves with its exit code (or 'still running' after 30 s). */
-async function revokedWhileRunning(bot: Proc, revoke: () => void): Promise<number | null | 'still running'> {
+/**
+ * Runs bots/main.ts until 'bots ready', then `revoke()`s: it must log `fatal` (the start of the error's message) as the
+ * reason it exits, stop as SIGTERM stops it, and exit 1 without a stack. Resolves with its output.
+ */
+async function exitsForRestart(bot: Proc, revoke: () => void, fatal: string): Promise<string> {
   procs.push(bot);
   await bot.waitFor('bots ready', 120_000);
   revoke();
-  return Promise.race([
+  const code = await Promise.race([
     new Promise<number | null>((resolve) => (bot.child.exitCode !== null ? resolve(bot.child.exitCode) : bot.child.once('exit', resolve))),
     new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 30_000)),
   ]);
+  const out = bot.output();
+  expect(code).toBe(1);
+  const escaped = fatal.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  expect(out).toMatch(new RegExp(`"err":"${escaped}[^"]*","msg":"a platform connection is lost for good: exiting so that it is restarted"`));
+  expect(out).toMatch(/"reason":"a platform connection lost","msg":"shutting down"/);
+  expect(out).not.toMatch(STACK);
+  return out;
 }
 
 describe('a platform token revoked while the bot runs: it says what to do, stops as SIGTERM would, and exits 1', () => {
@@ -35,12 +45,8 @@ describe('a platform token revoked while the bot runs: it says what to do, stops
         http: { botPort: 0, host: '127.0.0.1' },
       });
       const bot = spawnTs('bots/main.ts', h, [], { DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId, SLACK_BOT_TOKEN: '' });
-      expect(await revokedWhileRunning(bot, () => fake.resetToken())).toBe(1);
-      const out = bot.output();
+      const out = await exitsForRestart(bot, () => fake.resetToken(), 'Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token');
       expect(out).toMatch(/"code":4004,"msg":"Discord closed the gateway for good \(it refused the token: was it reset in the Developer Portal\?\); logging in again"/);
-      expect(out).toMatch(/"err":"Discord refused DISCORD_TOKEN \(invalid token\)\. Set DISCORD_TOKEN to the bot token[^"]*","msg":"a platform connection is lost for good: exiting so that it is restarted"/);
-      expect(out).toMatch(/"reason":"a platform connection lost","msg":"shutting down"/);
-      expect(out).not.toMatch(STACK);
     } finally {
       await fake.close();
     }
@@ -52,11 +58,7 @@ describe('a platform token revoked while the bot runs: it says what to do, stops
     try {
       const h = makeHarness({ slack: { enabled: true, mode: 'socket', apiUrl: fake.apiUrl }, discord: { enabled: false }, http: { botPort: 0, host: '127.0.0.1' } });
       const bot = spawnTs('bots/main.ts', h, [], { SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken, DISCORD_TOKEN: '' });
-      expect(await revokedWhileRunning(bot, () => fake.revokeAppToken())).toBe(1);
-      const out = bot.output();
-      expect(out).toMatch(/"err":"Slack refused SLACK_APP_TOKEN \(invalid_auth\)\. Set SLACK_APP_TOKEN to an app-level token[^"]*","msg":"a platform connection is lost for good: exiting so that it is restarted"/);
-      expect(out).toMatch(/"reason":"a platform connection lost","msg":"shutting down"/);
-      expect(out).not.toMatch(STACK);
+      await exitsForRestart(bot, () => fake.revokeAppToken(), 'Slack refused SLACK_APP_TOKEN (invalid_auth). Set SLACK_APP_TOKEN to an app-level token');
     } finally {
       await fake.stop();
     }
