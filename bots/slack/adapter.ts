@@ -82,7 +82,7 @@ const RECONNECT_MAX_MS = 60_000;
  * stack. Once connected, the client's start() is wrapped: a refused token goes to `onFatal` naming SLACK_APP_TOKEN;
  * any other failure is logged and tried again, waiting longer each time.
  */
-function superviseReconnects(receiver: SocketModeReceiver, log: Logger, onFatal: (error: Error) => void, firstWaitMs: number): void {
+function superviseReconnects(receiver: SocketModeReceiver, log: Logger, onFatal: (error: Error) => void, firstWaitMs: number, stopped: () => boolean): void {
   const socket = receiver.client;
   const start = socket.start.bind(socket);
   let failures = 0;
@@ -99,7 +99,7 @@ function superviseReconnects(receiver: SocketModeReceiver, log: Logger, onFatal:
         const waitMs = Math.min(RECONNECT_MAX_MS, firstWaitMs * 2 ** failures++);
         log.warn({ err: (e as Error).message, waitMs }, 'reconnecting to Slack failed; trying again');
         await new Promise((r) => setTimeout(r, waitMs).unref());
-        return reconnect();
+        return stopped() ? { ok: false } : reconnect();
       },
     );
   socket.start = reconnect;
@@ -130,6 +130,7 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
   let core: Core | undefined;
   // Socket Mode: between Slack's hello and the socket's close. HTTP mode: Slack calls in, nothing to be connected to.
   let socketUp = false;
+  let stopped = false;
   if (receiver instanceof SocketModeReceiver) {
     receiver.client.on('connected', () => void (socketUp = true));
     receiver.client.on('close', () => void (socketUp = false));
@@ -175,7 +176,7 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
         await app.start().catch((e: unknown) => {
           throw refusedToken(e, 'SLACK_APP_TOKEN', APP_TOKEN_HELP);
         });
-        superviseReconnects(receiver as SocketModeReceiver, log, deps.onFatal ?? (() => undefined), tuning.clientPingTimeoutMs ?? 5_000);
+        superviseReconnects(receiver as SocketModeReceiver, log, deps.onFatal ?? (() => undefined), tuning.clientPingTimeoutMs ?? 5_000, () => stopped);
         log.info('connected to Slack (Socket Mode)');
       } else {
         const server = (await app.start({ port: s.httpPort, host: config.http.host })) as Server;
@@ -187,6 +188,7 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
     },
 
     async stop(): Promise<void> {
+      stopped = true;
       await app.stop();
     },
 

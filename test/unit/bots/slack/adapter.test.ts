@@ -125,6 +125,20 @@ describe('createSlackAdapter', () => {
     }
   });
 
+  it('a reconnect waiting to be tried again after a failure is not tried once the adapter stopped', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
+    const adapter = await createSlackAdapter({ config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken }, log }, { clientPingTimeoutMs: 200, retryConfig: { retries: 0 } });
+    await adapter.start({ redis: {}, queue: {} } as unknown as Core);
+    const opened = () => fake.apiCalls('apps.connections.open').length;
+    const before = opened();
+    fake.inject({ method: 'apps.connections.open', httpStatus: 500 });
+    fake.link.disconnect('refresh_requested');
+    await until(async () => opened() > before || undefined, 5_000, 'the failed reconnect');
+    await adapter.stop(); // the next try was 200 ms away
+    await new Promise((r) => setTimeout(r, 800));
+    expect(opened()).toBe(before + 1);
+  });
+
   it('treats each of Slack\'s "wrong token" answers as a config error, and passes other failures on unchanged', async () => {
     const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
     const secrets = { REDIS_URL: 'x', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken };
