@@ -25,8 +25,13 @@ export interface RelayDeps {
   ledger: DeliveryLedger;
   /** Queue positions of waiting jobs (src/jobs/position.ts); a test counts the passes through it. */
   queuePositions?: typeof queuePositions;
-  /** GPU workers ready (ResultCache.readyWorkers, cached): a place pushed while none is says so, as the first reply did. */
+  /**
+   * GPU workers ready (ResultCache.readyWorkers, cached): a place pushed while none is says so, as the first reply did,
+   * and every waiting job's place is pushed again when that changes (a worker that died, one that came back).
+   */
   readyWorkers?: () => Promise<number>;
+  /** How often, while jobs wait, readyWorkers is asked whether that changed (default WORKER_CHECK_MS; tests). */
+  workerCheckMs?: number;
   /** How long at most an edit waits while another instance holds the job's lease (default LEASE_RETRY_MS; tests). */
   leaseRetryMs?: number;
   /** How long this instance counts as alive after each time it says so (default OWNER_ALIVE_MS; tests). */
@@ -58,6 +63,11 @@ export const LEASE_RETRY_MS = 5_000;
  * at most that half interval older than the pass before the edit.
  */
 export const POSITION_REFRESH_MS = 250;
+/**
+ * How often, while this instance's jobs wait, it asks whether GPU workers came or went. readyWorkers reads Redis at most
+ * every cache.manifestRefreshMs, and a worker counts as gone ≈ 3 of those after it stopped; this adds at most its own.
+ */
+export const WORKER_CHECK_MS = 5_000;
 
 // KEYS[1] lease key, KEYS[2] alive hash; ARGV[1] instance id; ARGV[2] lease ms. Take the lease if free, ours (renewing
 // it) or its holder's alive time is over; 1 = ours.
@@ -105,6 +115,11 @@ export class ProgressRelay {
   private readonly jobs = new Map<string, Tracked | null>(); // null: looked up, not ours
   private readonly listeners: [string, (...args: never[]) => void][] = [];
   private heartbeat: NodeJS.Timeout | undefined;
+  private workerCheck: NodeJS.Timeout | undefined;
+  /** Whether no GPU worker was ready at the last check (undefined: not asked yet). */
+  private noWorker: boolean | undefined;
+  /** The next pass pushes every waiting job's place, changed or not (the no-worker note came or went). */
+  private pushAll = false;
 
   constructor(private readonly deps: RelayDeps) {}
 
@@ -119,6 +134,7 @@ export class ProgressRelay {
         });
     sayAlive();
     this.heartbeat = setInterval(sayAlive, aliveMs / 3).unref();
+    if (this.deps.readyWorkers) this.workerCheck = setInterval(() => void this.checkWorkers(), this.deps.workerCheckMs ?? WORKER_CHECK_MS).unref();
     const on = <A extends unknown[]>(event: string, fn: (...args: A) => void) => {
       this.deps.events.on(event as 'progress', fn as never);
       this.listeners.push([event, fn as never]);
@@ -143,6 +159,7 @@ export class ProgressRelay {
    */
   async stop(): Promise<void> {
     clearInterval(this.heartbeat);
+    clearInterval(this.workerCheck);
     for (const [event, fn] of this.listeners) this.deps.events.off(event as 'progress', fn as never);
     for (const t of this.jobs.values()) if (t?.timer) clearTimeout(t.timer);
     // Every job it looked at: the script deletes only the leases that are this instance's (10,000 jobs: 12 ms of Redis, once, measured).
@@ -206,6 +223,17 @@ export class ProgressRelay {
     }
   }
 
+  /** While jobs wait: whether GPU workers came or went since the last check; if so, every waiting place is pushed again. */
+  private async checkWorkers(): Promise<void> {
+    if (![...this.jobs.values()].some((t) => t !== null && !t.started)) return;
+    const noWorker = (await this.deps.readyWorkers!().catch(() => 1)) === 0;
+    const changed = this.noWorker !== undefined && noWorker !== this.noWorker;
+    this.noWorker = noWorker;
+    if (!changed) return;
+    this.pushAll = true;
+    await this.onActive(undefined);
+  }
+
   private recomputing = false;
   // Stryker disable next-line BooleanLiteral: equivalent, each pass sets it false before it begins
   private recomputeAgain = false;
@@ -219,8 +247,8 @@ export class ProgressRelay {
    * shortest edit interval of the jobs it covered apart. A start sooner than that waits for the next pass, which covers
    * every start until it begins.
    */
-  private async onActive(activeId: string): Promise<void> {
-    const t = this.jobs.get(activeId);
+  private async onActive(activeId: string | undefined): Promise<void> {
+    const t = activeId === undefined ? undefined : this.jobs.get(activeId);
     if (t) t.started = true;
     if (this.recomputing) {
       this.recomputeAgain = true;
@@ -244,6 +272,8 @@ export class ProgressRelay {
 
   /** Pushes the waiting jobs' new positions; resolves to the shortest edit interval among them (0: none waits). */
   private async pushPositions(): Promise<number> {
+    const pushAll = this.pushAll;
+    this.pushAll = false;
     const waiting = [...this.jobs].filter((e): e is [string, Tracked] => e[1] !== null && !e[1].started);
     if (waiting.length === 0) return 0;
     const positionsOf = this.deps.queuePositions ?? queuePositions;
@@ -252,7 +282,7 @@ export class ProgressRelay {
     const noWorker = positions.length > 0 && (await this.deps.readyWorkers?.().catch(() => 1)) === 0;
     for (const [i, [jobId, w]] of waiting.entries()) {
       const position = positions[i];
-      if (w.started || position === undefined || position === w.lastPosition) continue;
+      if (w.started || position === undefined || (position === w.lastPosition && !pushAll)) continue;
       w.lastPosition = position;
       this.send(w, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: position, ...(noWorker ? { noWorker } : {}) });
     }

@@ -17,6 +17,7 @@ import { CONTRACT_VERSION, type Destination, type JobProgress } from '../../../.
 import { DeliveryLedger } from '../../../../src/jobs/ledger.ts';
 import { createJobsQueue, type JobsQueue } from '../../../../src/jobs/queue.ts';
 import { createLogger, type Logger } from '../../../../src/log.ts';
+import { until } from '../../../doubles/spine-harness.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-relay-${randomUUID().slice(0, 8)}`;
@@ -111,9 +112,11 @@ it('the submitter shows progress; another instance tries once per retry, and tak
 it('a running instance keeps saying it is alive, every third of its alive time', async () => {
   const d = instance(`D-${randomUUID().slice(0, 6)}`, undefined, 300);
   const alive = `${prefix}:progress-alive`;
+  // the entry first, then the clock: a beat written between the two would otherwise read as more than 300 ms left
   const aliveLeft = async () => {
+    const aliveUntil = Number(await redis.hget(alive, d.instanceId));
     const [sec, micro] = (await redis.time()) as [number, number];
-    return Number(await redis.hget(alive, d.instanceId)) - (sec * 1000 + Math.floor(micro / 1000));
+    return aliveUntil - (sec * 1000 + Math.floor(micro / 1000));
   };
   try {
     for (let i = 0; i < 50 && !(await redis.hexists(alive, d.instanceId)); i++) await sleep(10);
@@ -202,7 +205,7 @@ const terminal: Destination = { platform: 'slack', teamId: 'T1', channelId: 'C-t
  * A relay whose passes answer `answer(jobIds)` after `passMs`; records each pass (when it began, the jobs asked) and
  * each edit. Edit intervals: `chat` 1,000 ms, `terminal` 100 ms.
  */
-function relayWith(answer: (jobIds: readonly string[]) => (number | undefined)[], passMs = 0, readyWorkers?: () => Promise<number>) {
+function relayWith(answer: (jobIds: readonly string[]) => (number | undefined)[], passMs = 0, readyWorkers?: () => Promise<number>, workerCheckMs?: number) {
   const events = new EventEmitter();
   const edits: JobProgress[] = [];
   const passes: { at: number; jobIds: string[] }[] = [];
@@ -210,7 +213,7 @@ function relayWith(answer: (jobIds: readonly string[]) => (number | undefined)[]
   const relay = new ProgressRelay({
     queue, events: events as unknown as QueueEvents, redis, portFor: () => port,
     intervalMs: (d) => (d.channelId === terminal.channelId ? 100 : 1_000),
-    ledger: new DeliveryLedger(redis, config), instanceId: `i-${randomUUID().slice(0, 6)}`, prefix, log: createLogger('test', 'silent'), readyWorkers,
+    ledger: new DeliveryLedger(redis, config), instanceId: `i-${randomUUID().slice(0, 6)}`, prefix, log: createLogger('test', 'silent'), readyWorkers, workerCheckMs,
     queuePositions: async (_r, _q, jobIds) => {
       passes.push({ at: Date.now(), jobIds: [...jobIds] });
       await sleep(passMs);
@@ -276,6 +279,29 @@ it('a place pushed while no GPU worker is ready says so, as the first reply did;
     r.start();
     await sleep(400);
     expect(r.edits.slice(2).map((e) => [e.jobId, e.queuePosition, e.noWorker])).toEqual([[second, 1, undefined]]);
+  } finally {
+    r.relay.stop();
+  }
+});
+
+it('while jobs wait, workers that go or come push every place again, the note with it; no change, no edit', async () => {
+  let workers = 1;
+  const [first, second] = [newJob(), newJob()];
+  const r = relayWith((ids) => ids.map((id) => (id === first ? 1 : 2)), 0, async () => workers, 100);
+  try {
+    r.relay.track(first, terminal, 1);
+    r.relay.track(second, terminal, 2);
+    await sleep(350); // checks that find workers as they were: nothing to push
+    expect(r.edits).toEqual([]);
+    workers = 0; // the only worker died: places unchanged, the note appears
+    await until(async () => (r.edits.length === 2 ? true : undefined), 5_000, 'the places pushed again');
+    expect(r.edits.map((e) => [e.jobId, e.queuePosition, e.noWorker])).toEqual([[first, 1, true], [second, 2, true]]);
+    await sleep(350);
+    expect(r.edits).toHaveLength(2); // still none: nothing more to say
+    workers = 1; // back (before it takes a job)
+    await until(async () => (r.edits.length === 4 ? true : undefined), 5_000, 'the note gone');
+    expect(r.edits.slice(2).map((e) => [e.jobId, e.queuePosition, e.noWorker])).toEqual([[first, 1, undefined], [second, 2, undefined]]);
+    expect(r.passes.length).toBe(2); // one pass per change, none for the checks that found none
   } finally {
     r.relay.stop();
   }
