@@ -2,6 +2,7 @@
 // Discord, the real core on Redis. What each slash command, context menu, modal, button and mention answers, and the
 // request each one queues (jobs stay queued: no worker takes them). The end-to-end paths with a worker are in
 // test/integration/discord*.redis.test.ts; these are fast enough for the `gateway` mutation group.
+import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buttonId, settingsButtonId } from '../../../../bots/discord/custom-ids.ts';
 import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contract.ts';
@@ -28,11 +29,15 @@ let noHistory: string;
 
 /**
  * A harness that fails to start fails every test: a failing beforeAll only skips them, and a mutation run reads a run
- * without a failed test as the mutant surviving.
+ * without a failed test as the mutant surviving. So does one that never starts (a login that waits for ever): it
+ * counts as failed before the hook's own timeout (60 s) would skip the tests.
  */
 const startFailures: unknown[] = [];
+const START_WITHIN_MS = 50_000;
 async function starting(start: () => Promise<void>): Promise<void> {
-  await start().catch((e: unknown) => void startFailures.push(e));
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the harness did not start within ${START_WITHIN_MS} ms`)), START_WITHIN_MS)));
+  await Promise.race([start(), late]).catch((e: unknown) => void startFailures.push(e)).finally(() => clearTimeout(timer));
 }
 beforeEach(() => {
   if (startFailures.length > 0) throw startFailures[0];
@@ -111,6 +116,7 @@ describe('slash commands', () => {
     const i = imagine('a cat', newUser(), [{ name: 'aspect', type: 3, value: '7:5' }]);
     expect(await toldPrivately(i)).toMatch(/aspect/i);
     expect(i.callbacks).toHaveLength(1);
+    expect(i.callbacks[0]!.data).toMatchObject({ flags: EPHEMERAL, allowed_mentions: { parse: [] } }); // the option's text is the user's
     await settle();
     expect(await request(jobIdFor('discord', i.id))).toBeUndefined();
   });
@@ -243,16 +249,36 @@ describe('slash commands', () => {
       const ref = /ref ([0-9a-f]{8})/.exec(shown.content)![1];
       expect(loggedAs('discord handler failed')).toContainEqual(expect.objectContaining({ ref, err: 'connection lost', stack: expect.stringContaining('Error: connection lost') }));
       expect(shown.components).toEqual([]);
+      expect(h.fake.requestsTo('PATCH', /\/messages\/@original$/).at(-1)?.body).toMatchObject({ allowed_mentions: { parse: [] } });
       expect(i.callbacks).toHaveLength(1); // the defer, then only its edit
       expect(i.followupIds).toEqual([]);
       // Discord refuses that edit too: the operator reads that the user was not told, and why
-      h.fake.injectFault({ method: 'PATCH', path: /\/webhooks\/\d+\/[^/]+\/messages\/@original$/, status: 500, code: 0, message: 'Internal Server Error', times: 4 });
       const before = loggedAs('could not report an error').length;
-      h.fake.slashCommand({ name: 'settings', user: newUser() });
+      const refused = h.fake.slashCommand({ name: 'settings', user: newUser() });
+      // this interaction's edits only (the REST client retries once): the fault must not outlive the test
+      h.fake.injectFault({ method: 'PATCH', path: /\/webhooks\/\d+\/[^/]+\/messages\/@original$/, status: 500, code: 0, message: 'Internal Server Error', times: 10, when: (r) => r.path.includes(refused.token) });
       const [warned] = await until(async () => { const l = loggedAs('could not report an error').slice(before); return l.length > 0 ? l : undefined; }, 15_000, 'the warning');
       expect(warned).toMatchObject({ level: 40, err: expect.stringMatching(/Internal Server Error/) });
     } finally {
       h.core.settings.get = get;
+    }
+  });
+
+  it('a failure after a public defer is told privately in a follow-up; the public "thinking…" stays for the result (the job was queued)', async () => {
+    const show = h.core.showBeforeResult;
+    h.core.showBeforeResult = async () => { throw new Error('connection lost'); };
+    try {
+      const i = imagine('a lighthouse at night', newUser());
+      const told = await toldPrivately(i);
+      expect(i.callbacks).toEqual([{ type: 5, data: { flags: 0 } }]); // a public defer
+      expect(told).toMatch(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/);
+      expect(i.followupIds).toHaveLength(1);
+      expect(h.fake.messages.get(i.followupIds[0]!)).toMatchObject({ content: told, flags: EPHEMERAL });
+      expect(h.fake.requestsTo('POST', new RegExp(`/webhooks/\\d+/${i.token}$`)).at(-1)?.body).toMatchObject({ allowed_mentions: { parse: [] } });
+      expect(h.fake.original(i)?.content ?? '').toBe(''); // not edited into the error
+      expect(await request(jobIdFor('discord', i.id))).toBeDefined();
+    } finally {
+      h.core.showBeforeResult = show;
     }
   });
 
@@ -282,6 +308,7 @@ describe('where and who', () => {
     expect(await toldPrivately(settings)).toBe(refusal);
     await settle();
     expect(settings.callbacks).toHaveLength(1); // refused, and nothing after
+    expect(settings.followupIds).toEqual([]);
     const there = h.fake.postUserMessage({ content: 'x', author: h.fake.bot, channelId: closedChannel, attachments: [attachment()], silent: true });
     expect(await toldPrivately(h.fake.contextMenu({ name: 'Ask about this image', target: there, user }))).toBe(refusal);
     expect(await toldPrivately(h.fake.pressButton(there, settingsButtonId({ scope: 'user', action: 'private-on' }), user))).toBe(refusal);
@@ -340,13 +367,16 @@ describe('threads', () => {
 
   it('a mention in a thread: the status reply in the thread, the channel\'s job; also in a thread the bot never saw created', async () => {
     const user = newUser();
-    for (const thread of [h.fake.addThread(h.fake.channelId, 'seen'), h.fake.addThread(h.fake.channelId, 'unseen', { unseen: true })]) {
+    const threads = [h.fake.addThread(h.fake.channelId, 'seen'), h.fake.addThread(h.fake.channelId, 'unseen', { unseen: true })];
+    for (const thread of threads) {
       const m = h.fake.postUserMessage({ content: `what is in thread ${thread}?`, author: user, mentionBot: true, channelId: thread, attachments: [attachment()] });
       const job = await queued(jobIdFor('discord', m.id));
       const status = repliesTo(m)[0]!;
       expect(status.channelId).toBe(thread);
       expect(job.destination).toMatchObject({ channelId: h.fake.channelId, threadId: thread, replyToMessageId: m.id, statusMessageId: status.id });
     }
+    // only the thread whose parent discord.js did not know was fetched
+    expect(threads.map((id) => h.fake.requestsTo('GET', new RegExp(`/channels/${id}$`)).length)).toEqual([0, 1]);
   });
 
   it('a thread takes its channel\'s age restriction and allow-list: marked under an age-restricted one, refused and ignored under a closed one', async () => {
@@ -563,6 +593,7 @@ describe('mentions', () => {
       await h.fake.waitFor(() => dms().length === 2, 10_000, 'the DMs');
       const told = `I can't reply in <#${channel}>: I don't have the ${missing} permission there (a server admin can give it in the channel's settings → Permissions). Meanwhile \`/ask\` works there: its answers need no permission in the channel.`;
       expect(dms().map((x) => x.content)).toEqual([told, told]);
+      expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.dmChannel(user)}/messages$`)).map((r) => (r.body as { allowed_mentions?: unknown }).allowed_mentions)).toEqual([{ parse: [] }, { parse: [] }]);
       expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
       expect(h.fake.channelMessages(channel).filter((x) => x.author.id === h.fake.appId)).toEqual([]);
       expect(loggedAs(`no permission to reply in a channel (${missing}): give the bot Send Messages, Read Message History and Attach Files there`).filter((l) => l.channel === channel))
@@ -736,6 +767,23 @@ describe('Discord closes the gateway for good (discord.js does not reconnect aft
     expect(fatal).toEqual([]);
   }, 30_000);
 
+  it('the other codes discord.js gives up after (4010–4013): each logged with what it means, then logged in again', async () => {
+    const meanings: Record<number, string> = {
+      4010: 'an invalid shard',
+      4011: 'the bot is in too many servers for one gateway connection (Discord requires sharding above 2,500)',
+      4012: 'an API version it no longer serves: update the bot',
+      4013: 'invalid intents',
+    };
+    for (const [code, meaning] of Object.entries(meanings)) {
+      const readies = loggedAs('discord ready', captured.lines).length;
+      lost.fake.dropGateway(Number(code));
+      await until(async () => (loggedAs('discord ready', captured.lines).length > readies ? true : undefined), 20_000, `logged in again after ${code}`);
+      expect(loggedAs(`Discord closed the gateway for good (${meaning}); logging in again`, captured.lines)).toEqual([expect.objectContaining({ code: Number(code) })]);
+    }
+    expect(lost.adapter.connected()).toBe(true);
+    expect(fatal).toEqual([]);
+  }, 60_000);
+
   it('the token reset in the portal (4004): logging in again is refused, and onFatal hears what to do', async () => {
     lost.fake.resetToken();
     const [error] = await until(async () => (fatal.length > 0 ? fatal : undefined), 20_000, 'onFatal');
@@ -748,11 +796,58 @@ describe('Discord closes the gateway for good (discord.js does not reconnect aft
   }, 30_000);
 });
 
+describe('stopped (SIGTERM) while the gateway logs in again', () => {
+  /** A harness whose adapter is stopped the moment it logs that Discord closed the gateway, before it logs in again. */
+  async function stoppedOnClose(): Promise<{ h: DiscordHarness; lines: LogLine[]; fatal: Error[] }> {
+    const lines: LogLine[] = [];
+    const fatal: Error[] = [];
+    let harness: DiscordHarness | undefined;
+    const log = pino({ level: 'info' }, {
+      write: (line: string) => {
+        const parsed = JSON.parse(line) as LogLine;
+        lines.push(parsed);
+        if (String(parsed.msg).startsWith('Discord closed the gateway for good')) void harness?.adapter.stop();
+      },
+    });
+    harness = await startDiscordHarness({ worker: false, log, onFatal: (e) => void fatal.push(e) });
+    return { h: harness, lines, fatal };
+  }
+
+  it('a login that Discord refuses is not fatal: the process is stopping anyway', async () => {
+    const { h: stopping, lines, fatal } = await stoppedOnClose();
+    try {
+      stopping.fake.resetToken();
+      await until(async () => (lines.some((l) => String(l.msg).startsWith('Discord closed the gateway for good')) ? true : undefined), 20_000, 'the close');
+      await settle();
+      await settle();
+      expect(fatal).toEqual([]);
+      expect(loggedAs('logging in to Discord again failed', lines)).toEqual([]);
+    } finally {
+      await stopping.stop();
+    }
+  }, 30_000);
+
+  it('a login that succeeds is closed again: no gateway connection outlives stop()', async () => {
+    const { h: stopping, lines } = await stoppedOnClose();
+    try {
+      stopping.fake.setMessageContentAllowed(false);
+      await until(async () => (loggedAs('discord ready', lines).length === 2 ? true : undefined), 20_000, 'logged in again');
+      await until(async () => (stopping.fake.connected ? undefined : true), 10_000, 'the new connection closed');
+      await settle();
+      expect(stopping.fake.connected).toBe(false);
+    } finally {
+      await stopping.stop();
+    }
+  }, 30_000);
+});
+
 describe('a token Discord refuses', () => {
   it('start() fails with what to do, after one try (not again without the Message Content intent)', async () => {
     const adapter = new DiscordAdapter({ config: h.config, secrets: { REDIS_URL: '', DISCORD_TOKEN: 'not-the-token' } as never });
     const tries = () => h.fake.requestsTo('GET', /\/gateway\/bot$/).filter((r) => r.authorization === 'Bot not-the-token').length;
-    await expect(adapter.start(h.core)).rejects.toThrow("Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token from the Developer Portal's Bot page (see config/.env.example), or set discord.enabled: false.");
+    const refused = await adapter.start(h.core).then(() => undefined, (e: unknown) => e as Error);
+    expect(refused?.message).toBe("Discord refused DISCORD_TOKEN (invalid token). Set DISCORD_TOKEN to the bot token from the Developer Portal's Bot page (see config/.env.example), or set discord.enabled: false.");
+    expect(refused?.cause).toMatchObject({ code: 'TokenInvalid' }); // discord.js's own error, for the log
     expect(tries()).toBe(1);
     await adapter.stop();
   });
