@@ -9,6 +9,7 @@ import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contra
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { capturedLog, type LogLine } from '../../../doubles/core-harness.ts';
+import { startGuard } from '../../../doubles/start-guard.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
 import { DiscordAdapter } from '../../../../bots/discord/adapter.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
@@ -27,21 +28,9 @@ let adults: string;
 let readOnly: string;
 let noHistory: string;
 
-/**
- * A harness that fails to start fails every test: a failing beforeAll only skips them, and a mutation run reads a run
- * without a failed test as the mutant surviving. So does one that never starts (a login that waits for ever): it
- * counts as failed before the hook's own timeout (60 s) would skip the tests.
- */
-const startFailures: unknown[] = [];
-const START_WITHIN_MS = 50_000;
-async function starting(start: () => Promise<void>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the harness did not start within ${START_WITHIN_MS} ms`)), START_WITHIN_MS)));
-  await Promise.race([start(), late]).catch((e: unknown) => void startFailures.push(e)).finally(() => clearTimeout(timer));
-}
-beforeEach(() => {
-  if (startFailures.length > 0) throw startFailures[0];
-});
+/** Every harness this file starts: one that fails to start, or never does (a login waiting for ever), fails every test. */
+const { starting, check } = startGuard();
+beforeEach(check);
 
 /** The bot's log lines (info and up), parsed. */
 let logged: LogLine[] = [];

@@ -13,6 +13,7 @@ import { appMention, blockAction, eventCallback, messageShortcut, slashCommand, 
 import type { RecordedCall } from '../../../fakes/slack/server.ts';
 import type { FakeMessage } from '../../../fakes/slack/store.ts';
 import { capturedLog, type LogLine } from '../../../doubles/core-harness.ts';
+import { startGuard } from '../../../doubles/start-guard.ts';
 
 const ADMIN = 'U0HADMIN';
 let h: SlackHarness;
@@ -24,15 +25,18 @@ let channels = 0;
 /** The channel of the running test: each test has its own (limits count per channel; no worker empties the queue). */
 let CHANNEL = 'C0HANDLERS';
 
-beforeAll(async () => {
+/** A harness that fails to start, or never does, fails every test (a skipped one reads as a survivor to Stryker). */
+const guard = startGuard();
+beforeAll(() => guard.starting(async () => {
   const captured = capturedLog('info');
   logged = captured.lines;
   h = await startSlackHarness({ mode: 'socket', worker: false, ackWindowMs: 10_000, log: captured.log });
   h.fake.addUser(ADMIN, { isAdmin: true });
   png = new Uint8Array(await sharp({ create: { width: 24, height: 16, channels: 3, background: '#4a8' } }).png().toBuffer());
-}, 60_000);
+}), 60_000);
 afterAll(async () => h?.stop(), 30_000);
 beforeEach(() => {
+  guard.check();
   CHANNEL = `C0H${String(++channels).padStart(4, '0')}`;
 });
 
