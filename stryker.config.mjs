@@ -49,9 +49,10 @@ export default {
   checkers: ['typescript'],
   tsconfigFile: 'tsconfig.mutation.json',
   typescriptChecker: { prioritizePerformanceOverAccuracy: true },
-  // MUTATION_COVERAGE=all: run every test of the group against each mutant, not only those that covered it. For code
-  // that runs in events a socket dispatches after a test's own awaits (the gateway and handlers groups), perTest can
-  // attribute coverage to the wrong test and report mutants that the tests do kill as surviving (docs/mutation.md).
+  // MUTATION_COVERAGE=all: meant to run every test of the group against each mutant. With the vitest runner it does not:
+  // the runner reports per-test coverage whatever this says, and Stryker then runs each mutant against the tests that
+  // covered it (mutant-test-planner). What it does change: static mutants are run (ignoreStatic off). docs/mutation.md,
+  // "Runs of 2026-12-07, 03:16".
   coverageAnalysis: process.env.MUTATION_COVERAGE === 'all' ? 'all' : 'perTest',
   // MUTATION_ALL_KILLERS=1: run every covering test of a mutant, not only up to the first that fails, so the report
   // names all the tests that kill each mutant (docs/mutation.md derives the score of the older tests from it).

@@ -185,6 +185,7 @@ export class DiscordAdapter implements Adapter {
     try {
       await client.destroy();
       await this.connect();
+      // Stryker disable next-line OptionalChaining: equivalent, connect() has just set the client
       if (this.stopped) await this.client?.destroy();
     } catch (e) {
       if (this.stopped) return; // stop() destroyed the client that was logging in
