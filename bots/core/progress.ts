@@ -9,6 +9,7 @@ import type { QueueEvents } from 'bullmq';
 import { isRedisConnectionError, NOW_MS_LUA, runScript, type Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
 import { HELD_ELSEWHERE_LUA, type DeliveryLedger } from '../../src/jobs/ledger.ts';
+import { noWorkerReady } from '../../src/cache/results.ts';
 import { queuePositions } from '../../src/jobs/position.ts';
 import type { JobsQueue } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
@@ -236,13 +237,9 @@ export class ProgressRelay {
     await this.onActive(undefined);
   }
 
-  /** Whether no GPU worker is ready; one that cannot be asked about counts as there, as in the first reply (bots/core/submit.ts). */
+  /** Whether no GPU worker is ready, by the rule the first reply follows (src/cache/results.ts). */
   private async noWorkerReady(): Promise<boolean> {
-    try {
-      return (await this.deps.readyWorkers?.()) === 0;
-    } catch {
-      return false;
-    }
+    return this.deps.readyWorkers ? noWorkerReady(this.deps.readyWorkers) : false;
   }
 
   private recomputing = false;

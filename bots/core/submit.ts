@@ -30,7 +30,7 @@ import type { JobsOptions, QueueEvents, Worker } from 'bullmq';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import { createBlobStore, releaseUpload } from '../../src/blobs/index.ts';
 import { DeliveryQueues, digestOf, handOverToFollowers } from '../../src/cache/fanout.ts';
-import { ResultCache, type Lookup } from '../../src/cache/results.ts';
+import { noWorkerReady, ResultCache, type Lookup } from '../../src/cache/results.ts';
 import { createGate, type Gate } from '../../src/limits/gate.ts';
 import type { QueuePlace, Reservation } from '../../src/scheduling/fair.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
@@ -453,8 +453,7 @@ export function createCore(options: CoreOptions): Core {
   /** A queued job's answer: its place in line (or "Started."), and whether any worker is there to run it. */
   async function queuedReply(jobId: string, position: number): Promise<Reply> {
     if (position === 0) return { kind: 'queued', jobId, position, text: STARTED_TEXT };
-    // a worker that cannot be asked about counts as there: only a known absence is worth telling
-    if ((await cache.readyWorkers().catch(() => 1)) === 0) return { kind: 'queued', jobId, position, text: queuedLine(position, true), noWorker: true };
+    if (await noWorkerReady(() => cache.readyWorkers())) return { kind: 'queued', jobId, position, text: queuedLine(position, true), noWorker: true };
     return { kind: 'queued', jobId, position, text: queuedLine(position) };
   }
 

@@ -195,7 +195,7 @@ export class ResultCache {
     return value;
   }
 
-  /** How many workers are ready (each publishes its model once it takes jobs), as of the last read of models(). */
+  /** How many workers are ready (each publishes its model once it takes jobs), as of the last read of models(). See noWorkerReady. */
   async readyWorkers(): Promise<number> {
     await this.models();
     return this.view!.workers;
@@ -303,5 +303,17 @@ export class ResultCache {
   async stats(): Promise<{ bytes: number; entries: number }> {
     const [bytes, entries] = await Promise.all([this.r.get(`${this.T}:bytes`), this.r.zcard(`${this.T}:lru`)]);
     return { bytes: Number(bytes ?? 0), entries };
+  }
+}
+
+/**
+ * Whether users are told that no GPU worker is ready ("No GPU worker is running right now"): a worker count that
+ * cannot be read counts as workers there, since only a known absence is worth telling. `readyWorkers`: ResultCache's.
+ */
+export async function noWorkerReady(readyWorkers: () => Promise<number>): Promise<boolean> {
+  try {
+    return (await readyWorkers()) === 0;
+  } catch {
+    return false;
   }
 }
