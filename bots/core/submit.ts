@@ -87,6 +87,24 @@ export interface CoreOptions {
   log?: Logger;
   /** Parallel deliveries per delivery queue. @defaultValue 4 */
   deliveryConcurrency?: number;
+  /** How long a request whose add may have been lost waits for Redis to say whether its job exists. @defaultValue ANSWER_WITHIN_MS */
+  answerWithinMs?: number;
+}
+
+/**
+ * How long a request whose add may have been lost (its connection failed) waits for Redis to say whether the job
+ * exists, before the user is told that nobody can tell yet (ANSWER_UNKNOWN_TEXT). A Sentinel or Cluster failover takes
+ * 1–15 s (docs/high-availability.md); a chat platform's deferred reply can wait that long.
+ */
+export const ANSWER_WITHIN_MS = 30_000;
+export const ANSWER_UNKNOWN_TEXT = 'I lost my connection to the job queue while queueing this, and it is not back yet, so I cannot tell whether your request was queued. If it was, the result will still come here; if nothing comes within a few minutes, please send it again.';
+
+/** Redis did not say within answerWithinMs whether a job whose add lost its reply exists (the request settles later). */
+class AnswerUnknown extends Error {
+  override readonly name = 'AnswerUnknown';
+  constructor(readonly jobId: string) {
+    super(`whether job ${jobId} was queued is not known yet: Redis has not answered`);
+  }
 }
 
 export interface Core {
@@ -166,6 +184,8 @@ export function createCore(options: CoreOptions): Core {
   const ports = new Map(options.ports.map((p) => [p.platform, p]));
   let events: QueueEvents | undefined;
   let relay: ProgressRelay | undefined;
+  let stopping = false;
+  const answerWithinMs = options.answerWithinMs ?? ANSWER_WITHIN_MS;
   const deliveryWorkers: Worker[] = [];
 
   const portFor = (d: Destination): PlatformPort | undefined => portForDestination(ports, options.cliClientId, d);
@@ -348,14 +368,56 @@ export function createCore(options: CoreOptions): Core {
    * exists is lined up (again: both steps are idempotent) and its flight and admission kept, and the request is queued
    * after all (its turn comes from the scheduler's repair if the line-up fails again). A job that does not exist leaves
    * `e` standing, and then it is true. (AcceptanceLost, the fence finding the job gone from the new primary, finds no
-   * job here either.)
+   * job here either.) Redis silent for `answerWithinMs`: AnswerUnknown (the user is told that nobody can tell yet), and
+   * the request is settled as above once it answers.
    */
   async function settleUncertainEnqueue(e: unknown, inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
-    const job = await queue.getJob(request.id).catch(() => undefined);
-    if (!job) throw e;
+    const exists = jobExists(request.id).catch(() => false); // a check that failed otherwise: as before, not there
+    const known = await within(exists.then((there) => ({ there })), answerWithinMs);
+    if (!known) {
+      void exists.then((there) => (there ? lineUpLate(inv, request, estimate, digest) : withdrawLate(request, digest))).catch(() => undefined);
+      throw new AnswerUnknown(request.id);
+    }
+    if (!known.there) throw e;
     log.warn({ jobId: request.id, err: (e as Error).message }, 'enqueueing failed after the add, and the job exists: queued');
     const place = await lineUp(inv, request, estimate, digest).catch(() => undefined);
     return placeToTell(request.id, place).catch(() => 0);
+  }
+
+  /**
+   * Whether job `id` exists, asked until Redis answers. The check can meet the same failover as the add: ioredis ends a
+   * Sentinel connection whose primary changed while it waited, and what waited in its offline queue fails with
+   * "Connection is closed." (src/redis.ts connects it again). That is no answer: ask again. (Before, it counted as "not
+   * there", and a job the new primary held ran after its user was told "Nothing was queued": a CI run of the Sentinel
+   * failover test, 2026-12-07.) Other errors, and a core stopping, reject.
+   */
+  async function jobExists(id: string): Promise<boolean> {
+    for (let pauseMs = 50; ; pauseMs = Math.min(2 * pauseMs, 1_000)) {
+      try {
+        return (await queue.getJob(id)) !== undefined;
+      } catch (e) {
+        if (stopping || !isRedisConnectionError(e)) throw e;
+      }
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  }
+
+  /** A job whose user was told nobody could tell, found in the queue once Redis answered: it runs, in its turn. */
+  async function lineUpLate(inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<void> {
+    log.warn({ jobId: request.id }, 'a request whose enqueueing could not be confirmed was queued after all: it runs');
+    await lineUp(inv, request, estimate, digest);
+  }
+
+  /** …and one found not there: withdrawn as a refused one is. */
+  async function withdrawLate(request: JobRequest, digest: string | undefined): Promise<void> {
+    log.warn({ jobId: request.id }, 'a request whose enqueueing could not be confirmed was not queued: its admission is given back');
+    await withdraw(request, digest);
+  }
+
+  /** A request not queued after admission: its admission given back, and whoever joined its flight told. */
+  async function withdraw(request: JobRequest, digest: string | undefined): Promise<void> {
+    await gate.abandon(request.id);
+    if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.');
   }
 
   async function submit(inv: Invocation): Promise<Reply> {
@@ -415,10 +477,7 @@ export function createCore(options: CoreOptions): Core {
         // A refusal (a UserError from gate.admit) took nothing. After anything else the admission and the claim may be
         // held (the script ran, its reply was lost): both are given back, and whoever joined the flight is told.
         // Stryker disable next-line ConditionalExpression,LogicalOperator,BooleanLiteral: equivalent, a refusal holds no slot or reservation and leads no flight, so giving them back changes nothing (the condition only saves round trips)
-        if (enqueueing || !isUserError(e)) {
-          await gate.abandon(id);
-          if (digest) await failFollowers(digest, request, 'Something went wrong with the identical request yours joined; please send yours again.').catch(() => undefined);
-        }
+        if ((enqueueing || !isUserError(e)) && !(e instanceof AnswerUnknown)) await withdraw(request, digest).catch(() => undefined);
         throw e;
       }
     } catch (e) {
@@ -429,7 +488,8 @@ export function createCore(options: CoreOptions): Core {
     log.info({ jobId: id, kind: request.kind, channel: inv.destination.channelId, position }, 'queued');
     // Stryker disable next-line ConditionalExpression: equivalent, it only saves a round trip (a job with a place in line is not held)
     if (position === 0) {
-      if ((await gate.scheduler.position(id)).state === 'held')
+      // The job is queued: a read that fails now (the connection ended under it) must not turn this into a refusal.
+      if ((await gate.scheduler.position(id).catch(() => undefined))?.state === 'held')
         return { kind: 'queued', jobId: id, position: 0, text: 'Queued. An admin paused this channel; your request waits until they resume it.' };
     }
     return await queuedReply(id, position);
@@ -540,6 +600,10 @@ export function createCore(options: CoreOptions): Core {
         }
       } catch (e) {
         if (isUserError(e)) return { kind: 'error', text: stripControlChars(e.message), private: true }; // may quote what was typed
+        if (e instanceof AnswerUnknown) {
+          log.warn({ jobId: e.jobId, answerWithinMs }, 'Redis did not answer whether a request was queued: the user is told so; it is settled once Redis answers');
+          return { kind: 'error', text: ANSWER_UNKNOWN_TEXT, private: true };
+        }
         if (isRedisConnectionError(e)) {
           log.warn({ err: (e as Error).message }, 'command refused: Redis connection lost');
           return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
@@ -572,6 +636,7 @@ export function createCore(options: CoreOptions): Core {
     },
 
     async stop(): Promise<void> {
+      stopping = true;
       await relay?.stop(); // first: it hands its progress leases back over the connection closed below
       gate.stop();
       await Promise.all(deliveryWorkers.map((w) => w.close()));

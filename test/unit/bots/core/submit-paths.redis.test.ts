@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Invocation } from '../../../../bots/core/port.ts';
 import { DESCRIBE_QUESTION } from '../../../../bots/core/requests.ts';
-import { CACHED_TEXT, createCore, NAMES_TIMEOUT_MS } from '../../../../bots/core/submit.ts';
+import { ANSWER_UNKNOWN_TEXT, CACHED_TEXT, createCore, NAMES_TIMEOUT_MS } from '../../../../bots/core/submit.ts';
 import { digestOf } from '../../../../src/cache/fanout.ts';
 import { UserError } from '../../../../src/errors.ts';
 import { QueueNames, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
@@ -204,6 +204,93 @@ describe('core.handle: requests', () => {
     expect(await c.gate.scheduler.waitingJobs()).toEqual([]);
     c.queue.add = add;
     expect(await c.queue.getJobState(queuedId(await c.handle(inv(imagine('a hare')))))).toBe('prioritized');
+  });
+
+  it('asks again when its check meets the failover too (what waited on the connection failed with it): "Queued" if the job is there', async () => {
+    const c = core();
+    const closed = () => new Error('Connection is closed.');
+    const add = c.queue.add.bind(c.queue);
+    const getJob = c.queue.getJob.bind(c.queue);
+    let failChecks = 0;
+    let checks = 0;
+    // After the add, the next two checks fail as the add did; then Redis answers.
+    c.queue.getJob = (async (id: string) => {
+      if (failChecks === 0) return getJob(id);
+      failChecks--;
+      checks++;
+      throw closed();
+    }) as typeof c.queue.getJob;
+    c.queue.add = (async (...args: Parameters<typeof add>) => {
+      await add(...args);
+      failChecks = 2;
+      throw closed();
+    }) as typeof c.queue.add;
+    // Before: "… Nothing was queued; please try again", and the job ran (a CI run of the Sentinel failover test)
+    const queued = await c.handle(inv(imagine()));
+    expect(queued).toMatchObject({ kind: 'queued' });
+    expect(checks).toBe(2);
+    expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId)).toEqual([queuedId(queued)]);
+    // An add that never reached Redis, checked through the same failures: "Nothing was queued", and true.
+    c.queue.add = (async () => {
+      failChecks = 2;
+      throw closed();
+    }) as typeof c.queue.add;
+    const refused = await c.handle(inv(imagine('a hare')));
+    expect(refused).toMatchObject({ kind: 'error', text: expect.stringMatching(/Nothing was queued/) });
+    expect(checks).toBe(4);
+    expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId)).toEqual([queuedId(queued)]);
+  });
+
+  it('says "Queued" of a job that is queued when a read after it fails (the held check of a paused channel)', async () => {
+    const c = core();
+    await c.gate.scheduler.pause('discord:g:c1');
+    c.gate.scheduler.position = async () => Promise.reject(new Error('Connection is closed.'));
+    const reply = await c.handle(inv(imagine())); // before: "… Nothing was queued", of a job that then ran
+    expect(reply).toMatchObject({ kind: 'queued', position: 0 });
+    expect(await c.queue.getJobState(queuedId(reply))).toBe('delayed');
+  });
+
+  it('says nobody can tell yet when Redis stays silent past answerWithinMs, and settles the request once it answers', async () => {
+    const { log, lines } = capturedLog('warn');
+    const c = core({ log, answerWithinMs: 150 });
+    const closed = () => new Error('Connection is closed.');
+    const add = c.queue.add.bind(c.queue);
+    const getJob = c.queue.getJob.bind(c.queue);
+    let silent = false;
+    const answers: (() => void)[] = [];
+    c.queue.getJob = ((id: string) => (silent ? new Promise((resolve) => answers.push(() => resolve(getJob(id)))) : getJob(id))) as typeof c.queue.getJob;
+    const answer = async () => {
+      silent = false;
+      for (const a of answers.splice(0)) a();
+      await new Promise((r) => setTimeout(r, 300)); // the settling, in the background
+    };
+    const held = async () => (await c.gate.limiter.usage('user', 'discord:u1', { requestsPerWindow: 0, windowSeconds: 60, burst: 0, maxConcurrent: 9 })).held;
+    // The add reached Redis, and Redis then stays silent: the user is told so, and the admission stays held.
+    c.queue.add = (async (...args: Parameters<typeof add>) => {
+      await add(...args);
+      silent = true;
+      throw closed();
+    }) as typeof c.queue.add;
+    const asked = inv(imagine());
+    expect(await c.handle(asked)).toEqual({ kind: 'error', text: ANSWER_UNKNOWN_TEXT, private: true });
+    expect(lines.at(-1)).toMatchObject({ level: 40, answerWithinMs: 150, msg: expect.stringMatching(/^Redis did not answer whether a request was queued/) });
+    expect(await held()).toBe(1);
+    await answer(); // it is there: lined up, and it runs
+    const id = jobIdFor(asked.destination.platform, asked.dedupeKey);
+    expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId)).toEqual([id]);
+    expect(await held()).toBe(1);
+    expect(lines.at(-1)).toMatchObject({ jobId: id, msg: expect.stringMatching(/could not be confirmed was queued after all/) });
+    // The add never reached Redis: once Redis answers, its admission is given back.
+    c.queue.add = (async () => {
+      silent = true;
+      throw closed();
+    }) as typeof c.queue.add;
+    expect(await c.handle(inv(imagine('a hare')))).toMatchObject({ text: ANSWER_UNKNOWN_TEXT });
+    expect(await held()).toBe(2);
+    await answer();
+    expect(await held()).toBe(1);
+    expect(lines.at(-1)).toMatchObject({ msg: expect.stringMatching(/could not be confirmed was not queued/) });
+    expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId)).toEqual([id]);
   });
 
   it('asks BullMQ for the place when the scheduler has none (a worker took the job already), and says "Started." at 0', async () => {
