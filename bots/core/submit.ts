@@ -91,6 +91,9 @@ export interface CoreOptions {
   answerWithinMs?: number;
 }
 
+/** The commands that queue a job (under jobIdFor(platform, dedupeKey)). */
+const SUBMITS = new Set<CommandInput['command']>(['imagine', 'ask', 'vary', 'reroll', 'describe']);
+
 /**
  * How long a request whose add may have been lost (its connection failed) waits for Redis to say whether the job
  * exists, before the user is told that nobody can tell yet (ANSWER_UNKNOWN_TEXT). A Sentinel or Cluster failover takes
@@ -605,7 +608,7 @@ export function createCore(options: CoreOptions): Core {
           return { kind: 'error', text: ANSWER_UNKNOWN_TEXT, private: true };
         }
         if (isRedisConnectionError(e)) {
-          log.warn({ err: (e as Error).message }, 'command refused: Redis connection lost');
+          log.warn({ command: inv.input.command, ...(SUBMITS.has(inv.input.command) ? { jobId: jobIdFor(inv.destination.platform, inv.dedupeKey) } : {}), err: (e as Error).message }, 'command refused: Redis connection lost');
           return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
         }
         if (isRedisOutOfMemory(e)) {

@@ -106,7 +106,10 @@ export async function expectDeliveredOnce(ctx: { label: string; h: Harness; url:
   const probe: Redis = createRedis(url, 'failover-refused');
   for (const { i } of refused) {
     const jobId = jobIdFor('cli', `k${i}`);
-    expect(await probe.exists(`${h.config.queue.prefix}:jobs:${jobId}`), `refused request ${i}: its job exists`).toBe(0);
+    const exists = await probe.exists(`${h.config.queue.prefix}:jobs:${jobId}`);
+    // Which step of its way a refused request's job got to, and what the core logged of it, before the failure.
+    if (exists !== 0) console.log(`refused request ${i} (${refusedText(replies, i)}):\n${await jobState(probe, h.config.queue.prefix, jobId, clients[i % clients.length]!.clientId, worker?.output() ?? '')}`);
+    expect(exists, `refused request ${i}: its job exists`).toBe(0);
     expect(ran, `refused request ${i} ran`).not.toContain(`fox ${i}`);
     for (const c of clients) expect(c.port.count(jobId), `refused request ${i} delivered`).toBe(0);
   }
@@ -114,6 +117,8 @@ export async function expectDeliveredOnce(ctx: { label: string; h: Harness; url:
   console.log(`${label}: ${ran.length} runs so far (a job whose completion the replica had not yet got runs again)`);
   return accepted;
 }
+
+const refusedText = (replies: readonly Submitted[], i: number): string => (replies.find((r) => r.i === i)!.reply as { text: string }).text;
 
 /** One more request after the failover: accepted and delivered once (the deployment recovered by itself). */
 export async function expectServedAfter(clients: readonly LoadClient[], i: number): Promise<void> {

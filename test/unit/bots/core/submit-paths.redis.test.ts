@@ -350,11 +350,17 @@ describe('core.handle: errors and routing', () => {
     let fault: Error = new Error('x');
     const c = core({ admit: async () => Promise.reject(fault), log });
     fault = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
-    expect(await c.handle(inv(imagine()))).toEqual({
+    const refused = inv(imagine());
+    expect(await c.handle(refused)).toEqual({
       kind: 'error', private: true,
       text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.',
     });
-    expect(lines.at(-1)).toMatchObject({ level: 40, msg: 'command refused: Redis connection lost', err: 'connect ECONNREFUSED 127.0.0.1:6379' });
+    // which job was refused: the id the platform's retry of the same interaction would get
+    expect(lines.at(-1)).toEqual(expect.objectContaining({ level: 40, msg: 'command refused: Redis connection lost', err: 'connect ECONNREFUSED 127.0.0.1:6379', command: 'imagine', jobId: jobIdFor(refused.destination.platform, refused.dedupeKey) }));
+    const admin = core({ commands: { queue: async () => Promise.reject(fault) }, log });
+    await admin.handle(inv({ command: 'queue', action: 'status' }, { isAdmin: true }));
+    expect(lines.at(-1)).toMatchObject({ msg: 'command refused: Redis connection lost', command: 'queue' });
+    expect(lines.at(-1)).not.toHaveProperty('jobId'); // it queues none
     fault = new UserError('forbidden', 'No\u0007 bells\u001b[31m here.');
     expect(await c.handle(inv(imagine()))).toEqual({ kind: 'error', text: 'No bells[31m here.', private: true });
     fault = new Error('boom');
