@@ -429,8 +429,10 @@ export function createCore(options: CoreOptions): Core {
     const [existing, servedBefore, saved] = await Promise.all([queue.getJob(id), redis.get(servedKey(id)), settings.effective(inv.destination)]);
     // Stryker disable next-line ConditionalExpression,BlockStatement: equivalent, admission, queue.add and the scheduler are idempotent per jobId; this only saves their round trips
     if (existing) {
-      // A duplicate of an interaction we already accepted: same job, no second admission.
-      const position = (await queuePosition(redis, queue, id)) ?? 0;
+      // A duplicate of an interaction we already accepted: same job, no second admission. (A place that cannot be read,
+      // the connection ending under it, is not a refusal: the job is queued.)
+      const position = await queuePosition(redis, queue, id).then((p) => p ?? 0, () => undefined);
+      if (position === undefined) return { kind: 'queued', jobId: id, position: 0, text: queuedLine() };
       return await queuedReply(id, position);
     }
     if (servedBefore) return { kind: 'queued', jobId: id, position: 0, text: (JSON.parse(servedBefore) as Served).text };

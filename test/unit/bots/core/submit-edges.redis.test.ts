@@ -111,5 +111,19 @@ describe('duplicates', () => {
     expect(a).toMatchObject({ kind: 'queued', position: 1 });
     expect(await c.handle({ ...first })).toEqual(a);
   });
+
+  it('answers a repeated interaction "Queued." when its place cannot be read (the connection ended under it), not "Nothing was queued"', async () => {
+    const c = core();
+    const first = inv({ command: 'imagine', prompt: 'once' });
+    const a = (await c.handle(first)) as { jobId: string };
+    const r = c.redis as unknown as { blip3oSchedPosition: (...args: unknown[]) => Promise<number[]> };
+    const position = r.blip3oSchedPosition;
+    r.blip3oSchedPosition = async () => Promise.reject(new Error('Connection is closed.'));
+    try {
+      expect(await c.handle({ ...first })).toEqual({ kind: 'queued', jobId: a.jobId, position: 0, text: 'Queued.' });
+    } finally {
+      r.blip3oSchedPosition = position;
+    }
+  });
 });
 
