@@ -2,9 +2,9 @@
 // (Bolt's HTTPReceiver verifies X-Slack-Signature and refuses timestamps older than five minutes), pointed at
 // `slack.apiUrl` (env SLACK_API_URL) so the same build runs against test/fakes/slack. Both the Web API client
 // and the Socket Mode client use that URL (an explicit receiver needs its own copy of clientOptions).
-import { App, HTTPReceiver, LogLevel, SocketModeReceiver, type Receiver } from '@slack/bolt';
+import { App, HTTPReceiver, LogLevel, SocketModeReceiver, webApi, type Receiver } from '@slack/bolt';
 import type { Logger as BoltLogger } from '@slack/logger';
-import type { AppsConnectionsOpenResponse, WebClientOptions } from '@slack/web-api';
+import type { AppsConnectionsOpenResponse, FetchFunction, WebClientOptions } from '@slack/web-api';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config, Secrets } from '../../src/config/schema.ts';
@@ -67,7 +67,30 @@ export function refusedToken(e: unknown, variable: string, what: string): unknow
   // Stryker disable next-line StringLiteral: equivalent, any text without "An API error occurred" matches as little as ''
   const code = (e as { data?: { error?: unknown } }).data?.error ?? /An API error occurred: (\w+)/.exec((e as Error).message ?? '')?.[1];
   if (!REFUSED.has(code as string)) return e; // a code that is no string is in no set of strings
-  return new AppError('config', `Slack refused ${variable} (${code}). Set ${variable} to ${what} (see config/.env.example), or set slack.enabled: false.`, { cause: e });
+  return refusal(code as string, variable, what, e);
+}
+
+const refusal = (code: string, variable: string, what: string, cause?: unknown): AppError =>
+  new AppError('config', `Slack refused ${variable} (${code}). Set ${variable} to ${what} (see config/.env.example), or set slack.enabled: false.`, cause === undefined ? undefined : { cause });
+
+const BOT_TOKEN_HELP = 'the bot token (xoxb-…) from your Slack app\'s OAuth & Permissions page, app installed in the workspace';
+
+/**
+ * A fetch for the Web API clients (the app's, and those Bolt makes per event) that notices Slack refusing the bot
+ * token on any call: the app uninstalled from the workspace, its tokens revoked, the token regenerated. Every call
+ * after that fails the same way, so every result waiting would spend its delivery attempts and be dropped; `refused`
+ * ends the process instead (the results wait in Redis for a bot with a working token). Calls with other tokens (the
+ * app-level token's apps.connections.open) are superviseReconnects' business.
+ */
+export function noticingRefusedBotToken(token: string, refused: (code: string) => void): FetchFunction {
+  return async (url, init) => {
+    const response = await fetch(url, init as RequestInit);
+    if (init?.headers?.Authorization === `Bearer ${token}` && response.headers.get('content-type')?.includes('json')) {
+      const body = (await response.clone().json().catch(() => undefined)) as { ok?: unknown; error?: unknown } | undefined;
+      if (body?.ok === false && REFUSED.has(body.error as string)) refused(body.error as string);
+    }
+    return response;
+  };
 }
 
 const APP_TOKEN_HELP = 'an app-level token (xapp-…) with the connections:write scope, from your Slack app\'s Basic Information page';
@@ -111,7 +134,22 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
   const s = config.slack;
   const token = required(secrets, 'SLACK_BOT_TOKEN', 'the Slack bot needs its xoxb- token');
   const logger = boltLogger(log);
-  const clientOptions: WebClientOptions = { slackApiUrl: s.apiUrl, ...(tuning.retryConfig ? { retryConfig: tuning.retryConfig } : {}) };
+  let running = false; // start() got past auth.test
+  let stopped = false;
+  let revoked = false;
+  /** Slack took the bot token back while the bot ran (at start, start() says so instead): once, to onFatal. */
+  const botTokenRevoked = (code: string, why: string) => {
+    if (!running || stopped || revoked) return;
+    revoked = true;
+    const error = refusal(code, 'SLACK_BOT_TOKEN', `${BOT_TOKEN_HELP} (after reinstalling the app if it was uninstalled)`);
+    log.fatal({ code, err: error.message }, why);
+    deps.onFatal?.(error);
+  };
+  const clientOptions: WebClientOptions = {
+    slackApiUrl: s.apiUrl,
+    fetch: noticingRefusedBotToken(token, (code) => botTokenRevoked(code, 'Slack refused the bot token')),
+    ...(tuning.retryConfig ? { retryConfig: tuning.retryConfig } : {}),
+  };
 
   let receiver: Receiver;
   if (s.mode === 'socket') {
@@ -121,16 +159,18 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
     const signingSecret = required(secrets, 'SLACK_SIGNING_SECRET', 'HTTP mode verifies every request with the signing secret');
     receiver = new HTTPReceiver({ signingSecret, logger, endpoints: '/slack/events' });
   }
-  // tokenVerificationEnabled: false: Bolt would otherwise call auth.test from its constructor and leave a refused token
-  // as an unhandled rejection (a crash with a stack). start() calls auth.test itself and names the variable.
-  const app = new App({ token, receiver, clientOptions, logger, tokenVerificationEnabled: false });
-  const port = new SlackPort(app.client, config, log);
+  // The Web API client of the port and of start()'s auth.test. Bolt's App is made in start(), once auth.test has named
+  // the bot: given its botId and botUserId, Bolt asks Slack nothing per event. (Made here without them, and without
+  // token verification, it called auth.test before every command, mention and click reached a listener: a Web API
+  // round trip before each ack, and one more call against Slack's rate limits.)
+  const client = new webApi.WebClient(token, { ...clientOptions, logger });
+  let app: App | undefined; // made by start()
+  const port = new SlackPort(client, config, log);
   const titles = new Map<string, JobTitle>();
   let eventsUrl: string | undefined;
   let core: Core | undefined;
   // Socket Mode: between Slack's hello and the socket's close. HTTP mode: Slack calls in, nothing to be connected to.
   let socketUp = false;
-  let stopped = false;
   if (receiver instanceof SocketModeReceiver) {
     receiver.client.on('connected', () => void (socketUp = true));
     receiver.client.on('close', () => void (socketUp = false));
@@ -166,20 +206,31 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
     async start(started: Core): Promise<void> {
       core = started;
       port.attach({ redis: started.redis, titleOf });
-      const auth = await app.client.auth.test().catch((e: unknown) => {
-        throw refusedToken(e, 'SLACK_BOT_TOKEN', 'the bot token (xoxb-…) from your Slack app\'s OAuth & Permissions page, app installed in the workspace');
+      const auth = await client.auth.test().catch((e: unknown) => {
+        throw refusedToken(e, 'SLACK_BOT_TOKEN', BOT_TOKEN_HELP);
       });
-      if (!auth.user_id) throw new AppError('platform', 'auth.test did not return the bot user id');
-      registerHandlers({ app, core: started, port, config, botUserId: auth.user_id, log, titles, titleOf });
-      app.error(async (e) => void log.error({ err: e.message, code: e.code }, 'bolt error'));
+      if (!auth.user_id || !auth.bot_id) throw new AppError('platform', 'auth.test did not return the bot\'s user and bot ids');
+      running = true; // a refusal from now on is a revocation (before: start's own error)
+      // tokenVerificationEnabled: false: Bolt would otherwise call auth.test from its constructor and leave a refused
+      // token as an unhandled rejection (a crash with a stack); the call above named the variable instead.
+      const bolt = new App({ token, botId: auth.bot_id, botUserId: auth.user_id, receiver, clientOptions, logger, tokenVerificationEnabled: false });
+      app = bolt;
+      registerHandlers({ app: bolt, core: started, port, config, botUserId: auth.user_id, log, titles, titleOf });
+      // Slack's word that the app is gone from the workspace (bots/slack/manifest.yaml subscribes to both): the bot
+      // token is dead even before a call says so.
+      bolt.event('app_uninstalled', async () => botTokenRevoked('app_uninstalled', 'Slack uninstalled the app from the workspace'));
+      bolt.event('tokens_revoked', async ({ event }) => {
+        if (event.tokens.bot?.includes(auth.user_id!)) botTokenRevoked('tokens_revoked', 'Slack revoked the bot token');
+      });
+      bolt.error(async (e) => void log.error({ err: e.message, code: e.code }, 'bolt error'));
       if (s.mode === 'socket') {
-        await app.start().catch((e: unknown) => {
+        await bolt.start().catch((e: unknown) => {
           throw refusedToken(e, 'SLACK_APP_TOKEN', APP_TOKEN_HELP);
         });
         superviseReconnects(receiver as SocketModeReceiver, log, deps.onFatal ?? (() => undefined), tuning.clientPingTimeoutMs ?? 5_000, () => stopped);
         log.info('connected to Slack (Socket Mode)');
       } else {
-        const server = (await app.start({ port: s.httpPort, host: config.http.host })) as Server;
+        const server = (await bolt.start({ port: s.httpPort, host: config.http.host })) as Server;
         const address = server.address() as AddressInfo;
         const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
         eventsUrl = `http://${host}:${address.port}/slack/events`;
@@ -189,7 +240,7 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
 
     async stop(): Promise<void> {
       stopped = true;
-      await app.stop();
+      await app?.stop();
     },
 
     connected(): true | string {

@@ -3,8 +3,13 @@
 // Slack's Socket Mode client on invalid_auth); without bots/main.ts's onFatal the Discord bot ran on hearing nothing
 // (healthy to compose, "The application did not respond" to users), and the Slack bot died of an unhandled rejection
 // with a stack. Now each says what to do, stops as SIGTERM stops it, and exits 1 for compose's restart: on-failure.
+// A Slack app uninstalled (its bot token revoked) ran on too, each delivery spending its attempts on token_revoked
+// until it was dropped: now the bot exits, and the results wait in Redis for the bot started with the new token.
 import { afterAll, describe, expect, it } from 'vitest';
-import { makeHarness, spawnTs, stopProcess, type Proc } from '../doubles/spine-harness.ts';
+import { createJobsQueue } from '../../src/jobs/queue.ts';
+import { closeRedis, createRedis } from '../../src/redis.ts';
+import { makeHarness, REDIS_URL, sleep, spawnTs, startWorker, stopProcess, until, type Proc } from '../doubles/spine-harness.ts';
+import { slashCommand } from '../fakes/slack/payloads.ts';
 import { FakeDiscord } from '../fakes/discord/server.ts';
 import { FakeSlack } from '../fakes/slack/server.ts';
 
@@ -63,4 +68,41 @@ describe('a platform token revoked while the bot runs: it says what to do, stops
       await fake.stop();
     }
   }, 180_000);
+
+  it('Slack: the app uninstalled while a job runs; reinstalled, the restarted bot posts the result that waited, once', async () => {
+    const fake = new FakeSlack();
+    await fake.start();
+    const redis = createRedis(REDIS_URL, 'platform-lost');
+    try {
+      // 2 stages × 4 steps × 1.5 s: the job outlives the bot that queued it
+      const h = makeHarness({ slack: { enabled: true, mode: 'socket', apiUrl: fake.apiUrl }, discord: { enabled: false }, http: { botPort: 0, host: '127.0.0.1' }, worker: { pipelineExtra: { stepDelayMs: 1_500, maxSteps: 4 } } });
+      procs.push(await startWorker(h));
+      const env = { SLACK_APP_TOKEN: fake.appToken, DISCORD_TOKEN: '' };
+      const bot = spawnTs('bots/main.ts', h, [], { ...env, SLACK_BOT_TOKEN: fake.botToken });
+      procs.push(bot);
+      await bot.waitFor('bots ready', 120_000);
+      fake.addUser('U0ASKER');
+      await fake.link.ack(fake.sendEnvelope('slash_commands', slashCommand(fake, { text: 'a fox in the snow', channel: 'C0LOST', user: 'U0ASKER' })));
+      const status = await fake.waitFor(() => fake.botMessages('C0LOST').find((m) => m.metadata?.event_type === 'blip3o_status'), 20_000, 'the status message');
+      const jobId = String(status.metadata!.event_payload.job_id);
+      // Its app_uninstalled event, or the first progress edit Slack refuses, whichever comes first
+      await exitsForRestart(bot, () => fake.uninstall(), 'Slack refused SLACK_BOT_TOKEN (');
+      const jobs = createJobsQueue(h.config, redis);
+      expect(await jobs.getJobState(jobId)).not.toBe('completed');
+      await until(async () => (await jobs.getJobState(jobId)) === 'completed' || undefined, 60_000, 'the job to finish with no bot running');
+      await jobs.close();
+      const posted = () => fake.store.thread('C0LOST', status.ts).filter((m) => m.files?.some((f) => f.name === `blip3o-${jobId}.png`));
+      expect(posted()).toEqual([]);
+      // An admin reinstalls the app and puts the new token in .env; compose starts the bot again.
+      fake.reinstall();
+      const again = spawnTs('bots/main.ts', h, [], { ...env, SLACK_BOT_TOKEN: fake.botToken });
+      procs.push(again);
+      await fake.waitFor(() => posted().length > 0 || undefined, 60_000, 'the result');
+      await sleep(1_500); // a second post, if one were coming
+      expect(posted()).toHaveLength(1);
+    } finally {
+      await closeRedis(redis);
+      await fake.stop();
+    }
+  }, 240_000);
 });

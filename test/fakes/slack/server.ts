@@ -4,6 +4,7 @@
 // Protocol: /work/shared/docs/platform-fakes.md Part B and its "Fake Slack" checklist.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { eventCallback } from './payloads.ts';
 import { SocketModeLink, type EnvelopeType, type SentEnvelope } from './socket-mode.ts';
 import { SlackStore, fileJson, messageJson, triggerExpired, type FakeFile, type FakeMessage } from './store.ts';
 
@@ -49,7 +50,8 @@ export class FakeSlack {
   readonly store = new SlackStore();
   readonly calls: RecordedCall[] = [];
   readonly link: SocketModeLink;
-  readonly botToken: string;
+  /** The bot token the Web API accepts; uninstall() revokes it, reinstall() issues another. */
+  botToken: string;
   /** The app-level token apps.connections.open accepts; revokeAppToken() changes it. */
   appToken: string;
   readonly teamId: string;
@@ -58,6 +60,8 @@ export class FakeSlack {
   readonly appId: string;
   private readonly server: Server;
   private readonly faults: Fault[] = [];
+  /** Bot tokens Slack took back: answered token_revoked (a token it never issued: invalid_auth). */
+  private readonly revokedBotTokens = new Set<string>();
   private readonly responseUrlUses = new Map<string, number>();
   private readonly handlers: Record<string, ApiHandler>;
   private port = 0;
@@ -94,6 +98,23 @@ export class FakeSlack {
   revokeAppToken(): void {
     this.appToken = `xapp-fake-app-token-${Date.now()}`;
     this.link.disconnect('link_disabled');
+  }
+
+  /**
+   * The app removed from the workspace (or its tokens revoked in the app's settings): the bot token is refused from
+   * now on (token_revoked), and Slack sends an app subscribed to them `app_uninstalled` and `tokens_revoked` (here:
+   * over a connected Socket Mode link; `events: false` for an app whose manifest does not subscribe to them).
+   */
+  uninstall(options: { events?: boolean } = {}): void {
+    this.revokedBotTokens.add(this.botToken);
+    if (options.events === false || !this.link.connected) return;
+    this.link.send('events_api', eventCallback(this, { type: 'app_uninstalled' }));
+    this.link.send('events_api', eventCallback(this, { type: 'tokens_revoked', tokens: { bot: [this.botUserId] } }));
+  }
+
+  /** Installed again: a new bot token. */
+  reinstall(): void {
+    this.botToken = `xoxb-fake-bot-token-${Date.now()}`;
   }
 
   get origin(): string {
@@ -226,7 +247,10 @@ export class FakeSlack {
     const handler = this.handlers[method];
     if (!handler) return { status: 200, body: { ok: false, error: 'unknown_method' }, headers: {} };
     const wantsAppToken = method === 'apps.connections.open';
-    if (token !== (wantsAppToken ? this.appToken : this.botToken)) return { status: 200, body: { ok: false, error: token ? 'invalid_auth' : 'not_authed' }, headers: {} };
+    if (token !== (wantsAppToken ? this.appToken : this.botToken) || this.revokedBotTokens.has(token)) {
+      const error = !token ? 'not_authed' : this.revokedBotTokens.has(token) ? 'token_revoked' : 'invalid_auth';
+      return { status: 200, body: { ok: false, error }, headers: {} };
+    }
     return { status: 200, body: handler(args, token), headers: {} };
   }
 

@@ -10,6 +10,7 @@ import { capturedLog } from '../../../doubles/core-harness.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
 import { postEvent } from '../../../fakes/slack/signed-sender.ts';
+import { eventCallback } from '../../../fakes/slack/payloads.ts';
 
 let fake: FakeSlack;
 beforeAll(async () => {
@@ -123,6 +124,71 @@ describe('createSlackAdapter', () => {
       await adapter.stop();
       await own.stop();
     }
+  });
+
+  it('the app uninstalled while the bot runs: Slack\'s events go to onFatal once, naming SLACK_BOT_TOKEN; a user\'s token revoked does not', async () => {
+    const own = new FakeSlack(); // uninstalling revokes its token
+    await own.start();
+    const captured = capturedLog('info');
+    const fatal: Error[] = [];
+    const config = loadConfig({ env: { SLACK_API_URL: own.apiUrl } });
+    const adapter = await createSlackAdapter(
+      { config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: own.botToken, SLACK_APP_TOKEN: own.appToken }, log: captured.log, onFatal: (e) => void fatal.push(e) },
+      { retryConfig: { retries: 0 } },
+    );
+    try {
+      await adapter.start({ redis: {}, queue: {} } as unknown as Core);
+      // Another user's tokens revoked (a person who authorized the app): not the bot's
+      const other = own.link.send('events_api', eventCallback(own, { type: 'tokens_revoked', tokens: { oauth: ['U0SOMEONE'] } }));
+      await own.link.ack(other);
+      expect(fatal).toEqual([]);
+      own.uninstall();
+      await until(async () => (fatal.length > 0 ? true : undefined), 5_000, 'onFatal');
+      await new Promise((r) => setTimeout(r, 300)); // the second event (tokens_revoked) arrives too
+      expect(fatal.map((e) => e.message)).toEqual([
+        "Slack refused SLACK_BOT_TOKEN (app_uninstalled). Set SLACK_BOT_TOKEN to the bot token (xoxb-…) from your Slack app's OAuth & Permissions page, app installed in the workspace (after reinstalling the app if it was uninstalled) (see config/.env.example), or set slack.enabled: false.",
+      ]);
+      expect(fatal[0]).toMatchObject({ code: 'config' });
+      expect(captured.lines.filter((l) => l.level === 60)).toEqual([expect.objectContaining({ code: 'app_uninstalled', err: fatal[0]!.message, msg: 'Slack uninstalled the app from the workspace' })]);
+      // Bolt was told who the bot is: it asked Slack nothing per event (before: an auth.test before each one)
+      expect(own.apiCalls('auth.test')).toHaveLength(1);
+    } finally {
+      await adapter.stop();
+      await own.stop();
+    }
+  });
+
+  it('the bot token refused on a Web API call while the bot runs (no event: a manifest without them) goes to onFatal once; not at start, and not after stop', async () => {
+    const own = new FakeSlack();
+    await own.start();
+    const captured = capturedLog('info');
+    const fatal: Error[] = [];
+    const config = loadConfig({ env: { SLACK_API_URL: own.apiUrl } });
+    const secrets = { REDIS_URL: 'x', SLACK_BOT_TOKEN: own.botToken, SLACK_APP_TOKEN: own.appToken };
+    const adapter = await createSlackAdapter({ config, secrets, log: captured.log, onFatal: (e) => void fatal.push(e) }, { retryConfig: { retries: 0 } });
+    const names = () => adapter.port.displayNames({ platform: 'slack', teamId: own.teamId, channelId: 'C1', userId: 'U1' }, { channels: ['C1'], users: ['U1'] });
+    try {
+      await adapter.start({ redis: {}, queue: {} } as unknown as Core);
+      await names(); // answered: nothing refused
+      own.uninstall({ events: false });
+      await names().catch(() => undefined);
+      await names().catch(() => undefined);
+      expect(fatal.map((e) => e.message)).toEqual([expect.stringMatching(/^Slack refused SLACK_BOT_TOKEN \(token_revoked\)\. Set SLACK_BOT_TOKEN to the bot token/)]);
+      expect(captured.lines.filter((l) => l.level === 60)).toEqual([expect.objectContaining({ code: 'token_revoked', msg: 'Slack refused the bot token' })]);
+    } finally {
+      await adapter.stop();
+    }
+    // Refused at start: start's own error, not onFatal; and nothing once stopped.
+    const again = await createSlackAdapter({ config, secrets, log: captured.log, onFatal: (e) => void fatal.push(e) }, { retryConfig: { retries: 0 } });
+    await expect(again.start({ redis: {}, queue: {} } as unknown as Core)).rejects.toThrow(/^Slack refused SLACK_BOT_TOKEN \(token_revoked\)/);
+    own.reinstall();
+    const stopped = await createSlackAdapter({ config, secrets: { ...secrets, SLACK_BOT_TOKEN: own.botToken }, log: captured.log, onFatal: (e) => void fatal.push(e) }, { retryConfig: { retries: 0 } });
+    await stopped.start({ redis: {}, queue: {} } as unknown as Core);
+    await stopped.stop();
+    own.uninstall({ events: false });
+    await stopped.port.displayNames({ platform: 'slack', teamId: own.teamId, channelId: 'C1', userId: 'U1' }, { channels: ['C1'], users: [] }).catch(() => undefined);
+    expect(fatal).toHaveLength(1);
+    await own.stop();
   });
 
   it('a reconnect waiting to be tried again after a failure is not tried once the adapter stopped', async () => {

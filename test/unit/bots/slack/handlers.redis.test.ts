@@ -88,6 +88,16 @@ describe('/imagine', () => {
     expect(headlineOf(h.fake.store.find(CHANNEL, status.ts))).toBe(':art: a quiet lake'); // the prompt heads it
   });
 
+  it('asks Slack nothing before a listener runs: auth.test only at start (Bolt is told the bot\'s ids)', async () => {
+    const before = h.fake.apiCalls('auth.test').length;
+    const { jobId } = await command('an unasked lake', newUser());
+    await queued(jobId);
+    await mention(h.fake.postUserMessage({ channel: CHANNEL, user: newUser(), text: `<@${h.fake.botUserId}> hello` }));
+    await settle();
+    // Before: one auth.test per command, mention and click, each a Web API round trip ahead of the listener and its ack
+    expect(h.fake.apiCalls('auth.test').length - before).toBe(0);
+  });
+
   it('in a channel an admin paused, the status message says so (not a bare "Queued")', async () => {
     await toldVia((await command('queue pause', ADMIN, '/blip3o-admin')).payload.response_url, 'the pause');
     try {

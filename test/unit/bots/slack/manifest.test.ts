@@ -11,6 +11,7 @@ const manifest = parse(readFileSync(`${repoRoot}/bots/slack/manifest.yaml`, 'utf
   settings: { event_subscriptions: { bot_events: string[] }; socket_mode_enabled: boolean; interactivity: { is_enabled: boolean } };
 };
 const handlers = readFileSync(`${repoRoot}/bots/slack/handlers.ts`, 'utf8');
+const adapter = readFileSync(`${repoRoot}/bots/slack/adapter.ts`, 'utf8'); // the app's lifecycle events
 
 describe('bots/slack/manifest.yaml', () => {
   it('declares every command, shortcut and event the handlers register', () => {
@@ -23,7 +24,8 @@ describe('bots/slack/manifest.yaml', () => {
       expect.objectContaining({ type: 'message', callback_id: SHORTCUT_DESCRIBE }),
     ]);
     expect(handlers).toContain('callback_id: SHORTCUT_DESCRIBE');
-    const events = [...handlers.matchAll(/app\.event\('([^']+)'/g)].map((m) => m[1]);
+    const events = [...(handlers + adapter).matchAll(/\b(?:app|bolt)\.event\('([^']+)'/g)].map((m) => m[1]);
+    expect(events).toEqual(expect.arrayContaining(['app_mention', 'app_uninstalled', 'tokens_revoked']));
     expect(manifest.settings.event_subscriptions.bot_events.sort()).toEqual(events.sort());
     expect(manifest.settings.interactivity.is_enabled).toBe(true);
     expect(manifest.settings.socket_mode_enabled).toBe(true); // the default mode in config/default.yaml
