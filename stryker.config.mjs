@@ -4,7 +4,7 @@
 const groups = {
   jobs: ['src/jobs/{ledger,cancel,contract,queue,position,progress}.ts'],
   limits: ['src/limits/*.ts', 'src/scheduling/*.ts'],
-  bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:57-130', 'bots/slack/adapter.ts:137-152', 'bots/slack/adapter.ts:206-225'],
+  bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:57-133', 'bots/slack/adapter.ts:140-155', 'bots/slack/adapter.ts:209-227'],
   // image checks (smartResize, readHeader), the two samplers in generate, CFG and the batch layout of the diffusion
   // steps, schedulers, M-RoPE. Line ranges: update them when those files move.
   pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:255-337', 'worker/pipeline/diffusion-steps.ts:119-360', 'worker/pipeline/{schedulers,mrope}.ts'],

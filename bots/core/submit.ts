@@ -375,7 +375,9 @@ export function createCore(options: CoreOptions): Core {
    * the request is settled as above once it answers.
    */
   async function settleUncertainEnqueue(e: unknown, inv: Invocation, request: JobRequest, estimate: number, digest: string | undefined): Promise<number> {
-    const exists = jobExists(request.id).catch(() => false); // a check that failed otherwise: as before, not there
+    // A check that failed otherwise (Redis answered with an error): as before, not there.
+    // Stryker disable next-line ArrowFunction: equivalent, `() => undefined` is as falsy as `() => false`
+    const exists = jobExists(request.id).catch(() => false);
     const known = await within(exists.then((there) => ({ there })), answerWithinMs);
     if (!known) {
       void exists.then((there) => (there ? lineUpLate(inv, request, estimate, digest) : withdrawLate(request, digest))).catch(() => undefined);
@@ -395,6 +397,7 @@ export function createCore(options: CoreOptions): Core {
    * failover test, 2026-12-07.) Other errors, and a core stopping, reject.
    */
   async function jobExists(id: string): Promise<boolean> {
+    // Stryker disable next-line MethodExpression,ArithmeticOperator: the pauses' lengths, only how soon it asks again
     for (let pauseMs = 50; ; pauseMs = Math.min(2 * pauseMs, 1_000)) {
       try {
         return (await queue.getJob(id)) !== undefined;

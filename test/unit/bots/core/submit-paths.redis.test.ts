@@ -239,6 +239,30 @@ describe('core.handle: requests', () => {
     expect(refused).toMatchObject({ kind: 'error', text: expect.stringMatching(/Nothing was queued/) });
     expect(checks).toBe(4);
     expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId)).toEqual([queuedId(queued)]);
+    // A check Redis answers with an error (not the connection) is no reason to ask again: the add's error stands.
+    let refusedChecks = 0;
+    c.queue.add = (async () => Promise.reject(closed())) as typeof c.queue.add;
+    const input = inv(imagine('a stoat'));
+    c.queue.getJob = ((id: string) => (id === jobIdFor(input.destination.platform, input.dedupeKey) && refusedChecks++ > 0 ? Promise.reject(new Error('NOPERM no permissions')) : getJob(id))) as typeof c.queue.getJob;
+    expect(await c.handle(input)).toMatchObject({ kind: 'error', text: expect.stringMatching(/Nothing was queued/) });
+    expect(refusedChecks).toBe(2); // the duplicate look-up, then one check
+  });
+
+  it('stops asking once the core stops (a Redis that never answers again)', async () => {
+    const c = core({ answerWithinMs: 100 });
+    let checks = 0;
+    let failing = false;
+    const getJob = c.queue.getJob.bind(c.queue);
+    c.queue.getJob = ((id: string) => (failing ? (checks++, Promise.reject(new Error('Connection is closed.'))) : getJob(id))) as typeof c.queue.getJob;
+    c.queue.add = (async () => {
+      failing = true;
+      throw new Error('Connection is closed.');
+    }) as typeof c.queue.add;
+    expect(await c.handle(inv(imagine()))).toMatchObject({ text: ANSWER_UNKNOWN_TEXT });
+    await c.stop();
+    const atStop = checks;
+    await new Promise((r) => setTimeout(r, 1_300)); // longer than the longest pause between two checks
+    expect(checks - atStop).toBeLessThanOrEqual(1); // the one that was waiting, if any
   });
 
   it('says "Queued" of a job that is queued when a read after it fails (the held check of a paused channel)', async () => {
@@ -285,11 +309,12 @@ describe('core.handle: requests', () => {
       silent = true;
       throw closed();
     }) as typeof c.queue.add;
-    expect(await c.handle(inv(imagine('a hare')))).toMatchObject({ text: ANSWER_UNKNOWN_TEXT });
+    const hare = inv(imagine('a hare'));
+    expect(await c.handle(hare)).toMatchObject({ text: ANSWER_UNKNOWN_TEXT });
     expect(await held()).toBe(2);
     await answer();
     expect(await held()).toBe(1);
-    expect(lines.at(-1)).toMatchObject({ msg: expect.stringMatching(/could not be confirmed was not queued/) });
+    expect(lines.at(-1)).toMatchObject({ jobId: jobIdFor(hare.destination.platform, hare.dedupeKey), msg: expect.stringMatching(/could not be confirmed was not queued/) });
     expect((await c.gate.scheduler.waitingJobs()).map((j) => j.jobId)).toEqual([id]);
   });
 

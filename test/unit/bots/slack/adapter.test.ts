@@ -2,7 +2,7 @@
 // missing secrets fail at start-up with a config error that names the variable; in HTTP mode Bolt verifies every
 // request with SLACK_SIGNING_SECRET on /slack/events; a token Slack refuses is a config error naming the variable.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSlackAdapter, refusedToken } from '../../../../bots/slack/adapter.ts';
+import { createSlackAdapter, refusedToken, type SlackAdapter, type SlackTuning } from '../../../../bots/slack/adapter.ts';
 import type { Core } from '../../../../bots/core/submit.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { createLogger } from '../../../../src/log.ts';
@@ -20,6 +20,24 @@ beforeAll(async () => {
 afterAll(() => fake.stop());
 
 const log = createLogger('test', 'silent');
+
+/**
+ * For a test with a fake Slack of its own (revoking changes its tokens): `adapter()` makes an adapter with the fake's
+ * tokens as they are now, whose onFatal calls (`fatal`) and log lines (`lines`, info and up) are kept.
+ */
+function watched(own: FakeSlack, tuning: SlackTuning = {}) {
+  const captured = capturedLog('info');
+  const fatal: Error[] = [];
+  const config = loadConfig({ env: { SLACK_API_URL: own.apiUrl } });
+  const adapter = () =>
+    createSlackAdapter(
+      { config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: own.botToken, SLACK_APP_TOKEN: own.appToken }, log: captured.log, onFatal: (e) => void fatal.push(e) },
+      { retryConfig: { retries: 0 }, ...tuning },
+    );
+  return { adapter, fatal, lines: captured.lines };
+}
+/** start() needs a core to exist; nothing reaches it before an event arrives. */
+const NO_CORE = { redis: {}, queue: {} } as unknown as Core;
 
 describe('createSlackAdapter', () => {
   it('connects through SLACK_API_URL in Socket Mode', async () => {
@@ -89,22 +107,17 @@ describe('createSlackAdapter', () => {
   it('Socket Mode reconnects Slack refuses (the app token revoked) go to onFatal naming SLACK_APP_TOKEN, not an unhandled rejection; other failures are tried again', async () => {
     const own = new FakeSlack(); // revoking changes its token
     await own.start();
-    const captured = capturedLog('info');
-    const fatal: Error[] = [];
-    const config = loadConfig({ env: { SLACK_API_URL: own.apiUrl } });
-    const adapter = await createSlackAdapter(
-      { config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: own.botToken, SLACK_APP_TOKEN: own.appToken }, log: captured.log, onFatal: (e) => void fatal.push(e) },
-      { clientPingTimeoutMs: 100, retryConfig: { retries: 0 } },
-    );
+    const { adapter: make, fatal, lines } = watched(own, { clientPingTimeoutMs: 100 });
+    const adapter = await make();
     try {
-      await adapter.start({ redis: {}, queue: {} } as unknown as Core);
+      await adapter.start(NO_CORE);
       expect(adapter.connected()).toBe(true);
       const opened = () => own.apiCalls('apps.connections.open').length;
       // Slack's apps.connections.open answers 500 twice (the client gives up on an HTTP error): tried again, connected
       own.inject({ method: 'apps.connections.open', httpStatus: 500, times: 2 });
       own.link.disconnect('refresh_requested');
       await until(async () => (opened() === 4 && own.link.connected ? true : undefined), 10_000, 'connected again');
-      const retried = captured.lines.filter((l) => l.msg === 'reconnecting to Slack failed; trying again');
+      const retried = lines.filter((l) => l.msg === 'reconnecting to Slack failed; trying again');
       expect(retried.map((l) => l.waitMs)).toEqual([100, 200]); // doubling from the ping timeout
       expect(retried[0]!.err).toMatch(/500/);
       expect(fatal).toEqual([]);
@@ -115,7 +128,7 @@ describe('createSlackAdapter', () => {
       expect(fatal.map((e) => e.message)).toEqual([
         "Slack refused SLACK_APP_TOKEN (invalid_auth). Set SLACK_APP_TOKEN to an app-level token (xapp-…) with the connections:write scope, from your Slack app's Basic Information page (see config/.env.example), or set slack.enabled: false.",
       ]);
-      expect(captured.lines.filter((l) => l.msg === 'reconnecting to Slack failed')).toEqual([expect.objectContaining({ level: 60, err: fatal[0]!.message })]);
+      expect(lines.filter((l) => l.msg === 'reconnecting to Slack failed')).toEqual([expect.objectContaining({ level: 60, err: fatal[0]!.message })]);
       const tries = opened();
       await new Promise((r) => setTimeout(r, 500));
       expect(opened()).toBe(tries); // not tried again
@@ -129,15 +142,10 @@ describe('createSlackAdapter', () => {
   it('the app uninstalled while the bot runs: Slack\'s events go to onFatal once, naming SLACK_BOT_TOKEN; a user\'s token revoked does not', async () => {
     const own = new FakeSlack(); // uninstalling revokes its token
     await own.start();
-    const captured = capturedLog('info');
-    const fatal: Error[] = [];
-    const config = loadConfig({ env: { SLACK_API_URL: own.apiUrl } });
-    const adapter = await createSlackAdapter(
-      { config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: own.botToken, SLACK_APP_TOKEN: own.appToken }, log: captured.log, onFatal: (e) => void fatal.push(e) },
-      { retryConfig: { retries: 0 } },
-    );
+    const { adapter: make, fatal, lines } = watched(own);
+    const adapter = await make();
     try {
-      await adapter.start({ redis: {}, queue: {} } as unknown as Core);
+      await adapter.start(NO_CORE);
       // Another user's tokens revoked (a person who authorized the app): not the bot's
       const other = own.link.send('events_api', eventCallback(own, { type: 'tokens_revoked', tokens: { oauth: ['U0SOMEONE'] } }));
       await own.link.ack(other);
@@ -149,11 +157,22 @@ describe('createSlackAdapter', () => {
         "Slack refused SLACK_BOT_TOKEN (app_uninstalled). Set SLACK_BOT_TOKEN to the bot token (xoxb-…) from your Slack app's OAuth & Permissions page, app installed in the workspace (after reinstalling the app if it was uninstalled) (see config/.env.example), or set slack.enabled: false.",
       ]);
       expect(fatal[0]).toMatchObject({ code: 'config' });
-      expect(captured.lines.filter((l) => l.level === 60)).toEqual([expect.objectContaining({ code: 'app_uninstalled', err: fatal[0]!.message, msg: 'Slack uninstalled the app from the workspace' })]);
-      // Bolt was told who the bot is: it asked Slack nothing per event (before: an auth.test before each one)
-      expect(own.apiCalls('auth.test')).toHaveLength(1);
+      expect(lines.filter((l) => l.level === 60)).toEqual([expect.objectContaining({ code: 'app_uninstalled', err: fatal[0]!.message, msg: 'Slack uninstalled the app from the workspace' })]);
     } finally {
       await adapter.stop();
+    }
+    // Only the bot token revoked (the app stays installed): tokens_revoked alone
+    own.reinstall();
+    fatal.length = 0;
+    const again = await make();
+    try {
+      await again.start(NO_CORE);
+      await own.link.ack(own.link.send('events_api', eventCallback(own, { type: 'tokens_revoked', tokens: { bot: [own.botUserId] } })));
+      await until(async () => (fatal.length > 0 ? true : undefined), 5_000, 'onFatal');
+      expect(fatal.map((e) => e.message)).toEqual([expect.stringMatching(/^Slack refused SLACK_BOT_TOKEN \(tokens_revoked\)\. Set SLACK_BOT_TOKEN to the bot token/)]);
+      expect(lines.filter((l) => l.level === 60).at(-1)).toEqual(expect.objectContaining({ code: 'tokens_revoked', msg: 'Slack revoked the bot token' }));
+    } finally {
+      await again.stop();
       await own.stop();
     }
   });
@@ -161,32 +180,28 @@ describe('createSlackAdapter', () => {
   it('the bot token refused on a Web API call while the bot runs (no event: a manifest without them) goes to onFatal once; not at start, and not after stop', async () => {
     const own = new FakeSlack();
     await own.start();
-    const captured = capturedLog('info');
-    const fatal: Error[] = [];
-    const config = loadConfig({ env: { SLACK_API_URL: own.apiUrl } });
-    const secrets = { REDIS_URL: 'x', SLACK_BOT_TOKEN: own.botToken, SLACK_APP_TOKEN: own.appToken };
-    const adapter = await createSlackAdapter({ config, secrets, log: captured.log, onFatal: (e) => void fatal.push(e) }, { retryConfig: { retries: 0 } });
-    const names = () => adapter.port.displayNames({ platform: 'slack', teamId: own.teamId, channelId: 'C1', userId: 'U1' }, { channels: ['C1'], users: ['U1'] });
+    const { adapter: make, fatal, lines } = watched(own);
+    const names = (a: SlackAdapter) => a.port.displayNames({ platform: 'slack', teamId: own.teamId, channelId: 'C1', userId: 'U1' }, { channels: ['C1'], users: ['U1'] });
+    const adapter = await make();
     try {
-      await adapter.start({ redis: {}, queue: {} } as unknown as Core);
-      await names(); // answered: nothing refused
+      await adapter.start(NO_CORE);
+      await names(adapter); // answered: nothing refused
       own.uninstall({ events: false });
-      await names().catch(() => undefined);
-      await names().catch(() => undefined);
+      await names(adapter).catch(() => undefined);
+      await names(adapter).catch(() => undefined);
       expect(fatal.map((e) => e.message)).toEqual([expect.stringMatching(/^Slack refused SLACK_BOT_TOKEN \(token_revoked\)\. Set SLACK_BOT_TOKEN to the bot token/)]);
-      expect(captured.lines.filter((l) => l.level === 60)).toEqual([expect.objectContaining({ code: 'token_revoked', msg: 'Slack refused the bot token' })]);
+      expect(lines.filter((l) => l.level === 60)).toEqual([expect.objectContaining({ code: 'token_revoked', msg: 'Slack refused the bot token' })]);
     } finally {
       await adapter.stop();
     }
     // Refused at start: start's own error, not onFatal; and nothing once stopped.
-    const again = await createSlackAdapter({ config, secrets, log: captured.log, onFatal: (e) => void fatal.push(e) }, { retryConfig: { retries: 0 } });
-    await expect(again.start({ redis: {}, queue: {} } as unknown as Core)).rejects.toThrow(/^Slack refused SLACK_BOT_TOKEN \(token_revoked\)/);
+    await expect((await make()).start(NO_CORE)).rejects.toThrow(/^Slack refused SLACK_BOT_TOKEN \(token_revoked\)/);
     own.reinstall();
-    const stopped = await createSlackAdapter({ config, secrets: { ...secrets, SLACK_BOT_TOKEN: own.botToken }, log: captured.log, onFatal: (e) => void fatal.push(e) }, { retryConfig: { retries: 0 } });
-    await stopped.start({ redis: {}, queue: {} } as unknown as Core);
+    const stopped = await make();
+    await stopped.start(NO_CORE);
     await stopped.stop();
     own.uninstall({ events: false });
-    await stopped.port.displayNames({ platform: 'slack', teamId: own.teamId, channelId: 'C1', userId: 'U1' }, { channels: ['C1'], users: [] }).catch(() => undefined);
+    await names(stopped).catch(() => undefined);
     expect(fatal).toHaveLength(1);
     await own.stop();
   });
