@@ -399,9 +399,14 @@ export function registerHandlers(deps: HandlerDeps): void {
     const origin = buttonOrigin(b, client, respond);
     const { value: jobId, action_id } = action as { value: string; action_id: string };
     await guarded(origin, 'vary', async () => {
-      const thread = await deps.port.thread(origin.channelId, origin.threadTs!);
       const name = resultFileName(jobId, varyIndex(action_id)); // per-image Vary of a several-image result
-      const file = thread.flatMap((m) => m.files ?? []).find((f) => f.name === name);
+      // The button is on the result's own message, which Slack sends whole (its files too): the thread is read only
+      // for a payload without the file, as conversations.replies is Slack's scarcest call (once a minute for apps not
+      // in the Marketplace).
+      const pressed = (b.message?.files ?? []).find((f) => f.name === name);
+      const file = pressed
+        ? await resolveFile(client, pressed)
+        : (await deps.port.thread(origin.channelId, origin.threadTs!)).flatMap((m) => m.files ?? []).find((f) => f.name === name);
       if (!file) return void (await origin.tellPrivately('I cannot find that image any more; run /imagine again.'));
       await startJob(await fromResultOf(origin, jobId), { command: 'vary', image: imageRef(file), from: jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, `Variation of ${(await deps.titleOf(jobId))?.text ?? 'an image'}`);
     });
@@ -434,6 +439,8 @@ interface ButtonBody {
   user: { id: string };
   team?: { id: string } | null;
   container: { channel_id: string; message_ts: string; thread_ts?: string };
+  /** The message the button is on, whole (absent for an ephemeral one). */
+  message?: { files?: ThreadFile[] };
   response_url: string;
   actions: { action_ts?: string }[];
 }

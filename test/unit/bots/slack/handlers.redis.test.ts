@@ -530,15 +530,30 @@ describe('buttons', () => {
     expect(headlineOf({ blocks: h.fake.apiCalls('chat.postMessage').slice(posts)[0]!.args.blocks } as FakeMessage)).toBe(':art: Re-roll');
   });
 
-  it('Vary finds the image by its file name in the thread; a gone image is told, privately', async () => {
+  it('Vary takes the image from the pressed message, or by its file name in the thread; a gone image is told, privately', async () => {
     const user = newUser();
     const { jobId, status } = await jobOf(user, 'a blue kite');
     const file = h.fake.seedFile(png, `blip3o-${jobId}.png`, 'image/png');
     const result = h.fake.store.add({ channel: CHANNEL, text: 'a blue kite', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [file] });
+    const lookUps = () => h.fake.apiCalls('conversations.replies').length;
+    const before = lookUps();
     const { jobId: varied } = await press(user, result, ACTION.vary, jobId);
     const job = await queued(varied);
     expect(job).toMatchObject({ kind: 'vary', prompt: '' });
     expect(headlineOf(statusOf(varied))).toBe(':art: Variation of a blue kite');
+    expect(lookUps()).toBe(before); // the pressed message had it (before: a look-up per Vary, once a minute allowed)
+    // A payload whose message lacks the file: found in the thread
+    const { jobId: fromThread } = await press(newUser(), status, ACTION.vary, jobId);
+    expect((await queued(fromThread)).kind).toBe('vary');
+    expect(lookUps()).toBe(before + 1);
+    // A file stub in the payload (no URLs): files.info has the real thing
+    const stubbed = blockAction(h.fake, { user: newUser(), message: result, actionId: ACTION.vary, value: jobId });
+    (stubbed.message as { files: unknown[] }).files = [{ id: file.id, name: file.name, file_access: 'check_file_info' }];
+    await interactive(stubbed);
+    const stubJob = jobIdFor('slack', `btn:${(stubbed.user as { id: string }).id}:${(stubbed.actions as { action_ts: string }[])[0]!.action_ts}`);
+    expect(await queued(stubJob)).toMatchObject({ kind: 'vary' });
+    expect(h.fake.apiCalls('files.info').at(-1)?.args.file).toBe(file.id);
+    expect(lookUps()).toBe(before + 1);
     // the image of a job no instance knows the prompt of any more
     const orphan = h.fake.seedFile(png, 'blip3o-j-orphan.png', 'image/png');
     const orphanResult = h.fake.store.add({ channel: CHANNEL, text: '', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [orphan] });
