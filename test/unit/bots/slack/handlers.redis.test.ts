@@ -560,11 +560,15 @@ describe('buttons', () => {
     const { jobId: orphanVaried } = await press(newUser(), orphanResult, ACTION.vary, 'j-orphan'); // another user: three jobs each at a time
     await until(async () => (await h.core.requestOf(orphanVaried)) ?? undefined, 10_000, 'the variation'); // a job, or joined to the identical one above
     expect(headlineOf(statusOf(orphanVaried))).toBe(':art: Variation of an image');
-    // a several-image result: Vary of image 2 takes the file named for it
-    const second = h.fake.seedFile(png, `blip3o-${jobId}-2.png`, 'image/png');
-    const gallery = h.fake.store.add({ channel: CHANNEL, text: 'two', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [second] });
+    // a several-image result: Vary of image 2 takes the file named for it, not the message's first
+    const otherPng = new Uint8Array(await sharp({ create: { width: 16, height: 24, channels: 3, background: '#a48' } }).png().toBuffer());
+    const first = h.fake.seedFile(png, `blip3o-${jobId}-1.png`, 'image/png');
+    const second = h.fake.seedFile(otherPng, `blip3o-${jobId}-2.png`, 'image/png');
+    const gallery = h.fake.store.add({ channel: CHANNEL, text: 'two', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: status.ts, files: [first, second] });
     const { jobId: secondVaried } = await press(user, gallery, `${ACTION.vary}_2`, jobId);
-    expect(await queued(secondVaried)).toMatchObject({ kind: 'vary' });
+    const secondJob = await queued(secondVaried);
+    expect(secondJob).toMatchObject({ kind: 'vary' });
+    expect(await h.core.blobs.get((secondJob as Extract<JobRequest, { kind: 'vary' }>).imageKey)).toEqual(otherPng);
     expect(VARY_ACTION.test(`${ACTION.vary}_2`)).toBe(true);
 
     const { payload } = await press(user, status, ACTION.vary, 'j-gone');
