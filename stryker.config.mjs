@@ -35,8 +35,10 @@ const groups = {
   state: ['src/cache/{key,results}.ts', 'src/accounting/usage.ts', 'bots/core/settings.ts'],
   // what a chat user typed, checked and turned into a job request (both adapters), and Midjourney's --no
   requests: ['bots/core/{requests,negative}.ts'],
-  // the worker's process around the pipeline: the model thread's host, the checks after a job, review, its limits
-  worker: ['worker/{after-job,review,limits,thread-host}.ts'],
+  // the worker's process around the pipeline: the model thread's host, the checks after a job, review, its limits, and
+  // the lock workers sharing a model volume take turns with (setup.ts's withLock; the rest of setup.ts and main.ts
+  // are driven by tests that start worker processes). Line range: update it when setup.ts moves.
+  worker: ['worker/{after-job,review,limits,thread-host}.ts', 'worker/setup.ts:267-333'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

