@@ -41,6 +41,10 @@ beforeAll(async () => {
     logLevel: 'debug',
     queue: { prefix, backoffMs: 200, deliveryBackoffMs: 200 },
     cache: { enabled: false, singleFlight: false },
+    // One user sends each channel's four requests at once; the mentions' order is the downloads' (concurrent): under
+    // the default cap of 3 in flight, whichever came fourth was refused ("3 requests in progress") when the first jobs
+    // had not finished yet. This test is about logs, not limits.
+    limits: { user: { requestsPerWindow: 100, windowSeconds: 60, burst: 100, maxConcurrent: 10 } },
     discord: { enabled: true, apiBaseUrl: discord.apiBase, downloadHosts: [new URL(discord.origin).host], progressEditIntervalMs: 50, restRetries: 1 },
     slack: { enabled: true, mode: 'socket', apiUrl: fake.apiUrl, downloadHosts: [fake.host], progressUpdateIntervalMs: 50 },
     http: { botPort: 0, host: '127.0.0.1' },
@@ -99,7 +103,8 @@ async function exercise(channel: string, secret: string): Promise<void> {
       return uploads >= 1 && refusals >= 2 && answers >= 1;
     }, 90_000, 'the four jobs')
     .catch((e: Error) => {
-      throw new Error(`${e.message}: ${JSON.stringify(seen)}; calls ${fake.calls.slice(before).map((c) => c.method).join(',')}\n${logs().slice(-4000)}`);
+      const told = fake.calls.slice(before).filter((c) => c.method === 'chat.postEphemeral').map((c) => String(c.args.text));
+      throw new Error(`${e.message}: ${JSON.stringify(seen)}; told privately ${JSON.stringify(told)}; calls ${fake.calls.slice(before).map((c) => c.method).join(',')}\n${logs().slice(-4000)}`);
     });
 }
 
