@@ -14,7 +14,7 @@ import type { DiscordDestination, Destination, JobProgress, JobResult } from '..
 import type { Logger } from '../../src/log.ts';
 import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import { parseButtonId } from './custom-ids.ts';
-import { progressBody, queuedBody, resultMessage, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
+import { progressBody, queuedBody, resultMessage, withNote, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
 
 /** Discord error codes meaning "this token/message is gone": fall back to a channel message. */
 const GONE_CODES = new Set<number | string>([10008, 10015, 10062, 50027]);
@@ -27,6 +27,15 @@ export const refusesDirectMessages = (e: unknown): boolean => e instanceof Disco
  */
 const CANNOT_POST = new Set<number | string>([50013, 160002]);
 export const forbiddenToPost = (e: unknown): e is DiscordAPIError => e instanceof DiscordAPIError && CANNOT_POST.has(e.code);
+/**
+ * Discord's answers to a post in a channel that takes none of the bot's messages any more: forbiddenToPost, the bot's
+ * access to it taken away (50001 Missing Access), the channel deleted (10003 Unknown Channel).
+ */
+const CHANNEL_LOST = new Set<number | string>([50001, 10003]);
+const cannotPostIn = (e: unknown): e is DiscordAPIError => forbiddenToPost(e) || (e instanceof DiscordAPIError && CHANNEL_LOST.has(e.code));
+/** Why, in a sentence's end, for the requester. */
+const whyNotPosted = (e: DiscordAPIError): string =>
+  e.code === 10003 ? 'it no longer exists' : e.code === 50001 ? 'I no longer have access to it' : `I don't have the ${missingPermission(e)} permission there`;
 /** The permission a forbiddenToPost error says is missing. */
 export const missingPermission = (e: DiscordAPIError): string => (e.code === 160002 ? 'Read Message History' : 'Send Messages');
 /** What a user whose privacy settings refuse the bot's direct messages reads (after "I couldn't …: "). */
@@ -165,6 +174,7 @@ export class DiscordDelivery implements PlatformPort {
         await this.rest.patch(Routes.channelMessage(statusChannelOf(d), d.statusMessageId), withFiles(resultMessage(result, image, undefined, gallery)));
         return;
       } catch (e) {
+        if (cannotPostIn(e)) return this.postToRequester(d, result, e, image, gallery);
         if (!isGone(e)) throw e;
       }
     }
@@ -174,7 +184,24 @@ export class DiscordDelivery implements PlatformPort {
     const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery);
     const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
     if (d.replyToMessageId) body.message_reference = { message_id: d.replyToMessageId, fail_if_not_exists: false };
-    await this.rest.post(Routes.channelMessages(postChannelOf(d)), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+    try {
+      await this.rest.post(Routes.channelMessages(postChannelOf(d)), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+    } catch (e) {
+      if (!cannotPostIn(e)) throw e;
+      await this.postToRequester(d, result, e, image, gallery);
+    }
+  }
+
+  /**
+   * The channel takes none of the bot's messages any more (`e`): slash commands need no Send Messages permission, so a
+   * job asked there whose interaction token expired in the queue (14 min), or a channel changed or deleted while its
+   * job ran, had its result retried until dropped: the GPU's work lost. It goes to the requester's DM instead, saying
+   * why (and where their DMs are closed too, it is only logged: no retry can help).
+   */
+  private async postToRequester(d: DiscordDestination, result: JobResult, e: DiscordAPIError, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
+    this.log.warn({ jobId: result.jobId, code: e.code, err: e.message }, 'the result cannot be posted in its channel: sending it to the requester directly');
+    const note = `I couldn't post this in <#${postChannelOf(d)}>: ${whyNotPosted(e)}.`;
+    await this.postDirect(d, result.jobId, withNote(resultMessage(result, image, undefined, gallery), note), true);
   }
 
   /**
@@ -209,9 +236,10 @@ export class DiscordDelivery implements PlatformPort {
   /**
    * A message for the requester alone, in their DM (nonce + enforce_nonce: posted once). When their privacy settings
    * refuse it, a retry cannot help: a request from a server channel gets a short notice there instead, naming the
-   * user and nothing of the request (posted once, by the same nonce); one from a DM is only logged.
+   * user and nothing of the request (posted once, by the same nonce); one from a DM, or from a channel that refuses
+   * the bot (`channelRefuses`), is only logged.
    */
-  private async postDirect(d: DiscordDestination, jobId: string, rendered: Rendered): Promise<void> {
+  private async postDirect(d: DiscordDestination, jobId: string, rendered: Rendered, channelRefuses = false): Promise<void> {
     const dm = (await this.rest.post(Routes.userChannels(), { body: { recipient_id: d.userId } })) as { id: string };
     const body = { ...rendered.body, nonce: nonceFor(jobId), enforce_nonce: true };
     try {
@@ -220,6 +248,7 @@ export class DiscordDelivery implements PlatformPort {
     } catch (e) {
       if (!refusesDirectMessages(e)) throw e;
     }
+    if (channelRefuses) return void this.log.warn({ jobId }, 'the requester does not accept direct messages, and the channel refuses the bot: the result was not posted');
     // Stryker disable next-line ConditionalExpression: equivalent, `d.guildId !== null`: a request made in a DM has that DM as its channel
     const inServer = d.guildId !== null && d.channelId !== dm.id;
     this.log.warn({ jobId, toldInChannel: inServer }, 'the requester does not accept direct messages: the private result was not posted');

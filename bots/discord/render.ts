@@ -36,6 +36,13 @@ export interface Rendered {
 
 const noMentions = { parse: [] } as MessageBody['allowed_mentions'];
 
+/** `rendered` with `note` (a line of ours, no user text) first: in its text where it fits, else as an embed before the rest. */
+export function withNote(rendered: Rendered, note: string): Rendered {
+  const content = rendered.body.content ? `${note}\n${rendered.body.content}` : note;
+  if (content.length <= MAX_CONTENT_CHARS) return { ...rendered, body: { ...rendered.body, content } };
+  return { ...rendered, body: { ...rendered.body, embeds: [{ description: note }, ...(rendered.body.embeds ?? [])] } };
+}
+
 /** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
 function truncate(raw: string, max: number): string {
   const text = stripControlChars(raw);

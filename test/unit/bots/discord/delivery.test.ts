@@ -210,6 +210,39 @@ describe('DiscordDelivery', () => {
     await expect(port().deliver(result('j-closed-4', { ...base, userId: fake.alice.id, private: true }), png)).rejects.toThrow('Missing Access');
   });
 
+  it("a channel that takes none of the bot's posts any more (Send Messages denied, where slash commands still work; access removed; deleted): the result goes to the requester's DM, saying why, once", async () => {
+    const closed = fake.addChannel('no-bot-posts', { botCannot: ['send'] });
+    const base = { platform: 'discord' as const, guildId: fake.guildId, channelId: closed, userId: fake.alice.id, applicationId: fake.appId };
+    const inDm = (text: string) => fake.channelMessages(fake.dmChannel(fake.alice)).filter((m) => m.content.includes(text));
+    // A job whose interaction token expired in the queue: its channel post is refused (403 50013).
+    const { port: watched, lines } = recordingPort();
+    await watched.deliver(result('j-nosend', base, 'a fox nobody may post'), png);
+    await port().deliver(result('j-nosend', base, 'a fox nobody may post'), png); // a repeated delivery (another process)
+    const sent = inDm('a fox nobody may post');
+    expect(sent).toHaveLength(1); // before: refused, retried by the core until dropped
+    expect(sent[0]!.content).toMatch(new RegExp(`^I couldn't post this in <#${closed}>: I don't have the Send Messages permission there\\.\\n\\*\\*a fox nobody may post\\*\\*`));
+    expect(sent[0]!.attachments).toHaveLength(1);
+    expect(fake.channelMessages(closed)).toEqual([]);
+    expect(lines).toContainEqual(['warn', expect.objectContaining({ jobId: 'j-nosend', code: 50013 }), 'the result cannot be posted in its channel: sending it to the requester directly']);
+    // The bot's access to the channel taken away (50001); the channel deleted (10003): the same, saying which
+    for (const [status, code, message, why] of [[403, 50001, 'Missing Access', 'I no longer have access to it'], [404, 10003, 'Unknown Channel', 'it no longer exists']] as const) {
+      fake.injectFault({ method: 'POST', path: new RegExp(`/channels/${fake.channelId}/messages$`), status, code, message });
+      await port().deliver(result(`j-lost-${code}`, { ...base, channelId: fake.channelId }, `a fox lost ${code}`), png);
+      expect(inDm(`a fox lost ${code}`).map((m) => m.content.split('\n')[0])).toEqual([`I couldn't post this in <#${fake.channelId}>: ${why}.`]);
+    }
+    // A mention's status message in a channel that took the bot's access away: the same
+    fake.injectFault({ method: 'PATCH', path: /\/channels\/\d+\/messages\/status-gone$/, status: 403, code: 50001, message: 'Missing Access' });
+    await port().deliver(result('j-status-lost', { ...base, channelId: fake.channelId, statusMessageId: 'status-gone' }, 'a fox whose status is out of reach'), png);
+    expect(inDm('a fox whose status is out of reach')).toHaveLength(1);
+    // Their DMs closed too: nothing can be done, so nothing is retried, and the channel gets no notice either.
+    const dave = fake.user('dave');
+    fake.closeDirectMessages(dave);
+    const { port: nowhere, lines: nowhereLines } = recordingPort();
+    await nowhere.deliver(result('j-nowhere', { ...base, userId: dave.id }, 'a fox for nobody'), png);
+    expect(nowhereLines).toContainEqual(['warn', { jobId: 'j-nowhere' }, 'the requester does not accept direct messages, and the channel refuses the bot: the result was not posted']);
+    expect(fake.channelMessages(closed)).toEqual([]);
+  });
+
   it("after Discord's nonce window, an earlier post is found by its Re-roll/Vary buttons: not by another job's, another author's, or a Cancel button", async () => {
     const { interaction, destination } = await deferred();
     fake.expireToken(interaction.token);
@@ -243,10 +276,11 @@ describe('DiscordDelivery', () => {
     const destination: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, userId: fake.alice.id, applicationId: fake.appId, replyToMessageId: question.id, statusMessageId: status.id };
     await port().deliver({ ...result('j-orphan', destination), kind: 'ask', image: undefined, answer: { text: 'An orphaned answer.', tokenCount: 3 } }, undefined);
     expect(fake.channelMessages().filter((m) => m.content === 'An orphaned answer.')).toHaveLength(1);
-    // A status message that fails for another reason (Missing Access) is an error the core retries.
+    // A status message that fails for another reason is an error the core retries (one out of the bot's reach, Missing
+    // Access, goes to the requester's DM: the test of channels that take none of the bot's posts).
     const other = (await client.rest.post(`/channels/${fake.channelId}/messages`, { body: { content: '⏳' } })) as { id: string };
-    fake.injectFault({ method: 'PATCH', path: new RegExp(`/messages/${other.id}$`), status: 403, code: 50001, message: 'Missing Access' });
-    await expect(port().deliver({ ...result('j-orphan-2', { ...destination, statusMessageId: other.id }), kind: 'ask', image: undefined, answer: { text: 'x', tokenCount: 1 } }, undefined)).rejects.toThrow('Missing Access');
+    fake.injectFault({ method: 'PATCH', path: new RegExp(`/messages/${other.id}$`), status: 403, code: 50035, message: 'Invalid Form Body' });
+    await expect(port().deliver({ ...result('j-orphan-2', { ...destination, statusMessageId: other.id }), kind: 'ask', image: undefined, answer: { text: 'x', tokenCount: 1 } }, undefined)).rejects.toThrow('Invalid Form Body');
   });
 
   it('a refusal of the token other than "gone" reaches the core; a 401 is "gone", and a gone token is not tried again', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseAskModalId, askModalId, buttonId, parseButtonId } from '../../../../bots/discord/custom-ids.ts';
 import { imagineInput, questionFromMention } from '../../../../bots/discord/options.ts';
-import { describedPrompt, plainBody, progressBody, progressText, queuedBody, resultMessage, settingsLine } from '../../../../bots/discord/render.ts';
+import { describedPrompt, MAX_CONTENT_CHARS, plainBody, progressBody, progressText, queuedBody, resultMessage, settingsLine, withNote } from '../../../../bots/discord/render.ts';
 import { ordinal } from '../../../../bots/core/stage-labels.ts';
 import { commandDefinitions } from '../../../../bots/discord/commands.ts';
 import { adminInput } from '../../../../bots/discord/admin.ts';
@@ -43,6 +43,19 @@ describe('render', () => {
     expect(posted.body.allowed_mentions).toEqual({ parse: [], users: ['3'] });
     const long = resultMessage({ ...answer, answer: { text: 'x'.repeat(3000), tokenCount: 1 } }, undefined);
     expect(long.body.embeds?.[0]?.description).toHaveLength(3000);
+  });
+});
+
+describe('withNote', () => {
+  const note = "I couldn't post this in <#1>: it no longer exists.";
+  it('puts our note first in the text where it fits, else in an embed before the rest; files and buttons untouched', () => {
+    const short = { body: { ...plainBody('An answer.'), embeds: [{ description: 'e' }] }, files: [{ name: 'a.png', data: Buffer.from([1]), contentType: 'image/png' }] };
+    expect(withNote(short, note)).toEqual({ ...short, body: { ...short.body, content: `${note}\nAn answer.` } });
+    const long = { body: plainBody('x'.repeat(MAX_CONTENT_CHARS - note.length)), files: [] };
+    expect(withNote(long, note).body).toEqual({ ...long.body, embeds: [{ description: note }] }); // one character too many for the text
+    const fits = { body: plainBody('x'.repeat(MAX_CONTENT_CHARS - note.length - 1)), files: [] };
+    expect(withNote(fits, note).body.content).toHaveLength(MAX_CONTENT_CHARS);
+    expect(withNote({ body: plainBody(''), files: [] }, note).body.content).toBe(note);
   });
 });
 
