@@ -38,6 +38,16 @@ export interface PortContext {
  */
 const STATUS_GONE = ['message_not_found', 'cant_update_message'] as const;
 
+/**
+ * Slack's answers to a post in a channel that takes none of the bot's posts any more: the bot removed from it, the
+ * channel deleted (or made private without the bot), archived.
+ */
+const CHANNEL_LOST: Record<string, string> = {
+  not_in_channel: "I'm no longer a member of it",
+  channel_not_found: 'I can no longer see it',
+  is_archived: 'it was archived',
+};
+
 /** The error code of a Web API call that answered ok:false. */
 export const slackError = (e: unknown): string | undefined => (e as { data?: { error?: string } }).data?.error;
 
@@ -110,9 +120,30 @@ export class SlackPort implements PlatformPort {
     // which non-Marketplace apps may call once a minute.
     // Stryker disable next-line StringLiteral: equivalent, only the key's existence is read
     const first = (await this.context?.redis.set(this.finishedKey(result.jobId), '1', 'EX', ttl, 'NX')) === 'OK';
-    await this.deliverOnce(d, result, image, !first, gallery);
+    try {
+      await this.deliverOnce(d, result, image, !first, gallery);
+    } catch (e) {
+      // Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing, whatever it is called
+      const why = CHANNEL_LOST[slackError(e) ?? ''];
+      // A private job's messages are in the DM already: no other place to try. Failures and cancellations are only words.
+      if (why === undefined || result.status !== 'succeeded' || d.dmChannelId) throw e;
+      await this.deliverToRequester(d, result, why, image, gallery);
+    }
     // Stryker disable next-line ObjectLiteral,StringLiteral: a debug log line
     this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
+  }
+
+  /**
+   * The job's channel takes none of the bot's posts any more (`why`): its image or answer, the GPU's work, goes to the
+   * requester's DM, after a line saying why, rather than being retried until the delivery is dropped. (A repeated
+   * delivery, after a crash in here, may post it there twice: the DM has no thread to look it up in.)
+   */
+  private async deliverToRequester(d: SlackDestination, result: JobResult, why: string, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
+    this.log.warn({ jobId: result.jobId, why }, 'the result cannot be posted in its channel: sending it to the requester directly');
+    const dm = String((await this.client.conversations.open({ users: d.userId })).channel?.id);
+    await this.client.chat.postMessage({ channel: dm, text: `I couldn't post your result in <#${d.channelId}>: ${why}. Here it is.` });
+    // Stryker disable next-line BooleanLiteral: equivalent, without a thread a repeat has nowhere to look
+    await this.deliverOnce({ ...d, dmChannelId: dm, threadTs: undefined, statusMessageTs: undefined }, result, image, false, gallery);
   }
 
   /** One attempt at a result; `repeat`: an earlier attempt may have posted some of it. */

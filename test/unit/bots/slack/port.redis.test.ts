@@ -13,6 +13,7 @@ import { CONTRACT_VERSION } from '../../../../src/jobs/contract.ts';
 import { createLogger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, deleteKeys } from '../../../../src/redis.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
+import { capturedLog } from '../../../doubles/core-harness.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
 import type { FakeMessage } from '../../../fakes/slack/store.ts';
 
@@ -426,6 +427,37 @@ describe('SlackPort.deliver: what reaches the core\'s retry', () => {
     const d = await started('e-refused');
     fake.inject({ method: 'chat.update', error: 'channel_not_found' });
     await expect(port().deliver({ ...base('e-refused', d), kind: 'imagine', status: 'cancelled' }, undefined)).rejects.toMatchObject({ data: { error: 'channel_not_found' } });
+  });
+
+  it("a channel that takes none of the bot's posts any more (bot removed, channel gone, archived): the image or answer goes to the requester's DM, saying why; failures, cancellations and private jobs are thrown as before", async () => {
+    const dm = `D${USER}`;
+    const d = await started('e-left');
+    fake.inject({ method: 'files.completeUploadExternal', error: 'not_in_channel' });
+    const { log: watched, lines } = capturedLog('warn');
+    const logging = new SlackPort(client, config, watched);
+    logging.attach({ redis, titleOf: async (jobId) => titles.get(jobId) });
+    await logging.deliver(imageResult('e-left', d, 'a fox for elsewhere'), png); // before: thrown, retried until dropped
+    expect(lines).toEqual([expect.objectContaining({ jobId: 'e-left', why: "I'm no longer a member of it", msg: 'the result cannot be posted in its channel: sending it to the requester directly' })]);
+    const there = messagesIn(dm);
+    const note = there.findIndex((m) => m.text === `I couldn't post your result in <#${CHANNEL}>: I'm no longer a member of it. Here it is.`);
+    expect(note).toBeGreaterThanOrEqual(0);
+    expect(there.slice(note).filter((m) => m.files?.some((f) => f.name === resultFileName('e-left')))).toHaveLength(1);
+    expect(messagesIn(CHANNEL).filter((m) => m.files?.some((f) => f.name === resultFileName('e-left')))).toEqual([]);
+    for (const [error, why] of [['channel_not_found', 'I can no longer see it'], ['is_archived', 'it was archived']] as const) {
+      const a = await started(`e-${error}`);
+      fake.inject({ method: 'chat.update', error });
+      await port().deliver(answerResult(`e-${error}`, a, `An answer despite ${error}.`), undefined);
+      const inDm = messagesIn(dm);
+      const at = inDm.findIndex((m) => m.text === `I couldn't post your result in <#${CHANNEL}>: ${why}. Here it is.`);
+      expect(at).toBeGreaterThanOrEqual(0);
+      expect(inDm.slice(at).some((m) => m.metadata?.event_type === META_ANSWER && m.metadata.event_payload.job_id === `e-${error}`)).toBe(true);
+    }
+    const f = await started('e-left-failed');
+    fake.inject({ method: 'chat.update', error: 'not_in_channel' });
+    await expect(port().deliver(failed('e-left-failed', f, false), undefined)).rejects.toMatchObject({ data: { error: 'not_in_channel' } });
+    const p = await started('e-left-private', { dm: true });
+    fake.inject({ method: 'chat.update', error: 'channel_not_found' });
+    await expect(port().deliver(answerResult('e-left-private', p), undefined)).rejects.toMatchObject({ data: { error: 'channel_not_found' } });
   });
 
   it('an upload that fails is thrown, and the retry uploads the image once', async () => {
