@@ -2,6 +2,7 @@
 // timed-out beforeAll only skips them, and a mutation run (docs/mutation.md) reads a run without a failed test as the
 // mutant surviving. Usage: `beforeAll(() => guard.starting(async () => { … }), 60_000)` and
 // `beforeEach(guard.check)`.
+import { within } from '../../bots/core/deadline.ts';
 
 /** Less than the 60 s the harness files give their beforeAll: the start counts as failed before vitest skips anything. */
 export const START_WITHIN_MS = 50_000;
@@ -17,9 +18,12 @@ export function startGuard(): StartGuard {
   const failures: unknown[] = [];
   return {
     async starting(start) {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the harness did not start within ${START_WITHIN_MS} ms`)), START_WITHIN_MS)));
-      await Promise.race([start(), late]).catch((e: unknown) => void failures.push(e)).finally(() => clearTimeout(timer));
+      try {
+        const started = await within(start().then(() => true), START_WITHIN_MS);
+        if (!started) failures.push(new Error(`the harness did not start within ${START_WITHIN_MS} ms`));
+      } catch (e) {
+        failures.push(e);
+      }
     },
     check() {
       if (failures.length > 0) throw failures[0];
