@@ -2,7 +2,8 @@
 // thread. deliver() may run more than once for a job (a bot died after posting, before the core's ledger
 // recorded it), so every write is either naturally idempotent (chat.update, chat.delete) or preceded by a
 // look-up: an image is uploaded as `blip3o-<jobId>.png` and not again if the thread already holds that file;
-// an answer carries message metadata with the job id and is not posted again if the thread has it.
+// an answer carries message metadata with the job id and is not posted again if the thread has it. A result
+// whose channel refuses the bot goes to the requester's DM, looked up there the same way.
 import type { WebClient } from '@slack/web-api';
 import { servedNote } from '../core/served-note.ts';
 import type { Redis } from '../../src/redis.ts';
@@ -10,7 +11,7 @@ import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
 import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
-import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage } from './blocks.ts';
+import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage, withLead } from './blocks.ts';
 
 /** Message metadata event types: the status message of a job, and an answer to a question. */
 export const META_STATUS = 'blip3o_status';
@@ -125,25 +126,34 @@ export class SlackPort implements PlatformPort {
     } catch (e) {
       // Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing, whatever it is called
       const why = CHANNEL_LOST[slackError(e) ?? ''];
-      // A private job's messages are in the DM already: no other place to try. Failures and cancellations are only words.
-      if (why === undefined || result.status !== 'succeeded' || d.dmChannelId) throw e;
-      await this.deliverToRequester(d, result, why, image, gallery);
+      // A private job's messages are in the DM already: no other place to try.
+      if (why === undefined || d.dmChannelId) throw e;
+      await this.deliverToRequester(d, result, why, image, !first, gallery);
     }
     // Stryker disable next-line ObjectLiteral,StringLiteral: a debug log line
     this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
   }
 
   /**
-   * The job's channel takes none of the bot's posts any more (`why`): its image or answer, the GPU's work, goes to the
-   * requester's DM, after a line saying why, rather than being retried until the delivery is dropped. (A repeated
-   * delivery, after a crash in here, may post it there twice: the DM has no thread to look it up in.)
+   * The job's channel takes none of the bot's posts any more (`why`): its image, answer or failure goes to the
+   * requester's DM as one message whose first line says why, rather than being retried until the delivery is dropped.
+   * A repeated delivery (a crash in here) looks for it among the DM's latest messages first, so it is posted once. A
+   * cancelled job has nothing to tell: the user or an admin cancelled it.
    */
-  private async deliverToRequester(d: SlackDestination, result: JobResult, why: string, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
+  private async deliverToRequester(d: SlackDestination, result: JobResult, why: string, image: Uint8Array | undefined, repeat: boolean, gallery?: Uint8Array[]): Promise<void> {
+    if (result.status === 'cancelled') return void this.log.info({ jobId: result.jobId, why }, 'a cancelled job\'s channel takes no posts any more: nothing to tell');
     this.log.warn({ jobId: result.jobId, why }, 'the result cannot be posted in its channel: sending it to the requester directly');
     const dm = String((await this.client.conversations.open({ users: d.userId })).channel?.id);
-    await this.client.chat.postMessage({ channel: dm, text: `I couldn't post your result in <#${d.channelId}>: ${why}. Here it is.` });
-    // Stryker disable next-line BooleanLiteral: equivalent, without a thread a repeat has nowhere to look
-    await this.deliverOnce({ ...d, dmChannelId: dm, threadTs: undefined, statusMessageTs: undefined }, result, image, false, gallery);
+    const to: SlackDestination = { ...d, dmChannelId: dm, threadTs: undefined, statusMessageTs: undefined };
+    const channel = `<#${d.channelId}>`;
+    if (result.status === 'failed') {
+      const title = result.image ? headline(result.kind, result.image.prompt) : await this.headlineOf(result.jobId);
+      return this.updateStatus(to, result.jobId, withLead(finalStatusMessage(title, result), `I couldn't tell you in ${channel} (${why}): your request did not finish.`), repeat);
+    }
+    const lead = `I couldn't post your result in ${channel}: ${why}. Here it is.`;
+    // Stryker disable next-line ConditionalExpression: equivalent, the core passes bytes only with a succeeded image (bots/core/delivery.ts)
+    if (result.image && image) return this.deliverImage(to, result, image, repeat, gallery, lead);
+    return this.deliverAnswer(to, result, repeat, lead);
   }
 
   /** One attempt at a result; `repeat`: an earlier attempt may have posted some of it. */
@@ -152,7 +162,11 @@ export class SlackPort implements PlatformPort {
     // Stryker disable next-line ConditionalExpression: equivalent, the core passes bytes only with a succeeded image (bots/core/delivery.ts)
     if (result.status === 'succeeded' && result.image && image) {
       await this.deliverImage(d, result, image, repeat, gallery);
-      return this.updateStatus(d, result.jobId, finalStatusMessage(title, result), repeat);
+      // The image is posted: a channel lost between the two only leaves its status line behind.
+      return this.updateStatus(d, result.jobId, finalStatusMessage(title, result), repeat).catch((e: unknown) => {
+        // Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing
+        if (CHANNEL_LOST[slackError(e) ?? ''] === undefined) throw e;
+      });
     }
     // Stryker disable next-line ConditionalExpression,LogicalOperator: equivalent, only a succeeded result has an answer, and a succeeded one has an image or an answer
     if (result.status === 'succeeded' && result.answer) return this.deliverAnswer(d, result, repeat);
@@ -166,12 +180,13 @@ export class SlackPort implements PlatformPort {
     await this.updateStatus(d, result.jobId, finalStatusMessage(title, result), repeat);
   }
 
-  private async deliverImage(d: SlackDestination, result: JobResult, png: Uint8Array, repeat: boolean, gallery?: Uint8Array[]): Promise<void> {
+  /** The image (or several in one message) in the job's thread; `lead`: a line above it. */
+  private async deliverImage(d: SlackDestination, result: JobResult, png: Uint8Array, repeat: boolean, gallery?: Uint8Array[], lead?: string): Promise<void> {
     const several = gallery && result.images && gallery.length === result.images.length;
     const filename = resultFileName(result.jobId, several ? 0 : undefined);
     const threadTs = d.threadTs ?? d.statusMessageTs;
-    if (repeat && threadTs && (await this.earlierPosts(postedIn(d), threadTs)).some((m) => m.files?.some((f) => f.name === filename))) return; // posted by an earlier attempt
-    const m = imageResultMessage(result);
+    if (repeat && (await this.postedBefore(d, threadTs, (m) => m.files?.some((f) => f.name === filename)))) return; // posted by an earlier attempt
+    const m = lead ? withLead(imageResultMessage(result), lead) : imageResultMessage(result);
     const where = threadTs ? { channel_id: postedIn(d), thread_ts: threadTs } : { channel_id: postedIn(d) };
     if (several) {
       // One message in the thread with every picture (one files.completeUploadExternal), named per image.
@@ -194,8 +209,9 @@ export class SlackPort implements PlatformPort {
     await this.client.filesUploadV2({ ...upload, ...where });
   }
 
-  private async deliverAnswer(d: SlackDestination, result: JobResult, repeat: boolean): Promise<void> {
-    const m = result.answer!.prompts ? describedMessage(result.jobId, result.answer!.prompts) : answerMessage(result.answer!.text, servedNote(result));
+  private async deliverAnswer(d: SlackDestination, result: JobResult, repeat: boolean, lead?: string): Promise<void> {
+    const answer = result.answer!.prompts ? describedMessage(result.jobId, result.answer!.prompts) : answerMessage(result.answer!.text, servedNote(result));
+    const m = lead ? withLead(answer, lead) : answer;
     const metadata = { event_type: META_ANSWER, event_payload: { job_id: result.jobId } };
     if (d.statusMessageTs) {
       // The status message becomes the answer: one message in the thread, and chat.update is idempotent.
@@ -205,7 +221,7 @@ export class SlackPort implements PlatformPort {
       if (updated) return;
     }
     const threadTs = d.threadTs;
-    if (repeat && threadTs && (await this.earlierPosts(postedIn(d), threadTs)).some((x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId)) return;
+    if (repeat && (await this.postedBefore(d, threadTs, (x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId))) return;
     await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
   }
 
@@ -220,7 +236,7 @@ export class SlackPort implements PlatformPort {
     }
     const metadata = { event_type: META_STATUS, event_payload: { job_id: jobId } };
     const isOurs = (x: ThreadMessage) => x.ts !== d.statusMessageTs && x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId;
-    if (repeat && d.threadTs && (await this.earlierPosts(postedIn(d), d.threadTs)).some(isOurs)) return;
+    if (repeat && (await this.postedBefore(d, d.threadTs, isOurs))) return;
     await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
   }
 
@@ -236,6 +252,23 @@ export class SlackPort implements PlatformPort {
   }
 
   /**
+   * Whether an earlier attempt posted what `found` matches: in the thread `threadTs`; in a DM without a thread, among
+   * its latest messages (a result sent to the requester because its channel refused it). A channel's top level is not
+   * searched: too busy to find it in the 15 messages Slack gives non-Marketplace apps per minute.
+   */
+  private async postedBefore(d: SlackDestination, threadTs: string | undefined, found: (m: ThreadMessage) => boolean | undefined): Promise<boolean> {
+    if (threadTs) return (await this.earlierPosts(postedIn(d), threadTs)).some(found);
+    if (!d.dmChannelId) return false;
+    return (await this.latest(d.dmChannelId)).some(found);
+  }
+
+  /** A conversation's latest top-level messages (and thread parents), newest first. */
+  private async latest(channel: string): Promise<ThreadMessage[]> {
+    const res = await this.client.conversations.history({ channel, include_all_metadata: true, limit: 100 });
+    return (res.messages ?? []) as ThreadMessage[];
+  }
+
+  /**
    * Where a repeated delivery looks for what an earlier attempt posted: the thread, or, once the thread's parent is gone
    * (an admin deleted the status message before anything was under it), the channel's latest messages, since Slack
    * posts a reply to a deleted parent at the top level instead.
@@ -243,8 +276,7 @@ export class SlackPort implements PlatformPort {
   private async earlierPosts(channel: string, threadTs: string): Promise<ThreadMessage[]> {
     const thread = await this.thread(channel, threadTs);
     if (thread.length > 0) return thread;
-    const res = await this.client.conversations.history({ channel, include_all_metadata: true, limit: 100 });
-    return (res.messages ?? []) as ThreadMessage[];
+    return this.latest(channel);
   }
 
   /** Run a Web API call; an ok:false with one of `codes` resolves to false instead of throwing. */

@@ -60,6 +60,8 @@ export class FakeSlack {
   readonly appId: string;
   private readonly server: Server;
   private readonly faults: Fault[] = [];
+  /** Channels that take none of the bot's posts any more → the error Slack answers (loseChannel). */
+  private readonly lostChannels = new Map<string, string>();
   /** Bot tokens Slack took back: answered token_revoked (a token it never issued: invalid_auth). */
   private readonly revokedBotTokens = new Set<string>();
   private readonly responseUrlUses = new Map<string, number>();
@@ -133,6 +135,15 @@ export class FakeSlack {
 
   inject(fault: Fault): void {
     this.faults.push({ times: 1, ...fault });
+  }
+
+  /**
+   * The bot loses a channel as Slack tells it: removed from it (`not_in_channel` for everything but
+   * conversations.info), the channel deleted (`channel_not_found`), or archived (`is_archived` for what writes; reading
+   * it still works).
+   */
+  loseChannel(channel: string, how: 'removed' | 'deleted' | 'archived'): void {
+    this.lostChannels.set(channel, { removed: 'not_in_channel', deleted: 'channel_not_found', archived: 'is_archived' }[how]);
   }
 
   /** A user: admin or owner flags, and the names Slack shows (full name, display name; the handle is the id in lower case). */
@@ -251,6 +262,9 @@ export class FakeSlack {
       const error = !token ? 'not_authed' : this.revokedBotTokens.has(token) ? 'token_revoked' : 'invalid_auth';
       return { status: 200, body: { ok: false, error }, headers: {} };
     }
+    const lost = this.lostChannels.get(String(args.channel ?? args.channel_id ?? ''));
+    const reads = method.startsWith('conversations.');
+    if (lost && !(lost === 'is_archived' && reads) && !(lost === 'not_in_channel' && method === 'conversations.info')) return { status: 200, body: { ok: false, error: lost }, headers: {} };
     return { status: 200, body: handler(args, token), headers: {} };
   }
 

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { LogLevel, WebClient } from '@slack/web-api';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { statusMessage } from '../../../../bots/slack/blocks.ts';
-import { META_ANSWER, resultFileName, SlackPort, type JobTitle } from '../../../../bots/slack/port.ts';
+import { META_ANSWER, META_STATUS, resultFileName, SlackPort, type JobTitle } from '../../../../bots/slack/port.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { JobProgress, JobResult, SlackDestination } from '../../../../src/jobs/contract.ts';
 import { CONTRACT_VERSION } from '../../../../src/jobs/contract.ts';
@@ -423,41 +423,77 @@ describe('SlackPort.deliver: failures', () => {
 });
 
 describe('SlackPort.deliver: what reaches the core\'s retry', () => {
-  it('a refusal other than "message not found" is thrown, so the delivery is retried', async () => {
+  it('a refusal other than "message not found" or a channel lost is thrown, so the delivery is retried', async () => {
     const d = await started('e-refused');
-    fake.inject({ method: 'chat.update', error: 'channel_not_found' });
-    await expect(port().deliver({ ...base('e-refused', d), kind: 'imagine', status: 'cancelled' }, undefined)).rejects.toMatchObject({ data: { error: 'channel_not_found' } });
+    fake.inject({ method: 'chat.update', error: 'fatal_error' });
+    await expect(port().deliver({ ...base('e-refused', d), kind: 'imagine', status: 'cancelled' }, undefined)).rejects.toMatchObject({ data: { error: 'fatal_error' } });
   });
 
-  it("a channel that takes none of the bot's posts any more (bot removed, channel gone, archived): the image or answer goes to the requester's DM, saying why; failures, cancellations and private jobs are thrown as before", async () => {
+  it("a channel that takes none of the bot's posts any more (bot removed): the image goes to the requester's DM in one message saying why, once however often delivered", async () => {
     const dm = `D${USER}`;
-    const d = await started('e-left');
-    fake.inject({ method: 'files.completeUploadExternal', error: 'not_in_channel' });
+    const channel = 'C0LEFT';
+    titles.set('e-left', { kind: 'imagine', text: 'a fox for elsewhere' });
+    const status = String((await client.chat.postMessage({ channel, text: 'Queued' })).ts);
+    const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: channel, userId: USER, threadTs: status, statusMessageTs: status };
+    fake.loseChannel(channel, 'removed');
+    const earlier = messagesIn(dm).length;
     const { log: watched, lines } = capturedLog('warn');
     const logging = new SlackPort(client, config, watched);
     logging.attach({ redis, titleOf: async (jobId) => titles.get(jobId) });
-    await logging.deliver(imageResult('e-left', d, 'a fox for elsewhere'), png); // before: thrown, retried until dropped
-    expect(lines).toEqual([expect.objectContaining({ jobId: 'e-left', why: "I'm no longer a member of it", msg: 'the result cannot be posted in its channel: sending it to the requester directly' })]);
-    const there = messagesIn(dm);
-    const note = there.findIndex((m) => m.text === `I couldn't post your result in <#${CHANNEL}>: I'm no longer a member of it. Here it is.`);
-    expect(note).toBeGreaterThanOrEqual(0);
-    expect(there.slice(note).filter((m) => m.files?.some((f) => f.name === resultFileName('e-left')))).toHaveLength(1);
-    expect(messagesIn(CHANNEL).filter((m) => m.files?.some((f) => f.name === resultFileName('e-left')))).toEqual([]);
-    for (const [error, why] of [['channel_not_found', 'I can no longer see it'], ['is_archived', 'it was archived']] as const) {
-      const a = await started(`e-${error}`);
-      fake.inject({ method: 'chat.update', error });
-      await port().deliver(answerResult(`e-${error}`, a, `An answer despite ${error}.`), undefined);
-      const inDm = messagesIn(dm);
-      const at = inDm.findIndex((m) => m.text === `I couldn't post your result in <#${CHANNEL}>: ${why}. Here it is.`);
-      expect(at).toBeGreaterThanOrEqual(0);
-      expect(inDm.slice(at).some((m) => m.metadata?.event_type === META_ANSWER && m.metadata.event_payload.job_id === `e-${error}`)).toBe(true);
+    await logging.deliver(imageResult('e-left', d, 'a fox for elsewhere'), png); // until 2026-12-07: thrown, retried until dropped
+    await logging.deliver(imageResult('e-left', d, 'a fox for elsewhere'), png); // again, as after a crash before the ledger recorded it
+    expect(lines).toEqual([0, 1].map(() => expect.objectContaining({ jobId: 'e-left', why: "I'm no longer a member of it", msg: 'the result cannot be posted in its channel: sending it to the requester directly' })));
+    const lead = `I couldn't post your result in <#${channel}>: I'm no longer a member of it. Here it is.`;
+    const posted = messagesIn(dm).filter((m) => m.files?.some((f) => f.name === resultFileName('e-left'))); // before: posted twice, under a note of its own each time
+    expect(posted).toHaveLength(1);
+    expect(sectionText(posted[0])).toBe(lead);
+    expect(messagesIn(dm).slice(earlier)).toEqual(posted); // no note apart from it, nor a status line without a status message
+  });
+
+  it("answers and failures whose channel was deleted or archived go to the DM once; a cancelled job's is only logged; a private job's error is thrown", async () => {
+    const dm = `D${USER}`;
+    for (const [how, why] of [['deleted', 'I can no longer see it'], ['archived', 'it was archived']] as const) {
+      const channel = `C0${how.toUpperCase()}`;
+      const inChannel = async (jobId: string): Promise<SlackDestination> => {
+        titles.set(jobId, { kind: 'ask', text: `a question in a channel ${how}` });
+        const r = await client.chat.postMessage({ channel, text: 'Queued' });
+        return { platform: 'slack', teamId: fake.teamId, channelId: channel, userId: USER, threadTs: String(r.ts), statusMessageTs: String(r.ts) };
+      };
+      const [a, f, u, c] = [await inChannel(`a-${how}`), await inChannel(`f-${how}`), await inChannel(`u-${how}`), await inChannel(`c-${how}`)];
+      fake.loseChannel(channel, how);
+      for (let i = 0; i < 2; i++) {
+        await port().deliver(answerResult(`a-${how}`, a, `An answer despite a channel ${how}.`), undefined);
+        await port().deliver(failed(`f-${how}`, f, false), undefined);
+        await port().deliver(failed(`u-${how}`, u, true), undefined);
+      }
+      const answers = messagesIn(dm).filter((m) => m.metadata?.event_type === META_ANSWER && m.metadata.event_payload.job_id === `a-${how}`);
+      expect(answers.map((m) => [sectionText(m, 0), sectionText(m, 1)])).toEqual([[`I couldn't post your result in <#${channel}>: ${why}. Here it is.`, `An answer despite a channel ${how}.`]]);
+      const failures = (jobId: string) => messagesIn(dm).filter((m) => m.metadata?.event_type === META_STATUS && m.metadata.event_payload.job_id === jobId);
+      const told = `I couldn't tell you in <#${channel}> (${why}): your request did not finish.`;
+      expect(failures(`f-${how}`).map((m) => [sectionText(m, 0), sectionText(m, 1)])).toEqual([[told, `:speech_balloon: a question in a channel ${how}\n*Something went wrong on our side (ref f-${how}).*`]]);
+      expect(failures(`u-${how}`).map((m) => [sectionText(m, 0), sectionText(m, 1)])).toEqual([[told, `:speech_balloon: a question in a channel ${how}\n*Your prompt is too long.*`]]);
+      const { log: watched, lines } = capturedLog('info');
+      const quiet = new SlackPort(client, config, watched);
+      quiet.attach({ redis, titleOf: async (jobId) => titles.get(jobId) });
+      const before = messagesIn(dm).length;
+      await quiet.deliver({ ...base(`c-${how}`, c), kind: 'imagine', status: 'cancelled' }, undefined); // before: thrown, retried until dropped
+      expect(messagesIn(dm)).toHaveLength(before);
+      expect(lines).toContainEqual(expect.objectContaining({ jobId: `c-${how}`, why, msg: "a cancelled job's channel takes no posts any more: nothing to tell" }));
     }
-    const f = await started('e-left-failed');
-    fake.inject({ method: 'chat.update', error: 'not_in_channel' });
-    await expect(port().deliver(failed('e-left-failed', f, false), undefined)).rejects.toMatchObject({ data: { error: 'not_in_channel' } });
     const p = await started('e-left-private', { dm: true });
     fake.inject({ method: 'chat.update', error: 'channel_not_found' });
     await expect(port().deliver(answerResult('e-left-private', p), undefined)).rejects.toMatchObject({ data: { error: 'channel_not_found' } });
+  });
+
+  it('an image posted before its channel refused the status edit is not sent again to the DM', async () => {
+    const d = await started('e-late-left');
+    const before = messagesIn(`D${USER}`).length;
+    fake.inject({ method: 'chat.update', error: 'not_in_channel' });
+    await port().deliver(imageResult('e-late-left', d), png);
+    expect(messagesIn(CHANNEL).filter((m) => m.files?.some((f) => f.name === resultFileName('e-late-left')))).toHaveLength(1);
+    expect(messagesIn(`D${USER}`)).toHaveLength(before);
+    fake.inject({ method: 'chat.update', error: 'fatal_error' });
+    await expect(port().deliver(imageResult('e-late-other', await started('e-late-other')), png)).rejects.toMatchObject({ data: { error: 'fatal_error' } });
   });
 
   it('an upload that fails is thrown, and the retry uploads the image once', async () => {
