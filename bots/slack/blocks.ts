@@ -47,13 +47,9 @@ function section(text: string): Record<string, unknown> {
   return { type: 'section', text: { type: 'mrkdwn', text: clip(text, 3000) } };
 }
 
-/**
- * `m` with `line` above it, as one message (a result sent elsewhere than asked, saying why). `line` is the caller's
- * own mrkdwn (a channel link), not escaped. A message of text alone stays text alone: blocks would hide the text.
- */
+/** `m` with `line` above it, as one message (a result sent elsewhere than asked, saying why). `line`: the caller's own mrkdwn (a channel link), not escaped. */
 export function withLead(m: SlackMessage, line: string): SlackMessage {
-  const text = `${line}\n${m.text}`;
-  return m.blocks.length === 0 ? { text, blocks: [] } : { text, blocks: [section(line), ...m.blocks] };
+  return { text: `${line}\n${m.text}`, blocks: [section(line), ...m.blocks] };
 }
 
 /** One line saying what the job is: the prompt or the question. */

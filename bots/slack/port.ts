@@ -52,6 +52,10 @@ const CHANNEL_LOST: Record<string, string> = {
 /** The error code of a Web API call that answered ok:false. */
 export const slackError = (e: unknown): string | undefined => (e as { data?: { error?: string } }).data?.error;
 
+/** Why a failed call's channel takes no posts any more (CHANNEL_LOST), or undefined for any other failure. */
+// Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing, whatever it is called
+const channelLost = (e: unknown): string | undefined => CHANNEL_LOST[slackError(e) ?? ''];
+
 /** Where a job's messages are: the requester's DM with the bot for private results, else the channel. */
 const postedIn = (d: SlackDestination): string => d.dmChannelId ?? d.channelId;
 
@@ -78,6 +82,11 @@ export class SlackPort implements PlatformPort {
   private async headlineOf(jobId: string): Promise<string> {
     const t = await this.context?.titleOf(jobId);
     return t ? headline(t.kind, t.text) : '';
+  }
+
+  /** A result's first line: its image's prompt, else the job's title. */
+  private async titleOf(result: JobResult): Promise<string> {
+    return result.image ? headline(result.kind, result.image.prompt) : this.headlineOf(result.jobId);
   }
 
   /**
@@ -124,8 +133,7 @@ export class SlackPort implements PlatformPort {
     try {
       await this.deliverOnce(d, result, image, !first, gallery);
     } catch (e) {
-      // Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing, whatever it is called
-      const why = CHANNEL_LOST[slackError(e) ?? ''];
+      const why = channelLost(e);
       // A private job's messages are in the DM already: no other place to try.
       if (why === undefined || d.dmChannelId) throw e;
       await this.deliverToRequester(d, result, why, image, !first, gallery);
@@ -147,8 +155,7 @@ export class SlackPort implements PlatformPort {
     const to: SlackDestination = { ...d, dmChannelId: dm, threadTs: undefined, statusMessageTs: undefined };
     const channel = `<#${d.channelId}>`;
     if (result.status === 'failed') {
-      const title = result.image ? headline(result.kind, result.image.prompt) : await this.headlineOf(result.jobId);
-      return this.updateStatus(to, result.jobId, withLead(finalStatusMessage(title, result), `I couldn't tell you in ${channel} (${why}): your request did not finish.`), repeat);
+      return this.updateStatus(to, result.jobId, withLead(finalStatusMessage(await this.titleOf(result), result), `I couldn't tell you in ${channel} (${why}): your request did not finish.`), repeat);
     }
     const lead = `I couldn't post your result in ${channel}: ${why}. Here it is.`;
     // Stryker disable next-line ConditionalExpression: equivalent, the core passes bytes only with a succeeded image (bots/core/delivery.ts)
@@ -158,14 +165,13 @@ export class SlackPort implements PlatformPort {
 
   /** One attempt at a result; `repeat`: an earlier attempt may have posted some of it. */
   private async deliverOnce(d: SlackDestination, result: JobResult, image: Uint8Array | undefined, repeat: boolean, gallery?: Uint8Array[]): Promise<void> {
-    const title = result.image ? headline(result.kind, result.image.prompt) : await this.headlineOf(result.jobId);
+    const title = await this.titleOf(result);
     // Stryker disable next-line ConditionalExpression: equivalent, the core passes bytes only with a succeeded image (bots/core/delivery.ts)
     if (result.status === 'succeeded' && result.image && image) {
       await this.deliverImage(d, result, image, repeat, gallery);
       // The image is posted: a channel lost between the two only leaves its status line behind.
       return this.updateStatus(d, result.jobId, finalStatusMessage(title, result), repeat).catch((e: unknown) => {
-        // Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing
-        if (CHANNEL_LOST[slackError(e) ?? ''] === undefined) throw e;
+        if (channelLost(e) === undefined) throw e;
       });
     }
     // Stryker disable next-line ConditionalExpression,LogicalOperator: equivalent, only a succeeded result has an answer, and a succeeded one has an image or an answer
@@ -235,6 +241,7 @@ export class SlackPort implements PlatformPort {
       if (ok) return;
     }
     const metadata = { event_type: META_STATUS, event_payload: { job_id: jobId } };
+    // Stryker disable next-line ConditionalExpression: equivalent, the status message itself is gone (or a tombstone, which has no metadata) whenever this runs
     const isOurs = (x: ThreadMessage) => x.ts !== d.statusMessageTs && x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId;
     if (repeat && (await this.postedBefore(d, d.threadTs, isOurs))) return;
     await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });

@@ -217,6 +217,11 @@ describe('SlackPort.deliver: an image', () => {
     const posted = messagesIn(CHANNEL).find((m) => m.files?.some((f) => f.name === resultFileName('i-top')));
     expect(posted).toBeDefined(); // shared into the channel (an upload without channel_id stays private to the bot)
     expect(posted!.thread_ts).toBeUndefined();
+    // a repeat has no thread to look in, and a channel's top level is not searched: it posts (the core's ledger makes a repeat rare)
+    const history = count('conversations.history');
+    await port().deliver(imageResult('i-top', d), png);
+    expect(messagesIn(CHANNEL).filter((m) => m.files?.some((f) => f.name === resultFileName('i-top')))).toHaveLength(2);
+    expect(count('conversations.history')).toBe(history);
   });
 
   it('clips titles (230 characters of each several-image prompt, 250 of one) and alt texts (1000 characters)', async () => {
@@ -437,6 +442,7 @@ describe('SlackPort.deliver: what reaches the core\'s retry', () => {
     const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: channel, userId: USER, threadTs: status, statusMessageTs: status };
     fake.loseChannel(channel, 'removed');
     const earlier = messagesIn(dm).length;
+    const updates = count('chat.update');
     const { log: watched, lines } = capturedLog('warn');
     const logging = new SlackPort(client, config, watched);
     logging.attach({ redis, titleOf: async (jobId) => titles.get(jobId) });
@@ -448,6 +454,7 @@ describe('SlackPort.deliver: what reaches the core\'s retry', () => {
     expect(posted).toHaveLength(1);
     expect(sectionText(posted[0])).toBe(lead);
     expect(messagesIn(dm).slice(earlier)).toEqual(posted); // no note apart from it, nor a status line without a status message
+    expect(callsSince(updates, 'chat.update').filter((c) => c.args.channel === dm)).toEqual([]); // nor an edit of a status message it has not
   });
 
   it("answers and failures whose channel was deleted or archived go to the DM once; a cancelled job's is only logged; a private job's error is thrown", async () => {
@@ -467,7 +474,11 @@ describe('SlackPort.deliver: what reaches the core\'s retry', () => {
         await port().deliver(failed(`u-${how}`, u, true), undefined);
       }
       const answers = messagesIn(dm).filter((m) => m.metadata?.event_type === META_ANSWER && m.metadata.event_payload.job_id === `a-${how}`);
-      expect(answers.map((m) => [sectionText(m, 0), sectionText(m, 1)])).toEqual([[`I couldn't post your result in <#${channel}>: ${why}. Here it is.`, `An answer despite a channel ${how}.`]]);
+      expect(answers.map((m) => [m.text, sectionText(m, 0), sectionText(m, 1)])).toEqual([[
+        `I couldn't post your result in <#${channel}>: ${why}. Here it is.\nAn answer despite a channel ${how}.`,
+        `I couldn't post your result in <#${channel}>: ${why}. Here it is.`,
+        `An answer despite a channel ${how}.`,
+      ]]);
       const failures = (jobId: string) => messagesIn(dm).filter((m) => m.metadata?.event_type === META_STATUS && m.metadata.event_payload.job_id === jobId);
       const told = `I couldn't tell you in <#${channel}> (${why}): your request did not finish.`;
       expect(failures(`f-${how}`).map((m) => [sectionText(m, 0), sectionText(m, 1)])).toEqual([[told, `:speech_balloon: a question in a channel ${how}\n*Something went wrong on our side (ref f-${how}).*`]]);
