@@ -26,6 +26,24 @@ export function escapeMrkdwn(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
+/**
+ * What a user typed, from the text Slack sends (slash commands, messages): its markup made readable (a link → its
+ * label, else its address; `<#C1|general>` → #general; `<@U1|ann>` → @ann; `<!here>` → @here) and then &, < and >
+ * decoded, which Slack sends as &amp;, &lt; and &gt; (api.slack.com, "Formatting text for app surfaces": escaping).
+ * The inverse of escapeMrkdwn for what it escapes: a prompt reaches the model as typed, and is escaped once on output.
+ */
+export function readSlackText(text: string): string {
+  const readable = text.replace(/<([^<>]*)>/g, (_, inner: string) => {
+    const bar = inner.indexOf('|');
+    const target = bar < 0 ? inner : inner.slice(0, bar);
+    const label = bar < 0 ? '' : inner.slice(bar + 1);
+    const sigil = target.startsWith('@') ? '@' : target.startsWith('#') ? '#' : '';
+    if (label) return sigil && !label.startsWith(sigil) ? `${sigil}${label}` : label;
+    return target.startsWith('!') ? `@${target.slice(1).split('^')[0]}` : target;
+  });
+  return readable.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+}
+
 /** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
 function clip(raw: string, max: number): string {
   const s = stripControlChars(raw);
@@ -116,7 +134,7 @@ export function imageResultMessage(result: JobResult): SlackMessage {
   const settings = o ? [`${seeds} · ${o.aspect} · ${o.ditSteps} steps · guidance ${o.guidance}${negative}`, image ? checkLine(image) : '', servedNote(result)].filter(Boolean).join(' · ') : '';
   if (result.images) {
     return {
-      text: `Here are ${result.images.length} pictures of “${clip(prompt, 200)}”`,
+      text: `Here are ${result.images.length} pictures of “${escapeMrkdwn(clip(prompt, 200))}”`,
       blocks: [
         section(`${headline(result.kind, prompt)}\n${settings}`),
         {
@@ -131,7 +149,7 @@ export function imageResultMessage(result: JobResult): SlackMessage {
     };
   }
   return {
-    text: `Here is “${clip(prompt, 200)}”`,
+    text: `Here is “${escapeMrkdwn(clip(prompt, 200))}”`,
     blocks: [
       section(`${headline(result.kind, prompt)}\n${settings}`),
       {
@@ -148,7 +166,9 @@ export function answerMessage(answer: string, note = ''): SlackMessage {
   const text = note ? `${answer}\n_${note}_` : answer;
   const chunks: string[] = [];
   for (let i = 0; i < text.length; i += 2900) chunks.push(text.slice(i, i + 2900));
-  return { text: clip(text, 3900), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };
+  // `text` is the notification's (and the history's, read back with readSlackText): escaped as the blocks are, or an
+  // answer quoting "<!channel>" would notify the whole channel
+  return { text: escapeMrkdwn(clip(text, 3900)), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };
 }
 
 /**
@@ -158,7 +178,7 @@ export function answerMessage(answer: string, note = ''): SlackMessage {
  */
 export function describedMessage(jobId: string, prompts: string[]): SlackMessage {
   return {
-    text: prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'),
+    text: escapeMrkdwn(prompts.map((p, i) => `${i + 1}. ${p}`).join('\n')),
     blocks: prompts.map((p, i) => ({
       type: 'section',
       block_id: `prompt_${i + 1}_${jobId}`,

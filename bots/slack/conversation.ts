@@ -2,6 +2,7 @@
 // image earlier in the thread (normally the parent's). Earlier questions to the bot and its answers in the same
 // thread become the history, so a follow-up ("and what colour is it?") keeps the conversation.
 import type { ImageRef } from '../core/port.ts';
+import { readSlackText } from './blocks.ts';
 import { META_ANSWER, type ThreadFile, type ThreadMessage } from './port.ts';
 
 export interface Turn {
@@ -9,10 +10,13 @@ export interface Turn {
   text: string;
 }
 
-/** `<@U123> what is this?` → `what is this?` (only the bot's own mention is removed). */
+/**
+ * `<@U123> what is this?` → `what is this?`: the bot's own mention removed, the rest as typed (readSlackText: Slack's
+ * markup and its &amp; &lt; &gt; undone).
+ */
 export function stripMention(text: string, botUserId: string): string {
   // A space, not nothing: "what<@U1>is" reads "what is".
-  return text.replace(new RegExp(`<@${botUserId}(\\|[^>]*)?>`, 'g'), ' ').replace(/\s+/g, ' ').trim();
+  return readSlackText(text.replace(new RegExp(`<@${botUserId}(\\|[^>]*)?>`, 'g'), ' ')).replace(/\s+/g, ' ').trim();
 }
 
 export function isImageFile(f: ThreadFile): boolean {
@@ -49,7 +53,7 @@ export function historyBefore(thread: ThreadMessage[], ts: string, botUserId: st
   const turns: Turn[] = [];
   for (const m of thread) {
     if (m.ts >= ts) break;
-    if (m.metadata?.event_type === META_ANSWER && m.text) turns.push({ role: 'assistant', text: m.text });
+    if (m.metadata?.event_type === META_ANSWER && m.text) turns.push({ role: 'assistant', text: readSlackText(m.text) });
     else if (!m.bot_id && m.text?.includes(`<@${botUserId}`)) {
       const q = stripMention(m.text, botUserId);
       if (q) turns.push({ role: 'user', text: q });

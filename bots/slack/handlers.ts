@@ -16,7 +16,7 @@ import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { CommandInput, Reply } from '../core/port.ts';
 import { STARTED_TEXT, type Core } from '../core/submit.ts';
-import { ACTION, AskTarget, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, parseMetadata, headline, statusMessage, varyIndex } from './blocks.ts';
+import { ACTION, AskTarget, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
@@ -246,7 +246,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     });
   }
 
-  slashCommand('/imagine', (text) => parseImagine(text, config.generation), (origin, input, dedupeKey) => startJob(origin, input, dedupeKey, input.prompt));
+  slashCommand('/imagine', (text) => parseImagine(readSlackText(text), config.generation), (origin, input, dedupeKey) => startJob(origin, input, dedupeKey, input.prompt));
   // workspace admins and owners (checked by the core through Invocation.isAdmin)
   slashCommand('/blip3o-admin', parseAdmin, simpleCommand);
 

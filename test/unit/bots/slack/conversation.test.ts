@@ -15,7 +15,8 @@ const thread: ThreadMessage[] = [
 
 describe('thread conversations', () => {
   it('strips only the bot mention', () => {
-    expect(stripMention('<@UBOT>  what is <@U2> holding?', 'UBOT')).toBe('what is <@U2> holding?');
+    expect(stripMention('<@UBOT>  what is <@U2> holding?', 'UBOT')).toBe('what is @U2 holding?');
+    expect(stripMention('<@UBOT> is this &lt;b&gt; or &amp;lt;?', 'UBOT')).toBe('is this <b> or &lt;?'); // as typed: Slack sent & < > escaped
     expect(stripMention('<@UBOT|blip3o> hi', 'UBOT')).toBe('hi');
   });
 

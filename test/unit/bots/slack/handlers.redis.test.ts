@@ -88,6 +88,14 @@ describe('/imagine', () => {
     expect(headlineOf(h.fake.store.find(CHANNEL, status.ts))).toBe(':art: a quiet lake'); // the prompt heads it
   });
 
+  it('&, < and > reach the model as typed (Slack sends them as &amp; &lt; &gt;), and are shown escaped once', async () => {
+    const user = newUser();
+    const { jobId } = await command('Tom &amp; Jerry &lt;3 --no cats &amp; dogs', user); // what Slack sends for "Tom & Jerry <3 --no cats & dogs"
+    const job = await queued(jobId);
+    expect(job).toMatchObject({ kind: 'imagine', prompt: 'Tom & Jerry <3', options: { negative: 'cats & dogs' } }); // before: "Tom &amp; Jerry &lt;3"
+    expect(headlineOf(statusOf(jobId))).toBe(':art: Tom &amp; Jerry &lt;3'); // Slack shows "Tom & Jerry <3" (before: "Tom &amp;amp; Jerry")
+  });
+
   it('asks Slack nothing before a listener runs: auth.test only at start (Bolt is told the bot\'s ids)', async () => {
     const before = h.fake.apiCalls('auth.test').length;
     const { jobId } = await command('an unasked lake', newUser());
@@ -315,6 +323,18 @@ describe('mentions', () => {
     expect(job.destination).toMatchObject({ channelId: CHANNEL, userId: user, threadTs: m.ts });
     expect(statusOf(jobId)?.thread_ts).toBe(m.ts);
     expect(headlineOf(statusOf(jobId))).toBe(':speech_balloon: what is this?');
+  });
+
+  it('a question with &, < or > reaches the model as typed, and so does the history, the bot\'s answer read back unescaped', async () => {
+    const user = newUser();
+    const file = h.fake.seedFile(png, 'sign.png', 'image/png');
+    const parent = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'look', files: [file] });
+    h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> is it R&amp;D?`, threadTs: parent.ts });
+    h.fake.store.add({ channel: CHANNEL, text: 'It says &lt;R&amp;D&gt;.', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: parent.ts, metadata: { event_type: 'blip3o_answer', event_payload: { job_id: 'earlier-amp' } } });
+    const q = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> and &lt;b&gt; on <#C0SIGNS|signs>?`, threadTs: parent.ts });
+    await mention(q);
+    const job = await queued(jobIdFor('slack', `msg:${CHANNEL}:${q.ts}`));
+    expect(job).toMatchObject({ kind: 'ask', question: 'and <b> on #signs?', history: [{ role: 'user', text: 'is it R&D?' }, { role: 'assistant', text: 'It says <R&D>.' }] });
   });
 
   it('in a thread: the image of the parent, and the earlier turns as history', async () => {

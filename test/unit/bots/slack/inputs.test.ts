@@ -1,7 +1,7 @@
 // The Slack adapter's texts and Block Kit, exactly (bots/slack/{blocks,settings,options,conversation}.ts): the
 // block and action ids are read back by the handlers, and the texts are what users and screen readers get.
 import { describe, expect, it } from 'vitest';
-import { ACTION, AskTarget, answerMessage, askModal, describedJobOf, parseMetadata, describedMessage, finalStatusMessage, headline, imageResultMessage, statusMessage, varyActionId, varyIndex } from '../../../../bots/slack/blocks.ts';
+import { ACTION, AskTarget, answerMessage, askModal, describedJobOf, parseMetadata, describedMessage, finalStatusMessage, headline, imageResultMessage, readSlackText, statusMessage, varyActionId, varyIndex } from '../../../../bots/slack/blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, isImageFile, stripMention } from '../../../../bots/slack/conversation.ts';
 import { normalizeSlackText, parseImagine } from '../../../../bots/slack/options.ts';
 import { parseSettingsText, settingsFromView, settingsModal } from '../../../../bots/slack/settings.ts';
@@ -45,10 +45,24 @@ describe('status messages', () => {
   });
 });
 
+describe('what users type, from the text Slack sends', () => {
+  it('&, < and > decoded (Slack sends them as &amp; &lt; &gt;), the &amp; last so that a typed "&lt;" stays as typed', () => {
+    expect(readSlackText('Tom &amp; Jerry &lt;3 &gt;_&lt;')).toBe('Tom & Jerry <3 >_<');
+    expect(readSlackText('&amp;lt; &amp;amp;')).toBe('&lt; &amp;');
+  });
+
+  it('markup made readable: links by their label or address, channels and users by name (else id), broadcasts as @here', () => {
+    expect(readSlackText('see <https://example.com/a?b=1&amp;c=2|the page> and <https://example.org>')).toBe('see the page and https://example.org');
+    expect(readSlackText('in <#C123|general> or <#C456>, for <@U1|ann> and <@U2>')).toBe('in #general or #C456, for @ann and @U2');
+    expect(readSlackText('<!here> <!channel> <!everyone> <!subteam^S1|@design> <!date^1392734382^{date}|Feb 18>')).toBe('@here @channel @everyone @design Feb 18');
+    expect(readSlackText('<mailto:a@b.c|a@b.c> a <> b')).toBe('a@b.c a  b');
+  });
+});
+
 describe('results', () => {
   it('one image: what was drawn, the settings (check and served notes too), Re-roll and Vary', () => {
     expect(imageResultMessage(result)).toEqual({
-      text: 'Here is “a <fox>”',
+      text: 'Here is “a &lt;fox&gt;”', // the notification's text: escaped as the blocks are
       blocks: [
         section(':art: a &lt;fox&gt;\nseed 7 · 16:9 · 30 steps · guidance 3'),
         { type: 'actions', block_id: 'result', elements: [button('Re-roll', ACTION.reroll, 'primary'), button('Vary', ACTION.vary)] },
@@ -61,7 +75,7 @@ describe('results', () => {
   it('several images: the seeds, Vary 1…n and Re-roll all; the Vary ids read back to their index', () => {
     const images = [7, 8, 9].map((seed) => ({ ...image, options: { ...options, seed } }));
     expect(imageResultMessage({ ...result, images })).toEqual({
-      text: 'Here are 3 pictures of “a <fox>”',
+      text: 'Here are 3 pictures of “a &lt;fox&gt;”',
       blocks: [
         section(':art: a &lt;fox&gt;\nseeds 7, 8, 9 · 16:9 · 30 steps · guidance 3'),
         { type: 'actions', block_id: 'result', elements: [button('Vary 1', 'blip3o_vary_1'), button('Vary 2', 'blip3o_vary_2'), button('Vary 3', 'blip3o_vary_3'), button('Re-roll all', ACTION.reroll, 'primary')] },
@@ -72,7 +86,7 @@ describe('results', () => {
   });
 
   it('answers: the note in italics, sections of 2900, at most 45; the plain text cut at 3900', () => {
-    expect(answerMessage('A <fox>.', 'from the cache')).toEqual({ text: 'A <fox>.\n_from the cache_', blocks: [section('A &lt;fox&gt;.\n_from the cache_')] });
+    expect(answerMessage('A <fox> & <!channel>.', 'from the cache')).toEqual({ text: 'A &lt;fox&gt; &amp; &lt;!channel&gt;.\n_from the cache_', blocks: [section('A &lt;fox&gt; &amp; &lt;!channel&gt;.\n_from the cache_')] });
     expect(answerMessage('plain')).toEqual({ text: 'plain', blocks: [section('plain')] });
     const long = answerMessage('a'.repeat(2900) + 'b'.repeat(2900) + 'c');
     expect(long.blocks).toEqual([section('a'.repeat(2900)), section('b'.repeat(2900)), section('c')]);
@@ -83,7 +97,7 @@ describe('results', () => {
 
   it('/describe: a section per prompt with its own Imagine this; the ask modal', () => {
     expect(describedMessage('j0123abc', ['a <cat>', 'a dog'])).toEqual({
-      text: '1. a <cat>\n2. a dog',
+      text: '1. a &lt;cat&gt;\n2. a dog',
       blocks: [
         { type: 'section', block_id: 'prompt_1_j0123abc', text: { type: 'mrkdwn', text: '*1.* a &lt;cat&gt;' }, accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: 'a <cat>' } },
         { type: 'section', block_id: 'prompt_2_j0123abc', text: { type: 'mrkdwn', text: '*2.* a dog' }, accessory: { type: 'button', text: { type: 'plain_text', text: 'Imagine this' }, action_id: ACTION.imagineThis, value: 'a dog' } },
@@ -244,9 +258,9 @@ describe('threads', () => {
       { ts: '6', text: '<@UBOT> now?' },
     ] as never;
     expect(historyBefore(thread, '6', 'UBOT', 8)).toEqual([{ role: 'user', text: 'what is it?' }, { role: 'assistant', text: 'A fox.' }]);
-    expect(stripMention('<@UBOT>what<@UBOT2> now', 'UBOT')).toBe('what<@UBOT2> now');
+    expect(stripMention('<@UBOT>what<@UBOT2> now', 'UBOT')).toBe('what@UBOT2 now'); // another's mention made readable (readSlackText)
     expect(stripMention('what<@UBOT|blip3o>is this', 'UBOT')).toBe('what is this');
     expect(stripMention('<@UBOT> and <@UBOT>  again', 'UBOT')).toBe('and again');
-    expect(stripMention('<@UBOTX> hi', 'UBOT')).toBe('<@UBOTX> hi');
+    expect(stripMention('<@UBOTX> hi', 'UBOT')).toBe('@UBOTX hi');
   });
 });

@@ -314,6 +314,14 @@ describe('SlackPort.deliver: a status message an admin deleted', () => {
 });
 
 describe('SlackPort.deliver: an answer', () => {
+  it('an answer quoting <!channel> or a link is escaped in the notification text as in the blocks (no @channel from a model\'s answer)', async () => {
+    const d = await started('a-escaped', {}, { kind: 'ask', text: 'what does the sign say?' });
+    await port().deliver(answerResult('a-escaped', d, 'The sign says: <!channel> free pizza <https://evil.example|click here> & more'), undefined);
+    const m = statusOf(d)!;
+    expect(m.text).toBe('The sign says: &lt;!channel&gt; free pizza &lt;https://evil.example|click here&gt; &amp; more'); // before: the raw text
+    expect(sectionText(m)).toBe(m.text);
+  });
+
   it('turns the status message into the answer, with the job id in its metadata', async () => {
     const d = await started('a-one', {}, { kind: 'ask', text: 'what is it?' });
     await port().deliver(answerResult('a-one', d), undefined);
