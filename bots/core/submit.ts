@@ -296,9 +296,11 @@ export function createCore(options: CoreOptions): Core {
       const altText = request.prompt || 'A variation of your image';
       result = { ...base, image: { blobKey, mime: 'image/png', width: hit.meta.width, height: hit.meta.height, altText, prompt: request.prompt, options: request.options } };
     } else return undefined; // cannot happen (the kind is part of the address); treat as a miss
-    const reply = await served(request, CACHED_TEXT);
+    // The result first, then the record that it was served: a bot that dies between the two leaves a delivery and no
+    // record, and the platform's retry of the interaction hands the same id over again (idempotent). The other way
+    // round, the retry read the record, promised a delivery, and none came.
     await handOvers.handOver(result);
-    return reply;
+    return served(request, CACHED_TEXT);
   }
 
   /** A lookup that found the result cached or a flight to join: served without a job; undefined to go on as a miss. */

@@ -5,15 +5,15 @@
 // /ask served from the cache releases its upload.
 import { describe, expect, it, vi } from 'vitest';
 import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
-import { CACHED_TEXT, JOINED_TEXT, portForDestination, type Core } from '../../../../bots/core/submit.ts';
+import { CACHED_TEXT, createCore, JOINED_TEXT, portForDestination, type Core } from '../../../../bots/core/submit.ts';
 import { progressIntervalMs } from '../../../../src/jobs/progress.ts';
-import { digestOf, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
+import { DeliveryQueues, digestOf, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { Destination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import type { Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
-import { capturedLog, coreDest as dest, coreHarness, invocation as inv, OPEN_LIMIT, REDIS_URL } from '../../../doubles/core-harness.ts';
+import { capturedLog, coreDest as dest, coreHarness, invocation as inv, OPEN_LIMIT, REDIS_URL, SILENT_LOG } from '../../../doubles/core-harness.ts';
 
 const h = coreHarness('t-flight');
 const { core, handedOver } = h;
@@ -148,6 +148,35 @@ describe('result cache', () => {
     expect(await c.handle({ ...again })).toMatchObject({ text: CACHED_TEXT }); // a repeat of the interaction
     const reroll = await c.handle(inv({ command: 'reroll', jobId: id })); // re-rolled from what was served
     expect(reroll).toMatchObject({ kind: 'queued', position: 2 });
+  });
+
+  it('a bot that dies between handing a cached result over and recording it served: the platform\'s retry gets it delivered', async () => {
+    const c = core();
+    await c.cache.publishModel('model-a', 'worker-1');
+    const first = (await c.handle(inv(imagine('a lynx')))) as { jobId: string };
+    const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
+    await c.cache.put('model-a', (await digestOf(c.blobs, request))!, { kind: 'image', width: 32, height: 32 }, h.png);
+    // the first bot "dies" in its hand-over of the cached result: the call never returns
+    const handOver = DeliveryQueues.prototype.handOver;
+    let entered!: () => void;
+    const reached = new Promise<void>((r) => (entered = r));
+    DeliveryQueues.prototype.handOver = function () {
+      entered();
+      return new Promise<void>(() => undefined);
+    };
+    const again = inv(imagine('a lynx'), { destination: dest('u-retry') });
+    const id = jobIdFor('discord', again.dedupeKey);
+    try {
+      void c.handle(again);
+      await reached;
+    } finally {
+      DeliveryQueues.prototype.handOver = handOver;
+    }
+    const restarted = createCore({ config: c.config, secrets: { REDIS_URL }, ports: [], redis: h.redis, log: SILENT_LOG });
+    expect(await restarted.handle({ ...again })).toMatchObject({ jobId: id, text: CACHED_TEXT });
+    // before: the retry read the served record (written first), promised a delivery, and none was handed over
+    expect(await handedOver(restarted, id)).toMatchObject({ jobId: id, status: 'succeeded', servedFrom: 'cache' });
+    await restarted.stop();
   });
 
   it('serves an identical greedy question from the cache as an answer', async () => {
