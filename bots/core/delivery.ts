@@ -100,9 +100,18 @@ export class DeliveryInProgress extends Error {
   }
 }
 
+/**
+ * How often a delivery job may be taken back from a bot that died holding it. Not queue.maxStalledCount (2, meant for
+ * GPU jobs that may be what kills their worker): past it BullMQ fails a job without running it, and a result whose
+ * bot crashed three times while posting it (a crash-looping pod during a long 429 wait) was dropped, never posted. A
+ * re-run is safe (the claim and the ledger post it once); the bound only ends a delivery that itself kills every bot.
+ */
+export const DELIVERY_MAX_STALLED = 50;
+
 export function startDeliveryWorker(deps: DeliveryDeps, queueName: string, concurrency = 4): Worker<JobResult, string> {
   const worker = createQueueWorker<JobResult, string>(deps.config, deps.redis, queueName, (job: Job<JobResult>) => deliverOne(deps, job.data), {
     concurrency,
+    maxStalledCount: DELIVERY_MAX_STALLED,
   });
   worker.on('failed', (job, err) => deps.log.warn({ jobId: job?.id, attempts: job?.attemptsMade, err: err.message }, 'delivery attempt failed'));
   worker.on('error', (err) => logWorkerError(deps.log, err, 'delivery worker error'));

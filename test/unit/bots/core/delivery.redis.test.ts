@@ -196,6 +196,41 @@ describe('startDeliveryWorker', () => {
   });
 });
 
+describe('a delivery whose bots keep dying', () => {
+  it('is taken back from each bot that died holding it, more often than queue.maxStalledCount, and posted by the next', async () => {
+    const quick = loadConfig({ env: {}, overrides: { queue: { prefix, lockDurationMs: 400, stalledIntervalMs: 250 } } });
+    expect(quick.queue.maxStalledCount).toBe(2);
+    const name = `delivery-cli-${randomUUID().slice(0, 6)}`;
+    const queue = createDeliveryQueue(quick, redis, name);
+    const r = result({ kind: 'ask', answer: { text: 'a fox', tokenCount: 2 } });
+    await queue.add('result', r, { jobId: r.jobId });
+    const deps = (port: PlatformPort): DeliveryDeps => ({ ...depsFor(port, countingBlobs()), config: quick });
+    const killed: ((e: Error) => void)[] = []; // the dead bots' posts, ended after the test (in a real crash, with the process)
+    try {
+      for (let death = 0; death <= quick.queue.maxStalledCount; death++) {
+        let took!: () => void;
+        const taken = new Promise<void>((res) => (took = res));
+        const dying = startDeliveryWorker(deps({ platform: 'cli', showProgress: async () => undefined, deliver: () => (took(), new Promise<void>((_, reject) => killed.push(reject))) }), name, 1);
+        await taken; // posting…
+        await dying.close(true); // …and gone: its lock is renewed no more, as after a SIGKILL
+        await redis.del(`${prefix}:delivery-claim:${r.jobId}`); // nor its claim, which lapses
+      }
+      const port = recordingPort();
+      const healthy = startDeliveryWorker(deps(port), name, 1);
+      try {
+        // before: the third stall failed the job unrun ("job stalled more than allowable limit"), and nothing was posted
+        for (let i = 0; i < 1_000 && port.posted.length === 0; i++) await new Promise((res) => setTimeout(res, 10));
+        expect(port.posted.map((p) => p.result.jobId), `state ${await queue.getJobState(r.jobId)}: ${(await queue.getJob(r.jobId))?.failedReason}`).toEqual([r.jobId]);
+      } finally {
+        await healthy.close();
+      }
+    } finally {
+      for (const kill of killed) kill(new Error('the bot was killed'));
+      await queue.close();
+    }
+  }, 30_000);
+});
+
 describe('DeliveryInProgress', () => {
   it('names itself and the job, for the failed-attempt log line', () => {
     const e = new DeliveryInProgress('j42');
