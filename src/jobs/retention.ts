@@ -13,6 +13,7 @@
 //   - result cache / single flight         never written: such requests bypass the cache (src/cache/fanout.ts)
 // A job still waiting, running or being delivered at its deadline is purged at the first sweep after it finished:
 // deleting it earlier would lose the answer the user asked for.
+import type { Job } from 'bullmq';
 import type { Redis } from '../redis.ts';
 import { z } from 'zod';
 import type { Config } from '../config/schema.ts';
@@ -94,12 +95,15 @@ export class Retention {
   /** Delete everything about one job; false while it is still waiting, running or being delivered. */
   private async purge(e: Entry): Promise<boolean> {
     const delivery = this.delivery(e.q);
-    const [job, result] = await Promise.all([this.jobs.getJob(e.j), delivery.getJob(e.j)]);
     // Stryker disable next-line StringLiteral: 'unknown' (a hash in no state's set) is not produced by any test; a job so stranded is finished
-    const finished = async (j: typeof job | typeof result) => !j || ['completed', 'failed', 'unknown'].includes(await j.getState());
-    if (!(await finished(job)) || !(await finished(result))) return false;
-    // A finished job whose result is not yet in the delivery queue: the worker hands over before it completes the
-    // job, so a completed/failed job without a delivery was delivered and removed, or failed without a destination.
+    const finished = async (j: Job | undefined) => !j || ['completed', 'failed', 'unknown'].includes(await j.getState());
+    const job = await this.jobs.getJob(e.j);
+    if (!(await finished(job))) return false;
+    // Its result is read only now that the job is seen finished: the worker hands over before it completes the job, so
+    // a finished job without a delivery was delivered and removed, or failed without a destination. (Read together, a
+    // job that finished between the two reads looked finished with no delivery, and its result outlived the purge.)
+    const result = await delivery.getJob(e.j);
+    if (!(await finished(result))) return false;
     if (job) await job.remove();
     if (result) await result.remove();
     await this.redis.del(...jobKeys(this.config.queue.prefix, e.j));

@@ -2,7 +2,7 @@
 // waits (its answer would be lost), is purged once finished (job, delivery, its event stream entries, per-job keys),
 // and a request without a TTL is never scheduled.
 import { randomUUID } from 'node:crypto';
-import { Worker } from 'bullmq';
+import { Job, Worker } from 'bullmq';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
@@ -72,6 +72,41 @@ describe('Retention', () => {
       }
       expect(await redis.zcard(`${prefix}:retention`)).toBe(0);
     } finally {
+      await retention.stop();
+      await jobs.close();
+      await delivery.close();
+    }
+  }, 30_000);
+
+  it('a job that finishes while the sweep looks at it is purged only once its delivery is: its result never outlives the purge', async () => {
+    const retention = new Retention(redis, config);
+    const jobs = createJobsQueue(config, redis);
+    const delivery = createDeliveryQueue(config, redis, 'delivery-slack');
+    const r = request(1);
+    const getState = Job.prototype.getState;
+    try {
+      await retention.schedule(r);
+      await jobs.add('imagine', r, { jobId: r.id });
+      const result: JobResult = { v: CONTRACT_VERSION, jobId: r.id, kind: 'imagine', destination: r.destination, status: 'cancelled', timingsMs: {}, finishedAt: Date.now() };
+      // a worker on another host hands the result over and completes the job the moment the sweep reads the job's state
+      let first = true;
+      Job.prototype.getState = async function (this: Job) {
+        if (first && this.id === r.id && this.queueName === jobs.name) {
+          first = false;
+          await delivery.add('result', result, { jobId: r.id });
+          await runOnce(jobs.name);
+        }
+        return getState.call(this);
+      };
+      expect(await retention.sweep()).toBe(0); // before: 1, the job purged and its result (waiting for delivery) left behind
+      Job.prototype.getState = getState;
+      expect(await delivery.getJob(r.id)).toBeDefined();
+      expect(await redis.zcard(`${prefix}:retention`)).toBe(1); // tried again…
+      await runOnce(delivery.name);
+      expect(await retention.sweep(Date.now() + 5_000)).toBe(1); // …and purged once delivered
+      expect([await jobs.getJob(r.id), await delivery.getJob(r.id)]).toEqual([undefined, undefined]);
+    } finally {
+      Job.prototype.getState = getState;
       await retention.stop();
       await jobs.close();
       await delivery.close();
