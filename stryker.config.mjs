@@ -33,8 +33,8 @@ const groups = {
   admin: ['bots/core/commands/*.ts'],
   // the result cache and single flight, GPU-second accounting and budgets, saved /settings
   state: ['src/cache/{key,results}.ts', 'src/accounting/usage.ts', 'bots/core/settings.ts'],
-  // what a chat user typed, checked and turned into a job request (both adapters), and Midjourney's --no
-  requests: ['bots/core/{requests,negative}.ts'],
+  // what a chat user typed, checked and turned into a job request (both adapters), and Midjourney's flags in a prompt
+  requests: ['bots/core/{requests,imagine-flags}.ts'],
   // the worker's process around the pipeline: the model thread's host, the checks after a job, review, its limits, and
   // the lock workers sharing a model volume take turns with (setup.ts's withLock; the rest of setup.ts and main.ts
   // are driven by tests that start worker processes). Line range: update it when setup.ts moves.

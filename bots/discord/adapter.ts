@@ -42,7 +42,7 @@ import { parseDuration } from '../core/settings.ts';
 import { adminInput } from './admin.ts';
 import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
-import { walkChain, firstImage, imageAt } from './conversation.ts';
+import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
 import { DMS_CLOSED_HELP, DiscordDelivery, forbiddenToPost, logRateLimits, missingPermission, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { describedPrompt } from './render.ts';
@@ -247,7 +247,7 @@ export class DiscordAdapter implements Adapter {
   }
 
   private async onImagine(interaction: ChatInputCommandInteraction): Promise<void> {
-    await this.runJob(interaction, () => imagineInput(interaction.options));
+    await this.runJob(interaction, () => imagineInput(interaction.options, this.config.generation));
   }
 
   private async onAsk(interaction: ChatInputCommandInteraction): Promise<void> {
@@ -467,8 +467,7 @@ export class DiscordAdapter implements Adapter {
   private async onMessage(message: Message): Promise<void> {
     const client = this.client;
     if (!client?.user || message.author.bot || message.system) return;
-    // In a DM every message is addressed to the bot; elsewhere only messages that mention it.
-    if (message.guildId !== null && !message.mentions.users.has(client.user.id)) return;
+    if (!addressesBot(message, client.user.id, botRoleIds(message, client.user.id))) return;
     // Stryker disable next-line ConditionalExpression: discord.js drops a replayed message still in its cache itself; this catches one it evicted
     if (this.firstTime(message.id) === false) return;
     try {
@@ -497,7 +496,7 @@ export class DiscordAdapter implements Adapter {
   }
 
   private async onMention(message: Message, botId: string, where: DiscordDestination): Promise<void> {
-    const question = questionFromMention(message.content, botId);
+    const question = questionFromMention(message.content, botId, botRoleIds(message, botId));
     const chain = await walkChain(message, botId, this.config.understanding.maxHistoryTurns);
     if (!chain.image) {
       // Without the intent, a message on the chain that arrived empty probably had the image we could not see.

@@ -1,11 +1,11 @@
 // Slash-command options → the core's CommandInput. Only what Discord's own option types cannot express is
-// checked here (blank prompt, an aspect ratio outside the list when a client sends a raw value); ranges are
-// enforced by Discord while typing and again by the core.
+// checked here (blank prompt, an aspect ratio outside the list when a client sends a raw value, the flags typed into
+// the prompt); ranges of the typed options are enforced by Discord while typing and again by the core.
 import { AspectRatio } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
+import { MAX_PROMPT_CHARS } from '../../src/jobs/contract.ts';
 import { stripControlChars } from '../core/plain-text.ts';
-import { joinNegatives, splitNegative } from '../core/negative.ts';
-import type { CommandInput } from '../core/port.ts';
+import { joinNegatives, splitImagineFlags, type GenerationLimits, type ImagineInput } from '../core/imagine-flags.ts';
 
 /** The part of discord.js's CommandInteractionOptionResolver this module reads (so tests can pass plain objects). */
 export interface OptionReader {
@@ -14,12 +14,19 @@ export interface OptionReader {
   getNumber(name: string): number | null;
 }
 
-export function imagineInput(o: OptionReader): Extract<CommandInput, { command: 'imagine' }> {
-  const split = splitNegative(o.getString('prompt') ?? ''); // Midjourney's `--no …` inside the prompt
-  const prompt = split.prompt;
+/**
+ * /imagine's options. Midjourney users type flags into the prompt (`a red fox --n 4 --ar 16:9 --seed 7 --no snow`):
+ * they are read as Slack's /imagine text is, refused with the same usage when wrong, and a typed option wins over
+ * the same flag. The `negative` option and `--no` are joined (both are things to keep out).
+ */
+/** Flag values unbounded here, for a caller without the config (tests): the core checks them against the configured limits. */
+const CHECKED_BY_THE_CORE: GenerationLimits = { maxPromptChars: MAX_PROMPT_CHARS, maxDitSteps: Infinity, maxDecoderSteps: Infinity, maxGuidance: Infinity };
+
+export function imagineInput(o: OptionReader, limits: GenerationLimits = CHECKED_BY_THE_CORE): ImagineInput {
+  const { prompt, flags } = splitImagineFlags(o.getString('prompt') ?? '', limits);
   if (!prompt) throw new UserError('bad_request', 'Please tell me what to draw: `/imagine prompt: a red fox in snow`.');
-  const input: Extract<CommandInput, { command: 'imagine' }> = { command: 'imagine', prompt };
-  const negative = joinNegatives(o.getString('negative'), split.negative);
+  const input: ImagineInput = { command: 'imagine', prompt, ...flags };
+  const negative = joinNegatives(o.getString('negative'), flags.negative);
   if (negative) input.negative = negative;
   const count = o.getInteger('images');
   if (count !== null) input.count = count;
@@ -39,9 +46,10 @@ export function imagineInput(o: OptionReader): Extract<CommandInput, { command: 
   return input;
 }
 
-/** The question text of a mention: the message without the bot's mention(s). */
-export function questionFromMention(content: string, botId: string): string {
-  return content.replaceAll(new RegExp(`<@!?${botId}>`, 'g'), ' ').replace(/\s+/g, ' ').trim();
+/** The question text of a mention: the message without the bot's mention(s), as its user or as one of its roles. */
+export function questionFromMention(content: string, botId: string, botRoleIds: readonly string[] = []): string {
+  const roles = botRoleIds.map((id) => `|<@&${id}>`).join('');
+  return content.replaceAll(new RegExp(`<@!?${botId}>${roles}`, 'g'), ' ').replace(/\s+/g, ' ').trim();
 }
 
 export function requireQuestion(question: string | null | undefined): string {

@@ -4,9 +4,6 @@
 import { UserError } from '../../src/errors.ts';
 import { imagineUsageError, splitImagineFlags, type GenerationLimits, type ImagineInput } from '../core/imagine-flags.ts';
 
-// Slack's clients smarten what is typed: `—seed` arrives for `--seed` (undone by the shared parser too).
-export { IMAGINE_USAGE, undoSmartPunctuation as normalizeSlackText } from '../core/imagine-flags.ts';
-
 /** Parse the text after `/imagine`. Throws UserError (with the usage) for anything the user can fix. */
 export function parseImagine(text: string, limits: GenerationLimits): ImagineInput {
   const { prompt, flags } = splitImagineFlags(text, limits);

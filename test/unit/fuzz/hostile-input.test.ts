@@ -104,7 +104,7 @@ describe('option parsers and request builders', () => {
     fc.assert(
       fc.property(counted(options), (o) =>
         clear(() => {
-          const input = imagineInput({ getString: (n) => o[n as 'prompt'] as string | null, getInteger: (n) => o[n as 'seed'] as number | null, getNumber: (n) => o[n as 'guidance'] as number | null });
+          const input = imagineInput({ getString: (n) => o[n as 'prompt'] as string | null, getInteger: (n) => o[n as 'seed'] as number | null, getNumber: (n) => o[n as 'guidance'] as number | null }, config.generation);
           expect(JobRequest.safeParse(imagineRequest(config, base(), input)).success).toBe(true);
         }),
       ),

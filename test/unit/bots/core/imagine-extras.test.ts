@@ -1,6 +1,6 @@
 // Issue 20's option parsing: `--no` (negative prompts) and `--n` (several images) on every surface that takes them.
 import { describe, expect, it } from 'vitest';
-import { splitNegative, joinNegatives } from '../../../../bots/core/negative.ts';
+import { joinNegatives, splitImagineFlags } from '../../../../bots/core/imagine-flags.ts';
 import { imagineRequest } from '../../../../bots/core/requests.ts';
 import { imagineInput } from '../../../../bots/discord/options.ts';
 import { parseImagine } from '../../../../bots/slack/options.ts';
@@ -15,13 +15,15 @@ const reader = (v: Record<string, string | number>) => ({
 });
 
 describe('negative prompts', () => {
-  it('splitNegative takes --no up to the next option, several joined; nothing else changes', () => {
-    expect(splitNegative('a castle at dusk --no people, cars')).toEqual({ prompt: 'a castle at dusk', negative: 'people, cars' });
-    expect(splitNegative('a cat --no dogs --ar 16:9 --no birds')).toEqual({ prompt: 'a cat --ar 16:9', negative: 'dogs, birds' });
-    expect(splitNegative('x —no blur')).toEqual({ prompt: 'x', negative: 'blur' }); // a smartened dash
-    expect(splitNegative('notable knot --nothing')).toEqual({ prompt: 'notable knot --nothing' });
-    expect(splitNegative('a fox --no ')).toEqual({ prompt: 'a fox' }); // --no with nothing after it: no negative
-    expect(splitNegative('a fox --no dogs   ')).toEqual({ prompt: 'a fox', negative: 'dogs' });
+  it('--no takes the words up to the next option (the one parser of both adapters); joinNegatives joins what is set', () => {
+    const g = config.generation;
+    expect(splitImagineFlags('a castle at dusk --no people, cars', g)).toEqual({ prompt: 'a castle at dusk', flags: { negative: 'people, cars' } });
+    expect(splitImagineFlags('a cat --no dogs --ar 16:9', g)).toEqual({ prompt: 'a cat', flags: { negative: 'dogs', aspect: '16:9' } });
+    expect(splitImagineFlags('x \u2014no blur', g)).toEqual({ prompt: 'x', flags: { negative: 'blur' } }); // a smartened dash
+    expect(splitImagineFlags('a fox --no dogs   ', g)).toEqual({ prompt: 'a fox', flags: { negative: 'dogs' } });
+    expect(() => splitImagineFlags('a fox --no ', g)).toThrow(/`--no` needs the words to keep out/);
+    expect(() => splitImagineFlags('a cat --no dogs --no birds', g)).toThrow(/`--no` is given twice/);
+    expect(() => splitImagineFlags('notable knot --nothing', g)).toThrow(/Unknown option `--nothing`/);
     expect(joinNegatives(' fog ', undefined, '', 'rain')).toBe('fog, rain');
     expect(joinNegatives(null, '  ')).toBeUndefined();
   });

@@ -13,7 +13,7 @@ import { startGuard } from '../../../doubles/start-guard.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
 import { DiscordAdapter } from '../../../../bots/discord/adapter.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
-import { messageJson } from '../../../fakes/discord/messages.ts';
+import { messageJson, userJson } from '../../../fakes/discord/messages.ts';
 import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/discord/server.ts';
 
 const EPHEMERAL = 64;
@@ -108,6 +108,17 @@ describe('slash commands', () => {
     expect(i.callbacks[0]!.data).toMatchObject({ flags: EPHEMERAL, allowed_mentions: { parse: [] } }); // the option's text is the user's
     await settle();
     expect(await request(jobIdFor('discord', i.id))).toBeUndefined();
+  });
+
+  it("/imagine reads Midjourney's flags in the prompt (as Slack's does); a typed option wins; a bad flag gets the usage privately", async () => {
+    const job = await queued(imagine('a red fox --n 4 --ar 16:9 --seed 7', newUser()));
+    expect(job).toMatchObject({ kind: 'imagine', prompt: 'a red fox', options: { count: 4, aspect: '16:9', seed: 7 } });
+    const typed = await queued(imagine('a red fox --ar 16:9 --seed 7', newUser(), [{ name: 'seed', type: 4, value: 5 }]));
+    expect(typed).toMatchObject({ kind: 'imagine', prompt: 'a red fox', options: { aspect: '16:9', seed: 5 } });
+    const bad = imagine('a red fox --n 9', newUser());
+    expect(await toldPrivately(bad)).toMatch(/^`--n` must be between 1 and 4; you gave 9\.\nUsage: `\/imagine/);
+    await settle();
+    expect(await request(jobIdFor('discord', bad.id))).toBeUndefined();
   });
 
   it('private results: the defer is ephemeral and the job private', async () => {
@@ -605,6 +616,44 @@ describe('mentions', () => {
     const second = (await queued(jobIdFor('discord', again.id))).destination;
     expect(second).toMatchObject({ channelId: dm, replyToMessageId: again.id });
     expect(second).not.toHaveProperty('dmChannelId');
+  });
+
+  it('a follow-up in a DM carries the earlier questions, which mention nobody there', async () => {
+    const user = newUser();
+    const dm = h.fake.dmChannel(user);
+    const first = h.fake.postUserMessage({ content: 'what animal is this?', author: user, channelId: dm, guildId: null, attachments: [attachment()] });
+    await queued(jobIdFor('discord', first.id));
+    const answer = h.fake.postUserMessage({ content: 'A red fox.', author: h.fake.bot, channelId: dm, guildId: null, replyTo: first.id, silent: true }); // as the status message it edits
+    const followUp = h.fake.postUserMessage({ content: 'and what colour is its tail?', author: user, channelId: dm, guildId: null, replyTo: answer.id });
+    expect(await queued(jobIdFor('discord', followUp.id))).toMatchObject({
+      kind: 'ask',
+      question: 'and what colour is its tail?',
+      history: [{ role: 'user', text: 'what animal is this?' }, { role: 'assistant', text: 'A red fox.' }],
+    });
+  });
+
+  it('a mention of the bot\'s managed role ("@blip3o" in the autocomplete, next to the bot) is a mention of the bot; another role\'s is not', async () => {
+    const f = h.fake;
+    const botRole = String(BigInt(f.guildId) + 7n);
+    const otherRole = String(BigInt(f.guildId) + 8n);
+    const role = (id: string, name: string, botId?: string) => ({ id, name, permissions: '0', position: 1, color: 0, hoist: false, managed: !!botId, mentionable: true, flags: 0, ...(botId ? { tags: { bot_id: botId } } : {}) });
+    f.dispatch('GUILD_ROLE_CREATE', { guild_id: f.guildId, role: role(botRole, 'blip3o', f.appId) });
+    f.dispatch('GUILD_ROLE_CREATE', { guild_id: f.guildId, role: role(otherRole, 'artists') });
+    f.dispatch('GUILD_MEMBER_UPDATE', { guild_id: f.guildId, user: userJson(f.bot), roles: [botRole], joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 });
+    await settle();
+    // The fake posts user mentions only: the role mention is the same message, dispatched by hand.
+    const mentioningRole = (roleId: string, question: string, user: FakeUser) => {
+      const m = f.postUserMessage({ content: `<@&${roleId}> ${question}`, author: user, attachments: [attachment()], silent: true });
+      f.dispatch('MESSAGE_CREATE', { ...messageJson(m, f.messages), mention_roles: [roleId], member: { roles: [], joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 } });
+      return m;
+    };
+    const user = newUser();
+    const asked = mentioningRole(botRole, 'what is in this picture?', user);
+    expect(await queued(jobIdFor('discord', asked.id))).toMatchObject({ kind: 'ask', question: 'what is in this picture?' });
+    const other = mentioningRole(otherRole, 'what do you think of this?', user);
+    await sentinel(user);
+    expect(repliesTo(other)).toEqual([]);
+    expect(await request(jobIdFor('discord', other.id))).toBeUndefined();
   });
 
   it('an age-restricted channel marks its jobs (its relaxed checks apply): /imagine, a mention, a private mention in the DM, a Re-roll from the DM', async () => {

@@ -3,9 +3,10 @@
 // is about (conversation.ts). The fake-Discord integration tests drive the same through discord.js.
 import { describe, expect, it } from 'vitest';
 import { adminInput, type AdminOptionReader } from '../../../../bots/discord/admin.ts';
-import { walkChain, firstImage, imageAt } from '../../../../bots/discord/conversation.ts';
+import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from '../../../../bots/discord/conversation.ts';
 import { askModalId, buttonId, parseAskModalId, parseButtonId, parseSettingsButton, settingsButtonId, settingsRow } from '../../../../bots/discord/custom-ids.ts';
 import { imagineInput, questionFromMention, requireQuestion, type OptionReader } from '../../../../bots/discord/options.ts';
+import { IMAGINE_USAGE } from '../../../../bots/core/imagine-flags.ts';
 import { AspectRatio } from '../../../../src/config/schema.ts';
 import { isUserError } from '../../../../src/errors.ts';
 
@@ -57,6 +58,28 @@ describe('/imagine options', () => {
     expect(imagineInput(options({ prompt: 'a castle', negative: '  ' }))).toStrictEqual({ command: 'imagine', prompt: 'a castle' });
   });
 
+  const limits = { maxPromptChars: 100, maxDitSteps: 100, maxDecoderSteps: 150, maxGuidance: 20, maxImagesPerRequest: 4 };
+
+  it("reads Midjourney's flags typed into the prompt, as Slack's /imagine does; a typed option wins over its flag", () => {
+    expect(imagineInput(options({ prompt: 'a red fox --n 4 --ar 16:9 --seed 7' }), limits)).toStrictEqual({ command: 'imagine', prompt: 'a red fox', count: 4, aspect: '16:9', seed: 7 });
+    expect(imagineInput(options({ prompt: 'a fox --steps 20 in snow --decoder-steps 40 --cfg=4.5 \u2014no trees' }), limits)).toStrictEqual({
+      command: 'imagine', prompt: 'a fox in snow', ditSteps: 20, decoderSteps: 40, guidance: 4.5, negative: 'trees',
+    });
+    expect(imagineInput(options({ prompt: 'a fox --seed 7 --ar 16:9 --n 2 --steps 20 --guidance 4', seed: 9, aspect: '1:1', images: 3, steps: 12, guidance: 0 }), limits)).toStrictEqual({
+      command: 'imagine', prompt: 'a fox', seed: 9, aspect: '1:1', count: 3, ditSteps: 12, guidance: 0,
+    });
+  });
+
+  it('refuses a bad flag in the prompt with the usage a Slack user gets', () => {
+    expect(userErrorOf(() => imagineInput(options({ prompt: 'a fox --n 9' }), limits))).toBe(`\`--n\` must be between 1 and 4; you gave 9.\n${IMAGINE_USAGE}`);
+    expect(userErrorOf(() => imagineInput(options({ prompt: 'a fox --ar 5:4' }), limits))).toBe(`\`--ar 5:4\` is not a supported aspect ratio.\n${IMAGINE_USAGE}`);
+    expect(userErrorOf(() => imagineInput(options({ prompt: 'a fox --seed seven' }), limits))).toBe(`\`--seed\` needs a whole number, not \`seven\`.\n${IMAGINE_USAGE}`);
+    expect(userErrorOf(() => imagineInput(options({ prompt: 'a fox --sede 7' }), limits))).toBe(`Unknown option \`--sede\`.\n${IMAGINE_USAGE}`);
+    // a flag the typed option would replace is still read, so still refused: what was typed is wrong
+    expect(userErrorOf(() => imagineInput(options({ prompt: 'a fox --steps 500', steps: 20 }), limits))).toBe(`\`--steps\` must be between 1 and 100; you gave 500.\n${IMAGINE_USAGE}`);
+    expect(userErrorOf(() => imagineInput(options({ prompt: 'a fox --help' }), limits))).toBe(IMAGINE_USAGE);
+  });
+
   it('refuses a blank prompt and an aspect ratio not on the list, saying what to do', () => {
     for (const prompt of ['', '   ', '--no people']) expect(userErrorOf(() => imagineInput(options({ prompt })))).toBe('Please tell me what to draw: `/imagine prompt: a red fox in snow`.');
     expect(userErrorOf(() => imagineInput(options({})))).toMatch(/^Please tell me what to draw/);
@@ -68,6 +91,8 @@ describe('/imagine options', () => {
     expect(questionFromMention('hey <@!42>   and\n<@42> the colour? <@43>', '42')).toBe('hey and the colour? <@43>');
     expect(questionFromMention('<@420> hi', '42')).toBe('<@420> hi'); // another user whose id starts the same
     expect(questionFromMention('what<@42>is this', '42')).toBe('what is this');
+    // a role of the bot's (its managed role, offered by Discord's @-autocomplete as "@bot" too); not any role
+    expect(questionFromMention('<@&7> what is this? <@&8> <@&70>', '42', ['7', '9'])).toBe('what is this? <@&8> <@&70>');
     expect(requireQuestion('  why?  ')).toBe('why?');
     for (const q of [undefined, null, '', '  ']) expect(userErrorOf(() => requireQuestion(q))).toBe('What would you like to know about the image? Mention me with a question, or use `/ask`.');
   });
@@ -154,14 +179,33 @@ interface FakeMessage {
   author: { id: string };
   attachments: Map<string, Attachment>;
   embeds: { description?: string }[];
-  mentions: { users: Set<string> };
+  mentions: { users: Set<string>; roles: Set<string> };
+  guildId: string | null;
+  guild: FakeGuild | null;
   reference: { messageId: string } | null;
   fetchReference(): Promise<FakeMessage>;
 }
+/** What botRoleIds reads of a discord.js Guild. */
+interface FakeGuild {
+  id: string;
+  members: { me: { roles: { cache: Map<string, unknown> } } | null };
+  roles: { botRoleFor(id: string): { id: string } | null };
+}
+const GUILD = 'g1';
+/** A server where the bot holds `roles` (@everyone always), and where `managed` is its managed role. */
+const guild = (roles: string[], managed?: string): FakeGuild => ({
+  id: GUILD,
+  members: { me: { roles: { cache: new Map([GUILD, ...roles].map((r) => [r, {}])) } } },
+  roles: { botRoleFor: (id) => (id === BOT && managed ? { id: managed } : null) },
+});
 
 const BOT = 'bot';
 /** A chain of messages, oldest first; each replies to the one before. `gone` ids cannot be fetched. */
-function chain(specs: { author?: string; content?: string; image?: Partial<Attachment> | 'file'; embed?: string; mentionsBot?: boolean }[], gone: string[] = []) {
+function chain(
+  specs: { author?: string; content?: string; image?: Partial<Attachment> | 'file'; embed?: string; mentionsBot?: boolean; mentionsRoles?: string[] }[],
+  gone: string[] = [],
+  where: { guild: FakeGuild | null } = { guild: guild([]) },
+) {
   const byId = new Map<string, FakeMessage>();
   let fetches = 0;
   const messages = specs.map((s, i) => {
@@ -171,7 +215,9 @@ function chain(specs: { author?: string; content?: string; image?: Partial<Attac
     else if (s.image) attachments.set('a', { url: `https://cdn/${id}.png`, name: 'p.png', size: 10, contentType: 'image/png', ...s.image });
     const m: FakeMessage = {
       id, content: s.content ?? '', author: { id: s.author ?? 'user' }, attachments, embeds: s.embed ? [{ description: s.embed }] : [],
-      mentions: { users: new Set(s.mentionsBot ? [BOT] : []) },
+      mentions: { users: new Set(s.mentionsBot ? [BOT] : []), roles: new Set(s.mentionsRoles) },
+      guildId: where.guild?.id ?? null, // null: a DM
+      guild: where.guild,
       reference: i > 0 ? { messageId: `m${i - 1}` } : null,
       async fetchReference() {
         fetches++;
@@ -230,6 +276,51 @@ describe('the reply chain of a mention', () => {
     expect(await walk(notBlank.last)).toEqual({ image: { url: 'https://cdn/m0.pdf', filename: 'doc.pdf', size: 10, contentType: 'application/pdf', messageId: 'm0' }, history: [], blankedMessages: 0 });
     const gone = chain([{ content: 'x', image: {} }, { content: '<@bot> first?', mentionsBot: true }, { content: '<@bot> what?', mentionsBot: true }], ['m0']);
     expect(await walk(gone.last)).toEqual({ history: [{ role: 'user', text: 'first?' }], blankedMessages: 0 });
+  });
+
+  it('in a DM every message of the user is addressed to the bot: each is a user turn, a mention in it removed', async () => {
+    const specs = [
+      { content: 'what animal is this?', image: {} },
+      { author: BOT, content: 'A red fox.' },
+      { content: '<@bot> and its colour?' },
+      { author: BOT, content: 'Red.' },
+      { content: 'and its tail?' },
+    ];
+    expect((await walk(chain(specs, [], { guild: null }).last)).history).toEqual([
+      { role: 'user', text: 'what animal is this?' },
+      { role: 'assistant', text: 'A red fox.' },
+      { role: 'user', text: 'and its colour?' },
+      { role: 'assistant', text: 'Red.' },
+    ]);
+    // in a server, the same messages mention nobody: only the bot's answers are turns
+    expect((await walk(chain(specs).last)).history).toEqual([{ role: 'assistant', text: 'A red fox.' }, { role: 'assistant', text: 'Red.' }]);
+  });
+
+  it('a mention of a role the bot holds (its managed role: "@bot" in the autocomplete) is a question to it; another role is not', async () => {
+    const c = chain([
+      { content: 'look', image: {} },
+      { content: '<@&r1> what is it?', mentionsRoles: ['r1'] },
+      { author: BOT, content: 'A fox.' },
+      { content: '<@&r2> the colour?', mentionsRoles: ['r2'] },
+      { content: '<@&mods> anyone?', mentionsRoles: ['mods'] },
+      { content: '<@&r1> where is it?', mentionsRoles: ['r1'] },
+    ], [], { guild: guild(['r2'], 'r1') });
+    expect((await walk(c.last)).history).toEqual([
+      { role: 'user', text: 'what is it?' },
+      { role: 'assistant', text: 'A fox.' },
+      { role: 'user', text: 'the colour?' },
+    ]);
+  });
+
+  it('who is addressed: any DM; else the bot or a role it holds, never @everyone (every member holds it)', () => {
+    const message = (guildId: string | null, users: string[], roles: string[]) => ({ guildId, mentions: { users: new Set(users), roles: new Set(roles) } }) as never;
+    expect(botRoleIds({ guild: guild(['r2'], 'r1') } as never, BOT).sort()).toEqual(['r1', 'r2']);
+    expect(botRoleIds({ guild: { ...guild([], 'r1'), members: { me: null } } } as never, BOT)).toEqual(['r1']); // its member not cached
+    expect(botRoleIds({ guild: null } as never, BOT)).toEqual([]);
+    expect(addressesBot(message(null, [], []), BOT, [])).toBe(true);
+    expect(addressesBot(message(GUILD, [BOT], []), BOT, [])).toBe(true);
+    expect(addressesBot(message(GUILD, [], ['r1']), BOT, ['r1'])).toBe(true);
+    expect(addressesBot(message(GUILD, ['someone'], ['mods', GUILD]), BOT, botRoleIds({ guild: guild(['r1']) } as never, BOT))).toBe(false);
   });
 
   it('fetches at most 2 × turns + 2 messages (and never more than 24)', async () => {

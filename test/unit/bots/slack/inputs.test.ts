@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { ACTION, AskTarget, answerMessage, askModal, describedJobOf, parseMetadata, describedMessage, finalStatusMessage, headline, imageResultMessage, readSlackText, statusMessage, varyActionId, varyIndex } from '../../../../bots/slack/blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, isImageFile, stripMention } from '../../../../bots/slack/conversation.ts';
-import { normalizeSlackText, parseImagine } from '../../../../bots/slack/options.ts';
+import { undoSmartPunctuation } from '../../../../bots/core/imagine-flags.ts';
+import { parseImagine } from '../../../../bots/slack/options.ts';
 import { parseSettingsText, settingsFromView, settingsModal } from '../../../../bots/slack/settings.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { isUserError } from '../../../../src/errors.ts';
@@ -191,10 +192,10 @@ describe('/imagine text', () => {
   };
 
   it("undoes Slack's smart punctuation, only where an option starts", () => {
-    expect(normalizeSlackText(' a fox \u2014seed 7 \u2013ar 1:1 ')).toBe('a fox --seed 7 --ar 1:1');
-    expect(normalizeSlackText('red\u2014blue \u201cquoted\u201d \u2018single\u2019')).toBe('red\u2014blue "quoted" \'single\'');
-    expect(normalizeSlackText('\u2014 alone')).toBe('\u2014 alone');
-    expect(normalizeSlackText('\u2014seed 7 a fox')).toBe('--seed 7 a fox');
+    expect(undoSmartPunctuation(' a fox \u2014seed 7 \u2013ar 1:1 ')).toBe('a fox --seed 7 --ar 1:1');
+    expect(undoSmartPunctuation('red\u2014blue \u201cquoted\u201d \u2018single\u2019')).toBe('red\u2014blue "quoted" \'single\'');
+    expect(undoSmartPunctuation('\u2014 alone')).toBe('\u2014 alone');
+    expect(undoSmartPunctuation('\u2014seed 7 a fox')).toBe('--seed 7 a fox');
     expect(parseImagine('a fox \u2014n 2', limits)).toEqual({ command: 'imagine', prompt: 'a fox', count: 2 });
   });
 

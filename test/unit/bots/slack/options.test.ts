@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../../../../src/errors.ts';
-import { IMAGINE_USAGE, normalizeSlackText, parseImagine } from '../../../../bots/slack/options.ts';
+import { IMAGINE_USAGE, undoSmartPunctuation } from '../../../../bots/core/imagine-flags.ts';
+import { parseImagine } from '../../../../bots/slack/options.ts';
 
 const limits = { maxPromptChars: 100, maxDitSteps: 100, maxDecoderSteps: 150, maxGuidance: 20 };
 
@@ -30,7 +31,7 @@ describe('parseImagine', () => {
   });
 
   it("undoes Slack's smart dashes and quotes", () => {
-    expect(normalizeSlackText('a \u201cfox\u201d \u2014seed 7 \u2013ar 1:1')).toBe('a "fox" --seed 7 --ar 1:1');
+    expect(undoSmartPunctuation('a \u201cfox\u201d \u2014seed 7 \u2013ar 1:1')).toBe('a "fox" --seed 7 --ar 1:1');
     expect(parseImagine('a fox \u2014seed 7', limits)).toMatchObject({ prompt: 'a fox', seed: 7 });
     expect(parseImagine('red\u2014blue fox', limits).prompt).toBe('red\u2014blue fox');
   });
