@@ -534,9 +534,15 @@ export function createCore(options: CoreOptions): Core {
     if (data.destination.userId !== inv.destination.userId && !inv.isAdmin) throw new UserError('forbidden', 'Only the person who started a job (or an admin) can cancel it.');
     await requestCancel(redis, config, jobId);
     const state = await job.getState();
+    // Kept for keepCompletedSeconds, a finished job is still found: a Cancel button left on a message the result did
+    // not replace (its interaction token expired in the queue) was answered "Cancelling…", and nothing followed.
+    if (state === 'completed' || state === 'failed') throw new UserError('bad_request', 'That job has already finished.');
     if (state === 'waiting' || state === 'prioritized' || state === 'delayed') {
-      // Not started: remove it here and tell the destination. If a worker took it meanwhile, remove fails and
-      // the worker sees the cancel flag instead.
+      // Not started: tell the destination, then remove it here. "Cancelled." is handed over first: a bot that died
+      // between the two once left an accepted job with no result at all; now it leaves a job whose run finds its
+      // result handed over and does nothing. If a worker took it meanwhile, remove fails and the worker sees the
+      // cancel flag (or the result) instead.
+      const result = await deliverCancelled(data);
       const removed = await job.remove().then(
         () => true,
         // Stryker disable next-line ArrowFunction: equivalent, `() => undefined` is as falsy as `() => false`
@@ -544,7 +550,7 @@ export function createCore(options: CoreOptions): Core {
       );
       if (removed) {
         await gate.removed(jobId);
-        await releaseFollowers(data, await deliverCancelled(data));
+        await releaseFollowers(data, result);
       }
     }
     return { kind: 'text', text: 'Cancelling…', private: true };

@@ -66,15 +66,17 @@ async function purgeUser(deps: QueueDeps, inv: Invocation, targetUserId: string)
       continue;
     }
     await requestCancel(deps.redis, deps.config, jobId); // if a worker takes it meanwhile, it sees the flag
+    // Its owner is told before it is removed (as /cancel does): a bot that dies in between leaves a job whose run
+    // finds its result handed over, not a job gone with nothing said.
+    const result = cancelledResult(job.data, 'Removed from the queue by an admin.');
+    const q = createDeliveryQueue(deps.config, deps.redis, deliveryQueueName(job.data.destination));
+    // Stryker disable next-line ArrowFunction: not observable, the queue shares the caller's connection (close() only detaches it)
+    await q.add('result', result, { jobId }).finally(() => q.close());
     // Stryker disable next-line ArrowFunction: equivalent, `() => undefined` for the refusal is as falsy as `() => false`
     const gone = await job.remove().then(() => true, () => false);
     if (gone) {
       removed++;
       await deps.gate.removed(jobId);
-      const q = createDeliveryQueue(deps.config, deps.redis, deliveryQueueName(job.data.destination));
-      const result = cancelledResult(job.data, 'Removed from the queue by an admin.');
-      // Stryker disable next-line ArrowFunction: not observable, the queue shares the caller's connection (close() only detaches it)
-      await q.add('result', result, { jobId }).finally(() => q.close());
       await deps.releaseFollowers?.(job.data, result);
     } else stopping.add(jobId);
   }

@@ -3,6 +3,8 @@
 // blob; a leader's flight outlives the admission grace once its job is queued; releaseFollowers says how many it
 // told; the replica warning names the job and the settings; a cancel frees the job's slot, and a cancel whose
 // removal fails (a worker holds the job's lock) leaves the job to the worker.
+import { Job } from 'bullmq';
+import { createQueueWorker } from '../../../../src/jobs/queue.ts';
 import { describe, expect, it } from 'vitest';
 import { CACHED_TEXT } from '../../../../bots/core/submit.ts';
 import { digestOf } from '../../../../src/cache/fanout.ts';
@@ -93,12 +95,44 @@ describe('cancel', () => {
     expect(await c.handle(inv({ command: 'imagine', prompt: 'c' }))).toMatchObject({ kind: 'queued' });
   });
 
-  it('leaves a job it cannot remove (a worker holds its lock) to the worker: no "cancelled" result', async () => {
+  it('leaves a job it cannot remove (a worker took it after the state was read) to the worker, "Cancelled." handed over already (that run finds it and stops)', async () => {
     const c = core();
     const id = jobId(await c.handle(inv({ command: 'imagine', prompt: 'locked' })));
     await h.redis.set(`${c.config.queue.prefix}:jobs:${id}:lock`, 'a-worker-token', 'PX', 30_000);
     expect(await c.handle(inv({ command: 'cancel', jobId: id }))).toEqual({ kind: 'text', text: 'Cancelling…', private: true });
     expect(await c.queue.getJob(id)).toBeDefined();
+    expect(await handedOver(c, id)).toMatchObject({ jobId: id, status: 'cancelled' });
+  });
+
+  it('a bot that dies between handing "Cancelled." over and removing the job: the result is delivered all the same, once', async () => {
+    const c = core();
+    const id = jobId(await c.handle(inv({ command: 'imagine', prompt: 'a heron' })));
+    // the job's removal never returns: the process is gone
+    const remove = Job.prototype.remove;
+    let entered!: () => void;
+    const reached = new Promise<void>((r) => (entered = r));
+    Job.prototype.remove = function (this: Job) {
+      if (this.id !== id) return remove.call(this);
+      entered();
+      return new Promise<void>(() => undefined);
+    };
+    try {
+      void c.handle(inv({ command: 'cancel', jobId: id }));
+      await reached;
+    } finally {
+      Job.prototype.remove = remove;
+    }
+    // before: the job was removed first, and a bot dying before the hand-over left it with no result at all
+    expect(await handedOver(c, id)).toMatchObject({ jobId: id, status: 'cancelled' });
+  });
+
+  it('a Cancel pressed on a job that has finished says so (a button left on a message the result did not replace)', async () => {
+    const c = core();
+    const id = jobId(await c.handle(inv({ command: 'imagine', prompt: 'done already' })));
+    const worker = createQueueWorker(c.config, h.redis, c.queue.name, async () => 'done'); // a worker that runs it
+    await new Promise<void>((resolve) => worker.on('completed', () => resolve()));
+    await worker.close();
+    expect(await c.handle(inv({ command: 'cancel', jobId: id }))).toEqual({ kind: 'error', text: 'That job has already finished.', private: true }); // before: "Cancelling…"
     expect(await handedOver(c, id)).toBeUndefined();
   });
 });

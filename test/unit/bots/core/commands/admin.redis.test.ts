@@ -3,7 +3,7 @@
 // them, the limits' edges, and a purge that stops a running job and tells each removed job's owner once.
 // test/integration/limits-admin.redis.test.ts covers the same commands across two bot instances.
 import { randomUUID } from 'node:crypto';
-import type { Job, Worker } from 'bullmq';
+import { Job as BullJob, type Job, type Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checksCommand, describePolicy, parseCheckSettings } from '../../../../../bots/core/commands/checks.ts';
 import { describeLimit, describeUsage, limitsCommand, targetChannel } from '../../../../../bots/core/commands/limits.ts';
@@ -241,6 +241,31 @@ describe('/blip3o-admin queue', () => {
       await holder.close();
     }
   }, 30_000);
+
+  it('tells the owner before removing the job: a bot that dies at the removal has handed the result over already', async () => {
+    const id = await imagine(discord('PD', 'hal', 'gdies'));
+    const remove = BullJob.prototype.remove;
+    let entered!: () => void;
+    const reached = new Promise<void>((r) => (entered = r));
+    BullJob.prototype.remove = function (this: Job) {
+      if (this.id !== id) return remove.call(this);
+      entered();
+      return new Promise<void>(() => undefined); // the process is gone
+    };
+    try {
+      void run({ command: 'queue', action: 'purge-user', targetUserId: 'hal' }, discord('PD', 'mod', 'gdies'));
+      await reached;
+    } finally {
+      BullJob.prototype.remove = remove;
+    }
+    const delivery = createDeliveryQueue(config, redis, 'delivery-discord');
+    try {
+      // before: removed first, and a bot dying before the hand-over left an accepted job with no result at all
+      expect((await delivery.getJob(id))?.data).toMatchObject({ jobId: id, status: 'cancelled', error: { message: 'Removed from the queue by an admin.' } });
+    } finally {
+      await delivery.close();
+    }
+  });
 
   it('counts a running job once, even in the moment between a worker taking it and telling the scheduler', async () => {
     const g = 'gtaken';
