@@ -45,7 +45,7 @@ import { COMMAND } from './commands.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
 import { DMS_CLOSED_HELP, DiscordDelivery, forbiddenToPost, logRateLimits, missingPermission, refusesDirectMessages, statusChannelOf } from './delivery.ts';
-import { describedPrompt } from './render.ts';
+import { contentChunks, describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
 export type Handle = (invocation: Invocation) => Promise<Reply>;
@@ -418,7 +418,9 @@ export class DiscordAdapter implements Adapter {
     const reply = await this.call({ input, destination, dedupeKey: interaction.id, isAdmin: true });
     const image = reply.kind === 'text' ? reply.image : undefined; // the usage chart: as private as the text (ephemeral)
     const files = image ? [{ attachment: Buffer.from(image.png), name: image.name, description: image.altText }] : [];
-    await interaction.editReply({ content: reply.text, allowedMentions: { parse: [] }, files });
+    const [first, ...rest] = contentChunks(reply.text);
+    await interaction.editReply({ content: first, allowedMentions: { parse: [] }, files });
+    for (const more of rest) await interaction.followUp({ content: more, flags: MessageFlags.Ephemeral, allowedMentions: { parse: [] } });
   }
 
   /**
@@ -636,11 +638,13 @@ export class DiscordAdapter implements Adapter {
 
   /** Tell the user alone: a reply, the edit of a private "thinking…" (a follow-up would leave it thinking), or a follow-up. */
   private async replyPrivately(interaction: RepliableInteraction, text: string): Promise<void> {
-    const payload = { content: text, flags: MessageFlags.Ephemeral as const, allowedMentions: { parse: [] } };
+    const [first, ...rest] = contentChunks(text);
+    const payload = (content: string) => ({ content, flags: MessageFlags.Ephemeral as const, allowedMentions: { parse: [] } });
     // Stryker disable next-line ConditionalExpression,LogicalOperator: `deferred && !replied` → `true` or `deferred || !replied` differ only for an interaction already *replied* to privately, and no handler fails after its private reply
-    if (interaction.deferred && !interaction.replied && interaction.ephemeral) await interaction.editReply({ content: text, components: [], allowedMentions: { parse: [] } });
-    else if (interaction.deferred || interaction.replied) await interaction.followUp(payload);
-    else await interaction.reply(payload);
+    if (interaction.deferred && !interaction.replied && interaction.ephemeral) await interaction.editReply({ content: first, components: [], allowedMentions: { parse: [] } });
+    else if (interaction.deferred || interaction.replied) await interaction.followUp(payload(first!));
+    else await interaction.reply(payload(first!));
+    for (const more of rest) await interaction.followUp(payload(more));
   }
 
   private async failInteraction(interaction: Interaction, e: unknown): Promise<void> {

@@ -43,6 +43,30 @@ export function withNote(rendered: Rendered, note: string): Rendered {
   return { ...rendered, body: { ...rendered.body, embeds: [{ description: note }, ...(rendered.body.embeds ?? [])] } };
 }
 
+/**
+ * A private text (an admin report, a settings summary) as messages of at most `max` characters, cut at line ends
+ * where it can: Discord refuses a longer content whole (400, 50035), and the report of a busy server (a line per
+ * channel) passes 2,000 characters. The first goes into the reply, the rest follow it.
+ */
+export function contentChunks(raw: string, max = MAX_CONTENT_CHARS): string[] {
+  const chunks: string[] = [];
+  let current = '';
+  for (let line of stripControlChars(raw).split('\n')) {
+    while (line.length > max) {
+      if (current) chunks.push(current);
+      current = '';
+      chunks.push(line.slice(0, max));
+      line = line.slice(max);
+    }
+    if (current && current.length + 1 + line.length > max) {
+      chunks.push(current);
+      current = line;
+    } else current = current ? `${current}\n${line}` : line;
+  }
+  chunks.push(current);
+  return chunks;
+}
+
 /** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
 function truncate(raw: string, max: number): string {
   const text = stripControlChars(raw);

@@ -61,6 +61,40 @@ export interface RestWorld {
   addAttachment(input: { bytes: Uint8Array; filename: string; contentType: string; channelId?: string }): FakeAttachment;
 }
 
+/**
+ * Discord's limits on a message body (discord.com/developers/docs/resources/message#create-message, embed and
+ * component limits): a body past one is refused whole with 400 / 50035 "Invalid Form Body", as Discord does, so a
+ * message our code would have lost is a failing test here.
+ */
+export function messageFormErrors(body: Json | undefined): Json | undefined {
+  if (!body) return undefined;
+  const errors: Json = {};
+  const tooLong = (path: string, value: unknown, max: number) => {
+    if (typeof value === 'string' && value.length > max) errors[path] = { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: `Must be ${max} or fewer in length.` }] };
+  };
+  tooLong('content', body.content, 2000);
+  const embeds = (body.embeds ?? []) as Json[];
+  if (embeds.length > 10) errors.embeds = { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 10 or fewer in length.' }] };
+  embeds.forEach((e, i) => {
+    tooLong(`embeds.${i}.title`, e.title, 256);
+    tooLong(`embeds.${i}.description`, e.description, 4096);
+    const fields = (e.fields ?? []) as Json[];
+    if (fields.length > 25) errors[`embeds.${i}.fields`] = { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 25 or fewer in length.' }] };
+  });
+  const rows = (body.components ?? []) as Json[];
+  if (rows.length > 5) errors.components = { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 5 or fewer in length.' }] };
+  rows.forEach((r, i) => {
+    const items = (r.components ?? []) as Json[];
+    if (items.length > 5) errors[`components.${i}.components`] = { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 5 or fewer in length.' }] };
+    items.forEach((c, j) => {
+      tooLong(`components.${i}.components.${j}.custom_id`, c.custom_id, 100);
+      tooLong(`components.${i}.components.${j}.label`, c.label, 80);
+    });
+  });
+  ((body.attachments ?? []) as Json[]).forEach((a, i) => tooLong(`attachments.${i}.description`, a.description, 1024));
+  return Object.keys(errors).length ? errors : undefined;
+}
+
 export class FakeRestApi {
   constructor(private readonly w: RestWorld) {}
 
@@ -106,6 +140,14 @@ export class FakeRestApi {
         return reply(200, echoed);
       }
       return reply(200, guildId ? (this.w.commands.guild.get(guildId) ?? []) : this.w.commands.global);
+    }
+
+    const messageRoute = /^\/(interactions\/\d+\/[^/]+\/callback|webhooks\/\d+\/[^/]+(\/messages\/[^/]+)?|channels\/\d+\/messages(\/\d+)?)$/.test(route);
+    if (messageRoute && (method === 'POST' || method === 'PATCH')) {
+      const body = record.body as Json | undefined;
+      const message = route.startsWith('/interactions/') ? (body?.data as Json | undefined) : body;
+      const errors = messageFormErrors(message);
+      if (errors) return reply(400, { code: 50035, message: 'Invalid Form Body', errors });
     }
 
     if ((match = m(/^\/interactions\/(\d+)\/([^/]+)\/callback$/)) && method === 'POST') {

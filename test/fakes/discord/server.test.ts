@@ -69,6 +69,20 @@ describe('fake Discord with the real discord.js client', () => {
     expect(Buffer.from(bytes).equals(Buffer.from(PNG_1x1))).toBe(true);
   });
 
+  it('refuses a message past Discord\'s limits whole, as Discord does (400, 50035): content, embeds, rows, buttons, custom ids', async () => {
+    const { fake, client } = await connect();
+    const post = (body: Record<string, unknown>) => client.rest.post(`/channels/${fake.channelId}/messages`, { body });
+    const refused = { status: 400, code: 50035 };
+    await expect(post({ content: 'x'.repeat(2000) })).resolves.toBeDefined();
+    await expect(post({ content: 'x'.repeat(2001) })).rejects.toMatchObject(refused);
+    await expect(post({ embeds: [{ description: 'x'.repeat(4097) }] })).rejects.toMatchObject(refused);
+    await expect(post({ embeds: Array.from({ length: 11 }, () => ({ description: 'x' })) })).rejects.toMatchObject(refused);
+    const button = (id: string) => ({ type: 2, style: 1, label: 'b', custom_id: id });
+    await expect(post({ content: 'x', components: Array.from({ length: 6 }, () => ({ type: 1, components: [button('a')] })) })).rejects.toMatchObject(refused);
+    await expect(post({ content: 'x', components: [{ type: 1, components: Array.from({ length: 6 }, (_, i) => button(`b${i}`)) }] })).rejects.toMatchObject(refused);
+    await expect(post({ content: 'x', components: [{ type: 1, components: [button('c'.repeat(101))] }] })).rejects.toMatchObject(refused);
+  });
+
   it('refuses a second callback (40060) and an expired token (50027)', async () => {
     const { fake, client } = await connect();
     const got = nextInteraction(client);

@@ -300,6 +300,33 @@ describe('slash commands', () => {
   });
 });
 
+describe('/blip3o-admin in a busy server', () => {
+  it('a report longer than Discord takes in one message (a line per busy channel) comes in several, each within 2,000', async () => {
+    // 40 channels of this server with a job waiting each (no worker runs in this file)
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const where = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: `9${String(i).padStart(17, '0')}`, userId: `8${String(i).padStart(17, '0')}`, applicationId: h.fake.appId };
+      const reply = await h.core.handle({ input: { command: 'imagine', prompt: `a busy channel ${i}` }, destination: where, dedupeKey: `busy-${i}-${Math.random()}`, isAdmin: false });
+      if (reply.kind === 'queued') ids.push(reply.jobId);
+    }
+    expect(ids).toHaveLength(40);
+    try {
+      const status = h.fake.slashCommand({ name: 'blip3o-admin', options: [{ name: 'queue', type: 2, options: [{ name: 'status', type: 1, options: [] }] }], memberPermissions: MANAGE_GUILD });
+      const parts = await h.fake.waitFor(() => {
+        const original = h.fake.original(status);
+        const followUps = status.followupIds.map((id) => h.fake.messages.get(id)!);
+        return original?.content && followUps.length > 0 ? [original, ...followUps] : undefined;
+      }, 10_000, 'the report in several messages'); // before: Discord refused the one message (50035) and the admin saw nothing
+      expect(parts.every((m) => m.flags & EPHEMERAL)).toBe(true);
+      expect(parts.every((m) => m.content.length <= 2000)).toBe(true);
+      const report = parts.map((m) => m.content).join('\n');
+      expect(report.split('\n').filter((l) => / 1 waiting/.test(l))).toHaveLength(40);
+    } finally {
+      for (const jobId of ids) await h.core.handle({ input: { command: 'cancel', jobId }, destination: { platform: 'discord', guildId: h.fake.guildId, channelId: 'x', userId: 'admin', applicationId: h.fake.appId }, dedupeKey: `c-${jobId}`, isAdmin: true });
+    }
+  });
+});
+
 describe('where and who', () => {
   it('in a channel the bot is not enabled in, /settings, the Ask menu, the settings buttons and Cancel are refused too', async () => {
     const user = newUser();

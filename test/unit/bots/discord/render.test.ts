@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseAskModalId, askModalId, buttonId, parseButtonId } from '../../../../bots/discord/custom-ids.ts';
 import { imagineInput, questionFromMention } from '../../../../bots/discord/options.ts';
-import { describedPrompt, MAX_CONTENT_CHARS, plainBody, progressBody, progressText, queuedBody, resultMessage, settingsLine, withNote } from '../../../../bots/discord/render.ts';
+import { contentChunks, describedPrompt, MAX_CONTENT_CHARS, plainBody, progressBody, progressText, queuedBody, resultMessage, settingsLine, withNote } from '../../../../bots/discord/render.ts';
 import { ordinal } from '../../../../bots/core/stage-labels.ts';
 import { commandDefinitions } from '../../../../bots/discord/commands.ts';
 import { adminInput } from '../../../../bots/discord/admin.ts';
@@ -13,6 +13,19 @@ const options = { seed: 7, ditSteps: 30, decoderSteps: 50, guidance: 3, aspect: 
 const imageResult = (prompt = 'a fox'): JobResult => ({
   v: 1, jobId: 'jabc', kind: 'imagine', destination, status: 'succeeded', timingsMs: {}, finishedAt: 0,
   image: { blobKey: 'k', mime: 'image/png', width: 8, height: 8, altText: `alt: ${prompt}`, prompt, options },
+});
+
+describe('contentChunks', () => {
+  it('cuts a long private text at line ends into messages of at most 2,000 characters, a line longer than that where it must', () => {
+    expect(contentChunks('short')).toEqual(['short']);
+    expect(contentChunks('')).toEqual(['']);
+    const line = (c: string) => c.repeat(900);
+    expect(contentChunks([line('a'), line('b'), line('c')].join('\n'))).toEqual([`${line('a')}\n${line('b')}`, line('c')]);
+    expect(contentChunks(`x\n${'y'.repeat(4500)}\nz`)).toEqual(['x', 'y'.repeat(2000), 'y'.repeat(2000), `${'y'.repeat(500)}\nz`]);
+    expect(contentChunks('a\u0007b\nc', 3)).toEqual(['ab', 'c']); // no control characters, as everything rendered
+    expect(contentChunks(`${'a'.repeat(1999)}\nb`)).toEqual(['a'.repeat(1999), 'b']);
+    expect(contentChunks(`${'a'.repeat(1998)}\nb`)).toEqual([`${'a'.repeat(1998)}\nb`]);
+  });
 });
 
 describe('render', () => {
