@@ -93,7 +93,11 @@ export interface ProcessOutcome {
 
 export interface JobProcessor {
   process: Processor<JobRequest, ProcessOutcome>;
-  /** Hand a failure to delivery for a job BullMQ failed without our processor deciding (stalled too often). */
+  /**
+   * For a job BullMQ failed for good (the jobs worker's 'failed' listener, worker/main.ts): hand a failure to delivery
+   * when our processor did not decide one (stalled too often), then run afterHandOver as process does, so the flight the
+   * job led is closed, its followers told and its GPU-seconds settled. An afterHandOver error is logged, not thrown.
+   */
   onFinallyFailed(job: Job, error: Error): Promise<void>;
   close(): Promise<void>;
 }
@@ -132,8 +136,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     return ledger.isHandedOver(jobId, deliveryQueue(destination).toKey(jobId));
   }
 
-  /** Deliver a failure for data that may be malformed: only possible when id and destination parse. */
-  async function handOverFailure(data: unknown, failure: Failure): Promise<JobResult | undefined> {
+  /** A failure's result for data that may be malformed: only possible when id and destination parse. */
+  function failureResult(data: unknown, failure: Failure): JobResult | undefined {
     const d = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
     const destination = Destination.safeParse(d.destination);
     const jobId = typeof d.id === 'string' ? d.id : undefined;
@@ -141,11 +145,16 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     // rendering does not depend on the kind, which only shapes how a success is shown.
     const kind = d.kind === 'vary' || d.kind === 'ask' ? d.kind : 'imagine';
     if (!destination.success || !jobId) return undefined; // nowhere to say it; the job's failedReason records it
-    const result: JobResult = {
+    return {
       v: CONTRACT_VERSION, jobId, kind, destination: destination.data, status: failure.status,
       error: { code: failure.code, message: failure.message, userFacing: failure.userFacing, ...(failure.private ? { private: true } : {}) }, timingsMs: {}, finishedAt: Date.now(),
     };
-    await handOver(result);
+  }
+
+  /** Deliver a failure for data that may be malformed (failureResult); the result handed over, if any. */
+  async function handOverFailure(data: unknown, failure: Failure): Promise<JobResult | undefined> {
+    const result = failureResult(data, failure);
+    if (result) await handOver(result);
     return result;
   }
 
@@ -309,7 +318,10 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (await handedOver) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
       const handed = await deliveryQueue(request.destination).getJob(request.id);
-      await after(job, request, handed?.data);
+      // Delivered and gone from its queue (a CLI's queue goes with the CLI): the flight it led still ends, its
+      // followers told it failed, rather than waiting for a result nobody will hand them.
+      const gone = failureResult(request, { status: 'failed', code: 'internal', message: `Generation failed (ref ${job.id}): its result was delivered and is gone`, userFacing: false });
+      await after(job, request, handed?.data ?? gone);
       return { status: 'succeeded', alreadyHandedOver: true };
     }
     let result: JobResult;
@@ -351,9 +363,26 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   return {
     process,
     async onFinallyFailed(job: Job, error: Error): Promise<void> {
-      // Covers failures decided outside `process` (a job whose worker died more than maxStalledCount times).
-      // For failures `process` decided, the hand-over already exists and this add is ignored (same id).
-      await handOverFailure(job.data, { status: 'failed', code: 'internal', message: `Generation failed (ref ${job.id}): ${error.message}`, userFacing: false });
+      // Covers failures decided outside `process`: a job whose worker died more than maxStalledCount times, or a throw
+      // at its last attempt outside process's try (the start hook, the hand-over check) or in its afterHandOver.
+      const failure: Failure = { status: 'failed', code: 'internal', message: `Generation failed (ref ${job.id}): ${error.message}`, userFacing: false };
+      const parsed = JobRequest.safeParse(job.data);
+      if (!parsed.success || parsed.data.id !== job.id) {
+        await handOverFailure(job.data, failure); // a malformed job leads no flight and settles nothing
+        return;
+      }
+      const request = parsed.data;
+      // A job `process` handed over already (its own failure, or a result whose afterHandOver then threw) keeps that
+      // result, and its followers get the same (this failure if it was delivered and has left its queue). Then the
+      // after-hand-over step, as in process: afterHandOver is idempotent (the usage settle's marker, the flight's close
+      // answering the same followers again, their deliveries under their own ids and the delivery ledger), so a
+      // follower told already is not told twice.
+      const result = (await alreadyHandedOver(request.id, request.destination))
+        ? ((await deliveryQueue(request.destination).getJob(request.id))?.data ?? failureResult(request, failure))
+        : await handOverFailure(request, failure);
+      // Logged, not thrown: the job's own result is handed over; a flight left open expires with its keep time.
+      await after(job, request, result).catch((e: unknown) =>
+        log.error({ jobId: request.id, err: (e as Error).message }, 'could not end the single flight of a failed job; its followers are not told'));
     },
     async close(): Promise<void> {
       await Promise.all([...queues.values()].map((q) => q.close()));

@@ -522,8 +522,8 @@ describe('processor outputs', () => {
 
     const delivered = imagine();
     await new DeliveryLedger(redis, configWith()).markDelivered(delivered.id);
-    await run(delivered); // delivered, but its hand-over is gone: nothing to pass on
-    expect(calls).toHaveLength(3);
+    await run(delivered); // delivered, its hand-over gone: the flight it led still ends, its followers told it failed
+    expect(calls.map(([id, status]) => [id, status]).slice(3)).toEqual([[delivered.id, 'failed']]); // before: not called, followers left waiting
 
     fail = new AppError('timeout', 'Took too long.');
     const timedOut = imagine();
@@ -533,12 +533,44 @@ describe('processor outputs', () => {
     fail = new Error('socket hang up');
     const retried = imagine();
     await failureOf(run(retried, { attempts: 2, attemptsMade: 0 }));
-    expect(calls).toHaveLength(4);
+    expect(calls).toHaveLength(5);
     await failureOf(run(retried, { attempts: 2, attemptsMade: 1 }));
     expect(calls.at(-1)!.slice(0, 2)).toEqual([retried.id, 'failed']);
 
     await failureOf(run({ ...imagine(), options: { ...options, ditSteps: 0 } } as JobRequest)); // malformed: no request to pass
-    expect(calls).toHaveLength(5);
+    expect(calls).toHaveLength(6);
+  });
+
+  it('onFinallyFailed: afterHandOver with the result handed over, or else its own failure; none for malformed data; its error logged, not thrown', async () => {
+    const calls: [string, Partial<JobResult>][] = [];
+    let afterFails = false;
+    const { p, logged } = processorWith({}, configWith(), {
+      afterHandOver: async (request, result) => {
+        calls.push([request.id, { status: result.status, error: result.error }]);
+        if (afterFails) throw new Error('cache away');
+      },
+    });
+    const stalled = new Error('job stalled more than allowable limit');
+
+    const never = imagine(); // failed by BullMQ, never run: its failure is handed over, then passed on
+    await p.onFinallyFailed(job(never), stalled);
+    const failure = { status: 'failed' as const, error: { code: 'internal', message: `Generation failed (ref ${never.id}): ${stalled.message}`, userFacing: false } };
+    expect(await handedOver(never.id)).toMatchObject(failure);
+    expect(calls).toEqual([[never.id, failure]]);
+
+    afterFails = true;
+    const last = imagine(); // a result handed over, then afterHandOver threw at the last attempt: the job failed for good
+    await expect(p.process(job(last, { attempts: 1 }), 'token', new AbortController().signal)).rejects.toThrow('cache away');
+    await p.onFinallyFailed(job(last), new Error('cache away')); // resolves: the error is logged
+    expect(calls.slice(1)).toEqual([[last.id, { status: 'succeeded' }], [last.id, { status: 'succeeded' }]]); // its followers get the image
+    expect((await handedOver(last.id))!.status).toBe('succeeded');
+    expect(logged('could not end the single flight of a failed job; its followers are not told')).toMatchObject([{ jobId: last.id, err: 'cache away' }]);
+
+    afterFails = false;
+    const malformed = { ...imagine(), options: { ...options, ditSteps: 0 } };
+    await p.onFinallyFailed(job(malformed), stalled);
+    expect((await handedOver(malformed.id))!.status).toBe('failed'); // told, but no request to pass on
+    expect(calls).toHaveLength(3);
   });
 
   it('close() closes the delivery queues it opened (their listeners leave the shared connection)', async () => {

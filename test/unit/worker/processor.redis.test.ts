@@ -1,21 +1,26 @@
 // The worker's processor in process, over real Redis, with a host double that returns known values: what each
 // outcome hands to delivery (the result, or a failure the user can read), which failures are retried, and that a
-// job whose result was already handed over or that was cancelled before it ran does no work.
+// job whose result was already handed over or that was cancelled before it ran does no work; and, with a real BullMQ
+// worker, that a job failed for good (by BullMQ's stall limit, or by the processor) tells its single-flight followers once.
 import { randomUUID } from 'node:crypto';
 import { UnrecoverableError, type Job } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobStore } from '../../../src/blobs/index.ts';
 import type { BlobStore } from '../../../src/blobs/store.ts';
+import { Usage } from '../../../src/accounting/usage.ts';
+import { digestOf } from '../../../src/cache/fanout.ts';
+import { ResultCache } from '../../../src/cache/results.ts';
 import { loadConfig } from '../../../src/config/load.ts';
 import { AppError, UserError } from '../../../src/errors.ts';
 import { requestCancel } from '../../../src/jobs/cancel.ts';
-import { CONTRACT_VERSION, type CliDestination, type JobProgress, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
+import { CONTRACT_VERSION, QueueNames, type CliDestination, type JobProgress, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../../src/jobs/ledger.ts';
-import { createDeliveryQueue, deliveryQueueName } from '../../../src/jobs/queue.ts';
+import { createDeliveryQueue, createJobsQueue, createQueueWorker, deliveryQueueName } from '../../../src/jobs/queue.ts';
 import { createLogger } from '../../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../../src/redis.ts';
 import type { CheckRequest, GenerateRequest, RunContext, UnderstandRequest } from '../../../worker/pipeline/types.ts';
-import { createProcessor, type JobProcessor } from '../../../worker/processor.ts';
+import { createAfterJob } from '../../../worker/after-job.ts';
+import { createProcessor, type JobProcessor, type ProcessOutcome } from '../../../worker/processor.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-proc-${randomUUID().slice(0, 8)}`;
@@ -57,31 +62,33 @@ async function handedOver(id: string): Promise<JobResult | undefined> {
 }
 const failureOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error);
 
+/** The model double: records each call, runs `behaviour` in the middle of it. */
+const recordingHost = {
+  async generate(request: GenerateRequest, ctx: RunContext) {
+    calls.push({ kind: 'generate', request });
+    ctx.onProgress({ stage: 'conditioning', step: 0, total: 1 });
+    await behaviour(ctx);
+    ctx.onProgress({ stage: 'decoding', step: 1, total: 2 });
+    await new Promise((r) => setTimeout(r, 20));
+    return { png: PNG, width: 64, height: 32 };
+  },
+  async understand(request: UnderstandRequest, ctx: RunContext) {
+    calls.push({ kind: 'understand', request });
+    ctx.onProgress({ stage: 'answering', step: 1, total: 8, partialText: 'a c' });
+    await behaviour(ctx);
+    return { text: 'a cat', tokenIds: [7, 8, 9] };
+  },
+  // The model's own look at its output (issue 16): a caption only, like the default config asks for.
+  async check(request: CheckRequest) {
+    calls.push({ kind: 'check', request });
+    return { caption: 'a red fox', answers: {}, counts: { visionEncodings: 1, prefixPrefills: 1, batchedForwards: 0, captionTokens: 3 } };
+  },
+};
+
 beforeAll(() => {
   redis = createRedis(url);
   blobs = createBlobStore(config, redis);
-  const host = {
-    async generate(request: GenerateRequest, ctx: RunContext) {
-      calls.push({ kind: 'generate', request });
-      ctx.onProgress({ stage: 'conditioning', step: 0, total: 1 });
-      await behaviour(ctx);
-      ctx.onProgress({ stage: 'decoding', step: 1, total: 2 });
-      await new Promise((r) => setTimeout(r, 20));
-      return { png: PNG, width: 64, height: 32 };
-    },
-    async understand(request: UnderstandRequest, ctx: RunContext) {
-      calls.push({ kind: 'understand', request });
-      ctx.onProgress({ stage: 'answering', step: 1, total: 8, partialText: 'a c' });
-      await behaviour(ctx);
-      return { text: 'a cat', tokenIds: [7, 8, 9] };
-    },
-    // The model's own look at its output (issue 16): a caption only, like the default config asks for.
-    async check(request: CheckRequest) {
-      calls.push({ kind: 'check', request });
-      return { caption: 'a red fox', answers: {}, counts: { visionEncodings: 1, prefixPrefills: 1, batchedForwards: 0, captionTokens: 3 } };
-    },
-  };
-  processor = createProcessor({ config, redis, blobs, host, log });
+  processor = createProcessor({ config, redis, blobs, host: recordingHost, log });
 });
 afterAll(async () => {
   await processor.close();
@@ -345,6 +352,115 @@ describe('processor', () => {
       expect(aborted.sort()).toEqual([20, 22]); // its companions saw their signal aborted and stopped
     } finally {
       await p.close();
+    }
+  });
+});
+
+describe('a job that led a single flight and failed for good', () => {
+  // As in production: a BullMQ jobs worker, the real after-hand-over step (worker/after-job.ts), and worker/main.ts's
+  // 'failed' listener. Short locks, so that a worker that dies holding the job is found out quickly.
+  const quick = loadConfig({ env: {}, overrides: { queue: { prefix, lockDurationMs: 400, stalledIntervalMs: 250 } } });
+  const own = (): CliDestination => ({ ...destination, clientId: `c${randomUUID().slice(0, 8)}` });
+
+  /** A leader job's flight with one follower (another user's identical request), as the bots' admission leaves it. */
+  async function flight(prompt: string) {
+    const d = own();
+    const leader: JobRequest = { ...imagine(uid(), prompt), destination: d };
+    const follower: JobRequest = { ...leader, id: uid(), destination: { ...d, userId: 'u2' } };
+    const digest = (await digestOf(blobs, leader))!;
+    const cache = new ResultCache(redis, quick);
+    const usage = new Usage(redis, quick);
+    expect(await usage.admit(leader.id, d, leader)).toMatchObject({ admitted: true }); // a reservation, released by the settle
+    expect(await cache.claim(digest, leader.id, '{}')).toEqual({ leads: true });
+    expect(await cache.claim(digest, follower.id, JSON.stringify(follower))).toEqual({ leads: false, leaderJobId: leader.id });
+    await cache.confirm(digest, leader.id);
+    const deliveries = createDeliveryQueue(quick, redis, deliveryQueueName(d));
+    return { leader, follower, digest, cache, usage, deliveries };
+  }
+
+  /**
+   * A jobs worker as worker/main.ts starts one. `failedForGood` resolves once its 'failed' listener has run
+   * onFinallyFailed; `first` runs in the listener just before it.
+   */
+  function jobsWorker(first: () => Promise<void> = async () => undefined) {
+    const after = createAfterJob({ config: quick, redis, blobs, log, manifestHash: 'm' });
+    const p = createProcessor({ config: quick, redis, blobs, host: recordingHost, log, afterHandOver: after.afterHandOver });
+    const worker = createQueueWorker<JobRequest, ProcessOutcome>(quick, redis, QueueNames.jobs, p.process, { concurrency: 1 });
+    const failedForGood = new Promise<{ id: string; err: Error }>((resolve, reject) => {
+      worker.on('failed', (job, err) => {
+        if (!job) return;
+        void job.getState().then(async (state) => {
+          if (state !== 'failed') return;
+          await first();
+          await p.onFinallyFailed(job, err);
+          resolve({ id: job.id!, err });
+        }).catch(reject);
+      });
+    });
+    return { failedForGood, close: async () => (await worker.close(), await p.close(), await after.close()) };
+  }
+
+  it('one BullMQ failed on its stall limit, never run by our processor: the follower gets the failure, the flight ends, the job is settled', async () => {
+    expect(quick.queue.maxStalledCount).toBe(2);
+    const { leader, follower, digest, cache, usage, deliveries } = await flight('a stoat in the snow');
+    const jobs = createJobsQueue(quick, redis);
+    await jobs.add(leader.kind, leader, { jobId: leader.id });
+    const before = calls.length;
+    try {
+      // The job kills each worker that takes it, maxStalledCount + 1 times: its lock is renewed no more, as after a SIGKILL.
+      for (let death = 0; death <= quick.queue.maxStalledCount; death++) {
+        let took!: () => void;
+        const taken = new Promise<void>((res) => (took = res));
+        const dying = createQueueWorker<JobRequest, ProcessOutcome>(quick, redis, QueueNames.jobs, () => (took(), new Promise<never>(() => undefined)), { concurrency: 1 });
+        await taken;
+        await dying.close(true);
+      }
+      const healthy = jobsWorker();
+      try {
+        const { id, err } = await healthy.failedForGood; // the next worker fails it unrun (BullMQ's deferred failure)
+        expect(id).toBe(leader.id);
+        expect(calls.length).toBe(before);
+        const failure = { status: 'failed', error: { code: 'internal', message: `Generation failed (ref ${leader.id}): ${err.message}`, userFacing: false } };
+        expect(err.message).toMatch(/stalled more than allowable limit/);
+        expect((await deliveries.getJob(leader.id))?.data).toMatchObject({ jobId: leader.id, ...failure });
+        // before: undefined, the follower was told "you will get its result too" and never got anything
+        expect((await deliveries.getJob(follower.id))?.data, 'the follower was handed nothing').toMatchObject({
+          jobId: follower.id, destination: follower.destination, servedFrom: 'shared', ...failure,
+        });
+        expect(await cache.claim(digest, uid(), '{}')).toEqual({ leads: true }); // the flight is over
+        expect(await usage.release(leader.id)).toBe(false); // settled: the reservation was released by it
+      } finally {
+        await healthy.close();
+      }
+    } finally {
+      await jobs.close();
+      await deliveries.close();
+    }
+  });
+
+  it('one whose failure the processor decided: the follower is told once, by the processor, though onFinallyFailed runs after it', async () => {
+    const { leader, follower, usage, deliveries } = await flight('a weasel on a fence');
+    const jobs = createJobsQueue(quick, redis);
+    behaviour = async () => Promise.reject(new UserError('bad_request', 'That prompt is too long.'));
+    const told = async () => {
+      const j = await deliveries.getJob(follower.id);
+      return { timestamp: j?.timestamp, data: j?.data, used: (await usage.today(leader.destination)).user.used, counts: await deliveries.getJobCounts() };
+    };
+    let byProcess: Awaited<ReturnType<typeof told>> | undefined;
+    const worker = jobsWorker(async () => void (byProcess = await told()));
+    try {
+      await jobs.add(leader.kind, leader, { jobId: leader.id });
+      await worker.failedForGood;
+      expect(byProcess!.data).toMatchObject({
+        jobId: follower.id, servedFrom: 'shared', status: 'failed', error: { code: 'bad_request', message: 'That prompt is too long.', userFacing: true },
+      });
+      expect(byProcess!.counts).toMatchObject({ waiting: 2 }); // the leader's delivery and the follower's
+      expect(await told()).toEqual(byProcess); // the same delivery job, not replaced nor added again; GPU-seconds counted once
+    } finally {
+      behaviour = async () => undefined;
+      await worker.close();
+      await jobs.close();
+      await deliveries.close();
     }
   });
 });
