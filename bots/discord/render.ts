@@ -4,7 +4,7 @@ import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
 import { queuedLine, STAGE_LABEL } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
-import { ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
+import { ButtonStyle, ComponentType, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import { buttonId } from './custom-ids.ts';
 
@@ -67,6 +67,15 @@ export function contentChunks(raw: string, max = MAX_CONTENT_CHARS): string[] {
   return chunks;
 }
 
+/**
+ * What a user typed, shown back as typed: Discord's markdown escaped, masked links and list markers too. Without it a
+ * prompt `[free nitro](https://…)` came back as a link under the bot's name, and `||…||`, `__…__` or a backtick
+ * changed how the rest read.
+ */
+export function echo(typed: string): string {
+  return escapeMarkdown(typed, { maskedLink: true, heading: true, bulletedList: true, numberedList: true });
+}
+
 /** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
 function truncate(raw: string, max: number): string {
   const text = stripControlChars(raw);
@@ -109,7 +118,7 @@ export function plainBody(text: string): MessageBody {
 
 /** "seed 7 · 30 + 50 steps · guidance 3 · 1:1": enough to reproduce the image. */
 export function settingsLine(options: NonNullable<JobResult['image']>['options']): string {
-  const negative = options.negative ? ` · no: ${truncate(options.negative, 200)}` : '';
+  const negative = options.negative ? ` · no: ${echo(truncate(options.negative, 200))}` : '';
   return `seed ${options.seed} · ${options.ditSteps} + ${options.decoderSteps} steps · guidance ${options.guidance} · ${options.aspect}${negative}`;
 }
 
@@ -139,7 +148,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
   const filename = `blip3o-${meta.options.seed}.png`;
   const checked = checkLine(meta);
-  const content = truncate(`${prefix}**${meta.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), checked, servedNote(result)].filter(Boolean).join(' · ')}`;
+  const content = truncate(`${prefix}**${echo(meta.prompt)}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), checked, servedNote(result)].filter(Boolean).join(' · ')}`;
   return {
     body: {
       content,
@@ -186,7 +195,7 @@ function galleryMessage(result: JobResult, images: NonNullable<JobResult['images
   const { seed: _seed, ...rest } = first.options;
   // Stryker disable next-line Regex: equivalent, the `^`: settingsLine starts with the seed
   const settings = settingsLine({ ...rest, seed: seeds[0]! }).replace(/^seed \d+/, `seeds ${seeds.join(', ')}`);
-  const content = truncate(`${prefix}**${first.prompt.replaceAll('*', '\\*')}**`, MAX_CONTENT_CHARS - 300) + `\n-# ${settings}`;
+  const content = truncate(`${prefix}**${echo(first.prompt)}**`, MAX_CONTENT_CHARS - 300) + `\n-# ${settings}`;
   const vary = images.map((_, i) => button(`Vary ${i + 1}`, ButtonStyle.Secondary, buttonId('vary', result.jobId, i)));
   const rows: APIActionRowComponent<APIButtonComponent>[] = [];
   for (let i = 0; i < vary.length; i += ROW_BUTTONS) rows.push(row(vary.slice(i, i + ROW_BUTTONS)));

@@ -46,6 +46,12 @@ describe('render', () => {
     expect(buttons.map((b) => b.label)).toEqual(['Re-roll', 'Vary']);
     expect(buttons.map((b) => parseButtonId(b.custom_id))).toEqual([{ action: 'reroll', jobId: 'jabc' }, { action: 'vary', jobId: 'jabc' }]);
   });
+  it('a prompt is shown as typed: its markdown escaped, so a masked link is no link under the bot\'s name and a spoiler hides nothing', () => {
+    const r = resultMessage({ ...imageResult('[free nitro](https://evil.example) ||hidden|| __u__ `x`'), image: { ...imageResult().image!, prompt: '[free nitro](https://evil.example) ||hidden|| __u__ `x`', options: { ...options, negative: '*dogs* ~~cats~~' } } }, new Uint8Array([1]));
+    expect(r.body.content!.split('\n')[0]).toBe('**\\[free nitro](https://evil.example) \\|\\|hidden\\|\\| \\_\\_u\\_\\_ \\`x\\`**'); // before: only * escaped
+    expect(r.body.content).toContain('no: \\*dogs\\* \\~\\~cats\\~\\~');
+  });
+
   it('failures show the user-facing message or a reference; channel fallbacks mention the user', () => {
     const failed = (userFacing: boolean): JobResult => ({ ...imageResult(), image: undefined, status: 'failed', error: { code: 'x', message: 'Too dark.', userFacing } });
     expect(resultMessage(failed(true), undefined).body.content).toBe('Too dark.');
