@@ -164,11 +164,20 @@ export function imageResultMessage(result: JobResult): SlackMessage {
 /** Slack's limit for one section's text is 3000 characters; answers longer than that go as several sections. */
 export function answerMessage(answer: string, note = ''): SlackMessage {
   const text = note ? `${answer}\n_${note}_` : answer;
+  // Cut after escaping (an answer of many & < > grows up to five-fold, and a section past 3,000 is clipped), never
+  // inside an entity: a cut that would split "&amp;" moves back to its "&".
+  const escaped = escapeMrkdwn(stripControlChars(text));
   const chunks: string[] = [];
-  for (let i = 0; i < text.length; i += 2900) chunks.push(text.slice(i, i + 2900));
+  for (let i = 0; i < escaped.length; ) {
+    let end = Math.min(i + 2900, escaped.length);
+    const amp = escaped.lastIndexOf('&', end - 1);
+    if (end < escaped.length && amp > end - 5 && escaped.indexOf(';', amp) >= end) end = amp;
+    chunks.push(escaped.slice(i, end));
+    i = end;
+  }
   // `text` is the notification's (and the history's, read back with readSlackText): escaped as the blocks are, or an
   // answer quoting "<!channel>" would notify the whole channel
-  return { text: escapeMrkdwn(clip(text, 3900)), blocks: chunks.slice(0, 45).map((c) => section(escapeMrkdwn(c))) };
+  return { text: escapeMrkdwn(clip(text, 3900)), blocks: chunks.slice(0, 45).map((c) => ({ type: 'section', text: { type: 'mrkdwn', text: c } })) };
 }
 
 /**

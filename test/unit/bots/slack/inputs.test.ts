@@ -94,6 +94,14 @@ describe('results', () => {
     expect(long.text).toBe(`${'a'.repeat(2900)}${'b'.repeat(999)}…`);
     expect(answerMessage('z'.repeat(2900 * 50)).blocks).toHaveLength(45);
     expect(answerMessage('e'.repeat(2900)).blocks).toEqual([section('e'.repeat(2900))]); // no empty section after an exact fit
+    // an answer of many & < > grows when escaped: cut after escaping, never inside an entity, and nothing clipped
+    const amps = answerMessage('&'.repeat(1000) + 'x<');
+    const texts = amps.blocks.map((b) => (b as { text: { text: string } }).text.text);
+    expect(texts.every((t) => t.length <= 2900 && !t.includes('…'))).toBe(true); // before: one section of 5,000 clipped at 3,000
+    expect(texts.join('')).toBe(`${'&amp;'.repeat(1000)}x&lt;`);
+    expect(texts.map((t) => t.length)).toEqual([2900, 2100 + 5]);
+    const shifted = answerMessage(`ab${'&'.repeat(1000)}`).blocks.map((b) => (b as { text: { text: string } }).text.text);
+    expect(shifted.map((t) => t.length)).toEqual([2897, 2105]); // 2 + 579 entities; the 580th would have been split
   });
 
   it('/describe: a section per prompt with its own Imagine this; the ask modal', () => {
