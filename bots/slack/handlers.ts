@@ -116,7 +116,11 @@ export function registerHandlers(deps: HandlerDeps): void {
       } catch (e) {
         const code = slackError(e);
         if (code === 'not_in_channel' || code === 'channel_not_found') {
-          await origin.tellPrivately('I am not in this channel yet: invite me with `/invite @blip3o`, then try again.');
+          // A DM between other people (D…) takes no app, and /invite does nothing there.
+          const where = postIn.startsWith('D')
+            ? 'I can only post in channels I am in and in our own direct messages: use the command there (Apps → blip3o).'
+            : 'I am not in this channel yet: invite me with `/invite @blip3o`, then try again.';
+          await origin.tellPrivately(where);
           return;
         }
         throw e;

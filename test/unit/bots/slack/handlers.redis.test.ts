@@ -145,7 +145,7 @@ describe('/imagine', () => {
     expect(loggedAs('status delete failed').at(-1)).toMatchObject({ err: 'An API error occurred: message_not_found' });
   });
 
-  it('a bot not invited to the channel says how to invite it (not_in_channel, channel_not_found); any other failure gives a reference', async () => {
+  it('a bot not invited to the channel says how to invite it (not_in_channel, channel_not_found), in another\'s DM where to ask instead; any other failure gives a reference', async () => {
     const user = newUser();
     for (const error of ['not_in_channel', 'channel_not_found']) {
       h.fake.inject({ method: 'chat.postMessage', error });
@@ -153,6 +153,10 @@ describe('/imagine', () => {
       expect(await toldVia(payload.response_url, error)).toBe('I am not in this channel yet: invite me with `/invite @blip3o`, then try again.');
       expect(await request(jobId)).toBeUndefined();
     }
+    // a DM between the user and someone else: Slack sends the command, but no app may post there, and /invite does nothing
+    h.fake.loseChannel('D0OTHERS', 'deleted');
+    const inDm = await command('a fox', user, '/imagine', 'D0OTHERS');
+    expect(await toldVia(inDm.payload.response_url, 'the DM hint')).toBe('I can only post in channels I am in and in our own direct messages: use the command there (Apps → blip3o).');
     h.fake.inject({ method: 'chat.postMessage', error: 'fatal_error' });
     const { payload, jobId } = await command('a fox', user);
     expect(await toldVia(payload.response_url, 'the reference')).toMatch(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/);
