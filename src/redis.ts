@@ -18,6 +18,7 @@
 // src/jobs/queue.ts report their connection errors here too.
 import type { Socket } from 'node:net';
 import { Cluster, Redis as SingleRedis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { logLevelFromEnv } from './config/env.ts';
 import { createLogger, type Logger } from './log.ts';
 
 /**
@@ -85,7 +86,9 @@ export function defineScript(redis: Redis, name: string, lua: string): void {
   if (typeof (redis as unknown as Scripted)[name] !== 'function') redis.defineCommand(name, { lua });
 }
 
-let log: Logger = createLogger('redis', process.env.LOG_LEVEL || 'info');
+// Until the process sets its own (setRedisLogger, once its config is read). LOG_LEVEL read leniently: a value pino
+// does not know ("warning") threw here at import, a stack trace before the config could name LOG_LEVEL.
+let log: Logger = createLogger('redis', logLevelFromEnv(process.env.LOG_LEVEL));
 let state: 'unknown' | 'up' | 'down' = 'unknown';
 
 /** Log Redis reachability through the process's own logger (component, level) instead of the default one. */
@@ -203,9 +206,15 @@ export function withRedisPassword(url: string, password: string | undefined): st
   return `${scheme}${username}:${encodeURIComponent(password)}@${rest}`;
 }
 
-/** The URL without its password, for error messages. */
+/**
+ * The URL without its passwords, for error messages (they reach `docker compose logs` and support threads): the one
+ * before the host, also in a URL mistyped with one slash or none, and any `password` or `sentinelPassword` parameter.
+ */
 export function redactRedisUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+  const q = url.indexOf('?');
+  const [address, query] = q < 0 ? [url, ''] : [url.slice(0, q), url.slice(q)];
+  // up to the last @ of the address: a password may hold an @ of its own
+  return address.replace(/^([^@]*?:\/*)([^:@/]*):.*@/, '$1$2:***@') + query.replace(/([?&](?:sentinel)?password=)[^&]*/gi, '$1***');
 }
 
 /**

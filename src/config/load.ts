@@ -7,6 +7,7 @@ import { parseEnv } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
+import { cleanEnvValue } from './env.ts';
 import { ConfigSchema, SecretsSchema, type Config, type Secrets } from './schema.ts';
 import { withRedisPassword } from '../redis.ts';
 
@@ -46,20 +47,32 @@ const ENV_OVERRIDES: Record<string, string[]> = {
   SLACK_API_URL: ['slack', 'apiUrl'],
 };
 
-function envLayer(env: NodeJS.ProcessEnv): Tree {
+/** The settings the environment overrides, and which variable set each ("model.hubUrl" → "HF_ENDPOINT"). */
+function envLayer(env: NodeJS.ProcessEnv): { layer: Tree; sources: Map<string, string> } {
   let layer: Tree = {};
+  const sources = new Map<string, string>();
   for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
-    const value = env[name];
-    if (value === undefined || value === '') continue;
-    const patch = path.reduceRight<unknown>((acc, key) => ({ [key]: acc }), value) as Tree;
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === '') continue;
+    const patch = path.reduceRight<unknown>((acc, key) => ({ [key]: acc }), cleanEnvValue(name, raw)) as Tree;
     layer = deepMerge(layer, patch);
+    sources.set(path.join('.'), name);
   }
-  return layer;
+  return { layer, sources };
 }
 
-/** "✖ message → at path" lines, one per issue, naming the key. */
-export function formatIssues(error: z.ZodError): string {
-  return error.issues.map((i) => `✖ ${i.message} → at ${i.path.join('.') || '(root)'}`).join('\n');
+/**
+ * "✖ message → at path" lines, one per issue, naming the key, and the environment variable that set it where one did
+ * (an operator who wrote HF_ENDPOINT never wrote model.hubUrl).
+ */
+export function formatIssues(error: z.ZodError, sources: ReadonlyMap<string, string> = new Map()): string {
+  return error.issues
+    .map((i) => {
+      const path = i.path.join('.');
+      const from = sources.get(path);
+      return `✖ ${i.message} → at ${path || '(root)'}${from ? ` (set by the environment variable ${from})` : ''}`;
+    })
+    .join('\n');
 }
 
 export interface LoadOptions {
@@ -76,10 +89,11 @@ export function loadConfig(options: LoadOptions = {}): Readonly<Config> {
   const local = resolve(root, 'config/local.yaml');
   if (existsSync(local)) tree = deepMerge(tree, readYaml(local));
   if (env.BLIP3O_CONFIG) tree = deepMerge(tree, readYaml(resolve(root, env.BLIP3O_CONFIG)));
-  tree = deepMerge(tree, envLayer(env));
+  const fromEnv = envLayer(env);
+  tree = deepMerge(tree, fromEnv.layer);
   if (options.overrides) tree = deepMerge(tree, options.overrides as Tree);
   const parsed = ConfigSchema.safeParse(tree);
-  if (!parsed.success) throw new AppError('config', `invalid configuration:\n${formatIssues(parsed.error)}`);
+  if (!parsed.success) throw new AppError('config', `invalid configuration:\n${formatIssues(parsed.error, fromEnv.sources)}`);
   return deepFreeze(parsed.data);
 }
 

@@ -54,6 +54,13 @@ describe('parseRedisUrl', () => {
     expect(() => parseRedisUrl('xredis://h:6379')).toThrow(/not a Redis address/);
     expect(() => parseRedisUrl('redis+sentinel://a:99999/m')).toThrow('REDIS_URL: "a:99999" is not a sentinel address (host:port).');
     expect(redactRedisUrl('redis://default:pw@h:1')).toBe('redis://default:***@h:1');
+    // the passwords a mistyped URL carries stay out too (before: printed whole in the start-up error)
+    expect(redactRedisUrl('redis:/:TOPSECRET@redis:6379')).toBe('redis:/:***@redis:6379'); // one slash
+    expect(redactRedisUrl('redis:u:TOP@SECRET@h:6379')).toBe('redis:u:***@h:6379'); // none, and an @ in the password
+    expect(redactRedisUrl('redis+sentinel://:nodepw@s1:26379,s2:26379?sentinelPassword=TOPSECRET&x=1')).toBe('redis+sentinel://:***@s1:26379,s2:26379?sentinelPassword=***&x=1');
+    expect(redactRedisUrl('rediss://h:6379/0?password=TOPSECRET')).toBe('rediss://h:6379/0?password=***');
+    expect(redactRedisUrl('redis://h:6379')).toBe('redis://h:6379');
+    expect(() => parseRedisUrl('redis+sentinel://s1:26379?sentinelPassword=TOPSECRET')).toThrow(/^REDIS_URL "redis\+sentinel:\/\/s1:26379\?sentinelPassword=\*\*\*" is not a Redis address/);
     expect(redisAddress('redis+sentinel://u:pw@s1:26379,s2:26380/m')).toBe('sentinels s1:26379,s2:26380 (master m)');
     expect(redisAddress('redis://:pw@cache:6380/1')).toBe('cache:6380');
   });
