@@ -37,8 +37,8 @@ export function readSlackText(text: string): string {
     const bar = inner.indexOf('|');
     const target = bar < 0 ? inner : inner.slice(0, bar);
     const label = bar < 0 ? '' : inner.slice(bar + 1);
-    const sigil = target.startsWith('@') ? '@' : target.startsWith('#') ? '#' : '';
-    if (label) return sigil && !label.startsWith(sigil) ? `${sigil}${label}` : label;
+    // a user's or a channel's name comes bare (<@U1|ann>); a group's with its @ (<!subteam^S1|@design>)
+    if (label) return `${/^[@#]/.exec(target)?.[0] ?? ''}${label}`;
     return target.startsWith('!') ? `@${target.slice(1).split('^')[0]}` : target;
   });
   return readable.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
@@ -170,8 +170,9 @@ export function answerMessage(answer: string, note = ''): SlackMessage {
   const chunks: string[] = [];
   for (let i = 0; i < escaped.length; ) {
     let end = Math.min(i + 2900, escaped.length);
+    // every & starts an entity (at most five characters): one whose ; lies past the cut would be split
     const amp = escaped.lastIndexOf('&', end - 1);
-    if (end < escaped.length && amp > end - 5 && escaped.indexOf(';', amp) >= end) end = amp;
+    if (amp > i && escaped.indexOf(';', amp) >= end) end = amp;
     chunks.push(escaped.slice(i, end));
     i = end;
   }

@@ -56,7 +56,7 @@ describe('what users type, from the text Slack sends', () => {
     expect(readSlackText('see <https://example.com/a?b=1&amp;c=2|the page> and <https://example.org>')).toBe('see the page and https://example.org');
     expect(readSlackText('in <#C123|general> or <#C456>, for <@U1|ann> and <@U2>')).toBe('in #general or #C456, for @ann and @U2');
     expect(readSlackText('<!here> <!channel> <!everyone> <!subteam^S1|@design> <!date^1392734382^{date}|Feb 18>')).toBe('@here @channel @everyone @design Feb 18');
-    expect(readSlackText('<mailto:a@b.c|a@b.c> a <> b')).toBe('a@b.c a  b');
+    expect(readSlackText('<mailto:a@b.c|a@b.c> a <> b <https://x.example|> <|y>')).toBe('a@b.c a  b https://x.example y'); // an empty label: the address
   });
 });
 
@@ -102,6 +102,9 @@ describe('results', () => {
     expect(texts.map((t) => t.length)).toEqual([2900, 2100 + 5]);
     const shifted = answerMessage(`ab${'&'.repeat(1000)}`).blocks.map((b) => (b as { text: { text: string } }).text.text);
     expect(shifted.map((t) => t.length)).toEqual([2897, 2105]); // 2 + 579 entities; the 580th would have been split
+    const justSo = answerMessage(`a${'&'.repeat(1000)}; b`).blocks.map((b) => (b as { text: { text: string } }).text.text);
+    expect(justSo.map((t) => t.length)).toEqual([2896, 2108]); // the 580th entity's ; would have been the first of the next
+    expect(answerMessage(`${'x'.repeat(3000)}; y`).blocks.map((b) => (b as { text: { text: string } }).text.text.length)).toEqual([2900, 103]); // a ; of the text is no entity
   });
 
   it('/describe: a section per prompt with its own Imagine this; the ask modal', () => {
