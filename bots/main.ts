@@ -38,12 +38,19 @@ async function main(): Promise<void> {
   const secrets = loadSecrets();
   const log = createLogger('bots', config.logLevel);
   setRedisLogger(log);
+  // Health first, as the worker does: /healthz answers while the start waits for Redis and logs in to the platforms
+  // (compose's healthcheck read a refused connection as unhealthy); /readyz says what it waits for.
+  const metrics = createMetrics('bot');
+  let started = false;
+  const health = await serveHealth(
+    { host: config.http.host, port: config.http.botPort, registry: metrics.registry, readiness: { started: () => started || 'starting: connecting to Redis and the platforms' } },
+    log,
+  );
 
   const adapters: Adapter[] = [];
   const skipped: string[] = [];
   // What shutdown() stops, as far as the start got: an adapter can fail for good while the others start.
   let core: Core | undefined;
-  let health: Awaited<ReturnType<typeof serveHealth>> | undefined;
   let watchdogs: ReturnType<typeof watchFetchLoop>[] = [];
   const deliveryQueues: ReturnType<typeof createDeliveryQueue>[] = [];
   let stopping = false;
@@ -103,8 +110,7 @@ async function main(): Promise<void> {
     );
   }
 
-  // /healthz, /readyz, /metrics on http.botPort: deliveries and failures by reason, queue depths.
-  const metrics = createMetrics('bot');
+  // /metrics: deliveries and failures by reason, queue depths.
   for (const w of core.deliveryWorkers) observeDeliveryWorker(metrics, w);
   trackQueue(metrics, core.queue);
   core.cache.observer = (outcome) => metrics.cacheLookups.inc({ outcome });
@@ -113,11 +119,8 @@ async function main(): Promise<void> {
   for (const q of deliveryQueues) trackQueue(metrics, q);
   const redis = core.redis;
   // ready: Redis answers, and every platform's connection is up (a gateway logging in again after Discord closed it)
-  const readiness = Object.fromEntries(adapters.map((a) => [a.port.platform, () => a.connected()]));
-  health = await serveHealth(
-    { host: config.http.host, port: config.http.botPort, registry: metrics.registry, readiness: { redis: async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING', ...readiness } },
-    log,
-  );
+  health?.setCheck('redis', async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING');
+  for (const a of adapters) health?.setCheck(a.port.platform, () => a.connected());
 
   // A delivery worker that stops taking results while they wait (a library's bug has done it twice): exit, and let the
   // supervisor start this process again; the results wait in Redis and are delivered once.
@@ -134,6 +137,7 @@ async function main(): Promise<void> {
     }),
   );
 
+  started = true;
   log.info({ platforms: adapters.map((a) => a.port.platform) }, 'bots ready');
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));

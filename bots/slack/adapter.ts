@@ -155,7 +155,9 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
 
   let receiver: Receiver;
   if (s.mode === 'socket') {
-    const appToken = required(secrets, 'SLACK_APP_TOKEN', 'Socket Mode needs an xapp- token with connections:write');
+    // An operator who set up HTTP mode's signing secret but not slack.mode heard only about the app token, in a restart loop
+    const http = secrets.SLACK_SIGNING_SECRET ? '; or, since SLACK_SIGNING_SECRET is set, run in HTTP mode: set slack.mode: http in config/local.yaml' : '';
+    const appToken = required(secrets, 'SLACK_APP_TOKEN', `Socket Mode (slack.mode: socket) needs an xapp- token with connections:write${http}`);
     receiver = new SocketModeReceiver({ appToken, logger, clientPingTimeout: tuning.clientPingTimeoutMs, installerOptions: { clientOptions } });
   } else {
     const signingSecret = required(secrets, 'SLACK_SIGNING_SECRET', 'HTTP mode verifies every request with the signing secret');

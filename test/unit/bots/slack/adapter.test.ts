@@ -58,7 +58,11 @@ describe('createSlackAdapter', () => {
   it('names the missing secret for the configured mode', async () => {
     const socket = loadConfig({ env: {} });
     await expect(createSlackAdapter({ config: socket, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(
-      'SLACK_APP_TOKEN is not set; Socket Mode needs an xapp- token with connections:write (see config/.env.example)',
+      'SLACK_APP_TOKEN is not set; Socket Mode (slack.mode: socket) needs an xapp- token with connections:write (see config/.env.example)',
+    );
+    // HTTP mode's secret set, slack.mode left at socket: said how to get there (before: only the app token, in a restart loop)
+    await expect(createSlackAdapter({ config: socket, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1', SLACK_SIGNING_SECRET: 's' }, log })).rejects.toThrow(
+      'SLACK_APP_TOKEN is not set; Socket Mode (slack.mode: socket) needs an xapp- token with connections:write; or, since SLACK_SIGNING_SECRET is set, run in HTTP mode: set slack.mode: http in config/local.yaml (see config/.env.example)',
     );
     const http = loadConfig({ env: {}, overrides: { slack: { mode: 'http' } } });
     await expect(createSlackAdapter({ config: http, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: 'xoxb-1' }, log })).rejects.toThrow(
