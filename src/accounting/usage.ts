@@ -1,10 +1,11 @@
 // GPU-second accounting and daily budgets, shared by every bot and worker through Redis. See docs/cost.md.
 //
 //   bot admission:  admit(jobId, d, request) ── one script ──▶ estimate the cost from recent measurements of its
-//                   kind/options; refuse if used today + in flight + estimate > a budget (channel, user, workspace);
-//                   else reserve the estimate (in flight) until the job ends
+//                   kind/options (per image, times its images); refuse if used today + in flight + estimate > a
+//                   budget (channel, user, workspace); else reserve the estimate (in flight) until the job ends
 //   worker:         settle(jobId, request, measured) ──▶ add the measured GPU-seconds to today's counters of the
-//                   job's channel, user and workspace, per stage; refine the estimate; release the reservation
+//                   job's channel, user and workspace, per stage; refine the estimate (measured ÷ images); release
+//                   the reservation
 //   bots:           release(jobId) for jobs removed before they ran; sweep() for reservations whose job vanished
 //
 // Keys, all under one hash tag (U = "<prefix>:{usage}"); days are UTC day numbers (ms since epoch / 86400000):
@@ -13,7 +14,8 @@
 //   U:budgets      hash  "<scope>|<id>" → GPU-seconds per day, set by admins at runtime (wins over usage.budgets)
 //   U:inflight     hash  "<scope>|<id>" → estimated GPU-seconds of jobs admitted and not finished
 //   U:resv         hash  jobId → "estimate\nchannel\nuser\nworkspace\nadmittedAtMs"      (released exactly once)
-//   U:est          hash  "<kind>|<options signature>" → seconds (moving average) · "<kind>|unit" → seconds per step
+//   U:est          hash  "<kind>|<options signature>" → seconds of one image (moving average) · "<kind>|unit" →
+//                        seconds per step of one image (an /ask is one "image")
 //   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
 import { NOW_MS_LUA, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
@@ -33,11 +35,15 @@ export function measuredSeconds(result: Pick<JobResult, 'timingsMs'>, ranMs: num
   return Math.max(0, ms) / 1000;
 }
 
-/** What a cost estimate is keyed by: the kind and the options that change the amount of work, and the steps it runs. */
-export function costSignature(request: JobRequest): { sig: string; units: number } {
-  if (request.kind === 'ask') return { sig: `ask|${request.options.maxNewTokens}`, units: 1 };
+/**
+ * What a cost estimate is keyed by: the kind and the options that change the amount of work of one image, the steps
+ * one image runs, and how many images the job makes (`count`; an /ask is 1). Estimates are learned and kept per image
+ * (settle divides the measured seconds by `images`) and multiplied by `images` wherever a job's estimate is used.
+ */
+export function costSignature(request: JobRequest): { sig: string; units: number; images: number } {
+  if (request.kind === 'ask') return { sig: `ask|${request.options.maxNewTokens}`, units: 1, images: 1 };
   const o = request.options;
-  return { sig: `${request.kind}|${o.ditSteps}x${o.decoderSteps}|${o.aspect}|${o.guidance > 0 ? 'cfg' : 'nocfg'}`, units: o.ditSteps + o.decoderSteps };
+  return { sig: `${request.kind}|${o.ditSteps}x${o.decoderSteps}|${o.aspect}|${o.guidance > 0 ? 'cfg' : 'nocfg'}`, units: o.ditSteps + o.decoderSteps, images: o.count ?? 1 };
 }
 
 /**
@@ -68,8 +74,10 @@ end
 
 /**
  * admit: KEYS day budgets inflight resv est · ARGV jobId · channel user workspace ids · default budgets c u w ·
- * signature · unit key · units · dayTtlSeconds · member id
- * → {1, estimate} admitted (or already admitted) · {0, scope 1|2|3, used, budget, estimate} refused.
+ * signature · unit key · units · dayTtlSeconds · member id · images
+ * → {1, estimate} admitted (or already admitted) · {0, scope 1|2|3, used, budget, estimate} refused. The estimate is
+ * the job's: the per-image estimate times its images (what the reservation holds and fair scheduling weighs).
+ * A refusal is counted ("ref") in all three scopes and the member, as a rate limit's is (countLua).
  * The day key is computed here from Redis TIME (ARGV carries the key prefix), so every host shares one clock.
  */
 export const admitLua = `${NOW}${RELEASE}
@@ -81,6 +89,7 @@ if not est then
   local perUnit = tonumber(redis.call('HGET', KEYS[5], ARGV[9]))
   est = perUnit and perUnit * tonumber(ARGV[10]) or 0
 end
+est = est * tonumber(ARGV[13])
 if redis.call('HEXISTS', resv, jobId) == 1 then return {1, tostring(est)} end
 local scopes = {'channel', 'user', 'workspace'}
 for s = 1, 3 do
@@ -89,7 +98,7 @@ for s = 1, 3 do
   if budget > 0 then
     local used = (tonumber(redis.call('HGET', day, 'gs|' .. f)) or 0) + (tonumber(redis.call('HGET', inflight, f)) or 0)
     if used >= budget or used + est > budget then
-      redis.call('HINCRBY', day, 'ref|' .. f, 1)
+      for t = 1, 3 do redis.call('HINCRBY', day, 'ref|' .. scopes[t] .. '|' .. ARGV[1 + t], 1) end
       redis.call('HINCRBY', day, 'ref|member|' .. ARGV[12], 1)
       redis.call('EXPIRE', day, tonumber(ARGV[11]))
       return {0, s, tostring(used), tostring(budget), tostring(est)}
@@ -103,7 +112,8 @@ return {1, tostring(est)}
 
 /**
  * settle: KEYS dayPrefix inflight resv est settled · ARGV jobId seconds channel user workspace signature unitKey
- * units alpha dayTtlSeconds settledTtlSeconds kind memberId then stage/seconds pairs → 1 counted · 0 already counted.
+ * units alpha dayTtlSeconds settledTtlSeconds kind memberId images then stage/seconds pairs → 1 counted · 0 already
+ * counted. The counters get the job's seconds; the estimates learn them per image (seconds ÷ images).
  */
 export const settleLua = `${NOW}${RELEASE}
 release(KEYS[3], KEYS[2], ARGV[1])
@@ -118,7 +128,7 @@ for s = 1, 3 do
 end
 redis.call('HINCRBYFLOAT', day, 'gs|member|' .. ARGV[13], seconds)
 redis.call('HINCRBY', day, 'jobs|member|' .. ARGV[13], 1)
-for i = 14, #ARGV, 2 do redis.call('HINCRBYFLOAT', day, 'stage|' .. ARGV[12] .. '|' .. ARGV[i], tonumber(ARGV[i + 1])) end
+for i = 15, #ARGV, 2 do redis.call('HINCRBYFLOAT', day, 'stage|' .. ARGV[12] .. '|' .. ARGV[i], tonumber(ARGV[i + 1])) end
 redis.call('EXPIRE', day, tonumber(ARGV[10]))
 if seconds > 0 then
   local alpha = tonumber(ARGV[9])
@@ -126,8 +136,9 @@ if seconds > 0 then
     local old = tonumber(redis.call('HGET', KEYS[4], field))
     redis.call('HSET', KEYS[4], field, tostring(old and (alpha * value + (1 - alpha) * old) or value))
   end
-  ema(ARGV[6], seconds)
-  ema(ARGV[7], seconds / tonumber(ARGV[8]))
+  local perImage = seconds / tonumber(ARGV[14])
+  ema(ARGV[6], perImage)
+  ema(ARGV[7], perImage / tonumber(ARGV[8]))
 end
 return 1
 `;
@@ -135,6 +146,25 @@ return 1
 /** release: KEYS resv inflight · ARGV jobId → 1 if this call released the reservation. */
 export const releaseLua = `${RELEASE}
 return release(KEYS[1], KEYS[2], ARGV[1])
+`;
+
+/**
+ * sweep: KEYS resv inflight · ARGV jobKeyPrefix graceMs → reservations released: those whose job BullMQ finished, or
+ * whose job hash is gone once graceMs has passed since admission. "Passed" is read on Redis's clock, the one admit
+ * wrote the admission time with, so a host whose own clock runs ahead frees nothing early.
+ */
+export const sweepLua = `${NOW}${RELEASE}
+local all = redis.call('HGETALL', KEYS[1])
+local graceMs = tonumber(ARGV[2])
+local freed = 0
+for i = 1, #all, 2 do
+  local parts = {}
+  for p in string.gmatch(all[i + 1], '[^\\n]+') do table.insert(parts, p) end
+  local admittedAt = tonumber(parts[5]) or 0
+  local f = redis.call('HMGET', ARGV[1] .. all[i], 'finishedOn', 'timestamp')
+  if f[1] or ((not f[2]) and now - admittedAt > graceMs) then freed = freed + release(KEYS[1], KEYS[2], all[i]) end
+end
+return freed
 `;
 
 /** count: KEYS dayPrefix · ARGV field-kind ids c u w member · dayTtlSeconds: one served-without-a-job or refusal per scope. */
@@ -151,6 +181,7 @@ interface UsageCommands {
   blip3oUsageSettle(...args: (string | number | Buffer)[]): Promise<number>;
   blip3oUsageRelease(...args: (string | number | Buffer)[]): Promise<number>;
   blip3oUsageCount(...args: (string | number | Buffer)[]): Promise<number>;
+  blip3oUsageSweep(...args: (string | number | Buffer)[]): Promise<number>;
 }
 
 function defineCommands(redis: Redis): Redis & UsageCommands {
@@ -162,6 +193,7 @@ function defineCommands(redis: Redis): Redis & UsageCommands {
     redis.defineCommand('blip3oUsageRelease', { numberOfKeys: 2, lua: releaseLua });
     // Stryker disable next-line StringLiteral: a wrong name fails usage.redis.test.ts's count test; per-test coverage credits this line only to a client's first Usage, whose test does not count
     redis.defineCommand('blip3oUsageCount', { numberOfKeys: 1, lua: countLua });
+    redis.defineCommand('blip3oUsageSweep', { numberOfKeys: 2, lua: sweepLua });
   }
   return r as Redis & UsageCommands;
 }
@@ -223,10 +255,10 @@ export class Usage {
   admitCall(jobId: string, d: Destination, request: JobRequest): ScriptCall {
     const ids = scopeIds(d);
     const b = this.config.usage.budgets;
-    const { sig, units } = costSignature(request);
+    const { sig, units, images } = costSignature(request);
     return {
       keys: [`${this.U}:d:`, `${this.U}:budgets`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`],
-      args: [jobId, ids.channel, ids.user, ids.workspace, b.channel, b.user, b.workspace, sig, `${request.kind}|unit`, units, this.dayTtl, memberId(d)],
+      args: [jobId, ids.channel, ids.user, ids.workspace, b.channel, b.user, b.workspace, sig, `${request.kind}|unit`, units, this.dayTtl, memberId(d), images],
     };
   }
 
@@ -241,13 +273,16 @@ export class Usage {
     return { keys: [`${this.U}:d:`], args: [what, ids.channel, ids.user, ids.workspace, memberId(d), this.dayTtl] };
   }
 
-  /** The estimated GPU-seconds of a request from recent measurements of its kind and options (0 when unknown). */
+  /**
+   * The estimated GPU-seconds of a request from recent measurements of its kind and options: one image's, times its
+   * images (0 when unknown). The same as admitLua's.
+   */
   async estimate(request: JobRequest): Promise<number> {
-    const { sig, units } = costSignature(request);
+    const { sig, units, images } = costSignature(request);
     const [exact, perUnit] = await this.redis.hmget(`${this.U}:est`, sig, `${request.kind}|unit`);
-    if (exact !== null) return Number(exact);
+    if (exact !== null) return Number(exact) * images;
     // Stryker disable next-line ConditionalExpression: equivalent, Number(null) * units is 0 too
-    return perUnit !== null ? Number(perUnit) * units : 0;
+    return perUnit !== null ? Number(perUnit) * units * images : 0;
   }
 
   /** An estimate as fair scheduling's cost: whole units of usage.fairCostUnitMs, at least 1 (costUnitsLua in Lua). */
@@ -265,14 +300,14 @@ export class Usage {
   settleCall(request: JobRequest, result: Pick<JobResult, 'timingsMs'>, ranMs: number): ScriptCall {
     const ids = scopeIds(request.destination);
     const seconds = measuredSeconds(result, ranMs);
-    const { sig, units } = costSignature(request);
+    const { sig, units, images } = costSignature(request);
     const stages = Object.entries(result.timingsMs).filter(([s]) => COMPUTE_STAGES.has(s)).flatMap(([s, ms]) => [s, ms / 1000]);
     const settledTtl = Math.max(this.config.queue.keepFailedSeconds, this.config.queue.keepCompletedSeconds);
     return {
       keys: [`${this.U}:d:`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`, `${this.U}:settled:${request.id}`],
       args: [
         request.id, seconds, ids.channel, ids.user, ids.workspace, sig, `${request.kind}|unit`, Math.max(1, units),
-        this.config.usage.estimateSmoothing, this.dayTtl, settledTtl, request.kind, memberId(request.destination), ...stages,
+        this.config.usage.estimateSmoothing, this.dayTtl, settledTtl, request.kind, memberId(request.destination), images, ...stages,
       ],
     };
   }
@@ -291,20 +326,18 @@ export class Usage {
 
   /**
    * Release reservations whose job finished or vanished without a settle (a process died mid-way): finished in
-   * BullMQ, or its hash gone once limits.admitGraceMs has passed since admission. Returns how many.
+   * BullMQ, or its hash gone once limits.admitGraceMs has passed since admission, by Redis's clock (sweepLua, one
+   * script). Returns how many.
    */
   async sweep(): Promise<number> {
-    const all = await this.redis.hgetall(`${this.U}:resv`);
     const jobPrefix = `${this.config.queue.prefix}:${QueueNames.jobs}:`;
-    let freed = 0;
-    for (const [jobId, value] of Object.entries(all)) {
-      const admittedAt = Number(value.split('\n')[4] ?? 0);
-      const [finishedOn, timestamp] = await this.redis.hmget(jobPrefix + jobId, 'finishedOn', 'timestamp');
-      // Stryker disable next-line EqualityOperator: the boundary millisecond
-      const gone = !timestamp && Date.now() - admittedAt > this.config.limits.admitGraceMs;
-      if ((finishedOn || gone) && (await this.release(jobId))) freed++;
-    }
-    return freed;
+    return this.r.blip3oUsageSweep(`${this.U}:resv`, `${this.U}:inflight`, jobPrefix, this.config.limits.admitGraceMs);
+  }
+
+  /** Today's UTC day number by Redis's clock, the one the scripts file counters under (not this host's). */
+  private async redisDay(): Promise<number> {
+    const [seconds] = await this.redis.time();
+    return Math.floor(Number(seconds) / 86_400);
   }
 
   /** Budgets in force for a destination's three scopes, and where each comes from. */
@@ -329,7 +362,7 @@ export class Usage {
   /** GPU-seconds used today (measured) and in flight (estimates of admitted jobs) per scope. */
   async today(d: Destination): Promise<Record<Scope, { used: number; inflight: number }>> {
     const ids = scopeIds(d);
-    const day = Math.floor(Date.now() / DAY_MS);
+    const day = await this.redisDay();
     const fields = SCOPES.map((s) => `${s}|${ids[s]}`);
     const [used, inflight] = await Promise.all([
       this.redis.hmget(this.dayKey(day), ...fields.map((f) => `gs|${f}`)),
@@ -346,7 +379,7 @@ export class Usage {
    */
   async report(days: number, wsPrefix: string): Promise<{ channels: UsageRow[]; users: UsageRow[]; perDay: { day: number; gpuSeconds: number }[] }> {
     const channelPrefix = wsPrefix;
-    const today = Math.floor(Date.now() / DAY_MS);
+    const today = await this.redisDay();
     const rows = { channel: new Map<string, UsageRow>(), user: new Map<string, UsageRow>() };
     const perDay: { day: number; gpuSeconds: number }[] = [];
     const workspaceField = `|workspace|${channelPrefix.replace(/:$/, '')}`;

@@ -2,14 +2,17 @@
 // See docs/limits.md for the whole design; in short:
 //
 //   submit ──reserve(jobId, channel, user)──▶ sched Lua: an idle channel's job is lined up and released at once:
-//          ──add(priority tag = V + 1)──▶ BullMQ                         (V = tag of the last job started)
+//          ──add(priority tag = max(V + 1, F))──▶ BullMQ                 (V = tag of the last job started; F = the
+//                                                   channel's finish tag, kept from its last start while ahead of V)
 //   otherwise (the channel has jobs waiting, or is paused):
 //   submit ──add(parked: delayed 30 days, priority MAX)──▶ BullMQ        (nothing a worker can take yet)
 //          ──enqueue(jobId, channel, user)──▶ sched Lua: line up in the channel (users round-robin);
 //                                             if the channel has no job released, release its first one:
 //   release = changePriority(tag) + promote
 //   worker takes the lowest tag ──started(jobId)──▶ V = its tag; release the channel's next job at
-//                                                   max(V + 1, its tag + its estimated cost)  (GPU time, not jobs)
+//                                                   max(V + 1, its tag + its estimated cost)  (GPU time, not jobs),
+//                                                   or keep that finish tag F for its next job if none waits yet
+//   cancel ──forget(jobId)──▶ a released job's tag passes to the channel's next job; the user's round goes back
 //
 // At any moment each channel has at most one job released, so BullMQ's own priority order (lowest first,
 // FIFO among equals) becomes round-robin across channels: a channel with 100 jobs waiting has one in the

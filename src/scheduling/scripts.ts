@@ -8,10 +8,14 @@
 //   B.jobs          hash    jobId → "<channelKey>\n<userKey>\n<cost>" every job we still have to dispatch (cost: its
 //                           estimated GPU time in units of usage.fairCostUnitMs, ≥ 1)
 //   B.q:<ck>        zset    jobId → round·1e9 + seq                     the channel's own line, users round-robin
-//   B.ur:<ck>       hash    userKey → last round given to that user     per-user tags inside a channel
+//   B.ur:<ck>       hash    userKey → last round given to that user     per-user tags inside a channel (back to
+//                           the user's last round still waiting when a job is forgotten; see rollBackUser)
 //   B.cr            hash    channelKey → round of its last started job  the channel's own virtual clock
 //   B.heads         hash    channelKey → jobId                          the one job per channel released to BullMQ
 //   B.tags          zset    channelKey → tag·2^20 + seq mod 2^20        the head's BullMQ priority (+ tie order)
+//   B.fin           zset    channelKey → earliest tag of its next job   for channels with nothing released: the
+//                           finish tag (tag + cost) of the last job it started, or the tag of a released job removed,
+//                           while still ahead of V + 1 (dropped once V + 1 reaches it)
 //   B.backlog       set     channelKeys with jobs waiting
 //   B.paused        set     channelKeys an admin paused
 //   B.adding        zset    jobId → when reserve() lined it up (ms)     reserved before BullMQ has it (see reserveLua)
@@ -47,6 +51,8 @@ local function rebaseIfNeeded(maxTag, out, need)
     table.insert(out, redis.call('HGET', k('heads'), heads[i])); table.insert(out, tag)
   end
   V = V - shift
+  local fins = redis.call('ZRANGE', k('fin'), 0, -1, 'WITHSCORES')
+  for i = 1, #fins, 2 do redis.call('ZADD', k('fin'), tonumber(fins[i + 1]) - shift, fins[i]) end
   redis.call('SET', k('vclock'), V)
   return V
 end
@@ -60,7 +66,44 @@ local function promoteNext(ck, tag, out)
   local seq = redis.call('INCR', k('seq'))
   redis.call('HSET', k('heads'), ck, first)
   redis.call('ZADD', k('tags'), tag * TWO20 + seq % TWO20, ck)
+  redis.call('ZREM', k('fin'), ck) -- the released job carries it now
   table.insert(out, first); table.insert(out, tag)
+end
+
+-- The tag to release a channel's next job at: V + 1, or its saved finish tag (B.fin) while that is later. This is
+-- start-time fair queueing's rule, a flow's next start tag = max(V, its last finish tag), so a channel that sends one
+-- job at a time, its line empty whenever its job starts, still waits its job's cost. Rebases first when needed.
+local function nextTag(ck, maxTag, out)
+  local fin = tonumber(redis.call('ZSCORE', k('fin'), ck))
+  local need = 1
+  if fin then need = math.max(1, fin - vclock()) end
+  return rebaseIfNeeded(maxTag, out, need) + need
+end
+
+-- A channel left with nothing released keeps tag as its next job's earliest tag, if it is still ahead of V + 1.
+local function keepFinish(ck, tag)
+  if tag > vclock() + 1 and redis.call('HEXISTS', k('heads'), ck) == 0 then redis.call('ZADD', k('fin'), tag, ck) end
+end
+
+local function userOf(entry) return string.match(entry, '\\n([^\\n]*)\\n') end
+
+-- A user's job left the line before it started (cancel, purge): lineUp gives a job round max(channel round, the
+-- user's last round) + 1, so their last round goes back to the largest round they still have waiting, or (none) to the
+-- channel's (the field is deleted: max(R, 0) = R). Else their next job would wait behind rounds nobody of theirs used.
+-- Only a job in the user's last round moves it; the walk reads the line downwards from that round to the channel's.
+local function rollBackUser(ck, user, round)
+  local ur = k('ur:') .. ck
+  if tonumber(redis.call('HGET', ur, user)) ~= round then return end -- a later job of theirs is still lined up
+  local R = tonumber(redis.call('HGET', k('cr'), ck)) or 0
+  local below = redis.call('ZREVRANGEBYSCORE', k('q:') .. ck, '(' .. (round * E9), (R + 1) * E9, 'WITHSCORES')
+  for i = 1, #below, 2 do
+    local entry = redis.call('HGET', k('jobs'), below[i])
+    if entry and userOf(entry) == user then
+      redis.call('HSET', ur, user, math.floor(tonumber(below[i + 1]) / E9))
+      return
+    end
+  end
+  redis.call('HDEL', ur, user)
 end
 
 -- Take a job out of the bookkeeping. Returns its channel, the head's tag if it was the channel's head, and its cost.
@@ -74,9 +117,10 @@ local function drop(jobId, advanceRound)
   local q = k('q:') .. ck
   local score = tonumber(redis.call('ZSCORE', q, jobId))
   redis.call('ZREM', q, jobId)
-  if advanceRound and score then
+  if score then
     local round = math.floor(score / E9)
-    if round > (tonumber(redis.call('HGET', k('cr'), ck)) or 0) then redis.call('HSET', k('cr'), ck, round) end
+    if not advanceRound then rollBackUser(ck, userOf(entry), round)
+    elseif round > (tonumber(redis.call('HGET', k('cr'), ck)) or 0) then redis.call('HSET', k('cr'), ck, round) end
   end
   local tag = nil
   if redis.call('HGET', k('heads'), ck) == jobId then
@@ -94,21 +138,23 @@ end
 
 -- Nothing left to dispatch: restart the clocks (this is where priorities are rebased in the common case).
 local function resetIfDrained()
-  if redis.call('HLEN', k('jobs')) == 0 then redis.call('DEL', k('vclock'), k('seq')) end
+  if redis.call('HLEN', k('jobs')) == 0 then redis.call('DEL', k('vclock'), k('seq'), k('fin')) end
 end
 
--- Weighted by cost (start-time fair queueing): the channel's next job starts at the started job's tag plus its cost,
--- and never before V + 1. With every cost 1 this is plain round-robin.
+-- Weighted by cost (start-time fair queueing): the channel's next job starts at the started job's tag plus its cost
+-- (its finish tag), and never before V + 1. With every cost 1 this is plain round-robin. The finish tag is kept in
+-- B.fin even when no next job is waiting yet, for whichever job the channel sends next (nextTag).
 local function started(jobId, maxTag, out, costNow)
   local ck, tag, cost = drop(jobId, true)
   if costNow then cost = costNow end
-  local need = 1
+  if not ck then return end
   if tag then
     local V = math.max(vclock(), tag)
     redis.call('SET', k('vclock'), V)
-    need = math.max(1, tag + cost - V)
+    redis.call('ZREMRANGEBYSCORE', k('fin'), '-inf', V + 1) -- V passed them: their channels get V + 1 anyway
+    if tag + cost > V + 1 then redis.call('ZADD', k('fin'), tag + cost, ck) end
   end
-  if ck then promoteNext(ck, rebaseIfNeeded(maxTag, out, need) + need, out) end
+  promoteNext(ck, nextTag(ck, maxTag, out), out)
 end
 
 -- What the places of one script call read besides each job's own entry and rank: the wait list's length, the paused
@@ -243,8 +289,15 @@ end
 
 local function forget(jobId, maxTag, out)
   local ck, tag = drop(jobId, false)
-  -- a removed head hands its turn (its tag) to the next job of the same channel
-  if ck then promoteNext(ck, tag or (rebaseIfNeeded(maxTag, out) + 1), out) end
+  if not ck then return end
+  if tag then
+    -- a removed head hands its turn (its tag) to the next job of the same channel, or keeps it for the channel's
+    -- next job when none can be released now (its line is empty, it is paused)
+    promoteNext(ck, tag, out)
+    keepFinish(ck, tag)
+  else
+    promoteNext(ck, nextTag(ck, maxTag, out), out)
+  end
 end
 `;
 
@@ -266,7 +319,7 @@ if redis.call('HEXISTS', k('jobs'), jobId) == 1 then return reply() end
 local j = redis.call('HMGET', jobKey, 'timestamp', 'processedOn', 'finishedOn')
 if (not j[1]) or j[2] or j[3] then return reply() end
 lineUp(jobId, ck, user, ARGV[7])
-promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
+promoteNext(ck, nextTag(ck, maxTag, out), out)
 return reply()
 `;
 
@@ -293,7 +346,7 @@ if redis.call('HEXISTS', k('jobs'), jobId) == 1 or redis.call('HEXISTS', k('head
   or redis.call('EXISTS', k('q:') .. ck) == 1 or redis.call('SISMEMBER', k('paused'), ck) == 1 then return {0} end
 lineUp(jobId, ck, user, ARGV[6])
 redis.call('ZADD', k('adding'), nowMs(), jobId)
-promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
+promoteNext(ck, nextTag(ck, maxTag, out), out)
 local tag = table.remove(out)
 table.remove(out) -- promoteNext's last pair is this job's own release: {jobId, tag}
 return reply(tag)
@@ -342,7 +395,7 @@ return redis.call('SADD', k('paused'), ARGV[2])
 export const resumeLua = `${helpers}
 local out = {}
 redis.call('SREM', k('paused'), ARGV[2])
-promoteNext(ARGV[2], rebaseIfNeeded(tonumber(ARGV[3]), out) + 1, out)
+promoteNext(ARGV[2], nextTag(ARGV[2], tonumber(ARGV[3]), out), out)
 return out
 `;
 
@@ -371,7 +424,7 @@ for _, ck in ipairs(redis.call('SMEMBERS', k('backlog'))) do
       table.insert(out, head); table.insert(out, math.floor(tonumber(redis.call('ZSCORE', k('tags'), ck)) / TWO20))
     end
   else
-    promoteNext(ck, rebaseIfNeeded(maxTag, out) + 1, out)
+    promoteNext(ck, nextTag(ck, maxTag, out), out)
   end
 end
 resetIfDrained()

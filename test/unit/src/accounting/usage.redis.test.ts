@@ -3,7 +3,7 @@
 // a refused user reads. test/integration/budgets.redis.test.ts drives the same through a real worker process.
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
 import { budgetAdmission, budgetMessage, costSignature, DAY_MS, MAX_COST_UNITS, measuredSeconds, memberId, Usage } from '../../../../src/accounting/usage.ts';
@@ -28,10 +28,12 @@ function usageWith(over: { budgets?: Partial<Record<'channel' | 'user' | 'worksp
 }
 
 const dest = (channelId = 'c1', userId = 'u1', guildId = 'g1'): Destination => ({ platform: 'discord', guildId, channelId, userId, applicationId: 'app' });
-const imagine = (id: string, d = dest(), steps: [number, number] = [10, 20], guidance = 3): JobRequest => ({
+const imagine = (id: string, d = dest(), steps: [number, number] = [10, 20], guidance = 3, count?: number): JobRequest => ({
   v: CONTRACT_VERSION, id, destination: d, submittedAt: 1, kind: 'imagine', prompt: 'a fox',
-  options: { seed: 1, ditSteps: steps[0], decoderSteps: steps[1], guidance, aspect: '1:1' },
+  options: { seed: 1, ditSteps: steps[0], decoderSteps: steps[1], guidance, aspect: '1:1', ...(count ? { count } : {}) },
 });
+/** The same /imagine making `count` images. */
+const images = (id: string, count: number, d = dest()) => imagine(id, d, [10, 20], 3, count);
 const ask = (id: string, d = dest(), maxNewTokens = 64): JobRequest => ({
   v: CONTRACT_VERSION, id, destination: d, submittedAt: 1, kind: 'ask', imageKey: 'k', question: 'what?', history: [],
   options: { maxNewTokens, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 1 },
@@ -40,6 +42,18 @@ const ask = (id: string, d = dest(), maxNewTokens = 64): JobRequest => ({
 const took = (seconds: number) => ({ timingsMs: { waiting: 99_000, conditioning: seconds * 250, decoding: seconds * 750 } });
 /** Today's UTC day number by Redis's clock (what the scripts use). */
 const redisDay = async () => Math.floor(Number((await redis.time())[0]) / 86_400);
+/** Redis's clock in ms. */
+const redisNowMs = async () => Number((await redis.time())[0]) * 1000;
+/** Runs `f` on a host whose clock is `offsetMs` off Redis's. */
+async function withClockOff<T>(offsetMs: number, f: () => Promise<T>): Promise<T> {
+  const real = Date.now;
+  const spy = vi.spyOn(Date, 'now').mockImplementation(() => real() + offsetMs);
+  try {
+    return await f();
+  } finally {
+    spy.mockRestore();
+  }
+}
 
 beforeAll(() => {
   redis = new Redis(url, { maxRetriesPerRequest: null });
@@ -59,10 +73,12 @@ describe('measuredSeconds and costSignature', () => {
     expect(measuredSeconds({ timingsMs: {} }, -20)).toBe(0);
   });
 
-  it('keys an estimate by kind and the options that change the work; units are the steps', () => {
-    expect(costSignature(imagine('a', dest(), [10, 20], 3))).toEqual({ sig: 'imagine|10x20|1:1|cfg', units: 30 });
-    expect(costSignature(imagine('a', dest(), [10, 20], 0))).toEqual({ sig: 'imagine|10x20|1:1|nocfg', units: 30 });
-    expect(costSignature(ask('a', dest(), 77))).toEqual({ sig: 'ask|77', units: 1 });
+  it('keys an estimate by kind and the options that change the work of one image; units are its steps, images its count', () => {
+    expect(costSignature(imagine('a', dest(), [10, 20], 3))).toEqual({ sig: 'imagine|10x20|1:1|cfg', units: 30, images: 1 });
+    expect(costSignature(imagine('a', dest(), [10, 20], 0))).toEqual({ sig: 'imagine|10x20|1:1|nocfg', units: 30, images: 1 });
+    // Four images of the same options: the same signature (estimates are per image), four times the work.
+    expect(costSignature(images('a', 4))).toEqual({ sig: 'imagine|10x20|1:1|cfg', units: 30, images: 4 });
+    expect(costSignature(ask('a', dest(), 77))).toEqual({ sig: 'ask|77', units: 1, images: 1 });
     expect(memberId(dest('c', 'u9', 'g7'))).toBe('discord:g7:u9');
   });
 });
@@ -90,6 +106,32 @@ describe('admit, settle, release', () => {
     expect(await usage.admit('j4', first.destination, first)).toEqual({ admitted: true, estimate: 16 });
     const other = imagine('j5', dest(), [5, 5]);
     expect((await usage.admit('j5', other.destination, other)).estimate).toBeCloseTo(10 * (0.5 * (20 / 30) + 0.5 * (12 / 30)), 9);
+  });
+
+  it('estimates and learns per image: a several-image job is reserved, refused and weighed as its images, and learned ÷ its images', async () => {
+    const { usage, prefix } = usageWith({ budgets: { channel: 30 } });
+    const U = `${prefix}:{usage}`;
+    await usage.settle(imagine('one'), took(10), 1); // one image of these options: 10 s
+    // Four of them need about 40 s: with the 10 s used today, over the channel's 30.
+    expect(await usage.estimate(images('x', 4))).toBe(40);
+    expect(await usage.admit('four', dest(), images('four', 4))).toEqual({ admitted: false, scope: 'channel', used: 10, budget: 30, estimate: 40 });
+    // Two fit (10 + 20 ≤ 30), and reserve 20 in every scope.
+    expect(await usage.admit('two', dest(), images('two', 2))).toEqual({ admitted: true, estimate: 20 });
+    expect(await redis.hget(`${U}:inflight`, 'channel|discord:g1:c1')).toBe('20');
+    expect(await usage.admit('two', dest(), images('two', 2))).toEqual({ admitted: true, estimate: 20 }); // a duplicate answers the same
+    // Unknown options: per step of one image (10 / 30) × 10 steps × 3 images, in the script and in estimate().
+    expect((await usage.admit('p3', dest('c2'), imagine('p3', dest('c2'), [5, 5], 3, 3))).estimate).toBeCloseTo(10, 9);
+    expect(await usage.estimate(imagine('p3', dest('c2'), [5, 5], 3, 3))).toBeCloseTo(10, 9);
+
+    // The two images took 24 s: the counters get 24 s, the estimates learn 12 s per image (0.5 × 12 + 0.5 × 10).
+    expect(await usage.settle(images('two', 2), took(24), 1)).toBe(true);
+    expect(await usage.estimate(imagine('next'))).toBe(11);
+    expect(await usage.estimate(images('next', 4))).toBe(44);
+    expect(Number(await redis.hget(`${U}:est`, 'imagine|unit'))).toBeCloseTo(0.5 * (12 / 30) + 0.5 * (10 / 30), 9);
+    const counters = await redis.hgetall(usage.dayKey(await redisDay()));
+    expect(counters).toMatchObject({ 'gs|channel|discord:g1:c1': '34', 'gs|member|discord:g1:u1': '34', 'jobs|channel|discord:g1:c1': '2' });
+    expect(Number(counters['stage|imagine|decoding'])).toBeCloseTo(0.75 * 34, 9);
+    expect(await redis.hget(`${U}:inflight`, 'channel|discord:g1:c1')).toBeNull(); // its 20 s reservation released
   });
 
   it('holds an admitted estimate in flight per scope until settle or release, exactly once, and counts a job once', async () => {
@@ -134,7 +176,7 @@ describe('admit, settle, release', () => {
     expect(await redis.hkeys(`${U}:resv`)).toEqual(['b']);
   });
 
-  it('refuses a request that would pass a budget, names the scope, counts the refusal, and reserves nothing', async () => {
+  it('refuses a request that would pass a budget, names the scope, counts the refusal in every scope, and reserves nothing', async () => {
     for (const [scope, index] of [['channel', 1], ['user', 2], ['workspace', 3]] as const) {
       const { usage } = usageWith({ budgets: { [scope]: 20 } });
       await usage.settle(imagine('seed'), took(8), 1); // used 8 today in every scope; the estimate is 8
@@ -147,9 +189,10 @@ describe('admit, settle, release', () => {
       expect(budgetAdmission([0, index, '16', '20', '8'])).toEqual({ admitted: false, scope, used: 16, budget: 20, estimate: 8 });
       const day = await redisDay();
       const counters = await redis.hgetall(usage.dayKey(day));
-      const field = { channel: 'channel|discord:g1:c1', user: 'user|discord:u1', workspace: 'workspace|discord:g1' }[scope];
-      expect(counters[`ref|${field}`]).toBe('1');
-      expect(counters['ref|member|discord:g1:u1']).toBe('1');
+      // Counted for the channel, the user, the workspace and the member, whichever scope refused (as a rate limit's
+      // refusal is): the report's rows show every refusal that happened in them.
+      expect(counters).toMatchObject({ 'ref|channel|discord:g1:c1': '1', 'ref|user|discord:u1': '1', 'ref|workspace|discord:g1': '1', 'ref|member|discord:g1:u1': '1' });
+      expect((await usage.report(1, 'discord:g1:')).channels).toEqual([{ id: 'discord:g1:c1', gpuSeconds: 8, jobs: 1, hits: 0, refusals: 1 }]);
       expect(await usage.today(r1.destination)).toMatchObject({ [scope]: { used: 8, inflight: 8 } });
       expect(await redis.ttl(usage.dayKey(day))).toBeGreaterThan(3 * 86_400 - 5);
     }
@@ -214,6 +257,22 @@ describe('sweep', () => {
     expect(Number(await redis.hget(`${U}:inflight`, 'user|discord:u1'))).toBe(12);
     expect(await usage.sweep()).toBe(0);
   });
+
+  it("reads the grace on Redis's clock, as admit wrote the admission time: a host clock off by minutes changes nothing", async () => {
+    const { usage, prefix } = usageWith({ admitGraceMs: 60_000 });
+    const U = `${prefix}:{usage}`;
+    await usage.settle(imagine('seed'), took(4), 1);
+    for (const id of ['fresh', 'old']) await usage.admit(id, dest(), imagine(id));
+    // 'old' was admitted 2 min ago by Redis's clock and its job never arrived; 'fresh' just now (its add is on its way).
+    const fields = (await redis.hget(`${U}:resv`, 'old'))!.split('\n');
+    fields[4] = String((await redisNowMs()) - 120_000);
+    await redis.hset(`${U}:resv`, 'old', fields.join('\n'));
+    // A host 2 min behind still frees 'old'; one 2 min ahead does not free 'fresh'.
+    expect(await withClockOff(-120_000, () => usage.sweep())).toBe(1);
+    expect(await withClockOff(120_000, () => usage.sweep())).toBe(0);
+    expect(await redis.hkeys(`${U}:resv`)).toEqual(['fresh']);
+    expect(Number(await redis.hget(`${U}:inflight`, 'user|discord:u1'))).toBe(4);
+  });
 });
 
 describe('report', () => {
@@ -245,6 +304,19 @@ describe('report', () => {
     expect((await usage.report(1, 'discord:g1:')).channels.map((r) => r.id)).toEqual(['discord:g1:c1', 'discord:g1:c2', 'discord:g1:c3']);
     expect((await usage.report(4, 'discord:g1:')).channels[0]).toEqual({ id: 'discord:g1:c1', gpuSeconds: 514, jobs: 2, hits: 0, refusals: 0 });
     expect((await usage.report(1, 'discord:g2:')).users).toEqual([{ id: 'u1', gpuSeconds: 50, jobs: 1, hits: 0, refusals: 0 }]);
+  });
+
+  it("picks today by Redis's clock, the one settle files the counters under, not the host's", async () => {
+    const { usage } = usageWith();
+    const r = imagine('a');
+    await usage.settle(r, took(4), 1);
+    // A host whose clock is a day ahead (or behind) still reads the day the counters went to.
+    for (const offsetMs of [DAY_MS, -DAY_MS]) {
+      expect(await withClockOff(offsetMs, () => usage.today(r.destination))).toMatchObject({ channel: { used: 4 } });
+      const report = await withClockOff(offsetMs, () => usage.report(1, 'discord:g1:'));
+      expect(report.channels).toEqual([{ id: 'discord:g1:c1', gpuSeconds: 4, jobs: 1, hits: 0, refusals: 0 }]);
+      expect(report.perDay).toEqual([{ day: await redisDay(), gpuSeconds: 4 }]);
+    }
   });
 
   it('orders equal GPU-seconds by jobs, then by id', async () => {

@@ -284,6 +284,25 @@ describe('gate', () => {
     }
   });
 
+  it('with a several-image request: its estimate, its budget reservation and its fair-scheduling cost are its images times one image', async () => {
+    const own = `${prefix}:n`; // its own scheduler and estimates, as above
+    const { gate, close } = budgetedGate(open, own);
+    const at = (channelId: string): Destination => ({ ...d, channelId, userId: 'nu' });
+    const request = (id: string, dest: Destination, count?: number): JobRequest =>
+      ({ v: CONTRACT_VERSION, id, destination: dest, submittedAt: 1, kind: 'imagine', prompt: 'a newt', options: { seed: 1, ditSteps: 4, decoderSteps: 4, guidance: 4, aspect: '1:1', ...(count ? { count } : {}) } });
+    try {
+      await gate.usage.settle(request('measured', at('m')), { timingsMs: { features: 260 } }, 260); // one image: 0.26 s
+      // Four images in an idle channel: about 1.04 s, reserved in the budgets and weighed as 10 units of 100 ms.
+      expect(await gate.admit('n1', at('idle-n'), request('n1', at('idle-n'), 4))).toEqual({ estimate: 1.04, reserved: { priority: 1, place: { state: 'queued', position: 1 } } });
+      expect(await redis.hget(`${own}:sched:jobs`, 'n1')).toBe('discord:g:idle-n\ndiscord:nu\n10');
+      expect(Number(await redis.hget(`${own}:{usage}:inflight`, 'user|discord:nu'))).toBeCloseTo(1.04, 9);
+      // The worker weighs a job by Usage.estimate when it starts: the same, four images.
+      expect(gate.usage.costUnits(await gate.usage.estimate(request('n2', at('idle-n'), 4)))).toBe(10);
+    } finally {
+      await close();
+    }
+  });
+
   it('with a lookup: a cached result or a flight to join is answered first and takes nothing; a miss is admitted', async () => {
     const { gate, cache, close } = budgetedGate({ ...open, maxConcurrent: 1 });
     const lu: Destination = { ...d, userId: 'lu' };

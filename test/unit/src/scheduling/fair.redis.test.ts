@@ -20,9 +20,9 @@ interface Rig {
   prefix: string;
   queue: Queue;
   scheduler: FairScheduler;
-  submit(jobId: string, d: Destination): Promise<void>;
+  submit(jobId: string, d: Destination, cost?: number): Promise<void>;
   /** What the bots' submit does: reserve first; an idle channel's job is added released, any other parked + enqueued. */
-  submitReserving(jobId: string, d: Destination): Promise<void>;
+  submitReserving(jobId: string, d: Destination, cost?: number): Promise<void>;
   /** What one free worker slot does: take BullMQ's next job and run the scheduler hook. */
   take(): Promise<string | undefined>;
 }
@@ -43,14 +43,14 @@ function rig(options: { maxPriority?: number; adoptAfterMs?: number } = {}): Rig
     prefix,
     queue,
     scheduler,
-    async submit(jobId, d) {
+    async submit(jobId, d, cost) {
       await queue.add('imagine', { destination: d }, { jobId, ...scheduler.parkedOptions() });
-      await scheduler.enqueue(jobId, d);
+      await scheduler.enqueue(jobId, d, cost);
     },
-    async submitReserving(jobId, d) {
-      const reserved = await scheduler.reserve(jobId, d);
+    async submitReserving(jobId, d, cost) {
+      const reserved = await scheduler.reserve(jobId, d, cost);
       if (reserved) await queue.add('imagine', { destination: d }, { jobId, priority: reserved.priority });
-      else await this.submit(jobId, d);
+      else await this.submit(jobId, d, cost);
     },
     async take() {
       const [next] = await redis.zrange(prioritized, '0', '0');
@@ -361,6 +361,97 @@ describe('fair scheduler', () => {
       order.push(next);
     }
     expect(order).toEqual(['a0', 'b0', 'b1', 'b2', 'a1', 'b3', 'b4', 'b5', 'a2']);
+  });
+
+  it('a channel that sends one job at a time still waits its cost: its next job starts at the last one’s finish tag', async () => {
+    const t = rig();
+    for (let i = 0; i < 9; i++) await t.submit(`b${i}`, dest('B')); // a backlog at cost 1
+    await t.submitReserving('a0', dest('A'), 3);
+    const order: string[] = [];
+    for (let n = 0, a = 1; n < 12; n++) {
+      const id = (await t.take())!;
+      order.push(id);
+      // A's line is empty whenever its job starts; its user asks again at once, by reserve (idle channel) or enqueue
+      if (!id.startsWith('a')) continue;
+      const next = `a${a}`;
+      await (a++ % 2 ? t.submitReserving(next, dest('A'), 3) : t.submit(next, dest('A'), 3));
+    }
+    expect(order).toEqual(['b0', 'a0', 'b1', 'b2', 'a1', 'b3', 'b4', 'b5', 'a2', 'b6', 'b7', 'b8']); // as with a backlog
+  });
+
+  it('keeps an idle channel’s finish tag only until V + 1 reaches it; its next job then gets V + 1', async () => {
+    const t = rig();
+    const fin = () => redis.zrange(`${t.prefix}:sched:fin`, '0', '-1', 'WITHSCORES');
+    for (let i = 0; i < 4; i++) await t.submit(`b${i}`, dest('B'));
+    await t.submitReserving('a0', dest('A'), 3);
+    expect([await t.take(), await t.take()]).toEqual(['b0', 'a0']); // V = 1: A's next job starts at 1 + 3 at the earliest
+    expect(await fin()).toEqual([ck('A'), '4']);
+    expect(await t.take()).toBe('b1'); // V = 2
+    expect(await fin()).toEqual([ck('A'), '4']);
+    expect(await t.take()).toBe('b2'); // V = 3: V + 1 reached it
+    expect(await fin()).toEqual([]);
+    await t.submitReserving('a1', dest('A'), 3);
+    expect((await t.queue.getJob('a1'))!.priority).toBe(4);
+    expect([await t.take(), await t.take()]).toEqual(['b3', 'a1']);
+  });
+
+  it('a released job of an expensive channel that is cancelled keeps its turn for the channel’s next job', async () => {
+    const t = rig();
+    for (let i = 0; i < 6; i++) await t.submit(`b${i}`, dest('B'));
+    await t.submit('a0', dest('A'), 3);
+    await t.submit('a1', dest('A'), 3);
+    expect([await t.take(), await t.take()]).toEqual(['b0', 'a0']); // a1 released at 1 + 3
+    await (await t.queue.getJob('a1'))!.remove();
+    await t.scheduler.forget('a1'); // A's line is empty now
+    await t.submitReserving('a2', dest('A'), 3);
+    const order: string[] = [];
+    for (let id = await t.take(); id; id = await t.take()) order.push(id);
+    expect(order).toEqual(['b1', 'b2', 'a2', 'b3', 'b4', 'b5']);
+  });
+
+  it('a rebase moves the saved finish tags with the clock', async () => {
+    const t = rig({ maxPriority: 6 });
+    for (let i = 0; i < 12; i++) await t.submit(`b${i}`, dest('B'));
+    await t.submitReserving('a0', dest('A'), 3);
+    const order: string[] = [];
+    const prioritized = `${t.prefix}:${QueueNames.jobs}:prioritized`;
+    for (let n = 0, a = 1; n < 16; n++) {
+      const id = (await t.take())!;
+      order.push(id);
+      if (id.startsWith('a')) await t.submitReserving(`a${a++}`, dest('A'), 3);
+      for (const j of await redis.zrange(prioritized, '0', '-1')) expect((await t.queue.getJob(j))!.priority).toBeLessThan(6);
+    }
+    expect(order.join(' ')).toBe('b0 a0 b1 b2 a1 b3 b4 b5 a2 b6 b7 b8 a3 b9 b10 b11');
+  });
+
+  it('a user whose waiting jobs are all cancelled joins the channel’s current round again, not behind rounds never used', async () => {
+    const t = rig();
+    for (let i = 0; i < 6; i++) await t.submit(`y${i}`, dest('A', 'y'));
+    for (let i = 0; i < 3; i++) await t.submit(`x${i}`, dest('A', 'x')); // rounds 1, 2, 3
+    for (const id of ['x0', 'x1', 'x2']) {
+      await (await t.queue.getJob(id))!.remove();
+      await t.scheduler.forget(id);
+    }
+    await t.submit('x3', dest('A', 'x'));
+    const order: string[] = [];
+    for (let id = await t.take(); id; id = await t.take()) order.push(id);
+    expect(order).toEqual(['y0', 'x3', 'y1', 'y2', 'y3', 'y4', 'y5']);
+  });
+
+  it('a user who cancels their later jobs keeps the rounds still waiting, in whichever order they cancel', async () => {
+    for (const cancelled of [['x2', 'x1'], ['x1', 'x2']]) {
+      const t = rig();
+      for (let i = 0; i < 5; i++) await t.submit(`y${i}`, dest('A', 'y'));
+      for (let i = 0; i < 3; i++) await t.submit(`x${i}`, dest('A', 'x'));
+      for (const id of cancelled) {
+        await (await t.queue.getJob(id))!.remove();
+        await t.scheduler.forget(id);
+      }
+      await t.submit('x3', dest('A', 'x')); // after x0's round 1: round 2
+      const order: string[] = [];
+      for (let id = await t.take(); id; id = await t.take()) order.push(id);
+      expect(order).toEqual(['y0', 'x0', 'y1', 'x3', 'y2', 'y3', 'y4']);
+    }
   });
 
   it('rebases before BullMQ’s largest priority even when a caller asks for a larger one and jobs cost the most units', async () => {
