@@ -68,12 +68,13 @@ export function contentChunks(raw: string, max = MAX_CONTENT_CHARS): string[] {
 }
 
 /**
- * What a user typed, shown back as typed: Discord's markdown escaped, masked links and list markers too. Without it a
- * prompt `[free nitro](https://…)` came back as a link under the bot's name, and `||…||`, `__…__` or a backtick
- * changed how the rest read.
+ * What a user typed, shown back as typed: Discord's markdown escaped, masked links too. Without it a prompt
+ * `[free nitro](https://…)` came back as a link under the bot's name, and `||…||`, `__…__` or a backtick changed how
+ * the rest read. (Headings and list markers count only at a line's start, where an echo never is: a slash command's
+ * text is one line, shown after `**` or mid-line.)
  */
 export function echo(typed: string): string {
-  return escapeMarkdown(typed, { maskedLink: true, heading: true, bulletedList: true, numberedList: true });
+  return escapeMarkdown(typed, { maskedLink: true });
 }
 
 /** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */

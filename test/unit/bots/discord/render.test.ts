@@ -25,6 +25,7 @@ describe('contentChunks', () => {
     expect(contentChunks('a\u0007b\nc', 3)).toEqual(['ab', 'c']); // no control characters, as everything rendered
     expect(contentChunks(`${'a'.repeat(1999)}\nb`)).toEqual(['a'.repeat(1999), 'b']);
     expect(contentChunks(`${'a'.repeat(1998)}\nb`)).toEqual([`${'a'.repeat(1998)}\nb`]);
+    expect(contentChunks('z'.repeat(2000))).toEqual(['z'.repeat(2000)]); // a line of exactly 2,000: one message, no empty one after
   });
 });
 
