@@ -3,15 +3,25 @@
 // environment only (see `Secrets` and config/.env.example). Units are in the names.
 import { z } from 'zod';
 import { parseRedisUrl } from '../redis.ts';
+import { LOG_LEVELS } from './env.ts';
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 
-/** A rate (N requests per window, refilled continuously up to `burst`) plus a cap on jobs queued or running. */
+/** The longest rate window, in seconds: 30 days. */
+export const MAX_WINDOW_SECONDS = 30 * 86_400;
+/** The most requests per window and the largest burst. */
+export const MAX_BURST = 1_000_000;
+
+/**
+ * A rate (N requests per window, refilled continuously up to `burst`) plus a cap on jobs queued or running. The window
+ * and the bucket are bounded (admins set them at runtime, /limits set): the limiter's Lua works in float milliseconds,
+ * and a window like 2^53 seconds made it write a key lifetime Redis refused (src/limits/scripts.ts caps that too).
+ */
 export const LimitSpec = z.strictObject({
-  requestsPerWindow: nonNegativeInt,
-  windowSeconds: positiveInt,
-  burst: nonNegativeInt,
+  requestsPerWindow: nonNegativeInt.max(MAX_BURST, `at most ${MAX_BURST}`),
+  windowSeconds: positiveInt.max(MAX_WINDOW_SECONDS, `at most ${MAX_WINDOW_SECONDS} (30 days)`),
+  burst: nonNegativeInt.max(MAX_BURST, `at most ${MAX_BURST}`),
   maxConcurrent: nonNegativeInt,
 });
 export type LimitSpec = z.infer<typeof LimitSpec>;
@@ -38,7 +48,7 @@ export const ModerationQuestion = z.strictObject({
 });
 
 export const ConfigSchema = z.strictObject({
-  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']),
+  logLevel: z.enum(LOG_LEVELS),
   /** No-log mode: user-facing error texts (which may quote a prompt or question) are left out of every log line. */
   noLog: z.boolean(),
 

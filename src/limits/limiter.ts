@@ -28,6 +28,11 @@ export function scopeIds(d: Destination): ScopeIds {
   return { channel: channelKey(d), user: `${d.platform}:${d.userId}`, workspace: `${d.platform}:${workspaceOf(d)}` };
 }
 
+/**
+ * A refusal names the limit that holds longest (src/limits/scripts.ts admitLua): a full cap if there is one, else the
+ * rate with the longest wait. `retryAfterMs` is the longest rate wait: a retry sooner is refused again; for a full cap
+ * it is 0 unless a rate refuses too.
+ */
 export type Admission =
   | { admitted: true; duplicate: boolean }
   | { admitted: false; scope: Scope; kind: 'rate' | 'concurrency'; limit: LimitSpec; retryAfterMs: number };
@@ -222,5 +227,7 @@ export function denialMessage(a: Extract<Admission, { admitted: false }>, platfo
     return `${who} ${verb} ${plural(a.limit.requestsPerWindow, 'request')} ${windowPhrase(a.limit.windowSeconds)}; try again in ${durationPhrase(a.retryAfterMs)}.`;
   }
   const has = a.scope === 'user' ? 'You already have' : `${who} already has`;
-  return `${has} ${plural(a.limit.maxConcurrent, 'job')} queued or running, the most allowed; try again when one finishes.`;
+  // A rate refuses too: a job finishing is not enough, so say the earliest time as well.
+  const notBefore = a.retryAfterMs > 0 ? `, and not before ${durationPhrase(a.retryAfterMs)} from now` : '';
+  return `${has} ${plural(a.limit.maxConcurrent, 'job')} queued or running, the most allowed; try again when one finishes${notBefore}.`;
 }

@@ -51,6 +51,9 @@ ${NOW_MS_LUA}
  * → {1, duplicate}  or  {0, scope 1|2|3, kind 1 rate|2 concurrency, retryAfterMs, rpw, windowS, burst, maxConc}
  * The channel spec in ARGV is the config's; a Redis override (admin runtime change) replaces it here.
  * Nothing is written unless all three scopes pass: a denied request consumes nothing.
+ * Every scope is checked before answering, so a refusal names the limit that holds longest: retrying at the time it
+ * names passes every rate. A full cap wins over any rate (no wait helps until a job finishes; the first full one, in
+ * scope order); its retryAfterMs is then the longest rate wait, 0 if none: the earliest a retry could pass.
  */
 export const admitLua = `${helpers}
 local jobId = ARGV[1]
@@ -58,6 +61,10 @@ local jobKeyPrefix, graceMs = ARGV[14], tonumber(ARGV[15])
 local cost = tonumber(ARGV[16]) or 1 -- requests this job counts as (images of a several-image /imagine)
 local now = nowMs()
 local leases, leaseKeys = KEYS[8], KEYS[9]
+-- The longest key lifetime and the longest wait, in ms (about 317 years). Redis gets a Lua number as text, which has an
+-- exponent from 1e17 on (Redis 7.0): PEXPIRE refuses that as no integer, after the bucket's HSET, so a huge window or
+-- burst failed every request. The schema bounds both (src/config/schema.ts); this holds for any value in Redis.
+local LONGEST_MS = 1e13
 
 if redis.call('HEXISTS', leaseKeys, jobId) == 1 then return {1, 1} end
 
@@ -70,6 +77,7 @@ local ovr = redis.call('HMGET', KEYS[7], 'requestsPerWindow', 'windowSeconds', '
 if ovr[1] then specs[1] = { tonumber(ovr[1]), tonumber(ovr[2]), tonumber(ovr[3]), tonumber(ovr[4]) } end
 
 local buckets = {}
+local waitMs, rateScope, capScope = 0, nil, nil -- the longest rate wait and its scope; the first full cap
 for s = 1, 3 do
   local rpw, windowS, burst, maxConc = specs[s][1], specs[s][2], specs[s][3], specs[s][4]
   if rpw > 0 then
@@ -81,29 +89,35 @@ for s = 1, 3 do
     tokens = math.min(cap, tokens + math.max(0, now - ts) * perMs)
     local need = math.min(cost, cap) -- more than a full bucket would never pass: a full bucket admits it
     if tokens < need then
-      return {0, s, 1, math.ceil((need - tokens) / perMs), rpw, windowS, burst, maxConc}
+      -- not (need - tokens) / perMs: 1 / (1 / 3600000) is a hair over 3600000, which read "61 min" for 1 an hour
+      local wait = math.min(LONGEST_MS, math.ceil((need - tokens) * windowS * 1000 / rpw))
+      if wait > waitMs then waitMs, rateScope = wait, s end
     end
     buckets[s] = { tokens, cap, perMs, need }
   end
   -- Self-healing, only when the scope looks full (it reads every held job: O(held) per admission otherwise): drop
   -- slots whose job is finished or gone, then count again. Healing can only lower the count, so a scope below its
   -- cap admits either way; lost releases elsewhere wait for the completion listener or the sweep.
-  if maxConc > 0 and redis.call('ZCARD', KEYS[3 + s]) >= maxConc then
+  if not capScope and maxConc > 0 and redis.call('ZCARD', KEYS[3 + s]) >= maxConc then
     local held = redis.call('ZRANGE', KEYS[3 + s], 0, -1, 'WITHSCORES')
     for i = 1, #held, 2 do
       if isDone(jobKeyPrefix, held[i], tonumber(held[i + 1]), now, graceMs) then releaseLease(leases, leaseKeys, held[i]) end
     end
-    if redis.call('ZCARD', KEYS[3 + s]) >= maxConc then
-      return {0, s, 2, 0, rpw, windowS, burst, maxConc}
-    end
+    if redis.call('ZCARD', KEYS[3 + s]) >= maxConc then capScope = s end
   end
+end
+local refused = capScope or rateScope
+if refused then
+  local sp = specs[refused]
+  return {0, refused, capScope and 2 or 1, waitMs, sp[1], sp[2], sp[3], sp[4]}
 end
 
 for s = 1, 3 do
   local b = buckets[s]
   if b then
     redis.call('HSET', KEYS[s], 't', tostring(b[1] - b[4]), 'ts', now)
-    redis.call('PEXPIRE', KEYS[s], math.ceil(b[2] / b[3]) + 1000) -- idle long enough to be full again: forget it
+    -- idle long enough to be full again: forget it
+    redis.call('PEXPIRE', KEYS[s], math.min(LONGEST_MS, math.ceil(b[2] / b[3]) + 1000))
   end
   redis.call('ZADD', KEYS[3 + s], now, jobId)
 end

@@ -2,7 +2,7 @@
 // config/default.yaml's channelOverrides and defaults; every bot instance reads them on the next request.
 // The adapter decides who is an admin (Invocation.isAdmin); this refuses everyone else.
 import { z } from 'zod';
-import { LimitSpec, type Config } from '../../../src/config/schema.ts';
+import { LimitSpec, MAX_BURST, MAX_WINDOW_SECONDS, type Config } from '../../../src/config/schema.ts';
 import { UserError } from '../../../src/errors.ts';
 import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
 import type { Gate } from '../../../src/limits/gate.ts';
@@ -46,6 +46,7 @@ export function describeUsage(u: ScopeUsage): string {
 }
 
 const SpecPatch = LimitSpec.partial();
+const SET_USAGE = `Use requestsPerWindow (at most ${MAX_BURST}), windowSeconds (1 to ${MAX_WINDOW_SECONDS}, 30 days), burst (at most ${MAX_BURST}), maxConcurrent; 0 turns one off.`;
 
 async function show(deps: AdminDeps, inv: Invocation, ck: string): Promise<string> {
   const { limiter } = deps.gate;
@@ -82,8 +83,8 @@ export async function limitsCommand(inv: Invocation, deps: AdminDeps): Promise<R
     case 'set': {
       const patch = SpecPatch.safeParse(input.spec ?? {});
       if (!patch.success || Object.keys(patch.data).length === 0) {
-        const why = patch.success ? 'give at least one of' : z.prettifyError(patch.error).replace(/\n/g, '; ');
-        throw new UserError('bad_request', `Cannot set those limits (${why}). Use requestsPerWindow, windowSeconds (≥ 1), burst, maxConcurrent; 0 turns one off.`);
+        const why = patch.success ? 'give at least one of' : z.prettifyError(patch.error).replace(/\n\s*→/g, ' →').replace(/\n/g, '; ');
+        throw new UserError('bad_request', `Cannot set those limits (${why}). ${SET_USAGE}`);
       }
       const { limit } = await limiter.channelLimit(ck);
       const next = { ...limit, ...patch.data };

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, loadSecrets, repoRoot } from '../../../src/config/load.ts';
+import { logLevelFromEnv } from '../../../src/config/env.ts';
 import { ConfigSchema } from '../../../src/config/schema.ts';
 
 describe('config', () => {
@@ -16,6 +17,16 @@ describe('config', () => {
     expect(() => loadConfig({ env: {}, overrides: { slack: { mode: 'carrier-pigeon' as 'socket' } } })).toThrow(/slack\.mode/);
   });
 
+  it('bounds a limit: a window of at most 30 days, at most 1000000 requests per window and in a burst', () => {
+    const spec = { requestsPerWindow: 1, windowSeconds: 60, burst: 1, maxConcurrent: 0 };
+    const limit = (s: Partial<typeof spec>) => loadConfig({ env: {}, overrides: { limits: { channel: { ...spec, ...s } } } }).limits.channel;
+    expect(limit({ windowSeconds: 30 * 86_400, requestsPerWindow: 1_000_000, burst: 1_000_000 })).toMatchObject({ windowSeconds: 2_592_000, burst: 1_000_000 });
+    expect(() => limit({ windowSeconds: 30 * 86_400 + 1 })).toThrow(/at most 2592000 \(30 days\)[^]*limits\.channel\.windowSeconds/);
+    expect(() => limit({ windowSeconds: 9_007_199_254_740_991 })).toThrow(/limits\.channel\.windowSeconds/);
+    expect(() => limit({ burst: 1_000_001 })).toThrow(/at most 1000000[^]*limits\.channel\.burst/);
+    expect(() => limit({ requestsPerWindow: 1_000_001 })).toThrow(/at most 1000000[^]*limits\.channel\.requestsPerWindow/);
+  });
+
   it('rejects unknown keys (typos do not pass silently)', () => {
     expect(() => loadConfig({ env: {}, overrides: { queue: { atempts: 3 } as never } })).toThrow(/atempts|queue/);
   });
@@ -24,6 +35,16 @@ describe('config', () => {
     const config = loadConfig({ env: { DISCORD_API_BASE_URL: 'http://127.0.0.1:9/api', SLACK_API_URL: 'http://127.0.0.1:9/api/' } });
     expect(config.discord.apiBaseUrl).toBe('http://127.0.0.1:9/api');
     expect(config.slack.apiUrl).toBe('http://127.0.0.1:9/api/');
+  });
+
+  it('reads an env override as an .env line may carry it (blanks, quotes, a log level in capitals), and names the variable in an error', () => {
+    expect(loadConfig({ env: { LOG_LEVEL: ' "DEBUG" ' } }).logLevel).toBe('debug');
+    expect(loadConfig({ env: { HF_ENDPOINT: "'https://hf-mirror.example' " } }).model.hubUrl).toBe('https://hf-mirror.example');
+    expect(loadConfig({ env: { LOG_LEVEL: '  ' } }).logLevel).toBe(loadConfig({ env: {} }).logLevel); // blank: unset
+    expect(() => loadConfig({ env: { LOG_LEVEL: 'warning' } })).toThrow(/→ at logLevel \(set by the environment variable LOG_LEVEL\)/);
+    expect(() => loadConfig({ env: { HF_ENDPOINT: 'hf-mirror.com' } })).toThrow(/Invalid URL → at model\.hubUrl \(set by the environment variable HF_ENDPOINT\)/);
+    expect(() => loadConfig({ env: {}, overrides: { model: { hubUrl: 'nope' } } })).toThrow(/→ at model\.hubUrl$/); // from a file: the key alone
+    expect([undefined, 'warning', ' Warn ', "'trace'"].map(logLevelFromEnv)).toEqual(['info', 'info', 'warn', 'trace']);
   });
 
   it('reads secrets only from the environment, and lists each in .env.example', () => {

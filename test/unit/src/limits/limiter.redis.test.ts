@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { LimitSpec } from '../../../../src/config/schema.ts';
 import type { Destination } from '../../../../src/jobs/contract.ts';
-import { createLimiter } from '../../../../src/limits/limiter.ts';
+import { createLimiter, denialMessage } from '../../../../src/limits/limiter.ts';
 import { isUserError } from '../../../../src/errors.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -61,6 +61,64 @@ describe('limiter (real Redis)', () => {
     expect(await limiter.admit('d1', dest('c2', 'u1'))).toEqual({ admitted: true, duplicate: false });
     expect(await limiter.admit('d1', dest('c2', 'u1'))).toEqual({ admitted: true, duplicate: true });
     expect(await limiter.admit('d2', dest('c2', 'u1'))).toMatchObject({ admitted: false, scope: 'channel' });
+  });
+
+  it('names the scope whose rate holds longest, so retrying when it says is admitted', async () => {
+    // channel: a token every 100 ms; user: one a second. The channel refuses too, but its wait is the shorter.
+    const ws = { ...open, requestsPerWindow: 5, burst: 5 };
+    const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 10, windowSeconds: 1, burst: 1 }, user: { ...open, requestsPerWindow: 1, windowSeconds: 1, burst: 1 }, workspace: ws });
+    expect((await limiter.admit('lw1', dest('c40', 'u40', 'g40'))).admitted).toBe(true);
+    const denied = await limiter.admit('lw2', dest('c40', 'u40', 'g40'));
+    expect(denied).toMatchObject({ admitted: false, scope: 'user', kind: 'rate' });
+    if (denied.admitted) return;
+    expect(denied.retryAfterMs).toBeGreaterThan(800);
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(1000);
+    expect((await limiter.usage('workspace', 'discord:g40', ws)).tokens).toBe(4); // every scope was read, none taken
+    await new Promise((r) => setTimeout(r, denied.retryAfterMs + 20));
+    expect((await limiter.admit('lw2', dest('c40', 'u40', 'g40'))).admitted).toBe(true);
+    // 60 a minute in the channel, 1 an hour for the user: the user's hour is what they read
+    const hourly = limiterWith({ channel: { ...open, requestsPerWindow: 60, windowSeconds: 60, burst: 1 }, user: { ...open, requestsPerWindow: 1, windowSeconds: 3600, burst: 1 } });
+    await hourly.admit('lh1', dest('c41', 'u41'));
+    const later = await hourly.admit('lh2', dest('c41', 'u41'));
+    expect(!later.admitted && denialMessage(later, 'discord')).toBe('You can make 1 request per hour; try again in 60 min.');
+  });
+
+  it('names a full cap over any rate, with the longest rate wait as the earliest retry', async () => {
+    const user = { ...open, requestsPerWindow: 1, windowSeconds: 3600, burst: 1, maxConcurrent: 1 };
+    const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 60, windowSeconds: 60, burst: 1 }, user });
+    await limiter.admit('lc1', dest('c42', 'u42'));
+    const denied = await limiter.admit('lc2', dest('c42', 'u42'));
+    expect(denied).toEqual({ admitted: false, scope: 'user', kind: 'concurrency', limit: user, retryAfterMs: expect.any(Number) });
+    if (denied.admitted) return;
+    expect(denied.retryAfterMs).toBeGreaterThan(3_590_000);
+    expect(denialMessage(denied, 'discord')).toBe('You already have 1 job queued or running, the most allowed; try again when one finishes, and not before 60 min from now.');
+    // the channel's rate (a token a second) refuses first in scope order; the user's cap is still what blocks
+    const capped = limiterWith({ channel: { ...open, requestsPerWindow: 60, windowSeconds: 60, burst: 1 }, user: { ...open, maxConcurrent: 1 } });
+    await capped.admit('lc3', dest('c43', 'u43'));
+    const both = await capped.admit('lc4', dest('c43', 'u43'));
+    expect(both).toMatchObject({ admitted: false, scope: 'user', kind: 'concurrency' });
+    if (!both.admitted) expect(both.retryAfterMs).toBeLessThanOrEqual(1000);
+  });
+
+  it('answers a huge window or burst already in Redis (set before the schema bounded them), and caps the key lifetime', async () => {
+    const limiter = limiterWith({});
+    // 2^53 − 1 seconds: the bucket's lifetime in ms would be written as 9.007199254741e+18, which PEXPIRE refuses
+    await limiter.setChannelLimit('discord:g1:c44', { requestsPerWindow: 1, windowSeconds: 9_007_199_254_740_991, burst: 1, maxConcurrent: 0 });
+    await limiter.setChannelLimit('discord:g1:c45', { requestsPerWindow: 1, windowSeconds: 60, burst: 9_007_199_254_740_991, maxConcurrent: 0 });
+    try {
+      expect(await limiter.admit('x1', dest('c44', 'u1'))).toEqual({ admitted: true, duplicate: false });
+      const denied = await limiter.admit('x2', dest('c44', 'u1'));
+      expect(denied).toMatchObject({ admitted: false, scope: 'channel', kind: 'rate', retryAfterMs: 1e13 }); // about 317 years
+      expect(await limiter.admit('x3', dest('c45', 'u1'))).toEqual({ admitted: true, duplicate: false });
+      for (const c of ['c44', 'c45']) {
+        const ttl = await redis.pttl(`${prefix}:limits:rate:channel:discord:g1:${c}`);
+        expect(ttl).toBeGreaterThan(1e13 - 60_000);
+        expect(ttl).toBeLessThanOrEqual(1e13);
+      }
+    } finally {
+      await limiter.resetChannelLimit('discord:g1:c44');
+      await limiter.resetChannelLimit('discord:g1:c45');
+    }
   });
 
   it('refills the bucket over time and says when to retry', async () => {

@@ -29,6 +29,17 @@ describe('denial messages', () => {
   });
 });
 
+describe('a full cap refused together with a rate', () => {
+  it('says to wait for a job and for the longest rate wait; alone, only for a job', () => {
+    expect(denialMessage({ admitted: false, scope: 'user', kind: 'concurrency', limit, retryAfterMs: 3_599_200 }, 'discord')).toBe(
+      'You already have 2 jobs queued or running, the most allowed; try again when one finishes, and not before 60 min from now.',
+    );
+    expect(denialMessage({ admitted: false, scope: 'channel', kind: 'concurrency', limit, retryAfterMs: 0 }, 'slack')).toBe(
+      'This channel already has 2 jobs queued or running, the most allowed; try again when one finishes.',
+    );
+  });
+});
+
 describe('denial messages at the unit boundaries', () => {
   it('name days, and switch from seconds to minutes at 120 s and from minutes to hours at 120 min', () => {
     expect(windowPhrase(86_400)).toBe('per day');
