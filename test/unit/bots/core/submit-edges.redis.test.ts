@@ -3,7 +3,7 @@
 // blob; a leader's flight outlives the admission grace once its job is queued; releaseFollowers says how many it
 // told; the replica warning names the job and the settings; a cancel frees the job's slot, and a cancel whose
 // removal fails (a worker holds the job's lock) leaves the job to the worker.
-import { Job } from 'bullmq';
+import { Job, UnrecoverableError } from 'bullmq';
 import { createQueueWorker } from '../../../../src/jobs/queue.ts';
 import { describe, expect, it } from 'vitest';
 import { CACHED_TEXT } from '../../../../bots/core/submit.ts';
@@ -102,6 +102,7 @@ describe('cancel', () => {
     expect(await c.handle(inv({ command: 'cancel', jobId: id }))).toEqual({ kind: 'text', text: 'Cancelling…', private: true });
     expect(await c.queue.getJob(id)).toBeDefined();
     expect(await handedOver(c, id)).toMatchObject({ jobId: id, status: 'cancelled' });
+    expect(await c.gate.scheduler.position(id)).not.toEqual({ state: 'none' }); // still the worker's: not taken out of the scheduler's line
   });
 
   it('a bot that dies between handing "Cancelled." over and removing the job: the result is delivered all the same, once', async () => {
@@ -134,6 +135,17 @@ describe('cancel', () => {
     await worker.close();
     expect(await c.handle(inv({ command: 'cancel', jobId: id }))).toEqual({ kind: 'error', text: 'That job has already finished.', private: true }); // before: "Cancelling…"
     expect(await handedOver(c, id)).toBeUndefined();
+  });
+
+  it('a Cancel pressed on a job that failed says it has finished too', async () => {
+    const c = core();
+    const id = jobId(await c.handle(inv({ command: 'imagine', prompt: 'fails anyway' })));
+    const worker = createQueueWorker(c.config, h.redis, c.queue.name, async () => {
+      throw new UnrecoverableError('the model refused');
+    });
+    await new Promise<void>((resolve) => worker.on('failed', () => resolve()));
+    await worker.close();
+    expect(await c.handle(inv({ command: 'cancel', jobId: id }))).toEqual({ kind: 'error', text: 'That job has already finished.', private: true });
   });
 });
 
