@@ -3,6 +3,7 @@
 // afterAll that stops those cores and deletes every key under their prefixes.
 import { randomUUID } from 'node:crypto';
 import { pino } from 'pino';
+import { logOptions } from '../../src/log.ts';
 import sharp from 'sharp';
 import { afterAll, beforeAll } from 'vitest';
 import type { Invocation, PlatformPort } from '../../bots/core/port.ts';
@@ -40,7 +41,8 @@ export type LogLine = { level: number; msg: string; [k: string]: unknown };
 /** A logger at `level` whose lines are parsed into `lines`. */
 export function capturedLog(level = 'info'): { log: Logger; lines: LogLine[] } {
   const lines: LogLine[] = [];
-  return { lines, log: pino({ level }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) }) };
+  // the processes' own options (redaction, error serializers): a test reads what production would write
+  return { lines, log: pino(logOptions('test', level), { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) }) };
 }
 
 export interface CoreHarness {
