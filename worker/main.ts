@@ -5,7 +5,7 @@ import { loadConfig, loadSecrets, repoRoot } from '../src/config/load.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { onCancel } from '../src/jobs/cancel.ts';
 import { JobRequest, QueueNames } from '../src/jobs/contract.ts';
-import { createJobsQueue, createQueueWorker, logWorkerError } from '../src/jobs/queue.ts';
+import { createJobsQueue, createQueueWorker, logWorkerError, runningJobsOf } from '../src/jobs/queue.ts';
 import { watchFetchLoop } from '../src/jobs/fetch-watchdog.ts';
 import type { Job } from 'bullmq';
 import { createLogger } from '../src/log.ts';
@@ -17,9 +17,9 @@ import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { Usage } from '../src/accounting/usage.ts';
 import { handleUsage } from '../src/usage.ts';
 import type { PipelineOptions } from './pipeline/types.ts';
-import { createProcessor, type ProcessOutcome } from './processor.ts';
+import { createProcessor, HAND_BACK, type ProcessOutcome } from './processor.ts';
 import { ThreadHost } from './thread-host.ts';
-import { ensureModel } from './setup.ts';
+import { ensureModel, SetupStopped } from './setup.ts';
 import { createAfterJob, modelIdentity } from './after-job.ts';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
@@ -42,6 +42,24 @@ async function main(): Promise<void> {
   setRedisLogger(log);
   const fromRoot = (p: string) => (isAbsolute(p) ? p : resolve(repoRoot, p));
 
+  // SIGTERM/SIGINT from the start. Before the jobs worker runs: a stop during model setup stops the conversion child,
+  // releases the setup lock and exits 0 (worker/setup.ts SetupStopped, below); at any other start-up step there is
+  // nothing to hand back, so the worker exits 0 at once. Once jobs run, `stopRunning` (set below) stops gracefully.
+  const setupStop = new AbortController();
+  let settingUp = false;
+  let stopRunning: ((signal: NodeJS.Signals) => Promise<void>) | undefined;
+  let stopRequested = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopRequested) return;
+    stopRequested = true;
+    if (stopRunning) return void stopRunning(signal);
+    log.info({ signal }, settingUp ? 'stopping during model setup' : 'stopping during start-up');
+    if (settingUp) setupStop.abort(signal); // ensureModel rejects with SetupStopped once the child is gone and the lock released
+    else process.exit(0);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
   // Health first: /healthz answers during a first start's download and conversion; /readyz waits for the jobs worker.
   const metrics = createMetrics('worker');
   let acceptingJobs = false;
@@ -49,8 +67,16 @@ async function main(): Promise<void> {
     { host: config.http.host, port: config.worker.healthPort, registry: metrics.registry, readiness: { jobs: () => acceptingJobs || 'starting: model setup or pipeline load in progress' } },
     log,
   );
+  // Redis before the model: a refused REDIS_URL (credentials, certificate) ends the start at once, saying so, not
+  // after a first start's hours of download and conversion.
+  const redis = createRedis(secrets.REDIS_URL, 'worker');
+  await waitForRedis(redis, secrets.REDIS_URL);
+
   // Model fetch/convert (worker/setup.ts); a pipeline module swapped in by config (the tests' double) brings its own.
-  const setup = fromRoot(config.worker.pipelineModule) === fromRoot(SHIPPED_PIPELINE) ? await ensureModel(config, secrets, log, { root: repoRoot }) : undefined;
+  settingUp = true;
+  const setup = fromRoot(config.worker.pipelineModule) === fromRoot(SHIPPED_PIPELINE) ? await ensureModel(config, secrets, log, { root: repoRoot, signal: setupStop.signal }) : undefined;
+  settingUp = false;
+  if (stopRequested) process.exit(0); // asked to stop as the setup finished
   if (setup) reportExecutionProvider(metrics, setup.provider, config.model.executionProvider);
 
   const pipelineOptions: PipelineOptions = {
@@ -77,8 +103,6 @@ async function main(): Promise<void> {
     log,
   });
 
-  const redis = createRedis(secrets.REDIS_URL, 'worker');
-  await waitForRedis(redis, secrets.REDIS_URL); // a refused REDIS_URL (credentials, certificate) ends the start, saying so
   const subscriber = createRedis(secrets.REDIS_URL, 'worker-cancel');
   const blobs = createBlobStore(config, redis);
   // Result cache, single-flight followers (worker/after-job.ts): results are stored under this worker's model identity.
@@ -102,6 +126,32 @@ async function main(): Promise<void> {
     // once (docs/batching.md). Jobs that wait for room keep their locks renewed by BullMQ like running ones.
     concurrency: host.maxRuns,
   });
+  // From here a stop closes the jobs worker: running jobs get worker.stopGraceMs to finish, then are handed back.
+  let watchdog: { stop(): void } | undefined;
+  let unsubscribe: (() => Promise<void>) | undefined;
+  stopRunning = async (signal) => {
+    const graceMs = config.worker.stopGraceMs;
+    log.info({ signal, graceMs }, 'shutting down: finishing running jobs');
+    watchdog?.stop();
+    // Jobs still running after the grace are aborted with HAND_BACK: the processor moves each back to wait, its lock
+    // released, and another worker takes it at once (not failed, nothing delivered, no stall counted). The model
+    // thread stops within one step (or is terminated after worker.abortGraceMs), well inside compose's 60 s.
+    const handBack = setTimeout(() => {
+      log.warn({ running: runningJobsOf(worker), graceMs }, 'jobs still running after the stop grace: handing them back');
+      worker.cancelAllJobs(HAND_BACK);
+    }, graceMs);
+    await worker.close();
+    clearTimeout(handBack);
+    await unsubscribe?.();
+    await processor.close();
+    await afterJob.close();
+    await jobsQueue.close();
+    await host.close();
+    await health?.close();
+    await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
+    process.exit(0);
+  };
+
   observeJobWorker(metrics, worker, () => setup?.provider ?? 'unknown');
   trackQueue(metrics, jobsQueue);
   worker.on('failed', (job, err) => {
@@ -112,18 +162,19 @@ async function main(): Promise<void> {
   });
   worker.on('error', (err) => logWorkerError(log, err, 'worker error'));
   worker.on('stalled', (jobId) => log.warn({ jobId }, 'job stalled (its worker died); requeued'));
-  const unsubscribe = await onCancel(subscriber, config, (jobId) => {
+  unsubscribe = await onCancel(subscriber, config, (jobId) => {
     if (worker.cancelJob(jobId, 'cancelled')) log.info({ jobId }, 'cancelling');
   });
   await worker.waitUntilReady();
   await afterJob.start(`${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`);
+  if (stopRequested) return; // stopping already (stopRunning): no watchdog, not ready
 
   acceptingJobs = true;
   health?.setCheck('redis', async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING');
 
   // A fetch loop that stops taking jobs while they wait and this worker has room (a library's bug has done it to
   // delivery workers twice): exit, and let the supervisor start the worker again; the jobs wait in Redis.
-  const watchdog = watchFetchLoop(worker, {
+  watchdog = watchFetchLoop(worker, {
     redis,
     stallMs: config.queue.fetchStallMs,
     onStuck: (waitedMs, ready) => {
@@ -133,28 +184,10 @@ async function main(): Promise<void> {
   });
 
   log.info({ concurrency: config.worker.concurrency, maxBatch: config.worker.maxBatch, pipeline: config.worker.pipelineModule, pid: process.pid }, 'worker ready');
-
-  let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down: finishing running jobs');
-    watchdog.stop();
-    await worker.close();
-    await unsubscribe();
-    await processor.close();
-    await afterJob.close();
-    await jobsQueue.close();
-    await host.close();
-    await health?.close();
-    await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
 main().catch((e: unknown) => {
+  if (e instanceof SetupStopped) process.exit(0); // a requested stop during model setup: the lock is released, the child gone
   console.error(e instanceof Error ? `worker failed to start: ${e.message}` : e);
   process.exit(1);
 });

@@ -7,7 +7,7 @@
 // A result is handed over by adding it to the destination's delivery queue under the job's own id, so a
 // worker that dies after handing over and re-runs the job adds nothing new (BullMQ ignores a duplicate id). Its PNGs
 // are stored in the same MULTI (src/jobs/queue.ts handOverTogether): a delivery job never names a blob not stored.
-import { UnrecoverableError, type Job, type Processor } from 'bullmq';
+import { UnrecoverableError, WaitingError, type Job, type Processor } from 'bullmq';
 import type { Redis } from '../src/redis.ts';
 import type { BlobStore, PreparedBlob } from '../src/blobs/store.ts';
 import type { Config } from '../src/config/schema.ts';
@@ -101,6 +101,13 @@ export interface JobProcessor {
   onFinallyFailed(job: Job, error: Error): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * The abort reason with which a stopping worker ends the jobs still running after its grace (worker/main.ts,
+ * worker.stopGraceMs): such a job is not cancelled but handed back, moved to the front of the wait list with its lock
+ * released, for another worker to take at once; no result is delivered and no attempt or stall is counted.
+ */
+export const HAND_BACK = 'the worker is stopping: handing the job back';
 
 type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean; private?: boolean };
 
@@ -283,6 +290,17 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     return bytes;
   }
 
+  /** A job stopped by HAND_BACK: back to wait, its lock released (moveToWait checks it is still ours). */
+  async function handBack(job: Job, token: string | undefined): Promise<void> {
+    try {
+      await job.moveToWait(token);
+      log.info({ jobId: job.id }, 'handed the job back to the queue');
+    } catch (e) {
+      // the lock lost meanwhile (Redis unreachable past lockDuration): the stall check gives the job back instead
+      log.warn({ jobId: job.id, err: (e as Error).message }, 'could not hand the job back; it is requeued when its lock expires');
+    }
+  }
+
   function classify(e: unknown): Failure | undefined {
     if (e instanceof ContractError) return { status: 'failed', code: 'contract', message: e.message, userFacing: false };
     if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true, ...(e.code === 'withheld' ? { private: true } : {}) };
@@ -340,6 +358,10 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       await handOver(result, made);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
     } catch (e) {
+      if (signal?.reason === HAND_BACK && e instanceof AppError && e.code === 'cancelled') {
+        await handBack(job, token);
+        throw new WaitingError(); // BullMQ leaves the job where handBack put it: not failed, no retry counted
+      }
       const failure = classify(e);
       if (failure) {
         await after(job, request, await handOverFailure(request, failure));

@@ -43,6 +43,32 @@ export interface SetupOptions {
   progressLogMs?: number;
   /** A lock older than this is taken to belong to a dead process. @defaultValue 120000 */
   staleLockMs?: number;
+  /**
+   * A stop request (the worker's SIGTERM/SIGINT): ensureModel stops waiting for the lock, leaves a download where it
+   * is (the next start resumes it), stops the conversion child and waits for it to exit, releases the lock and
+   * rejects with SetupStopped.
+   */
+  signal?: AbortSignal;
+}
+
+/** ensureModel's rejection when its `signal` stopped it: nothing failed, the worker was asked to stop. */
+export class SetupStopped extends Error {
+  constructor() {
+    super('model setup stopped on request');
+    this.name = 'SetupStopped';
+  }
+}
+
+/** `work`, or SetupStopped as soon as `signal` aborts (`work` itself goes on: for in-process work the caller exits). */
+function unlessStopped<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  if (signal.aborted) return Promise.reject(new SetupStopped());
+  let onAbort = () => {};
+  const stopped = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new SetupStopped());
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  return Promise.race([work, stopped]).finally(() => signal.removeEventListener('abort', onAbort));
 }
 
 export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Secrets>, log: Logger, options: SetupOptions): Promise<SetupResult> {
@@ -57,6 +83,7 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     `execution provider: ${provider} on ${choice.adapter}${choice.skipped.map((k) => `; skipped ${k.provider}: ${k.why}`).join('')}`,
   );
 
+  const signal = options.signal;
   return withLock(`${snapshotDir}.setup-lock`, log, options.staleLockMs ?? 120_000, async () => {
     let fetched = false;
     if (m.hubId !== '') {
@@ -64,7 +91,8 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
       if (!status.complete) {
         if (!m.convertOnStart) throw new AppError('model', `model snapshot in ${snapshotDir} is not ready (${status.why}); run \`npm run model -- fetch ${m.hubId}\``);
         log.info({ repo: m.hubId, revision: m.hubRevision, dir: snapshotDir, why: status.why }, 'downloading the model snapshot');
-        const result = await fetchSnapshot({
+        // In this process: on a stop the download is left mid-file (`.incomplete`, resumed next start) and the worker exits.
+        const result = await unlessStopped(fetchSnapshot({
           repo: m.hubId,
           revision: m.hubRevision,
           hubUrl: m.hubUrl,
@@ -72,7 +100,7 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
           token: secrets.HF_TOKEN,
           retries: m.downloadRetries,
           progress: loggedProgress(log, options.progressLogMs ?? 10_000),
-        });
+        }), signal);
         log.info({ files: result.files.length, downloadedBytes: result.downloadedBytes, skipped: result.skipped.map((s) => `${s.path} (${s.reason})`) }, 'model snapshot ready');
         fetched = true;
       } else {
@@ -95,7 +123,7 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     if (stale !== undefined) {
       if (!m.convertOnStart) throw new AppError('model', `ONNX graphs in ${onnxDir} are not usable (${stale}); run \`npm run model -- convert\``);
       log.info({ from: snapshotDir, to: onnxDir, dtype: m.dtype, quant: m.quant, why: stale }, 'converting the model to ONNX');
-      await convertInChildProcess(snapshotDir, onnxDir, m.dtype, m.quant, log);
+      await convertInChildProcess(snapshotDir, onnxDir, m.dtype, m.quant, log, signal);
       const manifest = readManifest(onnxDir);
       if (!manifest || staleReason(onnxDir, snapshotDir, m.dtype, m.quant) !== undefined) throw new AppError('model', `conversion into ${onnxDir} finished without a current manifest.json`);
       log.info({ architecture: manifest.architecture, components: Object.keys(manifest.components), skipped: manifest.skipped }, 'model converted');
@@ -104,7 +132,7 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
       log.info({ dir: onnxDir }, 'ONNX graphs are current; not converting');
     }
     return { provider, adapter: choice.adapter, fetched, converted, snapshotDir, onnxDir };
-  });
+  }, signal);
 }
 
 /** What the start-up probe settled on, and why. */
@@ -192,12 +220,18 @@ export async function probeExecutionProvider(configured: ExecutionProvider, intr
   return { provider: 'cpu', adapter: adapterOf('cpu'), skipped };
 }
 
+/** How long a conversion child stopped with SIGTERM gets before SIGKILL (it has no handler: it ends at once). */
+const CONVERT_STOP_MS = 5_000;
+
 /**
  * `npm run model -- convert` in a child process. Conversion is long, synchronous work (graphs are built and written
  * tensor by tensor); in its own process it cannot stall this one's event loop, so /healthz keeps answering and the
  * setup lock keeps its heartbeat (a stalled heartbeat would let another worker take the lock over mid-conversion).
+ * `signal` stops it: SIGTERM to the child, SIGKILL after CONVERT_STOP_MS, and SetupStopped once it has exited, so the
+ * lock is released only when nothing writes `onnxDir` any more (the next start finds no current manifest and converts).
  */
-async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype: 'fp32' | 'fp16', quant: 'none' | 'int4' | 'int8', log: Logger): Promise<void> {
+async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype: 'fp32' | 'fp16', quant: 'none' | 'int4' | 'int8', log: Logger, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) throw new SetupStopped();
   const cli = fileURLToPath(new URL('./builder/cli.ts', import.meta.url));
   // The same TypeScript loader this process runs under (tsx via `--import`, or `tsx`'s own flags); no debugger flags.
   const execArgv = process.execArgv.filter((a) => !a.startsWith('--inspect'));
@@ -214,13 +248,24 @@ async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype
   };
   child.stdout.on('data', onLine('stdout'));
   child.stderr.on('data', onLine('stderr'));
-  const [code, signal] = (await new Promise((resolveExit, reject) => {
+  let killTimer: NodeJS.Timeout | undefined;
+  const stop = () => {
+    log.info({ pid: child.pid }, 'stopping the conversion');
+    child.kill('SIGTERM');
+    killTimer = setTimeout(() => child.kill('SIGKILL'), CONVERT_STOP_MS);
+  };
+  signal?.addEventListener('abort', stop, { once: true });
+  const [code, killedBy] = (await new Promise((resolveExit, reject) => {
     child.once('error', reject);
     child.once('exit', (c, s) => resolveExit([c, s]));
+  }).finally(() => {
+    clearTimeout(killTimer);
+    signal?.removeEventListener('abort', stop);
   })) as [number | null, NodeJS.Signals | null];
+  if (signal?.aborted) throw new SetupStopped();
   if (code !== 0) {
     const why = tail.filter((l) => l.startsWith('error')).at(-1) ?? tail.at(-1) ?? 'no output';
-    throw new AppError('model', `converting ${snapshotDir} to ONNX failed (${signal ?? `exit ${code}`}): ${why}`, { context: { tail } });
+    throw new AppError('model', `converting ${snapshotDir} to ONNX failed (${killedBy ?? `exit ${code}`}): ${why}`, { context: { tail } });
   }
 }
 
@@ -263,11 +308,13 @@ function loggedProgress(log: Logger, ms: number): FetchProgress {
 /**
  * Runs `fn` holding a lock directory (mkdir is atomic, also on shared volumes). The holder touches it every few
  * seconds; a lock untouched for `staleMs` belonged to a process that died and is taken over (takeOverStale).
+ * `signal` ends a wait for the lock (SetupStopped); once held, the lock is released when `fn` settles.
  */
-export async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
   await mkdir(resolve(lockDir, '..'), { recursive: true });
   let waitingLogged = false;
   for (;;) {
+    if (signal?.aborted) throw new SetupStopped();
     try {
       await mkdir(lockDir);
       break;
@@ -277,7 +324,7 @@ export async function withLock<T>(lockDir: string, log: Logger, staleMs: number,
       if (await takeOverStale(lockDir, log, staleMs)) break;
       if (!waitingLogged) log.info({ lockDir }, 'another worker is setting up the model; waiting for it');
       waitingLogged = true;
-      await new Promise((r) => setTimeout(r, 1000));
+      await unlessStopped(new Promise((r) => setTimeout(r, 1000)), signal);
     }
   }
   await writeFile(`${lockDir}/owner`, `${hostname()} ${process.pid}\n`);

@@ -96,6 +96,8 @@ export const ConfigSchema = z.strictObject({
     pipelineExtra: z.record(z.string(), z.unknown()),
     /** After abort (cancel/timeout), how long a model thread may take to stop before it is terminated and recreated. */
     abortGraceMs: positiveInt,
+    /** On SIGTERM, how long running jobs may take to finish before they are handed back to the queue for another worker. */
+    stopGraceMs: positiveInt,
     /** Jobs one model thread runs at once with their model steps batched together (docs/batching.md), per stage:
      *  `decode` for ask answers and the model's own checks, `diffusion` for imagine/vary. 1 = one job at a time. */
     maxBatch: z.strictObject({ decode: positiveInt, diffusion: positiveInt }),
