@@ -21,6 +21,7 @@ import {
   MAX_DESCRIBED_PROMPT_CHARS,
   JobRequest,
   parseContract,
+  retentionLeft,
   retentionOf,
   isNoLog,
   type ImageResult,
@@ -260,7 +261,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const pngs = reviewedAll.map(({ best }) => (best.check?.caption ? addPngText(best.image.png, { Description: best.check.caption }) : best.image.png));
     // The PNGs are stored with the hand-over, in its round trip (BlobStore.prepare: a store on the worker's own
     // connection); a store elsewhere stores them first, all at once: one round trip before the hand-over.
-    const ttl = retentionOf(request.destination);
+    const ttl = retentionLeft(request); // a retention channel's: until its deadline, not its TTL from now
     const prepared = pngs.map((png) => blobs.prepare?.(redis, png, 'output', ttl));
     const staged = prepared.every((p): p is PreparedBlob => p !== undefined) ? prepared : undefined;
     const blobKeys = staged ? staged.map((p) => p.key) : await Promise.all(pngs.map((png) => blobs.put(png, 'output', ttl)));
@@ -365,8 +366,12 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const failure = classify(e);
       if (failure) {
         await after(job, request, await handOverFailure(request, failure));
-        log.info({ jobId: request.id, code: failure.code, err: isNoLog(config, request.destination) && failure.userFacing ? '(withheld: noLog)' : failure.message }, 'job failed (not retried)'); // a user-facing text may quote the input
-        throw Object.assign(new UnrecoverableError(failure.message), { code: failure.code }); // code: the metrics' failure reason
+        // A user-facing text may quote the input: in a no-log channel it stays out of the log and out of what BullMQ
+        // keeps (the job's failedReason and stacktrace, the events stream, which outlives the job): the user has it in
+        // the result handed over.
+        const told = isNoLog(config, request.destination) && failure.userFacing ? `${failure.code} (withheld: noLog)` : failure.message;
+        log.info({ jobId: request.id, code: failure.code, err: told }, 'job failed (not retried)');
+        throw Object.assign(new UnrecoverableError(told), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;
       if (job.attemptsMade + 1 >= attempts) {

@@ -115,6 +115,16 @@ export function retentionOf(d: Destination): number | undefined {
   return d.platform === 'cli' ? undefined : d.retentionSeconds;
 }
 
+/**
+ * Seconds left until a retention channel's request must be gone (submitted + its TTL; at least 1): what its images
+ * are stored for. The TTL from when they are made let a job that waited in a busy queue keep its PNG that much past
+ * the deadline, after the sweep had purged the job (found by an audit, 2026-12-07). Undefined without a TTL.
+ */
+export function retentionLeft(request: Pick<JobRequest, 'destination' | 'submittedAt'>, now = Date.now()): number | undefined {
+  const ttl = retentionOf(request.destination);
+  return ttl === undefined ? undefined : Math.max(1, Math.ceil((request.submittedAt + ttl * 1000 - now) / 1000));
+}
+
 /** No-log mode for a job: the deployment's (config.noLog) or its channel's. */
 export function isNoLog(config: { noLog: boolean }, d: Destination): boolean {
   return config.noLog || (d.platform !== 'cli' && d.noLog === true);

@@ -104,9 +104,14 @@ export class Retention {
     // job that finished between the two reads looked finished with no delivery, and its result outlived the purge.)
     const result = await delivery.getJob(e.j);
     if (!(await finished(result))) return false;
+    // Its images too, the input and what was made (they expire by the deadline themselves; a result never delivered
+    // was never released, and one stored with a longer TTL by an older worker would outlive it)
+    const request = job?.data as { imageKey?: string } | undefined;
+    const made = result?.data as { image?: { blobKey: string }; images?: { blobKey: string }[] } | undefined;
+    const blobs = [request?.imageKey, made?.image?.blobKey, ...(made?.images ?? []).map((i) => i.blobKey)].filter((k): k is string => typeof k === 'string');
     if (job) await job.remove();
     if (result) await result.remove();
-    await this.redis.del(...jobKeys(this.config.queue.prefix, e.j));
+    await this.redis.del(...jobKeys(this.config.queue.prefix, e.j), ...blobs);
     // The event streams last: removing a job adds a 'removed' event naming it.
     await Promise.all([this.dropEvents(this.jobs.keys.events!, e), this.dropEvents(delivery.keys.events!, e)]);
     this.log?.info({ jobId: e.j }, 'retention TTL reached: job purged');

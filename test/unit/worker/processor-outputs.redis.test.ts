@@ -475,7 +475,7 @@ describe('processor outputs', () => {
     fail = new UserError('bad_request', 'the fox is secret');
     const secret = imagine({ destination: { platform: 'discord', guildId: 'g', channelId: 'c', userId: 'u', applicationId: 'a', noLog: true } });
     await failureOf(quiet.p.process(job(secret), 'token', new AbortController().signal));
-    expect(quiet.logged('job failed (not retried)')).toMatchObject([{ jobId: secret.id, code: 'bad_request', err: '(withheld: noLog)' }]);
+    expect(quiet.logged('job failed (not retried)')).toMatchObject([{ jobId: secret.id, code: 'bad_request', err: 'bad_request (withheld: noLog)' }]);
     fail = undefined;
   });
 
