@@ -84,6 +84,15 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
   );
 
   const signal = options.signal;
+  // A model set up already needs no lock: read it as it is, and go. A volume shared read-only by many workers (set up
+  // once by one) works so, and a worker does not wait behind another's lock for what it would not change. (Before,
+  // every start made the lock, and a read-only model volume failed every start.)
+  const snapshotReady = m.hubId === '' || snapshotStatus(snapshotDir, m.hubId, m.hubRevision).complete;
+  if (snapshotReady && staleReason(onnxDir, snapshotDir, m.dtype, m.quant) === undefined && (await verifyGraphFiles(onnxDir, readManifest(onnxDir)!)) === undefined) {
+    if (m.hubId !== '') log.info({ repo: m.hubId, dir: snapshotDir }, 'model snapshot already complete; not downloading');
+    log.info({ dir: onnxDir }, 'ONNX graphs are current; not converting');
+    return { provider, adapter: choice.adapter, fetched: false, converted: false, snapshotDir, onnxDir };
+  }
   return withLock(`${snapshotDir}.setup-lock`, log, options.staleLockMs ?? 120_000, async () => {
     let fetched = false;
     if (m.hubId !== '') {
