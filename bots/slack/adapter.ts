@@ -169,7 +169,9 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
   // round trip before each ack, and one more call against Slack's rate limits.)
   const client = new webApi.WebClient(token, { ...clientOptions, logger });
   let app: App | undefined; // made by start()
-  const port = new SlackPort(client, config, log);
+  // Progress edits: no waiting out a 429 and no retries (SlackPort: a late edit would land on the result)
+  const progressClient = new webApi.WebClient(token, { ...clientOptions, logger, rejectRateLimitedCalls: true, retryConfig: { retries: 0 } });
+  const port = new SlackPort(client, config, log, progressClient);
   const titles = new Map<string, JobTitle>();
   let eventsUrl: string | undefined;
   let core: Core | undefined;

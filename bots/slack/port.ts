@@ -4,6 +4,7 @@
 // look-up: an image is uploaded as `blip3o-<jobId>.png` and not again if the thread already holds that file;
 // an answer carries message metadata with the job id and is not posted again if the thread has it. A result
 // whose channel refuses the bot goes to the requester's DM, looked up there the same way.
+import { webApi } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import { servedNote } from '../core/served-note.ts';
 import type { Redis } from '../../src/redis.ts';
@@ -63,10 +64,17 @@ export class SlackPort implements PlatformPort {
   readonly platform = 'slack' as const;
   private context?: PortContext;
 
+  /**
+   * `progressClient`: the client progress edits go through, one that neither waits out a 429 nor retries (the adapter
+   * makes it so). A progress edit is replaceable: late, it would land on top of the result (the delivery waits for an
+   * edit in flight only so long), and waiting out its 429 paused the one client's queue, every other job's result
+   * behind it (found by an audit, 2026-12-07). Refused, it is dropped; the next one or the result supersedes it.
+   */
   constructor(
     private readonly client: WebClient,
     private readonly config: Readonly<Config>,
     private readonly log: Logger,
+    private readonly progressClient: WebClient = client,
   ) {}
 
   attach(context: PortContext): void {
@@ -119,7 +127,13 @@ export class SlackPort implements PlatformPort {
     if (!d.statusMessageTs || !this.context) return;
     if ((await this.context.redis.exists(this.finishedKey(jobId))) === 1) return;
     const m = statusMessage(jobId, await this.headlineOf(jobId), p, note);
-    await this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
+    try {
+      await this.progressClient.chat.update({ channel: postedIn(d), ts: d.statusMessageTs, text: m.text, blocks: m.blocks as never });
+    } catch (e) {
+      if ((e as { code?: string }).code !== webApi.ErrorCode.RateLimitedError) throw e;
+      // Stryker disable next-line ObjectLiteral,StringLiteral: a debug log line
+      this.log.debug({ jobId }, 'a progress edit was rate limited: dropped');
+    }
   }
 
   async deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {

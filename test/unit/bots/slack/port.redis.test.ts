@@ -77,6 +77,40 @@ const sectionText = (m: FakeMessage | undefined, i = 0): string => ((m?.blocks?.
 const callsSince = (n: number, method: string) => fake.apiCalls(method).slice(n);
 const count = (method: string) => fake.apiCalls(method).length;
 
+describe('SlackPort under Slack\'s rate limits (its clients as the adapter makes them: the library\'s retry policy for results; none for progress)', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** A bot instance's port: results through a client that waits out 429s and retries, progress through one that does neither. */
+  function adapterPort(): SlackPort {
+    const results = new WebClient(fake.botToken, { slackApiUrl: fake.apiUrl, logLevel: LogLevel.ERROR });
+    const progress = new WebClient(fake.botToken, { slackApiUrl: fake.apiUrl, logLevel: LogLevel.ERROR, rejectRateLimitedCalls: true, retryConfig: { retries: 0 } });
+    const p = new SlackPort(results, config, log, progress);
+    p.attach({ redis, titleOf: async (jobId) => titles.get(jobId) });
+    return p;
+  }
+
+  it('a progress edit answered 429 is dropped, not retried after the result: the final status stays', async () => {
+    const p = adapterPort();
+    const d = await started('r-late');
+    fake.inject({ method: 'chat.update', retryAfterSec: 3 });
+    const edit = p.showProgress(d, progress('r-late', 9)); // the delivery waits for an edit in flight only so long (the ledger)
+    await sleep(200);
+    await p.deliver(imageResult('r-late', d), png);
+    await edit; // before: it waited the 3 s out, then landed on top of the final status
+    expect(statusOf(d)!.text).toBe('Done: the image is in the thread');
+  }, 15_000);
+
+  it('a 429 on one job\'s progress edit holds back no other job\'s result', async () => {
+    const p = adapterPort();
+    const [x, y] = [await started('r-x'), await started('r-y')];
+    fake.inject({ method: 'chat.update', retryAfterSec: 4 });
+    const edit = p.showProgress(x, progress('r-x', 3));
+    const t0 = Date.now();
+    await p.deliver(imageResult('r-y', y), png);
+    expect(Date.now() - t0).toBeLessThan(1_500); // before: ≈ 4 s, the one client's queue paused for the Retry-After
+    await edit;
+  }, 15_000);
+});
+
 describe('SlackPort.showProgress', () => {
   it('edits the status message with the title and the stage, until the job is being delivered', async () => {
     const d = await started('p-edit');
