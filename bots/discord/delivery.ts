@@ -8,13 +8,14 @@
 //   - token expired (or the original was deleted) → a channel message with nonce + enforce_nonce (Discord returns
 //     the earlier message instead of posting twice), after looking for one already posted with this job's buttons.
 import { createHash } from 'node:crypto';
-import { DiscordAPIError, MessageFlags, Routes, type REST } from 'discord.js';
+import { DiscordAPIError, MessageFlags, RateLimitError, Routes, type REST, type RequestData } from 'discord.js';
 import type { Config } from '../../src/config/schema.ts';
 import type { DiscordDestination, Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
 import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import { parseButtonId } from './custom-ids.ts';
 import { progressBody, queuedBody, resultMessage, withNote, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
+import { withinUploadLimit } from './upload-size.ts';
 
 /** Discord error codes meaning "this token/message is gone": fall back to a channel message. */
 const GONE_CODES = new Set<number | string>([10008, 10015, 10062, 50027]);
@@ -45,6 +46,12 @@ export const DMS_CLOSED_HELP =
 const LOOKBACK_MESSAGES = 50;
 /** Discord caps `nonce` at 25 characters. */
 const NONCE_CHARS = 25;
+
+/**
+ * A progress edit gives up after this long, retries included: under the delivery ledger's 10 s edit slot
+ * (src/jobs/ledger.ts SHOWING_SLOT_MS), so it never lands after another process, tired of waiting, posted the result.
+ */
+const PROGRESS_EDIT_TIMEOUT_MS = 5_000;
 
 /** discord.js's REST waits out Discord's rate limits by itself; the operator sees each wait in the log. */
 export function logRateLimits(rest: Pick<REST, 'on'>, log: Logger): void {
@@ -87,6 +94,8 @@ export class DiscordDelivery implements PlatformPort {
   private readonly lastEditAt = new Map<string, number>();
   /** Interaction tokens Discord already refused (expired, deleted original): not tried again. */
   private readonly deadTokens = new Set<string>();
+  /** Routes of the progress edits in flight: a rate limit on one of them rejects it instead of waiting it out. */
+  private readonly progressEdits = new Set<string>();
 
   constructor(
     private readonly rest: REST,
@@ -95,6 +104,7 @@ export class DiscordDelivery implements PlatformPort {
     private readonly now: () => number = Date.now,
   ) {
     logRateLimits(rest, log); // progress edits and results are what Discord limits most
+    this.rejectRateLimitedProgress(rest);
   }
 
   showProgress(destination: Destination, progress: JobProgress): Promise<void> {
@@ -120,7 +130,11 @@ export class DiscordDelivery implements PlatformPort {
   deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
     const d = asDiscord(result.destination);
     return this.serial(result.jobId, async () => {
-      await this.post(d, result, image, gallery);
+      // What does not fit Discord's upload limit as PNG goes as JPEG (upload-size.ts); the shown image is the gallery's own
+      const sent = gallery ? await withinUploadLimit(gallery) : undefined;
+      const at = image && gallery ? gallery.indexOf(image) : -1;
+      const shown = at >= 0 ? sent![at] : image && (await withinUploadLimit([image]))[0];
+      await this.post(d, result, shown, sent);
       this.markDelivered(result.jobId);
     });
   }
@@ -281,12 +295,37 @@ export class DiscordDelivery implements PlatformPort {
     );
   }
 
+  /**
+   * A progress edit is replaceable (the next one, or the result, supersedes it), so it never waits out a 429 nor is
+   * sent late: discord.js's REST rejects a rate-limited request whose route is in `progressEdits` (other requests keep
+   * the filter the REST was built with), and `PROGRESS_EDIT_TIMEOUT_MS` bounds it, retries included. Waited out, a
+   * 429's Retry-After outlasts the ledger's edit slot: another process delivers the result meanwhile, and the edit,
+   * sent after, turns the result back into "⏳ Drawing" with a Cancel button.
+   */
+  private rejectRateLimitedProgress(rest: REST): void {
+    const before = rest.options.rejectOnRateLimit;
+    rest.options.rejectOnRateLimit = async (limit) => {
+      if ([...this.progressEdits].some((route) => limit.url.endsWith(route))) return true;
+      if (typeof before === 'function') return before(limit);
+      return (before ?? []).some((route) => limit.route.startsWith(route.toLowerCase()));
+    };
+  }
+
   private async editStatus(d: DiscordDestination, body: MessageBody): Promise<void> {
+    const progress = async (route: `/${string}`, options: RequestData) => {
+      this.progressEdits.add(route);
+      try {
+        await this.rest.patch(route, { ...options, signal: AbortSignal.timeout(PROGRESS_EDIT_TIMEOUT_MS) });
+      } finally {
+        this.progressEdits.delete(route);
+      }
+    };
     try {
-      if (this.tokenUsable(d)) await this.patchOriginal(d, { body, files: [] });
-      else if (d.statusMessageId) await this.rest.patch(Routes.channelMessage(statusChannelOf(d), d.statusMessageId), { body });
+      if (this.tokenUsable(d)) await progress(Routes.webhookMessage(d.applicationId, d.interactionToken, '@original'), { body, auth: false });
+      else if (d.statusMessageId) await progress(Routes.channelMessage(statusChannelOf(d), d.statusMessageId), { body });
       else return;
     } catch (e) {
+      if (e instanceof RateLimitError) return void this.log.info({ route: e.route, retryAfterMs: e.retryAfter, channel: d.channelId }, 'progress edit rate limited; dropped');
       if (isGone(e) && d.interactionToken) this.forgetToken(d.interactionToken);
       // Progress is best effort: a failed edit must not fail the job or its delivery.
       this.log.warn({ err: (e as Error).message, channel: d.channelId }, 'progress edit failed');

@@ -7,6 +7,7 @@ import { servedNote } from '../core/served-note.ts';
 import { ButtonStyle, ComponentType, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import { buttonId } from './custom-ids.ts';
+import { isJpeg } from './upload-size.ts';
 
 export const MAX_CONTENT_CHARS = 2000;
 export const MAX_EMBED_DESCRIPTION_CHARS = 4096;
@@ -147,7 +148,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   const meta = result.image!;
   if (image && gallery && result.images && gallery.length === result.images.length) return galleryMessage(result, result.images, gallery, prefix, allowed);
   if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
-  const filename = `blip3o-${meta.options.seed}.png`;
+  const filename = fileNameOf(meta.options.seed, image);
   const checked = checkLine(meta);
   const content = truncate(`${prefix}**${echo(meta.prompt)}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), checked, servedNote(result)].filter(Boolean).join(' · ')}`;
   return {
@@ -162,9 +163,13 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
       attachments: [{ id: '0', filename, description: truncate(meta.altText || meta.prompt, MAX_ALT_TEXT_CHARS) }],
       allowed_mentions: allowed,
     },
-    files: [{ name: filename, data: Buffer.from(image), contentType: 'image/png' }],
+    files: [{ name: filename, data: Buffer.from(image), contentType: contentTypeOf(image) }],
   };
 }
+
+/** An image's file: `blip3o-<seed>.png`, or `.jpg` for one re-encoded to fit Discord's upload limit (upload-size.ts). */
+const fileNameOf = (seed: number, bytes: Uint8Array): string => `blip3o-${seed}.${isJpeg(bytes) ? 'jpg' : 'png'}`;
+const contentTypeOf = (bytes: Uint8Array): string => (isJpeg(bytes) ? 'image/jpeg' : 'image/png');
 
 /** A /describe answer: the prompts as a numbered list, each with an "Imagine this" button (custom_id: job + index). */
 function describedMessage(jobId: string, prompts: string[], prefix: string, allowed: MessageBody['allowed_mentions']): Rendered {
@@ -201,7 +206,7 @@ function galleryMessage(result: JobResult, images: NonNullable<JobResult['images
   const rows: APIActionRowComponent<APIButtonComponent>[] = [];
   for (let i = 0; i < vary.length; i += ROW_BUTTONS) rows.push(row(vary.slice(i, i + ROW_BUTTONS)));
   rows.push(row([button('Re-roll all', ButtonStyle.Primary, buttonId('reroll', result.jobId))]));
-  const names = images.map((i) => `blip3o-${i.options.seed}.png`);
+  const names = images.map((img, i) => fileNameOf(img.options.seed, pngs[i]!));
   return {
     body: {
       content,
@@ -209,6 +214,6 @@ function galleryMessage(result: JobResult, images: NonNullable<JobResult['images
       attachments: images.map((img, i) => ({ id: String(i), filename: names[i]!, description: truncate(img.altText || img.prompt, MAX_ALT_TEXT_CHARS) })),
       allowed_mentions: allowed,
     },
-    files: pngs.map((png, i) => ({ name: names[i]!, data: Buffer.from(png), contentType: 'image/png' })),
+    files: pngs.map((png, i) => ({ name: names[i]!, data: Buffer.from(png), contentType: contentTypeOf(png) })),
   };
 }

@@ -66,6 +66,9 @@ export interface RestWorld {
  * component limits): a body past one is refused whole with 400 / 50035 "Invalid Form Body", as Discord does, so a
  * message our code would have lost is a failing test here.
  */
+/** What a message's attachments may weigh together in a server without boosts. */
+export const UPLOAD_LIMIT_BYTES = 10 * 1024 * 1024;
+
 export function messageFormErrors(body: Json | undefined): Json | undefined {
   if (!body) return undefined;
   const errors: Json = {};
@@ -144,6 +147,8 @@ export class FakeRestApi {
 
     const messageRoute = /^\/(interactions\/\d+\/[^/]+\/callback|webhooks\/\d+\/[^/]+(\/messages\/[^/]+)?|channels\/\d+\/messages(\/\d+)?)$/.test(route);
     if (messageRoute && (method === 'POST' || method === 'PATCH')) {
+      // Discord's upload limit without boosts (its interactions carry it as attachment_size_limit): refused whole
+      if (record.files.reduce((n, f) => n + f.bytes.byteLength, 0) > UPLOAD_LIMIT_BYTES) return reply(413, { code: 40005, message: 'Request entity too large' });
       const body = record.body as Json | undefined;
       const message = route.startsWith('/interactions/') ? (body?.data as Json | undefined) : body;
       const errors = messageFormErrors(message);

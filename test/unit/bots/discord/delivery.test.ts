@@ -2,6 +2,8 @@
 // progress, idempotent delivery on every path (token, status message, expired token → channel message, also
 // across a restart that loses in-memory state), and errors that must reach the core's retry.
 import { REST } from 'discord.js';
+import { randomBytes } from 'node:crypto';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buttonId } from '../../../../bots/discord/custom-ids.ts';
 import { DiscordDelivery, nonceFor } from '../../../../bots/discord/delivery.ts';
@@ -10,6 +12,7 @@ import type { Config } from '../../../../src/config/schema.ts';
 import type { DiscordDestination, JobResult } from '../../../../src/jobs/contract.ts';
 import { createLogger } from '../../../../src/log.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
+import { UPLOAD_LIMIT_BYTES } from '../../../fakes/discord/rest.ts';
 import { FakeDiscord, type FakeInteraction } from '../../../fakes/discord/server.ts';
 import { Client, GatewayIntentBits } from 'discord.js';
 
@@ -69,6 +72,24 @@ describe('DiscordDelivery', () => {
     expect(patches(interaction)).toHaveLength(2);
     expect(fake.original(interaction)!.attachments).toHaveLength(1);
   });
+
+  it('a gallery heavier than Discord\'s upload limit goes as JPEGs that fit (it was refused whole, 413/40005, on every retry); one that fits stays PNG', async () => {
+    // noise compresses as badly as a photograph's detail: ≈ 3 MB a PNG
+    const noisy = async () => new Uint8Array(await sharp(randomBytes(1024 * 1024 * 3), { raw: { width: 1024, height: 1024, channels: 3 } }).png().toBuffer());
+    const pngs = await Promise.all([1, 2, 3, 4].map(noisy));
+    expect(pngs.reduce((n, p) => n + p.byteLength, 0)).toBeGreaterThan(UPLOAD_LIMIT_BYTES); // ≈ 3 MB each
+    const { interaction, destination } = await deferred();
+    const base = result('j-heavy', destination);
+    const images = [1, 2, 3, 4].map((seed) => ({ ...base.image!, options: { ...base.image!.options, seed } }));
+    await port().deliver({ ...base, images }, pngs[0], pngs);
+    const sent = fake.original(interaction)!;
+    expect(sent.attachments.map((a) => a.filename)).toEqual(['blip3o-1.jpg', 'blip3o-2.jpg', 'blip3o-3.jpg', 'blip3o-4.jpg']);
+    expect(sent.attachments.reduce((n, a) => n + a.size, 0)).toBeLessThanOrEqual(UPLOAD_LIMIT_BYTES);
+    expect(sent.components.length).toBeGreaterThan(0); // the result, with its buttons: not "⏳ Drawing"
+    const light = await deferred();
+    await port().deliver(result('j-light', light.destination), png);
+    expect(fake.original(light.interaction)!.attachments.map((a) => a.filename)).toEqual(['blip3o-1.png']);
+  }, 60_000);
 
   it('a repeated delivery through the token edits the same message again: one message, one image', async () => {
     const { interaction, destination } = await deferred();
@@ -413,6 +434,34 @@ describe('DiscordDelivery', () => {
     expect(names.users.size).toBe(2);
     expect(lines).toContainEqual(['info', { route: '/guilds/:id/members/:id', retryAfterMs: expect.any(Number) }, 'rate limited by Discord; waiting']);
   });
+
+  it('several processes: a progress edit refused with a 429 is dropped, not waited out and sent on top of the result another process delivered meanwhile', async () => {
+    // Retry-After 11 s outlasts the delivery ledger's 10 s edit slot (src/jobs/ledger.ts): A posts the result while B's edit waits.
+    const { interaction, destination } = await deferred();
+    const question = fake.postUserMessage({ content: 'q', mentionBot: true });
+    const status = (await client.rest.post(`/channels/${fake.channelId}/messages`, { body: { content: '⏳', message_reference: { message_id: question.id } } })) as { id: string };
+    const mention: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, userId: fake.alice.id, applicationId: fake.appId, replyToMessageId: question.id, statusMessageId: status.id };
+    fake.injectFault({ method: 'PATCH', path: /./, status: 429, retryAfterS: 11, times: 2, when: (r) => JSON.stringify(r.body ?? {}).includes('step 9/10') });
+    const { port: b, lines } = recordingPort();
+    const [a, started] = [port(), Date.now()];
+    const edits = Promise.all([b.showProgress(destination, progress('j-late', 9)), b.showProgress(mention, progress('j-late-mention', 9))]);
+    await new Promise((r) => setTimeout(r, 300));
+    await a.deliver(result('j-late', destination, 'a finished fox'), png);
+    await a.deliver({ ...result('j-late-mention', mention), kind: 'ask', image: undefined, answer: { text: 'A finished answer.', tokenCount: 3 } }, undefined);
+    await edits;
+    const final = fake.original(interaction)!;
+    expect({ content: final.content, buttons: JSON.stringify(final.components).match(/"label":"[^"]+"/g) }).toEqual({
+      content: expect.stringContaining('a finished fox'),
+      buttons: ['"label":"Re-roll"', '"label":"Vary"'],
+    });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(lines.map(([level, { route }, msg]) => [level, route, msg])).toEqual([
+      ['info', '/webhooks/:id/:token/messages/%40original', 'progress edit rate limited; dropped'],
+      ['info', '/channels/:id/messages/:id', 'progress edit rate limited; dropped'],
+    ]);
+    expect(fake.messages.get(status.id)!.content).toBe('A finished answer.');
+    b.close();
+  }, 30_000);
 
   it('nonces are 25 characters, one per job', () => {
     expect(nonceFor('j1')).toHaveLength(25);
