@@ -28,7 +28,8 @@ const tests: Record<string, string[]> = {
   // the Discord gateway glue through real discord.js and the fake Discord, no worker
   gateway: ['test/unit/bots/discord/adapter.redis.test.ts'],
   // what users type, checked: on its own and through the core's submit paths
-  requests: ['test/unit/bots/core/{requests,imagine-extras}.test.ts', 'test/unit/bots/core/submit-paths.redis.test.ts', 'test/unit/bots/discord/options.test.ts', 'test/unit/bots/slack/options.test.ts'],
+  // (the flags' parser is both adapters': their inputs tests too)
+  requests: ['test/unit/bots/core/{requests,imagine-extras}.test.ts', 'test/unit/bots/core/submit-paths.redis.test.ts', 'test/unit/bots/{discord,slack}/{options,inputs}.test.ts'],
   // the worker process's own modules around the pipeline (no ONNX session: the thread host's tests use a test thread)
   worker: ['test/unit/worker/{thread-host,setup}.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/worker/review.test.ts', 'test/unit/worker/limits.test.ts'],
   // the Discord adapter's own modules, against the fake Discord in the test process (no worker)
