@@ -5,6 +5,7 @@
 // removal fails (a worker holds the job's lock) leaves the job to the worker.
 import { Job, UnrecoverableError } from 'bullmq';
 import { createQueueWorker } from '../../../../src/jobs/queue.ts';
+import { dieAt } from '../../../doubles/crash-point.ts';
 import { describe, expect, it } from 'vitest';
 import { CACHED_TEXT } from '../../../../bots/core/submit.ts';
 import { digestOf } from '../../../../src/cache/fanout.ts';
@@ -108,20 +109,12 @@ describe('cancel', () => {
   it('a bot that dies between handing "Cancelled." over and removing the job: the result is delivered all the same, once', async () => {
     const c = core();
     const id = jobId(await c.handle(inv({ command: 'imagine', prompt: 'a heron' })));
-    // the job's removal never returns: the process is gone
-    const remove = Job.prototype.remove;
-    let entered!: () => void;
-    const reached = new Promise<void>((r) => (entered = r));
-    Job.prototype.remove = function (this: Job) {
-      if (this.id !== id) return remove.call(this);
-      entered();
-      return new Promise<void>(() => undefined);
-    };
+    const removal = dieAt(Job.prototype, 'remove', (job) => (job as Job).id === id); // the process is gone there
     try {
       void c.handle(inv({ command: 'cancel', jobId: id }));
-      await reached;
+      await removal.reached;
     } finally {
-      Job.prototype.remove = remove;
+      removal.restore();
     }
     // before: the job was removed first, and a bot dying before the hand-over left it with no result at all
     expect(await handedOver(c, id)).toMatchObject({ jobId: id, status: 'cancelled' });

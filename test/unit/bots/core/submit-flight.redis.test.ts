@@ -13,6 +13,7 @@ import type { Destination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import type { Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
+import { dieAt } from '../../../doubles/crash-point.ts';
 import { capturedLog, coreDest as dest, coreHarness, invocation as inv, OPEN_LIMIT, REDIS_URL, SILENT_LOG } from '../../../doubles/core-harness.ts';
 
 const h = coreHarness('t-flight');
@@ -156,21 +157,15 @@ describe('result cache', () => {
     const first = (await c.handle(inv(imagine('a lynx')))) as { jobId: string };
     const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
     await c.cache.put('model-a', (await digestOf(c.blobs, request))!, { kind: 'image', width: 32, height: 32 }, h.png);
-    // the first bot "dies" in its hand-over of the cached result: the call never returns
-    const handOver = DeliveryQueues.prototype.handOver;
-    let entered!: () => void;
-    const reached = new Promise<void>((r) => (entered = r));
-    DeliveryQueues.prototype.handOver = function () {
-      entered();
-      return new Promise<void>(() => undefined);
-    };
+    // the first bot dies in its hand-over of the cached result
+    const handOver = dieAt(DeliveryQueues.prototype, 'handOver');
     const again = inv(imagine('a lynx'), { destination: dest('u-retry') });
     const id = jobIdFor('discord', again.dedupeKey);
     try {
       void c.handle(again);
-      await reached;
+      await handOver.reached;
     } finally {
-      DeliveryQueues.prototype.handOver = handOver;
+      handOver.restore();
     }
     const restarted = createCore({ config: c.config, secrets: { REDIS_URL }, ports: [], redis: h.redis, log: SILENT_LOG });
     expect(await restarted.handle({ ...again })).toMatchObject({ jobId: id, text: CACHED_TEXT });

@@ -19,6 +19,7 @@ import { QueueNames, type Destination, type JobRequest, type JobResult } from '.
 import { createDeliveryQueue, createQueueWorker } from '../../../../../src/jobs/queue.ts';
 import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../../../src/redis.ts';
 import { startOrHold } from '../../../../../src/scheduling/fair.ts';
+import { dieAt } from '../../../../doubles/crash-point.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-admin-${randomUUID().slice(0, 8)}`;
@@ -258,19 +259,12 @@ describe('/blip3o-admin queue', () => {
 
   it('tells the owner before removing the job: a bot that dies at the removal has handed the result over already', async () => {
     const id = await imagine(discord('PD', 'hal', 'gdies'));
-    const remove = BullJob.prototype.remove;
-    let entered!: () => void;
-    const reached = new Promise<void>((r) => (entered = r));
-    BullJob.prototype.remove = function (this: Job) {
-      if (this.id !== id) return remove.call(this);
-      entered();
-      return new Promise<void>(() => undefined); // the process is gone
-    };
+    const removal = dieAt(BullJob.prototype, 'remove', (job) => (job as Job).id === id); // the process is gone there
     try {
       void run({ command: 'queue', action: 'purge-user', targetUserId: 'hal' }, discord('PD', 'mod', 'gdies'));
-      await reached;
+      await removal.reached;
     } finally {
-      BullJob.prototype.remove = remove;
+      removal.restore();
     }
     const delivery = createDeliveryQueue(config, redis, 'delivery-discord');
     try {
