@@ -214,7 +214,7 @@ describe('/metrics after a few jobs', () => {
       await proc.waitFor('bots ready', 60_000);
       const base = `http://127.0.0.1:${port}`;
       expect((await fetch(`${base}/healthz`)).status).toBe(200);
-      expect(await (await fetch(`${base}/readyz`)).json()).toEqual({ ready: true, checks: { redis: 'ok', discord: 'ok' } });
+      expect(await (await fetch(`${base}/readyz`)).json()).toEqual({ ready: true, checks: { started: 'ok', redis: 'ok', discord: 'ok' } });
       // The portal switches Message Content off: Discord ends the session, the bot logs in again without it
       fake.setMessageContentAllowed(false);
       const seen = new Set<string>();
@@ -222,7 +222,7 @@ describe('/metrics after a few jobs', () => {
         const r = await fetch(`${base}/readyz`);
         const body = (await r.json()) as { checks: Record<string, string> };
         if (r.status === 503) {
-          expect(body.checks).toEqual({ redis: 'ok', discord: 'the Discord gateway is not connected' });
+          expect(body.checks).toEqual({ started: 'ok', redis: 'ok', discord: 'the Discord gateway is not connected' });
           seen.add('down');
         } else if (seen.has('down')) seen.add('up again');
         await new Promise((resolve) => setTimeout(resolve, 50));
