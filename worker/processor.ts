@@ -159,6 +159,15 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     };
   }
 
+  /**
+   * The result of a job handed over already (a re-run, a final failure after the hand-over), for its flight's followers;
+   * `gone` when it was delivered and has left its queue (a CLI's queue goes with the CLI): they are told that, rather
+   * than waiting for a result nobody will hand them.
+   */
+  async function handedOverResult(request: JobRequest, gone: Failure): Promise<JobResult | undefined> {
+    return (await deliveryQueue(request.destination).getJob(request.id))?.data ?? failureResult(request, gone);
+  }
+
   /** Deliver a failure for data that may be malformed (failureResult); the result handed over, if any. */
   async function handOverFailure(data: unknown, failure: Failure): Promise<JobResult | undefined> {
     const result = failureResult(data, failure);
@@ -336,11 +345,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     await started;
     if (await handedOver) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
-      const handed = await deliveryQueue(request.destination).getJob(request.id);
-      // Delivered and gone from its queue (a CLI's queue goes with the CLI): the flight it led still ends, its
-      // followers told it failed, rather than waiting for a result nobody will hand them.
-      const gone = failureResult(request, { status: 'failed', code: 'internal', message: `Generation failed (ref ${job.id}): its result was delivered and is gone`, userFacing: false });
-      await after(job, request, handed?.data ?? gone);
+      const gone: Failure = { status: 'failed', code: 'internal', message: `Generation failed (ref ${job.id}): its result was delivered and is gone`, userFacing: false };
+      await after(job, request, await handedOverResult(request, gone));
       return { status: 'succeeded', alreadyHandedOver: true };
     }
     let result: JobResult;
@@ -404,9 +410,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       // after-hand-over step, as in process: afterHandOver is idempotent (the usage settle's marker, the flight's close
       // answering the same followers again, their deliveries under their own ids and the delivery ledger), so a
       // follower told already is not told twice.
-      const result = (await alreadyHandedOver(request.id, request.destination))
-        ? ((await deliveryQueue(request.destination).getJob(request.id))?.data ?? failureResult(request, failure))
-        : await handOverFailure(request, failure);
+      const result = (await alreadyHandedOver(request.id, request.destination)) ? await handedOverResult(request, failure) : await handOverFailure(request, failure);
       // Logged, not thrown: the job's own result is handed over; a flight left open expires with its keep time.
       await after(job, request, result).catch((e: unknown) =>
         log.error({ jobId: request.id, err: (e as Error).message }, 'could not end the single flight of a failed job; its followers are not told'));
