@@ -19,6 +19,7 @@ import {
   TextInputStyle,
   ComponentType,
   type APIMessage,
+  type AttachmentPayload,
   type ButtonInteraction,
   type Channel,
   type ChatInputCommandInteraction,
@@ -418,9 +419,7 @@ export class DiscordAdapter implements Adapter {
     const reply = await this.call({ input, destination, dedupeKey: interaction.id, isAdmin: true });
     const image = reply.kind === 'text' ? reply.image : undefined; // the usage chart: as private as the text (ephemeral)
     const files = image ? [{ attachment: Buffer.from(image.png), name: image.name, description: image.altText }] : [];
-    const [first, ...rest] = contentChunks(reply.text);
-    await interaction.editReply({ content: first, allowedMentions: { parse: [] }, files });
-    for (const more of rest) await interaction.followUp({ content: more, flags: MessageFlags.Ephemeral, allowedMentions: { parse: [] } });
+    await this.replyPrivately(interaction, reply.text, files);
   }
 
   /**
@@ -636,14 +635,18 @@ export class DiscordAdapter implements Adapter {
     return { kind: 'error', text: `Something went wrong (ref ${ref}).`, private: true };
   }
 
-  /** Tell the user alone: a reply, the edit of a private "thinking…" (a follow-up would leave it thinking), or a follow-up. */
-  private async replyPrivately(interaction: RepliableInteraction, text: string): Promise<void> {
+  /**
+   * Tell the user alone: a reply, the edit of a private "thinking…" (a follow-up would leave it thinking), or a
+   * follow-up; a text past Discord's 2,000 characters in several (contentChunks), `files` with the first.
+   */
+  private async replyPrivately(interaction: RepliableInteraction, text: string, files: AttachmentPayload[] = []): Promise<void> {
     const [first, ...rest] = contentChunks(text);
-    const payload = (content: string) => ({ content, flags: MessageFlags.Ephemeral as const, allowedMentions: { parse: [] } });
+    const attach = (attached: AttachmentPayload[]) => (attached.length ? { files: attached } : {});
+    const payload = (content: string, attached: AttachmentPayload[] = []) => ({ content, ...attach(attached), flags: MessageFlags.Ephemeral as const, allowedMentions: { parse: [] } });
     // Stryker disable next-line ConditionalExpression,LogicalOperator: `deferred && !replied` → `true` or `deferred || !replied` differ only for an interaction already *replied* to privately, and no handler fails after its private reply
-    if (interaction.deferred && !interaction.replied && interaction.ephemeral) await interaction.editReply({ content: first, components: [], allowedMentions: { parse: [] } });
-    else if (interaction.deferred || interaction.replied) await interaction.followUp(payload(first!));
-    else await interaction.reply(payload(first!));
+    if (interaction.deferred && !interaction.replied && interaction.ephemeral) await interaction.editReply({ content: first, components: [], ...attach(files), allowedMentions: { parse: [] } });
+    else if (interaction.deferred || interaction.replied) await interaction.followUp(payload(first!, files));
+    else await interaction.reply(payload(first!, files));
     for (const more of rest) await interaction.followUp(payload(more));
   }
 
