@@ -23,6 +23,7 @@ import {
   type ButtonInteraction,
   type Channel,
   type ChatInputCommandInteraction,
+  type ClientOptions,
   type DiscordAPIError,
   type Interaction,
   type Message,
@@ -30,7 +31,7 @@ import {
   type ModalSubmitInteraction,
   type RepliableInteraction,
 } from 'discord.js';
-import type { Config, Secrets } from '../../src/config/schema.ts';
+import type { Config, DiscordShards, Secrets } from '../../src/config/schema.ts';
 import { AppError, UserError, isUserError } from '../../src/errors.ts';
 import type { DiscordDestination } from '../../src/jobs/contract.ts';
 import { channelKey } from '../../src/jobs/contract.ts';
@@ -65,8 +66,8 @@ export interface DiscordAdapterOptions {
  */
 export const GATEWAY_CLOSED: Readonly<Record<number, string>> = {
   4004: 'it refused the token: was it reset in the Developer Portal?',
-  4010: 'an invalid shard',
-  4011: 'the bot is in too many servers for one gateway connection (Discord requires sharding above 2,500)',
+  4010: 'an invalid shard: do the bot processes agree on the shard count in discord.shards (DISCORD_SHARDS)?',
+  4011: 'a shard holds too many servers (Discord wants a shard per 2,500): set discord.shards (DISCORD_SHARDS) to auto, or raise its count',
   4012: 'an API version it no longer serves: update the bot',
   4013: 'invalid intents',
   4014: 'an intent the Developer Portal no longer allows (Message Content was switched off?)',
@@ -204,6 +205,7 @@ export class DiscordAdapter implements Adapter {
       // DM channels and uncached messages arrive as partials; without these, DMs and old reply targets are dropped.
       partials: [Partials.Channel, Partials.Message],
       rest: { api: d.apiBaseUrl, timeout: d.restTimeoutMs, retries: d.restRetries },
+      ...shardOptions(d.shards),
     });
     this.client = client;
     this.messageContent = withContent;
@@ -219,7 +221,7 @@ export class DiscordAdapter implements Adapter {
     await ready;
     // Only now: a close during the login itself rejects login(), which start() and onGatewayClosed() handle.
     client.on(Events.ShardDisconnect, (event) => void this.onGatewayClosed(client, event.code));
-    this.log.info({ user: client.user?.tag, messageContent: withContent }, 'discord ready');
+    this.log.info({ user: client.user?.tag, messageContent: withContent, shards: client.ws.shards.map((shard) => shard.id), shardCount: client.options.shardCount }, 'discord ready');
   }
 
   // ---- interactions -----------------------------------------------------------------------------------
@@ -664,6 +666,16 @@ export class DiscordAdapter implements Adapter {
     if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!);
     return true;
   }
+}
+
+/**
+ * discord.js's shard options for discord.shards. Always explicit: left at its defaults, discord.js would read SHARDS
+ * and SHARD_COUNT from the environment (its ShardingManager's variables), which a self-hoster may have set for
+ * something else.
+ */
+export function shardOptions(shards: DiscordShards): Pick<ClientOptions, 'shards' | 'shardCount'> {
+  if (shards === 'auto') return { shards: 'auto' };
+  return { shards: shards.ids ?? Array.from({ length: shards.count }, (_, id) => id), shardCount: shards.count };
 }
 
 function userText(e: unknown): string {

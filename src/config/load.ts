@@ -44,6 +44,7 @@ const ENV_OVERRIDES: Record<string, string[]> = {
   LOG_LEVEL: ['logLevel'],
   HF_ENDPOINT: ['model', 'hubUrl'],
   DISCORD_API_BASE_URL: ['discord', 'apiBaseUrl'],
+  DISCORD_SHARDS: ['discord', 'shards'],
   SLACK_API_URL: ['slack', 'apiUrl'],
 };
 
@@ -69,7 +70,7 @@ export function formatIssues(error: z.ZodError, sources: ReadonlyMap<string, str
   return error.issues
     .map((i) => {
       const path = i.path.join('.');
-      const from = sources.get(path);
+      const from = [...sources].find(([key]) => path === key || path.startsWith(`${key}.`))?.[1];
       return `✖ ${i.message} → at ${path || '(root)'}${from ? ` (set by the environment variable ${from})` : ''}`;
     })
     .join('\n');

@@ -29,6 +29,51 @@ export type LimitSpec = z.infer<typeof LimitSpec>;
 export const AspectRatio = z.enum(['1:1', '4:3', '3:4', '3:2', '2:3', '16:9', '9:16', '21:9', '9:21']);
 export type AspectRatio = z.infer<typeof AspectRatio>;
 
+/** Discord asks for a new shard every 2,500 servers; a bigger count than any bot needs is a typo. */
+export const MAX_DISCORD_SHARDS = 4096;
+
+/**
+ * Which gateway shards this bot process runs (docs/discord.md, "Sharding"). `auto`: all of them, as many as Discord
+ * recommends (re-read at every login). Otherwise a total and the ids this process runs, written `8` (all 8 here) or
+ * `0-3/8` / `0,2,4,6/8` (some of 8, the others in other processes) as env DISCORD_SHARDS takes it, or as YAML.
+ */
+export const DiscordShards = z.preprocess(
+  (raw) => (typeof raw === 'string' && raw !== 'auto' ? readShardSpec(raw) : typeof raw === 'number' ? { count: raw } : raw),
+  z.union([
+    z.literal('auto'),
+    z
+      .strictObject({
+        count: z.number().int().min(1).max(MAX_DISCORD_SHARDS, `at most ${MAX_DISCORD_SHARDS}`),
+        ids: z.array(z.number().int().nonnegative()).min(1).optional(),
+      })
+      .superRefine((s, ctx) => {
+        if (!(s.count >= 1)) return; // refused above
+        const outside = s.ids?.filter((id) => id >= s.count) ?? [];
+        if (outside.length > 0) ctx.addIssue({ code: 'custom', path: ['ids'], message: `shard ids run from 0 to ${s.count - 1} when the count is ${s.count} (got ${outside.join(', ')})` });
+        if (s.ids && new Set(s.ids).size !== s.ids.length) ctx.addIssue({ code: 'custom', path: ['ids'], message: 'a shard id is listed twice' });
+      }),
+  ], { error: 'shards is auto, a shard count (8), or the ids this process runs and the count (0-3/8, 0,2,4/8)' }),
+);
+export type DiscordShards = z.infer<typeof DiscordShards>;
+
+/** `8` → all of 8; `0-3/8`, `0,2,5-6/8` → those ids of 8. Anything else is left for the schema to refuse. */
+function readShardSpec(text: string): unknown {
+  const match = /^\s*(?:([\d,\s-]+)\/)?\s*(\d+)\s*$/.exec(text);
+  if (!match) return text;
+  const count = Number(match[2]);
+  if (match[1] === undefined) return { count };
+  const ids: number[] = [];
+  for (const part of match[1].split(',')) {
+    const range = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+    if (!range) return text;
+    const from = Number(range[1]);
+    const to = Number(range[2] ?? range[1]);
+    if (to < from || to - from > MAX_DISCORD_SHARDS) return text;
+    for (let id = from; id <= to; id++) ids.push(id);
+  }
+  return { count, ids };
+}
+
 /** A channel's changes to the deployment's check policy (config or admins at runtime); absent keys keep the default. */
 export const CheckPolicyOverride = z.strictObject({
   altText: z.boolean().optional(),
@@ -228,6 +273,7 @@ export const ConfigSchema = z.strictObject({
     registerCommandsOnStart: z.boolean(),
     /** Register in these guilds (instant) instead of globally (up to an hour to show); [] = globally. */
     commandGuildIds: z.array(z.string().regex(/^\d+$/, 'a guild id is a number (Discord: right-click the server → Copy Server ID)')),
+    shards: DiscordShards,
   }),
 
   slack: z.strictObject({

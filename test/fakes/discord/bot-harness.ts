@@ -29,6 +29,8 @@ export interface DiscordHarnessOptions {
   log?: Logger;
   /** The adapter's `onFatal` (bots/main.ts exits on it). */
   onFatal?: (error: Error) => void;
+  /** Runs on the started fake before the bot logs in (servers the bot is already in: `addGuild`). */
+  beforeLogin?: (fake: FakeDiscord) => void;
 }
 
 export interface DiscordHarness {
@@ -49,6 +51,7 @@ export interface DiscordHarness {
 export async function startDiscordHarness(options: DiscordHarnessOptions = {}): Promise<DiscordHarness> {
   const prefix = `t-${randomUUID().slice(0, 8)}`;
   const fake = await FakeDiscord.start({ heartbeatIntervalMs: 5_000, ...options.fake });
+  options.beforeLogin?.(fake);
   const base: DeepPartial<Config> = {
     logLevel: 'warn',
     queue: { prefix, backoffMs: 200, deliveryBackoffMs: 200 },

@@ -25,6 +25,8 @@ export interface FakeChannel {
   botCannot?: readonly ('send' | 'readHistory')[];
   /** The bot's user id, for the overwrite that denies `botCannot`. */
   botId?: string;
+  /** The server it is in, when not the fake's first one (`addGuild`). */
+  guildId?: string;
 }
 
 const SEND_MESSAGES = 1n << 11n;

@@ -42,7 +42,7 @@ export interface RestWorld {
   readonly messages: Map<string, FakeMessage>;
   readonly interactions: Map<string, FakeInteraction>;
   readonly commands: { global: Json[]; guild: Map<string, Json[]> };
-  readonly options: { callbackWindowMs: number; tokenTtlMs: number };
+  readonly options: { callbackWindowMs: number; tokenTtlMs: number; maxConcurrency: number };
   readonly dmChannels: Map<string, string>;
   /** Users whose privacy settings refuse direct messages from this bot (Discord answers 403 50007). */
   readonly closedDms: Set<string>;
@@ -54,6 +54,12 @@ export interface RestWorld {
   isMember(userId: string): boolean;
   /** The server's text channels by id. */
   readonly channels: Map<string, FakeChannel>;
+  /** The server a channel is in; null for a DM or an unknown channel. */
+  guildOfChannel(channelId: string): string | null;
+  /** Whether the bot is in this server. */
+  isGuild(guildId: string): boolean;
+  /** What `GET /gateway/bot` recommends (Discord: a shard per about 1,000 servers). */
+  recommendedShards(): number;
   dmChannelFor(user: FakeUser): string;
   dispatch(t: string, d: unknown): void;
   dispatchMessageCreate(message: FakeMessage, omitReferenced: boolean): void;
@@ -115,8 +121,8 @@ export class FakeRestApi {
       if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
       return reply(200, {
         url: `ws://127.0.0.1:${this.w.port}/gateway`,
-        shards: 1,
-        session_start_limit: { total: 1000, remaining: 1000, reset_after: 0, max_concurrency: 1 },
+        shards: this.w.recommendedShards(),
+        session_start_limit: { total: 1000, remaining: 1000, reset_after: 0, max_concurrency: this.w.options.maxConcurrency },
       });
     }
 
@@ -211,7 +217,7 @@ export class FakeRestApi {
     if ((match = m(/^\/guilds\/(\d+)\/members\/(\d+)$/)) && method === 'GET') {
       if (!botAuth) return reply(401, { code: 0, message: '401: Unauthorized' });
       const user = this.w.knownUser(match[2]!);
-      if (match[1] !== this.w.guildId || !user || !this.w.isMember(user.id)) return reply(404, { code: 10007, message: 'Unknown Member' });
+      if (!this.w.isGuild(match[1]!) || !user || !this.w.isMember(user.id)) return reply(404, { code: 10007, message: 'Unknown Member' });
       return reply(200, { user: userJson(user), nick: user.nick ?? null, roles: [], joined_at: new Date(0).toISOString(), deaf: false, mute: false, flags: 0 });
     }
 
@@ -224,7 +230,7 @@ export class FakeRestApi {
     if ((match = m(/^\/channels\/(\d+)$/)) && method === 'GET') {
       const id = match[1]!;
       const channel = this.w.channels.get(id);
-      if (channel) return reply(200, channelJson(this.w.guildId, channel));
+      if (channel) return reply(200, channelJson(this.w.guildOfChannel(id)!, channel));
       if ([...this.w.dmChannels.values()].includes(id)) return reply(200, { id, type: 1, recipients: [] });
       return reply(404, { code: 10003, message: 'Unknown Channel' });
     }
@@ -328,7 +334,7 @@ export class FakeRestApi {
         errors: { message_reference: { _errors: [{ code: 'REPLIES_UNKNOWN_MESSAGE', message: 'Unknown message' }] } },
       });
     }
-    const guildId = channelId === this.w.channelId ? this.w.guildId : null;
+    const guildId = this.w.guildOfChannel(channelId);
     const message = this.createMessage({ channelId, guildId, data: body, files: record.files });
     // Like Discord: the nonce comes back in the create response (and MESSAGE_CREATE), never in later fetches.
     reply(200, { ...messageJson(message, this.w.messages), ...(message.nonce === undefined ? {} : { nonce: message.nonce }) });

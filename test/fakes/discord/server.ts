@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
-import { FakeGateway, MESSAGE_CONTENT } from './gateway.ts';
+import { FakeGateway, MESSAGE_CONTENT, shardOf, type Shard } from './gateway.ts';
 import { recordRequest, replyFault, type Fault, type RecordedFile, type RecordedRequest } from './http.ts';
 import { channelJson, guildPayload, interactionPayload, type FakeChannel } from './payloads.ts';
 import { FakeRestApi, type FakeInteraction } from './rest.ts';
@@ -35,6 +35,12 @@ export interface FakeDiscordOptions {
   tokenTtlMs?: number;
   /** On RESUME: replay missed dispatches (true) or answer op 9 invalid session (false). @defaultValue true */
   resumable?: boolean;
+  /** A shard holding more servers than this is closed 4011 at IDENTIFY (Discord: 2,500). @defaultValue 2500 */
+  maxGuildsPerShard?: number;
+  /** `GET /gateway/bot` recommends a shard per this many servers (Discord: about 1,000). @defaultValue 1000 */
+  guildsPerRecommendedShard?: number;
+  /** `session_start_limit.max_concurrency`: shards identifying together (large bots get 16). @defaultValue 1 */
+  maxConcurrency?: number;
 }
 
 type Json = Record<string, unknown>;
@@ -68,6 +74,8 @@ export class FakeDiscord {
   private readonly departed = new Set<string>();
   /** The server's text channels by id: "general" and any `addChannel` made. */
   readonly channels = new Map<string, FakeChannel>();
+  /** Every server the bot is in: `guildId` and any `addGuild` made. */
+  readonly guildIds = new Set<string>();
   private port = 0;
 
   private constructor(options: FakeDiscordOptions) {
@@ -78,7 +86,11 @@ export class FakeDiscord {
       callbackWindowMs: options.callbackWindowMs ?? 3_000,
       tokenTtlMs: options.tokenTtlMs ?? 15 * 60_000,
       resumable: options.resumable ?? true,
+      maxGuildsPerShard: options.maxGuildsPerShard ?? 2_500,
+      guildsPerRecommendedShard: options.guildsPerRecommendedShard ?? 1_000,
+      maxConcurrency: options.maxConcurrency ?? 1,
     };
+    this.guildIds.add(this.guildId);
     this.bot = { id: this.appId, username: 'blip3o', bot: true };
     this.alice = { id: snowflake(), username: 'alice' };
     for (const u of [this.bot, this.alice]) this.users.set(u.id, u);
@@ -86,16 +98,18 @@ export class FakeDiscord {
     this.http = createServer((req, res) => void this.onHttp(req, res));
     this.wss = new WebSocketServer({ server: this.http, path: '/gateway' });
     this.gateway = new FakeGateway(this.wss, this.options, {
-      ready: (sessionId) => ({
+      guildIds: () => [...this.guildIds],
+      ready: (sessionId, shard, guildIds) => ({
         v: 10,
         user: { ...userJson(this.bot), bot: true },
-        guilds: [{ id: this.guildId, unavailable: true }],
+        guilds: guildIds.map((id) => ({ id, unavailable: true })),
         session_id: sessionId,
         resume_gateway_url: `ws://127.0.0.1:${this.port}/gateway`,
         application: { id: this.appId, flags: 0 },
-        shard: [0, 1],
+        shard,
       }),
-      guild: () => guildPayload({ guildId: this.guildId, channels: [...this.channels.values()], ownerId: this.alice.id, bot: this.bot }),
+      guild: (guildId) =>
+        guildPayload({ guildId, channels: [...this.channels.values()].filter((c) => this.guildOfChannel(c.id) === guildId), ownerId: this.alice.id, bot: this.bot }),
       activity: () => this.wake(),
     });
     // The REST handlers get the state and the few internals they need, nothing else.
@@ -122,6 +136,9 @@ export class FakeDiscord {
       knownUser: (id) => this.users.get(id),
       isMember: (id) => this.users.has(id) && !this.departed.has(id),
       channels: this.channels,
+      guildOfChannel: (id) => this.guildOfChannel(id),
+      isGuild: (id) => this.guildIds.has(id),
+      recommendedShards: () => Math.max(1, Math.ceil(this.guildIds.size / this.options.guildsPerRecommendedShard)),
       dmChannelFor: (user) => this.dmChannelFor(user),
       dispatch: (t, d) => this.dispatch(t, d),
       dispatchMessageCreate: (m, omit) => this.dispatchMessageCreate(m, omit),
@@ -188,14 +205,53 @@ export class FakeDiscord {
     if (interaction) interaction.expired = true;
   }
 
+  /**
+   * Discord forgets the bot's sessions and closes them with `code` (4000): the client's RESUME is refused, and it
+   * identifies again, which the servers it is in now decide (4011 when a shard holds too many).
+   */
+  invalidateSessions(code = 4000): void {
+    this.gateway.endSession(code);
+  }
+
   /** Close the gateway socket (the client resumes; dispatches sent meanwhile are replayed on RESUME). */
   dropGateway(code = 4000): void {
     this.gateway.drop(code);
   }
 
-  /** Send any dispatch on the gateway (buffered for replay while the socket is down). */
+  /**
+   * Send any dispatch on the gateway (buffered for replay while the socket is down), to the shard of its server
+   * (`guild_id`, a GUILD_CREATE's `id`; none: a DM, shard 0).
+   */
   dispatch(t: string, d: unknown): void {
-    this.gateway.dispatch(t, d);
+    const json = d as Json;
+    const guildId = typeof json.guild_id === 'string' ? json.guild_id : t === 'GUILD_CREATE' ? String(json.id) : null;
+    this.gateway.dispatch(t, d, guildId);
+  }
+
+  /** The shards the bot identified, as [id, count], with whether each socket is open. */
+  get shards(): { shard: Shard; connected: boolean }[] {
+    return this.gateway.shards;
+  }
+
+  /**
+   * The bot joins another server, with a "general" text channel (GUILD_CREATE tells the shard that holds it). `onShard`
+   * picks an id that Discord's formula puts on that shard.
+   */
+  addGuild(options: { onShard?: Shard } = {}): { guildId: string; channelId: string } {
+    let guildId = snowflake();
+    while (options.onShard && shardOf(guildId, options.onShard[1]) !== options.onShard[0]) guildId = snowflake();
+    const channelId = snowflake();
+    this.guildIds.add(guildId);
+    this.channels.set(channelId, { id: channelId, name: 'general', nsfw: false, guildId });
+    if (this.gateway.hasSession) this.dispatch('GUILD_CREATE', guildPayload({ guildId, channels: [this.channels.get(channelId)!], ownerId: this.alice.id, bot: this.bot }));
+    return { guildId, channelId };
+  }
+
+  /** The server a channel (or thread) of the fake is in: its own, else the first server's; null for a DM. */
+  guildOfChannel(channelId: string): string | null {
+    const channel = this.channels.get(channelId);
+    if (!channel) return null;
+    return channel.guildId ?? (channel.parentId ? this.guildOfChannel(channel.parentId) : null) ?? this.guildId;
   }
 
   get connected(): boolean {
@@ -248,7 +304,7 @@ export class FakeDiscord {
   }): FakeMessage {
     const author = input.author ?? this.alice;
     if (!this.users.has(author.id)) this.users.set(author.id, author);
-    const guildId = input.guildId === undefined ? this.guildId : input.guildId;
+    const guildId = input.guildId === undefined ? (this.guildOfChannel(input.channelId ?? this.channelId) ?? this.guildId) : input.guildId;
     const message: FakeMessage = {
       id: snowflake(),
       channelId: input.channelId ?? this.channelId,
@@ -382,10 +438,10 @@ export class FakeDiscord {
   }
 
   /** Another text channel of the server, named, perhaps age-restricted (its id is returned; CHANNEL_CREATE tells the bot). */
-  addChannel(name: string, options: { nsfw?: boolean; botCannot?: FakeChannel['botCannot'] } = {}): string {
-    const channel: FakeChannel = { id: snowflake(), name, nsfw: options.nsfw ?? false, botCannot: options.botCannot, botId: this.bot.id };
+  addChannel(name: string, options: { nsfw?: boolean; botCannot?: FakeChannel['botCannot']; guildId?: string } = {}): string {
+    const channel: FakeChannel = { id: snowflake(), name, nsfw: options.nsfw ?? false, botCannot: options.botCannot, botId: this.bot.id, guildId: options.guildId };
     this.channels.set(channel.id, channel);
-    if (this.gateway.hasSession) this.dispatch('CHANNEL_CREATE', channelJson(this.guildId, channel)); // else GUILD_CREATE will list it
+    if (this.gateway.hasSession) this.dispatch('CHANNEL_CREATE', channelJson(this.guildOfChannel(channel.id)!, channel)); // else GUILD_CREATE will list it
     return channel.id;
   }
 
@@ -396,7 +452,7 @@ export class FakeDiscord {
   addThread(parentId: string, name: string, options: { unseen?: boolean } = {}): string {
     const thread: FakeChannel = { id: snowflake(), name, nsfw: false, parentId };
     this.channels.set(thread.id, thread);
-    if (this.gateway.hasSession && !options.unseen) this.dispatch('THREAD_CREATE', { ...channelJson(this.guildId, thread), newly_created: true });
+    if (this.gateway.hasSession && !options.unseen) this.dispatch('THREAD_CREATE', { ...channelJson(this.guildOfChannel(thread.id)!, thread), newly_created: true });
     return thread.id;
   }
 
@@ -435,7 +491,7 @@ export class FakeDiscord {
       createdAt: Date.now(),
       userId: user.id,
       channelId,
-      guildId: dm ? null : this.guildId,
+      guildId: dm ? null : (this.guildOfChannel(channelId) ?? this.guildId),
       callbacks: [],
       expired: false,
       followupIds: [],

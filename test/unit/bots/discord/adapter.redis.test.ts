@@ -834,8 +834,8 @@ describe('Discord closes the gateway for good (discord.js does not reconnect aft
 
   it('the other codes discord.js gives up after (4010–4013): each logged with what it means, then logged in again', async () => {
     const meanings: Record<number, string> = {
-      4010: 'an invalid shard',
-      4011: 'the bot is in too many servers for one gateway connection (Discord requires sharding above 2,500)',
+      4010: 'an invalid shard: do the bot processes agree on the shard count in discord.shards (DISCORD_SHARDS)?',
+      4011: 'a shard holds too many servers (Discord wants a shard per 2,500): set discord.shards (DISCORD_SHARDS) to auto, or raise its count',
       4012: 'an API version it no longer serves: update the bot',
       4013: 'invalid intents',
     };
