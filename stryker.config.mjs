@@ -38,7 +38,7 @@ const groups = {
   // the worker's process around the pipeline: the model thread's host, the checks after a job, review, its limits, and
   // the lock workers sharing a model volume take turns with (setup.ts's withLock; the rest of setup.ts and main.ts
   // are driven by tests that start worker processes). Line range: update it when setup.ts moves.
-  worker: ['worker/{after-job,review,limits,thread-host}.ts', 'worker/setup.ts:267-333'],
+  worker: ['worker/{after-job,review,limits,thread-host}.ts', 'worker/setup.ts:322-352'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

@@ -17,7 +17,7 @@ imagine options:
   --decoder-steps N   decoder steps
   --guidance X        how closely to follow the prompt
   --no "TEXT"         negative prompt: what to keep out of the image
-  --n N               several images, seeds N… (writes FILE-1.png … FILE-N.png)
+  --n N               N images, seeds s, s+1, … (writes FILE-1.png … FILE-N.png)
   --out FILE, -o      where to write the PNG (default out.png)
   --help, -h          this text
 

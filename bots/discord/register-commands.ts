@@ -12,7 +12,7 @@ import { envWithDotEnv, loadConfig, loadSecrets } from '../../src/config/load.ts
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { AppError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
-import { commandDefinitions } from './commands.ts';
+import { COMMAND, commandDefinitions } from './commands.ts';
 
 export type CommandScope = 'global' | { guildId: string };
 
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { guild: { type: 'string' }, help: { type: 'boolean' } } });
   if (values.help) {
     console.log(
-      'usage: npm run discord:register [-- --guild <guild id>]\n  registers /imagine, /ask, "Ask about this image" and /blip3o-admin\n' +
+      `usage: npm run discord:register [-- --guild <guild id>]\n  registers ${Object.values(COMMAND).map((name) => (/\s/.test(name) ? `"${name}"` : `/${name}`)).join(', ')}\n` +
         '  (globally, or in each of discord.commandGuildIds; reads .env). The bot also does this itself at start when they changed.',
     );
     return;
