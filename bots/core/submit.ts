@@ -26,7 +26,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { JobsOptions, QueueEvents, Worker } from 'bullmq';
+import type { Job, JobsOptions, QueueEvents, Worker } from 'bullmq';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import { createBlobStore, releaseUpload } from '../../src/blobs/index.ts';
 import { DeliveryQueues, digestOf, handOverToFollowers } from '../../src/cache/fanout.ts';
@@ -138,6 +138,11 @@ export interface Core {
    * its upload is released. Returns how many followers there were.
    */
   releaseFollowers(request: JobRequest, result: JobResult): Promise<number>;
+  /**
+   * Remove a job that has not started (cancel, an admin's purge): its owner is handed `message` as its cancelled
+   * result, then the job is removed, its slot freed and its followers told. False if a worker took it meanwhile.
+   */
+  removeQueued(job: Job<JobRequest>, message: string): Promise<boolean>;
   /** A job's request, or that of a request served without a job (cache hit, joined flight); undefined once gone. */
   requestOf(jobId: string): Promise<JobRequest | undefined>;
   /**
@@ -538,31 +543,31 @@ export function createCore(options: CoreOptions): Core {
     // not replace (its interaction token expired in the queue) was answered "Cancelling…", and nothing followed.
     if (state === 'completed' || state === 'failed') throw new UserError('bad_request', 'That job has already finished.');
     if (state === 'waiting' || state === 'prioritized' || state === 'delayed') {
-      // Not started: tell the destination, then remove it here. "Cancelled." is handed over first: a bot that died
-      // between the two once left an accepted job with no result at all; now it leaves a job whose run finds its
-      // result handed over and does nothing. If a worker took it meanwhile, remove fails and the worker sees the
-      // cancel flag (or the result) instead.
-      const result = await deliverCancelled(data);
-      const removed = await job.remove().then(
-        () => true,
-        // Stryker disable next-line ArrowFunction: equivalent, `() => undefined` is as falsy as `() => false`
-        () => false,
-      );
-      if (removed) {
-        await gate.removed(jobId);
-        await releaseFollowers(data, result);
-      }
+      // Not started: removed here (a worker that took it meanwhile sees the cancel flag instead).
+      await removeQueued(job, 'Cancelled.');
     }
     return { kind: 'text', text: 'Cancelling…', private: true };
   }
 
-  async function deliverCancelled(request: JobRequest): Promise<JobResult> {
+  async function removeQueued(job: Job<JobRequest>, message: string): Promise<boolean> {
+    const request = job.data;
     const result: JobResult = {
       v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'cancelled',
-      error: { code: 'cancelled', message: 'Cancelled.', userFacing: true }, timingsMs: {}, finishedAt: Date.now(),
+      error: { code: 'cancelled', message, userFacing: true }, timingsMs: {}, finishedAt: Date.now(),
     };
+    // Handed over first: a bot that died between the two once left an accepted job with no result at all; now it
+    // leaves a job whose run finds its result handed over and does nothing.
     await handOvers.handOver(result);
-    return result;
+    const removed = await job.remove().then(
+      () => true,
+      // Stryker disable next-line ArrowFunction: equivalent, `() => undefined` is as falsy as `() => false`
+      () => false,
+    );
+    if (removed) {
+      await gate.removed(request.id);
+      await releaseFollowers(request, result);
+    }
+    return removed;
   }
 
   const core: Core = {
@@ -575,6 +580,7 @@ export function createCore(options: CoreOptions): Core {
     deliveryWorkers,
     cache,
     releaseFollowers,
+    removeQueued,
     requestOf: previousRequest,
 
     async displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames> {

@@ -4,8 +4,9 @@
 // (bots/core/submit.ts), which goes through the same gate.removed() step as a purge.
 import type { Redis } from '../../../src/redis.ts';
 import { requestCancel } from '../../../src/jobs/cancel.ts';
-import { CONTRACT_VERSION, channelKey, workspaceOf, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
-import { createDeliveryQueue, deliveryQueueName, type JobsQueue } from '../../../src/jobs/queue.ts';
+import type { Job } from 'bullmq';
+import { channelKey, workspaceOf, type JobRequest } from '../../../src/jobs/contract.ts';
+import type { JobsQueue } from '../../../src/jobs/queue.ts';
 import { UserError } from '../../../src/errors.ts';
 import { userKeyOf } from '../../../src/scheduling/fair.ts';
 import type { Invocation, Reply } from '../port.ts';
@@ -14,8 +15,8 @@ import { channelName, describeUsage, requireAdmin, type AdminDeps } from './limi
 export interface QueueDeps extends AdminDeps {
   readonly queue: JobsQueue;
   readonly redis: Redis;
-  /** Tell the identical requests that joined a removed job (single flight, bots/core/submit.ts). */
-  releaseFollowers?(request: JobRequest, result: JobResult): Promise<number>;
+  /** Remove a job that has not started, its owner told `message` (bots/core/submit.ts). */
+  removeQueued(job: Job<JobRequest>, message: string): Promise<boolean>;
   /** The workers that take jobs now (src/cache/results.ts: each publishes its model while it runs). */
   readonly cache?: { readyWorkers(): Promise<number> };
 }
@@ -42,13 +43,6 @@ async function status(deps: QueueDeps, inv: Invocation): Promise<string> {
   return lines.join('\n');
 }
 
-function cancelledResult(request: JobRequest, message: string): JobResult {
-  return {
-    v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'cancelled',
-    error: { code: 'cancelled', message, userFacing: true }, timingsMs: {}, finishedAt: Date.now(),
-  };
-}
-
 /** Remove the user's waiting jobs in this workspace (their owners are told) and stop their running ones. */
 async function purgeUser(deps: QueueDeps, inv: Invocation, targetUserId: string): Promise<string> {
   const d = inv.destination;
@@ -66,19 +60,8 @@ async function purgeUser(deps: QueueDeps, inv: Invocation, targetUserId: string)
       continue;
     }
     await requestCancel(deps.redis, deps.config, jobId); // if a worker takes it meanwhile, it sees the flag
-    // Its owner is told before it is removed (as /cancel does): a bot that dies in between leaves a job whose run
-    // finds its result handed over, not a job gone with nothing said.
-    const result = cancelledResult(job.data, 'Removed from the queue by an admin.');
-    const q = createDeliveryQueue(deps.config, deps.redis, deliveryQueueName(job.data.destination));
-    // Stryker disable next-line ArrowFunction: not observable, the queue shares the caller's connection (close() only detaches it)
-    await q.add('result', result, { jobId }).finally(() => q.close());
-    // Stryker disable next-line ArrowFunction: equivalent, `() => undefined` for the refusal is as falsy as `() => false`
-    const gone = await job.remove().then(() => true, () => false);
-    if (gone) {
-      removed++;
-      await deps.gate.removed(jobId);
-      await deps.releaseFollowers?.(job.data, result);
-    } else stopping.add(jobId);
+    if (await deps.removeQueued(job, 'Removed from the queue by an admin.')) removed++;
+    else stopping.add(jobId);
   }
   for (const job of await deps.queue.getActive()) {
     // Stryker disable next-line OptionalChaining: equivalent, an active job has its data

@@ -275,6 +275,19 @@ describe('/blip3o-admin queue', () => {
     }
   });
 
+  it("a retention channel's removed jobs are told so under the channel's TTL (as a cancel's are), not the queue's default", async () => {
+    const inRetention = { ...discord('PR', 'ida', 'gttl'), retentionSeconds: 120 } as Destination;
+    const jobs = [await imagine(inRetention), await imagine(inRetention)];
+    expect(await textOf(run({ command: 'queue', action: 'purge-user', targetUserId: 'ida' }, discord('PQ', 'mod', 'gttl')))).toBe('Removed 2 waiting jobs of that user.');
+    const delivery = createDeliveryQueue(config, redis, 'delivery-discord');
+    try {
+      // before: the purge added its own delivery job without the channel's TTL (kept for queue.keepCompletedSeconds)
+      for (const id of jobs) expect((await delivery.getJob(id))?.opts).toMatchObject({ removeOnComplete: { age: 120 }, removeOnFail: { age: 120 } });
+    } finally {
+      await delivery.close();
+    }
+  });
+
   it('counts a running job once, even in the moment between a worker taking it and telling the scheduler', async () => {
     const g = 'gtaken';
     // This worker never reports the start: the job is both "waiting" to the scheduler and active (locked) in BullMQ.
@@ -356,6 +369,6 @@ describe('/blip3o-admin checks', () => {
     const bare = await checksCommand(inv({ command: 'checks', action: 'set' }, here), deps).then(() => undefined, (e: unknown) => e);
     expect(isUserError(bare) && bare.message).toMatch(/^Say what to change\. /);
     await expect(limitsCommand(inv({ command: 'queue', action: 'status' }), { config, gate: core.gate })).rejects.toThrow('not a limits command: queue');
-    await expect(queueCommand(inv({ command: 'limits', action: 'show' }), { config, gate: core.gate, queue: core.queue, redis })).rejects.toThrow('not a queue command: limits');
+    await expect(queueCommand(inv({ command: 'limits', action: 'show' }), core)).rejects.toThrow('not a queue command: limits');
   });
 });
