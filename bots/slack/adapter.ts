@@ -14,7 +14,7 @@ import type { Adapter, AdapterDeps } from '../core/adapter.ts';
 import type { Core } from '../core/submit.ts';
 import { downloadSlackFile } from './download.ts';
 import { registerHandlers } from './handlers.ts';
-import { SlackPort, type JobTitle } from './port.ts';
+import { postedAtMostOnce, SlackPort, type JobTitle } from './port.ts';
 
 /** Knobs that are not settings: tests shorten reconnect and retry waits with them. */
 export interface SlackTuning {
@@ -171,7 +171,9 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
   let app: App | undefined; // made by start()
   // Progress edits: no waiting out a 429 and no retries (SlackPort: a late edit would land on the result)
   const progressClient = new webApi.WebClient(token, { ...clientOptions, logger, rejectRateLimitedCalls: true, retryConfig: { retries: 0 } });
-  const port = new SlackPort(client, config, log, progressClient);
+  // Posts: the same retries, except for a post Slack may have carried out (SlackPort: the delivery's retry looks first)
+  const postClient = new webApi.WebClient(token, { ...clientOptions, logger, retryConfig: postedAtMostOnce(tuning.retryConfig ?? webApi.retryPolicies.tenRetriesInAboutThirtyMinutes) });
+  const port = new SlackPort(client, config, log, progressClient, postClient);
   const titles = new Map<string, JobTitle>();
   let eventsUrl: string | undefined;
   let core: Core | undefined;

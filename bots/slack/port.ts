@@ -5,7 +5,7 @@
 // an answer carries message metadata with the job id and is not posted again if the thread has it. A result
 // whose channel refuses the bot goes to the requester's DM, looked up there the same way.
 import { webApi } from '@slack/bolt';
-import type { WebClient } from '@slack/web-api';
+import type { RetryOptions, WebClient } from '@slack/web-api';
 import { servedNote } from '../core/served-note.ts';
 import type { Redis } from '../../src/redis.ts';
 import type { Config } from '../../src/config/schema.ts';
@@ -57,6 +57,41 @@ export const slackError = (e: unknown): string | undefined => (e as { data?: { e
 // Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing, whatever it is called
 const channelLost = (e: unknown): string | undefined => CHANNEL_LOST[slackError(e) ?? ''];
 
+/** The causes of a failed request that certainly never reached Slack: no connection was made. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/**
+ * Whether Slack may have carried out a call that failed: its reply lost (the connection closed after the request was
+ * sent, a timeout), or an HTTP error (a 5xx, a proxy's 408). Not: a 429 the client waited out (Slack refused the call;
+ * the client tells it on with a request error of its own wording), or a connection never made.
+ */
+function mayHaveBeenDone(e: unknown): boolean {
+  const { code, original } = e as { code?: string; original?: { message?: string; cause?: { code?: string } } };
+  if (code === webApi.ErrorCode.HTTPError) return true;
+  if (code !== webApi.ErrorCode.RequestError) return false;
+  if (original?.message?.startsWith('A rate limit was exceeded')) return false;
+  // Stryker disable next-line StringLiteral: equivalent, no cause is coded ''
+  return !NEVER_SENT.has(original?.cause?.code ?? '');
+}
+
+/**
+ * The Web API retry policy of the port's posts (`filesUploadV2`, whose files.completeUploadExternal shares the file,
+ * and `chat.postMessage`), which carry no key by which Slack could tell a post sent again from a new one: `policy`,
+ * except that a post Slack may have carried out (mayHaveBeenDone) is not sent again by the client. It fails the
+ * delivery instead, whose retry looks for what was posted before posting (`postedBefore`). A 429 waited out and a
+ * connection never made are retried as before. Until 2026-12-07 the client sent a post whose reply was lost again
+ * (after Slack had shared the image, or posted the answer), and the result was posted twice.
+ */
+export function postedAtMostOnce(policy: RetryOptions): RetryOptions {
+  const once: RetryOptions & { onFailedAttempt(e: unknown): Promise<void> } = {
+    ...policy,
+    onFailedAttempt: async (e) => {
+      if (mayHaveBeenDone(e)) throw e; // p-retry: thrown from here, the call fails with it, not tried again
+    },
+  };
+  return once;
+}
+
 /** Where a job's messages are: the requester's DM with the bot for private results, else the channel. */
 const postedIn = (d: SlackDestination): string => d.dmChannelId ?? d.channelId;
 
@@ -69,12 +104,15 @@ export class SlackPort implements PlatformPort {
    * makes it so). A progress edit is replaceable: late, it would land on top of the result (the delivery waits for an
    * edit in flight only so long), and waiting out its 429 paused the one client's queue, every other job's result
    * behind it (found by an audit, 2026-12-07). Refused, it is dropped; the next one or the result supersedes it.
+   * `postClient`: the client posts (an upload, a chat.postMessage) go through, one whose retries never send a post
+   * again that Slack may have carried out (postedAtMostOnce; the adapter makes it so).
    */
   constructor(
     private readonly client: WebClient,
     private readonly config: Readonly<Config>,
     private readonly log: Logger,
     private readonly progressClient: WebClient = client,
+    private readonly postClient: WebClient = client,
   ) {}
 
   attach(context: PortContext): void {
@@ -216,7 +254,7 @@ export class SlackPort implements PlatformPort {
         title: `${img.prompt.slice(0, 230)} (${i + 1}/${gallery.length}, seed ${img.options.seed})`,
         alt_text: img.altText.slice(0, 1000),
       }));
-      await this.client.filesUploadV2({ ...where, file_uploads, blocks: m.blocks as never });
+      await this.postClient.filesUploadV2({ ...where, file_uploads, blocks: m.blocks as never });
       return;
     }
     const upload = {
@@ -226,7 +264,7 @@ export class SlackPort implements PlatformPort {
       alt_text: result.image!.altText.slice(0, 1000),
       blocks: m.blocks as never,
     };
-    await this.client.filesUploadV2({ ...upload, ...where });
+    await this.postClient.filesUploadV2({ ...upload, ...where });
   }
 
   private async deliverAnswer(d: SlackDestination, result: JobResult, repeat: boolean, lead?: string): Promise<void> {
@@ -242,7 +280,7 @@ export class SlackPort implements PlatformPort {
     }
     const threadTs = d.threadTs;
     if (repeat && (await this.postedBefore(d, threadTs, (x) => x.metadata?.event_type === META_ANSWER && x.metadata.event_payload?.job_id === result.jobId))) return;
-    await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
+    await this.postClient.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
   }
 
   /**
@@ -258,7 +296,7 @@ export class SlackPort implements PlatformPort {
     // Stryker disable next-line ConditionalExpression: equivalent, the status message itself is gone (or a tombstone, which has no metadata) whenever this runs
     const isOurs = (x: ThreadMessage) => x.ts !== d.statusMessageTs && x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId;
     if (repeat && (await this.postedBefore(d, d.threadTs, isOurs))) return;
-    await this.client.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+    await this.postClient.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
   }
 
   /** A thread's messages, parent first; none when the parent is gone (Slack's thread_not_found), which is no error. */

@@ -38,6 +38,11 @@ export interface Fault {
   retryAfterSec?: number;
   /** Any other HTTP status (e.g. 500). */
   httpStatus?: number;
+  /**
+   * The call is carried out as usual, then its reply is lost: the connection is closed without an answer (a reset, a
+   * proxy's timeout). The caller cannot tell whether Slack did it.
+   */
+  lostReply?: boolean;
   /** How many calls it applies to. @defaultValue 1 */
   times?: number;
 }
@@ -216,8 +221,9 @@ export class FakeSlack {
       if (req.method === 'POST' && url.pathname.startsWith('/api/')) {
         const method = url.pathname.slice('/api/'.length);
         const args = await parseArgs(req, raw, url);
-        const { status, body, headers } = this.callApi(method, args, token);
+        const { status, body, headers, lost } = this.callApi(method, args, token);
         record('api', method, args, status);
+        if (lost) return void req.socket.destroy();
         return send(res, status, JSON.stringify(body), { 'content-type': 'application/json; charset=utf-8', ...headers });
       }
       if (req.method === 'POST' && url.pathname.startsWith('/upload/v1/')) {
@@ -247,14 +253,20 @@ export class FakeSlack {
     }
   }
 
-  private callApi(method: string, args: Record<string, unknown>, token: string | undefined): { status: number; body: Record<string, unknown>; headers: Record<string, string> } {
+  private callApi(method: string, args: Record<string, unknown>, token: string | undefined): { status: number; body: Record<string, unknown>; headers: Record<string, string>; lost?: boolean } {
     const fault = this.faults.find((f) => f.method === method && (f.times ?? 1) > 0);
     if (fault) {
       fault.times = (fault.times ?? 1) - 1;
+      if (fault.lostReply) return { ...this.answer(method, args, token), lost: true };
       if (fault.retryAfterSec !== undefined) return { status: 429, body: { ok: false, error: 'ratelimited' }, headers: { 'retry-after': String(fault.retryAfterSec) } };
       if (fault.httpStatus !== undefined) return { status: fault.httpStatus, body: { ok: false, error: 'fatal_error' }, headers: {} };
       return { status: 200, body: { ok: false, error: fault.error ?? 'fatal_error' }, headers: {} };
     }
+    return this.answer(method, args, token);
+  }
+
+  /** A call carried out as Slack would, faults aside. */
+  private answer(method: string, args: Record<string, unknown>, token: string | undefined): { status: number; body: Record<string, unknown>; headers: Record<string, string> } {
     const handler = this.handlers[method];
     if (!handler) return { status: 200, body: { ok: false, error: 'unknown_method' }, headers: {} };
     const wantsAppToken = method === 'apps.connections.open';

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSlackAdapter, refusedToken, type SlackAdapter, type SlackTuning } from '../../../../bots/slack/adapter.ts';
 import type { Core } from '../../../../bots/core/submit.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
+import { CONTRACT_VERSION } from '../../../../src/jobs/contract.ts';
 import { createLogger } from '../../../../src/log.ts';
 import { capturedLog } from '../../../doubles/core-harness.ts';
 import { until } from '../../../doubles/spine-harness.ts';
@@ -249,6 +250,21 @@ describe('createSlackAdapter', () => {
     const before = fake.apiCalls('auth.test').length;
     await expect(adapter.start({ redis: {}, queue: {} } as unknown as Core)).rejects.toThrow(/500/);
     expect(fake.apiCalls('auth.test').length - before).toBe(1);
+  });
+
+  it('posts results through a client that does not send a post again whose reply was lost: the delivery fails, and its retry finds the post', async () => {
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl } });
+    const adapter = await createSlackAdapter({ config, secrets: { REDIS_URL: 'x', SLACK_BOT_TOKEN: fake.botToken, SLACK_APP_TOKEN: fake.appToken }, log }, { retryConfig: { retries: 2, minTimeout: 10, maxTimeout: 10 } });
+    const parent = fake.postUserMessage({ channel: 'C0LOST', user: 'U1', text: 'what is this?' });
+    const destination = { platform: 'slack' as const, teamId: fake.teamId, channelId: 'C0LOST', userId: 'U1', threadTs: parent.ts };
+    const result = { v: CONTRACT_VERSION, jobId: 'lost-answer', destination, kind: 'ask' as const, status: 'succeeded' as const, answer: { text: 'A fox.', tokenCount: 2 }, timingsMs: {}, finishedAt: 1 };
+    const answers = () => fake.botMessages('C0LOST').filter((m) => m.metadata?.event_payload.job_id === 'lost-answer');
+    fake.inject({ method: 'chat.postMessage', lostReply: true });
+    const failed = await adapter.port.deliver(result, undefined).then(() => undefined, (e: unknown) => e);
+    expect(answers()).toHaveLength(1); // before: 2, the adapter's client had posted it again
+    expect(failed).toMatchObject({ code: 'slack_webapi_request_error' });
+    await adapter.port.deliver(result, undefined); // the core's retry (without a core, every delivery counts as a repeat)
+    expect(answers()).toHaveLength(1);
   });
 
   it('keeps Slack\'s own error as the cause of the config error', async () => {

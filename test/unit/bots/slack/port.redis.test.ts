@@ -3,10 +3,10 @@
 // when deliver() runs again after a crash (the core's ledger had not recorded the first run) and when the status
 // message was deleted. What the channel ends up holding is read back from the fake's store.
 import { randomUUID } from 'node:crypto';
-import { LogLevel, WebClient } from '@slack/web-api';
+import { LogLevel, retryPolicies, WebClient } from '@slack/web-api';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { statusMessage } from '../../../../bots/slack/blocks.ts';
-import { META_ANSWER, META_STATUS, resultFileName, SlackPort, type JobTitle } from '../../../../bots/slack/port.ts';
+import { META_ANSWER, META_STATUS, postedAtMostOnce, resultFileName, SlackPort, type JobTitle } from '../../../../bots/slack/port.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { JobProgress, JobResult, SlackDestination } from '../../../../src/jobs/contract.ts';
 import { CONTRACT_VERSION } from '../../../../src/jobs/contract.ts';
@@ -108,6 +108,55 @@ describe('SlackPort under Slack\'s rate limits (its clients as the adapter makes
     await p.deliver(imageResult('r-y', y), png);
     expect(Date.now() - t0).toBeLessThan(1_500); // before: ≈ 4 s, the one client's queue paused for the Retry-After
     await edit;
+  }, 15_000);
+});
+
+describe('SlackPort when Slack\'s reply to a post is lost (its clients as the adapter makes them: posts through one that sends nothing twice)', () => {
+  /** A bot instance's port: a results client with the library's retry policy, and posts through postedAtMostOnce of it. */
+  function adapterPort(): SlackPort {
+    const results = new WebClient(fake.botToken, { slackApiUrl: fake.apiUrl, logLevel: LogLevel.ERROR });
+    const posts = new WebClient(fake.botToken, { slackApiUrl: fake.apiUrl, logLevel: LogLevel.ERROR, retryConfig: postedAtMostOnce(retryPolicies.tenRetriesInAboutThirtyMinutes) });
+    const p = new SlackPort(results, config, log, results, posts);
+    p.attach({ redis, titleOf: async (jobId) => titles.get(jobId) });
+    return p;
+  }
+  const imagesOf = (jobId: string) => messagesIn(CHANNEL).filter((m) => m.files?.some((f) => f.name === resultFileName(jobId)));
+
+  it('the image shared but the reply to files.completeUploadExternal lost: the delivery fails, and its retry finds the image; posted once', async () => {
+    const d = await started('l-image');
+    fake.inject({ method: 'files.completeUploadExternal', lostReply: true });
+    const failed = await adapterPort().deliver(imageResult('l-image', d), png).then(() => undefined, (e: unknown) => e);
+    // before: the client sent the completion again, Slack shared the file again, and this delivery "succeeded" with two
+    expect(imagesOf('l-image')).toHaveLength(1);
+    expect(failed).toMatchObject({ code: 'slack_webapi_request_error' });
+    await adapterPort().deliver(imageResult('l-image', d), png); // the core's retry of the delivery
+    expect(imagesOf('l-image')).toHaveLength(1);
+    expect(statusOf(d)!.text).toBe('Done: the image is in the thread');
+  }, 15_000);
+
+  it('an answer posted but the reply to chat.postMessage lost: the delivery fails, and its retry finds the answer; posted once', async () => {
+    const parent = await client.chat.postMessage({ channel: CHANNEL, text: 'a photo' });
+    const d = await started('l-answer', { thread: String(parent.ts) });
+    await client.chat.delete({ channel: CHANNEL, ts: d.statusMessageTs! }); // the answer is posted, not edited in
+    fake.inject({ method: 'chat.postMessage', lostReply: true });
+    const answers = () => messagesIn(CHANNEL).filter((m) => m.thread_ts === parent.ts && m.metadata?.event_payload.job_id === 'l-answer');
+    const failed = await adapterPort().deliver(answerResult('l-answer', d), undefined).then(() => undefined, (e: unknown) => e);
+    expect(answers()).toHaveLength(1); // before: 2, the client had posted it again
+    expect(failed).toMatchObject({ code: 'slack_webapi_request_error' });
+    await adapterPort().deliver(answerResult('l-answer', d), undefined);
+    expect(answers()).toHaveLength(1);
+  }, 15_000);
+
+  it('posts still wait out a 429, and a connection that was never made is still tried again', async () => {
+    const d = await started('l-429');
+    fake.inject({ method: 'files.completeUploadExternal', retryAfterSec: 1 });
+    await adapterPort().deliver(imageResult('l-429', d), png);
+    expect(imagesOf('l-429')).toHaveLength(1);
+    const { onFailedAttempt } = postedAtMostOnce({ retries: 3 }) as { onFailedAttempt(e: unknown): Promise<void> };
+    const requestError = (code: string) => Object.assign(new Error('fetch failed'), { code: 'slack_webapi_request_error', original: Object.assign(new TypeError('fetch failed'), { cause: { code } }) });
+    await expect(onFailedAttempt(requestError('ECONNREFUSED'))).resolves.toBeUndefined();
+    await expect(onFailedAttempt(requestError('UND_ERR_SOCKET'))).rejects.toThrow('fetch failed');
+    await expect(onFailedAttempt(Object.assign(new Error('An HTTP protocol error occurred: statusCode = 503'), { code: 'slack_webapi_http_error' }))).rejects.toThrow(/503/);
   }, 15_000);
 });
 
