@@ -29,12 +29,15 @@ import { claimLua, lookupLua as cacheLookupLua } from '../cache/results.ts';
  * the fair scheduler's reservation, in one script (one round trip on a request's way to the queue). Each part is its
  * own module's script, run as a function of its own KEYS and ARGV, in this order:
  *   1. the lookup (when given: no keys, no lookup); if it finds the result cached, or a flight to join, that answer,
- *      and nothing is admitted;
+ *      and nothing is admitted; with a claim (6) but no lookup, a flight another request leads is joined here too
+ *      (claimFlight), and nothing is admitted: a follower takes no rate token (until 2026-12-07 one that joined at the
+ *      claim, after the limits' admit, was given its slot and budget back but not its rate tokens);
  *   2. the budgets' admit; if it refuses, that answer;
  *   3. the limits' admit; if that refuses, the budget reservation is given back (4) and the refusal counted (5, the
  *      usage report's "ref"), and that answer;
- *   6. the claim (when given: no keys, no claim); if another request leads the flight, the budget reservation (4) and
- *      the slots (7) are given back, and that answer;
+ *   6. the claim (when given: no keys, no claim): the request leads the flight (one another request led was joined
+ *      at 1; should the claim join one all the same, the budget reservation (4) and the slots (7) are given back, and
+ *      that answer);
  *   8. the reservation (when given: FairScheduler.reserveCall): an idle channel's job is lined up and released before
  *      it is added. Its cost argument carries usage.fairCostUnitMs in; the cost in units is computed here from the
  *      budgets' estimate, as Usage.costUnits does.
@@ -58,6 +61,13 @@ ${costUnitsLua}
 if #calls[1][1] > 0 then
   local found = run(1, cacheLookup)
   if found[1] ~= 0 then return answer(5, found) end
+end
+-- Without a lookup, a flight another request leads is joined before anything is admitted, as the lookup joins it: a
+-- follower runs nothing, so it takes no budget, no rate token and no slot (joined after the limits' admit, it kept its
+-- rate tokens). After a lookup that found none there is none (one script: nothing changed in between).
+if #calls[1][1] == 0 and #calls[6][1] > 0 then
+  local leader = redis.call('HGET', calls[6][1][1], 'leader')
+  if leader and leader ~= calls[6][2][1] then return answer(4, run(6, claimFlight)) end
 end
 local budgets = run(2, budgetsAdmit)
 if budgets[1] ~= 1 then return answer(2, budgets) end

@@ -88,6 +88,18 @@ describe('single flight', () => {
     expect(await c.handle(inv(imagine('another')))).toMatchObject({ kind: 'queued' }); // u1's one slot was given back
   });
 
+  it('joins a flight claimed between its lookup and its claim without spending a rate token, as a join at the lookup spends none', async () => {
+    let race: (() => Promise<void>) | undefined;
+    const c = core({ admit: async () => race?.() }, { limits: { user: { requestsPerWindow: 1, windowSeconds: 3_600, burst: 1, maxConcurrent: 0 } } });
+    race = async () => {
+      race = undefined;
+      expect(await c.handle(inv(imagine('a grebe'), { destination: dest('u2') }))).toMatchObject({ kind: 'queued', position: 1 });
+    };
+    expect(await c.handle(inv(imagine('a grebe')))).toMatchObject({ kind: 'queued', text: JOINED_TEXT });
+    // u1's one request an hour is still there (before: refused, "try again in 60 min", for a request that ran nothing)
+    expect(await c.handle(inv(imagine('a loon')))).toMatchObject({ kind: 'queued', position: 2 });
+  });
+
   it('tells the followers when their leader fails to enqueue', async () => {
     let follower: Invocation | undefined;
     const c = core({

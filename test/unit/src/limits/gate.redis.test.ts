@@ -262,6 +262,24 @@ describe('gate', () => {
     }
   });
 
+  it('joining a flight at the claim takes no rate token either, as joining at the lookup does: only GPU work is rate limited', async () => {
+    const hourly: LimitSpec = { requestsPerWindow: 1, windowSeconds: 3_600, burst: 1, maxConcurrent: 0 };
+    const { gate, cache, close } = budgetedGate(hourly, `${prefix}:t`);
+    const at = (userId: string): Destination => ({ ...d, userId });
+    const request = (id: string, dest: Destination, prompt = 'a tern'): JobRequest => ({ v: CONTRACT_VERSION, id, destination: dest, submittedAt: 1, kind: 'imagine', prompt, options: { seed: 1, ditSteps: 7, decoderSteps: 9, guidance: 4, aspect: '1:1' } });
+    const tokens = async (userId: string) => (await gate.limiter.usage('user', `discord:${userId}`, hourly)).tokens;
+    try {
+      expect(await gate.admit('t1', at('ta'), request('t1', at('ta')), cache.claimCall('digest-t', 't1', '{}'))).toMatchObject({ estimate: expect.any(Number) }); // ta leads
+      const full = await tokens('tb');
+      expect(await gate.admit('t2', at('tb'), request('t2', at('tb')), cache.claimCall('digest-t', 't2', '{}'))).toEqual({ estimate: 0, joined: 't1' });
+      expect(await tokens('tb')).toBe(full); // before: 0, the token of a request that runs nothing
+      // tb's one request an hour is still there for work of its own
+      expect(await gate.admit('t3', at('tb'), request('t3', at('tb'), 'a puffin'), cache.claimCall('digest-u', 't3', '{}'))).toMatchObject({ estimate: expect.any(Number) });
+    } finally {
+      await close();
+    }
+  });
+
   it('with a request in an idle channel: the job is reserved in the same script, weighed in units of its estimate; a joined flight reserves nothing', async () => {
     const own = `${prefix}:r`; // its own scheduler and estimates: no channel busy, no kind measured by the tests above
     const { gate, cache, close } = budgetedGate(open, own);
