@@ -5,7 +5,7 @@
 //
 //   /imagine, /ask, buttons, modal ──► defer (within Discord's 3 s) ──► core.handle ──► edit "Queued: 2nd"
 //   @mention with/replying to an image ──► reply "Looking…" (the status message) ──► core.handle ──► edit it
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import {
   Client,
   Events,
@@ -30,6 +30,7 @@ import {
   type MessageContextMenuCommandInteraction,
   type ModalSubmitInteraction,
   type RepliableInteraction,
+  type WebSocketOptions,
 } from 'discord.js';
 import type { Config, DiscordShards, Secrets } from '../../src/config/schema.ts';
 import { AppError, UserError, isUserError } from '../../src/errors.ts';
@@ -47,6 +48,7 @@ import { COMMAND } from './commands.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
 import { DMS_CLOSED_HELP, DiscordDelivery, forbiddenToPost, logRateLimits, missingPermission, refusesDirectMessages, statusChannelOf } from './delivery.ts';
+import { redisIdentifyThrottler } from './identify-throttle.ts';
 import { contentChunks, describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
@@ -113,6 +115,7 @@ export class DiscordAdapter implements Adapter {
   private readonly modalTargets = new Map<string, { image: AttachmentMeta; at: number }>();
   private readonly onFatal: (error: Error) => void;
   private stopped = false;
+  private identifyThrottler: NonNullable<WebSocketOptions['buildIdentifyThrottler']> | undefined;
 
   constructor(options: DiscordAdapterOptions) {
     this.config = options.config;
@@ -138,8 +141,10 @@ export class DiscordAdapter implements Adapter {
   }
 
   /** Log in and start handling events with the core's `handle` (the core's delivery consumer is already running). */
-  async start(core: Pick<Core, 'handle' | 'showBeforeResult' | 'settings' | 'requestOf'>): Promise<void> {
+  async start(core: Pick<Core, 'handle' | 'showBeforeResult' | 'settings' | 'requestOf' | 'redis'>): Promise<void> {
     this.core = core;
+    // Shards of this application in every process identify in turn (identify-throttle.ts); keyed by the token's digest.
+    this.identifyThrottler = redisIdentifyThrottler(core.redis, this.config.queue.prefix, createHash('sha256').update(this.token).digest('hex').slice(0, 16));
     this.handle = (invocation) => core.handle(invocation);
     this.showQueued = (destination, jobId, text) =>
       core.showBeforeResult(jobId, () => this.port.showQueued(destination, jobId, text)).then(() => undefined);
@@ -206,6 +211,7 @@ export class DiscordAdapter implements Adapter {
       partials: [Partials.Channel, Partials.Message],
       rest: { api: d.apiBaseUrl, timeout: d.restTimeoutMs, retries: d.restRetries },
       ...shardOptions(d.shards),
+      ...(this.identifyThrottler ? { ws: { buildIdentifyThrottler: this.identifyThrottler } } : {}),
     });
     this.client = client;
     this.messageContent = withContent;

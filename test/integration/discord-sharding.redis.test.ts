@@ -6,12 +6,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createDiscordAdapter } from '../../bots/discord/adapter.ts';
 import { createCore } from '../../bots/core/submit.ts';
 import { startDiscordHarness, type DiscordHarness } from '../fakes/discord/bot-harness.ts';
-import type { FakeDiscord, FakeInteraction } from '../fakes/discord/server.ts';
+import { FakeDiscord, type FakeInteraction } from '../fakes/discord/server.ts';
+import { IDENTIFY_WINDOW_MS } from '../../bots/discord/identify-throttle.ts';
+import { closeRedis, createRedis, deleteKeys } from '../../src/redis.ts';
+import { randomUUID } from 'node:crypto';
 import { shardOf } from '../fakes/discord/gateway.ts';
 import { createLogger } from '../../src/log.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { capturedLog } from '../doubles/core-harness.ts';
 
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SMALL_SHARDS = { maxGuildsPerShard: 2, guildsPerRecommendedShard: 1, maxConcurrency: 16 };
 const harnesses: DiscordHarness[] = [];
 const cleanups: (() => Promise<void>)[] = [];
@@ -85,7 +89,7 @@ describe('Discord sharding', () => {
     const { shards: _theFirstProcesses, ...discord } = h.config.discord;
     const config = loadConfig({ env: { DISCORD_SHARDS: '0/3' }, overrides: { ...h.config, discord } as never });
     expect(config.discord.shards).toEqual({ count: 3, ids: [0] });
-    const secrets = { REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', DISCORD_TOKEN: h.fake.token, DISCORD_APPLICATION_ID: h.fake.appId };
+    const secrets = { REDIS_URL, DISCORD_TOKEN: h.fake.token, DISCORD_APPLICATION_ID: h.fake.appId };
     const log = createLogger('test-discord-shard-0', 'warn');
     const adapter = await createDiscordAdapter({ config, secrets, log });
     const core = createCore({ config, secrets, ports: [adapter.port], log });
@@ -103,6 +107,36 @@ describe('Discord sharding', () => {
     for (const i of heard) await imageOf(h.fake, i);
     for (const i of heard) expect(i.callbacks.map((c) => c.type)).toEqual([5]); // deferred once: one process each
   }, 90_000);
+
+  it('processes started together identify in turn: one IDENTIFY per 5 s per bucket for the application, not per process', async () => {
+    const fake = await FakeDiscord.start({ heartbeatIntervalMs: 5_000, ...SMALL_SHARDS, maxConcurrency: 1 });
+    const prefix = `t-${randomUUID().slice(0, 8)}`;
+    cleanups.push(async () => {
+      await fake.close();
+      const redis = createRedis(REDIS_URL, 'test-cleanup');
+      await deleteKeys(redis, `${prefix}:*`);
+      await closeRedis(redis);
+    });
+    const start = async (shards: string) => {
+      const config = loadConfig({ env: { DISCORD_SHARDS: shards }, overrides: { logLevel: 'warn', queue: { prefix }, http: { botPort: 0 }, discord: { apiBaseUrl: fake.apiBase, registerCommandsOnStart: false } } });
+      const secrets = { REDIS_URL, DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId };
+      const log = createLogger(`test-discord-${shards}`, 'warn');
+      const adapter = await createDiscordAdapter({ config, secrets, log });
+      const core = createCore({ config, secrets, ports: [adapter.port], log });
+      cleanups.push(async () => {
+        await adapter.stop();
+        await core.stop();
+      });
+      await core.start();
+      await adapter.start(core);
+    };
+    await Promise.all([start('0/2'), start('1/2')]); // two processes, as compose starts two services
+    const identifies = fake.gatewayFrames.filter((f) => f.op === 2).map((f) => f.at);
+    expect(identifies).toHaveLength(2);
+    // before: both within milliseconds (each process spaced only its own shards), over Discord's limit
+    expect(Math.abs(identifies[1]! - identifies[0]!)).toBeGreaterThanOrEqual(IDENTIFY_WINDOW_MS - 50);
+    expect(connectedShards(fake)).toEqual(['0/2', '1/2']);
+  }, 60_000);
 
   it('a gateway closed for good on every shard at once is handled once: one login again, not one per shard', async () => {
     const fatal: Error[] = [];

@@ -53,8 +53,8 @@ export function shardOf(guildId: string | null, count: number): number {
 }
 
 export class FakeGateway {
-  /** Every frame the client sent ({op, d}), in order. */
-  readonly frames: { op: number; d: unknown }[] = [];
+  /** Every frame the client sent ({op, d}, and when it arrived), in order. */
+  readonly frames: { op: number; d: unknown; at: number }[] = [];
   /** Sessions by `id/count`. */
   private readonly sessions = new Map<string, Session>();
 
@@ -129,7 +129,7 @@ export class FakeGateway {
         socket.close(4002, 'Decode error');
         return;
       }
-      this.frames.push(frame);
+      this.frames.push({ ...frame, at: Date.now() });
       this.onFrame(socket, frame);
       this.world.activity();
     });

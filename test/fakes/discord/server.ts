@@ -258,8 +258,8 @@ export class FakeDiscord {
     return this.gateway.connected;
   }
 
-  /** Every gateway frame the client sent ({op, d}), in order. */
-  get gatewayFrames(): { op: number; d: unknown }[] {
+  /** Every gateway frame the client sent ({op, d}, and when it arrived), in order. */
+  get gatewayFrames(): { op: number; d: unknown; at: number }[] {
     return this.gateway.frames;
   }
 

@@ -1,0 +1,48 @@
+// Gateway IDENTIFY spacing shared by every bot process of one Discord application, through Redis.
+//
+// Discord lets an application's shards start sessions `max_concurrency` at a time per 5 seconds: a shard belongs to
+// the bucket `shard_id % max_concurrency`, and one IDENTIFY per bucket is allowed every 5 s (discord.com/developers/
+// docs/events/gateway, "Session Start Limit" and "Max Concurrency"), counted over the application, not the process.
+// discord.js spaces the shards of one process (its SimpleIdentifyThrottler); processes that each run some shards
+// (discord.shards `0-3/8`, `4-7/8`) and start together would identify at once. Here each bucket is a Redis key that
+// one IDENTIFY holds for 5 s, whichever process sends it.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WebSocketOptions } from 'discord.js';
+import type { Redis } from '../../src/redis.ts';
+
+/** Discord's window for one IDENTIFY per bucket. */
+export const IDENTIFY_WINDOW_MS = 5_000;
+
+type BuildThrottler = NonNullable<WebSocketOptions['buildIdentifyThrottler']>;
+
+export class RedisIdentifyThrottler {
+  /**
+   * @param keyPrefix `<queue prefix>:discord-identify:<application id>`: one set of buckets per application, in the
+   *   deployment's hash slot on a Cluster.
+   */
+  constructor(
+    private readonly redis: Redis,
+    private readonly keyPrefix: string,
+    private readonly maxConcurrency: number,
+  ) {}
+
+  /** Resolves when shard `shardId` may identify: its bucket's key was free and is now held for the window. */
+  async waitForIdentify(shardId: number, signal: AbortSignal): Promise<void> {
+    const key = `${this.keyPrefix}:${shardId % this.maxConcurrency}`;
+    for (;;) {
+      signal.throwIfAborted();
+      if ((await this.redis.set(key, String(shardId), 'PX', IDENTIFY_WINDOW_MS, 'NX')) === 'OK') return;
+      // Held by another shard's IDENTIFY, here or in another process: wait out what is left of its window.
+      const left = await this.redis.pttl(key);
+      await sleep(Math.max(left, 0) + 25 + Math.random() * 250, undefined, { signal });
+    }
+  }
+}
+
+/** discord.js's `ws.buildIdentifyThrottler`: the buckets of `applicationId` in Redis, sized by GET /gateway/bot. */
+export function redisIdentifyThrottler(redis: Redis, queuePrefix: string, applicationId: string): BuildThrottler {
+  return async (manager) => {
+    const { session_start_limit: limit } = await manager.fetchGatewayInformation();
+    return new RedisIdentifyThrottler(redis, `${queuePrefix}:discord-identify:${applicationId}`, Math.max(1, limit.max_concurrency));
+  };
+}

@@ -1,0 +1,44 @@
+// RedisIdentifyThrottler (bots/discord/identify-throttle.ts) on real Redis: a bucket is held for Discord's 5 s by one
+// IDENTIFY, whichever process sent it; other buckets are free; a shard that stops waiting (its manager destroyed) stops.
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { IDENTIFY_WINDOW_MS, RedisIdentifyThrottler } from '../../../../bots/discord/identify-throttle.ts';
+import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../../src/redis.ts';
+
+const prefix = `t-identify-${randomUUID().slice(0, 8)}`;
+let redis: Redis;
+beforeAll(() => {
+  redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', 'test-identify');
+});
+afterAll(async () => {
+  await deleteKeys(redis, `${prefix}:*`);
+  await closeRedis(redis);
+});
+
+describe('RedisIdentifyThrottler', () => {
+  it('holds a bucket for the window across throttlers (processes); another bucket is free; an abort ends the wait', async () => {
+    const here = new RedisIdentifyThrottler(redis, `${prefix}:app`, 2);
+    const elsewhere = new RedisIdentifyThrottler(redis, `${prefix}:app`, 2); // another process of the same application
+    const started = Date.now();
+    await here.waitForIdentify(0, new AbortController().signal);
+    expect(await redis.pttl(`${prefix}:app:0`)).toBeGreaterThan(IDENTIFY_WINDOW_MS - 1_000);
+    await elsewhere.waitForIdentify(1, new AbortController().signal); // bucket 1 of 2: not held
+    expect(Date.now() - started).toBeLessThan(1_000);
+
+    const stop = new AbortController();
+    const waiting = elsewhere.waitForIdentify(2, stop.signal); // bucket 0, held by shard 0's IDENTIFY
+    setTimeout(() => stop.abort(new Error('shard destroyed')), 200);
+    await expect(waiting).rejects.toMatchObject({ name: 'AbortError' });
+    expect(Date.now() - started).toBeLessThan(IDENTIFY_WINDOW_MS - 1_000);
+    expect(await redis.get(`${prefix}:app:0`)).toBe('0'); // still shard 0's
+  });
+
+  it('lets the next IDENTIFY of a bucket through once the window has passed', async () => {
+    const throttler = new RedisIdentifyThrottler(redis, `${prefix}:short`, 1);
+    await redis.set(`${prefix}:short:0`, '7', 'PX', 300); // shard 7's IDENTIFY, almost 5 s ago
+    const started = Date.now();
+    await throttler.waitForIdentify(3, new AbortController().signal);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    expect(await redis.get(`${prefix}:short:0`)).toBe('3');
+  });
+});
