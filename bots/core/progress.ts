@@ -8,7 +8,7 @@
 import type { QueueEvents } from 'bullmq';
 import { isRedisConnectionError, NOW_MS_LUA, runScript, type Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
-import { HELD_ELSEWHERE_LUA, type DeliveryLedger } from '../../src/jobs/ledger.ts';
+import { HELD_ELSEWHERE_LUA, SHOWING_SLOT_MS, type DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { noWorkerReady } from '../../src/cache/results.ts';
 import { queuePositions } from '../../src/jobs/position.ts';
 import type { JobsQueue } from '../../src/jobs/queue.ts';
@@ -103,9 +103,16 @@ return n`;
 interface Tracked {
   destination: Destination;
   port: PlatformPort;
+  /** When the last edit was handed to the port (or, not shown, tried): the next waits its interval from then. */
   lastAt: number;
+  /** The newest progress not shown yet: shown once the interval is over and no edit of the job is in flight. */
   pending?: JobProgress;
   timer?: NodeJS.Timeout;
+  /**
+   * The edit of this job in flight (the ledger's round trip, the platform's answer), if any: the next waits for its
+   * end, or SHOWING_SLOT_MS at most (a platform that never answers: the ledger's slot lapses then too).
+   */
+  editing?: JobProgress;
   lastPosition?: number;
   started: boolean;
   /** Another instance holds this job's progress lease until then (ms since epoch): nothing is tried before it. */
@@ -297,34 +304,64 @@ export class ProgressRelay {
   }
 
   /**
-   * Leading edge now, then at most one call per interval carrying the newest progress (the trailing one is never
-   * dropped). While another instance holds the job's lease, the newest waits until that lease would lapse or its
-   * holder's alive time end, or leaseRetryMs at most: one try per few seconds, not one per interval (a takeover shows it
-   * then: at once after its owner stopped gracefully and handed the lease back, once its alive time ran out if it died).
+   * Leading edge now, then at most one call per interval carrying the newest progress: the trailing one is held, never
+   * dropped, and shown once the interval since the last edit was handed to the port is over and that edit has ended
+   * (one edit of a job in flight at a time: a second would find the ledger's edit slot taken, and be dropped). Spaced
+   * by when an edit reached the port, not by when it was started: a round trip slower before one edit than before the
+   * next shortened their gap below the interval, and the Discord port then dropped the newer (the last state before a
+   * silent stretch, the VAE decode, stayed stale for seconds; found by an audit). While another instance holds the
+   * job's lease, the newest waits until that lease would lapse or its holder's alive time end, or leaseRetryMs at
+   * most: one try per few seconds, not one per interval (a takeover shows it then: at once after its owner stopped
+   * gracefully and handed the lease back, once its alive time ran out if it died).
    */
   private send(t: Tracked, progress: JobProgress): void {
-    const interval = this.deps.intervalMs(t.destination);
-    const wait = Math.max(t.lastAt + interval, t.leasedElsewhereUntil ?? 0) - Date.now();
-    // Stryker disable next-line EqualityOperator: equivalent, at exactly 0 the timer below fires one macrotask later
-    if (wait <= 0 && !t.timer) return this.fire(t, progress);
     t.pending = progress;
-    t.timer ??= setTimeout(() => {
-      t.timer = undefined;
-      const p = t.pending;
-      t.pending = undefined;
-      if (p) this.fire(t, p);
-    }, Math.max(0, wait));
+    this.flush(t);
+  }
+
+  /** Shows the pending progress if its time has come; else arms the timer (one at a time) that asks again. */
+  private flush(t: Tracked): void {
+    if (!t.pending || t.editing || t.timer) return; // the edit in flight, or the timer, asks again at its end
+    const wait = Math.max(t.lastAt + this.deps.intervalMs(t.destination), t.leasedElsewhereUntil ?? 0) - Date.now();
+    // Stryker disable next-line EqualityOperator: equivalent, at exactly 0 the timer fires one macrotask later and shows it then
+    if (wait > 0) {
+      t.timer = setTimeout(() => {
+        t.timer = undefined;
+        this.flush(t); // asks the clock again: a timer may fire up to a millisecond before Date.now() reaches its time
+      }, wait);
+      return;
+    }
+    const progress = t.pending;
+    t.pending = undefined;
+    this.fire(t, progress);
   }
 
   private fire(t: Tracked, progress: JobProgress): void {
     t.lastAt = Date.now();
+    t.editing = progress;
+    const ended = () => {
+      if (t.editing !== progress) return; // counted over already
+      clearTimeout(cap);
+      t.editing = undefined;
+      // Not for a job forgotten meanwhile (it ended, or the relay stopped): nothing more of it is shown.
+      if (this.jobs.get(progress.jobId) === t) this.flush(t);
+    };
+    const cap = setTimeout(ended, SHOWING_SLOT_MS).unref();
     const show = async () => {
       // Skipped when another instance holds this job's progress lease (ours is taken or renewed in the same round
-      // trip), and never over the result: skipped once its delivery has begun, and a delivery waits for this edit to end.
-      const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS, alive: this.aliveKey };
-      const { leasedElsewhereMs } = await this.deps.ledger.whileLeasedAndNotDelivered(progress.jobId, () => t.port.showProgress(t.destination, progress), lease);
+      // trip), and never over the result: skipped once its delivery has begun, and a delivery waits for this edit to
+      // end; nor once the job is finished or gone (purged by the retention sweep, which deletes the ledger's marks too).
+      const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS, alive: this.aliveKey, job: this.deps.queue.toKey(progress.jobId) };
+      const edit = () => {
+        const shown = t.port.showProgress(t.destination, progress);
+        t.lastAt = Date.now(); // the port has it (and read its clock) now: the interval runs from here
+        return shown;
+      };
+      const { leasedElsewhereMs } = await this.deps.ledger.whileLeasedAndNotDelivered(progress.jobId, edit, lease);
       if (leasedElsewhereMs !== undefined) t.leasedElsewhereUntil = Date.now() + Math.min(leasedElsewhereMs, this.deps.leaseRetryMs ?? LEASE_RETRY_MS);
     };
-    show().catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'));
+    show()
+      .catch((e: unknown) => this.deps.log.warn({ jobId: progress.jobId, err: (e as Error).message }, 'showProgress failed'))
+      .finally(ended);
   }
 }

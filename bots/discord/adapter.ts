@@ -26,6 +26,7 @@ import {
   type ClientOptions,
   type DiscordAPIError,
   type Interaction,
+  type InteractionReplyOptions,
   type Message,
   type MessageContextMenuCommandInteraction,
   type ModalSubmitInteraction,
@@ -47,7 +48,7 @@ import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentM
 import { COMMAND } from './commands.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
-import { DMS_CLOSED_HELP, DiscordDelivery, forbiddenToPost, logRateLimits, missingPermission, refusesDirectMessages, statusChannelOf } from './delivery.ts';
+import { DMS_CLOSED_HELP, DiscordDelivery, followUpsAtMostOnce, forbiddenToPost, logRateLimits, MayHaveBeenPosted, missingPermission, nonceFor, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { redisIdentifyThrottler } from './identify-throttle.ts';
 import { contentChunks, describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
@@ -219,6 +220,7 @@ export class DiscordAdapter implements Adapter {
     client.on(Events.MessageCreate, (m) => void this.onMessage(m));
     client.on(Events.ShardResume, (_id, replayed) => this.log.info({ replayed }, 'gateway resumed'));
     logRateLimits(client.rest, this.log);
+    followUpsAtMostOnce(client.rest); // a follow-up has no nonce: never sent twice (delivery.ts)
     const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
     await client.login(this.token).catch((e: unknown) => {
       if ((e as { code?: unknown }).code !== 'TokenInvalid') throw e;
@@ -468,7 +470,7 @@ export class DiscordAdapter implements Adapter {
     if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
     // Refused (a job-starting command has no other answer): remove the "thinking…", tell the user alone.
     await interaction.deleteReply().catch(() => undefined);
-    await interaction.followUp({ content: reply.text, flags: MessageFlags.Ephemeral, allowedMentions: { parse: [] } });
+    await this.followUp(interaction, { content: reply.text, flags: MessageFlags.Ephemeral, allowedMentions: { parse: [] } });
   }
 
   // ---- mentions ---------------------------------------------------------------------------------------
@@ -486,7 +488,7 @@ export class DiscordAdapter implements Adapter {
     } catch (e) {
       if (forbiddenToPost(e)) return this.cannotReplyIn(message, e);
       const text = this.errorReply(e).text;
-      await message.reply({ content: text, allowedMentions: { parse: [], repliedUser: false } }).catch(() => undefined);
+      await message.reply({ content: text, allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'error') }).catch(() => undefined);
     }
   }
 
@@ -501,7 +503,7 @@ export class DiscordAdapter implements Adapter {
     const text =
       `I can't reply in <#${message.channelId}>: I don't have the ${missing} permission there (a server admin can give it in the channel's settings → Permissions). ` +
       'Meanwhile `/ask` works there: its answers need no permission in the channel.';
-    await message.author.send({ content: text, allowedMentions: { parse: [] } }).catch(() => undefined); // DMs closed: nowhere left to say it
+    await message.author.send({ content: text, allowedMentions: { parse: [] }, ...postedOnce(message, 'cannot-reply') }).catch(() => undefined); // DMs closed: nowhere left to say it
   }
 
   private async onMention(message: Message, botId: string, where: DiscordDestination): Promise<void> {
@@ -510,7 +512,7 @@ export class DiscordAdapter implements Adapter {
     if (!chain.image) {
       // Without the intent, a message on the chain that arrived empty probably had the image we could not see.
       const help = !this.messageContent && chain.blankedMessages > 0 ? MESSAGE_CONTENT_HELP : NO_IMAGE_HELP;
-      await message.reply({ content: help, allowedMentions: { parse: [], repliedUser: false } });
+      await message.reply({ content: help, allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'help') });
       return;
     }
     const image = chain.image;
@@ -522,14 +524,14 @@ export class DiscordAdapter implements Adapter {
     if (isPrivate && message.guildId !== null) {
       // A private channel: the answer goes to the asker's DM, never to the channel.
       const dm = await message.author.createDM();
-      const status = await dm.send({ content: '⏳ Looking at the image…', allowedMentions: { parse: [] } }).catch((e: unknown) => {
+      const status = await dm.send({ content: '⏳ Looking at the image…', allowedMentions: { parse: [] }, ...postedOnce(message, 'status') }).catch((e: unknown) => {
         if (refusesDirectMessages(e)) throw new UserError('forbidden', `Answers in this channel are private, so they go to your direct messages, but ${DMS_CLOSED_HELP} Or use \`/ask\`: its answer is shown only to you.`);
         throw e;
       });
       // channelId stays the channel asked in: its settings (no-log, retention), limits and checks apply to the job
       destination = { ...where, dmChannelId: dm.id, statusMessageId: status.id, private: true };
     } else {
-      const status = (await message.reply({ content: '⏳ Looking at the image…', allowedMentions: { parse: [], repliedUser: false } })) as Message;
+      const status = (await message.reply({ content: '⏳ Looking at the image…', allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'status') })) as Message;
       destination = { ...where, replyToMessageId: message.id, statusMessageId: status.id };
     }
     let reply: Reply;
@@ -653,9 +655,23 @@ export class DiscordAdapter implements Adapter {
     const payload = (content: string, attached: AttachmentPayload[] = []) => ({ content, ...attach(attached), flags: MessageFlags.Ephemeral as const, allowedMentions: { parse: [] } });
     // Stryker disable next-line ConditionalExpression,LogicalOperator: `deferred && !replied` → `true` or `deferred || !replied` differ only for an interaction already *replied* to privately, and no handler fails after its private reply
     if (interaction.deferred && !interaction.replied && interaction.ephemeral) await interaction.editReply({ content: first, components: [], ...attach(files), allowedMentions: { parse: [] } });
-    else if (interaction.deferred || interaction.replied) await interaction.followUp(payload(first!, files));
+    else if (interaction.deferred || interaction.replied) await this.followUp(interaction, payload(first!, files));
     else await interaction.reply(payload(first!, files));
-    for (const more of rest) await interaction.followUp(payload(more));
+    for (const more of rest) await this.followUp(interaction, payload(more));
+  }
+
+  /**
+   * An ephemeral follow-up. Execute Webhook takes no nonce, so discord.js never sends one again that Discord may have
+   * posted (followUpsAtMostOnce), and one that Discord may have posted (MayHaveBeenPosted) is taken as posted: before
+   * 2026-12-07 a follow-up whose reply was lost was posted twice, or followed by "Something went wrong".
+   */
+  private async followUp(interaction: RepliableInteraction, options: InteractionReplyOptions): Promise<void> {
+    try {
+      await interaction.followUp(options);
+    } catch (e) {
+      if (!(e instanceof MayHaveBeenPosted)) throw e;
+      this.log.warn({ interaction: interaction.id, err: e.message }, 'a follow-up may have been posted: not sent again');
+    }
   }
 
   private async failInteraction(interaction: Interaction, e: unknown): Promise<void> {
@@ -683,6 +699,14 @@ export function shardOptions(shards: DiscordShards): Pick<ClientOptions, 'shards
   if (shards === 'auto') return { shards: 'auto' };
   return { shards: shards.ids ?? Array.from({ length: shards.count }, (_, id) => id), shardCount: shards.count };
 }
+
+/**
+ * nonce + enforce_nonce for the bot's message about `message` (`what`: its status reply, the help, an error…): discord.js
+ * sends a message again after a timeout, a reset connection or a 5xx, which Discord may have posted already; with
+ * these it answers the repeat with the earlier message. Before 2026-12-07 such a reply was posted twice (a second
+ * "⏳ Looking at the image…" that stayed so for ever).
+ */
+const postedOnce = (message: Message, what: string) => ({ nonce: nonceFor(`${what}:${message.id}`), enforceNonce: true });
 
 function userText(e: unknown): string {
   if (isUserError(e)) return e.message;

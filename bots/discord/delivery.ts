@@ -7,6 +7,8 @@
 //   - mention-replies → PATCH the status message the bot posted when it accepted the job: same;
 //   - token expired (or the original was deleted) → a channel message with nonce + enforce_nonce (Discord returns
 //     the earlier message instead of posting twice), after looking for one already posted with this job's buttons.
+// An interaction follow-up has no nonce in Discord's API: discord.js never sends one again that Discord may have
+// posted (followUpsAtMostOnce), and such a failure ends the delivery rather than failing it into a blind repeat.
 import { createHash } from 'node:crypto';
 import { DiscordAPIError, MessageFlags, RateLimitError, Routes, type REST, type RequestData } from 'discord.js';
 import type { Config } from '../../src/config/schema.ts';
@@ -65,6 +67,49 @@ export const statusChannelOf = (d: DiscordDestination): string => d.dmChannelId 
 
 export const nonceFor = (jobId: string): string => createHash('sha256').update(jobId).digest('hex').slice(0, NONCE_CHARS);
 
+/** The causes of a failed request that certainly never reached Discord: no connection was made. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+/** An interaction follow-up: `POST /webhooks/{application}/{token}` (Execute Webhook), which takes no nonce. */
+const FOLLOW_UP = /\/webhooks\/\d+\/[^/]+$/;
+
+/**
+ * An interaction follow-up that failed after Discord may have posted it: its reply lost (the connection closed or
+ * reset after the request was sent, a timeout), or a 500 / 504. Not sent again: nothing would tell the repeat from a
+ * new one.
+ */
+export class MayHaveBeenPosted extends Error {
+  override readonly name = 'MayHaveBeenPosted';
+}
+
+/**
+ * Make `rest` send an interaction follow-up at most once. discord.js sends a request again after a timeout, a reset
+ * connection or a 5xx (`restRetries`); a channel message carries a nonce with enforce_nonce, so Discord answers such
+ * a repeat with the earlier message, but a follow-up has none (Execute Webhook takes no nonce), and until 2026-12-07
+ * one whose reply was lost after Discord had posted it was posted again: the user read it twice. Now such a failure
+ * (anything but a connection never made; a 429 is still waited out) rejects the call with MayHaveBeenPosted, which
+ * discord.js does not retry (its name is not AbortError, its message names no ECONNRESET), and the caller takes the
+ * follow-up as posted. Every other request is sent as before.
+ */
+export function followUpsAtMostOnce(rest: REST): void {
+  const send = rest.options.makeRequest;
+  rest.options.makeRequest = async (url, init) => {
+    if (init.method !== 'POST' || !FOLLOW_UP.test(new URL(url).pathname)) return send(url, init);
+    let res: Awaited<ReturnType<typeof send>>;
+    try {
+      res = await send(url, init);
+    } catch (e) {
+      const { code, cause } = e as { code?: string; cause?: { code?: string } };
+      // Stryker disable next-line StringLiteral: equivalent, no cause is coded ''
+      if (e instanceof MayHaveBeenPosted || NEVER_SENT.has(code ?? cause?.code ?? '')) throw e;
+      throw new MayHaveBeenPosted(`an interaction follow-up's answer was lost (${(e as Error).name}); Discord may have posted it, so it is not sent again`, { cause: e });
+    }
+    // 502/503: Discord's edge found no server to take the request ("wait a bit and retry"): not posted, sent again.
+    if (res.status < 500 || res.status >= 600 || res.status === 502 || res.status === 503) return res;
+    await res.arrayBuffer().catch(() => undefined); // frees the connection
+    throw new MayHaveBeenPosted(`Discord answered ${res.status} to an interaction follow-up, which it may have posted; not sent again`);
+  };
+}
+
 function isGone(e: unknown): boolean {
   return e instanceof DiscordAPIError && (GONE_CODES.has(e.code) || e.status === 401);
 }
@@ -91,7 +136,6 @@ export class DiscordDelivery implements PlatformPort {
   private readonly chains = new Map<string, Promise<void>>();
   /** Jobs delivered by this process (bounded): later progress for them is dropped. */
   private readonly delivered = new Set<string>();
-  private readonly lastEditAt = new Map<string, number>();
   /** Interaction tokens Discord already refused (expired, deleted original): not tried again. */
   private readonly deadTokens = new Set<string>();
   /** Routes of the progress edits in flight: a rate limit on one of them rejects it instead of waiting it out. */
@@ -105,16 +149,20 @@ export class DiscordDelivery implements PlatformPort {
   ) {
     logRateLimits(rest, log); // progress edits and results are what Discord limits most
     this.rejectRateLimitedProgress(rest);
+    followUpsAtMostOnce(rest);
   }
 
+  /**
+   * Every edit the core hands over is made: the core's relay spaces a job's edits by progressEditIntervalMs and holds
+   * the newest back meanwhile (bots/core/progress.ts), and one bot instance shows a job's progress at a time (its lease).
+   * This port dropped an edit less than the interval after the previous had reached it, a second throttle on another
+   * clock: a Redis round trip slower before one edit than before the next was enough, and the dropped one could be the
+   * last before a silent stretch (found by an audit). It could not see other bot processes' edits anyway.
+   */
   showProgress(destination: Destination, progress: JobProgress): Promise<void> {
     const d = asDiscord(destination);
     return this.serial(progress.jobId, async () => {
       if (this.delivered.has(progress.jobId)) return;
-      const last = this.lastEditAt.get(progress.jobId) ?? 0;
-      // The core throttles too; this guards against two relays (several bot processes) editing one message.
-      if (progress.stage !== 'queued' && this.now() - last < this.config.discord.progressEditIntervalMs) return;
-      this.lastEditAt.set(progress.jobId, this.now());
       await this.editStatus(d, progressBody(progress));
     });
   }
@@ -221,7 +269,9 @@ export class DiscordDelivery implements PlatformPort {
   /**
    * A result only the user may see (an image the content checks withheld): the public progress message is deleted
    * and the user told in an ephemeral follow-up, or, without a usable interaction token, in a direct message
-   * (nonce + enforce_nonce, so a repeated delivery posts once). A repeated delivery may repeat the ephemeral note.
+   * (nonce + enforce_nonce, so a repeated delivery posts once). The follow-up has no nonce: one whose reply was lost
+   * (MayHaveBeenPosted) is taken as posted, neither sent again by discord.js nor failed into a repeated delivery, which
+   * would post it again. A delivery repeated for another reason (a crash after the follow-up) may repeat the note.
    */
   private async postPrivately(d: DiscordDestination, result: JobResult): Promise<void> {
     const text = resultMessage(result, undefined).body;
@@ -239,6 +289,7 @@ export class DiscordDelivery implements PlatformPort {
         await this.rest.post(Routes.webhook(d.applicationId, token), { body: { ...text, flags: MessageFlags.Ephemeral }, auth: false });
         return;
       } catch (e) {
+        if (e instanceof MayHaveBeenPosted) return void this.log.warn({ jobId: result.jobId, err: e.message }, 'the private note may have been posted: not sent again');
         if (!isGone(e)) throw e;
         this.forgetToken(token);
       }
@@ -344,7 +395,6 @@ export class DiscordDelivery implements PlatformPort {
 
   private markDelivered(jobId: string): void {
     this.delivered.add(jobId);
-    this.lastEditAt.delete(jobId);
     // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound (10,000 entries), not behaviour a test can see
     if (this.delivered.size > 10_000) this.delivered.delete(this.delivered.values().next().value!);
   }

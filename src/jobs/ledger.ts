@@ -16,7 +16,7 @@ import { leaseKeysOf } from '../limits/limiter.ts';
 import { releaseLeaseLua } from '../limits/scripts.ts';
 
 /** Longest a progress edit may hold off a delivery (a platform answering 429 to the edit, say). */
-const SHOWING_SLOT_MS = 10_000;
+export const SHOWING_SLOT_MS = 10_000;
 /** The longest pause between looks at an edit in flight while a delivery waits for it (waitForEdit). */
 const EDIT_POLL_MAX_MS = 25;
 
@@ -61,13 +61,20 @@ local function heldElsewhere(lease, owner, alive)
   return math.max(1, left)
 end`;
 /**
- * KEYS showing, delivering, delivered [, lease [, alive]] · ARGV slotMs [, owner, leaseMs] → 1 if the slot was taken
- * (nothing delivering nor delivered), else 0. With a lease key: first take or renew it for owner; if another holds it
- * (and, with an alive key, that other is alive: HELD_ELSEWHERE_LUA), take no slot and answer minus how long to leave it.
+ * KEYS showing, delivering, delivered [, lease [, alive] [, job]] · ARGV slotMs [, owner, leaseMs [, withJob]] → 1 if
+ * the slot was taken (nothing delivering nor delivered), else 0. With withJob = 1 the last key is the job's BullMQ hash:
+ * 0 at once, lease untouched, when it is gone (the retention sweep purged the job, and with it the delivered mark) or
+ * finished (finishedOn: its result supersedes any edit). With a lease key: first take or renew it for owner; if another
+ * holds it (and, with an alive key, that other is alive: HELD_ELSEWHERE_LUA), take no slot and answer minus how long to
+ * leave it.
  */
 const SHOW = `${HELD_ELSEWHERE_LUA}
+local job = ARGV[4] == '1' and KEYS[#KEYS] or nil
+if job and (redis.call('EXISTS', job) == 0 or redis.call('HEXISTS', job, 'finishedOn') == 1) then return 0 end
 if KEYS[4] then
-  local wait = heldElsewhere(KEYS[4], ARGV[2], KEYS[5])
+  local alive = KEYS[5]
+  if alive == job then alive = nil end
+  local wait = heldElsewhere(KEYS[4], ARGV[2], alive)
   if wait then return -wait end
   redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
 end
@@ -81,6 +88,12 @@ export interface ShowLease {
   ms: number;
   /** The owners' alive hash (owner → until when, Redis ms): a holder missing from it, or past its time, is gone. */
   alive?: string;
+  /**
+   * The job's BullMQ hash (the jobs queue's `toKey(jobId)`): no edit, and no lease taken, once it is gone or finished.
+   * A bot that missed the job's end would otherwise edit its delivered result after the retention sweep purged it
+   * (the delivered mark with it), and make its lease again.
+   */
+  job?: string;
 }
 
 export class DeliveryLedger {
@@ -169,8 +182,8 @@ export class DeliveryLedger {
   }
 
   private async show(jobId: string, edit: () => Promise<void>, lease?: ShowLease): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
-    const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key, ...(lease.alive ? [lease.alive] : [])] : [])];
-    const args = lease ? [SHOWING_SLOT_MS, lease.owner, lease.ms] : [SHOWING_SLOT_MS];
+    const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key, ...(lease.alive ? [lease.alive] : []), ...(lease.job ? [lease.job] : [])] : [])];
+    const args = lease ? [SHOWING_SLOT_MS, lease.owner, lease.ms, lease.job ? 1 : 0] : [SHOWING_SLOT_MS];
     const taken = Number(await runScript(this.redis, 'blip3oLedgerShow', SHOW, keys, args));
     if (taken < 0) return { shown: false, leasedElsewhereMs: -taken };
     if (taken !== 1) return { shown: false };

@@ -1,5 +1,6 @@
 // HTTP plumbing of the fake Discord: what a recorded request holds, parsing JSON and multipart bodies with no
-// dependency (WHATWG Request.formData(), platform-fakes.md A3), and how injected faults answer.
+// dependency (WHATWG Request.formData(), platform-fakes.md A3), and how injected faults answer (or, a lost reply,
+// do not: the request is carried out, then the connection dropped).
 import type { IncomingMessage } from 'node:http';
 
 export interface RecordedFile {
@@ -20,12 +21,15 @@ export interface RecordedRequest {
   body: unknown;
   files: RecordedFile[];
   status: number;
+  /** The fake carried the request out, then dropped the connection instead of answering (a `lostReply` fault). */
+  lost?: boolean;
 }
 
 export interface Fault {
   method?: string;
   path: RegExp;
-  status: number;
+  /** What the fake answers instead of carrying the request out; unused with `lostReply`. @defaultValue 500 */
+  status?: number;
   /** Seconds, sent as Retry-After (429). */
   retryAfterS?: number;
   code?: number;
@@ -34,6 +38,12 @@ export interface Fault {
   times?: number;
   /** Only requests this accepts (e.g. `(r) => r.files.length > 0` for the final edit). */
   when?: (request: RecordedRequest) => boolean;
+  /**
+   * The request is carried out as Discord would (a message posted), then the connection is dropped without an answer,
+   * as when it breaks after Discord acted: `'closed'` ends it cleanly (undici: "other side closed", which discord.js
+   * does not retry), `'reset'` resets it (ECONNRESET, which discord.js sends again, as it does a timeout or a 5xx).
+   */
+  lostReply?: 'closed' | 'reset';
 }
 
 export type Reply = (status: number, body?: unknown, headers?: Record<string, string>) => void;
@@ -77,7 +87,8 @@ export function replyFault(fault: Fault, reply: Reply): void {
       },
     );
   }
-  reply(fault.status, { code: fault.code ?? 0, message: fault.message ?? `injected ${fault.status}` });
+  const status = fault.status ?? 500;
+  reply(status, { code: fault.code ?? 0, message: fault.message ?? `injected ${status}` });
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {

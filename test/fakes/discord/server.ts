@@ -1,12 +1,13 @@
 // A fake Discord for tests: REST under /api/v10 and the gateway WebSocket on one loopback port, so the
 // unmodified discord.js client runs against it (`rest: { api: fake.apiBase }`). It records every request and
-// injects faults (429 + Retry-After, 5xx, expired interaction tokens, dropped gateway with resume).
+// injects faults (429 + Retry-After, 5xx, a reply lost after the request was carried out, expired interaction tokens,
+// dropped gateway with resume).
 // Protocol facts and the checklist this follows: ../shared/docs/platform-fakes.md Part A.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { FakeGateway, MESSAGE_CONTENT, shardOf, type Shard } from './gateway.ts';
-import { recordRequest, replyFault, type Fault, type RecordedFile, type RecordedRequest } from './http.ts';
+import { recordRequest, replyFault, type Fault, type RecordedFile, type RecordedRequest, type Reply } from './http.ts';
 import { channelJson, guildPayload, interactionPayload, type FakeChannel } from './payloads.ts';
 import { FakeRestApi, type FakeInteraction } from './rest.ts';
 import { snowflake } from './snowflake.ts';
@@ -546,6 +547,7 @@ export class FakeDiscord {
     };
     try {
       const fault = this.takeFault(record);
+      if (fault?.lostReply) return this.rest.route(record, path.slice('/api/v10'.length), this.loseReply(record, req, fault.lostReply));
       if (fault) return replyFault(fault, reply);
       if (path.startsWith('/attachments/')) return this.serveCdn(req, path, res, record);
       if (!path.startsWith('/api/v10/')) return reply(404, { code: 0, message: '404: Not Found' });
@@ -553,6 +555,17 @@ export class FakeDiscord {
     } catch (e) {
       reply(500, { code: 0, message: `fake discord error: ${(e as Error).message}` });
     }
+  }
+
+  /** A reply that never comes: the request was carried out, then its connection is dropped (`how`). */
+  private loseReply(record: RecordedRequest, req: IncomingMessage, how: 'closed' | 'reset'): Reply {
+    return (status) => {
+      record.status = status;
+      record.lost = true;
+      if (how === 'reset') req.socket.resetAndDestroy();
+      else req.socket.destroy();
+      this.wake();
+    };
   }
 
   private takeFault(record: RecordedRequest): Fault | undefined {

@@ -225,7 +225,15 @@ function relayWith(answer: (jobIds: readonly string[]) => (number | undefined)[]
   return { relay, edits, passes, start };
 }
 
-const newJob = () => `j-${randomUUID().slice(0, 8)}`;
+/**
+ * A job in the jobs queue, as every job the relay tracks is (submit adds it first): the ledger refuses an edit of a job
+ * whose hash is gone (purged) or finished.
+ */
+const newJob = async () => {
+  const jobId = `j-${randomUUID().slice(0, 8)}`;
+  await queue.add('imagine', { destination } as never, { jobId });
+  return jobId;
+};
 
 /** A start now and one `secondStartAt` ms later, then `quietMs` without: exactly two passes, and the ms between them. */
 async function gapOfTwoPasses(r: ReturnType<typeof relayWith>, secondStartAt: number, quietMs: number): Promise<number> {
@@ -238,7 +246,7 @@ async function gapOfTwoPasses(r: ReturnType<typeof relayWith>, secondStartAt: nu
 }
 
 it('asks about the waiting jobs only, and edits a job when its position changed, with that position', async () => {
-  const [moved, same, unknown, started] = [newJob(), newJob(), newJob(), newJob()];
+  const [moved, same, unknown, started] = await Promise.all([newJob(), newJob(), newJob(), newJob()]);
   const answers: Record<string, number | undefined> = { [moved]: 2, [same]: 4, [unknown]: undefined, [started]: 1 };
   const r = relayWith((ids) => ids.map((id) => answers[id]));
   try {
@@ -265,7 +273,7 @@ it('asks about the waiting jobs only, and edits a job when its position changed,
 
 it('a place pushed while no GPU worker is ready says so, as the first reply did; one that cannot be asked about counts as there', async () => {
   let workers: () => Promise<number> = async () => 0;
-  const [first, second] = [newJob(), newJob()];
+  const [first, second] = await Promise.all([newJob(), newJob()]);
   const answers: Record<string, number> = { [first]: 1, [second]: 2 };
   const r = relayWith((ids) => ids.map((id) => answers[id]!), 0, () => workers());
   try {
@@ -286,7 +294,7 @@ it('a place pushed while no GPU worker is ready says so, as the first reply did;
 
 it('while jobs wait, workers that go or come push every place again, the note with it; no change, no edit', async () => {
   let workers = 1;
-  const [first, second] = [newJob(), newJob()];
+  const [first, second] = await Promise.all([newJob(), newJob()]);
   const r = relayWith((ids) => ids.map((id) => (id === first ? 1 : 2)), 0, async () => workers, 100);
   try {
     r.relay.track(first, terminal, 1);
@@ -313,7 +321,7 @@ it('makes no pass while nothing waits, and passes again once a job waits', async
     r.start();
     await sleep(50);
     expect(r.passes).toEqual([]);
-    const waiting = newJob();
+    const waiting = await newJob();
     r.relay.track(waiting, terminal, undefined);
     r.start();
     await sleep(POSITION_REFRESH_MS + 50); // the pass is not held back by the one that never ran
@@ -332,7 +340,7 @@ it.each([
 ])('spaces a second pass (first pass $passMs ms, second start at $secondStartAt ms) $least ms or more, and makes no third', async ({ passMs, secondStartAt, least, most }) => {
   const r = relayWith((ids) => ids.map(() => 3), passMs);
   try {
-    r.relay.track(newJob(), terminal, 3);
+    r.relay.track(await newJob(), terminal, 3);
     const gap = await gapOfTwoPasses(r, secondStartAt, 900); // then the starts stop: no third pass
     expect(gap).toBeGreaterThanOrEqual(least - 5);
     expect(gap).toBeLessThan(most);
@@ -348,7 +356,7 @@ it('spaces passes by half the shortest edit interval among the waiting jobs', as
   ] as const) {
     const r = relayWith((ids) => ids.map(() => 3));
     try {
-      for (const d of destinations) r.relay.track(newJob(), d, 3);
+      for (const d of destinations) r.relay.track(await newJob(), d, 3);
       const gap = await gapOfTwoPasses(r, 20, most + 200);
       expect(gap).toBeGreaterThanOrEqual(least - 5);
       expect(gap).toBeLessThan(most);
@@ -388,7 +396,7 @@ function editsRelay(opts: { failEdits?: boolean; queue?: JobsQueue; withPosition
 it('shows the first report at once and the newest when the interval is over; the reports between are dropped', async () => {
   const r = editsRelay();
   try {
-    const j = newJob();
+    const j = await newJob();
     r.relay.track(j, destination, undefined);
     r.progress(j, 1);
     r.progress(j, 2);
@@ -405,7 +413,7 @@ it('shows the first report at once and the newest when the interval is over; the
 it.each(['completed', 'failed'])('a job %s drops the edit it still held back, and reports read in the same batch as its end', async (end) => {
   const r = editsRelay();
   try {
-    const j = newJob();
+    const j = await newJob();
     r.relay.track(j, destination, undefined);
     r.progress(j, 1);
     for (let i = 0; i < 40 && r.shown.length === 0; i++) await sleep(5);
@@ -415,7 +423,7 @@ it.each(['completed', 'failed'])('a job %s drops the edit it still held back, an
     await sleep(400);
     expect(r.shown.map((p) => p.step)).toEqual([1]);
     // QueueEvents emits one XREAD's events in a row: a report and the job's end together (its listener is async)
-    const k = newJob();
+    const k = await newJob();
     r.relay.track(k, destination, undefined);
     r.progress(k, 1);
     r.events.emit(end, { jobId: k });
@@ -429,7 +437,7 @@ it.each(['completed', 'failed'])('a job %s drops the edit it still held back, an
 it('a removed job is forgotten and moves the waiting jobs up: a pass at once, without it', async () => {
   const r = editsRelay({ withPositions: true });
   try {
-    const [waiting, removed] = [newJob(), newJob()];
+    const [waiting, removed] = await Promise.all([newJob(), newJob()]);
     r.relay.track(waiting, destination, 9);
     r.relay.track(removed, destination, 8);
     r.events.emit('removed', { jobId: removed });
@@ -443,14 +451,13 @@ it('a removed job is forgotten and moves the waiting jobs up: a pass at once, wi
 it('a job that reports progress has started: passes no longer ask about it, nor about jobs only looked up', async () => {
   const r = editsRelay({ withPositions: true });
   try {
-    const [reporting, waiting, lookedUp] = [newJob(), newJob(), newJob()];
-    await queue.add('imagine', { destination } as never, { jobId: lookedUp });
+    const [reporting, waiting, lookedUp] = await Promise.all([newJob(), newJob(), newJob()]);
     r.relay.track(reporting, destination, 3);
     r.relay.track(waiting, destination, 4);
     r.progress(reporting, 1);
     r.progress(lookedUp, 1); // another bot's job, shown here: looked up, and running
     for (let i = 0; i < 40 && r.shown.length < 2; i++) await sleep(10);
-    r.events.emit('active', { jobId: newJob() });
+    r.events.emit('active', { jobId: await newJob() });
     await sleep(100);
     expect(r.passes).toEqual([[waiting]]);
   } finally {
@@ -460,7 +467,7 @@ it('a job that reports progress has started: passes no longer ask about it, nor 
 
 it('an edit the platform refuses, and a job that cannot be looked up, are warnings naming the job', async () => {
   const failing = editsRelay({ failEdits: true });
-  const j = newJob();
+  const j = await newJob();
   try {
     failing.relay.track(j, destination, undefined);
     failing.progress(j, 1);

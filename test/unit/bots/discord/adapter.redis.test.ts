@@ -14,7 +14,7 @@ import { samplePng } from '../../../conformance/platform-adapter.case.ts';
 import { DiscordAdapter } from '../../../../bots/discord/adapter.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
 import { messageJson, userJson } from '../../../fakes/discord/messages.ts';
-import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/discord/server.ts';
+import type { FakeInteraction, FakeMessage, FakeUser, RecordedRequest } from '../../../fakes/discord/server.ts';
 
 const EPHEMERAL = 64;
 const MANAGE_GUILD = String(1n << 5n);
@@ -138,6 +138,31 @@ describe('slash commands', () => {
     const followUp = h.fake.requestsTo('POST', new RegExp(`/webhooks/\\d+/${i.token}$`)).at(-1)!;
     expect(followUp.body).toMatchObject({ flags: EPHEMERAL, allowed_mentions: { parse: [] } });
     expect(await request(jobIdFor('discord', i.id))).toBeUndefined();
+  });
+
+  it("a follow-up whose reply was lost after Discord posted it is posted once, with no \"Something went wrong\" after it: a refusal (discord.js sent it again on a reset connection; a closed one failed the handler), a failure told after a public defer", async () => {
+    const followUps = (token: string) => h.fake.requestsTo('POST', new RegExp(`/webhooks/\\d+/${token}$`));
+    const warned = () => loggedAs('a follow-up may have been posted: not sent again').length;
+    for (const lostReply of ['reset', 'closed'] as const) {
+      const before = warned();
+      const i = imagine('x'.repeat(10), newUser(), [{ name: 'negative', type: 3, value: 'y'.repeat(5000) }]); // refused by the core
+      h.fake.injectFault({ method: 'POST', path: new RegExp(`/webhooks/\\d+/${i.token}$`), lostReply });
+      await until(async () => (warned() > before || i.followupIds.length > 1 ? true : undefined), 10_000, 'the follow-up');
+      // Before: the refusal twice ('reset'), or the refusal then "Something went wrong" ('closed')
+      expect(i.followupIds.map((id) => h.fake.messages.get(id)!.content)).toEqual([expect.stringMatching(/negative|long|characters/i)]);
+      expect(followUps(i.token).map((r) => r.lost)).toEqual([true]);
+    }
+    const show = h.core.showBeforeResult;
+    h.core.showBeforeResult = async () => { throw new Error('connection lost'); };
+    try {
+      const before = warned();
+      const i = imagine('a lighthouse, lost', newUser());
+      h.fake.injectFault({ method: 'POST', path: new RegExp(`/webhooks/\\d+/${i.token}$`), lostReply: 'reset' });
+      await until(async () => (warned() > before || i.followupIds.length > 1 ? true : undefined), 10_000, 'the follow-up');
+      expect(i.followupIds.map((id) => h.fake.messages.get(id)!.content)).toEqual([expect.stringMatching(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/)]);
+    } finally {
+      h.core.showBeforeResult = show;
+    }
   });
 
   it('a channel the bot is not enabled in, and the same interaction dispatched twice', async () => {
@@ -561,6 +586,47 @@ describe('mentions', () => {
     expect(repliesTo(m)).toHaveLength(1);
   });
 
+  it("a reply whose answer was lost after Discord posted it (discord.js sends it again on a reset connection) is posted once, by its nonce: the status reply, the help, a private channel's status in the DM, the DM saying why not here", async () => {
+    const posts = (channel: string) => h.fake.requestsTo('POST', new RegExp(`/channels/${channel}/messages$`));
+    const sentTwice: RecordedRequest[][] = [];
+    /** Posts a message whose reply in `channel` is lost, and waits until discord.js has sent it again and been answered. */
+    async function lost(channel: string, post: () => FakeMessage): Promise<FakeMessage> {
+      h.fake.injectFault({ method: 'POST', path: new RegExp(`/channels/${channel}/messages$`), lostReply: 'reset' });
+      const before = posts(channel).length;
+      const m = post();
+      await h.fake.waitFor(() => { const sent = posts(channel).slice(before); return sent.length >= 2 && sent.every((r) => r.status !== 0) ? true : undefined; }, 10_000, 'the post sent again');
+      sentTwice.push(posts(channel).slice(before));
+      return m;
+    }
+    const user = newUser();
+    const asked = await lost(h.fake.channelId, () => h.fake.postUserMessage({ content: 'what is this, lost?', author: user, mentionBot: true, attachments: [attachment()] }));
+    const job = await queued(jobIdFor('discord', asked.id));
+    // Before: two "⏳ Looking at the image…", one of them so for ever
+    expect(repliesTo(asked).map((x) => x.id)).toEqual([(job.destination as DiscordDestination).statusMessageId]);
+    const bare = await lost(h.fake.channelId, () => h.fake.postUserMessage({ content: 'hello, lost?', author: user, mentionBot: true }));
+    expect(repliesTo(bare).map((x) => x.content)).toEqual([NO_IMAGE_HELP]);
+    const other = newUser();
+    await lost(h.fake.dmChannel(other), () => h.fake.postUserMessage({ content: 'hello from read-only?', author: other, mentionBot: true, channelId: readOnly }));
+    expect(h.fake.channelMessages(h.fake.dmChannel(other)).map((x) => x.content)).toEqual([expect.stringMatching(/^I can't reply in <#\d+>: I don't have the Send Messages permission there/)]);
+    const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+    await h.core.settings.set('channel', here, { private: true });
+    try {
+      const privately = await lost(h.fake.dmChannel(user), () => h.fake.postUserMessage({ content: 'and privately, lost?', author: user, mentionBot: true, attachments: [attachment()] }));
+      const inDm = await queued(jobIdFor('discord', privately.id));
+      expect(h.fake.channelMessages(h.fake.dmChannel(user)).filter((x) => x.author.id === h.fake.appId).map((x) => x.id)).toEqual([(inDm.destination as DiscordDestination).statusMessageId]);
+    } finally {
+      await h.core.settings.reset('channel', here);
+    }
+    // each was sent again with the nonce (and enforce_nonce) it was first sent with, its own
+    const nonceOf = (r: RecordedRequest | undefined) => (r?.body as { nonce?: string }).nonce;
+    for (const [first, again] of sentTwice) {
+      expect([first?.lost, again?.lost]).toEqual([true, undefined]);
+      expect(first?.body).toMatchObject({ nonce: expect.any(String), enforce_nonce: true });
+      expect(nonceOf(again)).toBe(nonceOf(first));
+    }
+    expect(new Set(sentTwice.map(([first]) => nonceOf(first))).size).toBe(4);
+  });
+
   it('a mention whose question is empty is answered in a reply that pings no one; nothing is queued', async () => {
     const user = newUser();
     const m = h.fake.postUserMessage({ content: '', author: user, mentionBot: true, attachments: [attachment()] });
@@ -612,6 +678,7 @@ describe('mentions', () => {
   });
 
   it('where the channel\'s permissions forbid the reply (Send Messages, Read Message History denied): the asker learns why in a DM, nothing is queued, the operator reads a warning', async () => {
+    const from = logged.length; // this test's lines: an earlier one mentions the bot in readOnly too
     for (const [channel, missing, code] of [[readOnly, 'Send Messages', 50013], [noHistory, 'Read Message History', 160002]] as const) {
       const user = newUser();
       const m = h.fake.postUserMessage({ content: 'what is this?', author: user, mentionBot: true, channelId: channel, attachments: [attachment()] });
@@ -623,7 +690,7 @@ describe('mentions', () => {
       expect(h.fake.requestsTo('POST', new RegExp(`/channels/${h.fake.dmChannel(user)}/messages$`)).map((r) => (r.body as { allowed_mentions?: unknown }).allowed_mentions)).toEqual([{ parse: [] }, { parse: [] }]);
       expect(await request(jobIdFor('discord', m.id))).toBeUndefined();
       expect(h.fake.channelMessages(channel).filter((x) => x.author.id === h.fake.appId)).toEqual([]);
-      expect(loggedAs(`no permission to reply in a channel (${missing}): give the bot Send Messages, Read Message History and Attach Files there`).filter((l) => l.channel === channel))
+      expect(loggedAs(`no permission to reply in a channel (${missing}): give the bot Send Messages, Read Message History and Attach Files there`, logged.slice(from)).filter((l) => l.channel === channel))
         .toEqual([expect.objectContaining({ level: 40, code }), expect.objectContaining({ level: 40, code })]);
       void bare;
     }

@@ -188,6 +188,35 @@ describe('DeliveryLedger', () => {
     await redis.del(alive);
   });
 
+  it("with the job's hash, an edit runs only while the job is there and unfinished; otherwise the lease is left alone too", async () => {
+    const ledger = new DeliveryLedger(redis, config());
+    const edit = vi.fn(async () => undefined);
+    const [running, finished, purged] = [uid(), uid(), uid()];
+    const job = (id: string) => `${prefix}:jobs:${id}`;
+    const lease = (id: string) => ({ key: `${prefix}:progress-owner:${id}`, owner: 'bot-a', ms: 60_000, alive: `${prefix}:progress-alive`, job: job(id) });
+    await redis.hset(job(running), 'name', 'imagine', 'processedOn', '1');
+    await redis.hset(job(finished), 'name', 'imagine', 'processedOn', '1', 'finishedOn', '2');
+    await redis.set(`${prefix}:progress-owner:${finished}`, 'bot-a', 'PX', 1_000);
+    expect(await ledger.whileLeasedAndNotDelivered(running, edit, lease(running))).toEqual({ shown: true });
+    expect(await redis.get(`${prefix}:progress-owner:${running}`)).toBe('bot-a');
+    // finished: its result supersedes any edit, and its lease is not renewed (1 s left, not 60)
+    expect(await ledger.whileLeasedAndNotDelivered(finished, edit, lease(finished))).toStrictEqual({ shown: false });
+    expect(await redis.pttl(`${prefix}:progress-owner:${finished}`)).toBeLessThanOrEqual(1_000);
+    // gone (the retention sweep purged the job and every key named after it, the delivered mark among them): no edit
+    // on top of its result, and no lease made again
+    expect(await ledger.whileLeasedAndNotDelivered(purged, edit, lease(purged))).toStrictEqual({ shown: false });
+    expect(await redis.exists(`${prefix}:progress-owner:${purged}`, `${prefix}:showing:${purged}`)).toBe(0);
+    expect(edit).toHaveBeenCalledTimes(1);
+    // without an alive hash every holder counts as alive: the job's key, the last, is not read as one
+    const held = uid();
+    await redis.hset(job(held), 'name', 'imagine');
+    await redis.set(`${prefix}:progress-owner:${held}`, 'bot-z', 'PX', 5_000);
+    const other = await ledger.whileLeasedAndNotDelivered(held, edit, { key: `${prefix}:progress-owner:${held}`, owner: 'bot-a', ms: 60_000, job: job(held) });
+    expect(other.shown).toBe(false);
+    expect(other.leasedElsewhereMs).toBeGreaterThan(4_000);
+    expect(edit).toHaveBeenCalledTimes(1);
+  });
+
   it('beginDelivery waits for an edit in flight to end, and at most waitMs for one that never ends', async () => {
     const ledger = new DeliveryLedger(redis, config());
     const id = uid();
