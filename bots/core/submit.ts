@@ -34,7 +34,7 @@ import { noWorkerReady, ResultCache, type Lookup } from '../../src/cache/results
 import { createGate, type Gate } from '../../src/limits/gate.ts';
 import type { QueuePlace, Reservation } from '../../src/scheduling/fair.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
-import { CONTRACT_VERSION, JobRequest, retentionOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
+import { CONTRACT_VERSION, JobRequest, retentionOf, workspaceOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
 import { requestCancel } from '../../src/jobs/cancel.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { Retention, retentionJobOptions } from '../../src/jobs/retention.ts';
@@ -166,6 +166,9 @@ interface Served {
 export const STARTED_TEXT = 'Started.';
 export const CACHED_TEXT = 'Found in the cache: delivering the earlier identical result, no GPU time used.';
 export const JOINED_TEXT = 'An identical request is already queued or running; you will get its result too, without a second run.';
+
+/** The same person: the same user id on the same platform. */
+const sameUser = (a: Destination, b: Destination) => a.platform === b.platform && a.userId === b.userId;
 
 /** The port that shows a destination's progress: this process's port for its platform; a CLI core serves only its own client. */
 export function portForDestination(ports: ReadonlyMap<string, PlatformPort>, cliClientId: string | undefined, d: Destination): PlatformPort | undefined {
@@ -536,7 +539,9 @@ export function createCore(options: CoreOptions): Core {
     const job = await queue.getJob(jobId);
     const data = job?.data as JobRequest | undefined;
     if (!job || !data) throw new UserError('bad_request', 'That job has already finished or does not exist.');
-    if (data.destination.userId !== inv.destination.userId && !inv.isAdmin) throw new UserError('forbidden', 'Only the person who started a job (or an admin) can cancel it.');
+    // An admin's say is over their own server or workspace only.
+    const adminThere = inv.isAdmin && data.destination.platform === inv.destination.platform && workspaceOf(data.destination) === workspaceOf(inv.destination);
+    if (!sameUser(data.destination, inv.destination) && !adminThere) throw new UserError('forbidden', 'Only the person who started a job (or an admin) can cancel it.');
     await requestCancel(redis, config, jobId);
     const state = await job.getState();
     // Kept for keepCompletedSeconds, a finished job is still found: a Cancel button left on a message the result did

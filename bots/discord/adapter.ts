@@ -419,6 +419,9 @@ export class DiscordAdapter implements Adapter {
 
   private async onAdmin(interaction: ChatInputCommandInteraction): Promise<void> {
     if (!interaction.inGuild()) return void (await this.replyPrivately(interaction, 'Admin commands work in servers only.'));
+    // Manage Server in a server the bot is not enabled in (discord.allowedGuildIds) is no say over the bot or its users
+    const guilds = this.config.discord.allowedGuildIds;
+    if (guilds.length && !guilds.includes(interaction.guildId)) return this.refuseHere(interaction, this.destination(interaction));
     // Stryker disable next-line OptionalChaining: equivalent, in a server (checked above) memberPermissions is always there
     if (!interaction.memberPermissions?.has(PermissionFlagsBits.ManageGuild)) {
       return void (await this.replyPrivately(interaction, 'You need the Manage Server permission for this.'));

@@ -63,19 +63,21 @@ export function registerHandlers(deps: HandlerDeps): void {
   const downloadPolicy = { allowedHosts: config.slack.downloadHosts, maxBytes: config.slack.maxFileBytes };
   // Stryker disable next-line StringLiteral: equivalent, any text that is no URL gets the same "no usable download link"
   const slackFileRef = (f: ThreadFile) => ({ url: f.url_private_download ?? f.url_private ?? '', name: f.name, mimetype: f.mimetype, size: f.size });
-  const admins = new Map<string, { isAdmin: boolean; at: number }>();
+  /** Users found not to be admins, and when: only that is remembered, so an admin who is demoted is refused at once. */
+  const notAdmins = new Map<string, number>();
 
   async function isAdmin(client: WebClient, userId: string): Promise<boolean> {
-    const cached = admins.get(userId);
+    const at = notAdmins.get(userId);
     // Stryker disable next-line ConditionalExpression,EqualityOperator: the cache's 5 minutes, not a test's time
-    if (cached && Date.now() - cached.at < ADMIN_CACHE_MS) return cached.isAdmin;
+    if (at !== undefined && Date.now() - at < ADMIN_CACHE_MS) return false;
     // Without an answer (missing users:read scope, user gone) nobody is an admin: only admin-only commands suffer.
     const res = await client.users.info({ user: userId }).catch((e: unknown) => {
       log.warn({ userId, err: (e as Error).message }, 'users.info failed; treating the user as not an admin');
       return undefined;
     });
     const value = Boolean(res?.user?.is_admin || res?.user?.is_owner);
-    admins.set(userId, { isAdmin: value, at: Date.now() });
+    if (value) notAdmins.delete(userId);
+    else notAdmins.set(userId, Date.now());
     return value;
   }
 

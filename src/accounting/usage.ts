@@ -11,7 +11,8 @@
 // Keys, all under one hash tag (U = "<prefix>:{usage}"); days are UTC day numbers (ms since epoch / 86400000):
 //   U:d:<day>      hash  "gs|<scope>|<id>" GPU-seconds · "jobs|…" jobs run · "hits|…" served without a job
 //                        (cache, joined) · "ref|…" refusals · "stage|<kind>|<stage>" GPU-seconds per stage
-//   U:budgets      hash  "<scope>|<id>" → GPU-seconds per day, set by admins at runtime (wins over usage.budgets)
+//   U:budgets      hash  "<scope>|<id>" → GPU-seconds per day, set by admins at runtime (wins over usage.budgets); a
+//                        user's as "member|<platform>:<workspace>:<user>" (their server's only), over "user|…" if any
 //   U:inflight     hash  "<scope>|<id>" → estimated GPU-seconds of jobs admitted and not finished
 //   U:resv         hash  jobId → "estimate\nchannel\nuser\nworkspace\nadmittedAtMs"      (released exactly once)
 //   U:est          hash  "<kind>|<options signature>" → seconds of one image (moving average) · "<kind>|unit" →
@@ -23,6 +24,11 @@ import { QueueNames, workspaceOf, type Destination, type JobRequest, type JobRes
 import { scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';
 
 export const SCOPES: readonly Scope[] = ['channel', 'user', 'workspace'];
+/**
+ * Where a budget override is kept: a scope's id, or 'member' for a user's budget in one server or workspace (the
+ * admin commands set a user's budget so: an admin of one server must not change what a user may use in another).
+ */
+export type BudgetField = Scope | 'member';
 export const DAY_MS = 86_400_000;
 
 /** Stages that run on the accelerator (everything but waiting in the queue). */
@@ -48,7 +54,8 @@ export function costSignature(request: JobRequest): { sig: string; units: number
 
 /**
  * A user within a workspace ("discord:<guild>:<user>"): the usage report's user rows, so an admin sees only the
- * people of their own server or workspace (the budget's user scope is platform-wide, like the rate limits').
+ * people of their own server or workspace, and the budget an admin sets for a user (it holds in that server or
+ * workspace only; the configured user budget is platform-wide, like the rate limits', and counts their use everywhere).
  */
 export const memberId = (d: Destination) => `${d.platform}:${workspaceOf(d)}:${d.userId}`;
 
@@ -94,7 +101,9 @@ if redis.call('HEXISTS', resv, jobId) == 1 then return {1, tostring(est)} end
 local scopes = {'channel', 'user', 'workspace'}
 for s = 1, 3 do
   local f = scopes[s] .. '|' .. ARGV[1 + s]
-  local budget = tonumber(redis.call('HGET', budgets, f)) or tonumber(ARGV[4 + s])
+  -- a user's budget set by an admin holds in their server or workspace only ("member|…"), over a platform-wide one
+  local member = s == 2 and tonumber(redis.call('HGET', budgets, 'member|' .. ARGV[12])) or nil
+  local budget = member or tonumber(redis.call('HGET', budgets, f)) or tonumber(ARGV[4 + s])
   if budget > 0 then
     local used = (tonumber(redis.call('HGET', day, 'gs|' .. f)) or 0) + (tonumber(redis.call('HGET', inflight, f)) or 0)
     if used >= budget or used + est > budget then
@@ -191,7 +200,6 @@ function defineCommands(redis: Redis): Redis & UsageCommands {
     redis.defineCommand('blip3oUsageAdmit', { numberOfKeys: 5, lua: admitLua });
     redis.defineCommand('blip3oUsageSettle', { numberOfKeys: 5, lua: settleLua });
     redis.defineCommand('blip3oUsageRelease', { numberOfKeys: 2, lua: releaseLua });
-    // Stryker disable next-line StringLiteral: a wrong name fails usage.redis.test.ts's count test; per-test coverage credits this line only to a client's first Usage, whose test does not count
     redis.defineCommand('blip3oUsageCount', { numberOfKeys: 1, lua: countLua });
     redis.defineCommand('blip3oUsageSweep', { numberOfKeys: 2, lua: sweepLua });
   }
@@ -340,22 +348,27 @@ export class Usage {
     return Math.floor(Number(seconds) / 86_400);
   }
 
-  /** Budgets in force for a destination's three scopes, and where each comes from. */
+  /**
+   * Budgets in force for a destination's three scopes, and where each comes from. The user's is the one an admin set
+   * for them in this server or workspace (BudgetField 'member'), else a platform-wide one, else the default.
+   */
   async budgets(d: Destination): Promise<Record<Scope, { seconds: number; source: 'default' | 'redis' }>> {
     const ids = scopeIds(d);
-    const set = await this.redis.hmget(`${this.U}:budgets`, ...SCOPES.map((s) => `${s}|${ids[s]}`));
+    const [member, ...set] = await this.redis.hmget(`${this.U}:budgets`, `member|${memberId(d)}`, ...SCOPES.map((s) => `${s}|${ids[s]}`));
     const out = {} as Record<Scope, { seconds: number; source: 'default' | 'redis' }>;
     SCOPES.forEach((s, i) => {
-      out[s] = set[i] !== null ? { seconds: Number(set[i]), source: 'redis' } : { seconds: this.config.usage.budgets[s], source: 'default' };
+      const v = s === 'user' ? (member ?? set[i]) : set[i];
+      out[s] = v != null ? { seconds: Number(v), source: 'redis' } : { seconds: this.config.usage.budgets[s], source: 'default' };
     });
     return out;
   }
 
-  async setBudget(scope: Scope, id: string, seconds: number): Promise<void> {
+  /** `member`: a user's budget in one server or workspace (`id` = memberId), what /blip3o-admin budget sets for a user. */
+  async setBudget(scope: BudgetField, id: string, seconds: number): Promise<void> {
     await this.redis.hset(`${this.U}:budgets`, `${scope}|${id}`, String(seconds));
   }
 
-  async resetBudget(scope: Scope, id: string): Promise<void> {
+  async resetBudget(scope: BudgetField, id: string): Promise<void> {
     await this.redis.hdel(`${this.U}:budgets`, `${scope}|${id}`);
   }
 

@@ -7,7 +7,7 @@ import { UserError } from '../../../src/errors.ts';
 import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
 import type { Gate } from '../../../src/limits/gate.ts';
 import { scopeIds } from '../../../src/limits/limiter.ts';
-import { SCOPES, type Scope, type UsageRow } from '../../../src/accounting/usage.ts';
+import { SCOPES, memberId, type BudgetField, type Scope, type UsageRow } from '../../../src/accounting/usage.ts';
 import type { DisplayNames, Invocation, NameQuery, Reply } from '../port.ts';
 import { stripControlChars } from '../plain-text.ts';
 import { requireAdmin, type AdminDeps } from './limits.ts';
@@ -18,13 +18,17 @@ const workspaceWord = (d: Destination) => (d.platform === 'discord' ? 'server' :
 /** A user as the chat shows them: Discord and Slack render `<@id>` as the user's name (a private reply pings no one). */
 const mention = (d: Destination, userId: string) => (d.platform === 'cli' ? userId : `<@${userId}>`);
 
-/** The scope id a budget command acts on: this channel, a user of this platform (default the caller), this workspace. */
-function target(inv: Invocation, scope: Scope, targetUserId: string | undefined): { id: string; name: string } {
+/**
+ * Where a budget command's override is kept: this channel, this workspace, or a user (default the caller) in this
+ * workspace only: an admin of one server or workspace must not change what a user may use in another.
+ */
+function target(inv: Invocation, scope: Scope, targetUserId: string | undefined): { field: BudgetField; id: string; name: string } {
   const d = inv.destination;
-  const ids = scopeIds(targetUserId ? { ...d, userId: targetUserId } : d);
-  if (scope === 'channel') return { id: ids.channel, name: 'this channel' };
-  if (scope === 'workspace') return { id: ids.workspace, name: `this ${workspaceWord(d)}` };
-  return { id: ids.user, name: targetUserId && targetUserId !== d.userId ? `user ${mention(d, targetUserId)}` : 'you' };
+  const ids = scopeIds(d);
+  if (scope === 'channel') return { field: scope, id: ids.channel, name: 'this channel' };
+  if (scope === 'workspace') return { field: scope, id: ids.workspace, name: `this ${workspaceWord(d)}` };
+  const who = targetUserId ? { ...d, userId: targetUserId } : d;
+  return { field: 'member', id: memberId(who), name: targetUserId && targetUserId !== d.userId ? `user ${mention(d, targetUserId)}` : 'you' };
 }
 
 async function showBudgets(gate: Gate, inv: Invocation, targetUserId?: string): Promise<string> {
@@ -56,12 +60,12 @@ export async function budgetCommand(inv: Invocation, deps: AdminDeps): Promise<R
       const seconds = input.seconds;
       if (seconds === undefined || !Number.isFinite(seconds) || seconds < 0 || seconds > 1e9)
         throw new UserError('bad_request', 'Give the budget in GPU-seconds per day, 0 or more (0 turns it off).');
-      await usage.setBudget(scope, t.id, seconds);
+      await usage.setBudget(t.field, t.id, seconds);
       const what = seconds > 0 ? `${num(seconds)} GPU-seconds per day (resets at 00:00 UTC)` : 'no budget';
       return { kind: 'text', text: `The GPU budget for ${t.name} is now ${what}.`, private: true };
     }
     case 'reset': {
-      await usage.resetBudget(scope, t.id);
+      await usage.resetBudget(t.field, t.id);
       const fallback = deps.config.usage.budgets[scope];
       return { kind: 'text', text: `The GPU budget for ${t.name} is back to the default: ${fallback > 0 ? `${num(fallback)} GPU-seconds per day` : 'no budget'}.`, private: true };
     }

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import type { Invocation } from '../../../../bots/core/port.ts';
 import { UserError } from '../../../../src/errors.ts';
 import { isCancelRequested } from '../../../../src/jobs/cancel.ts';
-import type { JobRequest } from '../../../../src/jobs/contract.ts';
+import type { Destination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { coreDest as dest, coreHarness, invocation as inv, OPEN_LIMIT, recordingPort } from '../../../doubles/core-harness.ts';
 
@@ -169,6 +169,19 @@ describe('core.handle: cancel', () => {
     expect(await h.redis.ttl(upload)).toBeLessThanOrEqual(c.config.blobs.keepDeliveredSeconds);
     await c.stop();
     expect(c.deliveryWorkers).toHaveLength(0);
+  });
+
+  it("an admin cancels jobs of their own server or workspace only; a same-named user of another platform is not the owner", async () => {
+    const c = core();
+    const q = (await c.handle(inv(imagine('a guarded fox')))) as { jobId: string }; // in server 'g'
+    const refused = { kind: 'error', text: 'Only the person who started a job (or an admin) can cancel it.', private: true };
+    const elsewhere = (guildId: string | null): Destination => ({ platform: 'discord', guildId, channelId: 'c1', userId: 'their-admin', applicationId: 'app' });
+    expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }, { destination: elsewhere('another-g'), isAdmin: true }))).toEqual(refused);
+    expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }, { destination: elsewhere(null), isAdmin: true }))).toEqual(refused); // a DM
+    expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }, { destination: { platform: 'slack', teamId: 'g', channelId: 'c1', userId: 'u1' }, isAdmin: true }))).toEqual(refused);
+    expect(await isCancelRequested(h.redis, c.config, q.jobId)).toBe(false);
+    expect(await c.queue.getJob(q.jobId)).toBeDefined();
+    expect(await c.handle(inv({ command: 'cancel', jobId: q.jobId }, { destination: dest('admin', 'another-channel'), isAdmin: true }))).toMatchObject({ kind: 'text', text: 'Cancelling…' });
   });
 
   it('a running job is not removed: the worker sees the flag', async () => {

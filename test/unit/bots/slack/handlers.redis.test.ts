@@ -238,11 +238,27 @@ describe('/blip3o-admin', () => {
     expect(loggedAs('users.info failed; treating the user as not an admin')).toContainEqual(expect.objectContaining({ userId: other, err: 'An API error occurred: user_not_found' }));
   });
 
-  it('an admin stays an admin for a while without asking Slack again', async () => {
-    const asked = h.fake.apiCalls('users.info').filter((c) => c.args.user === ADMIN).length;
-    await toldVia((await command('queue', ADMIN, '/blip3o-admin')).payload.response_url, 'the status');
-    await toldVia((await command('queue', ADMIN, '/blip3o-admin')).payload.response_url, 'the status');
-    expect(h.fake.apiCalls('users.info').filter((c) => c.args.user === ADMIN).length).toBe(asked); // cached since the first test
+  it('an admin is asked about each time: one demoted meanwhile is refused at once, in a settings window opened as an admin too; a non-admin is not asked again for a while', async () => {
+    const boss = newUser();
+    h.fake.addUser(boss, { isAdmin: true });
+    const before = h.fake.apiCalls('views.open').length;
+    await command('channel', boss, '/blip3o-settings');
+    const view = (await h.fake.waitFor(() => h.fake.apiCalls('views.open')[before], 10_000, 'the channel modal')).args.view as Record<string, unknown>;
+    await toldVia((await command('limits', boss, '/blip3o-admin')).payload.response_url, 'the limits');
+    h.fake.addUser(boss); // no longer an admin
+    const limits = await command('limits set concurrent=9', boss, '/blip3o-admin');
+    expect(await toldVia(limits.payload.response_url, 'the refusal')).toBe('Only admins can view or change limits.');
+    expect((await h.core.gate.limiter.channelLimit(`slack:${h.fake.teamId}:${CHANNEL}`)).source).toBe('default');
+    const told = ephemeralsTo(boss).length;
+    await interactive(viewSubmission(h.fake, { user: boss, view, values: { steps: { value: { type: 'number_input', value: '12' } } } }));
+    expect((await h.fake.waitFor(() => ephemeralsTo(boss)[told], 10_000, 'the refusal')).args.text).toBe("Only admins can change this channel's defaults.");
+    expect(await h.core.settings.get('channel', { platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: boss })).toEqual({});
+
+    const user = newUser();
+    await toldVia((await command('queue', user, '/blip3o-admin')).payload.response_url, 'the refusal');
+    const asked = h.fake.apiCalls('users.info').filter((c) => c.args.user === user).length;
+    await toldVia((await command('queue', user, '/blip3o-admin')).payload.response_url, 'the refusal');
+    expect(h.fake.apiCalls('users.info').filter((c) => c.args.user === user).length).toBe(asked);
   });
 
   it('unknown words are the ack\'s private usage', async () => {

@@ -93,7 +93,8 @@ describe('/blip3o-admin budget', () => {
     expect(await textOf(budget({ action: 'set', seconds: 90 }, d))).toBe('The GPU budget for this channel is now 90 GPU-seconds per day (resets at 00:00 UTC).');
     expect((await gate.usage.budgets(d)).channel).toEqual({ seconds: 90, source: 'redis' });
     expect(await textOf(budget({ action: 'set', scope: 'user', targetUserId: 'pat', seconds: 0 }, d))).toBe('The GPU budget for user <@pat> is now no budget.');
-    expect((await gate.usage.budgets(discord('x', 'pat', 'other-g'))).user).toEqual({ seconds: 0, source: 'redis' }); // a user's budget is platform-wide
+    expect((await gate.usage.budgets(discord('x', 'pat', 'set-g'))).user).toEqual({ seconds: 0, source: 'redis' }); // in any channel of this server
+    expect((await gate.usage.budgets(discord('x', 'pat', 'other-g'))).user).toEqual({ seconds: 0, source: 'default' }); // not in another server
     expect((await gate.usage.budgets(d)).user).toEqual({ seconds: 0, source: 'default' });
     expect(await textOf(budget({ action: 'set', scope: 'user', seconds: 2500.7 }, d))).toBe('The GPU budget for you is now 2,501 GPU-seconds per day (resets at 00:00 UTC).');
     expect((await gate.usage.budgets(d)).user).toEqual({ seconds: 2500.7, source: 'redis' });
@@ -104,8 +105,30 @@ describe('/blip3o-admin budget', () => {
     expect(await textOf(budget({ action: 'reset' }, d))).toBe('The GPU budget for this channel is back to the default: 600 GPU-seconds per day.');
     expect((await gate.usage.budgets(d)).channel).toEqual({ seconds: 600, source: 'default' });
     expect(await textOf(budget({ action: 'reset', scope: 'user', targetUserId: 'pat' }, d))).toBe('The GPU budget for user <@pat> is back to the default: no budget.');
-    expect((await gate.usage.budgets(discord('x', 'pat'))).user.source).toBe('default');
+    expect((await gate.usage.budgets(discord('x', 'pat', 'set-g'))).user.source).toBe('default');
     expect(await textOf(budget({ action: 'reset', scope: 'workspace' }, slack()))).toBe('The GPU budget for this workspace is back to the default: 5,000 GPU-seconds per day.');
+  });
+
+  it("a user's budget an admin sets holds in their server only: another server's admin neither sees nor resets it, and the user is not refused there", async () => {
+    const here = (channelId = 'own-c') => discord(channelId, 'own-admin', 'own-g');
+    const there = discord('their-c', 'their-admin', 'their-g');
+    const victim = (guildId: string) => discord(`${guildId}-c`, 'victim', guildId);
+    await ran(`victim-${randomUUID()}`, victim('their-g'), 5); // used 5 GPU-seconds today, in their own server
+    expect(await textOf(budget({ action: 'set', scope: 'user', targetUserId: 'victim', seconds: 1 }, here()))).toBe('The GPU budget for user <@victim> is now 1 GPU-seconds per day (resets at 00:00 UTC).');
+    expect(await textOf(budget({ action: 'show', targetUserId: 'victim' }, there))).toContain('• user <@victim>: no budget; used today 5');
+    const request = (d: Destination): JobRequest => ({ v: CONTRACT_VERSION, id: randomUUID(), destination: d, submittedAt: 1, kind: 'imagine', prompt: 'p', options: { seed: 1, ditSteps: 1, decoderSteps: 1, guidance: 1, aspect: '1:1' } });
+    const admit = async (d: Destination) => {
+      const r = request(d);
+      const a = await gate.usage.admit(r.id, d, r);
+      if (a.admitted) await gate.usage.release(r.id);
+      return a.admitted;
+    };
+    expect(await admit(victim('their-g'))).toBe(true); // another server's admin cannot starve them there
+    expect(await admit(victim('own-g'))).toBe(false); // here their use everywhere counts against it
+    await textOf(budget({ action: 'set', scope: 'user', targetUserId: 'victim', seconds: 1e9 }, there));
+    expect(await admit(victim('own-g'))).toBe(false); // nor lift this server's
+    await textOf(budget({ action: 'reset', scope: 'user', targetUserId: 'victim' }, there));
+    expect(await textOf(budget({ action: 'show', targetUserId: 'victim' }, here('other-c')))).toContain('• user <@victim>: 1 (set by an admin); used today 5');
   });
 
   it('refuses a budget that is missing, negative, not a number or absurdly large, and changes nothing', async () => {
