@@ -10,7 +10,7 @@
 // An interaction follow-up has no nonce in Discord's API: discord.js never sends one again that Discord may have
 // posted (followUpsAtMostOnce), and such a failure ends the delivery rather than failing it into a blind repeat.
 import { createHash } from 'node:crypto';
-import { DiscordAPIError, MessageFlags, RateLimitError, Routes, type REST, type RequestData } from 'discord.js';
+import { ChannelType, DiscordAPIError, MessageFlags, PermissionFlagsBits, RateLimitError, Routes, type REST, type RequestData } from 'discord.js';
 import type { Config } from '../../src/config/schema.ts';
 import type { DiscordDestination, Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
@@ -120,6 +120,14 @@ interface ApiMessage {
   components?: { components?: { custom_id?: string }[] }[];
 }
 
+interface ApiChannel {
+  name?: string | null;
+  type?: number;
+  guild_id?: string;
+  /** Overwrites by role or member; the @everyone role's id is the server's. */
+  permission_overwrites?: { id: string; deny?: string }[];
+}
+
 interface ApiUser {
   username?: string;
   global_name?: string | null;
@@ -194,7 +202,12 @@ export class DiscordDelivery implements PlatformPort {
    */
   async displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames> {
     const d = asDiscord(destination);
-    const channelName = async (id: string) => ((await this.rest.get(Routes.channel(id))) as { name?: string | null }).name ?? undefined;
+    // A private channel's name is not the bot's to tell: the admin asking may not see it (the report shows its id).
+    const channelName = async (id: string) => {
+      const channel = (await this.rest.get(Routes.channel(id))) as ApiChannel;
+      const hidden = channel.type === ChannelType.PrivateThread || channel.permission_overwrites?.some((o) => o.id === channel.guild_id && (BigInt(o.deny ?? '0') & PermissionFlagsBits.ViewChannel) !== 0n);
+      return hidden ? undefined : (channel.name ?? undefined);
+    };
     const userName = async (id: string) => {
       // not a member (left the server, or a DM): the account itself
       const member = d.guildId ? ((await this.rest.get(Routes.guildMember(d.guildId, id)).catch(() => undefined)) as ApiMember | undefined) : undefined;

@@ -141,7 +141,11 @@ export class SlackPort implements PlatformPort {
    * see, an install without the scopes) is left out.
    */
   async displayNames(_destination: Destination, ids: NameQuery): Promise<DisplayNames> {
-    const channelName = async (id: string) => (await this.client.conversations.info({ channel: id })).channel?.name;
+    // A private channel's name is not the bot's to tell: the admin asking may not be in it (the report shows its id).
+    const channelName = async (id: string) => {
+      const { channel } = await this.client.conversations.info({ channel: id });
+      return channel?.is_private ? undefined : channel?.name;
+    };
     const userName = async (id: string) => {
       const { user } = await this.client.users.info({ user: id });
       return user?.profile?.display_name || user?.real_name || user?.name;

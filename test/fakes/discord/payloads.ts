@@ -27,22 +27,29 @@ export interface FakeChannel {
   botId?: string;
   /** The server it is in, when not the fake's first one (`addGuild`). */
   guildId?: string;
+  /** Hidden from @everyone (its overwrite denies View Channel): only some members see it. */
+  private?: boolean;
 }
 
+const VIEW_CHANNEL = 1n << 10n;
 const SEND_MESSAGES = 1n << 11n;
 const READ_MESSAGE_HISTORY = 1n << 16n;
 
-/** The channel's overwrite for the bot's member (type 1) denying what `botCannot` lists, as an admin's would. */
-function overwritesOf(channel: FakeChannel): Json[] {
+/**
+ * The channel's overwrites: for the bot's member (type 1) denying what `botCannot` lists, as an admin's would; for
+ * @everyone (the role whose id is the server's) denying View Channel in a private channel.
+ */
+function overwritesOf(guildId: string, channel: FakeChannel): Json[] {
+  const out: Json[] = channel.private ? [{ id: guildId, type: 0, allow: '0', deny: String(VIEW_CHANNEL) }] : [];
   const denied = channel.botCannot ?? [];
-  if (denied.length === 0 || !channel.botId) return [];
+  if (denied.length === 0 || !channel.botId) return out;
   const deny = (denied.includes('send') ? SEND_MESSAGES : 0n) | (denied.includes('readHistory') ? READ_MESSAGE_HISTORY : 0n);
-  return [{ id: channel.botId, type: 1, allow: '0', deny: String(deny) }];
+  return [...out, { id: channel.botId, type: 1, allow: '0', deny: String(deny) }];
 }
 
 export function channelJson(guildId: string, channel: FakeChannel): Json {
   if (channel.parentId === undefined) {
-    return { id: channel.id, type: 0, guild_id: guildId, name: channel.name, position: 0, permission_overwrites: overwritesOf(channel), parent_id: null, nsfw: channel.nsfw };
+    return { id: channel.id, type: 0, guild_id: guildId, name: channel.name, position: 0, permission_overwrites: overwritesOf(guildId, channel), parent_id: null, nsfw: channel.nsfw };
   }
   return {
     id: channel.id, type: 11, guild_id: guildId, name: channel.name, parent_id: channel.parentId, owner_id: '0', flags: 0,

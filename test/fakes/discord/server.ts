@@ -439,8 +439,8 @@ export class FakeDiscord {
   }
 
   /** Another text channel of the server, named, perhaps age-restricted (its id is returned; CHANNEL_CREATE tells the bot). */
-  addChannel(name: string, options: { nsfw?: boolean; botCannot?: FakeChannel['botCannot']; guildId?: string } = {}): string {
-    const channel: FakeChannel = { id: snowflake(), name, nsfw: options.nsfw ?? false, botCannot: options.botCannot, botId: this.bot.id, guildId: options.guildId };
+  addChannel(name: string, options: { nsfw?: boolean; botCannot?: FakeChannel['botCannot']; guildId?: string; private?: boolean } = {}): string {
+    const channel: FakeChannel = { id: snowflake(), name, nsfw: options.nsfw ?? false, botCannot: options.botCannot, botId: this.bot.id, guildId: options.guildId, private: options.private };
     this.channels.set(channel.id, channel);
     if (this.gateway.hasSession) this.dispatch('CHANNEL_CREATE', channelJson(this.guildOfChannel(channel.id)!, channel)); // else GUILD_CREATE will list it
     return channel.id;

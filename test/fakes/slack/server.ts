@@ -164,9 +164,10 @@ export class FakeSlack {
     });
   }
 
-  /** A channel's name, as `conversations.info` answers it. */
-  nameChannel(id: string, name: string): void {
+  /** A channel's name, as `conversations.info` answers it; a private channel's with `is_private: true`. */
+  nameChannel(id: string, name: string, options: { private?: boolean } = {}): void {
     this.store.channelNames.set(id, name);
+    if (options.private) this.store.privateChannels.add(id);
   }
 
   /** A file as if a user had uploaded it; its url_private points here. */
@@ -436,7 +437,7 @@ export class FakeSlack {
       'conversations.info': (args) => {
         const id = String(args.channel);
         const name = s.channelNames.get(id);
-        if (name !== undefined) return { ok: true, channel: { id, name, is_channel: true, is_private: false } };
+        if (name !== undefined) return { ok: true, channel: { id, name, is_channel: true, is_private: s.privateChannels.has(id) } };
         return id.startsWith('D') ? { ok: true, channel: { id, is_im: true, user: id.slice(1) } } : { ok: false, error: 'channel_not_found' };
       },
       'users.info': (args) => {

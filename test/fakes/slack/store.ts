@@ -53,6 +53,8 @@ export class SlackStore {
   readonly users = new Map<string, FakeUser>();
   /** Channels with a name (`conversations.info`); a channel id not here is not found, a `D…` id is a DM. */
   readonly channelNames = new Map<string, string>();
+  /** Channels of `channelNames` that are private (`is_private` in conversations.info). */
+  readonly privateChannels = new Set<string>();
   private tsCounter = 0;
   private fileCounter = 0;
   private readonly baseSeconds = 1_700_000_000;

@@ -496,6 +496,13 @@ describe('DiscordDelivery', () => {
     await expect(port().displayNames({ platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' }, { channels: [], users: [] })).rejects.toThrow('the Discord port got a slack destination');
   });
 
+  it("leaves a private channel unnamed: the admin asking may not see it (before: its name, from the bot's own access)", async () => {
+    const hidden = fake.addChannel('layoffs-planning', { private: true });
+    const d: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, userId: fake.alice.id, applicationId: fake.appId };
+    const names = await port().displayNames(d, { channels: [fake.channelId, hidden], users: [] });
+    expect(names.channels).toEqual(new Map([[fake.channelId, 'general']]));
+  });
+
   it('a rate limit discord.js waits out is logged for the operator', async () => {
     const { port: p, lines } = recordingPort();
     const [a, b] = [fake.user('rl-a'), fake.user('rl-b')];

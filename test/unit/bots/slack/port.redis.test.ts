@@ -625,6 +625,13 @@ describe('SlackPort.displayNames', () => {
     expect(names.users).toEqual(new Map([['U0NAMED', 'Ali'], ['U0FULL', 'Bob Builder'], ['U0HANDLE', 'u0handle']]));
   });
 
+  it("leaves a private channel unnamed: the admin asking may not be in it (before: its name, from the bot's own access)", async () => {
+    fake.nameChannel('C0OPEN', 'open');
+    fake.nameChannel('G0SECRET', 'layoffs-planning', { private: true });
+    const names = await port().displayNames({ platform: 'slack', teamId: fake.teamId, channelId: 'C0OPEN', userId: 'U0X' }, { channels: ['C0OPEN', 'G0SECRET'], users: [] });
+    expect(names.channels).toEqual(new Map([['C0OPEN', 'open']]));
+  });
+
   it('an install without the channels:read scope still names its users', async () => {
     fake.addUser('U0SCOPE', { displayName: 'Scoped' });
     fake.nameChannel('C0SCOPE', 'scoped');
