@@ -64,7 +64,12 @@ async function main(): Promise<void> {
   const metrics = createMetrics('worker');
   let acceptingJobs = false;
   const health = await serveHealth(
-    { host: config.http.host, port: config.worker.healthPort, registry: metrics.registry, readiness: { jobs: () => acceptingJobs || 'starting: model setup or pipeline load in progress' } },
+    {
+      host: config.http.host,
+      port: config.worker.healthPort,
+      registry: metrics.registry,
+      readiness: { jobs: () => acceptingJobs || (stopRequested ? 'stopping: finishing running jobs, taking no new ones' : 'starting: model setup or pipeline load in progress') },
+    },
     log,
   );
   // Redis before the model: a refused REDIS_URL (credentials, certificate) ends the start at once, saying so, not
@@ -130,6 +135,7 @@ async function main(): Promise<void> {
   let watchdog: { stop(): void } | undefined;
   let unsubscribe: (() => Promise<void>) | undefined;
   stopRunning = async (signal) => {
+    acceptingJobs = false; // /readyz: a stopping worker takes no new job (it only finishes or hands back its running ones)
     const graceMs = config.worker.stopGraceMs;
     log.info({ signal, graceMs }, 'shutting down: finishing running jobs');
     watchdog?.stop();

@@ -346,8 +346,12 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     if (await handedOver) {
       log.info({ jobId: request.id }, 'result already handed over; not running again');
       const gone: Failure = { status: 'failed', code: 'internal', message: `Generation failed (ref ${job.id}): its result was delivered and is gone`, userFacing: false };
-      await after(job, request, await handedOverResult(request, gone));
-      return { status: 'succeeded', alreadyHandedOver: true };
+      const handed = await handedOverResult(request, gone);
+      await after(job, request, handed);
+      // The stage timings of the run that made it (no attempt before this one was counted: it failed, not for good, or
+      // its worker died), so the metrics charge the job's GPU time once and not this re-run's wall clock.
+      const timingsMs = handed && Object.keys(handed.timingsMs).length > 0 ? { timingsMs: handed.timingsMs } : {};
+      return { status: 'succeeded', alreadyHandedOver: true, ...timingsMs };
     }
     let result: JobResult;
     let matchScores: (number | null)[] | undefined;

@@ -8,7 +8,7 @@
 //   bots/main.ts:    observeDeliveryWorker(metrics, deliveryWorker);    trackQueue(metrics, deliveryQueue)
 import type { Job, Queue, Worker } from 'bullmq';
 import { z } from 'zod';
-import { channelKey, Destination, JobRequest, type Stage } from '../jobs/contract.ts';
+import { Destination, JobRequest, type Stage } from '../jobs/contract.ts';
 import type { Metrics } from './metrics.ts';
 
 /** Stages that run on the accelerator (everything but waiting in the queue). */
@@ -48,7 +48,7 @@ const kindOf = (data: unknown): string => {
 };
 
 /**
- * Job lifecycle metrics on a jobs Worker: queue wait, stage timings, GPU-seconds per channel and job duration
+ * Job lifecycle metrics on a jobs Worker: queue wait, stage timings, GPU-seconds per platform and job duration
  * when a job ends; every failed attempt by reason.
  */
 export function observeJobWorker(metrics: Metrics, worker: Worker, provider: () => string): void {
@@ -74,21 +74,25 @@ export function observeJobWorker(metrics: Metrics, worker: Worker, provider: () 
     }
     if (computeSeconds === 0) computeSeconds = ranSeconds; // no per-stage timings: the whole run used the device
     const request = JobRequest.safeParse(job.data);
-    if (request.success) chargeChannel(metrics, request.data.destination, provider(), computeSeconds);
+    if (request.success) chargeGpu(metrics, request.data.destination, provider(), computeSeconds);
   });
   worker.on('failed', (job: Job | undefined, err: Error) => {
     metrics.failures.inc({ component: 'worker', queue, reason: failureReason(err) });
     if (!job || !isFinalFailure(job, err)) return;
     observeWait(job, kindOf(job.data));
     const ranSeconds = Math.max(0, (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now())) / 1000;
-    metrics.jobSeconds.observe({ kind: kindOf(job.data), outcome: 'failed' }, ranSeconds);
+    // A cancel ends the job as the processor's UnrecoverableError tagged 'cancelled': its own outcome, not 'failed'.
+    const outcome = failureReason(err) === 'cancelled' ? 'cancelled' : 'failed';
+    metrics.jobSeconds.observe({ kind: kindOf(job.data), outcome }, ranSeconds);
     const request = JobRequest.safeParse(job.data);
-    if (request.success) chargeChannel(metrics, request.data.destination, provider(), ranSeconds);
+    if (request.success) chargeGpu(metrics, request.data.destination, provider(), ranSeconds);
   });
 }
 
-function chargeChannel(metrics: Metrics, destination: Destination, provider: string, seconds: number): void {
-  metrics.gpuSeconds.inc({ platform: destination.platform, channel: channelKey(destination), provider }, seconds);
+// By platform only: a channel (a DM is one per user) would be an unbounded label naming who used the bot. GPU-seconds
+// per channel, user and workspace are in Redis (src/accounting/usage.ts, `/blip3o-admin usage`).
+function chargeGpu(metrics: Metrics, destination: Destination, provider: string, seconds: number): void {
+  metrics.gpuSeconds.inc({ platform: destination.platform, provider }, seconds);
 }
 
 /** Delivery metrics on a delivery Worker (bots/core/delivery.ts returns 'delivered' | 'duplicate'). */

@@ -1,7 +1,8 @@
 // Prometheus metrics (prom-client), one registry per process. Bots and workers both make one with
 // `createMetrics(component)` and serve it on /metrics (http.ts); hooks.ts feeds it from BullMQ events, so
 // the job code itself stays free of metric calls. Names follow Prometheus conventions: base units (seconds),
-// `_total` for counters. Label values are bounded: kinds, stages, platforms, error codes and channel keys.
+// `_total` for counters. Label values are bounded: kinds, stages, platforms, outcomes and error codes; never a
+// channel, user or workspace id (unbounded, and they say who used the bot).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export type Component = 'bot' | 'worker';
@@ -21,9 +22,9 @@ export interface Metrics {
   readonly stageSeconds: Histogram<'kind' | 'stage'>;
   /** Whole job on the worker, by outcome (succeeded | failed | cancelled). */
   readonly jobSeconds: Histogram<'kind' | 'outcome'>;
-  /** Accelerator time spent per channel (platform:workspace:channel), summed over the compute stages. */
-  readonly gpuSeconds: Counter<'platform' | 'channel' | 'provider'>;
-  /** Results posted to the chat platform, by outcome (delivered | retried | failed). */
+  /** Accelerator time spent per platform, summed over the compute stages (per channel: src/accounting/usage.ts). */
+  readonly gpuSeconds: Counter<'platform' | 'provider'>;
+  /** Results posted to the chat platform, by outcome (delivered | duplicate | retried | failed). */
   readonly deliveries: Counter<'platform' | 'outcome'>;
   /** Failed job or delivery attempts by reason (an ErrorCode, or the error's name). */
   readonly failures: Counter<'component' | 'queue' | 'reason'>;
@@ -84,7 +85,7 @@ export function createMetrics(component: Component, options: { prefix?: string; 
     queueWait: new Histogram({ name: `${prefix}queue_wait_seconds`, help: 'Seconds from enqueue until a worker started the job', labelNames: ['queue', 'kind'], buckets: WAIT_BUCKETS, registers }),
     stageSeconds: new Histogram({ name: `${prefix}job_stage_seconds`, help: 'Seconds spent in each pipeline stage', labelNames: ['kind', 'stage'], buckets: STAGE_BUCKETS, registers }),
     jobSeconds: new Histogram({ name: `${prefix}job_seconds`, help: 'Seconds a worker spent on a job, by outcome', labelNames: ['kind', 'outcome'], buckets: STAGE_BUCKETS, registers }),
-    gpuSeconds: new Counter({ name: `${prefix}gpu_seconds_total`, help: 'Accelerator seconds spent on jobs, per channel', labelNames: ['platform', 'channel', 'provider'], registers }),
+    gpuSeconds: new Counter({ name: `${prefix}gpu_seconds_total`, help: 'Accelerator seconds spent on jobs, per platform', labelNames: ['platform', 'provider'], registers }),
     deliveries: new Counter({ name: `${prefix}deliveries_total`, help: 'Result deliveries to chat platforms, by outcome', labelNames: ['platform', 'outcome'], registers }),
     failures: new Counter({ name: `${prefix}failures_total`, help: 'Failed job and delivery attempts, by reason', labelNames: ['component', 'queue', 'reason'], registers }),
     matchScore: new Histogram({ name: `${prefix}prompt_match_score`, help: "The model's P(yes) that a delivered image shows its prompt", labelNames: ['kind'], buckets: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1], registers }),

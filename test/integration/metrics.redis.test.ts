@@ -20,6 +20,7 @@ import { createPipeline } from '../doubles/pipeline.ts';
 import { cleanup, makeHarness, REDIS_URL, RecordingPort, spawnTs, startWorker } from '../doubles/spine-harness.ts';
 import { FakeDiscord } from '../fakes/discord/server.ts';
 import { createServer } from 'node:net';
+import { startRedisServer } from '../doubles/redis-processes.ts';
 
 const prefix = `t-${randomUUID().slice(0, 8)}`;
 const config = loadConfig({ env: {}, overrides: { logLevel: 'warn', queue: { prefix, attempts: 2, backoffMs: 50, deliveryAttempts: 3, deliveryBackoffMs: 50 } } });
@@ -126,7 +127,7 @@ async function until(check: () => boolean | Promise<boolean>, what: string, time
 }
 
 describe('/metrics after a few jobs', () => {
-  it('exposes queue depth and wait, stage latency, GPU-seconds per channel, deliveries and failures by reason', async () => {
+  it('exposes queue depth and wait, stage latency, GPU-seconds per platform, deliveries and failures by reason', async () => {
     await jobsWorker.pause(); // let a backlog build so queue depth is visible
     const add = (r: JobRequest) => jobsQueue.add(r.kind, r, { ...jobOptions(config), jobId: r.id });
     await add(imagine('ja1', 'a red fox', 'c-busy'));
@@ -150,11 +151,9 @@ describe('/metrics after a few jobs', () => {
     }
     expect(value(w, 'blip3o_job_seconds_count', { kind: 'imagine', outcome: 'succeeded' })).toBe(3);
     expect(value(w, 'blip3o_job_seconds_count', { kind: 'imagine', outcome: 'failed' })).toBe(2);
-    // GPU-seconds charged per channel: the busy channel ran two images, the quiet one an image and two failures
-    const busy = value(w, 'blip3o_gpu_seconds_total', { platform: 'discord', channel: 'discord:g1:c-busy', provider: 'cpu' });
-    const quiet = value(w, 'blip3o_gpu_seconds_total', { platform: 'discord', channel: 'discord:g1:c-quiet', provider: 'cpu' });
-    expect(busy).toBeGreaterThan(0);
-    expect(quiet).toBeGreaterThan(0);
+    // GPU-seconds charged per platform (three images and two failures); no channel, user or workspace id in any label
+    expect(value(w, 'blip3o_gpu_seconds_total', { platform: 'discord', provider: 'cpu' })).toBeGreaterThan(0);
+    for (const id of ['c-busy', 'c-quiet', 'g1', 'u1']) expect(w).not.toMatch(new RegExp(`="[^"]*\\b${id}\\b[^"]*"`));
     // failures by reason: the refused prompt once (not retried), the broken one on each of its two attempts
     expect(value(w, 'blip3o_failures_total', { component: 'worker', queue: 'jobs', reason: 'bad_request' })).toBe(1);
     expect(value(w, 'blip3o_failures_total', { component: 'worker', queue: 'jobs', reason: 'internal' })).toBe(2);
@@ -198,6 +197,45 @@ describe('/metrics after a few jobs', () => {
     } finally {
       await proc.kill('SIGTERM');
       await cleanup(redis, h.prefix);
+    }
+  });
+
+  it('a worker process is not ready while its Redis is down, ready again once it is back, and not ready while it stops', async () => {
+    const server = await startRedisServer();
+    let redisServer = server;
+    const url = `redis://127.0.0.1:${server.port}`;
+    const port = await freePort();
+    const h = makeHarness({ worker: { healthPort: port, stopGraceMs: 20_000, pipelineExtra: { stepDelayMs: 1500 } }, http: { host: '127.0.0.1', botPort: 0 } });
+    const proc = await startWorker(h, { REDIS_URL: url });
+    const base = `http://127.0.0.1:${port}`;
+    const readyz = async () => {
+      const r = await fetch(`${base}/readyz`);
+      return { status: r.status, checks: ((await r.json()) as { checks: Record<string, string> }).checks };
+    };
+    const own = createRedis(url, 'metrics-test-own');
+    try {
+      expect((await readyz()).status).toBe(200);
+      await redisServer.crash();
+      await until(async () => (await readyz()).status === 503, 'not ready with Redis down');
+      expect((await readyz()).checks.redis).toMatch(/no answer within|Redis/);
+      expect((await fetch(`${base}/healthz`)).status).toBe(200); // alive: not restarted for a Redis outage
+      redisServer = await redisServer.restart();
+      await until(async () => (await readyz()).status === 200, 'ready again with Redis back');
+
+      // SIGTERM with a job running: the worker finishes it (worker.stopGraceMs) but takes no new one, so not ready
+      const q = createJobsQueue(h.config, own);
+      const job = imagine(randomUUID(), 'a slow fox', 'c-stop');
+      await q.add(job.kind, job, { ...jobOptions(h.config), jobId: job.id });
+      await until(async () => (await q.getJobCounts('active')).active === 1, 'the job running');
+      proc.child.kill('SIGTERM');
+      await until(async () => (await readyz()).status === 503, 'not ready while stopping', 5_000);
+      expect((await readyz()).checks.jobs).toBe('stopping: finishing running jobs, taking no new ones');
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      await q.close();
+    } finally {
+      await proc.kill('SIGKILL');
+      await closeRedis(own);
+      await redisServer.kill();
     }
   });
 

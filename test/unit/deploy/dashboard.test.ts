@@ -25,6 +25,25 @@ describe('grafana dashboard', () => {
       expect(used, needed).toContain(needed);
   });
 
+  it('groups, filters and labels only by labels those metrics have (plus component and what Prometheus adds)', () => {
+    const registry = createMetrics('worker').registry;
+    const labelsOf = (name: string): string[] => {
+      const m = registry.getSingleMetric(name) as unknown as { labelNames: string[] } | undefined;
+      return m ? [...m.labelNames, 'component', 'instance', 'job', ...(name.endsWith('_bucket') ? ['le'] : [])] : [];
+    };
+    for (const p of dashboard.panels)
+      for (const t of p.targets as { expr: string; legendFormat?: string }[]) {
+        const metrics = [...t.expr.matchAll(/\bblip3o_\w+/g)].map((m) => m[0]);
+        const known = new Set(metrics.flatMap((m) => [...labelsOf(m), ...labelsOf(m.replace(/_(bucket|count|sum)$/, '')), ...(m.endsWith('_bucket') ? ['le'] : [])]));
+        const used = [
+          ...[...t.expr.matchAll(/\b(?:by|without)\s*\(([^)]*)\)/g)].flatMap((m) => m[1]!.split(',').map((l) => l.trim()).filter(Boolean)),
+          ...[...t.expr.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...m[1]!.matchAll(/(\w+)\s*(?:=~|!~|!=|=)/g)].map((l) => l[1]!)),
+          ...[...(t.legendFormat ?? '').matchAll(/\{\{\s*(\w+)\s*\}\}/g)].map((m) => m[1]!),
+        ];
+        for (const label of used) expect(known, `${p.title}: ${label} in ${t.expr}`).toContain(label);
+      }
+  });
+
   it('takes its data source from a variable, so it works both imported and provisioned', () => {
     expect(dashboard.templating.list).toContainEqual(expect.objectContaining({ name: 'DS_PROMETHEUS', type: 'datasource', query: 'prometheus' }));
     const text = JSON.stringify(dashboard.panels);

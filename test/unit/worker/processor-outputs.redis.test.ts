@@ -479,6 +479,30 @@ describe('processor outputs', () => {
     fail = undefined;
   });
 
+  it('a re-run that finds its result handed over returns that result’s stage timings (the GPU-seconds the metrics charge once)', async () => {
+    let afterFails = true;
+    const { p } = processorWith(
+      {
+        async generate(_request, ctx) {
+          ctx.onProgress({ stage: 'features', step: 0, total: 1 });
+          await sleep(30);
+          ctx.onProgress({ stage: 'decoding', step: 0, total: 1 });
+          await sleep(10);
+          return { png: PNG, width: 1, height: 1 };
+        },
+      },
+      configWith({ checks: { altText: false } }),
+      { afterHandOver: async () => { if (afterFails) throw new Error('cache away'); } },
+    );
+    const req = imagine();
+    await expect(p.process(job(req), 'token', new AbortController().signal)).rejects.toThrow('cache away'); // not final: no metrics
+    afterFails = false;
+    const rerun = await p.process(job(req), 'token', new AbortController().signal); // ran nothing on the device
+    const timings = (await handedOver(req.id))!.timingsMs;
+    expect(timings.features).toBeGreaterThanOrEqual(25);
+    expect(rerun).toEqual({ status: 'succeeded', alreadyHandedOver: true, timingsMs: timings });
+  });
+
   it('afterHandOver: after every result handed over (again on a re-run), with the run time; not for a retried failure', async () => {
     const calls: [string, JobResult['status'], number][] = [];
     const pngs: (Uint8Array | undefined)[] = [];
