@@ -66,6 +66,7 @@ function unlessStopped<T>(work: Promise<T>, signal: AbortSignal | undefined): Pr
   let onAbort = () => {};
   const stopped = new Promise<never>((_, reject) => {
     onAbort = () => reject(new SetupStopped());
+    // Stryker disable next-line ObjectLiteral,BooleanLiteral: equivalent, a signal aborts once and the listener is removed when the race settles
     signal.addEventListener('abort', onAbort, { once: true });
   });
   return Promise.race([work, stopped]).finally(() => signal.removeEventListener('abort', onAbort));
@@ -263,6 +264,7 @@ async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype
     child.kill('SIGTERM');
     killTimer = setTimeout(() => child.kill('SIGKILL'), CONVERT_STOP_MS);
   };
+  // Stryker disable next-line ObjectLiteral,BooleanLiteral: equivalent, a signal aborts once and the listener is removed when the child exits
   signal?.addEventListener('abort', stop, { once: true });
   const [code, killedBy] = (await new Promise((resolveExit, reject) => {
     child.once('error', reject);

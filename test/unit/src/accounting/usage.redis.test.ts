@@ -13,7 +13,7 @@ let redis: Redis;
 const prefixes: string[] = [];
 
 /** A Usage on its own prefix; budgets c/u/w default to none. */
-function usageWith(over: { budgets?: Partial<Record<'channel' | 'user' | 'workspace', number>>; estimateSmoothing?: number; admitGraceMs?: number; retainDays?: number } = {}) {
+function usageWith(over: { budgets?: Partial<Record<'channel' | 'user' | 'workspace', number>>; estimateSmoothing?: number; admitGraceMs?: number; retainDays?: number; connection?: Redis } = {}) {
   const prefix = `t-usage-${randomUUID().slice(0, 8)}`;
   prefixes.push(prefix);
   const config = loadConfig({
@@ -24,7 +24,7 @@ function usageWith(over: { budgets?: Partial<Record<'channel' | 'user' | 'worksp
       limits: { admitGraceMs: over.admitGraceMs ?? 60_000 },
     },
   });
-  return { usage: new Usage(redis, config), prefix };
+  return { usage: new Usage(over.connection ?? redis, config), prefix };
 }
 
 const dest = (channelId = 'c1', userId = 'u1', guildId = 'g1'): Destination => ({ platform: 'discord', guildId, channelId, userId, applicationId: 'app' });
@@ -232,6 +232,24 @@ describe('admit, settle, release', () => {
       'ref|channel|discord:g1:c2': '1', 'ref|user|discord:u2': '1', 'ref|workspace|discord:g1': '1', 'ref|member|discord:g1:u2': '1',
     });
     expect(await redis.ttl(usage.dayKey(day))).toBeGreaterThan(3 * 86_400 - 5);
+  });
+});
+
+describe('Usage on a connection of its own', () => {
+  // The commands are defined by the first Usage of each connection, so this test (not an earlier one) is where a
+  // misnamed command shows: Stryker's per-test coverage credits the definitions to that Usage's test only.
+  it('defines every command it calls on a fresh connection', async () => {
+    const fresh = new Redis(url);
+    try {
+      const { usage } = usageWith({ connection: fresh });
+      expect(await usage.admit('n1', dest(), imagine('n1'))).toEqual({ admitted: true, estimate: 0 });
+      expect(await usage.release('n1')).toBe(true);
+      await usage.count('hits', dest());
+      expect(await usage.settle(imagine('n2'), took(4), 1)).toBe(true);
+      expect(await usage.sweep()).toBe(0);
+    } finally {
+      await fresh.quit();
+    }
   });
 });
 

@@ -83,6 +83,35 @@ describe('limiter (real Redis)', () => {
     expect(!later.admitted && denialMessage(later, 'discord')).toBe('You can make 1 request per hour; try again in 60 min.');
   });
 
+  it('names the longest wait whichever scope holds it, and the first scope in order on a tie', async () => {
+    // the user's hour holds longer than the workspace's second, though the workspace is checked after it
+    const second = { ...open, requestsPerWindow: 1, windowSeconds: 1, burst: 1 };
+    const limiter = limiterWith({ user: { ...open, requestsPerWindow: 1, windowSeconds: 3600, burst: 1 }, workspace: second });
+    await limiter.admit('lo1', dest('c46', 'u46', 'g46'));
+    expect(await limiter.admit('lo2', dest('c46', 'u46', 'g46'))).toMatchObject({ admitted: false, scope: 'user', kind: 'rate' });
+    // channel and user alike, emptied by one admission: the same wait; the channel, first in order, is named
+    const tied = limiterWith({ channel: second, user: second });
+    await tied.admit('lt1', dest('c47', 'u47'));
+    expect(await tied.admit('lt2', dest('c47', 'u47'))).toMatchObject({ admitted: false, scope: 'channel', kind: 'rate' });
+  });
+
+  it('waits exactly a whole window for a whole token: 1 an hour from an empty bucket is 60 min, not 61', async () => {
+    const limiter = limiterWith({ user: { ...open, requestsPerWindow: 1, windowSeconds: 3600, burst: 1 } });
+    // an empty bucket that refills from a moment ahead (no time to refill in): exactly one token short.
+    // (need − tokens) / perMs is 1 / (1 / 3600000) = 3600000.0000000005, rounded up to 3600001 ms.
+    await redis.hset(`${prefix}:limits:rate:user:discord:u48`, 't', '0', 'ts', String(Date.now() + 60_000));
+    const denied = await limiter.admit('le1', dest('c48', 'u48'));
+    expect(denied).toMatchObject({ admitted: false, scope: 'user', kind: 'rate', retryAfterMs: 3_600_000 });
+    expect(!denied.admitted && denialMessage(denied, 'discord')).toBe('You can make 1 request per hour; try again in 60 min.');
+  });
+
+  it('names the first full cap in scope order when several are full', async () => {
+    const one = { ...open, maxConcurrent: 1 };
+    const limiter = limiterWith({ channel: one, user: one, workspace: one });
+    await limiter.admit('lf1', dest('c49', 'u49', 'g49'));
+    expect(await limiter.admit('lf2', dest('c49', 'u49', 'g49'))).toMatchObject({ admitted: false, scope: 'channel', kind: 'concurrency' });
+  });
+
   it('names a full cap over any rate, with the longest rate wait as the earliest retry', async () => {
     const user = { ...open, requestsPerWindow: 1, windowSeconds: 3600, burst: 1, maxConcurrent: 1 };
     const limiter = limiterWith({ channel: { ...open, requestsPerWindow: 60, windowSeconds: 60, burst: 1 }, user });

@@ -454,6 +454,41 @@ describe('fair scheduler', () => {
     }
   });
 
+  it('a user who cancels a job between two others keeps the round of their last one', async () => {
+    const t = rig();
+    for (let i = 0; i < 5; i++) await t.submit(`y${i}`, dest('A', 'y'));
+    for (let i = 0; i < 3; i++) await t.submit(`x${i}`, dest('A', 'x')); // rounds 1, 2, 3
+    await (await t.queue.getJob('x1'))!.remove();
+    await t.scheduler.forget('x1');
+    await t.submit('x3', dest('A', 'x')); // after x2's round 3: round 4, not x1's 2
+    const order: string[] = [];
+    for (let id = await t.take(); id; id = await t.take()) order.push(id);
+    expect(order).toEqual(['y0', 'x0', 'y1', 'y2', 'x2', 'y3', 'x3', 'y4']);
+  });
+
+  it('once nothing waits the clocks start again, and a kept finish tag goes with them', async () => {
+    const t = rig();
+    await t.submitReserving('a0', dest('A'), 3);
+    expect(await t.take()).toBe('a0'); // its finish tag 1 + 3 is kept, then dropped: nothing else waits
+    expect(await redis.zrange(`${t.prefix}:sched:fin`, '0', '-1')).toEqual([]);
+    await t.submitReserving('a1', dest('A'), 3);
+    expect((await t.queue.getJob('a1'))!.priority).toBe(1);
+  });
+
+  it('a channel paused with a kept finish tag releases its next job at that tag when resumed', async () => {
+    const t = rig();
+    for (let i = 0; i < 6; i++) await t.submit(`b${i}`, dest('B'));
+    await t.submitReserving('a0', dest('A'), 3);
+    expect([await t.take(), await t.take()]).toEqual(['b0', 'a0']); // V = 1: A's next job at 1 + 3
+    await t.scheduler.pause(ck('A'));
+    await t.submit('a1', dest('A'), 3);
+    await t.scheduler.resume(ck('A'));
+    expect((await t.queue.getJob('a1'))!.priority).toBe(4);
+    const order: string[] = [];
+    for (let id = await t.take(); id; id = await t.take()) order.push(id);
+    expect(order).toEqual(['b1', 'b2', 'a1', 'b3', 'b4', 'b5']);
+  });
+
   it('rebases before BullMQ’s largest priority even when a caller asks for a larger one and jobs cost the most units', async () => {
     const t = rig({ maxPriority: 10 * MAX_PRIORITY });
     for (let i = 0; i < 24; i++) {
