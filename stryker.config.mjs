@@ -36,9 +36,9 @@ const groups = {
   // what a chat user typed, checked and turned into a job request (both adapters), and Midjourney's flags in a prompt
   requests: ['bots/core/{requests,imagine-flags}.ts'],
   // the worker's process around the pipeline: the model thread's host, the checks after a job, review, its limits, and
-  // the lock workers sharing a model volume take turns with (setup.ts's withLock; the rest of setup.ts and main.ts
-  // are driven by tests that start worker processes). Line range: update it when setup.ts moves.
-  worker: ['worker/{after-job,review,limits,thread-host}.ts', 'worker/setup.ts:322-352'],
+  // the model's setup (setup.ts: ensureModel and the lock workers sharing a model volume take turns with, run in the
+  // test process by setup.test.ts; main.ts only runs in worker processes, which Stryker's runner cannot reach).
+  worker: ['worker/{after-job,review,limits,thread-host,setup}.ts'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);
