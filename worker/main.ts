@@ -126,7 +126,18 @@ async function main(): Promise<void> {
     await startOrHold(scheduler, job, token, cost);
   };
   const processor = createProcessor({ config, redis, blobs, host, log, afterHandOver: afterJob.afterHandOver, start });
-  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, processor.process, {
+  // The jobs this worker runs, for the cancel flags' re-check (src/jobs/cancel.ts: a cancel published while the
+  // subscriber was disconnected is lost, its flag is not).
+  const running = new Set<string>();
+  const processTracked: typeof processor.process = async (job, token, signal) => {
+    running.add(job.id!);
+    try {
+      return await processor.process(job, token, signal);
+    } finally {
+      running.delete(job.id!);
+    }
+  };
+  const worker = createQueueWorker<JobRequest, ProcessOutcome>(config, redis, QueueNames.jobs, processTracked, {
     // One job per run the threads can hold: with worker.maxBatch > 1 a thread takes several jobs of one stage at
     // once (docs/batching.md). Jobs that wait for room keep their locks renewed by BullMQ like running ones.
     concurrency: host.maxRuns,
@@ -170,7 +181,7 @@ async function main(): Promise<void> {
   worker.on('stalled', (jobId) => log.warn({ jobId }, 'job stalled (its worker died); requeued'));
   unsubscribe = await onCancel(subscriber, config, (jobId) => {
     if (worker.cancelJob(jobId, 'cancelled')) log.info({ jobId }, 'cancelling');
-  });
+  }, { redis, running: () => running });
   await worker.waitUntilReady();
   await afterJob.start(`${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`);
   if (stopRequested) return; // stopping already (stopRunning): no watchdog, not ready

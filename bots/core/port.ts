@@ -45,6 +45,8 @@ export type CommandInput =
       scope: 'user' | 'channel';
       action: 'show' | 'set' | 'replace' | 'reset';
       values?: { aspect?: string; steps?: number; guidance?: number; count?: number; negative?: string; private?: boolean; retentionSeconds?: number; noLog?: boolean };
+      /** 'replace' only: the version of the values the form showed (SettingsStore.read); saved only if still that one. */
+      version?: string;
     }
   | { command: 'limits'; action: 'show' | 'set' | 'reset'; channelKey?: string; spec?: Record<string, number> }
   | { command: 'queue'; action: 'status' | 'pause' | 'resume' | 'purge-user'; targetUserId?: string }

@@ -3,6 +3,7 @@
 //   <prefix>:settings:channel:<platform>:<workspace>:<channelId>
 // For /imagine the request's own options win, then the user's saved ones, then the channel's, then config.
 // `private` is the exception: a channel an admin made private stays private whatever a user saved.
+import { createHash } from 'node:crypto';
 import type { Redis } from '../../src/redis.ts';
 import { z } from 'zod';
 import { AspectRatio, type Config } from '../../src/config/schema.ts';
@@ -36,6 +37,15 @@ function parse(raw: string | null | undefined): SavedSettings {
   return parseStoredJson(SavedSettings, raw) ?? {};
 }
 
+/** A stored value's version: the SHA-1 of its text ('' when nothing is saved), as Redis' redis.sha1hex computes it. */
+const versionOf = (raw: string | null) => createHash('sha1').update(raw ?? '').digest('hex');
+
+/** KEYS settings key · ARGV version, values JSON: saved only if the stored value is still that version. → 1 saved, 0 not */
+const replaceIfLua = `local current = redis.call('GET', KEYS[1]) or ''
+if redis.sha1hex(current) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1`;
+
 export class SettingsStore {
   constructor(
     private readonly redis: Redis,
@@ -44,6 +54,17 @@ export class SettingsStore {
 
   async get(scope: SettingsScope, d: Destination): Promise<SavedSettings> {
     return parse(await this.redis.get(keyOf(this.config.queue.prefix, scope, d)));
+  }
+
+  /** The saved values with their version, for a form that saves them back later (replaceIf). */
+  async read(scope: SettingsScope, d: Destination): Promise<{ values: SavedSettings; version: string }> {
+    const raw = await this.redis.get(keyOf(this.config.queue.prefix, scope, d));
+    return { values: parse(raw), version: versionOf(raw) };
+  }
+
+  /** Save `values` only if nothing changed them since `read` answered `version` (one script: no write slips in between). */
+  async replaceIf(scope: SettingsScope, d: Destination, version: string, values: SavedSettings): Promise<boolean> {
+    return Number(await this.redis.eval(replaceIfLua, 1, keyOf(this.config.queue.prefix, scope, d), version, JSON.stringify(values))) === 1;
   }
 
   async set(scope: SettingsScope, d: Destination, values: SavedSettings): Promise<void> {
@@ -139,7 +160,12 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
     if (input.scope === 'user' && (values.retentionSeconds !== undefined || values.noLog !== undefined))
       throw new UserError('bad_request', 'The retention TTL and no-log mode are channel settings: an admin sets them for the whole channel.');
     if (next.data.negative !== undefined && next.data.negative.length > g.maxNegativeChars) throw new UserError('bad_request', `The negative prompt can be at most ${g.maxNegativeChars} characters.`);
-    await store.set(input.scope, d, next.data);
+    // A form (Slack's modal) saves what it showed, edited: only if nobody changed the values since it was opened (another
+    // admin, another window, on any bot instance), or it would undo their change, no-log mode and retention included.
+    if (input.action === 'replace' && input.version !== undefined) {
+      if (!(await store.replaceIf(input.scope, d, input.version, next.data)))
+        throw new UserError('bad_request', `${whose} changed while this window was open, so nothing was saved: open it again to see them.`);
+    } else await store.set(input.scope, d, next.data);
     return { kind: 'text', text: `${whose} are now: ${describeSettings(next.data)}.`, private: true };
   }
   const [own, effective] = await Promise.all([store.get(input.scope, d), store.effective(d)]);

@@ -276,8 +276,8 @@ export function registerHandlers(deps: HandlerDeps): void {
       // Stryker disable next-line StringLiteral: equivalent, a settings command makes no job: its key names none
       if (reset) return simpleCommand(origin, { command: 'settings', scope, action: 'reset' }, `cmd:${command.trigger_id}`);
       if (scope === 'channel' && !(await isAdmin(client, origin.userId))) return origin.tellPrivately("Only workspace admins can change this channel's defaults.");
-      const now = await core.settings.get(scope, destinationOf(origin));
-      const target: SettingsTarget = { scope, teamId: origin.teamId, channelId: origin.channelId };
+      const { values: now, version } = await core.settings.read(scope, destinationOf(origin));
+      const target: SettingsTarget = { scope, teamId: origin.teamId, channelId: origin.channelId, version };
       try {
         await client.views.open({ trigger_id: command.trigger_id, view: settingsModal(target, now, config) as never });
       } catch (e) {

@@ -4,7 +4,8 @@
 //   /blip3o-settings channel    this channel's defaults, retention TTL included (workspace admins and owners)
 //   /blip3o-settings [channel] reset    clear them
 // Submitting the modal saves exactly what it shows (an emptied field is no longer saved) and tells the asker
-// privately what is now in force. The command is not called /settings: Slack slash commands share one namespace per
+// privately what is now in force; if the values changed since it opened (another admin, on any bot instance), nothing
+// is saved and the asker is told to open it again. The command is not called /settings: Slack slash commands share one namespace per
 // workspace, and a generic name would collide with other apps'.
 import { z } from 'zod';
 import { AspectRatio } from '../../src/config/schema.ts';
@@ -20,7 +21,13 @@ export const VIEW_SETTINGS = 'blip3o_settings';
 export const FIELD = { aspect: 'aspect', steps: 'steps', guidance: 'guidance', count: 'count', negative: 'negative', private: 'private', retention: 'retention' } as const;
 
 /** What the modal is about, carried in its private_metadata (and parsed back: Slack returns it to us). */
-export const SettingsTarget = z.strictObject({ scope: z.enum(['user', 'channel']), teamId: z.string().min(1).max(50), channelId: z.string().min(1).max(50) });
+export const SettingsTarget = z.strictObject({
+  scope: z.enum(['user', 'channel']),
+  teamId: z.string().min(1).max(50),
+  channelId: z.string().min(1).max(50),
+  /** The version of the values the modal shows (SettingsStore.read): its submit saves only if they are unchanged. */
+  version: z.string().regex(/^[0-9a-f]{40}$/).optional(),
+});
 export type SettingsTarget = z.infer<typeof SettingsTarget> & { scope: SettingsScope };
 
 export function parseSettingsText(text: string): { scope: SettingsScope; reset: boolean } {
@@ -97,5 +104,5 @@ export function settingsFromView(target: SettingsTarget, values: StateValues): {
     }
   }
   const defined = Object.fromEntries(Object.entries(out).filter(([, x]) => x !== undefined)) as SavedSettings;
-  return { input: { command: 'settings', scope: target.scope, action: 'replace', values: defined } };
+  return { input: { command: 'settings', scope: target.scope, action: 'replace', values: defined, ...(target.version ? { version: target.version } : {}) } };
 }

@@ -7,6 +7,8 @@ import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness
 import sharp from 'sharp';
 import { blockAction, eventCallback, messageShortcut, slashCommand, viewSubmission } from '../fakes/slack/payloads.ts';
 import type { RecordedCall } from '../fakes/slack/server.ts';
+import { SettingsStore } from '../../bots/core/settings.ts';
+import { closeRedis, createRedis } from '../../src/redis.ts';
 
 const CHANNEL = 'C0GENERAL';
 const USER = 'U0ALICE';
@@ -97,6 +99,34 @@ describe('Slack: /blip3o-settings', () => {
       return s.retentionSeconds ? s : undefined;
     });
     expect(saved).toEqual({ retentionSeconds: 7200, private: true, noLog: true });
+    await h.core.settings.reset('channel', here(ADMIN));
+  }, 60_000);
+
+  it('a settings window opened before another admin changed the channel (on any bot instance) does not undo that change', async () => {
+    // The modal holds a copy of the saved values from when it opened; its submit used to save exactly that copy, so a
+    // window left open while another admin turned no-log mode on (another window, another bot instance: one Redis)
+    // turned it off again, silently, and the channel's prompts reached the logs.
+    const before = h.fake.apiCalls('views.open').length;
+    await command('channel', ADMIN);
+    const stale = await modal(before); // shows nothing saved
+    const otherRedis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', 'test-other-instance');
+    // another bot instance's /settings: its own connection, the same key
+    await new SettingsStore(otherRedis, h.config).set('channel', here(ADMIN), { noLog: true, retentionSeconds: 900 }).finally(() => closeRedis(otherRedis));
+    const told = ephemerals().length;
+    await submit(stale, { aspect: { value: { type: 'static_select', selected_option: { value: '16:9' } } }, private: { value: { type: 'checkboxes', selected_options: [] } } }, ADMIN);
+    const reply = await h.fake.waitFor(() => ephemerals().slice(told).find((t) => t.includes('defaults')), 10_000, 'the answer');
+    expect(await h.core.settings.get('channel', here(ADMIN))).toEqual({ noLog: true, retentionSeconds: 900 });
+    expect(reply).toContain('changed while this window was open');
+    // A window opened now shows them, and saves
+    const again = h.fake.apiCalls('views.open').length;
+    await command('channel', ADMIN);
+    const fresh = await modal(again);
+    await submit(fresh, { aspect: { value: { type: 'static_select', selected_option: { value: '16:9' } } }, private: { value: { type: 'checkboxes', selected_options: [{ value: 'nolog' }] } }, retention: { value: { type: 'plain_text_input', value: '15m' } } }, ADMIN);
+    const saved = await waitFor(async () => {
+      const s = await h.core.settings.get('channel', here(ADMIN));
+      return s.aspect ? s : undefined;
+    });
+    expect(saved).toEqual({ aspect: '16:9', noLog: true, retentionSeconds: 900 });
     await h.core.settings.reset('channel', here(ADMIN));
   }, 60_000);
 });

@@ -165,3 +165,25 @@ describe('defaults, descriptions and durations', () => {
     expect(formatDuration(172_800)).toBe('2 days');
   });
 });
+
+it("a form's replace saves only while the values are those it showed (another admin's change on any instance is not undone)", async () => {
+  const store = new SettingsStore(redis, config);
+  const other = new SettingsStore(redis, config); // another bot instance: the same key
+  const d = discord('u1', 'versioned');
+  const shown = await store.read('channel', d);
+  expect(shown).toEqual({ values: {}, version: 'da39a3ee5e6b4b0d3255bfef95601890afd80709' }); // SHA-1 of '' = nothing saved
+  await other.set('channel', d, { noLog: true });
+  const refused = await userError(run(store, { scope: 'channel', action: 'replace', values: { aspect: '16:9' }, version: shown.version }, { isAdmin: true, d }));
+  expect(refused.message).toBe("This channel's defaults changed while this window was open, so nothing was saved: open it again to see them.");
+  expect(await store.get('channel', d)).toEqual({ noLog: true });
+  const now = await store.read('channel', d);
+  expect(now.values).toEqual({ noLog: true });
+  expect(await textOf(run(store, { scope: 'channel', action: 'replace', values: { aspect: '16:9', noLog: true }, version: now.version }, { isAdmin: true, d }))).toBe("This channel's defaults are now: aspect 16:9 · no-log mode.");
+  expect(await store.replaceIf('channel', d, now.version, {})).toBe(false); // that version is gone now
+  await other.reset('channel', d);
+  expect(await store.replaceIf('channel', d, shown.version, { steps: 4 })).toBe(true); // nothing saved again: the first version
+  expect(await store.get('channel', d)).toEqual({ steps: 4 });
+  // Without a version (a window opened before this change, a CLI), replace saves as before
+  await textOf(run(store, { scope: 'channel', action: 'replace', values: { count: 2 } }, { isAdmin: true, d }));
+  expect(await store.get('channel', d)).toEqual({ count: 2 });
+});

@@ -64,4 +64,37 @@ describe('cancel', () => {
       otherSub.disconnect();
     }
   });
+
+  it('a cancel published while the subscription was down (a dropped connection, a failover) still stops the running job', async () => {
+    // A bot core (any instance) cancels a job another process runs: the flag is set, then the id published. A worker
+    // whose subscriber connection is down at that moment misses the message; ioredis resubscribes after reconnecting but
+    // nothing replays it. Until 2026-12 the worker read the flag only when the job started, so the job ran to its end
+    // and its result was posted after the user was told "Cancelling…".
+    const sub = new Redis(url, { retryStrategy: () => 300 }); // a reconnect 300 ms later: the publish lands in the gap
+    try {
+      const heard: string[] = [];
+      const running = new Set(['j6', 'j7']);
+      const stop = await onCancel(sub, config, (id) => heard.push(id), { redis, running: () => running, recheckMs: 100 });
+      sub.disconnect(true);
+      const listeners = async () => ((await redis.call('PUBSUB', 'NUMSUB', cancelChannel(config))) as [string, number])[1];
+      for (let i = 0; i < 50 && (await listeners()) > 0; i++) await sleep(2); // Redis has seen the connection go
+      expect(await listeners()).toBe(0);
+      await requestCancel(redis, config, 'j6'); // published while nobody of ours listens
+      for (let i = 0; i < 300 && heard.length === 0; i++) await sleep(10);
+      await sleep(300); // told once, not at every re-check
+      expect(heard).toEqual(['j6']);
+      // The subscription is back: a later cancel is heard as before, once
+      await requestCancel(redis, config, 'j7');
+      for (let i = 0; i < 300 && heard.length < 2; i++) await sleep(10);
+      await sleep(300);
+      expect(heard).toEqual(['j6', 'j7']);
+      await stop();
+      running.add('j8');
+      await requestCancel(redis, config, 'j8');
+      await sleep(300);
+      expect(heard).toEqual(['j6', 'j7']); // stopped: no re-check either
+    } finally {
+      sub.disconnect();
+    }
+  });
 });
