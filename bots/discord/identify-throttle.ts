@@ -26,16 +26,52 @@ export class RedisIdentifyThrottler {
     private readonly maxConcurrency: number,
   ) {}
 
-  /** Resolves when shard `shardId` may identify: its bucket's key was free and is now held for the window. */
+  /** This process's last IDENTIFY per bucket (ms since epoch): the spacing kept while Redis does not answer. */
+  private readonly identifiedAt = new Map<number, number>();
+
+  /**
+   * Resolves when shard `shardId` may identify: its bucket's key was free and is now held for the window. While Redis
+   * does not answer (an outage: the connection queues commands until it is back), the buckets are spaced in this
+   * process only, as discord.js's own throttler does, rather than keeping the shard off the gateway until Redis is back;
+   * an abort (the shard closed) ends the wait at once either way.
+   */
   async waitForIdentify(shardId: number, signal: AbortSignal): Promise<void> {
-    const key = `${this.keyPrefix}:${shardId % this.maxConcurrency}`;
+    const bucket = shardId % this.maxConcurrency;
+    const key = `${this.keyPrefix}:${bucket}`;
     for (;;) {
       signal.throwIfAborted();
-      if ((await this.redis.set(key, String(shardId), 'PX', IDENTIFY_WINDOW_MS, 'NX')) === 'OK') return;
+      const held = await answerOf(this.redis.set(key, String(shardId), 'PX', IDENTIFY_WINDOW_MS, 'NX'), signal);
+      if (held === undefined) return this.waitHere(bucket, signal);
+      if (held === 'OK') return void this.identifiedAt.set(bucket, Date.now());
       // Held by another shard's IDENTIFY, here or in another process: wait out what is left of its window.
-      const left = await this.redis.pttl(key);
+      const left = (await answerOf(this.redis.pttl(key), signal)) ?? IDENTIFY_WINDOW_MS;
       await sleep(Math.max(left, 0) + 25 + Math.random() * 250, undefined, { signal });
     }
+  }
+
+  private async waitHere(bucket: number, signal: AbortSignal): Promise<void> {
+    const left = (this.identifiedAt.get(bucket) ?? 0) + IDENTIFY_WINDOW_MS - Date.now();
+    if (left > 0) await sleep(left, undefined, { signal });
+    this.identifiedAt.set(bucket, Date.now());
+  }
+}
+
+/** `call`'s answer; undefined if Redis failed or did not answer within the window; rejects at once on `signal`'s abort. */
+async function answerOf<T>(call: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  const limit = AbortSignal.any([signal, AbortSignal.timeout(IDENTIFY_WINDOW_MS)]);
+  let onAbort: (() => void) | undefined;
+  try {
+    return await new Promise<T>((resolve, reject) => {
+      onAbort = () => reject(limit.reason as Error);
+      if (limit.aborted) return onAbort();
+      limit.addEventListener('abort', onAbort, { once: true });
+      call.then(resolve, reject);
+    });
+  } catch {
+    signal.throwIfAborted();
+    return undefined;
+  } finally {
+    if (onAbort) limit.removeEventListener('abort', onAbort);
   }
 }
 

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IDENTIFY_WINDOW_MS, RedisIdentifyThrottler } from '../../../../bots/discord/identify-throttle.ts';
-import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../../src/redis.ts';
+import { closeRedis, createRedis, deleteKeys, disconnectRedis, type Redis } from '../../../../src/redis.ts';
 
 const prefix = `t-identify-${randomUUID().slice(0, 8)}`;
 let redis: Redis;
@@ -41,4 +41,29 @@ describe('RedisIdentifyThrottler', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(300);
     expect(await redis.get(`${prefix}:short:0`)).toBe('3');
   });
+
+  // Redis unreachable (its connection queues commands until it is back): before 2026-12-07 the wait followed Redis, so
+  // a shard that had to identify stayed off the gateway for the whole outage, and its abort did not end the wait.
+  it('while Redis does not answer: an abort ends the wait at once, else the bucket is spaced in-process', async () => {
+    const down = createRedis('redis://127.0.0.1:1', 'test-identify-down');
+    try {
+      const throttler = new RedisIdentifyThrottler(down, `${prefix}:down`, 1);
+      const stop = new AbortController();
+      let started = Date.now();
+      const waiting = throttler.waitForIdentify(0, stop.signal);
+      setTimeout(() => stop.abort(new Error('shard closed')), 100);
+      const outcome = await Promise.race([waiting.then(() => 'identified', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('still waiting'), 2_000))]);
+      expect(outcome).toBe('shard closed');
+      expect(Date.now() - started).toBeLessThan(1_000);
+
+      started = Date.now();
+      await throttler.waitForIdentify(0, new AbortController().signal); // Redis's answer given up after a window
+      expect(Date.now() - started).toBeLessThan(IDENTIFY_WINDOW_MS + 1_000);
+      started = Date.now();
+      await throttler.waitForIdentify(1, new AbortController().signal); // the same bucket, identified a moment ago
+      expect(Date.now() - started).toBeGreaterThanOrEqual(IDENTIFY_WINDOW_MS - 50);
+    } finally {
+      disconnectRedis(down);
+    }
+  }, 20_000);
 });
