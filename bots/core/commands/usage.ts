@@ -66,6 +66,15 @@ export async function budgetCommand(inv: Invocation, deps: AdminDeps): Promise<R
     }
     case 'reset': {
       await usage.resetBudget(t.field, t.id);
+      if (scope === 'user') {
+        // A user's budget set before budgets were per server (2026-12-07) holds on every server, and no admin of one
+        // server may lift it: say so rather than "back to the default".
+        const inForce = (await usage.budgets(input.targetUserId ? { ...inv.destination, userId: input.targetUserId } : inv.destination)).user;
+        if (inForce.source === 'redis') {
+          const what = inForce.seconds > 0 ? `${num(inForce.seconds)} GPU-seconds per day` : 'no budget';
+          return { kind: 'text', text: `The GPU budget for ${t.name} set in this ${workspaceWord(inv.destination)} is removed; a budget set for them on every ${workspaceWord(inv.destination)} before budgets were per ${workspaceWord(inv.destination)} still applies: ${what}.`, private: true };
+        }
+      }
       const fallback = deps.config.usage.budgets[scope];
       return { kind: 'text', text: `The GPU budget for ${t.name} is back to the default: ${fallback > 0 ? `${num(fallback)} GPU-seconds per day` : 'no budget'}.`, private: true };
     }

@@ -10,6 +10,8 @@ import { isUserError } from '../../../../../src/errors.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../../src/jobs/contract.ts';
 import { createJobsQueue, type JobsQueue } from '../../../../../src/jobs/queue.ts';
 import { createGate, type Gate } from '../../../../../src/limits/gate.ts';
+import { scopeIds } from '../../../../../src/limits/limiter.ts';
+import { memberId } from '../../../../../src/accounting/usage.ts';
 import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../../../src/redis.ts';
 
 const prefix = `t-usage-cmd-${randomUUID().slice(0, 8)}`;
@@ -107,6 +109,14 @@ describe('/blip3o-admin budget', () => {
     expect(await textOf(budget({ action: 'reset', scope: 'user', targetUserId: 'pat' }, d))).toBe('The GPU budget for user <@pat> is back to the default: no budget.');
     expect((await gate.usage.budgets(discord('x', 'pat', 'set-g'))).user.source).toBe('default');
     expect(await textOf(budget({ action: 'reset', scope: 'workspace' }, slack()))).toBe('The GPU budget for this workspace is back to the default: 5,000 GPU-seconds per day.');
+  });
+
+  it("a reset in one server says so when a budget set on every server before budgets were per server still holds (before: 'back to the default')", async () => {
+    const d = discord('legacy-c', 'legacy-admin', 'legacy-g');
+    await gate.usage.setBudget('user', scopeIds({ ...d, userId: 'old' }).user, 30); // as chat stored a user's budget before 2026-12-07
+    await gate.usage.setBudget('member', memberId({ ...d, userId: 'old' }), 60);
+    expect(await textOf(budget({ action: 'reset', scope: 'user', targetUserId: 'old' }, d))).toBe('The GPU budget for user <@old> set in this server is removed; a budget set for them on every server before budgets were per server still applies: 30 GPU-seconds per day.');
+    expect((await gate.usage.budgets({ ...d, userId: 'old' })).user).toEqual({ seconds: 30, source: 'redis' });
   });
 
   it("a user's budget an admin sets holds in their server only: another server's admin neither sees nor resets it, and the user is not refused there", async () => {
