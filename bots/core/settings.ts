@@ -4,7 +4,7 @@
 // For /imagine the request's own options win, then the user's saved ones, then the channel's, then config.
 // `private` is the exception: a channel an admin made private stays private whatever a user saved.
 import { createHash } from 'node:crypto';
-import type { Redis } from '../../src/redis.ts';
+import { runScript, type Redis } from '../../src/redis.ts';
 import { z } from 'zod';
 import { AspectRatio, type Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
@@ -64,7 +64,7 @@ export class SettingsStore {
 
   /** Save `values` only if nothing changed them since `read` answered `version` (one script: no write slips in between). */
   async replaceIf(scope: SettingsScope, d: Destination, version: string, values: SavedSettings): Promise<boolean> {
-    return Number(await this.redis.eval(replaceIfLua, 1, keyOf(this.config.queue.prefix, scope, d), version, JSON.stringify(values))) === 1;
+    return Number(await runScript(this.redis, 'blip3oSettingsReplaceIf', replaceIfLua, [keyOf(this.config.queue.prefix, scope, d)], [version, JSON.stringify(values)])) === 1;
   }
 
   async set(scope: SettingsScope, d: Destination, values: SavedSettings): Promise<void> {
