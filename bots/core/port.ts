@@ -110,6 +110,15 @@ export interface DisplayNames {
   users: ReadonlyMap<string, string>;
 }
 
+/** Network error codes of a request that certainly never reached the platform: no connection was made. */
+const NO_CONNECTION = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/**
+ * Whether a request that failed with this code never reached the platform, so sending it again cannot post anything
+ * twice (the ports' at-most-once posts: Discord's interaction follow-ups, Slack's uploads and messages).
+ */
+export const neverSent = (code: string | undefined): boolean => code !== undefined && NO_CONNECTION.has(code);
+
 /**
  * id → name for every id `nameOf` names, looked up together: for ports' `displayNames`. An empty name is none, and so
  * is a look-up that fails (a deleted channel, no access, a missing scope: logged at debug).

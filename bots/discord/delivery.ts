@@ -14,7 +14,7 @@ import { ChannelType, DiscordAPIError, MessageFlags, PermissionFlagsBits, RateLi
 import type { Config } from '../../src/config/schema.ts';
 import type { DiscordDestination, Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
-import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
+import { namesOf, neverSent, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import { parseButtonId } from './custom-ids.ts';
 import { progressBody, queuedBody, resultMessage, withNote, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
 import { withinUploadLimit } from './upload-size.ts';
@@ -67,8 +67,6 @@ export const statusChannelOf = (d: DiscordDestination): string => d.dmChannelId 
 
 export const nonceFor = (jobId: string): string => createHash('sha256').update(jobId).digest('hex').slice(0, NONCE_CHARS);
 
-/** The causes of a failed request that certainly never reached Discord: no connection was made. */
-const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
 /** An interaction follow-up: `POST /webhooks/{application}/{token}` (Execute Webhook), which takes no nonce. */
 const FOLLOW_UP = /\/webhooks\/\d+\/[^/]+$/;
 
@@ -99,8 +97,7 @@ export function followUpsAtMostOnce(rest: REST): void {
       res = await send(url, init);
     } catch (e) {
       const { code, cause } = e as { code?: string; cause?: { code?: string } };
-      // Stryker disable next-line StringLiteral: equivalent, no cause is coded ''
-      if (e instanceof MayHaveBeenPosted || NEVER_SENT.has(code ?? cause?.code ?? '')) throw e;
+      if (e instanceof MayHaveBeenPosted || neverSent(code ?? cause?.code)) throw e;
       throw new MayHaveBeenPosted(`an interaction follow-up's answer was lost (${(e as Error).name}); Discord may have posted it, so it is not sent again`, { cause: e });
     }
     // 502/503: Discord's edge found no server to take the request ("wait a bit and retry"): not posted, sent again.

@@ -11,7 +11,7 @@ import type { Redis } from '../../src/redis.ts';
 import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
-import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
+import { namesOf, neverSent, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage, withLead } from './blocks.ts';
 
 /** Message metadata event types: the status message of a job, and an answer to a question. */
@@ -57,9 +57,6 @@ export const slackError = (e: unknown): string | undefined => (e as { data?: { e
 // Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing, whatever it is called
 const channelLost = (e: unknown): string | undefined => CHANNEL_LOST[slackError(e) ?? ''];
 
-/** The causes of a failed request that certainly never reached Slack: no connection was made. */
-const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
-
 /**
  * Whether Slack may have carried out a call that failed: its reply lost (the connection closed after the request was
  * sent, a timeout), or an HTTP error (a 5xx, a proxy's 408). Not: a 429 the client waited out (Slack refused the call;
@@ -70,8 +67,7 @@ function mayHaveBeenDone(e: unknown): boolean {
   if (code === webApi.ErrorCode.HTTPError) return true;
   if (code !== webApi.ErrorCode.RequestError) return false;
   if (original?.message?.startsWith('A rate limit was exceeded')) return false;
-  // Stryker disable next-line StringLiteral: equivalent, no cause is coded ''
-  return !NEVER_SENT.has(original?.cause?.code ?? '');
+  return !neverSent(original?.cause?.code);
 }
 
 /**
