@@ -18,6 +18,10 @@ const workspaceWord = (d: Destination) => (d.platform === 'discord' ? 'server' :
 /** A user as the chat shows them: Discord and Slack render `<@id>` as the user's name (a private reply pings no one). */
 const mention = (d: Destination, userId: string) => (d.platform === 'cli' ? userId : `<@${userId}>`);
 
+/** The destination of the user a budget command is about: `targetUserId` where the admin asks, else the admin. */
+const userAsked = (inv: Invocation, targetUserId: string | undefined): Destination =>
+  targetUserId ? { ...inv.destination, userId: targetUserId } : inv.destination;
+
 /**
  * Where a budget command's override is kept: this channel, this workspace, or a user (default the caller) in this
  * workspace only: an admin of one server or workspace must not change what a user may use in another.
@@ -27,12 +31,11 @@ function target(inv: Invocation, scope: Scope, targetUserId: string | undefined)
   const ids = scopeIds(d);
   if (scope === 'channel') return { field: scope, id: ids.channel, name: 'this channel' };
   if (scope === 'workspace') return { field: scope, id: ids.workspace, name: `this ${workspaceWord(d)}` };
-  const who = targetUserId ? { ...d, userId: targetUserId } : d;
-  return { field: 'member', id: memberId(who), name: targetUserId && targetUserId !== d.userId ? `user ${mention(d, targetUserId)}` : 'you' };
+  return { field: 'member', id: memberId(userAsked(inv, targetUserId)), name: targetUserId && targetUserId !== d.userId ? `user ${mention(d, targetUserId)}` : 'you' };
 }
 
 async function showBudgets(gate: Gate, inv: Invocation, targetUserId?: string): Promise<string> {
-  const d = targetUserId ? { ...inv.destination, userId: targetUserId } : inv.destination;
+  const d = userAsked(inv, targetUserId);
   const [budgets, today] = await Promise.all([gate.usage.budgets(d), gate.usage.today(d)]);
   const lines = ['GPU-second budgets per day (UTC; resets at 00:00 UTC):'];
   for (const s of SCOPES) {
@@ -69,7 +72,7 @@ export async function budgetCommand(inv: Invocation, deps: AdminDeps): Promise<R
       if (scope === 'user') {
         // A user's budget set before budgets were per server (2026-12-07) holds on every server, and no admin of one
         // server may lift it: say so rather than "back to the default".
-        const inForce = (await usage.budgets(input.targetUserId ? { ...inv.destination, userId: input.targetUserId } : inv.destination)).user;
+        const inForce = (await usage.budgets(userAsked(inv, input.targetUserId))).user;
         if (inForce.source === 'redis') {
           const what = inForce.seconds > 0 ? `${num(inForce.seconds)} GPU-seconds per day` : 'no budget';
           return { kind: 'text', text: `The GPU budget for ${t.name} set in this ${workspaceWord(inv.destination)} is removed; a budget set for them on every ${workspaceWord(inv.destination)} before budgets were per ${workspaceWord(inv.destination)} still applies: ${what}.`, private: true };
