@@ -56,22 +56,26 @@ export class RedisIdentifyThrottler {
   }
 }
 
-/** `call`'s answer; undefined if Redis failed or did not answer within the window; rejects at once on `signal`'s abort. */
+/**
+ * `call`'s answer; undefined if Redis failed or did not answer within the window; rejects at once on `signal`'s abort.
+ * The window is a plain timer, not `AbortSignal.any([signal, AbortSignal.timeout(…)])`: Node holds a timeout signal
+ * only weakly once it is a source of `any`, so after a garbage collection it never fired and the wait hung for the whole
+ * outage (seen on Node 20.20 in CI, 2026-12-07).
+ */
 async function answerOf<T>(call: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  const limit = AbortSignal.any([signal, AbortSignal.timeout(IDENTIFY_WINDOW_MS)]);
+  signal.throwIfAborted();
   let onAbort: (() => void) | undefined;
+  let window: NodeJS.Timeout | undefined;
   try {
-    return await new Promise<T>((resolve, reject) => {
-      onAbort = () => reject(limit.reason as Error);
-      if (limit.aborted) return onAbort();
-      limit.addEventListener('abort', onAbort, { once: true });
-      call.then(resolve, reject);
+    return await new Promise<T | undefined>((resolve, reject) => {
+      onAbort = () => reject(signal.reason as Error);
+      signal.addEventListener('abort', onAbort, { once: true });
+      window = setTimeout(() => resolve(undefined), IDENTIFY_WINDOW_MS);
+      call.then(resolve, () => resolve(undefined));
     });
-  } catch {
-    signal.throwIfAborted();
-    return undefined;
   } finally {
-    if (onAbort) limit.removeEventListener('abort', onAbort);
+    clearTimeout(window);
+    if (onAbort) signal.removeEventListener('abort', onAbort);
   }
 }
 
