@@ -48,8 +48,9 @@ import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentM
 import { COMMAND } from './commands.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
-import { DMS_CLOSED_HELP, DiscordDelivery, followUpsAtMostOnce, forbiddenToPost, logRateLimits, MayHaveBeenPosted, missingPermission, nonceFor, refusesDirectMessages, statusChannelOf } from './delivery.ts';
+import { DMS_CLOSED_HELP, DiscordDelivery, forbiddenToPost, logRateLimits, missingPermission, nonceFor, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { redisIdentifyThrottler } from './identify-throttle.ts';
+import { callbacksAcknowledgedOnce, followUpsAtMostOnce, MayHaveBeenPosted } from './lost-replies.ts';
 import { contentChunks, describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
@@ -220,7 +221,9 @@ export class DiscordAdapter implements Adapter {
     client.on(Events.MessageCreate, (m) => void this.onMessage(m));
     client.on(Events.ShardResume, (_id, replayed) => this.log.info({ replayed }, 'gateway resumed'));
     logRateLimits(client.rest, this.log);
-    followUpsAtMostOnce(client.rest); // a follow-up has no nonce: never sent twice (delivery.ts)
+    followUpsAtMostOnce(client.rest); // a follow-up has no nonce: never sent twice (lost-replies.ts)
+    callbacksAcknowledgedOnce(client.rest); // a callback whose reply was lost: Discord's 40060 to the repeat means it took
+    callbacksAcknowledgedOnce(client.rest); // a callback whose reply was lost: Discord's 40060 to the repeat means it took
     const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
     await client.login(this.token).catch((e: unknown) => {
       if ((e as { code?: unknown }).code !== 'TokenInvalid') throw e;

@@ -8,14 +8,15 @@
 //   - token expired (or the original was deleted) → a channel message with nonce + enforce_nonce (Discord returns
 //     the earlier message instead of posting twice), after looking for one already posted with this job's buttons.
 // An interaction follow-up has no nonce in Discord's API: discord.js never sends one again that Discord may have
-// posted (followUpsAtMostOnce), and such a failure ends the delivery rather than failing it into a blind repeat.
+// posted (followUpsAtMostOnce, lost-replies.ts), and such a failure ends the delivery rather than failing it into a blind repeat.
 import { createHash } from 'node:crypto';
 import { ChannelType, DiscordAPIError, MessageFlags, PermissionFlagsBits, RateLimitError, Routes, type REST, type RequestData } from 'discord.js';
 import type { Config } from '../../src/config/schema.ts';
 import type { DiscordDestination, Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
-import { namesOf, neverSent, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
+import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import { parseButtonId } from './custom-ids.ts';
+import { followUpsAtMostOnce, MayHaveBeenPosted } from './lost-replies.ts';
 import { progressBody, queuedBody, resultMessage, withNote, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
 import { withinUploadLimit } from './upload-size.ts';
 
@@ -66,46 +67,6 @@ export const postChannelOf = (d: DiscordDestination): string => d.threadId ?? d.
 export const statusChannelOf = (d: DiscordDestination): string => d.dmChannelId ?? postChannelOf(d);
 
 export const nonceFor = (jobId: string): string => createHash('sha256').update(jobId).digest('hex').slice(0, NONCE_CHARS);
-
-/** An interaction follow-up: `POST /webhooks/{application}/{token}` (Execute Webhook), which takes no nonce. */
-const FOLLOW_UP = /\/webhooks\/\d+\/[^/]+$/;
-
-/**
- * An interaction follow-up that failed after Discord may have posted it: its reply lost (the connection closed or
- * reset after the request was sent, a timeout), or a 500 / 504. Not sent again: nothing would tell the repeat from a
- * new one.
- */
-export class MayHaveBeenPosted extends Error {
-  override readonly name = 'MayHaveBeenPosted';
-}
-
-/**
- * Make `rest` send an interaction follow-up at most once. discord.js sends a request again after a timeout, a reset
- * connection or a 5xx (`restRetries`); a channel message carries a nonce with enforce_nonce, so Discord answers such
- * a repeat with the earlier message, but a follow-up has none (Execute Webhook takes no nonce), and until 2026-12-07
- * one whose reply was lost after Discord had posted it was posted again: the user read it twice. Now such a failure
- * (anything but a connection never made; a 429 is still waited out) rejects the call with MayHaveBeenPosted, which
- * discord.js does not retry (its name is not AbortError, its message names no ECONNRESET), and the caller takes the
- * follow-up as posted. Every other request is sent as before.
- */
-export function followUpsAtMostOnce(rest: REST): void {
-  const send = rest.options.makeRequest;
-  rest.options.makeRequest = async (url, init) => {
-    if (init.method !== 'POST' || !FOLLOW_UP.test(new URL(url).pathname)) return send(url, init);
-    let res: Awaited<ReturnType<typeof send>>;
-    try {
-      res = await send(url, init);
-    } catch (e) {
-      const { code, cause } = e as { code?: string; cause?: { code?: string } };
-      if (e instanceof MayHaveBeenPosted || neverSent(code ?? cause?.code)) throw e;
-      throw new MayHaveBeenPosted(`an interaction follow-up's answer was lost (${(e as Error).name}); Discord may have posted it, so it is not sent again`, { cause: e });
-    }
-    // 502/503: Discord's edge found no server to take the request ("wait a bit and retry"): not posted, sent again.
-    if (res.status < 500 || res.status >= 600 || res.status === 502 || res.status === 503) return res;
-    await res.arrayBuffer().catch(() => undefined); // frees the connection
-    throw new MayHaveBeenPosted(`Discord answered ${res.status} to an interaction follow-up, which it may have posted; not sent again`);
-  };
-}
 
 function isGone(e: unknown): boolean {
   return e instanceof DiscordAPIError && (GONE_CODES.has(e.code) || e.status === 401);

@@ -165,6 +165,20 @@ describe('slash commands', () => {
     }
   });
 
+  it("a defer whose reply was lost after Discord acknowledged it: the job is still queued, and the place in line replaces the \"thinking…\"", async () => {
+    for (const lostReply of ['reset', 'closed'] as const) {
+      const i = imagine(`a lighthouse, defer lost ${lostReply}`, newUser());
+      h.fake.injectFault({ method: 'POST', path: new RegExp(`/interactions/${i.id}/[^/]+/callback$`), lostReply });
+      // Before: discord.js sent the defer again ('reset'; Discord answered 40060) or failed ('closed'), the handler
+      // threw, and the user was left with "thinking…": no job, no answer.
+      expect(await queued(i)).toMatchObject({ kind: 'imagine', prompt: `a lighthouse, defer lost ${lostReply}` });
+      await h.fake.waitFor(() => (h.fake.original(i)?.content.startsWith('⏳ Queued') ? true : undefined), 10_000, 'the place in line');
+      expect(i.callbacks).toHaveLength(1);
+      const sent = h.fake.requestsTo('POST', new RegExp(`/interactions/${i.id}/[^/]+/callback$`));
+      expect(sent.map((r) => r.lost ?? false)).toEqual([true, false]); // the lost one, then the repeat Discord refused
+    }
+  });
+
   it('a channel the bot is not enabled in, and the same interaction dispatched twice', async () => {
     const refused = imagine('elsewhere', newUser(), [], closedChannel);
     expect(await toldPrivately(refused)).toBe("This bot isn't enabled in this server or channel.");

@@ -1,0 +1,75 @@
+// callbacksAcknowledgedOnce (bots/discord/lost-replies.ts) against scripted answers, as discord.js's REST calls its
+// makeRequest: one call per attempt, again after a timeout (its signal aborted) or a 5xx. The lost replies the fake
+// Discord can make (a reset or closed connection after the callback took) are in adapter.redis.test.ts.
+import { REST } from 'discord.js';
+import { describe, expect, it } from 'vitest';
+import { callbacksAcknowledgedOnce } from '../../../../bots/discord/lost-replies.ts';
+
+const CALLBACK = 'https://discord.com/api/v10/interactions/123/tok-1/callback?with_response=false';
+const refusedAgain = () => new Response(JSON.stringify({ code: 40060, message: 'Interaction has already been acknowledged.' }), { status: 400 });
+const lostReply = (code?: string) => Object.assign(new Error(code ?? 'other side closed'), code ? { code } : { code: 'UND_ERR_SOCKET' });
+
+/** A REST whose transport answers each attempt with the next of `answers` (a Response, or an error thrown). */
+function restAnswering(answers: (Response | Error)[]): { make: REST['options']['makeRequest']; sent: () => number } {
+  const rest = new REST();
+  let sent = 0;
+  rest.options.makeRequest = async () => {
+    const next = answers[sent++];
+    if (!next) throw new Error('no answer scripted');
+    if (next instanceof Error) throw next;
+    return next;
+  };
+  callbacksAcknowledgedOnce(rest);
+  return { make: rest.options.makeRequest, sent: () => sent };
+}
+const post = (signal?: AbortSignal) => ({ method: 'POST', body: '{"type":5}', ...(signal ? { signal } : {}) });
+
+describe('callbacksAcknowledgedOnce', () => {
+  it('a lost reply: asked again at once; a 40060 to the repeat is the first one\'s 204', async () => {
+    const { make, sent } = restAnswering([lostReply(), refusedAgain()]);
+    expect((await make(CALLBACK, post())).status).toBe(204);
+    expect(sent()).toBe(2);
+  });
+
+  it('a callback that never took: the repeat is Discord\'s answer as it is', async () => {
+    const { make } = restAnswering([lostReply('ECONNRESET'), new Response(null, { status: 204 })]);
+    expect((await make(CALLBACK, post())).status).toBe(204);
+    const refused = restAnswering([lostReply(), new Response(JSON.stringify({ code: 10062, message: 'Unknown interaction' }), { status: 404 })]);
+    expect((await refused.make(CALLBACK, post())).status).toBe(404);
+  });
+
+  it("discord.js's own retries (a timeout, a 5xx): the 40060 to its next attempt is a 204", async () => {
+    const timedOut = new AbortController();
+    timedOut.abort();
+    const afterTimeout = restAnswering([Object.assign(new Error('aborted'), { name: 'AbortError' }), refusedAgain()]);
+    await expect(afterTimeout.make(CALLBACK, post(timedOut.signal))).rejects.toMatchObject({ name: 'AbortError' });
+    expect(afterTimeout.sent()).toBe(1); // not asked again with a spent signal: discord.js does that
+    expect((await afterTimeout.make(CALLBACK, post())).status).toBe(204);
+
+    const after5xx = restAnswering([new Response('{}', { status: 500 }), refusedAgain()]);
+    expect((await after5xx.make(CALLBACK, post())).status).toBe(500);
+    expect((await after5xx.make(CALLBACK, post())).status).toBe(204);
+  });
+
+  it('a 40060 with no lost reply before it stays a refusal; a connection never made is not asked again; other routes pass', async () => {
+    const twice = restAnswering([refusedAgain()]);
+    const refusal = await twice.make(CALLBACK, post());
+    expect(refusal.status).toBe(400);
+    expect(await refusal.json()).toMatchObject({ code: 40060 });
+
+    const never = restAnswering([lostReply('ECONNREFUSED')]);
+    await expect(never.make(CALLBACK, post())).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(never.sent()).toBe(1);
+
+    const other = restAnswering([lostReply()]);
+    await expect(other.make('https://discord.com/api/v10/channels/1/messages', post())).rejects.toMatchObject({ code: 'UND_ERR_SOCKET' });
+    expect(other.sent()).toBe(1);
+  });
+
+  it('after a lost reply a refusal other than 40060 keeps its body', async () => {
+    const { make } = restAnswering([lostReply(), new Response(JSON.stringify({ code: 50027, message: 'Invalid Webhook Token' }), { status: 400 })]);
+    const answer = await make(CALLBACK, post());
+    expect(answer.status).toBe(400);
+    expect(await answer.json()).toEqual({ code: 50027, message: 'Invalid Webhook Token' });
+  });
+});
