@@ -27,20 +27,45 @@ export function hostAllowed(url: URL, allowedHosts: readonly string[]): boolean 
   });
 }
 
-/** Read a response body, cancelling it and throwing `tooLarge()` as soon as it passes maxBytes. */
-export async function readCapped(body: ReadableStream<Uint8Array>, maxBytes: number, tooLarge: () => Error): Promise<Uint8Array> {
+/**
+ * `work` under a deadline: its signal aborts after `timeoutMs`. A plain timer, cleared when `work` settles: Node holds
+ * `AbortSignal.timeout` only weakly, and undici passes a fetch's abort on to its body only while the collector keeps
+ * the request (downloadImage, downloadSlackFile).
+ */
+export async function withDeadline<T>(timeoutMs: number, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(new DOMException(`no answer within ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+  try {
+    return await work(deadline.signal);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Read a response body, cancelling it and throwing `tooLarge()` as soon as it passes maxBytes. `signal`'s abort
+ * cancels the body here and throws its reason: a fetch's own signal may no longer reach its body (downloadImage).
+ */
+export async function readCapped(body: ReadableStream<Uint8Array>, maxBytes: number, tooLarge: () => Error, signal?: AbortSignal): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel().catch(() => undefined);
-      throw tooLarge();
+  const onAbort = () => void reader.cancel(signal!.reason).catch(() => undefined); // a pending read then ends as done
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      signal?.throwIfAborted();
+      if (done) break;
+      total += value.byteLength;
+      if (total > maxBytes) {
+        await reader.cancel().catch(() => undefined);
+        throw tooLarge();
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
   const out = new Uint8Array(total);
   let offset = 0;

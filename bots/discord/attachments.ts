@@ -1,7 +1,7 @@
 // Attachment checks, in the order that costs least: host, declared size and declared type before any byte is
 // fetched; then a capped download (no redirects, no auth header) and a magic-byte sniff of what arrived. Each
 // failure is a UserError with its own sentence, and nothing is enqueued for it.
-import { hostAllowed, readCapped, sniffImageMime } from '../core/image-bytes.ts';
+import { hostAllowed, readCapped, sniffImageMime, withDeadline } from '../core/image-bytes.ts';
 import { UserError } from '../../src/errors.ts';
 
 export interface AttachmentMeta {
@@ -67,25 +67,36 @@ export interface DownloadedImage {
   contentType: string;
 }
 
-/** Check, download (capped) and sniff. Never sends credentials; refuses redirects (they could leave the allow-list). */
+/**
+ * Check, download (capped) and sniff. Never sends credentials; refuses redirects (they could leave the allow-list).
+ * The deadline cancels the body itself: with `redirect: 'error'` undici holds what passes a fetch's abort on to its
+ * body only weakly, so after a garbage collection `AbortSignal.timeout` on fetch ended nothing, and a server that
+ * stopped mid-body held the download for ever (Node 20.20, found 2026-12-07).
+ */
 export async function downloadImage(a: AttachmentMeta, policy: DownloadPolicy): Promise<DownloadedImage> {
   const url = checkBeforeDownload(a, policy);
-  let response: Response;
-  try {
-    response = await fetch(url, { redirect: 'error', signal: AbortSignal.timeout(policy.timeoutMs ?? 30_000) });
-  } catch (e) {
-    throw new UserError('bad_image', `I couldn't download ${a.filename}; please try again.`, { cause: e });
-  }
-  if (!response.ok || !response.body) {
-    await response.body?.cancel();
-    throw new UserError('bad_image', `I couldn't download ${a.filename} (HTTP ${response.status}); it may have expired. Please upload it again.`);
-  }
-  const declared = Number(response.headers.get('content-length') ?? NaN);
-  if (Number.isFinite(declared) && declared > policy.maxBytes) {
-    await response.body.cancel();
-    throw new UserError('bad_image', `${a.filename} is ${mib(declared)}; the limit is ${mib(policy.maxBytes)}.`);
-  }
-  const bytes = await readCapped(response.body, policy.maxBytes, () => new UserError('bad_image', `${a.filename} is larger than the limit of ${mib(policy.maxBytes)}.`));
+  const retry = (cause?: unknown) => new UserError('bad_image', `I couldn't download ${a.filename}; please try again.`, { cause });
+  const bytes = await withDeadline(policy.timeoutMs ?? 30_000, async (signal) => {
+    let response: Response;
+    try {
+      response = await fetch(url, { redirect: 'error', signal });
+    } catch (e) {
+      throw retry(e);
+    }
+    if (!response.ok || !response.body) {
+      await response.body?.cancel();
+      throw new UserError('bad_image', `I couldn't download ${a.filename} (HTTP ${response.status}); it may have expired. Please upload it again.`);
+    }
+    const declared = Number(response.headers.get('content-length') ?? NaN);
+    if (Number.isFinite(declared) && declared > policy.maxBytes) {
+      await response.body.cancel();
+      throw new UserError('bad_image', `${a.filename} is ${mib(declared)}; the limit is ${mib(policy.maxBytes)}.`);
+    }
+    const tooLarge = () => new UserError('bad_image', `${a.filename} is larger than the limit of ${mib(policy.maxBytes)}.`);
+    return readCapped(response.body, policy.maxBytes, tooLarge, signal).catch((e: unknown) => {
+      throw signal.aborted ? retry(e) : e;
+    });
+  });
   const format = sniffImage(bytes);
   if (!format) throw new UserError('bad_image', `${a.filename} doesn't look like an image file. Please attach ${FORMATS_TEXT}.`);
   return { bytes, format, contentType: MIME[format] };

@@ -3,7 +3,7 @@
 // sending us to its sign-in page, and following it would hand the bytes of an HTML page to the model), and the
 // bytes must be an image by their magic numbers, whatever the Content-Type says.
 import { AppError, UserError } from '../../src/errors.ts';
-import { hostAllowed, readCapped, sniffImageMime, type ImageMime } from '../core/image-bytes.ts';
+import { hostAllowed, readCapped, sniffImageMime, withDeadline, type ImageMime } from '../core/image-bytes.ts';
 
 export interface SlackFileRef {
   url: string;
@@ -78,42 +78,45 @@ export function checkDeclared(file: SlackFileRef, policy: Pick<DownloadPolicy, '
   return url;
 }
 
+/** The deadline (withDeadline) reaches the body too: a server that stops mid-body is a failed download, not a hang. */
 export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPolicy): Promise<DownloadedImage> {
   const name = file.name ?? 'image';
   const url = checkDeclared(file, policy);
   const limitMiB = Math.round(policy.maxBytes / 2 ** 20);
-
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      headers: { authorization: `Bearer ${policy.token}` },
-      redirect: 'manual',
-      signal: AbortSignal.timeout(policy.timeoutMs ?? 30_000),
+  const failed = (e: unknown) => new AppError('platform', `downloading ${url.origin}${url.pathname} failed: ${(e as Error).message}`, { cause: e });
+  const bytes = await withDeadline(policy.timeoutMs ?? 30_000, async (signal) => {
+    let res: Response;
+    try {
+      res = await fetch(url, { headers: { authorization: `Bearer ${policy.token}` }, redirect: 'manual', signal });
+    } catch (e) {
+      throw failed(e);
+    }
+    if (res.status >= 300 && res.status < 400) {
+      await res.body?.cancel();
+      throw new UserError('bad_image', LOGIN_PAGE_HINT, { context: { status: res.status, location: res.headers.get('location') } });
+    }
+    if (!res.ok) {
+      // Stryker disable next-line OptionalChaining: equivalent, only 1xx, 204, 205 and 304 answers have no body, and none of them is here
+      await res.body?.cancel();
+      throw new AppError('platform', `downloading ${url.pathname} answered HTTP ${res.status}`);
+    }
+    // Stryker disable next-line StringLiteral: equivalent, any text but one starting with text/html is let through like ''
+    if ((res.headers.get('content-type') ?? '').toLowerCase().startsWith('text/html')) {
+      await res.body?.cancel();
+      throw new UserError('bad_image', LOGIN_PAGE_HINT);
+    }
+    const declaredLength = Number(res.headers.get('content-length') ?? NaN);
+    if (declaredLength > policy.maxBytes) {
+      await res.body?.cancel();
+      throw new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`);
+    }
+    // A 204 or 205 has no body at all: nothing to read, so "not an image" below.
+    if (!res.body) return new Uint8Array(0);
+    const tooLarge = () => new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`);
+    return readCapped(res.body, policy.maxBytes, tooLarge, signal).catch((e: unknown) => {
+      throw signal.aborted ? failed(e) : e;
     });
-  } catch (e) {
-    throw new AppError('platform', `downloading ${url.origin}${url.pathname} failed: ${(e as Error).message}`, { cause: e });
-  }
-  if (res.status >= 300 && res.status < 400) {
-    await res.body?.cancel();
-    throw new UserError('bad_image', LOGIN_PAGE_HINT, { context: { status: res.status, location: res.headers.get('location') } });
-  }
-  if (!res.ok) {
-    // Stryker disable next-line OptionalChaining: equivalent, only 1xx, 204, 205 and 304 answers have no body, and none of them is here
-    await res.body?.cancel();
-    throw new AppError('platform', `downloading ${url.pathname} answered HTTP ${res.status}`);
-  }
-  // Stryker disable next-line StringLiteral: equivalent, any text but one starting with text/html is let through like ''
-  if ((res.headers.get('content-type') ?? '').toLowerCase().startsWith('text/html')) {
-    await res.body?.cancel();
-    throw new UserError('bad_image', LOGIN_PAGE_HINT);
-  }
-  const declaredLength = Number(res.headers.get('content-length') ?? NaN);
-  if (declaredLength > policy.maxBytes) {
-    await res.body?.cancel();
-    throw new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`);
-  }
-  // A 204 or 205 has no body at all: nothing to read, so "not an image" below.
-  const bytes = res.body ? await readCapped(res.body, policy.maxBytes, () => new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`)) : new Uint8Array(0);
+  });
   const contentType = sniffImage(bytes);
   if (!contentType) {
     if (looksLikeHtml(bytes)) throw new UserError('bad_image', LOGIN_PAGE_HINT);

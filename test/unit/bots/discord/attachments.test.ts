@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { checkBeforeDownload, downloadImage, hostAllowed, isImageAttachment, sniffImage } from '../../../../bots/discord/attachments.ts';
 import { FakeDiscord } from '../../../fakes/discord/server.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
+import { collectGarbage } from '../../../doubles/collect-garbage.ts';
 
 let fake: FakeDiscord;
 let policy: { allowedHosts: string[]; maxBytes: number };
@@ -93,6 +94,43 @@ describe('downloadImage (from the fake CDN)', () => {
       server.closeAllConnections();
       server.close();
     }
+  });
+});
+
+describe('a server that stops sending mid-body', () => {
+  let server: ReturnType<typeof createServer>;
+  let local: { allowedHosts: string[]; maxBytes: number; timeoutMs: number };
+  let base: string;
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'image/png' });
+      res.write(Buffer.alloc(16)); // then nothing more
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    local = { allowedHosts: [new URL(base).host], maxBytes: 4096, timeoutMs: 500 };
+  });
+  afterAll(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const at = (name: string) => ({ url: `${base}/${name}`, filename: name, size: 16, contentType: 'image/png' });
+  const outcome = (p: Promise<unknown>) =>
+    Promise.race([p.then(() => 'downloaded', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('still waiting after 4 s'), 4_000))]);
+
+  it('is given up on at the timeout, and the user told to try again', async () => {
+    expect(await outcome(downloadImage(at('stalled.png'), local))).toBe("I couldn't download stalled.png; please try again.");
+  });
+
+  // Before 2026-12-07 the deadline was `AbortSignal.timeout` on fetch: with `redirect: 'error'` undici holds the
+  // request that passes an abort on to the body only weakly, so after a garbage collection the download (and the
+  // user's /ask) waited for ever.
+  it('is given up on at the timeout after a garbage collection too', async () => {
+    const started = Date.now();
+    const collected = downloadImage(at('collected.png'), local);
+    setTimeout(collectGarbage, 200); // after the headers came, before the deadline
+    expect(await outcome(collected)).toBe("I couldn't download collected.png; please try again.");
+    expect(Date.now() - started).toBeLessThan(2_000);
   });
 });
 

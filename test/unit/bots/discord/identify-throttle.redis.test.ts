@@ -1,11 +1,11 @@
 // RedisIdentifyThrottler (bots/discord/identify-throttle.ts) on real Redis: a bucket is held for Discord's 5 s by one
 // IDENTIFY, whichever process sent it; other buckets are free; a shard that stops waiting (its manager destroyed) stops.
 import { randomUUID } from 'node:crypto';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { getEventListeners } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IDENTIFY_WINDOW_MS, RedisIdentifyThrottler } from '../../../../bots/discord/identify-throttle.ts';
 import { closeRedis, createRedis, deleteKeys, disconnectRedis, type Redis } from '../../../../src/redis.ts';
+import { collectGarbage } from '../../../doubles/collect-garbage.ts';
 
 const prefix = `t-identify-${randomUUID().slice(0, 8)}`;
 let redis: Redis;
@@ -16,12 +16,6 @@ afterAll(async () => {
   await deleteKeys(redis, `${prefix}:*`);
   await closeRedis(redis);
 });
-
-/** A full garbage collection now (`--expose-gc` set at run time: gc() exists in contexts made afterwards). */
-function collectGarbage(): void {
-  setFlagsFromString('--expose-gc');
-  (runInNewContext('gc') as () => void)();
-}
 
 describe('RedisIdentifyThrottler', () => {
   it('holds a bucket for the window across throttlers (processes); another bucket is free; an abort ends the wait', async () => {
@@ -75,5 +69,28 @@ describe('RedisIdentifyThrottler', () => {
     } finally {
       disconnectRedis(down);
     }
+  }, 20_000);
+
+  // A connection that refuses at once (closed) rather than queueing: no Redis wait spaces the IDENTIFYs, this process does.
+  it('while Redis refuses at once: a bucket is spaced in-process, another is free, and no listener is left on the signal', async () => {
+    const closed = createRedis('redis://127.0.0.1:1', 'test-identify-closed');
+    disconnectRedis(closed);
+    const throttler = new RedisIdentifyThrottler(closed, `${prefix}:closed`, 2);
+    const shard = new AbortController();
+    let started = Date.now();
+    await throttler.waitForIdentify(0, shard.signal);
+    await throttler.waitForIdentify(1, shard.signal); // bucket 1: free
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(getEventListeners(shard.signal, 'abort')).toHaveLength(0);
+    started = Date.now();
+    await throttler.waitForIdentify(2, shard.signal); // bucket 0 again
+    expect(Date.now() - started).toBeGreaterThanOrEqual(IDENTIFY_WINDOW_MS - 50);
+    expect(Date.now() - started).toBeLessThan(IDENTIFY_WINDOW_MS + 1_000);
+    const stop = new AbortController();
+    started = Date.now();
+    const waiting = throttler.waitForIdentify(4, stop.signal); // bucket 0, identified a moment ago: the wait is here
+    setTimeout(() => stop.abort(new Error('shard closed')), 100);
+    await expect(waiting).rejects.toMatchObject({ name: 'AbortError' });
+    expect(Date.now() - started).toBeLessThan(1_000);
   }, 20_000);
 });

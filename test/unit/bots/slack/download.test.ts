@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../../../../src/errors.ts';
 import { checkDeclared, downloadSlackFile, isAllowedHost, sniffImage, type DownloadPolicy } from '../../../../bots/slack/download.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
+import { collectGarbage } from '../../../doubles/collect-garbage.ts';
 
 let fake: FakeSlack;
 let png: Uint8Array;
@@ -121,6 +122,10 @@ describe('downloadSlackFile against a scripted server', () => {
         return void res.end(pngOf(MAX));
       }
       if (route === 'silent') return; // never answers
+      if (route === 'stalled') {
+        res.writeHead(200, { 'content-type': 'image/png' });
+        return void res.write(pngOf(16)); // then nothing more
+      }
       res.writeHead(404).end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -180,6 +185,20 @@ describe('downloadSlackFile against a scripted server', () => {
     await new Promise<void>((r) => closed.close(() => r()));
     const refused = await failure(downloadSlackFile({ url: `http://127.0.0.1:${port}/f` }, local()));
     expect(refused).toMatchObject({ code: 'platform', message: expect.stringMatching(new RegExp(`^downloading http://127\\.0\\.0\\.1:${port}/f failed: `)) });
+  });
+
+  // Before 2026-12-07 a server that stopped mid-body was given up on by the fetch's AbortSignal.timeout with a bare
+  // DOMException (the user was told "Something went wrong" rather than that Slack's download failed), and only while the
+  // collector kept that signal.
+  it('gives up on a server that stops mid-body at timeoutMs, a garbage collection or not, as a failed download', async () => {
+    for (const collect of [false, true]) {
+      const started = Date.now();
+      const stalled = failure(downloadSlackFile({ url: `${base}/stalled/x.png` }, local(400)));
+      if (collect) setTimeout(collectGarbage, 150); // after the headers came, before the deadline
+      const outcome = await Promise.race([stalled, new Promise((r) => setTimeout(() => r('still waiting after 4 s'), 4_000))]);
+      expect(outcome).toMatchObject({ code: 'platform', message: expect.stringMatching(new RegExp(`^downloading ${base}/stalled/x\\.png failed: `)) });
+      expect(Date.now() - started).toBeLessThan(2_000);
+    }
   });
 });
 
