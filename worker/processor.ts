@@ -128,6 +128,31 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     return q;
   }
 
+  /**
+   * Jobs running here per CLI delivery queue (one queue per CLI run). The queue is closed when its last job here is
+   * over, not kept: before 2026-12-07 every CLI run the worker served left its Queue, and BullMQ's three listeners on the
+   * shared connection, until the worker stopped. Counted, because a run's jobs overlap here and share the Queue.
+   */
+  const cliJobsRunning = new Map<string, number>();
+  async function whileRunning<T>(data: unknown, work: () => Promise<T>): Promise<T> {
+    const destination = Destination.safeParse((data as { destination?: unknown } | undefined)?.destination);
+    if (!destination.success || destination.data.platform !== 'cli') return work();
+    const name = deliveryQueueName(destination.data);
+    cliJobsRunning.set(name, (cliJobsRunning.get(name) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      const left = cliJobsRunning.get(name)! - 1;
+      if (left > 0) cliJobsRunning.set(name, left);
+      else {
+        cliJobsRunning.delete(name);
+        const q = queues.get(name);
+        queues.delete(name);
+        await q?.close().catch(() => undefined); // on a shared connection a close only removes its listeners: nothing to retry
+      }
+    }
+  }
+
   /** `blobs`: the result's PNGs, not stored yet (BlobStore.prepare): they land with the delivery job or not at all. */
   async function handOver(result: JobResult, blobs: readonly PreparedBlob[] = []): Promise<void> {
     const q = deliveryQueue(result.destination);
@@ -397,28 +422,31 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore, matchScores } : {}), ...(tries ? { tries } : {}) };
   };
 
+  /** The jobs worker's 'failed' listener, for a job BullMQ failed for good (JobProcessor.onFinallyFailed). */
+  async function finallyFailed(job: Job, error: Error): Promise<void> {
+    // Covers failures decided outside `process`: a job whose worker died more than maxStalledCount times, or a throw
+    // at its last attempt outside process's try (the start hook, the hand-over check) or in its afterHandOver.
+    const failure: Failure = { status: 'failed', code: 'internal', message: `Generation failed (ref ${job.id}): ${error.message}`, userFacing: false };
+    const parsed = JobRequest.safeParse(job.data);
+    if (!parsed.success || parsed.data.id !== job.id) {
+      await handOverFailure(job.data, failure); // a malformed job leads no flight and settles nothing
+      return;
+    }
+    const request = parsed.data;
+    // A job `process` handed over already (its own failure, or a result whose afterHandOver then threw) keeps that
+    // result, and its followers get the same (this failure if it was delivered and has left its queue). Then the
+    // after-hand-over step, as in process: afterHandOver is idempotent (the usage settle's marker, the flight's close
+    // answering the same followers again, their deliveries under their own ids and the delivery ledger), so a
+    // follower told already is not told twice.
+    const result = (await alreadyHandedOver(request.id, request.destination)) ? await handedOverResult(request, failure) : await handOverFailure(request, failure);
+    // Logged, not thrown: the job's own result is handed over; a flight left open expires with its keep time.
+    await after(job, request, result).catch((e: unknown) =>
+      log.error({ jobId: request.id, err: (e as Error).message }, 'could not end the single flight of a failed job; its followers are not told'));
+  }
+
   return {
-    process,
-    async onFinallyFailed(job: Job, error: Error): Promise<void> {
-      // Covers failures decided outside `process`: a job whose worker died more than maxStalledCount times, or a throw
-      // at its last attempt outside process's try (the start hook, the hand-over check) or in its afterHandOver.
-      const failure: Failure = { status: 'failed', code: 'internal', message: `Generation failed (ref ${job.id}): ${error.message}`, userFacing: false };
-      const parsed = JobRequest.safeParse(job.data);
-      if (!parsed.success || parsed.data.id !== job.id) {
-        await handOverFailure(job.data, failure); // a malformed job leads no flight and settles nothing
-        return;
-      }
-      const request = parsed.data;
-      // A job `process` handed over already (its own failure, or a result whose afterHandOver then threw) keeps that
-      // result, and its followers get the same (this failure if it was delivered and has left its queue). Then the
-      // after-hand-over step, as in process: afterHandOver is idempotent (the usage settle's marker, the flight's close
-      // answering the same followers again, their deliveries under their own ids and the delivery ledger), so a
-      // follower told already is not told twice.
-      const result = (await alreadyHandedOver(request.id, request.destination)) ? await handedOverResult(request, failure) : await handOverFailure(request, failure);
-      // Logged, not thrown: the job's own result is handed over; a flight left open expires with its keep time.
-      await after(job, request, result).catch((e: unknown) =>
-        log.error({ jobId: request.id, err: (e as Error).message }, 'could not end the single flight of a failed job; its followers are not told'));
-    },
+    process: (job, token, signal) => whileRunning(job.data, () => process(job, token, signal)),
+    onFinallyFailed: (job, error) => whileRunning(job.data, () => finallyFailed(job, error)),
     async close(): Promise<void> {
       await Promise.all([...queues.values()].map((q) => q.close()));
       queues.clear();

@@ -20,12 +20,22 @@ export class DeliveryQueues {
     private readonly config: Pick<Config, 'queue'>,
     private readonly redis: Redis,
   ) {}
-  /** Hand a result to its destination's delivery queue under its job id (a repeat is ignored by BullMQ). */
+  /**
+   * Hand a result to its destination's delivery queue under its job id (a repeat is ignored by BullMQ). A CLI run's
+   * queue takes this one result and is closed: kept, each left a Queue, and BullMQ's listeners on the shared
+   * connection, until the process stopped.
+   */
   async handOver(result: JobResult): Promise<void> {
+    const options = { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId };
     const name = deliveryQueueName(result.destination as Destination);
+    if (result.destination.platform === 'cli') {
+      const once = createDeliveryQueue(this.config, this.redis, name);
+      await once.add(DELIVERY_JOB_NAME, result, options).finally(() => once.close());
+      return;
+    }
     let q = this.queues.get(name);
     if (!q) this.queues.set(name, (q = createDeliveryQueue(this.config, this.redis, name)));
-    await q.add(DELIVERY_JOB_NAME, result, { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId });
+    await q.add(DELIVERY_JOB_NAME, result, options);
   }
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));

@@ -74,16 +74,28 @@ function roundTrips(redis: Redis) {
   };
 }
 
-/** A processor on `redis` whose model returns at once; tracing starts when the model is done, stops at afterHandOver. */
+/**
+ * A processor on `redis` whose model takes 20 ms (a CLI run's delivery queue, opened at the job's start, writes its
+ * meta meanwhile, as it does during a real run); tracing starts when the model is done, stops at afterHandOver.
+ */
 function processorOn(redis: Redis) {
   const trace = roundTrips(redis);
+  const model = () => new Promise((r) => setTimeout(r, 20));
   const host = {
-    generate: async () => (trace.start(), { png: PNG, width: 1, height: 1 }),
-    understand: async () => (trace.start(), { text: 'a cat', tokenIds: [1] }),
+    generate: async () => (await model(), trace.start(), { png: PNG, width: 1, height: 1 }),
+    understand: async () => (await model(), trace.start(), { text: 'a cat', tokenIds: [1] }),
     check: async () => ({ answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } }),
   };
   const processor = createProcessor({ config, redis, blobs: createBlobStore(config, redis), host, log, afterHandOver: async () => trace.stop() });
   return { processor, trace, run: (data: JobRequest, attemptsMade = 0) => processor.process(job(data, attemptsMade), 'token', new AbortController().signal) };
+}
+
+/** Resolves once `ready()` holds (polled every 5 ms, for 5 s at most). */
+async function until(ready: () => boolean): Promise<void> {
+  for (const end = Date.now() + 5_000; !ready(); ) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 async function handedOver(redis: Redis, request: JobRequest): Promise<Job<JobResult> | undefined> {
@@ -112,7 +124,7 @@ describe('the hand-over', () => {
   it('sends the PNG, the delivery job and a CLI queue’s expiry in one round trip, for an image and for an answer', async () => {
     const ask = (destination: Destination): JobRequest => ({ v: CONTRACT_VERSION, id: uid(), destination, submittedAt: 1, kind: 'ask', imageKey: '', question: 'what?', history: [], options: askOptions });
     for (const destination of [cli, discord]) {
-      await on.run(imagine(destination)); // the destination's delivery queue is opened (its connection checks) first
+      await on.run(imagine(destination)); // the platform's delivery queue is opened (its connection checks) first
       const request = imagine(destination);
       await on.run(request);
       expect(on.trace.count, `${destination.platform} image: ${on.trace.sent.join(' ')}`).toBe(1);
@@ -161,6 +173,65 @@ describe('the hand-over', () => {
     }
     expect(await on.run(request, 1)).toMatchObject({ status: 'succeeded' });
     expect((await handedOver(redis, request))!.data.jobId).toBe(request.id);
+  });
+});
+
+describe('a CLI run’s delivery queue', () => {
+  // Each CLI run has a delivery queue of its own (delivery-cli-<clientId>). Before 2026-12-07 the worker kept every one
+  // it had handed over to, with BullMQ's listeners on its shared connection, for as long as it ran: a worker serving
+  // scripted CLI runs grew by a Queue and three listeners per run.
+  it('is closed once the run’s job is over: nothing of it stays on the worker’s connection', async () => {
+    const redis = createRedis(url);
+    const on = processorOn(redis);
+    try {
+      await on.run(imagine(discord)); // the platform's queue is kept: it serves every job of the platform
+      const before = ['error', 'close', 'ready'].map((e) => redis.listenerCount(e));
+      for (let i = 0; i < 3; i++) {
+        const run = { ...cli, clientId: `c${randomUUID().slice(0, 8)}` };
+        expect(await on.run(imagine(run))).toMatchObject({ status: 'succeeded' });
+      }
+      // and a job BullMQ failed for good (its worker died too often): its failure handed over by onFinallyFailed
+      await on.processor.onFinallyFailed(job(imagine({ ...cli, clientId: `c${randomUUID().slice(0, 8)}` })), new Error('job stalled more than allowable limit'));
+      expect(['error', 'close', 'ready'].map((e) => redis.listenerCount(e))).toEqual(before);
+    } finally {
+      await on.processor.close();
+      await closeRedis(redis);
+    }
+  });
+});
+
+describe('a CLI run’s jobs overlapping on one worker', () => {
+  // The jobs of one run share its queue here: the first to end must not close it under the others (a hand-over on a
+  // closed Queue fails the job).
+  it('the queue stays open while any job of the run runs here, and is closed after the last', async () => {
+    const redis = createRedis(url);
+    const gates: (() => void)[] = []; // the model's runs, in the order they started
+    const host = {
+      generate: () => new Promise((resolve) => gates.push(() => resolve({ png: PNG, width: 1, height: 1 }))),
+      understand: async () => ({ text: 'a cat', tokenIds: [1] }),
+      check: async () => ({ answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } }),
+    };
+    const processor = createProcessor({ config, redis, blobs: createBlobStore(config, redis), host: host as never, log });
+    const listeners = () => ['error', 'close', 'ready'].map((e) => redis.listenerCount(e));
+    try {
+      const before = listeners();
+      const run = { ...cli, clientId: `c${randomUUID().slice(0, 8)}` };
+      const [a, b] = [imagine(run), imagine(run)];
+      const running = [a, b].map((r) => processor.process(job(r), 'token', new AbortController().signal));
+      await until(() => gates.length === 2);
+      gates[0]!();
+      const first = await Promise.race(running);
+      expect(first).toMatchObject({ status: 'succeeded' });
+      expect(listeners()).not.toEqual(before); // the other job's queue is open still
+      gates[1]!();
+      expect(await Promise.all(running)).toMatchObject([{ status: 'succeeded' }, { status: 'succeeded' }]);
+      expect(await handedOver(redis, a)).toBeDefined();
+      expect(await handedOver(redis, b)).toBeDefined();
+      expect(listeners()).toEqual(before);
+    } finally {
+      await processor.close();
+      await closeRedis(redis);
+    }
   });
 });
 

@@ -76,3 +76,25 @@ describe('handOverEach', () => {
     expect(r.images).toBeUndefined();
   });
 });
+
+describe('DeliveryQueues', () => {
+  // A CLI run's delivery queue takes one result. Before 2026-12-07 each was kept open, with BullMQ's listeners on the
+  // shared connection, until the worker stopped: a worker grew by a Queue and three listeners per CLI follower.
+  it('keeps a platform’s queue open, and closes a CLI run’s once its result is added', async () => {
+    const own = new DeliveryQueues(config, redis);
+    try {
+      await own.handOver(leaderResult({ jobId: 'first' })); // the platform's queue, kept for every later result
+      const before = ['error', 'close', 'ready'].map((e) => redis.listenerCount(e));
+      for (let i = 0; i < 3; i++) {
+        const cli: Destination = { platform: 'cli', clientId: `c${randomUUID().slice(0, 8)}`, channelId: 'local', userId: 'u' };
+        await own.handOver(leaderResult({ jobId: `cli${i}`, destination: cli }));
+        const q = createDeliveryQueue(config, redis, deliveryQueueName(cli));
+        expect((await q.getJob(`cli${i}`))?.data.jobId).toBe(`cli${i}`);
+        await q.close();
+      }
+      expect(['error', 'close', 'ready'].map((e) => redis.listenerCount(e))).toEqual(before);
+    } finally {
+      await own.close();
+    }
+  });
+});
