@@ -6,7 +6,7 @@
 // A job's status message is posted before the job is submitted, so its ts travels in the Destination and any
 // bot instance can update it. Duplicate deliveries (socket redelivery, HTTP retries) use the same dedupe key,
 // which maps to the same job id: the second one finds the job and does nothing.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { App } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import type { Config } from '../../src/config/schema.ts';
@@ -22,7 +22,7 @@ import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
 import { SETTINGS_COMMAND, SettingsTarget, VIEW_SETTINGS, parseSettingsText, settingsFromView, settingsModal } from './settings.ts';
-import { META_STATUS, resultFileName, slackError, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
+import { resultFileName, slackError, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
 
 export interface HandlerDeps {
   app: App;
@@ -56,6 +56,8 @@ interface Origin {
 }
 
 const ADMIN_CACHE_MS = 5 * 60_000;
+/** How long a mention's hint is remembered as told (onceFor): longer than Slack retries an event (about 6 minutes). */
+const TOLD_TTL_S = 3_600;
 
 export function registerHandlers(deps: HandlerDeps): void {
   const { app, core, config, log } = deps;
@@ -107,14 +109,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       const postThread = dmChannelId ? undefined : origin.threadTs;
       let statusTs: string;
       try {
-        const posted = await origin.client.chat.postMessage({
-          channel: postIn,
-          text: first.text,
-          blocks: first.blocks as never,
-          metadata: { event_type: META_STATUS, event_payload: { job_id: jobId } },
-          ...(postThread ? { thread_ts: postThread } : {}),
-        });
-        statusTs = String(posted.ts);
+        statusTs = await deps.port.postStatus(postIn, postThread, jobId, first); // posted once, also when its reply is lost
       } catch (e) {
         const code = slackError(e);
         if (code === 'not_in_channel' || code === 'channel_not_found') {
@@ -221,9 +216,41 @@ export function registerHandlers(deps: HandlerDeps): void {
     }
   }
 
-  function ephemeralTo(client: WebClient, channel: string, user: string, threadTs?: string): (text: string) => Promise<void> {
+  /** Shown at most once (SlackPort.postEphemeral): Slack keeps no ephemeral message a retry could look for. */
+  function ephemeralTo(channel: string, user: string, threadTs?: string): (text: string) => Promise<void> {
+    return (text) => deps.port.postEphemeral(channel, user, text, threadTs);
+  }
+
+  /**
+   * views.open with a trigger, which opens one window: the client sends it again when its reply is lost (or a 5xx), and
+   * Slack refuses the repeat with `exchanged_trigger_id` when the first one opened the window. Only this bot is handed
+   * the trigger, so that refusal means the window is open: taken as success (until 2026-12-07 the user, looking at the
+   * open window, was told "Something went wrong"; found by an audit).
+   */
+  async function openView(client: WebClient, triggerId: string, view: Record<string, unknown>): Promise<void> {
+    try {
+      await client.views.open({ trigger_id: triggerId, view: view as never });
+    } catch (e) {
+      if (slackError(e) !== 'exchanged_trigger_id') throw e;
+      log.info('views.open was refused as already done (exchanged_trigger_id): an earlier try, whose reply was lost, opened the window');
+    }
+  }
+
+  /**
+   * `tell`, saying each text once per event (`dedupeKey`): Slack delivers an event again when its ack went missing
+   * (Socket Mode after 3 s, HTTP mode with X-Slack-Retry-Num), and a hint that makes no job ("Ask me about an image")
+   * leaves no job for the repeat to find; until 2026-12-07 it was shown twice (found by an audit). A marker in Redis,
+   * set before telling and taken back if telling fails, lets only the first delivery say it.
+   */
+  function onceFor(dedupeKey: string, tell: (text: string) => Promise<void>): (text: string) => Promise<void> {
     return async (text) => {
-      await client.chat.postEphemeral({ channel, user, text, ...(threadTs ? { thread_ts: threadTs } : {}) });
+      const key = `${config.queue.prefix}:slack:told:${createHash('sha1').update(`${dedupeKey}\n${text}`).digest('hex')}`;
+      // Slack's retries of an event end within minutes (at most 3: nearly at once, after 1 and after 5 minutes)
+      if ((await core.redis.set(key, '1', 'EX', TOLD_TTL_S, 'NX')) !== 'OK') return log.info({ dedupeKey }, 'duplicate delivery: already told');
+      await tell(text).catch(async (e: unknown) => {
+        await core.redis.del(key);
+        throw e;
+      });
     };
   }
 
@@ -279,7 +306,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       const { values: now, version } = await core.settings.read(scope, destinationOf(origin));
       const target: SettingsTarget = { scope, teamId: origin.teamId, channelId: origin.channelId, version };
       try {
-        await client.views.open({ trigger_id: command.trigger_id, view: settingsModal(target, now, config) as never });
+        await openView(client, command.trigger_id, settingsModal(target, now, config));
       } catch (e) {
         // Slack lets a command open a window for 3 s; reading the saved values took longer (Redis failing over, or down)
         if (slackError(e) !== 'expired_trigger_id') throw e;
@@ -297,7 +324,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     if ('errors' in parsed) return void (await ack({ response_action: 'errors', errors: parsed.errors }));
     await ack();
     const user = body.user.id;
-    const origin: Origin = { client, teamId: target.teamId, channelId: target.channelId, userId: user, tellPrivately: ephemeralTo(client, target.channelId, user) };
+    const origin: Origin = { client, teamId: target.teamId, channelId: target.channelId, userId: user, tellPrivately: ephemeralTo(target.channelId, user) };
     // Stryker disable next-line StringLiteral: equivalent, a settings command makes no job: its key names none
     const dedupeKey = `view:${view.id}`;
     await guarded(origin, 'settings modal', () => simpleCommand(origin, parsed.input, dedupeKey));
@@ -311,7 +338,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const teamId = (body as { team_id?: string }).team_id ?? event.team ?? '';
     // Stryker disable next-line StringLiteral: as above
     const user = event.user ?? '';
-    const origin: Origin = { client, teamId, channelId: event.channel, userId: user, threadTs, tellPrivately: ephemeralTo(client, event.channel, user, threadTs) };
+    const origin: Origin = { client, teamId, channelId: event.channel, userId: user, threadTs, tellPrivately: onceFor(`msg:${event.channel}:${event.ts}`, ephemeralTo(event.channel, user, threadTs)) };
     await guarded(origin, 'app_mention', async () => {
       const question = stripMention(event.text, deps.botUserId);
       const thread = event.thread_ts ? await deps.port.thread(event.channel, event.thread_ts) : [];
@@ -337,16 +364,16 @@ export function registerHandlers(deps: HandlerDeps): void {
     await ack();
     const channel = shortcut.channel.id;
     const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
-    const tell = ephemeralTo(client, channel, shortcut.user.id, message.thread_ts);
-    const file = firstFile(message.files);
-    if (!file) return void (await tell('That message has no image to ask about.'));
-    try {
-      checkDeclared(slackFileRef(file), downloadPolicy);
-    } catch (e) {
-      if (isUserError(e)) return void (await tell(e.message));
-      throw e;
-    }
-    await client.views.open({ trigger_id: shortcut.trigger_id, view: askModal({ c: channel, t: message.thread_ts ?? message.ts, f: file }) as never });
+    const user = shortcut.user.id;
+    // Stryker disable next-line StringLiteral: a shortcut always has its team; '' only types it
+    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', channelId: channel, userId: user, threadTs: message.thread_ts, tellPrivately: ephemeralTo(channel, user, message.thread_ts) };
+    // Guarded: a window Slack would not open (a 5xx, the trigger expired) left the user with nothing (found by an audit, 2026-12-07)
+    await guarded(origin, 'ask shortcut window', async () => {
+      const file = firstFile(message.files);
+      if (!file) return void (await origin.tellPrivately('That message has no image to ask about.'));
+      checkDeclared(slackFileRef(file), downloadPolicy); // a UserError: told by guarded
+      await openView(client, shortcut.trigger_id, askModal({ c: channel, t: message.thread_ts ?? message.ts, f: file }));
+    });
   });
 
   // ---- message shortcut: "Describe this image" → four prompts, each with "Imagine this" ----------------------
@@ -358,7 +385,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const user = shortcut.user.id;
     const threadTs = message.thread_ts ?? message.ts;
     // Stryker disable next-line StringLiteral: a shortcut always has its team; '' only types it
-    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(client, channel, user, threadTs) };
+    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
     await guarded(origin, 'describe shortcut', async () => {
       const file = firstFile(message.files);
       if (!file) return void (await origin.tellPrivately('That message has no image to describe.'));
@@ -375,7 +402,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const question = String(view.state.values.question?.value?.value ?? '').trim();
     const user = body.user.id;
     // Stryker disable next-line StringLiteral: a view submission always has its team; '' only types it
-    const origin: Origin = { client, teamId: body.team?.id ?? '', channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(client, meta.c, user, meta.t) };
+    const origin: Origin = { client, teamId: body.team?.id ?? '', channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
     await guarded(origin, 'ask shortcut', () => startJob(origin, { command: 'ask', question, image: imageRef(meta.f), history: [] }, `view:${view.id}`, question));
   });
 

@@ -231,7 +231,7 @@ export class SlackPort implements PlatformPort {
     if (result.status === 'failed' && result.error?.userFacing) {
       // Something the user can fix: tell only them, and take the public status message away.
       if (d.dmChannelId) return this.updateStatus(d, result.jobId, { text: failureText(result), blocks: [] }, repeat); // the DM is theirs alone
-      await this.client.chat.postEphemeral({ channel: d.channelId, user: d.userId, text: failureText(result), ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+      await this.postEphemeral(d.channelId, d.userId, failureText(result), d.threadTs);
       if (d.statusMessageTs) await this.ignoring(['message_not_found'], () => this.client.chat.delete({ channel: d.channelId, ts: d.statusMessageTs! }));
       return;
     }
@@ -297,6 +297,47 @@ export class SlackPort implements PlatformPort {
     const isOurs = (x: ThreadMessage) => x.ts !== d.statusMessageTs && x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId;
     if (repeat && (await this.postedBefore(d, d.threadTs, isOurs))) return;
     await this.postClient.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+  }
+
+  /**
+   * Post a job's status message (the handlers' first post, before the job exists) once; resolves to its ts. Posted
+   * through the client that sends no post again that Slack may have carried out (postedAtMostOnce): where Slack may
+   * have, the conversation is asked first (the thread, else the channel's latest messages) and its status message of
+   * `jobId` is taken, and only where there is none is it posted again. Until 2026-12-07 the client sent it again: a
+   * second status message, the first left at "Queued." for good (found by an audit).
+   */
+  async postStatus(channel: string, threadTs: string | undefined, jobId: string, m: { text: string; blocks: Record<string, unknown>[] }): Promise<string> {
+    const post = async () =>
+      String((await this.postClient.chat.postMessage({
+        channel,
+        text: m.text,
+        blocks: m.blocks as never,
+        metadata: { event_type: META_STATUS, event_payload: { job_id: jobId } },
+        ...(threadTs ? { thread_ts: threadTs } : {}),
+      })).ts);
+    try {
+      return await post();
+    } catch (e) {
+      if (!mayHaveBeenDone(e)) throw e;
+      const seen = threadTs ? await this.thread(channel, threadTs) : await this.latest(channel);
+      const posted = seen.find((x) => x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId);
+      this.log.info({ jobId, found: posted !== undefined }, 'the reply to a status message was lost: looked for it before posting again');
+      return posted?.ts ?? post();
+    }
+  }
+
+  /**
+   * A message only `user` sees (chat.postEphemeral), shown at most once: Slack keeps no ephemeral message to look for,
+   * so one Slack may have shown (its reply lost, a 5xx) counts as shown, rather than showing it twice (the client sent it
+   * again until 2026-12-07, found by an audit). Any other failure is thrown.
+   */
+  async postEphemeral(channel: string, user: string, text: string, threadTs?: string): Promise<void> {
+    try {
+      await this.postClient.chat.postEphemeral({ channel, user, text, ...(threadTs ? { thread_ts: threadTs } : {}) });
+    } catch (e) {
+      if (!mayHaveBeenDone(e)) throw e;
+      this.log.warn({ channel, user, err: (e as Error).message }, 'the reply to a private message was lost: taken as shown, not sent again');
+    }
   }
 
   /** A thread's messages, parent first; none when the parent is gone (Slack's thread_not_found), which is no error. */

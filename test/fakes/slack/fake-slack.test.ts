@@ -70,6 +70,18 @@ describe('fake Slack with real Bolt in Socket Mode', () => {
     await fake.link.ack(after); // the new link works (and the client is ready before stop)
   });
 
+  it('redelivers an event whose ack was lost once its ack window passed, with retry_attempt 1 and retry_reason timeout', async () => {
+    const seen: { retryNum?: number; retryReason?: string }[] = [];
+    app.event('app_mention', async ({ context }) => void seen.push({ retryNum: context.retryNum, retryReason: context.retryReason }));
+    await app.start();
+    const msg = fake.postUserMessage({ channel: 'C1', user: 'U1', text: `<@${fake.botUserId}> hi` });
+    fake.link.loseAcks(1);
+    const env = fake.sendEnvelope('events_api', eventCallback(fake, appMention(fake, msg)));
+    await fake.waitFor(() => env.ackedAt, 5000, 'the redelivery\'s ack');
+    expect(seen).toEqual([{ retryNum: 0, retryReason: '' }, { retryNum: 1, retryReason: 'timeout' }]);
+    expect(env).toMatchObject({ sends: 2, retryAttempt: 1, extraAcks: 0 });
+  });
+
   it('answers Web API calls, honours 429 Retry-After, and surfaces ok:false codes', async () => {
     await app.start();
     fake.inject({ method: 'chat.postMessage', retryAfterSec: 1 });

@@ -70,6 +70,8 @@ export class FakeSlack {
   /** Bot tokens Slack took back: answered token_revoked (a token it never issued: invalid_auth). */
   private readonly revokedBotTokens = new Set<string>();
   private readonly responseUrlUses = new Map<string, number>();
+  /** Trigger ids a views.open has used: Slack answers a second use `exchanged_trigger_id`. */
+  private readonly exchangedTriggers = new Set<string>();
   private readonly handlers: Record<string, ApiHandler>;
   private port = 0;
 
@@ -444,9 +446,14 @@ export class FakeSlack {
         const u = s.users.get(String(args.user));
         return u ? { ok: true, user: { ...u, team_id: this.teamId } } : { ok: false, error: 'user_not_found' };
       },
-      'views.open': (args) => (triggerExpired(String(args.trigger_id))
-        ? { ok: false, error: 'expired_trigger_id' }
-        : { ok: true, view: { id: `V${s.nextTs().replace('.', '')}`, ...(args.view as Record<string, unknown>) } }),
+      // A trigger opens one view, within 3 s: a second views.open with it (a retry after a lost reply) is refused.
+      'views.open': (args) => {
+        const trigger = String(args.trigger_id);
+        if (this.exchangedTriggers.has(trigger)) return { ok: false, error: 'exchanged_trigger_id' };
+        if (triggerExpired(trigger)) return { ok: false, error: 'expired_trigger_id' };
+        this.exchangedTriggers.add(trigger);
+        return { ok: true, view: { id: `V${s.nextTs().replace('.', '')}`, ...(args.view as Record<string, unknown>) } };
+      },
     };
   }
 }

@@ -1,7 +1,9 @@
 // Fake Socket Mode link (/work/shared/docs/platform-fakes.md B1): hello on connect, envelopes out, acks in,
 // a 3 s ack window enforced here (Bolt does not time out acks itself), `disconnect` messages and abrupt drops.
-// Like Slack, an events_api envelope that was never acked is redelivered with retry_attempt + 1 once a link is
-// up again; slash commands and interactive payloads are not redelivered (Slack shows the user an error instead).
+// Like Slack, an events_api envelope that was never acked is redelivered with retry_attempt + 1: once its ack window
+// has passed (retry_reason "timeout"; Slack's Events API retries up to 3 times, nearly at once, then after 1 and 5
+// minutes: here each one window after the last), and once a link is up again; slash commands and interactive payloads
+// are not redelivered (Slack shows the user an error instead). loseAcks() makes acks go missing on the way to Slack.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -30,6 +32,9 @@ export interface SocketModeOptions {
   ackWindowMs?: number;
 }
 
+/** Slack's Events API retries an unacknowledged event at most this many times. */
+export const EVENT_RETRIES = 3;
+
 export class SocketModeLink {
   readonly envelopes: SentEnvelope[] = [];
   /** Every connection made (one per apps.connections.open that was used). */
@@ -40,6 +45,8 @@ export class SocketModeLink {
   private readonly tickets = new Set<string>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly waiters = new Set<() => void>();
+  /** Acks still to be lost on the way (loseAcks). */
+  private acksToLose = 0;
 
   constructor(options: SocketModeOptions = {}) {
     this.ackWindowMs = options.ackWindowMs ?? 3000;
@@ -89,9 +96,18 @@ export class SocketModeLink {
     this.notify();
   }
 
+  /** The next `n` acks the client sends never reach Slack (a link that drops them): their envelopes stay unacked. */
+  loseAcks(n = 1): void {
+    this.acksToLose += n;
+  }
+
   private onAck(message: { envelope_id?: string; payload?: unknown }): void {
     const env = this.envelopes.find((e) => e.envelopeId === message.envelope_id);
     if (!env) return;
+    if (this.acksToLose > 0) {
+      this.acksToLose -= 1;
+      return;
+    }
     if (env.ackedAt !== undefined) {
       env.extraAcks += 1;
       return;
@@ -142,6 +158,7 @@ export class SocketModeLink {
       if (env.ackedAt === undefined && env.sends === sendNumber) {
         env.late = true;
         this.notify();
+        if (env.type === 'events_api' && env.retryAttempt < EVENT_RETRIES) this.transmit(env, env.retryAttempt + 1, 'timeout');
       }
     }, this.ackWindowMs);
     this.timers.add(timer);

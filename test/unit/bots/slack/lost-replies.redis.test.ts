@@ -1,0 +1,172 @@
+// What a Slack user sees when Slack's reply to one of the listeners' calls is lost (the connection closed after Slack
+// carried the call out) or is a 5xx: real @slack/bolt in Socket Mode against the fake Slack, the real core on Redis,
+// no worker (jobs stay queued). Each call is one the user waits on: the status message a job is posted under, the
+// settings window a trigger opens once, a private hint. The delivery of results is in port.redis.test.ts.
+import sharp from 'sharp';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { SHORTCUT_ASK } from '../../../../bots/slack/blocks.ts';
+import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import { until } from '../../../doubles/spine-harness.ts';
+import { capturedLog, type LogLine } from '../../../doubles/core-harness.ts';
+import { startGuard } from '../../../doubles/start-guard.ts';
+import { SIGNING_SECRET, startSlackHarness, type SlackHarness } from '../../../fakes/slack/bot-harness.ts';
+import { postEvent } from '../../../fakes/slack/signed-sender.ts';
+import { appMention, eventCallback, messageShortcut, slashCommand } from '../../../fakes/slack/payloads.ts';
+import type { RecordedCall } from '../../../fakes/slack/server.ts';
+
+let h: SlackHarness;
+let png: Uint8Array;
+let logged: LogLine[];
+let users = 0;
+let channels = 0;
+/** The channel of the running test: each test has its own. */
+let CHANNEL = 'C0LOST';
+
+const guard = startGuard();
+beforeAll(() => guard.starting(async () => {
+  const captured = capturedLog('info');
+  logged = captured.lines;
+  h = await startSlackHarness({ mode: 'socket', worker: false, ackWindowMs: 10_000, log: captured.log });
+  png = new Uint8Array(await sharp({ create: { width: 24, height: 16, channels: 3, background: '#a84' } }).png().toBuffer());
+}), 60_000);
+afterAll(async () => h?.stop(), 30_000);
+beforeEach(() => {
+  guard.check();
+  CHANNEL = `C0L${String(++channels).padStart(4, '0')}`;
+});
+
+function newUser(): string {
+  const id = `U0L${String(++users).padStart(4, '0')}`;
+  h.fake.addUser(id);
+  return id;
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 400));
+const statusMessagesOf = (jobId: string, channel = CHANNEL) => h.fake.botMessages(channel).filter((m) => m.metadata?.event_type === 'blip3o_status' && m.metadata.event_payload.job_id === jobId);
+const responses = (responseUrl: string): string[] => h.fake.calls.filter((c) => c.kind === 'response_url' && responseUrl.endsWith(c.method)).map((c) => String(c.args.text));
+const ephemeralsTo = (user: string): RecordedCall[] => h.fake.apiCalls('chat.postEphemeral').filter((c) => c.args.user === user && c.status === 200);
+const queued = (jobId: string) => until(async () => (await h.core.queue.getJob(jobId)) ?? undefined, 10_000, `job ${jobId}`);
+
+describe('the status message a job is posted under', () => {
+  it('/imagine whose status message was posted but its reply lost: one status message, and it shows the place in line (none left at "Queued")', async () => {
+    const user = newUser();
+    h.fake.inject({ method: 'chat.postMessage', lostReply: true });
+    const payload = slashCommand(h.fake, { text: 'a lost lantern --seed 3', channel: CHANNEL, user });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    const jobId = jobIdFor('slack', `cmd:${payload.trigger_id}`);
+    const job = await queued(jobId);
+    await h.fake.waitFor(() => statusMessagesOf(jobId).find((m) => /in line/.test(m.text)), 10_000, 'the place in line');
+    await settle();
+    const status = statusMessagesOf(jobId);
+    expect(status.map((m) => m.text)).toEqual([expect.stringMatching(/^Queued: \d+(st|nd|rd|th) in line/)]);
+    expect(job.data.destination).toMatchObject({ statusMessageTs: status[0]!.ts });
+    expect(responses(payload.response_url)).toEqual([]); // nothing went wrong, as far as the user can tell
+  });
+
+  it('a mention whose status message in the thread was posted but its reply lost: one status message under the question', async () => {
+    const user = newUser();
+    const file = h.fake.seedFile(png, 'lost.png', 'image/png');
+    const m = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what is it?`, files: [file] });
+    h.fake.inject({ method: 'chat.postMessage', lostReply: true });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, m))));
+    const jobId = jobIdFor('slack', `msg:${CHANNEL}:${m.ts}`);
+    const job = await queued(jobId);
+    await h.fake.waitFor(() => statusMessagesOf(jobId).find((x) => /in line/.test(x.text)), 10_000, 'the place in line');
+    await settle();
+    const status = statusMessagesOf(jobId);
+    expect(status).toHaveLength(1);
+    expect(status[0]!.thread_ts).toBe(m.ts);
+    expect(job.data.destination).toMatchObject({ statusMessageTs: status[0]!.ts, threadTs: m.ts });
+  });
+});
+
+describe('a window a trigger opens once (views.open)', () => {
+  it('/blip3o-settings whose window opened but the reply was lost: the window is open, and the user is told nothing went wrong', async () => {
+    const user = newUser();
+    h.fake.inject({ method: 'views.open', lostReply: true });
+    const payload = slashCommand(h.fake, { command: '/blip3o-settings', text: '', channel: CHANNEL, user });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    await h.fake.waitFor(() => h.fake.apiCalls('views.open').filter((c) => c.args.trigger_id === payload.trigger_id).length >= 2 || undefined, 10_000, 'the retry');
+    await settle();
+    expect(h.fake.apiCalls('views.open').filter((c) => c.args.trigger_id === payload.trigger_id).map((c) => c.status)).toEqual([200, 200]); // opened, then refused (exchanged_trigger_id)
+    expect(responses(payload.response_url)).toEqual([]);
+  });
+
+  it('"Ask about this image" whose window Slack could not open (5xx until the trigger expired): the user is told, not left with nothing', async () => {
+    const user = newUser();
+    const file = h.fake.seedFile(png, 'ask.png', 'image/png');
+    const message = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'a picture', files: [file] });
+    h.fake.inject({ method: 'views.open', httpStatus: 500, times: 4 }); // the harness's client tries 4 times
+    await h.fake.link.ack(h.fake.sendEnvelope('interactive', messageShortcut(h.fake, { user, message, callbackId: SHORTCUT_ASK })));
+    const told = await h.fake.waitFor(() => ephemeralsTo(user)[0], 10_000, 'a word to the user');
+    expect(told.args).toMatchObject({ channel: CHANNEL, user, text: expect.stringMatching(/^Something went wrong \(ref [0-9a-f]{8}\)\.$/) });
+  });
+});
+
+describe('a private hint (chat.postEphemeral)', () => {
+  it('a hint posted but its reply lost is shown once', async () => {
+    const user = newUser();
+    const bare = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what is this?` });
+    const linesBefore = logged.length;
+    h.fake.inject({ method: 'chat.postEphemeral', lostReply: true });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, bare))));
+    await h.fake.waitFor(() => h.fake.apiCalls('chat.postEphemeral').find((c) => c.args.user === user), 10_000, 'the hint');
+    await settle();
+    // the fake records a lost reply's call with its status: each recorded call is one ephemeral the user sees
+    const shown = h.fake.apiCalls('chat.postEphemeral').filter((c) => c.args.user === user);
+    expect(shown.map((c) => c.args.text)).toEqual(['Ask me about an image: mention me in a message with an image attached, or in the thread of a message with one.']);
+    expect(logged.slice(linesBefore).filter((l) => l.msg === 'slack handler failed')).toEqual([]); // no "Something went wrong" either
+  });
+});
+
+describe('an event whose ack Slack never received (Slack delivers it again)', () => {
+  let r: SlackHarness;
+  let http: SlackHarness;
+  beforeAll(async () => {
+    r = await startSlackHarness({ mode: 'socket', worker: false, ackWindowMs: 1_000 });
+    http = await startSlackHarness({ mode: 'http', worker: false });
+  }, 60_000);
+  afterAll(async () => Promise.all([r?.stop(), http?.stop()]), 30_000);
+  const user = () => {
+    const id = `U0R${String(++users).padStart(4, '0')}`;
+    r.fake.addUser(id);
+    return id;
+  };
+
+  it('Socket Mode: a mention with an image, its ack lost, is redelivered (retry_attempt 1) and makes one job and one status message', async () => {
+    const u = user();
+    const m = r.fake.postUserMessage({ channel: CHANNEL, user: u, text: `<@${r.fake.botUserId}> what is it?`, files: [r.fake.seedFile(png, 'r.png', 'image/png')] });
+    r.fake.link.loseAcks(1);
+    const env = r.fake.sendEnvelope('events_api', eventCallback(r.fake, appMention(r.fake, m)));
+    await r.fake.waitFor(() => env.ackedAt, 10_000, 'the redelivery\'s ack');
+    expect(env.retryAttempt).toBe(1);
+    const jobId = jobIdFor('slack', `msg:${CHANNEL}:${m.ts}`);
+    await until(async () => (await r.core.queue.getJob(jobId)) ?? undefined, 10_000, 'the job');
+    await settle();
+    expect(r.fake.botMessages(CHANNEL).filter((x) => x.metadata?.event_payload.job_id === jobId)).toHaveLength(1);
+    expect(Object.values(await r.core.queue.getJobCounts()).reduce((a, b) => a + b, 0)).toBe(1);
+  }, 20_000);
+
+  it('Socket Mode: a mention without an image, its ack lost, has its hint shown once', async () => {
+    const u = user();
+    const m = r.fake.postUserMessage({ channel: CHANNEL, user: u, text: `<@${r.fake.botUserId}> what is this?` });
+    r.fake.link.loseAcks(1);
+    const env = r.fake.sendEnvelope('events_api', eventCallback(r.fake, appMention(r.fake, m)));
+    await r.fake.waitFor(() => env.ackedAt, 10_000, 'the redelivery\'s ack');
+    await settle();
+    expect(r.fake.apiCalls('chat.postEphemeral').filter((c) => c.args.user === u).map((c) => c.args.text)).toEqual([
+      'Ask me about an image: mention me in a message with an image attached, or in the thread of a message with one.',
+    ]);
+  }, 20_000);
+
+  it('HTTP mode: a mention without an image whose 200 Slack never got, sent again with X-Slack-Retry-Num 1, has its hint shown once', async () => {
+    http.fake.addUser('U0HTTPR');
+    const m = http.fake.postUserMessage({ channel: CHANNEL, user: 'U0HTTPR', text: `<@${http.fake.botUserId}> what is this?` });
+    const body = eventCallback(http.fake, appMention(http.fake, m));
+    expect((await postEvent(http.adapter.eventsUrl!, body, { signingSecret: SIGNING_SECRET })).status).toBe(200); // answered; Slack did not get it
+    expect((await postEvent(http.adapter.eventsUrl!, body, { signingSecret: SIGNING_SECRET, retryNum: 1 })).status).toBe(200);
+    await http.fake.waitFor(() => http.fake.apiCalls('chat.postEphemeral')[0], 10_000, 'the hint');
+    await settle();
+    expect(http.fake.apiCalls('chat.postEphemeral').filter((c) => c.args.user === 'U0HTTPR')).toHaveLength(1);
+  }, 20_000);
+});
