@@ -16,7 +16,7 @@ const groups = {
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
   // the Discord adapter's modules but the gateway glue (adapter.ts: the `gateway` group) and the command
   // definitions (commands.ts: data)
-  discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,options,render,upload-size}.ts'],
+  discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,identify-throttle,lost-replies,options,render,upload-size}.ts'],
   // the Slack adapter's text parsing and rendering, and its PlatformPort (port.redis.test.ts: against the fake Slack);
   // handlers.ts is the `handlers` group
   slack: ['bots/slack/{admin,blocks,conversation,options,settings,port}.ts'],

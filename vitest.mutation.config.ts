@@ -33,7 +33,7 @@ const tests: Record<string, string[]> = {
   // the worker process's own modules around the pipeline (no ONNX session: the thread host's tests use a test thread)
   worker: ['test/unit/worker/{thread-host,setup}.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/worker/review.test.ts', 'test/unit/worker/limits.test.ts'],
   // the Discord adapter's own modules, against the fake Discord in the test process (no worker)
-  discord: ['test/unit/bots/discord/{attachments,delivery,inputs,register-commands,render}.test.ts'],
+  discord: ['test/unit/bots/discord/{attachments,delivery,inputs,register-commands,render,lost-replies}.test.ts', 'test/unit/bots/discord/identify-throttle.redis.test.ts'],
   // the admin commands, driven through the real core (no worker) and on their own
   admin: ['test/integration/limits-admin.redis.test.ts', 'test/unit/bots/core/commands/*.test.ts', 'test/unit/bots/core/checks-command.redis.test.ts'],
   blobs: ['test/unit/src/blobs/*.test.ts', 'test/unit/src/cache/fanout.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts', 'test/unit/bots/core/submit.redis.test.ts'],

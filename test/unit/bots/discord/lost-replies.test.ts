@@ -3,14 +3,14 @@
 // Discord can make (a reset or closed connection after the callback took) are in adapter.redis.test.ts.
 import { REST } from 'discord.js';
 import { describe, expect, it } from 'vitest';
-import { callbacksAcknowledgedOnce } from '../../../../bots/discord/lost-replies.ts';
+import { callbacksAcknowledgedOnce, followUpsAtMostOnce, MayHaveBeenPosted } from '../../../../bots/discord/lost-replies.ts';
 
 const CALLBACK = 'https://discord.com/api/v10/interactions/123/tok-1/callback?with_response=false';
 const refusedAgain = () => new Response(JSON.stringify({ code: 40060, message: 'Interaction has already been acknowledged.' }), { status: 400 });
 const lostReply = (code?: string) => Object.assign(new Error(code ?? 'other side closed'), code ? { code } : { code: 'UND_ERR_SOCKET' });
 
 /** A REST whose transport answers each attempt with the next of `answers` (a Response, or an error thrown). */
-function restAnswering(answers: (Response | Error)[]): { make: REST['options']['makeRequest']; sent: () => number } {
+function restAnswering(answers: (Response | Error)[], guard = callbacksAcknowledgedOnce): { make: REST['options']['makeRequest']; sent: () => number } {
   const rest = new REST();
   let sent = 0;
   rest.options.makeRequest = async () => {
@@ -19,7 +19,7 @@ function restAnswering(answers: (Response | Error)[]): { make: REST['options']['
     if (next instanceof Error) throw next;
     return next;
   };
-  callbacksAcknowledgedOnce(rest);
+  guard(rest);
   return { make: rest.options.makeRequest, sent: () => sent };
 }
 const post = (signal?: AbortSignal) => ({ method: 'POST', body: '{"type":5}', ...(signal ? { signal } : {}) });
@@ -52,8 +52,9 @@ describe('callbacksAcknowledgedOnce', () => {
   });
 
   it('a 40060 with no lost reply before it stays a refusal; a connection never made is not asked again; other routes pass', async () => {
-    const twice = restAnswering([refusedAgain()]);
-    const refusal = await twice.make(CALLBACK, post());
+    const twice = restAnswering([new Response(null, { status: 204 }), refusedAgain()]);
+    expect((await twice.make(CALLBACK, post())).status).toBe(204);
+    const refusal = await twice.make(CALLBACK, post()); // a second callback of the bot's own: Discord's refusal stands
     expect(refusal.status).toBe(400);
     expect(await refusal.json()).toMatchObject({ code: 40060 });
 
@@ -71,5 +72,37 @@ describe('callbacksAcknowledgedOnce', () => {
     const answer = await make(CALLBACK, post());
     expect(answer.status).toBe(400);
     expect(await answer.json()).toEqual({ code: 50027, message: 'Invalid Webhook Token' });
+  });
+});
+
+describe('followUpsAtMostOnce', () => {
+  const FOLLOW_UP = 'https://discord.com/api/v10/webhooks/123/tok-1';
+  const ok = () => new Response('{"id":"9"}', { status: 200 });
+
+  it('a follow-up whose reply was lost, or answered 500/504, may have been posted: MayHaveBeenPosted, not sent again', async () => {
+    for (const answer of [lostReply(), lostReply('ECONNRESET'), new Response('{}', { status: 500 }), new Response('{}', { status: 504 })]) {
+      const { make, sent } = restAnswering([answer, ok()], followUpsAtMostOnce);
+      const refused = await make(FOLLOW_UP, post()).then(() => undefined, (e: unknown) => e);
+      expect(refused).toBeInstanceOf(MayHaveBeenPosted);
+      expect(refused).toMatchObject({ name: 'MayHaveBeenPosted', message: expect.stringMatching(/may have posted it|may have posted; not sent again/) });
+      expect(sent()).toBe(1);
+    }
+  });
+
+  it('a connection never made is thrown as it is (discord.js may send it again); 502 and 503 are answers; other requests pass', async () => {
+    const never = restAnswering([lostReply('ECONNREFUSED')], followUpsAtMostOnce);
+    await expect(never.make(FOLLOW_UP, post())).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    const refusedUnder = restAnswering([Object.assign(new Error('fetch failed'), { cause: { code: 'ENOTFOUND' } })], followUpsAtMostOnce);
+    await expect(refusedUnder.make(FOLLOW_UP, post())).rejects.toThrow('fetch failed');
+    for (const status of [502, 503, 429, 404]) {
+      const { make } = restAnswering([new Response('{}', { status })], followUpsAtMostOnce);
+      expect((await make(FOLLOW_UP, post())).status).toBe(status);
+    }
+    const edit = restAnswering([lostReply()], followUpsAtMostOnce); // an edit of a follow-up: PATCH, repeatable
+    await expect(edit.make(`${FOLLOW_UP}/messages/9`, { method: 'PATCH', body: '{}' })).rejects.toMatchObject({ code: 'UND_ERR_SOCKET' });
+    const read = restAnswering([lostReply()], followUpsAtMostOnce);
+    await expect(read.make(FOLLOW_UP, { method: 'GET' })).rejects.toMatchObject({ code: 'UND_ERR_SOCKET' });
+    const channel = restAnswering([lostReply()], followUpsAtMostOnce); // a channel message: its nonce makes a repeat harmless
+    await expect(channel.make('https://discord.com/api/v10/channels/1/messages', post())).rejects.toMatchObject({ code: 'UND_ERR_SOCKET' });
   });
 });
