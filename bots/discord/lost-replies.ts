@@ -44,7 +44,7 @@ export function followUpsAtMostOnce(rest: REST): void {
       throw new MayHaveBeenPosted(`an interaction follow-up's answer was lost (${(e as Error).name}); Discord may have posted it, so it is not sent again`, { cause: e });
     }
     // 502/503: Discord's edge found no server to take the request ("wait a bit and retry"): not posted, sent again.
-    if (res.status < 500 || res.status >= 600 || res.status === 502 || res.status === 503) return res;
+    if (res.status < 500 || res.status === 502 || res.status === 503) return res;
     await res.arrayBuffer().catch(() => undefined); // frees the connection
     throw new MayHaveBeenPosted(`Discord answered ${res.status} to an interaction follow-up, which it may have posted; not sent again`);
   };
@@ -83,7 +83,7 @@ export function callbacksAcknowledgedOnce(rest: REST): void {
       }
       return acknowledged(await send(url, init));
     }
-    if (res.status >= 500 && res.status < 600) lost.add(path); // discord.js retries a 5xx
+    if (res.status >= 500) lost.add(path); // discord.js retries a 5xx
     return retried ? acknowledged(res) : res;
   };
 }

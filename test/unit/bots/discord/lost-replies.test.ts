@@ -72,6 +72,9 @@ describe('callbacksAcknowledgedOnce', () => {
     const answer = await make(CALLBACK, post());
     expect(answer.status).toBe(400);
     expect(await answer.json()).toEqual({ code: 50027, message: 'Invalid Webhook Token' });
+    const notJson = restAnswering([lostReply(), new Response('Bad Request', { status: 400 })]);
+    const plain = await notJson.make(CALLBACK, post());
+    expect([plain.status, await plain.text()]).toEqual([400, 'Bad Request']);
   });
 });
 
@@ -84,6 +87,7 @@ describe('followUpsAtMostOnce', () => {
       const { make, sent } = restAnswering([answer, ok()], followUpsAtMostOnce);
       const refused = await make(FOLLOW_UP, post()).then(() => undefined, (e: unknown) => e);
       expect(refused).toBeInstanceOf(MayHaveBeenPosted);
+      if (answer instanceof Error) expect((refused as Error).cause).toBe(answer); // the lost reply, for the log
       expect(refused).toMatchObject({ name: 'MayHaveBeenPosted', message: expect.stringMatching(/may have posted it|may have posted; not sent again/) });
       expect(sent()).toBe(1);
     }
