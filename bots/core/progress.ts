@@ -110,7 +110,8 @@ interface Tracked {
   timer?: NodeJS.Timeout;
   /**
    * The edit of this job in flight (the ledger's round trip, the platform's answer), if any: the next waits for its
-   * end, or SHOWING_SLOT_MS at most (a platform that never answers: the ledger's slot lapses then too).
+   * end, or SHOWING_SLOT_MS at most from when the ledger gave it the slot (a platform that never answers: the slot
+   * lapses then too).
    */
   editing?: JobProgress;
   lastPosition?: number;
@@ -339,6 +340,7 @@ export class ProgressRelay {
   private fire(t: Tracked, progress: JobProgress): void {
     t.lastAt = Date.now();
     t.editing = progress;
+    let cap: NodeJS.Timeout | undefined;
     const ended = () => {
       if (t.editing !== progress) return; // counted over already
       clearTimeout(cap);
@@ -346,13 +348,17 @@ export class ProgressRelay {
       // Not for a job forgotten meanwhile (it ended, or the relay stopped): nothing more of it is shown.
       if (this.jobs.get(progress.jobId) === t) this.flush(t);
     };
-    const cap = setTimeout(ended, SHOWING_SLOT_MS).unref();
     const show = async () => {
       // Skipped when another instance holds this job's progress lease (ours is taken or renewed in the same round
       // trip), and never over the result: skipped once its delivery has begun, and a delivery waits for this edit to
       // end; nor once the job is finished or gone (purged by the retention sweep, which deletes the ledger's marks too).
       const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS, alive: this.aliveKey, job: this.deps.queue.toKey(progress.jobId) };
       const edit = () => {
+        // From when the ledger gives the edit its slot, which lapses after SHOWING_SLOT_MS: a platform that never answers
+        // holds the next edit so long at most. Not before: while the ledger's script waits for Redis (down), the next
+        // edit's would wait behind it, run right after it and find the slot taken; the newest step was dropped, the one
+        // before it left shown after the outage (found by an audit, 2026-12-07).
+        cap = setTimeout(ended, SHOWING_SLOT_MS).unref();
         const shown = t.port.showProgress(t.destination, progress);
         t.lastAt = Date.now(); // the port has it (and read its clock) now: the interval runs from here
         return shown;
