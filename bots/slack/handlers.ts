@@ -7,14 +7,14 @@
 // bot instance can update it. Duplicate deliveries (socket redelivery, HTTP retries) use the same dedupe key,
 // which maps to the same job id: the second one finds the job and does nothing.
 import { createHash, randomUUID } from 'node:crypto';
-import type { App } from '@slack/bolt';
+import { ErrorCode, type App } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import type { Config } from '../../src/config/schema.ts';
 import { isUserError } from '../../src/errors.ts';
 import { CONTRACT_VERSION, type SlackDestination } from '../../src/jobs/contract.ts';
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
-import type { CommandInput, Reply } from '../core/port.ts';
+import { neverSent, type CommandInput, type Reply } from '../core/port.ts';
 import { STARTED_TEXT, type Core } from '../core/submit.ts';
 import { ACTION, AskTarget, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
@@ -168,7 +168,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       // Ephemeral messages cannot carry files: the picture (the usage chart) goes to the bot's DM with the asker. The
       // text is worth having without it (an install without im:write, a failed upload).
       const sent = await openDm(origin)
-        .then((channel) => origin.client.filesUploadV2({ channel_id: channel, file: Buffer.from(image.png), filename: image.name, alt_text: image.altText }))
+        .then((channel) => deps.port.uploadOnce(channel, image)) // shared once, also when its reply is lost
         .then(
           () => true,
           (e: unknown) => {
@@ -237,6 +237,26 @@ export function registerHandlers(deps: HandlerDeps): void {
   }
 
   /**
+   * Tell the asker through a command's or button's response_url (`respond`: Bolt's respond(), which tries once). Until
+   * 2026-12-07 its failure went to guarded: an answer whose reply was lost was followed by "Something went wrong", one
+   * Slack refused (a 5xx) was replaced by it, and a job whose notice it was ("Private results are on here") was never
+   * queued, its status message left at "Queued." for good (found by an audit). One Slack may have shown (sent, its reply
+   * lost) counts as shown, as an ephemeral does (SlackPort.postEphemeral); one it did not show (an HTTP error: a 5xx,
+   * the URL expired or used up; no connection made) is said with chat.postEphemeral instead.
+   */
+  function viaResponseUrl(respond: (text: string) => Promise<unknown>, channel: string, user: string, threadTs?: string): (text: string) => Promise<void> {
+    return async (text) => {
+      try {
+        await respond(text);
+      } catch (e) {
+        const { code, cause } = e as { code?: string; cause?: { code?: string } };
+        if (code === ErrorCode.RespondError || neverSent(cause?.code)) return deps.port.postEphemeral(channel, user, text, threadTs);
+        log.warn({ channel, user, err: (e as Error).message }, 'the reply to a response_url post was lost: taken as shown, not sent again');
+      }
+    };
+  }
+
+  /**
    * `tell`, saying each text once per event (`dedupeKey`): Slack delivers an event again when its ack went missing
    * (Socket Mode after 3 s, HTTP mode with X-Slack-Retry-Num), and a hint that makes no job ("Ask me about an image")
    * leaves no job for the repeat to find; until 2026-12-07 it was shown twice (found by an audit). A marker in Redis,
@@ -273,7 +293,7 @@ export function registerHandlers(deps: HandlerDeps): void {
         channelId: command.channel_id,
         userId: command.user_id,
         responseUrl: command.response_url,
-        tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
+        tellPrivately: viaResponseUrl((text) => respond({ response_type: 'ephemeral', text }), command.channel_id, command.user_id),
       };
       await guarded(origin, name, () => run(origin, input, `cmd:${command.trigger_id}`));
     });
@@ -296,7 +316,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     await ack();
     const origin: Origin = {
       client, teamId: command.team_id, channelId: command.channel_id, userId: command.user_id, responseUrl: command.response_url,
-      tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', text })),
+      tellPrivately: viaResponseUrl((text) => respond({ response_type: 'ephemeral', text }), command.channel_id, command.user_id),
     };
     await guarded(origin, SETTINGS_COMMAND, async () => {
       const { scope, reset } = parsed;
@@ -415,7 +435,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     userId: body.user.id,
     threadTs: body.container.thread_ts ?? body.container.message_ts,
     responseUrl: body.response_url,
-    tellPrivately: async (text) => void (await respond({ response_type: 'ephemeral', replace_original: false, text })),
+    tellPrivately: viaResponseUrl((text) => respond({ response_type: 'ephemeral', replace_original: false, text }), body.container.channel_id, body.user.id, body.container.thread_ts ?? body.container.message_ts),
   });
 
   app.action(ACTION.reroll, async ({ ack, body, action, client, respond }) => {

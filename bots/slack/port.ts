@@ -11,7 +11,7 @@ import type { Redis } from '../../src/redis.ts';
 import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
-import { namesOf, neverSent, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
+import { namesOf, neverSent, type DisplayNames, type NameQuery, type PlatformPort, type ReplyImage } from '../core/port.ts';
 import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage, withLead } from './blocks.ts';
 
 /** Message metadata event types: the status message of a job, and an answer to a question. */
@@ -337,6 +337,22 @@ export class SlackPort implements PlatformPort {
     } catch (e) {
       if (!mayHaveBeenDone(e)) throw e;
       this.log.warn({ channel, user, err: (e as Error).message }, 'the reply to a private message was lost: taken as shown, not sent again');
+    }
+  }
+
+  /**
+   * A file in a conversation (the usage chart in the asker's DM), shared at most once: uploaded through the client that
+   * sends no post again that Slack may have carried out (postedAtMostOnce). Its name is the same every time, so there is
+   * nothing to look for: one Slack may have shared (a reply lost, a 5xx) counts as shared, as an ephemeral counts as
+   * shown (postEphemeral). Until 2026-12-07 it went through Bolt's client, which sent files.completeUploadExternal again
+   * when its reply was lost: the chart was posted twice (found by an audit). Any other failure is thrown.
+   */
+  async uploadOnce(channel: string, file: ReplyImage): Promise<void> {
+    try {
+      await this.postClient.filesUploadV2({ channel_id: channel, file: Buffer.from(file.png), filename: file.name, alt_text: file.altText });
+    } catch (e) {
+      if (!mayHaveBeenDone(e)) throw e;
+      this.log.warn({ channel, file: file.name, err: (e as Error).message }, 'the reply to a file upload was lost: taken as shared, not sent again');
     }
   }
 

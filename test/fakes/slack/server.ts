@@ -31,6 +31,7 @@ export interface RecordedCall {
 }
 
 export interface Fault {
+  /** A Web API method (`chat.postMessage`), or `response_url` for the posts to any command's or button's response_url. */
   method: string;
   /** ok:false with this error code. */
   error?: string;
@@ -241,11 +242,18 @@ export class FakeSlack {
       }
       if (req.method === 'POST' && url.pathname.startsWith('/response/')) {
         const args = JSON.parse(raw.toString('utf8') || '{}') as Record<string, unknown>;
+        // A 5xx is not carried out (not shown, no use counted); a lost reply is, as with the Web API's faults.
+        const fault = this.takeFault('response_url');
+        if (fault?.httpStatus !== undefined) {
+          record('response_url', url.pathname, args, fault.httpStatus);
+          return send(res, fault.httpStatus, 'internal_error', { 'content-type': 'text/plain' });
+        }
         // Slack: a response_url takes at most five messages (within 30 minutes).
         const uses = (this.responseUrlUses.get(url.pathname) ?? 0) + 1;
         this.responseUrlUses.set(url.pathname, uses);
         const status = uses > 5 ? 404 : 200;
         record('response_url', url.pathname, args, status);
+        if (fault?.lostReply) return void req.socket.destroy();
         return send(res, status, status === 200 ? 'ok' : 'used_url', { 'content-type': 'text/plain' });
       }
       record('other', url.pathname, {}, 404);
@@ -256,10 +264,16 @@ export class FakeSlack {
     }
   }
 
-  private callApi(method: string, args: Record<string, unknown>, token: string | undefined): { status: number; body: Record<string, unknown>; headers: Record<string, string>; lost?: boolean } {
+  /** The next injected fault for `method`, counted as used; undefined when none is left. */
+  private takeFault(method: string): Fault | undefined {
     const fault = this.faults.find((f) => f.method === method && (f.times ?? 1) > 0);
+    if (fault) fault.times = (fault.times ?? 1) - 1;
+    return fault;
+  }
+
+  private callApi(method: string, args: Record<string, unknown>, token: string | undefined): { status: number; body: Record<string, unknown>; headers: Record<string, string>; lost?: boolean } {
+    const fault = this.takeFault(method);
     if (fault) {
-      fault.times = (fault.times ?? 1) - 1;
       if (fault.lostReply) return { ...this.answer(method, args, token), lost: true };
       if (fault.retryAfterSec !== undefined) return { status: 429, body: { ok: false, error: 'ratelimited' }, headers: { 'retry-after': String(fault.retryAfterSec) } };
       if (fault.httpStatus !== undefined) return { status: fault.httpStatus, body: { ok: false, error: 'fatal_error' }, headers: {} };

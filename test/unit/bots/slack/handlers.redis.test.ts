@@ -523,11 +523,14 @@ describe('unexpected failures', () => {
       await h.fake.waitFor(() => (failedAs(what).length ? true : undefined), 10_000, `the ${what} failure`);
     }
 
-    // simpleCommand's answer cannot be given: Cancel and /blip3o-admin (a used-up response_url), the settings modal (postEphemeral)
+    // simpleCommand's answer cannot be given: Cancel and /blip3o-admin (a used-up response_url, and chat.postEphemeral,
+    // said instead, refused: the answer and then the reference), the settings modal (postEphemeral)
     const cancel = blockAction(h.fake, { user: newUser(), message: status, actionId: ACTION.cancel, value: jobId });
+    h.fake.inject({ method: 'chat.postEphemeral', error: 'fatal_error', times: 2 });
     await interactive({ ...cancel, response_url: await usedUp() });
     await h.fake.waitFor(() => (failedAs('cancel').length ? true : undefined), 10_000, 'the cancel failure');
     const admin = slashCommand(h.fake, { command: '/blip3o-admin', text: 'queue', channel: CHANNEL, user: ADMIN });
+    h.fake.inject({ method: 'chat.postEphemeral', error: 'fatal_error', times: 2 });
     await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', { ...admin, response_url: await usedUp() }));
     await h.fake.waitFor(() => (failedAs('/blip3o-admin').length ? true : undefined), 10_000, 'the admin failure');
     h.fake.inject({ method: 'views.open', error: 'fatal_error' });

@@ -1,7 +1,8 @@
 // What a Slack user sees when Slack's reply to one of the listeners' calls is lost (the connection closed after Slack
 // carried the call out) or is a 5xx: real @slack/bolt in Socket Mode against the fake Slack, the real core on Redis,
 // no worker (jobs stay queued). Each call is one the user waits on: the status message a job is posted under, the
-// settings window a trigger opens once, a private hint. The delivery of results is in port.redis.test.ts.
+// settings window a trigger opens once, a private hint, the usage chart sent by DM, an answer through response_url (the
+// fake's `response_url` faults). The delivery of results is in port.redis.test.ts.
 import sharp from 'sharp';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SHORTCUT_ASK } from '../../../../bots/slack/blocks.ts';
@@ -116,6 +117,70 @@ describe('a private hint (chat.postEphemeral)', () => {
     const shown = h.fake.apiCalls('chat.postEphemeral').filter((c) => c.args.user === user);
     expect(shown.map((c) => c.args.text)).toEqual(['Ask me about an image: mention me in a message with an image attached, or in the thread of a message with one.']);
     expect(logged.slice(linesBefore).filter((l) => l.msg === 'slack handler failed')).toEqual([]); // no "Something went wrong" either
+  });
+});
+
+describe('the usage chart sent by DM (files.uploadV2 from a listener)', () => {
+  it('/blip3o-admin usage whose chart was shared but the reply to files.completeUploadExternal lost: one chart in the DM, and the report says it is there', async () => {
+    const admin = newUser();
+    h.fake.addUser(admin, { isAdmin: true });
+    h.fake.inject({ method: 'files.completeUploadExternal', lostReply: true });
+    const payload = slashCommand(h.fake, { command: '/blip3o-admin', text: 'usage 2', channel: CHANNEL, user: admin });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    const told = await h.fake.waitFor(() => responses(payload.response_url)[0], 10_000, 'the report');
+    await settle();
+    const charts = h.fake.botMessages(`D${admin}`).filter((m) => m.files?.some((f) => f.name === 'usage-2d.png'));
+    expect(charts).toHaveLength(1);
+    expect(told).toMatch(/\n\(The chart is in your direct messages with me\.\)$/);
+  });
+});
+
+describe('a private answer through response_url (respond)', () => {
+  const admin = () => {
+    const id = newUser();
+    h.fake.addUser(id, { isAdmin: true });
+    return id;
+  };
+
+  it('an answer shown but its reply lost: shown once, and no "Something went wrong" after it', async () => {
+    const user = admin();
+    const linesBefore = logged.length;
+    h.fake.inject({ method: 'response_url', lostReply: true });
+    const payload = slashCommand(h.fake, { command: '/blip3o-admin', text: 'queue', channel: CHANNEL, user });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    await h.fake.waitFor(() => responses(payload.response_url)[0], 10_000, 'the answer');
+    await settle();
+    expect(responses(payload.response_url)).toEqual([expect.stringMatching(/^Queue: \d+ running/)]);
+    expect(ephemeralsTo(user)).toEqual([]);
+    expect(logged.slice(linesBefore).filter((l) => l.msg === 'slack handler failed')).toEqual([]);
+  });
+
+  it('an answer Slack refused with a 5xx: the answer is shown (as a private message), not "Something went wrong" in its place', async () => {
+    const user = admin();
+    h.fake.inject({ method: 'response_url', httpStatus: 500 });
+    const payload = slashCommand(h.fake, { command: '/blip3o-admin', text: 'queue', channel: CHANNEL, user });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    await h.fake.waitFor(() => h.fake.calls.find((c) => c.kind === 'response_url' && payload.response_url.endsWith(c.method)), 10_000, 'the answer');
+    await settle();
+    const shown = [
+      ...h.fake.calls.filter((c) => c.kind === 'response_url' && payload.response_url.endsWith(c.method) && c.status === 200),
+      ...ephemeralsTo(user),
+    ].map((c) => String(c.args.text));
+    expect(shown).toEqual([expect.stringMatching(/^Queue: \d+ running/)]);
+  });
+
+  it('private results on, the "in our direct messages" notice\'s reply lost: the job is queued and its DM status message shows its place (not left at "Queued")', async () => {
+    const user = newUser();
+    await h.core.settings.set('user', { platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user }, { private: true });
+    h.fake.inject({ method: 'response_url', lostReply: true });
+    const payload = slashCommand(h.fake, { text: 'a private lantern --seed 5', channel: CHANNEL, user });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    const jobId = jobIdFor('slack', `cmd:${payload.trigger_id}`);
+    await h.fake.waitFor(() => responses(payload.response_url)[0], 10_000, 'the DM notice');
+    await settle();
+    expect(await h.core.queue.getJob(jobId)).toBeDefined();
+    await h.fake.waitFor(() => statusMessagesOf(jobId, `D${user}`).find((m) => /in line/.test(m.text)), 10_000, 'the place in line');
+    expect(responses(payload.response_url)).toEqual(['Private results are on here: I am working on it in our direct messages.']);
   });
 });
 
