@@ -104,7 +104,9 @@ export function splitImagineFlags(text: string, limits: GenerationLimits): { pro
         break;
       case 'guidance': {
         const g = Number(value);
-        if (!Number.isFinite(g) || !/^\d+(\.\d+)?$/.test(value)) throw imagineUsageError(`\`--${name}\` needs a number, not \`${value}\`.`);
+        // ".5" and "-1" are numbers as a person writes them: only the range is wrong with -1
+        if (!Number.isFinite(g) || !/^-?(\d+(\.\d+)?|\.\d+)$/.test(value)) throw imagineUsageError(`\`--${name}\` needs a number, not \`${value}\`.`);
+        if (g < 0) throw imagineUsageError(`\`--${name}\` must be between 0 and ${limits.maxGuidance}; you gave ${value}.`);
         if (g > limits.maxGuidance) throw imagineUsageError(`\`--${name}\` must be at most ${limits.maxGuidance}; you gave ${value}.`);
         flags.guidance = g;
         break;

@@ -137,6 +137,13 @@ export function parseDuration(text: string): number {
   return Number(m[1]) * factor;
 }
 
+/** A channel's retention TTL in seconds, said in the admin's terms: 1 second to 30 days (MAX_RETENTION_SECONDS). */
+export function checkRetention(seconds: number): void {
+  if (!Number.isInteger(seconds) || seconds < 1) throw new UserError('bad_request', 'The retention must be at least 1 second.');
+  if (seconds > MAX_RETENTION_SECONDS)
+    throw new UserError('bad_request', `The retention can be at most ${formatDuration(MAX_RETENTION_SECONDS)}; you gave ${formatDuration(seconds)}.`);
+}
+
 /** /settings show | set | reset, for yourself or (admins) this channel. */
 export async function settingsCommand(inv: Invocation, store: SettingsStore, config: Readonly<Config>): Promise<Reply> {
   const input = inv.input;
@@ -151,14 +158,16 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
   if (input.action === 'set' || input.action === 'replace') {
     const current = input.action === 'set' ? await store.get(input.scope, d) : {};
     const values = Object.fromEntries(Object.entries(input.values ?? {}).filter(([, v]) => v !== undefined));
+    // Before the schema: its "Too big: expected number to be <=2592000 → at retentionSeconds" is no answer to "90d".
+    if (input.scope === 'user' && (values.retentionSeconds !== undefined || values.noLog !== undefined))
+      throw new UserError('bad_request', 'The retention TTL and no-log mode are channel settings: an admin sets them for the whole channel.');
+    if (typeof values.retentionSeconds === 'number') checkRetention(values.retentionSeconds);
     const next = SavedSettings.safeParse({ ...current, ...values });
     if (!next.success) throw new UserError('bad_request', `Cannot save that: ${z.prettifyError(next.error).replace(/\n/g, '; ')}`);
     const g = config.generation;
     if (next.data.steps !== undefined && next.data.steps > g.maxDitSteps) throw new UserError('bad_request', `steps can be at most ${g.maxDitSteps}.`);
     if (next.data.guidance !== undefined && next.data.guidance > g.maxGuidance) throw new UserError('bad_request', `guidance can be at most ${g.maxGuidance}.`);
     if (next.data.count !== undefined && next.data.count > g.maxImagesPerRequest) throw new UserError('bad_request', `images can be at most ${g.maxImagesPerRequest}.`);
-    if (input.scope === 'user' && (values.retentionSeconds !== undefined || values.noLog !== undefined))
-      throw new UserError('bad_request', 'The retention TTL and no-log mode are channel settings: an admin sets them for the whole channel.');
     if (next.data.negative !== undefined && next.data.negative.length > g.maxNegativeChars) throw new UserError('bad_request', `The negative prompt can be at most ${g.maxNegativeChars} characters.`);
     // A form (Slack's modal) saves what it showed, edited: only if nobody changed the values since it was opened (another
     // admin, another window, on any bot instance), or it would undo their change, no-log mode and retention included.

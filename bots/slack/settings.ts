@@ -12,7 +12,7 @@ import { AspectRatio } from '../../src/config/schema.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
-import { formatDuration, parseDuration, type SavedSettings, type SettingsScope } from '../core/settings.ts';
+import { checkRetention, formatDuration, parseDuration, type SavedSettings, type SettingsScope } from '../core/settings.ts';
 
 export const SETTINGS_COMMAND = '/blip3o-settings';
 export const VIEW_SETTINGS = 'blip3o_settings';
@@ -79,8 +79,8 @@ export function settingsModal(target: SettingsTarget, now: SavedSettings, config
 type StateValues = Record<string, Record<string, { type?: string; value?: string | null; selected_option?: { value: string } | null; selected_options?: { value: string }[] }>>;
 
 /**
- * The submitted modal → a settings command that saves exactly what it shows. A retention that is not a duration is
- * returned as a field error for Slack to show under the input (`response_action: errors`).
+ * The submitted modal → a settings command that saves exactly what it shows. A retention that is not a duration, or
+ * is not 1 s to 30 days, is returned as a field error for Slack to show under the input (`response_action: errors`).
  */
 export function settingsFromView(target: SettingsTarget, values: StateValues): { input: CommandInput } | { errors: Record<string, string> } {
   const v = (block: string) => values[block]?.value;
@@ -99,6 +99,7 @@ export function settingsFromView(target: SettingsTarget, values: StateValues): {
   if (retention !== undefined) {
     try {
       out.retentionSeconds = parseDuration(retention);
+      checkRetention(out.retentionSeconds);
     } catch (e) {
       return { errors: { [FIELD.retention]: (e as Error).message } };
     }

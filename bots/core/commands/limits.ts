@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { LimitSpec, MAX_BURST, MAX_WINDOW_SECONDS, type Config } from '../../../src/config/schema.ts';
 import { UserError } from '../../../src/errors.ts';
-import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
+import { channelKey, workspaceOf, type Destination, type Platform } from '../../../src/jobs/contract.ts';
 import type { Gate } from '../../../src/limits/gate.ts';
 import { scopeIds, windowPhrase, type ScopeUsage } from '../../../src/limits/limiter.ts';
 import type { Invocation, Reply } from '../port.ts';
@@ -46,7 +46,39 @@ export function describeUsage(u: ScopeUsage): string {
 }
 
 const SpecPatch = LimitSpec.partial();
-const SET_USAGE = `Use requestsPerWindow (at most ${MAX_BURST}), windowSeconds (1 to ${MAX_WINDOW_SECONDS}, 30 days), burst (at most ${MAX_BURST}), maxConcurrent; 0 turns one off.`;
+type SpecKey = keyof LimitSpec;
+/**
+ * What an admin types for each field, per platform: Slack's `requests=5 window=60` (bots/slack/admin.ts), Discord's
+ * `per-minute:5`, which sets the rate and its burst over a one-minute window (bots/discord/admin.ts). A refusal names
+ * these, never the stored fields: "windowSeconds" is no option on Discord, and no word a Slack admin typed.
+ */
+const TYPED: Record<Platform, Partial<Record<SpecKey, string>>> = {
+  slack: { requestsPerWindow: 'requests', windowSeconds: 'window', burst: 'burst', maxConcurrent: 'concurrent' },
+  discord: { requestsPerWindow: 'per-minute', burst: 'per-minute', maxConcurrent: 'concurrent' },
+  cli: {},
+};
+const BOUNDS: Record<SpecKey, string> = {
+  requestsPerWindow: `a whole number from 0 to ${MAX_BURST}`,
+  windowSeconds: `a whole number of seconds from 1 to ${MAX_WINDOW_SECONDS} (30 days)`,
+  burst: `a whole number from 0 to ${MAX_BURST}`,
+  maxConcurrent: 'a whole number, 0 or more',
+};
+const SET_USAGE: Record<Platform, string> = {
+  slack: 'Usage: `/blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2` (0 turns one off).',
+  discord: 'Usage: `/blip3o-admin limits set per-minute:5 concurrent:2` (0 turns one off).',
+  cli: `Use requestsPerWindow (0 to ${MAX_BURST}), windowSeconds (1 to ${MAX_WINDOW_SECONDS}, 30 days), burst (0 to ${MAX_BURST}), maxConcurrent; 0 turns one off.`,
+};
+
+/** Why a limits patch was refused, in the words the admin typed: "`window` must be … from 1 to 2592000 (30 days); you gave 0". */
+function whyRefused(platform: Platform, spec: Record<string, unknown>, issues: readonly z.core.$ZodIssue[]): string {
+  const said = new Set<string>();
+  for (const issue of issues) {
+    const key = issue.path[0] as SpecKey | undefined;
+    if (key === undefined || !(key in BOUNDS)) said.add(issue.message);
+    else said.add(`\`${TYPED[platform][key] ?? key}\` must be ${BOUNDS[key]}; you gave ${String(spec[key])}`);
+  }
+  return [...said].join('; ');
+}
 
 async function show(deps: AdminDeps, inv: Invocation, ck: string): Promise<string> {
   const { limiter } = deps.gate;
@@ -82,10 +114,9 @@ export async function limitsCommand(inv: Invocation, deps: AdminDeps): Promise<R
       return { kind: 'text', text: await show(deps, inv, ck), private: true };
     case 'set': {
       const patch = SpecPatch.safeParse(input.spec ?? {});
-      if (!patch.success || Object.keys(patch.data).length === 0) {
-        const why = patch.success ? 'give at least one of' : z.prettifyError(patch.error).replace(/\n\s*→/g, ' →').replace(/\n/g, '; ');
-        throw new UserError('bad_request', `Cannot set those limits (${why}). ${SET_USAGE}`);
-      }
+      const platform = inv.destination.platform;
+      if (!patch.success) throw new UserError('bad_request', `Cannot set those limits: ${whyRefused(platform, input.spec ?? {}, patch.error.issues)}. ${SET_USAGE[platform]}`);
+      if (Object.keys(patch.data).length === 0) throw new UserError('bad_request', `Say which limits to set. ${SET_USAGE[platform]}`);
       const { limit } = await limiter.channelLimit(ck);
       const next = { ...limit, ...patch.data };
       await limiter.setChannelLimit(ck, next);

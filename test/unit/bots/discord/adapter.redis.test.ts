@@ -264,6 +264,21 @@ describe('slash commands', () => {
     expect(await h.core.settings.get('user', here)).toEqual({}); // reset wins over values given with it
   });
 
+  it('/settings retention past 30 days, or 0, is refused in words the admin typed in, not as a schema dump; a user is told it is a channel setting', async () => {
+    const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: 'x', applicationId: h.fake.appId };
+    const cases: [string, string][] = [
+      ['90d', 'The retention can be at most 30 days; you gave 90 days.'],
+      ['0', 'The retention must be at least 1 second.'],
+    ];
+    for (const [typed, expected] of cases) {
+      const i = h.fake.slashCommand({ name: 'settings', user: newUser(), options: [{ name: 'for', type: 3, value: 'channel' }, { name: 'retention', type: 3, value: typed }], memberPermissions: MANAGE_GUILD });
+      expect(await toldPrivately(i), typed).toBe(expected);
+    }
+    expect(await h.core.settings.get('channel', here)).toEqual({});
+    const user = h.fake.slashCommand({ name: 'settings', user: newUser(), options: [{ name: 'retention', type: 3, value: '90d' }] });
+    expect(await toldPrivately(user)).toBe('The retention TTL and no-log mode are channel settings: an admin sets them for the whole channel.');
+  });
+
   it('Redis too slow for Discord\'s 3 s (a failover): the bot defers privately in time, then queues the job as private', async () => {
     const effective = h.core.settings.effective;
     h.core.settings.effective = async (d) => { await new Promise((r) => setTimeout(r, 4_000)); return effective.call(h.core.settings, d); };
@@ -336,6 +351,13 @@ describe('slash commands', () => {
     expect(report.attachments[0]!.filename).toBe('usage-1d.png');
     const edit = h.fake.requestsTo('PATCH', new RegExp(`/webhooks/\\d+/${usage.token}/messages/@original$`)).at(-1)!;
     expect(edit.body).toMatchObject({ allowed_mentions: { parse: [] } });
+  });
+});
+
+describe('/blip3o-admin limits set with a value out of range', () => {
+  it('names the option the admin typed (per-minute), not the stored fields (requestsPerWindow, windowSeconds) Discord has no option for', async () => {
+    const set = h.fake.slashCommand({ name: 'blip3o-admin', options: [{ name: 'limits', type: 2, options: [{ name: 'set', type: 1, options: [{ name: 'per-minute', type: 4, value: 2_000_000 }] }] }], memberPermissions: MANAGE_GUILD });
+    expect(await toldPrivately(set)).toBe('Cannot set those limits: `per-minute` must be a whole number from 0 to 1000000; you gave 2000000. Usage: `/blip3o-admin limits set per-minute:5 concurrent:2` (0 turns one off).');
   });
 });
 

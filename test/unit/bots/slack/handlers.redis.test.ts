@@ -129,6 +129,13 @@ describe('/imagine', () => {
     expect(await request(jobId)).toBeUndefined();
   });
 
+  it('--guidance .5 is a number (queued as 0.5); --guidance -1 is told the range, not "needs a number"', async () => {
+    const { jobId } = await command('a cat --guidance .5', newUser());
+    expect(await queued(jobId)).toMatchObject({ options: { guidance: 0.5 } });
+    const { ack } = await command('a cat --guidance -1', newUser());
+    expect(String(ack?.text).split('\n')[0]).toBe('`--guidance` must be between 0 and 20; you gave -1.');
+  });
+
   it('a refusal of the core takes the status message back and tells the asker alone', async () => {
     const user = newUser(); // three jobs at a time per user (config limits.user.maxConcurrent): the fourth is refused
     for (let i = 0; i < 3; i++) await queued((await command(`fill ${i} --seed ${i}`, user)).jobId);
@@ -261,6 +268,11 @@ describe('/blip3o-admin', () => {
     expect(h.fake.apiCalls('users.info').filter((c) => c.args.user === user).length).toBe(asked);
   });
 
+  it('limits set with a value out of range names what the admin typed (window=), not the stored field (windowSeconds)', async () => {
+    const { payload } = await command('limits set window=0', ADMIN, '/blip3o-admin');
+    expect(await toldVia(payload.response_url, 'the refusal')).toBe('Cannot set those limits: `window` must be a whole number of seconds from 1 to 2592000 (30 days); you gave 0. Usage: `/blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2` (0 turns one off).');
+  });
+
   it('unknown words are the ack\'s private usage', async () => {
     const { ack } = await command('reboot', ADMIN, '/blip3o-admin');
     expect(ack).toMatchObject({ response_type: 'ephemeral', text: expect.stringMatching(/^Usage:/) });
@@ -315,6 +327,9 @@ describe('/blip3o-settings', () => {
     const here = { platform: 'slack' as const, teamId: h.fake.teamId, channelId: CHANNEL, userId: ADMIN };
     const errors = await interactive(viewSubmission(h.fake, { user: ADMIN, view, values: { retention: { value: { type: 'plain_text_input', value: 'soon' } } } }));
     expect(errors).toMatchObject({ response_action: 'errors', errors: { retention: expect.stringContaining('not a duration') } });
+    // a duration past the 30 days a channel may keep jobs: said under the field in the admin's words, not as zod's "<=2592000 → at retentionSeconds"
+    const tooLong = await interactive(viewSubmission(h.fake, { user: ADMIN, view, values: { retention: { value: { type: 'plain_text_input', value: '90d' } } } }));
+    expect(tooLong).toEqual({ response_action: 'errors', errors: { retention: 'The retention can be at most 30 days; you gave 90 days.' } });
     expect(await h.core.settings.get('channel', here)).toEqual({});
     const told = ephemeralsTo(ADMIN).length;
     const saved = await interactive(viewSubmission(h.fake, { user: ADMIN, view, values: { steps: { value: { type: 'number_input', value: '12' } } } }));

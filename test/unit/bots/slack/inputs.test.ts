@@ -223,7 +223,8 @@ describe('/imagine text', () => {
     expect(refusal('x --seed x1')).toBe('`--seed` needs a whole number, not `x1`.');
     expect(refusal('x --guidance 20.5')).toBe('`--guidance` must be at most 20; you gave 20.5.');
     expect(parseImagine('x --guidance 2.25', limits).guidance).toBe(2.25);
-    for (const g of ['-1', '1e1', '1.', 'x2', '2x', 'Infinity']) expect(refusal(`x --guidance ${g}`), g).toBe(`\`--guidance\` needs a number, not \`${g}\`.`);
+    for (const g of ['1e1', '1.', 'x2', '2x', 'Infinity']) expect(refusal(`x --guidance ${g}`), g).toBe(`\`--guidance\` needs a number, not \`${g}\`.`);
+    expect(refusal('x --guidance -1')).toBe(`\`--guidance\` must be between 0 and ${limits.maxGuidance}; you gave -1.`); // a number, out of range
     expect(refusal('x --seed --steps 2')).toBe('`--seed` needs a value.');
     expect(refusal('x --seed')).toBe('`--seed` needs a value.');
   });
