@@ -168,13 +168,15 @@ export const ConfigSchema = z.strictObject({
   }),
 
   generation: z.strictObject({
-    maxPromptChars: positiveInt,
+    /** The job format's hard bounds (src/jobs/contract.ts, which imports this file) cap every maximum here: a request
+     * between the two passed the bot's checks and then failed as "Something went wrong". */
+    maxPromptChars: positiveInt.max(4000, 'at most 4000 (the job format\'s bound)'),
     defaultDitSteps: positiveInt,
-    maxDitSteps: positiveInt,
+    maxDitSteps: positiveInt.max(200, 'at most 200 (the job format\'s bound)'),
     defaultDecoderSteps: positiveInt,
-    maxDecoderSteps: positiveInt,
+    maxDecoderSteps: positiveInt.max(500, 'at most 500 (the job format\'s bound)'),
     defaultGuidance: z.number().nonnegative(),
-    maxGuidance: z.number().nonnegative(),
+    maxGuidance: z.number().nonnegative().max(50, 'at most 50 (the job format\'s bound)'),
     defaultAspect: AspectRatio,
     /** Images per /imagine when neither the request nor saved settings say (`--n`). */
     defaultImageCount: positiveInt.max(8),
@@ -185,14 +187,14 @@ export const ConfigSchema = z.strictObject({
   }),
 
   understanding: z.strictObject({
-    maxQuestionChars: positiveInt,
+    maxQuestionChars: positiveInt.max(8000, 'at most 8000 (the job format\'s bound)'),
     maxInputImageBytes: positiveInt,
     /** Decompression-bomb guard: width×height read from the header before decoding. */
     maxInputPixels: positiveInt,
     minPixels: positiveInt,
     maxPixels: positiveInt,
     maxAspectRatio: z.number().positive(),
-    maxNewTokens: positiveInt,
+    maxNewTokens: positiveInt.max(8192, 'at most 8192 (the job format\'s bound)'),
     maxHistoryTurns: nonNegativeInt,
     /** /describe samples its four prompts at this temperature (0 would give four identical ones). */
     describeTemperature: z.number().positive().max(5),

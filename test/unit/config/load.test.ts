@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig, loadSecrets, repoRoot } from '../../../src/config/load.ts';
 import { logLevelFromEnv } from '../../../src/config/env.ts';
 import { ConfigSchema } from '../../../src/config/schema.ts';
+import { AskOptions, ImagineOptions, MAX_PROMPT_CHARS, MAX_QUESTION_CHARS } from '../../../src/jobs/contract.ts';
 
 describe('config', () => {
   it('default.yaml satisfies the schema and is frozen', () => {
@@ -25,6 +26,26 @@ describe('config', () => {
     expect(() => limit({ windowSeconds: 9_007_199_254_740_991 })).toThrow(/limits\.channel\.windowSeconds/);
     expect(() => limit({ burst: 1_000_001 })).toThrow(/at most 1000000[^]*limits\.channel\.burst/);
     expect(() => limit({ requestsPerWindow: 1_000_001 })).toThrow(/at most 1000000[^]*limits\.channel\.requestsPerWindow/);
+  });
+
+  // A request between the config's maximum and the job format's passed the bot's checks, then failed the job format's
+  // as "Something went wrong" (found by an audit, 2026-12-07): no maximum may pass the job format's own bound.
+  it("bounds each request maximum by the job format's own: at the bound it loads, one past it names the key", () => {
+    const bound = (schema: { maxValue?: number | null }) => schema.maxValue as number;
+    const cases = [
+      ['generation', 'maxPromptChars', MAX_PROMPT_CHARS],
+      ['generation', 'maxDitSteps', bound(ImagineOptions.shape.ditSteps)],
+      ['generation', 'maxDecoderSteps', bound(ImagineOptions.shape.decoderSteps)],
+      ['generation', 'maxGuidance', bound(ImagineOptions.shape.guidance)],
+      ['understanding', 'maxQuestionChars', MAX_QUESTION_CHARS],
+      ['understanding', 'maxNewTokens', bound(AskOptions.shape.maxNewTokens)],
+    ] as const;
+    for (const [section, key, max] of cases) {
+      expect(max, key).toBeGreaterThan(0);
+      const at = (value: number) => loadConfig({ env: {}, overrides: { [section]: { [key]: value } } });
+      expect((at(max)[section] as Record<string, number>)[key]).toBe(max);
+      expect(() => at(max + 1), key).toThrow(new RegExp(`at most ${max}[^]*${section}\\.${key}`));
+    }
   });
 
   it('rejects unknown keys (typos do not pass silently)', () => {
