@@ -96,7 +96,11 @@ export async function checkImage(config: Config, bytes: Uint8Array): Promise<voi
   // Stryker disable next-line ConditionalExpression,LogicalOperator,StringLiteral: defensive: sharp refuses a header with a zero side itself ("corrupt header")
   if (w === 0 || h === 0) throw new UserError('bad_image', 'That image has no pixels.');
   if (w * h > u.maxInputPixels) throw new UserError('bad_image', `That image is ${w}×${h}; the limit is ${u.maxInputPixels.toLocaleString('en')} pixels.`);
-  if (Math.max(w, h) / Math.min(w, h) > u.maxAspectRatio) throw new UserError('bad_image', `That image is too long and thin (${w}×${h}).`);
+  // The worker's own check, and the spec's (§2.1: the aspect ratio must be below maxAspectRatio): before 2026-12-07 an
+  // image at exactly the limit passed here, was queued, and then was refused on the worker.
+  const ratio = Math.max(w, h) / Math.min(w, h);
+  if (ratio >= u.maxAspectRatio)
+    throw new UserError('bad_image', `That image is ${w}×${h} pixels, an aspect ratio of ${Math.round(ratio)}:1; images must be less than ${u.maxAspectRatio}:1. Crop it and try again.`);
 }
 
 export interface RequestBase {

@@ -44,7 +44,7 @@ describe('askRequest and checkImage', () => {
     await expect(checkImage(tiny, png)).rejects.toThrow(`That image is ${png.byteLength} bytes; the limit is 10 bytes.`);
     expect([formatBytes(20 * 2 ** 20), formatBytes(1.5 * 2 ** 20), formatBytes(300 * 1024)]).toEqual(['20 MiB', '1.5 MiB', '300 KiB']);
     const thin = await sharp({ create: { width: 400, height: 1, channels: 3, background: '#000' } }).png().toBuffer();
-    await expect(checkImage(config, thin)).rejects.toThrow('That image is too long and thin (400×1).');
+    await expect(checkImage(config, thin)).rejects.toThrow('That image is 400×1 pixels, an aspect ratio of 400:1; images must be less than 200:1. Crop it and try again.');
   });
 });
 
@@ -129,12 +129,12 @@ describe('checkImage at its bounds', () => {
     expect([formatBytes(1023), formatBytes(1024), formatBytes(2 ** 20 - 1), formatBytes(2 ** 20)]).toEqual(['1023 bytes', '1 KiB', '1024 KiB', '1 MiB']);
   });
 
-  it('exactly the pixel limit and the aspect limit pass; one past either is refused with the sizes', async () => {
+  it('exactly the pixel limit passes, one past it is refused; an aspect ratio just below the limit passes, exactly the limit is refused (as on the worker)', async () => {
     const limits = { ...config, understanding: { ...u, maxInputPixels: 100 * 50, maxAspectRatio: 4 } };
     await expect(checkImage(limits, await png(100, 50))).resolves.toBeUndefined();
     await expect(checkImage(limits, await png(101, 50))).rejects.toThrow(new UserError('bad_image', 'That image is 101×50; the limit is 5,000 pixels.'));
-    await expect(checkImage(limits, await png(40, 10))).resolves.toBeUndefined();
-    await expect(checkImage(limits, await png(10, 41))).rejects.toThrow(new UserError('bad_image', 'That image is too long and thin (10×41).'));
+    await expect(checkImage(limits, await png(39, 10))).resolves.toBeUndefined();
+    await expect(checkImage(limits, await png(10, 40))).rejects.toThrow(new UserError('bad_image', 'That image is 10×40 pixels, an aspect ratio of 4:1; images must be less than 4:1. Crop it and try again.'));
   });
 
   it('a decompression bomb (a header claiming 20000×20000, past sharp\'s own limit) gets our own sentence', async () => {
