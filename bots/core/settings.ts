@@ -94,14 +94,24 @@ export class SettingsStore {
 }
 
 /** /imagine input with saved defaults filled in where the request left an option out. */
-export function withDefaults<T extends { ditSteps?: number; guidance?: number; aspect?: string; negative?: string; count?: number }>(input: T, s: SavedSettings): T {
+/**
+ * A request's options, its own first, then the saved defaults. A saved default above a limit the operator has lowered
+ * since (`generation.max*`) is used at the limit: it is a preference the user set under the old limit, not a value they
+ * typed now (before 2026-12-07 each /imagine of theirs was refused over a number they had not typed).
+ */
+export function withDefaults<T extends { ditSteps?: number; guidance?: number; aspect?: string; negative?: string; count?: number }>(
+  input: T,
+  s: SavedSettings,
+  limits: Pick<Config['generation'], 'maxDitSteps' | 'maxGuidance' | 'maxImagesPerRequest'>,
+): T {
+  const atMost = (saved: number | undefined, max: number) => (saved === undefined ? undefined : Math.min(saved, max));
   return {
     ...input,
-    ditSteps: input.ditSteps ?? s.steps,
-    guidance: input.guidance ?? s.guidance,
+    ditSteps: input.ditSteps ?? atMost(s.steps, limits.maxDitSteps),
+    guidance: input.guidance ?? atMost(s.guidance, limits.maxGuidance),
     aspect: input.aspect ?? s.aspect,
     negative: input.negative ?? s.negative,
-    count: input.count ?? s.count,
+    count: input.count ?? atMost(s.count, limits.maxImagesPerRequest),
   };
 }
 

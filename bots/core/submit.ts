@@ -218,7 +218,7 @@ export function createCore(options: CoreOptions): Core {
     const input = inv.input;
     switch (input.command) {
       case 'imagine':
-        return { request: imagineRequest(config, await basedOn(base, input.from), withDefaults(input, saved)) }; // the request's options win
+        return { request: imagineRequest(config, await basedOn(base, input.from), withDefaults(input, saved, config.generation)) }; // the request's options win
       case 'ask': {
         const bytes = await imageBytes(input.image, inv.destination);
         await checkImage(config, bytes);

@@ -142,8 +142,8 @@ describe('settingsCommand', () => {
 describe('defaults, descriptions and durations', () => {
   it("fills in only what the request left out; a request's own 0 stays", () => {
     const saved: SavedSettings = { steps: 20, guidance: 5, aspect: '16:9', negative: 'blur', count: 3 };
-    expect(withDefaults({ prompt: 'p' } as { prompt: string; ditSteps?: number }, saved)).toEqual({ prompt: 'p', ditSteps: 20, guidance: 5, aspect: '16:9', negative: 'blur', count: 3 });
-    expect(withDefaults({ ditSteps: 7, guidance: 0, aspect: '1:1', negative: '', count: 1 }, saved)).toEqual({ ditSteps: 7, guidance: 0, aspect: '1:1', negative: '', count: 1 });
+    expect(withDefaults({ prompt: 'p' } as { prompt: string; ditSteps?: number }, saved, config.generation)).toEqual({ prompt: 'p', ditSteps: 20, guidance: 5, aspect: '16:9', negative: 'blur', count: 3 });
+    expect(withDefaults({ ditSteps: 7, guidance: 0, aspect: '1:1', negative: '', count: 1 }, saved, config.generation)).toEqual({ ditSteps: 7, guidance: 0, aspect: '1:1', negative: '', count: 1 });
   });
 
   it('describes saved settings in one line', () => {

@@ -36,6 +36,16 @@ describe('core.handle: requests', () => {
     expect(await c.handle(inv({ command: 'ask', question: 'q', image: { bytes: h.png, sizeBytes: h.png.byteLength + 1 } }))).toMatchObject({ kind: 'error' });
   });
 
+  // An admin lowers generation.max* after users saved their defaults: before 2026-12-07 every /imagine of such a user was
+  // refused with "steps must be a whole number from 1 to 40.", steps the user had not typed, and nothing said why.
+  it('a saved default above a limit lowered since is used at the limit; a typed value over it is still refused', async () => {
+    const c = core({}, { generation: { maxDitSteps: 40, maxGuidance: 10, maxImagesPerRequest: 2 } });
+    await c.settings.set('user', dest(), { steps: 80, guidance: 15, count: 4 });
+    const job = await data(c, queuedId(await c.handle(inv(imagine('a lighthouse')))));
+    expect(job).toMatchObject({ kind: 'imagine', options: { ditSteps: 40, guidance: 10, count: 2 } });
+    expect(await c.handle(inv({ command: 'imagine', prompt: 'a lighthouse', ditSteps: 80 } as Invocation['input']))).toMatchObject({ kind: 'error', text: 'steps must be a whole number from 1 to 40.' });
+  });
+
   it('carries the channel\'s retention and no-log settings in the job, and keeps the image no longer than the retention', async () => {
     const c = core();
     await c.settings.set('channel', dest(), { retentionSeconds: 3600, noLog: true });
