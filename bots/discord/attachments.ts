@@ -46,6 +46,9 @@ export function checkBeforeDownload(a: AttachmentMeta, policy: DownloadPolicy): 
     throw new UserError('bad_image', `I only read images uploaded to Discord; ${a.filename} is hosted on ${url.hostname}.`);
   }
   if (!isImageAttachment(a)) {
+    // An image of a kind the bot cannot read (a phone's HEIC, an SVG) is still an image to the user who sent it
+    const kind = /^image\/([a-z0-9.-]+)/i.exec(a.contentType ?? '')?.[1]?.toUpperCase();
+    if (kind) throw new UserError('bad_image', `${a.filename} is an image in ${kind} format, which I can't read. Please attach ${FORMATS_TEXT}.`);
     const declared = a.contentType ? ` (${a.contentType})` : '';
     throw new UserError('bad_image', `${a.filename} isn't an image${declared}. Please attach ${FORMATS_TEXT}.`);
   }

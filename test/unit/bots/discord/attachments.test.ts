@@ -152,6 +152,9 @@ describe('what counts as an image, and sizes', () => {
     expect(() => checkBeforeDownload(meta({ url: 'not a url' }), prod)).toThrow("I couldn't read the link of a.png.");
     expect(() => checkBeforeDownload(meta({ url: 'ftp://cdn.discordapp.com/a.png' }), prod)).toThrow('I only read images uploaded to Discord; a.png is hosted on cdn.discordapp.com.');
     expect(() => checkBeforeDownload(meta({ contentType: null, filename: 'notes.txt' }), prod)).toThrow("notes.txt isn't an image. Please attach a PNG, JPEG, WebP or GIF.");
+    // A phone's photo is an image, just not one the bot reads: before 2026-12-07 "IMG_1.HEIC isn't an image (image/heic)"
+    expect(() => checkBeforeDownload(meta({ contentType: 'image/heic', filename: 'IMG_1.HEIC' }), prod)).toThrow("IMG_1.HEIC is an image in HEIC format, which I can't read. Please attach a PNG, JPEG, WebP or GIF.");
+    expect(() => checkBeforeDownload(meta({ contentType: 'image/svg+xml', filename: 'logo.svg' }), prod)).toThrow("logo.svg is an image in SVG format, which I can't read. Please attach a PNG, JPEG, WebP or GIF.");
   });
 });
 
