@@ -25,6 +25,9 @@ const ADAPTERS: Partial<Record<'discord' | 'slack', () => Promise<AdapterFactory
 /** How long a bot whose delivery worker is stuck may take to stop as SIGTERM stops it, before it exits anyway. */
 const STUCK_STOP_MS = 5_000;
 
+/** How long a stop (SIGTERM) may take, its deliveries in flight finishing, before the bot exits 1 anyway: compose kills it at 60 s. */
+const STOP_MS = 50_000;
+
 const USAGE = `usage: npm run bots [-- --help]
 
 Starts the Discord and Slack bots enabled in config (discord.enabled, slack.enabled) around one core. Tokens come
@@ -58,10 +61,22 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ reason }, 'shutting down');
+    // The core's stop speaks to Redis and waits for it (maxRetriesPerRequest: null): with Redis down or failing over
+    // it would never end, silent until compose's SIGKILL. Past STOP_MS it says what it waited for and exits 1; the
+    // results it was delivering wait in Redis and are delivered once by the bot started again.
+    let waitingFor = 'the platform adapters to stop';
+    setTimeout(() => {
+      const status = core?.redis.status;
+      const reach = status === 'ready' ? 'Redis answers' : 'Redis is unreachable';
+      log.fatal({ reason, stopMs: STOP_MS, redis: status }, `could not stop within ${STOP_MS / 1000} s (still waiting for ${waitingFor}; ${reach}): exiting 1`);
+      process.exit(1);
+    }, STOP_MS).unref();
     for (const w of watchdogs) w.stop();
     for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));
     await health?.close();
+    waitingFor = 'the delivery queues to close';
     await Promise.all(deliveryQueues.map((q) => q.close()));
+    waitingFor = 'the core to stop: its deliveries in flight, progress leases, Redis connections';
     await core?.stop();
     process.exit(code);
   };

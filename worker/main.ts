@@ -24,6 +24,9 @@ import { createAfterJob, modelIdentity } from './after-job.ts';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 
+/** How long a stop may take past worker.stopGraceMs + worker.abortGraceMs (the closes after the running jobs end) before the worker exits 1 anyway. */
+const STOP_CLOSE_MS = 3_000;
+
 /** The shipped pipeline loads its graphs from model.onnxDir, so the worker sets the model up for it first. */
 const SHIPPED_PIPELINE = 'worker/pipeline/blip3o.ts';
 
@@ -157,14 +160,26 @@ async function main(): Promise<void> {
       log.warn({ running: runningJobsOf(worker), graceMs }, 'jobs still running after the stop grace: handing them back');
       worker.cancelAllJobs(HAND_BACK);
     }, graceMs);
+    // Every step below that speaks to Redis waits for it (maxRetriesPerRequest: null): with Redis down or failing over
+    // the stop would never end, silent until compose's SIGKILL. Past its bound it says what it waited for and exits 1;
+    // a job it could not hand back is taken by another worker once its lock expires (queue.lockDurationMs).
+    let waitingFor = 'the jobs worker to close, its running jobs finished or handed back';
+    const stopMs = graceMs + config.worker.abortGraceMs + STOP_CLOSE_MS;
+    setTimeout(() => {
+      const reach = redis.status === 'ready' ? 'Redis answers' : 'Redis is unreachable';
+      log.fatal({ signal, stopMs, running: runningJobsOf(worker), redis: redis.status }, `could not stop within ${Math.round(stopMs / 1000)} s (still waiting for ${waitingFor}; ${reach}): exiting 1`);
+      process.exit(1);
+    }, stopMs).unref();
     await worker.close();
     clearTimeout(handBack);
+    waitingFor = 'the queues and the model threads to close';
     await unsubscribe?.();
     await processor.close();
     await afterJob.close();
     await jobsQueue.close();
     await host.close();
     await health?.close();
+    waitingFor = 'the Redis connections to close';
     await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
     process.exit(0);
   };

@@ -1,0 +1,102 @@
+// SIGTERM while Redis is unreachable (down, or a failover under way), in the real processes (worker/main.ts,
+// bots/main.ts). Every close step that speaks to Redis waits for it (our connections retry for ever,
+// maxRetriesPerRequest: null), so the graceful stop cannot end: before, the process logged "shutting down" and then
+// nothing, until compose's SIGKILL 60 s later (each test, without the bound: 'still running' when it gave up, 5–10 s
+// past the bound, with no word of why). Now the stop is bounded: past its bound the process says what it still waited
+// for and that Redis was unreachable, and exits 1 before compose's SIGKILL; a job it could not hand back is run by
+// another worker once Redis is back and its lock has expired, and delivered once. Each test has its own redis-server,
+// killed under the process.
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { startRedisServer, type RedisProcess } from '../doubles/redis-processes.ts';
+import { makeHarness, runs, spawnTs, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
+import { FakeDiscord } from '../fakes/discord/server.ts';
+
+const procs: Proc[] = [];
+const servers: RedisProcess[] = [];
+let discord: FakeDiscord | undefined;
+afterAll(async () => {
+  for (const p of procs) await p.kill('SIGKILL');
+  for (const s of servers) await s.kill();
+  await discord?.close();
+}, 60_000);
+
+/** The exit code (the signal's name if one ended it), or 'still running' after `ms`. */
+const exitWithin = (p: Proc, ms: number) =>
+  Promise.race([
+    new Promise<number | string | null>((resolve) => {
+      if (p.child.exitCode !== null || p.child.signalCode !== null) resolve(p.child.exitCode ?? p.child.signalCode);
+      else p.child.once('exit', (code, signal) => resolve(code ?? signal));
+    }),
+    new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), ms)),
+  ]);
+
+describe('SIGTERM while Redis is down: the stop is bounded, says why, and exits 1 before compose\'s SIGKILL', () => {
+  it('a worker: within worker.stopGraceMs + worker.abortGraceMs and a few seconds', async () => {
+    const redis = await startRedisServer();
+    servers.push(redis);
+    const h = makeHarness({ worker: { stopGraceMs: 1_000, abortGraceMs: 1_000 } });
+    const worker = await startWorker(h, { REDIS_URL: `redis://127.0.0.1:${redis.port}` });
+    procs.push(worker);
+    await redis.crash();
+    await worker.waitFor('cannot reach Redis', 10_000);
+
+    worker.child.kill('SIGTERM');
+    const exit = await exitWithin(worker, 15_000);
+    console.log(worker.output().split('\n').filter((l) => l.includes('could not stop')).join('\n'));
+    expect(exit).toBe(1);
+    expect(worker.output()).toMatch(/"msg":"could not stop within 5 s \(still waiting for [^)]+; Redis is unreachable\): exiting 1/);
+  }, 120_000);
+
+  it('a worker with a job running: the job, not handed back, is run by another worker once Redis is back, and delivered once', async () => {
+    const redis = await startRedisServer('appendonly yes\nappendfsync always\n'); // the job outlives the crash
+    servers.push(redis);
+    const url = `redis://127.0.0.1:${redis.port}`;
+    const h = makeHarness({
+      queue: { lockDurationMs: 3_000, stalledIntervalMs: 1_000 },
+      worker: { stopGraceMs: 1_000, abortGraceMs: 1_000, pipelineExtra: { slowStepMs: 2_000, failures: { '[slow]': 'slow' } } },
+    });
+    const a = await startWorker(h, { REDIS_URL: url });
+    procs.push(a);
+    const out = join(h.dir, 'fox.png');
+    const cli = spawnTs('bots/cli/main.ts', h, ['imagine', '[slow] a fox', '--seed', '7', '--steps', '3', '--out', out], { REDIS_URL: url });
+    procs.push(cli);
+    await until(() => runs(h).length > 0, 60_000, 'the job running on A');
+    await redis.crash();
+    await a.waitFor('cannot reach Redis', 10_000);
+
+    a.child.kill('SIGTERM');
+    const exit = await exitWithin(a, 15_000);
+    console.log(a.output().split('\n').filter((l) => l.includes('could not stop')).join('\n'));
+    expect(exit).toBe(1);
+    expect(a.output()).toMatch(/"running":1,.*"msg":"could not stop within 5 s \(still waiting for [^)]+; Redis is unreachable\): exiting 1/);
+
+    servers.push(await redis.restart());
+    const b = await startWorker(h, { REDIS_URL: url });
+    procs.push(b);
+    await cli.waitFor(`wrote ${out}`, 30_000);
+    expect(cli.output().match(/wrote /g)).toHaveLength(1);
+    expect(runs(h).filter((r) => r.kind === 'generate').map((r) => r.pid === b.child.pid)).toEqual([false, true]); // A's run, then B's
+  }, 120_000);
+
+  it('a bot: within 50 s', async () => {
+    discord = await FakeDiscord.start({ heartbeatIntervalMs: 5_000 });
+    const redis = await startRedisServer();
+    servers.push(redis);
+    const h = makeHarness({
+      discord: { enabled: true, apiBaseUrl: discord.apiBase, downloadHosts: [new URL(discord.origin).host], registerCommandsOnStart: false },
+      http: { botPort: 0, host: '127.0.0.1' },
+    });
+    const bot = spawnTs('bots/main.ts', h, [], { DISCORD_TOKEN: discord.token, DISCORD_APPLICATION_ID: discord.appId, REDIS_URL: `redis://127.0.0.1:${redis.port}` });
+    procs.push(bot);
+    await bot.waitFor('bots ready', 120_000);
+    await redis.crash();
+    await bot.waitFor('cannot reach Redis', 10_000);
+
+    bot.child.kill('SIGTERM');
+    const exit = await exitWithin(bot, 55_000);
+    console.log(bot.output().split('\n').filter((l) => l.includes('could not stop')).join('\n'));
+    expect(exit).toBe(1);
+    expect(bot.output()).toMatch(/"msg":"could not stop within 50 s \(still waiting for [^)]+; Redis is unreachable\): exiting 1/);
+  }, 180_000);
+});
