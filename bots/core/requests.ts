@@ -70,9 +70,12 @@ export function imagineOptions(
   return options;
 }
 
+/** Blank, or only control and format characters (a stray \u0001, a zero-width space): queued before 2026-12-07. */
+const saysNothing = (text: string): boolean => text.replace(/[\p{Cc}\p{Cf}\s]/gu, '').length === 0;
+
 function checkPrompt(config: Config, prompt: string, required: boolean): string {
   const text = prompt.trim();
-  if (required && text.length === 0) throw new UserError('bad_request', 'Please describe the image you want.');
+  if (required && saysNothing(text)) throw new UserError('bad_request', 'Please describe the image you want.');
   if (text.length > config.generation.maxPromptChars)
     throw new UserError('bad_request', `Your prompt is ${text.length} characters; the limit is ${config.generation.maxPromptChars}.`);
   return text;
@@ -121,7 +124,7 @@ export function varyRequest(config: Config, base: RequestBase, imageKey: string,
 
 export function checkQuestion(config: Config, question: string): string {
   const text = question.trim();
-  if (text.length === 0) throw new UserError('bad_request', 'Please ask a question about the image.');
+  if (saysNothing(text)) throw new UserError('bad_request', 'Please ask a question about the image.');
   if (text.length > config.understanding.maxQuestionChars)
     throw new UserError('bad_request', `Your question is ${text.length} characters; the limit is ${config.understanding.maxQuestionChars}.`);
   return text;

@@ -16,6 +16,7 @@ describe('imagineRequest', () => {
 
   it.each([
     [{ prompt: '   ' }, 'Please describe the image you want.'],
+    [{ prompt: '\u0001\u0002 \u200b\n' }, 'Please describe the image you want.'], // control and format characters alone say nothing (queued before 2026-12-07)
     [{ prompt: 'x'.repeat(config.generation.maxPromptChars + 5) }, `Your prompt is ${config.generation.maxPromptChars + 5} characters; the limit is ${config.generation.maxPromptChars}.`],
     [{ prompt: 'fox', seed: -1 }, 'seed must be a whole number from 0 to 4294967295.'],
     [{ prompt: 'fox', ditSteps: config.generation.maxDitSteps + 1 }, `steps must be a whole number from 1 to ${config.generation.maxDitSteps}.`],
@@ -104,6 +105,7 @@ describe('questions', () => {
   it('a question is trimmed; an empty one or one past the limit is refused', () => {
     expect(checkQuestion(config, `  ${'q'.repeat(u.maxQuestionChars)}  `)).toBe('q'.repeat(u.maxQuestionChars));
     expect(() => checkQuestion(config, '   ')).toThrow(new UserError('bad_request', 'Please ask a question about the image.'));
+    expect(() => checkQuestion(config, '\u200b\u0007')).toThrow(new UserError('bad_request', 'Please ask a question about the image.'));
     expect(() => checkQuestion(config, 'q'.repeat(u.maxQuestionChars + 1))).toThrow(`Your question is ${u.maxQuestionChars + 1} characters; the limit is ${u.maxQuestionChars}.`);
   });
 
