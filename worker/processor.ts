@@ -253,7 +253,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
         if (prompt) prompts.push(prompt);
       }
       if (stage) timings[stage] = (timings[stage] ?? 0) + clock() - stageAt;
-      if (prompts.length === 0) throw new UserError('bad_image', 'I could not describe that image; please try another one.');
+      if (prompts.length === 0) throw new UserError('bad_image', "I couldn't turn that image into prompts this time; please try again, or with another image.");
       return { result: { ...base, answer: { text: prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'), tokenCount: tokens, prompts }, timingsMs: timings, finishedAt: Date.now() } };
     }
     if (request.kind === 'ask') {

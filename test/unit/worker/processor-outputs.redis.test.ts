@@ -185,7 +185,7 @@ describe('processor outputs', () => {
     const req: JobRequest = { v: CONTRACT_VERSION, id: uid(), destination: cli, submittedAt: 1, kind: 'ask', mode: 'describe', imageKey, question: 'q', history: [], options: askOptions };
     const e = await failureOf(p.process(job(req, { attempts: 3 }), 'token', new AbortController().signal));
     expect(e).toBeInstanceOf(UnrecoverableError);
-    expect((await handedOver(req.id))!.error).toEqual({ code: 'bad_image', message: 'I could not describe that image; please try another one.', userFacing: true });
+    expect((await handedOver(req.id))!.error).toEqual({ code: 'bad_image', message: "I couldn't turn that image into prompts this time; please try again, or with another image.", userFacing: true });
   });
 
   it('an ask with no progress reports has no stage timings; the run gets the job timeout and a signal even when BullMQ passes none', async () => {
