@@ -3,6 +3,7 @@
 // sending us to its sign-in page, and following it would hand the bytes of an HTML page to the model), and the
 // bytes must be an image by their magic numbers, whatever the Content-Type says.
 import { AppError, UserError } from '../../src/errors.ts';
+import { formatBytes } from '../core/requests.ts';
 import { hostAllowed, readCapped, sniffImageMime, withDeadline, type ImageMime } from '../core/image-bytes.ts';
 
 export interface SlackFileRef {
@@ -71,9 +72,8 @@ export function checkDeclared(file: SlackFileRef, policy: Pick<DownloadPolicy, '
   if (file.mimetype && !file.mimetype.startsWith('image/')) {
     throw new UserError('bad_image', `\`${name}\` is ${describeType(file.mimetype)}, not an image. Try a PNG, JPEG, GIF or WebP.`);
   }
-  const limitMiB = Math.round(policy.maxBytes / 2 ** 20);
   if (file.size !== undefined && file.size > policy.maxBytes) {
-    throw new UserError('bad_image', `\`${name}\` is ${(file.size / 2 ** 20).toFixed(1)} MiB; the limit is ${limitMiB} MiB.`);
+    throw new UserError('bad_image', `\`${name}\` is ${formatBytes(file.size)}; the limit is ${formatBytes(policy.maxBytes)}.`);
   }
   return url;
 }
@@ -82,7 +82,7 @@ export function checkDeclared(file: SlackFileRef, policy: Pick<DownloadPolicy, '
 export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPolicy): Promise<DownloadedImage> {
   const name = file.name ?? 'image';
   const url = checkDeclared(file, policy);
-  const limitMiB = Math.round(policy.maxBytes / 2 ** 20);
+  const limit = formatBytes(policy.maxBytes);
   const failed = (e: unknown) => new AppError('platform', `downloading ${url.origin}${url.pathname} failed: ${(e as Error).message}`, { cause: e });
   const bytes = await withDeadline(policy.timeoutMs ?? 30_000, async (signal) => {
     let res: Response;
@@ -108,11 +108,11 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
     const declaredLength = Number(res.headers.get('content-length') ?? NaN);
     if (declaredLength > policy.maxBytes) {
       await res.body?.cancel();
-      throw new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`);
+      throw new UserError('bad_image', `\`${name}\` is larger than the ${limit} limit.`);
     }
     // A 204 or 205 has no body at all: nothing to read, so "not an image" below.
     if (!res.body) return new Uint8Array(0);
-    const tooLarge = () => new UserError('bad_image', `\`${name}\` is larger than the ${limitMiB} MiB limit.`);
+    const tooLarge = () => new UserError('bad_image', `\`${name}\` is larger than the ${limit} limit.`);
     return readCapped(res.body, policy.maxBytes, tooLarge, signal).catch((e: unknown) => {
       throw signal.aborted ? failed(e) : e;
     });

@@ -232,6 +232,8 @@ describe('checkDeclared', () => {
 
   it('refuses a declared size over the cap, in MiB; exactly the cap is fine', () => {
     expect(() => checkDeclared({ url: 'https://files.slack.com/f', size: 3.5 * 2 ** 20 }, p)).toThrow('`image` is 3.5 MiB; the limit is 2 MiB.');
+    // a limit that is no whole number of MiB, as it is (before 2026-12-07: "the limit is 0 MiB")
+    expect(() => checkDeclared({ url: 'https://files.slack.com/f', size: 2 ** 20 }, { ...p, maxBytes: 300 * 1024 })).toThrow('`image` is 1 MiB; the limit is 300 KiB.');
     expect(checkDeclared({ url: 'https://files.slack.com/f', size: 2 * 2 ** 20 }, p)).toBeInstanceOf(URL);
   });
 });
