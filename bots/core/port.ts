@@ -119,6 +119,12 @@ const NO_CONNECTION = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUN
  */
 export const neverSent = (code: string | undefined): boolean => code !== undefined && NO_CONNECTION.has(code);
 
+/** neverSent for a thrown error: its own code, else its cause's (undici's fetch throws "fetch failed" with the code on its cause). */
+export function thrownUnsent(e: unknown): boolean {
+  const { code, cause } = e as { code?: string; cause?: { code?: string } };
+  return neverSent(code ?? cause?.code);
+}
+
 /**
  * id → name for every id `nameOf` names, looked up together: for ports' `displayNames`. An empty name is none, and so
  * is a look-up that fails (a deleted channel, no access, a missing scope: logged at debug).

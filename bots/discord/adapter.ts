@@ -223,7 +223,6 @@ export class DiscordAdapter implements Adapter {
     logRateLimits(client.rest, this.log);
     followUpsAtMostOnce(client.rest); // a follow-up has no nonce: never sent twice (lost-replies.ts)
     callbacksAcknowledgedOnce(client.rest); // a callback whose reply was lost: Discord's 40060 to the repeat means it took
-    callbacksAcknowledgedOnce(client.rest); // a callback whose reply was lost: Discord's 40060 to the repeat means it took
     const ready = new Promise<void>((resolve) => client.once(Events.ClientReady, () => resolve()));
     await client.login(this.token).catch((e: unknown) => {
       if ((e as { code?: unknown }).code !== 'TokenInvalid') throw e;

@@ -6,7 +6,7 @@
 //   - an interaction callback (a defer, a reply, a modal) sent again is refused with 40060 "already acknowledged" when
 //     the first one took: that refusal is the first one's success (callbacksAcknowledgedOnce).
 import type { REST } from 'discord.js';
-import { neverSent } from '../core/port.ts';
+import { thrownUnsent } from '../core/port.ts';
 
 type Send = REST['options']['makeRequest'];
 
@@ -39,8 +39,7 @@ export function followUpsAtMostOnce(rest: REST): void {
     try {
       res = await send(url, init);
     } catch (e) {
-      const { code, cause } = e as { code?: string; cause?: { code?: string } };
-      if (e instanceof MayHaveBeenPosted || neverSent(code ?? cause?.code)) throw e;
+      if (e instanceof MayHaveBeenPosted || thrownUnsent(e)) throw e;
       throw new MayHaveBeenPosted(`an interaction follow-up's answer was lost (${(e as Error).name}); Discord may have posted it, so it is not sent again`, { cause: e });
     }
     // 502/503: Discord's edge found no server to take the request ("wait a bit and retry"): not posted, sent again.
@@ -66,6 +65,10 @@ export function callbacksAcknowledgedOnce(rest: REST): void {
   const send = rest.options.makeRequest;
   /** Callbacks (their paths) whose last attempt's reply was lost, for discord.js's own retry to find. */
   const lost = new Set<string>();
+  const remember = (path: string) => {
+    if (lost.size >= 1_000) lost.clear(); // paths left by retries given up; a token lives 15 minutes
+    lost.add(path);
+  };
   rest.options.makeRequest = async (url, init) => {
     const path = new URL(url).pathname;
     if (init.method !== 'POST' || !CALLBACK.test(path)) return send(url, init);
@@ -74,16 +77,16 @@ export function callbacksAcknowledgedOnce(rest: REST): void {
     try {
       res = await send(url, init);
     } catch (e) {
-      const { code, cause } = e as { code?: string; cause?: { code?: string } };
-      if (neverSent(code ?? cause?.code)) throw e;
-      if (init.signal?.aborted) {
-        lost.add(path); // discord.js's timeout: it sends the callback again, with a fresh signal
-        if (lost.size > 1_000) lost.clear(); // paths left by retries given up; a token lives 15 minutes
-        throw e;
-      }
-      return acknowledged(await send(url, init));
+      if (thrownUnsent(e)) throw e;
+      // Remembered before the repeat too: a repeat that fails as discord.js retries (a 5xx, a reset, its timeout) is
+      // sent again by discord.js, whose attempt then gets the 40060 (until 2026-12-07 that one failed the handler).
+      remember(path);
+      if (init.signal?.aborted) throw e; // discord.js's timeout: it sends the callback again, with a fresh signal
+      const again = await send(url, init);
+      if (again.status < 500) lost.delete(path);
+      return acknowledged(again);
     }
-    if (res.status >= 500) lost.add(path); // discord.js retries a 5xx
+    if (res.status >= 500) remember(path); // discord.js retries a 5xx
     return retried ? acknowledged(res) : res;
   };
 }

@@ -14,7 +14,7 @@ import { isUserError } from '../../src/errors.ts';
 import { CONTRACT_VERSION, type SlackDestination } from '../../src/jobs/contract.ts';
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
-import { neverSent, type CommandInput, type Reply } from '../core/port.ts';
+import { thrownUnsent, type CommandInput, type Reply } from '../core/port.ts';
 import { STARTED_TEXT, type Core } from '../core/submit.ts';
 import { ACTION, AskTarget, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
@@ -249,8 +249,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       try {
         await respond(text);
       } catch (e) {
-        const { code, cause } = e as { code?: string; cause?: { code?: string } };
-        if (code === ErrorCode.RespondError || neverSent(cause?.code)) return deps.port.postEphemeral(channel, user, text, threadTs);
+        if ((e as { code?: string }).code === ErrorCode.RespondError || thrownUnsent(e)) return deps.port.postEphemeral(channel, user, text, threadTs);
         log.warn({ channel, user, err: (e as Error).message }, 'the reply to a response_url post was lost: taken as shown, not sent again');
       }
     };

@@ -51,6 +51,27 @@ describe('callbacksAcknowledgedOnce', () => {
     expect((await after5xx.make(CALLBACK, post())).status).toBe(204);
   });
 
+  it('a repeat that fails as discord.js retries (a 5xx, a reset): the 40060 to its next attempt is a 204', async () => {
+    // The first callback took and its reply was lost; the repeat sent here failed too, and discord.js sent it again
+    for (const failed of [new Response('{}', { status: 500 }), lostReply('ECONNRESET')]) {
+      const { make, sent } = restAnswering([lostReply(), failed, refusedAgain()]);
+      const first = await make(CALLBACK, post()).then((r) => r.status, (e: unknown) => (e as { code?: string }).code);
+      expect(first).toBe(failed instanceof Response ? 500 : 'ECONNRESET');
+      expect((await make(CALLBACK, post())).status).toBe(204);
+      expect(sent()).toBe(3);
+    }
+  });
+
+  it('the lost callback that passes the bound of remembered paths is remembered itself', async () => {
+    const timedOut = new AbortController();
+    timedOut.abort();
+    const aborted = () => Object.assign(new Error('aborted'), { name: 'AbortError' });
+    const { make } = restAnswering([...Array.from({ length: 1_001 }, aborted), refusedAgain()]);
+    // 1,000 callbacks whose retries were given up on, then one more whose retry comes
+    for (let i = 0; i < 1_001; i++) await make(`https://discord.com/api/v10/interactions/${i}/tok/callback`, post(timedOut.signal)).catch(() => undefined);
+    expect((await make('https://discord.com/api/v10/interactions/1000/tok/callback', post())).status).toBe(204);
+  });
+
   it('a 40060 with no lost reply before it stays a refusal; a connection never made is not asked again; other routes pass', async () => {
     const twice = restAnswering([new Response(null, { status: 204 }), refusedAgain()]);
     expect((await twice.make(CALLBACK, post())).status).toBe(204);
