@@ -195,15 +195,15 @@ export const ConfigSchema = z.strictObject({
     maxPixels: positiveInt,
     maxAspectRatio: z.number().positive(),
     maxNewTokens: positiveInt.max(8192, 'at most 8192 (the job format\'s bound)'),
-    maxHistoryTurns: nonNegativeInt,
+    maxHistoryTurns: nonNegativeInt.max(64, 'at most 64 (the job format\'s bound)'),
     /** /describe samples its four prompts at this temperature (0 would give four identical ones). */
     describeTemperature: z.number().positive().max(5),
     /** Longest prompt /describe writes, in tokens. */
     describeMaxNewTokens: positiveInt,
-    temperature: z.number().nonnegative(),
+    temperature: z.number().nonnegative().max(5, 'at most 5 (the job format\'s bound)'),
     topP: z.number().gt(0).lte(1),
     topK: nonNegativeInt,
-    repetitionPenalty: z.number().positive(),
+    repetitionPenalty: z.number().positive().max(5, 'at most 5 (the job format\'s bound)'),
   }),
 
   checks: z.strictObject({

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig, loadSecrets, repoRoot } from '../../../src/config/load.ts';
 import { logLevelFromEnv } from '../../../src/config/env.ts';
 import { ConfigSchema } from '../../../src/config/schema.ts';
-import { AskOptions, ImagineOptions, MAX_PROMPT_CHARS, MAX_QUESTION_CHARS } from '../../../src/jobs/contract.ts';
+import { AskOptions, AskRequest, ImagineOptions, MAX_PROMPT_CHARS, MAX_QUESTION_CHARS } from '../../../src/jobs/contract.ts';
 
 describe('config', () => {
   it('default.yaml satisfies the schema and is frozen', () => {
@@ -32,6 +32,7 @@ describe('config', () => {
   // as "Something went wrong" (found by an audit, 2026-12-07): no maximum may pass the job format's own bound.
   it("bounds each request maximum by the job format's own: at the bound it loads, one past it names the key", () => {
     const bound = (schema: { maxValue?: number | null }) => schema.maxValue as number;
+    const historyBound = 64; // AskRequest's history: checked against the job format below
     const cases = [
       ['generation', 'maxPromptChars', MAX_PROMPT_CHARS],
       ['generation', 'maxDitSteps', bound(ImagineOptions.shape.ditSteps)],
@@ -39,7 +40,14 @@ describe('config', () => {
       ['generation', 'maxGuidance', bound(ImagineOptions.shape.guidance)],
       ['understanding', 'maxQuestionChars', MAX_QUESTION_CHARS],
       ['understanding', 'maxNewTokens', bound(AskOptions.shape.maxNewTokens)],
+      // copied into every question's job as they are (the history cut to it): past the bound, each failed
+      ['understanding', 'maxHistoryTurns', historyBound],
+      ['understanding', 'temperature', bound(AskOptions.shape.temperature)],
+      ['understanding', 'repetitionPenalty', bound(AskOptions.shape.repetitionPenalty)],
     ] as const;
+    const turns = (n: number) => Array.from({ length: n }, () => ({ role: 'user' as const, text: 'q' }));
+    expect(AskRequest.shape.history.safeParse(turns(historyBound)).success).toBe(true);
+    expect(AskRequest.shape.history.safeParse(turns(historyBound + 1)).success).toBe(false);
     for (const [section, key, max] of cases) {
       expect(max, key).toBeGreaterThan(0);
       const at = (value: number) => loadConfig({ env: {}, overrides: { [section]: { [key]: value } } });
