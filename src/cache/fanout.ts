@@ -8,7 +8,7 @@ import type { Redis } from '../redis.ts';
 import type { BlobStore } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
 import { JobRequest, outputBlobKeys, parseStoredJson, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
-import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, type DeliveryQueue } from '../jobs/queue.ts';
+import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../jobs/queue.ts';
 import { retentionJobOptions } from '../jobs/retention.ts';
 import { requestDigest, sha256Hex } from './key.ts';
 import type { ResultCache } from './results.ts';
@@ -17,20 +17,21 @@ import type { ResultCache } from './results.ts';
 export class DeliveryQueues {
   private readonly queues = new Map<string, DeliveryQueue>();
   constructor(
-    private readonly config: Pick<Config, 'queue'>,
+    private readonly config: Pick<Config, 'queue' | 'blobs'>,
     private readonly redis: Redis,
   ) {}
   /**
    * Hand a result to its destination's delivery queue under its job id (a repeat is ignored by BullMQ). A CLI run's
    * queue takes this one result and is closed: kept, each left a Queue, and BullMQ's listeners on the shared
-   * connection, until the process stopped.
+   * connection, until the process stopped. Its keys get the blobs' lifetime, as the worker's hand-over gives them
+   * (worker/processor.ts): a CLI that was killed never deletes its queue.
    */
   async handOver(result: JobResult): Promise<void> {
     const options = { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId };
     const name = deliveryQueueName(result.destination as Destination);
     if (result.destination.platform === 'cli') {
       const once = createDeliveryQueue(this.config, this.redis, name);
-      await once.add(DELIVERY_JOB_NAME, result, options).finally(() => once.close());
+      await handOverTogether(this.redis, once, result, options, { expireSeconds: this.config.blobs.ttlSeconds }).finally(() => once.close());
       return;
     }
     let q = this.queues.get(name);

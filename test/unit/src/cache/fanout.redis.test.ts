@@ -97,4 +97,21 @@ describe('DeliveryQueues', () => {
       await own.close();
     }
   });
+
+  // A CLI deletes its queue on exit; one killed never does. The worker's own hand-over gives the queue's keys the blobs'
+  // lifetime (worker/processor.ts handOver); a CLI follower's or cache hit's hand-over here gave them none: kept for good.
+  it('gives a CLI run’s queue keys and its result the blobs’ lifetime, as the worker’s hand-over does', async () => {
+    const cli: Destination = { platform: 'cli', clientId: `c${randomUUID().slice(0, 8)}`, channelId: 'local', userId: 'u' };
+    await queues.handOver(leaderResult({ jobId: 'cli-ttl', destination: cli }));
+    const q = createDeliveryQueue(config, redis, deliveryQueueName(cli));
+    try {
+      for (const key of [q.toKey('cli-ttl'), q.keys.wait!, q.keys.meta!]) {
+        const ttl = await redis.ttl(key);
+        expect(ttl, key).toBeGreaterThan(0);
+        expect(ttl, key).toBeLessThanOrEqual(config.blobs.ttlSeconds);
+      }
+    } finally {
+      await q.close();
+    }
+  });
 });
