@@ -24,7 +24,8 @@ export { hostAllowed };
 
 export type ImageFormat = 'png' | 'jpeg' | 'gif' | 'webp';
 const MIME: Record<ImageFormat, string> = { png: 'image/png', jpeg: 'image/jpeg', gif: 'image/gif', webp: 'image/webp' };
-const ACCEPTED = new Set(Object.values(MIME));
+/** The types sent for the formats we read; `image/jpg` and `image/pjpeg` are JPEG as some clients name it. */
+const ACCEPTED = new Set([...Object.values(MIME), 'image/jpg', 'image/pjpeg']);
 const FORMATS_TEXT = 'a PNG, JPEG, WebP or GIF';
 
 const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(bytes < 2 ** 20 ? 2 : 1)} MiB`;
