@@ -184,6 +184,10 @@ export const ConfigSchema = z.strictObject({
     maxImagesPerRequest: positiveInt.max(8),
     /** Longest negative prompt (`--no`), in characters (the contract's hard bound is 1000). */
     maxNegativeChars: positiveInt.max(1000),
+  }).superRefine((g, ctx) => {
+    // A default above its maximum refused every request that left the value to it, over a number nobody typed
+    for (const [value, max] of [['defaultDitSteps', 'maxDitSteps'], ['defaultDecoderSteps', 'maxDecoderSteps'], ['defaultGuidance', 'maxGuidance']] as const)
+      if (g[value] > g[max]) ctx.addIssue({ code: 'custom', path: [value], message: `at most generation.${max} (${g[max]})` });
   }),
 
   understanding: z.strictObject({

@@ -56,6 +56,16 @@ describe('config', () => {
     }
   });
 
+  // A default above its maximum refused every request that did not set the value, over a number nobody typed.
+  it('refuses a default above its maximum, naming the default', () => {
+    const at = (generation: Record<string, number>) => () => loadConfig({ env: {}, overrides: { generation } });
+    expect(at({ defaultDitSteps: 40, maxDitSteps: 40 })).not.toThrow();
+    expect(at({ defaultDitSteps: 41, maxDitSteps: 40 })).toThrow(/at most generation\.maxDitSteps \(40\)[^]*generation\.defaultDitSteps/);
+    expect(at({ defaultDecoderSteps: 60, maxDecoderSteps: 50 })).toThrow(/generation\.defaultDecoderSteps/);
+    expect(at({ defaultGuidance: 12, maxGuidance: 10 })).toThrow(/generation\.defaultGuidance/);
+    expect(at({ defaultImageCount: 3, maxImagesPerRequest: 2 })).not.toThrow(); // the count is taken at the maximum (imagineOptions)
+  });
+
   it('rejects unknown keys (typos do not pass silently)', () => {
     expect(() => loadConfig({ env: {}, overrides: { queue: { atempts: 3 } as never } })).toThrow(/atempts|queue/);
   });
