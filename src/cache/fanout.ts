@@ -31,7 +31,7 @@ export class DeliveryQueues {
     const name = deliveryQueueName(result.destination as Destination);
     if (result.destination.platform === 'cli') {
       const once = createDeliveryQueue(this.config, this.redis, name);
-      await handOverTogether(this.redis, once, result, options, { expireSeconds: this.config.blobs.ttlSeconds }).finally(() => once.close());
+      await handOverTogether(this.redis, once, result, options, { expireSeconds: this.config.blobs.ttlSeconds }).finally(() => once.close().catch(() => undefined)); // a close only removes its listeners from the shared connection
       return;
     }
     let q = this.queues.get(name);
