@@ -82,13 +82,31 @@ export function callbacksAcknowledgedOnce(rest: REST): void {
       // sent again by discord.js, whose attempt then gets the 40060 (until 2026-12-07 that one failed the handler).
       remember(path);
       if (init.signal?.aborted) throw e; // discord.js's timeout: it sends the callback again, with a fresh signal
-      const again = await send(url, init);
+      const again = await askAgain(send, url, init);
       if (again.status < 500) lost.delete(path);
       return acknowledged(again);
     }
     if (res.status >= 500) remember(path); // discord.js retries a 5xx
     return retried ? acknowledged(res) : res;
   };
+}
+
+/** Tries of a callback's repeat that fails with no answer (discord.js retries neither a closed socket nor a refused one). */
+const REPEAT_TRIES = 3;
+
+/**
+ * The repeat of a callback whose reply was lost: sent up to REPEAT_TRIES times while it gets no answer, 250 ms apart
+ * (its 3 s window allows it). Before, a repeat whose socket closed too failed the handler: "thinking…" again.
+ */
+async function askAgain(send: Send, url: string, init: Parameters<Send>[1]): Promise<Awaited<ReturnType<Send>>> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await send(url, init);
+    } catch (e) {
+      if (tries >= REPEAT_TRIES || init.signal?.aborted) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
 }
 
 /** `res`, or a 204 where it refuses a repeated callback because the first one took. */
