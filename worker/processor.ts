@@ -122,7 +122,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const name = deliveryQueueName(destination);
     let q = queues.get(name);
     if (!q) {
-      q = createDeliveryQueue(config, redis, name);
+      q = createDeliveryQueue(config, redis, name, destination.platform === 'cli'); // a CLI's queue is the CLI's
       queues.set(name, q);
     }
     return q;

@@ -30,7 +30,7 @@ export class DeliveryQueues {
     const options = { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId };
     const name = deliveryQueueName(result.destination as Destination);
     if (result.destination.platform === 'cli') {
-      const once = createDeliveryQueue(this.config, this.redis, name);
+      const once = createDeliveryQueue(this.config, this.redis, name, true); // the CLI's queue: its meta is the CLI's
       await handOverTogether(this.redis, once, result, options, { expireSeconds: this.config.blobs.ttlSeconds }).finally(() => once.close().catch(() => undefined)); // a close only removes its listeners from the shared connection
       return;
     }

@@ -179,9 +179,15 @@ export async function handOverTogether(connection: Redis, queue: DeliveryQueue, 
 /** The name of every delivery job (a label for dashboards; the delivery worker reads only its data). */
 export const DELIVERY_JOB_NAME = 'result';
 
-export function createDeliveryQueue(config: QueueConfig, connection: Redis, name: string): DeliveryQueue {
+/**
+ * A delivery queue. `handOnly`: this process only hands results to it, the queue being another's (a CLI run's, which
+ * deletes it as it exits): BullMQ's meta hash, which every Queue writes as it is made, is left to that owner. Written by
+ * a worker that looked at a job after the CLI had gone, it came back with no TTL and stayed for good.
+ */
+export function createDeliveryQueue(config: QueueConfig, connection: Redis, name: string, handOnly = false): DeliveryQueue {
   assertClusterPrefix(config, connection);
-  return reportConnectionErrors(new Queue<JobResult>(name, { connection, prefix: config.queue.prefix, defaultJobOptions: deliveryJobOptions(config) }), connection);
+  const queue = new Queue<JobResult>(name, { connection, prefix: config.queue.prefix, defaultJobOptions: deliveryJobOptions(config), skipMetasUpdate: handOnly });
+  return reportConnectionErrors(queue, connection);
 }
 
 /** QueueEvents blocks on its connection, so it gets its own; BullMQ leaves a passed-in connection open, so close() closes it. */

@@ -78,7 +78,7 @@ function roundTrips(redis: Redis) {
  * A processor on `redis` whose model takes 20 ms (a CLI run's delivery queue, opened at the job's start, writes its
  * meta meanwhile, as it does during a real run); tracing starts when the model is done, stops at afterHandOver.
  */
-function processorOn(redis: Redis) {
+function processorOn(redis: Redis, afterMs = 0) {
   const trace = roundTrips(redis);
   const model = () => new Promise((r) => setTimeout(r, 20));
   const host = {
@@ -86,7 +86,7 @@ function processorOn(redis: Redis) {
     understand: async () => (await model(), trace.start(), { text: 'a cat', tokenIds: [1] }),
     check: async () => ({ answers: {}, counts: { visionEncodings: 0, prefixPrefills: 0, batchedForwards: 0, captionTokens: 0 } }),
   };
-  const processor = createProcessor({ config, redis, blobs: createBlobStore(config, redis), host, log, afterHandOver: async () => trace.stop() });
+  const processor = createProcessor({ config, redis, blobs: createBlobStore(config, redis), host, log, afterHandOver: async () => (trace.stop(), await new Promise((r) => setTimeout(r, afterMs))) });
   return { processor, trace, run: (data: JobRequest, attemptsMade = 0) => processor.process(job(data, attemptsMade), 'token', new AbortController().signal) };
 }
 
@@ -193,6 +193,29 @@ describe('a CLI run’s delivery queue', () => {
       // and a job BullMQ failed for good (its worker died too often): its failure handed over by onFinallyFailed
       await on.processor.onFinallyFailed(job(imagine({ ...cli, clientId: `c${randomUUID().slice(0, 8)}` })), new Error('job stalled more than allowable limit'));
       expect(['error', 'close', 'ready'].map((e) => redis.listenerCount(e))).toEqual(before);
+    } finally {
+      await on.processor.close();
+      await closeRedis(redis);
+    }
+  });
+
+  // The CLI deletes its queue as it exits (a cancelled run, SIGINT); the worker may look at the job after that (its
+  // onFinallyFailed: was it handed over?). Each Queue the worker opened on a CLI's queue wrote BullMQ's meta hash, and
+  // one opened after the CLI's exit wrote it anew with no TTL: a key left for good (CI's cli-signals test, 2026-12-07).
+  // The meta hash is the CLI's to write; the worker only hands over, and everything it writes there expires.
+  it('a CLI that showed its result and deleted its queue gets no key of it back without a TTL from the worker’s last look', async () => {
+    const redis = createRedis(url);
+    const on = processorOn(redis, 100); // the after-hand-over step takes a moment, as the worker's does (the flight's close, usage)
+    try {
+      const run = { ...cli, clientId: `c${randomUUID().slice(0, 8)}` };
+      const request = imagine(run);
+      const keys = () => redis.keys(`${prefix}:${deliveryQueueName(run)}:*`);
+      expect(await on.run(request)).toMatchObject({ status: 'succeeded' });
+      expect(await new DeliveryLedger(redis, config).markDelivered(request.id)).toBe(true); // the CLI showed it …
+      await redis.del(...(await keys())); // … and deleted its queue as it exited
+      await on.processor.onFinallyFailed(job(request), new Error('cancelled'));
+      await new Promise((r) => setTimeout(r, 100));
+      for (const key of await keys()) expect(await redis.ttl(key), key).toBeGreaterThan(0);
     } finally {
       await on.processor.close();
       await closeRedis(redis);
