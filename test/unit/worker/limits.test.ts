@@ -10,7 +10,7 @@ import { enforceConfiguredLimits, enforceImageBytes } from '../../../worker/limi
 const config = loadConfig({
   env: {},
   overrides: {
-    generation: { maxPromptChars: 20, maxDitSteps: 30, maxDecoderSteps: 40, maxGuidance: 9, maxImagesPerRequest: 2, maxNegativeChars: 10 },
+    generation: { maxPromptChars: 20, maxDitSteps: 30, defaultDecoderSteps: 40, maxDecoderSteps: 40, maxGuidance: 9, maxImagesPerRequest: 2, maxNegativeChars: 10 },
     understanding: { maxQuestionChars: 15, maxHistoryTurns: 2, maxNewTokens: 64, maxInputImageBytes: 3 * 2 ** 20 },
   },
 });

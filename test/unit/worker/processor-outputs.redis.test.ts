@@ -390,7 +390,7 @@ describe('processor outputs', () => {
           throw new UserError('bad_request', 'no foxes today');
         },
       },
-      configWith({ generation: { maxDitSteps: 2 } }),
+      configWith({ generation: { defaultDitSteps: 2, maxDitSteps: 2 } }),
     );
     const req = imagine();
     await failureOf(p.process(job(req), 'token', new AbortController().signal));
