@@ -358,7 +358,8 @@ export class ProgressRelay {
         // holds the next edit so long at most. Not before: while the ledger's script waits for Redis (down), the next
         // edit's would wait behind it, run right after it and find the slot taken; the newest step was dropped, the one
         // before it left shown after the outage (found by an audit, 2026-12-07).
-        cap = setTimeout(ended, SHOWING_SLOT_MS).unref();
+        // + 250 ms: the next edit, let go at the cap, must find the ledger's slot lapsed, not just about to (it was dropped)
+        cap = setTimeout(ended, SHOWING_SLOT_MS + 250).unref();
         const shown = t.port.showProgress(t.destination, progress);
         t.lastAt = Date.now(); // the port has it (and read its clock) now: the interval runs from here
         return shown;

@@ -93,7 +93,6 @@ export class SettingsStore {
   }
 }
 
-/** /imagine input with saved defaults filled in where the request left an option out. */
 /**
  * A request's options, its own first, then the saved defaults. A saved default above a limit the operator has lowered
  * since (`generation.max*`) is used at the limit: it is a preference the user set under the old limit, not a value they
