@@ -20,9 +20,9 @@ const tests: Record<string, string[]> = {
   // the result cache, GPU-second accounting and saved settings: state every bot and worker shares through Redis
   state: ['test/unit/src/cache/*.test.ts', 'test/unit/src/accounting/*.test.ts', 'test/unit/src/limits/gate.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/settings.redis.test.ts', 'test/unit/bots/slack/settings.test.ts'],
   // the Slack adapter's own modules
-  slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/port.redis.test.ts'],
+  slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/{port,lost-replies}.redis.test.ts'],
   // the Slack listeners through real Bolt and the fake Slack, no worker
-  handlers: ['test/unit/bots/slack/handlers.redis.test.ts'],
+  handlers: ['test/unit/bots/slack/{handlers,lost-replies}.redis.test.ts'],
   // the progress relay on Redis with recording ports (not progress-takeover/-multi: bot and worker processes)
   progress: ['test/unit/bots/core/progress-relay.redis.test.ts'],
   // the Discord gateway glue through real discord.js and the fake Discord, no worker

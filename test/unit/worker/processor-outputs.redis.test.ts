@@ -595,6 +595,11 @@ describe('processor outputs', () => {
     await p.onFinallyFailed(job(malformed), stalled);
     expect((await handedOver(malformed.id))!.status).toBe('failed'); // told, but no request to pass on
     expect(calls).toHaveLength(3);
+    // a job whose data names another job (no enqueue makes one): malformed too, as in process; afterHandOver would
+    // settle the usage and close the flight of the job its data names
+    const forged = imagine();
+    await p.onFinallyFailed({ ...job(forged), id: `other-${forged.id}` } as unknown as Parameters<typeof p.onFinallyFailed>[0], stalled);
+    expect(calls).toHaveLength(3);
   });
 
   it('close() closes the delivery queues it opened (their listeners leave the shared connection)', async () => {

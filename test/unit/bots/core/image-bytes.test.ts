@@ -2,8 +2,8 @@
 // (a chunked server without Content-Length), and the type from the magic bytes.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hostAllowed, readCapped, sniffImageMime } from '../../../../bots/core/image-bytes.ts';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { hostAllowed, readCapped, sniffImageMime, withDeadline } from '../../../../bots/core/image-bytes.ts';
 import { downloadSlackFile } from '../../../../bots/slack/download.ts';
 import { UserError } from '../../../../src/errors.ts';
 
@@ -24,8 +24,47 @@ function streamOf(chunks: Uint8Array[]): ReadableStream<Uint8Array> & { cancelle
   return Object.assign(s, { cancelled: () => cancelled, pulled: () => i });
 }
 
+describe('withDeadline', () => {
+  it("aborts its work's signal at timeoutMs with a TimeoutError that says so", async () => {
+    const started = Date.now();
+    const reason = await withDeadline(50, (signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)))).catch((e: unknown) => e);
+    expect(reason).toBeInstanceOf(DOMException);
+    expect(reason).toMatchObject({ name: 'TimeoutError', message: 'no answer within 50 ms' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(45);
+  });
+
+  it('leaves no timer behind once its work settles (a process would otherwise wait on it for up to timeoutMs)', async () => {
+    vi.useFakeTimers();
+    try {
+      await expect(withDeadline(30_000, async () => 'done')).resolves.toBe('done');
+      await expect(withDeadline(30_000, async () => Promise.reject(new Error('refused')))).rejects.toThrow('refused');
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
 describe('readCapped', () => {
   const tooLarge = () => new Error('too large');
+
+  it("ends a read waiting on a body that sends nothing more when its signal aborts: the abort's reason, the body cancelled", async () => {
+    let cancelled: unknown;
+    const stalled = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new Uint8Array(3)); // then nothing, and never closed
+      },
+      cancel(why) {
+        cancelled = why;
+      },
+    });
+    const deadline = new AbortController();
+    const read = readCapped(stalled, 100, tooLarge, deadline.signal);
+    setTimeout(() => deadline.abort(new Error('the deadline')), 20);
+    const outcome = await Promise.race([read.then(() => 'read', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('still waiting after 1 s'), 1_000))]);
+    expect(outcome).toBe('the deadline');
+    expect(cancelled).toMatchObject({ message: 'the deadline' });
+  });
 
   it('joins the chunks in order, up to and including exactly maxBytes', async () => {
     const body = streamOf([Uint8Array.from([1, 2]), Uint8Array.from([3]), Uint8Array.from([4, 5, 6])]);
@@ -131,7 +170,7 @@ describe('a chunked download without Content-Length', () => {
   it('refuses one byte more, and stops reading a huge body early', async () => {
     const e = await downloadSlackFile({ url: `${base}/f?bytes=50001`, name: 'big.png' }, policy()).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(UserError);
-    expect((e as UserError).message).toBe('`big.png` is larger than the 0 MiB limit.');
+    expect((e as UserError).message).toBe('`big.png` is larger than the 49 KiB limit.'); // 50,000 bytes (formatBytes, 07b9864)
     const huge = await downloadSlackFile({ url: `${base}/f?bytes=50000000`, name: 'huge.png' }, policy()).catch((x: unknown) => x);
     expect(huge).toBeInstanceOf(UserError);
     for (let i = 0; i < 100 && !closedEarly; i++) await new Promise((r) => setTimeout(r, 10));

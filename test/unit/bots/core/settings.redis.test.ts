@@ -4,8 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Reply } from '../../../../bots/core/port.ts';
-import { describeSettings, formatDuration, parseDuration, settingsCommand, SettingsStore, withDefaults, type SavedSettings, type SettingsInput } from '../../../../bots/core/settings.ts';
-import { isUserError } from '../../../../src/errors.ts';
+import { checkRetention, describeSettings, formatDuration, parseDuration, settingsCommand, SettingsStore, withDefaults, type SavedSettings, type SettingsInput } from '../../../../bots/core/settings.ts';
+import { isUserError, UserError } from '../../../../src/errors.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { Destination } from '../../../../src/jobs/contract.ts';
 import { closeRedis, createRedis, deleteKeys } from '../../../../src/redis.ts';
@@ -144,6 +144,21 @@ describe('defaults, descriptions and durations', () => {
     const saved: SavedSettings = { steps: 20, guidance: 5, aspect: '16:9', negative: 'blur', count: 3 };
     expect(withDefaults({ prompt: 'p' } as { prompt: string; ditSteps?: number }, saved, config.generation)).toEqual({ prompt: 'p', ditSteps: 20, guidance: 5, aspect: '16:9', negative: 'blur', count: 3 });
     expect(withDefaults({ ditSteps: 7, guidance: 0, aspect: '1:1', negative: '', count: 1 }, saved, config.generation)).toEqual({ ditSteps: 7, guidance: 0, aspect: '1:1', negative: '', count: 1 });
+  });
+
+  it('a saved default above a limit lowered since is used at the limit; one at or below it as saved; nothing saved, nothing filled in', () => {
+    const limits = { maxDitSteps: 40, maxGuidance: 10, maxImagesPerRequest: 2 };
+    expect(withDefaults({}, { steps: 80, guidance: 15, count: 4 }, limits)).toEqual({ ditSteps: 40, guidance: 10, count: 2 });
+    expect(withDefaults({}, { steps: 40, guidance: 9.5, count: 1 }, limits)).toEqual({ ditSteps: 40, guidance: 9.5, count: 1 });
+    const none = withDefaults<{ ditSteps?: number; guidance?: number; count?: number }>({}, {}, limits);
+    expect([none.ditSteps, none.guidance, none.count]).toEqual([undefined, undefined, undefined]);
+  });
+
+  it('a retention from 1 second to 30 days passes; 0, a fraction or one second more is refused in the admin\'s terms', () => {
+    for (const ok of [1, 60, 2_592_000]) expect(() => checkRetention(ok)).not.toThrow();
+    for (const low of [0, -5, 1.5]) expect(() => checkRetention(low), String(low)).toThrow(new UserError('bad_request', 'The retention must be at least 1 second.'));
+    expect(() => checkRetention(2_592_001)).toThrow(new UserError('bad_request', 'The retention can be at most 30 days; you gave 2592001 s.'));
+    expect(() => checkRetention(90 * 86_400)).toThrow(new UserError('bad_request', 'The retention can be at most 30 days; you gave 90 days.'));
   });
 
   it('describes saved settings in one line', () => {

@@ -155,6 +155,8 @@ describe('what counts as an image, and sizes', () => {
     // A phone's photo is an image, just not one the bot reads: before 2026-12-07 "IMG_1.HEIC isn't an image (image/heic)"
     expect(() => checkBeforeDownload(meta({ contentType: 'image/heic', filename: 'IMG_1.HEIC' }), prod)).toThrow("IMG_1.HEIC is an image in HEIC format, which I can't read. Please attach a PNG, JPEG, WebP or GIF.");
     expect(() => checkBeforeDownload(meta({ contentType: 'image/svg+xml', filename: 'logo.svg' }), prod)).toThrow("logo.svg is an image in SVG format, which I can't read. Please attach a PNG, JPEG, WebP or GIF.");
+    // only a type that is image/… is an image: one naming an image further on (a parameter) is not
+    expect(() => checkBeforeDownload(meta({ contentType: 'application/octet-stream; name=image/heic', filename: 'x.bin' }), prod)).toThrow("x.bin isn't an image (application/octet-stream; name=image/heic). Please attach a PNG, JPEG, WebP or GIF.");
     // JPEG under the names some clients give it: downloaded and read by its bytes, as on Slack
     for (const contentType of ['image/jpg', 'image/pjpeg', 'IMAGE/JPG; charset=binary']) expect(() => checkBeforeDownload(meta({ contentType, filename: 'photo.jpg' }), prod)).not.toThrow();
   });

@@ -526,6 +526,9 @@ describe('unexpected failures', () => {
     h.fake.inject({ method: 'chat.postMessage', error: 'fatal_error' });
     await interactive(viewSubmission(h.fake, { user, view, values: { question: { value: { type: 'plain_text_input', value: 'why?' } } } }));
     await h.fake.waitFor(() => (failedAs('ask shortcut').length ? true : undefined), 10_000, 'the ask failure');
+    h.fake.inject({ method: 'views.open', error: 'fatal_error' }); // the window itself
+    await interactive(messageShortcut(h.fake, { user, message: target, callbackId: SHORTCUT_ASK }));
+    await h.fake.waitFor(() => (failedAs('ask shortcut window').length ? true : undefined), 10_000, 'the ask window failure');
 
     const { jobId } = await command('a kite to fail on --seed 1', newUser());
     await queued(jobId);

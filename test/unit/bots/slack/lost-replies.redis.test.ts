@@ -5,14 +5,14 @@
 // fake's `response_url` faults). The delivery of results is in port.redis.test.ts.
 import sharp from 'sharp';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { SHORTCUT_ASK } from '../../../../bots/slack/blocks.ts';
+import { ACTION, SHORTCUT_ASK } from '../../../../bots/slack/blocks.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { capturedLog, type LogLine } from '../../../doubles/core-harness.ts';
 import { startGuard } from '../../../doubles/start-guard.ts';
 import { SIGNING_SECRET, startSlackHarness, type SlackHarness } from '../../../fakes/slack/bot-harness.ts';
 import { postEvent } from '../../../fakes/slack/signed-sender.ts';
-import { appMention, eventCallback, messageShortcut, slashCommand } from '../../../fakes/slack/payloads.ts';
+import { appMention, blockAction, eventCallback, messageShortcut, slashCommand } from '../../../fakes/slack/payloads.ts';
 import type { RecordedCall } from '../../../fakes/slack/server.ts';
 
 let h: SlackHarness;
@@ -84,6 +84,7 @@ describe('the status message a job is posted under', () => {
 describe('a window a trigger opens once (views.open)', () => {
   it('/blip3o-settings whose window opened but the reply was lost: the window is open, and the user is told nothing went wrong', async () => {
     const user = newUser();
+    const linesBefore = logged.length;
     h.fake.inject({ method: 'views.open', lostReply: true });
     const payload = slashCommand(h.fake, { command: '/blip3o-settings', text: '', channel: CHANNEL, user });
     await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
@@ -91,6 +92,7 @@ describe('a window a trigger opens once (views.open)', () => {
     await settle();
     expect(h.fake.apiCalls('views.open').filter((c) => c.args.trigger_id === payload.trigger_id).map((c) => c.status)).toEqual([200, 200]); // opened, then refused (exchanged_trigger_id)
     expect(responses(payload.response_url)).toEqual([]);
+    expect(logged.slice(linesBefore).map((l) => l.msg)).toContain('views.open was refused as already done (exchanged_trigger_id): an earlier try, whose reply was lost, opened the window');
   });
 
   it('"Ask about this image" whose window Slack could not open (5xx until the trigger expired): the user is told, not left with nothing', async () => {
@@ -117,6 +119,37 @@ describe('a private hint (chat.postEphemeral)', () => {
     const shown = h.fake.apiCalls('chat.postEphemeral').filter((c) => c.args.user === user);
     expect(shown.map((c) => c.args.text)).toEqual(['Ask me about an image: mention me in a message with an image attached, or in the thread of a message with one.']);
     expect(logged.slice(linesBefore).filter((l) => l.msg === 'slack handler failed')).toEqual([]); // no "Something went wrong" either
+  });
+});
+
+describe('a hint said once per event (onceFor)', () => {
+  const HINT = 'Ask me about an image: mention me in a message with an image attached, or in the thread of a message with one.';
+
+  it('the same mention delivered again: its hint is not shown again, and the repeat is logged as already told', async () => {
+    const user = newUser();
+    const bare = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what is this, again?` });
+    const linesBefore = logged.length;
+    for (let i = 0; i < 2; i++) {
+      await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, bare))));
+      await h.fake.waitFor(() => ephemeralsTo(user)[0], 10_000, 'the hint');
+      await settle();
+    }
+    expect(ephemeralsTo(user).map((c) => c.args.text)).toEqual([HINT]);
+    expect(logged.slice(linesBefore).filter((l) => l.msg === 'duplicate delivery: already told')).toEqual([
+      expect.objectContaining({ dedupeKey: `msg:${CHANNEL}:${bare.ts}` }),
+    ]);
+  });
+
+  it('a hint Slack refused is not taken as told: the failure is logged, and the event delivered again shows the hint', async () => {
+    const user = newUser();
+    const bare = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> and this?` });
+    const linesBefore = logged.length;
+    h.fake.inject({ method: 'chat.postEphemeral', error: 'fatal_error' });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, bare))));
+    await h.fake.waitFor(() => logged.slice(linesBefore).find((l) => l.msg === 'slack handler failed'), 10_000, 'the failure');
+    await settle();
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, bare))));
+    await h.fake.waitFor(() => ephemeralsTo(user).find((c) => c.args.text === HINT), 10_000, 'the hint, on the event delivered again');
   });
 });
 
@@ -153,6 +186,9 @@ describe('a private answer through response_url (respond)', () => {
     expect(responses(payload.response_url)).toEqual([expect.stringMatching(/^Queue: \d+ running/)]);
     expect(ephemeralsTo(user)).toEqual([]);
     expect(logged.slice(linesBefore).filter((l) => l.msg === 'slack handler failed')).toEqual([]);
+    expect(logged.slice(linesBefore).filter((l) => l.msg === 'the reply to a response_url post was lost: taken as shown, not sent again')).toEqual([
+      expect.objectContaining({ level: 40, channel: CHANNEL, user, err: expect.any(String) }),
+    ]);
   });
 
   it('an answer Slack refused with a 5xx: the answer is shown (as a private message), not "Something went wrong" in its place', async () => {
@@ -167,6 +203,20 @@ describe('a private answer through response_url (respond)', () => {
       ...ephemeralsTo(user),
     ].map((c) => String(c.args.text));
     expect(shown).toEqual([expect.stringMatching(/^Queue: \d+ running/)]);
+  });
+
+  it('a button\'s answer Slack refused with a 5xx is said privately under the message pressed (its thread)', async () => {
+    const owner = newUser();
+    const payload = slashCommand(h.fake, { text: 'a kite nobody else may cancel --seed 4', channel: CHANNEL, user: owner });
+    await h.fake.link.ack(h.fake.sendEnvelope('slash_commands', payload));
+    const jobId = jobIdFor('slack', `cmd:${payload.trigger_id}`);
+    await queued(jobId);
+    const status = await h.fake.waitFor(() => statusMessagesOf(jobId)[0], 10_000, 'the status message');
+    const other = newUser();
+    h.fake.inject({ method: 'response_url', httpStatus: 500 });
+    await h.fake.link.ack(h.fake.sendEnvelope('interactive', blockAction(h.fake, { user: other, message: status, actionId: ACTION.cancel, value: jobId })));
+    const told = await h.fake.waitFor(() => ephemeralsTo(other)[0], 10_000, 'the answer');
+    expect(told.args).toMatchObject({ channel: CHANNEL, user: other, thread_ts: status.ts, text: 'Only the person who started a job (or an admin) can cancel it.' });
   });
 
   it('private results on, the "in our direct messages" notice\'s reply lost: the job is queued and its DM status message shows its place (not left at "Queued")', async () => {

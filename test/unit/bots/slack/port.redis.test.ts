@@ -641,3 +641,64 @@ describe('SlackPort.displayNames', () => {
     expect(names.users).toEqual(new Map([['U0SCOPE', 'Scoped']]));
   });
 });
+
+describe("the listeners' own posts, made once (postStatus, postEphemeral, uploadOnce)", () => {
+  /** A port whose log the test reads, with the file's client (no retries: a lost reply or a 5xx is the call's error). */
+  function watchedPort() {
+    const { log: watched, lines } = capturedLog('info');
+    return { p: new SlackPort(client, config, watched), lines };
+  }
+  const statusPosts = (channel: string, jobId: string) => messagesIn(channel).filter((m) => m.metadata?.event_type === META_STATUS && m.metadata.event_payload.job_id === jobId);
+  const first = { text: 'Queued', blocks: [] };
+
+  it('a status message posted but its reply lost is found, not posted again; one Slack did not post (a 5xx) is posted again; both logged', async () => {
+    const { p, lines } = watchedPort();
+    fake.inject({ method: 'chat.postMessage', lostReply: true });
+    const ts = await p.postStatus(CHANNEL, undefined, 's-lost', first);
+    expect(statusPosts(CHANNEL, 's-lost').map((m) => m.ts)).toEqual([ts]);
+    fake.inject({ method: 'chat.postMessage', httpStatus: 500 });
+    const again = await p.postStatus(CHANNEL, undefined, 's-5xx', first);
+    expect(statusPosts(CHANNEL, 's-5xx').map((m) => m.ts)).toEqual([again]);
+    const msg = 'the reply to a status message was lost: looked for it before posting again';
+    expect(lines.filter((l) => l.msg === msg)).toEqual([
+      expect.objectContaining({ jobId: 's-lost', found: true }),
+      expect.objectContaining({ jobId: 's-5xx', found: false }),
+    ]);
+  });
+
+  it('a status message Slack refuses is thrown, neither looked for nor posted again', async () => {
+    const { p } = watchedPort();
+    const [history, replies, posts] = [count('conversations.history'), count('conversations.replies'), count('chat.postMessage')];
+    fake.inject({ method: 'chat.postMessage', error: 'msg_too_long' });
+    await expect(p.postStatus(CHANNEL, undefined, 's-refused', first)).rejects.toMatchObject({ data: { error: 'msg_too_long' } });
+    expect([count('conversations.history'), count('conversations.replies'), count('chat.postMessage') - posts]).toEqual([history, replies, 1]);
+    expect(statusPosts(CHANNEL, 's-refused')).toEqual([]);
+  });
+
+  it('a private message whose reply was lost counts as shown (a warning); one Slack refuses is thrown', async () => {
+    const { p, lines } = watchedPort();
+    const before = count('chat.postEphemeral');
+    fake.inject({ method: 'chat.postEphemeral', lostReply: true });
+    await p.postEphemeral(CHANNEL, USER, 'Ask me about an image.');
+    expect(callsSince(before, 'chat.postEphemeral').map((c) => c.args.text)).toEqual(['Ask me about an image.']);
+    expect(lines.filter((l) => l.msg === 'the reply to a private message was lost: taken as shown, not sent again')).toEqual([
+      expect.objectContaining({ level: 40, channel: CHANNEL, user: USER, err: expect.any(String) }),
+    ]);
+    fake.inject({ method: 'chat.postEphemeral', error: 'user_not_in_channel' });
+    await expect(p.postEphemeral(CHANNEL, USER, 'Ask me about an image.')).rejects.toMatchObject({ data: { error: 'user_not_in_channel' } });
+  });
+
+  it('a file whose sharing reply was lost counts as shared (a warning, one file); one Slack refuses is thrown', async () => {
+    const { p, lines } = watchedPort();
+    const dm = `D${USER}`;
+    const charts = () => messagesIn(dm).filter((m) => m.files?.some((f) => f.name === 'usage-once.png'));
+    fake.inject({ method: 'files.completeUploadExternal', lostReply: true });
+    await p.uploadOnce(dm, { png, name: 'usage-once.png', altText: 'usage' });
+    expect(charts()).toHaveLength(1);
+    expect(lines.filter((l) => l.msg === 'the reply to a file upload was lost: taken as shared, not sent again')).toEqual([
+      expect.objectContaining({ level: 40, channel: dm, file: 'usage-once.png', err: expect.any(String) }),
+    ]);
+    fake.inject({ method: 'files.completeUploadExternal', error: 'not_in_channel' });
+    await expect(p.uploadOnce(dm, { png, name: 'usage-refused.png', altText: 'usage' })).rejects.toMatchObject({ data: { error: 'not_in_channel' } });
+  });
+});
