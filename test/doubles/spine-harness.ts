@@ -60,6 +60,16 @@ export interface Proc {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** The process's exit code (the signal's name if one ended it), or 'still running' after `ms`. */
+export const exitWithin = (p: Proc, ms: number): Promise<number | string | null> =>
+  Promise.race([
+    new Promise<number | string | null>((resolve) => {
+      if (p.child.exitCode !== null || p.child.signalCode !== null) resolve(p.child.exitCode ?? p.child.signalCode);
+      else p.child.once('exit', (code, signal) => resolve(code ?? signal));
+    }),
+    new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), ms)),
+  ]);
+
 /** Spawn `node --import tsx <script> …args` with BLIP3O_CONFIG set. */
 export function spawnTs(script: string, h: Harness, args: string[] = [], env: Record<string, string> = {}): Proc {
   return spawnWithConfig(script, h.configFile, args, env);

@@ -10,7 +10,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { startBlackholeProxy, type BlackholeProxy } from '../doubles/blackhole-proxy.ts';
 import { expectDeliveredOnce, startClients, stopAll, submit, type LoadClient } from '../doubles/failover-load.ts';
-import { makeHarness, REDIS_URL, runs, spawnTs, startWorker, stopProcess, type Proc } from '../doubles/spine-harness.ts';
+import { exitWithin, makeHarness, REDIS_URL, runs, spawnTs, startWorker, stopProcess, type Proc } from '../doubles/spine-harness.ts';
 import { FakeDiscord } from '../fakes/discord/server.ts';
 import { createJobsQueue } from '../../src/jobs/queue.ts';
 import { closeRedis, createRedis } from '../../src/redis.ts';
@@ -27,13 +27,6 @@ afterAll(async () => {
   await proxy?.close();
   await discord?.close();
 }, 60_000);
-
-/** Resolves with the exit code, or 'still running' after `ms`. */
-const exitWithin = (p: Proc, ms: number) =>
-  Promise.race([
-    new Promise<number | null>((resolve) => (p.child.exitCode !== null ? resolve(p.child.exitCode) : p.child.once('exit', resolve))),
-    new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), ms)),
-  ]);
 
 describe('a process whose fetch loop has stopped says why and exits 1; started again, it delivers each job once', () => {
   it('a worker', async () => {

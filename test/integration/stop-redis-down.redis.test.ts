@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startRedisServer, type RedisProcess } from '../doubles/redis-processes.ts';
-import { makeHarness, runs, spawnTs, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
+import { makeHarness, runs, exitWithin, spawnTs, startWorker, until, type Proc } from '../doubles/spine-harness.ts';
 import { FakeDiscord } from '../fakes/discord/server.ts';
 
 const procs: Proc[] = [];
@@ -20,16 +20,6 @@ afterAll(async () => {
   for (const s of servers) await s.kill();
   await discord?.close();
 }, 60_000);
-
-/** The exit code (the signal's name if one ended it), or 'still running' after `ms`. */
-const exitWithin = (p: Proc, ms: number) =>
-  Promise.race([
-    new Promise<number | string | null>((resolve) => {
-      if (p.child.exitCode !== null || p.child.signalCode !== null) resolve(p.child.exitCode ?? p.child.signalCode);
-      else p.child.once('exit', (code, signal) => resolve(code ?? signal));
-    }),
-    new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), ms)),
-  ]);
 
 describe('SIGTERM while Redis is down: the stop is bounded, says why, and exits 1 before compose\'s SIGKILL', () => {
   it('a worker: within worker.stopGraceMs + worker.abortGraceMs and a few seconds', async () => {

@@ -14,23 +14,13 @@ import { createJobsQueue } from '../../src/jobs/queue.ts';
 import { closeRedis, createRedis } from '../../src/redis.ts';
 import { makeTiny } from '../../worker/builder/tiny/index.ts';
 import { startRedisServer } from '../doubles/redis-processes.ts';
-import { cleanup, makeHarness, REDIS_URL, runs, spawnTs, spawnWithConfig, startWorker, startWorkerProcess, stopProcess, until, type Proc } from '../doubles/spine-harness.ts';
+import { cleanup, exitWithin, makeHarness, REDIS_URL, runs, spawnTs, spawnWithConfig, startWorker, startWorkerProcess, stopProcess, until, type Proc } from '../doubles/spine-harness.ts';
 import { startFakeHub } from '../fakes/hub/server.ts';
 
 const procs: Proc[] = [];
 afterAll(async () => {
   for (const p of procs) await stopProcess(p);
 }, 60_000);
-
-/** The exit code (the signal's name if one ended it), or 'still running' after `ms`. */
-const exitWithin = (p: Proc, ms: number) =>
-  Promise.race([
-    new Promise<number | string | null>((resolve) => {
-      if (p.child.exitCode !== null || p.child.signalCode !== null) resolve(p.child.exitCode ?? p.child.signalCode);
-      else p.child.once('exit', (code, signal) => resolve(code ?? signal));
-    }),
-    new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), ms)),
-  ]);
 
 const alive = (pid: number) => {
   try {
