@@ -57,6 +57,9 @@ export const slackError = (e: unknown): string | undefined => (e as { data?: { e
 // Stryker disable next-line StringLiteral: equivalent, no code is the key of nothing, whatever it is called
 const channelLost = (e: unknown): string | undefined => CHANNEL_LOST[slackError(e) ?? ''];
 
+/** Whether a conversation's message is `jobId`'s status message (by its metadata). */
+const isStatusOf = (jobId: string) => (x: ThreadMessage): boolean => x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId;
+
 /**
  * Whether Slack may have carried out a call that failed: its reply lost (the connection closed after the request was
  * sent, a timeout), or an HTTP error (a 5xx, a proxy's 408). Not: a 429 the client waited out (Slack refused the call;
@@ -292,11 +295,17 @@ export class SlackPort implements PlatformPort {
       const ok = await this.ignoring(STATUS_GONE, () => this.client.chat.update({ channel: postedIn(d), ts: d.statusMessageTs!, text: m.text, blocks: m.blocks as never }));
       if (ok) return;
     }
-    const metadata = { event_type: META_STATUS, event_payload: { job_id: jobId } };
     // Stryker disable next-line ConditionalExpression: equivalent, the status message itself is gone (or a tombstone, which has no metadata) whenever this runs
-    const isOurs = (x: ThreadMessage) => x.ts !== d.statusMessageTs && x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId;
+    const isOurs = (x: ThreadMessage) => x.ts !== d.statusMessageTs && isStatusOf(jobId)(x);
     if (repeat && (await this.postedBefore(d, d.threadTs, isOurs))) return;
-    await this.postClient.chat.postMessage({ channel: postedIn(d), text: m.text, blocks: m.blocks as never, metadata, ...(d.threadTs ? { thread_ts: d.threadTs } : {}) });
+    await this.postStatusMessage(postedIn(d), d.threadTs, jobId, m);
+  }
+
+  /** Post `jobId`'s status message (its metadata names the job, for a repeat to find it); resolves to its ts. */
+  private async postStatusMessage(channel: string, threadTs: string | undefined, jobId: string, m: { text: string; blocks: Record<string, unknown>[] }): Promise<string> {
+    const metadata = { event_type: META_STATUS, event_payload: { job_id: jobId } };
+    const posted = await this.postClient.chat.postMessage({ channel, text: m.text, blocks: m.blocks as never, metadata, ...(threadTs ? { thread_ts: threadTs } : {}) });
+    return String(posted.ts);
   }
 
   /**
@@ -307,20 +316,13 @@ export class SlackPort implements PlatformPort {
    * second status message, the first left at "Queued." for good (found by an audit).
    */
   async postStatus(channel: string, threadTs: string | undefined, jobId: string, m: { text: string; blocks: Record<string, unknown>[] }): Promise<string> {
-    const post = async () =>
-      String((await this.postClient.chat.postMessage({
-        channel,
-        text: m.text,
-        blocks: m.blocks as never,
-        metadata: { event_type: META_STATUS, event_payload: { job_id: jobId } },
-        ...(threadTs ? { thread_ts: threadTs } : {}),
-      })).ts);
+    const post = () => this.postStatusMessage(channel, threadTs, jobId, m);
     try {
       return await post();
     } catch (e) {
       if (!mayHaveBeenDone(e)) throw e;
       const seen = threadTs ? await this.thread(channel, threadTs) : await this.latest(channel);
-      const posted = seen.find((x) => x.metadata?.event_type === META_STATUS && x.metadata.event_payload?.job_id === jobId);
+      const posted = seen.find(isStatusOf(jobId));
       this.log.info({ jobId, found: posted !== undefined }, 'the reply to a status message was lost: looked for it before posting again');
       return posted?.ts ?? post();
     }
