@@ -105,14 +105,14 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
       await res.body?.cancel();
       throw new UserError('bad_image', LOGIN_PAGE_HINT);
     }
+    const tooLarge = () => new UserError('bad_image', `\`${name}\` is larger than the ${limit} limit.`);
     const declaredLength = Number(res.headers.get('content-length') ?? NaN);
     if (declaredLength > policy.maxBytes) {
       await res.body?.cancel();
-      throw new UserError('bad_image', `\`${name}\` is larger than the ${limit} limit.`);
+      throw tooLarge();
     }
     // A 204 or 205 has no body at all: nothing to read, so "not an image" below.
     if (!res.body) return new Uint8Array(0);
-    const tooLarge = () => new UserError('bad_image', `\`${name}\` is larger than the ${limit} limit.`);
     return readCapped(res.body, policy.maxBytes, tooLarge, signal).catch((e: unknown) => {
       throw signal.aborted ? failed(e) : e;
     });
