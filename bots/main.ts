@@ -10,7 +10,7 @@ import { createMetrics } from '../src/observability/metrics.ts';
 import { loadConfig, loadSecrets } from '../src/config/load.ts';
 import { UserError } from '../src/errors.ts';
 import { createLogger } from '../src/log.ts';
-import { setRedisLogger } from '../src/redis.ts';
+import { setRedisLogger, stopDeadline } from '../src/redis.ts';
 import { handleUsage } from '../src/usage.ts';
 import type { Adapter, AdapterFactory } from './core/adapter.ts';
 import type { ImageRef } from './core/port.ts';
@@ -64,19 +64,14 @@ async function main(): Promise<void> {
     // The core's stop speaks to Redis and waits for it (maxRetriesPerRequest: null): with Redis down or failing over
     // it would never end, silent until compose's SIGKILL. Past STOP_MS it says what it waited for and exits 1; the
     // results it was delivering wait in Redis and are delivered once by the bot started again.
-    let waitingFor = 'the platform adapters to stop';
-    setTimeout(() => {
-      const status = core?.redis.status;
-      const reach = status === 'ready' ? 'Redis answers' : 'Redis is unreachable';
-      log.fatal({ reason, stopMs: STOP_MS, redis: status }, `could not stop within ${STOP_MS / 1000} s (still waiting for ${waitingFor}; ${reach}): exiting 1`);
-      process.exit(1);
-    }, STOP_MS).unref();
+    const stop = stopDeadline(log, STOP_MS, () => core?.redis, () => ({ reason }));
+    stop.waitingFor = 'the platform adapters to stop';
     for (const w of watchdogs) w.stop();
     for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));
     await health?.close();
-    waitingFor = 'the delivery queues to close';
+    stop.waitingFor = 'the delivery queues to close';
     await Promise.all(deliveryQueues.map((q) => q.close()));
-    waitingFor = 'the core to stop: its deliveries in flight, progress leases, Redis connections';
+    stop.waitingFor = 'the core to stop: its deliveries in flight, progress leases, Redis connections';
     await core?.stop();
     process.exit(code);
   };

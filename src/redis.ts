@@ -625,6 +625,22 @@ export async function waitForRedis(redis: Redis, url: string, timeoutMs?: number
   }
 }
 
+/**
+ * A process's stop, bounded: every close that speaks to Redis waits for it (maxRetriesPerRequest: null), so with Redis
+ * down or failing over a stop would never end, silent until compose's SIGKILL. Past `ms` this logs what the stop still
+ * waited for (`waitingFor`, set as it goes) and exits 1. `fields`: what to log then, read at that moment.
+ */
+export function stopDeadline(log: Logger, ms: number, redis: () => Redis | undefined, fields: () => Record<string, unknown>): { waitingFor: string } {
+  const stop = { waitingFor: 'the stop to begin' };
+  setTimeout(() => {
+    const status = redis()?.status;
+    const reach = status === 'ready' ? 'Redis answers' : 'Redis is unreachable';
+    log.fatal({ ...fields(), stopMs: ms, redis: status }, `could not stop within ${Math.round(ms / 1000)} s (still waiting for ${stop.waitingFor}; ${reach}): exiting 1`);
+    process.exit(1);
+  }, ms).unref();
+  return stop;
+}
+
 /** Close a connection without throwing if it is already gone. */
 export async function closeRedis(redis: Redis): Promise<void> {
   closedHere.add(redis);

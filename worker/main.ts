@@ -12,7 +12,7 @@ import { createLogger } from '../src/log.ts';
 import { observeJobWorker, trackQueue } from '../src/observability/hooks.ts';
 import { serveHealth } from '../src/observability/http.ts';
 import { createMetrics, reportExecutionProvider } from '../src/observability/metrics.ts';
-import { closeRedis, createRedis, setRedisLogger, waitForRedis } from '../src/redis.ts';
+import { closeRedis, createRedis, setRedisLogger, stopDeadline, waitForRedis } from '../src/redis.ts';
 import { createFairScheduler, startOrHold } from '../src/scheduling/fair.ts';
 import { Usage } from '../src/accounting/usage.ts';
 import { handleUsage } from '../src/usage.ts';
@@ -163,23 +163,18 @@ async function main(): Promise<void> {
     // Every step below that speaks to Redis waits for it (maxRetriesPerRequest: null): with Redis down or failing over
     // the stop would never end, silent until compose's SIGKILL. Past its bound it says what it waited for and exits 1;
     // a job it could not hand back is taken by another worker once its lock expires (queue.lockDurationMs).
-    let waitingFor = 'the jobs worker to close, its running jobs finished or handed back';
-    const stopMs = graceMs + config.worker.abortGraceMs + STOP_CLOSE_MS;
-    setTimeout(() => {
-      const reach = redis.status === 'ready' ? 'Redis answers' : 'Redis is unreachable';
-      log.fatal({ signal, stopMs, running: runningJobsOf(worker), redis: redis.status }, `could not stop within ${Math.round(stopMs / 1000)} s (still waiting for ${waitingFor}; ${reach}): exiting 1`);
-      process.exit(1);
-    }, stopMs).unref();
+    const stop = stopDeadline(log, graceMs + config.worker.abortGraceMs + STOP_CLOSE_MS, () => redis, () => ({ signal, running: runningJobsOf(worker) }));
+    stop.waitingFor = 'the jobs worker to close, its running jobs finished or handed back';
     await worker.close();
     clearTimeout(handBack);
-    waitingFor = 'the queues and the model threads to close';
+    stop.waitingFor = 'the queues and the model threads to close';
     await unsubscribe?.();
     await processor.close();
     await afterJob.close();
     await jobsQueue.close();
     await host.close();
     await health?.close();
-    waitingFor = 'the Redis connections to close';
+    stop.waitingFor = 'the Redis connections to close';
     await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
     process.exit(0);
   };
