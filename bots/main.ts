@@ -75,6 +75,21 @@ async function main(): Promise<void> {
     await core?.stop();
     process.exit(code);
   };
+  // SIGTERM/SIGINT from the start. Before the core has started (waiting for Redis, logging in) nothing is delivered yet:
+  // exit 0 at once. Then a graceful stop; asked again while it runs (a second Ctrl-C, Redis down), exit 1 at once: the
+  // results it was delivering wait in Redis and are delivered once by the bot started again.
+  let coreStarted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.fatal({ signal }, 'asked again to stop: exiting now');
+      process.exit(1);
+    }
+    if (coreStarted) return void shutdown(signal);
+    log.info({ signal }, 'stopping during start-up');
+    process.exit(0);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   /** Stop as SIGTERM stops the bot, for STUCK_STOP_MS at most (what is stuck may never close), then exit 1 for compose's restart: on-failure. */
   const exitForRestart = (reason: string) => {
     setTimeout(() => process.exit(1), STUCK_STOP_MS).unref();
@@ -110,6 +125,7 @@ async function main(): Promise<void> {
   };
   core = createCore({ config, secrets, ports: adapters.map((a) => a.port), fetchImage, log });
   await core.start();
+  coreStarted = true;
   for (const adapter of adapters) await adapter.start(core);
   // Discord's slash commands register themselves (only when their definition changed): no separate step after
   // `docker compose up`. A failure here is logged, not fatal: the commands registered before keep working.
@@ -149,8 +165,6 @@ async function main(): Promise<void> {
 
   started = true;
   log.info({ platforms: adapters.map((a) => a.port.platform) }, 'bots ready');
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
 main().catch((e: unknown) => {

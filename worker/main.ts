@@ -51,9 +51,17 @@ async function main(): Promise<void> {
   const setupStop = new AbortController();
   let settingUp = false;
   let stopRunning: ((signal: NodeJS.Signals) => Promise<void>) | undefined;
+  // Set by stopRunning: hands the running jobs back now, without waiting out the grace; false when there are none.
+  let handBackNow: (() => boolean) | undefined;
   let stopRequested = false;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (stopRequested) return;
+    // Asked again while stopping (a second Ctrl-C, `docker compose stop` run twice): the running jobs go back to the
+    // queue now, for another worker; asked again after that, or with nothing to hand back, the worker exits at once.
+    if (stopRequested) {
+      if (handBackNow?.()) return;
+      log.fatal({ signal }, 'asked again to stop: exiting now');
+      process.exit(1);
+    }
     stopRequested = true;
     if (stopRunning) return void stopRunning(signal);
     log.info({ signal }, settingUp ? 'stopping during model setup' : 'stopping during start-up');
@@ -156,17 +164,24 @@ async function main(): Promise<void> {
     // Jobs still running after the grace are aborted with HAND_BACK: the processor moves each back to wait, its lock
     // released, and another worker takes it at once (not failed, nothing delivered, no stall counted). The model
     // thread stops within one step (or is terminated after worker.abortGraceMs), well inside compose's 60 s.
-    const handBack = setTimeout(() => {
-      log.warn({ running: runningJobsOf(worker), graceMs }, 'jobs still running after the stop grace: handing them back');
+    let handedBack = false;
+    const handBack = (why: string) => {
+      if (handedBack || runningJobsOf(worker) === 0) return false;
+      handedBack = true;
+      clearTimeout(graceTimer);
+      log.warn({ running: runningJobsOf(worker), graceMs }, why);
       worker.cancelAllJobs(HAND_BACK);
-    }, graceMs);
+      return true;
+    };
+    const graceTimer = setTimeout(() => handBack('jobs still running after the stop grace: handing them back'), graceMs);
+    handBackNow = () => handBack('asked again to stop: handing the running jobs back now');
     // Every step below that speaks to Redis waits for it (maxRetriesPerRequest: null): with Redis down or failing over
     // the stop would never end, silent until compose's SIGKILL. Past its bound it says what it waited for and exits 1;
     // a job it could not hand back is taken by another worker once its lock expires (queue.lockDurationMs).
     const stop = stopDeadline(log, graceMs + config.worker.abortGraceMs + STOP_CLOSE_MS, () => redis, () => ({ signal, running: runningJobsOf(worker) }));
     stop.waitingFor = 'the jobs worker to close, its running jobs finished or handed back';
     await worker.close();
-    clearTimeout(handBack);
+    clearTimeout(graceTimer);
     stop.waitingFor = 'the queues and the model threads to close';
     await unsubscribe?.();
     await processor.close();
