@@ -9,10 +9,11 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { AppError } from '../../src/errors.ts';
+import { isNoLog } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
 import type { Adapter, AdapterDeps } from '../core/adapter.ts';
 import type { Core } from '../core/submit.ts';
-import { downloadSlackFile } from './download.ts';
+import { DownloadFailed, downloadSlackFile } from './download.ts';
 import { registerHandlers } from './handlers.ts';
 import { postedAtMostOnce, SlackPort, type JobTitle } from './port.ts';
 
@@ -201,12 +202,16 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
       return eventsUrl;
     },
     coreOptions: {
-      fetchImage: async (ref) => {
+      fetchImage: async (ref, destination) => {
         if (!ref.url) throw new AppError('internal', 'fetchImage called without a url');
         const image = await downloadSlackFile(
           { url: ref.url, name: ref.name, mimetype: ref.contentType, size: ref.sizeBytes },
           { token, allowedHosts: s.downloadHosts, maxBytes: s.maxFileBytes },
-        );
+        ).catch((e: unknown) => {
+          // the user is told to try again; the operator reads why (and where, unless the channel keeps no logs)
+          if (e instanceof DownloadFailed) log.warn({ err: e.detail, ...(isNoLog(config, destination) ? {} : { url: e.url }) }, 'a Slack file download failed');
+          throw e;
+        });
         return image.bytes;
       },
     },

@@ -2,7 +2,7 @@
 // configured allow-list (production: files.slack.com), redirects are never followed (a redirect means Slack is
 // sending us to its sign-in page, and following it would hand the bytes of an HTML page to the model), and the
 // bytes must be an image by their magic numbers, whatever the Content-Type says.
-import { AppError, UserError } from '../../src/errors.ts';
+import { UserError } from '../../src/errors.ts';
 import { formatBytes } from '../core/requests.ts';
 import { hostAllowed, readCapped, sniffImageMime, withDeadline, type ImageMime } from '../core/image-bytes.ts';
 
@@ -78,12 +78,27 @@ export function checkDeclared(file: SlackFileRef, policy: Pick<DownloadPolicy, '
   return url;
 }
 
+/**
+ * A download that failed on the way (a timeout, a refused connection, an HTTP error): the user reads what to do (try
+ * again, or upload it again); `detail` says to the operator what happened, and `url` where (no query string).
+ */
+export class DownloadFailed extends UserError {
+  readonly detail: string;
+  readonly url: string;
+  constructor(message: string, detail: string, url: string, cause?: unknown) {
+    super('bad_image', message, { cause });
+    this.detail = detail;
+    this.url = url;
+  }
+}
+
 /** The deadline (withDeadline) reaches the body too: a server that stops mid-body is a failed download, not a hang. */
 export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPolicy): Promise<DownloadedImage> {
   const name = file.name ?? 'image';
   const url = checkDeclared(file, policy);
   const limit = formatBytes(policy.maxBytes);
-  const failed = (e: unknown) => new AppError('platform', `downloading ${url.origin}${url.pathname} failed: ${(e as Error).message}`, { cause: e });
+  const where = `${url.origin}${url.pathname}`;
+  const failed = (e: unknown) => new DownloadFailed(`I couldn't download \`${name}\` from Slack; please try again.`, (e as Error).message, where, e);
   const bytes = await withDeadline(policy.timeoutMs ?? 30_000, async (signal) => {
     let res: Response;
     try {
@@ -98,7 +113,13 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
     if (!res.ok) {
       // Stryker disable next-line OptionalChaining: equivalent, only 1xx, 204, 205 and 304 answers have no body, and none of them is here
       await res.body?.cancel();
-      throw new AppError('platform', `downloading ${url.pathname} answered HTTP ${res.status}`);
+      // 404/410: the file was deleted (or its message) since it was posted; another answer may pass
+      const gone = res.status === 404 || res.status === 410;
+      throw new DownloadFailed(
+        gone ? `\`${name}\` is no longer on Slack (it may have been deleted); please upload it again.` : `I couldn't download \`${name}\` from Slack (HTTP ${res.status}); please try again.`,
+        `HTTP ${res.status}`,
+        where,
+      );
     }
     // Stryker disable next-line StringLiteral: equivalent, any text but one starting with text/html is let through like ''
     if ((res.headers.get('content-type') ?? '').toLowerCase().startsWith('text/html')) {

@@ -7,14 +7,16 @@ import { SIGNING_SECRET, startSlackHarness, type SlackHarness } from '../fakes/s
 import { appMention, blockAction, eventCallback, slashCommand } from '../fakes/slack/payloads.ts';
 import { postEvent, postInteractive, postSlashCommand } from '../fakes/slack/signed-sender.ts';
 import type { FakeMessage } from '../fakes/slack/store.ts';
+import { capturedLog } from '../doubles/core-harness.ts';
 
 const CHANNEL = 'C0HTTP';
 const USER = 'U0BOB';
 let h: SlackHarness;
 let url: string;
+const logged = capturedLog('warn');
 
 beforeAll(async () => {
-  h = await startSlackHarness({ mode: 'http' });
+  h = await startSlackHarness({ mode: 'http', log: logged.log });
   h.fake.addUser(USER);
   url = h.adapter.eventsUrl!;
 }, 60_000);
@@ -85,6 +87,22 @@ describe('Slack in HTTP mode, end to end', () => {
     expect(await h.core.queue.getJob(jobIdFor('slack', `msg:${CHANNEL}:${mention.ts}`))).toBeUndefined();
     expect(await jobCount()).toBe(before);
     expect(h.fake.store.thread(CHANNEL, parent.ts).filter((m) => m.bot_id)).toEqual([]); // the public status message was taken back
+  }, 30_000);
+
+  // Before: "Something went wrong (ref …)", nothing the user could act on (Discord said to upload it again).
+  it('a file deleted before the bot downloads it: the asker is told to upload it again, the operator reads why, no job', async () => {
+    const png = new Uint8Array(await sharp({ create: { width: 16, height: 16, channels: 3, background: '#0f0' } }).png().toBuffer());
+    const file = h.fake.seedFile(png, 'green.png', 'image/png');
+    const parent = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: 'my photo', files: [file] });
+    h.fake.store.files.delete(file.id); // deleted with its message, say, after Slack sent the mention
+    const mention = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: `<@${h.fake.botUserId}> what is this?`, threadTs: parent.ts });
+    const before = await jobCount();
+    expect((await postEvent(url, eventCallback(h.fake, appMention(h.fake, mention)), { signingSecret: SIGNING_SECRET })).status).toBe(200);
+
+    const ephemeral = await h.fake.waitFor(() => h.fake.apiCalls('chat.postEphemeral').find((c) => c.args.thread_ts === parent.ts), 10_000, 'the private error');
+    expect(ephemeral.args).toMatchObject({ channel: CHANNEL, user: USER, text: '`green.png` is no longer on Slack (it may have been deleted); please upload it again.' });
+    expect(logged.lines.find((l) => l.msg === 'a Slack file download failed')).toMatchObject({ err: 'HTTP 404', url: expect.stringContaining(file.id) });
+    expect(await jobCount()).toBe(before);
   }, 30_000);
 
   it('a retried event delivery (X-Slack-Retry-Num) makes no second job or message', async () => {

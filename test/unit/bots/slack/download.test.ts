@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../../../../src/errors.ts';
-import { checkDeclared, downloadSlackFile, isAllowedHost, sniffImage, type DownloadPolicy } from '../../../../bots/slack/download.ts';
+import { checkDeclared, DownloadFailed, downloadSlackFile, isAllowedHost, sniffImage, type DownloadPolicy } from '../../../../bots/slack/download.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
 import { collectGarbage } from '../../../doubles/collect-garbage.ts';
 
@@ -138,12 +138,17 @@ describe('downloadSlackFile against a scripted server', () => {
   const local = (timeoutMs?: number): DownloadPolicy => ({ token: 'xoxb-t', allowedHosts: ['127.0.0.1'], maxBytes: MAX, ...(timeoutMs ? { timeoutMs } : {}) });
   const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error & { code?: string });
 
-  it('treats every 3xx as the sign-in page, other non-2xx as a platform failure, any 2xx as an answer', async () => {
+  it('treats every 3xx as the sign-in page, 404 and 410 as a deleted file, other non-2xx as a failed download, any 2xx as an answer', async () => {
     for (const status of [300, 302, 304, 399]) expect(await refusal(downloadSlackFile({ url: `${base}/status/${status}` }, local()))).toMatch(/sign-in page/);
-    for (const status of [400, 404, 500]) {
-      const e = await failure(downloadSlackFile({ url: `${base}/status/${status}` }, local()));
-      expect(e).not.toBeInstanceOf(UserError);
-      expect(e).toMatchObject({ code: 'platform', message: `downloading /status/${status} answered HTTP ${status}` });
+    for (const status of [400, 403, 404, 410, 500, 503]) {
+      const e = await failure(downloadSlackFile({ url: `${base}/status/${status}?t=secret`, name: 'a.png' }, local()));
+      expect(e).toBeInstanceOf(DownloadFailed);
+      expect(e).toMatchObject({
+        code: 'bad_image',
+        message: status === 404 || status === 410 ? '`a.png` is no longer on Slack (it may have been deleted); please upload it again.' : `I couldn't download \`a.png\` from Slack (HTTP ${status}); please try again.`,
+        detail: `HTTP ${status}`,
+        url: `${base}/status/${status}`, // no query string: it may carry a token
+      });
     }
     expect((await downloadSlackFile({ url: `${base}/status/203`, name: 'a.png' }, local())).contentType).toBe('image/png');
   });
@@ -177,14 +182,14 @@ describe('downloadSlackFile against a scripted server', () => {
     const started = Date.now();
     const slow = await failure(downloadSlackFile({ url: `${base}/silent/x?token=secret` }, local(300)));
     expect(Date.now() - started).toBeLessThan(5_000);
-    expect(slow).toMatchObject({ code: 'platform' });
-    expect(slow?.message).toMatch(new RegExp(`^downloading ${base}/silent/x failed: `)); // no query string in the message
+    expect(slow).toBeInstanceOf(DownloadFailed);
+    expect(slow).toMatchObject({ code: 'bad_image', message: "I couldn't download `image` from Slack; please try again.", url: `${base}/silent/x` }); // no query string
     const closed = createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
     const refused = await failure(downloadSlackFile({ url: `http://127.0.0.1:${port}/f` }, local()));
-    expect(refused).toMatchObject({ code: 'platform', message: expect.stringMatching(new RegExp(`^downloading http://127\\.0\\.0\\.1:${port}/f failed: `)) });
+    expect(refused).toMatchObject({ code: 'bad_image', message: "I couldn't download `image` from Slack; please try again.", url: `http://127.0.0.1:${port}/f`, detail: expect.any(String) });
   });
 
   // Before 2026-12-07 a server that stopped mid-body was given up on by the fetch's AbortSignal.timeout with a bare
@@ -196,7 +201,7 @@ describe('downloadSlackFile against a scripted server', () => {
       const stalled = failure(downloadSlackFile({ url: `${base}/stalled/x.png` }, local(400)));
       if (collect) setTimeout(collectGarbage, 150); // after the headers came, before the deadline
       const outcome = await Promise.race([stalled, new Promise((r) => setTimeout(() => r('still waiting after 4 s'), 4_000))]);
-      expect(outcome).toMatchObject({ code: 'platform', message: expect.stringMatching(new RegExp(`^downloading ${base}/stalled/x\\.png failed: `)) });
+      expect(outcome).toMatchObject({ code: 'bad_image', message: "I couldn't download `image` from Slack; please try again.", url: `${base}/stalled/x.png` });
       expect(Date.now() - started).toBeLessThan(2_000);
     }
   });
