@@ -31,6 +31,16 @@ export function formatBytes(n: number): string {
   return `${n} bytes`;
 }
 
+/**
+ * "photo.png is 9 MiB; the limit is 8 MiB." A size that reads the same as the limit once rounded (3 MiB and a few
+ * bytes against 3 MiB) is "larger than the 3 MiB limit", not "3 MiB; the limit is 3 MiB". `size` undefined: not known
+ * (a body cut off at the cap). `name` as the platform shows it.
+ */
+export function tooLargeText(name: string, size: number | undefined, max: number): string {
+  const [is, limit] = [size === undefined ? undefined : formatBytes(size), formatBytes(max)];
+  return is === undefined || is === limit ? `${name} is larger than the ${limit} limit.` : `${name} is ${is}; the limit is ${limit}.`;
+}
+
 /** A random seed such that seed … seed+count−1 are all valid seeds. */
 // Stryker disable next-line ArithmeticOperator,MethodExpression: a bound off by `count` of 2³² seeds: no test can draw it
 export const randomSeed = (count = 1): number => randomInt(0, 2 ** 32 - Math.max(1, count));

@@ -3,6 +3,7 @@
 // failure is a UserError with its own sentence, and nothing is enqueued for it.
 import { hostAllowed, readCapped, sniffImageMime, withDeadline } from '../core/image-bytes.ts';
 import { UserError } from '../../src/errors.ts';
+import { tooLargeText } from '../core/requests.ts';
 
 export interface AttachmentMeta {
   url: string;
@@ -28,8 +29,6 @@ const MIME: Record<ImageFormat, string> = { png: 'image/png', jpeg: 'image/jpeg'
 const ACCEPTED = new Set([...Object.values(MIME), 'image/jpg', 'image/pjpeg']);
 const FORMATS_TEXT = 'a PNG, JPEG, WebP or GIF';
 
-const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(bytes < 2 ** 20 ? 2 : 1)} MiB`;
-
 export function isImageAttachment(a: { contentType?: string | null; filename: string }): boolean {
   if (a.contentType) return ACCEPTED.has(a.contentType.split(';')[0]!.trim().toLowerCase());
   return /\.(png|jpe?g|gif|webp)$/i.test(a.filename);
@@ -54,7 +53,7 @@ export function checkBeforeDownload(a: AttachmentMeta, policy: DownloadPolicy): 
     throw new UserError('bad_image', `${a.filename} isn't an image${declared}. Please attach ${FORMATS_TEXT}.`);
   }
   if (a.size > policy.maxBytes) {
-    throw new UserError('bad_image', `${a.filename} is ${mib(a.size)}; the limit is ${mib(policy.maxBytes)}.`);
+    throw new UserError('bad_image', tooLargeText(a.filename, a.size, policy.maxBytes));
   }
   return url;
 }
@@ -94,9 +93,9 @@ export async function downloadImage(a: AttachmentMeta, policy: DownloadPolicy): 
     const declared = Number(response.headers.get('content-length') ?? NaN);
     if (Number.isFinite(declared) && declared > policy.maxBytes) {
       await response.body.cancel();
-      throw new UserError('bad_image', `${a.filename} is ${mib(declared)}; the limit is ${mib(policy.maxBytes)}.`);
+      throw new UserError('bad_image', tooLargeText(a.filename, declared, policy.maxBytes));
     }
-    const tooLarge = () => new UserError('bad_image', `${a.filename} is larger than the limit of ${mib(policy.maxBytes)}.`);
+    const tooLarge = () => new UserError('bad_image', tooLargeText(a.filename, undefined, policy.maxBytes));
     return readCapped(response.body, policy.maxBytes, tooLarge, signal).catch((e: unknown) => {
       throw signal.aborted ? retry(e) : e;
     });

@@ -3,7 +3,7 @@
 // sending us to its sign-in page, and following it would hand the bytes of an HTML page to the model), and the
 // bytes must be an image by their magic numbers, whatever the Content-Type says.
 import { UserError } from '../../src/errors.ts';
-import { formatBytes } from '../core/requests.ts';
+import { tooLargeText } from '../core/requests.ts';
 import { hostAllowed, readCapped, sniffImageMime, withDeadline, type ImageMime } from '../core/image-bytes.ts';
 
 export interface SlackFileRef {
@@ -73,7 +73,7 @@ export function checkDeclared(file: SlackFileRef, policy: Pick<DownloadPolicy, '
     throw new UserError('bad_image', `\`${name}\` is ${describeType(file.mimetype)}, not an image. Try a PNG, JPEG, GIF or WebP.`);
   }
   if (file.size !== undefined && file.size > policy.maxBytes) {
-    throw new UserError('bad_image', `\`${name}\` is ${formatBytes(file.size)}; the limit is ${formatBytes(policy.maxBytes)}.`);
+    throw new UserError('bad_image', tooLargeText(`\`${name}\``, file.size, policy.maxBytes));
   }
   return url;
 }
@@ -96,7 +96,6 @@ export class DownloadFailed extends UserError {
 export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPolicy): Promise<DownloadedImage> {
   const name = file.name ?? 'image';
   const url = checkDeclared(file, policy);
-  const limit = formatBytes(policy.maxBytes);
   const where = `${url.origin}${url.pathname}`;
   const failed = (e: unknown) => new DownloadFailed(`I couldn't download \`${name}\` from Slack; please try again.`, (e as Error).message, where, e);
   const bytes = await withDeadline(policy.timeoutMs ?? 30_000, async (signal) => {
@@ -126,15 +125,15 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
       await res.body?.cancel();
       throw new UserError('bad_image', LOGIN_PAGE_HINT);
     }
-    const tooLarge = () => new UserError('bad_image', `\`${name}\` is larger than the ${limit} limit.`);
+    const tooLarge = (size?: number) => new UserError('bad_image', tooLargeText(`\`${name}\``, size, policy.maxBytes));
     const declaredLength = Number(res.headers.get('content-length') ?? NaN);
     if (declaredLength > policy.maxBytes) {
       await res.body?.cancel();
-      throw tooLarge();
+      throw tooLarge(declaredLength);
     }
     // A 204 or 205 has no body at all: nothing to read, so "not an image" below.
     if (!res.body) return new Uint8Array(0);
-    return readCapped(res.body, policy.maxBytes, tooLarge, signal).catch((e: unknown) => {
+    return readCapped(res.body, policy.maxBytes, () => tooLarge(), signal).catch((e: unknown) => {
       throw signal.aborted ? failed(e) : e;
     });
   });

@@ -208,10 +208,10 @@ describe('slash commands', () => {
     const user = newUser();
     const big = h.fake.addAttachment({ bytes: png, filename: 'big.png', contentType: 'image/png', size: 9 * 2 ** 20 });
     const ask = h.fake.slashCommand({ name: 'ask', user, options: [{ name: 'image', type: 11, value: big.id }, { name: 'question', type: 3, value: 'what?' }], attachments: [big] });
-    expect(await toldPrivately(ask)).toBe('big.png is 9.0 MiB; the limit is 8.0 MiB.');
+    expect(await toldPrivately(ask)).toBe('big.png is 9 MiB; the limit is 8 MiB.');
     const message = h.fake.postUserMessage({ content: 'a big one', author: h.fake.bot, attachments: [big], silent: true });
     const menu = h.fake.contextMenu({ name: 'Ask about this image', target: message, user });
-    expect(await toldPrivately(menu)).toBe('big.png is 9.0 MiB; the limit is 8.0 MiB.');
+    expect(await toldPrivately(menu)).toBe('big.png is 9 MiB; the limit is 8 MiB.');
     expect(menu.callbacks.map((c) => c.type)).toEqual([4]); // no modal
     expect(h.fake.requestsTo('GET', /\/attachments\/.*big\.png$/)).toEqual([]);
   });
@@ -498,7 +498,7 @@ describe('context menus and the ask modal', () => {
     target.attachments = [pdf, attachment()];
     expect((await queued(h.fake.submitModal(menu, { question: 'fourth?' }))).kind).toBe('ask');
     target.attachments = [h.fake.addAttachment({ bytes: png, filename: 'huge.png', contentType: 'image/png', size: 9 * 2 ** 20 })];
-    expect(await toldPrivately(h.fake.submitModal(menu, { question: 'fifth?' }))).toBe('huge.png is 9.0 MiB; the limit is 8.0 MiB.');
+    expect(await toldPrivately(h.fake.submitModal(menu, { question: 'fifth?' }))).toBe('huge.png is 9 MiB; the limit is 8 MiB.');
     h.fake.messages.delete(target.id);
     expect(await toldPrivately(h.fake.submitModal(menu, { question: 'third?' }))).toBe('That message has no image I can read any more.');
   });

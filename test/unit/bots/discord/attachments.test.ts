@@ -29,7 +29,7 @@ describe('attachment checks before download', () => {
   });
   it('refuses each bad case with its own message', () => {
     expect(() => checkBeforeDownload(meta({ url: 'https://evil.example/a.png' }), prod)).toThrow(/only read images uploaded to Discord.*evil\.example/);
-    expect(() => checkBeforeDownload(meta({ size: 5000 }), prod)).toThrow(/a\.png is .* MiB; the limit is/);
+    expect(() => checkBeforeDownload(meta({ size: 5000 }), prod)).toThrow('a.png is 5 KiB; the limit is 1000 bytes.');
     expect(() => checkBeforeDownload(meta({ contentType: 'text/plain', filename: 'notes.txt' }), prod)).toThrow(/notes\.txt isn't an image \(text\/plain\)/);
     expect(() => checkBeforeDownload(meta({ url: 'file:///etc/passwd' }), prod)).toThrow(/only read images/);
   });
@@ -85,8 +85,8 @@ describe('downloadImage (from the fake CDN)', () => {
       const redirected = await downloadImage(at('redirect.png'), local).then(() => undefined, (e: unknown) => e as Error);
       expect(redirected?.message).toBe("I couldn't download redirect.png; please try again.");
       expect(redirected?.cause).toBeInstanceOf(Error); // the operator's log gets fetch's own reason
-      await expect(downloadImage(at('chunked.png'), local)).rejects.toThrow(/^chunked\.png is larger than the limit of 0\.00 MiB\.$/);
-      await expect(downloadImage(at('img.png'), { ...local, maxBytes: png.byteLength - 1 })).rejects.toThrow(/^img\.png is 0\.00 MiB; the limit is 0\.00 MiB\.$/);
+      await expect(downloadImage(at('chunked.png'), local)).rejects.toThrow(/^chunked\.png is larger than the \d+ bytes limit\.$/);
+      await expect(downloadImage(at('img.png'), { ...local, maxBytes: png.byteLength - 1 })).rejects.toThrow(/^img\.png is (\d+) bytes; the limit is (?!\1 )\d+ bytes\.$/);
       const started = Date.now();
       await expect(downloadImage(at('silent.png'), local)).rejects.toThrow("I couldn't download silent.png; please try again.");
       expect(Date.now() - started).toBeLessThan(5_000);
@@ -144,11 +144,11 @@ describe('what counts as an image, and sizes', () => {
     for (const name of ['a.png.exe', 'a.jpgx', 'a.jpeeg', 'png', 'a.svg']) expect(isImageAttachment({ contentType: null, filename: name }), name).toBe(false);
   });
 
-  it('says sizes in MiB (two decimals below one MiB), accepts exactly the limit, and refuses links it cannot read or other schemes', () => {
+  it('says sizes as formatBytes does ("larger than" where the size rounds to the limit), accepts exactly the limit, and refuses links it cannot read or other schemes', () => {
     expect(() => checkBeforeDownload(meta({ size: 3 * 2 ** 20 }), prod)).not.toThrow();
-    expect(() => checkBeforeDownload(meta({ size: 3 * 2 ** 20 + 1 }), prod)).toThrow('a.png is 3.0 MiB; the limit is 3.0 MiB.');
-    expect(() => checkBeforeDownload(meta({ size: 5 * 2 ** 20 }), { ...prod, maxBytes: 2 ** 19 })).toThrow('a.png is 5.0 MiB; the limit is 0.50 MiB.');
-    expect(() => checkBeforeDownload(meta({ size: 2 ** 20 + 1 }), { ...prod, maxBytes: 2 ** 20 })).toThrow('a.png is 1.0 MiB; the limit is 1.0 MiB.');
+    expect(() => checkBeforeDownload(meta({ size: 3 * 2 ** 20 + 1 }), prod)).toThrow('a.png is larger than the 3 MiB limit.');
+    expect(() => checkBeforeDownload(meta({ size: 5 * 2 ** 20 }), { ...prod, maxBytes: 2 ** 19 })).toThrow('a.png is 5 MiB; the limit is 512 KiB.');
+    expect(() => checkBeforeDownload(meta({ size: 2 ** 20 + 1 }), { ...prod, maxBytes: 2 ** 20 })).toThrow('a.png is larger than the 1 MiB limit.');
     expect(() => checkBeforeDownload(meta({ url: 'not a url' }), prod)).toThrow("I couldn't read the link of a.png.");
     expect(() => checkBeforeDownload(meta({ url: 'ftp://cdn.discordapp.com/a.png' }), prod)).toThrow('I only read images uploaded to Discord; a.png is hosted on cdn.discordapp.com.');
     expect(() => checkBeforeDownload(meta({ contentType: null, filename: 'notes.txt' }), prod)).toThrow("notes.txt isn't an image. Please attach a PNG, JPEG, WebP or GIF.");
