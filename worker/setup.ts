@@ -18,6 +18,7 @@ import { isAbsolute, resolve } from 'node:path';
 import type { Config, Secrets } from '../src/config/schema.ts';
 import { AppError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
+import { ARCHITECTURES } from './builder/architectures/index.ts';
 import { readManifest, staleReason, verifyGraphFiles } from './builder/manifest.ts';
 import { Graph } from './builder/onnx/graph.ts';
 import { fetchSnapshot, type FetchProgress } from './hub/fetch.ts';
@@ -109,6 +110,7 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
           dir: snapshotDir,
           token: secrets.HF_TOKEN,
           retries: m.downloadRetries,
+          checkConfig: (configJson) => refuseForeignArchitecture(m.hubId, configJson),
           progress: loggedProgress(log, options.progressLogMs ?? 10_000),
         }), signal);
         log.info({ files: result.files.length, downloadedBytes: result.downloadedBytes, skipped: result.skipped.map((s) => `${s.path} (${s.reason})`) }, 'model snapshot ready');
@@ -143,6 +145,28 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     }
     return { provider, adapter: choice.adapter, fetched, converted, snapshotDir, onnxDir };
   }, signal);
+}
+
+/**
+ * A repository whose config.json names an architecture no builder converts (another model named in model.hubId) is
+ * refused once its config.json is in, not after its weights downloaded and the conversion failed. A config.json
+ * without an `architectures` list is left to the converter, which says what is wrong with it.
+ */
+function refuseForeignArchitecture(repo: string, configJson: string): void {
+  let architectures: unknown;
+  try {
+    architectures = (JSON.parse(configJson) as { architectures?: unknown }).architectures;
+  } catch {
+    return;
+  }
+  const name = Array.isArray(architectures) ? architectures[0] : undefined;
+  if (typeof name !== 'string' || Object.hasOwn(ARCHITECTURES, name)) return;
+  throw new AppError(
+    'config',
+    `model.hubId ${repo} is a ${name} checkpoint, which this worker cannot convert (it converts ${Object.keys(ARCHITECTURES).join(', ')}: ` +
+      'BLIP3o/BLIP3o-Model-4B or BLIP3o/BLIP3o-Model-8B). Set model.hubId to one of those, then restart; only its config.json was downloaded.',
+    { context: { repo, architecture: name } },
+  );
 }
 
 /** What the start-up probe settled on, and why. */
@@ -275,7 +299,9 @@ async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype
   })) as [number | null, NodeJS.Signals | null];
   if (signal?.aborted) throw new SetupStopped();
   if (code !== 0) {
-    const why = tail.filter((l) => l.startsWith('error')).at(-1) ?? tail.at(-1) ?? 'no output';
+    // The CLI's own `error (code): …`; else a crash's exception line (`TypeError: …`, printed above its stack and the
+    // `Node.js v20…` line) or V8's `FATAL ERROR: … heap out of memory` (printed above its native stack)
+    const why = tail.filter((l) => /^(error\b|FATAL ERROR\b|[A-Za-z]*Error\b)/.test(l)).at(-1) ?? tail.at(-1) ?? 'no output';
     throw new AppError('model', `converting ${snapshotDir} to ONNX failed (${killedBy ?? `exit ${code}`}): ${why}`, { context: { tail } });
   }
 }

@@ -31,9 +31,24 @@ export interface FetchOptions {
   dir: string;
   /** HF_TOKEN: sent as a Bearer token, for gated repos and higher rate limits. */
   token?: string;
-  /** Tries per file after a transfer error; each resumes from the bytes already written. @defaultValue 3 */
+  /**
+   * Tries per file (and for the listing) after a transfer error, a rate limit (HTTP 429) or a hub error (5xx); each
+   * resumes from the bytes already written. @defaultValue 3
+   */
   retries?: number;
+  /** Wait before the first retry, in ms; doubled for each further one, up to a minute. @defaultValue 2000 */
+  retryDelayMs?: number;
+  /**
+   * A transfer that receives nothing for this long (a connection that went silent, no answer to a request) is given
+   * up and retried from the bytes on disk. @defaultValue 60000
+   */
+  stallTimeoutMs?: number;
   progress?: FetchProgress;
+  /**
+   * Called with the repository's config.json as soon as it is on disk, before any weights are requested; throws (an
+   * AppError saying what to do) when the repository is not a model this worker can run.
+   */
+  checkConfig?: (configJson: string) => void;
   /** Free bytes at `dir`; default statfs. Tests pass their own to exercise the disk check. */
   freeBytes?: (dir: string) => Promise<number>;
 }
@@ -53,7 +68,7 @@ const DISK_MARGIN_BYTES = 1 << 30;
 export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
   await mkdir(o.dir, { recursive: true });
   const credentials = o.token ? { accessToken: o.token } : {};
-  const hub = { repo: { type: 'model' as const, name: o.repo }, revision: o.revision, hubUrl: o.hubUrl, ...credentials };
+  const hub: HubTarget = { repo: { type: 'model' as const, name: o.repo }, revision: o.revision, hubUrl: o.hubUrl, fetch: fetchAnsweredWithin(stallMs(o)), ...credentials };
 
   const listed = await hubCall(o, `list the files of ${o.repo} at revision ${o.revision}`, async () => {
     const out: HubFile[] = [];
@@ -66,15 +81,16 @@ export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
     return out;
   });
 
+  // Files verified for another revision (or repo) are kept when the hub lists the same hash for them now (isDone):
+  // a new model.hubRevision downloads only what changed. (Before, it downloaded the whole snapshot again.)
   const previous = readManifest(o.dir);
-  const sameSource = previous?.repo === o.repo && previous.revision === o.revision;
   const manifest: SnapshotManifest = {
     version: 1,
     repo: o.repo,
     revision: o.revision,
     hubUrl: o.hubUrl,
     complete: false,
-    files: sameSource ? { ...previous.files } : {},
+    files: previous ? { ...previous.files } : {},
     skipped: [],
   };
   /** Verified by an earlier run with the same hash the hub lists now, and still the right size on disk. */
@@ -103,6 +119,12 @@ export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
   for (const f of indexFiles(listed)) {
     await get(f);
     indexes.set(f.path, parseIndex(f.path, await readFile(join(o.dir, f.path), 'utf8')));
+  }
+  // The root config.json names the architecture: a repository of another model is refused before gigabytes of it.
+  const rootConfig = listed.find((f) => f.path === 'config.json');
+  if (rootConfig && o.checkConfig) {
+    await get(rootConfig);
+    o.checkConfig(await readFile(join(o.dir, rootConfig.path), 'utf8'));
   }
   const { download, skipped } = selectFiles(listed, indexes);
   manifest.skipped = skipped;
@@ -139,7 +161,61 @@ export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
   return { files: download, skipped, downloadedBytes, reused };
 }
 
-type HubTarget = { repo: { type: 'model'; name: string }; revision: string; hubUrl: string; accessToken?: string };
+type HubTarget = { repo: { type: 'model'; name: string }; revision: string; hubUrl: string; accessToken?: string; fetch: typeof fetch };
+
+const stallMs = (o: FetchOptions): number => o.stallTimeoutMs ?? 60_000;
+
+/** Thrown when a transfer received nothing for `ms`; a transfer error like a dropped connection (retried, resumed). */
+class Stalled extends Error {
+  constructor(ms: number) {
+    super(`no data for ${ms / 1000} s: the connection stalled`);
+    this.name = 'Stalled';
+  }
+}
+
+/**
+ * fetch() whose request is given up when no response headers arrive within `ms`. Only the wait for the headers: a
+ * body (the hub client streams shards through this fetch too) is watched per chunk in transferRest.
+ */
+function fetchAnsweredWithin(ms: number): typeof fetch {
+  return async (input, init) => {
+    const answered = new AbortController();
+    const timer = setTimeout(() => answered.abort(new Stalled(ms)), ms);
+    const signal = init?.signal ? AbortSignal.any([init.signal, answered.signal]) : answered.signal;
+    try {
+      return await fetch(input, { ...init, signal });
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
+
+/** Errors of this machine's disk, not of the transfer: a retry cannot help, the admin has to act. */
+const DISK_ERRORS: Record<string, { why: string; todo: string }> = {
+  ENOSPC: { why: 'the disk is full', todo: 'Free some space or point model.snapshotDir at a larger disk' },
+  EDQUOT: { why: 'the disk quota is used up', todo: 'Free some space or point model.snapshotDir at a larger disk' },
+  EROFS: { why: 'the file system is read-only', todo: 'Mount model.snapshotDir writable' },
+  EACCES: { why: 'permission denied', todo: "Make model.snapshotDir writable by the worker's user" },
+  EPERM: { why: 'permission denied', todo: "Make model.snapshotDir writable by the worker's user" },
+};
+
+function diskError(o: FetchOptions, f: HubFile, e: unknown): AppError | undefined {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const known = typeof code === 'string' ? DISK_ERRORS[code] : undefined;
+  if (!known) return undefined;
+  return new AppError(
+    'model',
+    `Could not write ${o.repo}/${f.path} into ${o.dir}: ${known.why} (${code}). ${known.todo}, then run again: the download resumes where it stopped.`,
+    { cause: e, context: { path: f.path } },
+  );
+}
+
+/** Worth another try: not an answer that will not change (auth, not found) nor our own disk. */
+const transient = (e: unknown): boolean => !(e instanceof AppError) && (!(e instanceof HubApiError) || e.statusCode === 429 || e.statusCode === 408 || e.statusCode >= 500);
+
+/** Before retry `attempt` (1 = the first retry): retryDelayMs, doubled each time, at most a minute. */
+const backOff = (o: FetchOptions, attempt: number): Promise<void> =>
+  new Promise((r) => setTimeout(r, Math.min(60_000, (o.retryDelayMs ?? 2_000) * 2 ** (attempt - 1))));
 
 /** One file, resumed from `<path>.incomplete` and retried on transfer errors; returns the bytes transferred. */
 async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Promise<number> {
@@ -158,9 +234,11 @@ async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Pr
       actual = h.digest('hex');
       break;
     } catch (e) {
-      const refused = e instanceof HubApiError && e.statusCode < 500; // auth, not found: retrying will not help
-      if (e instanceof AppError || refused || attempt >= tries) throw asFetchError(o, `download ${o.repo}/${f.path}`, e);
-      // A dropped connection: the next try resumes from what reached the disk.
+      const onDisk = diskError(o, f, e);
+      if (onDisk) throw onDisk;
+      if (!transient(e) || attempt >= tries) throw asFetchError(o, `download ${o.repo}/${f.path}`, e);
+      // A dropped or stalled connection, a rate limit, a hub error: the next try resumes from what reached the disk.
+      await backOff(o, attempt);
     }
   }
   if (actual !== f.oid) {
@@ -189,15 +267,19 @@ async function transferRest(o: FetchOptions, hub: HubTarget, f: HubFile, partial
     throw new AppError('model', `The hub listed ${o.repo}/${f.path} as ${f.size} bytes but serves ${blob.size}: the repository changed during the download. Run the fetch again.`);
   }
   let written = 0;
+  const body = Readable.fromWeb(blob.slice(offset).stream() as WebReadableStream<Uint8Array>);
+  // A connection that goes silent never ends on its own: give it up after stallTimeoutMs without a byte.
+  const silence = stallMs(o);
+  const quiet = setTimeout(() => body.destroy(new Stalled(silence)), silence);
   const count = new Transform({
     transform(chunk: Buffer, _enc, cb) {
+      quiet.refresh();
       written += chunk.byteLength;
       hash.update(chunk);
       o.progress?.bytes(chunk.byteLength);
       cb(null, chunk);
     },
   });
-  const body = Readable.fromWeb(blob.slice(offset).stream() as WebReadableStream<Uint8Array>);
   const out = createWriteStream(partial, { flags: 'a' });
   try {
     await pipeline(body, count, out);
@@ -205,6 +287,8 @@ async function transferRest(o: FetchOptions, hub: HubTarget, f: HubFile, partial
     // Let the bytes that did arrive reach the disk before the caller measures the partial file to resume.
     if (!out.closed) await once(out, 'close');
     throw e;
+  } finally {
+    clearTimeout(quiet);
   }
   if (offset + written !== f.size) throw new Error(`transfer ended after ${offset + written} of ${f.size} bytes`);
   return written;
@@ -228,11 +312,15 @@ function parseIndex(path: string, text: string): SafetensorsIndex {
   }
 }
 
+/** One hub request (the listing), tried again like a file on a transfer error, a rate limit or a hub error. */
 async function hubCall<T>(o: FetchOptions, action: string, call: () => Promise<T>): Promise<T> {
-  try {
-    return await call();
-  } catch (e) {
-    throw asFetchError(o, action, e);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (e) {
+      if (!transient(e) || attempt > (o.retries ?? 3)) throw asFetchError(o, action, e);
+      await backOff(o, attempt);
+    }
   }
 }
 
@@ -251,7 +339,9 @@ function asFetchError(o: FetchOptions, action: string, e: unknown): AppError {
           : `the repository needs authentication (HTTP ${code}). Set HF_TOKEN to a Hugging Face access token (https://huggingface.co/settings/tokens), then run again.`
         : code === 404
           ? `the hub has no such repository, revision or file (HTTP 404). Check model.hubId (${o.repo}) and model.hubRevision (${o.revision}) in your config, then run again.`
-          : `the hub answered HTTP ${code}. Check model.hubUrl (${o.hubUrl}) or try again later.`;
+          : code === 429
+            ? `the hub is rate-limiting this machine (HTTP 429). Wait a few minutes${o.token ? '' : ', or set HF_TOKEN (signed-in downloads get higher limits)'}, then run again.`
+            : `the hub answered HTTP ${code}. Check model.hubUrl (${o.hubUrl}) or try again later.`;
     return new AppError('model', `Could not ${action}: ${why}`, { cause: e });
   }
   const message = e instanceof Error ? e.message : String(e);

@@ -276,8 +276,9 @@ export async function openSession(model: string | Uint8Array, opts: SessionOptio
     try {
       return await create('cuda');
     } catch (e) {
+      // the reason goes in the message, as for WebGPU: a missing library and a GPU out of memory need different fixes
       if (ep === 'cuda')
-        throw new AppError('config', `model.executionProvider is cuda but onnxruntime could not use CUDA for ${modelPath}`, { cause: e });
+        throw new AppError('config', `model.executionProvider is cuda but onnxruntime could not use CUDA for ${modelPath}: ${errorText(e)}`, { cause: e });
     }
   }
   // 'auto' here is a session opened without the start-up probe (tools, benches): WebGPU only on a GPU device node.

@@ -7,7 +7,9 @@
 //                                                               and X-Linked-Size, like the real hub's CDN redirect
 //   GET /_lfs/<sha256>                                          → the bytes, honouring `Range: bytes=a-b`
 // Fault injection: `cutOnce(path, afterBytes)` drops the connection mid-body on the next body request for that
-// file; `corrupt(path)` serves different bytes of the same size (so only a hash check can notice).
+// file; `corrupt(path)` serves different bytes of the same size (so only a hash check can notice); `stallOnce(path,
+// afterBytes)` sends that many body bytes and then nothing, the connection left open (a hung CDN); `failNext(path,
+// status, times)` answers the next `times` requests for that file (or '' for the listing) with `status` (429, 503…).
 // Every request is recorded, so tests can assert what was (not) downloaded.
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -39,6 +41,11 @@ export interface FakeHub {
   cutOnce(path: string, afterBytes: number): void;
   corrupt(path: string): void;
   heal(path: string): void;
+  stallOnce(path: string, afterBytes: number): void;
+  /** `path` '' is the tree listing. */
+  failNext(path: string, status: number, times?: number): void;
+  /** Forgets every cut, stall and failure not yet served. */
+  clearFaults(): void;
   close(): Promise<void>;
 }
 
@@ -48,6 +55,8 @@ export interface FakeHubOptions {
   files: FakeHubFile[];
   /** When set, every request must carry `Authorization: Bearer <token>` (a gated repo). */
   requireToken?: string;
+  /** Further names the same snapshot is served under (a tag or commit next to `revision`). */
+  aliases?: string[];
 }
 
 interface Stored {
@@ -77,11 +86,14 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
   }
   const bySha = new Map([...stored.values()].filter((s) => s.lfs).map((s) => [s.sha256, s]));
   const cuts = new Map<string, number>();
+  const stalls = new Map<string, number>();
+  const failures = new Map<string, { status: number; left: number }>();
   const corrupted = new Set<string>();
   const requests: RecordedRequest[] = [];
 
-  const treePrefix = `/api/models/${options.repo}/tree/${revision}`;
-  const resolvePrefix = `/${options.repo}/resolve/${encodeURIComponent(revision)}/`;
+  const revisions = [revision, ...(options.aliases ?? [])];
+  const treePrefixes = revisions.map((r) => `/api/models/${options.repo}/tree/${r}`);
+  const resolvePrefixes = revisions.map((r) => `/${options.repo}/resolve/${encodeURIComponent(r)}/`);
 
   function listing(): unknown[] {
     const dirs = new Set<string>();
@@ -133,6 +145,13 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
       return;
     }
     const isProbe = chunk.byteLength <= 1;
+    const stall = isProbe ? undefined : stalls.get(s.path);
+    if (stall !== undefined) {
+      stalls.delete(s.path);
+      const part = chunk.subarray(0, Math.min(stall, chunk.byteLength - 1));
+      res.write(part, () => void (rec.bytesSent = part.byteLength)); // and then nothing: the response never ends
+      return;
+    }
     const cut = isProbe ? undefined : cuts.get(s.path);
     if (cut !== undefined) {
       cuts.delete(s.path);
@@ -166,7 +185,15 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
       return;
     }
     const path = decodeURIComponent(url.pathname);
-    if (path === treePrefix || path.startsWith(`${treePrefix}/`)) {
+    const treePrefix = treePrefixes.find((t) => path === t || path.startsWith(`${t}/`));
+    const resolvePrefix = resolvePrefixes.find((r) => path.startsWith(r));
+    const failing = failures.get(treePrefix ? '' : (resolvePrefix ? path.slice(resolvePrefix.length) : (bySha.get(path.slice('/_lfs/'.length))?.path ?? path)));
+    if (failing && failing.left > 0) {
+      failing.left--;
+      res.writeHead(failing.status, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: `injected HTTP ${failing.status}` }));
+      return;
+    }
+    if (treePrefix) {
       if (url.searchParams.get('recursive') !== 'true') {
         res.writeHead(400).end('the fake hub only serves recursive listings');
         return;
@@ -174,7 +201,7 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(listing()));
       return;
     }
-    if (path.startsWith(resolvePrefix)) {
+    if (resolvePrefix) {
       const s = stored.get(path.slice(resolvePrefix.length));
       if (!s) {
         res.writeHead(404, { 'X-Error-Code': 'EntryNotFound' }).end('Entry not found');
@@ -218,6 +245,13 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
     bodyRequests: (p) => requests.filter((r) => r.file === p && r.method === 'GET' && r.bytesSent > 1),
     cutOnce: (p, afterBytes) => void cuts.set(p, afterBytes),
     corrupt: (p) => void corrupted.add(p),
+    stallOnce: (p, afterBytes) => void stalls.set(p, afterBytes),
+    failNext: (p, status, times = 1) => void failures.set(p, { status, left: times }),
+    clearFaults: () => {
+      cuts.clear();
+      stalls.clear();
+      failures.clear();
+    },
     heal: (p) => void corrupted.delete(p),
     close: () =>
       new Promise<void>((resolveClose, reject) => {

@@ -1,0 +1,117 @@
+// fetchSnapshot against a fake hub (test/fakes/hub/server.ts) when something other than one dropped connection goes
+// wrong: a full disk, a connection that goes silent, rate limiting and hub errors, a change of revision.
+// Each case is what a self-hoster meets on a worker's first start, and what the error then tells them to do.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { fetchSnapshot, type FetchOptions } from '../../worker/hub/fetch.ts';
+import { snapshotStatus } from '../../worker/hub/snapshot.ts';
+import { startFakeHub, type FakeHub, type FakeHubFile } from '../fakes/hub/server.ts';
+
+// A disk that fills up: while `diskFullAfter` is set, every file fetch.ts opens for writing takes that many bytes and
+// then fails the next write with ENOSPC, as fs does on a full file system.
+const disk = vi.hoisted(() => ({ diskFullAfter: undefined as number | undefined, refused: 0 }));
+vi.mock('node:fs', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs')>();
+  const createWriteStream = ((path: string, options?: { flags?: string }) => {
+    const limit = disk.diskFullAfter;
+    if (limit === undefined) return fs.createWriteStream(path, options as never);
+    let room = limit;
+    return new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (chunk.byteLength > room) {
+          room = 0;
+          disk.refused++;
+          return cb(Object.assign(new Error(`ENOSPC: no space left on device, write`), { code: 'ENOSPC', errno: -28, syscall: 'write' }));
+        }
+        room -= chunk.byteLength;
+        fs.appendFileSync(path, chunk);
+        cb();
+      },
+    });
+  }) as typeof fs.createWriteStream;
+  return { ...fs, default: { ...fs, createWriteStream }, createWriteStream };
+});
+
+const REPO = 'BLIP3o/BLIP3o-Model-4B';
+const json = (v: unknown): Uint8Array => Buffer.from(JSON.stringify(v));
+const SHARD = 'model.safetensors';
+const files: FakeHubFile[] = [
+  { path: 'config.json', bytes: json({ architectures: ['Blip3oQwenForInferenceLM'] }) },
+  { path: SHARD, bytes: randomBytes(200_000) },
+  { path: 'diffusion-decoder/unet/diffusion_pytorch_model.safetensors', bytes: randomBytes(120_000) },
+];
+const bytesOf = (p: string): Buffer => Buffer.from(files.find((f) => f.path === p)!.bytes);
+
+let hub: FakeHub;
+let dir: string;
+const opts = (over: Partial<FetchOptions> = {}): FetchOptions => ({ repo: REPO, revision: 'main', hubUrl: hub.url, dir, retries: 0, retryDelayMs: 10, ...over });
+
+beforeAll(async () => {
+  hub = await startFakeHub({ repo: REPO, files, aliases: ['v1.1'] });
+});
+afterAll(async () => {
+  await hub.close();
+});
+beforeEach(() => {
+  hub.requests.length = 0;
+  hub.clearFaults();
+  disk.diskFullAfter = undefined;
+  disk.refused = 0;
+  dir = mkdtempSync(join(tmpdir(), 'hub-faults-'));
+  return () => rmSync(dir, { recursive: true, force: true });
+});
+
+describe('fetchSnapshot when things go wrong', () => {
+  it('a disk that fills up mid-download: says the disk is full and what to do, without retrying or blaming the network', async () => {
+    disk.diskFullAfter = 50_000;
+    const failure = await fetchSnapshot(opts({ retries: 2 })).then(() => undefined, (e: Error) => e);
+    expect(failure?.message).toMatch(/^Could not write BLIP3o\/BLIP3o-Model-4B\/\S+ into .*: the disk is full \(ENOSPC\)\. Free some space or point model\.snapshotDir at a larger disk, then run again: the download resumes where it stopped\.$/);
+    expect(failure?.message).not.toMatch(/network/);
+    expect(disk.refused).toBe(1); // a full disk stays full: no second try
+    expect(snapshotStatus(dir, REPO, 'main').complete).toBe(false);
+  });
+
+  it('a connection that goes silent mid-file is given up after stallTimeoutMs and resumed', async () => {
+    hub.stallOnce(SHARD, 70_000);
+    await fetchSnapshot(opts({ retries: 1, stallTimeoutMs: 400 }));
+    const ranges = hub.bodyRequests(SHARD).map((r) => r.range);
+    expect(ranges).toHaveLength(2);
+    expect(ranges[1]).toMatch(/^bytes=[1-9]\d*-199999$/); // resumed, not restarted
+    expect(readFileSync(join(dir, SHARD)).equals(bytesOf(SHARD))).toBe(true);
+  }, 10_000);
+
+  it('a connection that stays silent says so, and that the download resumes', async () => {
+    hub.stallOnce(SHARD, 70_000);
+    await expect(fetchSnapshot(opts({ stallTimeoutMs: 400 }))).rejects.toThrow(
+      /^Could not download BLIP3o\/BLIP3o-Model-4B\/model\.safetensors from .* \(no data for 0\.4 s: the connection stalled\)\. Check the network connection .*the download resumes where it stopped\.$/,
+    );
+  }, 10_000);
+
+  it('rate limiting (HTTP 429) and a hub error (HTTP 503) are waited out and retried, for a file and for the listing', async () => {
+    hub.failNext(SHARD, 429);
+    hub.failNext('', 503);
+    await fetchSnapshot(opts({ retries: 2 }));
+    expect(readFileSync(join(dir, SHARD)).equals(bytesOf(SHARD))).toBe(true);
+    expect(snapshotStatus(dir, REPO, 'main').complete).toBe(true);
+  });
+
+  it('rate limiting that does not stop says what it is and suggests HF_TOKEN', async () => {
+    hub.failNext(SHARD, 429, 3);
+    await expect(fetchSnapshot(opts({ retries: 2 }))).rejects.toThrow(
+      /^Could not download BLIP3o\/BLIP3o-Model-4B\/model\.safetensors: the hub is rate-limiting this machine \(HTTP 429\)\. Wait a few minutes, or set HF_TOKEN \(signed-in downloads get higher limits\), then run again\.$/,
+    );
+  });
+
+  it('a changed model.hubRevision downloads only the files whose hash changed', async () => {
+    await fetchSnapshot(opts());
+    hub.requests.length = 0;
+    const result = await fetchSnapshot(opts({ revision: 'v1.1' }));
+    expect(result.downloadedBytes).toBe(0);
+    expect(result.reused.sort()).toEqual(files.map((f) => f.path).sort());
+    expect(snapshotStatus(dir, REPO, 'v1.1').complete).toBe(true);
+  });
+});
