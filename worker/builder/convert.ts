@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
 import { ARCHITECTURES, type Architecture, type BuildContext, type ComponentOutput, type OutputDType } from './architectures/index.ts';
-import { BUILDER_VERSION, digestFile, Manifest, MANIFEST_FILE, PARTIAL_MANIFEST_FILE, readManifest, sourceConfigHash, staleReason } from './manifest.ts';
+import { BUILDER_VERSION, digestFile, Manifest, MANIFEST_FILE, PARTIAL_MANIFEST_FILE, readManifest, sourceConfigHash, sourceWeightsHash, staleReason } from './manifest.ts';
 import type { QuantName } from './quant.ts';
 import { Checkpoint, fromFloat32, writeSafetensors } from './safetensors.ts';
 import { WeightStore } from './weights.ts';
@@ -102,6 +102,7 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
       for (const [p, n] of Object.entries(r.skipped)) skipped[s.name === 'root' ? p : `${s.name}:${p}`] = n;
     }
 
+    const weightsHash = sourceWeightsHash(snapshotDir);
     // 4. write: the old manifest goes first, so an interrupted conversion is never taken for a current one
     mkdirSync(outDir, { recursive: true });
     const manifest: Manifest = {
@@ -111,6 +112,7 @@ export async function convertSnapshot(snapshotDir: string, outDir: string, opts:
       dtype,
       quant,
       sourceConfigHash: sourceConfigHash(snapshotDir),
+      ...(weightsHash ? { sourceWeightsHash: weightsHash } : {}),
       components: opts.only ? earlierComponents(outDir, snapshotDir, archName, dtype, quant) : {},
       skipped,
     };
@@ -179,7 +181,7 @@ function earlierComponents(outDir: string, snapshotDir: string, archName: string
     const parsed = Manifest.safeParse(JSON.parse(readFileSync(path, 'utf8')));
     if (!parsed.success) continue;
     const m = parsed.data;
-    if (m.builderVersion === BUILDER_VERSION && m.architecture === archName && m.dtype === dtype && m.quant === quant && m.sourceConfigHash === sourceConfigHash(snapshotDir))
+    if (m.builderVersion === BUILDER_VERSION && m.architecture === archName && m.dtype === dtype && m.quant === quant && m.sourceConfigHash === sourceConfigHash(snapshotDir) && m.sourceWeightsHash === sourceWeightsHash(snapshotDir))
       return m.components;
   }
   return {};

@@ -5,6 +5,7 @@ import { closeSync, createReadStream, existsSync, openSync, readFileSync, readSy
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../src/errors.ts';
+import { readManifest as readSnapshotManifest } from '../hub/snapshot.ts';
 
 /** Bump when any graph a builder emits changes meaning or I/O: every existing conversion becomes stale. */
 export const BUILDER_VERSION = 2; // 2: the decoder picks each row's logits (input logits_index)
@@ -33,6 +34,11 @@ export const Manifest = z.object({
   quant: z.enum(['none', 'int4', 'int8']).default('none'),
   /** sha256 over the snapshot's config files and safetensors indexes (see sourceConfigHash). */
   sourceConfigHash: z.string(),
+  /**
+   * sha256 over the hub's hashes of the snapshot's weights and tokenizer files, as the fetch verified them (see
+   * sourceWeightsHash). Absent when the snapshot was not fetched here, and in manifests written before it existed.
+   */
+  sourceWeightsHash: z.string().optional(),
   components: z.record(
     z.string(),
     z.object({
@@ -58,6 +64,22 @@ export function sourceConfigHash(snapshotDir: string): string {
       for (const f of readdirSync(join(dd, part)).sort()) if (f.endsWith('.json')) files.push(join('diffusion-decoder', part, f));
   const h = createHash('sha256');
   for (const f of files) h.update(f).update('\0').update(readFileSync(join(snapshotDir, f))).update('\0');
+  return h.digest('hex');
+}
+
+/** The converter reads these besides the configs: the weights, and the tokenizer files it copies (convert.ts). */
+const isWeightsOrTokenizer = (path: string): boolean => path.endsWith('.safetensors') || /(^|\/)(tokenizer[^/]*\.json|vocab\.json|merges\.txt|chat_template\.(json|jinja))$/.test(path);
+
+/**
+ * sha256 over the hub's hashes (LFS sha256, git sha1) of the weights and tokenizer files in the snapshot's fetch
+ * manifest (worker/hub/snapshot.ts), in path order: a new model.hubRevision that changed only weights is a new
+ * conversion, without hashing GBs. Undefined for a snapshot not fetched here (no manifest: nothing to compare).
+ */
+export function sourceWeightsHash(snapshotDir: string): string | undefined {
+  const fetched = readSnapshotManifest(snapshotDir);
+  if (!fetched) return undefined;
+  const h = createHash('sha256');
+  for (const path of Object.keys(fetched.files).filter(isWeightsOrTokenizer).sort()) h.update(path).update('\0').update(fetched.files[path]!.oid).update('\0');
   return h.digest('hex');
 }
 
@@ -123,6 +145,8 @@ export function staleReason(outDir: string, snapshotDir: string, dtype: 'fp32' |
   if (m.dtype !== dtype) return `built as ${m.dtype}, ${dtype} wanted`;
   if (m.quant !== quant) return `built with LLM weights ${m.quant === 'none' ? 'unquantized' : m.quant}, ${quant} wanted`;
   if (m.sourceConfigHash !== sourceConfigHash(snapshotDir)) return 'the snapshot config changed since the conversion';
+  const weights = sourceWeightsHash(snapshotDir);
+  if (m.sourceWeightsHash !== undefined && weights !== undefined && m.sourceWeightsHash !== weights) return 'the snapshot weights changed since the conversion (a new model.hubRevision)';
   for (const { file, digest } of graphFiles(m)) {
     if (!existsSync(join(outDir, file))) return `${file} is missing`;
     if (!digest) return `manifest.json records no size and hash for ${file} (converted by an older version)`;

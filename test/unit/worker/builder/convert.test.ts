@@ -1,6 +1,6 @@
 // convert on a tiny LLM-only snapshot: manifest + loadable graphs, staleness, EVA-CLIP skipped and said so, and
 // clear rejections of a wrong shape, a missing key and an unexpected key.
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +8,7 @@ import { qwen2_5_vl_text, type Architecture, type ComponentBuilder } from '../..
 import { convertSnapshot, describeSkipped, ensureConverted } from '../../../../worker/builder/convert.ts';
 import { readManifest, staleReason, verifyGraphFiles } from '../../../../worker/builder/manifest.ts';
 import { Graph } from '../../../../worker/builder/onnx/graph.ts';
+import { writeManifest as writeSnapshotManifest } from '../../../../worker/hub/snapshot.ts';
 import { fromFloat32, writeShardedSafetensors, type TensorToWrite } from '../../../../worker/builder/safetensors.ts';
 import { tinyEvaClipTensors } from '../../../../worker/builder/tiny/eva_clip.ts';
 import { tinyRootConfig, tinyTextTensors } from '../../../../worker/builder/tiny/llm.ts';
@@ -110,6 +111,37 @@ describe('convertSnapshot', () => {
     for (const g of Object.values(old.components.text.graphs) as { files?: unknown }[]) delete g.files;
     writeFileSync(join(out, 'manifest.json'), JSON.stringify(old));
     expect(staleReason(out, base, 'fp32')).toMatch(/records no size and hash/);
+  }, 60_000);
+
+  // Before: the weights were in no hash, so a new model.hubRevision that changed only weights (or the tokenizer) kept
+  // serving the old conversion ("after a weights-only change on the hub, delete model.onnxDir").
+  it('a fetched snapshot whose weights or tokenizer changed on the hub is stale; another file, or an older manifest, is not', async () => {
+    const fetched = join(root, 'fetched');
+    cpSync(base, fetched, { recursive: true });
+    const record = (oid: string) => ({ size: 1, oid, hash: 'sha256' as const });
+    const shards = readdirSync(fetched).filter((f) => f.endsWith('.safetensors'));
+    expect(shards.length).toBeGreaterThan(0);
+    const files = Object.fromEntries([...shards, 'tokenizer.json', 'README.md'].map((f) => [f, record(`${f}@1`)]));
+    const fetchManifest = (changed: Record<string, ReturnType<typeof record>>) =>
+      writeSnapshotManifest(fetched, { version: 1, repo: 'BLIP3o/BLIP3o-Model-4B', revision: 'main', hubUrl: 'https://huggingface.co', complete: true, files: { ...files, ...changed }, skipped: [] });
+    await fetchManifest({});
+    const out = join(root, 'fetched-onnx');
+    const m = await convertSnapshot(fetched, out, { dtype: 'fp32', architectures: TEXT_ONLY });
+    expect(m.sourceWeightsHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(staleReason(out, fetched, 'fp32')).toBeUndefined();
+
+    await fetchManifest({ 'README.md': record('README.md@2') });
+    expect(staleReason(out, fetched, 'fp32')).toBeUndefined(); // the converter does not read it
+    await fetchManifest({ [shards[0]!]: record('shard@2') });
+    expect(staleReason(out, fetched, 'fp32')).toBe('the snapshot weights changed since the conversion (a new model.hubRevision)');
+    await fetchManifest({ 'tokenizer.json': record('tokenizer@2') });
+    expect(staleReason(out, fetched, 'fp32')).toMatch(/weights changed/);
+
+    // converted before the weights hash existed: not converted again for it (hours at real size)
+    const older = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+    delete older.sourceWeightsHash;
+    writeFileSync(join(out, 'manifest.json'), JSON.stringify(older));
+    expect(staleReason(out, fetched, 'fp32')).toBeUndefined();
   }, 60_000);
 
   it('--only converts some components now and the rest later; manifest.json appears when every component is written', async () => {
