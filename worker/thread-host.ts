@@ -5,7 +5,7 @@
 //   - a thread that has not stopped a run abortGraceMs after its abort is terminated and a fresh one is started,
 //     so a stuck native call cannot hold a slot forever (its other runs fail retryably: AppError('internal'));
 //   - a thread that exits on its own (crash) fails every run on it with a retryable AppError('internal'), so each
-//     job is retried, on this worker's fresh thread or elsewhere.
+//     job is retried, on this worker's fresh thread or elsewhere; it is replaced also when it held no run.
 //
 // Batching (worker.maxBatch, docs/batching.md): a thread takes up to `maxBatch[stage]` runs of one stage at once
 // (decode: understand and check; diffusion: generate) and the pipeline steps them together. A thread never mixes
@@ -46,24 +46,36 @@ export interface RunOptions {
 /**
  * A job's clock for GPU-seconds (src/accounting/usage.ts) under batching: milliseconds that pass while the job's run
  * shares its thread with n − 1 others count 1/n, so the jobs of a batch split the thread's time instead of each being
- * charged all of it; outside runs time counts in full. The processor times its stages with `now()`.
+ * charged all of it; while its run waits for room in a thread they count 0 (it is queued, not computing: with
+ * worker.maxBatch a worker holds more jobs than its threads run); outside runs time counts in full. The processor
+ * times its stages with `now()`.
  */
 export class ShareMeter {
   private accrued = 0;
   private since = Date.now();
-  private sharing = 1;
+  /** Fraction of each millisecond charged: 1/n while n runs share the thread, 0 while waiting for room. */
+  private rate = 1;
 
   /** Fair-share milliseconds since the meter was made. */
   now(): number {
-    return this.accrued + (Date.now() - this.since) / this.sharing;
+    return this.accrued + (Date.now() - this.since) * this.rate;
   }
 
   /** From now on, `runs` runs (this one included) share the thread; 1 outside the thread. */
   share(runs: number): void {
+    this.charge(1 / Math.max(1, runs));
+  }
+
+  /** From now on the job's run waits for room in a thread: nothing is charged until the next share(). */
+  waitForRoom(): void {
+    this.charge(0);
+  }
+
+  private charge(rate: number): void {
     const t = Date.now();
-    this.accrued += (t - this.since) / this.sharing;
+    this.accrued += (t - this.since) * this.rate;
     this.since = t;
-    this.sharing = Math.max(1, runs);
+    this.rate = rate;
   }
 }
 
@@ -135,7 +147,11 @@ export class ThreadHost {
   static async start(options: ThreadHostOptions): Promise<ThreadHost> {
     const host = new ThreadHost(options);
     try {
-      for (let i = 0; i < options.size; i++) host.slots.push({ thread: await host.spawn(), active: 0, meters: new Set(), stage: 'decode', respawning: false });
+      for (let i = 0; i < options.size; i++) {
+        const slot: Slot = { thread: await host.spawn(), active: 0, meters: new Set(), stage: 'decode', respawning: false };
+        host.slots.push(slot);
+        host.watch(slot);
+      }
     } catch (e) {
       await host.close();
       throw e;
@@ -177,6 +193,19 @@ export class ThreadHost {
       thread.on('message', onMessage);
       thread.on('error', onError);
       thread.on('exit', onExit);
+    });
+  }
+
+  /**
+   * Replaces the slot's thread when it exits, also while it holds no run (a fault in work a finished run left behind):
+   * before 2026-12 the next run was posted to the dead thread and waited out its whole time limit, failing as "took
+   * longer than …" (not retried). Exits during runs are also seen by each run's own listener, and exits that respawn()
+   * or close() cause are their own: respawn() runs once for a thread either way.
+   */
+  private watch(slot: Slot): void {
+    const thread = slot.thread;
+    thread.once('exit', () => {
+      if (!this.closed && slot.thread === thread) void this.respawn(slot);
     });
   }
 
@@ -272,7 +301,14 @@ export class ThreadHost {
     // Stryker disable next-line UpdateOperator: the back-off's growth shows from the second retry on (6 s into a test)
     for (let attempt = 1; !this.closed; attempt++) {
       try {
-        slot.thread = await this.spawn();
+        const thread = await this.spawn();
+        if (this.closed) {
+          // close() ran while it loaded, and terminated only the old thread
+          await thread.terminate().catch(() => undefined);
+          return;
+        }
+        slot.thread = thread;
+        this.watch(slot);
         slot.respawning = false;
         this.pump();
         return;
@@ -297,8 +333,15 @@ export class ThreadHost {
 
   private async run(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions): Promise<unknown> {
     if (this.closed) throw new AppError('internal', 'the worker is shutting down');
-    const slot = await this.acquire(stageOf(kind), run.signal);
     const meter = run.meter;
+    meter?.waitForRoom();
+    let slot: Slot;
+    try {
+      slot = await this.acquire(stageOf(kind), run.signal);
+    } catch (e) {
+      meter?.share(1); // no room given (cancelled, or closing): back outside the thread
+      throw e;
+    }
     if (meter) {
       slot.meters.add(meter);
       // every run's share changes when one joins (runs without a meter still count in `active`)
