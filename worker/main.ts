@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   // nothing to hand back, so the worker exits 0 at once. Once jobs run, `stopRunning` (set below) stops gracefully.
   const setupStop = new AbortController();
   let settingUp = false;
-  let stopRunning: ((signal: NodeJS.Signals) => Promise<void>) | undefined;
+  let stopRunning: ((reason: NodeJS.Signals | 'a model thread lost', exitCode?: 0 | 1) => Promise<void>) | undefined;
   // Set by stopRunning: hands the running jobs back now, without waiting out the grace; false when there are none.
   let handBackNow: (() => boolean) | undefined;
   let stopRequested = false;
@@ -117,6 +117,15 @@ async function main(): Promise<void> {
     pipelineOptions,
     abortGraceMs: config.worker.abortGraceMs,
     log,
+    // A thread that cannot be restarted (the GPU lost): its jobs would wait here for ever while this worker looks
+    // ready. Stop, handing every job back at once for other workers, and exit 1 for the supervisor to start it again.
+    onThreadLost: (e) => {
+      log.fatal({ err: e.message }, 'a model thread could not be restarted: handing the jobs back and exiting so that the worker is restarted');
+      if (!stopRunning || stopRequested) process.exit(1);
+      stopRequested = true;
+      void stopRunning('a model thread lost', 1);
+      handBackNow?.();
+    },
   });
 
   const subscriber = createRedis(secrets.REDIS_URL, 'worker-cancel');
@@ -156,7 +165,7 @@ async function main(): Promise<void> {
   // From here a stop closes the jobs worker: running jobs get worker.stopGraceMs to finish, then are handed back.
   let watchdog: { stop(): void } | undefined;
   let unsubscribe: (() => Promise<void>) | undefined;
-  stopRunning = async (signal) => {
+  stopRunning = async (signal, exitCode = 0) => {
     acceptingJobs = false; // /readyz: a stopping worker takes no new job (it only finishes or hands back its running ones)
     const graceMs = config.worker.stopGraceMs;
     log.info({ signal, graceMs }, 'shutting down: finishing running jobs');
@@ -191,7 +200,7 @@ async function main(): Promise<void> {
     await health?.close();
     stop.waitingFor = 'the Redis connections to close';
     await Promise.all([closeRedis(subscriber), closeRedis(redis)]);
-    process.exit(0);
+    process.exit(exitCode);
   };
 
   observeJobWorker(metrics, worker, () => setup?.provider ?? 'unknown');

@@ -33,6 +33,16 @@ export interface ThreadHostOptions {
   /** Milliseconds an aborted thread gets to stop before it is terminated. */
   abortGraceMs: number;
   log: Logger;
+  /**
+   * Called once when a thread could not be restarted `respawnTries` times in a row (≈ 30 s): the GPU is gone for this
+   * process, and the jobs waiting for room would wait for ever while the worker looks ready. worker/main.ts stops
+   * (jobs back to the queue, for other workers) and exits 1 for its supervisor.
+   */
+  onThreadLost?: (error: Error) => void;
+  /** @defaultValue 5 */
+  respawnTries?: number;
+  /** The restart back-off: base × 2^attempt, at most 30 s. @defaultValue 1000 */
+  respawnBaseMs?: number;
 }
 
 export interface RunOptions {
@@ -314,7 +324,8 @@ export class ThreadHost {
         return;
       } catch (e) {
         this.options.log.error({ err: (e as Error).message, attempt }, 'could not restart a model thread; retrying');
-        await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** attempt)));
+        if (attempt === (this.options.respawnTries ?? 5)) this.options.onThreadLost?.(e as Error);
+        await new Promise((r) => setTimeout(r, Math.min(30_000, (this.options.respawnBaseMs ?? 1000) * 2 ** attempt)));
       }
     }
   }

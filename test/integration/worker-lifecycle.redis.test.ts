@@ -81,6 +81,31 @@ describe('worker start-up', () => {
 });
 
 describe('worker stop', () => {
+  // Before: the host retried the thread for ever and the worker stayed ready, holding the job's retry (waiting for room
+  // on the dead thread) for good: no other worker could run it.
+  it('a model thread that cannot be restarted (the GPU lost): the worker hands its jobs back and exits 1; another worker delivers', async () => {
+    const h = makeHarness({ queue: { backoffMs: 200 }, worker: { pipelineExtra: { failures: { '[boom]': 'crash' } } } });
+    const flag = join(h.dir, 'gpu-gone');
+    const tree = parse(readFileSync(h.configFile, 'utf8')) as { worker: { pipelineExtra: Record<string, unknown> } };
+    writeFileSync(h.configFile, stringify({ ...tree, worker: { ...tree.worker, pipelineExtra: { ...tree.worker.pipelineExtra, load: `fail-while:${flag}` } } }));
+    const configB = join(h.dir, 'b.yaml');
+    writeFileSync(configB, stringify({ ...tree, worker: { ...tree.worker, pipelineExtra: { ...tree.worker.pipelineExtra, failures: {} } } })); // B's threads load
+    const a = await startWorker(h);
+    procs.push(a);
+    writeFileSync(flag, ''); // from now on no model thread of A loads
+    const out = join(h.dir, 'fox.png');
+    const cli = spawnTs('bots/cli/main.ts', h, ['imagine', '[boom] a fox', '--seed', '7', '--out', out]);
+    procs.push(cli);
+
+    expect(await exitWithin(a, 90_000)).toBe(1); // five restarts fail over ≈ 30 s
+    expect(a.output()).toMatch(/"msg":"a model thread could not be restarted: handing the jobs back and exiting so that the worker is restarted"/);
+    const b = await startWorkerProcess(configB);
+    procs.push(b);
+    await cli.waitFor(`wrote ${out}`, 30_000);
+    expect(cli.output().match(/wrote /g)).toHaveLength(1);
+    expect(runs(h).filter((r) => r.kind === 'generate').map((r) => r.pid === b.child.pid).at(-1)).toBe(true);
+  }, 180_000);
+
   it('SIGTERM with a job running past worker.stopGraceMs: the job goes back to the queue, not failed, and another worker delivers it at once', async () => {
     // A's steps take 20 s each (and ignore an abort until the step ends: abortGraceMs terminates the thread); B's are quick.
     const h = makeHarness({ worker: { stopGraceMs: 1_000, abortGraceMs: 1_000, pipelineExtra: { slowStepMs: 20_000, failures: { '[slow]': 'slow' } } } });

@@ -22,7 +22,7 @@ afterEach(async () => {
   host = undefined;
 });
 
-async function start(maxBatch: { decode: number; diffusion: number }, extra: Record<string, unknown> = {}, host_: { abortGraceMs?: number; module?: string; log?: ReturnType<typeof createLogger> } = {}) {
+async function start(maxBatch: { decode: number; diffusion: number }, extra: Record<string, unknown> = {}, host_: { abortGraceMs?: number; module?: string; log?: ReturnType<typeof createLogger>; onThreadLost?: (e: Error) => void; respawnBaseMs?: number } = {}) {
   host = await ThreadHost.start({
     size: 1,
     maxBatch,
@@ -30,6 +30,8 @@ async function start(maxBatch: { decode: number; diffusion: number }, extra: Rec
     pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding, maxBatch, extra: { stepDelayMs: 20, maxSteps: 4, ...extra } },
     abortGraceMs: host_.abortGraceMs ?? 2000,
     log: host_.log ?? createLogger('test', 'silent'),
+    onThreadLost: host_.onThreadLost,
+    respawnBaseMs: host_.respawnBaseMs,
   });
   return host;
 }
@@ -293,6 +295,28 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
       expect((await next).text).toContain('You asked: the next one'); // waited for the fresh thread, not failed
       expect(Date.now() - t0).toBeGreaterThanOrEqual(1_900); // the first retry comes 2 s after the first try
       expect(existsSync(flag)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // Before: the host tried for ever, and the jobs waiting for room waited for ever on a worker that looked ready.
+  it('a thread that cannot be restarted 5 times in a row is reported lost, once, and the host keeps trying', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'blip3o-host-'));
+    const flag = join(dir, 'gpu-gone');
+    try {
+      const lost: string[] = [];
+      const { log, lines } = recordingLog();
+      const h = await start({ decode: 1, diffusion: 1 }, { failures: { crash: 'crash' }, load: `fail-while:${flag}` }, { log, respawnBaseMs: 20, onThreadLost: (e) => lost.push(e.message) });
+      writeFileSync(flag, '');
+      await expect(run(h, 'crash now', [])).rejects.toMatchObject({ code: 'internal' });
+      const next = run(h, 'the next one', []);
+      const tries = () => lines.filter(([m]) => m === 'could not restart a model thread; retrying').length;
+      for (let i = 0; i < 800 && tries() < 6; i++) await new Promise((r) => setTimeout(r, 50)); // waits 40+80+160+320+640 ms, and six thread starts
+      expect({ tries: tries() >= 6, lost }).toEqual({ tries: true, lost: ['the pipeline failed to load: out of GPU memory (test)'] });
+      expect(lines.filter(([m]) => m === 'could not restart a model thread; retrying').slice(0, 5).map(([, f]) => f.attempt)).toEqual([1, 2, 3, 4, 5]);
+      rmSync(flag);
+      expect((await next).text).toContain('You asked: the next one'); // a later try still serves
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
