@@ -47,7 +47,7 @@ import { adminInput } from './admin.ts';
 import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from './conversation.ts';
-import { QUESTION_INPUT_ID, askModalId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
+import { QUESTION_INPUT_ID, askModalId, isOurButtonId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
 import { DMS_CLOSED_HELP, DiscordDelivery, forbiddenToPost, logRateLimits, missingPermission, nonceFor, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { redisIdentifyThrottler } from './identify-throttle.ts';
 import { callbacksAcknowledgedOnce, followUpsAtMostOnce, MayHaveBeenPosted } from './lost-replies.ts';
@@ -389,10 +389,16 @@ export class DiscordAdapter implements Adapter {
       return this.settingsReply(interaction, input);
     }
     const parsed = parseButtonId(interaction.customId);
-    if (!parsed) return;
+    if (!parsed) {
+      if (isOurButtonId(interaction.customId)) await this.replyPrivately(interaction, 'This button no longer works here. Please run the command again.');
+      return;
+    }
     if (parsed.action === 'cancel') {
-      if (!(await this.allowed(interaction))) return;
       await interaction.deferReply({ flags: MessageFlags.Ephemeral }); // the core's answer needs Redis: no 3 s limit on it
+      // The job's channel decides, not the DM a private channel's progress is in: before 2026-12-07 a bot not enabled
+      // in DMs refused its own asker's Cancel there ("not enabled in direct messages").
+      const where = await this.fromResultOf(interaction, parsed.jobId);
+      if (!this.channelAllowed(where)) return this.refuseHere(interaction, where);
       const reply = await this.call(this.invocation(interaction, { command: 'cancel', jobId: parsed.jobId }));
       return void (await this.replyPrivately(interaction, reply.text));
     }
@@ -569,16 +575,21 @@ export class DiscordAdapter implements Adapter {
   }
 
   /**
-   * Where a button on job `jobId`'s result starts a job. Pressed in a DM on the requester's own private server job
-   * (its result went there once the interaction token expired): that job's channel, so its limits, settings and
-   * checks apply and the exchange stays private; anywhere else, where it was pressed.
+   * Where a button on job `jobId`'s result starts a job. Pressed in a DM on the requester's own server job (a private
+   * one's result went there once the interaction token expired; any one's when its channel refused the bot's message,
+   * DiscordDelivery's postToRequester): that job's channel, so its limits, settings and checks apply, and the exchange
+   * stays in the DM, private; anywhere else, where it was pressed. (Before 2026-12-07 only a private job's: a public
+   * one's Re-roll there was a DM job, refused where DMs are off.) Pressed on an ephemeral result (only its asker saw
+   * it), the job is private too, whatever the channel's setting is now: before 2026-12-07 a private channel made
+   * public since had the Re-roll of a private prompt posted for everyone.
    */
-  private async fromResultOf(interaction: RepliableInteraction, jobId: string): Promise<DiscordDestination> {
+  private async fromResultOf(interaction: ButtonInteraction, jobId: string): Promise<DiscordDestination> {
     const here = this.destination(interaction);
+    if (interaction.message.flags.has(MessageFlags.Ephemeral)) here.private = true;
     if (interaction.guildId !== null || !this.core) return here;
     const original = (await this.core.requestOf(jobId))?.destination;
     // Stryker disable next-line ConditionalExpression: equivalent, a DM's own job is the DM's either way, and the core keeps its privacy (asPrivateAs)
-    if (original?.platform !== 'discord' || original.guildId === null || !original.private || original.userId !== here.userId) return here;
+    if (original?.platform !== 'discord' || original.guildId === null || original.userId !== here.userId) return here;
     return { ...here, guildId: original.guildId, channelId: original.channelId, private: true, ...(original.nsfw ? { nsfw: true } : {}) };
   }
 

@@ -25,6 +25,13 @@ export function parseButtonId(customId: string): { action: ButtonAction; jobId: 
   return { action: action as ButtonAction, jobId, index: Number(index) };
 }
 
+/**
+ * Whether a custom_id is in our format at all, read or not. Discord sends a component's press only to the app that
+ * posted it, so an id of ours that parseButtonId cannot read is an action of another version of this bot (a newer
+ * instance's, during a rolling upgrade; an older format) and is answered, not left to "This interaction failed".
+ */
+export const isOurButtonId = (customId: string): boolean => customId.startsWith(`${PREFIX}:`) || customId.startsWith(`${PREFIX}s:`);
+
 /** The "Ask about this image" modal remembers which message it is about. */
 export function askModalId(channelId: string, messageId: string): string {
   return `${PREFIX}:ask:${channelId}:${messageId}`;

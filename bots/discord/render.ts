@@ -118,6 +118,14 @@ export function plainBody(text: string): MessageBody {
   return { content: truncate(text, MAX_CONTENT_CHARS), components: [], allowed_mentions: noMentions };
 }
 
+/**
+ * The first line of an image result: the prompt in bold, or for a Vary (no prompt of its own: the model's
+ * reconstruction prompt over the image) "Variation", where an empty bold "****" was shown before 2026-12-07.
+ */
+function titleOf(prompt: string, prefix: string, max: number): string {
+  return prompt ? truncate(`${prefix}**${echo(prompt)}**`, max) : `${prefix}**Variation**`;
+}
+
 /** "seed 7 · 30 + 50 steps · guidance 3 · 1:1": enough to reproduce the image. */
 export function settingsLine(options: NonNullable<JobResult['image']>['options']): string {
   const negative = options.negative ? ` · no: ${echo(truncate(options.negative, 200))}` : '';
@@ -150,7 +158,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
   const filename = fileNameOf(meta.options.seed, image);
   const checked = checkLine(meta);
-  const content = truncate(`${prefix}**${echo(meta.prompt)}**`, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), checked, servedNote(result)].filter(Boolean).join(' · ')}`;
+  const content = titleOf(meta.prompt, prefix, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), checked, servedNote(result)].filter(Boolean).join(' · ')}`;
   return {
     body: {
       content,
@@ -201,7 +209,7 @@ function galleryMessage(result: JobResult, images: NonNullable<JobResult['images
   const { seed: _seed, ...rest } = first.options;
   // Stryker disable next-line Regex: equivalent, the `^`: settingsLine starts with the seed
   const settings = settingsLine({ ...rest, seed: seeds[0]! }).replace(/^seed \d+/, `seeds ${seeds.join(', ')}`);
-  const content = truncate(`${prefix}**${echo(first.prompt)}**`, MAX_CONTENT_CHARS - 300) + `\n-# ${settings}`;
+  const content = titleOf(first.prompt, prefix, MAX_CONTENT_CHARS - 300) + `\n-# ${settings}`;
   const vary = images.map((_, i) => button(`Vary ${i + 1}`, ButtonStyle.Secondary, buttonId('vary', result.jobId, i)));
   const rows: APIActionRowComponent<APIButtonComponent>[] = [];
   for (let i = 0; i < vary.length; i += ROW_BUTTONS) rows.push(row(vary.slice(i, i + ROW_BUTTONS)));

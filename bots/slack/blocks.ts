@@ -70,9 +70,10 @@ export function withLead(m: SlackMessage, line: string): SlackMessage {
   return { text: `${line}\n${m.text}`, blocks: [section(line), ...m.blocks] };
 }
 
-/** One line saying what the job is: the prompt or the question. */
+/** One line saying what the job is: the prompt or the question (a Vary's empty prompt: what it is). */
 export function headline(kind: 'imagine' | 'vary' | 'ask', subject: string): string {
   const icon = kind === 'ask' ? ':speech_balloon:' : ':art:';
+  if (kind === 'vary' && !subject.trim()) return `${icon} A variation of your image`; // before 2026-12-07: a bare icon
   return `${icon} ${escapeMrkdwn(clip(subject, 200))}`;
 }
 
@@ -134,7 +135,7 @@ export function imageResultMessage(result: JobResult): SlackMessage {
   const settings = o ? [`${seeds} · ${o.aspect} · ${o.ditSteps} steps · guidance ${o.guidance}${negative}`, image ? checkLine(image) : '', servedNote(result)].filter(Boolean).join(' · ') : '';
   if (result.images) {
     return {
-      text: `Here are ${result.images.length} pictures of “${escapeMrkdwn(clip(prompt, 200))}”`,
+      text: prompt ? `Here are ${result.images.length} pictures of “${escapeMrkdwn(clip(prompt, 200))}”` : `Here are ${result.images.length} variations of your image`,
       blocks: [
         section(`${headline(result.kind, prompt)}\n${settings}`),
         {
@@ -149,7 +150,7 @@ export function imageResultMessage(result: JobResult): SlackMessage {
     };
   }
   return {
-    text: `Here is “${escapeMrkdwn(clip(prompt, 200))}”`,
+    text: prompt ? `Here is “${escapeMrkdwn(clip(prompt, 200))}”` : 'Here is a variation of your image', // a Vary has no prompt of its own: not an empty “”
     blocks: [
       section(`${headline(result.kind, prompt)}\n${settings}`),
       {

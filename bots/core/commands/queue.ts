@@ -1,7 +1,8 @@
-// /queue (admins): queue depth and per-channel usage, pause/resume this channel, purge a user's jobs.
+// /blip3o-admin queue (admins): queue depth and per-channel usage, pause/resume this channel, purge a user's jobs.
 // Paused: the channel's jobs stay in line, in order, and wait (a job already released to the workers is parked
-// again when a worker takes it); resume releases them in the same order. Users cancel their own jobs with /cancel
-// (bots/core/submit.ts), which goes through the same gate.removed() step as a purge.
+// again when a worker takes it); resume releases them in the same order. Both platforms name it /blip3o-admin queue
+// (there is no /queue). Users cancel their own jobs with the Cancel button (bots/core/submit.ts), which goes through
+// the same gate.removed() step as a purge.
 import type { Redis } from '../../../src/redis.ts';
 import { requestCancel } from '../../../src/jobs/cancel.ts';
 import type { Job } from 'bullmq';
@@ -88,7 +89,7 @@ export async function queueCommand(inv: Invocation, deps: QueueDeps): Promise<Re
       return { kind: 'text', text: await status(deps, inv), private: true };
     case 'pause':
       await scheduler.pause(ck);
-      return { kind: 'text', text: 'Paused this channel: its jobs keep their place in line and wait; new requests queue behind them. Resume with /queue resume.', private: true };
+      return { kind: 'text', text: 'Paused this channel: its jobs keep their place in line and wait; new requests queue behind them. Resume with `/blip3o-admin queue resume`.', private: true };
     case 'resume':
       await scheduler.resume(ck);
       return { kind: 'text', text: 'Resumed this channel: its jobs run again, in order.', private: true };

@@ -220,7 +220,7 @@ describe('/blip3o-admin queue', () => {
 
   it('pauses and resumes this channel', async () => {
     const d = discord('P1', 'mod', 'gp');
-    expect(await textOf(run({ command: 'queue', action: 'pause' }, d))).toBe('Paused this channel: its jobs keep their place in line and wait; new requests queue behind them. Resume with /queue resume.');
+    expect(await textOf(run({ command: 'queue', action: 'pause' }, d))).toBe('Paused this channel: its jobs keep their place in line and wait; new requests queue behind them. Resume with `/blip3o-admin queue resume`.');
     expect(await core.gate.scheduler.isPaused('discord:gp:P1')).toBe(true);
     expect(await textOf(run({ command: 'queue', action: 'resume' }, d))).toBe('Resumed this channel: its jobs run again, in order.');
     expect(await core.gate.scheduler.isPaused('discord:gp:P1')).toBe(false);
