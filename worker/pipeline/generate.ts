@@ -99,6 +99,15 @@ export function negativeTextOf(o: Pick<ImagineOptions, 'negative'>): string {
   return t ? t : NEGATIVE_TEXT;
 }
 
+/**
+ * The decoder (UNet) stage's CFG scale. BLIP3o's diffusion-decoder pipeline (spec §4, [P] `__call__`) guides only when
+ * guidance_scale > 1; at or below 1 its noise is the conditional prediction alone. Scale 1 gives exactly that
+ * (ε_neg + 1·(ε_c − ε_neg) = ε_c), whereas a scale below 1 would pull the image towards the negative.
+ */
+export function decoderGuidance(guidance: number): number {
+  return guidance > 1 ? guidance : 1;
+}
+
 export function cancelled(): AppError {
   return new AppError('cancelled', 'the job was aborted');
 }
@@ -230,7 +239,8 @@ export class Generator {
       return { feature: p, mine: false };
     }
     const computed = (async () => {
-      const z = await this.llm.latentHiddenStates(this.llm.encode(text));
+      // a user's negative is user text: plain text, never control tokens (" " encodes the same either way)
+      const z = await this.llm.latentHiddenStates(this.llm.encodePrompt([{ text, trusted: false }]));
       return this.sampleFeatures(z, this.settings.negativeDitSteps, this.settings.negativeGuidance, new GaussianRng(0, RngStream.negativeDitNoise), beforeStep, signal);
     })();
     p = computed;
@@ -324,7 +334,7 @@ export class Generator {
     };
     let sample: UnetSample | undefined;
     try {
-      sample = new UnetSample(await this.initialLatent(x, dims, this.m.unet), dims, schedule, conditioning, o.guidance);
+      sample = new UnetSample(await this.initialLatent(x, dims, this.m.unet), dims, schedule, conditioning, decoderGuidance(o.guidance));
       while (!sample.done) {
         beforeStep(sample.step, sample.total);
         sample.advance(await this.stepper.unet(sample.next(), signal));

@@ -1,11 +1,12 @@
 // Image preprocessing for the Qwen2.5-VL vision tower (spec ../shared/docs/blip3o.md §2.1), done with sharp.
 // Reference: transformers image_processing_qwen2_vl.py (`smart_resize`, `_preprocess`) and qwen_vl_utils
 // `fetch_image`. Pipeline: header checks (before any pixel is decoded) → decode the first frame → EXIF orientation
-// → alpha flattened on white → sRGB 8-bit → bicubic resize to multiples of 28 → ×1/255 → CLIP mean/std → patch rows.
+// → alpha flattened on white → 8-bit RGB, ICC profile ignored → PIL-exact bicubic resize (resizeBicubic) to
+// multiples of 28 → ×1/255 → CLIP mean/std → patch rows.
 //
 // Also here, because they are "patch order" too: the window permutation and the 2-D rotary position table that the
 // vision graph takes as inputs (transformers Qwen2_5_VisionTransformerPretrainedModel.get_window_index / rot_pos_emb).
-import sharp, { type Metadata } from 'sharp';
+import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { UserError } from '../../src/errors.ts';
 
 // ---- geometry -----------------------------------------------------------------------------------------------
@@ -128,37 +129,24 @@ export async function readHeader(bytes: Uint8Array, limits: ImageLimits): Promis
   return { width, height };
 }
 
-/** Decodes the first frame, applies EXIF orientation, flattens alpha on white and resizes (bicubic) to width×height. */
-async function decodeResized(bytes: Uint8Array, header: Header, width: number, height: number, limits: ImageLimits): Promise<Buffer> {
+/** Decodes the first frame, applies EXIF orientation, flattens alpha on white and resizes (PIL bicubic) to width×height. */
+async function decodeResized(bytes: Uint8Array, header: Header, width: number, height: number, limits: ImageLimits): Promise<Uint8Array> {
+  let decoded: { data: Buffer; info: OutputInfo };
   try {
     // Equivalent mutants (docs/mutation.md): each of these options restates sharp 0.35's behaviour on every input we
     // could make (readHeader refused more than maxInputPixels already; pages: 1 is the default; failOn 'error' and
-    // 'warning' decided alike on truncated and junk-padded JPEGs; no shrink-on-load was applied to these resizes; the
-    // sRGB output is 8-bit). They are kept to pin that behaviour if a later sharp changes a default.
+    // 'warning' decided alike on truncated and junk-padded JPEGs; the sRGB output is 8-bit). They are kept to pin that
+    // behaviour if a later sharp changes a default.
     // (A mark inside the call chain below would reach nothing: Stryker reads them before statements.)
     // Stryker disable next-line ObjectLiteral,StringLiteral,BooleanLiteral
     const open = { limitInputPixels: limits.maxInputPixels, failOn: 'error', pages: 1 } as const;
-    // PIL BICUBIC (a = −0.5, support widened on downscale) ≈ libvips cubic with the same antialiasing;
-    // fastShrinkOnLoad off so JPEG DCT shrinking does not replace the filter.
-    // Stryker disable next-line BooleanLiteral
-    const resize = { fit: 'fill', kernel: 'cubic', fastShrinkOnLoad: false } as const;
     // Stryker disable next-line ObjectLiteral,StringLiteral
     const raw = { depth: 'uchar' } as const;
-    const { data, info } = await sharp(bytes, open)
-      .autoOrient()
-      .flatten({ background: '#ffffff' })
-      .toColourspace('srgb')
-      .resize(width, height, resize)
-      .raw(raw)
-      .toBuffer({ resolveWithObject: true });
-    // A guard against a sharp that changes what flatten + sRGB + fill return (3 channels at the asked size): no input
-    // reaches it today, so its mutants are equivalent.
-    // Stryker disable all
-    if (info.channels !== 3 || info.width !== width || info.height !== height) {
-      throw new Error(`decoder returned ${info.width}×${info.height}×${info.channels}, expected ${width}×${height}×3`);
-    }
-    // Stryker restore all
-    return data;
+    // Decoded at full size: libvips' cubic resize is not PIL's (it differs by tens of levels when a side grows, which
+    // smart_resize's rounding to 28 makes the common case), so the resize is resizeBicubic below.
+    // ignoreIcc: the reference's PIL convert("RGB") takes the stored values and never colour-manages, so a Display P3
+    // photo reaches the vision tower as its raw P3 values there (converting it to sRGB moved colours by up to ~100 levels).
+    decoded = await sharp(bytes, { ...open, ignoreIcc: true }).autoOrient().flatten({ background: '#ffffff' }).toColourspace('srgb').raw(raw).toBuffer({ resolveWithObject: true });
   } catch (e) {
     throw new UserError(
       'bad_image',
@@ -166,6 +154,118 @@ async function decodeResized(bytes: Uint8Array, header: Header, width: number, h
       { cause: e },
     );
   }
+  const { data, info } = decoded;
+  // A guard against a sharp that changes what flatten + sRGB return (3 channels): no input reaches it today, so its
+  // mutants are equivalent.
+  // Stryker disable all
+  if (info.channels !== 3) throw new UserError('bad_image', `That ${header.width}×${header.height} image decoded to ${info.channels} channels; send it as an RGB PNG or JPEG.`);
+  // Stryker restore all
+  return resizeBicubic(data, info.width, info.height, width, height);
+}
+
+// ---- PIL's bicubic resampling -----------------------------------------------------------------------------------
+//
+// What Pillow's Image.resize(size, Image.BICUBIC) computes on an 8-bit RGB image (libImaging/Resample.c), which both
+// qwen_vl_utils and transformers' Qwen2-VL image processor call (reducing_gap None, so no box pre-shrink):
+//   - separable: a horizontal pass into an 8-bit intermediate, then a vertical pass; a side whose size does not change
+//     is not resampled at all;
+//   - output pixel i samples around centre (i + 0.5)·scale with the Keys cubic (a = −0.5), its support 2 widened by
+//     scale when shrinking (antialiasing); the taps are [trunc(centre − support + 0.5), trunc(centre + support + 0.5))
+//     clipped to the image, and their weights are normalised to sum 1;
+//   - weights become 22-bit fixed point (rounded half away from zero), each sum starts at half a unit and is shifted
+//     down and clamped to 0…255.
+
+const RESAMPLE_BITS = 22;
+const RESAMPLE_ONE = 2 ** RESAMPLE_BITS;
+
+/** Keys' cubic convolution kernel with a = −0.5 (PIL BICUBIC), support 2. */
+function keysCubic(x: number): number {
+  const a = -0.5;
+  const t = Math.abs(x);
+  if (t < 1) return ((a + 2) * t - (a + 3)) * t * t + 1;
+  if (t < 2) return (((t - 5) * t + 8) * t - 4) * a;
+  return 0;
+}
+
+/** One axis' taps: for each output index its first input index, tap count and fixed-point weights. */
+function resampleTaps(inSize: number, outSize: number): { first: Int32Array; count: Int32Array; weights: Float64Array; stride: number } {
+  const scale = inSize / outSize;
+  const widen = Math.max(1, scale);
+  const support = 2 * widen;
+  const stride = Math.ceil(support) * 2 + 1;
+  const first = new Int32Array(outSize);
+  const count = new Int32Array(outSize);
+  const weights = new Float64Array(outSize * stride);
+  const w = new Float64Array(stride);
+  for (let i = 0; i < outSize; i++) {
+    const centre = (i + 0.5) * scale;
+    const lo = Math.max(0, Math.trunc(centre - support + 0.5));
+    const hi = Math.min(inSize, Math.trunc(centre + support + 0.5));
+    let sum = 0;
+    for (let k = 0; k < hi - lo; k++) sum += w[k] = keysCubic((k + lo - centre + 0.5) / widen);
+    for (let k = 0; k < hi - lo; k++) {
+      const f = sum !== 0 ? w[k]! / sum : w[k]!;
+      weights[i * stride + k] = f < 0 ? Math.trunc(-0.5 + f * RESAMPLE_ONE) : Math.trunc(0.5 + f * RESAMPLE_ONE);
+    }
+    first[i] = lo;
+    count[i] = hi - lo;
+  }
+  return { first, count, weights, stride };
+}
+
+/** A fixed-point sum back to a byte: shift down (floor), clamp to 0…255. */
+const toByte = (acc: number): number => Math.min(255, Math.max(0, Math.floor(acc / RESAMPLE_ONE)));
+
+/**
+ * HWC RGB uint8 width×height → outWidth×outHeight, byte for byte what PIL's resize with BICUBIC gives (see above).
+ * The sums are exact integers in float64 (|sum| < 2^40), so no 32-bit overflow question arises.
+ */
+export function resizeBicubic(rgb: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Uint8Array {
+  let src = rgb;
+  let w = width;
+  if (outWidth !== width) {
+    const t = resampleTaps(width, outWidth);
+    const out = new Uint8Array(outWidth * height * 3);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < outWidth; x++) {
+        let r = RESAMPLE_ONE / 2;
+        let g = r;
+        let b = r;
+        let at = (y * width + t.first[x]!) * 3;
+        const wk = x * t.stride;
+        for (let k = 0; k < t.count[x]!; k++, at += 3) {
+          const f = t.weights[wk + k]!;
+          r += src[at]! * f;
+          g += src[at + 1]! * f;
+          b += src[at + 2]! * f;
+        }
+        const o = (y * outWidth + x) * 3;
+        out[o] = toByte(r);
+        out[o + 1] = toByte(g);
+        out[o + 2] = toByte(b);
+      }
+    }
+    src = out;
+    w = outWidth;
+  }
+  if (outHeight !== height) {
+    const t = resampleTaps(height, outHeight);
+    const out = new Uint8Array(w * outHeight * 3);
+    const row = w * 3;
+    const acc = new Float64Array(row);
+    for (let y = 0; y < outHeight; y++) {
+      acc.fill(RESAMPLE_ONE / 2);
+      for (let k = 0; k < t.count[y]!; k++) {
+        // whole source rows at a time (row-major reads)
+        const f = t.weights[y * t.stride + k]!;
+        const from = (t.first[y]! + k) * row;
+        for (let i = 0; i < row; i++) acc[i]! += src[from + i]! * f;
+      }
+      for (let i = 0; i < row; i++) out[y * row + i] = toByte(acc[i]!);
+    }
+    src = out;
+  }
+  return src === rgb ? Uint8Array.from(rgb) : src;
 }
 
 // ---- normalise and patchify -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 //   1. State: xoshiro128** (Blackman & Vigna 2018, https://prng.di.unimi.it/xoshiro128starstar.c), four uint32 words,
 //      filled by four outputs of SplitMix32 (the 32-bit variant of Steele et al.'s SplitMix, Mix32 finalizer of
 //      MurmurHash3) started at seed ⊕ (stream · 0x9E3779B9). `stream` separates independent draws of one image.
-//   2. Uniforms: u = (a·2^21 + b) / 2^53 from two outputs a ≫ 11 (21 bits) and b (32 bits): a double in [0, 1).
+//   2. Uniforms: u = (a·2^32 + b) / 2^53 from two outputs a ≫ 11 (21 bits) and b (32 bits): a double in [0, 1).
 //   3. Normals: Box–Muller in float64, z₀ = √(−2 ln(1−u₁))·cos(2πu₂), z₁ = √(−2 ln(1−u₁))·sin(2πu₂), emitted in that
 //      order, then rounded to float32. (1−u₁ ∈ (0, 1], so the log is finite.)
 

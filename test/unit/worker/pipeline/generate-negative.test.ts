@@ -45,7 +45,7 @@ describe('negative prompts', () => {
   it('--no changes the decoder negative (the " " features are not used), and one text is computed once for every job', async () => {
     const llm = fakeConditioner();
     const gen = new Generator(models, llm, { negativeDitSteps: 4, negativeGuidance: 3, software: 'test' });
-    const countCalls = (text: string) => llm.calls.filter((c) => c.join() === llm.encode(text).join()).length;
+    const countCalls = (text: string) => llm.calls.filter((c) => c.join() === llm.encodePrompt([{ text, trusted: false }]).join()).length; // user text
 
     negSeen.length = 0;
     const seen: ProgressReport[] = [];

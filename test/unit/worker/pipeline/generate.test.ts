@@ -35,7 +35,7 @@ describe('generate (tiny checkpoint)', () => {
     const features = seen.filter((p) => p.stage === 'features');
     expect(features.at(-1)).toEqual({ stage: 'features', step: 60, total: 60 }); // 30 negative + 30 prompt steps
     expect(seen.filter((p) => p.stage === 'decoding').at(-1)).toEqual({ stage: 'decoding', step: 51, total: 51 });
-    const negIds = llm.encode(NEGATIVE_TEXT);
+    const negIds = llm.encodePrompt([{ text: NEGATIVE_TEXT, trusted: false }]); // the negative is encoded as user text
     expect(llm.calls.filter((c) => c.join() === negIds.join())).toHaveLength(1);
     expect(llm.calls.some((c) => c.join() === llm.encodePrompt(generationPrompt('a red fox')).join())).toBe(true);
 
