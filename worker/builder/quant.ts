@@ -17,7 +17,9 @@ export interface NBitsOptions {
   /** Values per block along K (a power of two ≥ 16). */
   blockSize: number;
   /** MatMulNBits accuracy_level: 0 = the kernel's default, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations (fastest on
-   *  x86/ARM CPUs; ignored by CUDA). */
+   *  x86/ARM CPUs, where MLAS quantizes A per block_size; ignored by CUDA; on WebGPU, 4 selects the DP4A kernel when
+   *  K % 128 = 0 and N % 16 = 0 (every layer Linear at real sizes, not lm_head), which quantizes A per 128 values:
+   *  onnxruntime contrib_ops/webgpu/quantization/dp4a_matmul_nbits.cc). */
   accuracyLevel: 0 | 1 | 2 | 3 | 4;
 }
 
