@@ -63,6 +63,7 @@ export class RedisIdentifyThrottler {
  * outage (seen on Node 20.20 in CI, 2026-12-07).
  */
 async function answerOf<T>(call: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  const answer = call.then((v) => v, () => undefined); // handled before anything can throw: no unhandled rejection
   signal.throwIfAborted();
   let onAbort: (() => void) | undefined;
   let window: NodeJS.Timeout | undefined;
@@ -71,7 +72,7 @@ async function answerOf<T>(call: Promise<T>, signal: AbortSignal): Promise<T | u
       onAbort = () => reject(signal.reason as Error);
       signal.addEventListener('abort', onAbort, { once: true });
       window = setTimeout(() => resolve(undefined), IDENTIFY_WINDOW_MS);
-      call.then(resolve, () => resolve(undefined));
+      void answer.then(resolve);
     });
   } finally {
     clearTimeout(window);
