@@ -103,6 +103,14 @@ describe('Slack in HTTP mode, end to end', () => {
     expect(ephemeral.args).toMatchObject({ channel: CHANNEL, user: USER, text: '`green.png` is no longer on Slack (it may have been deleted); please upload it again.' });
     expect(logged.lines.find((l) => l.msg === 'a Slack file download failed')).toMatchObject({ err: 'HTTP 404', url: expect.stringContaining(file.id) });
     expect(await jobCount()).toBe(before);
+
+    // a no-log channel's failure is logged without the file's address (its name is in it)
+    const failures = () => logged.lines.filter((l) => l.msg === 'a Slack file download failed');
+    const seen = failures().length;
+    const destination = { platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: USER, noLog: true } as const;
+    await expect(h.adapter.coreOptions!.fetchImage!({ url: file.url_private, name: 'green.png' }, destination)).rejects.toThrow(/no longer on Slack/);
+    expect(failures().slice(seen)).toEqual([expect.objectContaining({ err: 'HTTP 404' })]);
+    expect(failures().at(-1)).not.toHaveProperty('url');
   }, 30_000);
 
   it('a retried event delivery (X-Slack-Retry-Num) makes no second job or message', async () => {
