@@ -18,13 +18,13 @@ import {
   Status,
   TextInputStyle,
   ComponentType,
+  DiscordAPIError,
   type APIMessage,
   type AttachmentPayload,
   type ButtonInteraction,
   type Channel,
   type ChatInputCommandInteraction,
   type ClientOptions,
-  type DiscordAPIError,
   type Interaction,
   type InteractionReplyOptions,
   type Message,
@@ -643,8 +643,18 @@ export class DiscordAdapter implements Adapter {
     return { bytes: got.bytes, name: image.filename, contentType: got.contentType, sizeBytes: got.bytes.byteLength };
   }
 
+  /**
+   * The image of the message an ask modal is about, fetched again. A message gone (404 Unknown Message, Unknown Channel)
+   * or out of the bot's sight (403 Missing Access) has none any more; any other failure (a 5xx after the client's
+   * retries, a timeout, a refused connection) says nothing about the message, and the user is told to try again
+   * (before 2026-12-07 they were told the image was gone; found by a review).
+   */
   private async fetchImageOf(channelId: string, messageId: string): Promise<AttachmentMeta> {
-    const message = (await this.client!.rest.get(Routes.channelMessage(channelId, messageId)).catch(() => undefined)) as APIMessage | undefined;
+    const message = (await this.client!.rest.get(Routes.channelMessage(channelId, messageId)).catch((e: unknown) => {
+      if (e instanceof DiscordAPIError && (e.status === 403 || e.status === 404)) return undefined;
+      this.log.warn({ channel: channelId, err: (e as Error).message }, 'fetching the message of an ask modal failed');
+      throw new UserError('bad_image', 'Discord did not answer when I looked up that message; please try again.', { cause: e });
+    })) as APIMessage | undefined;
     // as firstImage() picks the menu's target: the first image, else the first file (checkBeforeDownload says why not)
     // Stryker disable next-line LogicalOperator: equivalent in practice, without a type the extension decides and Discord uploads carry both
     const all = (message?.attachments ?? []).map((a): AttachmentMeta => ({ url: a.url, filename: a.filename, size: a.size, contentType: a.content_type ?? null }));

@@ -5,6 +5,7 @@ import type { Message } from 'discord.js';
 import type { Turn } from '../../src/jobs/contract.ts';
 import { isImageAttachment, type AttachmentMeta } from './attachments.ts';
 import { questionFromMention } from './options.ts';
+import { readModelText } from './render.ts';
 
 /** Messages fetched at most while walking one chain (two per turn, plus the image message). */
 const MAX_CHAIN = 24;
@@ -54,8 +55,9 @@ export function addressesBot(message: Pick<Message, 'guildId' | 'mentions'>, bot
   return message.guildId === null || message.mentions.users.has(botId) || roleIds.some((id) => message.mentions.roles.has(id));
 }
 
+/** A bot's answer as the model wrote it (render.ts shows it through modelText). */
 function turnText(message: Message): string {
-  return message.content || message.embeds[0]?.description || '';
+  return readModelText(message.content || message.embeds[0]?.description || '');
 }
 
 export async function walkChain(message: Message, botId: string, maxHistoryTurns: number): Promise<ChainResult> {

@@ -69,13 +69,39 @@ export function contentChunks(raw: string, max = MAX_CONTENT_CHARS): string[] {
 }
 
 /**
- * What a user typed, shown back as typed: Discord's markdown escaped, masked links too. Without it a prompt
+ * `text` (its backslashes already escaped) with nothing that links or mentions: every `[` behind a backslash (a masked
+ * link `[text](url)` starts with one), every `<` (`<@id>`, `<@&role>`, `<#channel>`, a command `</name:id>`) and
+ * `@everyone`/`@here`. Discord's markdown shows any punctuation after a backslash as itself (discord-api-docs
+ * reference.mdx, "Message Formatting"). discord.js's escapeMaskedLink is not enough: its `\[.+]\(.+\)` is greedy and
+ * escapes only the first `[` of a line, so of `[a](…) [b](…)` the second stayed a link.
+ */
+function withoutLinksOrMentions(text: string): string {
+  return text.replace(/[[<]/g, '\\$&').replace(/@(everyone|here)/g, '\\@$1');
+}
+
+/**
+ * What a user typed, shown back as typed: Discord's markdown escaped, links and mentions too. Without it a prompt
  * `[free nitro](https://…)` came back as a link under the bot's name, and `||…||`, `__…__` or a backtick changed how
  * the rest read. (Headings and list markers count only at a line's start, where an echo never is: a slash command's
- * text is one line, shown after `**` or mid-line.)
+ * text is one line, shown after `**` or mid-line.) "Imagine this" prompts are the model's: the same holds for them.
  */
 export function echo(typed: string): string {
-  return escapeMarkdown(typed, { maskedLink: true });
+  return withoutLinksOrMentions(escapeMarkdown(typed));
+}
+
+/**
+ * What the model wrote (/describe's prompts, /ask's answers, an answer while it streams), as text: its markdown
+ * (bold, lists) still reads as such, but no link and no mention does (allowed_mentions only stops the ping; a masked
+ * link under the bot's name reads as the bot's own). Before 2026-12-07 it went out as written (found by a review).
+ * Backslashes are doubled first, so the model's own `\[` cannot undo ours. readModelText reverses it exactly.
+ */
+export function modelText(text: string): string {
+  return withoutLinksOrMentions(text.replace(/\\/g, '\\\\'));
+}
+
+/** The model's text as it wrote it, from what modelText made of it ("Imagine this", an answer read back as history). */
+export function readModelText(shown: string): string {
+  return shown.replace(/\\([\\[<@])/g, '$1');
 }
 
 /** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
@@ -101,7 +127,7 @@ export function progressText(progress: JobProgress): string {
   }
   const steps = progress.total > 0 ? `: step ${Math.min(progress.step, progress.total)}/${progress.total}` : '…';
   const line = `⏳ ${STAGE_LABEL[progress.stage]}${steps}`;
-  if (progress.stage === 'answering' && progress.partialText) return truncate(`${line}\n${progress.partialText}`, MAX_CONTENT_CHARS);
+  if (progress.stage === 'answering' && progress.partialText) return truncate(`${line}\n${modelText(progress.partialText)}`, MAX_CONTENT_CHARS);
   return line;
 }
 
@@ -147,7 +173,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   if (result.answer?.prompts) return describedMessage(result.jobId, result.answer.prompts, prefix, allowed);
   if (result.answer) {
     const note = servedNote(result);
-    const text = (result.answer.text.trim() || '(no answer)') + (note ? `\n-# ${note}` : '');
+    const text = (modelText(result.answer.text.trim()) || '(no answer)') + (note ? `\n-# ${note}` : '');
     const withPrefix = `${prefix}${text}`;
     if (withPrefix.length <= MAX_CONTENT_CHARS) return { body: { ...plainBody(withPrefix), allowed_mentions: allowed }, files: [] };
     const embeds = [{ description: truncate(text, MAX_EMBED_DESCRIPTION_CHARS) }];
@@ -181,7 +207,7 @@ const contentTypeOf = (bytes: Uint8Array): string => (isJpeg(bytes) ? 'image/jpe
 
 /** A /describe answer: the prompts as a numbered list, each with an "Imagine this" button (custom_id: job + index). */
 function describedMessage(jobId: string, prompts: string[], prefix: string, allowed: MessageBody['allowed_mentions']): Rendered {
-  const lines = prompts.map((p, i) => `${i + 1}. ${p.replace(/\s+/g, ' ')}`);
+  const lines = prompts.map((p, i) => `${i + 1}. ${modelText(p.replace(/\s+/g, ' '))}`);
   const buttons = prompts.map((_, i) => button(`Imagine this #${i + 1}`, ButtonStyle.Primary, buttonId('imagine', jobId, i)));
   return { body: { content: truncate(`${prefix}${lines.join('\n')}`, MAX_CONTENT_CHARS), components: [row(buttons)], allowed_mentions: allowed }, files: [] };
 }
@@ -191,7 +217,7 @@ export function describedPrompt(content: string, index: number): string | undefi
   for (const line of content.split('\n')) {
     // Stryker disable next-line Regex: equivalent, the `$` after a greedy `.+`
     const m = /^(?:<@!?\d+>\s*)?(\d+)\. (.+)$/.exec(line.trim());
-    if (m && Number(m[1]) === index + 1) return m[2]!.replace(/…$/, '').trim();
+    if (m && Number(m[1]) === index + 1) return readModelText(m[2]!.replace(/…$/, '').trim());
   }
   return undefined;
 }

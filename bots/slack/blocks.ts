@@ -118,6 +118,18 @@ export const varyActionId = (index: number): string => `${ACTION.vary}_${index +
 /** Matches both the single Vary and the per-image ones. */
 export const VARY_ACTION = new RegExp(`^${ACTION.vary}(?:_(\\d+))?$`);
 
+/**
+ * Every action_id this bot posts starts with `blip3o_`, so a press of one that no listener of this version answers
+ * (isKnownAction) is another version's button: a newer instance's (`blip3o_upscale`) during a rolling upgrade, or an
+ * older format still on a message in the channel.
+ */
+export const OUR_ACTION = /^blip3o_/;
+
+/** Whether this version has a listener for `actionId` (ACTION, and the per-image Vary ids). */
+export function isKnownAction(actionId: string): boolean {
+  return (Object.values(ACTION) as string[]).includes(actionId) || VARY_ACTION.test(actionId);
+}
+
 /** The image index a Vary button is for (undefined: the single image of a one-image result). */
 export function varyIndex(actionId: string): number | undefined {
   const m = VARY_ACTION.exec(actionId);

@@ -16,7 +16,7 @@ import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import { thrownUnsent, type CommandInput, type Reply } from '../core/port.ts';
 import { STARTED_TEXT, type Core } from '../core/submit.ts';
-import { ACTION, AskTarget, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
+import { ACTION, AskTarget, OUR_ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, isKnownAction, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
@@ -481,6 +481,16 @@ export function registerHandlers(deps: HandlerDeps): void {
     // Stryker disable next-line StringLiteral: equivalent, a cancel makes no job: its key names none
     const dedupeKey = `btn:${b.user.id}:${b.actions[0]?.action_ts}`;
     await guarded(origin, 'cancel', () => simpleCommand(origin, { command: 'cancel', jobId: (action as { value: string }).value }, dedupeKey));
+  });
+
+  // A button of another version of this bot (OUR_ACTION): acked and answered as Discord answers it (its adapter's
+  // onButton), where before 2026-12-07 it went unacked and Slack showed the presser an error icon. Bolt runs every
+  // listener whose constraint matches, so the ids this version knows are left to their own listener above.
+  app.action(OUR_ACTION, async ({ ack, body, action, client, respond }) => {
+    if (isKnownAction((action as { action_id: string }).action_id)) return;
+    await ack();
+    const origin = buttonOrigin(body as unknown as ButtonBody, client, respond);
+    await guarded(origin, 'button of another version', () => origin.tellPrivately('This button no longer works here. Please run the command again.'));
   });
 }
 
