@@ -20,8 +20,8 @@
 //   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
 import { NOW_MS_LUA, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
-import { QueueNames, workspaceOf, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';
-import { scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';
+import { DESCRIBE_PROMPTS, QueueNames, workspaceOf, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';
+import { durationPhrase, scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';
 
 export const SCOPES: readonly Scope[] = ['channel', 'user', 'workspace'];
 /**
@@ -43,11 +43,13 @@ export function measuredSeconds(result: Pick<JobResult, 'timingsMs'>, ranMs: num
 
 /**
  * What a cost estimate is keyed by: the kind and the options that change the amount of work of one image, the steps
- * one image runs, and how many images the job makes (`count`; an /ask is 1). Estimates are learned and kept per image
- * (settle divides the measured seconds by `images`) and multiplied by `images` wherever a job's estimate is used.
+ * one image runs, and how many images the job makes (`count`; an /ask is 1, a /describe its answers). Estimates are
+ * learned and kept per image (settle divides the measured seconds by `images`) and multiplied by `images` wherever a
+ * job's estimate is used.
  */
 export function costSignature(request: JobRequest): { sig: string; units: number; images: number } {
-  if (request.kind === 'ask') return { sig: `ask|${request.options.maxNewTokens}`, units: 1, images: 1 };
+  // A /describe answers DESCRIBE_PROMPTS times: as many answers of an /ask, so each is estimated and learned as one.
+  if (request.kind === 'ask') return { sig: `ask|${request.options.maxNewTokens}`, units: 1, images: request.mode === 'describe' ? DESCRIBE_PROMPTS : 1 };
   const o = request.options;
   return { sig: `${request.kind}|${o.ditSteps}x${o.decoderSteps}|${o.aspect}|${o.guidance > 0 ? 'cfg' : 'nocfg'}`, units: o.ditSteps + o.decoderSteps, images: o.count ?? 1 };
 }
@@ -82,8 +84,10 @@ end
 /**
  * admit: KEYS day budgets inflight resv est · ARGV jobId · channel user workspace ids · default budgets c u w ·
  * signature · unit key · units · dayTtlSeconds · member id · images
- * → {1, estimate} admitted (or already admitted) · {0, scope 1|2|3, used, budget, estimate} refused. The estimate is
- * the job's: the per-image estimate times its images (what the reservation holds and fair scheduling weighs).
+ * → {1, estimate} admitted (or already admitted) · {0, scope 1|2|3, used, budget, estimate, in flight, ms until the day
+ * ends} refused: `used` is what was measured today, `in flight` the estimates of its jobs queued or running (the two
+ * that `budget show` lists), the day's end by Redis's clock. The estimate is the job's: the per-image estimate times
+ * its images (what the reservation holds and fair scheduling weighs).
  * A refusal is counted ("ref") in all three scopes and the member, as a rate limit's is (countLua).
  * The day key is computed here from Redis TIME (ARGV carries the key prefix), so every host shares one clock.
  */
@@ -105,12 +109,14 @@ for s = 1, 3 do
   local member = s == 2 and tonumber(redis.call('HGET', budgets, 'member|' .. ARGV[12])) or nil
   local budget = member or tonumber(redis.call('HGET', budgets, f)) or tonumber(ARGV[4 + s])
   if budget > 0 then
-    local used = (tonumber(redis.call('HGET', day, 'gs|' .. f)) or 0) + (tonumber(redis.call('HGET', inflight, f)) or 0)
+    local measured = tonumber(redis.call('HGET', day, 'gs|' .. f)) or 0
+    local flying = tonumber(redis.call('HGET', inflight, f)) or 0
+    local used = measured + flying
     if used >= budget or used + est > budget then
       for t = 1, 3 do redis.call('HINCRBY', day, 'ref|' .. scopes[t] .. '|' .. ARGV[1 + t], 1) end
       redis.call('HINCRBY', day, 'ref|member|' .. ARGV[12], 1)
       redis.call('EXPIRE', day, tonumber(ARGV[11]))
-      return {0, s, tostring(used), tostring(budget), tostring(est)}
+      return {0, s, tostring(measured), tostring(budget), tostring(est), tostring(flying), 86400000 - now % 86400000}
     end
   end
 end
@@ -121,8 +127,10 @@ return {1, tostring(est)}
 
 /**
  * settle: KEYS dayPrefix inflight resv est settled · ARGV jobId seconds channel user workspace signature unitKey
- * units alpha dayTtlSeconds settledTtlSeconds kind memberId images then stage/seconds pairs → 1 counted · 0 already
- * counted. The counters get the job's seconds; the estimates learn them per image (seconds ÷ images).
+ * units alpha dayTtlSeconds settledTtlSeconds kind memberId images learn(1|0) then stage/seconds pairs → 1 counted ·
+ * 0 already counted. The counters get the job's seconds; the estimates learn them per image (seconds ÷ images), from a
+ * run that finished only (learn 1): a failed or cancelled one stopped part way, or ran to a timeout, and says nothing
+ * of what such a request costs.
  */
 export const settleLua = `${NOW}${RELEASE}
 release(KEYS[3], KEYS[2], ARGV[1])
@@ -137,9 +145,9 @@ for s = 1, 3 do
 end
 redis.call('HINCRBYFLOAT', day, 'gs|member|' .. ARGV[13], seconds)
 redis.call('HINCRBY', day, 'jobs|member|' .. ARGV[13], 1)
-for i = 15, #ARGV, 2 do redis.call('HINCRBYFLOAT', day, 'stage|' .. ARGV[12] .. '|' .. ARGV[i], tonumber(ARGV[i + 1])) end
+for i = 16, #ARGV, 2 do redis.call('HINCRBYFLOAT', day, 'stage|' .. ARGV[12] .. '|' .. ARGV[i], tonumber(ARGV[i + 1])) end
 redis.call('EXPIRE', day, tonumber(ARGV[10]))
-if seconds > 0 then
+if seconds > 0 and ARGV[15] == '1' then
   local alpha = tonumber(ARGV[9])
   local function ema(field, value)
     local old = tonumber(redis.call('HGET', KEYS[4], field))
@@ -206,7 +214,13 @@ function defineCommands(redis: Redis): Redis & UsageCommands {
   return r as Redis & UsageCommands;
 }
 
-export type BudgetAdmission = { admitted: true; estimate: number } | { admitted: false; scope: Scope; used: number; budget: number; estimate: number };
+/**
+ * A refusal's numbers, in GPU-seconds: `used` measured today in the refusing scope, `inflight` the estimates of its jobs
+ * queued or running, `estimate` this request's; `resetsInMs` until the UTC day ends by Redis's clock.
+ */
+export type BudgetAdmission =
+  | { admitted: true; estimate: number }
+  | { admitted: false; scope: Scope; used: number; budget: number; estimate: number; inflight: number; resetsInMs: number };
 
 /** The largest fair-scheduling cost of one job, in units of usage.fairCostUnitMs. */
 export const MAX_COST_UNITS = 100_000;
@@ -217,7 +231,10 @@ export const costUnitsLua = `local function costUnits(seconds, unitMs) return ma
 /** What admitLua answered. */
 export function budgetAdmission(res: readonly (number | string)[]): BudgetAdmission {
   if (Number(res[0]) === 1) return { admitted: true, estimate: Number(res[1]) };
-  return { admitted: false, scope: SCOPES[Number(res[1]) - 1]!, used: Number(res[2]), budget: Number(res[3]), estimate: Number(res[4]) };
+  return {
+    admitted: false, scope: SCOPES[Number(res[1]) - 1]!, used: Number(res[2]), budget: Number(res[3]), estimate: Number(res[4]),
+    inflight: Number(res[5]), resetsInMs: Number(res[6]),
+  };
 }
 
 /** One row of a usage report: a channel or user over some days. */
@@ -298,14 +315,17 @@ export class Usage {
     return Math.min(MAX_COST_UNITS, Math.max(1, Math.round((estimateSeconds * 1000) / this.config.usage.fairCostUnitMs)));
   }
 
-  /** Count a finished job's measured GPU-seconds (once per job id) and release its reservation. */
-  async settle(request: JobRequest, result: Pick<JobResult, 'timingsMs'>, ranMs: number): Promise<boolean> {
+  /**
+   * Count an ended job's measured GPU-seconds (once per job id) and release its reservation; a succeeded one's also
+   * refine the estimates.
+   */
+  async settle(request: JobRequest, result: Pick<JobResult, 'timingsMs' | 'status'>, ranMs: number): Promise<boolean> {
     const { keys, args } = this.settleCall(request, result, ranMs);
     return (await this.r.blip3oUsageSettle(...keys, ...args)) === 1;
   }
 
   /** settleLua's keys and arguments (worker/after-job.ts runs it with the cache's put and close, in one script). */
-  settleCall(request: JobRequest, result: Pick<JobResult, 'timingsMs'>, ranMs: number): ScriptCall {
+  settleCall(request: JobRequest, result: Pick<JobResult, 'timingsMs' | 'status'>, ranMs: number): ScriptCall {
     const ids = scopeIds(request.destination);
     const seconds = measuredSeconds(result, ranMs);
     const { sig, units, images } = costSignature(request);
@@ -315,7 +335,8 @@ export class Usage {
       keys: [`${this.U}:d:`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`, `${this.U}:settled:${request.id}`],
       args: [
         request.id, seconds, ids.channel, ids.user, ids.workspace, sig, `${request.kind}|unit`, Math.max(1, units),
-        this.config.usage.estimateSmoothing, this.dayTtl, settledTtl, request.kind, memberId(request.destination), images, ...stages,
+        this.config.usage.estimateSmoothing, this.dayTtl, settledTtl, request.kind, memberId(request.destination), images,
+        result.status === 'succeeded' ? 1 : 0, ...stages,
       ],
     };
   }
@@ -424,11 +445,21 @@ export type { Scope, ScopeIds };
 
 const round = (n: number) => (n >= 10 ? Math.round(n) : Math.round(n * 10) / 10);
 
-/** "This channel has used 580 of its 600 GPU-seconds today; resets at 00:00 UTC. This request needs about 45." */
+/**
+ * "This channel has used 300 of its 600 GPU-seconds today, and jobs queued or running need about 280 more; it resets at
+ * 00:00 UTC, in 3 h 12 min. This request needs about 45." A request that alone needs more than the budget is told
+ * so: no reset lets it pass.
+ */
 export function budgetMessage(a: Extract<BudgetAdmission, { admitted: false }>, platform: Destination['platform']): string {
-  const workspace = platform === 'discord' ? 'This server' : 'This workspace';
-  const head = { channel: 'This channel has used', user: 'You have used', workspace: `${workspace} has used` }[a.scope];
+  const workspace = platform === 'discord' ? 'server' : 'workspace';
+  if (a.estimate > a.budget) {
+    const whose = { channel: "this channel's", user: 'your', workspace: `this ${workspace}'s` }[a.scope];
+    const advice = 'ask for fewer images or steps, or ask an admin for a larger budget';
+    return `This request needs about ${round(a.estimate)} GPU-seconds, more than ${whose} whole budget of ${round(a.budget)} a day; ${advice}.`;
+  }
+  const head = { channel: 'This channel has used', user: 'You have used', workspace: `This ${workspace} has used` }[a.scope];
   const its = a.scope === 'user' ? 'your' : 'its';
+  const queued = round(a.inflight) > 0 ? `, and jobs queued or running need about ${round(a.inflight)} more` : '';
   const need = a.estimate > 0 ? ` This request needs about ${round(a.estimate)}.` : '';
-  return `${head} ${round(a.used)} of ${its} ${round(a.budget)} GPU-seconds today; resets at 00:00 UTC.${need}`;
+  return `${head} ${round(a.used)} of ${its} ${round(a.budget)} GPU-seconds today${queued}; it resets at 00:00 UTC, in ${durationPhrase(a.resetsInMs)}.${need}`;
 }

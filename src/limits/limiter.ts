@@ -51,7 +51,7 @@ export interface Limiter {
   /** Check and take, atomically over all three scopes. The same jobId twice is admitted once (duplicate = true). */
   /** `cost`: how many requests this job counts as (a 4-image /imagine counts 4); at most a full bucket is needed. */
   admit(jobId: string, destination: Destination, cost?: number): Promise<Admission>;
-  /** Like admit, but a denial throws a UserError('rate_limited') naming the limit and when to retry. */
+  /** Like admit, but a denial throws a UserError('rate_limited') naming the limit, what the request counted as, and when to retry. */
   admitOrThrow(jobId: string, destination: Destination, cost?: number): Promise<void>;
   /** admitLua's keys and arguments (src/limits/gate.ts runs it after the budgets, in one script). */
   admitCall(jobId: string, destination: Destination, cost?: number): ScriptCall;
@@ -89,9 +89,9 @@ export function admissionOf(res: readonly number[]): Admission {
   };
 }
 
-/** A denial as the UserError('rate_limited') the user reads: which limit, and when to retry. */
-export function throwIfDenied(a: Admission, d: Destination): void {
-  if (!a.admitted) throw new UserError('rate_limited', denialMessage(a, d.platform), { context: { scope: a.scope, kind: a.kind, retryAfterMs: a.retryAfterMs } });
+/** A denial as the UserError('rate_limited') the user reads: which limit, and when to retry. `cost`: as admit's. */
+export function throwIfDenied(a: Admission, d: Destination, cost = 1): void {
+  if (!a.admitted) throw new UserError('rate_limited', denialMessage(a, d.platform, cost), { context: { scope: a.scope, kind: a.kind, retryAfterMs: a.retryAfterMs } });
 }
 
 // ioredis defineCommand adds methods at runtime; this is their shape.
@@ -161,7 +161,7 @@ export function createLimiter(redis: Redis, config: LimitsConfig): Limiter {
     admit,
     admitCall,
     async admitOrThrow(jobId, d, cost) {
-      throwIfDenied(await admit(jobId, d, cost), d);
+      throwIfDenied(await admit(jobId, d, cost), d, cost);
     },
     releaseCall,
     async release(jobId) {
@@ -218,13 +218,19 @@ export function durationPhrase(ms: number): string {
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
-/** The sentence a limited user sees (privately): which limit, and when to try again. */
-export function denialMessage(a: Extract<Admission, { admitted: false }>, platform: Destination['platform']): string {
+/**
+ * The sentence a limited user sees (privately): which limit, and when to try again. `cost`: the images the request
+ * asked for, each a request to the rate (admitLua takes at most a full bucket), so a user refused after fewer requests
+ * than the limit learns why.
+ */
+export function denialMessage(a: Extract<Admission, { admitted: false }>, platform: Destination['platform'], cost = 1): string {
   const workspace = platform === 'discord' ? 'This server' : 'This workspace';
   const who = { channel: 'This channel', user: 'You', workspace }[a.scope];
   if (a.kind === 'rate') {
     const verb = a.scope === 'user' ? 'can make' : 'allows';
-    return `${who} ${verb} ${plural(a.limit.requestsPerWindow, 'request')} ${windowPhrase(a.limit.windowSeconds)}; try again in ${durationPhrase(a.retryAfterMs)}.`;
+    const counted = Math.min(Math.floor(cost), a.limit.burst > 0 ? a.limit.burst : a.limit.requestsPerWindow);
+    const images = counted > 1 ? `, and a request for ${Math.floor(cost)} images counts as ${counted}` : '';
+    return `${who} ${verb} ${plural(a.limit.requestsPerWindow, 'request')} ${windowPhrase(a.limit.windowSeconds)}${images}; try again in ${durationPhrase(a.retryAfterMs)}.`;
   }
   const has = a.scope === 'user' ? 'You already have' : `${who} already has`;
   // A rate refuses too: a job finishing is not enough, so say the earliest time as well.

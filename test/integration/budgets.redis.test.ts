@@ -79,7 +79,7 @@ describe('GPU-second budgets and the usage report', () => {
     expect(refused.kind).toBe('error');
     expect(refused).toMatchObject({ private: true });
     const used = Math.round(today.channel.used * 10) / 10;
-    expect(refused.text).toMatch(new RegExp(`^This channel has used ${used >= 10 ? Math.round(used) : used} of its ${budget} GPU-seconds today; resets at 00:00 UTC\\. This request needs about [\\d.]+\\.$`));
+    expect(refused.text).toMatch(new RegExp(`^This channel has used ${used >= 10 ? Math.round(used) : used} of its ${budget} GPU-seconds today; it resets at 00:00 UTC, in \\d+ (s|min|h \\d+ min)\\. This request needs about [\\d.]+\\.$`));
     expect(await env.core.queue.getJobCounts('completed', 'waiting', 'delayed', 'prioritized', 'active', 'failed')).toEqual(before);
     expect(runs(h).length).toBe(runsBefore);
     // another channel has its own budget (the default: none)

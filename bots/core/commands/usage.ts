@@ -155,7 +155,8 @@ export async function usageCommand(inv: Invocation, deps: UsageDeps): Promise<Re
   if (input.command !== 'usage') throw new Error(`not a usage command: ${input.command}`);
   requireAdmin(inv, 'see GPU usage');
   const maxDays = deps.config.usage.retainDays;
-  const days = input.days ?? 7;
+  // A week by default, or every day kept when fewer are (a default the admin did not type must not be refused).
+  const days = input.days ?? Math.min(7, maxDays);
   if (!Number.isInteger(days) || days < 1 || days > maxDays) throw new UserError('bad_request', `days must be a whole number from 1 to ${maxDays}.`);
   const d = inv.destination;
   const wsPrefix = `${d.platform}:${workspaceOf(d)}:`;

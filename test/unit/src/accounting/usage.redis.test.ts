@@ -39,7 +39,7 @@ const ask = (id: string, d = dest(), maxNewTokens = 64): JobRequest => ({
   options: { maxNewTokens, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 1 },
 });
 /** A result whose compute stages took `seconds` in total (split over two stages), plus time spent waiting. */
-const took = (seconds: number) => ({ timingsMs: { waiting: 99_000, conditioning: seconds * 250, decoding: seconds * 750 } });
+const took = (seconds: number) => ({ status: 'succeeded' as const, timingsMs: { waiting: 99_000, conditioning: seconds * 250, decoding: seconds * 750 } });
 /** Today's UTC day number by Redis's clock (what the scripts use). */
 const redisDay = async () => Math.floor(Number((await redis.time())[0]) / 86_400);
 /** Redis's clock in ms. */
@@ -100,7 +100,7 @@ describe('admit, settle, release', () => {
     expect(await usage.estimate(first)).toBe(16);
     expect(Number(await redis.hget(`${prefix}:{usage}:est`, 'imagine|unit'))).toBeCloseTo(0.5 * (20 / 30) + 0.5 * (12 / 30), 9);
     // A job that measured nothing (0 s) leaves the estimates alone.
-    expect(await usage.settle(imagine('j3'), { timingsMs: { waiting: 5 } }, 0)).toBe(true);
+    expect(await usage.settle(imagine('j3'), { status: 'succeeded', timingsMs: { waiting: 5 } }, 0)).toBe(true);
     expect(await usage.estimate(first)).toBe(16);
     // The admission script answers the same estimate, exact first, per step otherwise.
     expect(await usage.admit('j4', first.destination, first)).toEqual({ admitted: true, estimate: 16 });
@@ -114,7 +114,7 @@ describe('admit, settle, release', () => {
     await usage.settle(imagine('one'), took(10), 1); // one image of these options: 10 s
     // Four of them need about 40 s: with the 10 s used today, over the channel's 30.
     expect(await usage.estimate(images('x', 4))).toBe(40);
-    expect(await usage.admit('four', dest(), images('four', 4))).toEqual({ admitted: false, scope: 'channel', used: 10, budget: 30, estimate: 40 });
+    expect(await usage.admit('four', dest(), images('four', 4))).toMatchObject({ admitted: false, scope: 'channel', used: 10, inflight: 0, budget: 30, estimate: 40 });
     // Two fit (10 + 20 ≤ 30), and reserve 20 in every scope.
     expect(await usage.admit('two', dest(), images('two', 2))).toEqual({ admitted: true, estimate: 20 });
     expect(await redis.hget(`${U}:inflight`, 'channel|discord:g1:c1')).toBe('20');
@@ -184,9 +184,9 @@ describe('admit, settle, release', () => {
       expect(await usage.admit('r1', r1.destination, r1)).toEqual({ admitted: true, estimate: 8 }); // 8 + 8 ≤ 20
       const r2 = imagine('r2');
       // 8 used + 8 in flight + 8 > 20
-      expect(await usage.admit('r2', r2.destination, r2)).toEqual({ admitted: false, scope, used: 16, budget: 20, estimate: 8 });
+      expect(await usage.admit('r2', r2.destination, r2)).toMatchObject({ admitted: false, scope, used: 8, inflight: 8, budget: 20, estimate: 8 });
       // The script's reply names the scope by its index, as budgetAdmission reads it.
-      expect(budgetAdmission([0, index, '16', '20', '8'])).toEqual({ admitted: false, scope, used: 16, budget: 20, estimate: 8 });
+      expect(budgetAdmission([0, index, '8', '20', '8', '8', 3_600_000])).toEqual({ admitted: false, scope, used: 8, budget: 20, estimate: 8, inflight: 8, resetsInMs: 3_600_000 });
       const day = await redisDay();
       const counters = await redis.hgetall(usage.dayKey(day));
       // Counted for the channel, the user, the workspace and the member, whichever scope refused (as a rate limit's
@@ -205,7 +205,7 @@ describe('admit, settle, release', () => {
     expect(await usage.admit('r1', r.destination, r)).toEqual({ admitted: true, estimate: 8 }); // 8 + 8 = 16: at the budget
     expect((await usage.admit('r2', r.destination, imagine('r2'))).admitted).toBe(false);
     // Another kind with nothing to estimate (0 s) is still refused: the budget is used up.
-    expect(await usage.admit('q1', r.destination, ask('q1'))).toEqual({ admitted: false, scope: 'user', used: 16, budget: 16, estimate: 0 });
+    expect(await usage.admit('q1', r.destination, ask('q1'))).toMatchObject({ admitted: false, scope: 'user', used: 8, inflight: 8, budget: 16, estimate: 0 });
 
     expect(await usage.budgets(r.destination)).toEqual({ channel: { seconds: 0, source: 'default' }, user: { seconds: 16, source: 'default' }, workspace: { seconds: 0, source: 'default' } });
     await usage.setBudget('user', 'discord:u1', 100);
@@ -360,10 +360,10 @@ describe('what fair scheduling and the user read', () => {
   });
 
   it('says whose budget is used up, how much, when it resets, and what this request needs', () => {
-    const refused = { admitted: false as const, used: 580.4, budget: 600, estimate: 45.26 };
-    expect(budgetMessage({ ...refused, scope: 'channel' }, 'discord')).toBe('This channel has used 580 of its 600 GPU-seconds today; resets at 00:00 UTC. This request needs about 45.');
-    expect(budgetMessage({ ...refused, scope: 'user', used: 9.96, budget: 9.5, estimate: 1.23 }, 'slack')).toBe('You have used 10 of your 9.5 GPU-seconds today; resets at 00:00 UTC. This request needs about 1.2.');
-    expect(budgetMessage({ ...refused, scope: 'workspace', estimate: 0 }, 'discord')).toBe('This server has used 580 of its 600 GPU-seconds today; resets at 00:00 UTC.');
+    const refused = { admitted: false as const, used: 580.4, inflight: 0, budget: 600, estimate: 45.26, resetsInMs: 5 * 3_600_000 };
+    expect(budgetMessage({ ...refused, scope: 'channel' }, 'discord')).toBe('This channel has used 580 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min. This request needs about 45.');
+    expect(budgetMessage({ ...refused, scope: 'user', used: 9.96, budget: 9.5, estimate: 1.23 }, 'slack')).toBe('You have used 10 of your 9.5 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min. This request needs about 1.2.');
+    expect(budgetMessage({ ...refused, scope: 'workspace', estimate: 0 }, 'discord')).toBe('This server has used 580 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min.');
     expect(budgetMessage({ ...refused, scope: 'workspace' }, 'slack')).toMatch(/^This workspace has used 580 of its 600 /);
   });
 });

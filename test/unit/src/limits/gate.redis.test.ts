@@ -220,12 +220,12 @@ describe('gate', () => {
       const day = Math.floor(Date.now() / 86_400_000);
       expect(await redis.hget(gate.usage.dayKey(day), 'ref|user|discord:bu')).toBe('1'); // counted as refused
 
-      await gate.usage.settle(imagine('done', bu), { timingsMs: { features: 8_000 } }, 8_000); // 8 of bu's 10 GPU-seconds
+      await gate.usage.settle(imagine('done', bu), { status: 'succeeded', timingsMs: { features: 8_000 } }, 8_000); // 8 of bu's 10 GPU-seconds
       const held = (await gate.limiter.usage('user', 'discord:bu', rate)).held;
       const over = await gate.admit('g4', bu, imagine('g4', bu)).catch((e: unknown) => e);
       expect(isUserError(over) && over.code).toBe('rate_limited');
-      expect((over as Error).message).toBe('You have used 8 of your 10 GPU-seconds today; resets at 00:00 UTC. This request needs about 8.'); // 8 more would pass 10
-      expect(isUserError(over) && over.context).toEqual({ scope: 'user', budget: 10, used: 8 });
+      expect((over as Error).message).toMatch(/^You have used 8 of your 10 GPU-seconds today; it resets at 00:00 UTC, in \d+ (s|min|h \d+ min)\. This request needs about 8\.$/); // 8 more would pass 10
+      expect(isUserError(over) && over.context).toEqual({ scope: 'user', budget: 10, used: 8, inflight: 0 });
       expect((await gate.limiter.usage('user', 'discord:bu', rate)).held).toBe(held); // the limiter was not asked
 
       expect(await gate.admit('g5', bv, imagine('g5', bv))).toEqual({ estimate: 8 }); // the same kind and options: 8 s
@@ -247,7 +247,7 @@ describe('gate', () => {
     const request = (id: string): JobRequest => ({ v: CONTRACT_VERSION, id, destination: cu, submittedAt: 1, kind: 'imagine', prompt: 'a lynx', options: { seed: 1, ditSteps: 7, decoderSteps: 9, guidance: 4, aspect: '1:1' } });
     const slots = async () => (await gate.limiter.usage('user', 'discord:cu', { ...open, maxConcurrent: 2 })).held;
     try {
-      await gate.usage.settle(request('measured'), { timingsMs: { features: 1_000 } }, 1_000); // jobs like these: 1 s
+      await gate.usage.settle(request('measured'), { status: 'succeeded', timingsMs: { features: 1_000 } }, 1_000); // jobs like these: 1 s
       expect(await gate.admit('k1', cu, request('k1'), cache.claimCall('digest-k', 'k1', '{}'))).toEqual({ estimate: 1 });
       expect(await cache.claim('digest-k', 'k0', '{}')).toEqual({ leads: false, leaderJobId: 'k1' }); // k1 leads it
       expect(await slots()).toBe(1);
@@ -287,7 +287,7 @@ describe('gate', () => {
     const request = (id: string, dest: Destination): JobRequest => ({ v: CONTRACT_VERSION, id, destination: dest, submittedAt: 1, kind: 'imagine', prompt: 'a vole', options: { seed: 1, ditSteps: 4, decoderSteps: 4, guidance: 4, aspect: '1:1' } });
     const entry = (jobId: string) => redis.hget(`${own}:sched:jobs`, jobId);
     try {
-      await gate.usage.settle(request('measured', at('m')), { timingsMs: { features: 260 } }, 260); // jobs like these: 0.26 s
+      await gate.usage.settle(request('measured', at('m')), { status: 'succeeded', timingsMs: { features: 260 } }, 260); // jobs like these: 0.26 s
       const first = await gate.admit('v1', at('idle-1'), request('v1', at('idle-1')), cache.claimCall('digest-v', 'v1', '{}'));
       expect(first).toEqual({ estimate: 0.26, reserved: { priority: 1, place: { state: 'queued', position: 1 } } });
       expect(await entry('v1')).toBe('discord:g:idle-1\ndiscord:ru\n3'); // 260 ms in units of usage.fairCostUnitMs (100 ms)
@@ -309,7 +309,7 @@ describe('gate', () => {
     const request = (id: string, dest: Destination, count?: number): JobRequest =>
       ({ v: CONTRACT_VERSION, id, destination: dest, submittedAt: 1, kind: 'imagine', prompt: 'a newt', options: { seed: 1, ditSteps: 4, decoderSteps: 4, guidance: 4, aspect: '1:1', ...(count ? { count } : {}) } });
     try {
-      await gate.usage.settle(request('measured', at('m')), { timingsMs: { features: 260 } }, 260); // one image: 0.26 s
+      await gate.usage.settle(request('measured', at('m')), { status: 'succeeded', timingsMs: { features: 260 } }, 260); // one image: 0.26 s
       // Four images in an idle channel: about 1.04 s, reserved in the budgets and weighed as 10 units of 100 ms.
       expect(await gate.admit('n1', at('idle-n'), request('n1', at('idle-n'), 4))).toEqual({ estimate: 1.04, reserved: { priority: 1, place: { state: 'queued', position: 1 } } });
       expect(await redis.hget(`${own}:sched:jobs`, 'n1')).toBe('discord:g:idle-n\ndiscord:nu\n10');
@@ -333,7 +333,7 @@ describe('gate', () => {
     };
     try {
       await cache.publishModel('model-l', 'worker-l');
-      await gate.usage.settle(request('measured-l'), { timingsMs: { features: 2_000 } }, 2_000); // jobs like these: 2 s
+      await gate.usage.settle(request('measured-l'), { status: 'succeeded', timingsMs: { features: 2_000 } }, 2_000); // jobs like these: 2 s
       const png = new Uint8Array([137, 80, 78, 71, 0, 255, 10, 13]); // bytes, not text: they come back as they went in
       await cache.put('model-l', 'digest-hit', { kind: 'image', width: 8, height: 8 }, png);
       expect(await admit('l1', 'digest-hit')).toEqual({ estimate: 0, found: { kind: 'hit', meta: { kind: 'image', width: 8, height: 8 }, png } });

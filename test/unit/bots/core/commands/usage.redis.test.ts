@@ -39,7 +39,7 @@ const budget = (input: Omit<Extract<CommandInput, { command: 'budget' }>, 'comma
 /** A finished job of `seconds` GPU-seconds, counted as the worker counts it. */
 async function ran(id: string, d: Destination, seconds: number) {
   const request: JobRequest = { v: CONTRACT_VERSION, id, destination: d, submittedAt: 1, kind: 'imagine', prompt: 'p', options: { seed: 1, ditSteps: 1, decoderSteps: 1, guidance: 1, aspect: '1:1' } };
-  await gate.usage.settle(request, { timingsMs: { decoding: seconds * 1000 } }, 0);
+  await gate.usage.settle(request, { status: 'succeeded', timingsMs: { decoding: seconds * 1000 } }, 0);
 }
 
 beforeAll(() => {
