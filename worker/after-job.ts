@@ -14,13 +14,15 @@ import { join } from 'node:path';
 import { combinedPreamble, NO_CALL, runCombined, type Redis, type ScriptCall } from '../src/redis.ts';
 import { releaseUpload } from '../src/blobs/index.ts';
 import type { BlobStore } from '../src/blobs/store.ts';
-import { DeliveryQueues, digestOf, handOverEach } from '../src/cache/fanout.ts';
+import { DeliveryQueues, handOverEach, leaderAddress } from '../src/cache/fanout.ts';
+import { CheckOverrides } from '../src/checks/policy.ts';
 import { closeLua, putLua, ResultCache } from '../src/cache/results.ts';
 import type { Config } from '../src/config/schema.ts';
-import type { JobRequest, JobResult } from '../src/jobs/contract.ts';
+import { JobRequest, parseStoredJson, type JobResult } from '../src/jobs/contract.ts';
 import type { Logger } from '../src/log.ts';
 import { settleLua, Usage } from '../src/accounting/usage.ts';
 import { MANIFEST_FILE } from './builder/manifest.ts';
+import { inputWithheld } from './review.ts';
 
 /**
  * The identity of the model this worker runs, for cache addresses: sha256 of the converted model's manifest.json
@@ -53,6 +55,13 @@ return out
 /** Runs `calls` as doneLua's three parts, in one script call. */
 const jobDone = (redis: Redis, calls: readonly ScriptCall[]) => runCombined(redis, 'blip3oJobDone', doneLua, calls) as Promise<(number | string)[]>;
 
+/**
+ * Whether a result holds what the leader's run made or decided under its content checks (an image, an answer, a
+ * withheld verdict): followers get it only where the checks are alike. A cancel or an internal failure says nothing
+ * about the content and goes to every follower.
+ */
+const carriesWork = (result: JobResult): boolean => result.status === 'succeeded' || result.error?.code === 'withheld';
+
 export interface AfterJob {
   /** `png`: result.image's bytes when the caller has them (else they are read back from the blob store). */
   (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array): Promise<void>;
@@ -70,6 +79,7 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
   const cache = new ResultCache(redis, config);
   const queues = new DeliveryQueues(config, redis);
   const usage = new Usage(redis, config);
+  const overrides = new CheckOverrides(redis, config.queue.prefix);
   let timer: NodeJS.Timeout | undefined;
 
   /** The cache put of a reproducible result under this worker's model, as a script call (NO_CALL: nothing to store). */
@@ -79,21 +89,34 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
     if (result.answer) return cache.putCall(manifestHash, digest, { kind: 'answer', text: result.answer.text, tokenCount: result.answer.tokenCount });
     if (!result.image) return NO_CALL;
     const png = made ?? (await blobs.get(result.image.blobKey));
-    return png ? cache.putCall(manifestHash, digest, { kind: 'image', width: result.image.width, height: result.image.height }, png) : NO_CALL;
+    const { width, height, options, caption } = result.image;
+    return png ? cache.putCall(manifestHash, digest, { kind: 'image', width, height, options, ...(caption ? { caption } : {}) }, png) : NO_CALL;
+  }
+
+  /** A follower's uploaded image, deleted now (one that has none, or cannot be read: nothing). */
+  async function deleteUpload(follower: JobRequest | undefined): Promise<void> {
+    if (follower && follower.kind !== 'imagine') await blobs.delete(follower.imageKey);
   }
 
   return {
     async afterHandOver(request, result, ranMs, png) {
       // GPU-seconds: counted once per job (a re-run counts nothing again), and the admission estimate released;
       // the result stored; the flight ended and its followers read: one script
-      const digest = await digestOf(blobs, request);
+      // The flight is closed where it was claimed (the scope the job was queued in). The result is stored, and handed
+      // to followers, only within the scope its run used: a channel whose content checks differ gets none of it.
+      const address = await leaderAddress({ blobs, cache, overrides, checks: config.checks }, request);
+      const sameChecksThroughout = address !== undefined && address.queuedIn === address.current;
       const [, , ...followers] = await jobDone(redis, [
         usage.settleCall(request, result, ranMs),
-        digest ? await store(digest, result, png) : NO_CALL,
-        digest ? cache.closeCall(digest, request.id) : NO_CALL,
+        address && sameChecksThroughout ? await store(address.digest, result, png) : NO_CALL,
+        address ? cache.closeCall(address.digest, request.id) : NO_CALL,
       ]);
-      const handed = await handOverEach({ queues, blobs }, followers.map(String), result);
+      const ranIn = address?.current;
+      const sharedWith = async (follower: JobRequest) => (await overrides.scopeFor(config.checks, follower.destination)) === ranIn;
+      const handed = await handOverEach({ queues, blobs }, followers.map(String), result, carriesWork(result) ? sharedWith : undefined);
       if (handed > 0) log.info({ jobId: request.id, followers: handed }, 'result handed to identical requests that joined this job');
+      // The checks flagged the input image: each follower's upload holds the same bytes, and goes as the leader's did.
+      if (inputWithheld(result.error)) await Promise.all(followers.map((json) => deleteUpload(parseStoredJson(JobRequest, String(json)))));
       // Last: a re-run after a crash before this point still finds the upload for the digest above.
       // Stryker disable next-line StringLiteral: equivalent, releaseUpload treats every end but 'succeeded' and 'removed' as 'failed'
       await releaseUpload(blobs, config, request, result.status === 'succeeded' ? 'succeeded' : 'failed').catch((e: unknown) =>

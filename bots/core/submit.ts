@@ -29,7 +29,9 @@ import { hostname } from 'node:os';
 import type { Job, JobsOptions, QueueEvents, Worker } from 'bullmq';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import { createBlobStore, releaseUpload } from '../../src/blobs/index.ts';
-import { DeliveryQueues, digestOf, handOverToFollowers } from '../../src/cache/fanout.ts';
+import { DeliveryQueues, digestOf, handOverToFollowers, leaderAddress } from '../../src/cache/fanout.ts';
+import { scopedDigest } from '../../src/cache/key.ts';
+import { CheckOverrides } from '../../src/checks/policy.ts';
 import { noWorkerReady, ResultCache, type Lookup } from '../../src/cache/results.ts';
 import { createGate, type Gate } from '../../src/limits/gate.ts';
 import type { QueuePlace, Reservation } from '../../src/scheduling/fair.ts';
@@ -188,6 +190,7 @@ export function createCore(options: CoreOptions): Core {
   const ledger = new DeliveryLedger(redis, config);
   const settings = new SettingsStore(redis, config);
   const cache = new ResultCache(redis, config);
+  const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const handOvers = new DeliveryQueues(config, redis);
   const retention = new Retention(redis, config, log);
   const servedKey = (jobId: string) => `${config.queue.prefix}:served:${jobId}`;
@@ -301,8 +304,10 @@ export function createCore(options: CoreOptions): Core {
     if (hit.meta.kind === 'answer' && request.kind === 'ask') result = { ...base, answer: { text: hit.meta.text, tokenCount: hit.meta.tokenCount } };
     else if (hit.meta.kind === 'image' && request.kind !== 'ask' && hit.png) {
       const blobKey = await blobs.put(hit.png, 'output');
-      const altText = request.prompt || 'A variation of your image';
-      result = { ...base, image: { blobKey, mime: 'image/png', width: hit.meta.width, height: hit.meta.height, altText, prompt: request.prompt, options: request.options } };
+      // The options that drew it (a re-roll's seed) and the model's caption, as the job that made it delivered them
+      const { width, height, options = request.options, caption } = hit.meta;
+      const altText = caption ?? (request.prompt || 'A variation of your image');
+      result = { ...base, image: { blobKey, mime: 'image/png', width, height, altText, ...(caption ? { caption } : {}), prompt: request.prompt, options } };
     } else return undefined; // cannot happen (the kind is part of the address); treat as a miss
     // The result first, then the record that it was served: a bot that dies between the two leaves a delivery and no
     // record, and the platform's retry of the interaction hands the same id over again (idempotent). The other way
@@ -464,7 +469,10 @@ export function createCore(options: CoreOptions): Core {
     let enqueueing = false;
     try {
       // Result cache and single flight (docs/cost.md): an identical request is served without a job of its own.
-      digest = await digestOf(blobs, request, storeImage);
+      // …within its channel's content-check scope: a result made under other checks is never served here.
+      const contentDigest = await digestOf(blobs, request, storeImage);
+      const scope = contentDigest ? await checkOverrides.scopeFor(config.checks, request.destination) : undefined;
+      digest = contentDigest && scope ? scopedDigest(contentDigest, scope) : undefined;
       const follower = JSON.stringify(request); // what a finished leader delivers to this request, if it joins one
       // With no admit hook between them, the lookup runs first in the admission script (one round trip fewer); with
       // one, the lookup goes first on its own, so a flight claimed during the hook is joined at the claim.
@@ -489,6 +497,8 @@ export function createCore(options: CoreOptions): Core {
         }
         const { estimate, joined, reserved } = admitted;
         if (joined) return await served(request, JOINED_TEXT); // joined a flight claimed a moment ago: no job, no slot (given back)
+        // The flight it claimed, and in which checks, for whoever closes it (the channel's checks may change meanwhile)
+        if (digest && scope) await cache.recordFlight(id, digest, scope);
         enqueueing = true;
         position = await enqueue(inv, request, estimate, digest, reserved).catch((e: unknown) => settleUncertainEnqueue(e, inv, request, estimate, digest));
       } catch (e) {
@@ -522,8 +532,8 @@ export function createCore(options: CoreOptions): Core {
   }
 
   async function releaseFollowers(request: JobRequest, result: JobResult): Promise<number> {
-    const digest = await digestOf(blobs, request);
-    const followers = digest ? await handOverToFollowers({ cache, queues: handOvers, blobs }, digest, request, result) : 0;
+    const address = await leaderAddress({ blobs, cache, overrides: checkOverrides, checks: config.checks }, request);
+    const followers = address ? await handOverToFollowers({ cache, queues: handOvers, blobs }, address.digest, request, result) : 0;
     await releaseUpload(blobs, config, request, 'removed').catch(() => undefined);
     return followers;
   }

@@ -10,7 +10,8 @@ import type { Config } from '../config/schema.ts';
 import { JobRequest, outputBlobKeys, parseStoredJson, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
 import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../jobs/queue.ts';
 import { retentionJobOptions } from '../jobs/retention.ts';
-import { requestDigest, sha256Hex } from './key.ts';
+import type { CheckOverrides } from '../checks/policy.ts';
+import { requestDigest, scopedDigest, sha256Hex } from './key.ts';
 import type { ResultCache } from './results.ts';
 
 /** Delivery queues by name, opened once and closed together. */
@@ -56,6 +57,26 @@ export async function digestOf(blobs: BlobStore, request: JobRequest, imageBytes
   return bytes ? requestDigest(request, sha256Hex(bytes)) : undefined;
 }
 
+/**
+ * Where a leader's flight (and its result's cache entry) lives: as recorded when it was queued (ResultCache.recordFlight),
+ * else (a job queued without a record) its digest in its channel's content-check scope now. `queuedIn`: that scope;
+ * `current`: its channel's scope now, the policy its run used unless an admin changed it during the run.
+ * Undefined: not cacheable.
+ */
+export async function leaderAddress(
+  deps: { blobs: BlobStore; cache: ResultCache; overrides: CheckOverrides; checks: Config['checks'] },
+  request: JobRequest,
+): Promise<{ digest: string; queuedIn: string; current: string } | undefined> {
+  if (retentionOf(request.destination) !== undefined) return undefined; // as digestOf: never cached, never a flight
+  const [recorded, current] = await Promise.all([deps.cache.flightOf(request.id), deps.overrides.scopeFor(deps.checks, request.destination)]);
+  if (recorded) return { digest: recorded.digest, queuedIn: recorded.scope, current };
+  const digest = await digestOf(deps.blobs, request);
+  return digest ? { digest: scopedDigest(digest, current), queuedIn: current, current } : undefined;
+}
+
+export const CHECKS_DIFFER =
+  'The identical request yours joined was made under content checks that differ from this channel\'s (they may have changed while it waited), so its result was not shared with you; please send yours again.';
+
 export const JOINED_CANCELLED = 'The identical request yours joined was cancelled by the person who sent it; please send yours again.';
 
 /** What a follower receives: the leader's result under its own id and destination. */
@@ -63,6 +84,15 @@ export function followerResult(leader: JobResult, follower: JobRequest): JobResu
   const base = { ...leader, jobId: follower.id, destination: follower.destination, servedFrom: 'shared' as const };
   if (leader.status !== 'cancelled') return base;
   return { ...base, status: 'failed', error: { code: 'cancelled', message: JOINED_CANCELLED, userFacing: true } };
+}
+
+/** What a follower whose content checks differ from the leader's receives: no image, no answer, a private note. */
+function notShared(leader: JobResult, follower: JobRequest): JobResult {
+  const { v, kind, timingsMs, finishedAt } = leader;
+  return {
+    v, jobId: follower.id, kind, destination: follower.destination, status: 'failed', servedFrom: 'shared', timingsMs, finishedAt,
+    error: { code: 'bad_request', message: CHECKS_DIFFER, userFacing: true, private: true },
+  };
 }
 
 /**
@@ -78,11 +108,25 @@ export async function handOverToFollowers(
   return handOverEach(deps, await deps.cache.close(digest, leader.id), result);
 }
 
-/** Deliver `result` to each follower (their JSON, as ResultCache.close answers it). Returns how many there were. */
-export async function handOverEach(deps: { queues: DeliveryQueues; blobs: BlobStore }, followers: readonly string[], result: JobResult): Promise<number> {
+/**
+ * Deliver `result` to each follower (their JSON, as ResultCache.close answers it). Returns how many there were.
+ * `sharedWith`: whether a follower's channel may be handed what the leader's job made (its content checks alike);
+ * one that may not is told to send its request again (CHECKS_DIFFER), privately.
+ */
+export async function handOverEach(
+  deps: { queues: DeliveryQueues; blobs: BlobStore },
+  followers: readonly string[],
+  result: JobResult,
+  sharedWith?: (follower: JobRequest) => Promise<boolean>,
+): Promise<number> {
   for (const json of followers) {
     const follower = parseStoredJson(JobRequest, json);
-    if (follower) await deps.queues.handOver(await withOwnImages(deps.blobs, followerResult(result, follower)));
+    if (!follower) continue;
+    if (sharedWith && !(await sharedWith(follower))) {
+      await deps.queues.handOver(notShared(result, follower));
+      continue;
+    }
+    await deps.queues.handOver(await withOwnImages(deps.blobs, followerResult(result, follower)));
   }
   return followers.length;
 }

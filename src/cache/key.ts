@@ -57,6 +57,14 @@ export function requestDigest(request: JobRequest, imageSha256?: string): string
   return sha256Hex(canonical(fields));
 }
 
+/**
+ * The address a request's cache entry and flight live under: its digest within one content-check scope
+ * (src/checks/policy.ts policyScope), so only requests whose channels check alike share a result.
+ */
+export function scopedDigest(digest: string, scope: string): string {
+  return sha256Hex(`${scope}:${digest}`);
+}
+
 /** The cache entry id for a digest under one converted model (sha1, as Redis's own redis.sha1hex would write it). */
 export function entryId(manifestHash: string, digest: string): string {
   return createHash('sha1').update(`${manifestHash}:${digest}`).digest('hex');

@@ -16,8 +16,13 @@
 //   T:w:<digest>       hash    follower jobId → follower JSON        requests that joined the flight
 //   T:done:<jobId>     hash    the followers a finished leader took  (a re-run hands the same ones over again)
 //   T:models           zset    "<manifest hash>\n<worker id>" → expires at (ms): what the live workers run
+//   T:flight:<jobId>   string  "<scope> <digest>": the flight a leader leads and the content-check scope it was queued in
+//
+// <digest> is the request's digest within its channel's content-check scope (key.ts scopedDigest): requests whose
+// channels check differently share no entry and no flight.
 import { NOW_MS_LUA, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
+import type { ImagineOptions } from '../jobs/contract.ts';
 import { entryId } from './key.ts';
 
 const NOW = `${NOW_MS_LUA}\nlocal now = nowMs()\n`;
@@ -148,8 +153,13 @@ function defineCommands(redis: Redis): Redis & CacheCommands {
   return r as Redis & CacheCommands;
 }
 
-/** What a cache entry holds besides the PNG. */
-export type CachedMeta = { kind: 'image'; width: number; height: number } | { kind: 'answer'; text: string; tokenCount: number };
+/**
+ * What a cache entry holds besides the PNG. An image's `options` are those that drew it (a prompt-match re-roll's seed
+ * differs from the one asked for) and `caption` the model's (its alt text); entries stored before they were kept lack them.
+ */
+export type CachedMeta =
+  | { kind: 'image'; width: number; height: number; options?: ImagineOptions; caption?: string }
+  | { kind: 'answer'; text: string; tokenCount: number };
 
 export type Lookup =
   | { kind: 'hit'; meta: CachedMeta; png?: Uint8Array }
@@ -297,6 +307,21 @@ export class ResultCache {
       keys: [this.entryKey(id), `${this.T}:lru`, `${this.T}:sizes`, `${this.T}:bytes`, `${this.T}:exp`],
       args: [id, JSON.stringify(meta), png ? Buffer.from(png.buffer, png.byteOffset, png.byteLength) : '', c.ttlSeconds * 1000, c.maxBytes, `${this.T}:e:`],
     };
+  }
+
+  /**
+   * Record where job `jobId`'s flight lives (its scoped digest) and the content-check scope it was queued in, so the
+   * worker that ends it closes that flight even if an admin changed the channel's checks meanwhile, or the input image
+   * the digest was computed from is gone (the checks delete a flagged one at once). Kept as long as a job.
+   */
+  async recordFlight(jobId: string, digest: string, scope: string): Promise<void> {
+    await this.r.set(`${this.T}:flight:${jobId}`, `${scope} ${digest}`, 'PX', this.keepMs);
+  }
+
+  /** What recordFlight recorded for `jobId`; undefined for a job queued without a record. */
+  async flightOf(jobId: string): Promise<{ digest: string; scope: string } | undefined> {
+    const [scope, digest] = ((await this.r.get(`${this.T}:flight:${jobId}`)) ?? '').split(' ');
+    return scope && digest ? { digest, scope } : undefined;
   }
 
   /** Bytes and entries held (expired entries are forgotten at the next put). */

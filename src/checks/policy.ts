@@ -2,6 +2,7 @@
 //   config checks.*  →  checks.ageRestricted (Discord channels marked nsfw)  →  checks.channelOverrides[channel]
 //   →  the override an admin set at runtime (Redis, `<prefix>:checks:override:<platform:workspace:channel>`).
 // Workers read the runtime layer per job, so an admin's change applies to the next job on every worker.
+import { createHash } from 'node:crypto';
 import type { Redis } from '../redis.ts';
 import { CheckPolicyOverride, type Config } from '../config/schema.ts';
 import { channelKey, parseStoredJson, type Destination } from '../jobs/contract.ts';
@@ -46,6 +47,20 @@ export function flaggedBy(policy: CheckPolicy, answers: Record<string, number>):
   return policy.moderation.questions.filter((q) => (answers[q.id] ?? 0) > q.threshold).map((q) => q.id);
 }
 
+/**
+ * A short name for everything in `policy` that decides what a job delivers (or withholds): sha256 of its fields,
+ * written in a fixed order. Results are shared only within one scope (src/cache/key.ts scopedDigest), so an image
+ * made where the checks are off never reaches a channel whose checks would withhold it, and the reverse.
+ */
+export function policyScope(policy: CheckPolicy): string {
+  const { altText, captionMaxTokens, match, moderation } = policy;
+  const fields = [
+    altText, captionMaxTokens, match.enabled, match.threshold, match.maxRerolls, moderation.enabled, moderation.checkInputs,
+    moderation.questions.map((q) => [q.id, q.question, q.threshold]),
+  ];
+  return createHash('sha256').update(JSON.stringify(fields)).digest('hex').slice(0, 32);
+}
+
 /** Admins' runtime overrides, one JSON value per channel. */
 export class CheckOverrides {
   constructor(
@@ -79,5 +94,10 @@ export class CheckOverrides {
   /** The effective policy for a job's destination: config, then this store's override for its channel. */
   async policyFor(checks: Config['checks'], destination: Destination): Promise<CheckPolicy> {
     return resolvePolicy(checks, destination, await this.get(channelKey(destination)));
+  }
+
+  /** policyScope of the effective policy for `destination`. */
+  async scopeFor(checks: Config['checks'], destination: Destination): Promise<string> {
+    return policyScope(await this.policyFor(checks, destination));
   }
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBlobStore } from '../../../src/blobs/index.ts';
-import { digestOf } from '../../../src/cache/fanout.ts';
+import { cacheAddress } from '../../doubles/cache-address.ts';
 import { ResultCache } from '../../../src/cache/results.ts';
 import { loadConfig } from '../../../src/config/load.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
@@ -44,7 +44,7 @@ describe('afterHandOver', () => {
     const usage = new Usage(redis, config);
     const leader = imagine('j1', dest('ju'));
     const follower = imagine('j2', dest('jv'));
-    const digest = (await digestOf(blobs, leader))!;
+    const digest = (await cacheAddress({ redis, config, blobs }, leader))!;
     try {
       await cache.publishModel('model-j', 'w1');
       expect(await usage.admit('j1', leader.destination, leader)).toMatchObject({ admitted: true }); // a reservation to release
@@ -66,7 +66,8 @@ describe('afterHandOver', () => {
       expect(await today()).toEqual({ used: 4, inflight: 0 }); // the stages measured, the reservation released
       expect(await usage.release('j1')).toBe(false);
       const looked = await cache.lookup(digest, 'j3', '{}');
-      expect(looked).toEqual({ kind: 'hit', meta: { kind: 'image', width: 8, height: 8 }, png }); // the bytes as they were
+      // the bytes as they were, and the options that drew them
+      expect(looked).toEqual({ kind: 'hit', meta: { kind: 'image', width: 8, height: 8, options: result.image!.options }, png });
       const q = createDeliveryQueue(config, redis, deliveryQueueName(follower.destination));
       try {
         const handed = await q.getJob('j2');
@@ -100,7 +101,7 @@ describe('afterHandOver', () => {
     const kept = imagine('k1', dest('ku', { retentionSeconds: 60 }));
     const failed = imagine('k2', dest('kv'), 'a failing stoat');
     try {
-      expect(await digestOf(blobs, kept)).toBeUndefined();
+      expect(await cacheAddress({ redis, config, blobs }, kept)).toBeUndefined();
       const base = { v: CONTRACT_VERSION, kind: 'imagine' as const, timingsMs: { features: 2_000 }, finishedAt: 1 };
       await after.afterHandOver(kept, { ...base, jobId: 'k1', destination: kept.destination, status: 'failed', error: { code: 'internal', message: 'x', userFacing: false } }, 2_000);
       expect((await usage.today(kept.destination)).user.used).toBe(2);
@@ -108,7 +109,7 @@ describe('afterHandOver', () => {
       expect((await usage.today(failed.destination)).user.used).toBe(2);
       const cache = new ResultCache(redis, config);
       await cache.publishModel('model-j', 'w1');
-      expect(await cache.lookup((await digestOf(blobs, failed))!, 'k3', '{}')).toEqual({ kind: 'miss' }); // a failure is not stored
+      expect(await cache.lookup((await cacheAddress({ redis, config, blobs }, failed))!, 'k3', '{}')).toEqual({ kind: 'miss' }); // a failure is not stored
     } finally {
       await after.close();
     }
@@ -128,15 +129,15 @@ describe('afterHandOver', () => {
     try {
       await cache.publishModel('model-j', 'w1'); // the one model of this file's tests: two would bypass the cache
       await after.afterHandOver(ask, { v: CONTRACT_VERSION, jobId: 's1', kind: 'ask', destination: ask.destination, status: 'succeeded', answer: { text: 'a heron', tokenCount: 2 }, timingsMs: {}, finishedAt: 1 }, 1_000);
-      expect(await cache.lookup((await digestOf(blobs, ask))!, 's9', '{}')).toEqual({ kind: 'hit', meta: { kind: 'answer', text: 'a heron', tokenCount: 2 } });
+      expect(await cache.lookup((await cacheAddress({ redis, config, blobs }, ask))!, 's9', '{}')).toEqual({ kind: 'hit', meta: { kind: 'answer', text: 'a heron', tokenCount: 2 } });
       await after.afterHandOver(served, { v: CONTRACT_VERSION, jobId: 's2', kind: 'imagine', destination: served.destination, status: 'succeeded', servedFrom: 'cache', image: await image(served), timingsMs: {}, finishedAt: 1 }, 1_000, png);
-      expect(await cache.lookup((await digestOf(blobs, served))!, 's8', '{}')).toEqual({ kind: 'miss' });
+      expect(await cache.lookup((await cacheAddress({ redis, config, blobs }, served))!, 's8', '{}')).toEqual({ kind: 'miss' });
       await afterOff.afterHandOver(unstored, { v: CONTRACT_VERSION, jobId: 's3', kind: 'imagine', destination: unstored.destination, status: 'succeeded', image: await image(unstored), timingsMs: {}, finishedAt: 1 }, 1_000, png);
-      expect(await cache.lookup((await digestOf(blobs, unstored))!, 's7', '{}')).toEqual({ kind: 'miss' });
+      expect(await cache.lookup((await cacheAddress({ redis, config, blobs }, unstored))!, 's7', '{}')).toEqual({ kind: 'miss' });
       expect(info).not.toHaveBeenCalled(); // nobody joined these
       // one follower joins a flight: its hand-over is logged with how many
       const [leader, follower] = [imagine('s4', dest('sx'), 'a joined heron'), imagine('s5', dest('sy'), 'a joined heron')];
-      const digest = (await digestOf(blobs, leader))!;
+      const digest = (await cacheAddress({ redis, config, blobs }, leader))!;
       expect(await cache.claim(digest, 's4', '{}')).toEqual({ leads: true });
       expect(await cache.claim(digest, 's5', JSON.stringify(follower))).toEqual({ leads: false, leaderJobId: 's4' });
       await after.afterHandOver(leader, { v: CONTRACT_VERSION, jobId: 's4', kind: 'imagine', destination: leader.destination, status: 'succeeded', image: await image(leader), timingsMs: {}, finishedAt: 1 }, 1_000, png);

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobStore } from '../../../src/blobs/index.ts';
 import type { BlobStore } from '../../../src/blobs/store.ts';
 import { Usage } from '../../../src/accounting/usage.ts';
-import { digestOf } from '../../../src/cache/fanout.ts';
+import { cacheAddress } from '../../doubles/cache-address.ts';
 import { ResultCache } from '../../../src/cache/results.ts';
 import { loadConfig } from '../../../src/config/load.ts';
 import { AppError, UserError } from '../../../src/errors.ts';
@@ -368,7 +368,7 @@ describe('a job that led a single flight and failed for good', () => {
     const d = own();
     const leader: JobRequest = { ...imagine(uid(), prompt), destination: d };
     const follower: JobRequest = { ...leader, id: uid(), destination: { ...d, userId: 'u2' } };
-    const digest = (await digestOf(blobs, leader))!;
+    const digest = (await cacheAddress({ redis, config: quick, blobs }, leader))!;
     const cache = new ResultCache(redis, quick);
     const usage = new Usage(redis, quick);
     expect(await usage.admit(leader.id, d, leader)).toMatchObject({ admitted: true }); // a reservation, released by the settle

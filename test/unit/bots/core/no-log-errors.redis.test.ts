@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { capturedLog, coreHarness, invocation, recordingPort } from '../../../doubles/core-harness.ts';
 import { createCore } from '../../../../bots/core/submit.ts';
-import { requestDigest } from '../../../../src/cache/key.ts';
+import { cacheAddress } from '../../../doubles/cache-address.ts';
 import { REDIS_URL } from '../../../doubles/spine-harness.ts';
 
 const h = coreHarness('t-nolog-errors');
@@ -26,7 +26,7 @@ describe('no-log channel: a Redis error on a submit', () => {
       const probe = await c.handle(invocation({ command: 'imagine', prompt: 'probe', seed: 7 } as never));
       expect(probe.kind).toBe('queued');
       const probeJob = (await h.data(c, (probe as { jobId: string }).jobId))!;
-      const digest = requestDigest({ ...probeJob, prompt } as never)!;
+      const digest = (await cacheAddress(c, { ...probeJob, prompt } as never))!;
       await h.redis.set(`${config.queue.prefix}:{cache}:f:${digest}`, 'not a hash');
       const reply = await c.handle(invocation({ command: 'imagine', prompt, seed: 7 } as never));
       expect(reply.kind).toBe('error');

@@ -8,7 +8,7 @@ import { createQueueWorker } from '../../../../src/jobs/queue.ts';
 import { dieAt } from '../../../doubles/crash-point.ts';
 import { describe, expect, it } from 'vitest';
 import { CACHED_TEXT } from '../../../../bots/core/submit.ts';
-import { digestOf } from '../../../../src/cache/fanout.ts';
+import { cacheAddress } from '../../../doubles/cache-address.ts';
 import { CONTRACT_VERSION, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { closeRedis, createRedis } from '../../../../src/redis.ts';
@@ -24,7 +24,7 @@ describe('cache entries', () => {
     const c = core({ log });
     await c.cache.publishModel('m', 'w');
     const first = await data(c, jobId(await c.handle(inv({ command: 'imagine', prompt: 'a vole', seed: 1 }))));
-    await c.cache.put('m', (await digestOf(c.blobs, first!))!, { kind: 'image', width: 32, height: 32 }, h.png);
+    await c.cache.put('m', (await cacheAddress(c, first!))!, { kind: 'image', width: 32, height: 32 }, h.png);
     const again = inv({ command: 'imagine', prompt: 'a vole', seed: 1 });
     expect(await c.handle(again)).toMatchObject({ text: CACHED_TEXT });
     const id = jobIdFor('discord', again.dedupeKey);
@@ -36,18 +36,18 @@ describe('cache entries', () => {
     const c = core({}, { cache: { singleFlight: false } });
     await c.cache.publishModel('m', 'w');
     const first = await data(c, jobId(await c.handle(inv({ command: 'imagine', prompt: 'a mole', seed: 2 }))));
-    await c.cache.put('m', (await digestOf(c.blobs, first!))!, { kind: 'image', width: 32, height: 32 }); // no PNG
+    await c.cache.put('m', (await cacheAddress(c, first!))!, { kind: 'image', width: 32, height: 32 }); // no PNG
     expect(await c.handle(inv({ command: 'imagine', prompt: 'a mole', seed: 2 }))).toMatchObject({ kind: 'queued', position: 2 });
     const ask = () => inv({ command: 'ask', question: 'what?', image: { bytes: h.png } });
     const q = await data(c, jobId(await c.handle(ask())));
-    await c.cache.put('m', (await digestOf(c.blobs, q!))!, { kind: 'image', width: 32, height: 32 }, h.png);
+    await c.cache.put('m', (await cacheAddress(c, q!))!, { kind: 'image', width: 32, height: 32 }, h.png);
     expect(await c.handle(ask())).toMatchObject({ kind: 'queued', position: 4 });
   });
   it('admits a request whose cache entry cannot serve it: it takes a slot like any miss', async () => {
     const c = core({}, { cache: { singleFlight: false }, limits: { user: { ...OPEN_LIMIT, maxConcurrent: 2 } } });
     await c.cache.publishModel('m', 'w');
     const first = await data(c, jobId(await c.handle(inv({ command: 'imagine', prompt: 'a shrew', seed: 3 }))));
-    await c.cache.put('m', (await digestOf(c.blobs, first!))!, { kind: 'image', width: 32, height: 32 }); // no PNG
+    await c.cache.put('m', (await cacheAddress(c, first!))!, { kind: 'image', width: 32, height: 32 }); // no PNG
     expect(await c.handle(inv({ command: 'imagine', prompt: 'a shrew', seed: 3 }))).toMatchObject({ kind: 'queued' });
     expect(await c.handle(inv({ command: 'imagine', prompt: 'a third' }))).toMatchObject({ kind: 'error' }); // both slots held
   });
@@ -57,7 +57,7 @@ describe('single flight', () => {
   it('keeps a queued leader\'s flight past the admission grace, and releaseFollowers says how many it told', async () => {
     const c = core({}, { limits: { admitGraceMs: 5_000 } });
     const leader = await data(c, jobId(await c.handle(inv({ command: 'imagine', prompt: 'a finch', seed: 5 }))));
-    const digest = (await digestOf(c.blobs, leader!))!;
+    const digest = (await cacheAddress(c, leader!))!;
     expect(await h.redis.pttl(`${c.config.queue.prefix}:{cache}:f:${digest}`)).toBeGreaterThan(60_000);
     await c.handle(inv({ command: 'imagine', prompt: 'a finch', seed: 5 }, { destination: dest('u2') }));
     await c.handle(inv({ command: 'imagine', prompt: 'a finch', seed: 5 }, { destination: dest('u3') }));

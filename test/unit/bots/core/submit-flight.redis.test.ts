@@ -7,7 +7,8 @@ import { describe, expect, it, vi } from 'vitest';
 import type { Invocation, PlatformPort } from '../../../../bots/core/port.ts';
 import { CACHED_TEXT, createCore, JOINED_TEXT, portForDestination, type Core } from '../../../../bots/core/submit.ts';
 import { progressIntervalMs } from '../../../../src/jobs/progress.ts';
-import { DeliveryQueues, digestOf, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
+import { DeliveryQueues, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
+import { cacheAddress } from '../../../doubles/cache-address.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { Destination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
@@ -60,7 +61,7 @@ describe('single flight', () => {
   it('a queued leader\'s flight lives as long as its job can, not just the admission grace', async () => {
     const c = core();
     const first = (await c.handle(inv(imagine('a confirmed fox')))) as { jobId: string };
-    const digest = await digestOf(c.blobs, (await c.queue.getJob(first.jobId))!.data);
+    const digest = await cacheAddress(c, (await c.queue.getJob(first.jobId))!.data);
     const ttl = await h.redis.pttl(`${c.config.queue.prefix}:{cache}:f:${digest}`);
     expect(ttl).toBeGreaterThan(c.config.limits.admitGraceMs); // confirmed: claim() set only the grace
   });
@@ -146,7 +147,7 @@ describe('result cache', () => {
     await c.cache.publishModel('model-a', 'worker-1'); // the workers' model, read once and kept for manifestRefreshMs
     const first = (await c.handle(inv(imagine('a lynx')))) as { jobId: string };
     const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
-    const digest = (await digestOf(c.blobs, request))!;
+    const digest = (await cacheAddress(c, request))!;
     await c.cache.put('model-a', digest, { kind: 'image', width: 32, height: 32 }, h.png);
     const again = inv(imagine('a lynx'), { destination: dest('u3') });
     const id = jobIdFor('discord', again.dedupeKey);
@@ -168,7 +169,7 @@ describe('result cache', () => {
     await c.cache.publishModel('model-a', 'worker-1');
     const first = (await c.handle(inv(imagine('a lynx')))) as { jobId: string };
     const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
-    await c.cache.put('model-a', (await digestOf(c.blobs, request))!, { kind: 'image', width: 32, height: 32 }, h.png);
+    await c.cache.put('model-a', (await cacheAddress(c, request))!, { kind: 'image', width: 32, height: 32 }, h.png);
     // the first bot dies in its hand-over of the cached result
     const handOver = dieAt(DeliveryQueues.prototype, 'handOver');
     const again = inv(imagine('a lynx'), { destination: dest('u-retry') });
@@ -192,7 +193,7 @@ describe('result cache', () => {
     await c.cache.publishModel('model-a', 'worker-1'); // the workers' model, read once and kept for manifestRefreshMs
     const first = (await c.handle(ask())) as { jobId: string };
     const request = (await c.queue.getJob(first.jobId))!.data as JobRequest;
-    const digest = await digestOf(c.blobs, request);
+    const digest = await cacheAddress(c, request);
     expect(digest).toBeDefined();
     await c.cache.put('model-a', digest!, { kind: 'answer', text: 'teal', tokenCount: 2 });
     const again = ask();
@@ -214,7 +215,7 @@ describe('result cache', () => {
     expect(await c.handle(inv(imagine('a vole'), { destination: dest('u2') }))).toMatchObject({ text: JOINED_TEXT });
     const refused = await c.handle(inv(imagine('a mole'))); // u1's one slot is the vole's
     expect(refused).toMatchObject({ kind: 'error' });
-    const digest = (await digestOf(c.blobs, (await c.queue.getJob(first.jobId))!.data))!;
+    const digest = (await cacheAddress(c, (await c.queue.getJob(first.jobId))!.data))!;
     await c.cache.put('model-a', digest, { kind: 'image', width: 32, height: 32 }, h.png);
     expect(await c.handle(inv(imagine('a vole'), { destination: dest('u3') }))).toMatchObject({ text: CACHED_TEXT });
     expect(seen).toEqual(['miss', 'joined', 'miss', 'hit']); // each lookup counted once, the refused one too

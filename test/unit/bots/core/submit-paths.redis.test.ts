@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { Invocation } from '../../../../bots/core/port.ts';
 import { DESCRIBE_QUESTION } from '../../../../bots/core/requests.ts';
 import { ANSWER_UNKNOWN_TEXT, CACHED_TEXT, createCore, NAMES_TIMEOUT_MS } from '../../../../bots/core/submit.ts';
-import { digestOf } from '../../../../src/cache/fanout.ts';
+import { cacheAddress } from '../../../doubles/cache-address.ts';
 import { UserError } from '../../../../src/errors.ts';
 import { QueueNames, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, jobIdFor } from '../../../../src/jobs/queue.ts';
@@ -340,11 +340,11 @@ describe('core.handle: requests', () => {
     const c = core({}, { cache: { singleFlight: false } });
     await c.cache.publishModel('model-b', 'worker-1');
     const first = await data(c, queuedId(await c.handle(inv({ command: 'imagine', prompt: 'a moth', seed: 3 }))));
-    await c.cache.put('model-b', (await digestOf(c.blobs, first!))!, { kind: 'answer', text: 'not an image', tokenCount: 1 });
+    await c.cache.put('model-b', (await cacheAddress(c, first!))!, { kind: 'answer', text: 'not an image', tokenCount: 1 });
     expect(await c.handle(inv({ command: 'imagine', prompt: 'a moth', seed: 3 }))).toMatchObject({ kind: 'queued', position: 2 });
 
     const vary = await data(c, queuedId(await c.handle(inv({ command: 'vary', image: { bytes: h.png }, seed: 4 }))));
-    await c.cache.put('model-b', (await digestOf(c.blobs, vary!))!, { kind: 'image', width: 32, height: 32 }, h.png);
+    await c.cache.put('model-b', (await cacheAddress(c, vary!))!, { kind: 'image', width: 32, height: 32 }, h.png);
     const again = inv({ command: 'vary', image: { bytes: h.png }, seed: 4 });
     expect(await c.handle(again)).toMatchObject({ text: CACHED_TEXT });
     const q = createDeliveryQueue(c.config, h.redis, QueueNames.delivery('discord'));
