@@ -91,8 +91,11 @@ function checkPrompt(config: Config, prompt: string, required: boolean): string 
   return text;
 }
 
-/** Size, format and dimension checks from the header only (decompression-bomb guard), before anything is stored. */
-export async function checkImage(config: Config, bytes: Uint8Array): Promise<void> {
+/**
+ * Size, format and dimension checks from the header only (decompression-bomb guard), before anything is stored.
+ * Returns the image's size as it is shown (EXIF orientation applied).
+ */
+export async function checkImage(config: Config, bytes: Uint8Array): Promise<{ width: number; height: number }> {
   const u = config.understanding;
   if (bytes.byteLength > u.maxInputImageBytes)
     throw new UserError('bad_image', `That image is ${formatBytes(bytes.byteLength)}; the limit is ${formatBytes(u.maxInputImageBytes)}.`);
@@ -114,6 +117,17 @@ export async function checkImage(config: Config, bytes: Uint8Array): Promise<voi
   const ratio = Math.max(w, h) / Math.min(w, h);
   if (ratio >= u.maxAspectRatio)
     throw new UserError('bad_image', `That image is ${w}×${h} pixels, an aspect ratio of ${Math.round(ratio)}:1; images must be less than ${u.maxAspectRatio}:1. Crop it and try again.`);
+  // Stryker disable next-line OptionalChaining,LogicalOperator: sharp 0.35 reports autoOrient for every image it reads
+  return meta.autoOrient ?? { width: w, height: h };
+}
+
+/** The output aspect closest to a width×height image's (by the ratio's logarithm: 2:1 is as far from 1:1 as 1:2). */
+export function nearestAspect(width: number, height: number): AspectRatio {
+  const distance = (a: AspectRatio) => {
+    const [w, h] = a.split(':').map(Number) as [number, number];
+    return Math.abs(Math.log(width / height) - Math.log(w / h));
+  };
+  return AspectRatio.options.reduce((best, a) => (distance(a) < distance(best) ? a : best));
 }
 
 export interface RequestBase {
@@ -127,8 +141,30 @@ export function imagineRequest(config: Config, base: RequestBase, input: Extract
   return parseContract(JobRequest, request, 'imagine request') as ImagineRequest;
 }
 
-export function varyRequest(config: Config, base: RequestBase, imageKey: string, input: Extract<CommandInput, { command: 'vary' }>): VaryRequest {
-  const request = { v: CONTRACT_VERSION, ...base, kind: 'vary', imageKey, prompt: checkPrompt(config, input.prompt ?? '', false), options: imagineOptions(config, { seed: input.seed }) };
+/**
+ * A variation of an image. `kept`: the options it keeps (Midjourney's Vary keeps the image's shape and settings): a
+ * result's own job's, or for an upload its nearest aspect and the user's saved defaults. Kept values above today's
+ * limits (an operator lowered them since) are used at the limit; a new seed unless one is typed; one image unless the
+ * defaults say more.
+ */
+export function varyRequest(
+  config: Config,
+  base: RequestBase,
+  imageKey: string,
+  input: Extract<CommandInput, { command: 'vary' }>,
+  kept: { ditSteps?: number; decoderSteps?: number; guidance?: number; aspect?: string; negative?: string; count?: number } = {},
+): VaryRequest {
+  const g = config.generation;
+  const atMost = (value: number | undefined, max: number) => (value === undefined ? undefined : Math.min(value, max));
+  const options = imagineOptions(config, {
+    ...kept,
+    seed: input.seed,
+    ditSteps: atMost(kept.ditSteps, g.maxDitSteps),
+    decoderSteps: atMost(kept.decoderSteps, g.maxDecoderSteps),
+    guidance: atMost(kept.guidance, g.maxGuidance),
+    count: atMost(kept.count, Math.min(g.maxImagesPerRequest, MAX_IMAGES_PER_JOB)),
+  });
+  const request = { v: CONTRACT_VERSION, ...base, kind: 'vary', imageKey, prompt: checkPrompt(config, input.prompt ?? '', false), options };
   return parseContract(JobRequest, request, 'vary request') as VaryRequest;
 }
 

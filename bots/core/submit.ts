@@ -63,7 +63,7 @@ import { queuedLine } from './stage-labels.ts';
 import type { CommandInput, DisplayNames, ImageRef, Invocation, NameQuery, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { SettingsStore, settingsCommand, withDefaults, type SavedSettings } from './settings.ts';
-import { askRequest, checkImage, describeRequest, formatBytes, imagineRequest, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
+import { askRequest, checkImage, describeRequest, formatBytes, imagineRequest, nearestAspect, randomSeed, varyRequest, type FetchImage, type RequestBase } from './requests.ts';
 
 /** Step 2: throw UserError('rate_limited' | 'forbidden') to refuse. Resolves to nothing when admitted. */
 export type Admission = (invocation: Invocation, request: JobRequest) => Promise<void>;
@@ -234,8 +234,16 @@ export function createCore(options: CoreOptions): Core {
       }
       case 'vary': {
         const bytes = await imageBytes(input.image, inv.destination);
-        await checkImage(config, bytes);
-        return { request: varyRequest(config, await basedOn(base, input.from), 'pending', input), storeImage: bytes };
+        const size = await checkImage(config, bytes);
+        // What a variation keeps (Midjourney's Vary keeps the shape and settings): the options of the result it was
+        // pressed on (not its seed, nor its image count: that is the user's default, as for /imagine); for an upload,
+        // its nearest aspect; the rest from the user's saved defaults. Before 2026-12-07 every Vary came back square
+        // at the defaults, a 16:9 result's too, its negative prompt dropped.
+        const original = input.from === undefined ? undefined : await previousRequest(input.from);
+        const from = original && original.kind !== 'ask' ? original.options : undefined;
+        const shape = from ? { aspect: from.aspect, ditSteps: from.ditSteps, decoderSteps: from.decoderSteps, guidance: from.guidance, negative: from.negative } : { aspect: nearestAspect(size.width, size.height) };
+        const kept = withDefaults(shape, saved, config.generation);
+        return { request: varyRequest(config, original ? { ...base, destination: asPrivateAs(base.destination, original.destination) } : base, 'pending', input, kept), storeImage: bytes };
       }
       case 'reroll': {
         const data = await previousRequest(input.jobId);

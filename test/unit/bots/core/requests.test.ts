@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { askRequest, checkImage, checkQuestion, describeRequest, formatBytes, imagineRequest, randomSeed, varyRequest } from '../../../../bots/core/requests.ts';
+import { askRequest, checkImage, checkQuestion, describeRequest, formatBytes, imagineRequest, nearestAspect, randomSeed, varyRequest } from '../../../../bots/core/requests.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { UserError } from '../../../../src/errors.ts';
 import { pngHeaderOnly } from '../../../doubles/png-header.ts';
@@ -39,7 +39,7 @@ describe('askRequest and checkImage', () => {
 
   it('accepts a real PNG and refuses non-images, oversized and absurdly thin ones', async () => {
     const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000' } }).png().toBuffer();
-    await expect(checkImage(config, png)).resolves.toBeUndefined();
+    await expect(checkImage(config, png)).resolves.toEqual({ width: 8, height: 8 });
     await expect(checkImage(config, new Uint8Array([1, 2, 3]))).rejects.toThrow('That file is not an image I can read');
     const tiny = { ...config, understanding: { ...config.understanding, maxInputImageBytes: 10 } };
     await expect(checkImage(tiny, png)).rejects.toThrow(`That image is ${png.byteLength} bytes; the limit is 10 bytes.`);
@@ -98,6 +98,28 @@ describe('imagineRequest at its bounds', () => {
     const r = varyRequest(config, base, `${config.queue.prefix}:blob:input:x`, { command: 'vary', image: {}, prompt: '  ', seed: 5 });
     expect([r.prompt, r.options.seed]).toEqual(['', 5]);
   });
+
+  // Before 2026-12-07 a Vary of a 16:9 result came back square, at the default steps and guidance, its negative gone.
+  it('a vary keeps what it is given (aspect, steps, guidance, negative), a new seed, and today\'s limits', () => {
+    const g = config.generation;
+    const kept = { aspect: '16:9', ditSteps: 12, decoderSteps: 20, guidance: 5, negative: 'text', count: 2 };
+    const r = varyRequest(config, base, 'k', { command: 'vary', image: {} }, kept);
+    expect(r.options).toMatchObject({ aspect: '16:9', ditSteps: 12, decoderSteps: 20, guidance: 5, negative: 'text', count: 2 });
+    const seeds = new Set(Array.from({ length: 8 }, () => varyRequest(config, base, 'k', { command: 'vary', image: {} }, kept).options.seed));
+    expect(seeds.size).toBeGreaterThan(1); // a new seed each time
+    const over = varyRequest(config, base, 'k', { command: 'vary', image: {}, seed: 9 }, { ditSteps: g.maxDitSteps + 10, decoderSteps: g.maxDecoderSteps + 1, guidance: g.maxGuidance + 1 });
+    expect(over.options).toMatchObject({ seed: 9, ditSteps: g.maxDitSteps, decoderSteps: g.maxDecoderSteps, guidance: g.maxGuidance });
+    expect(varyRequest(config, base, 'k', { command: 'vary', image: {} }).options).toMatchObject({ aspect: g.defaultAspect, ditSteps: g.defaultDitSteps });
+  });
+
+  it('an image\'s size is as it is shown: a phone photo stored sideways (EXIF orientation 6) is its rotated size', async () => {
+    const sideways = await sharp({ create: { width: 10, height: 20, channels: 3, background: '#000' } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    await expect(checkImage(config, sideways)).resolves.toEqual({ width: 20, height: 10 });
+  });
+
+  it('the nearest aspect of an image, by ratio, both ways round', () => {
+    expect([nearestAspect(1920, 1080), nearestAspect(1080, 1920), nearestAspect(500, 500), nearestAspect(4000, 3000), nearestAspect(2560, 1080), nearestAspect(3000, 1000), nearestAspect(1100, 1000)]).toEqual(['16:9', '9:16', '1:1', '4:3', '21:9', '21:9', '1:1']);
+  });
 });
 
 describe('questions', () => {
@@ -133,9 +155,9 @@ describe('checkImage at its bounds', () => {
 
   it('exactly the pixel limit passes, one past it is refused; an aspect ratio just below the limit passes, exactly the limit is refused (as on the worker)', async () => {
     const limits = { ...config, understanding: { ...u, maxInputPixels: 100 * 50, maxAspectRatio: 4 } };
-    await expect(checkImage(limits, await png(100, 50))).resolves.toBeUndefined();
+    await expect(checkImage(limits, await png(100, 50))).resolves.toEqual({ width: 100, height: 50 });
     await expect(checkImage(limits, await png(101, 50))).rejects.toThrow(new UserError('bad_image', 'That image is 101×50; the limit is 5,000 pixels.'));
-    await expect(checkImage(limits, await png(39, 10))).resolves.toBeUndefined();
+    await expect(checkImage(limits, await png(39, 10))).resolves.toEqual({ width: 39, height: 10 });
     await expect(checkImage(limits, await png(10, 40))).rejects.toThrow(new UserError('bad_image', 'That image is 10×40 pixels, an aspect ratio of 4:1; images must be less than 4:1. Crop it and try again.'));
   });
 

@@ -2,6 +2,7 @@
 // travel with the job (retention, no-log; never onto a CLI destination), BullMQ options from jobOptions, the place
 // in line when the scheduler has none, cancelling a held or a plain waiting job, how errors are answered and logged,
 // the admin command routing, the delivery consumers start() opens, and whose Redis stop() closes.
+import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import type { Invocation } from '../../../../bots/core/port.ts';
 import { DESCRIBE_QUESTION } from '../../../../bots/core/requests.ts';
@@ -44,6 +45,18 @@ describe('core.handle: requests', () => {
     const job = await data(c, queuedId(await c.handle(inv(imagine('a lighthouse')))));
     expect(job).toMatchObject({ kind: 'imagine', options: { ditSteps: 40, guidance: 10, count: 2 } });
     expect(await c.handle(inv({ command: 'imagine', prompt: 'a lighthouse', ditSteps: 80 } as Invocation['input']))).toMatchObject({ kind: 'error', text: 'steps must be a whole number from 1 to 40.' });
+  });
+
+  // Before 2026-12-07 every Vary came back square at the default steps and guidance, its negative prompt dropped.
+  it('a Vary keeps the shape and settings of the result it was pressed on (a new seed); an upload\'s Vary, its nearest aspect', async () => {
+    const c = core();
+    const first = queuedId(await c.handle(inv({ command: 'imagine', prompt: 'a harbour', aspect: '16:9', ditSteps: 7, decoderSteps: 9, guidance: 4.5, negative: 'boats', seed: 3 } as Invocation['input'])));
+    const vary = await data(c, queuedId(await c.handle(inv({ command: 'vary', image: { bytes: h.png }, from: first }))));
+    expect(vary!.options).toMatchObject({ aspect: '16:9', ditSteps: 7, decoderSteps: 9, guidance: 4.5, negative: 'boats' });
+    expect(vary!.options.seed).not.toBe(3);
+    const wide = await sharp({ create: { width: 210, height: 90, channels: 3, background: '#08f' } }).png().toBuffer();
+    const upload = await data(c, queuedId(await c.handle(inv({ command: 'vary', image: { bytes: new Uint8Array(wide) } }))));
+    expect(upload!.options).toMatchObject({ aspect: '21:9', ditSteps: c.config.generation.defaultDitSteps });
   });
 
   it('carries the channel\'s retention and no-log settings in the job, and keeps the image no longer than the retention', async () => {
