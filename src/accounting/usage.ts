@@ -20,7 +20,7 @@
 //   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
 import { NOW_MS_LUA, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
-import { DESCRIBE_PROMPTS, QueueNames, workspaceOf, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';
+import { DESCRIBE_PROMPTS, QueueNames, workspaceOf, workspaceSubject, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';
 import { durationPhrase, scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';
 
 export const SCOPES: readonly Scope[] = ['channel', 'user', 'workspace'];
@@ -450,15 +450,16 @@ const round = (n: number) => (n >= 10 ? Math.round(n) : Math.round(n * 10) / 10)
  * 00:00 UTC, in 3 h 12 min. This request needs about 45." A request that alone needs more than the budget is told
  * so: no reset lets it pass.
  */
-export function budgetMessage(a: Extract<BudgetAdmission, { admitted: false }>, platform: Destination['platform']): string {
-  const workspace = platform === 'discord' ? 'server' : 'workspace';
+export function budgetMessage(a: Extract<BudgetAdmission, { admitted: false }>, d: Destination): string {
+  const place = workspaceSubject(d);
+  const plural = a.scope === 'workspace' && place.plural;
   if (a.estimate > a.budget) {
-    const whose = { channel: "this channel's", user: 'your', workspace: `this ${workspace}'s` }[a.scope];
+    const whose = { channel: "this channel's", user: 'your', workspace: place.possessive }[a.scope];
     const advice = 'ask for fewer images or steps, or ask an admin for a larger budget';
     return `This request needs about ${round(a.estimate)} GPU-seconds, more than ${whose} whole budget of ${round(a.budget)} a day; ${advice}.`;
   }
-  const head = { channel: 'This channel has used', user: 'You have used', workspace: `This ${workspace} has used` }[a.scope];
-  const its = a.scope === 'user' ? 'your' : 'its';
+  const head = { channel: 'This channel has used', user: 'You have used', workspace: `${place.subject} ${plural ? 'have' : 'has'} used` }[a.scope];
+  const its = a.scope === 'user' ? 'your' : plural ? 'their' : 'its';
   const queued = round(a.inflight) > 0 ? `, and jobs queued or running need about ${round(a.inflight)} more` : '';
   const need = a.estimate > 0 ? ` This request needs about ${round(a.estimate)}.` : '';
   return `${head} ${round(a.used)} of ${its} ${round(a.budget)} GPU-seconds today${queued}; it resets at 00:00 UTC, in ${durationPhrase(a.resetsInMs)}.${need}`;

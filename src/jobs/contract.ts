@@ -110,6 +110,16 @@ export function workspaceOf(d: Destination): string {
   return 'local';
 }
 
+/**
+ * How a refusal names the workspace scope of `d` (workspaceOf): "This server", "This workspace", or, for Discord's DMs
+ * (every DM with the bot is one scope, 'dm'), "Direct messages with this bot", which takes a plural verb.
+ */
+export function workspaceSubject(d: Destination): { subject: string; possessive: string; plural: boolean } {
+  if (d.platform === 'discord' && d.guildId === null) return { subject: 'Direct messages with this bot', possessive: "direct messages'", plural: true };
+  const noun = d.platform === 'discord' ? 'server' : 'workspace';
+  return { subject: `This ${noun}`, possessive: `this ${noun}'s`, plural: false };
+}
+
 /** The destination's retention TTL in seconds, if its channel set one (the CLI has no channels to set it for). */
 export function retentionOf(d: Destination): number | undefined {
   return d.platform === 'cli' ? undefined : d.retentionSeconds;

@@ -10,7 +10,7 @@
 //   sweep() and every admit      ──▶ free slots whose job is finished or gone (a process died mid-way)
 import type { Redis, ScriptCall } from '../redis.ts';
 import type { Config, LimitSpec } from '../config/schema.ts';
-import { channelKey, QueueNames, workspaceOf, type Destination } from '../jobs/contract.ts';
+import { channelKey, QueueNames, workspaceOf, workspaceSubject, type Destination } from '../jobs/contract.ts';
 import { UserError } from '../errors.ts';
 import { admitLua, releaseLua, settleLua, sweepLua, usageLua } from './scripts.ts';
 
@@ -91,7 +91,7 @@ export function admissionOf(res: readonly number[]): Admission {
 
 /** A denial as the UserError('rate_limited') the user reads: which limit, and when to retry. `cost`: as admit's. */
 export function throwIfDenied(a: Admission, d: Destination, cost = 1): void {
-  if (!a.admitted) throw new UserError('rate_limited', denialMessage(a, d.platform, cost), { context: { scope: a.scope, kind: a.kind, retryAfterMs: a.retryAfterMs } });
+  if (!a.admitted) throw new UserError('rate_limited', denialMessage(a, d, cost), { context: { scope: a.scope, kind: a.kind, retryAfterMs: a.retryAfterMs } });
 }
 
 // ioredis defineCommand adds methods at runtime; this is their shape.
@@ -216,24 +216,25 @@ export function durationPhrase(ms: number): string {
   return `${Math.floor(min / 60)} h ${min % 60} min`;
 }
 
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+const counted_ = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /**
  * The sentence a limited user sees (privately): which limit, and when to try again. `cost`: the images the request
  * asked for, each a request to the rate (admitLua takes at most a full bucket), so a user refused after fewer requests
  * than the limit learns why.
  */
-export function denialMessage(a: Extract<Admission, { admitted: false }>, platform: Destination['platform'], cost = 1): string {
-  const workspace = platform === 'discord' ? 'This server' : 'This workspace';
-  const who = { channel: 'This channel', user: 'You', workspace }[a.scope];
+export function denialMessage(a: Extract<Admission, { admitted: false }>, d: Destination, cost = 1): string {
+  const place = workspaceSubject(d);
+  const who = { channel: 'This channel', user: 'You', workspace: place.subject }[a.scope];
+  const plural = a.scope === 'workspace' && place.plural;
   if (a.kind === 'rate') {
-    const verb = a.scope === 'user' ? 'can make' : 'allows';
+    const verb = a.scope === 'user' ? 'can make' : plural ? 'allow' : 'allows';
     const counted = Math.min(Math.floor(cost), a.limit.burst > 0 ? a.limit.burst : a.limit.requestsPerWindow);
     const images = counted > 1 ? `, and a request for ${Math.floor(cost)} images counts as ${counted}` : '';
-    return `${who} ${verb} ${plural(a.limit.requestsPerWindow, 'request')} ${windowPhrase(a.limit.windowSeconds)}${images}; try again in ${durationPhrase(a.retryAfterMs)}.`;
+    return `${who} ${verb} ${counted_(a.limit.requestsPerWindow, 'request')} ${windowPhrase(a.limit.windowSeconds)}${images}; try again in ${durationPhrase(a.retryAfterMs)}.`;
   }
-  const has = a.scope === 'user' ? 'You already have' : `${who} already has`;
+  const has = a.scope === 'user' ? 'You already have' : `${who} already ${plural ? 'have' : 'has'}`;
   // A rate refuses too: a job finishing is not enough, so say the earliest time as well.
   const notBefore = a.retryAfterMs > 0 ? `, and not before ${durationPhrase(a.retryAfterMs)} from now` : '';
-  return `${has} ${plural(a.limit.maxConcurrent, 'job')} queued or running, the most allowed; try again when one finishes${notBefore}.`;
+  return `${has} ${counted_(a.limit.maxConcurrent, 'job')} queued or running, the most allowed; try again when one finishes${notBefore}.`;
 }

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { budgetMessage, DAY_MS, Usage } from '../../../../src/accounting/usage.ts';
+import { IN_DM, IN_SERVER, IN_SLACK } from '../../../doubles/refusal-places.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 let redis: Redis;
@@ -106,14 +107,20 @@ describe('what a refused user reads', () => {
 
   it('says what was used, what is queued or running, when the budget resets in hours and minutes, and what this request needs', () => {
     const refused = { admitted: false as const, scope: 'channel' as const, used: 300, inflight: 280.4, budget: 600, estimate: 45.26, resetsInMs: 3 * 3_600_000 + 11 * 60_000 + 5_000 };
-    expect(budgetMessage(refused, 'discord')).toBe(
+    expect(budgetMessage(refused, IN_SERVER)).toBe(
       'This channel has used 300 of its 600 GPU-seconds today, and jobs queued or running need about 280 more; it resets at 00:00 UTC, in 3 h 12 min. This request needs about 45.',
     );
-    expect(budgetMessage({ ...refused, scope: 'user', used: 580.4, inflight: 0, resetsInMs: 41_000 }, 'slack')).toBe(
+    expect(budgetMessage({ ...refused, scope: 'user', used: 580.4, inflight: 0, resetsInMs: 41_000 }, IN_SLACK)).toBe(
       'You have used 580 of your 600 GPU-seconds today; it resets at 00:00 UTC, in 41 s. This request needs about 45.',
     );
-    expect(budgetMessage({ ...refused, scope: 'workspace', used: 600, inflight: 0, estimate: 0, resetsInMs: 30 * 60_000 }, 'discord')).toBe(
+    expect(budgetMessage({ ...refused, scope: 'workspace', used: 600, inflight: 0, estimate: 0, resetsInMs: 30 * 60_000 }, IN_SERVER)).toBe(
       'This server has used 600 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 30 min.',
+    );
+    expect(budgetMessage({ ...refused, scope: 'workspace', used: 600, inflight: 0, estimate: 0, resetsInMs: 30 * 60_000 }, IN_DM)).toBe(
+      'Direct messages with this bot have used 600 of their 600 GPU-seconds today; it resets at 00:00 UTC, in 30 min.',
+    );
+    expect(budgetMessage({ ...refused, scope: 'workspace', budget: 30 }, IN_DM)).toBe(
+      "This request needs about 45 GPU-seconds, more than direct messages' whole budget of 30 a day; ask for fewer images or steps, or ask an admin for a larger budget.",
     );
   });
 
@@ -123,10 +130,10 @@ describe('what a refused user reads', () => {
     const refused = await usage.admit('big', dest('c1', 'u2'), imagine('big', dest('c1', 'u2')));
     if (refused.admitted) throw new Error('admitted past the budget');
     expect(refused).toMatchObject({ scope: 'user', used: 0, inflight: 0, budget: 30, estimate: 45 });
-    expect(budgetMessage(refused, 'discord')).toBe(
+    expect(budgetMessage(refused, IN_SERVER)).toBe(
       'This request needs about 45 GPU-seconds, more than your whole budget of 30 a day; ask for fewer images or steps, or ask an admin for a larger budget.',
     );
-    expect(budgetMessage({ ...refused, scope: 'channel' }, 'slack')).toBe(
+    expect(budgetMessage({ ...refused, scope: 'channel' }, IN_SLACK)).toBe(
       "This request needs about 45 GPU-seconds, more than this channel's whole budget of 30 a day; ask for fewer images or steps, or ask an admin for a larger budget.",
     );
   });

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
 import { budgetAdmission, budgetMessage, costSignature, DAY_MS, MAX_COST_UNITS, measuredSeconds, memberId, Usage } from '../../../../src/accounting/usage.ts';
+import { IN_SERVER, IN_SLACK } from '../../../doubles/refusal-places.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 let redis: Redis;
@@ -361,9 +362,9 @@ describe('what fair scheduling and the user read', () => {
 
   it('says whose budget is used up, how much, when it resets, and what this request needs', () => {
     const refused = { admitted: false as const, used: 580.4, inflight: 0, budget: 600, estimate: 45.26, resetsInMs: 5 * 3_600_000 };
-    expect(budgetMessage({ ...refused, scope: 'channel' }, 'discord')).toBe('This channel has used 580 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min. This request needs about 45.');
-    expect(budgetMessage({ ...refused, scope: 'user', used: 9.96, budget: 9.5, estimate: 1.23 }, 'slack')).toBe('You have used 10 of your 9.5 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min. This request needs about 1.2.');
-    expect(budgetMessage({ ...refused, scope: 'workspace', estimate: 0 }, 'discord')).toBe('This server has used 580 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min.');
-    expect(budgetMessage({ ...refused, scope: 'workspace' }, 'slack')).toMatch(/^This workspace has used 580 of its 600 /);
+    expect(budgetMessage({ ...refused, scope: 'channel' }, IN_SERVER)).toBe('This channel has used 580 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min. This request needs about 45.');
+    expect(budgetMessage({ ...refused, scope: 'user', used: 9.96, budget: 9.5, estimate: 1.23 }, IN_SLACK)).toBe('You have used 10 of your 9.5 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min. This request needs about 1.2.');
+    expect(budgetMessage({ ...refused, scope: 'workspace', estimate: 0 }, IN_SERVER)).toBe('This server has used 580 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 5 h 0 min.');
+    expect(budgetMessage({ ...refused, scope: 'workspace' }, IN_SLACK)).toMatch(/^This workspace has used 580 of its 600 /);
   });
 });

@@ -10,6 +10,7 @@ import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../..
 import { createJobsQueue } from '../../../../src/jobs/queue.ts';
 import { createGate } from '../../../../src/limits/gate.ts';
 import { denialMessage } from '../../../../src/limits/limiter.ts';
+import { IN_SLACK } from '../../../doubles/refusal-places.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-gate-images-${randomUUID().slice(0, 8)}`;
@@ -54,8 +55,8 @@ describe('a rate limit refusing a several-image request', () => {
   it('counts a request for more images than the bucket holds as a full bucket', () => {
     const limit = { requestsPerWindow: 3, windowSeconds: 3600, burst: 0, maxConcurrent: 0 };
     const refusal = { admitted: false as const, scope: 'user' as const, kind: 'rate' as const, limit, retryAfterMs: 600_000 };
-    expect(denialMessage(refusal, 'slack', 4)).toBe('You can make 3 requests per hour, and a request for 4 images counts as 3; try again in 10 min.');
-    expect(denialMessage(refusal, 'slack', 1)).toBe('You can make 3 requests per hour; try again in 10 min.');
-    expect(denialMessage(refusal, 'slack')).toBe('You can make 3 requests per hour; try again in 10 min.');
+    expect(denialMessage(refusal, IN_SLACK, 4)).toBe('You can make 3 requests per hour, and a request for 4 images counts as 3; try again in 10 min.');
+    expect(denialMessage(refusal, IN_SLACK, 1)).toBe('You can make 3 requests per hour; try again in 10 min.');
+    expect(denialMessage(refusal, IN_SLACK)).toBe('You can make 3 requests per hour; try again in 10 min.');
   });
 });

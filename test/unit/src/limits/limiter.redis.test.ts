@@ -6,6 +6,7 @@ import type { LimitSpec } from '../../../../src/config/schema.ts';
 import type { Destination } from '../../../../src/jobs/contract.ts';
 import { createLimiter, denialMessage } from '../../../../src/limits/limiter.ts';
 import { isUserError } from '../../../../src/errors.ts';
+import { IN_SERVER } from '../../../doubles/refusal-places.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-${randomUUID().slice(0, 8)}`;
@@ -80,7 +81,7 @@ describe('limiter (real Redis)', () => {
     const hourly = limiterWith({ channel: { ...open, requestsPerWindow: 60, windowSeconds: 60, burst: 1 }, user: { ...open, requestsPerWindow: 1, windowSeconds: 3600, burst: 1 } });
     await hourly.admit('lh1', dest('c41', 'u41'));
     const later = await hourly.admit('lh2', dest('c41', 'u41'));
-    expect(!later.admitted && denialMessage(later, 'discord')).toBe('You can make 1 request per hour; try again in 60 min.');
+    expect(!later.admitted && denialMessage(later, IN_SERVER)).toBe('You can make 1 request per hour; try again in 60 min.');
   });
 
   it('names the longest wait whichever scope holds it, and the first scope in order on a tie', async () => {
@@ -102,7 +103,7 @@ describe('limiter (real Redis)', () => {
     await redis.hset(`${prefix}:limits:rate:user:discord:u48`, 't', '0', 'ts', String(Date.now() + 60_000));
     const denied = await limiter.admit('le1', dest('c48', 'u48'));
     expect(denied).toMatchObject({ admitted: false, scope: 'user', kind: 'rate', retryAfterMs: 3_600_000 });
-    expect(!denied.admitted && denialMessage(denied, 'discord')).toBe('You can make 1 request per hour; try again in 60 min.');
+    expect(!denied.admitted && denialMessage(denied, IN_SERVER)).toBe('You can make 1 request per hour; try again in 60 min.');
   });
 
   it('names the first full cap in scope order when several are full', async () => {
@@ -120,7 +121,7 @@ describe('limiter (real Redis)', () => {
     expect(denied).toEqual({ admitted: false, scope: 'user', kind: 'concurrency', limit: user, retryAfterMs: expect.any(Number) });
     if (denied.admitted) return;
     expect(denied.retryAfterMs).toBeGreaterThan(3_590_000);
-    expect(denialMessage(denied, 'discord')).toBe('You already have 1 job queued or running, the most allowed; try again when one finishes, and not before 60 min from now.');
+    expect(denialMessage(denied, IN_SERVER)).toBe('You already have 1 job queued or running, the most allowed; try again when one finishes, and not before 60 min from now.');
     // the channel's rate (a token a second) refuses first in scope order; the user's cap is still what blocks
     const capped = limiterWith({ channel: { ...open, requestsPerWindow: 60, windowSeconds: 60, burst: 1 }, user: { ...open, maxConcurrent: 1 } });
     await capped.admit('lc3', dest('c43', 'u43'));
