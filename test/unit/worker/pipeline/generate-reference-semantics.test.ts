@@ -14,30 +14,14 @@ import { GaussianRng, RngStream } from '../../../../worker/pipeline/rng.ts';
 import { eulerDiscreteSchedule, eulerStep } from '../../../../worker/pipeline/schedulers.ts';
 import type { TextSegment } from '../../../../worker/pipeline/tokenizer.ts';
 import type { ModelSession } from '../../../../worker/runtime/session.ts';
+import { recordingSession, type Feeds } from '../../../doubles/recording-session.ts';
 
-type Feeds = Record<string, { data: Float32Array; dims: number[] }>;
 const H = 2; // LLM hidden size
 const C = 3; // DiT latent channels = UNet cross-attention dim
 const NQ = 4; // DiT tokens (2×2 grid)
 const SCHED = { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', timestep_spacing: 'leading', steps_offset: 1 } as const;
 
-/** A session double that records plain copies of its feeds (host arrays or DeviceTensors wrapping CPU tensors). */
-function session(run: (feeds: Feeds) => Record<string, { data: Float32Array; dims: number[] }>): ModelSession & { feeds: Feeds[] } {
-  const feeds: Feeds[] = [];
-  const plain = (v: unknown) => {
-    const t = (v as { tensor?: { data: Float32Array; dims: readonly number[] } }).tensor ?? (v as { data: Float32Array; dims: number[] });
-    return { data: Float32Array.from(t.data), dims: [...t.dims] };
-  };
-  return {
-    feeds,
-    async run(f: Record<string, unknown>) {
-      const copy = Object.fromEntries(Object.entries(f).map(([k, v]) => [k, plain(v)])) as Feeds;
-      feeds.push(copy);
-      return run(copy);
-    },
-    async release() {},
-  } as unknown as ModelSession & { feeds: Feeds[] };
-}
+const session = recordingSession;
 
 const zeroDit = () => session((f) => ({ velocity: { data: new Float32Array(f.x!.data.length), dims: f.x!.dims } }));
 /** Noise: row 0 (cond) all `ec`, row 1 (negative) all `en`. */

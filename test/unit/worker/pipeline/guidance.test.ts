@@ -9,31 +9,15 @@ import { Generator, type Conditioner, type GenerationModels } from '../../../../
 import { GaussianRng, RngStream } from '../../../../worker/pipeline/rng.ts';
 import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule } from '../../../../worker/pipeline/schedulers.ts';
 import type { ModelSession } from '../../../../worker/runtime/session.ts';
+import { recordingSession, type Feeds } from '../../../doubles/recording-session.ts';
 
-type Feeds = Record<string, { data: Float32Array; dims: number[] }>;
 const H = 2; // LLM hidden size
 const C = 3; // DiT latent channels = UNet cross-attention dim
 const NQ = 4; // DiT tokens (2×2 grid)
 const UNET = { sampleSize: 2, latentMultiple: 1, inChannels: 1, vaeScaleFactor: 1 }; // 1:1 → 2×2 latent, 2×2 image
 const SCHED = { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', timestep_spacing: 'leading', steps_offset: 1 } as const;
 
-function session(run: (feeds: Feeds) => Record<string, { data: Float32Array; dims: number[] }>): ModelSession & { feeds: Feeds[] } {
-  const feeds: Feeds[] = [];
-  // a feed is plain data or a DeviceTensor (the DiT condition, uploaded once); record both as plain copies
-  const plain = (v: unknown) => {
-    const t = (v as { tensor?: { data: Float32Array; dims: readonly number[] } }).tensor ?? (v as { data: Float32Array; dims: number[] });
-    return { data: Float32Array.from(t.data), dims: [...t.dims] };
-  };
-  return {
-    feeds,
-    async run(f: Record<string, unknown>) {
-      const copy = Object.fromEntries(Object.entries(f).map(([k, v]) => [k, plain(v)])) as Feeds;
-      feeds.push(copy);
-      return run(copy);
-    },
-    async release() {},
-  } as unknown as ModelSession & { feeds: Feeds[] };
-}
+const session = recordingSession;
 
 /** Velocity: batch 0 (uncond) all `u`, batch 1 (cond) all `c`. */
 const dit = (u: number, c: number) =>
