@@ -64,7 +64,7 @@ const carriesWork = (result: JobResult): boolean => result.status === 'succeeded
 
 export interface AfterJob {
   /** `png`: result.image's bytes when the caller has them (else they are read back from the blob store). */
-  (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array): Promise<void>;
+  (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array, checksScope?: string): Promise<void>;
 }
 
 export interface AfterJobService {
@@ -99,19 +99,20 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
   }
 
   return {
-    async afterHandOver(request, result, ranMs, png) {
+    async afterHandOver(request, result, ranMs, png, checksScope) {
       // GPU-seconds: counted once per job (a re-run counts nothing again), and the admission estimate released;
       // the result stored; the flight ended and its followers read: one script
       // The flight is closed where it was claimed (the scope the job was queued in). The result is stored, and handed
-      // to followers, only within the scope its run used: a channel whose content checks differ gets none of it.
+      // to followers, only within the scope its run used (as the processor read it; else the channel's now): a channel
+      // whose content checks differ gets none of it.
       const address = await leaderAddress({ blobs, cache, overrides, checks: config.checks }, request);
-      const sameChecksThroughout = address !== undefined && address.queuedIn === address.current;
+      const ranIn = checksScope ?? address?.current;
+      const sameChecksThroughout = address !== undefined && address.queuedIn === ranIn;
       const [, , ...followers] = await jobDone(redis, [
         usage.settleCall(request, result, ranMs),
         address && sameChecksThroughout ? await store(address.digest, result, png) : NO_CALL,
         address ? cache.closeCall(address.digest, request.id) : NO_CALL,
       ]);
-      const ranIn = address?.current;
       const sharedWith = async (follower: JobRequest) => (await overrides.scopeFor(config.checks, follower.destination)) === ranIn;
       const handed = await handOverEach({ queues, blobs }, followers.map(String), result, carriesWork(result) ? sharedWith : undefined);
       if (handed > 0) log.info({ jobId: request.id, followers: handed }, 'result handed to identical requests that joined this job');

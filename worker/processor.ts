@@ -33,7 +33,7 @@ import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverToge
 import { coalesceProgress, progressWriteIntervalMs, type ProgressCoalescer } from '../src/jobs/progress.ts';
 import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
-import { CheckOverrides, type CheckPolicy } from '../src/checks/policy.ts';
+import { CheckOverrides, policyScope, type CheckPolicy } from '../src/checks/policy.ts';
 import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
@@ -63,7 +63,8 @@ export interface ProcessorDeps {
    * makes BullMQ retry the job; the re-run calls it again, so it must be idempotent. `png`: the bytes stored under
    * result.image.blobKey when this run made them (then they need not be read back); undefined on a re-run.
    */
-  afterHandOver?: (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array) => Promise<void>;
+  /** `checksScope`: policyScope of the check policy the run used (src/checks/policy.ts), where it ran. */
+  afterHandOver?: (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array, checksScope?: string) => Promise<void>;
   /**
    * Runs first for every job, a malformed one included: the fair scheduler's start hook (worker/main.ts). Its round
    * trips overlap the job's own checks (handed over, cancelled, check policy), and it is awaited before anything
@@ -200,9 +201,14 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     return result;
   }
 
-  /** `job.processedOn` is when this attempt started: the run time of a failure that reported no stage timings. */
-  async function after(job: Job, request: JobRequest, result: JobResult | undefined, png?: Uint8Array): Promise<void> {
-    if (result && deps.afterHandOver) await deps.afterHandOver(request, result, Math.max(0, Date.now() - (job.processedOn ?? Date.now())), png);
+  /**
+   * `job.processedOn` is when this attempt started: the run time of a failure that reported no stage timings.
+   * `ranUnder`: the check policy the run read, whose scope decides whom its result may be shared with.
+   */
+  async function after(job: Job, request: JobRequest, result: JobResult | undefined, png?: Uint8Array, ranUnder?: Promise<CheckPolicy>): Promise<void> {
+    if (!result || !deps.afterHandOver) return;
+    const checksScope = ranUnder ? await ranUnder.then(policyScope, () => undefined) : undefined;
+    await deps.afterHandOver(request, result, Math.max(0, Date.now() - (job.processedOn ?? Date.now())), png, checksScope);
   }
 
   /**
@@ -400,7 +406,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       }
       const failure = classify(e);
       if (failure) {
-        await after(job, request, await handOverFailure(request, failure));
+        await after(job, request, await handOverFailure(request, failure), undefined, policy);
         // A user-facing text may quote the input: in a no-log channel it stays out of the log and out of what BullMQ
         // keeps (the job's failedReason and stacktrace, the events stream, which outlives the job): the user has it in
         // the result handed over.
@@ -417,7 +423,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     }
     // Outside the try: the result is handed over, so a throw here must not turn it into a failure; BullMQ retries
     // and the re-run (alreadyHandedOver) calls afterHandOver again with the handed-over result.
-    await after(job, request, result, png);
+    await after(job, request, result, png, policy);
     const { matchScore, tries } = result.image ?? {};
     return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore, matchScores } : {}), ...(tries ? { tries } : {}) };
   };

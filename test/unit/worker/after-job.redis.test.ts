@@ -11,7 +11,8 @@ import { createBlobStore } from '../../../src/blobs/index.ts';
 import { cacheAddress } from '../../doubles/cache-address.ts';
 import { ResultCache } from '../../../src/cache/results.ts';
 import { loadConfig } from '../../../src/config/load.ts';
-import { CONTRACT_VERSION, type Destination, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
+import { CheckOverrides } from '../../../src/checks/policy.ts';
+import { channelKey, CONTRACT_VERSION, type Destination, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
 import { createDeliveryQueue, deliveryQueueName } from '../../../src/jobs/queue.ts';
 import { Usage } from '../../../src/accounting/usage.ts';
 import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../src/redis.ts';
@@ -90,6 +91,43 @@ describe('afterHandOver', () => {
         await q.close();
       }
     } finally {
+      await after.close();
+    }
+  });
+
+  // Before 2026-12-07 after-job read the leader's channel's checks when the job ended, not the ones its run had used:
+  // an admin's change during the run kept the result out of the cache and told followers elsewhere, checked as the run
+  // was, to send their request again.
+  it('shares by the checks its run used (the processor\'s scope), not the channel\'s after an admin changed them mid-run', async () => {
+    const blobs = createBlobStore(config, redis);
+    const after = createAfterJob({ config, redis, blobs, log: createLogger('test', 'silent'), manifestHash: 'model-j' });
+    const cache = new ResultCache(redis, config);
+    const overrides = new CheckOverrides(redis, config.queue.prefix);
+    const leader = imagine('m1', dest('mu', { channelId: 'cm' }), 'a heron');
+    const follower = imagine('m2', dest('mv', { channelId: 'cm2' }), 'a heron');
+    const queuedIn = await overrides.scopeFor(config.checks, leader.destination);
+    const digest = (await cacheAddress({ redis, config, blobs }, leader))!;
+    try {
+      await cache.publishModel('model-j', 'w1');
+      expect(await cache.claim(digest, 'm1', '{}')).toEqual({ leads: true });
+      await cache.recordFlight('m1', digest, queuedIn);
+      expect(await cache.claim(digest, 'm2', JSON.stringify(follower))).toEqual({ leads: false, leaderJobId: 'm1' });
+      await overrides.set(channelKey(leader.destination), { moderation: true }); // during the run
+      const png = new Uint8Array([137, 80, 78, 71, 1, 2, 3, 4]);
+      const result: JobResult = {
+        v: CONTRACT_VERSION, jobId: 'm1', kind: 'imagine', destination: leader.destination, status: 'succeeded', timingsMs: { features: 1_000 }, finishedAt: 1,
+        image: { blobKey: await blobs.put(png, 'output'), mime: 'image/png', width: 8, height: 8, altText: 'a heron', prompt: 'a heron', options: (leader as Extract<JobRequest, { kind: 'imagine' }>).options },
+      };
+      await after.afterHandOver(leader, result, 1_000, png, queuedIn); // the run read the checks as queued
+      expect(await cache.lookup(digest, 'm3', '{}')).toMatchObject({ kind: 'hit' }); // made under the queued checks: stored
+      const q = createDeliveryQueue(config, redis, deliveryQueueName(follower.destination));
+      try {
+        expect((await q.getJob('m2'))?.data).toMatchObject({ status: 'succeeded', servedFrom: 'shared' }); // checked alike: shared
+      } finally {
+        await q.close();
+      }
+    } finally {
+      await overrides.reset(channelKey(leader.destination));
       await after.close();
     }
   });

@@ -28,6 +28,7 @@ import { closeRedis, createRedis, type Redis } from '../../../src/redis.ts';
 import type { CheckRequest, CheckResult, GenerateRequest, UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { cleanDescribedPrompt, createProcessor, type ProcessorDeps } from '../../../worker/processor.ts';
 import type { RunOptions } from '../../../worker/thread-host.ts';
+import { policyScope, resolvePolicy } from '../../../src/checks/policy.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-procout-${randomUUID().slice(0, 8)}`;
@@ -506,6 +507,7 @@ describe('processor outputs', () => {
   it('afterHandOver: after every result handed over (again on a re-run), with the run time; not for a retried failure', async () => {
     const calls: [string, JobResult['status'], number][] = [];
     const pngs: (Uint8Array | undefined)[] = [];
+    const scopes: (string | undefined)[] = [];
     let afterFails = false;
     let fail: Error | undefined;
     const { p } = processorWith(
@@ -517,9 +519,10 @@ describe('processor outputs', () => {
       },
       configWith(),
       {
-        afterHandOver: async (request, result, ranMs, png) => {
+        afterHandOver: async (request, result, ranMs, png, checksScope) => {
           calls.push([request.id, result.status, ranMs]);
           pngs.push(png);
+          scopes.push(checksScope);
           if (afterFails) throw new Error('cache away');
         },
       },
@@ -531,6 +534,8 @@ describe('processor outputs', () => {
     expect(calls).toEqual([[ok.id, 'succeeded', expect.any(Number)]]);
     expect(calls[0]![2]).toBeGreaterThanOrEqual(5_000);
     expect(calls[0]![2]).toBeLessThan(60_000);
+    // the content checks its run read, for whom its result may be shared with (worker/after-job.ts)
+    expect(scopes).toEqual([policyScope(resolvePolicy(configWith().checks, ok.destination, undefined))]);
 
     afterFails = true;
     const flaky = imagine();
