@@ -18,10 +18,13 @@ imagine options:
   --guidance X        how closely to follow the prompt
   --no "TEXT"         negative prompt: what to keep out of the image
   --n N               N images, seeds s, s+1, … (writes FILE-1.png … FILE-N.png)
-  --out FILE, -o      where to write the PNG (default out.png)
+  --out FILE, -o      where to write the PNG (default out.png; an existing file is replaced)
   --help, -h          this text
 
-Paths are relative to the directory you run the command in. Ctrl-C (or SIGTERM) cancels the job.`;
+Paths are relative to the directory you run the command in; --out's folder must exist. Ctrl-C (or SIGTERM) cancels the job;
+a second one quits without waiting for the cancel.
+A prompt that starts with "-" goes last, after a second --: npm run imagine -- --seed 7 -- "-80s synthwave".
+Exit status: 0 done, 1 the job failed (or the configuration is wrong), 2 a mistake in the command or a request refused, 3 Redis not reachable, 130 cancelled.`;
 
 export type ParsedCommand = { help: true } | { help: false; input: CommandInput; out?: string };
 
@@ -65,7 +68,14 @@ export function parseCommand(argv: readonly string[], cwd: string): ParsedComman
   try {
     parsed = parse();
   } catch (e) {
-    throw usageError((e as Error).message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, '.'));
+    // Node's own hint (`-- "--foo"`) is wrong under npm, which eats the first `--`: say what to type there.
+    const message = (e as Error).message.split('\n')[0]!;
+    const unknown = /^Unknown option '([^']*)'/.exec(message)?.[1];
+    const hint =
+      unknown === undefined ? ''
+      : command === 'ask' ? ` A question that starts with "-" goes after a second --: npm run ask -- -- <image file> "${unknown}".`
+      : ` A prompt that starts with "-" goes last, after a second --: npm run imagine -- [options] -- "${unknown}".`;
+    throw usageError(`${message.replace(/\. To specify a positional argument.*$/, '.')}${hint}`);
   }
   const { values, positionals } = parsed;
   if (values.help) return { help: true };

@@ -3,7 +3,7 @@
 // worker and delivery path as Discord and Slack; its results come back on a delivery queue of its own
 // (delivery-cli-<clientId>), which it deletes when done.
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { loadConfig, loadSecrets } from '../../src/config/load.ts';
 import { createDeliveryQueue, deliveryQueueName, expireQueueKeys } from '../../src/jobs/queue.ts';
@@ -11,10 +11,26 @@ import type { CliDestination } from '../../src/jobs/contract.ts';
 import { createLogger } from '../../src/log.ts';
 import { isUserError, UserError } from '../../src/errors.ts';
 import { closeRedis, createRedis, disconnectRedis, setRedisLogger, waitForRedis } from '../../src/redis.ts';
+import { tooLargeText } from '../core/requests.ts';
 import { NO_WORKER_NOTE } from '../core/stage-labels.ts';
 import { createCore } from '../core/submit.ts';
 import { parseCommand, USAGE } from './args.ts';
+import { checkOutputPath } from './out-path.ts';
 import { CliPort } from './port.ts';
+
+/** The image `npm run ask` names, its size checked first: a file of gigabytes was read whole before the limit refused it. */
+async function readImage(file: string, maxBytes: number): Promise<Uint8Array> {
+  const unreadable = (e: NodeJS.ErrnoException) => new UserError('bad_image', e.code === 'ENOENT' ? `There is no file ${file}.` : `Cannot read ${file}: ${e.message}`);
+  const { size } = await stat(file).catch((e: NodeJS.ErrnoException) => {
+    throw unreadable(e);
+  });
+  if (size > maxBytes) throw new UserError('bad_image', tooLargeText(file, size, maxBytes));
+  return new Uint8Array(
+    await readFile(file).catch((e: NodeJS.ErrnoException) => {
+      throw unreadable(e);
+    }),
+  );
+}
 
 async function main(): Promise<number> {
   const parsed = parseCommand(process.argv.slice(2), process.env.INIT_CWD ?? process.cwd());
@@ -23,15 +39,9 @@ async function main(): Promise<number> {
     return 0;
   }
   const { input, out } = parsed;
-  if (input.command === 'ask') {
-    const file = input.image.name!;
-    input.image.bytes = new Uint8Array(
-      await readFile(file).catch((e: NodeJS.ErrnoException) => {
-        throw new UserError('bad_image', e.code === 'ENOENT' ? `There is no file ${file}.` : `Cannot read ${file}: ${e.message}`);
-      }),
-    );
-  }
+  if (out !== undefined) await checkOutputPath(out);
   const config = loadConfig();
+  if (input.command === 'ask') input.image.bytes = await readImage(input.image.name!, config.understanding.maxInputImageBytes);
   const secrets = loadSecrets();
   const log = createLogger('cli', process.env.LOG_LEVEL ? config.logLevel : 'warn');
   setRedisLogger(log);
@@ -54,9 +64,15 @@ async function main(): Promise<number> {
   let stopRequested = false;
   const cancel = () => void core.handle({ input: { command: 'cancel', jobId: jobId! }, destination, dedupeKey: `${clientId}-cancel`, isAdmin: false });
   // Ctrl-C and SIGTERM (a terminal closed, `kill`, a supervisor) both cancel the job; the result then says so.
+  // A second signal quits at once: the cancel itself can hang (Redis gone after the job was queued), and the
+  // terminal then had no way out but `kill -9`.
   const onStop = () => {
-    if (stopRequested) return;
+    if (stopRequested) {
+      console.error(`Stopped without waiting for the cancel${jobId ? ` (job ${jobId} may still run)` : ''}.`);
+      process.exit(130);
+    }
     stopRequested = true;
+    console.error('Cancelling… (Ctrl-C again to quit without waiting)');
     if (jobId) cancel();
   };
   process.on('SIGINT', onStop);
@@ -71,7 +87,11 @@ async function main(): Promise<number> {
     if (stopRequested) cancel(); // the signal came while the job was being submitted
     if (reply.position > 0) await port.showProgress(destination, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: reply.position });
     if (reply.noWorker) console.error(NO_WORKER_NOTE); // no worker running: `npm run worker`
-    const { result, path } = await port.waitFor(reply.jobId, out);
+    const { result, path, writeError } = await port.waitFor(reply.jobId, out);
+    if (writeError) {
+      console.error(writeError);
+      return 1;
+    }
     if (result.status === 'succeeded') {
       if (result.answer) console.log(result.answer.text);
       const images = result.images ?? (result.image ? [result.image] : []);

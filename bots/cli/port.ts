@@ -10,6 +10,8 @@ export interface CliOutcome {
   result: JobResult;
   /** Where the PNG was written (imagine/vary); several images: one path each (`out-1.png`, `out-2.png`, …). */
   path?: string | string[];
+  /** The PNG could not be written (the folder removed meanwhile, a full disk): what happened, for the terminal. */
+  writeError?: string;
 }
 
 export class CliPort implements PlatformPort {
@@ -50,13 +52,18 @@ export class CliPort implements PlatformPort {
     if (this.finished.has(result.jobId)) return;
     const waiter = this.waiting.get(result.jobId);
     const outcome: CliOutcome = { result };
-    if (gallery && waiter?.outPath) {
-      const base = waiter.outPath.replace(/\.png$/i, '');
-      outcome.path = gallery.map((_, i) => `${base}-${i + 1}.png`);
-      await Promise.all(gallery.map((png, i) => writeFile(outcome.path![i]!, png)));
-    } else if (image && waiter?.outPath) {
-      await writeFile(waiter.outPath, image);
-      outcome.path = waiter.outPath;
+    // A failed write is reported, not thrown: thrown, the delivery was retried for minutes with the CLI unable to exit.
+    try {
+      if (gallery && waiter?.outPath) {
+        const base = waiter.outPath.replace(/\.png$/i, '');
+        outcome.path = gallery.map((_, i) => `${base}-${i + 1}.png`);
+        await Promise.all(gallery.map((png, i) => writeFile(outcome.path![i]!, png)));
+      } else if (image && waiter?.outPath) {
+        await writeFile(waiter.outPath, image);
+        outcome.path = waiter.outPath;
+      }
+    } catch (e) {
+      outcome.writeError = `The image was made but could not be written: ${(e as Error).message}. Run the command again with a --out you can write to.`;
     }
     if (this.barStarted) this.bar.stop();
     this.barStarted = false;

@@ -89,7 +89,13 @@ export function loadConfig(options: LoadOptions = {}): Readonly<Config> {
   let tree = readYaml(resolve(root, 'config/default.yaml'));
   const local = resolve(root, 'config/local.yaml');
   if (existsSync(local)) tree = deepMerge(tree, readYaml(local));
-  if (env.BLIP3O_CONFIG) tree = deepMerge(tree, readYaml(resolve(root, env.BLIP3O_CONFIG)));
+  if (env.BLIP3O_CONFIG) {
+    const named = resolve(root, env.BLIP3O_CONFIG);
+    // Said plainly: the bare ENOENT named neither the variable nor that a relative path is read from the repo root.
+    if (!existsSync(named))
+      throw new AppError('config', `BLIP3O_CONFIG names ${named}, which does not exist. Point it at your YAML file (a relative path is read from ${root}) or unset it to use config/local.yaml.`);
+    tree = deepMerge(tree, readYaml(named));
+  }
   const fromEnv = envLayer(env);
   tree = deepMerge(tree, fromEnv.layer);
   if (options.overrides) tree = deepMerge(tree, options.overrides as Tree);

@@ -2,11 +2,13 @@
 // so a key missing there fails loudly. Secrets are not in this file's YAML part: they come from the
 // environment only (see `Secrets` and config/.env.example). Units are in the names.
 import { z } from 'zod';
-import { parseRedisUrl } from '../redis.ts';
+import { parseRedisUrl, redactRedisUrl } from '../redis.ts';
 import { LOG_LEVELS } from './env.ts';
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
+/** A TCP port to listen on; 0 turns the server off where the setting says so. Past 65535 listen() threw at start. */
+const port = nonNegativeInt.max(65_535, 'a port is at most 65535');
 
 /** The longest rate window, in seconds: 30 days. */
 export const MAX_WINDOW_SECONDS = 30 * 86_400;
@@ -86,6 +88,19 @@ export const CheckPolicyOverride = z.strictObject({
 });
 export type CheckPolicyOverride = z.infer<typeof CheckPolicyOverride>;
 
+/**
+ * A key of limits.channelOverrides / checks.channelOverrides: "platform:workspaceId:channelId" as src/jobs/contract.ts's
+ * channelKey() writes it (Discord DMs: "discord:dm:<channelId>"). Any other key never matched a channel, so the override
+ * silently did nothing.
+ */
+function byChannelKey<T extends z.ZodType>(value: T) {
+  return z.record(z.string(), value).superRefine((overrides, ctx) => {
+    for (const key of Object.keys(overrides))
+      if (!/^(discord|slack|cli):[^:\s]+:[^:\s]+$/.test(key))
+        ctx.addIssue({ code: 'custom', path: [key], message: 'a channel key is "platform:workspaceId:channelId", e.g. "discord:<guildId>:<channelId>" or "slack:<teamId>:<channelId>"' });
+  });
+}
+
 export const ModerationQuestion = z.strictObject({
   id: z.string().regex(/^[a-z0-9_-]{1,32}$/, 'lowercase letters, digits, _ or -, at most 32'),
   question: z.string().min(1).max(300),
@@ -146,7 +161,7 @@ export const ConfigSchema = z.strictObject({
     /** Jobs one model thread runs at once with their model steps batched together (docs/batching.md), per stage:
      *  `decode` for ask answers and the model's own checks, `diffusion` for imagine/vary. 1 = one job at a time. */
     maxBatch: z.strictObject({ decode: positiveInt, diffusion: positiveInt }),
-    healthPort: nonNegativeInt,
+    healthPort: port,
   }),
 
   model: z.strictObject({
@@ -208,6 +223,10 @@ export const ConfigSchema = z.strictObject({
     topP: z.number().gt(0).lte(1),
     topK: nonNegativeInt,
     repetitionPenalty: z.number().positive().max(5, 'at most 5 (the job format\'s bound)'),
+  }).superRefine((u, ctx) => {
+    // Crossed, smart_resize (worker/pipeline/image.ts) brought small images up past maxPixels: more vision tokens
+    // than the budget the operator meant to set
+    if (u.minPixels > u.maxPixels) ctx.addIssue({ code: 'custom', path: ['minPixels'], message: `at most understanding.maxPixels (${u.maxPixels})` });
   }),
 
   checks: z.strictObject({
@@ -220,7 +239,7 @@ export const ConfigSchema = z.strictObject({
       questions: z.array(ModerationQuestion).max(16).refine((qs) => new Set(qs.map((q) => q.id)).size === qs.length, 'question ids must be unique'),
     }),
     ageRestricted: CheckPolicyOverride,
-    channelOverrides: z.record(z.string(), CheckPolicyOverride),
+    channelOverrides: byChannelKey(CheckPolicyOverride),
   }),
 
   limits: z.strictObject({
@@ -228,7 +247,7 @@ export const ConfigSchema = z.strictObject({
     user: LimitSpec,
     workspace: LimitSpec,
     /** Per-channel overrides keyed "platform:workspaceId:channelId"; admins can also set these at runtime. */
-    channelOverrides: z.record(z.string(), LimitSpec),
+    channelOverrides: byChannelKey(LimitSpec),
     /** A concurrency slot whose job is not in the queue yet is kept this long before a sweep frees it (admit → enqueue window). */
     admitGraceMs: positiveInt,
     /** How often each bot sweeps for slots and scheduling turns whose release was lost (a process died mid-way). */
@@ -285,7 +304,7 @@ export const ConfigSchema = z.strictObject({
   slack: z.strictObject({
     enabled: z.boolean(),
     mode: z.enum(['socket', 'http']),
-    httpPort: nonNegativeInt,
+    httpPort: port,
     apiUrl: z.url(),
     downloadHosts: z.array(z.string().min(1)),
     maxFileBytes: positiveInt,
@@ -294,7 +313,7 @@ export const ConfigSchema = z.strictObject({
 
   http: z.strictObject({
     /** Port for /healthz, /readyz and /metrics on bots (workers use worker.healthPort). 0 disables. */
-    botPort: nonNegativeInt,
+    botPort: port,
     /** Address the health/metrics server binds: 0.0.0.0 in containers, 127.0.0.1 on a shared host. */
     host: z.string().min(1),
   }),
@@ -312,7 +331,15 @@ export const SecretsSchema = z.object({
         parseRedisUrl(url);
       } catch (e) {
         ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        return;
       }
+      // parseRedisUrl takes any redis:// or rediss:// as one server; a port past 65535 or not a number, or a password
+      // with a "/" in it, then failed at the first connection as a bare "Invalid URL".
+      if (/^rediss?:\/\//.test(url) && !URL.canParse(url))
+        ctx.addIssue({
+          code: 'custom',
+          message: `REDIS_URL "${redactRedisUrl(url)}" is not a valid address: write redis://host:6379 (a port is a number up to 65535); a password goes in REDIS_PASSWORD, or in the URL with / # ? @ : percent-encoded.`,
+        });
     }),
   /** The Redis servers' password, put into REDIS_URL (withRedisPassword) when set: compose's Redis asks for it. */
   REDIS_PASSWORD: z.string().optional(),
