@@ -52,13 +52,13 @@ async function main(): Promise<void> {
   let settingUp = false;
   let stopRunning: ((reason: NodeJS.Signals | 'a model thread lost', exitCode?: 0 | 1) => Promise<void>) | undefined;
   // Set by stopRunning: hands the running jobs back now, without waiting out the grace; false when there are none.
-  let handBackNow: (() => boolean) | undefined;
+  let handBackNow: ((why: string) => boolean) | undefined;
   let stopRequested = false;
   const onSignal = (signal: NodeJS.Signals) => {
     // Asked again while stopping (a second Ctrl-C, `docker compose stop` run twice): the running jobs go back to the
     // queue now, for another worker; asked again after that, or with nothing to hand back, the worker exits at once.
     if (stopRequested) {
-      if (handBackNow?.()) return;
+      if (handBackNow?.('asked again to stop: handing the running jobs back now')) return;
       log.fatal({ signal }, 'asked again to stop: exiting now');
       process.exit(1);
     }
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
       if (!stopRunning || stopRequested) process.exit(1);
       stopRequested = true;
       void stopRunning('a model thread lost', 1);
-      handBackNow?.();
+      handBackNow?.('a model thread is lost: handing the running jobs back now');
     },
   });
 
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
       return true;
     };
     const graceTimer = setTimeout(() => handBack('jobs still running after the stop grace: handing them back'), graceMs);
-    handBackNow = () => handBack('asked again to stop: handing the running jobs back now');
+    handBackNow = handBack;
     // Every step below that speaks to Redis waits for it (maxRetriesPerRequest: null): with Redis down or failing over
     // the stop would never end, silent until compose's SIGKILL. Past its bound it says what it waited for and exits 1;
     // a job it could not hand back is taken by another worker once its lock expires (queue.lockDurationMs).
