@@ -10,10 +10,11 @@ import { isRedisConnectionError, NOW_MS_LUA, runScript, type Redis } from '../..
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
 import { HELD_ELSEWHERE_LUA, SHOWING_SLOT_MS, type DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { noWorkerReady } from '../../src/cache/results.ts';
-import { queuePositions } from '../../src/jobs/position.ts';
+import { HELD, queuePlaces, type QueuePlaceShown } from '../../src/jobs/position.ts';
 import type { JobsQueue } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import type { PlatformPort } from './port.ts';
+import type { ShownProgress } from './stage-labels.ts';
 
 export interface RelayDeps {
   queue: JobsQueue;
@@ -24,8 +25,8 @@ export interface RelayDeps {
   /** Minimum milliseconds between two progress calls for one job on a platform. */
   intervalMs(destination: Destination): number;
   ledger: DeliveryLedger;
-  /** Queue positions of waiting jobs (src/jobs/position.ts); a test counts the passes through it. */
-  queuePositions?: typeof queuePositions;
+  /** Queue places of waiting jobs (src/jobs/position.ts queuePlaces); a test counts the passes through it. */
+  queuePositions?: typeof queuePlaces;
   /**
    * GPU workers ready (ResultCache.readyWorkers, cached): a place pushed while none is says so, as the first reply did,
    * and every waiting job's place is pushed again when that changes (a worker that died, one that came back).
@@ -106,15 +107,16 @@ interface Tracked {
   /** When the last edit was handed to the port (or, not shown, tried): the next waits its interval from then. */
   lastAt: number;
   /** The newest progress not shown yet: shown once the interval is over and no edit of the job is in flight. */
-  pending?: JobProgress;
+  pending?: ShownProgress;
   timer?: NodeJS.Timeout;
   /**
    * The edit of this job in flight (the ledger's round trip, the platform's answer), if any: the next waits for its
    * end, or SHOWING_SLOT_MS at most from when the ledger gave it the slot (a platform that never answers: the slot
    * lapses then too).
    */
-  editing?: JobProgress;
-  lastPosition?: number;
+  editing?: ShownProgress;
+  /** The place last shown (HELD: the channel is paused). */
+  lastPosition?: QueuePlaceShown;
   started: boolean;
   /** Another instance holds this job's progress lease until then (ms since epoch): nothing is tried before it. */
   leasedElsewhereUntil?: number;
@@ -154,6 +156,24 @@ export class ProgressRelay {
     const done = ({ jobId }: { jobId: string }) => this.forget(jobId);
     on('completed', done);
     on('failed', done);
+    // A job a worker took that waits again: its worker was lost (BullMQ's stall check put it back in line), or its
+    // channel was paused just before (the worker parked it again, src/scheduling/fair.ts startOrHold). Its status showed
+    // the last thing before ("Drawing: step 12/30", "Queued: 1st in line.") for as long as it waited; now its place,
+    // or that its channel is paused, is pushed again, and from then on like any waiting job's.
+    const waitsAgain = ({ jobId }: { jobId: string }) => {
+      const t = this.jobs.get(jobId);
+      if (!t?.started) return;
+      t.started = false;
+      t.lastPosition = undefined;
+      void this.onActive(undefined);
+    };
+    on('stalled', waitsAgain);
+    on('delayed', waitsAgain);
+    // A job released to the workers (submitted, or its channel's turn came): under fair scheduling one of another channel
+    // goes ahead of the jobs a busy channel still has waiting, and their places shown were one too good until the next start.
+    on('waiting', () => {
+      if ([...this.jobs.values()].some((t) => t !== null && !t.started)) void this.onActive(undefined);
+    });
     // a removed (cancelled, purged) job moves everyone behind it up: push the new positions now
     on('removed', ({ jobId }: { jobId: string }) => {
       this.forget(jobId);
@@ -292,14 +312,16 @@ export class ProgressRelay {
     this.pushAll = false;
     const waiting = [...this.jobs].filter((e): e is [string, Tracked] => e[1] !== null && !e[1].started);
     if (waiting.length === 0) return 0;
-    const positionsOf = this.deps.queuePositions ?? queuePositions;
+    const positionsOf = this.deps.queuePositions ?? queuePlaces;
     const positions = await positionsOf(this.deps.redis, this.deps.queue, waiting.map(([jobId]) => jobId)).catch(() => []);
     const noWorker = await this.noWorkerReady();
     for (const [i, [jobId, w]] of waiting.entries()) {
       const position = positions[i];
       if (w.started || position === undefined || (position === w.lastPosition && !pushAll)) continue;
       w.lastPosition = position;
-      this.send(w, { v: 1, jobId, stage: 'queued', step: 0, total: 0, queuePosition: position, ...(noWorker ? { noWorker } : {}) });
+      // ShownProgress (stage-labels.ts): held in a paused channel, the job has no place; its user reads why it waits
+      const place = position === HELD ? { paused: true as const } : { queuePosition: position, ...(noWorker ? { noWorker } : {}) };
+      this.send(w, { v: 1, jobId, stage: 'queued', step: 0, total: 0, ...place });
     }
     return Math.min(...waiting.map(([, w]) => this.deps.intervalMs(w.destination)));
   }
@@ -315,7 +337,7 @@ export class ProgressRelay {
    * most: one try per few seconds, not one per interval (a takeover shows it then: at once after its owner stopped
    * gracefully and handed the lease back, once its alive time ran out if it died).
    */
-  private send(t: Tracked, progress: JobProgress): void {
+  private send(t: Tracked, progress: ShownProgress): void {
     t.pending = progress;
     this.flush(t);
   }
@@ -337,7 +359,7 @@ export class ProgressRelay {
     this.fire(t, progress);
   }
 
-  private fire(t: Tracked, progress: JobProgress): void {
+  private fire(t: Tracked, progress: ShownProgress): void {
     t.lastAt = Date.now();
     t.editing = progress;
     let cap: NodeJS.Timeout | undefined;

@@ -1,5 +1,5 @@
 // What a user reads for each stage of a job, the same words on every platform.
-import type { Stage } from '../../src/jobs/contract.ts';
+import type { JobProgress, Stage } from '../../src/jobs/contract.ts';
 
 export const STAGE_LABEL: Readonly<Record<Stage, string>> = {
   queued: 'Queued',
@@ -22,8 +22,21 @@ export function ordinal(n: number): string {
 /** Said after a queued job's place in line while no worker is ready (none running, or a first start still converting the model). */
 export const NO_WORKER_NOTE = 'No GPU worker is running right now; your request starts as soon as one is.';
 
-/** A waiting job's line on every platform: "Queued: 3rd in line." (no place known: "Queued."), and NO_WORKER_NOTE after it with `noWorker`. */
-export function queuedLine(position?: number, noWorker?: boolean): string {
+/** A waiting job's line while an admin has paused its channel (the same words submit answers a job queued then). */
+export const PAUSED_LINE = 'Queued. An admin paused this channel; your request waits until they resume it.';
+
+/**
+ * Progress as the bots' relay hands it to a platform: a queued job whose channel is paused carries `paused` (it has no
+ * place in line meanwhile). Only the relay sets it, in-process; workers never send it (JobProgress is their contract).
+ */
+export type ShownProgress = JobProgress & { paused?: true };
+
+/**
+ * A waiting job's line on every platform: "Queued: 3rd in line." (no place known: "Queued."), and NO_WORKER_NOTE after
+ * it with `noWorker`; PAUSED_LINE with `paused`.
+ */
+export function queuedLine(position?: number, noWorker?: boolean, paused?: boolean): string {
+  if (paused) return PAUSED_LINE;
   const line = position ? `Queued: ${ordinal(position)} in line.` : 'Queued.';
   return noWorker ? `${line} ${NO_WORKER_NOTE}` : line;
 }

@@ -6,18 +6,21 @@
 //   - interaction token still valid → PATCH the interaction's @original message: repeating it changes nothing;
 //   - mention-replies → PATCH the status message the bot posted when it accepted the job: same;
 //   - token expired (or the original was deleted) → a channel message with nonce + enforce_nonce (Discord returns
-//     the earlier message instead of posting twice), after looking for one already posted with this job's buttons.
+//     the earlier message instead of posting twice), after looking for one already posted with this job's buttons;
+//     the status message it did not replace (the original response, a message of the bot's own) is then edited
+//     through the channel to say how the job ended, without its Cancel button (closeStaleStatus).
 // An interaction follow-up has no nonce in Discord's API: discord.js never sends one again that Discord may have
 // posted (followUpsAtMostOnce, lost-replies.ts), and such a failure ends the delivery rather than failing it into a blind repeat.
 import { createHash } from 'node:crypto';
 import { ChannelType, DiscordAPIError, MessageFlags, PermissionFlagsBits, RateLimitError, Routes, type REST, type RequestData } from 'discord.js';
 import type { Config } from '../../src/config/schema.ts';
-import type { DiscordDestination, Destination, JobProgress, JobResult } from '../../src/jobs/contract.ts';
+import type { DiscordDestination, Destination, JobResult } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
 import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
+import type { ShownProgress } from '../core/stage-labels.ts';
 import { parseButtonId } from './custom-ids.ts';
 import { followUpsAtMostOnce, MayHaveBeenPosted } from './lost-replies.ts';
-import { progressBody, queuedBody, resultMessage, withNote, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
+import { plainBody, progressBody, queuedBody, resultMessage, withNote, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
 import { withinUploadLimit } from './upload-size.ts';
 
 /** Discord error codes meaning "this token/message is gone": fall back to a channel message. */
@@ -106,6 +109,12 @@ export class DiscordDelivery implements PlatformPort {
   private readonly deadTokens = new Set<string>();
   /** Routes of the progress edits in flight: a rate limit on one of them rejects it instead of waiting it out. */
   private readonly progressEdits = new Set<string>();
+  /**
+   * Per job (bounded): the id of its interaction's original response (the status message), read from an edit's answer
+   * while the token worked. Once the token expires (a long queue, 14 min) the bot still edits that message, its own,
+   * through the channel.
+   */
+  private readonly statusIds = new Map<string, string>();
 
   constructor(
     private readonly rest: REST,
@@ -125,11 +134,11 @@ export class DiscordDelivery implements PlatformPort {
    * clock: a Redis round trip slower before one edit than before the next was enough, and the dropped one could be the
    * last before a silent stretch (found by an audit). It could not see other bot processes' edits anyway.
    */
-  showProgress(destination: Destination, progress: JobProgress): Promise<void> {
+  showProgress(destination: Destination, progress: ShownProgress): Promise<void> {
     const d = asDiscord(destination);
     return this.serial(progress.jobId, async () => {
       if (this.delivered.has(progress.jobId)) return;
-      await this.editStatus(d, progressBody(progress));
+      await this.editStatus(d, progress.jobId, progressBody(progress));
     });
   }
 
@@ -137,7 +146,7 @@ export class DiscordDelivery implements PlatformPort {
   showQueued(destination: DiscordDestination, jobId: string, text: string): Promise<void> {
     return this.serial(jobId, async () => {
       if (this.delivered.has(jobId)) return;
-      await this.editStatus(destination, queuedBody(jobId, text));
+      await this.editStatus(destination, jobId, queuedBody(jobId, text));
     });
   }
 
@@ -213,15 +222,33 @@ export class DiscordDelivery implements PlatformPort {
     }
     // Private results never go to the channel: the requester's DM instead.
     if (d.private) return this.postDirect(d, result.jobId, resultMessage(result, image, undefined, gallery));
-    if (await this.alreadyPosted(d, result.jobId)) return;
-    const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery);
-    const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
-    if (d.replyToMessageId) body.message_reference = { message_id: d.replyToMessageId, fail_if_not_exists: false };
+    const recent = await this.recentMessages(d, result.jobId);
+    const status = this.statusIds.get(result.jobId) ?? statusIn(recent, d, result.jobId);
+    if (!recent.some((m) => m.author?.id === d.applicationId && hasButton(m, (b) => b.action !== 'cancel' && b.jobId === result.jobId))) {
+      const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery);
+      const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
+      if (d.replyToMessageId) body.message_reference = { message_id: d.replyToMessageId, fail_if_not_exists: false };
+      try {
+        await this.rest.post(Routes.channelMessages(postChannelOf(d)), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+      } catch (e) {
+        if (!cannotPostIn(e)) throw e;
+        return this.postToRequester(d, result, e, image, gallery);
+      }
+    }
+    if (status) await this.closeStaleStatus(d, status, result);
+  }
+
+  /**
+   * The status message a result could not replace (its interaction token expired while the job waited, so the result
+   * went out as a new message): left alone it said "⏳ Queued: 3rd in line." (or a step) for good, with a Cancel button
+   * that could no longer work. It now says how the job ended, without buttons. Best effort: the result is posted.
+   */
+  private async closeStaleStatus(d: DiscordDestination, messageId: string, result: JobResult): Promise<void> {
+    const line = result.status === 'succeeded' ? 'Done: the result is in the message below.' : resultMessage(result, undefined).body.content;
     try {
-      await this.rest.post(Routes.channelMessages(postChannelOf(d)), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+      await this.rest.patch(Routes.channelMessage(postChannelOf(d), messageId), { body: plainBody(line) });
     } catch (e) {
-      if (!cannotPostIn(e)) throw e;
-      await this.postToRequester(d, result, e, image, gallery);
+      this.log.warn({ jobId: result.jobId, err: (e as Error).message }, 'could not close the status message the result did not replace');
     }
   }
 
@@ -265,7 +292,9 @@ export class DiscordDelivery implements PlatformPort {
         this.forgetToken(token);
       }
     }
-    if (d.statusMessageId) await gone(() => this.rest.delete(Routes.channelMessage(statusChannelOf(d), d.statusMessageId!)));
+    // Without the token, a public original response is deleted through the channel too (it said "⏳ Drawing" with Cancel for good).
+    const status = d.statusMessageId ?? (d.private ? undefined : await this.staleStatusOf(d, result.jobId));
+    if (status) await gone(() => this.rest.delete(Routes.channelMessage(statusChannelOf(d), status)));
     await this.postDirect(d, result.jobId, { body: text, files: [] });
   }
 
@@ -294,27 +323,21 @@ export class DiscordDelivery implements PlatformPort {
   }
 
   /**
-   * An earlier delivery of this job in the channel's recent messages, by its Re-roll/Vary buttons. (Not by its nonce:
-   * Discord returns a message's nonce only to the post that created it, never in a later fetch. A result without
-   * buttons, an answer, is guarded by enforce_nonce alone, within Discord's few minutes.)
+   * The channel's recent messages, read before a result is posted there: an earlier delivery of this job is found by
+   * its Re-roll/Vary buttons (not by its nonce: Discord returns a message's nonce only to the post that created it,
+   * never in a later fetch; a result without buttons, an answer, is guarded by enforce_nonce alone, within Discord's
+   * few minutes), and the job's own status message by its Cancel button.
    */
-  private async alreadyPosted(d: DiscordDestination, jobId: string): Promise<boolean> {
-    let recent: ApiMessage[];
+  private async recentMessages(d: DiscordDestination, jobId: string): Promise<ApiMessage[]> {
     try {
-      recent = (await this.rest.get(Routes.channelMessages(postChannelOf(d)), {
+      return (await this.rest.get(Routes.channelMessages(postChannelOf(d)), {
         query: new URLSearchParams({ limit: String(LOOKBACK_MESSAGES) }),
       })) as ApiMessage[];
     } catch (e) {
       // Without Read Message History the look-up fails; enforce_nonce still guards the post itself.
       this.log.warn({ jobId, err: (e as Error).message }, 'could not read recent messages before posting');
-      return false;
+      return [];
     }
-    return recent.some(
-      (m) =>
-        m.author?.id === d.applicationId &&
-        // Stryker disable next-line MethodExpression: equivalent, `every` for a row's buttons: a result's row holds only its own job's buttons
-        (m.components ?? []).some((r) => (r.components ?? []).some((c) => isResultButtonOf(c.custom_id, jobId))),
-    );
   }
 
   /**
@@ -333,25 +356,53 @@ export class DiscordDelivery implements PlatformPort {
     };
   }
 
-  private async editStatus(d: DiscordDestination, body: MessageBody): Promise<void> {
+  private async editStatus(d: DiscordDestination, jobId: string, body: MessageBody): Promise<void> {
     const progress = async (route: `/${string}`, options: RequestData) => {
       this.progressEdits.add(route);
       try {
-        await this.rest.patch(route, { ...options, signal: AbortSignal.timeout(PROGRESS_EDIT_TIMEOUT_MS) });
+        return (await this.rest.patch(route, { ...options, signal: AbortSignal.timeout(PROGRESS_EDIT_TIMEOUT_MS) })) as ApiMessage | undefined;
       } finally {
         this.progressEdits.delete(route);
       }
     };
+    // A public original response is a channel message of the bot's own: editable through the channel after the token expired.
+    const byChannel = (): `/${string}` | undefined => {
+      const id = d.statusMessageId ?? (d.private ? undefined : this.statusIds.get(jobId));
+      return id ? Routes.channelMessage(statusChannelOf(d), id) : undefined;
+    };
     try {
-      if (this.tokenUsable(d)) await progress(Routes.webhookMessage(d.applicationId, d.interactionToken, '@original'), { body, auth: false });
-      else if (d.statusMessageId) await progress(Routes.channelMessage(statusChannelOf(d), d.statusMessageId), { body });
-      else return;
+      if (this.tokenUsable(d)) {
+        try {
+          const edited = await progress(Routes.webhookMessage(d.applicationId, d.interactionToken, '@original'), { body, auth: false });
+          if (edited?.id && !d.private) this.rememberStatus(jobId, edited.id);
+          return;
+        } catch (e) {
+          const route = isGone(e) ? byChannel() : undefined;
+          if (!route) throw e;
+          this.forgetToken(d.interactionToken);
+          await progress(route, { body });
+          return;
+        }
+      }
+      const route = byChannel();
+      if (route) await progress(route, { body });
     } catch (e) {
       if (e instanceof RateLimitError) return void this.log.info({ route: e.route, retryAfterMs: e.retryAfter, channel: d.channelId }, 'progress edit rate limited; dropped');
       if (isGone(e) && d.interactionToken) this.forgetToken(d.interactionToken);
       // Progress is best effort: a failed edit must not fail the job or its delivery.
       this.log.warn({ err: (e as Error).message, channel: d.channelId }, 'progress edit failed');
     }
+  }
+
+  /** The job's status message that its expired token can no longer edit: remembered, else found by its Cancel button. */
+  private async staleStatusOf(d: DiscordDestination, jobId: string): Promise<string | undefined> {
+    return this.statusIds.get(jobId) ?? statusIn(await this.recentMessages(d, jobId), d, jobId);
+  }
+
+  private rememberStatus(jobId: string, messageId: string): void {
+    this.statusIds.set(jobId, messageId);
+    // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound (10,000 entries), not behaviour a test can see
+    if (this.statusIds.size > 10_000) this.statusIds.delete(this.statusIds.keys().next().value!);
   }
 
   private async patchOriginal(d: DiscordDestination & { interactionToken?: string }, rendered: Rendered): Promise<void> {
@@ -387,11 +438,22 @@ export class DiscordDelivery implements PlatformPort {
   }
 }
 
-/** Re-roll/Vary buttons exist only on a delivered image (Cancel is on the progress message too). */
-function isResultButtonOf(customId: string | undefined, jobId: string): boolean {
-  const parsed = customId ? parseButtonId(customId) : undefined;
-  return parsed !== undefined && parsed.jobId === jobId && parsed.action !== 'cancel';
+/**
+ * Whether a message carries one of our buttons that `matches`: Re-roll/Vary exist only on a delivered result, Cancel
+ * only on a job's status message.
+ */
+function hasButton(m: ApiMessage, matches: (button: NonNullable<ReturnType<typeof parseButtonId>>) => boolean): boolean {
+  return (m.components ?? []).some((r) =>
+    (r.components ?? []).some((c) => {
+      const parsed = c.custom_id ? parseButtonId(c.custom_id) : undefined;
+      return parsed !== undefined && matches(parsed);
+    }),
+  );
 }
+
+/** The id of `jobId`'s status message among `messages`: the bot's own, with the job's Cancel button. */
+const statusIn = (messages: ApiMessage[], d: DiscordDestination, jobId: string): string | undefined =>
+  messages.find((m) => m.author?.id === d.applicationId && hasButton(m, (b) => b.action === 'cancel' && b.jobId === jobId))?.id;
 
 function withFiles(rendered: Rendered): { body: MessageBody; files?: RenderedFile[] } {
   return rendered.files.length ? { body: rendered.body, files: rendered.files } : { body: rendered.body };

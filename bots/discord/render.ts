@@ -2,10 +2,10 @@
 // as raw Discord API message bodies, so the same body works for PATCH @original and POST /channels/…/messages.
 import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
-import { queuedLine, STAGE_LABEL } from '../core/stage-labels.ts';
+import { queuedLine, STAGE_LABEL, type ShownProgress } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
 import { ButtonStyle, ComponentType, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
-import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
+import type { JobResult } from '../../src/jobs/contract.ts';
 import { buttonId } from './custom-ids.ts';
 import { isJpeg } from './upload-size.ts';
 
@@ -121,9 +121,9 @@ function button(label: string, style: ButtonStyle.Primary | ButtonStyle.Secondar
 export const cancelRow = (jobId: string) => row([button('Cancel', ButtonStyle.Danger, buttonId('cancel', jobId))]);
 
 /** One progress line: "Queued: 3rd in line." / "Drawing: step 12/30". */
-export function progressText(progress: JobProgress): string {
+export function progressText(progress: ShownProgress): string {
   if (progress.stage === 'queued') {
-    return `⏳ ${queuedLine(progress.queuePosition, progress.noWorker)}`;
+    return `⏳ ${queuedLine(progress.queuePosition, progress.noWorker, progress.paused)}`;
   }
   const steps = progress.total > 0 ? `: step ${Math.min(progress.step, progress.total)}/${progress.total}` : '…';
   const line = `⏳ ${STAGE_LABEL[progress.stage]}${steps}`;
@@ -131,7 +131,7 @@ export function progressText(progress: JobProgress): string {
   return line;
 }
 
-export function progressBody(progress: JobProgress): MessageBody {
+export function progressBody(progress: ShownProgress): MessageBody {
   return { content: progressText(progress), components: [cancelRow(progress.jobId)], allowed_mentions: noMentions };
 }
 

@@ -3,10 +3,10 @@
 // `text`, which Slack shows in notifications and screen readers read; tests read it too.
 import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
-import { queuedLine, STAGE_LABEL } from '../core/stage-labels.ts';
+import { queuedLine, STAGE_LABEL, type ShownProgress } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
 import { z } from 'zod';
-import type { JobProgress, JobResult } from '../../src/jobs/contract.ts';
+import type { JobResult } from '../../src/jobs/contract.ts';
 
 /** action_id of each button; `value` is always the job id. */
 export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel', imagineThis: 'blip3o_imagine_this' } as const;
@@ -78,14 +78,14 @@ export function headline(kind: 'imagine' | 'vary' | 'ask', subject: string): str
 }
 
 /** Plain text of a progress state, e.g. "Queued: 2nd in line." or "Drawing 12/30". */
-export function progressText(p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'noWorker'>): string {
-  if (p.stage === 'queued') return queuedLine(p.queuePosition, p.noWorker);
+export function progressText(p: Pick<ShownProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'noWorker' | 'paused'>): string {
+  if (p.stage === 'queued') return queuedLine(p.queuePosition, p.noWorker, p.paused);
   return p.total > 0 ? `${STAGE_LABEL[p.stage]} ${p.step}/${p.total}` : STAGE_LABEL[p.stage];
 }
 
 /** The status message while a job waits or runs; Cancel stays available until it finishes. */
 /** `note`: what to say instead of the progress line while queued (an admin paused the channel, a cache hit). */
-export function statusMessage(jobId: string, title: string, p: Pick<JobProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'partialText' | 'noWorker'>, note?: string): SlackMessage {
+export function statusMessage(jobId: string, title: string, p: Pick<ShownProgress, 'stage' | 'step' | 'total' | 'queuePosition' | 'partialText' | 'noWorker' | 'paused'>, note?: string): SlackMessage {
   const line = note ?? progressText(p);
   const detail = p.stage === 'queued' || p.total === 0 ? `*${line}*` : `*${line}*  \`${bar(p.step, p.total)}\``;
   const blocks = [section(`${title}\n${detail}`)];

@@ -9,9 +9,10 @@ import type { RetryOptions, WebClient } from '@slack/web-api';
 import { servedNote } from '../core/served-note.ts';
 import type { Redis } from '../../src/redis.ts';
 import type { Config } from '../../src/config/schema.ts';
-import type { Destination, JobProgress, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
+import type { Destination, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
 import { namesOf, neverSent, type DisplayNames, type NameQuery, type PlatformPort, type ReplyImage } from '../core/port.ts';
+import type { ShownProgress } from '../core/stage-labels.ts';
 import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage, withLead } from './blocks.ts';
 
 /** Message metadata event types: the status message of a job, and an answer to a question. */
@@ -153,7 +154,8 @@ export class SlackPort implements PlatformPort {
     return { channels, users };
   }
 
-  async showProgress(destination: Destination, progress: JobProgress): Promise<void> {
+  /** `progress`: the relay's, which may say the job's channel is paused (ShownProgress). */
+  async showProgress(destination: Destination, progress: ShownProgress): Promise<void> {
     if (destination.platform !== 'slack') return;
     await this.showStatus(destination, progress.jobId, progress);
   }

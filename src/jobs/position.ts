@@ -20,6 +20,19 @@ export async function queuePositions(redis: Redis, queue: JobsQueue, jobIds: rea
   return Promise.all(places.map((place, i) => positionOf(redis, queue, jobIds[i]!, place)));
 }
 
+/** What the relay shows of a waiting job: its place, HELD while its channel is paused, undefined if it waits nowhere. */
+export type QueuePlaceShown = number | typeof HELD | undefined;
+export const HELD = 'held';
+
+/**
+ * queuePositions, except that a job held in a paused channel is HELD rather than undefined: the relay tells its user
+ * so, where "no place" left the last place shown ("Queued: 3rd in line.") for as long as the pause lasted.
+ */
+export async function queuePlaces(redis: Redis, queue: JobsQueue, jobIds: readonly string[]): Promise<QueuePlaceShown[]> {
+  const places = await schedulerOf(redis, queue).positions(jobIds);
+  return Promise.all(places.map((place, i) => (place.state === 'held' ? HELD : positionOf(redis, queue, jobIds[i]!, place))));
+}
+
 // The queue's own prefix, BullMQ's default included: its qualified name is "<prefix>:<name>".
 const schedulerOf = (redis: Redis, queue: JobsQueue) =>
   createFairScheduler(redis, { queue: { prefix: queue.qualifiedName.slice(0, -`:${queue.name}`.length) } }, queue);

@@ -464,8 +464,13 @@ describe('DiscordDelivery', () => {
     await p.showProgress(mention, progress('j-status', 4));
     expect(fake.messages.get(status.id)!.content).toBe('⏳ Drawing: step 4/10');
     fake.expireToken(interaction.token);
+    // this port read the original's id from its edit: it edits it through the channel now (stale-status.test.ts)
     await p.showProgress(destination, { ...progress('j-queued', 1), stage: 'queued', queuePosition: 1 });
-    expect(lines).toContainEqual(['warn', { err: 'Invalid Webhook Token', channel: fake.channelId }, 'progress edit failed']);
+    expect(fake.original(interaction)!.content).toBe('⏳ Queued: 1st in line.');
+    const { port: fresh, lines: freshLines } = recordingPort(); // one that never edited it has nowhere to go: only logged
+    await fresh.showProgress(destination, { ...progress('j-queued', 1), stage: 'queued', queuePosition: 1 });
+    expect(freshLines).toContainEqual(['warn', { err: 'Invalid Webhook Token', channel: fake.channelId }, 'progress edit failed']);
+    expect(lines).toEqual([]);
     p.close();
     expect(() => p.showProgress({ platform: 'slack', teamId: 'T', channelId: 'C', userId: 'U' }, progress('j-slack', 1))).toThrow('the Discord port got a slack destination');
   });
