@@ -105,7 +105,12 @@ export function loadConfig(options: LoadOptions = {}): Readonly<Config> {
 }
 
 export function loadSecrets(env: NodeJS.ProcessEnv = process.env): Readonly<Secrets> {
-  const picked = Object.fromEntries(Object.keys(SecretsSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]));
+  // Cleaned as the override variables are (cleanEnvValue): a token pasted with a trailing space or newline, or quoted in
+  // an env file read without quote handling, reached the platform as given and was refused there. Blank = unset.
+  const picked = Object.fromEntries(Object.keys(SecretsSchema.shape).map((k) => {
+    const value = env[k] === undefined ? undefined : cleanEnvValue(k, env[k]);
+    return [k, value === '' ? undefined : value];
+  }));
   const parsed = SecretsSchema.safeParse(picked);
   if (!parsed.success) throw new AppError('config', `invalid environment:\n${formatIssues(parsed.error)}`);
   let url: string;

@@ -99,6 +99,13 @@ describe('config', () => {
     expect(Object.keys(ConfigSchema.shape)).not.toContain('secrets');
   });
 
+  // Before 2026-12-07 a token pasted with a trailing space or newline, or left quoted, was sent as given and refused by
+  // the platform; the override variables were already cleaned.
+  it('cleans secrets as it cleans the override variables: outer whitespace and one pair of quotes; blank is unset', () => {
+    const secrets = loadSecrets({ DISCORD_TOKEN: ' abc\n', SLACK_BOT_TOKEN: '"xoxb-1"', SLACK_APP_TOKEN: "  'xapp-1' ", HF_TOKEN: '   ' });
+    expect([secrets.DISCORD_TOKEN, secrets.SLACK_BOT_TOKEN, secrets.SLACK_APP_TOKEN, secrets.HF_TOKEN]).toEqual(['abc', 'xoxb-1', 'xapp-1', undefined]);
+  });
+
   it('puts REDIS_PASSWORD into REDIS_URL, URL-encoded, in every URL form; a URL with its own password and REDIS_PASSWORD is refused', () => {
     const url = (env: Record<string, string>) => loadSecrets(env).REDIS_URL;
     expect(url({ REDIS_URL: 'redis://redis:6379', REDIS_PASSWORD: 'p@ss/w:rd' })).toBe('redis://:p%40ss%2Fw%3Ard@redis:6379');
