@@ -1,6 +1,6 @@
 // The command line of `npm run imagine` and `npm run ask`: usage, strict numbers, paths relative to where the user
 // typed the command (npm runs scripts in the package root and says where it was started in INIT_CWD).
-import { isAbsolute, resolve } from 'node:path';
+import { extname, isAbsolute, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AspectRatio } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
@@ -18,13 +18,24 @@ imagine options:
   --guidance X        how closely to follow the prompt
   --no "TEXT"         negative prompt: what to keep out of the image
   --n N               N images, seeds s, s+1, … (writes FILE-1.png … FILE-N.png)
-  --out FILE, -o      where to write the PNG (default out.png; an existing file is replaced)
+  --out FILE, -o      where to write the PNG (default out.png; a name ending in .png; an existing file is replaced)
   --help, -h          this text
 
 Paths are relative to the directory you run the command in; --out's folder must exist. Ctrl-C (or SIGTERM) cancels the job;
 a second one quits without waiting for the cancel.
 A prompt that starts with "-" goes last, after a second --: npm run imagine -- --seed 7 -- "-80s synthwave".
 Exit status: 0 done, 1 the job failed (or the configuration is wrong), 2 a mistake in the command or a request refused, 3 Redis not reachable, 130 cancelled.`;
+
+/**
+ * --out with another image's extension (`fox.jpg`, `fox.webp`) is refused: the bot makes PNGs, and a .jpg holding PNG
+ * bytes reads as a broken JPEG in some viewers (before 2026-12-07 it was written as given). A name without an
+ * extension stays as given (a folder is refused by checkOutputPath, naming a file in it).
+ */
+function pngName(out: string): string {
+  const ext = extname(out);
+  if (ext !== '' && ext.toLowerCase() !== '.png') throw usageError(`--out ${out}: the image is a PNG; give a name ending in .png, such as --out ${out.slice(0, -ext.length)}.png.`);
+  return out;
+}
 
 export type ParsedCommand = { help: true } | { help: false; input: CommandInput; out?: string };
 
@@ -95,7 +106,7 @@ export function parseCommand(argv: readonly string[], cwd: string): ParsedComman
         negative: values.no,
         count: parseWholeNumber('n', values.n, 1, 8),
       },
-      out: path(values.out ?? 'out.png'),
+      out: path(pngName(values.out ?? 'out.png')),
     };
   }
   if (command === 'ask') {

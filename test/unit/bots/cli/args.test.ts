@@ -51,5 +51,8 @@ describe('CLI arguments', () => {
     expect(abs.help === false && abs.input.command === 'ask' && abs.input.image.name).toBe('/tmp/dog.jpg');
     const img = parseCommand(['imagine', 'a fox', '-o', 'out/fox.png'], cwd);
     expect(img.help === false && img.out).toBe('/home/me/pictures/out/fox.png');
+    // a PNG under another image's name is refused (it was written as given); .PNG and no extension are kept
+    expect(() => parseCommand(['imagine', 'a fox', '--out', 'fox.jpg'], cwd)).toThrow(/^--out fox\.jpg: the image is a PNG; give a name ending in \.png, such as --out fox\.png\./);
+    expect([['fox.PNG'], ['fox']].map(([o]) => { const c = parseCommand(['imagine', 'a fox', '--out', o!], cwd); return c.help === false && c.out; })).toEqual(['/home/me/pictures/fox.PNG', '/home/me/pictures/fox']);
   });
 });
