@@ -7,6 +7,8 @@ import { LOG_LEVELS } from './env.ts';
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
+/** An http(s) address: the hub, Discord's and Slack's APIs (z.url() alone let ftp:// or javascript: load, to fail later). */
+const httpUrl = z.url({ protocol: /^https?$/, error: 'an http:// or https:// address' });
 /** A TCP port to listen on; 0 turns the server off where the setting says so. Past 65535 listen() threw at start. */
 const port = nonNegativeInt.max(65_535, 'a port is at most 65535');
 
@@ -167,7 +169,7 @@ export const ConfigSchema = z.strictObject({
   model: z.strictObject({
     /** Hub repo id (BLIP3o/BLIP3o-Model-4B) or '' to use `snapshotDir` as is. */
     hubId: z.string(),
-    hubUrl: z.url(),
+    hubUrl: httpUrl,
     /** Branch, tag or commit of `hubId` to download. */
     hubRevision: z.string().min(1),
     /** Tries per file after a dropped connection; each try resumes where the last stopped. */
@@ -280,7 +282,7 @@ export const ConfigSchema = z.strictObject({
 
   discord: z.strictObject({
     enabled: z.boolean(),
-    apiBaseUrl: z.url(),
+    apiBaseUrl: httpUrl,
     allowedGuildIds: z.array(z.string()),
     allowedChannelIds: z.array(z.string()),
     downloadHosts: z.array(z.string().min(1)),
@@ -305,7 +307,7 @@ export const ConfigSchema = z.strictObject({
     enabled: z.boolean(),
     mode: z.enum(['socket', 'http']),
     httpPort: port,
-    apiUrl: z.url(),
+    apiUrl: httpUrl,
     downloadHosts: z.array(z.string().min(1)),
     maxFileBytes: positiveInt,
     progressUpdateIntervalMs: positiveInt,

@@ -81,7 +81,7 @@ describe('config', () => {
     expect(loadConfig({ env: { HF_ENDPOINT: "'https://hf-mirror.example' " } }).model.hubUrl).toBe('https://hf-mirror.example');
     expect(loadConfig({ env: { LOG_LEVEL: '  ' } }).logLevel).toBe(loadConfig({ env: {} }).logLevel); // blank: unset
     expect(() => loadConfig({ env: { LOG_LEVEL: 'warning' } })).toThrow(/→ at logLevel \(set by the environment variable LOG_LEVEL\)/);
-    expect(() => loadConfig({ env: { HF_ENDPOINT: 'hf-mirror.com' } })).toThrow(/Invalid URL → at model\.hubUrl \(set by the environment variable HF_ENDPOINT\)/);
+    expect(() => loadConfig({ env: { HF_ENDPOINT: 'hf-mirror.com' } })).toThrow(/an http:\/\/ or https:\/\/ address → at model\.hubUrl \(set by the environment variable HF_ENDPOINT\)/);
     expect(() => loadConfig({ env: {}, overrides: { model: { hubUrl: 'nope' } } })).toThrow(/→ at model\.hubUrl$/); // from a file: the key alone
     expect([undefined, 'warning', ' Warn ', "'trace'"].map(logLevelFromEnv)).toEqual(['info', 'info', 'warn', 'trace']);
   });

@@ -12,6 +12,13 @@ describe('config an operator gets wrong', () => {
     expect(() => loadConfig({ env: {}, overrides: { slack: { httpPort: 300_000 } } })).toThrow(/a port is at most 65535 → at slack\.httpPort/);
   });
 
+  // Loaded before 2026-12-07, to fail at the first request with a fetch error naming no setting.
+  it('refuses an API or hub address that is not http(s), naming the key', () => {
+    expect(() => loadConfig({ env: {}, overrides: { model: { hubUrl: 'ftp://mirror.example/hf' } } })).toThrow(/an http:\/\/ or https:\/\/ address → at model\.hubUrl/);
+    expect(() => loadConfig({ env: {}, overrides: { slack: { apiUrl: 'javascript:alert(1)' } } })).toThrow(/→ at slack\.apiUrl/);
+    expect(loadConfig({ env: {}, overrides: { model: { hubUrl: 'http://127.0.0.1:8080' } } }).model.hubUrl).toBe('http://127.0.0.1:8080');
+  });
+
   // A key that is not "platform:workspace:channel" never matches a channel: the override silently did nothing.
   it('refuses a channel override whose key can never match a channel, naming the key', () => {
     const spec = { requestsPerWindow: 5, windowSeconds: 60, burst: 5, maxConcurrent: 2 };
