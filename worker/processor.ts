@@ -111,6 +111,31 @@ export interface JobProcessor {
  */
 export const HAND_BACK = 'the worker is stopping: handing the job back';
 
+/**
+ * The progress of a job of `count` images (`--n`), from each image's own reports: a stage's step is the sum of every
+ * image's last step in it, its total the sum of their totals (an image not yet in the stage counts the reporting
+ * image's). One after another, "Drawing: step 1/30 … 30/30" four times over reads "step 1/120 … 120/120" once, and
+ * image 2 begins where image 1 ended; all at once (worker.maxBatch.diffusion > 1) it is the steps the images have
+ * made together. The counts travel in step/total, not a new field: JobProgress is strict, so a bot of any version
+ * parses it (an unknown key would make an older bot drop the report whole). A re-roll (review.ts) draws its image
+ * again, and that image's steps count from 0 once more, after "Retrying with a new seed".
+ */
+export function severalImagesProgress(count: number, onProgress: (report: ProgressReport) => void): (image: number) => (report: ProgressReport) => void {
+  // per image: stage → its last report in that stage
+  const last = Array.from({ length: count }, () => new Map<ProgressReport['stage'], { step: number; total: number }>());
+  return (image) => (report) => {
+    last[image]!.set(report.stage, { step: report.step, total: report.total });
+    let step = 0;
+    let total = 0;
+    for (const byStage of last) {
+      const seen = byStage.get(report.stage);
+      step += seen?.step ?? 0;
+      total += seen?.total ?? report.total;
+    }
+    onProgress({ ...report, step, total });
+  };
+}
+
 type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean; private?: boolean };
 
 export function createProcessor(deps: ProcessorDeps): JobProcessor {
@@ -273,8 +298,9 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     // with worker.maxBatch.diffusion > 1, all at once so the model thread steps them together (docs/batching.md; the
     // bytes do not change); then the first failure cancels the others.
     const { count = 1, ...single } = request.options;
+    const imageProgress = count > 1 ? severalImagesProgress(count, onProgress) : () => onProgress;
     const reviewOne = (i: number, options: RunOptions) =>
-      generateReviewed(host, { prompt: request.prompt, options: { ...single, seed: single.seed + i }, ...(image ? { image } : {}) }, policy, options);
+      generateReviewed(host, { prompt: request.prompt, options: { ...single, seed: single.seed + i }, ...(image ? { image } : {}) }, policy, { ...options, onProgress: imageProgress(i) });
     let reviewedAll: Awaited<ReturnType<typeof generateReviewed>>[] = [];
     try {
       if (count > 1 && config.worker.maxBatch.diffusion > 1) {
