@@ -20,3 +20,16 @@ export function recordingSession(run: (feeds: Feeds) => Feeds): ModelSession & {
     async release() {},
   } as unknown as ModelSession & { feeds: Feeds[] };
 }
+
+/** A UNet double: noise row 0 (the conditional) all `ec`, row 1 (the negative) all `en`. */
+export const constantUnet = (ec: number, en: number) =>
+  recordingSession((f) => {
+    const half = f.sample!.data.length / 2;
+    const e = new Float32Array(2 * half);
+    e.fill(ec, 0, half);
+    e.fill(en, half);
+    return { noise_pred: { data: e, dims: f.sample!.dims } };
+  });
+
+/** A VAE double: a zero 2×2 RGB image for any latent. */
+export const blankVae = () => recordingSession((f) => ({ image: { data: new Float32Array(3 * f.latents!.data.length), dims: [1, 3, 2, 2] } }));

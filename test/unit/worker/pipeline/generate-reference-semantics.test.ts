@@ -14,7 +14,7 @@ import { GaussianRng, RngStream } from '../../../../worker/pipeline/rng.ts';
 import { eulerDiscreteSchedule, eulerStep } from '../../../../worker/pipeline/schedulers.ts';
 import type { TextSegment } from '../../../../worker/pipeline/tokenizer.ts';
 import type { ModelSession } from '../../../../worker/runtime/session.ts';
-import { recordingSession, type Feeds } from '../../../doubles/recording-session.ts';
+import { blankVae, constantUnet, recordingSession, type Feeds } from '../../../doubles/recording-session.ts';
 
 const H = 2; // LLM hidden size
 const C = 3; // DiT latent channels = UNet cross-attention dim
@@ -24,16 +24,8 @@ const SCHED = { num_train_timesteps: 1000, beta_start: 0.00085, beta_end: 0.012,
 const session = recordingSession;
 
 const zeroDit = () => session((f) => ({ velocity: { data: new Float32Array(f.x!.data.length), dims: f.x!.dims } }));
-/** Noise: row 0 (cond) all `ec`, row 1 (negative) all `en`. */
-const unet = (ec: number, en: number) =>
-  session((f) => {
-    const half = f.sample!.data.length / 2;
-    const e = new Float32Array(2 * half);
-    e.fill(ec, 0, half);
-    e.fill(en, half);
-    return { noise_pred: { data: e, dims: f.sample!.dims } };
-  });
-const vae = () => session((f) => ({ image: { data: new Float32Array(3 * f.latents!.data.length), dims: [1, 3, 2, 2] } }));
+const unet = constantUnet;
+const vae = blankVae;
 
 /** Trusted text as char codes, user text as char codes + 1000; records every id list the LLM is asked about. */
 function conditioner(): Conditioner & { calls: number[][] } {

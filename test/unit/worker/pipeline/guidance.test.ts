@@ -9,7 +9,7 @@ import { Generator, type Conditioner, type GenerationModels } from '../../../../
 import { GaussianRng, RngStream } from '../../../../worker/pipeline/rng.ts';
 import { eulerDiscreteSchedule, eulerInputScale, eulerStep, flowMatchSchedule } from '../../../../worker/pipeline/schedulers.ts';
 import type { ModelSession } from '../../../../worker/runtime/session.ts';
-import { recordingSession, type Feeds } from '../../../doubles/recording-session.ts';
+import { blankVae, constantUnet, recordingSession, type Feeds } from '../../../doubles/recording-session.ts';
 
 const H = 2; // LLM hidden size
 const C = 3; // DiT latent channels = UNet cross-attention dim
@@ -28,16 +28,8 @@ const dit = (u: number, c: number) =>
     v.fill(c, half);
     return { velocity: { data: v, dims: f.x!.dims } };
   });
-/** Noise: batch 0 (cond) all `ec`, batch 1 (neg) all `en`. */
-const unet = (ec: number, en: number) =>
-  session((f) => {
-    const half = f.sample!.data.length / 2;
-    const e = new Float32Array(2 * half);
-    e.fill(ec, 0, half);
-    e.fill(en, half);
-    return { noise_pred: { data: e, dims: f.sample!.dims } };
-  });
-const vae = () => session((f) => ({ image: { data: new Float32Array(3 * f.latents!.data.length), dims: [1, 3, 2, 2] } }));
+const unet = constantUnet;
+const vae = blankVae;
 
 function conditioner(): Conditioner {
   return {
