@@ -4,16 +4,18 @@
 const groups = {
   jobs: ['src/jobs/{ledger,cancel,contract,queue,position,progress}.ts'],
   limits: ['src/limits/*.ts', 'src/scheduling/*.ts'],
-  bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:57-133', 'bots/slack/adapter.ts:140-155', 'bots/slack/adapter.ts:209-227'],
-  // image checks (smartResize, readHeader), the two samplers in generate, CFG and the batch layout of the diffusion
+  bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/cli/out-path.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:57-133', 'bots/slack/adapter.ts:140-155', 'bots/slack/adapter.ts:209-227'],
+  // image checks (smartResize, readHeader, decodeResized) and the PIL-exact bicubic resize, the two samplers in generate, CFG and the batch layout of the diffusion
   // steps, schedulers, M-RoPE. Line ranges: update them when those files move.
-  pipeline: ['worker/pipeline/image.ts:57-160', 'worker/pipeline/generate.ts:255-337', 'worker/pipeline/diffusion-steps.ts:119-360', 'worker/pipeline/{schedulers,mrope}.ts'],
+  pipeline: ['worker/pipeline/image.ts:57-285', 'worker/pipeline/generate.ts:255-337', 'worker/pipeline/diffusion-steps.ts:119-360', 'worker/pipeline/{schedulers,mrope}.ts'],
   processor: ['worker/processor.ts'],
   // a Cluster URL's failover options, connection errors, batched socket writes (batchWrites, withBatchedWrites), the
   // replica fence, the refusals of REDIS_URL that end a start, REDIS_PASSWORD put into the URL. Line ranges: update them when src/redis.ts moves.
   redis: ['src/redis.ts:134-164', 'src/redis.ts:197-204', 'src/redis.ts:234-242', 'src/redis.ts:324-351', 'src/redis.ts:410-495', 'src/redis.ts:536-573'],
-  // blobs released on delivery and shared with a flight's followers. Line range: update it when fanout.ts moves.
-  blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:71-90'],
+  // blobs released on delivery and shared with a flight's followers (leaderAddress: where a leader's flight lives, in
+  // its content-check scope; notShared, handOverToFollowers, handOverEach and its sharedWith). Line ranges: update them
+  // when fanout.ts moves (71-90 until 2026-12-07, which had drifted off handOverEach).
+  blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:66-75', 'src/cache/fanout.ts:88-132'],
   // the Discord adapter's modules but the gateway glue (adapter.ts: the `gateway` group) and the command
   // definitions (commands.ts: data)
   discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,identify-throttle,lost-replies,options,render,upload-size}.ts'],
@@ -31,8 +33,9 @@ const groups = {
   progress: ['bots/core/progress.ts'],
   // the admin commands: /limits, /queue, budgets and the usage report, checks
   admin: ['bots/core/commands/*.ts'],
-  // the result cache and single flight, GPU-second accounting and budgets, saved /settings
-  state: ['src/cache/{key,results}.ts', 'src/accounting/usage.ts', 'bots/core/settings.ts'],
+  // the result cache and single flight (and the content-check scope results are shared within: src/checks/policy.ts),
+  // GPU-second accounting and budgets, saved /settings
+  state: ['src/cache/{key,results}.ts', 'src/checks/policy.ts', 'src/accounting/usage.ts', 'bots/core/settings.ts'],
   // what a chat user typed, checked and turned into a job request (both adapters), and Midjourney's flags in a prompt
   requests: ['bots/core/{requests,imagine-flags}.ts'],
   // the worker's process around the pipeline: the model thread's host, the checks after a job, review, its limits, and

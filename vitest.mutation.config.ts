@@ -11,14 +11,14 @@ const tests: Record<string, string[]> = {
   // mutant, 20 s for one that stops a release); fair.redis.test.ts checks the same orders with the worker played by
   // the test, deterministically.
   limits: ['test/unit/src/limits/*.test.ts', 'test/unit/src/scheduling/*.test.ts'],
-  bots: ['test/unit/bots/core/**/*.test.ts', 'test/unit/bots/slack/{download,adapter}.test.ts', 'test/unit/src/jobs/ledger.redis.test.ts'],
-  pipeline: ['test/unit/worker/pipeline/{aspect,image,mrope,schedulers,guidance,diffusion-steps,scheduler-graphs,generate}.test.ts'],
+  bots: ['test/unit/bots/core/**/*.test.ts', 'test/unit/bots/cli/out-path.test.ts', 'test/unit/bots/slack/{download,adapter}.test.ts', 'test/unit/src/jobs/ledger.redis.test.ts'],
+  pipeline: ['test/unit/worker/pipeline/{aspect,image,image-resample,mrope,schedulers,guidance,diffusion-steps,scheduler-graphs,generate}.test.ts'],
   // Not test/integration/spine-processor.redis.test.ts (the jobs group runs it): its re-run after a hand-over is
   // processor.redis.test.ts's too, and a second file costs each mutant another import of the whole worker.
   processor: ['test/unit/worker/processor*.test.ts'],
   redis: ['test/unit/src/redis.test.ts', 'test/unit/config/load.test.ts', 'test/unit/src/redis-batched-writes.redis.test.ts', 'test/unit/src/redis-fence.redis.test.ts', 'test/unit/bots/core/submit-flight.redis.test.ts'],
   // the result cache, GPU-second accounting and saved settings: state every bot and worker shares through Redis
-  state: ['test/unit/src/cache/*.test.ts', 'test/unit/src/accounting/*.test.ts', 'test/unit/src/limits/gate.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/settings.redis.test.ts', 'test/unit/bots/slack/settings.test.ts'],
+  state: ['test/unit/src/cache/*.test.ts', 'test/unit/src/checks/*.test.ts', 'test/unit/src/accounting/*.test.ts', 'test/unit/src/limits/gate.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/settings.redis.test.ts', 'test/unit/bots/slack/settings.test.ts'],
   // the Slack adapter's own modules
   slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/{port,lost-replies}.redis.test.ts'],
   // the Slack listeners through real Bolt and the fake Slack, no worker

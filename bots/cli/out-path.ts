@@ -13,6 +13,7 @@ export async function checkOutputPath(out: string): Promise<void> {
   const folderStat = await stat(folder).catch(() => undefined);
   if (!folderStat) throw new UserError('bad_request', `The folder ${folder} does not exist: create it (mkdir -p ${folder}) or give --out a file in an existing folder.`);
   if (!folderStat.isDirectory()) throw new UserError('bad_request', `${folder} is not a folder: give --out a file in an existing folder.`);
+  // Stryker disable next-line ArrowFunction: `() => undefined` for `() => false` is as falsy to the test below
   const writable = await access(folder, constants.W_OK).then(() => true, () => false);
   if (!writable) throw new UserError('bad_request', `Cannot write to the folder ${folder} (no permission): give --out a file in a folder you can write to.`);
 }

@@ -127,6 +127,7 @@ export function nearestAspect(width: number, height: number): AspectRatio {
     const [w, h] = a.split(':').map(Number) as [number, number];
     return Math.abs(Math.log(width / height) - Math.log(w / h));
   };
+  // Stryker disable next-line EqualityOperator: equivalent, no tie for the nearest: it needs (width/height)² = two aspects' product, and each product that is a rational square (4:3·3:4, 1:1·16:9) lands on an option, nearer at distance 0; bounded sizes keep near ties far from float64's rounding
   return AspectRatio.options.reduce((best, a) => (distance(a) < distance(best) ? a : best));
 }
 

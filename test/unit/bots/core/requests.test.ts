@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { askRequest, checkImage, checkQuestion, describeRequest, formatBytes, imagineRequest, nearestAspect, randomSeed, varyRequest } from '../../../../bots/core/requests.ts';
+import { askRequest, checkImage, checkQuestion, describeRequest, formatBytes, imagineRequest, nearestAspect, randomSeed, tooLargeText, varyRequest } from '../../../../bots/core/requests.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { UserError } from '../../../../src/errors.ts';
 import { pngHeaderOnly } from '../../../doubles/png-header.ts';
@@ -112,6 +112,12 @@ describe('imagineRequest at its bounds', () => {
     expect(varyRequest(config, base, 'k', { command: 'vary', image: {} }).options).toMatchObject({ aspect: g.defaultAspect, ditSteps: g.defaultDitSteps });
   });
 
+  it('a vary keeps a result\'s image count up to today\'s maxImagesPerRequest', () => {
+    const two = loadConfig({ env: {}, overrides: { generation: { maxImagesPerRequest: 2, defaultImageCount: 1 } } });
+    expect(varyRequest(two, base, 'k', { command: 'vary', image: {} }, { count: 4 }).options.count).toBe(2);
+    expect(varyRequest(two, base, 'k', { command: 'vary', image: {} }, { count: 2 }).options.count).toBe(2);
+  });
+
   it('an image\'s size is as it is shown: a phone photo stored sideways (EXIF orientation 6) is its rotated size', async () => {
     const sideways = await sharp({ create: { width: 10, height: 20, channels: 3, background: '#000' } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
     await expect(checkImage(config, sideways)).resolves.toEqual({ width: 20, height: 10 });
@@ -142,6 +148,15 @@ describe('questions', () => {
     const short = { ...config, understanding: { ...u, maxNewTokens: 10, describeMaxNewTokens: 77 } };
     expect(describeRequest(short, base, key).options.maxNewTokens).toBe(10);
     expect(describeRequest({ ...config, understanding: { ...u, maxNewTokens: 512, describeMaxNewTokens: 30 } }, base, key).options.maxNewTokens).toBe(30);
+  });
+});
+
+describe('tooLargeText', () => {
+  // Before 2026-12-07 a file a few bytes over 3 MiB was "3.0 MiB; the limit is 3.0 MiB" (Discord had its own rounding)
+  it('says the size and the limit, or "larger than" the limit when the size reads the same or is not known', () => {
+    expect(tooLargeText('photo.png', 9 * 2 ** 20, 8 * 2 ** 20)).toBe('photo.png is 9 MiB; the limit is 8 MiB.');
+    expect(tooLargeText('photo.png', 3 * 2 ** 20 + 5, 3 * 2 ** 20)).toBe('photo.png is larger than the 3 MiB limit.');
+    expect(tooLargeText('`a.png`', undefined, 3 * 2 ** 20)).toBe('`a.png` is larger than the 3 MiB limit.');
   });
 });
 

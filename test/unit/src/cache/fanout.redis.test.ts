@@ -6,7 +6,10 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobStore } from '../../../../src/blobs/index.ts';
 import type { BlobStore } from '../../../../src/blobs/store.ts';
-import { DeliveryQueues, handOverEach } from '../../../../src/cache/fanout.ts';
+import { CHECKS_DIFFER, DeliveryQueues, digestOf, handOverEach, leaderAddress } from '../../../../src/cache/fanout.ts';
+import { scopedDigest } from '../../../../src/cache/key.ts';
+import { ResultCache } from '../../../../src/cache/results.ts';
+import { CheckOverrides } from '../../../../src/checks/policy.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type Destination, type ImageResult, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, deliveryQueueName } from '../../../../src/jobs/queue.ts';
@@ -74,6 +77,43 @@ describe('handOverEach', () => {
     expect(r.answer).toEqual({ text: 'a vole', tokenCount: 2 });
     expect(r.image).toBeUndefined();
     expect(r.images).toBeUndefined();
+  });
+});
+
+describe('handOverEach with sharedWith (content checks)', () => {
+  it('tells a follower whose checks differ, privately, to send its request again (no image), and hands the others the image', async () => {
+    const key = await blobs.put(Uint8Array.from([5, 5]), 'output');
+    const result = leaderResult({ image: image(key), timingsMs: { features: 7 } });
+    const asked: string[] = [];
+    const sharedWith = async (f: JobRequest) => (asked.push(f.id), f.id === 's2');
+    expect(await handOverEach({ queues, blobs }, [follower('s1'), follower('s2')], result, sharedWith)).toBe(2);
+    expect(asked).toEqual(['s1', 's2']);
+    expect(await handed('s1')).toEqual({
+      v: CONTRACT_VERSION, jobId: 's1', kind: 'imagine', destination: dest('s1'), status: 'failed', servedFrom: 'shared', timingsMs: { features: 7 }, finishedAt: 1,
+      error: { code: 'bad_request', message: CHECKS_DIFFER, userFacing: true, private: true },
+    });
+    const shared = await handed('s2');
+    expect(shared).toMatchObject({ jobId: 's2', status: 'succeeded', servedFrom: 'shared' });
+    expect(shared.image!.blobKey).not.toBe(key); // its own copy
+    expect(await blobs.get(shared.image!.blobKey)).toEqual(Uint8Array.from([5, 5]));
+  });
+});
+
+describe('leaderAddress', () => {
+  it('is where the flight was recorded when queued, else the digest in its channel\'s scope now; none for a retention channel or an expired image', async () => {
+    const cache = new ResultCache(redis, config);
+    const overrides = new CheckOverrides(redis, config.queue.prefix);
+    const deps = { blobs, cache, overrides, checks: config.checks };
+    const request = JSON.parse(follower('l1')) as JobRequest;
+    const current = await overrides.scopeFor(config.checks, request.destination);
+    const digest = (await digestOf(blobs, request))!;
+    expect(await leaderAddress(deps, request)).toEqual({ digest: scopedDigest(digest, current), queuedIn: current, current });
+    await cache.recordFlight('l1', 'd-recorded', 'scope-then');
+    expect(await leaderAddress(deps, request)).toEqual({ digest: 'd-recorded', queuedIn: 'scope-then', current });
+    // a retention channel's job is never a flight, whatever was recorded under its id
+    expect(await leaderAddress(deps, { ...request, destination: { ...request.destination, retentionSeconds: 60 } } as JobRequest)).toBeUndefined();
+    const vary = { ...request, id: 'l2', kind: 'vary', imageKey: `${prefix}:blob:input:${randomUUID()}` } as JobRequest; // its image expired
+    expect(await leaderAddress(deps, vary)).toBeUndefined();
   });
 });
 

@@ -13,6 +13,7 @@ const scopeOf = (channelId: string, nsfw = false, runtime?: Parameters<typeof re
 describe('policyScope', () => {
   it('is shared by channels whose checks are alike, and not by one whose checks differ', () => {
     expect(scopeOf('a')).toBe(scopeOf('b'));
+    expect(scopeOf('a')).toMatch(/^[0-9a-f]{32}$/); // a short name: 128 bits of sha256 in hex, inside every shared result's key
     expect(scopeOf('strict')).not.toBe(scopeOf('a')); // a configured channel override
     expect(scopeOf('a', false, { moderation: true })).toBe(scopeOf('strict')); // the same checks by another route
   });

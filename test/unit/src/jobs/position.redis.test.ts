@@ -5,7 +5,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueNames, type Destination } from '../../../../src/jobs/contract.ts';
-import { queuePosition, queuePositions } from '../../../../src/jobs/position.ts';
+import { HELD, queuePlaces, queuePosition, queuePositions } from '../../../../src/jobs/position.ts';
 import { createFairScheduler } from '../../../../src/scheduling/fair.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -59,5 +59,7 @@ describe('queuePosition', () => {
     expect(await queuePosition(redis, queue, 'b2')).toBeUndefined();
     expect(await queuePosition(redis, queue, 'a2')).toBeDefined();
     expect(await queuePositions(redis, queue, ['b2', 'a2'])).toEqual([undefined, await queuePosition(redis, queue, 'a2')]);
+    // what the progress relay shows: a held job says so (before, it kept showing its last place), the others their place
+    expect(await queuePlaces(redis, queue, ['b2', 'a2', 'never-added'])).toEqual([HELD, await queuePosition(redis, queue, 'a2'), undefined]);
   });
 });

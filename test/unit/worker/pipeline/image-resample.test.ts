@@ -44,6 +44,14 @@ describe('bicubic resize as PIL does it (spec §2.1 step 4)', () => {
     const src = pattern(28, 56);
     expect(Array.from(resizeBicubic(src, 28, 56, 28, 56))).toEqual(Array.from(src));
   });
+
+  it('gives a new array even when the size does not change: writing to it leaves the input alone', () => {
+    const src = pattern(28, 28);
+    const out = resizeBicubic(src, 28, 28, 28, 28);
+    expect(out).not.toBe(src);
+    out[0] = (src[0]! + 1) % 256;
+    expect(src).toEqual(pattern(28, 28));
+  });
 });
 
 /** `png` with an iCCP chunk (the embedded ICC profile `icc`, zlib-compressed) right after IHDR (PNG 1.2 §11.3.3.3). */
