@@ -48,7 +48,7 @@ import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentM
 import { COMMAND } from './commands.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, isOurButtonId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
-import { DMS_CLOSED_HELP, DiscordDelivery, forbiddenToPost, logRateLimits, missingPermission, nonceFor, refusesDirectMessages, statusChannelOf } from './delivery.ts';
+import { DMS_CLOSED_HELP, DiscordDelivery, keepNewest, forbiddenToPost, logRateLimits, missingPermission, nonceFor, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { redisIdentifyThrottler } from './identify-throttle.ts';
 import { callbacksAcknowledgedOnce, followUpsAtMostOnce, MayHaveBeenPosted } from './lost-replies.ts';
 import { contentChunks, describedPrompt } from './render.ts';
@@ -710,8 +710,7 @@ export class DiscordAdapter implements Adapter {
   private firstTime(id: string): boolean {
     if (this.seen.has(id)) return false;
     this.seen.add(id);
-    // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound (5,000 ids), not behaviour a test can see
-    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!);
+    keepNewest(this.seen, SEEN_LIMIT);
     return true;
   }
 }

@@ -401,8 +401,7 @@ export class DiscordDelivery implements PlatformPort {
 
   private rememberStatus(jobId: string, messageId: string): void {
     this.statusIds.set(jobId, messageId);
-    // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound (10,000 entries), not behaviour a test can see
-    if (this.statusIds.size > 10_000) this.statusIds.delete(this.statusIds.keys().next().value!);
+    keepNewest(this.statusIds, 10_000);
   }
 
   private async patchOriginal(d: DiscordDestination & { interactionToken?: string }, rendered: Rendered): Promise<void> {
@@ -411,14 +410,12 @@ export class DiscordDelivery implements PlatformPort {
 
   private forgetToken(token: string): void {
     this.deadTokens.add(token);
-    // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound (10,000 entries), not behaviour a test can see
-    if (this.deadTokens.size > 10_000) this.deadTokens.delete(this.deadTokens.values().next().value!);
+    keepNewest(this.deadTokens, 10_000);
   }
 
   private markDelivered(jobId: string): void {
     this.delivered.add(jobId);
-    // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound (10,000 entries), not behaviour a test can see
-    if (this.delivered.size > 10_000) this.delivered.delete(this.delivered.values().next().value!);
+    keepNewest(this.delivered, 10_000);
   }
 
   private serial(jobId: string, work: () => Promise<void>): Promise<void> {
@@ -454,6 +451,12 @@ function hasButton(m: ApiMessage, matches: (button: NonNullable<ReturnType<typeo
 /** The id of `jobId`'s status message among `messages`: the bot's own, with the job's Cancel button. */
 const statusIn = (messages: ApiMessage[], d: DiscordDestination, jobId: string): string | undefined =>
   messages.find((m) => m.author?.id === d.applicationId && hasButton(m, (b) => b.action === 'cancel' && b.jobId === jobId))?.id;
+
+/** A memory bound: drops the oldest entries (insertion order) of a Set or Map past `max`. */
+export function keepNewest(memory: Set<unknown> | Map<unknown, unknown>, max: number): void {
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound, not behaviour a test can see
+  while (memory.size > max) memory.delete(memory.keys().next().value);
+}
 
 function withFiles(rendered: Rendered): { body: MessageBody; files?: RenderedFile[] } {
   return rendered.files.length ? { body: rendered.body, files: rendered.files } : { body: rendered.body };
