@@ -105,8 +105,8 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
       // The flight is closed where it was claimed (the scope the job was queued in). The result is stored, and handed
       // to followers, only within the scope its run used (as the processor read it; else the channel's now): a channel
       // whose content checks differ gets none of it.
-      const address = await leaderAddress({ blobs, cache, overrides, checks: config.checks }, request);
-      const ranIn = checksScope ?? address?.current;
+      const address = await leaderAddress({ blobs, cache, overrides, checks: config.checks }, request, checksScope);
+      const ranIn = address?.current;
       const sameChecksThroughout = address !== undefined && address.queuedIn === ranIn;
       const [, , ...followers] = await jobDone(redis, [
         usage.settleCall(request, result, ranMs),

@@ -60,15 +60,17 @@ export async function digestOf(blobs: BlobStore, request: JobRequest, imageBytes
 /**
  * Where a leader's flight (and its result's cache entry) lives: as recorded when it was queued (ResultCache.recordFlight),
  * else (a job queued without a record) its digest in its channel's content-check scope now. `queuedIn`: that scope;
- * `current`: its channel's scope now, the policy its run used unless an admin changed it during the run.
- * Undefined: not cacheable.
+ * `current`: the scope its run used: `ranIn` when the caller knows it (the worker's processor read it), else its
+ * channel's scope now (the same unless an admin changed it during the run). Undefined: not cacheable.
  */
 export async function leaderAddress(
   deps: { blobs: BlobStore; cache: ResultCache; overrides: CheckOverrides; checks: Config['checks'] },
   request: JobRequest,
+  ranIn?: string,
 ): Promise<{ digest: string; queuedIn: string; current: string } | undefined> {
   if (retentionOf(request.destination) !== undefined) return undefined; // as digestOf: never cached, never a flight
-  const [recorded, current] = await Promise.all([deps.cache.flightOf(request.id), deps.overrides.scopeFor(deps.checks, request.destination)]);
+  // The channel's policy is read only when the run's is not known: a Redis read saved per job the worker ends
+  const [recorded, current] = await Promise.all([deps.cache.flightOf(request.id), ranIn ?? deps.overrides.scopeFor(deps.checks, request.destination)]);
   if (recorded) return { digest: recorded.digest, queuedIn: recorded.scope, current };
   const digest = await digestOf(deps.blobs, request);
   return digest ? { digest: scopedDigest(digest, current), queuedIn: current, current } : undefined;
