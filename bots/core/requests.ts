@@ -98,7 +98,7 @@ function checkPrompt(config: Config, prompt: string, required: boolean): string 
 export async function checkImage(config: Config, bytes: Uint8Array): Promise<{ width: number; height: number }> {
   const u = config.understanding;
   if (bytes.byteLength > u.maxInputImageBytes)
-    throw new UserError('bad_image', `That image is ${formatBytes(bytes.byteLength)}; the limit is ${formatBytes(u.maxInputImageBytes)}.`);
+    throw new UserError('bad_image', tooLargeText('That image', bytes.byteLength, u.maxInputImageBytes));
   let meta: Metadata;
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
