@@ -222,25 +222,20 @@ async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Pr
   const final = join(o.dir, f.path);
   const partial = `${final}.incomplete`;
   await mkdir(dirname(final), { recursive: true });
-  const tries = 1 + (o.retries ?? 3);
-  let transferred = 0;
-  let actual = '';
-  for (let attempt = 1; ; attempt++) {
-    try {
+  // A dropped or stalled connection, a rate limit, a hub error: the next try resumes from what reached the disk; this
+  // machine's disk failing is not retried.
+  const { transferred, actual } = await hubCall(
+    o,
+    `download ${o.repo}/${f.path}`,
+    async () => {
       // The hash runs over the bytes as they stream in, seeded with what an earlier try left on disk, so a
       // fresh download reads every byte once (bench/fetch.ts measures the difference).
       const h = await hashPrefix(partial, f);
-      transferred += await transferRest(o, hub, f, partial, h);
-      actual = h.digest('hex');
-      break;
-    } catch (e) {
-      const onDisk = diskError(o, f, e);
-      if (onDisk) throw onDisk;
-      if (!transient(e) || attempt >= tries) throw asFetchError(o, `download ${o.repo}/${f.path}`, e);
-      // A dropped or stalled connection, a rate limit, a hub error: the next try resumes from what reached the disk.
-      await backOff(o, attempt);
-    }
-  }
+      const written = await transferRest(o, hub, f, partial, h);
+      return { transferred: written, actual: h.digest('hex') };
+    },
+    (e) => diskError(o, f, e),
+  );
   if (actual !== f.oid) {
     await unlink(partial);
     throw new AppError(
@@ -312,12 +307,17 @@ function parseIndex(path: string, text: string): SafetensorsIndex {
   }
 }
 
-/** One hub request (the listing), tried again like a file on a transfer error, a rate limit or a hub error. */
-async function hubCall<T>(o: FetchOptions, action: string, call: () => Promise<T>): Promise<T> {
+/**
+ * One hub request (the listing, a file's transfer), tried again on a transfer error, a rate limit or a hub error, up
+ * to `retries` times; `fatal`: an error of ours that no retry can help (the file's disk), thrown as it says.
+ */
+async function hubCall<T>(o: FetchOptions, action: string, call: () => Promise<T>, fatal?: (e: unknown) => AppError | undefined): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await call();
     } catch (e) {
+      const ours = fatal?.(e);
+      if (ours) throw ours;
       if (!transient(e) || attempt > (o.retries ?? 3)) throw asFetchError(o, action, e);
       await backOff(o, attempt);
     }
