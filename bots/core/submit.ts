@@ -59,7 +59,7 @@ import { queueCommand } from './commands/queue.ts';
 import { within } from './deadline.ts';
 import { budgetCommand, usageCommand } from './commands/usage.ts';
 import { stripControlChars } from './plain-text.ts';
-import { queuedLine } from './stage-labels.ts';
+import { PAUSED_LINE, queuedLine } from './stage-labels.ts';
 import type { CommandInput, DisplayNames, ImageRef, Invocation, NameQuery, PlatformPort, Reply } from './port.ts';
 import { ProgressRelay } from './progress.ts';
 import { SettingsStore, settingsCommand, withDefaults, type SavedSettings } from './settings.ts';
@@ -526,7 +526,7 @@ export function createCore(options: CoreOptions): Core {
     if (position === 0) {
       // The job is queued: a read that fails now (the connection ended under it) must not turn this into a refusal.
       if ((await gate.scheduler.position(id).catch(() => undefined))?.state === 'held')
-        return { kind: 'queued', jobId: id, position: 0, text: 'Queued. An admin paused this channel; your request waits until they resume it.' };
+        return { kind: 'queued', jobId: id, position: 0, text: PAUSED_LINE };
     }
     return await queuedReply(id, position);
   }
