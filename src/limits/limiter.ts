@@ -216,7 +216,7 @@ export function durationPhrase(ms: number): string {
   return `${Math.floor(min / 60)} h ${min % 60} min`;
 }
 
-const counted_ = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+const countOf = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /**
  * The sentence a limited user sees (privately): which limit, and when to try again. `cost`: the images the request
@@ -231,10 +231,10 @@ export function denialMessage(a: Extract<Admission, { admitted: false }>, d: Des
     const verb = a.scope === 'user' ? 'can make' : plural ? 'allow' : 'allows';
     const counted = Math.min(Math.floor(cost), a.limit.burst > 0 ? a.limit.burst : a.limit.requestsPerWindow);
     const images = counted > 1 ? `, and a request for ${Math.floor(cost)} images counts as ${counted}` : '';
-    return `${who} ${verb} ${counted_(a.limit.requestsPerWindow, 'request')} ${windowPhrase(a.limit.windowSeconds)}${images}; try again in ${durationPhrase(a.retryAfterMs)}.`;
+    return `${who} ${verb} ${countOf(a.limit.requestsPerWindow, 'request')} ${windowPhrase(a.limit.windowSeconds)}${images}; try again in ${durationPhrase(a.retryAfterMs)}.`;
   }
   const has = a.scope === 'user' ? 'You already have' : `${who} already ${plural ? 'have' : 'has'}`;
   // A rate refuses too: a job finishing is not enough, so say the earliest time as well.
   const notBefore = a.retryAfterMs > 0 ? `, and not before ${durationPhrase(a.retryAfterMs)} from now` : '';
-  return `${has} ${counted_(a.limit.maxConcurrent, 'job')} queued or running, the most allowed; try again when one finishes${notBefore}.`;
+  return `${has} ${countOf(a.limit.maxConcurrent, 'job')} queued or running, the most allowed; try again when one finishes${notBefore}.`;
 }
