@@ -492,7 +492,8 @@ export function createCore(options: CoreOptions): Core {
       if (options.admit) await options.admit(inv, request);
       try {
         // The lookup (above, or here), GPU-second budgets, rate limits, then the claim of the flight, in one round trip
-        const claim = digest ? cache.claimCall(digest, id, follower) : undefined;
+        // (the claim, as it leads, also records the flight and the checks it was queued under: see below)
+        const claim = digest ? cache.claimCall(digest, id, follower, scope) : undefined;
         let admitted = await gate.admit(id, inv.destination, request, claim, lookup).catch((e: unknown) => {
           if (lookup && isUserError(e)) cache.missed(lookup); // refused: the lookup missed (counted as before)
           throw e;
@@ -505,8 +506,9 @@ export function createCore(options: CoreOptions): Core {
         }
         const { estimate, joined, reserved } = admitted;
         if (joined) return await served(request, JOINED_TEXT); // joined a flight claimed a moment ago: no job, no slot (given back)
-        // The flight it claimed, and in which checks, for whoever closes it (the channel's checks may change meanwhile)
-        if (digest && scope) await cache.recordFlight(id, digest, scope);
+        // The flight it claimed, and in which checks, for whoever closes it (the channel's checks may change meanwhile):
+        // written by the claim above, or here without single flight (no claim)
+        if (digest && scope && !claim) await cache.recordFlight(id, digest, scope);
         enqueueing = true;
         position = await enqueue(inv, request, estimate, digest, reserved).catch((e: unknown) => settleUncertainEnqueue(e, inv, request, estimate, digest));
       } catch (e) {

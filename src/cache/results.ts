@@ -88,12 +88,17 @@ end
 return {0}
 `;
 
-/** KEYS f w · ARGV jobId followerJSON ttlMs → {1} leads · {2, leaderJobId} joined (someone claimed first). */
+/**
+ * KEYS f w [flight record] · ARGV jobId followerJSON ttlMs [record keepMs] → {1} leads · {2, leaderJobId} joined
+ * (someone claimed first). With the third key, a leader also records where its flight lives (ResultCache.flightOf):
+ * written here, it costs the submit no round trip of its own.
+ */
 export const claimLua = `${JOIN}
 local leader = join(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 if leader then return {2, leader} end
 redis.call('HSET', KEYS[1], 'leader', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[4], 'PX', tonumber(ARGV[5])) end
 return {1}
 `;
 
@@ -270,10 +275,14 @@ export class ResultCache {
     return Number(res[0]) === 1 ? { leads: true } : { leads: false, leaderJobId: String(res[1]) };
   }
 
-  /** claimLua's keys and arguments (src/limits/gate.ts runs it right after admission); undefined without single flight. */
-  claimCall(digest: string, jobId: string, follower: string): ScriptCall | undefined {
+  /**
+   * claimLua's keys and arguments (src/limits/gate.ts runs it right after admission); undefined without single flight.
+   * `scope`: the leader records its flight there too, as recordFlight does (one round trip fewer per queued request).
+   */
+  claimCall(digest: string, jobId: string, follower: string, scope?: string): ScriptCall | undefined {
     if (!this.config.cache.singleFlight) return undefined;
-    return { keys: [...this.flightKeys(digest)], args: [jobId, follower, this.config.limits.admitGraceMs] };
+    const claim: ScriptCall = { keys: [...this.flightKeys(digest)], args: [jobId, follower, this.config.limits.admitGraceMs] };
+    return scope === undefined ? claim : { keys: [...claim.keys, this.flightRecordKey(jobId)], args: [...claim.args, this.flightRecord(digest, scope), this.keepMs] };
   }
 
   /** The leader's job is queued: the flight now lives as long as a job can (until close). */
@@ -315,12 +324,14 @@ export class ResultCache {
    * the digest was computed from is gone (the checks delete a flagged one at once). Kept as long as a job.
    */
   async recordFlight(jobId: string, digest: string, scope: string): Promise<void> {
-    await this.r.set(`${this.T}:flight:${jobId}`, `${scope} ${digest}`, 'PX', this.keepMs);
+    await this.r.set(this.flightRecordKey(jobId), this.flightRecord(digest, scope), 'PX', this.keepMs);
   }
+  private flightRecordKey = (jobId: string) => `${this.T}:flight:${jobId}`;
+  private flightRecord = (digest: string, scope: string) => `${scope} ${digest}`;
 
-  /** What recordFlight recorded for `jobId`; undefined for a job queued without a record. */
+  /** What recordFlight (or a claim given the scope) recorded for `jobId`; undefined for a job queued without a record. */
   async flightOf(jobId: string): Promise<{ digest: string; scope: string } | undefined> {
-    const [scope, digest] = ((await this.r.get(`${this.T}:flight:${jobId}`)) ?? '').split(' ');
+    const [scope, digest] = ((await this.r.get(this.flightRecordKey(jobId))) ?? '').split(' ');
     return scope && digest ? { digest, scope } : undefined;
   }
 

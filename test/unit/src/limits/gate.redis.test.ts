@@ -257,6 +257,13 @@ describe('gate', () => {
       expect(await gate.usage.release('k2')).toBe(false); // and its budget reservation
       expect(await gate.usage.release('k1')).toBe(true); // k1 keeps its own
       expect(await cache.close('digest-k', 'k1')).toEqual(['{}', '{"id":"k2"}']); // k2 follows k1
+
+      // Given the checks' scope, the leader's claim records where its flight lives (submit then writes no record itself);
+      // a request that joins records nothing
+      expect(await gate.admit('k3', cu, request('k3'), cache.claimCall('digest-r', 'k3', '{}', 'scope-a'))).toEqual({ estimate: 1 });
+      expect(await cache.flightOf('k3')).toEqual({ digest: 'digest-r', scope: 'scope-a' });
+      expect(await gate.admit('k4', cu, request('k4'), cache.claimCall('digest-r', 'k4', '{}', 'scope-a'))).toEqual({ estimate: 0, joined: 'k3' });
+      expect(await cache.flightOf('k4')).toBeUndefined();
     } finally {
       await close();
     }
