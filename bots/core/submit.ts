@@ -31,12 +31,12 @@ import type { BlobStore } from '../../src/blobs/store.ts';
 import { createBlobStore, releaseUpload } from '../../src/blobs/index.ts';
 import { DeliveryQueues, digestOf, handOverToFollowers, leaderAddress } from '../../src/cache/fanout.ts';
 import { scopedDigest } from '../../src/cache/key.ts';
-import { CheckOverrides } from '../../src/checks/policy.ts';
+import { CheckOverrides, scopeOf } from '../../src/checks/policy.ts';
 import { noWorkerReady, ResultCache, type Lookup } from '../../src/cache/results.ts';
 import { createGate, type Gate } from '../../src/limits/gate.ts';
 import type { QueuePlace, Reservation } from '../../src/scheduling/fair.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
-import { CONTRACT_VERSION, JobRequest, retentionOf, workspaceOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
+import { channelKey, CONTRACT_VERSION, JobRequest, retentionOf, workspaceOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
 import { requestCancel } from '../../src/jobs/cancel.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { Retention, retentionJobOptions } from '../../src/jobs/retention.ts';
@@ -451,8 +451,11 @@ export function createCore(options: CoreOptions): Core {
 
   async function submit(inv: Invocation): Promise<Reply> {
     const id = jobIdFor(inv.destination.platform, inv.dedupeKey);
-    // The saved settings are read in the same round trip: a duplicate (below) does not need them, a new request does.
-    const [existing, servedBefore, saved] = await Promise.all([queue.getJob(id), redis.get(servedKey(id)), settings.effective(inv.destination)]);
+    // The saved settings and the channel's check override are read in the same round trip: a duplicate (below) does
+    // not need them, a new request does (the override decides the result cache's scope).
+    const [existing, servedBefore, saved, checkOverride] = await Promise.all([
+      queue.getJob(id), redis.get(servedKey(id)), settings.effective(inv.destination), checkOverrides.get(channelKey(inv.destination)),
+    ]);
     // Stryker disable next-line ConditionalExpression,BlockStatement: equivalent, admission, queue.add and the scheduler are idempotent per jobId; this only saves their round trips
     if (existing) {
       // A duplicate of an interaction we already accepted: same job, no second admission. (A place that cannot be read,
@@ -479,7 +482,7 @@ export function createCore(options: CoreOptions): Core {
       // Result cache and single flight (docs/cost.md): an identical request is served without a job of its own.
       // …within its channel's content-check scope: a result made under other checks is never served here.
       const contentDigest = await digestOf(blobs, request, storeImage);
-      const scope = contentDigest ? await checkOverrides.scopeFor(config.checks, request.destination) : undefined;
+      const scope = contentDigest ? scopeOf(config.checks, request.destination, checkOverride) : undefined;
       digest = contentDigest && scope ? scopedDigest(contentDigest, scope) : undefined;
       const follower = JSON.stringify(request); // what a finished leader delivers to this request, if it joins one
       // With no admit hook between them, the lookup runs first in the admission script (one round trip fewer); with

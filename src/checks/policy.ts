@@ -98,6 +98,11 @@ export class CheckOverrides {
 
   /** policyScope of the effective policy for `destination`. */
   async scopeFor(checks: Config['checks'], destination: Destination): Promise<string> {
-    return policyScope(await this.policyFor(checks, destination));
+    return scopeOf(checks, destination, await this.get(channelKey(destination)));
   }
+}
+
+/** policyScope of the effective policy for `destination`, given its channel's override as read (CheckOverrides.get). */
+export function scopeOf(checks: Config['checks'], destination: Destination, override: CheckPolicyOverride | undefined): string {
+  return policyScope(resolvePolicy(checks, destination, override));
 }
