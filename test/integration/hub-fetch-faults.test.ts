@@ -106,6 +106,13 @@ describe('fetchSnapshot when things go wrong', () => {
     );
   });
 
+  it('a rate limit on the byte stream (after the file resolved) says HTTP 429, not the network', async () => {
+    hub.failNext(SHARD, 429, 1, { bodyOnly: true });
+    await expect(fetchSnapshot(opts())).rejects.toThrow(
+      /^Could not download BLIP3o\/BLIP3o-Model-4B\/model\.safetensors: the hub is rate-limiting this machine \(HTTP 429\)\. Wait a few minutes, or set HF_TOKEN/,
+    );
+  });
+
   it('a changed model.hubRevision downloads only the files whose hash changed', async () => {
     await fetchSnapshot(opts());
     hub.requests.length = 0;
@@ -113,5 +120,62 @@ describe('fetchSnapshot when things go wrong', () => {
     expect(result.downloadedBytes).toBe(0);
     expect(result.reused.sort()).toEqual(files.map((f) => f.path).sort());
     expect(snapshotStatus(dir, REPO, 'v1.1').complete).toBe(true);
+  });
+});
+
+/** A clock whose sleeps return at once and are recorded: the hub's Retry-After of minutes takes no time here. */
+function recordingClock(now = Date.parse('2026-03-02T10:00:00Z')): NonNullable<FetchOptions['clock']> & { waits: number[] } {
+  const waits: number[] = [];
+  return { waits, now: () => now, sleep: async (ms) => void waits.push(ms) };
+}
+
+describe("fetchSnapshot and the hub's Retry-After", () => {
+  const DECODER = 'diffusion-decoder/unet/diffusion_pytorch_model.safetensors';
+
+  it('waits what the hub asks: seconds or an HTTP date, on the listing, a file resolving and its byte stream', async () => {
+    const clock = recordingClock();
+    hub.failNext('', 503, 1, { retryAfter: new Date(clock.now() + 90_000).toUTCString() });
+    hub.failNext(DECODER, 429, 1, { retryAfter: '20' }); // the resolving request: a HubApiError
+    hub.failNext(SHARD, 429, 1, { retryAfter: '30', bodyOnly: true }); // the bytes: the library keeps only the message
+    await fetchSnapshot(opts({ retries: 2, clock }));
+    expect(clock.waits).toEqual([90_000, 20_000, 30_000]); // listing, then files smallest first
+    expect(readFileSync(join(dir, SHARD)).equals(bytesOf(SHARD))).toBe(true);
+    expect(snapshotStatus(dir, REPO, 'main').complete).toBe(true);
+  });
+
+  it('never waits less than its own back-off, whatever the hub asks', async () => {
+    const clock = recordingClock();
+    hub.failNext(SHARD, 429, 1, { retryAfter: '1' });
+    hub.failNext(DECODER, 503, 1, { retryAfter: new Date(clock.now() - 60_000).toUTCString() }); // a date already past
+    await fetchSnapshot(opts({ retries: 1, retryDelayMs: 3_000, clock }));
+    expect(clock.waits).toEqual([3_000, 3_000]);
+  });
+
+  it('a wait longer than it is willing to make fails at once, saying how long the hub asked', async () => {
+    const clock = recordingClock();
+    hub.failNext(SHARD, 429, 1, { retryAfter: '7200', bodyOnly: true });
+    await expect(fetchSnapshot(opts({ retries: 3, clock }))).rejects.toThrow(
+      /^Could not download BLIP3o\/BLIP3o-Model-4B\/model\.safetensors: the hub is rate-limiting this machine \(HTTP 429\) and asks to wait 2 h 0 min \(longer than the 5 min a fetch waits on its own\)\. Wait that long, or set HF_TOKEN \(signed-in downloads get higher limits\), then run again\.$/,
+    );
+    expect(clock.waits).toEqual([]);
+    expect(hub.bodyRequests(SHARD)).toHaveLength(0);
+  });
+
+  it('a hub error that asks for a long wait says so too, for the listing', async () => {
+    const clock = recordingClock();
+    hub.failNext('', 503, 1, { retryAfter: new Date(clock.now() + 45 * 60_000).toUTCString() });
+    await expect(fetchSnapshot(opts({ retries: 3, clock }))).rejects.toThrow(
+      /^Could not list the files of BLIP3o\/BLIP3o-Model-4B at revision main: the hub answered HTTP 503 and asks to wait 45 min \(longer than the 5 min a fetch waits on its own\)\. Wait that long, then run again; if it persists, check model\.hubUrl \(http:\/\/127\.0\.0\.1:\d+\)\.$/,
+    );
+    expect(clock.waits).toEqual([]);
+  });
+
+  it('a rate limit that outlasts the retries says how long the hub last asked to wait', async () => {
+    const clock = recordingClock();
+    hub.failNext(SHARD, 429, 3, { retryAfter: '40' });
+    await expect(fetchSnapshot(opts({ retries: 2, clock }))).rejects.toThrow(
+      /: the hub is rate-limiting this machine \(HTTP 429\) and asks to wait 40 s\. Wait that long, or set HF_TOKEN/,
+    );
+    expect(clock.waits).toEqual([40_000, 40_000]);
   });
 });

@@ -13,6 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { downloadFile, HubApiError, listFiles } from '@huggingface/hub';
 import { AppError } from '../../src/errors.ts';
+import { durationPhrase } from '../../src/limits/limiter.ts';
 import { indexFiles, selectFiles, type HubFile, type SafetensorsIndex, type Skipped } from './select.ts';
 import { readManifest, writeManifest, type SnapshotManifest } from './snapshot.ts';
 
@@ -36,7 +37,11 @@ export interface FetchOptions {
    * resumes from the bytes already written. @defaultValue 3
    */
   retries?: number;
-  /** Wait before the first retry, in ms; doubled for each further one, up to a minute. @defaultValue 2000 */
+  /**
+   * Wait before the first retry, in ms; doubled for each further one, up to a minute. A 429 or 5xx whose `Retry-After`
+   * asks for longer is waited that long, up to RETRY_AFTER_MAX_MS (5 min); beyond that the fetch fails at once, saying
+   * how long the hub asked. @defaultValue 2000
+   */
   retryDelayMs?: number;
   /**
    * A transfer that receives nothing for this long (a connection that went silent, no answer to a request) is given
@@ -51,6 +56,13 @@ export interface FetchOptions {
   checkConfig?: (configJson: string) => void;
   /** Free bytes at `dir`; default statfs. Tests pass their own to exercise the disk check. */
   freeBytes?: (dir: string) => Promise<number>;
+  /** Time for the retry waits (a Retry-After may be a date); default the real clock. Tests pass one whose sleeps are instant. */
+  clock?: RetryClock;
+}
+
+export interface RetryClock {
+  now(): number;
+  sleep(ms: number): Promise<void>;
 }
 
 export interface FetchResult {
@@ -68,11 +80,11 @@ const DISK_MARGIN_BYTES = 1 << 30;
 export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
   await mkdir(o.dir, { recursive: true });
   const credentials = o.token ? { accessToken: o.token } : {};
-  const hub: HubTarget = { repo: { type: 'model' as const, name: o.repo }, revision: o.revision, hubUrl: o.hubUrl, fetch: fetchAnsweredWithin(stallMs(o)), ...credentials };
+  const hub: HubTarget = { repo: { type: 'model' as const, name: o.repo }, revision: o.revision, hubUrl: o.hubUrl, ...credentials };
 
-  const listed = await hubCall(o, `list the files of ${o.repo} at revision ${o.revision}`, async () => {
+  const listed = await hubCall(o, `list the files of ${o.repo} at revision ${o.revision}`, async (fetch) => {
     const out: HubFile[] = [];
-    for await (const e of listFiles({ ...hub, recursive: true })) {
+    for await (const e of listFiles({ ...hub, fetch, recursive: true })) {
       if (e.type !== 'file') continue;
       if (e.lfs) out.push({ path: e.path, size: e.lfs.size, oid: e.lfs.oid, hash: 'sha256' });
       else if (e.oid) out.push({ path: e.path, size: e.size, oid: e.oid, hash: 'git-sha1' });
@@ -161,7 +173,7 @@ export async function fetchSnapshot(o: FetchOptions): Promise<FetchResult> {
   return { files: download, skipped, downloadedBytes, reused };
 }
 
-type HubTarget = { repo: { type: 'model'; name: string }; revision: string; hubUrl: string; accessToken?: string; fetch: typeof fetch };
+type HubTarget = { repo: { type: 'model'; name: string }; revision: string; hubUrl: string; accessToken?: string };
 
 const stallMs = (o: FetchOptions): number => o.stallTimeoutMs ?? 60_000;
 
@@ -210,12 +222,37 @@ function diskError(o: FetchOptions, f: HubFile, e: unknown): AppError | undefine
   );
 }
 
+/** Answers that ask us to come back later (a `Retry-After` on them says when), not ones that will not change. */
+const retried = (status: number): boolean => status === 429 || status === 408 || status >= 500;
+
 /** Worth another try: not an answer that will not change (auth, not found) nor our own disk. */
-const transient = (e: unknown): boolean => !(e instanceof AppError) && (!(e instanceof HubApiError) || e.statusCode === 429 || e.statusCode === 408 || e.statusCode >= 500);
+const transient = (e: unknown): boolean => !(e instanceof AppError) && (!(e instanceof HubApiError) || retried(e.statusCode));
 
 /** Before retry `attempt` (1 = the first retry): retryDelayMs, doubled each time, at most a minute. */
-const backOff = (o: FetchOptions, attempt: number): Promise<void> =>
-  new Promise((r) => setTimeout(r, Math.min(60_000, (o.retryDelayMs ?? 2_000) * 2 ** (attempt - 1))));
+const backOffMs = (o: FetchOptions, attempt: number): number => Math.min(60_000, (o.retryDelayMs ?? 2_000) * 2 ** (attempt - 1));
+
+/**
+ * The longest `Retry-After` a fetch waits out on its own. The hub's rate limits count per 5-minute window; a longer ask
+ * (hours, a maintenance) is better told to the operator than slept through by a worker that looks hung.
+ */
+const RETRY_AFTER_MAX_MS = 5 * 60_000;
+
+const realClock: RetryClock = { now: () => Date.now(), sleep: (ms) => new Promise((r) => setTimeout(r, ms)) };
+
+/** The wait a `Retry-After` header asks for, in ms: delay-seconds or an HTTP date (RFC 9110 §10.2.3); unreadable: none. */
+function retryAfterMs(header: string | null, now: number): number | undefined {
+  const value = header?.trim();
+  if (!value) return undefined;
+  if (/^\d+$/.test(value)) return Number(value) * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** The hub's "come back later" as one try saw it: the status, and the wait its Retry-After asked for. */
+interface Refusal {
+  status: number;
+  askedMs?: number;
+}
 
 /** One file, resumed from `<path>.incomplete` and retried on transfer errors; returns the bytes transferred. */
 async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Promise<number> {
@@ -227,11 +264,11 @@ async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Pr
   const { transferred, actual } = await hubCall(
     o,
     `download ${o.repo}/${f.path}`,
-    async () => {
+    async (fetch) => {
       // The hash runs over the bytes as they stream in, seeded with what an earlier try left on disk, so a
       // fresh download reads every byte once (bench/fetch.ts measures the difference).
       const h = await hashPrefix(partial, f);
-      const written = await transferRest(o, hub, f, partial, h);
+      const written = await transferRest(o, { ...hub, fetch }, f, partial, h);
       return { transferred: written, actual: h.digest('hex') };
     },
     (e) => diskError(o, f, e),
@@ -249,7 +286,7 @@ async function downloadVerified(o: FetchOptions, hub: HubTarget, f: HubFile): Pr
 }
 
 /** Appends the missing tail of `f` to `partial` with one ranged request; returns the bytes written. */
-async function transferRest(o: FetchOptions, hub: HubTarget, f: HubFile, partial: string, hash: Hash): Promise<number> {
+async function transferRest(o: FetchOptions, hub: HubTarget & { fetch: typeof fetch }, f: HubFile, partial: string, hash: Hash): Promise<number> {
   let offset = existsSync(partial) ? statSync(partial).size : 0;
   if (offset > f.size) {
     await unlink(partial); // longer than the file: not ours to resume
@@ -309,17 +346,34 @@ function parseIndex(path: string, text: string): SafetensorsIndex {
 
 /**
  * One hub request (the listing, a file's transfer), tried again on a transfer error, a rate limit or a hub error, up
- * to `retries` times; `fatal`: an error of ours that no retry can help (the file's disk), thrown as it says.
+ * to `retries` times, after the back-off or the hub's Retry-After, whichever is longer; `call` makes its requests with
+ * the fetch it is given. `fatal`: an error of ours that no retry can help (the file's disk), thrown as it says.
  */
-async function hubCall<T>(o: FetchOptions, action: string, call: () => Promise<T>, fatal?: (e: unknown) => AppError | undefined): Promise<T> {
+async function hubCall<T>(
+  o: FetchOptions,
+  action: string,
+  call: (fetch: typeof globalThis.fetch) => Promise<T>,
+  fatal?: (e: unknown) => AppError | undefined,
+): Promise<T> {
+  const clock = o.clock ?? realClock;
+  const answered = fetchAnsweredWithin(stallMs(o));
   for (let attempt = 1; ; attempt++) {
+    // HubApiError drops the response's headers, and a refused byte stream reaches us as its message only, so the
+    // fetch the library is given notes the hub's "come back later" itself.
+    let refusal: Refusal | undefined;
+    const noting: typeof fetch = async (input, init) => {
+      const res = await answered(input, init);
+      if (retried(res.status)) refusal = { status: res.status, askedMs: retryAfterMs(res.headers.get('retry-after'), clock.now()) };
+      return res;
+    };
     try {
-      return await call();
+      return await call(noting);
     } catch (e) {
       const ours = fatal?.(e);
       if (ours) throw ours;
-      if (!transient(e) || attempt > (o.retries ?? 3)) throw asFetchError(o, action, e);
-      await backOff(o, attempt);
+      const asked = refusal?.askedMs ?? 0;
+      if (!transient(e) || attempt > (o.retries ?? 3) || asked > RETRY_AFTER_MAX_MS) throw asFetchError(o, action, e, refusal);
+      await clock.sleep(Math.max(backOffMs(o, attempt), asked));
     }
   }
 }
@@ -328,10 +382,16 @@ async function hubCall<T>(o: FetchOptions, action: string, call: () => Promise<T
  * Hub errors in operator terms: one or two sentences saying what could not be done (`action`: "download
  * BLIP3o/…/config.json"), why, and what to do about it.
  */
-function asFetchError(o: FetchOptions, action: string, e: unknown): AppError {
+function asFetchError(o: FetchOptions, action: string, e: unknown, refusal?: Refusal): AppError {
   if (e instanceof AppError) return e;
-  if (e instanceof HubApiError) {
-    const code = e.statusCode;
+  const code = e instanceof HubApiError ? e.statusCode : refusal?.status;
+  if (code !== undefined) {
+    const askedMs = refusal?.status === code ? refusal.askedMs : undefined;
+    const asked =
+      askedMs === undefined
+        ? ''
+        : ` and asks to wait ${durationPhrase(askedMs)}${askedMs > RETRY_AFTER_MAX_MS ? ` (longer than the ${durationPhrase(RETRY_AFTER_MAX_MS)} a fetch waits on its own)` : ''}`;
+    const signIn = o.token ? '' : ', or set HF_TOKEN (signed-in downloads get higher limits)';
     const why =
       code === 401 || code === 403
         ? o.token
@@ -340,8 +400,10 @@ function asFetchError(o: FetchOptions, action: string, e: unknown): AppError {
         : code === 404
           ? `the hub has no such repository, revision or file (HTTP 404). Check model.hubId (${o.repo}) and model.hubRevision (${o.revision}) in your config, then run again.`
           : code === 429
-            ? `the hub is rate-limiting this machine (HTTP 429). Wait a few minutes${o.token ? '' : ', or set HF_TOKEN (signed-in downloads get higher limits)'}, then run again.`
-            : `the hub answered HTTP ${code}. Check model.hubUrl (${o.hubUrl}) or try again later.`;
+            ? `the hub is rate-limiting this machine (HTTP 429)${asked}. Wait ${asked ? 'that long' : 'a few minutes'}${signIn}, then run again.`
+            : asked
+              ? `the hub answered HTTP ${code}${asked}. Wait that long, then run again; if it persists, check model.hubUrl (${o.hubUrl}).`
+              : `the hub answered HTTP ${code}. Check model.hubUrl (${o.hubUrl}) or try again later.`;
     return new AppError('model', `Could not ${action}: ${why}`, { cause: e });
   }
   const message = e instanceof Error ? e.message : String(e);
@@ -358,3 +420,4 @@ async function freeBytesAt(dir: string): Promise<number> {
 }
 
 const gib = (n: number): string => `${(n / 2 ** 30).toFixed(2)} GiB`;
+

@@ -9,7 +9,9 @@
 // Fault injection: `cutOnce(path, afterBytes)` drops the connection mid-body on the next body request for that
 // file; `corrupt(path)` serves different bytes of the same size (so only a hash check can notice); `stallOnce(path,
 // afterBytes)` sends that many body bytes and then nothing, the connection left open (a hung CDN); `failNext(path,
-// status, times)` answers the next `times` requests for that file (or '' for the listing) with `status` (429, 503…).
+// status, times, how)` answers the next `times` requests for that file (or '' for the listing) with `status` (429,
+// 503…), with a `Retry-After` header when `how.retryAfter` is set, and when `how.bodyOnly` only the requests for the
+// file's bytes, not the 1-byte `bytes=0-0` probes that resolve it first.
 // Every request is recorded, so tests can assert what was (not) downloaded.
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -43,10 +45,17 @@ export interface FakeHub {
   heal(path: string): void;
   stallOnce(path: string, afterBytes: number): void;
   /** `path` '' is the tree listing. */
-  failNext(path: string, status: number, times?: number): void;
+  failNext(path: string, status: number, times?: number, how?: FailureOptions): void;
   /** Forgets every cut, stall and failure not yet served. */
   clearFaults(): void;
   close(): Promise<void>;
+}
+
+export interface FailureOptions {
+  /** Sent as the `Retry-After` header: seconds (`'30'`) or an HTTP date, as the real hub and its CDN do. */
+  retryAfter?: string;
+  /** Fail only the requests for the file's bytes, so the resolving probe passes and the byte stream is refused. */
+  bodyOnly?: boolean;
 }
 
 export interface FakeHubOptions {
@@ -87,7 +96,7 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
   const bySha = new Map([...stored.values()].filter((s) => s.lfs).map((s) => [s.sha256, s]));
   const cuts = new Map<string, number>();
   const stalls = new Map<string, number>();
-  const failures = new Map<string, { status: number; left: number }>();
+  const failures = new Map<string, { status: number; left: number } & FailureOptions>();
   const corrupted = new Set<string>();
   const requests: RecordedRequest[] = [];
 
@@ -188,9 +197,11 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
     const treePrefix = treePrefixes.find((t) => path === t || path.startsWith(`${t}/`));
     const resolvePrefix = resolvePrefixes.find((r) => path.startsWith(r));
     const failing = failures.get(treePrefix ? '' : (resolvePrefix ? path.slice(resolvePrefix.length) : (bySha.get(path.slice('/_lfs/'.length))?.path ?? path)));
-    if (failing && failing.left > 0) {
+    const isProbe = req.headers.range === 'bytes=0-0';
+    if (failing && failing.left > 0 && !(failing.bodyOnly && isProbe)) {
       failing.left--;
-      res.writeHead(failing.status, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: `injected HTTP ${failing.status}` }));
+      const retryAfter = failing.retryAfter === undefined ? {} : { 'Retry-After': failing.retryAfter };
+      res.writeHead(failing.status, { 'Content-Type': 'application/json', ...retryAfter }).end(JSON.stringify({ error: `injected HTTP ${failing.status}` }));
       return;
     }
     if (treePrefix) {
@@ -246,7 +257,7 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
     cutOnce: (p, afterBytes) => void cuts.set(p, afterBytes),
     corrupt: (p) => void corrupted.add(p),
     stallOnce: (p, afterBytes) => void stalls.set(p, afterBytes),
-    failNext: (p, status, times = 1) => void failures.set(p, { status, left: times }),
+    failNext: (p, status, times = 1, how = {}) => void failures.set(p, { status, left: times, ...how }),
     clearFaults: () => {
       cuts.clear();
       stalls.clear();
