@@ -1,5 +1,5 @@
 // load(): config/default.yaml ← config/local.yaml ← $BLIP3O_CONFIG ← a few env vars ← `overrides` (tests),
-// validated by ConfigSchema and frozen. The only module that reads process.env.
+// validated by ConfigSchema and frozen; an error names the layer each bad value came from. The only module that reads process.env.
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,30 +48,64 @@ const ENV_OVERRIDES: Record<string, string[]> = {
   SLACK_API_URL: ['slack', 'apiUrl'],
 };
 
-/** The settings the environment overrides, and which variable set each ("model.hubUrl" → "HF_ENDPOINT"). */
-function envLayer(env: NodeJS.ProcessEnv): { layer: Tree; sources: Map<string, string> } {
-  let layer: Tree = {};
-  const sources = new Map<string, string>();
+/** The environment variables' layer: the settings they override, each variable named with the setting it sets. */
+function envLayers(env: NodeJS.ProcessEnv): Layer[] {
+  const layers: Layer[] = [];
   for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
     const raw = env[name];
     if (raw === undefined || raw.trim() === '') continue;
-    const patch = path.reduceRight<unknown>((acc, key) => ({ [key]: acc }), cleanEnvValue(name, raw)) as Tree;
-    layer = deepMerge(layer, patch);
-    sources.set(path.join('.'), name);
+    const tree = path.reduceRight<unknown>((acc, key) => ({ [key]: acc }), cleanEnvValue(name, raw)) as Tree;
+    layers.push({ tree, source: `set by the environment variable ${name}` });
   }
-  return { layer, sources };
+  return layers;
+}
+
+/** One layer of the configuration and where it came from, said as the error says it ("set in /srv/prod.yaml"). */
+interface Layer {
+  tree: Tree;
+  source: string;
+}
+
+/** Every value's path (a scalar, an array or an empty mapping: what deepMerge replaces whole) and the layer that set it last. */
+type ValueSources = { path: readonly string[]; source: string }[];
+
+const startsWith = (path: readonly PropertyKey[], prefix: readonly PropertyKey[]) =>
+  prefix.length <= path.length && prefix.every((key, i) => String(path[i]) === key);
+
+/** `sources` after `tree` is merged over the layers before it, following deepMerge. */
+function recordSources(sources: ValueSources, tree: Tree, source: string, at: readonly string[] = []): ValueSources {
+  for (const [key, value] of Object.entries(tree)) {
+    const path = [...at, key];
+    const below = sources.filter((s) => s.path.length > path.length && startsWith(s.path, path));
+    if (isTree(value) && Object.keys(value).length > 0) sources = recordSources(sources, value, source, path);
+    else if (!(isTree(value) && below.length > 0)) // an empty mapping merged over a mapping changes nothing
+      sources = [...sources.filter((s) => !startsWith(s.path, path) && !startsWith(path, s.path)), { path, source }];
+  }
+  return sources;
 }
 
 /**
- * "✖ message → at path" lines, one per issue, naming the key, and the environment variable that set it where one did
- * (an operator who wrote HF_ENDPOINT never wrote model.hubUrl).
+ * Where the value at `path` was set: the layers that set it or anything inside it, else the one that set a value
+ * around it (a shard spec "0-3/8" whose ids are wrong). Undefined where no layer set it.
  */
-export function formatIssues(error: z.ZodError, sources: ReadonlyMap<string, string> = new Map()): string {
+function sourceOf(sources: ValueSources, path: readonly PropertyKey[]): string | undefined {
+  const inside = new Set(sources.filter((s) => startsWith(s.path, path)).map((s) => s.source));
+  if (inside.size > 0) return [...inside].join('; ');
+  return sources.find((s) => startsWith(path, s.path))?.source;
+}
+
+/**
+ * "✖ message → at path (source)" lines, one per issue, naming the key and, where `describeSource` knows it, the file or
+ * environment variable that set the value: an operator with several files and variables fixes the one that is wrong
+ * (and one who wrote HF_ENDPOINT never wrote model.hubUrl).
+ */
+export function formatIssues(error: z.ZodError, describeSource: (path: readonly PropertyKey[]) => string | undefined = () => undefined): string {
   return error.issues
     .map((i) => {
-      const path = i.path.join('.');
-      const from = [...sources].find(([key]) => path === key || path.startsWith(`${key}.`))?.[1];
-      return `✖ ${i.message} → at ${path || '(root)'}${from ? ` (set by the environment variable ${from})` : ''}`;
+      // An unknown key's issue sits on the mapping around it: the key itself is where it was written
+      const keys = i.code === 'unrecognized_keys' ? i.keys.map((key) => [...i.path, key]) : [i.path];
+      const sources = [...new Set(keys.map(describeSource).filter((s) => s !== undefined))];
+      return `✖ ${i.message} → at ${i.path.join('.') || '(root)'}${sources.length > 0 ? ` (${sources.join('; ')})` : ''}`;
     })
     .join('\n');
 }
@@ -86,21 +120,26 @@ export interface LoadOptions {
 export function loadConfig(options: LoadOptions = {}): Readonly<Config> {
   const env = options.env ?? process.env;
   const root = options.root ?? repoRoot;
-  let tree = readYaml(resolve(root, 'config/default.yaml'));
+  const files = [resolve(root, 'config/default.yaml')];
   const local = resolve(root, 'config/local.yaml');
-  if (existsSync(local)) tree = deepMerge(tree, readYaml(local));
-  if (env.BLIP3O_CONFIG) {
-    const named = resolve(root, env.BLIP3O_CONFIG);
+  if (existsSync(local)) files.push(local);
+  const named = env.BLIP3O_CONFIG ? resolve(root, env.BLIP3O_CONFIG) : undefined;
+  if (named !== undefined) {
     // Said plainly: the bare ENOENT named neither the variable nor that a relative path is read from the repo root.
     if (!existsSync(named))
       throw new AppError('config', `BLIP3O_CONFIG names ${named}, which does not exist. Point it at your YAML file (a relative path is read from ${root}) or unset it to use config/local.yaml.`);
-    tree = deepMerge(tree, readYaml(named));
+    files.push(named);
   }
-  const fromEnv = envLayer(env);
-  tree = deepMerge(tree, fromEnv.layer);
-  if (options.overrides) tree = deepMerge(tree, options.overrides as Tree);
+  const layers: Layer[] = files.map((file) => ({ tree: readYaml(file), source: file === named ? `set in ${file}, named by BLIP3O_CONFIG` : `set in ${file}` }));
+  layers.push(...envLayers(env));
+  if (options.overrides) layers.push({ tree: options.overrides as Tree, source: 'set by the overrides passed to loadConfig' });
+  const tree = layers.reduce<Tree>((merged, layer) => deepMerge(merged, layer.tree), {});
   const parsed = ConfigSchema.safeParse(tree);
-  if (!parsed.success) throw new AppError('config', `invalid configuration:\n${formatIssues(parsed.error, fromEnv.sources)}`);
+  if (!parsed.success) {
+    const sources = layers.reduce<ValueSources>((recorded, layer) => recordSources(recorded, layer.tree, layer.source), []);
+    const describe = (path: readonly PropertyKey[]) => sourceOf(sources, path) ?? `set in none of ${files.join(', ')}`;
+    throw new AppError('config', `invalid configuration:\n${formatIssues(parsed.error, describe)}`);
+  }
   return deepFreeze(parsed.data);
 }
 

@@ -9,8 +9,13 @@ const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 /** An http(s) address: the hub, Discord's and Slack's APIs (z.url() alone let ftp:// or javascript: load, to fail later). */
 const httpUrl = z.url({ protocol: /^https?$/, error: 'an http:// or https:// address' });
-/** A TCP port to listen on; 0 turns the server off where the setting says so. Past 65535 listen() threw at start. */
+/** A TCP port to listen on; 0 turns the server off (the health/metrics servers). Past 65535 listen() threw at start. */
 const port = nonNegativeInt.max(65_535, 'a port is at most 65535');
+/**
+ * A port something outside must reach (Slack's Request URL). 0 was allowed as `port` is (tests used it for a free
+ * port), and Bolt then listened on a random port nothing could point at; tests now pick a free port themselves.
+ */
+const reachablePort = port.min(1, 'Slack must reach this port: 0 would listen on a random one. Set the port your Request URL (or proxy) forwards to, 1 to 65535');
 
 /** The longest rate window, in seconds: 30 days. */
 export const MAX_WINDOW_SECONDS = 30 * 86_400;
@@ -306,7 +311,8 @@ export const ConfigSchema = z.strictObject({
   slack: z.strictObject({
     enabled: z.boolean(),
     mode: z.enum(['socket', 'http']),
-    httpPort: port,
+    /** HTTP mode's listen port; refused at 0 in either mode, so a config switched to http later cannot carry it. */
+    httpPort: reachablePort,
     apiUrl: httpUrl,
     downloadHosts: z.array(z.string().min(1)),
     maxFileBytes: positiveInt,

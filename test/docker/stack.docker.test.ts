@@ -12,7 +12,7 @@
 // the end, also when a step fails.
 import { randomUUID } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from '../doubles/free-port.ts';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import sharp from 'sharp';
@@ -47,15 +47,6 @@ let started = false;
 const timings: Record<string, number> = {};
 
 const compose = (args: string[], options: { timeoutMs?: number; allowFail?: boolean } = {}) => sh('docker', [...composeArgs, ...args], options);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const port = (probe.address() as { port: number }).port;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 function filesUnder(dir: string): FakeHubFile[] {
   const out: FakeHubFile[] = [];

@@ -19,7 +19,7 @@ import { createProcessor, type ProcessOutcome } from '../../worker/processor.ts'
 import { createPipeline } from '../doubles/pipeline.ts';
 import { cleanup, makeHarness, REDIS_URL, RecordingPort, spawnTs, startWorker } from '../doubles/spine-harness.ts';
 import { FakeDiscord } from '../fakes/discord/server.ts';
-import { createServer } from 'node:net';
+import { freePort } from '../doubles/free-port.ts';
 import { startRedisServer } from '../doubles/redis-processes.ts';
 
 const prefix = `t-${randomUUID().slice(0, 8)}`;
@@ -278,11 +278,3 @@ describe('/metrics after a few jobs', () => {
   });
 });
 
-function freePort(): Promise<number> {
-  return new Promise<number>((r) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const p = (probe.address() as { port: number }).port;
-      probe.close(() => r(p));
-    });
-  });
-}

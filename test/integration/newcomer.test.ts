@@ -3,7 +3,7 @@
 // naming the variable, a clean exit, no stack).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from '../doubles/free-port.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -57,14 +57,6 @@ async function finish(args: string[], env: Record<string, string> = {}, timeoutM
   await run.exited;
   clearTimeout(timer);
   return run;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
 }
 
 describe('--help everywhere', () => {
@@ -142,7 +134,7 @@ describe('a refused platform token', () => {
     const fake = new FakeSlack();
     await fake.start();
     try {
-      const file = config('slack-bad-token', { queue: { prefix: `t-newcomer-${process.pid}` }, discord: { enabled: false }, slack: { enabled: true, mode: 'http', httpPort: 0, apiUrl: fake.apiUrl } });
+      const file = config('slack-bad-token', { queue: { prefix: `t-newcomer-${process.pid}` }, discord: { enabled: false }, slack: { enabled: true, mode: 'http', httpPort: await freePort(), apiUrl: fake.apiUrl } });
       const run = await finish(['bots/main.ts'], { BLIP3O_CONFIG: file, SLACK_BOT_TOKEN: 'xoxb-wrong', SLACK_SIGNING_SECRET: 's', DISCORD_TOKEN: '' });
       expect(run.out).toMatch(/Slack refused SLACK_BOT_TOKEN \(invalid_auth\)\. Set SLACK_BOT_TOKEN to/);
       expect(run.code).toBe(1);

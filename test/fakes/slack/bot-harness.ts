@@ -11,6 +11,7 @@ import { createCore, type Core } from '../../../bots/core/submit.ts';
 import { deepMerge, loadConfig, type Config, type DeepPartial } from '../../../src/config/load.ts';
 import { createLogger, type Logger } from '../../../src/log.ts';
 import { closeRedis, createRedis } from '../../../src/redis.ts';
+import { freePort } from '../../doubles/free-port.ts';
 import { startWorkerProcess, stopProcess, type Proc } from '../../doubles/spine-harness.ts';
 import { FakeSlack } from './server.ts';
 
@@ -49,7 +50,7 @@ export async function startSlackHarness(options: HarnessOptions): Promise<SlackH
   const overrides: DeepPartial<Config> = {
     logLevel: 'warn',
     queue: { prefix, backoffMs: 200, deliveryBackoffMs: 200 },
-    slack: { enabled: true, mode: options.mode, apiUrl: fake.apiUrl, httpPort: 0, downloadHosts: [fake.host], progressUpdateIntervalMs: 50 },
+    slack: { enabled: true, mode: options.mode, apiUrl: fake.apiUrl, httpPort: await freePort(), downloadHosts: [fake.host], progressUpdateIntervalMs: 50 },
     http: { botPort: 0, host: '127.0.0.1' },
     worker: { pipelineModule: 'test/doubles/pipeline.ts', pipelineExtra: options.pipelineExtra ?? { stepDelayMs: 40, maxSteps: 4 }, healthPort: 0 },
   };

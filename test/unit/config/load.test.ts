@@ -1,5 +1,7 @@
-import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig, loadSecrets, repoRoot } from '../../../src/config/load.ts';
 import { logLevelFromEnv } from '../../../src/config/env.ts';
 import { ConfigSchema } from '../../../src/config/schema.ts';
@@ -82,7 +84,7 @@ describe('config', () => {
     expect(loadConfig({ env: { LOG_LEVEL: '  ' } }).logLevel).toBe(loadConfig({ env: {} }).logLevel); // blank: unset
     expect(() => loadConfig({ env: { LOG_LEVEL: 'warning' } })).toThrow(/→ at logLevel \(set by the environment variable LOG_LEVEL\)/);
     expect(() => loadConfig({ env: { HF_ENDPOINT: 'hf-mirror.com' } })).toThrow(/an http:\/\/ or https:\/\/ address → at model\.hubUrl \(set by the environment variable HF_ENDPOINT\)/);
-    expect(() => loadConfig({ env: {}, overrides: { model: { hubUrl: 'nope' } } })).toThrow(/→ at model\.hubUrl$/); // from a file: the key alone
+    expect(() => loadConfig({ env: {}, overrides: { model: { hubUrl: 'nope' } } })).toThrow(/→ at model\.hubUrl \(set by the overrides passed to loadConfig\)$/);
     expect([undefined, 'warning', ' Warn ', "'trace'"].map(logLevelFromEnv)).toEqual(['info', 'info', 'warn', 'trace']);
   });
 
@@ -118,5 +120,65 @@ describe('config', () => {
     expect(url({ REDIS_URL: 'redis://:own@redis:6379' })).toBe('redis://:own@redis:6379');
     expect(url({ REDIS_URL: 'redis://redis:6379', REDIS_PASSWORD: '' })).toBe('redis://redis:6379'); // compose's empty default
     expect(() => loadSecrets({ REDIS_URL: 'redis://:own@redis:6379', REDIS_PASSWORD: 'x' })).toThrow(/REDIS_URL "redis:\/\/:\*\*\*@redis:6379" has a password and REDIS_PASSWORD is set too/);
+  });
+});
+
+// An error named the key only: an operator with config/local.yaml, a BLIP3O_CONFIG file and override variables could
+// not tell which of them held the bad value (found 2026-12-08).
+describe('a bad value in the configuration: the error names where it was set', () => {
+  let root: string;
+  const messageOf = (load: () => unknown): string => {
+    try {
+      load();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    throw new Error('the configuration loaded');
+  };
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  /** A repository root of its own: config/default.yaml as shipped (or `defaultYaml`), config/local.yaml when given. */
+  function rootWith(files: { local?: string; named?: string; defaultYaml?: string }): { local: string; named: string; defaults: string } {
+    root = mkdtempSync(join(tmpdir(), 'config-sources-'));
+    mkdirSync(join(root, 'config'));
+    const defaults = join(root, 'config', 'default.yaml');
+    if (files.defaultYaml === undefined) copyFileSync(join(repoRoot, 'config', 'default.yaml'), defaults);
+    else writeFileSync(defaults, files.defaultYaml);
+    const local = join(root, 'config', 'local.yaml');
+    if (files.local !== undefined) writeFileSync(local, files.local);
+    const named = join(root, 'prod.yaml');
+    if (files.named !== undefined) writeFileSync(named, files.named);
+    return { local, named, defaults };
+  }
+
+  it('names the file a bad value came from: config/local.yaml, or the file named by BLIP3O_CONFIG', () => {
+    const { local, named } = rootWith({ local: 'queue: { attempts: 0 }\n', named: 'slack: { mode: carrier-pigeon }\n' });
+    const error = messageOf(() => loadConfig({ env: { BLIP3O_CONFIG: 'prod.yaml' }, root }));
+    expect(error).toContain(`→ at queue.attempts (set in ${local})`);
+    expect(error).toContain(`→ at slack.mode (set in ${named}, named by BLIP3O_CONFIG)`);
+  });
+
+  it('names the layer that won: a later file over an earlier one, an override variable over every file', () => {
+    const { named } = rootWith({ local: 'queue: { attempts: 0 }\nmodel: { hubUrl: ftp://a.example }\n', named: 'queue: { attempts: -1 }\n' });
+    const error = messageOf(() => loadConfig({ env: { BLIP3O_CONFIG: named, HF_ENDPOINT: 'hf-mirror.com' }, root }));
+    expect(error).toMatch(/→ at queue\.attempts \(set in [^)]*prod\.yaml, named by BLIP3O_CONFIG\)$/m);
+    expect(error).toMatch(/→ at model\.hubUrl \(set by the environment variable HF_ENDPOINT\)$/m);
+    expect(error).not.toContain('local.yaml');
+    // A later file that fixes the value: it loads.
+    rmSync(root, { recursive: true, force: true });
+    rootWith({ local: 'queue: { attempts: 0 }\n', named: 'queue: { attempts: 3 }\n' });
+    expect(loadConfig({ env: { BLIP3O_CONFIG: 'prod.yaml' }, root }).queue.attempts).toBe(3);
+  });
+
+  it('names the file of an unknown key, of a value in config/default.yaml, and the files read for a missing key', () => {
+    const { local } = rootWith({ local: 'queue: { atempts: 3 }\n' });
+    expect(messageOf(() => loadConfig({ env: {}, root }))).toMatch(/"atempts".* → at queue \(set in .*\)$/m);
+    expect(messageOf(() => loadConfig({ env: {}, root }))).toContain(`→ at queue (set in ${local})`);
+    rmSync(root, { recursive: true, force: true });
+    const shipped = readFileSync(join(repoRoot, 'config', 'default.yaml'), 'utf8');
+    const { defaults } = rootWith({ defaultYaml: shipped.replace(/^( {2}httpPort:) \d+/m, '$1 99999').replace(/^ {2}attempts: .*\n/m, '') });
+    const error = messageOf(() => loadConfig({ env: {}, root }));
+    expect(error).toContain(`→ at slack.httpPort (set in ${defaults})`);
+    expect(error).toContain(`→ at queue.attempts (set in none of ${defaults})`);
   });
 });

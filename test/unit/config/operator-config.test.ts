@@ -12,6 +12,18 @@ describe('config an operator gets wrong', () => {
     expect(() => loadConfig({ env: {}, overrides: { slack: { httpPort: 300_000 } } })).toThrow(/a port is at most 65535 → at slack\.httpPort/);
   });
 
+  // Loaded before 2026-12-08 (tests used 0 for a free port), then Bolt listened on a random port that Slack's Request
+  // URL could never point at. The health/metrics ports keep 0 as "off": serveHealth starts nothing for it.
+  it('refuses slack.httpPort 0, naming the key; 0 still turns the health/metrics servers off', () => {
+    for (const mode of ['http', 'socket'] as const)
+      expect(() => loadConfig({ env: {}, overrides: { slack: { mode, httpPort: 0 } } })).toThrow(
+        /Slack must reach this port: 0 would listen on a random one\. Set the port your Request URL \(or proxy\) forwards to, 1 to 65535 → at slack\.httpPort/,
+      );
+    expect(loadConfig({ env: {}, overrides: { slack: { mode: 'http', httpPort: 1 } } }).slack.httpPort).toBe(1);
+    const off = loadConfig({ env: {}, overrides: { http: { botPort: 0 }, worker: { healthPort: 0 } } });
+    expect([off.http.botPort, off.worker.healthPort]).toEqual([0, 0]);
+  });
+
   // Loaded before 2026-12-07, to fail at the first request with a fetch error naming no setting.
   it('refuses an API or hub address that is not http(s), naming the key', () => {
     expect(() => loadConfig({ env: {}, overrides: { model: { hubUrl: 'ftp://mirror.example/hf' } } })).toThrow(/an http:\/\/ or https:\/\/ address → at model\.hubUrl/);

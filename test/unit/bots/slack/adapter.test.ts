@@ -8,6 +8,7 @@ import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION } from '../../../../src/jobs/contract.ts';
 import { createLogger } from '../../../../src/log.ts';
 import { capturedLog } from '../../../doubles/core-harness.ts';
+import { freePort } from '../../../doubles/free-port.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
 import { postEvent } from '../../../fakes/slack/signed-sender.ts';
@@ -76,7 +77,7 @@ describe('createSlackAdapter', () => {
   });
 
   it('in HTTP mode, answers /slack/events only for requests signed with SLACK_SIGNING_SECRET', async () => {
-    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl }, overrides: { slack: { mode: 'http', httpPort: 0 }, http: { host: '127.0.0.1' } } });
+    const config = loadConfig({ env: { SLACK_API_URL: fake.apiUrl }, overrides: { slack: { mode: 'http', httpPort: await freePort() }, http: { host: '127.0.0.1' } } });
     const signingSecret = 'the-signing-secret';
     const adapter = await createSlackAdapter({ config, secrets: { REDIS_URL: 'redis://unused', SLACK_BOT_TOKEN: fake.botToken, SLACK_SIGNING_SECRET: signingSecret }, log });
     expect(adapter.eventsUrl).toBeUndefined();
