@@ -5,7 +5,7 @@ import type { Message } from 'discord.js';
 import type { Turn } from '../../src/jobs/contract.ts';
 import { isImageAttachment, type AttachmentMeta } from './attachments.ts';
 import { questionFromMention } from './options.ts';
-import { readModelText } from './render.ts';
+import { readModelText } from './model-text.ts';
 
 /** Messages fetched at most while walking one chain (two per turn, plus the image message). */
 const MAX_CHAIN = 24;

@@ -8,6 +8,7 @@ import { ButtonStyle, ComponentType, escapeMarkdown, type APIActionRowComponent,
 import type { JobResult } from '../../src/jobs/contract.ts';
 import { buttonId } from './custom-ids.ts';
 import { isJpeg } from './upload-size.ts';
+import { modelText, modelTextWithin, partialModelText, readModelText, withoutLinksOrMentions } from './model-text.ts';
 
 export const MAX_CONTENT_CHARS = 2000;
 export const MAX_EMBED_DESCRIPTION_CHARS = 4096;
@@ -69,17 +70,6 @@ export function contentChunks(raw: string, max = MAX_CONTENT_CHARS): string[] {
 }
 
 /**
- * `text` (its backslashes already escaped) with nothing that links or mentions: every `[` behind a backslash (a masked
- * link `[text](url)` starts with one), every `<` (`<@id>`, `<@&role>`, `<#channel>`, a command `</name:id>`) and
- * `@everyone`/`@here`. Discord's markdown shows any punctuation after a backslash as itself (discord-api-docs
- * reference.mdx, "Message Formatting"). discord.js's escapeMaskedLink is not enough: its `\[.+]\(.+\)` is greedy and
- * escapes only the first `[` of a line, so of `[a](…) [b](…)` the second stayed a link.
- */
-function withoutLinksOrMentions(text: string): string {
-  return text.replace(/[[<]/g, '\\$&').replace(/@(everyone|here)/g, '\\@$1');
-}
-
-/**
  * What a user typed, shown back as typed: Discord's markdown escaped, links and mentions too. Without it a prompt
  * `[free nitro](https://…)` came back as a link under the bot's name, and `||…||`, `__…__` or a backtick changed how
  * the rest read. (Headings and list markers count only at a line's start, where an echo never is: a slash command's
@@ -87,21 +77,6 @@ function withoutLinksOrMentions(text: string): string {
  */
 export function echo(typed: string): string {
   return withoutLinksOrMentions(escapeMarkdown(typed));
-}
-
-/**
- * What the model wrote (/describe's prompts, /ask's answers, an answer while it streams), as text: its markdown
- * (bold, lists) still reads as such, but no link and no mention does (allowed_mentions only stops the ping; a masked
- * link under the bot's name reads as the bot's own). Before 2026-12-07 it went out as written (found by a review).
- * Backslashes are doubled first, so the model's own `\[` cannot undo ours. readModelText reverses it exactly.
- */
-export function modelText(text: string): string {
-  return withoutLinksOrMentions(text.replace(/\\/g, '\\\\'));
-}
-
-/** The model's text as it wrote it, from what modelText made of it ("Imagine this", an answer read back as history). */
-export function readModelText(shown: string): string {
-  return shown.replace(/\\([\\[<@])/g, '$1');
 }
 
 /** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
@@ -127,7 +102,10 @@ export function progressText(progress: ShownProgress): string {
   }
   const steps = progress.total > 0 ? `: step ${Math.min(progress.step, progress.total)}/${progress.total}` : '…';
   const line = `⏳ ${STAGE_LABEL[progress.stage]}${steps}`;
-  if (progress.stage === 'answering' && progress.partialText) return truncate(`${line}\n${modelText(progress.partialText)}`, MAX_CONTENT_CHARS);
+  if (progress.stage === 'answering' && progress.partialText) {
+    const partial = stripControlChars(progress.partialText);
+    return truncate(`${line}\n${modelTextWithin(partial, MAX_CONTENT_CHARS - line.length - 1, partialModelText)}`, MAX_CONTENT_CHARS);
+  }
   return line;
 }
 
@@ -173,10 +151,12 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   if (result.answer?.prompts) return describedMessage(result.jobId, result.answer.prompts, prefix, allowed);
   if (result.answer) {
     const note = servedNote(result);
-    const text = (modelText(result.answer.text.trim()) || '(no answer)') + (note ? `\n-# ${note}` : '');
-    const withPrefix = `${prefix}${text}`;
+    const answer = stripControlChars(result.answer.text.trim());
+    const noteLine = note ? `\n-# ${note}` : '';
+    const withPrefix = `${prefix}${modelText(answer) || '(no answer)'}${noteLine}`;
     if (withPrefix.length <= MAX_CONTENT_CHARS) return { body: { ...plainBody(withPrefix), allowed_mentions: allowed }, files: [] };
-    const embeds = [{ description: truncate(text, MAX_EMBED_DESCRIPTION_CHARS) }];
+    // cut in the model's text (modelTextWithin), not in what was shown: a cut code block's rest would read as markdown
+    const embeds = [{ description: truncate(modelTextWithin(answer, MAX_EMBED_DESCRIPTION_CHARS - noteLine.length) + noteLine, MAX_EMBED_DESCRIPTION_CHARS) }];
     return { body: { content: prefix.trim(), embeds, components: [], allowed_mentions: allowed }, files: [] };
   }
   const meta = result.image!;

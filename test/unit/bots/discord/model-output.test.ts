@@ -2,10 +2,13 @@
 // bot's name: never a masked link (`[click here](https://evil.example)` reads as "click here" and leads elsewhere) nor a
 // mention (`<@id>`, `<#channel>`, `@everyone`, a command `</x:id>`), pings aside (allowed_mentions parses none). The
 // same holds for a prompt echoed back (echo), which "Imagine this" takes from the model. `liveMarkup` reads a content
-// as Discord's markdown does for these rules: a backslash before any punctuation makes it plain text.
+// as Discord's markdown does for these rules: a backslash before any punctuation makes it plain text. It knows no
+// code spans, so it is stricter than Discord: code the model wrote must be safe even were it read as plain text.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { walkChain } from '../../../../bots/discord/conversation.ts';
 import { describedPrompt, progressText, resultMessage } from '../../../../bots/discord/render.ts';
+import { modelText, readModelText } from '../../../../bots/discord/model-text.ts';
 import type { JobResult } from '../../../../src/jobs/contract.ts';
 
 /** The links and mentions Discord would render live in `content`. */
@@ -117,5 +120,86 @@ describe("the model's words in the bot's messages", () => {
     ]);
     const walked = await walkChain(message('m3', 'user', 'and then?', 'm2') as never, 'bot', 8);
     expect(walked.history).toEqual([{ role: 'user', text: 'look' }, { role: 'user', text: 'what is it?' }, { role: 'assistant', text }]); // a DM: every message of the user is a turn
+  });
+});
+
+describe("the model's code in the bot's messages", () => {
+  it('a code block answer shows no backslashes', () => {
+    const text = 'Run this:\n```py\nrows = grid[0] + ["\\\\n", "<b>"]\nprint(f"@{user}")\n```\nthen `a[1] \\ b` and `<T>`.';
+    expect(resultMessage(answered({ text, tokenCount: 9 }), undefined).body.content).toBe(text); // before: grid\[0], "\\\\n", \<b>
+  });
+
+  it('code a link or mention could start in is escaped as text is, even across the end of its span', () => {
+    for (const text of [
+      'see `[click](https://evil.example)`',
+      '```\n<@123456789012345678> @everyone\n```',
+      '`[`click](https://evil.example)', // the link's text starts in the span and ends after it
+      '``` [click](https://evil.example)', // a fence nothing closes is text
+      '`a` [b](https://evil.example) `c`',
+    ]) {
+      const shown = modelText(text);
+      expect(liveMarkup(shown), text).toEqual([]);
+      expect(readModelText(shown)).toBe(text);
+    }
+    expect(modelText('`[0]` and [docs](https://a.example)')).toBe('`\\[0]` and \\[docs](https://a.example)'); // a `[` in code, a link after it
+  });
+
+  // The pieces that decide how Discord reads code and escapes, to be joined in any order.
+  const TRICKY = ['`', '``', '```', '```py\n', '````', '\n', '\\', '\\`', '[', ']', '(', ')', '<', '>', '@', '@everyone', '@here', '<@123>',
+    '</ban:42>', '[a](https://evil.example)', 'https://x.example/', ' ', 'a', '*', '_', '|', ':', 'print(x)'];
+  const trickyText = fc.array(fc.constantFrom(...TRICKY), { maxLength: 40 }).map((parts) => parts.join(''));
+
+  it('any text: read back exactly as written, and no live link or mention even were all code read as text', () => {
+    fc.assert(
+      fc.property(trickyText, (text) => {
+        const shown = modelText(text);
+        expect(readModelText(shown)).toBe(text);
+        expect(liveMarkup(shown)).toEqual([]);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('any answer and /describe prompt: the message reads back as written ("Imagine this", history)', () => {
+    fc.assert(
+      fc.property(trickyText, (raw) => {
+        const text = raw.trim();
+        const content = resultMessage(answered({ text, tokenCount: 9 }), undefined).body.content;
+        expect(readModelText(content)).toBe(text || '(no answer)');
+        const prompt = raw.replace(/\s+/g, ' ').trim();
+        if (!prompt) return;
+        const described = resultMessage(answered({ text: '', tokenCount: 1, prompts: [prompt] }), undefined).body.content;
+        expect(describedPrompt(described, 0)).toBe(prompt);
+        expect(liveMarkup(described)).toEqual([]);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('an answer while it streams: an open fence shows as a closed code block, and the end is the text as written', () => {
+    const text = 'Like this:\n```ts\nconst first = rows[0]; // <T> \\ a@b.c\nsend(`<b>${id}</b>`);\n```\nDone, see `rows[0]`.';
+    const shown = (partial: string) => progressText({ v: 1, jobId: 'j', stage: 'answering', step: 3, total: 0, partialText: partial }).split('\n').slice(1).join('\n');
+    for (let cut = 1; cut <= text.length; cut++) {
+      const partial = text.slice(0, cut);
+      expect(liveMarkup(shown(partial)), partial).toEqual([]);
+      expect((shown(partial).match(/```/g) ?? []).length % 2, partial).toBe(0); // never a fence left open
+    }
+    expect(shown('Like this:\n```ts\nconst first = rows[0];')).toBe('Like this:\n```ts\nconst first = rows[0];\n```'); // before: rows\[0], no block
+    expect(shown('Like this:\n```ts\nconst first = rows[0];\n``')).toBe('Like this:\n```ts\nconst first = rows[0];\n```');
+    expect(shown('Like this:\n```t')).toBe('Like this:'); // the fence's language still coming
+    expect(shown('Like this:\n```ts\n')).toBe('Like this:');
+    expect(resultMessage(answered({ text, tokenCount: 9 }), undefined).body.content).toBe(text);
+  });
+
+  it('an answer too long for one message, cut inside a code block: the block is closed and nothing goes live', () => {
+    const text = `Here:\n\`\`\`\n${'x = a[0] # [b](https://evil.example) <@123456789012345678>\n'.repeat(100)}\`\`\`\nend`;
+    const description = resultMessage(answered({ text, tokenCount: 900 }), undefined).body.embeds![0]!.description;
+    expect(description.length).toBeLessThanOrEqual(4096);
+    expect(description).toMatch(/\n```…$/);
+    expect(liveMarkup(description)).toEqual([]);
+    const plainCode = `Here:\n\`\`\`\n${'x = a[0] \\ 2\n'.repeat(400)}\`\`\``;
+    const cut = resultMessage(answered({ text: plainCode, tokenCount: 900 }), undefined).body.embeds![0]!.description;
+    expect(cut).not.toContain('\\[');
+    expect(cut.length).toBeLessThanOrEqual(4096);
   });
 });
