@@ -3,9 +3,15 @@
 //   - cancel:  the caller's AbortSignal fires → the thread is told to abort that run → AppError('cancelled')
 //   - timeout: jobTimeoutMs passes             → the thread is told to abort that run → AppError('timeout')
 //   - a thread that has not stopped a run abortGraceMs after its abort is terminated and a fresh one is started,
-//     so a stuck native call cannot hold a slot forever (its other runs fail retryably: AppError('internal'));
-//   - a thread that exits on its own (crash) fails every run on it with a retryable AppError('internal'), so each
-//     job is retried, on this worker's fresh thread or elsewhere; it is replaced also when it held no run.
+//     so a stuck native call cannot hold a slot forever; its other runs (batched with it, or joined during the
+//     grace) are run again, from the start, on the fresh thread or another one: not failed, since a failure costs
+//     their jobs a BullMQ attempt (worker/processor.ts rethrows it) for another job's fault;
+//   - a thread that exits on its own (crash) is replaced, also when it held no run. A run it held alone fails with a
+//     retryable AppError('internal'), so its job is retried (one attempt), on this worker's fresh thread or
+//     elsewhere. The runs of a batch are each run again alone instead: which one crashed the thread is unknown, and
+//     an input that reliably crashes it (a malformed image that kills native code) would otherwise fail every
+//     batch-mate's attempts with its own. So only a run that crashes its thread alone is charged an attempt, and a
+//     poison job crashes its thread at most twice per attempt.
 //
 // Batching (worker.maxBatch, docs/batching.md): a thread takes up to `maxBatch[stage]` runs of one stage at once
 // (decode: understand and check; diffusion: generate) and the pipeline steps them together. A thread never mixes
@@ -99,10 +105,25 @@ interface Slot {
   stage: Stage;
   /** Being replaced: takes no runs until the fresh thread is ready. */
   respawning: boolean;
+  /** Held by a run that must run alone (its batch crashed): takes no companions (meaningful while active > 0). */
+  alone: boolean;
+}
+
+/**
+ * How a run asks for room: 'new', at the end of the line; 'again' (its thread was terminated for another run) and
+ * 'alone' (its batch crashed its thread) at the head of the line, ahead of runs that never had room, and 'alone' on
+ * an idle thread that it keeps to itself.
+ */
+type Placement = 'new' | 'again' | 'alone';
+
+/** Thrown inside the host when a run's thread went down through no fault of the run known: it is placed again. */
+class RunAgain {
+  constructor(readonly placement: 'again' | 'alone') {}
 }
 
 interface Waiter {
   stage: Stage;
+  placement: Placement;
   grant(slot: Slot): void;
   /** Ends the wait without room (the run was cancelled, or the host is closing). */
   fail(e: AppError): void;
@@ -148,6 +169,8 @@ function fromWire(e: WireError): AppError {
 export class ThreadHost {
   private readonly slots: Slot[] = [];
   private readonly waiters: Waiter[] = [];
+  /** Threads the host terminated because a run ignored its abort: their other runs are not to blame. */
+  private readonly terminatedForStuckRun = new WeakSet<Worker>();
   private nextRunId = 1;
   private closed = false;
 
@@ -158,7 +181,7 @@ export class ThreadHost {
     const host = new ThreadHost(options);
     try {
       for (let i = 0; i < options.size; i++) {
-        const slot: Slot = { thread: await host.spawn(), active: 0, meters: new Set(), stage: 'decode', respawning: false };
+        const slot: Slot = { thread: await host.spawn(), active: 0, meters: new Set(), stage: 'decode', respawning: false, alone: false };
         host.slots.push(slot);
         host.watch(slot);
       }
@@ -229,32 +252,36 @@ export class ThreadHost {
     return this.options.size * Math.max(this.capacity('decode'), this.capacity('diffusion'));
   }
 
-  /** A slot with room for a run of `stage`: an idle one, else one already running that stage with room. */
-  private fit(stage: Stage): Slot | undefined {
+  /** A slot with room for a run of `stage`: an idle one, else one already running that stage with room (not one
+   *  held by a run alone, and none for a run that must run alone). */
+  private fit(stage: Stage, placement: Placement): Slot | undefined {
     const open = this.slots.filter((s) => !s.respawning);
-    return (
-      // Stryker disable next-line ConditionalExpression,EqualityOperator: which of two threads takes the run (a batch with room, or an idle thread of that stage left by an earlier batch): it runs at once either way
-      open.find((s) => s.active > 0 && s.stage === stage && s.active < this.capacity(stage)) ?? // join a batch first
-      open.find((s) => s.active === 0)
-    );
+    const batch = placement === 'alone' ? undefined : open.find((s) => s.active > 0 && !s.alone && s.stage === stage && s.active < this.capacity(stage));
+    // Stryker disable next-line ConditionalExpression,EqualityOperator: which of two threads takes the run (a batch with room, or an idle thread of that stage left by an earlier batch): it runs at once either way
+    return batch ?? open.find((s) => s.active === 0); // join a batch first
   }
 
-  private take(slot: Slot, stage: Stage): Slot {
-    // Stryker disable next-line ConditionalExpression: equivalent, a run joins a busy slot only of its own stage
-    if (slot.active === 0) slot.stage = stage;
+  private take(slot: Slot, stage: Stage, placement: Placement): Slot {
+    // Stryker disable next-line ConditionalExpression: equivalent, a run joins a busy slot only of its own stage, and never one held alone
+    if (slot.active === 0) {
+      slot.stage = stage;
+      slot.alone = placement === 'alone';
+    }
     slot.active++;
     return slot;
   }
 
   /**
    * Room for a run of `stage`, in strict arrival order. A run cancelled while it waits leaves the line at once (a
-   * user's Cancel must not wait for the runs ahead of it to finish), and those behind it may then fit.
+   * user's Cancel must not wait for the runs ahead of it to finish), and those behind it may then fit. A run placed
+   * again had room before: it goes ahead of the runs that never had, behind those placed again before it.
    */
-  private acquire(stage: Stage, signal: AbortSignal): Promise<Slot> {
+  private acquire(stage: Stage, signal: AbortSignal, placement: Placement): Promise<Slot> {
     // Stryker disable next-line ConditionalExpression: without it the run would be stopped as soon as it has room (run() checks the signal too); it only takes no room
     if (signal.aborted) return Promise.reject(new AppError('cancelled', 'Cancelled.'));
-    const slot = this.waiters.length === 0 ? this.fit(stage) : undefined;
-    if (slot) return Promise.resolve(this.take(slot, stage));
+    const ahead = placement === 'new' ? this.waiters.length : this.waiters.filter((w) => w.placement !== 'new').length;
+    const slot = ahead === 0 ? this.fit(stage, placement) : undefined;
+    if (slot) return Promise.resolve(this.take(slot, stage, placement));
     return new Promise((resolve, reject) => {
       const leave = () => {
         const at = this.waiters.indexOf(waiter);
@@ -266,6 +293,7 @@ export class ThreadHost {
       };
       const waiter: Waiter = {
         stage,
+        placement,
         grant: (granted) => {
           // Stryker disable next-line StringLiteral: equivalent, leave() does nothing once the waiter is out of the line
           signal.removeEventListener('abort', leave);
@@ -279,7 +307,7 @@ export class ThreadHost {
       };
       // Stryker disable next-line ObjectLiteral,BooleanLiteral: equivalent, a signal aborts once
       signal.addEventListener('abort', leave, { once: true });
-      this.waiters.push(waiter);
+      this.waiters.splice(ahead, 0, waiter);
     });
   }
 
@@ -288,10 +316,10 @@ export class ThreadHost {
     for (;;) {
       const first = this.waiters[0];
       if (!first) return;
-      const slot = this.fit(first.stage);
+      const slot = this.fit(first.stage, first.placement);
       if (!slot) return;
       this.waiters.shift();
-      first.grant(this.take(slot, first.stage));
+      first.grant(this.take(slot, first.stage, first.placement));
     }
   }
 
@@ -343,12 +371,26 @@ export class ThreadHost {
   }
 
   private async run(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions): Promise<unknown> {
+    // Ends: the run's own outcome, or a failure that is its own. A run placed alone is never placed again (a crash is
+    // then its own), and one placed again for a stuck companion only once per other run that gets stuck: no loop.
+    for (let placement: Placement = 'new'; ; ) {
+      try {
+        return await this.runOnce(kind, request, run, placement);
+      } catch (e) {
+        if (!(e instanceof RunAgain)) throw e;
+        placement = e.placement;
+      }
+    }
+  }
+
+  /** One placement of a run on a thread; each placement has the run's whole time limit, as a retried job would. */
+  private async runOnce(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions, placement: Placement): Promise<unknown> {
     if (this.closed) throw new AppError('internal', 'the worker is shutting down');
     const meter = run.meter;
     meter?.waitForRoom();
     let slot: Slot;
     try {
-      slot = await this.acquire(stageOf(kind), run.signal);
+      slot = await this.acquire(stageOf(kind), run.signal, placement);
     } catch (e) {
       meter?.share(1); // no room given (cancelled, or closing): back outside the thread
       throw e;
@@ -373,6 +415,7 @@ export class ThreadHost {
           graceTimer = setTimeout(() => {
             this.options.log.warn({ runId, abortGraceMs: this.options.abortGraceMs }, 'model thread ignored abort; terminating it');
             needsRespawn = true;
+            this.terminatedForStuckRun.add(thread);
             finish(() => reject(reason));
           }, this.options.abortGraceMs);
         };
@@ -391,14 +434,24 @@ export class ThreadHost {
           // Stryker disable next-line ConditionalExpression: equivalent, the thread sends a run only progress, done or error
           if (msg.type === 'error') finish(() => reject(stopReason ?? fromWire(msg.error)));
         };
-        const onExit = (code: number) => {
-          needsRespawn = true;
-          finish(() => reject(stopReason ?? new AppError('internal', `the model thread exited (code ${code}) during the job`)));
+        // The thread went down under the run: a failure of its own, or it is placed again. Every run on the thread
+        // hears this before any of them leaves it, so `slot.active` still counts the whole batch.
+        const blame = (crash: AppError): AppError | RunAgain => {
+          if (stopReason) return stopReason;
+          if (this.closed) return crash; // close() terminated it: retryable, the job goes back to the queue
+          if (this.terminatedForStuckRun.has(thread)) return new RunAgain('again');
+          // which run of a batch crashed it is unknown: each runs again alone, where a crash is its own
+          if (placement !== 'alone' && slot.active > 1) return new RunAgain('alone');
+          return crash;
         };
-        const onError = (e: Error) => {
+        const wentDown = (crash: AppError) => {
           needsRespawn = true;
-          finish(() => reject(stopReason ?? new AppError('internal', `the model thread crashed: ${e.message}`, { cause: e })));
+          const why = blame(crash);
+          if (why instanceof RunAgain) this.options.log.warn({ runId, placement: why.placement }, 'model thread went down under a run not to blame; running it again');
+          finish(() => reject(why));
         };
+        const onExit = (code: number) => wentDown(new AppError('internal', `the model thread exited (code ${code}) during the job`));
+        const onError = (e: Error) => wentDown(new AppError('internal', `the model thread crashed: ${e.message}`, { cause: e }));
         let done = false;
         const finish = (settle: () => void) => {
           if (done) return;
