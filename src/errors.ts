@@ -8,7 +8,8 @@ export type ErrorCode =
   | 'rate_limited' // a channel/user/guild limit was hit
   | 'forbidden' // not allowed in this guild/channel, or not an admin
   | 'cancelled' // the user cancelled
-  | 'withheld' // the image failed the channel's content checks (told to the user privately)
+  | 'withheld' // the image the model made failed the channel's content checks (told to the user privately)
+  | 'input_withheld' // the image the user sent failed them: deleted, and told privately (worker/after-job.ts deletes identical uploads too)
   // operators fix these
   | 'config' // config/default.yaml or env is wrong
   | 'model' // checkpoint missing, wrong shape, conversion failed
@@ -37,6 +38,9 @@ export class UserError extends AppError {
 }
 
 export const isUserError = (e: unknown): e is UserError => e instanceof UserError;
+
+/** Whether a job's error code is a content-check verdict (`withheld`, `input_withheld`): private, shared only where the checks are alike. */
+export const isWithheldCode = (code: string | undefined): boolean => code === 'withheld' || code === 'input_withheld';
 
 /** Wrap anything thrown into an AppError (bolt-js asCodedError). */
 export function asAppError(e: unknown, code: ErrorCode = 'internal'): AppError {

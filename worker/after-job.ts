@@ -18,6 +18,7 @@ import { DeliveryQueues, handOverEach, leaderAddress } from '../src/cache/fanout
 import { CheckOverrides } from '../src/checks/policy.ts';
 import { closeLua, putLua, ResultCache } from '../src/cache/results.ts';
 import type { Config } from '../src/config/schema.ts';
+import { isWithheldCode } from '../src/errors.ts';
 import { JobRequest, parseStoredJson, type JobResult } from '../src/jobs/contract.ts';
 import type { Logger } from '../src/log.ts';
 import { settleLua, Usage } from '../src/accounting/usage.ts';
@@ -60,7 +61,7 @@ const jobDone = (redis: Redis, calls: readonly ScriptCall[]) => runCombined(redi
  * withheld verdict): followers get it only where the checks are alike. A cancel or an internal failure says nothing
  * about the content and goes to every follower.
  */
-const carriesWork = (result: JobResult): boolean => result.status === 'succeeded' || result.error?.code === 'withheld';
+const carriesWork = (result: JobResult): boolean => result.status === 'succeeded' || isWithheldCode(result.error?.code);
 
 export interface AfterJob {
   /** `png`: result.image's bytes when the caller has them (else they are read back from the blob store). */

@@ -11,7 +11,7 @@ import { UnrecoverableError, WaitingError, type Job, type Processor } from 'bull
 import type { Redis } from '../src/redis.ts';
 import type { BlobStore, PreparedBlob } from '../src/blobs/store.ts';
 import type { Config } from '../src/config/schema.ts';
-import { AppError, UserError, asAppError, isUserError } from '../src/errors.ts';
+import { AppError, UserError, asAppError, isUserError, isWithheldCode } from '../src/errors.ts';
 import { isCancelRequested } from '../src/jobs/cancel.ts';
 import {
   CONTRACT_VERSION,
@@ -370,7 +370,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
 
   function classify(e: unknown): Failure | undefined {
     if (e instanceof ContractError) return { status: 'failed', code: 'contract', message: e.message, userFacing: false };
-    if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true, ...(e.code === 'withheld' ? { private: true } : {}) };
+    if (isUserError(e)) return { status: 'failed', code: e.code, message: e.message, userFacing: true, ...(isWithheldCode(e.code) ? { private: true } : {}) };
     if (e instanceof AppError && e.code === 'cancelled') return { status: 'cancelled', code: 'cancelled', message: 'Cancelled.', userFacing: true };
     if (e instanceof AppError && (e.code === 'timeout' || e.code === 'bad_image' || e.code === 'bad_request'))
       return { status: 'failed', code: e.code, message: e.message, userFacing: true };

@@ -38,21 +38,21 @@ function questionsOf(policy: CheckPolicy): CheckRequest['questions'] {
   return policy.moderation.enabled ? policy.moderation.questions.map(({ id, question }) => ({ id, question })) : [];
 }
 
-/** How a withheld input image's message begins (withheldError), which tells it from a withheld generated one. */
-const INPUT_WITHHELD = "I can't work with that image here:";
-
-/** Thrown when the channel's moderation questions flag an image: the user is told privately, nothing is posted. */
+/**
+ * Thrown when the channel's moderation questions flag an image: the user is told privately, nothing is posted. The
+ * code tells the image the user sent (`input_withheld`) from one the model made (`withheld`); the words are for people.
+ */
 export function withheldError(flagged: readonly string[], input: boolean): UserError {
   const what = flagged.join(', ');
-  const message = input
-    ? `${INPUT_WITHHELD} this channel's content checks flagged it (${what}).`
-    : `I made an image but did not post it: this channel's content checks flagged it (${what}). Try a different prompt.`;
-  return new UserError('withheld', message, { context: { flagged } });
+  if (input) return new UserError('input_withheld', `I can't work with that image here: this channel's content checks flagged it (${what}).`, { context: { flagged } });
+  return new UserError('withheld', `I made an image but did not post it: this channel's content checks flagged it (${what}). Try a different prompt.`, { context: { flagged } });
 }
 
-/** Whether a job's error says the checks flagged the image its user sent (withheldError with `input`). */
-export const inputWithheld = (error: { code: string; message: string } | undefined): boolean =>
-  error?.code === 'withheld' && error.message.startsWith(INPUT_WITHHELD);
+/**
+ * Whether a job's error says the checks flagged the image its user sent (withheldError with `input`). By its code only:
+ * before 2026-12-07 this matched the message's first words, and a rewording would have silently kept flagged uploads.
+ */
+export const inputWithheld = (error: { code: string } | undefined): boolean => error?.code === 'input_withheld';
 
 /** Draws `req` under `policy`; throws withheldError when every image drawn was flagged. */
 export async function generateReviewed(host: ReviewHost, req: GenerateRequest, policy: CheckPolicy, run: RunOptions): Promise<Reviewed> {

@@ -294,6 +294,7 @@ export const AnswerResult = z.strictObject({
 export type AnswerResult = z.infer<typeof AnswerResult>;
 
 export const ResultError = z.strictObject({
+  /** An ErrorCode (src/errors.ts). A plain string, not an enum: a process of an older version reads a code added since. */
   code: z.string(),
   /** Safe to show in chat when userFacing; otherwise the adapter shows "failed, ref <jobId>". */
   message: z.string(),

@@ -110,8 +110,8 @@ describe('a flagged input image shared by an identical request', () => {
     expect(follower.kind === 'queued' && follower.text).toBe(JOINED_TEXT);
     const served = JSON.parse((await redis.get(`${h.prefix}:served:${jobIdOf(follower)}`))!) as { request: { imageKey: string } };
     expect(await redis.exists(served.request.imageKey)).toBe(1);
-    expect(await port.waitFor(leader)).toMatchObject({ status: 'failed', error: { code: 'withheld', message: expect.stringMatching(/can't work with that image/) } });
-    expect(await port.waitFor(jobIdOf(follower))).toMatchObject({ status: 'failed', error: { code: 'withheld' } });
+    expect(await port.waitFor(leader)).toMatchObject({ status: 'failed', error: { code: 'input_withheld', message: expect.stringMatching(/can't work with that image/) } });
+    expect(await port.waitFor(jobIdOf(follower))).toMatchObject({ status: 'failed', error: { code: 'input_withheld' } });
     const leaderUpload = ((await core.queue.getJob(leader))!.data as { imageKey: string }).imageKey;
     expect(await redis.exists(leaderUpload)).toBe(0);
     await until(async () => (await redis.exists(served.request.imageKey)) === 0 || undefined, 5_000, "the follower's flagged upload to be deleted");

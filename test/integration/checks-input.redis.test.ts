@@ -1,6 +1,6 @@
 // Moderation of the images users send (issue 16): with checks.moderation on, the worker asks the moderation questions
 // of an /ask or vary input before the model answers or draws from it. Flagged: the model does not run, the input is
-// deleted from the blob store at once, and the hand-over is a private, user-facing `withheld` failure. In process,
+// deleted from the blob store at once, and the hand-over is a private, user-facing `input_withheld` failure. In process,
 // real Redis and the real processor; the host's check answers as the test sets it.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -85,14 +85,14 @@ describe('moderation of input images', () => {
     expect(asked.at(-1)!.match).toBe(false);
   });
 
-  it('a flagged /ask or vary image: no model run, the input deleted, a private withheld failure', async () => {
+  it('a flagged /ask or vary image: no model run, the input deleted, a private input_withheld failure', async () => {
     nudity = 0.97;
     for (const make of [ask, vary]) {
       ran.length = 0;
       const { outcome, result, imageKey } = await runJob(make);
       expect(outcome).toMatchObject({ name: 'UnrecoverableError' });
       expect(ran).toEqual([]);
-      expect(result).toMatchObject({ status: 'failed', error: { code: 'withheld', userFacing: true, private: true } });
+      expect(result).toMatchObject({ status: 'failed', error: { code: 'input_withheld', userFacing: true, private: true } });
       expect(result.error!.message).toMatch(/can't work with that image here.*\(nudity\)/);
       expect(await blobs.get(imageKey)).toBeUndefined();
     }

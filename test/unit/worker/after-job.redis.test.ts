@@ -17,6 +17,7 @@ import { createDeliveryQueue, deliveryQueueName } from '../../../src/jobs/queue.
 import { Usage } from '../../../src/accounting/usage.ts';
 import { closeRedis, createRedis, deleteKeys, type Redis } from '../../../src/redis.ts';
 import { createAfterJob, modelIdentity } from '../../../worker/after-job.ts';
+import { withheldError } from '../../../worker/review.ts';
 import type { Logger } from '../../../src/log.ts';
 import { createLogger } from '../../../src/log.ts';
 
@@ -195,6 +196,33 @@ describe('afterHandOver', () => {
     try {
       await after.afterHandOver(ask, { v: CONTRACT_VERSION, jobId: 'w1', kind: 'ask', destination: ask.destination, status: 'failed', error: { code: 'internal', message: 'x', userFacing: false }, timingsMs: {}, finishedAt: 1 }, 1_000);
       expect(warn).toHaveBeenCalledWith({ jobId: 'w1', err: 'OOM command not allowed' }, 'could not release the uploaded image; it expires with blobs.ttlSeconds');
+    } finally {
+      await after.close();
+    }
+  });
+
+  it("deletes the followers' uploads when the checks flagged the input, told by the error's code, not its words", async () => {
+    const blobs = createBlobStore(config, redis);
+    const after = createAfterJob({ config, redis, blobs, log: createLogger('test', 'silent'), manifestHash: 'model-x' });
+    const cache = new ResultCache(redis, config);
+    const vary = async (id: string, user: string, shade: number) =>
+      ({ ...imagine(id, dest(user), `in ink ${shade}`), kind: 'vary', imageKey: await blobs.put(Uint8Array.from([137, 80, 78, 71, shade]), 'input') }) as unknown as JobRequest;
+    const uploadOf = (r: JobRequest) => (r as Extract<JobRequest, { imageKey: string }>).imageKey;
+    /** A leader and one follower of its flight (each with its own upload of the same bytes); the leader ends with `error`. */
+    const flaggedFlight = async (n: number, error: { code: string; message: string }) => {
+      const [leader, follower] = [await vary(`x${n}`, 'xu', n), await vary(`x${n}f`, 'xv', n)];
+      const digest = (await cacheAddress({ redis, config, blobs }, leader))!;
+      expect(await cache.claim(digest, leader.id, '{}')).toEqual({ leads: true });
+      expect(await cache.claim(digest, follower.id, JSON.stringify(follower))).toMatchObject({ leads: false });
+      const result: JobResult = { v: CONTRACT_VERSION, jobId: leader.id, kind: 'vary', destination: leader.destination, status: 'failed', error: { ...error, userFacing: true, private: true }, timingsMs: {}, finishedAt: 1 };
+      await after.afterHandOver(leader, result, 1_000);
+      return redis.exists(uploadOf(follower));
+    };
+    const reworded = 'Reworded: this image was flagged here.';
+    try {
+      expect(await flaggedFlight(1, { code: withheldError(['gore'], true).code, message: reworded })).toBe(0); // the input's verdict
+      // a generated image's verdict, even in the input verdict's words: the follower's upload goes as its own job's would
+      expect(await flaggedFlight(2, { code: withheldError(['gore'], false).code, message: withheldError(['gore'], true).message })).toBe(1);
     } finally {
       await after.close();
     }

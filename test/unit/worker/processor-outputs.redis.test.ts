@@ -372,7 +372,7 @@ describe('processor outputs', () => {
     expect(await failureOf(p.process(job(vary, { attempts: 3 }), 'token', new AbortController().signal))).toBeInstanceOf(UnrecoverableError);
     expect(await blobs.get(imageKey)).toBeUndefined();
     expect((await handedOver(vary.id))!.error).toEqual({
-      code: 'withheld', message: "I can't work with that image here: this channel's content checks flagged it (violence).", userFacing: true, private: true,
+      code: 'input_withheld', message: "I can't work with that image here: this channel's content checks flagged it (violence).", userFacing: true, private: true,
     });
     expect(logged('input image withheld by the content checks')).toMatchObject([{ jobId: vary.id, flagged: ['violence'] }]);
 

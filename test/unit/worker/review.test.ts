@@ -6,7 +6,7 @@ import type { CheckPolicy } from '../../../src/checks/policy.ts';
 import { isUserError } from '../../../src/errors.ts';
 import type { ImagineOptions } from '../../../src/jobs/contract.ts';
 import type { CheckRequest, CheckResult, GenerateRequest } from '../../../worker/pipeline/types.ts';
-import { generateReviewed, moderateInput, rerollSeed, withheldError, type ReviewHost } from '../../../worker/review.ts';
+import { generateReviewed, inputWithheld, moderateInput, rerollSeed, withheldError, type ReviewHost } from '../../../worker/review.ts';
 import type { RunOptions } from '../../../worker/thread-host.ts';
 
 const options: ImagineOptions = { seed: 4_294_967_294, ditSteps: 2, decoderSteps: 2, guidance: 3, aspect: '1:1' };
@@ -155,7 +155,15 @@ describe('moderateInput', () => {
 describe('withheldError and rerollSeed', () => {
   it('tells a user whose own image was flagged that it cannot be used here', () => {
     const e = withheldError(['gore'], true);
-    expect([e.code, e.message, e.context]).toEqual(['withheld', "I can't work with that image here: this channel's content checks flagged it (gore).", { flagged: ['gore'] }]);
+    expect([e.code, e.message, e.context]).toEqual(['input_withheld', "I can't work with that image here: this channel's content checks flagged it (gore).", { flagged: ['gore'] }]);
+  });
+  it("tells a flagged input from a flagged output by the error's code, whatever its words say", () => {
+    // What reaches afterHandOver is the code and the text the worker handed over; the text may be reworded at any time.
+    const reworded = (input: boolean) => ({ code: withheldError(['gore'], input).code, message: 'Reworded: this image was flagged here.' });
+    expect([inputWithheld(reworded(true)), inputWithheld(reworded(false))]).toEqual([true, false]);
+    const outputInInputsWords = { code: withheldError(['gore'], false).code, message: withheldError(['gore'], true).message };
+    expect(inputWithheld(outputInInputsWords)).toBe(false);
+    expect(inputWithheld(undefined)).toBe(false);
   });
   it('gives re-roll k the seed k after the first, modulo 2³²', () => {
     expect([rerollSeed(5, 1), rerollSeed(5, 3), rerollSeed(2 ** 32 - 1, 1)]).toEqual([6, 8, 0]);

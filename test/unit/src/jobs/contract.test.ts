@@ -52,6 +52,12 @@ describe('parseContract', () => {
     expect(issues[1]).toMatch(/^name: .+/);
   });
 
+  it("takes any error code: a bot or worker of an older version reads a code added since (e.g. 'input_withheld')", () => {
+    const failed = { v: 1, jobId: 'j', kind: 'vary', destination: { platform: 'cli', clientId: 'c', channelId: 'local', userId: 'u' }, status: 'failed', timingsMs: {}, finishedAt: 1 };
+    const error = { code: 'a_code_from_a_later_version', message: 'Not posted.', userFacing: true, private: true };
+    expect(parseContract(JobResult, { ...failed, error }, 'job result').error).toEqual(error);
+  });
+
   it('calls a problem with the payload itself "(root)"', () => {
     expect(() => parseContract(JobResult, 'not an object', 'job result')).toThrow(/: \(root\): .+/);
   });
