@@ -38,7 +38,8 @@ import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
 import { generateReviewed, moderateInput, withheldError } from './review.ts';
-import { ShareMeter, type RunOptions, type ThreadHost } from './thread-host.ts';
+import { JobClock, timedHost, type ModelHost } from './job-clock.ts';
+import type { RunOptions } from './thread-host.ts';
 
 /** One prompt out of a model's answer: its first non-empty line, without numbering, quotes or a "Prompt:" label. */
 export function cleanDescribedPrompt(text: string): string {
@@ -55,7 +56,7 @@ export interface ProcessorDeps {
   config: Readonly<Config>;
   redis: Redis;
   blobs: BlobStore;
-  host: Pick<ThreadHost, 'generate' | 'understand' | 'check'>;
+  host: ModelHost;
   log: Logger;
   /**
    * Called after every result handed over for a parsed request (and again when a re-run finds it handed over
@@ -139,7 +140,7 @@ export function severalImagesProgress(count: number, onProgress: (report: Progre
 type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean; private?: boolean };
 
 export function createProcessor(deps: ProcessorDeps): JobProcessor {
-  const { config, redis, blobs, host, log } = deps;
+  const { config, redis, blobs, log } = deps;
   const ledger = new DeliveryLedger(redis, config);
   const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const queues = new Map<string, DeliveryQueue>();
@@ -227,25 +228,27 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   }
 
   /**
-   * `job.processedOn` is when this attempt started: the run time of a failure that reported no stage timings.
+   * `ranMs`: what a result or failure without stage timings is charged: the job clock's reading as its run ended (GPU
+   * time: a wait for room in a thread counts nothing); without one (this attempt ran nothing: a re-run that found its
+   * result handed over) the wall time since the attempt started (`job.processedOn`).
    * `ranUnder`: the check policy the run read, whose scope decides whom its result may be shared with.
    */
-  async function after(job: Job, request: JobRequest, result: JobResult | undefined, png?: Uint8Array, ranUnder?: Promise<CheckPolicy>): Promise<void> {
+  async function after(job: Job, request: JobRequest, result: JobResult | undefined, png?: Uint8Array, ranUnder?: Promise<CheckPolicy>, ranMs?: number): Promise<void> {
     if (!result || !deps.afterHandOver) return;
     const checksScope = ranUnder ? await ranUnder.then(policyScope, () => undefined) : undefined;
-    await deps.afterHandOver(request, result, Math.max(0, Date.now() - (job.processedOn ?? Date.now())), png, checksScope);
+    await deps.afterHandOver(request, result, Math.max(0, ranMs ?? Date.now() - (job.processedOn ?? Date.now())), png, checksScope);
   }
 
   /**
    * A job's result, and each try's match score (for the jobs queue's return value, not the delivery); `png`: the bytes
    * stored for result.image (afterHandOver caches them without reading them back).
    */
-  async function run(request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>, progress: ProgressCoalescer): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array; blobs?: PreparedBlob[] }> {
+  async function run(request: JobRequest, signal: AbortSignal, checkPolicy: Promise<CheckPolicy>, progress: ProgressCoalescer, jobClock: JobClock): Promise<{ result: JobResult; matchScores?: (number | null)[]; png?: Uint8Array; blobs?: PreparedBlob[] }> {
     const timings: Record<string, number> = {};
-    // Stage times on the job's fair-share clock: under batching (worker.maxBatch) the jobs sharing a model thread
-    // split its time (docs/batching.md); alone it is the wall clock.
-    const meter = new ShareMeter();
-    const clock = () => meter.now();
+    // Stage times on the job's GPU clock (worker/job-clock.ts): under batching (worker.maxBatch) the runs sharing a
+    // model thread split its time (docs/batching.md), a run waiting for room counts nothing; alone it is the wall clock.
+    const model = timedHost(deps.host, jobClock);
+    const clock = () => jobClock.now();
     let stage = '';
     let stageAt = clock();
     const onProgress = (report: ProgressReport) => {
@@ -260,13 +263,13 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       }
       progress.push({ v: CONTRACT_VERSION, jobId: request.id, ...report });
     };
-    const runOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress, meter };
+    const runOptions: RunOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
     const policy = await checkPolicy;
     /** Moderation of an image the user sent: a flagged one is deleted now, not kept until its TTL. */
     const moderated = async (key: string): Promise<Uint8Array> => {
       const bytes = await inputImage(key);
-      const flagged = await moderateInput(host, bytes, policy, runOptions);
+      const flagged = await moderateInput(model, bytes, policy, runOptions);
       if (flagged.length === 0) return bytes;
       await blobs.delete(key);
       log.info({ jobId: request.id, flagged }, 'input image withheld by the content checks');
@@ -278,7 +281,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const prompts: string[] = [];
       let tokens = 0;
       for (let i = 0; i < DESCRIBE_PROMPTS; i++) {
-        const answer = await host.understand({ image, question: request.question, history: [], options: { ...request.options, seed: (request.options.seed + i) % 2 ** 32 } }, runOptions);
+        const answer = await model.understand({ image, question: request.question, history: [], options: { ...request.options, seed: (request.options.seed + i) % 2 ** 32 } }, runOptions);
         tokens += answer.tokenIds.length;
         const prompt = cleanDescribedPrompt(answer.text);
         if (prompt) prompts.push(prompt);
@@ -289,7 +292,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     }
     if (request.kind === 'ask') {
       const image = await moderated(request.imageKey);
-      const answer = await host.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
+      const answer = await model.understand({ image, question: request.question, history: request.history, options: request.options }, runOptions);
       if (stage) timings[stage] = (timings[stage] ?? 0) + clock() - stageAt;
       return { result: { ...base, answer: { text: answer.text, tokenCount: answer.tokenIds.length }, timingsMs: timings, finishedAt: Date.now() } };
     }
@@ -300,14 +303,13 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const { count = 1, ...single } = request.options;
     const imageProgress = count > 1 ? severalImagesProgress(count, onProgress) : () => onProgress;
     const reviewOne = (i: number, options: RunOptions) =>
-      generateReviewed(host, { prompt: request.prompt, options: { ...single, seed: single.seed + i }, ...(image ? { image } : {}) }, policy, { ...options, onProgress: imageProgress(i) });
+      generateReviewed(model, { prompt: request.prompt, options: { ...single, seed: single.seed + i }, ...(image ? { image } : {}) }, policy, { ...options, onProgress: imageProgress(i) });
     let reviewedAll: Awaited<ReturnType<typeof generateReviewed>>[] = [];
     try {
       if (count > 1 && config.worker.maxBatch.diffusion > 1) {
         const siblings = new AbortController();
-        // No share meter on these runs: one meter on several runs of the same thread would count the job as 1/count
-        // of it while it holds count runs; without one, the job's clock is the wall clock while its images run.
-        const together = { signal: AbortSignal.any([signal, siblings.signal]), timeoutMs: runOptions.timeoutMs, onProgress };
+        // Each image's runs on a meter of their own (timedHost): the job is charged its images' shares of the thread.
+        const together = { ...runOptions, signal: AbortSignal.any([signal, siblings.signal]) };
         const each = Array.from({ length: count }, (_, i) =>
           reviewOne(i, together).catch((e: unknown) => {
             siblings.abort();
@@ -414,6 +416,9 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     let matchScores: (number | null)[] | undefined;
     let png: Uint8Array | undefined;
     let made: PreparedBlob[] | undefined;
+    // The job's GPU time, read when its run ends: what a result or failure without stage timings is charged.
+    const jobClock = new JobClock();
+    let ranMs = 0;
     try {
       // Stryker disable next-line StringLiteral: classify hands over its own "Cancelled." whatever this message says
       if (await cancelled) throw new AppError('cancelled', 'Cancelled.');
@@ -422,17 +427,19 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       const writeMs = deps.progressWriteMs?.(request.destination) ?? progressWriteIntervalMs(config, request.destination);
       const progress = coalesceProgress(writeMs, (p: JobProgress) =>
         void job.updateProgress(p).catch((e: unknown) => log.warn({ jobId: request.id, err: (e as Error).message }, 'progress update failed')));
-      ({ result, matchScores, png, blobs: made } = await run(request, signal ?? new AbortController().signal, policy, progress).finally(() => progress.stop()));
+      ({ result, matchScores, png, blobs: made } = await run(request, signal ?? new AbortController().signal, policy, progress, jobClock).finally(() => progress.stop()));
+      ranMs = jobClock.now();
       await handOver(result, made);
       log.info({ jobId: request.id, kind: request.kind, timingsMs: result.timingsMs }, 'job done');
     } catch (e) {
+      ranMs = jobClock.now(); // a failed run is charged the GPU time it used, not its attempt's wall time
       if (signal?.reason === HAND_BACK && e instanceof AppError && e.code === 'cancelled') {
         await handBack(job, token);
         throw new WaitingError(); // BullMQ leaves the job where handBack put it: not failed, no retry counted
       }
       const failure = classify(e);
       if (failure) {
-        await after(job, request, await handOverFailure(request, failure), undefined, policy);
+        await after(job, request, await handOverFailure(request, failure), undefined, policy, ranMs);
         // A user-facing text may quote the input: in a no-log channel it stays out of the log and out of what BullMQ
         // keeps (the job's failedReason and stacktrace, the events stream, which outlives the job): the user has it in
         // the result handed over.
@@ -442,14 +449,14 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       }
       const attempts = job.opts.attempts ?? 1;
       if (job.attemptsMade + 1 >= attempts) {
-        await after(job, request, await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false }));
+        await after(job, request, await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false }), undefined, undefined, ranMs);
       }
       log.warn({ jobId: request.id, attempt: job.attemptsMade + 1, attempts, err: (e as Error).message }, 'job attempt failed');
       throw e;
     }
     // Outside the try: the result is handed over, so a throw here must not turn it into a failure; BullMQ retries
     // and the re-run (alreadyHandedOver) calls afterHandOver again with the handed-over result.
-    await after(job, request, result, png, policy);
+    await after(job, request, result, png, policy, ranMs);
     const { matchScore, tries } = result.image ?? {};
     return { status: 'succeeded', timingsMs: result.timingsMs, ...(matchScore !== undefined ? { matchScore, matchScores } : {}), ...(tries ? { tries } : {}) };
   };
