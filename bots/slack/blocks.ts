@@ -89,7 +89,8 @@ export function statusMessage(jobId: string, title: string, p: Pick<ShownProgres
   const line = note ?? progressText(p);
   const detail = p.stage === 'queued' || p.total === 0 ? `*${line}*` : `*${line}*  \`${bar(p.step, p.total)}\``;
   const blocks = [section(`${title}\n${detail}`)];
-  if (p.partialText) blocks.push(section(escapeMrkdwn(p.partialText)));
+  const partial = p.partialText ? partialAnswer(p.partialText) : '';
+  if (partial) blocks.push(section(partial)); // (Slack refuses a section without text)
   blocks.push({ type: 'actions', block_id: 'status', elements: [button('Cancel', ACTION.cancel, jobId, 'danger')] });
   return { text: line, blocks };
 }
@@ -174,24 +175,109 @@ export function imageResultMessage(result: JobResult): SlackMessage {
   };
 }
 
+// --- an answer's text in sections
+// Slack renders each section's mrkdwn on its own and pairs the ``` inside it: a code block opened in one section and
+// closed in the next shows its backticks as text in the first, and the rest of its code as mrkdwn in the second. So
+// every section holds whole code blocks. Slack has no language tags (```python shows "python" as the code's first
+// line), so a block cut in two is reopened bare: the tag again would add a line of code that isn't there.
+
+/** Each run of three or more backticks opens or closes a code block (Slack pairs them, wherever they stand). */
+const FENCE = /`{3,}/g;
+const fenceCount = (s: string): number => s.match(FENCE)?.length ?? 0;
+const REOPEN = '```\n';
+const CLOSE = '\n```';
+/** Of a section's 3,000 characters; a section may add a fence reopened at its start and one closed at its end. */
+const SECTION_TEXT = 2900;
+
+/**
+ * `text` with the code block it leaves open (an answer cut short, or still streaming) closed: a closing fence whose
+ * first backticks have arrived is finished, else one is added. A block with no code yet (nothing after its first
+ * line) is left out until it has some, or Slack would show its backticks, or its language as the code.
+ */
+function withCodeClosed(text: string): string {
+  if (fenceCount(text) % 2 === 0) return text;
+  let opened = text.lastIndexOf('```');
+  while (text[opened - 1] === '`') opened--;
+  const firstLineEnd = text.indexOf('\n', opened);
+  if (firstLineEnd < 0 || !text.slice(firstLineEnd).trim()) return text.slice(0, opened).trimEnd();
+  const closingStarted = /\n`{1,2}$/.exec(text)?.[0];
+  return closingStarted ? `${text}${'`'.repeat(4 - closingStarted.length)}` : `${text}${CLOSE}`;
+}
+
+/** `text` in at most `max` characters: cut with "…", a code block the cut leaves open closed before it. */
+function clipWithCodeClosed(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const cut = text.slice(0, max - 1);
+  return `${fenceCount(cut) % 2 === 0 ? cut : withCodeClosed(cut.slice(0, -CLOSE.length))}…`;
+}
+
+/**
+ * Where the section of `escaped` from `start` ends, before `limit` (its length in SECTION_TEXT): at the last line end
+ * outside code in the section's second half (before a block that fits the next section, rather than through it); else
+ * at the last line end in that half (a block longer than a section); else at `limit`, never inside an entity or a run
+ * of backticks. Cut after escaping (an answer of many & < > grows up to five-fold, and a section past 3,000 is clipped).
+ */
+function sectionEnd(escaped: string, start: number, limit: number, inCode: boolean): number {
+  let lineEnd = -1;
+  let lineEndOutside = -1;
+  for (let at = start, code = inCode; at <= limit; at++) {
+    if (escaped[at] === '\n') {
+      lineEnd = at;
+      if (!code) lineEndOutside = at;
+    } else if (escaped.startsWith('```', at)) {
+      code = !code;
+      while (escaped[at + 1] === '`') at++;
+    }
+  }
+  const secondHalf = start + SECTION_TEXT / 2;
+  if (lineEndOutside > secondHalf) return lineEndOutside;
+  if (lineEnd > secondHalf) return lineEnd;
+  let end = limit;
+  // every & starts an entity (at most five characters): one whose ; lies past the cut would be split
+  const amp = escaped.lastIndexOf('&', end - 1);
+  if (amp > start && escaped.indexOf(';', amp) >= end) end = amp;
+  while (end > start + 1 && escaped[end - 1] === '`' && escaped[end] === '`') end--;
+  return end;
+}
+
+/**
+ * `escaped` (mrkdwn whose code blocks are all closed) as section texts, each with whole code blocks: a block cut
+ * between two is closed at the end of the first and reopened at the start of the next. The newline at a cut is
+ * dropped (the break between sections stands for it), and so is a piece with nothing but spaces (Slack refuses it).
+ */
+function sectionTexts(escaped: string): string[] {
+  const texts: string[] = [];
+  let inCode = false; // whether the text from `start` is inside a code block that began in an earlier section
+  for (let start = 0; start < escaped.length; ) {
+    const limit = start + SECTION_TEXT;
+    const end = limit < escaped.length ? sectionEnd(escaped, start, limit, inCode) : escaped.length;
+    const piece = escaped.slice(start, end);
+    start = escaped[end] === '\n' ? end + 1 : end;
+    if (!piece.trim()) continue;
+    const endsInCode: boolean = inCode !== (fenceCount(piece) % 2 === 1);
+    texts.push(`${inCode ? REOPEN : ''}${piece}${endsInCode ? CLOSE : ''}`);
+    inCode = endsInCode;
+  }
+  return texts;
+}
+
 /** Slack's limit for one section's text is 3000 characters; answers longer than that go as several sections. */
 export function answerMessage(answer: string, note = ''): SlackMessage {
-  const text = note ? `${answer}\n_${note}_` : answer;
-  // Cut after escaping (an answer of many & < > grows up to five-fold, and a section past 3,000 is clipped), never
-  // inside an entity: a cut that would split "&amp;" moves back to its "&".
-  const escaped = escapeMrkdwn(stripControlChars(text));
-  const chunks: string[] = [];
-  for (let i = 0; i < escaped.length; ) {
-    let end = Math.min(i + 2900, escaped.length);
-    // every & starts an entity (at most five characters): one whose ; lies past the cut would be split
-    const amp = escaped.lastIndexOf('&', end - 1);
-    if (amp > i && escaped.indexOf(';', amp) >= end) end = amp;
-    chunks.push(escaped.slice(i, end));
-    i = end;
-  }
+  // an answer cut short inside code (the token limit) has its block closed, or the note would show as code
+  const closed = withCodeClosed(stripControlChars(answer));
+  const text = note ? `${closed}\n_${stripControlChars(note)}_` : closed;
   // `text` is the notification's (and the history's, read back with readSlackText): escaped as the blocks are, or an
   // answer quoting "<!channel>" would notify the whole channel
-  return { text: escapeMrkdwn(clip(text, 3900)), blocks: chunks.slice(0, 45).map((c) => ({ type: 'section', text: { type: 'mrkdwn', text: c } })) };
+  return {
+    text: escapeMrkdwn(clipWithCodeClosed(text, 3900)),
+    blocks: sectionTexts(escapeMrkdwn(text)).slice(0, 45).map((t) => ({ type: 'section', text: { type: 'mrkdwn', text: t } })),
+  };
+}
+
+/** The answer so far, while the model writes: its open code block closed, and when longer than a section, its first. */
+function partialAnswer(partial: string): string {
+  const [first = '', ...more] = sectionTexts(escapeMrkdwn(withCodeClosed(stripControlChars(partial))));
+  return more.length === 0 ? first : first.endsWith(CLOSE) ? `${first}\n…` : `${first}…`;
 }
 
 /**
