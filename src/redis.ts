@@ -594,12 +594,13 @@ export async function waitForRedis(redis: Redis, url: string, timeoutMs?: number
   let onError: ((e: unknown) => void) | undefined;
   const tlsHint = /^rediss/.test(url) ? ' If it runs, check that its TLS certificate is trusted here (NODE_EXTRA_CA_CERTS).' : '';
   const failed = new Promise<never>((_, reject) => {
+    // Not `docker compose up -d redis`: compose does not publish its Redis, so the CLI on the host still could not reach it
     if (timeoutMs !== undefined)
       timer = setTimeout(
         () =>
           reject(
             new Error(
-              `Cannot reach Redis at ${address} after ${Math.round(timeoutMs / 1000)} s. Start it (\`docker compose up -d redis\`, or \`redis-server\`) or point REDIS_URL at a running one.${tlsHint}`,
+              `Cannot reach Redis at ${address} after ${Math.round(timeoutMs / 1000)} s. Start it (\`redis-server\`, or \`docker run -d -p 127.0.0.1:6379:6379 redis:7.4.2-alpine\`; the compose stack's Redis is not published to this host) or point REDIS_URL at a running one.${tlsHint}`,
             ),
           ),
         timeoutMs,

@@ -31,7 +31,7 @@ export function deliveryQueueName(destination: Destination): string {
   return destination.platform === 'cli' ? `${QueueNames.delivery('cli')}-${destination.clientId}` : QueueNames.delivery(destination.platform);
 }
 
-/** Retries with exponential backoff for transient faults; finished jobs kept a while for dedupe and /status. */
+/** Retries with exponential backoff for transient faults; finished jobs kept a while for dedupe and for Re-roll/Vary. */
 export function jobOptions(config: QueueConfig): JobsOptions {
   const q = config.queue;
   return {

@@ -1,7 +1,8 @@
 // REDIS_URL forms: one server, Redis Sentinel or Redis Cluster (src/redis.ts).
 import { describe, expect, it } from 'vitest';
 import { loadSecrets } from '../../../src/config/load.ts';
-import { CLUSTER_FAILOVER_WAIT_MS, credentialsRefusal, isRedisConnectionError, redisRefusal, untrustedCertificate, parseRedisUrl, redactRedisUrl, redisAddress } from '../../../src/redis.ts';
+import { CLUSTER_FAILOVER_WAIT_MS, createRedis, credentialsRefusal, disconnectRedis, isRedisConnectionError, redisRefusal, untrustedCertificate, parseRedisUrl, redactRedisUrl, redisAddress, waitForRedis } from '../../../src/redis.ts';
+import { freePort } from '../../doubles/free-port.ts';
 
 describe('parseRedisUrl', () => {
   it('passes redis:// and rediss:// through unchanged', () => {
@@ -128,5 +129,22 @@ describe('redisRefusal', () => {
       expect(untrustedCertificate(Object.assign(new Error(code), { code })), code).toBe(code);
     for (const other of [Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), new Error('ERR unknown command'), undefined])
       expect(redisRefusal(other, 'h:6379')).toBeUndefined();
+  });
+});
+
+describe('waitForRedis with a time limit (the CLI)', () => {
+  it("gives up with a way to start Redis that this host can reach: compose's Redis is not published (docs/self-hosting.md)", async () => {
+    const port = await freePort();
+    const url = `redis://127.0.0.1:${port}`;
+    const redis = createRedis(url, 'test-probe');
+    try {
+      const error = await waitForRedis(redis, url, 1000).then(() => undefined, (e: Error) => e);
+      expect(error?.message).toMatch(new RegExp(`^Cannot reach Redis at 127\\.0\\.0\\.1:${port} after 1 s\\. Start it`));
+      expect(error?.message).toContain('`redis-server`');
+      expect(error?.message).toContain('docker run -d -p 127.0.0.1:6379:6379 redis:7.4.2-alpine');
+      expect(error?.message).not.toContain('docker compose up -d redis');
+    } finally {
+      disconnectRedis(redis);
+    }
   });
 });
