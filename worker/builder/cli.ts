@@ -14,7 +14,7 @@ import { makeTiny } from './tiny/index.ts';
 type Command = { usage: string; run(args: string[]): Promise<void> };
 
 const COMMANDS: Record<string, Command> = {
-  fetch: { usage: 'fetch <repo-id> [--revision r] [--dir d]   download a snapshot from the hub (resumable, verified)', run: (args) => import('../hub/cli.ts').then((m) => m.fetchCommand(args)) },
+  fetch: { usage: 'fetch [<repo-id>] [--revision r] [--dir d]   download a snapshot from the hub (resumable, verified)', run: (args) => import('../hub/cli.ts').then((m) => m.fetchCommand(args)) },
   convert: {
     usage: 'convert <snapshot-dir> <out-dir> [--dtype fp32|fp16] [--quant none|int4|int8] [--only text,vision,dit,unet,vae]   build the ONNX graphs + manifest.json',
     async run(args) {

@@ -1,5 +1,5 @@
-// `npm run model -- fetch <repo-id> [--revision <rev>] [--dir <snapshotDir>]`: download a snapshot with a
-// progress bar. Defaults come from config (model.hubRevision, model.snapshotDir, model.hubUrl / HF_ENDPOINT);
+// `npm run model -- fetch [<repo-id>] [--revision <rev>] [--dir <snapshotDir>]`: download a snapshot with a
+// progress bar. Defaults come from config (model.hubId, model.hubRevision, model.snapshotDir, model.hubUrl / HF_ENDPOINT);
 // HF_TOKEN comes from the environment. Registered in worker/builder/cli.ts's subcommand table.
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -8,7 +8,7 @@ import { loadConfig, loadSecrets, repoRoot } from '../../src/config/load.ts';
 import { AppError } from '../../src/errors.ts';
 import { fetchSnapshot, type FetchProgress } from './fetch.ts';
 
-const USAGE = 'usage: npm run model -- fetch <repo-id> [--revision <branch|tag|commit>] [--dir <snapshot dir>]';
+const USAGE = 'usage: npm run model -- fetch [<repo-id>, default model.hubId] [--revision <branch|tag|commit>] [--dir <snapshot dir>]';
 
 export async function fetchCommand(args: string[]): Promise<void> {
   const { positionals, values } = parseArgs({

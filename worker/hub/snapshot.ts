@@ -1,4 +1,4 @@
-// The snapshot manifest: `<snapshotDir>/.blip3o-snapshot.json`, written after every verified file, so an
+// The snapshot manifest: `<snapshotDir>/.blip3o-snapshot` (JSON), written after every verified file, so an
 // interrupted fetch knows what is already done and a restarted worker can tell, offline, that the cache is whole.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
