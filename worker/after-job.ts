@@ -105,8 +105,8 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
       // the result stored; the flight ended and its followers read: one script
       // The flight is closed where it was claimed (the scope the job was queued in). The result is stored, and handed
       // to followers, only within the scope its run used (as the processor read it; else the channel's now): a channel
-      // whose content checks differ gets none of it.
-      const address = await leaderAddress({ blobs, cache, overrides, checks: config.checks }, request, checksScope);
+      // whose content checks differ, or another tenant (src/checks/policy.ts sharingScope), gets none of it.
+      const address = await leaderAddress({ blobs, cache, overrides, config }, request, checksScope);
       const ranIn = address?.current;
       const sameChecksThroughout = address !== undefined && address.queuedIn === ranIn;
       const [, , ...followers] = await jobDone(redis, [
@@ -114,7 +114,7 @@ export function createAfterJob(deps: { config: Readonly<Config>; redis: Redis; b
         address && sameChecksThroughout ? await store(address.digest, result, png) : NO_CALL,
         address ? cache.closeCall(address.digest, request.id) : NO_CALL,
       ]);
-      const sharedWith = async (follower: JobRequest) => (await overrides.scopeFor(config.checks, follower.destination)) === ranIn;
+      const sharedWith = async (follower: JobRequest) => (await overrides.scopeFor(config, follower.destination)) === ranIn;
       const handed = await handOverEach({ queues, blobs }, followers.map(String), result, carriesWork(result) ? sharedWith : undefined);
       if (handed > 0) log.info({ jobId: request.id, followers: handed }, 'result handed to identical requests that joined this job');
       // The checks flagged the input image: each follower's upload holds the same bytes, and goes as the leader's did.

@@ -33,7 +33,7 @@ import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverToge
 import { coalesceProgress, progressWriteIntervalMs, type ProgressCoalescer } from '../src/jobs/progress.ts';
 import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
-import { CheckOverrides, policyScope, type CheckPolicy } from '../src/checks/policy.ts';
+import { CheckOverrides, sharingScope, type CheckPolicy } from '../src/checks/policy.ts';
 import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
@@ -64,7 +64,7 @@ export interface ProcessorDeps {
    * makes BullMQ retry the job; the re-run calls it again, so it must be idempotent. `png`: the bytes stored under
    * result.image.blobKey when this run made them (then they need not be read back); undefined on a re-run.
    */
-  /** `checksScope`: policyScope of the check policy the run used (src/checks/policy.ts), where it ran. */
+  /** `checksScope`: sharingScope of the check policy the run used (src/checks/policy.ts), where it ran. */
   afterHandOver?: (request: JobRequest, result: JobResult, ranMs: number, png?: Uint8Array, checksScope?: string) => Promise<void>;
   /**
    * Runs first for every job, a malformed one included: the fair scheduler's start hook (worker/main.ts). Its round
@@ -235,7 +235,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
    */
   async function after(job: Job, request: JobRequest, result: JobResult | undefined, png?: Uint8Array, ranUnder?: Promise<CheckPolicy>, ranMs?: number): Promise<void> {
     if (!result || !deps.afterHandOver) return;
-    const checksScope = ranUnder ? await ranUnder.then(policyScope, () => undefined) : undefined;
+    const checksScope = ranUnder ? await ranUnder.then((policy) => sharingScope(config.cache, request.destination, policy), () => undefined) : undefined;
     await deps.afterHandOver(request, result, Math.max(0, ranMs ?? Date.now() - (job.processedOn ?? Date.now())), png, checksScope);
   }
 

@@ -480,9 +480,10 @@ export function createCore(options: CoreOptions): Core {
     let enqueueing = false;
     try {
       // Result cache and single flight (docs/cost.md): an identical request is served without a job of its own.
-      // …within its channel's content-check scope: a result made under other checks is never served here.
+      // …within its sharing scope (src/checks/policy.ts sharingScope): a result made under other checks, or (unless
+      // cache.shareAcrossWorkspaces) in another server, workspace or user's DMs, is never served here.
       const contentDigest = await digestOf(blobs, request, storeImage);
-      const scope = contentDigest ? scopeOf(config.checks, request.destination, checkOverride) : undefined;
+      const scope = contentDigest ? scopeOf(config, request.destination, checkOverride) : undefined;
       digest = contentDigest && scope ? scopedDigest(contentDigest, scope) : undefined;
       const follower = JSON.stringify(request); // what a finished leader delivers to this request, if it joins one
       // With no admit hook between them, the lookup runs first in the admission script (one round trip fewer); with
@@ -545,7 +546,7 @@ export function createCore(options: CoreOptions): Core {
   }
 
   async function releaseFollowers(request: JobRequest, result: JobResult): Promise<number> {
-    const address = await leaderAddress({ blobs, cache, overrides: checkOverrides, checks: config.checks }, request);
+    const address = await leaderAddress({ blobs, cache, overrides: checkOverrides, config }, request);
     const followers = address ? await handOverToFollowers({ cache, queues: handOvers, blobs }, address.digest, request, result) : 0;
     await releaseUpload(blobs, config, request, 'removed').catch(() => undefined);
     return followers;

@@ -10,7 +10,7 @@ import type { Config } from '../config/schema.ts';
 import { JobRequest, outputBlobKeys, parseStoredJson, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
 import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../jobs/queue.ts';
 import { retentionJobOptions } from '../jobs/retention.ts';
-import type { CheckOverrides } from '../checks/policy.ts';
+import type { CheckOverrides, SharingConfig } from '../checks/policy.ts';
 import { requestDigest, scopedDigest, sha256Hex } from './key.ts';
 import type { ResultCache } from './results.ts';
 
@@ -59,18 +59,19 @@ export async function digestOf(blobs: BlobStore, request: JobRequest, imageBytes
 
 /**
  * Where a leader's flight (and its result's cache entry) lives: as recorded when it was queued (ResultCache.recordFlight),
- * else (a job queued without a record) its digest in its channel's content-check scope now. `queuedIn`: that scope;
- * `current`: the scope its run used: `ranIn` when the caller knows it (the worker's processor read it), else its
- * channel's scope now (the same unless an admin changed it during the run). Undefined: not cacheable.
+ * else (a job queued without a record) its digest in its channel's sharing scope now (src/checks/policy.ts sharingScope:
+ * its checks and tenant). `queuedIn`: that scope; `current`: the scope its run used: `ranIn` when the caller knows it
+ * (the worker's processor read it), else its channel's scope now (the same unless an admin changed it during the run).
+ * Undefined: not cacheable.
  */
 export async function leaderAddress(
-  deps: { blobs: BlobStore; cache: ResultCache; overrides: CheckOverrides; checks: Config['checks'] },
+  deps: { blobs: BlobStore; cache: ResultCache; overrides: CheckOverrides; config: SharingConfig },
   request: JobRequest,
   ranIn?: string,
 ): Promise<{ digest: string; queuedIn: string; current: string } | undefined> {
   if (retentionOf(request.destination) !== undefined) return undefined; // as digestOf: never cached, never a flight
   // The channel's policy is read only when the run's is not known: a Redis read saved per job the worker ends
-  const [recorded, current] = await Promise.all([deps.cache.flightOf(request.id), ranIn ?? deps.overrides.scopeFor(deps.checks, request.destination)]);
+  const [recorded, current] = await Promise.all([deps.cache.flightOf(request.id), ranIn ?? deps.overrides.scopeFor(deps.config, request.destination)]);
   if (recorded) return { digest: recorded.digest, queuedIn: recorded.scope, current };
   const digest = await digestOf(deps.blobs, request);
   return digest ? { digest: scopedDigest(digest, current), queuedIn: current, current } : undefined;

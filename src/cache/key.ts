@@ -58,8 +58,8 @@ export function requestDigest(request: JobRequest, imageSha256?: string): string
 }
 
 /**
- * The address a request's cache entry and flight live under: its digest within one content-check scope
- * (src/checks/policy.ts policyScope), so only requests whose channels check alike share a result.
+ * The address a request's cache entry and flight live under: its digest within one sharing scope (src/checks/policy.ts
+ * sharingScope), so only requests whose channels check alike, in one tenant unless cache.shareAcrossWorkspaces, share a result.
  */
 export function scopedDigest(digest: string, scope: string): string {
   return sha256Hex(`${scope}:${digest}`);

@@ -16,10 +16,11 @@
 //   T:w:<digest>       hash    follower jobId → follower JSON        requests that joined the flight
 //   T:done:<jobId>     hash    the followers a finished leader took  (a re-run hands the same ones over again)
 //   T:models           zset    "<manifest hash>\n<worker id>" → expires at (ms): what the live workers run
-//   T:flight:<jobId>   string  "<scope> <digest>": the flight a leader leads and the content-check scope it was queued in
+//   T:flight:<jobId>   string  "<scope> <digest>": the flight a leader leads and the sharing scope it was queued in
 //
-// <digest> is the request's digest within its channel's content-check scope (key.ts scopedDigest): requests whose
-// channels check differently share no entry and no flight.
+// <digest> is the request's digest within its sharing scope (key.ts scopedDigest, src/checks/policy.ts sharingScope):
+// requests whose channels check differently, or (unless cache.shareAcrossWorkspaces) from two servers, workspaces or
+// users' DMs, share no entry and no flight.
 import { NOW_MS_LUA, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import type { ImagineOptions } from '../jobs/contract.ts';
@@ -319,7 +320,7 @@ export class ResultCache {
   }
 
   /**
-   * Record where job `jobId`'s flight lives (its scoped digest) and the content-check scope it was queued in, so the
+   * Record where job `jobId`'s flight lives (its scoped digest) and the sharing scope it was queued in, so the
    * worker that ends it closes that flight even if an admin changed the channel's checks meanwhile, or the input image
    * the digest was computed from is gone (the checks delete a flagged one at once). Kept as long as a job.
    */

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from '../redis.ts';
 import { CheckPolicyOverride, type Config } from '../config/schema.ts';
-import { channelKey, parseStoredJson, type Destination } from '../jobs/contract.ts';
+import { channelKey, parseStoredJson, workspaceOf, type Destination } from '../jobs/contract.ts';
 
 export interface CheckPolicy {
   altText: boolean;
@@ -49,16 +49,40 @@ export function flaggedBy(policy: CheckPolicy, answers: Record<string, number>):
 
 /**
  * A short name for everything in `policy` that decides what a job delivers (or withholds): sha256 of its fields,
- * written in a fixed order. Results are shared only within one scope (src/cache/key.ts scopedDigest), so an image
- * made where the checks are off never reaches a channel whose checks would withhold it, and the reverse.
+ * written in a fixed order, and of `tenant` when results are shared within one only (sharingScope). Results are
+ * shared only within one scope (src/cache/key.ts scopedDigest), so an image made where the checks are off never
+ * reaches a channel whose checks would withhold it, and the reverse.
  */
-export function policyScope(policy: CheckPolicy): string {
+export function policyScope(policy: CheckPolicy, tenant?: string): string {
   const { altText, captionMaxTokens, match, moderation } = policy;
   const fields = [
     altText, captionMaxTokens, match.enabled, match.threshold, match.maxRerolls, moderation.enabled, moderation.checkInputs,
     moderation.questions.map((q) => [q.id, q.question, q.threshold]),
   ];
-  return createHash('sha256').update(JSON.stringify(fields)).digest('hex').slice(0, 32);
+  // Without a tenant the fields alone, as before tenants: entries cached then still hit where sharing is on
+  return createHash('sha256').update(JSON.stringify(tenant === undefined ? fields : [...fields, tenant])).digest('hex').slice(0, 32);
+}
+
+/**
+ * Who may share results by default: one Discord server, one Slack workspace, one user's DMs with the bot (workspaceOf
+ * calls every DM 'dm'; two users' DMs are two tenants), the CLI. A cache hit, a joined job or the "from the cache"
+ * footer tells the asker that someone in the same tenant asked the same thing (a shown seed makes a prompt guessable).
+ */
+export function tenantOf(d: Destination): string {
+  if (d.platform === 'discord' && d.guildId === null) return `discord:dm:${d.userId}`;
+  return `${d.platform}:${workspaceOf(d)}`;
+}
+
+/** What sharing results depends on: the checks, and whether the operator shares them across workspaces. */
+export type SharingConfig = Pick<Config, 'checks' | 'cache'>;
+
+/**
+ * The scope results made for `destination` under `policy` are shared in (src/cache/key.ts scopedDigest): its checks,
+ * within its tenant unless cache.shareAcrossWorkspaces. Every caller goes through here (the bot's lookup and claim,
+ * the worker's put and its followers), so a flight's followers and its cache entry agree.
+ */
+export function sharingScope(cache: SharingConfig['cache'], destination: Destination, policy: CheckPolicy): string {
+  return policyScope(policy, cache.shareAcrossWorkspaces ? undefined : tenantOf(destination));
 }
 
 /** Admins' runtime overrides, one JSON value per channel. */
@@ -96,13 +120,13 @@ export class CheckOverrides {
     return resolvePolicy(checks, destination, await this.get(channelKey(destination)));
   }
 
-  /** policyScope of the effective policy for `destination`. */
-  async scopeFor(checks: Config['checks'], destination: Destination): Promise<string> {
-    return scopeOf(checks, destination, await this.get(channelKey(destination)));
+  /** sharingScope of the effective policy for `destination`. */
+  async scopeFor(config: SharingConfig, destination: Destination): Promise<string> {
+    return scopeOf(config, destination, await this.get(channelKey(destination)));
   }
 }
 
-/** policyScope of the effective policy for `destination`, given its channel's override as read (CheckOverrides.get). */
-export function scopeOf(checks: Config['checks'], destination: Destination, override: CheckPolicyOverride | undefined): string {
-  return policyScope(resolvePolicy(checks, destination, override));
+/** sharingScope of the effective policy for `destination`, given its channel's override as read (CheckOverrides.get). */
+export function scopeOf(config: SharingConfig, destination: Destination, override: CheckPolicyOverride | undefined): string {
+  return sharingScope(config.cache, destination, resolvePolicy(config.checks, destination, override));
 }

@@ -272,6 +272,11 @@ export const ConfigSchema = z.strictObject({
     singleFlight: z.boolean(),
     /** Workers publish their converted model's manifest hash this often; bots re-read it this often. */
     manifestRefreshMs: positiveInt,
+    /**
+     * Share cached results and running jobs between Discord servers, Slack workspaces, users' DMs and the CLI. Off, each
+     * shares only within itself: a cache hit or a joined job tells the asker that someone there asked the same.
+     */
+    shareAcrossWorkspaces: z.boolean(),
   }),
 
   usage: z.strictObject({

@@ -1,4 +1,4 @@
-// The address a request's cache entry and flight live under: its digest within its channel's content-check scope
+// The address a request's cache entry and flight live under: its digest within its channel's sharing scope
 // now (what bots/core/submit.ts computes), for tests that put or look up entries themselves.
 import type { BlobStore } from '../../src/blobs/store.ts';
 import { digestOf } from '../../src/cache/fanout.ts';
@@ -11,5 +11,5 @@ import type { Redis } from '../../src/redis.ts';
 export async function cacheAddress(deps: { redis: Redis; config: Readonly<Config>; blobs: BlobStore }, request: JobRequest): Promise<string | undefined> {
   const { redis, config, blobs } = deps;
   const digest = await digestOf(blobs, request);
-  return digest && scopedDigest(digest, await new CheckOverrides(redis, config.queue.prefix).scopeFor(config.checks, request.destination));
+  return digest && scopedDigest(digest, await new CheckOverrides(redis, config.queue.prefix).scopeFor(config, request.destination));
 }

@@ -76,6 +76,32 @@ describe('content checks and the result cache', () => {
   });
 });
 
+// Found by an audit (2026-12-08): the whole deployment shared entries and flights, so a reply or footer told one
+// server what someone in another had asked. Sharing across workspaces is an operator's choice (cache.shareAcrossWorkspaces).
+describe('the result cache and single flight across guilds', () => {
+  const inGuild = (guildId: string, channelId: string, prompt: string): Invocation => ({ ...imagine(prompt, channelId), destination: { ...dest(channelId), guildId } });
+  const textOf = (r: Reply) => (r.kind === 'queued' ? r.text : undefined);
+
+  it('a result made in guild g1 reaches g2 neither by joining its job nor from the cache; within g1 it does both', async () => {
+    const first = jobIdOf(await core.handle(inGuild('g1', 'ten-1', 'an otter at play')));
+    const sameGuild = await core.handle(inGuild('g1', 'ten-2', 'an otter at play'));
+    const otherGuild = await core.handle(inGuild('g2', 'ten-1', 'an otter at play'));
+    expect(textOf(sameGuild)).toBe(JOINED_TEXT);
+    expect(textOf(otherGuild)).not.toBe(JOINED_TEXT);
+    for (const id of [first, jobIdOf(sameGuild), jobIdOf(otherGuild)]) expect(await port.waitFor(id)).toMatchObject({ status: 'succeeded' });
+    await completed(first);
+    await completed(jobIdOf(otherGuild));
+    // the worker stored g1's result where g1's bot looks (the same scope on both sides), and g3 does not find it
+    expect(textOf(await core.handle(inGuild('g1', 'ten-3', 'an otter at play')))).toBe(CACHED_TEXT);
+    const third = await core.handle(inGuild('g3', 'ten-1', 'an otter at play'));
+    expect(textOf(third)).not.toBe(CACHED_TEXT);
+    const ran = await port.waitFor(jobIdOf(third));
+    expect(ran).toMatchObject({ status: 'succeeded' });
+    expect(ran.servedFrom).toBeUndefined(); // made for g3, not shared
+    expect(runs(h).filter((r) => r.kind === 'generate' && r.prompt === 'an otter at play')).toHaveLength(3); // g1, g2, g3
+  });
+});
+
 describe('content checks and single flight', () => {
   it('a request in a checked channel does not join, and is not handed, an unchecked channel\'s job', async () => {
     await moderate('strict-2');

@@ -106,7 +106,7 @@ describe('afterHandOver', () => {
     const overrides = new CheckOverrides(redis, config.queue.prefix);
     const leader = imagine('m1', dest('mu', { channelId: 'cm' }), 'a heron');
     const follower = imagine('m2', dest('mv', { channelId: 'cm2' }), 'a heron');
-    const queuedIn = await overrides.scopeFor(config.checks, leader.destination);
+    const queuedIn = await overrides.scopeFor(config, leader.destination);
     const digest = (await cacheAddress({ redis, config, blobs }, leader))!;
     try {
       await cache.publishModel('model-j', 'w1');

@@ -28,7 +28,7 @@ import { closeRedis, createRedis, type Redis } from '../../../src/redis.ts';
 import type { CheckRequest, CheckResult, GenerateRequest, UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { cleanDescribedPrompt, createProcessor, type ProcessorDeps } from '../../../worker/processor.ts';
 import type { RunOptions } from '../../../worker/thread-host.ts';
-import { policyScope, resolvePolicy } from '../../../src/checks/policy.ts';
+import { scopeOf } from '../../../src/checks/policy.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-procout-${randomUUID().slice(0, 8)}`;
@@ -533,8 +533,9 @@ describe('processor outputs', () => {
     await run(ok, { processedOn: Date.now() - 5_000 });
     expect(calls).toEqual([[ok.id, 'succeeded', expect.any(Number)]]);
     expect(calls[0]![2]).toBeLessThan(5_000); // its run's time on the job's GPU clock, not the 5 s since its attempt started
-    // the content checks its run read, for whom its result may be shared with (worker/after-job.ts)
-    expect(scopes).toEqual([policyScope(resolvePolicy(configWith().checks, ok.destination, undefined))]);
+    // the content checks its run read, in its tenant, for whom its result may be shared with (worker/after-job.ts): the
+    // scope the bot queued it in (bots/core/submit.ts), or its result would never be stored
+    expect(scopes).toEqual([scopeOf(configWith(), ok.destination, undefined)]);
 
     afterFails = true;
     const flaky = imagine();

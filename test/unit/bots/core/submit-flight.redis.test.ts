@@ -10,7 +10,7 @@ import { progressIntervalMs } from '../../../../src/jobs/progress.ts';
 import { DeliveryQueues, JOINED_CANCELLED } from '../../../../src/cache/fanout.ts';
 import { cacheAddress } from '../../../doubles/cache-address.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
-import type { Destination, JobRequest } from '../../../../src/jobs/contract.ts';
+import type { Destination, DiscordDestination, JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import type { Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../../../src/redis.ts';
@@ -225,6 +225,52 @@ describe('result cache', () => {
     const hookedOwn = vi.spyOn(hooked.cache, 'lookup');
     await hooked.handle(inv(imagine('a shrew')));
     expect(hookedOwn).toHaveBeenCalledTimes(1);
+  });
+});
+
+// Found by an audit (2026-12-08): entries and flights were shared by the whole deployment, so "Found in the cache", "joined"
+// and the instant delivery told one server what someone in another had asked (a typed seed makes a prompt guessable).
+describe('tenants: results are shared within one server, workspace or user\'s DMs (cache.shareAcrossWorkspaces)', () => {
+  const inGuild = (guildId: string | null, userId = 'u1'): Destination => ({ ...(dest(userId) as DiscordDestination), guildId });
+  async function leadAndCache(c: Core, prompt: string, where: Destination): Promise<void> {
+    const first = (await c.handle(inv(imagine(prompt), { destination: where }))) as { jobId: string };
+    expect(first).toMatchObject({ kind: 'queued', position: expect.any(Number) });
+    const digest = (await cacheAddress(c, (await c.queue.getJob(first.jobId))!.data))!;
+    await c.cache.put('model-a', digest, { kind: 'image', width: 32, height: 32 }, h.png);
+  }
+
+  it('a request in guild g2 neither joins the flight of, nor is served the cached result of, an identical one in g1', async () => {
+    const c = core();
+    await c.cache.publishModel('model-a', 'worker-1');
+    expect(await c.handle(inv(imagine('a badger'), { destination: inGuild('g1') }))).toMatchObject({ kind: 'queued', position: 1 });
+    expect(await c.handle(inv(imagine('a badger'), { destination: inGuild('g1', 'u2') }))).toMatchObject({ text: JOINED_TEXT }); // same guild: joins
+    expect(await c.handle(inv(imagine('a badger'), { destination: inGuild('g2', 'u3') }))).toMatchObject({ kind: 'queued', position: 2 }); // a job of its own
+
+    await leadAndCache(c, 'a marmot', inGuild('g1'));
+    expect(await c.handle(inv(imagine('a marmot'), { destination: inGuild('g1', 'u2') }))).toMatchObject({ text: CACHED_TEXT });
+    const elsewhere = await c.handle(inv(imagine('a marmot'), { destination: inGuild('g2', 'u3') }));
+    expect(elsewhere).toMatchObject({ kind: 'queued', position: expect.any(Number) });
+    expect(elsewhere).not.toMatchObject({ text: CACHED_TEXT });
+    expect(await jobCount(c)).toBe(4); // badger g1, badger g2, marmot g1, marmot g2
+  });
+
+  it('one user\'s DMs with the bot share nothing with another user\'s, nor with a guild', async () => {
+    const c = core();
+    await c.cache.publishModel('model-a', 'worker-1');
+    await leadAndCache(c, 'a hedgehog', inGuild(null, 'u1'));
+    expect(await c.handle(inv(imagine('a hedgehog'), { destination: { ...inGuild(null, 'u1'), channelId: 'dm-other' } }))).toMatchObject({ text: CACHED_TEXT });
+    expect(await c.handle(inv(imagine('a hedgehog'), { destination: inGuild(null, 'u2') }))).not.toMatchObject({ text: CACHED_TEXT });
+    expect(await c.handle(inv(imagine('a hedgehog'), { destination: inGuild('g1', 'u1') }))).not.toMatchObject({ text: CACHED_TEXT });
+  });
+
+  it('with cache.shareAcrossWorkspaces on, g2 joins g1\'s flight and is served g1\'s cached result', async () => {
+    const c = core({}, { cache: { shareAcrossWorkspaces: true } });
+    await c.cache.publishModel('model-a', 'worker-1');
+    expect(await c.handle(inv(imagine('a badger'), { destination: inGuild('g1') }))).toMatchObject({ kind: 'queued', position: 1 });
+    expect(await c.handle(inv(imagine('a badger'), { destination: inGuild('g2', 'u3') }))).toMatchObject({ text: JOINED_TEXT });
+    await leadAndCache(c, 'a marmot', inGuild('g1'));
+    expect(await c.handle(inv(imagine('a marmot'), { destination: inGuild('g2', 'u3') }))).toMatchObject({ text: CACHED_TEXT });
+    expect(await c.handle(inv(imagine('a marmot'), { destination: inGuild(null, 'u4') }))).toMatchObject({ text: CACHED_TEXT });
   });
 });
 

@@ -103,9 +103,9 @@ describe('leaderAddress', () => {
   it('is where the flight was recorded when queued, else the digest in its channel\'s scope now; none for a retention channel or an expired image', async () => {
     const cache = new ResultCache(redis, config);
     const overrides = new CheckOverrides(redis, config.queue.prefix);
-    const deps = { blobs, cache, overrides, checks: config.checks };
+    const deps = { blobs, cache, overrides, config };
     const request = JSON.parse(follower('l1')) as JobRequest;
-    const current = await overrides.scopeFor(config.checks, request.destination);
+    const current = await overrides.scopeFor(config, request.destination);
     const digest = (await digestOf(blobs, request))!;
     expect(await leaderAddress(deps, request)).toEqual({ digest: scopedDigest(digest, current), queuedIn: current, current });
     await cache.recordFlight('l1', 'd-recorded', 'scope-then');
