@@ -179,7 +179,8 @@ export function checkQuestion(config: Config, question: string): string {
 
 export function askRequest(config: Config, base: RequestBase, imageKey: string, input: Extract<CommandInput, { command: 'ask' }>): AskRequest {
   const u = config.understanding;
-  const history = (input.history ?? []).slice(-u.maxHistoryTurns).map((t) => ({ role: t.role, text: t.text.slice(0, u.maxQuestionChars) }));
+  // slice(-0) would keep every turn, and the worker refuses a history past the limit: none at 0
+  const history = (u.maxHistoryTurns > 0 ? (input.history ?? []).slice(-u.maxHistoryTurns) : []).map((t) => ({ role: t.role, text: t.text.slice(0, u.maxQuestionChars) }));
   const request = {
     v: CONTRACT_VERSION,
     ...base,

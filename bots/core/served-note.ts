@@ -7,3 +7,6 @@ export function servedNote(result: Pick<JobResult, 'servedFrom'>): string {
   if (result.servedFrom === 'shared') return 'shared with an identical request';
   return '';
 }
+
+/** Every note servedNote gives: a bot that reads its own answer back (a conversation's history) leaves it out. */
+export const SERVED_NOTES: readonly string[] = [servedNote({ servedFrom: 'cache' }), servedNote({ servedFrom: 'shared' })];

@@ -46,7 +46,7 @@ import { parseDuration } from '../core/settings.ts';
 import { adminInput } from './admin.ts';
 import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
-import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from './conversation.ts';
+import { addressesBot, botRoleIds, walkChain, firstImage, imageAt, MAX_CHAIN } from './conversation.ts';
 import { QUESTION_INPUT_ID, askModalId, isOurButtonId, parseAskModalId, parseButtonId, parseSettingsButton, settingsRow } from './custom-ids.ts';
 import { DMS_CLOSED_HELP, DiscordDelivery, keepNewest, forbiddenToPost, logRateLimits, missingPermission, nonceFor, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { redisIdentifyThrottler } from './identify-throttle.ts';
@@ -85,6 +85,8 @@ export const MESSAGE_CONTENT_HELP =
 
 const NO_IMAGE_HELP =
   'Mention me in a reply to a message with an image (or attach one) and ask your question, or use `/ask`.';
+/** A chain longer than walkChain follows (MAX_CHAIN): the image may well be up there, so "attach one" would mislead. */
+const LONG_CHAIN_HELP = `I followed this conversation ${MAX_CHAIN} replies up without reaching its image. Reply to the image's own message (or attach the image) to ask again.`;
 
 /** Ids of interactions/messages seen recently: a replayed gateway dispatch is handled once. */
 const SEEN_LIMIT = 5_000;
@@ -522,7 +524,7 @@ export class DiscordAdapter implements Adapter {
     const chain = await walkChain(message, botId, this.config.understanding.maxHistoryTurns);
     if (!chain.image) {
       // Without the intent, a message on the chain that arrived empty probably had the image we could not see.
-      const help = !this.messageContent && chain.blankedMessages > 0 ? MESSAGE_CONTENT_HELP : NO_IMAGE_HELP;
+      const help = !this.messageContent && chain.blankedMessages > 0 ? MESSAGE_CONTENT_HELP : chain.tooLong ? LONG_CHAIN_HELP : NO_IMAGE_HELP;
       await message.reply({ content: help, allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'help') });
       return;
     }

@@ -1,20 +1,28 @@
 // Mention-replies: find the image a question is about and the conversation so far by walking the reply chain
 // upwards: image message ← "@bot what is this?" ← bot's answer ← "@bot and the colour?" (the current message).
-// Bot messages become assistant turns, messages addressed to the bot (see addressesBot) user turns, oldest first.
+// The bot's answers become assistant turns, messages addressed to the bot (see addressesBot) user turns, oldest first.
 import type { Message } from 'discord.js';
+import { SERVED_NOTES } from '../core/served-note.ts';
 import type { Turn } from '../../src/jobs/contract.ts';
 import { isImageAttachment, type AttachmentMeta } from './attachments.ts';
 import { questionFromMention } from './options.ts';
 import { readModelText } from './model-text.ts';
 
-/** Messages fetched at most while walking one chain (two per turn, plus the image message). */
-const MAX_CHAIN = 24;
+/**
+ * Messages fetched at most while walking one chain, whatever understanding.maxHistoryTurns is: the image is needed
+ * for any answer, so the walk goes on past the turns it keeps (before, it stopped at 2 × turns + 2, and with
+ * maxHistoryTurns 0 a follow-up two replies below its image was told to attach one). Messages the gateway delivered
+ * are in discord.js's cache (no API call); each other one costs a GET, rate-limited by discord.js.
+ */
+export const MAX_CHAIN = 24;
 
 export interface ChainResult {
   image?: AttachmentMeta & { messageId: string };
   history: Turn[];
   /** Messages on the chain whose attachments we could not see (no Message Content intent). */
   blankedMessages: number;
+  /** The walk stopped at MAX_CHAIN with more of the chain above it: the image may be there. */
+  tooLong?: boolean;
 }
 
 /** The first image attachment of a message, or any attachment if none is declared as an image (to explain why). */
@@ -55,9 +63,42 @@ export function addressesBot(message: Pick<Message, 'guildId' | 'mentions'>, bot
   return message.guildId === null || message.mentions.users.has(botId) || roleIds.some((id) => message.mentions.roles.has(id));
 }
 
-/** A bot's answer as the model wrote it (render.ts shows it through modelText). */
+/**
+ * Messages of the bot's that are not the model's words: a status or progress line (one left behind by a lost job
+ * shows the answer so far after it), and the failures render.ts and the adapter write. Before 2026-12-07 they went to
+ * the model as what it had said ("Sorry, that failed (ref …)."). A refusal in a UserError's own words cannot be told
+ * from an answer and still counts as one.
+ */
+const NOT_AN_ANSWER = /^(?:⏳|Cancelled\.$|Sorry, that failed \(ref |Something went wrong|The image could not be found \(ref |Done: the result is in the message below\.$|Mention me in a reply to |I can't see images in other messages)/;
+
+/** A bot's answer as the model wrote it (render.ts shows it through modelText, and a served note under it), or ''. */
 function turnText(message: Message): string {
-  return readModelText(message.content || message.embeds[0]?.description || '');
+  // a result posted in the channel (its interaction gone) starts with the asker's mention (render.ts): not the model's;
+  // the model's own `<` is escaped, so a bare `<@id> ` in front can only be ours
+  const shown = (message.content || message.embeds[0]?.description || '').replace(/^<@\d+> /, '');
+  if (NOT_AN_ANSWER.test(shown)) return '';
+  const note = SERVED_NOTES.find((n) => shown.endsWith(`\n-# ${n}`));
+  return readModelText(note ? shown.slice(0, -`\n-# ${note}`.length) : shown);
+}
+
+/** Whether a Discord CDN link's signature has expired (its `ex`: hex Unix seconds), or will within a minute. */
+function linkExpired(url: string, now = Date.now()): boolean {
+  const ex = /[?&]ex=([0-9a-f]+)(?:&|$)/i.exec(url)?.[1];
+  return ex !== undefined && parseInt(ex, 16) * 1000 < now + 60_000;
+}
+
+/**
+ * The image of `message`, a message up the chain: fetched again from the API when its link has expired. discord.js
+ * answers fetchReference from its cache, where a message posted days ago keeps the link it arrived with, which the
+ * CDN refuses after about a day ("I couldn't download … (HTTP 404)" on a follow-up the next day).
+ */
+async function freshImage(message: Message, image: AttachmentMeta & { messageId: string }): Promise<AttachmentMeta & { messageId: string }> {
+  if (!linkExpired(image.url)) return image;
+  try {
+    return firstImage(await message.channel.messages.fetch({ message: message.id, force: true })) ?? image;
+  } catch {
+    return image; // gone since: the download says so
+  }
 }
 
 export async function walkChain(message: Message, botId: string, maxHistoryTurns: number): Promise<ChainResult> {
@@ -65,9 +106,11 @@ export async function walkChain(message: Message, botId: string, maxHistoryTurns
   if (own) return { image: own, history: [], blankedMessages: 0 };
   const history: Turn[] = [];
   const roleIds = botRoleIds(message, botId); // the chain stays in the message's channel
+  const kept = (): Turn[] => (maxHistoryTurns > 0 ? history.slice(-maxHistoryTurns) : []); // slice(-0) is all of it
   let blankedMessages = 0;
   let current = message;
-  for (let depth = 0; depth < Math.min(MAX_CHAIN, 2 * maxHistoryTurns + 2) && current.reference?.messageId; depth++) {
+  for (let depth = 0; current.reference?.messageId; depth++) {
+    if (depth === MAX_CHAIN) return { history: kept(), blankedMessages, tooLong: true };
     let parent: Message;
     try {
       parent = await current.fetchReference();
@@ -84,8 +127,8 @@ export async function walkChain(message: Message, botId: string, maxHistoryTurns
       blankedMessages++;
     }
     const image = firstImage(parent);
-    if (image) return { image, history: history.slice(-maxHistoryTurns), blankedMessages };
+    if (image) return { image: await freshImage(parent, image), history: kept(), blankedMessages };
     current = parent;
   }
-  return { history: history.slice(-maxHistoryTurns), blankedMessages };
+  return { history: kept(), blankedMessages };
 }

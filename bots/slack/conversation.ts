@@ -1,7 +1,9 @@
 // Questions about images in threads. The image is the one attached to the mentioning message, else the newest
 // image earlier in the thread (normally the parent's). Earlier questions to the bot and its answers in the same
-// thread become the history, so a follow-up ("and what colour is it?") keeps the conversation.
+// thread, from that image's message on, become the history, so a follow-up ("and what colour is it?") keeps the
+// conversation.
 import type { ImageRef } from '../core/port.ts';
+import { SERVED_NOTES } from '../core/served-note.ts';
 import { readSlackText } from './blocks.ts';
 import { META_ANSWER, type ThreadFile, type ThreadMessage } from './port.ts';
 
@@ -48,12 +50,28 @@ export function imageForQuestion(thread: ThreadMessage[], ts: string, ownFiles: 
   return undefined;
 }
 
-/** Earlier turns of the conversation in `thread`, oldest first, ending before the message at `ts`. */
-export function historyBefore(thread: ThreadMessage[], ts: string, botUserId: string, maxTurns: number): Turn[] {
+/** The message of `thread` that holds `file` (imageForQuestion's pick), if any. */
+export function messageWith(thread: ThreadMessage[], file: ThreadFile): ThreadMessage | undefined {
+  return thread.find((m) => m.files?.includes(file));
+}
+
+/** An answer as the model wrote it: answerMessage's text without the served note it puts under it. */
+function answerText(text: string): string {
+  const read = readSlackText(text);
+  const note = SERVED_NOTES.find((n) => read.endsWith(`\n_${n}_`));
+  return note ? read.slice(0, -`\n_${note}_`.length) : read;
+}
+
+/**
+ * Earlier turns of the conversation in `thread`, oldest first, from the message at `sinceTs` (the image's: turns
+ * above it were about another image, which the model would see as this one's) and ending before the message at `ts`.
+ */
+export function historyBefore(thread: ThreadMessage[], ts: string, botUserId: string, maxTurns: number, sinceTs = ''): Turn[] {
   const turns: Turn[] = [];
   for (const m of thread) {
     if (m.ts >= ts) break;
-    if (m.metadata?.event_type === META_ANSWER && m.text) turns.push({ role: 'assistant', text: readSlackText(m.text) });
+    if (m.ts < sinceTs) continue;
+    if (m.metadata?.event_type === META_ANSWER && m.text) turns.push({ role: 'assistant', text: answerText(m.text) });
     else if (!m.bot_id && m.text?.includes(`<@${botUserId}`)) {
       const q = stripMention(m.text, botUserId);
       if (q) turns.push({ role: 'user', text: q });

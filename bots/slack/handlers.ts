@@ -17,7 +17,7 @@ import type { Logger } from '../../src/log.ts';
 import { thrownUnsent, type CommandInput, type Reply } from '../core/port.ts';
 import { STARTED_TEXT, type Core } from '../core/submit.ts';
 import { ACTION, AskTarget, OUR_ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, isKnownAction, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
-import { firstFile, historyBefore, imageForQuestion, imageRef, stripMention } from './conversation.ts';
+import { firstFile, historyBefore, imageForQuestion, imageRef, messageWith, stripMention } from './conversation.ts';
 import { parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
@@ -372,7 +372,9 @@ export function registerHandlers(deps: HandlerDeps): void {
         return;
       }
       checkDeclared(slackFileRef(file), downloadPolicy); // refuse a PDF or a foreign link before posting anything
-      const history = historyBefore(thread, event.ts, deps.botUserId, config.understanding.maxHistoryTurns);
+      // its own image: a new conversation (ts: nothing before it counts); else the turns since the image's message
+      const since = own.length ? event.ts : messageWith(thread, file)?.ts;
+      const history = historyBefore(thread, event.ts, deps.botUserId, config.understanding.maxHistoryTurns, since);
       await startJob(origin, { command: 'ask', question, image: imageRef(file), history }, `msg:${event.channel}:${event.ts}`, question);
     });
   });

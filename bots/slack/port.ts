@@ -18,6 +18,8 @@ import { answerMessage, describedMessage, failureText, finalStatusMessage, headl
 /** Message metadata event types: the status message of a job, and an answer to a question. */
 export const META_STATUS = 'blip3o_status';
 export const META_ANSWER = 'blip3o_answer';
+/** Pages of a thread read at most (200 messages each): a thread longer than that is read from its start only. */
+const THREAD_PAGES = 10;
 
 /** The uploaded PNG's name: `blip3o-<jobId>.png`, or `blip3o-<jobId>-<n>.png` (n = 1, 2, …) for image n−1 of several. */
 export const resultFileName = (jobId: string, index?: number): string => (index === undefined ? `blip3o-${jobId}.png` : `blip3o-${jobId}-${index + 1}.png`);
@@ -360,11 +362,22 @@ export class SlackPort implements PlatformPort {
     }
   }
 
-  /** A thread's messages, parent first; none when the parent is gone (Slack's thread_not_found), which is no error. */
+  /**
+   * A thread's messages, parent first; none when the parent is gone (Slack's thread_not_found), which is no error.
+   * Slack gives them oldest first, a page (200) a call: every page is read, up to THREAD_PAGES, or a follow-up in a
+   * busy thread read only its first 200 messages, and took the history (and the image) from there (before 2026-12-07).
+   */
   async thread(channel: string, ts: string): Promise<ThreadMessage[]> {
     try {
-      const res = await this.client.conversations.replies({ channel, ts, include_all_metadata: true, limit: 200 });
-      return (res.messages ?? []) as ThreadMessage[];
+      const messages: ThreadMessage[] = [];
+      let cursor: string | undefined;
+      for (let page = 0; page < THREAD_PAGES; page++) {
+        const res = await this.client.conversations.replies({ channel, ts, include_all_metadata: true, limit: 200, ...(cursor ? { cursor } : {}) });
+        messages.push(...((res.messages ?? []) as ThreadMessage[]));
+        cursor = res.response_metadata?.next_cursor;
+        if (!res.has_more || !cursor) break;
+      }
+      return messages;
     } catch (e) {
       if (slackError(e) === 'thread_not_found') return [];
       throw e;

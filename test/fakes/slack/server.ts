@@ -406,7 +406,11 @@ export class FakeSlack {
         const thread = s.thread(String(args.channel), String(args.ts));
         if (thread.length === 0) return { ok: false, error: 'thread_not_found' };
         const withMetadata = args.include_all_metadata === true || args.include_all_metadata === 'true';
-        return { ok: true, messages: thread.map((m) => messageJson(m, withMetadata)), has_more: false, response_metadata: { next_cursor: '' } };
+        // pages of `limit` (Slack's default 1000), oldest first; the cursor is opaque to the client (here: where the next page starts)
+        const limit = Number(args.limit ?? 1000);
+        const from = Number(String(args.cursor ?? '').replace(/^at_/, '') || 0);
+        const more = from + limit < thread.length;
+        return { ok: true, messages: thread.slice(from, from + limit).map((m) => messageJson(m, withMetadata)), has_more: more, response_metadata: { next_cursor: more ? `at_${from + limit}` : '' } };
       },
       // the channel's top-level messages (and thread parents), newest first
       'conversations.history': (args) => {

@@ -37,6 +37,13 @@ describe('askRequest and checkImage', () => {
     expect(r.history.at(-1)!.text).toBe(`q${history.length - 1}`);
   });
 
+  it('maxHistoryTurns 0 sends no history (slice(-0) is the whole array: the worker then refused every follow-up)', () => {
+    const noHistory = { ...config, understanding: { ...config.understanding, maxHistoryTurns: 0 } };
+    const history = [{ role: 'user' as const, text: 'what is it?' }, { role: 'assistant' as const, text: 'A fox.' }];
+    const r = askRequest(noHistory, base, `${config.queue.prefix}:blob:input:x`, { command: 'ask', question: 'and its colour?', image: {}, history });
+    expect(r.history).toEqual([]);
+  });
+
   it('accepts a real PNG and refuses non-images, oversized and absurdly thin ones', async () => {
     const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000' } }).png().toBuffer();
     await expect(checkImage(config, png)).resolves.toEqual({ width: 8, height: 8 });

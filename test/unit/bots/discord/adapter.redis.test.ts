@@ -56,6 +56,7 @@ const newUser = (): FakeUser => h.fake.user(`user${Math.random().toString(36).sl
 const request = async (jobId: string): Promise<JobRequest | undefined> => (await h.core.queue.getJob(jobId))?.data as JobRequest | undefined;
 const queued = (i: FakeInteraction | string) => until(() => request(typeof i === 'string' ? i : jobIdFor('discord', i.id)), 10_000, 'the job');
 const settle = () => new Promise((r) => setTimeout(r, 300));
+const LONG_CHAIN_HELP = "I followed this conversation 24 replies up without reaching its image. Reply to the image's own message (or attach the image) to ask again.";
 const NO_IMAGE_HELP = 'Mention me in a reply to a message with an image (or attach one) and ask your question, or use `/ask`.';
 /** The bot's replies to a message. */
 const repliesTo = (m: FakeMessage) => [...h.fake.messages.values()].filter((x) => x.author.id === h.fake.appId && x.referenceId === m.id);
@@ -695,6 +696,16 @@ describe('mentions', () => {
     expect([...repliesTo(chatter), ...repliesTo(own)]).toEqual([]);
     expect(await request(jobIdFor('discord', chatter.id))).toBeUndefined();
     expect(await request(jobIdFor('discord', own.id))).toBeUndefined();
+  });
+
+  it('a follow-up more than 24 replies below its image is told the conversation is too long to follow, not to attach an image', async () => {
+    const user = newUser();
+    let above = h.fake.postUserMessage({ content: 'look', author: user, attachments: [attachment()], silent: true });
+    for (let i = 0; i < 24; i++) above = h.fake.postUserMessage({ content: `chat ${i}`, author: user, replyTo: above.id, silent: true });
+    const asked = h.fake.postUserMessage({ content: 'what is it?', author: user, mentionBot: true, replyTo: above.id });
+    const help = await h.fake.waitFor(() => repliesTo(asked)[0], 10_000, 'the help');
+    expect(help.content).toBe(LONG_CHAIN_HELP);
+    expect(await request(jobIdFor('discord', asked.id))).toBeUndefined();
   });
 
   it('in a private channel the answer goes to the asker\'s DM; the job keeps the channel', async () => {

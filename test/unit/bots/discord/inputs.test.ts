@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { adminInput, type AdminOptionReader } from '../../../../bots/discord/admin.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from '../../../../bots/discord/conversation.ts';
 import { askModalId, buttonId, parseAskModalId, parseButtonId, parseSettingsButton, settingsButtonId, settingsRow } from '../../../../bots/discord/custom-ids.ts';
+import { resultMessage } from '../../../../bots/discord/render.ts';
 import { imagineInput, questionFromMention, requireQuestion, type OptionReader } from '../../../../bots/discord/options.ts';
 import { IMAGINE_USAGE } from '../../../../bots/core/imagine-flags.ts';
 import { AspectRatio } from '../../../../src/config/schema.ts';
@@ -184,6 +185,7 @@ interface FakeMessage {
   guild: FakeGuild | null;
   reference: { messageId: string } | null;
   fetchReference(): Promise<FakeMessage>;
+  channel: { messages: { fetch(o: { message: string; force: boolean }): Promise<FakeMessage> } };
 }
 /** What botRoleIds reads of a discord.js Guild. */
 interface FakeGuild {
@@ -208,6 +210,18 @@ function chain(
 ) {
   const byId = new Map<string, FakeMessage>();
   let fetches = 0;
+  const forced: string[] = []; // ids fetched again from the API (force: true)
+  const channel: FakeMessage['channel'] = {
+    messages: {
+      async fetch({ message, force }) {
+        const m = byId.get(message);
+        if (!force || !m) throw new Error('Unknown Message');
+        forced.push(message);
+        const attachments = new Map([...m.attachments].map(([k, a]) => [k, { ...a, url: a.url.replace(/\?ex=[^&]*/, '?ex=fresh') }]));
+        return { ...m, attachments };
+      },
+    },
+  };
   const messages = specs.map((s, i) => {
     const id = `m${i}`;
     const attachments = new Map<string, Attachment>();
@@ -218,6 +232,7 @@ function chain(
       mentions: { users: new Set(s.mentionsBot ? [BOT] : []), roles: new Set(s.mentionsRoles) },
       guildId: where.guild?.id ?? null, // null: a DM
       guild: where.guild,
+      channel,
       reference: i > 0 ? { messageId: `m${i - 1}` } : null,
       async fetchReference() {
         fetches++;
@@ -229,7 +244,7 @@ function chain(
     byId.set(id, m);
     return m;
   });
-  return { last: messages.at(-1)!, fetches: () => fetches };
+  return { last: messages.at(-1)!, fetches: () => fetches, forced };
 }
 const walk = (m: FakeMessage, maxTurns = 8) => walkChain(m as never, BOT, maxTurns);
 
@@ -260,7 +275,7 @@ describe('the reply chain of a mention', () => {
       { role: 'assistant', text: 'Red.' },
     ]);
     expect((await walk(c.last, 3)).history).toEqual([{ role: 'assistant', text: 'A fox.' }, { role: 'user', text: 'and its colour?' }, { role: 'assistant', text: 'Red.' }]); // the newest turns
-    expect(await walk(c.last, 2)).toEqual({ history: [{ role: 'user', text: 'and its colour?' }, { role: 'assistant', text: 'Red.' }], blankedMessages: 0 }); // 6 fetches: the image not reached
+    expect(await walk(c.last, 2)).toMatchObject({ image: { messageId: 'm0' }, history: [{ role: 'user', text: 'and its colour?' }, { role: 'assistant', text: 'Red.' }] }); // the walk goes on to the image
   });
 
   it("a reply to the bot's generated image asks about that image; the image message is no turn", async () => {
@@ -323,15 +338,79 @@ describe('the reply chain of a mention', () => {
     expect(addressesBot(message(GUILD, ['someone'], ['mods', GUILD]), BOT, botRoleIds({ guild: guild(['r1']) } as never, BOT))).toBe(false);
   });
 
-  it('fetches at most 2 × turns + 2 messages (and never more than 24)', async () => {
+  it('fetches at most 24 messages looking for the image, however few turns it keeps, and says when it stopped short', async () => {
     const long = Array.from({ length: 40 }, (_, i) => (i === 0 ? { content: 'img', image: {} } : { content: `<@bot> q${i}`, mentionsBot: true }));
     const c = chain(long);
-    // Six fetches (m38 … m33) find no image: the two newest earlier questions are the history.
-    expect(await walk(c.last, 2)).toEqual({ history: [{ role: 'user', text: 'q37' }, { role: 'user', text: 'q38' }], blankedMessages: 0 });
-    expect(c.fetches()).toBe(6);
-    const d = chain(long);
-    await walk(d.last, 50);
+    // 24 fetches (m38 … m15) find no image: the two newest earlier questions are the history.
+    expect(await walk(c.last, 2)).toEqual({ history: [{ role: 'user', text: 'q37' }, { role: 'user', text: 'q38' }], blankedMessages: 0, tooLong: true });
+    expect(c.fetches()).toBe(24);
+    const d = chain(long.slice(0, 25)); // the image 24 replies up: found
+    expect(await walk(d.last, 2)).toMatchObject({ image: { messageId: 'm0' }, history: [{ role: 'user', text: 'q22' }, { role: 'user', text: 'q23' }] });
     expect(d.fetches()).toBe(24);
+  });
+
+  it('maxHistoryTurns 0: the image two replies up is still found, and no turn goes with the question', async () => {
+    const c = chain([
+      { content: 'look', image: {} },
+      { content: '<@bot> what is it?', mentionsBot: true },
+      { author: BOT, content: 'A fox.' },
+      { content: '<@bot> and its colour?', mentionsBot: true },
+    ]);
+    expect(await walk(c.last, 0)).toMatchObject({ image: { messageId: 'm0' }, history: [] });
+  });
+
+  it("the bot's answer read back as the model wrote it: no cache note, no status, refusal or failure as a turn", async () => {
+    const answer = (text: string, servedFrom?: 'cache' | 'shared') =>
+      resultMessage({ v: 1, jobId: 'j1', status: 'succeeded', answer: { text }, ...(servedFrom ? { servedFrom } : {}) } as never, undefined).body;
+    const failed = resultMessage({ v: 1, jobId: 'j2', status: 'failed', error: { code: 'internal', message: 'x', userFacing: false } } as never, undefined).body;
+    const cancelled = resultMessage({ v: 1, jobId: 'j3', status: 'cancelled' } as never, undefined).body;
+    const long = answer(`A fox. ${'x'.repeat(2100)}`, 'shared');
+    expect(long.embeds).toHaveLength(1); // too long for a message: the answer is the embed
+    const c = chain([
+      { content: 'look', image: {} },
+      { content: '<@bot> what is it?', mentionsBot: true },
+      { author: BOT, content: answer('A **red** fox [sic] <3', 'cache').content },
+      { content: '<@bot> its tail?', mentionsBot: true },
+      { author: BOT, content: long.content, embed: long.embeds![0]!.description },
+      { content: '<@bot> its age?', mentionsBot: true },
+      { author: BOT, content: failed.content },
+      { content: '<@bot> its age?', mentionsBot: true },
+      { author: BOT, content: cancelled.content },
+      { content: '<@bot> its age??', mentionsBot: true },
+      { author: BOT, content: '⏳ Answering: step 3/512\nIt is' }, // a status left behind (the job lost): a streamed part
+      { content: '<@bot> hello?', mentionsBot: true },
+      { author: BOT, content: '⏳ Looking at the image…' },
+      { content: '<@bot> and now?', mentionsBot: true },
+      // posted in the channel after the interaction expired: the asker's mention in front of each
+      { author: BOT, content: resultMessage({ v: 1, jobId: 'j4', status: 'succeeded', answer: { text: 'Grey.' } } as never, undefined, '4242').body.content },
+      { content: '<@bot> sure?', mentionsBot: true },
+      { author: BOT, content: resultMessage({ v: 1, jobId: 'j5', status: 'failed', error: { code: 'internal', message: 'x', userFacing: false } } as never, undefined, '4242').body.content },
+      { content: '<@bot> really?', mentionsBot: true },
+    ]);
+    const { history } = await walk(c.last, 30);
+    expect(history.filter((t) => t.role === 'assistant')).toEqual([
+      { role: 'assistant', text: 'A **red** fox [sic] <3' },
+      { role: 'assistant', text: `A fox. ${'x'.repeat(2100)}` },
+      { role: 'assistant', text: 'Grey.' },
+    ]);
+  });
+
+  it("an ancestor's image whose CDN link has expired (a message cached for days) is fetched again for a fresh link", async () => {
+    const expired = `https://cdn.discordapp.com/attachments/1/2/p.png?ex=${(Math.floor(Date.now() / 1000) - 60).toString(16)}&is=0&hm=x`;
+    const c = chain([
+      { content: 'look', image: { url: expired } },
+      { content: '<@bot> what is it?', mentionsBot: true },
+      { author: BOT, content: 'A fox.' },
+      { content: '<@bot> and its colour?', mentionsBot: true },
+    ]);
+    const r = await walk(c.last);
+    expect(r.image?.url).toBe('https://cdn.discordapp.com/attachments/1/2/p.png?ex=fresh&is=0&hm=x');
+    expect(c.forced).toEqual(['m0']);
+    // a link still valid: no call
+    const valid = `https://cdn.discordapp.com/attachments/1/2/p.png?ex=${(Math.floor(Date.now() / 1000) + 3600).toString(16)}&is=0&hm=x`;
+    const d = chain([{ content: 'look', image: { url: valid } }, { content: '<@bot> what is it?', mentionsBot: true }]);
+    expect((await walk(d.last)).image?.url).toBe(valid);
+    expect(d.forced).toEqual([]);
   });
 
   it('prefers an image attachment over another file, falls back to the file (to say why), and picks a Vary image by index', () => {

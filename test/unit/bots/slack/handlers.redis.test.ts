@@ -386,6 +386,40 @@ describe('mentions', () => {
     expect(job.destination).toMatchObject({ threadTs: parent.ts });
   });
 
+  it('a follow-up about a newer image carries only the turns about it; the cache note is not part of an answer', async () => {
+    const user = newUser();
+    const parent = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'look', files: [h.fake.seedFile(png, 'cat.png', 'image/png')] });
+    const answer = (text: string, id: string) => h.fake.store.add({ channel: CHANNEL, text, bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: parent.ts, metadata: { event_type: 'blip3o_answer', event_payload: { job_id: id } } });
+    h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what is it?`, threadTs: parent.ts });
+    answer('A cat.', 'about-cat');
+    h.fake.postUserMessage({ channel: CHANNEL, user, text: 'and this one', threadTs: parent.ts, files: [h.fake.seedFile(png, 'dog.png', 'image/png')] });
+    h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what is this one?`, threadTs: parent.ts });
+    answer('A dog.\n_from the cache, no GPU time used_', 'about-dog');
+    const q = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> its colour?`, threadTs: parent.ts });
+    await mention(q);
+    const job = await queued(jobIdFor('slack', `msg:${CHANNEL}:${q.ts}`));
+    // before: [what is it?, A cat., what is this one?, A dog.\n_from the cache…_] with the dog's image in the first turn
+    expect(job).toMatchObject({ kind: 'ask', history: [{ role: 'user', text: 'what is this one?' }, { role: 'assistant', text: 'A dog.' }] });
+    // an image attached to the follow-up itself starts afresh: the turns above are about another image
+    const own = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> and this bird?`, threadTs: parent.ts, files: [h.fake.seedFile(png, 'bird.png', 'image/png')] });
+    await mention(own);
+    expect(await queued(jobIdFor('slack', `msg:${CHANNEL}:${own.ts}`))).toMatchObject({ kind: 'ask', history: [] });
+  });
+
+  it('in a thread of more than one page (200 messages), the follow-up carries the latest turns, not the first page\'s', async () => {
+    const user = newUser();
+    const parent = h.fake.postUserMessage({ channel: CHANNEL, user, text: 'look', files: [h.fake.seedFile(png, 'busy.png', 'image/png')] });
+    for (let i = 0; i < 240; i++) h.fake.postUserMessage({ channel: CHANNEL, user, text: `chat ${i}`, threadTs: parent.ts });
+    h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> is it busy?`, threadTs: parent.ts });
+    h.fake.store.add({ channel: CHANNEL, text: 'Very busy.', bot_id: h.fake.botId, user: h.fake.botUserId, thread_ts: parent.ts, metadata: { event_type: 'blip3o_answer', event_payload: { job_id: 'busy' } } });
+    const q = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> how busy?`, threadTs: parent.ts });
+    const calls = h.fake.apiCalls('conversations.replies').length;
+    await mention(q);
+    const job = await queued(jobIdFor('slack', `msg:${CHANNEL}:${q.ts}`));
+    expect(job).toMatchObject({ kind: 'ask', history: [{ role: 'user', text: 'is it busy?' }, { role: 'assistant', text: 'Very busy.' }] });
+    expect(h.fake.apiCalls('conversations.replies').length - calls).toBe(2); // one call a page
+  });
+
   it('without an image, or without a question, the asker alone is told what to do, in the thread', async () => {
     const user = newUser();
     const bare = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what is this?` });
