@@ -12,7 +12,8 @@
 //   - per-job keys (jobKeys below)         DEL (ledger, progress claim, cancel flag, served record, Slack marker)
 //   - result cache / single flight         never written: such requests bypass the cache (src/cache/fanout.ts)
 // A job still waiting, running or being delivered at its deadline is purged at the first sweep after it finished:
-// deleting it earlier would lose the answer the user asked for.
+// deleting it earlier would lose the answer the user asked for. One that failed with no result handed over is waited
+// for HAND_OVER_WAIT_MS at most: its worker hands the failure over just after.
 import type { Job } from 'bullmq';
 import type { Redis } from '../redis.ts';
 import { z } from 'zod';
@@ -26,6 +27,13 @@ import type { Logger } from '../log.ts';
 const RETRY_MS = 2_000;
 /** Event stream entries older than the submission by more than this are not searched (clock skew between hosts). */
 const STREAM_SLACK_MS = 60_000;
+/**
+ * How long a job that finished with no result handed over is waited for: a job BullMQ failed on its own (its workers
+ * died more than maxStalledCount times) gets its failure handed over by the worker's 'failed' listener just after
+ * (worker/processor.ts onFinallyFailed). Longer than a failover, and than the clock skew between hosts (finishedOn is
+ * the worker's clock).
+ */
+export const HAND_OVER_WAIT_MS = 60_000;
 
 const Entry = z.strictObject({ j: z.string().min(1).max(200), q: z.string().min(1).max(300), t: z.number().int().nonnegative() });
 type Entry = z.infer<typeof Entry>;
@@ -84,7 +92,7 @@ export class Retention {
         await this.redis.zrem(this.key, member); // not ours to interpret: drop it rather than retry forever
         continue;
       }
-      if (await this.purge(entry)) {
+      if (await this.purge(entry, now)) {
         await this.redis.zrem(this.key, member);
         purged++;
       } else await this.redis.zadd(this.key, 'XX', now + RETRY_MS, member);
@@ -93,7 +101,7 @@ export class Retention {
   }
 
   /** Delete everything about one job; false while it is still waiting, running or being delivered. */
-  private async purge(e: Entry): Promise<boolean> {
+  private async purge(e: Entry, now: number): Promise<boolean> {
     const delivery = this.delivery(e.q);
     // Stryker disable next-line StringLiteral: 'unknown' (a hash in no state's set) is not produced by any test; a job so stranded is finished
     const finished = async (j: Job | undefined) => !j || ['completed', 'failed', 'unknown'].includes(await j.getState());
@@ -104,6 +112,9 @@ export class Retention {
     // job that finished between the two reads looked finished with no delivery, and its result outlived the purge.)
     const result = await delivery.getJob(e.j);
     if (!(await finished(result))) return false;
+    // Failed with no result yet: its worker hands one over now. Purged before that, the result came after, naming the
+    // job and its user, and stayed. (A job long finished with none was delivered, and its delivery removed.)
+    if (job && !result && now - (job.finishedOn ?? 0) < HAND_OVER_WAIT_MS) return false;
     // Its images too, the input and what was made (they expire by the deadline themselves; a result never delivered
     // was never released, and one stored with a longer TTL by an older worker would outlive it)
     const request = job?.data as { imageKey?: string } | undefined;

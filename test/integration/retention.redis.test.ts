@@ -3,7 +3,6 @@
 // prefix is read back (all types) and nothing may name the job id, carry the prompt, the answer or a PNG; what is
 // left must be exactly the list of keys that hold no job data. Before the TTL the same scan finds the job (so the
 // assertion can fail), and a channel without a TTL keeps its job.
-import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Redis } from '../../src/redis.ts';
 import sharp from 'sharp';
@@ -12,6 +11,7 @@ import type { SlackDestination } from '../../src/jobs/contract.ts';
 import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
 import { eventCallback, slashCommand } from '../fakes/slack/payloads.ts';
 import type { FakeMessage } from '../fakes/slack/store.ts';
+import { dumpPrefix, traces as tracesOf, tracesAfter, type Dumped } from '../doubles/redis-dump.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const CHANNEL = 'C0SECRET';
@@ -33,39 +33,10 @@ afterAll(async () => {
   if (redis) await closeRedis(redis);
 }, 30_000);
 
-interface Dumped { key: string; type: string; text: string; buffers: Buffer[] }
-
-/** Every key under the prefix with its whole content, whatever its type. */
-async function dump(): Promise<Dumped[]> {
-  const out: Dumped[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${h.prefix}:*`, 'COUNT', 500);
-    cursor = next;
-    for (const key of keys) {
-      const type = await redis.type(key);
-      let buffers: Buffer[] = [];
-      if (type === 'string') buffers = [(await redis.getBuffer(key)) ?? Buffer.alloc(0)];
-      else if (type === 'hash') buffers = await redis.hgetallBuffer(key).then((o) => Object.entries(o).flatMap(([k, v]) => [Buffer.from(k), v]));
-      else if (type === 'list') buffers = await redis.lrangeBuffer(key, 0, -1);
-      else if (type === 'set') buffers = await redis.smembersBuffer(key);
-      else if (type === 'zset') buffers = await redis.zrangeBuffer(key, '0', '-1');
-      else if (type === 'stream') buffers = ((await redis.xrangeBuffer(key, '-', '+')) as [Buffer, Buffer[]][]).flatMap(([id, f]) => [id, ...f]);
-      out.push({ key, type, buffers, text: buffers.map((b) => b.toString('latin1')).join('\n') });
-    }
-  } while (cursor !== '0');
-  return out;
-}
-
-const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const dump = () => dumpPrefix(redis, h.prefix);
 
 /** Keys that name or hold anything of the job: its id, its texts, or one of its images byte for byte. */
-function traces(keys: Dumped[], jobId: string, texts: string[], images: Uint8Array[]): string[] {
-  const imageHashes = new Set(images.map(sha));
-  return keys
-    .filter((d) => d.key.includes(jobId) || d.text.includes(jobId) || texts.some((t) => d.text.includes(t)) || d.buffers.some((b) => imageHashes.has(sha(b))))
-    .map((d) => `${d.type} ${d.key}`);
-}
+const traces = (keys: Dumped[], jobId: string, texts: string[], images: Uint8Array[]) => tracesOf(keys, [jobId, ...texts], images);
 
 /**
  * What may stay once the job is purged, none of it about the job: queue-wide BullMQ bookkeeping (id counter, meta,
@@ -91,16 +62,6 @@ async function imagine(channel: string, text: string): Promise<{ jobId: string; 
   const jobId = String(status.metadata!.event_payload.job_id);
   const result = await h.fake.waitFor(() => h.fake.store.thread(channel, status.ts).find((m) => (m.files?.length ?? 0) > 0), 45_000, 'the image');
   return { jobId, result };
-}
-
-/** Poll the traces until none are left or the time is up; returns the last ones seen. */
-async function tracesAfter(find: () => Promise<string[]>, timeoutMs: number): Promise<string[]> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const t = await find();
-    if (t.length === 0 || Date.now() > end) return t;
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 describe('retention TTL per channel', () => {

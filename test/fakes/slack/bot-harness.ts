@@ -40,6 +40,10 @@ export interface SlackHarness {
   /** Start (or restart) the worker process. */
   startWorker(): Promise<void>;
   stopWorker(): Promise<void>;
+  /** SIGKILL the worker process (a crash: its running job is left to the stall check). */
+  killWorker(): Promise<void>;
+  /** Everything the worker processes started so far printed (stdout and stderr). */
+  workerOutput(): string;
   stop(): Promise<void>;
 }
 
@@ -70,9 +74,11 @@ export async function startSlackHarness(options: HarnessOptions): Promise<SlackH
   const configFile = join(dir, 'worker.yaml');
   writeFileSync(configFile, stringify(overrides));
   let worker: Proc | undefined;
+  const outputs: Proc[] = [];
 
   async function startWorker(): Promise<void> {
     worker = await startWorkerProcess(configFile);
+    outputs.push(worker);
   }
 
   async function stopWorker(): Promise<void> {
@@ -91,6 +97,12 @@ export async function startSlackHarness(options: HarnessOptions): Promise<SlackH
     prefix,
     startWorker,
     stopWorker,
+    async killWorker() {
+      const w = worker;
+      worker = undefined;
+      await w?.kill('SIGKILL');
+    },
+    workerOutput: () => outputs.map((p) => p.output()).join('\n'),
     async stop() {
       await stopWorker();
       await adapter.stop();

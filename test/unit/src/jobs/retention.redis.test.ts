@@ -2,12 +2,12 @@
 // waits (its answer would be lost), is purged once finished (job, delivery, its event stream entries, per-job keys),
 // and a request without a TTL is never scheduled.
 import { randomUUID } from 'node:crypto';
-import { Job, Worker } from 'bullmq';
+import { Job, UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, createJobsQueue } from '../../../../src/jobs/queue.ts';
-import { Retention, jobKeys, retentionJobOptions } from '../../../../src/jobs/retention.ts';
+import { HAND_OVER_WAIT_MS, Retention, jobKeys, retentionJobOptions } from '../../../../src/jobs/retention.ts';
 import type { Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, duplicateRedis } from '../../../../src/redis.ts';
 
@@ -113,6 +113,58 @@ describe('Retention', () => {
     }
   }, 30_000);
 
+  it('a job that failed with no result handed over (its worker died too often): purged with the failure its worker hands over after', async () => {
+    const retention = new Retention(redis, config);
+    const jobs = createJobsQueue(config, redis);
+    const delivery = createDeliveryQueue(config, redis, 'delivery-slack');
+    const r = request(1); // deadline 9 s in the past
+    try {
+      await retention.schedule(r);
+      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
+      // BullMQ fails it on its own (as the stall check fails a job whose workers died more than maxStalledCount times)
+      const connection = duplicateRedis(redis);
+      const worker = new Worker(jobs.name, async () => { throw new UnrecoverableError('job stalled more than allowable limit'); }, { connection, prefix });
+      await vi.waitFor(async () => expect(await (await jobs.getJob(r.id))?.getState()).toBe('failed'), { timeout: 10_000 });
+      await worker.close();
+      await connection.quit();
+      expect(await retention.sweep()).toBe(0); // before: 1, and the failure handed over next stayed, naming the job and its user
+      // the worker's 'failed' listener hands the failure over (worker/processor.ts onFinallyFailed), then it is delivered
+      const failure: JobResult = { v: CONTRACT_VERSION, jobId: r.id, kind: 'imagine', destination: r.destination, status: 'failed', error: { code: 'internal', message: `Generation failed (ref ${r.id})`, userFacing: false }, timingsMs: {}, finishedAt: Date.now() };
+      await delivery.add('result', failure, { jobId: r.id, ...retentionJobOptions(1) });
+      await runOnce(delivery.name);
+      expect(await retention.sweep(Date.now() + 2_000)).toBe(1);
+      expect([await jobs.getJob(r.id), await delivery.getJob(r.id)]).toEqual([undefined, undefined]);
+      const entries = (await redis.xrange(delivery.keys.events!, '-', '+')) as [string, string[]][];
+      expect(entries.filter(([, f]) => f.includes(r.id))).toEqual([]);
+    } finally {
+      await retention.stop();
+      await jobs.close();
+      await delivery.close();
+    }
+  }, 30_000);
+
+  it('a failed job whose result never comes is purged HAND_OVER_WAIT_MS after it failed', async () => {
+    const retention = new Retention(redis, config);
+    const jobs = createJobsQueue(config, redis);
+    const r = request(1);
+    try {
+      await retention.schedule(r);
+      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
+      const connection = duplicateRedis(redis);
+      const worker = new Worker(jobs.name, async () => { throw new UnrecoverableError('no'); }, { connection, prefix });
+      await vi.waitFor(async () => expect(await (await jobs.getJob(r.id))?.getState()).toBe('failed'), { timeout: 10_000 });
+      await worker.close();
+      await connection.quit();
+      const failedAt = (await jobs.getJob(r.id))!.finishedOn!;
+      expect(await retention.sweep(failedAt + HAND_OVER_WAIT_MS - 1)).toBe(0);
+      expect(await retention.sweep(failedAt + HAND_OVER_WAIT_MS + 2_000)).toBe(1);
+      expect(await jobs.getJob(r.id)).toBeUndefined();
+    } finally {
+      await retention.stop();
+      await jobs.close();
+    }
+  }, 30_000);
+
   it('is due at submission + TTL, not a millisecond before; an unfinished job is tried again 2 s later', async () => {
     const retention = new Retention(redis, config);
     const jobs = createJobsQueue(config, redis);
@@ -153,7 +205,7 @@ describe('Retention', () => {
       await worker.close();
       await connection.quit();
       await retention.schedule(r);
-      expect(await retention.sweep()).toBe(1); // failed: finished
+      expect(await retention.sweep(Date.now() + HAND_OVER_WAIT_MS)).toBe(1); // failed: finished (no result came: HAND_OVER_WAIT_MS)
       expect(await redis.exists(...keysOf(r.id))).toBe(0);
       expect(await redis.exists(...keysOf(other.id))).toBe(names.length);
       const entries = (await redis.xrange(jobs.keys.events!, '-', '+')) as [string, string[]][];
