@@ -44,6 +44,7 @@ import type { Core } from '../core/submit.ts';
 import { within } from '../core/deadline.ts';
 import { parseDuration } from '../core/settings.ts';
 import { adminInput } from './admin.ts';
+import { askedImageFile } from './asked-image.ts';
 import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt, MAX_CHAIN } from './conversation.ts';
@@ -474,16 +475,44 @@ export class DiscordAdapter implements Adapter {
     const destination: DiscordDestination = place.private ? { ...place.destination, private: true } : place.destination;
     if (!interaction.deferred) await interaction.deferReply(destination.private ? { flags: MessageFlags.Ephemeral } : {});
     let reply: Reply;
+    let input: CommandInput | undefined;
     try {
-      const input = await finish(checked);
+      input = await finish(checked);
       reply = await this.call(this.invocation(interaction, input, destination));
     } catch (e) {
       reply = this.errorReply(e);
     }
-    if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
+    if (reply.kind === 'queued') {
+      await Promise.all([this.showQueued(destination, reply.jobId, reply.text), this.attachAskedImage(interaction, destination, input)]);
+      return;
+    }
     // Refused (a job-starting command has no other answer): remove the "thinking…", tell the user alone.
     await interaction.deleteReply().catch(() => undefined);
     await this.followUp(interaction, { content: reply.text, flags: MessageFlags.Ephemeral, allowedMentions: { parse: [] } });
+  }
+
+  /**
+   * An /ask or Ask form answer: the copy of its image and its question, on the interaction's original response
+   * (asked-image.ts), for a mention-reply to it to continue the conversation. Only `attachments`: Discord keeps the
+   * text, and the progress and answer edits (which name no `attachments`) keep the copy, in whichever order they
+   * land. A private answer is ephemeral, which nobody can reply to: no copy. Nor where the channel keeps little (a
+   * retention TTL, no-log): a copy of the user's image posted by the bot would outlive what the bot stores. Best
+   * effort: the answer comes without.
+   */
+  private async attachAskedImage(interaction: RepliableInteraction, destination: DiscordDestination, input: CommandInput | undefined): Promise<void> {
+    if (input?.command !== 'ask' || !input.image.bytes || destination.private) return;
+    try {
+      const saved = await this.core?.settings.effective(destination);
+      if (this.config.noLog || saved?.noLog || saved?.retentionSeconds !== undefined) return;
+      const { description, ...file } = await askedImageFile(input.image.bytes, input.question, this.config.understanding.maxPixels);
+      await this.client!.rest.patch(Routes.webhookMessage(interaction.applicationId, interaction.token, '@original'), {
+        body: { attachments: [{ id: '0', filename: file.name, description }] },
+        files: [file],
+        auth: false,
+      });
+    } catch (e) {
+      this.log.warn({ interaction: interaction.id, err: (e as Error).message }, 'could not attach the asked-about image to its answer: a reply to it will not find the image');
+    }
   }
 
   // ---- mentions ---------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 // Mention-replies: find the image a question is about and the conversation so far by walking the reply chain
 // upwards: image message ← "@bot what is this?" ← bot's answer ← "@bot and the colour?" (the current message).
 // The bot's answers become assistant turns, messages addressed to the bot (see addressesBot) user turns, oldest first.
+// An /ask answer replies to nothing: it carries its image and question itself (asked-image.ts), so the walk ends there.
 import type { Message } from 'discord.js';
 import { SERVED_NOTES } from '../core/served-note.ts';
 import type { Turn } from '../../src/jobs/contract.ts';
 import { isImageAttachment, type AttachmentMeta } from './attachments.ts';
+import { ASKED_IMAGE_FILE, questionOf } from './asked-image.ts';
 import { questionFromMention } from './options.ts';
 import { readModelText } from './model-text.ts';
 
@@ -118,8 +120,13 @@ export async function walkChain(message: Message, botId: string, maxHistoryTurns
       break; // deleted or not visible: ask about what we have
     }
     if (parent.author.id === botId) {
+      // An /ask answer carries a copy of its image, the question in its alt text (asked-image.ts): the answer is a turn,
+      // and the question before it. Any other image of the bot's is a generated one, whose message is no turn.
+      const copy = [...parent.attachments.values()].find((a) => a.name === ASKED_IMAGE_FILE);
       const text = turnText(parent);
-      if (text && !parent.attachments.size) history.unshift({ role: 'assistant', text });
+      if (text && (copy || !parent.attachments.size)) history.unshift({ role: 'assistant', text });
+      const question = questionOf(copy?.description);
+      if (question) history.unshift({ role: 'user', text: question });
     } else if (addressesBot(parent, botId, roleIds)) {
       const text = questionFromMention(parent.content, botId, roleIds);
       if (text) history.unshift({ role: 'user', text });

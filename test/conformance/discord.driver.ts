@@ -22,6 +22,8 @@ function buttonsOf(m: FakeMessage): { label: string; custom_id: string }[] {
 
 const contentOf = (r: RecordedRequest): string => String((r.body as { content?: unknown } | undefined)?.content ?? '');
 const isProgress = (r: RecordedRequest): boolean => contentOf(r).startsWith('⏳');
+/** A result's edit: it sets the text, and is no progress line (an /ask answer's copy of its image comes in an edit of its attachments only). */
+const isResult = (r: RecordedRequest): boolean => r.status === 200 && r.body !== null && typeof r.body === 'object' && 'content' in r.body && !isProgress(r);
 
 export class DiscordDriver implements PlatformDriver {
   readonly name = 'discord' as const;
@@ -126,7 +128,7 @@ export class DiscordDriver implements PlatformDriver {
 
   async waitForAnswer(conversation: Conversation, timeoutMs = 30_000): Promise<string> {
     const final = await this.harness.fake.waitFor(
-      () => this.edits(conversation).find((r) => r.status === 200 && !isProgress(r)),
+      () => this.edits(conversation).find(isResult),
       timeoutMs,
       'the answer',
     );
@@ -151,7 +153,7 @@ export class DiscordDriver implements PlatformDriver {
   async deliveredCount(conversation: Conversation): Promise<number> {
     const { jobId } = (conversation as DiscordConversation).ref;
     await new Promise((r) => setTimeout(r, 300)); // a second, wrongly repeated delivery would land by now
-    const finalEdits = this.edits(conversation).filter((r) => r.status === 200 && !isProgress(r)).length;
+    const finalEdits = this.edits(conversation).filter(isResult).length;
     const nonce = nonceFor(jobId);
     const channelPosts = this.harness.fake
       .requestsTo('POST', /\/channels\/\d+\/messages$/)

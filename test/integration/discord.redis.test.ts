@@ -105,10 +105,27 @@ describe('Discord end to end', () => {
     const submit = h.fake.submitModal(menu, { question: 'what animal is this?' });
     const answer = await h.fake.waitFor(() => {
       const m = h.fake.original(submit);
-      return m && edits(submit).some((r) => r.status === 200 && !String((r.body as { content?: string }).content).startsWith('⏳')) ? m : undefined;
+      // the answer's edit sets its text (the copy of the image comes in an edit of the attachments only)
+      return m && edits(submit).some((r) => r.status === 200 && typeof (r.body as { content?: unknown }).content === 'string' && !String((r.body as { content: string }).content).startsWith('⏳')) ? m : undefined;
     }, 30_000, 'the answer');
     expect(answer.content.length).toBeGreaterThan(0);
     expect(answer.content.startsWith('⏳')).toBe(false);
+
+    // A mention-reply to the answer continues about the same image: the answer carries a copy of it (an interaction's
+    // answer replies to no message), its question as the copy's alt text.
+    const withCopy = await h.fake.waitFor(() => (answer.attachments.length > 0 ? answer : undefined), 10_000, 'the copy of the image');
+    expect(withCopy.attachments[0]).toMatchObject({ filename: 'asked-about.jpg', description: 'Image asked about: what animal is this?' });
+    const followUp = h.fake.postUserMessage({ content: 'and what colour is it?', mentionBot: true, replyTo: answer.id });
+    const second = await h.fake.waitFor(() => {
+      const m = h.fake.channelMessages().find((x) => x.author.id === h.fake.appId && x.referenceId === followUp.id);
+      return m && !m.content.startsWith('⏳') ? m : undefined;
+    }, 30_000, 'the follow-up answer');
+    expect(second.content.length).toBeGreaterThan(0);
+    const job = await h.core.queue.getJob(jobIdFor('discord', followUp.id));
+    expect(job?.data.kind === 'ask' && job.data.history).toEqual([
+      { role: 'user', text: 'what animal is this?' },
+      { role: 'assistant', text: answer.content },
+    ]);
   }, 60_000);
 
   it('a 429 on the final edit is waited out: exactly one final result', async () => {

@@ -3,6 +3,7 @@
 // request each one queues (jobs stay queued: no worker takes them). The end-to-end paths with a worker are in
 // test/integration/discord*.redis.test.ts; these are fast enough for the `gateway` mutation group.
 import { pino } from 'pino';
+import sharp from 'sharp';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buttonId, settingsButtonId } from '../../../../bots/discord/custom-ids.ts';
 import type { DiscordDestination, JobRequest } from '../../../../src/jobs/contract.ts';
@@ -771,6 +772,61 @@ describe('mentions', () => {
       question: 'and what colour is its tail?',
       history: [{ role: 'user', text: 'what animal is this?' }, { role: 'assistant', text: 'A red fox.' }],
     });
+  });
+
+  it('a mention replying to the answer of /ask or of the Ask form asks about the same image, with the first question and answer as history; a private answer carries no copy', async () => {
+    const user = newUser();
+    const photo = attachment();
+    const answered = async (i: FakeInteraction, text: string): Promise<FakeMessage> => {
+      const job = await queued(i);
+      // delivered as the delivery consumer does, by the port: the PATCH of the answer keeps the copy of the image
+      await h.adapter.port.deliver({ v: 1, jobId: jobIdFor('discord', i.id), kind: 'ask', destination: job.destination, status: 'succeeded', answer: { text, tokenCount: 3 }, timingsMs: {}, finishedAt: Date.now() }, undefined);
+      return h.fake.waitFor(() => {
+        const original = h.fake.original(i);
+        return original?.content === text && original.attachments.length > 0 && original;
+      }, 10_000, 'the answer with the copy of its image');
+    };
+    // questions asked nowhere else in this file: an identical request joins the earlier job (no job of its own)
+    const ask = h.fake.slashCommand({ name: 'ask', user, options: [{ name: 'image', type: 11, value: photo.id }, { name: 'question', type: 3, value: 'which animal is it?' }], attachments: [photo] });
+    const answer = await answered(ask, 'A red fox.');
+    expect(answer.attachments).toMatchObject([{ filename: 'asked-about.jpg', content_type: 'image/jpeg', description: 'Image asked about: which animal is it?' }]);
+    const followUp = h.fake.postUserMessage({ content: 'and what colour is it?', author: user, mentionBot: true, replyTo: answer.id });
+    const job = await queued(jobIdFor('discord', followUp.id));
+    expect(job).toMatchObject({ kind: 'ask', question: 'and what colour is it?', history: [{ role: 'user', text: 'which animal is it?' }, { role: 'assistant', text: 'A red fox.' }] });
+    expect(repliesTo(followUp).map((m) => m.content)).not.toContain(NO_IMAGE_HELP);
+    const copy = await h.core.blobs.get((job as Extract<JobRequest, { kind: 'ask' }>).imageKey);
+    expect(await sharp(copy!).metadata()).toMatchObject({ format: 'jpeg', width: 24, height: 24 }); // never enlarged
+
+    // the Ask form on someone's image: its answer carries the copy too
+    const target = h.fake.postUserMessage({ content: 'my cat', attachments: [attachment()], silent: true });
+    const menu = h.fake.contextMenu({ name: 'Ask about this image', target, user });
+    await h.fake.waitFor(() => menu.callbacks.find((c) => c.type === 9), 10_000, 'the modal');
+    const formAnswer = await answered(h.fake.submitModal(menu, { question: 'which breed?' }), 'A tabby.');
+    const again = h.fake.postUserMessage({ content: 'how old?', author: user, mentionBot: true, replyTo: formAnswer.id });
+    expect(await queued(jobIdFor('discord', again.id))).toMatchObject({ history: [{ role: 'user', text: 'which breed?' }, { role: 'assistant', text: 'A tabby.' }] });
+
+    // a private answer (ephemeral) cannot be replied to: nothing is copied
+    const loner = newUser();
+    await h.core.settings.set('user', { platform: 'discord', guildId: h.fake.guildId, channelId: h.fake.channelId, userId: loner.id, applicationId: h.fake.appId }, { private: true });
+    const hidden = h.fake.slashCommand({ name: 'ask', user: loner, options: [{ name: 'image', type: 11, value: photo.id }, { name: 'question', type: 3, value: 'is it private?' }], attachments: [photo] });
+    await queued(hidden);
+    await h.fake.waitFor(() => h.fake.original(hidden)?.content.startsWith('⏳') || undefined, 10_000, 'the place in line');
+    await settle();
+    expect(h.fake.original(hidden)!.attachments).toEqual([]);
+    expect(h.fake.requestsTo('PATCH', new RegExp(`/webhooks/${h.fake.appId}/${hidden.token}/messages/@original$`)).filter((r) => r.files.length > 0)).toEqual([]);
+
+    // nor in a channel that keeps little (a retention TTL, no-log): a copy posted by the bot would outlive what it stores
+    const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+    await h.core.settings.set('channel', here, { retentionSeconds: 600 });
+    try {
+      const brief = h.fake.slashCommand({ name: 'ask', user, options: [{ name: 'image', type: 11, value: photo.id }, { name: 'question', type: 3, value: 'is it kept?' }], attachments: [photo] });
+      await queued(brief);
+      await h.fake.waitFor(() => h.fake.original(brief)?.content.startsWith('⏳') || undefined, 10_000, 'the place in line');
+      await settle();
+      expect(h.fake.requestsTo('PATCH', new RegExp(`/webhooks/${h.fake.appId}/${brief.token}/messages/@original$`)).filter((r) => r.files.length > 0)).toEqual([]);
+    } finally {
+      await h.core.settings.reset('channel', here);
+    }
   });
 
   it('a mention of the bot\'s managed role ("@blip3o" in the autocomplete, next to the bot) is a mention of the bot; another role\'s is not', async () => {

@@ -173,7 +173,7 @@ describe('button and modal ids', () => {
 
 // ---- the reply chain -----------------------------------------------------------------------------------------
 
-type Attachment = { url: string; name: string; size: number; contentType: string | null };
+type Attachment = { url: string; name: string; size: number; contentType: string | null; description?: string };
 interface FakeMessage {
   id: string;
   content: string;
@@ -281,6 +281,37 @@ describe('the reply chain of a mention', () => {
   it("a reply to the bot's generated image asks about that image; the image message is no turn", async () => {
     const c = chain([{ author: BOT, content: '**a fox**', image: {} }, { content: '<@bot> is it cute?', mentionsBot: true }]);
     expect(await walk(c.last)).toMatchObject({ image: { messageId: 'm0' }, history: [] });
+  });
+
+  it("a reply to an /ask answer asks about the copy of the image it carries: the question (the copy's alt text) and the answer are the history", async () => {
+    // The wire format of messages already posted (an older bot's must still read): a JPEG named asked-about.jpg whose
+    // alt text is "Image asked about: <the question>".
+    const copy = { name: 'asked-about.jpg', contentType: 'image/jpeg', description: 'Image asked about: what is it?' };
+    const long = `A fox. ${'x'.repeat(2100)}`;
+    const c = chain([
+      { author: BOT, content: 'A red fox.', image: copy },
+      { content: '<@bot> and what colour is it?', mentionsBot: true },
+      { author: BOT, content: 'Red.' },
+      { content: '<@bot> and its tail?', mentionsBot: true },
+    ]);
+    expect(await walk(c.last)).toMatchObject({
+      image: { messageId: 'm0', filename: 'asked-about.jpg', contentType: 'image/jpeg' },
+      history: [
+        { role: 'user', text: 'what is it?' },
+        { role: 'assistant', text: 'A red fox.' },
+        { role: 'user', text: 'and what colour is it?' },
+        { role: 'assistant', text: 'Red.' },
+      ],
+    });
+    expect((await walk(c.last, 0)).history).toEqual([]);
+    // an answer too long for a message (its embed), and one whose question is not in the alt text: the answer alone
+    const embedded = chain([{ author: BOT, embed: long, image: copy }, { content: '<@bot> sure?', mentionsBot: true }]);
+    expect((await walk(embedded.last)).history).toEqual([{ role: 'user', text: 'what is it?' }, { role: 'assistant', text: long }]);
+    const noQuestion = chain([{ author: BOT, content: 'A red fox.', image: { ...copy, description: 'a photo' } }, { content: '<@bot> sure?', mentionsBot: true }]);
+    expect((await walk(noQuestion.last)).history).toEqual([{ role: 'assistant', text: 'A red fox.' }]);
+    // the same file from someone else is an image like any other: no turn
+    const user = chain([{ content: 'look', image: copy }, { content: '<@bot> what?', mentionsBot: true }]);
+    expect((await walk(user.last)).history).toEqual([]);
   });
 
   it('stops at a message it cannot fetch, and counts the blank ones (no Message Content intent)', async () => {
