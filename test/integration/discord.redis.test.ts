@@ -39,6 +39,14 @@ function imagine(prompt: string, extra: Record<string, unknown>[] = []): FakeInt
   return h.fake.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: prompt }, ...extra] });
 }
 
+
+/** The bot's finished reply to message `id` (not its "⏳" status). */
+function answerTo(id: string) {
+  return h.fake.waitFor(() => {
+    const m = h.fake.channelMessages().find((x) => x.author.id === h.fake.appId && x.referenceId === id);
+    return m && !m.content.startsWith('⏳') ? m : undefined;
+  }, 30_000, 'the follow-up answer');
+}
 describe('Discord end to end', () => {
   it('/imagine → deferred → progress edits → one final edit with the PNG and buttons; Re-roll and Vary each make a new image message', async () => {
     const i = imagine('a red fox in snow', [{ name: 'seed', type: 4, value: 7 }, { name: 'aspect', type: 3, value: '16:9' }]);
@@ -83,10 +91,7 @@ describe('Discord end to end', () => {
     expect(answer.content.length).toBeGreaterThan(0);
 
     const followUp = h.fake.postUserMessage({ content: 'and what colour is it?', mentionBot: true, replyTo: answer.id });
-    const second = await h.fake.waitFor(() => {
-      const m = h.fake.channelMessages().find((x) => x.author.id === h.fake.appId && x.referenceId === followUp.id);
-      return m && !m.content.startsWith('⏳') ? m : undefined;
-    }, 30_000, 'the follow-up answer');
+    const second = await answerTo(followUp.id);
     expect(second.content.length).toBeGreaterThan(0);
     // The follow-up found the image two replies up (downloaded again, from the fake CDN) and carried the turns so far.
     expect(h.fake.requestsTo('GET', /\/attachments\/.*garden\.png$/)).toHaveLength(2);
@@ -116,10 +121,7 @@ describe('Discord end to end', () => {
     const withCopy = await h.fake.waitFor(() => (answer.attachments.length > 0 ? answer : undefined), 10_000, 'the copy of the image');
     expect(withCopy.attachments[0]).toMatchObject({ filename: 'asked-about.jpg', description: 'Image asked about: what animal is this?' });
     const followUp = h.fake.postUserMessage({ content: 'and what colour is it?', mentionBot: true, replyTo: answer.id });
-    const second = await h.fake.waitFor(() => {
-      const m = h.fake.channelMessages().find((x) => x.author.id === h.fake.appId && x.referenceId === followUp.id);
-      return m && !m.content.startsWith('⏳') ? m : undefined;
-    }, 30_000, 'the follow-up answer');
+    const second = await answerTo(followUp.id);
     expect(second.content.length).toBeGreaterThan(0);
     const job = await h.core.queue.getJob(jobIdFor('discord', followUp.id));
     expect(job?.data.kind === 'ask' && job.data.history).toEqual([
