@@ -18,7 +18,7 @@ const groups = {
   blobs: ['src/blobs/{redis,index}.ts', 'src/cache/fanout.ts:66-75', 'src/cache/fanout.ts:88-132'],
   // the Discord adapter's modules but the gateway glue (adapter.ts: the `gateway` group) and the command
   // definitions (commands.ts: data)
-  discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,identify-throttle,lost-replies,options,render,upload-size}.ts'],
+  discord: ['bots/discord/{admin,attachments,conversation,custom-ids,delivery,identify-throttle,lost-replies,model-text,options,render,upload-size}.ts'],
   // the Slack adapter's text parsing and rendering, and its PlatformPort (port.redis.test.ts: against the fake Slack);
   // handlers.ts is the `handlers` group
   slack: ['bots/slack/{admin,blocks,conversation,options,settings,port}.ts'],
@@ -41,7 +41,11 @@ const groups = {
   // the worker's process around the pipeline: the model thread's host, the checks after a job, review, its limits, and
   // the model's setup (setup.ts: ensureModel and the lock workers sharing a model volume take turns with, run in the
   // test process by setup.test.ts; main.ts only runs in worker processes, which Stryker's runner cannot reach).
-  worker: ['worker/{after-job,review,limits,thread-host,setup}.ts'],
+  worker: ['worker/{after-job,review,limits,thread-host,setup,job-clock}.ts'],
+  // the model fetch's retries against the fake hub (Retry-After, back-off, the operator's error messages)
+  hub: ['worker/hub/fetch.ts'],
+  // the operator's config: its layers (default.yaml, BLIP3O_CONFIG's file, the environment) and errors naming where a value was set
+  config: ['src/config/load.ts'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

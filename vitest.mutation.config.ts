@@ -20,7 +20,7 @@ const tests: Record<string, string[]> = {
   // the result cache, GPU-second accounting and saved settings: state every bot and worker shares through Redis
   state: ['test/unit/src/cache/*.test.ts', 'test/unit/src/checks/*.test.ts', 'test/unit/src/accounting/*.test.ts', 'test/unit/src/limits/gate.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/settings.redis.test.ts', 'test/unit/bots/slack/settings.test.ts'],
   // the Slack adapter's own modules
-  slack: ['test/unit/bots/slack/{admin,blocks,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/{port,lost-replies}.redis.test.ts'],
+  slack: ['test/unit/bots/slack/{admin,blocks,answer-sections,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/{port,lost-replies}.redis.test.ts'],
   // the Slack listeners through real Bolt and the fake Slack, no worker
   handlers: ['test/unit/bots/slack/{handlers,lost-replies}.redis.test.ts'],
   // the progress relay on Redis with recording ports (not progress-takeover/-multi: bot and worker processes)
@@ -31,11 +31,16 @@ const tests: Record<string, string[]> = {
   // (the flags' parser is both adapters': their inputs tests too)
   requests: ['test/unit/bots/core/{requests,imagine-extras}.test.ts', 'test/unit/bots/core/submit-paths.redis.test.ts', 'test/unit/bots/{discord,slack}/{options,inputs}.test.ts'],
   // the worker process's own modules around the pipeline (no ONNX session: the thread host's tests use a test thread)
-  worker: ['test/unit/worker/{thread-host,setup}.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/worker/review.test.ts', 'test/unit/worker/limits.test.ts'],
+  worker: ['test/unit/worker/{thread-host,thread-host-bystanders,setup,job-clock}.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/worker/review.test.ts', 'test/unit/worker/limits.test.ts'],
   // the Discord adapter's own modules, against the fake Discord in the test process (no worker)
-  discord: ['test/unit/bots/discord/{attachments,delivery,inputs,register-commands,render,lost-replies}.test.ts', 'test/unit/bots/discord/identify-throttle.redis.test.ts'],
+  discord: ['test/unit/bots/discord/{attachments,delivery,inputs,register-commands,render,lost-replies,model-output}.test.ts', 'test/unit/bots/discord/identify-throttle.redis.test.ts'],
   // the admin commands, driven through the real core (no worker) and on their own
   admin: ['test/integration/limits-admin.redis.test.ts', 'test/unit/bots/core/commands/*.test.ts', 'test/unit/bots/core/checks-command.redis.test.ts'],
+  // the model fetch against the fake hub (test/fakes/hub), no model loaded. Not hub-fetch.test.ts: sharing one module
+  // graph (isolate: false), its import of fetch.ts comes before the faults file's vi.mock('node:fs') of a full disk
+  hub: ['test/integration/hub-fetch-faults.test.ts'],
+  // the config loader's layers and errors
+  config: ['test/unit/config/{load,operator-config}.test.ts'],
   blobs: ['test/unit/src/blobs/*.test.ts', 'test/unit/src/cache/fanout.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts', 'test/unit/bots/core/submit.redis.test.ts'],
 };
 const group = process.env.MUTATION_GROUP;

@@ -38,6 +38,7 @@ function runAt(text: string, at: number): number {
 
 /** The end of the first run of exactly `length` backticks from `from` (an inline code span's closing one), or -1. */
 function closingRun(text: string, from: number, length: number): number {
+  // Stryker disable next-line StringLiteral,EqualityOperator: equivalent, indexOf('') stays at `from`, where a run of length 0 matches no closing run and the search moves on to the next backtick; `from` is at least 1 (after an opening run), so `at` is never 0
   for (let at = text.indexOf('`', from); at >= 0; ) {
     const run = runAt(text, at);
     if (run === length) return at + run;
@@ -62,17 +63,23 @@ interface CodeSpans {
 function codeSpans(text: string): CodeSpans {
   const spans: [number, number][] = [];
   let openFence: number | undefined;
+  // Stryker disable next-line StringLiteral: equivalent, indexOf('') starts at 0, where a run of length 0 opens nothing and the search moves on to the first backtick
   for (let at = text.indexOf('`'); at >= 0; ) {
     const run = runAt(text, at);
     let end = -1;
     if (run >= 3) {
       const content = text.slice(at + 3).search(/[^\n]/);
       const close = content < 0 ? -1 : text.indexOf('```', at + 3 + content + 1);
+      // Stryker disable next-line EqualityOperator: equivalent, a close is found past the opening fence, never at 0
       if (close >= 0) end = close + 3;
     }
+    // Stryker disable next-line EqualityOperator: equivalent, an end is after at least one backtick, never 0
     if (end < 0) end = closingRun(text, at + run, run);
+    // Stryker disable next-line EqualityOperator: equivalent, an end is never 0
     if (end < 0 && run >= 3) openFence ??= at;
+    // Stryker disable next-line EqualityOperator: equivalent, an end is never 0
     if (end >= 0) spans.push([at, end]);
+    // Stryker disable next-line EqualityOperator: equivalent, an end is never 0
     at = text.indexOf('`', end >= 0 ? end : at + run);
   }
   return { spans, openFence };
@@ -82,12 +89,14 @@ function codeSpans(text: string): CodeSpans {
 function pieces(text: string): { text: string; asWritten: boolean }[] {
   const bare = text.replace(/\\/g, '');
   const bareIndex: number[] = []; // bareIndex[i]: where text[i] lands in `bare`
+  // Stryker disable next-line EqualityOperator: equivalent, one more index past the text's end, never read
   for (let i = 0, n = 0; i < text.length; i++) {
     bareIndex.push(n);
     if (text[i] !== '\\') n++;
   }
   const liveFrom = (start: number, end: number): boolean => {
     for (let i = start; i < end; i++) {
+      // Stryker disable next-line ConditionalExpression: equivalent, LIVE_FROM is sticky and starts only at [ < @: the skip only saves its tries
       if (!'[<@'.includes(text[i]!)) continue;
       LIVE_FROM.lastIndex = bareIndex[i]!;
       if (LIVE_FROM.test(bare)) return true;
@@ -97,10 +106,12 @@ function pieces(text: string): { text: string; asWritten: boolean }[] {
   const out: { text: string; asWritten: boolean }[] = [];
   let done = 0;
   for (const [start, end] of codeSpans(text).spans) {
+    // Stryker disable next-line ConditionalExpression,EqualityOperator: equivalent, an empty piece of text adds nothing
     if (start > done) out.push({ text: text.slice(done, start), asWritten: false });
     out.push({ text: text.slice(start, end), asWritten: !liveFrom(start, end) });
     done = end;
   }
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: equivalent, an empty piece of text adds nothing
   if (done < text.length) out.push({ text: text.slice(done), asWritten: false });
   return out;
 }
@@ -128,6 +139,7 @@ export function partialModelText(partial: string): string {
   const { openFence } = codeSpans(partial);
   if (openFence === undefined) return modelText(partial);
   const firstLineEnd = partial.indexOf('\n', openFence);
+  // Stryker disable next-line EqualityOperator: equivalent, a line end after a fence is past its backticks, never at 0
   if (firstLineEnd < 0 || !partial.slice(firstLineEnd).trim()) return modelText(partial.slice(0, openFence).trimEnd());
   const closingStarted = /\n(`{0,2})$/.exec(partial)?.[1]; // its closing ``` half arrived: finish it
   return modelText(closingStarted === undefined ? `${partial}\n\`\`\`` : `${partial}${'`'.repeat(3 - closingStarted.length)}`);

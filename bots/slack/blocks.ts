@@ -199,6 +199,7 @@ function withCodeClosed(text: string): string {
   let opened = text.lastIndexOf('```');
   while (text[opened - 1] === '`') opened--;
   const firstLineEnd = text.indexOf('\n', opened);
+  // Stryker disable next-line EqualityOperator: equivalent, a line end after a fence is past its backticks, never at 0
   if (firstLineEnd < 0 || !text.slice(firstLineEnd).trim()) return text.slice(0, opened).trimEnd();
   const closingStarted = /\n`{1,2}$/.exec(text)?.[0];
   return closingStarted ? `${text}${'`'.repeat(4 - closingStarted.length)}` : `${text}${CLOSE}`;
@@ -218,7 +219,9 @@ function clipWithCodeClosed(text: string, max: number): string {
  * of backticks. Cut after escaping (an answer of many & < > grows up to five-fold, and a section past 3,000 is clipped).
  */
 function sectionEnd(escaped: string, start: number, limit: number, inCode: boolean): number {
+  // Stryker disable next-line UnaryOperator: equivalent, read only when past the section's second half, which 1 never is
   let lineEnd = -1;
+  // Stryker disable next-line UnaryOperator: equivalent, read only when past the section's second half, which 1 never is
   let lineEndOutside = -1;
   for (let at = start, code = inCode; at <= limit; at++) {
     if (escaped[at] === '\n') {

@@ -170,6 +170,59 @@ describe("fetchSnapshot and the hub's Retry-After", () => {
     expect(clock.waits).toEqual([]);
   });
 
+  it('a request timeout (HTTP 408) and a plain HTTP 500 are waited out and retried too', async () => {
+    const clock = recordingClock();
+    hub.failNext(SHARD, 408);
+    hub.failNext(DECODER, 500);
+    await fetchSnapshot(opts({ retries: 1, clock }));
+    expect(clock.waits).toEqual([10, 10]);
+    expect(snapshotStatus(dir, REPO, 'main').complete).toBe(true);
+  });
+
+  it('waits exactly the 5 minutes it is willing to, and doubles its own back-off up to a minute', async () => {
+    const clock = recordingClock();
+    hub.failNext('', 503, 1, { retryAfter: '300' });
+    hub.failNext(SHARD, 503, 3);
+    await fetchSnapshot(opts({ retries: 3, retryDelayMs: 40_000, clock }));
+    expect(clock.waits).toEqual([300_000, 40_000, 60_000, 60_000]);
+  });
+
+  it('a hub error that outlasts the retries: the wait it asked for, or without one the old advice', async () => {
+    const clock = recordingClock();
+    hub.failNext(SHARD, 503, 2, { retryAfter: '40' });
+    await expect(fetchSnapshot(opts({ retries: 1, clock }))).rejects.toThrow(
+      /: the hub answered HTTP 503 and asks to wait 40 s\. Wait that long, then run again; if it persists, check model\.hubUrl \(http:\/\/127\.0\.0\.1:\d+\)\.$/,
+    );
+    hub.clearFaults();
+    hub.failNext(SHARD, 502, 1, { bodyOnly: true });
+    await expect(fetchSnapshot(opts({ clock }))).rejects.toThrow(/: the hub answered HTTP 502\. Check model\.hubUrl \(http:\/\/127\.0\.0\.1:\d+\) or try again later\.$/);
+  });
+
+  it('an answer that will not change (no token, a wrong one, no such repository) fails at once, without waiting', async () => {
+    const clock = recordingClock();
+    const gated = await startFakeHub({ repo: REPO, files, requireToken: 'hf_secret' });
+    try {
+      await expect(fetchSnapshot(opts({ hubUrl: gated.url, retries: 3, clock }))).rejects.toThrow(/: the repository needs authentication \(HTTP 401\)\. Set HF_TOKEN/);
+      await expect(fetchSnapshot(opts({ hubUrl: gated.url, token: 'hf_wrong', retries: 3, clock }))).rejects.toThrow(/: the hub refused HF_TOKEN \(HTTP 40[13]\)/);
+      await expect(fetchSnapshot(opts({ hubUrl: gated.url, token: 'hf_secret', repo: 'nobody/nothing', retries: 3, clock }))).rejects.toThrow(/: the hub has no such repository, revision or file \(HTTP 404\)\. Check model\.hubId \(nobody\/nothing\)/);
+    } finally {
+      await gated.close();
+    }
+    expect(clock.waits).toEqual([]);
+  });
+
+  it('a last answer asking for exactly the 5 minutes it waits on its own: not called longer', async () => {
+    hub.failNext(SHARD, 429, 1, { retryAfter: '300' });
+    await expect(fetchSnapshot(opts({ clock: recordingClock() }))).rejects.toThrow(/\(HTTP 429\) and asks to wait 5 min\. Wait that long, or set HF_TOKEN/);
+  });
+
+  it('signed in, a rate limit does not suggest HF_TOKEN', async () => {
+    hub.failNext(SHARD, 429, 1, { retryAfter: '40' });
+    await expect(fetchSnapshot(opts({ token: 'hf_secret', clock: recordingClock() }))).rejects.toThrow(
+      /: the hub is rate-limiting this machine \(HTTP 429\) and asks to wait 40 s\. Wait that long, then run again\.$/,
+    );
+  });
+
   it('a rate limit that outlasts the retries says how long the hub last asked to wait', async () => {
     const clock = recordingClock();
     hub.failNext(SHARD, 429, 3, { retryAfter: '40' });

@@ -241,6 +241,7 @@ const realClock: RetryClock = { now: () => Date.now(), sleep: (ms) => new Promis
 
 /** The wait a `Retry-After` header asks for, in ms: delay-seconds or an HTTP date (RFC 9110 §10.2.3); unreadable: none. */
 function retryAfterMs(header: string | null, now: number): number | undefined {
+  // Stryker disable next-line MethodExpression: equivalent, fetch's Headers already strip a value's surrounding whitespace
   const value = header?.trim();
   if (!value) return undefined;
   if (/^\d+$/.test(value)) return Number(value) * 1000;

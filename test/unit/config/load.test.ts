@@ -181,4 +181,41 @@ describe('a bad value in the configuration: the error names where it was set', (
     expect(error).toContain(`→ at slack.httpPort (set in ${defaults})`);
     expect(error).toContain(`→ at queue.attempts (set in none of ${defaults})`);
   });
+
+  it('names the file whose value is in force: not one that only wrote an empty mapping over it, and not one whose value a later one replaced', () => {
+    const shipped = readFileSync(join(repoRoot, 'config', 'default.yaml'), 'utf8');
+    const { defaults } = rootWith({ defaultYaml: shipped.replace(/^( {2}attempts:) \d+/m, '$1 0'), local: 'queue: {}\n' });
+    const error = messageOf(() => loadConfig({ env: {}, root }));
+    expect(error).toMatch(new RegExp(`→ at queue\\.attempts \\(set in ${defaults.replace(/[/.]/g, '\\$&')}\\)$`, 'm')); // not local.yaml
+    rmSync(root, { recursive: true, force: true });
+    rootWith({ local: 'queue: 5\n' }); // a number where queue's mapping was: default.yaml's values are gone
+    expect(messageOf(() => loadConfig({ env: {}, root }))).toMatch(/→ at queue \(set in [^;]*local\.yaml\)$/m);
+    rmSync(root, { recursive: true, force: true });
+    rootWith({ local: 'queue: { attempts: {} }\n' }); // an empty mapping where a number belongs
+    expect(messageOf(() => loadConfig({ env: {}, root }))).toMatch(/→ at queue\.attempts \(set in [^;]*local\.yaml\)$/m);
+  });
+
+  it('a mapping written in two files names both; a value checked inside (a shard spec) names where the spec was set', () => {
+    const { local, named } = rootWith({
+      local: 'limits: { channelOverrides: { "discord:1": { requestsPerWindow: 5, windowSeconds: 60 } } }\n',
+      named: 'limits: { channelOverrides: { "discord:1": { burst: 5, maxConcurrent: 2 } } }\n',
+    });
+    expect(messageOf(() => loadConfig({ env: { BLIP3O_CONFIG: 'prod.yaml' }, root }))).toContain(
+      `→ at limits.channelOverrides.discord:1 (set in ${local}; set in ${named}, named by BLIP3O_CONFIG)`,
+    );
+    writeFileSync(local, 'queue: { atempts: 1 }\n');
+    writeFileSync(named, 'queue: { retires: 2 }\n'); // two unknown keys of one mapping: one issue, both files
+    expect(messageOf(() => loadConfig({ env: { BLIP3O_CONFIG: 'prod.yaml' }, root }))).toContain(`→ at queue (set in ${local}; set in ${named}, named by BLIP3O_CONFIG)`);
+    expect(messageOf(() => loadConfig({ env: { DISCORD_SHARDS: '0-9/8' }, root }))).toMatch(/→ at discord\.shards\.ids \(set by the environment variable DISCORD_SHARDS\)$/m);
+  });
+
+  it('a missing key with a config/local.yaml names both files it was looked for in', () => {
+    const shipped = readFileSync(join(repoRoot, 'config', 'default.yaml'), 'utf8');
+    const { defaults, local } = rootWith({ defaultYaml: shipped.replace(/^ {2}attempts: .*\n/m, ''), local: 'queue: { backoffMs: 1000 }\n' });
+    expect(messageOf(() => loadConfig({ env: {}, root }))).toContain(`→ at queue.attempts (set in none of ${defaults}, ${local})`);
+  });
+
+  it('an invalid environment secret names the variable, with no file to name', () => {
+    expect(() => loadSecrets({ REDIS_URL: 'ftp://x' })).toThrow(/ → at REDIS_URL$/);
+  });
 });

@@ -55,6 +55,17 @@ describe('JobClock', () => {
     expect(clock.now()).toBe(1_000);
   });
 
+  it('runs at once on two threads, one ending first and another starting while the rest go on: each charged once', async () => {
+    const clock = new JobClock();
+    const first = clock.run((m) => threadRun(m, { computeMs: 1_000 }));
+    const long = clock.run((m) => threadRun(m, { computeMs: 3_000 }));
+    await during(1_500, first);
+    expect(clock.now()).toBe(1_000 + 1_500); // read while `long` runs (a stage's time under --n): its share so far
+    const third = clock.run((m) => threadRun(m, { computeMs: 1_000 })); // while `long` runs
+    await during(1_500, Promise.all([long, third]));
+    expect(clock.now()).toBe(1_000 + 3_000 + 1_000);
+  });
+
   it('a run that fails is charged up to its end, and the clock runs in full again after it', async () => {
     const clock = new JobClock();
     const failed = clock.run(async (m) => {

@@ -144,6 +144,24 @@ describe("the model's code in the bot's messages", () => {
     expect(modelText('`[0]` and [docs](https://a.example)')).toBe('`\\[0]` and \\[docs](https://a.example)'); // a `[` in code, a link after it
   });
 
+  it('code at the very start of an answer shows as written too', () => {
+    expect(modelText('`grid[0]` comes first')).toBe('`grid[0]` comes first');
+    expect(modelText('```py\nrows[0]\n```\nthen rows[1]')).toBe('```py\nrows[0]\n```\nthen rows\\[1]');
+  });
+
+  it("a ``` block ends at the next three backticks, even the first three of a longer run (Discord's code block rule)", () => {
+    // Discord closes the block at "````"'s first three; the backtick left over opens nothing
+    expect(modelText('```\nrows[0]\n````\nnext[1]')).toBe('```\nrows[0]\n````\nnext\\[1]');
+    expect(modelText('```a[0]````')).toBe('```a[0]````');
+    expect(modelText('```\n````a[0]`')).toBe('```\n````a\\[0]`'); // the block holds "`"; the last backtick closes nothing
+  });
+
+  it('an answer streaming after a lone backtick: the text goes on as text, not cut at the backtick as a fence would be', () => {
+    const shown = (partial: string) => progressText({ v: 1, jobId: 'j', stage: 'answering', step: 3, total: 0, partialText: partial }).split('\n').slice(1).join('\n');
+    expect(shown('Run `npm i x[0]')).toBe('Run `npm i x\\[0]');
+    expect(shown('Run ``a[0]`')).toBe('Run ``a\\[0]`');
+  });
+
   // The pieces that decide how Discord reads code and escapes, to be joined in any order.
   const TRICKY = ['`', '``', '```', '```py\n', '````', '\n', '\\', '\\`', '[', ']', '(', ')', '<', '>', '@', '@everyone', '@here', '<@123>',
     '</ban:42>', '[a](https://evil.example)', 'https://x.example/', ' ', 'a', '*', '_', '|', ':', 'print(x)'];

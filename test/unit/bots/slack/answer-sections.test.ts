@@ -9,6 +9,8 @@ const texts = (m: SlackMessage): string[] => m.blocks.map((b) => String((b as { 
 /** Slack opens or closes a code block at each ``` (a longer run counts once). */
 const fences = (s: string): number => (s.match(/`{3,}/g) ?? []).length;
 const prose = (lines: number, width = 99): string => Array.from({ length: lines }, (_, i) => `${i}`.padEnd(width, '.')).join('\n');
+/** Code with nothing mrkdwn escapes, so lengths shown are lengths written. */
+const plain = (lines: number): string => Array.from({ length: lines }, (_, i) => `x = f(${i})`.padEnd(99, ' ')).join('\n');
 const code = (lines: number): string => Array.from({ length: lines }, (_, i) => `if (a[${i}] < b && c > d) x += ${i};`.padEnd(99, ' ')).join('\n');
 
 describe('answers in sections: code blocks stay whole', () => {
@@ -60,11 +62,51 @@ describe('answers in sections: code blocks stay whole', () => {
     expect(fences(m.text) % 2).toBe(0);
   });
 
+  it('after an earlier block (closed by a bare fence, or opened with four backticks): still cut before a block that fits', () => {
+    const second = `\`\`\`ts\n${plain(10)}\n\`\`\`\n${prose(3)}`;
+    const first = `${prose(5)}\n\`\`\`ts\n${plain(3)}\n\`\`\`\n${prose(14)}`;
+    expect(texts(answerMessage(`${first}\n${second}`))).toEqual([first, second]);
+    const nested = `\`\`\`\`md\n${plain(12)}\n\`\`\`\`\n${prose(5)}`; // a block of markdown that shows a fence
+    expect(texts(answerMessage(`${prose(20)}\n${nested}`))).toEqual([prose(20), nested]);
+  });
+
+  it('a line too long for a section is cut at the limit, but never through a run of backticks', () => {
+    const sections = texts(answerMessage(`${'x'.repeat(2898)}\`\`\`${'y'.repeat(200)}\`\`\``));
+    expect(sections).toEqual(['x'.repeat(2898), `\`\`\`${'y'.repeat(200)}\`\`\``]);
+  });
+
+  it('a stretch of nothing but spaces becomes no section (Slack refuses one)', () => {
+    const sections = texts(answerMessage(`${prose(20)}\n${' '.repeat(3000)}\n${prose(3)}`));
+    expect(sections.length).toBeGreaterThan(1);
+    for (const s of sections) expect(s.trim()).not.toBe('');
+  });
+
+  it('exactly at the limits: 2,900 characters are one section, a 3,900-character notification is not cut', () => {
+    expect(texts(answerMessage(prose(29, 100).slice(0, 2900)))).toHaveLength(1);
+    const full = 'a'.repeat(3900);
+    expect(answerMessage(full).text).toBe(full);
+  });
+
+  it('the notification cut at 3,900: every character up to the cut, and its open block closed within the 3,900', () => {
+    const afterCode = `${prose(10)}\n\`\`\`\n${plain(5)}\n\`\`\`\n${prose(40)}`;
+    expect(answerMessage(afterCode).text).toBe(`${afterCode.slice(0, 3899)}…`);
+    const inCode = answerMessage(`${prose(20)}\n\`\`\`\n${plain(40)}\n\`\`\``).text;
+    expect(inCode.length).toBe(3900);
+    expect(inCode.endsWith('\n```…')).toBe(true);
+  });
+
   it('a streaming answer: its open block is closed, and a long one is cut with whole blocks', () => {
     const partial = (p: string) => texts(statusMessage('j1', 't', { stage: 'answering', step: 1, total: 0, partialText: p }))[1]!;
     expect(partial('Try:\n```js\nlet a = b < c;')).toBe('Try:\n```js\nlet a = b &lt; c;\n```');
     expect(partial('Try:\n```js\nlet a = 1;\n``')).toBe('Try:\n```js\nlet a = 1;\n```'); // its own closing fence half-arrived
     expect(partial('Try:\n```')).toBe('Try:'); // no code yet
+    expect(partial('Try:\n```js\n')).toBe('Try:'); // its first line ended, still no code
+    expect(partial('Try:\n````md')).toBe('Try:'); // a longer fence goes whole
+    // nothing but a newline so far (an answer's first token): the status shows no answer section (Slack refuses a blank one)
+    expect(statusMessage('j1', 't', { stage: 'answering', step: 1, total: 0, partialText: '\n ' }).blocks.map((b) => b.type)).toEqual(['section', 'actions']);
+    // longer than a section: its first, and "…" after it (on a line of its own after a closed block)
+    expect(partial(prose(40))).toBe(`${prose(29)}…`);
+    expect(partial(`Here:\n\`\`\`\n${plain(40)}`).endsWith(`${plain(28).slice(-99)}\n\`\`\`\n…`)).toBe(true);
     const long = partial(`${prose(20)}\n\`\`\`\n${code(40)}`);
     expect(fences(long) % 2).toBe(0);
     expect(long.length).toBeLessThanOrEqual(3000);
