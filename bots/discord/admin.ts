@@ -30,9 +30,13 @@ export function adminInput(o: AdminOptionReader, channelKey: string): CommandInp
   }
   if (group === 'budget' && BUDGET_ACTIONS.has(sub)) {
     const action = sub as 'show' | 'set' | 'reset';
-    const scope = o.getString?.('scope') ?? 'channel';
-    if (!SCOPES.has(scope)) throw new UserError('bad_request', 'scope must be channel, user or workspace.');
     const user = o.getUser('user');
+    // A user named without a scope means their budget: until 2026-12-07 scope fell back to this channel, and
+    // `budget set seconds:120 user:@pat` changed the channel's budget.
+    const scope = o.getString?.('scope') ?? (user ? 'user' : 'channel');
+    if (!SCOPES.has(scope)) throw new UserError('bad_request', 'scope must be channel, user or workspace.');
+    if (user && scope !== 'user' && action !== 'show')
+      throw new UserError('bad_request', "Choose scope: a user (or leave scope out) to change a user's budget; the user option is for that only.");
     const seconds = o.getNumber?.('seconds') ?? null;
     return {
       command: 'budget', action, scope: scope as 'channel' | 'user' | 'workspace',

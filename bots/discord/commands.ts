@@ -9,7 +9,8 @@ import {
   type APIApplicationCommandUserOption,
   type RESTPutAPIApplicationCommandsJSONBody,
 } from 'discord.js';
-import { AspectRatio } from '../../src/config/schema.ts';
+import { MAX_BUDGET_SECONDS, defaultReportDays } from '../../src/accounting/usage.ts';
+import { AspectRatio, MAX_BURST } from '../../src/config/schema.ts';
 import type { Config } from '../../src/config/schema.ts';
 
 export const COMMAND = {
@@ -33,7 +34,9 @@ const budgetScope: APIApplicationCommandStringOption = {
     { name: 'this server', value: 'workspace' },
   ],
 };
-const budgetUser: APIApplicationCommandUserOption = { type: ApplicationCommandOptionType.User, name: 'user', description: 'For scope user (default: you)' };
+/** A user named alone means scope user (bots/discord/admin.ts); with scope channel or server it is refused. */
+const budgetUser: APIApplicationCommandUserOption = { type: ApplicationCommandOptionType.User, name: 'user', description: "A user's budget (scope: a user; default you)" };
+const budgetShowUser: APIApplicationCommandUserOption = { type: ApplicationCommandOptionType.User, name: 'user', description: 'Whose budget and use to show (default: you)' };
 
 export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicationCommandsJSONBody {
   const g = config.generation;
@@ -132,8 +135,9 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
               name: 'set',
               description: 'Override the limits for this channel',
               options: [
-                { type: ApplicationCommandOptionType.Integer, name: 'per-minute', description: 'Requests per minute', required: true, min_value: 0 },
-                { type: ApplicationCommandOptionType.Integer, name: 'concurrent', description: 'Jobs queued or running at once', min_value: 0 },
+                // Both optional: only the limits given change (the core says "Say which limits to set" for none).
+                { type: ApplicationCommandOptionType.Integer, name: 'per-minute', description: 'Requests per minute per channel, bursts included (0 = no limit)', min_value: 0, max_value: MAX_BURST },
+                { type: ApplicationCommandOptionType.Integer, name: 'concurrent', description: 'Jobs queued or running at once in this channel (0 = no limit)', min_value: 0 },
               ],
             },
             { type: ApplicationCommandOptionType.Subcommand, name: 'reset', description: 'Back to the configured defaults' },
@@ -161,13 +165,13 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
           name: 'budget',
           description: 'GPU-second budgets per day (UTC)',
           options: [
-            { type: ApplicationCommandOptionType.Subcommand, name: 'show', description: 'Budgets and use today', options: [budgetUser] },
+            { type: ApplicationCommandOptionType.Subcommand, name: 'show', description: 'Budgets and use today', options: [budgetShowUser] },
             {
               type: ApplicationCommandOptionType.Subcommand,
               name: 'set',
               description: 'Set a budget in GPU-seconds per day (0 = none)',
               options: [
-                { type: ApplicationCommandOptionType.Number, name: 'seconds', description: 'GPU-seconds per day', required: true, min_value: 0 },
+                { type: ApplicationCommandOptionType.Number, name: 'seconds', description: 'GPU-seconds per day (0 = no budget)', required: true, min_value: 0, max_value: MAX_BUDGET_SECONDS },
                 budgetScope,
                 budgetUser,
               ],
@@ -179,7 +183,7 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
           type: ApplicationCommandOptionType.Subcommand,
           name: 'usage',
           description: 'Top channels and users by GPU-seconds, with a chart',
-          options: [{ type: ApplicationCommandOptionType.Integer, name: 'days', description: 'Days to cover (default 7)', min_value: 1, max_value: config.usage.retainDays }],
+          options: [{ type: ApplicationCommandOptionType.Integer, name: 'days', description: `Days to cover (default ${defaultReportDays(config.usage.retainDays)})`, min_value: 1, max_value: config.usage.retainDays }],
         },
       ],
     },

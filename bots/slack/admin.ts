@@ -1,7 +1,7 @@
 // `/blip3o-admin …` → the core's admin commands (bots/core/commands/limits.ts, queue.ts). Who is an admin is
 // Slack's answer: users.info is_admin or is_owner (checked by the handler, enforced by the core).
 //   /blip3o-admin limits [show]                         this channel's limits and usage
-//   /blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2
+//   /blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2   (window also as 10m, 2h, 1d)
 //   /blip3o-admin limits reset
 //   /blip3o-admin queue [status] | pause | resume | purge @user
 //   /blip3o-admin checks [show] | set alt=on match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9 | reset
@@ -13,7 +13,7 @@ import type { CommandInput } from '../core/port.ts';
 export const ADMIN_USAGE = [
   'Usage:',
   '• `/blip3o-admin limits` (or `limits show`): the limits in force in this channel and their use',
-  '• `/blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2`: override them here (0 turns one off)',
+  '• `/blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2`: override them here; window=60 (seconds, or 10m, 2h, 1d); 0 turns one off',
   '• `/blip3o-admin limits reset`: back to the configured defaults',
   '• `/blip3o-admin queue`: queue depth; `queue pause` / `queue resume` this channel; `queue purge @user`',
   '• `/blip3o-admin checks` (or `checks show`): what the model checks of images here; `checks set match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9`; `checks reset`',
@@ -40,27 +40,46 @@ const SPEC_KEYS: Record<string, string> = {
   concurrent: 'maxConcurrent',
 };
 
+/** A limit's value: a whole number; the window also in minutes, hours or days ("10m" = 600 seconds). */
+function specValue(key: string, v: string | undefined): number | undefined {
+  const m = /^(\d+)([smhd]?)$/i.exec(v ?? '');
+  if (!m || (m[2] && key !== 'windowSeconds')) return undefined;
+  return Number(m[1]) * ({ '': 1, s: 1, m: 60, h: 3600, d: 86_400 } as Record<string, number>)[m[2]!.toLowerCase()]!;
+}
+
 export function parseAdmin(text: string): CommandInput {
   // Stryker disable next-line MethodExpression,Regex: equivalent, the trim, the filter and a single-space split each only remove empty words
-  const [area, action, ...rest] = text.trim().split(/\s+/).filter(Boolean);
+  const words = text.trim().split(/\s+/).filter(Boolean);
+  const [area, action, ...rest] = words;
+  /**
+   * The command is its first `n` words: a word after them is refused, not ignored (until 2026-12-07 `limits reset
+   * #general` typed in #random reset #random, and `queue purge @a @b` purged @a alone).
+   */
+  const taking = (n: number, input: CommandInput): CommandInput => {
+    if (words.length > n)
+      throw new UserError('bad_request', `\`${words[n]}\` is more than \`/blip3o-admin ${words.slice(0, n).join(' ')}\` takes (it acts on the channel you type it in, on one user at a time).\n${ADMIN_USAGE}`);
+    return input;
+  };
+  const showWords = action === undefined ? 1 : 2; // "limits" and "limits show" are the same command
   if (area === 'limits') {
-    if (!action || action === 'show') return { command: 'limits', action: 'show' };
-    if (action === 'reset') return { command: 'limits', action: 'reset' };
+    if (!action || action === 'show') return taking(showWords, { command: 'limits', action: 'show' });
+    if (action === 'reset') return taking(2, { command: 'limits', action: 'reset' });
     if (action === 'set') {
       const spec: Record<string, number> = {};
       for (const pair of rest) {
         const [k, v] = pair.split('=', 2) as [string, string | undefined];
         const key = SPEC_KEYS[k.toLowerCase()];
-        if (!key || v === undefined || !/^\d+$/.test(v)) throw new UserError('bad_request', `\`${pair}\` is not one of requests=N window=N burst=N concurrent=N.\n${ADMIN_USAGE}`);
-        spec[key] = Number(v);
+        const value = key ? specValue(key, v) : undefined;
+        if (!key || value === undefined) throw new UserError('bad_request', `\`${pair}\` is not one of requests=N window=N burst=N concurrent=N.\n${ADMIN_USAGE}`);
+        spec[key] = value;
       }
       if (Object.keys(spec).length === 0) throw new UserError('bad_request', `Say which limits to set.\n${ADMIN_USAGE}`);
       return { command: 'limits', action: 'set', spec };
     }
   }
   if (area === 'checks') {
-    if (!action || action === 'show') return { command: 'checks', action: 'show' };
-    if (action === 'reset') return { command: 'checks', action: 'reset' };
+    if (!action || action === 'show') return taking(showWords, { command: 'checks', action: 'show' });
+    if (action === 'reset') return taking(2, { command: 'checks', action: 'reset' });
     if (action === 'set') return { command: 'checks', action: 'set', settings: rest.join(' ') };
   }
   if (area === 'budget') {
@@ -68,26 +87,26 @@ export function parseAdmin(text: string): CommandInput {
       const user = userMention(rest[0]);
       // Something that is not a mention (plain "@pat", which Slack did not turn into one) is refused, not ignored.
       if (rest[0] !== undefined && !user) throw new UserError('bad_request', `\`${rest[0]}\` is not @someone.\n${ADMIN_USAGE}`);
-      return { command: 'budget', action: 'show', ...(user ? { targetUserId: user } : {}) };
+      return taking(user ? 3 : showWords, { command: 'budget', action: 'show', ...(user ? { targetUserId: user } : {}) });
     }
     if (action === 'set') {
       const [amount, who] = rest;
       if (!amount || !/^\d+(\.\d+)?$/.test(amount)) throw new UserError('bad_request', `Give the budget in GPU-seconds per day: \`/blip3o-admin budget set 600\`.\n${ADMIN_USAGE}`);
-      return { command: 'budget', action: 'set', seconds: Number(amount), ...budgetTarget(who) };
+      return taking(who === undefined ? 3 : 4, { command: 'budget', action: 'set', seconds: Number(amount), ...budgetTarget(who) });
     }
-    if (action === 'reset') return { command: 'budget', action: 'reset', ...budgetTarget(rest[0]) };
+    if (action === 'reset') return taking(rest[0] === undefined ? 2 : 3, { command: 'budget', action: 'reset', ...budgetTarget(rest[0]) });
   }
   if (area === 'usage') {
     if (action === undefined) return { command: 'usage' };
-    if (/^\d+$/.test(action)) return { command: 'usage', days: Number(action) };
+    if (/^\d+$/.test(action)) return taking(2, { command: 'usage', days: Number(action) });
   }
   if (area === 'queue') {
-    if (!action || action === 'status') return { command: 'queue', action: 'status' };
-    if (action === 'pause' || action === 'resume') return { command: 'queue', action };
+    if (!action || action === 'status') return taking(showWords, { command: 'queue', action: 'status' });
+    if (action === 'pause' || action === 'resume') return taking(2, { command: 'queue', action });
     if (action === 'purge') {
       const user = userMention(rest[0]);
       if (!user) throw new UserError('bad_request', `Name the user to purge: \`/blip3o-admin queue purge @someone\`.\n${ADMIN_USAGE}`);
-      return { command: 'queue', action: 'purge-user', targetUserId: user };
+      return taking(3, { command: 'queue', action: 'purge-user', targetUserId: user });
     }
   }
   throw new UserError('bad_request', ADMIN_USAGE);

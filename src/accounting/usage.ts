@@ -24,6 +24,10 @@ import { DESCRIBE_PROMPTS, QueueNames, workspaceOf, workspaceSubject, type Desti
 import { durationPhrase, scopeIds, type Scope, type ScopeIds } from '../limits/limiter.ts';
 
 export const SCOPES: readonly Scope[] = ['channel', 'user', 'workspace'];
+/** The largest daily budget an admin may set (about 31 GPU-years a day): more is a typo, not a budget. */
+export const MAX_BUDGET_SECONDS = 1_000_000_000;
+/** The usage report's days when the admin names none: a week, or every day kept when fewer are. */
+export const defaultReportDays = (retainDays: number) => Math.min(7, retainDays);
 /**
  * Where a budget override is kept: a scope's id, or 'member' for a user's budget in one server or workspace (the
  * admin commands set a user's budget so: an admin of one server must not change what a user may use in another).

@@ -42,14 +42,14 @@ describe('/limits', () => {
 
   it('sets a channel limit at runtime that every bot instance enforces, shows it, and resets it', async () => {
     const set = await run(core, { command: 'limits', action: 'set', spec: { requestsPerWindow: 2, burst: 2 } }, 'L');
-    expect(set).toEqual({ kind: 'text', private: true, text: 'Limits for this channel are now 2 requests per minute (bursts of 2), no cap on jobs queued or running.' });
+    expect(set).toEqual({ kind: 'text', private: true, text: 'Limits for this channel are now 2 requests per minute (bursts of 2), no cap on jobs queued or running. They count all its users together and apply from the next request on; jobs already queued or running keep their place.' });
     expect((await imagine(core, 'L', 'u1')).kind).toBe('queued');
     expect((await imagine(other, 'L', 'u2')).kind).toBe('queued');
     expect(await imagine(other, 'L', 'u3')).toMatchObject({ kind: 'error', private: true, text: expect.stringMatching(/^This channel allows 2 requests per minute; try again in \d+ s\.$/) });
     const shown = await run(other, { command: 'limits', action: 'show' }, 'L');
     expect(shown.kind === 'text' && shown.text).toMatch(/^Limits for this channel \(set by an admin\): 2 requests per minute .*\n  now: 0 of 2 requests available now; 2 jobs queued or running/);
     const reset = await run(core, { command: 'limits', action: 'reset' }, 'L');
-    expect(reset.kind === 'text' && reset.text).toBe('Limits for this channel are back to the default: 20 requests per minute (bursts of 20), no cap on jobs queued or running.');
+    expect(reset.kind === 'text' && reset.text).toBe('Limits for this channel are back to the default: 20 requests per minute (bursts of 20), no cap on jobs queued or running. They count all its users together and apply from the next request on; jobs already queued or running keep their place.');
     expect((await imagine(other, 'L', 'u3')).kind).toBe('queued');
   });
 

@@ -32,18 +32,23 @@ export function targetChannel(inv: Invocation, requested: string | undefined): s
 
 export const channelName = (inv: Invocation, ck: string) => (ck === channelKey(inv.destination) ? 'this channel' : ck);
 
+const countOf = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
 /** "5 requests per minute (bursts of 5), at most 2 jobs queued or running" */
 export function describeLimit(l: LimitSpec): string {
-  const rate = l.requestsPerWindow > 0 ? `${l.requestsPerWindow} requests ${windowPhrase(l.windowSeconds)} (bursts of ${l.burst > 0 ? l.burst : l.requestsPerWindow})` : 'no rate limit';
-  const cap = l.maxConcurrent > 0 ? `at most ${l.maxConcurrent} jobs queued or running` : 'no cap on jobs queued or running';
+  const rate = l.requestsPerWindow > 0 ? `${countOf(l.requestsPerWindow, 'request')} ${windowPhrase(l.windowSeconds)} (bursts of ${l.burst > 0 ? l.burst : l.requestsPerWindow})` : 'no rate limit';
+  const cap = l.maxConcurrent > 0 ? `at most ${countOf(l.maxConcurrent, 'job')} queued or running` : 'no cap on jobs queued or running';
   return `${rate}, ${cap}`;
 }
 
 export function describeUsage(u: ScopeUsage): string {
   const tokens = u.tokens === null ? '' : `${u.tokens} of ${u.limit.burst > 0 ? u.limit.burst : u.limit.requestsPerWindow} requests available now; `;
-  const held = u.limit.maxConcurrent > 0 ? `${u.held}/${u.limit.maxConcurrent}` : `${u.held}`;
-  return `${tokens}${held} jobs queued or running`;
+  const held = u.limit.maxConcurrent > 0 ? `${u.held}/${u.limit.maxConcurrent} jobs` : countOf(u.held, 'job');
+  return `${tokens}${held} queued or running`;
 }
+
+/** What a set or reset does, said with it: a lowered limit removes nothing, and a channel's limit is not per user. */
+const TAKES_EFFECT = 'They count all its users together and apply from the next request on; jobs already queued or running keep their place.';
 
 const SpecPatch = LimitSpec.partial();
 type SpecKey = keyof LimitSpec;
@@ -120,12 +125,12 @@ export async function limitsCommand(inv: Invocation, deps: AdminDeps): Promise<R
       const { limit } = await limiter.channelLimit(ck);
       const next = { ...limit, ...patch.data };
       await limiter.setChannelLimit(ck, next);
-      return { kind: 'text', text: `Limits for ${channelName(inv, ck)} are now ${describeLimit(next)}.`, private: true };
+      return { kind: 'text', text: `Limits for ${channelName(inv, ck)} are now ${describeLimit(next)}. ${TAKES_EFFECT}`, private: true };
     }
     case 'reset': {
       await limiter.resetChannelLimit(ck);
       const { limit, source } = await limiter.channelLimit(ck);
-      return { kind: 'text', text: `Limits for ${channelName(inv, ck)} are back to ${source === 'config' ? 'the config file' : 'the default'}: ${describeLimit(limit)}.`, private: true };
+      return { kind: 'text', text: `Limits for ${channelName(inv, ck)} are back to ${source === 'config' ? 'the config file' : 'the default'}: ${describeLimit(limit)}. ${TAKES_EFFECT}`, private: true };
     }
   }
 }

@@ -7,7 +7,7 @@ import { UserError } from '../../../src/errors.ts';
 import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
 import type { Gate } from '../../../src/limits/gate.ts';
 import { scopeIds } from '../../../src/limits/limiter.ts';
-import { SCOPES, memberId, type BudgetField, type Scope, type UsageRow } from '../../../src/accounting/usage.ts';
+import { MAX_BUDGET_SECONDS, SCOPES, defaultReportDays, memberId, type BudgetField, type Scope, type UsageRow } from '../../../src/accounting/usage.ts';
 import type { DisplayNames, Invocation, NameQuery, Reply } from '../port.ts';
 import { stripControlChars } from '../plain-text.ts';
 import { requireAdmin, type AdminDeps } from './limits.ts';
@@ -43,7 +43,9 @@ async function showBudgets(gate: Gate, inv: Invocation, targetUserId?: string): 
     const { used, inflight } = today[s];
     // Stryker disable next-line ConditionalExpression: equivalent, the channel's and workspace's names do not depend on the user
     const who = s === 'user' ? target(inv, s, targetUserId).name : target(inv, s, undefined).name;
-    const limit = b.seconds > 0 ? `${num(b.seconds)}${b.source === 'redis' ? ' (set by an admin)' : ' (default)'}` : 'no budget';
+    // An admin's 0 is said as theirs (a reset brings the default back); until 2026-12-07 it read as "no budget", like none configured.
+    const from = b.source === 'redis' ? ' (set by an admin)' : b.seconds > 0 ? ' (default)' : '';
+    const limit = `${b.seconds > 0 ? num(b.seconds) : 'no budget'}${from}`;
     lines.push(`• ${who}: ${limit}; used today ${num(used)}${inflight > 0 ? `, ${num(inflight)} more queued or running (estimated)` : ''}`);
   }
   return lines.join('\n');
@@ -61,8 +63,8 @@ export async function budgetCommand(inv: Invocation, deps: AdminDeps): Promise<R
       return { kind: 'text', text: await showBudgets(deps.gate, inv, input.targetUserId), private: true };
     case 'set': {
       const seconds = input.seconds;
-      if (seconds === undefined || !Number.isFinite(seconds) || seconds < 0 || seconds > 1e9)
-        throw new UserError('bad_request', 'Give the budget in GPU-seconds per day, 0 or more (0 turns it off).');
+      if (seconds === undefined || !Number.isFinite(seconds) || seconds < 0 || seconds > MAX_BUDGET_SECONDS)
+        throw new UserError('bad_request', `Give the budget in GPU-seconds per day, from 0 (no budget) to ${num(MAX_BUDGET_SECONDS)}.`);
       await usage.setBudget(t.field, t.id, seconds);
       const what = seconds > 0 ? `${num(seconds)} GPU-seconds per day (resets at 00:00 UTC)` : 'no budget';
       return { kind: 'text', text: `The GPU budget for ${t.name} is now ${what}.`, private: true };
@@ -156,7 +158,7 @@ export async function usageCommand(inv: Invocation, deps: UsageDeps): Promise<Re
   requireAdmin(inv, 'see GPU usage');
   const maxDays = deps.config.usage.retainDays;
   // A week by default, or every day kept when fewer are (a default the admin did not type must not be refused).
-  const days = input.days ?? Math.min(7, maxDays);
+  const days = input.days ?? defaultReportDays(maxDays);
   if (!Number.isInteger(days) || days < 1 || days > maxDays) throw new UserError('bad_request', `days must be a whole number from 1 to ${maxDays}.`);
   const d = inv.destination;
   const wsPrefix = `${d.platform}:${workspaceOf(d)}:`;

@@ -73,4 +73,31 @@ describe('/blip3o-admin text', () => {
     expect(refusal('help')).toBe(ADMIN_USAGE);
     expect(ADMIN_USAGE.split('\n')).toHaveLength(8);
   });
+
+  it('refuses words it would ignore: `limits reset #general` typed in #random reset #random', () => {
+    const extra = (text: string, word: string) => `\`${word}\` is more than \`/blip3o-admin ${text.slice(0, text.lastIndexOf(word)).trim()}\` takes (it acts on the channel you type it in, on one user at a time).\n${ADMIN_USAGE}`;
+    for (const [text, word] of [
+      ['limits reset <#C2|general>', '<#C2|general>'],
+      ['limits show <#C2|general>', '<#C2|general>'],
+      ['checks reset <#C2>', '<#C2>'],
+      ['checks show now', 'now'],
+      ['queue pause <#C2|general>', '<#C2|general>'],
+      ['queue resume everything', 'everything'],
+      ['queue status all', 'all'],
+      ['queue purge <@U7> <@U8>', '<@U8>'],
+      ['budget show <@U7> <@U8>', '<@U8>'],
+      ['budget set 600 workspace <@U8>', '<@U8>'],
+      ['budget reset channel now', 'now'],
+      ['usage 7 days', 'days'],
+    ] as const)
+      expect(refusal(text), text).toBe(extra(text, word));
+  });
+
+  it('limits set: the window in seconds, or with a unit (90s, 10m, 2h, 1d)', () => {
+    for (const [window, seconds] of [['60', 60], ['90s', 90], ['10m', 600], ['2h', 7200], ['1d', 86_400], ['1D', 86_400]] as const)
+      expect(parseAdmin(`limits set requests=5 window=${window}`), window).toEqual({ command: 'limits', action: 'set', spec: { requestsPerWindow: 5, windowSeconds: seconds } });
+    for (const pair of ['requests=5m', 'window=m', 'window=10w', 'window=1.5h', 'concurrent=2h'])
+      expect(refusal(`limits set ${pair}`), pair).toBe(`\`${pair}\` is not one of requests=N window=N burst=N concurrent=N.\n${ADMIN_USAGE}`);
+    expect(ADMIN_USAGE).toContain('window=60 (seconds, or 10m, 2h, 1d)');
+  });
 });

@@ -93,11 +93,13 @@ describe('limits texts', () => {
   it('describes a limit and its use, with each part turned off', () => {
     expect(describeLimit({ requestsPerWindow: 5, windowSeconds: 60, burst: 8, maxConcurrent: 2 })).toBe('5 requests per minute (bursts of 8), at most 2 jobs queued or running');
     expect(describeLimit({ requestsPerWindow: 5, windowSeconds: 60, burst: 0, maxConcurrent: 0 })).toBe('5 requests per minute (bursts of 5), no cap on jobs queued or running');
-    expect(describeLimit({ requestsPerWindow: 0, windowSeconds: 60, burst: 9, maxConcurrent: 1 })).toBe('no rate limit, at most 1 jobs queued or running');
+    expect(describeLimit({ requestsPerWindow: 0, windowSeconds: 60, burst: 9, maxConcurrent: 1 })).toBe('no rate limit, at most 1 job queued or running'); // was "1 jobs"
+    expect(describeLimit({ requestsPerWindow: 1, windowSeconds: 3600, burst: 0, maxConcurrent: 0 })).toBe('1 request per hour (bursts of 1), no cap on jobs queued or running');
     const limit = { requestsPerWindow: 5, windowSeconds: 60, burst: 0, maxConcurrent: 2 };
     expect(describeUsage({ tokens: 3, held: 1, limit })).toBe('3 of 5 requests available now; 1/2 jobs queued or running');
     expect(describeUsage({ tokens: 3, held: 1, limit: { ...limit, burst: 9 } })).toBe('3 of 9 requests available now; 1/2 jobs queued or running');
     expect(describeUsage({ tokens: null, held: 4, limit: { ...limit, maxConcurrent: 0 } })).toBe('4 jobs queued or running');
+    expect(describeUsage({ tokens: null, held: 1, limit: { ...limit, maxConcurrent: 0 } })).toBe('1 job queued or running');
   });
 
   it('acts on this channel, or another of the same server, never one of another server', () => {
@@ -127,9 +129,9 @@ describe('/blip3o-admin limits', () => {
     expect(await textOf(run({ command: 'limits', action: 'show' }, discord('L1', 'ann')))).toBe(
       [
         'Limits for this channel (the default): 10 requests per minute (bursts of 10), no cap on jobs queued or running.',
-        '  now: 9 of 10 requests available now; 1 jobs queued or running',
+        '  now: 9 of 10 requests available now; 1 job queued or running',
         'Per user: no rate limit, at most 5 jobs queued or running. You: 1/5 jobs queued or running.',
-        'Whole server: no rate limit, no cap on jobs queued or running. Now: 1 jobs queued or running.',
+        'Whole server: no rate limit, no cap on jobs queued or running. Now: 1 job queued or running.',
         'Other channels with limits set by an admin: discord:g1:tuned, discord:g1:tuned-too',
       ].join('\n'),
     );
@@ -142,13 +144,13 @@ describe('/blip3o-admin limits', () => {
 
   it('sets part of a limit over what applies, and resets to the config file or the default', async () => {
     expect(await textOf(run({ command: 'limits', action: 'set', spec: { maxConcurrent: 4 }, channelKey: 'discord:g1:from-config' }))).toBe(
-      'Limits for discord:g1:from-config are now no rate limit, at most 4 jobs queued or running.',
+      'Limits for discord:g1:from-config are now no rate limit, at most 4 jobs queued or running. They count all its users together and apply from the next request on; jobs already queued or running keep their place.',
     );
     expect(await textOf(run({ command: 'limits', action: 'reset', channelKey: 'discord:g1:from-config' }))).toBe(
-      'Limits for discord:g1:from-config are back to the config file: no rate limit, at most 7 jobs queued or running.',
+      'Limits for discord:g1:from-config are back to the config file: no rate limit, at most 7 jobs queued or running. They count all its users together and apply from the next request on; jobs already queued or running keep their place.',
     );
-    expect(await textOf(run({ command: 'limits', action: 'set', spec: { burst: 20 } }, discord('S1')))).toBe('Limits for this channel are now 10 requests per minute (bursts of 20), no cap on jobs queued or running.');
-    expect(await textOf(run({ command: 'limits', action: 'reset' }, discord('S1')))).toBe('Limits for this channel are back to the default: 10 requests per minute (bursts of 10), no cap on jobs queued or running.');
+    expect(await textOf(run({ command: 'limits', action: 'set', spec: { burst: 20 } }, discord('S1')))).toBe('Limits for this channel are now 10 requests per minute (bursts of 20), no cap on jobs queued or running. They count all its users together and apply from the next request on; jobs already queued or running keep their place.');
+    expect(await textOf(run({ command: 'limits', action: 'reset' }, discord('S1')))).toBe('Limits for this channel are back to the default: 10 requests per minute (bursts of 10), no cap on jobs queued or running. They count all its users together and apply from the next request on; jobs already queued or running keep their place.');
     // Refusals name what the admin typed on their platform (Slack's window=, burst=), never the stored fields.
     const bad = await run({ command: 'limits', action: 'set', spec: { windowSeconds: 0, burst: -1 } }, slack());
     expect(bad.kind === 'error' && bad.text).toBe(
@@ -170,7 +172,7 @@ describe('/blip3o-admin limits', () => {
     expect(await core.gate.limiter.channelLimit('slack:T1:B1')).toMatchObject({ source: 'default' });
     expect(await core.gate.limiter.channelLimit('discord:g1:B1')).toMatchObject({ source: 'default' });
     expect(await textOf(run({ command: 'limits', action: 'set', spec: { windowSeconds: 30 * 86_400, burst: 1_000_000 } }, discord('B1')))).toBe(
-      'Limits for this channel are now 10 requests per 30 days (bursts of 1000000), no cap on jobs queued or running.',
+      'Limits for this channel are now 10 requests per 30 days (bursts of 1000000), no cap on jobs queued or running. They count all its users together and apply from the next request on; jobs already queued or running keep their place.',
     );
     await run({ command: 'limits', action: 'reset' }, discord('B1'));
   });

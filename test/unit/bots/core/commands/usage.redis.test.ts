@@ -146,10 +146,23 @@ describe('/blip3o-admin budget', () => {
     for (const seconds of [undefined, -1, Number.NaN, Number.POSITIVE_INFINITY, 1e9 + 1]) {
       const e = await refusal(budget({ action: 'set', seconds }, d));
       expect(e.code, String(seconds)).toBe('bad_request');
-      expect(e.message).toBe('Give the budget in GPU-seconds per day, 0 or more (0 turns it off).');
+      // 1e9 + 1 was told "0 or more", which it is
+      expect(e.message).toBe('Give the budget in GPU-seconds per day, from 0 (no budget) to 1,000,000,000.');
     }
     expect((await gate.usage.budgets(d)).channel.source).toBe('default');
     expect(await textOf(budget({ action: 'set', seconds: 0 }, d))).toBe('The GPU budget for this channel is now no budget.');
+  });
+
+  it('shows a budget an admin turned off as theirs, not as the default: a reset brings the default back', async () => {
+    const d = discord('off-c', 'off-admin', 'off-g');
+    await budget({ action: 'set', seconds: 0 }, d); // the default is 600
+    await budget({ action: 'set', scope: 'user', seconds: 0 }, d); // the default is none: an admin's none all the same
+    const shown = await textOf(budget({ action: 'show' }, d));
+    expect(shown).toContain('• this channel: no budget (set by an admin); used today 0');
+    expect(shown).toContain('• you: no budget (set by an admin); used today 0');
+    expect(shown).toContain('• this server: 5,000 (default); used today 0');
+    await budget({ action: 'reset' }, d);
+    expect(await textOf(budget({ action: 'show' }, d))).toContain('• this channel: 600 (default); used today 0');
   });
 });
 
