@@ -45,6 +45,8 @@ export type CommandInput =
       scope: 'user' | 'channel';
       action: 'show' | 'set' | 'replace' | 'reset';
       values?: { aspect?: string; steps?: number; guidance?: number; count?: number; negative?: string; private?: boolean; retentionSeconds?: number; noLog?: boolean };
+      /** 'set' only: these saved defaults are no longer saved (before `values` apply); the others stay. */
+      clear?: ('aspect' | 'steps' | 'guidance' | 'count' | 'negative' | 'private' | 'retentionSeconds' | 'noLog')[];
       /** 'replace' only: the version of the values the form showed (SettingsStore.read); saved only if still that one. */
       version?: string;
     }

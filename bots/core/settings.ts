@@ -32,9 +32,22 @@ export type SettingsInput = Extract<CommandInput, { command: 'settings' }>;
 const keyOf = (prefix: string, scope: SettingsScope, d: Destination) =>
   scope === 'user' ? `${prefix}:settings:user:${d.platform}:${workspaceOf(d)}:${d.userId}` : `${prefix}:settings:channel:${channelKey(d)}`;
 
+export type SettingName = keyof SavedSettings;
+
+/**
+ * Field by field: a value this version no longer accepts (an aspect ratio since removed, a key written by a newer
+ * version) is dropped alone. Before 2026-12 it emptied the whole record, and with it a channel's private results,
+ * retention TTL and no-log mode. What is not a JSON object at all reads as nothing saved.
+ */
 function parse(raw: string | null | undefined): SavedSettings {
-  if (!raw) return {};
-  return parseStoredJson(SavedSettings, raw) ?? {};
+  const stored = raw ? parseStoredJson(z.record(z.string(), z.unknown()), raw) : undefined;
+  if (!stored) return {};
+  const kept: Record<string, unknown> = {};
+  for (const [name, field] of Object.entries(SavedSettings.shape)) {
+    const value = field.safeParse(stored[name]);
+    if (value.success && value.data !== undefined) kept[name] = value.data;
+  }
+  return kept as SavedSettings;
 }
 
 /** A stored value's version: the SHA-1 of its text ('' when nothing is saved), as Redis' redis.sha1hex computes it. */
@@ -80,8 +93,7 @@ export class SettingsStore {
    * retention TTL is the channel's alone (a user cannot lengthen it).
    */
   async effective(d: Destination): Promise<SavedSettings> {
-    // One MGET (both keys share queue.prefix, so one hash slot on a Redis Cluster).
-    const [channel, user] = (await this.redis.mget(keyOf(this.config.queue.prefix, 'channel', d), keyOf(this.config.queue.prefix, 'user', d))).map(parse) as [SavedSettings, SavedSettings];
+    const { channel, user } = await this.layers(d);
     const merged: SavedSettings = { ...channel, ...user };
     if (channel.private || user.private) merged.private = true;
     else delete merged.private;
@@ -91,17 +103,30 @@ export class SettingsStore {
     else delete merged.noLog;
     return merged;
   }
+
+  /** The channel's and the user's saved values for a request from `d`, apart (to say where each value comes from). */
+  async layers(d: Destination): Promise<Layers> {
+    // One MGET (both keys share queue.prefix, so one hash slot on a Redis Cluster).
+    const [channel, user] = (await this.redis.mget(keyOf(this.config.queue.prefix, 'channel', d), keyOf(this.config.queue.prefix, 'user', d))).map(parse) as [SavedSettings, SavedSettings];
+    return { channel, user };
+  }
 }
+
+export type Layers = { channel: SavedSettings; user: SavedSettings };
+
+/** A saved negative prompt over a limit lowered since: its first `max` characters. */
+const cutTo = (negative: string | undefined, max: number) => (negative === undefined || negative.length <= max ? negative : negative.slice(0, max).trim());
 
 /**
  * A request's options, its own first, then the saved defaults. A saved default above a limit the operator has lowered
- * since (`generation.max*`) is used at the limit: it is a preference the user set under the old limit, not a value they
- * typed now (before 2026-12-07 each /imagine of theirs was refused over a number they had not typed).
+ * since (`generation.max*`) is used at the limit, a negative prompt cut to it: it is a preference the user set under
+ * the old limit, not a value they typed now (before 2026-12-07 each /imagine of theirs was refused over a number they
+ * had not typed; a negative prompt, until 2026-12). /settings says so (describeInForce).
  */
 export function withDefaults<T extends { ditSteps?: number; guidance?: number; aspect?: string; negative?: string; count?: number }>(
   input: T,
   s: SavedSettings,
-  limits: Pick<Config['generation'], 'maxDitSteps' | 'maxGuidance' | 'maxImagesPerRequest'>,
+  limits: Pick<Config['generation'], 'maxDitSteps' | 'maxGuidance' | 'maxImagesPerRequest' | 'maxNegativeChars'>,
 ): T {
   const atMost = (saved: number | undefined, max: number) => (saved === undefined ? undefined : Math.min(saved, max));
   return {
@@ -109,7 +134,7 @@ export function withDefaults<T extends { ditSteps?: number; guidance?: number; a
     ditSteps: input.ditSteps ?? atMost(s.steps, limits.maxDitSteps),
     guidance: input.guidance ?? atMost(s.guidance, limits.maxGuidance),
     aspect: input.aspect ?? s.aspect,
-    negative: input.negative ?? s.negative,
+    negative: input.negative ?? cutTo(s.negative, limits.maxNegativeChars),
     count: input.count ?? atMost(s.count, limits.maxImagesPerRequest),
   };
 }
@@ -128,6 +153,43 @@ export function describeSettings(s: SavedSettings): string {
   return parts.length ? parts.join(' · ') : 'nothing saved (the bot defaults apply)';
 }
 
+/**
+ * What applies to a request here and where each value comes from: "9 steps (yours) · aspect 16:9 (this channel) ·
+ * guidance 3 (bot default)", and a saved value the bot's limits lower since, as it is used (withDefaults). Before
+ * 2026-12 /settings listed the values alone: a user who turned private results off in a channel an admin made
+ * private read "results public" and could not tell which default was whose.
+ */
+export function describeInForce({ channel, user }: Layers, config: Readonly<Config>): string {
+  const g = config.generation;
+  const saved = <K extends 'aspect' | 'steps' | 'guidance' | 'count' | 'negative'>(name: K) =>
+    user[name] !== undefined ? { value: user[name]!, whose: 'yours' } : channel[name] !== undefined ? { value: channel[name]!, whose: 'this channel' } : undefined;
+  const number = (name: 'steps' | 'guidance' | 'count', fallback: number, max: number, say: (n: number) => string) => {
+    const s = saved(name);
+    if (!s) return `${say(fallback)} (bot default)`;
+    return s.value > max ? `${say(max)} (${s.whose}: ${s.value}, above this bot's limit of ${max})` : `${say(s.value)} (${s.whose})`;
+  };
+  const aspect = saved('aspect');
+  const negative = saved('negative');
+  const isPrivate = channel.private ? 'results private (this channel)' : user.private ? 'results private (yours)'
+    : `results public (${user.private === false ? 'yours' : channel.private === false ? 'this channel' : 'bot default'})`;
+  return [
+    aspect ? `aspect ${aspect.value} (${aspect.whose})` : `aspect ${g.defaultAspect} (bot default)`,
+    number('steps', g.defaultDitSteps, g.maxDitSteps, (n) => `${n} steps`),
+    number('guidance', g.defaultGuidance, g.maxGuidance, (n) => `guidance ${n}`),
+    number('count', g.defaultImageCount, g.maxImagesPerRequest, (n) => `${n} image${n === 1 ? '' : 's'}`),
+    negative && (negative.value.length > g.maxNegativeChars
+      ? `no: ${briefly(cutTo(negative.value, g.maxNegativeChars)!)} (${negative.whose}, cut to this bot's limit of ${g.maxNegativeChars} characters)`
+      : `no: ${briefly(negative.value)} (${negative.whose})`),
+    isPrivate,
+    channel.retentionSeconds !== undefined && `jobs deleted after ${formatDuration(channel.retentionSeconds)} (this channel)`,
+    channel.noLog ? 'no-log mode (this channel)' : config.noLog && 'no-log mode (this bot)',
+  ].filter(Boolean).join(' · ');
+}
+
+/** A negative prompt in the in-force line: the answer's first line has it whole, and two copies of a 1,000-character
+ * one passed Discord's 2,000 characters for a message. */
+const briefly = (text: string) => (text.length > 80 ? `${text.slice(0, 79)}…` : text);
+
 /** 90 → "90 s", 3600 → "1 h", 86400 → "1 day": how a retention TTL is shown. */
 export function formatDuration(seconds: number): string {
   if (seconds % 86_400 === 0) return `${seconds / 86_400} day${seconds === 86_400 ? '' : 's'}`;
@@ -136,13 +198,13 @@ export function formatDuration(seconds: number): string {
   return `${seconds} s`;
 }
 
-/** "90", "90s", "15m", "2h", "7d" → seconds; anything else is a UserError. */
+/** "90", "90s", "15m", "2h", "7d", "1 hour", "10 minutes" (and formatDuration's own "2 min") → seconds; anything else is a UserError. */
 export function parseDuration(text: string): number {
-  const m = /^\s*(\d{1,7})\s*(s|sec|m|min|h|d|days?)?\s*$/i.exec(text);
+  const m = /^\s*(\d{1,7})\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)?\s*$/i.exec(text);
   if (!m) throw new UserError('bad_request', `"${text.slice(0, 40)}" is not a duration: write e.g. 90s, 15m, 2h or 7d.`);
   // Stryker disable next-line StringLiteral: equivalent, no unit and '' both mean seconds below
   const unit = (m[2] ?? 's').toLowerCase();
-  const factor = unit.startsWith('d') ? 86_400 : unit === 'h' ? 3600 : unit.startsWith('m') ? 60 : 1;
+  const factor = unit.startsWith('d') ? 86_400 : unit.startsWith('h') ? 3600 : unit.startsWith('m') ? 60 : 1;
   return Number(m[1]) * factor;
 }
 
@@ -165,7 +227,8 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
     return { kind: 'text', text: `${whose} are cleared.`, private: true };
   }
   if (input.action === 'set' || input.action === 'replace') {
-    const current = input.action === 'set' ? await store.get(input.scope, d) : {};
+    // `clear`: those defaults alone are no longer saved (Discord's /settings clear:steps); the others stay.
+    const current = input.action === 'set' ? withoutNames(await store.get(input.scope, d), input.clear ?? []) : {};
     const values = Object.fromEntries(Object.entries(input.values ?? {}).filter(([, v]) => v !== undefined));
     // Before the schema: its "Too big: expected number to be <=2592000 → at retentionSeconds" is no answer to "90d".
     if (input.scope === 'user' && (values.retentionSeconds !== undefined || values.noLog !== undefined))
@@ -173,19 +236,25 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
     if (typeof values.retentionSeconds === 'number') checkRetention(values.retentionSeconds);
     const next = SavedSettings.safeParse({ ...current, ...values });
     if (!next.success) throw new UserError('bad_request', `Cannot save that: ${z.prettifyError(next.error).replace(/\n/g, '; ')}`);
+    // Only what is typed now meets the bot's limits: one saved under a higher limit is used at the limit (withDefaults),
+    // and before 2026-12 it refused every change to the other defaults until the user found and lowered it.
     const g = config.generation;
-    if (next.data.steps !== undefined && next.data.steps > g.maxDitSteps) throw new UserError('bad_request', `steps can be at most ${g.maxDitSteps}.`);
-    if (next.data.guidance !== undefined && next.data.guidance > g.maxGuidance) throw new UserError('bad_request', `guidance can be at most ${g.maxGuidance}.`);
-    if (next.data.count !== undefined && next.data.count > g.maxImagesPerRequest) throw new UserError('bad_request', `images can be at most ${g.maxImagesPerRequest}.`);
-    if (next.data.negative !== undefined && next.data.negative.length > g.maxNegativeChars) throw new UserError('bad_request', `The negative prompt can be at most ${g.maxNegativeChars} characters.`);
+    const typed = <K extends SettingName>(name: K): SavedSettings[K] | undefined => (name in values ? next.data[name] : undefined);
+    if ((typed('steps') ?? 0) > g.maxDitSteps) throw new UserError('bad_request', `steps can be at most ${g.maxDitSteps}.`);
+    if ((typed('guidance') ?? 0) > g.maxGuidance) throw new UserError('bad_request', `guidance can be at most ${g.maxGuidance}.`);
+    if ((typed('count') ?? 0) > g.maxImagesPerRequest) throw new UserError('bad_request', `images can be at most ${g.maxImagesPerRequest}.`);
+    if ((typed('negative')?.length ?? 0) > g.maxNegativeChars) throw new UserError('bad_request', `The negative prompt can be at most ${g.maxNegativeChars} characters.`);
     // A form (Slack's modal) saves what it showed, edited: only if nobody changed the values since it was opened (another
     // admin, another window, on any bot instance), or it would undo their change, no-log mode and retention included.
     if (input.action === 'replace' && input.version !== undefined) {
       if (!(await store.replaceIf(input.scope, d, input.version, next.data)))
         throw new UserError('bad_request', `${whose} changed while this window was open, so nothing was saved: open it again to see them.`);
     } else await store.set(input.scope, d, next.data);
-    return { kind: 'text', text: `${whose} are now: ${describeSettings(next.data)}.`, private: true };
+    return { kind: 'text', text: `${whose} are now: ${describeSettings(next.data)}.\nIn force for you here: ${describeInForce(await store.layers(d), config)}.`, private: true };
   }
-  const [own, effective] = await Promise.all([store.get(input.scope, d), store.effective(d)]);
-  return { kind: 'text', text: `${whose}: ${describeSettings(own)}.\nIn force for you here: ${describeSettings(effective)}.`, private: true };
+  const [own, layers] = await Promise.all([store.get(input.scope, d), store.layers(d)]);
+  return { kind: 'text', text: `${whose}: ${describeSettings(own)}.\nIn force for you here: ${describeInForce(layers, config)}.`, private: true };
 }
+
+const withoutNames = (s: SavedSettings, names: readonly SettingName[]): SavedSettings =>
+  Object.fromEntries(Object.entries(s).filter(([name]) => !names.includes(name as SettingName))) as SavedSettings;

@@ -297,9 +297,11 @@ export class DiscordAdapter implements Adapter {
     };
     const retention = o.getString('retention');
     if (retention !== null) values.retentionSeconds = parseDuration(retention); // a bad one: its UserError, privately, before any defer
-    const action = o.getBoolean('reset') ? 'reset' : Object.values(values).some((v) => v !== undefined) ? 'set' : 'show';
+    // One of the choices commands.ts offers: a saved default's name
+    const clear = (o.getString('clear') ?? undefined) as NonNullable<Extract<CommandInput, { command: 'settings' }>['clear']>[number] | undefined;
+    const action = o.getBoolean('reset') ? 'reset' : clear || Object.values(values).some((v) => v !== undefined) ? 'set' : 'show';
     await interaction.deferReply({ flags: MessageFlags.Ephemeral });
-    await this.settingsReply(interaction, { command: 'settings', scope, action, values });
+    await this.settingsReply(interaction, { command: 'settings', scope, action, values, ...(clear ? { clear: [clear] } : {}) });
   }
 
   /** Run a settings command and show the answer with its components: Private on/off and Reset. */

@@ -98,7 +98,13 @@ export function commandDefinitions(config: Readonly<Config>): RESTPutAPIApplicat
         { type: ApplicationCommandOptionType.Boolean, name: 'private', description: 'Results only you (or, for a channel, each requester) can see' },
         { type: ApplicationCommandOptionType.Boolean, name: 'no-log', description: 'Channel only: prompts and questions never reach the bot’s logs' },
         { type: ApplicationCommandOptionType.String, name: 'retention', description: 'Channel only: delete each job’s prompt, images and answer after this long (e.g. 1h, 7d)', max_length: 20 },
-        { type: ApplicationCommandOptionType.Boolean, name: 'reset', description: 'Clear the saved defaults' },
+        {
+          type: ApplicationCommandOptionType.String, name: 'clear', description: 'Forget one saved default (the others stay)',
+          // option name as typed here → the saved default's name (bots/core/settings.ts)
+          choices: Object.entries({ aspect: 'aspect', steps: 'steps', guidance: 'guidance', images: 'count', negative: 'negative', private: 'private', 'no-log': 'noLog', retention: 'retentionSeconds' })
+            .map(([name, value]) => ({ name, value })),
+        },
+        { type: ApplicationCommandOptionType.Boolean, name: 'reset', description: 'Clear all the saved defaults' },
       ],
     },
     {

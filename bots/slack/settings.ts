@@ -12,7 +12,7 @@ import { AspectRatio } from '../../src/config/schema.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
-import { checkRetention, formatDuration, parseDuration, type SavedSettings, type SettingsScope } from '../core/settings.ts';
+import { checkRetention, formatDuration, parseDuration, withDefaults, type SavedSettings, type SettingsScope } from '../core/settings.ts';
 
 export const SETTINGS_COMMAND = '/blip3o-settings';
 export const VIEW_SETTINGS = 'blip3o_settings';
@@ -46,8 +46,12 @@ const PRIVATE = { text: plain('Results only the requester sees'), value: 'privat
 const NO_LOG = { text: plain('No-log mode: prompts and questions never reach the logs'), value: 'nolog' };
 
 /** The modal: one optional input per saved default, the current values filled in. */
-export function settingsModal(target: SettingsTarget, now: SavedSettings, config: Readonly<Config>): Record<string, unknown> {
+export function settingsModal(target: SettingsTarget, saved: SavedSettings, config: Readonly<Config>): Record<string, unknown> {
   const g = config.generation;
+  // A value saved under a limit lowered since, as /imagine uses it (at the limit): shown over the input's maximum, Save
+  // of an untouched form was refused over it.
+  const used = withDefaults<{ ditSteps?: number; guidance?: number; count?: number; negative?: string }>({}, saved, g);
+  const now: SavedSettings = { ...saved, steps: used.ditSteps, guidance: used.guidance, count: used.count, negative: used.negative };
   const input = (block_id: string, label: string, element: Record<string, unknown>, hint?: string) => ({
     type: 'input', block_id, optional: true, label: plain(label), element: { action_id: 'value', ...element }, ...(hint ? { hint: plain(hint) } : {}),
   });

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Reply } from '../../../../bots/core/port.ts';
 import { checkRetention, describeSettings, formatDuration, parseDuration, settingsCommand, SettingsStore, withDefaults, type SavedSettings, type SettingsInput } from '../../../../bots/core/settings.ts';
+import { imagineOptions } from '../../../../bots/core/requests.ts';
 import { isUserError, UserError } from '../../../../src/errors.ts';
 import { loadConfig } from '../../../../src/config/load.ts';
 import type { Destination } from '../../../../src/jobs/contract.ts';
@@ -41,6 +42,7 @@ const textOf = async (reply: Promise<Reply>) => {
   expect(r.private).toBe(true); // settings answers are only ever for the one who asked
   return r.text;
 };
+const firstLine = (text: string) => text.split('\n')[0];
 const userError = async (reply: Promise<Reply>) => {
   const e = await reply.then(() => undefined, (err: unknown) => err);
   if (!isUserError(e)) throw new Error(`expected a UserError, got ${String(e)}`);
@@ -79,15 +81,21 @@ describe('settingsCommand', () => {
   it('sets (merging with what was saved), replaces, shows and resets your own defaults', async () => {
     const store = new SettingsStore(redis, config);
     const d = discord('cmd-u1', 'cmd-c1');
-    expect(await textOf(run(store, { scope: 'user', action: 'set', values: { steps: 12, guidance: 4.5 } }, { d }))).toBe('Your defaults are now: 12 steps · guidance 4.5.');
-    expect(await textOf(run(store, { scope: 'user', action: 'set', values: { aspect: '3:4', steps: undefined, count: 1 } }, { d }))).toBe('Your defaults are now: aspect 3:4 · 12 steps · guidance 4.5 · 1 image.');
+    expect(firstLine(await textOf(run(store, { scope: 'user', action: 'set', values: { steps: 12, guidance: 4.5 } }, { d })))).toBe('Your defaults are now: 12 steps · guidance 4.5.');
+    expect(firstLine(await textOf(run(store, { scope: 'user', action: 'set', values: { aspect: '3:4', steps: undefined, count: 1 } }, { d })))).toBe('Your defaults are now: aspect 3:4 · 12 steps · guidance 4.5 · 1 image.');
     expect(await store.get('user', d)).toEqual({ steps: 12, guidance: 4.5, aspect: '3:4', count: 1 });
-    expect(await textOf(run(store, { scope: 'user', action: 'replace', values: { count: 2, negative: 'blur', private: true } }, { d }))).toBe('Your defaults are now: 2 images · no: blur · results private.');
+    expect(await textOf(run(store, { scope: 'user', action: 'replace', values: { count: 2, negative: 'blur', private: true } }, { d }))).toBe(
+      'Your defaults are now: 2 images · no: blur · results private.\nIn force for you here: aspect 1:1 (bot default) · 30 steps (bot default) · guidance 3 (bot default) · 2 images (yours) · no: blur (yours) · results private (yours).',
+    );
     expect(await store.get('user', d)).toEqual({ count: 2, negative: 'blur', private: true });
-    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe('Your defaults: 2 images · no: blur · results private.\nIn force for you here: 2 images · no: blur · results private.');
+    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe(
+      'Your defaults: 2 images · no: blur · results private.\nIn force for you here: aspect 1:1 (bot default) · 30 steps (bot default) · guidance 3 (bot default) · 2 images (yours) · no: blur (yours) · results private (yours).',
+    );
     expect(await textOf(run(store, { scope: 'user', action: 'reset' }, { d }))).toBe('Your defaults are cleared.');
     expect(await store.get('user', d)).toEqual({});
-    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe('Your defaults: nothing saved (the bot defaults apply).\nIn force for you here: nothing saved (the bot defaults apply).');
+    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe(
+      'Your defaults: nothing saved (the bot defaults apply).\nIn force for you here: aspect 1:1 (bot default) · 30 steps (bot default) · guidance 3 (bot default) · 1 image (bot default) · results public (bot default).',
+    );
   });
 
   it("only admins change the channel's defaults, which alone hold retention and no-log; show says what is in force", async () => {
@@ -99,7 +107,7 @@ describe('settingsCommand', () => {
       expect(e.message).toBe("Only admins can change this channel's defaults.");
     }
     expect(await store.get('channel', d)).toEqual({});
-    expect(await textOf(run(store, { scope: 'channel', action: 'set', values: { retentionSeconds: 7200, noLog: true, private: false } }, { d, isAdmin: true }))).toBe(
+    expect(firstLine(await textOf(run(store, { scope: 'channel', action: 'set', values: { retentionSeconds: 7200, noLog: true, private: false } }, { d, isAdmin: true })))).toBe(
       "This channel's defaults are now: results public · jobs deleted after 2 h · no-log mode.",
     );
     for (const values of [{ retentionSeconds: 60 }, { noLog: true }, { noLog: false }]) {
@@ -108,9 +116,11 @@ describe('settingsCommand', () => {
     }
     expect(await store.get('user', d)).toEqual({});
     await run(store, { scope: 'user', action: 'set', values: { steps: 9 } }, { d });
-    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe('Your defaults: 9 steps.\nIn force for you here: 9 steps · jobs deleted after 2 h · no-log mode.');
+    // the channel's public results, said by the admin, and the user's own steps
+    const inForce = 'In force for you here: aspect 1:1 (bot default) · 9 steps (yours) · guidance 3 (bot default) · 1 image (bot default) · results public (this channel) · jobs deleted after 2 h (this channel) · no-log mode (this channel).';
+    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe(`Your defaults: 9 steps.\n${inForce}`);
     expect(await textOf(run(store, { scope: 'channel', action: 'show' }, { d, isAdmin: true }))).toBe(
-      "This channel's defaults: results public · jobs deleted after 2 h · no-log mode.\nIn force for you here: 9 steps · jobs deleted after 2 h · no-log mode.",
+      `This channel's defaults: results public · jobs deleted after 2 h · no-log mode.\n${inForce}`,
     );
     expect(await textOf(run(store, { scope: 'channel', action: 'reset' }, { d, isAdmin: true }))).toBe("This channel's defaults are cleared.");
     expect(await store.get('channel', d)).toEqual({});
@@ -147,7 +157,7 @@ describe('defaults, descriptions and durations', () => {
   });
 
   it('a saved default above a limit lowered since is used at the limit; one at or below it as saved; nothing saved, nothing filled in', () => {
-    const limits = { maxDitSteps: 40, maxGuidance: 10, maxImagesPerRequest: 2 };
+    const limits = { maxDitSteps: 40, maxGuidance: 10, maxImagesPerRequest: 2, maxNegativeChars: 500 };
     expect(withDefaults({}, { steps: 80, guidance: 15, count: 4 }, limits)).toEqual({ ditSteps: 40, guidance: 10, count: 2 });
     expect(withDefaults({}, { steps: 40, guidance: 9.5, count: 1 }, limits)).toEqual({ ditSteps: 40, guidance: 9.5, count: 1 });
     const none = withDefaults<{ ditSteps?: number; guidance?: number; count?: number }>({}, {}, limits);
@@ -193,7 +203,7 @@ it("a form's replace saves only while the values are those it showed (another ad
   expect(await store.get('channel', d)).toEqual({ noLog: true });
   const now = await store.read('channel', d);
   expect(now.values).toEqual({ noLog: true });
-  expect(await textOf(run(store, { scope: 'channel', action: 'replace', values: { aspect: '16:9', noLog: true }, version: now.version }, { isAdmin: true, d }))).toBe("This channel's defaults are now: aspect 16:9 · no-log mode.");
+  expect(firstLine(await textOf(run(store, { scope: 'channel', action: 'replace', values: { aspect: '16:9', noLog: true }, version: now.version }, { isAdmin: true, d })))).toBe("This channel's defaults are now: aspect 16:9 · no-log mode.");
   expect(await store.replaceIf('channel', d, now.version, {})).toBe(false); // that version is gone now
   await other.reset('channel', d);
   expect(await store.replaceIf('channel', d, shown.version, { steps: 4 })).toBe(true); // nothing saved again: the first version
@@ -201,4 +211,97 @@ it("a form's replace saves only while the values are those it showed (another ad
   // Without a version (a window opened before this change, a CLI), replace saves as before
   await textOf(run(store, { scope: 'channel', action: 'replace', values: { count: 2 } }, { isAdmin: true, d }));
   expect(await store.get('channel', d)).toEqual({ count: 2 });
+});
+
+describe('saved defaults after the operator or the version changed, and what a user is shown', () => {
+  // The operator lowered limits since these were saved (config/default.yaml: maxDitSteps 100, maxNegativeChars 500)
+  const lowered = loadConfig({ env: {}, overrides: { queue: { prefix }, generation: { maxDitSteps: 40, maxNegativeChars: 10 } } });
+  const runWith = (cfg: typeof config, store: SettingsStore, input: Omit<SettingsInput, 'command'>, d: Destination, isAdmin = false) =>
+    settingsCommand({ input: { command: 'settings', ...input }, destination: d, dedupeKey: randomUUID(), isAdmin }, store, cfg);
+
+  it("a stored record with one field this version no longer accepts keeps its other fields: the channel's privacy, TTL and no-log", async () => {
+    const store = new SettingsStore(redis, config);
+    const d = discord('u1', 'old-record');
+    await store.set('channel', d, { private: true, retentionSeconds: 600, noLog: true, steps: 20 });
+    const [key] = await redis.keys(`${prefix}:settings:channel:discord:g1:old-record`);
+    // As an older or newer version of the bot wrote it: an aspect ratio since removed, a key this version does not know
+    await redis.set(key!, JSON.stringify({ aspect: '5:4', private: true, retentionSeconds: 600, noLog: true, steps: 20, upscale: 2 }));
+    expect(await store.get('channel', d)).toEqual({ private: true, retentionSeconds: 600, noLog: true, steps: 20 });
+    expect(await store.effective(d)).toEqual({ private: true, retentionSeconds: 600, noLog: true, steps: 20 });
+  });
+
+  it('a saved negative prompt longer than a limit lowered since is used cut to the limit, not refused on every /imagine', () => {
+    const used = withDefaults<{ negative?: string }>({}, { negative: 'blurry, watermark, text' }, lowered.generation);
+    expect(used.negative).toBe('blurry, wa');
+    expect(() => imagineOptions(lowered, used)).not.toThrow();
+    expect(withDefaults({ negative: 'mine' }, { negative: 'blurry, watermark, text' }, lowered.generation).negative).toBe('mine'); // typed now: its own check
+  });
+
+  it('changing one default is not refused over another saved under a higher limit; a value typed now is checked', async () => {
+    const store = new SettingsStore(redis, lowered);
+    const d = discord('lowered-u', 'lowered-c');
+    await new SettingsStore(redis, config).set('user', d, { steps: 80, negative: 'blurry, watermark, text' });
+    expect(await textOf(runWith(lowered, store, { scope: 'user', action: 'set', values: { aspect: '16:9' } }, d))).toMatch(/^Your defaults are now: aspect 16:9 · 80 steps · no: blurry, watermark, text\./);
+    expect((await userError(runWith(lowered, store, { scope: 'user', action: 'set', values: { steps: 50 } }, d))).message).toBe('steps can be at most 40.');
+    // show says what is used, and why
+    const shown = await textOf(runWith(lowered, store, { scope: 'user', action: 'show' }, d));
+    expect(shown).toContain("40 steps (yours: 80, above this bot's limit of 40)");
+    expect(shown).toContain("no: blurry, wa (yours, cut to this bot's limit of 10 characters)");
+  });
+
+  it('show and every change say where each value in force comes from: yours, this channel, or the bot default', async () => {
+    const store = new SettingsStore(redis, config);
+    const d = discord('src-u', 'src-c');
+    await store.set('channel', d, { aspect: '16:9', steps: 20, private: true, retentionSeconds: 7200, noLog: true });
+    await store.set('user', d, { steps: 9 });
+    const inForce = 'In force for you here: aspect 16:9 (this channel) · 9 steps (yours) · guidance 3 (bot default) · 1 image (bot default) · results private (this channel) · jobs deleted after 2 h (this channel) · no-log mode (this channel).';
+    expect(await textOf(run(store, { scope: 'user', action: 'show' }, { d }))).toBe(`Your defaults: 9 steps.\n${inForce}`);
+    // A user who turns private results off in a channel that forces them is told they stay private
+    const changed = await textOf(run(store, { scope: 'user', action: 'set', values: { private: false } }, { d }));
+    expect(changed).toBe(`Your defaults are now: 9 steps · results public.\n${inForce}`);
+  });
+
+  it('a long negative prompt is whole once in an answer and brief in its in-force line: it stays under a Discord message', async () => {
+    const roomy = loadConfig({ env: {}, overrides: { queue: { prefix }, generation: { maxNegativeChars: 1000 } } });
+    const store = new SettingsStore(redis, roomy);
+    const d = discord('long-neg', 'long-neg');
+    const negative = 'x'.repeat(1000);
+    const text = await textOf(runWith(roomy, store, { scope: 'user', action: 'set', values: { negative } }, d));
+    expect(text.split(negative)).toHaveLength(2);
+    expect(text).toContain(`no: ${'x'.repeat(79)}… (yours)`);
+    expect(text.length).toBeLessThanOrEqual(2000);
+  });
+
+  it('a single saved default is cleared without resetting the others', async () => {
+    const store = new SettingsStore(redis, config);
+    const d = discord('clear-u', 'clear-c');
+    await store.set('user', d, { steps: 9, negative: 'blur', private: true });
+    await textOf(run(store, { scope: 'user', action: 'set', clear: ['negative'] }, { d }));
+    expect(await store.get('user', d)).toEqual({ steps: 9, private: true });
+    await textOf(run(store, { scope: 'user', action: 'set', clear: ['private'], values: { count: 2 } }, { d }));
+    expect(await store.get('user', d)).toEqual({ steps: 9, count: 2 });
+    await store.set('channel', d, { retentionSeconds: 60, noLog: true });
+    await textOf(run(store, { scope: 'channel', action: 'set', clear: ['retentionSeconds'] }, { d, isAdmin: true }));
+    expect(await store.get('channel', d)).toEqual({ noLog: true });
+  });
+
+  it("a user's defaults are per server (workspace): another server's, and direct messages with the bot, have their own", async () => {
+    const store = new SettingsStore(redis, config);
+    const inGuild = (guildId: string | null): Destination => ({ platform: 'discord', guildId, channelId: `ch-${guildId}`, userId: 'roaming', applicationId: 'app' });
+    await store.set('user', inGuild('gA'), { steps: 9 });
+    expect(await store.effective(inGuild('gA'))).toEqual({ steps: 9 });
+    expect(await store.effective(inGuild('gB'))).toEqual({});
+    expect(await store.effective(inGuild(null))).toEqual({});
+    await store.set('user', inGuild(null), { aspect: '16:9' }); // saved in one DM: every DM with the bot
+    expect(await store.effective({ ...inGuild(null), channelId: 'another-dm' })).toEqual({ aspect: '16:9' });
+    const slack = (teamId: string): Destination => ({ platform: 'slack', teamId, channelId: 'C1', userId: 'roaming' });
+    await store.set('user', slack('T1'), { count: 2 });
+    expect(await store.effective(slack('T2'))).toEqual({});
+  });
+
+  it('durations are read in the words they are shown in, and the other usual ones', () => {
+    for (const s of [90, 120, 600, 7200, 86_400, 172_800]) expect(parseDuration(formatDuration(s)), String(s)).toBe(s);
+    const cases: [string, number][] = [['10m', 600], ['1 h', 3600], ['600', 600], ['1 hour', 3600], ['2 hours', 7200], ['30 mins', 1800], ['10 minutes', 600], ['45 seconds', 45], ['1hr', 3600]];
+    for (const [text, seconds] of cases) expect(parseDuration(text), text).toBe(seconds);
+  });
 });

@@ -266,6 +266,20 @@ describe('slash commands', () => {
     expect(await h.core.settings.get('user', here)).toEqual({}); // reset wins over values given with it
   });
 
+  it('/settings clear:<one default> forgets that one and keeps the others; for a channel too (its retention TTL alone)', async () => {
+    const user = newUser();
+    const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+    await h.core.settings.set('user', here, { steps: 9, negative: 'blur', private: true });
+    const clear = h.fake.slashCommand({ name: 'settings', user, options: [{ name: 'clear', type: 3, value: 'negative' }, { name: 'images', type: 4, value: 2 }] });
+    expect(await toldPrivately(clear)).toMatch(/^Your defaults are now: 9 steps · 2 images · results private\./);
+    expect(await h.core.settings.get('user', here)).toEqual({ steps: 9, count: 2, private: true });
+    await h.core.settings.set('channel', here, { retentionSeconds: 600, noLog: true });
+    const channel = h.fake.slashCommand({ name: 'settings', user: newUser(), options: [{ name: 'for', type: 3, value: 'channel' }, { name: 'clear', type: 3, value: 'retentionSeconds' }], memberPermissions: MANAGE_GUILD });
+    await toldPrivately(channel);
+    expect(await h.core.settings.get('channel', here)).toEqual({ noLog: true });
+    await h.core.settings.reset('channel', here);
+  });
+
   it('/settings retention past 30 days, or 0, is refused in words the admin typed in, not as a schema dump; a user is told it is a channel setting', async () => {
     const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: 'x', applicationId: h.fake.appId };
     const cases: [string, string][] = [

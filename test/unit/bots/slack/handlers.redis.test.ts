@@ -345,6 +345,35 @@ describe('/blip3o-settings', () => {
     expect((await h.core.settings.get('channel', here)).steps).toBe(12);
     expect(ephemeralsTo(ADMIN).length).toBe(told + 1);
   });
+
+  it('a crafted submission (values past the inputs\' bounds, a channel scope for a non-admin) is checked again by the bot: nothing saved, the user told why', async () => {
+    const user = newUser();
+    const before = h.fake.apiCalls('views.open').length;
+    await command('', user, '/blip3o-settings');
+    const view = viewOf(await h.fake.waitFor(() => h.fake.apiCalls('views.open')[before], 10_000, 'views.open'));
+    const here = { platform: 'slack' as const, teamId: h.fake.teamId, channelId: CHANNEL, userId: user };
+    const g = h.config.generation;
+    const crafted: [Record<string, Record<string, unknown>>, RegExp][] = [
+      [{ steps: { value: { type: 'number_input', value: String(g.maxDitSteps + 1) } } }, new RegExp(`steps can be at most ${g.maxDitSteps}`)],
+      [{ count: { value: { type: 'number_input', value: '99' } } }, /Cannot save that: .*count/],
+      [{ guidance: { value: { type: 'number_input', value: 'lots' } } }, /Cannot save that: .*guidance/],
+      [{ aspect: { value: { type: 'static_select', selected_option: { value: '5:1' } } } }, /Cannot save that: .*aspect/],
+      [{ private: { value: { type: 'checkboxes', selected_options: [{ value: 'nolog' }] } } }, /channel settings/],
+      [{ retention: { value: { type: 'plain_text_input', value: '1h' } } }, /channel settings/],
+    ];
+    for (const [values, refusal] of crafted) {
+      const told = ephemeralsTo(user).length;
+      await interactive(viewSubmission(h.fake, { user, view, values: values as never }));
+      const answer = await h.fake.waitFor(() => ephemeralsTo(user)[told], 10_000, 'the refusal');
+      expect(String(answer.args.text), JSON.stringify(values)).toMatch(refusal);
+    }
+    const asChannel = { ...view, private_metadata: JSON.stringify({ ...JSON.parse(String(view.private_metadata)), scope: 'channel' }) };
+    const told = ephemeralsTo(user).length;
+    await interactive(viewSubmission(h.fake, { user, view: asChannel, values: { steps: { value: { type: 'number_input', value: '3' } } } }));
+    expect(String((await h.fake.waitFor(() => ephemeralsTo(user)[told], 10_000, 'the refusal')).args.text)).toMatch(/Only admins/);
+    expect(await h.core.settings.get('user', here)).toEqual({});
+    expect(await h.core.settings.get('channel', here)).toEqual({});
+  });
 });
 
 describe('mentions', () => {

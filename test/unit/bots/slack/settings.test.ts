@@ -30,6 +30,14 @@ describe('/blip3o-settings', () => {
     expect(mine.blocks.find((b) => b.block_id === 'private')!.element.options).toHaveLength(1);
   });
 
+  it('a saved value above a limit lowered since is shown as it is used, at the limit, so saving the form unchanged is not refused', () => {
+    const lowered = loadConfig({ env: {}, overrides: { generation: { maxDitSteps: 40, maxGuidance: 10, maxImagesPerRequest: 2, maxNegativeChars: 10 } } });
+    const view = settingsModal({ scope: 'user', teamId: 'T', channelId: 'C' }, { steps: 80, guidance: 15, count: 4, negative: 'blurry, watermark, text' }, lowered) as { blocks: { block_id: string; element: Record<string, unknown> }[] };
+    const el = (id: string) => view.blocks.find((b) => b.block_id === id)!.element;
+    expect([el('steps').initial_value, el('guidance').initial_value, el('count').initial_value, el('negative').initial_value]).toEqual(['40', '10', '2', 'blurry, wa']);
+    expect([el('steps').max_value, el('negative').max_length]).toEqual(['40', 10]);
+  });
+
   it('a submitted form saves exactly what it shows; a bad duration is a field error', () => {
     const target = { scope: 'channel' as const, teamId: 'T', channelId: 'C' };
     expect(settingsFromView(target, {
