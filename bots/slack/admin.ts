@@ -9,6 +9,7 @@
 //   /blip3o-admin usage [days]
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
+import { parseDuration } from '../core/settings.ts';
 
 export const ADMIN_USAGE = [
   'Usage:',
@@ -40,11 +41,14 @@ const SPEC_KEYS: Record<string, string> = {
   concurrent: 'maxConcurrent',
 };
 
-/** A limit's value: a whole number; the window also in minutes, hours or days ("10m" = 600 seconds). */
+/** A limit's value: a whole number; the window a duration as /settings reads one ("600", "10m", "2h", "1d"). */
 function specValue(key: string, v: string | undefined): number | undefined {
-  const m = /^(\d+)([smhd]?)$/i.exec(v ?? '');
-  if (!m || (m[2] && key !== 'windowSeconds')) return undefined;
-  return Number(m[1]) * ({ '': 1, s: 1, m: 60, h: 3600, d: 86_400 } as Record<string, number>)[m[2]!.toLowerCase()]!;
+  if (key !== 'windowSeconds') return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+  try {
+    return v === undefined || /\s/.test(v) ? undefined : parseDuration(v);
+  } catch {
+    return undefined; // said with the usage below
+  }
 }
 
 export function parseAdmin(text: string): CommandInput {
