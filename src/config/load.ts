@@ -95,6 +95,17 @@ function sourceOf(sources: ValueSources, path: readonly PropertyKey[]): string |
 }
 
 /**
+ * A key missing from a mapping the shipped defaults do not have (a channel override written in one file): the layers
+ * that wrote that mapping, where the key belongs. Undefined for a mapping of the defaults' (the key was set nowhere).
+ */
+function missingFrom(sources: ValueSources, path: readonly PropertyKey[], defaults: string): string | undefined {
+  const mapping = path.slice(0, -1);
+  const writers = new Set(sources.filter((s) => s.path.length > mapping.length && startsWith(s.path, mapping)).map((s) => s.source));
+  if (mapping.length === 0 || writers.size === 0 || writers.has(defaults)) return undefined;
+  return `missing from the mapping ${[...writers].join('; ')}`;
+}
+
+/**
  * "✖ message → at path (source)" lines, one per issue, naming the key and, where `describeSource` knows it, the file or
  * environment variable that set the value: an operator with several files and variables fixes the one that is wrong
  * (and one who wrote HF_ENDPOINT never wrote model.hubUrl).
@@ -137,7 +148,7 @@ export function loadConfig(options: LoadOptions = {}): Readonly<Config> {
   const parsed = ConfigSchema.safeParse(tree);
   if (!parsed.success) {
     const sources = layers.reduce<ValueSources>((recorded, layer) => recordSources(recorded, layer.tree, layer.source), []);
-    const describe = (path: readonly PropertyKey[]) => sourceOf(sources, path) ?? `set in none of ${files.join(', ')}`;
+    const describe = (path: readonly PropertyKey[]) => sourceOf(sources, path) ?? missingFrom(sources, path, layers[0]!.source) ?? `set in none of ${files.join(', ')}`;
     throw new AppError('config', `invalid configuration:\n${formatIssues(parsed.error, describe)}`);
   }
   return deepFreeze(parsed.data);

@@ -215,6 +215,11 @@ describe('a bad value in the configuration: the error names where it was set', (
     expect(messageOf(() => loadConfig({ env: {}, root }))).toContain(`→ at queue.attempts (set in none of ${defaults}, ${local})`);
   });
 
+  it('a key missing from a mapping one file wrote (a channel override) names that file, not every file read', () => {
+    const { local } = rootWith({ local: 'limits:\n  channelOverrides:\n    "discord:1:2": { requestsPerWindow: 5, burst: 5, maxConcurrent: 1 }\n' });
+    expect(messageOf(() => loadConfig({ env: {}, root }))).toContain(`→ at limits.channelOverrides.discord:1:2.windowSeconds (missing from the mapping set in ${local})`);
+  });
+
   it('an invalid environment secret names the variable, with no file to name', () => {
     expect(() => loadSecrets({ REDIS_URL: 'ftp://x' })).toThrow(/ → at REDIS_URL$/);
   });
