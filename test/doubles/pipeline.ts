@@ -18,6 +18,8 @@
 //       'ignore-abort'   slow, and never looks at ctx.signal (a stuck native call): the host must terminate the thread
 //       'crash'          process.exit(1) from inside the thread
 //       'uncaught'       an error thrown outside the run's promise (the thread's 'error' event), then never ends
+//   holdWhile      { [substring]: path }  a prompt/question containing the substring waits, before its first step,
+//                  while that file exists (still honouring ctx.signal): a test holds a run open, then deletes the file
 //   load           how loading goes (worker/thread-host.ts tests): 'exit' ends the thread with code 3; 'uncaught' throws
 //                  outside the loader's try; 'fail-while:<path>' refuses to load while that file exists
 import { appendFileSync, existsSync } from 'node:fs';
@@ -47,6 +49,7 @@ interface DoubleOptions {
   maxSteps: number;
   runLogFile?: string;
   failures: Record<string, Failure>;
+  holdWhile: Record<string, string>;
   checkScores: { match: number; answers: Record<string, number> };
 }
 
@@ -58,6 +61,7 @@ function readExtra(extra: Record<string, unknown> | undefined): DoubleOptions {
     maxSteps: typeof e.maxSteps === 'number' ? e.maxSteps : 4,
     runLogFile: typeof e.runLogFile === 'string' ? e.runLogFile : undefined,
     failures: (typeof e.failures === 'object' && e.failures !== null ? e.failures : {}) as Record<string, Failure>,
+    holdWhile: (typeof e.holdWhile === 'object' && e.holdWhile !== null ? e.holdWhile : {}) as Record<string, string>,
     checkScores: { match: 0.9, answers: {}, ...(typeof e.checkScores === 'object' && e.checkScores !== null ? e.checkScores : {}) },
   };
 }
@@ -133,6 +137,14 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
     return failure === 'slow' || failure === 'ignore-abort' ? failure : 'normal';
   }
 
+  /** Waits while a file named by `holdWhile` for `text` exists (polled: the test deletes it to let the run go on). */
+  async function hold(text: string, ctx: RunContext): Promise<void> {
+    for (const [needle, file] of Object.entries(opts.holdWhile)) {
+      if (!text.includes(needle)) continue;
+      while (existsSync(file) && !ctx.signal.aborted) await sleep(10);
+    }
+  }
+
   function logRun(entry: Record<string, unknown>) {
     if (opts.runLogFile) appendFileSync(opts.runLogFile, JSON.stringify({ ...entry, pid: process.pid, thread: threadId, at: Date.now() }) + '\n');
   }
@@ -141,6 +153,7 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
     async generate(request: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
       logRun({ kind: 'generate', prompt: request.prompt, seed: request.options.seed });
       const mode = inject(request.prompt);
+      await hold(request.prompt, ctx);
       const [width, height] = SIZES[request.options.aspect] ?? [64, 64];
       await stage(ctx, 'conditioning', 1, mode);
       await stage(ctx, 'features', request.options.ditSteps, mode);
@@ -164,6 +177,7 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
     async understand(request: UnderstandRequest, ctx: RunContext): Promise<Answer> {
       logRun({ kind: 'understand', question: request.question });
       const mode = inject(request.question);
+      await hold(request.question, ctx);
       const meta = await sharp(request.image).metadata().catch((e: unknown) => {
         throw new UserError('bad_image', 'That file is not an image I can read.', { cause: e });
       });

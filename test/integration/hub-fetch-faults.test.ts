@@ -211,6 +211,26 @@ describe("fetchSnapshot and the hub's Retry-After", () => {
     expect(clock.waits).toEqual([]);
   });
 
+  it('a 403 (signed in, the licence not accepted) names HF_TOKEN and the licence; without a token it asks for one; neither is retried', async () => {
+    const clock = recordingClock();
+    const gated = await startFakeHub({ repo: REPO, files, requireToken: 'hf_secret', licenceNotAcceptedBy: ['hf_not_accepted'] });
+    try {
+      await expect(fetchSnapshot(opts({ hubUrl: gated.url, token: 'hf_not_accepted', retries: 3, clock }))).rejects.toThrow(
+        /^Could not list the files of BLIP3o\/BLIP3o-Model-4B at revision main: the hub refused HF_TOKEN \(HTTP 403\)\. Check that the token is valid and that you accepted the model's licence on its hub page, then run again\.$/,
+      );
+      expect(gated.requests).toHaveLength(1);
+    } finally {
+      await gated.close();
+    }
+    // a 403 to a request with no token (a file the hub will not serve anonymously)
+    hub.failNext(SHARD, 403, 4);
+    await expect(fetchSnapshot(opts({ retries: 3, clock }))).rejects.toThrow(
+      /^Could not download BLIP3o\/BLIP3o-Model-4B\/model\.safetensors: the repository needs authentication \(HTTP 403\)\. Set HF_TOKEN to a Hugging Face access token \(https:\/\/huggingface\.co\/settings\/tokens\), then run again\.$/,
+    );
+    expect(hub.requests.filter((r) => r.url.includes(`/resolve/main/${SHARD}`))).toHaveLength(1);
+    expect(clock.waits).toEqual([]);
+  });
+
   it('a last answer asking for exactly the 5 minutes it waits on its own: not called longer', async () => {
     hub.failNext(SHARD, 429, 1, { retryAfter: '300' });
     await expect(fetchSnapshot(opts({ clock: recordingClock() }))).rejects.toThrow(/\(HTTP 429\) and asks to wait 5 min\. Wait that long, or set HF_TOKEN/);

@@ -11,7 +11,8 @@
 // afterBytes)` sends that many body bytes and then nothing, the connection left open (a hung CDN); `failNext(path,
 // status, times, how)` answers the next `times` requests for that file (or '' for the listing) with `status` (429,
 // 503…), with a `Retry-After` header when `how.retryAfter` is set, and when `how.bodyOnly` only the requests for the
-// file's bytes, not the 1-byte `bytes=0-0` probes that resolve it first.
+// file's bytes, not the 1-byte `bytes=0-0` probes that resolve it first. A gated repo (`requireToken`) answers 401
+// without its token, and 403 to the tokens in `licenceNotAcceptedBy` (signed in, licence not accepted).
 // Every request is recorded, so tests can assert what was (not) downloaded.
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -64,6 +65,11 @@ export interface FakeHubOptions {
   files: FakeHubFile[];
   /** When set, every request must carry `Authorization: Bearer <token>` (a gated repo). */
   requireToken?: string;
+  /**
+   * Valid tokens whose users have not accepted the gated repo's licence: the real hub answers them HTTP 403
+   * (X-Error-Code GatedRepo), where a missing or unknown token gets 401.
+   */
+  licenceNotAcceptedBy?: string[];
   /** Further names the same snapshot is served under (a tag or commit next to `revision`). */
   aliases?: string[];
 }
@@ -188,6 +194,11 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
       bytesSent: 0,
     };
     requests.push(rec);
+    if (options.licenceNotAcceptedBy?.some((t) => req.headers.authorization === `Bearer ${t}`)) {
+      res.writeHead(403, { 'Content-Type': 'application/json', 'X-Error-Code': 'GatedRepo' });
+      res.end(JSON.stringify({ error: `Access to model ${options.repo} is restricted and you are not in the authorized list.` }));
+      return;
+    }
     if (options.requireToken && req.headers.authorization !== `Bearer ${options.requireToken}`) {
       res.writeHead(401, { 'Content-Type': 'application/json', 'X-Error-Code': 'GatedRepo' });
       res.end(JSON.stringify({ error: 'Access to this repository is restricted. You must be authenticated.' }));

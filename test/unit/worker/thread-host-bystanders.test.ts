@@ -7,11 +7,11 @@
 //     only one that crashes its thread alone fails (retryably, as before), so a poison job runs out of attempts by
 //     itself, and it crashes its thread at most twice per attempt.
 // Uses the pipeline double (test/doubles/pipeline.ts) in real worker threads.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AppError } from '../../../src/errors.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { UnderstandRequest } from '../../../worker/pipeline/types.ts';
@@ -30,18 +30,19 @@ afterEach(async () => {
   dir = undefined;
 });
 
-/** One thread taking three asks at once; `runs()` lists the questions the threads started, with the thread of each. */
-async function start(extra: Record<string, unknown>) {
-  dir = mkdtempSync(join(tmpdir(), 'blip3o-bystanders-'));
-  const runLogFile = join(dir, 'runs.jsonl');
+/** One thread (or `size`) taking three asks at once; `runs()` lists the questions the threads started, with the
+ *  thread of each; `flag(name)` is a path in the test's folder, for the double's `holdWhile` and `load`. */
+async function start(extra: Record<string, unknown>, host_: { size?: number; respawnBaseMs?: number; log?: ReturnType<typeof createLogger> } = {}) {
+  const runLogFile = flag('runs.jsonl');
   const maxBatch = { decode: 3, diffusion: 1 };
   host = await ThreadHost.start({
-    size: 1,
+    size: host_.size ?? 1,
     maxBatch,
     pipelineModule,
     pipelineOptions: { modelDir: '', dtype: 'fp32', executionProvider: 'cpu', intraOpThreads: 1, understanding, maxBatch, extra: { runLogFile, ...extra } },
     abortGraceMs: 300,
-    log: createLogger('test', 'silent'),
+    log: host_.log ?? createLogger('test', 'silent'),
+    respawnBaseMs: host_.respawnBaseMs,
   });
   const runs = () =>
     readFileSync(runLogFile, 'utf8')
@@ -49,6 +50,11 @@ async function start(extra: Record<string, unknown>) {
       .split('\n')
       .map((l) => JSON.parse(l) as { question: string; thread: number });
   return { h: host, runs };
+}
+
+function flag(name: string): string {
+  dir ??= mkdtempSync(join(tmpdir(), 'blip3o-bystanders-'));
+  return join(dir, name);
 }
 
 const ask = (question: string): UnderstandRequest => ({
@@ -109,4 +115,70 @@ describe('ThreadHost: a batch whose thread crashes', () => {
     expect(runs().filter((r) => r.question === 'poison alone')).toHaveLength(1);
     expect(await outcome(h, 'after')).toContain('You asked: after'); // the fresh thread serves
   }, 20_000);
+
+  // A run placed alone takes an idle thread and keeps it to itself: nothing joins it while it runs, and it joins no
+  // batch. Runs are held open with the double's holdWhile files, so what is asserted does not depend on timing.
+  it('the last run placed alone keeps its thread to itself: a run arriving meanwhile waits, it does not join', async () => {
+    const holding = flag('hold');
+    writeFileSync(holding, '');
+    const { h, runs } = await start({ failures: { poison: 'crash' }, holdWhile: { held: holding } });
+    // both in one batch; the poison's crash is heard first, so it is placed alone first (and crashes alone: it fails)
+    const poison = outcome(h, 'poison image');
+    const held = outcome(h, 'held companion');
+    expect(await poison).toBe('internal: the model thread exited (code 1) during the job');
+    // then the companion runs alone on the fresh thread, held open
+    const afterPoison = () => {
+      const questions = runs().map((r) => r.question);
+      return questions.slice(questions.lastIndexOf('poison image') + 1);
+    };
+    await vi.waitFor(() => expect(afterPoison()).toEqual(['held companion']), { timeout: 10_000, interval: 20 });
+    // an ask arriving now finds no one waiting and the thread running one ask of three: were it let in, its run would
+    // be posted to the thread before the next turn of the event loop, and the thread would start it
+    const cancel = new AbortController();
+    const late = outcome(h, 'arrived during the lone run', cancel.signal);
+    await new Promise((r) => setImmediate(r));
+    cancel.abort();
+    expect(await late).toBe('cancelled: Cancelled.');
+    expect(runs().map((r) => r.question)).not.toContain('arrived during the lone run'); // it never reached the thread
+    const settled: string[] = [];
+    const next = outcome(h, 'waits its turn').then((a) => void settled.push(a));
+    void held.then((a) => settled.push(a));
+    rmSync(holding);
+    await Promise.all([held, next]);
+    expect(settled).toEqual([expect.stringContaining('You asked: held companion'), expect.stringContaining('You asked: waits its turn')]);
+    expect(afterPoison()).toEqual(['held companion', 'waits its turn']);
+  }, 30_000);
+
+  it('a run placed alone joins no batch with room on another thread: it waits for an idle one', async () => {
+    const holding = flag('hold');
+    const third = flag('hold-third');
+    const noRestart = flag('no-restart');
+    writeFileSync(holding, '');
+    writeFileSync(third, '');
+    const lines: string[] = [];
+    const base = createLogger('test', 'silent');
+    const log = { ...base, warn: () => undefined, error: (_f: unknown, msg: string) => void lines.push(msg) } as unknown as typeof base;
+    const { h, runs } = await start(
+      { failures: { poison: 'crash' }, holdWhile: { held: holding, kept: third }, load: `fail-while:${noRestart}` },
+      { size: 2, respawnBaseMs: 20, log },
+    );
+    // the first thread full (three asks of three), so the poison and its companion take the second
+    const batch = [outcome(h, 'held one'), outcome(h, 'held two'), outcome(h, 'kept third')];
+    writeFileSync(noRestart, ''); // the crashed thread cannot be replaced until the test says so
+    const poison = outcome(h, 'poison image');
+    const companion = outcome(h, 'companion');
+    // the second thread crashed and its restart failed once: both runs wait in line to be placed alone
+    await vi.waitFor(() => expect(lines).toContain('could not restart a model thread; retrying'), { timeout: 10_000, interval: 20 });
+    rmSync(third); // the first thread now has room for one ask: a run placed alone must not take it
+    expect(await batch[2]).toContain('You asked: kept third');
+    rmSync(noRestart);
+    expect(await poison).toBe('internal: the model thread exited (code 1) during the job');
+    expect(await companion).toContain('You asked: companion');
+    rmSync(holding);
+    expect(await Promise.all(batch.slice(0, 2))).toEqual([expect.stringContaining('You asked: held one'), expect.stringContaining('You asked: held two')]);
+    const started = runs();
+    const firstThread = started.find((r) => r.question === 'held one')!.thread;
+    expect(started.filter((r) => r.thread === firstThread).map((r) => r.question)).toEqual(['held one', 'held two', 'kept third']);
+    expect(started.filter((r) => r.question === 'poison image')).toHaveLength(2); // in the batch, then alone on a fresh thread
+  }, 30_000);
 });
