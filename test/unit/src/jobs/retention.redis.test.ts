@@ -40,6 +40,15 @@ async function runOnce(queue: string): Promise<void> {
   await connection.quit();
 }
 
+/** BullMQ fails the waiting job `jobId` of `queue` on its own, as the stall check fails one whose workers died too often. */
+async function failOnItsOwn(queue: ReturnType<typeof createJobsQueue>, jobId: string): Promise<void> {
+  const connection = duplicateRedis(redis);
+  const worker = new Worker(queue.name, async () => { throw new UnrecoverableError('job stalled more than allowable limit'); }, { connection, prefix });
+  await vi.waitFor(async () => expect(await (await queue.getJob(jobId))?.getState()).toBe('failed'), { timeout: 10_000 });
+  await worker.close();
+  await connection.quit();
+}
+
 describe('Retention', () => {
   it('waits for a job that has not run, then purges job, delivery, event entries and per-job keys once it finished', async () => {
     const retention = new Retention(redis, config);
@@ -122,11 +131,7 @@ describe('Retention', () => {
       await retention.schedule(r);
       await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
       // BullMQ fails it on its own (as the stall check fails a job whose workers died more than maxStalledCount times)
-      const connection = duplicateRedis(redis);
-      const worker = new Worker(jobs.name, async () => { throw new UnrecoverableError('job stalled more than allowable limit'); }, { connection, prefix });
-      await vi.waitFor(async () => expect(await (await jobs.getJob(r.id))?.getState()).toBe('failed'), { timeout: 10_000 });
-      await worker.close();
-      await connection.quit();
+      await failOnItsOwn(jobs, r.id);
       expect(await retention.sweep()).toBe(0); // before: 1, and the failure handed over next stayed, naming the job and its user
       // the worker's 'failed' listener hands the failure over (worker/processor.ts onFinallyFailed), then it is delivered
       const failure: JobResult = { v: CONTRACT_VERSION, jobId: r.id, kind: 'imagine', destination: r.destination, status: 'failed', error: { code: 'internal', message: `Generation failed (ref ${r.id})`, userFacing: false }, timingsMs: {}, finishedAt: Date.now() };
@@ -150,11 +155,7 @@ describe('Retention', () => {
     try {
       await retention.schedule(r);
       await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
-      const connection = duplicateRedis(redis);
-      const worker = new Worker(jobs.name, async () => { throw new UnrecoverableError('no'); }, { connection, prefix });
-      await vi.waitFor(async () => expect(await (await jobs.getJob(r.id))?.getState()).toBe('failed'), { timeout: 10_000 });
-      await worker.close();
-      await connection.quit();
+      await failOnItsOwn(jobs, r.id);
       const failedAt = (await jobs.getJob(r.id))!.finishedOn!;
       expect(await retention.sweep(failedAt + HAND_OVER_WAIT_MS - 1)).toBe(0);
       expect(await retention.sweep(failedAt + HAND_OVER_WAIT_MS + 2_000)).toBe(1);
