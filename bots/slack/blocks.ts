@@ -215,18 +215,22 @@ function clipWithCodeClosed(text: string, max: number): string {
 /**
  * Where the section of `escaped` from `start` ends, before `limit` (its length in SECTION_TEXT): at the last line end
  * outside code in the section's second half (before a block that fits the next section, rather than through it); else
- * at the last line end in that half (a block longer than a section); else at `limit`, never inside an entity or a run
- * of backticks. Cut after escaping (an answer of many & < > grows up to five-fold, and a section past 3,000 is clipped).
+ * at the last line end in that half (a block longer than a section); else after the last space outside code in it (a
+ * long paragraph); else at `limit`, never inside an entity or a run of backticks. Cut after escaping (an answer of
+ * many & < > grows up to five-fold, and a section past 3,000 is clipped).
  */
 function sectionEnd(escaped: string, start: number, limit: number, inCode: boolean): number {
   // Stryker disable next-line UnaryOperator: equivalent, read only when past the section's second half, which 1 never is
   let lineEnd = -1;
   // Stryker disable next-line UnaryOperator: equivalent, read only when past the section's second half, which 1 never is
   let lineEndOutside = -1;
+  let spaceOutside = -1; // before the limit: the cut goes after it
   for (let at = start, code = inCode; at <= limit; at++) {
     if (escaped[at] === '\n') {
       lineEnd = at;
       if (!code) lineEndOutside = at;
+    } else if (escaped[at] === ' ' && !code && at < limit) {
+      spaceOutside = at;
     } else if (escaped.startsWith('```', at)) {
       code = !code;
       while (escaped[at + 1] === '`') at++;
@@ -235,6 +239,9 @@ function sectionEnd(escaped: string, start: number, limit: number, inCode: boole
   const secondHalf = start + SECTION_TEXT / 2;
   if (lineEndOutside > secondHalf) return lineEndOutside;
   if (lineEnd > secondHalf) return lineEnd;
+  // a paragraph longer than half a section: between two words rather than through one (never in code, whose line
+  // the reopened fence would split)
+  if (spaceOutside > secondHalf) return spaceOutside + 1;
   let end = limit;
   // every & starts an entity (at most five characters): one whose ; lies past the cut would be split
   const amp = escaped.lastIndexOf('&', end - 1);

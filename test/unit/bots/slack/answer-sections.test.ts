@@ -50,6 +50,14 @@ describe('answers in sections: code blocks stay whole', () => {
     for (const s of sections) expect(s.endsWith('.')).toBe(true);
   });
 
+  it('a paragraph longer than a section is cut between two words, not through one', () => {
+    const words = Array.from({ length: 700 }, (_, i) => `word${i}`).join(' '); // ≈ 5,000 characters, no line end
+    const sections = texts(answerMessage(words));
+    expect(sections.length).toBeGreaterThan(1);
+    expect(sections.join('')).toBe(words);
+    for (const s of sections.slice(0, -1)) expect(s.endsWith(' '), s.slice(-20)).toBe(true);
+  });
+
   it('an answer cut short inside code has its block closed before the note', () => {
     const m = answerMessage('```\nx = 1', 'from the cache');
     expect(texts(m)).toEqual(['```\nx = 1\n```\n_from the cache_']);
