@@ -177,10 +177,14 @@ export function checkQuestion(config: Config, question: string): string {
   return text;
 }
 
+/** The newest `max` turns of a conversation; none at 0 (`slice(-0)` would keep them all, past the worker's limit). */
+export function newestTurns<T>(turns: readonly T[], max: number): T[] {
+  return max > 0 ? turns.slice(-max) : [];
+}
+
 export function askRequest(config: Config, base: RequestBase, imageKey: string, input: Extract<CommandInput, { command: 'ask' }>): AskRequest {
   const u = config.understanding;
-  // slice(-0) would keep every turn, and the worker refuses a history past the limit: none at 0
-  const history = (u.maxHistoryTurns > 0 ? (input.history ?? []).slice(-u.maxHistoryTurns) : []).map((t) => ({ role: t.role, text: t.text.slice(0, u.maxQuestionChars) }));
+  const history = newestTurns(input.history ?? [], u.maxHistoryTurns).map((t) => ({ role: t.role, text: t.text.slice(0, u.maxQuestionChars) }));
   const request = {
     v: CONTRACT_VERSION,
     ...base,

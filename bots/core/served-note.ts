@@ -8,5 +8,14 @@ export function servedNote(result: Pick<JobResult, 'servedFrom'>): string {
   return '';
 }
 
-/** Every note servedNote gives: a bot that reads its own answer back (a conversation's history) leaves it out. */
-export const SERVED_NOTES: readonly string[] = [servedNote({ servedFrom: 'cache' }), servedNote({ servedFrom: 'shared' })];
+/** Every note servedNote gives. */
+const SERVED_NOTES: readonly string[] = [servedNote({ servedFrom: 'cache' }), servedNote({ servedFrom: 'shared' })];
+
+/**
+ * An answer read back (a conversation's history) without the served note its platform put under it: `line(note)` is
+ * how that platform writes the note's line ("\n-# …" on Discord, "\n_…_" on Slack).
+ */
+export function withoutServedNote(shown: string, line: (note: string) => string): string {
+  const noted = SERVED_NOTES.map(line).find((l) => shown.endsWith(l));
+  return noted ? shown.slice(0, -noted.length) : shown;
+}

@@ -3,7 +3,8 @@
 // The bot's answers become assistant turns, messages addressed to the bot (see addressesBot) user turns, oldest first.
 // An /ask answer replies to nothing: it carries its image and question itself (asked-image.ts), so the walk ends there.
 import type { Message } from 'discord.js';
-import { SERVED_NOTES } from '../core/served-note.ts';
+import { newestTurns } from '../core/requests.ts';
+import { withoutServedNote } from '../core/served-note.ts';
 import type { Turn } from '../../src/jobs/contract.ts';
 import { isImageAttachment, type AttachmentMeta } from './attachments.ts';
 import { ASKED_IMAGE_FILE, questionOf } from './asked-image.ts';
@@ -79,8 +80,7 @@ function turnText(message: Message): string {
   // the model's own `<` is escaped, so a bare `<@id> ` in front can only be ours
   const shown = (message.content || message.embeds[0]?.description || '').replace(/^<@\d+> /, '');
   if (NOT_AN_ANSWER.test(shown)) return '';
-  const note = SERVED_NOTES.find((n) => shown.endsWith(`\n-# ${n}`));
-  return readModelText(note ? shown.slice(0, -`\n-# ${note}`.length) : shown);
+  return readModelText(withoutServedNote(shown, (note) => `\n-# ${note}`));
 }
 
 /** Whether a Discord CDN link's signature has expired (its `ex`: hex Unix seconds), or will within a minute. */
@@ -108,7 +108,7 @@ export async function walkChain(message: Message, botId: string, maxHistoryTurns
   if (own) return { image: own, history: [], blankedMessages: 0 };
   const history: Turn[] = [];
   const roleIds = botRoleIds(message, botId); // the chain stays in the message's channel
-  const kept = (): Turn[] => (maxHistoryTurns > 0 ? history.slice(-maxHistoryTurns) : []); // slice(-0) is all of it
+  const kept = (): Turn[] => newestTurns(history, maxHistoryTurns);
   let blankedMessages = 0;
   let current = message;
   for (let depth = 0; current.reference?.messageId; depth++) {

@@ -3,7 +3,8 @@
 // thread, from that image's message on, become the history, so a follow-up ("and what colour is it?") keeps the
 // conversation.
 import type { ImageRef } from '../core/port.ts';
-import { SERVED_NOTES } from '../core/served-note.ts';
+import { newestTurns } from '../core/requests.ts';
+import { withoutServedNote } from '../core/served-note.ts';
 import { readSlackText } from './blocks.ts';
 import { META_ANSWER, type ThreadFile, type ThreadMessage } from './port.ts';
 
@@ -57,9 +58,7 @@ export function messageWith(thread: ThreadMessage[], file: ThreadFile): ThreadMe
 
 /** An answer as the model wrote it: answerMessage's text without the served note it puts under it. */
 function answerText(text: string): string {
-  const read = readSlackText(text);
-  const note = SERVED_NOTES.find((n) => read.endsWith(`\n_${n}_`));
-  return note ? read.slice(0, -`\n_${note}_`.length) : read;
+  return withoutServedNote(readSlackText(text), (note) => `\n_${note}_`);
 }
 
 /**
@@ -77,5 +76,5 @@ export function historyBefore(thread: ThreadMessage[], ts: string, botUserId: st
       if (q) turns.push({ role: 'user', text: q });
     }
   }
-  return maxTurns > 0 ? turns.slice(-maxTurns) : [];
+  return newestTurns(turns, maxTurns);
 }
