@@ -8,6 +8,7 @@ import { runScript, type Redis } from '../../src/redis.ts';
 import { z } from 'zod';
 import { AspectRatio, type Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
+import { countOf } from '../../src/limits/limiter.ts';
 import { MAX_IMAGES_PER_JOB, MAX_NEGATIVE_CHARS, MAX_RETENTION_SECONDS, channelKey, parseStoredJson, workspaceOf, type Destination } from '../../src/jobs/contract.ts';
 import type { CommandInput, Invocation, Reply } from './port.ts';
 
@@ -144,7 +145,7 @@ export function describeSettings(s: SavedSettings): string {
     s.aspect && `aspect ${s.aspect}`,
     s.steps !== undefined && `${s.steps} steps`,
     s.guidance !== undefined && `guidance ${s.guidance}`,
-    s.count !== undefined && `${s.count} image${s.count === 1 ? '' : 's'}`,
+    s.count !== undefined && countOf(s.count, 'image'),
     s.negative && `no: ${s.negative}`,
     s.private !== undefined && (s.private ? 'results private' : 'results public'),
     s.retentionSeconds !== undefined && `jobs deleted after ${formatDuration(s.retentionSeconds)}`,
@@ -176,7 +177,7 @@ export function describeInForce({ channel, user }: Layers, config: Readonly<Conf
     aspect ? `aspect ${aspect.value} (${aspect.whose})` : `aspect ${g.defaultAspect} (bot default)`,
     number('steps', g.defaultDitSteps, g.maxDitSteps, (n) => `${n} steps`),
     number('guidance', g.defaultGuidance, g.maxGuidance, (n) => `guidance ${n}`),
-    number('count', g.defaultImageCount, g.maxImagesPerRequest, (n) => `${n} image${n === 1 ? '' : 's'}`),
+    number('count', g.defaultImageCount, g.maxImagesPerRequest, (n) => countOf(n, 'image')),
     negative && (negative.value.length > g.maxNegativeChars
       ? `no: ${briefly(cutTo(negative.value, g.maxNegativeChars)!)} (${negative.whose}, cut to this bot's limit of ${g.maxNegativeChars} characters)`
       : `no: ${briefly(negative.value)} (${negative.whose})`),

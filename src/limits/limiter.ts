@@ -216,7 +216,8 @@ export function durationPhrase(ms: number): string {
   return `${Math.floor(min / 60)} h ${min % 60} min`;
 }
 
-const countOf = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+/** "1 request", "5 requests": `n` and `word`, in the plural unless n is 1. */
+export const countOf = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /**
  * The sentence a limited user sees (privately): which limit, and when to try again. `cost`: the images the request

@@ -6,7 +6,7 @@ import { LimitSpec, MAX_BURST, MAX_WINDOW_SECONDS, type Config } from '../../../
 import { UserError } from '../../../src/errors.ts';
 import { channelKey, workspaceOf, type Destination, type Platform } from '../../../src/jobs/contract.ts';
 import type { Gate } from '../../../src/limits/gate.ts';
-import { scopeIds, windowPhrase, type ScopeUsage } from '../../../src/limits/limiter.ts';
+import { countOf, scopeIds, windowPhrase, type ScopeUsage } from '../../../src/limits/limiter.ts';
 import type { Invocation, Reply } from '../port.ts';
 
 /** The part of the core the admin commands use. */
@@ -31,8 +31,6 @@ export function targetChannel(inv: Invocation, requested: string | undefined): s
 }
 
 export const channelName = (inv: Invocation, ck: string) => (ck === channelKey(inv.destination) ? 'this channel' : ck);
-
-const countOf = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /** "5 requests per minute (bursts of 5), at most 2 jobs queued or running" */
 export function describeLimit(l: LimitSpec): string {
