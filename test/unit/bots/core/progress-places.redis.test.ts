@@ -38,8 +38,8 @@ afterAll(async () => {
   await redis.quit();
 });
 
-it('a job waiting in a channel an admin paused says so (not its old place), and gets its place back on resume', async () => {
-  const scheduler = createFairScheduler(redis, config, queue);
+/** A started relay (instance A) whose port records what it shows, and the emitter that plays BullMQ's events. */
+function startRelay(): { events: EventEmitter; shown: JobProgress[]; relay: ProgressRelay } {
   const events = new EventEmitter();
   const shown: JobProgress[] = [];
   const port = { platform: 'discord', showProgress: async (_d: Destination, p: JobProgress) => void shown.push(p), deliver: async () => undefined } as unknown as PlatformPort;
@@ -48,6 +48,12 @@ it('a job waiting in a channel an admin paused says so (not its old place), and 
     instanceId: 'A', prefix, log: createLogger('test', 'silent'),
   });
   relay.start();
+  return { events, shown, relay };
+}
+
+it('a job waiting in a channel an admin paused says so (not its old place), and gets its place back on resume', async () => {
+  const scheduler = createFairScheduler(redis, config, queue);
+  const { events, shown, relay } = startRelay();
   try {
     // Channel A: a1, a2, a3; channel B: b1, b2. The scheduler alternates channels: a1, b1, a2, b2, a3.
     for (const [id, channel] of [['a1', 'A'], ['a2', 'A'], ['a3', 'A'], ['b1', 'B'], ['b2', 'B']] as const) {
@@ -75,14 +81,7 @@ it('a job waiting in a channel an admin paused says so (not its old place), and 
 });
 
 it('a running job whose worker was lost goes back in line: its status says its place again, not the last step for good', async () => {
-  const events = new EventEmitter();
-  const shown: JobProgress[] = [];
-  const port = { platform: 'discord', showProgress: async (_d: Destination, p: JobProgress) => void shown.push(p), deliver: async () => undefined } as unknown as PlatformPort;
-  const relay = new ProgressRelay({
-    queue, events: events as unknown as QueueEvents, redis, portFor: () => port, intervalMs: () => 20, ledger: new DeliveryLedger(redis, config),
-    instanceId: 'A', prefix, log: createLogger('test', 'silent'),
-  });
-  relay.start();
+  const { events, shown, relay } = startRelay();
   try {
     const ahead = `ahead-${randomUUID().slice(0, 8)}`;
     const lost = `lost-${randomUUID().slice(0, 8)}`;
@@ -104,14 +103,7 @@ it('a running job whose worker was lost goes back in line: its status says its p
 
 it('the first in line of a channel paused just before a worker took it (parked again) says the channel is paused', async () => {
   const scheduler = createFairScheduler(redis, config, queue);
-  const events = new EventEmitter();
-  const shown: JobProgress[] = [];
-  const port = { platform: 'discord', showProgress: async (_d: Destination, p: JobProgress) => void shown.push(p), deliver: async () => undefined } as unknown as PlatformPort;
-  const relay = new ProgressRelay({
-    queue, events: events as unknown as QueueEvents, redis, portFor: () => port, intervalMs: () => 20, ledger: new DeliveryLedger(redis, config),
-    instanceId: 'A', prefix, log: createLogger('test', 'silent'),
-  });
-  relay.start();
+  const { events, shown, relay } = startRelay();
   try {
     const head = `head-${randomUUID().slice(0, 8)}`;
     const channel = `P-${randomUUID().slice(0, 8)}`;
@@ -133,14 +125,7 @@ it('the first in line of a channel paused just before a worker took it (parked a
 
 it("a job of another channel that joins the line ahead (fair scheduling takes channels in turn) moves the place shown back at once", async () => {
   const scheduler = createFairScheduler(redis, config, queue);
-  const events = new EventEmitter();
-  const shown: JobProgress[] = [];
-  const port = { platform: 'discord', showProgress: async (_d: Destination, p: JobProgress) => void shown.push(p), deliver: async () => undefined } as unknown as PlatformPort;
-  const relay = new ProgressRelay({
-    queue, events: events as unknown as QueueEvents, redis, portFor: () => port, intervalMs: () => 20, ledger: new DeliveryLedger(redis, config),
-    instanceId: 'A', prefix, log: createLogger('test', 'silent'),
-  });
-  relay.start();
+  const { events, shown, relay } = startRelay();
   try {
     const tag = randomUUID().slice(0, 8);
     const [busy, idle] = [`busy-${tag}`, `idle-${tag}`];
