@@ -14,7 +14,9 @@
 //   U:budgets      hash  "<scope>|<id>" → GPU-seconds per day, set by admins at runtime (wins over usage.budgets); a
 //                        user's as "member|<platform>:<workspace>:<user>" (their server's only), over "user|…" if any
 //   U:inflight     hash  "<scope>|<id>" → estimated GPU-seconds of jobs admitted and not finished
-//   U:resv         hash  jobId → "estimate\nchannel\nuser\nworkspace\nadmittedAtMs"      (released exactly once)
+//   U:resv         hash  jobId → "estimate\nchannel\nuser\nworkspace\nadmittedAtMs[\nkind]"  (released exactly once;
+//                        "kind" when no measurement of its kind gave an estimate: admitLua lets one such job per kind
+//                        be in flight in a budgeted scope)
 //   U:est          hash  "<kind>|<options signature>" → seconds of one image (moving average) · "<kind>|unit" →
 //                        seconds per step of one image (an /ask is one "image")
 //   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
@@ -87,11 +89,17 @@ end
 
 /**
  * admit: KEYS day budgets inflight resv est · ARGV jobId · channel user workspace ids · default budgets c u w ·
- * signature · unit key · units · dayTtlSeconds · member id · images
+ * signature · unit key · units · dayTtlSeconds · member id · images · kind
  * → {1, estimate} admitted (or already admitted) · {0, scope 1|2|3, used, budget, estimate, in flight, ms until the day
- * ends} refused: `used` is what was measured today, `in flight` the estimates of its jobs queued or running (the two
- * that `budget show` lists), the day's end by Redis's clock. The estimate is the job's: the per-image estimate times
- * its images (what the reservation holds and fair scheduling weighs).
+ * ends, awaiting measurement 1|0} refused: `used` is what was measured today, `in flight` the estimates of its jobs
+ * queued or running (the two that `budget show` lists), the day's end by Redis's clock. The estimate is the job's: the
+ * per-image estimate times its images (what the reservation holds and fair scheduling weighs).
+ * A kind no measurement covers yet (neither its options nor its per-step average: the first after a fresh start, or a
+ * new kind) is estimated 0, and a budget cannot hold what it cannot estimate; so in a scope with a budget one such job
+ * of a kind may be in flight at a time (its reservation says so, `…\nkind`), and the next is refused with awaiting
+ * measurement 1 until it ends: a scope overruns by at most one job per kind before the first of that kind is measured
+ *. Checked after the budgets, so a scope that is spent
+ * says so; it reads every reservation, only while the kind has no estimate and some scope a budget.
  * A refusal is counted ("ref") in all three scopes and the member, as a rate limit's is (countLua).
  * The day key is computed here from Redis TIME (ARGV carries the key prefix), so every host shares one clock.
  */
@@ -99,14 +107,24 @@ export const admitLua = `${NOW}${RELEASE}
 local jobId = ARGV[1]
 local budgets, inflight, resv = KEYS[2], KEYS[3], KEYS[4]
 local day = KEYS[1] .. math.floor(now / 86400000)
+local kind = ARGV[14]
 local est = tonumber(redis.call('HGET', KEYS[5], ARGV[8]))
 if not est then
   local perUnit = tonumber(redis.call('HGET', KEYS[5], ARGV[9]))
-  est = perUnit and perUnit * tonumber(ARGV[10]) or 0
+  est = perUnit and perUnit * tonumber(ARGV[10])
 end
-est = est * tonumber(ARGV[13])
+local unmeasured = est == nil -- no request of this kind has been measured yet
+est = (est or 0) * tonumber(ARGV[13])
 if redis.call('HEXISTS', resv, jobId) == 1 then return {1, tostring(est)} end
 local scopes = {'channel', 'user', 'workspace'}
+local checked = {} -- per scope with a budget: {measured, in flight, budget}
+local function refuse(s, awaitingMeasurement)
+  for t = 1, 3 do redis.call('HINCRBY', day, 'ref|' .. scopes[t] .. '|' .. ARGV[1 + t], 1) end
+  redis.call('HINCRBY', day, 'ref|member|' .. ARGV[12], 1)
+  redis.call('EXPIRE', day, tonumber(ARGV[11]))
+  local c = checked[s]
+  return {0, s, tostring(c[1]), tostring(c[3]), tostring(est), tostring(c[2]), 86400000 - now % 86400000, awaitingMeasurement}
+end
 for s = 1, 3 do
   local f = scopes[s] .. '|' .. ARGV[1 + s]
   -- a user's budget set by an admin holds in their server or workspace only ("member|…"), over a platform-wide one
@@ -115,17 +133,28 @@ for s = 1, 3 do
   if budget > 0 then
     local measured = tonumber(redis.call('HGET', day, 'gs|' .. f)) or 0
     local flying = tonumber(redis.call('HGET', inflight, f)) or 0
+    checked[s] = {measured, flying, budget}
     local used = measured + flying
-    if used >= budget or used + est > budget then
-      for t = 1, 3 do redis.call('HINCRBY', day, 'ref|' .. scopes[t] .. '|' .. ARGV[1 + t], 1) end
-      redis.call('HINCRBY', day, 'ref|member|' .. ARGV[12], 1)
-      redis.call('EXPIRE', day, tonumber(ARGV[11]))
-      return {0, s, tostring(measured), tostring(budget), tostring(est), tostring(flying), 86400000 - now % 86400000}
+    if used >= budget or used + est > budget then return refuse(s, 0) end
+  end
+end
+-- Unmeasured, this job reserves 0: in a scope with a budget it may run only while no other job of its kind admitted
+-- unmeasured is in flight there (that job's run gives the estimate the next ones reserve).
+if unmeasured and next(checked) then
+  local held = redis.call('HGETALL', resv)
+  for i = 2, #held, 2 do
+    local parts = {}
+    for p in string.gmatch(held[i], '[^\\n]+') do table.insert(parts, p) end
+    if parts[6] == kind then
+      for s = 1, 3 do
+        if checked[s] and parts[s + 1] == ARGV[1 + s] then return refuse(s, 1) end
+      end
     end
   end
 end
 for s = 1, 3 do redis.call('HINCRBYFLOAT', inflight, scopes[s] .. '|' .. ARGV[1 + s], est) end
-redis.call('HSET', resv, jobId, est .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4] .. '\\n' .. now)
+local record = est .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4] .. '\\n' .. now
+redis.call('HSET', resv, jobId, unmeasured and (record .. '\\n' .. kind) or record)
 return {1, tostring(est)}
 `;
 
@@ -221,10 +250,12 @@ function defineCommands(redis: Redis): Redis & UsageCommands {
 /**
  * A refusal's numbers, in GPU-seconds: `used` measured today in the refusing scope, `inflight` the estimates of its jobs
  * queued or running, `estimate` this request's; `resetsInMs` until the UTC day ends by Redis's clock.
+ * `awaitingMeasurement`: the scope has room, but no request of this kind has been measured yet (estimate 0) and one
+ * such is queued or running there already; this one may come once that has ended (admitLua).
  */
 export type BudgetAdmission =
   | { admitted: true; estimate: number }
-  | { admitted: false; scope: Scope; used: number; budget: number; estimate: number; inflight: number; resetsInMs: number };
+  | { admitted: false; scope: Scope; used: number; budget: number; estimate: number; inflight: number; resetsInMs: number; awaitingMeasurement?: true };
 
 /** The largest fair-scheduling cost of one job, in units of usage.fairCostUnitMs. */
 export const MAX_COST_UNITS = 100_000;
@@ -237,7 +268,7 @@ export function budgetAdmission(res: readonly (number | string)[]): BudgetAdmiss
   if (Number(res[0]) === 1) return { admitted: true, estimate: Number(res[1]) };
   return {
     admitted: false, scope: SCOPES[Number(res[1]) - 1]!, used: Number(res[2]), budget: Number(res[3]), estimate: Number(res[4]),
-    inflight: Number(res[5]), resetsInMs: Number(res[6]),
+    inflight: Number(res[5]), resetsInMs: Number(res[6]), ...(Number(res[7]) === 1 ? { awaitingMeasurement: true as const } : {}),
   };
 }
 
@@ -287,7 +318,7 @@ export class Usage {
     const { sig, units, images } = costSignature(request);
     return {
       keys: [`${this.U}:d:`, `${this.U}:budgets`, `${this.U}:inflight`, `${this.U}:resv`, `${this.U}:est`],
-      args: [jobId, ids.channel, ids.user, ids.workspace, b.channel, b.user, b.workspace, sig, `${request.kind}|unit`, units, this.dayTtl, memberId(d), images],
+      args: [jobId, ids.channel, ids.user, ids.workspace, b.channel, b.user, b.workspace, sig, `${request.kind}|unit`, units, this.dayTtl, memberId(d), images, request.kind],
     };
   }
 
@@ -448,23 +479,29 @@ export type { Scope, ScopeIds };
 // ---- what the user reads --------------------------------------------------------------------------------
 
 const round = (n: number) => (n >= 10 ? Math.round(n) : Math.round(n * 10) / 10);
+/** "about 45", "about 0.3"; an estimate under 0.05 s is "less than 0.1", never "about 0". */
+const about = (seconds: number) => (round(seconds) > 0 ? `about ${round(seconds)}` : 'less than 0.1');
 
 /**
  * "This channel has used 300 of its 600 GPU-seconds today, and jobs queued or running need about 280 more; it resets at
  * 00:00 UTC, in 3 h 12 min. This request needs about 45." A request that alone needs more than the budget is told
- * so: no reset lets it pass.
+ * so: no reset lets it pass. A request whose cost is not known yet (estimate 0) is told nothing of what it needs; one
+ * refused while the first of its kind is being measured is told to send it again once that has finished.
  */
 export function budgetMessage(a: Extract<BudgetAdmission, { admitted: false }>, d: Destination): string {
   const place = workspaceSubject(d);
   const plural = a.scope === 'workspace' && place.plural;
+  const has = { channel: 'This channel has', user: 'You have', workspace: `${place.subject} ${plural ? 'have' : 'has'}` }[a.scope];
+  if (a.awaitingMeasurement) {
+    return `${has} a budget of ${round(a.budget)} GPU-seconds a day, and what a request of this kind costs is known only once one has run: the first is queued or running now. Please send yours again when it has finished.`;
+  }
   if (a.estimate > a.budget) {
     const whose = { channel: "this channel's", user: 'your', workspace: place.possessive }[a.scope];
     const advice = 'ask for fewer images or steps, or ask an admin for a larger budget';
-    return `This request needs about ${round(a.estimate)} GPU-seconds, more than ${whose} whole budget of ${round(a.budget)} a day; ${advice}.`;
+    return `This request needs ${about(a.estimate)} GPU-seconds, more than ${whose} whole budget of ${round(a.budget)} a day; ${advice}.`;
   }
-  const head = { channel: 'This channel has used', user: 'You have used', workspace: `${place.subject} ${plural ? 'have' : 'has'} used` }[a.scope];
   const its = a.scope === 'user' ? 'your' : plural ? 'their' : 'its';
   const queued = round(a.inflight) > 0 ? `, and jobs queued or running need about ${round(a.inflight)} more` : '';
-  const need = a.estimate > 0 ? ` This request needs about ${round(a.estimate)}.` : '';
-  return `${head} ${round(a.used)} of ${its} ${round(a.budget)} GPU-seconds today${queued}; it resets at 00:00 UTC, in ${durationPhrase(a.resetsInMs)}.${need}`;
+  const need = a.estimate > 0 ? ` This request needs ${about(a.estimate)}.` : '';
+  return `${has} used ${round(a.used)} of ${its} ${round(a.budget)} GPU-seconds today${queued}; it resets at 00:00 UTC, in ${durationPhrase(a.resetsInMs)}.${need}`;
 }

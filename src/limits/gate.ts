@@ -191,7 +191,10 @@ export function createGate(redis: Redis, config: Pick<Config, 'queue' | 'limits'
       if (Number(code) === 4) return { estimate: 0, joined: String(reply[1]), ...missed };
       if (Number(code) === 3) throwIfDenied(admissionOf(reply.map(Number)), d, cost); // a limit refused: always throws
       const b = budgetAdmission(reply);
-      if (!b.admitted) throw new UserError('rate_limited', budgetMessage(b, d), { context: { scope: b.scope, budget: b.budget, used: b.used, inflight: b.inflight } });
+      if (!b.admitted) {
+        const awaiting = b.awaitingMeasurement ? { awaitingMeasurement: true } : {};
+        throw new UserError('rate_limited', budgetMessage(b, d), { context: { scope: b.scope, budget: b.budget, used: b.used, inflight: b.inflight, ...awaiting } });
+      }
       admitted.set(jobId, Date.now());
       const reserved = await scheduler.reserved(reply.slice(2) as (string | number)[]);
       return { estimate: b.estimate, ...missed, ...(reserved ? { reserved } : {}) };

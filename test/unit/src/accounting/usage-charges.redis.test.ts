@@ -124,6 +124,28 @@ describe('what a refused user reads', () => {
     );
   });
 
+  it('never says a request "needs about 0": an unknown cost is not mentioned, a tiny one is "less than 0.1"', () => {
+    const refused = { admitted: false as const, scope: 'channel' as const, used: 600, inflight: 0, budget: 600, estimate: 0.04, resetsInMs: 30 * 60_000 };
+    expect(budgetMessage(refused, IN_SERVER)).toBe('This channel has used 600 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 30 min. This request needs less than 0.1.');
+    expect(budgetMessage({ ...refused, estimate: 0 }, IN_SERVER)).toBe('This channel has used 600 of its 600 GPU-seconds today; it resets at 00:00 UTC, in 30 min.');
+  });
+
+  it('tells a request that waits for the first of its kind to be measured to send it again once that has finished', async () => {
+    const usage = usageWith({ workspace: 600 });
+    expect((await usage.admit('first', dest(), imagine('first'))).admitted).toBe(true); // nothing measured yet: it reserves 0
+    const refused = await usage.admit('next', dest('c2', 'u2'), imagine('next', dest('c2', 'u2')));
+    if (refused.admitted) throw new Error('a second unmeasured request admitted');
+    expect(refused).toMatchObject({ scope: 'workspace', used: 0, inflight: 0, budget: 600, estimate: 0, awaitingMeasurement: true });
+    const waitText = (has: string) =>
+      `${has} a budget of 600 GPU-seconds a day, and what a request of this kind costs is known only once one has run: the first is queued or running now. Please send yours again when it has finished.`;
+    expect(budgetMessage(refused, IN_SERVER)).toBe(waitText('This server has'));
+    expect(budgetMessage(refused, IN_SLACK)).toBe(waitText('This workspace has'));
+    expect(budgetMessage(refused, IN_DM)).toBe(waitText('Direct messages with this bot have'));
+    expect(budgetMessage({ ...refused, scope: 'channel' }, IN_SERVER)).toBe(waitText('This channel has'));
+    expect(budgetMessage({ ...refused, scope: 'user' }, IN_SLACK)).toBe(waitText('You have'));
+    expect(budgetMessage(refused, IN_SERVER)).not.toMatch(/needs about 0/);
+  });
+
   it('says when the request alone needs more than the whole budget, rather than to come back after the reset', async () => {
     const usage = usageWith({ user: 30 });
     await usage.settle(imagine('seed'), ended(45), 1); // such a request needs about 45; the budget is 30 a day

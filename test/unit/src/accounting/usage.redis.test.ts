@@ -236,6 +236,72 @@ describe('admit, settle, release', () => {
   });
 });
 
+describe('a kind with no measurement yet, under a budget', () => {
+  it('with a budget of 100 s and nothing measured, eight requests at once: one runs to be measured, the others are told to wait (before: all eight, each reserving 0)', async () => {
+    const { usage } = usageWith({ budgets: { user: 100 } });
+    const sent = Array.from({ length: 8 }, (_, i) => imagine(`m${i}`, dest(`c${i}`)));
+    const answers = await Promise.all(sent.map((r) => usage.admit(r.id, r.destination, r)));
+    expect(answers.filter((a) => a.admitted)).toEqual([{ admitted: true, estimate: 0 }]);
+    const waiting = answers.filter((a) => !a.admitted);
+    expect(waiting).toHaveLength(7);
+    for (const a of waiting) expect(a).toEqual({ admitted: false, scope: 'user', used: 0, inflight: 0, budget: 100, estimate: 0, resetsInMs: expect.any(Number), awaitingMeasurement: true });
+    // Counted as refusals, as a budget's are.
+    expect(await redis.hget(usage.dayKey(await redisDay()), 'ref|user|discord:u1')).toBe('7');
+    const first = sent[answers.findIndex((a) => a.admitted)]!;
+
+    // Another kind has a first of its own; another user has their own budget.
+    expect(await usage.admit('q1', dest(), ask('q1'))).toEqual({ admitted: true, estimate: 0 });
+    expect(await usage.admit('o1', dest('c1', 'u2'), imagine('o1', dest('c1', 'u2')))).toEqual({ admitted: true, estimate: 0 });
+
+    // The first is measured (30 s): the next ones reserve 30 s each, and the budget holds as for any known kind.
+    expect(await usage.settle(first, took(30), 1)).toBe(true);
+    expect(await usage.admit('m8', dest(), imagine('m8'))).toEqual({ admitted: true, estimate: 30 });
+    expect(await usage.admit('m9', dest(), imagine('m9'))).toEqual({ admitted: true, estimate: 30 });
+    expect(await usage.admit('m10', dest(), imagine('m10'))).toMatchObject({ admitted: false, scope: 'user', used: 30, inflight: 60, estimate: 30 });
+  });
+
+  it('lets the next one in when the first ends without a measurement (failed, removed) or its job vanished (the sweep)', async () => {
+    const { usage, prefix } = usageWith({ budgets: { channel: 100 }, admitGraceMs: 5_000 });
+    const U = `${prefix}:{usage}`;
+    expect((await usage.admit('f1', dest(), imagine('f1'))).admitted).toBe(true);
+    // The reservation names the kind it is measuring (records without one, an older bot's, are not counted).
+    expect((await redis.hget(`${U}:resv`, 'f1'))!.split('\n')).toEqual(['0', 'discord:g1:c1', 'discord:u1', 'discord:g1', expect.any(String), 'imagine']);
+    expect(await usage.admit('f2', dest(), imagine('f2'))).toMatchObject({ admitted: false, scope: 'channel', awaitingMeasurement: true });
+    // Failed: charged, but no measurement of such a request; the next is admitted, still unmeasured.
+    await usage.settle(imagine('f1'), { status: 'failed', timingsMs: {} }, 2_000);
+    expect(await usage.admit('f2', dest(), imagine('f2'))).toEqual({ admitted: true, estimate: 0 });
+    expect(await usage.release('f2')).toBe(true); // removed before it ran
+    expect(await usage.admit('f3', dest(), imagine('f3'))).toEqual({ admitted: true, estimate: 0 });
+    // f3's job never arrived and the grace has passed: the sweep frees its turn too.
+    const fields = (await redis.hget(`${U}:resv`, 'f3'))!.split('\n');
+    fields[4] = String((await redisNowMs()) - 6_000);
+    await redis.hset(`${U}:resv`, 'f3', fields.join('\n'));
+    expect(await usage.sweep()).toBe(1);
+    expect(await usage.admit('f4', dest(), imagine('f4'))).toEqual({ admitted: true, estimate: 0 });
+    // A request already admitted is admitted again (a duplicate), not refused by its own turn.
+    expect(await usage.admit('f4', dest(), imagine('f4'))).toEqual({ admitted: true, estimate: 0 });
+  });
+
+  it('holds only in scopes with a budget, and a spent budget is named before the wait', async () => {
+    // No budget anywhere: as before, every unmeasured request is admitted.
+    const { usage: open } = usageWith();
+    for (const id of ['a1', 'a2', 'a3']) expect(await open.admit(id, dest(), imagine(id))).toEqual({ admitted: true, estimate: 0 });
+    // A channel budget holds that channel only; a workspace budget holds all its channels.
+    const { usage: perChannel } = usageWith({ budgets: { channel: 100 } });
+    expect((await perChannel.admit('b1', dest('c1'), imagine('b1', dest('c1')))).admitted).toBe(true);
+    expect((await perChannel.admit('b2', dest('c2'), imagine('b2', dest('c2')))).admitted).toBe(true);
+    const { usage: perWorkspace } = usageWith({ budgets: { workspace: 100 } });
+    expect((await perWorkspace.admit('w1', dest('c1'), imagine('w1', dest('c1')))).admitted).toBe(true);
+    expect(await perWorkspace.admit('w2', dest('c2', 'u2'), imagine('w2', dest('c2', 'u2')))).toMatchObject({ admitted: false, scope: 'workspace', awaitingMeasurement: true });
+    // Spent: the refusal says so (with when it resets), not to wait for a measurement.
+    const { usage: spent } = usageWith({ budgets: { channel: 10 } });
+    await spent.settle(ask('seed'), took(10), 1); // 10 s used today; /imagine still unmeasured
+    const refused = await spent.admit('s1', dest(), imagine('s1'));
+    expect(refused).toMatchObject({ admitted: false, scope: 'channel', used: 10, estimate: 0 });
+    expect(refused).not.toHaveProperty('awaitingMeasurement');
+  });
+});
+
 describe('Usage on a connection of its own', () => {
   // The commands are defined by the first Usage of each connection, so this test (not an earlier one) is where a
   // misnamed command shows: Stryker's per-test coverage credits the definitions to that Usage's test only.

@@ -213,6 +213,7 @@ describe('gate', () => {
       expect((await gate.limiter.usage('user', 'discord:bu', rate)).tokens).toBe(1); // two images, two tokens
       await gate.admit('g2', bu, ask); // an ask counts one
       expect((await gate.limiter.usage('user', 'discord:bu', rate)).tokens).toBe(0);
+      await gate.usage.release('g1'); // g1 ended unmeasured: g3 is not held back as a second unmeasured /imagine
       const limited = await gate.admit('g3', bu, imagine('g3', bu)).catch((e: unknown) => e);
       expect(isUserError(limited) && limited.code).toBe('rate_limited');
       expect(isUserError(limited) && limited.context).toMatchObject({ scope: 'user', kind: 'rate' }); // the limit's refusal, not a budget's
@@ -238,6 +239,39 @@ describe('gate', () => {
     } finally {
       gate.stop();
       await queue.close();
+    }
+  });
+
+  it('with a 100 s budget and nothing measured, N requests at once: one is admitted (cost 1 unit, as its estimate 0), the others told to wait and take no token', async () => {
+    const own = `${prefix}:u`; // its own estimates: no kind measured
+    const rate: LimitSpec = { ...open, requestsPerWindow: 100, burst: 100 };
+    const { gate, close } = budgetedGate(rate, own);
+    const at = (channelId: string): Destination => ({ ...d, channelId, userId: 'wu' });
+    const request = (id: string, dest: Destination): JobRequest => ({ v: CONTRACT_VERSION, id, destination: dest, submittedAt: 1, kind: 'imagine', prompt: 'a wren', options: { seed: 1, ditSteps: 4, decoderSteps: 4, guidance: 4, aspect: '1:1' } });
+    try {
+      const ids = Array.from({ length: 6 }, (_, i) => `w${i}`);
+      const outcomes = await Promise.all(ids.map((id) => gate.admit(id, at(`idle-${id}`), request(id, at(`idle-${id}`))).catch((e: unknown) => e)));
+      const admitted = outcomes.filter((o) => !isUserError(o));
+      expect(admitted).toEqual([{ estimate: 0, reserved: { priority: 1, place: { state: 'queued', position: 1 } } }]);
+      const first = ids[outcomes.findIndex((o) => !isUserError(o))]!;
+      expect(await redis.hget(`${own}:sched:jobs`, first)).toMatch(/\n1$/); // weighed by its estimate 0: the least, 1 unit
+      const waiting = outcomes.filter(isUserError);
+      expect(waiting).toHaveLength(5);
+      for (const e of waiting) {
+        expect(e.code).toBe('rate_limited');
+        expect(e.message).toBe(
+          'You have a budget of 100 GPU-seconds a day, and what a request of this kind costs is known only once one has run: the first is queued or running now. Please send yours again when it has finished.',
+        );
+        expect(e.context).toEqual({ scope: 'user', budget: 100, used: 0, inflight: 0, awaitingMeasurement: true });
+      }
+      expect((await gate.limiter.usage('user', 'discord:wu', rate)).tokens).toBe(99); // only the admitted one took a token
+      // Measured at 20 s: the next ones reserve 20 s each, so 100 s admits five in flight, not one more.
+      await gate.usage.settle(request(first, at(`idle-${first}`)), { status: 'succeeded', timingsMs: { features: 20_000 } }, 20_000);
+      for (const id of ['x1', 'x2', 'x3', 'x4']) expect((await gate.admit(id, at('busy'), request(id, at('busy')))).estimate).toBe(20);
+      const over = await gate.admit('x5', at('busy'), request('x5', at('busy'))).catch((e: unknown) => e);
+      expect((over as Error).message).toMatch(/^You have used 20 of your 100 GPU-seconds today, and jobs queued or running need about 80 more; .* This request needs about 20\.$/);
+    } finally {
+      await close();
     }
   });
 
