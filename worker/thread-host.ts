@@ -2,10 +2,13 @@
 // the pipeline once and stays warm. `run()` borrows room on a thread and enforces the job's end conditions:
 //   - cancel:  the caller's AbortSignal fires → the thread is told to abort that run → AppError('cancelled')
 //   - timeout: jobTimeoutMs passes             → the thread is told to abort that run → AppError('timeout')
+//     (counted from when the run first has room in a thread; a run placed again below gets only what is left)
 //   - a thread that has not stopped a run abortGraceMs after its abort is terminated and a fresh one is started,
 //     so a stuck native call cannot hold a slot forever; its other runs (batched with it, or joined during the
 //     grace) are run again, from the start, on the fresh thread or another one: not failed, since a failure costs
-//     their jobs a BullMQ attempt (worker/processor.ts rethrows it) for another job's fault;
+//     their jobs a BullMQ attempt (worker/processor.ts rethrows it) for another job's fault. A run placed again keeps
+//     the deadline its first placement set, its wait for room again included: its job's lock, budget reservation and
+//     user are held all that time, and before 2026-12 each placement had the whole limit again;
 //   - a thread that exits on its own (crash) is replaced, also when it held no run. A run it held alone fails with a
 //     retryable AppError('internal'), so its job is retried (one attempt), on this worker's fresh thread or
 //     elsewhere. The runs of a batch are each run again alone instead: which one crashed the thread is unknown, and
@@ -53,6 +56,8 @@ export interface ThreadHostOptions {
 
 export interface RunOptions {
   signal: AbortSignal;
+  /** The run's time limit (queue.jobTimeoutMs), from when it first has room in a thread: a deadline for it whole, a
+   *  run again on another thread included (ThreadHost's header). */
   timeoutMs: number;
   onProgress(report: ProgressReport): void;
   /** The job's fair-share clock: while the run shares its thread with others, its time counts 1/n (GPU-seconds). */
@@ -116,9 +121,13 @@ interface Slot {
  */
 type Placement = 'new' | 'again' | 'alone';
 
-/** Thrown inside the host when a run's thread went down through no fault of the run known: it is placed again. */
+/** Thrown inside the host when a run's thread went down through no fault of the run known: it is placed again.
+ *  `deadline`: when its time limit ends (epoch ms), set as it first had room in a thread. */
 class RunAgain {
-  constructor(readonly placement: 'again' | 'alone') {}
+  constructor(
+    readonly placement: 'again' | 'alone',
+    readonly deadline: number,
+  ) {}
 }
 
 interface Waiter {
@@ -274,39 +283,46 @@ export class ThreadHost {
   /**
    * Room for a run of `stage`, in strict arrival order. A run cancelled while it waits leaves the line at once (a
    * user's Cancel must not wait for the runs ahead of it to finish), and those behind it may then fit. A run placed
-   * again had room before: it goes ahead of the runs that never had, behind those placed again before it.
+   * again had room before: it goes ahead of the runs that never had, behind those placed again before it, and leaves
+   * the line with `expiry.timedOut()` when its deadline `expiry.at` (epoch ms) passes first.
    */
-  private acquire(stage: Stage, signal: AbortSignal, placement: Placement): Promise<Slot> {
+  private acquire(stage: Stage, signal: AbortSignal, placement: Placement, expiry?: { at: number; timedOut: () => AppError }): Promise<Slot> {
     // Stryker disable next-line ConditionalExpression: without it the run would be stopped as soon as it has room (run() checks the signal too); it only takes no room
     if (signal.aborted) return Promise.reject(new AppError('cancelled', 'Cancelled.'));
     const ahead = placement === 'new' ? this.waiters.length : this.waiters.filter((w) => w.placement !== 'new').length;
     const slot = ahead === 0 ? this.fit(stage, placement) : undefined;
     if (slot) return Promise.resolve(this.take(slot, stage, placement));
     return new Promise((resolve, reject) => {
-      const leave = () => {
+      const leave = (why: AppError) => {
         const at = this.waiters.indexOf(waiter);
         // Stryker disable next-line ConditionalExpression: defensive, grant() and fail() remove this listener before a waiter leaves the line
         if (at < 0) return; // granted or failed already
         this.waiters.splice(at, 1);
-        reject(new AppError('cancelled', 'Cancelled.'));
+        stopWaiting();
+        reject(why);
         this.pump();
+      };
+      const onAbort = () => leave(new AppError('cancelled', 'Cancelled.'));
+      const expires = expiry && setTimeout(() => leave(expiry.timedOut()), expiry.at - Date.now());
+      const stopWaiting = () => {
+        // Stryker disable next-line StringLiteral: equivalent, leave() does nothing once the waiter is out of the line
+        signal.removeEventListener('abort', onAbort);
+        clearTimeout(expires);
       };
       const waiter: Waiter = {
         stage,
         placement,
         grant: (granted) => {
-          // Stryker disable next-line StringLiteral: equivalent, leave() does nothing once the waiter is out of the line
-          signal.removeEventListener('abort', leave);
+          stopWaiting();
           resolve(granted);
         },
         fail: (e) => {
-          // Stryker disable next-line StringLiteral: equivalent, leave() does nothing once the waiter is out of the line
-          signal.removeEventListener('abort', leave);
+          stopWaiting();
           reject(e);
         },
       };
       // Stryker disable next-line ObjectLiteral,BooleanLiteral: equivalent, a signal aborts once
-      signal.addEventListener('abort', leave, { once: true });
+      signal.addEventListener('abort', onAbort, { once: true });
       this.waiters.splice(ahead, 0, waiter);
     });
   }
@@ -373,28 +389,38 @@ export class ThreadHost {
   private async run(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions): Promise<unknown> {
     // Ends: the run's own outcome, or a failure that is its own. A run placed alone is never placed again (a crash is
     // then its own), and one placed again for a stuck companion only once per other run that gets stuck: no loop.
+    // Each placement after the first has only what is left of the first's deadline.
+    let deadline: number | undefined;
     for (let placement: Placement = 'new'; ; ) {
       try {
-        return await this.runOnce(kind, request, run, placement);
+        return await this.runOnce(kind, request, run, placement, deadline);
       } catch (e) {
         if (!(e instanceof RunAgain)) throw e;
         placement = e.placement;
+        deadline = e.deadline;
       }
     }
   }
 
-  /** One placement of a run on a thread; each placement has the run's whole time limit, as a retried job would. */
-  private async runOnce(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions, placement: Placement): Promise<unknown> {
+  /**
+   * One placement of a run on a thread. `deadline` (epoch ms): undefined for the first, whose time limit starts when it
+   * has room (a wait for a first room is a wait in the queue: a job must not time out for the jobs ahead of it); then
+   * the first's, for the wait for room again too. A BullMQ retry of the job is a new run, with a whole limit again.
+   */
+  private async runOnce(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions, placement: Placement, deadline: number | undefined): Promise<unknown> {
     if (this.closed) throw new AppError('internal', 'the worker is shutting down');
+    // The words say the whole limit, however much of it the last placement had.
+    const timedOut = () => new AppError('timeout', `This took longer than ${formatDuration(run.timeoutMs)} and was stopped.`);
     const meter = run.meter;
     meter?.waitForRoom();
     let slot: Slot;
     try {
-      slot = await this.acquire(stageOf(kind), run.signal, placement);
+      slot = await this.acquire(stageOf(kind), run.signal, placement, deadline === undefined ? undefined : { at: deadline, timedOut });
     } catch (e) {
-      meter?.share(1); // no room given (cancelled, or closing): back outside the thread
+      meter?.share(1); // no room given (cancelled, timed out, or closing): back outside the thread
       throw e;
     }
+    const ends = deadline ?? Date.now() + run.timeoutMs;
     if (meter) {
       slot.meters.add(meter);
       // every run's share changes when one joins (runs without a meter still count in `active`)
@@ -405,6 +431,8 @@ export class ThreadHost {
     const thread = slot.thread;
     let needsRespawn = false;
     try {
+      // room given as the deadline passed (its expiry timer not run yet): not posted, for a stop at once
+      if (Date.now() >= ends) throw timedOut();
       return await new Promise<unknown>((resolve, reject) => {
         let stopReason: AppError | undefined;
         let graceTimer: NodeJS.Timeout | undefined;
@@ -420,10 +448,7 @@ export class ThreadHost {
           }, this.options.abortGraceMs);
         };
         const onAbort = () => stop(new AppError('cancelled', 'Cancelled.'));
-        const timeout = setTimeout(
-          () => stop(new AppError('timeout', `This took longer than ${formatDuration(run.timeoutMs)} and was stopped.`)),
-          run.timeoutMs,
-        );
+        const timeout = setTimeout(() => stop(timedOut()), ends - Date.now());
         const onMessage = (msg: FromThread) => {
           if (!('runId' in msg) || msg.runId !== runId) return;
           if (msg.type === 'progress') {
@@ -439,15 +464,15 @@ export class ThreadHost {
         const blame = (crash: AppError): AppError | RunAgain => {
           if (stopReason) return stopReason;
           if (this.closed) return crash; // close() terminated it: retryable, the job goes back to the queue
-          if (this.terminatedForStuckRun.has(thread)) return new RunAgain('again');
+          if (this.terminatedForStuckRun.has(thread)) return new RunAgain('again', ends);
           // which run of a batch crashed it is unknown: each runs again alone, where a crash is its own
-          if (placement !== 'alone' && slot.active > 1) return new RunAgain('alone');
+          if (placement !== 'alone' && slot.active > 1) return new RunAgain('alone', ends);
           return crash;
         };
         const wentDown = (crash: AppError) => {
           needsRespawn = true;
           const why = blame(crash);
-          if (why instanceof RunAgain) this.options.log.warn({ runId, placement: why.placement }, 'model thread went down under a run not to blame; running it again');
+          if (why instanceof RunAgain) this.options.log.warn({ runId, placement: why.placement, leftMs: ends - Date.now() }, 'model thread went down under a run not to blame; running it again');
           finish(() => reject(why));
         };
         const onExit = (code: number) => wentDown(new AppError('internal', `the model thread exited (code ${code}) during the job`));
