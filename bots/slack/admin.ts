@@ -1,5 +1,5 @@
 // `/blip3o-admin …` → the core's admin commands (bots/core/commands/limits.ts, queue.ts). Who is an admin is
-// Slack's answer: users.info is_admin or is_owner (checked by the handler, enforced by the core).
+// Slack's answer, users.info read by adminOfWorkspace below (checked by the handler, enforced by the core).
 //   /blip3o-admin limits [show]                         this channel's limits and usage
 //   /blip3o-admin limits set requests=5 window=60 burst=5 concurrent=2   (window also as 10m, 2h, 1d)
 //   /blip3o-admin limits reset
@@ -7,9 +7,36 @@
 //   /blip3o-admin checks [show] | set alt=on match=on threshold=0.7 rerolls=2 moderation=on nudity=0.9 | reset
 //   /blip3o-admin budget [show [@user]] | set <GPU-seconds> [channel|workspace|@user] | reset [channel|workspace|@user]
 //   /blip3o-admin usage [days]
+import type { UsersInfoResponse } from '@slack/web-api';
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
 import { parseDuration } from '../core/settings.ts';
+
+/** The workspace a command, event or button came from: its team id, and its Enterprise Grid org's (none outside Grid). */
+export interface SlackWorkspace {
+  teamId: string;
+  enterpriseId?: string;
+}
+
+/**
+ * Whether users.info's `user` is an admin of `where`. Fields: api.slack.com/types/user; who is external:
+ * api.slack.com/apis/channels-between-orgs#external ("the team associated with the user is not the installing team").
+ * Counted:
+ *   - `is_admin` / `is_owner`: an Admin or Owner "of the current workspace" (the bot token's). Taken from a user of this
+ *     workspace (`team_id`) or of its org only: a Slack Connect member of another organisation has their own team_id
+ *     (and org), and is no admin here whatever they are there (until 2026-12-07 they were, on these two flags alone).
+ *   - `enterprise_user.is_admin` / `is_owner`: an Org Admin or Owner of the Grid org `enterprise_user.enterprise_id`,
+ *     who administers every workspace of the org, mostly without a role in it (until 2026-12-07 refused). Only where
+ *     that org is the one the request came from (`where.enterpriseId`, named by Slack's payload).
+ * A Primary Owner is an Owner too (is_owner), at both levels. Without an answer (`undefined`): nobody.
+ */
+export function adminOfWorkspace(user: UsersInfoResponse['user'], where: SlackWorkspace): boolean {
+  if (!user) return false;
+  const org = user.enterprise_user;
+  const ofThisOrg = where.enterpriseId !== undefined && org?.enterprise_id === where.enterpriseId;
+  const ofThisWorkspace = user.team_id === where.teamId || ofThisOrg;
+  return (ofThisWorkspace && Boolean(user.is_admin || user.is_owner)) || (ofThisOrg && Boolean(org?.is_admin || org?.is_owner));
+}
 
 export const ADMIN_USAGE = [
   'Usage:',

@@ -18,7 +18,7 @@ import { thrownUnsent, type CommandInput, type Reply } from '../core/port.ts';
 import { STARTED_TEXT, type Core } from '../core/submit.ts';
 import { ACTION, AskTarget, OUR_ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, isKnownAction, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, messageWith, stripMention } from './conversation.ts';
-import { parseAdmin } from './admin.ts';
+import { adminOfWorkspace, parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
 import { SETTINGS_COMMAND, SettingsTarget, VIEW_SETTINGS, parseSettingsText, settingsFromView, settingsModal } from './settings.ts';
@@ -41,6 +41,8 @@ export interface HandlerDeps {
 interface Origin {
   client: WebClient;
   teamId: string;
+  /** The Enterprise Grid org of that workspace, as Bolt reads it from the payload (context.enterpriseId); none outside Grid. */
+  enterpriseId?: string;
   channelId: string;
   userId: string;
   /** The thread to work in; undefined = a new top-level status message becomes the thread. */
@@ -65,21 +67,28 @@ export function registerHandlers(deps: HandlerDeps): void {
   const downloadPolicy = { allowedHosts: config.slack.downloadHosts, maxBytes: config.slack.maxFileBytes };
   // Stryker disable next-line StringLiteral: equivalent, any text that is no URL gets the same "no usable download link"
   const slackFileRef = (f: ThreadFile) => ({ url: f.url_private_download ?? f.url_private ?? '', name: f.name, mimetype: f.mimetype, size: f.size });
-  /** Users found not to be admins, and when: only that is remembered, so an admin who is demoted is refused at once. */
+  /**
+   * Users found not to be admins of a workspace, and when: only that is remembered, so an admin who is demoted is
+   * refused at once. Per workspace and user: the same answer of users.info makes an admin of one workspace and not of
+   * another (bots/slack/admin.ts adminOfWorkspace).
+   */
   const notAdmins = new Map<string, number>();
 
-  async function isAdmin(client: WebClient, userId: string): Promise<boolean> {
-    const at = notAdmins.get(userId);
+  /** Whether the asker is an admin of the workspace they asked in: a workspace Admin or Owner, or an Org Admin or Owner of its Grid org. */
+  async function isAdmin(origin: Origin): Promise<boolean> {
+    const { userId } = origin;
+    const key = `${origin.teamId} ${userId}`;
+    const at = notAdmins.get(key);
     // Stryker disable next-line ConditionalExpression,EqualityOperator: the cache's 5 minutes, not a test's time
     if (at !== undefined && Date.now() - at < ADMIN_CACHE_MS) return false;
     // Without an answer (missing users:read scope, user gone) nobody is an admin: only admin-only commands suffer.
-    const res = await client.users.info({ user: userId }).catch((e: unknown) => {
+    const res = await origin.client.users.info({ user: userId }).catch((e: unknown) => {
       log.warn({ userId, err: (e as Error).message }, 'users.info failed; treating the user as not an admin');
       return undefined;
     });
-    const value = Boolean(res?.user?.is_admin || res?.user?.is_owner);
-    if (value) notAdmins.delete(userId);
-    else notAdmins.set(userId, Date.now());
+    const value = adminOfWorkspace(res?.user, origin);
+    if (value) notAdmins.delete(key);
+    else notAdmins.set(key, Date.now());
     return value;
   }
 
@@ -130,7 +139,7 @@ export function registerHandlers(deps: HandlerDeps): void {
         ...(dmChannelId ? { private: true, dmChannelId } : {}),
       };
       if (dmChannelId && !origin.dmChannelId) await origin.tellPrivately('Private results are on here: I am working on it in our direct messages.');
-      const reply = await core.handle({ input, destination, dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
+      const reply = await core.handle({ input, destination, dedupeKey, isAdmin: await isAdmin(origin) });
       await showReply(origin, reply, destination);
       // Stryker disable next-line BlockStatement: memory, the guard is for deliveries in flight; a later one finds the job
     } finally {
@@ -162,7 +171,7 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   /** Buttons and cancel: no status message of their own unless they start a job. */
   async function simpleCommand(origin: Origin, input: CommandInput, dedupeKey: string): Promise<void> {
-    const reply = await core.handle({ input, destination: destinationOf(origin), dedupeKey, isAdmin: await isAdmin(origin.client, origin.userId) });
+    const reply = await core.handle({ input, destination: destinationOf(origin), dedupeKey, isAdmin: await isAdmin(origin) });
     const image = reply.kind === 'text' ? reply.image : undefined;
     if (image) {
       // Ephemeral messages cannot carry files: the picture (the usage chart) goes to the bot's DM with the asker. The
@@ -276,7 +285,7 @@ export function registerHandlers(deps: HandlerDeps): void {
   // ---- slash commands: parse before the ack (bad options are the ack's ephemeral answer), then work ----------
 
   function slashCommand<I extends CommandInput>(name: string, parse: (text: string) => I, run: (origin: Origin, input: I, dedupeKey: string) => Promise<void>): void {
-    app.command(name, async ({ command, ack, respond, client }) => {
+    app.command(name, async ({ command, ack, respond, client, context }) => {
       let input: I;
       try {
         input = parse(command.text);
@@ -289,6 +298,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       const origin: Origin = {
         client,
         teamId: command.team_id,
+        enterpriseId: context.enterpriseId,
         channelId: command.channel_id,
         userId: command.user_id,
         responseUrl: command.response_url,
@@ -299,12 +309,12 @@ export function registerHandlers(deps: HandlerDeps): void {
   }
 
   slashCommand('/imagine', (text) => parseImagine(readSlackText(text), config.generation), (origin, input, dedupeKey) => startJob(origin, input, dedupeKey, input.prompt));
-  // workspace admins and owners (checked by the core through Invocation.isAdmin)
+  // admins of the workspace (isAdmin: its Admins and Owners, its Grid org's; checked by the core through Invocation.isAdmin)
   slashCommand('/blip3o-admin', parseAdmin, simpleCommand);
 
   // ---- /blip3o-settings: saved defaults in a modal (bots/slack/settings.ts) ---------------------------------
 
-  app.command('/blip3o-settings', async ({ command, ack, respond, client }) => {
+  app.command('/blip3o-settings', async ({ command, ack, respond, client, context }) => {
     let parsed: ReturnType<typeof parseSettingsText>;
     try {
       parsed = parseSettingsText(command.text);
@@ -314,14 +324,14 @@ export function registerHandlers(deps: HandlerDeps): void {
     }
     await ack();
     const origin: Origin = {
-      client, teamId: command.team_id, channelId: command.channel_id, userId: command.user_id, responseUrl: command.response_url,
+      client, teamId: command.team_id, enterpriseId: context.enterpriseId, channelId: command.channel_id, userId: command.user_id, responseUrl: command.response_url,
       tellPrivately: viaResponseUrl((text) => respond({ response_type: 'ephemeral', text }), command.channel_id, command.user_id),
     };
     await guarded(origin, SETTINGS_COMMAND, async () => {
       const { scope, reset } = parsed;
       // Stryker disable next-line StringLiteral: equivalent, a settings command makes no job: its key names none
       if (reset) return simpleCommand(origin, { command: 'settings', scope, action: 'reset' }, `cmd:${command.trigger_id}`);
-      if (scope === 'channel' && !(await isAdmin(client, origin.userId))) return origin.tellPrivately("Only workspace admins can change this channel's defaults.");
+      if (scope === 'channel' && !(await isAdmin(origin))) return origin.tellPrivately("Only workspace admins can change this channel's defaults.");
       const { values: now, version } = await core.settings.read(scope, destinationOf(origin));
       const target: SettingsTarget = { scope, teamId: origin.teamId, channelId: origin.channelId, version };
       try {
@@ -335,7 +345,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     });
   });
 
-  app.view(VIEW_SETTINGS, async ({ ack, view, body, client }) => {
+  app.view(VIEW_SETTINGS, async ({ ack, view, body, client, context }) => {
     // Written by settingsModal and handed back by Slack: parsed again. The core checks who may change what.
     const target = parseMetadata(SettingsTarget, view.private_metadata);
     if (!target) return void (await ack(), log.warn({ view: view.id }, 'settings modal with unreadable metadata ignored'));
@@ -343,7 +353,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     if ('errors' in parsed) return void (await ack({ response_action: 'errors', errors: parsed.errors }));
     await ack();
     const user = body.user.id;
-    const origin: Origin = { client, teamId: target.teamId, channelId: target.channelId, userId: user, tellPrivately: ephemeralTo(target.channelId, user) };
+    const origin: Origin = { client, teamId: target.teamId, enterpriseId: context.enterpriseId, channelId: target.channelId, userId: user, tellPrivately: ephemeralTo(target.channelId, user) };
     // Stryker disable next-line StringLiteral: equivalent, a settings command makes no job: its key names none
     const dedupeKey = `view:${view.id}`;
     await guarded(origin, 'settings modal', () => simpleCommand(origin, parsed.input, dedupeKey));
@@ -351,13 +361,13 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   // ---- @mention with a question -----------------------------------------------------------------------
 
-  app.event('app_mention', async ({ event, client, body }) => {
+  app.event('app_mention', async ({ event, client, body, context }) => {
     const threadTs = event.thread_ts ?? event.ts;
     // Stryker disable next-line StringLiteral: Slack's app_mention always has the team and the user; '' only types it
     const teamId = (body as { team_id?: string }).team_id ?? event.team ?? '';
     // Stryker disable next-line StringLiteral: as above
     const user = event.user ?? '';
-    const origin: Origin = { client, teamId, channelId: event.channel, userId: user, threadTs, tellPrivately: onceFor(`msg:${event.channel}:${event.ts}`, ephemeralTo(event.channel, user, threadTs)) };
+    const origin: Origin = { client, teamId, enterpriseId: context.enterpriseId, channelId: event.channel, userId: user, threadTs, tellPrivately: onceFor(`msg:${event.channel}:${event.ts}`, ephemeralTo(event.channel, user, threadTs)) };
     await guarded(origin, 'app_mention', async () => {
       const question = stripMention(event.text, deps.botUserId);
       const thread = event.thread_ts ? await deps.port.thread(event.channel, event.thread_ts) : [];
@@ -381,13 +391,13 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   // ---- message shortcut: "Ask about this image" ----------------------------------------------------------
 
-  app.shortcut({ callback_id: SHORTCUT_ASK, type: 'message_action' }, async ({ shortcut, ack, client }) => {
+  app.shortcut({ callback_id: SHORTCUT_ASK, type: 'message_action' }, async ({ shortcut, ack, client, context }) => {
     await ack();
     const channel = shortcut.channel.id;
     const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
     const user = shortcut.user.id;
     // Stryker disable next-line StringLiteral: a shortcut always has its team; '' only types it
-    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', channelId: channel, userId: user, threadTs: message.thread_ts, tellPrivately: ephemeralTo(channel, user, message.thread_ts) };
+    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs: message.thread_ts, tellPrivately: ephemeralTo(channel, user, message.thread_ts) };
     // Guarded: a window Slack would not open (a 5xx, the trigger expired) left the user with nothing (found by an audit, 2026-12-07)
     await guarded(origin, 'ask shortcut window', async () => {
       const file = firstFile(message.files);
@@ -399,14 +409,14 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   // ---- message shortcut: "Describe this image" → four prompts, each with "Imagine this" ----------------------
 
-  app.shortcut({ callback_id: SHORTCUT_DESCRIBE, type: 'message_action' }, async ({ shortcut, ack, client }) => {
+  app.shortcut({ callback_id: SHORTCUT_DESCRIBE, type: 'message_action' }, async ({ shortcut, ack, client, context }) => {
     await ack();
     const channel = shortcut.channel.id;
     const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
     const user = shortcut.user.id;
     const threadTs = message.thread_ts ?? message.ts;
     // Stryker disable next-line StringLiteral: a shortcut always has its team; '' only types it
-    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
+    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
     await guarded(origin, 'describe shortcut', async () => {
       const file = firstFile(message.files);
       if (!file) return void (await origin.tellPrivately('That message has no image to describe.'));
@@ -415,7 +425,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     });
   });
 
-  app.view(VIEW_ASK, async ({ ack, view, body, client }) => {
+  app.view(VIEW_ASK, async ({ ack, view, body, client, context }) => {
     await ack();
     // Written by askModal and handed back by Slack: parsed again.
     const meta = parseMetadata(AskTarget, view.private_metadata);
@@ -423,15 +433,16 @@ export function registerHandlers(deps: HandlerDeps): void {
     const question = String(view.state.values.question?.value?.value ?? '').trim();
     const user = body.user.id;
     // Stryker disable next-line StringLiteral: a view submission always has its team; '' only types it
-    const origin: Origin = { client, teamId: body.team?.id ?? '', channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
+    const origin: Origin = { client, teamId: body.team?.id ?? '', enterpriseId: context.enterpriseId, channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
     await guarded(origin, 'ask shortcut', () => startJob(origin, { command: 'ask', question, image: imageRef(meta.f), history: [] }, `view:${view.id}`, question));
   });
 
   // ---- buttons ---------------------------------------------------------------------------------------------
 
-  const buttonOrigin = (body: ButtonBody, client: WebClient, respond: (m: { response_type: 'ephemeral'; replace_original: false; text: string }) => Promise<unknown>): Origin => ({
+  const buttonOrigin = (body: ButtonBody, client: WebClient, respond: (m: { response_type: 'ephemeral'; replace_original: false; text: string }) => Promise<unknown>, enterpriseId: string | undefined): Origin => ({
     client,
     teamId: teamOf(body),
+    enterpriseId,
     channelId: body.container.channel_id,
     userId: body.user.id,
     threadTs: body.container.thread_ts ?? body.container.message_ts,
@@ -439,18 +450,18 @@ export function registerHandlers(deps: HandlerDeps): void {
     tellPrivately: viaResponseUrl((text) => respond({ response_type: 'ephemeral', replace_original: false, text }), body.container.channel_id, body.user.id, body.container.thread_ts ?? body.container.message_ts),
   });
 
-  app.action(ACTION.reroll, async ({ ack, body, action, client, respond }) => {
+  app.action(ACTION.reroll, async ({ ack, body, action, client, respond, context }) => {
     await ack();
     const b = body as unknown as ButtonBody;
-    const origin = buttonOrigin(b, client, respond);
+    const origin = buttonOrigin(b, client, respond, context.enterpriseId);
     const jobId = (action as { value: string }).value;
     await guarded(origin, 're-roll', async () => startJob(await fromResultOf(origin, jobId), { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId))?.text ?? 'Re-roll'));
   });
 
-  app.action({ action_id: VARY_ACTION }, async ({ ack, body, action, client, respond }) => {
+  app.action({ action_id: VARY_ACTION }, async ({ ack, body, action, client, respond, context }) => {
     await ack();
     const b = body as unknown as ButtonBody;
-    const origin = buttonOrigin(b, client, respond);
+    const origin = buttonOrigin(b, client, respond, context.enterpriseId);
     const { value: jobId, action_id } = action as { value: string; action_id: string };
     await guarded(origin, 'vary', async () => {
       const name = resultFileName(jobId, varyIndex(action_id)); // per-image Vary of a several-image result
@@ -467,19 +478,19 @@ export function registerHandlers(deps: HandlerDeps): void {
   });
 
   // "Imagine this" under a /describe answer: the button's value is the prompt.
-  app.action(ACTION.imagineThis, async ({ ack, body, action, client, respond }) => {
+  app.action(ACTION.imagineThis, async ({ ack, body, action, client, respond, context }) => {
     await ack();
     const b = body as unknown as ButtonBody;
-    const origin = buttonOrigin(b, client, respond);
+    const origin = buttonOrigin(b, client, respond, context.enterpriseId);
     const { value: prompt, block_id } = action as { value: string; block_id?: string };
     const from = describedJobOf(block_id);
     await guarded(origin, 'imagine this', async () => startJob(await fromResultOf(origin, from), { command: 'imagine', prompt, ...(from ? { from } : {}) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, prompt));
   });
 
-  app.action(ACTION.cancel, async ({ ack, body, action, client, respond }) => {
+  app.action(ACTION.cancel, async ({ ack, body, action, client, respond, context }) => {
     await ack();
     const b = body as unknown as ButtonBody;
-    const origin = buttonOrigin(b, client, respond);
+    const origin = buttonOrigin(b, client, respond, context.enterpriseId);
     // Stryker disable next-line StringLiteral: equivalent, a cancel makes no job: its key names none
     const dedupeKey = `btn:${b.user.id}:${b.actions[0]?.action_ts}`;
     await guarded(origin, 'cancel', () => simpleCommand(origin, { command: 'cancel', jobId: (action as { value: string }).value }, dedupeKey));
@@ -488,10 +499,10 @@ export function registerHandlers(deps: HandlerDeps): void {
   // A button of another version of this bot (OUR_ACTION): acked and answered as Discord answers it (its adapter's
   // onButton), where before 2026-12-07 it went unacked and Slack showed the presser an error icon. Bolt runs every
   // listener whose constraint matches, so the ids this version knows are left to their own listener above.
-  app.action(OUR_ACTION, async ({ ack, body, action, client, respond }) => {
+  app.action(OUR_ACTION, async ({ ack, body, action, client, respond, context }) => {
     if (isKnownAction((action as { action_id: string }).action_id)) return;
     await ack();
-    const origin = buttonOrigin(body as unknown as ButtonBody, client, respond);
+    const origin = buttonOrigin(body as unknown as ButtonBody, client, respond, context.enterpriseId);
     await guarded(origin, 'button of another version', () => origin.tellPrivately('This button no longer works here. Please run the command again.'));
   });
 }

@@ -13,7 +13,7 @@ import { createLogger, type Logger } from '../../../src/log.ts';
 import { closeRedis, createRedis } from '../../../src/redis.ts';
 import { freePort } from '../../doubles/free-port.ts';
 import { startWorkerProcess, stopProcess, type Proc } from '../../doubles/spine-harness.ts';
-import { FakeSlack } from './server.ts';
+import { FakeSlack, type FakeSlackOptions } from './server.ts';
 
 export const SIGNING_SECRET = 'fake-signing-secret';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -29,6 +29,8 @@ export interface HarnessOptions {
   config?: DeepPartial<Config>;
   /** The bot's logger (adapter and core). @defaultValue a logger at `warn` */
   log?: Logger;
+  /** The fake workspace (e.g. `enterpriseId`: one on Enterprise Grid); ackWindowMs above wins. */
+  fake?: FakeSlackOptions;
 }
 
 export interface SlackHarness {
@@ -49,7 +51,7 @@ export interface SlackHarness {
 
 export async function startSlackHarness(options: HarnessOptions): Promise<SlackHarness> {
   const prefix = `t-${randomUUID().slice(0, 8)}`;
-  const fake = new FakeSlack({ ackWindowMs: options.ackWindowMs });
+  const fake = new FakeSlack({ ...options.fake, ackWindowMs: options.ackWindowMs });
   await fake.start();
   const overrides: DeepPartial<Config> = {
     logLevel: 'warn',

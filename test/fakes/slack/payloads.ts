@@ -1,11 +1,24 @@
 // Builders for what Slack sends a bot: slash commands, event_callback bodies (app_mention), interactive
 // payloads (block_actions, message_action shortcuts, view_submission). Shapes: platform-fakes.md B2 and
-// @slack/bolt's types (SlashCommand, EnvelopedEvent, AppMentionEvent, BlockAction, MessageShortcut).
+// @slack/bolt's types (SlashCommand, EnvelopedEvent, AppMentionEvent, BlockAction, MessageShortcut). A workspace
+// on Enterprise Grid (FakeSlack.enterpriseId) also names its org: `enterprise_id` (commands, the event envelope and
+// its authorizations), `team.enterprise_id` and `enterprise` (interactive payloads).
 import { randomUUID } from 'node:crypto';
 import type { FakeSlack } from './server.ts';
 import { fileJson, messageJson, triggerId, type FakeFile, type FakeMessage } from './store.ts';
 
-export type SlashCommandFields = Record<'token' | 'team_id' | 'team_domain' | 'channel_id' | 'channel_name' | 'user_id' | 'user_name' | 'command' | 'text' | 'api_app_id' | 'is_enterprise_install' | 'response_url' | 'trigger_id', string>;
+export type SlashCommandFields = Record<'token' | 'team_id' | 'team_domain' | 'channel_id' | 'channel_name' | 'user_id' | 'user_name' | 'command' | 'text' | 'api_app_id' | 'is_enterprise_install' | 'response_url' | 'trigger_id', string> &
+  Partial<Record<'enterprise_id' | 'enterprise_name', string>>;
+
+/** The user's own workspace (a Slack Connect member's is another than the fake's). */
+const homeOf = (fake: FakeSlack, user: string): string => fake.store.users.get(user)?.team_id ?? fake.teamId;
+
+/** The org fields of an interactive payload: its team's, and `enterprise` (none outside Grid). */
+function orgOf(fake: FakeSlack): { team: Record<string, string>; enterprise?: { id: string; name: string } } {
+  const team = { id: fake.teamId, domain: 'fake' };
+  if (!fake.enterpriseId) return { team };
+  return { team: { ...team, enterprise_id: fake.enterpriseId, enterprise_name: 'Fake Org' }, enterprise: { id: fake.enterpriseId, name: 'Fake Org' } };
+}
 
 export function slashCommand(fake: FakeSlack, f: { command?: string; text: string; channel: string; user: string }): SlashCommandFields {
   return {
@@ -22,6 +35,7 @@ export function slashCommand(fake: FakeSlack, f: { command?: string; text: strin
     is_enterprise_install: 'false',
     response_url: `${fake.origin}/response/${randomUUID()}`,
     trigger_id: triggerId(),
+    ...(fake.enterpriseId ? { enterprise_id: fake.enterpriseId, enterprise_name: 'Fake Org' } : {}),
   };
 }
 
@@ -33,7 +47,8 @@ export function eventCallback(fake: FakeSlack, event: Record<string, unknown>, e
     type: 'event_callback',
     event_id: eventId,
     event_time: Math.floor(Date.now() / 1000),
-    authorizations: [{ enterprise_id: null, team_id: fake.teamId, user_id: fake.botUserId, is_bot: true, is_enterprise_install: false }],
+    ...(fake.enterpriseId ? { enterprise_id: fake.enterpriseId } : {}),
+    authorizations: [{ enterprise_id: fake.enterpriseId ?? null, team_id: fake.teamId, user_id: fake.botUserId, is_bot: true, is_enterprise_install: false }],
     is_ext_shared_channel: false,
     event,
   };
@@ -58,12 +73,12 @@ export function appMention(fake: FakeSlack, m: FakeMessage): Record<string, unkn
 export function blockAction(fake: FakeSlack, f: { user: string; message: FakeMessage; actionId: string; value: string }): Record<string, unknown> {
   return {
     type: 'block_actions',
-    user: { id: f.user, username: f.user.toLowerCase(), team_id: fake.teamId },
+    user: { id: f.user, username: f.user.toLowerCase(), team_id: homeOf(fake, f.user) },
     api_app_id: fake.appId,
     token: 'legacy-verification-token',
     container: { type: 'message', message_ts: f.message.ts, channel_id: f.message.channel, is_ephemeral: false, thread_ts: f.message.thread_ts },
     trigger_id: triggerId(),
-    team: { id: fake.teamId, domain: 'fake' },
+    ...orgOf(fake),
     channel: { id: f.message.channel, name: 'general' },
     message: messageJson(f.message, false),
     response_url: `${fake.origin}/response/${randomUUID()}`,
@@ -87,9 +102,9 @@ export function messageShortcut(fake: FakeSlack, f: { user: string; message: Fak
     trigger_id: triggerId(),
     message_ts: f.message.ts,
     response_url: `${fake.origin}/response/${randomUUID()}`,
-    team: { id: fake.teamId, domain: 'fake' },
+    ...orgOf(fake),
     channel: { id: f.message.channel, name: 'general' },
-    user: { id: f.user, name: f.user.toLowerCase(), team_id: fake.teamId },
+    user: { id: f.user, name: f.user.toLowerCase(), team_id: homeOf(fake, f.user) },
     message: messageJson(f.message, false),
     token: 'legacy-verification-token',
   };
@@ -99,8 +114,8 @@ export function messageShortcut(fake: FakeSlack, f: { user: string; message: Fak
 export function viewSubmission(fake: FakeSlack, f: { user: string; view: Record<string, unknown>; values: Record<string, Record<string, { type: string; value: string }>> }): Record<string, unknown> {
   return {
     type: 'view_submission',
-    team: { id: fake.teamId, domain: 'fake' },
-    user: { id: f.user, username: f.user.toLowerCase(), team_id: fake.teamId },
+    ...orgOf(fake),
+    user: { id: f.user, username: f.user.toLowerCase(), team_id: homeOf(fake, f.user) },
     api_app_id: fake.appId,
     token: 'legacy-verification-token',
     trigger_id: triggerId(),

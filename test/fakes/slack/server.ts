@@ -12,6 +12,8 @@ export interface FakeSlackOptions {
   botToken?: string;
   appToken?: string;
   teamId?: string;
+  /** The Enterprise Grid org the workspace belongs to (E…): payloads, auth.test and users.info then say so. */
+  enterpriseId?: string;
   botUserId?: string;
   botId?: string;
   appId?: string;
@@ -61,6 +63,8 @@ export class FakeSlack {
   /** The app-level token apps.connections.open accepts; revokeAppToken() changes it. */
   appToken: string;
   readonly teamId: string;
+  /** The workspace's Grid org; undefined: a workspace outside Grid. */
+  readonly enterpriseId: string | undefined;
   readonly botUserId: string;
   readonly botId: string;
   readonly appId: string;
@@ -80,6 +84,7 @@ export class FakeSlack {
     this.botToken = options.botToken ?? 'xoxb-fake-bot-token';
     this.appToken = options.appToken ?? 'xapp-fake-app-token';
     this.teamId = options.teamId ?? 'T0FAKE';
+    this.enterpriseId = options.enterpriseId;
     this.botUserId = options.botUserId ?? 'U0BOT';
     this.botId = options.botId ?? 'B0BOT';
     this.appId = options.appId ?? 'A0FAKE';
@@ -154,16 +159,42 @@ export class FakeSlack {
     this.lostChannels.set(channel, { removed: 'not_in_channel', deleted: 'channel_not_found', archived: 'is_archived' }[how]);
   }
 
-  /** A user: admin or owner flags, and the names Slack shows (full name, display name; the handle is the id in lower case). */
-  addUser(id: string, flags: { isAdmin?: boolean; isOwner?: boolean; realName?: string; displayName?: string } = {}): void {
+  /**
+   * A user: admin or owner flags, and the names Slack shows (full name, display name; the handle is the id in lower
+   * case). In a Grid workspace (options.enterpriseId) every member also has `enterprise_user`, with their Org Admin or
+   * Owner role (`orgAdmin`, `orgOwner`; a workspace role is separate: an org admin need not be one). `from`: a Slack
+   * Connect member of another organisation (their workspace, and their Grid org if it has one), whose flags are their
+   * roles there: users.info names their own team_id, not this workspace's.
+   */
+  addUser(
+    id: string,
+    flags: { isAdmin?: boolean; isOwner?: boolean; orgAdmin?: boolean; orgOwner?: boolean; from?: { teamId: string; enterpriseId?: string }; realName?: string; displayName?: string } = {},
+  ): void {
     const names = flags.realName !== undefined || flags.displayName !== undefined;
+    const teamId = flags.from?.teamId ?? this.teamId;
+    const enterpriseId = flags.from ? flags.from.enterpriseId : this.enterpriseId;
+    if ((flags.orgAdmin || flags.orgOwner) && !enterpriseId) throw new Error(`addUser(${id}): an org role needs a Grid org (FakeSlackOptions.enterpriseId, or from.enterpriseId)`);
     this.store.users.set(id, {
       id,
       name: id.toLowerCase(),
       is_admin: flags.isAdmin ?? false,
       is_owner: flags.isOwner ?? false,
       is_bot: false,
+      team_id: teamId,
       ...(names ? { real_name: flags.realName ?? '', profile: { display_name: flags.displayName ?? '', real_name: flags.realName ?? '' } } : {}),
+      ...(enterpriseId
+        ? {
+            enterprise_user: {
+              id,
+              enterprise_id: enterpriseId,
+              enterprise_name: enterpriseId === this.enterpriseId ? 'Fake Org' : 'Another Org',
+              is_admin: flags.orgAdmin ?? false,
+              is_owner: flags.orgOwner ?? false,
+              is_primary_owner: false,
+              teams: [teamId],
+            },
+          }
+        : {}),
     });
   }
 
@@ -359,7 +390,11 @@ export class FakeSlack {
     const threadOf = (args: Record<string, unknown>): string | undefined =>
       args.thread_ts && s.find(String(args.channel), String(args.thread_ts)) ? String(args.thread_ts) : undefined;
     return {
-      'auth.test': () => ({ ok: true, url: 'https://fake.slack.com/', team: 'Fake', user: 'blip3o', team_id: this.teamId, user_id: this.botUserId, bot_id: this.botId, is_enterprise_install: false }),
+      'auth.test': () => ({
+        ok: true, url: 'https://fake.slack.com/', team: 'Fake', user: 'blip3o', team_id: this.teamId, user_id: this.botUserId, bot_id: this.botId,
+        ...(this.enterpriseId ? { enterprise_id: this.enterpriseId } : {}),
+        is_enterprise_install: false,
+      }),
       'apps.connections.open': () => ({ ok: true, url: `ws://127.0.0.1:${this.port}/link/?ticket=${this.link.issueTicket()}&app_id=${this.appId}` }),
       'chat.postMessage': (args) => {
         if (!args.channel) return { ok: false, error: 'channel_not_found' };
@@ -462,7 +497,7 @@ export class FakeSlack {
       },
       'users.info': (args) => {
         const u = s.users.get(String(args.user));
-        return u ? { ok: true, user: { ...u, team_id: this.teamId } } : { ok: false, error: 'user_not_found' };
+        return u ? { ok: true, user: { team_id: this.teamId, ...u } } : { ok: false, error: 'user_not_found' };
       },
       // A trigger opens one view, within 3 s: a second views.open with it (a retry after a lost reply) is refused.
       'views.open': (args) => {

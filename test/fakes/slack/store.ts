@@ -40,11 +40,28 @@ export interface FakeMessage {
 export interface FakeUser {
   id: string;
   name: string;
+  /** Admin or owner "of the current workspace", as users.info says (api.slack.com/types/user). */
   is_admin: boolean;
   is_owner: boolean;
   is_bot: boolean;
   real_name?: string;
   profile?: { display_name?: string; real_name?: string };
+  /** The user's own workspace: a Slack Connect member of another organisation has theirs. @defaultValue the fake's */
+  team_id?: string;
+  /** An Enterprise Grid user's org and roles there (api.slack.com/types/user: enterprise_user). */
+  enterprise_user?: FakeEnterpriseUser;
+}
+
+/** users.info's `enterprise_user`: the org, and whether the user is an Org Admin or Owner of it. */
+export interface FakeEnterpriseUser {
+  id: string;
+  enterprise_id: string;
+  enterprise_name: string;
+  is_admin: boolean;
+  is_owner: boolean;
+  is_primary_owner: boolean;
+  /** The org's workspaces the user is in. */
+  teams: string[];
 }
 
 export class SlackStore {

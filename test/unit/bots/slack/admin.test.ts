@@ -1,7 +1,7 @@
 // `/blip3o-admin …` text → the core's admin commands (bots/slack/admin.ts): every form the usage lists, and a usage
-// answer for anything else.
+// answer for anything else. And who is an admin of a workspace, from users.info's user object (adminOfWorkspace).
 import { describe, expect, it } from 'vitest';
-import { ADMIN_USAGE, parseAdmin } from '../../../../bots/slack/admin.ts';
+import { ADMIN_USAGE, adminOfWorkspace, parseAdmin } from '../../../../bots/slack/admin.ts';
 import { isUserError } from '../../../../src/errors.ts';
 
 const refusal = (text: string): string => {
@@ -99,5 +99,40 @@ describe('/blip3o-admin text', () => {
     for (const pair of ['requests=5m', 'window=m', 'window=10w', 'window=1.5h', 'concurrent=2h'])
       expect(refusal(`limits set ${pair}`), pair).toBe(`\`${pair}\` is not one of requests=N window=N burst=N concurrent=N.\n${ADMIN_USAGE}`);
     expect(ADMIN_USAGE).toContain('window=60 (seconds, or 10m, 2h, 1d)');
+  });
+});
+
+describe('adminOfWorkspace: users.info\'s user object → an admin of the workspace asked in', () => {
+  const HERE = { teamId: 'T1' };
+  const GRID = { teamId: 'T1', enterpriseId: 'E1' };
+  /** users.info's `enterprise_user` (api.slack.com/types/user) of org `enterpriseId`, with Org Admin / Owner roles. */
+  const org = (enterpriseId: string, roles: { is_admin?: boolean; is_owner?: boolean } = {}) => ({
+    id: 'U1', enterprise_id: enterpriseId, enterprise_name: 'Org', is_admin: false, is_owner: false, is_primary_owner: false, teams: ['T1'], ...roles,
+  });
+
+  it('a workspace Admin or Owner of this workspace; nobody else of it, and nobody without an answer', () => {
+    expect(adminOfWorkspace({ team_id: 'T1', is_admin: true, is_owner: false }, HERE)).toBe(true);
+    expect(adminOfWorkspace({ team_id: 'T1', is_admin: false, is_owner: true }, HERE)).toBe(true);
+    expect(adminOfWorkspace({ team_id: 'T1', is_admin: false, is_owner: false }, HERE)).toBe(false);
+    expect(adminOfWorkspace({ team_id: 'T1' }, HERE)).toBe(false);
+    expect(adminOfWorkspace(undefined, HERE)).toBe(false);
+  });
+
+  it('on Grid, an Org Admin or Owner of this workspace\'s org, holding no workspace role; their team_id may be another workspace of the org', () => {
+    expect(adminOfWorkspace({ team_id: 'T1', is_admin: false, enterprise_user: org('E1', { is_admin: true }) }, GRID)).toBe(true);
+    expect(adminOfWorkspace({ team_id: 'T2', is_owner: false, enterprise_user: org('E1', { is_owner: true }) }, GRID)).toBe(true);
+    expect(adminOfWorkspace({ team_id: 'T1', enterprise_user: org('E1') }, GRID)).toBe(false);
+    // a workspace Admin whose team_id names another workspace of the org (or the org itself)
+    expect(adminOfWorkspace({ team_id: 'E1', is_admin: true, enterprise_user: org('E1') }, GRID)).toBe(true);
+  });
+
+  it('a Slack Connect member of another organisation is none, whatever their roles there', () => {
+    const partnerOrg = org('E9', { is_admin: true, is_owner: true });
+    expect(adminOfWorkspace({ team_id: 'T9', is_admin: true, is_owner: true, enterprise_user: partnerOrg }, GRID)).toBe(false);
+    expect(adminOfWorkspace({ team_id: 'T9', is_admin: true, is_owner: true, enterprise_user: partnerOrg }, HERE)).toBe(false);
+    expect(adminOfWorkspace({ team_id: 'T9', is_admin: true, is_owner: true }, GRID)).toBe(false);
+    // outside Grid, a user without an org is not "of the same org" as a workspace without one
+    expect(adminOfWorkspace({ team_id: 'T9', is_admin: true }, HERE)).toBe(false);
+    expect(adminOfWorkspace({ team_id: 'T9', enterprise_user: { is_admin: true } }, HERE)).toBe(false);
   });
 });
