@@ -196,6 +196,23 @@ describe('docker-compose.yml', () => {
     expect(w.build.target).toBe('gpu');
   });
 
+  it("gives each app's own bounded stop the time it takes before compose's SIGKILL (an upgrade's `up -d` stops them all)", () => {
+    // Compose sends SIGTERM, then SIGKILL after stop_grace_period (10 s when unset). A bot cut short drops its
+    // deliveries in flight until their lock expires and hands no progress lease back; a worker, its running jobs.
+    const seconds = (d: string | undefined) => (d === undefined ? 10 : Number(/^(\d+)s$/.exec(d)?.[1] ?? NaN));
+    const constMs = (file: string, name: string) => Number(new RegExp(`const ${name} = ([\\d_]+);`).exec(read(file))?.[1]?.replaceAll('_', ''));
+    const config = loadConfig({ env: {} });
+    const stopMs = {
+      discord: constMs('bots/main.ts', 'STOP_MS'),
+      slack: constMs('bots/main.ts', 'STOP_MS'),
+      worker: config.worker.stopGraceMs + config.worker.abortGraceMs + constMs('worker/main.ts', 'STOP_CLOSE_MS'),
+    };
+    for (const [name, ms] of Object.entries(stopMs)) {
+      expect(ms, name).toBeGreaterThan(0);
+      expect(seconds(services[name]!.stop_grace_period) * 1000, `${name}: stop_grace_period ${services[name]!.stop_grace_period ?? '(unset: 10s)'} vs its stop of ${ms} ms`).toBeGreaterThan(ms);
+    }
+  });
+
   it('takes secrets only from .env, and hands each service only the ones it needs', () => {
     const secretNames = Object.keys(SecretsSchema.shape).filter((k) => k !== 'REDIS_URL');
     const envOf = (s: Service): Record<string, unknown> =>
