@@ -54,10 +54,13 @@ function parse(raw: string | null | undefined): SavedSettings {
 /** A stored value's version: the SHA-1 of its text ('' when nothing is saved), as Redis' redis.sha1hex computes it. */
 const versionOf = (raw: string | null) => createHash('sha1').update(raw ?? '').digest('hex');
 
-/** KEYS settings key · ARGV version, values JSON: saved only if the stored value is still that version. → 1 saved, 0 not */
+/**
+ * KEYS settings key · ARGV version, values JSON: saved only if the stored value is still that version (nothing to save
+ * deletes the key, as SettingsStore.set does). → 1 saved, 0 not
+ */
 const replaceIfLua = `local current = redis.call('GET', KEYS[1]) or ''
 if redis.sha1hex(current) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[2] == '{}' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
 return 1`;
 
 export class SettingsStore {
@@ -82,7 +85,10 @@ export class SettingsStore {
   }
 
   async set(scope: SettingsScope, d: Destination, values: SavedSettings): Promise<void> {
-    await this.redis.set(keyOf(this.config.queue.prefix, scope, d), JSON.stringify(values));
+  /** Nothing to save (the last default cleared) deletes the key: a `{}` per user who ever saved one stayed for good. */
+    const key = keyOf(this.config.queue.prefix, scope, d);
+    if (Object.keys(values).length === 0) await this.redis.del(key);
+    else await this.redis.set(key, JSON.stringify(values));
   }
 
   async reset(scope: SettingsScope, d: Destination): Promise<void> {

@@ -19,7 +19,8 @@
 //                        be in flight in a budgeted scope)
 //   U:est          hash  "<kind>|<options signature>" → seconds of one image (moving average) · "<kind>|unit" →
 //                        seconds per step of one image (an /ask is one "image")
-//   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice)
+//   U:settled:<id> string  a job already counted (a re-run after a crash counts nothing twice); kept as long as a
+//                          finished job is (every later settle of the job comes within that: docs/cost.md)
 import { NOW_MS_LUA, type Redis, type ScriptCall } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
 import { DESCRIBE_PROMPTS, QueueNames, workspaceOf, workspaceSubject, type Destination, type JobRequest, type JobResult } from '../jobs/contract.ts';

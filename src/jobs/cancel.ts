@@ -1,17 +1,29 @@
-// Cancellation across processes. A bot that receives /cancel sets a flag (so a worker that picks the job up
-// later refuses it) and publishes the id; every worker process subscribes and aborts the job if it runs it, and
-// reads the flags of its running jobs again every CANCEL_RECHECK_MS (a message published while its subscriber was
-// disconnected is lost).
-import type { Redis } from '../redis.ts';
+// Cancellation across processes. A bot that receives /cancel sets a flag while the job is in the queue (so a worker
+// that picks the job up later refuses it) and publishes the id; every worker process subscribes and aborts the job
+// if it runs it, and reads the flags of its running jobs again every CANCEL_RECHECK_MS (a message published while
+// its subscriber was disconnected is lost).
+import { runScript, type Redis } from '../redis.ts';
 import type { Config } from '../config/schema.ts';
+import { QueueNames } from './contract.ts';
 
 export const cancelChannel = (config: Pick<Config, 'queue'>) => `${config.queue.prefix}:cancel`;
 const flagKey = (config: Pick<Config, 'queue'>, jobId: string) => `${config.queue.prefix}:cancelled:${jobId}`;
 
-export async function requestCancel(redis: Redis, config: Pick<Config, 'queue'>, jobId: string): Promise<void> {
-  // Stryker disable next-line StringLiteral: equivalent, the flag's value is never read (isCancelRequested asks EXISTS)
-  await redis.set(flagKey(config, jobId), '1', 'EX', config.queue.keepFailedSeconds);
+/**
+ * KEYS flag, the job's BullMQ hash · ARGV ttlSeconds → 1 flagged, 0 the job is gone. A job no longer in the queue
+ * will not run, and its flag would outlive it: a cancel that found the job just before a retention purge deleted it
+ * (src/jobs/retention.ts) left the flag a day after the purge.
+ */
+const FLAG_WHILE_QUEUED = `if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return 1`;
+
+/** Flag the job (while it is in the queue: true if it was) and tell every worker. */
+export async function requestCancel(redis: Redis, config: Pick<Config, 'queue'>, jobId: string): Promise<boolean> {
+  const jobKey = `${config.queue.prefix}:${QueueNames.jobs}:${jobId}`;
+  const flagged = Number(await runScript(redis, 'blip3oCancelFlag', FLAG_WHILE_QUEUED, [flagKey(config, jobId), jobKey], [config.queue.keepFailedSeconds])) === 1;
   await redis.publish(cancelChannel(config), jobId);
+  return flagged;
 }
 
 export async function isCancelRequested(redis: Redis, config: Pick<Config, 'queue'>, jobId: string): Promise<boolean> {

@@ -12,8 +12,9 @@
 //   - per-job keys (jobKeys below)         DEL (ledger, progress claim, cancel flag, served record, Slack marker)
 //   - result cache / single flight         never written: such requests bypass the cache (src/cache/fanout.ts)
 // A job still waiting, running or being delivered at its deadline is purged at the first sweep after it finished:
-// deleting it earlier would lose the answer the user asked for. One that failed with no result handed over is waited
-// for HAND_OVER_WAIT_MS at most: its worker hands the failure over just after.
+// deleting it earlier would lose the answer the user asked for. One that failed is purged HAND_OVER_WAIT_MS after it
+// failed at the earliest (sooner once delivered, if it had no result yet): its worker's 'failed' listener hands the
+// failure over and settles the job's GPU-seconds just after BullMQ failed it.
 import type { Job } from 'bullmq';
 import type { Redis } from '../redis.ts';
 import { z } from 'zod';
@@ -28,10 +29,10 @@ const RETRY_MS = 2_000;
 /** Event stream entries older than the submission by more than this are not searched (clock skew between hosts). */
 const STREAM_SLACK_MS = 60_000;
 /**
- * How long a job that finished with no result handed over is waited for: a job BullMQ failed on its own (its workers
- * died more than maxStalledCount times) gets its failure handed over by the worker's 'failed' listener just after
- * (worker/processor.ts onFinallyFailed). Longer than a failover, and than the clock skew between hosts (finishedOn is
- * the worker's clock).
+ * How long a job that failed, or finished with no result handed over, is waited for: the worker's 'failed' listener
+ * (worker/processor.ts onFinallyFailed) runs just after BullMQ fails a job, hands a failure over for one BullMQ failed
+ * on its own (its workers died more than maxStalledCount times) and settles the job's GPU-seconds (a no-op when the
+ * processor did). Longer than a failover, and than the clock skew between hosts (finishedOn is the worker's clock).
  */
 export const HAND_OVER_WAIT_MS = 60_000;
 
@@ -104,17 +105,20 @@ export class Retention {
   private async purge(e: Entry, now: number): Promise<boolean> {
     const delivery = this.delivery(e.q);
     // Stryker disable next-line StringLiteral: 'unknown' (a hash in no state's set) is not produced by any test; a job so stranded is finished
-    const finished = async (j: Job | undefined) => !j || ['completed', 'failed', 'unknown'].includes(await j.getState());
+    const finished = async (j: Job | undefined, state?: string) => !j || ['completed', 'failed', 'unknown'].includes(state ?? (await j.getState()));
     const job = await this.jobs.getJob(e.j);
-    if (!(await finished(job))) return false;
+    const jobState = await job?.getState();
+    if (!(await finished(job, jobState))) return false;
     // Its result is read only now that the job is seen finished: the worker hands over before it completes the job, so
     // a finished job without a delivery was delivered and removed, or failed without a destination. (Read together, a
     // job that finished between the two reads looked finished with no delivery, and its result outlived the purge.)
     const result = await delivery.getJob(e.j);
     if (!(await finished(result))) return false;
     // Failed with no result yet: its worker hands one over now. Purged before that, the result came after, naming the
-    // job and its user, and stayed. (A job long finished with none was delivered, and its delivery removed.)
-    if (job && !result && now - (job.finishedOn ?? 0) < HAND_OVER_WAIT_MS) return false;
+    // job and its user, and stayed. (A job long finished with none was delivered, and its delivery removed.) Failed
+    // with one: its worker's 'failed' listener runs now too, and finding the job purged it handed a second failure
+    // over and wrote the settle marker again (worker/processor.ts onFinallyFailed), each kept a day.
+    if (job && (!result || jobState === 'failed') && now - (job.finishedOn ?? 0) < HAND_OVER_WAIT_MS) return false;
     // Its images too, the input and what was made (they expire by the deadline themselves; a result never delivered
     // was never released, and one stored with a longer TTL by an older worker would outlive it)
     const request = job?.data as { imageKey?: string } | undefined;

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Invocation } from '../../bots/core/port.ts';
 import type { SlackDestination } from '../../src/jobs/contract.ts';
 import { createDeliveryQueue, type DeliveryQueue } from '../../src/jobs/queue.ts';
+import { HAND_OVER_WAIT_MS } from '../../src/jobs/retention.ts';
 import { logOptions } from '../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
 import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
@@ -94,9 +95,12 @@ function leftAbout(keys: readonly Dumped[], jobIds: readonly string[], texts: re
   return [...new Set([...traces(keys, [...jobIds, ...texts], images), ...traces(beyondAggregates, [user])])];
 }
 
-/** Nothing of the jobs left after the TTL (imagine() saw each of them in Redis first, so this can fail). */
+/**
+ * Nothing of the jobs left after the TTL (imagine() saw each of them in Redis first, so this can fail). A failed job
+ * (a failure, a cancel) is purged HAND_OVER_WAIT_MS after it failed at the earliest.
+ */
 async function nothingLeft(jobIds: readonly string[], texts: readonly string[], user: string, images: readonly Uint8Array[] = []): Promise<void> {
-  const left = await tracesAfter(async () => leftAbout(await dumpPrefix(redis, h.prefix), jobIds, texts, user, images), 30_000);
+  const left = await tracesAfter(async () => leftAbout(await dumpPrefix(redis, h.prefix), jobIds, texts, user, images), HAND_OVER_WAIT_MS + 30_000);
   expect(left).toEqual([]);
 }
 
@@ -115,7 +119,7 @@ describe('retention TTL and no-log mode, beyond a plain success', () => {
     await settled(jobId);
     expect((await deliveries.getJob(jobId))?.data.error?.message).toContain(secret); // the user is told, quoting it
     await nothingLeft([jobId], [secret], 'U0FAIL');
-  }, 120_000);
+  }, 180_000);
 
   it('a job retried after a transient fault: its failed try is purged with it', async () => {
     const secret = secretOf('ibex');
@@ -140,7 +144,7 @@ describe('retention TTL and no-log mode, beyond a plain success', () => {
     expect((await deliveries.getJob(first))?.data.status).toBe('cancelled');
     expect((await deliveries.getJob(second))?.data.status).toBe('cancelled');
     await nothingLeft([first, second], [running, queued], 'U0CANCEL');
-  }, 120_000);
+  }, 180_000);
 
   it('a job whose worker was killed mid-run runs again on the next worker, and is purged after', async () => {
     const secret = secretOf('okapi');

@@ -249,7 +249,8 @@ describe('processor', () => {
 
   it('a job cancelled before it ran hands over "cancelled" without running', async () => {
     const req = imagine();
-    await requestCancel(redis, config, req.id);
+    await redis.hset(`${prefix}:${QueueNames.jobs}:${req.id}`, 'data', JSON.stringify(req)); // in the queue: flagged
+    expect(await requestCancel(redis, config, req.id)).toBe(true);
     const before = calls.length;
     const e = await failureOf(run(job(req)));
     expect(e).toBeInstanceOf(UnrecoverableError);

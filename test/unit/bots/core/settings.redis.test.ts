@@ -33,6 +33,20 @@ it('a saved value that is not JSON, or not settings, reads as nothing saved; a g
   expect(await store.get('channel', d)).toEqual({});
 });
 
+it('clearing the last saved default, by /settings or a form, leaves no key behind (one per user who ever saved one)', async () => {
+  const store = new SettingsStore(redis, config);
+  const d: Destination = { platform: 'slack', teamId: 'T1', channelId: 'C2', userId: 'U2' };
+  const keys = () => redis.keys(`${prefix}:settings:user:slack:T1:U2`);
+  await settingsCommand({ input: { command: 'settings', scope: 'user', action: 'set', values: { steps: 9 } }, destination: d, dedupeKey: randomUUID(), isAdmin: false }, store, config);
+  expect(await keys()).toHaveLength(1);
+  await settingsCommand({ input: { command: 'settings', scope: 'user', action: 'set', clear: ['steps'] }, destination: d, dedupeKey: randomUUID(), isAdmin: false }, store, config);
+  expect(await keys(), 'the key of nothing saved').toEqual([]); // before: "{}", kept for good
+  await store.set('user', d, { aspect: '16:9' });
+  expect(await store.replaceIf('user', d, (await store.read('user', d)).version, {})).toBe(true); // a form saved with every field empty
+  expect(await keys(), 'the key of nothing saved').toEqual([]);
+  expect(await store.read('user', d)).toEqual({ values: {}, version: 'da39a3ee5e6b4b0d3255bfef95601890afd80709' }); // as never saved
+});
+
 const discord = (userId = 'u1', channelId = 'c1'): Destination => ({ platform: 'discord', guildId: 'g1', channelId, userId, applicationId: 'app' });
 const run = (store: SettingsStore, input: Omit<SettingsInput, 'command'>, opts: { isAdmin?: boolean; d?: Destination } = {}) =>
   settingsCommand({ input: { command: 'settings', ...input }, destination: opts.d ?? discord(), dedupeKey: randomUUID(), isAdmin: opts.isAdmin ?? false }, store, config);

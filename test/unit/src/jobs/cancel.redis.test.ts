@@ -10,6 +10,8 @@ const prefix = `t-cancel-${randomUUID().slice(0, 8)}`;
 const config = { queue: { prefix, keepFailedSeconds: 120 } } as Parameters<typeof requestCancel>[1];
 const otherConfig = { queue: { prefix: `${prefix}-other`, keepFailedSeconds: 120 } } as Parameters<typeof requestCancel>[1];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A job in the jobs queue, as far as the flag is concerned: its BullMQ hash. */
+const queued = (...ids: string[]) => Promise.all(ids.map((id) => redis.hset(`${prefix}:jobs:${id}`, 'data', '{}')));
 let redis: Redis;
 
 beforeAll(() => {
@@ -24,8 +26,9 @@ afterAll(async () => {
 describe('cancel', () => {
   it('flags the job for as long as failed jobs are kept; only that job, only under this prefix', async () => {
     expect(cancelChannel(config)).toBe(`${prefix}:cancel`);
+    await queued('j1', 'j2');
     expect(await isCancelRequested(redis, config, 'j1')).toBe(false);
-    await requestCancel(redis, config, 'j1');
+    expect(await requestCancel(redis, config, 'j1')).toBe(true);
     expect(await isCancelRequested(redis, config, 'j1')).toBe(true);
     expect(await isCancelRequested(redis, config, 'j2')).toBe(false);
     expect(await isCancelRequested(redis, otherConfig, 'j1')).toBe(false);
@@ -74,6 +77,7 @@ describe('cancel', () => {
     try {
       const heard: string[] = [];
       const running = new Set(['j6', 'j7']);
+      await queued('j6', 'j7', 'j8');
       const stop = await onCancel(sub, config, (id) => heard.push(id), { redis, running: () => running, recheckMs: 100 });
       sub.disconnect(true);
       const listeners = async () => ((await redis.call('PUBSUB', 'NUMSUB', cancelChannel(config))) as [string, number])[1];
@@ -93,6 +97,25 @@ describe('cancel', () => {
       await requestCancel(redis, config, 'j8');
       await sleep(300);
       expect(heard).toEqual(['j6', 'j7']); // stopped: no re-check either
+    } finally {
+      sub.disconnect();
+    }
+  });
+
+  it('a job no longer in the queue gets no flag, though the workers are told: nothing of a purged job is written after its purge', async () => {
+    // A cancel (or an admin's purge of a user's jobs) finds the job, then a retention purge deletes it and its per-job
+    // keys (src/jobs/retention.ts), then the flag is set: until 2026-12 it stayed keepFailedSeconds (a day) after the
+    // channel's TTL, naming the job.
+    const sub = new Redis(url);
+    try {
+      const heard: string[] = [];
+      const stop = await onCancel(sub, config, (id) => heard.push(id));
+      const flagged = await requestCancel(redis, config, 'j9');
+      expect(await redis.ttl(`${prefix}:cancelled:j9`), 'the flag of a job that is gone').toBe(-2);
+      expect(flagged).toBe(false);
+      for (let i = 0; i < 100 && heard.length === 0; i++) await sleep(10);
+      expect(heard).toEqual(['j9']); // a worker running it still stops it (its hash gone mid-run: removed by an admin)
+      await stop();
     } finally {
       sub.disconnect();
     }

@@ -137,7 +137,10 @@ describe('Retention', () => {
       const failure: JobResult = { v: CONTRACT_VERSION, jobId: r.id, kind: 'imagine', destination: r.destination, status: 'failed', error: { code: 'internal', message: `Generation failed (ref ${r.id})`, userFacing: false }, timingsMs: {}, finishedAt: Date.now() };
       await delivery.add('result', failure, { jobId: r.id, ...retentionJobOptions(1) });
       await runOnce(delivery.name);
-      expect(await retention.sweep(Date.now() + 2_000)).toBe(1);
+      // a failed job waits for its worker's 'failed' listener, delivered or not (test/unit/worker/retention-failed-listener.redis.test.ts)
+      const failedAt = (await jobs.getJob(r.id))!.finishedOn!;
+      expect(await retention.sweep(failedAt + HAND_OVER_WAIT_MS - 1)).toBe(0);
+      expect(await retention.sweep(failedAt + HAND_OVER_WAIT_MS + 2_000)).toBe(1);
       expect([await jobs.getJob(r.id), await delivery.getJob(r.id)]).toEqual([undefined, undefined]);
       const entries = (await redis.xrange(delivery.keys.events!, '-', '+')) as [string, string[]][];
       expect(entries.filter(([, f]) => f.includes(r.id))).toEqual([]);
