@@ -5,6 +5,7 @@
 import type { Config } from '../src/config/schema.ts';
 import type { JobRequest } from '../src/jobs/contract.ts';
 import { UserError } from '../src/errors.ts';
+import { charCount } from '../src/text.ts';
 
 const MiB = 2 ** 20;
 const size = (n: number) => (n >= MiB ? `${Number((n / MiB).toFixed(1))} MiB` : `${Math.round(n / 1024)} KiB`);
@@ -17,22 +18,23 @@ export function enforceConfiguredLimits(config: Readonly<Config>, request: JobRe
   if (request.kind === 'ask') {
     const u = config.understanding;
     const o = request.options;
-    if (request.question.length > u.maxQuestionChars) refuse(`Your question is ${request.question.length} characters; the limit is ${u.maxQuestionChars}.`);
+    // characters as the bots count them (code points, src/text.ts)
+    if (charCount(request.question) > u.maxQuestionChars) refuse(`Your question is ${charCount(request.question)} characters; the limit is ${u.maxQuestionChars}.`);
     if (request.history.length > u.maxHistoryTurns) refuse(`The conversation carries ${request.history.length} earlier turns; the limit is ${u.maxHistoryTurns}.`);
-    const long = request.history.find((t) => t.text.length > u.maxQuestionChars);
-    if (long) refuse(`An earlier turn is ${long.text.length} characters; the limit is ${u.maxQuestionChars}.`);
+    const long = request.history.find((t) => charCount(t.text) > u.maxQuestionChars);
+    if (long) refuse(`An earlier turn is ${charCount(long.text)} characters; the limit is ${u.maxQuestionChars}.`);
     if (o.maxNewTokens > u.maxNewTokens) refuse(`An answer of up to ${o.maxNewTokens} tokens was asked for; the limit is ${u.maxNewTokens}.`);
     return;
   }
   const g = config.generation;
   const o = request.options;
-  if (request.prompt.length > g.maxPromptChars) refuse(`Your prompt is ${request.prompt.length} characters; the limit is ${g.maxPromptChars}.`);
+  if (charCount(request.prompt) > g.maxPromptChars) refuse(`Your prompt is ${charCount(request.prompt)} characters; the limit is ${g.maxPromptChars}.`);
   if (o.ditSteps > g.maxDitSteps) refuse(`steps is ${o.ditSteps}; the limit is ${g.maxDitSteps}.`);
   if (o.decoderSteps > g.maxDecoderSteps) refuse(`decoder steps is ${o.decoderSteps}; the limit is ${g.maxDecoderSteps}.`);
   if (o.guidance > g.maxGuidance) refuse(`guidance is ${o.guidance}; the limit is ${g.maxGuidance}.`);
   // Each image is a full generation and each new negative text one more LLM + DiT pass: GPU time a worker's owner caps.
   if ((o.count ?? 1) > g.maxImagesPerRequest) refuse(`${o.count} images were asked for; the limit is ${g.maxImagesPerRequest}.`);
-  if ((o.negative ?? '').length > g.maxNegativeChars) refuse(`Your negative prompt is ${o.negative!.length} characters; the limit is ${g.maxNegativeChars}.`);
+  if (charCount(o.negative ?? '') > g.maxNegativeChars) refuse(`Your negative prompt is ${charCount(o.negative!)} characters; the limit is ${g.maxNegativeChars}.`);
 }
 
 /** Throws UserError('bad_image') for an input image larger than `understanding.maxInputImageBytes`. */

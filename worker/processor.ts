@@ -33,6 +33,7 @@ import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverToge
 import { coalesceProgress, progressWriteIntervalMs, type ProgressCoalescer } from '../src/jobs/progress.ts';
 import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
+import { clipText } from '../src/text.ts';
 import { CheckOverrides, sharingScope, type CheckPolicy } from '../src/checks/policy.ts';
 import { enforceConfiguredLimits, enforceImageBytes } from './limits.ts';
 import { addPngText } from './pipeline/png.ts';
@@ -49,7 +50,7 @@ export function cleanDescribedPrompt(text: string): string {
     .replace(/^prompt\s*:\s*/i, '')
     .replace(/^["“'`]+|["”'`]+$/g, '')
     .trim();
-  return bare.length <= MAX_DESCRIBED_PROMPT_CHARS ? bare : `${bare.slice(0, MAX_DESCRIBED_PROMPT_CHARS - 1)}…`;
+  return clipText(bare, MAX_DESCRIBED_PROMPT_CHARS); // between whole characters: half an emoji made Slack's client refuse the message
 }
 
 export interface ProcessorDeps {

@@ -19,6 +19,7 @@ import {
   type VaryRequest,
 } from '../../src/jobs/contract.ts';
 import { UserError } from '../../src/errors.ts';
+import { charCount, firstChars } from '../../src/text.ts';
 import type { CommandInput, ImageRef } from './port.ts';
 
 /** Formats we decode on the worker (spec: PNG/JPEG/WebP/GIF). */
@@ -70,8 +71,8 @@ export function imagineOptions(
     aspect: aspect.data,
   };
   const negative = (input.negative ?? '').trim();
-  if (negative.length > Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS))
-    throw new UserError('bad_request', `Your negative prompt is ${negative.length} characters; the limit is ${Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS)}.`);
+  if (charCount(negative) > Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS))
+    throw new UserError('bad_request', `Your negative prompt is ${charCount(negative)} characters; the limit is ${Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS)}.`);
   if (negative) options.negative = negative;
   if (count > 1) {
     if (options.seed + count - 1 > 2 ** 32 - 1) throw new UserError('bad_request', `With ${count} images the seed can be at most ${2 ** 32 - count}.`);
@@ -86,8 +87,9 @@ const saysNothing = (text: string): boolean => text.replace(/[\p{Cc}\p{Cf}\s]/gu
 function checkPrompt(config: Config, prompt: string, required: boolean): string {
   const text = prompt.trim();
   if (required && saysNothing(text)) throw new UserError('bad_request', 'Please describe the image you want.');
-  if (text.length > config.generation.maxPromptChars)
-    throw new UserError('bad_request', `Your prompt is ${text.length} characters; the limit is ${config.generation.maxPromptChars}.`);
+  // characters as Discord counts the option's max_length (code points, src/text.ts): 🦊 is one, not two
+  if (charCount(text) > config.generation.maxPromptChars)
+    throw new UserError('bad_request', `Your prompt is ${charCount(text)} characters; the limit is ${config.generation.maxPromptChars}.`);
   return text;
 }
 
@@ -172,8 +174,8 @@ export function varyRequest(
 export function checkQuestion(config: Config, question: string): string {
   const text = question.trim();
   if (saysNothing(text)) throw new UserError('bad_request', 'Please ask a question about the image.');
-  if (text.length > config.understanding.maxQuestionChars)
-    throw new UserError('bad_request', `Your question is ${text.length} characters; the limit is ${config.understanding.maxQuestionChars}.`);
+  if (charCount(text) > config.understanding.maxQuestionChars)
+    throw new UserError('bad_request', `Your question is ${charCount(text)} characters; the limit is ${config.understanding.maxQuestionChars}.`);
   return text;
 }
 
@@ -184,7 +186,7 @@ export function newestTurns<T>(turns: readonly T[], max: number): T[] {
 
 export function askRequest(config: Config, base: RequestBase, imageKey: string, input: Extract<CommandInput, { command: 'ask' }>): AskRequest {
   const u = config.understanding;
-  const history = newestTurns(input.history ?? [], u.maxHistoryTurns).map((t) => ({ role: t.role, text: t.text.slice(0, u.maxQuestionChars) }));
+  const history = newestTurns(input.history ?? [], u.maxHistoryTurns).map((t) => ({ role: t.role, text: firstChars(t.text, u.maxQuestionChars) }));
   const request = {
     v: CONTRACT_VERSION,
     ...base,

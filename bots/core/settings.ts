@@ -8,6 +8,7 @@ import { runScript, type Redis } from '../../src/redis.ts';
 import { z } from 'zod';
 import { AspectRatio, type Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
+import { charCount, clipText, cutPoint, firstChars } from '../../src/text.ts';
 import { countOf } from '../../src/limits/limiter.ts';
 import { MAX_IMAGES_PER_JOB, MAX_NEGATIVE_CHARS, MAX_RETENTION_SECONDS, channelKey, parseStoredJson, workspaceOf, type Destination } from '../../src/jobs/contract.ts';
 import type { CommandInput, Invocation, Reply } from './port.ts';
@@ -84,8 +85,8 @@ export class SettingsStore {
     return Number(await runScript(this.redis, 'blip3oSettingsReplaceIf', replaceIfLua, [keyOf(this.config.queue.prefix, scope, d)], [version, JSON.stringify(values)])) === 1;
   }
 
-  async set(scope: SettingsScope, d: Destination, values: SavedSettings): Promise<void> {
   /** Nothing to save (the last default cleared) deletes the key: a `{}` per user who ever saved one stayed for good. */
+  async set(scope: SettingsScope, d: Destination, values: SavedSettings): Promise<void> {
     const key = keyOf(this.config.queue.prefix, scope, d);
     if (Object.keys(values).length === 0) await this.redis.del(key);
     else await this.redis.set(key, JSON.stringify(values));
@@ -121,8 +122,8 @@ export class SettingsStore {
 
 export type Layers = { channel: SavedSettings; user: SavedSettings };
 
-/** A saved negative prompt over a limit lowered since: its first `max` characters. */
-const cutTo = (negative: string | undefined, max: number) => (negative === undefined || negative.length <= max ? negative : negative.slice(0, max).trim());
+/** A saved negative prompt over a limit lowered since: its first `max` characters (code points, as the limit counts). */
+const cutTo = (negative: string | undefined, max: number) => (negative === undefined || charCount(negative) <= max ? negative : firstChars(negative, max).trim());
 
 /**
  * A request's options, its own first, then the saved defaults. A saved default above a limit the operator has lowered
@@ -184,7 +185,7 @@ export function describeInForce({ channel, user }: Layers, config: Readonly<Conf
     number('steps', g.defaultDitSteps, g.maxDitSteps, (n) => `${n} steps`),
     number('guidance', g.defaultGuidance, g.maxGuidance, (n) => `guidance ${n}`),
     number('count', g.defaultImageCount, g.maxImagesPerRequest, (n) => countOf(n, 'image')),
-    negative && (negative.value.length > g.maxNegativeChars
+    negative && (charCount(negative.value) > g.maxNegativeChars
       ? `no: ${briefly(cutTo(negative.value, g.maxNegativeChars)!)} (${negative.whose}, cut to this bot's limit of ${g.maxNegativeChars} characters)`
       : `no: ${briefly(negative.value)} (${negative.whose})`),
     isPrivate,
@@ -195,7 +196,7 @@ export function describeInForce({ channel, user }: Layers, config: Readonly<Conf
 
 /** A negative prompt in the in-force line: the answer's first line has it whole, and two copies of a 1,000-character
  * one passed Discord's 2,000 characters for a message. */
-const briefly = (text: string) => (text.length > 80 ? `${text.slice(0, 79)}…` : text);
+const briefly = (text: string) => clipText(text, 80);
 
 /** 90 → "90 s", 3600 → "1 h", 86400 → "1 day": how a retention TTL is shown. */
 export function formatDuration(seconds: number): string {
@@ -208,7 +209,7 @@ export function formatDuration(seconds: number): string {
 /** "90", "90s", "15m", "2h", "7d", "1 hour", "10 minutes" (and formatDuration's own "2 min") → seconds; anything else is a UserError. */
 export function parseDuration(text: string): number {
   const m = /^\s*(\d{1,7})\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)?\s*$/i.exec(text);
-  if (!m) throw new UserError('bad_request', `"${text.slice(0, 40)}" is not a duration: write e.g. 90s, 15m, 2h or 7d.`);
+  if (!m) throw new UserError('bad_request', `"${text.slice(0, cutPoint(text, 40))}" is not a duration: write e.g. 90s, 15m, 2h or 7d.`);
   // Stryker disable next-line StringLiteral: equivalent, no unit and '' both mean seconds below
   const unit = (m[2] ?? 's').toLowerCase();
   const factor = unit.startsWith('d') ? 86_400 : unit.startsWith('h') ? 3600 : unit.startsWith('m') ? 60 : 1;
@@ -250,7 +251,7 @@ export async function settingsCommand(inv: Invocation, store: SettingsStore, con
     if ((typed('steps') ?? 0) > g.maxDitSteps) throw new UserError('bad_request', `steps can be at most ${g.maxDitSteps}.`);
     if ((typed('guidance') ?? 0) > g.maxGuidance) throw new UserError('bad_request', `guidance can be at most ${g.maxGuidance}.`);
     if ((typed('count') ?? 0) > g.maxImagesPerRequest) throw new UserError('bad_request', `images can be at most ${g.maxImagesPerRequest}.`);
-    if ((typed('negative')?.length ?? 0) > g.maxNegativeChars) throw new UserError('bad_request', `The negative prompt can be at most ${g.maxNegativeChars} characters.`);
+    if (charCount(typed('negative') ?? '') > g.maxNegativeChars) throw new UserError('bad_request', `The negative prompt can be at most ${g.maxNegativeChars} characters.`);
     // A form (Slack's modal) saves what it showed, edited: only if nobody changed the values since it was opened (another
     // admin, another window, on any bot instance), or it would undo their change, no-log mode and retention included.
     if (input.action === 'replace' && input.version !== undefined) {

@@ -7,6 +7,7 @@
 //   the answer's later edits (progress, the answer) name no `attachments`, so Discord keeps the copy under the text
 import sharp from 'sharp';
 import { stripControlChars } from '../core/plain-text.ts';
+import { clipText } from '../../src/text.ts';
 import { MAX_ALT_TEXT_CHARS, type RenderedFile } from './render.ts';
 
 /** The copy's file name: how a reply chain tells an answer's copy from a generated image (whose message is no turn). */
@@ -36,7 +37,7 @@ export async function askedImageFile(bytes: Uint8Array, question: string, maxPix
     .jpeg({ quality: JPEG_QUALITY, mozjpeg: true })
     .toBuffer();
   const alt = ALT_TEXT_PREFIX + stripControlChars(question);
-  const description = alt.length <= MAX_ALT_TEXT_CHARS ? alt : `${alt.slice(0, MAX_ALT_TEXT_CHARS - 1)}…`;
+  const description = clipText(alt, MAX_ALT_TEXT_CHARS); // cut between whole characters (src/text.ts)
   return { name: ASKED_IMAGE_FILE, data, contentType: 'image/jpeg', description };
 }
 

@@ -8,6 +8,7 @@
 // spans as Discord does: a span is left as written only if no link or mention could start in it even were it read as
 // plain text (`liveFrom`, on the text without its backslashes), and a span always ends in a backtick, so it never
 // leaves a backslash to pair with ours after it. Reading spans wrong only costs looks, never a live link.
+import { cutPoint } from '../../src/text.ts';
 
 /**
  * Where, in backslash-free text, a link or mention could start: a masked link `[…](scheme:`, `<@…`, `<#…`, a command
@@ -152,7 +153,7 @@ export function partialModelText(partial: string): string {
 export function modelTextWithin(text: string, max: number, show: (text: string) => string = modelText): string {
   let shown = show(text);
   for (let kept = text.length; shown.length > max && kept > 0; ) {
-    kept = Math.max(0, kept - (shown.length - max));
+    kept = cutPoint(text, Math.max(0, kept - (shown.length - max))); // between whole characters (src/text.ts)
     shown = `${partialModelText(text.slice(0, kept))}…`;
   }
   return shown.length > max ? '…' : shown;

@@ -6,6 +6,7 @@ import { queuedLine, STAGE_LABEL, type ShownProgress } from '../core/stage-label
 import { servedNote } from '../core/served-note.ts';
 import { ButtonStyle, ComponentType, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobResult } from '../../src/jobs/contract.ts';
+import { clipText, cutPoint } from '../../src/text.ts';
 import { buttonId } from './custom-ids.ts';
 import { isJpeg } from './upload-size.ts';
 import { modelText, modelTextWithin, partialModelText, readModelText, withoutLinksOrMentions } from './model-text.ts';
@@ -57,8 +58,9 @@ export function contentChunks(raw: string, max = MAX_CONTENT_CHARS): string[] {
     while (line.length > max) {
       if (current) chunks.push(current);
       current = '';
-      chunks.push(line.slice(0, max));
-      line = line.slice(max);
+      const cut = cutPoint(line, max) || max; // between whole characters (src/text.ts); `|| max`: a room of one unit
+      chunks.push(line.slice(0, cut));
+      line = line.slice(cut);
     }
     if (current && current.length + 1 + line.length > max) {
       chunks.push(current);
@@ -81,8 +83,7 @@ export function echo(typed: string): string {
 
 /** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
 function truncate(raw: string, max: number): string {
-  const text = stripControlChars(raw);
-  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+  return clipText(stripControlChars(raw), max);
 }
 
 function row(buttons: APIButtonComponent[]): APIActionRowComponent<APIButtonComponent> {

@@ -7,6 +7,7 @@ import { queuedLine, STAGE_LABEL, type ShownProgress } from '../core/stage-label
 import { servedNote } from '../core/served-note.ts';
 import { z } from 'zod';
 import type { JobResult } from '../../src/jobs/contract.ts';
+import { clipText, cutPoint } from '../../src/text.ts';
 
 /** action_id of each button; `value` is always the job id. */
 export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel', imagineThis: 'blip3o_imagine_this' } as const;
@@ -44,11 +45,17 @@ export function readSlackText(text: string): string {
   return readable.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }
 
-/** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
+/**
+ * Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap,
+ * cut between whole characters (src/text.ts): half an emoji in a top-level argument (`text`, a file's `title`) made
+ * @slack/web-api's form encoding throw "URI malformed", and the message was never sent.
+ */
 function clip(raw: string, max: number): string {
-  const s = stripControlChars(raw);
-  return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
+  return clipText(stripControlChars(raw), max);
 }
+
+/** A result file's title or alt text (files.completeUploadExternal), as every text here: see clip. No "…": a title is a name. */
+export const fileText = (raw: string, max: number): string => clipText(stripControlChars(raw), max, '');
 
 function bar(step: number, total: number): string {
   const cells = 12;
@@ -208,7 +215,7 @@ function withCodeClosed(text: string): string {
 /** `text` in at most `max` characters: cut with "…", a code block the cut leaves open closed before it. */
 function clipWithCodeClosed(text: string, max: number): string {
   if (text.length <= max) return text;
-  const cut = text.slice(0, max - 1);
+  const cut = text.slice(0, cutPoint(text, max - 1));
   return `${fenceCount(cut) % 2 === 0 ? cut : withCodeClosed(cut.slice(0, -CLOSE.length))}…`;
 }
 
@@ -242,7 +249,7 @@ function sectionEnd(escaped: string, start: number, limit: number, inCode: boole
   // a paragraph longer than half a section: between two words rather than through one (never in code, whose line
   // the reopened fence would split)
   if (spaceOutside > secondHalf) return spaceOutside + 1;
-  let end = limit;
+  let end = cutPoint(escaped, limit, start); // between two characters a reader sees as such (src/text.ts)
   // every & starts an entity (at most five characters): one whose ; lies past the cut would be split
   const amp = escaped.lastIndexOf('&', end - 1);
   if (amp > start && escaped.indexOf(';', amp) >= end) end = amp;
@@ -297,7 +304,7 @@ function partialAnswer(partial: string): string {
  */
 export function describedMessage(jobId: string, prompts: string[]): SlackMessage {
   return {
-    text: escapeMrkdwn(prompts.map((p, i) => `${i + 1}. ${p}`).join('\n')),
+    text: escapeMrkdwn(stripControlChars(prompts.map((p, i) => `${i + 1}. ${p}`).join('\n'))),
     blocks: prompts.map((p, i) => ({
       type: 'section',
       block_id: `prompt_${i + 1}_${jobId}`,

@@ -3,7 +3,10 @@
 // sending us to its sign-in page, and following it would hand the bytes of an HTML page to the model), and the
 // bytes must be an image by their magic numbers, whatever the Content-Type says.
 import { UserError } from '../../src/errors.ts';
+import { clipText } from '../../src/text.ts';
+import { stripControlChars } from '../core/plain-text.ts';
 import { tooLargeText } from '../core/requests.ts';
+import { escapeMrkdwn } from './blocks.ts';
 import { hostAllowed, readCapped, sniffImageMime, withDeadline, type ImageMime } from '../core/image-bytes.ts';
 
 export interface SlackFileRef {
@@ -54,6 +57,13 @@ function describeType(mimetype: string): string {
 }
 
 /**
+ * A file's name as a refusal quotes it, in a code span. The message shortcut asks about anyone's file, so the name can
+ * be someone else's text: no control characters (a U+202E showed `invoice\u202Egnp.exe` as "invoiceexe.png"), no
+ * backtick to end the span early, Slack's `<…>` markup escaped, and at most 100 characters, cut between whole ones.
+ */
+const quoted = (name: string): string => `\`${escapeMrkdwn(clipText(stripControlChars(name).replace(/`/g, "'"), 100))}\``;
+
+/**
  * What can be refused from Slack's own description of the file, before any request: the URL's host and scheme,
  * the declared type and size. Handlers call it before posting a status message; the download calls it again.
  */
@@ -70,10 +80,10 @@ export function checkDeclared(file: SlackFileRef, policy: Pick<DownloadPolicy, '
     throw new UserError('bad_image', `I only read images uploaded to Slack itself, not from ${url.host}.`, { context: { url: url.origin } });
   }
   if (file.mimetype && !file.mimetype.startsWith('image/')) {
-    throw new UserError('bad_image', `\`${name}\` is ${describeType(file.mimetype)}, not an image. Try a PNG, JPEG, GIF or WebP.`);
+    throw new UserError('bad_image', `${quoted(name)} is ${describeType(file.mimetype)}, not an image. Try a PNG, JPEG, GIF or WebP.`);
   }
   if (file.size !== undefined && file.size > policy.maxBytes) {
-    throw new UserError('bad_image', tooLargeText(`\`${name}\``, file.size, policy.maxBytes));
+    throw new UserError('bad_image', tooLargeText(quoted(name), file.size, policy.maxBytes));
   }
   return url;
 }
@@ -97,7 +107,7 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
   const name = file.name ?? 'image';
   const url = checkDeclared(file, policy);
   const where = `${url.origin}${url.pathname}`;
-  const failed = (e: unknown) => new DownloadFailed(`I couldn't download \`${name}\` from Slack; please try again.`, (e as Error).message, where, e);
+  const failed = (e: unknown) => new DownloadFailed(`I couldn't download ${quoted(name)} from Slack; please try again.`, (e as Error).message, where, e);
   const bytes = await withDeadline(policy.timeoutMs ?? 30_000, async (signal) => {
     let res: Response;
     try {
@@ -115,7 +125,7 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
       // 404/410: the file was deleted (or its message) since it was posted; another answer may pass
       const gone = res.status === 404 || res.status === 410;
       throw new DownloadFailed(
-        gone ? `\`${name}\` is no longer on Slack (it may have been deleted); please upload it again.` : `I couldn't download \`${name}\` from Slack (HTTP ${res.status}); please try again.`,
+        gone ? `${quoted(name)} is no longer on Slack (it may have been deleted); please upload it again.` : `I couldn't download ${quoted(name)} from Slack (HTTP ${res.status}); please try again.`,
         `HTTP ${res.status}`,
         where,
       );
@@ -125,7 +135,7 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
       await res.body?.cancel();
       throw new UserError('bad_image', LOGIN_PAGE_HINT);
     }
-    const tooLarge = (size?: number) => new UserError('bad_image', tooLargeText(`\`${name}\``, size, policy.maxBytes));
+    const tooLarge = (size?: number) => new UserError('bad_image', tooLargeText(quoted(name), size, policy.maxBytes));
     const declaredLength = Number(res.headers.get('content-length') ?? NaN);
     if (declaredLength > policy.maxBytes) {
       await res.body?.cancel();
@@ -140,7 +150,7 @@ export async function downloadSlackFile(file: SlackFileRef, policy: DownloadPoli
   const contentType = sniffImage(bytes);
   if (!contentType) {
     if (looksLikeHtml(bytes)) throw new UserError('bad_image', LOGIN_PAGE_HINT);
-    throw new UserError('bad_image', `\`${name}\` is not an image I can read. Try a PNG, JPEG, GIF or WebP.`);
+    throw new UserError('bad_image', `${quoted(name)} is not an image I can read. Try a PNG, JPEG, GIF or WebP.`);
   }
   return { bytes, contentType, name };
 }

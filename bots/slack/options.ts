@@ -2,14 +2,15 @@
 // string, so the options Discord has as typed fields are flags here, read by the parser both adapters share
 // (bots/core/imagine-flags.ts).
 import { UserError } from '../../src/errors.ts';
+import { charCount } from '../../src/text.ts';
 import { imagineUsageError, splitImagineFlags, type GenerationLimits, type ImagineInput } from '../core/imagine-flags.ts';
 
 /** Parse the text after `/imagine`. Throws UserError (with the usage) for anything the user can fix. */
 export function parseImagine(text: string, limits: GenerationLimits): ImagineInput {
   const { prompt, flags } = splitImagineFlags(text, limits);
   if (!prompt) throw imagineUsageError('Tell me what to draw.');
-  if (prompt.length > limits.maxPromptChars) {
-    throw new UserError('bad_request', `Your prompt is ${prompt.length} characters; the limit is ${limits.maxPromptChars}.`);
+  if (charCount(prompt) > limits.maxPromptChars) {
+    throw new UserError('bad_request', `Your prompt is ${charCount(prompt)} characters; the limit is ${limits.maxPromptChars}.`);
   }
   return { command: 'imagine', prompt, ...flags };
 }

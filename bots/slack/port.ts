@@ -13,7 +13,7 @@ import type { Destination, JobResult, SlackDestination } from '../../src/jobs/co
 import type { Logger } from '../../src/log.ts';
 import { namesOf, neverSent, type DisplayNames, type NameQuery, type PlatformPort, type ReplyImage } from '../core/port.ts';
 import type { ShownProgress } from '../core/stage-labels.ts';
-import { answerMessage, describedMessage, failureText, finalStatusMessage, headline, imageResultMessage, statusMessage, withLead } from './blocks.ts';
+import { answerMessage, describedMessage, failureText, fileText, finalStatusMessage, headline, imageResultMessage, statusMessage, withLead } from './blocks.ts';
 
 /** Message metadata event types: the status message of a job, and an answer to a question. */
 export const META_STATUS = 'blip3o_status';
@@ -258,8 +258,8 @@ export class SlackPort implements PlatformPort {
       const file_uploads = result.images!.map((img, i) => ({
         file: Buffer.from(gallery[i]!),
         filename: resultFileName(result.jobId, i),
-        title: `${img.prompt.slice(0, 230)} (${i + 1}/${gallery.length}, seed ${img.options.seed})`,
-        alt_text: img.altText.slice(0, 1000),
+        title: `${fileText(img.prompt, 230)} (${i + 1}/${gallery.length}, seed ${img.options.seed})`,
+        alt_text: fileText(img.altText, 1000),
       }));
       await this.postClient.filesUploadV2({ ...where, file_uploads, blocks: m.blocks as never });
       return;
@@ -267,8 +267,8 @@ export class SlackPort implements PlatformPort {
     const upload = {
       file: Buffer.from(png),
       filename,
-      title: result.image!.prompt.slice(0, 250) || filename,
-      alt_text: result.image!.altText.slice(0, 1000),
+      title: fileText(result.image!.prompt, 250) || filename,
+      alt_text: fileText(result.image!.altText, 1000),
       blocks: m.blocks as never,
     };
     await this.postClient.filesUploadV2({ ...upload, ...where });

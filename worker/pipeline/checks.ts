@@ -10,6 +10,7 @@
 // Every question starts from the same prefix, so the row's prompt is exactly what the understanding path builds for
 // that question alone (tested against a full prefill of it), and the image costs one vision run and one prefill.
 import { AppError } from '../../src/errors.ts';
+import { clipText } from '../../src/text.ts';
 import { conversation, decodeAnswer, expandImagePads, scatterImage, type TextModel, type Understanding } from './understand.ts';
 import { ropeIndex } from './mrope.ts';
 import { GREEDY, type KvState } from './sampling.ts';
@@ -49,7 +50,7 @@ export function firstSentence(text: string, maxChars = 400): string {
   const flat = text.replace(/\s+/g, ' ').trim();
   const end = /[.!?](\s|$)/.exec(flat);
   const sentence = end ? flat.slice(0, end.index + 1) : flat;
-  return sentence.length <= maxChars ? sentence : `${sentence.slice(0, maxChars - 1)}…`;
+  return clipText(sentence, maxChars); // between whole characters (src/text.ts)
 }
 
 function throwIfAborted(signal: AbortSignal): void {
@@ -188,7 +189,7 @@ export class ImageChecker {
           onToken: (_id, index) => progress(4 + index),
         });
         counts.captionTokens = tokens.length;
-        result.caption = firstSentence(this.text.tokenizer.decode(tokens));
+        result.caption = firstSentence(this.text.tokenizer.decodeText(tokens));
       }
     };
     await (this.text.batch ? rest() : this.text.exclusive(rest));

@@ -145,6 +145,15 @@ export class QwenTokenizer {
     return this.tokenizer.decode([...ids], { skip_special_tokens: opts.skipSpecialTokens ?? true });
   }
 
+  /**
+   * The text of a finished generation. An answer stopped at its token limit can end inside a character's bytes (byte-
+   * level BPE writes a rare emoji or ideograph as several ids), which decode shows as U+FFFD: that half character is
+   * left out, as streamDecoder leaves it out while the answer streams.
+   */
+  decodeText(ids: readonly number[]): string {
+    return this.decode(ids).replace(/\uFFFD+$/, '');
+  }
+
   tokenId(token: string): number | undefined {
     return this.tokenizer.token_to_id(token);
   }

@@ -305,7 +305,7 @@ export async function loadUnderstanding(
         ctx.onProgress({ stage: 'answering', step: index + 1, total: o.maxNewTokens, partialText });
       },
     });
-    return { text: llm.tokenizer.decode(tokenIds).trim(), tokenIds };
+    return { text: llm.tokenizer.decodeText(tokenIds).trim(), tokenIds };
   }
 
   return {

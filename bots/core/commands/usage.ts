@@ -4,6 +4,7 @@
 // rendered to PNG with sharp), private to the admin.
 import sharp from 'sharp';
 import { UserError } from '../../../src/errors.ts';
+import { charCount, clipText, cutPoint, firstChars } from '../../../src/text.ts';
 import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
 import type { Gate } from '../../../src/limits/gate.ts';
 import { scopeIds } from '../../../src/limits/limiter.ts';
@@ -97,10 +98,14 @@ export interface UsageDeps extends AdminDeps {
   displayNames?(destination: Destination, ids: NameQuery): Promise<DisplayNames>;
 }
 
-/** A platform's name as one line of a code block: no control characters, no backtick to end the block, cut to NAME_CHARS. */
+/**
+ * A platform's name as one line of a code block: no control characters, no backtick to end the block, cut to
+ * NAME_CHARS characters (code points) between whole ones (src/text.ts: a flag or a family emoji is never cut in two).
+ */
 export function cleanName(name: string): string {
   const line = stripControlChars(name).replace(/`/g, "'").replace(/\s+/g, ' ').trim();
-  return [...line].length > NAME_CHARS ? `${[...line].slice(0, NAME_CHARS - 1).join('').trimEnd()}…` : line;
+  if (charCount(line) <= NAME_CHARS) return line;
+  return `${line.slice(0, cutPoint(line, firstChars(line, NAME_CHARS - 1).length)).trimEnd()}…`;
 }
 
 function table(title: string, rows: UsageRow[], label: (id: string) => string): string[] {
@@ -136,7 +141,7 @@ export function usageChartSvg(channels: { label: string; value: number }[], user
     for (const r of s.rows) {
       const bar = Math.max(1, Math.round((r.value / max) * 330));
       parts.push(
-        `<text x="24" y="${y + 14}" font-size="12">${escapeXml(r.label.slice(0, 28))}</text>`,
+        `<text x="24" y="${y + 14}" font-size="12">${escapeXml(clipText(r.label, 28, ''))}</text>`,
         `<rect x="230" y="${y + 3}" width="${bar}" height="14" fill="#5865f2"/>`,
         `<text x="${236 + bar}" y="${y + 14}" font-size="12">${escapeXml(num(r.value))} s</text>`,
       );

@@ -14,6 +14,7 @@ import { createLogger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, deleteKeys } from '../../../../src/redis.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
 import { capturedLog } from '../../../doubles/core-harness.ts';
+import { isWellFormed } from '../../../doubles/world-text.ts';
 import { FakeSlack } from '../../../fakes/slack/server.ts';
 import type { FakeMessage } from '../../../fakes/slack/store.ts';
 
@@ -331,6 +332,22 @@ describe('SlackPort.deliver: an image', () => {
     const fileOf = (jobId: string) => messagesIn(CHANNEL).flatMap((m) => m.files ?? []).find((f) => f.name === resultFileName(jobId))!;
     expect(fileOf('i-long').title).toBe('p'.repeat(250));
     expect(fileOf('i-blank').title).toBe(resultFileName('i-blank'));
+  });
+
+  it('a prompt in any script: titles and alt texts without control characters (a U+202E reversed the title\'s end), cut between whole characters', async () => {
+    const spoof = 'invoice \u202Egnp.exe'; // shown as "invoice exe.png" when the override reaches Slack
+    const d = await started('i-world');
+    await port().deliver({ ...imageResult('i-world', d, spoof), image: { ...imageOf(spoof), altText: `\u202E${'👨‍👩‍👧'.repeat(200)}` } }, png);
+    const one = messagesIn(CHANNEL).flatMap((m) => m.files ?? []).find((f) => f.name === resultFileName('i-world'))!;
+    expect(one.title).toBe('invoice gnp.exe');
+    expect(one.altText).toBe('👨‍👩‍👧'.repeat(125)); // 1,000 code units hold 125 whole families, not 125 and a man and a woman
+    const emoji = 'x' + '🦊'.repeat(200);
+    const g = await started('i-world-g');
+    const images = [imageOf(emoji, 7), imageOf(emoji, 8)];
+    await port().deliver({ ...imageResult('i-world-g', g, emoji), image: images[0], images }, png, [png, png]);
+    const titlesShown = messagesIn(CHANNEL).flatMap((m) => m.files ?? []).filter((f) => f.name.startsWith('blip3o-i-world-g-')).map((f) => f.title);
+    expect(titlesShown).toEqual([`x${'🦊'.repeat(114)} (1/2, seed 7)`, `x${'🦊'.repeat(114)} (2/2, seed 8)`]);
+    expect(titlesShown.every((t) => isWellFormed(t))).toBe(true);
   });
 
   it('a deleted status message with nothing under it: Slack posts the image and the final status at the top level; a repeat posts neither again', async () => {

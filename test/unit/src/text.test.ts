@@ -1,0 +1,56 @@
+// src/text.ts: characters counted as Discord and the job format count them, and cuts a reader never sees through.
+import { describe, expect, it } from 'vitest';
+import { charCount, clipText, cutPoint, firstChars } from '../../../src/text.ts';
+import { expectWholeGraphemes, graphemes, WORLD } from '../../doubles/world-text.ts';
+
+describe('charCount and firstChars: code points', () => {
+  it('counts an emoji or a rare ideograph as one, a ZWJ sequence as its code points', () => {
+    expect(charCount('')).toBe(0);
+    expect(charCount('fox')).toBe(3);
+    expect(charCount(WORLD.fox.repeat(3))).toBe(3);
+    expect(charCount('𠮷')).toBe(1);
+    expect(charCount(WORLD.family)).toBe(5);
+    expect(charCount(WORLD.cjk)).toBe(WORLD.cjk.length);
+  });
+
+  it('keeps the first n code points, never half a pair', () => {
+    expect(firstChars('a🦊🦊b', 2)).toBe('a🦊');
+    expect(firstChars('a🦊🦊b', 0)).toBe('');
+    expect(firstChars('a🦊🦊b', 4)).toBe('a🦊🦊b');
+    expect(firstChars('abc', 5)).toBe('abc');
+  });
+});
+
+describe('cutPoint and clipText: between graphemes', () => {
+  it.each(Object.entries(WORLD))('%s, repeated, is cut between whole graphemes at every room', (_name, text) => {
+    const long = text.repeat(4);
+    for (let max = graphemes(long)[0]!.length + 1; max <= long.length; max++) {
+      const clipped = clipText(long, max);
+      expect(clipped.length).toBeLessThanOrEqual(max);
+      expectWholeGraphemes(clipped, long);
+    }
+  });
+
+  it('leaves text that fits as it is, and cuts ASCII exactly at the room', () => {
+    expect(clipText('abc', 3)).toBe('abc');
+    expect(clipText('abcdef', 4)).toBe('abc…');
+    expect(clipText('abcdef', 4, '')).toBe('abcd');
+    expect(cutPoint('abcdef', 4)).toBe(4);
+    expect(cutPoint('abc', 9)).toBe(3);
+  });
+
+  it('a family emoji is kept whole or left out, never shown as its first person', () => {
+    const text = `ok ${WORLD.family}`;
+    for (let at = 4; at < text.length; at++) expect(cutPoint(text, at)).toBe(3);
+  });
+
+  it('one grapheme longer than the room (a letter under many marks) is cut between code points, after `from`', () => {
+    const zalgo = `a${'\u0301'.repeat(50)}`;
+    expect(clipText(zalgo, 10)).toBe(`a${'\u0301'.repeat(8)}…`);
+    expect(cutPoint(`🦊${'\u{1F3FD}'.repeat(9)}`, 5)).toBe(4); // a fox with skin tones: between two code points
+    // the grapheme began at `from`: at the code point boundary at or before the room (👨 ZWJ 👩 from 2: 2, 4, 5, 7)
+    expect(cutPoint(`xy${WORLD.family}`, 6, 2)).toBe(5);
+    expect(cutPoint(`xy${WORLD.family}`, 4, 2)).toBe(4);
+    expect(cutPoint(`xy${WORLD.family}`, 3, 2)).toBe(2);
+  });
+});
