@@ -42,9 +42,10 @@ import type { Adapter } from '../core/adapter.ts';
 import type { CommandInput, Invocation, Reply } from '../core/port.ts';
 import type { Core } from '../core/submit.ts';
 import { within } from '../core/deadline.ts';
-import { parseDuration } from '../core/settings.ts';
+import { parseDuration, type SavedSettings } from '../core/settings.ts';
 import { adminInput } from './admin.ts';
-import { askedImageFile } from './asked-image.ts';
+import { AskedCopies, type CopyAt } from './asked-copies.ts';
+import { ASKED_IMAGE_FILE, askedImageFile } from './asked-image.ts';
 import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt, MAX_CHAIN } from './conversation.ts';
@@ -52,7 +53,7 @@ import { QUESTION_INPUT_ID, askModalId, isOurButtonId, parseAskModalId, parseBut
 import { DMS_CLOSED_HELP, DiscordDelivery, keepNewest, forbiddenToPost, logRateLimits, missingPermission, nonceFor, refusesDirectMessages, statusChannelOf } from './delivery.ts';
 import { redisIdentifyThrottler } from './identify-throttle.ts';
 import { callbacksAcknowledgedOnce, followUpsAtMostOnce, MayHaveBeenPosted } from './lost-replies.ts';
-import { contentChunks, describedPrompt } from './render.ts';
+import { NOTICE_FLAGS, contentChunks, describedPrompt } from './render.ts';
 import { imagineInput, questionFromMention, requireQuestion } from './options.ts';
 
 export type Handle = (invocation: Invocation) => Promise<Reply>;
@@ -108,6 +109,8 @@ export class DiscordAdapter implements Adapter {
   private client: Client | undefined;
   private handle: Handle | undefined;
   private core: Pick<Core, 'settings' | 'requestOf'> | undefined;
+  /** Where the copies of Ask form targets are, in Redis (asked-copies.ts); set by start(). */
+  private copies: AskedCopies | undefined;
   /** The first "Queued: …" edit, through the core so it never lands on top of a result another instance posted. */
   // Stryker disable next-line BlockStatement,StringLiteral: unreachable, no event reaches the adapter before start() replaces it
   private showQueued: (destination: DiscordDestination, jobId: string, text: string) => Promise<void> = async () => {
@@ -148,6 +151,8 @@ export class DiscordAdapter implements Adapter {
   /** Log in and start handling events with the core's `handle` (the core's delivery consumer is already running). */
   async start(core: Pick<Core, 'handle' | 'showBeforeResult' | 'settings' | 'requestOf' | 'redis'>): Promise<void> {
     this.core = core;
+    this.copies = new AskedCopies(core.redis, this.config.queue.prefix);
+    this.port.followCopies(this.copies);
     // Shards of this application in every process identify in turn (identify-throttle.ts); keyed by the token's digest.
     this.identifyThrottler = redisIdentifyThrottler(core.redis, this.config.queue.prefix, createHash('sha256').update(this.token).digest('hex').slice(0, 16));
     this.handle = (invocation) => core.handle(invocation);
@@ -222,6 +227,9 @@ export class DiscordAdapter implements Adapter {
     this.messageContent = withContent;
     client.on(Events.InteractionCreate, (i) => void this.onInteraction(i));
     client.on(Events.MessageCreate, (m) => void this.onMessage(m));
+    // Uncached messages come as partials (Partials.Message): their ids are all that is needed here.
+    client.on(Events.MessageDelete, (m) => void this.onDeleted([m.id]));
+    client.on(Events.MessageBulkDelete, (messages) => void this.onDeleted([...messages.keys()]));
     client.on(Events.ShardResume, (_id, replayed) => this.log.info({ replayed }, 'gateway resumed'));
     logRateLimits(client.rest, this.log);
     followUpsAtMostOnce(client.rest); // a follow-up has no nonce: never sent twice (lost-replies.ts)
@@ -485,7 +493,7 @@ export class DiscordAdapter implements Adapter {
       reply = this.errorReply(e);
     }
     if (reply.kind === 'queued') {
-      await Promise.all([this.showQueued(destination, reply.jobId, reply.text), this.attachAskedImage(interaction, destination, input)]);
+      await Promise.all([this.showQueued(destination, reply.jobId, reply.text), this.attachAskedImage(interaction, destination, input, place.saved, reply.jobId)]);
       return;
     }
     // Refused (a job-starting command has no other answer): remove the "thinking…", tell the user alone.
@@ -498,22 +506,62 @@ export class DiscordAdapter implements Adapter {
    * (asked-image.ts), for a mention-reply to it to continue the conversation. Only `attachments`: Discord keeps the
    * text, and the progress and answer edits (which name no `attachments`) keep the copy, in whichever order they
    * land. A private answer is ephemeral, which nobody can reply to: no copy. Nor where the channel keeps little (a
-   * retention TTL, no-log): a copy of the user's image posted by the bot would outlive what the bot stores. Best
-   * effort: the answer comes without.
+   * retention TTL, no-log): a copy of the user's image posted by the bot would outlive what the bot stores. `saved`:
+   * the settings runJob read for this request before deferring (until 2026-12-07 read here a second time). An Ask
+   * form's copy follows its target: linked in Redis (asked-copies.ts) for onDeleted, and taken off again where the link
+   * cannot be written. Best effort: the answer comes without.
    */
-  private async attachAskedImage(interaction: RepliableInteraction, destination: DiscordDestination, input: CommandInput | undefined): Promise<void> {
+  private async attachAskedImage(interaction: RepliableInteraction, destination: DiscordDestination, input: CommandInput | undefined, saved: SavedSettings, jobId: string): Promise<void> {
     if (input?.command !== 'ask' || !input.image.bytes || destination.private) return;
     try {
-      const saved = await this.core?.settings.effective(destination);
-      if (this.config.noLog || saved?.noLog || saved?.retentionSeconds !== undefined) return;
+      if (this.config.noLog || saved.noLog || saved.retentionSeconds !== undefined) return;
       const { description, ...file } = await askedImageFile(input.image.bytes, input.question, this.config.understanding.maxPixels);
-      await this.client!.rest.patch(Routes.webhookMessage(interaction.applicationId, interaction.token, '@original'), {
+      const original = Routes.webhookMessage(interaction.applicationId, interaction.token, '@original');
+      const answer = (await this.client!.rest.patch(original, {
         body: { attachments: [{ id: '0', filename: file.name, description }] },
         files: [file],
         auth: false,
+      })) as APIMessage;
+      const target = interaction.isModalSubmit() ? parseAskModalId(interaction.customId).messageId : undefined;
+      if (!target) return; // an /ask upload is in no message: nothing to follow
+      await this.copies!.link(target, jobId, { channelId: answer.channel_id, messageId: answer.id }).catch(async (e: unknown) => {
+        await this.client!.rest.patch(original, { body: { attachments: [] }, auth: false });
+        throw e;
       });
     } catch (e) {
       this.log.warn({ interaction: interaction.id, err: (e as Error).message }, 'could not attach the asked-about image to its answer: a reply to it will not find the image');
+    }
+  }
+
+  /**
+   * Messages deleted (MESSAGE_DELETE, a moderator's MESSAGE_DELETE_BULK; any message in the bot's channels, cached or
+   * not): the answers about those that were Ask form targets lose their copy of the image (asked-copies.ts). One Redis
+   * round trip per event, a second and the edits only for a target.
+   */
+  private async onDeleted(messageIds: string[]): Promise<void> {
+    try {
+      const copies = (await this.copies?.take(messageIds)) ?? [];
+      await Promise.all(copies.map((at) => this.removeCopy(at)));
+    } catch (e) {
+      this.log.warn({ messages: messageIds.length, err: (e as Error).message }, 'could not look up the answers about a deleted message: their copies of its image stay');
+    }
+  }
+
+  /**
+   * The copy taken off a message of the bot's, through the channel (the interaction token may have expired): an edit
+   * listing the attachments that stay, which Discord keeps, and not the copy, which it deletes. An answer deleted
+   * since has nothing to take off.
+   */
+  private async removeCopy(at: CopyAt): Promise<void> {
+    const route = Routes.channelMessage(at.channelId, at.messageId);
+    try {
+      const message = (await this.client!.rest.get(route)) as APIMessage;
+      if (!message.attachments.some((a) => a.filename === ASKED_IMAGE_FILE)) return;
+      const kept = message.attachments.filter((a) => a.filename !== ASKED_IMAGE_FILE).map((a) => ({ id: a.id }));
+      await this.client!.rest.patch(route, { body: { attachments: kept } });
+    } catch (e) {
+      if (e instanceof DiscordAPIError && e.status === 404) return;
+      this.log.warn({ channel: at.channelId, message: at.messageId, err: (e as Error).message }, 'could not remove the copy of a deleted image from its answer');
     }
   }
 
@@ -532,7 +580,7 @@ export class DiscordAdapter implements Adapter {
     } catch (e) {
       if (forbiddenToPost(e)) return this.cannotReplyIn(message, e);
       const text = this.errorReply(e).text;
-      await message.reply({ content: text, allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'error') }).catch(() => undefined);
+      await message.reply({ content: text, flags: NOTICE_FLAGS, allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'error') }).catch(() => undefined);
     }
   }
 
@@ -547,7 +595,7 @@ export class DiscordAdapter implements Adapter {
     const text =
       `I can't reply in <#${message.channelId}>: I don't have the ${missing} permission there (a server admin can give it in the channel's settings → Permissions). ` +
       'Meanwhile `/ask` works there: its answers need no permission in the channel.';
-    await message.author.send({ content: text, allowedMentions: { parse: [] }, ...postedOnce(message, 'cannot-reply') }).catch(() => undefined); // DMs closed: nowhere left to say it
+    await message.author.send({ content: text, flags: NOTICE_FLAGS, allowedMentions: { parse: [] }, ...postedOnce(message, 'cannot-reply') }).catch(() => undefined); // DMs closed: nowhere left to say it
   }
 
   private async onMention(message: Message, botId: string, where: DiscordDestination): Promise<void> {
@@ -556,7 +604,7 @@ export class DiscordAdapter implements Adapter {
     if (!chain.image) {
       // Without the intent, a message on the chain that arrived empty probably had the image we could not see.
       const help = !this.messageContent && chain.blankedMessages > 0 ? MESSAGE_CONTENT_HELP : chain.tooLong ? LONG_CHAIN_HELP : NO_IMAGE_HELP;
-      await message.reply({ content: help, allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'help') });
+      await message.reply({ content: help, flags: NOTICE_FLAGS, allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'help') });
       return;
     }
     const image = chain.image;
@@ -587,7 +635,8 @@ export class DiscordAdapter implements Adapter {
       reply = this.errorReply(e);
     }
     if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
-    await this.client!.rest.patch(Routes.channelMessage(statusChannelOf(destination), destination.statusMessageId!), { body: { content: reply.text, allowed_mentions: { parse: [] } } });
+    // refused (a limit, a budget, a check): the status message says why, marked as no answer (render.ts NOTICE_FLAGS)
+    await this.client!.rest.patch(Routes.channelMessage(statusChannelOf(destination), destination.statusMessageId!), { body: { content: reply.text, flags: NOTICE_FLAGS, allowed_mentions: { parse: [] } } });
   }
 
   // ---- helpers ----------------------------------------------------------------------------------------
@@ -661,14 +710,15 @@ export class DiscordAdapter implements Adapter {
   /**
    * Where a job goes (the interaction's channel, or the server channel a DM button's job belongs to), whether the bot
    * works there, and whether saved settings make its results private (a destination already private, a DM button's
-   * private job, stays so: runJob keeps its flag). Reads Redis.
+   * private job, stays so: runJob keeps its flag), with the saved settings read (the /ask copy's retention and no-log
+   * check uses them: no second read). Reads Redis.
    */
-  private async placeOf(where: DiscordDestination | Promise<DiscordDestination>): Promise<{ destination: DiscordDestination; allowed: boolean; private: boolean }> {
+  private async placeOf(where: DiscordDestination | Promise<DiscordDestination>): Promise<{ destination: DiscordDestination; allowed: boolean; private: boolean; saved: SavedSettings }> {
     const destination = await where;
     // Stryker disable next-line BooleanLiteral: equivalent, a place the bot is not enabled in is refused before its privacy matters
-    if (!this.channelAllowed(destination)) return { destination, allowed: false, private: false };
+    if (!this.channelAllowed(destination)) return { destination, allowed: false, private: false, saved: {} };
     const saved = this.core ? await this.core.settings.effective(destination) : {};
-    return { destination, allowed: true, private: saved.private === true };
+    return { destination, allowed: true, private: saved.private === true, saved };
   }
 
   private async download(image: AttachmentMeta): Promise<{ bytes: Uint8Array; name: string; contentType: string; sizeBytes: number }> {

@@ -1,6 +1,7 @@
 // Mention-replies: find the image a question is about and the conversation so far by walking the reply chain
 // upwards: image message ← "@bot what is this?" ← bot's answer ← "@bot and the colour?" (the current message).
 // The bot's answers become assistant turns, messages addressed to the bot (see addressesBot) user turns, oldest first.
+// Of the bot's messages only answers are turns: its notices (failures, refusals, help) carry a mark (turnText).
 // An /ask answer replies to nothing: it carries its image and question itself (asked-image.ts), so the walk ends there.
 import type { Message } from 'discord.js';
 import { newestTurns } from '../core/requests.ts';
@@ -10,6 +11,7 @@ import { isImageAttachment, type AttachmentMeta } from './attachments.ts';
 import { ASKED_IMAGE_FILE, questionOf } from './asked-image.ts';
 import { questionFromMention } from './options.ts';
 import { readModelText } from './model-text.ts';
+import { NOTICE_FLAGS } from './render.ts';
 
 /**
  * Messages fetched at most while walking one chain, whatever understanding.maxHistoryTurns is: the image is needed
@@ -67,19 +69,25 @@ export function addressesBot(message: Pick<Message, 'guildId' | 'mentions'>, bot
 }
 
 /**
- * Messages of the bot's that are not the model's words: a status or progress line (one left behind by a lost job
- * shows the answer so far after it), and the failures render.ts and the adapter write. Before 2026-12-07 they went to
- * the model as what it had said ("Sorry, that failed (ref …)."). A refusal in a UserError's own words cannot be told
- * from an answer and still counts as one.
+ * Unmarked messages of the bot's that are not the model's words, known by their words: a status or progress line
+ * (every one starts with ⏳; one left behind by a lost job shows the answer so far after it), and the failures and
+ * notes of bots before 2026-12-07, which marked none (messages already in channels). A refusal such a bot posted in a
+ * UserError's own words cannot be told from an answer and still counts as one.
  */
-const NOT_AN_ANSWER = /^(?:⏳|Cancelled\.$|Sorry, that failed \(ref |Something went wrong|The image could not be found \(ref |Done: the result is in the message below\.$|Mention me in a reply to |I can't see images in other messages)/;
+const UNMARKED_NOT_AN_ANSWER = /^(?:⏳|Cancelled\.$|Sorry, that failed \(ref |Something went wrong|The image could not be found \(ref |Done: the result is in the message below\.$|Mention me in a reply to |I can't see images in other messages)/;
 
-/** A bot's answer as the model wrote it (render.ts shows it through modelText, and a served note under it), or ''. */
+/**
+ * A bot's answer as the model wrote it (render.ts shows it through modelText, and a served note under it), or '' for
+ * anything else: a notice, marked with NOTICE_FLAGS (render.ts) wherever the bot posts one that a reply can reach,
+ * whatever its words (before 2026-12-07 a rate limit's refusal, "…; try again in 40 s.", went to the model as its
+ * own answer).
+ */
 function turnText(message: Message): string {
+  if (message.flags.has(NOTICE_FLAGS)) return '';
   // a result posted in the channel (its interaction gone) starts with the asker's mention (render.ts): not the model's;
   // the model's own `<` is escaped, so a bare `<@id> ` in front can only be ours
   const shown = (message.content || message.embeds[0]?.description || '').replace(/^<@\d+> /, '');
-  if (NOT_AN_ANSWER.test(shown)) return '';
+  if (UNMARKED_NOT_AN_ANSWER.test(shown)) return '';
   return readModelText(withoutServedNote(shown, (note) => `\n-# ${note}`));
 }
 

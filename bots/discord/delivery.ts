@@ -18,9 +18,12 @@ import type { DiscordDestination, Destination, JobResult } from '../../src/jobs/
 import type { Logger } from '../../src/log.ts';
 import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import type { ShownProgress } from '../core/stage-labels.ts';
+import type { AskedCopies } from './asked-copies.ts';
+import { ASKED_IMAGE_FILE } from './asked-image.ts';
+import { downloadImage } from './attachments.ts';
 import { parseButtonId } from './custom-ids.ts';
 import { followUpsAtMostOnce, MayHaveBeenPosted } from './lost-replies.ts';
-import { plainBody, progressBody, queuedBody, resultMessage, withNote, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
+import { NOTICE_FLAGS, noticeBody, progressBody, queuedBody, resultMessage, withNote, type MessageBody, type Rendered, type RenderedFile } from './render.ts';
 import { withinUploadLimit } from './upload-size.ts';
 
 /** Discord error codes meaning "this token/message is gone": fall back to a channel message. */
@@ -77,8 +80,10 @@ function isGone(e: unknown): boolean {
 
 interface ApiMessage {
   id: string;
+  channel_id?: string;
   author?: { id: string };
   components?: { components?: { custom_id?: string }[] }[];
+  attachments?: { id: string; filename: string; size: number; url: string; content_type?: string; description?: string }[];
 }
 
 interface ApiChannel {
@@ -115,6 +120,8 @@ export class DiscordDelivery implements PlatformPort {
    * through the channel.
    */
   private readonly statusIds = new Map<string, string>();
+  /** Where Ask form copies are linked (asked-copies.ts), from the adapter's start(); until then no copy is carried. */
+  private copies: AskedCopies | undefined;
 
   constructor(
     private readonly rest: REST,
@@ -192,6 +199,11 @@ export class DiscordDelivery implements PlatformPort {
     this.rest.clearHandlerSweeper();
   }
 
+  /** The Redis links of the copies of Ask form targets: an answer posted anew with its copy is linked too. */
+  followCopies(copies: AskedCopies): void {
+    this.copies = copies;
+  }
+
   tokenUsable(d: DiscordDestination): d is DiscordDestination & { interactionToken: string } {
     if (!d.interactionToken || this.deadTokens.has(d.interactionToken)) return false;
     const at = d.interactionAt ?? 0;
@@ -225,17 +237,54 @@ export class DiscordDelivery implements PlatformPort {
     const recent = await this.recentMessages(d, result.jobId);
     const status = this.statusIds.get(result.jobId) ?? statusIn(recent, d, result.jobId);
     if (!recent.some((m) => m.author?.id === d.applicationId && hasButton(m, (b) => b.action !== 'cancel' && b.jobId === result.jobId))) {
-      const rendered = resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery);
+      const copy = result.kind === 'ask' && result.status === 'succeeded' && status ? await this.askedCopyOn(recent.find((m) => m.id === status), result.jobId) : undefined;
+      const rendered = withAskedCopy(resultMessage(result, image, d.replyToMessageId ? undefined : d.userId, gallery), copy);
       const body: Record<string, unknown> = { ...rendered.body, nonce: nonceFor(result.jobId), enforce_nonce: true };
       if (d.replyToMessageId) body.message_reference = { message_id: d.replyToMessageId, fail_if_not_exists: false };
+      let posted: ApiMessage;
       try {
-        await this.rest.post(Routes.channelMessages(postChannelOf(d)), withFiles({ body: body as unknown as MessageBody, files: rendered.files }));
+        posted = (await this.rest.post(Routes.channelMessages(postChannelOf(d)), withFiles({ body: body as unknown as MessageBody, files: rendered.files }))) as ApiMessage;
       } catch (e) {
         if (!cannotPostIn(e)) throw e;
         return this.postToRequester(d, result, e, image, gallery);
       }
+      if (copy) await this.followedThere(result.jobId, posted);
     }
     if (status) await this.closeStaleStatus(d, status, result);
+  }
+
+  /**
+   * The copy of the asked-about image on an /ask or Ask form answer's status message (asked-image.ts), for the answer
+   * posted as a new message once the token expired: a reply to the answer then finds the image and the question, as
+   * under an answer whose token held. Downloaded from Discord's CDN (the bot's own message, just read among the
+   * channel's latest) under the attachment checks; the status keeps its copy (closeStaleStatus edits its text alone).
+   * Best effort: the answer is posted without.
+   */
+  private async askedCopyOn(status: ApiMessage | undefined, jobId: string): Promise<AskedCopy | undefined> {
+    const copy = status?.attachments?.find((a) => a.filename === ASKED_IMAGE_FILE);
+    if (!copy || !this.copies) return undefined;
+    try {
+      const policy = { allowedHosts: this.config.discord.downloadHosts, maxBytes: this.config.discord.maxAttachmentBytes };
+      const got = await downloadImage({ url: copy.url, filename: copy.filename, size: copy.size, contentType: copy.content_type ?? null }, policy);
+      return { bytes: got.bytes, description: copy.description ?? '' };
+    } catch (e) {
+      this.log.warn({ jobId, err: (e as Error).message }, 'could not copy the asked-about image to the answer posted anew: a reply to it will not find the image');
+      return undefined;
+    }
+  }
+
+  /**
+   * The answer posted anew carries the job's copy: linked with its status message's, to follow an Ask form's target
+   * (asked-copies.ts). Where the link cannot be written, the copy is taken off again: it could not follow its target.
+   */
+  private async followedThere(jobId: string, posted: ApiMessage): Promise<void> {
+    const at = { channelId: posted.channel_id!, messageId: posted.id };
+    try {
+      await this.copies!.alsoAt(jobId, at);
+    } catch (e) {
+      this.log.warn({ jobId, err: (e as Error).message }, 'could not link the copy of an asked-about image: taking it off the answer');
+      await this.rest.patch(Routes.channelMessage(at.channelId, at.messageId), { body: { attachments: [] } }).catch(() => undefined);
+    }
   }
 
   /**
@@ -246,7 +295,7 @@ export class DiscordDelivery implements PlatformPort {
   private async closeStaleStatus(d: DiscordDestination, messageId: string, result: JobResult): Promise<void> {
     const line = result.status === 'succeeded' ? 'Done: the result is in the message below.' : resultMessage(result, undefined).body.content;
     try {
-      await this.rest.patch(Routes.channelMessage(postChannelOf(d), messageId), { body: plainBody(line) });
+      await this.rest.patch(Routes.channelMessage(postChannelOf(d), messageId), { body: noticeBody(line) });
     } catch (e) {
       this.log.warn({ jobId: result.jobId, err: (e as Error).message }, 'could not close the status message the result did not replace');
     }
@@ -318,7 +367,7 @@ export class DiscordDelivery implements PlatformPort {
     const inServer = d.guildId !== null && d.channelId !== dm.id;
     this.log.warn({ jobId, toldInChannel: inServer }, 'the requester does not accept direct messages: the private result was not posted');
     if (!inServer) return;
-    const notice = { content: `<@${d.userId}> I couldn't send you your private result: ${DMS_CLOSED_HELP}`, allowed_mentions: { users: [d.userId] }, nonce: nonceFor(jobId), enforce_nonce: true };
+    const notice = { content: `<@${d.userId}> I couldn't send you your private result: ${DMS_CLOSED_HELP}`, allowed_mentions: { users: [d.userId] }, flags: NOTICE_FLAGS, nonce: nonceFor(jobId), enforce_nonce: true };
     await this.rest.post(Routes.channelMessages(postChannelOf(d)), { body: notice });
   }
 
@@ -456,6 +505,20 @@ const statusIn = (messages: ApiMessage[], d: DiscordDestination, jobId: string):
 export function keepNewest(memory: Set<unknown> | Map<unknown, unknown>, max: number): void {
   // Stryker disable next-line ConditionalExpression,EqualityOperator: a memory bound, not behaviour a test can see
   while (memory.size > max) memory.delete(memory.keys().next().value);
+}
+
+interface AskedCopy {
+  bytes: Uint8Array;
+  description: string;
+}
+
+/** `rendered` (an answer: text, no files) with the copy of the asked-about image, under its alt text. */
+function withAskedCopy(rendered: Rendered, copy: AskedCopy | undefined): Rendered {
+  if (!copy) return rendered;
+  return {
+    body: { ...rendered.body, attachments: [{ id: '0', filename: ASKED_IMAGE_FILE, description: copy.description }] },
+    files: [{ name: ASKED_IMAGE_FILE, data: Buffer.from(copy.bytes), contentType: 'image/jpeg' }],
+  };
 }
 
 function withFiles(rendered: Rendered): { body: MessageBody; files?: RenderedFile[] } {

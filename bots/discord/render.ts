@@ -4,7 +4,7 @@ import { checkLine } from '../core/check-line.ts';
 import { stripControlChars } from '../core/plain-text.ts';
 import { queuedLine, STAGE_LABEL, type ShownProgress } from '../core/stage-labels.ts';
 import { servedNote } from '../core/served-note.ts';
-import { ButtonStyle, ComponentType, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
+import { ButtonStyle, ComponentType, MessageFlags, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent, type APIMessageTopLevelComponent } from 'discord.js';
 import type { JobResult } from '../../src/jobs/contract.ts';
 import { clipText, cutPoint } from '../../src/text.ts';
 import { buttonId } from './custom-ids.ts';
@@ -22,6 +22,8 @@ export interface MessageBody {
   embeds?: { description: string }[];
   components: APIMessageTopLevelComponent[];
   attachments?: { id: string; filename: string; description?: string }[];
+  /** NOTICE_FLAGS on a notice (noticeBody); an answer names none. */
+  flags?: number;
   /** Never ping anyone from text the user typed (prompts may contain @everyone). */
   allowed_mentions: { parse: []; users?: string[]; replied_user?: boolean };
 }
@@ -81,7 +83,10 @@ export function echo(typed: string): string {
   return withoutLinksOrMentions(escapeMarkdown(typed));
 }
 
-/** Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap. */
+/**
+ * Every text this file renders passes here: control characters out (bots/core/plain-text.ts), then the length cap,
+ * cut between whole characters (src/text.ts: half an emoji shows as U+FFFD, a ZWJ sequence cut as its first person).
+ */
 function truncate(raw: string, max: number): string {
   return clipText(stripControlChars(raw), max);
 }
@@ -124,6 +129,23 @@ export function plainBody(text: string): MessageBody {
 }
 
 /**
+ * The mark of a message of the bot's that is not the model's words: a failure, a refusal in a UserError's own words,
+ * "Cancelled.", a help or a note. A reply chain reads it back (conversation.ts) and keeps the message out of a
+ * follow-up's history, where before 2026-12-07 a refusal ("…; try again in 40 s.") went to the model as what it
+ * had said. It is Discord's SUPPRESS_EMBEDS: the one flag a bot can set both on a new message and in an edit (a
+ * status message becomes a failure by an edit), kept by edits that name no flags (the copy of an /ask image may land
+ * after the failure), and sent back with every message, gateway and REST (a nonce is not). A notice has no embed of
+ * ours: all it hides is a link preview. Status lines ("⏳ …") carry no mark: an answer replaces them by an edit,
+ * which would have to clear it, and an older bot delivering the answer would not (its embed hidden).
+ */
+export const NOTICE_FLAGS = MessageFlags.SuppressEmbeds;
+
+/** A notice (see NOTICE_FLAGS): plain text, marked as not the model's words. */
+export function noticeBody(text: string): MessageBody {
+  return { ...plainBody(text), flags: NOTICE_FLAGS };
+}
+
+/**
  * The first line of an image result: the prompt in bold, or for a Vary (no prompt of its own: the model's
  * reconstruction prompt over the image) "Variation", where an empty bold "****" was shown before 2026-12-07.
  */
@@ -144,10 +166,10 @@ export function settingsLine(options: NonNullable<JobResult['image']>['options']
 export function resultMessage(result: JobResult, image: Uint8Array | undefined, mentionUserId?: string, gallery?: Uint8Array[]): Rendered {
   const allowed: MessageBody['allowed_mentions'] = mentionUserId ? { parse: [], users: [mentionUserId] } : noMentions;
   const prefix = mentionUserId ? `<@${mentionUserId}> ` : '';
-  if (result.status === 'cancelled') return { body: { ...plainBody(`${prefix}Cancelled.`), allowed_mentions: allowed }, files: [] };
+  if (result.status === 'cancelled') return { body: { ...noticeBody(`${prefix}Cancelled.`), allowed_mentions: allowed }, files: [] };
   if (result.status === 'failed' || (!result.image && !result.answer)) {
     const reason = result.error?.userFacing ? result.error.message : `Sorry, that failed (ref ${result.jobId}).`;
-    return { body: { ...plainBody(`${prefix}${reason}`), allowed_mentions: allowed }, files: [] };
+    return { body: { ...noticeBody(`${prefix}${reason}`), allowed_mentions: allowed }, files: [] };
   }
   if (result.answer?.prompts) return describedMessage(result.jobId, result.answer.prompts, prefix, allowed);
   if (result.answer) {
@@ -162,7 +184,7 @@ export function resultMessage(result: JobResult, image: Uint8Array | undefined, 
   }
   const meta = result.image!;
   if (image && gallery && result.images && gallery.length === result.images.length) return galleryMessage(result, result.images, gallery, prefix, allowed);
-  if (!image) return { body: { ...plainBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
+  if (!image) return { body: { ...noticeBody(`${prefix}The image could not be found (ref ${result.jobId}).`), allowed_mentions: allowed }, files: [] };
   const filename = fileNameOf(meta.options.seed, image);
   const checked = checkLine(meta);
   const content = titleOf(meta.prompt, prefix, MAX_CONTENT_CHARS - 200) + `\n-# ${[settingsLine(meta.options), checked, servedNote(result)].filter(Boolean).join(' · ')}`;

@@ -17,6 +17,8 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => h?.stop(), 30_000);
 
+/** Discord's SUPPRESS_EMBEDS message flag: the bot's mark of a message that is not the model's words. */
+const SUPPRESS_EMBEDS = 1 << 2;
 const isPng = (b: Uint8Array) => b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47;
 const buttons = (m: FakeMessage | undefined) =>
   (m?.components ?? []).flatMap((r) => ((r as { components?: { label: string; custom_id: string }[] }).components ?? []));
@@ -89,6 +91,7 @@ describe('Discord end to end', () => {
     }, 30_000, 'the answer');
     expect(answer.type).toBe(19);
     expect(answer.content.length).toBeGreaterThan(0);
+    expect(answer.flags & SUPPRESS_EMBEDS).toBe(0); // an answer carries no mark of a notice
 
     const followUp = h.fake.postUserMessage({ content: 'and what colour is it?', mentionBot: true, replyTo: answer.id });
     const second = await answerTo(followUp.id);
@@ -102,6 +105,51 @@ describe('Discord end to end', () => {
     ]);
     expect(job?.data.kind === 'ask' && job.data.question).toBe('and what colour is it?');
   }, 60_000);
+
+  it("a refusal on the reply chain is no turn of the model's: the status message edited into a failure, a refusal reply, a failed /ask answer", async () => {
+    const historyOf = async (m: FakeMessage) => {
+      const job = await h.core.queue.getJob(jobIdFor('discord', m.id));
+      return job?.data.kind === 'ask' ? job.data.history : undefined;
+    };
+    const image = h.fake.postUserMessage({ content: 'the pond', attachments: [h.fake.addAttachment({ bytes: png, filename: 'pond.png', contentType: 'image/png' })] });
+
+    // the worker refuses the question (a UserError): the status message becomes the refusal, in its own words
+    const refused = h.fake.postUserMessage({ content: 'please refuse: what is in the pond?', mentionBot: true, replyTo: image.id });
+    const failure = await answerTo(refused.id);
+    expect(failure.content).toMatch(/refuses this input/);
+    expect(failure.flags & SUPPRESS_EMBEDS).toBe(SUPPRESS_EMBEDS); // the mark of a notice (render.ts NOTICE_FLAGS)
+    const afterFailure = h.fake.postUserMessage({ content: 'and the ducks?', mentionBot: true, replyTo: failure.id });
+    await answerTo(afterFailure.id);
+    expect(await historyOf(afterFailure)).toEqual([{ role: 'user', text: 'please refuse: what is in the pond?' }]);
+
+    // the core refuses before any job (a question over understanding.maxQuestionChars): the status message says why
+    const tooLong = h.fake.postUserMessage({ content: `why ${'so '.repeat(h.config.understanding.maxQuestionChars)}?`, mentionBot: true, replyTo: image.id });
+    const refusal = await answerTo(tooLong.id);
+    expect(refusal.flags & SUPPRESS_EMBEDS).toBe(SUPPRESS_EMBEDS);
+    const afterRefusal = h.fake.postUserMessage({ content: 'and the frogs?', mentionBot: true, replyTo: refusal.id });
+    await answerTo(afterRefusal.id);
+    expect((await historyOf(afterRefusal))?.map((t) => t.role)).toEqual(['user']);
+
+    // the adapter refuses a mention without a question: a reply in the UserError's words
+    const bare = h.fake.postUserMessage({ content: '', mentionBot: true, replyTo: image.id });
+    const told = await answerTo(bare.id);
+    expect(told.content).toMatch(/What would you like to know/);
+    expect(told.flags & SUPPRESS_EMBEDS).toBe(SUPPRESS_EMBEDS);
+    const afterTold = h.fake.postUserMessage({ content: 'how deep is the pond?', mentionBot: true, replyTo: told.id });
+    await answerTo(afterTold.id);
+    expect(await historyOf(afterTold)).toEqual([]);
+
+    // /ask refused by the worker: its answer carries the copy of the image, and the refusal
+    const photo = h.fake.addAttachment({ bytes: png, filename: 'reed.png', contentType: 'image/png' });
+    const ask = h.fake.slashCommand({ name: 'ask', options: [{ name: 'image', type: 11, value: photo.id }, { name: 'question', type: 3, value: 'please refuse: which bird?' }], attachments: [photo] });
+    const failedAsk = await h.fake.waitFor(() => {
+      const m = h.fake.original(ask);
+      return m && /refuses this input/.test(m.content) && m.attachments.length > 0 ? m : undefined;
+    }, 30_000, 'the refused /ask with its copy of the image');
+    const afterAsk = h.fake.postUserMessage({ content: 'and its beak?', mentionBot: true, replyTo: failedAsk.id });
+    await answerTo(afterAsk.id);
+    expect(await historyOf(afterAsk)).toEqual([{ role: 'user', text: 'please refuse: which bird?' }]);
+  }, 90_000);
 
   it('the "Ask about this image" context menu → modal → answer', async () => {
     const image = h.fake.postUserMessage({ content: '', attachments: [h.fake.addAttachment({ bytes: png, filename: 'cat.png', contentType: 'image/png' })] });

@@ -63,6 +63,8 @@ export interface RestWorld {
   dmChannelFor(user: FakeUser): string;
   dispatch(t: string, d: unknown): void;
   dispatchMessageCreate(message: FakeMessage, omitReferenced: boolean): void;
+  /** Removes the message and tells the gateway (MESSAGE_DELETE), as any deletion does on Discord. */
+  deleteMessage(message: FakeMessage): void;
   channelMessages(channelId: string): FakeMessage[];
   addAttachment(input: { bytes: Uint8Array; filename: string; contentType: string; channelId?: string }): FakeAttachment;
 }
@@ -196,7 +198,7 @@ export class FakeRestApi {
         if (!message || message.channelId !== channelId) return reply(404, { code: 10008, message: 'Unknown Message' });
         // Deleting another user's message needs Manage Messages, which the bot is not given here.
         if (message.author.id !== this.w.appId) return reply(403, { code: 50013, message: 'Missing Permissions' });
-        this.w.messages.delete(messageId);
+        this.w.deleteMessage(message);
         return reply(204);
       }
       if (method === 'PATCH' && messageId) {
@@ -300,7 +302,7 @@ export class FakeRestApi {
     if (!message) return reply(404, { code: 10008, message: 'Unknown Message' });
     if (method === 'GET') return reply(200, messageJson(message, this.w.messages));
     if (method === 'DELETE') {
-      this.w.messages.delete(message.id);
+      this.w.deleteMessage(message);
       return reply(204);
     }
     if (method === 'PATCH') {

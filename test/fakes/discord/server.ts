@@ -45,6 +45,7 @@ export interface FakeDiscordOptions {
 }
 
 type Json = Record<string, unknown>;
+const EPHEMERAL = 1 << 6;
 
 export class FakeDiscord {
   readonly appId = snowflake();
@@ -143,6 +144,7 @@ export class FakeDiscord {
       dmChannelFor: (user) => this.dmChannelFor(user),
       dispatch: (t, d) => this.dispatch(t, d),
       dispatchMessageCreate: (m, omit) => this.dispatchMessageCreate(m, omit),
+      deleteMessage: (m) => this.deleteMessage(m),
       channelMessages: (c) => this.channelMessages(c),
       addAttachment: (input) => this.addAttachment(input),
     });
@@ -325,6 +327,29 @@ export class FakeDiscord {
     this.messages.set(message.id, message);
     if (!input.silent) this.dispatchMessageCreate(message, input.omitReferenced ?? false);
     return message;
+  }
+
+  /**
+   * A message is deleted (its author, a moderator, or the bot through REST): gone from the channel, and MESSAGE_DELETE
+   * `{id, channel_id, guild_id?}` on the gateway, as Discord sends it to a bot with GUILD_MESSAGES (DIRECT_MESSAGES in
+   * a DM), whether or not the bot has the message cached. An ephemeral message has no gateway events.
+   */
+  deleteMessage(message: FakeMessage): void {
+    this.messages.delete(message.id);
+    if (message.flags & EPHEMERAL) return;
+    this.dispatch('MESSAGE_DELETE', { id: message.id, channel_id: message.channelId, ...(message.guildId ? { guild_id: message.guildId } : {}) });
+  }
+
+  /**
+   * A moderator's purge (`POST /channels/{c}/messages/bulk-delete`, 2 to 100 messages of one channel): one
+   * MESSAGE_DELETE_BULK `{ids, channel_id, guild_id}`, no MESSAGE_DELETE per message.
+   */
+  bulkDelete(messages: FakeMessage[]): void {
+    const channelId = messages[0]!.channelId;
+    if (messages.some((m) => m.channelId !== channelId)) throw new Error('a bulk delete is within one channel');
+    for (const m of messages) this.messages.delete(m.id);
+    const guildId = this.guildOfChannel(channelId);
+    this.dispatch('MESSAGE_DELETE_BULK', { ids: messages.map((m) => m.id), channel_id: channelId, ...(guildId ? { guild_id: guildId } : {}) });
   }
 
   /** A slash command (type 2, command type 1) or message context menu (command type 3) invocation. */

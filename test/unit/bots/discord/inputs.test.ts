@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { adminInput, type AdminOptionReader } from '../../../../bots/discord/admin.ts';
 import { addressesBot, botRoleIds, walkChain, firstImage, imageAt } from '../../../../bots/discord/conversation.ts';
 import { askModalId, buttonId, parseAskModalId, parseButtonId, parseSettingsButton, settingsButtonId, settingsRow } from '../../../../bots/discord/custom-ids.ts';
-import { resultMessage } from '../../../../bots/discord/render.ts';
+import { NOTICE_FLAGS, resultMessage } from '../../../../bots/discord/render.ts';
 import { imagineInput, questionFromMention, requireQuestion, type OptionReader } from '../../../../bots/discord/options.ts';
 import { IMAGINE_USAGE } from '../../../../bots/core/imagine-flags.ts';
 import { AspectRatio } from '../../../../src/config/schema.ts';
@@ -180,6 +180,8 @@ interface FakeMessage {
   author: { id: string };
   attachments: Map<string, Attachment>;
   embeds: { description?: string }[];
+  /** What turnText reads of discord.js's MessageFlagsBitField. */
+  flags: { has(flag: number): boolean };
   mentions: { users: Set<string>; roles: Set<string> };
   guildId: string | null;
   guild: FakeGuild | null;
@@ -204,7 +206,7 @@ const guild = (roles: string[], managed?: string): FakeGuild => ({
 const BOT = 'bot';
 /** A chain of messages, oldest first; each replies to the one before. `gone` ids cannot be fetched. */
 function chain(
-  specs: { author?: string; content?: string; image?: Partial<Attachment> | 'file'; embed?: string; mentionsBot?: boolean; mentionsRoles?: string[] }[],
+  specs: { author?: string; content?: string; image?: Partial<Attachment> | 'file'; embed?: string; flags?: number; mentionsBot?: boolean; mentionsRoles?: string[] }[],
   gone: string[] = [],
   where: { guild: FakeGuild | null } = { guild: guild([]) },
 ) {
@@ -229,6 +231,7 @@ function chain(
     else if (s.image) attachments.set('a', { url: `https://cdn/${id}.png`, name: 'p.png', size: 10, contentType: 'image/png', ...s.image });
     const m: FakeMessage = {
       id, content: s.content ?? '', author: { id: s.author ?? 'user' }, attachments, embeds: s.embed ? [{ description: s.embed }] : [],
+      flags: { has: (flag) => ((s.flags ?? 0) & flag) === flag },
       mentions: { users: new Set(s.mentionsBot ? [BOT] : []), roles: new Set(s.mentionsRoles) },
       guildId: where.guild?.id ?? null, // null: a DM
       guild: where.guild,
@@ -390,7 +393,7 @@ describe('the reply chain of a mention', () => {
     expect(await walk(c.last, 0)).toMatchObject({ image: { messageId: 'm0' }, history: [] });
   });
 
-  it("the bot's answer read back as the model wrote it: no cache note, no status, refusal or failure as a turn", async () => {
+  it("the bot's answer read back as the model wrote it: no cache note, no status, refusal or failure as a turn (unmarked, as bots before 2026-12-07 posted them)", async () => {
     const answer = (text: string, servedFrom?: 'cache' | 'shared') =>
       resultMessage({ v: 1, jobId: 'j1', status: 'succeeded', answer: { text }, ...(servedFrom ? { servedFrom } : {}) } as never, undefined).body;
     const failed = resultMessage({ v: 1, jobId: 'j2', status: 'failed', error: { code: 'internal', message: 'x', userFacing: false } } as never, undefined).body;
@@ -423,6 +426,34 @@ describe('the reply chain of a mention', () => {
       { role: 'assistant', text: 'A **red** fox [sic] <3' },
       { role: 'assistant', text: `A fox. ${'x'.repeat(2100)}` },
       { role: 'assistant', text: 'Grey.' },
+    ]);
+  });
+
+  it('a notice marked as such (NOTICE_FLAGS) is no turn whatever its words; answers carry no mark and read as written', async () => {
+    const refusal = resultMessage({ v: 1, jobId: 'j1', status: 'failed', error: { code: 'rate_limited', message: 'You can make 5 requests per minute; try again in 40 s.', userFacing: true } } as never, undefined).body;
+    const answer = resultMessage({ v: 1, jobId: 'j2', status: 'succeeded', answer: { text: 'A **red** fox [sic] <3' } } as never, undefined).body;
+    const long = resultMessage({ v: 1, jobId: 'j3', status: 'succeeded', answer: { text: `A fox. ${'x'.repeat(2100)}` } } as never, undefined).body;
+    expect(refusal.flags).toBe(NOTICE_FLAGS);
+    expect([answer.flags, long.flags]).toEqual([undefined, undefined]);
+    const c = chain([
+      { content: 'look', image: {} },
+      { content: '<@bot> what is it?', mentionsBot: true },
+      { author: BOT, content: refusal.content, flags: refusal.flags },
+      { content: '<@bot> what is it, then?', mentionsBot: true },
+      { author: BOT, content: 'It is a fox, you said.', flags: NOTICE_FLAGS }, // any words: the mark decides
+      { content: '<@bot> its tail?', mentionsBot: true },
+      { author: BOT, content: answer.content },
+      { content: '<@bot> and more?', mentionsBot: true },
+      { author: BOT, content: long.content, embed: long.embeds![0]!.description },
+      { content: '<@bot> its age?', mentionsBot: true },
+    ]);
+    expect((await walk(c.last, 30)).history).toEqual([
+      { role: 'user', text: 'what is it?' },
+      { role: 'user', text: 'what is it, then?' },
+      { role: 'user', text: 'its tail?' },
+      { role: 'assistant', text: 'A **red** fox [sic] <3' },
+      { role: 'user', text: 'and more?' },
+      { role: 'assistant', text: `A fox. ${'x'.repeat(2100)}` },
     ]);
   });
 

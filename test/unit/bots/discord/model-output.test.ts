@@ -5,6 +5,7 @@
 // as Discord's markdown does for these rules: a backslash before any punctuation makes it plain text. It knows no
 // code spans, so it is stricter than Discord: code the model wrote must be safe even were it read as plain text.
 import fc from 'fast-check';
+import { MessageFlagsBitField } from 'discord.js';
 import { describe, expect, it } from 'vitest';
 import { walkChain } from '../../../../bots/discord/conversation.ts';
 import { describedPrompt, progressText, resultMessage } from '../../../../bots/discord/render.ts';
@@ -105,9 +106,10 @@ describe("the model's words in the bot's messages", () => {
 
   it("the bot's earlier answer, read back as a turn of the conversation, is what the model wrote", async () => {
     const text = HOSTILE.join('\n');
-    const shown = resultMessage(answered({ text, tokenCount: 9 }), undefined).body.content;
+    const { content: shown, flags } = resultMessage(answered({ text, tokenCount: 9 }), undefined).body;
     const message = (id: string, author: string, content: string, ref: string | null, image = false) => ({
       id, content, author: { id: author }, embeds: [], guildId: null, guild: null,
+      flags: new MessageFlagsBitField(author === 'bot' ? flags : 0), // as discord.js reads the answer's flags back
       attachments: new Map(image ? [['a', { url: 'https://cdn/x.png', name: 'x.png', size: 1, contentType: 'image/png' }]] : []),
       mentions: { users: new Set<string>(), roles: new Set<string>() },
       reference: ref ? { messageId: ref } : null,

@@ -1,0 +1,203 @@
+// The copy of the asked-about image on an /ask or Ask form answer (bots/discord/asked-image.ts, asked-copies.ts), past
+// the answer itself: the copy of an Ask form's target follows the target's deletion (its link in Redis, read by whichever
+// bot process hears the gateway event), an answer posted as a new message after its token expired carries the copy too,
+// and the copy reads no settings of its own. Real discord.js against the fake Discord, real Redis, no worker: results are
+// delivered by the port, as the delivery consumer does.
+import sharp from 'sharp';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { DiscordAdapter } from '../../../../bots/discord/adapter.ts';
+import { AskedCopies } from '../../../../bots/discord/asked-copies.ts';
+import type { JobRequest } from '../../../../src/jobs/contract.ts';
+import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import { createLogger } from '../../../../src/log.ts';
+import { samplePng } from '../../../conformance/platform-adapter.case.ts';
+import { until } from '../../../doubles/spine-harness.ts';
+import { startGuard } from '../../../doubles/start-guard.ts';
+import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
+import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/discord/server.ts';
+
+let h: DiscordHarness;
+let png: Uint8Array;
+const { starting, check } = startGuard();
+beforeEach(check);
+beforeAll(() => starting(async () => {
+  h = await startDiscordHarness({ worker: false });
+  png = await samplePng(24);
+}), 60_000);
+afterAll(async () => h?.stop(), 30_000);
+
+const COPY = 'asked-about.jpg';
+const newUser = (): FakeUser => h.fake.user(`user${Math.random().toString(36).slice(2, 8)}`);
+const attachment = () => h.fake.addAttachment({ bytes: png, filename: 'photo.png', contentType: 'image/png' });
+const queued = (i: FakeInteraction) => until(async () => (await h.core.queue.getJob(jobIdFor('discord', i.id)))?.data as JobRequest | undefined, 10_000, 'the job');
+const settle = () => new Promise((r) => setTimeout(r, 300));
+const linkKeys = () => h.core.redis.keys(`${h.prefix}:discord-asked-copy:*`);
+
+/** The interaction's original response once it carries the copy of the image (attached after the job is queued). */
+const withCopy = (i: FakeInteraction) =>
+  h.fake.waitFor(() => (h.fake.original(i)?.attachments.some((a) => a.filename === COPY) ? h.fake.original(i) : undefined), 10_000, 'the copy of the image');
+/** …and its place in line (with the Cancel button the delivery finds it by once the token has expired). */
+const shownWithCopy = (i: FakeInteraction) =>
+  h.fake.waitFor(() => {
+    const m = h.fake.original(i);
+    return m?.content.startsWith('⏳') && m.attachments.some((a) => a.filename === COPY) ? m : undefined;
+  }, 10_000, 'the place in line with the copy of the image');
+
+/** The answer delivered as the delivery consumer does (by the port), with the copy already on the original response. */
+async function answer(i: FakeInteraction, text: string): Promise<void> {
+  const job = await queued(i);
+  await withCopy(i);
+  await h.adapter.port.deliver({ v: 1, jobId: jobIdFor('discord', i.id), kind: 'ask', destination: job.destination, status: 'succeeded', answer: { text, tokenCount: 3 }, timingsMs: {}, finishedAt: Date.now() }, undefined);
+}
+
+/** The Ask form (context menu → modal) on `target` with `question`, by `user`. */
+async function askForm(target: FakeMessage, question: string, user: FakeUser = newUser()): Promise<FakeInteraction> {
+  const menu = h.fake.contextMenu({ name: 'Ask about this image', target, user });
+  await h.fake.waitFor(() => menu.callbacks.find((c) => c.type === 9), 10_000, 'the modal');
+  return h.fake.submitModal(menu, { question });
+}
+
+const askSlash = (question: string, user: FakeUser = newUser()) => {
+  const photo = attachment();
+  return h.fake.slashCommand({ name: 'ask', user, options: [{ name: 'image', type: 11, value: photo.id }, { name: 'question', type: 3, value: question }], attachments: [photo] });
+};
+
+const copyGone = (m: FakeMessage, what: string) => h.fake.waitFor(() => !m.attachments.some((a) => a.filename === COPY) || undefined, 10_000, what);
+
+describe('the copy of an Ask form target follows the target', () => {
+  it('deleted by its author: every answer about it loses the copy (one answer after its token expired), keeping its text; nothing is left in Redis', async () => {
+    const target = h.fake.postUserMessage({ content: 'my cat', attachments: [attachment()] }); // in discord.js's cache
+    const first = await askForm(target, 'which breed is the cat?');
+    await answer(first, 'A tabby.');
+    const second = await askForm(target, 'how old is the cat?');
+    await answer(second, 'About two.');
+    const answers = [h.fake.original(first)!, h.fake.original(second)!];
+    // linked for a bounded time: at most 30 days
+    const keys = await linkKeys();
+    expect(keys.length).toBeGreaterThan(0);
+    for (const key of keys) expect(await h.core.redis.ttl(key)).toBeGreaterThan(29 * 86_400);
+    for (const key of keys) expect(await h.core.redis.ttl(key)).toBeLessThanOrEqual(30 * 86_400);
+
+    h.fake.expireToken(first.token); // 15 minutes later: its answer is edited through the channel
+    h.fake.deleteMessage(target);
+    for (const m of answers) await copyGone(m, 'the copy removed from the answer');
+    expect(answers.map((m) => m.content)).toEqual(['A tabby.', 'About two.']);
+    expect(await linkKeys()).toEqual([]);
+  });
+
+  it('not in the cache (posted while the bot was away), deleted in a purge (MESSAGE_DELETE_BULK): its answer loses the copy; another answer keeps its own', async () => {
+    const target = h.fake.postUserMessage({ content: 'old photo', attachments: [attachment()], silent: true });
+    const other = h.fake.postUserMessage({ content: 'another photo', attachments: [attachment()], silent: true });
+    const asked = await askForm(target, 'what is in the old photo?');
+    await answer(asked, 'A garden.');
+    const kept = await askForm(other, 'what is in the other photo?');
+    await answer(kept, 'A beach.');
+    const spam = h.fake.postUserMessage({ content: 'spam', silent: true });
+
+    h.fake.bulkDelete([target, spam]);
+    await copyGone(h.fake.original(asked)!, 'the copy removed from the answer');
+    await settle();
+    expect(h.fake.original(kept)!.attachments.map((a) => a.filename)).toEqual([COPY]);
+  });
+
+  it('in a DM with the bot (MESSAGE_DELETE without a server): the answer there loses the copy', async () => {
+    const user = newUser();
+    const dm = h.fake.dmChannel(user);
+    const target = h.fake.postUserMessage({ content: 'my drawing', author: user, channelId: dm, guildId: null, attachments: [attachment()], silent: true });
+    const asked = await askForm(target, 'what did I draw?', user);
+    await answer(asked, 'A house.');
+    h.fake.deleteMessage(target);
+    await copyGone(h.fake.original(asked)!, 'the copy removed from the answer in the DM');
+    expect(h.fake.original(asked)!.content).toBe('A house.');
+  });
+
+  it('a link that cannot be written (Redis failing): the copy is taken off again, for it could not follow its target', async () => {
+    const link = vi.spyOn(AskedCopies.prototype, 'link').mockRejectedValueOnce(new Error('Connection is closed.'));
+    try {
+      const target = h.fake.postUserMessage({ content: 'a horse', attachments: [attachment()] });
+      const asked = await askForm(target, 'what colour is the horse?');
+      const patches = () => h.fake.requestsTo('PATCH', new RegExp(`/webhooks/${h.fake.appId}/${asked.token}/messages/@original$`)).filter((r) => r.status === 200);
+      const attached = await h.fake.waitFor(() => patches().find((r) => r.files.some((f) => f.filename === COPY)), 10_000, 'the copy attached');
+      await h.fake.waitFor(() => patches().find((r) => r.at >= attached.at && JSON.stringify((r.body as { attachments?: unknown }).attachments) === '[]'), 10_000, 'the copy taken off again');
+      expect(h.fake.original(asked)!.attachments).toEqual([]);
+      expect(link).toHaveBeenCalledTimes(1);
+    } finally {
+      link.mockRestore();
+    }
+  });
+
+  it('an /ask upload is in no message: nothing to follow, nothing stored', async () => {
+    const before = await linkKeys();
+    const i = askSlash('what is on the uploaded photo?');
+    await answer(i, 'A fox.');
+    expect((await linkKeys()).sort()).toEqual(before.sort());
+  });
+});
+
+describe('an answer posted as a new message (its interaction token expired in the queue)', () => {
+  const posted = (text: string) =>
+    h.fake.waitFor(() => h.fake.channelMessages().find((m) => m.author.id === h.fake.appId && m.interactionId === undefined && m.content.includes(text)), 10_000, 'the answer in the channel');
+
+  it('/ask: carries the copy too (the same image, its question as the alt text), so a reply to the answer finds them', async () => {
+    const user = newUser();
+    const i = askSlash('what is on the late photo?', user);
+    const status = await shownWithCopy(i);
+    h.fake.expireToken(i.token);
+    await answer(i, 'A late fox.');
+    const late = await posted('A late fox.');
+    expect(late.attachments).toMatchObject([{ filename: COPY, content_type: 'image/jpeg', description: 'Image asked about: what is on the late photo?' }]);
+    const bytes = async (m: FakeMessage) => Buffer.from(await (await fetch(m.attachments.find((a) => a.filename === COPY)!.url)).arrayBuffer());
+    expect((await bytes(late)).equals(await bytes(status))).toBe(true);
+    expect(await sharp(await bytes(late)).metadata()).toMatchObject({ format: 'jpeg', width: 24, height: 24 });
+    const followUp = h.fake.postUserMessage({ content: 'and what colour is it?', author: user, mentionBot: true, replyTo: late.id });
+    const job = await until(async () => (await h.core.queue.getJob(jobIdFor('discord', followUp.id)))?.data as JobRequest | undefined, 10_000, 'the follow-up job');
+    expect(job).toMatchObject({ kind: 'ask', history: [{ role: 'user', text: 'what is on the late photo?' }, { role: 'assistant', text: 'A late fox.' }] });
+  });
+
+  it('the Ask form: carries the copy too, and it follows the target\'s deletion there as on the old status message', async () => {
+    const target = h.fake.postUserMessage({ content: 'a late bird', attachments: [attachment()] });
+    const i = await askForm(target, 'which bird is it, late?');
+    const status = await shownWithCopy(i);
+    h.fake.expireToken(i.token);
+    await answer(i, 'A late robin.');
+    const late = await posted('A late robin.');
+    expect(late.attachments.map((a) => a.filename)).toEqual([COPY]);
+    h.fake.deleteMessage(target);
+    await copyGone(late, 'the copy removed from the posted answer');
+    await copyGone(status, 'the copy removed from the old status message');
+  });
+});
+
+describe('what the copy costs', () => {
+  it('no settings read of its own: the adapter\'s read before the defer decides (one read there, one by the core)', async () => {
+    const user = newUser();
+    const reads = vi.spyOn(h.core.settings, 'layers');
+    try {
+      const i = askSlash('how many settings reads?', user);
+      await queued(i);
+      await withCopy(i);
+      await settle();
+      expect(reads.mock.calls.filter(([d]) => d.userId === user.id)).toHaveLength(2);
+    } finally {
+      reads.mockRestore();
+    }
+  });
+});
+
+describe('another bot process', () => {
+  it('the link is in Redis: a bot process that did not post the answer (here: one started after it) removes the copy', async () => {
+    const target = h.fake.postUserMessage({ content: 'a dog', attachments: [attachment()] });
+    const asked = await askForm(target, 'which breed is the dog?');
+    await answer(asked, 'A collie.');
+    await h.adapter.stop();
+    const other = new DiscordAdapter({ config: h.config, secrets: { REDIS_URL: 'redis://127.0.0.1:6379', DISCORD_TOKEN: h.fake.token, DISCORD_APPLICATION_ID: h.fake.appId }, log: createLogger('other-process', 'warn') });
+    try {
+      await other.start(h.core);
+      h.fake.deleteMessage(target);
+      await copyGone(h.fake.original(asked)!, 'the copy removed by the other process');
+      expect(h.fake.original(asked)!.content).toBe('A collie.');
+    } finally {
+      await other.stop();
+    }
+  });
+});
