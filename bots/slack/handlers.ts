@@ -10,7 +10,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { ErrorCode, type App } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import type { Config } from '../../src/config/schema.ts';
-import { isUserError } from '../../src/errors.ts';
+import { isUserError, UserError } from '../../src/errors.ts';
 import { CONTRACT_VERSION, type SlackDestination } from '../../src/jobs/contract.ts';
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
@@ -99,6 +99,15 @@ export function registerHandlers(deps: HandlerDeps): void {
     return (res.file as ThreadFile | undefined) ?? f;
   }
 
+  /**
+   * A shortcut's message's files, whole. In a Slack Connect channel a file shared from the other organisation comes as
+   * a stub (`file_access: "check_file_info"`, no links, no type): until 2026-12-07 "Ask about this image" and "Describe
+   * this image" on one answered "That file has no usable download link." (test/unit/bots/slack/slack-connect.redis.test.ts)
+   */
+  async function filesOf(client: WebClient, message: { files?: ThreadFile[] }): Promise<ThreadFile[]> {
+    return Promise.all((message.files ?? []).map((f) => resolveFile(client, f)));
+  }
+
   /** Post the status message, submit, and show the reply: the path every job takes. */
   async function startJob(origin: Origin, input: CommandInput, dedupeKey: string, title: string): Promise<void> {
     const jobId = jobIdFor('slack', dedupeKey);
@@ -113,7 +122,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       // Private results (the channel's or the user's /blip3o-settings): the job lives in the bot's DM with the asker,
       // since an ephemeral message can neither carry a file nor be updated; the channel sees nothing of it.
       const here: SlackDestination = { platform: 'slack', teamId: origin.teamId, channelId: origin.channelId, userId: origin.userId };
-      const dmChannelId = origin.dmChannelId ?? ((await core.settings.effective(here)).private ? await openDm(origin) : undefined);
+      const dmChannelId = origin.dmChannelId ?? ((await core.settings.effective(here)).private ? await privateDm(origin) : undefined);
       const postIn = dmChannelId ?? origin.channelId;
       const postThread = dmChannelId ? undefined : origin.threadTs;
       let statusTs: string;
@@ -199,6 +208,19 @@ export function registerHandlers(deps: HandlerDeps): void {
     const original = jobId === undefined ? undefined : (await core.requestOf(jobId))?.destination;
     if (original?.platform !== 'slack' || original.dmChannelId !== origin.channelId) return origin;
     return { ...origin, channelId: original.channelId, dmChannelId: original.dmChannelId, threadTs: undefined };
+  }
+
+  /**
+   * The DM a private job lives in. Slack may refuse to open one (a Slack Connect member of another organisation whose
+   * org or ours allows no such DMs: `invalid_user_combination`, `user_not_visible`; an install without im:write): the
+   * asker is told, and nothing is posted in the channel (until 2026-12-07: "Something went wrong (ref …)").
+   */
+  async function privateDm(origin: Origin): Promise<string> {
+    return openDm(origin).catch((e: unknown) => {
+      const code = slackError(e);
+      log.warn({ err: code ?? (e as Error).message }, 'no DM for private results could be opened');
+      throw new UserError('forbidden', 'Your results here are private: I send them in a direct message, but Slack would not let me open one with you. Nothing was started.', { cause: e });
+    });
   }
 
   /** The bot's direct-message channel with the asker (conversations.open, scope im:write). */
@@ -361,10 +383,14 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   // ---- @mention with a question -----------------------------------------------------------------------
 
-  app.event('app_mention', async ({ event, client, body, context }) => {
+  app.event('app_mention', async ({ event, client, context }) => {
     const threadTs = event.thread_ts ?? event.ts;
-    // Stryker disable next-line StringLiteral: Slack's app_mention always has the team and the user; '' only types it
-    const teamId = (body as { team_id?: string }).team_id ?? event.team ?? '';
+    // The installation the event was delivered for (Bolt: authorizations[0]). Not the envelope's team_id, which in a
+    // Slack Connect channel is the workspace that created the channel, maybe the partner's, nor event.team, the
+    // author's own: until 2026-12-07 a mention there was that workspace's, outside this channel's limits, settings
+    // (no-log, retention, private results) and budgets (test/unit/bots/slack/slack-connect.redis.test.ts).
+    // Stryker disable next-line StringLiteral: Bolt names the team of every event it authorizes; '' only types it
+    const teamId = context.teamId ?? '';
     // Stryker disable next-line StringLiteral: as above
     const user = event.user ?? '';
     const origin: Origin = { client, teamId, enterpriseId: context.enterpriseId, channelId: event.channel, userId: user, threadTs, tellPrivately: onceFor(`msg:${event.channel}:${event.ts}`, ephemeralTo(event.channel, user, threadTs)) };
@@ -400,7 +426,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const origin: Origin = { client, teamId: shortcut.team?.id ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs: message.thread_ts, tellPrivately: ephemeralTo(channel, user, message.thread_ts) };
     // Guarded: a window Slack would not open (a 5xx, the trigger expired) left the user with nothing (found by an audit, 2026-12-07)
     await guarded(origin, 'ask shortcut window', async () => {
-      const file = firstFile(message.files);
+      const file = firstFile(await filesOf(client, message));
       if (!file) return void (await origin.tellPrivately('That message has no image to ask about.'));
       checkDeclared(slackFileRef(file), downloadPolicy); // a UserError: told by guarded
       await openView(client, shortcut.trigger_id, askModal({ c: channel, t: message.thread_ts ?? message.ts, f: file }));
@@ -418,10 +444,10 @@ export function registerHandlers(deps: HandlerDeps): void {
     // Stryker disable next-line StringLiteral: a shortcut always has its team; '' only types it
     const origin: Origin = { client, teamId: shortcut.team?.id ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
     await guarded(origin, 'describe shortcut', async () => {
-      const file = firstFile(message.files);
+      const file = firstFile(await filesOf(client, message));
       if (!file) return void (await origin.tellPrivately('That message has no image to describe.'));
       checkDeclared(slackFileRef(file), downloadPolicy);
-      await startJob(origin, { command: 'describe', image: imageRef(await resolveFile(client, file)) }, `shortcut:${shortcut.trigger_id}`, 'Describe this image');
+      await startJob(origin, { command: 'describe', image: imageRef(file) }, `shortcut:${shortcut.trigger_id}`, 'Describe this image');
     });
   });
 
@@ -432,8 +458,12 @@ export function registerHandlers(deps: HandlerDeps): void {
     if (!meta) return void log.warn({ view: view.id }, 'ask modal with unreadable metadata ignored');
     const question = String(view.state.values.question?.value?.value ?? '').trim();
     const user = body.user.id;
-    // Stryker disable next-line StringLiteral: a view submission always has its team; '' only types it
-    const origin: Origin = { client, teamId: body.team?.id ?? '', enterpriseId: context.enterpriseId, channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
+    // The installation's workspace (Bolt: view.app_installed_team_id). The payload's `team` is the submitter's own, a
+    // partner's for a Slack Connect member of another organisation (bolt-js #1614): until 2026-12-07 their question was
+    // their workspace's, outside this channel's limits and settings. (Bolt's enterpriseId is then their org too; an
+    // ask asks nothing of being an admin.)
+    // Stryker disable next-line StringLiteral: Bolt names the team of every modal it authorizes; '' only types it
+    const origin: Origin = { client, teamId: context.teamId ?? '', enterpriseId: context.enterpriseId, channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
     await guarded(origin, 'ask shortcut', () => startJob(origin, { command: 'ask', question, image: imageRef(meta.f), history: [] }, `view:${view.id}`, question));
   });
 

@@ -130,6 +130,23 @@ describe('Slack robustness', () => {
     expect(job?.data).toMatchObject({ kind: 'ask', question: 'and what colour?', history: [{ role: 'user', text: 'what is it?' }, { role: 'assistant', text: a1.text }] });
   }, 40_000);
 
+  it("a failure in the thread is no turn of the model's: only messages with the answer's metadata are", async () => {
+    // a channel and user of its own: the file's other tests use up most of USER's and CHANNEL's requests per minute
+    const [channel, user] = ['C0TURNS', 'U0DAVE'];
+    h.fake.addUser(user);
+    const file = h.fake.seedFile(png, 'grey.png', 'image/png');
+    const parent = h.fake.postUserMessage({ channel, user, text: 'that one', files: [file] });
+    const q1 = h.fake.postUserMessage({ channel, user, text: `<@${h.fake.botUserId}> BREAKME what is it?`, threadTs: parent.ts });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, q1))));
+    const failed = await h.fake.waitFor(() => h.fake.store.thread(channel, parent.ts).find((m) => m.bot_id && /^Something went wrong on our side/.test(m.text ?? '')), 20_000, 'the failure');
+    expect(failed.metadata?.event_type).toBe('blip3o_status'); // the status message's, kept by the edit into the failure
+    const q2 = h.fake.postUserMessage({ channel, user, text: `<@${h.fake.botUserId}> and what colour?`, threadTs: parent.ts });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, q2))));
+    await h.fake.waitFor(() => h.fake.store.thread(channel, parent.ts).find((m) => m.metadata?.event_type === 'blip3o_answer'), 20_000, 'the follow-up answer');
+    const job = await h.core.queue.getJob(jobIdFor('slack', `msg:${channel}:${q2.ts}`));
+    expect(job?.data).toMatchObject({ kind: 'ask', history: [{ role: 'user', text: 'BREAKME what is it?' }] });
+  }, 40_000);
+
   it('the "Ask about this image" shortcut opens a modal; submitting it answers in the thread', async () => {
     const file = h.fake.seedFile(png, 'grey.png', 'image/png');
     const message = h.fake.postUserMessage({ channel: CHANNEL, user: USER, text: 'a picture', files: [file] });

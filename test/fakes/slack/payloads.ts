@@ -39,17 +39,22 @@ export function slashCommand(fake: FakeSlack, f: { command?: string; text: strin
   };
 }
 
+/**
+ * An Events API envelope. In a Slack Connect channel (FakeSlack.shareChannel) the top-level `team_id` is the workspace
+ * that created the channel, which may be the partner's; `authorizations` names this installation either way.
+ */
 export function eventCallback(fake: FakeSlack, event: Record<string, unknown>, eventId = `Ev${randomUUID().slice(0, 10)}`): Record<string, unknown> {
+  const createdBy = typeof event.channel === 'string' ? fake.store.sharedChannels.get(event.channel) : undefined;
   return {
     token: 'legacy-verification-token',
-    team_id: fake.teamId,
+    team_id: createdBy ?? fake.teamId,
     api_app_id: fake.appId,
     type: 'event_callback',
     event_id: eventId,
     event_time: Math.floor(Date.now() / 1000),
     ...(fake.enterpriseId ? { enterprise_id: fake.enterpriseId } : {}),
     authorizations: [{ enterprise_id: fake.enterpriseId ?? null, team_id: fake.teamId, user_id: fake.botUserId, is_bot: true, is_enterprise_install: false }],
-    is_ext_shared_channel: false,
+    is_ext_shared_channel: createdBy !== undefined,
     event,
   };
 }
@@ -63,7 +68,7 @@ export function appMention(fake: FakeSlack, m: FakeMessage): Record<string, unkn
     ts: m.ts,
     channel: m.channel,
     event_ts: m.ts,
-    team: fake.teamId,
+    team: m.user ? homeOf(fake, m.user) : fake.teamId, // the author's own workspace (a Slack Connect member's is theirs)
     client_msg_id: randomUUID(),
     ...(m.thread_ts ? { thread_ts: m.thread_ts } : {}),
     ...(m.files ? { files: m.files.map(fileJson) } : {}),
@@ -95,6 +100,17 @@ function blockIdOf(message: FakeMessage, actionId: string, value: string): strin
   return block?.block_id ?? 'result';
 }
 
+/**
+ * A message as a message shortcut's payload carries it. A file a Slack Connect member of another organisation shared
+ * comes as a stub without its links (`file_access: "check_file_info"`): files.info has the rest (Slack's file object,
+ * file_access; as Bolt apps see them in Slack Connect channels).
+ */
+function messageAsSent(fake: FakeSlack, m: FakeMessage): Record<string, unknown> {
+  const json = messageJson(m, false);
+  if (!m.files || !m.user || homeOf(fake, m.user) === fake.teamId) return json;
+  return { ...json, files: m.files.map((file) => ({ id: file.id, mode: 'file_access', file_access: 'check_file_info', created: 0, timestamp: 0, user: '' })) };
+}
+
 export function messageShortcut(fake: FakeSlack, f: { user: string; message: FakeMessage; callbackId: string }): Record<string, unknown> {
   return {
     type: 'message_action',
@@ -105,21 +121,29 @@ export function messageShortcut(fake: FakeSlack, f: { user: string; message: Fak
     ...orgOf(fake),
     channel: { id: f.message.channel, name: 'general' },
     user: { id: f.user, name: f.user.toLowerCase(), team_id: homeOf(fake, f.user) },
-    message: messageJson(f.message, false),
+    message: messageAsSent(fake, f.message),
     token: 'legacy-verification-token',
   };
 }
 
-/** A view_submission for a modal the bot opened (views.open), with the user's typed values. */
+/**
+ * A view_submission for a modal the bot opened (views.open), with the user's typed values. Submitted by a Slack Connect
+ * member of another organisation, its `team` (and `enterprise`) are the submitter's own workspace and org, and only
+ * `view.app_installed_team_id` names this installation (bolt-js issue #1614, confirmed by Slack's support as intended;
+ * Bolt's context.teamId reads app_installed_team_id first for that reason).
+ */
 export function viewSubmission(fake: FakeSlack, f: { user: string; view: Record<string, unknown>; values: Record<string, Record<string, { type: string; value: string }>> }): Record<string, unknown> {
+  const home = homeOf(fake, f.user);
+  const theirOrg = fake.store.users.get(f.user)?.enterprise_user?.enterprise_id;
+  const org = home === fake.teamId ? orgOf(fake) : { team: { id: home, domain: home.toLowerCase() }, ...(theirOrg ? { enterprise: { id: theirOrg, name: 'Another Org' } } : {}) };
   return {
     type: 'view_submission',
-    ...orgOf(fake),
-    user: { id: f.user, username: f.user.toLowerCase(), team_id: homeOf(fake, f.user) },
+    ...org,
+    user: { id: f.user, username: f.user.toLowerCase(), team_id: home },
     api_app_id: fake.appId,
     token: 'legacy-verification-token',
     trigger_id: triggerId(),
-    view: { id: `V${randomUUID().slice(0, 8)}`, team_id: fake.teamId, type: 'modal', ...f.view, state: { values: f.values }, hash: 'h', app_id: fake.appId, bot_id: fake.botId },
+    view: { id: `V${randomUUID().slice(0, 8)}`, team_id: home, type: 'modal', ...f.view, state: { values: f.values }, hash: 'h', app_id: fake.appId, app_installed_team_id: fake.teamId, bot_id: fake.botId },
     response_urls: [],
   };
 }

@@ -204,6 +204,17 @@ export class FakeSlack {
     if (options.private) this.store.privateChannels.add(id);
   }
 
+  /**
+   * A Slack Connect channel, shared between this workspace and another organisation's; `createdBy`: the workspace that
+   * created it and shared it (a partner's team id, or this one's). Its events then carry `is_ext_shared_channel: true`
+   * and, in the envelope's top-level `team_id`, the creating workspace's id, while `authorizations` names the
+   * installation the event is delivered for, this one (Slack's Events API: the outer team_id of a shared channel's
+   * event is the originating workspace's; bolt-js and java-slack-sdk read authorizations[0] for that reason).
+   */
+  shareChannel(id: string, createdBy: string = this.teamId): void {
+    this.store.sharedChannels.set(id, createdBy);
+  }
+
   /** A file as if a user had uploaded it; its url_private points here. */
   seedFile(bytes: Uint8Array, name: string, mimetype: string, serve: FakeFile['serve'] = 'bytes', servedContentType?: string): FakeFile {
     const id = this.store.nextFileId();

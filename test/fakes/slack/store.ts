@@ -72,6 +72,11 @@ export class SlackStore {
   readonly channelNames = new Map<string, string>();
   /** Channels of `channelNames` that are private (`is_private` in conversations.info). */
   readonly privateChannels = new Set<string>();
+  /**
+   * Slack Connect channels (shared with another organisation), and the workspace that created each: ours, or a partner's
+   * (FakeSlack.shareChannel). Events in them say so (payloads.ts eventCallback).
+   */
+  readonly sharedChannels = new Map<string, string>();
   private tsCounter = 0;
   private fileCounter = 0;
   private readonly baseSeconds = 1_700_000_000;
