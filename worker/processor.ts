@@ -40,6 +40,7 @@ import { addPngText } from './pipeline/png.ts';
 import type { ProgressReport } from './pipeline/types.ts';
 import { generateReviewed, moderateInput, withheldError } from './review.ts';
 import { JobClock, timedHost, type ModelHost } from './job-clock.ts';
+import { JobTimeLimit } from './job-time-limit.ts';
 import type { RunOptions } from './thread-host.ts';
 
 /** One prompt out of a model's answer: its first non-empty line, without numbering, quotes or a "Prompt:" label. */
@@ -264,7 +265,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       }
       progress.push({ v: CONTRACT_VERSION, jobId: request.id, ...report });
     };
-    const runOptions: RunOptions = { signal, timeoutMs: config.queue.jobTimeoutMs, onProgress };
+    // One time limit for all the job's runs, this attempt's (worker/job-time-limit.ts): a retry has a whole one again.
+    const runOptions: RunOptions = { signal, timeLimit: new JobTimeLimit(config.queue.jobTimeoutMs), onProgress };
     const base = { v: CONTRACT_VERSION, jobId: request.id, kind: request.kind, destination: request.destination, status: 'succeeded' as const };
     const policy = await checkPolicy;
     /** Moderation of an image the user sent: a flagged one is deleted now, not kept until its TTL. */
@@ -310,6 +312,7 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       if (count > 1 && config.worker.maxBatch.diffusion > 1) {
         const siblings = new AbortController();
         // Each image's runs on a meter of their own (timedHost): the job is charged its images' shares of the thread.
+        // They share the job's time limit, which their runs at once spend once, at the wall clock's pace.
         const together = { ...runOptions, signal: AbortSignal.any([signal, siblings.signal]) };
         const each = Array.from({ length: count }, (_, i) =>
           reviewOne(i, together).catch((e: unknown) => {

@@ -1,8 +1,9 @@
 // The pool of model threads one worker process runs (one per `worker.concurrency` slot). Each thread loads
 // the pipeline once and stays warm. `run()` borrows room on a thread and enforces the job's end conditions:
 //   - cancel:  the caller's AbortSignal fires → the thread is told to abort that run → AppError('cancelled')
-//   - timeout: jobTimeoutMs passes             → the thread is told to abort that run → AppError('timeout')
-//     (counted from when the run first has room in a thread; a run placed again below gets only what is left)
+//   - timeout: the job's limit runs out       → the thread is told to abort that run → AppError('timeout')
+//     (worker/job-time-limit.ts: jobTimeoutMs for all the job's runs together, each counted from when it first has
+//     room in a thread; a run placed again below gets only what is left)
 //   - a thread that has not stopped a run abortGraceMs after its abort is terminated and a fresh one is started,
 //     so a stuck native call cannot hold a slot forever; its other runs (batched with it, or joined during the
 //     grace) are run again, from the start, on the fresh thread or another one: not failed, since a failure costs
@@ -26,6 +27,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { AppError, UserError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
+import type { JobTimeLimit, RunTime } from './job-time-limit.ts';
 import type { Answer, CheckRequest, CheckResult, GeneratedImage, GenerateRequest, PipelineOptions, ProgressReport, UnderstandRequest } from './pipeline/types.ts';
 import type { FromThread, ThreadData, ToThread, WireError } from './thread.ts';
 
@@ -56,9 +58,9 @@ export interface ThreadHostOptions {
 
 export interface RunOptions {
   signal: AbortSignal;
-  /** The run's time limit (queue.jobTimeoutMs), from when it first has room in a thread: a deadline for it whole, a
-   *  run again on another thread included (ThreadHost's header). */
-  timeoutMs: number;
+  /** Its job's time limit (queue.jobTimeoutMs), shared by all the job's runs: the run spends it from when it first has
+   *  room in a thread to its end, a run again on another thread included (worker/job-time-limit.ts). */
+  timeLimit: JobTimeLimit;
   onProgress(report: ProgressReport): void;
   /** The job's fair-share clock: while the run shares its thread with others, its time counts 1/n (GPU-seconds). */
   meter?: ShareMeter;
@@ -121,13 +123,9 @@ interface Slot {
  */
 type Placement = 'new' | 'again' | 'alone';
 
-/** Thrown inside the host when a run's thread went down through no fault of the run known: it is placed again.
- *  `deadline`: when its time limit ends (epoch ms), set as it first had room in a thread. */
+/** Thrown inside the host when a run's thread went down through no fault of the run known: it is placed again. */
 class RunAgain {
-  constructor(
-    readonly placement: 'again' | 'alone',
-    readonly deadline: number,
-  ) {}
+  constructor(readonly placement: 'again' | 'alone') {}
 }
 
 interface Waiter {
@@ -389,28 +387,34 @@ export class ThreadHost {
   private async run(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions): Promise<unknown> {
     // Ends: the run's own outcome, or a failure that is its own. A run placed alone is never placed again (a crash is
     // then its own), and one placed again for a stuck companion only once per other run that gets stuck: no loop.
-    // Each placement after the first has only what is left of the first's deadline.
-    let deadline: number | undefined;
-    for (let placement: Placement = 'new'; ; ) {
-      try {
-        return await this.runOnce(kind, request, run, placement, deadline);
-      } catch (e) {
-        if (!(e instanceof RunAgain)) throw e;
-        placement = e.placement;
-        deadline = e.deadline;
+    // The run spends its job's limit from its first room to here, every placement and wait to be placed again included.
+    const time = run.timeLimit.run();
+    try {
+      for (let placement: Placement = 'new'; ; ) {
+        try {
+          return await this.runOnce(kind, request, run, placement, time);
+        } catch (e) {
+          if (!(e instanceof RunAgain)) throw e;
+          placement = e.placement;
+        }
       }
+    } finally {
+      time.end();
     }
   }
 
   /**
-   * One placement of a run on a thread. `deadline` (epoch ms): undefined for the first, whose time limit starts when it
-   * has room (a wait for a first room is a wait in the queue: a job must not time out for the jobs ahead of it); then
-   * the first's, for the wait for room again too. A BullMQ retry of the job is a new run, with a whole limit again.
+   * One placement of a run on a thread. `time.deadline` (epoch ms): undefined for the first, whose part of the job's
+   * limit starts when it has room (a wait for a first room is a wait in the queue: a job must not time out for the jobs
+   * ahead of it); then the first's, for the wait for room again too. A BullMQ retry of the job has a new limit.
    */
-  private async runOnce(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions, placement: Placement, deadline: number | undefined): Promise<unknown> {
+  private async runOnce(kind: 'generate' | 'understand' | 'check', request: GenerateRequest | UnderstandRequest | CheckRequest, run: RunOptions, placement: Placement, time: RunTime): Promise<unknown> {
     if (this.closed) throw new AppError('internal', 'the worker is shutting down');
-    // The words say the whole limit, however much of it the last placement had.
-    const timedOut = () => new AppError('timeout', `This took longer than ${formatDuration(run.timeoutMs)} and was stopped.`);
+    // The words say the job's whole limit, however much of it this run had.
+    const timedOut = () => new AppError('timeout', `This took longer than ${formatDuration(run.timeLimit.limitMs)} and was stopped.`);
+    // a job whose limit its earlier runs spent (the last one ended as it ran out) waits for no room
+    if (time.deadline === undefined && run.timeLimit.leftMs() <= 0) throw timedOut();
+    const deadline = time.deadline;
     const meter = run.meter;
     meter?.waitForRoom();
     let slot: Slot;
@@ -420,7 +424,7 @@ export class ThreadHost {
       meter?.share(1); // no room given (cancelled, timed out, or closing): back outside the thread
       throw e;
     }
-    const ends = deadline ?? Date.now() + run.timeoutMs;
+    const ends = time.begin();
     if (meter) {
       slot.meters.add(meter);
       // every run's share changes when one joins (runs without a meter still count in `active`)
@@ -464,9 +468,9 @@ export class ThreadHost {
         const blame = (crash: AppError): AppError | RunAgain => {
           if (stopReason) return stopReason;
           if (this.closed) return crash; // close() terminated it: retryable, the job goes back to the queue
-          if (this.terminatedForStuckRun.has(thread)) return new RunAgain('again', ends);
+          if (this.terminatedForStuckRun.has(thread)) return new RunAgain('again');
           // which run of a batch crashed it is unknown: each runs again alone, where a crash is its own
-          if (placement !== 'alone' && slot.active > 1) return new RunAgain('alone', ends);
+          if (placement !== 'alone' && slot.active > 1) return new RunAgain('alone');
           return crash;
         };
         const wentDown = (crash: AppError) => {

@@ -20,9 +20,12 @@
 //       'uncaught'       an error thrown outside the run's promise (the thread's 'error' event), then never ends
 //   holdWhile      { [substring]: path }  a prompt/question containing the substring waits, before its first step,
 //                  while that file exists (still honouring ctx.signal): a test holds a run open, then deletes the file
+//   holdRuns       string   every run waits, before its first step, until the file `<holdRuns>.<n>` exists (still
+//                  honouring ctx.signal), n its number in runLogFile (1 for the first run logged): a test lets the
+//                  runs of one job go one at a time, though they ask the same
 //   load           how loading goes (worker/thread-host.ts tests): 'exit' ends the thread with code 3; 'uncaught' throws
 //                  outside the loader's try; 'fail-while:<path>' refuses to load while that file exists
-import { appendFileSync, existsSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import sharp from 'sharp';
 import { AppError, UserError } from '../../src/errors.ts';
@@ -50,6 +53,7 @@ interface DoubleOptions {
   runLogFile?: string;
   failures: Record<string, Failure>;
   holdWhile: Record<string, string>;
+  holdRuns?: string;
   checkScores: { match: number; answers: Record<string, number> };
 }
 
@@ -62,6 +66,7 @@ function readExtra(extra: Record<string, unknown> | undefined): DoubleOptions {
     runLogFile: typeof e.runLogFile === 'string' ? e.runLogFile : undefined,
     failures: (typeof e.failures === 'object' && e.failures !== null ? e.failures : {}) as Record<string, Failure>,
     holdWhile: (typeof e.holdWhile === 'object' && e.holdWhile !== null ? e.holdWhile : {}) as Record<string, string>,
+    holdRuns: typeof e.holdRuns === 'string' ? e.holdRuns : undefined,
     checkScores: { match: 0.9, answers: {}, ...(typeof e.checkScores === 'object' && e.checkScores !== null ? e.checkScores : {}) },
   };
 }
@@ -145,15 +150,25 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
     }
   }
 
-  function logRun(entry: Record<string, unknown>) {
-    if (opts.runLogFile) appendFileSync(opts.runLogFile, JSON.stringify({ ...entry, pid: process.pid, thread: threadId, at: Date.now() }) + '\n');
+  /** Logs the run; its number in the log (1 for the first), or 0 without one. */
+  function logRun(entry: Record<string, unknown>): number {
+    if (!opts.runLogFile) return 0;
+    appendFileSync(opts.runLogFile, JSON.stringify({ ...entry, pid: process.pid, thread: threadId, at: Date.now() }) + '\n');
+    return readFileSync(opts.runLogFile, 'utf8').trim().split('\n').length;
+  }
+
+  /** Waits until the file `holdRuns` names for run `n` exists. */
+  async function holdRun(n: number, ctx: RunContext): Promise<void> {
+    if (opts.holdRuns === undefined) return;
+    while (!existsSync(`${opts.holdRuns}.${n}`) && !ctx.signal.aborted) await sleep(10);
   }
 
   return {
     async generate(request: GenerateRequest, ctx: RunContext): Promise<GeneratedImage> {
-      logRun({ kind: 'generate', prompt: request.prompt, seed: request.options.seed });
+      const n = logRun({ kind: 'generate', prompt: request.prompt, seed: request.options.seed });
       const mode = inject(request.prompt);
       await hold(request.prompt, ctx);
+      await holdRun(n, ctx);
       const [width, height] = SIZES[request.options.aspect] ?? [64, 64];
       await stage(ctx, 'conditioning', 1, mode);
       await stage(ctx, 'features', request.options.ditSteps, mode);
@@ -175,9 +190,10 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
     },
 
     async understand(request: UnderstandRequest, ctx: RunContext): Promise<Answer> {
-      logRun({ kind: 'understand', question: request.question });
+      const n = logRun({ kind: 'understand', question: request.question });
       const mode = inject(request.question);
       await hold(request.question, ctx);
+      await holdRun(n, ctx);
       const meta = await sharp(request.image).metadata().catch((e: unknown) => {
         throw new UserError('bad_image', 'That file is not an image I can read.', { cause: e });
       });
@@ -197,7 +213,7 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
     },
 
     async check(request: CheckRequest, ctx: RunContext): Promise<CheckResult> {
-      logRun({ kind: 'check', checked: request.prompt ?? '' });
+      await holdRun(logRun({ kind: 'check', checked: request.prompt ?? '' }), ctx);
       const meta = await sharp(request.image).metadata().catch((e: unknown) => {
         throw new UserError('bad_image', 'That file is not an image I can read.', { cause: e });
       });

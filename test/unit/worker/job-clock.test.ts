@@ -4,6 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { JobClock, timedHost } from '../../../worker/job-clock.ts';
 import type { ShareMeter } from '../../../worker/thread-host.ts';
+import { JobTimeLimit } from '../../../worker/job-time-limit.ts';
 
 beforeEach(() => void vi.useFakeTimers({ now: 1_000_000 }));
 afterEach(() => void vi.useRealTimers());
@@ -85,7 +86,7 @@ describe('JobClock', () => {
       { generate: record as never, understand: record as never, check: record as never },
       new JobClock(),
     );
-    const options = { signal: new AbortController().signal, timeoutMs: 1_000, onProgress: () => undefined };
+    const options = { signal: new AbortController().signal, timeLimit: new JobTimeLimit(1_000), onProgress: () => undefined };
     await Promise.all([host.generate({} as never, options), host.generate({} as never, options), host.understand({} as never, options), host.check({} as never, options)]);
     expect(meters.every((m) => m !== undefined)).toBe(true);
     expect(new Set(meters).size).toBe(4);

@@ -189,7 +189,7 @@ describe('processor outputs', () => {
     expect((await handedOver(req.id))!.error).toEqual({ code: 'bad_image', message: "I couldn't turn that image into prompts this time; please try again, or with another image.", userFacing: true });
   });
 
-  it('an ask with no progress reports has no stage timings; the run gets the job timeout and a signal even when BullMQ passes none', async () => {
+  it('an ask with no progress reports has no stage timings; the run gets the job time limit and a signal even when BullMQ passes none; a /describe\'s runs share one limit', async () => {
     const seen: RunOptions[] = [];
     const { p, config } = processorWith({
       async understand(_request, ctx) {
@@ -202,11 +202,16 @@ describe('processor outputs', () => {
     const req: JobRequest = { v: CONTRACT_VERSION, id: uid(), destination: cli, submittedAt: 1, kind: 'ask', mode: 'ask', imageKey, question: 'q', history: [], options: askOptions };
     const outcome = await p.process(job(req), 'token');
     expect(outcome).toEqual({ status: 'succeeded', timingsMs: {} });
-    expect(seen[0]!.timeoutMs).toBe(config.queue.jobTimeoutMs);
+    expect(seen[0]!.timeLimit.limitMs).toBe(config.queue.jobTimeoutMs);
+    expect(seen[0]!.timeLimit.leftMs()).toBe(config.queue.jobTimeoutMs); // a host double never starts it
     expect(seen[0]!.signal).toBeInstanceOf(AbortSignal);
     expect((await handedOver(req.id))!.answer).toEqual({ text: 'a cat', tokenCount: 2 });
     const describe: JobRequest = { ...req, id: uid(), mode: 'describe' };
     expect(await p.process(job(describe), 'token')).toEqual({ status: 'succeeded', timingsMs: {} });
+    // its four answers spend one limit (worker/job-time-limit.ts); each process() call, an attempt, has its own
+    expect(seen).toHaveLength(5);
+    expect(new Set(seen.slice(1).map((o) => o.timeLimit)).size).toBe(1);
+    expect(seen[1]!.timeLimit).not.toBe(seen[0]!.timeLimit);
   });
 
   it('a stage reported again adds to its time; a failed progress update is logged and the job goes on', async () => {

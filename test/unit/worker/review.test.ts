@@ -8,6 +8,7 @@ import type { ImagineOptions } from '../../../src/jobs/contract.ts';
 import type { CheckRequest, CheckResult, GenerateRequest } from '../../../worker/pipeline/types.ts';
 import { generateReviewed, inputWithheld, moderateInput, rerollSeed, withheldError, type ReviewHost } from '../../../worker/review.ts';
 import type { RunOptions } from '../../../worker/thread-host.ts';
+import { JobTimeLimit } from '../../../worker/job-time-limit.ts';
 
 const options: ImagineOptions = { seed: 4_294_967_294, ditSteps: 2, decoderSteps: 2, guidance: 3, aspect: '1:1' };
 
@@ -34,7 +35,7 @@ function scriptedHost(script: Script) {
 
 function runRecorder() {
   const progress: unknown[] = [];
-  const run: RunOptions = { signal: new AbortController().signal, timeoutMs: 1000, onProgress: (p) => void progress.push(p) };
+  const run: RunOptions = { signal: new AbortController().signal, timeLimit: new JobTimeLimit(1000), onProgress: (p) => void progress.push(p) };
   return { run, progress };
 }
 

@@ -16,6 +16,7 @@ import type { AppError } from '../../../src/errors.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { ThreadHost } from '../../../worker/thread-host.ts';
+import { JobTimeLimit } from '../../../worker/job-time-limit.ts';
 
 const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -66,7 +67,7 @@ const ask = (question: string): UnderstandRequest => ({
 
 /** How a run ended: its answer, or its error's code and message. */
 function outcome(h: ThreadHost, question: string, signal = new AbortController().signal) {
-  return h.understand(ask(question), { signal, timeoutMs: 60_000, onProgress: () => undefined }).then(
+  return h.understand(ask(question), { signal, timeLimit: new JobTimeLimit(60_000), onProgress: () => undefined }).then(
     (a) => a.text,
     (e: unknown) => `${(e as AppError).code}: ${(e as Error).message}`,
   );

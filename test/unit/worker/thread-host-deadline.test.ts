@@ -14,6 +14,7 @@ import type { AppError } from '../../../src/errors.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { ThreadHost } from '../../../worker/thread-host.ts';
+import { JobTimeLimit } from '../../../worker/job-time-limit.ts';
 
 const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -73,11 +74,11 @@ const ask = (question: string): UnderstandRequest => ({
   options: { maxNewTokens: 20, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0 },
 });
 
-/** Runs an ask with the whole limit; `ended()` is how it ended (its answer, or its error's code and message), or
- *  undefined while it runs. */
-function outcome(h: ThreadHost, question: string, signal = new AbortController().signal) {
+/** Runs an ask with a whole limit of its own, or its job's `timeLimit`; `ended()` is how it ended (its answer, or its
+ *  error's code and message), or undefined while it runs. */
+function outcome(h: ThreadHost, question: string, signal = new AbortController().signal, timeLimit = new JobTimeLimit(LIMIT_MS)) {
   let end: string | undefined;
-  const done = h.understand(ask(question), { signal, timeoutMs: LIMIT_MS, onProgress: () => undefined }).then(
+  const done = h.understand(ask(question), { signal, timeLimit, onProgress: () => undefined }).then(
     (a) => (end = a.text),
     (e: unknown) => (end = `${(e as AppError).code}: ${(e as Error).message}`),
   );
@@ -182,5 +183,51 @@ describe('ThreadHost: a run placed again has only what is left of its time limit
     rmSync(held);
     expect(await until(first.ended)).toContain('You asked: held first');
     expect(await until(second.ended)).toContain('You asked: second');
+  }, 30_000);
+});
+
+describe('ThreadHost: the runs of one job spend one limit (worker/job-time-limit.ts)', () => {
+  it('a wait for a first room between a job\'s runs does not count: behind another job for most of a limit, it still has its rest', async () => {
+    const [heldA1, heldB, heldA2] = [flag('a1'), flag('b'), flag('a2')];
+    for (const f of [heldA1, heldB, heldA2]) writeFileSync(f, '');
+    const { h, runs } = await start({ holdWhile: { 'job A, first': heldA1, 'job B': heldB, 'job A, second': heldA2 } }, { oneAtATime: true });
+    const limitA = new JobTimeLimit(LIMIT_MS);
+    const a1 = outcome(h, 'job A, first', undefined, limitA);
+    expect(await until(() => (runs().includes('job A, first') ? true : undefined))).toBe(true);
+    const b = outcome(h, 'job B'); // waits for room behind A's first run
+    vi.advanceTimersByTime(30_000);
+    const a2 = outcome(h, 'job A, second', undefined, limitA); // waits behind B
+    rmSync(heldA1);
+    expect(await until(a1.ended)).toContain('You asked: job A, first');
+    expect(await until(() => (runs().includes('job B') ? true : undefined))).toBe(true);
+    vi.advanceTimersByTime(54_000); // B runs; A has none under way: its limit stands at 30 s left
+    rmSync(heldB);
+    expect(await until(b.ended)).toContain('You asked: job B');
+    expect(await until(() => (runs().includes('job A, second') ? true : undefined))).toBe(true);
+    vi.advanceTimersByTime(27_000);
+    expect(a2.ended()).toBeUndefined(); // 57 s of A's 60 in its runs, 111 s since its first had room
+    rmSync(heldA2);
+    expect(await until(a2.ended)).toContain('You asked: job A, second');
+    expect(limitA.leftMs()).toBe(3_000);
+  }, 30_000);
+
+  it('a run of a job whose earlier runs spent its limit is stopped at once, without waiting for room', async () => {
+    const [heldFirst, heldOther] = [flag('first'), flag('other')];
+    for (const f of [heldFirst, heldOther]) writeFileSync(f, '');
+    const { h, runs } = await start({ holdWhile: { 'first run': heldFirst, 'other job': heldOther } }, { oneAtATime: true });
+    const limit = new JobTimeLimit(LIMIT_MS);
+    const first = outcome(h, 'first run', undefined, limit);
+    expect(await until(() => (runs().includes('first run') ? true : undefined))).toBe(true);
+    const other = outcome(h, 'other job'); // waits for room
+    vi.setSystemTime(Date.now() + LIMIT_MS); // the clock at the deadline, its timer not run yet (a busy event loop)
+    rmSync(heldFirst);
+    expect(await until(first.ended)).toContain('You asked: first run'); // its answer came before its timer ran
+    expect(await until(() => (runs().includes('other job') ? true : undefined))).toBe(true);
+    const next = outcome(h, 'next run', undefined, limit); // the thread is busy with the other job
+    expect(await until(next.ended)).toBe(TIMED_OUT); // not after the other job's run
+    expect(other.ended()).toBeUndefined();
+    expect(runs()).not.toContain('next run');
+    rmSync(heldOther);
+    expect(await until(other.ended)).toContain('You asked: other job');
   }, 30_000);
 });

@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../../src/log.ts';
 import type { UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { ThreadHost } from '../../../worker/thread-host.ts';
+import { JobTimeLimit } from '../../../worker/job-time-limit.ts';
 
 const diesIdle = resolve(import.meta.dirname, '../../doubles/pipeline-dies-idle.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -39,7 +40,7 @@ const ask = (question: string): UnderstandRequest => ({
   history: [],
   options: { maxNewTokens: 20, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, seed: 0 },
 });
-const runOptions = (timeoutMs: number) => ({ signal: new AbortController().signal, timeoutMs, onProgress: () => undefined });
+const runOptions = (limitMs: number) => ({ signal: new AbortController().signal, timeLimit: new JobTimeLimit(limitMs), onProgress: () => undefined });
 
 describe('ThreadHost: a thread that dies between runs', () => {
   it('is replaced, and the next run is answered instead of timing out on the dead thread', async () => {

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../../src/log.ts';
 import type { UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { ShareMeter, ThreadHost } from '../../../worker/thread-host.ts';
+import { JobTimeLimit } from '../../../worker/job-time-limit.ts';
 
 const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -37,7 +38,7 @@ describe('ShareMeter: waiting for room in a thread', () => {
       abortGraceMs: 2_000,
       log: createLogger('test', 'silent'),
     });
-    const options = (meter?: ShareMeter) => ({ signal: new AbortController().signal, timeoutMs: 30_000, onProgress: () => undefined, ...(meter ? { meter } : {}) });
+    const options = (meter?: ShareMeter) => ({ signal: new AbortController().signal, timeLimit: new JobTimeLimit(30_000), onProgress: () => undefined, ...(meter ? { meter } : {}) });
     const first = host.understand(ask('first'), options());
     const waiter = new ShareMeter(); // made as the job starts, as the processor makes it
     const t0 = Date.now();

@@ -11,6 +11,7 @@ import { AppError, isUserError } from '../../../src/errors.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { ProgressReport, UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { formatDuration, loaderUrl, ShareMeter, ThreadHost, type RunOptions } from '../../../worker/thread-host.ts';
+import { JobTimeLimit } from '../../../worker/job-time-limit.ts';
 
 const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -57,7 +58,7 @@ function run(h: ThreadHost, name: string, events: string[], signal = new AbortCo
   const options: RunOptions = {
     signal,
     ...(meter ? { meter } : {}),
-    timeoutMs: 60_000,
+    timeLimit: new JobTimeLimit(60_000),
     onProgress(_r: ProgressReport) {
       if (!started) events.push(`${name} started`);
       started = true;
@@ -170,7 +171,7 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     const image = h
       .generate(
         { prompt: 'p', options: { aspect: '1:1', seed: 1, ditSteps: 2, decoderSteps: 2, guidance: 3, negativePrompt: '' } as never },
-        { signal: new AbortController().signal, timeoutMs: 60_000, onProgress: () => undefined },
+        { signal: new AbortController().signal, timeLimit: new JobTimeLimit(60_000), onProgress: () => undefined },
       )
       .then(() => events.push('image done'));
     const b = run(h, 'b', events); // arrives after the imagine: must not overtake it
@@ -207,7 +208,7 @@ describe('ThreadHost: time limits, stuck threads, loading and shutting down', ()
     const t0 = Date.now();
     let stoppedAt = 0;
     const e = (await h
-      .understand(ask('slow question'), { signal: new AbortController().signal, timeoutMs: 500, onProgress: () => void reports.push(Date.now()) })
+      .understand(ask('slow question'), { signal: new AbortController().signal, timeLimit: new JobTimeLimit(500), onProgress: () => void reports.push(Date.now()) })
       .then(() => undefined, (x: unknown) => ((stoppedAt = Date.now()), x))) as AppError;
     expect([e.code, e.message]).toEqual(['timeout', 'This took longer than 1 second and was stopped.']);
     expect(stoppedAt - t0).toBeLessThan(1_600); // the thread honoured the abort at its next step
@@ -221,7 +222,7 @@ describe('ThreadHost: time limits, stuck threads, loading and shutting down', ()
     const runLogFile = join(dir, 'runs.jsonl');
     const h = await start({ decode: 1, diffusion: 1 }, { failures: { stuck: 'ignore-abort' }, slowStepMs: 2_000, runLogFile }, { abortGraceMs: 300, log });
     const cancel = new AbortController();
-    const stuck = h.understand(ask('stuck question'), { signal: cancel.signal, timeoutMs: 60_000, onProgress: () => undefined }).then(() => undefined, (x: unknown) => x as AppError);
+    const stuck = h.understand(ask('stuck question'), { signal: cancel.signal, timeLimit: new JobTimeLimit(60_000), onProgress: () => undefined }).then(() => undefined, (x: unknown) => x as AppError);
     await new Promise((r) => setTimeout(r, 100));
     const t0 = Date.now();
     cancel.abort();
@@ -339,7 +340,7 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
   it('the first reason to stop a run wins: cancelled, then timed out before the thread\'s next step, ends as cancelled', async () => {
     const h = await start({ decode: 1, diffusion: 1 }, { failures: { slow: 'slow' }, slowStepMs: 600 }, { abortGraceMs: 2_000 });
     const cancel = new AbortController();
-    const end = h.understand(ask('slow again'), { signal: cancel.signal, timeoutMs: 300, onProgress: () => undefined }).then(() => undefined, (e: unknown) => e as AppError);
+    const end = h.understand(ask('slow again'), { signal: cancel.signal, timeLimit: new JobTimeLimit(300), onProgress: () => undefined }).then(() => undefined, (e: unknown) => e as AppError);
     setTimeout(() => cancel.abort(), 100);
     expect([(await end)?.code, (await end)?.message]).toEqual(['cancelled', 'Cancelled.']);
   });
@@ -363,7 +364,7 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
   it('close() ends the runs in flight retryably (their threads are terminated: no progress after)', async () => {
     const h = await start({ decode: 1, diffusion: 1 }, { failures: { slow: 'slow' }, slowStepMs: 150 });
     const reports: number[] = [];
-    const inFlight = h.understand(ask('slow to close'), { signal: new AbortController().signal, timeoutMs: 60_000, onProgress: () => void reports.push(Date.now()) }).then(() => undefined, (x: unknown) => x as AppError);
+    const inFlight = h.understand(ask('slow to close'), { signal: new AbortController().signal, timeLimit: new JobTimeLimit(60_000), onProgress: () => void reports.push(Date.now()) }).then(() => undefined, (x: unknown) => x as AppError);
     await new Promise((r) => setTimeout(r, 200));
     await h.close();
     const closedAt = Date.now();

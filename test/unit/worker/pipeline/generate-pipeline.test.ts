@@ -18,6 +18,7 @@ import { loadTokenizer } from '../../../../worker/pipeline/tokenizer.ts';
 import { openTextModel } from '../../../../worker/pipeline/understand.ts';
 import type { Pipeline, ProgressReport } from '../../../../worker/pipeline/types.ts';
 import { ThreadHost } from '../../../../worker/thread-host.ts';
+import { JobTimeLimit } from '../../../../worker/job-time-limit.ts';
 import { createLogger } from '../../../../src/log.ts';
 
 let dir: string;
@@ -149,7 +150,7 @@ describe('createPipeline().generate on the tiny checkpoint', () => {
       const runs: Promise<Uint8Array>[] = [];
       const cancel = new AbortController();
       const go = (i: number, onProgress: (p: ProgressReport) => void = () => {}, signal = new AbortController().signal) => {
-        runs[i] = host.generate(reqs[i]!, { signal, timeoutMs: 120_000, onProgress }).then((r) => r.png);
+        runs[i] = host.generate(reqs[i]!, { signal, timeLimit: new JobTimeLimit(120_000), onProgress }).then((r) => r.png);
         runs[i].catch(() => {}); // settled below; not an unhandled rejection meanwhile
       };
       // B joins at A's 4th feature step, C at A's 2nd decoding step; D starts with B and is cancelled at its 3rd feature step
