@@ -4,6 +4,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { loadConfig, loadSecrets, repoRoot } from '../src/config/load.ts';
 import { createBlobStore } from '../src/blobs/index.ts';
 import { onCancel } from '../src/jobs/cancel.ts';
+import { Retention } from '../src/jobs/retention.ts';
 import { JobRequest, QueueNames } from '../src/jobs/contract.ts';
 import { createJobsQueue, createQueueWorker, logWorkerError, runningJobsOf } from '../src/jobs/queue.ts';
 import { watchFetchLoop } from '../src/jobs/fetch-watchdog.ts';
@@ -146,6 +147,9 @@ async function main(): Promise<void> {
     await startOrHold(scheduler, job, token, cost);
   };
   const processor = createProcessor({ config, redis, blobs, host, log, afterHandOver: afterJob.afterHandOver, start });
+  // Jobs of channels with a retention TTL are deleted at their deadline by every bot's sweep and by this one: while no
+  // bot runs (all stopped, an upgrade), what was delivered before is still deleted on time (src/jobs/retention.ts).
+  const retention = new Retention(redis, config, log);
   // The jobs this worker runs, for the cancel flags' re-check (src/jobs/cancel.ts: a cancel published while the
   // subscriber was disconnected is lost, its flag is not).
   const running = new Set<string>();
@@ -195,6 +199,7 @@ async function main(): Promise<void> {
     await unsubscribe?.();
     await processor.close();
     await afterJob.close();
+    await retention.stop();
     await jobsQueue.close();
     await host.close();
     await health?.close();
@@ -219,6 +224,7 @@ async function main(): Promise<void> {
   await worker.waitUntilReady();
   await afterJob.start(`${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`);
   if (stopRequested) return; // stopping already (stopRunning): no watchdog, not ready
+  retention.start();
 
   acceptingJobs = true;
   health?.setCheck('redis', async () => (await redis.ping()) === 'PONG' || 'Redis did not answer PING');

@@ -22,7 +22,6 @@ import {
   JobRequest,
   parseContract,
   retentionLeft,
-  retentionOf,
   isNoLog,
   type ImageResult,
   type JobProgress,
@@ -31,7 +30,6 @@ import {
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../src/jobs/queue.ts';
 import { coalesceProgress, progressWriteIntervalMs, type ProgressCoalescer } from '../src/jobs/progress.ts';
-import { retentionJobOptions } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
 import { clipText } from '../src/text.ts';
 import { CheckOverrides, sharingScope, type CheckPolicy } from '../src/checks/policy.ts';
@@ -185,7 +183,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
   /** `blobs`: the result's PNGs, not stored yet (BlobStore.prepare): they land with the delivery job or not at all. */
   async function handOver(result: JobResult, blobs: readonly PreparedBlob[] = []): Promise<void> {
     const q = deliveryQueue(result.destination);
-    const opts = { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId };
+    // The queue's own keep options, a retention channel's too (src/jobs/retention.ts: its sweep deletes the result)
+    const opts = { jobId: result.jobId };
     // A CLI's delivery queue (delivery-cli-<clientId>) has one reader, the CLI that made it, which deletes it on exit.
     // A CLI that was killed never does, so the hand-over gives the queue's keys (and the result's) the blobs' lifetime:
     // a queue nobody reads is gone when the result's image would be.

@@ -39,7 +39,7 @@ import type { Config, Secrets } from '../../src/config/schema.ts';
 import { channelKey, CONTRACT_VERSION, JobRequest, retentionOf, workspaceOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
 import { requestCancel } from '../../src/jobs/cancel.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
-import { Retention, retentionJobOptions } from '../../src/jobs/retention.ts';
+import { Retention } from '../../src/jobs/retention.ts';
 import { queuePosition } from '../../src/jobs/position.ts';
 import { progressIntervalMs } from '../../src/jobs/progress.ts';
 import { QueueNames } from '../../src/jobs/contract.ts';
@@ -359,16 +359,17 @@ export function createCore(options: CoreOptions): Core {
     let added = false;
     try {
       const extra = options.jobOptions ? await options.jobOptions(inv, request) : {};
-      await retention.schedule(request); // before the job exists: a crash in between leaves an entry, never an unpurged job
-      const retained = retentionJobOptions(retentionOf(request.destination));
+      // Before the job exists: a crash in between leaves an entry, never an unpurged job. The job keeps the queue's keep
+      // options, whatever the channel's TTL: the sweep deletes it (src/jobs/retention.ts).
+      await retention.schedule(request);
       if (reserved) {
         // Added released, and the flight confirmed in the same round trip.
-        const sent = await Promise.allSettled([queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, ...retained, jobId: request.id }), confirmFlight(digest, request.id)]);
+        const sent = await Promise.allSettled([queue.add(request.kind, request, { ...extra, priority: reserved.priority, delay: 0, jobId: request.id }), confirmFlight(digest, request.id)]);
         added = sent[0].status === 'fulfilled';
         for (const r of sent) if (r.status === 'rejected') throw r.reason;
         place = reserved.place;
       } else {
-        await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), ...retained, jobId: request.id });
+        await queue.add(request.kind, request, { ...extra, ...gate.jobOptions(), jobId: request.id });
         place = await lineUp(inv, request, estimate, digest);
       }
     } catch (e) {

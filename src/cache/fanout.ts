@@ -9,7 +9,6 @@ import type { BlobStore } from '../blobs/store.ts';
 import type { Config } from '../config/schema.ts';
 import { JobRequest, outputBlobKeys, parseStoredJson, retentionOf, type Destination, type JobResult } from '../jobs/contract.ts';
 import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../jobs/queue.ts';
-import { retentionJobOptions } from '../jobs/retention.ts';
 import type { CheckOverrides, SharingConfig } from '../checks/policy.ts';
 import { requestDigest, scopedDigest, sha256Hex } from './key.ts';
 import type { ResultCache } from './results.ts';
@@ -28,7 +27,7 @@ export class DeliveryQueues {
    * (worker/processor.ts): a CLI that was killed never deletes its queue.
    */
   async handOver(result: JobResult): Promise<void> {
-    const options = { ...retentionJobOptions(retentionOf(result.destination)), jobId: result.jobId };
+    const options = { jobId: result.jobId }; // the queue's keep options, whatever the channel's TTL (src/jobs/retention.ts)
     const name = deliveryQueueName(result.destination as Destination);
     if (result.destination.platform === 'cli') {
       const once = createDeliveryQueue(this.config, this.redis, name, true); // the CLI's queue: its meta is the CLI's

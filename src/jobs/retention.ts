@@ -2,7 +2,14 @@
 // `retentionSeconds` after it was submitted, earlier than the global retention (queue.keep*Seconds, blobs.ttlSeconds).
 //
 //   submit (bots/core) ──ZADD <prefix>:retention  deadline  {"j":jobId,"q":delivery queue,"t":submittedAt}
-//   every queue.retentionSweepMs, in every bot process: entries past their deadline are purged, then ZREM'd
+//   every queue.retentionSweepMs, in every bot and every worker process: entries past their deadline are purged,
+//   then ZREM'd (workers too: while no bot runs, what was delivered before is still deleted on time)
+//
+// The job and its result keep their queue's removeOn* options, as every job does. BullMQ applies the keep options of
+// the job that finishes to the whole completed or failed set (moveToFinished: removeJobsByMaxAge over the set), so a
+// TTL as their age (until 2026-12-07) deleted every channel's finished jobs older than the TTL whenever one of these
+// finished: the records that find a repeated platform event's job and that Re-roll/Vary read.
+// (test/unit/src/jobs/retention-bystanders.redis.test.ts, test/integration/retention-bystanders.redis.test.ts)
 //
 // What a purge deletes, and what else makes sure nothing outlives the deadline:
 //   - blobs (input image, output PNGs)     SET … EX min(blobs.ttlSeconds, retention): Redis expires them itself
@@ -46,11 +53,6 @@ type Entry = z.infer<typeof Entry>;
  */
 export function jobKeys(prefix: string, jobId: string): string[] {
   return ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled'].map((k) => `${prefix}:${k}:${jobId}`);
-}
-
-/** BullMQ options for a job or delivery of a destination with a retention TTL: removed from the queue by then at the latest. */
-export function retentionJobOptions(seconds: number | undefined): { removeOnComplete?: { age: number }; removeOnFail?: { age: number } } {
-  return seconds === undefined ? {} : { removeOnComplete: { age: seconds }, removeOnFail: { age: seconds } };
 }
 
 export class Retention {

@@ -419,7 +419,7 @@ describe('processor outputs', () => {
     expect((await handedOver(malformedAsk.id))!).toMatchObject({ kind: 'ask', error: { code: 'contract' } });
   });
 
-  it('a channel’s retention bounds the output blob and the result’s lifetime; a CLI result’s delivery queue expires with the blobs', async () => {
+  it('a channel’s retention bounds the output blob and travels with the result; a CLI result’s delivery queue expires with the blobs', async () => {
     const { p, config } = processorWith({});
     const discord: DiscordDestination = { platform: 'discord', guildId: 'g', channelId: `c${randomUUID().slice(0, 6)}`, userId: 'u', applicationId: 'a', retentionSeconds: 120 };
     const req = imagine({ destination: discord });
@@ -431,7 +431,10 @@ describe('processor outputs', () => {
     const q = createDeliveryQueue(config, redis, deliveryQueueName(discord));
     closers.push(() => q.close());
     const delivery = (await q.getJob(req.id))!;
-    expect(delivery.opts).toMatchObject({ removeOnComplete: { age: 120 }, removeOnFail: { age: 120 } });
+    // the TTL travels in the result; its BullMQ options are the queue's (a TTL as their age deleted every channel's
+    // finished results when this one finished: src/jobs/retention.ts), and the retention sweep deletes it
+    expect(delivery.data.destination).toMatchObject({ retentionSeconds: 120 });
+    expect(delivery.opts).toMatchObject({ removeOnComplete: { age: config.queue.keepCompletedSeconds }, removeOnFail: { age: config.queue.keepFailedSeconds } });
     expect(delivery.name).toBe('result');
     expect(await redis.ttl(q.toKey(req.id))).toBe(-1); // a bot's delivery queue is read until it is done
 

@@ -12,7 +12,7 @@ import { loadConfig } from '../../../src/config/load.ts';
 import { UserError } from '../../../src/errors.ts';
 import { CONTRACT_VERSION, QueueNames, type JobRequest, type SlackDestination } from '../../../src/jobs/contract.ts';
 import { createDeliveryQueue, createJobsQueue, createQueueWorker } from '../../../src/jobs/queue.ts';
-import { HAND_OVER_WAIT_MS, Retention, retentionJobOptions } from '../../../src/jobs/retention.ts';
+import { HAND_OVER_WAIT_MS, Retention } from '../../../src/jobs/retention.ts';
 import { createLogger } from '../../../src/log.ts';
 import { closeRedis, createRedis, duplicateRedis } from '../../../src/redis.ts';
 import { createAfterJob } from '../../../worker/after-job.ts';
@@ -70,7 +70,7 @@ describe("a retention job's failure and the worker's 'failed' listener", () => {
     });
     try {
       await retention.schedule(request); // deadline 9 s ago
-      await jobs.add(request.kind, request, { jobId: request.id, ...retentionJobOptions(1) });
+      await jobs.add(request.kind, request, { jobId: request.id });
       await listened;
       const secondFailure = await deliveries.getJobCounts('waiting', 'delayed');
       await retention.sweep(Date.now() + HAND_OVER_WAIT_MS + 5_000);

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, createJobsQueue } from '../../../../src/jobs/queue.ts';
-import { HAND_OVER_WAIT_MS, Retention, jobKeys, retentionJobOptions } from '../../../../src/jobs/retention.ts';
+import { HAND_OVER_WAIT_MS, Retention, jobKeys } from '../../../../src/jobs/retention.ts';
 import type { Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, duplicateRedis } from '../../../../src/redis.ts';
 
@@ -135,7 +135,7 @@ describe('Retention', () => {
       expect(await retention.sweep()).toBe(0); // before: 1, and the failure handed over next stayed, naming the job and its user
       // the worker's 'failed' listener hands the failure over (worker/processor.ts onFinallyFailed), then it is delivered
       const failure: JobResult = { v: CONTRACT_VERSION, jobId: r.id, kind: 'imagine', destination: r.destination, status: 'failed', error: { code: 'internal', message: `Generation failed (ref ${r.id})`, userFacing: false }, timingsMs: {}, finishedAt: Date.now() };
-      await delivery.add('result', failure, { jobId: r.id, ...retentionJobOptions(1) });
+      await delivery.add('result', failure, { jobId: r.id });
       await runOnce(delivery.name);
       // a failed job waits for its worker's 'failed' listener, delivered or not (test/unit/worker/retention-failed-listener.redis.test.ts)
       const failedAt = (await jobs.getJob(r.id))!.finishedOn!;
@@ -262,11 +262,6 @@ describe('Retention', () => {
     } finally {
       await retention.stop();
     }
-  });
-
-  it('a job or result of a channel with a TTL leaves its queue by then at the latest; without one, the defaults stand', () => {
-    expect(retentionJobOptions(90)).toEqual({ removeOnComplete: { age: 90 }, removeOnFail: { age: 90 } });
-    expect(retentionJobOptions(undefined)).toEqual({});
   });
 
   it('a request without a TTL is never scheduled', async () => {

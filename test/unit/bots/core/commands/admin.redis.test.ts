@@ -283,14 +283,16 @@ describe('/blip3o-admin queue', () => {
     }
   });
 
-  it("a retention channel's removed jobs are told so under the channel's TTL (as a cancel's are), not the queue's default", async () => {
+  it("a retention channel's removed jobs are told so under the channel's TTL (as a cancel's are), with the queue's keep options", async () => {
     const inRetention = { ...discord('PR', 'ida', 'gttl'), retentionSeconds: 120 } as Destination;
     const jobs = [await imagine(inRetention), await imagine(inRetention)];
     expect(await textOf(run({ command: 'queue', action: 'purge-user', targetUserId: 'ida' }, discord('PQ', 'mod', 'gttl')))).toBe('Removed 2 waiting jobs of that user.');
     const delivery = createDeliveryQueue(config, redis, 'delivery-discord');
     try {
-      // before: the purge added its own delivery job without the channel's TTL (kept for queue.keepCompletedSeconds)
-      for (const id of jobs) expect((await delivery.getJob(id))?.opts).toMatchObject({ removeOnComplete: { age: 120 }, removeOnFail: { age: 120 } });
+      // before: the purge added its own delivery job without the channel's TTL. The TTL travels in the result; BullMQ's
+      // options stay the queue's, since a TTL as their age deleted every channel's finished results (src/jobs/retention.ts)
+      const kept = { removeOnComplete: { age: config.queue.keepCompletedSeconds }, removeOnFail: { age: config.queue.keepFailedSeconds } };
+      for (const id of jobs) expect(await delivery.getJob(id)).toMatchObject({ data: { destination: { retentionSeconds: 120 } }, opts: kept });
     } finally {
       await delivery.close();
     }
