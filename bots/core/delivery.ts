@@ -19,7 +19,7 @@ import { JobResult, outputBlobKeys, parseContract } from '../../src/jobs/contrac
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { createQueueWorker, logWorkerError } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
-import type { PlatformPort } from './port.ts';
+import type { DeliveredAside, PlatformPort } from './port.ts';
 
 export interface DeliveryDeps {
   config: Readonly<Config>;
@@ -30,8 +30,11 @@ export interface DeliveryDeps {
   log: Logger;
 }
 
-/** 'delivered', or 'duplicate' when the ledger shows it was already posted. */
-export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'delivered' | 'duplicate'> {
+/**
+ * 'delivered', 'duplicate' when the ledger shows it was already posted, or where the port says it went instead
+ * (DeliveredAside: the requester's DM, or nowhere).
+ */
+export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'delivered' | 'duplicate' | DeliveredAside> {
   let result: JobResult;
   try {
     result = parseContract(JobResult, data, 'job result');
@@ -54,6 +57,7 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
   if (start === 'busy') throw new DeliveryInProgress(result.jobId);
   const renew = setInterval(() => void deps.ledger.renewClaim(result.jobId, owner, claimMs).catch(() => undefined), claimMs / 2);
   let finished = false;
+  let aside: DeliveredAside | undefined;
   try {
     let image: Uint8Array | undefined;
     let gallery: Uint8Array[] | undefined;
@@ -69,7 +73,7 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
         result = { ...result, status: 'failed', image: undefined, images: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
       }
     }
-    await (gallery ? deps.port.deliver(result, image, gallery) : deps.port.deliver(result, image));
+    aside = (await (gallery ? deps.port.deliver(result, image, gallery) : deps.port.deliver(result, image))) ?? undefined;
     // Posted: the ledger mark now answers every later run, and the claim is given back in the same round trip.
     await deps.ledger.finishDelivery(result.jobId, owner);
     // Stryker disable next-line BooleanLiteral: equivalent, finishDelivery gave the claim back, so releasing it again is a no-op
@@ -80,9 +84,9 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
     // Stryker disable next-line ConditionalExpression: equivalent, after finishDelivery the claim is no longer ours to release
     if (!finished) await deps.ledger.releaseClaim(result.jobId, owner).catch(() => undefined);
   }
-  deps.log.info({ jobId: result.jobId, status: result.status }, 'delivered');
+  deps.log.info({ jobId: result.jobId, status: result.status, ...(aside ? { to: aside } : {}) }, aside === 'nowhere' ? 'not delivered: nowhere takes it' : 'delivered');
   await releaseOutputs(deps, result.jobId, outputs);
-  return 'delivered';
+  return aside ?? 'delivered';
 }
 
 /** After the ledger mark: no run posts these again. A failure only leaves them to their TTL, as before this step existed. */

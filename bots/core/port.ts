@@ -91,7 +91,7 @@ export interface PlatformPort {
    * (the core's delivery ledger makes it at-most-once too; the platform write must be safe to repeat).
    * `gallery`: every PNG of a several-image result (`result.images`), in order; `image` is the first of them.
    */
-  deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void>;
+  deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void | DeliveredAside>;
   /**
    * The names people see for channel and user ids (the platform's own ids) of the destination's workspace, for the
    * usage report. Best effort: an id the platform does not name (gone, no permission, a DM) is left out and shown as
@@ -99,6 +99,13 @@ export interface PlatformPort {
    */
   displayNames?(destination: Destination, ids: NameQuery): Promise<DisplayNames>;
 }
+
+/**
+ * How a delivery ended where not where it was asked (nothing: posted there): `elsewhere`, in the requester's DM, since
+ * the channel takes none of the bot's posts any more; `nowhere`, dropped, since neither takes it for good (the port
+ * logged why). Both are final, not retried; the metrics count them apart (`blip3o_deliveries_total`).
+ */
+export type DeliveredAside = 'elsewhere' | 'nowhere';
 
 /** Channel and user ids to name (at most a handful: the usage report's top rows). */
 export interface NameQuery {

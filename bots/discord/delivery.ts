@@ -16,7 +16,7 @@ import { ChannelType, DiscordAPIError, MessageFlags, PermissionFlagsBits, RateLi
 import type { Config } from '../../src/config/schema.ts';
 import type { DiscordDestination, Destination, JobResult } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
-import { namesOf, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
+import { namesOf, type DeliveredAside, type DisplayNames, type NameQuery, type PlatformPort } from '../core/port.ts';
 import type { ShownProgress } from '../core/stage-labels.ts';
 import type { AskedCopies } from './asked-copies.ts';
 import { ASKED_IMAGE_FILE } from './asked-image.ts';
@@ -38,14 +38,29 @@ export const refusesDirectMessages = (e: unknown): boolean => e instanceof Disco
 const CANNOT_POST = new Set<number | string>([50013, 160002]);
 export const forbiddenToPost = (e: unknown): e is DiscordAPIError => e instanceof DiscordAPIError && CANNOT_POST.has(e.code);
 /**
- * Discord's answers to a post in a channel that takes none of the bot's messages any more: forbiddenToPost, the bot's
- * access to it taken away (50001 Missing Access), the channel deleted (10003 Unknown Channel).
+ * Discord's answer to an edit or a delete of a message in an archived thread, and to a post in one a moderator locked
+ * (50083 "Thread is archived"; the Threads topic of Discord's docs: a new message unarchives a thread unless it is
+ * locked). A thread archives itself after an hour without messages, at its shortest: a job that waited longer in the
+ * queue found its status message uneditable, and its result was retried until dropped (found by an audit, 2026-12-07).
  */
-const CHANNEL_LOST = new Set<number | string>([50001, 10003]);
+const THREAD_ARCHIVED = 50083;
+const inArchivedThread = (e: unknown): boolean => e instanceof DiscordAPIError && e.code === THREAD_ARCHIVED;
+/**
+ * Discord's answers to a post in a channel that takes none of the bot's messages any more: forbiddenToPost, the bot's
+ * access to it taken away (50001 Missing Access; a thread it cannot see, a server it was removed from), the channel
+ * deleted (10003 Unknown Channel), a thread a moderator locked (160005 "Thread is locked"; archived too: 50083).
+ */
+const CHANNEL_LOST = new Set<number | string>([50001, 10003, 160005, THREAD_ARCHIVED]);
 const cannotPostIn = (e: unknown): e is DiscordAPIError => forbiddenToPost(e) || (e instanceof DiscordAPIError && CHANNEL_LOST.has(e.code));
 /** Why, in a sentence's end, for the requester. */
 const whyNotPosted = (e: DiscordAPIError): string =>
-  e.code === 10003 ? 'it no longer exists' : e.code === 50001 ? 'I no longer have access to it' : `I don't have the ${missingPermission(e)} permission there`;
+  e.code === 10003
+    ? 'it no longer exists'
+    : e.code === 50001
+      ? 'I no longer have access to it'
+      : e.code === 160005 || e.code === THREAD_ARCHIVED
+        ? 'the thread is locked'
+        : `I don't have the ${missingPermission(e)} permission there`;
 /** The permission a forbiddenToPost error says is missing. */
 export const missingPermission = (e: DiscordAPIError): string => (e.code === 160002 ? 'Read Message History' : 'Send Messages');
 /** What a user whose privacy settings refuse the bot's direct messages reads (after "I couldn't …: "). */
@@ -157,15 +172,16 @@ export class DiscordDelivery implements PlatformPort {
     });
   }
 
-  deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
+  deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void | DeliveredAside> {
     const d = asDiscord(result.destination);
     return this.serial(result.jobId, async () => {
       // What does not fit Discord's upload limit as PNG goes as JPEG (upload-size.ts); the shown image is the gallery's own
       const sent = gallery ? await withinUploadLimit(gallery) : undefined;
       const at = image && gallery ? gallery.indexOf(image) : -1;
       const shown = at >= 0 ? sent![at] : image && (await withinUploadLimit([image]))[0];
-      await this.post(d, result, shown, sent);
+      const aside = await this.post(d, result, shown, sent);
       this.markDelivered(result.jobId);
+      return aside;
     });
   }
 
@@ -211,16 +227,20 @@ export class DiscordDelivery implements PlatformPort {
     return this.now() - at < this.config.discord.interactionTokenTtlMs;
   }
 
-  private async post(d: DiscordDestination, result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
+  private async post(d: DiscordDestination, result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void | DeliveredAside> {
     if (result.error?.private) return this.postPrivately(d, result);
     if (this.tokenUsable(d)) {
       try {
         await this.patchOriginal(d, resultMessage(result, image, undefined, gallery));
         return;
       } catch (e) {
-        if (!isGone(e)) throw e;
-        this.forgetToken(d.interactionToken);
-        this.log.info({ jobId: result.jobId, code: (e as DiscordAPIError).code }, 'interaction token gone; posting to the channel');
+        // In an archived thread: posted anew below, which unarchives it (or, locked, goes to the requester).
+        if (inArchivedThread(e)) this.log.info({ jobId: result.jobId }, 'the thread was archived: posting the result in it anew');
+        else if (!isGone(e)) throw e;
+        else {
+          this.forgetToken(d.interactionToken);
+          this.log.info({ jobId: result.jobId, code: (e as DiscordAPIError).code }, 'interaction token gone; posting to the channel');
+        }
       }
     }
     if (d.statusMessageId) {
@@ -228,8 +248,9 @@ export class DiscordDelivery implements PlatformPort {
         await this.rest.patch(Routes.channelMessage(statusChannelOf(d), d.statusMessageId), withFiles(resultMessage(result, image, undefined, gallery)));
         return;
       } catch (e) {
-        if (cannotPostIn(e)) return this.postToRequester(d, result, e, image, gallery);
-        if (!isGone(e)) throw e;
+        if (inArchivedThread(e)) this.log.info({ jobId: result.jobId }, 'the thread was archived: posting the result in it anew');
+        else if (cannotPostIn(e)) return this.postToRequester(d, result, e, image, gallery);
+        else if (!isGone(e)) throw e;
       }
     }
     // Private results never go to the channel: the requester's DM instead.
@@ -307,10 +328,10 @@ export class DiscordDelivery implements PlatformPort {
    * job ran, had its result retried until dropped: the GPU's work lost. It goes to the requester's DM instead, saying
    * why (and where their DMs are closed too, it is only logged: no retry can help).
    */
-  private async postToRequester(d: DiscordDestination, result: JobResult, e: DiscordAPIError, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
+  private async postToRequester(d: DiscordDestination, result: JobResult, e: DiscordAPIError, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<DeliveredAside> {
     this.log.warn({ jobId: result.jobId, code: e.code, err: e.message }, 'the result cannot be posted in its channel: sending it to the requester directly');
     const note = `I couldn't post this in <#${postChannelOf(d)}>: ${whyNotPosted(e)}.`;
-    await this.postDirect(d, result.jobId, withNote(resultMessage(result, image, undefined, gallery), note), true);
+    return (await this.postDirect(d, result.jobId, withNote(resultMessage(result, image, undefined, gallery), note), true)) ?? 'elsewhere';
   }
 
   /**
@@ -320,13 +341,14 @@ export class DiscordDelivery implements PlatformPort {
    * (MayHaveBeenPosted) is taken as posted, neither sent again by discord.js nor failed into a repeated delivery, which
    * would post it again. A delivery repeated for another reason (a crash after the follow-up) may repeat the note.
    */
-  private async postPrivately(d: DiscordDestination, result: JobResult): Promise<void> {
+  private async postPrivately(d: DiscordDestination, result: JobResult): Promise<void | 'nowhere'> {
     const text = resultMessage(result, undefined).body;
+    // A status message that is gone, or in an archived thread (which a delete would not unarchive): left as it is.
     const gone = async (call: () => Promise<unknown>) => {
       try {
         await call();
       } catch (e) {
-        if (!isGone(e)) throw e;
+        if (!isGone(e) && !inArchivedThread(e)) throw e;
       }
     };
     if (this.tokenUsable(d)) {
@@ -344,7 +366,7 @@ export class DiscordDelivery implements PlatformPort {
     // Without the token, a public original response is deleted through the channel too (it said "⏳ Drawing" with Cancel for good).
     const status = d.statusMessageId ?? (d.private ? undefined : await this.staleStatusOf(d, result.jobId));
     if (status) await gone(() => this.rest.delete(Routes.channelMessage(statusChannelOf(d), status)));
-    await this.postDirect(d, result.jobId, { body: text, files: [] });
+    return this.postDirect(d, result.jobId, { body: text, files: [] });
   }
 
   /**
@@ -353,7 +375,8 @@ export class DiscordDelivery implements PlatformPort {
    * user and nothing of the request (posted once, by the same nonce); one from a DM, or from a channel that refuses
    * the bot (`channelRefuses`), is only logged.
    */
-  private async postDirect(d: DiscordDestination, jobId: string, rendered: Rendered, channelRefuses = false): Promise<void> {
+  /** Resolves to 'nowhere' where nothing of it reached the requester (their DMs closed). */
+  private async postDirect(d: DiscordDestination, jobId: string, rendered: Rendered, channelRefuses = false): Promise<void | 'nowhere'> {
     const dm = (await this.rest.post(Routes.userChannels(), { body: { recipient_id: d.userId } })) as { id: string };
     const body = { ...rendered.body, nonce: nonceFor(jobId), enforce_nonce: true };
     try {
@@ -362,13 +385,27 @@ export class DiscordDelivery implements PlatformPort {
     } catch (e) {
       if (!refusesDirectMessages(e)) throw e;
     }
-    if (channelRefuses) return void this.log.warn({ jobId }, 'the requester does not accept direct messages, and the channel refuses the bot: the result was not posted');
+    const nowhere = 'the requester does not accept direct messages, and the channel refuses the bot: the result was not posted';
+    if (channelRefuses) return this.dropped({ jobId }, nowhere);
     // Stryker disable next-line ConditionalExpression: equivalent, `d.guildId !== null`: a request made in a DM has that DM as its channel
     const inServer = d.guildId !== null && d.channelId !== dm.id;
-    this.log.warn({ jobId, toldInChannel: inServer }, 'the requester does not accept direct messages: the private result was not posted');
-    if (!inServer) return;
+    if (!inServer) return this.dropped({ jobId, toldInChannel: false }, 'the requester does not accept direct messages: the private result was not posted');
     const notice = { content: `<@${d.userId}> I couldn't send you your private result: ${DMS_CLOSED_HELP}`, allowed_mentions: { users: [d.userId] }, flags: NOTICE_FLAGS, nonce: nonceFor(jobId), enforce_nonce: true };
-    await this.rest.post(Routes.channelMessages(postChannelOf(d)), { body: notice });
+    try {
+      await this.rest.post(Routes.channelMessages(postChannelOf(d)), { body: notice });
+    } catch (e) {
+      // The channel lost too (the bot removed from the server, the channel deleted): no retry can tell them (until
+      // 2026-12-07 the notice's refusal was retried for the whole delivery backoff, then dropped).
+      if (!cannotPostIn(e)) throw e;
+      return this.dropped({ jobId, code: e.code }, nowhere);
+    }
+    return this.dropped({ jobId, toldInChannel: true }, 'the requester does not accept direct messages: the private result was not posted');
+  }
+
+  /** A result no retry can post: one warning for the operator, and 'nowhere' for the core's metrics. */
+  private dropped(fields: Record<string, unknown>, why: string): 'nowhere' {
+    this.log.warn(fields, why);
+    return 'nowhere';
   }
 
   /**
@@ -467,7 +504,7 @@ export class DiscordDelivery implements PlatformPort {
     keepNewest(this.delivered, 10_000);
   }
 
-  private serial(jobId: string, work: () => Promise<void>): Promise<void> {
+  private serial<T>(jobId: string, work: () => Promise<T>): Promise<T> {
     const before = this.chains.get(jobId) ?? Promise.resolve();
     const run = before.catch(() => undefined).then(work);
     const tail = run.then(

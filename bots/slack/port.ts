@@ -11,7 +11,7 @@ import type { Redis } from '../../src/redis.ts';
 import type { Config } from '../../src/config/schema.ts';
 import type { Destination, JobResult, SlackDestination } from '../../src/jobs/contract.ts';
 import type { Logger } from '../../src/log.ts';
-import { namesOf, neverSent, type DisplayNames, type NameQuery, type PlatformPort, type ReplyImage } from '../core/port.ts';
+import { namesOf, neverSent, type DeliveredAside, type DisplayNames, type NameQuery, type PlatformPort, type ReplyImage } from '../core/port.ts';
 import type { ShownProgress } from '../core/stage-labels.ts';
 import { answerMessage, describedMessage, failureText, fileText, finalStatusMessage, headline, imageResultMessage, statusMessage, withLead } from './blocks.ts';
 
@@ -45,13 +45,26 @@ const STATUS_GONE = ['message_not_found', 'cant_update_message'] as const;
 
 /**
  * Slack's answers to a post in a channel that takes none of the bot's posts any more: the bot removed from it, the
- * channel deleted (or made private without the bot), archived.
+ * channel deleted (or made private without the bot), archived; or posts refused by the workspace's settings
+ * (chat.postMessage's documented errors): posting restricted to some members, a read-only channel, a thread an admin
+ * locked, the administrators' Enterprise Key Management revoking access. Until 2026-12-07 those four were retried for
+ * the whole delivery backoff, then dropped (found by an audit).
  */
 const CHANNEL_LOST: Record<string, string> = {
   not_in_channel: "I'm no longer a member of it",
   channel_not_found: 'I can no longer see it',
   is_archived: 'it was archived',
+  restricted_action: 'a workspace setting keeps me from posting there',
+  restricted_action_read_only_channel: 'it is read-only',
+  restricted_action_thread_locked: 'its thread was locked',
+  ekm_access_denied: 'its administrators suspended posting there',
 };
+
+/**
+ * conversations.open's answers for a requester the bot can never write to: the account deactivated, gone, or hidden
+ * from the bot (a Slack Connect user whose organisation does not allow it).
+ */
+const NO_DM = new Set(['user_disabled', 'user_not_found', 'user_not_visible']);
 
 /** The error code of a Web API call that answered ok:false. */
 export const slackError = (e: unknown): string | undefined => (e as { data?: { error?: string } }).data?.error;
@@ -181,7 +194,7 @@ export class SlackPort implements PlatformPort {
     }
   }
 
-  async deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void> {
+  async deliver(result: JobResult, image: Uint8Array | undefined, gallery?: Uint8Array[]): Promise<void | DeliveredAside> {
     if (result.destination.platform !== 'slack') return;
     const d = result.destination;
     const ttl = Math.max(this.config.queue.keepCompletedSeconds, this.config.queue.keepFailedSeconds);
@@ -189,16 +202,27 @@ export class SlackPort implements PlatformPort {
     // which non-Marketplace apps may call once a minute.
     // Stryker disable next-line StringLiteral: equivalent, only the key's existence is read
     const first = (await this.context?.redis.set(this.finishedKey(result.jobId), '1', 'EX', ttl, 'NX')) === 'OK';
+    let aside: DeliveredAside | undefined;
     try {
-      await this.deliverOnce(d, result, image, !first, gallery);
+      try {
+        await this.deliverOnce(d, result, image, !first, gallery);
+      } catch (e) {
+        const why = channelLost(e);
+        // A private job's messages are in the DM already: no other place to try (nowhere, below).
+        if (why === undefined || d.dmChannelId) throw e;
+        aside = await this.deliverToRequester(d, result, why, image, !first, gallery);
+      }
     } catch (e) {
-      const why = channelLost(e);
-      // A private job's messages are in the DM already: no other place to try.
-      if (why === undefined || d.dmChannelId) throw e;
-      await this.deliverToRequester(d, result, why, image, !first, gallery);
+      // Neither the channel nor the requester's DM takes it, for good: no retry can post it. Until 2026-12-07 it was
+      // retried for the whole delivery backoff (queue.deliveryAttempts, about 17 minutes), then dropped.
+      const error = slackError(e);
+      if (channelLost(e) === undefined && !NO_DM.has(error ?? '')) throw e;
+      this.log.warn({ jobId: result.jobId, channel: d.channelId, user: d.userId, error }, 'the result could not be posted anywhere: dropped');
+      return 'nowhere';
     }
     // Stryker disable next-line ObjectLiteral,StringLiteral: a debug log line
     this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
+    return aside;
   }
 
   /**
@@ -207,19 +231,24 @@ export class SlackPort implements PlatformPort {
    * A repeated delivery (a crash in here) looks for it among the DM's latest messages first, so it is posted once. A
    * cancelled job has nothing to tell: the user or an admin cancelled it.
    */
-  private async deliverToRequester(d: SlackDestination, result: JobResult, why: string, image: Uint8Array | undefined, repeat: boolean, gallery?: Uint8Array[]): Promise<void> {
-    if (result.status === 'cancelled') return void this.log.info({ jobId: result.jobId, why }, 'a cancelled job\'s channel takes no posts any more: nothing to tell');
+  private async deliverToRequester(d: SlackDestination, result: JobResult, why: string, image: Uint8Array | undefined, repeat: boolean, gallery?: Uint8Array[]): Promise<DeliveredAside> {
+    if (result.status === 'cancelled') {
+      this.log.info({ jobId: result.jobId, why }, 'a cancelled job\'s channel takes no posts any more: nothing to tell');
+      return 'nowhere';
+    }
     this.log.warn({ jobId: result.jobId, why }, 'the result cannot be posted in its channel: sending it to the requester directly');
     const dm = String((await this.client.conversations.open({ users: d.userId })).channel?.id);
     const to: SlackDestination = { ...d, dmChannelId: dm, threadTs: undefined, statusMessageTs: undefined };
     const channel = `<#${d.channelId}>`;
     if (result.status === 'failed') {
-      return this.updateStatus(to, result.jobId, withLead(finalStatusMessage(await this.titleOf(result), result), `I couldn't tell you in ${channel} (${why}): your request did not finish.`), repeat);
+      await this.updateStatus(to, result.jobId, withLead(finalStatusMessage(await this.titleOf(result), result), `I couldn't tell you in ${channel} (${why}): your request did not finish.`), repeat);
+    } else {
+      const lead = `I couldn't post your result in ${channel}: ${why}. Here it is.`;
+      // Stryker disable next-line ConditionalExpression: equivalent, the core passes bytes only with a succeeded image (bots/core/delivery.ts)
+      if (result.image && image) await this.deliverImage(to, result, image, repeat, gallery, lead);
+      else await this.deliverAnswer(to, result, repeat, lead);
     }
-    const lead = `I couldn't post your result in ${channel}: ${why}. Here it is.`;
-    // Stryker disable next-line ConditionalExpression: equivalent, the core passes bytes only with a succeeded image (bots/core/delivery.ts)
-    if (result.image && image) return this.deliverImage(to, result, image, repeat, gallery, lead);
-    return this.deliverAnswer(to, result, repeat, lead);
+    return 'elsewhere';
   }
 
   /** One attempt at a result; `repeat`: an earlier attempt may have posted some of it. */

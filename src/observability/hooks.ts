@@ -95,7 +95,10 @@ function chargeGpu(metrics: Metrics, destination: Destination, provider: string,
   metrics.gpuSeconds.inc({ platform: destination.platform, provider }, seconds);
 }
 
-/** Delivery metrics on a delivery Worker (bots/core/delivery.ts returns 'delivered' | 'duplicate'). */
+/**
+ * Delivery metrics on a delivery Worker (bots/core/delivery.ts returns 'delivered' | 'duplicate', or 'elsewhere' |
+ * 'nowhere': the requester's DM, or dropped, when the channel takes no posts any more).
+ */
 export function observeDeliveryWorker(metrics: Metrics, worker: Worker): void {
   const queue = worker.name;
   const platformOf = (job: Job): string => {
@@ -103,7 +106,8 @@ export function observeDeliveryWorker(metrics: Metrics, worker: Worker): void {
     return d.success ? d.data.platform : 'unknown';
   };
   worker.on('completed', (job: Job, returned: unknown) => {
-    metrics.deliveries.inc({ platform: platformOf(job), outcome: returned === 'duplicate' ? 'duplicate' : 'delivered' });
+    const outcome = returned === 'duplicate' || returned === 'elsewhere' || returned === 'nowhere' ? returned : 'delivered';
+    metrics.deliveries.inc({ platform: platformOf(job), outcome });
   });
   worker.on('failed', (job: Job | undefined, err: Error) => {
     metrics.failures.inc({ component: 'bot', queue, reason: failureReason(err) });

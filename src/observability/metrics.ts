@@ -24,7 +24,7 @@ export interface Metrics {
   readonly jobSeconds: Histogram<'kind' | 'outcome'>;
   /** Accelerator time spent per platform, summed over the compute stages (per channel: src/accounting/usage.ts). */
   readonly gpuSeconds: Counter<'platform' | 'provider'>;
-  /** Results posted to the chat platform, by outcome (delivered | duplicate | retried | failed). */
+  /** Results posted to the chat platform, by outcome (delivered | duplicate | elsewhere: the requester's DM | nowhere | retried | failed). */
   readonly deliveries: Counter<'platform' | 'outcome'>;
   /** Failed job or delivery attempts by reason (an ErrorCode, or the error's name). */
   readonly failures: Counter<'component' | 'queue' | 'reason'>;

@@ -29,6 +29,13 @@ export interface FakeChannel {
   guildId?: string;
   /** Hidden from @everyone (its overwrite denies View Channel): only some members see it. */
   private?: boolean;
+  /**
+   * A thread archived (by inactivity or a moderator): its messages cannot be edited or deleted (400 50083); a new
+   * post unarchives it, as on Discord, unless it is also `locked`, which only Manage Threads (not the bot's) may undo.
+   */
+  archived?: boolean;
+  /** A thread locked by a moderator: the bot may not post in it (403 160005; archived too: 400 50083). */
+  locked?: boolean;
 }
 
 const VIEW_CHANNEL = 1n << 10n;

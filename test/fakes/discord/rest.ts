@@ -12,6 +12,9 @@ const EPHEMERAL = 1 << 6;
 /** Set on a deferred original ("… is thinking") until its first edit. */
 const LOADING = 1 << 7;
 
+/** Discord's answer to an edit or delete in an archived thread, and to a post in a locked one (JSON code 50083). */
+const ARCHIVED = { code: 50083, message: 'Thread is archived' };
+
 export interface FakeInteraction {
   id: string;
   token: string;
@@ -193,6 +196,7 @@ export class FakeRestApi {
           .slice(0, limit);
         return reply(200, list.map((x) => messageJson(this.w.visible(x, false), this.w.messages)));
       }
+      if ((method === 'DELETE' || method === 'PATCH') && messageId && this.w.channels.get(channelId)?.archived) return reply(400, ARCHIVED);
       if (method === 'DELETE' && messageId) {
         const message = this.w.messages.get(messageId);
         if (!message || message.channelId !== channelId) return reply(404, { code: 10008, message: 'Unknown Message' });
@@ -301,6 +305,7 @@ export class FakeRestApi {
     const message = id ? this.w.messages.get(id) : undefined;
     if (!message) return reply(404, { code: 10008, message: 'Unknown Message' });
     if (method === 'GET') return reply(200, messageJson(message, this.w.messages));
+    if (this.w.channels.get(message.channelId)?.archived) return reply(400, ARCHIVED); // an interaction's messages too (discord-api-docs#5517)
     if (method === 'DELETE') {
       this.w.deleteMessage(message);
       return reply(204);
@@ -319,6 +324,9 @@ export class FakeRestApi {
     if (recipient !== undefined && this.w.closedDms.has(recipient)) return reply(403, { code: 50007, message: 'Cannot send messages to this user' });
     const denied = this.w.channels.get(channelId)?.botCannot ?? [];
     if (denied.includes('send')) return reply(403, { code: 50013, message: 'Missing Permissions' });
+    const thread = this.w.channels.get(channelId);
+    if (thread?.locked) return thread.archived ? reply(400, ARCHIVED) : reply(403, { code: 160005, message: 'Thread is locked' });
+    if (thread?.archived) thread.archived = false; // a new message unarchives a thread that is not locked
     if (denied.includes('readHistory') && (body.message_reference as Json | undefined)?.message_id) {
       return reply(403, { code: 160002, message: 'Cannot reply without permission to read message history' });
     }

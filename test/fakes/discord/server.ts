@@ -482,6 +482,13 @@ export class FakeDiscord {
     return thread.id;
   }
 
+  /** A moderator (or inactivity) archives a thread, `locked` too: see FakeChannel's `archived` and `locked`. */
+  archiveThread(threadId: string, options: { locked?: boolean } = {}): void {
+    const thread = this.channels.get(threadId)!;
+    thread.archived = true;
+    thread.locked = options.locked ?? false;
+  }
+
   /** The user turns off "Allow direct messages from server members": the bot's DMs to them fail (403 50007). */
   closeDirectMessages(user: FakeUser = this.alice): void {
     this.closedDms.add(user.id);

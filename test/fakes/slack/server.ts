@@ -153,10 +153,22 @@ export class FakeSlack {
   /**
    * The bot loses a channel as Slack tells it: removed from it (`not_in_channel` for everything but
    * conversations.info), the channel deleted (`channel_not_found`), or archived (`is_archived` for what writes; reading
-   * it still works).
+   * it still works). Or its posts are refused by the workspace's settings, reading still working (chat.postMessage's
+   * documented errors): posting restricted to some members (`restricted_action`), a read-only channel
+   * (`restricted_action_read_only_channel`), a thread an admin locked (`restricted_action_thread_locked`), or the
+   * administrators' Enterprise Key Management revoked access to it (`ekm_access_denied`).
    */
-  loseChannel(channel: string, how: 'removed' | 'deleted' | 'archived'): void {
-    this.lostChannels.set(channel, { removed: 'not_in_channel', deleted: 'channel_not_found', archived: 'is_archived' }[how]);
+  loseChannel(channel: string, how: 'removed' | 'deleted' | 'archived' | 'restricted' | 'read-only' | 'thread-locked' | 'ekm'): void {
+    const codes = {
+      removed: 'not_in_channel', deleted: 'channel_not_found', archived: 'is_archived', restricted: 'restricted_action',
+      'read-only': 'restricted_action_read_only_channel', 'thread-locked': 'restricted_action_thread_locked', ekm: 'ekm_access_denied',
+    } as const;
+    this.lostChannels.set(channel, codes[how]);
+  }
+
+  /** The channel takes the bot's posts again (loseChannel undone). */
+  restoreChannel(channel: string): void {
+    this.lostChannels.delete(channel);
   }
 
   /**
@@ -335,7 +347,8 @@ export class FakeSlack {
     }
     const lost = this.lostChannels.get(String(args.channel ?? args.channel_id ?? ''));
     const reads = method.startsWith('conversations.');
-    if (lost && !(lost === 'is_archived' && reads) && !(lost === 'not_in_channel' && method === 'conversations.info')) return { status: 200, body: { ok: false, error: lost }, headers: {} };
+    const stillReads = lost === 'is_archived' || lost?.startsWith('restricted_action') === true;
+    if (lost && !(stillReads && reads) && !(lost === 'not_in_channel' && method === 'conversations.info')) return { status: 200, body: { ok: false, error: lost }, headers: {} };
     return { status: 200, body: handler(args, token), headers: {} };
   }
 

@@ -109,6 +109,20 @@ describe('deliverOne: images', () => {
   });
 });
 
+describe('deliverOne: a result its channel no longer takes', () => {
+  it("answers where the port says it went instead (the requester's DM, or nowhere), recorded as done: never retried", async () => {
+    const blobs = countingBlobs();
+    for (const aside of ['elsewhere', 'nowhere'] as const) {
+      const port: PlatformPort = { platform: 'cli', showProgress: async () => undefined, deliver: async () => aside };
+      const { log, lines } = logged();
+      const r = result({ kind: 'ask', answer: { text: 'a fox', tokenCount: 2 } });
+      expect(await deliverOne(depsFor(port, blobs, log), r)).toBe(aside);
+      expect(lines).toEqual([expect.objectContaining({ jobId: r.jobId, to: aside, msg: aside === 'nowhere' ? 'not delivered: nowhere takes it' : 'delivered' })]);
+      expect(await deliverOne(depsFor(port, blobs, log), r)).toBe('duplicate');
+    }
+  });
+});
+
 describe('deliverOne: the posted PNGs are released', () => {
   const ttlOf = (key: string) => (redis as unknown as { ttl(k: string): Promise<number> }).ttl(key);
   const keep = config.blobs.keepDeliveredSeconds;

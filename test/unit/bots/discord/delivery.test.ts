@@ -265,6 +265,64 @@ describe('DiscordDelivery', () => {
     expect(fake.channelMessages(closed)).toEqual([]);
   });
 
+  it("a thread archived while its job ran is posted in anew (Discord unarchives it; the edit was 50083, retried until dropped); a locked one sends the result to the requester's DM, once", async () => {
+    const inThread = async (thread: string) => {
+      const interaction = fake.slashCommand({ name: 'imagine', channelId: thread });
+      await client.rest.post(`/interactions/${interaction.id}/${interaction.token}/callback`, { body: { type: 5 }, auth: false });
+      const destination: DiscordDestination = {
+        platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, threadId: thread, userId: fake.alice.id, applicationId: fake.appId,
+        interactionToken: interaction.token, interactionAt: Date.now(),
+      };
+      return { interaction, destination };
+    };
+    const inDm = (text: string) => fake.channelMessages(fake.dmChannel(fake.alice)).filter((m) => m.content.includes(text));
+    // Archived by inactivity (a 1-hour thread, a long queue): its status message can no longer be edited.
+    const quiet = fake.addThread(fake.channelId, 'quiet thread');
+    const a = await inThread(quiet);
+    const p = port();
+    await p.showProgress(a.destination, progress('j-archived', 3)); // "⏳ Drawing: step 3/10" with Cancel
+    fake.archiveThread(quiet);
+    expect(await p.deliver(result('j-archived', a.destination, 'a fox in a quiet thread'), png)).toBeUndefined(); // posted where asked
+    const there = fake.channelMessages(quiet).filter((m) => m.content.includes('a fox in a quiet thread') && m.attachments.length === 1);
+    expect(there).toHaveLength(1);
+    expect(fake.original(a.interaction)!.content).toBe('Done: the result is in the message below.'); // no "⏳ Drawing" with Cancel left behind
+    expect(inDm('a fox in a quiet thread')).toEqual([]);
+    // A withheld image there: the note reaches the requester; the status message, which cannot be deleted, stays archived.
+    const withheldIn = fake.addThread(fake.channelId, 'quiet thread 2');
+    const w = await inThread(withheldIn);
+    fake.archiveThread(withheldIn);
+    const withheld: JobResult = { ...result('j-archived-withheld', w.destination), status: 'failed', image: undefined, error: { code: 'moderation', message: 'Withheld in a quiet thread.', userFacing: true, private: true } };
+    await port().deliver(withheld, undefined); // before: 50083 thrown, retried until dropped
+    expect(fake.channelMessages(withheldIn).filter((m) => m.content.includes('Withheld in a quiet thread.'))).toHaveLength(1); // ephemeral, to the requester
+    // Locked (and archived) by a moderator: the bot may not post there at all.
+    const locked = fake.addThread(fake.channelId, 'locked thread');
+    const b = await inThread(locked);
+    fake.archiveThread(locked, { locked: true });
+    const { port: watched, lines } = recordingPort();
+    expect(await watched.deliver(result('j-locked', b.destination, 'a fox in a locked thread'), png)).toBe('elsewhere'); // for the metrics
+    await port().deliver(result('j-locked', b.destination, 'a fox in a locked thread'), png); // a repeated delivery
+    expect(inDm('a fox in a locked thread').map((m) => m.content.split('\n')[0])).toEqual([`I couldn't post this in <#${locked}>: the thread is locked.`]);
+    expect(lines).toContainEqual(['warn', expect.objectContaining({ jobId: 'j-locked', code: 50083 }), 'the result cannot be posted in its channel: sending it to the requester directly']);
+    // Locked but not archived (160005), its token expired in the queue: the same.
+    const closedThread = fake.addThread(fake.channelId, 'closed thread');
+    const c = await inThread(closedThread);
+    fake.channels.get(closedThread)!.locked = true;
+    fake.expireToken(c.interaction.token);
+    await port().deliver(result('j-locked-open', c.destination, 'a fox in a closed thread'), png);
+    expect(inDm('a fox in a closed thread').map((m) => m.content.split('\n')[0])).toEqual([`I couldn't post this in <#${closedThread}>: the thread is locked.`]);
+  });
+
+  it("a private result for a user who refuses DMs, whose channel takes no posts either: only logged, not thrown (retried until dropped before)", async () => {
+    const erin = fake.user('erin');
+    fake.closeDirectMessages(erin);
+    const gone = fake.addChannel('gone-too', { botCannot: ['send'] });
+    const { port: watched, lines } = recordingPort();
+    const d: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: gone, userId: erin.id, applicationId: fake.appId, private: true };
+    expect(await watched.deliver(result('j-nowhere-private', d, 'a private fox for nobody'), png)).toBe('nowhere'); // for the metrics
+    expect(fake.channelMessages(gone)).toEqual([]);
+    expect(lines).toContainEqual(['warn', expect.objectContaining({ jobId: 'j-nowhere-private', code: 50013 }), 'the requester does not accept direct messages, and the channel refuses the bot: the result was not posted']);
+  });
+
   it("after Discord's nonce window, an earlier post is found by its Re-roll/Vary buttons: not by another job's, another author's, or a Cancel button", async () => {
     const { interaction, destination } = await deferred();
     fake.expireToken(interaction.token);

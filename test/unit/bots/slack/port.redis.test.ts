@@ -565,7 +565,7 @@ describe('SlackPort.deliver: what reaches the core\'s retry', () => {
     expect(callsSince(updates, 'chat.update').filter((c) => c.args.channel === dm)).toEqual([]); // nor an edit of a status message it has not
   });
 
-  it("answers and failures whose channel was deleted or archived go to the DM once; a cancelled job's is only logged; a private job's error is thrown", async () => {
+  it("answers and failures whose channel was deleted or archived go to the DM once; a cancelled job's is only logged", async () => {
     const dm = `D${USER}`;
     for (const [how, why] of [['deleted', 'I can no longer see it'], ['archived', 'it was archived']] as const) {
       const channel = `C0${how.toUpperCase()}`;
@@ -599,9 +599,57 @@ describe('SlackPort.deliver: what reaches the core\'s retry', () => {
       expect(messagesIn(dm)).toHaveLength(before);
       expect(lines).toContainEqual(expect.objectContaining({ jobId: `c-${how}`, why, msg: "a cancelled job's channel takes no posts any more: nothing to tell" }));
     }
+  });
+
+  it("a channel whose workspace settings refuse the bot's posts (restricted, read-only, a locked thread, EKM revoked): the result goes to the DM, saying why, once", async () => {
+    const dm = `D${USER}`;
+    const cases = [
+      ['restricted', 'a workspace setting keeps me from posting there'],
+      ['read-only', 'it is read-only'],
+      ['thread-locked', 'its thread was locked'],
+      ['ekm', 'its administrators suspended posting there'],
+    ] as const;
+    for (const [how, why] of cases) {
+      const channel = `C0R${how.replace('-', '').toUpperCase()}`;
+      const jobId = `r-${how}`;
+      titles.set(jobId, { kind: 'imagine', text: `a fox where ${how}` });
+      const status = String((await client.chat.postMessage({ channel, text: 'Queued' })).ts);
+      const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: channel, userId: USER, threadTs: status, statusMessageTs: status };
+      fake.loseChannel(channel, how);
+      expect(await port().deliver(imageResult(jobId, d, `a fox where ${how}`), png)).toBe('elsewhere'); // before: thrown, retried for the whole delivery backoff
+      await port().deliver(imageResult(jobId, d, `a fox where ${how}`), png); // a repeat
+      const posted = messagesIn(dm).filter((m) => m.files?.some((f) => f.name === resultFileName(jobId)));
+      expect(posted.map((m) => sectionText(m))).toEqual([`I couldn't post your result in <#${channel}>: ${why}. Here it is.`]);
+    }
+  });
+
+  it("nowhere to post (a private job's DM refused, or the requester's DM after the channel: deactivated, EKM): one log line, not retried", async () => {
+    const { log: watched, lines } = capturedLog('warn');
+    const quiet = new SlackPort(client, config, watched);
+    quiet.attach({ redis, titleOf: async (jobId) => titles.get(jobId) });
+    // A private job whose DM takes no posts (before: thrown, retried for the whole delivery backoff, then dropped)
     const p = await started('e-left-private', { dm: true });
     fake.inject({ method: 'chat.update', error: 'channel_not_found' });
-    await expect(port().deliver(answerResult('e-left-private', p), undefined)).rejects.toMatchObject({ data: { error: 'channel_not_found' } });
+    expect(await quiet.deliver(answerResult('e-left-private', p), undefined)).toBe('nowhere');
+    // The channel lost, and the requester deactivated since (conversations.open: user_disabled)
+    const channel = 'C0NOWHERE';
+    titles.set('e-nowhere', { kind: 'imagine', text: 'a fox for a departed user' });
+    const status = String((await client.chat.postMessage({ channel, text: 'Queued' })).ts);
+    const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: channel, userId: USER, threadTs: status, statusMessageTs: status };
+    fake.loseChannel(channel, 'removed');
+    fake.inject({ method: 'conversations.open', error: 'user_disabled' });
+    expect(await quiet.deliver(imageResult('e-nowhere', d, 'a fox for a departed user'), png)).toBe('nowhere');
+    // The channel lost, and the DM refused too
+    fake.loseChannel(`D${USER}`, 'ekm');
+    await quiet.deliver(failed('e-nowhere-2', { ...d }, false), undefined);
+    fake.restoreChannel(`D${USER}`);
+    const dropped = 'the result could not be posted anywhere: dropped';
+    expect(lines).toContainEqual(expect.objectContaining({ jobId: 'e-left-private', error: 'channel_not_found', msg: dropped }));
+    expect(lines).toContainEqual(expect.objectContaining({ jobId: 'e-nowhere', error: 'user_disabled', msg: dropped }));
+    expect(lines).toContainEqual(expect.objectContaining({ jobId: 'e-nowhere-2', error: 'ekm_access_denied', msg: dropped }));
+    // Any other failure of the DM still reaches the core, which retries
+    fake.inject({ method: 'conversations.open', error: 'fatal_error' });
+    await expect(port().deliver(imageResult('e-nowhere-3', d), png)).rejects.toMatchObject({ data: { error: 'fatal_error' } });
   });
 
   it('an image posted before its channel refused the status edit is not sent again to the DM', async () => {

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { UnrecoverableError, type Worker } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { CONTRACT_VERSION, type Destination, type JobRequest } from '../../../../src/jobs/contract.ts';
-import { observeJobWorker } from '../../../../src/observability/hooks.ts';
+import { observeDeliveryWorker, observeJobWorker } from '../../../../src/observability/hooks.ts';
 import { createMetrics } from '../../../../src/observability/metrics.ts';
 
 function imagine(id: string, destination: Destination, prompt = 'a red fox'): JobRequest {
@@ -46,5 +46,18 @@ describe('observeJobWorker', () => {
     for (const id of ids) expect(text, id).not.toContain(id);
     expect(text).not.toContain('secret prompt');
     expect(text.split('\n').filter((l) => l.startsWith('blip3o_gpu_seconds_total{'))).toHaveLength(2); // discord, slack
+  });
+});
+
+describe('observeDeliveryWorker', () => {
+  it("counts a result sent to the requester's DM, or dropped with nowhere to post it, apart from one posted as asked (before: all 'delivered')", async () => {
+    const metrics = createMetrics('bot', { defaultMetrics: false });
+    const events = Object.assign(new EventEmitter(), { name: 'delivery-slack' });
+    observeDeliveryWorker(metrics, events as unknown as Worker);
+    const destination: Destination = { platform: 'slack', teamId: 'T1', channelId: 'C1', userId: 'U1' };
+    for (const returned of ['delivered', 'duplicate', 'elsewhere', 'nowhere', 'nowhere']) events.emit('completed', { id: 'r', data: { destination } }, returned);
+    const text = await metrics.registry.metrics();
+    const count = (outcome: string) => Number(new RegExp(`^blip3o_deliveries_total\\{platform="slack",outcome="${outcome}",component="bot"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    expect([count('delivered'), count('duplicate'), count('elsewhere'), count('nowhere')]).toEqual([1, 1, 1, 2]);
   });
 });
