@@ -35,7 +35,7 @@ export function adminOfWorkspace(user: UsersInfoResponse['user'], where: SlackWo
   const org = user.enterprise_user;
   const ofThisOrg = where.enterpriseId !== undefined && org?.enterprise_id === where.enterpriseId;
   const ofThisWorkspace = user.team_id === where.teamId || ofThisOrg;
-  return (ofThisWorkspace && Boolean(user.is_admin || user.is_owner)) || (ofThisOrg && Boolean(org?.is_admin || org?.is_owner));
+  return (ofThisWorkspace && Boolean(user.is_admin || user.is_owner)) || (ofThisOrg && Boolean(org.is_admin || org.is_owner));
 }
 
 export const ADMIN_USAGE = [

@@ -1,6 +1,7 @@
 // worker/thread-host.ts with worker.maxBatch: one thread takes several runs of one stage at once (they run as
 // coroutines in it), cancelling one leaves its companions running, and a thread crash fails retryably only the run
 // that crashes it alone. Uses the pipeline double (test/doubles/pipeline.ts) in real worker threads.
+import { getEventListeners } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -385,6 +386,15 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
     later.abort(); // after the run ended
     await new Promise((r) => setTimeout(r, 500)); // past abortGraceMs
     expect(lines).toEqual([]);
+  });
+
+  it('a run that waited for room leaves no listener on its signal: its place in the line stops listening when it has room', async () => {
+    const h = await start({ decode: 1, diffusion: 1 });
+    const first = new AbortController();
+    const waited = new AbortController(); // behind the first: it waits in the line, listening for a Cancel there
+    await Promise.all([run(h, 'first', [], first.signal), run(h, 'waited', [], waited.signal)]);
+    expect(getEventListeners(first.signal, 'abort')).toHaveLength(0);
+    expect(getEventListeners(waited.signal, 'abort')).toHaveLength(0);
   });
 
   it('a share meter leaves its thread with its run: afterwards it counts in full however many share the thread', async () => {

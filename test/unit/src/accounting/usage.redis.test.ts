@@ -238,7 +238,7 @@ describe('admit, settle, release', () => {
 
 describe('a kind with no measurement yet, under a budget', () => {
   it('with a budget of 100 s and nothing measured, eight requests at once: one runs to be measured, the others are told to wait (before: all eight, each reserving 0)', async () => {
-    const { usage } = usageWith({ budgets: { user: 100 } });
+    const { usage, prefix } = usageWith({ budgets: { user: 100 } });
     const sent = Array.from({ length: 8 }, (_, i) => imagine(`m${i}`, dest(`c${i}`)));
     const answers = await Promise.all(sent.map((r) => usage.admit(r.id, r.destination, r)));
     expect(answers.filter((a) => a.admitted)).toEqual([{ admitted: true, estimate: 0 }]);
@@ -256,6 +256,8 @@ describe('a kind with no measurement yet, under a budget', () => {
     // The first is measured (30 s): the next ones reserve 30 s each, and the budget holds as for any known kind.
     expect(await usage.settle(first, took(30), 1)).toBe(true);
     expect(await usage.admit('m8', dest(), imagine('m8'))).toEqual({ admitted: true, estimate: 30 });
+    // Measured, its reservation names no kind: it holds no turn (only a job admitted unmeasured does).
+    expect((await redis.hget(`${prefix}:{usage}:resv`, 'm8'))!.split('\n')).toHaveLength(5);
     expect(await usage.admit('m9', dest(), imagine('m9'))).toEqual({ admitted: true, estimate: 30 });
     expect(await usage.admit('m10', dest(), imagine('m10'))).toMatchObject({ admitted: false, scope: 'user', used: 30, inflight: 60, estimate: 30 });
   });
