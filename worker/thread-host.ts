@@ -132,7 +132,7 @@ interface Waiter {
   stage: Stage;
   placement: Placement;
   grant(slot: Slot): void;
-  /** Ends the wait without room (the run was cancelled, or the host is closing). */
+  /** Ends the wait without room: the host is closing (a cancel or a passed deadline leaves the line in acquire()). */
   fail(e: AppError): void;
 }
 

@@ -7,9 +7,10 @@
 //   <prefix>:discord-asked-copy:job:<job id>                  SET of "<channel id>/<message id>": the messages with its copy
 //
 // A job's copy is on its original response, and also on the answer posted as a new message when the interaction token
-// expired in the queue (delivery.ts). An /ask upload is in no message: nothing to follow, no link. Both keys expire
-// LINK_SECONDS after the last answer about the target; the copy itself is only made where the channel has no retention
-// TTL and no no-log mode (adapter.ts attachAskedImage), so the link never outlives what such a channel keeps.
+// expired in the queue (delivery.ts). An /ask upload is in no message: nothing to follow, no link. The target's set
+// expires LINK_SECONDS after the last answer about it, a job's LINK_SECONDS after that job's answer; the copy itself
+// is only made where the channel has no retention TTL and no no-log mode (adapter.ts attachAskedImage), so the link
+// never outlives what such a channel keeps.
 import { runScript, type Redis } from '../../src/redis.ts';
 
 /** How long a target's deletion is followed after the last answer about it: 30 days (about 100 bytes per answer). */

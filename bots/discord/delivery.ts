@@ -373,9 +373,9 @@ export class DiscordDelivery implements PlatformPort {
    * A message for the requester alone, in their DM (nonce + enforce_nonce: posted once). When their privacy settings
    * refuse it, a retry cannot help: a request from a server channel gets a short notice there instead, naming the
    * user and nothing of the request (posted once, by the same nonce); one from a DM, or from a channel that refuses
-   * the bot (`channelRefuses`), is only logged.
+   * the bot (`channelRefuses`), is only logged. Resolves to 'nowhere' where the result did not reach the requester
+   * (their DMs closed), whether or not the notice did.
    */
-  /** Resolves to 'nowhere' where nothing of it reached the requester (their DMs closed). */
   private async postDirect(d: DiscordDestination, jobId: string, rendered: Rendered, channelRefuses = false): Promise<void | 'nowhere'> {
     const dm = (await this.rest.post(Routes.userChannels(), { body: { recipient_id: d.userId } })) as { id: string };
     const body = { ...rendered.body, nonce: nonceFor(jobId), enforce_nonce: true };

@@ -212,13 +212,15 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   /**
    * The DM a private job lives in. Slack may refuse to open one (a Slack Connect member of another organisation whose
-   * org or ours allows no such DMs: `invalid_user_combination`, `user_not_visible`; an install without im:write): the
-   * asker is told, and nothing is posted in the channel (until 2026-12-07: "Something went wrong (ref …)").
+   * org or ours allows no such DMs: `invalid_user_combination`, `user_not_visible`; an install without im:write,
+   * `missing_scope`): the asker is told, and nothing is posted in the channel (until 2026-12-07: "Something went wrong
+   * (ref …)"). Any other failure (Slack's `internal_error`, the network) is no refusal and goes to guarded as before.
    */
   async function privateDm(origin: Origin): Promise<string> {
     return openDm(origin).catch((e: unknown) => {
       const code = slackError(e);
-      log.warn({ err: code ?? (e as Error).message }, 'no DM for private results could be opened');
+      if (!NO_PRIVATE_DM.has(code ?? '')) throw e;
+      log.warn({ err: code }, 'no DM for private results could be opened');
       throw new UserError('forbidden', 'Your results here are private: I send them in a direct message, but Slack would not let me open one with you. Nothing was started.', { cause: e });
     });
   }
@@ -539,6 +541,9 @@ export function registerHandlers(deps: HandlerDeps): void {
 
 // Stryker disable next-line StringLiteral: a button press always has its team; '' only types it
 const teamOf = (body: ButtonBody): string => body.team?.id ?? '';
+
+/** conversations.open's refusals to put the bot and the asker in a DM (its documented errors), for privateDm. */
+const NO_PRIVATE_DM = new Set(['invalid_user_combination', 'user_not_visible', 'missing_scope']);
 
 interface ButtonBody {
   user: { id: string };

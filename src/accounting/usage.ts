@@ -98,9 +98,9 @@ end
  * A kind no measurement covers yet (neither its options nor its per-step average: the first after a fresh start, or a
  * new kind) is estimated 0, and a budget cannot hold what it cannot estimate; so in a scope with a budget one such job
  * of a kind may be in flight at a time (its reservation says so, `…\nkind`), and the next is refused with awaiting
- * measurement 1 until it ends: a scope overruns by at most one job per kind before the first of that kind is measured
- *. Checked after the budgets, so a scope that is spent
- * says so; it reads every reservation, only while the kind has no estimate and some scope a budget.
+ * measurement 1 until it ends: a scope overruns by at most one job per kind before the first of that kind is
+ * measured. Checked after the budgets, so a scope that is spent says so; it reads every reservation, only while the
+ * kind has no estimate and some scope a budget.
  * A refusal is counted ("ref") in all three scopes and the member, as a rate limit's is (countLua).
  * The day key is computed here from Redis TIME (ARGV carries the key prefix), so every host shares one clock.
  */

@@ -8,7 +8,6 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { setTimeout as realSleep } from 'node:timers/promises';
 import type { Job } from 'bullmq';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -21,6 +20,7 @@ import { createLogger } from '../../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../../src/redis.ts';
 import { createProcessor } from '../../../worker/processor.ts';
 import { ThreadHost } from '../../../worker/thread-host.ts';
+import { untilOrStillWaiting as until } from '../../doubles/real-time-poll.ts';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `t-proclimit-${randomUUID().slice(0, 8)}`;
@@ -93,15 +93,6 @@ async function start(overrides: LoadOptions['overrides'], extra: Record<string, 
   return { runs, runJob, imageKey, release: (n: number) => writeFileSync(`${holdRuns}.${n}`, '') };
 }
 
-/** Polls on real time until `read` gives a value; 'still waiting' if it gives none within 15 s. */
-async function until<T>(read: () => T | undefined): Promise<T | 'still waiting'> {
-  for (let i = 0; i < 750; i++) {
-    const value = read();
-    if (value !== undefined) return value;
-    await realSleep(20);
-  }
-  return 'still waiting';
-}
 
 /**
  * Lets the job's runs go one at a time: run n (1 for the first) is under way for `underWayMs(kind)` on the fake clock,

@@ -15,6 +15,7 @@ import { createLogger } from '../../../src/log.ts';
 import type { UnderstandRequest } from '../../../worker/pipeline/types.ts';
 import { ThreadHost } from '../../../worker/thread-host.ts';
 import { JobTimeLimit } from '../../../worker/job-time-limit.ts';
+import { untilOrStillWaiting as until } from '../../doubles/real-time-poll.ts';
 
 const pipelineModule = resolve(import.meta.dirname, '../../doubles/pipeline.ts');
 const understanding = { minPixels: 1, maxPixels: 1 << 24, maxInputPixels: 1 << 24, maxAspectRatio: 200 };
@@ -85,16 +86,6 @@ function outcome(h: ThreadHost, question: string, signal = new AbortController()
   return { done, ended: () => end };
 }
 
-/** Polls on real time until `read` gives a value; 'still waiting' if it gives none within 15 s (a run the fake clock
- *  should have ended, but did not). */
-async function until<T>(read: () => T | undefined): Promise<T | 'still waiting'> {
-  for (let i = 0; i < 750; i++) {
-    const value = read();
-    if (value !== undefined) return value;
-    await realSleep(20);
-  }
-  return 'still waiting';
-}
 const count = (list: string[], item: string) => list.filter((x) => x === item).length;
 
 describe('ThreadHost: a run placed again has only what is left of its time limit', () => {
