@@ -46,6 +46,19 @@ export function undoSmartPunctuation(text: string): string {
     .trim();
 }
 
+/**
+ * A token that is an option, read in its NFKC form: a Japanese, Chinese or Korean IME in full-width mode types
+ * `－－ａｒ＝１６：９` (U+FF0D, U+FF41, U+FF1D…). Only the name is normalised here; the value after `=` is returned as
+ * typed (a `--no` value is words for the model, as the prompt's). A full-width token counts only when a letter follows
+ * its dashes (`－－ａｒ`, not `－－` or `－－１` in a prompt); an ASCII `--` is an option as it always was.
+ */
+function optionOf(token: string): { name: string; inline: string | undefined } | undefined {
+  const sep = token.search(/[=\uff1d]/);
+  const head = (sep < 0 ? token : token.slice(0, sep)).normalize('NFKC');
+  if (!head.startsWith('--') || (!token.startsWith('--') && !/^--[a-z]/i.test(head))) return undefined;
+  return { name: head.slice(2), inline: sep < 0 ? undefined : token.slice(sep + 1) };
+}
+
 /** A refusal that ends with the usage. The message may quote what was typed: no control characters go back to chat. */
 export function imagineUsageError(message: string): UserError {
   return new UserError('bad_request', `${stripControlChars(message)}\n${IMAGINE_USAGE}`);
@@ -69,11 +82,12 @@ export function splitImagineFlags(text: string, limits: GenerationLimits): { pro
   const flags: ImagineFlags = {};
   for (let i = 0; i < tokens.length; i++) {
     const token = tokens[i]!;
-    if (!token.startsWith('--')) {
+    const option = optionOf(token);
+    if (!option) {
       words.push(token);
       continue;
     }
-    const [rawName, inlineValue] = token.slice(2).split('=', 2) as [string, string | undefined];
+    const { name: rawName, inline: inlineValue } = option;
     const name = rawName.toLowerCase();
     if (name === 'help') throw new UserError('bad_request', IMAGINE_USAGE);
     const flag = FLAGS.find((f) => f.names.includes(name));
@@ -82,13 +96,15 @@ export function splitImagineFlags(text: string, limits: GenerationLimits): { pro
     if (flag.key === 'negative') {
       // Midjourney's `--no`: every word up to the next option (or the end).
       const words: string[] = inlineValue ? [inlineValue] : [];
-      while (i + 1 < tokens.length && !tokens[i + 1]!.startsWith('--')) words.push(tokens[++i]!);
+      while (i + 1 < tokens.length && !optionOf(tokens[i + 1]!)) words.push(tokens[++i]!);
       if (words.length === 0) throw imagineUsageError(`\`--${name}\` needs the words to keep out.`);
       flags.negative = words.join(' ');
       continue;
     }
-    const value = inlineValue ?? tokens[++i];
-    if (value === undefined || value.startsWith('--')) throw imagineUsageError(`\`--${name}\` needs a value.`);
+    const typedValue = inlineValue ?? tokens[++i];
+    if (typedValue === undefined || optionOf(typedValue)) throw imagineUsageError(`\`--${name}\` needs a value.`);
+    // A number or ratio typed full-width (`１６：９`, `３．５`) is read as its ASCII form, as the option's name.
+    const value = typedValue.normalize('NFKC');
     switch (flag.key) {
       case 'count':
         flags.count = parseInteger(name, value, 1, limits.maxImagesPerRequest ?? MAX_IMAGES_PER_JOB);

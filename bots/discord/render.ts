@@ -150,7 +150,15 @@ export function noticeBody(text: string): MessageBody {
  * reconstruction prompt over the image) "Variation", where an empty bold "****" was shown before 2026-12-07.
  */
 function titleOf(prompt: string, prefix: string, max: number): string {
-  return prompt ? truncate(`${prefix}**${echo(prompt)}**`, max) : `${prefix}**Variation**`;
+  if (!prompt) return `${prefix}**Variation**`;
+  // The cut goes inside the bold span, within `max` with its closing `**`: cut across it, the rest of the message
+  // rendered bold or showed stray asterisks. A cut after an escape's backslash (`\*` → `\`) drops it, not to show.
+  const whole = stripControlChars(echo(prompt));
+  const room = max - prefix.length - '****'.length;
+  if (whole.length <= room) return `${prefix}**${whole}**`;
+  const kept = clipText(whole, room - '…'.length, '');
+  const halfEscape = /\\*$/.exec(kept)![0].length % 2 === 1;
+  return `${prefix}**${halfEscape ? kept.slice(0, -1) : kept}…**`;
 }
 
 /** "seed 7 · 30 + 50 steps · guidance 3 · 1:1": enough to reproduce the image. */

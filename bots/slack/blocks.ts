@@ -349,8 +349,14 @@ export function parseMetadata<T>(schema: z.ZodType<T>, raw: string | undefined):
   return parsed.success ? parsed.data : undefined;
 }
 
-/** The modal the "Ask about this image" shortcut opens; its private_metadata carries where the image is. */
-export function askModal(target: AskTarget): Record<string, unknown> {
+/** Slack's most for a plain_text_input's max_length (Block Kit): a longer question cannot be typed in a modal. */
+export const SLACK_MAX_INPUT_CHARS = 3000;
+
+/**
+ * The modal the "Ask about this image" shortcut opens; its private_metadata carries where the image is. The question
+ * input takes `understanding.maxQuestionChars`, at most Slack's 3,000.
+ */
+export function askModal(target: AskTarget, maxQuestionChars: number): Record<string, unknown> {
   return {
     type: 'modal',
     callback_id: VIEW_ASK,
@@ -363,7 +369,7 @@ export function askModal(target: AskTarget): Record<string, unknown> {
         type: 'input',
         block_id: 'question',
         label: { type: 'plain_text', text: 'Your question' },
-        element: { type: 'plain_text_input', action_id: 'value', multiline: true, max_length: 2000 },
+        element: { type: 'plain_text_input', action_id: 'value', multiline: true, max_length: Math.min(maxQuestionChars, SLACK_MAX_INPUT_CHARS) },
       },
     ],
   };

@@ -431,7 +431,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       const file = firstFile(await filesOf(client, message));
       if (!file) return void (await origin.tellPrivately('That message has no image to ask about.'));
       checkDeclared(slackFileRef(file), downloadPolicy); // a UserError: told by guarded
-      await openView(client, shortcut.trigger_id, askModal({ c: channel, t: message.thread_ts ?? message.ts, f: file }));
+      await openView(client, shortcut.trigger_id, askModal({ c: channel, t: message.thread_ts ?? message.ts, f: file }, config.understanding.maxQuestionChars));
     });
   });
 

@@ -12,6 +12,7 @@ import { AspectRatio } from '../../src/config/schema.ts';
 import type { Config } from '../../src/config/schema.ts';
 import { UserError } from '../../src/errors.ts';
 import type { CommandInput } from '../core/port.ts';
+import { cutPoint } from '../../src/text.ts';
 import { checkRetention, formatDuration, parseDuration, withDefaults, type SavedSettings, type SettingsScope } from '../core/settings.ts';
 
 export const SETTINGS_COMMAND = '/blip3o-settings';
@@ -41,6 +42,13 @@ export function parseSettingsText(text: string): { scope: SettingsScope; reset: 
 }
 
 const plain = (text: string) => ({ type: 'plain_text', text, emoji: false });
+/**
+ * A pre-filled value within its input's max_length as a platform limit is kept (src/text.ts): in UTF-16 code units,
+ * cut between whole characters. withDefaults cut it in code points, as the core counts; an emoji is two units, and
+ * Slack's docs do not say how it counts, so 500 emoji saved under a limit of 500 are shown as 250. An initial_value
+ * over max_length is taken as Slack refusing the whole views.open (invalid_arguments): the window would not open.
+ */
+const prefill = (text: string, maxLength: number) => (text.length <= maxLength ? text : text.slice(0, cutPoint(text, maxLength)).trim());
 const option = (value: string) => ({ text: plain(value), value });
 const PRIVATE = { text: plain('Results only the requester sees'), value: 'private' };
 const NO_LOG = { text: plain('No-log mode: prompts and questions never reach the logs'), value: 'nolog' };
@@ -60,7 +68,7 @@ export function settingsModal(target: SettingsTarget, saved: SavedSettings, conf
     input(FIELD.steps, 'Diffusion steps', { type: 'number_input', is_decimal_allowed: false, min_value: '1', max_value: String(g.maxDitSteps), ...(now.steps !== undefined ? { initial_value: String(now.steps) } : {}) }),
     input(FIELD.guidance, 'Guidance', { type: 'number_input', is_decimal_allowed: true, min_value: '0', max_value: String(g.maxGuidance), ...(now.guidance !== undefined ? { initial_value: String(now.guidance) } : {}) }),
     input(FIELD.count, 'Images per prompt', { type: 'number_input', is_decimal_allowed: false, min_value: '1', max_value: String(g.maxImagesPerRequest), ...(now.count !== undefined ? { initial_value: String(now.count) } : {}) }),
-    input(FIELD.negative, 'Negative prompt (--no)', { type: 'plain_text_input', max_length: g.maxNegativeChars, ...(now.negative ? { initial_value: now.negative } : {}) }),
+    input(FIELD.negative, 'Negative prompt (--no)', { type: 'plain_text_input', max_length: g.maxNegativeChars, ...(now.negative ? { initial_value: prefill(now.negative, g.maxNegativeChars) } : {}) }),
     input(FIELD.private, 'Privacy', {
       type: 'checkboxes',
       options: target.scope === 'channel' ? [PRIVATE, NO_LOG] : [PRIVATE],

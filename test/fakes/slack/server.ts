@@ -528,6 +528,8 @@ export class FakeSlack {
         const trigger = String(args.trigger_id);
         if (this.exchangedTriggers.has(trigger)) return { ok: false, error: 'exchanged_trigger_id' };
         if (triggerExpired(trigger)) return { ok: false, error: 'expired_trigger_id' };
+        const problems = viewProblems(args.view as Record<string, unknown>);
+        if (problems.length) return { ok: false, error: 'invalid_arguments', response_metadata: { messages: problems.map((p) => `[ERROR] ${p}`) } };
         this.exchangedTriggers.add(trigger);
         return { ok: true, view: { id: `V${s.nextTs().replace('.', '')}`, ...(args.view as Record<string, unknown>) } };
       },
@@ -536,6 +538,46 @@ export class FakeSlack {
 }
 
 // ---- helpers ----------------------------------------------------------------------------------------------
+
+/**
+ * What Slack refuses in a modal the bot builds, with the whole views.open (`invalid_arguments`, the reasons in
+ * response_metadata.messages): the Block Kit limits of docs.slack.dev (title, submit and close 24 characters; input
+ * label and hint 2,000; placeholder 150; option text 75 and value 150; plain_text_input max_length 1–3,000, min_length
+ * 0–3,000; private_metadata 3,000). An initial_value longer than its input's max_length is refused too: the docs do
+ * not say so, and a modal that opened would show a value its own Submit refuses. Lengths in UTF-16 code units, never
+ * fewer than the code points Slack may count (src/text.ts).
+ */
+export function viewProblems(view: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const text = (at: string, t: unknown, max: number) => {
+    const s = (t as { text?: unknown } | undefined)?.text;
+    if (typeof s === 'string' && s.length > max) problems.push(`must be less than ${max + 1} characters [json-pointer:${at}/text]`);
+  };
+  for (const key of ['title', 'submit', 'close']) text(`/view/${key}`, view[key], 24);
+  if (typeof view.private_metadata === 'string' && view.private_metadata.length > 3000) problems.push('must be less than 3001 characters [json-pointer:/view/private_metadata]');
+  const blocks = Array.isArray(view.blocks) ? (view.blocks as Record<string, unknown>[]) : [];
+  blocks.forEach((block, i) => {
+    const at = `/view/blocks/${i}`;
+    text(`${at}/label`, block.label, 2000);
+    text(`${at}/hint`, block.hint, 2000);
+    const el = (block.element ?? {}) as Record<string, unknown>;
+    text(`${at}/element/placeholder`, el.placeholder, 150);
+    const options = [...((el.options as unknown[] | undefined) ?? []), ...((el.initial_options as unknown[] | undefined) ?? []), ...(el.initial_option ? [el.initial_option] : [])];
+    options.forEach((o, j) => {
+      text(`${at}/element/options/${j}`, (o as { text?: unknown }).text, 75);
+      const value = (o as { value?: unknown }).value;
+      if (typeof value === 'string' && value.length > 150) problems.push(`must be less than 151 characters [json-pointer:${at}/element/options/${j}/value]`);
+    });
+    if (el.type !== 'plain_text_input') return;
+    const max = el.max_length as number | undefined;
+    if (max !== undefined && !(Number.isInteger(max) && max >= 1 && max <= 3000)) problems.push(`must be between 1 and 3000 [json-pointer:${at}/element/max_length]`);
+    const min = el.min_length as number | undefined;
+    if (min !== undefined && !(Number.isInteger(min) && min >= 0 && min <= 3000)) problems.push(`must be between 0 and 3000 [json-pointer:${at}/element/min_length]`);
+    const initial = el.initial_value;
+    if (typeof initial === 'string' && initial.length > Math.min(max ?? 3000, 3000)) problems.push(`must be at most ${Math.min(max ?? 3000, 3000)} characters [json-pointer:${at}/element/initial_value]`);
+  });
+  return problems;
+}
 
 function send(res: ServerResponse, status: number, body: string | Buffer, headers: Record<string, string>): void {
   res.writeHead(status, headers);

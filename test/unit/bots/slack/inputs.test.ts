@@ -118,7 +118,7 @@ describe('results', () => {
     // the describe job an "Imagine this" belongs to, read back from its section; none from an older message's
     expect([describedJobOf('prompt_12_j0123abc'), describedJobOf('prompt_2_j0123abc'), describedJobOf('prompt_2'), describedJobOf(undefined), describedJobOf('x_prompt_1_j1')]).toEqual(['j0123abc', 'j0123abc', undefined, undefined, undefined]);
     const target = { c: 'C1', t: '1.2', f: { id: 'F1', name: 'a.png' } };
-    expect(askModal(target)).toEqual({
+    expect(askModal(target, config.understanding.maxQuestionChars)).toEqual({
       type: 'modal', callback_id: 'blip3o_ask_view', private_metadata: '{"c":"C1","t":"1.2","f":{"id":"F1","name":"a.png"}}',
       title: { type: 'plain_text', text: 'Ask about this image' }, submit: { type: 'plain_text', text: 'Ask' }, close: { type: 'plain_text', text: 'Cancel' },
       blocks: [{ type: 'input', block_id: 'question', label: { type: 'plain_text', text: 'Your question' }, element: { type: 'plain_text_input', action_id: 'value', multiline: true, max_length: 2000 } }],
@@ -126,9 +126,9 @@ describe('results', () => {
     // a message's whole file object is not carried: only what the download needs (private_metadata holds 3000 characters)
     const thumbs = Object.fromEntries([64, 80, 160, 360, 480, 720, 800, 960, 1024].map((n) => [`thumb_${n}`, `https://files.slack.com/files-tmb/T1-F1-abcdef/a_${n}.png`]));
     const bulky = { ...target, f: { ...target.f, ...thumbs, permalink: 'https://x.slack.com/files/U1/F1/a.png', url_private: 'https://files.slack.com/files-pri/T1-F1/a.png' } };
-    expect(JSON.parse(String(askModal(bulky).private_metadata))).toEqual({ ...target, f: { ...target.f, url_private: 'https://files.slack.com/files-pri/T1-F1/a.png' } });
+    expect(JSON.parse(String(askModal(bulky, config.understanding.maxQuestionChars).private_metadata))).toEqual({ ...target, f: { ...target.f, url_private: 'https://files.slack.com/files-pri/T1-F1/a.png' } });
     // handed back by Slack and parsed again: what askModal wrote reads back; anything else is none
-    expect(parseMetadata(AskTarget, String(askModal(target).private_metadata))).toEqual(target);
+    expect(parseMetadata(AskTarget, String(askModal(target, config.understanding.maxQuestionChars).private_metadata))).toEqual(target);
     expect([parseMetadata(AskTarget, 'not json'), parseMetadata(AskTarget, '{"c":"C1"}'), parseMetadata(AskTarget, undefined), parseMetadata(AskTarget, '{"c":"","t":"1","f":{"id":"F"}}')]).toEqual([undefined, undefined, undefined, undefined]);
   });
 });
