@@ -46,6 +46,23 @@ const groups = {
   hub: ['worker/hub/fetch.ts'],
   // the operator's config: its layers (default.yaml, BLIP3O_CONFIG's file, the environment) and errors naming where a value was set
   config: ['src/config/load.ts'],
+  // counting and cutting text in any script (code points for users' limits, cuts between graphemes), since 2026-12-07
+  text: ['src/text.ts'],
+  // the copy of an Ask form's target following it (asked-copies.ts and where the adapter and the delivery use it) and
+  // the mark of the bot's notices (NOTICE_FLAGS: noticeBody, turnText), since 2026-12-07. Line ranges: the adapter's
+  // MESSAGE_DELETE listeners and attachAskedImage to removeCopy, the delivery's copy on an answer posted anew
+  // (askedCopyOn, followedThere, withAskedCopy), render.ts's NOTICE_FLAGS and noticeBody, conversation.ts's check of
+  // the mark. Update them when those files move.
+  asked: ['bots/discord/asked-copies.ts', 'bots/discord/adapter.ts:231-232', 'bots/discord/adapter.ts:514-566', 'bots/discord/delivery.ts:261-262', 'bots/discord/delivery.ts:272-272', 'bots/discord/delivery.ts:284-308', 'bots/discord/delivery.ts:553-559', 'bots/discord/render.ts:141-146', 'bots/discord/conversation.ts:86-86'],
+  // a job's time limit over all its model runs (worker/job-time-limit.ts), since 2026-12-07
+  timelimit: ['worker/job-time-limit.ts'],
+  // results whose place changed while the job waited (archived or locked threads, refusals by a workspace's settings)
+  // and the deliveries' outcomes elsewhere / nowhere, since 2026-12-07. Line ranges: the lines of that change; update
+  // them when those files move.
+  places: ['bots/discord/delivery.ts:40-63', 'bots/discord/delivery.ts:175-184', 'bots/discord/delivery.ts:230-253', 'bots/discord/delivery.ts:331-408', 'bots/discord/delivery.ts:507', 'bots/slack/port.ts:48-68', 'bots/slack/port.ts:197-251', 'bots/core/delivery.ts:33-37', 'bots/core/delivery.ts:60', 'bots/core/delivery.ts:76-89', 'src/observability/hooks.ts:98-110'],
+  // the retention purge's timing and a cancel's flag set only while the job exists (src/jobs/{retention,cancel}.ts),
+  // since 2026-12-07. Line ranges: update them when those files move.
+  retention: ['src/jobs/retention.ts:22-42', 'src/jobs/retention.ts:110-123', 'src/jobs/cancel.ts:1-27'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

@@ -22,7 +22,9 @@ const tests: Record<string, string[]> = {
   // the Slack adapter's own modules
   slack: ['test/unit/bots/slack/{admin,blocks,answer-sections,conversation,options,settings,inputs}.test.ts', 'test/unit/bots/slack/{port,lost-replies}.redis.test.ts'],
   // the Slack listeners through real Bolt and the fake Slack, no worker
-  handlers: ['test/unit/bots/slack/{handlers,lost-replies}.redis.test.ts'],
+  // (grid-admins: who is an admin of the workspace asked in, Enterprise Grid and Slack Connect; slack-connect: whose
+  // workspace a shared channel's request is, a partner's file stubs, a DM Slack will not open)
+  handlers: ['test/unit/bots/slack/{handlers,lost-replies,grid-admins,slack-connect}.redis.test.ts'],
   // the progress relay on Redis with recording ports (not progress-takeover/-multi: bot and worker processes)
   progress: ['test/unit/bots/core/progress-relay.redis.test.ts'],
   // the Discord gateway glue through real discord.js and the fake Discord, no worker
@@ -31,7 +33,7 @@ const tests: Record<string, string[]> = {
   // (the flags' parser is both adapters': their inputs tests too)
   requests: ['test/unit/bots/core/{requests,imagine-extras}.test.ts', 'test/unit/bots/core/submit-paths.redis.test.ts', 'test/unit/bots/{discord,slack}/{options,inputs}.test.ts'],
   // the worker process's own modules around the pipeline (no ONNX session: the thread host's tests use a test thread)
-  worker: ['test/unit/worker/{thread-host,thread-host-bystanders,setup,job-clock}.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/worker/review.test.ts', 'test/unit/worker/limits.test.ts'],
+  worker: ['test/unit/worker/{thread-host,thread-host-bystanders,thread-host-deadline,setup,job-clock}.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/worker/review.test.ts', 'test/unit/worker/limits.test.ts'],
   // the Discord adapter's own modules, against the fake Discord in the test process (no worker)
   discord: ['test/unit/bots/discord/{attachments,delivery,inputs,register-commands,render,lost-replies,model-output}.test.ts', 'test/unit/bots/discord/identify-throttle.redis.test.ts'],
   // the admin commands, driven through the real core (no worker) and on their own
@@ -41,7 +43,17 @@ const tests: Record<string, string[]> = {
   hub: ['test/integration/hub-fetch-faults.test.ts'],
   // the config loader's layers and errors
   config: ['test/unit/config/{load,operator-config}.test.ts'],
+  // src/text.ts's own tests: counting in code points, cutting between graphemes
+  text: ['test/unit/src/text.test.ts'],
+  // the copy of an Ask form's target and the notices' mark: real discord.js against the fake Discord, no worker
+  asked: ['test/unit/bots/discord/{asked-copies,asked-image-follow}.redis.test.ts', 'test/unit/bots/discord/{inputs,render,delivery}.test.ts'],
   blobs: ['test/unit/src/blobs/*.test.ts', 'test/unit/src/cache/fanout.redis.test.ts', 'test/unit/worker/after-job.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts', 'test/unit/bots/core/submit.redis.test.ts'],
+  // a job's time limit: on its own, through the thread host's deadlines and through the processor on Redis
+  timelimit: ['test/unit/worker/{job-time-limit,thread-host-deadline}.test.ts', 'test/unit/worker/processor-time-limit.redis.test.ts'],
+  // deliveries whose place changed: real discord.js and Bolt against the fakes, the core's delivery on Redis, the metrics
+  places: ['test/unit/bots/discord/delivery.test.ts', 'test/unit/bots/slack/port.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts', 'test/unit/src/observability/hooks.test.ts'],
+  // the retention purge and cancel on Redis (real BullMQ; the failed listener's wait as the worker runs it)
+  retention: ['test/unit/src/jobs/{retention,retention-bystanders,cancel}.redis.test.ts', 'test/unit/worker/retention-failed-listener.redis.test.ts'],
 };
 const group = process.env.MUTATION_GROUP;
 

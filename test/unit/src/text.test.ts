@@ -53,4 +53,14 @@ describe('cutPoint and clipText: between graphemes', () => {
     expect(cutPoint(`xy${WORLD.family}`, 4, 2)).toBe(4);
     expect(cutPoint(`xy${WORLD.family}`, 3, 2)).toBe(2);
   });
+
+  it('at `from` itself, or past the end, the cut is there; never inside a pair at the edges of the low surrogates', () => {
+    expect(cutPoint('abc', 3)).toBe(3); // the room is the whole text: no grapheme to look up at the end
+    expect(cutPoint('🦊🦊', 1, 1)).toBe(1); // no room past `from`: `from`, even inside a pair
+    // U+10000 and U+10FFFF end in the first and the last low surrogate (0xDC00, 0xDFFF): cut before the pair
+    expect(cutPoint('\u{10000}\u{10000}', 1)).toBe(0);
+    expect(cutPoint('\u{10FFFF}\u{10FFFF}', 1)).toBe(0);
+    expect(cutPoint('a\uFE0F\uFE0F', 2)).toBe(2); // variation selectors (0xFE0F, above the surrogates): between them
+    expect(clipText('abcdef', 0)).toBe('…'); // no room but for the mark
+  });
 });

@@ -11,6 +11,7 @@ import type { JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { createLogger } from '../../../../src/log.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
+import { capturedLog, type LogLine } from '../../../doubles/core-harness.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { startGuard } from '../../../doubles/start-guard.ts';
 import { startDiscordHarness, type DiscordHarness } from '../../../fakes/discord/bot-harness.ts';
@@ -18,10 +19,14 @@ import type { FakeInteraction, FakeMessage, FakeUser } from '../../../fakes/disc
 
 let h: DiscordHarness;
 let png: Uint8Array;
+/** The bot's log lines (warn and up), parsed. */
+let logged: LogLine[];
 const { starting, check } = startGuard();
 beforeEach(check);
 beforeAll(() => starting(async () => {
-  h = await startDiscordHarness({ worker: false });
+  const captured = capturedLog('warn');
+  logged = captured.lines;
+  h = await startDiscordHarness({ worker: false, log: captured.log });
   png = await samplePng(24);
 }), 60_000);
 afterAll(async () => h?.stop(), 30_000);
@@ -121,8 +126,49 @@ describe('the copy of an Ask form target follows the target', () => {
       await h.fake.waitFor(() => patches().find((r) => r.at >= attached.at && JSON.stringify((r.body as { attachments?: unknown }).attachments) === '[]'), 10_000, 'the copy taken off again');
       expect(h.fake.original(asked)!.attachments).toEqual([]);
       expect(link).toHaveBeenCalledTimes(1);
+      const line = await h.fake.waitFor(() => logged.find((l) => l.msg.startsWith('could not attach the asked-about image')), 10_000, 'the warning');
+      expect(line).toMatchObject({ level: 40, interaction: asked.id, err: 'Connection is closed.' });
     } finally {
       link.mockRestore();
+    }
+  });
+
+  it('an answer that has more than the copy keeps the rest; one without a copy, or deleted since, is left alone', async () => {
+    const target = h.fake.postUserMessage({ content: 'a boat', attachments: [attachment()] });
+    const [withMore, without, gone] = [await askForm(target, 'what boat?'), await askForm(target, 'how long is the boat?'), await askForm(target, 'whose boat?')];
+    for (const [i, text] of [[withMore, 'A ketch.'], [without, 'Ten metres.'], [gone, 'A fisher\'s.']] as const) await answer(i, text);
+    const [more, none, deleted] = [h.fake.original(withMore)!, h.fake.original(without)!, h.fake.original(gone)!];
+    const copy = more.attachments.find((a) => a.filename === COPY)!;
+    more.attachments.unshift({ ...copy, id: `${copy.id}1`, filename: 'chart.png' }); // another file on the answer, before the copy
+    none.attachments.splice(0, Infinity, { ...copy, id: `${copy.id}2`, filename: 'chart.png' }); // its copy already taken off: another file
+    h.fake.deleteMessage(deleted);
+    const edits = (m: FakeMessage) => h.fake.requestsTo('PATCH', new RegExp(`/messages/${m.id}$`));
+    h.fake.deleteMessage(target);
+    await copyGone(more, 'the copy removed from the answer with another file');
+    expect(more.attachments.map((a) => a.filename)).toEqual(['chart.png']);
+    await settle();
+    expect(edits(none)).toEqual([]);
+    expect(logged.filter((l) => l.msg.startsWith('could not remove the copy'))).toEqual([]); // the deleted answer: a 404, nothing to say
+  });
+
+  it('an answer Discord will not let the bot edit, or links Redis will not give: logged, the bot goes on', async () => {
+    const target = h.fake.postUserMessage({ content: 'a kite', attachments: [attachment()] });
+    const asked = await askForm(target, 'what shape is the kite?');
+    await answer(asked, 'A diamond.');
+    const answerMessage = h.fake.original(asked)!;
+    h.fake.injectFault({ method: 'GET', path: new RegExp(`/messages/${answerMessage.id}$`), status: 403, code: 50001, message: 'Missing Access' });
+    h.fake.deleteMessage(target);
+    const line = await h.fake.waitFor(() => logged.find((l) => l.msg === 'could not remove the copy of a deleted image from its answer'), 10_000, 'the warning');
+    expect(line).toMatchObject({ level: 40, channel: answerMessage.channelId, message: answerMessage.id, err: expect.stringContaining('Missing Access') });
+
+    const take = vi.spyOn(AskedCopies.prototype, 'take').mockRejectedValueOnce(new Error('Connection is closed.'));
+    try {
+      const other = h.fake.postUserMessage({ content: 'a note' });
+      h.fake.deleteMessage(other);
+      const failed = await h.fake.waitFor(() => logged.find((l) => l.msg.startsWith('could not look up the answers about a deleted message')), 10_000, 'the warning');
+      expect(failed).toMatchObject({ level: 40, messages: 1, err: 'Connection is closed.' });
+    } finally {
+      take.mockRestore();
     }
   });
 
@@ -142,6 +188,8 @@ describe('an answer posted as a new message (its interaction token expired in th
     const user = newUser();
     const i = askSlash('what is on the late photo?', user);
     const status = await shownWithCopy(i);
+    const photo = h.fake.addAttachment({ bytes: await sharp(png).flop().png().toBuffer(), filename: 'chart.png', contentType: 'image/png' });
+    status.attachments.unshift(photo); // another file before the copy
     h.fake.expireToken(i.token);
     await answer(i, 'A late fox.');
     const late = await posted('A late fox.');
@@ -165,6 +213,26 @@ describe('an answer posted as a new message (its interaction token expired in th
     h.fake.deleteMessage(target);
     await copyGone(late, 'the copy removed from the posted answer');
     await copyGone(status, 'the copy removed from the old status message');
+  });
+});
+
+describe('where no copy is made', () => {
+  it('a channel that keeps little (no-log, a retention TTL): the answer comes without a copy, and nothing is linked', async () => {
+    for (const saved of [{ noLog: true }, { retentionSeconds: 600 }]) {
+      const user = newUser();
+      const target = h.fake.postUserMessage({ content: 'a secret', attachments: [attachment()] });
+      const here = { platform: 'discord' as const, guildId: h.fake.guildId, channelId: h.fake.channelId, userId: user.id, applicationId: h.fake.appId };
+      await h.core.settings.set('channel', here, saved);
+      try {
+        const i = await askForm(target, 'is it kept?', user);
+        await queued(i);
+        await h.fake.waitFor(() => h.fake.original(i)?.content.startsWith('⏳') || undefined, 10_000, 'the place in line');
+        await settle();
+        expect(h.fake.requestsTo('PATCH', new RegExp(`/webhooks/${h.fake.appId}/${i.token}/messages/@original$`)).filter((r) => r.files.length > 0)).toEqual([]);
+      } finally {
+        await h.core.settings.reset('channel', here);
+      }
+    }
   });
 });
 

@@ -124,6 +124,8 @@ describe('Slack Connect: whose workspace a request in a shared channel belongs t
     );
     expect(await h.core.requestOf(jobId)).toBeUndefined();
     expect(h.fake.botMessages(CHANNEL)).toEqual([]);
+    // the operator's line names Slack's reason (its error code, not the Web API's sentence around it)
+    expect(logged.filter((l) => l.msg === 'no DM for private results could be opened').map((l) => [l.level, l.err])).toEqual([[40, 'invalid_user_combination']]);
   });
 
   it('an image the partner\'s member shared comes to a message shortcut as a stub (check_file_info): "Describe this image" and "Ask about this image" read it with files.info', async () => {
