@@ -321,7 +321,7 @@ export function registerHandlers(deps: HandlerDeps): void {
       await ack();
       const origin: Origin = {
         client,
-        teamId: command.team_id,
+        teamId: command.team_id, // what Bolt's context.teamId is for a command, org-wide installation or not
         enterpriseId: context.enterpriseId,
         channelId: command.channel_id,
         userId: command.user_id,
@@ -424,8 +424,9 @@ export function registerHandlers(deps: HandlerDeps): void {
     const channel = shortcut.channel.id;
     const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
     const user = shortcut.user.id;
-    // Stryker disable next-line StringLiteral: a shortcut always has its team; '' only types it
-    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs: message.thread_ts, tellPrivately: ephemeralTo(channel, user, message.thread_ts) };
+    // Bolt's: the payload's team, or in an org-wide installation (team null) the user's team_id (as buttonOrigin)
+    // Stryker disable next-line StringLiteral: Bolt names the team of every shortcut Slack sends; '' only types it
+    const origin: Origin = { client, teamId: context.teamId ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs: message.thread_ts, tellPrivately: ephemeralTo(channel, user, message.thread_ts) };
     // Guarded: a window Slack would not open (a 5xx, the trigger expired) left the user with nothing (found by an audit, 2026-12-07)
     await guarded(origin, 'ask shortcut window', async () => {
       const file = firstFile(await filesOf(client, message));
@@ -443,8 +444,8 @@ export function registerHandlers(deps: HandlerDeps): void {
     const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
     const user = shortcut.user.id;
     const threadTs = message.thread_ts ?? message.ts;
-    // Stryker disable next-line StringLiteral: a shortcut always has its team; '' only types it
-    const origin: Origin = { client, teamId: shortcut.team?.id ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
+    // Stryker disable next-line StringLiteral: as above (Bolt's team, never the payload's null one)
+    const origin: Origin = { client, teamId: context.teamId ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
     await guarded(origin, 'describe shortcut', async () => {
       const file = firstFile(await filesOf(client, message));
       if (!file) return void (await origin.tellPrivately('That message has no image to describe.'));
@@ -471,10 +472,17 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   // ---- buttons ---------------------------------------------------------------------------------------------
 
-  const buttonOrigin = (body: ButtonBody, client: WebClient, respond: (m: { response_type: 'ephemeral'; replace_original: false; text: string }) => Promise<unknown>, enterpriseId: string | undefined): Origin => ({
+  /**
+   * A press's workspace is Bolt's context.teamId: the payload's `team.id`, or in an org-wide installation on Enterprise
+   * Grid, where Slack sends `team: null`, the presser's `user.team_id` (bolt-js App.ts buildSource). Until 2026-12-07
+   * such a press read `team` and was the workspace '': its limits, settings, budgets and cache
+   * (test/unit/bots/slack/org-wide-install.redis.test.ts).
+   */
+  const buttonOrigin = (body: ButtonBody, client: WebClient, respond: (m: { response_type: 'ephemeral'; replace_original: false; text: string }) => Promise<unknown>, context: { teamId?: string; enterpriseId?: string }): Origin => ({
     client,
-    teamId: teamOf(body),
-    enterpriseId,
+    // Stryker disable next-line StringLiteral: Bolt names the team of every press Slack sends; '' only types it
+    teamId: context.teamId ?? '',
+    enterpriseId: context.enterpriseId,
     channelId: body.container.channel_id,
     userId: body.user.id,
     threadTs: body.container.thread_ts ?? body.container.message_ts,
@@ -485,7 +493,7 @@ export function registerHandlers(deps: HandlerDeps): void {
   app.action(ACTION.reroll, async ({ ack, body, action, client, respond, context }) => {
     await ack();
     const b = body as unknown as ButtonBody;
-    const origin = buttonOrigin(b, client, respond, context.enterpriseId);
+    const origin = buttonOrigin(b, client, respond, context);
     const jobId = (action as { value: string }).value;
     await guarded(origin, 're-roll', async () => startJob(await fromResultOf(origin, jobId), { command: 'reroll', jobId }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, (await deps.titleOf(jobId))?.text ?? 'Re-roll'));
   });
@@ -493,7 +501,7 @@ export function registerHandlers(deps: HandlerDeps): void {
   app.action({ action_id: VARY_ACTION }, async ({ ack, body, action, client, respond, context }) => {
     await ack();
     const b = body as unknown as ButtonBody;
-    const origin = buttonOrigin(b, client, respond, context.enterpriseId);
+    const origin = buttonOrigin(b, client, respond, context);
     const { value: jobId, action_id } = action as { value: string; action_id: string };
     await guarded(origin, 'vary', async () => {
       const name = resultFileName(jobId, varyIndex(action_id)); // per-image Vary of a several-image result
@@ -513,7 +521,7 @@ export function registerHandlers(deps: HandlerDeps): void {
   app.action(ACTION.imagineThis, async ({ ack, body, action, client, respond, context }) => {
     await ack();
     const b = body as unknown as ButtonBody;
-    const origin = buttonOrigin(b, client, respond, context.enterpriseId);
+    const origin = buttonOrigin(b, client, respond, context);
     const { value: prompt, block_id } = action as { value: string; block_id?: string };
     const from = describedJobOf(block_id);
     await guarded(origin, 'imagine this', async () => startJob(await fromResultOf(origin, from), { command: 'imagine', prompt, ...(from ? { from } : {}) }, `btn:${b.user.id}:${b.actions[0]?.action_ts}`, prompt));
@@ -522,7 +530,7 @@ export function registerHandlers(deps: HandlerDeps): void {
   app.action(ACTION.cancel, async ({ ack, body, action, client, respond, context }) => {
     await ack();
     const b = body as unknown as ButtonBody;
-    const origin = buttonOrigin(b, client, respond, context.enterpriseId);
+    const origin = buttonOrigin(b, client, respond, context);
     // Stryker disable next-line StringLiteral: equivalent, a cancel makes no job: its key names none
     const dedupeKey = `btn:${b.user.id}:${b.actions[0]?.action_ts}`;
     await guarded(origin, 'cancel', () => simpleCommand(origin, { command: 'cancel', jobId: (action as { value: string }).value }, dedupeKey));
@@ -534,20 +542,16 @@ export function registerHandlers(deps: HandlerDeps): void {
   app.action(OUR_ACTION, async ({ ack, body, action, client, respond, context }) => {
     if (isKnownAction((action as { action_id: string }).action_id)) return;
     await ack();
-    const origin = buttonOrigin(body as unknown as ButtonBody, client, respond, context.enterpriseId);
+    const origin = buttonOrigin(body as unknown as ButtonBody, client, respond, context);
     await guarded(origin, 'button of another version', () => origin.tellPrivately('This button no longer works here. Please run the command again.'));
   });
 }
-
-// Stryker disable next-line StringLiteral: a button press always has its team; '' only types it
-const teamOf = (body: ButtonBody): string => body.team?.id ?? '';
 
 /** conversations.open's refusals to put the bot and the asker in a DM (its documented errors), for privateDm. */
 const NO_PRIVATE_DM = new Set(['invalid_user_combination', 'user_not_visible', 'missing_scope']);
 
 interface ButtonBody {
   user: { id: string };
-  team?: { id: string } | null;
   container: { channel_id: string; message_ts: string; thread_ts?: string };
   /** The message the button is on, whole (absent for an ephemeral one). */
   message?: { files?: ThreadFile[] };

@@ -2,7 +2,8 @@
 // payloads (block_actions, message_action shortcuts, view_submission). Shapes: platform-fakes.md B2 and
 // @slack/bolt's types (SlashCommand, EnvelopedEvent, AppMentionEvent, BlockAction, MessageShortcut). A workspace
 // on Enterprise Grid (FakeSlack.enterpriseId) also names its org: `enterprise_id` (commands, the event envelope and
-// its authorizations), `team.enterprise_id` and `enterprise` (interactive payloads).
+// its authorizations), `team.enterprise_id` and `enterprise` (interactive payloads); installed org-wide
+// (FakeSlack.orgWideInstall), its interactive payloads have `team: null` and `is_enterprise_install: true`.
 import { randomUUID } from 'node:crypto';
 import type { FakeSlack } from './server.ts';
 import { fileJson, messageJson, triggerId, type FakeFile, type FakeMessage } from './store.ts';
@@ -13,11 +14,16 @@ export type SlashCommandFields = Record<'token' | 'team_id' | 'team_domain' | 'c
 /** The user's own workspace (a Slack Connect member's is another than the fake's). */
 const homeOf = (fake: FakeSlack, user: string): string => fake.store.users.get(user)?.team_id ?? fake.teamId;
 
-/** The org fields of an interactive payload: its team's, and `enterprise` (none outside Grid). */
-function orgOf(fake: FakeSlack): { team: Record<string, string>; enterprise?: { id: string; name: string } } {
+/**
+ * The org fields of an interactive payload: its team's, and `enterprise` (none outside Grid). In an org-wide
+ * installation (FakeSlack.orgWideInstall) `team` is null and only `user.team_id` names the workspace.
+ */
+function orgOf(fake: FakeSlack): { team: Record<string, string> | null; enterprise?: { id: string; name: string }; is_enterprise_install: boolean } {
   const team = { id: fake.teamId, domain: 'fake' };
-  if (!fake.enterpriseId) return { team };
-  return { team: { ...team, enterprise_id: fake.enterpriseId, enterprise_name: 'Fake Org' }, enterprise: { id: fake.enterpriseId, name: 'Fake Org' } };
+  if (!fake.enterpriseId) return { team, is_enterprise_install: false };
+  const enterprise = { id: fake.enterpriseId, name: 'Fake Org' };
+  if (fake.orgWideInstall) return { team: null, enterprise, is_enterprise_install: true };
+  return { team: { ...team, enterprise_id: fake.enterpriseId, enterprise_name: 'Fake Org' }, enterprise, is_enterprise_install: false };
 }
 
 export function slashCommand(fake: FakeSlack, f: { command?: string; text: string; channel: string; user: string }): SlashCommandFields {
@@ -32,7 +38,7 @@ export function slashCommand(fake: FakeSlack, f: { command?: string; text: strin
     command: f.command ?? '/imagine',
     text: f.text,
     api_app_id: fake.appId,
-    is_enterprise_install: 'false',
+    is_enterprise_install: String(fake.orgWideInstall), // a string in a command; team_id is the workspace's either way
     response_url: `${fake.origin}/response/${randomUUID()}`,
     trigger_id: triggerId(),
     ...(fake.enterpriseId ? { enterprise_id: fake.enterpriseId, enterprise_name: 'Fake Org' } : {}),

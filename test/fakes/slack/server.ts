@@ -14,6 +14,12 @@ export interface FakeSlackOptions {
   teamId?: string;
   /** The Enterprise Grid org the workspace belongs to (E…): payloads, auth.test and users.info then say so. */
   enterpriseId?: string;
+  /**
+   * The app is installed for the whole org (an org-wide installation, needs enterpriseId): buttons and shortcuts then
+   * come with `team: null` and `is_enterprise_install: true`, the workspace only in `user.team_id` (Slack's
+   * block_actions and shortcut payloads; bolt-js App.ts buildSource reads user.team_id for that reason).
+   */
+  orgWideInstall?: boolean;
   botUserId?: string;
   botId?: string;
   appId?: string;
@@ -65,6 +71,8 @@ export class FakeSlack {
   readonly teamId: string;
   /** The workspace's Grid org; undefined: a workspace outside Grid. */
   readonly enterpriseId: string | undefined;
+  /** Installed for the whole org (FakeSlackOptions.orgWideInstall). */
+  readonly orgWideInstall: boolean;
   readonly botUserId: string;
   readonly botId: string;
   readonly appId: string;
@@ -85,6 +93,8 @@ export class FakeSlack {
     this.appToken = options.appToken ?? 'xapp-fake-app-token';
     this.teamId = options.teamId ?? 'T0FAKE';
     this.enterpriseId = options.enterpriseId;
+    if (options.orgWideInstall && !options.enterpriseId) throw new Error('FakeSlack: an org-wide installation needs a Grid org (enterpriseId)');
+    this.orgWideInstall = options.orgWideInstall ?? false;
     this.botUserId = options.botUserId ?? 'U0BOT';
     this.botId = options.botId ?? 'B0BOT';
     this.appId = options.appId ?? 'A0FAKE';
