@@ -3,11 +3,8 @@
 // prompt path (tokenizer). Every generated input must end as a valid job or a clear UserError/ContractError, never an
 // internal error; user text must never become a control token; nothing rendered back holds a control character.
 // The number of inputs run is printed at the end ("fuzz: N inputs").
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { parseCommand } from '../../../bots/cli/args.ts';
 import { stripControlChars } from '../../../bots/core/plain-text.ts';
 import { askRequest, imagineRequest, varyRequest } from '../../../bots/core/requests.ts';
@@ -18,11 +15,10 @@ import { parseImagine } from '../../../bots/slack/options.ts';
 import { loadConfig } from '../../../src/config/load.ts';
 import { isUserError } from '../../../src/errors.ts';
 import { CONTRACT_VERSION, ContractError, JobRequest, parseContract } from '../../../src/jobs/contract.ts';
-import { makeTiny } from '../../../worker/builder/tiny/index.ts';
-import { tokenizerComponent } from '../../../worker/builder/tiny/tokenizer.ts';
 import { enforceConfiguredLimits } from '../../../worker/limits.ts';
 import { generationPrompt } from '../../../worker/pipeline/generate.ts';
-import { loadTokenizer, TOKENS, type QwenTokenizer } from '../../../worker/pipeline/tokenizer.ts';
+import { TOKENS } from '../../../worker/pipeline/tokenizer.ts';
+import { useTinyTokenizer } from '../../doubles/tiny-tokenizer.ts';
 
 const config = loadConfig({ env: {} });
 const RUNS = 2000;
@@ -133,21 +129,15 @@ describe('option parsers and request builders', () => {
 });
 
 describe('the prompt path: user text never becomes a control token', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'fuzz-tok-'));
-  let tok: QwenTokenizer;
-  beforeAll(() => {
-    makeTiny(dir, [tokenizerComponent]);
-    tok = loadTokenizer(dir);
-  }, 60_000);
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const tokenizer = useTinyTokenizer('fuzz-tok-');
   const controls = (ids: number[]) => ids.filter((id) => id >= TOKENS.endOfText);
 
   it('/imagine captions and vary prompts: only the template\'s own control tokens', () => {
-    const template = controls(tok.encodePrompt(generationPrompt('x')));
+    const template = controls(tokenizer().encodePrompt(generationPrompt('x')));
     fc.assert(
       fc.property(counted(hostileText), (caption) => {
-        expect(controls(tok.encodePrompt(generationPrompt(caption)))).toEqual(template);
-        expect(controls(tok.encodeText(caption))).toEqual([]);
+        expect(controls(tokenizer().encodePrompt(generationPrompt(caption)))).toEqual(template);
+        expect(controls(tokenizer().encodeText(caption))).toEqual([]);
       }),
       { numRuns: 500 },
     );
@@ -159,7 +149,7 @@ describe('the prompt path: user text never becomes a control token', () => {
       fc.property(counted(turns), (texts) => {
         const messages = texts.map((text, i) => (i === 0 ? { role: 'user' as const, content: [{ type: 'image' as const }, { type: 'text' as const, text }] } : { role: i % 2 ? ('assistant' as const) : ('user' as const), content: text }));
         const plain = messages.map((m, i) => (i === 0 ? { ...m, content: [{ type: 'image' as const }, { type: 'text' as const, text: 'x' }] } : { ...m, content: 'x' }));
-        expect(controls(tok.encodeChat(messages))).toEqual(controls(tok.encodeChat(plain)));
+        expect(controls(tokenizer().encodeChat(messages))).toEqual(controls(tokenizer().encodeChat(plain)));
       }),
       { numRuns: 500 },
     );

@@ -1,41 +1,31 @@
 // The Qwen tokenizer (the tiny snapshot's files hold the real Qwen2 vocabulary and merges) with text in any script:
 // what a user typed reaches the model as they typed it (after Qwen's NFC normalizer), and the answer streams in
 // whole characters only, emoji sequences included.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTiny } from '../../../../worker/builder/tiny/index.ts';
-import { tokenizerComponent } from '../../../../worker/builder/tiny/tokenizer.ts';
-import { loadTokenizer, TOKENS, type QwenTokenizer } from '../../../../worker/pipeline/tokenizer.ts';
+import { describe, expect, it } from 'vitest';
+import { TOKENS } from '../../../../worker/pipeline/tokenizer.ts';
 import { isWellFormed, WORLD } from '../../../doubles/world-text.ts';
+import { useTinyTokenizer } from '../../../doubles/tiny-tokenizer.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'tok-world-'));
-let tok: QwenTokenizer;
-beforeAll(() => {
-  makeTiny(dir, [tokenizerComponent]);
-  tok = loadTokenizer(dir);
-}, 60_000);
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const tokenizer = useTinyTokenizer('tok-world-');
 
 const all = Object.values(WORLD).join(' ');
 
 describe('text in any script', () => {
   it.each(Object.entries(WORLD))('%s: plain ids that decode back to the text', (_name, text) => {
-    const ids = tok.encodeText(text);
+    const ids = tokenizer().encodeText(text);
     expect(ids.length).toBeGreaterThan(0);
     expect(ids.every((id) => id < TOKENS.endOfText)).toBe(true);
-    expect(tok.decode(ids)).toBe(text.normalize('NFC'));
+    expect(tokenizer().decode(ids)).toBe(text.normalize('NFC'));
   });
 
   it('a question mixing them all, inside the chat template, decodes to itself', () => {
-    const ids = tok.encodeChat([{ role: 'user', content: all }]);
-    expect(tok.decode(ids)).toContain(`user\n${all.normalize('NFC')}\nassistant\n`);
+    const ids = tokenizer().encodeChat([{ role: 'user', content: all }]);
+    expect(tokenizer().decode(ids)).toContain(`user\n${all.normalize('NFC')}\nassistant\n`);
   });
 
   it('streams whole characters: no chunk holds U+FFFD, and the chunks make the text', () => {
-    const s = tok.streamDecoder();
-    const chunks = tok.encodeText(all).map((id) => s.push(id));
+    const s = tokenizer().streamDecoder();
+    const chunks = tokenizer().encodeText(all).map((id) => s.push(id));
     expect(chunks.some((c) => c.includes('\uFFFD'))).toBe(false);
     expect(chunks.every((c) => isWellFormed(c))).toBe(true);
     expect(chunks.join('') + s.flush()).toBe(all.normalize('NFC'));
@@ -47,20 +37,20 @@ describe('the text of a finished answer', () => {
   // BPE writes a rare emoji or ideograph as several ids. decode shows that half character as U+FFFD; the streamed
   // answer never did (streamDecoder waits), so the final message ended in "�" where the last edit had not.
   it.each(Object.entries(WORLD))('%s, stopped after any id: whole characters only, a start of the text', (_name, text) => {
-    const ids = tok.encodeText(text);
+    const ids = tokenizer().encodeText(text);
     const nfc = text.normalize('NFC');
     for (let k = 1; k <= ids.length; k++) {
-      const shown = tok.decodeText(ids.slice(0, k));
+      const shown = tokenizer().decodeText(ids.slice(0, k));
       expect(shown.includes('\uFFFD'), `after ${k} ids: ${JSON.stringify(shown)}`).toBe(false);
       expect(nfc.startsWith(shown)).toBe(true);
     }
-    expect(tok.decodeText(ids)).toBe(nfc);
+    expect(tokenizer().decodeText(ids)).toBe(nfc);
   });
 
   it('an answer cut inside an emoji: decode shows U+FFFD, decodeText leaves the half character out', () => {
-    const ids = tok.encodeText('a fox 🦊');
+    const ids = tokenizer().encodeText('a fox 🦊');
     const cut = ids.slice(0, -1);
-    expect(tok.decode(cut)).toMatch(/\uFFFD$/);
-    expect(tok.decodeText(cut)).toBe('a fox ');
+    expect(tokenizer().decode(cut)).toMatch(/\uFFFD$/);
+    expect(tokenizer().decodeText(cut)).toBe('a fox ');
   });
 });
