@@ -59,7 +59,7 @@ const groups = {
   // results whose place changed while the job waited (archived or locked threads, refusals by a workspace's settings)
   // and the deliveries' outcomes elsewhere / nowhere, since 2026-12-07. Line ranges: the lines of that change; update
   // them when those files move.
-  places: ['bots/discord/delivery.ts:40-63', 'bots/discord/delivery.ts:175-184', 'bots/discord/delivery.ts:230-253', 'bots/discord/delivery.ts:331-408', 'bots/discord/delivery.ts:507', 'bots/slack/port.ts:48-68', 'bots/slack/port.ts:197-251', 'bots/core/delivery.ts:33-37', 'bots/core/delivery.ts:60', 'bots/core/delivery.ts:76-89', 'src/observability/hooks.ts:98-110'],
+  places: ['bots/discord/delivery.ts:40-63', 'bots/discord/delivery.ts:175-184', 'bots/discord/delivery.ts:230-253', 'bots/discord/delivery.ts:331-408', 'bots/slack/port.ts:48-68', 'bots/slack/port.ts:197-252', 'bots/core/delivery.ts:33-37', 'bots/core/delivery.ts:76-89', 'src/observability/hooks.ts:98-110'],
   // the retention purge's timing and a cancel's flag set only while the job exists (src/jobs/{retention,cancel}.ts),
   // since 2026-12-07. Line ranges: update them when those files move.
   retention: ['src/jobs/retention.ts:22-42', 'src/jobs/retention.ts:110-123', 'src/jobs/cancel.ts:1-27'],

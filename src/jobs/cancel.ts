@@ -21,6 +21,7 @@ return 1`;
 /** Flag the job (while it is in the queue: true if it was) and tell every worker. */
 export async function requestCancel(redis: Redis, config: Pick<Config, 'queue'>, jobId: string): Promise<boolean> {
   const jobKey = `${config.queue.prefix}:${QueueNames.jobs}:${jobId}`;
+  // Stryker disable next-line StringLiteral: equivalent, any name no other script on the connection uses defines the same command
   const flagged = Number(await runScript(redis, 'blip3oCancelFlag', FLAG_WHILE_QUEUED, [flagKey(config, jobId), jobKey], [config.queue.keepFailedSeconds])) === 1;
   await redis.publish(cancelChannel(config), jobId);
   return flagged;

@@ -213,7 +213,9 @@ describe('DiscordDelivery', () => {
     fake.closeDirectMessages(carol);
     const base = { platform: 'discord' as const, guildId: fake.guildId, channelId: fake.channelId, userId: carol.id, applicationId: fake.appId };
     const notices = () => fake.channelMessages().filter((m) => m.content.startsWith(`<@${carol.id}> I couldn't send you your private result`));
-    await port().deliver(result('j-closed', { ...base, private: true }, 'a fox for carol'), png);
+    const { port: told, lines: toldLines } = recordingPort();
+    expect(await told.deliver(result('j-closed', { ...base, private: true }, 'a fox for carol'), png)).toBe('nowhere');
+    expect(toldLines).toContainEqual(['warn', { jobId: 'j-closed', toldInChannel: true }, 'the requester does not accept direct messages: the private result was not posted']);
     await port().deliver(result('j-closed', { ...base, private: true }, 'a fox for carol'), png); // a repeated delivery (another process)
     expect(notices()).toHaveLength(1);
     // It pings carol alone (everyone else's mentions stay off).
@@ -279,7 +281,7 @@ describe('DiscordDelivery', () => {
     // Archived by inactivity (a 1-hour thread, a long queue): its status message can no longer be edited.
     const quiet = fake.addThread(fake.channelId, 'quiet thread');
     const a = await inThread(quiet);
-    const p = port();
+    const { port: p, lines: archivedLines } = recordingPort();
     await p.showProgress(a.destination, progress('j-archived', 3)); // "⏳ Drawing: step 3/10" with Cancel
     fake.archiveThread(quiet);
     expect(await p.deliver(result('j-archived', a.destination, 'a fox in a quiet thread'), png)).toBeUndefined(); // posted where asked
@@ -287,6 +289,18 @@ describe('DiscordDelivery', () => {
     expect(there).toHaveLength(1);
     expect(fake.original(a.interaction)!.content).toBe('Done: the result is in the message below.'); // no "⏳ Drawing" with Cancel left behind
     expect(inDm('a fox in a quiet thread')).toEqual([]);
+    expect(archivedLines).toContainEqual(['info', { jobId: 'j-archived' }, 'the thread was archived: posting the result in it anew']);
+    // The same through a status message (a mention, or a token gone): its edit is 50083 too, and the result is posted anew.
+    const quietMention = fake.addThread(fake.channelId, 'quiet thread 3');
+    const question = fake.postUserMessage({ content: 'q', mentionBot: true, channelId: quietMention });
+    const status = (await client.rest.post(`/channels/${quietMention}/messages`, { body: { content: '⏳', message_reference: { message_id: question.id } } })) as { id: string };
+    fake.archiveThread(quietMention);
+    const mention: DiscordDestination = { platform: 'discord', guildId: fake.guildId, channelId: fake.channelId, threadId: quietMention, userId: fake.alice.id, applicationId: fake.appId, replyToMessageId: question.id, statusMessageId: status.id };
+    const { port: viaStatus, lines: statusLines } = recordingPort();
+    expect(await viaStatus.deliver(result('j-archived-status', mention, 'a fox in a quiet mention'), png)).toBeUndefined();
+    expect(fake.channelMessages(quietMention).filter((m) => m.content.includes('a fox in a quiet mention') && m.attachments.length === 1)).toHaveLength(1);
+    expect(inDm('a fox in a quiet mention')).toEqual([]);
+    expect(statusLines).toContainEqual(['info', { jobId: 'j-archived-status' }, 'the thread was archived: posting the result in it anew']);
     // A withheld image there: the note reaches the requester; the status message, which cannot be deleted, stays archived.
     const withheldIn = fake.addThread(fake.channelId, 'quiet thread 2');
     const w = await inThread(withheldIn);
