@@ -38,6 +38,40 @@ export function adminOfWorkspace(user: UsersInfoResponse['user'], where: SlackWo
   return (ofThisWorkspace && Boolean(user.is_admin || user.is_owner)) || (ofThisOrg && Boolean(org.is_admin || org.is_owner));
 }
 
+/**
+ * Who was found not to be an admin of a workspace, for `forMs` after it was found (keys "<team> <user>"). Only that is
+ * remembered, so a demoted admin is refused at once. Entries are kept in the order they were found and those past
+ * `forMs` are dropped as new ones come: one bot asked by every user of a large workspace over months holds only the
+ * last `forMs` of them (until 2026-12-08 one entry per user stayed for the life of the process).
+ */
+export class NotAdmins {
+  private readonly foundAt = new Map<string, number>();
+
+  constructor(
+    private readonly forMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  has(key: string): boolean {
+    const at = this.foundAt.get(key);
+    return at !== undefined && this.now() - at < this.forMs;
+  }
+
+  /** `key` is no admin as of now (it moves to the end of the order), or is one again (`admin`: forgotten). */
+  record(key: string, admin: boolean): void {
+    this.foundAt.delete(key);
+    if (!admin) this.foundAt.set(key, this.now());
+    for (const [oldest, at] of this.foundAt) {
+      if (this.now() - at < this.forMs) break;
+      this.foundAt.delete(oldest);
+    }
+  }
+
+  get size(): number {
+    return this.foundAt.size;
+  }
+}
+
 export const ADMIN_USAGE = [
   'Usage:',
   '• `/blip3o-admin limits` (or `limits show`): the limits in force in this channel and their use',

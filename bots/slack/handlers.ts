@@ -18,7 +18,7 @@ import { thrownUnsent, type CommandInput, type Reply } from '../core/port.ts';
 import { STARTED_TEXT, type Core } from '../core/submit.ts';
 import { ACTION, AskTarget, OUR_ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, isKnownAction, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, messageWith, stripMention } from './conversation.ts';
-import { adminOfWorkspace, parseAdmin } from './admin.ts';
+import { adminOfWorkspace, NotAdmins, parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
 import { SETTINGS_COMMAND, SettingsTarget, VIEW_SETTINGS, parseSettingsText, settingsFromView, settingsModal } from './settings.ts';
@@ -68,27 +68,23 @@ export function registerHandlers(deps: HandlerDeps): void {
   // Stryker disable next-line StringLiteral: equivalent, any text that is no URL gets the same "no usable download link"
   const slackFileRef = (f: ThreadFile) => ({ url: f.url_private_download ?? f.url_private ?? '', name: f.name, mimetype: f.mimetype, size: f.size });
   /**
-   * Users found not to be admins of a workspace, and when: only that is remembered, so an admin who is demoted is
-   * refused at once. Per workspace and user: the same answer of users.info makes an admin of one workspace and not of
-   * another (bots/slack/admin.ts adminOfWorkspace).
+   * Users found not to be admins of a workspace, for ADMIN_CACHE_MS (admin.ts NotAdmins). Per workspace and user: the
+   * same answer of users.info makes an admin of one workspace and not of another (admin.ts adminOfWorkspace).
    */
-  const notAdmins = new Map<string, number>();
+  const notAdmins = new NotAdmins(ADMIN_CACHE_MS);
 
   /** Whether the asker is an admin of the workspace they asked in: a workspace Admin or Owner, or an Org Admin or Owner of its Grid org. */
   async function isAdmin(origin: Origin): Promise<boolean> {
     const { userId } = origin;
     const key = `${origin.teamId} ${userId}`;
-    const at = notAdmins.get(key);
-    // Stryker disable next-line ConditionalExpression,EqualityOperator: the cache's 5 minutes, not a test's time
-    if (at !== undefined && Date.now() - at < ADMIN_CACHE_MS) return false;
+    if (notAdmins.has(key)) return false;
     // Without an answer (missing users:read scope, user gone) nobody is an admin: only admin-only commands suffer.
     const res = await origin.client.users.info({ user: userId }).catch((e: unknown) => {
       log.warn({ userId, err: (e as Error).message }, 'users.info failed; treating the user as not an admin');
       return undefined;
     });
     const value = adminOfWorkspace(res?.user, origin);
-    if (value) notAdmins.delete(key);
-    else notAdmins.set(key, Date.now());
+    notAdmins.record(key, value);
     return value;
   }
 

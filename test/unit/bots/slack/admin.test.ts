@@ -1,7 +1,7 @@
 // `/blip3o-admin …` text → the core's admin commands (bots/slack/admin.ts): every form the usage lists, and a usage
 // answer for anything else. And who is an admin of a workspace, from users.info's user object (adminOfWorkspace).
 import { describe, expect, it } from 'vitest';
-import { ADMIN_USAGE, adminOfWorkspace, parseAdmin } from '../../../../bots/slack/admin.ts';
+import { ADMIN_USAGE, adminOfWorkspace, NotAdmins, parseAdmin } from '../../../../bots/slack/admin.ts';
 import { isUserError } from '../../../../src/errors.ts';
 
 const refusal = (text: string): string => {
@@ -134,5 +134,38 @@ describe('adminOfWorkspace: users.info\'s user object → an admin of the worksp
     // outside Grid, a user without an org is not "of the same org" as a workspace without one
     expect(adminOfWorkspace({ team_id: 'T9', is_admin: true }, HERE)).toBe(false);
     expect(adminOfWorkspace({ team_id: 'T9', enterprise_user: { is_admin: true } }, HERE)).toBe(false);
+  });
+});
+
+describe('NotAdmins: who was found not to be an admin, for a while', () => {
+  it('remembers "not an admin" for its time only, forgets an admin at once, and drops the expired as new ones come', () => {
+    let now = 0;
+    const notAdmins = new NotAdmins(300_000, () => now);
+    notAdmins.record('T1 U1', false);
+    expect(notAdmins.has('T1 U1')).toBe(true);
+    expect(notAdmins.has('T2 U1')).toBe(false); // per workspace and user
+    now = 299_999;
+    expect(notAdmins.has('T1 U1')).toBe(true);
+    now = 300_000;
+    expect(notAdmins.has('T1 U1')).toBe(false); // asked again after 5 minutes
+    notAdmins.record('T1 U2', false);
+    notAdmins.record('T1 U2', true); // made an admin since: forgotten at once
+    expect(notAdmins.has('T1 U2')).toBe(false);
+    // The expired go as new ones come; a user found again moves behind the newer ones and stays its whole time.
+    now = 0;
+    const many = new NotAdmins(300_000, () => now);
+    for (let i = 0; i < 1_000; i++) {
+      now = i * 1_000;
+      many.record(`T1 U${i}`, false);
+    }
+    expect(many.size).toBe(300); // the last 5 minutes' users only (before: all 1,000, for the life of the process)
+    expect(many.has('T1 U699')).toBe(false);
+    expect(many.has('T1 U700')).toBe(true);
+    many.record('T1 U700', false); // found again at 999 s: kept to 1,299 s, behind the newer ones
+    now = 1_100_000;
+    many.record('T1 U2000', false);
+    expect(many.has('T1 U700')).toBe(true);
+    expect(many.has('T1 U800')).toBe(false);
+    expect(many.size).toBe(201); // U801…U999 found in the last 5 minutes, U700 found again, U2000
   });
 });
