@@ -383,15 +383,9 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   app.event('app_mention', async ({ event, client, context }) => {
     const threadTs = event.thread_ts ?? event.ts;
-    // The installation the event was delivered for (Bolt: authorizations[0]). Not the envelope's team_id, which in a
-    // Slack Connect channel is the workspace that created the channel, maybe the partner's, nor event.team, the
-    // author's own: until 2026-12-07 a mention there was that workspace's, outside this channel's limits, settings
-    // (no-log, retention, private results) and budgets (test/unit/bots/slack/slack-connect.redis.test.ts).
-    // Stryker disable next-line StringLiteral: Bolt names the team of every event it authorizes; '' only types it
-    const teamId = context.teamId ?? '';
-    // Stryker disable next-line StringLiteral: as above
+    // Stryker disable next-line StringLiteral: Bolt names the user of every app_mention; '' only types it
     const user = event.user ?? '';
-    const origin: Origin = { client, teamId, enterpriseId: context.enterpriseId, channelId: event.channel, userId: user, threadTs, tellPrivately: onceFor(`msg:${event.channel}:${event.ts}`, ephemeralTo(event.channel, user, threadTs)) };
+    const origin: Origin = { client, ...installationOf(context), channelId: event.channel, userId: user, threadTs, tellPrivately: onceFor(`msg:${event.channel}:${event.ts}`, ephemeralTo(event.channel, user, threadTs)) };
     await guarded(origin, 'app_mention', async () => {
       const question = stripMention(event.text, deps.botUserId);
       const thread = event.thread_ts ? await deps.port.thread(event.channel, event.thread_ts) : [];
@@ -420,9 +414,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const channel = shortcut.channel.id;
     const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
     const user = shortcut.user.id;
-    // Bolt's: the payload's team, or in an org-wide installation (team null) the user's team_id (as buttonOrigin)
-    // Stryker disable next-line StringLiteral: Bolt names the team of every shortcut Slack sends; '' only types it
-    const origin: Origin = { client, teamId: context.teamId ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs: message.thread_ts, tellPrivately: ephemeralTo(channel, user, message.thread_ts) };
+    const origin: Origin = { client, ...installationOf(context), channelId: channel, userId: user, threadTs: message.thread_ts, tellPrivately: ephemeralTo(channel, user, message.thread_ts) };
     // Guarded: a window Slack would not open (a 5xx, the trigger expired) left the user with nothing (found by an audit, 2026-12-07)
     await guarded(origin, 'ask shortcut window', async () => {
       const file = firstFile(await filesOf(client, message));
@@ -440,8 +432,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
     const user = shortcut.user.id;
     const threadTs = message.thread_ts ?? message.ts;
-    // Stryker disable next-line StringLiteral: as above (Bolt's team, never the payload's null one)
-    const origin: Origin = { client, teamId: context.teamId ?? '', enterpriseId: context.enterpriseId, channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
+    const origin: Origin = { client, ...installationOf(context), channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
     await guarded(origin, 'describe shortcut', async () => {
       const file = firstFile(await filesOf(client, message));
       if (!file) return void (await origin.tellPrivately('That message has no image to describe.'));
@@ -457,28 +448,17 @@ export function registerHandlers(deps: HandlerDeps): void {
     if (!meta) return void log.warn({ view: view.id }, 'ask modal with unreadable metadata ignored');
     const question = String(view.state.values.question?.value?.value ?? '').trim();
     const user = body.user.id;
-    // The installation's workspace (Bolt: view.app_installed_team_id). The payload's `team` is the submitter's own, a
-    // partner's for a Slack Connect member of another organisation (bolt-js #1614): until 2026-12-07 their question was
-    // their workspace's, outside this channel's limits and settings. (Bolt's enterpriseId is then their org too; an
-    // ask asks nothing of being an admin.)
-    // Stryker disable next-line StringLiteral: Bolt names the team of every modal it authorizes; '' only types it
-    const origin: Origin = { client, teamId: context.teamId ?? '', enterpriseId: context.enterpriseId, channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
+    // (Bolt's enterpriseId is the submitter's org for a Slack Connect member of another organisation; an ask asks
+    // nothing of being an admin.)
+    const origin: Origin = { client, ...installationOf(context), channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
     await guarded(origin, 'ask shortcut', () => startJob(origin, { command: 'ask', question, image: imageRef(meta.f), history: [] }, `view:${view.id}`, question));
   });
 
   // ---- buttons ---------------------------------------------------------------------------------------------
 
-  /**
-   * A press's workspace is Bolt's context.teamId: the payload's `team.id`, or in an org-wide installation on Enterprise
-   * Grid, where Slack sends `team: null`, the presser's `user.team_id` (bolt-js App.ts buildSource). Until 2026-12-07
-   * such a press read `team` and was the workspace '': its limits, settings, budgets and cache
-   * (test/unit/bots/slack/org-wide-install.redis.test.ts).
-   */
   const buttonOrigin = (body: ButtonBody, client: WebClient, respond: (m: { response_type: 'ephemeral'; replace_original: false; text: string }) => Promise<unknown>, context: { teamId?: string; enterpriseId?: string }): Origin => ({
     client,
-    // Stryker disable next-line StringLiteral: Bolt names the team of every press Slack sends; '' only types it
-    teamId: context.teamId ?? '',
-    enterpriseId: context.enterpriseId,
+    ...installationOf(context),
     channelId: body.container.channel_id,
     userId: body.user.id,
     threadTs: body.container.thread_ts ?? body.container.message_ts,
@@ -545,6 +525,21 @@ export function registerHandlers(deps: HandlerDeps): void {
 
 /** conversations.open's refusals to put the bot and the asker in a DM (its documented errors), for privateDm. */
 const NO_PRIVATE_DM = new Set(['invalid_user_combination', 'user_not_visible', 'missing_scope']);
+
+/**
+ * The workspace a mention, shortcut, modal or button press belongs to: the installation Slack delivered it for, as
+ * Bolt reads it into its context (bolt-js App.ts buildSource), never the payload's other team ids. An event's
+ * envelope `team_id` is, in a Slack Connect channel, the workspace that created the channel (maybe the partner's);
+ * `event.team` is the author's own; a modal's `team` is the submitter's (bolt-js #1614; Bolt reads
+ * `view.app_installed_team_id`); a press or shortcut in an org-wide installation on Enterprise Grid has `team: null`
+ * (Bolt reads `user.team_id`). Until 2026-12-07 those were read, and such requests fell outside this channel's
+ * limits, settings (no-log, retention, private results), budgets and cache (slack-connect.redis.test.ts,
+ * org-wide-install.redis.test.ts). Slash commands keep their `team_id`, which is what Bolt reads for them.
+ */
+function installationOf(context: { teamId?: string; enterpriseId?: string }): Pick<Origin, 'teamId' | 'enterpriseId'> {
+  // Stryker disable next-line StringLiteral: Bolt names the team of everything it authorizes; '' only types it
+  return { teamId: context.teamId ?? '', enterpriseId: context.enterpriseId };
+}
 
 interface ButtonBody {
   user: { id: string };
