@@ -53,16 +53,16 @@ const groups = {
   // MESSAGE_DELETE listeners and attachAskedImage to removeCopy, the delivery's copy on an answer posted anew
   // (askedCopyOn, followedThere, withAskedCopy), render.ts's NOTICE_FLAGS and noticeBody, conversation.ts's check of
   // the mark. Update them when those files move.
-  asked: ['bots/discord/asked-copies.ts', 'bots/discord/adapter.ts:231-232', 'bots/discord/adapter.ts:514-566', 'bots/discord/delivery.ts:261-262', 'bots/discord/delivery.ts:272-272', 'bots/discord/delivery.ts:284-308', 'bots/discord/delivery.ts:553-559', 'bots/discord/render.ts:141-146', 'bots/discord/conversation.ts:86-86'],
+  asked: ['bots/discord/asked-copies.ts', 'bots/discord/adapter.ts:231-232', 'bots/discord/adapter.ts:514-566', 'bots/discord/delivery.ts:262-263', 'bots/discord/delivery.ts:273-273', 'bots/discord/delivery.ts:292-316', 'bots/discord/delivery.ts:561-567', 'bots/discord/render.ts:141-146', 'bots/discord/conversation.ts:86-86'],
   // a job's time limit over all its model runs (worker/job-time-limit.ts), since 2026-12-07
   timelimit: ['worker/job-time-limit.ts'],
   // results whose place changed while the job waited (archived or locked threads, refusals by a workspace's settings)
   // and the deliveries' outcomes elsewhere / nowhere, since 2026-12-07. Line ranges: the lines of that change; update
   // them when those files move.
-  places: ['bots/discord/delivery.ts:40-63', 'bots/discord/delivery.ts:175-184', 'bots/discord/delivery.ts:230-253', 'bots/discord/delivery.ts:331-408', 'bots/slack/port.ts:48-68', 'bots/slack/port.ts:197-252', 'bots/core/delivery.ts:33-37', 'bots/core/delivery.ts:76-89', 'src/observability/hooks.ts:98-110'],
+  places: ['bots/discord/delivery.ts:40-63', 'bots/discord/delivery.ts:175-184', 'bots/discord/delivery.ts:230-254', 'bots/discord/delivery.ts:278-283', 'bots/discord/delivery.ts:339-416', 'bots/slack/port.ts:48-68', 'bots/slack/port.ts:197-252', 'bots/core/delivery.ts:33-37', 'bots/core/delivery.ts:76-89', 'src/observability/hooks.ts:98-110'],
   // the retention purge's timing and a cancel's flag set only while the job exists (src/jobs/{retention,cancel}.ts),
   // since 2026-12-07. Line ranges: update them when those files move.
-  retention: ['src/jobs/retention.ts:22-42', 'src/jobs/retention.ts:110-123', 'src/jobs/cancel.ts:1-27'],
+  retention: ['src/jobs/retention.ts:22-48', 'src/jobs/retention.ts:95-102', 'src/jobs/retention.ts:126-141', 'src/jobs/retention.ts:160-165', 'src/jobs/cancel.ts:1-27'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

@@ -17,6 +17,17 @@ export function charCount(text: string): number {
   return n;
 }
 
+/**
+ * The refusal of a user's text past its limit, counted with charCount: "Your prompt is 1400 characters; the limit is
+ * 1000." (`what` begins the sentence); undefined within the limit. The bots (bots/core/requests.ts,
+ * bots/slack/options.ts) and the worker (worker/limits.ts) all say it with this one sentence, so the wording and the
+ * count cannot drift apart between them. Every limit is at least 1, so the count past it is always "characters".
+ */
+export function lengthRefusal(what: string, text: string, max: number): string | undefined {
+  const chars = charCount(text);
+  return chars > max ? `${what} is ${chars} characters; the limit is ${max}.` : undefined;
+}
+
 /** The first `max` characters (code points) of `text`: never half a surrogate pair. */
 export function firstChars(text: string, max: number): string {
   if (text.length <= max) return text;

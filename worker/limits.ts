@@ -5,7 +5,7 @@
 import type { Config } from '../src/config/schema.ts';
 import type { JobRequest } from '../src/jobs/contract.ts';
 import { UserError } from '../src/errors.ts';
-import { charCount } from '../src/text.ts';
+import { lengthRefusal } from '../src/text.ts';
 
 const MiB = 2 ** 20;
 const size = (n: number) => (n >= MiB ? `${Number((n / MiB).toFixed(1))} MiB` : `${Math.round(n / 1024)} KiB`);
@@ -15,26 +15,29 @@ export function enforceConfiguredLimits(config: Readonly<Config>, request: JobRe
   const refuse = (what: string) => {
     throw new UserError('bad_request', `${what} This worker does not run requests past its configured limits.`);
   };
+  // characters as the bots count them, in the bots' own words (src/text.ts lengthRefusal)
+  const refuseLong = (what: string, text: string, max: number) => {
+    const refusal = lengthRefusal(what, text, max);
+    if (refusal) refuse(refusal);
+  };
   if (request.kind === 'ask') {
     const u = config.understanding;
     const o = request.options;
-    // characters as the bots count them (code points, src/text.ts)
-    if (charCount(request.question) > u.maxQuestionChars) refuse(`Your question is ${charCount(request.question)} characters; the limit is ${u.maxQuestionChars}.`);
+    refuseLong('Your question', request.question, u.maxQuestionChars);
     if (request.history.length > u.maxHistoryTurns) refuse(`The conversation carries ${request.history.length} earlier turns; the limit is ${u.maxHistoryTurns}.`);
-    const long = request.history.find((t) => charCount(t.text) > u.maxQuestionChars);
-    if (long) refuse(`An earlier turn is ${charCount(long.text)} characters; the limit is ${u.maxQuestionChars}.`);
+    for (const turn of request.history) refuseLong('An earlier turn', turn.text, u.maxQuestionChars);
     if (o.maxNewTokens > u.maxNewTokens) refuse(`An answer of up to ${o.maxNewTokens} tokens was asked for; the limit is ${u.maxNewTokens}.`);
     return;
   }
   const g = config.generation;
   const o = request.options;
-  if (charCount(request.prompt) > g.maxPromptChars) refuse(`Your prompt is ${charCount(request.prompt)} characters; the limit is ${g.maxPromptChars}.`);
+  refuseLong('Your prompt', request.prompt, g.maxPromptChars);
   if (o.ditSteps > g.maxDitSteps) refuse(`steps is ${o.ditSteps}; the limit is ${g.maxDitSteps}.`);
   if (o.decoderSteps > g.maxDecoderSteps) refuse(`decoder steps is ${o.decoderSteps}; the limit is ${g.maxDecoderSteps}.`);
   if (o.guidance > g.maxGuidance) refuse(`guidance is ${o.guidance}; the limit is ${g.maxGuidance}.`);
   // Each image is a full generation and each new negative text one more LLM + DiT pass: GPU time a worker's owner caps.
   if ((o.count ?? 1) > g.maxImagesPerRequest) refuse(`${o.count} images were asked for; the limit is ${g.maxImagesPerRequest}.`);
-  if (charCount(o.negative ?? '') > g.maxNegativeChars) refuse(`Your negative prompt is ${charCount(o.negative!)} characters; the limit is ${g.maxNegativeChars}.`);
+  refuseLong('Your negative prompt', o.negative ?? '', g.maxNegativeChars);
 }
 
 /** Throws UserError('bad_image') for an input image larger than `understanding.maxInputImageBytes`. */

@@ -19,7 +19,7 @@ import {
   type VaryRequest,
 } from '../../src/jobs/contract.ts';
 import { UserError } from '../../src/errors.ts';
-import { charCount, firstChars } from '../../src/text.ts';
+import { firstChars, lengthRefusal } from '../../src/text.ts';
 import type { CommandInput, ImageRef } from './port.ts';
 
 /** Formats we decode on the worker (spec: PNG/JPEG/WebP/GIF). */
@@ -40,6 +40,12 @@ export function formatBytes(n: number): string {
 export function tooLargeText(name: string, size: number | undefined, max: number): string {
   const [is, limit] = [size === undefined ? undefined : formatBytes(size), formatBytes(max)];
   return is === undefined || is === limit ? `${name} is larger than the ${limit} limit.` : `${name} is ${is}; the limit is ${limit}.`;
+}
+
+/** Throws UserError('bad_request') for a text past its limit, in characters (src/text.ts lengthRefusal). */
+export function checkLength(what: string, text: string, max: number): void {
+  const refusal = lengthRefusal(what, text, max);
+  if (refusal) throw new UserError('bad_request', refusal);
 }
 
 /** A random seed such that seed … seed+count−1 are all valid seeds. */
@@ -71,8 +77,7 @@ export function imagineOptions(
     aspect: aspect.data,
   };
   const negative = (input.negative ?? '').trim();
-  if (charCount(negative) > Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS))
-    throw new UserError('bad_request', `Your negative prompt is ${charCount(negative)} characters; the limit is ${Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS)}.`);
+  checkLength('Your negative prompt', negative, Math.min(g.maxNegativeChars, MAX_NEGATIVE_CHARS));
   if (negative) options.negative = negative;
   if (count > 1) {
     if (options.seed + count - 1 > 2 ** 32 - 1) throw new UserError('bad_request', `With ${count} images the seed can be at most ${2 ** 32 - count}.`);
@@ -88,8 +93,7 @@ function checkPrompt(config: Config, prompt: string, required: boolean): string 
   const text = prompt.trim();
   if (required && saysNothing(text)) throw new UserError('bad_request', 'Please describe the image you want.');
   // characters as Discord counts the option's max_length (code points, src/text.ts): 🦊 is one, not two
-  if (charCount(text) > config.generation.maxPromptChars)
-    throw new UserError('bad_request', `Your prompt is ${charCount(text)} characters; the limit is ${config.generation.maxPromptChars}.`);
+  checkLength('Your prompt', text, config.generation.maxPromptChars);
   return text;
 }
 
@@ -174,8 +178,7 @@ export function varyRequest(
 export function checkQuestion(config: Config, question: string): string {
   const text = question.trim();
   if (saysNothing(text)) throw new UserError('bad_request', 'Please ask a question about the image.');
-  if (charCount(text) > config.understanding.maxQuestionChars)
-    throw new UserError('bad_request', `Your question is ${charCount(text)} characters; the limit is ${config.understanding.maxQuestionChars}.`);
+  checkLength('Your question', text, config.understanding.maxQuestionChars);
   return text;
 }
 

@@ -234,9 +234,9 @@ export class DiscordDelivery implements PlatformPort {
         await this.patchOriginal(d, resultMessage(result, image, undefined, gallery));
         return;
       } catch (e) {
-        // In an archived thread: posted anew below, which unarchives it (or, locked, goes to the requester).
-        if (inArchivedThread(e)) this.log.info({ jobId: result.jobId }, 'the thread was archived: posting the result in it anew');
-        else if (!isGone(e)) throw e;
+        if (this.archivedThread(e, result.jobId)) {
+          // posted anew below, which unarchives it (or, locked, goes to the requester)
+        } else if (!isGone(e)) throw e;
         else {
           this.forgetToken(d.interactionToken);
           this.log.info({ jobId: result.jobId, code: (e as DiscordAPIError).code }, 'interaction token gone; posting to the channel');
@@ -248,8 +248,9 @@ export class DiscordDelivery implements PlatformPort {
         await this.rest.patch(Routes.channelMessage(statusChannelOf(d), d.statusMessageId), withFiles(resultMessage(result, image, undefined, gallery)));
         return;
       } catch (e) {
-        if (inArchivedThread(e)) this.log.info({ jobId: result.jobId }, 'the thread was archived: posting the result in it anew');
-        else if (cannotPostIn(e)) return this.postToRequester(d, result, e, image, gallery);
+        if (this.archivedThread(e, result.jobId)) {
+          // posted anew below, as for the interaction's original
+        } else if (cannotPostIn(e)) return this.postToRequester(d, result, e, image, gallery);
         else if (!isGone(e)) throw e;
       }
     }
@@ -272,6 +273,13 @@ export class DiscordDelivery implements PlatformPort {
       if (copy) await this.followedThere(result.jobId, posted);
     }
     if (status) await this.closeStaleStatus(d, status, result);
+  }
+
+  /** Whether an edit of `post` failed in an archived thread (THREAD_ARCHIVED), said in the log for either edit. */
+  private archivedThread(e: unknown, jobId: string): boolean {
+    if (!inArchivedThread(e)) return false;
+    this.log.info({ jobId }, 'the thread was archived: posting the result in it anew');
+    return true;
   }
 
   /**

@@ -9,7 +9,16 @@
 import { createHash } from 'node:crypto';
 import type { JobRequest } from '../jobs/contract.ts';
 
-/** Unicode NFC, trimmed, runs of whitespace as one space: "a  red\nfox " and "a red fox" ask for the same image. */
+/**
+ * Unicode NFC, trimmed, runs of whitespace as one space: "a  red\nfox " and "a red fox" ask for the same image.
+ *
+ * NFC, not NFKC: the model's tokenizer (Qwen2's tokenizer.json, `"normalizer": {"type": "NFC"}`, run by
+ * worker/pipeline/tokenizer.ts on the user's own text) composes what it is given, so two spellings NFC folds together
+ * are the same token ids and get the same image or greedy answer. NFKC would also fold what the tokenizer tells apart
+ * ("ｒｅｄ ｆｏｘ" and "red fox", "ﬁre" and "fire", "x²" and "x2" are other ids), and the cache would then serve one
+ * request the result the model drew for another (test/unit/src/cache/key-tokenizer.test.ts). Whitespace runs are the
+ * one fold past the tokenizer's (a double space or a newline is its own token): a choice for how people type.
+ */
 export function normaliseText(text: string): string {
   return text.normalize('NFC').trim().replace(/\s+/g, ' ');
 }

@@ -3,6 +3,7 @@
 // bot and worker sees a change on the next request. The usage report is a short table and a small bar chart (SVG
 // rendered to PNG with sharp), private to the admin.
 import sharp from 'sharp';
+import stringWidth from 'string-width';
 import { UserError } from '../../../src/errors.ts';
 import { charCount, clipText, cutPoint, firstChars } from '../../../src/text.ts';
 import { channelKey, workspaceOf, type Destination } from '../../../src/jobs/contract.ts';
@@ -108,13 +109,20 @@ export function cleanName(name: string): string {
   return `${line.slice(0, cutPoint(line, firstChars(line, NAME_CHARS - 1).length)).trimEnd()}…`;
 }
 
+/**
+ * `text` then spaces to `columns` columns of a monospace font, counted by string-width (East Asian Wide and Fullwidth
+ * characters and emoji 2, combining marks 0). `padEnd` counts UTF-16 units: until 2026-12-08 a CJK or emoji name
+ * pushed its row's numbers out of line with the others.
+ */
+const padColumns = (text: string, columns: number) => text + ' '.repeat(Math.max(0, columns - stringWidth(text)));
+
 function table(title: string, rows: UsageRow[], label: (id: string) => string): string[] {
   if (rows.length === 0) return [`${title}: nothing yet.`];
   const names = rows.slice(0, TOP).map((r) => label(r.id));
-  const w = Math.max(8, ...names.map((n) => n.length));
-  const out = [`${title}:`, '```', `${'name'.padEnd(w)}  GPU-s    jobs  cached  refused`];
+  const w = Math.max(8, ...names.map((n) => stringWidth(n)));
+  const out = [`${title}:`, '```', `${padColumns('name', w)}  GPU-s    jobs  cached  refused`];
   rows.slice(0, TOP).forEach((r, i) =>
-    out.push(`${names[i]!.padEnd(w)}  ${num(r.gpuSeconds).padStart(5)}  ${String(r.jobs).padStart(6)}  ${String(r.hits).padStart(6)}  ${String(r.refusals).padStart(7)}`),
+    out.push(`${padColumns(names[i]!, w)}  ${num(r.gpuSeconds).padStart(5)}  ${String(r.jobs).padStart(6)}  ${String(r.hits).padStart(6)}  ${String(r.refusals).padStart(7)}`),
   );
   out.push('```');
   return out;

@@ -1,6 +1,6 @@
 // src/text.ts: characters counted as Discord and the job format count them, and cuts a reader never sees through.
 import { describe, expect, it } from 'vitest';
-import { charCount, clipText, cutPoint, firstChars } from '../../../src/text.ts';
+import { charCount, clipText, cutPoint, firstChars, lengthRefusal } from '../../../src/text.ts';
 import { expectWholeGraphemes, graphemes, WORLD } from '../../doubles/world-text.ts';
 
 describe('charCount and firstChars: code points', () => {
@@ -18,6 +18,21 @@ describe('charCount and firstChars: code points', () => {
     expect(firstChars('a🦊🦊b', 0)).toBe('');
     expect(firstChars('a🦊🦊b', 4)).toBe('a🦊🦊b');
     expect(firstChars('abc', 5)).toBe('abc');
+  });
+});
+
+describe('lengthRefusal: the one sentence for a text past its limit, bots and worker alike', () => {
+  it('says nothing within or at the limit, and the count and the limit past it', () => {
+    expect(lengthRefusal('Your prompt', 'x'.repeat(10), 10)).toBeUndefined();
+    expect(lengthRefusal('Your prompt', '', 1)).toBeUndefined();
+    expect(lengthRefusal('Your prompt', 'x'.repeat(11), 10)).toBe('Your prompt is 11 characters; the limit is 10.');
+    expect(lengthRefusal('An earlier turn', 'b'.repeat(16), 15)).toBe('An earlier turn is 16 characters; the limit is 15.');
+  });
+
+  it('counts code points, as charCount does: ten foxes are 10 characters, a family emoji 5', () => {
+    expect(lengthRefusal('Your question', WORLD.fox.repeat(10), 10)).toBeUndefined();
+    expect(lengthRefusal('Your question', WORLD.fox.repeat(11), 10)).toBe('Your question is 11 characters; the limit is 10.');
+    expect(lengthRefusal('Your negative prompt', WORLD.family, 4)).toBe('Your negative prompt is 5 characters; the limit is 4.');
   });
 });
 

@@ -275,6 +275,31 @@ describe('/blip3o-admin usage', () => {
     expect(unnamed.kind === 'text' && unnamed.text.split('\n')[4]).toBe('this channel     60       1       0        0');
   });
 
+  it('pads names by the columns a monospace font gives them: a CJK character or an emoji 2, a combining mark 0', async () => {
+    const g = 'wide-g';
+    for (const [i, seconds] of [[1, 30], [2, 20], [3, 10]] as const) await ran(`w${i}`, discord(`wc${i}`, `wu${i}`, g), seconds);
+    const names = new Map([['wc1', '一般'], ['wc2', 'general'], ['wc3', '🎨-art'], ['wu1', '山田太郎'], ['wu2', 'Jose\u0301'], ['wu3', '🦊 fox']]);
+    const displayNames = async (_d: Destination, ids: { channels: readonly string[]; users: readonly string[] }) => {
+      const pick = (list: readonly string[]) => new Map(list.filter((id) => names.has(id)).map((id) => [id, names.get(id)!]));
+      return { channels: pick(ids.channels), users: pick(ids.users) };
+    };
+    const reply = await usageCommand(inv({ command: 'usage', days: 1 }, discord('wc-admin', 'admin', g)), { config, gate, displayNames });
+    if (reply.kind !== 'text') throw new Error('not text');
+    // Before 2026-12-08 names were padded by UTF-16 units: "#一般" (5 columns, 3 units) took 5 spaces, 2 too many.
+    expect(reply.text.split('\n').slice(3, 7)).toEqual([
+      'name      GPU-s    jobs  cached  refused',
+      '#一般        30       1       0        0',
+      '#general     20       1       0        0',
+      '#🎨-art      10       1       0        0',
+    ]);
+    expect(reply.text.split('\n').slice(10, 14)).toEqual([
+      'name       GPU-s    jobs  cached  refused',
+      '@山田太郎     30       1       0        0',
+      '@Jose\u0301         20       1       0        0',
+      '@🦊 fox       10       1       0        0',
+    ]);
+  });
+
   it('cleanName: one line, no control characters, no backtick, at most 24 characters', () => {
     expect(cleanName('  two\n lines\r\n ')).toBe('two lines');
     expect(cleanName('\u0007bell\u202eback')).toBe('bellback');
