@@ -9,6 +9,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import {
   Client,
   Events,
+  GatewayDispatchEvents,
   GatewayIntentBits,
   MessageFlags,
   Partials,
@@ -44,7 +45,7 @@ import type { Core } from '../core/submit.ts';
 import { within } from '../core/deadline.ts';
 import { parseDuration, type SavedSettings } from '../core/settings.ts';
 import { adminInput } from './admin.ts';
-import { AskedCopies, type CopyAt } from './asked-copies.ts';
+import { AskedCopies, DeletedMessages, attachmentsLeft, type CopyAt } from './asked-copies.ts';
 import { ASKED_IMAGE_FILE, askedImageFile } from './asked-image.ts';
 import { checkBeforeDownload, downloadImage, isImageAttachment, type AttachmentMeta, type DownloadPolicy } from './attachments.ts';
 import { COMMAND } from './commands.ts';
@@ -119,6 +120,8 @@ export class DiscordAdapter implements Adapter {
   // Stryker disable next-line BooleanLiteral: equivalent, login() sets it before any event is handled
   private messageContent = false;
   private readonly seen = new Set<string>();
+  /** The attachment an Ask form's submit asked about, for its copy's link (attachAskedImage); gone with the interaction. */
+  private readonly askedAttachments = new WeakMap<ModalSubmitInteraction, string>();
   /** Context-menu targets waiting for their modal (the modal submit does not carry the message). */
   private readonly modalTargets = new Map<string, { image: AttachmentMeta; at: number }>();
   private readonly onFatal: (error: Error) => void;
@@ -227,9 +230,11 @@ export class DiscordAdapter implements Adapter {
     this.messageContent = withContent;
     client.on(Events.InteractionCreate, (i) => void this.onInteraction(i));
     client.on(Events.MessageCreate, (m) => void this.onMessage(m));
-    // Uncached messages come as partials (Partials.Message): their ids are all that is needed here.
-    client.on(Events.MessageDelete, (m) => void this.onDeleted([m.id]));
-    client.on(Events.MessageBulkDelete, (messages) => void this.onDeleted([...messages.keys()]));
+    // An Ask form's copy follows its target (asked-copies.ts), read from the gateway's payloads: discord.js drops these
+    // three events in a channel it holds no object for (until 2026-12-08 a deletion there left the copy).
+    client.ws.on(GatewayDispatchEvents.MessageDelete, (data: unknown) => void this.onDeleted(data));
+    client.ws.on(GatewayDispatchEvents.MessageDeleteBulk, (data: unknown) => void this.onDeleted(data));
+    client.ws.on(GatewayDispatchEvents.MessageUpdate, (data: unknown) => void this.onEdited(data));
     client.on(Events.ShardResume, (_id, replayed) => this.log.info({ replayed }, 'gateway resumed'));
     logRateLimits(client.rest, this.log);
     followUpsAtMostOnce(client.rest); // a follow-up has no nonce: never sent twice (lost-replies.ts)
@@ -386,6 +391,7 @@ export class DiscordAdapter implements Adapter {
       async (question) => {
         const image = this.modalTargets.get(messageId)?.image ?? (await this.fetchImageOf(channelId, messageId));
         this.modalTargets.delete(messageId);
+        if (image.id) this.askedAttachments.set(interaction, image.id);
         return { command: 'ask', question, image: await this.download(image) };
       },
     );
@@ -522,8 +528,8 @@ export class DiscordAdapter implements Adapter {
         files: [file],
         auth: false,
       })) as APIMessage;
-      const target = interaction.isModalSubmit() ? parseAskModalId(interaction.customId).messageId : undefined;
-      if (!target) return; // an /ask upload is in no message: nothing to follow
+      if (!interaction.isModalSubmit()) return; // an /ask upload is in no message: nothing to follow
+      const target = { messageId: parseAskModalId(interaction.customId).messageId, attachmentId: this.askedAttachments.get(interaction) };
       await this.copies!.link(target, jobId, { channelId: answer.channel_id, messageId: answer.id }).catch(async (e: unknown) => {
         await this.client!.rest.patch(original, { body: { attachments: [] }, auth: false });
         throw e;
@@ -538,12 +544,32 @@ export class DiscordAdapter implements Adapter {
    * not): the answers about those that were Ask form targets lose their copy of the image (asked-copies.ts). One Redis
    * round trip per event, a second and the edits only for a target.
    */
-  private async onDeleted(messageIds: string[]): Promise<void> {
+  private async onDeleted(payload: unknown): Promise<void> {
+    const parsed = DeletedMessages.safeParse(payload);
+    if (!parsed.success) return void this.log.warn({ err: parsed.error.message }, 'a message deletion from the gateway could not be read: copies of its images stay');
+    const messageIds = parsed.data;
     try {
       const copies = (await this.copies?.take(messageIds)) ?? [];
       await Promise.all(copies.map((at) => this.removeCopy(at)));
     } catch (e) {
       this.log.warn({ messages: messageIds.length, err: (e as Error).message }, 'could not look up the answers about a deleted message: their copies of its image stay');
+    }
+  }
+
+  /**
+   * A message edited (MESSAGE_UPDATE: its author removed files, the bot edited its own, a link preview came): the
+   * answers about an image it no longer has lose their copy, as at its deletion. Not where the payload's attachments
+   * cannot be trusted (attachmentsLeft: no Message Content intent). One Redis round trip per edit, more for a target.
+   */
+  private async onEdited(payload: unknown): Promise<void> {
+    const botId = this.client?.user?.id;
+    const edit = botId ? attachmentsLeft(payload, botId, this.messageContent) : undefined;
+    if (!edit) return;
+    try {
+      const copies = (await this.copies?.takeRemoved(edit.messageId, edit.left)) ?? [];
+      await Promise.all(copies.map((at) => this.removeCopy(at)));
+    } catch (e) {
+      this.log.warn({ message: edit.messageId, err: (e as Error).message }, 'could not look up the answers about an edited message: their copies of its image stay');
     }
   }
 
@@ -740,7 +766,7 @@ export class DiscordAdapter implements Adapter {
     })) as APIMessage | undefined;
     // as firstImage() picks the menu's target: the first image, else the first file (checkBeforeDownload says why not)
     // Stryker disable next-line LogicalOperator: equivalent in practice, without a type the extension decides and Discord uploads carry both
-    const all = (message?.attachments ?? []).map((a): AttachmentMeta => ({ url: a.url, filename: a.filename, size: a.size, contentType: a.content_type ?? null }));
+    const all = (message?.attachments ?? []).map((a): AttachmentMeta => ({ id: a.id, url: a.url, filename: a.filename, size: a.size, contentType: a.content_type ?? null }));
     const image = all.find((a) => isImageAttachment(a)) ?? all[0];
     if (!image) throw new UserError('bad_image', 'That message has no image I can read any more.');
     return image;

@@ -6,6 +6,8 @@ import { UserError } from '../../src/errors.ts';
 import { tooLargeText } from '../core/requests.ts';
 
 export interface AttachmentMeta {
+  /** Discord's id of the attachment, where it was read from a message: what an Ask form's copy follows (asked-copies.ts). */
+  id?: string;
   url: string;
   filename: string;
   /** As Discord declared it. */

@@ -33,6 +33,7 @@ export interface ChainResult {
 /** The first image attachment of a message, or any attachment if none is declared as an image (to explain why). */
 export function firstImage(message: Pick<Message, 'id' | 'attachments'>): (AttachmentMeta & { messageId: string }) | undefined {
   const all = [...message.attachments.values()].map((a) => ({
+    id: a.id,
     url: a.url,
     filename: a.name,
     size: a.size,
@@ -46,7 +47,7 @@ export function firstImage(message: Pick<Message, 'id' | 'attachments'>): (Attac
 export function imageAt(message: Pick<Message, 'id' | 'attachments'>, index: number | undefined): (AttachmentMeta & { messageId: string }) | undefined {
   if (index === undefined) return firstImage(message);
   const a = [...message.attachments.values()][index];
-  return a && { url: a.url, filename: a.name, size: a.size, contentType: a.contentType, messageId: message.id };
+  return a && { id: a.id, url: a.url, filename: a.name, size: a.size, contentType: a.contentType, messageId: message.id };
 }
 
 /**

@@ -330,6 +330,20 @@ export class FakeDiscord {
   }
 
   /**
+   * A user edits their message: new text, and the attachments that stay (`keep`: Discord's client lets its author
+   * remove files, never add them). MESSAGE_UPDATE carries the whole message as edited, its attachments array complete
+   * (discord-api-docs: the payload of MESSAGE_CREATE), blanked without the MessageContent intent as MESSAGE_CREATE is.
+   */
+  editUserMessage(message: FakeMessage, edit: { content?: string; keep?: (a: FakeAttachment) => boolean }): void {
+    if (edit.content !== undefined) message.content = edit.content;
+    if (edit.keep) message.attachments = message.attachments.filter(edit.keep);
+    message.editedAt = Date.now();
+    const json = messageJson(this.visible(message, false), this.messages);
+    if (message.guildId) json.member = { roles: [], joined_at: new Date().toISOString(), deaf: false, mute: false, flags: 0 };
+    this.dispatch('MESSAGE_UPDATE', json);
+  }
+
+  /**
    * A message is deleted (its author, a moderator, or the bot through REST): gone from the channel, and MESSAGE_DELETE
    * `{id, channel_id, guild_id?}` on the gateway, as Discord sends it to a bot with GUILD_MESSAGES (DIRECT_MESSAGES in
    * a DM), whether or not the bot has the message cached. An ephemeral message has no gateway events.

@@ -1,9 +1,10 @@
 // The copy of the asked-about image on an /ask or Ask form answer (bots/discord/asked-image.ts, asked-copies.ts), past
-// the answer itself: the copy of an Ask form's target follows the target's deletion (its link in Redis, read by whichever
-// bot process hears the gateway event), an answer posted as a new message after its token expired carries the copy too,
+// the answer itself: the copy of an Ask form's target follows the target's deletion, and an edit that removes its image
+// (its link in Redis, read by whichever bot process hears the gateway event), an answer posted as a new message after its token expired carries the copy too,
 // and the copy reads no settings of its own. Real discord.js against the fake Discord, real Redis, no worker: results are
 // delivered by the port, as the delivery consumer does.
 import sharp from 'sharp';
+import type { Client } from 'discord.js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DiscordAdapter } from '../../../../bots/discord/adapter.ts';
 import { AskedCopies } from '../../../../bots/discord/asked-copies.ts';
@@ -49,10 +50,10 @@ const shownWithCopy = (i: FakeInteraction) =>
   }, 10_000, 'the place in line with the copy of the image');
 
 /** The answer delivered as the delivery consumer does (by the port), with the copy already on the original response. */
-async function answer(i: FakeInteraction, text: string): Promise<void> {
+async function answer(i: FakeInteraction, text: string, via: DiscordAdapter = h.adapter): Promise<void> {
   const job = await queued(i);
   await withCopy(i);
-  await h.adapter.port.deliver({ v: 1, jobId: jobIdFor('discord', i.id), kind: 'ask', destination: job.destination, status: 'succeeded', answer: { text, tokenCount: 3 }, timingsMs: {}, finishedAt: Date.now() }, undefined);
+  await via.port.deliver({ v: 1, jobId: jobIdFor('discord', i.id), kind: 'ask', destination: job.destination, status: 'succeeded', answer: { text, tokenCount: 3 }, timingsMs: {}, finishedAt: Date.now() }, undefined);
 }
 
 /** The Ask form (context menu → modal) on `target` with `question`, by `user`. */
@@ -172,11 +173,93 @@ describe('the copy of an Ask form target follows the target', () => {
     }
   });
 
+  it('in a thread discord.js holds no channel for, deleted alone or in a purge: the answers there lose the copy (the gateway event\'s ids are enough)', async () => {
+    const thread = h.fake.addThread(h.fake.channelId, 'old thread', { unseen: true });
+    const alone = h.fake.postUserMessage({ content: 'a lamp', channelId: thread, attachments: [attachment()], silent: true });
+    const purged = h.fake.postUserMessage({ content: 'a chair', channelId: thread, attachments: [attachment()], silent: true });
+    const [aboutAlone, aboutPurged] = [await askForm(alone, 'what lamp is it?'), await askForm(purged, 'what chair is it?')];
+    await answer(aboutAlone, 'A desk lamp.');
+    await answer(aboutPurged, 'A stool.');
+    expect(h.fake.original(aboutPurged)!.channelId).toBe(thread);
+    // The answers' MESSAGE_CREATE (channel_type 11) made discord.js build the thread; out of its cache again, as a
+    // channel discord.js never heard of: its actions then drop MESSAGE_DELETE and MESSAGE_DELETE_BULK there.
+    const client = (h.adapter as unknown as { client: Client }).client;
+    client.channels.cache.delete(thread);
+    h.fake.deleteMessage(alone);
+    await copyGone(h.fake.original(aboutAlone)!, 'the copy removed after a deletion in the thread');
+    h.fake.bulkDelete([purged, h.fake.postUserMessage({ content: 'spam', channelId: thread, silent: true })]);
+    await copyGone(h.fake.original(aboutPurged)!, 'the copy removed after a purge in the thread');
+    expect([h.fake.original(aboutAlone)!.content, h.fake.original(aboutPurged)!.content]).toEqual(['A desk lamp.', 'A stool.']);
+  });
+
   it('an /ask upload is in no message: nothing to follow, nothing stored', async () => {
     const before = await linkKeys();
     const i = askSlash('what is on the uploaded photo?');
     await answer(i, 'A fox.');
     expect((await linkKeys()).sort()).toEqual(before.sort());
+  });
+});
+
+describe('the copy follows its target\'s image through an edit (MESSAGE_UPDATE)', () => {
+  const targetLinked = (target: FakeMessage) => h.core.redis.exists(`${h.prefix}:discord-asked-copy:target:${target.id}`);
+
+  it('the asked image removed, another kept (the target not in the cache): the answer loses the copy, its text stays; an edit that keeps the asked image leaves it', async () => {
+    const removed = h.fake.postUserMessage({ content: 'two cats', attachments: [attachment(), attachment()], silent: true });
+    const kept = h.fake.postUserMessage({ content: 'two dogs', attachments: [attachment(), attachment()], silent: true });
+    const [aboutRemoved, aboutKept] = [await askForm(removed, 'which cat is older?'), await askForm(kept, 'which dog is older?')];
+    await answer(aboutRemoved, 'The grey one.');
+    await answer(aboutKept, 'The brown one.');
+    const [askedCat] = removed.attachments;
+    const [askedDog] = kept.attachments;
+    h.fake.editUserMessage(kept, { content: 'one dog', keep: (a) => a.id === askedDog!.id }); // the other image removed
+    h.fake.editUserMessage(removed, { content: 'one cat', keep: (a) => a.id !== askedCat!.id }); // the asked one removed
+    await copyGone(h.fake.original(aboutRemoved)!, 'the copy removed after the edit');
+    expect(h.fake.original(aboutRemoved)!.content).toBe('The grey one.');
+    expect(await targetLinked(removed)).toBe(0);
+    await settle();
+    expect(h.fake.original(aboutKept)!.attachments.map((a) => a.filename)).toEqual([COPY]);
+    expect(await targetLinked(kept)).toBe(1);
+    h.fake.deleteMessage(kept); // still followed after the edit that kept its image
+    await copyGone(h.fake.original(aboutKept)!, 'the copy removed after the deletion');
+  });
+
+  it('an answer linked by the previous version (no attachment id stored): an edit leaving an image keeps the copy, one leaving none takes it off', async () => {
+    const target = h.fake.postUserMessage({ content: 'two birds', attachments: [attachment(), attachment()], silent: true });
+    const asked = await askForm(target, 'which bird sings?');
+    await answer(asked, 'The small one.');
+    // as the previous version wrote it: the job's set names the messages with its copy, and nothing else
+    const jobKey = `${h.prefix}:discord-asked-copy:job:${jobIdFor('discord', asked.id)}`;
+    const notMessages = (await h.core.redis.smembers(jobKey)).filter((m) => !/^\d+\/\d+$/.test(m));
+    if (notMessages.length > 0) await h.core.redis.srem(jobKey, ...notMessages);
+    const [first] = target.attachments;
+    h.fake.editUserMessage(target, { keep: (a) => a.id !== first!.id }); // which image it asked about is not known: one is left
+    await settle();
+    expect(h.fake.original(asked)!.attachments.map((a) => a.filename)).toEqual([COPY]);
+    h.fake.editUserMessage(target, { keep: () => false });
+    await copyGone(h.fake.original(asked)!, 'the copy removed once no image is left');
+    expect(await targetLinked(target)).toBe(0);
+  });
+
+  it('an answer asked about in turn (its copy the image): when its own copy goes, the answer about it loses its copy too', async () => {
+    const target = h.fake.postUserMessage({ content: 'a moth', attachments: [attachment()], silent: true });
+    const first = await askForm(target, 'what moth?');
+    await answer(first, 'A luna moth.');
+    const second = await askForm(h.fake.original(first)!, 'what colour is it?');
+    await answer(second, 'Pale green.');
+    h.fake.deleteMessage(target);
+    await copyGone(h.fake.original(first)!, 'the copy removed from the first answer');
+    await copyGone(h.fake.original(second)!, 'the copy removed from the answer about the first answer'); // its MESSAGE_UPDATE, the bot's own
+  });
+
+  it('an edit that names no attachments, or of a message that was no target: nothing taken off, the link kept', async () => {
+    const target = h.fake.postUserMessage({ content: 'a fish', attachments: [attachment()], silent: true });
+    const asked = await askForm(target, 'what fish?');
+    await answer(asked, 'A carp.');
+    h.fake.dispatch('MESSAGE_UPDATE', { id: target.id, channel_id: target.channelId, guild_id: target.guildId, content: 'a carp' }); // an older partial update
+    h.fake.editUserMessage(h.fake.postUserMessage({ content: 'words', attachments: [attachment()] }), { keep: () => false });
+    await settle();
+    expect(h.fake.original(asked)!.attachments.map((a) => a.filename)).toEqual([COPY]);
+    expect(await targetLinked(target)).toBe(1);
   });
 });
 
@@ -264,6 +347,26 @@ describe('another bot process', () => {
       h.fake.deleteMessage(target);
       await copyGone(h.fake.original(asked)!, 'the copy removed by the other process');
       expect(h.fake.original(asked)!.content).toBe('A collie.');
+    } finally {
+      await other.stop();
+    }
+  });
+
+  it('one without the Message Content intent: an edit in a server comes with its attachments blanked, so it is not followed (the deletion still is)', async () => {
+    await h.adapter.stop(); // stopped above already; a process that logs in without the intent
+    const config = { ...h.config, discord: { ...h.config.discord, messageContentIntent: false } };
+    const other = new DiscordAdapter({ config, secrets: { REDIS_URL: 'redis://127.0.0.1:6379', DISCORD_TOKEN: h.fake.token, DISCORD_APPLICATION_ID: h.fake.appId }, log: createLogger('no-content-process', 'warn') });
+    try {
+      await other.start(h.core);
+      expect(other.hasMessageContent).toBe(false);
+      const target = h.fake.postUserMessage({ content: 'a tree', attachments: [attachment()], silent: true });
+      const asked = await askForm(target, 'which tree?');
+      await answer(asked, 'An oak.', other);
+      h.fake.editUserMessage(target, { content: 'an old tree' }); // its image kept; MESSAGE_UPDATE says attachments: []
+      await settle();
+      expect(h.fake.original(asked)!.attachments.map((a) => a.filename)).toEqual([COPY]);
+      h.fake.deleteMessage(target);
+      await copyGone(h.fake.original(asked)!, 'the copy removed after the deletion');
     } finally {
       await other.stop();
     }
