@@ -11,7 +11,7 @@ import { ErrorCode, type App } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import type { Config } from '../../src/config/schema.ts';
 import { isUserError, UserError } from '../../src/errors.ts';
-import { CONTRACT_VERSION, type SlackDestination } from '../../src/jobs/contract.ts';
+import { CONTRACT_VERSION, MAX_RETENTION_SECONDS, type SlackDestination } from '../../src/jobs/contract.ts';
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import { thrownUnsent, type CommandInput, type Reply } from '../core/port.ts';
@@ -22,7 +22,7 @@ import { adminOfWorkspace, NotAdmins, parseAdmin } from './admin.ts';
 import { checkDeclared } from './download.ts';
 import { parseImagine } from './options.ts';
 import { SETTINGS_COMMAND, SettingsTarget, VIEW_SETTINGS, parseSettingsText, settingsFromView, settingsModal } from './settings.ts';
-import { resultFileName, slackError, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
+import { resultFileName, slackError, THREAD_ONLY, type JobTitle, type SlackPort, type ThreadFile } from './port.ts';
 
 export interface HandlerDeps {
   app: App;
@@ -45,6 +45,12 @@ interface Origin {
   enterpriseId?: string;
   channelId: string;
   userId: string;
+  /**
+   * The asker's own workspace, as the payload names it (an event's `user_team`/`team`, an interactive payload's
+   * `user.team_id`); another than `teamId` for a Slack Connect member of another organisation. Unknown for slash
+   * commands, whose payload names only `team_id`.
+   */
+  askerTeamId?: string;
   /** The thread to work in; undefined = a new top-level status message becomes the thread. */
   threadTs?: string;
   /**
@@ -58,6 +64,19 @@ interface Origin {
 }
 
 const ADMIN_CACHE_MS = 5 * 60_000;
+
+/**
+ * A request of another organisation's member in a Slack Connect channel goes outside the result cache: no lookup, no
+ * entry, no shared run (src/cache/fanout.ts digestOf). The cache's tenant is the installation's workspace (src/checks/
+ * policy.ts tenantOf), and a hit, a joined run or the "from the cache" note would tell them that someone here asked the
+ * same, or tell people here what they asked. The job contract says "outside the cache" only with a retention TTL (a
+ * tenant of their own would need the asker's organisation in the Destination, a field older workers refuse:
+ * docs/self-hosting.md "Upgrading"), so such a job gets one: the longest this deployment keeps a job's data anyway
+ * (queue.keep*Seconds, blobs.ttlSeconds), which deletes nothing sooner. A channel's own TTL replaces it (core.handle).
+ */
+function keptAnywaySeconds(config: Readonly<Config>): number {
+  return Math.min(MAX_RETENTION_SECONDS, Math.max(config.queue.keepCompletedSeconds, config.queue.keepFailedSeconds, config.blobs.ttlSeconds));
+}
 /** How long a mention's hint is remembered as told (onceFor): longer than Slack retries an event (about 6 minutes). */
 const TOLD_TTL_S = 3_600;
 
@@ -109,19 +128,26 @@ export function registerHandlers(deps: HandlerDeps): void {
     const jobId = jobIdFor('slack', dedupeKey);
     if (inFlight.has(dedupeKey)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (in flight)');
     inFlight.add(dedupeKey); // before any await: a concurrent duplicate must see it
+    // The title is held until the result is delivered here (SlackPort.deliver forgets it), or dropped in the finally
+    // below when no job came of this request: no delivery would forget it.
+    let titleHeld = false;
+    let queued = false;
     try {
       // A job, or a request served without one (cache hit, joined flight): either way this delivery was handled.
       if (await core.requestOf(jobId)) return log.info({ jobId, dedupeKey }, 'duplicate delivery ignored (already handled)');
       const kind = input.command === 'ask' || input.command === 'describe' ? 'ask' : 'imagine';
       deps.titles.set(jobId, { kind, text: title });
+      titleHeld = true;
       const first = statusMessage(jobId, headline(kind, title), { stage: 'queued', step: 0, total: 0 });
       // Private results (the channel's or the user's /blip3o-settings): the job lives in the bot's DM with the asker,
       // since an ephemeral message can neither carry a file nor be updated; the channel sees nothing of it.
       const here: SlackDestination = { platform: 'slack', teamId: origin.teamId, channelId: origin.channelId, userId: origin.userId };
-      const dmChannelId = origin.dmChannelId ?? ((await core.settings.effective(here)).private ? await privateDm(origin) : undefined);
+      const privately = origin.dmChannelId === undefined && (await core.settings.effective(here)).private === true;
+      let dmChannelId = origin.dmChannelId ?? (privately ? await privateDm(origin) : undefined);
       const postIn = dmChannelId ?? origin.channelId;
-      const postThread = dmChannelId ? undefined : origin.threadTs;
+      let postThread = dmChannelId ? undefined : origin.threadTs;
       let statusTs: string;
+      let notice = privately ? 'Private results are on here: I am working on it in our direct messages.' : undefined;
       try {
         statusTs = await deps.port.postStatus(postIn, postThread, jobId, first); // posted once, also when its reply is lost
       } catch (e) {
@@ -134,21 +160,32 @@ export function registerHandlers(deps: HandlerDeps): void {
           await origin.tellPrivately(where);
           return;
         }
-        throw e;
+        if (code !== THREAD_ONLY || dmChannelId) throw e;
+        // Members may post only in threads there, and a slash command comes with none: the job is the channel's still
+        // (its limits, settings, buttons), its messages in the asker's DM, as private results are. Until 2026-12-08:
+        // "Something went wrong (ref …)", and nothing started.
+        dmChannelId = await dmForThreadOnly(origin);
+        postThread = undefined;
+        statusTs = await deps.port.postStatus(dmChannelId, undefined, jobId, first);
+        notice = 'This channel takes posts only in threads, and a command has none to post in: I am working on it in our direct messages.';
       }
+      const fromElsewhere = origin.askerTeamId !== undefined && origin.askerTeamId !== origin.teamId;
       const destination: SlackDestination = {
         ...here,
+        ...(fromElsewhere ? { retentionSeconds: keptAnywaySeconds(config) } : {}),
         threadTs: postThread ?? statusTs,
         statusMessageTs: statusTs,
         ...(origin.responseUrl ? { responseUrl: origin.responseUrl } : {}),
         ...(dmChannelId ? { private: true, dmChannelId } : {}),
       };
-      if (dmChannelId && !origin.dmChannelId) await origin.tellPrivately('Private results are on here: I am working on it in our direct messages.');
+      if (notice) await origin.tellPrivately(notice);
       const reply = await core.handle({ input, destination, dedupeKey, isAdmin: await isAdmin(origin) });
+      queued = reply.kind === 'queued';
       await showReply(origin, reply, destination);
       // Stryker disable next-line BlockStatement: memory, the guard is for deliveries in flight; a later one finds the job
     } finally {
       inFlight.delete(dedupeKey);
+      if (titleHeld && !queued) deps.titles.delete(jobId);
     }
   }
 
@@ -218,6 +255,14 @@ export function registerHandlers(deps: HandlerDeps): void {
       if (!NO_PRIVATE_DM.has(code ?? '')) throw e;
       log.warn({ err: code }, 'no DM for private results could be opened');
       throw new UserError('forbidden', 'Your results here are private: I send them in a direct message, but Slack would not let me open one with you. Nothing was started.', { cause: e });
+    });
+  }
+
+  /** The DM a job goes to from a channel that takes posts only in threads; where Slack opens none, the asker is told why. */
+  async function dmForThreadOnly(origin: Origin): Promise<string> {
+    return openDm(origin).catch((e: unknown) => {
+      if (!NO_PRIVATE_DM.has(slackError(e) ?? '')) throw e;
+      throw new UserError('forbidden', 'This channel takes posts only in threads, and a command has none to post in; I would have worked on it in our direct messages, but Slack would not let me open one with you. Nothing was started.', { cause: e });
     });
   }
 
@@ -385,7 +430,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const threadTs = event.thread_ts ?? event.ts;
     // Stryker disable next-line StringLiteral: Bolt names the user of every app_mention; '' only types it
     const user = event.user ?? '';
-    const origin: Origin = { client, ...installationOf(context), channelId: event.channel, userId: user, threadTs, tellPrivately: onceFor(`msg:${event.channel}:${event.ts}`, ephemeralTo(event.channel, user, threadTs)) };
+    const origin: Origin = { client, ...installationOf(context), channelId: event.channel, userId: user, askerTeamId: event.user_team ?? event.team, threadTs, tellPrivately: onceFor(`msg:${event.channel}:${event.ts}`, ephemeralTo(event.channel, user, threadTs)) };
     await guarded(origin, 'app_mention', async () => {
       const question = stripMention(event.text, deps.botUserId);
       const thread = event.thread_ts ? await deps.port.thread(event.channel, event.thread_ts) : [];
@@ -432,7 +477,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const message = shortcut.message as { ts: string; thread_ts?: string; files?: ThreadFile[] };
     const user = shortcut.user.id;
     const threadTs = message.thread_ts ?? message.ts;
-    const origin: Origin = { client, ...installationOf(context), channelId: channel, userId: user, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
+    const origin: Origin = { client, ...installationOf(context), channelId: channel, userId: user, askerTeamId: shortcut.user.team_id, threadTs, tellPrivately: ephemeralTo(channel, user, threadTs) };
     await guarded(origin, 'describe shortcut', async () => {
       const file = firstFile(await filesOf(client, message));
       if (!file) return void (await origin.tellPrivately('That message has no image to describe.'));
@@ -450,7 +495,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     const user = body.user.id;
     // (Bolt's enterpriseId is the submitter's org for a Slack Connect member of another organisation; an ask asks
     // nothing of being an admin.)
-    const origin: Origin = { client, ...installationOf(context), channelId: meta.c, userId: user, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
+    const origin: Origin = { client, ...installationOf(context), channelId: meta.c, userId: user, askerTeamId: body.user.team_id, threadTs: meta.t, tellPrivately: ephemeralTo(meta.c, user, meta.t) };
     await guarded(origin, 'ask shortcut', () => startJob(origin, { command: 'ask', question, image: imageRef(meta.f), history: [] }, `view:${view.id}`, question));
   });
 
@@ -461,6 +506,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     ...installationOf(context),
     channelId: body.container.channel_id,
     userId: body.user.id,
+    askerTeamId: body.user.team_id,
     threadTs: body.container.thread_ts ?? body.container.message_ts,
     responseUrl: body.response_url,
     tellPrivately: viaResponseUrl((text) => respond({ response_type: 'ephemeral', replace_original: false, text }), body.container.channel_id, body.user.id, body.container.thread_ts ?? body.container.message_ts),
@@ -542,7 +588,7 @@ function installationOf(context: { teamId?: string; enterpriseId?: string }): Pi
 }
 
 interface ButtonBody {
-  user: { id: string };
+  user: { id: string; team_id?: string };
   container: { channel_id: string; message_ts: string; thread_ts?: string };
   /** The message the button is on, whole (absent for an ephemeral one). */
   message?: { files?: ThreadFile[] };

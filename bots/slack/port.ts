@@ -44,11 +44,19 @@ export interface PortContext {
 const STATUS_GONE = ['message_not_found', 'cant_update_message'] as const;
 
 /**
+ * chat.postMessage's refusal of a post at a channel's top level where a workspace setting lets members post only in
+ * threads. The bot posts there only a slash command's status message (handlers.ts startJob) and, its status message
+ * deleted with nothing under it, a result (Slack puts a reply to a message that is gone at the top level).
+ */
+export const THREAD_ONLY = 'restricted_action_thread_only_channel';
+
+/**
  * Slack's answers to a post in a channel that takes none of the bot's posts any more: the bot removed from it, the
  * channel deleted (or made private without the bot), archived; or posts refused by the workspace's settings
  * (chat.postMessage's documented errors): posting restricted to some members, a read-only channel, a thread an admin
- * locked, the administrators' Enterprise Key Management revoking access. Until 2026-12-07 those four were retried for
- * the whole delivery backoff, then dropped (found by an audit).
+ * locked, the administrators' Enterprise Key Management revoking access, a top-level post where posts go only in
+ * threads (its thread gone, above). Until 2026-12-07 those four were retried for the whole delivery backoff, then
+ * dropped (found by an audit); until 2026-12-08 the last one was.
  */
 const CHANNEL_LOST: Record<string, string> = {
   not_in_channel: "I'm no longer a member of it",
@@ -58,6 +66,7 @@ const CHANNEL_LOST: Record<string, string> = {
   restricted_action_read_only_channel: 'it is read-only',
   restricted_action_thread_locked: 'its thread was locked',
   ekm_access_denied: 'its administrators suspended posting there',
+  [THREAD_ONLY]: 'it takes posts only in threads, and the thread of your request is gone',
 };
 
 /**

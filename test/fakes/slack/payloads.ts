@@ -3,7 +3,8 @@
 // @slack/bolt's types (SlashCommand, EnvelopedEvent, AppMentionEvent, BlockAction, MessageShortcut). A workspace
 // on Enterprise Grid (FakeSlack.enterpriseId) also names its org: `enterprise_id` (commands, the event envelope and
 // its authorizations), `team.enterprise_id` and `enterprise` (interactive payloads); installed org-wide
-// (FakeSlack.orgWideInstall), its interactive payloads have `team: null` and `is_enterprise_install: true`.
+// (FakeSlack.orgWideInstall), its interactive payloads have `team: null` and `is_enterprise_install: true`, and its
+// events an authorization with `team_id: null`.
 import { randomUUID } from 'node:crypto';
 import type { FakeSlack } from './server.ts';
 import { fileJson, messageJson, triggerId, type FakeFile, type FakeMessage } from './store.ts';
@@ -47,10 +48,14 @@ export function slashCommand(fake: FakeSlack, f: { command?: string; text: strin
 
 /**
  * An Events API envelope. In a Slack Connect channel (FakeSlack.shareChannel) the top-level `team_id` is the workspace
- * that created the channel, which may be the partner's; `authorizations` names this installation either way.
+ * that created the channel, which may be the partner's; `authorizations` names this installation either way. An
+ * org-wide installation (FakeSlack.orgWideInstall) is the org's, not a workspace's: its authorization has `team_id: null`
+ * and `is_enterprise_install: true` (Slack's "changes to APIs" for organization-wide apps; bolt-js App.ts buildSource
+ * then reads the top-level `team_id`).
  */
 export function eventCallback(fake: FakeSlack, event: Record<string, unknown>, eventId = `Ev${randomUUID().slice(0, 10)}`): Record<string, unknown> {
   const createdBy = typeof event.channel === 'string' ? fake.store.sharedChannels.get(event.channel) : undefined;
+  const installedFor = fake.orgWideInstall ? { team_id: null, is_enterprise_install: true } : { team_id: fake.teamId, is_enterprise_install: false };
   return {
     token: 'legacy-verification-token',
     team_id: createdBy ?? fake.teamId,
@@ -59,7 +64,7 @@ export function eventCallback(fake: FakeSlack, event: Record<string, unknown>, e
     event_id: eventId,
     event_time: Math.floor(Date.now() / 1000),
     ...(fake.enterpriseId ? { enterprise_id: fake.enterpriseId } : {}),
-    authorizations: [{ enterprise_id: fake.enterpriseId ?? null, team_id: fake.teamId, user_id: fake.botUserId, is_bot: true, is_enterprise_install: false }],
+    authorizations: [{ enterprise_id: fake.enterpriseId ?? null, ...installedFor, user_id: fake.botUserId, is_bot: true }],
     is_ext_shared_channel: createdBy !== undefined,
     event,
   };

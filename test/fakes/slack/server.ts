@@ -17,7 +17,8 @@ export interface FakeSlackOptions {
   /**
    * The app is installed for the whole org (an org-wide installation, needs enterpriseId): buttons and shortcuts then
    * come with `team: null` and `is_enterprise_install: true`, the workspace only in `user.team_id` (Slack's
-   * block_actions and shortcut payloads; bolt-js App.ts buildSource reads user.team_id for that reason).
+   * block_actions and shortcut payloads; bolt-js App.ts buildSource reads user.team_id for that reason); events with
+   * `authorizations[0].team_id: null`, the workspace in the envelope's `team_id` (which Bolt then reads).
    */
   orgWideInstall?: boolean;
   botUserId?: string;
@@ -80,6 +81,8 @@ export class FakeSlack {
   private readonly faults: Fault[] = [];
   /** Channels that take none of the bot's posts any more → the error Slack answers (loseChannel). */
   private readonly lostChannels = new Map<string, string>();
+  /** Channels whose members may post only in threads (threadsOnly). */
+  private readonly threadOnlyChannels = new Set<string>();
   /** Bot tokens Slack took back: answered token_revoked (a token it never issued: invalid_auth). */
   private readonly revokedBotTokens = new Set<string>();
   private readonly responseUrlUses = new Map<string, number>();
@@ -176,9 +179,19 @@ export class FakeSlack {
     this.lostChannels.set(channel, codes[how]);
   }
 
+  /**
+   * A channel where a workspace setting lets members post only in threads: a post at its top level (chat.postMessage or
+   * a shared upload without a `thread_ts` naming a message there) is refused with `restricted_action_thread_only_channel`
+   * (chat.postMessage's documented error); replies in threads, edits, deletes, ephemerals and reads go on working.
+   */
+  threadsOnly(channel: string): void {
+    this.threadOnlyChannels.add(channel);
+  }
+
   /** The channel takes the bot's posts again (loseChannel undone). */
   restoreChannel(channel: string): void {
     this.lostChannels.delete(channel);
+    this.threadOnlyChannels.delete(channel);
   }
 
   /**
@@ -359,7 +372,17 @@ export class FakeSlack {
     const reads = method.startsWith('conversations.');
     const stillReads = lost === 'is_archived' || lost?.startsWith('restricted_action') === true;
     if (lost && !(stillReads && reads) && !(lost === 'not_in_channel' && method === 'conversations.info')) return { status: 200, body: { ok: false, error: lost }, headers: {} };
+    if (this.postsAtTopLevelOfThreadOnly(method, args)) return { status: 200, body: { ok: false, error: 'restricted_action_thread_only_channel' }, headers: {} };
     return { status: 200, body: handler(args, token), headers: {} };
+  }
+
+  /** A post (a message, a shared upload) at the top level of a channel that takes posts only in threads (threadsOnly). */
+  private postsAtTopLevelOfThreadOnly(method: string, args: Record<string, unknown>): boolean {
+    if (method !== 'chat.postMessage' && method !== 'files.completeUploadExternal') return false;
+    const channel = String(args.channel ?? args.channel_id ?? '');
+    if (!this.threadOnlyChannels.has(channel)) return false;
+    // a reply to a message that is gone would land at the top level (threadOf in apiHandlers): refused too
+    return !(args.thread_ts && this.store.find(channel, String(args.thread_ts)));
   }
 
   private async onUpload(fileId: string, req: IncomingMessage, raw: Buffer, token: string | undefined): Promise<number> {

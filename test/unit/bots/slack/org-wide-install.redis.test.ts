@@ -2,6 +2,8 @@
 // real @slack/bolt in Socket Mode against the fake Slack: Slack then sends buttons and shortcuts with `team: null` and
 // `is_enterprise_install: true`, the workspace only in `user.team_id`, which Bolt's context.teamId reads (bolt-js
 // App.ts buildSource). Until 2026-12-07 the handlers read `team.id` and such a press was the empty workspace's ('').
+// Events come with `authorizations[0].team_id: null`; Bolt's context.teamId is then the envelope's `team_id`, the
+// workspace the event happened in (pinned here; the bot already read it through installationOf).
 import sharp from 'sharp';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ACTION, SHORTCUT_DESCRIBE } from '../../../../bots/slack/blocks.ts';
@@ -9,7 +11,7 @@ import type { JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { until } from '../../../doubles/spine-harness.ts';
 import { startSlackHarness, type SlackHarness } from '../../../fakes/slack/bot-harness.ts';
-import { blockAction, messageShortcut, slashCommand } from '../../../fakes/slack/payloads.ts';
+import { appMention, blockAction, eventCallback, messageShortcut, slashCommand } from '../../../fakes/slack/payloads.ts';
 import { startGuard } from '../../../doubles/start-guard.ts';
 
 const ORG = 'E0WIDEORG';
@@ -47,6 +49,24 @@ describe('an org-wide installation on Enterprise Grid', () => {
     for (const payload of [blockAction(h.fake, { user, message, actionId: ACTION.reroll, value: 'j' }), messageShortcut(h.fake, { user, message, callbackId: SHORTCUT_DESCRIBE })]) {
       expect(payload).toMatchObject({ team: null, is_enterprise_install: true, enterprise: { id: ORG }, user: { id: user, team_id: h.fake.teamId } });
     }
+  });
+
+  it('sends events as Slack does: the authorization the org\'s (team_id null), the workspace in the envelope\'s team_id', () => {
+    const user = newUser();
+    const message = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> hi` });
+    expect(eventCallback(h.fake, appMention(h.fake, message))).toMatchObject({
+      team_id: h.fake.teamId, enterprise_id: ORG,
+      authorizations: [{ enterprise_id: ORG, team_id: null, is_enterprise_install: true, user_id: h.fake.botUserId, is_bot: true }],
+    });
+  });
+
+  it('a mention is the workspace\'s (Bolt reads the envelope\'s team_id when the authorization has none)', async () => {
+    const user = newUser();
+    const message = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what bird is this?`, files: [h.fake.seedFile(png, 'heron.png', 'image/png')] });
+    await h.fake.link.ack(h.fake.sendEnvelope('events_api', eventCallback(h.fake, appMention(h.fake, message))));
+    const job = await queued(jobIdFor('slack', `msg:${CHANNEL}:${message.ts}`));
+    expect(job).toMatchObject({ kind: 'ask', question: 'what bird is this?' });
+    expect(job.destination).toMatchObject({ platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: user });
   });
 
   it('a Re-roll press is the workspace\'s, as the /imagine it re-rolls', async () => {

@@ -623,6 +623,22 @@ describe('SlackPort.deliver: what reaches the core\'s retry', () => {
     }
   });
 
+  it('a channel that takes posts only in threads, the thread gone (a status message deleted with nothing under it): the result goes to the DM, saying why, once', async () => {
+    const dm = `D${USER}`;
+    const channel = 'C0THREADSONLY';
+    const jobId = 'r-threads-only';
+    titles.set(jobId, { kind: 'imagine', text: 'a fox where posts go in threads' });
+    const status = String((await client.chat.postMessage({ channel, text: 'Queued' })).ts);
+    const d: SlackDestination = { platform: 'slack', teamId: fake.teamId, channelId: channel, userId: USER, threadTs: status, statusMessageTs: status };
+    fake.threadsOnly(channel);
+    await client.chat.delete({ channel, ts: status }); // Slack would post a reply to it at the top level, which the channel refuses
+    expect(await port().deliver(imageResult(jobId, d, 'a fox where posts go in threads'), png)).toBe('elsewhere');
+    await port().deliver(imageResult(jobId, d, 'a fox where posts go in threads'), png); // a repeat
+    const posted = messagesIn(dm).filter((m) => m.files?.some((f) => f.name === resultFileName(jobId)));
+    expect(posted.map((m) => sectionText(m))).toEqual([`I couldn't post your result in <#${channel}>: it takes posts only in threads, and the thread of your request is gone. Here it is.`]);
+    expect(messagesIn(channel)).toEqual([]);
+  });
+
   it("nowhere to post (a private job's DM refused, or the requester's DM after the channel: deactivated, EKM): one log line, not retried", async () => {
     const { log: watched, lines } = capturedLog('warn');
     const quiet = new SlackPort(client, config, watched);

@@ -154,3 +154,48 @@ describe('Slack Connect: whose workspace a request in a shared channel belongs t
     expect(opened).toMatchObject({ told: undefined, about: { url_private_download: file.url_private_download } });
   });
 });
+
+describe('Slack Connect: the partner\'s members and this workspace\'s result cache', () => {
+  // The cache's tenant is the workspace (src/checks/policy.ts tenantOf), and a cache hit or a joined run tells the asker
+  // someone in it asked the same. A request of another organisation's member goes outside the cache: with a retention
+  // TTL, the contract's one way to say so (src/cache/fanout.ts digestOf), of the longest this deployment keeps a job
+  // anyway (blobs.ttlSeconds, queue.keepFailedSeconds: a day here).
+  const KEPT_ANYWAY = 86_400;
+  // Jobs stay queued here (no worker): a person of their own per request, under the user's limit of 3 at once.
+  let people = 0;
+  const person = (from?: string): string => {
+    const id = `U0CP${String(++people).padStart(3, '0')}`;
+    h.fake.addUser(id, from ? { from: { teamId: from } } : {});
+    return id;
+  };
+
+  it('the partner\'s member\'s mention leads no run that this workspace\'s identical request joins, and joins none', async () => {
+    h.fake.shareChannel(CHANNEL, PARTNER);
+    const question = 'which harbour is this, asked on both sides?';
+    const [guest, member, otherGuest] = [person(PARTNER), person(), person(PARTNER)];
+    const theirs = await queued(await mention(guest, question));
+    expect(theirs.destination).toMatchObject({ teamId: h.fake.teamId, userId: guest, retentionSeconds: KEPT_ANYWAY });
+    // before: joined the partner's run ("An identical request is already queued…"), and had no job of its own
+    const ours = await queued(await mention(member, question));
+    expect(ours.destination).toMatchObject({ teamId: h.fake.teamId, userId: member });
+    expect(ours.destination).not.toHaveProperty('retentionSeconds'); // this workspace's own requests share as before
+    const again = await mention(otherGuest, question);
+    expect((await queued(again)).destination).toMatchObject({ userId: otherGuest, retentionSeconds: KEPT_ANYWAY }); // nor joins ours
+  });
+
+  it('the partner\'s member\'s "Ask about this image" goes outside the cache too; a channel\'s own retention TTL still wins', async () => {
+    h.fake.shareChannel(CHANNEL);
+    const ask = async (ttl?: number) => {
+      const guest = person(PARTNER);
+      const message = h.fake.postUserMessage({ channel: CHANNEL, user: MEMBER, text: 'our harbour', files: [h.fake.seedFile(png, 'harbour.png', 'image/png')] });
+      await h.fake.link.ack(h.fake.sendEnvelope('interactive', messageShortcut(h.fake, { user: guest, message, callbackId: SHORTCUT_ASK })));
+      const opened = await h.fake.waitFor(() => h.fake.apiCalls('views.open').find((c) => (c.args.view as { private_metadata: string }).private_metadata.includes(message.ts)), 10_000, 'views.open');
+      const submitted = viewSubmission(h.fake, { user: guest, view: opened.args.view as Record<string, unknown>, values: { question: { value: { type: 'plain_text_input', value: `is it sunny? (${ttl ?? 'none'})` } } } });
+      await h.fake.link.ack(h.fake.sendEnvelope('interactive', submitted));
+      return queued(jobIdFor('slack', `view:${(submitted.view as { id: string }).id}`));
+    };
+    expect((await ask()).destination).toMatchObject({ retentionSeconds: KEPT_ANYWAY });
+    await h.core.settings.set('channel', { platform: 'slack', teamId: h.fake.teamId, channelId: CHANNEL, userId: ADMIN }, { retentionSeconds: 600 });
+    expect((await ask(600)).destination).toMatchObject({ retentionSeconds: 600 });
+  });
+});
