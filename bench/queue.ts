@@ -6,6 +6,8 @@
 //   (jobs that report every step, as real ones do: progress written coalesced against every report; see progress())
 // npm run bench -- queue memory [jobs=100] [pngKiB=1536]
 //   (Redis memory that delivered images and answered uploads hold: kept as before, against released; see memory())
+// node --expose-gc --import tsx bench/main.ts queue soak [jobs=3000] [rounds=3] [concurrency=8]
+//   (this process's heap, collected, before and after each round of jobs through our path; see soak())
 // (REDIS_URL may be any form src/redis.ts takes: one server, Sentinel or Cluster)
 // BENCH_SCRIPT_TIME=1: Redis's time inside each script per job in the bursts, timed in the script (see SCRIPT_TIME)
 // Per-job overhead of our path (core.handle → jobs queue → worker processor + model thread with a no-op
@@ -314,6 +316,7 @@ export async function run(args: string[]): Promise<void> {
   }
   if (args[0] === 'progress') return progress(args.slice(1).map(Number));
   if (args[0] === 'memory') return memory(args.slice(1).map(Number));
+  if (args[0] === 'soak') return soak(args.slice(1).map(Number));
   // `replicas`: acceptance waits for one replica (redis.acceptReplicas: 1), as a Sentinel deployment runs
   const acceptReplicas = args.includes('replicas') ? 1 : 0;
   const [sequential = 50, burst = 200, concurrency = 4, rounds = 3] = args.filter((a) => a !== 'replicas').map(Number);
@@ -699,6 +702,55 @@ async function memory([jobs = 100, pngKiB = 1536]: number[]): Promise<void> {
     console.log(`  ratio released/kept: bytes left after the grace ${(total(released) / Math.max(1, total(kept))).toFixed(3)}×; at a steady rate ${(keepDelivered / ttlSeconds).toFixed(4)}× (${keepDelivered} s against ${ttlSeconds} s)`);
   } finally {
     for (const v of variants) await cleanup(redis, v.prefix);
+    await closeRedis(redis);
+  }
+}
+
+// ---- soak: what a bot and a worker keep in memory per job -----------------------------------------------------
+
+/**
+ * Our path (core, progress relay, delivery consumer, limits gate, fair scheduler, worker processor, model thread with
+ * the no-op pipeline: one bot and one worker in this process), `rounds` rounds of `jobs` tiny jobs, each from its own
+ * channel and user; the heap after a full collection once warm and after each round. A structure kept per job, user or
+ * channel shows as a heap that climbs round after round; a bounded one levels off. A measurement, not a limit.
+ */
+async function soak([jobs = 3000, rounds = 3, concurrency = 8]: number[]): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error('run with node --expose-gc (see the top of this file)');
+  const secrets = loadSecrets();
+  const redis = createRedis(secrets.REDIS_URL, 'bench-soak');
+  const prefix = `{bench-${randomUUID().slice(0, 8)}}`;
+  const heapMiB = async () => {
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await new Promise((r) => setImmediate(r));
+    }
+    return process.memoryUsage().heapUsed / 2 ** 20;
+  };
+  let next = 0;
+  const runJobs = async (count: number) => {
+    for (let done = 0; done < count; done += concurrency * 4) {
+      await Promise.all(Array.from({ length: Math.min(concurrency * 4, count - done) }, () => ours.one(next++)));
+      marks.clear(); // the bench's own timings, not the path's
+    }
+  };
+  const ours = await ourPath(redis, prefix, concurrency);
+  try {
+    await runJobs(Math.min(500, jobs)); // warm: JIT, pools, scripts loaded
+    const warm = await heapMiB();
+    console.log(`queue bench, soak: ${rounds} rounds of ${jobs} jobs (one channel and user each), concurrency ${concurrency}; heap used after a full collection`);
+    console.log(`  warm (after ${next} jobs): ${warm.toFixed(1)} MiB`);
+    let last = warm;
+    for (let r = 1; r <= rounds; r++) {
+      await runJobs(jobs);
+      const now = await heapMiB();
+      console.log(`  after round ${r} (${next} jobs): ${now.toFixed(1)} MiB (${now - last >= 0 ? '+' : ''}${(now - last).toFixed(2)} MiB, ${(((now - last) * 2 ** 20) / jobs).toFixed(0)} bytes per job)`);
+      last = now;
+    }
+    console.log(`  whole run: ${(last - warm >= 0 ? '+' : '') + (last - warm).toFixed(2)} MiB over ${next - Math.min(500, jobs)} jobs`);
+  } finally {
+    await ours.close();
+    await cleanup(redis, prefix);
     await closeRedis(redis);
   }
 }

@@ -231,7 +231,11 @@ export class ProgressRelay {
   private async lookup(jobId: string): Promise<Tracked | null> {
     if (this.jobs.has(jobId)) return this.jobs.get(jobId) ?? null;
     const job = await this.deps.queue.getJob(jobId);
-    const destination = job?.data?.destination as Destination | undefined;
+    // A job gone or finished by now has nothing more to show, and its end may have been handled during this round trip
+    // (a report and the end in one batch of events): stored, it was never forgotten (a bot's memory grew by one job
+    // per such report for its whole life; test/unit/bots/core/progress-memory.redis.test.ts).
+    if (!job || job.finishedOn !== undefined) return null;
+    const destination = job.data?.destination as Destination | undefined;
     const port = destination ? this.deps.portFor(destination) : undefined;
     // Stryker disable next-line BooleanLiteral: equivalent, its one caller (onProgress) marks the job started at once
     const tracked = destination && port ? { destination, port, lastAt: 0, started: true } : null;

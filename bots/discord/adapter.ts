@@ -20,6 +20,7 @@ import {
   TextInputStyle,
   ComponentType,
   DiscordAPIError,
+  Options,
   type APIMessage,
   type AttachmentPayload,
   type ButtonInteraction,
@@ -90,6 +91,19 @@ const NO_IMAGE_HELP =
   'Mention me in a reply to a message with an image (or attach one) and ask your question, or use `/ask`.';
 /** A chain longer than walkChain follows (MAX_CHAIN): the image may well be up there, so "attach one" would mislead. */
 const LONG_CHAIN_HELP = `I followed this conversation ${MAX_CHAIN} replies up without reaching its image. Reply to the image's own message (or attach the image) to ask again.`;
+
+/**
+ * discord.js keeps by default every user and server member it is sent, for the life of the client: with the
+ * GuildMessages intent that is every author of every message posted where the bot can read, and nothing evicts them
+ * (no GuildMembers intent, so no "member left"). Nothing here reads either cache (each message and interaction carries
+ * its user and member), so only the bot's own are kept: `guild.members.me` (conversation.ts). Before 2026-12-08 they
+ * grew with every distinct user seen (test/unit/bots/discord/cache-memory.redis.test.ts).
+ */
+const USER_CACHES = Options.cacheWithLimits({
+  ...Options.DefaultMakeCacheSettings,
+  UserManager: { maxSize: 0, keepOverLimit: (user) => user.id === user.client.user?.id },
+  GuildMemberManager: { maxSize: 0, keepOverLimit: (member) => member.id === member.client.user?.id },
+});
 
 /** Ids of interactions/messages seen recently: a replayed gateway dispatch is handled once. */
 const SEEN_LIMIT = 5_000;
@@ -222,6 +236,7 @@ export class DiscordAdapter implements Adapter {
       intents,
       // DM channels and uncached messages arrive as partials; without these, DMs and old reply targets are dropped.
       partials: [Partials.Channel, Partials.Message],
+      makeCache: USER_CACHES,
       rest: { api: d.apiBaseUrl, timeout: d.restTimeoutMs, retries: d.restRetries },
       ...shardOptions(d.shards),
       ...(this.identifyThrottler ? { ws: { buildIdentifyThrottler: this.identifyThrottler } } : {}),

@@ -29,6 +29,8 @@ export interface SlackAdapter extends Adapter {
   readonly port: SlackPort;
   /** HTTP mode: where Bolt listens, once started (http://host:port/slack/events). */
   readonly eventsUrl: string | undefined;
+  /** How many jobs' titles this process holds in memory (the headlines of status messages it may still edit). */
+  readonly titlesKept: number;
 }
 
 /**
@@ -185,21 +187,28 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
     receiver.client.on('close', () => void (socketUp = false));
   }
 
-  /** The prompt or question of a job: from this process's memory, else from the job itself in Redis. */
+  /**
+   * The prompt or question of a job: from this process's memory, else from the job itself in Redis. Held only from a
+   * job's start here until its result is delivered here (SlackPort.deliver) or no job came of the request
+   * (handlers.ts startJob). One read from Redis is not kept: a job another instance started, or one re-rolled or
+   * varied, which nothing here would ever forget (until 2026-12-08 every title stayed for the life of the process:
+   * test/unit/bots/slack/titles-memory.redis.test.ts).
+   */
   async function titleOf(jobId: string): Promise<JobTitle | undefined> {
     const known = titles.get(jobId);
     if (known !== undefined) return known;
     const data = await core?.requestOf(jobId);
     if (!data) return undefined;
-    const title: JobTitle = data.kind === 'ask' ? { kind: 'ask', text: data.question } : { kind: 'imagine', text: data.prompt };
-    titles.set(jobId, title);
-    return title;
+    return data.kind === 'ask' ? { kind: 'ask', text: data.question } : { kind: 'imagine', text: data.prompt };
   }
 
   return {
     port,
     get eventsUrl() {
       return eventsUrl;
+    },
+    get titlesKept() {
+      return titles.size;
     },
     coreOptions: {
       fetchImage: async (ref, destination) => {
@@ -218,7 +227,7 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
 
     async start(started: Core): Promise<void> {
       core = started;
-      port.attach({ redis: started.redis, titleOf });
+      port.attach({ redis: started.redis, titleOf, forgetTitle: (jobId) => void titles.delete(jobId) });
       const auth = await client.auth.test().catch((e: unknown) => {
         throw refusedToken(e, 'SLACK_BOT_TOKEN', BOT_TOKEN_HELP);
       });

@@ -35,6 +35,8 @@ export interface PortContext {
   redis: Redis;
   /** The prompt or question of a job, for the status message's first line. */
   titleOf(jobId: string): Promise<JobTitle | undefined>;
+  /** The job's result is delivered (or dropped for good): its title need not be held in memory any more. */
+  forgetTitle?(jobId: string): void;
 }
 
 /**
@@ -228,10 +230,13 @@ export class SlackPort implements PlatformPort {
       // Stryker disable next-line StringLiteral: equivalent, no other string is in NO_DM either
       if (channelLost(e) === undefined && !NO_DM.has(error ?? '')) throw e;
       this.log.warn({ jobId: result.jobId, channel: d.channelId, user: d.userId, error }, 'the result could not be posted anywhere: dropped');
+      this.context?.forgetTitle?.(result.jobId);
       return 'nowhere';
     }
     // Stryker disable next-line ObjectLiteral,StringLiteral: a debug log line
     this.log.debug({ jobId: result.jobId, status: result.status }, 'slack result delivered');
+    // Not after a failed attempt: its retry shows the same headline (read from Redis it would lose "Variation of …")
+    this.context?.forgetTitle?.(result.jobId);
     return aside;
   }
 
