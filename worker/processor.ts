@@ -22,6 +22,7 @@ import {
   JobRequest,
   parseContract,
   retentionLeft,
+  retentionOf,
   isNoLog,
   type ImageResult,
   type JobProgress,
@@ -39,6 +40,7 @@ import type { ProgressReport } from './pipeline/types.ts';
 import { generateReviewed, moderateInput, withheldError } from './review.ts';
 import { JobClock, timedHost, type ModelHost } from './job-clock.ts';
 import { JobTimeLimit } from './job-time-limit.ts';
+import { ServerClock } from '../src/server-clock.ts';
 import type { RunOptions } from './thread-host.ts';
 
 /** One prompt out of a model's answer: its first non-empty line, without numbering, quotes or a "Prompt:" label. */
@@ -78,6 +80,8 @@ export interface ProcessorDeps {
    * Default: progressWriteIntervalMs, half the destination's edit interval; 0 writes every report (the bench's "before").
    */
   progressWriteMs?: (destination: Destination) => number;
+  /** Redis's clock (src/server-clock.ts), on which the bot stamped submittedAt: a retention channel's deadline. */
+  clock?: ServerClock;
 }
 
 /** What the jobs queue records as the return value (the result itself lives in the delivery queue). */
@@ -141,6 +145,7 @@ type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; 
 
 export function createProcessor(deps: ProcessorDeps): JobProcessor {
   const { config, redis, blobs, log } = deps;
+  const serverClock = deps.clock ?? new ServerClock(redis);
   const ledger = new DeliveryLedger(redis, config);
   const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const queues = new Map<string, DeliveryQueue>();
@@ -332,7 +337,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     const pngs = reviewedAll.map(({ best }) => (best.check?.caption ? addPngText(best.image.png, { Description: best.check.caption }) : best.image.png));
     // The PNGs are stored with the hand-over, in its round trip (BlobStore.prepare: a store on the worker's own
     // connection); a store elsewhere stores them first, all at once: one round trip before the hand-over.
-    const ttl = retentionLeft(request); // a retention channel's: until its deadline, not its TTL from now
+    // A retention channel's: until its deadline, not its TTL from now; on the clock the bot stamped it with, not this host's
+    const ttl = retentionOf(request.destination) === undefined ? undefined : retentionLeft(request, await serverClock.now());
     const prepared = pngs.map((png) => blobs.prepare?.(redis, png, 'output', ttl));
     const staged = prepared.every((p): p is PreparedBlob => p !== undefined) ? prepared : undefined;
     const blobKeys = staged ? staged.map((p) => p.key) : await Promise.all(pngs.map((png) => blobs.put(png, 'output', ttl)));

@@ -40,6 +40,7 @@ import { channelKey, CONTRACT_VERSION, JobRequest, retentionOf, workspaceOf, typ
 import { requestCancel } from '../../src/jobs/cancel.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { Retention } from '../../src/jobs/retention.ts';
+import { ServerClock } from '../../src/server-clock.ts';
 import { queuePosition } from '../../src/jobs/position.ts';
 import { progressIntervalMs } from '../../src/jobs/progress.ts';
 import { QueueNames } from '../../src/jobs/contract.ts';
@@ -87,6 +88,8 @@ export interface CoreOptions {
   /** Redis connection to use (shared); by default the core opens and closes its own from secrets.REDIS_URL. */
   redis?: Redis;
   log?: Logger;
+  /** Redis's clock, for submittedAt and the retention sweep (src/server-clock.ts). @defaultValue one on `redis` */
+  clock?: ServerClock;
   /** Parallel deliveries per delivery queue. @defaultValue 4 */
   deliveryConcurrency?: number;
   /** How long a request whose add may have been lost waits for Redis to say whether its job exists. @defaultValue ANSWER_WITHIN_MS */
@@ -192,7 +195,8 @@ export function createCore(options: CoreOptions): Core {
   const cache = new ResultCache(redis, config);
   const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const handOvers = new DeliveryQueues(config, redis);
-  const retention = new Retention(redis, config, log);
+  const clock = options.clock ?? new ServerClock(redis);
+  const retention = new Retention(redis, config, log, clock);
   const servedKey = (jobId: string) => `${config.queue.prefix}:served:${jobId}`;
   const instanceId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const ports = new Map(options.ports.map((p) => [p.platform, p]));
@@ -471,7 +475,8 @@ export function createCore(options: CoreOptions): Core {
     // Stryker disable next-line ConditionalExpression: equivalent, `retentionSeconds: undefined` is dropped by JSON and by zod alike
     const retention = saved.retentionSeconds !== undefined ? { retentionSeconds: saved.retentionSeconds } : {};
     const destination: Destination = inv.destination.platform === 'cli' ? inv.destination : { ...inv.destination, ...retention, ...(saved.noLog ? { noLog: true } : {}) };
-    const base: RequestBase = { id, destination, submittedAt: Date.now() };
+    // Redis's clock, not this host's: a worker and the sweepers on other hosts compare it with theirs (src/server-clock.ts)
+    const base: RequestBase = { id, destination, submittedAt: await clock.now() };
     let { request, storeImage, copiedImage } = await validate(inv, base, saved);
     // The input image is stored first: a request served from the cache or by another job is re-rolled from it later.
     if (storeImage) request = { ...request, imageKey: await blobs.put(storeImage, 'input', retentionOf(request.destination)) } as JobRequest;

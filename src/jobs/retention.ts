@@ -19,9 +19,12 @@
 //   - per-job keys (jobKeys below)         DEL (ledger, progress claim, cancel flag, served record, Slack marker)
 //   - result cache / single flight         never written: such requests bypass the cache (src/cache/fanout.ts)
 // A job still waiting, running or being delivered at its deadline is purged at the first sweep after it finished:
-// deleting it earlier would lose the answer the user asked for. One that failed is purged HAND_OVER_WAIT_MS after it
-// failed at the earliest (sooner once delivered, if it had no result yet): its worker's 'failed' listener hands the
-// failure over and settles the job's GPU-seconds just after BullMQ failed it.
+// deleting it earlier would lose the answer the user asked for. One that failed is purged HAND_OVER_WAIT_MS after a
+// sweep first found it failed at the earliest: its worker's 'failed' listener hands the failure over and settles the
+// job's GPU-seconds just after BullMQ failed it.
+//
+// Clocks: a deadline is the bot's submittedAt + TTL, stamped on Redis's clock, and every sweep and the worker's PNG
+// expiry read that clock too (src/server-clock.ts); none compares its own host's clock with another host's.
 import type { Job } from 'bullmq';
 import type { Redis } from '../redis.ts';
 import { z } from 'zod';
@@ -30,6 +33,7 @@ import { createDeliveryQueue, createJobsQueue, type DeliveryQueue, type JobsQueu
 import { parseStoredJson, retentionOf, type JobRequest } from './contract.ts';
 import { deliveryQueueName } from './queue.ts';
 import type { Logger } from '../log.ts';
+import { ServerClock } from '../server-clock.ts';
 
 /** How soon a purge that found its job unfinished is tried again. */
 const RETRY_MS = 2_000;
@@ -39,7 +43,9 @@ const STREAM_SLACK_MS = 60_000;
  * How long a job that failed, or finished with no result handed over, is waited for: the worker's 'failed' listener
  * (worker/processor.ts onFinallyFailed) runs just after BullMQ fails a job, hands a failure over for one BullMQ failed
  * on its own (its workers died more than maxStalledCount times) and settles the job's GPU-seconds (a no-op when the
- * processor did). Longer than a failover, and than the clock skew between hosts (finishedOn is the worker's clock).
+ * processor did). Longer than a failover. A failed job's wait runs from when a sweep first found it failed, on the
+ * sweeps' clock (Redis's): its finishedOn is the clock of the host that failed it, and one 2 minutes behind made a
+ * failure "2 minutes old" at once (test/unit/src/jobs/retention-clock-skew.redis.test.ts).
  */
 export const HAND_OVER_WAIT_MS = 60_000;
 
@@ -49,10 +55,11 @@ type Entry = z.infer<typeof Entry>;
 /**
  * Keys named after a job id that hold something about it, besides BullMQ's own. Kept here, in one list, so a new
  * per-job key is purged too: src/jobs/ledger.ts, src/jobs/cancel.ts, bots/core/progress.ts, bots/core/submit.ts
- * (served), bots/slack/port.ts (finished marker), src/accounting/usage.ts (settled marker: the job's GPU-seconds were counted).
+ * (served), bots/slack/port.ts (finished marker), src/accounting/usage.ts (settled marker: the job's GPU-seconds were counted),
+ * this file (failed-seen: when a sweep first found the job failed).
  */
 export function jobKeys(prefix: string, jobId: string): string[] {
-  return ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled'].map((k) => `${prefix}:${k}:${jobId}`);
+  return ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled', 'failed-seen'].map((k) => `${prefix}:${k}:${jobId}`);
 }
 
 export class Retention {
@@ -66,6 +73,8 @@ export class Retention {
     private readonly redis: Redis,
     private readonly config: Readonly<Pick<Config, 'queue'>>,
     private readonly log?: Logger,
+    /** Redis's clock: deadlines are submittedAt (read on it by the bot, src/server-clock.ts) + TTL. */
+    private readonly clock = new ServerClock(redis),
   ) {
     this.key = `${config.queue.prefix}:retention`;
     this.jobs = createJobsQueue(config, redis);
@@ -79,10 +88,17 @@ export class Retention {
     await this.redis.zadd(this.key, request.submittedAt + seconds * 1000, JSON.stringify(entry));
   }
 
-  /** Purge every job past its deadline; returns how many were purged (unfinished ones are tried again later). */
-  async sweep(now = Date.now()): Promise<number> {
-    if (!this.sweeping) this.sweeping = this.sweepOnce(now).finally(() => (this.sweeping = undefined));
+  /**
+   * Purge every job past its deadline; returns how many were purged (unfinished ones are tried again later). `now`:
+   * Redis's clock, as the deadlines are; not this host's, which may run minutes ahead or behind.
+   */
+  async sweep(now?: number): Promise<number> {
+    if (!this.sweeping) this.sweeping = this.clockOr(now).then((at) => this.sweepOnce(at)).finally(() => (this.sweeping = undefined));
     return this.sweeping;
+  }
+
+  private async clockOr(now: number | undefined): Promise<number> {
+    return now ?? (await this.clock.now());
   }
 
   private async sweepOnce(now: number): Promise<number> {
@@ -120,7 +136,9 @@ export class Retention {
     // job and its user, and stayed. (A job long finished with none was delivered, and its delivery removed.) Failed
     // with one: its worker's 'failed' listener runs now too, and finding the job purged it handed a second failure
     // over and wrote the settle marker again (worker/processor.ts onFinallyFailed), each kept a day.
-    if (job && (!result || jobState === 'failed') && now - (job.finishedOn ?? 0) < HAND_OVER_WAIT_MS) return false;
+    if (job && jobState === 'failed' && !(await this.waitedSinceFailed(e.j, now))) return false;
+    // Completed with none: it was delivered, and its delivery removed (there is no 'failed' listener to wait for).
+    if (job && !result && jobState !== 'failed' && now - (job.finishedOn ?? 0) < HAND_OVER_WAIT_MS) return false;
     // Its images too, the input and what was made (they expire by the deadline themselves; a result never delivered
     // was never released, and one stored with a longer TTL by an older worker would outlive it)
     const request = job?.data as { imageKey?: string } | undefined;
@@ -133,6 +151,17 @@ export class Retention {
     await Promise.all([this.dropEvents(this.jobs.keys.events!, e), this.dropEvents(delivery.keys.events!, e)]);
     this.log?.info({ jobId: e.j }, 'retention TTL reached: job purged');
     return true;
+  }
+
+  /**
+   * Whether HAND_OVER_WAIT_MS has passed since a sweep first found job `jobId` failed (that first sweep records `now`).
+   * The record lives twice the wait: one that lapsed with every sweeper stopped makes the wait start again, never end.
+   */
+  private async waitedSinceFailed(jobId: string, now: number): Promise<boolean> {
+    const key = `${this.config.queue.prefix}:failed-seen:${jobId}`;
+    if ((await this.redis.set(key, String(now), 'PX', 2 * HAND_OVER_WAIT_MS, 'NX')) === 'OK') return false;
+    const seenAt = await this.redis.get(key);
+    return seenAt !== null && now - Number(seenAt) >= HAND_OVER_WAIT_MS;
   }
 
   private async dropEvents(stream: string, e: Entry): Promise<void> {

@@ -160,7 +160,7 @@ const KEY_KINDS: KeyKind[] = [
   { re: /^(jobs|delivery-slack|delivery-discord):j[0-9a-f]+$/, count: 'job', ttl: 'none', why: 'BullMQ removes a finished job once it is older than keepCompleted/keepFailedSeconds (checked when a later job finishes); a retention job at its TTL' },
   { re: /^(jobs|delivery-slack|delivery-discord):j[0-9a-f]+:lock$/, count: 'job', ttl: 'required', why: "a running job's lock" },
   { re: /^blob:(input|output):[0-9a-f-]{36}$/, count: 'job', ttl: 'required', why: 'images', maxSeconds: DAY },
-  { re: /^(delivered|delivering|showing|delivery-claim|cancelled|slack:finished|\{usage\}:settled|\{cache\}:flight|\{cache\}:done):j[0-9a-f]+$/, count: 'job', ttl: 'required', why: 'per-job markers', maxSeconds: DAY },
+  { re: /^(delivered|delivering|showing|delivery-claim|cancelled|slack:finished|\{usage\}:settled|failed-seen|\{cache\}:flight|\{cache\}:done):j[0-9a-f]+$/, count: 'job', ttl: 'required', why: 'per-job markers', maxSeconds: DAY },
   { re: /^(progress-owner|served):j[0-9a-f]+$/, count: 'job', ttl: 'required', why: 'progress takeover lease; a cache hit/joined reply kept for a repeated event', maxSeconds: 3_600 },
   { re: /^\{cache\}:e:[0-9a-f]+$/, count: 'job', ttl: 'required', why: 'cache entries, also evicted by cache.maxBytes', maxSeconds: 7 * DAY },
   { re: /^\{cache\}:(bytes|lru|sizes|exp)$/, count: 'deployment', ttl: 'none', why: "the cache's indexes: one member per entry held" },
