@@ -123,7 +123,9 @@ async function main(): Promise<void> {
     if (!fetcher) throw new UserError('bad_image', 'Please attach the image itself.');
     return fetcher(ref, destination);
   };
-  core = createCore({ config, secrets, ports: adapters.map((a) => a.port), fetchImage, log });
+  // /metrics: each "Something went wrong (ref …)" and each refusal because Redis is away or full
+  const onCommandFailed: CoreOptions['onCommandFailed'] = (failure) => metrics.commandFailures.inc(failure);
+  core = createCore({ config, secrets, ports: adapters.map((a) => a.port), fetchImage, log, onCommandFailed });
   await core.start();
   coreStarted = true;
   for (const adapter of adapters) await adapter.start(core);

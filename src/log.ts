@@ -1,4 +1,5 @@
 // pino: structured JSON logs, one line per event, cheap enough to leave on in the hot path.
+import { hostname } from 'node:os';
 import { pino, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger };
@@ -23,7 +24,8 @@ export function loggableError(e: unknown, depth = 0): unknown {
 export function logOptions(component: string, level: string = 'info'): LoggerOptions {
   return {
     level,
-    base: { component, pid: process.pid },
+    // hostname as pino's own default base has it: under compose a container's id, so a line names its replica
+    base: { component, pid: process.pid, hostname: hostname() },
     redact: { paths: CONTENT_FIELDS, censor: '(redacted)' },
     serializers: { err: loggableError, error: loggableError, cause: loggableError },
   };

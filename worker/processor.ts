@@ -24,6 +24,7 @@ import {
   retentionLeft,
   retentionOf,
   isNoLog,
+  logPlaceOf,
   type ImageResult,
   type JobProgress,
   type JobResult,
@@ -142,6 +143,9 @@ export function severalImagesProgress(count: number, onProgress: (report: Progre
 }
 
 type Failure = { status: 'failed' | 'cancelled'; code: string; message: string; userFacing: boolean; private?: boolean };
+
+/** What a failure's log line says of the job besides its id (the user's ref): its kind and where it was asked. */
+const jobFields = (request: JobRequest) => ({ kind: request.kind, ...logPlaceOf(request.destination) });
 
 export function createProcessor(deps: ProcessorDeps): JobProcessor {
   const { config, redis, blobs, log } = deps;
@@ -453,14 +457,18 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
         // keeps (the job's failedReason and stacktrace, the events stream, which outlives the job): the user has it in
         // the result handed over.
         const told = isNoLog(config, request.destination) && failure.userFacing ? `${failure.code} (withheld: noLog)` : failure.message;
-        log.info({ jobId: request.id, code: failure.code, err: told }, 'job failed (not retried)');
+        // The time limit is the admin's to size (queue.jobTimeoutMs): a warning; the rest is the user's input or cancel.
+        const level = failure.code === 'timeout' ? 'warn' : 'info';
+        log[level]({ jobId: request.id, ...jobFields(request), code: failure.code, err: told }, 'job failed (not retried)');
         throw Object.assign(new UnrecoverableError(told), { code: failure.code }); // code: the metrics' failure reason
       }
       const attempts = job.opts.attempts ?? 1;
+      // One line per attempt with its cause; the last one is the line the user's "failed (ref <jobId>)" points to.
+      const attempt = { jobId: request.id, attempt: job.attemptsMade + 1, attempts, err: (e as Error).message, stack: (e as Error).stack };
       if (job.attemptsMade + 1 >= attempts) {
+        log.error({ ...attempt, ...jobFields(request) }, 'job failed for good'); // first: the hand-over below may throw too
         await after(job, request, await handOverFailure(request, { status: 'failed', code: asAppError(e).code, message: `Generation failed (ref ${request.id}).`, userFacing: false }), undefined, undefined, ranMs);
-      }
-      log.warn({ jobId: request.id, attempt: job.attemptsMade + 1, attempts, err: (e as Error).message }, 'job attempt failed');
+      } else log.warn(attempt, 'job attempt failed');
       throw e;
     }
     // Outside the try: the result is handed over, so a throw here must not turn it into a failure; BullMQ retries
@@ -481,12 +489,15 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
       return;
     }
     const request = parsed.data;
+    const handedBefore = await alreadyHandedOver(request.id, request.destination);
+    // Not handed over by `process`, which logged its own failure: this is the line the user's ref points to.
+    if (!handedBefore) log.error({ jobId: request.id, ...jobFields(request), err: error.message, stack: error.stack }, 'job failed for good');
     // A job `process` handed over already (its own failure, or a result whose afterHandOver then threw) keeps that
     // result, and its followers get the same (this failure if it was delivered and has left its queue). Then the
     // after-hand-over step, as in process: afterHandOver is idempotent (the usage settle's marker, the flight's close
     // answering the same followers again, their deliveries under their own ids and the delivery ledger), so a
     // follower told already is not told twice.
-    const result = (await alreadyHandedOver(request.id, request.destination)) ? await handedOverResult(request, failure) : await handOverFailure(request, failure);
+    const result = handedBefore ? await handedOverResult(request, failure) : await handOverFailure(request, failure);
     // Logged, not thrown: the job's own result is handed over; a flight left open expires with its keep time.
     await after(job, request, result).catch((e: unknown) =>
       log.error({ jobId: request.id, err: (e as Error).message }, 'could not end the single flight of a failed job; its followers are not told'));

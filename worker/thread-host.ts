@@ -170,7 +170,9 @@ export function formatDuration(ms: number): string {
 
 function fromWire(e: WireError): AppError {
   const Ctor = e.userFacing ? UserError : AppError;
-  return new Ctor(e.code as AppError['code'], e.message);
+  const error = new Ctor(e.code as AppError['code'], e.message);
+  if (e.stack) error.stack = e.stack;
+  return error;
 }
 
 export class ThreadHost {

@@ -27,6 +27,8 @@ export interface WireError {
   code: string;
   message: string;
   userFacing: boolean;
+  /** Where the thread threw it: the log line of a failed job shows this, not where the host rebuilt the error. */
+  stack?: string;
 }
 
 export type FromThread =
@@ -38,7 +40,7 @@ export type FromThread =
 
 export function toWire(e: unknown): WireError {
   const err = e instanceof Error ? e : new Error(String(e));
-  return { name: err.name, code: e instanceof AppError ? e.code : 'internal', message: err.message, userFacing: isUserError(e) };
+  return { name: err.name, code: e instanceof AppError ? e.code : 'internal', message: err.message, userFacing: isUserError(e), ...(err.stack ? { stack: err.stack } : {}) };
 }
 
 async function main(): Promise<void> {

@@ -15,7 +15,7 @@ import { UnrecoverableError, type Job, type Worker } from 'bullmq';
 import type { Redis } from '../../src/redis.ts';
 import type { BlobStore } from '../../src/blobs/store.ts';
 import type { Config } from '../../src/config/schema.ts';
-import { JobResult, outputBlobKeys, parseContract } from '../../src/jobs/contract.ts';
+import { JobResult, logPlaceOf, outputBlobKeys, parseContract } from '../../src/jobs/contract.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { createQueueWorker, logWorkerError } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
@@ -70,6 +70,7 @@ export async function deliverOne(deps: DeliveryDeps, data: unknown): Promise<'de
       }
       if (!image) {
         // The PNG expired before anyone could post it (bots down longer than blobs.ttlSeconds): say so rather than fail silently.
+        deps.log.warn({ jobId: result.jobId, kind: result.kind, ...logPlaceOf(result.destination) }, 'the image expired before it could be posted (blobs.ttlSeconds passed while no bot delivered it)');
         result = { ...result, status: 'failed', image: undefined, images: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } };
       }
     }
@@ -117,7 +118,15 @@ export function startDeliveryWorker(deps: DeliveryDeps, queueName: string, concu
     concurrency,
     maxStalledCount: DELIVERY_MAX_STALLED,
   });
-  worker.on('failed', (job, err) => deps.log.warn({ jobId: job?.id, attempts: job?.attemptsMade, err: err.message }, 'delivery attempt failed'));
+  worker.on('failed', (job, err) => {
+    const attempt = { jobId: job?.id, attempts: job?.attemptsMade, err: err.message };
+    const final = !job || err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+    if (!final) return void deps.log.warn(attempt, 'delivery attempt failed');
+    // Nothing posts it now: the one line an admin asked "my result never came" finds by the job id.
+    const parsed = JobResult.safeParse(job?.data);
+    const where = parsed.success ? { kind: parsed.data.kind, status: parsed.data.status, ...logPlaceOf(parsed.data.destination) } : {};
+    deps.log.error({ ...attempt, ...where, stack: err.stack }, 'delivery failed for good: the result was not posted');
+  });
   worker.on('error', (err) => logWorkerError(deps.log, err, 'delivery worker error'));
   return worker;
 }

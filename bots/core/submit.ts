@@ -36,7 +36,7 @@ import { noWorkerReady, ResultCache, type Lookup } from '../../src/cache/results
 import { createGate, type Gate } from '../../src/limits/gate.ts';
 import type { QueuePlace, Reservation } from '../../src/scheduling/fair.ts';
 import type { Config, Secrets } from '../../src/config/schema.ts';
-import { channelKey, CONTRACT_VERSION, JobRequest, retentionOf, workspaceOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
+import { channelKey, CONTRACT_VERSION, JobRequest, logPlaceOf, retentionOf, workspaceOf, type Destination, type JobResult, type ImagineRequest } from '../../src/jobs/contract.ts';
 import { requestCancel } from '../../src/jobs/cancel.ts';
 import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { Retention } from '../../src/jobs/retention.ts';
@@ -51,6 +51,7 @@ import {
   type JobsQueue,
 } from '../../src/jobs/queue.ts';
 import { UserError, isUserError, asAppError } from '../../src/errors.ts';
+import { failureReason } from '../../src/observability/hooks.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
 import { closeRedis, createRedis, isRedisConnectionError, isRedisOutOfMemory, ReplicaFence, waitForRedis, type Redis } from '../../src/redis.ts';
 import { startDeliveryWorker } from './delivery.ts';
@@ -94,6 +95,12 @@ export interface CoreOptions {
   deliveryConcurrency?: number;
   /** How long a request whose add may have been lost waits for Redis to say whether its job exists. @defaultValue ANSWER_WITHIN_MS */
   answerWithinMs?: number;
+  /**
+   * Called for each command answered with a failure that is not the user's own (bots/main.ts counts it in
+   * blip3o_command_failures_total). `reason`: redis_unavailable, redis_full, answer_unknown, or for a "Something went
+   * wrong (ref …)" the error's code or name (failureReason): bounded, as a metric label must be.
+   */
+  onCommandFailed?: (failure: { platform: Destination['platform']; command: CommandInput['command']; reason: string }) => void;
 }
 
 /** The commands that queue a job (under jobIdFor(platform, dedupeKey)). */
@@ -657,20 +664,27 @@ export function createCore(options: CoreOptions): Core {
         }
       } catch (e) {
         if (isUserError(e)) return { kind: 'error', text: stripControlChars(e.message), private: true }; // may quote what was typed
+        const failed = (reason: string) => options.onCommandFailed?.({ platform: inv.destination.platform, command: inv.input.command, reason });
         if (e instanceof AnswerUnknown) {
+          failed('answer_unknown');
           log.warn({ jobId: e.jobId, answerWithinMs }, 'Redis did not answer whether a request was queued: the user is told so; it is settled once Redis answers');
           return { kind: 'error', text: ANSWER_UNKNOWN_TEXT, private: true };
         }
         if (isRedisConnectionError(e)) {
+          failed('redis_unavailable');
           log.warn({ command: inv.input.command, ...(SUBMITS.has(inv.input.command) ? { jobId: jobIdFor(inv.destination.platform, inv.dedupeKey) } : {}), err: (e as Error).message }, 'command refused: Redis connection lost');
           return { kind: 'error', text: 'I lost my connection to the job queue for a moment (it may be failing over). Nothing was queued; please try again in a few seconds.', private: true };
         }
         if (isRedisOutOfMemory(e)) {
+          failed('redis_full');
           log.error({ err: (e as Error).message }, 'command refused: Redis is out of memory (maxmemory reached); free memory or raise maxmemory (README: Sizing Redis)');
           return { kind: 'error', text: 'My job store is full, so nothing was queued. Please tell an admin; it works again once they make room.', private: true };
         }
         const ref = randomUUID().slice(0, 8);
-        log.error({ ref, err: asAppError(e).message, cause: e }, 'command failed');
+        failed(failureReason(e));
+        // The line the user's ref points to: the cause (its stack in `cause`), the command and where it was asked.
+        const job = SUBMITS.has(inv.input.command) ? { jobId: jobIdFor(inv.destination.platform, inv.dedupeKey) } : {};
+        log.error({ ref, command: inv.input.command, ...logPlaceOf(inv.destination), ...job, err: asAppError(e).message, cause: e }, 'command failed');
         return { kind: 'error', text: `Something went wrong (ref ${ref}).`, private: true };
       }
     },

@@ -763,7 +763,12 @@ export class DiscordAdapter implements Adapter {
   }
 
   private async download(image: AttachmentMeta): Promise<{ bytes: Uint8Array; name: string; contentType: string; sizeBytes: number }> {
-    const got = await downloadImage(image, this.policy);
+    const got = await downloadImage(image, this.policy).catch((e: unknown) => {
+      // the user is told to try again; the operator reads why: the CDN's answer, or the network error (its cause)
+      if (isUserError(e) && (e.context.status !== undefined || e.cause !== undefined))
+        this.log.warn({ status: e.context.status, err: e.cause instanceof Error ? e.cause.message : `HTTP ${String(e.context.status)}` }, 'a Discord attachment download failed');
+      throw e;
+    });
     return { bytes: got.bytes, name: image.filename, contentType: got.contentType, sizeBytes: got.bytes.byteLength };
   }
 

@@ -90,7 +90,7 @@ export async function downloadImage(a: AttachmentMeta, policy: DownloadPolicy): 
     }
     if (!response.ok || !response.body) {
       await response.body?.cancel();
-      throw new UserError('bad_image', `I couldn't download ${a.filename} (HTTP ${response.status}); it may have expired. Please upload it again.`);
+      throw new UserError('bad_image', `I couldn't download ${a.filename} (HTTP ${response.status}); it may have expired. Please upload it again.`, { context: { status: response.status } });
     }
     const declared = Number(response.headers.get('content-length') ?? NaN);
     if (Number.isFinite(declared) && declared > policy.maxBytes) {

@@ -285,7 +285,7 @@ export function registerHandlers(deps: HandlerDeps): void {
     } catch (e) {
       if (isUserError(e)) return void (await origin.tellPrivately(e.message).catch(() => undefined));
       const ref = randomUUID().slice(0, 8);
-      log.error({ ref, what, err: (e as Error).message }, 'slack handler failed');
+      log.error({ ref, what, workspace: origin.teamId, channel: origin.channelId, err: (e as Error).message, stack: (e as Error).stack }, 'slack handler failed');
       await origin.tellPrivately(`Something went wrong (ref ${ref}).`).catch(() => undefined);
     }
   }

@@ -145,6 +145,11 @@ export function channelKey(d: Destination): string {
   return `${d.platform}:${workspaceOf(d)}:${d.channelId}`;
 }
 
+/** Where a job was asked, as a failure's log line names it: ids for an admin to grep, never a metric label (unbounded). */
+export function logPlaceOf(d: Destination): { platform: Destination['platform']; workspace: string; channel: string } {
+  return { platform: d.platform, workspace: workspaceOf(d), channel: d.channelId };
+}
+
 // ---- commands -----------------------------------------------------------------------------------------
 // Hard bounds live here (what any worker will accept); config may set tighter ones at the adapter.
 

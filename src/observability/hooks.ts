@@ -20,10 +20,14 @@ export function trackQueue(metrics: Metrics, queue: Queue): void {
   metrics.trackQueue(queue.name, () => queue.getJobCounts(...STATES));
 }
 
-/** The ErrorCode of an AppError, else the error's name (UnrecoverableError, Error…), as a bounded label. */
+/** BullMQ's reason for a job whose worker died too often (moveStalledJobsToWait), failed by the next worker to take it. */
+const STALLED_TOO_OFTEN = 'job stalled more than allowable limit';
+
+/** The ErrorCode of an AppError, 'stalled', else the error's name (UnrecoverableError, Error…), as a bounded label. */
 export function failureReason(err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && /^[a-z_]{1,32}$/.test(code)) return code;
+  if (err instanceof Error && err.message === STALLED_TOO_OFTEN) return 'stalled';
   const name = err instanceof Error ? err.name : 'unknown';
   return /^\w{1,40}$/.test(name) ? name : 'unknown';
 }

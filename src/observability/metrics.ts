@@ -28,6 +28,11 @@ export interface Metrics {
   readonly deliveries: Counter<'platform' | 'outcome'>;
   /** Failed job or delivery attempts by reason (an ErrorCode, or the error's name). */
   readonly failures: Counter<'component' | 'queue' | 'reason'>;
+  /**
+   * Commands a bot answered with a failure that is not the user's (bots/core/submit.ts onCommandFailed): a "Something
+   * went wrong (ref …)" by its error's code or name, or redis_unavailable | redis_full | answer_unknown.
+   */
+  readonly commandFailures: Counter<'platform' | 'command' | 'reason'>;
   /** The model's prompt-match score of each delivered image (checks.match), and the extra images drawn for it. */
   readonly matchScore: Histogram<'kind'>;
   readonly rerolls: Counter<'kind'>;
@@ -88,6 +93,7 @@ export function createMetrics(component: Component, options: { prefix?: string; 
     gpuSeconds: new Counter({ name: `${prefix}gpu_seconds_total`, help: 'Accelerator seconds spent on jobs, per platform', labelNames: ['platform', 'provider'], registers }),
     deliveries: new Counter({ name: `${prefix}deliveries_total`, help: 'Result deliveries to chat platforms, by outcome', labelNames: ['platform', 'outcome'], registers }),
     failures: new Counter({ name: `${prefix}failures_total`, help: 'Failed job and delivery attempts, by reason', labelNames: ['component', 'queue', 'reason'], registers }),
+    commandFailures: new Counter({ name: `${prefix}command_failures_total`, help: "Commands answered with a failure that is not the user's, by reason", labelNames: ['platform', 'command', 'reason'], registers }),
     matchScore: new Histogram({ name: `${prefix}prompt_match_score`, help: "The model's P(yes) that a delivered image shows its prompt", labelNames: ['kind'], buckets: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1], registers }),
     rerolls: new Counter({ name: `${prefix}rerolls_total`, help: 'Images drawn again because the first scored below the match threshold', labelNames: ['kind'], registers }),
     executionProvider: new Gauge({ name: `${prefix}execution_provider`, help: 'Execution provider in use (1) and the one configured', labelNames: ['provider', 'configured'], registers }),

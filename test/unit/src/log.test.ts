@@ -1,5 +1,6 @@
 // The processes' log options (src/log.ts): what users typed never reaches a line, neither as a field nor through an
 // error object (ioredis puts the failed command's arguments on its errors).
+import { hostname } from 'node:os';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loggableError, logOptions } from '../../../src/log.ts';
@@ -39,5 +40,11 @@ describe('log options', () => {
     let depth = 0;
     for (let c = loggableError(e) as { cause?: unknown }; c.cause; c = c.cause as { cause?: unknown }) depth++;
     expect(depth).toBe(3);
+  });
+
+  it('every line names its process and host: which bot or worker replica logged a failure', () => {
+    const { log, out } = lines();
+    log.error({ jobId: 'j1' }, 'job failed for good: a failure was handed over');
+    expect(JSON.parse(out[0]!)).toMatchObject({ component: 'test', pid: process.pid, hostname: hostname() });
   });
 });

@@ -87,7 +87,10 @@ describe('deliverOne: images', () => {
     const r = result({ image: image(keys[0]!), images: keys.map(image) });
     const { log, lines } = logged();
     await deliverOne(depsFor(port, blobs, log), r);
-    expect(lines).toEqual([expect.objectContaining({ level: 30, jobId: r.jobId, status: 'failed', msg: 'delivered' })]);
+    expect(lines).toEqual([
+      expect.objectContaining({ level: 40, jobId: r.jobId, msg: 'the image expired before it could be posted (blobs.ttlSeconds passed while no bot delivered it)' }),
+      expect.objectContaining({ level: 30, jobId: r.jobId, status: 'failed', msg: 'delivered' }),
+    ]);
     expect(port.posted[0]!.args).toEqual([
       { ...r, status: 'failed', image: undefined, images: undefined, error: { code: 'internal', message: 'The image expired before it could be posted. Please try again.', userFacing: true } },
       undefined,

@@ -569,7 +569,8 @@ describe('unexpected failures', () => {
       return command('a failing fox', user);
     })();
     const ref = refIn(await toldVia(imagineCmd.payload.response_url, 'the reference'));
-    expect(failedAs('/imagine')).toContainEqual(expect.objectContaining({ ref, err: 'An API error occurred: fatal_error' }));
+    // where it was asked and the stack, for the admin the asker gives the ref to
+    expect(failedAs('/imagine')).toContainEqual(expect.objectContaining({ ref, err: 'An API error occurred: fatal_error', channel: CHANNEL, workspace: expect.any(String), stack: expect.stringContaining('fatal_error') }));
 
     const file = () => h.fake.seedFile(png, 'f.png', 'image/png');
     const m = h.fake.postUserMessage({ channel: CHANNEL, user, text: `<@${h.fake.botUserId}> what?`, files: [file()] });

@@ -32,6 +32,15 @@ describe('observeJobWorker', () => {
     expect(text).toMatch(/^blip3o_job_seconds_count\{[^}]*outcome="failed"[^}]*\} 1$/m);
   });
 
+  it('counts a job BullMQ failed for stalling too often as reason="stalled", not as any UnrecoverableError', async () => {
+    const { metrics, events } = jobsWorker();
+    const d: Destination = { platform: 'discord', guildId: 'g1', channelId: 'c1', userId: 'u1', applicationId: 'a1' };
+    // what the worker that next takes the job emits (BullMQ's deferred failure, set by moveStalledJobsToWait)
+    events.emit('failed', job(imagine('j1', d)), new UnrecoverableError('job stalled more than allowable limit'));
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(/^blip3o_failures_total\{[^}]*reason="stalled"[^}]*\} 1$/m);
+  });
+
   it('puts no user, channel, workspace or message id in a label: one series per platform however many DMs and channels', async () => {
     const { metrics, events } = jobsWorker();
     const ids: string[] = [];
