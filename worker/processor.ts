@@ -149,7 +149,7 @@ const jobFields = (request: JobRequest) => ({ kind: request.kind, ...logPlaceOf(
 
 export function createProcessor(deps: ProcessorDeps): JobProcessor {
   const { config, redis, blobs, log } = deps;
-  const serverClock = deps.clock ?? new ServerClock(redis);
+  const serverClock = deps.clock ?? ServerClock.forDeployment(redis, config.queue.prefix);
   const ledger = new DeliveryLedger(redis, config);
   const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const queues = new Map<string, DeliveryQueue>();

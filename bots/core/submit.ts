@@ -95,13 +95,21 @@ export interface CoreOptions {
   deliveryConcurrency?: number;
   /** How long a request whose add may have been lost waits for Redis to say whether its job exists. @defaultValue ANSWER_WITHIN_MS */
   answerWithinMs?: number;
+  /** How long the retention sweep waits for a failed job's hand-over (src/jobs/retention.ts). @defaultValue HAND_OVER_WAIT_MS */
+  retentionHandOverWaitMs?: number;
   /**
    * Called for each command answered with a failure that is not the user's own (bots/main.ts counts it in
    * blip3o_command_failures_total). `reason`: redis_unavailable, redis_full, answer_unknown, or for a "Something went
    * wrong (ref …)" the error's code or name (failureReason): bounded, as a metric label must be.
    */
-  onCommandFailed?: (failure: { platform: Destination['platform']; command: CommandInput['command']; reason: string }) => void;
+  onCommandFailed?: (failure: { platform: Destination['platform']; command: CommandLabel; reason: string }) => void;
 }
+
+/**
+ * The `command` of a failure's metric label: the command asked for, or 'admin' (a /blip3o-admin an adapter failed on
+ * before its subcommand was read) or 'other' (a button of another version): a small fixed set, as a label must be.
+ */
+export type CommandLabel = CommandInput['command'] | 'admin' | 'other';
 
 /** The commands that queue a job (under jobIdFor(platform, dedupeKey)). */
 const SUBMITS = new Set<CommandInput['command']>(['imagine', 'ask', 'vary', 'reroll', 'describe']);
@@ -162,6 +170,11 @@ export interface Core {
    * empty maps where the port names nothing, fails, or takes longer than NAMES_TIMEOUT_MS (the ids are shown then).
    */
   displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames>;
+  /**
+   * An adapter answered "Something went wrong (ref …)" itself (its handler failed around core.handle, not in it):
+   * counted as the core's own are (CoreOptions.onCommandFailed), by the error's code or name (failureReason).
+   */
+  commandFailed(failure: { platform: Destination['platform']; command: CommandLabel; error: unknown }): void;
 }
 
 /** How long a report waits for the platform to name its rows before it shows ids: an admin is waiting for it. */
@@ -202,8 +215,8 @@ export function createCore(options: CoreOptions): Core {
   const cache = new ResultCache(redis, config);
   const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const handOvers = new DeliveryQueues(config, redis);
-  const clock = options.clock ?? new ServerClock(redis);
-  const retention = new Retention(redis, config, log, clock);
+  const clock = options.clock ?? ServerClock.forDeployment(redis, config.queue.prefix);
+  const retention = new Retention(redis, config, log, clock, options.retentionHandOverWaitMs);
   const servedKey = (jobId: string) => `${config.queue.prefix}:served:${jobId}`;
   const instanceId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const ports = new Map(options.ports.map((p) => [p.platform, p]));
@@ -624,6 +637,7 @@ export function createCore(options: CoreOptions): Core {
     releaseFollowers,
     removeQueued,
     requestOf: previousRequest,
+    commandFailed: ({ error, ...asked }) => options.onCommandFailed?.({ ...asked, reason: failureReason(error) }),
 
     async displayNames(destination: Destination, ids: NameQuery): Promise<DisplayNames> {
       const port = portFor(destination);

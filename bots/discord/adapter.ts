@@ -21,6 +21,7 @@ import {
   ComponentType,
   DiscordAPIError,
   Options,
+  SnowflakeUtil,
   type APIMessage,
   type AttachmentPayload,
   type ButtonInteraction,
@@ -42,7 +43,7 @@ import { channelKey } from '../../src/jobs/contract.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
 import type { Adapter } from '../core/adapter.ts';
 import type { CommandInput, Invocation, Reply } from '../core/port.ts';
-import type { Core } from '../core/submit.ts';
+import type { CommandLabel, Core } from '../core/submit.ts';
 import { within } from '../core/deadline.ts';
 import { parseDuration, type SavedSettings } from '../core/settings.ts';
 import { adminInput } from './admin.ts';
@@ -109,6 +110,17 @@ const USER_CACHES = Options.cacheWithLimits({
 const SEEN_LIMIT = 5_000;
 
 /**
+ * A DM channel with no message for this long is dropped from discord.js's cache (sweepIdleDirectMessages, every
+ * DM_SWEEP_MS): discord.js keeps every DM channel it is sent, with up to 200 of its messages, and has no sweeper for
+ * channels (its Sweepers cover messages, threads, users…). Nothing here needs one cached: a later DM event makes it
+ * again (Partials.Channel), and what reads the cache (a DM mention's reply chain: fetchReference) runs right after a
+ * message in it. Before 2026-12-08 one stayed per user who ever used the bot in DMs
+ * (test/unit/bots/discord/dm-channels-memory.redis.test.ts).
+ */
+export const DM_IDLE_MS = 60 * 60_000;
+const DM_SWEEP_MS = 10 * 60_000;
+
+/**
  * How long a job's Redis reads before its defer may take (where a DM button's job belongs, saved privacy): Discord
  * drops an interaction not answered within 3 s of its creation. They take milliseconds, unless Redis is failing over
  * or down; then the bot defers privately first (privacy it cannot read stays private) and waits after the defer.
@@ -123,7 +135,7 @@ export class DiscordAdapter implements Adapter {
   private readonly policy: DownloadPolicy;
   private client: Client | undefined;
   private handle: Handle | undefined;
-  private core: Pick<Core, 'settings' | 'requestOf'> | undefined;
+  private core: Pick<Core, 'settings' | 'requestOf' | 'commandFailed'> | undefined;
   /** Where the copies of Ask form targets are, in Redis (asked-copies.ts); set by start(). */
   private copies: AskedCopies | undefined;
   /** The first "Queued: …" edit, through the core so it never lands on top of a result another instance posted. */
@@ -135,11 +147,12 @@ export class DiscordAdapter implements Adapter {
   private messageContent = false;
   private readonly seen = new Set<string>();
   /** The attachment an Ask form's submit asked about, for its copy's link (attachAskedImage); gone with the interaction. */
-  private readonly askedAttachments = new WeakMap<ModalSubmitInteraction, string>();
+  private readonly askedAttachments = new WeakMap<ModalSubmitInteraction, string | undefined>();
   /** Context-menu targets waiting for their modal (the modal submit does not carry the message). */
   private readonly modalTargets = new Map<string, { image: AttachmentMeta; at: number }>();
   private readonly onFatal: (error: Error) => void;
   private stopped = false;
+  private dmSweep: NodeJS.Timeout | undefined;
   private identifyThrottler: NonNullable<WebSocketOptions['buildIdentifyThrottler']> | undefined;
 
   constructor(options: DiscordAdapterOptions) {
@@ -160,13 +173,19 @@ export class DiscordAdapter implements Adapter {
     this.port = new DiscordDelivery(rest, this.config, this.log);
   }
 
+  /** Drops the DM channels with no message since DM_IDLE_MS before `now` (or none at all) from discord.js's cache; → how many. */
+  sweepIdleDirectMessages(now = Date.now()): number {
+    const lastAt = (id: string | null | undefined) => (id ? SnowflakeUtil.timestampFrom(id) : 0);
+    return this.client?.channels.cache.sweep((c) => c.isDMBased() && now - lastAt(c.lastMessageId) > DM_IDLE_MS) ?? 0;
+  }
+
   /** Whether the gateway connection has the Message Content intent (false after the portal refused it). */
   get hasMessageContent(): boolean {
     return this.messageContent;
   }
 
   /** Log in and start handling events with the core's `handle` (the core's delivery consumer is already running). */
-  async start(core: Pick<Core, 'handle' | 'showBeforeResult' | 'settings' | 'requestOf' | 'redis'>): Promise<void> {
+  async start(core: Pick<Core, 'handle' | 'showBeforeResult' | 'settings' | 'requestOf' | 'redis' | 'commandFailed'>): Promise<void> {
     this.core = core;
     this.copies = new AskedCopies(core.redis, this.config.queue.prefix);
     this.port.followCopies(this.copies);
@@ -175,11 +194,13 @@ export class DiscordAdapter implements Adapter {
     this.handle = (invocation) => core.handle(invocation);
     this.showQueued = (destination, jobId, text) =>
       core.showBeforeResult(jobId, () => this.port.showQueued(destination, jobId, text)).then(() => undefined);
+    this.dmSweep = setInterval(() => this.sweepIdleDirectMessages(), DM_SWEEP_MS).unref();
     await this.connect();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.dmSweep);
     await this.client?.destroy();
     this.client = undefined;
     this.port.close();
@@ -304,7 +325,7 @@ export class DiscordAdapter implements Adapter {
         checkBeforeDownload(image, this.policy);
         return question;
       },
-      async (question) => ({ command: 'ask', question, image: await this.download(image) }),
+      async (question) => ({ command: 'ask', question, image: await this.download(image, interaction.channelId) }),
     );
   }
 
@@ -361,7 +382,7 @@ export class DiscordAdapter implements Adapter {
         checkBeforeDownload(image, this.policy);
         return image;
       },
-      async (checked) => ({ command: 'describe', image: await this.download(checked) }),
+      async (checked) => ({ command: 'describe', image: await this.download(checked, interaction.channelId) }),
     );
   }
 
@@ -406,8 +427,8 @@ export class DiscordAdapter implements Adapter {
       async (question) => {
         const image = this.modalTargets.get(messageId)?.image ?? (await this.fetchImageOf(channelId, messageId));
         this.modalTargets.delete(messageId);
-        if (image.id) this.askedAttachments.set(interaction, image.id);
-        return { command: 'ask', question, image: await this.download(image) };
+        this.askedAttachments.set(interaction, image.id); // none where the image was not read from a message
+        return { command: 'ask', question, image: await this.download(image, interaction.channelId) };
       },
     );
   }
@@ -454,7 +475,7 @@ export class DiscordAdapter implements Adapter {
         checkBeforeDownload(source, this.policy);
         return source;
       },
-      async (image) => ({ command: 'vary', image: await this.download(image), from: parsed.jobId }),
+      async (image) => ({ command: 'vary', image: await this.download(image, interaction.channelId), from: parsed.jobId }),
       where,
     );
   }
@@ -511,7 +532,7 @@ export class DiscordAdapter implements Adapter {
       input = await finish(checked);
       reply = await this.call(this.invocation(interaction, input, destination));
     } catch (e) {
-      reply = this.errorReply(e);
+      reply = this.errorReply(e, askedIn(interaction));
     }
     if (reply.kind === 'queued') {
       await Promise.all([this.showQueued(destination, reply.jobId, reply.text), this.attachAskedImage(interaction, destination, input, place.saved, reply.jobId)]);
@@ -620,7 +641,7 @@ export class DiscordAdapter implements Adapter {
       await this.onMention(message, client.user.id, where);
     } catch (e) {
       if (forbiddenToPost(e)) return this.cannotReplyIn(message, e);
-      const text = this.errorReply(e).text;
+      const text = this.errorReply(e, { command: 'ask', channel: message.channelId }).text;
       await message.reply({ content: text, flags: NOTICE_FLAGS, allowedMentions: { parse: [], repliedUser: false }, ...postedOnce(message, 'error') }).catch(() => undefined);
     }
   }
@@ -669,11 +690,11 @@ export class DiscordAdapter implements Adapter {
     }
     let reply: Reply;
     try {
-      const input: CommandInput = { command: 'ask', question, image: await this.download(image), history: chain.history };
+      const input: CommandInput = { command: 'ask', question, image: await this.download(image, message.channelId), history: chain.history };
       // Stryker disable next-line BooleanLiteral: equivalent, the core reads isAdmin for cancel, channel settings and admin commands only
       reply = await this.call({ input, destination, dedupeKey: message.id, isAdmin: false }); // a question needs no admin
     } catch (e) {
-      reply = this.errorReply(e);
+      reply = this.errorReply(e, { command: 'ask', channel: message.channelId });
     }
     if (reply.kind === 'queued') return this.showQueued(destination, reply.jobId, reply.text);
     // refused (a limit, a budget, a check): the status message says why, marked as no answer (render.ts NOTICE_FLAGS)
@@ -762,11 +783,11 @@ export class DiscordAdapter implements Adapter {
     return { destination, allowed: true, private: saved.private === true, saved };
   }
 
-  private async download(image: AttachmentMeta): Promise<{ bytes: Uint8Array; name: string; contentType: string; sizeBytes: number }> {
+  private async download(image: AttachmentMeta, channel: string | null): Promise<{ bytes: Uint8Array; name: string; contentType: string; sizeBytes: number }> {
     const got = await downloadImage(image, this.policy).catch((e: unknown) => {
       // the user is told to try again; the operator reads why: the CDN's answer, or the network error (its cause)
       if (isUserError(e) && (e.context.status !== undefined || e.cause !== undefined))
-        this.log.warn({ status: e.context.status, err: e.cause instanceof Error ? e.cause.message : `HTTP ${String(e.context.status)}` }, 'a Discord attachment download failed');
+        this.log.warn({ channel, status: e.context.status, err: e.cause instanceof Error ? e.cause.message : `HTTP ${String(e.context.status)}` }, 'a Discord attachment download failed');
       throw e;
     });
     return { bytes: got.bytes, name: image.filename, contentType: got.contentType, sizeBytes: got.bytes.byteLength };
@@ -792,11 +813,13 @@ export class DiscordAdapter implements Adapter {
     return image;
   }
 
-  private errorReply(e: unknown): Reply & { kind: 'error' } {
+  /** A failure as the user is told it: a UserError's text, else a ref to the error line (the command, where) and a count. */
+  private errorReply(e: unknown, asked: Asked): Reply & { kind: 'error' } {
     if (isUserError(e)) return { kind: 'error', text: e.message, private: true };
     const ref = randomUUID().slice(0, 8);
     // Stryker disable next-line OptionalChaining: equivalent, nothing here throws null or undefined
-    this.log.error({ ref, err: (e as Error)?.message, stack: (e as Error)?.stack }, 'discord handler failed');
+    this.log.error({ ref, ...asked, err: (e as Error)?.message, stack: (e as Error)?.stack }, 'discord handler failed');
+    this.core?.commandFailed({ platform: 'discord', command: asked.command, error: e });
     return { kind: 'error', text: `Something went wrong (ref ${ref}).`, private: true };
   }
 
@@ -830,7 +853,7 @@ export class DiscordAdapter implements Adapter {
   }
 
   private async failInteraction(interaction: Interaction, e: unknown): Promise<void> {
-    const reply = this.errorReply(e);
+    const reply = this.errorReply(e, askedIn(interaction));
     if (!interaction.isRepliable()) return;
     await this.replyPrivately(interaction, reply.text).catch((err: Error) => this.log.warn({ err: err.message }, 'could not report an error'));
   }
@@ -861,6 +884,33 @@ export function shardOptions(shards: DiscordShards): Pick<ClientOptions, 'shards
  * "⏳ Looking at the image…" that stayed so for ever).
  */
 const postedOnce = (message: Message, what: string) => ({ nonce: nonceFor(`${what}:${message.id}`), enforceNonce: true });
+
+/** What failed, for its error line and count: the command (a bounded label) and the channel it was asked in. */
+interface Asked {
+  command: CommandLabel;
+  channel: string | null;
+}
+
+/** Each command's name as Discord sends it (commands.ts) → the label its failures are counted by. */
+const COMMAND_LABEL: Readonly<Record<string, CommandLabel>> = {
+  [COMMAND.imagine]: 'imagine',
+  [COMMAND.ask]: 'ask',
+  [COMMAND.askAboutImage]: 'ask',
+  [COMMAND.describe]: 'describe',
+  [COMMAND.describeImage]: 'describe',
+  [COMMAND.settings]: 'settings',
+  [COMMAND.admin]: 'admin',
+};
+
+/** The command an interaction is for (the Ask form is the one modal; a button's action is its command), and where. */
+function askedIn(interaction: Interaction): Asked {
+  const id = interaction.isButton() ? interaction.customId : '';
+  let command: CommandLabel = 'other';
+  if (interaction.isCommand()) command = COMMAND_LABEL[interaction.commandName] ?? 'other';
+  else if (interaction.isModalSubmit()) command = 'ask';
+  else if (interaction.isButton()) command = parseSettingsButton(id) ? 'settings' : (parseButtonId(id)?.action ?? 'other');
+  return { command, channel: interaction.channelId };
+}
 
 function userText(e: unknown): string {
   if (isUserError(e)) return e.message;

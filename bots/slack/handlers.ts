@@ -15,7 +15,7 @@ import { CONTRACT_VERSION, MAX_RETENTION_SECONDS, type SlackDestination } from '
 import { jobIdFor } from '../../src/jobs/queue.ts';
 import type { Logger } from '../../src/log.ts';
 import { thrownUnsent, type CommandInput, type Reply } from '../core/port.ts';
-import { STARTED_TEXT, type Core } from '../core/submit.ts';
+import { STARTED_TEXT, type CommandLabel, type Core } from '../core/submit.ts';
 import { ACTION, AskTarget, OUR_ACTION, SHORTCUT_ASK, SHORTCUT_DESCRIBE, VARY_ACTION, VIEW_ASK, askModal, describedJobOf, isKnownAction, parseMetadata, headline, readSlackText, statusMessage, varyIndex } from './blocks.ts';
 import { firstFile, historyBefore, imageForQuestion, imageRef, messageWith, stripMention } from './conversation.ts';
 import { adminOfWorkspace, NotAdmins, parseAdmin } from './admin.ts';
@@ -77,6 +77,26 @@ const ADMIN_CACHE_MS = 5 * 60_000;
 function keptAnywaySeconds(config: Readonly<Config>): number {
   return Math.min(MAX_RETENTION_SECONDS, Math.max(config.queue.keepCompletedSeconds, config.queue.keepFailedSeconds, config.blobs.ttlSeconds));
 }
+/**
+ * What each listener was doing (`guarded`'s `what`, in its log line) → the command its failure is counted by
+ * (Core.commandFailed, blip3o_command_failures_total): a small fixed set, as a metric label must be.
+ */
+const COMMAND_OF = {
+  '/imagine': 'imagine',
+  '/blip3o-admin': 'admin',
+  [SETTINGS_COMMAND]: 'settings',
+  'settings modal': 'settings',
+  app_mention: 'ask',
+  'ask shortcut window': 'ask',
+  'ask shortcut': 'ask',
+  'describe shortcut': 'describe',
+  're-roll': 'reroll',
+  vary: 'vary',
+  'imagine this': 'imagine',
+  cancel: 'cancel',
+  'button of another version': 'other',
+} as const satisfies Record<string, CommandLabel>;
+
 /** How long a mention's hint is remembered as told (onceFor): longer than Slack retries an event (about 6 minutes). */
 const TOLD_TTL_S = 3_600;
 
@@ -279,13 +299,14 @@ export function registerHandlers(deps: HandlerDeps): void {
   }
 
   /** Run a listener body; anything unexpected is logged and the asker gets a reference, never a stack. */
-  async function guarded(origin: Origin, what: string, body: () => Promise<void>): Promise<void> {
+  async function guarded(origin: Origin, what: keyof typeof COMMAND_OF, body: () => Promise<void>): Promise<void> {
     try {
       await body();
     } catch (e) {
       if (isUserError(e)) return void (await origin.tellPrivately(e.message).catch(() => undefined));
       const ref = randomUUID().slice(0, 8);
       log.error({ ref, what, workspace: origin.teamId, channel: origin.channelId, err: (e as Error).message, stack: (e as Error).stack }, 'slack handler failed');
+      core.commandFailed({ platform: 'slack', command: COMMAND_OF[what], error: e });
       await origin.tellPrivately(`Something went wrong (ref ${ref}).`).catch(() => undefined);
     }
   }
@@ -349,7 +370,7 @@ export function registerHandlers(deps: HandlerDeps): void {
 
   // ---- slash commands: parse before the ack (bad options are the ack's ephemeral answer), then work ----------
 
-  function slashCommand<I extends CommandInput>(name: string, parse: (text: string) => I, run: (origin: Origin, input: I, dedupeKey: string) => Promise<void>): void {
+  function slashCommand<I extends CommandInput>(name: '/imagine' | '/blip3o-admin', parse: (text: string) => I, run: (origin: Origin, input: I, dedupeKey: string) => Promise<void>): void {
     app.command(name, async ({ command, ack, respond, client, context }) => {
       let input: I;
       try {

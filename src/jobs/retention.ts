@@ -24,7 +24,10 @@
 // job's GPU-seconds just after BullMQ failed it.
 //
 // Clocks: a deadline is the bot's submittedAt + TTL, stamped on Redis's clock, and every sweep and the worker's PNG
-// expiry read that clock too (src/server-clock.ts); none compares its own host's clock with another host's.
+// expiry read that clock too (src/server-clock.ts). One comparison is left with another host's clock: a job completed
+// with no result is waited for from BullMQ's finishedOn, the finishing worker's clock (a worker S ahead keeps one that
+// finished just before its deadline up to S longer; one behind, a wait shorter: nothing is handed over after a
+// completion).
 import type { Job } from 'bullmq';
 import type { Redis } from '../redis.ts';
 import { z } from 'zod';
@@ -74,7 +77,9 @@ export class Retention {
     private readonly config: Readonly<Pick<Config, 'queue'>>,
     private readonly log?: Logger,
     /** Redis's clock: deadlines are submittedAt (read on it by the bot, src/server-clock.ts) + TTL. */
-    private readonly clock = new ServerClock(redis),
+    private readonly clock = ServerClock.forDeployment(redis, config.queue.prefix),
+    /** HAND_OVER_WAIT_MS; shorter only in end-to-end tests that wait out purges (test/integration/retention-paths, redis-keys). */
+    private readonly handOverWaitMs = HAND_OVER_WAIT_MS,
   ) {
     this.key = `${config.queue.prefix}:retention`;
     this.jobs = createJobsQueue(config, redis);
@@ -138,7 +143,7 @@ export class Retention {
     // over and wrote the settle marker again (worker/processor.ts onFinallyFailed), each kept a day.
     if (job && jobState === 'failed' && !(await this.waitedSinceFailed(e.j, now))) return false;
     // Completed with none: it was delivered, and its delivery removed (there is no 'failed' listener to wait for).
-    if (job && !result && jobState !== 'failed' && now - (job.finishedOn ?? 0) < HAND_OVER_WAIT_MS) return false;
+    if (job && !result && jobState !== 'failed' && now - (job.finishedOn ?? 0) < this.handOverWaitMs) return false;
     // Its images too, the input and what was made (they expire by the deadline themselves; a result never delivered
     // was never released, and one stored with a longer TTL by an older worker would outlive it)
     const request = job?.data as { imageKey?: string } | undefined;
@@ -159,9 +164,9 @@ export class Retention {
    */
   private async waitedSinceFailed(jobId: string, now: number): Promise<boolean> {
     const key = `${this.config.queue.prefix}:failed-seen:${jobId}`;
-    if ((await this.redis.set(key, String(now), 'PX', 2 * HAND_OVER_WAIT_MS, 'NX')) === 'OK') return false;
+    if ((await this.redis.set(key, String(now), 'PX', 2 * this.handOverWaitMs, 'NX')) === 'OK') return false;
     const seenAt = await this.redis.get(key);
-    return seenAt !== null && now - Number(seenAt) >= HAND_OVER_WAIT_MS;
+    return seenAt !== null && now - Number(seenAt) >= this.handOverWaitMs;
   }
 
   private async dropEvents(stream: string, e: Entry): Promise<void> {

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import type { Invocation } from '../../../../bots/core/port.ts';
+import { ANSWER_UNKNOWN_TEXT } from '../../../../bots/core/submit.ts';
 import { capturedLog, coreHarness, invocation as inv } from '../../../doubles/core-harness.ts';
 
 const h = coreHarness('t-cmdfail');
@@ -38,6 +39,38 @@ describe('core.handle: a failure the admin can find', () => {
     expect(failed).toEqual([
       { platform: 'discord', command: 'imagine', reason: 'redis_unavailable' },
       { platform: 'discord', command: 'imagine', reason: 'redis_full' },
+    ]);
+  });
+
+  it('Redis silent on whether a request was queued: counted as answer_unknown', async () => {
+    const failed: unknown[] = [];
+    const c = h.core({ answerWithinMs: 100, onCommandFailed: (f) => void failed.push(f) });
+    // The add reaches Redis, which then says nothing: the core cannot tell whether the job exists (submit-paths plays it too)
+    const add = c.queue.add.bind(c.queue);
+    const getJob = c.queue.getJob.bind(c.queue);
+    const held: (() => void)[] = [];
+    let silent = false;
+    c.queue.getJob = ((id: string) => (silent ? new Promise((resolve) => held.push(() => resolve(getJob(id)))) : getJob(id))) as typeof c.queue.getJob;
+    c.queue.add = (async (...args: Parameters<typeof add>) => {
+      await add(...args);
+      silent = true;
+      throw new Error('Connection is closed.');
+    }) as typeof c.queue.add;
+    expect(await c.handle(inv(imagine()))).toEqual({ kind: 'error', text: ANSWER_UNKNOWN_TEXT, private: true });
+    expect(failed).toEqual([{ platform: 'discord', command: 'imagine', reason: 'answer_unknown' }]);
+    silent = false;
+    for (const answer of held.splice(0)) answer();
+    await new Promise((r) => setTimeout(r, 300)); // the request settles in the background once Redis answers
+  });
+
+  it("an adapter's own \"Something went wrong\" (core.commandFailed): counted as the core's are, by the error's code or name", async () => {
+    const failed: unknown[] = [];
+    const c = h.core({ onCommandFailed: (f) => void failed.push(f) });
+    c.commandFailed({ platform: 'slack', command: 'ask', error: Object.assign(new Error('An API error occurred: fatal_error'), { code: 'slack_webapi_platform_error' }) });
+    c.commandFailed({ platform: 'discord', command: 'other', error: new TypeError('x is undefined') });
+    expect(failed).toEqual([
+      { platform: 'slack', command: 'ask', reason: 'slack_webapi_platform_error' },
+      { platform: 'discord', command: 'other', reason: 'TypeError' },
     ]);
   });
 });
