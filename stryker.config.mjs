@@ -50,19 +50,33 @@ const groups = {
   text: ['src/text.ts'],
   // the copy of an Ask form's target following it (asked-copies.ts and where the adapter and the delivery use it) and
   // the mark of the bot's notices (NOTICE_FLAGS: noticeBody, turnText), since 2026-12-07. Line ranges: the adapter's
-  // MESSAGE_DELETE listeners and attachAskedImage to removeCopy, the delivery's copy on an answer posted anew
-  // (askedCopyOn, followedThere, withAskedCopy), render.ts's NOTICE_FLAGS and noticeBody, conversation.ts's check of
-  // the mark. Update them when those files move.
-  asked: ['bots/discord/asked-copies.ts', 'bots/discord/adapter.ts:231-232', 'bots/discord/adapter.ts:514-566', 'bots/discord/delivery.ts:262-263', 'bots/discord/delivery.ts:273-273', 'bots/discord/delivery.ts:292-316', 'bots/discord/delivery.ts:561-567', 'bots/discord/render.ts:141-146', 'bots/discord/conversation.ts:86-86'],
+  // gateway listeners (MESSAGE_DELETE, MESSAGE_DELETE_BULK, MESSAGE_UPDATE), the attachment an Ask form asked about
+  // (onAskModal's askedAttachments, fetchImageOf's id) and attachAskedImage to removeCopy (onDeleted, onEdited), the
+  // delivery's copy on an answer posted anew (askedCopyOn, followedThere, withAskedCopy), render.ts's NOTICE_FLAGS and
+  // noticeBody, conversation.ts's check of the mark. Update them when those files move (re-derived 2026-12-08).
+  asked: ['bots/discord/asked-copies.ts', 'bots/discord/adapter.ts:250-252', 'bots/discord/adapter.ts:409-409', 'bots/discord/adapter.ts:535-607', 'bots/discord/adapter.ts:789-789', 'bots/discord/delivery.ts:262-263', 'bots/discord/delivery.ts:273-273', 'bots/discord/delivery.ts:292-316', 'bots/discord/delivery.ts:561-567', 'bots/discord/render.ts:141-146', 'bots/discord/conversation.ts:87-87'],
   // a job's time limit over all its model runs (worker/job-time-limit.ts), since 2026-12-07
   timelimit: ['worker/job-time-limit.ts'],
   // results whose place changed while the job waited (archived or locked threads, refusals by a workspace's settings)
   // and the deliveries' outcomes elsewhere / nowhere, since 2026-12-07. Line ranges: the lines of that change; update
   // them when those files move.
-  places: ['bots/discord/delivery.ts:40-63', 'bots/discord/delivery.ts:175-184', 'bots/discord/delivery.ts:230-254', 'bots/discord/delivery.ts:278-283', 'bots/discord/delivery.ts:339-416', 'bots/slack/port.ts:48-68', 'bots/slack/port.ts:197-252', 'bots/core/delivery.ts:33-37', 'bots/core/delivery.ts:76-89', 'src/observability/hooks.ts:98-110'],
+  places: ['bots/discord/delivery.ts:40-63', 'bots/discord/delivery.ts:175-184', 'bots/discord/delivery.ts:230-254', 'bots/discord/delivery.ts:278-283', 'bots/discord/delivery.ts:339-416', 'bots/slack/port.ts:63-78', 'bots/slack/port.ts:208-266', 'bots/core/delivery.ts:33-37', 'bots/core/delivery.ts:77-90', 'src/observability/hooks.ts:102-114'],
   // the retention purge's timing and a cancel's flag set only while the job exists (src/jobs/{retention,cancel}.ts),
   // since 2026-12-07. Line ranges: update them when those files move.
-  retention: ['src/jobs/retention.ts:22-48', 'src/jobs/retention.ts:95-102', 'src/jobs/retention.ts:126-141', 'src/jobs/retention.ts:160-165', 'src/jobs/cancel.ts:1-27'],
+  retention: ['src/jobs/retention.ts:22-48', 'src/jobs/retention.ts:100-107', 'src/jobs/retention.ts:131-146', 'src/jobs/retention.ts:165-170', 'src/jobs/cancel.ts:1-27'],
+  // Redis's clock as every host reads it (src/server-clock.ts, a5cb746), since 2026-12-08
+  clock: ['src/server-clock.ts'],
+  // Slack channels that take posts only in threads (startJob's DM fallback, dmForThreadOnly, the port's THREAD_ONLY) and a
+  // Slack Connect member's request outside the result cache (fromElsewhere, keptAnywaySeconds), f3d8571, since
+  // 2026-12-08. Line ranges: update them when those files move.
+  threadonly: ['bots/slack/handlers.ts:77-79', 'bots/slack/handlers.ts:165-170', 'bots/slack/handlers.ts:183-203', 'bots/slack/handlers.ts:282-287', 'bots/slack/handlers.ts:454-454', 'bots/slack/port.ts:53-53', 'bots/slack/port.ts:71-71'],
+  // what a bot forgets per job (0ac6603, since 2026-12-08): the progress relay's look-up of a finished job, Slack's titles
+  // held from a job's start to its delivery. Line ranges: update them when those files move.
+  memory: ['bots/core/progress.ts:231-245', 'bots/slack/adapter.ts:197-212', 'bots/slack/adapter.ts:230-230', 'bots/slack/port.ts:233-233', 'bots/slack/port.ts:239-239', 'bots/slack/handlers.ts:153-160', 'bots/slack/handlers.ts:203-208'],
+  // the admin's side of a failure (128a41c, since 2026-12-08): failureReason's 'stalled', the worker's failure lines and
+  // their levels, the delivery's 'failed for good' line, the core's onCommandFailed. Line ranges: update them when those
+  // files move.
+  failures: ['src/observability/hooks.ts:24-33', 'worker/processor.ts:148-148', 'worker/processor.ts:459-472', 'worker/processor.ts:490-500', 'bots/core/delivery.ts:121-129', 'bots/core/submit.ts:669-690'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);

@@ -53,7 +53,15 @@ const tests: Record<string, string[]> = {
   // deliveries whose place changed: real discord.js and Bolt against the fakes, the core's delivery on Redis, the metrics
   places: ['test/unit/bots/discord/delivery.test.ts', 'test/unit/bots/slack/port.redis.test.ts', 'test/unit/bots/core/delivery.redis.test.ts', 'test/unit/src/observability/hooks.test.ts'],
   // the retention purge and cancel on Redis (real BullMQ; the failed listener's wait as the worker runs it)
-  retention: ['test/unit/src/jobs/{retention,retention-bystanders,cancel}.redis.test.ts', 'test/unit/worker/retention-failed-listener.redis.test.ts'],
+  retention: ['test/unit/src/jobs/{retention,retention-bystanders,retention-clock-skew,cancel}.redis.test.ts', 'test/unit/worker/retention-failed-listener.redis.test.ts'],
+  // Redis's clock on its own (a fake TIME, host clocks ahead and behind) and through the retention sweep
+  clock: ['test/unit/src/server-clock.test.ts', 'test/unit/src/jobs/retention-clock-skew.redis.test.ts'],
+  // thread-only channels and Slack Connect members through real Bolt and the fake Slack; the port's refusals
+  threadonly: ['test/unit/bots/slack/{thread-only-channel,slack-connect,port}.redis.test.ts'],
+  // what a bot holds per job, and forgets: the progress relay, Slack's titles
+  memory: ['test/unit/bots/core/progress-memory.redis.test.ts', 'test/unit/bots/slack/titles-memory.redis.test.ts'],
+  // the failure lines and counts: the worker's, the delivery's, the core's, the metrics' reason
+  failures: ['test/unit/worker/processor-failure-log.redis.test.ts', 'test/unit/bots/core/{delivery,submit}-failure-log.redis.test.ts', 'test/unit/src/observability/hooks.test.ts'],
 };
 const group = process.env.MUTATION_GROUP;
 

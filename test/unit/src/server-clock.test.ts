@@ -56,6 +56,25 @@ describe('ServerClock', () => {
     expect(w.timeCalls).toBe(3);
   });
 
+  it('a step of the host clock by a second is a jump; less is drift, read from the offset', async () => {
+    const w = world(0);
+    const clock = new ServerClock(w.redis, w.hostNow, w.monotonicNow);
+    await clock.now();
+    w.skewMs += 999;
+    expect(await clock.now()).toBe(w.redisMs + 999);
+    expect(w.timeCalls).toBe(1);
+    w.skewMs += 1;
+    expect(await clock.now()).toBe(w.redisMs);
+    expect(w.timeCalls).toBe(2);
+  });
+
+  it("counts TIME's microseconds: a reading between two seconds of Redis's clock is not rounded to either", async () => {
+    const w = world(-45_000);
+    w.redisMs += 250; // TIME answers [seconds, 250000]
+    const clock = new ServerClock(w.redis, w.hostNow, w.monotonicNow);
+    expect(await clock.now()).toBe(w.redisMs);
+  });
+
   it('readings asked together share one TIME', async () => {
     const w = world(60_000);
     const clock = new ServerClock(w.redis, w.hostNow, w.monotonicNow);

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobStore } from '../../../src/blobs/index.ts';
 import type { BlobStore } from '../../../src/blobs/store.ts';
 import { loadConfig } from '../../../src/config/load.ts';
-import { AppError } from '../../../src/errors.ts';
+import { AppError, UserError } from '../../../src/errors.ts';
 import { CONTRACT_VERSION, type DiscordDestination, type JobRequest, type JobResult } from '../../../src/jobs/contract.ts';
 import { createDeliveryQueue, deliveryQueueName } from '../../../src/jobs/queue.ts';
 import { closeRedis, createRedis, type Redis } from '../../../src/redis.ts';
@@ -110,5 +110,13 @@ describe('a failed job, as the admin finds it', () => {
     const request = imagine();
     await failureOf(p.process(job(request, 3, 0), 'token', new AbortController().signal));
     expect(about(request.id)).toMatchObject([{ level: 40, msg: 'job failed (not retried)', code: 'timeout', kind: 'imagine', platform: 'discord', channel: discord.channelId }]);
+  });
+
+  it("a failure that is the user's to fix (their image refused): handed over, with no warning or error for the admin", async () => {
+    const { p, about } = processorThrowing(() => new UserError('bad_image', 'That image is too large.'));
+    const request = imagine();
+    await failureOf(p.process(job(request, 3, 0), 'token', new AbortController().signal));
+    expect((await handedOver(request.id))?.error).toMatchObject({ code: 'bad_image', userFacing: true });
+    expect(about(request.id)).toEqual([]); // its 'job failed (not retried)' line is info
   });
 });

@@ -3,6 +3,7 @@
 // platform's error with its stack; the attempts before it are warnings. Over real Redis.
 import { randomUUID } from 'node:crypto';
 import { pino } from 'pino';
+import { UnrecoverableError } from 'bullmq';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { deliverOne, startDeliveryWorker } from '../../../../bots/core/delivery.ts';
 import type { PlatformPort } from '../../../../bots/core/port.ts';
@@ -54,6 +55,37 @@ it('retries run out: one error line with the job, its destination and the platfo
         level: 50, msg: 'delivery failed for good: the result was not posted', attempts: 2, kind: 'ask', status: 'failed',
         platform: 'discord', workspace: 'g1', channel: 'c1', err: 'Service Unavailable', stack: expect.stringContaining('delivery-failure-log.redis.test.ts'),
       },
+    ]);
+  } finally {
+    await worker.close();
+    await queue.close();
+  }
+});
+
+it('a platform error no retry can help (UnrecoverableError): failed for good at its first attempt, one error line', async () => {
+  const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
+  const port: PlatformPort = {
+    platform: 'discord', showProgress: async () => undefined,
+    deliver: async () => {
+      throw new UnrecoverableError('Missing Access');
+    },
+  };
+  const name = `delivery-discord-${randomUUID().slice(0, 6)}`;
+  const worker = startDeliveryWorker({ config, redis, blobs: createBlobStore(config, redis), ledger: new DeliveryLedger(redis, config), port, log }, name, 1);
+  const queue = createDeliveryQueue(config, redis, name);
+  try {
+    await worker.waitUntilReady();
+    const r: JobResult = {
+      v: CONTRACT_VERSION, jobId: `j${randomUUID().slice(0, 8)}`, kind: 'ask', status: 'failed', timingsMs: {}, finishedAt: 1,
+      destination: { platform: 'discord', guildId: 'g1', channelId: 'c1', userId: 'u1', applicationId: 'a1' },
+      error: { code: 'internal', message: 'Generation failed (ref x).', userFacing: false },
+    };
+    await queue.add('result', r, { jobId: r.jobId, attempts: 3, backoff: { type: 'fixed', delay: 10 } });
+    for (let i = 0; i < 500 && (await queue.getJobState(r.jobId)) !== 'failed'; i++) await new Promise((res) => setTimeout(res, 10));
+    for (let i = 0; i < 100 && lines.filter((l) => l.jobId === r.jobId).length < 1; i++) await new Promise((res) => setTimeout(res, 10));
+    expect(lines.filter((l) => l.jobId === r.jobId)).toMatchObject([
+      { level: 50, msg: 'delivery failed for good: the result was not posted', attempts: 1, platform: 'discord', channel: 'c1', err: 'Missing Access' },
     ]);
   } finally {
     await worker.close();

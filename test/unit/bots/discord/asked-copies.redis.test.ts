@@ -78,6 +78,39 @@ it('an edit that removed the asked image takes that job\'s links and leaves the 
   expect(await keys()).toEqual([]);
 });
 
+it('an edit whose job keys Redis cannot read as sets fails (the adapter logs it) rather than passing as no copies', async () => {
+  const [target, job] = [id(), id()];
+  await copies.link({ messageId: target, attachmentId: 'A' }, job, { channelId: 'C1', messageId: 'M1' });
+  const jobKey = `${prefix}:discord-asked-copy:job:${job}`;
+  await redis.del(jobKey);
+  await redis.set(jobKey, 'not a set');
+  await expect(copies.takeRemoved(target, { attachmentIds: [], anyImage: false })).rejects.toThrow(/WRONGTYPE/);
+  // the same between the read and the take (a key rewritten meanwhile): the take's error, not an empty list
+  await redis.del(jobKey);
+  await copies.link({ messageId: target, attachmentId: 'A' }, job, { channelId: 'C1', messageId: 'M1' });
+  const multi = redis.multi.bind(redis);
+  let calls = 0;
+  const spy = vi.spyOn(redis, 'multi').mockImplementation(((...args: Parameters<typeof redis.multi>) => {
+    const tx = multi(...args);
+    if (++calls === 1) {
+      const exec = tx.exec.bind(tx);
+      tx.exec = (async () => {
+        const replies = await exec();
+        await redis.del(jobKey);
+        await redis.set(jobKey, 'not a set');
+        return replies;
+      }) as typeof tx.exec;
+    }
+    return tx;
+  }) as typeof redis.multi);
+  try {
+    await expect(copies.takeRemoved(target, { attachmentIds: [], anyImage: false })).rejects.toThrow(/WRONGTYPE/);
+  } finally {
+    spy.mockRestore();
+    await redis.del(jobKey, `${prefix}:discord-asked-copy:target:${target}`);
+  }
+});
+
 it('a message that is no target: one round trip, nothing taken', async () => {
   const multi = vi.spyOn(redis, 'multi');
   try {
@@ -109,6 +142,7 @@ describe('attachmentsLeft: what a MESSAGE_UPDATE says of its message\'s attachme
     expect(attachmentsLeft(edit({}), 'BOT', true)).toBeUndefined();
     expect(attachmentsLeft({ id: 'M', attachments: 'none' }, 'BOT', true)).toBeUndefined();
     expect(attachmentsLeft(edit({ attachments: [] }), 'BOT', false)).toBeUndefined();
+    expect(attachmentsLeft(edit({ attachments: [], mentions: [{ id: 'U2' }] }), 'BOT', false)).toBeUndefined(); // someone else mentioned
   });
 
   it('without the intent, what Discord never blanks: a DM, the bot\'s own message, a message that mentions the bot', () => {

@@ -173,6 +173,18 @@ describe('the copy of an Ask form target follows the target', () => {
     }
   });
 
+  it('a deletion from the gateway the bot cannot read (no message id): logged, nothing taken', async () => {
+    const take = vi.spyOn(AskedCopies.prototype, 'take');
+    try {
+      h.fake.dispatch('MESSAGE_DELETE', { channel_id: '1', guild_id: h.fake.guildId }); // a channel discord.js never heard of: only the copies read it
+      const line = await h.fake.waitFor(() => logged.find((l) => l.msg === 'a message deletion from the gateway could not be read: copies of its images stay'), 10_000, 'the warning');
+      expect(line).toMatchObject({ level: 40, err: expect.stringContaining('id') });
+      expect(take).not.toHaveBeenCalled();
+    } finally {
+      take.mockRestore();
+    }
+  });
+
   it('in a thread discord.js holds no channel for, deleted alone or in a purge: the answers there lose the copy (the gateway event\'s ids are enough)', async () => {
     const thread = h.fake.addThread(h.fake.channelId, 'old thread', { unseen: true });
     const alone = h.fake.postUserMessage({ content: 'a lamp', channelId: thread, attachments: [attachment()], silent: true });
@@ -249,6 +261,22 @@ describe('the copy follows its target\'s image through an edit (MESSAGE_UPDATE)'
     h.fake.deleteMessage(target);
     await copyGone(h.fake.original(first)!, 'the copy removed from the first answer');
     await copyGone(h.fake.original(second)!, 'the copy removed from the answer about the first answer'); // its MESSAGE_UPDATE, the bot's own
+  });
+
+  it('links Redis will not give on an edit: logged with the message, the link kept, the bot goes on', async () => {
+    const target = h.fake.postUserMessage({ content: 'a crab', attachments: [attachment()], silent: true });
+    const asked = await askForm(target, 'what crab?');
+    await answer(asked, 'A hermit crab.');
+    const takeRemoved = vi.spyOn(AskedCopies.prototype, 'takeRemoved').mockRejectedValueOnce(new Error('Connection is closed.'));
+    try {
+      h.fake.editUserMessage(target, { keep: () => false });
+      const failed = await h.fake.waitFor(() => logged.find((l) => l.msg === 'could not look up the answers about an edited message: their copies of its image stay'), 10_000, 'the warning');
+      expect(failed).toMatchObject({ level: 40, message: target.id, err: 'Connection is closed.' });
+    } finally {
+      takeRemoved.mockRestore();
+    }
+    expect(h.fake.original(asked)!.attachments.map((a) => a.filename)).toEqual([COPY]);
+    expect(await targetLinked(target)).toBe(1);
   });
 
   it('an edit that names no attachments, or of a message that was no target: nothing taken off, the link kept', async () => {
@@ -347,6 +375,25 @@ describe('another bot process', () => {
       h.fake.deleteMessage(target);
       await copyGone(h.fake.original(asked)!, 'the copy removed by the other process');
       expect(h.fake.original(asked)!.content).toBe('A collie.');
+    } finally {
+      await other.stop();
+    }
+  });
+
+  it('a process started since: its gateway listeners follow a purge and an edit (registered at its login, here inside the test)', async () => {
+    await h.adapter.stop(); // stopped above already
+    const other = new DiscordAdapter({ config: h.config, secrets: { REDIS_URL: 'redis://127.0.0.1:6379', DISCORD_TOKEN: h.fake.token, DISCORD_APPLICATION_ID: h.fake.appId }, log: createLogger('started-since', 'warn') });
+    try {
+      await other.start(h.core);
+      const purged = h.fake.postUserMessage({ content: 'a vase', attachments: [attachment()], silent: true });
+      const edited = h.fake.postUserMessage({ content: 'a bowl', attachments: [attachment()], silent: true });
+      const [aboutPurged, aboutEdited] = [await askForm(purged, 'what vase?'), await askForm(edited, 'what bowl?')];
+      await answer(aboutPurged, 'A Ming vase.', other);
+      await answer(aboutEdited, 'A salad bowl.', other);
+      h.fake.bulkDelete([purged, h.fake.postUserMessage({ content: 'spam', silent: true })]);
+      await copyGone(h.fake.original(aboutPurged)!, 'the copy removed after the purge');
+      h.fake.editUserMessage(edited, { keep: () => false });
+      await copyGone(h.fake.original(aboutEdited)!, 'the copy removed after the edit');
     } finally {
       await other.stop();
     }
