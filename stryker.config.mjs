@@ -54,7 +54,7 @@ const groups = {
   // (onAskModal's askedAttachments, fetchImageOf's id) and attachAskedImage to removeCopy (onDeleted, onEdited), the
   // delivery's copy on an answer posted anew (askedCopyOn, followedThere, withAskedCopy), render.ts's NOTICE_FLAGS and
   // noticeBody, conversation.ts's check of the mark. Update them when those files move (re-derived 2026-12-08).
-  asked: ['bots/discord/asked-copies.ts', 'bots/discord/adapter.ts:250-252', 'bots/discord/adapter.ts:409-409', 'bots/discord/adapter.ts:535-607', 'bots/discord/adapter.ts:789-789', 'bots/discord/delivery.ts:262-263', 'bots/discord/delivery.ts:273-273', 'bots/discord/delivery.ts:292-316', 'bots/discord/delivery.ts:561-567', 'bots/discord/render.ts:141-146', 'bots/discord/conversation.ts:87-87'],
+  asked: ['bots/discord/asked-copies.ts', 'bots/discord/adapter.ts:271-273', 'bots/discord/adapter.ts:430-430', 'bots/discord/adapter.ts:556-628', 'bots/discord/adapter.ts:810-810', 'bots/discord/delivery.ts:262-263', 'bots/discord/delivery.ts:273-273', 'bots/discord/delivery.ts:292-316', 'bots/discord/delivery.ts:561-567', 'bots/discord/render.ts:141-146', 'bots/discord/conversation.ts:87-87'],
   // a job's time limit over all its model runs (worker/job-time-limit.ts), since 2026-12-07
   timelimit: ['worker/job-time-limit.ts'],
   // results whose place changed while the job waited (archived or locked threads, refusals by a workspace's settings)
