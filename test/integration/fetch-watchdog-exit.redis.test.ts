@@ -73,7 +73,7 @@ describe('a process whose fetch loop has stopped says why and exits 1; started a
     const code = await exitWithin(stuck, 60_000);
     console.log(`the stuck bot: ${code}`);
     expect(code).toBe(1);
-    expect(stuck.output()).toMatch(/the delivery worker of delivery-discord has taken no result for \d+ s while 1 waited and it had room: exiting so that it is restarted/);
+    expect(stuck.output()).toMatch(/the delivery worker of delivery-discord has taken no result for \d+ s while \d+ waited and it had room: exiting so that it is restarted/);
     expect(proxy.silenced()).toBeGreaterThan(silencedBefore);
     expect(discord.original(interaction)?.attachments ?? []).toHaveLength(0); // the image waits in Redis
     // It stopped as SIGTERM stops it before exiting: the running job's progress lease went back (else the bot started

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Invocation } from '../../bots/core/port.ts';
 import type { SlackDestination } from '../../src/jobs/contract.ts';
 import { createDeliveryQueue, type DeliveryQueue } from '../../src/jobs/queue.ts';
+import { HAND_OVER_WAIT_MS } from '../../src/jobs/retention.ts';
 import { logOptions } from '../../src/log.ts';
 import { closeRedis, createRedis, type Redis } from '../../src/redis.ts';
 import { startSlackHarness, type SlackHarness } from '../fakes/slack/bot-harness.ts';
@@ -24,13 +25,6 @@ const SECRET_CHANNEL = 'C0SECRET';
 const LIMITED_CHANNEL = 'C0LIMITED';
 const OPEN_CHANNEL = 'C0OPEN';
 const TTL_S = 3;
-/**
- * The bot's sweep waits this long for a failed job's hand-over, not HAND_OVER_WAIT_MS (60 s, test/unit/src/jobs/
- * retention.redis.test.ts holds it to that): what is left after the purge is the same, and a minute of real time per
- * failed job made this the suite's slowest file. Still long past the worker's 'failed' listener, which runs just after
- * BullMQ fails the job (a purge before it would leave what it writes, and fail nothingLeft).
- */
-const HAND_OVER_WAIT_MS = 10_000;
 let h: SlackHarness;
 let redis: Redis;
 let deliveries: DeliveryQueue;
@@ -41,7 +35,6 @@ beforeAll(async () => {
   h = await startSlackHarness({
     mode: 'socket',
     log: pino(logOptions('test-bot', 'debug'), sink),
-    retentionHandOverWaitMs: HAND_OVER_WAIT_MS,
     pipelineExtra: { stepDelayMs: 5, maxSteps: 2, slowStepMs: 300, failures: { REFUSE: 'user', FLAKY: 'transient-once', SLOW: 'slow' } },
     config: {
       queue: { retentionSweepMs: 250, lockDurationMs: 2000, stalledIntervalMs: 1000 },

@@ -3,6 +3,7 @@
 // answer (a 5xx after discord.js's retries, a timeout) says nothing about the message, and the user is told to try
 // again, not that the image is gone. Real discord.js against the fake Discord, the real core on Redis, no worker.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Core } from '../../../../bots/core/submit.ts';
 import type { JobRequest } from '../../../../src/jobs/contract.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
 import { samplePng } from '../../../conformance/platform-adapter.case.ts';
@@ -72,5 +73,36 @@ describe('the ask modal fetching its message again', () => {
     expect(await toldPrivately(h.fake.submitModal(menu, { question: 'hidden?' }))).toBe('That message has no image I can read any more.');
     h.fake.injectFault({ method: 'GET', path: route, status: 404, code: 10008, message: 'Unknown Message' });
     expect(await toldPrivately(h.fake.submitModal(menu, { question: 'gone?' }))).toBe('That message has no image I can read any more.');
+  });
+});
+
+// An attachment Discord's CDN would not give: the user is told to try again or upload it again, and the admin finds
+// why, and where, in a warning (as a Slack download failure has one). The adapter's own "Something went wrong (ref X)"
+// (a failure around core.handle): one error line with the command and channel, counted for /metrics as the core's
+// are (Core.commandFailed). Before 2026-12-08 neither was logged with its place, nor counted.
+describe('an attachment download failing, and the adapter\'s own failures', () => {
+  it('a CDN answering 503: the user is told, and one warning says what the CDN answered', async () => {
+    const photo = h.fake.addAttachment({ bytes: png, filename: 'photo.png', contentType: 'image/png' });
+    h.fake.injectFault({ method: 'GET', path: /^\/attachments\//, status: 503 });
+    const i = h.fake.slashCommand({ name: 'ask', user: h.fake.user('u-dl'), options: [{ name: 'image', type: 11, value: photo.id }, { name: 'question', type: 3, value: 'what is it?' }], attachments: [photo] });
+    expect(await h.fake.waitFor(() => privateText(i), 20_000, 'the private answer')).toBe("I couldn't download photo.png (HTTP 503); it may have expired. Please upload it again.");
+    expect(logged.filter((l) => l.msg === 'a Discord attachment download failed')).toMatchObject([{ level: 40, status: 503, err: 'HTTP 503', channel: h.fake.channelId }]);
+  });
+
+  it('"Something went wrong (ref X)" of the adapter\'s own: one error line naming the command and channel, and counted', async () => {
+    const counted: Parameters<Core['commandFailed']>[0][] = [];
+    const { get } = h.core.settings;
+    const commandFailed = h.core.commandFailed; // a wrapper, to see what the adapter counts (undefined before 2026-12-08)
+    h.core.commandFailed = (f) => void (counted.push(f), commandFailed?.(f));
+    h.core.settings.get = async () => { throw new Error('connection lost'); };
+    try {
+      const i = h.fake.slashCommand({ name: 'settings', user: h.fake.user('u-fail') });
+      const ref = /ref ([0-9a-f]{8})/.exec(await h.fake.waitFor(() => privateText(i), 20_000, 'the private answer'))?.[1];
+      expect(logged.filter((l) => l.msg === 'discord handler failed' && l.ref === ref)).toMatchObject([{ level: 50, command: 'settings', channel: h.fake.channelId, err: 'connection lost' }]);
+      expect(counted).toMatchObject([{ platform: 'discord', command: 'settings', error: { message: 'connection lost' } }]);
+    } finally {
+      h.core.settings.get = get;
+      h.core.commandFailed = commandFailed;
+    }
   });
 });
