@@ -58,8 +58,9 @@ describe('a process whose fetch loop has stopped says why and exits 1; started a
       queue: { fetchStallMs: 1_500 },
       discord: { enabled: true, apiBaseUrl: discord.apiBase, downloadHosts: [new URL(discord.origin).host], progressEditIntervalMs: 50, restRetries: 1 },
       http: { botPort: 0, host: '127.0.0.1' },
-      // a prompt with SLOW runs ≈ 8 s (1 s a step): still running when the stuck bot exits
-      worker: { pipelineExtra: { failures: { SLOW: 'slow' }, slowStepMs: 1_000 } },
+      // a prompt with SLOW runs ≈ 24 s (3 s a step): still running when the stuck bot exits, which on a loaded machine
+      // came 10.7 s after the commands (an 8 s SLOW job had finished by then in two CI runs of 2026-12-08)
+      worker: { pipelineExtra: { failures: { SLOW: 'slow' }, slowStepMs: 3_000 } },
     });
     proxy ??= await startBlackholeProxy({ host: target.hostname, port: Number(target.port || 6379) });
     const silencedBefore = proxy.silenced();
