@@ -27,13 +27,16 @@ afterAll(async () => {
   await closeRedis(redis);
 });
 
-it('retries run out: one error line with the job, its destination and the platform error; a warning per attempt before', async () => {
-  const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
-  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
+type Line = { level: number; msg: string; [k: string]: unknown };
+
+/** A failed result handed to a delivery worker whose port throws `fail` on every try, `attempts` tries at most: the log lines naming it, once `lineCount` are there. */
+async function undeliverable(fail: () => Error, attempts: number, lineCount: number): Promise<Line[]> {
+  const lines: Line[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Line) });
   const port: PlatformPort = {
     platform: 'discord', showProgress: async () => undefined,
     deliver: async () => {
-      throw Object.assign(new Error('Service Unavailable'), { name: 'DiscordAPIError[0]', status: 503 });
+      throw fail();
     },
   };
   const name = `delivery-discord-${randomUUID().slice(0, 6)}`;
@@ -46,56 +49,36 @@ it('retries run out: one error line with the job, its destination and the platfo
       destination: { platform: 'discord', guildId: 'g1', channelId: 'c1', userId: 'u1', applicationId: 'a1' },
       error: { code: 'internal', message: 'Generation failed (ref x).', userFacing: false },
     };
-    await queue.add('result', r, { jobId: r.jobId, attempts: 2, backoff: { type: 'fixed', delay: 10 } });
+    await queue.add('result', r, { jobId: r.jobId, attempts, backoff: { type: 'fixed', delay: 10 } });
     for (let i = 0; i < 500 && (await queue.getJobState(r.jobId)) !== 'failed'; i++) await new Promise((res) => setTimeout(res, 10));
-    for (let i = 0; i < 100 && lines.filter((l) => l.jobId === r.jobId).length < 2; i++) await new Promise((res) => setTimeout(res, 10));
-    expect(lines.filter((l) => l.jobId === r.jobId)).toMatchObject([
-      { level: 40, msg: 'delivery attempt failed', attempts: 1, err: 'Service Unavailable' },
-      {
-        level: 50, msg: 'delivery failed for good: the result was not posted', attempts: 2, kind: 'ask', status: 'failed',
-        platform: 'discord', workspace: 'g1', channel: 'c1', err: 'Service Unavailable', stack: expect.stringContaining('delivery-failure-log.redis.test.ts'),
-      },
-    ]);
+    for (let i = 0; i < 100 && lines.filter((l) => l.jobId === r.jobId).length < lineCount; i++) await new Promise((res) => setTimeout(res, 10));
+    return lines.filter((l) => l.jobId === r.jobId);
   } finally {
     await worker.close();
     await queue.close();
   }
+}
+
+it('retries run out: one error line with the job, its destination and the platform error; a warning per attempt before', async () => {
+  const unavailable = () => Object.assign(new Error('Service Unavailable'), { name: 'DiscordAPIError[0]', status: 503 });
+  expect(await undeliverable(unavailable, 2, 2)).toMatchObject([
+    { level: 40, msg: 'delivery attempt failed', attempts: 1, err: 'Service Unavailable' },
+    {
+      level: 50, msg: 'delivery failed for good: the result was not posted', attempts: 2, kind: 'ask', status: 'failed',
+      platform: 'discord', workspace: 'g1', channel: 'c1', err: 'Service Unavailable', stack: expect.stringContaining('delivery-failure-log.redis.test.ts'),
+    },
+  ]);
 });
 
 it('a platform error no retry can help (UnrecoverableError): failed for good at its first attempt, one error line', async () => {
-  const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
-  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
-  const port: PlatformPort = {
-    platform: 'discord', showProgress: async () => undefined,
-    deliver: async () => {
-      throw new UnrecoverableError('Missing Access');
-    },
-  };
-  const name = `delivery-discord-${randomUUID().slice(0, 6)}`;
-  const worker = startDeliveryWorker({ config, redis, blobs: createBlobStore(config, redis), ledger: new DeliveryLedger(redis, config), port, log }, name, 1);
-  const queue = createDeliveryQueue(config, redis, name);
-  try {
-    await worker.waitUntilReady();
-    const r: JobResult = {
-      v: CONTRACT_VERSION, jobId: `j${randomUUID().slice(0, 8)}`, kind: 'ask', status: 'failed', timingsMs: {}, finishedAt: 1,
-      destination: { platform: 'discord', guildId: 'g1', channelId: 'c1', userId: 'u1', applicationId: 'a1' },
-      error: { code: 'internal', message: 'Generation failed (ref x).', userFacing: false },
-    };
-    await queue.add('result', r, { jobId: r.jobId, attempts: 3, backoff: { type: 'fixed', delay: 10 } });
-    for (let i = 0; i < 500 && (await queue.getJobState(r.jobId)) !== 'failed'; i++) await new Promise((res) => setTimeout(res, 10));
-    for (let i = 0; i < 100 && lines.filter((l) => l.jobId === r.jobId).length < 1; i++) await new Promise((res) => setTimeout(res, 10));
-    expect(lines.filter((l) => l.jobId === r.jobId)).toMatchObject([
-      { level: 50, msg: 'delivery failed for good: the result was not posted', attempts: 1, platform: 'discord', channel: 'c1', err: 'Missing Access' },
-    ]);
-  } finally {
-    await worker.close();
-    await queue.close();
-  }
+  expect(await undeliverable(() => new UnrecoverableError('Missing Access'), 3, 1)).toMatchObject([
+    { level: 50, msg: 'delivery failed for good: the result was not posted', attempts: 1, platform: 'discord', channel: 'c1', err: 'Missing Access' },
+  ]);
 });
 
 it('an image that expired before it could be posted: the user is told so, and the admin gets a warning naming the job', async () => {
-  const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
-  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
+  const lines: Line[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Line) });
   const posted: JobResult[] = [];
   const port: PlatformPort = { platform: 'discord', showProgress: async () => undefined, deliver: async (r) => void posted.push(r) };
   const r: JobResult = {
