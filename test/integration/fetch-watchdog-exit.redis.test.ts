@@ -7,6 +7,9 @@
 // lease of a job still running goes back, so the bot started again can show its progress at once. Without the exit
 // (checked by hand, for each process) nothing takes the jobs: BullMQ's own watchdog reconnects into the same silence;
 // they still waited 30 s (worker) and 60 s (bot) later.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startBlackholeProxy, type BlackholeProxy } from '../doubles/blackhole-proxy.ts';
 import { expectDeliveredOnce, startClients, stopAll, submit, type LoadClient } from '../doubles/failover-load.ts';
@@ -54,13 +57,15 @@ describe('a process whose fetch loop has stopped says why and exits 1; started a
 
   it('a bot, whose delivery worker stopped: the Discord image is posted once by the bot started again', async () => {
     discord = await FakeDiscord.start({ heartbeatIntervalMs: 5_000 });
+    const hold = join(mkdtempSync(join(tmpdir(), 'watchdog-exit-')), 'hold');
+    writeFileSync(hold, '');
     const h = makeHarness({
       queue: { fetchStallMs: 1_500 },
       discord: { enabled: true, apiBaseUrl: discord.apiBase, downloadHosts: [new URL(discord.origin).host], progressEditIntervalMs: 50, restRetries: 1 },
       http: { botPort: 0, host: '127.0.0.1' },
-      // a prompt with SLOW runs ≈ 24 s (3 s a step): still running when the stuck bot exits, which on a loaded machine
-      // came 10.7 s after the commands (an 8 s SLOW job had finished by then in two CI runs of 2026-12-08)
-      worker: { pipelineExtra: { failures: { SLOW: 'slow' }, slowStepMs: 3_000 } },
+      // a prompt with SLOW waits while `hold` exists: still running when the stuck bot exits, however late that comes
+      // (a SLOW job of 3 s a step had finished before it in a CI run of 2026-12-08; of 1 s a step, in two earlier ones)
+      worker: { pipelineExtra: { holdWhile: { SLOW: hold } } },
     });
     proxy ??= await startBlackholeProxy({ host: target.hostname, port: Number(target.port || 6379) });
     const silencedBefore = proxy.silenced();
@@ -71,8 +76,9 @@ describe('a process whose fetch loop has stopped says why and exits 1; started a
     await stuck.waitFor('bots ready', 120_000);
     const interaction = discord.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: 'a heron at dawn' }] });
     const slow = discord.slashCommand({ name: 'imagine', options: [{ name: 'prompt', type: 3, value: 'a SLOW owl' }] });
+    const sentAt = Date.now();
     const code = await exitWithin(stuck, 60_000);
-    console.log(`the stuck bot: ${code}`);
+    console.log(`the stuck bot: ${code} ${Date.now() - sentAt} ms after the commands (fetchStallMs 1500)`);
     expect(code).toBe(1);
     expect(stuck.output()).toMatch(/the delivery worker of delivery-discord has taken no result for \d+ s while \d+ waited and it had room: exiting so that it is restarted/);
     expect(proxy.silenced()).toBeGreaterThan(silencedBefore);
@@ -91,6 +97,7 @@ describe('a process whose fetch loop has stopped says why and exits 1; started a
       await closeRedis(redis);
     }
 
+    rmSync(hold); // the SLOW job goes on
     const bot = spawnTs('bots/main.ts', h, [], env); // started again, straight on Redis
     procs.push(bot);
     await bot.waitFor('bots ready', 120_000);
