@@ -61,9 +61,10 @@ const groups = {
   // and the deliveries' outcomes elsewhere / nowhere, since 2026-12-07. Line ranges: the lines of that change; update
   // them when those files move.
   places: ['bots/discord/delivery.ts:40-63', 'bots/discord/delivery.ts:175-184', 'bots/discord/delivery.ts:230-254', 'bots/discord/delivery.ts:278-283', 'bots/discord/delivery.ts:339-416', 'bots/slack/port.ts:63-78', 'bots/slack/port.ts:208-266', 'bots/core/delivery.ts:33-37', 'bots/core/delivery.ts:77-90', 'src/observability/hooks.ts:102-114'],
-  // the retention purge's timing and a cancel's flag set only while the job exists (src/jobs/{retention,cancel}.ts),
-  // since 2026-12-07. Line ranges: update them when those files move.
-  retention: ['src/jobs/retention.ts:22-48', 'src/jobs/retention.ts:100-107', 'src/jobs/retention.ts:131-146', 'src/jobs/retention.ts:165-170', 'src/jobs/cancel.ts:1-27'],
+  // the retention purge's timing (the failed listener's mark, the failed-seen wait) and a cancel's flag set only while
+  // the job exists (src/jobs/{retention,cancel}.ts), since 2026-12-07. Line ranges (of 2026-12-08): update them when
+  // those files move.
+  retention: ['src/jobs/retention.ts:42-69', 'src/jobs/retention.ts:141-188', 'src/jobs/cancel.ts:1-27'],
   // Redis's clock as every host reads it (src/server-clock.ts, a5cb746), since 2026-12-08
   clock: ['src/server-clock.ts'],
   // Slack channels that take posts only in threads (startJob's DM fallback, dmForThreadOnly, the port's THREAD_ONLY) and a

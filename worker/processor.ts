@@ -32,6 +32,7 @@ import {
 import { DeliveryLedger } from '../src/jobs/ledger.ts';
 import { createDeliveryQueue, DELIVERY_JOB_NAME, deliveryQueueName, handOverTogether, type DeliveryQueue } from '../src/jobs/queue.ts';
 import { coalesceProgress, progressWriteIntervalMs, type ProgressCoalescer } from '../src/jobs/progress.ts';
+import { markFailureHandled } from '../src/jobs/retention.ts';
 import type { Logger } from '../src/log.ts';
 import { clipText } from '../src/text.ts';
 import { CheckOverrides, sharingScope, type CheckPolicy } from '../src/checks/policy.ts';
@@ -501,6 +502,8 @@ export function createProcessor(deps: ProcessorDeps): JobProcessor {
     // Logged, not thrown: the job's own result is handed over; a flight left open expires with its keep time.
     await after(job, request, result).catch((e: unknown) =>
       log.error({ jobId: request.id, err: (e as Error).message }, 'could not end the single flight of a failed job; its followers are not told'));
+    // A retention channel's job may be purged now (src/jobs/retention.ts), not a minute after a sweep saw it failed.
+    await markFailureHandled(redis, config.queue.prefix, request, await serverClock.now());
   }
 
   return {

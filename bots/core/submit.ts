@@ -95,8 +95,6 @@ export interface CoreOptions {
   deliveryConcurrency?: number;
   /** How long a request whose add may have been lost waits for Redis to say whether its job exists. @defaultValue ANSWER_WITHIN_MS */
   answerWithinMs?: number;
-  /** How long the retention sweep waits for a failed job's hand-over (src/jobs/retention.ts). @defaultValue HAND_OVER_WAIT_MS */
-  retentionHandOverWaitMs?: number;
   /**
    * Called for each command answered with a failure that is not the user's own (bots/main.ts counts it in
    * blip3o_command_failures_total). `reason`: redis_unavailable, redis_full, answer_unknown, or for a "Something went
@@ -216,7 +214,7 @@ export function createCore(options: CoreOptions): Core {
   const checkOverrides = new CheckOverrides(redis, config.queue.prefix);
   const handOvers = new DeliveryQueues(config, redis);
   const clock = options.clock ?? ServerClock.forDeployment(redis, config.queue.prefix);
-  const retention = new Retention(redis, config, log, clock, options.retentionHandOverWaitMs);
+  const retention = new Retention(redis, config, log, clock);
   const servedKey = (jobId: string) => `${config.queue.prefix}:served:${jobId}`;
   const instanceId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const ports = new Map(options.ports.map((p) => [p.platform, p]));

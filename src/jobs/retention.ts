@@ -19,9 +19,10 @@
 //   - per-job keys (jobKeys below)         DEL (ledger, progress claim, cancel flag, served record, Slack marker)
 //   - result cache / single flight         never written: such requests bypass the cache (src/cache/fanout.ts)
 // A job still waiting, running or being delivered at its deadline is purged at the first sweep after it finished:
-// deleting it earlier would lose the answer the user asked for. One that failed is purged HAND_OVER_WAIT_MS after a
-// sweep first found it failed at the earliest: its worker's 'failed' listener hands the failure over and settles the
-// job's GPU-seconds just after BullMQ failed it.
+// deleting it earlier would lose the answer the user asked for. One that failed is purged once its worker's 'failed'
+// listener has run (it hands the failure over and settles the job's GPU-seconds just after BullMQ failed it, then
+// writes `failure-handled:<jobId>`), or, where that mark never comes (a worker that died in between, one older than
+// 2026-12-08), HAND_OVER_WAIT_MS after a sweep first found it failed.
 //
 // Clocks: a deadline is the bot's submittedAt + TTL, stamped on Redis's clock, and every sweep and the worker's PNG
 // expiry read that clock too (src/server-clock.ts). One comparison is left with another host's clock: a job completed
@@ -43,14 +44,29 @@ const RETRY_MS = 2_000;
 /** Event stream entries older than the submission by more than this are not searched (clock skew between hosts). */
 const STREAM_SLACK_MS = 60_000;
 /**
- * How long a job that failed, or finished with no result handed over, is waited for: the worker's 'failed' listener
- * (worker/processor.ts onFinallyFailed) runs just after BullMQ fails a job, hands a failure over for one BullMQ failed
- * on its own (its workers died more than maxStalledCount times) and settles the job's GPU-seconds (a no-op when the
- * processor did). Longer than a failover. A failed job's wait runs from when a sweep first found it failed, on the
+ * How long a job that failed with no mark of its 'failed' listener (markFailureHandled), or finished with no result
+ * handed over, is waited for: the worker's 'failed' listener (worker/processor.ts onFinallyFailed) runs just after
+ * BullMQ fails a job, hands a failure over for one BullMQ failed on its own (its workers died more than
+ * maxStalledCount times) and settles the job's GPU-seconds (a no-op when the processor did). Longer than a failover. A failed job's wait runs from when a sweep first found it failed, on the
  * sweeps' clock (Redis's): its finishedOn is the clock of the host that failed it, and one 2 minutes behind made a
  * failure "2 minutes old" at once (test/unit/src/jobs/retention-clock-skew.redis.test.ts).
  */
 export const HAND_OVER_WAIT_MS = 60_000;
+
+const failureHandledKey = (prefix: string, jobId: string) => `${prefix}:failure-handled:${jobId}`;
+
+/**
+ * The worker's 'failed' listener, once it has run for a job BullMQ failed for good (worker/processor.ts
+ * finallyFailed): a sweep past the job's deadline purges it at once rather than waiting HAND_OVER_WAIT_MS for the
+ * listener. Only for a retention channel's job; `now` is Redis's clock, as the deadline is. It lives until
+ * HAND_OVER_WAIT_MS past the deadline, when the job is purged by the wait anyway (a purge deletes it with the job).
+ */
+export async function markFailureHandled(redis: Redis, prefix: string, request: Pick<JobRequest, 'id' | 'destination' | 'submittedAt'>, now: number): Promise<void> {
+  const seconds = retentionOf(request.destination);
+  if (seconds === undefined) return;
+  const ttlMs = Math.max(0, request.submittedAt + seconds * 1000 - now) + HAND_OVER_WAIT_MS;
+  await redis.set(failureHandledKey(prefix, request.id), '1', 'PX', ttlMs);
+}
 
 const Entry = z.strictObject({ j: z.string().min(1).max(200), q: z.string().min(1).max(300), t: z.number().int().nonnegative() });
 type Entry = z.infer<typeof Entry>;
@@ -59,10 +75,10 @@ type Entry = z.infer<typeof Entry>;
  * Keys named after a job id that hold something about it, besides BullMQ's own. Kept here, in one list, so a new
  * per-job key is purged too: src/jobs/ledger.ts, src/jobs/cancel.ts, bots/core/progress.ts, bots/core/submit.ts
  * (served), bots/slack/port.ts (finished marker), src/accounting/usage.ts (settled marker: the job's GPU-seconds were counted),
- * this file (failed-seen: when a sweep first found the job failed).
+ * this file (failed-seen: when a sweep first found the job failed; failure-handled: the worker's 'failed' listener ran).
  */
 export function jobKeys(prefix: string, jobId: string): string[] {
-  return ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled', 'failed-seen'].map((k) => `${prefix}:${k}:${jobId}`);
+  return ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled', 'failed-seen', 'failure-handled'].map((k) => `${prefix}:${k}:${jobId}`);
 }
 
 export class Retention {
@@ -78,8 +94,6 @@ export class Retention {
     private readonly log?: Logger,
     /** Redis's clock: deadlines are submittedAt (read on it by the bot, src/server-clock.ts) + TTL. */
     private readonly clock = ServerClock.forDeployment(redis, config.queue.prefix),
-    /** HAND_OVER_WAIT_MS; shorter only in end-to-end tests that wait out purges (test/integration/retention-paths, redis-keys). */
-    private readonly handOverWaitMs = HAND_OVER_WAIT_MS,
   ) {
     this.key = `${config.queue.prefix}:retention`;
     this.jobs = createJobsQueue(config, redis);
@@ -140,10 +154,11 @@ export class Retention {
     // Failed with no result yet: its worker hands one over now. Purged before that, the result came after, naming the
     // job and its user, and stayed. (A job long finished with none was delivered, and its delivery removed.) Failed
     // with one: its worker's 'failed' listener runs now too, and finding the job purged it handed a second failure
-    // over and wrote the settle marker again (worker/processor.ts onFinallyFailed), each kept a day.
-    if (job && jobState === 'failed' && !(await this.waitedSinceFailed(e.j, now))) return false;
+    // over and wrote the settle marker again (worker/processor.ts onFinallyFailed), each kept a day. So a failed job
+    // waits for the listener's mark, or, should none come, HAND_OVER_WAIT_MS.
+    if (job && jobState === 'failed' && !(await this.redis.exists(failureHandledKey(this.config.queue.prefix, e.j))) && !(await this.waitedSinceFailed(e.j, now))) return false;
     // Completed with none: it was delivered, and its delivery removed (there is no 'failed' listener to wait for).
-    if (job && !result && jobState !== 'failed' && now - (job.finishedOn ?? 0) < this.handOverWaitMs) return false;
+    if (job && !result && jobState !== 'failed' && now - (job.finishedOn ?? 0) < HAND_OVER_WAIT_MS) return false;
     // Its images too, the input and what was made (they expire by the deadline themselves; a result never delivered
     // was never released, and one stored with a longer TTL by an older worker would outlive it)
     const request = job?.data as { imageKey?: string } | undefined;
@@ -160,13 +175,16 @@ export class Retention {
 
   /**
    * Whether HAND_OVER_WAIT_MS has passed since a sweep first found job `jobId` failed (that first sweep records `now`).
-   * The record lives twice the wait: one that lapsed with every sweeper stopped makes the wait start again, never end.
+   * The record lives twice the wait and two sweeps: one that lapsed with every sweeper stopped makes the wait start
+   * again, never end. (It lived twice the wait alone until 2026-12-08: with sweeps further apart than that, as
+   * queue.retentionSweepMs allows, each sweep found it gone and began the wait again, and the job was never purged.)
    */
   private async waitedSinceFailed(jobId: string, now: number): Promise<boolean> {
     const key = `${this.config.queue.prefix}:failed-seen:${jobId}`;
-    if ((await this.redis.set(key, String(now), 'PX', 2 * this.handOverWaitMs, 'NX')) === 'OK') return false;
+    const lives = 2 * HAND_OVER_WAIT_MS + 2 * this.config.queue.retentionSweepMs;
+    if ((await this.redis.set(key, String(now), 'PX', lives, 'NX')) === 'OK') return false;
     const seenAt = await this.redis.get(key);
-    return seenAt !== null && now - Number(seenAt) >= this.handOverWaitMs;
+    return seenAt !== null && now - Number(seenAt) >= HAND_OVER_WAIT_MS;
   }
 
   private async dropEvents(stream: string, e: Entry): Promise<void> {

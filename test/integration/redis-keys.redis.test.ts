@@ -29,12 +29,6 @@ const SECRET = 'C0SECRET';
 const LIMITED = 'C0LIMITED';
 const BUDGETED = 'C0BUDGET';
 const TTL_S = 3;
-/**
- * The bot's sweep waits this long for a failed job's hand-over, not HAND_OVER_WAIT_MS (60 s, test/unit/src/jobs/
- * retention.redis.test.ts holds it to that): the keys left are the same, and the TTL channel's failed jobs waited a
- * minute of real time. Still long past the worker's 'failed' listener, which runs just after BullMQ fails the job.
- */
-const HAND_OVER_WAIT_MS = 10_000;
 let h: SlackHarness;
 let redis: Redis;
 let deliveries: DeliveryQueue;
@@ -42,7 +36,6 @@ let deliveries: DeliveryQueue;
 beforeAll(async () => {
   h = await startSlackHarness({
     mode: 'socket',
-    retentionHandOverWaitMs: HAND_OVER_WAIT_MS,
     pipelineExtra: { stepDelayMs: 5, maxSteps: 2, slowStepMs: 400, failures: { REFUSE: 'user', FLAKY: 'transient-once', SLOW: 'slow' } },
     config: {
       queue: { retentionSweepMs: 250 },

@@ -31,8 +31,6 @@ export interface HarnessOptions {
   log?: Logger;
   /** The fake workspace (e.g. `enterpriseId`: one on Enterprise Grid); ackWindowMs above wins. */
   fake?: FakeSlackOptions;
-  /** The bot's retention sweep's wait for a failed job's hand-over (the worker's sweep keeps HAND_OVER_WAIT_MS). */
-  retentionHandOverWaitMs?: number;
 }
 
 export interface SlackHarness {
@@ -70,7 +68,7 @@ export async function startSlackHarness(options: HarnessOptions): Promise<SlackH
     { config, secrets, log },
     { clientPingTimeoutMs: 300, retryConfig: { retries: 3, factor: 1, minTimeout: 20, maxTimeout: 20 } },
   );
-  const core = createCore({ config, secrets, ports: [adapter.port], log, ...adapter.coreOptions, retentionHandOverWaitMs: options.retentionHandOverWaitMs });
+  const core = createCore({ config, secrets, ports: [adapter.port], log, ...adapter.coreOptions });
   await core.start();
   await adapter.start(core);
 

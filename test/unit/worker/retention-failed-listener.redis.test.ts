@@ -12,7 +12,7 @@ import { loadConfig } from '../../../src/config/load.ts';
 import { UserError } from '../../../src/errors.ts';
 import { CONTRACT_VERSION, QueueNames, type JobRequest, type SlackDestination } from '../../../src/jobs/contract.ts';
 import { createDeliveryQueue, createJobsQueue, createQueueWorker } from '../../../src/jobs/queue.ts';
-import { HAND_OVER_WAIT_MS, Retention } from '../../../src/jobs/retention.ts';
+import { Retention } from '../../../src/jobs/retention.ts';
 import { createLogger } from '../../../src/log.ts';
 import { closeRedis, createRedis, duplicateRedis } from '../../../src/redis.ts';
 import { createAfterJob } from '../../../worker/after-job.ts';
@@ -73,7 +73,9 @@ describe("a retention job's failure and the worker's 'failed' listener", () => {
       await jobs.add(request.kind, request, { jobId: request.id });
       await listened;
       const secondFailure = await deliveries.getJobCounts('waiting', 'delayed');
-      await retention.sweep(Date.now() + HAND_OVER_WAIT_MS + 5_000);
+      // the listener marked the job handled (markFailureHandled): purged at the next sweep, not HAND_OVER_WAIT_MS later
+      expect(await redis.exists(`${prefix}:failure-handled:${request.id}`)).toBe(1);
+      expect(await retention.sweep(Date.now() + 10_000)).toBe(1); // (the sweep in between put its entry 2 s past its own now)
       // before: the settle marker and a second failure handed over by the listener (its delivery's keys), a day each
       expect(traces(await dumpPrefix(redis, prefix), [request.id, 'secret pear'])).toEqual([]);
       expect(secondFailure).toEqual({ waiting: 0, delayed: 0 });

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../../../src/config/load.ts';
 import { CONTRACT_VERSION, type JobRequest, type JobResult } from '../../../../src/jobs/contract.ts';
 import { createDeliveryQueue, createJobsQueue } from '../../../../src/jobs/queue.ts';
-import { HAND_OVER_WAIT_MS, Retention, jobKeys } from '../../../../src/jobs/retention.ts';
+import { HAND_OVER_WAIT_MS, markFailureHandled, Retention, jobKeys } from '../../../../src/jobs/retention.ts';
 import type { Logger } from '../../../../src/log.ts';
 import { closeRedis, createRedis, duplicateRedis } from '../../../../src/redis.ts';
 
@@ -174,6 +174,60 @@ describe('Retention', () => {
     }
   }, 30_000);
 
+  it("a failed job is purged at the first sweep once its worker's 'failed' listener has run (its mark), not a minute later", async () => {
+    const retention = new Retention(redis, config);
+    const jobs = createJobsQueue(config, redis);
+    const [r, later, none] = [request(1), request(3600), request()];
+    const mark = (id: string) => `${prefix}:failure-handled:${id}`;
+    try {
+      await retention.schedule(r); // deadline 9 s ago
+      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
+      await failOnItsOwn(jobs, r.id);
+      const now = Date.now();
+      expect(await retention.sweep(now)).toBe(0); // the listener has not run: wait for it
+      await markFailureHandled(redis, prefix, r, now); // worker/processor.ts finallyFailed, last thing
+      await retention.schedule(r); // due again at once (the sweep above put it RETRY_MS later)
+      expect(await retention.sweep(now + 1)).toBe(1); // before 2026-12-08: a minute after the first sweep, whatever the listener did
+      expect([await jobs.getJob(r.id), await redis.exists(mark(r.id), `${prefix}:failed-seen:${r.id}`)]).toEqual([undefined, 0]);
+      // The mark lives until HAND_OVER_WAIT_MS past the deadline (then the wait purges the job anyway), and is written
+      // only for a channel with a TTL (nothing would delete it otherwise).
+      await markFailureHandled(redis, prefix, later, now);
+      const deadline = later.submittedAt + 3_600_000;
+      expect(await redis.pttl(mark(later.id))).toBeGreaterThan(deadline - now + HAND_OVER_WAIT_MS - 5_000);
+      expect(await redis.pttl(mark(later.id))).toBeLessThanOrEqual(deadline - now + HAND_OVER_WAIT_MS);
+      await markFailureHandled(redis, prefix, r, now);
+      expect(await redis.pttl(mark(r.id))).toBeGreaterThan(HAND_OVER_WAIT_MS - 5_000);
+      expect(await redis.pttl(mark(r.id))).toBeLessThanOrEqual(HAND_OVER_WAIT_MS);
+      await markFailureHandled(redis, prefix, none, now);
+      expect(await redis.exists(mark(none.id))).toBe(0);
+    } finally {
+      await redis.del(mark(r.id), mark(later.id));
+      await retention.stop();
+      await jobs.close();
+    }
+  }, 30_000);
+
+  it('the record of when a sweep first found a job failed outlives two sweeps, however far apart queue.retentionSweepMs puts them', async () => {
+    // Before 2026-12-08 it lived 2 × HAND_OVER_WAIT_MS alone: with sweeps 5 minutes apart each found it gone and began
+    // the wait again, and a failed job whose listener never marked it was never purged.
+    const sweepMs = 5 * 60_000;
+    const retention = new Retention(redis, { queue: { ...config.queue, retentionSweepMs: sweepMs } });
+    const jobs = createJobsQueue(config, redis);
+    const r = request(1);
+    try {
+      await retention.schedule(r);
+      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
+      await failOnItsOwn(jobs, r.id);
+      expect(await retention.sweep()).toBe(0);
+      expect(await redis.pttl(`${prefix}:failed-seen:${r.id}`)).toBeGreaterThan(2 * sweepMs + HAND_OVER_WAIT_MS);
+    } finally {
+      await (await jobs.getJob(r.id))?.remove();
+      await redis.del(`${prefix}:retention`, `${prefix}:failed-seen:${r.id}`);
+      await retention.stop();
+      await jobs.close();
+    }
+  }, 30_000);
+
   it('is due at submission + TTL, not a millisecond before; an unfinished job is tried again 2 s later', async () => {
     const retention = new Retention(redis, config);
     const jobs = createJobsQueue(config, redis);
@@ -202,7 +256,7 @@ describe('Retention', () => {
     const jobs = createJobsQueue(config, redis);
     const [r, other] = [request(1), request(1)];
     // the keys other modules name after a job (ledger, cancel, progress, submit, Slack port, usage), spelled out here
-    const names = ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled', 'failed-seen'];
+    const names = ['delivered', 'delivering', 'showing', 'delivery-claim', 'cancelled', 'progress-owner', 'served', 'slack:finished', '{usage}:settled', 'failed-seen', 'failure-handled'];
     const keysOf = (id: string) => names.map((n) => `${prefix}:${n}:${id}`);
     expect(jobKeys(prefix, r.id)).toEqual(keysOf(r.id));
     try {
@@ -214,8 +268,8 @@ describe('Retention', () => {
       await worker.close();
       await connection.quit();
       await retention.schedule(r);
-      // failed: finished, and its wait for a result (HAND_OVER_WAIT_MS) is over: its failed-seen key above says a sweep found it failed long ago
-      expect(await retention.sweep(Date.now() + HAND_OVER_WAIT_MS)).toBe(1);
+      // failed: finished, and its worker's 'failed' listener has run (its failure-handled key above)
+      expect(await retention.sweep()).toBe(1);
       expect(await redis.exists(...keysOf(r.id))).toBe(0);
       expect(await redis.exists(...keysOf(other.id))).toBe(names.length);
       const entries = (await redis.xrange(jobs.keys.events!, '-', '+')) as [string, string[]][];
