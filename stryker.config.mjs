@@ -1,7 +1,8 @@
 // Mutation testing (npm run test:mutation; opt-in, not in CI). docs/mutation.md has the scores, the surviving
 // mutants judged equivalent and how to run one group: MUTATION_GROUP=jobs npm run test:mutation (its own report
 // and incremental file under reports/mutation/jobs/, so group runs and the full run never overwrite each other).
-const groups = {
+/** Group name → the files (and line ranges) it mutates. test/mutation/run.ts runs them one after the other. */
+export const groups = {
   jobs: ['src/jobs/{ledger,cancel,contract,queue,position,progress}.ts'],
   limits: ['src/limits/*.ts', 'src/scheduling/*.ts'],
   bots: ['bots/core/{delivery,image-bytes,submit}.ts', 'bots/cli/out-path.ts', 'bots/slack/download.ts', 'bots/slack/adapter.ts:57-133', 'bots/slack/adapter.ts:140-155', 'bots/slack/adapter.ts:209-227'],

@@ -10,10 +10,14 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 
-const GROUPS = ['jobs', 'limits', 'bots', 'pipeline', 'processor', 'redis', 'blobs', 'state', 'admin', 'discord', 'slack', 'requests', 'worker', 'handlers', 'gateway', 'progress', 'hub', 'config'] as const; // stryker.config.mjs's groups
-type Group = (typeof GROUPS)[number];
+import { groups as configured } from '../../stryker.config.mjs';
 
-const isGroup = (s: string): s is Group => (GROUPS as readonly string[]).includes(s);
+// Read from the config, not listed again here: a list kept here had fallen 9 groups behind (2026-12-08), and a group
+// it lacked was passed to Stryker as a flag.
+const GROUPS = Object.keys(configured);
+type Group = string;
+
+const isGroup = (s: string): s is Group => GROUPS.includes(s);
 const args = process.argv.slice(2);
 const named = args.filter(isGroup);
 const strykerFlags = args.filter((a) => !isGroup(a));
