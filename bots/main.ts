@@ -25,9 +25,6 @@ const ADAPTERS: Partial<Record<'discord' | 'slack', () => Promise<AdapterFactory
 /** How long a bot whose delivery worker is stuck may take to stop as SIGTERM stops it, before it exits anyway. */
 const STUCK_STOP_MS = 5_000;
 
-/** How long a stop (SIGTERM) may take, its deliveries in flight finishing, before the bot exits 1 anyway: compose kills it at 60 s. */
-const STOP_MS = 50_000;
-
 const USAGE = `usage: npm run bots [-- --help]
 
 Starts the Discord and Slack bots enabled in config (discord.enabled, slack.enabled) around one core. Tokens come
@@ -62,9 +59,9 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ reason }, 'shutting down');
     // The core's stop speaks to Redis and waits for it (maxRetriesPerRequest: null): with Redis down or failing over
-    // it would never end, silent until compose's SIGKILL. Past STOP_MS it says what it waited for and exits 1; the
+    // it would never end, silent until compose's SIGKILL. Past bots.stopMs it says what it waited for and exits 1; the
     // results it was delivering wait in Redis and are delivered once by the bot started again.
-    const stop = stopDeadline(log, STOP_MS, () => core?.redis, () => ({ reason }));
+    const stop = stopDeadline(log, config.bots.stopMs, () => core?.redis, () => ({ reason }));
     stop.waitingFor = 'the platform adapters to stop';
     for (const w of watchdogs) w.stop();
     for (const adapter of adapters) await adapter.stop().catch((e: unknown) => log.error({ err: (e as Error).message }, 'adapter stop failed'));

@@ -290,6 +290,15 @@ export const ConfigSchema = z.strictObject({
     retainDays: positiveInt,
   }),
 
+  bots: z.strictObject({
+    /**
+     * On SIGTERM, the longest a bot process may take to stop (deliveries in flight, progress leases, Redis connections:
+     * with Redis down they wait for ever) before it exits 1 anyway. Under the supervisor's kill timeout: compose's
+     * stop_grace_period, Kubernetes' terminationGracePeriodSeconds.
+     */
+    stopMs: positiveInt,
+  }),
+
   discord: z.strictObject({
     enabled: z.boolean(),
     apiBaseUrl: httpUrl,

@@ -20,6 +20,9 @@
 //       'uncaught'       an error thrown outside the run's promise (the thread's 'error' event), then never ends
 //   holdWhile      { [substring]: path }  a prompt/question containing the substring waits, before its first step,
 //                  while that file exists (still honouring ctx.signal): a test holds a run open, then deletes the file
+//   stepWhile      { [substring]: path }  a prompt containing the substring keeps its features stage stepping (and
+//                  reporting each step, its total growing with it) while that file exists: a run that shows progress
+//                  for as long as a test needs, then ends soon after the test deletes the file
 //   holdRuns       string   every run waits, before its first step, until the file `<holdRuns>.<n>` exists (still
 //                  honouring ctx.signal), n its number in runLogFile (1 for the first run logged): a test lets the
 //                  runs of one job go one at a time, though they ask the same
@@ -53,6 +56,7 @@ interface DoubleOptions {
   runLogFile?: string;
   failures: Record<string, Failure>;
   holdWhile: Record<string, string>;
+  stepWhile: Record<string, string>;
   holdRuns?: string;
   checkScores: { match: number; answers: Record<string, number> };
 }
@@ -66,6 +70,7 @@ function readExtra(extra: Record<string, unknown> | undefined): DoubleOptions {
     runLogFile: typeof e.runLogFile === 'string' ? e.runLogFile : undefined,
     failures: (typeof e.failures === 'object' && e.failures !== null ? e.failures : {}) as Record<string, Failure>,
     holdWhile: (typeof e.holdWhile === 'object' && e.holdWhile !== null ? e.holdWhile : {}) as Record<string, string>,
+    stepWhile: (typeof e.stepWhile === 'object' && e.stepWhile !== null ? e.stepWhile : {}) as Record<string, string>,
     holdRuns: typeof e.holdRuns === 'string' ? e.holdRuns : undefined,
     checkScores: { match: 0.9, answers: {}, ...(typeof e.checkScores === 'object' && e.checkScores !== null ? e.checkScores : {}) },
   };
@@ -108,14 +113,19 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
     return undefined;
   }
 
-  /** Run `total` steps of one stage, reporting each and honouring the abort signal between steps. */
-  async function stage(ctx: RunContext, name: 'conditioning' | 'features' | 'decoding' | 'encoding' | 'checking', total: number, mode: Mode) {
+  /** Run `total` steps of one stage (more while `more()` says so), reporting each and honouring the abort signal between steps. */
+  async function stage(ctx: RunContext, name: 'conditioning' | 'features' | 'decoding' | 'encoding' | 'checking', total: number, mode: Mode, more = () => false) {
     const steps = Math.max(1, Math.min(total, opts.maxSteps));
-    for (let step = 1; step <= steps; step++) {
+    for (let step = 1; step <= steps || more(); step++) {
       if (mode !== 'ignore-abort' && ctx.signal.aborted) throw cancelled();
       await pause(mode);
-      ctx.onProgress({ stage: name, step, total: steps });
+      ctx.onProgress({ stage: name, step, total: Math.max(steps, step) });
     }
+  }
+
+  /** Whether `stepWhile` keeps a run of `text` stepping: a file named for one of its substrings exists. */
+  function keepsStepping(text: string): boolean {
+    return Object.entries(opts.stepWhile).some(([needle, file]) => text.includes(needle) && existsSync(file));
   }
 
   async function pause(mode: Mode): Promise<void> {
@@ -171,7 +181,7 @@ export const createPipeline: CreatePipeline = async (options: PipelineOptions): 
       await holdRun(n, ctx);
       const [width, height] = SIZES[request.options.aspect] ?? [64, 64];
       await stage(ctx, 'conditioning', 1, mode);
-      await stage(ctx, 'features', request.options.ditSteps, mode);
+      await stage(ctx, 'features', request.options.ditSteps, mode, () => keepsStepping(request.prompt));
       await stage(ctx, 'decoding', request.options.decoderSteps, mode);
       // Pixels: a gradient tinted by hash(prompt, seed, aspect, input image size), so any change shows.
       let salt = `${request.prompt}\u0000${request.options.seed}\u0000${request.options.aspect}`;

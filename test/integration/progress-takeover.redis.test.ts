@@ -3,7 +3,10 @@
 // one's alive time is over (OWNER_ALIVE_MS, 15 s after its last heartbeat; bots/core/progress.ts), not after those
 // 60 s, and posts its result once. Real processes for the dead bot (bots/main.ts, Discord against the fake) and the
 // worker; the second instance is a core in this process whose Discord port records what it shows and posts.
-// Before the alive times (issue 19, twelfth pass) the job ended before anyone else showed its progress: this fails.
+// Before the alive times (issue 19, twelfth pass) no one else showed its progress until the lease lapsed: this fails.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import type { PlatformPort } from '../../bots/core/port.ts';
 import { createCore, type Core } from '../../bots/core/submit.ts';
@@ -19,8 +22,11 @@ let discord: FakeDiscord | undefined;
 let other: Core | undefined;
 let redis: Redis | undefined;
 let prefix: string | undefined;
+// The SLOW job steps while this file exists (the double's stepWhile): it runs until the takeover has been seen.
+const stepping = join(mkdtempSync(join(tmpdir(), 'takeover-')), 'stepping');
 
 afterAll(async () => {
+  rmSync(stepping, { force: true }); // a failed run's job ends, so the worker stops at once
   for (const p of procs) await stopProcess(p);
   await other?.stop();
   await discord?.close();
@@ -33,9 +39,11 @@ it("a SIGKILLed bot's running job shows its progress in another instance within 
   const h = makeHarness({
     discord: { enabled: true, apiBaseUrl: discord.apiBase, downloadHosts: [new URL(discord.origin).host], progressEditIntervalMs: 50, restRetries: 1 },
     http: { botPort: 0, host: '127.0.0.1' },
-    // a prompt with SLOW: 9 steps (1 + 4 + 4) of 4 s each, ≈ 36 s; a progress report at each step
-    worker: { pipelineExtra: { failures: { SLOW: 'slow' }, slowStepMs: 4_000 } },
+    // a prompt with SLOW: a step, and a progress report, every 0.5 s for as long as `stepping` exists (however long the
+    // takeover takes on a slow machine), then a few more
+    worker: { pipelineExtra: { failures: { SLOW: 'slow' }, slowStepMs: 500, stepWhile: { SLOW: stepping } } },
   });
+  writeFileSync(stepping, '');
   prefix = h.prefix;
   redis = createRedis(REDIS_URL, 'test-takeover');
   const queue = createJobsQueue(h.config, redis);
@@ -69,9 +77,10 @@ it("a SIGKILLed bot's running job shows its progress in another instance within 
   const killedAt = Date.now();
   await until(() => shown.some((p) => p.jobId === job.id), 45_000, 'the other instance showing the progress');
   const takeoverMs = Date.now() - killedAt;
-  console.log(`progress shown by the other instance ${takeoverMs} ms after the SIGKILL (alive time 15 s, retry ≤ 5 s, a step every 4 s)`);
+  console.log(`progress shown by the other instance ${takeoverMs} ms after the SIGKILL (alive time 15 s, retry ≤ 5 s, a step every 0.5 s)`);
   expect(takeoverMs).toBeLessThan(30_000);
   expect(await redis.get(lease)).not.toBe(holder);
+  rmSync(stepping); // the job may end now
 
   await until(() => posted.some((r) => r.jobId === job.id), 60_000, 'the result posted');
   await new Promise((r) => setTimeout(r, 500));

@@ -203,8 +203,8 @@ describe('docker-compose.yml', () => {
     const constMs = (file: string, name: string) => Number(new RegExp(`const ${name} = ([\\d_]+);`).exec(read(file))?.[1]?.replaceAll('_', ''));
     const config = loadConfig({ env: {} });
     const stopMs = {
-      discord: constMs('bots/main.ts', 'STOP_MS'),
-      slack: constMs('bots/main.ts', 'STOP_MS'),
+      discord: config.bots.stopMs,
+      slack: config.bots.stopMs,
       worker: config.worker.stopGraceMs + config.worker.abortGraceMs + constMs('worker/main.ts', 'STOP_CLOSE_MS'),
     };
     for (const [name, ms] of Object.entries(stopMs)) {
