@@ -19,11 +19,13 @@ export class RedisIdentifyThrottler {
   /**
    * @param keyPrefix `<queue prefix>:discord-identify:<application id>`: one set of buckets per application, in the
    *   deployment's hash slot on a Cluster.
+   * @param windowMs how long one IDENTIFY holds its bucket; shorter only against a fake Discord. @defaultValue IDENTIFY_WINDOW_MS
    */
   constructor(
     private readonly redis: Redis,
     private readonly keyPrefix: string,
     private readonly maxConcurrency: number,
+    private readonly windowMs = IDENTIFY_WINDOW_MS,
   ) {}
 
   /** This process's last IDENTIFY per bucket (ms since epoch): the spacing kept while Redis does not answer. */
@@ -40,17 +42,17 @@ export class RedisIdentifyThrottler {
     const key = `${this.keyPrefix}:${bucket}`;
     for (;;) {
       signal.throwIfAborted();
-      const held = await answerOf(this.redis.set(key, String(shardId), 'PX', IDENTIFY_WINDOW_MS, 'NX'), signal);
+      const held = await answerOf(this.redis.set(key, String(shardId), 'PX', this.windowMs, 'NX'), signal);
       if (held === undefined) return this.waitHere(bucket, signal);
       if (held === 'OK') return void this.identifiedAt.set(bucket, Date.now());
       // Held by another shard's IDENTIFY, here or in another process: wait out what is left of its window.
-      const left = (await answerOf(this.redis.pttl(key), signal)) ?? IDENTIFY_WINDOW_MS;
+      const left = (await answerOf(this.redis.pttl(key), signal)) ?? this.windowMs;
       await sleep(Math.max(left, 0) + 25 + Math.random() * 250, undefined, { signal });
     }
   }
 
   private async waitHere(bucket: number, signal: AbortSignal): Promise<void> {
-    const left = (this.identifiedAt.get(bucket) ?? 0) + IDENTIFY_WINDOW_MS - Date.now();
+    const left = (this.identifiedAt.get(bucket) ?? 0) + this.windowMs - Date.now();
     if (left > 0) await sleep(left, undefined, { signal });
     this.identifiedAt.set(bucket, Date.now());
   }
@@ -81,9 +83,9 @@ async function answerOf<T>(call: Promise<T>, signal: AbortSignal): Promise<T | u
 }
 
 /** discord.js's `ws.buildIdentifyThrottler`: the buckets of `applicationId` in Redis, sized by GET /gateway/bot. */
-export function redisIdentifyThrottler(redis: Redis, queuePrefix: string, applicationId: string): BuildThrottler {
+export function redisIdentifyThrottler(redis: Redis, queuePrefix: string, applicationId: string, windowMs = IDENTIFY_WINDOW_MS): BuildThrottler {
   return async (manager) => {
     const { session_start_limit: limit } = await manager.fetchGatewayInformation();
-    return new RedisIdentifyThrottler(redis, `${queuePrefix}:discord-identify:${applicationId}`, Math.max(1, limit.max_concurrency));
+    return new RedisIdentifyThrottler(redis, `${queuePrefix}:discord-identify:${applicationId}`, Math.max(1, limit.max_concurrency), windowMs);
   };
 }

@@ -29,6 +29,8 @@ export interface DiscordHarnessOptions {
   log?: Logger;
   /** The adapter's `onFatal` (bots/main.ts exits on it). */
   onFatal?: (error: Error) => void;
+  /** The adapter's `identifyWindowMs`, for tests that log in again several times in a row. @defaultValue Discord's 5 s */
+  identifyWindowMs?: number;
   /** Runs on the started fake before the bot logs in (servers the bot is already in: `addGuild`). */
   beforeLogin?: (fake: FakeDiscord) => void;
 }
@@ -74,7 +76,7 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
   const config = loadConfig({ overrides, env: {} });
   const secrets = { REDIS_URL, DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId };
   const log = options.log ?? createLogger('test-discord', 'warn');
-  const adapter = await createDiscordAdapter({ config, secrets, log, onFatal: options.onFatal });
+  const adapter = await createDiscordAdapter({ config, secrets, log, onFatal: options.onFatal, identifyWindowMs: options.identifyWindowMs });
   const core = createCore({ config, secrets, ports: [adapter.port], log });
   await core.start();
   await adapter.start(core);

@@ -57,6 +57,11 @@ const newUser = (): FakeUser => h.fake.user(`user${Math.random().toString(36).sl
 const request = async (jobId: string): Promise<JobRequest | undefined> => (await h.core.queue.getJob(jobId))?.data as JobRequest | undefined;
 const queued = (i: FakeInteraction | string) => until(() => request(typeof i === 'string' ? i : jobIdFor('discord', i.id)), 10_000, 'the job');
 const settle = () => new Promise((r) => setTimeout(r, 300));
+/**
+ * The adapter's identifyWindowMs for the harnesses that log in again: each re-login identifies once or twice, and
+ * Discord's 5 s between IDENTIFYs (identify-throttle.ts; its own tests keep it) made them wait most of a minute.
+ */
+const QUICK_IDENTIFY_MS = 100;
 const LONG_CHAIN_HELP = "I followed this conversation 24 replies up without reaching its image. Reply to the image's own message (or attach the image) to ask again.";
 const NO_IMAGE_HELP = 'Mention me in a reply to a message with an image (or attach one) and ask your question, or use `/ask`.';
 /** The bot's replies to a message. */
@@ -297,7 +302,9 @@ describe('slash commands', () => {
 
   it('Redis too slow for Discord\'s 3 s (a failover): the bot defers privately in time, then queues the job as private', async () => {
     const effective = h.core.settings.effective;
-    h.core.settings.effective = async (d) => { await new Promise((r) => setTimeout(r, 4_000)); return effective.call(h.core.settings, d); };
+    // Redis answers nothing for 4 s, then all at once: the adapter's read is late, the core's after the defer is not
+    const back = Date.now() + 4_000;
+    h.core.settings.effective = async (d) => { await new Promise((r) => setTimeout(r, back - Date.now())); return effective.call(h.core.settings, d); };
     try {
       const i = imagine('during a failover', newUser());
       const job = await queued(i);
@@ -930,7 +937,7 @@ describe('a bot the Developer Portal refuses the Message Content intent', () => 
   let blind: DiscordHarness;
   const captured = capturedLog('info');
   beforeAll(() => starting(async () => {
-    blind = await startDiscordHarness({ worker: false, fake: { messageContentAllowed: false }, log: captured.log });
+    blind = await startDiscordHarness({ worker: false, fake: { messageContentAllowed: false }, log: captured.log, identifyWindowMs: QUICK_IDENTIFY_MS });
   }), 60_000);
   afterAll(async () => blind?.stop(), 30_000);
 
@@ -992,7 +999,7 @@ describe('Discord closes the gateway for good (discord.js does not reconnect aft
   const captured = capturedLog('info');
   const fatal: Error[] = [];
   beforeAll(() => starting(async () => {
-    lost = await startDiscordHarness({ worker: false, log: captured.log, onFatal: (e) => void fatal.push(e) });
+    lost = await startDiscordHarness({ worker: false, log: captured.log, onFatal: (e) => void fatal.push(e), identifyWindowMs: QUICK_IDENTIFY_MS });
   }), 60_000);
   afterAll(async () => lost?.stop(), 30_000);
   const GUILDS = 1 << 0, GUILD_MESSAGES = 1 << 9, DIRECT_MESSAGES = 1 << 12, MESSAGE_CONTENT = 1 << 15;
@@ -1058,7 +1065,7 @@ describe('stopped (SIGTERM) while the gateway logs in again', () => {
         if (String(parsed.msg).startsWith('Discord closed the gateway for good')) void harness?.adapter.stop();
       },
     });
-    harness = await startDiscordHarness({ worker: false, log, onFatal: (e) => void fatal.push(e) });
+    harness = await startDiscordHarness({ worker: false, log, onFatal: (e) => void fatal.push(e), identifyWindowMs: QUICK_IDENTIFY_MS });
     return { h: harness, lines, fatal };
   }
 
