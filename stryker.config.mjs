@@ -73,8 +73,9 @@ export const groups = {
   // 2026-12-08. Line ranges: update them when those files move.
   threadonly: ['bots/slack/handlers.ts:77-79', 'bots/slack/handlers.ts:165-170', 'bots/slack/handlers.ts:183-203', 'bots/slack/handlers.ts:282-287', 'bots/slack/handlers.ts:454-454', 'bots/slack/port.ts:53-53', 'bots/slack/port.ts:71-71'],
   // what a bot forgets per job (0ac6603, since 2026-12-08): the progress relay's look-up of a finished job, Slack's titles
-  // held from a job's start to its delivery. Line ranges: update them when those files move.
-  memory: ['bots/core/progress.ts:231-245', 'bots/slack/adapter.ts:197-212', 'bots/slack/adapter.ts:230-230', 'bots/slack/port.ts:233-233', 'bots/slack/port.ts:239-239', 'bots/slack/handlers.ts:153-160', 'bots/slack/handlers.ts:203-208'],
+  // held from a job's start to its delivery, and their sweep once delivered elsewhere or gone (sweepTitles; not its
+  // minute timer). Line ranges: update them when those files move.
+  memory: ['bots/core/progress.ts:231-245', 'bots/slack/adapter.ts:207-265', 'bots/slack/adapter.ts:283-283', 'bots/slack/port.ts:233-233', 'bots/slack/port.ts:239-239', 'bots/slack/handlers.ts:153-160', 'bots/slack/handlers.ts:203-208'],
   // the admin's side of a failure (128a41c, since 2026-12-08): failureReason's 'stalled', the worker's failure lines and
   // their levels, the delivery's 'failed for good' line, the core's onCommandFailed. Line ranges: update them when those
   // files move.

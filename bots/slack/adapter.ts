@@ -5,11 +5,13 @@
 import { App, HTTPReceiver, LogLevel, SocketModeReceiver, webApi, type Receiver } from '@slack/bolt';
 import type { Logger as BoltLogger } from '@slack/logger';
 import type { AppsConnectionsOpenResponse, FetchFunction, WebClientOptions } from '@slack/web-api';
+import { QueueKeys } from 'bullmq';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config, Secrets } from '../../src/config/schema.ts';
 import { AppError } from '../../src/errors.ts';
-import { isNoLog } from '../../src/jobs/contract.ts';
+import { isNoLog, QueueNames } from '../../src/jobs/contract.ts';
+import { DeliveryLedger } from '../../src/jobs/ledger.ts';
 import type { Logger } from '../../src/log.ts';
 import type { Adapter, AdapterDeps } from '../core/adapter.ts';
 import type { Core } from '../core/submit.ts';
@@ -31,7 +33,15 @@ export interface SlackAdapter extends Adapter {
   readonly eventsUrl: string | undefined;
   /** How many jobs' titles this process holds in memory (the headlines of status messages it may still edit). */
   readonly titlesKept: number;
+  /**
+   * Forget the titles of jobs this process will not deliver (the sweep it runs every TITLE_SWEEP_MS once started);
+   * resolves to how many it forgot.
+   */
+  sweepTitles(): Promise<number>;
 }
+
+/** How often the adapter looks for titles it holds of jobs delivered elsewhere or gone (sweepTitles). */
+const TITLE_SWEEP_MS = 60_000;
 
 /**
  * Bolt, socket-mode and web-api log through pino, at the level pino is set to, without their payloads: at debug they
@@ -189,10 +199,10 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
 
   /**
    * The prompt or question of a job: from this process's memory, else from the job itself in Redis. Held only from a
-   * job's start here until its result is delivered here (SlackPort.deliver) or no job came of the request
-   * (handlers.ts startJob). One read from Redis is not kept: a job another instance started, or one re-rolled or
-   * varied, which nothing here would ever forget (until 2026-12-08 every title stayed for the life of the process:
-   * test/unit/bots/slack/titles-memory.redis.test.ts).
+   * job's start here until its result is delivered here (SlackPort.deliver), no job came of the request (handlers.ts
+   * startJob), or a sweep finds it delivered elsewhere or gone (sweepTitles). One read from Redis is not kept: a job
+   * another instance started, or one re-rolled or varied, which nothing here would ever forget (until 2026-12-08
+   * every title stayed for the life of the process: test/unit/bots/slack/titles-memory.redis.test.ts).
    */
   async function titleOf(jobId: string): Promise<JobTitle | undefined> {
     const known = titles.get(jobId);
@@ -202,6 +212,48 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
     return data.kind === 'ask' ? { kind: 'ask', text: data.question } : { kind: 'imagine', text: data.prompt };
   }
 
+  const deliveryKeys = new QueueKeys(config.queue.prefix);
+  /** Titles whose jobs the last sweep found gone: forgotten if the next one finds them gone too. */
+  let goneBefore = new Set<string>();
+  let sweeping: Promise<number> | undefined;
+  let sweepTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Only the instance that posts a result forgets its title (SlackPort.deliver): with several bot instances on one
+   * Redis any of them takes a delivery, and a delivery that failed for good is posted by none, so such titles stayed
+   * for the life of the process. Forgotten here: a job delivered, by any instance; a job gone (removed, or past its
+   * keep time), with no result waiting in the delivery queue and no request served without a job (cache hit, joined
+   * flight: Core.requestOf). Gone only at the second sweep in a row that finds it so: the first may fall between the
+   * title's set and its job's add (handlers.ts startJob). A job waiting, running or with its result waiting keeps its
+   * title: a retried delivery shows the same headline, which a read from Redis would lose ("Variation of …").
+   */
+  async function sweepTitles(): Promise<number> {
+    const c = core;
+    // Stryker disable next-line ConditionalExpression,BlockStatement: equivalent, no title is held before start() sets core
+    if (!c) return 0;
+    const ids = [...titles.keys()];
+    const delivered = await new DeliveryLedger(c.redis, config).deliveredAmong(ids);
+    const rest = ids.filter((id) => !delivered.has(id));
+    // One round trip; the jobs and delivery queues' keys share the prefix, and so its Cluster hash slot
+    const pipeline = c.redis.pipeline();
+    for (const id of rest) pipeline.exists(c.queue.toKey(id), deliveryKeys.toKey(QueueNames.delivery('slack'), id));
+    const found = (await pipeline.exec()) ?? [];
+    const gone = new Set<string>();
+    await Promise.all(
+      rest.map(async (id, i) => {
+        const [error, exists] = found[i] ?? [];
+        if (error) throw error;
+        if (exists === 0 && (await c.requestOf(id)) === undefined) gone.add(id);
+      }),
+    );
+    const forget = [...delivered, ...[...gone].filter((id) => goneBefore.has(id))];
+    goneBefore = gone;
+    for (const id of forget) titles.delete(id);
+    return forget.length;
+  }
+  /** One sweep at a time: a timer's tick while one runs (Redis slow) joins it. */
+  const sweep = (): Promise<number> => (sweeping ??= sweepTitles().finally(() => (sweeping = undefined)));
+
   return {
     port,
     get eventsUrl() {
@@ -210,6 +262,7 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
     get titlesKept() {
       return titles.size;
     },
+    sweepTitles: sweep,
     coreOptions: {
       fetchImage: async (ref, destination) => {
         if (!ref.url) throw new AppError('internal', 'fetchImage called without a url');
@@ -259,10 +312,17 @@ export async function createSlackAdapter(deps: AdapterDeps, tuning: SlackTuning 
         eventsUrl = `http://${host}:${address.port}/slack/events`;
         log.info({ eventsUrl }, 'listening for Slack requests (HTTP mode)');
       }
+      sweepTimer = setInterval(() => {
+        // Stryker disable next-line ConditionalExpression: equivalent, sweepTitles returns at once for an empty map
+        if (titles.size === 0) return;
+        // Redis unreachable: its connection logs that, and the next sweep tries again (a title kept longer costs nothing)
+        sweep().catch((e: unknown) => log.debug({ err: (e as Error).message }, 'sweeping Slack titles failed'));
+      }, TITLE_SWEEP_MS).unref();
     },
 
     async stop(): Promise<void> {
       stopped = true;
+      clearInterval(sweepTimer);
       await app?.stop();
     },
 

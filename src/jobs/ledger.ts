@@ -220,6 +220,16 @@ export class DeliveryLedger {
   }
 
   /**
+   * Which of `jobIds` are recorded delivered, by any bot: one MGET (the keys share the prefix, so on a Cluster its
+   * hash tag puts them in one slot).
+   */
+  async deliveredAmong(jobIds: readonly string[]): Promise<Set<string>> {
+    if (jobIds.length === 0) return new Set(); // MGET takes at least one key
+    const marks = await this.redis.mget(...jobIds.map((id) => this.key(id)));
+    return new Set(jobIds.filter((_, i) => marks[i] !== null));
+  }
+
+  /**
    * Delivered, or its result is waiting in the delivery queue (`deliveryJobKey`: that queue's key of the job, same
    * prefix): either way a worker must not run the job again. One EXISTS over both keys.
    */

@@ -2,10 +2,17 @@
 // headline of its status message) is held while the bot may still edit that message, and forgotten once this process
 // has delivered the result, or once no job came of the request (refused, or its status message could not be posted). Until 2026-12-08 every title
 // stayed for the life of the bot: one entry per request, a prompt kept in memory past a retention channel's deadline
-// too, and each Re-roll or Vary of an older job added that job's title as well.
+// too, and each Re-roll or Vary of an older job added that job's title as well. With several bot instances on one Redis
+// (any of them takes a delivery) the title of a job another instance delivered stayed for good until 2026-12-08: the
+// adapter's sweep (sweepTitles, every minute) forgets it, and that of a job gone from Redis.
+import { Queue, Worker } from 'bullmq';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ACTION } from '../../../../bots/slack/blocks.ts';
+import { QueueNames } from '../../../../src/jobs/contract.ts';
+import { DeliveryLedger } from '../../../../src/jobs/ledger.ts';
 import { jobIdFor } from '../../../../src/jobs/queue.ts';
+import { duplicateRedis } from '../../../../src/redis.ts';
+import { until } from '../../../doubles/spine-harness.ts';
 import { startSlackHarness, type SlackHarness } from '../../../fakes/slack/bot-harness.ts';
 import { blockAction, slashCommand } from '../../../fakes/slack/payloads.ts';
 import type { FakeMessage } from '../../../fakes/slack/store.ts';
@@ -52,3 +59,64 @@ it('titles are forgotten once a result is delivered here, or the request refused
   await new Promise((r) => setTimeout(r, 300)); // the last delivery's own end (the final status is its last call)
   expect(h.adapter.titlesKept).toBe(0);
 }, 120_000);
+
+it('a sweep keeps the titles of a job still queued and of a request that joined it; each is forgotten at the second look that finds it gone', async () => {
+  const [user, other] = ['U0TITLES2', 'U0TITLES4'];
+  h.fake.addUser(user);
+  h.fake.addUser(other);
+  await h.stopWorker(); // nothing runs: the job waits
+  const { jobId } = await imagine(user, 'a lake that waits --seed 7');
+  await h.fake.waitFor(() => statusOf(jobId), 10_000, 'the status message');
+  await until(async () => (await h.core.queue.getJob(jobId)) !== undefined, 10_000, 'the job queued');
+  // The same request from someone else joins the job: served without a job of its own, its result comes with the job's
+  const joined = await imagine(other, 'a lake that waits --seed 7');
+  await h.fake.waitFor(() => statusOf(joined.jobId), 10_000, 'the second status message');
+  await until(async () => (await h.core.requestOf(joined.jobId)) !== undefined, 10_000, 'the request served');
+  expect(await h.core.queue.getJob(joined.jobId)).toBeUndefined();
+  expect(h.adapter.titlesKept).toBe(2);
+  expect(await h.adapter.sweepTitles()).toBe(0);
+  expect(await h.adapter.sweepTitles()).toBe(0);
+  expect(h.adapter.titlesKept).toBe(2);
+  await h.core.queue.remove(jobId); // as a purge or the keep time's end does: no result will come
+  // The first look that finds it gone keeps it: that may fall between a title's set and its job's add
+  expect(await h.adapter.sweepTitles()).toBe(0);
+  expect(await h.adapter.sweepTitles()).toBe(1);
+  expect(h.adapter.titlesKept).toBe(1); // the joined request's (its served record is kept as long as a job)
+  await h.core.redis.del(`${h.prefix}:served:${joined.jobId}`); // as its keep time's end does
+  expect(await h.adapter.sweepTitles()).toBe(0);
+  expect(await h.adapter.sweepTitles()).toBe(1);
+  expect(h.adapter.titlesKept).toBe(0);
+}, 60_000);
+
+it('a sweep keeps the title of a job whose result waits, and forgets it once another bot instance delivered it', async () => {
+  const user = 'U0TITLES3';
+  h.fake.addUser(user);
+  // This instance takes no delivery from now on: another one, below, takes it from the shared delivery queue
+  await Promise.all(h.core.deliveryWorkers.map((w) => w.close()));
+  await h.startWorker();
+  const connection = duplicateRedis(h.core.redis);
+  const otherConnection = duplicateRedis(h.core.redis);
+  const deliveries = new Queue(QueueNames.delivery('slack'), { connection, prefix: h.prefix });
+  let elsewhere: Worker | undefined;
+  try {
+    const { jobId } = await imagine(user, 'a lake seen elsewhere');
+    await until(async () => (await deliveries.getJob(jobId)) !== undefined, 30_000, 'the result handed over');
+    expect(h.adapter.titlesKept).toBe(1);
+    expect(await h.adapter.sweepTitles()).toBe(0); // its result waits: a delivery here would show its headline
+    // Still so once the job itself is gone (a cancelled job's result is handed over, then the job removed)
+    await h.core.queue.remove(jobId);
+    expect(await h.adapter.sweepTitles()).toBe(0);
+    expect(await h.adapter.sweepTitles()).toBe(0);
+    expect(h.adapter.titlesKept).toBe(1);
+    const ledger = new DeliveryLedger(h.core.redis, h.config);
+    elsewhere = new Worker(deliveries.name, async (job) => void (await ledger.markDelivered(job.id!)), { connection: otherConnection, prefix: h.prefix });
+    await until(() => ledger.isDelivered(jobId), 10_000, 'the other instance\'s delivery');
+    // before: 0, and the title stayed for the life of the process
+    expect(await h.adapter.sweepTitles()).toBe(1);
+    expect(h.adapter.titlesKept).toBe(0);
+  } finally {
+    await elsewhere?.close();
+    await deliveries.close();
+    await Promise.all([connection.quit(), otherConnection.quit()]);
+  }
+}, 60_000);
