@@ -117,6 +117,7 @@ async function main(): Promise<void> {
     pipelineModule: fromRoot(config.worker.pipelineModule),
     pipelineOptions,
     abortGraceMs: config.worker.abortGraceMs,
+    respawnBaseMs: config.worker.threadRestartMs,
     log,
     // A thread that cannot be restarted (the GPU lost): its jobs would wait here for ever while this worker looks
     // ready. Stop, handing every job back at once for other workers, and exit 1 for the supervisor to start it again.

@@ -52,7 +52,7 @@ export interface ThreadHostOptions {
   onThreadLost?: (error: Error) => void;
   /** @defaultValue 5 */
   respawnTries?: number;
-  /** The restart back-off: base × 2^attempt, at most 30 s. @defaultValue 1000 */
+  /** The restart back-off (worker.threadRestartMs): base × 2^attempt, at most 30 s. @defaultValue 1000 */
   respawnBaseMs?: number;
 }
 

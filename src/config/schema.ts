@@ -165,6 +165,9 @@ export const ConfigSchema = z.strictObject({
     abortGraceMs: positiveInt,
     /** On SIGTERM, how long running jobs may take to finish before they are handed back to the queue for another worker. */
     stopGraceMs: positiveInt,
+    /** A model thread that exits is restarted; after the n-th failed restart the next is tried this × 2^n later (at most
+     *  30 s). After 5 failed restarts in a row (≈ 30 s at 1000: the GPU lost) the worker hands its jobs back and exits 1. */
+    threadRestartMs: positiveInt,
     /** Jobs one model thread runs at once with their model steps batched together (docs/batching.md), per stage:
      *  `decode` for ask answers and the model's own checks, `diffusion` for imagine/vary. 1 = one job at a time. */
     maxBatch: z.strictObject({ decode: positiveInt, diffusion: positiveInt }),

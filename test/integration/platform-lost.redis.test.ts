@@ -5,10 +5,14 @@
 // with a stack. Now each says what to do, stops as SIGTERM stops it, and exits 1 for compose's restart: on-failure.
 // A Slack app uninstalled (its bot token revoked) ran on too, each delivery spending its attempts on token_revoked
 // until it was dropped: now the bot exits, and the results wait in Redis for the bot started with the new token.
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createJobsQueue } from '../../src/jobs/queue.ts';
+import { QueueNames } from '../../src/jobs/contract.ts';
+import { createDeliveryQueue, createJobsQueue } from '../../src/jobs/queue.ts';
 import { closeRedis, createRedis } from '../../src/redis.ts';
-import { makeHarness, REDIS_URL, sleep, spawnTs, startWorker, stopProcess, until, type Proc } from '../doubles/spine-harness.ts';
+import { makeHarness, REDIS_URL, spawnTs, startWorker, stopProcess, until, type Proc } from '../doubles/spine-harness.ts';
 import { slashCommand } from '../fakes/slack/payloads.ts';
 import { FakeDiscord } from '../fakes/discord/server.ts';
 import { FakeSlack } from '../fakes/slack/server.ts';
@@ -73,10 +77,14 @@ describe('a platform token revoked while the bot runs: it says what to do, stops
     const fake = new FakeSlack();
     await fake.start();
     const redis = createRedis(REDIS_URL, 'platform-lost');
+    // The job is held before its first step (holdWhile) until the bot that queued it has exited: it runs past the bot's
+    // exit however slow the machine, and is over as soon as it is let go.
+    const hold = join(tmpdir(), `platform-lost-hold-${process.pid}-${Date.now()}`);
+    writeFileSync(hold, '');
     try {
-      // 2 stages × 4 steps × 1.5 s: the job outlives the bot that queued it
-      const h = makeHarness({ slack: { enabled: true, mode: 'socket', apiUrl: fake.apiUrl }, discord: { enabled: false }, http: { botPort: 0, host: '127.0.0.1' }, worker: { pipelineExtra: { stepDelayMs: 1_500, maxSteps: 4 } } });
+      const h = makeHarness({ slack: { enabled: true, mode: 'socket', apiUrl: fake.apiUrl }, discord: { enabled: false }, http: { botPort: 0, host: '127.0.0.1' }, worker: { pipelineExtra: { holdWhile: { 'a fox in the snow': hold } } } });
       procs.push(await startWorker(h));
+      const jobs = createJobsQueue(h.config, redis);
       const env = { SLACK_APP_TOKEN: fake.appToken, DISCORD_TOKEN: '' };
       const bot = spawnTs('bots/main.ts', h, [], { ...env, SLACK_BOT_TOKEN: fake.botToken });
       procs.push(bot);
@@ -85,12 +93,14 @@ describe('a platform token revoked while the bot runs: it says what to do, stops
       await fake.link.ack(fake.sendEnvelope('slash_commands', slashCommand(fake, { text: 'a fox in the snow', channel: 'C0LOST', user: 'U0ASKER' })));
       const status = await fake.waitFor(() => fake.botMessages('C0LOST').find((m) => m.metadata?.event_type === 'blip3o_status'), 20_000, 'the status message');
       const jobId = String(status.metadata!.event_payload.job_id);
-      // Its app_uninstalled event, or the first progress edit Slack refuses, whichever comes first
+      // The status message is posted before the job is queued: uninstalled in between, the bot's next calls are refused
+      // and no job is ever made (under load that left this test waiting for a job that did not exist).
+      await until(async () => (await jobs.getJobState(jobId)) === 'active' || undefined, 30_000, 'the job running on the worker');
+      // Its app_uninstalled event, or the first edit Slack refuses, whichever comes first
       await exitsForRestart(bot, () => fake.uninstall(), 'Slack refused SLACK_BOT_TOKEN (');
-      const jobs = createJobsQueue(h.config, redis);
-      expect(await jobs.getJobState(jobId)).not.toBe('completed');
-      await until(async () => (await jobs.getJobState(jobId)) === 'completed' || undefined, 120_000, 'the job to finish with no bot running'); // ≈ 15 s here; a CI run beside other work took over 60
-      await jobs.close();
+      expect(await jobs.getJobState(jobId)).toBe('active');
+      rmSync(hold);
+      await until(async () => (await jobs.getJobState(jobId)) === 'completed' || undefined, 60_000, 'the job to finish with no bot running');
       const posted = () => fake.store.thread('C0LOST', status.ts).filter((m) => m.files?.some((f) => f.name === `blip3o-${jobId}.png`));
       expect(posted()).toEqual([]);
       // An admin reinstalls the app and puts the new token in .env; compose starts the bot again.
@@ -98,9 +108,13 @@ describe('a platform token revoked while the bot runs: it says what to do, stops
       const again = spawnTs('bots/main.ts', h, [], { ...env, SLACK_BOT_TOKEN: fake.botToken });
       procs.push(again);
       await fake.waitFor(() => posted().length > 0 || undefined, 60_000, 'the result');
-      await sleep(1_500); // a second post, if one were coming
+      // Its delivery is over (a retry after a post, a second post, would come before this): no second post is coming.
+      const deliveries = createDeliveryQueue(h.config, redis, QueueNames.delivery('slack'));
+      await until(async () => (await deliveries.getJobState(jobId)) === 'completed' || undefined, 30_000, 'the delivery to be done');
+      await Promise.all([jobs.close(), deliveries.close()]);
       expect(posted()).toHaveLength(1);
     } finally {
+      rmSync(hold, { force: true });
       await closeRedis(redis);
       await fake.stop();
     }

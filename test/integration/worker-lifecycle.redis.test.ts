@@ -84,7 +84,8 @@ describe('worker stop', () => {
   // Before: the host retried the thread for ever and the worker stayed ready, holding the job's retry (waiting for room
   // on the dead thread) for good: no other worker could run it.
   it('a model thread that cannot be restarted (the GPU lost): the worker hands its jobs back and exits 1; another worker delivers', async () => {
-    const h = makeHarness({ queue: { backoffMs: 200 }, worker: { pipelineExtra: { failures: { '[boom]': 'crash' } } } });
+    // threadRestartMs: the same five failed restarts, 0.2 s to 1.6 s apart (≈ 3 s) instead of 2 s to 16 s (≈ 30 s)
+    const h = makeHarness({ queue: { backoffMs: 200 }, worker: { threadRestartMs: 100, pipelineExtra: { failures: { '[boom]': 'crash' } } } });
     const flag = join(h.dir, 'gpu-gone');
     const tree = parse(readFileSync(h.configFile, 'utf8')) as { worker: { pipelineExtra: Record<string, unknown> } };
     writeFileSync(h.configFile, stringify({ ...tree, worker: { ...tree.worker, pipelineExtra: { ...tree.worker.pipelineExtra, load: `fail-while:${flag}` } } }));
@@ -97,7 +98,7 @@ describe('worker stop', () => {
     const cli = spawnTs('bots/cli/main.ts', h, ['imagine', '[boom] a fox', '--seed', '7', '--out', out]);
     procs.push(cli);
 
-    expect(await exitWithin(a, 90_000)).toBe(1); // five restarts fail over ≈ 30 s
+    expect(await exitWithin(a, 90_000)).toBe(1); // five restarts fail over ≈ 3 s
     expect(a.output()).toMatch(/"msg":"a model thread could not be restarted: handing the jobs back and exiting so that the worker is restarted"/);
     const b = await startWorkerProcess(configB);
     procs.push(b);
