@@ -182,7 +182,13 @@ export class Retention {
   private async waitedSinceFailed(jobId: string, now: number): Promise<boolean> {
     const key = `${this.config.queue.prefix}:failed-seen:${jobId}`;
     const lives = 2 * HAND_OVER_WAIT_MS + 2 * this.config.queue.retentionSweepMs;
-    if ((await this.redis.set(key, String(now), 'PX', lives, 'NX')) === 'OK') return false;
+    if ((await this.redis.set(key, String(now), 'PX', lives, 'NX')) === 'OK') {
+      // Another process's sweep may have purged the job since this one read it (it found the listener's mark): the
+      // record would then outlive the job (seen with three test files at once, 2026-12-08). Its purge removes the job
+      // before its keys, so a job still here means any purge to come deletes this record too.
+      if ((await this.redis.exists(this.jobs.toKey(jobId))) === 0) await this.redis.del(key);
+      return false;
+    }
     const seenAt = await this.redis.get(key);
     return seenAt !== null && now - Number(seenAt) >= HAND_OVER_WAIT_MS;
   }

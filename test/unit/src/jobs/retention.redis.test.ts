@@ -228,6 +228,29 @@ describe('Retention', () => {
     }
   }, 30_000);
 
+  it('a sweep that read the failed job just before another process purged it leaves no failed-seen record behind', async () => {
+    const retention = new Retention(redis, config);
+    const jobs = createJobsQueue(config, redis);
+    const r = request(1);
+    try {
+      await retention.schedule(r);
+      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
+      await failOnItsOwn(jobs, r.id);
+      // What this sweep read (failed, no mark yet) is stale: the other process, finding the listener's mark, purged it
+      const stale = (await jobs.getJob(r.id))!;
+      await stale.remove();
+      vi.spyOn(stale, 'getState').mockResolvedValue('failed');
+      (retention as unknown as { jobs: { getJob: () => Promise<Job> } }).jobs.getJob = async () => stale;
+      expect(await retention.sweep()).toBe(0);
+      // before: the record stayed, naming the job, two waits past its purge (redis-keys.redis.test.ts saw it)
+      expect(await redis.exists(`${prefix}:failed-seen:${r.id}`)).toBe(0);
+    } finally {
+      await redis.del(`${prefix}:retention`);
+      await retention.stop();
+      await jobs.close();
+    }
+  }, 30_000);
+
   it('is due at submission + TTL, not a millisecond before; an unfinished job is tried again 2 s later', async () => {
     const retention = new Retention(redis, config);
     const jobs = createJobsQueue(config, redis);
