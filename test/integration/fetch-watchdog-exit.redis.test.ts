@@ -65,7 +65,10 @@ describe('a process whose fetch loop has stopped says why and exits 1; started a
       http: { botPort: 0, host: '127.0.0.1' },
       // a prompt with SLOW waits while `hold` exists: still running when the stuck bot exits, however late that comes
       // (a SLOW job of 3 s a step had finished before it in a CI run of 2026-12-08; of 1 s a step, in two earlier ones)
-      worker: { pipelineExtra: { holdWhile: { SLOW: hold } } },
+      // Two at a time: the commands come from one channel, whose jobs fair scheduling releases one after the other, so
+      // with one slot a SLOW job taken first held the heron's behind it, and no result ever waited for the bot (seen with
+      // three test files at once, 2026-12-08: the stuck bot 'still running' at 60 s)
+      worker: { concurrency: 2, pipelineExtra: { holdWhile: { SLOW: hold } } },
     });
     proxy ??= await startBlackholeProxy({ host: target.hostname, port: Number(target.port || 6379) });
     const silencedBefore = proxy.silenced();
