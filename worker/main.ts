@@ -176,8 +176,9 @@ async function main(): Promise<void> {
     log.info({ signal, graceMs }, 'shutting down: finishing running jobs');
     watchdog?.stop();
     // Jobs still running after the grace are aborted with HAND_BACK: the processor moves each back to wait, its lock
-    // released, and another worker takes it at once (not failed, nothing delivered, no stall counted). The model
-    // thread stops within one step (or is terminated after worker.abortGraceMs), well inside compose's 60 s.
+    // released, and another worker takes it (an idle one within 5 s: HAND_BACK says why; not failed, nothing delivered,
+    // no stall counted). The model thread stops within one step (or is terminated after worker.abortGraceMs), well
+    // inside compose's 60 s.
     let handedBack = false;
     const handBack = (why: string) => {
       if (handedBack || runningJobsOf(worker) === 0) return false;

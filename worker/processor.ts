@@ -114,7 +114,9 @@ export interface JobProcessor {
 /**
  * The abort reason with which a stopping worker ends the jobs still running after its grace (worker/main.ts,
  * worker.stopGraceMs): such a job is not cancelled but handed back, moved to the front of the wait list with its lock
- * released, for another worker to take at once; no result is delivered and no attempt or stall is counted.
+ * released, for another worker to take; no result is delivered and no attempt or stall is counted. A worker busy
+ * elsewhere takes it when a slot frees; an idle one within BullMQ's drain delay (5 s): BullMQ 6.7 moves a job with a
+ * priority, as every fairly scheduled job has, back without the marker that wakes idle workers (measured 2026-12-08).
  */
 export const HAND_BACK = 'the worker is stopping: handing the job back';
 
