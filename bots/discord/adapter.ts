@@ -67,11 +67,6 @@ export interface DiscordAdapterOptions {
   log?: Logger;
   /** The gateway is gone and logging in again failed (AdapterFactory's `onFatal`). @defaultValue nothing beyond the log line */
   onFatal?: (error: Error) => void;
-  /**
-   * How long one IDENTIFY holds its bucket (identify-throttle.ts): Discord's 5 s; shorter only against a fake Discord,
-   * where a test logs in again several times in a row. @defaultValue IDENTIFY_WINDOW_MS
-   */
-  identifyWindowMs?: number;
 }
 
 /**
@@ -159,14 +154,12 @@ export class DiscordAdapter implements Adapter {
   private stopped = false;
   private dmSweep: NodeJS.Timeout | undefined;
   private identifyThrottler: NonNullable<WebSocketOptions['buildIdentifyThrottler']> | undefined;
-  private readonly identifyWindowMs: number | undefined;
 
   constructor(options: DiscordAdapterOptions) {
     this.config = options.config;
     // Stryker disable next-line StringLiteral: a default logger's name; bots/main.ts and the tests pass their own
     this.log = options.log ?? createLogger('discord', options.config.logLevel);
     this.onFatal = options.onFatal ?? (() => undefined);
-    this.identifyWindowMs = options.identifyWindowMs;
     if (!options.secrets.DISCORD_TOKEN) {
       throw new AppError('config', 'DISCORD_TOKEN is not set (config/.env.example); set it, or set discord.enabled: false.');
     }
@@ -197,7 +190,7 @@ export class DiscordAdapter implements Adapter {
     this.copies = new AskedCopies(core.redis, this.config.queue.prefix);
     this.port.followCopies(this.copies);
     // Shards of this application in every process identify in turn (identify-throttle.ts); keyed by the token's digest.
-    this.identifyThrottler = redisIdentifyThrottler(core.redis, this.config.queue.prefix, createHash('sha256').update(this.token).digest('hex').slice(0, 16), this.identifyWindowMs);
+    this.identifyThrottler = redisIdentifyThrottler(core.redis, this.config.queue.prefix, createHash('sha256').update(this.token).digest('hex').slice(0, 16), this.config.discord.identifyWindowMs);
     this.handle = (invocation) => core.handle(invocation);
     this.showQueued = (destination, jobId, text) =>
       core.showBeforeResult(jobId, () => this.port.showQueued(destination, jobId, text)).then(() => undefined);

@@ -318,6 +318,9 @@ export const ConfigSchema = z.strictObject({
     /** Gateway/REST timeouts and retries for discord.js's REST client. */
     restTimeoutMs: positiveInt,
     restRetries: nonNegativeInt,
+    /** How long one gateway IDENTIFY holds its bucket (bots/discord/identify-throttle.ts): Discord's 5 s; lower only for a
+     *  Discord-compatible server at apiBaseUrl with a shorter window (the fake Discord). */
+    identifyWindowMs: positiveInt,
     /** At start the bot compares its slash commands with Discord's and PUTs them only when they differ. */
     registerCommandsOnStart: z.boolean(),
     /** Register in these guilds (instant) instead of globally (up to an hour to show); [] = globally. */

@@ -216,8 +216,10 @@ describe('/metrics after a few jobs', () => {
     try {
       expect((await readyz()).status).toBe(200);
       await redisServer.crash();
-      await until(async () => (await readyz()).status === 503, 'not ready with Redis down');
-      expect((await readyz()).checks.redis).toMatch(/no answer within|Redis/);
+      // Each /readyz with Redis down waits out its check's timeout (2 s): keep the answer that said 503, not ask again.
+      let down: Awaited<ReturnType<typeof readyz>> | undefined;
+      await until(async () => (down = await readyz()).status === 503, 'not ready with Redis down');
+      expect(down!.checks.redis).toMatch(/no answer within|Redis/);
       expect((await fetch(`${base}/healthz`)).status).toBe(200); // alive: not restarted for a Redis outage
       redisServer = await redisServer.restart();
       await until(async () => (await readyz()).status === 200, 'ready again with Redis back');
@@ -244,7 +246,8 @@ describe('/metrics after a few jobs', () => {
     const fake = await FakeDiscord.start();
     const h = makeHarness({
       http: { host: '127.0.0.1', botPort: port },
-      discord: { enabled: true, apiBaseUrl: fake.apiBase, downloadHosts: [new URL(fake.apiBase).host] },
+      // Each re-login below identifies (three in a row); a 300 ms IDENTIFY window, not Discord's 5 s, against the fake
+      discord: { enabled: true, apiBaseUrl: fake.apiBase, downloadHosts: [new URL(fake.apiBase).host], identifyWindowMs: 300 },
       slack: { enabled: false },
     });
     const proc = spawnTs('bots/main.ts', h, [], { DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId });

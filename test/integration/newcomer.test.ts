@@ -112,10 +112,12 @@ describe('no Redis', () => {
     let redis: ReturnType<typeof spawn> | undefined;
     try {
       await worker.waitFor('cannot reach Redis', 120_000);
-      await new Promise((r) => setTimeout(r, 5000)); // several reconnect attempts of several connections
+      // several reconnect attempts (ioredis backs off 50, 100, 150… ms: about eight in 2 s), each a connection error
+      await new Promise((r) => setTimeout(r, 2000));
       redis = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
       await worker.waitFor('reachable again', 60_000);
-      await new Promise((r) => setTimeout(r, 2000));
+      // then its start goes on to take jobs: every connection it opens is up, none left to log a second line
+      await worker.waitFor('worker ready', 60_000);
     } finally {
       worker.kill();
       redis?.kill('SIGKILL');

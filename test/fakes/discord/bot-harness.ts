@@ -29,7 +29,7 @@ export interface DiscordHarnessOptions {
   log?: Logger;
   /** The adapter's `onFatal` (bots/main.ts exits on it). */
   onFatal?: (error: Error) => void;
-  /** The adapter's `identifyWindowMs`, for tests that log in again several times in a row. @defaultValue Discord's 5 s */
+  /** discord.identifyWindowMs, for tests that log in again several times in a row. @defaultValue Discord's 5 s */
   identifyWindowMs?: number;
   /** Runs on the started fake before the bot logs in (servers the bot is already in: `addGuild`). */
   beforeLogin?: (fake: FakeDiscord) => void;
@@ -63,6 +63,7 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
       downloadHosts: [new URL(fake.origin).host],
       progressEditIntervalMs: 50,
       restRetries: 1,
+      ...(options.identifyWindowMs !== undefined ? { identifyWindowMs: options.identifyWindowMs } : {}),
     },
     // Rate limits off (0 = off) unless a test sets them: tests fire many commands as one user within a minute.
     limits: { channel: OFF, user: OFF, workspace: OFF },
@@ -76,7 +77,7 @@ export async function startDiscordHarness(options: DiscordHarnessOptions = {}): 
   const config = loadConfig({ overrides, env: {} });
   const secrets = { REDIS_URL, DISCORD_TOKEN: fake.token, DISCORD_APPLICATION_ID: fake.appId };
   const log = options.log ?? createLogger('test-discord', 'warn');
-  const adapter = await createDiscordAdapter({ config, secrets, log, onFatal: options.onFatal, identifyWindowMs: options.identifyWindowMs });
+  const adapter = await createDiscordAdapter({ config, secrets, log, onFatal: options.onFatal });
   const core = createCore({ config, secrets, ports: [adapter.port], log });
   await core.start();
   await adapter.start(core);
