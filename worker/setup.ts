@@ -44,6 +44,8 @@ export interface SetupOptions {
   progressLogMs?: number;
   /** A lock older than this is taken to belong to a dead process. @defaultValue 120000 */
   staleLockMs?: number;
+  /** How long a conversion child stopped with SIGTERM gets before SIGKILL. @defaultValue 5000 */
+  convertStopMs?: number;
   /**
    * A stop request (the worker's SIGTERM/SIGINT): ensureModel stops waiting for the lock, leaves a download where it
    * is (the next start resumes it), stops the conversion child and waits for it to exit, releases the lock and
@@ -135,7 +137,7 @@ export async function ensureModel(config: Readonly<Config>, secrets: Readonly<Se
     if (stale !== undefined) {
       if (!m.convertOnStart) throw new AppError('model', `ONNX graphs in ${onnxDir} are not usable (${stale}); run \`npm run model -- convert\``);
       log.info({ from: snapshotDir, to: onnxDir, dtype: m.dtype, quant: m.quant, why: stale }, 'converting the model to ONNX');
-      await convertInChildProcess(snapshotDir, onnxDir, m.dtype, m.quant, log, signal);
+      await convertInChildProcess(snapshotDir, onnxDir, m.dtype, m.quant, log, signal, options.convertStopMs ?? CONVERT_STOP_MS);
       const manifest = readManifest(onnxDir);
       if (!manifest || staleReason(onnxDir, snapshotDir, m.dtype, m.quant) !== undefined) throw new AppError('model', `conversion into ${onnxDir} finished without a current manifest.json`);
       log.info({ architecture: manifest.architecture, components: Object.keys(manifest.components), skipped: manifest.skipped }, 'model converted');
@@ -256,15 +258,18 @@ export async function probeExecutionProvider(configured: ExecutionProvider, intr
 
 /** How long a conversion child stopped with SIGTERM gets before SIGKILL (it has no handler: it ends at once). */
 const CONVERT_STOP_MS = 5_000;
+/** The pause between looks at a lock another worker holds. */
+const LOCK_PAUSE_MS = 1_000;
 
 /**
  * `npm run model -- convert` in a child process. Conversion is long, synchronous work (graphs are built and written
  * tensor by tensor); in its own process it cannot stall this one's event loop, so /healthz keeps answering and the
  * setup lock keeps its heartbeat (a stalled heartbeat would let another worker take the lock over mid-conversion).
- * `signal` stops it: SIGTERM to the child, SIGKILL after CONVERT_STOP_MS, and SetupStopped once it has exited, so the
- * lock is released only when nothing writes `onnxDir` any more (the next start finds no current manifest and converts).
+ * `signal` stops it: SIGTERM to the child, SIGKILL `stopMs` (CONVERT_STOP_MS unless set) later, and SetupStopped once
+ * it has exited, so the lock is released only when nothing writes `onnxDir` any more (the next start finds no current
+ * manifest and converts).
  */
-async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype: 'fp32' | 'fp16', quant: 'none' | 'int4' | 'int8', log: Logger, signal?: AbortSignal): Promise<void> {
+async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype: 'fp32' | 'fp16', quant: 'none' | 'int4' | 'int8', log: Logger, signal?: AbortSignal, stopMs = CONVERT_STOP_MS): Promise<void> {
   if (signal?.aborted) throw new SetupStopped();
   const cli = fileURLToPath(new URL('./builder/cli.ts', import.meta.url));
   // The same TypeScript loader this process runs under (tsx via `--import`, or `tsx`'s own flags); no debugger flags.
@@ -286,7 +291,7 @@ async function convertInChildProcess(snapshotDir: string, onnxDir: string, dtype
   const stop = () => {
     log.info({ pid: child.pid }, 'stopping the conversion');
     child.kill('SIGTERM');
-    killTimer = setTimeout(() => child.kill('SIGKILL'), CONVERT_STOP_MS);
+    killTimer = setTimeout(() => child.kill('SIGKILL'), stopMs);
   };
   // Stryker disable next-line ObjectLiteral,BooleanLiteral: equivalent, a signal aborts once and the listener is removed when the child exits
   signal?.addEventListener('abort', stop, { once: true });
@@ -345,9 +350,10 @@ function loggedProgress(log: Logger, ms: number): FetchProgress {
 /**
  * Runs `fn` holding a lock directory (mkdir is atomic, also on shared volumes). The holder touches it every few
  * seconds; a lock untouched for `staleMs` belonged to a process that died and is taken over (takeOverStale).
- * `signal` ends a wait for the lock (SetupStopped); once held, the lock is released when `fn` settles.
+ * `signal` ends a wait for the lock (SetupStopped); once held, the lock is released when `fn` settles. While another
+ * holds it, the lock is looked at every `pauseMs`.
  */
-export async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+export async function withLock<T>(lockDir: string, log: Logger, staleMs: number, fn: () => Promise<T>, signal?: AbortSignal, pauseMs = LOCK_PAUSE_MS): Promise<T> {
   await mkdir(resolve(lockDir, '..'), { recursive: true });
   let waitingLogged = false;
   for (;;) {
@@ -361,7 +367,7 @@ export async function withLock<T>(lockDir: string, log: Logger, staleMs: number,
       if (await takeOverStale(lockDir, log, staleMs)) break;
       if (!waitingLogged) log.info({ lockDir }, 'another worker is setting up the model; waiting for it');
       waitingLogged = true;
-      await unlessStopped(new Promise((r) => setTimeout(r, 1000)), signal);
+      await unlessStopped(new Promise((r) => setTimeout(r, pauseMs)), signal);
     }
   }
   await writeFile(`${lockDir}/owner`, `${hostname()} ${process.pid}\n`);

@@ -8,7 +8,7 @@
 import type { QueueEvents } from 'bullmq';
 import { isRedisConnectionError, NOW_MS_LUA, runScript, type Redis } from '../../src/redis.ts';
 import { JobProgress, type Destination } from '../../src/jobs/contract.ts';
-import { HELD_ELSEWHERE_LUA, SHOWING_SLOT_MS, type DeliveryLedger } from '../../src/jobs/ledger.ts';
+import { HELD_ELSEWHERE_LUA, type DeliveryLedger } from '../../src/jobs/ledger.ts';
 import { noWorkerReady } from '../../src/cache/results.ts';
 import { HELD, queuePlaces, type QueuePlaceShown } from '../../src/jobs/position.ts';
 import type { JobsQueue } from '../../src/jobs/queue.ts';
@@ -111,8 +111,8 @@ interface Tracked {
   timer?: NodeJS.Timeout;
   /**
    * The edit of this job in flight (the ledger's round trip, the platform's answer), if any: the next waits for its
-   * end, or SHOWING_SLOT_MS at most from when the ledger gave it the slot (a platform that never answers: the slot
-   * lapses then too).
+   * end, or the ledger's showingSlotMs (SHOWING_SLOT_MS, 10 s) at most from when the ledger gave it the slot (a
+   * platform that never answers: the slot lapses then too).
    */
   editing?: ShownProgress;
   /** The place last shown (HELD: the channel is paused). */
@@ -380,12 +380,12 @@ export class ProgressRelay {
       // end; nor once the job is finished or gone (purged by the retention sweep, which deletes the ledger's marks too).
       const lease = { key: this.leaseKey(progress.jobId), owner: this.deps.instanceId, ms: PROGRESS_LEASE_MS, alive: this.aliveKey, job: this.deps.queue.toKey(progress.jobId) };
       const edit = () => {
-        // From when the ledger gives the edit its slot, which lapses after SHOWING_SLOT_MS: a platform that never answers
+        // From when the ledger gives the edit its slot, which lapses after its showingSlotMs: a platform that never answers
         // holds the next edit so long at most. Not before: while the ledger's script waits for Redis (down), the next
         // edit's would wait behind it, run right after it and find the slot taken; the newest step was dropped, the one
         // before it left shown after the outage (found by an audit, 2026-12-07).
         // + 250 ms: the next edit, let go at the cap, must find the ledger's slot lapsed, not just about to (it was dropped)
-        cap = setTimeout(ended, SHOWING_SLOT_MS + 250).unref();
+        cap = setTimeout(ended, this.deps.ledger.showingSlotMs + 250).unref();
         const shown = t.port.showProgress(t.destination, progress);
         t.lastAt = Date.now(); // the port has it (and read its clock) now: the interval runs from here
         return shown;

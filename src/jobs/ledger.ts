@@ -100,6 +100,8 @@ export class DeliveryLedger {
   constructor(
     private readonly redis: Redis,
     private readonly config: Pick<Config, 'queue'>,
+    /** How long a progress edit's slot lasts at most (its PX), and so how long it may hold off a delivery. */
+    readonly showingSlotMs = SHOWING_SLOT_MS,
   ) {}
 
   private key(jobId: string): string {
@@ -119,7 +121,7 @@ export class DeliveryLedger {
   }
 
   /** Before posting a result: no progress edit starts after this, and one in flight (at most waitMs) is waited for. */
-  async beginDelivery(jobId: string, waitMs = SHOWING_SLOT_MS): Promise<void> {
+  async beginDelivery(jobId: string, waitMs = this.showingSlotMs): Promise<void> {
     const showing = await runScript(this.redis, 'blip3oLedgerBegin', BEGIN, [this.deliveringKey(jobId), this.showingKey(jobId)], [this.ttlSeconds]);
     // Stryker disable next-line ConditionalExpression: equivalent, waitForEdit returns after one EXISTS when no edit is in flight
     if (showing === 1) await this.waitForEdit(jobId, waitMs);
@@ -146,7 +148,7 @@ export class DeliveryLedger {
    * delivering, as beginDelivery does (an edit in flight is waited for, at most waitMs). Finish with finishDelivery,
    * or releaseClaim when the post failed.
    */
-  async startDelivery(jobId: string, owner: string, claimMs: number, waitMs = SHOWING_SLOT_MS): Promise<'duplicate' | 'busy' | 'started'> {
+  async startDelivery(jobId: string, owner: string, claimMs: number, waitMs = this.showingSlotMs): Promise<'duplicate' | 'busy' | 'started'> {
     const { leases, leaseKeys } = leaseKeysOf(this.config.queue.prefix);
     const keys = [this.key(jobId), this.claimKey(jobId), this.deliveringKey(jobId), this.showingKey(jobId), leases, leaseKeys];
     // Stryker disable next-line StringLiteral: equivalent, any name no other script on the connection uses defines the same command
@@ -183,7 +185,7 @@ export class DeliveryLedger {
 
   private async show(jobId: string, edit: () => Promise<void>, lease?: ShowLease): Promise<{ shown: boolean; leasedElsewhereMs?: number }> {
     const keys = [this.showingKey(jobId), this.deliveringKey(jobId), this.key(jobId), ...(lease ? [lease.key, ...(lease.alive ? [lease.alive] : []), ...(lease.job ? [lease.job] : [])] : [])];
-    const args = lease ? [SHOWING_SLOT_MS, lease.owner, lease.ms, lease.job ? 1 : 0] : [SHOWING_SLOT_MS];
+    const args = lease ? [this.showingSlotMs, lease.owner, lease.ms, lease.job ? 1 : 0] : [this.showingSlotMs];
     const taken = Number(await runScript(this.redis, 'blip3oLedgerShow', SHOW, keys, args));
     if (taken < 0) return { shown: false, leasedElsewhereMs: -taken };
     if (taken !== 1) return { shown: false };

@@ -24,6 +24,8 @@ const lockIn = () => {
   return join(d, 'snapshot.setup-lock');
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** withLock's pause between looks at a held lock in the tests that do not test the pause itself (1 s unless set). */
+const PAUSE_MS = 50;
 /** A logger whose lines (info and up) are kept, parsed. */
 const captured = (onLine?: (msg: string) => void) => {
   const lines: Record<string, unknown>[] = [];
@@ -52,7 +54,7 @@ describe('withLock', () => {
         events.push(`${name} out`);
         if (fail) throw new Error(`${name} failed`);
         return name;
-      });
+      }, undefined, PAUSE_MS);
     const results = await Promise.allSettled([holder('a', true), holder('b'), holder('c')]);
     expect(results.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
     for (let i = 0; i < events.length; i += 2) expect(events[i + 1]).toBe(events[i]!.replace(' in', ' out')); // never interleaved
@@ -83,7 +85,7 @@ describe('withLock', () => {
         events.push(`${name} in`);
         await sleep(50);
         events.push(`${name} out`);
-      });
+      }, undefined, PAUSE_MS);
     const results = await Promise.allSettled([holder('a'), holder('b'), holder('c')]);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
     expect(events).toHaveLength(6);
@@ -99,11 +101,12 @@ describe('withLock', () => {
     mkdirSync(guard);
     const touching = setInterval(() => utimesSync(guard, new Date(), new Date()), 100); // the other takeover, alive
     const t = Date.now();
-    const held = withLock(lock, log, 1_000, async () => Date.now() - t);
-    await sleep(2_200);
+    const held = withLock(lock, log, 500, async () => Date.now() - t, undefined, PAUSE_MS);
+    await sleep(1_100); // many looks, each finding the takeover lock fresh
     clearInterval(touching); // it dies, its takeover lock left behind
-    // Before: taken over at once, two holders. Now: after the takeover lock went stale (1 s) and was cleared.
-    expect(await held).toBeGreaterThanOrEqual(3_000);
+    // Before: taken over at once, two holders. Now: after the takeover lock went stale (500 ms after its last touch, at
+    // 0.9 s at the earliest) and was cleared.
+    expect(await held).toBeGreaterThanOrEqual(1_400);
   });
 
   it('names its holder in the lock, and returns what it ran even if the lock was taken from it meanwhile', async () => {
@@ -127,18 +130,18 @@ describe('withLock', () => {
   it('waits for a live holder, whose heartbeat keeps the lock fresh past staleMs', async () => {
     const lock = lockIn();
     const order: string[] = [];
-    const first = withLock(lock, log, 2_000, async () => {
+    const first = withLock(lock, log, 1_000, async () => {
       order.push('first in');
-      await sleep(3_000); // longer than staleMs: only the heartbeat (every staleMs/4) keeps the second one out
+      await sleep(1_600); // longer than staleMs: only the heartbeat (every staleMs/4, 250 ms) keeps the second one out
       order.push('first out');
     });
     await sleep(100);
     const { log: watched, lines } = captured();
-    const second = withLock(lock, watched, 2_000, async () => void order.push('second'));
+    const second = withLock(lock, watched, 1_000, async () => void order.push('second'), undefined, PAUSE_MS);
     await Promise.all([first, second]);
     expect(order).toEqual(['first in', 'first out', 'second']);
     expect(existsSync(`${lock}.takeover`)).toBe(false); // each look at the live lock gave its takeover lock back
-    // said once, not on every look in the ~3 s it waited
+    // said once, not on every look (~30) in the ~1.5 s it waited
     expect(lines).toEqual([expect.objectContaining({ level: 30, lockDir: lock, msg: 'another worker is setting up the model; waiting for it' })]);
   });
 });
@@ -174,8 +177,8 @@ describe('withLock with a stop request', () => {
     const lock = lockIn();
     const other = heldLock(lock);
     const stop = new AbortController();
-    const waiting = withLock(lock, log, 60_000, async () => getEventListeners(stop.signal, 'abort').length, stop.signal);
-    await sleep(2_300); // two pauses ended, a third begun
+    const waiting = withLock(lock, log, 60_000, async () => getEventListeners(stop.signal, 'abort').length, stop.signal, 200);
+    await sleep(500); // two 200 ms pauses ended, a third begun
     expect(getEventListeners(stop.signal, 'abort')).toHaveLength(1);
     other.stop();
     rmSync(lock, { recursive: true, force: true }); // the holder is done
@@ -276,7 +279,7 @@ describe('ensureModel', () => {
     expect(await failing('process.exit(0);')).toMatchObject({ message: `conversion into ${onnxDir} finished without a current manifest.json` });
   });
 
-  it('a conversion child that outlives SIGTERM is killed 5 s later, then SetupStopped', async () => {
+  it('a conversion child that outlives SIGTERM is killed convertStopMs (5 s unless set) later, then SetupStopped', async () => {
     const { config, onnxDir, lock } = modelFolder({ converted: false, convertOnStart: true });
     const fake = join(onnxDir, '..', 'deaf-converter.cjs');
     // deaf to SIGTERM, and alive past its failing main module (an uncaught error); gone by itself after 20 s
@@ -287,9 +290,9 @@ describe('ensureModel', () => {
       const stop = new AbortController();
       let stoppedAt = 0;
       const { log: watched } = captured((msg) => msg === 'convert: ready' && ((stoppedAt = Date.now()), stop.abort()));
-      const setup = ensureModel(config, secrets, watched, { root: '/', signal: stop.signal });
+      const setup = ensureModel(config, secrets, watched, { root: '/', signal: stop.signal, convertStopMs: 1_000 });
       await expect(within(setup, 15_000)).rejects.toBeInstanceOf(SetupStopped);
-      expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual(4_900); // CONVERT_STOP_MS
+      expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual(950); // convertStopMs: the child ignored SIGTERM, SIGKILL ended it
       expect(existsSync(lock)).toBe(false);
     } finally {
       if (before === undefined) delete process.env.NODE_OPTIONS;
@@ -302,10 +305,14 @@ describe('ensureModel', () => {
     const other = heldLock(lock);
     try {
       const stop = new AbortController();
-      const setup = ensureModel(config, secrets, log, { root: '/', staleLockMs: 60_000, signal: stop.signal });
-      await sleep(1_500);
+      let waiting!: () => void;
+      const waitingSaid = new Promise<void>((r) => (waiting = r));
+      const { log: watched } = captured((msg) => msg === 'another worker is setting up the model; waiting for it' && waiting());
+      const setup = ensureModel(config, secrets, watched, { root: '/', staleLockMs: 60_000, signal: stop.signal });
+      await waitingSaid; // its first one-second pause begins
+      await sleep(100);
       stop.abort();
-      await expect(within(setup, 900)).rejects.toBeInstanceOf(SetupStopped); // before the one-second pause ends
+      await expect(within(setup, 800)).rejects.toBeInstanceOf(SetupStopped); // before the one-second pause ends
       expect(readdirSync(lock)).toEqual([]);
     } finally {
       other.stop();

@@ -108,7 +108,10 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
   });
 
   it('a run cancelled while it waits for room ends at once, and the runs behind it move up', async () => {
-    const h = await start({ decode: 1, diffusion: 1 }, { stepDelayMs: 150 });
+    const dir = mkdtempSync(join(tmpdir(), 'blip3o-host-'));
+    const holdA = join(dir, 'hold-a'); // a holds the thread, before its first step, while this file exists
+    writeFileSync(holdA, '');
+    const h = await start({ decode: 1, diffusion: 1 }, { holdWhile: { a: holdA } });
     const events: string[] = [];
     const cancel = new AbortController();
     const a = run(h, 'a', events);
@@ -119,7 +122,8 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
     const bEnd = await b.then(() => 'fulfilled', (e: AppError) => e.code);
     expect(bEnd).toBe('cancelled');
     await expect(b).rejects.toThrow('Cancelled.');
-    expect(events).toEqual(['b failed']); // told before a (≈ 600 ms) is done, not once it had the thread
+    expect(events).toEqual(['b failed']); // told while a still holds the thread, not once it had the thread
+    rmSync(dir, { recursive: true, force: true }); // a goes on
     await Promise.all([a, c]);
     expect(events).toEqual(['b failed', 'a started', 'a done', 'c started', 'c done']);
     // a run already cancelled when it asks for room takes none
@@ -151,10 +155,11 @@ describe('ThreadHost batching (worker.maxBatch)', () => {
   // Before: the companion failed too, and lost one of its job's attempts with the crashing run
   // (more in thread-host-bystanders.test.ts).
   it('a thread crash under a batch runs each again alone: only the run that crashes alone fails, retryably; the thread is replaced', async () => {
-    const h = await start({ decode: 2, diffusion: 1 }, { failures: { crash: 'crash' }, stepDelayMs: 200 });
+    const h = await start({ decode: 2, diffusion: 1 }, { failures: { crash: 'crash' }, stepDelayMs: 50 });
     const events: string[] = [];
     const companion = run(h, 'companion', events);
-    await new Promise((r) => setTimeout(r, 100)); // the companion is mid-answer when the crash comes
+    // the companion is mid-answer (its first of ten 50 ms steps done) when the crash comes
+    await vi.waitFor(() => expect(events).toContain('companion started'), { timeout: 15_000, interval: 5 });
     const settled = await Promise.allSettled([companion, run(h, 'crash', events)]);
     expect(settled[0]!.status).toBe('fulfilled');
     expect(settled[1]!.status).toBe('rejected');
@@ -287,16 +292,17 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
     const flag = join(dir, 'no-memory');
     try {
       const { log, lines } = recordingLog();
-      const h = await start({ decode: 1, diffusion: 1 }, { failures: { crash: 'crash' }, load: `fail-while:${flag}` }, { log });
+      const h = await start({ decode: 1, diffusion: 1 }, { failures: { crash: 'crash' }, load: `fail-while:${flag}` }, { log, respawnBaseMs: 500 });
       writeFileSync(flag, '');
       await expect(run(h, 'crash now', [])).rejects.toMatchObject({ code: 'internal' });
-      const t0 = Date.now();
       const next = run(h, 'the next one', []);
       // the first restart fails while the flag is there (waited for, not slept on: a loaded machine starts a thread slowly)
-      await vi.waitFor(() => expect(lines).toContainEqual(['could not restart a model thread; retrying', { err: 'the pipeline failed to load: out of GPU memory (test)', attempt: 1 }]), { timeout: 15_000, interval: 50 });
+      await vi.waitFor(() => expect(lines).toContainEqual(['could not restart a model thread; retrying', { err: 'the pipeline failed to load: out of GPU memory (test)', attempt: 1 }]), { timeout: 15_000, interval: 10 });
+      const failedAt = Date.now(); // at most 10 ms after the first try failed
       rmSync(flag);
       expect((await next).text).toContain('You asked: the next one'); // waited for the fresh thread, not failed
-      expect(Date.now() - t0).toBeGreaterThanOrEqual(1_900); // the first retry comes 2 s after the first try
+      // the first retry comes respawnBaseMs × 2 (here 1 s; 2 s unless set) after the first try failed
+      expect(Date.now() - failedAt).toBeGreaterThanOrEqual(980);
       expect(existsSync(flag)).toBe(false);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -310,12 +316,12 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
     try {
       const lost: string[] = [];
       const { log, lines } = recordingLog();
-      const h = await start({ decode: 1, diffusion: 1 }, { failures: { crash: 'crash' }, load: `fail-while:${flag}` }, { log, respawnBaseMs: 20, onThreadLost: (e) => lost.push(e.message) });
+      const h = await start({ decode: 1, diffusion: 1 }, { failures: { crash: 'crash' }, load: `fail-while:${flag}` }, { log, respawnBaseMs: 5, onThreadLost: (e) => lost.push(e.message) });
       writeFileSync(flag, '');
       await expect(run(h, 'crash now', [])).rejects.toMatchObject({ code: 'internal' });
       const next = run(h, 'the next one', []);
       const tries = () => lines.filter(([m]) => m === 'could not restart a model thread; retrying').length;
-      for (let i = 0; i < 800 && tries() < 6; i++) await new Promise((r) => setTimeout(r, 50)); // waits 40+80+160+320+640 ms, and six thread starts
+      for (let i = 0; i < 800 && tries() < 6; i++) await new Promise((r) => setTimeout(r, 50)); // waits 10+20+40+80+160 ms, and six thread starts
       expect({ tries: tries() >= 6, lost }).toEqual({ tries: true, lost: ['the pipeline failed to load: out of GPU memory (test)'] });
       expect(lines.filter(([m]) => m === 'could not restart a model thread; retrying').slice(0, 5).map(([, f]) => f.attempt)).toEqual([1, 2, 3, 4, 5]);
       rmSync(flag);
@@ -326,13 +332,13 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
   });
 
   it('cancelling a run that already has its room leaves the line behind it alone', async () => {
-    const h = await start({ decode: 1, diffusion: 1 }, { stepDelayMs: 100 });
+    const h = await start({ decode: 1, diffusion: 1 }, { stepDelayMs: 40 });
     const events: string[] = [];
     const cancel = new AbortController();
     const a = run(h, 'a', events, cancel.signal).catch(() => undefined);
     const b = run(h, 'b', events);
     const c = run(h, 'c', events);
-    await new Promise((r) => setTimeout(r, 150));
+    await vi.waitFor(() => expect(events).toContain('a started'), { timeout: 15_000, interval: 5 }); // a has its room
     cancel.abort();
     await Promise.all([a, b, c]);
     expect(events).toEqual(['a started', 'a failed', 'b started', 'b done', 'c started', 'c done']);
@@ -398,7 +404,7 @@ describe('ThreadHost: the edges of a run and of a thread\'s life', () => {
   });
 
   it('a share meter leaves its thread with its run: afterwards it counts in full however many share the thread', async () => {
-    const h = await start({ decode: 2, diffusion: 1 }, { stepDelayMs: 60 });
+    const h = await start({ decode: 2, diffusion: 1 }, { stepDelayMs: 30 });
     const done = new ShareMeter();
     await run(h, 'first', [], undefined, done);
     const before = done.now();
