@@ -49,6 +49,27 @@ async function failOnItsOwn(queue: ReturnType<typeof createJobsQueue>, jobId: st
   await connection.quit();
 }
 
+/**
+ * `body` with a retention channel's job (TTL 1 s: its deadline 9 s ago) that BullMQ failed on its own and no listener
+ * marked; afterwards nothing of it is left to the next test (its entry, job, records), and the sweeper is stopped.
+ */
+async function withFailedJob(body: (it: { retention: Retention; jobs: ReturnType<typeof createJobsQueue>; r: JobRequest }) => Promise<void>, retentionConfig: Pick<typeof config, 'queue'> = config): Promise<void> {
+  const retention = new Retention(redis, retentionConfig);
+  const jobs = createJobsQueue(config, redis);
+  const r = request(1);
+  try {
+    await retention.schedule(r);
+    await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
+    await failOnItsOwn(jobs, r.id);
+    await body({ retention, jobs, r });
+  } finally {
+    await (await jobs.getJob(r.id))?.remove();
+    await redis.del(`${prefix}:retention`, `${prefix}:failed-seen:${r.id}`, `${prefix}:failure-handled:${r.id}`);
+    await retention.stop();
+    await jobs.close();
+  }
+}
+
 describe('Retention', () => {
   it('waits for a job that has not run, then purges job, delivery, event entries and per-job keys once it finished', async () => {
     const retention = new Retention(redis, config);
@@ -151,14 +172,8 @@ describe('Retention', () => {
     }
   }, 30_000);
 
-  it('a failed job whose result never comes is purged HAND_OVER_WAIT_MS after a sweep found it failed, not a millisecond before', async () => {
-    const retention = new Retention(redis, config);
-    const jobs = createJobsQueue(config, redis);
-    const r = request(1);
-    try {
-      await retention.schedule(r);
-      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
-      await failOnItsOwn(jobs, r.id);
+  it('a failed job whose result never comes is purged HAND_OVER_WAIT_MS after a sweep found it failed, not a millisecond before', () =>
+    withFailedJob(async ({ retention, jobs, r }) => {
       // from when a sweep found it failed, not its finishedOn: that is the clock of the host that failed it
       // (test/unit/src/jobs/retention-clock-skew.redis.test.ts)
       const seenAt = (await jobs.getJob(r.id))!.finishedOn! + 5_000;
@@ -168,21 +183,12 @@ describe('Retention', () => {
       await retention.schedule(r);
       expect(await retention.sweep(seenAt + HAND_OVER_WAIT_MS)).toBe(1);
       expect(await jobs.getJob(r.id)).toBeUndefined();
-    } finally {
-      await retention.stop();
-      await jobs.close();
-    }
-  }, 30_000);
+    }), 30_000);
 
-  it("a failed job is purged at the first sweep once its worker's 'failed' listener has run (its mark), not a minute later", async () => {
-    const retention = new Retention(redis, config);
-    const jobs = createJobsQueue(config, redis);
-    const [r, later, none] = [request(1), request(3600), request()];
-    const mark = (id: string) => `${prefix}:failure-handled:${id}`;
-    try {
-      await retention.schedule(r); // deadline 9 s ago
-      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
-      await failOnItsOwn(jobs, r.id);
+  it("a failed job is purged at the first sweep once its worker's 'failed' listener has run (its mark), not a minute later", () =>
+    withFailedJob(async ({ retention, jobs, r }) => {
+      const [later, none] = [request(3600), request()];
+      const mark = (id: string) => `${prefix}:failure-handled:${id}`;
       const now = Date.now();
       expect(await retention.sweep(now)).toBe(0); // the listener has not run: wait for it
       await markFailureHandled(redis, prefix, r, now); // worker/processor.ts finallyFailed, last thing
@@ -200,42 +206,21 @@ describe('Retention', () => {
       expect(await redis.pttl(mark(r.id))).toBeLessThanOrEqual(HAND_OVER_WAIT_MS);
       await markFailureHandled(redis, prefix, none, now);
       expect(await redis.exists(mark(none.id))).toBe(0);
-    } finally {
-      await redis.del(mark(r.id), mark(later.id));
-      await retention.stop();
-      await jobs.close();
-    }
-  }, 30_000);
+      await redis.del(mark(later.id));
+    }), 30_000);
 
-  it('the record of when a sweep first found a job failed outlives two sweeps, however far apart queue.retentionSweepMs puts them', async () => {
+  it('the record of when a sweep first found a job failed outlives two sweeps, however far apart queue.retentionSweepMs puts them', () => {
     // Before 2026-12-08 it lived 2 × HAND_OVER_WAIT_MS alone: with sweeps 5 minutes apart each found it gone and began
     // the wait again, and a failed job whose listener never marked it was never purged.
     const sweepMs = 5 * 60_000;
-    const retention = new Retention(redis, { queue: { ...config.queue, retentionSweepMs: sweepMs } });
-    const jobs = createJobsQueue(config, redis);
-    const r = request(1);
-    try {
-      await retention.schedule(r);
-      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
-      await failOnItsOwn(jobs, r.id);
+    return withFailedJob(async ({ retention, r }) => {
       expect(await retention.sweep()).toBe(0);
       expect(await redis.pttl(`${prefix}:failed-seen:${r.id}`)).toBeGreaterThan(2 * sweepMs + HAND_OVER_WAIT_MS);
-    } finally {
-      await (await jobs.getJob(r.id))?.remove();
-      await redis.del(`${prefix}:retention`, `${prefix}:failed-seen:${r.id}`);
-      await retention.stop();
-      await jobs.close();
-    }
+    }, { queue: { ...config.queue, retentionSweepMs: sweepMs } });
   }, 30_000);
 
-  it('a sweep that read the failed job just before another process purged it leaves no failed-seen record behind', async () => {
-    const retention = new Retention(redis, config);
-    const jobs = createJobsQueue(config, redis);
-    const r = request(1);
-    try {
-      await retention.schedule(r);
-      await jobs.add('imagine', r, { jobId: r.id, attempts: 1 });
-      await failOnItsOwn(jobs, r.id);
+  it('a sweep that read the failed job just before another process purged it leaves no failed-seen record behind', () =>
+    withFailedJob(async ({ retention, jobs, r }) => {
       // What this sweep read (failed, no mark yet) is stale: the other process, finding the listener's mark, purged it
       const stale = (await jobs.getJob(r.id))!;
       await stale.remove();
@@ -244,12 +229,7 @@ describe('Retention', () => {
       expect(await retention.sweep()).toBe(0);
       // before: the record stayed, naming the job, two waits past its purge (redis-keys.redis.test.ts saw it)
       expect(await redis.exists(`${prefix}:failed-seen:${r.id}`)).toBe(0);
-    } finally {
-      await redis.del(`${prefix}:retention`);
-      await retention.stop();
-      await jobs.close();
-    }
-  }, 30_000);
+    }), 30_000);
 
   it('is due at submission + TTL, not a millisecond before; an unfinished job is tried again 2 s later', async () => {
     const retention = new Retention(redis, config);
