@@ -23,9 +23,13 @@ let standby: RedisProcess;
 let bystander: RedisProcess;
 
 const tag = `{f-${randomUUID().slice(0, 8)}}`;
+// acceptReplicaWaitMs: a replica on loopback acknowledges in milliseconds, so 500 ms is still ample for "Queued" to
+// wait for it; past a failover (the new master has no replica until the old one is back) each acceptance round waits
+// this long. deliveryBackoffMs: a delivery that met the failover is retried after 250 ms, 500 ms, … (exponential),
+// not 2 s, 4 s, 8 s; each try still goes through the ledger that makes it once.
 const h = makeHarness({
-  redis: { acceptReplicas: 1, acceptReplicaWaitMs: 2_000 },
-  queue: { prefix: tag, attempts: 5, backoffMs: 200, lockDurationMs: 4_000, stalledIntervalMs: 2_000, maxStalledCount: 5 },
+  redis: { acceptReplicas: 1, acceptReplicaWaitMs: 500 },
+  queue: { prefix: tag, attempts: 5, backoffMs: 200, deliveryBackoffMs: 250, lockDurationMs: 4_000, stalledIntervalMs: 2_000, maxStalledCount: 5 },
   worker: { concurrency: 4, pipelineExtra: { stepDelayMs: 20 } },
 });
 

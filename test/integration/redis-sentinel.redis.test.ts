@@ -13,15 +13,28 @@ let set: SentinelSet;
 let worker: Proc | undefined;
 let clients: LoadClient[] = [];
 
+// acceptReplicaWaitMs: a replica on loopback acknowledges in milliseconds, so 500 ms is still ample for "Queued" to
+// wait for it; past a failover (no replica until the old primary is back) each acceptance round waits this long.
+// deliveryBackoffMs: a delivery that met the failover is retried after 250 ms, 500 ms, … (exponential), not 2 s, 4 s,
+// 8 s; each try still goes through the ledger that makes it once.
 const h = makeHarness({
-  redis: { acceptReplicas: 1, acceptReplicaWaitMs: 2_000 },
-  queue: { attempts: 5, backoffMs: 200, lockDurationMs: 4_000, stalledIntervalMs: 2_000, maxStalledCount: 5 },
+  redis: { acceptReplicas: 1, acceptReplicaWaitMs: 500 },
+  queue: { attempts: 5, backoffMs: 200, deliveryBackoffMs: 250, lockDurationMs: 4_000, stalledIntervalMs: 2_000, maxStalledCount: 5 },
   worker: { concurrency: 4, pipelineExtra: { stepDelayMs: 20 } },
 });
 
 beforeAll(async () => {
   set = await startSentinelSet(`m${randomUUID().slice(0, 6)}`);
-  // Sentinels find the replica through the primary's INFO, and each other through hello messages (every 2 s).
+  // The sentinels' own periods, shortened (SENTINEL DEBUG; the defaults suit a WAN, not loopback): PING every 250 ms
+  // (a hung primary is down 1 s after its last answer, not up to 2 s), INFO every 1 s (not 10 s), hello messages every
+  // 500 ms (not 2 s): a primary that comes back is made a replica 4 publish periods after it says it is a primary,
+  // 2 s rather than 8 s. Detection (down-after 1 s), quorum, election and promotion are the same.
+  for (const s of set.sentinels) {
+    const sentinel = createRedis(`redis://127.0.0.1:${s.port}`);
+    await sentinel.call('SENTINEL', 'DEBUG', 'ping-period', '250', 'info-period', '1000', 'publish-period', '500');
+    sentinel.disconnect();
+  }
+  // Sentinels find the replica through the primary's INFO, and each other through hello messages.
   const probe = createRedis(`redis://127.0.0.1:${set.sentinels[0]!.port}`);
   await until(async () => {
     const replicas = (await probe.call('SENTINEL', 'replicas', set.masterName)) as unknown[];
@@ -29,6 +42,14 @@ beforeAll(async () => {
     return replicas.length === 1 && peers.length === 2;
   }, 30_000, 'sentinels to see the replica and each other');
   probe.disconnect();
+  // and the replica holds the primary's data before any acceptance counts on it: its first sync, not the 5 s diskless
+  // sync delay (a job accepted while it syncs waits acceptReplicaWaitMs, then is lost with the primary).
+  const primary = createRedis(`redis://127.0.0.1:${set.primary.port}`, 'sentinel-primary');
+  await primary.config('SET', 'repl-diskless-sync-delay', '0');
+  await closeRedis(primary);
+  const replica = createRedis(`redis://127.0.0.1:${set.replica.port}`, 'sentinel-replica');
+  await until(async () => (await replica.info('replication')).includes('master_link_status:up'), 30_000, 'the replica to sync with the primary');
+  await closeRedis(replica);
   worker = await startWorker(h, { REDIS_URL: set.url });
 }, 180_000);
 
