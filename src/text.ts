@@ -61,3 +61,18 @@ export function clipText(text: string, max: number, mark = '…'): string {
   if (text.length <= max) return text;
   return text.slice(0, cutPoint(text, Math.max(0, max - mark.length))) + mark;
 }
+
+/**
+ * `text`, whose code block opened at `openedAt` (its first backtick) is still open (an answer cut short, or still
+ * streaming), with that block closed: a closing fence whose first backticks have arrived is finished, else one is
+ * added on a line of its own. A block with no code yet (nothing after its first line, where its language may still be
+ * coming) is left out until it has some, or the platform would show its backticks, or its language as its code.
+ * Discord and Slack find the open fence each by their own rules (bots/discord/model-text.ts, bots/slack/blocks.ts).
+ */
+export function withOpenBlockClosed(text: string, openedAt: number): string {
+  const firstLineEnd = text.indexOf('\n', openedAt);
+  // Stryker disable next-line EqualityOperator: equivalent, a line end after a fence is past its backticks, never at 0
+  if (firstLineEnd < 0 || !text.slice(firstLineEnd).trim()) return text.slice(0, openedAt).trimEnd();
+  const closingStarted = /\n(`{0,2})$/.exec(text)?.[1];
+  return closingStarted === undefined ? `${text}\n\`\`\`` : `${text}${'`'.repeat(3 - closingStarted.length)}`;
+}

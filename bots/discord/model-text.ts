@@ -8,7 +8,7 @@
 // spans as Discord does: a span is left as written only if no link or mention could start in it even were it read as
 // plain text (`liveFrom`, on the text without its backslashes), and a span always ends in a backtick, so it never
 // leaves a backslash to pair with ours after it. Reading spans wrong only costs looks, never a live link.
-import { cutPoint } from '../../src/text.ts';
+import { cutPoint, withOpenBlockClosed } from '../../src/text.ts';
 
 /**
  * Where, in backslash-free text, a link or mention could start: a masked link `[…](scheme:`, `<@…`, `<#…`, a command
@@ -138,12 +138,7 @@ export function readModelText(shown: string): string {
  */
 export function partialModelText(partial: string): string {
   const { openFence } = codeSpans(partial);
-  if (openFence === undefined) return modelText(partial);
-  const firstLineEnd = partial.indexOf('\n', openFence);
-  // Stryker disable next-line EqualityOperator: equivalent, a line end after a fence is past its backticks, never at 0
-  if (firstLineEnd < 0 || !partial.slice(firstLineEnd).trim()) return modelText(partial.slice(0, openFence).trimEnd());
-  const closingStarted = /\n(`{0,2})$/.exec(partial)?.[1]; // its closing ``` half arrived: finish it
-  return modelText(closingStarted === undefined ? `${partial}\n\`\`\`` : `${partial}${'`'.repeat(3 - closingStarted.length)}`);
+  return modelText(openFence === undefined ? partial : withOpenBlockClosed(partial, openFence));
 }
 
 /**

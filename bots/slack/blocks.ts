@@ -7,7 +7,7 @@ import { queuedLine, STAGE_LABEL, type ShownProgress } from '../core/stage-label
 import { servedNote } from '../core/served-note.ts';
 import { z } from 'zod';
 import type { JobResult } from '../../src/jobs/contract.ts';
-import { clipText, cutPoint } from '../../src/text.ts';
+import { clipText, cutPoint, withOpenBlockClosed } from '../../src/text.ts';
 
 /** action_id of each button; `value` is always the job id. */
 export const ACTION = { reroll: 'blip3o_reroll', vary: 'blip3o_vary', cancel: 'blip3o_cancel', imagineThis: 'blip3o_imagine_this' } as const;
@@ -196,20 +196,12 @@ const CLOSE = '\n```';
 /** Of a section's 3,000 characters; a section may add a fence reopened at its start and one closed at its end. */
 const SECTION_TEXT = 2900;
 
-/**
- * `text` with the code block it leaves open (an answer cut short, or still streaming) closed: a closing fence whose
- * first backticks have arrived is finished, else one is added. A block with no code yet (nothing after its first
- * line) is left out until it has some, or Slack would show its backticks, or its language as the code.
- */
+/** `text` with the code block it leaves open (an answer cut short, or still streaming) closed (withOpenBlockClosed). */
 function withCodeClosed(text: string): string {
   if (fenceCount(text) % 2 === 0) return text;
-  let opened = text.lastIndexOf('```');
+  let opened = text.lastIndexOf('```'); // Slack pairs every run of three or more, so the open one is the last
   while (text[opened - 1] === '`') opened--;
-  const firstLineEnd = text.indexOf('\n', opened);
-  // Stryker disable next-line EqualityOperator: equivalent, a line end after a fence is past its backticks, never at 0
-  if (firstLineEnd < 0 || !text.slice(firstLineEnd).trim()) return text.slice(0, opened).trimEnd();
-  const closingStarted = /\n`{1,2}$/.exec(text)?.[0];
-  return closingStarted ? `${text}${'`'.repeat(4 - closingStarted.length)}` : `${text}${CLOSE}`;
+  return withOpenBlockClosed(text, opened);
 }
 
 /** `text` in at most `max` characters: cut with "…", a code block the cut leaves open closed before it. */

@@ -1,6 +1,6 @@
 // src/text.ts: characters counted as Discord and the job format count them, and cuts a reader never sees through.
 import { describe, expect, it } from 'vitest';
-import { charCount, clipText, cutPoint, firstChars, lengthRefusal } from '../../../src/text.ts';
+import { charCount, clipText, cutPoint, firstChars, lengthRefusal, withOpenBlockClosed } from '../../../src/text.ts';
 import { expectWholeGraphemes, graphemes, WORLD } from '../../doubles/world-text.ts';
 
 describe('charCount and firstChars: code points', () => {
@@ -77,5 +77,19 @@ describe('cutPoint and clipText: between graphemes', () => {
     expect(cutPoint('\u{10FFFF}\u{10FFFF}', 1)).toBe(0);
     expect(cutPoint('a\uFE0F\uFE0F', 2)).toBe(2); // variation selectors (0xFE0F, above the surrogates): between them
     expect(clipText('abcdef', 0)).toBe('…'); // no room but for the mark
+  });
+});
+
+describe('withOpenBlockClosed: a code block still open, closed (Discord and Slack alike)', () => {
+  const open = 'Here:\n```ts\nconst a = 1;';
+  it('adds a closing fence on its own line, or finishes one whose first backticks have arrived', () => {
+    expect(withOpenBlockClosed(open, 6)).toBe('Here:\n```ts\nconst a = 1;\n```');
+    expect(withOpenBlockClosed(`${open}\n`, 6)).toBe('Here:\n```ts\nconst a = 1;\n```'); // no blank line in the code (Slack added one until 2026-12-08)
+    expect(withOpenBlockClosed(`${open}\n\``, 6)).toBe('Here:\n```ts\nconst a = 1;\n```');
+    expect(withOpenBlockClosed(`${open}\n\`\``, 6)).toBe('Here:\n```ts\nconst a = 1;\n```');
+  });
+  it('leaves out a block with no code yet: its language may still be coming', () => {
+    expect(withOpenBlockClosed('Here:\n```ty', 6)).toBe('Here:');
+    expect(withOpenBlockClosed('Here:\n```ts\n  ', 6)).toBe('Here:');
   });
 });
