@@ -65,7 +65,7 @@ export const groups = {
   // the retention purge's timing (the failed listener's mark, the failed-seen wait) and a cancel's flag set only while
   // the job exists (src/jobs/{retention,cancel}.ts), since 2026-12-07. Line ranges (of 2026-12-08): update them when
   // those files move.
-  retention: ['src/jobs/retention.ts:42-69', 'src/jobs/retention.ts:141-188', 'src/jobs/cancel.ts:1-27'],
+  retention: ['src/jobs/retention.ts:42-70', 'src/jobs/retention.ts:142-195', 'src/jobs/cancel.ts:1-27'],
   // Redis's clock as every host reads it (src/server-clock.ts, a5cb746), since 2026-12-08
   clock: ['src/server-clock.ts'],
   // Slack channels that take posts only in threads (startJob's DM fallback, dmForThreadOnly, the port's THREAD_ONLY) and a

@@ -231,6 +231,40 @@ describe('Retention', () => {
       expect(await redis.exists(`${prefix}:failed-seen:${r.id}`)).toBe(0);
     }), 30_000);
 
+  it('a job completed with its result delivered and removed waits HAND_OVER_WAIT_MS from its end; its images go with it', async () => {
+    const retention = new Retention(redis, config);
+    const jobs = createJobsQueue(config, redis);
+    const delivery = createDeliveryQueue(config, redis, 'delivery-slack');
+    const blob = () => `${prefix}:blob:${randomUUID()}`;
+    const [asked, gallery] = [{ ...request(1), imageKey: blob() }, request(1)];
+    const made = [blob(), blob()];
+    try {
+      for (const key of [asked.imageKey, ...made]) await redis.set(key, 'png');
+      for (const r of [asked, gallery]) {
+        await retention.schedule(r);
+        await jobs.add('imagine', r, { jobId: r.id });
+        await runOnce(jobs.name); // completed; its result handed over, delivered and removed, as a bot does
+      }
+      const finishedAt = (await jobs.getJob(asked.id))!.finishedOn!;
+      expect(await retention.sweep(finishedAt + HAND_OVER_WAIT_MS - 1)).toBe(0);
+      await retention.schedule(asked); // due again at once (the sweep above put it RETRY_MS later)
+      expect(await retention.sweep(finishedAt + HAND_OVER_WAIT_MS)).toBe(1);
+      expect(await redis.exists(asked.imageKey)).toBe(0); // the image asked about
+      // A completed copy of a result, a gallery: every image made goes with the job
+      const result = { v: CONTRACT_VERSION, jobId: gallery.id, kind: 'imagine', destination: gallery.destination, status: 'succeeded', images: made.map((blobKey) => ({ blobKey })), timingsMs: {}, finishedAt };
+      await delivery.add('result', result as unknown as JobResult, { jobId: gallery.id });
+      await runOnce(delivery.name);
+      await retention.schedule(gallery);
+      expect(await retention.sweep()).toBe(1);
+      expect(await redis.exists(...made)).toBe(0);
+    } finally {
+      await redis.del(`${prefix}:retention`, asked.imageKey, ...made);
+      await retention.stop();
+      await jobs.close();
+      await delivery.close();
+    }
+  }, 30_000);
+
   it('is due at submission + TTL, not a millisecond before; an unfinished job is tried again 2 s later', async () => {
     const retention = new Retention(redis, config);
     const jobs = createJobsQueue(config, redis);
