@@ -79,7 +79,7 @@ export const groups = {
   // the admin's side of a failure (128a41c, since 2026-12-08): failureReason's 'stalled', the worker's failure lines and
   // their levels, the delivery's 'failed for good' line, the core's onCommandFailed. Line ranges: update them when those
   // files move.
-  failures: ['src/observability/hooks.ts:24-33', 'worker/processor.ts:148-148', 'worker/processor.ts:459-472', 'worker/processor.ts:490-500', 'bots/core/delivery.ts:121-129', 'bots/core/submit.ts:669-690'],
+  failures: ['src/observability/hooks.ts:24-33', 'worker/processor.ts:151-151', 'worker/processor.ts:462-475', 'worker/processor.ts:493-503', 'bots/core/delivery.ts:121-129', 'bots/core/submit.ts:679-700'],
 };
 const group = process.env.MUTATION_GROUP;
 if (group !== undefined && !(group in groups)) throw new Error(`MUTATION_GROUP must be one of ${Object.keys(groups).join(', ')}`);
